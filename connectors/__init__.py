@@ -1,0 +1,3 @@
+"""Connector SDK and sample connectors (issue 4)."""
+
+__all__: list[str] = []

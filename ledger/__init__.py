@@ -1,0 +1,52 @@
+"""run-ledger's event store: event models, the append/read API, storage and the hash chain."""
+
+from ledger.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    LedgerError,
+    SchemaError,
+    StorageError,
+    StreamError,
+    UnknownEventTypeError,
+    ValidationError,
+)
+from ledger.events import (
+    EventModel,
+    LedgerEvent,
+    RunFinished,
+    RunProgressed,
+    RunStarted,
+    RunTimedOut,
+)
+from ledger.mapper import canonical_json, parse_event, register_upcaster
+from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
+from ledger.rules import RunState
+from ledger.store import Ledger
+from ledger.verify import ChainReport, verify_chain
+
+__all__ = [
+    "AppendResult",
+    "ChainReport",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "EventModel",
+    "Ledger",
+    "LedgerError",
+    "LedgerEvent",
+    "LedgerHead",
+    "RecordedEvent",
+    "RunFinished",
+    "RunProgressed",
+    "RunStarted",
+    "RunState",
+    "RunTimedOut",
+    "SchemaError",
+    "StorageError",
+    "StreamError",
+    "UnknownEventTypeError",
+    "ValidationError",
+    "canonical_json",
+    "parse_event",
+    "register_upcaster",
+    "verify_chain",
+]

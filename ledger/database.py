@@ -1,0 +1,144 @@
+"""Engines for the two supported databases, and the one place driver errors are translated.
+
+* SQLite (embedded default): WAL, a busy timeout, ``synchronous=FULL`` (an acknowledged append
+  survives a power cut), and transactions begun by us so that appends can take the write lock
+  up front with ``BEGIN IMMEDIATE``: concurrent writers queue instead of failing with
+  "database is locked" half-way through.
+* MySQL/MariaDB (production): PyMySQL, utf8mb4, every session in UTC, READ COMMITTED so a
+  tailing reader always sees the latest committed positions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from ledger.errors import ConfigurationError, StorageError
+from ledger.urls import mask_secrets, mask_url
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Execution option read by the "begin" hook: which BEGIN to emit on SQLite.
+SQLITE_BEGIN_OPTION = "ledger_sqlite_begin"
+
+
+def create_ledger_engine(url: str, **engine_options: Any) -> Engine:
+    """An engine configured for the ledger; raises :class:`ConfigurationError` on a bad URL."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"invalid database URL {mask_url(url)!r}: {exc}") from exc
+    backend = parsed.get_backend_name()
+    try:
+        if backend == "sqlite":
+            engine = _sqlite_engine(url, parsed.database, **engine_options)
+        elif backend in ("mysql", "mariadb"):
+            if parsed.get_driver_name() not in ("pymysql",):
+                raise ConfigurationError(
+                    f"unsupported MySQL driver in {mask_url(url)!r}: use mysql+pymysql://"
+                )
+            engine = _mysql_engine(url, **engine_options)
+        else:
+            raise ConfigurationError(
+                f"unsupported database {backend!r} in {mask_url(url)!r}: "
+                "use sqlite:///PATH or mysql+pymysql://USER:PASSWORD@HOST:PORT/DB"
+            )
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise ConfigurationError(f"cannot use database URL {mask_url(url)!r}: {exc}") from exc
+    return engine
+
+
+def _sqlite_engine(url: str, database: str | None, **options: Any) -> Engine:
+    in_memory = not database or database == ":memory:"
+    if in_memory:
+        # One shared connection, or every checkout would see its own empty database.
+        options.setdefault("poolclass", StaticPool)
+    engine = create_engine(
+        url,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        **options,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to SQLAlchemy's "begin" event below (the pysqlite recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def _mysql_engine(url: str, **options: Any) -> Engine:
+    connect_args = {
+        "charset": "utf8mb4",
+        "init_command": "SET time_zone = '+00:00'",
+        "connect_timeout": 10,
+    }
+    options.setdefault("pool_pre_ping", True)
+    options.setdefault("pool_recycle", 3600)
+    return create_engine(
+        url,
+        connect_args=connect_args,
+        isolation_level="READ COMMITTED",
+        **options,
+    )
+
+
+def is_sqlite(engine: Engine | Connection) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds the write lock from its first statement on SQLite.
+
+    On MySQL the caller locks ``ledger_head`` with ``SELECT … FOR UPDATE`` instead.
+    """
+    with engine.connect() as conn:
+        if is_sqlite(engine):
+            conn.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def translate_errors(url: str, action: str) -> Iterator[None]:
+    """Turn driver errors into :class:`StorageError`, with passwords masked, ``from`` the cause."""
+    try:
+        yield
+    except DBAPIError as exc:
+        raise StorageError(_describe(url, action, exc)) from exc
+    except SQLAlchemyError as exc:
+        raise StorageError(_describe(url, action, exc)) from exc
+
+
+def _describe(url: str, action: str, exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None)
+    detail = str(original) if original is not None else str(exc).split("\n")[0]
+    message = f"{action} failed on {mask_url(url)}: {detail}"
+    password = make_url(url).password if "://" in url else None
+    message = mask_secrets(message)
+    if password:
+        message = message.replace(str(password), "***")
+    return message

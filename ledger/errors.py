@@ -1,0 +1,72 @@
+"""The one error tree of run-ledger.
+
+Every error the library raises on purpose derives from :class:`LedgerError`, so callers (and the
+CLI) can catch one type. Driver errors never escape raw: :mod:`ledger.database` wraps them in
+:class:`StorageError`, raised ``from`` the driver error, with any URL password masked.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Root of every error run-ledger raises.
+
+    ``batch_index`` is set (0-based) when the error concerns one event of an appended batch, so
+    a caller that read the batch from a file can name the line.
+    """
+
+    batch_index: int | None = None
+
+
+class ConfigurationError(LedgerError):
+    """A setting (database URL, option, config file) is missing or invalid."""
+
+
+class ValidationError(LedgerError):
+    """An event or an input line is invalid; nothing was written.
+
+    ``problems`` holds one human-readable line per problem (field and reason), and ``line`` the
+    1-based input line when the event came from a file.
+    """
+
+    def __init__(
+        self, message: str, *, problems: list[str] | None = None, line: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+        self.line = line
+
+
+class UnknownEventTypeError(ValidationError):
+    """A stored or submitted event has a type this version of run-ledger does not know."""
+
+
+class ConcurrencyError(LedgerError):
+    """An append carried an ``expected_version`` that differs from the run's version (I4)."""
+
+    def __init__(self, run_id: int, expected_version: int, actual_version: int) -> None:
+        super().__init__(
+            f"run {run_id}: expected version {expected_version}, "
+            f"but the run is at version {actual_version}; nothing was appended"
+        )
+        self.run_id = run_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+
+
+class StreamError(LedgerError):
+    """An append would break a stream rule of DESIGN.md I5; nothing was written."""
+
+    def __init__(self, run_id: int | None, rule: str, message: str) -> None:
+        where = f"run {run_id}" if run_id is not None else "new run"
+        super().__init__(f"{where}: {message} (rule: {rule})")
+        self.run_id = run_id
+        self.rule = rule
+
+
+class StorageError(LedgerError):
+    """The database failed or could not be reached. The driver error is the ``__cause__``."""
+
+
+class SchemaError(StorageError):
+    """The database schema is missing or not at the revision this code expects."""

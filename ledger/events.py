@@ -1,0 +1,143 @@
+"""Event models: the facts a run is made of (DESIGN.md §5).
+
+Models are pydantic v2, frozen, ``extra="forbid"``; :data:`LedgerEvent` is a discriminated union
+on ``type``. A model holds what the *writer* knows; what the ledger assigns on append (position,
+version, recorded_at, hashes) lives on :class:`ledger.recorded.RecordedEvent`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+from ledger.clock import ensure_utc, utcnow
+
+# Counters are INT(11) in the legacy table: every delta (and every total) must fit a signed int.
+COUNTER_LIMIT = 2**31
+COUNTER_FIELDS: tuple[str, ...] = (
+    "records_fetched",
+    "records_created",
+    "records_updated",
+    "records_skipped",
+    "claims_created",
+    "coverage_cells_updated",
+)
+TERMINAL_STATUSES = ("success", "partial", "failed")
+MAX_RUN_ID = 2**31 - 1  # ingestion_runs.id is INT(11)
+
+Counter = Annotated[int, Field(ge=0, lt=COUNTER_LIMIT, strict=True)]
+RunId = Annotated[int, Field(ge=1, le=MAX_RUN_ID, strict=True)]
+
+
+class EventModel(BaseModel):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+    type: str
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    run_id: RunId | None = None
+    # A label that stands for a run started earlier in the same append (resolved by the ledger,
+    # never stored): lets one file start a run and report on it without knowing its id.
+    run_ref: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    occurred_at: datetime = Field(default_factory=utcnow)
+    actor: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    schema_version: Annotated[int, Field(ge=1, strict=True)] = 1
+
+    @field_validator("occurred_at", mode="after")
+    @classmethod
+    def _occurred_at_is_utc(cls, value: datetime) -> datetime:
+        return ensure_utc(value, "occurred_at")
+
+    @model_validator(mode="after")
+    def _run_is_named(self) -> EventModel:
+        if self.run_id is not None and self.run_ref is not None:
+            raise ValueError("give run_id or run_ref, not both")
+        if self.run_id is None and self.run_ref is None and not isinstance(self, RunStarted):
+            raise ValueError(
+                "run_id is required (or run_ref naming a run started in the same batch)"
+            )
+        return self
+
+    def counter_deltas(self) -> dict[str, int]:
+        """The counter deltas this event carries (all zero for events without counters)."""
+        return {name: int(getattr(self, name, 0)) for name in COUNTER_FIELDS}
+
+
+class RunStarted(EventModel):
+    """A connector began a run. ``run_id`` absent: the ledger allocates the next id."""
+
+    type: Literal["RunStarted"] = "RunStarted"
+    source_id: Annotated[int, Field(ge=0, lt=COUNTER_LIMIT, strict=True)]
+    connector_name: Annotated[str, Field(min_length=1, max_length=100)]
+    metadata: dict[str, Any] | None = None
+
+
+class _Counters(BaseModel):
+    records_fetched: Counter = 0
+    records_created: Counter = 0
+    records_updated: Counter = 0
+    records_skipped: Counter = 0
+    claims_created: Counter = 0
+    coverage_cells_updated: Counter = 0
+
+
+class RunProgressed(EventModel, _Counters):
+    """Counter deltas since the last report; all zero is a heartbeat."""
+
+    type: Literal["RunProgressed"] = "RunProgressed"
+
+    @property
+    def is_heartbeat(self) -> bool:
+        return not any(self.counter_deltas().values())
+
+
+class RunFinished(EventModel, _Counters):
+    """The connector's own verdict on its run (the first terminal status wins, DESIGN.md §5)."""
+
+    type: Literal["RunFinished"] = "RunFinished"
+    status: Literal["success", "partial", "failed"]
+    error_message: str | None = None
+    error_details: dict[str, Any] | None = None
+
+
+class RunTimedOut(EventModel):
+    """The run was declared dead: by the sweeper, or by an operator with a reason."""
+
+    type: Literal["RunTimedOut"] = "RunTimedOut"
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    threshold_seconds: Annotated[int, Field(ge=0, strict=True)] | None = None
+    last_event_at: datetime | None = None
+    detected_by: Annotated[str, Field(min_length=1, max_length=200)]
+
+    @field_validator("last_event_at", mode="after")
+    @classmethod
+    def _last_event_at_is_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else ensure_utc(value, "last_event_at")
+
+
+LedgerEvent = Annotated[
+    RunStarted | RunProgressed | RunFinished | RunTimedOut,
+    Field(discriminator="type"),
+]
+EVENT_TYPES: dict[str, type[EventModel]] = {
+    "RunStarted": RunStarted,
+    "RunProgressed": RunProgressed,
+    "RunFinished": RunFinished,
+    "RunTimedOut": RunTimedOut,
+}
+TERMINAL_EVENT_TYPES = frozenset({"RunFinished", "RunTimedOut"})
+
+event_adapter: TypeAdapter[RunStarted | RunProgressed | RunFinished | RunTimedOut] = TypeAdapter(
+    LedgerEvent
+)

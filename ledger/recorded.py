@@ -1,0 +1,101 @@
+"""What the ledger hands back: events as stored, with what the ledger assigned to them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from ledger.events import EventModel
+from ledger.mapper import event_from_stored
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """One ``ledger_events`` row. ``payload`` is the stored canonical JSON text."""
+
+    position: int
+    event_id: str
+    run_id: int
+    version: int
+    type: str
+    schema_version: int
+    payload: str
+    occurred_at: datetime
+    recorded_at: datetime
+    actor: str | None
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> RecordedEvent:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+    def as_row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @cached_property
+    def payload_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.payload)
+        return data
+
+    @cached_property
+    def event(self) -> EventModel:
+        """The event as the current model (upcast if it was written under an older schema).
+
+        Raises :class:`ledger.errors.UnknownEventTypeError` for a type this code does not know,
+        and :class:`ledger.errors.ValidationError` for a payload that no longer validates.
+        """
+        return event_from_stored(
+            event_type=self.type,
+            schema_version=self.schema_version,
+            payload=self.payload_data,
+            event_id=self.event_id,
+            run_id=self.run_id,
+            occurred_at=self.occurred_at,
+            actor=self.actor,
+        )
+
+
+@dataclass(frozen=True)
+class LedgerHead:
+    """The last position and hash of the chain, and the highest run id ever used."""
+
+    last_position: int
+    last_hash: str
+    last_run_id: int
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """The outcome of one :meth:`ledger.Ledger.append`.
+
+    ``events`` has one entry per submitted event, in submission order: the stored row, which for
+    a duplicate ``event_id`` is the row stored earlier (I3). ``new_events`` are those this call
+    stored.
+    """
+
+    events: list[RecordedEvent]
+    new_events: list[RecordedEvent]
+    run_refs: dict[str, int] = field(default_factory=dict)
+    allocated_run_ids: list[int] = field(default_factory=list)
+
+    @property
+    def appended(self) -> int:
+        return len(self.new_events)
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.events) - len(self.new_events)
+
+    @property
+    def first_position(self) -> int | None:
+        """Position of the first event this call stored; None when all were duplicates."""
+        return self.new_events[0].position if self.new_events else None
+
+    @property
+    def last_position(self) -> int | None:
+        return self.new_events[-1].position if self.new_events else None

@@ -1,0 +1,90 @@
+"""Stream rules (I5), as a pure function of a run's write-side state and the next event.
+
+    (no run) ──RunStarted──▶ open ──RunFinished──▶ finished        (nothing may follow)
+                               │
+                               └──RunTimedOut──▶ timed_out ──RunFinished (late)──▶ finished
+                                                    └──RunProgressed (late) stays timed_out
+
+The same function serves appends and, later, verification of stored history, so the rules live
+in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from ledger.errors import StreamError
+from ledger.events import EventModel, RunFinished, RunProgressed, RunStarted, RunTimedOut
+
+OPEN = "open"
+TIMED_OUT = "timed_out"
+FINISHED = "finished"
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the ledger knows of a run on the write side (one ``ledger_runs`` row)."""
+
+    run_id: int
+    source_id: int
+    connector_name: str
+    version: int
+    state: str
+    started_at: datetime
+    last_event_at: datetime
+    opened_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == OPEN
+
+
+def apply_event(
+    current: RunState | None, event: EventModel, run_id: int, recorded_at: datetime
+) -> RunState:
+    """The run's state after ``event``; raise :class:`StreamError` if the event breaks a rule."""
+    if isinstance(event, RunStarted):
+        if current is not None:
+            raise StreamError(run_id, "single-start", "RunStarted may appear only once per run")
+        return RunState(
+            run_id=run_id,
+            source_id=event.source_id,
+            connector_name=event.connector_name,
+            version=1,
+            state=OPEN,
+            started_at=event.occurred_at,
+            last_event_at=event.occurred_at,
+            opened_at=recorded_at,
+            updated_at=recorded_at,
+        )
+    if current is None:
+        raise StreamError(
+            run_id,
+            "starts-with-RunStarted",
+            f"{event.type} for a run that has no "
+            "RunStarted; a run's first event must be RunStarted",
+        )
+    if current.state == FINISHED:
+        raise StreamError(
+            run_id,
+            "nothing-after-RunFinished",
+            f"{event.type} after RunFinished; the run is closed",
+        )
+    new_state = current.state
+    if isinstance(event, RunTimedOut):
+        if current.state == TIMED_OUT:
+            raise StreamError(run_id, "single-timeout", "RunTimedOut may appear only once per run")
+        new_state = TIMED_OUT
+    elif isinstance(event, RunFinished):
+        new_state = FINISHED
+    elif not isinstance(event, RunProgressed):  # pragma: no cover - the union is closed
+        raise StreamError(run_id, "known-type", f"unsupported event {event.type}")
+    return replace(
+        current,
+        version=current.version + 1,
+        state=new_state,
+        last_event_at=max(current.last_event_at, event.occurred_at),
+        updated_at=recorded_at,
+    )

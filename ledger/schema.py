@@ -1,0 +1,127 @@
+"""Tables of the event store, on one ``MetaData`` shared with Alembic (``migrations/env.py``).
+
+Alembic owns the schema: these definitions are what ``alembic check`` compares the database to,
+and the migrations under ``migrations/versions`` must produce exactly them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+
+from ledger.clock import ensure_utc
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+GENESIS_HASH = "0" * 64
+HEAD_ROW_ID = 1
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC with microseconds; refuses naive datetimes on the way in.
+
+    MySQL gets ``DATETIME(6)`` (not TIMESTAMP: no session-zone conversion, no 2038 limit);
+    SQLite stores ISO text. Values come back as aware UTC datetimes on both.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return ensure_utc(value).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+# Payloads can be large (error details, tracebacks): LONGTEXT on MySQL, TEXT elsewhere.
+PayloadText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+ledger_events = Table(
+    "ledger_events",
+    metadata,
+    # Assigned under the ledger_head lock, not by AUTO_INCREMENT: gapless and in commit order (I2).
+    Column(
+        "position",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("event_id", String(36), nullable=False),
+    Column("run_id", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("payload", PayloadText, nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("actor", String(200), nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("event_id"),  # I3: the backstop for idempotent appends
+    UniqueConstraint("run_id", "version"),  # one run read in version order; I4 backstop
+)
+
+ledger_runs = Table(
+    "ledger_runs",
+    metadata,
+    Column("run_id", Integer, primary_key=True, autoincrement=False),
+    Column("source_id", Integer, nullable=False),
+    Column("connector_name", String(100), nullable=False),
+    Column("version", Integer, nullable=False),
+    # open | timed_out | finished: the write-side state the stream rules (I5) are checked against.
+    Column("state", String(16), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    # Latest occurred_at of any event of the run: when the run was last alive (I10).
+    Column("last_event_at", UTCDateTime(), nullable=False),
+    Column("opened_at", UTCDateTime(), nullable=False),  # recorded_at of RunStarted
+    Column("updated_at", UTCDateTime(), nullable=False),  # recorded_at of the latest event
+    # Stuck detection scans open runs only: its cost follows open runs, not history (I10).
+    Index(None, "state", "last_event_at"),
+    Index(None, "state", "started_at"),
+    Index(None, "connector_name", "source_id", "state"),
+)
+
+ledger_head = Table(
+    "ledger_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_position", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    Column("last_run_id", Integer, nullable=False),
+)
+
+RUN_STATES = ("open", "timed_out", "finished")

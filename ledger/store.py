@@ -1,0 +1,400 @@
+"""The append/read API of the event store (DESIGN.md I1–I6).
+
+Every append is one transaction that first locks the ``ledger_head`` row (``SELECT … FOR UPDATE``
+on MySQL, ``BEGIN IMMEDIATE`` on SQLite). Under that lock it drops events already stored (I3),
+checks ``expected_version`` (I4) and the stream rules (I5), numbers the new events from the head
+(I2), chains their hashes (I6), and writes events, run registry and head together: all or
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ledger.clock import utcnow
+from ledger.database import create_ledger_engine, translate_errors, write_transaction
+from ledger.errors import ConcurrencyError, LedgerError, SchemaError, ValidationError
+from ledger.events import MAX_RUN_ID, EventModel, RunStarted
+from ledger.hashing import chain_hash
+from ledger.mapper import payload_json
+from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
+from ledger.rules import RunState, apply_event
+from ledger.schema import HEAD_ROW_ID, ledger_events, ledger_head, ledger_runs
+from ledger.urls import mask_url
+
+log = logging.getLogger(__name__)
+
+# An occurred_at further ahead of the ledger's clock than this is refused (I10 clock skew guard):
+# a run "alive in the future" could never be detected as stuck.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+# Rows per IN (...) list, well under every driver's parameter limit.
+_IN_CHUNK = 500
+_RUN_COLUMNS = tuple(c.name for c in ledger_runs.columns)
+
+
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Ledger:
+    """An event store on one database. Thread-safe; share one per process."""
+
+    def __init__(self, engine: Engine, url: str | None = None) -> None:
+        self.engine = engine
+        self.url = url or engine.url.render_as_string(hide_password=False)
+
+    @classmethod
+    def from_url(cls, url: str, **engine_options: Any) -> Ledger:
+        return cls(create_ledger_engine(url, **engine_options), url)
+
+    def __repr__(self) -> str:
+        return f"Ledger({mask_url(self.url)!r})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ append
+
+    def append(
+        self, events: Iterable[EventModel], expected_version: int | None = None
+    ) -> AppendResult:
+        """Append events for one run or many in one transaction, all or nothing.
+
+        ``expected_version`` (only for a batch about one run) is the version the run must be at
+        before this batch; 0 means the run must not exist yet. Re-appending a stored
+        ``event_id`` appends nothing and returns the stored event.
+        """
+        batch = list(events)
+        if not batch:
+            return AppendResult(events=[], new_events=[])
+        now = utcnow()
+        _check_batch(batch, expected_version, now)
+        payloads = [payload_json(event) for event in batch]  # serialise outside the lock
+        with translate_errors(self.url, "append"):
+            try:
+                return self._append_once(batch, payloads, expected_version, now)
+            except IntegrityError as exc:
+                # The unique constraints are the backstop of I3/I4: a writer that bypassed the
+                # head lock got there first. Retry once; the dedupe step now sees its rows.
+                log.warning("append hit a unique constraint, retrying once: %s", exc.orig)
+                return self._append_once(batch, payloads, expected_version, now)
+
+    def _append_once(
+        self,
+        batch: list[EventModel],
+        payloads: list[str],
+        expected_version: int | None,
+        now: datetime,
+    ) -> AppendResult:
+        with write_transaction(self.engine) as conn:
+            return _Appender(conn, now).append(batch, payloads, expected_version)
+
+    def start_run(
+        self,
+        source_id: int,
+        connector_name: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        run_id: int | None = None,
+        actor: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> int:
+        """Append a RunStarted and return the run id (allocated unless ``run_id`` is given)."""
+        fields: dict[str, Any] = {
+            "source_id": source_id,
+            "connector_name": connector_name,
+            "metadata": metadata,
+            "run_id": run_id,
+            "actor": actor,
+        }
+        if occurred_at is not None:
+            fields["occurred_at"] = occurred_at
+        result = self.append([RunStarted(**fields)])
+        return result.events[0].run_id
+
+    # ------------------------------------------------------------------ read
+
+    def read_all(
+        self, after: int = 0, limit: int | None = None, batch_size: int = 1000
+    ) -> Iterator[RecordedEvent]:
+        """Events with position > ``after``, in position order, read in pages of ``batch_size``."""
+        remaining = limit
+        position = after
+        while remaining is None or remaining > 0:
+            page = batch_size if remaining is None else min(batch_size, remaining)
+            rows = self.read_page(position, page)
+            yield from rows
+            if len(rows) < page:
+                return
+            position = rows[-1].position
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def read_page(self, after: int, limit: int) -> list[RecordedEvent]:
+        """One page of events after ``after``: the unit a tailing reader polls."""
+        query = (
+            select(ledger_events)
+            .where(ledger_events.c.position > after)
+            .order_by(ledger_events.c.position)
+            .limit(limit)
+        )
+        with translate_errors(self.url, "read"), self.engine.connect() as conn:
+            return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+
+    def read_run(self, run_id: int) -> list[RecordedEvent]:
+        """All events of one run, in version order."""
+        query = (
+            select(ledger_events)
+            .where(ledger_events.c.run_id == run_id)
+            .order_by(ledger_events.c.version)
+        )
+        with translate_errors(self.url, "read"), self.engine.connect() as conn:
+            return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+
+    def run(self, run_id: int) -> RunState | None:
+        """The write-side state of one run, or None if it never started."""
+        query = select(ledger_runs).where(ledger_runs.c.run_id == run_id)
+        with translate_errors(self.url, "read"), self.engine.connect() as conn:
+            row = conn.execute(query).mappings().one_or_none()
+        return None if row is None else RunState(**{k: row[k] for k in _RUN_COLUMNS})
+
+    def head(self) -> LedgerHead:
+        with translate_errors(self.url, "read"), self.engine.connect() as conn:
+            row = (
+                conn.execute(select(ledger_head).where(ledger_head.c.id == HEAD_ROW_ID))
+                .mappings()
+                .one_or_none()
+            )
+        if row is None:
+            raise SchemaError(f"{mask_url(self.url)} has no ledger head row: run `ledger migrate`")
+        return LedgerHead(row["last_position"], row["last_hash"], row["last_run_id"])
+
+
+def batch_problems(
+    batch: Sequence[EventModel], expected_version: int | None = None, now: datetime | None = None
+) -> list[tuple[int | None, str]]:
+    """Problems of a batch that need no database: clock skew, run_ref use, expected_version scope.
+
+    Each problem is ``(index in the batch or None for the whole batch, message)``; ``append``
+    refuses a batch with any, and ``ledger append`` uses the indexes to name input lines.
+    """
+    now = now or utcnow()
+    problems: list[tuple[int | None, str]] = []
+    defined_refs: set[str] = set()
+    run_keys: set[object] = set()
+    for index, event in enumerate(batch):
+        if event.occurred_at > now + MAX_CLOCK_SKEW:
+            problems.append(
+                (
+                    index,
+                    (
+                        f"occurred_at: {event.occurred_at.isoformat()} is more than "
+                        f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the "
+                        f"ledger clock ({now.isoformat()})"
+                    ),
+                )
+            )
+        if event.run_ref is not None:
+            if isinstance(event, RunStarted):
+                if event.run_ref in defined_refs:
+                    problems.append((index, f"run_ref: {event.run_ref!r} is started twice"))
+                defined_refs.add(event.run_ref)
+            elif event.run_ref not in defined_refs:
+                problems.append(
+                    (
+                        index,
+                        (f"run_ref: {event.run_ref!r} names no RunStarted earlier in this batch"),
+                    )
+                )
+        if event.run_id is not None:
+            run_keys.add(event.run_id)
+        elif event.run_ref is not None:
+            run_keys.add(("ref", event.run_ref))
+        else:
+            run_keys.add(("new run", index))
+    if expected_version is not None and len(run_keys) > 1:
+        problems.append(
+            (None, "expected_version applies to a batch about one run; this batch has several")
+        )
+    return problems
+
+
+def _check_batch(batch: list[EventModel], expected_version: int | None, now: datetime) -> None:
+    problems = batch_problems(batch, expected_version, now)
+    if problems:
+        lines = [
+            message if index is None else f"event {index + 1} ({batch[index].event_id}): {message}"
+            for index, message in problems
+        ]
+        error = ValidationError("; ".join(lines), problems=lines)
+        error.batch_index = problems[0][0]
+        raise error
+
+
+class _Appender:
+    """One append, inside the locked transaction of :meth:`Ledger.append`."""
+
+    def __init__(self, conn: Connection, now: datetime) -> None:
+        self.conn = conn
+        self.now = now
+
+    def append(
+        self, batch: list[EventModel], payloads: list[str], expected_version: int | None
+    ) -> AppendResult:
+        head = self._lock_head()
+        stored = self._stored_events([str(event.event_id) for event in batch])
+        runs = self._load_runs(
+            sorted({event.run_id for event in batch if event.run_id is not None})
+        )
+        existing_run_ids = {run_id for run_id, state in runs.items() if state is not None}
+        position, prev_hash, last_run_id = head
+        refs: dict[str, int] = {}
+        allocated: list[int] = []
+        checked_runs: set[int] = set()
+        results: list[RecordedEvent] = []
+        new_events: list[RecordedEvent] = []
+        for index, (event, payload) in enumerate(zip(batch, payloads, strict=True)):
+            event_id = str(event.event_id)
+            earlier = stored.get(event_id)
+            if earlier is not None:
+                _check_same_fact(event, earlier, index)
+                if isinstance(event, RunStarted) and event.run_ref is not None:
+                    refs[event.run_ref] = earlier.run_id
+                results.append(earlier)
+                continue
+            if isinstance(event, RunStarted) and event.run_id is None:
+                last_run_id += 1
+                if last_run_id > MAX_RUN_ID:
+                    raise ValidationError(f"run ids are exhausted (maximum {MAX_RUN_ID})")
+                run_id = last_run_id
+                allocated.append(run_id)
+            elif event.run_ref is not None and not isinstance(event, RunStarted):
+                run_id = refs[event.run_ref]
+            else:
+                assert event.run_id is not None  # guaranteed by the model validator
+                run_id = event.run_id
+            if isinstance(event, RunStarted):
+                last_run_id = max(last_run_id, run_id)
+                if event.run_ref is not None:
+                    refs[event.run_ref] = run_id
+            current = runs.get(run_id)
+            try:
+                if expected_version is not None and run_id not in checked_runs:
+                    _check_expected_version(run_id, expected_version, current)
+                new_state = apply_event(current, event, run_id, self.now)
+            except LedgerError as exc:
+                exc.batch_index = index
+                raise
+            runs[run_id] = new_state
+            checked_runs.add(run_id)
+            position += 1
+            row: dict[str, Any] = {
+                "position": position,
+                "event_id": event_id,
+                "run_id": run_id,
+                "version": new_state.version,
+                "type": event.type,
+                "schema_version": event.schema_version,
+                "payload": payload,
+                "occurred_at": event.occurred_at,
+                "recorded_at": self.now,
+                "actor": event.actor,
+                "prev_hash": prev_hash,
+            }
+            row["hash"] = prev_hash = chain_hash(prev_hash, row)
+            recorded = RecordedEvent.from_row(row)
+            stored[event_id] = recorded  # a repeat later in this batch is a duplicate too
+            results.append(recorded)
+            new_events.append(recorded)
+        if new_events:
+            self._write(new_events, runs, existing_run_ids, position, prev_hash, last_run_id)
+        return AppendResult(
+            events=results, new_events=new_events, run_refs=refs, allocated_run_ids=allocated
+        )
+
+    def _lock_head(self) -> tuple[int, str, int]:
+        query = select(ledger_head).where(ledger_head.c.id == HEAD_ROW_ID).with_for_update()
+        row = self.conn.execute(query).mappings().one_or_none()
+        if row is None:
+            raise SchemaError("the ledger has no head row: run `ledger migrate`")
+        return int(row["last_position"]), str(row["last_hash"]), int(row["last_run_id"])
+
+    def _stored_events(self, event_ids: list[str]) -> dict[str, RecordedEvent]:
+        found: dict[str, RecordedEvent] = {}
+        for chunk in _chunks(sorted(set(event_ids))):
+            query = select(ledger_events).where(ledger_events.c.event_id.in_(chunk))
+            for row in self.conn.execute(query).mappings():
+                found[row["event_id"]] = RecordedEvent.from_row(row)
+        return found
+
+    def _load_runs(self, run_ids: list[int]) -> dict[int, RunState | None]:
+        runs: dict[int, RunState | None] = {}
+        for chunk in _chunks(run_ids):
+            query = select(ledger_runs).where(ledger_runs.c.run_id.in_(chunk))
+            for row in self.conn.execute(query).mappings():
+                runs[row["run_id"]] = RunState(**{k: row[k] for k in _RUN_COLUMNS})
+        return runs
+
+    def _write(
+        self,
+        new_events: list[RecordedEvent],
+        runs: dict[int, RunState | None],
+        existing_run_ids: set[int],
+        position: int,
+        last_hash: str,
+        last_run_id: int,
+    ) -> None:
+        self.conn.execute(insert(ledger_events), [event.as_row() for event in new_events])
+        touched = {event.run_id for event in new_events}
+        created = [_run_row(runs[r]) for r in sorted(touched - existing_run_ids)]
+        changed = [_run_row(runs[r]) for r in sorted(touched & existing_run_ids)]
+        if created:
+            self.conn.execute(insert(ledger_runs), created)
+        if changed:
+            self.conn.execute(
+                update(ledger_runs)
+                .where(ledger_runs.c.run_id == bindparam("b_run_id"))
+                .values(
+                    version=bindparam("version"),
+                    state=bindparam("state"),
+                    last_event_at=bindparam("last_event_at"),
+                    updated_at=bindparam("updated_at"),
+                ),
+                [{**row, "b_run_id": row["run_id"]} for row in changed],
+            )
+        self.conn.execute(
+            update(ledger_head)
+            .where(ledger_head.c.id == HEAD_ROW_ID)
+            .values(last_position=position, last_hash=last_hash, last_run_id=last_run_id)
+        )
+
+
+def _run_row(state: RunState | None) -> dict[str, Any]:
+    assert state is not None
+    return {name: getattr(state, name) for name in _RUN_COLUMNS}
+
+
+def _check_expected_version(run_id: int, expected: int, current: RunState | None) -> None:
+    actual = 0 if current is None else current.version
+    if actual != expected:
+        raise ConcurrencyError(run_id, expected, actual)
+
+
+def _check_same_fact(event: EventModel, earlier: RecordedEvent, index: int) -> None:
+    """A reused event_id must name the same fact: same type, same run if the run is named."""
+    event_type = event.type
+    if event_type != earlier.type or (event.run_id is not None and event.run_id != earlier.run_id):
+        error = ValidationError(
+            f"event_id {earlier.event_id} is already stored as {earlier.type} of run "
+            f"{earlier.run_id} at position {earlier.position}; it cannot be reused for "
+            f"{event_type} of run {event.run_id or event.run_ref}"
+        )
+        error.batch_index = index
+        raise error

@@ -1,0 +1,33 @@
+"""Database URL handling: the default, and masking passwords before anything is printed."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_DATABASE_URL = "sqlite:///ledger.db"
+DATABASE_URL_ENV = "LEDGER_DATABASE_URL"
+
+# Matches the password part of any URL-like text, also inside driver error messages.
+_PASSWORD_IN_TEXT = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)[^@\s]*(?=@)")
+
+
+def resolve_database_url(explicit: str | None = None) -> str:
+    """``--db`` if given, else ``$LEDGER_DATABASE_URL``, else SQLite in the current folder."""
+    return explicit or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, safe to print or log."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return mask_secrets(url)
+
+
+def mask_secrets(text: str) -> str:
+    """Mask every ``scheme://user:password@`` password found inside free text."""
+    return _PASSWORD_IN_TEXT.sub(r"\g<head>***", text)

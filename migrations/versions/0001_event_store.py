@@ -1,0 +1,125 @@
+"""Event store: ledger_events, ledger_runs, ledger_head and the append-only triggers.
+
+Revision ID: 0001_event_store
+Revises:
+Create Date: 2026-11-28
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import mysql
+
+revision: str = "0001_event_store"
+down_revision: str | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+GENESIS_HASH = "0" * 64
+IMMUTABLE_MESSAGE = "ledger_events is append-only: {verb} is not allowed (run-ledger I1)"
+
+
+def _timestamp() -> sa.types.TypeEngine[datetime]:
+    return sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "ledger_events",
+        sa.Column(
+            "position",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=False,
+            nullable=False,
+        ),
+        sa.Column("event_id", sa.String(36), nullable=False),
+        sa.Column("run_id", sa.Integer(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("type", sa.String(64), nullable=False),
+        sa.Column("schema_version", sa.Integer(), nullable=False),
+        sa.Column(
+            "payload", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb"), nullable=False
+        ),
+        sa.Column("occurred_at", _timestamp(), nullable=False),
+        sa.Column("recorded_at", _timestamp(), nullable=False),
+        sa.Column("actor", sa.String(200), nullable=True),
+        sa.Column("prev_hash", sa.String(64), nullable=False),
+        sa.Column("hash", sa.String(64), nullable=False),
+        sa.PrimaryKeyConstraint("position", name=op.f("pk_ledger_events")),
+        sa.UniqueConstraint("event_id", name=op.f("uq_ledger_events_event_id")),
+        sa.UniqueConstraint("run_id", "version", name=op.f("uq_ledger_events_run_id_version")),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )
+    op.create_table(
+        "ledger_runs",
+        sa.Column("run_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("source_id", sa.Integer(), nullable=False),
+        sa.Column("connector_name", sa.String(100), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("started_at", _timestamp(), nullable=False),
+        sa.Column("last_event_at", _timestamp(), nullable=False),
+        sa.Column("opened_at", _timestamp(), nullable=False),
+        sa.Column("updated_at", _timestamp(), nullable=False),
+        sa.PrimaryKeyConstraint("run_id", name=op.f("pk_ledger_runs")),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )
+    op.create_index(
+        op.f("ix_ledger_runs_state_last_event_at"), "ledger_runs", ["state", "last_event_at"]
+    )
+    op.create_index(op.f("ix_ledger_runs_state_started_at"), "ledger_runs", ["state", "started_at"])
+    op.create_index(
+        op.f("ix_ledger_runs_connector_name_source_id_state"),
+        "ledger_runs",
+        ["connector_name", "source_id", "state"],
+    )
+    head = op.create_table(
+        "ledger_head",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("last_position", sa.BigInteger(), nullable=False),
+        sa.Column("last_hash", sa.String(64), nullable=False),
+        sa.Column("last_run_id", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_head")),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )
+    op.bulk_insert(
+        head, [{"id": 1, "last_position": 0, "last_hash": GENESIS_HASH, "last_run_id": 0}]
+    )
+    _create_immutability_triggers()
+
+
+def _create_immutability_triggers() -> None:
+    dialect = op.get_bind().dialect.name
+    for verb in ("UPDATE", "DELETE"):
+        name = f"ledger_events_no_{verb.lower()}"
+        message = IMMUTABLE_MESSAGE.format(verb=verb)
+        if dialect == "sqlite":
+            op.execute(
+                f"CREATE TRIGGER {name} BEFORE {verb} ON ledger_events "
+                f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            )
+        elif dialect in ("mysql", "mariadb"):
+            op.execute(
+                f"CREATE TRIGGER {name} BEFORE {verb} ON ledger_events FOR EACH ROW "
+                f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'"
+            )
+        else:  # pragma: no cover - only SQLite and MySQL/MariaDB are supported
+            raise NotImplementedError(f"no immutability trigger for {dialect}")
+
+
+def downgrade() -> None:
+    for verb in ("update", "delete"):
+        op.execute(f"DROP TRIGGER IF EXISTS ledger_events_no_{verb}")
+    op.drop_table("ledger_head")
+    op.drop_index(op.f("ix_ledger_runs_connector_name_source_id_state"), table_name="ledger_runs")
+    op.drop_index(op.f("ix_ledger_runs_state_started_at"), table_name="ledger_runs")
+    op.drop_index(op.f("ix_ledger_runs_state_last_event_at"), table_name="ledger_runs")
+    op.drop_table("ledger_runs")
+    op.drop_table("ledger_events")
