@@ -1,0 +1,67 @@
+"""The contract suite's fixtures: every test that takes ``db_url`` or ``ledger`` runs once on
+SQLite (a temp file) and once on MariaDB/MySQL.
+
+MariaDB comes from ``$LEDGER_TEST_MYSQL_URL`` (a server URL; the suite creates and drops its own
+database on it). Without that variable the MariaDB half is skipped with a visible reason; with
+it, an unreachable server is a failure, never a skip (that is how CI runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ledger import Ledger
+from tests import support
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return support.make_sqlite_template(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture(scope="session")
+def mysql_database() -> Iterator[str | None]:
+    base = support.mysql_base_url()
+    if base is None:
+        yield None
+        return
+    url = support.create_mysql_database(base)  # a failure here fails the suite: never a skip
+    support.migrate(url)
+    try:
+        yield url
+    finally:
+        support.drop_mysql_database(url)
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(
+    backend: str,
+    tmp_path: Path,
+    sqlite_template: Path,
+    request: pytest.FixtureRequest,
+) -> str:
+    """A migrated, empty database of the parametrised backend."""
+    if backend == "sqlite":
+        return support.sqlite_copy(sqlite_template, tmp_path)
+    url: str | None = request.getfixturevalue("mysql_database")
+    if url is None:
+        pytest.skip(f"MariaDB half skipped: set {support.MYSQL_URL_ENV} to run it")
+    support.reset_mysql(url)
+    return url
+
+
+@pytest.fixture
+def ledger(db_url: str) -> Iterator[Ledger]:
+    store = Ledger.from_url(db_url)
+    try:
+        yield store
+    finally:
+        store.close()

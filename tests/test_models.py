@@ -1,0 +1,176 @@
+"""Event models and the mapper: validation, canonical JSON and upcasting (no database)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from freezegun import freeze_time
+
+from ledger import (
+    RunFinished,
+    RunProgressed,
+    RunStarted,
+    RunTimedOut,
+    UnknownEventTypeError,
+    ValidationError,
+    canonical_json,
+    mapper,
+    parse_event,
+)
+from ledger.mapper import event_from_stored, payload_json
+
+
+def test_defaults_come_from_the_ledger_clock() -> None:
+    with freeze_time("2026-01-28 01:12:44.123456"):
+        event = RunStarted(source_id=1, connector_name="SOURCE_1")
+    assert event.occurred_at == datetime(2026, 1, 28, 1, 12, 44, 123456, tzinfo=UTC)
+    assert isinstance(event.event_id, uuid.UUID)
+    assert event.run_id is None
+    assert event.schema_version == 1
+
+
+def test_models_are_frozen() -> None:
+    event = RunProgressed(run_id=1, records_fetched=3)
+    with pytest.raises(Exception, match="frozen"):
+        event.records_fetched = 4  # type: ignore[misc]
+
+
+def test_other_zones_are_converted_to_utc() -> None:
+    plus_five = timezone(timedelta(hours=5))
+    event = RunProgressed(run_id=1, occurred_at=datetime(2026, 1, 1, 5, 0, tzinfo=plus_five))
+    assert event.occurred_at == datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
+    assert event.occurred_at.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (
+            {"type": "RunProgressed", "run_id": 1, "occurred_at": "2026-01-01T00:00:00"},
+            "occurred_at",
+        ),
+        ({"type": "RunProgressed", "run_id": 1, "records_fetched": -1}, "records_fetched"),
+        ({"type": "RunProgressed", "run_id": 1, "records_created": 2**31}, "records_created"),
+        ({"type": "RunProgressed", "run_id": 1, "records_created": "5"}, "records_created"),
+        ({"type": "RunProgressed", "run_id": 1, "records_created": 1.5}, "records_created"),
+        ({"type": "RunProgressed", "run_id": 0}, "run_id"),
+        ({"type": "RunProgressed"}, "run_id"),
+        ({"type": "RunProgressed", "run_id": 1, "run_ref": "a"}, "run_ref"),
+        ({"type": "RunProgressed", "run_id": 1, "surprise": 1}, "surprise"),
+        ({"type": "RunStarted", "source_id": 1, "connector_name": ""}, "connector_name"),
+        ({"type": "RunStarted", "source_id": 1, "connector_name": "x" * 101}, "connector_name"),
+        ({"type": "RunStarted", "source_id": -1, "connector_name": "x"}, "source_id"),
+        ({"type": "RunStarted", "connector_name": "x"}, "source_id"),
+        ({"type": "RunFinished", "run_id": 1, "status": "running"}, "status"),
+        (
+            {"type": "RunFinished", "run_id": 1, "status": "success", "error_details": [1]},
+            "error_details",
+        ),
+        ({"type": "RunTimedOut", "run_id": 1, "reason": "x"}, "detected_by"),
+        ({"type": "RunExploded", "run_id": 1}, "type"),
+        ({"run_id": 1}, "type"),
+        ({"type": "RunProgressed", "run_id": 1, "event_id": "not-a-uuid"}, "event_id"),
+    ],
+)
+def test_invalid_events_name_the_field(data: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_event(data)
+    assert any(problem.startswith(field) or field in problem for problem in caught.value.problems)
+    assert field in str(caught.value)
+
+
+def test_unknown_type_lists_the_known_ones() -> None:
+    with pytest.raises(ValidationError, match="unknown event type 'RunExploded'.*RunStarted"):
+        parse_event({"type": "RunExploded", "run_id": 1})
+
+
+def test_run_started_may_omit_run_id_others_may_use_run_ref() -> None:
+    started = parse_event({"type": "RunStarted", "source_id": 0, "connector_name": "c"})
+    assert started.run_id is None
+    progressed = parse_event({"type": "RunProgressed", "run_ref": "r1"})
+    assert progressed.run_ref == "r1"
+
+
+def test_heartbeat_is_all_zero_progress() -> None:
+    assert RunProgressed(run_id=1).is_heartbeat
+    assert not RunProgressed(run_id=1, claims_created=1).is_heartbeat
+
+
+def test_canonical_json_is_sorted_compact_and_utc_with_microseconds() -> None:
+    value = {"b": 1, "a": datetime(2026, 1, 1, tzinfo=UTC), "c": "é"}
+    assert canonical_json(value) == '{"a":"2026-01-01T00:00:00.000000Z","b":1,"c":"é"}'
+
+
+def test_payload_holds_only_the_events_own_fields() -> None:
+    event = RunTimedOut(
+        run_id=7,
+        reason="stale",
+        threshold_seconds=3600,
+        last_event_at=datetime(2026, 1, 28, 1, 14, tzinfo=UTC),
+        detected_by="sweeper",
+    )
+    assert json.loads(payload_json(event)) == {
+        "detected_by": "sweeper",
+        "last_event_at": "2026-01-28T01:14:00.000000Z",
+        "reason": "stale",
+        "threshold_seconds": 3600,
+    }
+
+
+def test_stored_payload_round_trips_to_the_same_model() -> None:
+    event = RunFinished(
+        run_id=3,
+        status="partial",
+        error_message="2 rows bad",
+        error_details={"rows": [4, 9]},
+        records_skipped=2,
+        actor="connector:x",
+    )
+    rebuilt = event_from_stored(
+        event_type="RunFinished",
+        schema_version=1,
+        payload=json.loads(payload_json(event)),
+        event_id=str(event.event_id),
+        run_id=3,
+        occurred_at=event.occurred_at,
+        actor="connector:x",
+    )
+    assert rebuilt == event
+
+
+def test_older_schema_versions_are_upcast(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pretend RunProgressed is at schema 2 today, and schema 1 called the counter "fetched".
+    monkeypatch.setitem(mapper.CURRENT_SCHEMA_VERSIONS, "RunProgressed", 2)
+    monkeypatch.setattr(mapper, "_UPCASTERS", {})
+
+    @mapper.register_upcaster("RunProgressed", 1)
+    def rename_fetched(payload: dict[str, object]) -> dict[str, object]:
+        payload["records_fetched"] = payload.pop("fetched")
+        return payload
+
+    event = event_from_stored(
+        event_type="RunProgressed",
+        schema_version=1,
+        payload={"fetched": 12},
+        event_id=str(uuid.uuid4()),
+        run_id=1,
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        actor=None,
+    )
+    assert isinstance(event, RunProgressed)
+    assert event.records_fetched == 12
+    assert event.schema_version == 2
+
+
+def test_missing_upcaster_and_newer_schema_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(mapper.CURRENT_SCHEMA_VERSIONS, "RunProgressed", 2)
+    monkeypatch.setattr(mapper, "_UPCASTERS", {})
+    with pytest.raises(UnknownEventTypeError, match="no upcaster"):
+        mapper.upcast("RunProgressed", 1, {})
+    with pytest.raises(UnknownEventTypeError, match="newer"):
+        mapper.upcast("RunProgressed", 3, {})
+    with pytest.raises(UnknownEventTypeError, match="unknown event type"):
+        mapper.upcast("RunExploded", 1, {})

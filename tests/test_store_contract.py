@@ -1,0 +1,422 @@
+"""The event store contract (DESIGN.md I1–I6), run on SQLite and on MariaDB."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from ledger import (
+    ConcurrencyError,
+    Ledger,
+    RunFinished,
+    RunProgressed,
+    RunStarted,
+    RunTimedOut,
+    StreamError,
+    ValidationError,
+    verify_chain,
+)
+from ledger.hashing import chain_hash
+from ledger.schema import GENESIS_HASH, ledger_events, ledger_runs
+from tests.support import drop_triggers
+
+T0 = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)
+
+
+def count_events(ledger: Ledger) -> int:
+    with ledger.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(ledger_events)).scalar_one())
+
+
+def started(**fields: object) -> RunStarted:
+    return RunStarted(**{"source_id": 1, "connector_name": "SOURCE_1", **fields})  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- append and read
+
+
+def test_append_assigns_positions_versions_and_reads_back(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1", metadata={"host": "etl-01", "pid": 42})
+    result = ledger.append(
+        [
+            RunProgressed(run_id=run_id, records_fetched=15, records_created=10),
+            RunFinished(run_id=run_id, status="success", records_updated=3),
+        ]
+    )
+    assert (result.appended, result.duplicates) == (2, 0)
+    assert (result.first_position, result.last_position) == (2, 3)
+    events = list(ledger.read_all())
+    assert [e.position for e in events] == [1, 2, 3]
+    assert [e.version for e in events] == [1, 2, 3]
+    assert [e.type for e in events] == ["RunStarted", "RunProgressed", "RunFinished"]
+    assert events[0].event == RunStarted(  # the stored fact decodes to the model that was sent
+        event_id=uuid.UUID(events[0].event_id),
+        run_id=run_id,
+        source_id=1,
+        connector_name="SOURCE_1",
+        metadata={"host": "etl-01", "pid": 42},
+        occurred_at=events[0].occurred_at,
+    )
+    assert ledger.read_run(run_id) == events
+    head = ledger.head()
+    assert (head.last_position, head.last_hash, head.last_run_id) == (3, events[-1].hash, run_id)
+
+
+def test_read_all_pages_after_and_limit(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=i) for i in range(1, 10)])
+    assert [e.position for e in ledger.read_all(after=3, limit=4, batch_size=3)] == [4, 5, 6, 7]
+    assert [e.position for e in ledger.read_all(after=8, batch_size=1)] == [9, 10]
+    assert list(ledger.read_all(after=10)) == []
+
+
+def test_run_ids_are_allocated_after_the_highest_used(ledger: Ledger) -> None:
+    assert ledger.start_run(1, "SOURCE_1") == 1
+    assert ledger.start_run(2, "SOURCE_2", run_id=30002) == 30002
+    assert ledger.start_run(1, "SOURCE_1") == 30003
+    assert ledger.start_run(1, "SOURCE_1", run_id=37) == 37
+    assert ledger.start_run(1, "SOURCE_1") == 30004
+
+
+def test_run_refs_resolve_within_one_batch(ledger: Ledger) -> None:
+    result = ledger.append(
+        [
+            RunStarted(run_ref="a", source_id=1, connector_name="SOURCE_1"),
+            RunStarted(run_ref="b", source_id=2, connector_name="SOURCE_2"),
+            RunProgressed(run_ref="b", records_fetched=2),
+            RunFinished(run_ref="a", status="success"),
+        ]
+    )
+    assert result.run_refs == {"a": 1, "b": 2}
+    assert result.allocated_run_ids == [1, 2]
+    assert [(e.run_id, e.version) for e in result.events] == [(1, 1), (2, 1), (2, 2), (1, 2)]
+
+
+def test_unresolved_run_ref_is_refused(ledger: Ledger) -> None:
+    with pytest.raises(ValidationError, match="run_ref: 'zzz' names no RunStarted"):
+        ledger.append([RunProgressed(run_ref="zzz")])
+    assert count_events(ledger) == 0
+
+
+def test_timestamps_round_trip_as_utc_with_microseconds(ledger: Ledger) -> None:
+    moment = datetime(2026, 1, 28, 1, 12, 44, 123456, tzinfo=UTC)
+    with freeze_time("2026-01-28 02:00:00.654321"):
+        run_id = ledger.start_run(1, "SOURCE_1", occurred_at=moment)
+    (event,) = ledger.read_run(run_id)
+    assert event.occurred_at == moment
+    assert event.recorded_at == datetime(2026, 1, 28, 2, 0, 0, 654321, tzinfo=UTC)
+    state = ledger.run(run_id)
+    assert state is not None
+    assert (state.started_at, state.last_event_at) == (moment, moment)
+
+
+def test_mysql_sessions_run_in_utc(ledger: Ledger, backend: str) -> None:
+    if backend != "mysql":
+        pytest.skip("MySQL session settings")
+    with ledger.engine.connect() as conn:
+        zone, charset = conn.execute(
+            text("SELECT @@session.time_zone, @@session.character_set_client")
+        ).one()
+    assert (zone, charset) == ("+00:00", "utf8mb4")
+
+
+def test_sqlite_runs_in_wal_with_a_busy_timeout(ledger: Ledger, backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("SQLite pragmas")
+    with ledger.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+def test_run_registry_tracks_state_and_last_activity(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1", occurred_at=T0)
+    ledger.append([RunProgressed(run_id=run_id, occurred_at=T0 + timedelta(minutes=5))])
+    # A spooled event delivered late, older than the last one: last activity does not go back.
+    ledger.append([RunProgressed(run_id=run_id, occurred_at=T0 + timedelta(minutes=2))])
+    state = ledger.run(run_id)
+    assert state is not None
+    assert (state.version, state.state, state.last_event_at) == (
+        3,
+        "open",
+        T0 + timedelta(minutes=5),
+    )
+    ledger.append([RunTimedOut(run_id=run_id, reason="stale", detected_by="sweeper")])
+    assert ledger.run(run_id).state == "timed_out"  # type: ignore[union-attr]
+    ledger.append([RunFinished(run_id=run_id, status="success")])
+    assert ledger.run(run_id).state == "finished"  # type: ignore[union-attr]
+    assert ledger.run(999) is None
+
+
+# ---------------------------------------------------------------- I1 immutable
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger_events SET run_id = run_id + 1",
+        "UPDATE ledger_events SET payload = '{}' WHERE position = 1",
+        "DELETE FROM ledger_events WHERE position = 1",
+        "DELETE FROM ledger_events",
+    ],
+)
+def test_i1_updates_and_deletes_are_refused_by_the_database(ledger: Ledger, statement: str) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    before = ledger.read_run(run_id)
+    with pytest.raises(DBAPIError, match="append-only"), ledger.engine.begin() as conn:
+        conn.execute(text(statement))
+    assert ledger.read_run(run_id) == before
+
+
+# ---------------------------------------------------------------- I3 idempotent
+
+
+def test_i3_retry_after_a_lost_reply_appends_nothing(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    batch = [
+        RunProgressed(run_id=run_id, records_fetched=5),
+        RunProgressed(run_id=run_id, records_fetched=7),
+    ]
+    first = ledger.append(batch)  # the reply is "lost": the connector never sees `first`
+    head = ledger.head()
+    retry = ledger.append(batch)
+    assert (retry.appended, retry.duplicates) == (0, 2)
+    assert [e.position for e in retry.events] == [e.position for e in first.events]
+    assert retry.events == first.events
+    assert ledger.head() == head
+    assert count_events(ledger) == 3
+
+
+def test_i3_a_batch_mixing_stored_and_new_events_appends_only_the_new(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    old = RunProgressed(run_id=run_id, records_fetched=1)
+    ledger.append([old])
+    new = RunProgressed(run_id=run_id, records_fetched=2)
+    result = ledger.append([old, new, new])  # repeated inside the batch, too
+    assert (result.appended, result.duplicates) == (1, 2)
+    assert [e.position for e in result.events] == [2, 3, 3]
+    assert count_events(ledger) == 3
+
+
+def test_i3_a_retried_run_start_with_refs_resolves_to_the_stored_run(ledger: Ledger) -> None:
+    batch = [
+        RunStarted(run_ref="r", source_id=1, connector_name="SOURCE_1"),
+        RunProgressed(run_ref="r", records_fetched=3),
+    ]
+    first = ledger.append(batch)
+    retry = ledger.append(batch)
+    assert retry.run_refs == first.run_refs == {"r": 1}
+    assert retry.appended == 0
+    assert retry.allocated_run_ids == []
+
+
+def test_i3_an_event_id_cannot_be_reused_for_another_fact(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    event = RunProgressed(run_id=run_id)
+    ledger.append([event])
+    with pytest.raises(ValidationError, match="already stored as RunProgressed"):
+        ledger.append([RunFinished(event_id=event.event_id, run_id=run_id, status="success")])
+
+
+def test_i3_the_unique_constraint_is_the_backstop(ledger: Ledger) -> None:
+    ledger.start_run(1, "SOURCE_1")
+    (row,) = ledger.read_all()
+    copy = {**row.as_row(), "position": 2, "version": 2}
+    with pytest.raises(IntegrityError), ledger.engine.begin() as conn:
+        conn.execute(ledger_events.insert(), copy)
+
+
+# ---------------------------------------------------------------- I4 optimistic concurrency
+
+
+def test_i4_expected_version_mismatch_names_run_and_versions(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id)], expected_version=1)
+    head = ledger.head()
+    with pytest.raises(ConcurrencyError) as caught:
+        ledger.append(
+            [RunProgressed(run_id=run_id), RunProgressed(run_id=run_id)], expected_version=1
+        )
+    assert (caught.value.run_id, caught.value.expected_version, caught.value.actual_version) == (
+        run_id,
+        1,
+        2,
+    )
+    assert f"run {run_id}" in str(caught.value)
+    assert ledger.head() == head
+
+
+def test_i4_expected_version_zero_means_a_new_run(ledger: Ledger) -> None:
+    assert ledger.append([started(run_id=5)], expected_version=0).appended == 1
+    with pytest.raises(ConcurrencyError):
+        ledger.append([RunProgressed(run_id=5)], expected_version=0)
+
+
+def test_i4_a_retried_conditional_append_is_still_idempotent(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    batch = [RunTimedOut(run_id=run_id, reason="stale", detected_by="sweeper")]
+    ledger.append(batch, expected_version=1)
+    assert ledger.append(batch, expected_version=1).duplicates == 1
+
+
+def test_i4_expected_version_needs_a_single_run_batch(ledger: Ledger) -> None:
+    with pytest.raises(ValidationError, match="one run"):
+        ledger.append([started(), started()], expected_version=0)
+
+
+# ---------------------------------------------------------------- I5 stream rules
+
+
+def test_i5_first_event_must_be_run_started(ledger: Ledger) -> None:
+    with pytest.raises(StreamError, match="run 4: .*no RunStarted") as caught:
+        ledger.append([RunProgressed(run_id=4)])
+    assert caught.value.rule == "starts-with-RunStarted"
+    assert caught.value.run_id == 4
+
+
+def test_i5_run_started_appears_once(ledger: Ledger) -> None:
+    ledger.start_run(1, "SOURCE_1", run_id=9)
+    with pytest.raises(StreamError, match="run 9: RunStarted may appear only once"):
+        ledger.start_run(1, "SOURCE_1", run_id=9)
+
+
+def test_i5_nothing_follows_run_finished(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunFinished(run_id=run_id, status="failed")])
+    for late in (
+        RunProgressed(run_id=run_id),
+        RunFinished(run_id=run_id, status="success"),
+        RunTimedOut(run_id=run_id, reason="x", detected_by="sweeper"),
+    ):
+        with pytest.raises(StreamError, match="after RunFinished") as caught:
+            ledger.append([late])
+        assert caught.value.rule == "nothing-after-RunFinished"
+
+
+def test_i5_one_timeout_then_late_facts_are_still_recorded(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunTimedOut(run_id=run_id, reason="stale", detected_by="sweeper")])
+    with pytest.raises(StreamError, match="RunTimedOut may appear only once"):
+        ledger.append([RunTimedOut(run_id=run_id, reason="again", detected_by="operator:al")])
+    late = ledger.append(
+        [
+            RunProgressed(run_id=run_id, records_fetched=4),
+            RunFinished(run_id=run_id, status="success"),
+        ]
+    )
+    assert late.appended == 2
+    with pytest.raises(StreamError, match="after RunFinished"):
+        ledger.append([RunFinished(run_id=run_id, status="success")])
+
+
+def test_i5_a_violation_mid_batch_writes_nothing(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    head = ledger.head()
+    batch = [
+        started(),
+        RunProgressed(run_id=run_id),
+        RunFinished(run_id=run_id, status="success"),
+        RunProgressed(run_id=run_id),
+    ]
+    with pytest.raises(StreamError) as caught:
+        ledger.append(batch)
+    assert caught.value.batch_index == 3
+    assert ledger.head() == head
+    assert count_events(ledger) == 1
+    with ledger.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ledger_runs)).scalar_one() == 1
+
+
+# ---------------------------------------------------------------- clock skew (I10 guard)
+
+
+def test_occurred_at_far_in_the_future_is_refused(ledger: Ledger) -> None:
+    with freeze_time("2026-02-01 12:00:00"):
+        now = datetime(2026, 2, 1, 12, tzinfo=UTC)
+        ledger.start_run(1, "SOURCE_1", occurred_at=now + timedelta(minutes=4))
+        with pytest.raises(ValidationError, match="ahead of the ledger clock"):
+            ledger.start_run(1, "SOURCE_1", occurred_at=now + timedelta(minutes=6))
+    assert count_events(ledger) == 1
+
+
+# ---------------------------------------------------------------- I6 tamper-evident
+
+
+def test_i6_each_row_chains_to_the_previous(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append(
+        [
+            RunProgressed(run_id=run_id, records_fetched=1),
+            RunFinished(run_id=run_id, status="success"),
+        ]
+    )
+    events = list(ledger.read_all())
+    assert events[0].prev_hash == GENESIS_HASH
+    for previous, current in zip(events, events[1:], strict=False):
+        assert current.prev_hash == previous.hash
+    for event in events:
+        assert event.hash == chain_hash(event.prev_hash, event.as_row())
+    report = verify_chain(ledger)
+    assert (report.ok, report.checked) == (True, 3)
+
+
+def test_i6_verify_over_a_range(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id) for _ in range(5)])
+    report = verify_chain(ledger, from_position=3, to_position=5)
+    assert (report.ok, report.checked) == (True, 3)
+
+
+def test_i6_verify_of_an_empty_ledger(ledger: Ledger) -> None:
+    assert verify_chain(ledger).ok
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        (
+            "payload",
+            '{"claims_created":0,"coverage_cells_updated":0,"records_created":0,'
+            '"records_fetched":500,"records_skipped":0,"records_updated":0}',
+        ),
+        ("run_id", 2),
+        ("actor", "operator:mallory"),
+        ("occurred_at", datetime(2026, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_i6_an_altered_row_is_named(ledger: Ledger, column: str, value: object) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=5) for _ in range(3)])
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            ledger_events.update().where(ledger_events.c.position == 3).values({column: value})
+        )
+    report = verify_chain(ledger)
+    assert (report.ok, report.first_bad_position, report.checked) == (False, 3, 2)
+    assert "altered" in (report.problem or "")
+
+
+def test_i6_a_deleted_row_is_named(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id) for _ in range(4)])
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(ledger_events.delete().where(ledger_events.c.position == 3))
+    report = verify_chain(ledger)
+    assert (report.ok, report.first_bad_position) == (False, 3)
+    assert "missing" in (report.problem or "")
+
+
+def test_i6_a_deleted_last_row_is_caught_against_the_head(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id) for _ in range(4)])
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(ledger_events.delete().where(ledger_events.c.position == 5))
+    report = verify_chain(ledger)
+    assert (report.ok, report.first_bad_position, report.checked) == (False, 5, 4)
