@@ -83,7 +83,7 @@ def test_invalid_events_name_the_field(data: dict[str, object], field: str) -> N
 
 
 def test_unknown_type_lists_the_known_ones() -> None:
-    with pytest.raises(ValidationError, match="unknown event type 'RunExploded'.*RunStarted"):
+    with pytest.raises(ValidationError, match=r"unknown event type 'RunExploded'.*RunStarted"):
         parse_event({"type": "RunExploded", "run_id": 1})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -272,7 +273,7 @@ def test_i4_expected_version_needs_a_single_run_batch(ledger: Ledger) -> None:
 
 
 def test_i5_first_event_must_be_run_started(ledger: Ledger) -> None:
-    with pytest.raises(StreamError, match="run 4: .*no RunStarted") as caught:
+    with pytest.raises(StreamError, match=r"run 4: .*no RunStarted") as caught:
         ledger.append([RunProgressed(run_id=4)])
     assert caught.value.rule == "starts-with-RunStarted"
     assert caught.value.run_id == 4
@@ -356,7 +357,7 @@ def test_i6_each_row_chains_to_the_previous(ledger: Ledger) -> None:
     )
     events = list(ledger.read_all())
     assert events[0].prev_hash == GENESIS_HASH
-    for previous, current in zip(events, events[1:], strict=False):
+    for previous, current in itertools.pairwise(events):
         assert current.prev_hash == previous.hash
     for event in events:
         assert event.hash == chain_hash(event.prev_hash, event.as_row())
