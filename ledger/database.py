@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from ledger.errors import ConfigurationError, StorageError
+from ledger.errors import ConfigurationError, SchemaError, StorageError
 from ledger.urls import mask_secrets, mask_url
 
 log = logging.getLogger(__name__)
@@ -127,10 +127,17 @@ def translate_errors(url: str, action: str) -> Iterator[None]:
     """Turn driver errors into :class:`StorageError`, with passwords masked, ``from`` the cause."""
     try:
         yield
-    except DBAPIError as exc:
-        raise StorageError(_describe(url, action, exc)) from exc
     except SQLAlchemyError as exc:
-        raise StorageError(_describe(url, action, exc)) from exc
+        message = _describe(url, action, exc)
+        if isinstance(exc, DBAPIError) and _is_missing_table(exc):
+            raise SchemaError(f"{message}; the schema is missing: run `ledger migrate`") from exc
+        raise StorageError(message) from exc
+
+
+def _is_missing_table(exc: DBAPIError) -> bool:
+    text = str(exc.orig)
+    # SQLite: "no such table: x"; MySQL/MariaDB: error 1146 "Table 'db.x' doesn't exist".
+    return "no such table" in text or text.startswith("(1146,")
 
 
 def _describe(url: str, action: str, exc: SQLAlchemyError) -> str:

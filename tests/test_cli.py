@@ -1,0 +1,192 @@
+"""The ``ledger`` command, driven through click's CliRunner on both databases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from ledger import Ledger
+from ledger_cli import cli
+from tests.support import drop_triggers
+
+SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample_events.jsonl"
+
+
+def run(*args: str, input: str | bytes | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def lines(*events: dict[str, object]) -> str:
+    return "".join(json.dumps(event) + "\n" for event in events)
+
+
+def test_migrate_then_append_the_shipped_sample(db_url: str) -> None:
+    result = run("migrate", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert "already at" in result.output
+    result = run("append", str(SAMPLE), "--db", db_url)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary == {
+        "appended": 7,
+        "duplicates": 0,
+        "first_position": 1,
+        "last_position": 7,
+        "allocated_run_ids": [1, 2],
+        "run_refs": {"nightly-source-1": 1, "nightly-source-2": 2},
+    }
+    again = json.loads(run("append", str(SAMPLE), "--db", db_url).stdout)
+    assert (again["appended"], again["duplicates"], again["run_refs"]) == (
+        0,
+        7,
+        {"nightly-source-1": 1, "nightly-source-2": 2},
+    )
+
+
+def test_one_bad_line_writes_nothing_and_is_named(ledger: Ledger, db_url: str) -> None:
+    text = lines(
+        {"type": "RunStarted", "run_ref": "r", "source_id": 1, "connector_name": "SOURCE_1"},
+        {"type": "RunProgressed", "run_ref": "r", "records_fetched": 3},
+        {"type": "RunProgressed", "run_ref": "r", "records_fetched": -3},
+        {"type": "RunFinished", "run_ref": "r", "status": "success"},
+    )
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2
+    assert "line 3: records_fetched: Input should be greater than or equal to 0" in result.stderr
+    assert "line 1" not in result.stderr
+    assert "nothing was appended" in result.stderr
+    assert ledger.head().last_position == 0
+
+
+def test_every_bad_line_is_reported(ledger: Ledger, db_url: str) -> None:
+    raw = (
+        b'{"type": "RunStarted", "source_id": 1, "connector_name": "S"}\n'
+        b"not json\n"
+        b"\n"
+        b'{"type": "RunProgressed", "run_id": 1, "records_fetched": "12"}\n'
+        b'["a", "list"]\n'
+        b'{"type": "RunProgressed", "run_id": 1, "note": "\xff\xfe"}\n'
+        b'{"type": "RunFinished", "run_id": 1, "status": "done", "occurred_at": "2026-01-01T00:00"}\n'
+        b'{"type": "Whatever", "run_id": 1}\n'
+    )
+    result = run("append", "-", "--db", db_url, input=raw)
+    assert result.exit_code == 2
+    err = result.stderr
+    assert "line 2: not valid JSON" in err
+    assert "line 4: records_fetched: Input should be a valid integer" in err
+    assert "line 5: expected a JSON object" in err
+    assert "line 6: not valid UTF-8" in err
+    assert "line 7: status:" in err
+    assert "line 7: occurred_at:" in err
+    assert "line 8: type: unknown event type 'Whatever'" in err
+    assert ledger.head().last_position == 0
+
+
+def test_stream_rule_violation_names_the_line(ledger: Ledger, db_url: str) -> None:
+    ledger.start_run(1, "SOURCE_1")
+    text = lines(
+        {"type": "RunProgressed", "run_id": 1, "records_fetched": 3},
+        {"type": "RunFinished", "run_id": 1, "status": "success"},
+        {"type": "RunProgressed", "run_id": 1},
+    )
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2
+    assert "line 3: run 1: RunProgressed after RunFinished" in result.stderr
+    assert ledger.head().last_position == 1
+
+
+def test_unresolved_run_ref_and_clock_skew_name_the_line(ledger: Ledger, db_url: str) -> None:
+    text = lines(
+        {"type": "RunProgressed", "run_ref": "nope"},
+        {
+            "type": "RunStarted",
+            "source_id": 1,
+            "connector_name": "S",
+            "occurred_at": "2999-01-01T00:00:00Z",
+        },
+    )
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2
+    assert "line 1: run_ref: 'nope' names no RunStarted" in result.stderr
+    assert "line 2: occurred_at: 2999-01-01" in result.stderr
+    assert ledger.head().last_position == 0
+
+
+def test_events_jsonl_can_be_appended_again_as_is(ledger: Ledger, db_url: str) -> None:
+    run("append", str(SAMPLE), "--db", db_url)
+    exported = run("events", "--format", "jsonl", "--db", db_url).stdout
+    assert len(exported.splitlines()) == 7
+    result = run("append", "-", "--db", db_url, input=exported)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["duplicates"] == 7
+    assert ledger.head().last_position == 7
+
+
+def test_events_filters_and_table(ledger: Ledger, db_url: str) -> None:
+    run("append", str(SAMPLE), "--db", db_url)
+    one_run = run("events", "--run", "2", "--format", "jsonl", "--db", db_url).stdout
+    assert [json.loads(line)["type"] for line in one_run.splitlines()] == [
+        "RunStarted",
+        "RunProgressed",
+        "RunTimedOut",
+    ]
+    page = run("events", "--after", "2", "--limit", "2", "--format", "jsonl", "--db", db_url)
+    assert [json.loads(line)["run_id"] for line in page.stdout.splitlines()] == [1, 1]
+    table = run("events", "--db", db_url).stdout
+    assert "RunTimedOut" in table
+    assert "7 event(s)" in table
+
+
+def test_verify_exit_codes(ledger: Ledger, db_url: str) -> None:
+    run("append", str(SAMPLE), "--db", db_url)
+    ok = run("verify", "--db", db_url)
+    assert ok.exit_code == 0
+    assert "7 event(s) checked" in ok.stdout
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE ledger_events SET actor = 'operator:mallory' WHERE position = 4"
+        )
+    broken = run("verify", "--format", "json", "--db", db_url)
+    assert broken.exit_code == 1
+    assert json.loads(broken.stdout)["first_bad_position"] == 4
+
+
+def test_database_url_from_environment_then_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LEDGER_DATABASE_URL", raising=False)
+    assert run("migrate").exit_code == 0
+    assert (tmp_path / "ledger.db").exists()
+    monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
+    assert run("migrate").exit_code == 0
+    assert (tmp_path / "other.db").exists()
+
+
+def test_database_failures_never_show_the_password(tmp_path: Path) -> None:
+    url = "mysql+pymysql://app:hunter2-secret@127.0.0.1:1/ledger"
+    for args in (["migrate"], ["events"], ["verify"], ["append", str(SAMPLE)]):
+        result = run(*args, "--db", url)
+        assert result.exit_code == 1, result.output
+        assert "hunter2-secret" not in result.output
+        assert "app:***@127.0.0.1" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_bad_urls_are_usage_errors() -> None:
+    result = run("migrate", "--db", "postgresql://u:pw-x@localhost/db")
+    assert result.exit_code == 2
+    assert "unsupported database" in result.stderr
+    assert "pw-x" not in result.output
+    result = run("migrate", "--db", "not a url")
+    assert result.exit_code == 2
+
+
+def test_unmigrated_database_says_to_migrate(tmp_path: Path) -> None:
+    result = run("events", "--db", f"sqlite:///{tmp_path / 'empty.db'}")
+    assert result.exit_code == 1
+    assert "ledger migrate" in result.stderr
