@@ -69,7 +69,8 @@ def test_every_bad_line_is_reported(ledger: Ledger, db_url: str) -> None:
         b'{"type": "RunProgressed", "run_id": 1, "records_fetched": "12"}\n'
         b'["a", "list"]\n'
         b'{"type": "RunProgressed", "run_id": 1, "note": "\xff\xfe"}\n'
-        b'{"type": "RunFinished", "run_id": 1, "status": "done", "occurred_at": "2026-01-01T00:00"}\n'
+        b'{"type": "RunFinished", "run_id": 1, "status": "done", '
+        b'"occurred_at": "2026-01-01T00:00"}\n'
         b'{"type": "Whatever", "run_id": 1}\n'
     )
     result = run("append", "-", "--db", db_url, input=raw)
