@@ -45,12 +45,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("ledger.cli")
 
 
-class LedgerClickError(click.ClickException):
-    """A library error shown as ``Error: message`` with the exit code its kind deserves."""
+class ProblemFound(click.ClickException):
+    """A check found a problem, or the database failed: exit 1, message on stderr."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    exit_code = EXIT_PROBLEM
+
+    def __init__(self, message: str) -> None:
         super().__init__(mask_secrets(message))
-        self.exit_code = exit_code
+
+
+class BadInput(ProblemFound):
+    """Bad usage or input: exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def cli_error(message: str, exit_code: int) -> click.ClickException:
+    return BadInput(message) if exit_code == EXIT_USAGE else ProblemFound(message)
 
 
 def exit_code_for(error: LedgerError) -> int:
@@ -64,7 +75,7 @@ def library_errors() -> Iterator[None]:
     try:
         yield
     except LedgerError as error:
-        raise LedgerClickError(str(error), exit_code_for(error)) from error
+        raise cli_error(str(error), exit_code_for(error)) from error
 
 
 def db_option(command: F) -> F:
@@ -133,7 +144,7 @@ def append(source: IO[bytes], db_url: str | None) -> None:
     except LedgerError as error:
         index = error.batch_index
         prefix = f"line {line_numbers[index]}: " if index is not None and events else ""
-        raise LedgerClickError(prefix + str(error), exit_code_for(error)) from error
+        raise cli_error(prefix + str(error), exit_code_for(error)) from error
     summary = {
         "appended": result.appended,
         "duplicates": result.duplicates,
@@ -182,7 +193,7 @@ def fail_input(problems: list[str]) -> NoReturn:
     message = "invalid input, nothing was appended:\n  " + "\n  ".join(shown)
     if more:
         message += f"\n  … and {more} more problem(s)"
-    raise LedgerClickError(message, EXIT_USAGE)
+    raise BadInput(message)
 
 
 @cli.command()
