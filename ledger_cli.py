@@ -170,9 +170,12 @@ def read_event_lines(source: IO[bytes]) -> tuple[list[EventModel], list[int]]:
         if not text.strip():
             continue
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
             problems.append(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except ValueError as exc:
+            problems.append(f"line {number}: not valid JSON ({exc})")
             continue
         if not isinstance(data, dict):
             problems.append(f"line {number}: expected a JSON object, got {type(data).__name__}")
@@ -185,6 +188,10 @@ def read_event_lines(source: IO[bytes]) -> tuple[list[EventModel], list[int]]:
     if problems:
         fail_input(problems)
     return events, line_numbers
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def fail_input(problems: list[str]) -> NoReturn:

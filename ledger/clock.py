@@ -18,7 +18,10 @@ def ensure_utc(value: datetime, field: str = "datetime") -> datetime:
     """Return ``value`` converted to UTC; refuse naive datetimes, whose zone is a guess."""
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise ValueError(f"{field} must carry a time zone (naive datetimes are refused)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # pydantic reports ValueError, not OverflowError
+        raise ValueError(f"{field} is out of range: {exc}") from exc
 
 
 def isoformat_utc(value: datetime) -> str:

@@ -34,8 +34,16 @@ def create_ledger_engine(url: str, **engine_options: Any) -> Engine:
     """An engine configured for the ledger; raises :class:`ConfigurationError` on a bad URL."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigurationError(f"invalid database URL {mask_url(url)!r}: {exc}") from exc
+    except (ArgumentError, ValueError) as exc:
+        # The driver's message may quote the URL: do not repeat it.
+        raise ConfigurationError(f"invalid database URL {mask_url(url)}") from exc
+    if parsed.host and "@" in parsed.host:
+        # "user:p@ss@host" parses as password "p", host "ss@host": the rest of the password
+        # would end up in the host name and in the driver's error messages.
+        raise ConfigurationError(
+            f"invalid database URL {mask_url(url)}: a password containing '@' must be "
+            "percent-encoded as %40"
+        )
     backend = parsed.get_backend_name()
     try:
         if backend == "sqlite":
@@ -51,8 +59,8 @@ def create_ledger_engine(url: str, **engine_options: Any) -> Engine:
                 f"unsupported database {backend!r} in {mask_url(url)!r}: "
                 "use sqlite:///PATH or mysql+pymysql://USER:PASSWORD@HOST:PORT/DB"
             )
-    except (ArgumentError, NoSuchModuleError) as exc:
-        raise ConfigurationError(f"cannot use database URL {mask_url(url)!r}: {exc}") from exc
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ConfigurationError(f"cannot use database URL {mask_url(url)}: {exc}") from exc
     return engine
 
 
@@ -132,6 +140,13 @@ def translate_errors(url: str, action: str) -> Iterator[None]:
         if isinstance(exc, DBAPIError) and _is_missing_table(exc):
             raise SchemaError(f"{message}; the schema is missing: run `ledger migrate`") from exc
         raise StorageError(message) from exc
+    except TypeError as exc:
+        # A URL query parameter the driver does not know surfaces as a TypeError at connect.
+        if "keyword argument" not in str(exc):
+            raise
+        raise ConfigurationError(
+            f"{action} failed on {mask_url(url)}: the driver refused an option ({exc})"
+        ) from exc
 
 
 def _is_missing_table(exc: DBAPIError) -> bool:
@@ -143,9 +158,13 @@ def _is_missing_table(exc: DBAPIError) -> bool:
 def _describe(url: str, action: str, exc: SQLAlchemyError) -> str:
     original = getattr(exc, "orig", None)
     detail = str(original) if original is not None else str(exc).split("\n")[0]
-    message = f"{action} failed on {mask_url(url)}: {detail}"
-    password = make_url(url).password if "://" in url else None
-    message = mask_secrets(message)
-    if password:
+    message = mask_secrets(f"{action} failed on {mask_url(url)}: {detail}")
+    try:
+        password = make_url(url).password
+    except (ArgumentError, ValueError):
+        password = None
+    # Drivers do not normally echo passwords, but if one does, hide it; very short passwords
+    # are left alone, replacing them would garble the message without hiding anything.
+    if password and len(str(password)) >= 4:
         message = message.replace(str(password), "***")
     return message

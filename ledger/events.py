@@ -8,7 +8,7 @@ version, recorded_at, hashes) lives on :class:`ledger.recorded.RecordedEvent`.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -35,6 +35,18 @@ COUNTER_FIELDS: tuple[str, ...] = (
 TERMINAL_STATUSES = ("success", "partial", "failed")
 MAX_RUN_ID = 2**31 - 1  # ingestion_runs.id is INT(11)
 
+# Ingestion runs did not happen before the Unix epoch; older values are typos or zero dates,
+# and MySQL DATETIME cannot hold years below 1000 anyway.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def plausible_time(value: datetime, field: str) -> datetime:
+    value = ensure_utc(value, field)
+    if value < EARLIEST_TIME:
+        raise ValueError(f"{field} {value.isoformat()} is before 1970-01-01")
+    return value
+
+
 Counter = Annotated[int, Field(ge=0, lt=COUNTER_LIMIT, strict=True)]
 RunId = Annotated[int, Field(ge=1, le=MAX_RUN_ID, strict=True)]
 
@@ -57,7 +69,7 @@ class EventModel(BaseModel):
     @field_validator("occurred_at", mode="after")
     @classmethod
     def _occurred_at_is_utc(cls, value: datetime) -> datetime:
-        return ensure_utc(value, "occurred_at")
+        return plausible_time(value, "occurred_at")
 
     @model_validator(mode="after")
     def _run_is_named(self) -> EventModel:
@@ -123,7 +135,7 @@ class RunTimedOut(EventModel):
     @field_validator("last_event_at", mode="after")
     @classmethod
     def _last_event_at_is_utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else ensure_utc(value, "last_event_at")
+        return None if value is None else plausible_time(value, "last_event_at")
 
 
 LedgerEvent = Annotated[

@@ -9,10 +9,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine
 
 from ledger.database import translate_errors
 from ledger.errors import SchemaError
+from ledger.urls import mask_url
 from migrations import SCRIPT_LOCATION
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,13 @@ def upgrade(engine: Engine, url: str) -> MigrationResult:
     """Upgrade the database to the newest revision; a no-op when already there."""
     with translate_errors(url, "migrate"), engine.begin() as connection:
         before = current_revision(connection)
-        command.upgrade(alembic_config(connection), "head")
+        try:
+            command.upgrade(alembic_config(connection), "head")
+        except CommandError as exc:
+            raise SchemaError(
+                f"cannot migrate {mask_url(url)} from revision {before}: {exc} "
+                "(was it migrated by a newer run-ledger?)"
+            ) from exc
         after = current_revision(connection)
     log.info("schema at %s (was %s)", after, before)
     return MigrationResult(before, after)

@@ -122,6 +122,8 @@ ledger_head = Table(
     Column("last_position", BigInteger, nullable=False),
     Column("last_hash", String(64), nullable=False),
     Column("last_run_id", Integer, nullable=False),
+    # recorded_at of the last append: the next one is never earlier (recorded_at follows position).
+    Column("last_recorded_at", UTCDateTime(), nullable=True),
 )
 
 RUN_STATES = ("open", "timed_out", "finished")

@@ -22,7 +22,7 @@ from ledger.database import create_ledger_engine, translate_errors, write_transa
 from ledger.errors import ConcurrencyError, LedgerError, SchemaError, ValidationError
 from ledger.events import MAX_RUN_ID, EventModel, RunStarted
 from ledger.hashing import chain_hash
-from ledger.mapper import payload_json
+from ledger.mapper import CURRENT_SCHEMA_VERSIONS, payload_json
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState, apply_event
 from ledger.schema import HEAD_ROW_ID, ledger_events, ledger_head, ledger_runs
@@ -74,27 +74,23 @@ class Ledger:
         batch = list(events)
         if not batch:
             return AppendResult(events=[], new_events=[])
-        now = utcnow()
-        _check_batch(batch, expected_version, now)
-        payloads = [payload_json(event) for event in batch]  # serialise outside the lock
+        payloads, problems = _prepare(batch, expected_version, utcnow())
+        if problems:
+            raise _batch_error(batch, problems)
         with translate_errors(self.url, "append"):
             try:
-                return self._append_once(batch, payloads, expected_version, now)
+                return self._append_once(batch, payloads, expected_version)
             except IntegrityError as exc:
                 # The unique constraints are the backstop of I3/I4: a writer that bypassed the
                 # head lock got there first. Retry once; the dedupe step now sees its rows.
                 log.warning("append hit a unique constraint, retrying once: %s", exc.orig)
-                return self._append_once(batch, payloads, expected_version, now)
+                return self._append_once(batch, payloads, expected_version)
 
     def _append_once(
-        self,
-        batch: list[EventModel],
-        payloads: list[str],
-        expected_version: int | None,
-        now: datetime,
+        self, batch: list[EventModel], payloads: list[str], expected_version: int | None
     ) -> AppendResult:
         with write_transaction(self.engine) as conn:
-            return _Appender(conn, now).append(batch, payloads, expected_version)
+            return _Appender(conn).append(batch, payloads, expected_version)
 
     def start_run(
         self,
@@ -125,6 +121,8 @@ class Ledger:
         self, after: int = 0, limit: int | None = None, batch_size: int = 1000
     ) -> Iterator[RecordedEvent]:
         """Events with position > ``after``, in position order, read in pages of ``batch_size``."""
+        if batch_size < 1:
+            raise ValidationError(f"batch_size must be at least 1, got {batch_size}")
         remaining = limit
         position = after
         while remaining is None or remaining > 0:
@@ -180,16 +178,47 @@ class Ledger:
 def batch_problems(
     batch: Sequence[EventModel], expected_version: int | None = None, now: datetime | None = None
 ) -> list[tuple[int | None, str]]:
-    """Problems of a batch that need no database: clock skew, run_ref use, expected_version scope.
+    """Problems of a batch that need no database (see :func:`_prepare`).
 
     Each problem is ``(index in the batch or None for the whole batch, message)``; ``append``
     refuses a batch with any, and ``ledger append`` uses the indexes to name input lines.
     """
-    now = now or utcnow()
+    return _prepare(batch, expected_version, now or utcnow())[1]
+
+
+def _prepare(
+    batch: Sequence[EventModel], expected_version: int | None, now: datetime
+) -> tuple[list[str], list[tuple[int | None, str]]]:
+    """Serialise each payload and find what makes the batch unappendable, before any lock.
+
+    Checks: the payload is storable JSON (finite numbers, valid Unicode); the event is written
+    with its type's current schema_version; occurred_at is not beyond the clock skew guard;
+    run_refs are defined before use and once; expected_version concerns a single run.
+    """
+    payloads: list[str] = []
     problems: list[tuple[int | None, str]] = []
     defined_refs: set[str] = set()
     run_keys: set[object] = set()
     for index, event in enumerate(batch):
+        try:
+            payload = payload_json(event)
+            payload.encode("utf-8")
+            (event.actor or "").encode("utf-8")
+        except (ValueError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
+            problems.append((index, f"payload: not storable as JSON ({_short(exc)})"))
+            payload = ""
+        payloads.append(payload)
+        current = CURRENT_SCHEMA_VERSIONS[event.type]
+        if event.schema_version != current:
+            problems.append(
+                (
+                    index,
+                    (
+                        f"schema_version: {event.type} is written at schema_version {current}, "
+                        f"got {event.schema_version}"
+                    ),
+                )
+            )
         if event.occurred_at > now + MAX_CLOCK_SKEW:
             problems.append(
                 (
@@ -223,38 +252,45 @@ def batch_problems(
         problems.append(
             (None, "expected_version applies to a batch about one run; this batch has several")
         )
-    return problems
+    return payloads, problems
 
 
-def _check_batch(batch: list[EventModel], expected_version: int | None, now: datetime) -> None:
-    problems = batch_problems(batch, expected_version, now)
-    if problems:
-        lines = [
-            message if index is None else f"event {index + 1} ({batch[index].event_id}): {message}"
-            for index, message in problems
-        ]
-        error = ValidationError("; ".join(lines), problems=lines)
-        error.batch_index = problems[0][0]
-        raise error
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _batch_error(
+    batch: Sequence[EventModel], problems: list[tuple[int | None, str]]
+) -> ValidationError:
+    lines = [
+        message if index is None else f"event {index + 1} ({batch[index].event_id}): {message}"
+        for index, message in problems
+    ]
+    error = ValidationError("; ".join(lines), problems=lines)
+    error.batch_index = problems[0][0]
+    return error
 
 
 class _Appender:
     """One append, inside the locked transaction of :meth:`Ledger.append`."""
 
-    def __init__(self, conn: Connection, now: datetime) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.now = now
 
     def append(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
     ) -> AppendResult:
-        head = self._lock_head()
+        position, prev_hash, last_run_id, last_recorded_at = self._lock_head()
+        # Read under the lock and never behind the previous append, so recorded_at grows with
+        # position even across hosts whose clocks disagree: "as of T" is a prefix of history.
+        self.now = max(utcnow(), last_recorded_at) if last_recorded_at else utcnow()
         stored = self._stored_events([str(event.event_id) for event in batch])
-        runs = self._load_runs(
-            sorted({event.run_id for event in batch if event.run_id is not None})
-        )
+        # Runs named by id, and runs a duplicate RunStarted's run_ref resolves to.
+        run_ids = {event.run_id for event in batch if event.run_id is not None}
+        run_ids.update(earlier.run_id for earlier in stored.values())
+        runs = self._load_runs(sorted(run_ids))
         existing_run_ids = {run_id for run_id, state in runs.items() if state is not None}
-        position, prev_hash, last_run_id = head
         refs: dict[str, int] = {}
         allocated: list[int] = []
         checked_runs: set[int] = set()
@@ -264,7 +300,7 @@ class _Appender:
             event_id = str(event.event_id)
             earlier = stored.get(event_id)
             if earlier is not None:
-                _check_same_fact(event, earlier, index)
+                _check_same_fact(event, payload, earlier, refs, index)
                 if isinstance(event, RunStarted) and event.run_ref is not None:
                     refs[event.run_ref] = earlier.run_id
                 results.append(earlier)
@@ -314,17 +350,24 @@ class _Appender:
             results.append(recorded)
             new_events.append(recorded)
         if new_events:
-            self._write(new_events, runs, existing_run_ids, position, prev_hash, last_run_id)
+            self._write(
+                new_events, runs, existing_run_ids, position, prev_hash, last_run_id, self.now
+            )
         return AppendResult(
             events=results, new_events=new_events, run_refs=refs, allocated_run_ids=allocated
         )
 
-    def _lock_head(self) -> tuple[int, str, int]:
+    def _lock_head(self) -> tuple[int, str, int, datetime | None]:
         query = select(ledger_head).where(ledger_head.c.id == HEAD_ROW_ID).with_for_update()
         row = self.conn.execute(query).mappings().one_or_none()
         if row is None:
             raise SchemaError("the ledger has no head row: run `ledger migrate`")
-        return int(row["last_position"]), str(row["last_hash"]), int(row["last_run_id"])
+        return (
+            int(row["last_position"]),
+            str(row["last_hash"]),
+            int(row["last_run_id"]),
+            row["last_recorded_at"],
+        )
 
     def _stored_events(self, event_ids: list[str]) -> dict[str, RecordedEvent]:
         found: dict[str, RecordedEvent] = {}
@@ -350,6 +393,7 @@ class _Appender:
         position: int,
         last_hash: str,
         last_run_id: int,
+        recorded_at: datetime,
     ) -> None:
         self.conn.execute(insert(ledger_events), [event.as_row() for event in new_events])
         touched = {event.run_id for event in new_events}
@@ -372,7 +416,12 @@ class _Appender:
         self.conn.execute(
             update(ledger_head)
             .where(ledger_head.c.id == HEAD_ROW_ID)
-            .values(last_position=position, last_hash=last_hash, last_run_id=last_run_id)
+            .values(
+                last_position=position,
+                last_hash=last_hash,
+                last_run_id=last_run_id,
+                last_recorded_at=recorded_at,
+            )
         )
 
 
@@ -387,14 +436,24 @@ def _check_expected_version(run_id: int, expected: int, current: RunState | None
         raise ConcurrencyError(run_id, expected, actual)
 
 
-def _check_same_fact(event: EventModel, earlier: RecordedEvent, index: int) -> None:
-    """A reused event_id must name the same fact: same type, same run if the run is named."""
-    event_type = event.type
-    if event_type != earlier.type or (event.run_id is not None and event.run_id != earlier.run_id):
+def _check_same_fact(
+    event: EventModel, payload: str, earlier: RecordedEvent, refs: dict[str, int], index: int
+) -> None:
+    """A reused event_id must name the very same fact, or the retry would silently drop one."""
+    run_id = event.run_id
+    if run_id is None and event.run_ref is not None and not isinstance(event, RunStarted):
+        run_id = refs.get(event.run_ref)
+    same = (
+        event.type == earlier.type
+        and (run_id is None or run_id == earlier.run_id)
+        and event.occurred_at == earlier.occurred_at
+        and (event.schema_version != earlier.schema_version or payload == earlier.payload)
+    )
+    if not same:
         error = ValidationError(
-            f"event_id {earlier.event_id} is already stored as {earlier.type} of run "
-            f"{earlier.run_id} at position {earlier.position}; it cannot be reused for "
-            f"{event_type} of run {event.run_id or event.run_ref}"
+            f"event_id {earlier.event_id} is already stored at position {earlier.position} as a "
+            f"different fact ({earlier.type} of run {earlier.run_id}); an event_id names one "
+            f"fact and cannot be reused for {event.type} of run {run_id or event.run_ref}"
         )
         error.batch_index = index
         raise error

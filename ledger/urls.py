@@ -11,8 +11,9 @@ from sqlalchemy.exc import ArgumentError
 DEFAULT_DATABASE_URL = "sqlite:///ledger.db"
 DATABASE_URL_ENV = "LEDGER_DATABASE_URL"
 
-# Matches the password part of any URL-like text, also inside driver error messages.
-_PASSWORD_IN_TEXT = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)[^@\s]*(?=@)")
+# The password part of any URL-like text, also inside driver error messages: everything between
+# "user:" and the *last* "@" of the token, so a password with an unencoded "@" is masked whole.
+_PASSWORD_IN_TEXT = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)\S*@")
 
 
 def resolve_database_url(explicit: str | None = None) -> str:
@@ -21,13 +22,19 @@ def resolve_database_url(explicit: str | None = None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, safe to print or log."""
+    """The URL with its password replaced by ``***``, safe to print or log.
+
+    A URL that does not parse is never echoed (where its password is cannot be known): only
+    its scheme is shown.
+    """
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return mask_secrets(url)
+        return mask_secrets(make_url(url).render_as_string(hide_password=True))
+    except (ArgumentError, ValueError):
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        safe = scheme if re.fullmatch(r"[a-zA-Z][a-zA-Z0-9+.\-]*", scheme) else "?"
+        return f"<unparseable {safe} URL>"
 
 
 def mask_secrets(text: str) -> str:
     """Mask every ``scheme://user:password@`` password found inside free text."""
-    return _PASSWORD_IN_TEXT.sub(r"\g<head>***", text)
+    return _PASSWORD_IN_TEXT.sub(r"\g<head>***@", text)

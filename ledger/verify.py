@@ -46,7 +46,14 @@ def verify_chain(
     checked = 0
     for event in ledger.read_all(after=expected_position - 1, batch_size=batch_size):
         if event.position > end:
-            break
+            if to_position is not None:
+                break
+            # A row past the head was written around the append path (and blocks every append).
+            return ChainReport(
+                checked,
+                event.position,
+                f"position {event.position} is beyond the ledger head ({end})",
+            )
         if event.position != expected_position:
             return ChainReport(
                 checked,

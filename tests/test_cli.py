@@ -191,3 +191,64 @@ def test_unmigrated_database_says_to_migrate(tmp_path: Path) -> None:
     result = run("events", "--db", f"sqlite:///{tmp_path / 'empty.db'}")
     assert result.exit_code == 1
     assert "ledger migrate" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            b'{"type": "RunStarted", "source_id": 1, "connector_name": "S", '
+            b'"metadata": {"x": NaN}}',
+            "line 1: not valid JSON (NaN is not a JSON number)",
+        ),
+        (
+            b'{"type": "RunStarted", "source_id": 1, "connector_name": "S", '
+            b'"metadata": {"x": "\\ud800"}}',
+            "line 1: payload: not storable as JSON",
+        ),
+        (
+            b'{"type": "RunStarted", "source_id": 1, "connector_name": "S", '
+            b'"occurred_at": "0001-01-01T00:00:00+01:00"}',
+            "line 1: occurred_at:",
+        ),
+        (
+            b'{"type": "RunStarted", "source_id": 1, "connector_name": "S", '
+            b'"occurred_at": "1969-12-31T23:59:59Z"}',
+            "line 1: occurred_at:",
+        ),
+        (
+            b'{"type": "RunStarted", "source_id": 1, "connector_name": "S", "schema_version": 2}',
+            "line 1: schema_version:",
+        ),
+    ],
+)
+def test_unstorable_values_are_input_errors(
+    ledger: Ledger, db_url: str, line: bytes, expected: str
+) -> None:
+    result = run("append", "-", "--db", db_url, input=line + b"\n")
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr
+    assert "Traceback" not in result.output
+    assert ledger.head().last_position == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql+pymysql//root:pw-in-a-typo@127.0.0.1/db",
+        "mysql+pymysql://root:pw-in-a-port@127.0.0.1:abc/db",
+        "mysql+pymysql://root:pw-in-a-query@127.0.0.1:1/db?bogus=1",
+    ],
+)
+def test_malformed_urls_are_usage_errors_without_the_password(url: str) -> None:
+    result = run("events", "--db", url)
+    assert result.exit_code == 2, result.output
+    assert "pw-in-a" not in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_password_with_an_unencoded_at_sign_is_masked_whole() -> None:
+    result = run("events", "--db", "mysql+pymysql://app:p@ss-w0rd@127.0.0.1:1/db")
+    assert result.exit_code == 2
+    assert "percent-encoded" in result.stderr
+    assert "ss-w0rd" not in result.output

@@ -219,7 +219,7 @@ def test_i3_an_event_id_cannot_be_reused_for_another_fact(ledger: Ledger) -> Non
     run_id = ledger.start_run(1, "SOURCE_1")
     event = RunProgressed(run_id=run_id)
     ledger.append([event])
-    with pytest.raises(ValidationError, match="already stored as RunProgressed"):
+    with pytest.raises(ValidationError, match="already stored at position 2 as a different fact"):
         ledger.append([RunFinished(event_id=event.event_id, run_id=run_id, status="success")])
 
 
@@ -421,3 +421,73 @@ def test_i6_a_deleted_last_row_is_caught_against_the_head(ledger: Ledger) -> Non
         conn.execute(ledger_events.delete().where(ledger_events.c.position == 5))
     report = verify_chain(ledger)
     assert (report.ok, report.first_bad_position, report.checked) == (False, 5, 4)
+
+
+# ---------------------------------------------------------------- found in review
+
+
+def test_i3_retry_through_a_run_ref_continues_the_stored_run(ledger: Ledger) -> None:
+    start = RunStarted(run_ref="b", source_id=1, connector_name="SOURCE_1")
+    ledger.append([start])  # stored; the reply is lost
+    result = ledger.append([start, RunProgressed(run_ref="b", records_fetched=2)])
+    assert (result.appended, result.duplicates, result.run_refs) == (1, 1, {"b": 1})
+    assert [e.version for e in ledger.read_run(1)] == [1, 2]
+    assert ledger.run(1).version == 2  # type: ignore[union-attr]
+
+
+def test_i3_a_reused_event_id_with_other_content_is_refused(ledger: Ledger) -> None:
+    first = RunStarted(source_id=1, connector_name="SOURCE_1", occurred_at=T0)
+    ledger.append([first])
+    impostor = RunStarted(
+        event_id=first.event_id, source_id=99, connector_name="OTHER", occurred_at=T0, run_ref="b"
+    )
+    with pytest.raises(ValidationError, match="different fact"):
+        ledger.append([impostor, RunProgressed(run_ref="b", records_fetched=1)])
+    assert ledger.head().last_position == 1
+
+
+def test_i1_replace_cannot_overwrite_an_event(ledger: Ledger, backend: str) -> None:
+    ledger.start_run(1, "SOURCE_1")
+    (row,) = ledger.read_all()
+    verb = "INSERT OR REPLACE" if backend == "sqlite" else "REPLACE"
+    with pytest.raises(DBAPIError), ledger.engine.begin() as conn:
+        conn.execute(
+            text(
+                f"{verb} INTO ledger_events (position, event_id, run_id, version, type, "
+                "schema_version, payload, occurred_at, recorded_at, actor, prev_hash, hash) "
+                "SELECT position, event_id, run_id, version, type, schema_version, '{}', "
+                "occurred_at, recorded_at, 'mallory', prev_hash, hash FROM ledger_events"
+            )
+        )
+    assert list(ledger.read_all()) == [row]
+
+
+def test_i6_a_row_written_past_the_head_is_named(ledger: Ledger) -> None:
+    ledger.start_run(1, "SOURCE_1")
+    (row,) = ledger.read_all()
+    forged = {**row.as_row(), "position": 2, "event_id": str(uuid.uuid4()), "version": 2}
+    with ledger.engine.begin() as conn:
+        conn.execute(ledger_events.insert(), forged)
+    report = verify_chain(ledger)
+    assert (report.ok, report.first_bad_position) == (False, 2)
+    assert "beyond the ledger head" in (report.problem or "")
+
+
+def test_recorded_at_never_goes_back_when_the_clock_does(ledger: Ledger) -> None:
+    with freeze_time("2026-02-01 12:00:00"):
+        run_id = ledger.start_run(1, "SOURCE_1", occurred_at=T0)
+    with freeze_time("2026-02-01 11:00:00"):  # another host, an hour behind
+        ledger.append([RunProgressed(run_id=run_id, occurred_at=T0)])
+    first, second = ledger.read_run(run_id)
+    assert second.recorded_at == first.recorded_at == datetime(2026, 2, 1, 12, tzinfo=UTC)
+
+
+def test_only_the_current_schema_version_is_written(ledger: Ledger) -> None:
+    with pytest.raises(ValidationError, match="schema_version: RunStarted is written at"):
+        ledger.append([started(schema_version=7)])
+    assert ledger.head().last_position == 0
+
+
+def test_read_all_refuses_an_empty_page(ledger: Ledger) -> None:
+    with pytest.raises(ValidationError, match="batch_size"):
+        list(ledger.read_all(batch_size=0))

@@ -85,14 +85,34 @@ def upgrade() -> None:
         sa.Column("last_position", sa.BigInteger(), nullable=False),
         sa.Column("last_hash", sa.String(64), nullable=False),
         sa.Column("last_run_id", sa.Integer(), nullable=False),
+        sa.Column("last_recorded_at", _timestamp(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_head")),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
     op.bulk_insert(
-        head, [{"id": 1, "last_position": 0, "last_hash": GENESIS_HASH, "last_run_id": 0}]
+        head,
+        [
+            {
+                "id": 1,
+                "last_position": 0,
+                "last_hash": GENESIS_HASH,
+                "last_run_id": _highest_legacy_run_id(),
+            }
+        ],
     )
     _create_immutability_triggers()
+
+
+def _highest_legacy_run_id() -> int:
+    """Allocate run ids after the legacy table's: the projection writes ingestion_runs.id =
+    run_id, so a ledger installed beside an existing ingestion_runs must not reuse its ids."""
+    bind = op.get_bind()
+    if not sa.inspect(bind).has_table("ingestion_runs"):
+        return 0
+    return int(
+        bind.execute(sa.text("SELECT COALESCE(MAX(id), 0) FROM ingestion_runs")).scalar_one()
+    )
 
 
 def _create_immutability_triggers() -> None:
@@ -105,6 +125,17 @@ def _create_immutability_triggers() -> None:
                 f"CREATE TRIGGER {name} BEFORE {verb} ON ledger_events "
                 f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
             )
+            if verb == "DELETE":
+                # INSERT OR REPLACE deletes the conflicting row without firing DELETE triggers
+                # (unless recursive_triggers is on): refuse any insert that would collide.
+                op.execute(
+                    "CREATE TRIGGER ledger_events_no_replace BEFORE INSERT ON ledger_events "
+                    "WHEN EXISTS (SELECT 1 FROM ledger_events WHERE position = NEW.position) "
+                    "OR EXISTS (SELECT 1 FROM ledger_events WHERE event_id = NEW.event_id) "
+                    "OR EXISTS (SELECT 1 FROM ledger_events "
+                    "WHERE run_id = NEW.run_id AND version = NEW.version) "
+                    f"BEGIN SELECT RAISE(ABORT, '{IMMUTABLE_MESSAGE.format(verb='REPLACE')}'); END"
+                )
         elif dialect in ("mysql", "mariadb"):
             op.execute(
                 f"CREATE TRIGGER {name} BEFORE {verb} ON ledger_events FOR EACH ROW "
@@ -115,7 +146,7 @@ def _create_immutability_triggers() -> None:
 
 
 def downgrade() -> None:
-    for verb in ("update", "delete"):
+    for verb in ("update", "delete", "replace"):
         op.execute(f"DROP TRIGGER IF EXISTS ledger_events_no_{verb}")
     op.drop_table("ledger_head")
     op.drop_index(op.f("ix_ledger_runs_connector_name_source_id_state"), table_name="ledger_runs")

@@ -13,13 +13,18 @@ from __future__ import annotations
 import json
 import sys
 import uuid
+from datetime import UTC, datetime
 
 from ledger import Ledger, RunFinished, RunProgressed, RunStarted
 
 
 def main() -> None:
     url, worker, runs, per_run = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    seed = sys.argv[5] if len(sys.argv) > 5 else f"worker-{worker}-{uuid.uuid4()}"
+    shared = len(sys.argv) > 5
+    seed = sys.argv[5] if shared else f"worker-{worker}-{uuid.uuid4()}"
+    # Workers racing to append the same facts must send identical facts: same content and time.
+    source_id, name = (0, "shared") if shared else (worker, f"worker-{worker}")
+    at = {"occurred_at": datetime(2026, 1, 1, tzinfo=UTC)} if shared else {}
     ledger = Ledger.from_url(url)
 
     def event_id(*parts: object) -> uuid.UUID:
@@ -32,8 +37,9 @@ def main() -> None:
             [
                 RunStarted(
                     event_id=event_id("start", r),
-                    source_id=worker,
-                    connector_name=f"worker-{worker}",
+                    source_id=source_id,
+                    connector_name=name,
+                    **at,
                 )
             ]
         )
@@ -44,14 +50,14 @@ def main() -> None:
             result = ledger.append(
                 [
                     RunProgressed(
-                        event_id=event_id("progress", r, i), run_id=run_id, records_fetched=1
+                        event_id=event_id("progress", r, i), run_id=run_id, records_fetched=1, **at
                     )
                 ]
             )
             appended += result.appended
     for r, run_id in enumerate(run_ids):
         result = ledger.append(
-            [RunFinished(event_id=event_id("finish", r), run_id=run_id, status="success")]
+            [RunFinished(event_id=event_id("finish", r), run_id=run_id, status="success", **at)]
         )
         appended += result.appended
     ledger.close()
