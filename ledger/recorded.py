@@ -67,6 +67,7 @@ class LedgerHead:
     last_position: int
     last_hash: str
     last_run_id: int
+    last_recorded_at: datetime | None = None
 
 
 @dataclass(frozen=True)

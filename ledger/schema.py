@@ -67,6 +67,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+class LegacyTimestamp(UTCDateTime):
+    """``TIMESTAMP`` (whole seconds) on MySQL, as the legacy ``ingestion_runs`` has it.
+
+    Sessions run in UTC, so MySQL's TIMESTAMP zone conversion is the identity. Values are
+    truncated to whole seconds here, not rounded by the server.
+    """
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.TIMESTAMP())
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        stored = super().process_bind_param(value, dialect)
+        return None if stored is None else stored.replace(microsecond=0)
+
+
 # Payloads can be large (error details, tracebacks): LONGTEXT on MySQL, TEXT elsewhere.
 PayloadText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 

@@ -137,14 +137,29 @@ class Ledger:
 
     def read_page(self, after: int, limit: int) -> list[RecordedEvent]:
         """One page of events after ``after``: the unit a tailing reader polls."""
-        query = (
-            select(ledger_events)
-            .where(ledger_events.c.position > after)
-            .order_by(ledger_events.c.position)
-            .limit(limit)
-        )
         with translate_errors(self.url, "read"), self.engine.connect() as conn:
-            return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+            return read_events_page(conn, after, limit)
+
+    def position_at(self, when: datetime) -> int:
+        """The last position recorded at or before ``when`` (0 if none).
+
+        ``recorded_at`` never decreases along positions (the append takes it under the head
+        lock), so a binary search over the primary key finds it in about log2(N) lookups.
+        """
+        low, high = 0, self.head().last_position
+        with translate_errors(self.url, "read"), self.engine.connect() as conn:
+            while low < high:
+                middle = (low + high + 1) // 2
+                recorded_at = conn.execute(
+                    select(ledger_events.c.recorded_at).where(ledger_events.c.position == middle)
+                ).scalar_one_or_none()
+                if recorded_at is None:
+                    raise SchemaError(f"position {middle} is missing: run `ledger verify`")
+                if recorded_at <= when:
+                    low = middle
+                else:
+                    high = middle - 1
+        return low
 
     def read_run(self, run_id: int) -> list[RecordedEvent]:
         """All events of one run, in version order."""
@@ -172,7 +187,20 @@ class Ledger:
             )
         if row is None:
             raise SchemaError(f"{mask_url(self.url)} has no ledger head row: run `ledger migrate`")
-        return LedgerHead(row["last_position"], row["last_hash"], row["last_run_id"])
+        return LedgerHead(
+            row["last_position"], row["last_hash"], row["last_run_id"], row["last_recorded_at"]
+        )
+
+
+def read_events_page(
+    conn: Connection, after: int, limit: int, up_to: int | None = None
+) -> list[RecordedEvent]:
+    """Up to ``limit`` events after position ``after`` (and at most ``up_to``), on ``conn``."""
+    query = select(ledger_events).where(ledger_events.c.position > after)
+    if up_to is not None:
+        query = query.where(ledger_events.c.position <= up_to)
+    query = query.order_by(ledger_events.c.position).limit(limit)
+    return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
 
 
 def batch_problems(

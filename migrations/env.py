@@ -9,10 +9,14 @@ connects (so MySQL sessions get the same UTC/utf8mb4 settings as the application
 
 from __future__ import annotations
 
-from alembic import context
-from sqlalchemy import Connection
+from typing import Any
 
-import projections  # noqa: F401  (registers read-model tables on the shared MetaData)
+from alembic import context
+from sqlalchemy import JSON, Column, Connection
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeEngine
+
+import projections.schema  # noqa: F401  (registers read-model tables on the shared MetaData)
 from ledger.database import create_ledger_engine
 from ledger.schema import metadata
 from ledger.urls import resolve_database_url
@@ -20,11 +24,33 @@ from ledger.urls import resolve_database_url
 config = context.config
 
 
+def _include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    # The ledger may share a database with other tables (the renamed legacy table, the
+    # connectors' tables, a rebuild's leftovers): only tables of our MetaData are compared.
+    return not (type_ == "table" and reflected and compare_to is None)
+
+
+def _compare_type(
+    context: object,
+    inspected: Column[Any],
+    metadata_column: Column[Any],
+    inspected_type: TypeEngine[Any],
+    metadata_type: TypeEngine[Any],
+) -> bool | None:
+    # MariaDB stores JSON as LONGTEXT with a json_valid() CHECK and reflects it as LONGTEXT.
+    if isinstance(metadata_type, JSON) and isinstance(inspected_type, mysql.LONGTEXT):
+        return False
+    return None  # default comparison
+
+
 def _run_with(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
-        compare_type=True,
+        compare_type=_compare_type,
+        include_object=_include_object,
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():

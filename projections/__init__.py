@@ -1,3 +1,25 @@
-"""Read models materialised from the ledger (the projector arrives with issue 3)."""
+"""Read models materialised from the ledger: the legacy ``ingestion_runs`` table, its status
+transitions, the projector that keeps them current, rebuilds and point-in-time reads."""
 
-__all__: list[str] = []
+from projections.as_of import resolve_position, run_as_of, runs_as_of
+from projections.errors import PoisonEventError, ProjectionError, ProjectionTimeoutError
+from projections.locking import ProjectionBusyError
+from projections.projector import Projector
+from projections.rebuild import RebuildResult, rebuild
+from projections.status import LedgerStatus, ProjectionStatus, ledger_status
+
+__all__ = [
+    "LedgerStatus",
+    "PoisonEventError",
+    "ProjectionBusyError",
+    "ProjectionError",
+    "ProjectionStatus",
+    "ProjectionTimeoutError",
+    "Projector",
+    "RebuildResult",
+    "ledger_status",
+    "rebuild",
+    "resolve_position",
+    "run_as_of",
+    "runs_as_of",
+]

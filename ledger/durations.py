@@ -1,0 +1,40 @@
+"""Durations as people write them: ``90s``, ``15m``, ``6h``, ``2d`` (and combinations like
+``1h30m``)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from ledger.errors import ConfigurationError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_PART = re.compile(r"(\d+)([smhdw])")
+
+
+def parse_duration(text: str, what: str = "duration") -> timedelta:
+    """Parse ``90s``/``15m``/``6h``/``2d``/``1h30m``; refuse zero, negative and garbage."""
+    compact = text.strip().lower().replace(" ", "")
+    if not compact or _PART.sub("", compact):
+        raise ConfigurationError(
+            f"{what}: {text!r} is not a duration; write it like 90s, 15m, 6h or 2d"
+        )
+    seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
+    if seconds <= 0:
+        raise ConfigurationError(f"{what}: {text!r} must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta | int | float) -> str:
+    """The shortest exact form: 3600 s → ``1h``, 5400 s → ``1h30m``, 42 s → ``42s``."""
+    seconds = int(value.total_seconds() if isinstance(value, timedelta) else value)
+    if seconds == 0:
+        return "0s"
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return sign + "".join(parts)

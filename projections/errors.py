@@ -1,0 +1,26 @@
+"""Errors of the projections, in the one tree rooted at :class:`ledger.LedgerError`."""
+
+from __future__ import annotations
+
+from ledger.errors import LedgerError
+
+
+class ProjectionError(LedgerError):
+    """A projection could not do its work."""
+
+
+class PoisonEventError(ProjectionError):
+    """An event the projector cannot apply; nothing after it is applied until it is resolved."""
+
+    def __init__(self, position: int, event_type: str, reason: str) -> None:
+        super().__init__(
+            f"cannot project position {position} ({event_type}): {reason}; add an upcaster, or "
+            f"skip it with `ledger project --skip-position {position} --reason TEXT`"
+        )
+        self.position = position
+        self.event_type = event_type
+        self.reason = reason
+
+
+class ProjectionTimeoutError(ProjectionError):
+    """``wait_for`` gave up before the projection reached the position."""

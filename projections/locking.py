@@ -1,0 +1,70 @@
+"""Exclusive access to a projection, across processes and hosts.
+
+* SQLite: ``BEGIN IMMEDIATE``; the database has one writer at a time anyway.
+* MySQL/MariaDB: a named lock (``GET_LOCK``) held by the session around the transaction, plus
+  the checkpoint row locked ``FOR UPDATE`` inside it. The named lock outlives a commit, which a
+  rebuild needs: its ``RENAME TABLE`` commits implicitly, and no projector may run between that
+  swap and the checkpoint update that follows it. If the process dies, the server frees the
+  lock with the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, text
+
+from ledger.database import is_sqlite, write_transaction
+from projections.errors import ProjectionError
+
+DEFAULT_LOCK_TIMEOUT_S = 60
+
+
+class ProjectionBusyError(ProjectionError):
+    """Another process held the projection lock for longer than the timeout (a rebuild?)."""
+
+
+def lock_name(conn: Connection, projection: str) -> str:
+    # GET_LOCK names are server-wide: include the database so two ledgers never collide.
+    database = conn.exec_driver_sql("SELECT DATABASE()").scalar() or ""
+    return f"run_ledger.{database}.{projection}"[:64]
+
+
+@contextmanager
+def projection_session(
+    engine: Engine, projection: str, timeout: int = DEFAULT_LOCK_TIMEOUT_S
+) -> Iterator[Connection]:
+    """A connection holding the projection's named lock (MySQL); no transaction is open."""
+    with engine.connect() as conn:
+        if is_sqlite(engine):
+            yield conn
+            return
+        name = lock_name(conn, projection)
+        got = conn.execute(
+            text("SELECT GET_LOCK(:name, :timeout)"), {"name": name, "timeout": timeout}
+        ).scalar()
+        conn.commit()
+        if got != 1:
+            raise ProjectionBusyError(
+                f"projection {projection} is locked by another process (waited {timeout}s)"
+            )
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+            conn.commit()
+
+
+@contextmanager
+def projection_transaction(
+    engine: Engine, projection: str, timeout: int = DEFAULT_LOCK_TIMEOUT_S
+) -> Iterator[Connection]:
+    """One write transaction with exclusive access to the projection."""
+    if is_sqlite(engine):
+        with write_transaction(engine) as conn:
+            yield conn
+        return
+    with projection_session(engine, projection, timeout) as conn, conn.begin():
+        yield conn

@@ -1,0 +1,148 @@
+"""Read-model tables, on the event store's one ``MetaData`` (so Alembic owns them too).
+
+``ingestion_runs`` keeps the exact legacy shape (``ingestion_runs.mysql.sql`` beside this file)
+so that every existing reader keeps working; it is derived from the ledger and can be rebuilt.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Enum,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+from ledger.schema import LegacyTimestamp, UTCDateTime, metadata
+
+RUN_STATUSES = ("running", "success", "partial", "failed")
+INGESTION_RUNS = "ingestion_runs"
+TRANSITIONS = "ingestion_run_transitions"
+# The counters of the legacy table, keyed by the event field that feeds each.
+COUNTER_COLUMNS: dict[str, str] = {
+    "records_fetched": "recordsFetched",
+    "records_created": "recordsCreated",
+    "records_updated": "recordsUpdated",
+    "records_skipped": "recordsSkipped",
+    "claims_created": "claimsCreated",
+    "coverage_cells_updated": "coverageCellsUpdated",
+}
+
+
+def _counter(name: str) -> Column[int]:
+    return Column(name, Integer, nullable=False, server_default=text("0"))
+
+
+def _ingestion_runs(meta: MetaData, name: str, with_indexes: bool = True) -> Table:
+    indexes = (
+        [
+            Index(f"idx_{INGESTION_RUNS}_sourceId", "sourceId"),
+            Index(f"idx_{INGESTION_RUNS}_connectorName", "connectorName"),
+            Index(f"idx_{INGESTION_RUNS}_startedAt", "startedAt"),
+            Index(f"idx_{INGESTION_RUNS}_status", "status"),
+        ]
+        if with_indexes
+        else []
+    )
+    return Table(
+        name,
+        meta,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("sourceId", Integer, nullable=False),
+        Column("connectorName", String(100), nullable=False),
+        Column(
+            "startedAt", LegacyTimestamp(), nullable=False, server_default=text("CURRENT_TIMESTAMP")
+        ),
+        Column("completedAt", LegacyTimestamp(), nullable=True),
+        Column("duration", Integer, nullable=True),
+        Column(
+            "status",
+            # Native ENUM on MySQL; a CHECK constraint on SQLite.
+            Enum(*RUN_STATUSES, name="status", native_enum=True, create_constraint=True),
+            nullable=False,
+            server_default=text("'running'"),
+        ),
+        _counter("recordsFetched"),
+        _counter("recordsCreated"),
+        _counter("recordsUpdated"),
+        _counter("recordsSkipped"),
+        _counter("claimsCreated"),
+        Column("errorMessage", Text, nullable=True),
+        Column("errorDetails", JSON(none_as_null=True), nullable=True),
+        _counter("coverageCellsUpdated"),
+        Column(
+            "createdAt", LegacyTimestamp(), nullable=False, server_default=text("CURRENT_TIMESTAMP")
+        ),
+        *indexes,
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )
+
+
+def _transitions(meta: MetaData, name: str, with_indexes: bool = True) -> Table:
+    indexes = [Index(f"ix_{TRANSITIONS}_run_id_position", "run_id", "position")]
+    return Table(
+        name,
+        meta,
+        # The ledger position of the event that caused the change: one change per event at most.
+        Column(
+            "position",
+            BigInteger().with_variant(Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=False,
+        ),
+        Column("run_id", Integer, nullable=False),
+        Column("from_status", String(16), nullable=True),  # None for the run's first status
+        Column("to_status", String(16), nullable=False),
+        Column("at", UTCDateTime(), nullable=False),  # occurred_at of that event
+        Column("actor", String(200), nullable=True),
+        *(indexes if with_indexes else []),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )
+
+
+ingestion_runs = _ingestion_runs(metadata, INGESTION_RUNS)
+ingestion_run_transitions = _transitions(metadata, TRANSITIONS)
+
+projection_checkpoints = Table(
+    "projection_checkpoints",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False),  # last ledger position applied
+    Column("updated_at", UTCDateTime(), nullable=False),
+    # A poison event stops the projection: where, what, and why (cleared once it moves on).
+    Column("error_position", BigInteger, nullable=True),
+    Column("error_type", String(64), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("error_at", UTCDateTime(), nullable=True),
+    # A rebuild about to swap tables records the position they hold; see projections.rebuild.
+    Column("rebuild_position", BigInteger, nullable=True),
+)
+
+projection_skips = Table(
+    "projection_skips",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_type", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("skipped_at", UTCDateTime(), nullable=False),
+)
+
+
+def shadow_tables(suffix: str, with_indexes: bool) -> tuple[Table, Table]:
+    """Copies of the two read-model tables under another name, for rebuilds."""
+    meta = MetaData(naming_convention=metadata.naming_convention)
+    return (
+        _ingestion_runs(meta, f"{INGESTION_RUNS}{suffix}", with_indexes),
+        _transitions(meta, f"{TRANSITIONS}{suffix}", with_indexes),
+    )
