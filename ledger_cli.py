@@ -7,17 +7,31 @@ It parses options, calls library functions, prints results, and turns every
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import IO, Any, NoReturn, TypeVar
 
 import click
 import pydantic
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from ledger import (
     ConcurrencyError,
@@ -31,11 +45,24 @@ from ledger import (
     ValidationError,
     verify_chain,
 )
+from ledger.durations import format_duration
 from ledger.events import event_adapter
 from ledger.mapper import describe_pydantic_errors, event_to_wire
 from ledger.migrate import upgrade
 from ledger.store import batch_problems
 from ledger.urls import DATABASE_URL_ENV, mask_secrets, mask_url, resolve_database_url
+from projections import (
+    LedgerStatus,
+    Projector,
+    ledger_status,
+    resolve_position,
+    run_as_of,
+    runs_as_of,
+)
+from projections import rebuild as rebuild_projection
+from projections.projector import DEFAULT_BATCH_SIZE
+from projections.queries import RunFilter, get_run, list_runs
+from projections.schema import RUN_STATUSES
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -85,6 +112,16 @@ def db_option(command: F) -> F:
         metavar="URL",
         default=None,
         help=f"Database URL (else ${DATABASE_URL_ENV}, else sqlite:///ledger.db).",
+    )(command)
+
+
+def output_format_option(command: F) -> F:
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
     )(command)
 
 
@@ -264,10 +301,7 @@ def print_events_table(rows: list[RecordedEvent]) -> None:
             event.actor or "—",
             _payload_summary(event),
         )
-    console = Console()
-    if not console.is_terminal:  # piped: don't squeeze the table into 80 columns
-        console = Console(width=200)
-    console.print(table)
+    wide_console().print(table)
 
 
 def _payload_summary(event: RecordedEvent) -> str:
@@ -310,6 +344,359 @@ def verify(output_format: str, db_url: str | None) -> None:
         )
     if not report.ok:
         sys.exit(EXIT_PROBLEM)
+
+
+# ---------------------------------------------------------------------- projections
+
+
+@cli.command()
+@click.option("--follow", is_flag=True, help="Keep tailing the ledger until SIGINT/SIGTERM.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Events per transaction.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="Seconds between polls when caught up (with --follow).",
+)
+@click.option(
+    "--skip-position",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Record that this position (a poison event) is not to be applied.",
+)
+@click.option("--reason", default=None, help="Why the position is skipped (required with it).")
+@click.option("--actor", default=None, help="Who decides the skip (default: operator:$USER).")
+@db_option
+def project(
+    follow: bool,
+    batch_size: int,
+    interval: float,
+    skip_position: int | None,
+    reason: str | None,
+    actor: str | None,
+    db_url: str | None,
+) -> None:
+    """Apply pending events to the ingestion_runs read model (exactly once)."""
+    if skip_position is not None and not reason:
+        raise BadInput("--skip-position needs --reason TEXT")
+    ledger = open_ledger(db_url)
+    projector = Projector(ledger, batch_size=batch_size)
+    with library_errors():
+        if skip_position is not None:
+            skip = projector.skip(skip_position, reason or "", actor or default_actor())
+            click.echo(
+                f"position {skip_position} ({skip['event_type']}) will be skipped: "
+                f"{reason} (by {skip['actor']})"
+            )
+        if follow:
+            stop = threading.Event()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stop.set())
+            click.echo(f"following {mask_url(ledger.url)} (Ctrl-C to stop)", err=True)
+            projector.follow(stop, interval=interval)
+            click.echo("stopped after the current batch", err=True)
+        else:
+            applied = projector.run_once()
+            click.echo(
+                f"applied {applied} event(s); checkpoint at {projector.checkpoint().position}"
+            )
+
+
+def default_actor() -> str:
+    return f"operator:{getpass.getuser()}"
+
+
+@cli.command()
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True
+)
+@db_option
+def rebuild(batch_size: int, db_url: str | None) -> None:
+    """Replay all history into shadow tables and swap them in atomically."""
+    ledger = open_ledger(db_url)
+    with library_errors(), rebuild_progress() as progress:
+        result = rebuild_projection(ledger, batch_size=batch_size, progress=progress)
+    rate = result.events / result.seconds if result.seconds else 0.0
+    click.echo(
+        f"rebuilt ingestion_runs: {result.events} event(s), {result.runs} run(s) in "
+        f"{result.seconds:.1f}s ({rate:,.0f} events/s); checkpoint at {result.position}"
+    )
+
+
+class EventRateColumn(ProgressColumn):
+    """Events per second, for the rebuild's progress bar."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("—" if speed is None else f"{speed:,.0f} events/s")
+
+
+@contextmanager
+def rebuild_progress() -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on a terminal; a plain line every 10% otherwise."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        last = [-1]
+
+        def plain(done: int, total: int) -> None:
+            tenth = (10 * done // total) if total else 10
+            if tenth != last[0]:
+                last[0] = tenth
+                click.echo(f"replayed {done}/{total} events", err=True)
+
+        yield plain
+        return
+    columns = (
+        TextColumn("rebuild"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        EventRateColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("rebuild", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=max(total, done))
+
+        yield update
+
+
+@cli.group()
+def runs() -> None:
+    """Read runs from ingestion_runs, now or as they were at a past moment."""
+
+
+def as_of_options(command: F) -> F:
+    command = click.option(
+        "--at-position",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Replay the ledger up to this position instead.",
+    )(command)
+    return click.option(
+        "--as-of",
+        "as_of",
+        default=None,
+        metavar="TIME",
+        help="Replay the ledger as recorded at TIME (ISO-8601; no zone means UTC).",
+    )(command)
+
+
+@runs.command("list")
+@click.option("--status", type=click.Choice(RUN_STATUSES), default=None)
+@click.option("--connector", default=None, help="Only this connector name.")
+@click.option("--source", "source_id", type=int, default=None, help="Only this source id.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@as_of_options
+@output_format_option
+@db_option
+def runs_list(
+    status: str | None,
+    connector: str | None,
+    source_id: int | None,
+    limit: int,
+    as_of: str | None,
+    at_position: int | None,
+    output_format: str,
+    db_url: str | None,
+) -> None:
+    """List runs, newest first."""
+    run_filter = RunFilter(status=status, connector=connector, source_id=source_id, limit=limit)
+    moment = parse_moment(as_of, at_position)
+    ledger = open_ledger(db_url)
+    with library_errors():
+        if moment is None and at_position is None:
+            rows = list_runs(ledger, run_filter)
+            title = "ingestion_runs"
+        else:
+            position = resolve_position(ledger, moment, at_position)
+            rows = run_filter.apply(list(runs_as_of(ledger, position).values()))
+            title = f"ingestion_runs as of position {position}"
+    if output_format == "json":
+        click.echo(json.dumps([row_json(row) for row in rows], indent=2))
+    else:
+        print_runs_table(rows, title)
+
+
+@runs.command("show")
+@click.argument("run_id", type=int)
+@as_of_options
+@output_format_option
+@db_option
+def runs_show(
+    run_id: int, as_of: str | None, at_position: int | None, output_format: str, db_url: str | None
+) -> None:
+    """Show one run and its status transitions."""
+    moment = parse_moment(as_of, at_position)
+    ledger = open_ledger(db_url)
+    with library_errors():
+        if moment is None and at_position is None:
+            row, transitions = get_run(ledger, run_id)
+            where = "in ingestion_runs"
+        else:
+            position = resolve_position(ledger, moment, at_position)
+            row, transitions = run_as_of(ledger, run_id, position)
+            where = f"as of position {position}"
+    if row is None:
+        raise ProblemFound(f"run {run_id} not found {where}")
+    if output_format == "json":
+        click.echo(json.dumps(row_json(row), indent=2))
+        return
+    table = Table(title=f"run {run_id} {where}", show_header=False)
+    table.add_column("column")
+    table.add_column("value", overflow="fold")
+    for key, value in row.items():
+        shown = json.dumps(value, sort_keys=True) if isinstance(value, dict) else cell(value)
+        if key == "duration" and value is not None:
+            shown = f"{value}s ({format_duration(value)})"
+        table.add_row(key, shown)
+    wide_console().print(table)
+    steps = Table(title="transitions")
+    for column in ("position", "at (UTC)", "from", "to", "actor"):
+        steps.add_column(column)
+    for step in transitions:
+        steps.add_row(
+            str(step.position),
+            cell(step.at),
+            step.from_status or "—",
+            step.to_status,
+            step.actor or "—",
+        )
+    wide_console().print(steps)
+
+
+def parse_moment(as_of: str | None, at_position: int | None) -> datetime | None:
+    if as_of is not None and at_position is not None:
+        raise BadInput("give --as-of or --at-position, not both")
+    if as_of is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadInput(f"--as-of: {as_of!r} is not an ISO-8601 time ({exc})") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def row_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A row keyed by the legacy column names; times as UTC ISO-8601."""
+    return {
+        key: (value.strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(value, datetime) else value)
+        for key, value in row.items()
+    }
+
+
+def cell(value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def print_runs_table(rows: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=f"{title}: {len(rows)} run(s), times in UTC")
+    for column in (
+        "id",
+        "source",
+        "connector",
+        "status",
+        "started",
+        "completed",
+        "duration",
+        "fetched/created/updated/skipped",
+        "error",
+    ):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        duration = row["duration"]
+        error = row["errorMessage"] or ""
+        table.add_row(
+            str(row["id"]),
+            str(row["sourceId"]),
+            row["connectorName"],
+            row["status"],
+            cell(row["startedAt"]),
+            cell(row["completedAt"]),
+            "—" if duration is None else format_duration(duration),
+            f"{row['recordsFetched']}/{row['recordsCreated']}/{row['recordsUpdated']}/"
+            f"{row['recordsSkipped']}",
+            error if len(error) <= 60 else error[:59] + "…",
+        )
+    wide_console().print(table)
+
+
+@cli.command()
+@output_format_option
+@db_option
+def status(output_format: str, db_url: str | None) -> None:
+    """Head position, projection checkpoints and lag, open runs, projector errors and skips."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        report = ledger_status(ledger)
+    if output_format == "json":
+        click.echo(json.dumps(status_json(report), indent=2, default=str))
+        return
+    click.echo(f"database:   {mask_url(ledger.url)}")
+    click.echo(
+        f"head:       position {report.head_position}"
+        + (f", last append {cell(report.head_recorded_at)} UTC" if report.head_recorded_at else "")
+    )
+    click.echo(f"open runs:  {report.open_runs}")
+    for projection in report.projections:
+        checkpoint = projection.checkpoint
+        click.echo(
+            f"projection {projection.name}: checkpoint {checkpoint.position}, lag "
+            f"{projection.lag_events} event(s) / {projection.lag_seconds:.1f}s"
+        )
+        if checkpoint.error_position is not None:
+            click.echo(
+                f"  STOPPED at position {checkpoint.error_position} "
+                f"({checkpoint.error_type}): {checkpoint.error_message}"
+            )
+        for skip in projection.skips:
+            click.echo(
+                f"  skipped position {skip.position} ({skip.event_type}) by {skip.actor} "
+                f"at {cell(skip.skipped_at)} UTC: {skip.reason}"
+            )
+
+
+def status_json(report: LedgerStatus) -> dict[str, Any]:
+    return {
+        "head_position": report.head_position,
+        "head_recorded_at": report.head_recorded_at,
+        "open_runs": report.open_runs,
+        "projections": [
+            {
+                "name": p.name,
+                "checkpoint": p.checkpoint.position,
+                "lag_events": p.lag_events,
+                "lag_seconds": round(p.lag_seconds, 3),
+                "error": None
+                if p.checkpoint.error_position is None
+                else {
+                    "position": p.checkpoint.error_position,
+                    "type": p.checkpoint.error_type,
+                    "message": p.checkpoint.error_message,
+                    "at": p.checkpoint.error_at,
+                },
+                "skips": [vars(skip) for skip in p.skips],
+            }
+            for p in report.projections
+        ],
+    }
+
+
+def wide_console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
 
 
 def main() -> NoReturn:

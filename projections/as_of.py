@@ -13,7 +13,7 @@ from datetime import datetime
 from ledger import Ledger
 from ledger.database import translate_errors
 from projections.checkpoints import skipped_positions
-from projections.fold import Row
+from projections.fold import Row, Transition
 from projections.writer import fold_events
 
 PROJECTION_NAME = "ingestion_runs"
@@ -46,11 +46,11 @@ def runs_as_of(ledger: Ledger, position: int, batch_size: int = 5000) -> dict[in
     return rows
 
 
-def run_as_of(ledger: Ledger, run_id: int, position: int) -> Row | None:
-    """One run's row as of ``position``, from that run's events only."""
+def run_as_of(ledger: Ledger, run_id: int, position: int) -> tuple[Row | None, list[Transition]]:
+    """One run's row and transitions as of ``position``, from that run's events only."""
     rows: dict[int, Row] = {}
     events = [e for e in ledger.read_run(run_id) if e.position <= position]
     outcome = fold_events(rows, events, _skips(ledger, position))
     if outcome.poison is not None:
         raise outcome.poison
-    return rows.get(run_id)
+    return rows.get(run_id), outcome.transitions

@@ -21,9 +21,14 @@ from ledger import (
 )
 from ledger.durations import format_duration
 from projections.errors import PoisonEventError
-from projections.schema import COUNTER_COLUMNS
+from projections.schema import COUNTER_COLUMNS, ingestion_runs
 
 Row = dict[str, Any]
+# Every column of ingestion_runs in table order, with the value a new run starts from.
+EMPTY_ROW: Row = {
+    column.name: (0 if column.name in COUNTER_COLUMNS.values() else None)
+    for column in ingestion_runs.columns
+}
 INT_MAX = 2**31 - 1  # the legacy counters are INT(11)
 
 
@@ -68,19 +73,16 @@ def fold(row: Row | None, recorded: RecordedEvent) -> tuple[Row, Transition | No
             raise PoisonEventError(
                 recorded.position, recorded.type, f"run {recorded.run_id} already has a row"
             )
-        new_row: Row = {
+        started: Row = {
             "id": recorded.run_id,
             "sourceId": event.source_id,
             "connectorName": event.connector_name,
             "startedAt": whole_seconds(event.occurred_at),
-            "completedAt": None,
-            "duration": None,
             "status": "running",
-            **{column: 0 for column in COUNTER_COLUMNS.values()},
-            "errorMessage": None,
-            "errorDetails": None,
             "createdAt": whole_seconds(recorded.recorded_at),
         }
+        # In the table's column order, so JSON output reads like the legacy table.
+        new_row = {column: started.get(column, EMPTY_ROW[column]) for column in EMPTY_ROW}
         return new_row, _transition(recorded, None, "running", event.actor)
     if row is None:
         raise PoisonEventError(

@@ -1,0 +1,65 @@
+"""Reads of the live read-model tables (what ``ledger runs`` shows without ``--as-of``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from ledger import Ledger
+from ledger.database import translate_errors
+from projections.fold import Row, Transition
+from projections.schema import ingestion_run_transitions, ingestion_runs
+from projections.writer import normalise
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    status: str | None = None
+    connector: str | None = None
+    source_id: int | None = None
+    limit: int = 50
+
+    def matches(self, row: Row) -> bool:
+        return (
+            (self.status is None or row["status"] == self.status)
+            and (self.connector is None or row["connectorName"] == self.connector)
+            and (self.source_id is None or row["sourceId"] == self.source_id)
+        )
+
+    def apply(self, rows: list[Row]) -> list[Row]:
+        """Matching rows, newest run id first, at most ``limit``."""
+        kept = sorted((r for r in rows if self.matches(r)), key=lambda r: r["id"], reverse=True)
+        return kept[: self.limit]
+
+
+def list_runs(ledger: Ledger, run_filter: RunFilter) -> list[Row]:
+    table = ingestion_runs
+    query = select(table).order_by(table.c.id.desc()).limit(run_filter.limit)
+    if run_filter.status is not None:
+        query = query.where(table.c.status == run_filter.status)
+    if run_filter.connector is not None:
+        query = query.where(table.c.connectorName == run_filter.connector)
+    if run_filter.source_id is not None:
+        query = query.where(table.c.sourceId == run_filter.source_id)
+    with translate_errors(ledger.url, "read"), ledger.engine.connect() as conn:
+        return [normalise(row) for row in conn.execute(query).mappings()]
+
+
+def get_run(ledger: Ledger, run_id: int) -> tuple[Row | None, list[Transition]]:
+    """One row of ``ingestion_runs`` and its status transitions, in order."""
+    with translate_errors(ledger.url, "read"), ledger.engine.connect() as conn:
+        row = (
+            conn.execute(select(ingestion_runs).where(ingestion_runs.c.id == run_id))
+            .mappings()
+            .one_or_none()
+        )
+        transitions = [
+            Transition(**{k: t[k] for k in Transition.__dataclass_fields__})
+            for t in conn.execute(
+                select(ingestion_run_transitions)
+                .where(ingestion_run_transitions.c.run_id == run_id)
+                .order_by(ingestion_run_transitions.c.position)
+            ).mappings()
+        ]
+    return (None if row is None else normalise(row)), transitions

@@ -1,0 +1,437 @@
+"""The ingestion_runs projection (DESIGN.md I7, I8 and §5), on SQLite and on MariaDB."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from ledger import Ledger, RunFinished, RunProgressed, RunStarted, RunTimedOut, ValidationError
+from projections import (
+    PoisonEventError,
+    ProjectionTimeoutError,
+    Projector,
+    ledger_status,
+    rebuild,
+    resolve_position,
+    run_as_of,
+    runs_as_of,
+)
+from projections import writer as writer_module
+from tests.projection_support import append_raw, replayed_rows, table_rows, transition_rows
+
+T0 = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def project(ledger: Ledger, batch_size: int = 1000) -> int:
+    return Projector(ledger, batch_size=batch_size).run_once()
+
+
+# ---------------------------------------------------------------- mapping
+
+
+def test_started_progressed_finished_map_to_the_legacy_row(ledger: Ledger) -> None:
+    with freeze_time("2026-01-28 01:20:00.750"):
+        run_id = ledger.start_run(7, "SOURCE_1", occurred_at=T0 + timedelta(microseconds=900))
+        ledger.append(
+            [
+                RunProgressed(
+                    run_id=run_id,
+                    occurred_at=at(1),
+                    records_fetched=15,
+                    records_created=10,
+                    records_updated=3,
+                    records_skipped=2,
+                ),
+                RunProgressed(
+                    run_id=run_id, occurred_at=at(2), claims_created=4, coverage_cells_updated=9
+                ),
+                RunFinished(
+                    run_id=run_id,
+                    occurred_at=at(2.5),
+                    status="partial",
+                    error_message="2 rows malformed",
+                    error_details={"rows": [3, 8]},
+                    records_skipped=2,
+                ),
+            ]
+        )
+    assert project(ledger) == 4
+    assert table_rows(ledger)[run_id] == {
+        "id": run_id,
+        "sourceId": 7,
+        "connectorName": "SOURCE_1",
+        "startedAt": T0,  # whole seconds, as the legacy TIMESTAMP holds them
+        "completedAt": datetime(2026, 1, 28, 1, 15, 14, tzinfo=UTC),
+        "duration": 150,
+        "status": "partial",
+        "recordsFetched": 15,
+        "recordsCreated": 10,
+        "recordsUpdated": 3,
+        "recordsSkipped": 4,
+        "claimsCreated": 4,
+        "errorMessage": "2 rows malformed",
+        "errorDetails": {"rows": [3, 8]},
+        "coverageCellsUpdated": 9,
+        "createdAt": datetime(2026, 1, 28, 1, 20, tzinfo=UTC),
+    }
+    assert [(t["from_status"], t["to_status"], t["position"]) for t in transition_rows(ledger)] == [
+        (None, "running", 1),
+        ("running", "partial", 4),
+    ]
+
+
+def test_the_legacy_seed_run_timed_out_after_days_gets_completed_at_and_duration(
+    ledger: Ledger,
+) -> None:
+    """Run 37 of the seed: started 2026-01-28, stuck, closed on 2026-02-01 ("Duration: nulls")."""
+    with freeze_time("2026-02-01 23:33:44"):
+        ledger.start_run(
+            2, "SOURCE_2", run_id=37, occurred_at=datetime(2026, 1, 28, 1, 12, 45, tzinfo=UTC)
+        )
+        ledger.append(
+            [
+                RunTimedOut(
+                    run_id=37,
+                    reason="stale",
+                    threshold_seconds=3600,
+                    detected_by="sweeper",
+                    last_event_at=datetime(2026, 1, 28, 1, 12, 45, tzinfo=UTC),
+                )
+            ]
+        )
+    project(ledger)
+    row = table_rows(ledger)[37]
+    assert row["status"] == "failed"
+    assert row["completedAt"] == datetime(2026, 2, 1, 23, 33, 44, tzinfo=UTC)
+    assert row["duration"] == 426_059
+    assert row["errorMessage"] == (
+        "Timed out by sweeper after the 1h threshold (stale); "
+        "last activity 2026-01-28 01:12:45 UTC."
+    )
+    assert row["errorDetails"] == {
+        "reason": "stale",
+        "threshold_seconds": 3600,
+        "last_event_at": "2026-01-28T01:12:45.000000Z",
+        "detected_by": "sweeper",
+    }
+    assert transition_rows(ledger)[-1]["actor"] == "sweeper"
+
+
+def test_late_facts_after_a_timeout_add_counters_but_never_flip_the_status(
+    ledger: Ledger,
+) -> None:
+    with freeze_time(at(200)):
+        run_id = ledger.start_run(1, "SOURCE_1", occurred_at=T0)
+        ledger.append(
+            [
+                RunTimedOut(
+                    run_id=run_id,
+                    occurred_at=at(61),
+                    reason="stale",
+                    threshold_seconds=3600,
+                    detected_by="sweeper",
+                    last_event_at=T0,
+                )
+            ]
+        )
+        ledger.append(
+            [
+                RunProgressed(run_id=run_id, occurred_at=at(70), records_fetched=5),
+                RunProgressed(run_id=run_id, occurred_at=at(71)),
+                RunProgressed(run_id=run_id, occurred_at=at(72)),
+                RunFinished(run_id=run_id, occurred_at=at(90), status="success", records_created=5),
+            ]
+        )
+    project(ledger)
+    row = table_rows(ledger)[run_id]
+    assert (row["status"], row["recordsFetched"], row["recordsCreated"]) == ("failed", 5, 5)
+    assert row["completedAt"] == at(61)  # the first terminal event decided
+    assert row["duration"] == 61 * 60
+    assert row["errorMessage"].startswith("Timed out by sweeper")
+    details = row["errorDetails"]
+    assert details["reason"] == "stale"
+    assert details["late_heartbeats"] == {"count": 2, "last_at": "2026-01-28T02:24:44.000000Z"}
+    assert [(e["type"], e.get("status"), e["position"]) for e in details["late"]] == [
+        ("RunProgressed", None, 3),
+        ("RunFinished", "success", 6),
+    ]
+    assert details["late"][1]["occurred_at"] == "2026-01-28T02:42:44.000000Z"
+    assert [t["to_status"] for t in transition_rows(ledger)] == ["running", "failed"]
+
+
+def test_operator_resolution_message_names_who_and_why(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1", occurred_at=T0)
+    ledger.append(
+        [
+            RunTimedOut(
+                run_id=run_id,
+                reason="host decommissioned",
+                detected_by="operator:alice",
+                last_event_at=T0,
+            )
+        ]
+    )
+    project(ledger)
+    assert table_rows(ledger)[run_id]["errorMessage"] == (
+        "Marked failed by operator:alice: host decommissioned; "
+        "last activity 2026-01-28 01:12:44 UTC."
+    )
+
+
+def test_counters_beyond_int11_are_kept_in_error_details(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    big = 2**31 - 1
+    ledger.append(
+        [
+            RunProgressed(run_id=run_id, records_fetched=big),
+            RunProgressed(run_id=run_id, records_fetched=10),
+        ]
+    )
+    project(ledger)
+    row = table_rows(ledger)[run_id]
+    assert row["recordsFetched"] == big
+    assert row["errorDetails"] == {"counter_overflow": {"recordsFetched": big + 10}}
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=5)])
+    project(ledger)
+    assert table_rows(ledger)[run_id]["errorDetails"]["counter_overflow"] == {
+        "recordsFetched": big + 15
+    }
+
+
+def test_status_enum_is_enforced_by_the_database(ledger: Ledger) -> None:
+    ledger.start_run(1, "SOURCE_1")
+    project(ledger)
+    with pytest.raises(DBAPIError), ledger.engine.begin() as conn:
+        conn.execute(text("UPDATE ingestion_runs SET status = 'stuck'"))
+
+
+# ---------------------------------------------------------------- I7 exactly once
+
+
+def test_i7_rows_and_checkpoint_commit_together(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=3)])
+    original = writer_module.ReadModelWriter.apply
+
+    def crash_after_writing(self, conn, events, skipped):  # type: ignore[no-untyped-def]
+        original(self, conn, events, skipped)
+        raise RuntimeError("killed after writing rows, before the checkpoint")
+
+    monkeypatch.setattr(writer_module.ReadModelWriter, "apply", crash_after_writing)
+    with pytest.raises(RuntimeError):
+        project(ledger)
+    monkeypatch.undo()
+    projector = Projector(ledger)
+    assert projector.checkpoint().position == 0
+    assert table_rows(ledger) == {}
+    assert projector.run_once() == 2
+    assert table_rows(ledger)[run_id]["recordsFetched"] == 3
+
+
+def test_i7_rerunning_applies_nothing_twice(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=3)])
+    assert project(ledger) == 2
+    assert project(ledger) == 0
+    assert table_rows(ledger)[run_id]["recordsFetched"] == 3
+
+
+def test_two_projectors_in_threads_never_double_count(ledger: Ledger) -> None:
+    run_ids = [ledger.start_run(1, f"c{i}") for i in range(5)]
+    for _ in range(40):
+        ledger.append([RunProgressed(run_id=r, records_fetched=1) for r in run_ids])
+    counts: list[int] = []
+
+    def work() -> None:
+        counts.append(Projector(Ledger.from_url(ledger.url), batch_size=7).run_once())
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(counts) == 205
+    assert {row["recordsFetched"] for row in table_rows(ledger).values()} == {40}
+
+
+# ---------------------------------------------------------------- I8 deterministic replay
+
+
+def test_i8_one_pass_small_batches_and_rebuild_agree(ledger: Ledger) -> None:
+    with freeze_time(at(500)):
+        for i in range(6):
+            run_id = ledger.start_run(i, f"c{i % 2}", occurred_at=at(i))
+            ledger.append([RunProgressed(run_id=run_id, occurred_at=at(i + 1), records_fetched=i)])
+            if i % 3 == 0:
+                ledger.append([RunFinished(run_id=run_id, occurred_at=at(i + 2), status="success")])
+            elif i % 3 == 1:
+                ledger.append(
+                    [
+                        RunTimedOut(
+                            run_id=run_id,
+                            occurred_at=at(i + 90),
+                            reason="stale",
+                            detected_by="sweeper",
+                            threshold_seconds=3600,
+                        ),
+                        RunFinished(run_id=run_id, occurred_at=at(i + 95), status="failed"),
+                    ]
+                )
+    project(ledger, batch_size=1)
+    small_batches, small_transitions = table_rows(ledger), transition_rows(ledger)
+    assert small_batches == replayed_rows(ledger)
+    result = rebuild(ledger, batch_size=4)
+    assert result.events == ledger.head().last_position
+    assert table_rows(ledger) == small_batches
+    assert transition_rows(ledger) == small_transitions
+    assert Projector(ledger).checkpoint().position == result.position
+
+
+# ---------------------------------------------------------------- poison events
+
+
+def test_a_poison_event_stops_the_projector_until_skipped(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    poison = append_raw(ledger, run_id, "RunPaused", '{"why":"newer writer"}')
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=4)])
+    projector = Projector(ledger)
+    with pytest.raises(PoisonEventError, match=f"position {poison} \\(RunPaused\\)") as caught:
+        projector.run_once()
+    assert (caught.value.position, caught.value.event_type) == (poison, "RunPaused")
+    assert projector.checkpoint().position == poison - 1  # what came before it is applied
+    assert table_rows(ledger)[run_id]["recordsFetched"] == 0  # nothing after it
+    status = ledger_status(ledger).projections[0]
+    assert (status.checkpoint.error_position, status.checkpoint.error_type) == (poison, "RunPaused")
+    with pytest.raises(PoisonEventError):
+        projector.run_once()  # still stopped
+    with pytest.raises(PoisonEventError):
+        projector.wait_for(poison + 1, timeout=5)
+    projector.skip(poison, reason="written by a newer run-ledger; harmless", actor="operator:al")
+    assert projector.run_once() == 2
+    assert table_rows(ledger)[run_id]["recordsFetched"] == 4
+    status = ledger_status(ledger).projections[0]
+    assert status.checkpoint.error_position is None
+    assert [(s.position, s.actor, s.event_type) for s in status.skips] == [
+        (poison, "operator:al", "RunPaused")
+    ]
+    assert rebuild(ledger).events == poison + 1  # rebuild honours the skip too
+    assert table_rows(ledger)[run_id]["recordsFetched"] == 4
+
+
+def test_skips_are_checked(ledger: Ledger) -> None:
+    ledger.start_run(1, "SOURCE_1")
+    projector = Projector(ledger)
+    with pytest.raises(ValidationError, match="no event at position 5"):
+        projector.skip(5, "x", "operator:al")
+    with pytest.raises(ValidationError, match="reason"):
+        projector.skip(1, "  ", "operator:al")
+    projector.run_once()
+    with pytest.raises(ValidationError, match="already applied"):
+        projector.skip(1, "x", "operator:al")
+
+
+# ---------------------------------------------------------------- read-your-writes
+
+
+def test_wait_for_returns_once_applied_and_times_out_otherwise(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    projector = Projector(ledger)
+    with pytest.raises(ProjectionTimeoutError, match="is a projector running"):
+        projector.wait_for(1, timeout=0)
+    stop = threading.Event()
+    follower = threading.Thread(target=projector.follow, args=(stop, 0.01))
+    follower.start()
+    try:
+        position = ledger.append([RunFinished(run_id=run_id, status="success")]).last_position
+        assert position is not None
+        projector.wait_for(position, timeout=30)
+        assert table_rows(ledger)[run_id]["status"] == "success"
+    finally:
+        stop.set()
+        follower.join(timeout=30)
+    assert not follower.is_alive()
+
+
+# ---------------------------------------------------------------- point in time
+
+
+def test_as_of_shows_running_before_the_timeout_and_failed_after(ledger: Ledger) -> None:
+    with freeze_time("2026-01-28 01:12:44"):
+        run_id = ledger.start_run(2, "SOURCE_2")
+    with freeze_time("2026-02-01 23:33:44"):
+        ledger.append(
+            [
+                RunTimedOut(
+                    run_id=run_id,
+                    reason="stale",
+                    detected_by="sweeper",
+                    threshold_seconds=3600,
+                    last_event_at=T0,
+                )
+            ]
+        )
+    before = resolve_position(ledger, datetime(2026, 1, 30, tzinfo=UTC), None)
+    after = resolve_position(ledger, datetime(2026, 2, 2, tzinfo=UTC), None)
+    assert (before, after) == (1, 2)
+    assert resolve_position(ledger, datetime(2026, 1, 1, tzinfo=UTC), None) == 0
+    row, transitions = run_as_of(ledger, run_id, before)
+    assert row is not None
+    assert (row["status"], row["completedAt"], row["duration"]) == ("running", None, None)
+    assert [t.to_status for t in transitions] == ["running"]
+    row, _ = run_as_of(ledger, run_id, after)
+    assert row is not None
+    assert row["status"] == "failed"
+    assert row["duration"] == 426_060
+    assert runs_as_of(ledger, before)[run_id]["status"] == "running"
+    assert table_rows(ledger) == {}  # point-in-time reads write nothing
+    assert run_as_of(ledger, run_id, 0) == (None, [])
+
+
+def test_position_at_is_a_binary_search_over_recorded_at(ledger: Ledger) -> None:
+    for day in range(1, 8):
+        with freeze_time(datetime(2026, 3, day, 12, tzinfo=UTC)):
+            ledger.start_run(1, "SOURCE_1")
+    assert ledger.position_at(datetime(2026, 3, 4, 12, tzinfo=UTC)) == 4
+    assert ledger.position_at(datetime(2026, 3, 4, 11, tzinfo=UTC)) == 3
+    assert ledger.position_at(datetime(2026, 2, 1, tzinfo=UTC)) == 0
+    assert ledger.position_at(datetime(2027, 1, 1, tzinfo=UTC)) == 7
+
+
+# ---------------------------------------------------------------- status
+
+
+def test_status_reports_lag_and_open_runs(ledger: Ledger) -> None:
+    with freeze_time("2026-03-01 12:00:00"):
+        ledger.start_run(1, "SOURCE_1")
+        ledger.start_run(2, "SOURCE_2")
+    with freeze_time("2026-03-01 12:00:30"):
+        report = ledger_status(ledger)
+    assert (report.head_position, report.open_runs) == (2, 2)
+    projection = report.projections[0]
+    assert (projection.lag_events, projection.lag_seconds) == (2, 30.0)
+    project(ledger)
+    projection = ledger_status(ledger).projections[0]
+    assert (projection.checkpoint.position, projection.lag_events, projection.lag_seconds) == (
+        2,
+        0,
+        0.0,
+    )
+
+
+def test_run_started_events_alone_are_not_all(ledger: Ledger) -> None:
+    """A guard for the helpers above: the table really is read back, not the replay."""
+    ledger.append([RunStarted(source_id=1, connector_name="x")])
+    assert table_rows(ledger) == {}
+    project(ledger)
+    assert set(table_rows(ledger)) == {1}
