@@ -135,13 +135,15 @@ def open_ledger(db_url: str | None) -> Ledger:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="run-ledger")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug, -vvv SQL).")
 def cli(verbose: int) -> None:
     """run-ledger: an append-only, hash-chained ledger of ingestion runs."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # SQL statement logs only at -vvv: -vv is for run-ledger's own debug lines.
+    logging.getLogger("sqlalchemy").setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
 
 
 @cli.command()

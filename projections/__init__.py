@@ -5,7 +5,7 @@ from projections.as_of import resolve_position, run_as_of, runs_as_of
 from projections.errors import PoisonEventError, ProjectionError, ProjectionTimeoutError
 from projections.locking import ProjectionBusyError
 from projections.projector import Projector
-from projections.rebuild import RebuildResult, rebuild
+from projections.rebuilder import RebuildResult, rebuild
 from projections.status import LedgerStatus, ProjectionStatus, ledger_status
 
 __all__ = [

@@ -29,7 +29,7 @@ from projections.checkpoints import (
 )
 from projections.errors import PoisonEventError, ProjectionTimeoutError
 from projections.locking import ProjectionBusyError, projection_transaction
-from projections.rebuild import recover_interrupted_swap
+from projections.rebuilder import recover_interrupted_swap
 from projections.schema import ingestion_run_transitions, ingestion_runs, projection_skips
 from projections.writer import ReadModelWriter
 

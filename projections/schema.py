@@ -123,7 +123,7 @@ projection_checkpoints = Table(
     Column("error_type", String(64), nullable=True),
     Column("error_message", Text, nullable=True),
     Column("error_at", UTCDateTime(), nullable=True),
-    # A rebuild about to swap tables records the position they hold; see projections.rebuild.
+    # A rebuild about to swap tables records the position they hold; see projections.rebuilder.
     Column("rebuild_position", BigInteger, nullable=True),
 )
 
