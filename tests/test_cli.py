@@ -252,3 +252,136 @@ def test_a_password_with_an_unencoded_at_sign_is_masked_whole() -> None:
     assert result.exit_code == 2
     assert "percent-encoded" in result.stderr
     assert "ss-w0rd" not in result.output
+
+
+# ---------------------------------------------------------------- projection commands
+
+
+def test_project_then_runs_list_and_show(db_url: str) -> None:
+    run("append", str(SAMPLE), "--db", db_url)
+    result = run("project", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "applied 7 event(s); checkpoint at 7"
+    listed = json.loads(run("runs", "list", "--format", "json", "--db", db_url).stdout)
+    assert [row["id"] for row in listed] == [2, 1]
+    assert list(listed[1]) == [
+        "id",
+        "sourceId",
+        "connectorName",
+        "startedAt",
+        "completedAt",
+        "duration",
+        "status",
+        "recordsFetched",
+        "recordsCreated",
+        "recordsUpdated",
+        "recordsSkipped",
+        "claimsCreated",
+        "errorMessage",
+        "errorDetails",
+        "coverageCellsUpdated",
+        "createdAt",
+    ]
+    assert listed[1]["startedAt"] == "2026-01-28T01:12:44Z"
+    assert (listed[1]["status"], listed[1]["duration"], listed[1]["recordsFetched"]) == (
+        "success",
+        57,
+        15,
+    )
+    failed = json.loads(
+        run("runs", "list", "--status", "failed", "--format", "json", "--db", db_url).stdout
+    )
+    assert [row["id"] for row in failed] == [2]
+    assert (
+        json.loads(
+            run(
+                "runs",
+                "list",
+                "--connector",
+                "SOURCE_1",
+                "--source",
+                "1",
+                "--format",
+                "json",
+                "--db",
+                db_url,
+            ).stdout
+        )[0]["id"]
+        == 1
+    )
+    shown = json.loads(run("runs", "show", "2", "--format", "json", "--db", db_url).stdout)
+    assert shown["errorDetails"]["detected_by"] == "sweeper"
+    table = run("runs", "show", "2", "--db", db_url).stdout
+    assert "running" in table
+    assert "4d22h20m59s" in table
+    missing = run("runs", "show", "99", "--db", db_url)
+    assert missing.exit_code == 1
+    assert "run 99 not found" in missing.stderr
+
+
+def test_runs_as_of_and_at_position(db_url: str) -> None:
+    run("append", str(SAMPLE), "--db", db_url)
+    before = json.loads(
+        run("runs", "show", "2", "--at-position", "6", "--format", "json", "--db", db_url).stdout
+    )
+    assert (before["status"], before["completedAt"]) == ("running", None)
+    listed = json.loads(
+        run(
+            "runs", "list", "--as-of", "2999-01-01T00:00:00", "--format", "json", "--db", db_url
+        ).stdout
+    )
+    assert {row["status"] for row in listed} == {"success", "failed"}
+    early = run(
+        "runs", "list", "--as-of", "2000-01-01T00:00:00Z", "--format", "json", "--db", db_url
+    )
+    assert json.loads(early.stdout) == []
+    both = run("runs", "list", "--as-of", "2026-01-01", "--at-position", "3", "--db", db_url)
+    assert both.exit_code == 2
+    bad = run("runs", "list", "--as-of", "yesterday", "--db", db_url)
+    assert bad.exit_code == 2
+    assert "ISO-8601" in bad.stderr
+
+
+def test_rebuild_and_status(db_url: str) -> None:
+    run("append", str(SAMPLE), "--db", db_url)
+    status = json.loads(run("status", "--format", "json", "--db", db_url).stdout)
+    assert (status["head_position"], status["open_runs"]) == (7, 0)
+    assert status["projections"][0]["lag_events"] == 7
+    result = run("rebuild", "--batch-size", "2", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert "rebuilt ingestion_runs: 7 event(s), 2 run(s)" in result.stdout
+    assert "replayed 7/7 events" in result.stderr
+    status = json.loads(run("status", "--format", "json", "--db", db_url).stdout)
+    assert status["projections"][0]["lag_events"] == 0
+    text = run("status", "--db", db_url).stdout
+    assert "checkpoint 7, lag 0 event(s)" in text
+
+
+def test_poison_event_skip_through_the_cli(ledger: Ledger, db_url: str) -> None:
+    from tests.projection_support import append_raw
+
+    run_id = ledger.start_run(1, "SOURCE_1")
+    poison = append_raw(ledger, run_id, "RunPaused", "{}")
+    stopped = run("project", "--db", db_url)
+    assert stopped.exit_code == 1
+    assert f"cannot project position {poison} (RunPaused)" in stopped.stderr
+    status = run("status", "--db", db_url).stdout
+    assert f"STOPPED at position {poison} (RunPaused)" in status
+    no_reason = run("project", "--skip-position", str(poison), "--db", db_url)
+    assert no_reason.exit_code == 2
+    skipped = run(
+        "project",
+        "--skip-position",
+        str(poison),
+        "--reason",
+        "from a newer writer",
+        "--actor",
+        "operator:al",
+        "--db",
+        db_url,
+    )
+    assert skipped.exit_code == 0, skipped.output
+    assert f"checkpoint at {poison}" in skipped.stdout
+    status = run("status", "--db", db_url).stdout
+    assert "STOPPED" not in status
+    assert f"skipped position {poison} (RunPaused) by operator:al" in status

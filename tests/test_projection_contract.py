@@ -435,3 +435,32 @@ def test_run_started_events_alone_are_not_all(ledger: Ledger) -> None:
     assert table_rows(ledger) == {}
     project(ledger)
     assert set(table_rows(ledger)) == {1}
+
+
+def test_a_payload_that_no_longer_validates_is_poison(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    bad = append_raw(ledger, run_id, "RunProgressed", '{"records_fetched":-5}')
+    with pytest.raises(PoisonEventError, match=f"position {bad} \\(RunProgressed\\)"):
+        Projector(ledger).run_once()
+
+
+def test_an_upcaster_resolves_a_newer_schema_version(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger import mapper
+
+    run_id = ledger.start_run(1, "SOURCE_1")
+    newer = append_raw(ledger, run_id, "RunProgressed", '{"fetched":9}', schema_version=2)
+    projector = Projector(ledger)
+    with pytest.raises(PoisonEventError, match="schema_version 2 is newer"):
+        projector.run_once()
+    # The fix ships: RunProgressed is now at schema 2, and schema 2 spelled the counter "fetched".
+    monkeypatch.setitem(mapper.CURRENT_SCHEMA_VERSIONS, "RunProgressed", 3)
+    monkeypatch.setattr(mapper, "_UPCASTERS", {})
+    mapper.register_upcaster("RunProgressed", 1)(lambda payload: payload)
+    mapper.register_upcaster("RunProgressed", 2)(
+        lambda payload: {"records_fetched": payload.pop("fetched"), **payload}
+    )
+    assert projector.run_once() == 1
+    assert projector.checkpoint().position == newer
+    assert table_rows(ledger)[run_id]["recordsFetched"] == 9
