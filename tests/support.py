@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
+from ledger import Ledger
 from ledger.database import create_ledger_engine
 from ledger.migrate import upgrade
 from ledger.schema import GENESIS_HASH, metadata
@@ -22,26 +26,26 @@ def mysql_base_url() -> str | None:
     return os.environ.get(MYSQL_URL_ENV) or None
 
 
+def _server_statements(url: str, *statements: str) -> None:
+    """Run statements on the server of ``url``, outside any database."""
+    admin = create_engine(make_url(url).set(database=None))
+    try:
+        with admin.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        admin.dispose()
+
+
 def create_mysql_database(base_url: str) -> str:
     """Create a uniquely named database next to ``base_url``'s and return its URL."""
     name = f"ledger_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base_url)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    finally:
-        admin.dispose()
+    _server_statements(base_url, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     return make_url(base_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_mysql_database(url: str) -> None:
-    parsed = make_url(url)
-    admin = create_engine(parsed.set(database=None))
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{parsed.database}`"))
-    finally:
-        admin.dispose()
+    _server_statements(url, f"DROP DATABASE IF EXISTS `{make_url(url).database}`")
 
 
 def migrate(url: str) -> None:
@@ -99,14 +103,10 @@ def reset_mysql(url: str) -> None:
 
 
 def _recreate_mysql(url: str) -> None:
-    parsed = make_url(url)
-    admin = create_engine(parsed.set(database=None))
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{parsed.database}`"))
-            conn.execute(text(f"CREATE DATABASE `{parsed.database}` CHARACTER SET utf8mb4"))
-    finally:
-        admin.dispose()
+    name = make_url(url).database
+    _server_statements(
+        url, f"DROP DATABASE IF EXISTS `{name}`", f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
+    )
     migrate(url)
 
 
@@ -115,3 +115,36 @@ def drop_triggers(engine: Engine) -> None:
     with engine.begin() as conn:
         for name in TRIGGERS:
             conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+
+
+_examples = itertools.count()
+
+
+def fresh_store(backend: str, template: Path, tmp_path: Path, mysql_url: str | None) -> Ledger:
+    """An empty, migrated store for one hypothesis example (function fixtures run once per
+    test, not per example)."""
+    if backend == "sqlite":
+        folder = tmp_path / f"example-{next(_examples)}"
+        folder.mkdir()
+        return Ledger.from_url(sqlite_copy(template, folder))
+    assert mysql_url is not None
+    reset_mysql(mysql_url)
+    return Ledger.from_url(mysql_url)
+
+
+@contextmanager
+def unmigrated_databases(tmp_path: Path) -> Iterator[Iterator[tuple[str, Ledger]]]:
+    """Empty, unmigrated databases: a SQLite file, and a MariaDB database when configured.
+    Each is closed (and dropped on MariaDB) afterwards."""
+    urls = [f"sqlite:///{tmp_path / 'unmigrated.db'}"]
+    base = mysql_base_url()
+    if base is not None:
+        urls.append(create_mysql_database(base))
+    stores = [Ledger.from_url(url) for url in urls]
+    try:
+        yield iter(zip(urls, stores, strict=True))
+    finally:
+        for url, store in zip(urls, stores, strict=True):
+            store.close()
+            if url.startswith("mysql"):
+                drop_mysql_database(url)

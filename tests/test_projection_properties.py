@@ -12,14 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import EventModel, Ledger, RunFinished, RunProgressed, RunStarted, RunTimedOut
+from ledger import EventModel, RunFinished, RunProgressed, RunStarted, RunTimedOut
 from projections import Projector, rebuild
 from tests import support
 from tests.projection_support import replayed_rows, table_rows, transition_rows
 
 pytestmark = pytest.mark.slow
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-_counter = itertools.count()
 
 counters = st.fixed_dictionaries(
     {
@@ -82,15 +81,6 @@ def build(scripts: list[tuple], rng) -> list[EventModel]:  # type: ignore[type-a
     return merged
 
 
-def fresh(backend: str, template: Path, tmp_path: Path, db_url: str) -> Ledger:
-    if backend == "sqlite":
-        folder = tmp_path / f"example-{next(_counter)}"
-        folder.mkdir()
-        return Ledger.from_url(support.sqlite_copy(template, folder))
-    support.reset_mysql(db_url)
-    return Ledger.from_url(db_url)
-
-
 @settings(
     max_examples=25,
     deadline=None,
@@ -106,7 +96,9 @@ def test_i8_every_way_of_projecting_gives_the_same_tables(
 ) -> None:
     scripts, rng, batch_sizes = history
     events = build(scripts, rng)
-    ledger = fresh(backend, sqlite_template, tmp_path, db_url)
+    ledger = support.fresh_store(
+        backend, sqlite_template, tmp_path, db_url if backend == "mysql" else None
+    )
     try:
         # Appended in random chunks, with the projector applying random batch sizes between
         # them: projection incrementally while the history is being appended.

@@ -116,13 +116,8 @@ def test_sqlite_keeps_names_indexes_and_the_status_check(ledger: Ledger, backend
 
 
 def test_a_legacy_table_is_kept_aside_not_dropped(tmp_path: Path) -> None:
-    base = support.mysql_base_url()
-    urls = [f"sqlite:///{tmp_path / 'legacy.db'}"]
-    if base is not None:
-        urls.append(support.create_mysql_database(base))
-    for url in urls:
-        store = Ledger.from_url(url)
-        try:
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
             with store.engine.begin() as conn:
                 conn.exec_driver_sql(
                     "CREATE TABLE ingestion_runs (id INTEGER PRIMARY KEY, status VARCHAR(10))"
@@ -136,7 +131,3 @@ def test_a_legacy_table_is_kept_aside_not_dropped(tmp_path: Path) -> None:
             assert store.start_run(1, "SOURCE_1") == 37
             Projector(store).run_once()
             assert set(table_rows(store)) == {37}
-        finally:
-            store.close()
-            if url.startswith("mysql"):
-                support.drop_mysql_database(url)

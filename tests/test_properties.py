@@ -7,7 +7,6 @@ write-side registry agrees with the events, positions are 1..N and the chain ver
 
 from __future__ import annotations
 
-import itertools
 from datetime import timedelta
 from pathlib import Path
 
@@ -52,7 +51,6 @@ step = st.tuples(
     st.one_of(st.none(), st.integers(-1, 1)),
 )
 batches = st.lists(st.lists(step, min_size=1, max_size=4), min_size=1, max_size=8)
-_counter = itertools.count()
 
 
 def build_batch(
@@ -104,16 +102,6 @@ def check_consistent(ledger: Ledger) -> None:
     assert ledger.head().last_position == len(events)
 
 
-def fresh_store(backend: str, template: Path, tmp_path: Path, mysql_url: str | None) -> Ledger:
-    if backend == "sqlite":
-        folder = tmp_path / f"example-{next(_counter)}"
-        folder.mkdir()
-        return Ledger.from_url(support.sqlite_copy(template, folder))
-    assert mysql_url is not None
-    support.reset_mysql(mysql_url)
-    return Ledger.from_url(mysql_url)
-
-
 @settings(
     max_examples=60,
     deadline=None,
@@ -128,7 +116,7 @@ def test_any_sequence_of_appends_leaves_the_store_consistent(
     db_url: str,
 ) -> None:
     mysql_url = db_url if backend == "mysql" else None
-    ledger = fresh_store(backend, sqlite_template, tmp_path, mysql_url)
+    ledger = support.fresh_store(backend, sqlite_template, tmp_path, mysql_url)
     try:
         run_ids: list[int] = []
         appended: list[EventModel] = []

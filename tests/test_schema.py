@@ -89,19 +89,10 @@ def test_unreachable_database_is_a_storage_error_with_the_password_masked() -> N
 
 def test_run_ids_continue_after_an_existing_legacy_table(tmp_path: Path) -> None:
     """Installed beside a legacy ingestion_runs, the ledger allocates ids after its highest."""
-    base = support.mysql_base_url()
-    urls = [f"sqlite:///{tmp_path / 'legacy.db'}"]
-    if base is not None:
-        urls.append(support.create_mysql_database(base))
-    for url in urls:
-        store = Ledger.from_url(url)
-        try:
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
             with store.engine.begin() as conn:
                 conn.exec_driver_sql("CREATE TABLE ingestion_runs (id INTEGER PRIMARY KEY)")
                 conn.exec_driver_sql("INSERT INTO ingestion_runs (id) VALUES (37), (30002)")
             upgrade(store.engine, url)
             assert store.start_run(1, "SOURCE_1") == 30003
-        finally:
-            store.close()
-            if url.startswith("mysql"):
-                support.drop_mysql_database(url)
