@@ -1,3 +1,25 @@
-"""Connector SDK and sample connectors (issue 4)."""
+"""Connector SDK (run context, heartbeats, spool) and the connectors shipped with run-ledger."""
 
-__all__: list[str] = []
+from connectors.base import Connector
+from connectors.csv_connector import SAMPLE_CSV, SAMPLE_JSONL, CsvConnector
+from connectors.http_json import FetchError, HttpJsonConnector
+from connectors.records import RecordStore, UpsertCounts
+from connectors.sdk import RunContext, RunNotStartedError, RunResult
+from connectors.spool import FlushResult, Spool, SpoolStatus
+
+__all__ = [
+    "SAMPLE_CSV",
+    "SAMPLE_JSONL",
+    "Connector",
+    "CsvConnector",
+    "FetchError",
+    "FlushResult",
+    "HttpJsonConnector",
+    "RecordStore",
+    "RunContext",
+    "RunNotStartedError",
+    "RunResult",
+    "Spool",
+    "SpoolStatus",
+    "UpsertCounts",
+]

@@ -53,6 +53,7 @@ def create_ledger_engine(url: str, **engine_options: Any) -> Engine:
                 raise ConfigurationError(
                     f"unsupported MySQL driver in {mask_url(url)!r}: use mysql+pymysql://"
                 )
+            engine_options.pop("sqlite_busy_timeout_ms", None)
             engine = _mysql_engine(url, **engine_options)
         else:
             raise ConfigurationError(
@@ -64,14 +65,19 @@ def create_ledger_engine(url: str, **engine_options: Any) -> Engine:
     return engine
 
 
-def _sqlite_engine(url: str, database: str | None, **options: Any) -> Engine:
+def _sqlite_engine(
+    url: str,
+    database: str | None,
+    sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+    **options: Any,
+) -> Engine:
     in_memory = not database or database == ":memory:"
     if in_memory:
         # One shared connection, or every checkout would see its own empty database.
         options.setdefault("poolclass", StaticPool)
     engine = create_engine(
         url,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        connect_args={"timeout": sqlite_busy_timeout_ms / 1000, "check_same_thread": False},
         **options,
     )
 
@@ -83,7 +89,7 @@ def _sqlite_engine(url: str, database: str | None, **options: Any) -> Engine:
         try:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout={int(sqlite_busy_timeout_ms)}")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:

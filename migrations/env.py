@@ -16,7 +16,8 @@ from sqlalchemy import JSON, Column, Connection
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
-import projections.schema  # noqa: F401  (registers read-model tables on the shared MetaData)
+import connectors.schema  # noqa: F401  (registers tables on the shared MetaData)
+import projections.schema  # noqa: F401
 from ledger.database import create_ledger_engine
 from ledger.schema import metadata
 from ledger.urls import resolve_database_url

@@ -1,0 +1,111 @@
+"""The upsert that decides whether an ingested record is created, updated or skipped."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from connectors.schema import source_records
+from ledger.clock import utcnow
+from ledger.database import translate_errors
+from ledger.mapper import canonical_json
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+
+
+def content_hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+class RecordStore:
+    """``source_records`` of one database: one transaction per batch of records."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+
+    def upsert(self, source_id: int, records: Sequence[tuple[str, dict[str, Any]]]) -> UpsertCounts:
+        """Upsert ``(external_id, payload)`` pairs; a repeat inside the batch counts against
+        the earlier one. Retried once if a concurrent run inserted the same key first."""
+        with translate_errors(self.url, "upsert records"):
+            try:
+                return self._upsert_once(source_id, records)
+            except IntegrityError:
+                return self._upsert_once(source_id, records)
+
+    def _upsert_once(
+        self, source_id: int, records: Sequence[tuple[str, dict[str, Any]]]
+    ) -> UpsertCounts:
+        now = utcnow()
+        table = source_records
+        with self.engine.begin() as conn:
+            keys = sorted({external_id for external_id, _ in records})
+            known: dict[str, str] = {}
+            for start in range(0, len(keys), 500):
+                query = select(table.c.external_id, table.c.content_hash).where(
+                    table.c.source_id == source_id,
+                    table.c.external_id.in_(keys[start : start + 500]),
+                )
+                known.update({row.external_id: row.content_hash for row in conn.execute(query)})
+            created: dict[str, dict[str, Any]] = {}
+            changed: dict[str, dict[str, Any]] = {}
+            counts = {"created": 0, "updated": 0, "skipped": 0}
+            for external_id, payload in records:
+                digest = content_hash(payload)
+                row = {
+                    "source_id": source_id,
+                    "external_id": external_id,
+                    "content_hash": digest,
+                    "payload": canonical_json(payload),
+                }
+                if external_id not in known:
+                    counts["created"] += 1
+                    created[external_id] = row
+                elif known[external_id] != digest:
+                    counts["updated"] += 1
+                    if external_id in created:
+                        created[external_id] = row
+                    else:
+                        changed[external_id] = row
+                else:
+                    counts["skipped"] += 1
+                known[external_id] = digest
+            if created:
+                conn.execute(
+                    insert(table),
+                    [{**row, "first_seen_at": now, "updated_at": now} for row in created.values()],
+                )
+            if changed:
+                conn.execute(
+                    update(table)
+                    .where(
+                        table.c.source_id == bindparam("b_source_id"),
+                        table.c.external_id == bindparam("b_external_id"),
+                    )
+                    .values(
+                        content_hash=bindparam("content_hash"),
+                        payload=bindparam("payload"),
+                        updated_at=bindparam("updated_at"),
+                    ),
+                    [
+                        {
+                            "b_source_id": r["source_id"],
+                            "b_external_id": r["external_id"],
+                            "content_hash": r["content_hash"],
+                            "payload": r["payload"],
+                            "updated_at": now,
+                        }
+                        for r in changed.values()
+                    ],
+                )
+        return UpsertCounts(**counts)

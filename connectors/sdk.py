@@ -1,0 +1,352 @@
+"""The connector SDK: a run context that records a run in the ledger from start to finish.
+
+    with RunContext(ledger, source_id=1, connector_name="SOURCE_1") as run:
+        for page in pages():
+            run.progress(fetched=len(page), created=store(page))
+            if page.warnings:
+                run.error("page had warnings", {"page": page.number})
+
+* On enter, RunStarted is appended; if the ledger is unreachable the run does not start.
+* ``progress`` sums deltas and appends at most one RunProgressed per ``progress_interval``;
+  nothing is lost: what is pending goes out before the terminal event.
+* A daemon thread appends a heartbeat every ``heartbeat_interval`` while the body runs, so a
+  long but alive run (even one blocked in a call) is never timed out.
+* On exit: RunFinished ``success`` (no errors), ``partial`` (non-fatal errors), or ``failed``
+  (an exception, with its traceback; ``interrupted`` for KeyboardInterrupt/SystemExit), and
+  the exception propagates. An interpreter exit closes any run still open.
+* After RunStarted, an unreachable ledger never loses a fact: events go to the local spool and
+  are delivered, in order and exactly once, on the next append that gets through (I9).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import weakref
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ClassVar
+
+from connectors.spool import Spool
+from ledger import (
+    EventModel,
+    Ledger,
+    LedgerError,
+    RunFinished,
+    RunProgressed,
+    RunStarted,
+    StorageError,
+    ValidationError,
+)
+from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT
+
+log = logging.getLogger(__name__)
+
+# progress() keyword -> RunProgressed field
+PROGRESS_FIELDS: dict[str, str] = {
+    "fetched": "records_fetched",
+    "created": "records_created",
+    "updated": "records_updated",
+    "skipped": "records_skipped",
+    "claims": "claims_created",
+    "coverage_cells": "coverage_cells_updated",
+}
+
+
+class RunNotStartedError(StorageError):
+    """The ledger could not record RunStarted, so the run did not start."""
+
+
+@dataclass
+class RunResult:
+    """What a finished run reported (also while it runs: the totals so far)."""
+
+    run_id: int
+    status: str | None = None
+    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTER_FIELDS, 0))
+    error_count: int = 0
+    spooled: bool = False  # some of its events went through the spool
+
+
+class RunContext:
+    """Records one connector run. Use it as a context manager (or call start/finish)."""
+
+    _open: ClassVar[weakref.WeakSet[RunContext]] = weakref.WeakSet()
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        source_id: int,
+        connector_name: str,
+        *,
+        connector_version: str = "0",
+        trigger: str = "manual",
+        metadata: dict[str, Any] | None = None,
+        spool: Spool | None = None,
+        progress_interval: float = 5.0,
+        heartbeat_interval: float = 60.0,
+        max_error_details: int = 100,
+    ) -> None:
+        if progress_interval < 0 or heartbeat_interval <= 0 or max_error_details < 0:
+            raise ValidationError(
+                "progress_interval >= 0, heartbeat_interval > 0 and "
+                "max_error_details >= 0 are required"
+            )
+        self.ledger = ledger
+        self.source_id = source_id
+        self.connector_name = connector_name
+        self.spool = spool if spool is not None else Spool()
+        self.progress_interval = progress_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.max_error_details = max_error_details
+        host, pid = socket.gethostname(), os.getpid()
+        self.actor = f"connector:{connector_name}@{host}:{pid}"
+        self.metadata = {
+            "host": host,
+            "pid": pid,
+            "connector_version": connector_version,
+            "trigger": trigger,
+            **(metadata or {}),
+        }
+        self.result: RunResult | None = None
+        self._pending = dict.fromkeys(COUNTER_FIELDS, 0)
+        self._errors: list[dict[str, Any]] = []
+        self._lock = threading.RLock()
+        self._last_emit = 0.0
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    @property
+    def run_id(self) -> int:
+        if self.result is None:
+            raise ValidationError("the run has not started")
+        return self.result.run_id
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> RunContext:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.finish(exc)
+
+    def start(self) -> int:
+        started = RunStarted(
+            source_id=self.source_id,
+            connector_name=self.connector_name,
+            metadata=self.metadata,
+            actor=self.actor,
+        )
+        try:
+            self._deliver_spool()
+            stored = self.ledger.append([started]).events[0]
+        except StorageError as exc:
+            raise RunNotStartedError(
+                f"run of {self.connector_name} (source {self.source_id}) not started: the "
+                f"ledger is unreachable ({exc})"
+            ) from exc
+        self.result = RunResult(run_id=stored.run_id)
+        self._last_emit = time.monotonic()
+        RunContext._open.add(self)
+        self._heartbeat = threading.Thread(
+            target=self._beat, daemon=True, name=f"heartbeat-run-{stored.run_id}"
+        )
+        self._heartbeat.start()
+        log.info("run %d of %s started", stored.run_id, self.connector_name)
+        return stored.run_id
+
+    def finish(self, exc: BaseException | None = None) -> RunResult:
+        """Append the terminal event (after any pending counts) and stop the heartbeats."""
+        result = self.result
+        if result is None or result.status is not None:
+            raise ValidationError("finish() needs a started, unfinished run")
+        self._stop.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join()
+        with self._lock:
+            finished = self._terminal_event(exc)
+            events: list[EventModel] = []
+            remainder = self._take_pending()
+            if remainder is not None:
+                events.append(remainder)
+            events.append(finished)
+            self._send(events)
+            result.status = finished.status
+        RunContext._open.discard(self)
+        log.info("run %d of %s finished: %s", result.run_id, self.connector_name, result.status)
+        return result
+
+    # ------------------------------------------------------------------ reporting
+
+    def progress(
+        self,
+        fetched: int = 0,
+        created: int = 0,
+        updated: int = 0,
+        skipped: int = 0,
+        claims: int = 0,
+        coverage_cells: int = 0,
+    ) -> None:
+        """Add counter deltas; appended (summed) at most once per ``progress_interval``."""
+        deltas = {
+            "fetched": fetched,
+            "created": created,
+            "updated": updated,
+            "skipped": skipped,
+            "claims": claims,
+            "coverage_cells": coverage_cells,
+        }
+        for name, value in deltas.items():
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not 0 <= value < COUNTER_LIMIT
+            ):
+                raise ValidationError(
+                    f"progress {name}={value!r}: a count must be an int "
+                    f"from 0 to {COUNTER_LIMIT - 1}"
+                )
+        with self._lock:
+            self._require_open()
+            for name, value in deltas.items():
+                field_name = PROGRESS_FIELDS[name]
+                self._pending[field_name] += value
+                assert self.result is not None
+                self.result.totals[field_name] += value
+            if time.monotonic() - self._last_emit >= self.progress_interval:
+                self._emit_pending(heartbeat_if_empty=False)
+
+    def error(self, message: str, details: dict[str, Any] | None = None) -> None:
+        """Record a non-fatal error: counted exactly, the first ``max_error_details`` kept."""
+        with self._lock:
+            self._require_open()
+            assert self.result is not None
+            self.result.error_count += 1
+            if len(self._errors) < self.max_error_details:
+                entry: dict[str, Any] = {"message": str(message)}
+                if details:
+                    entry["details"] = details
+                self._errors.append(entry)
+
+    # ------------------------------------------------------------------ internals
+
+    def _require_open(self) -> None:
+        if self.result is None or self.result.status is not None:
+            raise ValidationError("the run is not open")
+
+    def _take_pending(self) -> RunProgressed | None:
+        if not any(self._pending.values()):
+            return None
+        event = RunProgressed(run_id=self.run_id, actor=self.actor, **self._pending)
+        self._pending = dict.fromkeys(COUNTER_FIELDS, 0)
+        return event
+
+    def _emit_pending(self, heartbeat_if_empty: bool) -> None:
+        event = self._take_pending()
+        if event is None:
+            if not heartbeat_if_empty:
+                return
+            event = RunProgressed(run_id=self.run_id, actor=self.actor)
+        self._send([event])
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_interval):
+            try:
+                with self._lock:
+                    if self._stop.is_set():
+                        return
+                    self._emit_pending(heartbeat_if_empty=True)
+            except Exception:  # the thread must outlive any one failure
+                log.exception("heartbeat of run %s failed", self.result and self.result.run_id)
+
+    def _send(self, events: list[EventModel]) -> None:
+        """Append, or spool if the ledger is unreachable; older spooled events go first."""
+        self._last_emit = time.monotonic()
+        try:
+            if self._deliver_spool():
+                self.ledger.append(events)
+                return
+        except StorageError as exc:
+            log.warning(
+                "ledger unreachable, spooling %d event(s) of run %s: %s",
+                len(events),
+                self.run_id,
+                exc,
+            )
+        self.spool.put(events)
+        assert self.result is not None
+        self.result.spooled = True
+
+    def _deliver_spool(self) -> bool:
+        """Deliver what waits in the spool; True when nothing is left before our events."""
+        if not self.spool.has_pending():
+            return True
+        return self.spool.flush(self.ledger).remaining == 0
+
+    def _terminal_event(self, exc: BaseException | None) -> RunFinished:
+        assert self.result is not None
+        count = self.result.error_count
+        errors = (
+            {
+                "error_count": count,
+                "errors": list(self._errors),
+                "errors_truncated": count > len(self._errors),
+            }
+            if count
+            else {}
+        )
+        if exc is None:
+            if not count:
+                return RunFinished(run_id=self.run_id, status="success", actor=self.actor)
+            return RunFinished(
+                run_id=self.run_id,
+                status="partial",
+                actor=self.actor,
+                error_message=f"{count} error(s); first: {self._errors[0]['message']}"
+                if self._errors
+                else f"{count} error(s)",
+                error_details=errors,
+            )
+        interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+        details = {
+            "exception": type(exc).__name__,
+            "message": str(exc),
+            "traceback": "".join(traceback.format_exception(exc)),
+            **errors,
+        }
+        if interrupted:
+            details["reason"] = "interrupted"
+        message = (
+            f"interrupted ({type(exc).__name__})" if interrupted else f"{type(exc).__name__}: {exc}"
+        )
+        return RunFinished(
+            run_id=self.run_id,
+            status="failed",
+            actor=self.actor,
+            error_message=message[:10_000],
+            error_details=details,
+        )
+
+
+@atexit.register
+def _close_runs_left_open() -> None:
+    """No run the SDK opened is left open by an interpreter exit (a start() without finish())."""
+    for context in list(RunContext._open):
+        try:
+            context.finish(SystemExit("interpreter exit with the run still open"))
+        except LedgerError:
+            log.exception("could not close run %s at exit", context.result)
+
+
+__all__ = ["PROGRESS_FIELDS", "RunContext", "RunNotStartedError", "RunResult"]

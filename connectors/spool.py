@@ -1,0 +1,231 @@
+"""The local durable spool (I9): events that could not reach the ledger wait here.
+
+An SQLite file in a folder of the connector host (``--spool-dir``, ``$LEDGER_SPOOL_DIR``, else
+``./.ledger-spool``). :meth:`Spool.put` commits (``synchronous=FULL``) before it returns, so an
+acknowledged fact survives a crash of the connector. :meth:`Spool.flush` delivers the backlog in
+the order it was spooled; delivery is idempotent by ``event_id`` (I3), so a flush interrupted
+after the ledger committed, or two flushers at once, never duplicate anything. An event the
+ledger refuses for good (a stream rule, an invalid event) is moved to a ``rejected`` table with
+the reason, never dropped, and ``ledger spool status`` shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger import EventModel, Ledger, LedgerError, StorageError, parse_event
+from ledger.clock import isoformat_utc, utcnow
+from ledger.mapper import canonical_json, event_to_wire
+
+log = logging.getLogger(__name__)
+
+SPOOL_DIR_ENV = "LEDGER_SPOOL_DIR"
+DEFAULT_SPOOL_DIR = ".ledger-spool"
+SPOOL_FILE = "spool.db"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spooled (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    run_id INTEGER,
+    type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    spooled_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejected (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    run_id INTEGER,
+    type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    spooled_at TEXT NOT NULL,
+    rejected_at TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class SpoolStatus:
+    path: str
+    pending: int
+    runs: list[int]
+    oldest_spooled_at: str | None
+    rejected: int
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    delivered: int  # newly appended to the ledger
+    duplicates: int  # already there (an earlier flush whose reply was lost)
+    rejected: int  # refused for good, kept in the rejected table
+    remaining: int  # still spooled (the ledger became unreachable again)
+
+
+def spool_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    return Path(explicit or os.environ.get(SPOOL_DIR_ENV) or DEFAULT_SPOOL_DIR)
+
+
+class Spool:
+    """One spool file. Safe to share between threads and processes (SQLite locking)."""
+
+    def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
+        self.folder = spool_dir(folder)
+        self.path = self.folder / SPOOL_FILE
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"Spool({str(self.path)!r})"
+
+    @contextmanager
+    def _connect(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+        if not self._ready:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(self.path, timeout=60, isolation_level=None)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            if not self._ready:
+                conn.executescript(_SCHEMA)
+                self._ready = True
+            conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def put(self, events: Sequence[EventModel]) -> None:
+        """Store events durably (committed and fsynced before returning)."""
+        now = isoformat_utc(utcnow())
+        with self._connect(immediate=True) as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO spooled (event_id, run_id, type, body, spooled_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (str(e.event_id), e.run_id, e.type, canonical_json(event_to_wire(e)), now)
+                    for e in events
+                ],
+            )
+        log.warning("spooled %d event(s) to %s", len(events), self.path)
+
+    def has_pending(self) -> bool:
+        if not self.path.exists():
+            return False
+        with self._connect() as conn:
+            return conn.execute("SELECT 1 FROM spooled LIMIT 1").fetchone() is not None
+
+    def status(self) -> SpoolStatus:
+        with self._connect() as conn:
+            pending, oldest = conn.execute(
+                "SELECT COUNT(*), MIN(spooled_at) FROM spooled"
+            ).fetchone()
+            runs = [
+                r for (r,) in conn.execute("SELECT DISTINCT run_id FROM spooled ORDER BY run_id")
+            ]
+            rejected = conn.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
+        return SpoolStatus(str(self.path), pending, runs, oldest, rejected)
+
+    def rejected(self) -> list[dict[str, object]]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT seq, event_id, run_id, type, rejected_at, reason FROM rejected ORDER BY seq"
+            )
+            names = [d[0] for d in rows.description]
+            return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def flush(self, ledger: Ledger, batch_size: int = 500) -> FlushResult:
+        """Deliver the backlog in spool order. Raises :class:`StorageError` only if the ledger
+        is unreachable before anything could be delivered; otherwise reports what remains."""
+        delivered = duplicates = rejected = 0
+        if not self.path.exists():
+            return FlushResult(0, 0, 0, 0)
+        with self._connect(immediate=True) as conn:  # one flusher at a time; puts wait
+            rows = conn.execute(
+                "SELECT seq, event_id, run_id, type, body, spooled_at FROM spooled ORDER BY seq"
+            ).fetchall()
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start : start + batch_size]
+                try:
+                    outcome = self._deliver(ledger, conn, chunk)
+                except StorageError:
+                    if delivered or duplicates or rejected:
+                        break
+                    raise
+                delivered += outcome[0]
+                duplicates += outcome[1]
+                rejected += outcome[2]
+            remaining = conn.execute("SELECT COUNT(*) FROM spooled").fetchone()[0]
+        if delivered or rejected:
+            log.info(
+                "spool %s: delivered %d, already delivered %d, rejected %d, remaining %d",
+                self.path,
+                delivered,
+                duplicates,
+                rejected,
+                remaining,
+            )
+        return FlushResult(delivered, duplicates, rejected, remaining)
+
+    def _deliver(
+        self,
+        ledger: Ledger,
+        conn: sqlite3.Connection,
+        rows: list[tuple[int, str, int | None, str, str, str]],
+    ) -> tuple[int, int, int]:
+        events = [parse_event(json.loads(body)) for _, _, _, _, body, _ in rows]
+        try:
+            result = ledger.append(events)
+        except StorageError:
+            raise
+        except LedgerError:
+            return self._deliver_one_by_one(ledger, conn, rows)
+        conn.executemany("DELETE FROM spooled WHERE seq = ?", [(seq,) for seq, *_ in rows])
+        return result.appended, result.duplicates, 0
+
+    def _deliver_one_by_one(
+        self,
+        ledger: Ledger,
+        conn: sqlite3.Connection,
+        rows: list[tuple[int, str, int | None, str, str, str]],
+    ) -> tuple[int, int, int]:
+        """A batch was refused: find the events the ledger refuses for good, keep the rest."""
+        delivered = duplicates = rejected = 0
+        for seq, event_id, run_id, event_type, body, spooled_at in rows:
+            try:
+                result = ledger.append([parse_event(json.loads(body))])
+            except StorageError:
+                raise
+            except LedgerError as exc:
+                log.error(
+                    "spooled event %s (%s of run %s) refused by the ledger: %s",
+                    event_id,
+                    event_type,
+                    run_id,
+                    exc,
+                )
+                conn.execute(
+                    "INSERT OR IGNORE INTO rejected VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        seq,
+                        event_id,
+                        run_id,
+                        event_type,
+                        body,
+                        spooled_at,
+                        isoformat_utc(utcnow()),
+                        str(exc),
+                    ),
+                )
+                rejected += 1
+            else:
+                delivered += result.appended
+                duplicates += result.duplicates
+            conn.execute("DELETE FROM spooled WHERE seq = ?", (seq,))
+        return delivered, duplicates, rejected
