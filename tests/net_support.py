@@ -3,6 +3,7 @@ the connection to MariaDB on demand."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -107,10 +108,8 @@ class TcpProxy:
     def _close(self, sock: socket.socket) -> None:
         with self.lock:
             self.sockets.discard(sock)
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         sock.close()
 
     def cut(self) -> None:

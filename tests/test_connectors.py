@@ -147,9 +147,15 @@ def test_a_body_that_raises_fails_the_run_with_its_traceback(ledger: Ledger, spo
     def ingest_that_breaks() -> None:
         raise ConnectionResetError("source went away")
 
-    with pytest.raises(ConnectionResetError), RunContext(ledger, 1, "SOURCE_1", spool=spool) as run:
-        run.progress(fetched=3)
-        ingest_that_breaks()
+    run = RunContext(ledger, 1, "SOURCE_1", spool=spool)
+
+    def body() -> None:
+        with run:
+            run.progress(fetched=3)
+            ingest_that_breaks()
+
+    with pytest.raises(ConnectionResetError):
+        body()
     payload = finished(ledger, run.run_id)
     assert payload["status"] == "failed"
     assert payload["error_message"] == "ConnectionResetError: source went away"
@@ -413,7 +419,8 @@ def test_sqlite_outage_spools_then_delivers_in_order(
         blocker.close()
         run.progress(fetched=8)  # delivers the spooled two first, then itself
         assert not spool.has_pending()
-    assert run.result is not None and run.result.spooled
+    assert run.result is not None
+    assert run.result.spooled
     events = run_events(ledger, run.run_id)
     assert [e.payload_data.get("records_fetched") for e in events[1:-1]] == [1, 2, 4, 8]
     assert [e.version for e in events] == list(range(1, 7))
@@ -444,7 +451,8 @@ def test_mariadb_outage_through_a_cut_proxy(
     finally:
         proxy.close()
         proxied.close()
-    assert run.result is not None and run.result.status == "partial"
+    assert run.result is not None
+    assert run.result.status == "partial"
     assert not spool.has_pending()
     events = run_events(ledger, run.run_id)
     assert len({e.event_id for e in events}) == len(events) == 1 + 3 + 3 + 1 + 1
