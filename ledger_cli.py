@@ -49,7 +49,7 @@ from ledger import (
     verify_chain,
 )
 from ledger.durations import format_duration
-from ledger.events import event_adapter
+from ledger.events import MAX_RUN_ID, event_adapter
 from ledger.mapper import describe_pydantic_errors, event_to_wire
 from ledger.migrate import upgrade
 from ledger.store import batch_problems
@@ -70,6 +70,7 @@ from projections.schema import RUN_STATUSES
 EXIT_OK = 0
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
+MAX_POSITION = 2**63 - 1  # BIGINT
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("ledger.cli")
@@ -181,6 +182,9 @@ def append(source: IO[bytes], db_url: str | None) -> None:
     if problems:
         fail_input(problems)
     ledger = open_ledger(db_url)
+    if not events:  # nothing to append, but say so only if the ledger is really there
+        with library_errors():
+            ledger.head()
     try:
         result = ledger.append(events)
     except LedgerError as error:
@@ -205,7 +209,7 @@ def read_event_lines(source: IO[bytes]) -> tuple[list[EventModel], list[int]]:
     problems: list[str] = []
     for number, raw in enumerate(source, start=1):
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM may open a file
         except UnicodeDecodeError as exc:
             problems.append(f"line {number}: not valid UTF-8 (byte {exc.start})")
             continue
@@ -219,6 +223,9 @@ def read_event_lines(source: IO[bytes]) -> tuple[list[EventModel], list[int]]:
         except ValueError as exc:
             problems.append(f"line {number}: not valid JSON ({exc})")
             continue
+        except RecursionError:
+            problems.append(f"line {number}: nested too deeply to be an event")
+            continue
         if not isinstance(data, dict):
             problems.append(f"line {number}: expected a JSON object, got {type(data).__name__}")
             continue
@@ -227,6 +234,8 @@ def read_event_lines(source: IO[bytes]) -> tuple[list[EventModel], list[int]]:
             line_numbers.append(number)
         except pydantic.ValidationError as exc:
             problems.extend(f"line {number}: {p}" for p in describe_pydantic_errors(exc))
+        except RecursionError:
+            problems.append(f"line {number}: nested too deeply to be an event")
     if problems:
         fail_input(problems)
     return events, line_numbers
@@ -246,8 +255,16 @@ def fail_input(problems: list[str]) -> NoReturn:
 
 
 @cli.command()
-@click.option("--run", "run_id", type=int, default=None, help="Only this run, in version order.")
-@click.option("--after", type=click.IntRange(min=0), default=0, help="Only positions after POS.")
+@click.option(
+    "--run",
+    "run_id",
+    type=click.IntRange(1, MAX_RUN_ID),
+    default=None,
+    help="Only this run, in version order.",
+)
+@click.option(
+    "--after", type=click.IntRange(0, 2**63 - 1), default=0, help="Only positions after POS."
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N events.")
 @click.option(
     "--format",
@@ -498,7 +515,13 @@ def as_of_options(command: F) -> F:
 @runs.command("list")
 @click.option("--status", type=click.Choice(RUN_STATUSES), default=None)
 @click.option("--connector", default=None, help="Only this connector name.")
-@click.option("--source", "source_id", type=int, default=None, help="Only this source id.")
+@click.option(
+    "--source",
+    "source_id",
+    type=click.IntRange(0, MAX_RUN_ID),
+    default=None,
+    help="Only this source id.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @as_of_options
 @output_format_option
@@ -532,7 +555,7 @@ def runs_list(
 
 
 @runs.command("show")
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=click.IntRange(1, MAX_RUN_ID))
 @as_of_options
 @output_format_option
 @db_option

@@ -44,8 +44,15 @@ from ledger import (
     ValidationError,
 )
 from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT
+from ledger.mapper import canonical_json
 
 log = logging.getLogger(__name__)
+
+# Limits that keep RunFinished well under the ledger's per-event payload limit (1 MiB) even
+# with max_error_details=100 errors recorded.
+MAX_MESSAGE_CHARS = 2_000
+MAX_DETAILS_CHARS = 4_000
+MAX_TRACEBACK_CHARS = 64_000
 
 # progress() keyword -> RunProgressed field
 PROGRESS_FIELDS: dict[str, str] = {
@@ -234,9 +241,9 @@ class RunContext:
             assert self.result is not None
             self.result.error_count += 1
             if len(self._errors) < self.max_error_details:
-                entry: dict[str, Any] = {"message": str(message)}
+                entry: dict[str, Any] = {"message": _clip(str(message), MAX_MESSAGE_CHARS)}
                 if details:
-                    entry["details"] = details
+                    entry["details"] = _bounded(details)
                 self._errors.append(entry)
 
     # ------------------------------------------------------------------ internals
@@ -321,8 +328,11 @@ class RunContext:
         interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
         details = {
             "exception": type(exc).__name__,
-            "message": str(exc),
-            "traceback": "".join(traceback.format_exception(exc)),
+            "message": _clip(str(exc), MAX_MESSAGE_CHARS),
+            # The end of a traceback is where it failed: keep that part if it must be cut.
+            "traceback": _clip(
+                "".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS, keep_end=True
+            ),
             **errors,
         }
         if interrupted:
@@ -334,9 +344,31 @@ class RunContext:
             run_id=self.run_id,
             status="failed",
             actor=self.actor,
-            error_message=message[:10_000],
+            error_message=_clip(message, MAX_MESSAGE_CHARS),
             error_details=details,
         )
+
+
+def _clip(text: str, limit: int, keep_end: bool = False) -> str:
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    return (
+        f"[{cut} characters cut]…" + text[-limit:]
+        if keep_end
+        else text[:limit] + f"…[{cut} characters cut]"
+    )
+
+
+def _bounded(details: dict[str, Any]) -> dict[str, Any]:
+    """An error's details, or a clipped preview if they are too large to keep in the ledger."""
+    try:
+        text = canonical_json(details)
+    except (TypeError, ValueError):
+        return {"unserialisable": _clip(repr(details), MAX_DETAILS_CHARS)}
+    return (
+        details if len(text) <= MAX_DETAILS_CHARS else {"clipped": _clip(text, MAX_DETAILS_CHARS)}
+    )
 
 
 @atexit.register

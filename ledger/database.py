@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -74,7 +75,7 @@ def _sqlite_engine(
     in_memory = not database or database == ":memory:"
     if in_memory:
         # One shared connection, or every checkout would see its own empty database.
-        options.setdefault("poolclass", StaticPool)
+        options.setdefault("poolclass", _ExclusiveStaticPool)
     engine = create_engine(
         url,
         connect_args={"timeout": sqlite_busy_timeout_ms / 1000, "check_same_thread": False},
@@ -101,6 +102,32 @@ def _sqlite_engine(
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+class _ExclusiveStaticPool(StaticPool):
+    """StaticPool's one connection, held by one checkout at a time.
+
+    An in-memory database lives in one connection, so every thread must share it; without
+    this, two threads would interleave statements of two transactions on it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._guard = threading.RLock()
+
+    def _do_get(self) -> Any:
+        self._guard.acquire()
+        try:
+            return super()._do_get()
+        except BaseException:
+            self._guard.release()
+            raise
+
+    def _do_return_conn(self, record: Any) -> None:
+        try:
+            super()._do_return_conn(record)
+        finally:
+            self._guard.release()
 
 
 def _mysql_engine(url: str, **options: Any) -> Engine:
@@ -146,6 +173,8 @@ def translate_errors(url: str, action: str) -> Iterator[None]:
         if isinstance(exc, DBAPIError) and _is_missing_table(exc):
             raise SchemaError(f"{message}; the schema is missing: run `ledger migrate`") from exc
         raise StorageError(message) from exc
+    except OSError as exc:  # e.g. a TLS file named in the URL that does not exist
+        raise StorageError(mask_secrets(f"{action} failed on {mask_url(url)}: {exc}")) from exc
     except TypeError as exc:
         # A URL query parameter the driver does not know surfaces as a TypeError at connect.
         if "keyword argument" not in str(exc):
@@ -166,7 +195,8 @@ def _describe(url: str, action: str, exc: SQLAlchemyError) -> str:
     detail = str(original) if original is not None else str(exc).split("\n")[0]
     message = mask_secrets(f"{action} failed on {mask_url(url)}: {detail}")
     try:
-        password = make_url(url).password
+        parsed = make_url(url)
+        password = parsed.password or parsed.query.get("password") or parsed.query.get("passwd")
     except (ArgumentError, ValueError):
         password = None
     # Drivers do not normally echo passwords, but if one does, hide it; very short passwords

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 # An occurred_at further ahead of the ledger's clock than this is refused (I10 clock skew guard):
 # a run "alive in the future" could never be detected as stuck.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+# One event's payload at most: far above any real run report, far below MySQL's packet limit, so
+# both databases accept or refuse the same events.
+MAX_PAYLOAD_BYTES = 1024 * 1024
 # Rows per IN (...) list, well under every driver's parameter limit.
 _IN_CHUNK = 500
 _RUN_COLUMNS = tuple(c.name for c in ledger_runs.columns)
@@ -230,11 +233,22 @@ def _prepare(
     for index, event in enumerate(batch):
         try:
             payload = payload_json(event)
-            payload.encode("utf-8")
+            size = len(payload.encode("utf-8"))
             (event.actor or "").encode("utf-8")
-        except (ValueError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
+        except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError: ValueError
             problems.append((index, f"payload: not storable as JSON ({_short(exc)})"))
             payload = ""
+        else:
+            if size > MAX_PAYLOAD_BYTES:
+                problems.append(
+                    (
+                        index,
+                        (
+                            f"payload: {size:,} bytes is over the {MAX_PAYLOAD_BYTES:,}-byte limit "
+                            "of one event (trim error_details or metadata)"
+                        ),
+                    )
+                )
         payloads.append(payload)
         current = CURRENT_SCHEMA_VERSIONS[event.type]
         if event.schema_version != current:
@@ -321,6 +335,8 @@ class _Appender:
         existing_run_ids = {run_id for run_id, state in runs.items() if state is not None}
         refs: dict[str, int] = {}
         allocated: list[int] = []
+        batch_ids: set[str] = set()
+        taken = self._explicit_ids_above(last_run_id, batch)
         checked_runs: set[int] = set()
         results: list[RecordedEvent] = []
         new_events: list[RecordedEvent] = []
@@ -328,15 +344,19 @@ class _Appender:
             event_id = str(event.event_id)
             earlier = stored.get(event_id)
             if earlier is not None:
-                _check_same_fact(event, payload, earlier, refs, index)
+                _check_same_fact(
+                    event, payload, earlier, refs, index, in_this_batch=event_id in batch_ids
+                )
                 if isinstance(event, RunStarted) and event.run_ref is not None:
                     refs[event.run_ref] = earlier.run_id
                 results.append(earlier)
                 continue
             if isinstance(event, RunStarted) and event.run_id is None:
                 last_run_id += 1
+                while last_run_id in taken:  # an explicit id an import used: skip it
+                    last_run_id += 1
                 if last_run_id > MAX_RUN_ID:
-                    raise ValidationError(f"run ids are exhausted (maximum {MAX_RUN_ID})")
+                    raise LedgerError(f"run ids are exhausted (maximum {MAX_RUN_ID})")
                 run_id = last_run_id
                 allocated.append(run_id)
             elif event.run_ref is not None and not isinstance(event, RunStarted):
@@ -345,7 +365,8 @@ class _Appender:
                 assert event.run_id is not None  # guaranteed by the model validator
                 run_id = event.run_id
             if isinstance(event, RunStarted):
-                last_run_id = max(last_run_id, run_id)
+                if run_id not in allocated:
+                    taken.add(run_id)  # explicit ids do not move the allocator
                 if event.run_ref is not None:
                     refs[event.run_ref] = run_id
             current = runs.get(run_id)
@@ -375,6 +396,7 @@ class _Appender:
             row["hash"] = prev_hash = chain_hash(prev_hash, row)
             recorded = RecordedEvent.from_row(row)
             stored[event_id] = recorded  # a repeat later in this batch is a duplicate too
+            batch_ids.add(event_id)
             results.append(recorded)
             new_events.append(recorded)
         if new_events:
@@ -396,6 +418,14 @@ class _Appender:
             int(row["last_run_id"]),
             row["last_recorded_at"],
         )
+
+    def _explicit_ids_above(self, last_run_id: int, batch: list[EventModel]) -> set[int]:
+        """Run ids above the allocator that explicit RunStarted (imports) already used; only
+        looked up when this batch allocates."""
+        if not any(isinstance(e, RunStarted) and e.run_id is None for e in batch):
+            return set()
+        query = select(ledger_runs.c.run_id).where(ledger_runs.c.run_id > last_run_id)
+        return set(self.conn.execute(query).scalars())
 
     def _stored_events(self, event_ids: list[str]) -> dict[str, RecordedEvent]:
         found: dict[str, RecordedEvent] = {}
@@ -465,23 +495,39 @@ def _check_expected_version(run_id: int, expected: int, current: RunState | None
 
 
 def _check_same_fact(
-    event: EventModel, payload: str, earlier: RecordedEvent, refs: dict[str, int], index: int
+    event: EventModel,
+    payload: str,
+    earlier: RecordedEvent,
+    refs: dict[str, int],
+    index: int,
+    in_this_batch: bool,
 ) -> None:
-    """A reused event_id must name the very same fact, or the retry would silently drop one."""
+    """A reused event_id must name the very same fact, or the retry would silently drop one.
+
+    ``occurred_at`` and ``actor`` are compared only when the writer set them: a retry of a line
+    that left ``occurred_at`` to default gets a new default each time, yet is the same fact.
+    """
     run_id = event.run_id
     if run_id is None and event.run_ref is not None and not isinstance(event, RunStarted):
         run_id = refs.get(event.run_ref)
+    given = event.model_fields_set
     same = (
         event.type == earlier.type
         and (run_id is None or run_id == earlier.run_id)
-        and event.occurred_at == earlier.occurred_at
+        and ("occurred_at" not in given or event.occurred_at == earlier.occurred_at)
+        and ("actor" not in given or event.actor == earlier.actor)
         and (event.schema_version != earlier.schema_version or payload == earlier.payload)
     )
     if not same:
+        where = (
+            "used earlier in this batch"
+            if in_this_batch
+            else f"already stored at position {earlier.position}"
+        )
         error = ValidationError(
-            f"event_id {earlier.event_id} is already stored at position {earlier.position} as a "
-            f"different fact ({earlier.type} of run {earlier.run_id}); an event_id names one "
-            f"fact and cannot be reused for {event.type} of run {run_id or event.run_ref}"
+            f"event_id {earlier.event_id} is {where} for a different fact ({earlier.type} of "
+            f"run {earlier.run_id}); an event_id names one fact and cannot be reused for "
+            f"{event.type} of run {run_id or event.run_ref}"
         )
         error.batch_index = index
         raise error

@@ -13,6 +13,10 @@ DATABASE_URL_ENV = "LEDGER_DATABASE_URL"
 
 # The password part of any URL-like text, also inside driver error messages: everything between
 # "user:" and the *last* "@" of the token, so a password with an unencoded "@" is masked whole.
+_SECRET_PARAMETER = re.compile(
+    r"(?P<name>\b(?:password|passwd|pwd|secret|token|api_key|apikey))=[^&\s'\"]+",
+    re.IGNORECASE,
+)
 _PASSWORD_IN_TEXT = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)\S*@")
 
 
@@ -36,5 +40,7 @@ def mask_url(url: str) -> str:
 
 
 def mask_secrets(text: str) -> str:
-    """Mask every ``scheme://user:password@`` password found inside free text."""
-    return _PASSWORD_IN_TEXT.sub(r"\g<head>***@", text)
+    """Mask every ``scheme://user:password@`` password, and every ``password=…``-style query
+    parameter, found inside free text."""
+    text = _PASSWORD_IN_TEXT.sub(r"\g<head>***@", text)
+    return _SECRET_PARAMETER.sub(r"\g<name>=***", text)

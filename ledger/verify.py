@@ -39,6 +39,16 @@ def verify_chain(
     """
     head = ledger.head()
     end = head.last_position if to_position is None else min(to_position, head.last_position)
+    if from_position > head.last_position:
+        # Nothing the head vouches for lies in the range; only a row written past it could.
+        stray = next(iter(ledger.read_all(after=from_position - 1, limit=1)), None)
+        if stray is None or (to_position is not None and stray.position > to_position):
+            return ChainReport(0)
+        return ChainReport(
+            0,
+            stray.position,
+            f"position {stray.position} is beyond the ledger head ({head.last_position})",
+        )
     prev_hash = GENESIS_HASH if from_position <= 1 else _hash_at(ledger, from_position - 1)
     if prev_hash is None:
         return ChainReport(0, from_position - 1, f"position {from_position - 1} is missing")

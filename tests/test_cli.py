@@ -385,3 +385,68 @@ def test_poison_event_skip_through_the_cli(ledger: Ledger, db_url: str) -> None:
     status = run("status", "--db", db_url).stdout
     assert "STOPPED" not in status
     assert f"skipped position {poison} (RunPaused) by operator:al" in status
+
+
+# ---------------------------------------------------------------- found by the second test pass
+
+
+def test_a_password_in_the_query_string_is_masked() -> None:
+    result = run("events", "--db", "mysql+pymysql://root@127.0.0.1:1/x?password=qs-secret-1")
+    assert result.exit_code == 1
+    assert "qs-secret-1" not in result.output
+    assert "password=***" in result.output
+
+
+def test_a_byte_order_mark_opens_a_file_fine(ledger: Ledger, db_url: str) -> None:
+    line = '{"type": "RunStarted", "source_id": 1, "connector_name": "S"}\n'
+    result = run("append", "-", "--db", db_url, input=b"\xef\xbb\xbf" + line.encode())
+    assert result.exit_code == 0, result.output
+    assert ledger.head().last_position == 1
+
+
+def test_deep_nesting_and_huge_lines_are_input_errors(ledger: Ledger, db_url: str) -> None:
+    deep = (
+        '{"type": "RunStarted", "source_id": 1, "connector_name": "S", "metadata": '
+        + ('{"a": ' * 100_000)
+        + "1"
+        + ("}" * 100_000)
+        + "}\n"
+    )
+    result = run("append", "-", "--db", db_url, input=deep)
+    assert result.exit_code == 2, result.output[-500:]
+    assert "line 1:" in result.stderr
+    huge = (
+        json.dumps(
+            {
+                "type": "RunStarted",
+                "source_id": 1,
+                "connector_name": "S",
+                "metadata": {"blob": "x" * 20_000_000},
+            }
+        )
+        + "\n"
+    )
+    result = run("append", "-", "--db", db_url, input=huge)
+    assert result.exit_code == 2
+    assert "line 1: payload:" in result.stderr
+    assert "byte limit" in result.stderr
+    assert ledger.head().last_position == 0
+
+
+def test_an_empty_file_still_checks_the_database(tmp_path: Path) -> None:
+    result = run("append", "-", "--db", "mysql+pymysql://u:pw-empty@127.0.0.1:1/x", input="\n\n")
+    assert result.exit_code == 1
+    assert "pw-empty" not in result.output
+    unmigrated = run("append", "-", "--db", f"sqlite:///{tmp_path / 'new.db'}", input="")
+    assert unmigrated.exit_code == 1
+    assert "ledger migrate" in unmigrated.stderr
+
+
+def test_out_of_range_ids_are_usage_errors(db_url: str) -> None:
+    for args in (
+        ["events", "--run", "99999999999999999999"],
+        ["events", "--after", "-1"],
+        ["runs", "show", "99999999999999999999"],
+    ):
+        result = run(*args, "--db", db_url)
+        assert result.exit_code == 2, (args, result.output)

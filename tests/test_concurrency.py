@@ -7,6 +7,7 @@ once, positions 1..N in order, never a position appearing after a higher one was
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -34,6 +35,7 @@ def start_workers(
             stderr=subprocess.PIPE,
             text=True,
             cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},  # the checkout, not an install
         )
         for worker in range(1, count + 1)
     ]

@@ -76,12 +76,24 @@ def test_read_all_pages_after_and_limit(ledger: Ledger) -> None:
     assert list(ledger.read_all(after=10)) == []
 
 
-def test_run_ids_are_allocated_after_the_highest_used(ledger: Ledger) -> None:
+def test_run_ids_are_allocated_around_explicit_ones(ledger: Ledger) -> None:
     assert ledger.start_run(1, "SOURCE_1") == 1
-    assert ledger.start_run(2, "SOURCE_2", run_id=30002) == 30002
-    assert ledger.start_run(1, "SOURCE_1") == 30003
-    assert ledger.start_run(1, "SOURCE_1", run_id=37) == 37
-    assert ledger.start_run(1, "SOURCE_1") == 30004
+    # An explicit id (an import) does not move the allocator, even the highest one...
+    assert ledger.start_run(2, "SOURCE_2", run_id=2**31 - 1) == 2**31 - 1
+    assert ledger.start_run(1, "SOURCE_1") == 2
+    assert ledger.start_run(1, "SOURCE_1", run_id=3) == 3
+    assert ledger.start_run(1, "SOURCE_1", run_id=4) == 4
+    # ...but the allocator never hands out an id that is taken.
+    assert ledger.start_run(1, "SOURCE_1") == 5
+    result = ledger.append(
+        [
+            RunStarted(source_id=1, connector_name="c", run_id=7),
+            RunStarted(source_id=1, connector_name="c"),
+            RunStarted(source_id=1, connector_name="c"),
+        ]
+    )
+    assert [e.run_id for e in result.events] == [7, 6, 8]
+    assert result.allocated_run_ids == [6, 8]
 
 
 def test_run_refs_resolve_within_one_batch(ledger: Ledger) -> None:
@@ -219,7 +231,7 @@ def test_i3_an_event_id_cannot_be_reused_for_another_fact(ledger: Ledger) -> Non
     run_id = ledger.start_run(1, "SOURCE_1")
     event = RunProgressed(run_id=run_id)
     ledger.append([event])
-    with pytest.raises(ValidationError, match="already stored at position 2 as a different fact"):
+    with pytest.raises(ValidationError, match="already stored at position 2 for a different fact"):
         ledger.append([RunFinished(event_id=event.event_id, run_id=run_id, status="success")])
 
 
@@ -491,3 +503,176 @@ def test_only_the_current_schema_version_is_written(ledger: Ledger) -> None:
 def test_read_all_refuses_an_empty_page(ledger: Ledger) -> None:
     with pytest.raises(ValidationError, match="batch_size"):
         list(ledger.read_all(batch_size=0))
+
+
+# ---------------------------------------------------------------- found by the second test pass
+
+
+def test_i3_backstop_when_a_writer_bypassed_the_lock(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dedupe step misses a row (as if a writer had slipped past the head lock): the unique
+    constraint refuses the second copy and the retried append returns the stored one."""
+    from ledger import store
+
+    run_id = ledger.start_run(1, "SOURCE_1")
+    event = RunProgressed(run_id=run_id, records_fetched=1)
+    ledger.append([event])
+    head = ledger.head()
+    real = store._Appender._stored_events
+    calls: list[int] = []
+
+    def blind_once(self: store._Appender, event_ids: list[str]) -> dict[str, object]:
+        calls.append(1)
+        return {} if len(calls) == 1 else real(self, event_ids)  # type: ignore[return-value]
+
+    monkeypatch.setattr(store._Appender, "_stored_events", blind_once)
+    result = ledger.append([event])
+    assert len(calls) == 2
+    assert (result.appended, result.duplicates) == (0, 1)
+    assert ledger.head() == head
+
+
+def test_i3_retry_of_a_line_whose_occurred_at_defaulted(ledger: Ledger) -> None:
+    from ledger import parse_event
+
+    line = {
+        "event_id": str(uuid.uuid4()),
+        "type": "RunStarted",
+        "run_ref": "a",
+        "source_id": 1,
+        "connector_name": "S",
+    }
+    with freeze_time("2026-03-01 12:00:00"):
+        first = ledger.append([parse_event(line)])
+    with freeze_time("2026-03-01 12:00:09"):  # the retry gets another default occurred_at
+        retry = ledger.append([parse_event(line)])
+    assert (retry.appended, retry.duplicates, retry.run_refs) == (0, 1, first.run_refs)
+
+
+def test_i3_a_retry_naming_another_actor_or_time_is_another_fact(ledger: Ledger) -> None:
+    event = RunStarted(source_id=1, connector_name="S", actor="connector:a", occurred_at=T0)
+    ledger.append([event])
+    for change in ({"actor": "connector:b"}, {"occurred_at": T0 + timedelta(seconds=1)}):
+        with pytest.raises(ValidationError, match="different fact"):
+            ledger.append([event.model_copy(update=change)])
+
+
+def test_a_reused_event_id_inside_one_batch_is_named_as_such(ledger: Ledger) -> None:
+    first = started(occurred_at=T0)
+    clash = started(event_id=first.event_id, source_id=2, occurred_at=T0)
+    with pytest.raises(ValidationError, match="used earlier in this batch"):
+        ledger.append([first, clash])
+
+
+def test_i4_expected_version_of_a_run_that_does_not_exist(ledger: Ledger) -> None:
+    with pytest.raises(ConcurrencyError) as caught:
+        ledger.append([started(run_id=8)], expected_version=3)
+    assert (caught.value.expected_version, caught.value.actual_version) == (3, 0)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("event_id", str(uuid.uuid4())),
+        ("type", "RunFinished"),
+        ("version", 99),
+        ("schema_version", 2),
+        ("recorded_at", datetime(2030, 1, 1, tzinfo=UTC)),
+        ("prev_hash", "f" * 64),
+        ("hash", "0" * 64),
+    ],
+)
+def test_i6_every_hashed_column_is_covered(ledger: Ledger, column: str, value: object) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id) for _ in range(3)])
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            ledger_events.update().where(ledger_events.c.position == 2).values({column: value})
+        )
+    report = verify_chain(ledger)
+    assert (report.ok, report.first_bad_position) == (False, 2)
+
+
+def test_i6_a_tampered_head_is_named(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id)])
+    with ledger.engine.begin() as conn:
+        conn.execute(text("UPDATE ledger_head SET last_hash = :h"), {"h": "a" * 64})
+    report = verify_chain(ledger)
+    assert (report.ok, report.first_bad_position) == (False, 2)
+    assert "ledger_head" in (report.problem or "")
+
+
+def test_i6_verify_of_a_range_past_the_head(ledger: Ledger) -> None:
+    ledger.start_run(1, "SOURCE_1")
+    assert verify_chain(ledger, from_position=3).ok
+    assert verify_chain(ledger, from_position=3, to_position=9).ok
+
+
+def test_payloads_over_the_limit_are_refused_on_both_databases(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    huge = RunFinished(run_id=run_id, status="failed", error_details={"blob": "x" * 2_000_000})
+    with pytest.raises(ValidationError, match="over the 1,048,576-byte limit"):
+        ledger.append([huge])
+    assert ledger.head().last_position == 1
+
+
+def test_deeply_nested_metadata_is_an_input_error(ledger: Ledger) -> None:
+    nested: dict[str, object] = {}
+    for _ in range(5000):
+        nested = {"n": nested}
+    with pytest.raises(ValidationError):
+        ledger.append([started(metadata=nested)])
+    assert ledger.head().last_position == 0
+
+
+def test_one_ledger_shared_by_threads(ledger: Ledger) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(15):
+                run_id = ledger.start_run(1, "SOURCE_1")
+                ledger.append([RunProgressed(run_id=run_id, records_fetched=1) for _ in range(3)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert ledger.head().last_position == 6 * 15 * 4
+    assert verify_chain(ledger).ok
+
+
+def test_in_memory_sqlite_shared_by_threads() -> None:
+    import threading
+
+    from ledger.migrate import upgrade
+
+    memory = Ledger.from_url("sqlite://")
+    upgrade(memory.engine, memory.url)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                run_id = memory.start_run(1, "S")
+                memory.append([RunProgressed(run_id=run_id) for _ in range(4)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert memory.head().last_position == 6 * 20 * 5
+    assert verify_chain(memory).ok
