@@ -19,6 +19,7 @@ from ledger import (
     EventModel,
     Ledger,
     LedgerError,
+    RecordedEvent,
     RunFinished,
     RunProgressed,
     RunStarted,
@@ -102,6 +103,78 @@ def check_consistent(ledger: Ledger) -> None:
     assert ledger.head().last_position == len(events)
 
 
+class Model:
+    """An independent, naive model of the store: which batches must be accepted, and what
+    they must append. Written from DESIGN.md §4-5, not from ledger/rules.py."""
+
+    def __init__(self) -> None:
+        self.runs: dict[int, tuple[int, str]] = {}  # run id -> (version, state)
+        self.stored: set[str] = set()
+        self.last_allocated = 0  # ids are allocated upwards, skipping taken ones
+
+    def predict(self, batch: list[EventModel], expected_version: int | None) -> int | None:
+        """How many events the batch appends, or None if it must be refused."""
+        runs = dict(self.runs)
+        seen = set(self.stored)
+        checked: set[int] = set()
+        last_allocated = self.last_allocated
+        new = 0
+        for event in batch:
+            event_id = str(event.event_id)
+            if event_id in seen:
+                continue
+            if event.occurred_at > utcnow() + timedelta(minutes=5):
+                return None
+            if isinstance(event, RunStarted):
+                if event.run_id is None:
+                    last_allocated += 1
+                    while last_allocated in runs:
+                        last_allocated += 1
+                    key = last_allocated
+                else:
+                    key = event.run_id
+                if key in runs:
+                    return None
+                version, state = 0, "new"
+            else:
+                assert event.run_id is not None
+                key = event.run_id
+                if key not in runs:
+                    return None
+                version, state = runs[key]
+                if state == "finished":
+                    return None
+                if isinstance(event, RunTimedOut) and state == "timed_out":
+                    return None
+            if expected_version is not None and key not in checked and version != expected_version:
+                return None
+            checked.add(key)
+            if isinstance(event, RunStarted):
+                state = "open"
+            elif isinstance(event, RunFinished):
+                state = "finished"
+            elif isinstance(event, RunTimedOut):
+                state = "timed_out"
+            runs[key] = (version + 1, state)
+            seen.add(event_id)
+            new += 1
+        return new
+
+    def accept(self, batch: list[EventModel], new_events: list[RecordedEvent]) -> None:
+        for event in new_events:
+            state = {
+                "RunStarted": "open",
+                "RunFinished": "finished",
+                "RunTimedOut": "timed_out",
+            }.get(event.type)
+            _, previous = self.runs.get(event.run_id, (0, "open"))
+            self.runs[event.run_id] = (event.version, state or previous)
+        self.stored.update(str(event.event_id) for event in batch)
+        for recorded in new_events:  # the generator never gives explicit run ids
+            if recorded.type == "RunStarted":
+                self.last_allocated = max(self.last_allocated, recorded.run_id)
+
+
 @settings(
     max_examples=60,
     deadline=None,
@@ -117,6 +190,7 @@ def test_any_sequence_of_appends_leaves_the_store_consistent(
 ) -> None:
     mysql_url = db_url if backend == "mysql" else None
     ledger = support.fresh_store(backend, sqlite_template, tmp_path, mysql_url)
+    model = Model()
     try:
         run_ids: list[int] = []
         appended: list[EventModel] = []
@@ -128,12 +202,14 @@ def test_any_sequence_of_appends_leaves_the_store_consistent(
             if offset is not None and batch[0].run_id is not None:
                 state = ledger.run(batch[0].run_id)
                 expected_version = max(0, (state.version if state else 0) + offset)
+            predicted = model.predict(batch, expected_version)
             head = ledger.head()
             with ledger.engine.connect() as conn:
                 before = conn.execute(select(func.count()).select_from(ledger_events)).scalar_one()
             try:
                 result = ledger.append(batch, expected_version=expected_version)
             except LedgerError:
+                assert predicted is None, "a valid batch was refused"
                 assert ledger.head() == head
                 with ledger.engine.connect() as conn:
                     after = conn.execute(
@@ -141,7 +217,14 @@ def test_any_sequence_of_appends_leaves_the_store_consistent(
                     ).scalar_one()
                 assert after == before
                 continue
+            assert predicted is not None, "an invalid batch was accepted"
+            assert result.appended == predicted
+            assert result.appended + result.duplicates == len(batch)
+            assert [e.event_id for e in result.events] == [str(e.event_id) for e in batch]
             assert ledger.head().last_position == head.last_position + result.appended
+            stored = ledger.read_all(after=head.last_position)
+            assert [e.event_id for e in stored] == [e.event_id for e in result.new_events]
+            model.accept(batch, result.new_events)
             for event in result.new_events:
                 if event.type == "RunStarted":
                     run_ids.append(event.run_id)
