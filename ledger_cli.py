@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, NoReturn, TypeVar
 
@@ -44,11 +44,16 @@ from ledger import (
     LedgerError,
     RecordedEvent,
     StreamError,
+    StuckRun,
     UnknownEventTypeError,
     ValidationError,
+    fail_run,
+    stuck_runs,
+    sweep,
     verify_chain,
 )
-from ledger.durations import format_duration
+from ledger.clock import utcnow
+from ledger.durations import format_duration, parse_duration
 from ledger.events import MAX_RUN_ID, event_adapter
 from ledger.mapper import describe_pydantic_errors, event_to_wire
 from ledger.migrate import upgrade
@@ -725,6 +730,147 @@ def status_json(report: LedgerStatus) -> dict[str, Any]:
 def wide_console() -> Console:
     console = Console()
     return console if console.is_terminal else Console(width=200)
+
+
+# ---------------------------------------------------------------------- stuck runs
+
+
+class DurationParam(click.ParamType[timedelta]):
+    """``90s`` / ``15m`` / ``6h`` / ``2d``."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(
+                str(value),
+                f"--{param.name.replace('_', '-')}" if param and param.name else "duration",
+            )
+        except LedgerError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = DurationParam()
+
+
+def threshold_options(command: F) -> F:
+    command = click.option(
+        "--max-runtime",
+        type=DURATION,
+        default=None,
+        help="Also stuck: started longer ago than this (e.g. 6h).",
+    )(command)
+    return click.option(
+        "--older-than",
+        type=DURATION,
+        default="60m",
+        show_default=True,
+        help="Stuck: no activity for longer than this.",
+    )(command)
+
+
+def stuck_json(run: StuckRun) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "source_id": run.source_id,
+        "connector_name": run.connector_name,
+        "started_at": run.started_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "last_event_at": run.last_event_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "version": run.version,
+        "rule": run.rule,
+    }
+
+
+def print_stuck_table(runs: list[StuckRun], title: str) -> None:
+    table = Table(title=f"{title}: {len(runs)} run(s), times in UTC")
+    for column in ("run", "source", "connector", "started", "last activity", "silent for", "rule"):
+        table.add_column(column)
+    now = utcnow()
+    for run in runs:
+        table.add_row(
+            str(run.run_id),
+            str(run.source_id),
+            run.connector_name,
+            cell(run.started_at),
+            cell(run.last_event_at),
+            format_duration(now - run.last_event_at),
+            f"{run.rule} (> {format_duration(run.threshold)})",
+        )
+    wide_console().print(table)
+
+
+@cli.command()
+@threshold_options
+@output_format_option
+@db_option
+def stuck(
+    older_than: timedelta, max_runtime: timedelta | None, output_format: str, db_url: str | None
+) -> None:
+    """List runs with no terminal event and no recent activity; exit 1 if there are any."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        runs = stuck_runs(ledger, older_than=older_than, max_runtime=max_runtime)
+    if output_format == "json":
+        click.echo(json.dumps([stuck_json(run) for run in runs], indent=2))
+    else:
+        print_stuck_table(runs, "stuck runs")
+    if runs:
+        sys.exit(EXIT_PROBLEM)
+
+
+@cli.command("sweep")
+@threshold_options
+@click.option("--dry-run", is_flag=True, help="Only show what would be timed out.")
+@output_format_option
+@db_option
+def sweep_command(
+    older_than: timedelta,
+    max_runtime: timedelta | None,
+    dry_run: bool,
+    output_format: str,
+    db_url: str | None,
+) -> None:
+    """Append RunTimedOut for every stuck run (RunStarted .. no terminal event)."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        result = sweep(ledger, dry_run=dry_run, older_than=older_than, max_runtime=max_runtime)
+    if output_format == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "dry_run": dry_run,
+                    "timed_out": [stuck_json(run) for run in result.timed_out],
+                    "skipped": [{**stuck_json(run), "why": why} for run, why in result.skipped],
+                },
+                indent=2,
+            )
+        )
+    else:
+        verb = "would time out" if dry_run else "timed out"
+        print_stuck_table(result.timed_out, verb)
+        for run, why in result.skipped:
+            click.echo(f"left run {run.run_id} alone: {why}")
+
+
+@runs.command("fail")
+@click.argument("run_id", type=click.IntRange(1, MAX_RUN_ID))
+@click.option("--reason", required=True, help="Why the run is declared failed (recorded).")
+@click.option(
+    "--actor", default=None, help="Who decides (default: $USER); recorded as operator:NAME."
+)
+@db_option
+def runs_fail(run_id: int, reason: str, actor: str | None, db_url: str | None) -> None:
+    """Declare an open run failed: appends RunTimedOut with detected_by=operator:NAME."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        position = fail_run(ledger, run_id, reason, actor or default_actor())
+    click.echo(
+        f"run {run_id} failed by {actor or default_actor()} at position {position}: {reason}"
+    )
 
 
 # ---------------------------------------------------------------------- connectors

@@ -22,6 +22,8 @@ from ledger.mapper import canonical_json, parse_event, register_upcaster
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState
 from ledger.store import Ledger
+from ledger.stuck import StuckRun, Thresholds, stuck_runs
+from ledger.sweeper import SweepResult, fail_run, sweep
 from ledger.verify import ChainReport, verify_chain
 
 __all__ = [
@@ -43,10 +45,16 @@ __all__ = [
     "SchemaError",
     "StorageError",
     "StreamError",
+    "StuckRun",
+    "SweepResult",
+    "Thresholds",
     "UnknownEventTypeError",
     "ValidationError",
     "canonical_json",
+    "fail_run",
     "parse_event",
     "register_upcaster",
+    "stuck_runs",
+    "sweep",
     "verify_chain",
 ]

@@ -1,0 +1,101 @@
+"""Stuck detection (I10): a query over runs without a terminal event, on the ledger itself.
+
+A run is stuck when it has no RunFinished and no RunTimedOut (``ledger_runs.state = 'open'``)
+and either its last activity (the latest ``occurred_at`` of its events, heartbeats included) is
+older than ``older_than``, or it started more than ``max_runtime`` ago. The write-side registry
+is kept by every append in the same transaction as the events, so this works with the projector
+stopped, and the ``(state, last_event_at)`` / ``(state, started_at)`` indexes make its cost
+follow the number of open runs, not the length of history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+
+from ledger.clock import utcnow
+from ledger.database import translate_errors
+from ledger.errors import ValidationError
+from ledger.schema import ledger_runs
+from ledger.store import Ledger
+
+DEFAULT_STALE_AFTER = timedelta(minutes=60)  # the legacy cleanup job's rule
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When an open run counts as stuck. ``max_runtime`` None: no limit on total run time."""
+
+    stale_after: timedelta = DEFAULT_STALE_AFTER
+    max_runtime: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.stale_after <= timedelta(0):
+            raise ValidationError(f"stale_after must be longer than zero, got {self.stale_after}")
+        if self.max_runtime is not None and self.max_runtime <= timedelta(0):
+            raise ValidationError(f"max_runtime must be longer than zero, got {self.max_runtime}")
+
+
+@dataclass(frozen=True)
+class StuckRun:
+    run_id: int
+    source_id: int
+    connector_name: str
+    started_at: datetime
+    last_event_at: datetime
+    version: int
+    rule: str  # "stale" or "max_runtime"
+    threshold: timedelta  # the threshold of that rule, for this run's connector
+
+
+def stuck_runs(
+    ledger: Ledger,
+    older_than: timedelta = DEFAULT_STALE_AFTER,
+    max_runtime: timedelta | None = None,
+    now: datetime | None = None,
+    overrides: Mapping[str, Thresholds] | None = None,
+) -> list[StuckRun]:
+    """Open runs that are stuck, oldest activity first. ``overrides`` maps a connector name to
+    its own thresholds (the defaults apply to every other connector)."""
+    now = now or utcnow()
+    default = Thresholds(older_than, max_runtime)
+    every = [default, *(overrides or {}).values()]
+    # One indexed scan of open runs with the loosest cut-offs; each run's own connector
+    # thresholds are then applied to that short list.
+    widest_stale = min(t.stale_after for t in every)
+    runtimes = [t.max_runtime for t in every if t.max_runtime is not None]
+    conditions = [ledger_runs.c.last_event_at < now - widest_stale]
+    if runtimes:
+        conditions.append(ledger_runs.c.started_at < now - min(runtimes))
+    query = (
+        select(ledger_runs)
+        .where(ledger_runs.c.state == "open", or_(*conditions))
+        .order_by(ledger_runs.c.last_event_at, ledger_runs.c.run_id)
+    )
+    with translate_errors(ledger.url, "stuck query"), ledger.engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    stuck = []
+    for row in rows:
+        limits = (overrides or {}).get(row["connector_name"], default)
+        if row["last_event_at"] < now - limits.stale_after:
+            rule, threshold = "stale", limits.stale_after
+        elif limits.max_runtime is not None and row["started_at"] < now - limits.max_runtime:
+            rule, threshold = "max_runtime", limits.max_runtime
+        else:
+            continue
+        stuck.append(
+            StuckRun(
+                row["run_id"],
+                row["source_id"],
+                row["connector_name"],
+                row["started_at"],
+                row["last_event_at"],
+                row["version"],
+                rule,
+                threshold,
+            )
+        )
+    return stuck

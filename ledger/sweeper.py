@@ -1,0 +1,118 @@
+"""The sweeper: appends RunTimedOut for stuck runs, as facts, never by patching rows.
+
+Each RunTimedOut is appended with ``expected_version`` = the version the stuck query read, so a
+run that reported in between is left alone (the conflict is logged). Its ``event_id`` is derived
+from the run and that version, so two sweepers racing on one run append one event: the second
+append is a duplicate (I3) or a version conflict (I4), never a second timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ledger.clock import utcnow
+from ledger.durations import format_duration
+from ledger.errors import ConcurrencyError, StreamError, ValidationError
+from ledger.events import RunTimedOut
+from ledger.store import Ledger
+from ledger.stuck import DEFAULT_STALE_AFTER, StuckRun, Thresholds, stuck_runs
+
+log = logging.getLogger(__name__)
+SWEEPER = "sweeper"
+_TIMEOUT_NAMESPACE = uuid.UUID("5f0c6a0e-2b7e-4c55-9d61-6d0a3c1b8e21")
+
+
+@dataclass
+class SweepResult:
+    timed_out: list[StuckRun] = field(default_factory=list)
+    skipped: list[tuple[StuckRun, str]] = field(default_factory=list)  # (run, why)
+    dry_run: bool = False
+
+
+def timeout_event_id(run_id: int, version: int) -> uuid.UUID:
+    return uuid.uuid5(_TIMEOUT_NAMESPACE, f"run-{run_id}-version-{version}")
+
+
+def sweep(
+    ledger: Ledger,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    older_than: timedelta = DEFAULT_STALE_AFTER,
+    max_runtime: timedelta | None = None,
+    overrides: Mapping[str, Thresholds] | None = None,
+) -> SweepResult:
+    """Time out every stuck run (or, with ``dry_run``, only report them)."""
+    now = now or utcnow()
+    result = SweepResult(dry_run=dry_run)
+    for run in stuck_runs(ledger, older_than, max_runtime, now, overrides):
+        if dry_run:
+            result.timed_out.append(run)
+            continue
+        reason = "stale" if run.rule == "stale" else "max_runtime"
+        event = RunTimedOut(
+            event_id=timeout_event_id(run.run_id, run.version),
+            run_id=run.run_id,
+            occurred_at=now,
+            reason=reason,
+            threshold_seconds=int(run.threshold.total_seconds()),
+            last_event_at=run.last_event_at,
+            detected_by=SWEEPER,
+            actor=SWEEPER,
+        )
+        try:
+            appended = ledger.append([event], expected_version=run.version)
+        except (ConcurrencyError, StreamError) as exc:
+            log.info(
+                "run %d not timed out: it changed since it was found stuck (%s)", run.run_id, exc
+            )
+            result.skipped.append((run, str(exc)))
+            continue
+        if appended.appended:
+            log.warning(
+                "timed out run %d (%s, source %d): %s, threshold %s, last activity %s",
+                run.run_id,
+                run.connector_name,
+                run.source_id,
+                reason,
+                format_duration(run.threshold),
+                run.last_event_at.isoformat(),
+            )
+            result.timed_out.append(run)
+        else:
+            result.skipped.append((run, "another sweeper timed it out first"))
+    return result
+
+
+def fail_run(
+    ledger: Ledger, run_id: int, reason: str, operator: str, now: datetime | None = None
+) -> int:
+    """An operator declares an open run failed (the audited replacement for the legacy
+    hand-run UPDATE). Returns the position of the RunTimedOut. A closed run is refused."""
+    if not reason.strip():
+        raise ValidationError("a reason is required to fail a run by hand")
+    state = ledger.run(run_id)
+    if state is None:
+        raise ValidationError(f"run {run_id} does not exist")
+    if state.state != "open":
+        closed = "finished" if state.state == "finished" else "already timed out"
+        raise StreamError(
+            run_id, "open-runs-only", f"the run is closed ({closed}); only open runs can be failed"
+        )
+    detected_by = operator if operator.startswith("operator:") else f"operator:{operator}"
+    event = RunTimedOut(
+        run_id=run_id,
+        occurred_at=now or utcnow(),
+        reason=reason,
+        threshold_seconds=None,
+        last_event_at=state.last_event_at,
+        detected_by=detected_by,
+        actor=detected_by,
+    )
+    stored = ledger.append([event], expected_version=state.version)
+    position = stored.events[0].position
+    log.warning("run %d failed by %s: %s", run_id, detected_by, reason)
+    return position
