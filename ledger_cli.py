@@ -71,6 +71,7 @@ from projections import rebuild as rebuild_projection
 from projections.projector import DEFAULT_BATCH_SIZE
 from projections.queries import RunFilter, get_run, list_runs
 from projections.schema import RUN_STATUSES
+from service import LedgerService, load_config
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -1090,6 +1091,58 @@ def spool_flush(spool_dir: str | None, db_url: str | None) -> None:
     click.echo(json.dumps(vars(result)))
     if result.remaining or result.rejected:
         sys.exit(EXIT_PROBLEM)
+
+
+# ---------------------------------------------------------------------- serve
+
+
+@cli.command("serve")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("ledger.toml"),
+    show_default=True,
+    help="The TOML config file.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus metrics on 127.0.0.1:PORT (overrides the config).",
+)
+def serve_command(config_path: Path, metrics_port: int | None) -> None:
+    """Run connectors on their schedules, the projector, the sweeper and spool flushing."""
+    with library_errors():
+        config = load_config(config_path)
+        service = LedgerService(config, metrics_port)
+    click.echo(
+        f"serving {mask_url(config.database_url)} with {len(config.connectors)} "
+        "connector(s); SIGTERM or Ctrl-C to stop",
+        err=True,
+    )
+    with library_errors():
+        service.run()
+
+
+@cli.group("config")
+def config_group() -> None:
+    """The ledger serve configuration file."""
+
+
+@config_group.command("check")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def config_check(path: Path) -> None:
+    """Validate a config file; exit 2 naming each bad key."""
+    with library_errors():
+        config = load_config(path)
+    enabled = [c for c in config.connectors if c.enabled]
+    click.echo(
+        f"{path}: valid; database {mask_url(config.database_url)}; "
+        f"{len(enabled)} connector(s) scheduled of {len(config.connectors)}; "
+        f"stale after {format_duration(config.thresholds.stale_after)}; sweep every "
+        f"{format_duration(config.sweeper.interval)}"
+    )
 
 
 def main() -> NoReturn:

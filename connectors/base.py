@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any
 
 from connectors.sdk import RunContext, RunResult
 from ledger import Ledger
@@ -16,11 +16,13 @@ class Connector(ABC):
     it (``failed`` with the traceback if it raises, and the exception propagates).
     """
 
-    name: ClassVar[str]
-    version: ClassVar[str] = "1.0.0"
+    name: str = "connector"  # ingestion_runs.connectorName; an instance may be given its own
+    version: str = "1.0.0"
 
-    def __init__(self, source_id: int) -> None:
+    def __init__(self, source_id: int, *, name: str | None = None) -> None:
         self.source_id = source_id
+        if name is not None:
+            self.name = name
 
     @abstractmethod
     def ingest(self, run: RunContext) -> None:

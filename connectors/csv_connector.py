@@ -35,9 +35,15 @@ class CsvConnector(Connector):
     version = "1.0.0"
 
     def __init__(
-        self, source_id: int, path: str | Path, key: str = "id", batch_size: int = 500
+        self,
+        source_id: int,
+        path: str | Path,
+        key: str = "id",
+        batch_size: int = 500,
+        *,
+        name: str | None = None,
     ) -> None:
-        super().__init__(source_id)
+        super().__init__(source_id, name=name)
         self.path = Path(path)
         self.key = key
         self.batch_size = batch_size

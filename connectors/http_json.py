@@ -55,8 +55,10 @@ class HttpJsonConnector(Connector):
         retries: int = 3,
         backoff: float = 0.5,
         max_pages: int = 100_000,
+        *,
+        name: str | None = None,
     ) -> None:
-        super().__init__(source_id)
+        super().__init__(source_id, name=name)
         self.url = url
         self.key = key
         self.records_path = records_path

@@ -18,6 +18,7 @@ from sqlalchemy.types import TypeEngine
 
 import connectors.schema  # noqa: F401  (registers tables on the shared MetaData)
 import projections.schema  # noqa: F401
+import service.schema  # noqa: F401
 from ledger.database import create_ledger_engine
 from ledger.schema import metadata
 from ledger.urls import resolve_database_url

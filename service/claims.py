@@ -1,0 +1,43 @@
+"""Claiming a scheduled tick through the database, so it runs once across serve processes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, insert
+from sqlalchemy.exc import IntegrityError
+
+from ledger import Ledger
+from ledger.clock import utcnow
+from ledger.database import translate_errors
+from service.schema import schedule_claims
+
+
+def interval_tick(now: datetime, interval: timedelta, origin: datetime) -> datetime:
+    """The scheduled time of the interval tick now running (ticks are aligned to ``origin``,
+    so every process computes the same one)."""
+    elapsed = (now - origin) // interval
+    return origin + elapsed * interval
+
+
+def claim(ledger: Ledger, job_id: str, tick_at: datetime, claimed_by: str) -> bool:
+    """True for the one process whose INSERT of (job, tick) wins."""
+    with translate_errors(ledger.url, "claim"):
+        try:
+            with ledger.engine.begin() as conn:
+                conn.execute(
+                    insert(schedule_claims).values(
+                        job_id=job_id, tick_at=tick_at, claimed_by=claimed_by, claimed_at=utcnow()
+                    )
+                )
+        except IntegrityError:
+            return False
+    return True
+
+
+def prune_claims(ledger: Ledger, older_than: timedelta = timedelta(days=2)) -> int:
+    with translate_errors(ledger.url, "prune claims"), ledger.engine.begin() as conn:
+        result = conn.execute(
+            delete(schedule_claims).where(schedule_claims.c.tick_at < utcnow() - older_than)
+        )
+    return int(result.rowcount or 0)

@@ -1,0 +1,170 @@
+"""The ``ledger serve`` configuration: a TOML file validated with pydantic, errors naming the key.
+
+database_url = "sqlite:///ledger.db"     # $LEDGER_DATABASE_URL overrides it
+
+[thresholds]            # when an open run is stuck (defaults: stale_after 60m, no max)
+stale_after = "60m"
+max_runtime = "6h"
+
+[sweeper]
+interval = "15m"
+
+[[connectors]]
+name = "stations"       # ingestion_runs.connectorName
+type = "csv"            # csv | http-json
+source_id = 1
+schedule = { interval = "15m" }          # or { cron = "*/5 * * * *" }
+options = { path = "stations.csv", key = "id" }
+thresholds = { stale_after = "30m" }
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ledger.durations import parse_duration
+from ledger.errors import ConfigurationError, LedgerError
+from ledger.stuck import Thresholds
+from ledger.urls import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
+
+
+def _duration(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError('write a duration as text, like "90s", "15m", "6h" or "2d"')
+    try:
+        return parse_duration(value, "value")
+    except LedgerError as exc:
+        raise ValueError(str(exc).removeprefix("value: ")) from exc
+
+
+Duration = Annotated[timedelta, pydantic.BeforeValidator(_duration)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ThresholdsConfig(Strict):
+    stale_after: Duration = timedelta(minutes=60)
+    max_runtime: Duration | None = None
+
+    def to_thresholds(self) -> Thresholds:
+        return Thresholds(self.stale_after, self.max_runtime)
+
+
+class ScheduleConfig(Strict):
+    interval: Duration | None = None
+    cron: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScheduleConfig:
+        if (self.interval is None) == (self.cron is None):
+            raise ValueError("give exactly one of interval or cron")
+        return self
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                CronTrigger.from_crontab(value, timezone="UTC")
+            except ValueError as exc:
+                raise ValueError(f"not a 5-field crontab expression: {exc}") from exc
+        return value
+
+
+class ConnectorConfig(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    type: Literal["csv", "http-json"]
+    source_id: Annotated[int, Field(ge=0, lt=2**31)]
+    schedule: ScheduleConfig
+    options: dict[str, Any] = Field(default_factory=dict)
+    thresholds: ThresholdsConfig | None = None
+    enabled: bool = True
+
+
+class SweeperConfig(Strict):
+    interval: Duration = timedelta(minutes=15)
+
+
+class ProjectorConfig(Strict):
+    interval: Duration = timedelta(seconds=1)
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
+
+class SpoolConfig(Strict):
+    dir: str | None = None
+    flush_interval: Duration = timedelta(minutes=1)
+
+
+class ServeConfig(Strict):
+    grace_period: Duration = timedelta(seconds=30)
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    progress_interval: Duration = timedelta(seconds=5)
+    heartbeat_interval: Duration = timedelta(seconds=60)
+
+
+class LedgerConfig(Strict):
+    database_url: str = DEFAULT_DATABASE_URL
+    thresholds: ThresholdsConfig = ThresholdsConfig()
+    sweeper: SweeperConfig = SweeperConfig()
+    projector: ProjectorConfig = ProjectorConfig()
+    spool: SpoolConfig = SpoolConfig()
+    serve: ServeConfig = ServeConfig()
+    connectors: list[ConnectorConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_jobs(self) -> LedgerConfig:
+        seen: set[tuple[str, int]] = set()
+        for connector in self.connectors:
+            key = (connector.name, connector.source_id)
+            if key in seen:
+                raise ValueError(
+                    f"connector {connector.name!r} with source_id "
+                    f"{connector.source_id} is configured twice"
+                )
+            seen.add(key)
+        return self
+
+    def overrides(self) -> dict[str, Thresholds]:
+        """Per-connector thresholds, by connector name."""
+        return {c.name: c.thresholds.to_thresholds() for c in self.connectors if c.thresholds}
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(file)"
+
+
+def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
+    """Read and validate a config file; every problem names its key. ``$LEDGER_DATABASE_URL``
+    overrides ``database_url``."""
+    source = Path(path)
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"{source}: cannot read the config file ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{source}: not valid TOML ({exc})") from exc
+    if os.environ.get(DATABASE_URL_ENV):
+        data["database_url"] = os.environ[DATABASE_URL_ENV]
+    try:
+        return LedgerConfig.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems = [
+            f"{_location(error['loc'])}: {error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors(include_url=False)
+        ]
+        raise ConfigurationError(f"{source}: invalid config\n  " + "\n  ".join(problems)) from exc

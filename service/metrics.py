@@ -1,0 +1,112 @@
+"""The figures ``ledger serve --metrics-port`` exposes (Prometheus text format) and
+``ledger status`` shows: computed from the database at each scrape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from connectors import Spool
+from ledger import Ledger, Thresholds, stuck_runs
+from ledger.database import translate_errors
+from projections import ledger_status
+from projections.schema import ingestion_runs
+
+
+@dataclass(frozen=True)
+class Figures:
+    runs_by_status: dict[str, int]
+    open_runs: int
+    stuck_runs: int
+    events_appended: int
+    projector_lag_events: int
+    projector_lag_seconds: float
+    spool_backlog: int
+    last_sweep_at: datetime | None
+    last_sweep_timed_out: int | None
+
+
+def collect_figures(
+    ledger: Ledger,
+    thresholds: Thresholds,
+    overrides: dict[str, Thresholds] | None,
+    spool: Spool | None,
+    last_sweep_at: datetime | None = None,
+    last_sweep_timed_out: int | None = None,
+) -> Figures:
+    status = ledger_status(ledger)
+    projection = status.projections[0]
+    with translate_errors(ledger.url, "metrics"), ledger.engine.connect() as conn:
+        query = select(ingestion_runs.c.status, func.count()).group_by(ingestion_runs.c.status)
+        by_status: dict[str, int] = {str(s): int(n) for s, n in conn.execute(query).tuples()}
+    stuck = stuck_runs(ledger, thresholds.stale_after, thresholds.max_runtime, overrides=overrides)
+    backlog = spool.status().pending if spool is not None and spool.path.exists() else 0
+    return Figures(
+        runs_by_status={
+            s: int(by_status.get(s, 0)) for s in ("running", "success", "partial", "failed")
+        },
+        open_runs=status.open_runs,
+        stuck_runs=len(stuck),
+        events_appended=status.head_position,
+        projector_lag_events=projection.lag_events,
+        projector_lag_seconds=projection.lag_seconds,
+        spool_backlog=backlog,
+        last_sweep_at=last_sweep_at,
+        last_sweep_timed_out=last_sweep_timed_out,
+    )
+
+
+class LedgerCollector(Collector):
+    """Reads the figures at scrape time (no state to drift from the database)."""
+
+    def __init__(self, figures: Callable[[], Figures]) -> None:
+        self.figures = figures
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        figures = self.figures()
+        runs = GaugeMetricFamily(
+            "ledger_runs", "Runs in ingestion_runs, by status", labels=["status"]
+        )
+        for status, count in figures.runs_by_status.items():
+            runs.add_metric([status], count)
+        yield runs
+        yield GaugeMetricFamily(
+            "ledger_open_runs", "Runs with no terminal event", value=figures.open_runs
+        )
+        yield GaugeMetricFamily(
+            "ledger_stuck_runs", "Open runs past their thresholds", value=figures.stuck_runs
+        )
+        yield CounterMetricFamily(
+            "ledger_events_appended", "Events in the ledger", value=figures.events_appended
+        )
+        yield GaugeMetricFamily(
+            "ledger_projector_lag_events",
+            "Events not yet applied to ingestion_runs",
+            value=figures.projector_lag_events,
+        )
+        yield GaugeMetricFamily(
+            "ledger_projector_lag_seconds",
+            "Age of the oldest event not yet applied",
+            value=figures.projector_lag_seconds,
+        )
+        yield GaugeMetricFamily(
+            "ledger_spool_backlog_events",
+            "Events waiting in this host's spool",
+            value=figures.spool_backlog,
+        )
+        if figures.last_sweep_at is not None:
+            yield GaugeMetricFamily(
+                "ledger_last_sweep_timestamp_seconds",
+                "When this process last swept",
+                value=figures.last_sweep_at.timestamp(),
+            )
+            yield GaugeMetricFamily(
+                "ledger_last_sweep_timed_out",
+                "Runs the last sweep timed out",
+                value=figures.last_sweep_timed_out or 0,
+            )

@@ -1,0 +1,288 @@
+"""``ledger serve``: one process that schedules connectors, follows the ledger with the
+projector, sweeps stuck runs and flushes the spool.
+
+One APScheduler 3 ``BackgroundScheduler`` (UTC, coalesce, max_instances=1, deterministic job
+ids) runs thin jobs that call library functions and log their own errors, so a job that raises
+never stops the process. Several serve processes may share one database: each scheduled tick of
+a connector or of the sweeper is claimed through ``schedule_claims`` (one INSERT wins), and the
+projector's lock lets one projector work at a time.
+
+On SIGTERM/SIGINT: scheduling stops, running connector runs get ``grace_period`` to finish and
+are then ended ``failed`` ("shutdown"), the projector finishes its batch, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import start_http_server
+from prometheus_client.registry import CollectorRegistry
+from sqlalchemy import select
+
+from connectors import RunContext, Spool
+from connectors.registry import build_connector
+from ledger import Ledger, LedgerError, ValidationError, sweep
+from ledger.clock import utcnow
+from ledger.schema import ledger_runs
+from projections import Projector
+from service.claims import claim, interval_tick, prune_claims
+from service.config import ConnectorConfig, LedgerConfig
+from service.metrics import Figures, LedgerCollector, collect_figures
+
+log = logging.getLogger(__name__)
+
+# Interval ticks are aligned to this instant, so every serve process computes the same ticks.
+TICK_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class ServiceShutdown(Exception):
+    """Recorded as the failure of a run still going when ``ledger serve`` stopped."""
+
+
+class LedgerService:
+    def __init__(self, config: LedgerConfig, metrics_port: int | None = None) -> None:
+        self.config = config
+        self.metrics_port = metrics_port if metrics_port is not None else config.serve.metrics_port
+        self.ledger = Ledger.from_url(config.database_url)
+        self.projector = Projector(self.ledger, batch_size=config.projector.batch_size)
+        self.spool = Spool(config.spool.dir)
+        self.identity = f"serve:{socket.gethostname()}:{os.getpid()}"
+        self.stop = threading.Event()
+        self.active: dict[str, RunContext] = {}
+        self.active_lock = threading.Lock()
+        self.projecting = threading.Lock()
+        self.last_sweep_at: datetime | None = None
+        self.last_sweep_timed_out: int | None = None
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+        )
+
+    # ------------------------------------------------------------------ jobs
+
+    def add_jobs(self) -> None:
+        for connector in self.config.connectors:
+            if not connector.enabled:
+                continue
+            self.scheduler.add_job(
+                self.connector_job,
+                self._trigger(connector),
+                args=[connector],
+                id=job_id(connector),
+                name=job_id(connector),
+            )
+        self.scheduler.add_job(
+            self.projector_job,
+            self._interval(self.config.projector.interval),
+            id="projector",
+            name="projector",
+        )
+        self.scheduler.add_job(
+            self.sweeper_job,
+            self._interval(self.config.sweeper.interval),
+            id="sweeper",
+            name="sweeper",
+        )
+        self.scheduler.add_job(
+            self.spool_job,
+            self._interval(self.config.spool.flush_interval),
+            id="spool",
+            name="spool",
+        )
+
+    @staticmethod
+    def _interval(every: timedelta) -> IntervalTrigger:
+        return IntervalTrigger(seconds=every.total_seconds(), start_date=TICK_ORIGIN, timezone=UTC)
+
+    def _trigger(self, connector: ConnectorConfig) -> IntervalTrigger | CronTrigger:
+        if connector.schedule.interval is not None:
+            return self._interval(connector.schedule.interval)
+        assert connector.schedule.cron is not None
+        return CronTrigger.from_crontab(connector.schedule.cron, timezone=UTC)
+
+    def _tick(self, connector: ConnectorConfig | None = None) -> datetime:
+        now = utcnow()
+        if connector is None:
+            return interval_tick(now, self.config.sweeper.interval, TICK_ORIGIN)
+        if connector.schedule.interval is not None:
+            return interval_tick(now, connector.schedule.interval, TICK_ORIGIN)
+        return now.replace(second=0, microsecond=0)  # crontab ticks are whole minutes
+
+    def connector_job(self, connector: ConnectorConfig) -> None:
+        """One scheduled run: claimed once across processes, skipped while one is open."""
+        name = job_id(connector)
+        try:
+            if self.stop.is_set():
+                return
+            tick = self._tick(connector)
+            if not claim(self.ledger, name, tick, self.identity):
+                log.debug("%s tick %s: claimed by another process", name, tick.isoformat())
+                return
+            if self._has_open_run(connector):
+                log.warning(
+                    "%s tick %s skipped: a run of %s for source %d is still open",
+                    name,
+                    tick.isoformat(),
+                    connector.name,
+                    connector.source_id,
+                )
+                return
+            self._run_connector(connector, name)
+        except Exception:
+            log.exception("job %s failed", name)
+
+    def _has_open_run(self, connector: ConnectorConfig) -> bool:
+        query = (
+            select(ledger_runs.c.run_id)
+            .where(
+                ledger_runs.c.connector_name == connector.name,
+                ledger_runs.c.source_id == connector.source_id,
+                ledger_runs.c.state == "open",
+            )
+            .limit(1)
+        )
+        with self.ledger.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def _run_connector(self, connector: ConnectorConfig, name: str) -> None:
+        instance = build_connector(
+            connector.type, connector.source_id, connector.name, connector.options
+        )
+        context = RunContext(
+            self.ledger,
+            connector.source_id,
+            connector.name,
+            connector_version=instance.version,
+            trigger="schedule",
+            spool=self.spool,
+            progress_interval=self.config.serve.progress_interval.total_seconds(),
+            heartbeat_interval=self.config.serve.heartbeat_interval.total_seconds(),
+        )
+        context.start()
+        with self.active_lock:
+            self.active[name] = context
+        failure: Exception | None = None
+        try:
+            instance.ingest(context)
+        except Exception as exc:
+            failure = exc
+        finally:
+            with self.active_lock:
+                self.active.pop(name, None)
+        try:
+            result = context.finish(failure)
+        except ValidationError:  # ended by the shutdown already
+            return
+        log.info("%s: run %d %s", name, result.run_id, result.status)
+
+    def projector_job(self) -> None:
+        with self.projecting:
+            try:
+                self.projector.run_once(self.stop)
+            except LedgerError as exc:
+                log.error("projector: %s", exc)
+
+    def sweeper_job(self) -> None:
+        try:
+            if not claim(self.ledger, "sweeper", self._tick(), self.identity):
+                return
+            thresholds = self.config.thresholds
+            result = sweep(
+                self.ledger,
+                older_than=thresholds.stale_after,
+                max_runtime=thresholds.max_runtime,
+                overrides=self.config.overrides(),
+            )
+            self.last_sweep_at = utcnow()
+            self.last_sweep_timed_out = len(result.timed_out)
+            prune_claims(self.ledger)
+        except Exception:
+            log.exception("sweeper failed")
+
+    def spool_job(self) -> None:
+        try:
+            if self.spool.has_pending():
+                self.spool.flush(self.ledger)
+        except LedgerError as exc:
+            log.warning("spool flush: %s", exc)
+
+    # ------------------------------------------------------------------ metrics
+
+    def figures(self) -> Figures:
+        return collect_figures(
+            self.ledger,
+            self.config.thresholds.to_thresholds(),
+            self.config.overrides(),
+            self.spool,
+            self.last_sweep_at,
+            self.last_sweep_timed_out,
+        )
+
+    def start_metrics(self) -> None:
+        if self.metrics_port is None:
+            return
+        registry = CollectorRegistry()
+        registry.register(LedgerCollector(self.figures))
+        start_http_server(self.metrics_port, addr="127.0.0.1", registry=registry)
+        log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT, then shut down cleanly."""
+
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            log.warning("received %s: shutting down", signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        self.start_metrics()
+        self.add_jobs()
+        self.scheduler.start()
+        log.warning("serving %d connector(s); %s", len(self.config.connectors), self.identity)
+        while not self.stop.wait(0.5):
+            pass
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.scheduler.shutdown(wait=False)  # no new ticks
+        deadline = time.monotonic() + self.config.serve.grace_period.total_seconds()
+        while self._active_runs() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for name, context in self._active_runs():
+            try:
+                context.finish(
+                    ServiceShutdown("shutdown: ledger serve stopped before the run finished")
+                )
+                log.warning("%s: run %d ended failed (shutdown)", name, context.run_id)
+            except LedgerError as exc:
+                log.error("%s: could not end run: %s", name, exc)
+        with self.projecting:  # the projector finishes its current batch
+            pass
+        self.ledger.close()
+        log.warning("stopped")
+
+    def _active_runs(self) -> list[tuple[str, RunContext]]:
+        with self.active_lock:
+            return list(self.active.items())
+
+
+def job_id(connector: ConnectorConfig) -> str:
+    return f"connector:{connector.name}:{connector.source_id}"
+
+
+def serve(config: LedgerConfig, metrics_port: int | None = None, **_: Any) -> None:
+    LedgerService(config, metrics_port).run()
