@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -1123,6 +1124,12 @@ def serve_command(config_path: Path, metrics_port: int | None) -> None:
     )
     with library_errors():
         service.run()
+    # Every run is closed and the projector's batch is committed; a connector thread still
+    # blocked in I/O (its run already ended "shutdown") must not hold the exit hostage.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_OK)
 
 
 @cli.group("config")

@@ -1,0 +1,267 @@
+"""Stuck detection and the sweeper (DESIGN.md I10), on SQLite and on MariaDB."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from freezegun import freeze_time
+from sqlalchemy import text
+
+from ledger import (
+    ConfigurationError,
+    Ledger,
+    RunFinished,
+    RunProgressed,
+    RunTimedOut,
+    StreamError,
+    Thresholds,
+    ValidationError,
+    fail_run,
+    stuck_runs,
+    sweep,
+)
+from ledger import sweeper as sweeper_module
+from ledger_cli import cli
+from projections import Projector
+from service import load_config
+from tests.projection_support import table_rows
+
+DAY1 = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)
+DAY5 = datetime(2026, 2, 1, 23, 33, 44, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def start_at(ledger: Ledger, when: datetime, connector: str = "SOURCE_1", source: int = 1) -> int:
+    with freeze_time(when):
+        return ledger.start_run(source, connector, occurred_at=when)
+
+
+def progress_at(ledger: Ledger, run_id: int, when: datetime, **counts: int) -> None:
+    with freeze_time(when):
+        ledger.append([RunProgressed(run_id=run_id, occurred_at=when, **counts)])
+
+
+def timeouts(ledger: Ledger, run_id: int) -> list[RunTimedOut]:
+    return [e.event for e in ledger.read_run(run_id) if e.type == "RunTimedOut"]  # type: ignore[misc]
+
+
+def test_the_seed_scenario_open_on_day_one_swept_on_day_five(ledger: Ledger) -> None:
+    stuck = [start_at(ledger, DAY1 + timedelta(seconds=i), f"SOURCE_{i % 2 + 1}") for i in range(4)]
+    progress_at(ledger, stuck[0], DAY1 + timedelta(minutes=3), records_fetched=7)
+    fresh = start_at(ledger, DAY5 - timedelta(minutes=10))
+    long_but_alive = start_at(ledger, DAY1, "SOURCE_9")
+    beat = DAY1
+    while beat < DAY5 - timedelta(minutes=5):  # heartbeats every 50 minutes, the last recent
+        beat = min(beat + timedelta(minutes=50), DAY5 - timedelta(minutes=5))
+        progress_at(ledger, long_but_alive, beat)
+    with freeze_time(DAY5):
+        result = sweep(ledger)
+    assert sorted(run.run_id for run in result.timed_out) == sorted(stuck)
+    for run_id in stuck:
+        (event,) = timeouts(ledger, run_id)
+        assert (event.reason, event.threshold_seconds, event.detected_by) == (
+            "stale",
+            3600,
+            "sweeper",
+        )
+        assert event.occurred_at == DAY5
+    assert timeouts(ledger, stuck[0])[0].last_event_at == DAY1 + timedelta(minutes=3)
+    assert ledger.run(fresh).state == "open"  # type: ignore[union-attr]
+    assert ledger.run(long_but_alive).state == "open"  # type: ignore[union-attr]
+    Projector(ledger).run_once()
+    rows = table_rows(ledger)
+    for run_id in stuck:
+        row = rows[run_id]
+        assert row["status"] == "failed"
+        assert row["completedAt"] == DAY5
+        assert row["duration"] == int((DAY5 - row["startedAt"]).total_seconds())
+        assert row["errorDetails"]["reason"] == "stale"
+    assert rows[stuck[0]]["recordsFetched"] == 7
+    assert rows[fresh]["status"] == rows[long_but_alive]["status"] == "running"
+    with freeze_time(DAY5):
+        assert sweep(ledger).timed_out == []  # nothing left to do
+
+
+def test_stuck_query_agrees_with_the_plain_anti_join(ledger: Ledger) -> None:
+    rng = random.Random(3)
+    base = DAY1
+    for index in range(40):
+        run_id = start_at(ledger, base + timedelta(minutes=rng.randint(0, 600)), f"c{index % 3}")
+        for _ in range(rng.randint(0, 3)):
+            progress_at(ledger, run_id, base + timedelta(minutes=rng.randint(600, 900)))
+        ending = rng.choice(["open", "open", "finished", "timed_out"])
+        with freeze_time(base + timedelta(minutes=1000)):
+            if ending == "finished":
+                ledger.append([RunFinished(run_id=run_id, status="success")])
+            elif ending == "timed_out":
+                ledger.append([RunTimedOut(run_id=run_id, reason="x", detected_by="sweeper")])
+    now = base + timedelta(minutes=960)
+    anti_join = text(
+        "SELECT s.run_id FROM ledger_events s "
+        "WHERE s.type = 'RunStarted' AND NOT EXISTS ("
+        "  SELECT 1 FROM ledger_events t WHERE t.run_id = s.run_id "
+        "  AND t.type IN ('RunFinished', 'RunTimedOut')) "
+        "AND (SELECT MAX(a.occurred_at) FROM ledger_events a WHERE a.run_id = s.run_id) < :cut"
+    )
+    with ledger.engine.connect() as conn:
+        cut = (now - timedelta(minutes=300)).replace(tzinfo=None)
+        expected = {row[0] for row in conn.execute(anti_join, {"cut": cut})}
+    found = {run.run_id for run in stuck_runs(ledger, timedelta(minutes=300), now=now)}
+    assert found == expected
+    assert expected  # the data does hold stuck runs
+
+
+def test_a_run_that_reports_in_after_the_read_is_not_timed_out(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = start_at(ledger, DAY1)
+    with freeze_time(DAY5):
+        snapshot = stuck_runs(ledger)
+    assert [run.run_id for run in snapshot] == [run_id]
+    progress_at(ledger, run_id, DAY5)  # the run was alive after all
+    monkeypatch.setattr(sweeper_module, "stuck_runs", lambda *args, **kwargs: snapshot)
+    with freeze_time(DAY5 + timedelta(seconds=1)):
+        result = sweep(ledger)
+    assert result.timed_out == []
+    assert [run.run_id for run, _ in result.skipped] == [run_id]
+    assert timeouts(ledger, run_id) == []
+
+
+def test_two_sweepers_at_once_append_one_timeout_per_run(ledger: Ledger) -> None:
+    runs = [start_at(ledger, DAY1 + timedelta(seconds=i)) for i in range(12)]
+    results = []
+
+    def work() -> None:
+        results.append(sweep(Ledger.from_url(ledger.url), now=DAY5))
+
+    with freeze_time(DAY5):
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sum(len(r.timed_out) for r in results) == len(runs)
+    for run_id in runs:
+        assert len(timeouts(ledger, run_id)) == 1
+
+
+def test_per_connector_overrides_and_max_runtime(ledger: Ledger) -> None:
+    now = DAY5
+    quick = start_at(ledger, now - timedelta(minutes=25), "quick")
+    slow = start_at(ledger, now - timedelta(minutes=25), "slow")
+    marathon = start_at(ledger, now - timedelta(hours=7), "slow")
+    progress_at(ledger, marathon, now - timedelta(minutes=1))
+    overrides = {"quick": Thresholds(stale_after=timedelta(minutes=20))}
+    found = stuck_runs(ledger, now=now, overrides=overrides, max_runtime=timedelta(hours=6))
+    assert [(r.run_id, r.rule, r.threshold) for r in found] == [  # oldest activity first
+        (quick, "stale", timedelta(minutes=20)),
+        (marathon, "max_runtime", timedelta(hours=6)),
+    ]
+    assert slow not in {r.run_id for r in found}
+    with freeze_time(now):
+        result = sweep(ledger, overrides=overrides, max_runtime=timedelta(hours=6))
+    (event,) = timeouts(ledger, marathon)
+    assert (event.reason, event.threshold_seconds) == ("max_runtime", 6 * 3600)
+    assert {r.run_id for r in result.timed_out} == {quick, marathon}
+
+
+def test_invalid_thresholds_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="stale_after"):
+        Thresholds(stale_after=timedelta(0))
+    with pytest.raises(ValidationError, match="max_runtime"):
+        Thresholds(max_runtime=timedelta(minutes=-5))
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        '[[connectors]]\nname = "a"\ntype = "csv"\nsource_id = 1\n'
+        'schedule = { interval = "5m" }\nthresholds = { stale_after = "-3m" }\n'
+    )
+    with pytest.raises(ConfigurationError, match=r"connectors\[0\]\.thresholds\.stale_after"):
+        load_config(config)
+
+
+def test_an_operator_fails_a_run_and_a_closed_run_is_refused(ledger: Ledger) -> None:
+    run_id = start_at(ledger, DAY1)
+    with freeze_time(DAY5):
+        fail_run(ledger, run_id, "host decommissioned", "alice")
+    (event,) = timeouts(ledger, run_id)
+    assert (event.detected_by, event.reason, event.threshold_seconds) == (
+        "operator:alice",
+        "host decommissioned",
+        None,
+    )
+    with pytest.raises(StreamError, match="closed"):
+        fail_run(ledger, run_id, "again", "alice")
+    finished = start_at(ledger, DAY1)
+    with freeze_time(DAY1):
+        ledger.append([RunFinished(run_id=finished, status="success")])
+    with pytest.raises(StreamError, match="closed \\(finished\\)"):
+        fail_run(ledger, finished, "no", "bob")
+    with pytest.raises(ValidationError, match="does not exist"):
+        fail_run(ledger, 999, "no", "bob")
+
+
+def test_stuck_and_sweep_commands(ledger: Ledger, db_url: str) -> None:
+    runner = CliRunner()
+    with freeze_time(DAY5):
+        clean = runner.invoke(cli, ["stuck", "--db", db_url])
+    assert clean.exit_code == 0
+    run_id = start_at(ledger, DAY1)
+    with freeze_time(DAY5):
+        found = runner.invoke(cli, ["stuck", "--format", "json", "--db", db_url])
+        assert found.exit_code == 1
+        (item,) = json.loads(found.stdout)
+        assert set(item) == {
+            "run_id",
+            "source_id",
+            "connector_name",
+            "started_at",
+            "last_event_at",
+            "version",
+            "rule",
+        }
+        assert (item["run_id"], item["rule"]) == (run_id, "stale")
+        assert runner.invoke(cli, ["stuck", "--older-than", "5d", "--db", db_url]).exit_code == 0
+        bad = runner.invoke(cli, ["stuck", "--older-than", "0m", "--db", db_url])
+        assert bad.exit_code == 2
+        assert "--older-than" in bad.output
+        dry = runner.invoke(cli, ["sweep", "--dry-run", "--format", "json", "--db", db_url])
+        assert [r["run_id"] for r in json.loads(dry.stdout)["timed_out"]] == [run_id]
+        assert timeouts(ledger, run_id) == []
+        swept = runner.invoke(cli, ["sweep", "--format", "json", "--db", db_url])
+        assert [r["run_id"] for r in json.loads(swept.stdout)["timed_out"]] == [run_id]
+        assert runner.invoke(cli, ["stuck", "--db", db_url]).exit_code == 0
+    other = start_at(ledger, DAY1)
+    failed = runner.invoke(
+        cli,
+        [
+            "runs",
+            "fail",
+            str(other),
+            "--reason",
+            "audit cleanup",
+            "--actor",
+            "carol",
+            "--db",
+            db_url,
+        ],
+    )
+    assert failed.exit_code == 0, failed.output
+    assert timeouts(ledger, other)[0].detected_by == "operator:carol"
+    again = runner.invoke(cli, ["runs", "fail", str(other), "--reason", "x", "--db", db_url])
+    assert again.exit_code == 2
+    assert "closed" in again.output
+
+
+def test_config_check_on_the_shipped_example() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "ledger.toml"
+    result = CliRunner().invoke(cli, ["config", "check", str(example)])
+    assert result.exit_code == 0, result.output
+    config = load_config(example)
+    assert [c.name for c in config.connectors] == ["stations-csv", "stations-api"]
+    assert config.overrides()["stations-api"].max_runtime == timedelta(hours=2)
