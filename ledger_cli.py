@@ -46,6 +46,7 @@ from ledger import (
     RecordedEvent,
     StreamError,
     StuckRun,
+    Thresholds,
     UnknownEventTypeError,
     ValidationError,
     fail_run,
@@ -73,6 +74,7 @@ from projections.projector import DEFAULT_BATCH_SIZE
 from projections.queries import RunFilter, get_run, list_runs
 from projections.schema import RUN_STATUSES
 from service import LedgerService, load_config
+from service.metrics import Figures, collect_figures
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -123,6 +125,16 @@ def db_option(command: F) -> F:
         metavar="URL",
         default=None,
         help=f"Database URL (else ${DATABASE_URL_ENV}, else sqlite:///ledger.db).",
+    )(command)
+
+
+def spool_option(command: F) -> F:
+    return click.option(
+        "--spool-dir",
+        default=None,
+        metavar="DIR",
+        help=f"Where events wait while the ledger is unreachable (else ${SPOOL_DIR_ENV}, "
+        f"else ./{DEFAULT_SPOOL_DIR}).",
     )(command)
 
 
@@ -669,22 +681,47 @@ def print_runs_table(rows: list[dict[str, Any]], title: str) -> None:
 
 
 @cli.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Take thresholds, spool folder and database from this config.",
+)
+@spool_option
 @output_format_option
 @db_option
-def status(output_format: str, db_url: str | None) -> None:
-    """Head position, projection checkpoints and lag, open runs, projector errors and skips."""
-    ledger = open_ledger(db_url)
+def status(
+    config_path: Path | None, spool_dir: str | None, output_format: str, db_url: str | None
+) -> None:
+    """Head, open and stuck runs, runs by status, projection lag and errors, spool backlog."""
+    with library_errors():
+        config = load_config(config_path) if config_path else None
+    ledger = open_ledger(db_url or (config.database_url if config else None))
+    thresholds = config.thresholds.to_thresholds() if config else Thresholds()
+    local_spool = Spool(spool_dir or (config.spool.dir if config else None))
     with library_errors():
         report = ledger_status(ledger)
+        figures = collect_figures(
+            ledger, thresholds, config.overrides() if config else None, local_spool
+        )
     if output_format == "json":
-        click.echo(json.dumps(status_json(report), indent=2, default=str))
+        click.echo(json.dumps(status_json(report, figures), indent=2, default=str))
         return
     click.echo(f"database:   {mask_url(ledger.url)}")
     click.echo(
         f"head:       position {report.head_position}"
         + (f", last append {cell(report.head_recorded_at)} UTC" if report.head_recorded_at else "")
     )
-    click.echo(f"open runs:  {report.open_runs}")
+    click.echo(
+        f"open runs:  {report.open_runs} ({figures.stuck_runs} stuck: no activity for "
+        f"{format_duration(thresholds.stale_after)})"
+    )
+    click.echo(
+        "runs:       "
+        + ", ".join(f"{count} {name}" for name, count in figures.runs_by_status.items())
+    )
+    click.echo(f"spool:      {figures.spool_backlog} event(s) waiting in {local_spool.path}")
     for projection in report.projections:
         checkpoint = projection.checkpoint
         click.echo(
@@ -703,11 +740,14 @@ def status(output_format: str, db_url: str | None) -> None:
             )
 
 
-def status_json(report: LedgerStatus) -> dict[str, Any]:
+def status_json(report: LedgerStatus, figures: Figures) -> dict[str, Any]:
     return {
         "head_position": report.head_position,
         "head_recorded_at": report.head_recorded_at,
         "open_runs": report.open_runs,
+        "stuck_runs": figures.stuck_runs,
+        "runs_by_status": figures.runs_by_status,
+        "spool_backlog": figures.spool_backlog,
         "projections": [
             {
                 "name": p.name,
@@ -876,16 +916,6 @@ def runs_fail(run_id: int, reason: str, actor: str | None, db_url: str | None) -
 
 
 # ---------------------------------------------------------------------- connectors
-
-
-def spool_option(command: F) -> F:
-    return click.option(
-        "--spool-dir",
-        default=None,
-        metavar="DIR",
-        help=f"Where events wait while the ledger is unreachable (else ${SPOOL_DIR_ENV}, "
-        f"else ./{DEFAULT_SPOOL_DIR}).",
-    )(command)
 
 
 def run_options(command: F) -> F:

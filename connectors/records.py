@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from connectors.schema import source_records
 from ledger.clock import utcnow
-from ledger.database import translate_errors
+from ledger.database import translate_errors, write_transaction
 from ledger.mapper import canonical_json
 
 
@@ -48,7 +48,7 @@ class RecordStore:
     ) -> UpsertCounts:
         now = utcnow()
         table = source_records
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:  # BEGIN IMMEDIATE on SQLite
             keys = sorted({external_id for external_id, _ in records})
             known: dict[str, str] = {}
             for start in range(0, len(keys), 500):

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ledger import Ledger
 from ledger.clock import utcnow
-from ledger.database import translate_errors
+from ledger.database import translate_errors, write_transaction
 from service.schema import schedule_claims
 
 
@@ -24,7 +24,7 @@ def claim(ledger: Ledger, job_id: str, tick_at: datetime, claimed_by: str) -> bo
     """True for the one process whose INSERT of (job, tick) wins."""
     with translate_errors(ledger.url, "claim"):
         try:
-            with ledger.engine.begin() as conn:
+            with write_transaction(ledger.engine) as conn:
                 conn.execute(
                     insert(schedule_claims).values(
                         job_id=job_id, tick_at=tick_at, claimed_by=claimed_by, claimed_at=utcnow()
@@ -36,7 +36,7 @@ def claim(ledger: Ledger, job_id: str, tick_at: datetime, claimed_by: str) -> bo
 
 
 def prune_claims(ledger: Ledger, older_than: timedelta = timedelta(days=2)) -> int:
-    with translate_errors(ledger.url, "prune claims"), ledger.engine.begin() as conn:
+    with translate_errors(ledger.url, "prune claims"), write_transaction(ledger.engine) as conn:
         result = conn.execute(
             delete(schedule_claims).where(schedule_claims.c.tick_at < utcnow() - older_than)
         )

@@ -47,7 +47,15 @@ def _duration(value: object) -> timedelta:
         raise ValueError(str(exc).removeprefix("value: ")) from exc
 
 
+def _duration_or_zero(value: object) -> timedelta:
+    if isinstance(value, str) and value.strip().rstrip("smhdw") == "0":
+        return timedelta(0)
+    return _duration(value)
+
+
 Duration = Annotated[timedelta, pydantic.BeforeValidator(_duration)]
+# For settings where zero means "no delay" (progress_interval 0: every progress call appends).
+DurationOrZero = Annotated[timedelta, pydantic.BeforeValidator(_duration_or_zero)]
 
 
 class Strict(BaseModel):
@@ -110,7 +118,7 @@ class SpoolConfig(Strict):
 class ServeConfig(Strict):
     grace_period: Duration = timedelta(seconds=30)
     metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    progress_interval: Duration = timedelta(seconds=5)
+    progress_interval: DurationOrZero = timedelta(seconds=5)
     heartbeat_interval: Duration = timedelta(seconds=60)
 
 

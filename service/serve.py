@@ -270,8 +270,11 @@ class LedgerService:
                 log.warning("%s: run %d ended failed (shutdown)", name, context.run_id)
             except LedgerError as exc:
                 log.error("%s: could not end run: %s", name, exc)
-        with self.projecting:  # the projector finishes its current batch
-            pass
+        with self.projecting:  # the projector finishes its current batch...
+            try:  # ...and applies one more, so the runs just ended show in ingestion_runs
+                self.projector.apply_batch()
+            except LedgerError as exc:
+                log.warning("final projector batch: %s", exc)
         self.ledger.close()
         log.warning("stopped")
 

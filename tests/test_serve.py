@@ -1,0 +1,208 @@
+"""``ledger serve`` as real processes: scheduled connector runs, metrics, SIGTERM, the grace
+period, and two serve processes sharing one MariaDB."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from connectors import SAMPLE_CSV
+from ledger import Ledger
+from ledger.schema import ledger_runs
+from tests.net_support import JsonServer
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(path: Path, db_url: str, spool: Path, connectors: str, grace: str = "10s") -> Path:
+    path.write_text(
+        f'database_url = "{db_url}"\n'
+        '[projector]\ninterval = "1s"\n'
+        '[sweeper]\ninterval = "2s"\n'
+        f'[spool]\ndir = "{spool}"\nflush_interval = "2s"\n'
+        f'[serve]\ngrace_period = "{grace}"\nprogress_interval = "0s"\n' + connectors,
+        encoding="utf-8",
+    )
+    return path
+
+
+def serve(config: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import ledger_cli; ledger_cli.main()",
+            "-v",
+            "serve",
+            "--config",
+            str(config),
+            *extra,
+        ],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_until(condition: Any, *processes: subprocess.Popen[str], timeout: float = 60.0) -> None:
+    """Poll ``condition``; fail at once (with its stderr) if a serve process died."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for process in processes:
+            if process.poll() is not None:
+                pytest.fail(f"serve exited with {process.returncode}: {process.communicate()[1]}")
+        assert time.monotonic() < deadline, "timed out waiting"
+        threading.Event().wait(0.05)
+
+
+def finished_runs(ledger: Ledger, connector: str) -> list[dict[str, Any]]:
+    return [
+        e.payload_data | {"run_id": e.run_id}
+        for e in ledger.read_all()
+        if e.type == "RunFinished"
+        and any(
+            s.type == "RunStarted" and s.payload_data["connector_name"] == connector
+            for s in ledger.read_run(e.run_id)[:1]
+        )
+    ]
+
+
+def open_runs(ledger: Ledger) -> int:
+    with ledger.engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(ledger_runs).where(ledger_runs.c.state == "open")
+            ).scalar_one()
+        )
+
+
+CONNECTORS = f"""
+[[connectors]]
+name = "stations"
+type = "csv"
+source_id = 1
+schedule = {{ interval = "1s" }}
+options = {{ path = "{SAMPLE_CSV}" }}
+
+[[connectors]]
+name = "broken"
+type = "csv"
+source_id = 2
+schedule = {{ interval = "1s" }}
+options = {{ path = "/nonexistent/records.csv" }}
+"""
+
+
+def test_serve_runs_connectors_on_schedule_exposes_metrics_and_stops_cleanly(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "ledger.toml", db_url, tmp_path / "spool", CONNECTORS)
+    port = free_port()
+    process = serve(config, "--metrics-port", str(port))
+    try:
+        wait_until(lambda: len(finished_runs(ledger, "stations")) >= 2, process)
+        wait_until(lambda: len(finished_runs(ledger, "broken")) >= 2, process)  # it goes on
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        text = metrics.decode()
+        assert 'ledger_runs{status="success"}' in text
+        assert "ledger_open_runs" in text
+        assert "ledger_projector_lag_events" in text
+        assert "ledger_spool_backlog_events" in text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert open_runs(ledger) == 0
+    stations = finished_runs(ledger, "stations")
+    assert stations[0]["status"] == "success"
+    assert {run["status"] for run in finished_runs(ledger, "broken")} == {"failed"}
+    first = ledger.read_run(stations[0]["run_id"])[0].payload_data
+    assert first["metadata"]["trigger"] == "schedule"
+
+
+def test_sigterm_gives_running_runs_a_grace_period_then_ends_them(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    release = threading.Event()
+
+    def slow(_query: dict[str, str], _call: int) -> tuple[int, Any]:
+        release.wait(60)  # a source that hangs
+        return 200, []
+
+    with JsonServer({"/slow": slow}) as api:
+        connectors = f"""
+[[connectors]]
+name = "hanging"
+type = "http-json"
+source_id = 3
+schedule = {{ interval = "1s" }}
+options = {{ url = "{api.base}/slow", timeout = 60, retries = 0 }}
+"""
+        config = write_config(
+            tmp_path / "ledger.toml", db_url, tmp_path / "spool", connectors, grace="1s"
+        )
+        process = serve(config)
+        try:
+            wait_until(lambda: open_runs(ledger) == 1, process)
+            process.send_signal(signal.SIGTERM)
+            _out, err = process.communicate(timeout=30)
+        finally:
+            release.set()
+    assert process.returncode == 0, err
+    assert open_runs(ledger) == 0
+    (run,) = finished_runs(ledger, "hanging")
+    assert run["status"] == "failed"
+    assert "shutdown" in run["error_message"]
+
+
+def test_two_serve_processes_start_each_tick_once(
+    ledger: Ledger, db_url: str, backend: str, tmp_path: Path
+) -> None:
+    if backend != "mysql":
+        pytest.skip("several serve processes share a production MariaDB")
+    connectors = f"""
+[[connectors]]
+name = "stations"
+type = "csv"
+source_id = 1
+schedule = {{ interval = "1s" }}
+options = {{ path = "{SAMPLE_CSV}" }}
+"""
+    processes = [
+        serve(
+            write_config(tmp_path / f"ledger{i}.toml", db_url, tmp_path / f"spool{i}", connectors)
+        )
+        for i in range(2)
+    ]
+    try:
+        wait_until(lambda: len(finished_runs(ledger, "stations")) >= 5, *processes)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            _out, err = process.communicate(timeout=60)
+            assert process.returncode == 0, err
+    starts = [e for e in ledger.read_all() if e.type == "RunStarted"]
+    per_second = Counter(e.occurred_at.replace(microsecond=0) for e in starts)
+    assert max(per_second.values()) == 1, per_second  # one run per tick, not one per process
+    assert len(starts) >= 5
+    assert open_runs(ledger) == 0
