@@ -43,7 +43,7 @@ def collect_figures(
     projection = status.projections[0]
     with translate_errors(ledger.url, "metrics"), ledger.engine.connect() as conn:
         query = select(ingestion_runs.c.status, func.count()).group_by(ingestion_runs.c.status)
-        by_status: dict[str, int] = {str(s): int(n) for s, n in conn.execute(query).tuples()}
+        by_status: dict[str, int] = {str(s): int(n) for s, n in conn.execute(query)}
     stuck = stuck_runs(ledger, thresholds.stale_after, thresholds.max_runtime, overrides=overrides)
     backlog = spool.status().pending if spool is not None and spool.path.exists() else 0
     return Figures(

@@ -273,7 +273,7 @@ def test_sigkill_leaves_the_run_open_for_the_stuck_query(
     assert process.stdout is not None
     run_id = int(process.stdout.readline())
     process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    process.communicate(timeout=30)  # reaps it and closes the pipes
     state = ledger.run(run_id)
     assert state is not None
     assert state.state == "open"
