@@ -70,15 +70,21 @@ from projections import (
     runs_as_of,
 )
 from projections import rebuild as rebuild_projection
+from projections.audit import TimelineEntry, audit_run
+from projections.legacy_import import import_legacy
 from projections.projector import DEFAULT_BATCH_SIZE
 from projections.queries import RunFilter, get_run, list_runs
+from projections.report import build_report, render_json, render_text, report_passed
 from projections.schema import RUN_STATUSES
+from projections.verification import Problem, VerifyReport, verify_all
 from service import LedgerService, load_config
+from service.demo import demo_orphan, run_demo
 from service.metrics import Figures, collect_figures
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
+DEMO_DATABASE_URL = "sqlite:///ledger-demo.db"
 MAX_POSITION = 2**63 - 1  # BIGINT
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -126,6 +132,28 @@ def db_option(command: F) -> F:
         default=None,
         help=f"Database URL (else ${DATABASE_URL_ENV}, else sqlite:///ledger.db).",
     )(command)
+
+
+class DurationParam(click.ParamType[timedelta]):
+    """``90s`` / ``15m`` / ``6h`` / ``2d``."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(
+                str(value),
+                f"--{param.name.replace('_', '-')}" if param and param.name else "duration",
+            )
+        except LedgerError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = DurationParam()
 
 
 def spool_option(command: F) -> F:
@@ -352,38 +380,295 @@ def _payload_summary(event: RecordedEvent) -> str:
 
 
 @cli.command()
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@click.option("--chain-only", is_flag=True, help="Only recompute the hash chain (fastest).")
+@output_format_option
 @db_option
-def verify(output_format: str, db_url: str | None) -> None:
-    """Recompute the hash chain; exit 1 naming the first position that does not match."""
+def verify(chain_only: bool, output_format: str, db_url: str | None) -> None:
+    """Check the hash chain, the stream rules, the projection against a replay and the run
+    registry against the events; exit 1 naming each problem."""
     ledger = open_ledger(db_url)
     with library_errors():
-        report = verify_chain(ledger)
+        if chain_only:
+            chain = verify_chain(ledger)
+            report = VerifyReport(events=chain.checked)
+            if not chain.ok:
+                report.problems.append(
+                    Problem(
+                        "chain", chain.problem or "chain broken", position=chain.first_bad_position
+                    )
+                )
+        else:
+            report = verify_all(ledger)
     if output_format == "json":
         click.echo(
             json.dumps(
                 {
                     "ok": report.ok,
-                    "checked": report.checked,
-                    "first_bad_position": report.first_bad_position,
-                    "problem": report.problem,
-                }
+                    "events": report.events,
+                    "runs": report.runs,
+                    "problems": [vars(p) for p in report.problems],
+                },
+                indent=2,
             )
         )
     elif report.ok:
-        click.echo(f"chain verifies: {report.checked} event(s) checked")
+        what = "hash chain" if chain_only else "chain, stream rules, projection and registry"
+        click.echo(f"verified {what}: {report.events} event(s), {report.runs} run(s), no problem")
     else:
-        click.echo(
-            f"chain broken at position {report.first_bad_position}: {report.problem} "
-            f"({report.checked} event(s) verified before it)"
-        )
+        click.echo(f"{len(report.problems)} problem(s):")
+        for problem in report.problems:
+            where = ", ".join(
+                f"{k} {v}"
+                for k, v in (
+                    ("position", problem.position),
+                    ("run", problem.run_id),
+                    ("column", problem.column),
+                )
+                if v
+            )
+            click.echo(f"  [{problem.check}] {problem.message}" + (f" ({where})" if where else ""))
     if not report.ok:
+        sys.exit(EXIT_PROBLEM)
+
+
+@cli.command()
+@click.argument("run_id", type=click.IntRange(1, MAX_RUN_ID))
+@output_format_option
+@db_option
+def audit(run_id: int, output_format: str, db_url: str | None) -> None:
+    """A run's full timeline: every event, the status after it, its hash, silences."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        timeline = audit_run(ledger, run_id)
+    if not timeline:
+        raise ProblemFound(f"run {run_id} has no events")
+    if output_format == "json":
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "position": entry.event.position,
+                        "version": entry.event.version,
+                        "type": entry.event.type,
+                        "occurred_at": iso(entry.event.occurred_at),
+                        "recorded_at": iso(entry.event.recorded_at),
+                        "actor": entry.event.actor,
+                        "summary": entry.summary,
+                        "status_after": entry.status_after,
+                        "hash_ok": entry.hash_ok,
+                        "late": entry.late,
+                        "recorded_late": entry.recorded_late,
+                        "silence_before_seconds": None
+                        if entry.silence_before is None
+                        else int(entry.silence_before.total_seconds()),
+                    }
+                    for entry in timeline
+                ],
+                indent=2,
+            )
+        )
+    else:
+        print_audit(run_id, timeline)
+    if not all(entry.hash_ok for entry in timeline):
+        sys.exit(EXIT_PROBLEM)
+
+
+def iso(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def print_audit(run_id: int, timeline: list[TimelineEntry]) -> None:
+    table = Table(title=f"run {run_id}: {len(timeline)} event(s), times in UTC")
+    for column in (
+        "pos",
+        "v",
+        "type",
+        "occurred",
+        "recorded",
+        "actor",
+        "what",
+        "status",
+        "hash",
+        "notes",
+    ):
+        table.add_column(column, overflow="fold")
+    for entry in timeline:
+        event = entry.event
+        notes = []
+        if entry.silence_before is not None and entry.silence_before >= timedelta(minutes=1):
+            notes.append(f"silent {format_duration(entry.silence_before)} before")
+        if entry.late:
+            notes.append("LATE: after the timeout")
+        if entry.recorded_late:
+            notes.append(
+                f"recorded {format_duration(event.recorded_at - event.occurred_at)} "
+                "after it happened"
+            )
+        table.add_row(
+            str(event.position),
+            str(event.version),
+            event.type,
+            cell(event.occurred_at),
+            cell(event.recorded_at),
+            event.actor or "—",
+            entry.summary,
+            entry.status_after,
+            "ok" if entry.hash_ok else "BROKEN",
+            "; ".join(notes) or "—",
+        )
+    wide_console().print(table)
+
+
+@cli.command()
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the report to FILE instead of stdout.",
+)
+@click.option(
+    "--stuck-after",
+    type=DURATION,
+    default="60m",
+    show_default=True,
+    help="Silence after which an open run counts as stuck.",
+)
+@click.option(
+    "--latest",
+    type=click.IntRange(1, 1000),
+    default=5,
+    show_default=True,
+    help="How many of the latest runs section C lists.",
+)
+@db_option
+def report(
+    output_format: str, output: Path | None, stuck_after: timedelta, latest: int, db_url: str | None
+) -> None:
+    """The proof report: schema, statuses, latest runs, transitions, stuck runs, conditions;
+    exit 1 if a condition fails."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        data = build_report(ledger, stuck_after=stuck_after, latest=latest)
+    text = (
+        render_json(data)
+        if output_format == "json"
+        else render_text(data, markdown=output_format == "markdown")
+    )
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"report written to {output}", err=True)
+    if not report_passed(data):
+        sys.exit(EXIT_PROBLEM)
+
+
+@cli.command("import-legacy")
+@click.option(
+    "--from-url",
+    default=None,
+    metavar="URL",
+    help="Database holding the legacy table (default: the ledger's own).",
+)
+@click.option(
+    "--table",
+    default=None,
+    help="Legacy table (default: ingestion_runs_legacy in "
+    "the ledger's database, where `ledger migrate` moved it; ingestion_runs with "
+    "--from-url).",
+)
+@db_option
+def import_legacy_command(from_url: str | None, table: str | None, db_url: str | None) -> None:
+    """Adopt a legacy ingestion_runs table into the ledger (idempotent)."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        result = import_legacy(ledger, source_url=from_url, table=table)
+    click.echo(
+        json.dumps(
+            {
+                "table": result.table,
+                "rows": result.rows,
+                "imported": result.imported,
+                "already_imported": result.already_imported,
+                "left_open": result.open_runs,
+                "duration_repaired": result.repaired,
+                "mismatches": result.mismatches,
+            },
+            indent=2,
+        )
+    )
+    if result.mismatches:
+        sys.exit(EXIT_PROBLEM)
+
+
+@cli.command()
+@click.option(
+    "--db",
+    "db_url",
+    default=None,
+    metavar="URL",
+    help="Database for the demo (default: sqlite:///ledger-demo.db).",
+)
+def demo(db_url: str | None) -> None:
+    """The whole story in seconds: real runs, a killed run swept, the proof report."""
+    url = db_url or DEMO_DATABASE_URL
+    ledger = open_ledger(url)
+    with library_errors():
+        result = run_demo(ledger)
+        proof = build_report(ledger)
+        orphan = demo_orphan(ledger)
+        timeline = audit_run(ledger, orphan) if orphan else []
+    echo = click.echo
+    if result.already_ran:
+        echo(f"The demo already ran on {mask_url(ledger.url)}; here is where it stands.\n")
+    else:
+        echo(f"run-ledger demo on {mask_url(ledger.url)}\n")
+        echo(
+            f"1. run {result.success_run}: the csv connector ingested the shipped sample "
+            "(success, non-zero counters)"
+        )
+        echo(f"2. run {result.partial_run}: the same connector over rows with errors (partial)")
+        echo(
+            f"3. run {result.failed_run}: a source that refused the connection (failed, with "
+            "its traceback)"
+        )
+        echo(
+            f"4. run {result.orphan_run}: started two hours ago by a process that was then "
+            "killed: no terminal event, no activity since"
+        )
+        if result.swept is not None:
+            echo(
+                f"5. the sweeper timed run {result.orphan_run} out: it had been silent for "
+                f"{format_duration(utcnow() - result.swept.last_event_at)}, over the "
+                f"{format_duration(result.swept.threshold)} threshold, so it appended "
+                "RunTimedOut (detected_by=sweeper); the projection shows it failed, with "
+                "completedAt and duration"
+            )
+    echo("")
+    echo(render_text(proof), nl=False)
+    if timeline:
+        echo("")
+        print_audit(timeline[0].event.run_id, timeline)
+    target = "" if url == DEMO_DATABASE_URL else f" --db '{mask_url(url)}'"
+    echo("\nExplore further:")
+    for command in (
+        "runs list",
+        f"audit {orphan}",
+        "events --format jsonl",
+        "verify",
+        "stuck",
+        "report --format markdown",
+        "status",
+    ):
+        echo(f"  ledger {command}{target}")
+    if not report_passed(proof):
         sys.exit(EXIT_PROBLEM)
 
 
@@ -775,28 +1060,6 @@ def wide_console() -> Console:
 
 
 # ---------------------------------------------------------------------- stuck runs
-
-
-class DurationParam(click.ParamType[timedelta]):
-    """``90s`` / ``15m`` / ``6h`` / ``2d``."""
-
-    name = "duration"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        try:
-            return parse_duration(
-                str(value),
-                f"--{param.name.replace('_', '-')}" if param and param.name else "duration",
-            )
-        except LedgerError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-DURATION = DurationParam()
 
 
 def threshold_options(command: F) -> F:

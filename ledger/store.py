@@ -95,6 +95,16 @@ class Ledger:
         with write_transaction(self.engine) as conn:
             return _Appender(conn).append(batch, payloads, expected_version)
 
+    def reserve_run_ids(self, highest: int) -> None:
+        """Make the allocator continue above ``highest`` (after importing runs by id)."""
+        with translate_errors(self.url, "reserve run ids"), write_transaction(self.engine) as conn:
+            _Appender(conn)._lock_head()
+            conn.execute(
+                update(ledger_head)
+                .where(ledger_head.c.id == HEAD_ROW_ID, ledger_head.c.last_run_id < highest)
+                .values(last_run_id=highest)
+            )
+
     def start_run(
         self,
         source_id: int,

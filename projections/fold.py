@@ -79,7 +79,7 @@ def fold(row: Row | None, recorded: RecordedEvent) -> tuple[Row, Transition | No
             "connectorName": event.connector_name,
             "startedAt": whole_seconds(event.occurred_at),
             "status": "running",
-            "createdAt": whole_seconds(recorded.recorded_at),
+            "createdAt": whole_seconds(_created_at(event, recorded)),
         }
         # In the table's column order, so JSON output reads like the legacy table.
         new_row = {column: started.get(column, EMPTY_ROW[column]) for column in EMPTY_ROW}
@@ -126,6 +126,19 @@ def fold(row: Row | None, recorded: RecordedEvent) -> tuple[Row, Transition | No
         )
         return row, _transition(recorded, "running", "failed", event.actor or event.detected_by)
     raise PoisonEventError(recorded.position, recorded.type, "no projection rule")
+
+
+def _created_at(event: RunStarted, recorded: RecordedEvent) -> datetime:
+    """When the row was created: when the ledger learned of the run, except for a run
+    imported from the legacy table, which keeps its original ``createdAt``."""
+    metadata = event.metadata or {}
+    legacy = metadata.get("legacy_created_at")
+    if metadata.get("imported") and isinstance(legacy, str):
+        try:
+            return datetime.fromisoformat(legacy.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    return recorded.recorded_at
 
 
 def timeout_message(event: RunTimedOut) -> str:

@@ -63,3 +63,11 @@ def get_run(ledger: Ledger, run_id: int) -> tuple[Row | None, list[Transition]]:
             ).mappings()
         ]
     return (None if row is None else normalise(row)), transitions
+
+
+def all_rows(ledger: Ledger) -> dict[int, Row]:
+    """Every row of ``ingestion_runs``, by id (for verification against a replay)."""
+    with translate_errors(ledger.url, "read"), ledger.engine.connect() as conn:
+        return {
+            row["id"]: normalise(row) for row in conn.execute(select(ingestion_runs)).mappings()
+        }

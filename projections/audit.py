@@ -1,0 +1,106 @@
+"""``ledger audit``: one run's full timeline, as the legacy table never could show it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from ledger import Ledger, LedgerError, RecordedEvent
+from ledger.database import translate_errors
+from ledger.hashing import chain_hash
+from ledger.schema import ledger_events
+from projections.fold import Row, fold
+
+# A spooled or imported event is flagged when it was recorded this long after it happened.
+RECORDED_LATE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    event: RecordedEvent
+    status_after: str
+    hash_ok: bool  # its own hash matches its content, and its prev_hash the previous row's
+    late: bool  # it came after the run was already closed by a timeout
+    recorded_late: bool  # recorded well after it occurred (spooled, imported)
+    silence_before: timedelta | None  # how long the run said nothing before this event
+    summary: str
+
+
+def audit_run(ledger: Ledger, run_id: int) -> list[TimelineEntry]:
+    """The run's events in version order, each with what it did to the run."""
+    events = ledger.read_run(run_id)
+    previous_hashes = _previous_hashes(ledger, [e.position for e in events])
+    timeline: list[TimelineEntry] = []
+    row: Row | None = None
+    last_at = None
+    for event in events:
+        status_before = row["status"] if row else None
+        try:
+            row, _ = fold(row, event)
+            status = str(row["status"])
+        except LedgerError as exc:
+            status = f"(cannot apply: {exc})"
+        content_ok = chain_hash(event.prev_hash, event.as_row()) == event.hash
+        link_ok = previous_hashes.get(event.position - 1) == event.prev_hash
+        timeline.append(
+            TimelineEntry(
+                event=event,
+                status_after=status,
+                hash_ok=content_ok and link_ok,
+                late=status_before is not None and status_before != "running",
+                recorded_late=event.recorded_at - event.occurred_at > RECORDED_LATE,
+                silence_before=None if last_at is None else event.occurred_at - last_at,
+                summary=summarise(event),
+            )
+        )
+        last_at = event.occurred_at if last_at is None else max(last_at, event.occurred_at)
+    return timeline
+
+
+def _previous_hashes(ledger: Ledger, positions: list[int]) -> dict[int, str]:
+    wanted = [p - 1 for p in positions]
+    found: dict[int, str] = {0: "0" * 64}
+    with translate_errors(ledger.url, "audit"), ledger.engine.connect() as conn:
+        for start in range(0, len(wanted), 500):
+            query = select(ledger_events.c.position, ledger_events.c.hash).where(
+                ledger_events.c.position.in_(wanted[start : start + 500])
+            )
+            found.update({int(p): str(h) for p, h in conn.execute(query)})
+    return found
+
+
+def summarise(event: RecordedEvent) -> str:
+    """A one-line reading of the payload."""
+    data: dict[str, Any] = event.payload_data
+    if event.type == "RunStarted":
+        meta = data.get("metadata") or {}
+        extra = ", ".join(
+            f"{k}={meta[k]}" for k in ("host", "pid", "trigger", "imported") if k in meta
+        )
+        return f"source {data.get('source_id')}, {data.get('connector_name')}" + (
+            f" ({extra})" if extra else ""
+        )
+    counters = {
+        k.removeprefix("records_"): v
+        for k, v in data.items()
+        if isinstance(v, int) and v and k not in ("threshold_seconds",)
+    }
+    counts = ", ".join(f"{k} +{v}" for k, v in counters.items())
+    if event.type == "RunProgressed":
+        return counts or "heartbeat"
+    if event.type == "RunFinished":
+        text = str(data.get("status"))
+        if data.get("error_message"):
+            text += f": {data['error_message']}"
+        return text + (f" ({counts})" if counts else "")
+    if event.type == "RunTimedOut":
+        threshold = data.get("threshold_seconds")
+        return (
+            f"{data.get('reason')} by {data.get('detected_by')}"
+            + (f", threshold {threshold}s" if threshold else "")
+            + (f", last activity {data.get('last_event_at')}" if data.get("last_event_at") else "")
+        )
+    return ", ".join(f"{k}={v}" for k, v in sorted(data.items()))[:120]

@@ -1,0 +1,183 @@
+"""``ledger import-legacy``: adopt an existing ``ingestion_runs`` table into the ledger.
+
+Each legacy row becomes facts with ``actor = import:legacy`` and the row's own timestamps:
+RunStarted with the same id (``metadata.imported = true``), one RunProgressed with its counters,
+and for a terminal status a RunFinished with the legacy status, completedAt, errorMessage and
+errorDetails. A ``running`` row stays open, for the sweeper. Event ids are derived from the row
+id, so a second import appends nothing. Every row is validated before anything is written.
+Afterwards the projection is compared with the legacy rows column by column (timestamps to the
+second): ``duration`` filled in where the legacy row had a completedAt but no duration is
+reported as repaired; any other difference is reported as a mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pydantic
+from sqlalchemy import MetaData, Table, select
+
+from ledger import (
+    EventModel,
+    Ledger,
+    RunFinished,
+    RunProgressed,
+    RunStarted,
+    ValidationError,
+)
+from ledger.database import create_ledger_engine, translate_errors
+from ledger.mapper import describe_pydantic_errors
+from projections.fold import Row, whole_seconds
+from projections.projector import Projector
+from projections.queries import all_rows
+from projections.schema import COUNTER_COLUMNS
+
+IMPORT_ACTOR = "import:legacy"
+_NAMESPACE = uuid.UUID("0b3c33f6-56a5-4c9c-9d0e-3f51c1a3f0d1")
+DEFAULT_SAME_DB_TABLE = "ingestion_runs_legacy"  # where `ledger migrate` put the old table
+DEFAULT_OTHER_DB_TABLE = "ingestion_runs"
+
+
+@dataclass
+class ImportResult:
+    table: str
+    rows: int = 0
+    imported: int = 0
+    already_imported: int = 0
+    open_runs: list[int] = field(default_factory=list)
+    repaired: list[int] = field(default_factory=list)  # duration filled in
+    mismatches: list[str] = field(default_factory=list)
+
+
+def import_legacy(
+    ledger: Ledger,
+    source_url: str | None = None,
+    table: str | None = None,
+    rows_per_batch: int = 200,
+) -> ImportResult:
+    table = table or (DEFAULT_OTHER_DB_TABLE if source_url else DEFAULT_SAME_DB_TABLE)
+    legacy_rows = read_legacy_rows(ledger, source_url, table)
+    result = ImportResult(table=table, rows=len(legacy_rows))
+    batches = [facts_for(row) for row in legacy_rows]  # validates every row first
+    for start in range(0, len(batches), rows_per_batch):
+        chunk = batches[start : start + rows_per_batch]
+        appended = ledger.append([event for events in chunk for event in events])
+        new_runs = {e.run_id for e in appended.new_events if e.type == "RunStarted"}
+        result.imported += len(new_runs)
+        result.already_imported += len(chunk) - len(new_runs)
+    if legacy_rows:
+        ledger.reserve_run_ids(max(row["id"] for row in legacy_rows))
+    result.open_runs = [row["id"] for row in legacy_rows if row["status"] == "running"]
+    Projector(ledger).run_once()
+    _compare(legacy_rows, all_rows(ledger), result)
+    return result
+
+
+def read_legacy_rows(ledger: Ledger, source_url: str | None, table: str) -> list[Row]:
+    engine = create_ledger_engine(source_url) if source_url else ledger.engine
+    url = source_url or ledger.url
+    try:
+        with translate_errors(url, "read legacy table"), engine.connect() as conn:
+            legacy = Table(table, MetaData(), autoload_with=conn)
+            rows = [
+                dict(row) for row in conn.execute(select(legacy).order_by(legacy.c.id)).mappings()
+            ]
+    finally:
+        if source_url:
+            engine.dispose()
+    return [_normalise(row) for row in rows]
+
+
+def _normalise(row: dict[str, Any]) -> Row:
+    for column in ("startedAt", "completedAt", "createdAt"):
+        value = row.get(column)
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)  # sessions run in UTC
+        row[column] = value
+    details = row.get("errorDetails")
+    if isinstance(details, str | bytes):
+        try:
+            row["errorDetails"] = json.loads(details)
+        except ValueError:
+            row["errorDetails"] = {"legacy_error_details": details}
+    return row
+
+
+def _event_id(row_id: int, kind: str) -> uuid.UUID:
+    return uuid.uuid5(_NAMESPACE, f"legacy-run-{row_id}-{kind}")
+
+
+def facts_for(row: Row) -> list[EventModel]:
+    """The facts a legacy row stands for; ValidationError names the row and the field."""
+    started_at = row["startedAt"]
+    created_at = row.get("createdAt") or started_at
+    try:
+        events: list[EventModel] = [
+            RunStarted(
+                event_id=_event_id(row["id"], "started"),
+                run_id=row["id"],
+                source_id=row["sourceId"],
+                connector_name=row["connectorName"],
+                occurred_at=started_at,
+                actor=IMPORT_ACTOR,
+                metadata={"imported": True, "legacy_created_at": created_at.isoformat()},
+            )
+        ]
+        counters = {field: int(row.get(column) or 0) for field, column in COUNTER_COLUMNS.items()}
+        if any(counters.values()):
+            events.append(
+                RunProgressed(
+                    event_id=_event_id(row["id"], "counters"),
+                    run_id=row["id"],
+                    occurred_at=started_at,
+                    actor=IMPORT_ACTOR,
+                    **counters,
+                )
+            )
+        if row["status"] != "running":
+            details = row.get("errorDetails")
+            if details is not None and not isinstance(details, dict):
+                details = {"legacy_error_details": details}
+            events.append(
+                RunFinished(
+                    event_id=_event_id(row["id"], "finished"),
+                    run_id=row["id"],
+                    status=row["status"],
+                    occurred_at=row.get("completedAt") or started_at,
+                    error_message=row.get("errorMessage"),
+                    error_details=details,
+                    actor=IMPORT_ACTOR,
+                )
+            )
+    except pydantic.ValidationError as exc:
+        problems = [f"legacy row id {row.get('id')}: {p}" for p in describe_pydantic_errors(exc)]
+        raise ValidationError("; ".join(problems), problems=problems) from exc
+    return events
+
+
+def _compare(legacy_rows: list[Row], projected: dict[int, Row], result: ImportResult) -> None:
+    for legacy in legacy_rows:
+        row = projected.get(legacy["id"])
+        if row is None:
+            result.mismatches.append(f"row {legacy['id']}: not projected")
+            continue
+        for column, legacy_value in legacy.items():
+            if column not in row:
+                continue
+            value = row[column]
+            if isinstance(legacy_value, datetime):
+                legacy_value = whole_seconds(legacy_value)
+            if value == legacy_value:
+                continue
+            if column == "duration" and legacy_value is None and legacy["completedAt"]:
+                result.repaired.append(legacy["id"])
+                continue
+            result.mismatches.append(
+                f"row {legacy['id']}: {column} was {legacy_value!r}, the ledger gives {value!r}"
+            )

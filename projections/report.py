@@ -1,0 +1,284 @@
+"""``ledger report``: the proof report the seed file tried to be, computed, never typed.
+
+Sections: A schema (the live catalogue against the legacy shape), B status distribution,
+C latest runs, D where status transitions come from, E stuck runs (from the ledger), F stop
+conditions, each PASS or FAIL. Rendered as text, Markdown or JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ledger import Ledger, stuck_runs
+from ledger.clock import utcnow
+from ledger.database import translate_errors
+from ledger.durations import format_duration
+from ledger.urls import mask_url
+from projections.legacy_shape import compare, expected_shape, live_shape
+from projections.queries import RunFilter, list_runs
+from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
+from projections.status import ledger_status
+from projections.verification import verify_all
+
+ABSENT = "—"
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    passed: bool
+    detail: str
+
+
+def build_report(
+    ledger: Ledger, stuck_after: timedelta = timedelta(minutes=60), latest: int = 5
+) -> dict[str, Any]:
+    """Every section as plain data (what ``--format json`` prints)."""
+    generated_at = utcnow()
+    expected = expected_shape()
+    live = live_shape(ledger.engine)
+    mismatches = compare(expected, live, exact_types=ledger.engine.dialect.name != "sqlite")
+    with translate_errors(ledger.url, "report"), ledger.engine.connect() as conn:
+        counts = {
+            str(s): int(n)
+            for s, n in conn.execute(
+                select(ingestion_runs.c.status, func.count()).group_by(ingestion_runs.c.status)
+            )
+        }
+        sources = conn.execute(
+            select(
+                ingestion_run_transitions.c.actor,
+                ingestion_run_transitions.c.to_status,
+                func.count(),
+            ).group_by(ingestion_run_transitions.c.actor, ingestion_run_transitions.c.to_status)
+        ).all()
+        completed_with_counts = conn.execute(
+            select(func.count())
+            .select_from(ingestion_runs)
+            .where(
+                ingestion_runs.c.completedAt.is_not(None),
+                ingestion_runs.c.status.in_(("success", "partial")),
+                (
+                    ingestion_runs.c.recordsFetched
+                    + ingestion_runs.c.recordsCreated
+                    + ingestion_runs.c.recordsUpdated
+                    + ingestion_runs.c.recordsSkipped
+                )
+                > 0,
+            )
+        ).scalar_one()
+    transitions: dict[str, dict[str, int]] = {}
+    for actor, to_status, count in sources:
+        kind = actor_kind(actor)
+        transitions.setdefault(kind, {})
+        transitions[kind][to_status] = transitions[kind].get(to_status, 0) + int(count)
+    latest_rows = list_runs(ledger, RunFilter(limit=latest))
+    stuck = stuck_runs(ledger, older_than=stuck_after, now=generated_at)
+    status = ledger_status(ledger)
+    projection = status.projections[0]
+    verification = verify_all(ledger)
+    conditions = [
+        Condition(
+            "no stuck runs",
+            not stuck,
+            f"{len(stuck)} open run(s) silent for more than {format_duration(stuck_after)}"
+            if stuck
+            else f"no open run silent for more than {format_duration(stuck_after)}",
+        ),
+        _latest_condition(latest_rows[0] if latest_rows else None),
+        Condition(
+            "projection in sync with the ledger",
+            projection.lag_events == 0 and not verification.by_check("projection"),
+            f"checkpoint {projection.checkpoint.position} of {status.head_position}; "
+            f"{len(verification.by_check('projection'))} row difference(s) from a replay",
+        ),
+        Condition(
+            "hash chain verifies",
+            not verification.by_check("chain"),
+            f"{verification.events} event(s) checked"
+            if not verification.by_check("chain")
+            else verification.by_check("chain")[0].message
+            + f" at position {verification.by_check('chain')[0].position}",
+        ),
+        Condition(
+            "a completed run with non-zero counters",
+            completed_with_counts > 0,
+            f"{completed_with_counts} run(s) succeeded or were partial with records",
+        ),
+    ]
+    return {
+        "generated_at": generated_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "database": _masked(ledger),
+        "schema": {
+            "table": "ingestion_runs",
+            "columns": [
+                {"name": c.name, "type": c.type, "nullable": c.nullable} for c in live.columns
+            ],
+            "indexes": live.indexes,
+            "mismatches": mismatches,
+        },
+        "status_distribution": {s: counts.get(s, 0) for s in RUN_STATUSES},
+        "latest_runs": [_run_summary(row) for row in latest_rows],
+        "transitions": transitions,
+        "stuck_runs": [
+            {
+                "run_id": r.run_id,
+                "source_id": r.source_id,
+                "connector_name": r.connector_name,
+                "started_at": _utc(r.started_at),
+                "last_event_at": _utc(r.last_event_at),
+                "silent_for": format_duration(generated_at - r.last_event_at),
+                "rule": r.rule,
+            }
+            for r in stuck
+        ],
+        "conditions": [vars(c) for c in conditions],
+    }
+
+
+def report_passed(report: dict[str, Any]) -> bool:
+    return all(condition["passed"] for condition in report["conditions"])
+
+
+def actor_kind(actor: str | None) -> str:
+    if not actor:
+        return "unknown"
+    if actor.startswith("connector:"):
+        return "connectors"
+    if actor == "sweeper":
+        return "sweeper"
+    if actor.startswith("operator:"):
+        return "operators"
+    if actor.startswith("import:"):
+        return "import"
+    return "other"
+
+
+def _latest_condition(row: dict[str, Any] | None) -> Condition:
+    name = "latest run terminal with completedAt"
+    if row is None:
+        return Condition(name, False, "there are no runs")
+    passed = row["status"] != "running" and row["completedAt"] is not None
+    return Condition(
+        name,
+        passed,
+        f"run {row['id']} is {row['status']}, completedAt {_utc(row['completedAt']) or ABSENT}",
+    )
+
+
+def _run_summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "source_id": row["sourceId"],
+        "connector": row["connectorName"],
+        "status": row["status"],
+        "started": _utc(row["startedAt"]),
+        "completed": _utc(row["completedAt"]),
+        "duration": None if row["duration"] is None else format_duration(row["duration"]),
+        "fetched_created_updated_skipped": (
+            f"{row['recordsFetched']}/{row['recordsCreated']}/{row['recordsUpdated']}/"
+            f"{row['recordsSkipped']}"
+        ),
+        "error": row["errorMessage"],
+    }
+
+
+def _utc(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _masked(ledger: Ledger) -> str:
+    return mask_url(ledger.url)
+
+
+# ---------------------------------------------------------------------- rendering
+
+
+def render_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2)
+
+
+def render_text(report: dict[str, Any], markdown: bool = False) -> str:
+    out: list[str] = []
+
+    def heading(text: str) -> None:
+        out.append(f"\n## {text}\n" if markdown else f"\n{text}\n{'-' * len(text)}")
+
+    def line(text: str = "") -> None:
+        out.append(text)
+
+    title = "ingestion_runs proof report"
+    line(f"# {title}" if markdown else f"{title.upper()}\n{'=' * len(title)}")
+    line(f"Generated: {report['generated_at']} (UTC)")
+    line(f"Database:  {report['database']}")
+    schema = report["schema"]
+    heading("A. Schema: live ingestion_runs against the legacy shape")
+    for column in schema["columns"]:
+        line(
+            f"{'- ' if markdown else '  '}{column['name']} {column['type']} "
+            f"{'NULL' if column['nullable'] else 'NOT NULL'}"
+        )
+    line("Mismatches: " + ("none" if not schema["mismatches"] else ""))
+    for problem in schema["mismatches"]:
+        line(f"  - {problem}")
+    heading("B. Status distribution")
+    for status, count in report["status_distribution"].items():
+        line(f"{'- ' if markdown else '  '}{status}: {count}")
+    heading(f"C. Latest {len(report['latest_runs'])} run(s), times in UTC")
+    if markdown:
+        line(
+            "| id | connector | status | started | completed | duration | "
+            "fetched/created/updated/skipped | error |"
+        )
+        line("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for run in report["latest_runs"]:
+        values = [
+            str(run["id"]),
+            run["connector"],
+            run["status"],
+            run["started"] or ABSENT,
+            run["completed"] or ABSENT,
+            run["duration"] or ABSENT,
+            run["fetched_created_updated_skipped"],
+            run["error"] or ABSENT,
+        ]
+        if markdown:
+            line("| " + " | ".join(v.replace("|", "\\|") for v in values) + " |")
+        else:
+            line(
+                f"  run {values[0]} ({values[1]}): {values[2]}; started {values[3]}; "
+                f"completed {values[4]}; duration {values[5]}; "
+                f"fetched/created/updated/skipped {values[6]}; error {values[7]}"
+            )
+    heading("D. Where status transitions come from")
+    if not report["transitions"]:
+        line("  none")
+    for kind, by_status in sorted(report["transitions"].items()):
+        line(
+            f"{'- ' if markdown else '  '}{kind}: "
+            + ", ".join(f"{count} to {status}" for status, count in sorted(by_status.items()))
+        )
+    heading("E. Stuck runs (from the ledger)")
+    if not report["stuck_runs"]:
+        line("  none")
+    for run in report["stuck_runs"]:
+        line(
+            f"{'- ' if markdown else '  '}run {run['run_id']} ({run['connector_name']}, "
+            f"source {run['source_id']}): started {run['started_at']}, silent for "
+            f"{run['silent_for']} ({run['rule']})"
+        )
+    heading("F. Stop conditions")
+    for condition in report["conditions"]:
+        verdict = "PASS" if condition["passed"] else "FAIL"
+        line(f"{'- ' if markdown else '  '}{verdict}  {condition['name']}: {condition['detail']}")
+    passed = sum(c["passed"] for c in report["conditions"])
+    line(
+        f"\nResult: {passed}/{len(report['conditions'])} conditions pass"
+        + ("" if passed == len(report["conditions"]) else " — FAIL")
+    )
+    return "\n".join(out) + "\n"
