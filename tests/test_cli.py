@@ -145,15 +145,18 @@ def test_verify_exit_codes(ledger: Ledger, db_url: str) -> None:
     run("append", str(SAMPLE), "--db", db_url)
     ok = run("verify", "--db", db_url)
     assert ok.exit_code == 0
-    assert "7 event(s) checked" in ok.stdout
+    assert "7 event(s), 2 run(s), no problem" in ok.stdout
+    assert "7 event(s)" in run("verify", "--chain-only", "--db", db_url).stdout
     drop_triggers(ledger.engine)
     with ledger.engine.begin() as conn:
         conn.exec_driver_sql(
             "UPDATE ledger_events SET actor = 'operator:mallory' WHERE position = 4"
         )
-    broken = run("verify", "--format", "json", "--db", db_url)
-    assert broken.exit_code == 1
-    assert json.loads(broken.stdout)["first_bad_position"] == 4
+    for extra in ([], ["--chain-only"]):
+        broken = run("verify", "--format", "json", *extra, "--db", db_url)
+        assert broken.exit_code == 1
+        problem = json.loads(broken.stdout)["problems"][0]
+        assert (problem["check"], problem["position"]) == ("chain", 4)
 
 
 def test_database_url_from_environment_then_default(
