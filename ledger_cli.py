@@ -1354,9 +1354,11 @@ def spool() -> None:
 def spool_status(spool_dir: str | None, output_format: str) -> None:
     """Show the backlog (exit 1 if events are waiting or were rejected)."""
     local = Spool(spool_dir)
-    report = local.status()
+    with library_errors():
+        report = local.status()
+        rejected = local.rejected()
     if output_format == "json":
-        click.echo(json.dumps({**vars(report), "rejected_events": local.rejected()}, indent=2))
+        click.echo(json.dumps({**vars(report), "rejected_events": rejected}, indent=2))
     else:
         click.echo(f"spool:     {report.path}")
         click.echo(
@@ -1366,7 +1368,7 @@ def spool_status(spool_dir: str | None, output_format: str) -> None:
         if report.oldest_spooled_at:
             click.echo(f"oldest:    {report.oldest_spooled_at}")
         click.echo(f"rejected:  {report.rejected}")
-        for item in local.rejected():
+        for item in rejected:
             click.echo(
                 f"  {item['event_id']} ({item['type']} of run {item['run_id']}): {item['reason']}"
             )

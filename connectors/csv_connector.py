@@ -76,7 +76,7 @@ class CsvConnector(Connector):
                 )
             else:
                 assert record is not None
-                batch.records.append((str(record[self.key]), record))
+                batch.records.append((str(record[self.key]).strip(), record))
             if batch.rows_read >= self.batch_size:
                 yield batch
                 batch = Batch()

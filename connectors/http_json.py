@@ -19,6 +19,7 @@ from typing import Any
 from connectors.base import Connector
 from connectors.records import RecordStore
 from connectors.sdk import RunContext
+from ledger.urls import mask_secrets
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -26,6 +27,12 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 class FetchError(RuntimeError):
     """A page could not be fetched (after the retries, for retryable failures)."""
+
+
+def shown(url: str) -> str:
+    """The URL as it may appear in the ledger, logs and output: credentials and key-like
+    query parameters masked (the ledger is immutable: a leaked secret could never be removed)."""
+    return mask_secrets(url)
 
 
 def dig(document: Any, path: str) -> Any:
@@ -80,16 +87,16 @@ class HttpJsonConnector(Connector):
             document = self.fetch(url)
             records = dig(document, self.records_path)
             if not isinstance(records, list):
-                raise FetchError(f"{url}: no list at records path {self.records_path!r}")
+                raise FetchError(f"{shown(url)}: no list at records path {self.records_path!r}")
             good: list[tuple[str, dict[str, Any]]] = []
             for index, record in enumerate(records):
                 if not isinstance(record, dict) or record.get(self.key) in (None, ""):
                     run.error(
                         f"page {page} record {index}: missing key {self.key!r}",
-                        {"url": url, "index": index},
+                        {"url": shown(url), "index": index},
                     )
                 else:
-                    good.append((str(record[self.key]), record))
+                    good.append((str(record[self.key]).strip(), record))
             counts = store.upsert(self.source_id, good)
             run.progress(
                 fetched=len(records),
@@ -127,7 +134,11 @@ class HttpJsonConnector(Connector):
             if attempt:
                 delay = self.backoff * 2 ** (attempt - 1)
                 log.warning(
-                    "retrying %s in %.2fs (attempt %d): %s", url, delay, attempt + 1, last_error
+                    "retrying %s in %.2fs (attempt %d): %s",
+                    shown(url),
+                    delay,
+                    attempt + 1,
+                    last_error,
                 )
                 time.sleep(delay)
             try:
@@ -135,10 +146,10 @@ class HttpJsonConnector(Connector):
                     return json.loads(response.read().decode("utf-8"))
             except urllib.error.HTTPError as exc:
                 if exc.code not in RETRYABLE_STATUS:
-                    raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+                    raise FetchError(f"{shown(url)}: HTTP {exc.code} {exc.reason}") from exc
                 last_error = f"HTTP {exc.code}"
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 last_error = str(getattr(exc, "reason", exc))
             except json.JSONDecodeError as exc:
-                raise FetchError(f"{url}: the response is not JSON ({exc.msg})") from exc
-        raise FetchError(f"{url}: still failing after {self.retries} retries ({last_error})")
+                raise FetchError(f"{shown(url)}: the response is not JSON ({exc.msg})") from exc
+        raise FetchError(f"{shown(url)}: still failing after {self.retries} retries ({last_error})")

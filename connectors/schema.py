@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import Column, Integer, String, Table, UniqueConstraint
+from sqlalchemy.dialects import mysql
 
 from ledger.schema import PayloadText, UTCDateTime, metadata
 
@@ -13,7 +14,12 @@ source_records = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("source_id", Integer, nullable=False),
-    Column("external_id", String(255), nullable=False),
+    # Compared byte for byte: "abc" and "ABC" (or "a" and "a ") are different records.
+    Column(
+        "external_id",
+        String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb"),
+        nullable=False,
+    ),
     Column("content_hash", String(64), nullable=False),
     Column("payload", PayloadText, nullable=False),  # canonical JSON of the record
     Column("first_seen_at", UTCDateTime(), nullable=False),

@@ -36,7 +36,6 @@ from connectors.spool import Spool
 from ledger import (
     EventModel,
     Ledger,
-    LedgerError,
     RunFinished,
     RunProgressed,
     RunStarted,
@@ -53,6 +52,8 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 2_000
 MAX_DETAILS_CHARS = 4_000
 MAX_TRACEBACK_CHARS = 64_000
+# How long finish() waits for a heartbeat in flight (bounded by the driver's timeouts).
+HEARTBEAT_JOIN_TIMEOUT = 90.0
 
 # progress() keyword -> RunProgressed field
 PROGRESS_FIELDS: dict[str, str] = {
@@ -127,6 +128,7 @@ class RunContext:
         self._last_emit = 0.0
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._finishing = False
 
     @property
     def run_id(self) -> int:
@@ -174,22 +176,28 @@ class RunContext:
         return stored.run_id
 
     def finish(self, exc: BaseException | None = None) -> RunResult:
-        """Append the terminal event (after any pending counts) and stop the heartbeats."""
-        result = self.result
-        if result is None or result.status is not None:
-            raise ValidationError("finish() needs a started, unfinished run")
-        self._stop.set()
-        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
-            self._heartbeat.join()
+        """Append the terminal event (after any pending counts) and stop the heartbeats.
+
+        If the ledger and the spool both fail, nothing is lost: the pending counts stay, the
+        error propagates, and a later ``finish`` (or the exit hook) tries again.
+        """
         with self._lock:
-            finished = self._terminal_event(exc)
-            events: list[EventModel] = []
-            remainder = self._take_pending()
-            if remainder is not None:
-                events.append(remainder)
-            events.append(finished)
-            self._send(events)
-            result.status = finished.status
+            result = self.result
+            if result is None or result.status is not None or self._finishing:
+                raise ValidationError("finish() needs a started, unfinished run")
+            self._finishing = True
+        try:
+            self._stop.set()
+            if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+                self._heartbeat.join(timeout=HEARTBEAT_JOIN_TIMEOUT)
+            with self._lock:
+                finished = self._terminal_event(exc)
+                remainder = self._pending_event()
+                self._send([*([remainder] if remainder else []), finished])
+                self._clear_pending()
+                result.status = finished.status
+        finally:
+            self._finishing = False
         RunContext._open.discard(self)
         log.info("run %d of %s finished: %s", result.run_id, self.connector_name, result.status)
         return result
@@ -252,20 +260,23 @@ class RunContext:
         if self.result is None or self.result.status is not None:
             raise ValidationError("the run is not open")
 
-    def _take_pending(self) -> RunProgressed | None:
+    def _pending_event(self) -> RunProgressed | None:
         if not any(self._pending.values()):
             return None
-        event = RunProgressed(run_id=self.run_id, actor=self.actor, **self._pending)
+        return RunProgressed(run_id=self.run_id, actor=self.actor, **self._pending)
+
+    def _clear_pending(self) -> None:
+        """Only once the pending counts are in the ledger or the spool."""
         self._pending = dict.fromkeys(COUNTER_FIELDS, 0)
-        return event
 
     def _emit_pending(self, heartbeat_if_empty: bool) -> None:
-        event = self._take_pending()
+        event = self._pending_event()
         if event is None:
             if not heartbeat_if_empty:
                 return
             event = RunProgressed(run_id=self.run_id, actor=self.actor)
         self._send([event])
+        self._clear_pending()
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_interval):
@@ -377,7 +388,7 @@ def _close_runs_left_open() -> None:
     for context in list(RunContext._open):
         try:
             context.finish(SystemExit("interpreter exit with the run still open"))
-        except LedgerError:
+        except Exception:  # an exit hook must not raise; the run stays open for the sweeper
             log.exception("could not close run %s at exit", context.result)
 
 

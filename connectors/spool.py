@@ -85,6 +85,14 @@ class Spool:
 
     @contextmanager
     def _connect(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+        try:
+            with self._open(immediate) as conn:
+                yield conn
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"spool {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _open(self, immediate: bool) -> Iterator[sqlite3.Connection]:
         if not self._ready:
             self.folder.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(self.path, timeout=60, isolation_level=None)) as conn:

@@ -135,6 +135,10 @@ def _mysql_engine(url: str, **options: Any) -> Engine:
         "charset": "utf8mb4",
         "init_command": "SET time_zone = '+00:00'",
         "connect_timeout": 10,
+        # A network that silently stops answering must fail the call (so the SDK can spool)
+        # instead of hanging it; longer than InnoDB's default 50 s lock wait.
+        "read_timeout": 75,
+        "write_timeout": 75,
     }
     options.setdefault("pool_pre_ping", True)
     options.setdefault("pool_recycle", 3600)

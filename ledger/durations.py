@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from ledger.errors import ConfigurationError
 
+MAX_SECONDS = 3650 * 86400  # ten years: anything longer is a typo, and overflows datetimes
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+)([smhdw])")
 
@@ -22,6 +23,8 @@ def parse_duration(text: str, what: str = "duration") -> timedelta:
     seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
     if seconds <= 0:
         raise ConfigurationError(f"{what}: {text!r} must be longer than zero")
+    if seconds > MAX_SECONDS:
+        raise ConfigurationError(f"{what}: {text!r} is longer than {MAX_SECONDS // 86400} days")
     return timedelta(seconds=seconds)
 
 

@@ -35,15 +35,15 @@ COUNTER_FIELDS: tuple[str, ...] = (
 TERMINAL_STATUSES = ("success", "partial", "failed")
 MAX_RUN_ID = 2**31 - 1  # ingestion_runs.id is INT(11)
 
-# Ingestion runs did not happen before the Unix epoch; older values are typos or zero dates,
-# and MySQL DATETIME cannot hold years below 1000 anyway.
-EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+# Ingestion runs did not happen before the Unix epoch; older values are typos or zero dates.
+# One second after it: the earliest value the legacy TIMESTAMP columns can hold on MySQL.
+EARLIEST_TIME = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
 
 
 def plausible_time(value: datetime, field: str) -> datetime:
     value = ensure_utc(value, field)
     if value < EARLIEST_TIME:
-        raise ValueError(f"{field} {value.isoformat()} is before 1970-01-01")
+        raise ValueError(f"{field} {value.isoformat()} is before 1970-01-01T00:00:01Z")
     return value
 
 

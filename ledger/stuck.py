@@ -56,10 +56,11 @@ def stuck_runs(
     older_than: timedelta = DEFAULT_STALE_AFTER,
     max_runtime: timedelta | None = None,
     now: datetime | None = None,
-    overrides: Mapping[str, Thresholds] | None = None,
+    overrides: Mapping[str | tuple[str, int], Thresholds] | None = None,
 ) -> list[StuckRun]:
-    """Open runs that are stuck, oldest activity first. ``overrides`` maps a connector name to
-    its own thresholds (the defaults apply to every other connector)."""
+    """Open runs that are stuck, oldest activity first. ``overrides`` maps a connector name,
+    or a (connector name, source id) pair, to its own thresholds; the pair wins over the name,
+    and the defaults apply to every other run."""
     now = now or utcnow()
     default = Thresholds(older_than, max_runtime)
     every = [default, *(overrides or {}).values()]
@@ -79,7 +80,10 @@ def stuck_runs(
         rows = conn.execute(query).mappings().all()
     stuck = []
     for row in rows:
-        limits = (overrides or {}).get(row["connector_name"], default)
+        own = overrides or {}
+        limits = own.get((row["connector_name"], row["source_id"])) or own.get(
+            row["connector_name"], default
+        )
         if row["last_event_at"] < now - limits.stale_after:
             rule, threshold = "stale", limits.stale_after
         elif limits.max_runtime is not None and row["started_at"] < now - limits.max_runtime:

@@ -1,15 +1,13 @@
 """The sweeper: appends RunTimedOut for stuck runs, as facts, never by patching rows.
 
 Each RunTimedOut is appended with ``expected_version`` = the version the stuck query read, so a
-run that reported in between is left alone (the conflict is logged). Its ``event_id`` is derived
-from the run and that version, so two sweepers racing on one run append one event: the second
-append is a duplicate (I3) or a version conflict (I4), never a second timeout.
+run that reported in between is left alone (the conflict is logged), and of two sweepers racing
+on one run the second gets a version conflict (I4): one timeout, never two.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,7 +21,6 @@ from ledger.stuck import DEFAULT_STALE_AFTER, StuckRun, Thresholds, stuck_runs
 
 log = logging.getLogger(__name__)
 SWEEPER = "sweeper"
-_TIMEOUT_NAMESPACE = uuid.UUID("5f0c6a0e-2b7e-4c55-9d61-6d0a3c1b8e21")
 
 
 @dataclass
@@ -33,17 +30,13 @@ class SweepResult:
     dry_run: bool = False
 
 
-def timeout_event_id(run_id: int, version: int) -> uuid.UUID:
-    return uuid.uuid5(_TIMEOUT_NAMESPACE, f"run-{run_id}-version-{version}")
-
-
 def sweep(
     ledger: Ledger,
     now: datetime | None = None,
     dry_run: bool = False,
     older_than: timedelta = DEFAULT_STALE_AFTER,
     max_runtime: timedelta | None = None,
-    overrides: Mapping[str, Thresholds] | None = None,
+    overrides: Mapping[str | tuple[str, int], Thresholds] | None = None,
 ) -> SweepResult:
     """Time out every stuck run (or, with ``dry_run``, only report them)."""
     now = now or utcnow()
@@ -54,7 +47,6 @@ def sweep(
             continue
         reason = "stale" if run.rule == "stale" else "max_runtime"
         event = RunTimedOut(
-            event_id=timeout_event_id(run.run_id, run.version),
             run_id=run.run_id,
             occurred_at=now,
             reason=reason,
@@ -71,19 +63,17 @@ def sweep(
             )
             result.skipped.append((run, str(exc)))
             continue
-        if appended.appended:
-            log.warning(
-                "timed out run %d (%s, source %d): %s, threshold %s, last activity %s",
-                run.run_id,
-                run.connector_name,
-                run.source_id,
-                reason,
-                format_duration(run.threshold),
-                run.last_event_at.isoformat(),
-            )
-            result.timed_out.append(run)
-        else:
-            result.skipped.append((run, "another sweeper timed it out first"))
+        log.warning(
+            "timed out run %d (%s, source %d): %s, threshold %s, last activity %s at position %s",
+            run.run_id,
+            run.connector_name,
+            run.source_id,
+            reason,
+            format_duration(run.threshold),
+            run.last_event_at.isoformat(),
+            appended.last_position,
+        )
+        result.timed_out.append(run)
     return result
 
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -68,3 +69,44 @@ def projection_transaction(
         return
     with projection_session(engine, projection, timeout) as conn, conn.begin():
         yield conn
+
+
+@contextmanager
+def exclusive_rebuild(engine: Engine, projection: str) -> Iterator[None]:
+    """Held for a whole rebuild: a second rebuild of the same projection is refused at once
+    (it would drop the first one's shadow tables under it).
+
+    MySQL: a named lock on its own session. SQLite: an advisory lock on a file beside the
+    database (the embedded database lives on one host).
+    """
+    if is_sqlite(engine):
+        path = engine.url.database
+        if not path or path == ":memory:":
+            yield
+            return
+        with open(f"{path}.rebuild.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise ProjectionBusyError(
+                    f"another rebuild of {projection} is running on this database"
+                ) from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    with engine.connect() as conn:
+        name = lock_name(conn, f"{projection}.rebuild")
+        got = conn.execute(text("SELECT GET_LOCK(:name, 0)"), {"name": name}).scalar()
+        conn.commit()
+        if got != 1:
+            raise ProjectionBusyError(
+                f"another rebuild of {projection} is running on this database"
+            )
+        try:
+            yield
+        finally:
+            conn.rollback()
+            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+            conn.commit()

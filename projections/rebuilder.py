@@ -30,7 +30,7 @@ from ledger import Ledger
 from ledger.database import is_sqlite, translate_errors, write_transaction
 from ledger.store import read_events_page
 from projections.checkpoints import Checkpoint, advance, read_checkpoint, skipped_positions
-from projections.locking import projection_session, projection_transaction
+from projections.locking import exclusive_rebuild, projection_session, projection_transaction
 from projections.schema import (
     INGESTION_RUNS,
     TRANSITIONS,
@@ -87,7 +87,7 @@ def rebuild(
     """Replay the whole ledger into fresh tables and swap them in atomically."""
     started = time.monotonic()
     engine = ledger.engine
-    with translate_errors(ledger.url, "rebuild"):
+    with translate_errors(ledger.url, "rebuild"), exclusive_rebuild(engine, PROJECTION_NAME):
         # Settle a swap an earlier rebuild left half done *before* touching leftovers: its
         # marker is read against the shadow tables' existence.
         with projection_transaction(engine, PROJECTION_NAME) as conn:

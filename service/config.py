@@ -70,6 +70,18 @@ class ThresholdsConfig(Strict):
         return Thresholds(self.stale_after, self.max_runtime)
 
 
+class ConnectorThresholds(Strict):
+    """A connector's own thresholds; a field left out keeps the global value."""
+
+    stale_after: Duration | None = None
+    max_runtime: Duration | None = None
+
+    def over(self, defaults: ThresholdsConfig) -> Thresholds:
+        return Thresholds(
+            self.stale_after or defaults.stale_after, self.max_runtime or defaults.max_runtime
+        )
+
+
 class ScheduleConfig(Strict):
     interval: Duration | None = None
     cron: str | None = None
@@ -97,7 +109,7 @@ class ConnectorConfig(Strict):
     source_id: Annotated[int, Field(ge=0, lt=2**31)]
     schedule: ScheduleConfig
     options: dict[str, Any] = Field(default_factory=dict)
-    thresholds: ThresholdsConfig | None = None
+    thresholds: ConnectorThresholds | None = None
     enabled: bool = True
 
 
@@ -144,9 +156,13 @@ class LedgerConfig(Strict):
             seen.add(key)
         return self
 
-    def overrides(self) -> dict[str, Thresholds]:
-        """Per-connector thresholds, by connector name."""
-        return {c.name: c.thresholds.to_thresholds() for c in self.connectors if c.thresholds}
+    def overrides(self) -> dict[str | tuple[str, int], Thresholds]:
+        """Per-connector thresholds by (connector name, source id), merged over the globals."""
+        return {
+            (c.name, c.source_id): c.thresholds.over(self.thresholds)
+            for c in self.connectors
+            if c.thresholds
+        }
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

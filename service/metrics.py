@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -34,7 +34,7 @@ class Figures:
 def collect_figures(
     ledger: Ledger,
     thresholds: Thresholds,
-    overrides: dict[str, Thresholds] | None,
+    overrides: Mapping[str | tuple[str, int], Thresholds] | None,
     spool: Spool | None,
     last_sweep_at: datetime | None = None,
     last_sweep_timed_out: int | None = None,

@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from connectors import RunContext, Spool
 from connectors.registry import build_connector
-from ledger import Ledger, LedgerError, ValidationError, sweep
+from ledger import ConfigurationError, Ledger, LedgerError, ValidationError, sweep
 from ledger.clock import utcnow
 from ledger.schema import ledger_runs
 from projections import Projector
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 # Interval ticks are aligned to this instant, so every serve process computes the same ticks.
 TICK_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+# After ending runs at shutdown, how long to wait for jobs that were starting a run.
+SETTLE_SECONDS = 10.0
 
 
 class ServiceShutdown(Exception):
@@ -60,6 +62,7 @@ class LedgerService:
         self.identity = f"serve:{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
         self.active: dict[str, RunContext] = {}
+        self.in_flight = 0  # connector jobs past their stop check
         self.active_lock = threading.Lock()
         self.projecting = threading.Lock()
         self.last_sweep_at: datetime | None = None
@@ -122,9 +125,11 @@ class LedgerService:
     def connector_job(self, connector: ConnectorConfig) -> None:
         """One scheduled run: claimed once across processes, skipped while one is open."""
         name = job_id(connector)
-        try:
+        with self.active_lock:  # counted before it can start a run, so shutdown waits for it
             if self.stop.is_set():
                 return
+            self.in_flight += 1
+        try:
             tick = self._tick(connector)
             if not claim(self.ledger, name, tick, self.identity):
                 log.debug("%s tick %s: claimed by another process", name, tick.isoformat())
@@ -141,6 +146,9 @@ class LedgerService:
             self._run_connector(connector, name)
         except Exception:
             log.exception("job %s failed", name)
+        finally:
+            with self.active_lock:
+                self.in_flight -= 1
 
     def _has_open_run(self, connector: ConnectorConfig) -> bool:
         query = (
@@ -174,6 +182,8 @@ class LedgerService:
             self.active[name] = context
         failure: Exception | None = None
         try:
+            if self.stop.is_set():  # shutdown began while this run was starting
+                raise ServiceShutdown("shutdown: ledger serve stopped as the run started")
             instance.ingest(context)
         except Exception as exc:
             failure = exc
@@ -234,7 +244,12 @@ class LedgerService:
             return
         registry = CollectorRegistry()
         registry.register(LedgerCollector(self.figures))
-        start_http_server(self.metrics_port, addr="127.0.0.1", registry=registry)
+        try:
+            start_http_server(self.metrics_port, addr="127.0.0.1", registry=registry)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on 127.0.0.1:{self.metrics_port}: {exc.strerror}"
+            ) from exc
         log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
 
     # ------------------------------------------------------------------ lifecycle
@@ -260,7 +275,7 @@ class LedgerService:
         self.stop.set()
         self.scheduler.shutdown(wait=False)  # no new ticks
         deadline = time.monotonic() + self.config.serve.grace_period.total_seconds()
-        while self._active_runs() and time.monotonic() < deadline:
+        while self._jobs_in_flight() and time.monotonic() < deadline:
             time.sleep(0.1)
         for name, context in self._active_runs():
             try:
@@ -270,6 +285,10 @@ class LedgerService:
                 log.warning("%s: run %d ended failed (shutdown)", name, context.run_id)
             except LedgerError as exc:
                 log.error("%s: could not end run: %s", name, exc)
+        # A job between its stop check and its first event ends its own run (see above).
+        settle = time.monotonic() + SETTLE_SECONDS
+        while self._jobs_starting() and time.monotonic() < settle:
+            time.sleep(0.05)
         with self.projecting:  # the projector finishes its current batch...
             try:  # ...and applies one more, so the runs just ended show in ingestion_runs
                 self.projector.apply_batch()
@@ -281,6 +300,14 @@ class LedgerService:
     def _active_runs(self) -> list[tuple[str, RunContext]]:
         with self.active_lock:
             return list(self.active.items())
+
+    def _jobs_in_flight(self) -> bool:
+        with self.active_lock:
+            return self.in_flight > 0
+
+    def _jobs_starting(self) -> bool:
+        with self.active_lock:
+            return self.in_flight > len(self.active)
 
 
 def job_id(connector: ConnectorConfig) -> str:

@@ -264,4 +264,4 @@ def test_config_check_on_the_shipped_example() -> None:
     assert result.exit_code == 0, result.output
     config = load_config(example)
     assert [c.name for c in config.connectors] == ["stations-csv", "stations-api"]
-    assert config.overrides()["stations-api"].max_runtime == timedelta(hours=2)
+    assert config.overrides()[("stations-api", 2)].max_runtime == timedelta(hours=2)

@@ -29,7 +29,13 @@ def upgrade() -> None:
         "source_records",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("source_id", sa.Integer(), nullable=False),
-        sa.Column("external_id", sa.String(255), nullable=False),
+        sa.Column(
+            "external_id",
+            sa.String(255).with_variant(
+                mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb"
+            ),
+            nullable=False,
+        ),
         sa.Column("content_hash", sa.String(64), nullable=False),
         sa.Column(
             "payload", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb"), nullable=False
