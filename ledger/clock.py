@@ -26,4 +26,9 @@ def ensure_utc(value: datetime, field: str = "datetime") -> datetime:
 
 def isoformat_utc(value: datetime) -> str:
     """Canonical text of a timestamp: UTC, ISO-8601, always six fractional digits, ``Z``."""
-    return ensure_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not UTC:
+        value = ensure_utc(value)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+        f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z"
+    )

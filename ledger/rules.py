@@ -11,7 +11,7 @@ in one place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from ledger.errors import StreamError
@@ -81,10 +81,14 @@ def apply_event(
         new_state = FINISHED
     elif not isinstance(event, RunProgressed):  # pragma: no cover - the union is closed
         raise StreamError(run_id, "known-type", f"unsupported event {event.type}")
-    return replace(
-        current,
+    return RunState(  # built directly: dataclasses.replace is slow on the append hot path
+        run_id=current.run_id,
+        source_id=current.source_id,
+        connector_name=current.connector_name,
         version=current.version + 1,
         state=new_state,
+        started_at=current.started_at,
         last_event_at=max(current.last_event_at, event.occurred_at),
+        opened_at=current.opened_at,
         updated_at=recorded_at,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
@@ -329,6 +329,7 @@ class _Appender:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.sqlite = conn.dialect.name == "sqlite"
 
     def append(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
@@ -404,7 +405,7 @@ class _Appender:
                 "prev_hash": prev_hash,
             }
             row["hash"] = prev_hash = chain_hash(prev_hash, row)
-            recorded = RecordedEvent.from_row(row)
+            recorded = RecordedEvent(**row)
             stored[event_id] = recorded  # a repeat later in this batch is a duplicate too
             batch_ids.add(event_id)
             results.append(recorded)
@@ -463,7 +464,12 @@ class _Appender:
         last_run_id: int,
         recorded_at: datetime,
     ) -> None:
-        self.conn.execute(insert(ledger_events), [event.as_row() for event in new_events])
+        # The hot path of every append: rows go to the driver's executemany as plain tuples,
+        # without SQLAlchemy's per-value type processing (timestamps converted once, here).
+        self.conn.exec_driver_sql(
+            _insert_events_sql(self.conn),
+            _event_params(new_events, self.sqlite),
+        )
         touched = {event.run_id for event in new_events}
         created = [_run_row(runs[r]) for r in sorted(touched - existing_run_ids)]
         changed = [_run_row(runs[r]) for r in sorted(touched & existing_run_ids)]
@@ -491,6 +497,60 @@ class _Appender:
                 last_recorded_at=recorded_at,
             )
         )
+
+
+# In the order of _event_params' tuples.
+_EVENT_COLUMNS = (
+    "position",
+    "event_id",
+    "run_id",
+    "version",
+    "type",
+    "schema_version",
+    "payload",
+    "occurred_at",
+    "recorded_at",
+    "actor",
+    "prev_hash",
+    "hash",
+)
+
+
+def _insert_events_sql(conn: Connection) -> str:
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    quote = conn.dialect.identifier_preparer.quote
+    return (
+        f"INSERT INTO ledger_events ({', '.join(quote(c) for c in _EVENT_COLUMNS)}) "
+        f"VALUES ({', '.join(mark for _ in _EVENT_COLUMNS)})"
+    )
+
+
+def _event_params(events: list[RecordedEvent], sqlite: bool) -> list[tuple[Any, ...]]:
+    """Driver parameters of new events; SQLite gets the text SQLAlchemy's DateTime stores,
+    MySQL naive UTC datetimes. The batch shares one recorded_at: it is converted once."""
+
+    def stored(value: datetime) -> Any:
+        naive = value.astimezone(UTC).replace(tzinfo=None)
+        return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else naive
+
+    recorded_at = stored(events[0].recorded_at)
+    return [
+        (
+            e.position,
+            e.event_id,
+            e.run_id,
+            e.version,
+            e.type,
+            e.schema_version,
+            e.payload,
+            stored(e.occurred_at),
+            recorded_at,
+            e.actor,
+            e.prev_hash,
+            e.hash,
+        )
+        for e in events
+    ]
 
 
 def _run_row(state: RunState | None) -> dict[str, Any]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from ledger.clock import isoformat_utc
 from ledger.database import translate_errors
-from ledger.hashing import chain_hash
+from ledger.hashing import content_from_values
 from ledger.schema import GENESIS_HASH, ledger_events
 from ledger.store import Ledger
 
@@ -54,7 +59,7 @@ def verify_chain(
         return ChainReport(0, from_position - 1, f"position {from_position - 1} is missing")
     expected_position = max(from_position, 1)
     checked = 0
-    for event in ledger.read_all(after=expected_position - 1, batch_size=batch_size):
+    for event in _raw_rows(ledger, expected_position - 1, batch_size):
         if event.position > end:
             if to_position is not None:
                 break
@@ -76,7 +81,7 @@ def verify_chain(
                 event.position,
                 "prev_hash does not match the hash of the previous position",
             )
-        if chain_hash(prev_hash, event.as_row()) != event.hash:
+        if _hash(prev_hash, event) != event.hash:
             return ChainReport(
                 checked,
                 event.position,
@@ -94,6 +99,69 @@ def verify_chain(
     if to_position is None and end > 0 and prev_hash != head.last_hash:
         return ChainReport(checked, end, "ledger_head hash does not match the last event")
     return ChainReport(checked)
+
+
+_COLUMNS = (
+    "position, event_id, run_id, version, type, schema_version, payload, occurred_at, "
+    "recorded_at, actor, prev_hash, hash"
+)
+
+
+class _Row(NamedTuple):
+    position: int
+    event_id: str
+    run_id: int
+    version: int
+    type: str
+    schema_version: int
+    payload: str
+    occurred_at: Any
+    recorded_at: Any
+    actor: str | None
+    prev_hash: str
+    hash: str
+
+
+def _raw_rows(ledger: Ledger, after: int, batch_size: int) -> Iterator[_Row]:
+    """Rows as the driver returns them: verification rehashes the stored text and needs no
+    models or type conversion (the fast path of ``ledger verify``)."""
+    query = text(
+        f"SELECT {_COLUMNS} FROM ledger_events WHERE position > :after "
+        "ORDER BY position LIMIT :limit"
+    )
+    while True:
+        with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
+            rows = [
+                _Row(*row) for row in conn.execute(query, {"after": after, "limit": batch_size})
+            ]
+        yield from rows
+        if len(rows) < batch_size:
+            return
+        after = rows[-1].position
+
+
+def _canonical_time(value: Any) -> str:
+    """A stored timestamp as the hash saw it: SQLite text or a MySQL naive UTC datetime."""
+    if isinstance(value, datetime):
+        return isoformat_utc(value.replace(tzinfo=UTC))
+    text_value = str(value).replace(" ", "T")
+    return (text_value if "." in text_value else text_value + ".000000") + "Z"
+
+
+def _hash(prev_hash: str, row: _Row) -> str:
+    content = content_from_values(
+        row.position,
+        row.event_id,
+        row.run_id,
+        row.version,
+        row.type,
+        row.schema_version,
+        row.payload,
+        _canonical_time(row.occurred_at),
+        _canonical_time(row.recorded_at),
+        row.actor,
+    )
+    return hashlib.sha256((prev_hash + content).encode("utf-8")).hexdigest()
 
 
 def _hash_at(ledger: Ledger, position: int) -> str | None:

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from freezegun import freeze_time
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger import (
     RunFinished,
@@ -174,3 +176,38 @@ def test_missing_upcaster_and_newer_schema_are_refused(monkeypatch: pytest.Monke
         mapper.upcast("RunProgressed", 3, {})
     with pytest.raises(UnknownEventTypeError, match="unknown event type"):
         mapper.upcast("RunExploded", 1, {})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    position=st.integers(1, 2**62),
+    run_id=st.integers(1, 2**31 - 1),
+    version=st.integers(1, 10**6),
+    text=st.text(),
+    actor=st.none() | st.text(),
+    moment=st.datetimes(
+        min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+    ),
+)
+def test_the_fast_row_content_is_exactly_canonical_json(
+    position: int, run_id: int, version: int, text: str, actor: str | None, moment: datetime
+) -> None:
+    """The hash input is assembled by hand for speed; it must be canonical JSON to the byte."""
+    from ledger.clock import isoformat_utc
+    from ledger.hashing import HASHED_COLUMNS, row_content
+
+    row = {
+        "position": position,
+        "event_id": text,
+        "run_id": run_id,
+        "version": version,
+        "type": text[::-1],
+        "schema_version": 1,
+        "payload": json.dumps({"t": text}),
+        "occurred_at": moment,
+        "recorded_at": moment,
+        "actor": actor,
+    }
+    reference = {name: row[name] for name in HASHED_COLUMNS}
+    reference["occurred_at"] = reference["recorded_at"] = isoformat_utc(moment)
+    assert row_content(row) == canonical_json(reference)

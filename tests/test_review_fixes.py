@@ -92,8 +92,11 @@ def test_record_keys_are_case_sensitive_on_both_databases(ledger: Ledger, tmp_pa
     result = CsvConnector(1, data).run(ledger, spool=Spool(tmp_path))
     # "abc" and "ABC" are two records everywhere; "abc " is "abc" (keys are trimmed, as
     # MariaDB's PAD SPACE collations would compare them anyway), here with a new value.
-    assert (result.status, result.totals["records_created"],
-            result.totals["records_updated"]) == ("success", 2, 1)
+    assert (result.status, result.totals["records_created"], result.totals["records_updated"]) == (
+        "success",
+        2,
+        1,
+    )
 
 
 def test_the_first_second_of_1970_is_refused() -> None:
