@@ -35,7 +35,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from connectors import SAMPLE_CSV, Connector, CsvConnector, HttpJsonConnector, RunContext, Spool
+from connectors import SAMPLE_CSV, Connector, CsvConnector, HttpJsonConnector, Spool
 from connectors.spool import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV
 from ledger import (
     ConcurrencyError,
@@ -1298,11 +1298,8 @@ def execute_connector(
     db_url: str | None,
 ) -> None:
     ledger = open_ledger(db_url)
-    context = RunContext(
+    context = connector.context(
         ledger,
-        connector.source_id,
-        connector.name,
-        connector_version=connector.version,
         trigger=trigger,
         spool=Spool(spool_dir),
         progress_interval=progress_interval,
@@ -1310,17 +1307,8 @@ def execute_connector(
     )
     # SIGTERM ends the run as "interrupted" instead of leaving it open.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    failure: BaseException | None = None
     with library_errors():
-        context.start()
-        try:
-            connector.ingest(context)
-        except Exception as exc:  # recorded as the run's failure, reported below
-            failure = exc
-        except BaseException as exc:
-            context.finish(exc)
-            raise
-        result = context.finish(failure)
+        result, failure = connector.record(context)
     summary = {
         "run_id": result.run_id,
         "connector": connector.name,

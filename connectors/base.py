@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from connectors.sdk import RunContext, RunResult
@@ -28,8 +29,11 @@ class Connector(ABC):
     def ingest(self, run: RunContext) -> None:
         """Fetch and store records, reporting ``run.progress(...)`` and ``run.error(...)``."""
 
-    def run(self, ledger: Ledger, *, trigger: str = "manual", **context_options: Any) -> RunResult:
-        context = RunContext(
+    def context(
+        self, ledger: Ledger, *, trigger: str = "manual", **context_options: Any
+    ) -> RunContext:
+        """A run context for this connector (its name, source and version)."""
+        return RunContext(
             ledger,
             self.source_id,
             self.name,
@@ -37,7 +41,30 @@ class Connector(ABC):
             trigger=trigger,
             **context_options,
         )
-        with context:
+
+    def record(
+        self, context: RunContext, on_started: Callable[[RunContext], None] | None = None
+    ) -> tuple[RunResult, Exception | None]:
+        """Start the run, ingest, finish. An exception fails the run and is returned with the
+        result (the caller reports it); KeyboardInterrupt and SystemExit end the run
+        ``failed`` ("interrupted") and propagate. ``on_started`` runs once the run is open;
+        what it raises fails the run like ``ingest`` would."""
+        context.start()
+        failure: Exception | None = None
+        try:
+            if on_started is not None:
+                on_started(context)
             self.ingest(context)
-        assert context.result is not None
-        return context.result
+        except Exception as exc:
+            failure = exc
+        except BaseException as exc:
+            context.finish(exc)
+            raise
+        return context.finish(failure), failure
+
+    def run(self, ledger: Ledger, *, trigger: str = "manual", **context_options: Any) -> RunResult:
+        """Record one run; if ``ingest`` raised, the run is ``failed`` and the error re-raised."""
+        result, failure = self.record(self.context(ledger, trigger=trigger, **context_options))
+        if failure is not None:
+            raise failure
+        return result

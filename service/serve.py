@@ -167,33 +167,27 @@ class LedgerService:
         instance = build_connector(
             connector.type, connector.source_id, connector.name, connector.options
         )
-        context = RunContext(
+        context = instance.context(
             self.ledger,
-            connector.source_id,
-            connector.name,
-            connector_version=instance.version,
             trigger="schedule",
             spool=self.spool,
             progress_interval=self.config.serve.progress_interval.total_seconds(),
             heartbeat_interval=self.config.serve.heartbeat_interval.total_seconds(),
         )
-        context.start()
-        with self.active_lock:
-            self.active[name] = context
-        failure: Exception | None = None
-        try:
+
+        def started(run: RunContext) -> None:
+            with self.active_lock:
+                self.active[name] = run
             if self.stop.is_set():  # shutdown began while this run was starting
                 raise ServiceShutdown("shutdown: ledger serve stopped as the run started")
-            instance.ingest(context)
-        except Exception as exc:
-            failure = exc
+
+        try:
+            result, _failure = instance.record(context, on_started=started)
+        except ValidationError:  # the shutdown ended this run already
+            return
         finally:
             with self.active_lock:
                 self.active.pop(name, None)
-        try:
-            result = context.finish(failure)
-        except ValidationError:  # ended by the shutdown already
-            return
         log.info("%s: run %d %s", name, result.run_id, result.status)
 
     def projector_job(self) -> None:
