@@ -36,10 +36,6 @@ class RunState:
     opened_at: datetime
     updated_at: datetime
 
-    @property
-    def is_open(self) -> bool:
-        return self.state == OPEN
-
 
 def apply_event(
     current: RunState | None, event: EventModel, run_id: int, recorded_at: datetime
