@@ -157,14 +157,19 @@ class RunContext:
             metadata=self.metadata,
             actor=self.actor,
         )
-        try:
-            self._deliver_spool()
-            stored = self.ledger.append([started]).events[0]
-        except StorageError as exc:
-            raise RunNotStartedError(
-                f"run of {self.connector_name} (source {self.source_id}) not started: the "
-                f"ledger is unreachable ({exc})"
-            ) from exc
+        for attempt in (1, 2):
+            try:
+                self._deliver_spool()
+                stored = self.ledger.append([started]).events[0]
+                break
+            except StorageError as exc:
+                # Sent once more, same event_id: if the first try committed and only its reply
+                # was lost, this returns the stored run instead of leaving it open unseen.
+                if attempt == 2:
+                    raise RunNotStartedError(
+                        f"run of {self.connector_name} (source {self.source_id}) not started: "
+                        f"the ledger is unreachable ({exc})"
+                    ) from exc
         self.result = RunResult(run_id=stored.run_id)
         self._last_emit = time.monotonic()
         RunContext._open.add(self)

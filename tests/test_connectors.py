@@ -518,3 +518,28 @@ def test_ledger_run_csv_cli(ledger: Ledger, db_url: str, tmp_path: Path) -> None
     assert json.loads(partial.stdout)["status"] == "partial"
     help_text = runner.invoke(cli, ["run", "csv", "--help"]).output
     assert str(SAMPLE_CSV) in "".join(help_text.split())  # help wraps long paths
+
+
+def test_a_lost_reply_to_run_started_does_not_orphan_the_run(
+    ledger: Ledger, spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_append = Ledger.append
+    calls: list[int] = []
+
+    def commit_then_lose_the_reply(self: Ledger, events: Any, **kwargs: Any) -> Any:
+        result = real_append(self, events, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            from ledger import StorageError
+
+            raise StorageError("connection lost after COMMIT")
+        return result
+
+    monkeypatch.setattr(Ledger, "append", commit_then_lose_the_reply)
+    run = RunContext(ledger, 1, "SOURCE_1", spool=spool)
+    run_id = run.start()
+    monkeypatch.undo()
+    run.finish()
+    events = ledger.read_run(run_id)
+    assert [e.type for e in events] == ["RunStarted", "RunFinished"]
+    assert ledger.head().last_run_id == run_id  # one run, not an orphan and a second one
