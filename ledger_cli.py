@@ -1028,7 +1028,7 @@ def status(
 def status_json(report: LedgerStatus, figures: Figures) -> dict[str, Any]:
     return {
         "head_position": report.head_position,
-        "head_recorded_at": report.head_recorded_at,
+        "head_recorded_at": iso(report.head_recorded_at) if report.head_recorded_at else None,
         "open_runs": report.open_runs,
         "stuck_runs": figures.stuck_runs,
         "runs_by_status": figures.runs_by_status,
@@ -1274,6 +1274,10 @@ def run_http_json(
     **options: Any,
 ) -> None:
     """Page through a JSON API and upsert its records into source_records."""
+    if page_param and next_path:
+        raise BadInput("give --page-param or --next-path, not both")
+    if not url.startswith(("http://", "https://")):
+        raise BadInput(f"--url: {url!r} is not an http(s) URL")
     connector = HttpJsonConnector(
         options.pop("source_id"),
         url,
@@ -1307,8 +1311,13 @@ def execute_connector(
     )
     # SIGTERM ends the run as "interrupted" instead of leaving it open.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    failure: BaseException | None
     with library_errors():
-        result, failure = connector.record(context)
+        try:
+            result, failure = connector.record(context)
+        except (KeyboardInterrupt, SystemExit) as exc:  # recorded failed ("interrupted")
+            assert context.result is not None
+            result, failure = context.result, exc
     summary = {
         "run_id": result.run_id,
         "connector": connector.name,
@@ -1401,7 +1410,8 @@ def serve_command(config_path: Path, metrics_port: int | None) -> None:
         config = load_config(config_path)
         service = LedgerService(config, metrics_port)
     click.echo(
-        f"serving {mask_url(config.database_url)} with {len(config.connectors)} "
+        f"serving {mask_url(config.database_url)} with "
+        f"{sum(c.enabled for c in config.connectors)} scheduled "
         "connector(s); SIGTERM or Ctrl-C to stop",
         err=True,
     )

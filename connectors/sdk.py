@@ -196,8 +196,8 @@ class RunContext:
             if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
                 self._heartbeat.join(timeout=HEARTBEAT_JOIN_TIMEOUT)
             with self._lock:
+                remainder = self._pending_event()  # first, so its occurred_at comes first
                 finished = self._terminal_event(exc)
-                remainder = self._pending_event()
                 self._send([*([remainder] if remainder else []), finished])
                 self._clear_pending()
                 result.status = finished.status

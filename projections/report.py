@@ -18,6 +18,7 @@ from ledger import Ledger, stuck_runs
 from ledger.clock import utcnow
 from ledger.database import translate_errors
 from ledger.durations import format_duration
+from ledger.migrate import check_schema
 from ledger.urls import mask_url
 from projections.legacy_shape import compare, expected_shape, live_shape
 from projections.queries import RunFilter, list_runs
@@ -40,8 +41,10 @@ def build_report(
 ) -> dict[str, Any]:
     """Every section as plain data (what ``--format json`` prints)."""
     generated_at = utcnow()
+    check_schema(ledger.engine, ledger.url)  # "run `ledger migrate`", not a traceback
     expected = expected_shape()
-    live = live_shape(ledger.engine)
+    with translate_errors(ledger.url, "report"):
+        live = live_shape(ledger.engine)
     mismatches = compare(expected, live, exact_types=ledger.engine.dialect.name != "sqlite")
     with translate_errors(ledger.url, "report"), ledger.engine.connect() as conn:
         counts = {

@@ -184,6 +184,13 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
         raise ConfigurationError(f"{source}: not valid TOML ({exc})") from exc
     if os.environ.get(DATABASE_URL_ENV):
         data["database_url"] = os.environ[DATABASE_URL_ENV]
+    # A relative csv path means relative to the config file, wherever serve is started from.
+    for connector in data.get("connectors") or []:
+        options = connector.get("options") if isinstance(connector, dict) else None
+        if isinstance(options, dict) and isinstance(options.get("path"), str):
+            path = Path(options["path"])
+            if not path.is_absolute():
+                options["path"] = str((source.resolve().parent / path).resolve())
     try:
         return LedgerConfig.model_validate(data)
     except pydantic.ValidationError as exc:

@@ -34,6 +34,7 @@ from connectors import RunContext, Spool
 from connectors.registry import build_connector
 from ledger import ConfigurationError, Ledger, LedgerError, ValidationError, sweep
 from ledger.clock import utcnow
+from ledger.migrate import check_schema
 from ledger.schema import ledger_runs
 from projections import Projector
 from service.claims import claim, interval_tick, prune_claims
@@ -144,6 +145,8 @@ class LedgerService:
                 )
                 return
             self._run_connector(connector, name)
+        except LedgerError as exc:  # the database or the config: say what, no traceback
+            log.error("job %s: %s", name, exc)
         except Exception:
             log.exception("job %s failed", name)
         finally:
@@ -211,6 +214,8 @@ class LedgerService:
             self.last_sweep_at = utcnow()
             self.last_sweep_timed_out = len(result.timed_out)
             prune_claims(self.ledger)
+        except LedgerError as exc:
+            log.error("sweeper: %s", exc)
         except Exception:
             log.exception("sweeper failed")
 
@@ -255,12 +260,17 @@ class LedgerService:
             log.warning("received %s: shutting down", signal.Signals(signum).name)
             self.stop.set()
 
+        check_schema(self.ledger.engine, self.ledger.url)  # fail at start, not every tick
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         self.start_metrics()
         self.add_jobs()
         self.scheduler.start()
-        log.warning("serving %d connector(s); %s", len(self.config.connectors), self.identity)
+        log.warning(
+            "serving %d scheduled connector(s); %s",
+            sum(c.enabled for c in self.config.connectors),
+            self.identity,
+        )
         while not self.stop.wait(0.5):
             pass
         self.shutdown()

@@ -163,3 +163,41 @@ def test_a_busy_metrics_port_is_a_clear_error(tmp_path: Path, db_url: str) -> No
         with pytest.raises(ConfigurationError, match=f"127.0.0.1:{port}"):
             service.start_metrics()
     _ = json
+
+
+def test_report_on_an_unmigrated_database_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["report", "--db", f"sqlite:///{tmp_path / 'new.db'}"])
+    assert result.exit_code == 1
+    assert "ledger migrate" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_http_json_usage_is_checked_before_a_run_starts(db_url: str, ledger: Ledger) -> None:
+    runner = CliRunner()
+    both = runner.invoke(
+        cli,
+        [
+            "run",
+            "http-json",
+            "--url",
+            "http://x/",
+            "--page-param",
+            "p",
+            "--next-path",
+            "n",
+            "--db",
+            db_url,
+        ],
+    )
+    assert both.exit_code == 2
+    bad = runner.invoke(cli, ["run", "http-json", "--url", "not-a-url", "--db", db_url])
+    assert bad.exit_code == 2
+    assert ledger.head().last_position == 0
+
+
+def test_config_paths_are_relative_to_the_config_file() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "ledger.toml"
+    config = load_config(example)
+    path = Path(config.connectors[0].options["path"])
+    assert path.is_absolute()
+    assert path.exists()
