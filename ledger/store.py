@@ -21,7 +21,7 @@ from ledger.clock import utcnow
 from ledger.database import create_ledger_engine, translate_errors, write_transaction
 from ledger.errors import ConcurrencyError, LedgerError, SchemaError, ValidationError
 from ledger.events import MAX_RUN_ID, EventModel, RunStarted
-from ledger.hashing import chain_hash
+from ledger.hashing import HASHED_COLUMNS, chain_hash
 from ledger.mapper import CURRENT_SCHEMA_VERSIONS, payload_json
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState, apply_event
@@ -499,21 +499,8 @@ class _Appender:
         )
 
 
-# In the order of _event_params' tuples.
-_EVENT_COLUMNS = (
-    "position",
-    "event_id",
-    "run_id",
-    "version",
-    "type",
-    "schema_version",
-    "payload",
-    "occurred_at",
-    "recorded_at",
-    "actor",
-    "prev_hash",
-    "hash",
-)
+# In the order of _event_params' tuples: the hashed columns, then the chain.
+_EVENT_COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
 
 
 def _insert_events_sql(conn: Connection) -> str:

@@ -628,51 +628,41 @@ def test_deeply_nested_metadata_is_an_input_error(ledger: Ledger) -> None:
     assert ledger.head().last_position == 0
 
 
-def test_one_ledger_shared_by_threads(ledger: Ledger) -> None:
+def append_from_threads(store: Ledger, threads: int, runs_each: int, events_each: int) -> None:
+    """Several threads sharing one Ledger, each starting runs and appending to them."""
     import threading
 
     errors: list[BaseException] = []
 
     def work() -> None:
         try:
-            for _ in range(15):
-                run_id = ledger.start_run(1, "SOURCE_1")
-                ledger.append([RunProgressed(run_id=run_id, records_fetched=1) for _ in range(3)])
+            for _ in range(runs_each):
+                run_id = store.start_run(1, "SOURCE_1")
+                store.append(
+                    [RunProgressed(run_id=run_id, records_fetched=1) for _ in range(events_each)]
+                )
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
     assert errors == []
+
+
+def test_one_ledger_shared_by_threads(ledger: Ledger) -> None:
+    append_from_threads(ledger, threads=6, runs_each=15, events_each=3)
     assert ledger.head().last_position == 6 * 15 * 4
     assert verify_chain(ledger).ok
 
 
 def test_in_memory_sqlite_shared_by_threads() -> None:
-    import threading
-
     from ledger.migrate import upgrade
 
     memory = Ledger.from_url("sqlite://")
     upgrade(memory.engine, memory.url)
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            for _ in range(20):
-                run_id = memory.start_run(1, "S")
-                memory.append([RunProgressed(run_id=run_id) for _ in range(4)])
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    append_from_threads(memory, threads=6, runs_each=20, events_each=4)
     assert memory.head().last_position == 6 * 20 * 5
     assert verify_chain(memory).ok
