@@ -988,7 +988,11 @@ def status(
     with library_errors():
         report = ledger_status(ledger)
         figures = collect_figures(
-            ledger, thresholds, config.overrides() if config else None, local_spool
+            ledger,
+            thresholds,
+            config.overrides() if config else None,
+            local_spool,
+            status=report,
         )
     if output_format == "json":
         click.echo(json.dumps(status_json(report, figures), indent=2, default=str))

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from connectors import Spool
 from ledger import Ledger, Thresholds, stuck_runs
 from ledger.database import translate_errors
-from projections import ledger_status
+from projections import LedgerStatus, ledger_status
 from projections.schema import ingestion_runs
 
 
@@ -38,8 +38,10 @@ def collect_figures(
     spool: Spool | None,
     last_sweep_at: datetime | None = None,
     last_sweep_timed_out: int | None = None,
+    status: LedgerStatus | None = None,
 ) -> Figures:
-    status = ledger_status(ledger)
+    """The figures; pass ``status`` if the caller already read it (``ledger status`` does)."""
+    status = status or ledger_status(ledger)
     projection = status.projections[0]
     with translate_errors(ledger.url, "metrics"), ledger.engine.connect() as conn:
         query = select(ingestion_runs.c.status, func.count()).group_by(ingestion_runs.c.status)
