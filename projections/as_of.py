@@ -14,9 +14,8 @@ from ledger import Ledger
 from ledger.database import translate_errors
 from projections.checkpoints import skipped_positions
 from projections.fold import Row, Transition
+from projections.schema import PROJECTION_NAME
 from projections.writer import fold_events
-
-PROJECTION_NAME = "ingestion_runs"
 
 
 def resolve_position(ledger: Ledger, as_of: datetime | None, at_position: int | None) -> int:

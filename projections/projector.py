@@ -30,12 +30,16 @@ from projections.checkpoints import (
 from projections.errors import PoisonEventError, ProjectionTimeoutError
 from projections.locking import ProjectionBusyError, projection_transaction
 from projections.rebuilder import recover_interrupted_swap
-from projections.schema import ingestion_run_transitions, ingestion_runs, projection_skips
+from projections.schema import (
+    PROJECTION_NAME,
+    ingestion_run_transitions,
+    ingestion_runs,
+    projection_skips,
+)
 from projections.writer import ReadModelWriter
 
 log = logging.getLogger(__name__)
 
-PROJECTION_NAME = "ingestion_runs"
 DEFAULT_BATCH_SIZE = 1000
 
 

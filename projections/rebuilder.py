@@ -33,6 +33,7 @@ from projections.checkpoints import Checkpoint, advance, read_checkpoint, skippe
 from projections.locking import exclusive_rebuild, projection_session, projection_transaction
 from projections.schema import (
     INGESTION_RUNS,
+    PROJECTION_NAME,
     TRANSITIONS,
     ingestion_run_transitions,
     ingestion_runs,
@@ -43,7 +44,6 @@ from projections.writer import ReadModelWriter
 
 log = logging.getLogger(__name__)
 
-PROJECTION_NAME = "ingestion_runs"
 SHADOW = "__rebuild"
 OLD = "__old"
 

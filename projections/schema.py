@@ -22,6 +22,8 @@ from sqlalchemy import (
 
 from ledger.schema import LegacyTimestamp, UTCDateTime, metadata
 
+# The one projection so far: its name in projection_checkpoints, locks and skips.
+PROJECTION_NAME = "ingestion_runs"
 RUN_STATUSES = ("running", "success", "partial", "failed")
 INGESTION_RUNS = "ingestion_runs"
 TRANSITIONS = "ingestion_run_transitions"

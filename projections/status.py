@@ -12,7 +12,7 @@ from ledger.clock import utcnow
 from ledger.database import translate_errors
 from ledger.schema import ledger_events, ledger_runs
 from projections.checkpoints import Checkpoint, Skip, list_skips, read_checkpoint
-from projections.projector import PROJECTION_NAME
+from projections.schema import PROJECTION_NAME
 
 
 @dataclass(frozen=True)

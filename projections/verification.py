@@ -22,8 +22,9 @@ from ledger.rules import RunState, apply_event
 from ledger.schema import ledger_runs
 from projections.as_of import runs_as_of
 from projections.fold import Row
-from projections.projector import PROJECTION_NAME, Projector
+from projections.projector import Projector
 from projections.queries import all_rows
+from projections.schema import PROJECTION_NAME
 
 MAX_DIFFERENCES = 50  # per check: the first ones are what an auditor needs
 
