@@ -34,17 +34,13 @@ class Summary:
         self.rows.append(Row(area, backend, tried, held, ok))
 
     def lines(self) -> list[str]:
-        header = ("area", "backend", "what was tried", "what held", "result")
-        body = [
-            (r.area, r.backend, r.tried, r.held, "held" if r.ok else "FAILED")
-            for r in sorted(self.rows, key=lambda r: (r.area, r.backend))
-        ]
-        widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-
-        def fmt(row: tuple[str, ...]) -> str:
-            return " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-
-        return [fmt(header), "-+-".join("-" * w for w in widths), *map(fmt, body)]
+        """The table for a terminal: one heading line per row, then what was tried and held."""
+        out: list[str] = []
+        for r in sorted(self.rows, key=lambda r: (r.area, r.backend)):
+            out.append(f"[{'held' if r.ok else 'FAILED'}] {r.area} ({r.backend})")
+            out.append(f"    tried: {r.tried}")
+            out.append(f"    held:  {r.held}")
+        return out
 
     def markdown(self) -> str:
         when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
