@@ -130,16 +130,24 @@ class _ExclusiveStaticPool(StaticPool):
             self._guard.release()
 
 
+MYSQL_TIMEOUTS = {
+    "connect_timeout": 10,
+    # A network that silently stops answering must fail the call (so the SDK can spool)
+    # instead of hanging it; longer than InnoDB's default 50 s lock wait.
+    "read_timeout": 75,
+    "write_timeout": 75,
+}
+
+
 def _mysql_engine(url: str, **options: Any) -> Engine:
-    connect_args = {
+    connect_args: dict[str, Any] = {
         "charset": "utf8mb4",
         "init_command": "SET time_zone = '+00:00'",
-        "connect_timeout": 10,
-        # A network that silently stops answering must fail the call (so the SDK can spool)
-        # instead of hanging it; longer than InnoDB's default 50 s lock wait.
-        "read_timeout": 75,
-        "write_timeout": 75,
     }
+    # SQLAlchemy lets connect_args override the URL's query, so a timeout the URL sets
+    # (``?read_timeout=5``) is left to the URL rather than replaced by the default.
+    query = make_url(url).query
+    connect_args.update({k: v for k, v in MYSQL_TIMEOUTS.items() if k not in query})
     options.setdefault("pool_pre_ping", True)
     options.setdefault("pool_recycle", 3600)
     return create_engine(

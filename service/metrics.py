@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,10 +13,12 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from connectors import Spool
-from ledger import Ledger, Thresholds, stuck_runs
+from ledger import Ledger, StorageError, Thresholds, stuck_runs
 from ledger.database import translate_errors
 from projections import LedgerStatus, ledger_status
 from projections.schema import ingestion_runs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ def collect_figures(
         query = select(ingestion_runs.c.status, func.count()).group_by(ingestion_runs.c.status)
         by_status: dict[str, int] = {str(s): int(n) for s, n in conn.execute(query)}
     stuck = stuck_runs(ledger, thresholds.stale_after, thresholds.max_runtime, overrides=overrides)
-    backlog = spool.status().pending if spool is not None and spool.path.exists() else 0
+    backlog = spool_backlog(spool)
     return Figures(
         runs_by_status={
             s: int(by_status.get(s, 0)) for s in ("running", "success", "partial", "failed")
@@ -63,14 +66,41 @@ def collect_figures(
     )
 
 
+def spool_backlog(spool: Spool | None) -> int:
+    """Events waiting in this host's spool: a local file, readable while the database is not."""
+    return spool.status().pending if spool is not None and spool.path.exists() else 0
+
+
+def _database_up(up: bool) -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "ledger_database_up", "1 if this scrape could read the ledger database", value=int(up)
+    )
+
+
+def _spool_gauge(backlog: int) -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "ledger_spool_backlog_events", "Events waiting in this host's spool", value=backlog
+    )
+
+
 class LedgerCollector(Collector):
     """Reads the figures at scrape time (no state to drift from the database)."""
 
-    def __init__(self, figures: Callable[[], Figures]) -> None:
+    def __init__(self, figures: Callable[[], Figures], spool: Spool | None = None) -> None:
         self.figures = figures
+        self.spool = spool
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        figures = self.figures()
+        try:
+            figures = self.figures()
+        except StorageError as exc:
+            # A scrape during an outage must still answer (not fail with 500): that is when an
+            # operator most needs to see the database down and the spool filling up.
+            log.warning("metrics: cannot read the ledger database: %s", exc)
+            yield _database_up(False)
+            yield _spool_gauge(spool_backlog(self.spool))
+            return
+        yield _database_up(True)
         runs = GaugeMetricFamily(
             "ledger_runs", "Runs in ingestion_runs, by status", labels=["status"]
         )
@@ -96,11 +126,7 @@ class LedgerCollector(Collector):
             "Age of the oldest event not yet applied",
             value=figures.projector_lag_seconds,
         )
-        yield GaugeMetricFamily(
-            "ledger_spool_backlog_events",
-            "Events waiting in this host's spool",
-            value=figures.spool_backlog,
-        )
+        yield _spool_gauge(figures.spool_backlog)
         if figures.last_sweep_at is not None:
             yield GaugeMetricFamily(
                 "ledger_last_sweep_timestamp_seconds",

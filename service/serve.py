@@ -242,7 +242,7 @@ class LedgerService:
         if self.metrics_port is None:
             return
         registry = CollectorRegistry()
-        registry.register(LedgerCollector(self.figures))
+        registry.register(LedgerCollector(self.figures, self.spool))
         try:
             start_http_server(self.metrics_port, addr="127.0.0.1", registry=registry)
         except OSError as exc:

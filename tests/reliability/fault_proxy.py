@@ -1,0 +1,186 @@
+"""A TCP proxy on 127.0.0.1 in front of MariaDB that injects the faults a real network has.
+
+It reads just enough of the MySQL client/server protocol to aim a fault at the right moment:
+a command packet is a 3-byte length, a sequence byte, then the command byte (0x03 COM_QUERY,
+followed by the SQL text). Faults are armed one at a time and fire on the next connection that
+sends a matching command:
+
+* ``cut-mid-transaction``: the connection is closed instead of forwarding the next INSERT, so
+  the server holds an open transaction (and its locks) until it sees the connection gone;
+* ``cut-before-commit``: closed instead of forwarding COMMIT: the server rolls back;
+* ``lose-commit-reply``: COMMIT is forwarded and committed, but its reply is swallowed and the
+  connection closed: the client cannot know its write is durable;
+* ``stall``: the next INSERT and everything after it is held, never forwarded, until the client
+  gives up (its read timeout) and closes.
+
+Besides armed faults: ``drop_all()`` closes every live connection (idle pooled ones too), and
+``outage()`` refuses new connections until ``restore()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections import Counter
+
+COM_QUERY = 0x03
+FAULTS = ("cut-mid-transaction", "cut-before-commit", "lose-commit-reply", "stall")
+TRIGGERS = {
+    "cut-mid-transaction": b"INSERT",
+    "cut-before-commit": b"COMMIT",
+    "lose-commit-reply": b"COMMIT",
+    "stall": b"INSERT",
+}
+
+
+def query_text(packet: bytes) -> bytes | None:
+    """The SQL of a COM_QUERY packet at the start of ``packet``, else None."""
+    if len(packet) > 5 and packet[4] == COM_QUERY:
+        return packet[5:].lstrip().upper()
+    return None
+
+
+class Link:
+    """One proxied client connection and its upstream connection."""
+
+    def __init__(self, client: socket.socket, server: socket.socket) -> None:
+        self.client = client
+        self.server = server
+        self.swallow_reply = False
+        self.closed = threading.Event()
+
+    def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        for sock in (self.client, self.server):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+class FaultProxy:
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.fired: Counter[str] = Counter()
+        self.refused = 0
+        self._armed: str | None = None
+        self._accepting = threading.Event()
+        self._accepting.set()
+        self._lock = threading.Lock()
+        self._links: set[Link] = set()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
+
+    # ------------------------------------------------------------------ control
+
+    def arm(self, fault: str) -> None:
+        assert fault in FAULTS, fault
+        with self._lock:
+            self._armed = fault
+
+    @property
+    def armed(self) -> str | None:
+        with self._lock:
+            return self._armed
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._armed = None
+
+    def drop_all(self) -> None:
+        with self._lock:
+            links = list(self._links)
+        for link in links:
+            link.close()
+        self.fired["drop-all"] += 1
+
+    def outage(self) -> None:
+        """The database is gone: every connection dropped, new ones refused."""
+        self._accepting.clear()
+        self.drop_all()
+        self.fired["outage"] += 1
+
+    def restore(self) -> None:
+        self._accepting.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._accepting.clear()
+        self.drop_all()
+        self.listener.close()
+
+    # ------------------------------------------------------------------ forwarding
+
+    def _take(self, packet: bytes) -> str | None:
+        """The armed fault, consumed, if ``packet`` is what it waits for."""
+        sql = query_text(packet)
+        if sql is None:
+            return None
+        with self._lock:
+            fault = self._armed
+            if fault is None or not sql.startswith(TRIGGERS[fault]):
+                return None
+            self._armed = None
+            self.fired[fault] += 1
+            return fault
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self._accepting.is_set():
+                self.refused += 1
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            link = Link(client, server)
+            with self._lock:
+                self._links.add(link)
+            threading.Thread(target=self._upstream, args=(link,), daemon=True).start()
+            threading.Thread(target=self._downstream, args=(link,), daemon=True).start()
+
+    def _upstream(self, link: Link) -> None:
+        """Client to server, where the faults are aimed."""
+        try:
+            while data := link.client.recv(65536):
+                fault = self._take(data)
+                if fault in ("cut-mid-transaction", "cut-before-commit"):
+                    return
+                if fault == "stall":
+                    while link.client.recv(65536):  # hold everything until the client gives up
+                        pass
+                    return
+                if fault == "lose-commit-reply":
+                    link.swallow_reply = True  # set before COMMIT leaves: its reply is next
+                link.server.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._forget(link)
+
+    def _downstream(self, link: Link) -> None:
+        try:
+            while data := link.server.recv(65536):
+                if link.swallow_reply:  # COMMIT's reply: committed on the server, never told
+                    return
+                link.client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._forget(link)
+
+    def _forget(self, link: Link) -> None:
+        link.close()
+        with self._lock:
+            self._links.discard(link)
