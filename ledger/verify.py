@@ -59,7 +59,16 @@ def verify_chain(
         return ChainReport(0, from_position - 1, f"position {from_position - 1} is missing")
     expected_position = max(from_position, 1)
     checked = 0
+    last_recorded_at: Any = None
     for event in _raw_rows(ledger, expected_position - 1, batch_size):
+        if event.position != expected_position and expected_position <= end:
+            # Checked before "beyond the head": a row moved past the head leaves its own
+            # position missing, and that is the first position that does not match.
+            return ChainReport(
+                checked,
+                expected_position,
+                f"position {expected_position} is missing (next is {event.position})",
+            )
         if event.position > end:
             if to_position is not None:
                 break
@@ -68,12 +77,6 @@ def verify_chain(
                 checked,
                 event.position,
                 f"position {event.position} is beyond the ledger head ({end})",
-            )
-        if event.position != expected_position:
-            return ChainReport(
-                checked,
-                expected_position,
-                f"position {expected_position} is missing (next is {event.position})",
             )
         if event.prev_hash != prev_hash:
             return ChainReport(
@@ -88,6 +91,7 @@ def verify_chain(
                 "hash does not match the row's content (the row was altered)",
             )
         prev_hash = event.hash
+        last_recorded_at = event.recorded_at
         expected_position += 1
         checked += 1
     if expected_position <= end:
@@ -96,9 +100,24 @@ def verify_chain(
             expected_position,
             f"position {expected_position} is missing (head is at {end})",
         )
-    if to_position is None and end > 0 and prev_hash != head.last_hash:
-        return ChainReport(checked, end, "ledger_head hash does not match the last event")
+    if to_position is None and end > 0:
+        if prev_hash != head.last_hash:
+            return ChainReport(
+                checked, end, "ledger_head last_hash does not match the hash of the last event"
+            )
+        if not _same_time(last_recorded_at, head.last_recorded_at):
+            # Every append sets it to its events' recorded_at; the next append starts from it,
+            # so a head edited into the future would stamp every later event with that time.
+            return ChainReport(
+                checked,
+                end,
+                "ledger_head last_recorded_at does not match the recorded_at of the last event",
+            )
     return ChainReport(checked)
+
+
+def _same_time(stored: Any, head_value: datetime | None) -> bool:
+    return head_value is not None and _canonical_time(stored) == isoformat_utc(head_value)
 
 
 _COLUMNS = (
