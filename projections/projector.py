@@ -80,6 +80,13 @@ class Projector:
             events = read_events_page(conn, checkpoint.position, self.batch_size)
             if not events:
                 return 0, False
+            # With "projected ..." (logged after the commit), this brackets a batch in -vv logs.
+            log.debug(
+                "applying %d event(s), positions %d..%d",
+                len(events),
+                events[0].position,
+                events[-1].position,
+            )
             skipped = skipped_positions(conn, self.name, events[0].position, events[-1].position)
             outcome = self.writer.apply(conn, events, skipped)
             if outcome.last_position is not None:
