@@ -49,6 +49,8 @@ def verify_chain(
         stray = next(iter(ledger.read_all(after=from_position - 1, limit=1)), None)
         if stray is None or (to_position is not None and stray.position > to_position):
             return ChainReport(0)
+        if _appended_since(ledger, stray.position):
+            return ChainReport(0)
         return ChainReport(
             0,
             stray.position,
@@ -70,8 +72,8 @@ def verify_chain(
                 f"position {expected_position} is missing (next is {event.position})",
             )
         if event.position > end:
-            if to_position is not None:
-                break
+            if to_position is not None or _appended_since(ledger, event.position):
+                break  # what the head vouched for when read is checked; the rest is newer
             # A row past the head was written around the append path (and blocks every append).
             return ChainReport(
                 checked,
@@ -114,6 +116,12 @@ def verify_chain(
                 "ledger_head last_recorded_at does not match the recorded_at of the last event",
             )
     return ChainReport(checked)
+
+
+def _appended_since(ledger: Ledger, position: int) -> bool:
+    """Whether a row past the head read at the start is a regular append committed since:
+    the head now covers it (a row written around the append path never moves the head)."""
+    return ledger.head().last_position >= position
 
 
 def _same_time(stored: Any, head_value: datetime | None) -> bool:

@@ -12,7 +12,9 @@ What a hostile DBA could do, on SQLite and on MariaDB, each case on an otherwise
 * edit one column of a ``ledger_runs`` row (the write-side registry): names the run and column;
 * edit one column of ``ledger_head``: detected; its ``last_run_id`` is allocator state that no
   event records, so no check can see an edit there, and the test proves instead that such an
-  edit can never make the allocator hand out a run id already used.
+  edit can never make the allocator hand out a run id already used;
+* and the other way round: an honest append committed while verify reads is not taken for a
+  row forged past the head.
 
 Each tamper writes a *plausible* different value (the next free integer, a time one microsecond
 later, one number inside a JSON payload changed, another event type or status), reads it back to
@@ -31,7 +33,7 @@ from typing import Any
 
 from click.testing import CliRunner
 from freezegun import freeze_time
-from sqlalchemy import JSON, Column, Engine, Enum, Table, and_, insert, select, update
+from sqlalchemy import JSON, Column, Engine, Enum, Table, and_, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ledger import Ledger, RunFinished, RunProgressed, sweep
@@ -484,4 +486,38 @@ def test_an_edited_run_id_allocator_never_hands_out_a_used_run_id(
         "ledger_head.last_run_id (allocator state, recorded by no event) set below, inside "
         "and above the run ids in use",
         "not detectable by design; 3/3 next runs got an unused run id, ledger still verifies",
+    )
+
+
+# ---------------------------------------------------------------- no false alarm
+
+
+def test_an_append_racing_verify_is_not_taken_for_tampering(
+    ledger: Ledger, db_url: str, backend: str, reliability: Summary
+) -> None:
+    """verify reads the head, then the rows: an append committed in between puts a row past
+    the head it read. That row is history, not a forgery."""
+    history = record_history(ledger)
+    writer = Ledger.from_url(db_url)
+    raced: list[int] = []
+
+    def append_between_head_and_rows(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not raced and statement.startswith("SELECT position, event_id"):
+            late = RunProgressed(run_id=history.run_ids[1], records_fetched=1)
+            raced.append(writer.append([late]).events[0].position)
+
+    event.listen(ledger.engine, "before_cursor_execute", append_between_head_and_rows)
+    try:
+        report = verify_all(ledger)
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", append_between_head_and_rows)
+        writer.close()
+    assert raced == [history.positions[-1] + 1]  # the append did land mid-verify
+    assert report.ok, report.problems
+    assert_clean(ledger)
+    reliability.record(
+        "tampering: no false alarm",
+        backend,
+        "an honest append committed between verify's read of the head and of the rows",
+        "verify passes (the row past the head it read is checked as history, not forgery)",
     )
