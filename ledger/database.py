@@ -35,9 +35,11 @@ def create_ledger_engine(url: str, **engine_options: Any) -> Engine:
     """An engine configured for the ledger; raises :class:`ConfigurationError` on a bad URL."""
     try:
         parsed = make_url(url)
-    except (ArgumentError, ValueError) as exc:
-        # The driver's message may quote the URL: do not repeat it.
-        raise ConfigurationError(f"invalid database URL {mask_url(url)}") from exc
+    except (ArgumentError, ValueError):
+        # The parser's message quotes pieces of the URL ("invalid literal for int(): 'Secr'"
+        # when an unencoded "@" and ":" turn the password's tail into a port): neither repeat
+        # it nor chain it, or a logged traceback would print it.
+        raise ConfigurationError(f"invalid database URL {mask_url(url)}") from None
     if parsed.host and "@" in parsed.host:
         # "user:p@ss@host" parses as password "p", host "ss@host": the rest of the password
         # would end up in the host name and in the driver's error messages.
