@@ -1,66 +1,134 @@
-"""The application role the README documents (MariaDB): it can append and read, and even if
-the triggers were gone it could not rewrite history, because it lacks UPDATE and DELETE."""
+"""The database roles the README documents (MariaDB), created here with exactly the README's
+grants: the application role appends and reads and, even with the triggers gone, cannot rewrite
+history (it lacks UPDATE and DELETE on events); the service role runs everything ``ledger
+serve`` does (projector, sweeper, claims, connectors) and nothing more."""
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from connectors import SAMPLE_CSV
 from ledger import Ledger, RunFinished, RunProgressed, verify_chain
+from ledger.clock import utcnow
+from ledger_cli import cli
+from service.claims import claim, prune_claims
 
-GRANTS = (  # exactly the README's "Grants on MySQL/MariaDB"
-    "GRANT SELECT, INSERT ON `{db}`.ledger_events TO {user}",
-    "GRANT SELECT, INSERT, UPDATE ON `{db}`.ledger_runs TO {user}",
-    "GRANT SELECT, UPDATE ON `{db}`.ledger_head TO {user}",
-)
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_grants(role: str) -> list[str]:
+    """The GRANT statements of the README's ```sql block for ``role`` (e.g. ledger_app)."""
+    blocks = re.findall(r"```sql\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    grants = [
+        line.strip().rstrip(";")
+        for block in blocks
+        for line in block.splitlines()
+        if line.startswith("GRANT") and f"TO '{role}'@" in line
+    ]
+    assert grants, f"the README documents no grants for {role}"
+    return grants
+
+
+@contextmanager
+def role_url(db_url: str, role: str) -> Iterator[str]:
+    """A fresh user with the README's grants for ``role``, on the test database."""
+    url = make_url(db_url)
+    name = f"{role}_{uuid.uuid4().hex[:6]}"
+    password = uuid.uuid4().hex
+    admin = create_engine(url)
+    whos = [f"'{name}'@'%'", f"'{name}'@'localhost'"]
+    with admin.begin() as conn:
+        for who in whos:
+            conn.execute(text(f"CREATE USER {who} IDENTIFIED BY '{password}'"))
+            for grant in readme_grants(role):
+                statement = grant.replace("ledger.", f"`{url.database}`.")
+                conn.execute(text(statement.replace(f"'{role}'@'%'", who)))
+    try:
+        yield url.set(username=name, password=password).render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            for who in whos:
+                conn.execute(text(f"DROP USER IF EXISTS {who}"))
+        admin.dispose()
 
 
 def test_the_documented_application_role(ledger: Ledger, backend: str, db_url: str) -> None:
     if backend != "mysql":
         pytest.skip("database roles are a MariaDB matter")
-    url = make_url(db_url)
-    name = f"ledger_app_{uuid.uuid4().hex[:8]}"
-    password = uuid.uuid4().hex
-    user = f"'{name}'@'%'"
-    admin = create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE USER {user} IDENTIFIED BY '{password}'"))
-        conn.execute(text(f"CREATE USER '{name}'@'localhost' IDENTIFIED BY '{password}'"))
-        for grant in GRANTS:
-            for who in (user, f"'{name}'@'localhost'"):
-                conn.execute(text(grant.format(db=url.database, user=who)))
-    app_url = url.set(username=name, password=password).render_as_string(hide_password=False)
-    app = Ledger.from_url(app_url)
-    try:
-        run_id = app.start_run(1, "SOURCE_1")
-        app.append(
-            [
-                RunProgressed(run_id=run_id, records_fetched=3),
-                RunFinished(run_id=run_id, status="success"),
+    with role_url(db_url, "ledger_app") as app_url:
+        app = Ledger.from_url(app_url)
+        try:
+            run_id = app.start_run(1, "SOURCE_1")
+            app.append(
+                [
+                    RunProgressed(run_id=run_id, records_fetched=3),
+                    RunFinished(run_id=run_id, status="success"),
+                ]
+            )
+            assert [e.type for e in app.read_run(run_id)] == [
+                "RunStarted",
+                "RunProgressed",
+                "RunFinished",
             ]
-        )
-        assert [e.type for e in app.read_run(run_id)] == [
-            "RunStarted",
-            "RunProgressed",
-            "RunFinished",
-        ]
-        assert verify_chain(app).ok
-        for statement in (
-            "UPDATE ledger_events SET actor = 'x'",
-            "DELETE FROM ledger_events",
-            "TRUNCATE TABLE ledger_events",
-            "DROP TRIGGER ledger_events_no_update",
+            assert verify_chain(app).ok
+            for statement in (
+                "UPDATE ledger_events SET actor = 'x'",
+                "DELETE FROM ledger_events",
+                "TRUNCATE TABLE ledger_events",
+                "DROP TRIGGER ledger_events_no_update",
+            ):
+                with pytest.raises(DBAPIError), app.engine.begin() as conn:
+                    conn.execute(text(statement))
+            assert len(app.read_run(run_id)) == 3
+            # A connector run through the CLI: events plus the source records it upserts.
+            result = CliRunner().invoke(
+                cli, ["run", "csv", "--path", str(SAMPLE_CSV), "--source-id", "2", "--db", app_url]
+            )
+            assert result.exit_code == 0, result.output
+        finally:
+            app.close()
+
+
+def test_the_documented_service_role_runs_what_serve_runs(
+    ledger: Ledger, backend: str, db_url: str, tmp_path: Path
+) -> None:
+    if backend != "mysql":
+        pytest.skip("database roles are a MariaDB matter")
+    run_id = ledger.start_run(1, "SOURCE_1", occurred_at=utcnow() - timedelta(hours=3))
+    with role_url(db_url, "ledger_service") as service_url:
+        runner = CliRunner()
+        spool = ["--spool-dir", str(tmp_path / "spool")]
+        for args in (
+            ["run", "csv", "--path", str(SAMPLE_CSV), "--source-id", "2", *spool],
+            ["project"],
+            ["sweep"],
+            ["project"],
+            ["status"],
+            ["report", "--format", "json"],
+            ["verify"],
         ):
-            with pytest.raises(DBAPIError), app.engine.begin() as conn:
-                conn.execute(text(statement))
-        assert len(app.read_run(run_id)) == 3
-    finally:
-        app.close()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP USER IF EXISTS {user}"))
-            conn.execute(text(f"DROP USER IF EXISTS '{name}'@'localhost'"))
-        admin.dispose()
+            result = runner.invoke(cli, [*args, "--db", service_url])
+            assert result.exit_code in (0, 1), (args, result.output)  # 1: report's findings
+            assert "denied" not in result.output, (args, result.output)
+        service = Ledger.from_url(service_url)
+        try:
+            tick = utcnow().replace(microsecond=0)
+            assert claim(service, "job", tick, "me")
+            assert not claim(service, "job", tick, "other")
+            assert prune_claims(service, older_than=timedelta(0)) == 1
+            with pytest.raises(DBAPIError), service.engine.begin() as conn:
+                conn.execute(text("DELETE FROM ledger_events"))
+        finally:
+            service.close()
+    assert ledger.run(run_id).state == "timed_out"  # type: ignore[union-attr]
