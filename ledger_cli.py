@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -236,8 +237,12 @@ def append(source: IO[bytes], db_url: str | None) -> None:
         result = ledger.append(events)
     except LedgerError as error:
         index = error.batch_index
-        prefix = f"line {line_numbers[index]}: " if index is not None and events else ""
-        raise cli_error(prefix + str(error), exit_code_for(error)) from error
+        message = str(error)
+        if index is not None and events:
+            message = f"line {line_numbers[index]}: {message}"
+            if isinstance(error, StreamError):  # the run this line names breaks a rule
+                message += f"; field: {'run_ref' if events[index].run_id is None else 'run_id'}"
+        raise cli_error(message, exit_code_for(error)) from error
     summary = {
         "appended": result.appended,
         "duplicates": result.duplicates,
@@ -263,9 +268,17 @@ def read_event_lines(source: IO[bytes]) -> tuple[list[EventModel], list[int]]:
         if not text.strip():
             continue
         try:
-            data = json.loads(text, parse_constant=_refuse_constant)
+            data = json.loads(
+                text,
+                parse_constant=_refuse_constant,
+                parse_int=_read_int,
+                object_pairs_hook=_object_without_repeated_keys,
+            )
         except json.JSONDecodeError as exc:
             problems.append(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except RepeatedKeyError as exc:
+            problems.append(f"line {number}: {exc}")
             continue
         except ValueError as exc:
             problems.append(f"line {number}: not valid JSON ({exc})")
@@ -290,6 +303,33 @@ def read_event_lines(source: IO[bytes]) -> tuple[list[EventModel], list[int]]:
 
 def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _read_int(text: str) -> int | float:
+    """An integer beyond Python's conversion limit (4,300 digits) is read as ±infinity, as JSON
+    reads 1e400: the field it is in then refuses it by name, instead of the whole line failing
+    as "not valid JSON"."""
+    try:
+        return int(text)
+    except ValueError:
+        return -math.inf if text.startswith("-") else math.inf
+
+
+class RepeatedKeyError(ValueError):
+    """A JSON object names one key twice: which value was meant cannot be known."""
+
+
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) == len(pairs):
+        return data
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            shown = key if len(key) <= 80 else key[:79] + "…"
+            raise RepeatedKeyError(f"{shown}: given more than once in one object")
+        seen.add(key)
+    raise AssertionError("unreachable: a shorter dict means a repeated key")
 
 
 def fail_input(problems: list[str]) -> NoReturn:

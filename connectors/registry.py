@@ -16,6 +16,20 @@ CONNECTOR_TYPES: dict[str, type[Connector]] = {
 }
 
 
+def option_names(cls: type[Connector]) -> set[str]:
+    """The options a config file may give a connector type: its constructor's parameters."""
+    return set(inspect.signature(cls.__init__).parameters) - {"self", "source_id", "name"}
+
+
+def unknown_options_message(cls: type[Connector], options: dict[str, Any]) -> str | None:
+    """``unknown option(s) …; known: …``, or None when every option is one ``cls`` takes."""
+    accepted = option_names(cls)
+    unknown = sorted(set(options) - accepted)
+    if not unknown:
+        return None
+    return f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(accepted))}"
+
+
 def build_connector(kind: str, source_id: int, name: str, options: dict[str, Any]) -> Connector:
     """A connector of type ``kind``; unknown or missing options are a configuration error."""
     cls = CONNECTOR_TYPES.get(kind)
@@ -23,13 +37,9 @@ def build_connector(kind: str, source_id: int, name: str, options: dict[str, Any
         raise ConfigurationError(
             f"unknown connector type {kind!r} (known: {', '.join(CONNECTOR_TYPES)})"
         )
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "source_id", "name"}
-    unknown = sorted(set(options) - accepted)
+    unknown = unknown_options_message(cls, options)
     if unknown:
-        raise ConfigurationError(
-            f"connector {name!r} ({kind}): unknown option(s) "
-            f"{', '.join(unknown)}; known: {', '.join(sorted(accepted))}"
-        )
+        raise ConfigurationError(f"connector {name!r} ({kind}): {unknown}")
     try:
         return cls(source_id, name=name, **options)
     except TypeError as exc:

@@ -50,6 +50,10 @@ def create_ledger_engine(url: str, **engine_options: Any) -> Engine:
     backend = parsed.get_backend_name()
     try:
         if backend == "sqlite":
+            if parsed.get_driver_name() != "pysqlite":  # the hooks below are sqlite3's
+                raise ConfigurationError(
+                    f"unsupported SQLite driver in {mask_url(url)!r}: use sqlite:///PATH"
+                )
             engine = _sqlite_engine(url, parsed.database, **engine_options)
         elif backend in ("mysql", "mariadb"):
             if parsed.get_driver_name() not in ("pymysql",):

@@ -40,6 +40,26 @@ MAX_RUN_ID = 2**31 - 1  # ingestion_runs.id is INT(11)
 EARLIEST_TIME = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
 
 
+def timestamp_text(value: object, field: str) -> object:
+    """Refuse a number where a timestamp belongs: pydantic would read ``12345`` or ``"2026"``
+    as seconds since 1970, silently. Timestamps are ISO-8601 text with a zone (or datetimes)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number or (isinstance(value, str) and _is_number(value)):
+        raise ValueError(
+            f"{field} {value!r} is a number; write it as ISO-8601 text with a zone, "
+            "like 2026-01-01T00:00:00Z"
+        )
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def plausible_time(value: datetime, field: str) -> datetime:
     value = ensure_utc(value, field)
     if value < EARLIEST_TIME:
@@ -65,6 +85,11 @@ class EventModel(BaseModel):
     occurred_at: datetime = Field(default_factory=utcnow)
     actor: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     schema_version: Annotated[int, Field(ge=1, strict=True)] = 1
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _occurred_at_is_not_a_number(cls, value: object) -> object:
+        return timestamp_text(value, "occurred_at")
 
     @field_validator("occurred_at", mode="after")
     @classmethod
@@ -131,6 +156,11 @@ class RunTimedOut(EventModel):
     threshold_seconds: Annotated[int, Field(ge=0, strict=True)] | None = None
     last_event_at: datetime | None = None
     detected_by: Annotated[str, Field(min_length=1, max_length=200)]
+
+    @field_validator("last_event_at", mode="before")
+    @classmethod
+    def _last_event_at_is_not_a_number(cls, value: object) -> object:
+        return timestamp_text(value, "last_event_at")
 
     @field_validator("last_event_at", mode="after")
     @classmethod

@@ -8,6 +8,7 @@ hash chain is computed over, and the upcasters that bring payloads written under
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -133,23 +134,30 @@ def describe_pydantic_errors(exc: pydantic.ValidationError) -> list[str]:
         location = [str(part) for part in error["loc"]]
         if location and location[0] in EVENT_TYPES:
             location = location[1:]
-        field = ".".join(location) or "event"
+        field = _clip(".".join(location)) or "event"  # an unknown key may be megabytes long
         message = error["msg"]
         if error["type"] == "union_tag_invalid":
             field = "type"
             message = (
                 (
-                    f"unknown event type {error.get('input', {}).get('type')!r}; expected one of "
-                    + ", ".join(EVENT_TYPES)
+                    f"unknown event type {_clip(repr(error['input'].get('type')))}; "
+                    "expected one of " + ", ".join(EVENT_TYPES)
                 )
                 if isinstance(error.get("input"), dict)
                 else message
             )
+        elif error.get("input") in (math.inf, -math.inf):
+            # An integer too long to convert is read as infinity (as JSON's 1e400 is).
+            message = f"the number is far too large ({message})"
         elif error["type"] == "union_tag_not_found":
             field = "type"
             message = "missing; expected one of " + ", ".join(EVENT_TYPES)
         lines.append(f"{field}: {message}")
     return lines
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def parse_event(data: object) -> EventModel:

@@ -22,7 +22,7 @@ from ledger.database import create_ledger_engine, translate_errors, write_transa
 from ledger.errors import ConcurrencyError, LedgerError, SchemaError, ValidationError
 from ledger.events import MAX_RUN_ID, EventModel, RunStarted
 from ledger.hashing import HASHED_COLUMNS, chain_hash
-from ledger.mapper import CURRENT_SCHEMA_VERSIONS, payload_json
+from ledger.mapper import CURRENT_SCHEMA_VERSIONS, canonical_json, payload_json, payload_of
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState, apply_event
 from ledger.schema import HEAD_ROW_ID, ledger_events, ledger_head, ledger_runs
@@ -246,16 +246,18 @@ def _prepare(
             size = len(payload.encode("utf-8"))
             (event.actor or "").encode("utf-8")
         except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError: ValueError
-            problems.append((index, f"payload: not storable as JSON ({_short(exc)})"))
+            field = _unstorable_field(event)
+            problems.append((index, f"payload: not storable as JSON ({field}: {_short(exc)})"))
             payload = ""
         else:
             if size > MAX_PAYLOAD_BYTES:
+                field, field_size = _largest_field(event)
                 problems.append(
                     (
                         index,
                         (
                             f"payload: {size:,} bytes is over the {MAX_PAYLOAD_BYTES:,}-byte limit "
-                            "of one event (trim error_details or metadata)"
+                            f"of one event ({field} alone is {field_size:,} bytes)"
                         ),
                     )
                 )
@@ -305,6 +307,26 @@ def _prepare(
             (None, "expected_version applies to a batch about one run; this batch has several")
         )
     return payloads, problems
+
+
+def _largest_field(event: EventModel) -> tuple[str, int]:
+    """The payload field with the most bytes of JSON, and that size (the message names it)."""
+    sizes = {
+        name: len(canonical_json(value).encode("utf-8"))
+        for name, value in payload_of(event).items()
+    }
+    largest = max(sizes, key=sizes.__getitem__)
+    return largest, sizes[largest]
+
+
+def _unstorable_field(event: EventModel) -> str:
+    """The payload field that cannot be stored as JSON (the message names it)."""
+    for name, value in payload_of(event).items():
+        try:
+            canonical_json(value).encode("utf-8")
+        except (ValueError, TypeError, RecursionError):
+            return name
+    return "payload"
 
 
 def _short(exc: Exception) -> str:

@@ -20,6 +20,7 @@ thresholds = { stale_after = "30m" }
 
 from __future__ import annotations
 
+import codecs
 import os
 import tomllib
 from datetime import timedelta
@@ -28,8 +29,10 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from connectors.registry import CONNECTOR_TYPES, unknown_options_message
+from ledger.database import create_ledger_engine
 from ledger.durations import parse_duration
 from ledger.errors import ConfigurationError, LedgerError
 from ledger.stuck import Thresholds
@@ -59,7 +62,8 @@ DurationOrZero = Annotated[timedelta, pydantic.BeforeValidator(_duration_or_zero
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: TOML has types, so "5" or true is not a number and 1 is not a boolean.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class ThresholdsConfig(Strict):
@@ -112,6 +116,16 @@ class ConnectorConfig(Strict):
     thresholds: ConnectorThresholds | None = None
     enabled: bool = True
 
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        kind = info.data.get("type")  # absent when the type itself is invalid
+        if kind in CONNECTOR_TYPES:
+            unknown = unknown_options_message(CONNECTOR_TYPES[kind], value)
+            if unknown:
+                raise ValueError(unknown)
+        return value
+
 
 class SweeperConfig(Strict):
     interval: Duration = timedelta(minutes=15)
@@ -143,10 +157,20 @@ class LedgerConfig(Strict):
     serve: ServeConfig = ServeConfig()
     connectors: list[ConnectorConfig] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _unique_jobs(self) -> LedgerConfig:
+    @field_validator("database_url")
+    @classmethod
+    def _usable_url(cls, value: str) -> str:
+        try:  # an engine connects lazily: this checks the URL, not the server
+            create_ledger_engine(value).dispose()
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("connectors")
+    @classmethod
+    def _unique_jobs(cls, value: list[ConnectorConfig]) -> list[ConnectorConfig]:
         seen: set[tuple[str, int]] = set()
-        for connector in self.connectors:
+        for connector in value:
             key = (connector.name, connector.source_id)
             if key in seen:
                 raise ValueError(
@@ -154,7 +178,7 @@ class LedgerConfig(Strict):
                     f"{connector.source_id} is configured twice"
                 )
             seen.add(key)
-        return self
+        return value
 
     def overrides(self) -> dict[str | tuple[str, int], Thresholds]:
         """Per-connector thresholds by (connector name, source id), merged over the globals."""
@@ -172,22 +196,55 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return text or "(file)"
 
 
+def _toml_problem(text: str, error: tomllib.TOMLDecodeError) -> str:
+    """tomllib's message, naming the line where it only says "at end of document" (a string,
+    array or table opened and never closed): the line after the longest prefix that parses."""
+    message = str(error)
+    lines = text.splitlines(keepends=True)
+    if "at end of document" not in message or len(lines) > 10_000:
+        return message
+    for parsed in range(len(lines) - 1, -1, -1):
+        try:
+            tomllib.loads("".join(lines[:parsed]))
+        except tomllib.TOMLDecodeError:
+            continue
+        return f"{message}; opened at line {parsed + 1} and never closed"
+    return message  # pragma: no cover - the empty prefix always parses
+
+
 def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
     """Read and validate a config file; every problem names its key. ``$LEDGER_DATABASE_URL``
     overrides ``database_url``."""
     source = Path(path)
     try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
+        raw = source.read_bytes()
     except OSError as exc:
         raise ConfigurationError(f"{source}: cannot read the config file ({exc.strerror})") from exc
+    body = raw.removeprefix(codecs.BOM_UTF8)  # as some editors write: harmless
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = len(raw) - len(body) + exc.start
+        line = raw[:offset].count(b"\n") + 1
+        raise ConfigurationError(
+            f"{source}: not valid UTF-8 (at line {line}, byte {offset})"
+        ) from exc
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"{source}: not valid TOML ({exc})") from exc
+        raise ConfigurationError(f"{source}: not valid TOML ({_toml_problem(text, exc)})") from exc
     if os.environ.get(DATABASE_URL_ENV):
         data["database_url"] = os.environ[DATABASE_URL_ENV]
     # A relative csv path means relative to the config file, wherever serve is started from.
-    for connector in data.get("connectors") or []:
+    connectors = data.get("connectors")
+    for index, connector in enumerate(connectors if isinstance(connectors, list) else []):
         options = connector.get("options") if isinstance(connector, dict) else None
         if isinstance(options, dict) and isinstance(options.get("path"), str):
+            if "\0" in options["path"]:
+                raise ConfigurationError(
+                    f"{source}: invalid config\n  connectors[{index}].options.path: "
+                    "a path cannot contain a NUL character"
+                )
             path = Path(options["path"])
             if not path.is_absolute():
                 options["path"] = str((source.resolve().parent / path).resolve())
