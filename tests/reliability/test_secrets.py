@@ -76,7 +76,7 @@ from tests import support
 from tests.net_support import JsonServer
 from tests.reliability.summary import Summary
 from tests.support import drop_triggers
-from tests.test_grants import GRANTS as README_LEDGER_GRANTS
+from tests.test_grants import readme_grants
 
 REPO = Path(__file__).resolve().parents[2]
 LEDGER = (sys.executable, "-c", "import ledger_cli; ledger_cli.main()")
@@ -88,13 +88,8 @@ PASSWORD = "Zq7-p@ssHost:Secret%w/rd?#&+=x"
 WRONG_PASSWORD = "Wr0ng-p@ssHost:Secret%w/rd?#&+=y"
 PIECE = 8  # any run of this many characters of a password form counts as a leak
 
-# The README's projector grants ("The projector also needs SELECT, INSERT, UPDATE on ...").
-README_PROJECTION_TABLES = (
-    "ingestion_runs",
-    "ingestion_run_transitions",
-    "projection_checkpoints",
-    "projection_skips",
-)
+# The README's service role (what `ledger serve` and the read commands run as).
+README_ROLE = "ledger_service"
 
 # ---------------------------------------------------------------- what counts as a leak
 
@@ -198,7 +193,7 @@ MIGRATE, APPEND, PROJECT, READS, WRITES, REBUILD, CONNECTORS = range(7)
 @dataclass(frozen=True)
 class Spec:
     ok: Callable[[Setting], Args]
-    role: str = "app"  # who runs the success path: app (the README's grants) or owner (DDL)
+    role: str = "app"  # who runs the success path: app (the README's service role) or owner
     database: str = "main"
     vias: tuple[str, ...] = ("--db", "env")
     ok_exits: frozenset[int] = frozenset({0})
@@ -307,9 +302,6 @@ SPECS: dict[str, Spec] = {
             ["report", "--format", "json"],
             ["report", "--format", "markdown", "--output", "report.md"],
         ],
-        # The README's application role cannot run it: its schema check reads alembic_version,
-        # which those grants do not cover (reported; the report runs as the owner here).
-        role="owner",
         ok_exits=frozenset({0, 1}),
         bad=lambda s: [["report", "--stuck-after", "never"]],
     ),
@@ -330,7 +322,6 @@ SPECS: dict[str, Spec] = {
     ),
     "run csv": Spec(
         lambda s: [["run", "csv", "--path", str(SAMPLE_CSV), "--source-id", "11"]],
-        role="owner",  # the connectors write source_records: not among the README's grants
         spools=True,
         bad=lambda s: [["run", "csv", "--path", str(s.inputs.bad_csv), "--source-id", "12"]],
         stage=CONNECTORS,
@@ -339,7 +330,6 @@ SPECS: dict[str, Spec] = {
         lambda s: [
             ["run", "http-json", "--url", f"{s.inputs.http}/records", "--source-id", "13"],
         ],
-        role="owner",
         spools=True,
         bad=lambda s: [
             ["run", "http-json", "--url", f"{s.inputs.http}/broken", "--retries", "0"],
@@ -382,7 +372,6 @@ SPECS: dict[str, Spec] = {
         lambda s: [
             ["serve", "--config", config_file(s), "--metrics-port", str(s.metrics_port)],
         ],
-        role="owner",  # schedule_claims and source_records: not among the README's grants
         vias=("config", "env"),
         serve=True,
         bad=lambda s: [
@@ -792,10 +781,9 @@ def build_world(admin: Engine, world: World) -> None:
         conn.execute(text(LEGACY_ROWS))
     owner_grants = [f"GRANT ALL ON `{names[n]}`.* TO {{user}}" for n in ("main", "legacy", "demo")]
     owner_grants.append(f"GRANT SELECT ON `{names['unmigrated']}`.* TO {{user}}")
-    app_grants = [grant.format(db=names["main"], user="{user}") for grant in README_LEDGER_GRANTS]
-    app_grants += [
-        f"GRANT SELECT, INSERT, UPDATE ON `{names['main']}`.{table} TO {{user}}"
-        for table in README_PROJECTION_TABLES
+    app_grants = [
+        grant.replace("ledger.", f"`{names['main']}`.").replace(f"'{README_ROLE}'@'%'", "{user}")
+        for grant in readme_grants(README_ROLE)
     ]
     grants = {
         "owner": owner_grants,
