@@ -604,7 +604,10 @@ def report(
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"cannot write the report to {output}: {exc.strerror}") from exc
         click.echo(f"report written to {output}", err=True)
     if not report_passed(data):
         sys.exit(EXIT_PROBLEM)
@@ -1024,8 +1027,8 @@ def status(
         config = load_config(config_path) if config_path else None
     ledger = open_ledger(db_url or (config.database_url if config else None))
     thresholds = config.thresholds.to_thresholds() if config else Thresholds()
-    local_spool = Spool(spool_dir or (config.spool.dir if config else None))
     with library_errors():
+        local_spool = Spool(spool_dir or (config.spool.dir if config else None))
         report = ledger_status(ledger)
         figures = collect_figures(
             ledger,
@@ -1346,10 +1349,12 @@ def execute_connector(
     db_url: str | None,
 ) -> None:
     ledger = open_ledger(db_url)
+    with library_errors():
+        spool = Spool(spool_dir)
     context = connector.context(
         ledger,
         trigger=trigger,
-        spool=Spool(spool_dir),
+        spool=spool,
         progress_interval=progress_interval,
         heartbeat_interval=heartbeat_interval,
     )
@@ -1394,8 +1399,8 @@ def spool() -> None:
 )
 def spool_status(spool_dir: str | None, output_format: str) -> None:
     """Show the backlog (exit 1 if events are waiting or were rejected)."""
-    local = Spool(spool_dir)
     with library_errors():
+        local = Spool(spool_dir)
         report = local.status()
         rejected = local.rejected()
     if output_format == "json":

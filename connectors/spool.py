@@ -20,7 +20,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger import EventModel, Ledger, LedgerError, StorageError, parse_event
+from ledger import EventModel, Ledger, LedgerError, StorageError, ValidationError, parse_event
 from ledger.clock import isoformat_utc, utcnow
 from ledger.mapper import canonical_json, event_to_wire
 
@@ -77,6 +77,8 @@ class Spool:
 
     def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
         self.folder = spool_dir(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValidationError(f"spool folder {self.folder} exists and is not a folder")
         self.path = self.folder / SPOOL_FILE
         self._ready = False
 
@@ -130,6 +132,8 @@ class Spool:
             return conn.execute("SELECT 1 FROM spooled LIMIT 1").fetchone() is not None
 
     def status(self) -> SpoolStatus:
+        if not self.path.exists():  # nothing was ever spooled here: do not create the folder
+            return SpoolStatus(str(self.path), 0, [], None, 0)
         with self._connect() as conn:
             pending, oldest = conn.execute(
                 "SELECT COUNT(*), MIN(spooled_at) FROM spooled"
@@ -141,6 +145,8 @@ class Spool:
         return SpoolStatus(str(self.path), pending, runs, oldest, rejected)
 
     def rejected(self) -> list[dict[str, object]]:
+        if not self.path.exists():
+            return []
         with self._connect() as conn:
             rows = conn.execute(
                 "SELECT seq, event_id, run_id, type, rejected_at, reason FROM rejected ORDER BY seq"

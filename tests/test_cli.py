@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ledger import Ledger
+from ledger.urls import mask_secrets
 from ledger_cli import cli
 from tests.support import drop_triggers
 
@@ -453,3 +454,12 @@ def test_out_of_range_ids_are_usage_errors(db_url: str) -> None:
     ):
         result = run(*args, "--db", db_url)
         assert result.exit_code == 2, (args, result.output)
+
+
+@pytest.mark.parametrize("name", ["key", "access_token", "client_secret", "API_KEY"])
+def test_secret_query_parameters_are_masked_in_free_text(name: str) -> None:
+    text = f"GET https://api.example.com/x?page=2&{name}=s3cr3t-value&ssl_key=/etc/k.pem failed"
+    masked = mask_secrets(text)
+    assert "s3cr3t-value" not in masked
+    assert f"{name}=***" in masked
+    assert "ssl_key=/etc/k.pem" in masked  # a file path, not a secret

@@ -543,3 +543,20 @@ def test_a_lost_reply_to_run_started_does_not_orphan_the_run(
     events = ledger.read_run(run_id)
     assert [e.type for e in events] == ["RunStarted", "RunFinished"]
     assert ledger.head().last_run_id == run_id  # one run, not an orphan and a second one
+
+
+def test_a_file_where_the_spool_folder_should_be_is_a_usage_error(tmp_path: Path) -> None:
+    not_a_folder = write(tmp_path / "spool", "a file\n")
+    database = ["--db", f"sqlite:///{tmp_path}/ledger.db"]
+    for args in (["spool", "flush", *database], ["spool", "status"]):
+        result = CliRunner().invoke(cli, [*args, "--spool-dir", str(not_a_folder)])
+        assert result.exit_code == 2, result.output
+        assert "is not a folder" in result.output
+
+
+def test_spool_status_of_a_folder_never_used_creates_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "never-used"
+    result = CliRunner().invoke(cli, ["spool", "status", "--spool-dir", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "pending:   0 event(s)" in result.output
+    assert not folder.exists()

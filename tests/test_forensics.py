@@ -373,3 +373,13 @@ def test_the_demo_from_an_empty_folder(
         assert store.head() == head  # idempotent: nothing appended
     finally:
         store.close()
+
+
+def test_report_to_a_folder_that_does_not_exist_is_a_usage_error(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "missing" / "report.md"
+    result = CliRunner().invoke(cli, ["report", "--output", str(target), "--db", db_url])
+    assert result.exit_code == 2, result.output
+    assert "cannot write the report" in result.output
+    assert "Traceback" not in result.output
