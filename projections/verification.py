@@ -11,20 +11,21 @@ It catches an event altered with the triggers dropped (1), a deleted event (1, 2
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
-from ledger import Ledger, LedgerError, verify_chain
-from ledger.database import translate_errors
+from ledger import Ledger, LedgerError, RecordedEvent, verify_chain
+from ledger.database import is_sqlite, translate_errors
 from ledger.rules import RunState, apply_event
-from ledger.schema import ledger_runs
+from ledger.schema import HEAD_ROW_ID, ledger_head, ledger_runs
 from projections.as_of import runs_as_of
 from projections.fold import Row
-from projections.projector import Projector
-from projections.queries import all_rows
-from projections.schema import PROJECTION_NAME
+from projections.schema import PROJECTION_NAME, ingestion_runs, projection_checkpoints
+from projections.writer import normalise
 
 MAX_DIFFERENCES = 50  # per check: the first ones are what an auditor needs
 
@@ -60,45 +61,66 @@ def verify_all(ledger: Ledger) -> VerifyReport:
         report.problems.append(
             Problem("chain", chain.problem or "chain broken", position=chain.first_bad_position)
         )
-    states = _check_streams(ledger, report)
+    states, replayed_to = _check_streams(ledger, report)
+    _check_registry(ledger, states, replayed_to, report)
     report.runs = len(states)
-    _check_registry(ledger, states, report)
     _check_projection(ledger, report)
     return report
 
 
-def _check_streams(ledger: Ledger, report: VerifyReport) -> dict[int, RunState]:
-    """Replay the write-side rules over stored events; returns the run states they imply."""
+def _check_streams(ledger: Ledger, report: VerifyReport) -> tuple[dict[int, RunState], int]:
+    """Replay the write-side rules over stored events; returns the run states they imply and
+    the last position replayed."""
     states: dict[int, RunState] = {}
+    last = 0
     found = 0
     for event in ledger.read_all(batch_size=5000):
         if found >= MAX_DIFFERENCES:
             break
-        current = states.get(event.run_id)
-        expected_version = (current.version if current else 0) + 1
-        if event.version != expected_version:
-            report.problems.append(
-                Problem(
-                    "streams",
-                    f"run {event.run_id}: version {event.version} where "
-                    f"{expected_version} was due (an event is missing or out of place)",
-                    position=event.position,
-                    run_id=event.run_id,
-                )
+        found += _replay(states, event, report)
+        last = event.position
+    return states, last
+
+
+def _replay(states: dict[int, RunState], event: RecordedEvent, report: VerifyReport) -> int:
+    """Apply one stored event to the run states; returns how many problems it showed."""
+    found = 0
+    current = states.get(event.run_id)
+    expected_version = (current.version if current else 0) + 1
+    if event.version != expected_version:
+        report.problems.append(
+            Problem(
+                "streams",
+                f"run {event.run_id}: version {event.version} where "
+                f"{expected_version} was due (an event is missing or out of place)",
+                position=event.position,
+                run_id=event.run_id,
             )
-            found += 1
-        try:
-            states[event.run_id] = apply_event(
-                current, event.event, event.run_id, event.recorded_at
-            )
-        except LedgerError as exc:
-            report.problems.append(
-                Problem("streams", str(exc), position=event.position, run_id=event.run_id)
-            )
-            found += 1
-            if current is not None:  # keep counting versions past the bad event
-                states[event.run_id] = RunState(**{**vars(current), "version": event.version})
-    return states
+        )
+        found += 1
+    try:
+        states[event.run_id] = apply_event(current, event.event, event.run_id, event.recorded_at)
+    except LedgerError as exc:
+        report.problems.append(
+            Problem("streams", str(exc), position=event.position, run_id=event.run_id)
+        )
+        found += 1
+        if current is not None:  # keep counting versions past the bad event
+            states[event.run_id] = RunState(**{**vars(current), "version": event.version})
+    return found
+
+
+@contextmanager
+def _snapshot(ledger: Ledger) -> Iterator[Connection]:
+    """A read transaction that sees one moment of the database, so that a check comparing two
+    tables never takes a write in flight for tampering. On MySQL, REPEATABLE READ (InnoDB keeps
+    the snapshot of the first read for the whole transaction); on SQLite, a read transaction
+    in WAL mode is a snapshot already."""
+    with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
+        if not is_sqlite(conn):
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
 
 
 # Every column of the registry but its key, so a column added later is checked too: each is a
@@ -106,9 +128,19 @@ def _check_streams(ledger: Ledger, report: VerifyReport) -> dict[int, RunState]:
 _REGISTRY_COLUMNS = tuple(c.name for c in ledger_runs.columns if c.name != "run_id")
 
 
-def _check_registry(ledger: Ledger, states: dict[int, RunState], report: VerifyReport) -> None:
-    with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
+def _check_registry(
+    ledger: Ledger, states: dict[int, RunState], replayed_to: int, report: VerifyReport
+) -> None:
+    with _snapshot(ledger) as conn:
+        head = conn.execute(
+            select(ledger_head.c.last_position).where(ledger_head.c.id == HEAD_ROW_ID)
+        ).scalar_one()
         stored = {row["run_id"]: row for row in conn.execute(select(ledger_runs)).mappings()}
+    # The registry was read at a later moment than the events were replayed: bring the states
+    # up to that moment (committed events never change, so reading them now is safe).
+    if head > replayed_to:
+        for event in ledger.read_all(after=replayed_to, limit=head - replayed_to):
+            _replay(states, event, report)
     found = 0
     for run_id in sorted(set(stored) | set(states)):
         if found >= MAX_DIFFERENCES:
@@ -134,13 +166,22 @@ def _check_registry(ledger: Ledger, states: dict[int, RunState], report: VerifyR
 
 
 def _check_projection(ledger: Ledger, report: VerifyReport) -> None:
-    checkpoint = Projector(ledger).checkpoint().position
+    # The checkpoint and the rows from one snapshot: a projector batch committing meanwhile
+    # moves both together, never one without the other.
+    with _snapshot(ledger) as conn:
+        checkpoint = conn.execute(
+            select(projection_checkpoints.c.position).where(
+                projection_checkpoints.c.name == PROJECTION_NAME
+            )
+        ).scalar_one_or_none()
+        actual = {
+            row["id"]: normalise(row) for row in conn.execute(select(ingestion_runs)).mappings()
+        }
     try:
-        expected = runs_as_of(ledger, checkpoint)
+        expected = runs_as_of(ledger, checkpoint or 0)
     except LedgerError as exc:
         report.problems.append(Problem("projection", f"{PROJECTION_NAME}: cannot replay: {exc}"))
         return
-    actual = all_rows(ledger)
     found = 0
     for run_id in sorted(set(expected) | set(actual)):
         if found >= MAX_DIFFERENCES:

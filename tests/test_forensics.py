@@ -4,6 +4,8 @@ and on MariaDB."""
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -383,3 +385,45 @@ def test_report_to_a_folder_that_does_not_exist_is_a_usage_error(
     assert result.exit_code == 2, result.output
     assert "cannot write the report" in result.output
     assert "Traceback" not in result.output
+
+
+def test_verify_while_appenders_and_a_projector_write_reports_no_false_problem(
+    ledger: Ledger, db_url: str
+) -> None:
+    """The registry and projection checks each compare two tables: read at different moments,
+    a write in flight would look like tampering."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def keep_writing(work: Callable[[Ledger], object]) -> None:
+        store = Ledger.from_url(db_url)
+        try:
+            while not stop.is_set():
+                work(store)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            store.close()
+
+    def append(store: Ledger) -> None:
+        run_id = store.start_run(1, "LIVE")
+        store.append([RunProgressed(run_id=run_id, records_fetched=1) for _ in range(3)])
+        store.append([RunFinished(run_id=run_id, status="success")])
+
+    writers = [
+        threading.Thread(target=keep_writing, args=(append,)),
+        threading.Thread(
+            target=keep_writing, args=(lambda s: Projector(s, batch_size=7).run_once(),)
+        ),
+    ]
+    for writer in writers:
+        writer.start()
+    try:
+        reports = [verify_all(ledger) for _ in range(15)]
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join(timeout=60)
+    assert not errors, errors
+    assert reports[-1].events > 0
+    assert [p for r in reports for p in r.problems] == []
