@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from ledger.clock import isoformat_utc
 from ledger.database import translate_errors
@@ -46,16 +46,12 @@ def verify_chain(
     end = head.last_position if to_position is None else min(to_position, head.last_position)
     if from_position > head.last_position:
         # Nothing the head vouches for lies in the range; only a row written past it could.
-        stray = next(iter(ledger.read_all(after=from_position - 1, limit=1)), None)
-        if stray is None or (to_position is not None and stray.position > to_position):
+        stray = _row_past_head(ledger)
+        if stray is None or stray[0] < from_position:
             return ChainReport(0)
-        if _appended_since(ledger, stray.position):
+        if to_position is not None and stray[0] > to_position:
             return ChainReport(0)
-        return ChainReport(
-            0,
-            stray.position,
-            f"position {stray.position} is beyond the ledger head ({head.last_position})",
-        )
+        return _beyond_head(0, *stray)
     prev_hash = GENESIS_HASH if from_position <= 1 else _hash_at(ledger, from_position - 1)
     if prev_hash is None:
         return ChainReport(0, from_position - 1, f"position {from_position - 1} is missing")
@@ -72,14 +68,7 @@ def verify_chain(
                 f"position {expected_position} is missing (next is {event.position})",
             )
         if event.position > end:
-            if to_position is not None or _appended_since(ledger, event.position):
-                break  # what the head vouched for when read is checked; the rest is newer
-            # A row past the head was written around the append path (and blocks every append).
-            return ChainReport(
-                checked,
-                event.position,
-                f"position {event.position} is beyond the ledger head ({end})",
-            )
+            break  # what the head vouched for when read is checked; the rest is looked at below
         if event.prev_hash != prev_hash:
             return ChainReport(
                 checked,
@@ -102,6 +91,10 @@ def verify_chain(
             expected_position,
             f"position {expected_position} is missing (head is at {end})",
         )
+    if to_position is None:
+        stray = _row_past_head(ledger)
+        if stray is not None:
+            return _beyond_head(checked, *stray)
     if to_position is None and end > 0:
         if prev_hash != head.last_hash:
             return ChainReport(
@@ -118,10 +111,32 @@ def verify_chain(
     return ChainReport(checked)
 
 
-def _appended_since(ledger: Ledger, position: int) -> bool:
-    """Whether a row past the head read at the start is a regular append committed since:
-    the head now covers it (a row written around the append path never moves the head)."""
-    return ledger.head().last_position >= position
+def _row_past_head(ledger: Ledger) -> tuple[int, int] | None:
+    """The first row beyond the head, if a row was written around the append path.
+
+    The highest position is read first, the head second: every regular append moves the head
+    in the transaction that writes its rows, so by the time the head is read it covers every
+    such row already seen, however busy the ledger. A row written around the append path
+    never moves the head, and the head can never pass it (an append at its position fails),
+    so it is found whatever is appended meanwhile.
+    """
+    with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
+        highest = conn.execute(select(func.max(ledger_events.c.position))).scalar_one_or_none()
+    if highest is None:
+        return None
+    head = ledger.head().last_position
+    if highest <= head:
+        return None
+    with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
+        first = conn.execute(
+            select(func.min(ledger_events.c.position)).where(ledger_events.c.position > head)
+        ).scalar_one()
+    return int(first), head
+
+
+def _beyond_head(checked: int, position: int, head: int) -> ChainReport:
+    # Such a row blocks every append that reaches its position.
+    return ChainReport(checked, position, f"position {position} is beyond the ledger head ({head})")
 
 
 def _same_time(stored: Any, head_value: datetime | None) -> bool:

@@ -521,3 +521,47 @@ def test_an_append_racing_verify_is_not_taken_for_tampering(
         "an honest append committed between verify's read of the head and of the rows",
         "verify passes (the row past the head it read is checked as history, not forgery)",
     )
+
+
+def test_a_row_forged_past_the_head_is_found_even_while_appends_race_verify(
+    ledger: Ledger, db_url: str, backend: str, reliability: Summary
+) -> None:
+    """A row inserted a few positions past the head (around the append path) while honest
+    appends land during verify: the appends must not hide it."""
+    history = record_history(ledger)
+    forged_at = history.positions[-1] + 3
+    last = read_row(ledger.engine, ledger_events, {"position": history.positions[-1]})
+    with ledger.engine.begin() as conn:
+        forged = {
+            **last,
+            "position": forged_at,
+            "event_id": "f" * 8 + last["event_id"][8:],
+            "run_id": 10**6,  # a run of its own: no unique key of a real row is touched
+            "version": 1,
+        }
+        conn.execute(insert(ledger_events).values(**forged))
+    writer = Ledger.from_url(db_url)
+    raced: list[int] = []
+
+    def two_appends_after_the_head_is_read(_c: Any, _k: Any, statement: str, *_: Any) -> None:
+        if not raced and statement.startswith("SELECT position, event_id"):
+            for _ in range(2):  # positions forged_at - 2 and - 1: the head stops short of it
+                late = RunProgressed(run_id=history.run_ids[1], records_fetched=1)
+                raced.append(writer.append([late]).events[0].position)
+
+    event.listen(ledger.engine, "before_cursor_execute", two_appends_after_the_head_is_read)
+    try:
+        report = verify_all(ledger)
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", two_appends_after_the_head_is_read)
+        writer.close()
+    assert raced == [forged_at - 2, forged_at - 1]
+    chain = report.by_check("chain")
+    assert [p.position for p in chain] == [forged_at], report.problems
+    assert f"position {forged_at} is beyond the ledger head" in chain[0].message
+    reliability.record(
+        "tampering",
+        backend,
+        "a row forged 3 positions past the head, 2 honest appends landing during verify",
+        f"verify names position {forged_at} beyond the head; the racing appends do not hide it",
+    )
