@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from freezegun import freeze_time
 from sqlalchemy import text
 
-from ledger import Ledger, RunFinished, RunProgressed, sweep
+from ledger import Ledger, RunFinished, RunProgressed, RunStarted, sweep
 from ledger.migrate import upgrade
 from ledger_cli import cli
 from projections import Projector, rebuild
@@ -427,3 +427,13 @@ def test_verify_while_appenders_and_a_projector_write_reports_no_false_problem(
     assert not errors, errors
     assert reports[-1].events > 0
     assert [p for r in reports for p in r.problems] == []
+
+
+def test_each_check_reports_at_most_fifty_problems(ledger: Ledger, db_url: str) -> None:
+    ledger.append([RunStarted(source_id=1, connector_name="S") for _ in range(120)])
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(text("UPDATE ledger_events SET version = 5"))
+    report = verify_all(ledger)
+    assert len(report.by_check("streams")) == 50  # of 120: the rest are not listed
+    assert report.runs == 120  # yet every run was replayed for the registry check
