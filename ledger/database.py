@@ -153,6 +153,13 @@ def _mysql_engine(url: str, **options: Any) -> Engine:
     # SQLAlchemy lets connect_args override the URL's query, so a timeout the URL sets
     # (``?read_timeout=5``) is left to the URL rather than replaced by the default.
     query = make_url(url).query
+    for name in MYSQL_TIMEOUTS.keys() & query.keys():
+        value = query[name]
+        if not (isinstance(value, str) and value.isdigit() and int(value) > 0):
+            raise ConfigurationError(
+                f"invalid database URL {mask_url(url)}: {name} must be a whole number of "
+                f"seconds above 0, got {value!r}"
+            )
     connect_args.update({k: v for k, v in MYSQL_TIMEOUTS.items() if k not in query})
     options.setdefault("pool_pre_ping", True)
     options.setdefault("pool_recycle", 3600)

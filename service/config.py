@@ -63,7 +63,9 @@ DurationOrZero = Annotated[timedelta, pydantic.BeforeValidator(_duration_or_zero
 
 class Strict(BaseModel):
     # strict: TOML has types, so "5" or true is not a number and 1 is not a boolean.
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    # hide_input_in_errors: a rejected value may be a URL with a password or an API key, and
+    # pydantic's error text would otherwise carry it into any logged traceback.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, hide_input_in_errors=True)
 
 
 class ThresholdsConfig(Strict):

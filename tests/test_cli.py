@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import traceback
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
-from ledger import Ledger
+from ledger import ConfigurationError, Ledger
 from ledger.urls import mask_secrets
 from ledger_cli import cli
+from service import load_config
 from tests.support import drop_triggers
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample_events.jsonl"
@@ -463,3 +465,35 @@ def test_secret_query_parameters_are_masked_in_free_text(name: str) -> None:
     assert "s3cr3t-value" not in masked
     assert f"{name}=***" in masked
     assert "ssl_key=/etc/k.pem" in masked  # a file path, not a secret
+
+
+@pytest.mark.parametrize("query", ["read_timeout=0", "connect_timeout=-1", "write_timeout=abc"])
+def test_bad_timeouts_in_a_mysql_url_are_usage_errors(query: str) -> None:
+    result = run("status", "--db", f"mysql+pymysql://u:hunter2-pw@127.0.0.1:1/x?{query}")
+    assert result.exit_code == 2, result.output
+    assert "must be a whole number of seconds above 0" in result.output
+    assert "hunter2-pw" not in result.output
+
+
+def test_a_rejected_config_value_is_not_kept_in_the_chained_error(tmp_path: Path) -> None:
+    """A logged traceback of a config error must not carry the URL or API key it rejected."""
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        'database_url = "postgresql://app:hunter2-pw@db/x"\n'
+        "[[connectors]]\n"
+        'name = "api"\ntype = "http-json"\nsource_id = 1\n'
+        'schedule = { interval = "1m" }\n'
+        'options = { url = "https://api.example.com/?api_key=TOPSECRETKEY", bogus = 1 }\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(config)
+    chain = "".join(traceback.format_exception(caught.value))
+    assert "database_url" in chain
+    assert "hunter2-pw" not in chain
+    assert "TOPSECRETKEY" not in chain
+
+
+def test_a_record_key_in_free_text_is_not_taken_for_a_secret() -> None:
+    assert mask_secrets("record key=station_7; next") == "record key=station_7; next"
+    assert mask_secrets("GET /x?key=abc;def") == "GET /x?key=***;def"
