@@ -11,10 +11,11 @@ from datetime import datetime
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from connectors import Spool
 from ledger import Ledger, StorageError, Thresholds, stuck_runs
-from ledger.database import translate_errors
+from ledger.database import MYSQL_TIMEOUTS, translate_errors
 from projections import LedgerStatus, ledger_status
 from projections.schema import ingestion_runs
 
@@ -66,6 +67,18 @@ def collect_figures(
     )
 
 
+SCRAPE_TIMEOUT_S = 3  # per connect/read/write: a stalled scrape ends well inside Prometheus's 10 s
+
+
+def scrape_url(url: str) -> str:
+    """``url`` with short MySQL timeouts, for the engine that answers scrapes."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() not in ("mysql", "mariadb"):
+        return url
+    timeouts = dict.fromkeys(MYSQL_TIMEOUTS, str(SCRAPE_TIMEOUT_S))
+    return parsed.update_query_dict(timeouts).render_as_string(hide_password=False)
+
+
 def spool_backlog(spool: Spool | None) -> int:
     """Events waiting in this host's spool: a local file, readable while the database is not."""
     return spool.status().pending if spool is not None and spool.path.exists() else 0
@@ -91,6 +104,12 @@ class LedgerCollector(Collector):
         self.spool = spool
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        # The spool is a local file, read on its own: readable while the database is down, and
+        # a spool that cannot be read is not reported as the database being down.
+        try:
+            yield _spool_gauge(spool_backlog(self.spool))
+        except StorageError as exc:
+            log.error("metrics: cannot read the spool: %s", exc)
         try:
             figures = self.figures()
         except StorageError as exc:
@@ -98,7 +117,6 @@ class LedgerCollector(Collector):
             # operator most needs to see the database down and the spool filling up.
             log.warning("metrics: cannot read the ledger database: %s", exc)
             yield _database_up(False)
-            yield _spool_gauge(spool_backlog(self.spool))
             return
         yield _database_up(True)
         runs = GaugeMetricFamily(
@@ -126,7 +144,6 @@ class LedgerCollector(Collector):
             "Age of the oldest event not yet applied",
             value=figures.projector_lag_seconds,
         )
-        yield _spool_gauge(figures.spool_backlog)
         if figures.last_sweep_at is not None:
             yield GaugeMetricFamily(
                 "ledger_last_sweep_timestamp_seconds",

@@ -39,7 +39,7 @@ from ledger.schema import ledger_runs
 from projections import Projector
 from service.claims import claim, interval_tick, prune_claims
 from service.config import ConnectorConfig, LedgerConfig
-from service.metrics import Figures, LedgerCollector, collect_figures
+from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class LedgerService:
         self.ledger = Ledger.from_url(config.database_url)
         self.projector = Projector(self.ledger, batch_size=config.projector.batch_size)
         self.spool = Spool(config.spool.dir)
+        self.scrape_ledger: Ledger | None = None
         self.identity = f"serve:{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
         self.active: dict[str, RunContext] = {}
@@ -229,11 +230,12 @@ class LedgerService:
     # ------------------------------------------------------------------ metrics
 
     def figures(self) -> Figures:
+        assert self.scrape_ledger is not None
         return collect_figures(
-            self.ledger,
+            self.scrape_ledger,
             self.config.thresholds.to_thresholds(),
             self.config.overrides(),
-            self.spool,
+            None,  # the collector reads the spool itself: its failure is not the database's
             self.last_sweep_at,
             self.last_sweep_timed_out,
         )
@@ -241,6 +243,9 @@ class LedgerService:
     def start_metrics(self) -> None:
         if self.metrics_port is None:
             return
+        # Scrapes get their own engine with short timeouts: a database that stops answering
+        # must give ledger_database_up 0 within Prometheus's scrape timeout, not after 75 s.
+        self.scrape_ledger = Ledger.from_url(scrape_url(self.config.database_url))
         registry = CollectorRegistry()
         registry.register(LedgerCollector(self.figures, self.spool))
         try:
@@ -299,6 +304,8 @@ class LedgerService:
             except LedgerError as exc:
                 log.warning("final projector batch: %s", exc)
         self.ledger.close()
+        if self.scrape_ledger is not None:
+            self.scrape_ledger.close()
         log.warning("stopped")
 
     def _active_runs(self) -> list[tuple[str, RunContext]]:

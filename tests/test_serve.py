@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import func, select
 
-from connectors import SAMPLE_CSV
-from ledger import Ledger
+from connectors import SAMPLE_CSV, Spool
+from ledger import Ledger, Thresholds
 from ledger.schema import ledger_runs
+from service.metrics import LedgerCollector, collect_figures
 from tests.net_support import JsonServer
 
 pytestmark = pytest.mark.slow
@@ -206,3 +208,18 @@ options = {{ path = "{SAMPLE_CSV}" }}
     assert max(per_second.values()) == 1, per_second  # one run per tick, not one per process
     assert len(starts) >= 5
     assert open_runs(ledger) == 0
+
+
+def test_an_unreadable_spool_is_not_reported_as_the_database_down(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.folder.mkdir()
+    spool.path.write_bytes(b"not a database at all" * 100)
+    registry = CollectorRegistry()
+    registry.register(
+        LedgerCollector(lambda: collect_figures(ledger, Thresholds(), None, None), spool)
+    )
+    text = generate_latest(registry).decode()
+    assert "ledger_database_up 1.0" in text
+    assert "ledger_spool_backlog_events" not in text  # unknown, not a false 0

@@ -13,8 +13,10 @@ sends a matching command:
 * ``stall``: the next INSERT and everything after it is held, never forwarded, until the client
   gives up (its read timeout) and closes.
 
-Besides armed faults: ``drop_all()`` closes every live connection (idle pooled ones too), and
-``outage()`` refuses new connections until ``restore()``.
+Besides armed faults: ``drop_all()`` closes every live connection (idle pooled ones too),
+``outage()`` refuses new connections until ``restore()``, and ``freeze()`` makes the database
+stop answering (connections stay open, nothing is forwarded either way) until ``thaw()``, which
+drops the frozen connections.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Link:
         self.client = client
         self.server = server
         self.swallow_reply = False
+        self.frozen = False
         self.closed = threading.Event()
 
     def close(self) -> None:
@@ -70,6 +73,7 @@ class FaultProxy:
         self._armed: str | None = None
         self._accepting = threading.Event()
         self._accepting.set()
+        self._frozen = threading.Event()
         self._lock = threading.Lock()
         self._links: set[Link] = set()
         self._closed = False
@@ -106,6 +110,19 @@ class FaultProxy:
 
     def restore(self) -> None:
         self._accepting.set()
+
+    def freeze(self) -> None:
+        """The database stops answering: nothing is forwarded, nothing is closed."""
+        self._frozen.set()
+        self.fired["freeze"] += 1
+
+    def thaw(self) -> None:
+        """Answer again; the connections that froze are dropped (their clients gave up)."""
+        self._frozen.clear()
+        with self._lock:
+            links = [link for link in self._links if link.frozen]
+        for link in links:
+            link.close()
 
     def close(self) -> None:
         self._closed = True
@@ -154,6 +171,8 @@ class FaultProxy:
         """Client to server, where the faults are aimed."""
         try:
             while data := link.client.recv(65536):
+                if self._held(link):
+                    continue
                 fault = self._take(data)
                 if fault in ("cut-mid-transaction", "cut-before-commit"):
                     return
@@ -172,6 +191,8 @@ class FaultProxy:
     def _downstream(self, link: Link) -> None:
         try:
             while data := link.server.recv(65536):
+                if self._held(link):
+                    continue
                 if link.swallow_reply:  # COMMIT's reply: committed on the server, never told
                     return
                 link.client.sendall(data)
@@ -179,6 +200,12 @@ class FaultProxy:
             pass
         finally:
             self._forget(link)
+
+    def _held(self, link: Link) -> bool:
+        """While frozen, data is swallowed; a link that froze stays frozen until dropped."""
+        if self._frozen.is_set():
+            link.frozen = True
+        return link.frozen
 
     def _forget(self, link: Link) -> None:
         link.close()

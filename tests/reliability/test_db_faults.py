@@ -67,9 +67,10 @@ def proxy(backend: str, db_url: str) -> Iterator[FaultProxy]:
         fault_proxy.close()
 
 
-def through(proxy: FaultProxy, db_url: str) -> str:
+def through(proxy: FaultProxy, db_url: str, read_timeout: bool = True) -> str:
     url = make_url(db_url).set(host="127.0.0.1", port=proxy.port)
-    url = url.update_query_dict({"read_timeout": str(READ_TIMEOUT_S)})
+    if read_timeout:
+        url = url.update_query_dict({"read_timeout": str(READ_TIMEOUT_S)})
     return url.render_as_string(hide_password=False)
 
 
@@ -248,7 +249,8 @@ def test_projector_and_serve_keep_running_through_drops_lost_replies_and_an_outa
 ) -> None:
     url = through(proxy, db_url)
     port = free_port()
-    config = write_config(tmp_path / "ledger.toml", url, tmp_path / "spool", SERVE_CONNECTORS)
+    serve_url = through(proxy, db_url, read_timeout=False)  # serve's own defaults, as deployed
+    config = write_config(tmp_path / "ledger.toml", serve_url, tmp_path / "spool", SERVE_CONNECTORS)
     follower, server = spawn_follower(url), serve(config, "--metrics-port", str(port))
     processes = [follower, server]
     follower_log, server_log = LineLog(follower), LineLog(server)
@@ -282,6 +284,10 @@ def test_projector_and_serve_keep_running_through_drops_lost_replies_and_an_outa
         )
         assert database_up_metric(port) == "ledger_database_up 0.0"
         proxy.restore()
+        # The database stops answering: a scrape must still answer within its 10 s timeout.
+        proxy.freeze()
+        assert database_up_metric(port) == "ledger_database_up 0.0"
+        proxy.thaw()
         done_before = len(finished_runs(ledger, "stations"))
         wait_until(
             lambda: len(finished_runs(ledger, "stations")) >= done_before + 2,
@@ -326,10 +332,12 @@ def test_projector_and_serve_keep_running_through_drops_lost_replies_and_an_outa
         f"the proxy: {faults['lose-commit-reply']} lost COMMIT replies, "
         f"{faults['cut-before-commit']} cuts before COMMIT, "
         f"{faults['cut-mid-transaction']} cuts mid-transaction, {faults['drop-all']} drops of "
-        f"every connection, then an outage refusing {proxy.refused} connections",
+        f"every connection, an outage refusing {proxy.refused} connections, then a database "
+        "that stops answering",
         f"both kept running (exit 0 on SIGTERM); the follower logged "
-        f"{follower_log.count('cannot proceed')} retries and resumed by itself; serve answered "
-        f"/metrics during the outage and finished {stations} runs, each with one terminal "
+        f"{follower_log.count('cannot proceed')} retries and resumed by itself; serve's /metrics "
+        f"answered ledger_database_up 0 in the outage and while the database was silent, and "
+        f"serve finished {stations} runs, each with one terminal "
         f"event; projection = replay = fresh rebuild; chain verified",
     )
 
