@@ -198,20 +198,34 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return text or "(file)"
 
 
+_TOML_OPENERS = ("[", "{", '"', "'")
+_TOML_SEARCH_BUDGET = 2_000_000  # characters re-parsed at most while looking for the opener
+
+
 def _toml_problem(text: str, error: tomllib.TOMLDecodeError) -> str:
     """tomllib's message, naming the line where it only says "at end of document" (a string,
-    array or table opened and never closed): the line after the longest prefix that parses."""
+    array or table opened and never closed): the line after the longest prefix that parses.
+
+    Only lines that can open such a thing are tried, from the end, within a budget of parsed
+    text, so a huge file costs a bounded time rather than a parse per line."""
     message = str(error)
-    lines = text.splitlines(keepends=True)
-    if "at end of document" not in message or len(lines) > 10_000:
+    if "at end of document" not in message:
         return message
-    for parsed in range(len(lines) - 1, -1, -1):
+    lines = text.splitlines(keepends=True)
+    budget = _TOML_SEARCH_BUDGET
+    for opener in range(len(lines) - 1, -1, -1):
+        if not any(mark in lines[opener] for mark in _TOML_OPENERS):
+            continue
+        prefix = "".join(lines[:opener])
+        budget -= len(prefix)
+        if budget < 0:
+            break
         try:
-            tomllib.loads("".join(lines[:parsed]))
+            tomllib.loads(prefix)
         except tomllib.TOMLDecodeError:
             continue
-        return f"{message}; opened at line {parsed + 1} and never closed"
-    return message  # pragma: no cover - the empty prefix always parses
+        return f"{message}; opened at line {opener + 1} and never closed"
+    return message
 
 
 def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
