@@ -81,7 +81,7 @@ def scrape_url(url: str) -> str:
 
 def spool_backlog(spool: Spool | None) -> int:
     """Events waiting in this host's spool: a local file, readable while the database is not."""
-    return spool.status().pending if spool is not None and spool.path.exists() else 0
+    return spool.status().pending if spool is not None else 0
 
 
 def _database_up(up: bool) -> GaugeMetricFamily:
