@@ -97,14 +97,15 @@ def open_runs(ledger: Ledger) -> int:
         )
 
 
-CONNECTORS = f"""
+STATIONS = f"""
 [[connectors]]
 name = "stations"
 type = "csv"
 source_id = 1
 schedule = {{ interval = "1s" }}
 options = {{ path = "{SAMPLE_CSV}" }}
-
+"""
+CONNECTORS = f"""{STATIONS}
 [[connectors]]
 name = "broken"
 type = "csv"
@@ -181,14 +182,7 @@ def test_two_serve_processes_start_each_tick_once(
 ) -> None:
     if backend != "mysql":
         pytest.skip("several serve processes share a production MariaDB")
-    connectors = f"""
-[[connectors]]
-name = "stations"
-type = "csv"
-source_id = 1
-schedule = {{ interval = "1s" }}
-options = {{ path = "{SAMPLE_CSV}" }}
-"""
+    connectors = STATIONS
     processes = [
         serve(
             write_config(tmp_path / f"ledger{i}.toml", db_url, tmp_path / f"spool{i}", connectors)

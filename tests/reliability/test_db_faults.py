@@ -30,13 +30,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from connectors import SAMPLE_CSV, RunContext, Spool
+from connectors import RunContext, Spool
 from ledger import Ledger, RunFinished, RunProgressed, verify_chain
 from projections import Projector, rebuild
 from tests.projection_support import replayed_rows, table_rows
 from tests.reliability.fault_proxy import FAULTS, FaultProxy
 from tests.reliability.summary import Summary
-from tests.test_serve import REPO, finished_runs, free_port, open_runs, serve, write_config
+from tests.test_serve import (
+    REPO,
+    STATIONS,
+    finished_runs,
+    free_port,
+    open_runs,
+    serve,
+    write_config,
+)
 
 READ_TIMEOUT_S = 2  # how long a stalled call waits before the SDK gives up on it
 RUNS = 10
@@ -45,14 +53,6 @@ ONE_FAULT_IN = 3  # on average one operation in three meets a fault
 FAULT_ROUNDS = 16
 WAIT_TIMEOUT_S = 120.0
 LEDGER = (sys.executable, "-c", "import ledger_cli; ledger_cli.main()")
-SERVE_CONNECTORS = f"""
-[[connectors]]
-name = "stations"
-type = "csv"
-source_id = 1
-schedule = {{ interval = "1s" }}
-options = {{ path = "{SAMPLE_CSV}" }}
-"""
 
 
 @pytest.fixture
@@ -250,7 +250,7 @@ def test_projector_and_serve_keep_running_through_drops_lost_replies_and_an_outa
     url = through(proxy, db_url)
     port = free_port()
     serve_url = through(proxy, db_url, read_timeout=False)  # serve's own defaults, as deployed
-    config = write_config(tmp_path / "ledger.toml", serve_url, tmp_path / "spool", SERVE_CONNECTORS)
+    config = write_config(tmp_path / "ledger.toml", serve_url, tmp_path / "spool", STATIONS)
     follower, server = spawn_follower(url), serve(config, "--metrics-port", str(port))
     processes = [follower, server]
     follower_log, server_log = LineLog(follower), LineLog(server)
