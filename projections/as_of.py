@@ -33,16 +33,23 @@ def _skips(ledger: Ledger, up_to: int) -> set[int]:
 
 def runs_as_of(ledger: Ledger, position: int, batch_size: int = 5000) -> dict[int, Row]:
     """Every run's row as of ``position`` (the whole history up to it is replayed)."""
+    return replay_as_of(ledger, position, batch_size)[0]
+
+
+def replay_as_of(
+    ledger: Ledger, position: int, batch_size: int = 5000
+) -> tuple[dict[int, Row], list[Transition]]:
+    """Every run's row and every status transition as of ``position``, replayed."""
     rows: dict[int, Row] = {}
     skipped = _skips(ledger, position)
     if position <= 0:
-        return rows
+        return rows, []
     # Positions are gapless from 1, so the first `position` events are exactly those <= it.
     events = ledger.read_all(after=0, limit=position, batch_size=batch_size)
     outcome = fold_events(rows, events, skipped)
     if outcome.poison is not None:
         raise outcome.poison
-    return rows
+    return rows, outcome.transitions
 
 
 def run_as_of(ledger: Ledger, run_id: int, position: int) -> tuple[Row | None, list[Transition]]:

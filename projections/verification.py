@@ -22,9 +22,14 @@ from ledger import Ledger, LedgerError, RecordedEvent, verify_chain
 from ledger.database import is_sqlite, translate_errors
 from ledger.rules import RunState, apply_event
 from ledger.schema import HEAD_ROW_ID, ledger_head, ledger_runs
-from projections.as_of import runs_as_of
-from projections.fold import Row
-from projections.schema import PROJECTION_NAME, ingestion_runs, projection_checkpoints
+from projections.as_of import replay_as_of
+from projections.fold import Row, Transition
+from projections.schema import (
+    PROJECTION_NAME,
+    ingestion_run_transitions,
+    ingestion_runs,
+    projection_checkpoints,
+)
 from projections.writer import normalise
 
 MAX_DIFFERENCES = 50  # per check: the first ones are what an auditor needs
@@ -32,7 +37,7 @@ MAX_DIFFERENCES = 50  # per check: the first ones are what an auditor needs
 
 @dataclass(frozen=True)
 class Problem:
-    check: str  # chain | streams | projection | registry
+    check: str  # chain | streams | registry | projection | transitions
     message: str
     position: int | None = None
     run_id: int | None = None
@@ -180,11 +185,16 @@ def _check_projection(ledger: Ledger, report: VerifyReport) -> None:
         actual = {
             row["id"]: normalise(row) for row in conn.execute(select(ingestion_runs)).mappings()
         }
+        stored_transitions = {
+            row["position"]: dict(row)
+            for row in conn.execute(select(ingestion_run_transitions)).mappings()
+        }
     try:
-        expected = runs_as_of(ledger, checkpoint or 0)
+        expected, transitions = replay_as_of(ledger, checkpoint or 0)
     except LedgerError as exc:
         report.problems.append(Problem("projection", f"{PROJECTION_NAME}: cannot replay: {exc}"))
         return
+    _check_transitions(transitions, stored_transitions, report)
     found = 0
     for run_id in sorted(set(expected) | set(actual)):
         if found >= MAX_DIFFERENCES:
@@ -200,6 +210,38 @@ def _check_projection(ledger: Ledger, report: VerifyReport) -> None:
                 )
             )
             found += 1
+
+
+def _check_transitions(
+    expected: list[Transition], stored: dict[int, dict[str, Any]], report: VerifyReport
+) -> None:
+    """``ingestion_run_transitions`` against the replay, row by row (keyed by position)."""
+    replayed = {t.position: t.as_row() for t in expected}
+    found = 0
+    for position in sorted(set(replayed) | set(stored)):
+        if found >= MAX_DIFFERENCES:
+            return
+        want, have = replayed.get(position), stored.get(position)
+        if want is None or have is None:
+            what = "is missing" if have is None else "has no event behind it"
+            run_id = (want or have or {}).get("run_id")
+            message = f"ingestion_run_transitions position {position} {what}"
+            report.problems.append(Problem("transitions", message, position, run_id))
+            found += 1
+            continue
+        for column, value in want.items():
+            if have[column] != value:
+                report.problems.append(
+                    Problem(
+                        "transitions",
+                        f"ingestion_run_transitions position {position}: {column} is "
+                        f"{_show(have[column])}, the events give {_show(value)}",
+                        position,
+                        want["run_id"],
+                        column,
+                    )
+                )
+                found += 1
 
 
 def _row_differences(expected: Row | None, actual: Row | None) -> list[tuple[str | None, str]]:

@@ -41,7 +41,7 @@ from ledger.events import EVENT_TYPES
 from ledger.schema import RUN_STATES, LegacyTimestamp, ledger_events, ledger_head, ledger_runs
 from ledger_cli import cli
 from projections import Projector
-from projections.schema import ingestion_runs
+from projections.schema import ingestion_run_transitions, ingestion_runs
 from projections.verification import verify_all
 from tests.reliability.summary import Summary
 from tests.support import drop_triggers
@@ -396,6 +396,36 @@ def test_every_ingestion_runs_column_edited_by_hand_names_the_row(
         f"each of {columns} ingestion_runs columns edited by hand in {len(keys)} rows "
         "(success, timed out then late, partial)",
         f"{cases}/{cases} detected against a replay, row id and column named",
+    )
+
+
+def test_every_transitions_column_edited_by_hand_names_the_position(
+    ledger: Ledger, db_url: str, backend: str, reliability: Summary
+) -> None:
+    record_history(ledger)
+    with ledger.engine.connect() as conn:
+        run_of = dict(
+            conn.execute(
+                select(ingestion_run_transitions.c.position, ingestion_run_transitions.c.run_id)
+            ).all()
+        )
+    positions = sorted(run_of)
+    keys = [{"position": p} for p in (positions[0], positions[len(positions) // 2], positions[-1])]
+
+    def detected(verdict: Verdict, key: Key, column: str) -> bool:
+        # An edited position leaves the original "missing": named without a column.
+        named_column = None if column == "position" else column
+        return verdict.names("transitions", run_of[key["position"]], named_column)
+
+    cases = edit_every_column_of_rows(ledger, ingestion_run_transitions, keys, detected, db_url)
+    columns = len(ingestion_run_transitions.columns)
+    assert cases == columns * len(keys)
+    reliability.record(
+        "tampering: ingestion_run_transitions",
+        backend,
+        f"each of {columns} transition columns edited by hand at {len(keys)} positions "
+        "(first, middle, last)",
+        f"{cases}/{cases} detected against a replay, position, run and column named",
     )
 
 
