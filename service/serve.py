@@ -60,7 +60,10 @@ class LedgerService:
         self.ledger = Ledger.from_url(config.database_url)
         self.projector = Projector(self.ledger, batch_size=config.projector.batch_size)
         self.spool = Spool(config.spool.dir)
-        self.scrape_ledger: Ledger | None = None
+        # Scrapes get their own engine with short timeouts: a database that stops answering
+        # must give ledger_database_up 0 within Prometheus's scrape timeout, not after 75 s.
+        # (An engine connects only when first used.)
+        self.scrape_ledger = Ledger.from_url(scrape_url(config.database_url))
         self.identity = f"serve:{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
         self.active: dict[str, RunContext] = {}
@@ -230,7 +233,6 @@ class LedgerService:
     # ------------------------------------------------------------------ metrics
 
     def figures(self) -> Figures:
-        assert self.scrape_ledger is not None
         return collect_figures(
             self.scrape_ledger,
             self.config.thresholds.to_thresholds(),
@@ -243,9 +245,6 @@ class LedgerService:
     def start_metrics(self) -> None:
         if self.metrics_port is None:
             return
-        # Scrapes get their own engine with short timeouts: a database that stops answering
-        # must give ledger_database_up 0 within Prometheus's scrape timeout, not after 75 s.
-        self.scrape_ledger = Ledger.from_url(scrape_url(self.config.database_url))
         registry = CollectorRegistry()
         registry.register(LedgerCollector(self.figures, self.spool))
         try:
@@ -304,8 +303,7 @@ class LedgerService:
             except LedgerError as exc:
                 log.warning("final projector batch: %s", exc)
         self.ledger.close()
-        if self.scrape_ledger is not None:
-            self.scrape_ledger.close()
+        self.scrape_ledger.close()
         log.warning("stopped")
 
     def _active_runs(self) -> list[tuple[str, RunContext]]:
