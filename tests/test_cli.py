@@ -497,3 +497,15 @@ def test_a_rejected_config_value_is_not_kept_in_the_chained_error(tmp_path: Path
 def test_a_record_key_in_free_text_is_not_taken_for_a_secret() -> None:
     assert mask_secrets("record key=station_7; next") == "record key=station_7; next"
     assert mask_secrets("GET /x?key=abc;def") == "GET /x?key=***;def"
+
+
+def test_runs_list_connector_filter_is_exact_on_every_backend(ledger: Ledger, db_url: str) -> None:
+    ledger.start_run(1, "stations")
+    ledger.start_run(2, "STATIONS")
+    assert run("project", "--db", db_url).exit_code == 0
+    for extra in ([], ["--at-position", "2"]):
+        result = run(
+            "runs", "list", "--connector", "stations", "--format", "json", *extra, "--db", db_url
+        )
+        assert result.exit_code == 0, result.output
+        assert [r["connectorName"] for r in json.loads(result.output)] == ["stations"]
