@@ -114,24 +114,26 @@ def verify_chain(
 def _row_past_head(ledger: Ledger) -> tuple[int, int] | None:
     """The first row beyond the head, if a row was written around the append path.
 
-    The highest position is read first, the head second: every regular append moves the head
-    in the transaction that writes its rows, so by the time the head is read it covers every
-    such row already seen, however busy the ledger. A row written around the append path
-    never moves the head, and the head can never pass it (an append at its position fails),
-    so it is found whatever is appended meanwhile.
+    A regular append moves the head in the transaction that writes its rows, so once such a
+    row has been read, a head read afterwards covers it. A row written around the append path
+    never moves the head, and the head can never pass it (an append at its position fails).
+    So: take the lowest row past the head, read the head again; if the head now covers it, it
+    was an append landing meanwhile, and the search goes on from there. It ends at the highest
+    position read first, however busy the ledger.
     """
     with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
         highest = conn.execute(select(func.max(ledger_events.c.position))).scalar_one_or_none()
-    if highest is None:
-        return None
     head = ledger.head().last_position
-    if highest <= head:
-        return None
-    with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
-        first = conn.execute(
-            select(func.min(ledger_events.c.position)).where(ledger_events.c.position > head)
-        ).scalar_one()
-    return int(first), head
+    while highest is not None and highest > head:
+        past = (ledger_events.c.position > head) & (ledger_events.c.position <= highest)
+        with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
+            first = conn.execute(select(func.min(ledger_events.c.position)).where(past))
+            lowest = int(first.scalar_one())
+        now = ledger.head().last_position
+        if now < lowest:
+            return lowest, now
+        head = now
+    return None
 
 
 def _beyond_head(checked: int, position: int, head: int) -> ChainReport:

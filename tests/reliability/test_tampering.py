@@ -595,3 +595,44 @@ def test_a_row_forged_past_the_head_is_found_even_while_appends_race_verify(
         "a row forged 3 positions past the head, 2 honest appends landing during verify",
         f"verify names position {forged_at} beyond the head; the racing appends do not hide it",
     )
+
+
+def test_an_append_landing_while_verify_looks_past_the_head_is_not_named(
+    ledger: Ledger, db_url: str, backend: str, reliability: Summary
+) -> None:
+    """A forged row at head+3; an honest append lands (at head+1) just as verify looks for rows
+    past the head: verify must name the forged row, never the honest one."""
+    history = record_history(ledger)
+    forged_at = history.positions[-1] + 3
+    last = read_row(ledger.engine, ledger_events, {"position": history.positions[-1]})
+    with ledger.engine.begin() as conn:
+        forged = {
+            **last,
+            "position": forged_at,
+            "event_id": "e" * 8 + last["event_id"][8:],
+            "run_id": 10**6,
+            "version": 1,
+        }
+        conn.execute(insert(ledger_events).values(**forged))
+    writer = Ledger.from_url(db_url)
+    raced: list[int] = []
+
+    def append_before_the_lowest_is_read(_c: Any, _k: Any, statement: str, *_: Any) -> None:
+        if not raced and statement.lower().startswith("select min(ledger_events."):
+            late = RunProgressed(run_id=history.run_ids[1], records_fetched=1)
+            raced.append(writer.append([late]).events[0].position)
+
+    event.listen(ledger.engine, "before_cursor_execute", append_before_the_lowest_is_read)
+    try:
+        report = verify_all(ledger)
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", append_before_the_lowest_is_read)
+        writer.close()
+    assert raced == [forged_at - 2]
+    assert [p.position for p in report.by_check("chain")] == [forged_at], report.problems
+    reliability.record(
+        "tampering",
+        backend,
+        "a row forged at head+3, an honest append landing just as verify looks past the head",
+        f"verify names position {forged_at}, not the honest row at {forged_at - 2}",
+    )
