@@ -202,6 +202,14 @@ _TOML_OPENERS = ("[", "{", '"', "'")
 _TOML_SEARCH_BUDGET = 2_000_000  # characters re-parsed at most while looking for the opener
 
 
+def _where(loc: tuple[int | str, ...], url_from_environment: bool) -> str:
+    """The key a problem is at; a URL from the environment is named as such, not as the
+    file's ``database_url`` (which it replaced)."""
+    if url_from_environment and loc[:1] == ("database_url",):
+        return f"${DATABASE_URL_ENV} (in place of database_url)"
+    return _location(loc)
+
+
 def _toml_problem(text: str, error: tomllib.TOMLDecodeError) -> str:
     """tomllib's message, naming the line where it only says "at end of document" (a string,
     array or table opened and never closed): the line after the longest prefix that parses.
@@ -249,7 +257,8 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{source}: not valid TOML ({_toml_problem(text, exc)})") from exc
-    if os.environ.get(DATABASE_URL_ENV):
+    from_environment = bool(os.environ.get(DATABASE_URL_ENV))
+    if from_environment:
         data["database_url"] = os.environ[DATABASE_URL_ENV]
     # A relative csv path means relative to the config file, wherever serve is started from.
     connectors = data.get("connectors")
@@ -268,7 +277,8 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
         return LedgerConfig.model_validate(data)
     except pydantic.ValidationError as exc:
         problems = [
-            f"{_location(error['loc'])}: {error['msg'].removeprefix('Value error, ')}"
+            f"{_where(error['loc'], from_environment)}: "
+            f"{error['msg'].removeprefix('Value error, ')}"
             for error in exc.errors(include_url=False)
         ]
         raise ConfigurationError(f"{source}: invalid config\n  " + "\n  ".join(problems)) from exc

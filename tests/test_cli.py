@@ -509,3 +509,14 @@ def test_runs_list_connector_filter_is_exact_on_every_backend(ledger: Ledger, db
         )
         assert result.exit_code == 0, result.output
         assert [r["connectorName"] for r in json.loads(result.output)] == ["stations"]
+
+
+def test_a_bad_url_from_the_environment_is_named_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "ledger.toml"
+    config.write_text('database_url = "sqlite:///fine.db"\n', encoding="utf-8")
+    monkeypatch.setenv("LEDGER_DATABASE_URL", "postgresql://app@db/x")
+    result = run("config", "check", str(config))
+    assert result.exit_code == 2, result.output
+    assert "$LEDGER_DATABASE_URL (in place of database_url)" in result.output
