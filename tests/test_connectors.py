@@ -31,8 +31,9 @@ from connectors.schema import source_records
 from ledger import Ledger, RecordedEvent, RunProgressed
 from ledger_cli import cli
 from projections import Projector
-from tests.net_support import JsonServer, TcpProxy
+from tests.net_support import JsonServer
 from tests.projection_support import table_rows
+from tests.reliability.fault_proxy import FaultProxy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -433,7 +434,7 @@ def test_mariadb_outage_through_a_cut_proxy(
     if backend != "mysql":
         pytest.skip("needs a server to put a proxy in front of")
     url = make_url(db_url)
-    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 3306))
+    proxy = FaultProxy((url.host or "127.0.0.1", url.port or 3306))
     proxied = Ledger.from_url(
         url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     )
@@ -441,7 +442,7 @@ def test_mariadb_outage_through_a_cut_proxy(
         with RunContext(proxied, 1, "SOURCE_1", spool=spool, progress_interval=0) as run:
             for _ in range(3):
                 run.progress(fetched=1, created=1)
-            proxy.cut()
+            proxy.outage()
             for _ in range(3):
                 run.progress(fetched=10, created=10)
             run.error("one bad record")
