@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,10 +28,27 @@ class ProjectionBusyError(ProjectionError):
     """Another process held the projection lock for longer than the timeout (a rebuild?)."""
 
 
+LOCK_NAME_MAX = 64  # MySQL refuses longer GET_LOCK names
+_READABLE = re.compile(r"[^A-Za-z0-9_$.-]")
+
+
+def lock_name_for(database: str, projection: str) -> str:
+    """The server-wide GET_LOCK name of ``projection`` in ``database``: unique and at most 64
+    characters for any names.
+
+    GET_LOCK names are shared by every database on the server, so the name must tell ledgers
+    apart; database names run to 64 characters, so they cannot be spelt out in full. A digest
+    of the (database, projection) pair makes the name unique, whatever is cut; the rest only
+    helps a DBA reading ``IS_USED_LOCK`` or the processlist, and is truncated as needed.
+    """
+    digest = hashlib.sha256(f"{database}\0{projection}".encode()).hexdigest()[:20]
+    readable = _READABLE.sub("_", f"{projection}.{database}")
+    return f"run_ledger.{digest}.{readable}"[:LOCK_NAME_MAX]
+
+
 def lock_name(conn: Connection, projection: str) -> str:
-    # GET_LOCK names are server-wide: include the database so two ledgers never collide.
     database = conn.exec_driver_sql("SELECT DATABASE()").scalar() or ""
-    return f"run_ledger.{database}.{projection}"[:64]
+    return lock_name_for(str(database), projection)
 
 
 @contextmanager

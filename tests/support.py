@@ -37,9 +37,10 @@ def _server_statements(url: str, *statements: str) -> None:
         admin.dispose()
 
 
-def create_mysql_database(base_url: str) -> str:
-    """Create a uniquely named database next to ``base_url``'s and return its URL."""
-    name = f"ledger_test_{uuid.uuid4().hex[:12]}"
+def create_mysql_database(base_url: str, name: str | None = None) -> str:
+    """Create a database next to ``base_url``'s (uniquely named unless ``name`` is given) and
+    return its URL."""
+    name = name or f"ledger_test_{uuid.uuid4().hex[:12]}"
     _server_statements(base_url, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     return make_url(base_url).set(database=name).render_as_string(hide_password=False)
 

@@ -1,0 +1,90 @@
+"""The projection's named locks on MySQL/MariaDB (issue 12, item 4): names that are unique and
+at most 64 characters whatever the database is called, so a rebuild never waits on itself and
+two ledgers on one server never share a lock."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from ledger import Ledger, RunFinished
+from ledger_cli import cli
+from projections import Projector
+from projections.locking import LOCK_NAME_MAX, lock_name, lock_name_for
+from projections.schema import PROJECTION_NAME
+from tests import support
+from tests.projection_support import replayed_rows, table_rows
+
+REBUILD = f"{PROJECTION_NAME}.rebuild"
+LONG_NAMES = [
+    "d" * 64,
+    "ledger_" + "é" * 57,  # MariaDB identifiers may be any Unicode: 64 characters, 121 bytes
+    'back`tick\'s "quoted" name' + "x" * 38,
+    "日本語の台帳",
+]
+
+
+@pytest.mark.parametrize("database", [*LONG_NAMES, "", "ledger"])
+def test_the_rebuild_and_projector_locks_differ_and_fit_for_any_database_name(
+    database: str,
+) -> None:
+    names = {lock_name_for(database, projection) for projection in (PROJECTION_NAME, REBUILD)}
+    assert len(names) == 2, "the rebuild would wait on its own projector lock"
+    for name in names:
+        assert len(name) <= LOCK_NAME_MAX
+        assert name.isascii()
+        assert name.isprintable()
+        assert name.startswith("run_ledger.")
+
+
+def test_databases_sharing_a_long_prefix_never_share_a_lock() -> None:
+    shared = "p" * 63
+    databases = [shared + "a", shared + "b", shared, "p" * 52 + "q" * 12]
+    names = {lock_name_for(db, p) for db in databases for p in (PROJECTION_NAME, REBUILD)}
+    assert len(names) == 2 * len(databases)
+
+
+def test_a_short_database_name_stays_readable_in_the_lock_name() -> None:
+    assert lock_name_for("ledger", PROJECTION_NAME).endswith(f".{PROJECTION_NAME}.ledger")
+
+
+@pytest.fixture
+def long_named_database(backend: str) -> Iterator[str]:
+    """A migrated MariaDB database whose name has 64 characters, the server's maximum."""
+    base = support.mysql_base_url()
+    if backend != "mysql" or base is None:
+        pytest.skip("named locks are MySQL/MariaDB's (SQLite locks the file)")
+    name = f"ledger_test_{uuid.uuid4().hex}".ljust(64, "x")
+    assert len(name) == 64
+    url = support.create_mysql_database(base, name)
+    try:
+        support.migrate(url)
+        yield url
+    finally:
+        support.drop_mysql_database(url)
+
+
+def test_rebuild_and_projector_run_on_a_database_with_a_64_character_name(
+    long_named_database: str,
+) -> None:
+    ledger = Ledger.from_url(long_named_database)
+    try:
+        with ledger.engine.connect() as conn:
+            assert lock_name(conn, PROJECTION_NAME) != lock_name(conn, REBUILD)
+        runs = [ledger.start_run(1, f"SOURCE_{i}") for i in range(3)]
+        ledger.append([RunFinished(run_id=runs[0], status="success")])
+        assert Projector(ledger).run_once() == 4
+        # Before the fix both locks were this database's name cut at 64 characters: the
+        # rebuild waited 60 s on the lock it held itself, then failed.
+        result = CliRunner().invoke(
+            cli, ["rebuild", "--db", long_named_database], catch_exceptions=False
+        )
+        assert result.exit_code == 0, result.output
+        ledger.append([RunFinished(run_id=runs[1], status="failed")])
+        assert Projector(ledger).run_once() == 1
+        assert table_rows(ledger) == replayed_rows(ledger)
+    finally:
+        ledger.close()
