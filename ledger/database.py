@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
+import pymysql
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
@@ -143,6 +144,41 @@ MYSQL_TIMEOUTS = {
     "read_timeout": 75,
     "write_timeout": 75,
 }
+# The longest timeout a URL may set: a year, MariaDB's own maximum for its idle timeouts (and
+# far below what a socket timeout can hold).
+MAX_TIMEOUT_S = 31_536_000
+
+# How long the server lets a session sit idle inside a transaction before it rolls the
+# transaction back and closes the session. A writer that vanished mid-append with its socket
+# still open (a lost machine, a NAT that keeps the flow) otherwise holds the ledger_head lock,
+# and stops every other append, for the server's wait_timeout: 8 hours by default. Below
+# InnoDB's 50 s lock wait, so the appends queued behind such a writer get the lock instead of
+# failing. A legit transaction is never idle that long: its statements run back to back.
+IDLE_TRANSACTION_TIMEOUT = "idle_transaction_timeout"  # the URL query parameter
+DEFAULT_IDLE_TRANSACTION_TIMEOUT_S = 30
+# MariaDB 10.3+: one timeout for transactions that wrote, one for those that did not. Both are
+# needed: the head lock (SELECT … FOR UPDATE) leaves a transaction "read-only" until it inserts.
+MARIADB_IDLE_VARIABLES = ("idle_write_transaction_timeout", "idle_readonly_transaction_timeout")
+ER_UNKNOWN_SYSTEM_VARIABLE = 1193
+# The bound of a session, kept with its pooled connection for the named-lock holders.
+IDLE_TIMEOUT_INFO = "ledger_idle_timeout_s"
+
+
+def _timeout_seconds(url: str, name: str, value: object) -> int:
+    # isascii: "²".isdigit() is true, and int() refuses it.
+    if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+        value_shown = value if isinstance(value, str) else "given more than once"
+        raise ConfigurationError(
+            f"invalid database URL {mask_url(url)}: {name} must be a whole number of "
+            f"seconds above 0, got {value_shown!r}"
+        )
+    seconds = int(value)
+    if not 0 < seconds <= MAX_TIMEOUT_S:
+        raise ConfigurationError(
+            f"invalid database URL {mask_url(url)}: {name} must be a whole number of "
+            f"seconds above 0 and at most {MAX_TIMEOUT_S} (a year), got {value!r}"
+        )
+    return seconds
 
 
 def _mysql_engine(url: str, **options: Any) -> Engine:
@@ -152,23 +188,104 @@ def _mysql_engine(url: str, **options: Any) -> Engine:
     }
     # SQLAlchemy lets connect_args override the URL's query, so a timeout the URL sets
     # (``?read_timeout=5``) is left to the URL rather than replaced by the default.
-    query = make_url(url).query
+    parsed = make_url(url)
+    query = parsed.query
     for name in MYSQL_TIMEOUTS.keys() & query.keys():
-        value = query[name]
-        if not (isinstance(value, str) and value.isdigit() and int(value) > 0):
-            raise ConfigurationError(
-                f"invalid database URL {mask_url(url)}: {name} must be a whole number of "
-                f"seconds above 0, got {value!r}"
-            )
+        _timeout_seconds(url, name, query[name])
     connect_args.update({k: v for k, v in MYSQL_TIMEOUTS.items() if k not in query})
+    idle = DEFAULT_IDLE_TRANSACTION_TIMEOUT_S
+    if IDLE_TRANSACTION_TIMEOUT in query:
+        idle = _timeout_seconds(url, IDLE_TRANSACTION_TIMEOUT, query[IDLE_TRANSACTION_TIMEOUT])
+        # Ours, not PyMySQL's: it would refuse an unknown keyword.
+        parsed = parsed.difference_update_query([IDLE_TRANSACTION_TIMEOUT])
     options.setdefault("pool_pre_ping", True)
     options.setdefault("pool_recycle", 3600)
-    return create_engine(
-        url,
+    engine = create_engine(
+        parsed,
         connect_args=connect_args,
         isolation_level="READ COMMITTED",
         **options,
     )
+    event.listen(engine, "connect", _IdleBound(idle))
+    return engine
+
+
+class _IdleBound:
+    """The "connect" hook that bounds how long an abandoned session can hold locks.
+
+    MariaDB (10.3+) rolls back a transaction idle for longer than its idle-transaction
+    timeouts and closes the session; a stricter value the server already has is kept. MySQL
+    has no such variable (error 1193): there the session's ``wait_timeout`` takes the bound
+    instead, which closes any session idle that long, in a transaction or not; the pool's
+    pre-ping reconnects the idle ones it hands out.
+    """
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+        self.fallback = False  # set once the server turned out not to know the variables
+
+    def __call__(self, dbapi_connection: Any, record: Any) -> None:
+        record.info[IDLE_TIMEOUT_INFO] = self.seconds
+        cursor = dbapi_connection.cursor()
+        try:
+            if not self.fallback:
+                try:
+                    cursor.execute(self._mariadb_statement())
+                    return
+                except pymysql.err.MySQLError as exc:
+                    if not exc.args or exc.args[0] != ER_UNKNOWN_SYSTEM_VARIABLE:
+                        raise
+                    self.fallback = True
+                    log.info(
+                        "the server has no idle transaction timeout (%s); bounding idle "
+                        "sessions with wait_timeout = %d s instead",
+                        exc.args[1] if len(exc.args) > 1 else exc,
+                        self.seconds,
+                    )
+            cursor.execute(
+                f"SET SESSION wait_timeout = LEAST({self.seconds}, @@SESSION.wait_timeout)"
+            )
+        finally:
+            cursor.close()
+
+    def _mariadb_statement(self) -> str:
+        # The session starts with the server's values: keep any that is stricter. A write or
+        # read-only value of 0 falls back to the server's idle_transaction_timeout.
+        def tighter(variable: str) -> str:
+            server = (
+                f"COALESCE(NULLIF(@@SESSION.{variable}, 0), "
+                f"NULLIF(@@SESSION.idle_transaction_timeout, 0), {self.seconds})"
+            )
+            return f"{variable} = LEAST({self.seconds}, {server})"
+
+        return "SET SESSION " + ", ".join(tighter(v) for v in MARIADB_IDLE_VARIABLES)
+
+
+@contextmanager
+def idle_bounded_session(conn: Connection) -> Iterator[None]:
+    """Bound how long this session may stay idle *outside* a transaction, while it holds a
+    named lock (``GET_LOCK`` outlives transactions, so the idle-transaction timeout does not
+    cover it): a holder that vanished with its socket open would otherwise keep the lock for
+    the server's wait_timeout. Restored afterwards, so the pooled session is not closed for
+    being idle later. A no-op on SQLite."""
+    if is_sqlite(conn):
+        yield
+        return
+    seconds = int(conn.info.get(IDLE_TIMEOUT_INFO, DEFAULT_IDLE_TRANSACTION_TIMEOUT_S))
+    conn.exec_driver_sql(
+        "SET @ledger_wait_timeout = @@SESSION.wait_timeout, "
+        f"SESSION wait_timeout = LEAST({seconds}, @@SESSION.wait_timeout)"
+    )
+    restore = "SET SESSION wait_timeout = @ledger_wait_timeout"
+    try:
+        yield
+    except BaseException:
+        # The session may be gone with the error; a live one left bounded is only closed
+        # when idle, and the pool's pre-ping replaces it.
+        with suppress(SQLAlchemyError):
+            conn.exec_driver_sql(restore)
+        raise
+    conn.exec_driver_sql(restore)
 
 
 def is_sqlite(engine: Engine | Connection) -> bool:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, text
 
-from ledger.database import is_sqlite, write_transaction
+from ledger.database import idle_bounded_session, is_sqlite, write_transaction
 from projections.errors import ProjectionError
 
 DEFAULT_LOCK_TIMEOUT_S = 60
@@ -61,20 +61,23 @@ def projection_session(
             yield conn
             return
         name = lock_name(conn, projection)
-        got = conn.execute(
-            text("SELECT GET_LOCK(:name, :timeout)"), {"name": name, "timeout": timeout}
-        ).scalar()
-        conn.commit()
-        if got != 1:
-            raise ProjectionBusyError(
-                f"projection {projection} is locked by another process (waited {timeout}s)"
-            )
-        try:
-            yield conn
-        finally:
-            conn.rollback()
-            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+        # Bounded before the lock is taken: a holder that vanishes at any point after this,
+        # in a transaction or between two, frees the lock within the idle bound.
+        with idle_bounded_session(conn):
+            got = conn.execute(
+                text("SELECT GET_LOCK(:name, :timeout)"), {"name": name, "timeout": timeout}
+            ).scalar()
             conn.commit()
+            if got != 1:
+                raise ProjectionBusyError(
+                    f"projection {projection} is locked by another process (waited {timeout}s)"
+                )
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+                conn.commit()
 
 
 @contextmanager
@@ -97,6 +100,12 @@ def exclusive_rebuild(engine: Engine, projection: str) -> Iterator[None]:
 
     MySQL: a named lock on its own session. SQLite: an advisory lock on a file beside the
     database (the embedded database lives on one host).
+
+    Unlike the projector's lock, this session is not bounded by the idle timeout: it sits
+    idle for the whole rebuild while the work runs on other sessions, and losing it half-way
+    would let a second rebuild drop this one's shadow tables. A rebuild that vanished with its
+    socket open therefore blocks only the next rebuild (not appends, not the projector) until
+    the server's wait_timeout, or until a DBA ends the connection the refusal names.
     """
     if is_sqlite(engine):
         path = engine.url.database
@@ -117,15 +126,29 @@ def exclusive_rebuild(engine: Engine, projection: str) -> Iterator[None]:
         return
     with engine.connect() as conn:
         name = lock_name(conn, f"{projection}.rebuild")
-        got = conn.execute(text("SELECT GET_LOCK(:name, 0)"), {"name": name}).scalar()
-        conn.commit()
-        if got != 1:
-            raise ProjectionBusyError(
-                f"another rebuild of {projection} is running on this database"
-            )
+        # Where the server has no idle-transaction timeout, every session is bounded by
+        # wait_timeout instead (ledger.database): this one, idle by design, is exempt until
+        # it goes back to the pool.
+        conn.exec_driver_sql(
+            "SET @ledger_wait_timeout = @@SESSION.wait_timeout, "
+            "SESSION wait_timeout = @@GLOBAL.wait_timeout"
+        )
         try:
-            yield
+            got = conn.execute(text("SELECT GET_LOCK(:name, 0)"), {"name": name}).scalar()
+            if got != 1:
+                holder = conn.execute(text("SELECT IS_USED_LOCK(:name)"), {"name": name}).scalar()
+                raise ProjectionBusyError(
+                    f"another rebuild of {projection} is running on this database (server "
+                    f"connection {holder}; if its process is gone, a DBA can end it with "
+                    f"KILL {holder})"
+                )
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.rollback()
+                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
         finally:
             conn.rollback()
-            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+            conn.exec_driver_sql("SET SESSION wait_timeout = @ledger_wait_timeout")
             conn.commit()

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from ledger import Ledger, RunFinished
 from ledger_cli import cli
 from projections import Projector
-from projections.locking import LOCK_NAME_MAX, lock_name, lock_name_for
+from projections.locking import LOCK_NAME_MAX, exclusive_rebuild, lock_name, lock_name_for
 from projections.schema import PROJECTION_NAME
 from tests import support
 from tests.projection_support import replayed_rows, table_rows
@@ -88,3 +88,27 @@ def test_rebuild_and_projector_run_on_a_database_with_a_64_character_name(
         assert table_rows(ledger) == replayed_rows(ledger)
     finally:
         ledger.close()
+
+
+def test_a_second_rebuild_is_refused_naming_the_connection_that_holds_the_lock(
+    backend: str, ledger: Ledger, db_url: str
+) -> None:
+    if backend != "mysql":
+        pytest.skip("named locks are MySQL/MariaDB's (SQLite locks the file)")
+    with ledger.engine.connect() as conn:
+        server_wait = int(conn.exec_driver_sql("SELECT @@SESSION.wait_timeout").scalar_one())
+    with exclusive_rebuild(ledger.engine, PROJECTION_NAME):
+        with ledger.engine.connect() as conn:
+            holder = conn.exec_driver_sql(
+                "SELECT IS_USED_LOCK(%s)", (lock_name(conn, REBUILD),)
+            ).scalar_one()
+        result = CliRunner().invoke(cli, ["rebuild", "--db", db_url], catch_exceptions=False)
+        assert result.exit_code == 1, result.output
+        assert f"KILL {holder}" in result.stderr
+    # The lock's session, exempt from the idle bound while it held the lock, went back to the
+    # pool with its own wait_timeout again.
+    for _ in range(3):
+        with ledger.engine.connect() as conn:
+            assert int(conn.exec_driver_sql("SELECT @@SESSION.wait_timeout").scalar_one()) == (
+                server_wait
+            )

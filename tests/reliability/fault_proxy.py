@@ -17,6 +17,12 @@ Besides armed faults: ``drop_all()`` closes every live connection (idle pooled o
 ``outage()`` refuses new connections until ``restore()``, and ``freeze()`` makes the database
 stop answering (connections stay open, nothing is forwarded either way) until ``thaw()``, which
 drops the frozen connections.
+
+``vanish_after(marker)`` is the client that disappears without a trace (a machine lost, a NAT
+that keeps the flow): the next connection to send a query containing ``marker`` has it
+forwarded, with its reply, and from its next packet on nothing more is forwarded either way;
+when the client's socket closes (its process killed), the server's side stays open, so the
+server sees an idle session, never a disconnect, until it closes the session itself.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections import Counter
 
 COM_QUERY = 0x03
@@ -52,6 +59,9 @@ class Link:
         self.swallow_reply = False
         self.frozen = False
         self.closed = threading.Event()
+        self.vanishing = False  # the marker went through: the next packet is the last seen
+        self.vanished_at: float | None = None  # monotonic time nothing more was forwarded
+        self.server_closed_at: float | None = None  # when the server ended a vanished session
 
     def close(self) -> None:
         if self.closed.is_set():
@@ -76,6 +86,8 @@ class FaultProxy:
         self._frozen = threading.Event()
         self._lock = threading.Lock()
         self._links: set[Link] = set()
+        self._vanish_marker: bytes | None = None
+        self.vanished: list[Link] = []
         self._closed = False
         threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
 
@@ -94,6 +106,11 @@ class FaultProxy:
     def disarm(self) -> None:
         with self._lock:
             self._armed = None
+
+    def vanish_after(self, marker: bytes) -> None:
+        """Arm the disappearing client (see the module's docstring)."""
+        with self._lock:
+            self._vanish_marker = marker.upper()
 
     def drop_all(self) -> None:
         with self._lock:
@@ -167,12 +184,29 @@ class FaultProxy:
             threading.Thread(target=self._upstream, args=(link,), daemon=True).start()
             threading.Thread(target=self._downstream, args=(link,), daemon=True).start()
 
+    def _vanishes(self, link: Link, packet: bytes) -> bool:
+        """Whether this packet is the first one a vanishing client never delivers."""
+        if link.vanishing:
+            link.vanished_at = time.monotonic()
+            return True
+        sql = query_text(packet)
+        with self._lock:
+            marker = self._vanish_marker
+            if sql is not None and marker is not None and marker in sql:
+                self._vanish_marker = None
+                self.fired["vanish"] += 1
+                self.vanished.append(link)
+                link.vanishing = True
+        return False
+
     def _upstream(self, link: Link) -> None:
         """Client to server, where the faults are aimed."""
         try:
             while data := link.client.recv(65536):
                 if self._held(link):
                     continue
+                if link.vanished_at is not None or self._vanishes(link, data):
+                    continue  # swallowed until the client is gone
                 fault = self._take(data)
                 if fault in ("cut-mid-transaction", "cut-before-commit"):
                     return
@@ -186,12 +220,16 @@ class FaultProxy:
         except OSError:
             pass
         finally:
-            self._forget(link)
+            if link.vanished_at is None:
+                self._forget(link)
+            else:  # the client is gone; the server must not know: its side stays open
+                with contextlib.suppress(OSError):
+                    link.client.close()
 
     def _downstream(self, link: Link) -> None:
         try:
             while data := link.server.recv(65536):
-                if self._held(link):
+                if self._held(link) or link.vanished_at is not None:
                     continue
                 if link.swallow_reply:  # COMMIT's reply: committed on the server, never told
                     return
@@ -199,6 +237,8 @@ class FaultProxy:
         except OSError:
             pass
         finally:
+            if link.vanished_at is not None and not link.closed.is_set():
+                link.server_closed_at = time.monotonic()  # the server ended the session
             self._forget(link)
 
     def _held(self, link: Link) -> bool:
