@@ -49,6 +49,7 @@ from ledger import (
     StuckRun,
     Thresholds,
     UnknownEventTypeError,
+    UnknownRunError,
     ValidationError,
     fail_run,
     stuck_runs,
@@ -369,7 +370,10 @@ def events(
     ledger = open_ledger(db_url)
     with library_errors():
         if run_id is not None:
-            selected = [e for e in ledger.read_run(run_id) if e.position > after][:limit]
+            history = ledger.read_run(run_id)
+            if not history:  # every run has its RunStarted: a typo, not an empty answer
+                raise UnknownRunError(run_id)
+            selected = [e for e in history if e.position > after][:limit]
             rows: Iterator[RecordedEvent] = iter(selected)
         else:
             rows = ledger.read_all(after=after, limit=limit)
@@ -480,8 +484,6 @@ def audit(run_id: int, output_format: str, db_url: str | None) -> None:
     ledger = open_ledger(db_url)
     with library_errors():
         timeline = audit_run(ledger, run_id)
-    if not timeline:
-        raise ProblemFound(f"run {run_id} has no events")
     if output_format == "json":
         click.echo(
             json.dumps(
@@ -921,7 +923,13 @@ def runs_show(
             row, transitions = run_as_of(ledger, run_id, position)
             where = f"as of position {position}"
     if row is None:
-        raise ProblemFound(f"run {run_id} not found {where}")
+        if moment is not None or at_position is not None:
+            raise BadInput(f"run {run_id} did not exist yet {where}")
+        # In the ledger, not yet in the table: the projection is behind, not the caller wrong.
+        raise ProblemFound(
+            f"run {run_id} is in the ledger but not yet in ingestion_runs: the projection is "
+            "behind (is a projector running? `ledger project` catches up)"
+        )
     if output_format == "json":
         click.echo(json.dumps(row_json(row), indent=2))
         return

@@ -8,6 +8,7 @@ from ledger.errors import (
     StorageError,
     StreamError,
     UnknownEventTypeError,
+    UnknownRunError,
     ValidationError,
 )
 from ledger.events import (
@@ -49,6 +50,7 @@ __all__ = [
     "SweepResult",
     "Thresholds",
     "UnknownEventTypeError",
+    "UnknownRunError",
     "ValidationError",
     "canonical_json",
     "fail_run",

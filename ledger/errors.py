@@ -41,6 +41,14 @@ class UnknownEventTypeError(ValidationError):
     """A stored or submitted event has a type this version of run-ledger does not know."""
 
 
+class UnknownRunError(ValidationError):
+    """A run id names no run in the ledger: the caller's mistake, like any bad input."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"run {run_id} does not exist")
+        self.run_id = run_id
+
+
 class ConcurrencyError(LedgerError):
     """An append carried an ``expected_version`` that differs from the run's version (I4)."""
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from ledger.clock import utcnow
 from ledger.durations import format_duration
-from ledger.errors import ConcurrencyError, StreamError, ValidationError
+from ledger.errors import ConcurrencyError, StreamError, UnknownRunError, ValidationError
 from ledger.events import RunTimedOut
 from ledger.store import Ledger
 from ledger.stuck import DEFAULT_STALE_AFTER, StuckRun, Thresholds, stuck_runs
@@ -86,7 +86,7 @@ def fail_run(
         raise ValidationError("a reason is required to fail a run by hand")
     state = ledger.run(run_id)
     if state is None:
-        raise ValidationError(f"run {run_id} does not exist")
+        raise UnknownRunError(run_id)
     if state.state != "open":
         closed = "finished" if state.state == "finished" else "already timed out"
         raise StreamError(

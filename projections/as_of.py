@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ledger import Ledger
+from ledger import Ledger, UnknownRunError
 from ledger.database import translate_errors
 from projections.checkpoints import skipped_positions
 from projections.fold import Row, Transition
@@ -53,9 +53,13 @@ def replay_as_of(
 
 
 def run_as_of(ledger: Ledger, run_id: int, position: int) -> tuple[Row | None, list[Transition]]:
-    """One run's row and transitions as of ``position``, from that run's events only."""
+    """One run's row and transitions as of ``position``, from that run's events only; no row
+    when the run started after it. Raises :class:`UnknownRunError` if it never started."""
     rows: dict[int, Row] = {}
-    events = [e for e in ledger.read_run(run_id) if e.position <= position]
+    history = ledger.read_run(run_id)
+    if not history:
+        raise UnknownRunError(run_id)
+    events = [e for e in history if e.position <= position]
     outcome = fold_events(rows, events, _skips(ledger, position))
     if outcome.poison is not None:
         raise outcome.poison

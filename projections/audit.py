@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ledger import Ledger, LedgerError, RecordedEvent
+from ledger import Ledger, LedgerError, RecordedEvent, UnknownRunError
 from ledger.database import translate_errors
 from ledger.hashing import chain_hash
 from ledger.schema import ledger_events
@@ -30,8 +30,11 @@ class TimelineEntry:
 
 
 def audit_run(ledger: Ledger, run_id: int) -> list[TimelineEntry]:
-    """The run's events in version order, each with what it did to the run."""
+    """The run's events in version order, each with what it did to the run. Raises
+    :class:`UnknownRunError` if the ledger has no such run."""
     events = ledger.read_run(run_id)
+    if not events:
+        raise UnknownRunError(run_id)
     previous_hashes = _previous_hashes(ledger, [e.position for e in events])
     timeline: list[TimelineEntry] = []
     row: Row | None = None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from ledger import Ledger
+from ledger import Ledger, UnknownRunError
 from ledger.database import is_sqlite, translate_errors
 from projections.fold import Row, Transition
 from projections.schema import ingestion_run_transitions, ingestion_runs
@@ -52,7 +52,8 @@ def list_runs(ledger: Ledger, run_filter: RunFilter) -> list[Row]:
 
 
 def get_run(ledger: Ledger, run_id: int) -> tuple[Row | None, list[Transition]]:
-    """One row of ``ingestion_runs`` and its status transitions, in order."""
+    """One row of ``ingestion_runs`` and its status transitions, in order; no row when the run
+    is not projected yet. Raises :class:`UnknownRunError` if the ledger has no such run."""
     with translate_errors(ledger.url, "read"), ledger.engine.connect() as conn:
         row = (
             conn.execute(select(ingestion_runs).where(ingestion_runs.c.id == run_id))
@@ -67,7 +68,11 @@ def get_run(ledger: Ledger, run_id: int) -> tuple[Row | None, list[Transition]]:
                 .order_by(ingestion_run_transitions.c.position)
             ).mappings()
         ]
-    return (None if row is None else normalise(row)), transitions
+    if row is None:
+        if ledger.run(run_id) is None:
+            raise UnknownRunError(run_id)
+        return None, transitions
+    return normalise(row), transitions
 
 
 def all_rows(ledger: Ledger) -> dict[int, Row]:

@@ -321,8 +321,8 @@ def test_project_then_runs_list_and_show(db_url: str) -> None:
     assert "running" in table
     assert "4d22h20m59s" in table
     missing = run("runs", "show", "99", "--db", db_url)
-    assert missing.exit_code == 1
-    assert "run 99 not found" in missing.stderr
+    assert missing.exit_code == 2  # an unknown run is the caller's mistake (issue 12)
+    assert "run 99 does not exist" in missing.stderr
 
 
 def test_runs_as_of_and_at_position(db_url: str) -> None:

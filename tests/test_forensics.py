@@ -149,7 +149,7 @@ def test_audit_shows_the_timeline_silences_and_late_facts(ledger: Ledger, db_url
     table = run("audit", str(second), "--db", db_url).stdout  # type: ignore[attr-defined]
     assert "LATE: after the timeout" in table
     assert "silent 4d" in table
-    assert run("audit", "99", "--db", db_url).exit_code == 1  # type: ignore[attr-defined]
+    assert run("audit", "99", "--db", db_url).exit_code == 2  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------- report
