@@ -3,24 +3,48 @@
 Each RunTimedOut is appended with ``expected_version`` = the version the stuck query read, so a
 run that reported in between is left alone (the conflict is logged), and of two sweepers racing
 on one run the second gets a version conflict (I4): one timeout, never two.
+
+Its ``event_id`` derives from (run, version): timing a run out at the version seen is one fact,
+whoever declares it. So an append whose reply was lost is retried once with the same event and
+stores nothing twice (I3), and a second sweeper with the same view finds the fact stored.
+
+An operator's ``runs fail`` keeps a random id: each is a decision of its own (who, why), and
+two operators failing one run at once must get the version conflict that names the run, not a
+duplicate of the other's decision. It is not retried; run again, it finds the run closed.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ledger.clock import utcnow
 from ledger.durations import format_duration
-from ledger.errors import ConcurrencyError, StreamError, UnknownRunError, ValidationError
+from ledger.errors import (
+    ConcurrencyError,
+    SchemaError,
+    StorageError,
+    StreamError,
+    UnknownRunError,
+    ValidationError,
+)
 from ledger.events import RunTimedOut
+from ledger.recorded import AppendResult
 from ledger.store import Ledger
 from ledger.stuck import DEFAULT_STALE_AFTER, StuckRun, Thresholds, stuck_runs
 
 log = logging.getLogger(__name__)
 SWEEPER = "sweeper"
+# Fixed forever: changing it would give a retried sweep a new id for the same fact.
+SWEEP_NAMESPACE = uuid.UUID("183d174b-8ed4-5351-bdc6-8ac8f6f2c98a")
+
+
+def sweep_event_id(run_id: int, version: int) -> uuid.UUID:
+    """The event id of the sweeper's RunTimedOut for ``run_id`` seen at ``version``."""
+    return uuid.uuid5(SWEEP_NAMESPACE, f"RunTimedOut/{run_id}/{version}")
 
 
 @dataclass
@@ -47,6 +71,7 @@ def sweep(
             continue
         reason = "stale" if run.rule == "stale" else "max_runtime"
         event = RunTimedOut(
+            event_id=sweep_event_id(run.run_id, run.version),
             run_id=run.run_id,
             occurred_at=now,
             reason=reason,
@@ -56,12 +81,23 @@ def sweep(
             actor=SWEEPER,
         )
         try:
-            appended = ledger.append([event], expected_version=run.version)
+            appended, retried = _append_retrying_once(ledger, event, run.version)
         except (ConcurrencyError, StreamError) as exc:
             log.info(
                 "run %d not timed out: it changed since it was found stuck (%s)", run.run_id, exc
             )
             result.skipped.append((run, str(exc)))
+            continue
+        except ValidationError:
+            # The id is stored already, with another clock or threshold in it: a concurrent
+            # sweep with the same view timed the run out first.
+            if not any(e.event_id == str(event.event_id) for e in ledger.read_run(run.run_id)):
+                raise
+            appended, retried = None, False
+        if appended is None or not (appended.new_events or retried):
+            why = "already timed out by a concurrent sweep"
+            log.info("run %d not timed out: %s", run.run_id, why)
+            result.skipped.append((run, why))
             continue
         log.warning(
             "timed out run %d (%s, source %d): %s, threshold %s, last activity %s at position %s",
@@ -71,10 +107,24 @@ def sweep(
             reason,
             format_duration(run.threshold),
             run.last_event_at.isoformat(),
-            appended.last_position,
+            appended.events[0].position,
         )
         result.timed_out.append(run)
     return result
+
+
+def _append_retrying_once(
+    ledger: Ledger, event: RunTimedOut, version: int
+) -> tuple[AppendResult, bool]:
+    """Append; on a database error (a lost COMMIT reply among them), once more with the same
+    event: if the first try did commit, the second finds it stored. Returns (result, retried)."""
+    try:
+        return ledger.append([event], expected_version=version), False
+    except SchemaError:
+        raise
+    except StorageError as exc:
+        log.warning("timing out run %d failed (%s); retrying once", event.run_id, exc)
+    return ledger.append([event], expected_version=version), True
 
 
 def fail_run(

@@ -7,6 +7,7 @@ import random
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -14,11 +15,13 @@ from freezegun import freeze_time
 from sqlalchemy import text
 
 from ledger import (
+    AppendResult,
     ConfigurationError,
     Ledger,
     RunFinished,
     RunProgressed,
     RunTimedOut,
+    StorageError,
     StreamError,
     Thresholds,
     ValidationError,
@@ -265,3 +268,67 @@ def test_config_check_on_the_shipped_example() -> None:
     config = load_config(example)
     assert [c.name for c in config.connectors] == ["stations-csv", "stations-api"]
     assert config.overrides()[("stations-api", 2)].max_runtime == timedelta(hours=2)
+
+
+# ------------------------------------------------------------ issue 12: a derived event id
+
+
+def test_the_sweepers_event_id_derives_from_run_and_version(ledger: Ledger) -> None:
+    run_id = start_at(ledger, DAY1)
+    progress_at(ledger, run_id, DAY1 + HOUR)
+    with freeze_time(DAY5):
+        sweep(ledger)
+    (timeout,) = timeouts(ledger, run_id)
+    assert timeout.event_id == sweeper_module.sweep_event_id(run_id, 2)
+    assert sweeper_module.sweep_event_id(run_id, 2) != sweeper_module.sweep_event_id(run_id, 3)
+    assert sweeper_module.sweep_event_id(run_id, 2) != sweeper_module.sweep_event_id(run_id + 1, 2)
+
+
+class LosesTheFirstReply(Ledger):
+    """A ledger whose first append commits and then fails, as when the COMMIT's reply is lost
+    on the way back (tests/reliability/test_sweep_retry.py does it with a real socket)."""
+
+    lost = False
+
+    def append(self, events: Any, expected_version: int | None = None) -> AppendResult:
+        result = super().append(events, expected_version)
+        if not self.lost:
+            self.lost = True
+            raise StorageError("append failed: (2013, 'Lost connection during query')")
+        return result
+
+
+def test_a_sweep_whose_commit_reply_is_lost_retries_and_stores_one_timeout(
+    ledger: Ledger,
+) -> None:
+    runs = [start_at(ledger, DAY1 + timedelta(seconds=i)) for i in range(3)]
+    flaky = LosesTheFirstReply(ledger.engine, ledger.url)
+    with freeze_time(DAY5):
+        result = sweep(flaky)
+    assert flaky.lost
+    assert sorted(run.run_id for run in result.timed_out) == runs
+    assert result.skipped == []
+    for run_id in runs:
+        assert len(timeouts(ledger, run_id)) == 1
+    with freeze_time(DAY5 + HOUR):
+        assert sweep(ledger).timed_out == []
+
+
+def test_a_second_sweep_with_the_same_view_and_another_clock_leaves_the_run_alone(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = start_at(ledger, DAY1)
+    with freeze_time(DAY5):
+        snapshot = stuck_runs(ledger)
+        first = sweep(ledger)
+    assert [run.run_id for run in first.timed_out] == [run_id]
+    # A sweeper that read the same view, on a host whose clock says a minute later: the same
+    # event id with another occurred_at. Left alone, not an error.
+    monkeypatch.setattr(sweeper_module, "stuck_runs", lambda *args, **kwargs: snapshot)
+    with freeze_time(DAY5 + timedelta(minutes=1)):
+        second = sweep(ledger)
+    assert second.timed_out == []
+    assert [(run.run_id, why) for run, why in second.skipped] == [
+        (run_id, "already timed out by a concurrent sweep")
+    ]
+    assert len(timeouts(ledger, run_id)) == 1
