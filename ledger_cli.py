@@ -1459,7 +1459,8 @@ def spool_flush(spool_dir: str | None, db_url: str | None) -> None:
     "--metrics-port",
     type=click.IntRange(1, 65535),
     default=None,
-    help="Serve Prometheus metrics on 127.0.0.1:PORT (overrides the config).",
+    help="Serve Prometheus metrics on PORT (overrides serve.metrics_port; the address is "
+    "serve.metrics_host, 127.0.0.1 by default).",
 )
 def serve_command(config_path: Path, metrics_port: int | None) -> None:
     """Run connectors on their schedules, the projector, the sweeper and spool flushing."""

@@ -326,6 +326,24 @@ def translate_errors(url: str, action: str) -> Iterator[None]:
         ) from exc
 
 
+# MySQL client errors (2002 socket, 2003 TCP, 2005 unknown host, 2006 gone away, 2013 lost
+# connection, ...), and the server refusing for now: too many connections, shutting down,
+# the session killed.
+_SERVER_UNAVAILABLE = {1040, 1053, 1927}
+
+
+def database_unreachable(error: BaseException) -> bool:
+    """Whether a :class:`StorageError` means the MySQL server could not be reached or talked
+    to (worth waiting for), rather than refused what was asked (credentials, a database that
+    does not exist, SQL): the first kind may pass by itself, the second will not."""
+    cause = error.__cause__
+    original = getattr(cause, "orig", None)
+    if not isinstance(original, pymysql.err.MySQLError) or not original.args:
+        return False
+    code = original.args[0]
+    return isinstance(code, int) and (2000 <= code < 2100 or code in _SERVER_UNAVAILABLE)
+
+
 def _is_missing_table(exc: DBAPIError) -> bool:
     text = str(exc.orig)
     # SQLite: "no such table: x"; MySQL/MariaDB: error 1146 "Table 'db.x' doesn't exist".

@@ -9,6 +9,10 @@ max_runtime = "6h"
 [sweeper]
 interval = "15m"
 
+[serve]
+metrics_port = 9464
+metrics_host = "127.0.0.1"   # 0.0.0.0 (or ::) lets Prometheus on another host scrape
+
 [[connectors]]
 name = "stations"       # ingestion_runs.connectorName
 type = "csv"            # csv | http-json
@@ -21,7 +25,9 @@ thresholds = { stale_after = "30m" }
 from __future__ import annotations
 
 import codecs
+import ipaddress
 import os
+import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -143,9 +149,27 @@ class SpoolConfig(Strict):
     flush_interval: Duration = timedelta(minutes=1)
 
 
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _listen_host(value: str) -> str:
+    """An address to bind: an IP literal (IPv6 without brackets) or a host name."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not (len(value) <= 253 and _HOST_NAME.fullmatch(value)):
+            raise ValueError(
+                "an IP address to listen on (127.0.0.1, 0.0.0.0 for every interface, :: or "
+                "::1 without brackets) or a host name"
+            ) from None
+    return value
+
+
 class ServeConfig(Strict):
     grace_period: Duration = timedelta(seconds=30)
     metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # Loopback unless the operator opens it: the figures name connectors and sources.
+    metrics_host: Annotated[str, pydantic.AfterValidator(_listen_host)] = "127.0.0.1"
     progress_interval: DurationOrZero = timedelta(seconds=5)
     heartbeat_interval: Duration = timedelta(seconds=60)
 

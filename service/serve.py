@@ -32,8 +32,17 @@ from sqlalchemy import select
 
 from connectors import RunContext, Spool
 from connectors.registry import build_connector
-from ledger import ConfigurationError, Ledger, LedgerError, ValidationError, sweep
+from ledger import (
+    ConfigurationError,
+    Ledger,
+    LedgerError,
+    SchemaError,
+    StorageError,
+    ValidationError,
+    sweep,
+)
 from ledger.clock import utcnow
+from ledger.database import database_unreachable
 from ledger.migrate import check_schema
 from ledger.schema import ledger_runs
 from projections import Projector
@@ -47,6 +56,9 @@ log = logging.getLogger(__name__)
 TICK_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
 # After ending runs at shutdown, how long to wait for jobs that were starting a run.
 SETTLE_SECONDS = 10.0
+# Waiting for an unreachable database at start: the first retry, doubled up to the last.
+START_RETRY_FIRST_S = 1.0
+START_RETRY_MAX_S = 30.0
 
 
 class ServiceShutdown(Exception):
@@ -247,13 +259,15 @@ class LedgerService:
             return
         registry = CollectorRegistry()
         registry.register(LedgerCollector(self.figures, self.spool))
+        host = self.config.serve.metrics_host
+        where = f"[{host}]:{self.metrics_port}" if ":" in host else f"{host}:{self.metrics_port}"
         try:
-            start_http_server(self.metrics_port, addr="127.0.0.1", registry=registry)
-        except OSError as exc:
+            start_http_server(self.metrics_port, addr=host, registry=registry)
+        except OSError as exc:  # taken port, an address not on this host, a name unknown
             raise ConfigurationError(
-                f"cannot serve metrics on 127.0.0.1:{self.metrics_port}: {exc.strerror}"
+                f"cannot serve metrics on {where}: {exc.strerror or exc}"
             ) from exc
-        log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
+        log.info("metrics on http://%s/metrics", where)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -264,10 +278,15 @@ class LedgerService:
             log.warning("received %s: shutting down", signal.Signals(signum).name)
             self.stop.set()
 
-        check_schema(self.ledger.engine, self.ledger.url)  # fail at start, not every tick
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        # Metrics first: while the database is awaited they answer ledger_database_up 0.
         self.start_metrics()
+        if not self.wait_for_database():
+            log.warning("stopped before the database could be reached")
+            self.ledger.close()
+            self.scrape_ledger.close()
+            return
         self.add_jobs()
         self.scheduler.start()
         log.warning(
@@ -278,6 +297,25 @@ class LedgerService:
         while not self.stop.wait(0.5):
             pass
         self.shutdown()
+
+    def wait_for_database(self) -> bool:
+        """Check the schema (at start, not every tick), waiting with backoff while the database
+        cannot be reached, as the jobs do mid-run; False if stopped first. Anything else (a
+        wrong schema, refused credentials) fails at once: waiting would not fix it."""
+        delay = START_RETRY_FIRST_S
+        while True:
+            try:
+                check_schema(self.ledger.engine, self.ledger.url)
+                return True
+            except SchemaError:
+                raise
+            except StorageError as exc:
+                if not database_unreachable(exc):
+                    raise
+                log.warning("database unreachable at start, retrying in %gs: %s", delay, exc)
+            if self.stop.wait(delay):
+                return False
+            delay = min(delay * 2, START_RETRY_MAX_S)
 
     def shutdown(self) -> None:
         self.stop.set()

@@ -3,6 +3,7 @@ period, and two serve processes sharing one MariaDB."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -15,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import func, select
 
 from connectors import SAMPLE_CSV, Spool
 from ledger import Ledger, Thresholds
 from ledger.schema import ledger_runs
+from ledger_cli import cli
+from service import load_config
 from service.metrics import LedgerCollector, collect_figures
 from tests.net_support import JsonServer
 
@@ -34,13 +38,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(path: Path, db_url: str, spool: Path, connectors: str, grace: str = "10s") -> Path:
+def write_config(
+    path: Path, db_url: str, spool: Path, connectors: str, grace: str = "10s", serve: str = ""
+) -> Path:
     path.write_text(
         f'database_url = "{db_url}"\n'
         '[projector]\ninterval = "1s"\n'
         '[sweeper]\ninterval = "2s"\n'
         f'[spool]\ndir = "{spool}"\nflush_interval = "2s"\n'
-        f'[serve]\ngrace_period = "{grace}"\nprogress_interval = "0s"\n' + connectors,
+        f'[serve]\ngrace_period = "{grace}"\nprogress_interval = "0s"\n{serve}' + connectors,
         encoding="utf-8",
     )
     return path
@@ -217,3 +223,110 @@ def test_an_unreadable_spool_is_not_reported_as_the_database_down(
     text = generate_latest(registry).decode()
     assert "ledger_database_up 1.0" in text
     assert "ledger_spool_backlog_events" not in text  # unknown, not a false 0
+
+
+# ------------------------------------------------------------ issue 12, item 10
+
+
+def scrape(host: str, port: int) -> str:
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def refused(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("metrics_host", "reachable", "unreachable"),
+    [
+        # Every interface, as for a remote scraper (only loopback addresses are scraped here).
+        ("0.0.0.0", ["127.0.0.1", "127.0.0.2"], []),  # noqa: S104
+        ("127.0.0.2", ["127.0.0.2"], ["127.0.0.1"]),  # only the address configured
+    ],
+)
+def test_metrics_listen_on_the_configured_host(
+    ledger: Ledger,
+    db_url: str,
+    tmp_path: Path,
+    metrics_host: str,
+    reachable: list[str],
+    unreachable: list[str],
+) -> None:
+    port = free_port()
+    config = write_config(
+        tmp_path / "ledger.toml",
+        db_url,
+        tmp_path / "spool",
+        "",
+        serve=f'metrics_host = "{metrics_host}"\nmetrics_port = {port}\n',
+    )
+    process = serve(config)
+    try:
+        wait_until(lambda: not refused(reachable[0], port), process)
+        for host in reachable:
+            assert "ledger_database_up 1.0" in scrape(host, port)
+        for host in unreachable:
+            assert refused(host, port)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert f"metrics on http://{metrics_host}:{port}/metrics" in err
+
+
+@pytest.mark.parametrize(
+    "value", ["not a host!", "[::1]", "127.0.0.1:9464", "", "-bad-.example", "a" * 254, "1.2.3.4/8"]
+)
+def test_a_bad_metrics_host_is_a_config_error(tmp_path: Path, value: str) -> None:
+    config = tmp_path / "ledger.toml"
+    config.write_text(f"[serve]\nmetrics_host = {json.dumps(value)}\n", encoding="utf-8")
+    for command in (["config", "check", str(config)], ["serve", "--config", str(config)]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 2, result.output
+        assert "serve.metrics_host" in result.output
+
+
+@pytest.mark.parametrize("metrics_host", ["::1", "localhost", "127.0.0.1"])
+def test_good_metrics_hosts_are_accepted(tmp_path: Path, metrics_host: str) -> None:
+    config = tmp_path / "ledger.toml"
+    config.write_text(f'[serve]\nmetrics_host = "{metrics_host}"\n', encoding="utf-8")
+    assert load_config(config).serve.metrics_host == metrics_host
+
+
+def test_serve_waits_for_an_unreachable_database_and_stops_cleanly(tmp_path: Path) -> None:
+    """Nothing listens on the port: serve starts, answers /metrics with ledger_database_up 0,
+    logs its retries with growing delays, and exits 0 on SIGTERM while still waiting.
+    (tests/reliability/test_serve_start.py lets the database come back.)"""
+    closed = free_port()
+    port = free_port()
+    config = write_config(
+        tmp_path / "ledger.toml",
+        f"mysql+pymysql://ledger:secret-pw@127.0.0.1:{closed}/ledger",
+        tmp_path / "spool",
+        STATIONS,
+    )
+    process = serve(config, "--metrics-port", str(port))
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr or []), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: not refused("127.0.0.1", port), process)
+        text = scrape("127.0.0.1", port)
+        assert "ledger_database_up 0.0" in text
+        assert "ledger_spool_backlog_events 0.0" in text
+        wait_until(lambda: sum("retrying in 2s" in line for line in lines) >= 1, process)
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        reader.join(timeout=10)
+    log = "".join(lines)
+    assert process.returncode == 0, log
+    assert "database unreachable at start, retrying in 1s" in log
+    assert "stopped before the database could be reached" in log
+    assert "secret-pw" not in log
