@@ -41,12 +41,16 @@ def create_mysql_database(base_url: str, name: str | None = None) -> str:
     """Create a database next to ``base_url``'s (uniquely named unless ``name`` is given) and
     return its URL."""
     name = name or f"ledger_test_{uuid.uuid4().hex[:12]}"
-    _server_statements(base_url, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    _server_statements(base_url, f"CREATE DATABASE {_quoted(name)} CHARACTER SET utf8mb4")
     return make_url(base_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_mysql_database(url: str) -> None:
-    _server_statements(url, f"DROP DATABASE IF EXISTS `{make_url(url).database}`")
+    _server_statements(url, f"DROP DATABASE IF EXISTS {_quoted(make_url(url).database or '')}")
+
+
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
 
 
 def migrate(url: str) -> None:

@@ -51,13 +51,18 @@ def test_a_short_database_name_stays_readable_in_the_lock_name() -> None:
     assert lock_name_for("ledger", PROJECTION_NAME).endswith(f".{PROJECTION_NAME}.ledger")
 
 
-@pytest.fixture
-def long_named_database(backend: str) -> Iterator[str]:
-    """A migrated MariaDB database whose name has 64 characters, the server's maximum."""
+@pytest.fixture(params=["plain", "hostile"])
+def long_named_database(backend: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated MariaDB database whose name has 64 characters, the server's maximum: plain,
+    or with a backtick, quotes, spaces and non-ASCII letters in it."""
     base = support.mysql_base_url()
     if backend != "mysql" or base is None:
         pytest.skip("named locks are MySQL/MariaDB's (SQLite locks the file)")
-    name = f"ledger_test_{uuid.uuid4().hex}".ljust(64, "x")
+    unique = uuid.uuid4().hex
+    if request.param == "plain":
+        name = f"ledger_test_{unique}".ljust(64, "x")
+    else:
+        name = f"led`ger 'test\" é日本 {unique}".ljust(64, "z")
     assert len(name) == 64
     url = support.create_mysql_database(base, name)
     try:

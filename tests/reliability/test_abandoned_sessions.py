@@ -114,20 +114,30 @@ class Writer(threading.Thread):
             ledger.close()
 
 
+@pytest.mark.parametrize(
+    ("marker", "moment"),
+    [
+        # MariaDB counts a transaction that only locked rows as read-only: the head lock alone.
+        (b"FOR UPDATE", "after locking ledger_head, before its INSERT"),
+        (b"INSERT INTO", "after inserting its events, before the head moved and COMMIT"),
+    ],
+)
 def test_a_writer_vanishing_with_the_head_lock_blocks_the_others_only_for_the_idle_bound(
     db_url: str,
     proxy: FaultProxy,
     processes: list[subprocess.Popen[str]],
     reliability: Summary,
+    marker: bytes,
+    moment: str,
 ) -> None:
     url = with_idle_bound(db_url)
     ledger = Ledger.from_url(url)
     try:
         run_ids = [ledger.start_run(5, f"WRITER_{i}") for i in range(WRITERS)]
         before = ledger.head().last_position
-        # The head lock is the append's SELECT … FOR UPDATE; the writer vanishes right after
-        # it, before its INSERT reaches the server: its transaction holds the lock, idle.
-        proxy.vanish_after(b"FOR UPDATE")
+        # The head lock is the append's SELECT … FOR UPDATE; the writer vanishes after it
+        # (``moment``): its transaction holds the lock, idle, and the server never sees it go.
+        proxy.vanish_after(marker)
         worker = subprocess.Popen(
             [
                 sys.executable,
@@ -143,7 +153,7 @@ def test_a_writer_vanishing_with_the_head_lock_blocks_the_others_only_for_the_id
             stderr=subprocess.DEVNULL,
         )
         processes.append(worker)
-        link = vanish(proxy, worker, "the writer to lock the head and vanish")
+        link = vanish(proxy, worker, f"the writer to vanish {moment}")
         assert link.vanished_at is not None
         writers = [Writer(url, run_id) for run_id in run_ids]
         for writer in writers:
@@ -173,8 +183,8 @@ def test_a_writer_vanishing_with_the_head_lock_blocks_the_others_only_for_the_id
     reliability.record(
         "12.2 abandoned sessions",
         "mysql",
-        f"a writer process locks ledger_head (SELECT … FOR UPDATE) and is SIGKILLed before its "
-        f"INSERT, while a proxy keeps its socket open so the server never sees it go; "
+        f"a writer process is SIGKILLed mid-append, {moment}, while a proxy keeps its socket "
+        f"open so the server never sees it go; "
         f"{WRITERS} writers then append {EVENTS_PER_WRITER} events each "
         f"(?{IDLE_TRANSACTION_TIMEOUT}={IDLE_S})",
         f"the server rolled the abandoned transaction back after {IDLE_S}s idle; the writers "
@@ -239,6 +249,62 @@ def test_a_projector_vanishing_with_its_lock_blocks_the_next_only_for_the_idle_b
         f"the server ended the abandoned session and freed the projection lock; the next "
         f"projector got it {waited:.1f}s later (not after the 60 s lock wait or wait_timeout) "
         "and applied every event; projection = replay",
+    )
+
+
+def test_a_rebuild_vanishing_between_its_rename_and_its_checkpoint_is_recovered_in_bounded_time(
+    db_url: str,
+    proxy: FaultProxy,
+    processes: list[subprocess.Popen[str]],
+    reliability: Summary,
+) -> None:
+    """The hardest moment: RENAME TABLE has swapped the tables (and committed on its own),
+    the checkpoint has not moved yet, and the session holds the projector's named lock outside
+    any transaction. The next projector must get the lock within the bound and finish the
+    swap from the marker the rebuild left."""
+    url = with_idle_bound(db_url)
+    ledger = Ledger.from_url(url)
+    try:
+        run_ids = [ledger.start_run(8, f"REBUILT_{i}") for i in range(3)]
+        ledger.append([RunFinished(run_id=run_ids[1], status="partial")])
+        assert Projector(ledger).run_once() == 4
+        proxy.vanish_after(b"RENAME TABLE")
+        rebuilder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import ledger_cli; ledger_cli.main()",
+                "rebuild",
+                "--db",
+                with_idle_bound(db_url, via=proxy),
+            ],
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(rebuilder)
+        link = vanish(proxy, rebuilder, "the rebuild to vanish after its RENAME")
+        assert link.vanished_at is not None
+        ledger.append([RunFinished(run_id=run_ids[2], status="failed")])
+        applied = Projector(ledger).run_once()
+        waited = time.monotonic() - link.vanished_at
+        assert applied == 1
+        assert IDLE_S - 1 <= waited <= IDLE_S + SLACK_S, waited
+        assert Projector(ledger).checkpoint().position == ledger.head().last_position
+        assert table_rows(ledger) == replayed_rows(ledger)
+        assert rebuild(ledger).position == ledger.head().last_position  # nothing left behind
+        assert table_rows(ledger) == replayed_rows(ledger)
+    finally:
+        ledger.close()
+    reliability.record(
+        "12.2 abandoned sessions",
+        "mysql",
+        "`ledger rebuild` SIGKILLed right after its RENAME TABLE swap, before moving the "
+        "checkpoint, holding the projector's named lock outside a transaction; its socket kept "
+        f"open by a proxy (?{IDLE_TRANSACTION_TIMEOUT}={IDLE_S})",
+        f"the next projector got the lock {waited:.1f}s later, finished the swap from the "
+        "rebuild's marker and applied the newer event; projection = replay; a new rebuild ran",
     )
 
 
