@@ -60,6 +60,7 @@ class Link:
         self.frozen = False
         self.closed = threading.Event()
         self.vanishing = False  # the marker went through: the next packet is the last seen
+        self.marked_at: float | None = None  # monotonic time the marker query was forwarded
         self.vanished_at: float | None = None  # monotonic time nothing more was forwarded
         self.server_closed_at: float | None = None  # when the server ended a vanished session
 
@@ -197,6 +198,7 @@ class FaultProxy:
                 self.fired["vanish"] += 1
                 self.vanished.append(link)
                 link.vanishing = True
+                link.marked_at = time.monotonic()
         return False
 
     def _upstream(self, link: Link) -> None:
