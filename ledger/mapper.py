@@ -134,13 +134,13 @@ def describe_pydantic_errors(exc: pydantic.ValidationError) -> list[str]:
         location = [str(part) for part in error["loc"]]
         if location and location[0] in EVENT_TYPES:
             location = location[1:]
-        field = _clip(".".join(location)) or "event"  # an unknown key may be megabytes long
+        field = clip(".".join(location)) or "event"  # an unknown key may be megabytes long
         message = error["msg"]
         if error["type"] == "union_tag_invalid":
             field = "type"
             message = (
                 (
-                    f"unknown event type {_clip(repr(error['input'].get('type')))}; "
+                    f"unknown event type {clip(repr(error['input'].get('type')))}; "
                     "expected one of " + ", ".join(EVENT_TYPES)
                 )
                 if isinstance(error.get("input"), dict)
@@ -156,7 +156,7 @@ def describe_pydantic_errors(exc: pydantic.ValidationError) -> list[str]:
     return lines
 
 
-def _clip(text: str, limit: int = 80) -> str:
+def clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

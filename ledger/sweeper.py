@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ledger.clock import utcnow
 from ledger.durations import format_duration
 from ledger.errors import ConcurrencyError, StreamError, ValidationError
 from ledger.events import RunTimedOut
@@ -39,7 +38,7 @@ def sweep(
     overrides: Mapping[str | tuple[str, int], Thresholds] | None = None,
 ) -> SweepResult:
     """Time out every stuck run (or, with ``dry_run``, only report them)."""
-    now = now or utcnow()
+    now = now or ledger.clock()
     result = SweepResult(dry_run=dry_run)
     for run in stuck_runs(ledger, older_than, max_runtime, now, overrides):
         if dry_run:
@@ -95,7 +94,7 @@ def fail_run(
     detected_by = operator if operator.startswith("operator:") else f"operator:{operator}"
     event = RunTimedOut(
         run_id=run_id,
-        occurred_at=now or utcnow(),
+        occurred_at=now or ledger.clock(),
         reason=reason,
         threshold_seconds=None,
         last_event_at=state.last_event_at,
