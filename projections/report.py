@@ -287,14 +287,14 @@ def _in_sync_condition(
 ) -> Condition:
     checkpoint = projection.checkpoint
     differences = len(verification.by_check("projection"))
-    evidence = (
+    detail = (
         f"checkpoint {checkpoint.position} of {head_position}; "
         f"{differences} row difference(s) from a replay"
     )
     if checkpoint.error_position is not None:
-        evidence += (
+        detail += (
             f"; stopped at position {checkpoint.error_position} ({checkpoint.error_type}): "
             f"{checkpoint.error_message}"
         )
     in_sync = projection.lag_events == 0 and not differences and checkpoint.error_position is None
-    return Condition("projection in sync with the ledger", in_sync, evidence)
+    return Condition("projection in sync with the ledger", in_sync, detail)
