@@ -33,6 +33,8 @@ EMPTY_ROW: Row = {
 }
 INT_MAX = 2**31 - 1  # the legacy counters are INT(11)
 LEGACY_TEXT_BYTES = 65_535  # errorMessage is TEXT on MySQL
+# Late RunProgressed entries listed in errorDetails.late; later ones are only counted.
+MAX_LATE_PROGRESS_LISTED = 100
 # MariaDB's json_valid refuses 32 levels of nesting.
 MAX_PROJECTED_JSON_DEPTH = 31
 # The errorDetails keys the ledger writes itself (README: "errorDetails"); a connector's value
@@ -43,6 +45,7 @@ RESERVED_DETAIL_KEYS = frozenset(
         "counter_overflow",
         "late",
         "late_heartbeats",
+        "late_omitted",
         "reason",
         "threshold_seconds",
         "last_event_at",
@@ -226,7 +229,22 @@ def _record_late(row: Row, recorded: RecordedEvent, event: RunProgressed | RunFi
             entry["status"] = event.status
             if event.error_message:
                 entry["error_message"] = event.error_message
-        details["late"] = [*_own_entry(row, "late", list), entry]
+        late = _own_entry(row, "late", list)
+        progress_listed = sum(
+            1 for e in late if isinstance(e, dict) and e.get("type") == "RunProgressed"
+        )
+        if isinstance(event, RunProgressed) and progress_listed >= MAX_LATE_PROGRESS_LISTED:
+            # A zombie connector reporting for days after its timeout would otherwise grow the
+            # row past what the database accepts in one statement, and stop the projection.
+            # Its counters are still added; only the listing stops.
+            omitted = _own_entry(row, "late_omitted", dict).get("count")
+            details["late_omitted"] = {
+                "count": (omitted if isinstance(omitted, int) else 0) + 1,
+                "last_at": _iso(event.occurred_at),
+                "last_position": recorded.position,
+            }
+        else:
+            details["late"] = [*late, entry]
     row["errorDetails"] = details
 
 

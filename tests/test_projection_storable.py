@@ -228,6 +228,23 @@ def test_callers_cannot_erase_or_forge_the_ledgers_own_details(ledger: Ledger) -
     assert set(details) == {"counter_overflow", "rows", "reported"}
 
 
+def test_late_progress_listed_is_bounded_and_a_late_verdict_still_listed(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunTimedOut(run_id=run_id, reason="stale", detected_by="sweeper")])
+    late = [RunProgressed(run_id=run_id, records_fetched=1) for _ in range(130)]
+    ledger.append(late)
+    ledger.append([RunFinished(run_id=run_id, status="success", error_message="done after all")])
+    project(ledger)
+    stored = row(ledger, run_id)
+    assert stored["recordsFetched"] == 130  # every late count is still added
+    listed = stored["errorDetails"]["late"]
+    assert [e["type"] for e in listed] == ["RunProgressed"] * 100 + ["RunFinished"]
+    assert listed[-1]["error_message"] == "done after all"
+    omitted = stored["errorDetails"]["late_omitted"]
+    assert (omitted["count"], omitted["last_position"]) == (30, 132)
+    assert table_rows(ledger) == replayed_rows(ledger)
+
+
 # ---------------------------------------------------------------- a row the database refuses
 
 
