@@ -44,9 +44,12 @@ from projections import PoisonEventError, Projector, rebuild
 from projections.fold import LEGACY_TEXT_BYTES, RESERVED_DETAIL_KEYS, fold
 from projections.projector import PoisonBackoff
 from projections.report import build_report
+from service import load_config
 from service.metrics import LedgerCollector, collect_figures
+from service.serve import LedgerService
 from tests import support
 from tests.projection_support import append_raw, replayed_rows, table_rows
+from tests.test_serve import write_config
 
 
 def nested(levels: int, leaf: object = "bottom") -> object:
@@ -537,3 +540,23 @@ def test_any_batch_that_append_accepts_projects(
         assert table_rows(ledger) == projected
     finally:
         ledger.close()
+
+
+@pytest.mark.usefixtures("capped_records_fetched")
+def test_serve_retries_a_stopped_projection_with_a_growing_pause(
+    ledger: Ledger, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=5000)])
+    config = load_config(write_config(tmp_path / "ledger.toml", db_url, tmp_path / "spool", ""))
+    service = LedgerService(config)
+    try:
+        with caplog.at_level("ERROR", logger="service.serve"):
+            service.projector_job()
+            service.projector_job()  # at the next tick: still within the pause, not retried
+        stops = [r for r in caplog.records if "projector stopped, retrying in 1s" in r.message]
+        assert len(stops) == 1
+        assert Projector(ledger).checkpoint().error_position == 2
+    finally:
+        service.ledger.close()
+        service.scrape_ledger.close()
