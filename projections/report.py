@@ -24,7 +24,7 @@ from projections.legacy_shape import compare, expected_shape, live_shape
 from projections.queries import RunFilter, list_runs
 from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
 from projections.status import ledger_status
-from projections.verification import verify_all
+from projections.verification import VerifyReport, verify_all
 
 ABSENT = "—"
 
@@ -96,9 +96,12 @@ def build_report(
         _latest_condition(latest_rows[0] if latest_rows else None),
         Condition(
             "projection in sync with the ledger",
-            projection.lag_events == 0 and not verification.by_check("projection"),
+            projection.lag_events == 0
+            and not verification.by_check("projection")
+            and not projection.skips,
             f"checkpoint {projection.checkpoint.position} of {status.head_position}; "
-            f"{len(verification.by_check('projection'))} row difference(s) from a replay",
+            f"{len(verification.by_check('projection'))} row difference(s) from a replay"
+            + _skipped_detail(verification, projection.name),
         ),
         Condition(
             "hash chain verifies",
@@ -160,6 +163,20 @@ def actor_kind(actor: str | None) -> str:
     if actor.startswith("import:"):
         return "import"
     return "other"
+
+
+def _skipped_detail(verification: VerifyReport, name: str) -> str:
+    """Every event the projection skipped: the table does not show it, whoever decided so (a
+    skip is not hash-chained, so a forged one looks like an operator's: name each)."""
+    skips = [skip for skip in verification.skips if skip.name == name]
+    if not skips:
+        return ""
+    return f"; {len(skips)} skipped event(s) not in the table: " + "; ".join(
+        f"position {skip.position} ({skip.event_type}"
+        + (f", run {skip.run_id}" if skip.run_id is not None else "")
+        + f") skipped by {skip.actor}: {skip.reason}"
+        for skip in skips
+    )
 
 
 def _latest_condition(row: dict[str, Any] | None) -> Condition:
