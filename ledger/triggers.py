@@ -13,10 +13,17 @@ statements (a migration is history and never imports code that may change); a fr
 database of each dialect passing this check is what keeps the two equal, and a later change of
 the triggers comes with a new migration and a change here.
 
-On MariaDB/MySQL, ``information_schema.TRIGGERS`` lists a table's triggers only to a user with
-the TRIGGER privilege on it, which the least-privileged roles of the README do not have (it
-would let them drop the triggers). When no trigger is visible and the user holds no such
-privilege, the outcome is "not checked", with the reason, never "missing".
+On MariaDB, ``information_schema.TRIGGERS`` shows a trigger's definition only to a user with the
+TRIGGER privilege on its table, which the README's roles do not have (it would let them drop
+the triggers); a user with another write privilege on the table (the roles' INSERT) sees the
+triggers' names and events but not their bodies, and a user with SELECT alone sees none
+(MySQL 8 shows nothing without TRIGGER). So:
+
+* definitions visible: everything is compared;
+* names visible, bodies hidden: a missing, renamed or added trigger, or another event or timing,
+  is still a problem; the bodies are "not checked", with the reason;
+* nothing visible: "missing" if the user holds the TRIGGER privilege (then it would see them),
+  else "not checked", with the reason, never "missing" and never a silent pass.
 """
 
 from __future__ import annotations
@@ -80,14 +87,15 @@ class FoundTrigger:
     table: str
     timing: str
     event: str
-    definition: str
+    definition: str | None  # None: this user may not read it
     row_level: bool = True
 
 
 @dataclass
 class TriggerCheck:
-    """Outcome of :func:`check_triggers`. ``checked`` is False when the catalogue could not be
-    read (``unchecked_reason`` says why); ``problems`` then is empty."""
+    """Outcome of :func:`check_triggers`. ``checked`` is False when the definitions could not
+    be compared (``unchecked_reason`` says why); ``problems`` then holds what could be seen
+    all the same (a missing or unexpected trigger when the names are visible)."""
 
     expected: list[str] = field(default_factory=list)
     found: list[str] = field(default_factory=list)  # names on ledger_events, as stored
@@ -132,15 +140,22 @@ def check_triggers(ledger: Ledger) -> TriggerCheck:
         result = TriggerCheck(
             expected=[t.name for t in expected], found=sorted(t.name for t in found)
         )
-        if not found and not is_sqlite(conn) and not _may_see_triggers(conn):
+        hidden = any(t.definition is None for t in found)
+        if hidden or (not found and not is_sqlite(conn) and not _may_see_triggers(conn)):
             user = conn.execute(text("SELECT CURRENT_USER()")).scalar_one()
             result.checked = False
-            result.unchecked_reason = (
-                f"the database user {user} cannot see the triggers of {TABLE} (MariaDB and "
-                "MySQL list them only to a user with the TRIGGER privilege on the table): "
-                "run `ledger verify` as the schema owner to check them"
+            seen = (
+                f"can see the names of the triggers of {TABLE} but not their definitions"
+                if hidden
+                else f"cannot see the triggers of {TABLE}"
             )
-            return result
+            result.unchecked_reason = (
+                f"the database user {user} {seen} (MariaDB and MySQL show them only to a user "
+                "with the TRIGGER privilege on the table): run `ledger verify` as the schema "
+                "owner to check them"
+            )
+            if not found:
+                return result  # dropped, or invisible: not known which
     by_name = {t.name.casefold(): t for t in found}
     for want in expected:
         have = by_name.pop(want.name.casefold(), None)
@@ -174,7 +189,7 @@ def _differences(want: TriggerDefinition, have: FoundTrigger, dialect: str) -> l
         differences.append(f"fires {have.timing} {have.event}, expected {want.timing} {want.event}")
     if not have.row_level:
         differences.append("not FOR EACH ROW")
-    if sql_tokens(have.definition) != sql_tokens(want.definition):
+    if have.definition is not None and sql_tokens(have.definition) != sql_tokens(want.definition):
         what = "statement" if dialect == "sqlite" else "body"
         differences.append(f"its {what} is {_short(have.definition)}")
     return differences
@@ -220,7 +235,12 @@ def _mysql_triggers(conn: Connection) -> list[FoundTrigger]:
     ).all()
     return [
         FoundTrigger(
-            str(name), str(table), str(timing), str(event), str(body), str(orientation) == "ROW"
+            str(name),
+            str(table),
+            str(timing),
+            str(event),
+            None if body is None else str(body),
+            str(orientation) == "ROW",
         )
         for name, table, timing, event, body, orientation in rows
     ]
