@@ -20,6 +20,7 @@ from ledger.database import translate_errors
 from ledger.durations import format_duration
 from ledger.migrate import check_schema
 from ledger.urls import mask_url
+from projections.checkpoints import Skip
 from projections.legacy_shape import compare, expected_shape, live_shape
 from projections.queries import RunFilter, list_runs
 from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
@@ -101,7 +102,7 @@ def build_report(
             and not projection.skips,
             f"checkpoint {projection.checkpoint.position} of {status.head_position}; "
             f"{len(verification.by_check('projection'))} row difference(s) from a replay"
-            + _skipped_detail(verification, projection.name),
+            + _skipped_detail(verification, projection.skips),
         ),
         Condition(
             "hash chain verifies",
@@ -165,15 +166,16 @@ def actor_kind(actor: str | None) -> str:
     return "other"
 
 
-def _skipped_detail(verification: VerifyReport, name: str) -> str:
-    """Every event the projection skipped: the table does not show it, whoever decided so (a
-    skip is not hash-chained, so a forged one looks like an operator's: name each)."""
-    skips = [skip for skip in verification.skips if skip.name == name]
+def _skipped_detail(verification: VerifyReport, skips: list[Skip]) -> str:
+    """Every event the projection skips (as the projector reads them): the table does not show
+    it, whoever decided so. A skip is not hash-chained, so a forged one that matches the ledger
+    looks like an operator's: naming each is what lets an auditor tell."""
     if not skips:
         return ""
+    runs = {skip.position: skip.run_id for skip in verification.skips}
     return f"; {len(skips)} skipped event(s) not in the table: " + "; ".join(
         f"position {skip.position} ({skip.event_type}"
-        + (f", run {skip.run_id}" if skip.run_id is not None else "")
+        + (f", run {runs[skip.position]}" if runs.get(skip.position) is not None else "")
         + f") skipped by {skip.actor}: {skip.reason}"
         for skip in skips
     )
