@@ -504,7 +504,9 @@ def verify_json(report: VerifyReport) -> dict[str, Any]:
             "expected": triggers.expected,
             "found": triggers.found,
         },
-        "skips": [{**vars(skip), "skipped_at": iso(skip.skipped_at)} for skip in report.skips],
+        "skips": None
+        if report.chain_only
+        else [{**vars(skip), "skipped_at": iso(skip.skipped_at)} for skip in report.skips],
         "anchors": [
             {
                 "source": check.anchor.source,

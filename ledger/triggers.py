@@ -156,9 +156,9 @@ def check_triggers(ledger: Ledger) -> TriggerCheck:
             )
             if not found:
                 return result  # dropped, or invisible: not known which
-    by_name = {t.name.casefold(): t for t in found}
+    unmatched = list(found)
     for want in expected:
-        have = by_name.pop(want.name.casefold(), None)
+        have = _take(unmatched, want.name)
         if have is None:
             result.problems.append(
                 (want.name, f"trigger {want.name} on {TABLE} is missing (dropped?)")
@@ -173,7 +173,7 @@ def check_triggers(ledger: Ledger) -> TriggerCheck:
                     + "; ".join(differences),
                 )
             )
-    for extra in sorted(by_name.values(), key=lambda t: t.name):
+    for extra in sorted(unmatched, key=lambda t: t.name):
         result.problems.append(
             (
                 extra.name,
@@ -181,6 +181,17 @@ def check_triggers(ledger: Ledger) -> TriggerCheck:
             )
         )
     return result
+
+
+def _take(found: list[FoundTrigger], name: str) -> FoundTrigger | None:
+    """Remove and return the trigger called ``name`` (exactly, else in another letter case:
+    MariaDB names are case-sensitive, so both may exist, and the second one is an extra)."""
+    for exact in (True, False):
+        for index, trigger in enumerate(found):
+            same = trigger.name == name if exact else trigger.name.casefold() == name.casefold()
+            if same:
+                return found.pop(index)
+    return None
 
 
 def _differences(want: TriggerDefinition, have: FoundTrigger, dialect: str) -> list[str]:

@@ -83,6 +83,7 @@ class VerifyReport:
     skips: list[SkippedEvent] = field(default_factory=list)
     triggers: TriggerCheck | None = None  # None: not looked at (--chain-only)
     anchors: list[AnchorCheck] = field(default_factory=list)
+    chain_only: bool = False  # streams, registry, projection, skips, triggers not looked at
 
     @property
     def ok(self) -> bool:
@@ -96,7 +97,7 @@ def verify_all(
     ledger: Ledger, anchors: Sequence[Anchor] = (), chain_only: bool = False
 ) -> VerifyReport:
     """Every check (or the chain alone), then the ``anchors`` given."""
-    report = VerifyReport()
+    report = VerifyReport(chain_only=chain_only)
     chain = verify_chain(ledger)
     report.events = chain.checked
     report.head = chain.head
