@@ -14,7 +14,12 @@ What a hostile DBA could do, on SQLite and on MariaDB, each case on an otherwise
   event records, so no check can see an edit there, and the test proves instead that such an
   edit can never make the allocator hand out a run id already used;
 * and the other way round: an honest append committed while verify reads is not taken for a
-  row forged past the head.
+  row forged past the head;
+* (issue 12, item 9) cut the tail off with the head, registry and projection set back to
+  match: verify passes without an anchor and fails naming the anchor with one; forge
+  ``projection_skips`` rows: named by verify, and the report's in-sync condition names even a
+  forgery verify cannot tell from an operator's skip; drop, redefine, rename or add triggers:
+  named by verify.
 
 Each tamper writes a *plausible* different value (the next free integer, a time one microsecond
 later, one number inside a JSON payload changed, another event type or status), reads it back to
