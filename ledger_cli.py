@@ -53,8 +53,8 @@ from ledger import (
     fail_run,
     stuck_runs,
     sweep,
-    verify_chain,
 )
+from ledger.anchors import anchors_from, append_anchor, current_anchor
 from ledger.clock import utcnow
 from ledger.durations import format_duration, parse_duration
 from ledger.events import MAX_RUN_ID, event_adapter
@@ -77,7 +77,7 @@ from projections.projector import DEFAULT_BATCH_SIZE
 from projections.queries import RunFilter, get_run, list_runs
 from projections.report import build_report, render_json, render_text, report_passed
 from projections.schema import RUN_STATUSES
-from projections.verification import Problem, VerifyReport, verify_all
+from projections.verification import VerifyReport, verify_all
 from service import LedgerService, load_config
 from service.demo import demo_orphan, run_demo
 from service.metrics import Figures, collect_figures
@@ -421,38 +421,47 @@ def _payload_summary(event: RecordedEvent) -> str:
 
 @cli.command()
 @click.option("--chain-only", is_flag=True, help="Only recompute the hash chain (fastest).")
+@click.option(
+    "--anchor",
+    "anchor_files",
+    multiple=True,
+    metavar="FILE",
+    type=click.Path(path_type=Path),
+    help="Anchor lines kept outside the database (`ledger anchor`): the ledger must still "
+    "hold every one. Repeatable.",
+)
+@click.option(
+    "--expect-head",
+    "expected_heads",
+    multiple=True,
+    metavar="POS:HASH",
+    help="One anchor given inline: the ledger must hold this hash at this position.",
+)
 @output_format_option
 @db_option
-def verify(chain_only: bool, output_format: str, db_url: str | None) -> None:
-    """Check the hash chain, the stream rules, the projection against a replay and the run
-    registry against the events; exit 1 naming each problem."""
+def verify(
+    chain_only: bool,
+    anchor_files: tuple[Path, ...],
+    expected_heads: tuple[str, ...],
+    output_format: str,
+    db_url: str | None,
+) -> None:
+    """Check the hash chain, the stream rules, the projection against a replay, the run
+    registry against the events, the projection skips, the immutability triggers and any
+    anchors given; exit 1 naming each problem."""
+    with library_errors():  # a bad anchor is the caller's mistake: exit 2 before any check
+        anchors = anchors_from(anchor_files, expected_heads)
     ledger = open_ledger(db_url)
     with library_errors():
-        if chain_only:
-            chain = verify_chain(ledger)
-            report = VerifyReport(events=chain.checked)
-            if not chain.ok:
-                report.problems.append(
-                    Problem(
-                        "chain", chain.problem or "chain broken", position=chain.first_bad_position
-                    )
-                )
-        else:
-            report = verify_all(ledger)
+        report = verify_all(ledger, anchors, chain_only=chain_only)
     if output_format == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "events": report.events,
-                    "runs": report.runs,
-                    "problems": [vars(p) for p in report.problems],
-                },
-                indent=2,
-            )
-        )
+        click.echo(json.dumps(verify_json(report), indent=2))
     elif report.ok:
-        what = "hash chain" if chain_only else "chain, stream rules, projection and registry"
+        what = (
+            "hash chain"
+            if chain_only
+            else "chain, stream rules, projection, registry, skips and triggers"
+        )
         click.echo(f"verified {what}: {report.events} event(s), {report.runs} run(s), no problem")
     else:
         click.echo(f"{len(report.problems)} problem(s):")
@@ -464,11 +473,96 @@ def verify(chain_only: bool, output_format: str, db_url: str | None) -> None:
                     ("run", problem.run_id),
                     ("column", problem.column),
                 )
-                if v
+                if v and problem.check != "triggers"
             )
             click.echo(f"  [{problem.check}] {problem.message}" + (f" ({where})" if where else ""))
+    if output_format != "json":
+        print_verify_details(report)
     if not report.ok:
         sys.exit(EXIT_PROBLEM)
+
+
+def verify_json(report: VerifyReport) -> dict[str, Any]:
+    head = report.head
+    triggers = report.triggers
+    return {
+        "ok": report.ok,
+        "events": report.events,
+        "runs": report.runs,
+        "head": None
+        if head is None
+        else {
+            "position": head.last_position,
+            "hash": head.last_hash,
+            "recorded_at": iso(head.last_recorded_at) if head.last_recorded_at else None,
+        },
+        "triggers": None
+        if triggers is None
+        else {
+            "checked": triggers.checked,
+            "unchecked_reason": triggers.unchecked_reason,
+            "expected": triggers.expected,
+            "found": triggers.found,
+        },
+        "skips": None
+        if report.chain_only
+        else [{**vars(skip), "skipped_at": iso(skip.skipped_at)} for skip in report.skips],
+        "anchors": [
+            {
+                "source": check.anchor.source,
+                "position": check.anchor.position,
+                "hash": check.anchor.hash,
+                "found_hash": check.found_hash,
+                "ok": check.ok,
+            }
+            for check in report.anchors
+        ],
+        "problems": [vars(p) for p in report.problems],
+    }
+
+
+def print_verify_details(report: VerifyReport) -> None:
+    """What an auditor keeps besides the verdict: the head checked (to anchor), the triggers,
+    the anchors and the skipped events."""
+    head = report.head
+    if head is not None:
+        when = f", recorded {iso(head.last_recorded_at)}" if head.last_recorded_at else ""
+        click.echo(f"head: position {head.last_position}, hash {head.last_hash}{when}")
+    triggers = report.triggers
+    if triggers is not None and not triggers.checked:
+        click.echo(f"triggers: NOT CHECKED: {triggers.unchecked_reason}")
+    elif triggers is not None and triggers.ok:
+        click.echo(f"triggers: {', '.join(triggers.expected)} as defined")
+    held = sum(check.ok for check in report.anchors)
+    if report.anchors:
+        click.echo(f"anchors: {held} of {len(report.anchors)} held")
+    for skip in report.skips:
+        run = f" of run {skip.run_id}" if skip.run_id is not None else ""
+        click.echo(
+            f"skipped by projection {skip.name}: position {skip.position} "
+            f"({skip.event_type}{run}) by {skip.actor} at {iso(skip.skipped_at)}: {skip.reason}"
+        )
+
+
+@cli.command("anchor")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append the line to FILE (created if missing, fsynced) instead of printing it.",
+)
+@db_option
+def anchor_command(output: Path | None, db_url: str | None) -> None:
+    """Print the ledger head as one line, `position hash recorded_at`, to keep outside the
+    database; `ledger verify --anchor FILE` then fails if the ledger no longer holds it."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        if output is None:
+            click.echo(current_anchor(ledger).line())
+            return
+        anchor = append_anchor(ledger, output)
+    click.echo(f"appended to {output}: {anchor.line()}", err=True)
 
 
 @cli.command()
@@ -1045,6 +1139,7 @@ def status(
         f"head:       position {report.head_position}"
         + (f", last append {cell(report.head_recorded_at)} UTC" if report.head_recorded_at else "")
     )
+    click.echo(f"head hash:  {report.head_hash}")
     click.echo(
         f"open runs:  {report.open_runs} ({figures.stuck_runs} stuck: no activity for "
         f"{format_duration(thresholds.stale_after)})"
@@ -1075,6 +1170,7 @@ def status(
 def status_json(report: LedgerStatus, figures: Figures) -> dict[str, Any]:
     return {
         "head_position": report.head_position,
+        "head_hash": report.head_hash,
         "head_recorded_at": iso(report.head_recorded_at) if report.head_recorded_at else None,
         "open_runs": report.open_runs,
         "stuck_runs": figures.stuck_runs,

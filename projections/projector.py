@@ -235,6 +235,8 @@ class Projector:
         """Record that ``position`` is not to be applied (an operator's decision, audited)."""
         if not reason.strip():
             raise ValidationError("a skip needs a reason")
+        if not actor.strip():
+            raise ValidationError("a skip needs an actor (who decided it)")
         with (
             translate_errors(self.ledger.url, "skip"),
             projection_transaction(self.ledger.engine, self.name) as conn,

@@ -20,6 +20,7 @@ from ledger.database import translate_errors
 from ledger.durations import format_duration
 from ledger.migrate import check_schema
 from ledger.urls import mask_url
+from projections.checkpoints import Skip
 from projections.legacy_shape import compare, expected_shape, live_shape
 from projections.queries import RunFilter, list_runs
 from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
@@ -155,6 +156,21 @@ def actor_kind(actor: str | None) -> str:
     if actor.startswith("import:"):
         return "import"
     return "other"
+
+
+def _skipped_detail(verification: VerifyReport, skips: list[Skip]) -> str:
+    """Every event the projection skips (as the projector reads them): the table does not show
+    it, whoever decided so. A skip is not hash-chained, so a forged one that matches the ledger
+    looks like an operator's: naming each is what lets an auditor tell."""
+    if not skips:
+        return ""
+    runs = {skip.position: skip.run_id for skip in verification.skips}
+    return f"; {len(skips)} skipped event(s) not in the table: " + "; ".join(
+        f"position {skip.position} ({skip.event_type}"
+        + (f", run {runs[skip.position]}" if runs.get(skip.position) is not None else "")
+        + f") skipped by {skip.actor}: {skip.reason}"
+        for skip in skips
+    )
 
 
 def _latest_condition(row: dict[str, Any] | None) -> Condition:
@@ -296,5 +312,11 @@ def _in_sync_condition(
             f"; stopped at position {checkpoint.error_position} ({checkpoint.error_type}): "
             f"{checkpoint.error_message}"
         )
-    in_sync = projection.lag_events == 0 and not differences and checkpoint.error_position is None
+    detail += _skipped_detail(verification, projection.skips)
+    in_sync = (
+        projection.lag_events == 0
+        and not differences
+        and checkpoint.error_position is None
+        and not projection.skips
+    )
     return Condition("projection in sync with the ledger", in_sync, detail)

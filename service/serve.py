@@ -33,6 +33,7 @@ from sqlalchemy import select
 from connectors import RunContext, Spool
 from connectors.registry import build_connector
 from ledger import ConfigurationError, Ledger, LedgerError, ValidationError, sweep
+from ledger.anchors import append_anchor
 from ledger.clock import utcnow
 from ledger.migrate import check_schema
 from ledger.schema import ledger_runs
@@ -110,6 +111,14 @@ class LedgerService:
             id="spool",
             name="spool",
         )
+        if self.config.anchor is not None:
+            self.scheduler.add_job(
+                self.anchor_job,
+                self._interval(self.config.anchor.interval),
+                id="anchor",
+                name="anchor",
+                next_run_time=utcnow(),  # one line at start: a bad path shows in the log now
+            )
 
     @staticmethod
     def _interval(every: timedelta) -> IntervalTrigger:
@@ -241,6 +250,18 @@ class LedgerService:
                 self.spool.flush(self.ledger)
         except LedgerError as exc:
             log.warning("spool flush: %s", exc)
+
+    def anchor_job(self) -> None:
+        """Append the ledger head to the anchor file. Not claimed: each process keeps its own
+        file, and a line written twice is harmless."""
+        assert self.config.anchor is not None
+        try:
+            anchor = append_anchor(self.ledger, self.config.anchor.path)
+            log.info("anchored position %d in %s", anchor.position, self.config.anchor.path)
+        except LedgerError as exc:
+            log.error("anchor: %s", exc)
+        except Exception:
+            log.exception("anchor failed")
 
     # ------------------------------------------------------------------ metrics
 
