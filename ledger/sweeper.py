@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 from ledger.clock import utcnow
 from ledger.durations import format_duration
 from ledger.errors import ConcurrencyError, StreamError, ValidationError
-from ledger.events import RunTimedOut
+from ledger.events import RunTimedOut, name_problem
 from ledger.store import Ledger
 from ledger.stuck import DEFAULT_STALE_AFTER, StuckRun, Thresholds, stuck_runs
+from ledger.text import visible
 
 log = logging.getLogger(__name__)
 SWEEPER = "sweeper"
@@ -59,14 +60,16 @@ def sweep(
             appended = ledger.append([event], expected_version=run.version)
         except (ConcurrencyError, StreamError) as exc:
             log.info(
-                "run %d not timed out: it changed since it was found stuck (%s)", run.run_id, exc
+                "run %d not timed out: it changed since it was found stuck (%s)",
+                run.run_id,
+                visible(str(exc)),
             )
             result.skipped.append((run, str(exc)))
             continue
         log.warning(
             "timed out run %d (%s, source %d): %s, threshold %s, last activity %s at position %s",
             run.run_id,
-            run.connector_name,
+            visible(run.connector_name),  # recorded before the name rule, it may hold anything
             run.source_id,
             reason,
             format_duration(run.threshold),
@@ -93,6 +96,9 @@ def fail_run(
             run_id, "open-runs-only", f"the run is closed ({closed}); only open runs can be failed"
         )
     detected_by = operator if operator.startswith("operator:") else f"operator:{operator}"
+    problem = name_problem(detected_by)
+    if problem is not None:
+        raise ValidationError(f"operator {detected_by!r}: {problem}")
     event = RunTimedOut(
         run_id=run_id,
         occurred_at=now or utcnow(),
@@ -104,5 +110,5 @@ def fail_run(
     )
     stored = ledger.append([event], expected_version=state.version)
     position = stored.events[0].position
-    log.warning("run %d failed by %s: %s", run_id, detected_by, reason)
+    log.warning("run %d failed by %s: %s", run_id, detected_by, visible(reason))
     return position

@@ -20,6 +20,7 @@ from ledger.clock import utcnow
 from ledger.database import translate_errors
 from ledger.schema import ledger_events
 from ledger.store import read_events_page
+from ledger.text import visible
 from projections.checkpoints import (
     Checkpoint,
     advance,
@@ -94,7 +95,7 @@ class Projector:
             if outcome.poison is not None:
                 record_error(conn, self.name, outcome.poison)
         if outcome.poison is not None:
-            log.error("projection %s stopped: %s", self.name, outcome.poison)
+            log.error("projection %s stopped: %s", self.name, visible(str(outcome.poison)))
             raise outcome.poison
         if outcome.processed:
             log.debug(
@@ -177,7 +178,7 @@ class Projector:
             position,
             event_type,
             self.name,
-            reason,
-            actor,
+            visible(reason),
+            visible(actor),
         )
         return skip

@@ -36,6 +36,7 @@ from ledger import ConfigurationError, Ledger, LedgerError, ValidationError, swe
 from ledger.clock import utcnow
 from ledger.migrate import check_schema
 from ledger.schema import ledger_runs
+from ledger.text import visible
 from projections import Projector
 from service.claims import claim, interval_tick, prune_claims
 from service.config import ConnectorConfig, LedgerConfig
@@ -150,7 +151,7 @@ class LedgerService:
                 return
             self._run_connector(connector, name)
         except LedgerError as exc:  # the database or the config: say what, no traceback
-            log.error("job %s: %s", name, exc)
+            log.error("job %s: %s", name, visible(str(exc)))
         except Exception:
             log.exception("job %s failed", name)
         finally:
@@ -202,7 +203,7 @@ class LedgerService:
             try:
                 self.projector.run_once(self.stop)
             except LedgerError as exc:
-                log.error("projector: %s", exc)
+                log.error("projector: %s", visible(str(exc)))
 
     def sweeper_job(self) -> None:
         try:
@@ -219,7 +220,7 @@ class LedgerService:
             self.last_sweep_timed_out = len(result.timed_out)
             prune_claims(self.ledger)
         except LedgerError as exc:
-            log.error("sweeper: %s", exc)
+            log.error("sweeper: %s", visible(str(exc)))
         except Exception:
             log.exception("sweeper failed")
 
@@ -228,7 +229,7 @@ class LedgerService:
             if self.spool.has_pending():
                 self.spool.flush(self.ledger)
         except LedgerError as exc:
-            log.warning("spool flush: %s", exc)
+            log.warning("spool flush: %s", visible(str(exc)))
 
     # ------------------------------------------------------------------ metrics
 
@@ -292,7 +293,7 @@ class LedgerService:
                 )
                 log.warning("%s: run %d ended failed (shutdown)", name, context.run_id)
             except LedgerError as exc:
-                log.error("%s: could not end run: %s", name, exc)
+                log.error("%s: could not end run: %s", name, visible(str(exc)))
         # A job between its stop check and its first event ends its own run (see above).
         settle = time.monotonic() + SETTLE_SECONDS
         while self._jobs_starting() and time.monotonic() < settle:
@@ -301,7 +302,7 @@ class LedgerService:
             try:  # ...and applies one more, so the runs just ended show in ingestion_runs
                 self.projector.apply_batch()
             except LedgerError as exc:
-                log.warning("final projector batch: %s", exc)
+                log.warning("final projector batch: %s", visible(str(exc)))
         self.ledger.close()
         self.scrape_ledger.close()
         log.warning("stopped")
