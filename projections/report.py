@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from ledger import Ledger, stuck_runs
 from ledger.clock import utcnow
-from ledger.database import translate_errors
+from ledger.database import exact_text, translate_errors
 from ledger.durations import format_duration
 from ledger.migrate import check_schema
 from ledger.text import markdown_cell, visible
@@ -54,12 +54,12 @@ def build_report(
                 select(ingestion_runs.c.status, func.count()).group_by(ingestion_runs.c.status)
             )
         }
+        actor = ingestion_run_transitions.c.actor
+        exact_actor = exact_text(actor, conn)  # "Sweeper" is not the sweeper
         sources = conn.execute(
-            select(
-                ingestion_run_transitions.c.actor,
-                ingestion_run_transitions.c.to_status,
-                func.count(),
-            ).group_by(ingestion_run_transitions.c.actor, ingestion_run_transitions.c.to_status)
+            select(func.min(actor), ingestion_run_transitions.c.to_status, func.count()).group_by(
+                exact_actor, ingestion_run_transitions.c.to_status
+            )
         ).all()
         completed_with_counts = conn.execute(
             select(func.count())

@@ -34,6 +34,7 @@ from connectors import RunContext, Spool
 from connectors.registry import build_connector
 from ledger import ConfigurationError, Ledger, LedgerError, ValidationError, sweep
 from ledger.clock import utcnow
+from ledger.database import same_text
 from ledger.migrate import check_schema
 from ledger.schema import ledger_runs
 from ledger.text import visible
@@ -162,7 +163,7 @@ class LedgerService:
         query = (
             select(ledger_runs.c.run_id)
             .where(
-                ledger_runs.c.connector_name == connector.name,
+                same_text(ledger_runs.c.connector_name, connector.name, self.ledger.engine),
                 ledger_runs.c.source_id == connector.source_id,
                 ledger_runs.c.state == "open",
             )
