@@ -8,7 +8,7 @@ on one run the second gets a version conflict (I4): one timeout, never two.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -38,11 +38,15 @@ def sweep(
     older_than: timedelta = DEFAULT_STALE_AFTER,
     max_runtime: timedelta | None = None,
     overrides: Mapping[str | tuple[str, int], Thresholds] | None = None,
+    run_ids: Collection[int] | None = None,
 ) -> SweepResult:
-    """Time out every stuck run (or, with ``dry_run``, only report them)."""
+    """Time out every stuck run, or only those of ``run_ids`` (or, with ``dry_run``, only
+    report them)."""
     now = now or utcnow()
     result = SweepResult(dry_run=dry_run)
     for run in stuck_runs(ledger, older_than, max_runtime, now, overrides):
+        if run_ids is not None and run.run_id not in run_ids:
+            continue
         if dry_run:
             result.timed_out.append(run)
             continue
