@@ -344,7 +344,7 @@ def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any
 
 
 def fail_input(problems: list[str]) -> NoReturn:
-    shown = problems[:50]
+    shown = [visible(problem) for problem in problems[:50]]  # one line each, whatever a key holds
     more = len(problems) - len(shown)
     message = "invalid input, nothing was appended:\n  " + "\n  ".join(shown)
     if more:

@@ -117,7 +117,8 @@ def check_demo_database(ledger: Ledger) -> None:
     demo's own: one with tables run-ledger does not own, a legacy ``ingestion_runs`` (moved or
     not), or events of any run the demo did not make."""
     with translate_errors(ledger.url, "demo"), ledger.engine.connect() as conn:
-        tables = set(inspect(conn).get_table_names())
+        catalogue = inspect(conn)
+        tables = set(catalogue.get_table_names()) | set(catalogue.get_view_names())
         if not tables:
             return
         if "ledger_events" not in tables:

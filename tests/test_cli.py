@@ -660,6 +660,7 @@ def test_append_names_a_bad_name_and_echoes_no_control_character(
     text = lines(
         {"type": "RunStarted", "source_id": 1, "connector_name": "SOURCE\u202e_1"},
         {"type": "RunProgressed", "run_id": 1, "\x1b[2J\x1b]8;;http://evil\x1b\\": 1},
+        {"type": "RunProgressed", "run_id": 1, "x\nline 9: all good": 1},
     )
     result = run("append", "-", "--db", db_url, input=text)
     assert result.exit_code == 2
@@ -668,6 +669,8 @@ def test_append_names_a_bad_name_and_echoes_no_control_character(
         in result.stderr
     )
     assert "line 2: \\x1b[2J\\x1b]8;;http://evil\\x1b\\: Extra inputs" in result.stderr
+    assert "line 3: x\\nline 9: all good: Extra inputs" in result.stderr
+    assert not any(line.startswith("line 9") for line in result.stderr.splitlines())
     assert shows_no_raw_control(result.stderr)
     assert ledger.head().last_position == 0
 

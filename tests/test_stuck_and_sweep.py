@@ -291,3 +291,10 @@ def test_a_name_from_before_the_rule_cannot_forge_a_log_line(
     assert "\n" not in message
     assert "\x1b" not in message
     assert "x\\nCRITICAL ledger.sweeper: all runs verified\\x1b[2J" in message
+
+
+def test_an_operator_name_that_could_pass_for_another_is_refused(ledger: Ledger) -> None:
+    run_id = start_at(ledger, DAY1)
+    with pytest.raises(ValidationError, match=r"U\+202E RIGHT-TO-LEFT OVERRIDE at index 11"):
+        fail_run(ledger, run_id, "dead", "al\u202eice", now=DAY5)
+    assert timeouts(ledger, run_id) == []
