@@ -27,7 +27,14 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+)
 from sqlalchemy.pool import StaticPool
 
 from ledger.errors import ConfigurationError, SchemaError, StorageError
@@ -256,3 +263,38 @@ def _describe(url: str, action: str, exc: SQLAlchemyError) -> str:
     if password and len(str(password)) >= 4:
         message = message.replace(str(password), "***")
     return message
+
+
+# MySQL/MariaDB errors that refuse a value (too long, out of range, invalid for its column or
+# a CHECK): the same statement fails the same way on every retry.
+_REFUSED_VALUE_CODES = frozenset(
+    {
+        1048,  # column cannot be null
+        1264,  # out of range
+        1265,  # data truncated
+        1292,  # incorrect datetime (or other) value
+        1366,  # incorrect string value
+        1406,  # data too long
+        1690,  # value out of range
+        3140,  # invalid JSON text (MySQL)
+        4025,  # CHECK constraint failed (MariaDB: json_valid)
+    }
+)
+
+
+def is_refused_value(error: BaseException) -> bool:
+    """Whether the database refused a value written (a fact of the data, so retrying cannot
+    help), as opposed to failing as an environment (connection lost, lock wait, outage).
+
+    Accepts a driver error, SQLAlchemy's wrapper of it, or a :class:`StorageError` raised from
+    one.
+    """
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, DBAPIError):
+        cause = cause.__cause__
+    if cause is None:
+        return False
+    if isinstance(cause, DataError | IntegrityError):
+        return True
+    args: tuple[Any, ...] = tuple(getattr(cause.orig, "args", ()))
+    return bool(args) and args[0] in _REFUSED_VALUE_CODES

@@ -12,7 +12,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ledger.clock import utcnow
 from ledger.durations import format_duration
 from ledger.errors import ConcurrencyError, StreamError, ValidationError
 from ledger.events import RunTimedOut, name_problem
@@ -42,7 +41,7 @@ def sweep(
 ) -> SweepResult:
     """Time out every stuck run, or only those of ``run_ids`` (or, with ``dry_run``, only
     report them)."""
-    now = now or utcnow()
+    now = now or ledger.clock()
     result = SweepResult(dry_run=dry_run)
     for run in stuck_runs(ledger, older_than, max_runtime, now, overrides):
         if run_ids is not None and run.run_id not in run_ids:
@@ -105,7 +104,7 @@ def fail_run(
         raise ValidationError(f"operator {detected_by!r}: {problem}")
     event = RunTimedOut(
         run_id=run_id,
-        occurred_at=now or utcnow(),
+        occurred_at=now or ledger.clock(),
         reason=reason,
         threshold_seconds=None,
         last_event_at=state.last_event_at,

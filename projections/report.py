@@ -24,8 +24,8 @@ from ledger.urls import mask_url
 from projections.legacy_shape import compare, expected_shape, live_shape
 from projections.queries import RunFilter, list_runs
 from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
-from projections.status import ledger_status
-from projections.verification import verify_all
+from projections.status import ProjectionStatus, ledger_status
+from projections.verification import VerifyReport, verify_all
 
 ABSENT = "—"
 
@@ -95,12 +95,7 @@ def build_report(
             else f"no open run silent for more than {format_duration(stuck_after)}",
         ),
         _latest_condition(latest_rows[0] if latest_rows else None),
-        Condition(
-            "projection in sync with the ledger",
-            projection.lag_events == 0 and not verification.by_check("projection"),
-            f"checkpoint {projection.checkpoint.position} of {status.head_position}; "
-            f"{len(verification.by_check('projection'))} row difference(s) from a replay",
-        ),
+        _in_sync_condition(projection, status.head_position, verification),
         Condition(
             "hash chain verifies",
             not verification.by_check("chain"),
@@ -297,3 +292,21 @@ def render_text(report: dict[str, Any], markdown: bool = False) -> str:
         + ("" if passed == len(report["conditions"]) else " — FAIL")
     )
     return "\n".join(out) + "\n"
+
+
+def _in_sync_condition(
+    projection: ProjectionStatus, head_position: int, verification: VerifyReport
+) -> Condition:
+    checkpoint = projection.checkpoint
+    differences = len(verification.by_check("projection"))
+    detail = (
+        f"checkpoint {checkpoint.position} of {head_position}; "
+        f"{differences} row difference(s) from a replay"
+    )
+    if checkpoint.error_position is not None:
+        detail += (
+            f"; stopped at position {checkpoint.error_position} ({checkpoint.error_type}): "
+            f"{checkpoint.error_message}"
+        )
+    in_sync = projection.lag_events == 0 and not differences and checkpoint.error_position is None
+    return Condition("projection in sync with the ledger", in_sync, detail)

@@ -38,7 +38,8 @@ from ledger.database import same_text
 from ledger.migrate import check_schema
 from ledger.schema import ledger_runs
 from ledger.text import visible
-from projections import Projector
+from projections import PoisonEventError, Projector
+from projections.projector import PoisonBackoff
 from service.claims import claim, interval_tick, prune_claims
 from service.config import ConnectorConfig, LedgerConfig
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
@@ -61,6 +62,7 @@ class LedgerService:
         self.metrics_port = metrics_port if metrics_port is not None else config.serve.metrics_port
         self.ledger = Ledger.from_url(config.database_url)
         self.projector = Projector(self.ledger, batch_size=config.projector.batch_size)
+        self.projector_backoff = PoisonBackoff(config.projector.interval.total_seconds())
         self.spool = Spool(config.spool.dir)
         # Scrapes get their own engine with short timeouts: a database that stops answering
         # must give ledger_database_up 0 within Prometheus's scrape timeout, not after 75 s.
@@ -200,11 +202,21 @@ class LedgerService:
         log.info("%s: run %d %s", name, result.run_id, result.status)
 
     def projector_job(self) -> None:
+        # An event the projection cannot apply is retried with a growing pause, not at every
+        # tick: the error is recorded for `ledger status` and the metrics meanwhile.
+        if not self.projector_backoff.due():
+            return
         with self.projecting:
             try:
                 self.projector.run_once(self.stop)
+            except PoisonEventError as exc:
+                pause = self.projector_backoff.failed()
+                log.error("projector stopped, retrying in %gs: %s", pause, visible(str(exc)))
+                return
             except LedgerError as exc:
                 log.error("projector: %s", visible(str(exc)))
+                return
+        self.projector_backoff.reset()
 
     def sweeper_job(self) -> None:
         try:
