@@ -117,7 +117,7 @@ class Projector:
                 "projection %s: the database refused a row of this batch (%s); applying it "
                 "one event at a time to find the event",
                 self.name,
-                exc,
+                visible(str(exc)),
             )
             return self._apply_batch(one_by_one=True)
 
@@ -199,7 +199,7 @@ class Projector:
                 processed = 0
             except PoisonEventError as exc:
                 pause = backoff.failed()
-                log.error("projector stopped, retrying in %gs: %s", pause, exc)
+                log.error("projector stopped, retrying in %gs: %s", pause, visible(str(exc)))
                 stop.wait(pause)
                 continue
             backoff.reset()
