@@ -43,7 +43,7 @@ from ledger import (
     StorageError,
     ValidationError,
 )
-from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT
+from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT, name_problem
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json
 
@@ -111,6 +111,10 @@ class RunContext:
                 "progress_interval >= 0, heartbeat_interval > 0 and "
                 "max_error_details >= 0 are required"
             )
+        # Refused here, as a LedgerError naming the field, not later as pydantic's error.
+        problem = name_problem(connector_name) if isinstance(connector_name, str) else None
+        if problem is not None:
+            raise ValidationError(f"connector_name: {problem}")
         self.ledger = ledger
         self.source_id = source_id
         self.connector_name = connector_name

@@ -16,7 +16,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    LargeBinary,
+    and_,
+    cast,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -180,6 +189,24 @@ def _mysql_engine(url: str, **options: Any) -> Engine:
 
 def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def exact_text(column: ColumnElement[str], bind: Engine | Connection) -> ColumnElement[Any]:
+    """``column`` as compared (or grouped) byte for byte. MySQL's collations take "Stations"
+    for "stations" (utf8mb4's default) and "stations " for "stations" (PAD SPACE, which even
+    utf8mb4_bin has); a binary string compares neither. SQLite compares bytes already."""
+    return column if is_sqlite(bind) else cast(column, LargeBinary)
+
+
+def same_text(
+    column: ColumnElement[str], value: str, bind: Engine | Connection
+) -> ColumnElement[bool]:
+    """``column = value``, exactly, on every backend: names that differ by case or by a trailing
+    space are different names."""
+    if is_sqlite(bind):
+        return column == value
+    # The collation's comparison keeps the column's index in use; the binary one makes it exact.
+    return and_(column == value, exact_text(column, bind) == value.encode("utf-8"))
 
 
 @contextmanager

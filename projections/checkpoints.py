@@ -10,7 +10,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import utcnow
-from ledger.mapper import clip
+from ledger.text import clip
 from projections.errors import PoisonEventError
 from projections.schema import projection_checkpoints, projection_skips
 

@@ -19,9 +19,9 @@ from sqlalchemy.exc import DBAPIError
 from ledger import Ledger, RecordedEvent, StorageError, ValidationError
 from ledger.clock import utcnow
 from ledger.database import is_refused_value, translate_errors
-from ledger.mapper import clip
 from ledger.schema import ledger_events
 from ledger.store import read_events_page
+from ledger.text import clip, visible
 from projections.checkpoints import (
     Checkpoint,
     advance,
@@ -117,7 +117,7 @@ class Projector:
                 "projection %s: the database refused a row of this batch (%s); applying it "
                 "one event at a time to find the event",
                 self.name,
-                exc,
+                visible(str(exc)),
             )
             return self._apply_batch(one_by_one=True)
 
@@ -148,7 +148,7 @@ class Projector:
             if outcome.poison is not None:
                 record_error(conn, self.name, outcome.poison)
         if outcome.poison is not None:
-            log.error("projection %s stopped: %s", self.name, outcome.poison)
+            log.error("projection %s stopped: %s", self.name, visible(str(outcome.poison)))
             raise outcome.poison
         if outcome.processed:
             log.debug(
@@ -199,7 +199,7 @@ class Projector:
                 processed = 0
             except PoisonEventError as exc:
                 pause = backoff.failed()
-                log.error("projector stopped, retrying in %gs: %s", pause, exc)
+                log.error("projector stopped, retrying in %gs: %s", pause, visible(str(exc)))
                 stop.wait(pause)
                 continue
             backoff.reset()
@@ -268,7 +268,7 @@ class Projector:
             position,
             event_type,
             self.name,
-            reason,
-            actor,
+            visible(reason),
+            visible(actor),
         )
         return skip

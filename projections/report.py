@@ -16,9 +16,10 @@ from sqlalchemy import func, select
 
 from ledger import Ledger, stuck_runs
 from ledger.clock import utcnow
-from ledger.database import translate_errors
+from ledger.database import exact_text, translate_errors
 from ledger.durations import format_duration
 from ledger.migrate import check_schema
+from ledger.text import markdown_cell, visible
 from ledger.urls import mask_url
 from projections.checkpoints import Skip
 from projections.legacy_shape import compare, expected_shape, live_shape
@@ -54,12 +55,12 @@ def build_report(
                 select(ingestion_runs.c.status, func.count()).group_by(ingestion_runs.c.status)
             )
         }
+        actor = ingestion_run_transitions.c.actor
+        exact_actor = exact_text(actor, conn)  # "Sweeper" is not the sweeper
         sources = conn.execute(
-            select(
-                ingestion_run_transitions.c.actor,
-                ingestion_run_transitions.c.to_status,
-                func.count(),
-            ).group_by(ingestion_run_transitions.c.actor, ingestion_run_transitions.c.to_status)
+            select(func.min(actor), ingestion_run_transitions.c.to_status, func.count()).group_by(
+                exact_actor, ingestion_run_transitions.c.to_status
+            )
         ).all()
         completed_with_counts = conn.execute(
             select(func.count())
@@ -218,7 +219,14 @@ def render_json(report: dict[str, Any]) -> str:
 
 
 def render_text(report: dict[str, Any], markdown: bool = False) -> str:
+    """The report for people. Every value from the database goes through ``show``: made visible
+    (a newline in an error message cannot start a fake section) and, in Markdown, escaped (a
+    ``|`` cannot break the table, ``[x](…)`` cannot become a link)."""
     out: list[str] = []
+
+    def show(value: object) -> str:
+        text = str(value)
+        return markdown_cell(text) if markdown else visible(text)
 
     def heading(text: str) -> None:
         out.append(f"\n## {text}\n" if markdown else f"\n{text}\n{'-' * len(text)}")
@@ -226,23 +234,24 @@ def render_text(report: dict[str, Any], markdown: bool = False) -> str:
     def line(text: str = "") -> None:
         out.append(text)
 
+    item = "- " if markdown else "  "
     title = "ingestion_runs proof report"
     line(f"# {title}" if markdown else f"{title.upper()}\n{'=' * len(title)}")
-    line(f"Generated: {report['generated_at']} (UTC)")
-    line(f"Database:  {report['database']}")
+    line(f"Generated: {show(report['generated_at'])} (UTC)")
+    line(f"Database:  {show(report['database'])}")
     schema = report["schema"]
     heading("A. Schema: live ingestion_runs against the legacy shape")
     for column in schema["columns"]:
         line(
-            f"{'- ' if markdown else '  '}{column['name']} {column['type']} "
+            f"{item}{show(column['name'])} {show(column['type'])} "
             f"{'NULL' if column['nullable'] else 'NOT NULL'}"
         )
     line("Mismatches: " + ("none" if not schema["mismatches"] else ""))
     for problem in schema["mismatches"]:
-        line(f"  - {problem}")
+        line(f"  - {show(problem)}")
     heading("B. Status distribution")
     for status, count in report["status_distribution"].items():
-        line(f"{'- ' if markdown else '  '}{status}: {count}")
+        line(f"{item}{show(status)}: {count}")
     heading(f"C. Latest {len(report['latest_runs'])} run(s), times in UTC")
     if markdown:
         line(
@@ -252,17 +261,20 @@ def render_text(report: dict[str, Any], markdown: bool = False) -> str:
         line("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for run in report["latest_runs"]:
         values = [
-            str(run["id"]),
-            run["connector"],
-            run["status"],
-            run["started"] or ABSENT,
-            run["completed"] or ABSENT,
-            run["duration"] or ABSENT,
-            run["fetched_created_updated_skipped"],
-            run["error"] or ABSENT,
+            show(value or ABSENT)
+            for value in (
+                run["id"],
+                run["connector"],
+                run["status"],
+                run["started"],
+                run["completed"],
+                run["duration"],
+                run["fetched_created_updated_skipped"],
+                run["error"],
+            )
         ]
         if markdown:
-            line("| " + " | ".join(v.replace("|", "\\|") for v in values) + " |")
+            line("| " + " | ".join(values) + " |")
         else:
             line(
                 f"  run {values[0]} ({values[1]}): {values[2]}; started {values[3]}; "
@@ -274,22 +286,22 @@ def render_text(report: dict[str, Any], markdown: bool = False) -> str:
         line("  none")
     for kind, by_status in sorted(report["transitions"].items()):
         line(
-            f"{'- ' if markdown else '  '}{kind}: "
-            + ", ".join(f"{count} to {status}" for status, count in sorted(by_status.items()))
+            f"{item}{show(kind)}: "
+            + ", ".join(f"{count} to {show(status)}" for status, count in sorted(by_status.items()))
         )
     heading("E. Stuck runs (from the ledger)")
     if not report["stuck_runs"]:
         line("  none")
     for run in report["stuck_runs"]:
         line(
-            f"{'- ' if markdown else '  '}run {run['run_id']} ({run['connector_name']}, "
-            f"source {run['source_id']}): started {run['started_at']}, silent for "
-            f"{run['silent_for']} ({run['rule']})"
+            f"{item}run {run['run_id']} ({show(run['connector_name'])}, "
+            f"source {run['source_id']}): started {show(run['started_at'])}, silent for "
+            f"{show(run['silent_for'])} ({show(run['rule'])})"
         )
     heading("F. Stop conditions")
     for condition in report["conditions"]:
         verdict = "PASS" if condition["passed"] else "FAIL"
-        line(f"{'- ' if markdown else '  '}{verdict}  {condition['name']}: {condition['detail']}")
+        line(f"{item}{verdict}  {show(condition['name'])}: {show(condition['detail'])}")
     passed = sum(c["passed"] for c in report["conditions"])
     line(
         f"\nResult: {passed}/{len(report['conditions'])} conditions pass"

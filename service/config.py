@@ -39,6 +39,7 @@ from connectors.registry import CONNECTOR_TYPES, unknown_options_message
 from ledger.database import create_ledger_engine
 from ledger.durations import parse_duration
 from ledger.errors import ConfigurationError, LedgerError
+from ledger.events import ConnectorName
 from ledger.stuck import Thresholds
 from ledger.urls import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 
@@ -114,7 +115,7 @@ class ScheduleConfig(Strict):
 
 
 class ConnectorConfig(Strict):
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: ConnectorName  # the ledger's rule for connector names, checked when the file is read
     type: Literal["csv", "http-json"]
     source_id: Annotated[int, Field(ge=0, lt=2**31)]
     schedule: ScheduleConfig

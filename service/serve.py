@@ -35,8 +35,10 @@ from connectors.registry import build_connector
 from ledger import ConfigurationError, Ledger, LedgerError, ValidationError, sweep
 from ledger.anchors import append_anchor
 from ledger.clock import utcnow
+from ledger.database import same_text
 from ledger.migrate import check_schema
 from ledger.schema import ledger_runs
+from ledger.text import visible
 from projections import PoisonEventError, Projector
 from projections.projector import PoisonBackoff
 from service.claims import claim, interval_tick, prune_claims
@@ -161,7 +163,7 @@ class LedgerService:
                 return
             self._run_connector(connector, name)
         except LedgerError as exc:  # the database or the config: say what, no traceback
-            log.error("job %s: %s", name, exc)
+            log.error("job %s: %s", name, visible(str(exc)))
         except Exception:
             log.exception("job %s failed", name)
         finally:
@@ -172,7 +174,7 @@ class LedgerService:
         query = (
             select(ledger_runs.c.run_id)
             .where(
-                ledger_runs.c.connector_name == connector.name,
+                same_text(ledger_runs.c.connector_name, connector.name, self.ledger.engine),
                 ledger_runs.c.source_id == connector.source_id,
                 ledger_runs.c.state == "open",
             )
@@ -218,10 +220,10 @@ class LedgerService:
                 self.projector.run_once(self.stop)
             except PoisonEventError as exc:
                 pause = self.projector_backoff.failed()
-                log.error("projector stopped, retrying in %gs: %s", pause, exc)
+                log.error("projector stopped, retrying in %gs: %s", pause, visible(str(exc)))
                 return
             except LedgerError as exc:
-                log.error("projector: %s", exc)
+                log.error("projector: %s", visible(str(exc)))
                 return
         self.projector_backoff.reset()
 
@@ -240,7 +242,7 @@ class LedgerService:
             self.last_sweep_timed_out = len(result.timed_out)
             prune_claims(self.ledger)
         except LedgerError as exc:
-            log.error("sweeper: %s", exc)
+            log.error("sweeper: %s", visible(str(exc)))
         except Exception:
             log.exception("sweeper failed")
 
@@ -249,7 +251,7 @@ class LedgerService:
             if self.spool.has_pending():
                 self.spool.flush(self.ledger)
         except LedgerError as exc:
-            log.warning("spool flush: %s", exc)
+            log.warning("spool flush: %s", visible(str(exc)))
 
     def anchor_job(self) -> None:
         """Append the ledger head to the anchor file. Not claimed: each process keeps its own
@@ -325,7 +327,7 @@ class LedgerService:
                 )
                 log.warning("%s: run %d ended failed (shutdown)", name, context.run_id)
             except LedgerError as exc:
-                log.error("%s: could not end run: %s", name, exc)
+                log.error("%s: could not end run: %s", name, visible(str(exc)))
         # A job between its stop check and its first event ends its own run (see above).
         settle = time.monotonic() + SETTLE_SECONDS
         while self._jobs_starting() and time.monotonic() < settle:
@@ -334,7 +336,7 @@ class LedgerService:
             try:  # ...and applies one more, so the runs just ended show in ingestion_runs
                 self.projector.apply_batch()
             except LedgerError as exc:
-                log.warning("final projector batch: %s", exc)
+                log.warning("final projector batch: %s", visible(str(exc)))
         self.ledger.close()
         self.scrape_ledger.close()
         log.warning("stopped")

@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from ledger import Ledger
+from ledger import events as events_module
 from ledger.database import create_ledger_engine
 from ledger.migrate import upgrade
 from ledger.schema import GENESIS_HASH, metadata
@@ -162,3 +164,9 @@ def unmigrated_databases(tmp_path: Path) -> Iterator[Iterator[tuple[str, Ledger]
             store.close()
             if url.startswith("mysql"):
                 drop_mysql_database(url)
+
+
+def names_as_before_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let appends store any name, as run-ledger did before names had a rule: history written
+    then (trailing spaces, control characters) must still read, project, verify and show."""
+    monkeypatch.setattr(events_module, "name_problem", lambda value: None, raising=False)
