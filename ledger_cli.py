@@ -54,14 +54,15 @@ from ledger import (
     fail_run,
     stuck_runs,
     sweep,
-    verify_chain,
 )
+from ledger.anchors import anchors_from, append_anchor, current_anchor
 from ledger.clock import utcnow
 from ledger.durations import format_duration, parse_duration
-from ledger.events import MAX_RUN_ID, event_adapter
+from ledger.events import MAX_RUN_ID, event_adapter, name_problem
 from ledger.mapper import describe_pydantic_errors, event_to_wire
 from ledger.migrate import upgrade
 from ledger.store import batch_problems
+from ledger.text import clip, visible, visible_lines
 from ledger.urls import DATABASE_URL_ENV, mask_secrets, mask_url, resolve_database_url
 from projections import (
     LedgerStatus,
@@ -78,7 +79,7 @@ from projections.projector import DEFAULT_BATCH_SIZE
 from projections.queries import RunFilter, get_run, list_runs
 from projections.report import build_report, render_json, render_text, report_passed
 from projections.schema import RUN_STATUSES
-from projections.verification import Problem, VerifyReport, verify_all
+from projections.verification import VerifyReport, verify_all
 from service import LedgerService, load_config
 from service.demo import demo_orphan, run_demo
 from service.metrics import Figures, collect_figures
@@ -99,7 +100,8 @@ class ProblemFound(click.ClickException):
     exit_code = EXIT_PROBLEM
 
     def __init__(self, message: str) -> None:
-        super().__init__(mask_secrets(message))
+        # Messages quote input and stored data: no ESC or CR from them reaches the terminal.
+        super().__init__(visible_lines(mask_secrets(message)))
 
 
 class BadInput(ProblemFound):
@@ -176,6 +178,15 @@ def output_format_option(command: F) -> F:
         default="table",
         show_default=True,
     )(command)
+
+
+def check_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The name rule of the ledger (no invisible character, no whitespace at either end) for a
+    name given on the command line, as a usage error before anything is done."""
+    problem = None if value is None else name_problem(value)
+    if problem is not None:
+        raise click.BadParameter(visible(problem), ctx=ctx, param=param)
+    return value
 
 
 def open_ledger(db_url: str | None) -> Ledger:
@@ -334,7 +345,7 @@ def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any
 
 
 def fail_input(problems: list[str]) -> NoReturn:
-    shown = problems[:50]
+    shown = [visible(problem) for problem in problems[:50]]  # one line each, whatever a key holds
     more = len(problems) - len(shown)
     message = "invalid input, nothing was appended:\n  " + "\n  ".join(shown)
     if more:
@@ -405,13 +416,14 @@ def print_events_table(rows: list[RecordedEvent]) -> None:
     for column in ("position", "run", "version", "type", "occurred_at (UTC)", "actor", "payload"):
         table.add_column(column, overflow="fold")
     for event in rows:
-        table.add_row(
-            str(event.position),
-            str(event.run_id),
-            str(event.version),
+        add_text_row(
+            table,
+            event.position,
+            event.run_id,
+            event.version,
             event.type,
             event.occurred_at.strftime("%Y-%m-%d %H:%M:%S.%f"),
-            event.actor or "—",
+            event.actor,
             _payload_summary(event),
         )
     wide_console().print(table)
@@ -419,44 +431,52 @@ def print_events_table(rows: list[RecordedEvent]) -> None:
 
 def _payload_summary(event: RecordedEvent) -> str:
     data = {k: v for k, v in event.payload_data.items() if v not in (None, 0, {}, [])}
-    text = ", ".join(f"{k}={v}" for k, v in sorted(data.items()))
-    return text if len(text) <= 120 else text[:117] + "…"
+    return clip(visible(", ".join(f"{k}={v}" for k, v in sorted(data.items()))), 120)
 
 
 @cli.command()
 @click.option("--chain-only", is_flag=True, help="Only recompute the hash chain (fastest).")
+@click.option(
+    "--anchor",
+    "anchor_files",
+    multiple=True,
+    metavar="FILE",
+    type=click.Path(path_type=Path),
+    help="Anchor lines kept outside the database (`ledger anchor`): the ledger must still "
+    "hold every one. Repeatable.",
+)
+@click.option(
+    "--expect-head",
+    "expected_heads",
+    multiple=True,
+    metavar="POS:HASH",
+    help="One anchor given inline: the ledger must hold this hash at this position.",
+)
 @output_format_option
 @db_option
-def verify(chain_only: bool, output_format: str, db_url: str | None) -> None:
-    """Check the hash chain, the stream rules, the projection against a replay and the run
-    registry against the events; exit 1 naming each problem."""
+def verify(
+    chain_only: bool,
+    anchor_files: tuple[Path, ...],
+    expected_heads: tuple[str, ...],
+    output_format: str,
+    db_url: str | None,
+) -> None:
+    """Check the hash chain, the stream rules, the projection against a replay, the run
+    registry against the events, the projection skips, the immutability triggers and any
+    anchors given; exit 1 naming each problem."""
+    with library_errors():  # a bad anchor is the caller's mistake: exit 2 before any check
+        anchors = anchors_from(anchor_files, expected_heads)
     ledger = open_ledger(db_url)
     with library_errors():
-        if chain_only:
-            chain = verify_chain(ledger)
-            report = VerifyReport(events=chain.checked)
-            if not chain.ok:
-                report.problems.append(
-                    Problem(
-                        "chain", chain.problem or "chain broken", position=chain.first_bad_position
-                    )
-                )
-        else:
-            report = verify_all(ledger)
+        report = verify_all(ledger, anchors, chain_only=chain_only)
     if output_format == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "events": report.events,
-                    "runs": report.runs,
-                    "problems": [vars(p) for p in report.problems],
-                },
-                indent=2,
-            )
-        )
+        click.echo(json.dumps(verify_json(report), indent=2))
     elif report.ok:
-        what = "hash chain" if chain_only else "chain, stream rules, projection and registry"
+        what = (
+            "hash chain"
+            if chain_only
+            else "chain, stream rules, projection, registry, skips and triggers"
+        )
         click.echo(f"verified {what}: {report.events} event(s), {report.runs} run(s), no problem")
     else:
         click.echo(f"{len(report.problems)} problem(s):")
@@ -468,11 +488,100 @@ def verify(chain_only: bool, output_format: str, db_url: str | None) -> None:
                     ("run", problem.run_id),
                     ("column", problem.column),
                 )
-                if v
+                if v and problem.check != "triggers"
             )
-            click.echo(f"  [{problem.check}] {problem.message}" + (f" ({where})" if where else ""))
+            click.echo(
+                f"  [{problem.check}] {visible(problem.message)}"
+                + (f" ({visible(where)})" if where else "")
+            )
+    if output_format != "json":
+        print_verify_details(report)
     if not report.ok:
         sys.exit(EXIT_PROBLEM)
+
+
+def verify_json(report: VerifyReport) -> dict[str, Any]:
+    head = report.head
+    triggers = report.triggers
+    return {
+        "ok": report.ok,
+        "events": report.events,
+        "runs": report.runs,
+        "head": None
+        if head is None
+        else {
+            "position": head.last_position,
+            "hash": head.last_hash,
+            "recorded_at": iso(head.last_recorded_at) if head.last_recorded_at else None,
+        },
+        "triggers": None
+        if triggers is None
+        else {
+            "checked": triggers.checked,
+            "unchecked_reason": triggers.unchecked_reason,
+            "expected": triggers.expected,
+            "found": triggers.found,
+        },
+        "skips": None
+        if report.chain_only
+        else [{**vars(skip), "skipped_at": iso(skip.skipped_at)} for skip in report.skips],
+        "anchors": [
+            {
+                "source": check.anchor.source,
+                "position": check.anchor.position,
+                "hash": check.anchor.hash,
+                "found_hash": check.found_hash,
+                "ok": check.ok,
+            }
+            for check in report.anchors
+        ],
+        "problems": [vars(p) for p in report.problems],
+    }
+
+
+def print_verify_details(report: VerifyReport) -> None:
+    """What an auditor keeps besides the verdict: the head checked (to anchor), the triggers,
+    the anchors and the skipped events."""
+    head = report.head
+    if head is not None:
+        when = f", recorded {iso(head.last_recorded_at)}" if head.last_recorded_at else ""
+        click.echo(f"head: position {head.last_position}, hash {head.last_hash}{when}")
+    triggers = report.triggers
+    if triggers is not None and not triggers.checked:
+        click.echo(f"triggers: NOT CHECKED: {visible(triggers.unchecked_reason or '')}")
+    elif triggers is not None and triggers.ok:
+        click.echo(f"triggers: {', '.join(triggers.expected)} as defined")
+    held = sum(check.ok for check in report.anchors)
+    if report.anchors:
+        click.echo(f"anchors: {held} of {len(report.anchors)} held")
+    for skip in report.skips:
+        run = f" of run {skip.run_id}" if skip.run_id is not None else ""
+        click.echo(
+            f"skipped by projection {visible(skip.name)}: position {skip.position} "
+            f"({visible(skip.event_type)}{run}) by {visible(skip.actor)} at "
+            f"{iso(skip.skipped_at)}: {visible(skip.reason)}"
+        )
+
+
+@cli.command("anchor")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append the line to FILE (created if missing, fsynced) instead of printing it.",
+)
+@db_option
+def anchor_command(output: Path | None, db_url: str | None) -> None:
+    """Print the ledger head as one line, `position hash recorded_at`, to keep outside the
+    database; `ledger verify --anchor FILE` then fails if the ledger no longer holds it."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        if output is None:
+            click.echo(current_anchor(ledger).line())
+            return
+        anchor = append_anchor(ledger, output)
+    click.echo(f"appended to {output}: {anchor.line()}", err=True)
 
 
 @cli.command()
@@ -546,17 +655,18 @@ def print_audit(run_id: int, timeline: list[TimelineEntry]) -> None:
                 f"recorded {format_duration(event.recorded_at - event.occurred_at)} "
                 "after it happened"
             )
-        table.add_row(
-            str(event.position),
-            str(event.version),
+        add_text_row(
+            table,
+            event.position,
+            event.version,
             event.type,
-            cell(event.occurred_at),
-            cell(event.recorded_at),
-            event.actor or "—",
+            event.occurred_at,
+            event.recorded_at,
+            event.actor,
             entry.summary,
             entry.status_after,
             "ok" if entry.hash_ok else "BROKEN",
-            "; ".join(notes) or "—",
+            "; ".join(notes) or None,
         )
     wide_console().print(table)
 
@@ -743,7 +853,12 @@ def demo(db_url: str | None) -> None:
     help="Record that this position (a poison event) is not to be applied.",
 )
 @click.option("--reason", default=None, help="Why the position is skipped (required with it).")
-@click.option("--actor", default=None, help="Who decides the skip (default: operator:$USER).")
+@click.option(
+    "--actor",
+    default=None,
+    callback=check_name,
+    help="Who decides the skip (default: operator:$USER).",
+)
 @db_option
 def project(
     follow: bool,
@@ -763,8 +878,8 @@ def project(
         if skip_position is not None:
             skip = projector.skip(skip_position, reason or "", actor or default_actor())
             click.echo(
-                f"position {skip_position} ({skip['event_type']}) will be skipped: "
-                f"{reason} (by {skip['actor']})"
+                f"position {skip_position} ({cell(skip['event_type'])}) will be skipped: "
+                f"{cell(reason)} (by {cell(skip['actor'])})"
             )
         if follow:
             stop = threading.Event()
@@ -781,7 +896,11 @@ def project(
 
 
 def default_actor() -> str:
-    return f"operator:{getpass.getuser()}"
+    actor = f"operator:{getpass.getuser()}"
+    problem = name_problem(actor)
+    if problem is not None:
+        raise BadInput(f"the user name in {actor!r} cannot be an actor ({problem}): give --actor")
+    return actor
 
 
 @cli.command()
@@ -937,22 +1056,16 @@ def runs_show(
     table.add_column("column")
     table.add_column("value", overflow="fold")
     for key, value in row.items():
-        shown = json.dumps(value, sort_keys=True) if isinstance(value, dict) else cell(value)
+        shown = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
         if key == "duration" and value is not None:
             shown = f"{value}s ({format_duration(value)})"
-        table.add_row(key, shown)
+        add_text_row(table, key, shown)
     wide_console().print(table)
     steps = Table(title="transitions")
     for column in ("position", "at (UTC)", "from", "to", "actor"):
         steps.add_column(column)
     for step in transitions:
-        steps.add_row(
-            str(step.position),
-            cell(step.at),
-            step.from_status or "—",
-            step.to_status,
-            step.actor or "—",
-        )
+        add_text_row(steps, step.position, step.at, step.from_status, step.to_status, step.actor)
     wide_console().print(steps)
 
 
@@ -977,11 +1090,18 @@ def row_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def cell(value: object) -> str:
+    """A value as people read it; data is made visible (no control or format character)."""
     if value is None:
         return "—"
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
+    return visible(str(value))
+
+
+def add_text_row(table: Table, *values: object) -> None:
+    """A table row of plain ``Text`` cells: rich reads a ``str`` cell as markup and emoji
+    codes, so ``[link=…]`` or ``[bold red]PASS[/]`` in a stored name would be obeyed."""
+    table.add_row(*(Text(cell(value)) for value in values))
 
 
 def print_runs_table(rows: list[dict[str, Any]], title: str) -> None:
@@ -1000,18 +1120,18 @@ def print_runs_table(rows: list[dict[str, Any]], title: str) -> None:
         table.add_column(column, overflow="fold")
     for row in rows:
         duration = row["duration"]
-        error = row["errorMessage"] or ""
-        table.add_row(
-            str(row["id"]),
-            str(row["sourceId"]),
+        add_text_row(
+            table,
+            row["id"],
+            row["sourceId"],
             row["connectorName"],
             row["status"],
-            cell(row["startedAt"]),
-            cell(row["completedAt"]),
-            "—" if duration is None else format_duration(duration),
+            row["startedAt"],
+            row["completedAt"],
+            None if duration is None else format_duration(duration),
             f"{row['recordsFetched']}/{row['recordsCreated']}/{row['recordsUpdated']}/"
             f"{row['recordsSkipped']}",
-            error if len(error) <= 60 else error[:59] + "…",
+            clip(visible(row["errorMessage"] or ""), 60),
         )
     wide_console().print(table)
 
@@ -1053,6 +1173,7 @@ def status(
         f"head:       position {report.head_position}"
         + (f", last append {cell(report.head_recorded_at)} UTC" if report.head_recorded_at else "")
     )
+    click.echo(f"head hash:  {report.head_hash}")
     click.echo(
         f"open runs:  {report.open_runs} ({figures.stuck_runs} stuck: no activity for "
         f"{format_duration(thresholds.stale_after)})"
@@ -1071,18 +1192,19 @@ def status(
         if checkpoint.error_position is not None:
             click.echo(
                 f"  STOPPED at position {checkpoint.error_position} "
-                f"({checkpoint.error_type}): {checkpoint.error_message}"
+                f"({cell(checkpoint.error_type)}): {cell(checkpoint.error_message)}"
             )
         for skip in projection.skips:
             click.echo(
-                f"  skipped position {skip.position} ({skip.event_type}) by {skip.actor} "
-                f"at {cell(skip.skipped_at)} UTC: {skip.reason}"
+                f"  skipped position {skip.position} ({cell(skip.event_type)}) by "
+                f"{cell(skip.actor)} at {cell(skip.skipped_at)} UTC: {cell(skip.reason)}"
             )
 
 
 def status_json(report: LedgerStatus, figures: Figures) -> dict[str, Any]:
     return {
         "head_position": report.head_position,
+        "head_hash": report.head_hash,
         "head_recorded_at": iso(report.head_recorded_at) if report.head_recorded_at else None,
         "open_runs": report.open_runs,
         "stuck_runs": figures.stuck_runs,
@@ -1151,12 +1273,13 @@ def print_stuck_table(runs: list[StuckRun], title: str) -> None:
         table.add_column(column)
     now = utcnow()
     for run in runs:
-        table.add_row(
-            str(run.run_id),
-            str(run.source_id),
+        add_text_row(
+            table,
+            run.run_id,
+            run.source_id,
             run.connector_name,
-            cell(run.started_at),
-            cell(run.last_event_at),
+            run.started_at,
+            run.last_event_at,
             format_duration(now - run.last_event_at),
             f"{run.rule} (> {format_duration(run.threshold)})",
         )
@@ -1213,24 +1336,26 @@ def sweep_command(
         verb = "would time out" if dry_run else "timed out"
         print_stuck_table(result.timed_out, verb)
         for run, why in result.skipped:
-            click.echo(f"left run {run.run_id} alone: {why}")
+            click.echo(f"left run {run.run_id} alone: {visible(why)}")
 
 
 @runs.command("fail")
 @click.argument("run_id", type=click.IntRange(1, MAX_RUN_ID))
 @click.option("--reason", required=True, help="Why the run is declared failed (recorded).")
 @click.option(
-    "--actor", default=None, help="Who decides (default: $USER); recorded as operator:NAME."
+    "--actor",
+    default=None,
+    callback=check_name,
+    help="Who decides (default: $USER); recorded as operator:NAME.",
 )
 @db_option
 def runs_fail(run_id: int, reason: str, actor: str | None, db_url: str | None) -> None:
     """Declare an open run failed: appends RunTimedOut with detected_by=operator:NAME."""
     ledger = open_ledger(db_url)
+    actor = actor or default_actor()
     with library_errors():
-        position = fail_run(ledger, run_id, reason, actor or default_actor())
-    click.echo(
-        f"run {run_id} failed by {actor or default_actor()} at position {position}: {reason}"
-    )
+        position = fail_run(ledger, run_id, reason, actor)
+    click.echo(f"run {run_id} failed by {actor} at position {position}: {visible(reason)}")
 
 
 # ---------------------------------------------------------------------- connectors
@@ -1424,7 +1549,8 @@ def spool_status(spool_dir: str | None, output_format: str) -> None:
         click.echo(f"rejected:  {report.rejected}")
         for item in rejected:
             click.echo(
-                f"  {item['event_id']} ({item['type']} of run {item['run_id']}): {item['reason']}"
+                f"  {cell(item['event_id'])} ({cell(item['type'])} of run "
+                f"{cell(item['run_id'])}): {cell(item['reason'])}"
             )
     if report.pending or report.rejected:
         sys.exit(EXIT_PROBLEM)
@@ -1507,7 +1633,7 @@ def main() -> NoReturn:
     try:
         cli.main(standalone_mode=True)
     except LedgerError as error:  # a library error that escaped a command: still no traceback
-        click.echo(f"Error: {mask_secrets(str(error))}", err=True)
+        click.echo(f"Error: {visible_lines(mask_secrets(str(error)))}", err=True)
         sys.exit(exit_code_for(error))
     sys.exit(EXIT_OK)
 

@@ -24,6 +24,7 @@ import atexit
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -42,7 +43,8 @@ from ledger import (
     StorageError,
     ValidationError,
 )
-from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT
+from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT, name_problem
+from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,10 @@ log = logging.getLogger(__name__)
 # with max_error_details=100 errors recorded.
 MAX_MESSAGE_CHARS = 2_000
 MAX_DETAILS_CHARS = 4_000
+# An error's details sit three levels down in RunFinished.error_details (the object, its
+# "errors" list, the entry): deeper ones are kept as clipped JSON text, or the ledger would
+# refuse the whole RunFinished (ledger.limits.MAX_JSON_DEPTH).
+MAX_DETAILS_DEPTH = MAX_JSON_DEPTH - 3
 MAX_TRACEBACK_CHARS = 64_000
 # How long finish() waits for a heartbeat in flight (bounded by the driver's timeouts).
 HEARTBEAT_JOIN_TIMEOUT = 90.0
@@ -105,6 +111,10 @@ class RunContext:
                 "progress_interval >= 0, heartbeat_interval > 0 and "
                 "max_error_details >= 0 are required"
             )
+        # Refused here, as a LedgerError naming the field, not later as pydantic's error.
+        problem = name_problem(connector_name) if isinstance(connector_name, str) else None
+        if problem is not None:
+            raise ValidationError(f"connector_name: {problem}")
         self.ledger = ledger
         self.source_id = source_id
         self.connector_name = connector_name
@@ -380,11 +390,13 @@ def _bounded(details: dict[str, Any]) -> dict[str, Any]:
     """An error's details, or a clipped preview if they are too large to keep in the ledger."""
     try:
         text = canonical_json(details)
+    except RecursionError:  # nested beyond what JSON (or repr) can walk
+        return {"unserialisable": f"details nested over {sys.getrecursionlimit()} levels deep"}
     except (TypeError, ValueError):
         return {"unserialisable": _clip(repr(details), MAX_DETAILS_CHARS)}
-    return (
-        details if len(text) <= MAX_DETAILS_CHARS else {"clipped": _clip(text, MAX_DETAILS_CHARS)}
-    )
+    if len(text) > MAX_DETAILS_CHARS or json_depth(details) > MAX_DETAILS_DEPTH:
+        return {"clipped": _clip(text, MAX_DETAILS_CHARS)}
+    return details
 
 
 @atexit.register

@@ -23,6 +23,7 @@ from pathlib import Path
 from ledger import EventModel, Ledger, LedgerError, StorageError, ValidationError, parse_event
 from ledger.clock import isoformat_utc, utcnow
 from ledger.mapper import canonical_json, event_to_wire
+from ledger.text import visible
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class Spool:
                     event_id,
                     event_type,
                     run_id,
-                    exc,
+                    visible(str(exc)),
                 )
                 conn.execute(
                     "INSERT OR IGNORE INTO rejected VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -17,9 +17,25 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 import pymysql
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    LargeBinary,
+    and_,
+    cast,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+)
 from sqlalchemy.pool import StaticPool
 
 from ledger.errors import ConfigurationError, SchemaError, StorageError
@@ -292,6 +308,24 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def exact_text(column: ColumnElement[str], bind: Engine | Connection) -> ColumnElement[Any]:
+    """``column`` as compared (or grouped) byte for byte. MySQL's collations take "Stations"
+    for "stations" (utf8mb4's default) and "stations " for "stations" (PAD SPACE, which even
+    utf8mb4_bin has); a binary string compares neither. SQLite compares bytes already."""
+    return column if is_sqlite(bind) else cast(column, LargeBinary)
+
+
+def same_text(
+    column: ColumnElement[str], value: str, bind: Engine | Connection
+) -> ColumnElement[bool]:
+    """``column = value``, exactly, on every backend: names that differ by case or by a trailing
+    space are different names."""
+    if is_sqlite(bind):
+        return column == value
+    # The collation's comparison keeps the column's index in use; the binary one makes it exact.
+    return and_(column == value, exact_text(column, bind) == value.encode("utf-8"))
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that holds the write lock from its first statement on SQLite.
@@ -364,3 +398,38 @@ def _describe(url: str, action: str, exc: SQLAlchemyError) -> str:
     if password and len(str(password)) >= 4:
         message = message.replace(str(password), "***")
     return message
+
+
+# MySQL/MariaDB errors that refuse a value (too long, out of range, invalid for its column or
+# a CHECK): the same statement fails the same way on every retry.
+_REFUSED_VALUE_CODES = frozenset(
+    {
+        1048,  # column cannot be null
+        1264,  # out of range
+        1265,  # data truncated
+        1292,  # incorrect datetime (or other) value
+        1366,  # incorrect string value
+        1406,  # data too long
+        1690,  # value out of range
+        3140,  # invalid JSON text (MySQL)
+        4025,  # CHECK constraint failed (MariaDB: json_valid)
+    }
+)
+
+
+def is_refused_value(error: BaseException) -> bool:
+    """Whether the database refused a value written (a fact of the data, so retrying cannot
+    help), as opposed to failing as an environment (connection lost, lock wait, outage).
+
+    Accepts a driver error, SQLAlchemy's wrapper of it, or a :class:`StorageError` raised from
+    one.
+    """
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, DBAPIError):
+        cause = cause.__cause__
+    if cause is None:
+        return False
+    if isinstance(cause, DataError | IntegrityError):
+        return True
+    args: tuple[Any, ...] = tuple(getattr(cause.orig, "args", ()))
+    return bool(args) and args[0] in _REFUSED_VALUE_CODES

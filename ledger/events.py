@@ -7,20 +7,25 @@ version, recorded_at, hashes) lives on :class:`ledger.recorded.RecordedEvent`.
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from ledger.clock import ensure_utc, utcnow
+from ledger.text import describe_char, is_invisible
 
 # Counters are INT(11) in the legacy table: every delta (and every total) must fit a signed int.
 COUNTER_LIMIT = 2**31
@@ -70,6 +75,46 @@ def plausible_time(value: datetime, field: str) -> datetime:
 Counter = Annotated[int, Field(ge=0, lt=COUNTER_LIMIT, strict=True)]
 RunId = Annotated[int, Field(ge=1, le=MAX_RUN_ID, strict=True)]
 
+# Validation context for names already recorded (a stored event read back, a legacy row
+# adopted): they are taken as they are, so history written before the name rule still reads,
+# replays and verifies. The rule applies to every new name.
+RECORDED_NAMES: dict[str, bool] = {"recorded_names": True}
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a name (a connector name, an actor), or None.
+
+    A name must not be able to pass for another: no invisible character anywhere (control,
+    format, line separator, unassigned: :func:`ledger.text.is_invisible`), no whitespace at
+    either end (NBSP and the other Unicode spaces included), no combining mark first (it would
+    join what is printed before it). Look-alike letters inside a name are not refused.
+    """
+    for index, char in enumerate(value):
+        if is_invisible(char):
+            return f"{describe_char(char)} at index {index} is not allowed"
+    if value[:1].isspace():
+        return f"leading whitespace ({describe_char(value[0])} at index 0) is not allowed"
+    if value[-1:].isspace():
+        index = len(value) - 1
+        return f"trailing whitespace ({describe_char(value[-1])} at index {index}) is not allowed"
+    if value and unicodedata.category(value[0]) in ("Mn", "Mc", "Me"):
+        return f"{describe_char(value[0])} at index 0: a name cannot start with a combining mark"
+    return None
+
+
+def _refuse_unsafe_name(value: str, info: ValidationInfo) -> str:
+    if info.context and info.context.get("recorded_names"):
+        return value
+    problem = name_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("name_character", "{problem}", {"problem": problem})
+    return value
+
+
+NAME_RULE = AfterValidator(_refuse_unsafe_name)
+ConnectorName = Annotated[str, Field(min_length=1, max_length=100), NAME_RULE]
+ActorName = Annotated[str, Field(min_length=1, max_length=200), NAME_RULE]
+
 
 class EventModel(BaseModel):
     """Fields every event carries."""
@@ -81,9 +126,9 @@ class EventModel(BaseModel):
     run_id: RunId | None = None
     # A label that stands for a run started earlier in the same append (resolved by the ledger,
     # never stored): lets one file start a run and report on it without knowing its id.
-    run_ref: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    run_ref: ActorName | None = None  # a label, but it names a run: the same rule
     occurred_at: datetime = Field(default_factory=utcnow)
-    actor: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    actor: ActorName | None = None
     schema_version: Annotated[int, Field(ge=1, strict=True)] = 1
 
     @field_validator("occurred_at", mode="before")
@@ -116,7 +161,7 @@ class RunStarted(EventModel):
 
     type: Literal["RunStarted"] = "RunStarted"
     source_id: Annotated[int, Field(ge=0, lt=COUNTER_LIMIT, strict=True)]
-    connector_name: Annotated[str, Field(min_length=1, max_length=100)]
+    connector_name: ConnectorName
     metadata: dict[str, Any] | None = None
 
 
@@ -155,7 +200,7 @@ class RunTimedOut(EventModel):
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
     threshold_seconds: Annotated[int, Field(ge=0, strict=True)] | None = None
     last_event_at: datetime | None = None
-    detected_by: Annotated[str, Field(min_length=1, max_length=200)]
+    detected_by: ActorName
 
     @field_validator("last_event_at", mode="before")
     @classmethod

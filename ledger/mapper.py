@@ -18,7 +18,8 @@ import pydantic
 
 from ledger.clock import isoformat_utc
 from ledger.errors import UnknownEventTypeError, ValidationError
-from ledger.events import EVENT_TYPES, EventModel, event_adapter
+from ledger.events import EVENT_TYPES, RECORDED_NAMES, EventModel, event_adapter
+from ledger.text import clip  # also for projections: one clipping helper
 
 # Fields stored in their own columns; everything else a model holds is the payload.
 ENVELOPE_FIELDS = frozenset(
@@ -115,7 +116,7 @@ def event_from_stored(
         schema_version=CURRENT_SCHEMA_VERSIONS[event_type],
     )
     try:
-        return event_adapter.validate_python(data)
+        return event_adapter.validate_python(data, context=RECORDED_NAMES)
     except pydantic.ValidationError as exc:
         raise ValidationError(
             f"stored {event_type} {event_id} does not validate: {exc.error_count()} problem(s)",
@@ -134,13 +135,13 @@ def describe_pydantic_errors(exc: pydantic.ValidationError) -> list[str]:
         location = [str(part) for part in error["loc"]]
         if location and location[0] in EVENT_TYPES:
             location = location[1:]
-        field = _clip(".".join(location)) or "event"  # an unknown key may be megabytes long
+        field = clip(".".join(location)) or "event"  # an unknown key may be megabytes long
         message = error["msg"]
         if error["type"] == "union_tag_invalid":
             field = "type"
             message = (
                 (
-                    f"unknown event type {_clip(repr(error['input'].get('type')))}; "
+                    f"unknown event type {clip(repr(error['input'].get('type')))}; "
                     "expected one of " + ", ".join(EVENT_TYPES)
                 )
                 if isinstance(error.get("input"), dict)
@@ -154,10 +155,6 @@ def describe_pydantic_errors(exc: pydantic.ValidationError) -> list[str]:
             message = "missing; expected one of " + ", ".join(EVENT_TYPES)
         lines.append(f"{field}: {message}")
     return lines
-
-
-def _clip(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def parse_event(data: object) -> EventModel:

@@ -14,14 +14,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnClause
 
-from ledger.clock import utcnow
-from ledger.database import create_ledger_engine, translate_errors, write_transaction
+from ledger.clock import isoformat_utc, utcnow
+from ledger.database import (
+    create_ledger_engine,
+    is_sqlite,
+    translate_errors,
+    write_transaction,
+)
 from ledger.errors import ConcurrencyError, LedgerError, SchemaError, ValidationError
 from ledger.events import MAX_RUN_ID, EventModel, RunStarted
 from ledger.hashing import HASHED_COLUMNS, chain_hash
+from ledger.limits import payload_problems
 from ledger.mapper import CURRENT_SCHEMA_VERSIONS, canonical_json, payload_json, payload_of
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState, apply_event
@@ -39,6 +46,8 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 # Rows per IN (...) list, well under every driver's parameter limit.
 _IN_CHUNK = 500
 _RUN_COLUMNS = tuple(c.name for c in ledger_runs.columns)
+# The MySQL/MariaDB server's clock, in UTC with microseconds.
+DATABASE_NOW: ColumnClause[Any] = literal_column("UTC_TIMESTAMP(6)")
 
 
 def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
@@ -191,6 +200,16 @@ class Ledger:
             row = conn.execute(query).mappings().one_or_none()
         return None if row is None else RunState(**{k: row[k] for k in _RUN_COLUMNS})
 
+    def clock(self) -> datetime:
+        """The ledger's clock now (see :func:`ledger_clock`): what the sweeper and the stuck
+        query measure silence against, as appends measure ``occurred_at`` against it."""
+        own_clock = utcnow()
+        if is_sqlite(self.engine):
+            return own_clock
+        with translate_errors(self.url, "read the clock"), self.engine.connect() as conn:
+            database_now = conn.execute(select(DATABASE_NOW)).scalar_one()
+        return ledger_clock(own_clock, database_now.replace(tzinfo=UTC))
+
     def head(self) -> LedgerHead:
         with translate_errors(self.url, "read"), self.engine.connect() as conn:
             row = (
@@ -250,6 +269,7 @@ def _prepare(
             problems.append((index, f"payload: not storable as JSON ({field}: {_short(exc)})"))
             payload = ""
         else:
+            problems.extend((index, problem) for problem in payload_problems(event))
             if size > MAX_PAYLOAD_BYTES:
                 field, field_size = _largest_field(event)
                 problems.append(
@@ -356,10 +376,12 @@ class _Appender:
     def append(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
     ) -> AppendResult:
-        position, prev_hash, last_run_id, last_recorded_at = self._lock_head()
+        position, prev_hash, last_run_id, last_recorded_at, database_now = self._lock_head()
+        own_clock = utcnow()
+        clock = ledger_clock(own_clock, database_now)
         # Read under the lock and never behind the previous append, so recorded_at grows with
         # position even across hosts whose clocks disagree: "as of T" is a prefix of history.
-        self.now = max(utcnow(), last_recorded_at) if last_recorded_at else utcnow()
+        self.now = max(clock, last_recorded_at) if last_recorded_at else clock
         stored = self._stored_events([str(event.event_id) for event in batch])
         # Runs named by id, and runs a duplicate RunStarted's run_ref resolves to.
         run_ids = {event.run_id for event in batch if event.run_id is not None}
@@ -404,6 +426,7 @@ class _Appender:
                     refs[event.run_ref] = run_id
             current = runs.get(run_id)
             try:
+                _check_not_ahead(event, clock, own_clock, database_now)
                 if expected_version is not None and run_id not in checked_runs:
                     _check_expected_version(run_id, expected_version, current)
                 new_state = apply_event(current, event, run_id, self.now)
@@ -440,16 +463,23 @@ class _Appender:
             events=results, new_events=new_events, run_refs=refs, allocated_run_ids=allocated
         )
 
-    def _lock_head(self) -> tuple[int, str, int, datetime | None]:
-        query = select(ledger_head).where(ledger_head.c.id == HEAD_ROW_ID).with_for_update()
+    def _lock_head(self) -> tuple[int, str, int, datetime | None, datetime | None]:
+        """The head row, locked, and the database server's clock read in the same round trip
+        (None on SQLite, which runs on this machine's clock)."""
+        columns: list[Any] = list(ledger_head.c)
+        if not self.sqlite:
+            columns.append(DATABASE_NOW.label("database_now"))
+        query = select(*columns).where(ledger_head.c.id == HEAD_ROW_ID).with_for_update()
         row = self.conn.execute(query).mappings().one_or_none()
         if row is None:
             raise SchemaError("the ledger has no head row: run `ledger migrate`")
+        database_now = None if self.sqlite else row["database_now"].replace(tzinfo=UTC)
         return (
             int(row["last_position"]),
             str(row["last_hash"]),
             int(row["last_run_id"]),
             row["last_recorded_at"],
+            database_now,
         )
 
     def _explicit_ids_above(self, last_run_id: int, batch: list[EventModel]) -> set[int]:
@@ -565,6 +595,37 @@ def _event_params(events: list[RecordedEvent], sqlite: bool) -> list[tuple[Any, 
 def _run_row(state: RunState | None) -> dict[str, Any]:
     assert state is not None
     return {name: getattr(state, name) for name in _RUN_COLUMNS}
+
+
+def ledger_clock(own_clock: datetime, database_now: datetime | None) -> datetime:
+    """The ledger's clock: the database server's, so that a writer whose clock runs ahead can
+    neither put facts in the future nor drag ``recorded_at`` with it (I10).
+
+    A writer whose own clock is behind the server's uses its own: an earlier time cannot put
+    anything in the future, ``recorded_at`` still never goes below the previous append's, and
+    it is what lets freezegun drive time in tests on every backend. SQLite runs on this
+    machine's clock (``database_now`` is None).
+    """
+    return own_clock if database_now is None else min(own_clock, database_now)
+
+
+def _check_not_ahead(
+    event: EventModel, clock: datetime, own_clock: datetime, database_now: datetime | None
+) -> None:
+    """The clock skew guard, under the head lock and against the ledger's clock."""
+    if event.occurred_at <= clock + MAX_CLOCK_SKEW:
+        return
+    clocks = (
+        f"the database server's clock reads {isoformat_utc(database_now)}, this writer's "
+        f"{isoformat_utc(own_clock)}"
+        if database_now is not None
+        else f"{isoformat_utc(own_clock)}"
+    )
+    raise ValidationError(
+        f"occurred_at: {isoformat_utc(event.occurred_at)} is more than "
+        f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the ledger clock "
+        f"({clocks}); nothing was appended"
+    )
 
 
 def _check_expected_version(run_id: int, expected: int, current: RunState | None) -> None:

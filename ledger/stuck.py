@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
 
-from ledger.clock import utcnow
 from ledger.database import translate_errors
 from ledger.errors import ValidationError
 from ledger.schema import ledger_runs
@@ -61,7 +60,7 @@ def stuck_runs(
     """Open runs that are stuck, oldest activity first. ``overrides`` maps a connector name,
     or a (connector name, source id) pair, to its own thresholds; the pair wins over the name,
     and the defaults apply to every other run."""
-    now = now or utcnow()
+    now = now or ledger.clock()
     default = Thresholds(older_than, max_runtime)
     every = [default, *(overrides or {}).values()]
     # One indexed scan of open runs with the loosest cut-offs; each run's own connector

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ledger.clock import utcnow
 from ledger.durations import format_duration
 from ledger.errors import (
     ConcurrencyError,
@@ -31,10 +30,11 @@ from ledger.errors import (
     UnknownRunError,
     ValidationError,
 )
-from ledger.events import RunTimedOut
+from ledger.events import RunTimedOut, name_problem
 from ledger.recorded import AppendResult
 from ledger.store import Ledger
 from ledger.stuck import DEFAULT_STALE_AFTER, StuckRun, Thresholds, stuck_runs
+from ledger.text import visible
 
 log = logging.getLogger(__name__)
 SWEEPER = "sweeper"
@@ -61,11 +61,15 @@ def sweep(
     older_than: timedelta = DEFAULT_STALE_AFTER,
     max_runtime: timedelta | None = None,
     overrides: Mapping[str | tuple[str, int], Thresholds] | None = None,
+    run_ids: Collection[int] | None = None,
 ) -> SweepResult:
-    """Time out every stuck run (or, with ``dry_run``, only report them)."""
-    now = now or utcnow()
+    """Time out every stuck run, or only those of ``run_ids`` (or, with ``dry_run``, only
+    report them)."""
+    now = now or ledger.clock()
     result = SweepResult(dry_run=dry_run)
     for run in stuck_runs(ledger, older_than, max_runtime, now, overrides):
+        if run_ids is not None and run.run_id not in run_ids:
+            continue
         if dry_run:
             result.timed_out.append(run)
             continue
@@ -84,7 +88,9 @@ def sweep(
             appended, retried = _append_retrying_once(ledger, event, run.version)
         except (ConcurrencyError, StreamError) as exc:
             log.info(
-                "run %d not timed out: it changed since it was found stuck (%s)", run.run_id, exc
+                "run %d not timed out: it changed since it was found stuck (%s)",
+                run.run_id,
+                visible(str(exc)),
             )
             result.skipped.append((run, str(exc)))
             continue
@@ -102,7 +108,7 @@ def sweep(
         log.warning(
             "timed out run %d (%s, source %d): %s, threshold %s, last activity %s at position %s",
             run.run_id,
-            run.connector_name,
+            visible(run.connector_name),  # recorded before the name rule, it may hold anything
             run.source_id,
             reason,
             format_duration(run.threshold),
@@ -123,7 +129,7 @@ def _append_retrying_once(
     except SchemaError:
         raise
     except StorageError as exc:
-        log.warning("timing out run %d failed (%s); retrying once", event.run_id, exc)
+        log.warning("timing out run %d failed (%s); retrying once", event.run_id, visible(str(exc)))
     return ledger.append([event], expected_version=version), True
 
 
@@ -143,9 +149,12 @@ def fail_run(
             run_id, "open-runs-only", f"the run is closed ({closed}); only open runs can be failed"
         )
     detected_by = operator if operator.startswith("operator:") else f"operator:{operator}"
+    problem = name_problem(detected_by)
+    if problem is not None:
+        raise ValidationError(f"operator {detected_by!r}: {problem}")
     event = RunTimedOut(
         run_id=run_id,
-        occurred_at=now or utcnow(),
+        occurred_at=now or ledger.clock(),
         reason=reason,
         threshold_seconds=None,
         last_event_at=state.last_event_at,
@@ -154,5 +163,5 @@ def fail_run(
     )
     stored = ledger.append([event], expected_version=state.version)
     position = stored.events[0].position
-    log.warning("run %d failed by %s: %s", run_id, detected_by, reason)
+    log.warning("run %d failed by %s: %s", run_id, detected_by, visible(reason))
     return position

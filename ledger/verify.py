@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -13,17 +13,22 @@ from sqlalchemy import func, select, text
 from ledger.clock import isoformat_utc
 from ledger.database import translate_errors
 from ledger.hashing import content_from_values
+from ledger.recorded import LedgerHead
 from ledger.schema import GENESIS_HASH, ledger_events
 from ledger.store import Ledger
 
 
 @dataclass(frozen=True)
 class ChainReport:
-    """Outcome of :func:`verify_chain`. ``first_bad_position`` is None when the chain holds."""
+    """Outcome of :func:`verify_chain`. ``first_bad_position`` is None when the chain holds.
+
+    ``head`` is the ledger head the chain was checked against (what ``ledger anchor`` would
+    write once the check passes)."""
 
     checked: int
     first_bad_position: int | None = None
     problem: str | None = None
+    head: LedgerHead | None = None
 
     @property
     def ok(self) -> bool:
@@ -43,6 +48,16 @@ def verify_chain(
     match the last row.
     """
     head = ledger.head()
+    return replace(_verify_chain(ledger, head, from_position, to_position, batch_size), head=head)
+
+
+def _verify_chain(
+    ledger: Ledger,
+    head: LedgerHead,
+    from_position: int,
+    to_position: int | None,
+    batch_size: int,
+) -> ChainReport:
     end = head.last_position if to_position is None else min(to_position, head.last_position)
     if from_position > head.last_position:
         # Nothing the head vouches for lies in the range; only a row written past it could.
@@ -213,3 +228,40 @@ def _hash_at(ledger: Ledger, position: int) -> str | None:
     with translate_errors(ledger.url, "read"), ledger.engine.connect() as conn:
         value = conn.execute(query).scalar_one_or_none()
     return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class StoredRef:
+    """What identifies a stored event, read raw (no model, so an unknown type reads too)."""
+
+    position: int
+    run_id: int
+    type: str
+    hash: str
+    recorded_at: datetime
+
+
+def events_at(ledger: Ledger, positions: Iterable[int], chunk: int = 500) -> dict[int, StoredRef]:
+    """The stored events at ``positions`` (those that exist), by position."""
+    wanted = sorted({p for p in positions if p > 0})
+    found: dict[int, StoredRef] = {}
+    columns = (
+        ledger_events.c.position,
+        ledger_events.c.run_id,
+        ledger_events.c.type,
+        ledger_events.c.hash,
+        ledger_events.c.recorded_at,
+    )
+    with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
+        for start in range(0, len(wanted), chunk):
+            part = wanted[start : start + chunk]
+            rows = conn.execute(select(*columns).where(ledger_events.c.position.in_(part)))
+            for row in rows:
+                found[int(row.position)] = StoredRef(
+                    int(row.position),
+                    int(row.run_id),
+                    str(row.type),
+                    str(row.hash),
+                    row.recorded_at,
+                )
+    return found

@@ -10,8 +10,11 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import utcnow
+from ledger.text import clip
 from projections.errors import PoisonEventError
 from projections.schema import projection_checkpoints, projection_skips
+
+MAX_ERROR_MESSAGE_CHARS = 4_000
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ def record_error(conn: Connection, name: str, poison: PoisonEventError) -> None:
         .values(
             error_position=poison.position,
             error_type=poison.event_type,
-            error_message=poison.reason,
+            # TEXT on MySQL: a reason quoting a huge stored value must not fail the record.
+            error_message=clip(poison.reason, MAX_ERROR_MESSAGE_CHARS),
             error_at=utcnow(),
         )
     )

@@ -20,6 +20,8 @@ from ledger import (
     RunTimedOut,
 )
 from ledger.durations import format_duration
+from ledger.limits import IMPORTED_KEY, LEGACY_CREATED_AT_KEY, json_depth, parse_legacy_time
+from ledger.mapper import canonical_json
 from projections.errors import PoisonEventError
 from projections.schema import COUNTER_COLUMNS, ingestion_runs
 
@@ -30,6 +32,27 @@ EMPTY_ROW: Row = {
     for column in ingestion_runs.columns
 }
 INT_MAX = 2**31 - 1  # the legacy counters are INT(11)
+LEGACY_TEXT_BYTES = 65_535  # errorMessage is TEXT on MySQL
+# Late RunProgressed entries listed in errorDetails.late; later ones are only counted.
+MAX_LATE_PROGRESS_LISTED = 100
+# MariaDB's json_valid refuses 32 levels of nesting.
+MAX_PROJECTED_JSON_DEPTH = 31
+# The errorDetails keys the ledger writes itself (README: "errorDetails"); a connector's value
+# under one of them is kept under REPORTED_KEY.
+REPORTED_KEY = "reported"
+RESERVED_DETAIL_KEYS = frozenset(
+    {
+        "counter_overflow",
+        "late",
+        "late_heartbeats",
+        "late_omitted",
+        "reason",
+        "threshold_seconds",
+        "last_event_at",
+        "detected_by",
+        REPORTED_KEY,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -102,8 +125,8 @@ def fold(row: Row | None, recorded: RecordedEvent) -> tuple[Row, Transition | No
             return row, None
         _close(row, event.occurred_at)
         row["status"] = event.status
-        row["errorMessage"] = event.error_message
-        row["errorDetails"] = _merge_details(row["errorDetails"], event.error_details)
+        row["errorMessage"] = legacy_text(event.error_message, recorded.position)
+        row["errorDetails"] = _with_callers_details(row["errorDetails"], event.error_details)
         return row, _transition(recorded, "running", event.status, event.actor)
     if isinstance(event, RunTimedOut):
         if row["status"] != "running":
@@ -114,28 +137,30 @@ def fold(row: Row | None, recorded: RecordedEvent) -> tuple[Row, Transition | No
             )
         _close(row, event.occurred_at)
         row["status"] = "failed"
-        row["errorMessage"] = timeout_message(event)
-        row["errorDetails"] = _merge_details(
-            row["errorDetails"],
-            {
-                "reason": event.reason,
-                "threshold_seconds": event.threshold_seconds,
-                "last_event_at": _iso(event.last_event_at),
-                "detected_by": event.detected_by,
-            },
-        )
+        row["errorMessage"] = legacy_text(timeout_message(event), recorded.position)
+        row["errorDetails"] = {
+            **(row["errorDetails"] or {}),
+            "reason": event.reason,
+            "threshold_seconds": event.threshold_seconds,
+            "last_event_at": _iso(event.last_event_at),
+            "detected_by": event.detected_by,
+        }
         return row, _transition(recorded, "running", "failed", event.actor or event.detected_by)
     raise PoisonEventError(recorded.position, recorded.type, "no projection rule")
 
 
 def _created_at(event: RunStarted, recorded: RecordedEvent) -> datetime:
     """When the row was created: when the ledger learned of the run, except for a run
-    imported from the legacy table, which keeps its original ``createdAt``."""
+    imported from the legacy table, which keeps its original ``createdAt``.
+
+    Appends check ``legacy_created_at`` (ledger.limits); a value stored before that check that
+    the legacy column cannot hold falls back to the recorded time instead of stopping the
+    projection.
+    """
     metadata = event.metadata or {}
-    legacy = metadata.get("legacy_created_at")
-    if metadata.get("imported") and isinstance(legacy, str):
+    if metadata.get(IMPORTED_KEY) is True and LEGACY_CREATED_AT_KEY in metadata:
         try:
-            return datetime.fromisoformat(legacy.replace("Z", "+00:00"))
+            return parse_legacy_time(metadata[LEGACY_CREATED_AT_KEY])
         except ValueError:
             pass
     return recorded.recorded_at
@@ -166,8 +191,9 @@ def _add_counters(row: Row, deltas: dict[str, int]) -> None:
     for field, column in COUNTER_COLUMNS.items():
         if not deltas[field]:
             continue
-        overflow: dict[str, int] = (row["errorDetails"] or {}).get("counter_overflow") or {}
-        total = int(overflow.get(column) or row[column]) + deltas[field]
+        overflow = _own_entry(row, "counter_overflow", dict)
+        earlier = overflow.get(column)
+        total = (earlier if isinstance(earlier, int) else row[column]) + deltas[field]
         if total <= INT_MAX:
             row[column] = total
             continue
@@ -184,8 +210,9 @@ def _record_late(row: Row, recorded: RecordedEvent, event: RunProgressed | RunFi
     """A fact that arrived after the run was timed out: kept, but the status does not flip."""
     details = dict(row["errorDetails"] or {})
     if isinstance(event, RunProgressed) and event.is_heartbeat:
+        count = _own_entry(row, "late_heartbeats", dict).get("count")
         details["late_heartbeats"] = {
-            "count": int((details.get("late_heartbeats") or {}).get("count") or 0) + 1,
+            "count": (count if isinstance(count, int) else 0) + 1,
             "last_at": _iso(event.occurred_at),
         }
     else:
@@ -202,16 +229,82 @@ def _record_late(row: Row, recorded: RecordedEvent, event: RunProgressed | RunFi
             entry["status"] = event.status
             if event.error_message:
                 entry["error_message"] = event.error_message
-        details["late"] = [*(details.get("late") or []), entry]
+        late = _own_entry(row, "late", list)
+        progress_listed = sum(
+            1 for e in late if isinstance(e, dict) and e.get("type") == "RunProgressed"
+        )
+        if isinstance(event, RunProgressed) and progress_listed >= MAX_LATE_PROGRESS_LISTED:
+            # A zombie connector reporting for days after its timeout would otherwise grow the
+            # row past what the database accepts in one statement, and stop the projection.
+            # Its counters are still added; only the listing stops.
+            omitted = _own_entry(row, "late_omitted", dict).get("count")
+            details["late_omitted"] = {
+                "count": (omitted if isinstance(omitted, int) else 0) + 1,
+                "last_at": _iso(event.occurred_at),
+                "last_position": recorded.position,
+            }
+        else:
+            details["late"] = [*late, entry]
     row["errorDetails"] = details
 
 
-def _merge_details(
-    current: dict[str, Any] | None, new: dict[str, Any] | None
+def _own_entry(row: Row, key: str, kind: type[Any]) -> Any:
+    """The ledger's own bookkeeping under ``errorDetails[key]``, or an empty one. Callers cannot
+    write these keys (see :func:`_with_callers_details`); the type check keeps a row written
+    before that rule from stopping the projection."""
+    value = (row["errorDetails"] or {}).get(key)
+    return value if isinstance(value, kind) else kind()
+
+
+def _with_callers_details(
+    current: dict[str, Any] | None, reported: dict[str, Any] | None
 ) -> dict[str, Any] | None:
-    if not current:
-        return dict(new) if new else None
-    return {**current, **(new or {})}
+    """``errorDetails`` with a connector's details merged in. The keys the ledger writes itself
+    are reserved: a connector's value under one of them is kept under ``reported`` instead, so
+    it can neither erase nor forge the ledger's own bookkeeping."""
+    if not reported:
+        return dict(current) if current else None
+    callers = {k: v for k, v in reported.items() if k not in RESERVED_DETAIL_KEYS}
+    kept_apart = {k: v for k, v in reported.items() if k in RESERVED_DETAIL_KEYS}
+    if kept_apart:
+        callers[REPORTED_KEY] = kept_apart
+    return fit_json_depth({**(current or {}), **callers})
+
+
+def fit_json_depth(details: dict[str, Any]) -> dict[str, Any]:
+    """``details`` with anything nested deeper than MariaDB's JSON columns hold replaced by its
+    JSON text. Appends refuse such values (ledger.limits); this keeps events stored before that
+    rule projectable."""
+    if json_depth(details) <= MAX_PROJECTED_JSON_DEPTH:
+        return details
+    clipped: dict[str, Any] = _clip_depth(details, MAX_PROJECTED_JSON_DEPTH)
+    return clipped
+
+
+def _clip_depth(value: Any, levels_left: int) -> Any:
+    """``value`` with at most ``levels_left`` levels; deeper containers become JSON text."""
+    if not isinstance(value, dict | list):
+        return value
+    if levels_left <= 1:
+        return value if json_depth(value) <= 1 else canonical_json(value)
+    if isinstance(value, dict):
+        return {k: _clip_depth(v, levels_left - 1) for k, v in value.items()}
+    return [_clip_depth(v, levels_left - 1) for v in value]
+
+
+def legacy_text(text: str | None, position: int) -> str | None:
+    """``text`` as the legacy ``TEXT`` column holds it: at most 65,535 bytes of UTF-8. Longer
+    text is cut on a character boundary and says so; the whole text stays in the ledger."""
+    if text is None:
+        return None
+    data = text.encode("utf-8")
+    if len(data) <= LEGACY_TEXT_BYTES:
+        return text
+    marker = (
+        f" … [truncated: {len(data):,} bytes; the full text is in the ledger, position {position}]"
+    )
+    room = LEGACY_TEXT_BYTES - len(marker.encode("utf-8"))
+    return data[:room].decode("utf-8", errors="ignore") + marker
 
 
 def _transition(

@@ -30,6 +30,7 @@ from ledger import (
     ValidationError,
 )
 from ledger.database import create_ledger_engine, translate_errors
+from ledger.events import RECORDED_NAMES
 from ledger.mapper import describe_pydantic_errors
 from projections.fold import Row, whole_seconds
 from projections.projector import Projector
@@ -119,14 +120,19 @@ def facts_for(row: Row) -> list[EventModel]:
     created_at = row.get("createdAt") or started_at
     try:
         events: list[EventModel] = [
-            RunStarted(
-                event_id=_event_id(row["id"], "started"),
-                run_id=row["id"],
-                source_id=row["sourceId"],
-                connector_name=row["connectorName"],
-                occurred_at=started_at,
-                actor=IMPORT_ACTOR,
-                metadata={"imported": True, "legacy_created_at": created_at.isoformat()},
+            # The legacy name is adopted as it was recorded (the projection must give it back
+            # exactly); the name rule is for names the ledger is the first to record.
+            RunStarted.model_validate(
+                {
+                    "event_id": _event_id(row["id"], "started"),
+                    "run_id": row["id"],
+                    "source_id": row["sourceId"],
+                    "connector_name": row["connectorName"],
+                    "occurred_at": started_at,
+                    "actor": IMPORT_ACTOR,
+                    "metadata": {"imported": True, "legacy_created_at": created_at.isoformat()},
+                },
+                context=RECORDED_NAMES,
             )
         ]
         counters = {field: int(row.get(column) or 0) for field, column in COUNTER_COLUMNS.items()}

@@ -13,13 +13,15 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import DBAPIError
 
-from ledger import Ledger, StorageError, ValidationError
+from ledger import Ledger, RecordedEvent, StorageError, ValidationError
 from ledger.clock import utcnow
-from ledger.database import translate_errors
+from ledger.database import is_refused_value, translate_errors
 from ledger.schema import ledger_events
 from ledger.store import read_events_page
+from ledger.text import clip, visible
 from projections.checkpoints import (
     Checkpoint,
     advance,
@@ -36,11 +38,41 @@ from projections.schema import (
     ingestion_runs,
     projection_skips,
 )
-from projections.writer import ReadModelWriter
+from projections.writer import BatchOutcome, ReadModelWriter
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 1000
+# The longest pause between two attempts at an event the projection cannot apply: an
+# operator's skip is picked up within it.
+MAX_POISON_BACKOFF_S = 60.0
+# How much of the database's message a recorded projection error keeps.
+MAX_ERROR_DETAIL_CHARS = 500
+
+
+class PoisonBackoff:
+    """The pause before retrying an event the projection could not apply: ``first`` seconds,
+    doubling at each failure up to ``maximum``, back to ``first`` after a success."""
+
+    def __init__(self, first: float, maximum: float = MAX_POISON_BACKOFF_S) -> None:
+        self.first = first
+        self.maximum = max(first, maximum)
+        self.pause = first
+        self.retry_at = 0.0  # time.monotonic() before which a scheduled job skips its turn
+
+    def failed(self) -> float:
+        """Register a failure; return the pause to take before the next attempt."""
+        pause = self.pause
+        self.pause = min(self.pause * 2, self.maximum)
+        self.retry_at = time.monotonic() + pause
+        return pause
+
+    def reset(self) -> None:
+        self.pause = self.first
+        self.retry_at = 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.retry_at
 
 
 class Projector:
@@ -70,7 +102,26 @@ class Projector:
         return total
 
     def apply_batch(self) -> tuple[int, bool]:
-        """One transaction: returns (events processed, whether more may be pending)."""
+        """One transaction: returns (events processed, whether more may be pending).
+
+        If the database refuses a row the batch would write (a value too long or out of range
+        for its column), the batch is applied again one event at a time: the events before the
+        refused one commit, and the refused one is recorded as the projection's error.
+        """
+        try:
+            return self._apply_batch(one_by_one=False)
+        except StorageError as exc:
+            if not is_refused_value(exc):
+                raise
+            log.warning(
+                "projection %s: the database refused a row of this batch (%s); applying it "
+                "one event at a time to find the event",
+                self.name,
+                visible(str(exc)),
+            )
+            return self._apply_batch(one_by_one=True)
+
+    def _apply_batch(self, one_by_one: bool) -> tuple[int, bool]:
         with (
             translate_errors(self.ledger.url, "project"),
             projection_transaction(self.ledger.engine, self.name) as conn,
@@ -88,13 +139,16 @@ class Projector:
                 events[-1].position,
             )
             skipped = skipped_positions(conn, self.name, events[0].position, events[-1].position)
-            outcome = self.writer.apply(conn, events, skipped)
+            if one_by_one:
+                outcome = self._apply_one_by_one(conn, events, skipped)
+            else:
+                outcome = self.writer.apply(conn, events, skipped)
             if outcome.last_position is not None:
                 advance(conn, self.name, outcome.last_position)
             if outcome.poison is not None:
                 record_error(conn, self.name, outcome.poison)
         if outcome.poison is not None:
-            log.error("projection %s stopped: %s", self.name, outcome.poison)
+            log.error("projection %s stopped: %s", self.name, visible(str(outcome.poison)))
             raise outcome.poison
         if outcome.processed:
             log.debug(
@@ -102,18 +156,53 @@ class Projector:
             )
         return outcome.processed, len(events) == self.batch_size
 
+    def _apply_one_by_one(
+        self, conn: Connection, events: list[RecordedEvent], skipped: set[int]
+    ) -> BatchOutcome:
+        """Apply ``events`` each in its own savepoint; stop at the first the database refuses."""
+        outcome = BatchOutcome()
+        for event in events:
+            try:
+                with conn.begin_nested():
+                    one = self.writer.apply(conn, [event], skipped)
+            except DBAPIError as exc:
+                if not is_refused_value(exc):
+                    raise
+                detail = clip(str(exc.orig), MAX_ERROR_DETAIL_CHARS)
+                outcome.poison = PoisonEventError(
+                    event.position, event.type, f"the database refused its row: {detail}"
+                )
+                return outcome
+            outcome.transitions.extend(one.transitions)
+            if one.poison is not None:
+                outcome.poison = one.poison
+                return outcome
+            outcome.processed += one.processed
+            outcome.last_position = one.last_position
+        return outcome
+
     def follow(self, stop: threading.Event, interval: float = 1.0) -> None:
         """Tail the ledger until ``stop`` is set, finishing the current batch before returning.
 
-        A database outage is logged and retried every ``interval``; a poison event stops the
-        projector (it raises) because nothing after it may be applied.
+        A database outage is logged and retried every ``interval``. An event the projection
+        cannot apply is recorded in the checkpoint (``ledger status``, the metrics and the
+        report show it) and retried with a pause that doubles up to :data:`MAX_POISON_BACKOFF_S`:
+        nothing after it is applied, and once an operator skips it (or an upcaster is deployed)
+        the projector goes on by itself.
         """
+        backoff = PoisonBackoff(interval)
         while not stop.is_set():
             try:
                 processed = self.run_once(stop)
             except (StorageError, ProjectionBusyError) as exc:
                 log.warning("projector cannot proceed, retrying in %gs: %s", interval, exc)
                 processed = 0
+            except PoisonEventError as exc:
+                pause = backoff.failed()
+                log.error("projector stopped, retrying in %gs: %s", pause, visible(str(exc)))
+                stop.wait(pause)
+                continue
+            backoff.reset()
             if not processed:
                 stop.wait(interval)
 
@@ -146,6 +235,8 @@ class Projector:
         """Record that ``position`` is not to be applied (an operator's decision, audited)."""
         if not reason.strip():
             raise ValidationError("a skip needs a reason")
+        if not actor.strip():
+            raise ValidationError("a skip needs an actor (who decided it)")
         with (
             translate_errors(self.ledger.url, "skip"),
             projection_transaction(self.ledger.engine, self.name) as conn,
@@ -177,7 +268,7 @@ class Projector:
             position,
             event_type,
             self.name,
-            reason,
-            actor,
+            visible(reason),
+            visible(actor),
         )
         return skip

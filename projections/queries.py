@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from ledger import Ledger, UnknownRunError
-from ledger.database import is_sqlite, translate_errors
+from ledger.database import same_text, translate_errors
 from projections.fold import Row, Transition
 from projections.schema import ingestion_run_transitions, ingestion_runs
 from projections.writer import normalise
@@ -39,12 +39,8 @@ def list_runs(ledger: Ledger, run_filter: RunFilter) -> list[Row]:
     if run_filter.status is not None:
         query = query.where(table.c.status == run_filter.status)
     if run_filter.connector is not None:
-        name = table.c.connectorName
-        if not is_sqlite(ledger.engine):
-            # The legacy column's collation compares case-insensitively; the filter is exact on
-            # every backend, as it is for --as-of (RunFilter.matches).
-            name = name.collate("utf8mb4_bin")  # type: ignore[assignment]
-        query = query.where(name == run_filter.connector)
+        # Exact on every backend, as it is for --as-of (RunFilter.matches).
+        query = query.where(same_text(table.c.connectorName, run_filter.connector, ledger.engine))
     if run_filter.source_id is not None:
         query = query.where(table.c.sourceId == run_filter.source_id)
     with translate_errors(ledger.url, "read"), ledger.engine.connect() as conn:

@@ -16,15 +16,17 @@ from sqlalchemy import func, select
 
 from ledger import Ledger, stuck_runs
 from ledger.clock import utcnow
-from ledger.database import translate_errors
+from ledger.database import exact_text, translate_errors
 from ledger.durations import format_duration
 from ledger.migrate import check_schema
+from ledger.text import markdown_cell, visible
 from ledger.urls import mask_url
+from projections.checkpoints import Skip
 from projections.legacy_shape import compare, expected_shape, live_shape
 from projections.queries import RunFilter, list_runs
 from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
-from projections.status import ledger_status
-from projections.verification import verify_all
+from projections.status import ProjectionStatus, ledger_status
+from projections.verification import VerifyReport, verify_all
 
 ABSENT = "—"
 
@@ -53,12 +55,12 @@ def build_report(
                 select(ingestion_runs.c.status, func.count()).group_by(ingestion_runs.c.status)
             )
         }
+        actor = ingestion_run_transitions.c.actor
+        exact_actor = exact_text(actor, conn)  # "Sweeper" is not the sweeper
         sources = conn.execute(
-            select(
-                ingestion_run_transitions.c.actor,
-                ingestion_run_transitions.c.to_status,
-                func.count(),
-            ).group_by(ingestion_run_transitions.c.actor, ingestion_run_transitions.c.to_status)
+            select(func.min(actor), ingestion_run_transitions.c.to_status, func.count()).group_by(
+                exact_actor, ingestion_run_transitions.c.to_status
+            )
         ).all()
         completed_with_counts = conn.execute(
             select(func.count())
@@ -94,12 +96,7 @@ def build_report(
             else f"no open run silent for more than {format_duration(stuck_after)}",
         ),
         _latest_condition(latest_rows[0] if latest_rows else None),
-        Condition(
-            "projection in sync with the ledger",
-            projection.lag_events == 0 and not verification.by_check("projection"),
-            f"checkpoint {projection.checkpoint.position} of {status.head_position}; "
-            f"{len(verification.by_check('projection'))} row difference(s) from a replay",
-        ),
+        _in_sync_condition(projection, status.head_position, verification),
         Condition(
             "hash chain verifies",
             not verification.by_check("chain"),
@@ -162,6 +159,21 @@ def actor_kind(actor: str | None) -> str:
     return "other"
 
 
+def _skipped_detail(verification: VerifyReport, skips: list[Skip]) -> str:
+    """Every event the projection skips (as the projector reads them): the table does not show
+    it, whoever decided so. A skip is not hash-chained, so a forged one that matches the ledger
+    looks like an operator's: naming each is what lets an auditor tell."""
+    if not skips:
+        return ""
+    runs = {skip.position: skip.run_id for skip in verification.skips}
+    return f"; {len(skips)} skipped event(s) not in the table: " + "; ".join(
+        f"position {skip.position} ({skip.event_type}"
+        + (f", run {runs[skip.position]}" if runs.get(skip.position) is not None else "")
+        + f") skipped by {skip.actor}: {skip.reason}"
+        for skip in skips
+    )
+
+
 def _latest_condition(row: dict[str, Any] | None) -> Condition:
     name = "latest run terminal with completedAt"
     if row is None:
@@ -207,7 +219,14 @@ def render_json(report: dict[str, Any]) -> str:
 
 
 def render_text(report: dict[str, Any], markdown: bool = False) -> str:
+    """The report for people. Every value from the database goes through ``show``: made visible
+    (a newline in an error message cannot start a fake section) and, in Markdown, escaped (a
+    ``|`` cannot break the table, ``[x](…)`` cannot become a link)."""
     out: list[str] = []
+
+    def show(value: object) -> str:
+        text = str(value)
+        return markdown_cell(text) if markdown else visible(text)
 
     def heading(text: str) -> None:
         out.append(f"\n## {text}\n" if markdown else f"\n{text}\n{'-' * len(text)}")
@@ -215,23 +234,24 @@ def render_text(report: dict[str, Any], markdown: bool = False) -> str:
     def line(text: str = "") -> None:
         out.append(text)
 
+    item = "- " if markdown else "  "
     title = "ingestion_runs proof report"
     line(f"# {title}" if markdown else f"{title.upper()}\n{'=' * len(title)}")
-    line(f"Generated: {report['generated_at']} (UTC)")
-    line(f"Database:  {report['database']}")
+    line(f"Generated: {show(report['generated_at'])} (UTC)")
+    line(f"Database:  {show(report['database'])}")
     schema = report["schema"]
     heading("A. Schema: live ingestion_runs against the legacy shape")
     for column in schema["columns"]:
         line(
-            f"{'- ' if markdown else '  '}{column['name']} {column['type']} "
+            f"{item}{show(column['name'])} {show(column['type'])} "
             f"{'NULL' if column['nullable'] else 'NOT NULL'}"
         )
     line("Mismatches: " + ("none" if not schema["mismatches"] else ""))
     for problem in schema["mismatches"]:
-        line(f"  - {problem}")
+        line(f"  - {show(problem)}")
     heading("B. Status distribution")
     for status, count in report["status_distribution"].items():
-        line(f"{'- ' if markdown else '  '}{status}: {count}")
+        line(f"{item}{show(status)}: {count}")
     heading(f"C. Latest {len(report['latest_runs'])} run(s), times in UTC")
     if markdown:
         line(
@@ -241,17 +261,20 @@ def render_text(report: dict[str, Any], markdown: bool = False) -> str:
         line("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for run in report["latest_runs"]:
         values = [
-            str(run["id"]),
-            run["connector"],
-            run["status"],
-            run["started"] or ABSENT,
-            run["completed"] or ABSENT,
-            run["duration"] or ABSENT,
-            run["fetched_created_updated_skipped"],
-            run["error"] or ABSENT,
+            show(value or ABSENT)
+            for value in (
+                run["id"],
+                run["connector"],
+                run["status"],
+                run["started"],
+                run["completed"],
+                run["duration"],
+                run["fetched_created_updated_skipped"],
+                run["error"],
+            )
         ]
         if markdown:
-            line("| " + " | ".join(v.replace("|", "\\|") for v in values) + " |")
+            line("| " + " | ".join(values) + " |")
         else:
             line(
                 f"  run {values[0]} ({values[1]}): {values[2]}; started {values[3]}; "
@@ -263,25 +286,49 @@ def render_text(report: dict[str, Any], markdown: bool = False) -> str:
         line("  none")
     for kind, by_status in sorted(report["transitions"].items()):
         line(
-            f"{'- ' if markdown else '  '}{kind}: "
-            + ", ".join(f"{count} to {status}" for status, count in sorted(by_status.items()))
+            f"{item}{show(kind)}: "
+            + ", ".join(f"{count} to {show(status)}" for status, count in sorted(by_status.items()))
         )
     heading("E. Stuck runs (from the ledger)")
     if not report["stuck_runs"]:
         line("  none")
     for run in report["stuck_runs"]:
         line(
-            f"{'- ' if markdown else '  '}run {run['run_id']} ({run['connector_name']}, "
-            f"source {run['source_id']}): started {run['started_at']}, silent for "
-            f"{run['silent_for']} ({run['rule']})"
+            f"{item}run {run['run_id']} ({show(run['connector_name'])}, "
+            f"source {run['source_id']}): started {show(run['started_at'])}, silent for "
+            f"{show(run['silent_for'])} ({show(run['rule'])})"
         )
     heading("F. Stop conditions")
     for condition in report["conditions"]:
         verdict = "PASS" if condition["passed"] else "FAIL"
-        line(f"{'- ' if markdown else '  '}{verdict}  {condition['name']}: {condition['detail']}")
+        line(f"{item}{verdict}  {show(condition['name'])}: {show(condition['detail'])}")
     passed = sum(c["passed"] for c in report["conditions"])
     line(
         f"\nResult: {passed}/{len(report['conditions'])} conditions pass"
         + ("" if passed == len(report["conditions"]) else " — FAIL")
     )
     return "\n".join(out) + "\n"
+
+
+def _in_sync_condition(
+    projection: ProjectionStatus, head_position: int, verification: VerifyReport
+) -> Condition:
+    checkpoint = projection.checkpoint
+    differences = len(verification.by_check("projection"))
+    detail = (
+        f"checkpoint {checkpoint.position} of {head_position}; "
+        f"{differences} row difference(s) from a replay"
+    )
+    if checkpoint.error_position is not None:
+        detail += (
+            f"; stopped at position {checkpoint.error_position} ({checkpoint.error_type}): "
+            f"{checkpoint.error_message}"
+        )
+    detail += _skipped_detail(verification, projection.skips)
+    in_sync = (
+        projection.lag_events == 0
+        and not differences
+        and checkpoint.error_position is None
+        and not projection.skips
+    )
+    return Condition("projection in sync with the ledger", in_sync, detail)

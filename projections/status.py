@@ -30,6 +30,7 @@ class LedgerStatus:
     head_recorded_at: datetime | None
     open_runs: int
     projections: list[ProjectionStatus]
+    head_hash: str = ""  # what `ledger anchor` writes down with the position
 
 
 def ledger_status(ledger: Ledger) -> LedgerStatus:
@@ -57,4 +58,6 @@ def ledger_status(ledger: Ledger) -> LedgerStatus:
         lag_seconds=lag_seconds,
         skips=skips,
     )
-    return LedgerStatus(head.last_position, head.last_recorded_at, open_runs, [projection])
+    return LedgerStatus(
+        head.last_position, head.last_recorded_at, open_runs, [projection], head.last_hash
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, insert
@@ -27,12 +28,22 @@ def claim(ledger: Ledger, job_id: str, tick_at: datetime, claimed_by: str) -> bo
             with write_transaction(ledger.engine) as conn:
                 conn.execute(
                     insert(schedule_claims).values(
-                        job_id=job_id, tick_at=tick_at, claimed_by=claimed_by, claimed_at=utcnow()
+                        job_id=claim_key(job_id),
+                        tick_at=tick_at,
+                        claimed_by=claimed_by,
+                        claimed_at=utcnow(),
                     )
                 )
         except IntegrityError:
             return False
     return True
+
+
+def claim_key(job_id: str) -> str:
+    """The job id as the claim stores it. MySQL's collation would take the jobs of connectors
+    "Stations" and "stations" for one (only one would run each tick); a digest of the exact id
+    keeps them apart, and the id stays readable."""
+    return f"{job_id}#{hashlib.sha256(job_id.encode('utf-8')).hexdigest()[:16]}"
 
 
 def prune_claims(ledger: Ledger, older_than: timedelta = timedelta(days=2)) -> int:

@@ -13,6 +13,10 @@ interval = "15m"
 metrics_port = 9464
 metrics_host = "127.0.0.1"   # 0.0.0.0 (or ::) lets Prometheus on another host scrape
 
+[anchor]                # optional: the ledger head, appended to a file kept off the database
+path = "anchors.txt"
+interval = "1h"
+
 [[connectors]]
 name = "stations"       # ingestion_runs.connectorName
 type = "csv"            # csv | http-json
@@ -41,6 +45,7 @@ from connectors.registry import CONNECTOR_TYPES, unknown_options_message
 from ledger.database import create_ledger_engine
 from ledger.durations import parse_duration
 from ledger.errors import ConfigurationError, LedgerError
+from ledger.events import ConnectorName
 from ledger.stuck import Thresholds
 from ledger.urls import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 
@@ -116,7 +121,7 @@ class ScheduleConfig(Strict):
 
 
 class ConnectorConfig(Strict):
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: ConnectorName  # the ledger's rule for connector names, checked when the file is read
     type: Literal["csv", "http-json"]
     source_id: Annotated[int, Field(ge=0, lt=2**31)]
     schedule: ScheduleConfig
@@ -165,6 +170,23 @@ def _listen_host(value: str) -> str:
     return value
 
 
+class AnchorConfig(Strict):
+    """``[anchor]``: append the ledger head to ``path`` every ``interval`` (see ``ledger
+    anchor``); the file is meant to be shipped off the database host."""
+
+    path: Annotated[str, Field(min_length=1)]
+    interval: Duration = timedelta(hours=1)
+
+    @field_validator("path")
+    @classmethod
+    def _usable_path(cls, value: str) -> str:
+        if "\0" in value:
+            raise ValueError("a path cannot contain a NUL character")
+        if not value.strip():
+            raise ValueError("give a file path")
+        return value
+
+
 class ServeConfig(Strict):
     grace_period: Duration = timedelta(seconds=30)
     metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
@@ -181,6 +203,7 @@ class LedgerConfig(Strict):
     projector: ProjectorConfig = ProjectorConfig()
     spool: SpoolConfig = SpoolConfig()
     serve: ServeConfig = ServeConfig()
+    anchor: AnchorConfig | None = None  # no [anchor] section: no anchor is written
     connectors: list[ConnectorConfig] = Field(default_factory=list)
 
     @field_validator("database_url")
@@ -260,6 +283,11 @@ def _toml_problem(text: str, error: tomllib.TOMLDecodeError) -> str:
     return message
 
 
+def _beside(config: Path, path: str) -> str:
+    """A relative path in the config means relative to the config file."""
+    return path if Path(path).is_absolute() else str((config.resolve().parent / path).resolve())
+
+
 def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
     """Read and validate a config file; every problem names its key. ``$LEDGER_DATABASE_URL``
     overrides ``database_url``."""
@@ -297,6 +325,11 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
             path = Path(options["path"])
             if not path.is_absolute():
                 options["path"] = str((source.resolve().parent / path).resolve())
+    # The anchor file too; a path the validator refuses is left for it to name.
+    anchor = data.get("anchor")
+    anchor_path = anchor.get("path") if isinstance(anchor, dict) else None
+    if isinstance(anchor, dict) and isinstance(anchor_path, str) and anchor_path.strip():
+        anchor["path"] = anchor_path if "\0" in anchor_path else _beside(source, anchor_path)
     try:
         return LedgerConfig.model_validate(data)
     except pydantic.ValidationError as exc:

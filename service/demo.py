@@ -4,10 +4,15 @@ A real csv run on the shipped sample (success, non-zero counters), a run over ba
 (partial), a run whose source raises (failed), a run left open as if its process had been
 SIGKILLed two hours ago, then a sweep that times it out, the projection, and the proof report.
 Idempotent: on a database where the demo already ran it appends nothing and shows the result.
+
+It never touches a real ledger: before migrating or writing anything it refuses a database that
+holds anything but the demo's own runs (:func:`check_demo_database`), and its sweep times out
+only its own run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tempfile
@@ -16,18 +21,35 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, func, inspect, select
 
+import connectors.schema  # noqa: F401 (its tables are run-ledger's own)
+import service.schema  # noqa: F401 (its tables are run-ledger's own)
 from connectors import SAMPLE_CSV, Connector, CsvConnector, RunContext, Spool
-from ledger import Ledger, RunStarted, StuckRun, sweep
+from ledger import ConfigurationError, Ledger, RunStarted, StuckRun, sweep
 from ledger.clock import utcnow
+from ledger.database import same_text, translate_errors
 from ledger.migrate import upgrade
-from ledger.schema import ledger_runs
+from ledger.schema import ledger_events, ledger_runs, metadata
+from ledger.urls import mask_url
 from projections import Projector
+from projections.rebuilder import OLD, SHADOW
 
 SAMPLE_WITH_ERRORS = SAMPLE_CSV.parent / "records_with_errors.csv"
 ORPHAN_SILENCE = timedelta(hours=2)
 DEMO_THRESHOLD = timedelta(minutes=60)
+DEMO_TRIGGER = "demo"
+# Every run the demo ever made: one of these connectors, with trigger "demo" in RunStarted's
+# metadata (what every version of the demo wrote, so older demo databases are recognised).
+DEMO_CONNECTORS = frozenset({"demo-stations", "demo-api", "demo-nightly"})
+# A demo database holds 4 runs (a few more if a demo was interrupted and run again); one with
+# more is not a demo's, and is refused without reading it all.
+MOST_DEMO_RUNS = 40
+LEGACY_TABLE = "ingestion_runs_legacy"  # where `ledger migrate` moves a legacy table
+
+
+class DemoRefusedError(ConfigurationError):
+    """The database holds someone else's data: the demo writes nothing to it."""
 
 
 class UnreachableSource(Connector):
@@ -51,12 +73,13 @@ class DemoResult:
 
 
 def run_demo(ledger: Ledger, spool_dir: Path | None = None) -> DemoResult:
+    check_demo_database(ledger)
     upgrade(ledger.engine, ledger.url)
     if _already_ran(ledger):
         Projector(ledger).run_once()
         return DemoResult(already_ran=True)
     spool = Spool(spool_dir or Path(tempfile.gettempdir()) / "run-ledger-demo-spool")
-    options: dict[str, Any] = {"spool": spool, "trigger": "demo", "progress_interval": 0.0}
+    options: dict[str, Any] = {"spool": spool, "trigger": DEMO_TRIGGER, "progress_interval": 0.0}
     success = CsvConnector(1, SAMPLE_CSV, name="demo-stations").run(ledger, **options)
     partial = CsvConnector(2, SAMPLE_WITH_ERRORS, name="demo-stations").run(ledger, **options)
     failed_run = None
@@ -73,32 +96,100 @@ def run_demo(ledger: Ledger, spool_dir: Path | None = None) -> DemoResult:
                     connector_name="demo-nightly",
                     occurred_at=utcnow() - ORPHAN_SILENCE,
                     actor=f"connector:demo-nightly@{socket.gethostname()}:{os.getpid()}",
-                    metadata={"trigger": "demo", "note": "its process was killed (simulated)"},
+                    metadata={
+                        "trigger": DEMO_TRIGGER,
+                        "note": "its process was killed (simulated)",
+                    },
                 )
             ]
         )
         .events[0]
         .run_id
     )
-    swept = sweep(ledger, older_than=DEMO_THRESHOLD)
+    swept = sweep(ledger, older_than=DEMO_THRESHOLD, run_ids={orphan})  # no one else's run
     Projector(ledger).run_once()
     found = next((run for run in swept.timed_out if run.run_id == orphan), None)
     return DemoResult(False, success.run_id, partial.run_id, failed_run, orphan, found)
 
 
-def _already_ran(ledger: Ledger) -> bool:
-    query = (
-        select(ledger_runs.c.run_id).where(ledger_runs.c.connector_name == "demo-nightly").limit(1)
+def check_demo_database(ledger: Ledger) -> None:
+    """Refuse, before anything is created or written, a database that is neither empty nor the
+    demo's own: one with tables run-ledger does not own, a legacy ``ingestion_runs`` (moved or
+    not), or events of any run the demo did not make."""
+    with translate_errors(ledger.url, "demo"), ledger.engine.connect() as conn:
+        catalogue = inspect(conn)
+        tables = set(catalogue.get_table_names()) | set(catalogue.get_view_names())
+        if not tables:
+            return
+        if "ledger_events" not in tables:
+            _refuse(ledger, f"holds tables but no ledger ({_some(tables)})")
+        foreign = {t for t in tables if t.removesuffix(SHADOW).removesuffix(OLD) not in _OWN_TABLES}
+        if foreign:
+            _refuse(ledger, f"holds tables that are not run-ledger's ({_some(foreign)})")
+        if LEGACY_TABLE in tables and _rows(conn, LEGACY_TABLE):
+            _refuse(ledger, f"holds a legacy ingestion_runs table ({LEGACY_TABLE})")
+        own = _demo_runs(ledger, conn)
+        others = conn.execute(
+            select(func.count())
+            .select_from(ledger_events)
+            .where(ledger_events.c.run_id.not_in(own))
+        ).scalar_one()
+        if others:
+            _refuse(ledger, f"holds {others} event(s) of runs the demo did not make")
+
+
+# Tables of the schema `ledger migrate` creates (every module's tables are on one MetaData).
+_OWN_TABLES = frozenset(metadata.tables) | {"alembic_version", LEGACY_TABLE}
+
+
+def _demo_runs(ledger: Ledger, conn: Connection) -> list[int]:
+    """The runs the demo made; a run it did not make refuses the database. A run's version 1
+    is its RunStarted (I5)."""
+    first_events = conn.execute(
+        select(ledger_events.c.run_id, ledger_events.c.type, ledger_events.c.payload)
+        .where(ledger_events.c.version == 1)
+        .order_by(ledger_events.c.position)
+        .limit(MOST_DEMO_RUNS + 1)
+    ).all()
+    if len(first_events) > MOST_DEMO_RUNS:
+        _refuse(ledger, f"holds more than {MOST_DEMO_RUNS} runs: more than the demo ever makes")
+    own: list[int] = []
+    for run_id, event_type, payload in first_events:
+        data = json.loads(payload) if event_type == "RunStarted" else {}
+        name = data.get("connector_name")
+        trigger = (data.get("metadata") or {}).get("trigger")
+        if name not in DEMO_CONNECTORS or trigger != DEMO_TRIGGER:
+            _refuse(ledger, f"holds events other than the demo's (run {run_id}, {name!r})")
+        own.append(int(run_id))
+    return own
+
+
+def _rows(conn: Connection, table: str) -> bool:
+    quoted = conn.dialect.identifier_preparer.quote(table)
+    return conn.exec_driver_sql(f"SELECT 1 FROM {quoted} LIMIT 1").first() is not None
+
+
+def _some(names: set[str]) -> str:
+    shown = sorted(names)[:3]
+    return ", ".join(shown) + (f" and {len(names) - len(shown)} more" if len(names) > 3 else "")
+
+
+def _refuse(ledger: Ledger, why: str) -> None:
+    raise DemoRefusedError(
+        f"the demo will not write to {mask_url(ledger.url)}: it {why}; the demo runs only on an "
+        "empty database or one it made itself (give --db a new one)"
     )
-    with ledger.engine.connect() as conn:
-        return conn.execute(query).first() is not None
+
+
+def _already_ran(ledger: Ledger) -> bool:
+    return demo_orphan(ledger) is not None
 
 
 def demo_orphan(ledger: Ledger) -> int | None:
     query = (
         select(ledger_runs.c.run_id)
-        .where(ledger_runs.c.connector_name == "demo-nightly")
+        .where(same_text(ledger_runs.c.connector_name, "demo-nightly", ledger.engine))
         .order_by(ledger_runs.c.run_id)
     )
-    with ledger.engine.connect() as conn:
+    with translate_errors(ledger.url, "demo"), ledger.engine.connect() as conn:
         return conn.execute(query).scalar()

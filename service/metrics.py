@@ -30,6 +30,8 @@ class Figures:
     events_appended: int
     projector_lag_events: int
     projector_lag_seconds: float
+    # Where the projection stopped at an event it cannot apply (None while it applies events).
+    projection_error_position: int | None
     spool_backlog: int
     last_sweep_at: datetime | None
     last_sweep_timed_out: int | None
@@ -61,6 +63,7 @@ def collect_figures(
         events_appended=status.head_position,
         projector_lag_events=projection.lag_events,
         projector_lag_seconds=projection.lag_seconds,
+        projection_error_position=projection.checkpoint.error_position,
         spool_backlog=backlog,
         last_sweep_at=last_sweep_at,
         last_sweep_timed_out=last_sweep_timed_out,
@@ -143,6 +146,11 @@ class LedgerCollector(Collector):
             "ledger_projector_lag_seconds",
             "Age of the oldest event not yet applied",
             value=figures.projector_lag_seconds,
+        )
+        yield GaugeMetricFamily(
+            "ledger_projection_error",
+            "1 while the projection is stopped at an event it cannot apply (see ledger status)",
+            value=int(figures.projection_error_position is not None),
         )
         if figures.last_sweep_at is not None:
             yield GaugeMetricFamily(

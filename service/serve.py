@@ -41,11 +41,14 @@ from ledger import (
     ValidationError,
     sweep,
 )
+from ledger.anchors import append_anchor
 from ledger.clock import utcnow
-from ledger.database import database_unreachable
+from ledger.database import database_unreachable, same_text
 from ledger.migrate import check_schema
 from ledger.schema import ledger_runs
-from projections import Projector
+from ledger.text import visible
+from projections import PoisonEventError, Projector
+from projections.projector import PoisonBackoff
 from service.claims import claim, interval_tick, prune_claims
 from service.config import ConnectorConfig, LedgerConfig
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
@@ -71,6 +74,7 @@ class LedgerService:
         self.metrics_port = metrics_port if metrics_port is not None else config.serve.metrics_port
         self.ledger = Ledger.from_url(config.database_url)
         self.projector = Projector(self.ledger, batch_size=config.projector.batch_size)
+        self.projector_backoff = PoisonBackoff(config.projector.interval.total_seconds())
         self.spool = Spool(config.spool.dir)
         # Scrapes get their own engine with short timeouts: a database that stops answering
         # must give ledger_database_up 0 within Prometheus's scrape timeout, not after 75 s.
@@ -120,6 +124,14 @@ class LedgerService:
             id="spool",
             name="spool",
         )
+        if self.config.anchor is not None:
+            self.scheduler.add_job(
+                self.anchor_job,
+                self._interval(self.config.anchor.interval),
+                id="anchor",
+                name="anchor",
+                next_run_time=utcnow(),  # one line at start: a bad path shows in the log now
+            )
 
     @staticmethod
     def _interval(every: timedelta) -> IntervalTrigger:
@@ -162,7 +174,7 @@ class LedgerService:
                 return
             self._run_connector(connector, name)
         except LedgerError as exc:  # the database or the config: say what, no traceback
-            log.error("job %s: %s", name, exc)
+            log.error("job %s: %s", name, visible(str(exc)))
         except Exception:
             log.exception("job %s failed", name)
         finally:
@@ -173,7 +185,7 @@ class LedgerService:
         query = (
             select(ledger_runs.c.run_id)
             .where(
-                ledger_runs.c.connector_name == connector.name,
+                same_text(ledger_runs.c.connector_name, connector.name, self.ledger.engine),
                 ledger_runs.c.source_id == connector.source_id,
                 ledger_runs.c.state == "open",
             )
@@ -210,11 +222,21 @@ class LedgerService:
         log.info("%s: run %d %s", name, result.run_id, result.status)
 
     def projector_job(self) -> None:
+        # An event the projection cannot apply is retried with a growing pause, not at every
+        # tick: the error is recorded for `ledger status` and the metrics meanwhile.
+        if not self.projector_backoff.due():
+            return
         with self.projecting:
             try:
                 self.projector.run_once(self.stop)
+            except PoisonEventError as exc:
+                pause = self.projector_backoff.failed()
+                log.error("projector stopped, retrying in %gs: %s", pause, visible(str(exc)))
+                return
             except LedgerError as exc:
-                log.error("projector: %s", exc)
+                log.error("projector: %s", visible(str(exc)))
+                return
+        self.projector_backoff.reset()
 
     def sweeper_job(self) -> None:
         try:
@@ -231,7 +253,7 @@ class LedgerService:
             self.last_sweep_timed_out = len(result.timed_out)
             prune_claims(self.ledger)
         except LedgerError as exc:
-            log.error("sweeper: %s", exc)
+            log.error("sweeper: %s", visible(str(exc)))
         except Exception:
             log.exception("sweeper failed")
 
@@ -240,7 +262,19 @@ class LedgerService:
             if self.spool.has_pending():
                 self.spool.flush(self.ledger)
         except LedgerError as exc:
-            log.warning("spool flush: %s", exc)
+            log.warning("spool flush: %s", visible(str(exc)))
+
+    def anchor_job(self) -> None:
+        """Append the ledger head to the anchor file. Not claimed: each process keeps its own
+        file, and a line written twice is harmless."""
+        assert self.config.anchor is not None
+        try:
+            anchor = append_anchor(self.ledger, self.config.anchor.path)
+            log.info("anchored position %d in %s", anchor.position, self.config.anchor.path)
+        except LedgerError as exc:
+            log.error("anchor: %s", exc)
+        except Exception:
+            log.exception("anchor failed")
 
     # ------------------------------------------------------------------ metrics
 
@@ -312,7 +346,9 @@ class LedgerService:
             except StorageError as exc:
                 if not database_unreachable(exc):
                     raise
-                log.warning("database unreachable at start, retrying in %gs: %s", delay, exc)
+                log.warning(
+                    "database unreachable at start, retrying in %gs: %s", delay, visible(str(exc))
+                )
             if self.stop.wait(delay):
                 return False
             delay = min(delay * 2, START_RETRY_MAX_S)
@@ -330,7 +366,7 @@ class LedgerService:
                 )
                 log.warning("%s: run %d ended failed (shutdown)", name, context.run_id)
             except LedgerError as exc:
-                log.error("%s: could not end run: %s", name, exc)
+                log.error("%s: could not end run: %s", name, visible(str(exc)))
         # A job between its stop check and its first event ends its own run (see above).
         settle = time.monotonic() + SETTLE_SECONDS
         while self._jobs_starting() and time.monotonic() < settle:
@@ -339,7 +375,7 @@ class LedgerService:
             try:  # ...and applies one more, so the runs just ended show in ingestion_runs
                 self.projector.apply_batch()
             except LedgerError as exc:
-                log.warning("final projector batch: %s", exc)
+                log.warning("final projector batch: %s", visible(str(exc)))
         self.ledger.close()
         self.scrape_ledger.close()
         log.warning("stopped")

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 import traceback
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from freezegun import freeze_time
 
-from ledger import ConfigurationError, Ledger
+from ledger import ConfigurationError, Ledger, RunFinished
+from ledger.text import is_invisible
 from ledger.urls import mask_secrets
 from ledger_cli import cli
 from service import load_config
-from tests.support import drop_triggers
+from tests.support import drop_triggers, names_as_before_the_rule
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample_events.jsonl"
 
@@ -520,3 +524,188 @@ def test_a_bad_url_from_the_environment_is_named_as_such(
     result = run("config", "check", str(config))
     assert result.exit_code == 2, result.output
     assert "$LEDGER_DATABASE_URL (in place of database_url)" in result.output
+
+
+# ---------------------------------------------------------------- issue 12: forged output, names
+
+# A connector-supplied error message that, printed raw, draws a fake report section, clears the
+# screen, opens an OSC 8 hyperlink, rings, overwrites its line, starts a C1 CSI, reverses text,
+# and carries rich markup and Markdown that would become a link, HTML and a broken table.
+FORGED = (
+    "[bold red]PASS[/] boom\n\nF. Stop conditions\n  PASS  everything: fine\n"
+    "Result: 5/5 conditions pass\n"
+    "\x1b[2J\x1b]8;;http://evil.example\x1b\\click\x1b]8;;\x1b\\\x07\roverwritten\x9b31m"
+    "\u202ereversed\u200b\u2066 | x | [a](http://evil.example) <b>`c`</b> :warning:"
+)
+# Printed raw, each of these reaches a terminal as a control or format character.
+RAW = ("\x1b", "\x07", "\r", "\x9b", "\u202e", "\u200b", "\u2066")
+
+
+def shows_no_raw_control(output: str) -> bool:
+    return not any(is_invisible(char) for char in output.replace("\n", ""))
+
+
+def failed_run(ledger: Ledger, name: str, message: str) -> int:
+    run_id = ledger.start_run(1, name)
+    ledger.append([RunFinished(run_id=run_id, status="failed", error_message=message)])
+    return run_id
+
+
+def test_a_forged_error_message_cannot_draw_a_report_section(ledger: Ledger, db_url: str) -> None:
+    failed_run(ledger, "SOURCE_1", FORGED)
+    assert run("project", "--db", db_url).exit_code == 0
+    text = run("report", "--db", db_url).stdout
+    assert shows_no_raw_control(text)
+    lines_ = text.splitlines()
+    assert lines_.count("F. Stop conditions") == 1
+    assert [line for line in lines_ if line.startswith("Result:")] == [
+        "Result: 4/5 conditions pass — FAIL"
+    ]
+    assert "boom\\n\\nF. Stop conditions\\n  PASS" in text
+    markdown = run("report", "--format", "markdown", "--db", db_url).stdout
+    assert shows_no_raw_control(markdown)
+    assert markdown.splitlines().count("## F. Stop conditions") == 1
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert len(rows) == 3  # header, rule, the one run
+    for row in rows:  # nine cell borders: every | inside a cell is escaped
+        assert len(re.findall(r"(?<!\\)(?:\\\\)*\|", row)) == 9, row
+    assert "\\[a\\](http://evil.example)" in markdown
+    assert "\\<b\\>" in markdown
+    report_json = json.loads(run("report", "--format", "json", "--db", db_url).stdout)
+    assert report_json["latest_runs"][0]["error"] == FORGED  # JSON keeps the exact value
+
+
+def test_tables_show_data_as_text_not_markup_or_control_characters(
+    ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names_as_before_the_rule(monkeypatch)  # history may hold such names
+    name = "S\x1b[2J\u202e[red]X[/]"
+    message = "[bold red]PASS[/] \x1b]8;;http://evil\x1b\\x\x07\r\x9b\u202e"
+    with freeze_time(datetime.now(UTC) - timedelta(hours=3)):
+        stale = ledger.start_run(2, name, actor=name, metadata={"trigger": "\x1b[31m"})
+    failed = failed_run(ledger, name, message)
+    assert run("project", "--db", db_url).exit_code == 0
+    outputs = {
+        "runs list": run("runs", "list", "--db", db_url).stdout,
+        "runs show": run("runs", "show", str(failed), "--db", db_url).stdout,
+        "as of": run("runs", "list", "--at-position", "9", "--db", db_url).stdout,
+        "audit": run("audit", str(stale), "--db", db_url).stdout,
+        "events": run("events", "--db", db_url).stdout,
+        "stuck": run("stuck", "--db", db_url).stdout,
+    }
+    for command, output in outputs.items():
+        assert shows_no_raw_control(output), command
+        assert "S\\x1b[2J\\u202e[red]X[/]" in output, command  # markup shown, not obeyed
+    for command in ("runs list", "runs show", "as of"):
+        assert "[bold red]PASS[/]" in outputs[command], command
+        assert "\\x1b]8;;http://evil" in outputs[command], command
+    assert "trigger=\\x1b[31m" in outputs["audit"]
+    shown = json.loads(run("runs", "show", str(failed), "--format", "json", "--db", db_url).stdout)
+    assert (shown["connectorName"], shown["errorMessage"]) == (name, message)
+
+
+def test_skips_and_operator_lines_show_reasons_as_text(ledger: Ledger, db_url: str) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    reason = "bad\x1b[2J\rrow\u202e"
+    skipped = run(
+        "project", "--skip-position", "1", "--reason", reason, "--actor", "op", "--db", db_url
+    )
+    assert skipped.exit_code == 0, skipped.output
+    assert shows_no_raw_control(skipped.output)
+    assert "bad\\x1b[2J\\rrow\\u202e" in skipped.output
+    status = run("status", "--db", db_url).stdout
+    assert shows_no_raw_control(status)
+    assert "bad\\x1b[2J\\rrow\\u202e" in status
+    failed = run("runs", "fail", str(run_id), "--reason", reason, "--actor", "op", "--db", db_url)
+    assert failed.exit_code == 0, failed.output
+    assert shows_no_raw_control(failed.output)
+    assert "bad\\x1b[2J\\rrow\\u202e" in failed.output
+
+
+@pytest.mark.parametrize("name", ["op\u202e", "op ", "\u00a0op", "o\x1bp"])
+def test_an_actor_on_the_command_line_follows_the_name_rule(
+    ledger: Ledger, db_url: str, name: str
+) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    for args in (
+        ["runs", "fail", str(run_id), "--reason", "dead", "--actor", name],
+        ["project", "--skip-position", "1", "--reason", "bad", "--actor", name],
+    ):
+        result = run(*args, "--db", db_url)
+        assert result.exit_code == 2, result.output
+        assert "--actor" in result.stderr
+        assert "is not allowed" in result.stderr
+        assert shows_no_raw_control(result.stderr)
+    assert ledger.head().last_position == 1
+    assert "skipped" not in run("status", "--db", db_url).stdout
+
+
+def test_a_user_name_that_breaks_the_rule_is_not_taken_as_the_actor(
+    ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    for variable in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.setenv(variable, "mallory\u202e")
+    result = run("runs", "fail", str(run_id), "--reason", "dead", "--db", db_url)
+    assert result.exit_code == 2, result.output
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE" in result.stderr
+    assert "--actor" in result.stderr
+    assert shows_no_raw_control(result.stderr)
+    assert ledger.head().last_position == 1
+
+
+def test_append_names_a_bad_name_and_echoes_no_control_character(
+    ledger: Ledger, db_url: str
+) -> None:
+    text = lines(
+        {"type": "RunStarted", "source_id": 1, "connector_name": "SOURCE\u202e_1"},
+        {"type": "RunProgressed", "run_id": 1, "\x1b[2J\x1b]8;;http://evil\x1b\\": 1},
+        {"type": "RunProgressed", "run_id": 1, "x\nline 9: all good": 1},
+    )
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2
+    assert (
+        "line 1: connector_name: U+202E RIGHT-TO-LEFT OVERRIDE at index 6 is not allowed"
+        in result.stderr
+    )
+    assert "line 2: \\x1b[2J\\x1b]8;;http://evil\\x1b\\: Extra inputs" in result.stderr
+    assert "line 3: x\\nline 9: all good: Extra inputs" in result.stderr
+    assert not any(line.startswith("line 9") for line in result.stderr.splitlines())
+    assert shows_no_raw_control(result.stderr)
+    assert ledger.head().last_position == 0
+
+
+def test_a_config_connector_name_follows_the_name_rule(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.toml"
+    path.write_text(
+        '[[connectors]]\nname = "stations "\ntype = "csv"\nsource_id = 1\n'
+        'schedule = { interval = "15m" }\n'
+        '[[connectors]]\nname = "sta\\u200btions"\ntype = "csv"\nsource_id = 2\n'
+        'schedule = { interval = "15m" }\n',
+        encoding="utf-8",
+    )
+    result = run("config", "check", str(path))
+    assert result.exit_code == 2
+    assert "connectors[0].name: trailing whitespace (U+0020 SPACE at index 8)" in result.stderr
+    assert "connectors[1].name: U+200B ZERO WIDTH SPACE at index 3" in result.stderr
+
+
+def test_names_that_differ_by_case_or_a_trailing_space_are_different_names(
+    ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MariaDB's collations take "SOURCE_1 " and "source_1" for "SOURCE_1" (PAD SPACE, even in
+    utf8mb4_bin); every name comparison is exact on both databases."""
+    names = ["SOURCE_1", "source_1"]
+    for name in names:
+        ledger.start_run(1, name)
+    names_as_before_the_rule(monkeypatch)  # a trailing space, as history may hold it
+    names.append("SOURCE_1 ")
+    ledger.start_run(1, "SOURCE_1 ")
+    assert run("project", "--db", db_url).exit_code == 0
+    for name in names:
+        for extra in ([], ["--at-position", "3"], ["--as-of", "2999-01-01T00:00:00Z"]):
+            result = run(
+                "runs", "list", "--connector", name, "--format", "json", *extra, "--db", db_url
+            )
+            assert result.exit_code == 0, result.output
+            assert [r["connectorName"] for r in json.loads(result.stdout)] == [name], extra

@@ -28,7 +28,7 @@ from connectors import (
     Spool,
 )
 from connectors.schema import source_records
-from ledger import Ledger, RecordedEvent, RunProgressed
+from ledger import Ledger, RecordedEvent, RunProgressed, ValidationError
 from ledger_cli import cli
 from projections import Projector
 from tests.net_support import JsonServer
@@ -561,3 +561,12 @@ def test_spool_status_of_a_folder_never_used_creates_nothing(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     assert "pending:   0 event(s)" in result.output
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("name", ["stations ", "sta\u200btions", "\u202estations"])
+def test_a_connector_name_that_could_pass_for_another_is_refused_before_the_run(
+    ledger: Ledger, spool: Spool, name: str
+) -> None:
+    with pytest.raises(ValidationError, match=r"^connector_name: .* is not allowed$"):
+        CsvConnector(1, SAMPLE_CSV, name=name).run(ledger, spool=spool)
+    assert ledger.head().last_position == 0

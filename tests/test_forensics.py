@@ -4,24 +4,31 @@ and on MariaDB."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from freezegun import freeze_time
-from sqlalchemy import text
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, inspect, select, table, text
 
-from ledger import Ledger, RunFinished, RunProgressed, RunStarted, sweep
+from ledger import Ledger, RunFinished, RunProgressed, RunStarted, RunTimedOut, sweep
 from ledger.migrate import upgrade
+from ledger.text import is_invisible
+from ledger.urls import mask_url
 from ledger_cli import cli
 from projections import Projector, rebuild
 from projections.audit import audit_run
-from projections.report import build_report, report_passed
+from projections.report import build_report, render_text, report_passed
 from projections.verification import verify_all
+from service.demo import DemoRefusedError, run_demo
 from tests import support
 from tests.projection_support import table_rows
 from tests.support import drop_triggers
@@ -445,3 +452,197 @@ def test_each_check_reports_at_most_fifty_problems(ledger: Ledger, db_url: str) 
     report = verify_all(ledger)
     assert len(report.by_check("streams")) == 50  # of 120: the rest are not listed
     assert report.runs == 120  # yet every run was replayed for the registry check
+
+
+# ---------------------------------------------------------------- issue 12: names and output
+
+
+def test_history_with_names_from_before_the_rule_reads_projects_and_verifies(
+    ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name rule applies at append only: events stored before it (a trailing space, an
+    ESC, a right-to-left override) are no poison: they read, project, rebuild, verify, export
+    exactly and show escaped."""
+    names = ["SOURCE_1 ", "S\x1b[2J\u202e"]
+    with pytest.MonkeyPatch.context() as before:
+        support.names_as_before_the_rule(before)
+        for name in names:
+            run_id = ledger.start_run(1, name, actor=f"connector:{name}")
+            ledger.append([RunFinished(run_id=run_id, status="success", actor=name)])
+    # From here on the rule is in force, as after an upgrade.
+    actors = [actor for name in names for actor in (f"connector:{name}", name)]
+    assert [e.event.actor for e in ledger.read_all()] == actors
+    assert Projector(ledger).run_once() == 4
+    assert [table_rows(ledger)[i]["connectorName"] for i in (1, 2)] == names
+    rebuild(ledger)
+    assert [table_rows(ledger)[i]["connectorName"] for i in (1, 2)] == names
+    assert verify_all(ledger).ok
+    exported = run("events", "--format", "jsonl", "--db", db_url).stdout  # type: ignore[attr-defined]
+    assert [json.loads(line).get("connector_name") for line in exported.splitlines()][::2] == names
+    shown = run("runs", "list", "--db", db_url).stdout  # type: ignore[attr-defined]
+    assert "S\\x1b[2J\\u202e" in shown
+    assert "\x1b" not in shown
+
+
+def test_a_legacy_name_is_adopted_as_it_was_recorded(tmp_path: Path) -> None:
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            with store.engine.begin() as conn:
+                conn.execute(text("UPDATE ingestion_runs SET connectorName = 'SOURCE_1 '"))
+            upgrade(store.engine, url)
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+            assert json.loads(result.stdout)["mismatches"] == []  # type: ignore[attr-defined]
+            assert {row["connectorName"] for row in table_rows(store).values()} == {"SOURCE_1 "}
+
+
+REPORT_HEADINGS = (
+    "A. Schema: live ingestion_runs against the legacy shape",
+    "B. Status distribution",
+    "C. Latest 1 run(s), times in UTC",
+    "D. Where status transitions come from",
+    "E. Stuck runs (from the ledger)",
+    "F. Stop conditions",
+)
+
+
+@pytest.fixture(scope="module")
+def a_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A real report of one run and one stuck run, whose data each example then replaces."""
+    folder = tmp_path_factory.mktemp("report")
+    store = Ledger.from_url(support.sqlite_copy(support.make_sqlite_template(folder), folder))
+    try:
+        with freeze_time("2026-01-28 01:00:00"):
+            store.start_run(1, "SOURCE_1")
+        store.append([RunFinished(run_id=1, status="failed", error_message="x")])
+        with freeze_time("2026-01-28 01:00:00"):
+            store.start_run(2, "SOURCE_2")
+        Projector(store).run_once()
+        return build_report(store, latest=1)
+    finally:
+        store.close()
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.text(), st.text())
+def test_any_data_leaves_the_report_with_exactly_its_sections(
+    a_report: dict[str, Any], name: str, message: str
+) -> None:
+    report = json.loads(json.dumps(a_report))
+    report["latest_runs"][0].update(connector=name, error=message, status=message)
+    report["stuck_runs"][0]["connector_name"] = name
+    report["conditions"][0]["detail"] = message
+    report["schema"]["mismatches"] = [message]
+    report["transitions"] = {name: {message: 1}}
+    text_ = render_text(report)
+    lines_ = text_.splitlines()
+    assert [line for line in lines_ if line in REPORT_HEADINGS] == list(REPORT_HEADINGS)
+    assert len([line for line in lines_ if line.startswith("Result:")]) == 1
+    assert not any(is_invisible(char) for char in text_.replace("\n", ""))
+    markdown = render_text(report, markdown=True)
+    lines_ = markdown.splitlines()
+    assert [line for line in lines_ if line.startswith("## ")] == [
+        f"## {heading}" for heading in REPORT_HEADINGS
+    ]
+    assert len([line for line in lines_ if line.startswith("| ")]) == 3
+    for row in (line for line in lines_ if line.startswith("| ")):
+        assert len(re.findall(r"(?<!\\)(?:\\\\)*\|", row)) == 9, row
+    assert not any(is_invisible(char) for char in markdown.replace("\n", ""))
+
+
+def test_transitions_by_an_actor_that_differs_by_case_are_not_the_sweepers(
+    ledger: Ledger,
+) -> None:
+    """MariaDB grouped "Sweeper" with "sweeper": a lookalike actor was counted as the sweeper."""
+    for actor in ("sweeper", "Sweeper"):
+        run_id = ledger.start_run(1, "SOURCE_1")
+        ledger.append([RunTimedOut(run_id=run_id, reason="stale", detected_by=actor, actor=actor)])
+    Projector(ledger).run_once()
+    transitions = build_report(ledger)["transitions"]
+    assert transitions["sweeper"] == {"failed": 1}
+    assert transitions["other"] == {"failed": 1}
+
+
+# ---------------------------------------------------------------- issue 12: the demo's database
+
+
+def store_snapshot(store: Ledger) -> dict[str, object]:
+    """Every table with its row count, and the head: what a refused demo must leave as it was."""
+    with store.engine.connect() as conn:
+        names = sorted(inspect(conn).get_table_names())
+        counts = {
+            name: conn.execute(select(func.count()).select_from(table(name))).scalar_one()
+            for name in names
+        }
+    head = store.head() if "ledger_head" in counts else None
+    return {"tables": counts, "head": head}
+
+
+def test_the_demo_refuses_a_ledger_that_holds_someone_elses_run(
+    ledger: Ledger, db_url: str, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It migrated any database, wrote demo runs next to real ones and swept them globally."""
+    monkeypatch.chdir(tmp_path)
+    with freeze_time(datetime.now(UTC) - timedelta(hours=3)):
+        ledger.start_run(1, "stations")  # a real run, open and silent: a global sweep took it
+    before = store_snapshot(ledger)
+    result = run("demo", "--db", db_url)
+    assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+    [line] = result.stderr.splitlines()  # type: ignore[attr-defined]
+    assert line.startswith(f"Error: the demo will not write to {mask_url(db_url)}: it holds")
+    assert "events other than the demo's (run 1, 'stations')" in line
+    assert store_snapshot(ledger) == before
+    assert ledger.run(1).state == "open"  # type: ignore[union-attr]
+
+
+def test_the_demo_refuses_a_demo_database_someone_else_wrote_to(
+    ledger: Ledger, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run("demo", "--db", db_url).exit_code == 0  # type: ignore[attr-defined]
+    assert run("demo", "--db", db_url).exit_code == 0  # type: ignore[attr-defined]
+    ledger.start_run(9, "demo-stations")  # a demo name, but not a demo run (no trigger)
+    before = store_snapshot(ledger)
+    result = run("demo", "--db", db_url)
+    assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+    assert "(run 5, 'demo-stations')" in result.stderr  # type: ignore[attr-defined]
+    assert store_snapshot(ledger) == before
+
+
+def test_the_demo_refusal_masks_the_password(ledger: Ledger) -> None:
+    ledger.start_run(1, "stations")
+    disguised = Ledger(ledger.engine, "mysql+pymysql://ops:hunter22secret@db.example:3306/prod")
+    with pytest.raises(DemoRefusedError) as refused:
+        run_demo(disguised)
+    assert "mysql+pymysql://ops:***@db.example:3306/prod" in str(refused.value)
+    assert "hunter22secret" not in str(refused.value)
+
+
+def test_the_demo_refuses_a_database_that_is_not_empty_before_migrating_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("CREATE TABLE app_users (id INTEGER PRIMARY KEY)")
+            before = store_snapshot(store)
+            result = run("demo", "--db", url)
+            assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+            assert "holds tables but no ledger (app_users)" in result.stderr  # type: ignore[attr-defined]
+            assert store_snapshot(store) == before  # not migrated
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("DROP TABLE app_users")
+            seed_legacy_table(store)  # a legacy ingestion_runs, that migrate would move
+            before = store_snapshot(store)
+            assert run("demo", "--db", url).exit_code == 2  # type: ignore[attr-defined]
+            assert store_snapshot(store) == before
+            upgrade(store.engine, url)  # now ingestion_runs_legacy, waiting for an import
+            before = store_snapshot(store)
+            result = run("demo", "--db", url)
+            assert result.exit_code == 2  # type: ignore[attr-defined]
+            assert "legacy ingestion_runs" in result.stderr  # type: ignore[attr-defined]
+            assert store_snapshot(store) == before

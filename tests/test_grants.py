@@ -5,6 +5,7 @@ serve`` does (projector, sweeper, claims, connectors) and nothing more."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -132,3 +133,82 @@ def test_the_documented_service_role_runs_what_serve_runs(
         finally:
             service.close()
     assert ledger.run(run_id).state == "timed_out"  # type: ignore[union-attr]
+
+
+def test_verify_as_the_service_role_says_what_it_could_not_check_of_the_triggers(
+    ledger: Ledger, backend: str, db_url: str
+) -> None:
+    """MariaDB shows a trigger's definition only to a user with the TRIGGER privilege on its
+    table, which the service role must not have (it could drop the triggers); with INSERT it
+    sees their names. Its verify says the definitions were not checked, with the reason (never
+    a silent pass), and still names a trigger that is gone."""
+    if backend != "mysql":
+        pytest.skip("database roles are a MariaDB matter")
+    ledger.start_run(1, "SOURCE_1")
+    runner = CliRunner()
+    with role_url(db_url, "ledger_service") as service_url:
+        result = runner.invoke(cli, ["verify", "--format", "json", "--db", service_url])
+        assert result.exit_code == 0, result.output
+        triggers = json.loads(result.stdout)["triggers"]
+        assert triggers["checked"] is False
+        assert "TRIGGER privilege" in triggers["unchecked_reason"]
+        assert triggers["found"] == ["ledger_events_no_delete", "ledger_events_no_update"]
+        text_out = runner.invoke(cli, ["verify", "--db", service_url]).stdout
+        assert "triggers: NOT CHECKED: the database user ledger_service_" in text_out
+        assert "can see the names of the triggers of ledger_events but not their" in text_out
+        assert "run `ledger verify` as the schema owner" in text_out
+        with ledger.engine.begin() as conn:  # a redefinition the role cannot see...
+            conn.execute(text("DROP TRIGGER ledger_events_no_update"))
+            conn.execute(
+                text(
+                    "CREATE TRIGGER ledger_events_no_update BEFORE UPDATE ON ledger_events "
+                    "FOR EACH ROW SET @ledger_noop = 1"
+                )
+            )
+            conn.execute(text("DROP TRIGGER ledger_events_no_delete"))  # ...and a drop it can
+        result = runner.invoke(cli, ["verify", "--format", "json", "--db", service_url])
+        assert result.exit_code == 1
+        report = json.loads(result.stdout)
+        assert report["triggers"]["checked"] is False
+        assert [(p["column"], p["message"]) for p in report["problems"]] == [
+            (
+                "ledger_events_no_delete",
+                "trigger ledger_events_no_delete on ledger_events is missing (dropped?)",
+            )
+        ]
+    owner = runner.invoke(cli, ["verify", "--format", "json", "--db", db_url])
+    assert owner.exit_code == 1  # the schema owner sees what the service role could not
+    assert json.loads(owner.stdout)["triggers"]["checked"] is True
+    assert sorted(p["column"] for p in json.loads(owner.stdout)["problems"]) == [
+        "ledger_events_no_delete",
+        "ledger_events_no_update",
+    ]
+
+
+def test_a_user_who_sees_no_trigger_is_told_so_not_that_they_are_missing(
+    ledger: Ledger, backend: str, db_url: str
+) -> None:
+    if backend != "mysql":
+        pytest.skip("database roles are a MariaDB matter")
+    url = make_url(db_url)
+    name, password = f"reader_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    whos = [f"'{name}'@'%'", f"'{name}'@'localhost'"]
+    tables = ("ledger_events", "ledger_runs", "ledger_head", "alembic_version")
+    tables += ("ingestion_runs", "ingestion_run_transitions", "projection_checkpoints")
+    tables += ("projection_skips",)
+    with ledger.engine.begin() as conn:
+        for who in whos:
+            conn.execute(text(f"CREATE USER {who} IDENTIFIED BY '{password}'"))
+            for table in tables:
+                conn.execute(text(f"GRANT SELECT ON `{url.database}`.{table} TO {who}"))
+    reader = url.set(username=name, password=password).render_as_string(hide_password=False)
+    try:
+        result = CliRunner().invoke(cli, ["verify", "--format", "json", "--db", reader])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["triggers"]["found"] == []
+        assert "cannot see the triggers of ledger_events" in report["triggers"]["unchecked_reason"]
+    finally:
+        with ledger.engine.begin() as conn:
+            for who in whos:
+                conn.execute(text(f"DROP USER IF EXISTS {who}"))

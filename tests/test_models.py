@@ -22,7 +22,9 @@ from ledger import (
     mapper,
     parse_event,
 )
+from ledger.events import name_problem
 from ledger.mapper import event_from_stored, payload_json
+from ledger.text import is_invisible, markdown_cell, visible
 
 
 def test_defaults_come_from_the_ledger_clock() -> None:
@@ -211,3 +213,120 @@ def test_the_fast_row_content_is_exactly_canonical_json(
     reference = {name: row[name] for name in HASHED_COLUMNS}
     reference["occurred_at"] = reference["recorded_at"] = isoformat_utc(moment)
     assert row_content(row) == canonical_json(reference)
+
+
+# ---------------------------------------------------------------- names (issue 12, item 5)
+
+NAME_FIELDS: dict[str, dict[str, object]] = {
+    "connector_name": {"type": "RunStarted", "source_id": 1},
+    "actor": {"type": "RunProgressed", "run_id": 1},
+    "detected_by": {"type": "RunTimedOut", "run_id": 1, "reason": "stale", "actor": "sweeper"},
+    "run_ref": {"type": "RunProgressed"},
+}
+
+
+@pytest.mark.parametrize("field", NAME_FIELDS)
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("SOU\u202eRCE", "U+202E RIGHT-TO-LEFT OVERRIDE at index 3 is not allowed"),
+        ("SOURCE_1 ", "trailing whitespace (U+0020 SPACE at index 8) is not allowed"),
+        (" SOURCE_1", "leading whitespace (U+0020 SPACE at index 0) is not allowed"),
+        ("\u00a0SOURCE_1", "leading whitespace (U+00A0 NO-BREAK SPACE at index 0)"),
+        ("SOURCE_1\u3000", "trailing whitespace (U+3000 IDEOGRAPHIC SPACE at index 8)"),
+        ("SOURCE\x00_1", "U+0000 (a control character) at index 6"),
+        ("SOURCE\t1", "U+0009 (a control character) at index 6"),
+        ("SOURCE_1\n", "U+000A (a control character) at index 8"),
+        ("S\x1b[2J", "U+001B (a control character) at index 1"),
+        ("S\x7f", "U+007F (a control character) at index 1"),
+        ("S\x9b2J", "U+009B (a control character) at index 1"),
+        ("SOURCE\u200b_1", "U+200B ZERO WIDTH SPACE at index 6"),
+        ("\ufeffSOURCE_1", "U+FEFF ZERO WIDTH NO-BREAK SPACE at index 0"),
+        ("SOURCE\u2066_1\u2069", "U+2066 LEFT-TO-RIGHT ISOLATE at index 6"),
+        ("SOURCE\u00ad_1", "U+00AD SOFT HYPHEN at index 6"),
+        ("SOURCE\u2028_1", "U+2028 LINE SEPARATOR at index 6"),
+        ("SOURCE\u2029_1", "U+2029 PARAGRAPH SEPARATOR at index 6"),
+        ("SOURCE\U000e0041", "U+E0041 TAG LATIN CAPITAL LETTER A at index 6"),
+        ("SOURCE\u0378", "U+0378 (unassigned) at index 6"),
+        ("SOURCE_1\u3164", "U+3164 HANGUL FILLER at index 8"),
+        (
+            "\u0338SOURCE_1",
+            "U+0338 COMBINING LONG SOLIDUS OVERLAY at index 0: a name cannot start with a "
+            "combining mark",
+        ),
+    ],
+)
+def test_names_refuse_invisible_characters_and_whitespace_at_either_end(
+    field: str, name: str, problem: str
+) -> None:
+    """A name must not pass for another; the message names the field and the character."""
+    with pytest.raises(ValidationError) as caught:
+        parse_event({**NAME_FIELDS[field], field: name})
+    [message] = caught.value.problems
+    assert message.startswith(f"{field}: {problem}"), message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "demo stations",  # a space inside is a space
+        "Станции",
+        "駅データ",
+        "cafe\u0301",  # a combining mark after its letter
+        "SОURCE_1",  # Cyrillic О: look-alike letters are out of the rule's scope
+        "operator:" + "e" + "\u0301" * 190,  # zalgo: visible, stays in its cell
+        "\U0001f680 rockets",
+        "a\u00a0b",  # NBSP inside: shown as a space, like the space it is
+    ],
+)
+def test_names_of_any_script_are_accepted(name: str) -> None:
+    assert parse_event({"type": "RunStarted", "source_id": 1, "connector_name": name[:100]})
+    assert parse_event({"type": "RunProgressed", "run_id": 1, "actor": name})
+
+
+def test_a_stored_name_from_before_the_rule_still_reads() -> None:
+    """The rule is for new names: a stored event is read back as it was written, or old history
+    would become events that can neither be read, projected nor verified."""
+    for name in ("SOURCE_1 ", "S\x1b[2J\u202e"):
+        event = event_from_stored(
+            event_type="RunStarted",
+            schema_version=1,
+            payload={"source_id": 1, "connector_name": name, "metadata": None},
+            event_id=str(uuid.uuid4()),
+            run_id=1,
+            occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+            actor=name,
+        )
+        assert isinstance(event, RunStarted)
+        assert (event.connector_name, event.actor) == (name, name)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_visible_text_holds_no_invisible_character(text: str) -> None:
+    shown = visible(text)
+    assert not any(is_invisible(char) for char in shown)
+    assert "\n" not in shown
+    assert "\r" not in shown
+    assert "\x1b" not in shown
+    if name_problem(text) is None:  # a valid name shows as itself
+        assert shown == text
+    cell = markdown_cell(text)
+    assert not any(is_invisible(char) for char in cell)
+    # Every |, [, <, ` and * in the cell is escaped: an odd run of backslashes before it.
+    for index, char in enumerate(cell):
+        if char in "|[]<>`*_&~":
+            run = len(cell[:index]) - len(cell[:index].rstrip("\\"))
+            assert run % 2 == 1, (text, cell)
+
+
+def test_visible_shows_each_escape_as_code_would_write_it() -> None:
+    assert visible("a\nb\r\tc") == "a\\nb\\r\\tc"
+    assert visible("\x1b]8;;http://evil\x1b\\link\x07") == "\\x1b]8;;http://evil\\x1b\\link\\x07"
+    assert visible("\x9b2J\x7f") == "\\x9b2J\\x7f"
+    assert visible("a\u202eb\u200b\u2066") == "a\\u202eb\\u200b\\u2066"
+    assert visible("\U000e0041") == "\\U000e0041"
+    assert visible("C:\\Users\\ops é 駅") == "C:\\Users\\ops é 駅"  # unchanged
+    assert markdown_cell("a|b [x](http://e) <img> `c` *d* \\") == (
+        "a\\|b \\[x\\](http://e) \\<img\\> \\`c\\` \\*d\\* \\\\"
+    )

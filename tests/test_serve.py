@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import func, select
 
 from connectors import SAMPLE_CSV, Spool
-from ledger import Ledger, Thresholds
+from ledger import Ledger, RunFinished, Thresholds
 from ledger.schema import ledger_runs
 from ledger_cli import cli
 from service import load_config
+from service.claims import claim
+from service.config import LedgerConfig
 from service.metrics import LedgerCollector, collect_figures
+from service.serve import LedgerService, job_id
 from tests.net_support import JsonServer
+from tests.support import names_as_before_the_rule
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -330,3 +335,34 @@ def test_serve_waits_for_an_unreachable_database_and_stops_cleanly(tmp_path: Pat
     assert "database unreachable at start, retrying in 1s" in log
     assert "stopped before the database could be reached" in log
     assert "secret-pw" not in log
+
+
+def test_the_open_run_check_and_the_schedule_claims_compare_names_exactly(
+    ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On MariaDB the open run of "stations" (or of "stations " from before the name rule) kept
+    "Stations" from running, and the two connectors' claims of one tick collided."""
+
+    def connector(name: str) -> dict[str, Any]:
+        return {"name": name, "type": "csv", "source_id": 1, "schedule": {"interval": "15m"}}
+
+    config = LedgerConfig.model_validate(
+        {"database_url": db_url, "connectors": [connector("Stations"), connector("stations")]}
+    )
+    upper, lower = config.connectors
+    service = LedgerService(config)
+    try:
+        run_id = ledger.start_run(1, "stations")
+        assert service._has_open_run(lower)
+        assert not service._has_open_run(upper)
+        ledger.append([RunFinished(run_id=run_id, status="success")])
+        names_as_before_the_rule(monkeypatch)
+        ledger.start_run(1, "stations ")
+        assert not service._has_open_run(lower)
+        tick = datetime(2026, 1, 28, 1, 15, tzinfo=UTC)
+        assert claim(ledger, job_id(upper), tick, "serve:a")
+        assert claim(ledger, job_id(lower), tick, "serve:a")
+        assert not claim(ledger, job_id(lower), tick, "serve:b")  # still once per tick
+    finally:
+        service.ledger.close()
+        service.scrape_ledger.close()

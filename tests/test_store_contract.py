@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from click.testing import CliRunner
 from freezegun import freeze_time
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -20,10 +22,13 @@ from ledger import (
     RunTimedOut,
     StreamError,
     ValidationError,
+    sweep,
     verify_chain,
 )
+from ledger.clock import isoformat_utc
 from ledger.hashing import chain_hash
 from ledger.schema import GENESIS_HASH, ledger_events, ledger_runs
+from ledger_cli import cli
 from tests.support import drop_triggers
 
 T0 = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)
@@ -354,6 +359,43 @@ def test_occurred_at_far_in_the_future_is_refused(ledger: Ledger) -> None:
         with pytest.raises(ValidationError, match="ahead of the ledger clock"):
             ledger.start_run(1, "SOURCE_1", occurred_at=now + timedelta(minutes=6))
     assert count_events(ledger) == 1
+
+
+def database_clock(ledger: Ledger) -> datetime:
+    with ledger.engine.connect() as conn:
+        now = conn.execute(text("SELECT UTC_TIMESTAMP(6)")).scalar_one()
+    return now.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+def test_a_writer_a_year_ahead_is_refused_and_cannot_drag_the_ledgers_clock(
+    ledger: Ledger, backend: str, db_url: str
+) -> None:
+    """Issue 12 item 3: one clock for every writer, the database server's."""
+    if backend != "mysql":
+        pytest.skip("SQLite runs on this machine's clock: there is no other clock to be ahead of")
+    real_now = database_clock(ledger)
+    a_year_ahead = real_now + timedelta(days=365)
+    with freeze_time(a_year_ahead):
+        with pytest.raises(ValidationError, match="ahead of the ledger clock") as caught:
+            ledger.start_run(1, "SOURCE_1")  # occurred_at defaults to the writer's clock
+        message = str(caught.value)
+        assert f"this writer's {a_year_ahead.year}-" in message
+        assert f"the database server's clock reads {real_now.year}-" in message
+        # A fact the skewed writer dates honestly is accepted, recorded by the server's clock.
+        skewed = ledger.start_run(1, "SOURCE_1", occurred_at=real_now)
+        assert sweep(ledger).timed_out == []  # its sweeper measures silence by that clock too
+    assert ledger.read_run(skewed)[0].recorded_at <= database_clock(ledger)
+    honest = ledger.start_run(2, "SOURCE_2")
+    recorded = ledger.read_run(honest)[0].recorded_at
+    assert real_now <= recorded <= database_clock(ledger)
+    assert ledger.run(skewed).last_event_at < database_clock(ledger)  # type: ignore[union-attr]
+    as_of = isoformat_utc(database_clock(ledger))
+    listed = CliRunner().invoke(
+        cli,
+        ["runs", "list", "--as-of", as_of, "--format", "json", "--db", db_url],
+        catch_exceptions=False,
+    )
+    assert {row["id"] for row in json.loads(listed.stdout)} == {skewed, honest}
 
 
 # ---------------------------------------------------------------- I6 tamper-evident

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ from ledger_cli import cli
 from projections import Projector
 from service import load_config
 from tests.projection_support import table_rows
+from tests.support import names_as_before_the_rule
 
 DAY1 = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)
 DAY5 = datetime(2026, 2, 1, 23, 33, 44, tzinfo=UTC)
@@ -332,3 +334,34 @@ def test_a_second_sweep_with_the_same_view_and_another_clock_leaves_the_run_alon
         (run_id, "already timed out by a concurrent sweep")
     ]
     assert len(timeouts(ledger, run_id)) == 1
+
+
+def test_a_sweep_limited_to_some_runs_leaves_the_others_open(ledger: Ledger) -> None:
+    """The demo sweeps only its own run: a real run in the same database is not its to close."""
+    mine, theirs = start_at(ledger, DAY1), start_at(ledger, DAY1, "stations")
+    result = sweep(ledger, now=DAY5, run_ids={mine})
+    assert [run.run_id for run in result.timed_out] == [mine]
+    assert timeouts(ledger, theirs) == []
+    assert ledger.run(theirs).state == "open"  # type: ignore[union-attr]
+
+
+def test_a_name_from_before_the_rule_cannot_forge_a_log_line(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.MonkeyPatch.context() as before:
+        names_as_before_the_rule(before)
+        start_at(ledger, DAY1, "x\nCRITICAL ledger.sweeper: all runs verified\x1b[2J")
+    caplog.set_level(logging.INFO, logger="ledger")
+    sweep(ledger, now=DAY5)
+    [record] = [r for r in caplog.records if r.name == "ledger.sweeper"]
+    message = record.getMessage()
+    assert "\n" not in message
+    assert "\x1b" not in message
+    assert "x\\nCRITICAL ledger.sweeper: all runs verified\\x1b[2J" in message
+
+
+def test_an_operator_name_that_could_pass_for_another_is_refused(ledger: Ledger) -> None:
+    run_id = start_at(ledger, DAY1)
+    with pytest.raises(ValidationError, match=r"U\+202E RIGHT-TO-LEFT OVERRIDE at index 11"):
+        fail_run(ledger, run_id, "dead", "al\u202eice", now=DAY5)
+    assert timeouts(ledger, run_id) == []

@@ -55,9 +55,16 @@ from sqlalchemy import func, inspect, select, table
 
 from ledger import Ledger, RunFinished, RunProgressed, RunStarted, RunTimedOut
 from ledger.database import create_ledger_engine
-from ledger.events import COUNTER_FIELDS, EVENT_TYPES, MAX_RUN_ID, TERMINAL_STATUSES
+from ledger.events import (
+    COUNTER_FIELDS,
+    EVENT_TYPES,
+    MAX_RUN_ID,
+    TERMINAL_STATUSES,
+    name_problem,
+)
 from ledger.recorded import LedgerHead
 from ledger.store import MAX_PAYLOAD_BYTES
+from ledger.text import BLANK_LETTERS, INVISIBLE_CATEGORIES
 from ledger_cli import cli
 from tests.reliability.summary import Summary
 
@@ -196,7 +203,25 @@ PAST_TIMES = st.datetimes(
 ).map(datetime.isoformat)
 COUNTS = st.integers(0, 100_000)
 SHORT_TEXT = st.text(max_size=30)
-ACTORS = st.text(min_size=1, max_size=200)
+
+
+def valid_names(max_size: int) -> st.SearchStrategy[str]:
+    """Valid names (connector names, actors): any script, nothing invisible, no whitespace at
+    either end, no combining mark first."""
+    letters = st.characters(
+        exclude_categories=tuple(INVISIBLE_CATEGORIES),  # type: ignore[arg-type]
+        exclude_characters="".join(BLANK_LETTERS),
+    )
+    return st.text(letters, min_size=1, max_size=max_size).filter(
+        lambda name: name_problem(name) is None
+    )
+
+
+ACTORS = valid_names(200)
+# Names that could pass for another: refused, naming the field.
+LOOKALIKE_NAMES = st.sampled_from(
+    ["SOURCE_1 ", "\u00a0SOURCE_1", "SOU\u202eRCE", "S\u200b", "S\x1b[2J"]
+)
 JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), SHORT_TEXT)
 METADATA = st.dictionaries(st.text(max_size=10), JSON_SCALARS, max_size=3)
 COUNTER_DELTAS = {name: COUNTS for name in COUNTER_FIELDS}
@@ -215,7 +240,7 @@ def started(label: str) -> st.SearchStrategy[dict[str, Any]]:
             "type": st.just("RunStarted"),
             "run_ref": st.just(label),
             "source_id": st.integers(0, 2**31 - 1),
-            "connector_name": st.text(min_size=1, max_size=100),
+            "connector_name": valid_names(100),
         },
         optional={"metadata": METADATA, "actor": ACTORS, "occurred_at": PAST_TIMES},
     )
@@ -238,7 +263,7 @@ def timed_out(label: str) -> st.SearchStrategy[dict[str, Any]]:
             "type": st.just("RunTimedOut"),
             "run_ref": st.just(label),
             "reason": st.text(min_size=1, max_size=100),
-            "detected_by": st.text(min_size=1, max_size=50),
+            "detected_by": valid_names(50),
         },
         optional={"threshold_seconds": st.integers(0, 10**9), "last_event_at": PAST_TIMES},
     )
@@ -421,10 +446,10 @@ OUT_OF_RANGE: dict[str, st.SearchStrategy[Any]] = {
     ),
     "schema_version": st.integers(max_value=0),
     "threshold_seconds": st.integers(max_value=-1),
-    "connector_name": st.one_of(st.just(""), st.text(min_size=101, max_size=140)),
-    "actor": st.one_of(st.just(""), st.text(min_size=201, max_size=240)),
-    "detected_by": st.one_of(st.just(""), st.text(min_size=201, max_size=240)),
-    "run_ref": st.one_of(st.just(""), st.text(min_size=201, max_size=240)),
+    "connector_name": st.one_of(st.just(""), st.text(min_size=101, max_size=140), LOOKALIKE_NAMES),
+    "actor": st.one_of(st.just(""), st.text(min_size=201, max_size=240), LOOKALIKE_NAMES),
+    "detected_by": st.one_of(st.just(""), st.text(min_size=201, max_size=240), LOOKALIKE_NAMES),
+    "run_ref": st.one_of(st.just(""), st.text(min_size=201, max_size=240), LOOKALIKE_NAMES),
     "reason": st.one_of(st.just(""), st.text(min_size=2001, max_size=2040)),
 }
 ALL_FIELDS = {"type", *FIELD_KINDS}
@@ -505,7 +530,7 @@ def repeated_key(draw: st.DrawFn) -> Bad:
 @st.composite
 def both_run_id_and_run_ref(draw: st.DrawFn) -> Bad:
     event = template(draw(st.sampled_from(["RunProgressed", "RunFinished", "RunTimedOut"])))
-    event["run_ref"] = draw(st.text(min_size=1, max_size=20))
+    event["run_ref"] = draw(valid_names(20))
     return one_line(("run_id", "run_ref"), json_line(event))
 
 
@@ -586,13 +611,13 @@ def unsupported_schema_version(draw: st.DrawFn) -> Bad:
 def undefined_run_ref(draw: st.DrawFn) -> Bad:
     event = template(draw(st.sampled_from(["RunProgressed", "RunFinished", "RunTimedOut"])))
     del event["run_id"]
-    event["run_ref"] = "never-started-" + draw(st.text(max_size=10))
+    event["run_ref"] = "never-started-" + draw(st.just("") | valid_names(10))
     return one_line(("run_ref",), json_line(event))
 
 
 @st.composite
 def run_ref_started_twice(draw: st.DrawFn) -> Bad:
-    label = "twice-" + draw(st.text(max_size=10))
+    label = "twice-" + draw(st.just("") | valid_names(10))
     first, second = template("RunStarted"), template("RunStarted")
     first["run_ref"] = second["run_ref"] = label
     del first["event_id"], second["event_id"]
@@ -650,7 +675,7 @@ def second_timeout() -> st.SearchStrategy[Bad]:
 @st.composite
 def rule_broken_by_run_ref(draw: st.DrawFn) -> Bad:
     """A run started and finished in the file, then reported on again."""
-    label = "closed-" + draw(st.text(max_size=10))
+    label = "closed-" + draw(st.just("") | valid_names(10))
     start = {"type": "RunStarted", "run_ref": label, "source_id": 9, "connector_name": "x"}
     finish = {"type": "RunFinished", "run_ref": label, "status": "success"}
     after = template(draw(st.sampled_from(["RunProgressed", "RunFinished", "RunTimedOut"])))

@@ -253,6 +253,10 @@ SPECS: dict[str, Spec] = {
         lambda s: [["verify"], ["verify", "--format", "json"], ["verify", "--chain-only"]],
         bad=lambda s: [["verify", "--format", "xml"]],
     ),
+    "anchor": Spec(
+        lambda s: [["anchor"], ["anchor", "--output", "anchors.txt"]],
+        bad=lambda s: [["anchor", "--output", str(s.inputs.not_a_folder / "anchors.txt")]],
+    ),
     "project": Spec(
         lambda s: [["project"]],
         bad=lambda s: [["project", "--skip-position", "999", "--reason", "poison"]],

@@ -14,7 +14,12 @@ What a hostile DBA could do, on SQLite and on MariaDB, each case on an otherwise
   event records, so no check can see an edit there, and the test proves instead that such an
   edit can never make the allocator hand out a run id already used;
 * and the other way round: an honest append committed while verify reads is not taken for a
-  row forged past the head.
+  row forged past the head;
+* (issue 12, item 9) cut the tail off with the head, registry and projection set back to
+  match: verify passes without an anchor and fails naming the anchor with one; forge
+  ``projection_skips`` rows: named by verify, and the report's in-sync condition names even a
+  forgery verify cannot tell from an operator's skip; drop, redefine, rename or add triggers:
+  named by verify.
 
 Each tamper writes a *plausible* different value (the next free integer, a time one microsecond
 later, one number inside a JSON payload changed, another event type or status), reads it back to
@@ -29,22 +34,43 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
 from freezegun import freeze_time
-from sqlalchemy import JSON, Column, Engine, Enum, Table, and_, event, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Engine,
+    Enum,
+    Table,
+    and_,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
-from ledger import Ledger, RunFinished, RunProgressed, sweep
+from ledger import Ledger, RecordedEvent, RunFinished, RunProgressed, RunState, sweep
+from ledger.clock import utcnow
 from ledger.events import EVENT_TYPES
+from ledger.rules import apply_event
 from ledger.schema import RUN_STATES, LegacyTimestamp, ledger_events, ledger_head, ledger_runs
+from ledger.triggers import IMMUTABLE_MESSAGE, TriggerDefinition, expected_triggers
 from ledger_cli import cli
 from projections import Projector
-from projections.schema import ingestion_run_transitions, ingestion_runs
+from projections.schema import (
+    PROJECTION_NAME,
+    ingestion_run_transitions,
+    ingestion_runs,
+    projection_skips,
+)
 from projections.verification import verify_all
 from tests.reliability.summary import Summary
-from tests.support import drop_triggers
+from tests.support import TRIGGERS, create_trigger_statement, drop_triggers, restore_triggers
 
 Key = dict[str, Any]
 Problems = list[dict[str, Any]]
@@ -94,8 +120,14 @@ def record_history(ledger: Ledger) -> History:
     return History(positions=(1, (1 + last) // 2, last), run_ids=(stations, prices, weather))
 
 
-def assert_clean(ledger: Ledger) -> None:
+def assert_clean(ledger: Ledger, triggers_dropped: bool = False) -> None:
+    """verify finds nothing; with ``triggers_dropped``, nothing but the dropped triggers."""
     report = verify_all(ledger)
+    if triggers_dropped:
+        missing = {p.column for p in report.problems if "is missing" in p.message}
+        assert missing == set(TRIGGERS), report.problems
+        assert report.problems == report.by_check("triggers"), report.problems
+        return
     assert report.ok, report.problems
 
 
@@ -283,7 +315,7 @@ def test_every_event_column_altered_at_first_middle_last_is_named(
             chain_only = ledger_verify_text(db_url, "--chain-only")
             assert names_position(chain_only, position), f"{where_}: {chain_only}"
             restore(ledger.engine, tamper)
-            assert_clean(ledger)
+            assert_clean(ledger, triggers_dropped=True)
             cases += 1
     assert cases == len(columns) * len(history.positions)
     reliability.record(
@@ -310,7 +342,7 @@ def test_a_deleted_event_is_named_at_first_middle_last(
         assert f"position {position} is missing" in verdict.stdout
         with ledger.engine.begin() as conn:
             conn.execute(insert(ledger_events).values(original))
-        assert_clean(ledger)
+        assert_clean(ledger, triggers_dropped=True)
     reliability.record(
         "tampering: events",
         backend,
@@ -343,7 +375,7 @@ def test_two_swapped_events_are_named(
         assert verdict.exit_code == 1
         assert verdict.chain_position() == min(pair), (pair, verdict.problems)
         swap_positions(ledger.engine, *pair)
-        assert_clean(ledger)
+        assert_clean(ledger, triggers_dropped=True)
     reliability.record(
         "tampering: events",
         backend,
@@ -635,4 +667,291 @@ def test_an_append_landing_while_verify_looks_past_the_head_is_not_named(
         backend,
         "a row forged at head+3, an honest append landing just as verify looks past the head",
         f"verify names position {forged_at}, not the honest row at {forged_at - 2}",
+    )
+
+
+# ---------------------------------------------------------------- issue 12, item 9
+
+
+def rebuild_registry(engine: Engine) -> None:
+    """Set every ledger_runs row to what the remaining events imply, as a careful forger
+    would after removing events (verify compares the registry with the events)."""
+    states: dict[int, RunState] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(select(ledger_events).order_by(ledger_events.c.position)).mappings()
+        events = [RecordedEvent.from_row(row) for row in rows]
+    for recorded in events:
+        states[recorded.run_id] = apply_event(
+            states.get(recorded.run_id), recorded.event, recorded.run_id, recorded.recorded_at
+        )
+    with engine.begin() as conn:
+        conn.execute(ledger_runs.delete())
+        for state in states.values():
+            conn.execute(insert(ledger_runs).values(**vars(state)))
+
+
+def cli_ok(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_a_truncated_tail_passes_verify_unless_an_anchor_was_kept(
+    ledger: Ledger, db_url: str, backend: str, reliability: Summary, tmp_path: Path
+) -> None:
+    history = record_history(ledger)
+    last = history.positions[-1]
+    anchors = tmp_path / "anchors.txt"
+    cli_ok("anchor", "--output", str(anchors), "--db", db_url)  # kept outside the database
+    kept = 7  # the last two events (the sweep's RunTimedOut, a late progress) are cut off
+    seven = read_row(ledger.engine, ledger_events, {"position": kept})
+    # The hostile DBA: triggers dropped, the tail deleted, the head set back onto the row
+    # before it, the registry made to match, the projection rebuilt, the triggers put back.
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(ledger_events.delete().where(ledger_events.c.position > kept))
+        conn.execute(
+            update(ledger_head).values(
+                last_position=kept, last_hash=seven["hash"], last_recorded_at=seven["recorded_at"]
+            )
+        )
+    rebuild_registry(ledger.engine)
+    cli_ok("rebuild", "--db", db_url)
+    restore_triggers(ledger.engine)
+
+    without_anchor = ledger_verify(db_url)
+    assert without_anchor.exit_code == 0, without_anchor.problems  # the gap anchors close
+    for options in ([], ["--chain-only"]):
+        verdict = ledger_verify(db_url, "--anchor", str(anchors), *options)
+        assert verdict.exit_code == 1, verdict.stdout
+        (problem,) = verdict.problems
+        assert problem["check"] == "anchor"
+        assert problem["position"] == last
+        assert f"{anchors}:1" in problem["message"]
+        assert "the ledger head is at position 7" in problem["message"]
+        line = anchors.read_text(encoding="utf-8").split()
+        assert line[1] in problem["message"]
+    expect = ledger_verify(db_url, "--expect-head", f"{last}:{line[1]}")
+    assert expect.exit_code == 1
+    assert expect.problems[0]["message"].startswith("anchor --expect-head: position 9")
+    # An anchor below the cut still holds: the history up to it is intact.
+    below = ledger_verify(db_url, "--expect-head", f"{kept}:{seven['hash']}")
+    assert below.exit_code == 0, below.problems
+    # Appending new events over the cut does not make the anchor hold again.
+    ledger.append([RunProgressed(run_id=history.run_ids[1], records_fetched=1)] * 1)
+    ledger.append([RunProgressed(run_id=history.run_ids[1], records_fetched=1)])
+    regrown = ledger_verify(db_url, "--anchor", str(anchors))
+    assert regrown.exit_code == 1
+    assert "the event stored there has hash" in regrown.problems[0]["message"]
+    reliability.record(
+        "tampering: truncated tail",
+        backend,
+        "the last 2 events deleted (triggers dropped and put back), ledger_head set to the "
+        "row before, ledger_runs rebuilt to match, projection rebuilt; later re-grown past it",
+        "without an anchor verify passes (documented gap); with `--anchor FILE` (full and "
+        "--chain-only) or `--expect-head` exit 1 naming FILE:LINE, position and hash; still "
+        "fails once new events re-grow past the cut",
+    )
+
+
+def forge_skip(engine: Engine, **values: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(projection_skips).values({"name": PROJECTION_NAME, **values}))
+
+
+def test_a_forged_skip_is_named_by_verify_or_the_report(
+    ledger: Ledger, db_url: str, backend: str, reliability: Summary
+) -> None:
+    history = record_history(ledger)
+    finished = read_row(ledger.engine, ledger_events, {"position": 7})  # weather's RunFinished
+    assert finished["type"] == "RunFinished"
+    recorded = finished["recorded_at"]
+    weather = history.run_ids[2]
+    honest_looking = {
+        "position": 7,
+        "event_type": "RunFinished",
+        "reason": "duplicate test event",
+        "actor": "operator:alice",
+        "skipped_at": recorded + timedelta(hours=1),
+    }
+    forgeries = {
+        "another event type": {**honest_looking, "event_type": "RunProgressed"},
+        "a position with no event": {**honest_looking, "position": 12},
+        "no reason": {**honest_looking, "reason": "  "},
+        "no actor": {**honest_looking, "actor": ""},
+        "skipped before the event was recorded": {
+            **honest_looking,
+            "skipped_at": recorded - timedelta(seconds=1),
+        },
+        "skipped in the future": {**honest_looking, "skipped_at": utcnow() + timedelta(days=1)},
+        # MariaDB's collation makes the projector honour it; no operator command writes it.
+        "the projection's name in capitals": {**honest_looking, "name": "INGESTION_RUNS"},
+    }
+    for what, values in forgeries.items():
+        forge_skip(ledger.engine, **values)
+        cli_ok("rebuild", "--db", db_url)  # the forger makes the table match the skip
+        verdict = ledger_verify(db_url)
+        assert verdict.exit_code == 1, (what, verdict.stdout)
+        named = [p for p in verdict.problems if p["check"] == "skips"]
+        assert named, (what, verdict.problems)
+        assert named[0]["position"] == values["position"], (what, verdict.problems)
+        assert f"position {values['position']}: " in named[0]["message"]
+        with ledger.engine.begin() as conn:
+            conn.execute(projection_skips.delete())
+        cli_ok("rebuild", "--db", db_url)
+        assert_clean(ledger)
+    # A forgery that matches the ledger in every way verify can see: verify cannot tell it
+    # from an operator's skip (a skip is not hash-chained), but it lists it, and the report no
+    # longer says "in sync": it names the skipped event.
+    forge_skip(ledger.engine, **honest_looking)
+    cli_ok("rebuild", "--db", db_url)
+    with ledger.engine.connect() as conn:
+        status = conn.execute(
+            select(ingestion_runs.c.status).where(ingestion_runs.c.id == weather)
+        ).scalar_one()
+    assert status == "running"  # the event is hidden from the legacy table
+    text_verdict = CliRunner().invoke(cli, ["verify", "--db", db_url])
+    assert text_verdict.exit_code == 0, text_verdict.output
+    assert f"position 7 (RunFinished of run {weather}) by operator:alice" in text_verdict.stdout
+    report = json.loads(
+        CliRunner().invoke(cli, ["report", "--format", "json", "--db", db_url]).stdout
+    )
+    (in_sync,) = [c for c in report["conditions"] if c["name"].startswith("projection in sync")]
+    assert not in_sync["passed"]
+    assert (
+        f"position 7 (RunFinished, run {weather}) skipped by operator:alice: duplicate test event"
+        in in_sync["detail"]
+    )
+    reliability.record(
+        "tampering: projection_skips",
+        backend,
+        f"{len(forgeries)} forged skip rows (wrong type, no such position, blank reason, blank "
+        "actor, before the event, in the future, the projection named in capitals), each with "
+        "the projection rebuilt; and one matching the ledger in every visible way",
+        f"{len(forgeries)}/{len(forgeries)} named by verify (check skips, position); the "
+        "careful forgery passes verify (listed as a skip) and `ledger report`'s in-sync "
+        "condition FAILS naming position, type, run, actor and reason",
+    )
+
+
+def noop_redefinitions(dialect: str, trigger: TriggerDefinition) -> dict[str, str]:
+    """Ways to keep a trigger's name while making it refuse nothing."""
+    message = IMMUTABLE_MESSAGE.format(verb=trigger.event)
+    head = f"CREATE TRIGGER {trigger.name} {trigger.timing} {trigger.event} ON ledger_events"
+    if dialect == "sqlite":
+        return {
+            "a body that does nothing": f"{head} BEGIN SELECT 1; END",
+            "a WHEN that never holds": (
+                f"{head} WHEN 0 BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            ),
+            "fired on one column only": trigger.definition.replace(
+                f"{trigger.event} ON", f"{trigger.event} OF actor ON"
+            )
+            if trigger.event == "UPDATE"
+            else f"{head} WHEN 1 = 0 BEGIN SELECT RAISE(ABORT, '{message}'); END",
+        }
+    signal = f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'"
+    return {
+        "a body that does nothing": f"{head} FOR EACH ROW SET @ledger_noop = 1",
+        "a condition that never holds": (
+            f"{head} FOR EACH ROW BEGIN IF 0 THEN {signal}; END IF; END"
+        ),
+        "a warning instead of an error": (
+            f"{head} FOR EACH ROW SIGNAL SQLSTATE '01000' SET MESSAGE_TEXT = '{message}'"
+        ),
+    }
+
+
+def trigger_problems(verdict: Verdict, name: str) -> list[str]:
+    return [
+        p["message"]
+        for p in verdict.problems
+        if p["check"] == "triggers" and (p["column"] or "").casefold() == name.casefold()
+    ]
+
+
+def test_dropped_redefined_renamed_or_added_triggers_are_named(
+    ledger: Ledger, db_url: str, backend: str, reliability: Summary
+) -> None:
+    record_history(ledger)
+    dialect = ledger.engine.dialect.name
+    expected = expected_triggers(dialect)
+    cases = 0
+
+    def replace_trigger(name: str, statement: str | None) -> None:
+        with ledger.engine.begin() as conn:
+            conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+            if statement is not None:
+                conn.execute(text(statement))
+
+    for trigger in expected:
+        replace_trigger(trigger.name, None)
+        verdict = ledger_verify(db_url)
+        assert verdict.exit_code == 1
+        assert any("is missing" in m for m in trigger_problems(verdict, trigger.name)), verdict
+        cases += 1
+        for what, statement in noop_redefinitions(dialect, trigger).items():
+            replace_trigger(trigger.name, statement)
+            verdict = ledger_verify(db_url)
+            assert verdict.exit_code == 1, (trigger.name, what)
+            (message,) = trigger_problems(verdict, trigger.name)
+            assert "is not run-ledger's definition" in message, (what, message)
+            cases += 1
+        # Renamed: dropped and created again under another name, same definition.
+        renamed = f"{trigger.name}_v2"
+        statement = create_trigger_statement(trigger, dialect)
+        replace_trigger(trigger.name, None)
+        replace_trigger(renamed, statement.replace(trigger.name, renamed, 1))
+        verdict = ledger_verify(db_url)
+        assert verdict.exit_code == 1
+        assert any("is missing" in m for m in trigger_problems(verdict, trigger.name))
+        assert any("unexpected trigger" in m for m in trigger_problems(verdict, renamed))
+        cases += 1
+        replace_trigger(renamed, None)
+        restore_triggers(ledger.engine)
+        assert_clean(ledger)
+    # Not a change: the same definition in other letter case and spacing (and, on MariaDB,
+    # another case for the trigger's name) is the same trigger.
+    for trigger in expected:
+        parts = re.split(r"('(?:[^']|'')*')", create_trigger_statement(trigger, dialect))
+        respelled = "".join(
+            part if part.startswith("'") else "\n  ".join(part.lower().split()) + " "
+            for part in parts
+        )
+        replace_trigger(trigger.name, respelled.replace(trigger.name, trigger.name.upper()))
+    assert_clean(ledger)
+    # Both spellings at once (MariaDB's trigger names are case-sensitive): one is an extra.
+    restore_triggers(ledger.engine)
+    verdict = ledger_verify(db_url)
+    if dialect == "sqlite":  # one name there: the respelled triggers were replaced
+        assert verdict.exit_code == 0, verdict.problems
+    else:
+        assert verdict.exit_code == 1
+        for trigger in expected:
+            upper = trigger.name.upper()
+            assert any("unexpected trigger" in m for m in trigger_problems(verdict, upper))
+            replace_trigger(upper, None)
+            cases += 1
+    assert_clean(ledger)
+    # An extra trigger on the events is named too.
+    extra = "CREATE TRIGGER ledger_events_audit AFTER INSERT ON ledger_events " + (
+        "BEGIN SELECT 1; END" if dialect == "sqlite" else "FOR EACH ROW SET @ledger_seen = 1"
+    )
+    replace_trigger("ledger_events_audit", extra)
+    verdict = ledger_verify(db_url)
+    assert verdict.exit_code == 1
+    assert any("unexpected trigger" in m for m in trigger_problems(verdict, "ledger_events_audit"))
+    cases += 1
+    replace_trigger("ledger_events_audit", None)
+    restore_triggers(ledger.engine)
+    assert_clean(ledger)
+    reliability.record(
+        "tampering: triggers",
+        backend,
+        f"each of {len(expected)} immutability triggers dropped, redefined to refuse nothing "
+        "(3 ways each), renamed; an extra trigger added; re-created in other letter case "
+        "and spacing"
+        + ("" if dialect == "sqlite" else "; both spellings of each name side by side"),
+        f"{cases}/{cases} named by verify (check triggers, trigger name); the respelled "
+        "definitions alone pass (no false alarm)",
     )

@@ -1,0 +1,314 @@
+"""Anchors: the ledger head written down outside the database, and checked against it later.
+
+The hash chain proves that no stored event was altered, but not that none was removed from the
+end: a DBA who deletes the last events and sets ``ledger_head`` back to the row before them
+leaves a shorter chain that verifies. An anchor is one line, ``position hash recorded_at``, of a
+head the operator kept somewhere the DBA cannot rewrite (a ticket, a log shipper, a signed or
+append-only store). ``ledger verify --anchor FILE`` then requires, for every line, that the
+ledger still holds an event at that position with that exact hash: the hash covers the whole
+history up to it, so a cut tail, or any rewrite of the chain up to that position, fails there.
+
+Anchor files are text: one anchor per line; blank lines and lines starting with ``#`` are
+ignored; CRLF line ends and a UTF-8 byte order mark are accepted. Position 0 (the empty
+ledger) is written ``0 <64 zeros> -``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from ledger.clock import isoformat_utc
+from ledger.database import translate_errors
+from ledger.errors import LedgerError, ValidationError
+from ledger.schema import GENESIS_HASH, HEAD_ROW_ID, ledger_events, ledger_head
+from ledger.store import Ledger
+from ledger.verify import StoredRef, events_at
+
+MAX_POSITION = 2**63 - 1  # BIGINT
+_POSITION = re.compile(r"[0-9]+")
+_HASH = re.compile(r"[0-9a-fA-F]{64}")
+_RECORDED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")
+_MALFORMED_SHOWN = 1  # the first malformed line is in the message; all are in ``problems``
+
+
+class AnchorInputError(ValidationError):
+    """An anchor file that cannot be read, or a malformed anchor (the caller's mistake)."""
+
+
+class HeadMismatchError(LedgerError):
+    """``ledger_head`` does not match the event at its position: nothing worth anchoring."""
+
+
+@dataclass(frozen=True)
+class Anchor:
+    position: int
+    hash: str
+    recorded_at: datetime | None  # None only for position 0
+    source: str = ""  # where it came from: "FILE:LINE" or "--expect-head"
+
+    def line(self) -> str:
+        """The anchor as one line of an anchor file."""
+        when = "-" if self.recorded_at is None else isoformat_utc(self.recorded_at)
+        return f"{self.position} {self.hash} {when}"
+
+
+@dataclass(frozen=True)
+class AnchorCheck:
+    anchor: Anchor
+    head_position: int
+    found_hash: str | None  # the hash stored at the anchored position, None if no event
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+# ---------------------------------------------------------------- writing
+
+
+def current_anchor(ledger: Ledger) -> Anchor:
+    """The current head as an anchor, after checking that ``ledger_head`` matches the event at
+    its position (a head that does not is refused: run ``ledger verify``)."""
+    with translate_errors(ledger.url, "anchor"), ledger.engine.connect() as conn:
+        head = conn.execute(
+            select(ledger_head.c.last_position, ledger_head.c.last_hash).where(
+                ledger_head.c.id == HEAD_ROW_ID
+            )
+        ).one_or_none()
+        if head is None:
+            raise HeadMismatchError("the ledger has no head row: run `ledger migrate`")
+        position, head_hash = int(head.last_position), str(head.last_hash)
+        if position == 0:
+            if head_hash != GENESIS_HASH:
+                raise HeadMismatchError(
+                    f"ledger_head is at position 0 with hash {head_hash}, not the genesis "
+                    "hash: run `ledger verify`"
+                )
+            return Anchor(0, GENESIS_HASH, None)
+        event = conn.execute(
+            select(ledger_events.c.hash, ledger_events.c.recorded_at).where(
+                ledger_events.c.position == position
+            )
+        ).one_or_none()
+    if event is None or str(event.hash) != head_hash:
+        found = "no event" if event is None else f"an event with hash {event.hash}"
+        raise HeadMismatchError(
+            f"ledger_head says position {position} has hash {head_hash}, but the ledger holds "
+            f"{found} there: run `ledger verify`"
+        )
+    return Anchor(position, head_hash, event.recorded_at)
+
+
+def append_anchor(ledger: Ledger, path: str | os.PathLike[str]) -> Anchor:
+    """Append the current head to ``path`` (created if missing) and fsync it."""
+    anchor = current_anchor(ledger)
+    target = Path(path)
+    created = not target.exists()
+    try:
+        with open(target, "ab") as file:
+            # A file whose last line lost its newline (edited by hand) must not glue the new
+            # line to it.
+            separator = b""
+            if file.tell() > 0:
+                with open(target, "rb") as existing:
+                    existing.seek(-1, os.SEEK_END)
+                    separator = b"" if existing.read(1) == b"\n" else b"\n"
+            file.write(separator + anchor.line().encode("ascii") + b"\n")
+            file.flush()
+            os.fsync(file.fileno())
+        if created:
+            _fsync_directory(target.resolve().parent)
+    except OSError as exc:
+        raise AnchorInputError(
+            f"{target}: cannot append to the anchor file ({exc.strerror or exc})"
+        ) from exc
+    return anchor
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make a new file's directory entry durable too (POSIX; a no-op where unsupported)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def parse_anchor(text: str, source: str) -> Anchor:
+    """One anchor line: ``position hash recorded_at``. Raises ``ValueError`` saying what is
+    wrong (the caller adds where)."""
+    fields = text.split()
+    if len(fields) != 3:
+        raise ValueError(
+            f"expected 3 fields (position hash recorded_at), found {len(fields)}: {_show(text)}"
+        )
+    position_text, hash_text, when_text = fields
+    position = _parse_position(position_text)
+    digest = _parse_hash(hash_text)
+    if position == 0:
+        if digest != GENESIS_HASH:
+            raise ValueError(f"position 0 is the empty ledger: its hash is {GENESIS_HASH}")
+        if when_text != "-":
+            raise ValueError("position 0 has no recorded_at: write '-'")
+        return Anchor(0, digest, None, source)
+    if not _RECORDED_AT.fullmatch(when_text):
+        raise ValueError(
+            f"recorded_at {_show(when_text)} is not an ISO-8601 UTC time like "
+            "2026-01-28T03:00:07.000000Z"
+        )
+    try:
+        recorded_at = datetime.fromisoformat(when_text.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError as exc:
+        raise ValueError(f"recorded_at {_show(when_text)} is not a valid time: {exc}") from exc
+    return Anchor(position, digest, recorded_at, source)
+
+
+def parse_expect_head(text: str) -> Anchor:
+    """``POS:HASH`` as given to ``--expect-head``."""
+    source = "--expect-head"
+    position_text, colon, hash_text = text.strip().partition(":")
+    try:
+        if not colon:
+            raise ValueError(f"{_show(text)} is not POSITION:HASH")
+        position = _parse_position(position_text)
+        digest = _parse_hash(hash_text)
+        if position == 0 and digest != GENESIS_HASH:
+            raise ValueError(f"position 0 is the empty ledger: its hash is {GENESIS_HASH}")
+    except ValueError as exc:
+        raise AnchorInputError(f"{source} {_show(text)}: {exc}") from None
+    return Anchor(position, digest, None, source)
+
+
+def read_anchor_file(path: str | os.PathLike[str]) -> list[Anchor]:
+    """Every anchor of a file; raises :class:`AnchorInputError` naming the file (and line) when
+    it cannot be read, holds a malformed line, or holds no anchor at all."""
+    source = Path(path)
+    try:
+        raw = source.read_bytes()
+    except OSError as exc:
+        raise AnchorInputError(
+            f"{source}: cannot read the anchor file ({exc.strerror or exc})"
+        ) from exc
+    body = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        content = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = body[: exc.start].count(b"\n") + 1
+        raise AnchorInputError(f"{source}:{at}: not valid UTF-8") from None
+    anchors: list[Anchor] = []
+    malformed: list[str] = []
+    # "\n" only: a line number must be the one an editor shows (str.splitlines also splits on
+    # form feeds and Unicode separators).
+    for number, text in enumerate(content.split("\n"), start=1):
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        where = f"{source}:{number}"
+        try:
+            anchors.append(parse_anchor(stripped, where))
+        except ValueError as exc:
+            malformed.append(f"{where}: {exc}")
+    if malformed:
+        more = len(malformed) - _MALFORMED_SHOWN
+        message = malformed[0] + (f" (and {more} more malformed line(s))" if more > 0 else "")
+        raise AnchorInputError(message, problems=malformed)
+    if not anchors:
+        raise AnchorInputError(f"{source}: no anchor line in the file (only blanks or comments)")
+    return anchors
+
+
+def _parse_position(text: str) -> int:
+    if not _POSITION.fullmatch(text) or int(text) > MAX_POSITION:
+        raise ValueError(f"position {_show(text)} is not a whole number from 0 to {MAX_POSITION}")
+    return int(text)
+
+
+def _parse_hash(text: str) -> str:
+    if not _HASH.fullmatch(text):
+        raise ValueError(
+            f"hash {_show(text)} is not 64 hexadecimal characters (it has {len(text)})"
+        )
+    return text.lower()
+
+
+def _show(text: str, limit: int = 80) -> str:
+    # repr: control characters in a bad line are shown, not sent to the terminal.
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+# ---------------------------------------------------------------- checking
+
+
+def check_anchors(ledger: Ledger, anchors: Sequence[Anchor]) -> list[AnchorCheck]:
+    """For each anchor: does the ledger still hold an event at its position with its hash?"""
+    head_position = ledger.head().last_position
+    stored = events_at(ledger, (a.position for a in anchors))
+    checks = []
+    for anchor in anchors:
+        checks.append(_check_one(anchor, head_position, stored))
+    return checks
+
+
+def _check_one(anchor: Anchor, head_position: int, stored: dict[int, StoredRef]) -> AnchorCheck:
+    what = f"anchor {anchor.source}: position {anchor.position} hash {anchor.hash}"
+    if anchor.position == 0:
+        return AnchorCheck(anchor, head_position, GENESIS_HASH)
+    ref = stored.get(anchor.position)
+    if anchor.position > head_position:
+        gone = (
+            f"the ledger head is at position {head_position}, below the anchored position: "
+            "events anchored before were removed (the tail was cut?), or the anchor is "
+            "from another ledger"
+        )
+        return AnchorCheck(anchor, head_position, ref.hash if ref else None, f"{what}: {gone}")
+    if ref is None:
+        return AnchorCheck(
+            anchor, head_position, None, f"{what}: no event is stored at that position"
+        )
+    if ref.hash != anchor.hash:
+        return AnchorCheck(
+            anchor,
+            head_position,
+            ref.hash,
+            f"{what}: the event stored there has hash {ref.hash}: the history up to that "
+            "position is not the one anchored",
+        )
+    if anchor.recorded_at is not None and ref.recorded_at != anchor.recorded_at:
+        return AnchorCheck(
+            anchor,
+            head_position,
+            ref.hash,
+            f"{what}: the hash matches but the event was recorded at "
+            f"{isoformat_utc(ref.recorded_at)}, the anchor says "
+            f"{isoformat_utc(anchor.recorded_at)}",
+        )
+    return AnchorCheck(anchor, head_position, ref.hash)
+
+
+def anchors_from(
+    files: Iterable[str | os.PathLike[str]], expected_heads: Iterable[str]
+) -> list[Anchor]:
+    """Every anchor of ``--anchor FILE`` and ``--expect-head POS:HASH`` options, in order."""
+    anchors: list[Anchor] = []
+    for path in files:
+        anchors.extend(read_anchor_file(path))
+    for text in expected_heads:
+        anchors.append(parse_expect_head(text))
+    return anchors

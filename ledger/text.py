@@ -1,0 +1,96 @@
+"""Text from the ledger, shown to people: data may hold any character, output must not be forged.
+
+Connector names, actors, error messages and reasons come from writers. Printed raw, a newline in
+an error message can draw a fake section of a report, an ESC or OSC sequence can clear a terminal
+or hide a link, a right-to-left override can reverse what a name seems to say. Every
+human-readable output passes data through :func:`visible` (and Markdown through
+:func:`markdown_cell`); JSON output keeps the exact stored value.
+
+The same definition of an invisible character is the rule for names (:mod:`ledger.events`).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+# Control (C0, DEL, C1), format (bidi overrides and isolates, zero-width characters, soft
+# hyphen, BOM, tags), line and paragraph separators, lone surrogates, and code points Unicode
+# has not assigned (what they will be is unknown: a terminal may take them for anything).
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"})
+# Letters to Unicode that print as nothing: only ever used in a name to look like another name.
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# What inline Markdown (GitHub's included) reads as more than text: the cell separator, link
+# and image brackets, HTML and autolinks, entities, code, emphasis and strikethrough, and the
+# backslash itself. ``(``, ``!``, ``#`` and ``+`` mean something only after ``]`` or at the
+# start of a line, which data never is.
+_MARKDOWN_SPECIAL = frozenset("\\`*_[]<>|~&")
+
+
+def is_invisible(char: str) -> bool:
+    """True for a character that does not show as itself (see :data:`INVISIBLE_CATEGORIES`)."""
+    return char in BLANK_LETTERS or unicodedata.category(char) in INVISIBLE_CATEGORIES
+
+
+def escape_char(char: str) -> str:
+    """``\\n``, ``\\x1b``, ``\\u202e``, ``\\U000e0041``: how :func:`visible` shows a character."""
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def describe_char(char: str) -> str:
+    """``U+202E RIGHT-TO-LEFT OVERRIDE``; a character without a name says what it is."""
+    code = f"U+{ord(char):04X}"
+    name = unicodedata.name(char, "")
+    if name:
+        return f"{code} {name}"
+    kinds = {"Cc": "a control character", "Cs": "a surrogate", "Cn": "unassigned"}
+    return f"{code} ({kinds.get(unicodedata.category(char), 'no name')})"
+
+
+def visible(text: str) -> str:
+    """``text`` on one line with every invisible character shown as its escape: a newline as the
+    two characters ``\\n``, ESC as ``\\x1b``, U+202E as ``\\u202e``. A backslash already in the
+    text is left as it is (Windows paths stay readable); JSON output is the exact form."""
+    if text.isprintable() and BLANK_LETTERS.isdisjoint(text):  # the usual case, in C
+        return text
+    return "".join(escape_char(char) if is_invisible(char) else char for char in text)
+
+
+def visible_lines(text: str) -> str:
+    """Each line of a message made :func:`visible`, the message's own line breaks kept: for
+    text composed by the code (an error listing problems) with data inside its lines."""
+    return "\n".join(visible(line) for line in text.split("\n"))
+
+
+def markdown_cell(text: str) -> str:
+    """``text`` made :func:`visible`, then escaped so that in a Markdown table cell (or any
+    inline Markdown) it stays literal text: it cannot end the cell or the row, or become a link,
+    an image, HTML, an entity, code or emphasis."""
+    shown = visible(text)
+    return "".join("\\" + char if char in _MARKDOWN_SPECIAL else char for char in shown)
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """At most ``limit`` characters, ``…`` marking a cut (clip after :func:`visible`, so an
+    escape cannot be hidden past the cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+__all__ = [
+    "BLANK_LETTERS",
+    "INVISIBLE_CATEGORIES",
+    "clip",
+    "describe_char",
+    "escape_char",
+    "is_invisible",
+    "markdown_cell",
+    "visible",
+    "visible_lines",
+]
