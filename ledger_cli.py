@@ -38,6 +38,11 @@ from rich.text import Text
 
 from connectors import SAMPLE_CSV, Connector, CsvConnector, HttpJsonConnector, Spool
 from connectors.spool import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV
+from forensics.anchors import anchors_from, append_anchor, current_anchor
+from forensics.audit import TimelineEntry, audit_run
+from forensics.legacy_import import import_legacy
+from forensics.report import build_report, render_json, render_text, report_passed
+from forensics.verify import VerifyReport, verify_all
 from ledger import (
     ConcurrencyError,
     ConfigurationError,
@@ -55,7 +60,6 @@ from ledger import (
     stuck_runs,
     sweep,
 )
-from ledger.anchors import anchors_from, append_anchor, current_anchor
 from ledger.clock import utcnow
 from ledger.durations import format_duration, parse_duration
 from ledger.events import MAX_RUN_ID, event_adapter, name_problem
@@ -73,13 +77,9 @@ from projections import (
     runs_as_of,
 )
 from projections import rebuild as rebuild_projection
-from projections.audit import TimelineEntry, audit_run
-from projections.legacy_import import import_legacy
 from projections.projector import DEFAULT_BATCH_SIZE
 from projections.queries import RunFilter, get_run, list_runs
-from projections.report import build_report, render_json, render_text, report_passed
 from projections.schema import RUN_STATUSES
-from projections.verification import VerifyReport, verify_all
 from service import LedgerService, load_config
 from service.demo import demo_orphan, run_demo
 from service.metrics import Figures, collect_figures

@@ -31,7 +31,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from benchmarks.raw import RawDatabase, raw_scan
-from ledger import Ledger, RunFinished, RunProgressed, RunStarted, stuck_runs, verify_chain
+from forensics.chain import verify_chain
+from ledger import Ledger, RunFinished, RunProgressed, RunStarted, stuck_runs
 from ledger.migrate import upgrade
 from projections import Projector
 

@@ -25,11 +25,9 @@ from ledger.rules import RunState
 from ledger.store import Ledger
 from ledger.stuck import StuckRun, Thresholds, stuck_runs
 from ledger.sweeper import SweepResult, fail_run, sweep
-from ledger.verify import ChainReport, verify_chain
 
 __all__ = [
     "AppendResult",
-    "ChainReport",
     "ConcurrencyError",
     "ConfigurationError",
     "EventModel",
@@ -58,5 +56,4 @@ __all__ = [
     "register_upcaster",
     "stuck_runs",
     "sweep",
-    "verify_chain",
 ]

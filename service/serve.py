@@ -32,6 +32,7 @@ from sqlalchemy import select
 
 from connectors import RunContext, Spool
 from connectors.registry import build_connector
+from forensics.anchors import append_anchor
 from ledger import (
     ConfigurationError,
     Ledger,
@@ -41,7 +42,6 @@ from ledger import (
     ValidationError,
     sweep,
 )
-from ledger.anchors import append_anchor
 from ledger.clock import utcnow
 from ledger.database import database_unreachable, same_text
 from ledger.migrate import check_schema

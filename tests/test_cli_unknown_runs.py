@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner, Result
 
+from forensics.audit import audit_run
 from ledger import Ledger, RunFinished, UnknownRunError
 from ledger_cli import cli
 from projections import Projector, run_as_of
-from projections.audit import audit_run
 from projections.queries import get_run
 
 UNKNOWN = "999"

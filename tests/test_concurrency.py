@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger import Ledger, verify_chain
+from forensics.chain import verify_chain
+from ledger import Ledger
 
 WORKER = Path(__file__).resolve().parent / "workers" / "append_worker.py"
 REPO = Path(__file__).resolve().parent.parent

@@ -19,15 +19,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, inspect, select, table, text
 
+from forensics.audit import audit_run
+from forensics.report import build_report, render_text, report_passed
+from forensics.verify import verify_all
 from ledger import Ledger, RunFinished, RunProgressed, RunStarted, RunTimedOut, sweep
 from ledger.migrate import upgrade
 from ledger.text import is_invisible
 from ledger.urls import mask_url
 from ledger_cli import cli
 from projections import Projector, rebuild
-from projections.audit import audit_run
-from projections.report import build_report, render_text, report_passed
-from projections.verification import verify_all
 from service.demo import DemoRefusedError, run_demo
 from tests import support
 from tests.projection_support import table_rows

@@ -20,7 +20,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from connectors import SAMPLE_CSV
-from ledger import Ledger, RunFinished, RunProgressed, verify_chain
+from forensics.chain import verify_chain
+from ledger import Ledger, RunFinished, RunProgressed
 from ledger.clock import utcnow
 from ledger_cli import cli
 from service.claims import claim, prune_claims

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import text
 
 from connectors import RunContext, Spool
+from forensics.report import build_report
 from ledger import (
     Ledger,
     RecordedEvent,
@@ -44,7 +45,6 @@ from ledger_cli import cli
 from projections import PoisonEventError, Projector, rebuild
 from projections.fold import LEGACY_TEXT_BYTES, RESERVED_DETAIL_KEYS, fold
 from projections.projector import PoisonBackoff
-from projections.report import build_report
 from service import load_config
 from service.metrics import LedgerCollector, collect_figures
 from service.serve import LedgerService

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from forensics.chain import verify_chain
 from ledger import (
     EventModel,
     Ledger,
@@ -24,7 +25,6 @@ from ledger import (
     RunProgressed,
     RunStarted,
     RunTimedOut,
-    verify_chain,
 )
 from ledger.clock import utcnow
 from ledger.schema import ledger_events, ledger_runs

@@ -13,6 +13,7 @@ from freezegun import freeze_time
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from forensics.chain import verify_chain
 from ledger import (
     ConcurrencyError,
     Ledger,
@@ -23,7 +24,6 @@ from ledger import (
     StreamError,
     ValidationError,
     sweep,
-    verify_chain,
 )
 from ledger.clock import isoformat_utc
 from ledger.hashing import chain_hash

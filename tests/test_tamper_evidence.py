@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import update
 
+from forensics.anchors import read_anchor_file
+from forensics.triggers import sql_tokens
 from ledger import Ledger, RunFinished, RunProgressed
-from ledger.anchors import read_anchor_file
 from ledger.errors import ConfigurationError
 from ledger.schema import GENESIS_HASH, ledger_head
-from ledger.triggers import sql_tokens
 from ledger_cli import cli
 from projections import Projector
 from service.config import load_config

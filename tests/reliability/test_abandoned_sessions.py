@@ -24,7 +24,8 @@ from click.testing import CliRunner
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 
-from ledger import ConfigurationError, Ledger, RunFinished, RunProgressed, verify_chain
+from forensics.chain import verify_chain
+from ledger import ConfigurationError, Ledger, RunFinished, RunProgressed
 from ledger.database import IDLE_TRANSACTION_TIMEOUT
 from ledger_cli import cli
 from projections import Projector, rebuild

@@ -31,7 +31,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from connectors import RunContext, Spool
-from ledger import Ledger, RunFinished, RunProgressed, verify_chain
+from forensics.chain import verify_chain
+from ledger import Ledger, RunFinished, RunProgressed
 from projections import Projector, rebuild
 from tests.projection_support import replayed_rows, table_rows
 from tests.reliability.fault_proxy import FAULTS, FaultProxy

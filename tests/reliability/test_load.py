@@ -28,7 +28,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ledger import Ledger, RunStarted, verify_chain
+from forensics.chain import verify_chain
+from ledger import Ledger, RunStarted
 from ledger.schema import ledger_events
 from projections import Projector, rebuild
 from tests.projection_support import replayed_rows, table_rows, transition_rows

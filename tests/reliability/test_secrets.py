@@ -51,6 +51,10 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
 from connectors import SAMPLE_CSV, CsvConnector, Spool
+from forensics.chain import verify_chain
+from forensics.legacy_import import import_legacy
+from forensics.report import build_report
+from forensics.verify import verify_all
 from ledger import (
     Ledger,
     LedgerError,
@@ -61,15 +65,11 @@ from ledger import (
     fail_run,
     stuck_runs,
     sweep,
-    verify_chain,
 )
 from ledger.migrate import check_schema, upgrade
 from ledger.urls import DATABASE_URL_ENV, mask_secrets, mask_url
 from ledger_cli import cli
 from projections import Projector, ledger_status, rebuild
-from projections.legacy_import import import_legacy
-from projections.report import build_report
-from projections.verification import verify_all
 from service import LedgerService, load_config
 from service.metrics import collect_figures
 from tests import support

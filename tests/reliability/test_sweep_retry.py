@@ -14,7 +14,8 @@ from freezegun import freeze_time
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from ledger import Ledger, sweep, verify_chain
+from forensics.chain import verify_chain
+from ledger import Ledger, sweep
 from tests.reliability.fault_proxy import FaultProxy
 from tests.reliability.summary import Summary
 

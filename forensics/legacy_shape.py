@@ -9,7 +9,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, inspect, text
 
-LEGACY_SQL = Path(__file__).resolve().parent / "ingestion_runs.mysql.sql"
+import projections
+
+# The legacy shape ships with the projection that must reproduce it.
+LEGACY_SQL = Path(projections.__file__).resolve().parent / "ingestion_runs.mysql.sql"
 _COLUMN = re.compile(
     r"^\s*(?P<name>\w+)\s+(?P<type>INT\(11\)|VARCHAR\(\d+\)|TIMESTAMP|TEXT|JSON|ENUM\([^)]*\))"
     r"\s+(?P<null>NOT NULL|NULL)(?:\s+(?:AUTO_INCREMENT|DEFAULT (?P<default>\S+)))?",

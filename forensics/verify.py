@@ -27,15 +27,15 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from ledger import Ledger, LedgerError, RecordedEvent, verify_chain
-from ledger.anchors import Anchor, AnchorCheck, check_anchors
+from forensics.anchors import Anchor, AnchorCheck, check_anchors
+from forensics.chain import events_at, verify_chain
+from forensics.triggers import TriggerCheck, check_triggers
+from ledger import Ledger, LedgerError, RecordedEvent
 from ledger.clock import isoformat_utc, utcnow
 from ledger.database import is_sqlite, translate_errors
 from ledger.recorded import LedgerHead
 from ledger.rules import RunState, apply_event
 from ledger.schema import HEAD_ROW_ID, ledger_head, ledger_runs
-from ledger.triggers import TriggerCheck, check_triggers
-from ledger.verify import events_at
 from projections.as_of import replay_as_of
 from projections.fold import Row, Transition
 from projections.schema import (

@@ -25,12 +25,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from forensics.chain import StoredRef, events_at
 from ledger.clock import isoformat_utc
 from ledger.database import translate_errors
 from ledger.errors import LedgerError, ValidationError
 from ledger.schema import GENESIS_HASH, HEAD_ROW_ID, ledger_events, ledger_head
 from ledger.store import Ledger
-from ledger.verify import StoredRef, events_at
 
 MAX_POSITION = 2**63 - 1  # BIGINT
 _POSITION = re.compile(r"[0-9]+")

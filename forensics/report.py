@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from forensics.legacy_shape import compare, expected_shape, live_shape
+from forensics.verify import VerifyReport, verify_all
 from ledger import Ledger, stuck_runs
 from ledger.clock import utcnow
 from ledger.database import exact_text, translate_errors
@@ -22,11 +24,9 @@ from ledger.migrate import check_schema
 from ledger.text import markdown_cell, visible
 from ledger.urls import mask_url
 from projections.checkpoints import Skip
-from projections.legacy_shape import compare, expected_shape, live_shape
 from projections.queries import RunFilter, list_runs
 from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
 from projections.status import ProjectionStatus, ledger_status
-from projections.verification import VerifyReport, verify_all
 
 ABSENT = "—"
 
