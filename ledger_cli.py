@@ -189,6 +189,21 @@ def check_name(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return value
 
 
+def ledger_clock_if_reachable(db_url: str | None) -> datetime | None:
+    """The ledger's clock, so that every line ahead of it is named with the other problems;
+    None when the database cannot be used (``append`` then reports why, after the input)."""
+    try:
+        ledger = Ledger.from_url(resolve_database_url(db_url))
+    except LedgerError:
+        return None
+    try:
+        return ledger.clock()
+    except LedgerError:
+        return None
+    finally:
+        ledger.close()
+
+
 def open_ledger(db_url: str | None) -> Ledger:
     url = resolve_database_url(db_url)
     with library_errors():
@@ -237,7 +252,7 @@ def append(source: IO[bytes], db_url: str | None) -> None:
     events, line_numbers = read_event_lines(source)
     problems = [
         f"line {line_numbers[index]}: {message}" if index is not None else message
-        for index, message in batch_problems(events)
+        for index, message in batch_problems(events, now=ledger_clock_if_reachable(db_url))
     ]
     if problems:
         fail_input(problems)
