@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 from benchmarks.raw import RawDatabase, raw_scan
 from forensics.chain import verify_chain
 from ledger import Ledger, RunFinished, RunProgressed, RunStarted, stuck_runs
-from ledger.migrate import upgrade
+from migrations.runner import upgrade
 from projections import Projector
 
 REPO = Path(__file__).resolve().parent.parent

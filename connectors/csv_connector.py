@@ -49,7 +49,7 @@ class CsvConnector(Connector):
         self.batch_size = batch_size
 
     def ingest(self, run: RunContext) -> None:
-        store = RecordStore(run.ledger.engine, run.ledger.url)
+        store = RecordStore(run.ledger)
         for batch in self.batches():
             for message, details in batch.problems:
                 run.error(message, details)

@@ -78,7 +78,7 @@ class HttpJsonConnector(Connector):
         self.max_pages = max_pages
 
     def ingest(self, run: RunContext) -> None:
-        store = RecordStore(run.ledger.engine, run.ledger.url)
+        store = RecordStore(run.ledger)
         url: str | None = self._page_url(self.first_page)
         page = self.first_page
         for _ in range(self.max_pages):

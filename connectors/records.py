@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from connectors.schema import source_records
+from ledger import ConstraintError, Ledger
 from ledger.clock import utcnow
-from ledger.database import translate_errors, write_transaction
 from ledger.mapper import canonical_json
+from ledger.reads import chunks
+from ledger.store import as_ledger
 
 
 @dataclass(frozen=True)
@@ -28,33 +29,34 @@ def content_hash(payload: dict[str, Any]) -> str:
 
 
 class RecordStore:
-    """``source_records`` of one database: one transaction per batch of records."""
+    """``source_records`` of the ledger's database: one transaction per batch of records.
 
-    def __init__(self, engine: Engine, url: str) -> None:
-        self.engine = engine
-        self.url = url
+    Takes the ledger (``RecordStore(run.ledger)``), or an Engine and its URL.
+    """
+
+    def __init__(self, database: Ledger | Engine, url: str | None = None) -> None:
+        self.ledger = as_ledger(database, url)
 
     def upsert(self, source_id: int, records: Sequence[tuple[str, dict[str, Any]]]) -> UpsertCounts:
         """Upsert ``(external_id, payload)`` pairs; a repeat inside the batch counts against
         the earlier one. Retried once if a concurrent run inserted the same key first."""
-        with translate_errors(self.url, "upsert records"):
-            try:
-                return self._upsert_once(source_id, records)
-            except IntegrityError:
-                return self._upsert_once(source_id, records)
+        try:
+            return self._upsert_once(source_id, records)
+        except ConstraintError:
+            return self._upsert_once(source_id, records)
 
     def _upsert_once(
         self, source_id: int, records: Sequence[tuple[str, dict[str, Any]]]
     ) -> UpsertCounts:
         now = utcnow()
         table = source_records
-        with write_transaction(self.engine) as conn:  # BEGIN IMMEDIATE on SQLite
+        with self.ledger.transaction("upsert records") as conn:  # BEGIN IMMEDIATE on SQLite
             keys = sorted({external_id for external_id, _ in records})
             known: dict[str, str] = {}
-            for start in range(0, len(keys), 500):
+            for chunk in chunks(keys):
                 query = select(table.c.external_id, table.c.content_hash).where(
                     table.c.source_id == source_id,
-                    table.c.external_id.in_(keys[start : start + 500]),
+                    table.c.external_id.in_(chunk),
                 )
                 known.update({row.external_id: row.content_hash for row in conn.execute(query)})
             created: dict[str, dict[str, Any]] = {}

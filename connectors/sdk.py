@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar
 
+import pydantic
+
 from connectors.spool import Spool
 from ledger import (
     EventModel,
@@ -43,9 +45,10 @@ from ledger import (
     StorageError,
     ValidationError,
 )
-from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT, name_problem
+from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT, Counter, name_problem
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json
+from ledger.text import clip
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ PROGRESS_FIELDS: dict[str, str] = {
     "claims": "claims_created",
     "coverage_cells": "coverage_cells_updated",
 }
+_COUNT = pydantic.TypeAdapter(Counter)  # what a RunProgressed field accepts
 
 
 class RunNotStartedError(StorageError):
@@ -238,15 +242,13 @@ class RunContext:
             "coverage_cells": coverage_cells,
         }
         for name, value in deltas.items():
-            if (
-                not isinstance(value, int)
-                or isinstance(value, bool)
-                or not 0 <= value < COUNTER_LIMIT
-            ):
+            try:
+                _COUNT.validate_python(value)
+            except pydantic.ValidationError:
                 raise ValidationError(
                     f"progress {name}={value!r}: a count must be an int "
                     f"from 0 to {COUNTER_LIMIT - 1}"
-                )
+                ) from None
         with self._lock:
             self._require_open()
             for name, value in deltas.items():
@@ -264,7 +266,9 @@ class RunContext:
             assert self.result is not None
             self.result.error_count += 1
             if len(self._errors) < self.max_error_details:
-                entry: dict[str, Any] = {"message": _clip(str(message), MAX_MESSAGE_CHARS)}
+                entry: dict[str, Any] = {
+                    "message": clip(str(message), MAX_MESSAGE_CHARS, count_cut=True)
+                }
                 if details:
                     entry["details"] = _bounded(details)
                 self._errors.append(entry)
@@ -354,10 +358,13 @@ class RunContext:
         interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
         details = {
             "exception": type(exc).__name__,
-            "message": _clip(str(exc), MAX_MESSAGE_CHARS),
+            "message": clip(str(exc), MAX_MESSAGE_CHARS, count_cut=True),
             # The end of a traceback is where it failed: keep that part if it must be cut.
-            "traceback": _clip(
-                "".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS, keep_end=True
+            "traceback": clip(
+                "".join(traceback.format_exception(exc)),
+                MAX_TRACEBACK_CHARS,
+                count_cut=True,
+                keep_end=True,
             ),
             **errors,
         }
@@ -370,20 +377,9 @@ class RunContext:
             run_id=self.run_id,
             status="failed",
             actor=self.actor,
-            error_message=_clip(message, MAX_MESSAGE_CHARS),
+            error_message=clip(message, MAX_MESSAGE_CHARS, count_cut=True),
             error_details=details,
         )
-
-
-def _clip(text: str, limit: int, keep_end: bool = False) -> str:
-    if len(text) <= limit:
-        return text
-    cut = len(text) - limit
-    return (
-        f"[{cut} characters cut]…" + text[-limit:]
-        if keep_end
-        else text[:limit] + f"…[{cut} characters cut]"
-    )
 
 
 def _bounded(details: dict[str, Any]) -> dict[str, Any]:
@@ -393,9 +389,9 @@ def _bounded(details: dict[str, Any]) -> dict[str, Any]:
     except RecursionError:  # nested beyond what JSON (or repr) can walk
         return {"unserialisable": f"details nested over {sys.getrecursionlimit()} levels deep"}
     except (TypeError, ValueError):
-        return {"unserialisable": _clip(repr(details), MAX_DETAILS_CHARS)}
+        return {"unserialisable": clip(repr(details), MAX_DETAILS_CHARS, count_cut=True)}
     if len(text) > MAX_DETAILS_CHARS or json_depth(details) > MAX_DETAILS_DEPTH:
-        return {"clipped": _clip(text, MAX_DETAILS_CHARS)}
+        return {"clipped": clip(text, MAX_DETAILS_CHARS, count_cut=True)}
     return details
 
 

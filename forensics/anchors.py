@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
-
-from forensics.chain import StoredRef, events_at
+from forensics.chain import events_at
 from ledger.clock import isoformat_utc
-from ledger.database import translate_errors
 from ledger.errors import LedgerError, ValidationError
-from ledger.schema import GENESIS_HASH, HEAD_ROW_ID, ledger_events, ledger_head
+from ledger.reads import read_head, stored_refs
+from ledger.recorded import StoredRef
+from ledger.schema import GENESIS_HASH
 from ledger.store import Ledger
+from ledger.text import clip
 
 MAX_POSITION = 2**63 - 1  # BIGINT
 _POSITION = re.compile(r"[0-9]+")
@@ -78,12 +78,8 @@ class AnchorCheck:
 def current_anchor(ledger: Ledger) -> Anchor:
     """The current head as an anchor, after checking that ``ledger_head`` matches the event at
     its position (a head that does not is refused: run ``ledger verify``)."""
-    with translate_errors(ledger.url, "anchor"), ledger.engine.connect() as conn:
-        head = conn.execute(
-            select(ledger_head.c.last_position, ledger_head.c.last_hash).where(
-                ledger_head.c.id == HEAD_ROW_ID
-            )
-        ).one_or_none()
+    with ledger.connect("anchor") as conn:
+        head = read_head(conn)
         if head is None:
             raise HeadMismatchError("the ledger has no head row: run `ledger migrate`")
         position, head_hash = int(head.last_position), str(head.last_hash)
@@ -94,11 +90,7 @@ def current_anchor(ledger: Ledger) -> Anchor:
                     "hash: run `ledger verify`"
                 )
             return Anchor(0, GENESIS_HASH, None)
-        event = conn.execute(
-            select(ledger_events.c.hash, ledger_events.c.recorded_at).where(
-                ledger_events.c.position == position
-            )
-        ).one_or_none()
+        event = stored_refs(conn, [position]).get(position)
     if event is None or str(event.hash) != head_hash:
         found = "no event" if event is None else f"an event with hash {event.hash}"
         raise HeadMismatchError(
@@ -250,7 +242,7 @@ def _parse_hash(text: str) -> str:
 
 def _show(text: str, limit: int = 80) -> str:
     # repr: control characters in a bad line are shown, not sent to the terminal.
-    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+    return repr(clip(text, limit))
 
 
 # ---------------------------------------------------------------- checking

@@ -6,12 +6,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
-
 from ledger import Ledger, LedgerError, RecordedEvent, UnknownRunError
-from ledger.database import translate_errors
 from ledger.hashing import chain_hash
-from ledger.schema import ledger_events
+from ledger.reads import stored_refs
+from ledger.schema import GENESIS_HASH
 from projections.fold import Row, fold
 
 # A spooled or imported event is flagged when it was recorded this long after it happened.
@@ -64,15 +62,9 @@ def audit_run(ledger: Ledger, run_id: int) -> list[TimelineEntry]:
 
 
 def _previous_hashes(ledger: Ledger, positions: list[int]) -> dict[int, str]:
-    wanted = [p - 1 for p in positions]
-    found: dict[int, str] = {0: "0" * 64}
-    with translate_errors(ledger.url, "audit"), ledger.engine.connect() as conn:
-        for start in range(0, len(wanted), 500):
-            query = select(ledger_events.c.position, ledger_events.c.hash).where(
-                ledger_events.c.position.in_(wanted[start : start + 500])
-            )
-            found.update({int(p): str(h) for p, h in conn.execute(query)})
-    return found
+    with ledger.connect("audit") as conn:
+        refs = stored_refs(conn, [p - 1 for p in positions])
+    return {0: GENESIS_HASH, **{position: ref.hash for position, ref in refs.items()}}
 
 
 def summarise(event: RecordedEvent) -> str:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Any, NamedTuple
-
-from sqlalchemy import func, select, text
+from datetime import datetime
+from typing import Any
 
 from ledger.clock import isoformat_utc
-from ledger.database import translate_errors
-from ledger.hashing import content_from_values
-from ledger.recorded import LedgerHead
-from ledger.schema import GENESIS_HASH, ledger_events
+from ledger.dialects import stored_time_text
+from ledger.hashing import HASH, POSITION, PREV_HASH, RECORDED_AT, stored_row_hash
+from ledger.reads import last_stored_position, lowest_position_between, raw_rows, stored_refs
+from ledger.recorded import LedgerHead, StoredRef
+from ledger.schema import GENESIS_HASH
 from ledger.store import Ledger
 
 
@@ -73,31 +71,32 @@ def _verify_chain(
     expected_position = max(from_position, 1)
     checked = 0
     last_recorded_at: Any = None
-    for event in _raw_rows(ledger, expected_position - 1, batch_size):
-        if event.position != expected_position and expected_position <= end:
+    for row in _raw_rows(ledger, expected_position - 1, batch_size):
+        position = row[POSITION]
+        if position != expected_position and expected_position <= end:
             # Checked before "beyond the head": a row moved past the head leaves its own
             # position missing, and that is the first position that does not match.
             return ChainReport(
                 checked,
                 expected_position,
-                f"position {expected_position} is missing (next is {event.position})",
+                f"position {expected_position} is missing (next is {position})",
             )
-        if event.position > end:
+        if position > end:
             break  # what the head vouched for when read is checked; the rest is looked at below
-        if event.prev_hash != prev_hash:
+        if row[PREV_HASH] != prev_hash:
             return ChainReport(
                 checked,
-                event.position,
+                position,
                 "prev_hash does not match the hash of the previous position",
             )
-        if _hash(prev_hash, event) != event.hash:
+        if stored_row_hash(prev_hash, row) != row[HASH]:
             return ChainReport(
                 checked,
-                event.position,
+                position,
                 "hash does not match the row's content (the row was altered)",
             )
-        prev_hash = event.hash
-        last_recorded_at = event.recorded_at
+        prev_hash = row[HASH]
+        last_recorded_at = row[RECORDED_AT]
         expected_position += 1
         checked += 1
     if expected_position <= end:
@@ -136,14 +135,13 @@ def _row_past_head(ledger: Ledger) -> tuple[int, int] | None:
     was an append landing meanwhile, and the search goes on from there. It ends at the highest
     position read first, however busy the ledger.
     """
-    with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
-        highest = conn.execute(select(func.max(ledger_events.c.position))).scalar_one_or_none()
+    with ledger.connect("verify") as conn:
+        highest = last_stored_position(conn)
     head = ledger.head().last_position
     while highest is not None and highest > head:
-        past = (ledger_events.c.position > head) & (ledger_events.c.position <= highest)
-        with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
-            first = conn.execute(select(func.min(ledger_events.c.position)).where(past))
-            lowest = int(first.scalar_one())
+        with ledger.connect("verify") as conn:
+            lowest = lowest_position_between(conn, head, highest)
+        assert lowest is not None  # highest itself is in the range
         now = ledger.head().last_position
         if now < lowest:
             return lowest, now
@@ -157,111 +155,28 @@ def _beyond_head(checked: int, position: int, head: int) -> ChainReport:
 
 
 def _same_time(stored: Any, head_value: datetime | None) -> bool:
-    return head_value is not None and _canonical_time(stored) == isoformat_utc(head_value)
+    return head_value is not None and stored_time_text(stored) == isoformat_utc(head_value)
 
 
-_COLUMNS = (
-    "position, event_id, run_id, version, type, schema_version, payload, occurred_at, "
-    "recorded_at, actor, prev_hash, hash"
-)
-
-
-class _Row(NamedTuple):
-    position: int
-    event_id: str
-    run_id: int
-    version: int
-    type: str
-    schema_version: int
-    payload: str
-    occurred_at: Any
-    recorded_at: Any
-    actor: str | None
-    prev_hash: str
-    hash: str
-
-
-def _raw_rows(ledger: Ledger, after: int, batch_size: int) -> Iterator[_Row]:
+def _raw_rows(ledger: Ledger, after: int, batch_size: int) -> Iterator[tuple[Any, ...]]:
     """Rows as the driver returns them: verification rehashes the stored text and needs no
     models or type conversion (the fast path of ``ledger verify``)."""
-    query = text(
-        f"SELECT {_COLUMNS} FROM ledger_events WHERE position > :after "
-        "ORDER BY position LIMIT :limit"
-    )
     while True:
-        with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
-            rows = [
-                _Row(*row) for row in conn.execute(query, {"after": after, "limit": batch_size})
-            ]
+        with ledger.connect("verify") as conn:
+            rows = raw_rows(conn, after, batch_size)
         yield from rows
         if len(rows) < batch_size:
             return
-        after = rows[-1].position
-
-
-def _canonical_time(value: Any) -> str:
-    """A stored timestamp as the hash saw it: SQLite text or a MySQL naive UTC datetime."""
-    if isinstance(value, datetime):
-        return isoformat_utc(value.replace(tzinfo=UTC))
-    text_value = str(value).replace(" ", "T")
-    return (text_value if "." in text_value else text_value + ".000000") + "Z"
-
-
-def _hash(prev_hash: str, row: _Row) -> str:
-    content = content_from_values(
-        row.position,
-        row.event_id,
-        row.run_id,
-        row.version,
-        row.type,
-        row.schema_version,
-        row.payload,
-        _canonical_time(row.occurred_at),
-        _canonical_time(row.recorded_at),
-        row.actor,
-    )
-    return hashlib.sha256((prev_hash + content).encode("utf-8")).hexdigest()
+        after = rows[-1][POSITION]
 
 
 def _hash_at(ledger: Ledger, position: int) -> str | None:
-    query = select(ledger_events.c.hash).where(ledger_events.c.position == position)
-    with translate_errors(ledger.url, "read"), ledger.engine.connect() as conn:
-        value = conn.execute(query).scalar_one_or_none()
-    return None if value is None else str(value)
+    with ledger.connect() as conn:
+        ref = stored_refs(conn, [position]).get(position)
+    return None if ref is None else ref.hash
 
 
-@dataclass(frozen=True)
-class StoredRef:
-    """What identifies a stored event, read raw (no model, so an unknown type reads too)."""
-
-    position: int
-    run_id: int
-    type: str
-    hash: str
-    recorded_at: datetime
-
-
-def events_at(ledger: Ledger, positions: Iterable[int], chunk: int = 500) -> dict[int, StoredRef]:
+def events_at(ledger: Ledger, positions: Iterable[int]) -> dict[int, StoredRef]:
     """The stored events at ``positions`` (those that exist), by position."""
-    wanted = sorted({p for p in positions if p > 0})
-    found: dict[int, StoredRef] = {}
-    columns = (
-        ledger_events.c.position,
-        ledger_events.c.run_id,
-        ledger_events.c.type,
-        ledger_events.c.hash,
-        ledger_events.c.recorded_at,
-    )
-    with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
-        for start in range(0, len(wanted), chunk):
-            part = wanted[start : start + chunk]
-            rows = conn.execute(select(*columns).where(ledger_events.c.position.in_(part)))
-            for row in rows:
-                found[int(row.position)] = StoredRef(
-                    int(row.position),
-                    int(row.run_id),
-                    str(row.type),
-                    str(row.hash),
-                    row.recorded_at,
-                )
-    return found
+    with ledger.connect("verify") as conn:
+        return stored_refs(conn, positions)

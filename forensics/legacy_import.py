@@ -29,7 +29,6 @@ from ledger import (
     RunStarted,
     ValidationError,
 )
-from ledger.database import create_ledger_engine, translate_errors
 from ledger.events import RECORDED_NAMES
 from ledger.mapper import describe_pydantic_errors
 from projections.fold import Row, whole_seconds
@@ -79,17 +78,16 @@ def import_legacy(
 
 
 def read_legacy_rows(ledger: Ledger, source_url: str | None, table: str) -> list[Row]:
-    engine = create_ledger_engine(source_url) if source_url else ledger.engine
-    url = source_url or ledger.url
+    source = Ledger.from_url(source_url) if source_url else ledger
     try:
-        with translate_errors(url, "read legacy table"), engine.connect() as conn:
+        with source.connect("read legacy table") as conn:
             legacy = Table(table, MetaData(), autoload_with=conn)
             rows = [
                 dict(row) for row in conn.execute(select(legacy).order_by(legacy.c.id)).mappings()
             ]
     finally:
         if source_url:
-            engine.dispose()
+            source.close()
     return [_normalise(row) for row in rows]
 
 

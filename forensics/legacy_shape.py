@@ -1,13 +1,12 @@
-"""The legacy ``ingestion_runs`` shape, read from ``ingestion_runs.mysql.sql`` (shipped beside
-this module), and the live shape read from a database's catalogue, for comparison."""
+"""The legacy ``ingestion_runs`` shape, read from ``ingestion_runs.mysql.sql`` (shipped with the
+projection), compared with the live shape a database's catalogue describes
+(:func:`forensics.dialects.live_shape`)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-from sqlalchemy import Engine, inspect, text
 
 import projections
 
@@ -46,45 +45,6 @@ def expected_shape() -> Shape:
             )
         elif match := _KEY.match(line):
             indexes[match["name"]] = [match["column"]]
-    return Shape(columns, indexes)
-
-
-def live_shape(engine: Engine, table: str = "ingestion_runs") -> Shape:
-    """The table as the database's catalogue describes it (MySQL types; SQLite's own)."""
-    if engine.dialect.name == "sqlite":
-        inspector = inspect(engine)
-        columns = [
-            Column(c["name"], str(c["type"]).lower(), bool(c["nullable"]))
-            for c in inspector.get_columns(table)
-        ]
-        keys = {"PRIMARY": inspector.get_pk_constraint(table)["constrained_columns"]}
-        for index in inspector.get_indexes(table):
-            keys[str(index["name"])] = [str(c) for c in index["column_names"]]
-        return Shape(columns, keys)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS "
-                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t ORDER BY ORDINAL_POSITION"
-            ),
-            {"t": table},
-        ).all()
-        index_rows = conn.execute(
-            text(
-                "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS "
-                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t "
-                "ORDER BY INDEX_NAME, SEQ_IN_INDEX"
-            ),
-            {"t": table},
-        ).all()
-    # MariaDB reports JSON as its alias LONGTEXT (with a json_valid CHECK).
-    columns = [
-        Column(name, "json" if kind == "longtext" else kind, nullable == "YES")
-        for name, kind, nullable in rows
-    ]
-    indexes: dict[str, list[str]] = {}
-    for index, column in index_rows:
-        indexes.setdefault(index, []).append(column)
     return Shape(columns, indexes)
 
 

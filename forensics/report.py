@@ -14,17 +14,18 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from forensics.legacy_shape import compare, expected_shape, live_shape
+from forensics.dialects import live_shape, types_comparable
+from forensics.legacy_shape import compare, expected_shape
 from forensics.verify import VerifyReport, verify_all
 from ledger import Ledger, stuck_runs
-from ledger.database import exact_text, translate_errors
+from ledger.clock import format_utc_seconds, isoformat_utc
+from ledger.dialects import exact_text
 from ledger.durations import format_duration
-from ledger.migrate import check_schema
 from ledger.text import markdown_cell, visible
 from ledger.urls import mask_url
 from projections.checkpoints import Skip
-from projections.queries import RunFilter, list_runs
-from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
+from projections.queries import RunFilter, list_runs, runs_by_status
+from projections.schema import ingestion_run_transitions, ingestion_runs
 from projections.status import ProjectionStatus, ledger_status
 
 ABSENT = "—"
@@ -42,18 +43,13 @@ def build_report(
 ) -> dict[str, Any]:
     """Every section as plain data (what ``--format json`` prints)."""
     generated_at = ledger.clock()  # the clock the ledger records by
-    check_schema(ledger.engine, ledger.url)  # "run `ledger migrate`", not a traceback
+    ledger.check_schema()  # "run `ledger migrate`", not a traceback
     expected = expected_shape()
-    with translate_errors(ledger.url, "report"):
-        live = live_shape(ledger.engine)
-    mismatches = compare(expected, live, exact_types=ledger.engine.dialect.name != "sqlite")
-    with translate_errors(ledger.url, "report"), ledger.engine.connect() as conn:
-        counts = {
-            str(s): int(n)
-            for s, n in conn.execute(
-                select(ingestion_runs.c.status, func.count()).group_by(ingestion_runs.c.status)
-            )
-        }
+    with ledger.connect("report") as conn:
+        live = live_shape(conn)
+    mismatches = compare(expected, live, exact_types=types_comparable(ledger))
+    with ledger.connect("report") as conn:
+        status_distribution = runs_by_status(conn)
         actor = ingestion_run_transitions.c.actor
         exact_actor = exact_text(actor, conn)  # "Sweeper" is not the sweeper
         sources = conn.execute(
@@ -111,7 +107,7 @@ def build_report(
         ),
     ]
     return {
-        "generated_at": generated_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "generated_at": isoformat_utc(generated_at),
         "database": _masked(ledger),
         "schema": {
             "table": "ingestion_runs",
@@ -121,7 +117,7 @@ def build_report(
             "indexes": live.indexes,
             "mismatches": mismatches,
         },
-        "status_distribution": {s: counts.get(s, 0) for s in RUN_STATUSES},
+        "status_distribution": status_distribution,
         "latest_runs": [_run_summary(row) for row in latest_rows],
         "transitions": transitions,
         "stuck_runs": [
@@ -203,7 +199,7 @@ def _run_summary(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _utc(value: datetime | None) -> str | None:
-    return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return None if value is None else f"{format_utc_seconds(value)} UTC"
 
 
 def _masked(ledger: Ledger) -> str:

@@ -8,10 +8,8 @@ whitespace and the case of keywords and identifiers do not matter, string litera
 exactly, and anything else (a ``WHEN 0``, an ``UPDATE OF`` one column, a comment, another body)
 is a different trigger.
 
-Migration ``0001_event_store`` creates these triggers with its own frozen copy of the same
-statements (a migration is history and never imports code that may change); a freshly migrated
-database of each dialect passing this check is what keeps the two equal, and a later change of
-the triggers comes with a new migration and a change here.
+The definitions, and how each database's catalogue shows them, are in
+:mod:`forensics.dialects`.
 
 On MariaDB, ``information_schema.TRIGGERS`` shows a trigger's definition only to a user with the
 TRIGGER privilege on its table, which the README's roles do not have (it would let them drop
@@ -31,64 +29,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, text
-
-from ledger.database import is_sqlite, translate_errors
+from forensics.dialects import (
+    TABLE,
+    FoundTrigger,
+    TriggerDefinition,
+    database_user,
+    definition_kind,
+    expected_triggers,
+    found_triggers,
+    may_see_triggers,
+)
 from ledger.store import Ledger
-
-TABLE = "ledger_events"
-IMMUTABLE_MESSAGE = "ledger_events is append-only: {verb} is not allowed (run-ledger I1)"
-
-
-@dataclass(frozen=True)
-class TriggerDefinition:
-    name: str
-    timing: str  # BEFORE
-    event: str  # UPDATE, DELETE, INSERT
-    # What the catalogue holds: on SQLite the whole CREATE TRIGGER statement, on MariaDB/MySQL
-    # the body (ACTION_STATEMENT).
-    definition: str
-
-
-def expected_triggers(dialect: str) -> tuple[TriggerDefinition, ...]:
-    """The triggers ``ledger migrate`` creates on ``ledger_events`` for ``dialect``."""
-    triggers = []
-    if dialect == "sqlite":
-        for verb in ("UPDATE", "DELETE"):
-            name = f"ledger_events_no_{verb.lower()}"
-            statement = (
-                f"CREATE TRIGGER {name} BEFORE {verb} ON ledger_events "
-                f"BEGIN SELECT RAISE(ABORT, '{IMMUTABLE_MESSAGE.format(verb=verb)}'); END"
-            )
-            triggers.append(TriggerDefinition(name, "BEFORE", verb, statement))
-        # INSERT OR REPLACE deletes the conflicting row without firing DELETE triggers.
-        replace = (
-            "CREATE TRIGGER ledger_events_no_replace BEFORE INSERT ON ledger_events "
-            "WHEN EXISTS (SELECT 1 FROM ledger_events WHERE position = NEW.position) "
-            "OR EXISTS (SELECT 1 FROM ledger_events WHERE event_id = NEW.event_id) "
-            "OR EXISTS (SELECT 1 FROM ledger_events "
-            "WHERE run_id = NEW.run_id AND version = NEW.version) "
-            f"BEGIN SELECT RAISE(ABORT, '{IMMUTABLE_MESSAGE.format(verb='REPLACE')}'); END"
-        )
-        triggers.append(TriggerDefinition("ledger_events_no_replace", "BEFORE", "INSERT", replace))
-    elif dialect in ("mysql", "mariadb"):
-        for verb in ("UPDATE", "DELETE"):
-            message = IMMUTABLE_MESSAGE.format(verb=verb)
-            body = f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'"
-            triggers.append(
-                TriggerDefinition(f"ledger_events_no_{verb.lower()}", "BEFORE", verb, body)
-            )
-    return tuple(triggers)
-
-
-@dataclass(frozen=True)
-class FoundTrigger:
-    name: str
-    table: str
-    timing: str
-    event: str
-    definition: str | None  # None: this user may not read it
-    row_level: bool = True
+from ledger.text import clip
 
 
 @dataclass
@@ -129,20 +81,20 @@ def sql_tokens(sql: str) -> list[str]:
 
 def check_triggers(ledger: Ledger) -> TriggerCheck:
     """Compare the triggers on ``ledger_events`` with :func:`expected_triggers`."""
-    with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
+    with ledger.connect("verify") as conn:
         dialect = conn.dialect.name
         expected = expected_triggers(dialect)
         if not expected:
             return TriggerCheck(
                 checked=False, unchecked_reason=f"no trigger definitions for {dialect}"
             )
-        found = _sqlite_triggers(conn) if is_sqlite(conn) else _mysql_triggers(conn)
+        found = found_triggers(conn)
         result = TriggerCheck(
             expected=[t.name for t in expected], found=sorted(t.name for t in found)
         )
         hidden = any(t.definition is None for t in found)
-        if hidden or (not found and not is_sqlite(conn) and not _may_see_triggers(conn)):
-            user = conn.execute(text("SELECT CURRENT_USER()")).scalar_one()
+        if hidden or (not found and not may_see_triggers(conn)):
+            user = database_user(conn)
             result.checked = False
             seen = (
                 f"can see the names of the triggers of {TABLE} but not their definitions"
@@ -201,77 +153,9 @@ def _differences(want: TriggerDefinition, have: FoundTrigger, dialect: str) -> l
     if not have.row_level:
         differences.append("not FOR EACH ROW")
     if have.definition is not None and sql_tokens(have.definition) != sql_tokens(want.definition):
-        what = "statement" if dialect == "sqlite" else "body"
-        differences.append(f"its {what} is {_short(have.definition)}")
+        differences.append(f"its {definition_kind(dialect)} is {_short(have.definition)}")
     return differences
 
 
 def _short(sql: str, limit: int = 160) -> str:
-    flat = " ".join(sql.split())
-    return repr(flat if len(flat) <= limit else flat[: limit - 1] + "…")
-
-
-_SQLITE_HEAD = re.compile(
-    r"^\s*CREATE\s+(?:TEMP\w*\s+)?TRIGGER\s+(?:IF\s+NOT\s+EXISTS\s+)?\S+\s+"
-    r"(BEFORE|AFTER|INSTEAD\s+OF)?\s*(DELETE|INSERT|UPDATE)\b",
-    re.IGNORECASE,
-)
-
-
-def _sqlite_triggers(conn: Connection) -> list[FoundTrigger]:
-    rows = conn.execute(
-        text(
-            "SELECT name, tbl_name, sql FROM sqlite_master "
-            "WHERE type = 'trigger' AND lower(tbl_name) = :table"
-        ),
-        {"table": TABLE},
-    ).all()
-    found = []
-    for name, table, sql in rows:
-        match = _SQLITE_HEAD.match(sql or "")
-        timing = " ".join((match.group(1) or "BEFORE").split()).upper() if match else "?"
-        event = match.group(2).upper() if match else "?"
-        found.append(FoundTrigger(str(name), str(table), timing, event, str(sql or "")))
-    return found
-
-
-def _mysql_triggers(conn: Connection) -> list[FoundTrigger]:
-    rows = conn.execute(
-        text(
-            "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, "
-            "ACTION_STATEMENT, ACTION_ORIENTATION FROM information_schema.TRIGGERS "
-            "WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = :table"
-        ),
-        {"table": TABLE},
-    ).all()
-    return [
-        FoundTrigger(
-            str(name),
-            str(table),
-            str(timing),
-            str(event),
-            None if body is None else str(body),
-            str(orientation) == "ROW",
-        )
-        for name, table, timing, event, body, orientation in rows
-    ]
-
-
-def _may_see_triggers(conn: Connection) -> bool:
-    """Whether the current user holds the TRIGGER privilege on ``ledger_events`` (globally, on
-    the database or on the table). A privilege held through a role is not listed to the user,
-    so this errs towards "cannot see": the check then says "not checked", never "missing"."""
-    user = str(conn.execute(text("SELECT CURRENT_USER()")).scalar_one())
-    name, _, host = user.rpartition("@")
-    grantee = f"'{name}'@'{host}'"
-    query = text(
-        "SELECT 1 FROM information_schema.USER_PRIVILEGES "
-        "WHERE GRANTEE = :grantee AND PRIVILEGE_TYPE = 'TRIGGER' "
-        "UNION ALL SELECT 1 FROM information_schema.SCHEMA_PRIVILEGES "
-        "WHERE GRANTEE = :grantee AND PRIVILEGE_TYPE = 'TRIGGER' "
-        "AND TABLE_SCHEMA = DATABASE() "
-        "UNION ALL SELECT 1 FROM information_schema.TABLE_PRIVILEGES "
-        "WHERE GRANTEE = :grantee AND PRIVILEGE_TYPE = 'TRIGGER' "
-        "AND TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :table"
-    )
-    return conn.execute(query, {"grantee": grantee, "table": TABLE}).first() is not None
+    return repr(clip(" ".join(sql.split()), limit))

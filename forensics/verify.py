@@ -19,25 +19,24 @@ an operator's (a skip is not hash-chained): ``ledger report`` names every skippe
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 
 from forensics.anchors import Anchor, AnchorCheck, check_anchors
 from forensics.chain import events_at, verify_chain
 from forensics.triggers import TriggerCheck, check_triggers
 from ledger import Ledger, LedgerError, RecordedEvent
 from ledger.clock import isoformat_utc
-from ledger.database import is_sqlite, translate_errors
+from ledger.reads import find_runs, read_head
 from ledger.recorded import LedgerHead
 from ledger.rules import RunState, apply_event
-from ledger.schema import HEAD_ROW_ID, ledger_head, ledger_runs
+from ledger.text import clip
 from projections.as_of import replay_as_of
-from projections.fold import Row, Transition
+from projections.fold import Row, Transition, normalise
 from projections.schema import (
     PROJECTION_NAME,
     ingestion_run_transitions,
@@ -45,7 +44,6 @@ from projections.schema import (
     projection_checkpoints,
     projection_skips,
 )
-from projections.writer import normalise
 
 MAX_DIFFERENCES = 50  # per check: the first ones are what an auditor needs
 # A skip's time comes from the operator's clock: allow it what the append clock guard allows.
@@ -166,32 +164,19 @@ def _replay(states: dict[int, RunState], event: RecordedEvent, report: VerifyRep
     return found
 
 
-@contextmanager
-def _snapshot(ledger: Ledger) -> Iterator[Connection]:
-    """A read transaction that sees one moment of the database, so that a check comparing two
-    tables never takes a write in flight for tampering. On MySQL, REPEATABLE READ (InnoDB keeps
-    the snapshot of the first read for the whole transaction); on SQLite, a read transaction
-    in WAL mode is a snapshot already."""
-    with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
-        if not is_sqlite(conn):
-            conn.execution_options(isolation_level="REPEATABLE READ")
-        with conn.begin():
-            yield conn
-
-
 # Every column of the registry but its key, so a column added later is checked too: each is a
-# field of the RunState the events imply.
-_REGISTRY_COLUMNS = tuple(c.name for c in ledger_runs.columns if c.name != "run_id")
+# field of the RunState the events imply (a RunState is one ledger_runs row).
+_REGISTRY_COLUMNS = tuple(name for name in RunState.__dataclass_fields__ if name != "run_id")
 
 
 def _check_registry(
     ledger: Ledger, states: dict[int, RunState], replayed_to: int, report: VerifyReport
 ) -> None:
-    with _snapshot(ledger) as conn:
-        head = conn.execute(
-            select(ledger_head.c.last_position).where(ledger_head.c.id == HEAD_ROW_ID)
-        ).scalar_one()
-        stored = {row["run_id"]: row for row in conn.execute(select(ledger_runs)).mappings()}
+    # The registry and the head from one snapshot: an append commits both together.
+    with ledger.snapshot("verify") as conn:
+        head_row = read_head(conn)
+        stored = {state.run_id: state for state in find_runs(conn)}
+    head = head_row.last_position if head_row else 0
     # The registry was read at a later moment than the events were replayed: bring the states
     # up to that moment (committed events never change, so reading them now is safe).
     if head > replayed_to:
@@ -211,11 +196,11 @@ def _check_registry(
             found += 1
             continue
         for column in _REGISTRY_COLUMNS:
-            if row[column] != getattr(state, column):
+            if getattr(row, column) != getattr(state, column):
                 report.problems.append(
                     Problem(
                         "registry",
-                        f"run {run_id}: ledger_runs.{column} is {row[column]!r}, the "
+                        f"run {run_id}: ledger_runs.{column} is {getattr(row, column)!r}, the "
                         f"events imply {getattr(state, column)!r}",
                         run_id=run_id,
                         column=column,
@@ -228,7 +213,7 @@ def _check_skips(ledger: Ledger, report: VerifyReport) -> None:
     """Each skip must name a stored event, with its type, a reason and an actor, and be
     recorded after the event (``ledger project --skip-position`` checks all that when it
     records one): a row that does not was written around it."""
-    with translate_errors(ledger.url, "verify"), ledger.engine.connect() as conn:
+    with ledger.connect("verify") as conn:
         rows = list(
             conn.execute(
                 select(projection_skips).order_by(
@@ -289,7 +274,7 @@ def _check_skips(ledger: Ledger, report: VerifyReport) -> None:
 def _check_projection(ledger: Ledger, report: VerifyReport) -> None:
     # The checkpoint and the rows from one snapshot: a projector batch committing meanwhile
     # moves both together, never one without the other.
-    with _snapshot(ledger) as conn:
+    with ledger.snapshot("verify") as conn:
         checkpoint = conn.execute(
             select(projection_checkpoints.c.position).where(
                 projection_checkpoints.c.name == PROJECTION_NAME
@@ -370,5 +355,4 @@ def _row_differences(expected: Row | None, actual: Row | None) -> list[tuple[str
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return clip(repr(value), 80, ellipsis="...")

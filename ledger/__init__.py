@@ -3,6 +3,7 @@
 from ledger.errors import (
     ConcurrencyError,
     ConfigurationError,
+    ConstraintError,
     LedgerError,
     SchemaError,
     StorageError,
@@ -30,6 +31,7 @@ __all__ = [
     "AppendResult",
     "ConcurrencyError",
     "ConfigurationError",
+    "ConstraintError",
     "EventModel",
     "Ledger",
     "LedgerError",

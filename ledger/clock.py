@@ -58,3 +58,9 @@ def use_clock(clock: Clock | None) -> Clock | None:
     global _default_clock
     previous, _default_clock = _default_clock, clock
     return previous
+
+
+def format_utc_seconds(value: datetime) -> str:
+    """A timestamp for people, to the second: ``2026-01-28 03:00:07`` (UTC, which the caller
+    says, as in ``… UTC`` or a column titled "times in UTC")."""
+    return isoformat_utc(value)[:19].replace("T", " ")

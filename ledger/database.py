@@ -13,20 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import pymysql
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Engine,
-    LargeBinary,
-    and_,
-    cast,
-    create_engine,
-    event,
-)
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -38,14 +30,20 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import StaticPool
 
-from ledger.errors import ConfigurationError, SchemaError, StorageError
+from ledger.dialects import (
+    DEFAULT_IDLE_TRANSACTION_TIMEOUT_S,
+    IDLE_TIMEOUT_INFO,
+    SQLITE_BEGIN_OPTION,
+    is_missing_table,
+    is_mysql_backend,
+)
+from ledger.errors import ConfigurationError, ConstraintError, SchemaError, StorageError
+from ledger.schema import SCHEMA_REVISION
 from ledger.urls import mask_secrets, mask_url
 
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-# Execution option read by the "begin" hook: which BEGIN to emit on SQLite.
-SQLITE_BEGIN_OPTION = "ledger_sqlite_begin"
 
 
 def create_ledger_engine(url: str, **engine_options: Any) -> Engine:
@@ -72,7 +70,7 @@ def create_ledger_engine(url: str, **engine_options: Any) -> Engine:
                     f"unsupported SQLite driver in {mask_url(url)!r}: use sqlite:///PATH"
                 )
             engine = _sqlite_engine(url, parsed.database, **engine_options)
-        elif backend in ("mysql", "mariadb"):
+        elif is_mysql_backend(backend):
             if parsed.get_driver_name() not in ("pymysql",):
                 raise ConfigurationError(
                     f"unsupported MySQL driver in {mask_url(url)!r}: use mysql+pymysql://"
@@ -171,13 +169,10 @@ MAX_TIMEOUT_S = 31_536_000
 # InnoDB's 50 s lock wait, so the appends queued behind such a writer get the lock instead of
 # failing. A legit transaction is never idle that long: its statements run back to back.
 IDLE_TRANSACTION_TIMEOUT = "idle_transaction_timeout"  # the URL query parameter
-DEFAULT_IDLE_TRANSACTION_TIMEOUT_S = 30
 # MariaDB 10.3+: one timeout for transactions that wrote, one for those that did not. Both are
 # needed: the head lock (SELECT … FOR UPDATE) leaves a transaction "read-only" until it inserts.
 MARIADB_IDLE_VARIABLES = ("idle_write_transaction_timeout", "idle_readonly_transaction_timeout")
 ER_UNKNOWN_SYSTEM_VARIABLE = 1193
-# The bound of a session, kept with its pooled connection for the named-lock holders.
-IDLE_TIMEOUT_INFO = "ledger_idle_timeout_s"
 
 
 def _timeout_seconds(url: str, name: str, value: object) -> int:
@@ -278,76 +273,16 @@ class _IdleBound:
 
 
 @contextmanager
-def idle_bounded_session(conn: Connection) -> Iterator[None]:
-    """Bound how long this session may stay idle *outside* a transaction, while it holds a
-    named lock (``GET_LOCK`` outlives transactions, so the idle-transaction timeout does not
-    cover it): a holder that vanished with its socket open would otherwise keep the lock for
-    the server's wait_timeout. Restored afterwards, so the pooled session is not closed for
-    being idle later. A no-op on SQLite."""
-    if is_sqlite(conn):
-        yield
-        return
-    seconds = int(conn.info.get(IDLE_TIMEOUT_INFO, DEFAULT_IDLE_TRANSACTION_TIMEOUT_S))
-    conn.exec_driver_sql(
-        "SET @ledger_wait_timeout = @@SESSION.wait_timeout, "
-        f"SESSION wait_timeout = LEAST({seconds}, @@SESSION.wait_timeout)"
-    )
-    restore = "SET SESSION wait_timeout = @ledger_wait_timeout"
-    try:
-        yield
-    except BaseException:
-        # The session may be gone with the error; a live one left bounded is only closed
-        # when idle, and the pool's pre-ping replaces it.
-        with suppress(SQLAlchemyError):
-            conn.exec_driver_sql(restore)
-        raise
-    conn.exec_driver_sql(restore)
-
-
-def is_sqlite(engine: Engine | Connection) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
-def exact_text(column: ColumnElement[str], bind: Engine | Connection) -> ColumnElement[Any]:
-    """``column`` as compared (or grouped) byte for byte. MySQL's collations take "Stations"
-    for "stations" (utf8mb4's default) and "stations " for "stations" (PAD SPACE, which even
-    utf8mb4_bin has); a binary string compares neither. SQLite compares bytes already."""
-    return column if is_sqlite(bind) else cast(column, LargeBinary)
-
-
-def same_text(
-    column: ColumnElement[str], value: str, bind: Engine | Connection
-) -> ColumnElement[bool]:
-    """``column = value``, exactly, on every backend: names that differ by case or by a trailing
-    space are different names."""
-    if is_sqlite(bind):
-        return column == value
-    # The collation's comparison keeps the column's index in use; the binary one makes it exact.
-    return and_(column == value, exact_text(column, bind) == value.encode("utf-8"))
-
-
-@contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction that holds the write lock from its first statement on SQLite.
-
-    On MySQL the caller locks ``ledger_head`` with ``SELECT … FOR UPDATE`` instead.
-    """
-    with engine.connect() as conn:
-        if is_sqlite(engine):
-            conn.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-        with conn.begin():
-            yield conn
-
-
-@contextmanager
 def translate_errors(url: str, action: str) -> Iterator[None]:
     """Turn driver errors into :class:`StorageError`, with passwords masked, ``from`` the cause."""
     try:
         yield
     except SQLAlchemyError as exc:
         message = _describe(url, action, exc)
-        if isinstance(exc, DBAPIError) and _is_missing_table(exc):
+        if isinstance(exc, DBAPIError) and is_missing_table(str(exc.orig)):
             raise SchemaError(f"{message}; the schema is missing: run `ledger migrate`") from exc
+        if isinstance(exc, IntegrityError):
+            raise ConstraintError(message) from exc
         raise StorageError(message) from exc
     except OSError as exc:  # e.g. a TLS file named in the URL that does not exist
         raise StorageError(mask_secrets(f"{action} failed on {mask_url(url)}: {exc}")) from exc
@@ -376,12 +311,6 @@ def database_unreachable(error: BaseException) -> bool:
         return False
     code = original.args[0]
     return isinstance(code, int) and (2000 <= code < 2100 or code in _SERVER_UNAVAILABLE)
-
-
-def _is_missing_table(exc: DBAPIError) -> bool:
-    text = str(exc.orig)
-    # SQLite: "no such table: x"; MySQL/MariaDB: error 1146 "Table 'db.x' doesn't exist".
-    return "no such table" in text or text.startswith("(1146,")
 
 
 def _describe(url: str, action: str, exc: SQLAlchemyError) -> str:
@@ -456,3 +385,30 @@ def is_refused_value(error: BaseException) -> bool:
     if code is None or code in _ENVIRONMENT_CODES:
         return False
     return not 2000 <= code < 3000
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The Alembic revision the database is at (None: nothing migrated yet)."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def check_schema(engine: Engine, url: str) -> None:
+    """Raise :class:`SchemaError` unless the database is at the revision this code needs
+    (:data:`ledger.schema.SCHEMA_REVISION`)."""
+    with translate_errors(url, "schema check"), engine.connect() as connection:
+        current = current_revision(connection)
+    if current != SCHEMA_REVISION:
+        raise SchemaError(
+            f"database schema is at {current or 'nothing (empty database)'}, "
+            f"this run-ledger needs {SCHEMA_REVISION}: run `ledger migrate`"
+        )
+
+
+def with_timeouts(url: str, seconds: int) -> str:
+    """``url`` with every MySQL driver timeout (:data:`MYSQL_TIMEOUTS`) set to ``seconds``; a
+    SQLite URL as it is."""
+    parsed = make_url(url)
+    if not is_mysql_backend(parsed.get_backend_name()):
+        return url
+    timeouts = dict.fromkeys(MYSQL_TIMEOUTS, str(seconds))
+    return parsed.update_query_dict(timeouts).render_as_string(hide_password=False)

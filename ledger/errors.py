@@ -25,16 +25,12 @@ class ConfigurationError(LedgerError):
 class ValidationError(LedgerError):
     """An event or an input line is invalid; nothing was written.
 
-    ``problems`` holds one human-readable line per problem (field and reason), and ``line`` the
-    1-based input line when the event came from a file.
+    ``problems`` holds one human-readable line per problem (field and reason).
     """
 
-    def __init__(
-        self, message: str, *, problems: list[str] | None = None, line: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
         super().__init__(message)
         self.problems = problems or [message]
-        self.line = line
 
 
 class UnknownEventTypeError(ValidationError):
@@ -74,6 +70,11 @@ class StreamError(LedgerError):
 
 class StorageError(LedgerError):
     """The database failed or could not be reached. The driver error is the ``__cause__``."""
+
+
+class ConstraintError(StorageError):
+    """The database refused a write for a constraint (most often a unique key that another
+    writer took first): a caller that expects the race catches this one."""
 
 
 class SchemaError(StorageError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import unicodedata
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -27,18 +27,12 @@ from pydantic_core import PydanticCustomError
 from ledger.clock import ensure_utc, utcnow
 from ledger.text import describe_char, is_invisible
 
-# Counters are INT(11) in the legacy table: every delta (and every total) must fit a signed int.
+# The legacy ingestion_runs columns are INT(11): a run id, a source id, a counter delta and a
+# counter total must each stay below this.
 COUNTER_LIMIT = 2**31
-COUNTER_FIELDS: tuple[str, ...] = (
-    "records_fetched",
-    "records_created",
-    "records_updated",
-    "records_skipped",
-    "claims_created",
-    "coverage_cells_updated",
-)
-TERMINAL_STATUSES = ("success", "partial", "failed")
-MAX_RUN_ID = 2**31 - 1  # ingestion_runs.id is INT(11)
+MAX_RUN_ID = COUNTER_LIMIT - 1
+TerminalStatus = Literal["success", "partial", "failed"]
+TERMINAL_STATUSES: tuple[str, ...] = get_args(TerminalStatus)
 
 # Ingestion runs did not happen before the Unix epoch; older values are typos or zero dates.
 # One second after it: the earliest value the legacy TIMESTAMP columns can hold on MySQL.
@@ -73,6 +67,7 @@ def plausible_time(value: datetime, field: str) -> datetime:
 
 
 Counter = Annotated[int, Field(ge=0, lt=COUNTER_LIMIT, strict=True)]
+SourceId = Annotated[int, Field(ge=0, lt=COUNTER_LIMIT, strict=True)]
 RunId = Annotated[int, Field(ge=1, le=MAX_RUN_ID, strict=True)]
 
 # Validation context for names already recorded (a stored event read back, a legacy row
@@ -160,18 +155,23 @@ class RunStarted(EventModel):
     """A connector began a run. ``run_id`` absent: the ledger allocates the next id."""
 
     type: Literal["RunStarted"] = "RunStarted"
-    source_id: Annotated[int, Field(ge=0, lt=COUNTER_LIMIT, strict=True)]
+    source_id: SourceId
     connector_name: ConnectorName
     metadata: dict[str, Any] | None = None
 
 
 class _Counters(BaseModel):
+    """The counters of a run: the one list of their names (see :data:`COUNTER_FIELDS`)."""
+
     records_fetched: Counter = 0
     records_created: Counter = 0
     records_updated: Counter = 0
     records_skipped: Counter = 0
     claims_created: Counter = 0
     coverage_cells_updated: Counter = 0
+
+
+COUNTER_FIELDS: tuple[str, ...] = tuple(_Counters.model_fields)
 
 
 class RunProgressed(EventModel, _Counters):
@@ -188,7 +188,7 @@ class RunFinished(EventModel, _Counters):
     """The connector's own verdict on its run (the first terminal status wins, DESIGN.md §5)."""
 
     type: Literal["RunFinished"] = "RunFinished"
-    status: Literal["success", "partial", "failed"]
+    status: TerminalStatus
     error_message: str | None = None
     error_details: dict[str, Any] | None = None
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ledger.clock import isoformat_utc
+from ledger.dialects import stored_time_text
 
 _string = json.JSONEncoder(ensure_ascii=False).encode  # one JSON string literal
 
@@ -27,6 +28,13 @@ HASHED_COLUMNS = (
     "occurred_at",
     "recorded_at",
     "actor",
+)
+# Every column of a ledger_events row, in this order wherever rows travel as plain tuples (the
+# append's executemany, verify's scan): the hashed columns, then the chain.
+EVENT_COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
+POSITION, OCCURRED_AT, RECORDED_AT, PREV_HASH, HASH = (
+    EVENT_COLUMNS.index(name)
+    for name in ("position", "occurred_at", "recorded_at", "prev_hash", "hash")
 )
 
 
@@ -92,4 +100,18 @@ def content_from_values(
 
 
 def chain_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
-    return hashlib.sha256((prev_hash + row_content(row)).encode("utf-8")).hexdigest()
+    return _link(prev_hash, row_content(row))
+
+
+def stored_row_hash(prev_hash: str, row: Sequence[Any]) -> str:
+    """:func:`chain_hash` of a row as the driver returns it (:data:`EVENT_COLUMNS` order,
+    timestamps unconverted): what ``ledger verify`` recomputes, with no model and no type
+    conversion in between (its fast path)."""
+    values = list(row[: len(HASHED_COLUMNS)])
+    values[OCCURRED_AT] = stored_time_text(values[OCCURRED_AT])
+    values[RECORDED_AT] = stored_time_text(values[RECORDED_AT])
+    return _link(prev_hash, content_from_values(*values))
+
+
+def _link(prev_hash: str, content: str) -> str:
+    return hashlib.sha256((prev_hash + content).encode("utf-8")).hexdigest()

@@ -61,6 +61,17 @@ class RecordedEvent:
 
 
 @dataclass(frozen=True)
+class StoredRef:
+    """What identifies a stored event, read raw (no model, so an unknown type reads too)."""
+
+    position: int
+    run_id: int
+    type: str
+    hash: str
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
 class LedgerHead:
     """The last position and hash of the chain, and the highest run id ever used."""
 

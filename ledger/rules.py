@@ -20,6 +20,7 @@ from ledger.events import EventModel, RunFinished, RunProgressed, RunStarted, Ru
 OPEN = "open"
 TIMED_OUT = "timed_out"
 FINISHED = "finished"
+RUN_STATES = (OPEN, TIMED_OUT, FINISHED)  # ledger_runs.state
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 
 from ledger.clock import ensure_utc
+from ledger.dialects import is_mysql_backend
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -39,6 +40,10 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 GENESIS_HASH = "0" * 64
 HEAD_ROW_ID = 1
+# The Alembic revision the tables of this code (every package's, on the one MetaData) are at:
+# what :meth:`ledger.Ledger.check_schema` requires of a database. A new migration moves it; a
+# test holds it to the newest revision under ``migrations/versions``.
+SCHEMA_REVISION = "0004_schedule_claims"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -52,7 +57,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
-        if dialect.name in ("mysql", "mariadb"):
+        if is_mysql_backend(dialect.name):
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime())
 
@@ -77,7 +82,7 @@ class LegacyTimestamp(UTCDateTime):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
-        if dialect.name in ("mysql", "mariadb"):
+        if is_mysql_backend(dialect.name):
             return dialect.type_descriptor(mysql.TIMESTAMP())
         return dialect.type_descriptor(DateTime())
 
@@ -121,7 +126,7 @@ ledger_runs = Table(
     Column("source_id", Integer, nullable=False),
     Column("connector_name", String(100), nullable=False),
     Column("version", Integer, nullable=False),
-    # open | timed_out | finished: the write-side state the stream rules (I5) are checked against.
+    # ledger.rules.RUN_STATES: the write-side state the stream rules (I5) are checked against.
     Column("state", String(16), nullable=False),
     Column("started_at", UTCDateTime(), nullable=False),
     # Latest occurred_at of any event of the run: when the run was last alive (I10).
@@ -144,5 +149,3 @@ ledger_head = Table(
     # recorded_at of the last append: the next one is never earlier (recorded_at follows position).
     Column("last_recorded_at", UTCDateTime(), nullable=True),
 )
-
-RUN_STATES = ("open", "timed_out", "finished")

@@ -10,29 +10,34 @@ nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, literal_column, select, update
+from sqlalchemy import Connection, Dialect, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.elements import ColumnClause
 
+from ledger import reads
 from ledger.clock import Clock, default_clock, isoformat_utc, utcnow
-from ledger.database import (
-    create_ledger_engine,
+from ledger.database import check_schema, create_ledger_engine, translate_errors
+from ledger.dialects import (
+    driver_placeholder,
+    driver_timestamp,
     is_sqlite,
-    translate_errors,
+    server_clock,
+    snapshot_transaction,
     write_transaction,
 )
 from ledger.errors import ConcurrencyError, LedgerError, SchemaError, ValidationError
 from ledger.events import MAX_RUN_ID, EventModel, RunStarted
-from ledger.hashing import HASHED_COLUMNS, chain_hash
+from ledger.hashing import EVENT_COLUMNS, chain_hash
 from ledger.limits import payload_problems
 from ledger.mapper import CURRENT_SCHEMA_VERSIONS, canonical_json, payload_json, payload_of
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState, apply_event
 from ledger.schema import HEAD_ROW_ID, ledger_events, ledger_head, ledger_runs
+from ledger.text import clip
 from ledger.urls import mask_url
 
 log = logging.getLogger(__name__)
@@ -43,20 +48,20 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 # One event's payload at most: far above any real run report, far below MySQL's packet limit, so
 # both databases accept or refuse the same events.
 MAX_PAYLOAD_BYTES = 1024 * 1024
-# Rows per IN (...) list, well under every driver's parameter limit.
-_IN_CHUNK = 500
-_RUN_COLUMNS = tuple(c.name for c in ledger_runs.columns)
-# The MySQL/MariaDB server's clock, in UTC with microseconds.
-DATABASE_NOW: ColumnClause[Any] = literal_column("UTC_TIMESTAMP(6)")
-
-
-def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+# How much of a driver's message a refused payload's problem quotes.
+_MAX_DETAIL_CHARS = 120
 
 
 class Ledger:
-    """An event store on one database. Thread-safe; share one per process."""
+    """An event store on one database. Thread-safe; share one per process.
+
+    Besides appending and reading events, it is how the rest of run-ledger reaches the
+    database: :meth:`connect`, :meth:`transaction` and :meth:`snapshot` hand the read models
+    (projections, forensics, the connectors' and the service's own tables) a connection with
+    driver errors translated into :class:`ledger.StorageError`, and :attr:`dialect` /
+    :attr:`is_sqlite` say which database it is for SQL the two spell differently. Reading the
+    ledger's own tables inside such a connection goes through :mod:`ledger.reads`.
+    """
 
     def __init__(self, engine: Engine, url: str | None = None, clock: Clock | None = None) -> None:
         """``clock``: where the ledger's time comes from. None (the default, unless
@@ -75,6 +80,55 @@ class Ledger:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    # ------------------------------------------------------------------ the database
+
+    @property
+    def dialect(self) -> Dialect:
+        """The database's SQLAlchemy dialect; ``dialect.name`` is ``sqlite``, ``mysql`` or
+        ``mariadb``."""
+        return self.engine.dialect
+
+    @property
+    def is_sqlite(self) -> bool:
+        """SQLite (embedded), rather than MySQL/MariaDB (see :mod:`ledger.dialects`)."""
+        return is_sqlite(self.engine)
+
+    @contextmanager
+    def connect(self, action: str = "read") -> Iterator[Connection]:
+        """A connection, no transaction begun; a driver error in the block is raised as
+        :class:`ledger.StorageError` saying ``{action} failed on {url}``."""
+        with translate_errors(self.url, action), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def transaction(self, action: str) -> Iterator[Connection]:
+        """A write transaction, committed when the block ends; it holds the database's write
+        lock from its first statement on SQLite. Errors as for :meth:`connect`; a write that
+        breaks a constraint (a unique key another writer took) is a
+        :class:`ledger.errors.ConstraintError`."""
+        with translate_errors(self.url, action), write_transaction(self.engine) as conn:
+            yield conn
+
+    @contextmanager
+    def snapshot(self, action: str) -> Iterator[Connection]:
+        """A read transaction that sees one moment of the database, so that a check comparing
+        two tables never takes a write in flight for a difference. Errors as for
+        :meth:`connect`."""
+        with self.connect(action) as conn, snapshot_transaction(conn):
+            yield conn
+
+    @contextmanager
+    def operation(self, action: str) -> Iterator[None]:
+        """For work of several steps that are not all on one connection: a driver or I/O error
+        in the block is raised as for :meth:`connect`."""
+        with translate_errors(self.url, action):
+            yield
+
+    def check_schema(self) -> None:
+        """Raise :class:`ledger.SchemaError` (saying "run `ledger migrate`") unless the database
+        is at the schema revision this code needs."""
+        check_schema(self.engine, self.url)
 
     # ------------------------------------------------------------------ append
 
@@ -111,7 +165,7 @@ class Ledger:
 
     def reserve_run_ids(self, highest: int) -> None:
         """Make the allocator continue above ``highest`` (after importing runs by id)."""
-        with translate_errors(self.url, "reserve run ids"), write_transaction(self.engine) as conn:
+        with self.transaction("reserve run ids") as conn:
             _Appender(conn, self.own_clock)._lock_head()
             conn.execute(
                 update(ledger_head)
@@ -164,8 +218,8 @@ class Ledger:
 
     def read_page(self, after: int, limit: int) -> list[RecordedEvent]:
         """One page of events after ``after``: the unit a tailing reader polls."""
-        with translate_errors(self.url, "read"), self.engine.connect() as conn:
-            return read_events_page(conn, after, limit)
+        with self.connect() as conn:
+            return reads.read_events_page(conn, after, limit)
 
     def position_at(self, when: datetime) -> int:
         """The last position recorded at or before ``when`` (0 if none).
@@ -174,12 +228,10 @@ class Ledger:
         lock), so a binary search over the primary key finds it in about log2(N) lookups.
         """
         low, high = 0, self.head().last_position
-        with translate_errors(self.url, "read"), self.engine.connect() as conn:
+        with self.connect() as conn:
             while low < high:
                 middle = (low + high + 1) // 2
-                recorded_at = conn.execute(
-                    select(ledger_events.c.recorded_at).where(ledger_events.c.position == middle)
-                ).scalar_one_or_none()
+                recorded_at = reads.recorded_at(conn, middle)
                 if recorded_at is None:
                     raise SchemaError(f"position {middle} is missing: run `ledger verify`")
                 if recorded_at <= when:
@@ -188,22 +240,33 @@ class Ledger:
                     high = middle - 1
         return low
 
-    def read_run(self, run_id: int) -> list[RecordedEvent]:
-        """All events of one run, in version order."""
-        query = (
-            select(ledger_events)
-            .where(ledger_events.c.run_id == run_id)
-            .order_by(ledger_events.c.version)
-        )
-        with translate_errors(self.url, "read"), self.engine.connect() as conn:
-            return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+    def read_run(
+        self, run_id: int, after: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """The events of one run, in version order: those after position ``after``, at most
+        ``limit``. Empty for a run that never started."""
+        with self.connect() as conn:
+            return reads.read_run(conn, run_id, after, limit)
 
     def run(self, run_id: int) -> RunState | None:
         """The write-side state of one run, or None if it never started."""
-        query = select(ledger_runs).where(ledger_runs.c.run_id == run_id)
-        with translate_errors(self.url, "read"), self.engine.connect() as conn:
-            row = conn.execute(query).mappings().one_or_none()
-        return None if row is None else RunState(**{k: row[k] for k in _RUN_COLUMNS})
+        with self.connect() as conn:
+            return reads.run_states(conn, [run_id]).get(run_id)
+
+    def runs(
+        self,
+        *,
+        connector_name: str | None = None,
+        source_id: int | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunState]:
+        """The write-side state of the runs of a connector (its exact name), a source, in a
+        state (``open``: no terminal event yet), by run id; at most ``limit``."""
+        with self.connect() as conn:
+            return reads.find_runs(
+                conn, connector_name=connector_name, source_id=source_id, state=state, limit=limit
+            )
 
     def clock(self) -> datetime:
         """The ledger's clock now: what the sweeper and the stuck query measure silence
@@ -211,35 +274,25 @@ class Ledger:
         unless the Ledger was given another)."""
         if self.own_clock is not None:
             return self.own_clock()
-        if is_sqlite(self.engine):
+        column = server_clock(self.engine)
+        if column is None:
             return utcnow()
-        with translate_errors(self.url, "read the clock"), self.engine.connect() as conn:
-            database_now: datetime = conn.execute(select(DATABASE_NOW)).scalar_one()
+        with self.connect("read the clock") as conn:
+            database_now: datetime = conn.execute(select(column)).scalar_one()
         return database_now.replace(tzinfo=UTC)
 
     def head(self) -> LedgerHead:
-        with translate_errors(self.url, "read"), self.engine.connect() as conn:
-            row = (
-                conn.execute(select(ledger_head).where(ledger_head.c.id == HEAD_ROW_ID))
-                .mappings()
-                .one_or_none()
-            )
-        if row is None:
+        with self.connect() as conn:
+            head = reads.read_head(conn)
+        if head is None:
             raise SchemaError(f"{mask_url(self.url)} has no ledger head row: run `ledger migrate`")
-        return LedgerHead(
-            row["last_position"], row["last_hash"], row["last_run_id"], row["last_recorded_at"]
-        )
+        return head
 
 
-def read_events_page(
-    conn: Connection, after: int, limit: int, up_to: int | None = None
-) -> list[RecordedEvent]:
-    """Up to ``limit`` events after position ``after`` (and at most ``up_to``), on ``conn``."""
-    query = select(ledger_events).where(ledger_events.c.position > after)
-    if up_to is not None:
-        query = query.where(ledger_events.c.position <= up_to)
-    query = query.order_by(ledger_events.c.position).limit(limit)
-    return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+def as_ledger(database: Ledger | Engine, url: str | None = None) -> Ledger:
+    """``database`` as a :class:`Ledger`: functions that take the ledger also take an Engine
+    (and its URL), which is what the tests and tools hold."""
+    return database if isinstance(database, Ledger) else Ledger(database, url)
 
 
 def batch_problems(
@@ -274,7 +327,8 @@ def _prepare(
             (event.actor or "").encode("utf-8")
         except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError: ValueError
             field = _unstorable_field(event)
-            problems.append((index, f"payload: not storable as JSON ({field}: {_short(exc)})"))
+            detail = clip(str(exc), _MAX_DETAIL_CHARS, ellipsis="...")
+            problems.append((index, f"payload: not storable as JSON ({field}: {detail})"))
             payload = ""
         else:
             problems.extend((index, problem) for problem in payload_problems(event))
@@ -357,11 +411,6 @@ def _unstorable_field(event: EventModel) -> str:
     return "payload"
 
 
-def _short(exc: Exception) -> str:
-    text = str(exc)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
 def _batch_error(
     batch: Sequence[EventModel], problems: list[tuple[int | None, str]]
 ) -> ValidationError:
@@ -379,8 +428,10 @@ class _Appender:
 
     def __init__(self, conn: Connection, clock: Clock | None) -> None:
         self.conn = conn
-        self.sqlite = conn.dialect.name == "sqlite"
         self.clock = clock
+        # The server's clock, selected with the head lock; None where the ledger's clock is
+        # this machine's (SQLite) or the one this Ledger was given.
+        self.server_now = server_clock(conn) if clock is None else None
 
     def append(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
@@ -433,7 +484,7 @@ class _Appender:
                     refs[event.run_ref] = run_id
             current = runs.get(run_id)
             try:
-                _check_not_ahead(event, clock, from_database=self.reads_database_clock)
+                _check_not_ahead(event, clock, from_database=self.server_now is not None)
                 if expected_version is not None and run_id not in checked_runs:
                     _check_expected_version(run_id, expected_version, current)
                 new_state = apply_event(current, event, run_id, self.now)
@@ -470,22 +521,18 @@ class _Appender:
             events=results, new_events=new_events, run_refs=refs, allocated_run_ids=allocated
         )
 
-    @property
-    def reads_database_clock(self) -> bool:
-        return self.clock is None and not self.sqlite
-
     def _lock_head(self) -> tuple[int, str, int, datetime | None, datetime]:
         """The head row, locked, and the ledger's clock: on MySQL/MariaDB the server's, read
         in the same round trip as the lock; on SQLite this machine's (one host); or the clock
         this Ledger was given."""
         columns: list[Any] = list(ledger_head.c)
-        if self.reads_database_clock:
-            columns.append(DATABASE_NOW.label("database_now"))
+        if self.server_now is not None:
+            columns.append(self.server_now.label("database_now"))
         query = select(*columns).where(ledger_head.c.id == HEAD_ROW_ID).with_for_update()
         row = self.conn.execute(query).mappings().one_or_none()
         if row is None:
             raise SchemaError("the ledger has no head row: run `ledger migrate`")
-        if self.reads_database_clock:
+        if self.server_now is not None:
             now: datetime = row["database_now"].replace(tzinfo=UTC)
         else:
             now = (self.clock or utcnow)()
@@ -507,19 +554,14 @@ class _Appender:
 
     def _stored_events(self, event_ids: list[str]) -> dict[str, RecordedEvent]:
         found: dict[str, RecordedEvent] = {}
-        for chunk in _chunks(sorted(set(event_ids))):
+        for chunk in reads.chunks(sorted(set(event_ids))):
             query = select(ledger_events).where(ledger_events.c.event_id.in_(chunk))
             for row in self.conn.execute(query).mappings():
                 found[row["event_id"]] = RecordedEvent.from_row(row)
         return found
 
     def _load_runs(self, run_ids: list[int]) -> dict[int, RunState | None]:
-        runs: dict[int, RunState | None] = {}
-        for chunk in _chunks(run_ids):
-            query = select(ledger_runs).where(ledger_runs.c.run_id.in_(chunk))
-            for row in self.conn.execute(query).mappings():
-                runs[row["run_id"]] = RunState(**{k: row[k] for k in _RUN_COLUMNS})
-        return runs
+        return dict(reads.run_states(self.conn, run_ids))
 
     def _write(
         self,
@@ -535,7 +577,7 @@ class _Appender:
         # without SQLAlchemy's per-value type processing (timestamps converted once, here).
         self.conn.exec_driver_sql(
             _insert_events_sql(self.conn),
-            _event_params(new_events, self.sqlite),
+            _event_params(new_events, driver_timestamp(self.conn)),
         )
         touched = {event.run_id for event in new_events}
         created = [_run_row(runs[r]) for r in sorted(touched - existing_run_ids)]
@@ -566,27 +608,21 @@ class _Appender:
         )
 
 
-# In the order of _event_params' tuples: the hashed columns, then the chain.
-_EVENT_COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
-
-
 def _insert_events_sql(conn: Connection) -> str:
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    mark = driver_placeholder(conn)
     quote = conn.dialect.identifier_preparer.quote
     return (
-        f"INSERT INTO ledger_events ({', '.join(quote(c) for c in _EVENT_COLUMNS)}) "
-        f"VALUES ({', '.join(mark for _ in _EVENT_COLUMNS)})"
+        f"INSERT INTO ledger_events ({', '.join(quote(c) for c in EVENT_COLUMNS)}) "
+        f"VALUES ({', '.join(mark for _ in EVENT_COLUMNS)})"
     )
 
 
-def _event_params(events: list[RecordedEvent], sqlite: bool) -> list[tuple[Any, ...]]:
-    """Driver parameters of new events; SQLite gets the text SQLAlchemy's DateTime stores,
-    MySQL naive UTC datetimes. The batch shares one recorded_at: it is converted once."""
-
-    def stored(value: datetime) -> Any:
-        naive = value.astimezone(UTC).replace(tzinfo=None)
-        return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else naive
-
+def _event_params(
+    events: list[RecordedEvent], stored: Callable[[datetime], Any]
+) -> list[tuple[Any, ...]]:
+    """Driver parameters of new events, in :data:`EVENT_COLUMNS` order, timestamps as
+    ``stored`` gives them to the driver (:func:`ledger.dialects.driver_timestamp`). The batch
+    shares one recorded_at: it is converted once."""
     recorded_at = stored(events[0].recorded_at)
     return [
         (
@@ -609,7 +645,7 @@ def _event_params(events: list[RecordedEvent], sqlite: bool) -> list[tuple[Any, 
 
 def _run_row(state: RunState | None) -> dict[str, Any]:
     assert state is not None
-    return {name: getattr(state, name) for name in _RUN_COLUMNS}
+    return {name: getattr(state, name) for name in reads.RUN_COLUMNS}
 
 
 def _check_not_ahead(event: EventModel, clock: datetime, from_database: bool) -> None:

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
 
-from ledger.database import translate_errors
 from ledger.errors import ValidationError
+from ledger.rules import OPEN
 from ledger.schema import ledger_runs
 from ledger.store import Ledger
 
@@ -72,10 +72,10 @@ def stuck_runs(
         conditions.append(ledger_runs.c.started_at < now - min(runtimes))
     query = (
         select(ledger_runs)
-        .where(ledger_runs.c.state == "open", or_(*conditions))
+        .where(ledger_runs.c.state == OPEN, or_(*conditions))
         .order_by(ledger_runs.c.last_event_at, ledger_runs.c.run_id)
     )
-    with translate_errors(ledger.url, "stuck query"), ledger.engine.connect() as conn:
+    with ledger.connect("stuck query") as conn:
         rows = conn.execute(query).mappings().all()
     stuck = []
     for row in rows:

@@ -32,6 +32,7 @@ from ledger.errors import (
 )
 from ledger.events import RunTimedOut, name_problem
 from ledger.recorded import AppendResult
+from ledger.rules import FINISHED, OPEN
 from ledger.store import Ledger
 from ledger.stuck import DEFAULT_STALE_AFTER, StuckRun, Thresholds, stuck_runs
 from ledger.text import visible
@@ -73,12 +74,11 @@ def sweep(
         if dry_run:
             result.timed_out.append(run)
             continue
-        reason = "stale" if run.rule == "stale" else "max_runtime"
         event = RunTimedOut(
             event_id=sweep_event_id(run.run_id, run.version),
             run_id=run.run_id,
             occurred_at=now,
-            reason=reason,
+            reason=run.rule,
             threshold_seconds=int(run.threshold.total_seconds()),
             last_event_at=run.last_event_at,
             detected_by=SWEEPER,
@@ -110,7 +110,7 @@ def sweep(
             run.run_id,
             visible(run.connector_name),  # recorded before the name rule, it may hold anything
             run.source_id,
-            reason,
+            run.rule,
             format_duration(run.threshold),
             run.last_event_at.isoformat(),
             appended.events[0].position,
@@ -143,8 +143,8 @@ def fail_run(
     state = ledger.run(run_id)
     if state is None:
         raise UnknownRunError(run_id)
-    if state.state != "open":
-        closed = "finished" if state.state == "finished" else "already timed out"
+    if state.state != OPEN:
+        closed = "finished" if state.state == FINISHED else "already timed out"
         raise StreamError(
             run_id, "open-runs-only", f"the run is closed ({closed}); only open runs can be failed"
         )

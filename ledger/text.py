@@ -77,10 +77,27 @@ def markdown_cell(text: str) -> str:
     return "".join("\\" + char if char in _MARKDOWN_SPECIAL else char for char in shown)
 
 
-def clip(text: str, limit: int = 80) -> str:
-    """At most ``limit`` characters, ``…`` marking a cut (clip after :func:`visible`, so an
-    escape cannot be hidden past the cut)."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def clip(
+    text: str,
+    limit: int = 80,
+    *,
+    ellipsis: str = "…",
+    count_cut: bool = False,
+    keep_end: bool = False,
+) -> str:
+    """At most ``limit`` characters, ``ellipsis`` marking a cut (clip after :func:`visible`, so
+    an escape cannot be hidden past the cut).
+
+    With ``count_cut``, ``limit`` characters are kept and a note says how many were cut
+    (``…[1200 characters cut]``); ``keep_end`` keeps the end instead of the start (where a
+    traceback says what failed).
+    """
+    if len(text) <= limit:
+        return text
+    if not count_cut:
+        return text[: limit - len(ellipsis)] + ellipsis
+    note = f"[{len(text) - limit} characters cut]"
+    return note + ellipsis + text[-limit:] if keep_end else text[:limit] + ellipsis + note
 
 
 __all__ = [

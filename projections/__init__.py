@@ -2,8 +2,12 @@
 transitions, the projector that keeps them current, rebuilds and point-in-time reads."""
 
 from projections.as_of import resolve_position, run_as_of, runs_as_of
-from projections.errors import PoisonEventError, ProjectionError, ProjectionTimeoutError
-from projections.locking import ProjectionBusyError
+from projections.errors import (
+    PoisonEventError,
+    ProjectionBusyError,
+    ProjectionError,
+    ProjectionTimeoutError,
+)
 from projections.projector import Projector
 from projections.rebuilder import RebuildResult, rebuild
 from projections.status import LedgerStatus, ProjectionStatus, ledger_status

@@ -11,11 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from ledger import Ledger, UnknownRunError
-from ledger.database import translate_errors
 from projections.checkpoints import skipped_positions
-from projections.fold import Row, Transition
+from projections.fold import Row, Transition, fold_events
 from projections.schema import PROJECTION_NAME
-from projections.writer import fold_events
 
 
 def resolve_position(ledger: Ledger, as_of: datetime | None, at_position: int | None) -> int:
@@ -27,7 +25,7 @@ def resolve_position(ledger: Ledger, as_of: datetime | None, at_position: int | 
 
 
 def _skips(ledger: Ledger, up_to: int) -> set[int]:
-    with translate_errors(ledger.url, "read"), ledger.engine.connect() as conn:
+    with ledger.connect() as conn:
         return skipped_positions(conn, PROJECTION_NAME, 1, up_to)
 
 

@@ -1,18 +1,21 @@
-"""The ``projection_checkpoints`` row of a projection: read, lock, advance, record errors, and
-the skips an operator recorded."""
+"""The ``projection_checkpoints`` row of a projection: read, lock, advance, record errors, the
+mark of a rebuild's swap (and its recovery), and the skips an operator recorded."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import utcnow
 from ledger.text import clip
 from projections.errors import PoisonEventError
-from projections.schema import projection_checkpoints, projection_skips
+from projections.schema import INGESTION_RUNS, SHADOW, projection_checkpoints, projection_skips
+
+log = logging.getLogger(__name__)
 
 MAX_ERROR_MESSAGE_CHARS = 4_000
 
@@ -87,6 +90,42 @@ def record_error(conn: Connection, name: str, poison: PoisonEventError) -> None:
             error_at=utcnow(),
         )
     )
+
+
+def mark_swap(conn: Connection, name: str, position: int | None) -> None:
+    """Record (or clear, with None) the position a rebuild's shadow tables hold, before a swap
+    that cannot share a transaction with the checkpoint (MySQL's RENAME TABLE commits)."""
+    conn.execute(
+        update(projection_checkpoints)
+        .where(projection_checkpoints.c.name == name)
+        .values(rebuild_position=position)
+    )
+
+
+def recover_interrupted_swap(conn: Connection, checkpoint: Checkpoint) -> Checkpoint:
+    """Finish or abandon a MySQL swap that a killed rebuild left half done (the caller holds
+    the projection lock): run before every batch, so no projector applies events on top of it.
+
+    The mark (:func:`mark_swap`) says where the shadow tables were; if they are gone, they were
+    renamed in, and only the checkpoint has to follow.
+    """
+    if checkpoint.rebuild_position is None:
+        return checkpoint
+    if inspect(conn).has_table(INGESTION_RUNS + SHADOW):
+        log.warning("a rebuild stopped before its swap; the live tables were not touched")
+        mark_swap(conn, checkpoint.name, None)
+    else:
+        log.warning(
+            "a rebuild swapped its tables but stopped before moving the checkpoint; "
+            "moving it to %d",
+            checkpoint.rebuild_position,
+        )
+        conn.execute(
+            update(projection_checkpoints)
+            .where(projection_checkpoints.c.name == checkpoint.name)
+            .values(rebuild_position=None, position=checkpoint.rebuild_position)
+        )
+    return read_checkpoint(conn, checkpoint.name, lock=True)
 
 
 def skipped_positions(conn: Connection, name: str, first: int, last: int) -> set[int]:

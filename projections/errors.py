@@ -24,3 +24,7 @@ class PoisonEventError(ProjectionError):
 
 class ProjectionTimeoutError(ProjectionError):
     """``wait_for`` gave up before the projection reached the position."""
+
+
+class ProjectionBusyError(ProjectionError):
+    """Another process held the projection lock for longer than the timeout (a rebuild?)."""

@@ -1,13 +1,15 @@
 """How events change an ``ingestion_runs`` row: one pure function, shared by the projector, the
-rebuild and point-in-time queries, so all three give the same rows (I8).
+rebuild, point-in-time queries, the audit and verify's replay, so all give the same rows (I8).
 
 Rows are dicts keyed by the legacy column names. Timestamps are truncated to whole seconds, as
-the legacy ``TIMESTAMP`` columns hold them, so a row folded in memory equals the row read back.
+the legacy ``TIMESTAMP`` columns hold them, so a row folded in memory equals the row read back
+(:func:`normalise`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +21,9 @@ from ledger import (
     RunStarted,
     RunTimedOut,
 )
+from ledger.clock import format_utc_seconds, isoformat_utc
 from ledger.durations import format_duration
+from ledger.events import COUNTER_LIMIT
 from ledger.limits import IMPORTED_KEY, LEGACY_CREATED_AT_KEY, json_depth, parse_legacy_time
 from ledger.mapper import canonical_json
 from projections.errors import PoisonEventError
@@ -31,7 +35,7 @@ EMPTY_ROW: Row = {
     column.name: (0 if column.name in COUNTER_COLUMNS.values() else None)
     for column in ingestion_runs.columns
 }
-INT_MAX = 2**31 - 1  # the legacy counters are INT(11)
+INT_MAX = COUNTER_LIMIT - 1  # the legacy counters are INT(11)
 LEGACY_TEXT_BYTES = 65_535  # errorMessage is TEXT on MySQL
 # Late RunProgressed entries listed in errorDetails.late; later ones are only counted.
 MAX_LATE_PROGRESS_LISTED = 100
@@ -75,6 +79,42 @@ class Transition:
             "at": self.at,
             "actor": self.actor,
         }
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did: events processed (applied or skipped), the last position processed,
+    and the poison event that stopped it, if any."""
+
+    processed: int = 0
+    last_position: int | None = None
+    poison: PoisonEventError | None = None
+    transitions: list[Transition] = field(default_factory=list)
+
+
+def fold_events(
+    rows: dict[int, Row], events: Iterable[RecordedEvent], skipped: set[int]
+) -> BatchOutcome:
+    """Fold ``events`` into ``rows`` (changed in place); stop at the first poison event."""
+    outcome = BatchOutcome()
+    for event in events:
+        if event.position not in skipped:
+            try:
+                row, transition = fold(rows.get(event.run_id), event)
+            except PoisonEventError as poison:
+                outcome.poison = poison
+                return outcome
+            rows[event.run_id] = row
+            if transition is not None:
+                outcome.transitions.append(transition)
+        outcome.processed += 1
+        outcome.last_position = event.position
+    return outcome
+
+
+def normalise(row: Any) -> Row:
+    """A row read back from the database, in the form the fold produces."""
+    return {name: row[name] for name in row.keys()}  # noqa: SIM118 (RowMapping)
 
 
 def whole_seconds(value: datetime) -> datetime:
@@ -169,7 +209,7 @@ def _created_at(event: RunStarted, recorded: RecordedEvent) -> datetime:
 def timeout_message(event: RunTimedOut) -> str:
     """The sentence a reader of ``errorMessage`` sees: who, why, threshold, last activity."""
     last = (
-        f"last activity {event.last_event_at:%Y-%m-%d %H:%M:%S} UTC"
+        f"last activity {format_utc_seconds(event.last_event_at)} UTC"
         if event.last_event_at
         else "no activity recorded"
     )
@@ -188,12 +228,12 @@ def _close(row: Row, completed_at: datetime) -> None:
 
 
 def _add_counters(row: Row, deltas: dict[str, int]) -> None:
-    for field, column in COUNTER_COLUMNS.items():
-        if not deltas[field]:
+    for name, column in COUNTER_COLUMNS.items():
+        if not deltas[name]:
             continue
         overflow = _own_entry(row, "counter_overflow", dict)
         earlier = overflow.get(column)
-        total = (earlier if isinstance(earlier, int) else row[column]) + deltas[field]
+        total = (earlier if isinstance(earlier, int) else row[column]) + deltas[name]
         if total <= INT_MAX:
             row[column] = total
             continue
@@ -316,4 +356,4 @@ def _transition(
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return None if value is None else isoformat_utc(value)

@@ -13,31 +13,31 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert
 from sqlalchemy.exc import DBAPIError
 
 from ledger import Ledger, RecordedEvent, StorageError, ValidationError
-from ledger.database import is_refused_value, translate_errors
-from ledger.schema import ledger_events
-from ledger.store import read_events_page
+from ledger.database import is_refused_value
+from ledger.reads import event_type_at, read_events_page
 from ledger.text import clip, visible
 from projections.checkpoints import (
     Checkpoint,
     advance,
     read_checkpoint,
     record_error,
+    recover_interrupted_swap,
     skipped_positions,
 )
-from projections.errors import PoisonEventError, ProjectionTimeoutError
-from projections.locking import ProjectionBusyError, projection_transaction
-from projections.rebuilder import recover_interrupted_swap
+from projections.dialects import projection_transaction
+from projections.errors import PoisonEventError, ProjectionBusyError, ProjectionTimeoutError
+from projections.fold import BatchOutcome
 from projections.schema import (
     PROJECTION_NAME,
     ingestion_run_transitions,
     ingestion_runs,
     projection_skips,
 )
-from projections.writer import BatchOutcome, ReadModelWriter
+from projections.writer import ReadModelWriter
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,7 @@ class Projector:
             return self._apply_batch(one_by_one=True)
 
     def _apply_batch(self, one_by_one: bool) -> tuple[int, bool]:
-        with (
-            translate_errors(self.ledger.url, "project"),
-            projection_transaction(self.ledger.engine, self.name) as conn,
-        ):
+        with projection_transaction(self.ledger, self.name, "project") as conn:
             checkpoint = read_checkpoint(conn, self.name, lock=True)
             checkpoint = recover_interrupted_swap(conn, checkpoint)
             events = read_events_page(conn, checkpoint.position, self.batch_size)
@@ -206,7 +203,7 @@ class Projector:
                 stop.wait(interval)
 
     def checkpoint(self) -> Checkpoint:
-        with translate_errors(self.ledger.url, "read"), self.ledger.engine.connect() as conn:
+        with self.ledger.connect() as conn:
             return read_checkpoint(conn, self.name)
 
     def wait_for(self, position: int, timeout: float = 10.0, poll: float = 0.05) -> None:
@@ -236,18 +233,13 @@ class Projector:
             raise ValidationError("a skip needs a reason")
         if not actor.strip():
             raise ValidationError("a skip needs an actor (who decided it)")
-        with (
-            translate_errors(self.ledger.url, "skip"),
-            projection_transaction(self.ledger.engine, self.name) as conn,
-        ):
+        with projection_transaction(self.ledger, self.name, "skip") as conn:
             checkpoint = read_checkpoint(conn, self.name, lock=True)
             if position <= checkpoint.position:
                 raise ValidationError(
                     f"position {position} is already applied (checkpoint {checkpoint.position})"
                 )
-            event_type = conn.execute(
-                select(ledger_events.c.type).where(ledger_events.c.position == position)
-            ).scalar_one_or_none()
+            event_type = event_type_at(conn, position)
             if event_type is None:
                 raise ValidationError(f"there is no event at position {position}")
             already = skipped_positions(conn, self.name, position, position)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Connection, func, select
 
 from ledger import Ledger, UnknownRunError
-from ledger.database import same_text, translate_errors
-from projections.fold import Row, Transition
-from projections.schema import ingestion_run_transitions, ingestion_runs
-from projections.writer import normalise
+from ledger.dialects import same_text
+from projections.fold import Row, Transition, normalise
+from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
 
 
 @dataclass(frozen=True)
@@ -40,17 +39,17 @@ def list_runs(ledger: Ledger, run_filter: RunFilter) -> list[Row]:
         query = query.where(table.c.status == run_filter.status)
     if run_filter.connector is not None:
         # Exact on every backend, as it is for --as-of (RunFilter.matches).
-        query = query.where(same_text(table.c.connectorName, run_filter.connector, ledger.engine))
+        query = query.where(same_text(table.c.connectorName, run_filter.connector, ledger))
     if run_filter.source_id is not None:
         query = query.where(table.c.sourceId == run_filter.source_id)
-    with translate_errors(ledger.url, "read"), ledger.engine.connect() as conn:
+    with ledger.connect() as conn:
         return [normalise(row) for row in conn.execute(query).mappings()]
 
 
 def get_run(ledger: Ledger, run_id: int) -> tuple[Row | None, list[Transition]]:
     """One row of ``ingestion_runs`` and its status transitions, in order; no row when the run
     is not projected yet. Raises :class:`UnknownRunError` if the ledger has no such run."""
-    with translate_errors(ledger.url, "read"), ledger.engine.connect() as conn:
+    with ledger.connect() as conn:
         row = (
             conn.execute(select(ingestion_runs).where(ingestion_runs.c.id == run_id))
             .mappings()
@@ -73,7 +72,15 @@ def get_run(ledger: Ledger, run_id: int) -> tuple[Row | None, list[Transition]]:
 
 def all_rows(ledger: Ledger) -> dict[int, Row]:
     """Every row of ``ingestion_runs``, by id (for verification against a replay)."""
-    with translate_errors(ledger.url, "read"), ledger.engine.connect() as conn:
+    with ledger.connect() as conn:
         return {
             row["id"]: normalise(row) for row in conn.execute(select(ingestion_runs)).mappings()
         }
+
+
+def runs_by_status(conn: Connection) -> dict[str, int]:
+    """How many rows of ``ingestion_runs`` have each status, every status named (in
+    :data:`projections.schema.RUN_STATUSES` order), on the caller's connection."""
+    query = select(ingestion_runs.c.status, func.count()).group_by(ingestion_runs.c.status)
+    counts = {str(status): int(count) for status, count in conn.execute(query)}
+    return {status: counts.get(status, 0) for status in RUN_STATUSES}

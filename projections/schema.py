@@ -6,6 +6,8 @@ so that every existing reader keeps working; it is derived from the ledger and c
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -20,21 +22,22 @@ from sqlalchemy import (
     text,
 )
 
+from ledger.events import COUNTER_FIELDS, TERMINAL_STATUSES
 from ledger.schema import LegacyTimestamp, UTCDateTime, metadata
 
 # The one projection so far: its name in projection_checkpoints, locks and skips.
 PROJECTION_NAME = "ingestion_runs"
-RUN_STATUSES = ("running", "success", "partial", "failed")
+RUN_STATUSES = ("running", *TERMINAL_STATUSES)
 INGESTION_RUNS = "ingestion_runs"
 TRANSITIONS = "ingestion_run_transitions"
-# The counters of the legacy table, keyed by the event field that feeds each.
+# A rebuild replays into tables named with SHADOW and swaps them in; on MySQL the live ones
+# leave as OLD (projections.rebuilder).
+SHADOW = "__rebuild"
+OLD = "__old"
+# The counters of the legacy table, keyed by the event field that feeds each: the legacy
+# column is the field's name in camelCase (records_fetched: recordsFetched).
 COUNTER_COLUMNS: dict[str, str] = {
-    "records_fetched": "recordsFetched",
-    "records_created": "recordsCreated",
-    "records_updated": "recordsUpdated",
-    "records_skipped": "recordsSkipped",
-    "claims_created": "claimsCreated",
-    "coverage_cells_updated": "coverageCellsUpdated",
+    name: re.sub(r"_([a-z])", lambda letter: letter[1].upper(), name) for name in COUNTER_FIELDS
 }
 
 

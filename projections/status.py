@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
-
 from ledger import Ledger
-from ledger.database import translate_errors
-from ledger.schema import ledger_events, ledger_runs
+from ledger.reads import count_runs, recorded_at
+from ledger.rules import OPEN
 from projections.checkpoints import Checkpoint, Skip, list_skips, read_checkpoint
 from projections.schema import PROJECTION_NAME
 
@@ -34,18 +32,10 @@ class LedgerStatus:
 
 def ledger_status(ledger: Ledger) -> LedgerStatus:
     head = ledger.head()
-    with translate_errors(ledger.url, "status"), ledger.engine.connect() as conn:
-        open_runs = int(
-            conn.execute(
-                select(func.count()).select_from(ledger_runs).where(ledger_runs.c.state == "open")
-            ).scalar_one()
-        )
+    with ledger.connect("status") as conn:
+        open_runs = count_runs(conn, OPEN)
         checkpoint = read_checkpoint(conn, PROJECTION_NAME)
-        oldest_pending = conn.execute(
-            select(ledger_events.c.recorded_at).where(
-                ledger_events.c.position == checkpoint.position + 1
-            )
-        ).scalar_one_or_none()
+        oldest_pending = recorded_at(conn, checkpoint.position + 1)
         skips = list_skips(conn, PROJECTION_NAME)
     lag_seconds = 0.0
     if oldest_pending is not None:

@@ -3,48 +3,11 @@ transaction: rows are folded in memory and each touched row is written once per 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
-
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
 from ledger import RecordedEvent
-from projections.errors import PoisonEventError
-from projections.fold import Row, Transition, fold
-
-_IN_CHUNK = 500
-
-
-@dataclass
-class BatchOutcome:
-    """What one batch did: events processed (applied or skipped), the last position processed,
-    and the poison event that stopped it, if any."""
-
-    processed: int = 0
-    last_position: int | None = None
-    poison: PoisonEventError | None = None
-    transitions: list[Transition] = field(default_factory=list)
-
-
-def fold_events(
-    rows: dict[int, Row], events: Iterable[RecordedEvent], skipped: set[int]
-) -> BatchOutcome:
-    """Fold ``events`` into ``rows`` (changed in place); stop at the first poison event."""
-    outcome = BatchOutcome()
-    for event in events:
-        if event.position not in skipped:
-            try:
-                row, transition = fold(rows.get(event.run_id), event)
-            except PoisonEventError as poison:
-                outcome.poison = poison
-                return outcome
-            rows[event.run_id] = row
-            if transition is not None:
-                outcome.transitions.append(transition)
-        outcome.processed += 1
-        outcome.last_position = event.position
-    return outcome
+from ledger.reads import chunks
+from projections.fold import BatchOutcome, Row, fold_events, normalise
 
 
 class ReadModelWriter:
@@ -80,15 +43,8 @@ class ReadModelWriter:
 
     def load(self, conn: Connection, run_ids: set[int]) -> dict[int, Row]:
         rows: dict[int, Row] = {}
-        ordered = sorted(run_ids)
-        for start in range(0, len(ordered), _IN_CHUNK):
-            chunk = ordered[start : start + _IN_CHUNK]
+        for chunk in chunks(sorted(run_ids)):
             query = select(self.runs).where(self.runs.c.id.in_(chunk))
             for row in conn.execute(query).mappings():
                 rows[row["id"]] = normalise(row)
         return rows
-
-
-def normalise(row: Any) -> Row:
-    """A row read back from the database, in the form the fold produces."""
-    return {name: row[name] for name in row.keys()}  # noqa: SIM118 (RowMapping)

@@ -6,11 +6,9 @@ import hashlib
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, insert
-from sqlalchemy.exc import IntegrityError
 
-from ledger import Ledger
+from ledger import ConstraintError, Ledger
 from ledger.clock import utcnow
-from ledger.database import translate_errors, write_transaction
 from service.schema import schedule_claims
 
 
@@ -23,19 +21,18 @@ def interval_tick(now: datetime, interval: timedelta, origin: datetime) -> datet
 
 def claim(ledger: Ledger, job_id: str, tick_at: datetime, claimed_by: str) -> bool:
     """True for the one process whose INSERT of (job, tick) wins."""
-    with translate_errors(ledger.url, "claim"):
-        try:
-            with write_transaction(ledger.engine) as conn:
-                conn.execute(
-                    insert(schedule_claims).values(
-                        job_id=claim_key(job_id),
-                        tick_at=tick_at,
-                        claimed_by=claimed_by,
-                        claimed_at=utcnow(),
-                    )
+    try:
+        with ledger.transaction("claim") as conn:
+            conn.execute(
+                insert(schedule_claims).values(
+                    job_id=claim_key(job_id),
+                    tick_at=tick_at,
+                    claimed_by=claimed_by,
+                    claimed_at=utcnow(),
                 )
-        except IntegrityError:
-            return False
+            )
+    except ConstraintError:  # another process's INSERT of this (job, tick) won
+        return False
     return True
 
 
@@ -47,7 +44,7 @@ def claim_key(job_id: str) -> str:
 
 
 def prune_claims(ledger: Ledger, older_than: timedelta = timedelta(days=2)) -> int:
-    with translate_errors(ledger.url, "prune claims"), write_transaction(ledger.engine) as conn:
+    with ledger.transaction("prune claims") as conn:
         result = conn.execute(
             delete(schedule_claims).where(schedule_claims.c.tick_at < utcnow() - older_than)
         )

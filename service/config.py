@@ -45,7 +45,7 @@ from connectors.registry import CONNECTOR_TYPES, unknown_options_message
 from ledger.database import create_ledger_engine
 from ledger.durations import parse_duration
 from ledger.errors import ConfigurationError, LedgerError
-from ledger.events import ConnectorName
+from ledger.events import ConnectorName, SourceId
 from ledger.stuck import Thresholds
 from ledger.urls import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 
@@ -123,7 +123,7 @@ class ScheduleConfig(Strict):
 class ConnectorConfig(Strict):
     name: ConnectorName  # the ledger's rule for connector names, checked when the file is read
     type: Literal["csv", "http-json"]
-    source_id: Annotated[int, Field(ge=0, lt=2**31)]
+    source_id: SourceId
     schedule: ScheduleConfig
     options: dict[str, Any] = Field(default_factory=dict)
     thresholds: ConnectorThresholds | None = None

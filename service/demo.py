@@ -12,7 +12,6 @@ only its own run.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import tempfile
@@ -21,19 +20,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, inspect, select
+from sqlalchemy import Connection, inspect
 
 import connectors.schema  # noqa: F401 (its tables are run-ledger's own)
 import service.schema  # noqa: F401 (its tables are run-ledger's own)
 from connectors import SAMPLE_CSV, Connector, CsvConnector, RunContext, Spool
 from ledger import ConfigurationError, Ledger, RunStarted, StuckRun, sweep
 from ledger.clock import utcnow
-from ledger.database import same_text, translate_errors
-from ledger.migrate import upgrade
-from ledger.schema import ledger_events, ledger_runs, metadata
+from ledger.reads import count_events, find_runs, first_events
+from ledger.schema import metadata
 from ledger.urls import mask_url
+from migrations.runner import upgrade
 from projections import Projector
-from projections.rebuilder import OLD, SHADOW
+from projections.schema import OLD, SHADOW
 
 SAMPLE_WITH_ERRORS = SAMPLE_CSV.parent / "records_with_errors.csv"
 ORPHAN_SILENCE = timedelta(hours=2)
@@ -74,7 +73,7 @@ class DemoResult:
 
 def run_demo(ledger: Ledger, spool_dir: Path | None = None) -> DemoResult:
     check_demo_database(ledger)
-    upgrade(ledger.engine, ledger.url)
+    upgrade(ledger)
     if _already_ran(ledger):
         Projector(ledger).run_once()
         return DemoResult(already_ran=True)
@@ -116,7 +115,7 @@ def check_demo_database(ledger: Ledger) -> None:
     """Refuse, before anything is created or written, a database that is neither empty nor the
     demo's own: one with tables run-ledger does not own, a legacy ``ingestion_runs`` (moved or
     not), or events of any run the demo did not make."""
-    with translate_errors(ledger.url, "demo"), ledger.engine.connect() as conn:
+    with ledger.connect("demo") as conn:
         catalogue = inspect(conn)
         tables = set(catalogue.get_table_names()) | set(catalogue.get_view_names())
         if not tables:
@@ -129,11 +128,7 @@ def check_demo_database(ledger: Ledger) -> None:
         if LEGACY_TABLE in tables and _rows(conn, LEGACY_TABLE):
             _refuse(ledger, f"holds a legacy ingestion_runs table ({LEGACY_TABLE})")
         own = _demo_runs(ledger, conn)
-        others = conn.execute(
-            select(func.count())
-            .select_from(ledger_events)
-            .where(ledger_events.c.run_id.not_in(own))
-        ).scalar_one()
+        others = count_events(conn, except_runs=own)
         if others:
             _refuse(ledger, f"holds {others} event(s) of runs the demo did not make")
 
@@ -145,22 +140,17 @@ _OWN_TABLES = frozenset(metadata.tables) | {"alembic_version", LEGACY_TABLE}
 def _demo_runs(ledger: Ledger, conn: Connection) -> list[int]:
     """The runs the demo made; a run it did not make refuses the database. A run's version 1
     is its RunStarted (I5)."""
-    first_events = conn.execute(
-        select(ledger_events.c.run_id, ledger_events.c.type, ledger_events.c.payload)
-        .where(ledger_events.c.version == 1)
-        .order_by(ledger_events.c.position)
-        .limit(MOST_DEMO_RUNS + 1)
-    ).all()
-    if len(first_events) > MOST_DEMO_RUNS:
+    starts = first_events(conn, MOST_DEMO_RUNS + 1)
+    if len(starts) > MOST_DEMO_RUNS:
         _refuse(ledger, f"holds more than {MOST_DEMO_RUNS} runs: more than the demo ever makes")
     own: list[int] = []
-    for run_id, event_type, payload in first_events:
-        data = json.loads(payload) if event_type == "RunStarted" else {}
+    for event in starts:
+        data = event.payload_data if event.type == "RunStarted" else {}
         name = data.get("connector_name")
         trigger = (data.get("metadata") or {}).get("trigger")
         if name not in DEMO_CONNECTORS or trigger != DEMO_TRIGGER:
-            _refuse(ledger, f"holds events other than the demo's (run {run_id}, {name!r})")
-        own.append(int(run_id))
+            _refuse(ledger, f"holds events other than the demo's (run {event.run_id}, {name!r})")
+        own.append(event.run_id)
     return own
 
 
@@ -186,10 +176,7 @@ def _already_ran(ledger: Ledger) -> bool:
 
 
 def demo_orphan(ledger: Ledger) -> int | None:
-    query = (
-        select(ledger_runs.c.run_id)
-        .where(same_text(ledger_runs.c.connector_name, "demo-nightly", ledger.engine))
-        .order_by(ledger_runs.c.run_id)
-    )
-    with translate_errors(ledger.url, "demo"), ledger.engine.connect() as conn:
-        return conn.execute(query).scalar()
+    """The run the demo left open as if its process had been killed (None before the demo)."""
+    with ledger.connect("demo") as conn:
+        runs = find_runs(conn, connector_name="demo-nightly", limit=1)
+    return runs[0].run_id if runs else None

@@ -10,14 +10,12 @@ from datetime import datetime
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from connectors import Spool
 from ledger import Ledger, StorageError, Thresholds, stuck_runs
-from ledger.database import MYSQL_TIMEOUTS, translate_errors
+from ledger.database import with_timeouts
 from projections import LedgerStatus, ledger_status
-from projections.schema import ingestion_runs
+from projections.queries import runs_by_status
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +47,12 @@ def collect_figures(
     """The figures; pass ``status`` if the caller already read it (``ledger status`` does)."""
     status = status or ledger_status(ledger)
     projection = status.projections[0]
-    with translate_errors(ledger.url, "metrics"), ledger.engine.connect() as conn:
-        query = select(ingestion_runs.c.status, func.count()).group_by(ingestion_runs.c.status)
-        by_status: dict[str, int] = {str(s): int(n) for s, n in conn.execute(query)}
+    with ledger.connect("metrics") as conn:
+        by_status = runs_by_status(conn)
     stuck = stuck_runs(ledger, thresholds.stale_after, thresholds.max_runtime, overrides=overrides)
     backlog = spool_backlog(spool)
     return Figures(
-        runs_by_status={
-            s: int(by_status.get(s, 0)) for s in ("running", "success", "partial", "failed")
-        },
+        runs_by_status=by_status,
         open_runs=status.open_runs,
         stuck_runs=len(stuck),
         events_appended=status.head_position,
@@ -75,11 +70,7 @@ SCRAPE_TIMEOUT_S = 3  # per connect/read/write: a stalled scrape ends well insid
 
 def scrape_url(url: str) -> str:
     """``url`` with short MySQL timeouts, for the engine that answers scrapes."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() not in ("mysql", "mariadb"):
-        return url
-    timeouts = dict.fromkeys(MYSQL_TIMEOUTS, str(SCRAPE_TIMEOUT_S))
-    return parsed.update_query_dict(timeouts).render_as_string(hide_password=False)
+    return with_timeouts(url, SCRAPE_TIMEOUT_S)
 
 
 def spool_backlog(spool: Spool | None) -> int:

@@ -21,14 +21,12 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import start_http_server
 from prometheus_client.registry import CollectorRegistry
-from sqlalchemy import select
 
 from connectors import RunContext, Spool
 from connectors.registry import build_connector
@@ -43,9 +41,8 @@ from ledger import (
     sweep,
 )
 from ledger.clock import utcnow
-from ledger.database import database_unreachable, same_text
-from ledger.migrate import check_schema
-from ledger.schema import ledger_runs
+from ledger.database import database_unreachable
+from ledger.rules import OPEN
 from ledger.text import visible
 from projections import PoisonEventError, Projector
 from projections.projector import PoisonBackoff
@@ -182,17 +179,10 @@ class LedgerService:
                 self.in_flight -= 1
 
     def _has_open_run(self, connector: ConnectorConfig) -> bool:
-        query = (
-            select(ledger_runs.c.run_id)
-            .where(
-                same_text(ledger_runs.c.connector_name, connector.name, self.ledger.engine),
-                ledger_runs.c.source_id == connector.source_id,
-                ledger_runs.c.state == "open",
-            )
-            .limit(1)
+        open_runs = self.ledger.runs(
+            connector_name=connector.name, source_id=connector.source_id, state=OPEN, limit=1
         )
-        with self.ledger.engine.connect() as conn:
-            return conn.execute(query).first() is not None
+        return bool(open_runs)
 
     def _run_connector(self, connector: ConnectorConfig, name: str) -> None:
         instance = build_connector(
@@ -339,7 +329,7 @@ class LedgerService:
         delay = START_RETRY_FIRST_S
         while True:
             try:
-                check_schema(self.ledger.engine, self.ledger.url)
+                self.ledger.check_schema()
                 return True
             except SchemaError:
                 raise
@@ -395,7 +385,3 @@ class LedgerService:
 
 def job_id(connector: ConnectorConfig) -> str:
     return f"connector:{connector.name}:{connector.source_id}"
-
-
-def serve(config: LedgerConfig, metrics_port: int | None = None, **_: Any) -> None:
-    LedgerService(config, metrics_port).run()

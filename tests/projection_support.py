@@ -12,9 +12,8 @@ from ledger.clock import utcnow
 from ledger.hashing import chain_hash
 from ledger.schema import HEAD_ROW_ID, ledger_events, ledger_head, ledger_runs
 from projections import runs_as_of
-from projections.fold import Row
+from projections.fold import Row, normalise
 from projections.schema import ingestion_run_transitions, ingestion_runs
-from projections.writer import normalise
 
 
 def table_rows(ledger: Ledger) -> dict[int, Row]:

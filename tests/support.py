@@ -14,12 +14,13 @@ import pytest
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from forensics.triggers import TriggerDefinition, check_triggers, expected_triggers
+from forensics.dialects import TriggerDefinition, expected_triggers
+from forensics.triggers import check_triggers
 from ledger import Ledger
 from ledger import events as events_module
 from ledger.database import create_ledger_engine
-from ledger.migrate import upgrade
 from ledger.schema import GENESIS_HASH, metadata
+from migrations.runner import upgrade
 
 MYSQL_URL_ENV = "LEDGER_TEST_MYSQL_URL"
 TRIGGERS = ("ledger_events_no_update", "ledger_events_no_delete")

@@ -23,10 +23,10 @@ from forensics.audit import audit_run
 from forensics.report import build_report, render_text, report_passed
 from forensics.verify import verify_all
 from ledger import Ledger, RunFinished, RunProgressed, RunStarted, RunTimedOut, sweep
-from ledger.migrate import upgrade
 from ledger.text import is_invisible
 from ledger.urls import mask_url
 from ledger_cli import cli
+from migrations.runner import upgrade
 from projections import Projector, rebuild
 from service.demo import DemoRefusedError, run_demo
 from tests import support

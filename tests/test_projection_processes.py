@@ -153,7 +153,7 @@ def test_a_mysql_swap_interrupted_after_rename_is_finished_by_the_next_projector
 ) -> None:
     if backend != "mysql":
         pytest.skip("SQLite swaps in one transaction; only MySQL's RENAME commits on its own")
-    import projections.rebuilder as rebuild_module
+    import projections.dialects as rebuild_module
 
     run_id = ledger.start_run(1, "SOURCE_1")
     ledger.append([RunProgressed(run_id=run_id, records_fetched=5)])

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import inspect, text
 
 from ledger import Ledger
-from ledger.migrate import upgrade
+from migrations.runner import upgrade
 from projections import Projector, rebuild
 from tests import support
 from tests.projection_support import table_rows

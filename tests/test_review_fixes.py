@@ -24,7 +24,7 @@ from ledger import (
 from ledger.durations import parse_duration
 from ledger_cli import cli
 from projections import ProjectionBusyError, rebuild
-from projections.locking import exclusive_rebuild
+from projections.dialects import exclusive_rebuild
 from service import load_config
 
 

@@ -733,7 +733,7 @@ def test_one_ledger_shared_by_threads(ledger: Ledger) -> None:
 
 
 def test_in_memory_sqlite_shared_by_threads() -> None:
-    from ledger.migrate import upgrade
+    from migrations.runner import upgrade
 
     memory = Ledger.from_url("sqlite://")
     upgrade(memory.engine, memory.url)

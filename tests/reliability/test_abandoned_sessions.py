@@ -29,7 +29,7 @@ from ledger import ConfigurationError, Ledger, RunFinished, RunProgressed
 from ledger.database import IDLE_TRANSACTION_TIMEOUT
 from ledger_cli import cli
 from projections import Projector, rebuild
-from projections.locking import projection_session
+from projections.dialects import projection_session
 from projections.schema import PROJECTION_NAME
 from tests.projection_support import replayed_rows, table_rows
 from tests.reliability.fault_proxy import FaultProxy, Link

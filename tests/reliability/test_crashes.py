@@ -48,8 +48,8 @@ from ledger.urls import DATABASE_URL_ENV
 from ledger_cli import cli
 from projections import Projector, rebuild
 from projections.checkpoints import read_checkpoint
+from projections.fold import fold_events
 from projections.schema import COUNTER_COLUMNS, PROJECTION_NAME
-from projections.writer import fold_events
 from tests.projection_support import replayed_rows, table_rows, transition_rows
 from tests.reliability.summary import Summary
 

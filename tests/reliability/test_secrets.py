@@ -66,9 +66,10 @@ from ledger import (
     stuck_runs,
     sweep,
 )
-from ledger.migrate import check_schema, upgrade
+from ledger.database import check_schema
 from ledger.urls import DATABASE_URL_ENV, mask_secrets, mask_url
 from ledger_cli import cli
+from migrations.runner import upgrade
 from projections import Projector, ledger_status, rebuild
 from service import LedgerService, load_config
 from service.metrics import collect_figures

@@ -54,13 +54,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from forensics.triggers import IMMUTABLE_MESSAGE, TriggerDefinition, expected_triggers
+from forensics.dialects import IMMUTABLE_MESSAGE, TriggerDefinition, expected_triggers
 from forensics.verify import verify_all
 from ledger import Ledger, RecordedEvent, RunFinished, RunProgressed, RunState, sweep
 from ledger.clock import utcnow
 from ledger.events import EVENT_TYPES
-from ledger.rules import apply_event
-from ledger.schema import RUN_STATES, LegacyTimestamp, ledger_events, ledger_head, ledger_runs
+from ledger.rules import RUN_STATES, apply_event
+from ledger.schema import LegacyTimestamp, ledger_events, ledger_head, ledger_runs
 from ledger_cli import cli
 from projections import Projector
 from projections.schema import (

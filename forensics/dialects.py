@@ -1,0 +1,204 @@
+"""Where the proof reads SQLite and MySQL/MariaDB differently, one function per difference:
+the immutability triggers each database is given (I1) and how its catalogue shows them, the
+user it is asked as, and how its catalogue describes a table.
+
+Migration ``0001_event_store`` creates the triggers with its own frozen copy of the statements
+below (a migration is history and never imports code that may change); a freshly migrated
+database of each dialect passing :func:`forensics.triggers.check_triggers` is what keeps the two
+equal, and a later change of the triggers comes with a new migration and a change here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, inspect, text
+
+from forensics.legacy_shape import Column, Shape
+from ledger import Ledger
+from ledger.dialects import is_mysql_backend, is_sqlite
+
+TABLE = "ledger_events"
+IMMUTABLE_MESSAGE = "ledger_events is append-only: {verb} is not allowed (run-ledger I1)"
+
+
+@dataclass(frozen=True)
+class TriggerDefinition:
+    name: str
+    timing: str  # BEFORE
+    event: str  # UPDATE, DELETE, INSERT
+    # What the catalogue holds: on SQLite the whole CREATE TRIGGER statement, on MariaDB/MySQL
+    # the body (ACTION_STATEMENT).
+    definition: str
+
+
+def expected_triggers(dialect: str) -> tuple[TriggerDefinition, ...]:
+    """The triggers ``ledger migrate`` creates on ``ledger_events`` for ``dialect``."""
+    triggers = []
+    if dialect == "sqlite":
+        for verb in ("UPDATE", "DELETE"):
+            name = f"ledger_events_no_{verb.lower()}"
+            statement = (
+                f"CREATE TRIGGER {name} BEFORE {verb} ON ledger_events "
+                f"BEGIN SELECT RAISE(ABORT, '{IMMUTABLE_MESSAGE.format(verb=verb)}'); END"
+            )
+            triggers.append(TriggerDefinition(name, "BEFORE", verb, statement))
+        # INSERT OR REPLACE deletes the conflicting row without firing DELETE triggers.
+        replace = (
+            "CREATE TRIGGER ledger_events_no_replace BEFORE INSERT ON ledger_events "
+            "WHEN EXISTS (SELECT 1 FROM ledger_events WHERE position = NEW.position) "
+            "OR EXISTS (SELECT 1 FROM ledger_events WHERE event_id = NEW.event_id) "
+            "OR EXISTS (SELECT 1 FROM ledger_events "
+            "WHERE run_id = NEW.run_id AND version = NEW.version) "
+            f"BEGIN SELECT RAISE(ABORT, '{IMMUTABLE_MESSAGE.format(verb='REPLACE')}'); END"
+        )
+        triggers.append(TriggerDefinition("ledger_events_no_replace", "BEFORE", "INSERT", replace))
+    elif is_mysql_backend(dialect):
+        for verb in ("UPDATE", "DELETE"):
+            message = IMMUTABLE_MESSAGE.format(verb=verb)
+            body = f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'"
+            triggers.append(
+                TriggerDefinition(f"ledger_events_no_{verb.lower()}", "BEFORE", verb, body)
+            )
+    return tuple(triggers)
+
+
+@dataclass(frozen=True)
+class FoundTrigger:
+    name: str
+    table: str
+    timing: str
+    event: str
+    definition: str | None  # None: this user may not read it
+    row_level: bool = True
+
+
+def found_triggers(conn: Connection) -> list[FoundTrigger]:
+    """The triggers on ``ledger_events`` as the catalogue shows them to this user
+    (``sqlite_master`` on SQLite, ``information_schema.TRIGGERS`` on MariaDB/MySQL)."""
+    return _sqlite_triggers(conn) if is_sqlite(conn) else _mysql_triggers(conn)
+
+
+def definition_kind(dialect: str) -> str:
+    """What a trigger's definition in the catalogue is: the whole statement on SQLite, the
+    body on MariaDB/MySQL."""
+    return "statement" if dialect == "sqlite" else "body"
+
+
+def database_user(conn: Connection) -> str:
+    """The MariaDB/MySQL account the checks run as, as ``'name'@'host'`` is written."""
+    return str(conn.execute(text("SELECT CURRENT_USER()")).scalar_one())
+
+
+_SQLITE_HEAD = re.compile(
+    r"^\s*CREATE\s+(?:TEMP\w*\s+)?TRIGGER\s+(?:IF\s+NOT\s+EXISTS\s+)?\S+\s+"
+    r"(BEFORE|AFTER|INSTEAD\s+OF)?\s*(DELETE|INSERT|UPDATE)\b",
+    re.IGNORECASE,
+)
+
+
+def _sqlite_triggers(conn: Connection) -> list[FoundTrigger]:
+    rows = conn.execute(
+        text(
+            "SELECT name, tbl_name, sql FROM sqlite_master "
+            "WHERE type = 'trigger' AND lower(tbl_name) = :table"
+        ),
+        {"table": TABLE},
+    ).all()
+    found = []
+    for name, table, sql in rows:
+        match = _SQLITE_HEAD.match(sql or "")
+        timing = " ".join((match.group(1) or "BEFORE").split()).upper() if match else "?"
+        event = match.group(2).upper() if match else "?"
+        found.append(FoundTrigger(str(name), str(table), timing, event, str(sql or "")))
+    return found
+
+
+def _mysql_triggers(conn: Connection) -> list[FoundTrigger]:
+    rows = conn.execute(
+        text(
+            "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, "
+            "ACTION_STATEMENT, ACTION_ORIENTATION FROM information_schema.TRIGGERS "
+            "WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = :table"
+        ),
+        {"table": TABLE},
+    ).all()
+    return [
+        FoundTrigger(
+            str(name),
+            str(table),
+            str(timing),
+            str(event),
+            None if body is None else str(body),
+            str(orientation) == "ROW",
+        )
+        for name, table, timing, event, body, orientation in rows
+    ]
+
+
+def may_see_triggers(conn: Connection) -> bool:
+    """Whether the current user would see the triggers of ``ledger_events`` in the catalogue:
+    always on SQLite; on MySQL/MariaDB if it holds the TRIGGER privilege on the table (globally,
+    on the database or on the table). A privilege held through a role is not listed to the user,
+    so this errs towards "cannot see": the check then says "not checked", never "missing"."""
+    if is_sqlite(conn):
+        return True
+    user = database_user(conn)
+    name, _, host = user.rpartition("@")
+    grantee = f"'{name}'@'{host}'"
+    query = text(
+        "SELECT 1 FROM information_schema.USER_PRIVILEGES "
+        "WHERE GRANTEE = :grantee AND PRIVILEGE_TYPE = 'TRIGGER' "
+        "UNION ALL SELECT 1 FROM information_schema.SCHEMA_PRIVILEGES "
+        "WHERE GRANTEE = :grantee AND PRIVILEGE_TYPE = 'TRIGGER' "
+        "AND TABLE_SCHEMA = DATABASE() "
+        "UNION ALL SELECT 1 FROM information_schema.TABLE_PRIVILEGES "
+        "WHERE GRANTEE = :grantee AND PRIVILEGE_TYPE = 'TRIGGER' "
+        "AND TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :table"
+    )
+    return conn.execute(query, {"grantee": grantee, "table": TABLE}).first() is not None
+
+
+def types_comparable(ledger: Ledger) -> bool:
+    """Whether the catalogue's column types can be compared with the legacy MySQL ones (SQLite
+    has its own type names: there only names, order, nullability and indexes are)."""
+    return not ledger.is_sqlite
+
+
+def live_shape(conn: Connection, table: str = "ingestion_runs") -> Shape:
+    """The table as the database's catalogue describes it (MySQL types; SQLite's own)."""
+    if is_sqlite(conn):
+        inspector = inspect(conn)
+        columns = [
+            Column(c["name"], str(c["type"]).lower(), bool(c["nullable"]))
+            for c in inspector.get_columns(table)
+        ]
+        keys = {"PRIMARY": inspector.get_pk_constraint(table)["constrained_columns"]}
+        for index in inspector.get_indexes(table):
+            keys[str(index["name"])] = [str(c) for c in index["column_names"]]
+        return Shape(columns, keys)
+    rows = conn.execute(
+        text(
+            "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t ORDER BY ORDINAL_POSITION"
+        ),
+        {"t": table},
+    ).all()
+    index_rows = conn.execute(
+        text(
+            "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t "
+            "ORDER BY INDEX_NAME, SEQ_IN_INDEX"
+        ),
+        {"t": table},
+    ).all()
+    # MariaDB reports JSON as its alias LONGTEXT (with a json_valid CHECK).
+    columns = [
+        Column(name, "json" if kind == "longtext" else kind, nullable == "YES")
+        for name, kind, nullable in rows
+    ]
+    indexes: dict[str, list[str]] = {}
+    for index, column in index_rows:
+        indexes.setdefault(index, []).append(column)
+    return Shape(columns, indexes)

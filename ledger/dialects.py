@@ -1,0 +1,159 @@
+"""Where SQLite and MySQL/MariaDB differ at run time, one function per difference.
+
+Engines are built (and driver errors translated) in :mod:`ledger.database`, and column types
+declare their per-database form in :mod:`ledger.schema`; every other place that must do one
+thing on SQLite and another on MySQL/MariaDB asks here, so the differences are read in one room.
+Other packages reach these through :class:`ledger.Ledger` (``is_sqlite``, ``dialect``,
+``transaction``, ``snapshot``) or, for SQL of their own, through the helpers below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Dialect,
+    Engine,
+    LargeBinary,
+    and_,
+    cast,
+    literal_column,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.elements import ColumnClause
+
+from ledger.clock import isoformat_utc
+
+# Execution option read by the SQLite engine's "begin" hook: which BEGIN to emit.
+SQLITE_BEGIN_OPTION = "ledger_sqlite_begin"
+# The idle bound of a MySQL session, kept with its pooled connection for the named-lock holders.
+IDLE_TIMEOUT_INFO = "ledger_idle_timeout_s"
+DEFAULT_IDLE_TRANSACTION_TIMEOUT_S = 30
+# The MySQL/MariaDB server's clock, in UTC with microseconds.
+_SERVER_NOW: ColumnClause[Any] = literal_column("UTC_TIMESTAMP(6)")
+_SQLITE_STORED_TIME = "%Y-%m-%d %H:%M:%S.%f"  # the text SQLAlchemy's DateTime stores on SQLite
+
+
+class Bound(Protocol):
+    """Anything that knows its database's dialect: an Engine, a Connection, a Ledger."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+
+def is_sqlite(bind: Bound) -> bool:
+    return bind.dialect.name == "sqlite"
+
+
+def is_mysql_backend(backend: str) -> bool:
+    """``backend`` (a URL's backend name) is MySQL or MariaDB."""
+    return backend in ("mysql", "mariadb")
+
+
+def exact_text(column: ColumnElement[str], bind: Bound) -> ColumnElement[Any]:
+    """``column`` as compared (or grouped) byte for byte. MySQL's collations take "Stations"
+    for "stations" (utf8mb4's default) and "stations " for "stations" (PAD SPACE, which even
+    utf8mb4_bin has); a binary string compares neither. SQLite compares bytes already."""
+    return column if is_sqlite(bind) else cast(column, LargeBinary)
+
+
+def same_text(column: ColumnElement[str], value: str, bind: Bound) -> ColumnElement[bool]:
+    """``column = value``, exactly, on every backend: names that differ by case or by a trailing
+    space are different names."""
+    if is_sqlite(bind):
+        return column == value
+    # The collation's comparison keeps the column's index in use; the binary one makes it exact.
+    return and_(column == value, exact_text(column, bind) == value.encode("utf-8"))
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds the write lock from its first statement on SQLite.
+
+    On MySQL the caller locks ``ledger_head`` with ``SELECT … FOR UPDATE`` instead.
+    """
+    with engine.connect() as conn:
+        if is_sqlite(engine):
+            conn.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def snapshot_transaction(conn: Connection) -> Iterator[Connection]:
+    """A read transaction that sees one moment of the database. On MySQL, REPEATABLE READ
+    (InnoDB keeps the snapshot of the first read for the whole transaction); on SQLite, a read
+    transaction in WAL mode is a snapshot already."""
+    if not is_sqlite(conn):
+        conn.execution_options(isolation_level="REPEATABLE READ")
+    with conn.begin():
+        yield conn
+
+
+@contextmanager
+def idle_bounded_session(conn: Connection) -> Iterator[None]:
+    """Bound how long this session may stay idle *outside* a transaction, while it holds a
+    named lock (``GET_LOCK`` outlives transactions, so the idle-transaction timeout does not
+    cover it): a holder that vanished with its socket open would otherwise keep the lock for
+    the server's wait_timeout. Restored afterwards, so the pooled session is not closed for
+    being idle later. A no-op on SQLite."""
+    if is_sqlite(conn):
+        yield
+        return
+    seconds = int(conn.info.get(IDLE_TIMEOUT_INFO, DEFAULT_IDLE_TRANSACTION_TIMEOUT_S))
+    conn.exec_driver_sql(
+        "SET @ledger_wait_timeout = @@SESSION.wait_timeout, "
+        f"SESSION wait_timeout = LEAST({seconds}, @@SESSION.wait_timeout)"
+    )
+    restore = "SET SESSION wait_timeout = @ledger_wait_timeout"
+    try:
+        yield
+    except BaseException:
+        # The session may be gone with the error; a live one left bounded is only closed
+        # when idle, and the pool's pre-ping replaces it.
+        with suppress(SQLAlchemyError):
+            conn.exec_driver_sql(restore)
+        raise
+    conn.exec_driver_sql(restore)
+
+
+def server_clock(bind: Bound) -> ColumnClause[Any] | None:
+    """The database server's clock as a column to select, or None: SQLite runs on this
+    machine's clock."""
+    return None if is_sqlite(bind) else _SERVER_NOW
+
+
+def driver_timestamp(bind: Bound) -> Callable[[datetime], Any]:
+    """How a timestamp goes to the driver when SQLAlchemy's type processing is bypassed (the
+    append's executemany): the text SQLAlchemy's DateTime stores on SQLite, a naive UTC
+    datetime on MySQL."""
+    if is_sqlite(bind):
+        return lambda value: (
+            value.astimezone(UTC).replace(tzinfo=None).strftime(_SQLITE_STORED_TIME)
+        )
+    return lambda value: value.astimezone(UTC).replace(tzinfo=None)
+
+
+def driver_placeholder(bind: Bound) -> str:
+    """The parameter mark of a statement sent to the driver as it is: sqlite3's ``?``,
+    PyMySQL's ``%s``."""
+    return "?" if bind.dialect.paramstyle == "qmark" else "%s"
+
+
+def stored_time_text(value: Any) -> str:
+    """A timestamp as the driver returns it unconverted (SQLite text, or a MySQL naive UTC
+    datetime), in the canonical text the hash chain was computed over."""
+    if isinstance(value, datetime):
+        return isoformat_utc(value.replace(tzinfo=UTC))
+    text_value = str(value).replace(" ", "T")
+    return (text_value if "." in text_value else text_value + ".000000") + "Z"
+
+
+def is_missing_table(driver_message: str) -> bool:
+    """SQLite: "no such table: x"; MySQL/MariaDB: error 1146 "Table 'db.x' doesn't exist"."""
+    return "no such table" in driver_message or driver_message.startswith("(1146,")

@@ -1,0 +1,194 @@
+"""Reads of the ledger's own tables, on a connection the caller holds.
+
+:class:`ledger.Ledger` opens a connection for each of its reads and calls these. Code that must
+read the ledger inside a connection or transaction of its own calls them directly with it: the
+projector reads events in the transaction that moves its checkpoint (I7), ``ledger verify``
+compares tables within one snapshot, a command reads several things under one error label.
+Outside the append path (:mod:`ledger.store`) and the stuck query (:mod:`ledger.stuck`), they
+are the only SQL on ``ledger_events``, ``ledger_runs`` and ``ledger_head``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select, text
+
+from ledger.dialects import same_text
+from ledger.hashing import EVENT_COLUMNS
+from ledger.recorded import LedgerHead, RecordedEvent, StoredRef
+from ledger.rules import RunState
+from ledger.schema import HEAD_ROW_ID, ledger_events, ledger_head, ledger_runs
+
+# Rows per IN (...) list, well under every driver's parameter limit.
+IN_CHUNK = 500
+RUN_COLUMNS = tuple(c.name for c in ledger_runs.columns)
+# Plain SQL: the driver's values as they are, without SQLAlchemy's type processing.
+_RAW_PAGE = text(
+    f"SELECT {', '.join(EVENT_COLUMNS)} FROM ledger_events WHERE position > :after "
+    "ORDER BY position LIMIT :limit"
+)
+
+
+def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ---------------------------------------------------------------------- events
+
+
+def read_events_page(
+    conn: Connection, after: int, limit: int, up_to: int | None = None
+) -> list[RecordedEvent]:
+    """Up to ``limit`` events after position ``after`` (and at most ``up_to``), on ``conn``."""
+    query = select(ledger_events).where(ledger_events.c.position > after)
+    if up_to is not None:
+        query = query.where(ledger_events.c.position <= up_to)
+    query = query.order_by(ledger_events.c.position).limit(limit)
+    return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+
+
+def read_run(
+    conn: Connection, run_id: int, after: int = 0, limit: int | None = None
+) -> list[RecordedEvent]:
+    """The events of one run in version order: those after position ``after``, at most
+    ``limit``. Empty for a run that never started."""
+    query = select(ledger_events).where(ledger_events.c.run_id == run_id)
+    if after:
+        query = query.where(ledger_events.c.position > after)
+    query = query.order_by(ledger_events.c.version).limit(limit)
+    return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+
+
+def first_events(conn: Connection, limit: int) -> list[RecordedEvent]:
+    """Each run's first event (version 1: its RunStarted, I5), in position order, for the first
+    ``limit`` runs."""
+    query = (
+        select(ledger_events)
+        .where(ledger_events.c.version == 1)
+        .order_by(ledger_events.c.position)
+        .limit(limit)
+    )
+    return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+
+
+def count_events(conn: Connection, except_runs: Collection[int] = ()) -> int:
+    """How many events are stored, not counting those of ``except_runs``."""
+    query = (
+        select(func.count())
+        .select_from(ledger_events)
+        .where(ledger_events.c.run_id.not_in(list(except_runs)))
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def event_type_at(conn: Connection, position: int) -> str | None:
+    """The type of the event at ``position`` (None if none is stored there)."""
+    query = select(ledger_events.c.type).where(ledger_events.c.position == position)
+    value = conn.execute(query).scalar_one_or_none()
+    return None if value is None else str(value)
+
+
+def recorded_at(conn: Connection, position: int) -> datetime | None:
+    """When the event at ``position`` was recorded (None if none is stored there)."""
+    query = select(ledger_events.c.recorded_at).where(ledger_events.c.position == position)
+    value: datetime | None = conn.execute(query).scalar_one_or_none()
+    return value
+
+
+def stored_refs(conn: Connection, positions: Iterable[int]) -> dict[int, StoredRef]:
+    """The stored events at ``positions`` (those that exist), by position, read raw."""
+    wanted = sorted({p for p in positions if p > 0})
+    columns = (
+        ledger_events.c.position,
+        ledger_events.c.run_id,
+        ledger_events.c.type,
+        ledger_events.c.hash,
+        ledger_events.c.recorded_at,
+    )
+    found: dict[int, StoredRef] = {}
+    for part in chunks(wanted):
+        for row in conn.execute(select(*columns).where(ledger_events.c.position.in_(part))):
+            found[int(row.position)] = StoredRef(
+                int(row.position), int(row.run_id), str(row.type), str(row.hash), row.recorded_at
+            )
+    return found
+
+
+def raw_rows(conn: Connection, after: int, limit: int) -> list[tuple[Any, ...]]:
+    """Up to ``limit`` rows after ``after`` as the driver returns them, columns in
+    :data:`ledger.hashing.EVENT_COLUMNS` order: what verify rehashes
+    (:func:`ledger.hashing.stored_row_hash`), with no models and no type conversion."""
+    return [tuple(row) for row in conn.execute(_RAW_PAGE, {"after": after, "limit": limit})]
+
+
+def last_stored_position(conn: Connection) -> int | None:
+    """The highest position of any stored row (None when there is none), whatever the head
+    says."""
+    value = conn.execute(select(func.max(ledger_events.c.position))).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def lowest_position_between(conn: Connection, after: int, up_to: int) -> int | None:
+    """The lowest stored position in ``(after, up_to]``, if any."""
+    within = (ledger_events.c.position > after) & (ledger_events.c.position <= up_to)
+    value = conn.execute(select(func.min(ledger_events.c.position)).where(within)).scalar()
+    return None if value is None else int(value)
+
+
+# ---------------------------------------------------------------------- head and runs
+
+
+def read_head(conn: Connection) -> LedgerHead | None:
+    """The ``ledger_head`` row (None if it is missing: an unmigrated or damaged database)."""
+    query = select(ledger_head).where(ledger_head.c.id == HEAD_ROW_ID)
+    row = conn.execute(query).mappings().one_or_none()
+    if row is None:
+        return None
+    return LedgerHead(
+        row["last_position"], row["last_hash"], row["last_run_id"], row["last_recorded_at"]
+    )
+
+
+def run_states(conn: Connection, run_ids: Sequence[int]) -> dict[int, RunState]:
+    """The registry rows of ``run_ids`` (those that exist), by run id."""
+    found: dict[int, RunState] = {}
+    for part in chunks(run_ids):
+        query = select(ledger_runs).where(ledger_runs.c.run_id.in_(part))
+        found.update((state.run_id, state) for state in _states(conn, query))
+    return found
+
+
+def find_runs(
+    conn: Connection,
+    *,
+    connector_name: str | None = None,
+    source_id: int | None = None,
+    state: str | None = None,
+    limit: int | None = None,
+) -> list[RunState]:
+    """Registry rows, by run id, of a connector (its exact name), a source, a state."""
+    query = select(ledger_runs).order_by(ledger_runs.c.run_id).limit(limit)
+    if connector_name is not None:
+        query = query.where(same_text(ledger_runs.c.connector_name, connector_name, conn))
+    if source_id is not None:
+        query = query.where(ledger_runs.c.source_id == source_id)
+    if state is not None:
+        query = query.where(ledger_runs.c.state == state)
+    return _states(conn, query)
+
+
+def count_runs(conn: Connection, state: str) -> int:
+    """How many runs are in ``state`` (``open``: no terminal event)."""
+    query = select(func.count()).select_from(ledger_runs).where(ledger_runs.c.state == state)
+    return int(conn.execute(query).scalar_one())
+
+
+def _states(conn: Connection, query: Any) -> list[RunState]:
+    return [
+        RunState(**{name: row[name] for name in RUN_COLUMNS})
+        for row in conn.execute(query).mappings()
+    ]

@@ -1,0 +1,240 @@
+"""Where the read model's work differs between SQLite and MySQL/MariaDB, one function per
+difference: how a projection is held exclusively (by its projector, by a rebuild) and how a
+rebuild swaps its shadow tables in.
+
+* SQLite: ``BEGIN IMMEDIATE``; the database has one writer at a time anyway. A rebuild holds an
+  advisory lock on a file beside the database (the embedded database lives on one host) and
+  swaps in one transaction: SQLite DDL is transactional.
+* MySQL/MariaDB: a named lock (``GET_LOCK``) held by the session around the transaction, plus
+  the checkpoint row locked ``FOR UPDATE`` inside it. The named lock outlives a commit, which a
+  rebuild needs: its ``RENAME TABLE`` commits implicitly, and no projector may run between that
+  swap and the checkpoint update that follows it (see :mod:`projections.rebuilder`). If the
+  process dies, the server frees the lock with the session.
+
+The functions that take the ledger also take an Engine, which is what the tests hold.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.engine import make_url
+
+from ledger import Ledger
+from ledger.dialects import idle_bounded_session
+from ledger.store import as_ledger
+from projections.checkpoints import advance, mark_swap, read_checkpoint
+from projections.errors import ProjectionBusyError
+from projections.schema import (
+    INGESTION_RUNS,
+    OLD,
+    PROJECTION_NAME,
+    SHADOW,
+    TRANSITIONS,
+    ingestion_run_transitions,
+    ingestion_runs,
+)
+from projections.writer import ReadModelWriter
+
+DEFAULT_LOCK_TIMEOUT_S = 60
+LOCK_NAME_MAX = 64  # MySQL refuses longer GET_LOCK names
+_READABLE = re.compile(r"[^A-Za-z0-9_$.-]")
+
+CatchUp = Callable[[Connection, int], int]  # (conn, position) -> the position caught up to
+
+
+def lock_name_for(database: str, projection: str) -> str:
+    """The server-wide GET_LOCK name of ``projection`` in ``database``: unique and at most 64
+    characters for any names.
+
+    GET_LOCK names are shared by every database on the server, so the name must tell ledgers
+    apart; database names run to 64 characters, so they cannot be spelt out in full. A digest
+    of the (database, projection) pair makes the name unique, whatever is cut; the rest only
+    helps a DBA reading ``IS_USED_LOCK`` or the processlist, and is truncated as needed.
+    """
+    digest = hashlib.sha256(f"{database}\0{projection}".encode()).hexdigest()[:20]
+    readable = _READABLE.sub("_", f"{projection}.{database}")
+    return f"run_ledger.{digest}.{readable}"[:LOCK_NAME_MAX]
+
+
+def lock_name(conn: Connection, projection: str) -> str:
+    database = conn.exec_driver_sql("SELECT DATABASE()").scalar() or ""
+    return lock_name_for(str(database), projection)
+
+
+# ---------------------------------------------------------------------- the projector's lock
+
+
+@contextmanager
+def projection_session(
+    database: Ledger | Engine,
+    projection: str,
+    timeout: int = DEFAULT_LOCK_TIMEOUT_S,
+    action: str = "project",
+) -> Iterator[Connection]:
+    """A connection holding the projection's named lock (MySQL); no transaction is open."""
+    ledger = as_ledger(database)
+    with ledger.connect(action) as conn:
+        if ledger.is_sqlite:
+            yield conn
+            return
+        name = lock_name(conn, projection)
+        # Bounded before the lock is taken: a holder that vanishes at any point after this,
+        # in a transaction or between two, frees the lock within the idle bound.
+        with idle_bounded_session(conn):
+            got = conn.execute(
+                text("SELECT GET_LOCK(:name, :timeout)"), {"name": name, "timeout": timeout}
+            ).scalar()
+            conn.commit()
+            if got != 1:
+                raise ProjectionBusyError(
+                    f"projection {projection} is locked by another process (waited {timeout}s)"
+                )
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+                conn.commit()
+
+
+@contextmanager
+def projection_transaction(
+    ledger: Ledger, projection: str, action: str, timeout: int = DEFAULT_LOCK_TIMEOUT_S
+) -> Iterator[Connection]:
+    """One write transaction with exclusive access to the projection; a driver error in it is
+    raised as :class:`ledger.StorageError` saying ``{action} failed``."""
+    if ledger.is_sqlite:
+        with ledger.transaction(action) as conn:
+            yield conn
+        return
+    with projection_session(ledger, projection, timeout, action) as conn, conn.begin():
+        yield conn
+
+
+# ---------------------------------------------------------------------- the rebuild's
+
+
+@contextmanager
+def exclusive_rebuild(database: Ledger | Engine, projection: str) -> Iterator[None]:
+    """Held for a whole rebuild: a second rebuild of the same projection is refused at once
+    (it would drop the first one's shadow tables under it).
+
+    MySQL: a named lock on its own session. SQLite: an advisory lock on a file beside the
+    database (the embedded database lives on one host).
+
+    Unlike the projector's lock, this session is not bounded by the idle timeout: it sits
+    idle for the whole rebuild while the work runs on other sessions, and losing it half-way
+    would let a second rebuild drop this one's shadow tables. A rebuild that vanished with its
+    socket open therefore blocks only the next rebuild (not appends, not the projector) until
+    the server's wait_timeout, or until a DBA ends the connection the refusal names.
+    """
+    ledger = as_ledger(database)
+    if ledger.is_sqlite:
+        path = make_url(ledger.url).database
+        if not path or path == ":memory:":
+            yield
+            return
+        with ledger.operation("rebuild"), open(f"{path}.rebuild.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise ProjectionBusyError(
+                    f"another rebuild of {projection} is running on this database"
+                ) from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    with ledger.connect("rebuild") as conn:
+        name = lock_name(conn, f"{projection}.rebuild")
+        # Where the server has no idle-transaction timeout, every session is bounded by
+        # wait_timeout instead (ledger.database): this one, idle by design, is exempt until
+        # it goes back to the pool.
+        conn.exec_driver_sql(
+            "SET @ledger_wait_timeout = @@SESSION.wait_timeout, "
+            "SESSION wait_timeout = @@GLOBAL.wait_timeout"
+        )
+        try:
+            got = conn.execute(text("SELECT GET_LOCK(:name, 0)"), {"name": name}).scalar()
+            if got != 1:
+                holder = conn.execute(text("SELECT IS_USED_LOCK(:name)"), {"name": name}).scalar()
+                raise ProjectionBusyError(
+                    f"another rebuild of {projection} is running on this database (server "
+                    f"connection {holder}; if its process is gone, a DBA can end it with "
+                    f"KILL {holder})"
+                )
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.rollback()
+                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+        finally:
+            conn.rollback()
+            conn.exec_driver_sql("SET SESSION wait_timeout = @ledger_wait_timeout")
+            conn.commit()
+
+
+def shadow_indexes(ledger: Ledger) -> bool:
+    """Whether a rebuild's shadow tables get their indexes when created. Not on SQLite, whose
+    index names are per database: the swap makes them once the shadows have the live names."""
+    return not ledger.is_sqlite
+
+
+def swap_in(ledger: Ledger, writer: ReadModelWriter, position: int, catch_up: CatchUp) -> int:
+    """Replace the live tables with the shadow ones ``writer`` filled up to ``position``, after
+    ``catch_up`` brought them to the head with the projection locked; returns the position the
+    swapped-in tables and the checkpoint are at."""
+    if ledger.is_sqlite:
+        return _swap_sqlite(ledger, writer, position, catch_up)
+    return _swap_mysql(ledger, position, catch_up)
+
+
+def _swap_sqlite(ledger: Ledger, writer: ReadModelWriter, position: int, catch_up: CatchUp) -> int:
+    """One transaction drops the live tables, renames the shadows and sets the checkpoint:
+    atomic, as SQLite DDL is transactional."""
+    with ledger.transaction("rebuild") as conn:  # appenders and projectors wait until it commits
+        read_checkpoint(conn, PROJECTION_NAME, lock=True)
+        position = catch_up(conn, position)
+        for live, shadow in (
+            (ingestion_runs, writer.runs),
+            (ingestion_run_transitions, writer.transitions),
+        ):
+            conn.exec_driver_sql(f'DROP TABLE "{live.name}"')
+            conn.exec_driver_sql(f'ALTER TABLE "{shadow.name}" RENAME TO "{live.name}"')
+            for index in live.indexes:  # index names are per database on SQLite: made last
+                index.create(conn)
+        advance(conn, PROJECTION_NAME, position)
+    return position
+
+
+def _swap_mysql(ledger: Ledger, position: int, catch_up: CatchUp) -> int:
+    """One ``RENAME TABLE`` swaps both tables atomically, but it commits implicitly, so it
+    cannot share a transaction with the checkpoint: the position the shadows hold is marked
+    first (:func:`projections.checkpoints.mark_swap`), so that a process dying between the
+    rename and the checkpoint update leaves the next projector what it needs to finish the
+    swap (:func:`projections.checkpoints.recover_interrupted_swap`). The live tables leave as
+    ``…__old``, for the caller to drop."""
+    with projection_session(ledger, PROJECTION_NAME, action="rebuild") as conn:
+        with conn.begin():
+            position = catch_up(conn, position)
+            mark_swap(conn, PROJECTION_NAME, position)
+        conn.exec_driver_sql(
+            "RENAME TABLE "
+            + ", ".join(
+                f"`{name}` TO `{name}{OLD}`, `{name}{SHADOW}` TO `{name}`"
+                for name in (INGESTION_RUNS, TRANSITIONS)
+            )
+        )
+        conn.commit()  # RENAME committed implicitly; end SQLAlchemy's autobegun transaction
+        with conn.begin():
+            mark_swap(conn, PROJECTION_NAME, None)
+            advance(conn, PROJECTION_NAME, position)
+    return position
