@@ -33,6 +33,8 @@ from sqlalchemy.engine import make_url
 from benchmarks.raw import RawDatabase, raw_scan
 from forensics.chain import verify_chain
 from ledger import Ledger, RunFinished, RunProgressed, RunStarted, stuck_runs
+from ledger.reads import count_runs
+from ledger.rules import OPEN
 from migrations.runner import upgrade
 from projections import Projector
 
@@ -107,7 +109,7 @@ class Bench:
         self.raw_url, self.raw_sqlite = raw_url, raw_sqlite
         self.sizes, self.console = sizes, console
         self.ledger = Ledger.from_url(url)
-        upgrade(self.ledger.engine, url)
+        upgrade(self.ledger)
         self.figures: list[Figure] = []
         self.curves: dict[str, list[tuple[int, float]]] = {"rebuild": [], "stuck": []}
 
@@ -346,11 +348,8 @@ class Bench:
         )
 
     def _grow_runs(self, target_runs: int) -> None:
-        with self.ledger.engine.connect() as conn:
-            have = conn.execute(text("SELECT COUNT(*) FROM ledger_runs")).scalar_one()
-            open_now = conn.execute(
-                text("SELECT COUNT(*) FROM ledger_runs WHERE state = 'open'")
-            ).scalar_one()
+        with self.ledger.connect() as conn:
+            have, open_now = count_runs(conn), count_runs(conn, OPEN)
         if open_now < 100:
             self.ledger.append(
                 [

@@ -57,6 +57,20 @@ def rows(start: int, count: int, sqlite: bool) -> Iterator[tuple[Any, ...]]:
         )
 
 
+def mysql_connection(url: str, **options: Any) -> Any:
+    """A plain PyMySQL connection to the database ``url`` names."""
+    parsed = make_url(url)
+    return pymysql.connect(
+        host=parsed.host or "127.0.0.1",
+        port=parsed.port or 3306,
+        user=parsed.username or "root",
+        password=parsed.password or "",
+        database=parsed.database,
+        charset="utf8mb4",
+        **options,
+    )
+
+
 class RawDatabase:
     """One raw connection to a scratch table next to the ledger's database."""
 
@@ -69,16 +83,7 @@ class RawDatabase:
             self.conn.execute("DROP TABLE IF EXISTS raw_events")
             self.conn.execute(SQLITE_TABLE)
         else:
-            parsed = make_url(url)
-            self.conn = pymysql.connect(
-                host=parsed.host or "127.0.0.1",
-                port=parsed.port or 3306,
-                user=parsed.username or "root",
-                password=parsed.password or "",
-                database=parsed.database,
-                charset="utf8mb4",
-                autocommit=False,
-            )
+            self.conn = mysql_connection(url, autocommit=False)
             with self.conn.cursor() as cursor:
                 cursor.execute("DROP TABLE IF EXISTS raw_events")
                 cursor.execute(MYSQL_TABLE)
@@ -135,16 +140,7 @@ def raw_scan(url: str, sqlite_path: str | None, hash_rows: bool = False) -> floa
         conn: Any = sqlite3.connect(sqlite_path)
         cursor = conn.cursor()
     else:
-        parsed = make_url(url)
-        conn = pymysql.connect(
-            host=parsed.host or "127.0.0.1",
-            port=parsed.port or 3306,
-            user=parsed.username or "root",
-            password=parsed.password or "",
-            database=parsed.database,
-            charset="utf8mb4",
-            cursorclass=pymysql.cursors.SSCursor,
-        )
+        conn = mysql_connection(url, cursorclass=pymysql.cursors.SSCursor)
         cursor = conn.cursor()
     started = time.perf_counter()
     cursor.execute(f"SELECT {COLUMNS} FROM ledger_events ORDER BY position")

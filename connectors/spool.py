@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS rejected (
 """
 
 
+# A spooled row as flush reads it: seq, event_id, run_id, type, body, spooled_at.
+SpooledRow = tuple[int, str, int | None, str, str, str]
+Delivered = tuple[int, int, int]  # (delivered, already there, rejected)
+
+
 @dataclass(frozen=True)
 class SpoolStatus:
     path: str
@@ -189,11 +194,8 @@ class Spool:
         return FlushResult(delivered, duplicates, rejected, remaining)
 
     def _deliver(
-        self,
-        ledger: Ledger,
-        conn: sqlite3.Connection,
-        rows: list[tuple[int, str, int | None, str, str, str]],
-    ) -> tuple[int, int, int]:
+        self, ledger: Ledger, conn: sqlite3.Connection, rows: list[SpooledRow]
+    ) -> Delivered:
         events = [parse_event(json.loads(body)) for _, _, _, _, body, _ in rows]
         try:
             result = ledger.append(events)
@@ -205,11 +207,8 @@ class Spool:
         return result.appended, result.duplicates, 0
 
     def _deliver_one_by_one(
-        self,
-        ledger: Ledger,
-        conn: sqlite3.Connection,
-        rows: list[tuple[int, str, int | None, str, str, str]],
-    ) -> tuple[int, int, int]:
+        self, ledger: Ledger, conn: sqlite3.Connection, rows: list[SpooledRow]
+    ) -> Delivered:
         """A batch was refused: find the events the ledger refuses for good, keep the rest."""
         delivered = duplicates = rejected = 0
         for seq, event_id, run_id, event_type, body, spooled_at in rows:

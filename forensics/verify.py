@@ -19,10 +19,10 @@ an operator's (a skip is not hash-chained): ``ledger report`` names every skippe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 
@@ -44,6 +44,9 @@ from projections.schema import (
     projection_checkpoints,
     projection_skips,
 )
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 MAX_DIFFERENCES = 50  # per check: the first ones are what an auditor needs
 # A skip's time comes from the operator's clock: allow it what the append clock guard allows.
@@ -182,22 +185,18 @@ def _check_registry(
     if head > replayed_to:
         # Problems past the stream check's cap are not reported (the cap is what the stream
         # check promises); the states are still brought up to date.
-        found, unreported = len(report.by_check("streams")), VerifyReport()
+        shown, unreported = len(report.by_check("streams")), VerifyReport()
         for event in ledger.read_all(after=replayed_to, limit=head - replayed_to):
-            found += _replay(states, event, report if found < MAX_DIFFERENCES else unreported)
-    found = 0
-    for run_id in sorted(set(stored) | set(states)):
-        if found >= MAX_DIFFERENCES:
-            return
-        row, state = stored.get(run_id), states.get(run_id)
+            shown += _replay(states, event, report if shown < MAX_DIFFERENCES else unreported)
+    found = _Findings(report)
+    for run_id, row, state in _side_by_side(stored, states, found):
         if row is None or state is None:
             where = "ledger_runs has no row" if row is None else "no event implies this row"
-            report.problems.append(Problem("registry", f"run {run_id}: {where}", run_id=run_id))
-            found += 1
+            found.add(Problem("registry", f"run {run_id}: {where}", run_id=run_id))
             continue
         for column in _REGISTRY_COLUMNS:
             if getattr(row, column) != getattr(state, column):
-                report.problems.append(
+                found.add(
                     Problem(
                         "registry",
                         f"run {run_id}: ledger_runs.{column} is {getattr(row, column)!r}, the "
@@ -206,7 +205,6 @@ def _check_registry(
                         column=column,
                     )
                 )
-                found += 1
 
 
 def _check_skips(ledger: Ledger, report: VerifyReport) -> None:
@@ -224,7 +222,7 @@ def _check_skips(ledger: Ledger, report: VerifyReport) -> None:
     head = ledger.head().last_position
     stored = events_at(ledger, (row["position"] for row in rows))
     latest = ledger.clock() + SKIP_CLOCK_SLACK
-    found = 0
+    found = _Findings(report)
     for row in rows:
         ref = stored.get(row["position"])
         skip = SkippedEvent(
@@ -263,12 +261,9 @@ def _check_skips(ledger: Ledger, report: VerifyReport) -> None:
         if skip.skipped_at > latest:
             wrong.append(f"it was skipped at {isoformat_utc(skip.skipped_at)}, in the future")
         for message in wrong:
-            if found >= MAX_DIFFERENCES:
+            if found.full:
                 return
-            report.problems.append(
-                Problem("skips", f"{where}: {message}", skip.position, skip.run_id)
-            )
-            found += 1
+            found.add(Problem("skips", f"{where}: {message}", skip.position, skip.run_id))
 
 
 def _check_projection(ledger: Ledger, report: VerifyReport) -> None:
@@ -293,13 +288,10 @@ def _check_projection(ledger: Ledger, report: VerifyReport) -> None:
         report.problems.append(Problem("projection", f"{PROJECTION_NAME}: cannot replay: {exc}"))
         return
     _check_transitions(transitions, stored_transitions, report)
-    found = 0
-    for run_id in sorted(set(expected) | set(actual)):
-        if found >= MAX_DIFFERENCES:
-            return
-        differences = _row_differences(expected.get(run_id), actual.get(run_id))
-        for column, message in differences:
-            report.problems.append(
+    found = _Findings(report)
+    for run_id, want, have in _side_by_side(expected, actual, found):
+        for column, message in _row_differences(want, have):
+            found.add(
                 Problem(
                     "projection",
                     f"ingestion_runs id {run_id}: {message}",
@@ -307,7 +299,6 @@ def _check_projection(ledger: Ledger, report: VerifyReport) -> None:
                     column=column,
                 )
             )
-            found += 1
 
 
 def _check_transitions(
@@ -315,21 +306,17 @@ def _check_transitions(
 ) -> None:
     """``ingestion_run_transitions`` against the replay, row by row (keyed by position)."""
     replayed = {t.position: t.as_row() for t in expected}
-    found = 0
-    for position in sorted(set(replayed) | set(stored)):
-        if found >= MAX_DIFFERENCES:
-            return
-        want, have = replayed.get(position), stored.get(position)
+    found = _Findings(report)
+    for position, want, have in _side_by_side(replayed, stored, found):
         if want is None or have is None:
             what = "is missing" if have is None else "has no event behind it"
             run_id = (want or have or {}).get("run_id")
             message = f"ingestion_run_transitions position {position} {what}"
-            report.problems.append(Problem("transitions", message, position, run_id))
-            found += 1
+            found.add(Problem("transitions", message, position, run_id))
             continue
         for column, value in want.items():
             if have[column] != value:
-                report.problems.append(
+                found.add(
                     Problem(
                         "transitions",
                         f"ingestion_run_transitions position {position}: {column} is "
@@ -339,7 +326,34 @@ def _check_transitions(
                         column,
                     )
                 )
-                found += 1
+
+
+@dataclass
+class _Findings:
+    """The problems one check adds to the report, counted: a check stops looking once it has
+    found :data:`MAX_DIFFERENCES`."""
+
+    report: VerifyReport
+    count: int = 0
+
+    @property
+    def full(self) -> bool:
+        return self.count >= MAX_DIFFERENCES
+
+    def add(self, problem: Problem) -> None:
+        self.report.problems.append(problem)
+        self.count += 1
+
+
+def _side_by_side(
+    first: Mapping[int, A], second: Mapping[int, B], found: _Findings
+) -> Iterator[tuple[int, A | None, B | None]]:
+    """Every key of either side, in order, with what each side holds there (None: nothing),
+    until the check has found enough."""
+    for key in sorted(set(first) | set(second)):
+        if found.full:
+            return
+        yield key, first.get(key), second.get(key)
 
 
 def _row_differences(expected: Row | None, actual: Row | None) -> list[tuple[str | None, str]]:

@@ -126,15 +126,16 @@ class EventModel(BaseModel):
     actor: ActorName | None = None
     schema_version: Annotated[int, Field(ge=1, strict=True)] = 1
 
-    @field_validator("occurred_at", mode="before")
+    # For every timestamp of every event (RunTimedOut's last_event_at too).
+    @field_validator("occurred_at", "last_event_at", mode="before", check_fields=False)
     @classmethod
-    def _occurred_at_is_not_a_number(cls, value: object) -> object:
-        return timestamp_text(value, "occurred_at")
+    def _time_is_not_a_number(cls, value: object, info: ValidationInfo) -> object:
+        return timestamp_text(value, str(info.field_name))
 
-    @field_validator("occurred_at", mode="after")
+    @field_validator("occurred_at", "last_event_at", mode="after", check_fields=False)
     @classmethod
-    def _occurred_at_is_utc(cls, value: datetime) -> datetime:
-        return plausible_time(value, "occurred_at")
+    def _time_is_utc(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        return None if value is None else plausible_time(value, str(info.field_name))
 
     @model_validator(mode="after")
     def _run_is_named(self) -> EventModel:
@@ -201,16 +202,6 @@ class RunTimedOut(EventModel):
     threshold_seconds: Annotated[int, Field(ge=0, strict=True)] | None = None
     last_event_at: datetime | None = None
     detected_by: ActorName
-
-    @field_validator("last_event_at", mode="before")
-    @classmethod
-    def _last_event_at_is_not_a_number(cls, value: object) -> object:
-        return timestamp_text(value, "last_event_at")
-
-    @field_validator("last_event_at", mode="after")
-    @classmethod
-    def _last_event_at_is_utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else plausible_time(value, "last_event_at")
 
 
 LedgerEvent = Annotated[

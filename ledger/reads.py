@@ -181,9 +181,11 @@ def find_runs(
     return _states(conn, query)
 
 
-def count_runs(conn: Connection, state: str) -> int:
-    """How many runs are in ``state`` (``open``: no terminal event)."""
-    query = select(func.count()).select_from(ledger_runs).where(ledger_runs.c.state == state)
+def count_runs(conn: Connection, state: str | None = None) -> int:
+    """How many runs there are, or are in ``state`` (``open``: no terminal event)."""
+    query = select(func.count()).select_from(ledger_runs)
+    if state is not None:
+        query = query.where(ledger_runs.c.state == state)
     return int(conn.execute(query).scalar_one())
 
 

@@ -91,6 +91,17 @@ class LegacyTimestamp(UTCDateTime):
         return None if stored is None else stored.replace(microsecond=0)
 
 
+def position_key() -> Column[int]:
+    """A ``position`` primary key, as ledger positions are stored (BIGINT; SQLite's INTEGER),
+    never filled in by the database."""
+    return Column(
+        "position",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    )
+
+
 # Payloads can be large (error details, tracebacks): LONGTEXT on MySQL, TEXT elsewhere.
 PayloadText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
@@ -98,12 +109,7 @@ ledger_events = Table(
     "ledger_events",
     metadata,
     # Assigned under the ledger_head lock, not by AUTO_INCREMENT: gapless and in commit order (I2).
-    Column(
-        "position",
-        BigInteger().with_variant(Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=False,
-    ),
+    position_key(),
     Column("event_id", String(36), nullable=False),
     Column("run_id", Integer, nullable=False),
     Column("version", Integer, nullable=False),

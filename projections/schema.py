@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 
 from ledger.events import COUNTER_FIELDS, TERMINAL_STATUSES
-from ledger.schema import LegacyTimestamp, UTCDateTime, metadata
+from ledger.schema import LegacyTimestamp, UTCDateTime, metadata, position_key
 
 # The one projection so far: its name in projection_checkpoints, locks and skips.
 PROJECTION_NAME = "ingestion_runs"
@@ -97,12 +97,7 @@ def _transitions(meta: MetaData, name: str, with_indexes: bool = True) -> Table:
         name,
         meta,
         # The ledger position of the event that caused the change: one change per event at most.
-        Column(
-            "position",
-            BigInteger().with_variant(Integer(), "sqlite"),
-            primary_key=True,
-            autoincrement=False,
-        ),
+        position_key(),
         Column("run_id", Integer, nullable=False),
         Column("from_status", String(16), nullable=True),  # None for the run's first status
         Column("to_status", String(16), nullable=False),
