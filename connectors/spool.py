@@ -17,8 +17,9 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ledger import EventModel, Ledger, LedgerError, StorageError, ValidationError, parse_event
 from ledger.clock import isoformat_utc, utcnow
@@ -62,11 +63,25 @@ class SpoolStatus:
 
 
 @dataclass(frozen=True)
+class SpoolBacklog:
+    """What ``ledger spool status`` shows: the status, and every event refused for good."""
+
+    status: SpoolStatus
+    rejected_events: list[dict[str, object]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self.status), "rejected_events": self.rejected_events}
+
+
+@dataclass(frozen=True)
 class FlushResult:
     delivered: int  # newly appended to the ledger
     duplicates: int  # already there (an earlier flush whose reply was lost)
     rejected: int  # refused for good, kept in the rejected table
     remaining: int  # still spooled (the ledger became unreachable again)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def spool_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -154,6 +169,9 @@ class Spool:
             )
             names = [d[0] for d in rows.description]
             return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def backlog(self) -> SpoolBacklog:
+        return SpoolBacklog(self.status(), self.rejected())
 
     def flush(self, ledger: Ledger, batch_size: int = 500) -> FlushResult:
         """Deliver the backlog in spool order. Raises :class:`StorageError` only if the ledger

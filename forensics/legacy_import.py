@@ -53,6 +53,18 @@ class ImportResult:
     repaired: list[int] = field(default_factory=list)  # duration filled in
     mismatches: list[str] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The import as JSON, under the names ``ledger import-legacy`` prints."""
+        return {
+            "table": self.table,
+            "rows": self.rows,
+            "imported": self.imported,
+            "already_imported": self.already_imported,
+            "left_open": self.open_runs,
+            "duration_repaired": self.repaired,
+            "mismatches": self.mismatches,
+        }
+
 
 def import_legacy(
     ledger: Ledger,

@@ -3,6 +3,7 @@
 from ledger.errors import (
     ConcurrencyError,
     ConfigurationError,
+    InputProblem,
     LedgerError,
     SchemaError,
     StorageError,
@@ -31,6 +32,7 @@ __all__ = [
     "ConcurrencyError",
     "ConfigurationError",
     "EventModel",
+    "InputProblem",
     "Ledger",
     "LedgerError",
     "LedgerEvent",

@@ -100,3 +100,14 @@ class AppendResult:
     @property
     def last_position(self) -> int | None:
         return self.new_events[-1].position if self.new_events else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The outcome as JSON: counts, positions, run ids allocated and run_refs resolved."""
+        return {
+            "appended": self.appended,
+            "duplicates": self.duplicates,
+            "first_position": self.first_position,
+            "last_position": self.last_position,
+            "allocated_run_ids": self.allocated_run_ids,
+            "run_refs": self.run_refs,
+        }

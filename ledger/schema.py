@@ -39,6 +39,7 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 GENESIS_HASH = "0" * 64
 HEAD_ROW_ID = 1
+MAX_POSITION = 2**63 - 1  # positions are BIGINT
 
 
 class UTCDateTime(TypeDecorator[datetime]):

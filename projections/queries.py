@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 
 from ledger import Ledger, UnknownRunError
 from ledger.database import same_text, translate_errors
+from projections.as_of import resolve_position, run_as_of, runs_as_of
 from projections.fold import Row, Transition
 from projections.schema import ingestion_run_transitions, ingestion_runs
 from projections.writer import normalise
@@ -77,3 +80,61 @@ def all_rows(ledger: Ledger) -> dict[int, Row]:
         return {
             row["id"]: normalise(row) for row in conn.execute(select(ingestion_runs)).mappings()
         }
+
+
+# --- added for the CLI (issue 13): live or as of a past moment, one call
+
+
+@dataclass(frozen=True)
+class RunsView:
+    """Rows of ``ingestion_runs``: the live table (``position`` None), or a replay of the
+    ledger up to ``position``."""
+
+    rows: list[Row]
+    position: int | None
+
+    def jsonable(self) -> list[dict[str, Any]]:
+        return [jsonable_row(row) for row in self.rows]
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One run's row (None: not in the table yet, or not started yet at ``position``) and its
+    status transitions: live (``position`` None), or replayed up to ``position``."""
+
+    row: Row | None
+    transitions: list[Transition]
+    position: int | None
+
+
+def find_runs(
+    ledger: Ledger,
+    run_filter: RunFilter,
+    as_of: datetime | None = None,
+    at_position: int | None = None,
+) -> RunsView:
+    """The rows ``run_filter`` selects, newest first: live, or as of a time or a position."""
+    if as_of is None and at_position is None:
+        return RunsView(list_runs(ledger, run_filter), None)
+    position = resolve_position(ledger, as_of, at_position)
+    return RunsView(run_filter.apply(list(runs_as_of(ledger, position).values())), position)
+
+
+def find_run(
+    ledger: Ledger, run_id: int, as_of: datetime | None = None, at_position: int | None = None
+) -> RunView:
+    """One run and its transitions: live, or as of a time or a position. Raises
+    :class:`UnknownRunError` if the ledger has no such run."""
+    if as_of is None and at_position is None:
+        return RunView(*get_run(ledger, run_id), None)
+    position = resolve_position(ledger, as_of, at_position)
+    return RunView(*run_as_of(ledger, run_id, position), position)
+
+
+def jsonable_row(row: Row) -> dict[str, Any]:
+    """A row keyed by the legacy column names; times as UTC ISO-8601 in whole seconds (what
+    the legacy TIMESTAMP columns hold)."""
+    return {
+        key: (value.strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(value, datetime) else value)
+        for key, value in row.items()
+    }

@@ -26,6 +26,8 @@ from sqlalchemy import Connection, func, inspect, select
 import connectors.schema  # noqa: F401 (its tables are run-ledger's own)
 import service.schema  # noqa: F401 (its tables are run-ledger's own)
 from connectors import SAMPLE_CSV, Connector, CsvConnector, RunContext, Spool
+from forensics.audit import TimelineEntry, audit_run
+from forensics.report import build_report
 from ledger import ConfigurationError, Ledger, RunStarted, StuckRun, sweep
 from ledger.clock import utcnow
 from ledger.database import same_text, translate_errors
@@ -193,3 +195,24 @@ def demo_orphan(ledger: Ledger) -> int | None:
     )
     with translate_errors(ledger.url, "demo"), ledger.engine.connect() as conn:
         return conn.execute(query).scalar()
+
+
+# --- added for the CLI (issue 13): what `ledger demo` shows, in one call
+
+
+@dataclass(frozen=True)
+class DemoStory:
+    """The demo's runs, the proof report after them, and the killed run's audit timeline."""
+
+    result: DemoResult
+    proof: dict[str, Any]  # forensics.report.build_report's
+    orphan: int | None
+    timeline: list[TimelineEntry]
+
+
+def tell_demo(ledger: Ledger) -> DemoStory:
+    """Run the demo (or find it already run), then read the proof report and the timeline."""
+    result = run_demo(ledger)
+    proof = build_report(ledger)
+    orphan = demo_orphan(ledger)
+    return DemoStory(result, proof, orphan, audit_run(ledger, orphan) if orphan else [])

@@ -29,8 +29,8 @@ from connectors import (
 )
 from connectors.schema import source_records
 from ledger import Ledger, RecordedEvent, RunProgressed, ValidationError
-from ledger_cli import cli
 from projections import Projector
+from service.cli import cli
 from tests.net_support import JsonServer
 from tests.projection_support import table_rows
 from tests.reliability.fault_proxy import FaultProxy
@@ -289,7 +289,7 @@ def test_sigterm_during_ledger_run_closes_the_run_as_interrupted(
         [
             sys.executable,
             "-c",
-            "import ledger_cli; ledger_cli.main()",
+            "from service.cli import main; main()",
             "-v",
             "run",
             "csv",

@@ -26,8 +26,8 @@ from ledger import Ledger, RunFinished, RunProgressed, RunStarted, RunTimedOut, 
 from ledger.migrate import upgrade
 from ledger.text import is_invisible
 from ledger.urls import mask_url
-from ledger_cli import cli
 from projections import Projector, rebuild
+from service.cli import cli
 from service.demo import DemoRefusedError, run_demo
 from tests import support
 from tests.projection_support import table_rows
