@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,15 +55,10 @@ class ImportResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The import as JSON, under the names ``ledger import-legacy`` prints."""
-        return {
-            "table": self.table,
-            "rows": self.rows,
-            "imported": self.imported,
-            "already_imported": self.already_imported,
-            "left_open": self.open_runs,
-            "duration_repaired": self.repaired,
-            "mismatches": self.mismatches,
-        }
+        return {_JSON_NAMES.get(name, name): value for name, value in asdict(self).items()}
+
+
+_JSON_NAMES = {"open_runs": "left_open", "repaired": "duration_repaired"}
 
 
 def import_legacy(

@@ -101,15 +101,7 @@ class VerifyReport:
             "ok": self.ok,
             "events": self.events,
             "runs": self.runs,
-            "head": None
-            if head is None
-            else {
-                "position": head.last_position,
-                "hash": head.last_hash,
-                "recorded_at": isoformat_utc(head.last_recorded_at)
-                if head.last_recorded_at
-                else None,
-            },
+            "head": None if head is None else head.to_dict(),
             "triggers": None
             if triggers is None
             else {

@@ -9,6 +9,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from ledger.clock import isoformat_utc
 from ledger.events import EventModel
 from ledger.mapper import event_from_stored
 
@@ -69,6 +70,15 @@ class LedgerHead:
     last_run_id: int
     last_recorded_at: datetime | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The head as JSON, as an anchor names it: position, hash, when (UTC ISO-8601)."""
+        when = self.last_recorded_at
+        return {
+            "position": self.last_position,
+            "hash": self.last_hash,
+            "recorded_at": None if when is None else isoformat_utc(when),
+        }
+
 
 @dataclass(frozen=True)
 class AppendResult:
@@ -103,11 +113,14 @@ class AppendResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The outcome as JSON: counts, positions, run ids allocated and run_refs resolved."""
-        return {
-            "appended": self.appended,
-            "duplicates": self.duplicates,
-            "first_position": self.first_position,
-            "last_position": self.last_position,
-            "allocated_run_ids": self.allocated_run_ids,
-            "run_refs": self.run_refs,
-        }
+        return {name: getattr(self, name) for name in _SUMMARY}
+
+
+_SUMMARY = (
+    "appended",
+    "duplicates",
+    "first_position",
+    "last_position",
+    "allocated_run_ids",
+    "run_refs",
+)

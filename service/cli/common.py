@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -26,13 +27,16 @@ from ledger import (
     ValidationError,
 )
 from ledger.durations import parse_duration
-from ledger.events import name_problem
+from ledger.events import MAX_RUN_ID, name_problem
 from ledger.text import visible, visible_lines
 from ledger.urls import DATABASE_URL_ENV, mask_secrets, mask_url, resolve_database_url
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
+RUN_ID = click.IntRange(1, MAX_RUN_ID)
+SOURCE_ID = click.IntRange(0, MAX_RUN_ID)
+FILE = click.Path(dir_okay=False, path_type=Path)
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("ledger.cli")
@@ -109,14 +113,43 @@ def spool_option(command: F) -> F:
     )(command)
 
 
-def output_format_option(command: F) -> F:
-    return click.option(
-        "--format",
-        "output_format",
-        type=click.Choice(["table", "json"]),
-        default="table",
-        show_default=True,
-    )(command)
+def format_option(
+    *choices: str, default: str = "table", help: str | None = None
+) -> Callable[[F], F]:
+    def decorate(command: F) -> F:
+        return click.option(
+            "--format",
+            "output_format",
+            type=click.Choice(choices),
+            default=default,
+            show_default=True,
+            help=help,
+        )(command)
+
+    return decorate
+
+
+output_format_option = format_option("table", "json")
+
+
+def seconds_option(
+    name: str, minimum: float, default: float, help: str | None = None
+) -> Callable[[F], F]:
+    def decorate(command: F) -> F:
+        return click.option(
+            name, type=click.FloatRange(min=minimum), default=default, show_default=True, help=help
+        )(command)
+
+    return decorate
+
+
+def actor_option(help: str) -> Callable[[F], F]:
+    """``--actor NAME``, held to the ledger's name rule (:func:`check_name`)."""
+
+    def decorate(command: F) -> F:
+        return click.option("--actor", default=None, callback=check_name, help=help)(command)
+
+    return decorate
 
 
 class DurationParam(click.ParamType[timedelta]):

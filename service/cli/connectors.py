@@ -21,6 +21,8 @@ from service.cli.common import (
     echo_json,
     library_errors,
     open_ledger,
+    output_format_option,
+    seconds_option,
     spool_option,
 )
 
@@ -41,20 +43,8 @@ def run_options(command: F) -> F:
                 show_default=True,
                 help="Why the run happened (recorded in RunStarted's metadata).",
             ),
-            click.option(
-                "--progress-interval",
-                type=click.FloatRange(min=0),
-                default=5.0,
-                show_default=True,
-                help="Seconds between progress events.",
-            ),
-            click.option(
-                "--heartbeat-interval",
-                type=click.FloatRange(min=0.01),
-                default=60.0,
-                show_default=True,
-                help="Seconds between heartbeats.",
-            ),
+            seconds_option("--progress-interval", 0, 5.0, "Seconds between progress events."),
+            seconds_option("--heartbeat-interval", 0.01, 60.0, "Seconds between heartbeats."),
             spool_option,
             db_option,
         ]
@@ -96,15 +86,9 @@ def run_csv(path: Path, key: str, **options: Any) -> None:
 )
 @click.option("--page-param", default=None, help="Query parameter to increment per page.")
 @click.option("--next-path", default=None, help="Dotted path to the next page's link.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@seconds_option("--timeout", 0.1, 10.0)
 @click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True)
-@click.option(
-    "--backoff",
-    type=click.FloatRange(min=0),
-    default=0.5,
-    show_default=True,
-    help="First retry delay in seconds, doubled each retry.",
-)
+@seconds_option("--backoff", 0, 0.5, "First retry delay in seconds, doubled each retry.")
 @run_options
 def run_http_json(
     url: str,
@@ -169,13 +153,7 @@ def spool() -> None:
 
 @spool.command("status")
 @spool_option
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@output_format_option
 def spool_status(spool_dir: str | None, output_format: str) -> None:
     """Show the backlog (exit 1 if events are waiting or were rejected)."""
     with library_errors():

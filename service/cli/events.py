@@ -8,14 +8,15 @@ from typing import IO
 import click
 
 from ledger import RecordedEvent
-from ledger.events import MAX_RUN_ID
 from ledger.schema import MAX_POSITION
 from ledger.store import read_events
 from ledger.text import clip, visible
 from ledger.wire import append_lines, read_lines, wire_line
 from service.cli.common import (
+    RUN_ID,
     add_text_row,
     db_option,
+    format_option,
     library_errors,
     new_table,
     open_ledger,
@@ -42,25 +43,12 @@ def append(source: IO[bytes], db_url: str | None) -> None:
 
 
 @click.command()
-@click.option(
-    "--run",
-    "run_id",
-    type=click.IntRange(1, MAX_RUN_ID),
-    default=None,
-    help="Only this run, in version order.",
-)
+@click.option("--run", "run_id", type=RUN_ID, default=None, help="Only this run, in version order.")
 @click.option(
     "--after", type=click.IntRange(0, MAX_POSITION), default=0, help="Only positions after POS."
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N events.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "jsonl"]),
-    default="table",
-    show_default=True,
-    help="jsonl output can be appended again as-is (idempotent).",
-)
+@format_option("table", "jsonl", help="jsonl output can be appended again as-is (idempotent).")
 @db_option
 def events(
     run_id: int | None, after: int, limit: int | None, output_format: str, db_url: str | None

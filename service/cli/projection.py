@@ -26,12 +26,13 @@ from projections import rebuild as rebuild_projection
 from projections.projector import DEFAULT_BATCH_SIZE
 from service.cli.common import (
     BadInput,
+    actor_option,
     cell,
-    check_name,
     db_option,
     default_actor,
     library_errors,
     open_ledger,
+    seconds_option,
 )
 
 
@@ -44,13 +45,7 @@ from service.cli.common import (
     show_default=True,
     help="Events per transaction.",
 )
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.01),
-    default=1.0,
-    show_default=True,
-    help="Seconds between polls when caught up (with --follow).",
-)
+@seconds_option("--interval", 0.01, 1.0, "Seconds between polls when caught up (with --follow).")
 @click.option(
     "--skip-position",
     type=click.IntRange(min=1),
@@ -58,12 +53,7 @@ from service.cli.common import (
     help="Record that this position (a poison event) is not to be applied.",
 )
 @click.option("--reason", default=None, help="Why the position is skipped (required with it).")
-@click.option(
-    "--actor",
-    default=None,
-    callback=check_name,
-    help="Who decides the skip (default: operator:$USER).",
-)
+@actor_option("Who decides the skip (default: operator:$USER).")
 @db_option
 def project(
     follow: bool,

@@ -13,7 +13,6 @@ from rich.table import Table
 from ledger import StuckRun, fail_run, stuck_runs, sweep
 from ledger.clock import utcnow
 from ledger.durations import format_duration
-from ledger.events import MAX_RUN_ID
 from ledger.text import clip, visible
 from ledger.urls import mask_url
 from projections.queries import RunFilter, find_run, find_runs, jsonable_row
@@ -21,12 +20,15 @@ from projections.schema import RUN_STATUSES
 from service.cli.common import (
     DURATION,
     EXIT_PROBLEM,
+    FILE,
+    RUN_ID,
+    SOURCE_ID,
     BadInput,
     F,
     ProblemFound,
+    actor_option,
     add_text_row,
     cell,
-    check_name,
     db_option,
     default_actor,
     echo_json,
@@ -77,13 +79,7 @@ def parse_moment(as_of: str | None, at_position: int | None) -> datetime | None:
 @runs.command("list")
 @click.option("--status", type=click.Choice(RUN_STATUSES), default=None)
 @click.option("--connector", default=None, help="Only this connector name.")
-@click.option(
-    "--source",
-    "source_id",
-    type=click.IntRange(0, MAX_RUN_ID),
-    default=None,
-    help="Only this source id.",
-)
+@click.option("--source", "source_id", type=SOURCE_ID, default=None, help="Only this source id.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @as_of_options
 @output_format_option
@@ -144,7 +140,7 @@ def runs_list(
 
 
 @runs.command("show")
-@click.argument("run_id", type=click.IntRange(1, MAX_RUN_ID))
+@click.argument("run_id", type=RUN_ID)
 @as_of_options
 @output_format_option
 @db_option
@@ -185,14 +181,9 @@ def runs_show(
 
 
 @runs.command("fail")
-@click.argument("run_id", type=click.IntRange(1, MAX_RUN_ID))
+@click.argument("run_id", type=RUN_ID)
 @click.option("--reason", required=True, help="Why the run is declared failed (recorded).")
-@click.option(
-    "--actor",
-    default=None,
-    callback=check_name,
-    help="Who decides (default: $USER); recorded as operator:NAME.",
-)
+@actor_option("Who decides (default: $USER); recorded as operator:NAME.")
 @db_option
 def runs_fail(run_id: int, reason: str, actor: str | None, db_url: str | None) -> None:
     """Declare an open run failed: appends RunTimedOut with detected_by=operator:NAME."""
@@ -292,7 +283,7 @@ def sweep_command(
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     default=None,
     help="Take thresholds, spool folder and database from this config.",
 )

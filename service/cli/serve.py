@@ -11,7 +11,7 @@ import click
 
 from ledger.durations import format_duration
 from ledger.urls import mask_url
-from service.cli.common import EXIT_OK, library_errors
+from service.cli.common import EXIT_OK, FILE, library_errors
 from service.config import load_config
 from service.serve import LedgerService
 
@@ -20,7 +20,7 @@ from service.serve import LedgerService
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     default=Path("ledger.toml"),
     show_default=True,
     help="The TOML config file.",
@@ -59,7 +59,7 @@ def config_group() -> None:
 
 
 @config_group.command("check")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=FILE)
 def config_check(path: Path) -> None:
     """Validate a config file; exit 2 naming each bad key."""
     with library_errors():

@@ -14,15 +14,17 @@ from forensics.report import build_report, render_json, render_text, report_pass
 from forensics.verify import VerifyReport, verify_all
 from ledger.clock import isoformat_utc
 from ledger.durations import format_duration
-from ledger.events import MAX_RUN_ID
 from ledger.text import visible
 from service.cli.common import (
     DURATION,
     EXIT_PROBLEM,
+    FILE,
+    RUN_ID,
     BadInput,
     add_text_row,
     db_option,
     echo_json,
+    format_option,
     library_errors,
     new_table,
     open_ledger,
@@ -129,7 +131,7 @@ def print_verify_details(report: VerifyReport) -> None:
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     default=None,
     help="Append the line to FILE (created if missing, fsynced) instead of printing it.",
 )
@@ -147,7 +149,7 @@ def anchor_command(output: Path | None, db_url: str | None) -> None:
 
 
 @click.command()
-@click.argument("run_id", type=click.IntRange(1, MAX_RUN_ID))
+@click.argument("run_id", type=RUN_ID)
 @output_format_option
 @db_option
 def audit(run_id: int, output_format: str, db_url: str | None) -> None:
@@ -198,16 +200,10 @@ def print_audit(run_id: int, timeline: list[TimelineEntry]) -> None:
 
 
 @click.command()
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json", "markdown"]),
-    default="text",
-    show_default=True,
-)
+@format_option("text", "json", "markdown", default="text")
 @click.option(
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     default=None,
     help="Write the report to FILE instead of stdout.",
 )
