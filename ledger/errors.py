@@ -15,7 +15,8 @@ class LedgerError(Exception):
     """Root of every error run-ledger raises.
 
     ``batch_index`` is set (0-based) when the error concerns one event of an appended batch, so
-    a caller that read the batch from a file can name the line.
+    a caller that read the batch from a file can name the line (:func:`ledger.wire.append_lines`
+    does).
     """
 
     batch_index: int | None = None

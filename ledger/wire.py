@@ -57,7 +57,8 @@ class LineBatch:
         if isinstance(error, StreamError):
             field = "run_ref" if self.events[index].run_id is None else "run_id"
         message = f"line {line}: {error}" + (f"; field: {field}" if field else "")
-        return ValidationError(message, details=[InputProblem(field, str(error), index, line)])
+        problem = InputProblem(field, str(error), index, line)
+        return ValidationError(message, problems=[message], details=[problem])
 
 
 def read_lines(source: Iterable[bytes]) -> LineBatch:

@@ -33,7 +33,7 @@ def cli(verbose: int) -> None:
     logging.getLogger("sqlalchemy").setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
 
 
-for command in (
+COMMANDS = (
     admin.migrate,
     admin.demo,
     admin.import_legacy_command,
@@ -53,8 +53,9 @@ for command in (
     connectors.spool,
     serve.serve_command,
     serve.config_group,
-):
-    cli.add_command(command)
+)
+for _command in COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> NoReturn:
