@@ -29,9 +29,10 @@ from forensics.chain import StoredRef, events_at
 from ledger.clock import isoformat_utc
 from ledger.database import translate_errors
 from ledger.errors import LedgerError, ValidationError
-from ledger.schema import GENESIS_HASH, HEAD_ROW_ID, MAX_POSITION, ledger_events, ledger_head
+from ledger.schema import GENESIS_HASH, HEAD_ROW_ID, ledger_events, ledger_head
 from ledger.store import Ledger
 
+MAX_POSITION = 2**63 - 1  # BIGINT
 _POSITION = re.compile(r"[0-9]+")
 _HASH = re.compile(r"[0-9a-fA-F]{64}")
 _RECORDED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")

@@ -48,8 +48,7 @@ class ValidationError(LedgerError):
 
     ``problems`` holds one human-readable line per problem (field and reason); ``details`` the
     same problems structured (:class:`InputProblem`), for a caller that locates them (the
-    input line of each, in :mod:`ledger.wire`). ``line`` is the 1-based input line when the
-    event came from a file.
+    input line of each, in :mod:`ledger.wire`).
     """
 
     def __init__(
@@ -58,12 +57,10 @@ class ValidationError(LedgerError):
         *,
         problems: list[str] | None = None,
         details: Sequence[InputProblem] = (),
-        line: int | None = None,
     ) -> None:
         super().__init__(message)
         self.problems = problems or [str(p) for p in details] or [message]
         self.details = tuple(details) or tuple(InputProblem(None, p) for p in self.problems)
-        self.line = line
 
 
 class UnknownEventTypeError(ValidationError):

@@ -39,7 +39,6 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 GENESIS_HASH = "0" * 64
 HEAD_ROW_ID = 1
-MAX_POSITION = 2**63 - 1  # positions are BIGINT
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -89,6 +88,8 @@ class LegacyTimestamp(UTCDateTime):
 
 # Payloads can be large (error details, tracebacks): LONGTEXT on MySQL, TEXT elsewhere.
 PayloadText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+MAX_POSITION = 2**63 - 1  # positions are BIGINT: the highest one a caller can name
 
 ledger_events = Table(
     "ledger_events",
