@@ -769,6 +769,7 @@ def import_legacy_command(from_url: str | None, table: str | None, db_url: str |
                 "already_imported": result.already_imported,
                 "left_open": result.open_runs,
                 "duration_repaired": result.repaired,
+                "details_kept_apart": result.details_kept_apart,
                 "mismatches": result.mismatches,
             },
             indent=2,
