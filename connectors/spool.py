@@ -212,8 +212,10 @@ class Spool:
         conn: sqlite3.Connection,
         rows: list[tuple[int, str, int | None, str, str, str]],
     ) -> tuple[int, int, int]:
-        events = [parse_event(json.loads(body)) for _, _, _, _, body, _ in rows]
         try:
+            # Parsed inside the try: an event spooled by an earlier release that today's rules
+            # refuse (a name, say) is set aside as rejected, not left blocking those behind it.
+            events = [parse_event(json.loads(body)) for _, _, _, _, body, _ in rows]
             result = ledger.append(events)
         except StorageError:
             raise

@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 from forensics.legacy_shape import compare, expected_shape, live_shape
 from forensics.verify import VerifyReport, verify_all
 from ledger import Ledger, stuck_runs
-from ledger.clock import utcnow
 from ledger.database import exact_text, translate_errors
 from ledger.durations import format_duration
 from ledger.migrate import check_schema
@@ -42,7 +41,7 @@ def build_report(
     ledger: Ledger, stuck_after: timedelta = timedelta(minutes=60), latest: int = 5
 ) -> dict[str, Any]:
     """Every section as plain data (what ``--format json`` prints)."""
-    generated_at = utcnow()
+    generated_at = ledger.clock()  # the clock the ledger records by
     check_schema(ledger.engine, ledger.url)  # "run `ledger migrate`", not a traceback
     expected = expected_shape()
     with translate_errors(ledger.url, "report"):

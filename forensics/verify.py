@@ -31,7 +31,7 @@ from forensics.anchors import Anchor, AnchorCheck, check_anchors
 from forensics.chain import events_at, verify_chain
 from forensics.triggers import TriggerCheck, check_triggers
 from ledger import Ledger, LedgerError, RecordedEvent
-from ledger.clock import isoformat_utc, utcnow
+from ledger.clock import isoformat_utc
 from ledger.database import is_sqlite, translate_errors
 from ledger.recorded import LedgerHead
 from ledger.rules import RunState, apply_event
@@ -274,7 +274,7 @@ def _check_skips(ledger: Ledger, report: VerifyReport) -> None:
         )
     head = ledger.head().last_position
     stored = events_at(ledger, (row["position"] for row in rows))
-    latest = utcnow() + SKIP_CLOCK_SLACK
+    latest = ledger.clock() + SKIP_CLOCK_SLACK
     found = 0
     for row in rows:
         ref = stored.get(row["position"])

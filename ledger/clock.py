@@ -1,11 +1,14 @@
 """The one clock of run-ledger.
 
-Every timestamp the library produces comes from :func:`utcnow`, so freezegun drives every test
-and nothing ever reads a local time zone.
+Every timestamp this process produces comes from :func:`utcnow`, so freezegun drives every test
+and nothing ever reads a local time zone. The ledger's own clock (``recorded_at``, the clock skew
+guard, the sweeper's "now") is the database server's; a test or a single-host tool can make it
+this process's clock instead with :func:`use_clock`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 
@@ -32,3 +35,26 @@ def isoformat_utc(value: datetime) -> str:
         f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
         f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z"
     )
+
+
+Clock = Callable[[], datetime]
+# The clock a Ledger uses when none is given: None means the database server's (see
+# ledger.store.Ledger). Tests set this process's clock with use_clock(utcnow), so that freezegun
+# drives time through every Ledger the code under test opens, the CLI's included.
+_default_clock: Clock | None = None
+
+
+def default_clock() -> Clock | None:
+    """The clock a new Ledger uses when none is given (None: the database server's)."""
+    return _default_clock
+
+
+def use_clock(clock: Clock | None) -> Clock | None:
+    """Make ``clock`` the default of Ledgers opened from now on; returns the previous one.
+
+    For tests and single-host tools: ``use_clock(utcnow)`` trusts this process's clock (which
+    freezegun drives) instead of reading the database server's.
+    """
+    global _default_clock
+    previous, _default_clock = _default_clock, clock
+    return previous

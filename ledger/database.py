@@ -400,26 +400,44 @@ def _describe(url: str, action: str, exc: SQLAlchemyError) -> str:
     return message
 
 
-# MySQL/MariaDB errors that refuse a value (too long, out of range, invalid for its column or
-# a CHECK): the same statement fails the same way on every retry.
-_REFUSED_VALUE_CODES = frozenset(
+# MySQL/MariaDB server errors that say the environment failed, not the statement's data: the
+# same statement may well succeed when retried. (Client errors, 2000-2999, are all of this kind.)
+_ENVIRONMENT_CODES = frozenset(
     {
-        1048,  # column cannot be null
-        1264,  # out of range
-        1265,  # data truncated
-        1292,  # incorrect datetime (or other) value
-        1366,  # incorrect string value
-        1406,  # data too long
-        1690,  # value out of range
-        3140,  # invalid JSON text (MySQL)
-        4025,  # CHECK constraint failed (MariaDB: json_valid)
+        1021,  # disk full
+        1030,  # error from the storage engine
+        1036,  # table is read only
+        1037,  # out of memory
+        1040,  # too many connections
+        1041,  # out of memory
+        1044,  # access denied to the database
+        1045,  # access denied for the user
+        1053,  # server shutdown in progress
+        1114,  # table is full
+        1142,  # command denied (a grant is missing)
+        1143,  # column command denied
+        1146,  # table does not exist (schema not migrated)
+        1180,  # error during commit
+        1181,  # error during rollback
+        1205,  # lock wait timeout
+        1213,  # deadlock
+        1226,  # user resource limit
+        1290,  # server running in read-only mode
+        1317,  # query interrupted
+        1836,  # running in read-only mode
+        1927,  # connection killed
+        1969,  # max_statement_time exceeded
+        3024,  # max_execution_time exceeded
+        4031,  # idle transaction timeout: the session was ended
     }
 )
 
 
 def is_refused_value(error: BaseException) -> bool:
-    """Whether the database refused a value written (a fact of the data, so retrying cannot
-    help), as opposed to failing as an environment (connection lost, lock wait, outage).
+    """Whether the database refused what a statement wrote (a value too long or out of range,
+    a CHECK, an operator's trigger that SIGNALs): the same statement fails the same way on
+    every retry. Environment failures (connection lost, lock wait, outage, a missing grant or
+    table) are not refusals: retrying later may succeed.
 
     Accepts a driver error, SQLAlchemy's wrapper of it, or a :class:`StorageError` raised from
     one.
@@ -427,9 +445,14 @@ def is_refused_value(error: BaseException) -> bool:
     cause: BaseException | None = error
     while cause is not None and not isinstance(cause, DBAPIError):
         cause = cause.__cause__
-    if cause is None:
+    if cause is None or cause.connection_invalidated:
         return False
     if isinstance(cause, DataError | IntegrityError):
         return True
     args: tuple[Any, ...] = tuple(getattr(cause.orig, "args", ()))
-    return bool(args) and args[0] in _REFUSED_VALUE_CODES
+    code = args[0] if args and isinstance(args[0], int) else None
+    # SQLite reports refusals as IntegrityError/DataError (above); its other errors are locks
+    # and I/O. MySQL client errors (2000-2999) are about the connection, not the data.
+    if code is None or code in _ENVIRONMENT_CODES:
+        return False
+    return not 2000 <= code < 3000

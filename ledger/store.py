@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, bindparam, insert, literal_column, se
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnClause
 
-from ledger.clock import isoformat_utc, utcnow
+from ledger.clock import Clock, default_clock, isoformat_utc, utcnow
 from ledger.database import (
     create_ledger_engine,
     is_sqlite,
@@ -66,13 +66,17 @@ def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[An
 class Ledger:
     """An event store on one database. Thread-safe; share one per process."""
 
-    def __init__(self, engine: Engine, url: str | None = None) -> None:
+    def __init__(self, engine: Engine, url: str | None = None, clock: Clock | None = None) -> None:
+        """``clock``: where the ledger's time comes from. None (the default, unless
+        :func:`ledger.clock.use_clock` set another) is the database server's clock: one clock
+        for every writer, whatever their hosts' clocks say (SQLite runs on this machine's)."""
         self.engine = engine
         self.url = url or engine.url.render_as_string(hide_password=False)
+        self.own_clock: Clock | None = clock if clock is not None else default_clock()
 
     @classmethod
-    def from_url(cls, url: str, **engine_options: Any) -> Ledger:
-        return cls(create_ledger_engine(url, **engine_options), url)
+    def from_url(cls, url: str, clock: Clock | None = None, **engine_options: Any) -> Ledger:
+        return cls(create_ledger_engine(url, **engine_options), url, clock)
 
     def __repr__(self) -> str:
         return f"Ledger({mask_url(self.url)!r})"
@@ -83,18 +87,27 @@ class Ledger:
     # ------------------------------------------------------------------ append
 
     def append(
-        self, events: Iterable[EventModel], expected_version: int | None = None
+        self,
+        events: Iterable[EventModel],
+        expected_version: int | None = None,
+        *,
+        clock_read: datetime | None = None,
     ) -> AppendResult:
         """Append events for one run or many in one transaction, all or nothing.
 
         ``expected_version`` (only for a batch about one run) is the version the run must be at
         before this batch; 0 means the run must not exist yet. Re-appending a stored
         ``event_id`` appends nothing and returns the stored event.
+
+        The clock skew guard is checked under the head lock, against the ledger's clock, and
+        names the first event ahead of it. ``clock_read``, the ledger's clock read beforehand
+        (:meth:`clock`), makes the checks before the lock name every event ahead of it, with
+        the batch's other problems (``ledger append`` names every line so).
         """
         batch = list(events)
         if not batch:
             return AppendResult(events=[], new_events=[])
-        payloads, problems = _prepare(batch, expected_version, utcnow())
+        payloads, problems = _prepare(batch, expected_version, now=clock_read)
         if problems:
             raise _batch_error(batch, problems)
         with translate_errors(self.url, "append"):
@@ -110,12 +123,12 @@ class Ledger:
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
     ) -> AppendResult:
         with write_transaction(self.engine) as conn:
-            return _Appender(conn).append(batch, payloads, expected_version)
+            return _Appender(conn, self.own_clock).append(batch, payloads, expected_version)
 
     def reserve_run_ids(self, highest: int) -> None:
         """Make the allocator continue above ``highest`` (after importing runs by id)."""
         with translate_errors(self.url, "reserve run ids"), write_transaction(self.engine) as conn:
-            _Appender(conn)._lock_head()
+            _Appender(conn, self.own_clock)._lock_head()
             conn.execute(
                 update(ledger_head)
                 .where(ledger_head.c.id == HEAD_ROW_ID, ledger_head.c.last_run_id < highest)
@@ -209,14 +222,16 @@ class Ledger:
         return None if row is None else RunState(**{k: row[k] for k in _RUN_COLUMNS})
 
     def clock(self) -> datetime:
-        """The ledger's clock now (see :func:`ledger_clock`): what the sweeper and the stuck
-        query measure silence against, as appends measure ``occurred_at`` against it."""
-        own_clock = utcnow()
+        """The ledger's clock now: what the sweeper and the stuck query measure silence
+        against, as appends measure ``occurred_at`` against it (the database server's clock,
+        unless the Ledger was given another)."""
+        if self.own_clock is not None:
+            return self.own_clock()
         if is_sqlite(self.engine):
-            return own_clock
+            return utcnow()
         with translate_errors(self.url, "read the clock"), self.engine.connect() as conn:
-            database_now = conn.execute(select(DATABASE_NOW)).scalar_one()
-        return ledger_clock(own_clock, database_now.replace(tzinfo=UTC))
+            database_now: datetime = conn.execute(select(DATABASE_NOW)).scalar_one()
+        return database_now.replace(tzinfo=UTC)
 
     def head(self) -> LedgerHead:
         with translate_errors(self.url, "read"), self.engine.connect() as conn:
@@ -244,14 +259,15 @@ def read_events_page(
 
 
 def _prepare(
-    batch: Sequence[EventModel], expected_version: int | None, now: datetime
+    batch: Sequence[EventModel], expected_version: int | None, now: datetime | None
 ) -> tuple[list[str], list[InputProblem]]:
     """Serialise each payload and find what makes the batch unappendable, before any lock.
 
     Checks: the payload is storable JSON (finite numbers, valid Unicode); the event is written
-    with its type's current schema_version; occurred_at is not beyond the clock skew guard;
-    run_refs are defined before use and once; expected_version concerns a single run. Each
-    problem carries the index of its event in the batch (None: the batch as a whole).
+    with its type's current schema_version; occurred_at is not beyond the clock skew guard
+    (given ``now``, the ledger's clock); run_refs are defined before use and once;
+    expected_version concerns a single run. Each problem carries the index of its event in
+    the batch (None: the batch as a whole).
     """
     payloads: list[str] = []
     problems: list[InputProblem] = []
@@ -291,7 +307,7 @@ def _prepare(
                     index,
                 )
             )
-        if event.occurred_at > now + MAX_CLOCK_SKEW:
+        if now is not None and event.occurred_at > now + MAX_CLOCK_SKEW:
             problems.append(
                 InputProblem(
                     "occurred_at",
@@ -369,18 +385,17 @@ def _batch_error(batch: Sequence[EventModel], problems: list[InputProblem]) -> V
 class _Appender:
     """One append, inside the locked transaction of :meth:`Ledger.append`."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, clock: Clock | None) -> None:
         self.conn = conn
         self.sqlite = conn.dialect.name == "sqlite"
+        self.clock = clock
 
     def append(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
     ) -> AppendResult:
-        position, prev_hash, last_run_id, last_recorded_at, database_now = self._lock_head()
-        own_clock = utcnow()
-        clock = ledger_clock(own_clock, database_now)
+        position, prev_hash, last_run_id, last_recorded_at, clock = self._lock_head()
         # Read under the lock and never behind the previous append, so recorded_at grows with
-        # position even across hosts whose clocks disagree: "as of T" is a prefix of history.
+        # position even if the clock is set back: "as of T" is a prefix of history.
         self.now = max(clock, last_recorded_at) if last_recorded_at else clock
         stored = self._stored_events([str(event.event_id) for event in batch])
         # Runs named by id, and runs a duplicate RunStarted's run_ref resolves to.
@@ -426,7 +441,7 @@ class _Appender:
                     refs[event.run_ref] = run_id
             current = runs.get(run_id)
             try:
-                _check_not_ahead(event, clock, own_clock, database_now)
+                _check_not_ahead(event, clock, from_database=self.reads_database_clock)
                 if expected_version is not None and run_id not in checked_runs:
                     _check_expected_version(run_id, expected_version, current)
                 new_state = apply_event(current, event, run_id, self.now)
@@ -463,23 +478,31 @@ class _Appender:
             events=results, new_events=new_events, run_refs=refs, allocated_run_ids=allocated
         )
 
-    def _lock_head(self) -> tuple[int, str, int, datetime | None, datetime | None]:
-        """The head row, locked, and the database server's clock read in the same round trip
-        (None on SQLite, which runs on this machine's clock)."""
+    @property
+    def reads_database_clock(self) -> bool:
+        return self.clock is None and not self.sqlite
+
+    def _lock_head(self) -> tuple[int, str, int, datetime | None, datetime]:
+        """The head row, locked, and the ledger's clock: on MySQL/MariaDB the server's, read
+        in the same round trip as the lock; on SQLite this machine's (one host); or the clock
+        this Ledger was given."""
         columns: list[Any] = list(ledger_head.c)
-        if not self.sqlite:
+        if self.reads_database_clock:
             columns.append(DATABASE_NOW.label("database_now"))
         query = select(*columns).where(ledger_head.c.id == HEAD_ROW_ID).with_for_update()
         row = self.conn.execute(query).mappings().one_or_none()
         if row is None:
             raise SchemaError("the ledger has no head row: run `ledger migrate`")
-        database_now = None if self.sqlite else row["database_now"].replace(tzinfo=UTC)
+        if self.reads_database_clock:
+            now: datetime = row["database_now"].replace(tzinfo=UTC)
+        else:
+            now = (self.clock or utcnow)()
         return (
             int(row["last_position"]),
             str(row["last_hash"]),
             int(row["last_run_id"]),
             row["last_recorded_at"],
-            database_now,
+            now,
         )
 
     def _explicit_ids_above(self, last_run_id: int, batch: list[EventModel]) -> set[int]:
@@ -597,29 +620,15 @@ def _run_row(state: RunState | None) -> dict[str, Any]:
     return {name: getattr(state, name) for name in _RUN_COLUMNS}
 
 
-def ledger_clock(own_clock: datetime, database_now: datetime | None) -> datetime:
-    """The ledger's clock: the database server's, so that a writer whose clock runs ahead can
-    neither put facts in the future nor drag ``recorded_at`` with it (I10).
-
-    A writer whose own clock is behind the server's uses its own: an earlier time cannot put
-    anything in the future, ``recorded_at`` still never goes below the previous append's, and
-    it is what lets freezegun drive time in tests on every backend. SQLite runs on this
-    machine's clock (``database_now`` is None).
-    """
-    return own_clock if database_now is None else min(own_clock, database_now)
-
-
-def _check_not_ahead(
-    event: EventModel, clock: datetime, own_clock: datetime, database_now: datetime | None
-) -> None:
-    """The clock skew guard, under the head lock and against the ledger's clock."""
+def _check_not_ahead(event: EventModel, clock: datetime, from_database: bool) -> None:
+    """The clock skew guard (I10), under the head lock, against the ledger's clock."""
     if event.occurred_at <= clock + MAX_CLOCK_SKEW:
         return
     clocks = (
-        f"the database server's clock reads {isoformat_utc(database_now)}, this writer's "
-        f"{isoformat_utc(own_clock)}"
-        if database_now is not None
-        else f"{isoformat_utc(own_clock)}"
+        f"the database server's clock reads {isoformat_utc(clock)}, this writer's "
+        f"{isoformat_utc(utcnow())}"
+        if from_database
+        else isoformat_utc(clock)
     )
     raise ValidationError(
         f"occurred_at: {isoformat_utc(event.occurred_at)} is more than "

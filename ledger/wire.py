@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, NoReturn
 
 import pydantic
@@ -83,7 +84,9 @@ def read_lines(source: Iterable[bytes]) -> LineBatch:
 def append_lines(ledger: Ledger, batch: LineBatch) -> AppendResult:
     """Append the events read by :func:`read_lines`, all or nothing (:meth:`Ledger.append`).
 
-    An empty batch appends nothing, once the ledger is known to be there. Raises
+    Every line ahead of the ledger's clock is named with the batch's other problems when the
+    clock can be read first (when it cannot, the append says why, after the input's own
+    problems). An empty batch appends nothing, once the ledger is known to be there. Raises
     :class:`ValidationError` naming the line of each event the ledger refused, raised from the
     ledger's own error; other errors propagate as they are.
     """
@@ -91,7 +94,11 @@ def append_lines(ledger: Ledger, batch: LineBatch) -> AppendResult:
         ledger.head()
         return AppendResult(events=[], new_events=[])
     try:
-        return ledger.append(batch.events)
+        clock_read: datetime | None = ledger.clock()
+    except LedgerError:
+        clock_read = None
+    try:
+        return ledger.append(batch.events, clock_read=clock_read)
     except LedgerError as error:
         if isinstance(error, ValidationError) and any(
             problem.index is not None for problem in error.details

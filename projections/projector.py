@@ -17,7 +17,6 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import DBAPIError
 
 from ledger import Ledger, RecordedEvent, StorageError, ValidationError
-from ledger.clock import utcnow
 from ledger.database import is_refused_value, translate_errors
 from ledger.schema import ledger_events
 from ledger.store import read_events_page
@@ -260,7 +259,7 @@ class Projector:
                 "event_type": event_type,
                 "reason": reason,
                 "actor": actor,
-                "skipped_at": utcnow(),
+                "skipped_at": self.ledger.clock(),  # the clock recorded_at comes from
             }
             conn.execute(insert(projection_skips).values(**skip))
         log.warning(

@@ -8,7 +8,6 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from ledger import Ledger
-from ledger.clock import utcnow
 from ledger.database import translate_errors
 from ledger.schema import ledger_events, ledger_runs
 from projections.checkpoints import Checkpoint, Skip, list_skips, read_checkpoint
@@ -50,7 +49,7 @@ def ledger_status(ledger: Ledger) -> LedgerStatus:
         skips = list_skips(conn, PROJECTION_NAME)
     lag_seconds = 0.0
     if oldest_pending is not None:
-        lag_seconds = max(0.0, (utcnow() - oldest_pending).total_seconds())
+        lag_seconds = max(0.0, (ledger.clock() - oldest_pending).total_seconds())
     projection = ProjectionStatus(
         name=PROJECTION_NAME,
         checkpoint=checkpoint,

@@ -14,7 +14,20 @@ from pathlib import Path
 import pytest
 
 from ledger import Ledger
+from ledger.clock import use_clock, utcnow
 from tests import support
+
+
+@pytest.fixture(autouse=True)
+def process_clock() -> Iterator[None]:
+    """Ledgers opened in this process keep time by its clock, which freezegun drives; without
+    this, MariaDB would give them its own. Processes a test starts use the database's clock,
+    as in production, and tests of the database clock switch it back (``use_clock(None)``)."""
+    previous = use_clock(utcnow)
+    try:
+        yield
+    finally:
+        use_clock(previous)
 
 
 @pytest.fixture(scope="session")

@@ -337,6 +337,35 @@ def test_a_refused_row_stops_the_projection_at_its_event_after_the_events_before
     assert "ledger_projection_error 0.0" in metrics(ledger)
 
 
+def test_an_operators_trigger_that_signals_stops_the_projection_at_its_event(
+    ledger: Ledger, backend: str
+) -> None:
+    """MariaDB reports a trigger's SIGNAL as error 1644, not as a data error: still the data."""
+    if backend != "mysql":
+        pytest.skip("SIGNAL is MariaDB's; SQLite's RAISE(ABORT) is covered above")
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TRIGGER test_forbidden BEFORE UPDATE ON ingestion_runs FOR EACH ROW "
+                "BEGIN IF NEW.errorMessage LIKE '%forbidden%' THEN SIGNAL SQLSTATE '45000' "
+                "SET MESSAGE_TEXT = 'operator rule: forbidden'; END IF; END"
+            )
+        )
+    try:
+        first, second = ledger.start_run(1, "SOURCE_1"), ledger.start_run(2, "SOURCE_2")
+        project(ledger)
+        ledger.append([RunFinished(run_id=first, status="success")])
+        ledger.append([RunFinished(run_id=second, status="failed", error_message="forbidden")])
+        with pytest.raises(PoisonEventError, match="operator rule: forbidden"):
+            project(ledger)
+        checkpoint = Projector(ledger).checkpoint()
+        assert (checkpoint.position, checkpoint.error_position) == (3, 4)
+        assert row(ledger, first)["status"] == "success"
+    finally:
+        with ledger.engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER IF EXISTS test_forbidden"))
+
+
 @pytest.mark.usefixtures("capped_records_fetched")
 def test_follow_backs_off_at_a_refused_row_and_resumes_after_a_skip(ledger: Ledger) -> None:
     run_id = ledger.start_run(1, "SOURCE_1")

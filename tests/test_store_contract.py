@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,7 +26,7 @@ from ledger import (
     ValidationError,
     sweep,
 )
-from ledger.clock import isoformat_utc
+from ledger.clock import isoformat_utc, use_clock
 from ledger.hashing import chain_hash
 from ledger.schema import GENESIS_HASH, ledger_events, ledger_runs
 from service.cli import cli
@@ -367,12 +368,26 @@ def database_clock(ledger: Ledger) -> datetime:
     return now.replace(tzinfo=UTC)  # type: ignore[no-any-return]
 
 
+@pytest.fixture
+def on_the_database_clock(backend: str, db_url: str) -> Iterator[Ledger]:
+    """A Ledger on the database server's clock, as in production (the suite's own Ledgers
+    keep time by this process's clock, for freezegun)."""
+    if backend != "mysql":
+        pytest.skip("SQLite runs on this machine's clock: there is no other clock to differ from")
+    previous = use_clock(None)
+    store = Ledger.from_url(db_url)
+    try:
+        yield store
+    finally:
+        store.close()
+        use_clock(previous)
+
+
 def test_a_writer_a_year_ahead_is_refused_and_cannot_drag_the_ledgers_clock(
-    ledger: Ledger, backend: str, db_url: str
+    on_the_database_clock: Ledger, db_url: str
 ) -> None:
     """Issue 12 item 3: one clock for every writer, the database server's."""
-    if backend != "mysql":
-        pytest.skip("SQLite runs on this machine's clock: there is no other clock to be ahead of")
+    ledger = on_the_database_clock
     real_now = database_clock(ledger)
     a_year_ahead = real_now + timedelta(days=365)
     with freeze_time(a_year_ahead):
@@ -384,6 +399,11 @@ def test_a_writer_a_year_ahead_is_refused_and_cannot_drag_the_ledgers_clock(
         # A fact the skewed writer dates honestly is accepted, recorded by the server's clock.
         skewed = ledger.start_run(1, "SOURCE_1", occurred_at=real_now)
         assert sweep(ledger).timed_out == []  # its sweeper measures silence by that clock too
+        listed = CliRunner().invoke(  # so does its CLI's clock skew guard
+            cli, ["append", "-", "--db", db_url], input='{"type":"RunProgressed","run_id":1}\n'
+        )
+        assert listed.exit_code == 2
+        assert "line 1: occurred_at:" in listed.stderr
     assert ledger.read_run(skewed)[0].recorded_at <= database_clock(ledger)
     honest = ledger.start_run(2, "SOURCE_2")
     recorded = ledger.read_run(honest)[0].recorded_at
@@ -396,6 +416,18 @@ def test_a_writer_a_year_ahead_is_refused_and_cannot_drag_the_ledgers_clock(
         catch_exceptions=False,
     )
     assert {row["id"] for row in json.loads(listed.stdout)} == {skewed, honest}
+
+
+def test_a_writer_behind_the_database_keeps_the_databases_time(
+    on_the_database_clock: Ledger,
+) -> None:
+    """A slow host neither refuses a fact dated by the true time nor records in its past."""
+    ledger = on_the_database_clock
+    real_now = database_clock(ledger)
+    with freeze_time(real_now - timedelta(minutes=10)):
+        run_id = ledger.start_run(1, "SOURCE_1", occurred_at=real_now + timedelta(minutes=4))
+        assert ledger.clock() >= real_now
+    assert ledger.read_run(run_id)[0].recorded_at >= real_now
 
 
 # ---------------------------------------------------------------- I6 tamper-evident
