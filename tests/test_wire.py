@@ -91,6 +91,18 @@ def test_a_stream_rule_names_the_line_and_the_field_that_names_the_run(ledger: L
     assert ledger.head().last_position == 2
 
 
+def test_every_line_ahead_of_the_ledger_clock_is_named(ledger: Ledger) -> None:
+    ahead = {**STARTED, "occurred_at": "2999-01-01T00:00:00Z"}
+    batch = read_lines([*jsonl(ahead), *jsonl(STARTED), *jsonl(ahead)])
+    with pytest.raises(ValidationError) as caught:
+        append_lines(ledger, batch)
+    assert [(p.line, p.field) for p in caught.value.details] == [
+        (1, "occurred_at"),
+        (3, "occurred_at"),
+    ]
+    assert ledger.head().last_position == 0
+
+
 def test_the_wire_form_appends_again_as_a_duplicate(ledger: Ledger) -> None:
     first = append_lines(ledger, read_lines(jsonl(STARTED)))
     assert first.to_dict()["appended"] == 1
