@@ -4,8 +4,8 @@ from connectors.base import Connector
 from connectors.csv_connector import SAMPLE_CSV, SAMPLE_JSONL, CsvConnector
 from connectors.http_json import FetchError, HttpJsonConnector
 from connectors.records import RecordStore, UpsertCounts
-from connectors.sdk import RunContext, RunNotStartedError, RunResult
-from connectors.spool import FlushResult, Spool, SpoolStatus
+from connectors.sdk import RunContext, RunNotStartedError, RunOutcome, RunResult
+from connectors.spool import FlushResult, Spool, SpoolBacklog, SpoolStatus
 
 __all__ = [
     "SAMPLE_CSV",
@@ -18,8 +18,10 @@ __all__ = [
     "RecordStore",
     "RunContext",
     "RunNotStartedError",
+    "RunOutcome",
     "RunResult",
     "Spool",
+    "SpoolBacklog",
     "SpoolStatus",
     "UpsertCounts",
 ]

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from connectors.sdk import RunContext, RunResult
+from connectors.sdk import RunContext, RunOutcome, RunResult
 from ledger import Ledger
 
 
@@ -61,6 +61,21 @@ class Connector(ABC):
             context.finish(exc)
             raise
         return context.finish(failure), failure
+
+    def run_once(
+        self, ledger: Ledger, *, trigger: str = "manual", **context_options: Any
+    ) -> RunOutcome:
+        """Record one run and report how it ended, whatever ended it: what ``ingest`` raised,
+        or a KeyboardInterrupt or SystemExit (the run is recorded ``failed``, "interrupted"),
+        is returned with the result, not raised; the caller decides what follows."""
+        context = self.context(ledger, trigger=trigger, **context_options)
+        failure: BaseException | None
+        try:
+            result, failure = self.record(context)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            assert context.result is not None
+            result, failure = context.result, exc
+        return RunOutcome(self.name, self.source_id, result, failure)
 
     def run(self, ledger: Ledger, *, trigger: str = "manual", **context_options: Any) -> RunResult:
         """Record one run; if ``ingest`` raised, the run is ``failed`` and the error re-raised."""

@@ -405,4 +405,29 @@ def _close_runs_left_open() -> None:
             log.exception("could not close run %s at exit", context.result)
 
 
-__all__ = ["PROGRESS_FIELDS", "RunContext", "RunNotStartedError", "RunResult"]
+@dataclass(frozen=True)
+class RunOutcome:
+    """One recorded run of a connector and what ended it (None: it ran to its end)."""
+
+    connector: str
+    source_id: int
+    result: RunResult
+    failure: BaseException | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run as JSON: its id, connector, status, totals, errors, and the failure."""
+        summary: dict[str, Any] = {
+            "run_id": self.result.run_id,
+            "connector": self.connector,
+            "source_id": self.source_id,
+            "status": self.result.status,
+            **self.result.totals,
+            "error_count": self.result.error_count,
+            "spooled": self.result.spooled,
+        }
+        if self.failure is not None:
+            summary["error"] = f"{type(self.failure).__name__}: {self.failure}"
+        return summary
+
+
+__all__ = ["PROGRESS_FIELDS", "RunContext", "RunNotStartedError", "RunOutcome", "RunResult"]

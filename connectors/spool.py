@@ -17,8 +17,9 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ledger import EventModel, Ledger, LedgerError, StorageError, ValidationError, parse_event
 from ledger.clock import isoformat_utc, utcnow
@@ -67,11 +68,25 @@ class SpoolStatus:
 
 
 @dataclass(frozen=True)
+class SpoolBacklog:
+    """What ``ledger spool status`` shows: the status, and every event refused for good."""
+
+    status: SpoolStatus
+    rejected_events: list[dict[str, object]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self.status), "rejected_events": self.rejected_events}
+
+
+@dataclass(frozen=True)
 class FlushResult:
     delivered: int  # newly appended to the ledger
     duplicates: int  # already there (an earlier flush whose reply was lost)
     rejected: int  # refused for good, kept in the rejected table
     remaining: int  # still spooled (the ledger became unreachable again)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def spool_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -160,6 +175,9 @@ class Spool:
             names = [d[0] for d in rows.description]
             return [dict(zip(names, row, strict=True)) for row in rows]
 
+    def backlog(self) -> SpoolBacklog:
+        return SpoolBacklog(self.status(), self.rejected())
+
     def flush(self, ledger: Ledger, batch_size: int = 500) -> FlushResult:
         """Deliver the backlog in spool order. Raises :class:`StorageError` only if the ledger
         is unreachable before anything could be delivered; otherwise reports what remains."""
@@ -196,8 +214,10 @@ class Spool:
     def _deliver(
         self, ledger: Ledger, conn: sqlite3.Connection, rows: list[SpooledRow]
     ) -> Delivered:
-        events = [parse_event(json.loads(body)) for _, _, _, _, body, _ in rows]
         try:
+            # Parsed inside the try: an event spooled by an earlier release that today's rules
+            # refuse (a name, say) is set aside as rejected, not left blocking those behind it.
+            events = [parse_event(json.loads(body)) for _, _, _, _, body, _ in rows]
             result = ledger.append(events)
         except StorageError:
             raise

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from ledger import Ledger, LedgerError, RecordedEvent, UnknownRunError
+from ledger.clock import isoformat_utc
 from ledger.hashing import chain_hash
 from ledger.reads import stored_refs
 from ledger.schema import GENESIS_HASH
@@ -25,6 +26,26 @@ class TimelineEntry:
     recorded_late: bool  # recorded well after it occurred (spooled, imported)
     silence_before: timedelta | None  # how long the run said nothing before this event
     summary: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as JSON: the event's place and times (UTC), what it did, the flags."""
+        event = self.event
+        return {
+            "position": event.position,
+            "version": event.version,
+            "type": event.type,
+            "occurred_at": isoformat_utc(event.occurred_at),
+            "recorded_at": isoformat_utc(event.recorded_at),
+            "actor": event.actor,
+            "summary": self.summary,
+            "status_after": self.status_after,
+            "hash_ok": self.hash_ok,
+            "late": self.late,
+            "recorded_late": self.recorded_late,
+            "silence_before_seconds": None
+            if self.silence_before is None
+            else int(self.silence_before.total_seconds()),
+        }
 
 
 def audit_run(ledger: Ledger, run_id: int) -> list[TimelineEntry]:

@@ -7,14 +7,16 @@ errorDetails. A ``running`` row stays open, for the sweeper. Event ids are deriv
 id, so a second import appends nothing. Every row is validated before anything is written.
 Afterwards the projection is compared with the legacy rows column by column (timestamps to the
 second): ``duration`` filled in where the legacy row had a completedAt but no duration is
-reported as repaired; any other difference is reported as a mismatch.
+reported as repaired; legacy ``errorDetails`` keys that the ledger reserves for its own bookkeeping
+(``reason``, ``late``, ...) are kept under ``errorDetails.reported`` and reported as such; any
+other difference is reported as a mismatch.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +33,7 @@ from ledger import (
 )
 from ledger.events import RECORDED_NAMES
 from ledger.mapper import describe_pydantic_errors
-from projections.fold import Row, whole_seconds
+from projections.fold import Row, callers_details, whole_seconds
 from projections.projector import Projector
 from projections.queries import all_rows
 from projections.schema import COUNTER_COLUMNS
@@ -50,7 +52,16 @@ class ImportResult:
     already_imported: int = 0
     open_runs: list[int] = field(default_factory=list)
     repaired: list[int] = field(default_factory=list)  # duration filled in
+    # errorDetails keys the ledger reserves for itself, kept under errorDetails.reported
+    details_kept_apart: list[int] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The import as JSON, under the names ``ledger import-legacy`` prints."""
+        return {_JSON_NAMES.get(name, name): value for name, value in asdict(self).items()}
+
+
+_JSON_NAMES = {"open_runs": "left_open", "repaired": "duration_repaired"}
 
 
 def import_legacy(
@@ -181,6 +192,9 @@ def _compare(legacy_rows: list[Row], projected: dict[int, Row], result: ImportRe
                 continue
             if column == "duration" and legacy_value is None and legacy["completedAt"]:
                 result.repaired.append(legacy["id"])
+                continue
+            if column == "errorDetails" and value == callers_details(legacy_value):
+                result.details_kept_apart.append(legacy["id"])
                 continue
             result.mismatches.append(
                 f"row {legacy['id']}: {column} was {legacy_value!r}, the ledger gives {value!r}"

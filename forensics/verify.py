@@ -93,6 +93,42 @@ class VerifyReport:
     def by_check(self, check: str) -> list[Problem]:
         return [p for p in self.problems if p.check == check]
 
+    def to_dict(self) -> dict[str, Any]:
+        """The verdict as JSON: counts, the head checked, the triggers, the skips (None when
+        not looked at), the anchors and every problem."""
+        head = self.head
+        triggers = self.triggers
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "runs": self.runs,
+            "head": None if head is None else head.to_dict(),
+            "triggers": None
+            if triggers is None
+            else {
+                "checked": triggers.checked,
+                "unchecked_reason": triggers.unchecked_reason,
+                "expected": triggers.expected,
+                "found": triggers.found,
+            },
+            "skips": None
+            if self.chain_only
+            else [
+                {**vars(skip), "skipped_at": isoformat_utc(skip.skipped_at)} for skip in self.skips
+            ],
+            "anchors": [
+                {
+                    "source": check.anchor.source,
+                    "position": check.anchor.position,
+                    "hash": check.anchor.hash,
+                    "found_hash": check.found_hash,
+                    "ok": check.ok,
+                }
+                for check in self.anchors
+            ],
+            "problems": [vars(p) for p in self.problems],
+        }
+
 
 def verify_all(
     ledger: Ledger, anchors: Sequence[Anchor] = (), chain_only: bool = False

@@ -60,7 +60,9 @@ def use_clock(clock: Clock | None) -> Clock | None:
     return previous
 
 
-def format_utc_seconds(value: datetime) -> str:
-    """A timestamp for people, to the second: ``2026-01-28 03:00:07`` (UTC, which the caller
-    says, as in ``… UTC`` or a column titled "times in UTC")."""
-    return isoformat_utc(value)[:19].replace("T", " ")
+def format_utc_seconds(value: datetime, *, iso: bool = False) -> str:
+    """A timestamp to the second: for people, ``2026-01-28 03:00:07`` (UTC, which the caller
+    says, as in ``… UTC`` or a column titled "times in UTC"); with ``iso``,
+    ``2026-01-28T03:00:07Z`` (the legacy TIMESTAMP columns hold whole seconds)."""
+    text = isoformat_utc(value)[:19]
+    return text + "Z" if iso else text.replace("T", " ")

@@ -7,12 +7,16 @@ CLI) can catch one type. Driver errors never escape raw: :mod:`ledger.database` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 
 class LedgerError(Exception):
     """Root of every error run-ledger raises.
 
     ``batch_index`` is set (0-based) when the error concerns one event of an appended batch, so
-    a caller that read the batch from a file can name the line.
+    a caller that read the batch from a file can name the line (:func:`ledger.wire.append_lines`
+    does).
     """
 
     batch_index: int | None = None
@@ -22,15 +26,41 @@ class ConfigurationError(LedgerError):
     """A setting (database URL, option, config file) is missing or invalid."""
 
 
+@dataclass(frozen=True)
+class InputProblem:
+    """One thing wrong with an input: the field to blame (None when it is the whole event or
+    line) and why, and where it is: ``index``, the event's 0-based place in an appended batch,
+    and ``line``, the 1-based line of the JSON Lines input it was read from
+    (:mod:`ledger.wire` sets it)."""
+
+    field: str | None
+    message: str
+    index: int | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        text = self.message if self.field is None else f"{self.field}: {self.message}"
+        return text if self.line is None else f"line {self.line}: {text}"
+
+
 class ValidationError(LedgerError):
     """An event or an input line is invalid; nothing was written.
 
-    ``problems`` holds one human-readable line per problem (field and reason).
+    ``problems`` holds one human-readable line per problem (field and reason); ``details`` the
+    same problems structured (:class:`InputProblem`), for a caller that locates them (the
+    input line of each, in :mod:`ledger.wire`).
     """
 
-    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        problems: list[str] | None = None,
+        details: Sequence[InputProblem] = (),
+    ) -> None:
         super().__init__(message)
-        self.problems = problems or [message]
+        self.problems = problems or [str(p) for p in details] or [message]
+        self.details = tuple(details) or tuple(InputProblem(None, p) for p in self.problems)
 
 
 class UnknownEventTypeError(ValidationError):

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ledger.clock import isoformat_utc
+from ledger.errors import InputProblem
 from ledger.events import EARLIEST_TIME, EventModel
 
 MAX_JSON_DEPTH = 20
@@ -74,24 +75,26 @@ def parse_legacy_time(value: object) -> datetime:
     return parsed
 
 
-def payload_problems(event: EventModel) -> list[str]:
-    """Problems of an event's JSON fields (as ``field: message``); empty when storable."""
-    problems: list[str] = []
+def payload_problems(event: EventModel) -> list[InputProblem]:
+    """Problems of an event's JSON fields; empty when storable."""
+    problems: list[InputProblem] = []
     for name in JSON_FIELDS:
         value = getattr(event, name, None)
         if value is not None:
             depth = json_depth(value)
             if depth > MAX_JSON_DEPTH:
                 problems.append(
-                    f"{name}: nested {depth:,} levels deep; the limit is {MAX_JSON_DEPTH}"
+                    InputProblem(
+                        name, f"nested {depth:,} levels deep; the limit is {MAX_JSON_DEPTH}"
+                    )
                 )
     metadata = getattr(event, "metadata", None)
     if isinstance(metadata, Mapping):
         if IMPORTED_KEY in metadata and not isinstance(metadata[IMPORTED_KEY], bool):
-            problems.append(f"metadata.{IMPORTED_KEY}: must be true or false")
+            problems.append(InputProblem(f"metadata.{IMPORTED_KEY}", "must be true or false"))
         if LEGACY_CREATED_AT_KEY in metadata:
             try:
                 parse_legacy_time(metadata[LEGACY_CREATED_AT_KEY])
             except ValueError as exc:
-                problems.append(f"metadata.{LEGACY_CREATED_AT_KEY}: {exc}")
+                problems.append(InputProblem(f"metadata.{LEGACY_CREATED_AT_KEY}", str(exc)))
     return problems

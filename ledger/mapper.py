@@ -17,7 +17,7 @@ from typing import Any
 import pydantic
 
 from ledger.clock import isoformat_utc
-from ledger.errors import UnknownEventTypeError, ValidationError
+from ledger.errors import InputProblem, UnknownEventTypeError, ValidationError
 from ledger.events import EVENT_TYPES, RECORDED_NAMES, EventModel, event_adapter
 from ledger.text import clip  # also for projections: one clipping helper
 
@@ -125,12 +125,17 @@ def event_from_stored(
 
 
 def describe_pydantic_errors(exc: pydantic.ValidationError) -> list[str]:
-    """One readable line per pydantic error: ``field: reason``.
+    """One readable line per pydantic error: ``field: reason``."""
+    return [str(problem) for problem in pydantic_problems(exc)]
+
+
+def pydantic_problems(exc: pydantic.ValidationError) -> list[InputProblem]:
+    """One problem per pydantic error: the field (its dotted location) and the reason.
 
     The discriminated union prefixes locations with the model name (``RunStarted.source_id``);
     that prefix is dropped because the type is already known to the reader.
     """
-    lines: list[str] = []
+    problems: list[InputProblem] = []
     for error in exc.errors(include_url=False):
         location = [str(part) for part in error["loc"]]
         if location and location[0] in EVENT_TYPES:
@@ -153,8 +158,8 @@ def describe_pydantic_errors(exc: pydantic.ValidationError) -> list[str]:
         elif error["type"] == "union_tag_not_found":
             field = "type"
             message = "missing; expected one of " + ", ".join(EVENT_TYPES)
-        lines.append(f"{field}: {message}")
-    return lines
+        problems.append(InputProblem(field, message))
+    return problems
 
 
 def parse_event(data: object) -> EventModel:
@@ -162,8 +167,8 @@ def parse_event(data: object) -> EventModel:
     try:
         return event_adapter.validate_python(data)
     except pydantic.ValidationError as exc:
-        problems = describe_pydantic_errors(exc)
-        raise ValidationError("; ".join(problems), problems=problems) from exc
+        problems = pydantic_problems(exc)
+        raise ValidationError("; ".join(map(str, problems)), details=problems) from exc
 
 
 def event_to_wire(event: EventModel) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from ledger.clock import isoformat_utc
 from ledger.events import EventModel
 from ledger.mapper import event_from_stored
 
@@ -80,6 +81,15 @@ class LedgerHead:
     last_run_id: int
     last_recorded_at: datetime | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The head as JSON, as an anchor names it: position, hash, when (UTC ISO-8601)."""
+        when = self.last_recorded_at
+        return {
+            "position": self.last_position,
+            "hash": self.last_hash,
+            "recorded_at": None if when is None else isoformat_utc(when),
+        }
+
 
 @dataclass(frozen=True)
 class AppendResult:
@@ -111,3 +121,17 @@ class AppendResult:
     @property
     def last_position(self) -> int | None:
         return self.new_events[-1].position if self.new_events else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The outcome as JSON: counts, positions, run ids allocated and run_refs resolved."""
+        return {name: getattr(self, name) for name in _SUMMARY}
+
+
+_SUMMARY = (
+    "appended",
+    "duplicates",
+    "first_position",
+    "last_position",
+    "allocated_run_ids",
+    "run_refs",
+)

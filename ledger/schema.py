@@ -105,6 +105,8 @@ def position_key() -> Column[int]:
 # Payloads can be large (error details, tracebacks): LONGTEXT on MySQL, TEXT elsewhere.
 PayloadText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
+MAX_POSITION = 2**63 - 1  # positions are BIGINT: the highest one a caller can name
+
 ledger_events = Table(
     "ledger_events",
     metadata,

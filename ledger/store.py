@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +30,14 @@ from ledger.dialects import (
     snapshot_transaction,
     write_transaction,
 )
-from ledger.errors import ConcurrencyError, LedgerError, SchemaError, ValidationError
+from ledger.errors import (
+    ConcurrencyError,
+    InputProblem,
+    LedgerError,
+    SchemaError,
+    UnknownRunError,
+    ValidationError,
+)
 from ledger.events import MAX_RUN_ID, EventModel, RunStarted
 from ledger.hashing import EVENT_COLUMNS, chain_hash
 from ledger.limits import payload_problems
@@ -133,19 +141,27 @@ class Ledger:
     # ------------------------------------------------------------------ append
 
     def append(
-        self, events: Iterable[EventModel], expected_version: int | None = None
+        self,
+        events: Iterable[EventModel],
+        expected_version: int | None = None,
+        *,
+        clock_read: datetime | None = None,
     ) -> AppendResult:
         """Append events for one run or many in one transaction, all or nothing.
 
         ``expected_version`` (only for a batch about one run) is the version the run must be at
         before this batch; 0 means the run must not exist yet. Re-appending a stored
         ``event_id`` appends nothing and returns the stored event.
+
+        The clock skew guard is checked under the head lock, against the ledger's clock, and
+        names the first event ahead of it. ``clock_read``, the ledger's clock read beforehand
+        (:meth:`clock`), makes the checks before the lock name every event ahead of it, with
+        the batch's other problems (``ledger append`` names every line so).
         """
         batch = list(events)
         if not batch:
             return AppendResult(events=[], new_events=[])
-        # The clock skew guard needs the ledger's clock: checked under the head lock.
-        payloads, problems = _prepare(batch, expected_version, now=None)
+        payloads, problems = _prepare(batch, expected_version, now=clock_read)
         if problems:
             raise _batch_error(batch, problems)
         with translate_errors(self.url, "append"):
@@ -295,29 +311,19 @@ def as_ledger(database: Ledger | Engine, url: str | None = None) -> Ledger:
     return database if isinstance(database, Ledger) else Ledger(database, url)
 
 
-def batch_problems(
-    batch: Sequence[EventModel], expected_version: int | None = None, now: datetime | None = None
-) -> list[tuple[int | None, str]]:
-    """Problems of a batch that need no database (see :func:`_prepare`); with ``now`` (the
-    ledger's clock, :meth:`Ledger.clock`), the clock skew guard too.
-
-    Each problem is ``(index in the batch or None for the whole batch, message)``; ``append``
-    refuses a batch with any, and ``ledger append`` uses the indexes to name input lines.
-    """
-    return _prepare(batch, expected_version, now)[1]
-
-
 def _prepare(
     batch: Sequence[EventModel], expected_version: int | None, now: datetime | None
-) -> tuple[list[str], list[tuple[int | None, str]]]:
+) -> tuple[list[str], list[InputProblem]]:
     """Serialise each payload and find what makes the batch unappendable, before any lock.
 
     Checks: the payload is storable JSON (finite numbers, valid Unicode); the event is written
-    with its type's current schema_version; occurred_at is not beyond the clock skew guard;
-    run_refs are defined before use and once; expected_version concerns a single run.
+    with its type's current schema_version; occurred_at is not beyond the clock skew guard
+    (given ``now``, the ledger's clock); run_refs are defined before use and once;
+    expected_version concerns a single run. Each problem carries the index of its event in
+    the batch (None: the batch as a whole).
     """
     payloads: list[str] = []
-    problems: list[tuple[int | None, str]] = []
+    problems: list[InputProblem] = []
     defined_refs: set[str] = set()
     run_keys: set[object] = set()
     for index, event in enumerate(batch):
@@ -328,54 +334,56 @@ def _prepare(
         except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError: ValueError
             field = _unstorable_field(event)
             detail = clip(str(exc), _MAX_DETAIL_CHARS, ellipsis="...")
-            problems.append((index, f"payload: not storable as JSON ({field}: {detail})"))
+            problems.append(
+                InputProblem("payload", f"not storable as JSON ({field}: {detail})", index)
+            )
             payload = ""
         else:
-            problems.extend((index, problem) for problem in payload_problems(event))
+            problems.extend(replace(p, index=index) for p in payload_problems(event))
             if size > MAX_PAYLOAD_BYTES:
                 field, field_size = _largest_field(event)
                 problems.append(
-                    (
+                    InputProblem(
+                        "payload",
+                        f"{size:,} bytes is over the {MAX_PAYLOAD_BYTES:,}-byte limit of one "
+                        f"event ({field} alone is {field_size:,} bytes)",
                         index,
-                        (
-                            f"payload: {size:,} bytes is over the {MAX_PAYLOAD_BYTES:,}-byte limit "
-                            f"of one event ({field} alone is {field_size:,} bytes)"
-                        ),
                     )
                 )
         payloads.append(payload)
         current = CURRENT_SCHEMA_VERSIONS[event.type]
         if event.schema_version != current:
             problems.append(
-                (
+                InputProblem(
+                    "schema_version",
+                    f"{event.type} is written at schema_version {current}, "
+                    f"got {event.schema_version}",
                     index,
-                    (
-                        f"schema_version: {event.type} is written at schema_version {current}, "
-                        f"got {event.schema_version}"
-                    ),
                 )
             )
         if now is not None and event.occurred_at > now + MAX_CLOCK_SKEW:
             problems.append(
-                (
+                InputProblem(
+                    "occurred_at",
+                    f"{event.occurred_at.isoformat()} is more than "
+                    f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the "
+                    f"ledger clock ({now.isoformat()})",
                     index,
-                    (
-                        f"occurred_at: {event.occurred_at.isoformat()} is more than "
-                        f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the "
-                        f"ledger clock ({now.isoformat()})"
-                    ),
                 )
             )
         if event.run_ref is not None:
             if isinstance(event, RunStarted):
                 if event.run_ref in defined_refs:
-                    problems.append((index, f"run_ref: {event.run_ref!r} is started twice"))
+                    problems.append(
+                        InputProblem("run_ref", f"{event.run_ref!r} is started twice", index)
+                    )
                 defined_refs.add(event.run_ref)
             elif event.run_ref not in defined_refs:
                 problems.append(
-                    (
+                    InputProblem(
+                        "run_ref",
+                        f"{event.run_ref!r} names no RunStarted earlier in this batch",
                         index,
-                        (f"run_ref: {event.run_ref!r} names no RunStarted earlier in this batch"),
                     )
                 )
         if event.run_id is not None:
@@ -386,7 +394,9 @@ def _prepare(
             run_keys.add(("new run", index))
     if expected_version is not None and len(run_keys) > 1:
         problems.append(
-            (None, "expected_version applies to a batch about one run; this batch has several")
+            InputProblem(
+                None, "expected_version applies to a batch about one run; this batch has several"
+            )
         )
     return payloads, problems
 
@@ -411,15 +421,13 @@ def _unstorable_field(event: EventModel) -> str:
     return "payload"
 
 
-def _batch_error(
-    batch: Sequence[EventModel], problems: list[tuple[int | None, str]]
-) -> ValidationError:
+def _batch_error(batch: Sequence[EventModel], problems: list[InputProblem]) -> ValidationError:
     lines = [
-        message if index is None else f"event {index + 1} ({batch[index].event_id}): {message}"
-        for index, message in problems
+        str(p) if p.index is None else f"event {p.index + 1} ({batch[p.index].event_id}): {p}"
+        for p in problems
     ]
-    error = ValidationError("; ".join(lines), problems=lines)
-    error.batch_index = problems[0][0]
+    error = ValidationError("; ".join(lines), problems=lines, details=problems)
+    error.batch_index = problems[0].index
     return error
 
 
@@ -708,3 +716,23 @@ def _check_same_fact(
         )
         error.batch_index = index
         raise error
+
+
+# --- added for the CLI (issue 13)
+
+
+def read_events(
+    ledger: Ledger, run_id: int | None = None, after: int = 0, limit: int | None = None
+) -> Iterator[RecordedEvent]:
+    """What ``ledger events`` lists: the events after position ``after``, in position order, or
+    with ``run_id`` that run's events after it, in version order; at most ``limit``.
+
+    Raises :class:`UnknownRunError` for a ``run_id`` that names no run: every run has its
+    RunStarted, so an empty answer would hide a typo.
+    """
+    if run_id is None:
+        return ledger.read_all(after=after, limit=limit)
+    events = ledger.read_run(run_id, after, limit)
+    if not events and not ledger.read_run(run_id, limit=1):
+        raise UnknownRunError(run_id)
+    return iter(events)

@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select
 
+from ledger.clock import isoformat_utc
 from ledger.errors import ValidationError
 from ledger.rules import OPEN
 from ledger.schema import ledger_runs
@@ -48,6 +50,18 @@ class StuckRun:
     version: int
     rule: str  # "stale" or "max_runtime"
     threshold: timedelta  # the threshold of that rule, for this run's connector
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run as JSON (times in UTC ISO-8601; the threshold is the caller's own)."""
+        return {
+            "run_id": self.run_id,
+            "source_id": self.source_id,
+            "connector_name": self.connector_name,
+            "started_at": isoformat_utc(self.started_at),
+            "last_event_at": isoformat_utc(self.last_event_at),
+            "version": self.version,
+            "rule": self.rule,
+        }
 
 
 def stuck_runs(

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from ledger.durations import format_duration
 from ledger.errors import (
@@ -53,6 +54,14 @@ class SweepResult:
     timed_out: list[StuckRun] = field(default_factory=list)
     skipped: list[tuple[StuckRun, str]] = field(default_factory=list)  # (run, why)
     dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sweep as JSON: the runs timed out (or that would be), and those left alone."""
+        return {
+            "dry_run": self.dry_run,
+            "timed_out": [run.to_dict() for run in self.timed_out],
+            "skipped": [{**run.to_dict(), "why": why} for run, why in self.skipped],
+        }
 
 
 def sweep(

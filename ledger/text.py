@@ -19,6 +19,22 @@ import unicodedata
 INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"})
 # Letters to Unicode that print as nothing: only ever used in a name to look like another name.
 BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+# Characters that render as nothing though their category is a mark or a symbol: Unicode's
+# Default_Ignorable_Code_Point marks (combining grapheme joiner, Khmer inherent vowels, Mongolian
+# free variation selectors, variation selectors and their supplement) and the blank braille
+# pattern. "SOURCE_1" followed by any of them prints as "SOURCE_1".
+_IGNORABLE_RANGES = (
+    (0x034F, 0x034F),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x2800, 0x2800),
+    (0xFE00, 0xFE0F),
+    (0xE0100, 0xE01EF),
+)
+IGNORABLE_MARKS = frozenset(
+    chr(code) for first, last in _IGNORABLE_RANGES for code in range(first, last + 1)
+)
+_SHOWN_AS_ESCAPES = BLANK_LETTERS | IGNORABLE_MARKS
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # What inline Markdown (GitHub's included) reads as more than text: the cell separator, link
 # and image brackets, HTML and autolinks, entities, code, emphasis and strikethrough, and the
@@ -29,7 +45,7 @@ _MARKDOWN_SPECIAL = frozenset("\\`*_[]<>|~&")
 
 def is_invisible(char: str) -> bool:
     """True for a character that does not show as itself (see :data:`INVISIBLE_CATEGORIES`)."""
-    return char in BLANK_LETTERS or unicodedata.category(char) in INVISIBLE_CATEGORIES
+    return char in _SHOWN_AS_ESCAPES or unicodedata.category(char) in INVISIBLE_CATEGORIES
 
 
 def escape_char(char: str) -> str:
@@ -58,7 +74,7 @@ def visible(text: str) -> str:
     """``text`` on one line with every invisible character shown as its escape: a newline as the
     two characters ``\\n``, ESC as ``\\x1b``, U+202E as ``\\u202e``. A backslash already in the
     text is left as it is (Windows paths stay readable); JSON output is the exact form."""
-    if text.isprintable() and BLANK_LETTERS.isdisjoint(text):  # the usual case, in C
+    if text.isprintable() and _SHOWN_AS_ESCAPES.isdisjoint(text):  # the usual case, in C
         return text
     return "".join(escape_char(char) if is_invisible(char) else char for char in text)
 
@@ -102,6 +118,7 @@ def clip(
 
 __all__ = [
     "BLANK_LETTERS",
+    "IGNORABLE_MARKS",
     "INVISIBLE_CATEGORIES",
     "clip",
     "describe_char",

@@ -311,6 +311,12 @@ def _with_callers_details(
     return fit_json_depth({**(current or {}), **callers})
 
 
+def callers_details(reported: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How a connector's ``error_details`` appear in ``errorDetails`` on a row with no details
+    of the ledger's own yet (the legacy import compares with it)."""
+    return _with_callers_details(None, reported)
+
+
 def fit_json_depth(details: dict[str, Any]) -> dict[str, Any]:
     """``details`` with anything nested deeper than MariaDB's JSON columns hold replaced by its
     JSON text. Appends refuse such values (ledger.limits); this keeps events stored before that

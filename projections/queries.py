@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from ledger import Ledger, UnknownRunError
+from ledger.clock import format_utc_seconds
 from ledger.dialects import same_text
+from projections.as_of import resolve_position, run_as_of, runs_as_of
 from projections.fold import Row, Transition, normalise
 from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
 
@@ -84,3 +88,61 @@ def runs_by_status(conn: Connection) -> dict[str, int]:
     query = select(ingestion_runs.c.status, func.count()).group_by(ingestion_runs.c.status)
     counts = {str(status): int(count) for status, count in conn.execute(query)}
     return {status: counts.get(status, 0) for status in RUN_STATUSES}
+
+
+# --- added for the CLI (issue 13): live or as of a past moment, one call
+
+
+@dataclass(frozen=True)
+class RunsView:
+    """Rows of ``ingestion_runs``: the live table (``position`` None), or a replay of the
+    ledger up to ``position``."""
+
+    rows: list[Row]
+    position: int | None
+
+    def jsonable(self) -> list[dict[str, Any]]:
+        return [jsonable_row(row) for row in self.rows]
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One run's row (None: not in the table yet, or not started yet at ``position``) and its
+    status transitions: live (``position`` None), or replayed up to ``position``."""
+
+    row: Row | None
+    transitions: list[Transition]
+    position: int | None
+
+
+def find_runs(
+    ledger: Ledger,
+    run_filter: RunFilter,
+    as_of: datetime | None = None,
+    at_position: int | None = None,
+) -> RunsView:
+    """The rows ``run_filter`` selects, newest first: live, or as of a time or a position."""
+    if as_of is None and at_position is None:
+        return RunsView(list_runs(ledger, run_filter), None)
+    position = resolve_position(ledger, as_of, at_position)
+    return RunsView(run_filter.apply(list(runs_as_of(ledger, position).values())), position)
+
+
+def find_run(
+    ledger: Ledger, run_id: int, as_of: datetime | None = None, at_position: int | None = None
+) -> RunView:
+    """One run and its transitions: live, or as of a time or a position. Raises
+    :class:`UnknownRunError` if the ledger has no such run."""
+    if as_of is None and at_position is None:
+        return RunView(*get_run(ledger, run_id), None)
+    position = resolve_position(ledger, as_of, at_position)
+    return RunView(*run_as_of(ledger, run_id, position), position)
+
+
+def jsonable_row(row: Row) -> dict[str, Any]:
+    """A row keyed by the legacy column names; times as UTC ISO-8601 in whole seconds (what
+    the legacy TIMESTAMP columns hold)."""
+    return {
+        key: (format_utc_seconds(value, iso=True) if isinstance(value, datetime) else value)
+        for key, value in row.items()
+    }

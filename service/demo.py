@@ -25,6 +25,8 @@ from sqlalchemy import Connection, inspect
 import connectors.schema  # noqa: F401 (its tables are run-ledger's own)
 import service.schema  # noqa: F401 (its tables are run-ledger's own)
 from connectors import SAMPLE_CSV, Connector, CsvConnector, RunContext, Spool
+from forensics.audit import TimelineEntry, audit_run
+from forensics.report import build_report
 from ledger import ConfigurationError, Ledger, RunStarted, StuckRun, sweep
 from ledger.clock import utcnow
 from ledger.reads import count_events, find_runs, first_events
@@ -180,3 +182,24 @@ def demo_orphan(ledger: Ledger) -> int | None:
     with ledger.connect("demo") as conn:
         runs = find_runs(conn, connector_name="demo-nightly", limit=1)
     return runs[0].run_id if runs else None
+
+
+# --- added for the CLI (issue 13): what `ledger demo` shows, in one call
+
+
+@dataclass(frozen=True)
+class DemoStory:
+    """The demo's runs, the proof report after them, and the killed run's audit timeline."""
+
+    result: DemoResult
+    proof: dict[str, Any]  # forensics.report.build_report's
+    orphan: int | None
+    timeline: list[TimelineEntry]
+
+
+def tell_demo(ledger: Ledger) -> DemoStory:
+    """Run the demo (or find it already run), then read the proof report and the timeline."""
+    result = run_demo(ledger)
+    proof = build_report(ledger)
+    orphan = demo_orphan(ledger)
+    return DemoStory(result, proof, orphan, audit_run(ledger, orphan) if orphan else [])

@@ -26,10 +26,6 @@ ALLOWED: dict[str, frozenset[str]] = {
     "connectors": frozenset({"ledger"}),
     "service": frozenset({"ledger", "projections", "forensics", "connectors", "migrations"}),
     "migrations": frozenset({"ledger"}),
-    # The command line is the service's, wherever its module sits.
-    "ledger_cli": frozenset(
-        {"ledger", "projections", "forensics", "connectors", "service", "migrations"}
-    ),
     "benchmarks": frozenset({"ledger", "projections", "forensics", "connectors", "migrations"}),
 }
 FIRST_PARTY = frozenset(ALLOWED) | {"tests"}
@@ -43,8 +39,6 @@ EXCEPTIONS = {
     ("migrations.env", "connectors"): _EVERY_TABLE,
     ("migrations.env", "projections"): _EVERY_TABLE,
     ("migrations.env", "service"): _EVERY_TABLE,
-    ("ledger.migrate", "migrations"): "a forwarding module for ledger_cli.py until the CLI is "
-    "ported to migrations.runner (issue 13); delete both together",
 }
 
 
@@ -81,7 +75,7 @@ def _top(name: str) -> str:
 
 
 def checked_files() -> list[Path]:
-    files = [REPO / "ledger_cli.py", *sorted((REPO / "benchmarks").rglob("*.py"))]
+    files = sorted((REPO / "benchmarks").rglob("*.py"))
     for package in PACKAGES:
         files.extend(sorted((REPO / package).rglob("*.py")))
     return [path for path in files if path.exists()]

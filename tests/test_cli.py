@@ -15,8 +15,8 @@ from freezegun import freeze_time
 from ledger import ConfigurationError, Ledger, RunFinished
 from ledger.text import is_invisible
 from ledger.urls import mask_secrets
-from ledger_cli import cli
 from service import load_config
+from service.cli import cli
 from tests.support import drop_triggers, names_as_before_the_rule
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample_events.jsonl"

@@ -8,9 +8,9 @@ from click.testing import CliRunner, Result
 
 from forensics.audit import audit_run
 from ledger import Ledger, RunFinished, UnknownRunError
-from ledger_cli import cli
 from projections import Projector, run_as_of
 from projections.queries import get_run
+from service.cli import cli
 
 UNKNOWN = "999"
 COMMANDS = [

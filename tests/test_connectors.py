@@ -29,8 +29,9 @@ from connectors import (
 )
 from connectors.schema import source_records
 from ledger import Ledger, RecordedEvent, RunProgressed, ValidationError
-from ledger_cli import cli
+from ledger.events import RECORDED_NAMES
 from projections import Projector
+from service.cli import cli
 from tests.net_support import JsonServer
 from tests.projection_support import table_rows
 from tests.reliability.fault_proxy import FaultProxy
@@ -289,7 +290,7 @@ def test_sigterm_during_ledger_run_closes_the_run_as_interrupted(
         [
             sys.executable,
             "-c",
-            "import ledger_cli; ledger_cli.main()",
+            "from service.cli import main; main()",
             "-v",
             "run",
             "csv",
@@ -570,3 +571,20 @@ def test_a_connector_name_that_could_pass_for_another_is_refused_before_the_run(
     with pytest.raises(ValidationError, match=r"^connector_name: .* is not allowed$"):
         CsvConnector(1, SAMPLE_CSV, name=name).run(ledger, spool=spool)
     assert ledger.head().last_position == 0
+
+
+def test_a_spooled_event_that_todays_rules_refuse_is_set_aside_not_blocking(
+    ledger: Ledger, spool: Spool
+) -> None:
+    """An event spooled by an earlier release with a name the name rule now refuses goes to
+    the rejected table; the events behind it are delivered."""
+    first, second = ledger.start_run(1, "SOURCE_1"), ledger.start_run(2, "SOURCE_2")
+    old = RunProgressed.model_validate(
+        {"run_id": first, "records_fetched": 1, "actor": "connector:stations\u200b@host:42"},
+        context=RECORDED_NAMES,
+    )
+    spool.put([old, RunProgressed(run_id=second, records_fetched=2)])
+    result = spool.flush(ledger)
+    assert (result.delivered, result.rejected, result.remaining) == (1, 1, 0)
+    assert [e.type for e in ledger.read_run(second)] == ["RunStarted", "RunProgressed"]
+    assert "U+200B ZERO WIDTH SPACE" in str(spool.rejected()[0]["reason"])

@@ -25,9 +25,9 @@ from forensics.verify import verify_all
 from ledger import Ledger, RunFinished, RunProgressed, RunStarted, RunTimedOut, sweep
 from ledger.text import is_invisible
 from ledger.urls import mask_url
-from ledger_cli import cli
 from migrations.runner import upgrade
 from projections import Projector, rebuild
+from service.cli import cli
 from service.demo import DemoRefusedError, run_demo
 from tests import support
 from tests.projection_support import table_rows
@@ -646,3 +646,26 @@ def test_the_demo_refuses_a_database_that_is_not_empty_before_migrating_it(
             assert result.exit_code == 2  # type: ignore[attr-defined]
             assert "legacy ingestion_runs" in result.stderr  # type: ignore[attr-defined]
             assert store_snapshot(store) == before
+
+
+def test_import_legacy_keeps_reserved_detail_keys_apart_and_says_so(tmp_path: Path) -> None:
+    """A legacy row's own `reason` or `late` cannot pose as the ledger's bookkeeping: they are
+    kept under errorDetails.reported, and the import names those rows (not as mismatches)."""
+    details = {"reason": "HTTP 500", "late": False, "proof": True}
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            with store.engine.begin() as conn:
+                conn.execute(
+                    text("UPDATE ingestion_runs SET errorDetails = :d WHERE id = 30002"),
+                    {"d": json.dumps(details)},
+                )
+            upgrade(store.engine, url)
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+            summary = json.loads(result.stdout)  # type: ignore[attr-defined]
+            assert (summary["details_kept_apart"], summary["mismatches"]) == ([30002], [])
+            assert table_rows(store)[30002]["errorDetails"] == {
+                "proof": True,
+                "reported": {"reason": "HTTP 500", "late": False},
+            }

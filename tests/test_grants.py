@@ -23,8 +23,8 @@ from connectors import SAMPLE_CSV
 from forensics.chain import verify_chain
 from ledger import Ledger, RunFinished, RunProgressed
 from ledger.clock import utcnow
-from ledger_cli import cli
 from service.claims import claim, prune_claims
+from service.cli import cli
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

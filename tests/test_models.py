@@ -249,6 +249,12 @@ NAME_FIELDS: dict[str, dict[str, object]] = {
         ("SOURCE\U000e0041", "U+E0041 TAG LATIN CAPITAL LETTER A at index 6"),
         ("SOURCE\u0378", "U+0378 (unassigned) at index 6"),
         ("SOURCE_1\u3164", "U+3164 HANGUL FILLER at index 8"),
+        ("SOURCE_1\u034f", "U+034F COMBINING GRAPHEME JOINER at index 8"),
+        ("SOURCE_1\ufe0f", "U+FE0F VARIATION SELECTOR-16 at index 8"),
+        ("SOURCE_1\U000e0100", "U+E0100 VARIATION SELECTOR-17 at index 8"),
+        ("sweeper\u180b", "U+180B MONGOLIAN FREE VARIATION SELECTOR ONE at index 7"),
+        ("SOURCE\u17b4_1", "U+17B4 KHMER VOWEL INHERENT AQ at index 6"),
+        ("SOURCE_1\u2800", "U+2800 BRAILLE PATTERN BLANK at index 8"),
         (
             "\u0338SOURCE_1",
             "U+0338 COMBINING LONG SOLIDUS OVERLAY at index 0: a name cannot start with a "
@@ -330,3 +336,7 @@ def test_visible_shows_each_escape_as_code_would_write_it() -> None:
     assert markdown_cell("a|b [x](http://e) <img> `c` *d* \\") == (
         "a\\|b \\[x\\](http://e) \\<img\\> \\`c\\` \\*d\\* \\\\"
     )
+
+
+def test_marks_that_render_as_nothing_are_shown_as_escapes() -> None:
+    assert visible("SOURCE_1\u034f\ufe0f\u2800") == "SOURCE_1\\u034f\\ufe0f\\u2800"

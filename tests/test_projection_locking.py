@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from ledger import Ledger, RunFinished
-from ledger_cli import cli
 from projections import Projector
 from projections.dialects import LOCK_NAME_MAX, exclusive_rebuild, lock_name, lock_name_for
 from projections.schema import PROJECTION_NAME
+from service.cli import cli
 from tests import support
 from tests.projection_support import replayed_rows, table_rows
 

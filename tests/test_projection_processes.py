@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def ledger_command(*args: str) -> list[str]:
-    return [sys.executable, "-c", "import ledger_cli; ledger_cli.main()", *args]
+    return [sys.executable, "-c", "from service.cli import main; main()", *args]
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:

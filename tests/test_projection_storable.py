@@ -41,11 +41,11 @@ from ledger import (
 from ledger.events import name_problem
 from ledger.limits import MAX_JSON_DEPTH
 from ledger.mapper import payload_json
-from ledger_cli import cli
 from projections import PoisonEventError, Projector, rebuild
 from projections.fold import LEGACY_TEXT_BYTES, RESERVED_DETAIL_KEYS, fold
 from projections.projector import PoisonBackoff
 from service import load_config
+from service.cli import cli
 from service.metrics import LedgerCollector, collect_figures
 from service.serve import LedgerService
 from tests import support

@@ -22,10 +22,10 @@ from ledger import (
     stuck_runs,
 )
 from ledger.durations import parse_duration
-from ledger_cli import cli
 from projections import ProjectionBusyError, rebuild
 from projections.dialects import exclusive_rebuild
 from service import load_config
+from service.cli import cli
 
 
 def test_a_second_rebuild_at_once_is_refused(ledger: Ledger) -> None:

@@ -24,9 +24,9 @@ from sqlalchemy import func, select
 from connectors import SAMPLE_CSV, Spool
 from ledger import Ledger, RunFinished, Thresholds
 from ledger.schema import ledger_runs
-from ledger_cli import cli
 from service import load_config
 from service.claims import claim
+from service.cli import cli
 from service.config import LedgerConfig
 from service.metrics import LedgerCollector, collect_figures
 from service.serve import LedgerService, job_id
@@ -62,7 +62,7 @@ def serve(config: Path, *extra: str) -> subprocess.Popen[str]:
         [
             sys.executable,
             "-c",
-            "import ledger_cli; ledger_cli.main()",
+            "from service.cli import main; main()",
             "-v",
             "serve",
             "--config",

@@ -29,7 +29,7 @@ from ledger import (
 from ledger.clock import isoformat_utc, use_clock
 from ledger.hashing import chain_hash
 from ledger.schema import GENESIS_HASH, ledger_events, ledger_runs
-from ledger_cli import cli
+from service.cli import cli
 from tests.support import drop_triggers
 
 T0 = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)

@@ -31,9 +31,9 @@ from ledger import (
     sweep,
 )
 from ledger import sweeper as sweeper_module
-from ledger_cli import cli
 from projections import Projector
 from service import load_config
+from service.cli import cli
 from tests.projection_support import table_rows
 from tests.support import names_as_before_the_rule
 

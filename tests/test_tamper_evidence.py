@@ -18,8 +18,8 @@ from forensics.triggers import sql_tokens
 from ledger import Ledger, RunFinished, RunProgressed
 from ledger.errors import ConfigurationError
 from ledger.schema import GENESIS_HASH, ledger_head
-from ledger_cli import cli
 from projections import Projector
+from service.cli import cli
 from service.config import load_config
 from service.serve import LedgerService
 

@@ -27,10 +27,10 @@ from sqlalchemy.engine import make_url
 from forensics.chain import verify_chain
 from ledger import ConfigurationError, Ledger, RunFinished, RunProgressed
 from ledger.database import IDLE_TRANSACTION_TIMEOUT
-from ledger_cli import cli
 from projections import Projector, rebuild
 from projections.dialects import projection_session
 from projections.schema import PROJECTION_NAME
+from service.cli import cli
 from tests.projection_support import replayed_rows, table_rows
 from tests.reliability.fault_proxy import FaultProxy, Link
 from tests.reliability.summary import Summary
@@ -222,7 +222,7 @@ def test_a_projector_vanishing_with_its_lock_blocks_the_next_only_for_the_idle_b
             [
                 sys.executable,
                 "-c",
-                "import ledger_cli; ledger_cli.main()",
+                "from service.cli import main; main()",
                 "project",
                 "--db",
                 with_idle_bound(db_url, via=proxy),
@@ -276,7 +276,7 @@ def test_a_rebuild_vanishing_between_its_rename_and_its_checkpoint_is_recovered_
             [
                 sys.executable,
                 "-c",
-                "import ledger_cli; ledger_cli.main()",
+                "from service.cli import main; main()",
                 "rebuild",
                 "--db",
                 with_idle_bound(db_url, via=proxy),

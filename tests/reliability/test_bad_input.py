@@ -24,7 +24,7 @@ What this file proves, on SQLite and on MariaDB:
   (``connectors[0].schedule.interval``) or, for TOML and UTF-8 errors, the line.
 * ``ledger serve --config BAD`` exits 2 the same way before it touches the database.
 
-Stages, which decide what one file can report (see ``ledger append`` in ledger_cli.py): lines
+Stages, which decide what one file can report (see ``ledger append`` and ledger/wire.py): lines
 are first read and validated one by one (READ: every bad line is reported), then checked as a
 batch without the database (BATCH: every bad line is reported, if no line failed to read), then
 appended under the head lock (STORE: the append stops at the first event that breaks a rule).
@@ -65,7 +65,7 @@ from ledger.events import (
 from ledger.recorded import LedgerHead
 from ledger.store import MAX_PAYLOAD_BYTES
 from ledger.text import BLANK_LETTERS, INVISIBLE_CATEGORIES
-from ledger_cli import cli
+from service.cli import cli
 from tests.reliability.summary import Summary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -1479,7 +1479,7 @@ def serve_once(config: Path) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-c",
-            "import ledger_cli; ledger_cli.main()",
+            "from service.cli import main; main()",
             "serve",
             "--config",
             str(config),

@@ -45,11 +45,11 @@ from ledger import Ledger, RunFinished, RunProgressed, RunStarted, RunTimedOut
 from ledger.clock import utcnow
 from ledger.events import COUNTER_FIELDS, TERMINAL_EVENT_TYPES
 from ledger.urls import DATABASE_URL_ENV
-from ledger_cli import cli
 from projections import Projector, rebuild
 from projections.checkpoints import read_checkpoint
 from projections.fold import fold_events
 from projections.schema import COUNTER_COLUMNS, PROJECTION_NAME
+from service.cli import cli
 from tests.projection_support import replayed_rows, table_rows, transition_rows
 from tests.reliability.summary import Summary
 
@@ -74,7 +74,7 @@ def no_process_outlives_its_test() -> Iterator[None]:
 
 
 def ledger_command(*args: str) -> list[str]:
-    return [sys.executable, "-c", "import ledger_cli; ledger_cli.main()", *args]
+    return [sys.executable, "-c", "from service.cli import main; main()", *args]
 
 
 class LoggedProcess:

@@ -53,7 +53,7 @@ PROGRESS_PER_RUN = 15
 ONE_FAULT_IN = 3  # on average one operation in three meets a fault
 FAULT_ROUNDS = 16
 WAIT_TIMEOUT_S = 120.0
-LEDGER = (sys.executable, "-c", "import ledger_cli; ledger_cli.main()")
+LEDGER = (sys.executable, "-c", "from service.cli import main; main()")
 
 
 @pytest.fixture

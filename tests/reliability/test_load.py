@@ -40,7 +40,7 @@ WORKER = Path(__file__).resolve().parent / "load_worker.py"
 PROCESSES = int(os.environ.get("LEDGER_RELIABILITY_PROCESSES", "8"))
 EVENTS_PER_PROCESS = int(os.environ.get("LEDGER_RELIABILITY_EVENTS", "2000"))
 SHARED_RUNS = 3
-LEDGER = (sys.executable, "-c", "import ledger_cli; ledger_cli.main()")
+LEDGER = (sys.executable, "-c", "from service.cli import main; main()")
 CATCH_UP_TIMEOUT = 300.0
 
 

@@ -68,10 +68,10 @@ from ledger import (
 )
 from ledger.database import check_schema
 from ledger.urls import DATABASE_URL_ENV, mask_secrets, mask_url
-from ledger_cli import cli
 from migrations.runner import upgrade
 from projections import Projector, ledger_status, rebuild
 from service import LedgerService, load_config
+from service.cli import cli
 from service.metrics import collect_figures
 from tests import support
 from tests.net_support import JsonServer
@@ -80,7 +80,7 @@ from tests.support import drop_triggers
 from tests.test_grants import readme_grants
 
 REPO = Path(__file__).resolve().parents[2]
-LEDGER = (sys.executable, "-c", "import ledger_cli; ledger_cli.main()")
+LEDGER = (sys.executable, "-c", "from service.cli import main; main()")
 SPOOL_ENV = "LEDGER_SPOOL_DIR"
 
 # Shaped to hurt: characters that need encoding, an "@" and a ":" that make the raw URL parse

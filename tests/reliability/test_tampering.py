@@ -61,7 +61,6 @@ from ledger.clock import utcnow
 from ledger.events import EVENT_TYPES
 from ledger.rules import RUN_STATES, apply_event
 from ledger.schema import LegacyTimestamp, ledger_events, ledger_head, ledger_runs
-from ledger_cli import cli
 from projections import Projector
 from projections.schema import (
     PROJECTION_NAME,
@@ -69,6 +68,7 @@ from projections.schema import (
     ingestion_runs,
     projection_skips,
 )
+from service.cli import cli
 from tests.reliability.summary import Summary
 from tests.support import TRIGGERS, create_trigger_statement, drop_triggers, restore_triggers
 

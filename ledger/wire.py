@@ -1,0 +1,220 @@
+"""JSON Lines, the wire form of events: what ``ledger append`` reads, and what
+``ledger events --format jsonl`` writes (and can be appended again as it is).
+
+Reading is all or nothing and names every bad line: a line that is not UTF-8, not JSON, not an
+object or not a valid event is reported with its line number and field, in one
+:class:`ValidationError`, before anything is appended. The checks :meth:`Ledger.append` makes
+(one pass: the batch checks, then the stream rules under the head lock) come back with the
+index of the event they concern, and :func:`append_lines` names the line it was read from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, NoReturn
+
+import pydantic
+
+from ledger.errors import (
+    InputProblem,
+    LedgerError,
+    StreamError,
+    UnknownEventTypeError,
+    ValidationError,
+)
+from ledger.events import EventModel, event_adapter
+from ledger.mapper import event_to_wire, pydantic_problems
+from ledger.recorded import AppendResult, RecordedEvent
+from ledger.store import Ledger
+from ledger.text import clip, visible
+
+# Problems listed in one error: the first ones say what is wrong with the file.
+MAX_LISTED_PROBLEMS = 50
+_TOO_DEEP = InputProblem(None, "nested too deeply to be an event")
+
+
+@dataclass(frozen=True)
+class LineBatch:
+    """Events read from JSON Lines, each with the 1-based number of the line it was on."""
+
+    events: list[EventModel]
+    line_numbers: list[int]
+
+    def locate(self, problem: InputProblem) -> InputProblem:
+        """``problem`` with the line of the event it concerns (as it is, for the batch)."""
+        if problem.index is None:
+            return problem
+        return replace(problem, line=self.line_numbers[problem.index])
+
+    def refused(self, error: LedgerError, index: int) -> ValidationError:
+        """The error of an event the ledger refused (a stream rule, a reused event_id, the
+        clock guard), naming its line, and for a stream rule the field naming its run."""
+        line = self.line_numbers[index]
+        field = None
+        if isinstance(error, StreamError):
+            field = "run_ref" if self.events[index].run_id is None else "run_id"
+        message = f"line {line}: {error}" + (f"; field: {field}" if field else "")
+        problem = InputProblem(field, str(error), index, line)
+        return ValidationError(message, problems=[message], details=[problem])
+
+
+def read_lines(source: Iterable[bytes]) -> LineBatch:
+    """Parse and validate every line (blank lines are skipped; a BOM may open the first).
+
+    Raises :class:`ValidationError` listing each bad line if any is invalid.
+    """
+    events: list[EventModel] = []
+    line_numbers: list[int] = []
+    problems: list[InputProblem] = []
+    for number, raw in enumerate(source, start=1):
+        event, found = _read_line(raw, first=number == 1)
+        problems.extend(replace(problem, line=number) for problem in found)
+        if event is not None:
+            events.append(event)
+            line_numbers.append(number)
+    if problems:
+        raise invalid_input(problems)
+    return LineBatch(events, line_numbers)
+
+
+def append_lines(ledger: Ledger, batch: LineBatch) -> AppendResult:
+    """Append the events read by :func:`read_lines`, all or nothing (:meth:`Ledger.append`).
+
+    Every line ahead of the ledger's clock is named with the batch's other problems when the
+    clock can be read first (when it cannot, the append says why, after the input's own
+    problems). An empty batch appends nothing, once the ledger is known to be there. Raises
+    :class:`ValidationError` naming the line of each event the ledger refused, raised from the
+    ledger's own error; other errors propagate as they are.
+    """
+    if not batch.events:
+        ledger.head()
+        return AppendResult(events=[], new_events=[])
+    try:
+        clock_read: datetime | None = ledger.clock()
+    except LedgerError:
+        clock_read = None
+    try:
+        return ledger.append(batch.events, clock_read=clock_read)
+    except LedgerError as error:
+        if isinstance(error, ValidationError) and any(
+            problem.index is not None for problem in error.details
+        ):
+            raise invalid_input([batch.locate(problem) for problem in error.details]) from error
+        if error.batch_index is None:
+            raise
+        raise batch.refused(error, error.batch_index) from error
+
+
+def invalid_input(problems: list[InputProblem]) -> ValidationError:
+    """The error for input that cannot be appended: one line per problem (each made
+    :func:`ledger.text.visible`, whatever a key or value holds), the first
+    :data:`MAX_LISTED_PROBLEMS` of them."""
+    listed = [visible(str(problem)) for problem in problems[:MAX_LISTED_PROBLEMS]]
+    message = "invalid input, nothing was appended:\n  " + "\n  ".join(listed)
+    if len(problems) > len(listed):
+        message += f"\n  … and {len(problems) - len(listed)} more problem(s)"
+    return ValidationError(message, details=problems)
+
+
+def wire_form(event: RecordedEvent) -> dict[str, Any]:
+    """The appendable JSON of a stored event (raw, if its type is unknown to this version)."""
+    try:
+        return event_to_wire(event.event)
+    except UnknownEventTypeError:
+        return {
+            **event.payload_data,
+            "type": event.type,
+            "event_id": event.event_id,
+            "run_id": event.run_id,
+            "occurred_at": event.occurred_at.isoformat(),
+            "actor": event.actor,
+            "schema_version": event.schema_version,
+        }
+
+
+def wire_line(event: RecordedEvent) -> str:
+    """One line of JSON Lines for a stored event (without the newline)."""
+    return json.dumps(wire_form(event), sort_keys=True, ensure_ascii=False)
+
+
+def _read_line(raw: bytes, first: bool) -> tuple[EventModel | None, list[InputProblem]]:
+    """The event on one line (None for a blank line), or what is wrong with the line."""
+    try:
+        text = raw.decode("utf-8-sig" if first else "utf-8")  # a BOM may open a file
+    except UnicodeDecodeError as exc:
+        return None, [InputProblem(None, f"not valid UTF-8 (byte {exc.start})")]
+    if not text.strip():
+        return None, []
+    try:
+        data = json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_int=_read_int,
+            object_pairs_hook=_object_without_repeated_keys,
+        )
+    except json.JSONDecodeError as exc:
+        return None, [InputProblem(None, f"not valid JSON ({exc.msg} at column {exc.colno})")]
+    except RepeatedKeyError as exc:
+        return None, [InputProblem(exc.key, "given more than once in one object")]
+    except ValueError as exc:
+        return None, [InputProblem(None, f"not valid JSON ({exc})")]
+    except RecursionError:
+        return None, [_TOO_DEEP]
+    if not isinstance(data, dict):
+        return None, [InputProblem(None, f"expected a JSON object, got {type(data).__name__}")]
+    try:
+        return event_adapter.validate_python(data), []
+    except pydantic.ValidationError as exc:
+        return None, pydantic_problems(exc)
+    except RecursionError:
+        return None, [_TOO_DEEP]
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _read_int(text: str) -> int | float:
+    """An integer beyond Python's conversion limit (4,300 digits) is read as ±infinity, as JSON
+    reads 1e400: the field it is in then refuses it by name, instead of the whole line failing
+    as "not valid JSON"."""
+    try:
+        return int(text)
+    except ValueError:
+        return -math.inf if text.startswith("-") else math.inf
+
+
+class RepeatedKeyError(ValueError):
+    """A JSON object names one key twice: which value was meant cannot be known."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key}: given more than once in one object")
+        self.key = key
+
+
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) == len(pairs):
+        return data
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise RepeatedKeyError(clip(key))
+        seen.add(key)
+    raise AssertionError("unreachable: a shorter dict means a repeated key")
+
+
+__all__ = [
+    "MAX_LISTED_PROBLEMS",
+    "LineBatch",
+    "RepeatedKeyError",
+    "append_lines",
+    "invalid_input",
+    "read_lines",
+    "wire_form",
+    "wire_line",
+]

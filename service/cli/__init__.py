@@ -1,0 +1,70 @@
+"""The ``ledger`` command: a thin click layer over the library.
+
+Each command parses its options, makes one library call, renders the result, and turns every
+:class:`ledger.LedgerError` into a one-line message and an exit code, never a traceback:
+0 ok, 1 a check found a problem (or the database failed), 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import NoReturn
+
+import click
+
+from ledger import LedgerError
+from ledger.text import visible_lines
+from ledger.urls import mask_secrets
+from service.cli import admin, connectors, events, projection, runs, serve, verify
+from service.cli.common import EXIT_OK, exit_code_for
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="run-ledger")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug, -vvv SQL).")
+def cli(verbose: int) -> None:
+    """run-ledger: an append-only, hash-chained ledger of ingestion runs."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # SQL statement logs only at -vvv: -vv is for run-ledger's own debug lines.
+    logging.getLogger("sqlalchemy").setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
+
+
+COMMANDS = (
+    admin.migrate,
+    admin.demo,
+    admin.import_legacy_command,
+    events.append,
+    events.events,
+    verify.verify,
+    verify.anchor_command,
+    verify.audit,
+    verify.report,
+    projection.project,
+    projection.rebuild,
+    runs.runs,
+    runs.status,
+    runs.stuck,
+    runs.sweep_command,
+    connectors.run_group,
+    connectors.spool,
+    serve.serve_command,
+    serve.config_group,
+)
+for _command in COMMANDS:
+    cli.add_command(_command)
+
+
+def main() -> NoReturn:
+    try:
+        cli.main(standalone_mode=True)
+    except LedgerError as error:  # a library error that escaped a command: still no traceback
+        click.echo(f"Error: {visible_lines(mask_secrets(str(error)))}", err=True)
+        sys.exit(exit_code_for(error))
+    sys.exit(EXIT_OK)
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,219 @@
+"""What every command shares: exit codes, library errors as messages, the common options, and
+rendering helpers (data shown through :func:`ledger.text.visible`, tables as plain text)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from connectors.spool import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV
+from ledger import (
+    ConcurrencyError,
+    ConfigurationError,
+    Ledger,
+    LedgerError,
+    StreamError,
+    ValidationError,
+)
+from ledger.durations import parse_duration
+from ledger.events import MAX_RUN_ID, name_problem
+from ledger.text import visible, visible_lines
+from ledger.urls import DATABASE_URL_ENV, mask_secrets, mask_url, resolve_database_url
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+RUN_ID = click.IntRange(1, MAX_RUN_ID)
+SOURCE_ID = click.IntRange(0, MAX_RUN_ID)
+FILE = click.Path(dir_okay=False, path_type=Path)
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("ledger.cli")
+
+
+class ProblemFound(click.ClickException):
+    """A check found a problem, or the database failed: exit 1, message on stderr."""
+
+    exit_code = EXIT_PROBLEM
+
+    def __init__(self, message: str) -> None:
+        # Messages quote input and stored data: no ESC or CR from them reaches the terminal.
+        super().__init__(visible_lines(mask_secrets(message)))
+
+
+class BadInput(ProblemFound):
+    """Bad usage or input: exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def exit_code_for(error: LedgerError) -> int:
+    if isinstance(error, ValidationError | StreamError | ConcurrencyError | ConfigurationError):
+        return EXIT_USAGE
+    return EXIT_PROBLEM
+
+
+@contextmanager
+def library_errors() -> Iterator[None]:
+    """A library error raised inside becomes its one-line message and exit code."""
+    try:
+        yield
+    except LedgerError as error:
+        exception = BadInput if exit_code_for(error) == EXIT_USAGE else ProblemFound
+        raise exception(str(error)) from error
+
+
+def open_ledger(db_url: str | None) -> Ledger:
+    url = resolve_database_url(db_url)
+    with library_errors():
+        ledger = Ledger.from_url(url)
+    log.info("using %s", mask_url(url))
+    return ledger
+
+
+def default_actor() -> str:
+    actor = f"operator:{getpass.getuser()}"
+    problem = name_problem(actor)
+    if problem is not None:
+        raise BadInput(f"the user name in {actor!r} cannot be an actor ({problem}): give --actor")
+    return actor
+
+
+# ---------------------------------------------------------------------- options
+
+
+def db_option(command: F) -> F:
+    return click.option(
+        "--db",
+        "db_url",
+        metavar="URL",
+        default=None,
+        help=f"Database URL (else ${DATABASE_URL_ENV}, else sqlite:///ledger.db).",
+    )(command)
+
+
+def spool_option(command: F) -> F:
+    return click.option(
+        "--spool-dir",
+        default=None,
+        metavar="DIR",
+        help=f"Where events wait while the ledger is unreachable (else ${SPOOL_DIR_ENV}, "
+        f"else ./{DEFAULT_SPOOL_DIR}).",
+    )(command)
+
+
+def format_option(
+    *choices: str, default: str = "table", help: str | None = None
+) -> Callable[[F], F]:
+    def decorate(command: F) -> F:
+        return click.option(
+            "--format",
+            "output_format",
+            type=click.Choice(choices),
+            default=default,
+            show_default=True,
+            help=help,
+        )(command)
+
+    return decorate
+
+
+output_format_option = format_option("table", "json")
+
+
+def seconds_option(
+    name: str, minimum: float, default: float, help: str | None = None
+) -> Callable[[F], F]:
+    def decorate(command: F) -> F:
+        return click.option(
+            name, type=click.FloatRange(min=minimum), default=default, show_default=True, help=help
+        )(command)
+
+    return decorate
+
+
+def actor_option(help: str) -> Callable[[F], F]:
+    """``--actor NAME``, held to the ledger's name rule (:func:`check_name`)."""
+
+    def decorate(command: F) -> F:
+        return click.option("--actor", default=None, callback=check_name, help=help)(command)
+
+    return decorate
+
+
+class DurationParam(click.ParamType[timedelta]):
+    """``90s`` / ``15m`` / ``6h`` / ``2d``."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(
+                str(value),
+                f"--{param.name.replace('_', '-')}" if param and param.name else "duration",
+            )
+        except LedgerError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = DurationParam()
+
+
+def check_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The name rule of the ledger (no invisible character, no whitespace at either end) for a
+    name given on the command line, as a usage error before anything is done."""
+    problem = None if value is None else name_problem(value)
+    if problem is not None:
+        raise click.BadParameter(visible(problem), ctx=ctx, param=param)
+    return value
+
+
+# ---------------------------------------------------------------------- rendering
+
+
+def echo_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def cell(value: object) -> str:
+    """A value as people read it; data is made visible (no control or format character)."""
+    if value is None:
+        return "—"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return visible(str(value))
+
+
+def add_text_row(table: Table, *values: object) -> None:
+    """A table row of plain ``Text`` cells: rich reads a ``str`` cell as markup and emoji
+    codes, so ``[link=…]`` or ``[bold red]PASS[/]`` in a stored name would be obeyed."""
+    table.add_row(*(Text(cell(value)) for value in values))
+
+
+def new_table(title: str, columns: tuple[str, ...], **options: Any) -> Table:
+    """A table with these columns, each made with ``options`` (``overflow="fold"``: long
+    values wrap instead of being cut)."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, **options)
+    return table
+
+
+def wide_console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=200)

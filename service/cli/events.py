@@ -1,0 +1,89 @@
+"""``ledger append`` and ``ledger events``: JSON Lines in, events out."""
+
+from __future__ import annotations
+
+import json
+from typing import IO
+
+import click
+
+from ledger import RecordedEvent
+from ledger.schema import MAX_POSITION
+from ledger.store import read_events
+from ledger.text import clip, visible
+from ledger.wire import append_lines, read_lines, wire_line
+from service.cli.common import (
+    RUN_ID,
+    add_text_row,
+    db_option,
+    format_option,
+    library_errors,
+    new_table,
+    open_ledger,
+    wide_console,
+)
+
+
+@click.command()
+@click.argument("source", type=click.File("rb"), default="-")
+@db_option
+def append(source: IO[bytes], db_url: str | None) -> None:
+    """Append events from a JSON Lines FILE (or - for stdin), all or nothing.
+
+    Every line is validated first; if any is invalid, each bad line is reported with its line
+    number and field, and nothing is appended. A new run's lines may carry "run_ref": "LABEL"
+    instead of run_id; the summary maps each label to the run id allocated.
+    """
+    with library_errors():  # every line is read before the ledger is opened
+        batch = read_lines(source)
+    ledger = open_ledger(db_url)
+    with library_errors():
+        result = append_lines(ledger, batch)
+    click.echo(json.dumps(result.to_dict(), sort_keys=True))
+
+
+@click.command()
+@click.option("--run", "run_id", type=RUN_ID, default=None, help="Only this run, in version order.")
+@click.option(
+    "--after", type=click.IntRange(0, MAX_POSITION), default=0, help="Only positions after POS."
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N events.")
+@format_option("table", "jsonl", help="jsonl output can be appended again as-is (idempotent).")
+@db_option
+def events(
+    run_id: int | None, after: int, limit: int | None, output_format: str, db_url: str | None
+) -> None:
+    """Read events back, in position order (or one run's in version order)."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        rows = read_events(ledger, run_id, after, limit)
+        if output_format == "jsonl":
+            for event in rows:
+                click.echo(wire_line(event))
+        else:
+            print_events_table(list(rows))
+
+
+def print_events_table(rows: list[RecordedEvent]) -> None:
+    table = new_table(
+        f"{len(rows)} event(s)",
+        ("position", "run", "version", "type", "occurred_at (UTC)", "actor", "payload"),
+        overflow="fold",
+    )
+    for event in rows:
+        add_text_row(
+            table,
+            event.position,
+            event.run_id,
+            event.version,
+            event.type,
+            event.occurred_at.strftime("%Y-%m-%d %H:%M:%S.%f"),
+            event.actor,
+            _payload_summary(event),
+        )
+    wide_console().print(table)
+
+
+def _payload_summary(event: RecordedEvent) -> str:
+    data = {k: v for k, v in event.payload_data.items() if v not in (None, 0, {}, [])}
+    return clip(visible(", ".join(f"{k}={v}" for k, v in sorted(data.items()))), 120)

@@ -1,0 +1,146 @@
+"""``ledger project`` and ``ledger rebuild``: keep the ingestion_runs read model current."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from ledger.urls import mask_url
+from projections import Projector
+from projections import rebuild as rebuild_projection
+from projections.projector import DEFAULT_BATCH_SIZE
+from service.cli.common import (
+    BadInput,
+    actor_option,
+    cell,
+    db_option,
+    default_actor,
+    library_errors,
+    open_ledger,
+    seconds_option,
+)
+
+
+@click.command()
+@click.option("--follow", is_flag=True, help="Keep tailing the ledger until SIGINT/SIGTERM.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Events per transaction.",
+)
+@seconds_option("--interval", 0.01, 1.0, "Seconds between polls when caught up (with --follow).")
+@click.option(
+    "--skip-position",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Record that this position (a poison event) is not to be applied.",
+)
+@click.option("--reason", default=None, help="Why the position is skipped (required with it).")
+@actor_option("Who decides the skip (default: operator:$USER).")
+@db_option
+def project(
+    follow: bool,
+    batch_size: int,
+    interval: float,
+    skip_position: int | None,
+    reason: str | None,
+    actor: str | None,
+    db_url: str | None,
+) -> None:
+    """Apply pending events to the ingestion_runs read model (exactly once)."""
+    if skip_position is not None and not reason:
+        raise BadInput("--skip-position needs --reason TEXT")
+    ledger = open_ledger(db_url)
+    projector = Projector(ledger, batch_size=batch_size)
+    with library_errors():
+        if skip_position is not None:
+            skip = projector.skip(skip_position, reason or "", actor or default_actor())
+            click.echo(
+                f"position {skip_position} ({cell(skip['event_type'])}) will be skipped: "
+                f"{cell(reason)} (by {cell(skip['actor'])})"
+            )
+        if follow:
+            stop = threading.Event()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stop.set())
+            click.echo(f"following {mask_url(ledger.url)} (Ctrl-C to stop)", err=True)
+            projector.follow(stop, interval=interval)
+            click.echo("stopped after the current batch", err=True)
+        else:
+            applied = projector.run_once()
+            click.echo(
+                f"applied {applied} event(s); checkpoint at {projector.checkpoint().position}"
+            )
+
+
+@click.command()
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True
+)
+@db_option
+def rebuild(batch_size: int, db_url: str | None) -> None:
+    """Replay all history into shadow tables and swap them in atomically."""
+    ledger = open_ledger(db_url)
+    with library_errors(), rebuild_progress() as progress:
+        result = rebuild_projection(ledger, batch_size=batch_size, progress=progress)
+    rate = result.events / result.seconds if result.seconds else 0.0
+    click.echo(
+        f"rebuilt ingestion_runs: {result.events} event(s), {result.runs} run(s) in "
+        f"{result.seconds:.1f}s ({rate:,.0f} events/s); checkpoint at {result.position}"
+    )
+
+
+class EventRateColumn(ProgressColumn):
+    """Events per second, for the rebuild's progress bar."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("—" if speed is None else f"{speed:,.0f} events/s")
+
+
+@contextmanager
+def rebuild_progress() -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on a terminal; a plain line every 10% otherwise."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        last = [-1]
+
+        def plain(done: int, total: int) -> None:
+            tenth = (10 * done // total) if total else 10
+            if tenth != last[0]:
+                last[0] = tenth
+                click.echo(f"replayed {done}/{total} events", err=True)
+
+        yield plain
+        return
+    columns = (
+        TextColumn("rebuild"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        EventRateColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("rebuild", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=max(total, done))
+
+        yield update

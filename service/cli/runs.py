@@ -1,0 +1,337 @@
+"""``ledger runs`` (list, show, fail), ``stuck``, ``sweep`` and ``status``: runs and health."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ledger import StuckRun, fail_run, stuck_runs, sweep
+from ledger.clock import utcnow
+from ledger.durations import format_duration
+from ledger.text import clip, visible
+from ledger.urls import mask_url
+from projections.queries import RunFilter, find_run, find_runs, jsonable_row
+from projections.schema import RUN_STATUSES
+from service.cli.common import (
+    DURATION,
+    EXIT_PROBLEM,
+    FILE,
+    RUN_ID,
+    SOURCE_ID,
+    BadInput,
+    F,
+    ProblemFound,
+    actor_option,
+    add_text_row,
+    cell,
+    db_option,
+    default_actor,
+    echo_json,
+    library_errors,
+    new_table,
+    open_ledger,
+    output_format_option,
+    spool_option,
+    wide_console,
+)
+from service.config import load_config
+from service.metrics import status_report
+
+
+@click.group()
+def runs() -> None:
+    """Read runs from ingestion_runs, now or as they were at a past moment."""
+
+
+def as_of_options(command: F) -> F:
+    command = click.option(
+        "--at-position",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Replay the ledger up to this position instead.",
+    )(command)
+    return click.option(
+        "--as-of",
+        "as_of",
+        default=None,
+        metavar="TIME",
+        help="Replay the ledger as recorded at TIME (ISO-8601; no zone means UTC).",
+    )(command)
+
+
+def parse_moment(as_of: str | None, at_position: int | None) -> datetime | None:
+    if as_of is not None and at_position is not None:
+        raise BadInput("give --as-of or --at-position, not both")
+    if as_of is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadInput(f"--as-of: {as_of!r} is not an ISO-8601 time ({exc})") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@runs.command("list")
+@click.option("--status", type=click.Choice(RUN_STATUSES), default=None)
+@click.option("--connector", default=None, help="Only this connector name.")
+@click.option("--source", "source_id", type=SOURCE_ID, default=None, help="Only this source id.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@as_of_options
+@output_format_option
+@db_option
+def runs_list(
+    status: str | None,
+    connector: str | None,
+    source_id: int | None,
+    limit: int,
+    as_of: str | None,
+    at_position: int | None,
+    output_format: str,
+    db_url: str | None,
+) -> None:
+    """List runs, newest first."""
+    run_filter = RunFilter(status=status, connector=connector, source_id=source_id, limit=limit)
+    moment = parse_moment(as_of, at_position)
+    ledger = open_ledger(db_url)
+    with library_errors():
+        view = find_runs(ledger, run_filter, moment, at_position)
+    if output_format == "json":
+        echo_json(view.jsonable())
+        return
+    title = "ingestion_runs"
+    if view.position is not None:
+        title += f" as of position {view.position}"
+    table = new_table(
+        f"{title}: {len(view.rows)} run(s), times in UTC",
+        (
+            "id",
+            "source",
+            "connector",
+            "status",
+            "started",
+            "completed",
+            "duration",
+            "fetched/created/updated/skipped",
+            "error",
+        ),
+        overflow="fold",
+    )
+    for row in view.rows:
+        duration = row["duration"]
+        add_text_row(
+            table,
+            row["id"],
+            row["sourceId"],
+            row["connectorName"],
+            row["status"],
+            row["startedAt"],
+            row["completedAt"],
+            None if duration is None else format_duration(duration),
+            f"{row['recordsFetched']}/{row['recordsCreated']}/{row['recordsUpdated']}/"
+            f"{row['recordsSkipped']}",
+            clip(visible(row["errorMessage"] or ""), 60),
+        )
+    wide_console().print(table)
+
+
+@runs.command("show")
+@click.argument("run_id", type=RUN_ID)
+@as_of_options
+@output_format_option
+@db_option
+def runs_show(
+    run_id: int, as_of: str | None, at_position: int | None, output_format: str, db_url: str | None
+) -> None:
+    """Show one run and its status transitions."""
+    moment = parse_moment(as_of, at_position)
+    ledger = open_ledger(db_url)
+    with library_errors():
+        view = find_run(ledger, run_id, moment, at_position)
+    where = "in ingestion_runs" if view.position is None else f"as of position {view.position}"
+    row = view.row
+    if row is None:
+        if view.position is not None:
+            raise BadInput(f"run {run_id} did not exist yet {where}")
+        # In the ledger, not yet in the table: the projection is behind, not the caller wrong.
+        raise ProblemFound(
+            f"run {run_id} is in the ledger but not yet in ingestion_runs: the projection is "
+            "behind (is a projector running? `ledger project` catches up)"
+        )
+    if output_format == "json":
+        echo_json(jsonable_row(row))
+        return
+    table = Table(title=f"run {run_id} {where}", show_header=False)
+    table.add_column("column")
+    table.add_column("value", overflow="fold")
+    for key, value in row.items():
+        shown = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+        if key == "duration" and value is not None:
+            shown = f"{value}s ({format_duration(value)})"
+        add_text_row(table, key, shown)
+    wide_console().print(table)
+    steps = new_table("transitions", ("position", "at (UTC)", "from", "to", "actor"))
+    for step in view.transitions:
+        add_text_row(steps, step.position, step.at, step.from_status, step.to_status, step.actor)
+    wide_console().print(steps)
+
+
+@runs.command("fail")
+@click.argument("run_id", type=RUN_ID)
+@click.option("--reason", required=True, help="Why the run is declared failed (recorded).")
+@actor_option("Who decides (default: $USER); recorded as operator:NAME.")
+@db_option
+def runs_fail(run_id: int, reason: str, actor: str | None, db_url: str | None) -> None:
+    """Declare an open run failed: appends RunTimedOut with detected_by=operator:NAME."""
+    ledger = open_ledger(db_url)
+    actor = actor or default_actor()
+    with library_errors():
+        position = fail_run(ledger, run_id, reason, actor)
+    click.echo(f"run {run_id} failed by {actor} at position {position}: {visible(reason)}")
+
+
+# ---------------------------------------------------------------------- stuck runs
+
+
+def threshold_options(command: F) -> F:
+    command = click.option(
+        "--max-runtime",
+        type=DURATION,
+        default=None,
+        help="Also stuck: started longer ago than this (e.g. 6h).",
+    )(command)
+    return click.option(
+        "--older-than",
+        type=DURATION,
+        default="60m",
+        show_default=True,
+        help="Stuck: no activity for longer than this.",
+    )(command)
+
+
+def print_stuck_table(stuck: list[StuckRun], title: str) -> None:
+    table = new_table(
+        f"{title}: {len(stuck)} run(s), times in UTC",
+        ("run", "source", "connector", "started", "last activity", "silent for", "rule"),
+    )
+    now = utcnow()
+    for run in stuck:
+        add_text_row(
+            table,
+            run.run_id,
+            run.source_id,
+            run.connector_name,
+            run.started_at,
+            run.last_event_at,
+            format_duration(now - run.last_event_at),
+            f"{run.rule} (> {format_duration(run.threshold)})",
+        )
+    wide_console().print(table)
+
+
+@click.command()
+@threshold_options
+@output_format_option
+@db_option
+def stuck(
+    older_than: timedelta, max_runtime: timedelta | None, output_format: str, db_url: str | None
+) -> None:
+    """List runs with no terminal event and no recent activity; exit 1 if there are any."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        found = stuck_runs(ledger, older_than=older_than, max_runtime=max_runtime)
+    if output_format == "json":
+        echo_json([run.to_dict() for run in found])
+    else:
+        print_stuck_table(found, "stuck runs")
+    if found:
+        sys.exit(EXIT_PROBLEM)
+
+
+@click.command("sweep")
+@threshold_options
+@click.option("--dry-run", is_flag=True, help="Only show what would be timed out.")
+@output_format_option
+@db_option
+def sweep_command(
+    older_than: timedelta,
+    max_runtime: timedelta | None,
+    dry_run: bool,
+    output_format: str,
+    db_url: str | None,
+) -> None:
+    """Append RunTimedOut for every stuck run (RunStarted .. no terminal event)."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        result = sweep(ledger, dry_run=dry_run, older_than=older_than, max_runtime=max_runtime)
+    if output_format == "json":
+        echo_json(result.to_dict())
+    else:
+        print_stuck_table(result.timed_out, "would time out" if dry_run else "timed out")
+        for run, why in result.skipped:
+            click.echo(f"left run {run.run_id} alone: {visible(why)}")
+
+
+# ---------------------------------------------------------------------- status
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=FILE,
+    default=None,
+    help="Take thresholds, spool folder and database from this config.",
+)
+@spool_option
+@output_format_option
+@db_option
+def status(
+    config_path: Path | None, spool_dir: str | None, output_format: str, db_url: str | None
+) -> None:
+    """Head, open and stuck runs, runs by status, projection lag and errors, spool backlog."""
+    with library_errors():
+        config = load_config(config_path) if config_path else None
+    ledger = open_ledger(db_url or (config.database_url if config else None))
+    with library_errors():
+        report = status_report(ledger, config, spool_dir)
+    if output_format == "json":
+        echo_json(report.to_dict())
+        return
+    head = report.status
+    figures = report.figures
+    click.echo(f"database:   {mask_url(ledger.url)}")
+    click.echo(
+        f"head:       position {head.head_position}"
+        + (f", last append {cell(head.head_recorded_at)} UTC" if head.head_recorded_at else "")
+    )
+    click.echo(f"head hash:  {head.head_hash}")
+    click.echo(
+        f"open runs:  {head.open_runs} ({figures.stuck_runs} stuck: no activity for "
+        f"{format_duration(report.stale_after)})"
+    )
+    click.echo(
+        "runs:       "
+        + ", ".join(f"{count} {name}" for name, count in figures.runs_by_status.items())
+    )
+    click.echo(f"spool:      {figures.spool_backlog} event(s) waiting in {report.spool_path}")
+    for projection in head.projections:
+        checkpoint = projection.checkpoint
+        click.echo(
+            f"projection {projection.name}: checkpoint {checkpoint.position}, lag "
+            f"{projection.lag_events} event(s) / {projection.lag_seconds:.1f}s"
+        )
+        if checkpoint.error_position is not None:
+            click.echo(
+                f"  STOPPED at position {checkpoint.error_position} "
+                f"({cell(checkpoint.error_type)}): {cell(checkpoint.error_message)}"
+            )
+        for skip in projection.skips:
+            click.echo(
+                f"  skipped position {skip.position} ({cell(skip.event_type)}) by "
+                f"{cell(skip.actor)} at {cell(skip.skipped_at)} UTC: {cell(skip.reason)}"
+            )

@@ -1,0 +1,73 @@
+"""``ledger serve`` and ``ledger config check``: the long-running service and its config."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ledger.durations import format_duration
+from ledger.urls import mask_url
+from service.cli.common import EXIT_OK, FILE, library_errors
+from service.config import load_config
+from service.serve import LedgerService
+
+
+@click.command("serve")
+@click.option(
+    "--config",
+    "config_path",
+    type=FILE,
+    default=Path("ledger.toml"),
+    show_default=True,
+    help="The TOML config file.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus metrics on PORT (overrides serve.metrics_port; the address is "
+    "serve.metrics_host, 127.0.0.1 by default).",
+)
+def serve_command(config_path: Path, metrics_port: int | None) -> None:
+    """Run connectors on their schedules, the projector, the sweeper and spool flushing."""
+    with library_errors():
+        config = load_config(config_path)
+        service = LedgerService(config, metrics_port)
+    click.echo(
+        f"serving {mask_url(config.database_url)} with "
+        f"{sum(c.enabled for c in config.connectors)} scheduled "
+        "connector(s); SIGTERM or Ctrl-C to stop",
+        err=True,
+    )
+    with library_errors():
+        service.run()
+    # Every run is closed and the projector's batch is committed; a connector thread still
+    # blocked in I/O (its run already ended "shutdown") must not hold the exit hostage.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_OK)
+
+
+@click.group("config")
+def config_group() -> None:
+    """The ledger serve configuration file."""
+
+
+@config_group.command("check")
+@click.argument("path", type=FILE)
+def config_check(path: Path) -> None:
+    """Validate a config file; exit 2 naming each bad key."""
+    with library_errors():
+        config = load_config(path)
+    enabled = [c for c in config.connectors if c.enabled]
+    click.echo(
+        f"{path}: valid; database {mask_url(config.database_url)}; "
+        f"{len(enabled)} connector(s) scheduled of {len(config.connectors)}; "
+        f"stale after {format_duration(config.thresholds.stale_after)}; sweep every "
+        f"{format_duration(config.sweeper.interval)}"
+    )

@@ -1,0 +1,247 @@
+"""``ledger verify``, ``anchor``, ``audit`` and ``report``: proof that the ledger holds."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from forensics.anchors import anchors_from, append_anchor, current_anchor
+from forensics.audit import TimelineEntry, audit_run
+from forensics.report import build_report, render_json, render_text, report_passed
+from forensics.verify import VerifyReport, verify_all
+from ledger.clock import isoformat_utc
+from ledger.durations import format_duration
+from ledger.text import visible
+from service.cli.common import (
+    DURATION,
+    EXIT_PROBLEM,
+    FILE,
+    RUN_ID,
+    BadInput,
+    add_text_row,
+    db_option,
+    echo_json,
+    format_option,
+    library_errors,
+    new_table,
+    open_ledger,
+    output_format_option,
+    wide_console,
+)
+
+
+@click.command()
+@click.option("--chain-only", is_flag=True, help="Only recompute the hash chain (fastest).")
+@click.option(
+    "--anchor",
+    "anchor_files",
+    multiple=True,
+    metavar="FILE",
+    type=click.Path(path_type=Path),
+    help="Anchor lines kept outside the database (`ledger anchor`): the ledger must still "
+    "hold every one. Repeatable.",
+)
+@click.option(
+    "--expect-head",
+    "expected_heads",
+    multiple=True,
+    metavar="POS:HASH",
+    help="One anchor given inline: the ledger must hold this hash at this position.",
+)
+@output_format_option
+@db_option
+def verify(
+    chain_only: bool,
+    anchor_files: tuple[Path, ...],
+    expected_heads: tuple[str, ...],
+    output_format: str,
+    db_url: str | None,
+) -> None:
+    """Check the hash chain, the stream rules, the projection against a replay, the run
+    registry against the events, the projection skips, the immutability triggers and any
+    anchors given; exit 1 naming each problem."""
+    with library_errors():  # a bad anchor is the caller's mistake: exit 2 before any check
+        anchors = anchors_from(anchor_files, expected_heads)
+    ledger = open_ledger(db_url)
+    with library_errors():
+        report = verify_all(ledger, anchors, chain_only=chain_only)
+    if output_format == "json":
+        echo_json(report.to_dict())
+    else:
+        print_verdict(report)
+        print_verify_details(report)
+    if not report.ok:
+        sys.exit(EXIT_PROBLEM)
+
+
+def print_verdict(report: VerifyReport) -> None:
+    if report.ok:
+        what = (
+            "hash chain"
+            if report.chain_only
+            else "chain, stream rules, projection, registry, skips and triggers"
+        )
+        click.echo(f"verified {what}: {report.events} event(s), {report.runs} run(s), no problem")
+        return
+    click.echo(f"{len(report.problems)} problem(s):")
+    for problem in report.problems:
+        where = ", ".join(
+            f"{k} {v}"
+            for k, v in (
+                ("position", problem.position),
+                ("run", problem.run_id),
+                ("column", problem.column),
+            )
+            if v and problem.check != "triggers"
+        )
+        click.echo(
+            f"  [{problem.check}] {visible(problem.message)}"
+            + (f" ({visible(where)})" if where else "")
+        )
+
+
+def print_verify_details(report: VerifyReport) -> None:
+    """What an auditor keeps besides the verdict: the head checked (to anchor), the triggers,
+    the anchors and the skipped events."""
+    head = report.head
+    if head is not None:
+        when = f", recorded {isoformat_utc(head.last_recorded_at)}" if head.last_recorded_at else ""
+        click.echo(f"head: position {head.last_position}, hash {head.last_hash}{when}")
+    triggers = report.triggers
+    if triggers is not None and not triggers.checked:
+        click.echo(f"triggers: NOT CHECKED: {visible(triggers.unchecked_reason or '')}")
+    elif triggers is not None and triggers.ok:
+        click.echo(f"triggers: {', '.join(triggers.expected)} as defined")
+    held = sum(check.ok for check in report.anchors)
+    if report.anchors:
+        click.echo(f"anchors: {held} of {len(report.anchors)} held")
+    for skip in report.skips:
+        run = f" of run {skip.run_id}" if skip.run_id is not None else ""
+        click.echo(
+            f"skipped by projection {visible(skip.name)}: position {skip.position} "
+            f"({visible(skip.event_type)}{run}) by {visible(skip.actor)} at "
+            f"{isoformat_utc(skip.skipped_at)}: {visible(skip.reason)}"
+        )
+
+
+@click.command("anchor")
+@click.option(
+    "--output",
+    "-o",
+    type=FILE,
+    default=None,
+    help="Append the line to FILE (created if missing, fsynced) instead of printing it.",
+)
+@db_option
+def anchor_command(output: Path | None, db_url: str | None) -> None:
+    """Print the ledger head as one line, `position hash recorded_at`, to keep outside the
+    database; `ledger verify --anchor FILE` then fails if the ledger no longer holds it."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        if output is None:
+            click.echo(current_anchor(ledger).line())
+            return
+        anchor = append_anchor(ledger, output)
+    click.echo(f"appended to {output}: {anchor.line()}", err=True)
+
+
+@click.command()
+@click.argument("run_id", type=RUN_ID)
+@output_format_option
+@db_option
+def audit(run_id: int, output_format: str, db_url: str | None) -> None:
+    """A run's full timeline: every event, the status after it, its hash, silences."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        timeline = audit_run(ledger, run_id)
+    if output_format == "json":
+        echo_json([entry.to_dict() for entry in timeline])
+    else:
+        print_audit(run_id, timeline)
+    if not all(entry.hash_ok for entry in timeline):
+        sys.exit(EXIT_PROBLEM)
+
+
+def print_audit(run_id: int, timeline: list[TimelineEntry]) -> None:
+    table = new_table(
+        f"run {run_id}: {len(timeline)} event(s), times in UTC",
+        ("pos", "v", "type", "occurred", "recorded", "actor", "what", "status", "hash", "notes"),
+        overflow="fold",
+    )
+    for entry in timeline:
+        event = entry.event
+        notes = []
+        if entry.silence_before is not None and entry.silence_before >= timedelta(minutes=1):
+            notes.append(f"silent {format_duration(entry.silence_before)} before")
+        if entry.late:
+            notes.append("LATE: after the timeout")
+        if entry.recorded_late:
+            notes.append(
+                f"recorded {format_duration(event.recorded_at - event.occurred_at)} "
+                "after it happened"
+            )
+        add_text_row(
+            table,
+            event.position,
+            event.version,
+            event.type,
+            event.occurred_at,
+            event.recorded_at,
+            event.actor,
+            entry.summary,
+            entry.status_after,
+            "ok" if entry.hash_ok else "BROKEN",
+            "; ".join(notes) or None,
+        )
+    wide_console().print(table)
+
+
+@click.command()
+@format_option("text", "json", "markdown", default="text")
+@click.option(
+    "--output",
+    type=FILE,
+    default=None,
+    help="Write the report to FILE instead of stdout.",
+)
+@click.option(
+    "--stuck-after",
+    type=DURATION,
+    default="60m",
+    show_default=True,
+    help="Silence after which an open run counts as stuck.",
+)
+@click.option(
+    "--latest",
+    type=click.IntRange(1, 1000),
+    default=5,
+    show_default=True,
+    help="How many of the latest runs section C lists.",
+)
+@db_option
+def report(
+    output_format: str, output: Path | None, stuck_after: timedelta, latest: int, db_url: str | None
+) -> None:
+    """The proof report: schema, statuses, latest runs, transitions, stuck runs, conditions;
+    exit 1 if a condition fails."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        data = build_report(ledger, stuck_after=stuck_after, latest=latest)
+    text = (
+        render_json(data)
+        if output_format == "json"
+        else render_text(data, markdown=output_format == "markdown")
+    )
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"cannot write the report to {output}: {exc.strerror}") from exc
+        click.echo(f"report written to {output}", err=True)
+    if not report_passed(data):
+        sys.exit(EXIT_PROBLEM)

@@ -1,0 +1,117 @@
+"""``ledger/wire.py``: JSON Lines read into events with structured problems, appended naming
+the line of each event the ledger refuses, and written back in the wire form."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ledger import (
+    InputProblem,
+    Ledger,
+    LedgerError,
+    RunFinished,
+    StreamError,
+    ValidationError,
+)
+from ledger.wire import MAX_LISTED_PROBLEMS, append_lines, read_lines, wire_line
+
+
+def jsonl(*events: dict[str, object]) -> list[bytes]:
+    return [json.dumps(event).encode() + b"\n" for event in events]
+
+
+STARTED = {"type": "RunStarted", "source_id": 1, "connector_name": "S"}
+
+
+def test_lines_are_read_with_their_numbers_blank_lines_and_a_bom_skipped() -> None:
+    source = [b"\xef\xbb\xbf" + jsonl(STARTED)[0], b"\n", b"  \r\n", *jsonl(STARTED)]
+    batch = read_lines(source)
+    assert [event.type for event in batch.events] == ["RunStarted", "RunStarted"]
+    assert batch.line_numbers == [1, 4]
+
+
+def test_every_bad_line_is_one_structured_problem_none_is_appended() -> None:
+    source = [
+        *jsonl(STARTED),
+        b"not json\n",
+        b'{"a": 1, "a": 2}\n',
+        b"\xff\n",
+        b"[1]\n",
+        *jsonl({"type": "RunProgressed", "run_id": 1, "records_fetched": -1}),
+    ]
+    with pytest.raises(ValidationError) as caught:
+        read_lines(source)
+    found = [(p.line, p.field) for p in caught.value.details]
+    assert found == [(2, None), (3, "a"), (4, None), (5, None), (6, "records_fetched")]
+    assert caught.value.problems[1] == "line 3: a: given more than once in one object"
+    assert str(caught.value).startswith("invalid input, nothing was appended:\n  line 2: ")
+
+
+def test_the_message_lists_the_first_problems_each_on_one_line() -> None:
+    source = [b"nope\n"] * (MAX_LISTED_PROBLEMS + 3) + jsonl({"type": "X", "a\nline 1: ok": 1})
+    with pytest.raises(ValidationError) as caught:
+        read_lines(source)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 1 + MAX_LISTED_PROBLEMS + 1
+    assert lines[-1] == "  … and 4 more problem(s)"
+    assert len(caught.value.details) == MAX_LISTED_PROBLEMS + 4
+
+
+def test_problems_of_the_batch_checks_name_their_lines(ledger: Ledger) -> None:
+    batch = read_lines(
+        [
+            *jsonl({**STARTED, "schema_version": 2}),
+            b"\n",
+            *jsonl({"type": "RunProgressed", "run_ref": "nope"}),
+        ]
+    )
+    with pytest.raises(ValidationError) as caught:
+        append_lines(ledger, batch)
+    assert caught.value.details == (
+        InputProblem("schema_version", "RunStarted is written at schema_version 1, got 2", 0, 1),
+        InputProblem("run_ref", "'nope' names no RunStarted earlier in this batch", 1, 3),
+    )
+    assert isinstance(caught.value.__cause__, ValidationError)
+    assert ledger.head().last_position == 0
+
+
+def test_a_stream_rule_names_the_line_and_the_field_that_names_the_run(ledger: Ledger) -> None:
+    run_id = ledger.start_run(1, "S")
+    ledger.append([RunFinished(run_id=run_id, status="success")])
+    batch = read_lines(jsonl(STARTED, {"type": "RunProgressed", "run_id": run_id}))
+    with pytest.raises(ValidationError) as caught:
+        append_lines(ledger, batch)
+    (problem,) = caught.value.details
+    assert (problem.line, problem.field, problem.index) == (2, "run_id", 1)
+    assert str(caught.value).startswith(f"line 2: run {run_id}: RunProgressed after RunFinished")
+    assert str(caught.value).endswith("; field: run_id")
+    assert isinstance(caught.value.__cause__, StreamError)
+    assert ledger.head().last_position == 2
+
+
+def test_every_line_ahead_of_the_ledger_clock_is_named(ledger: Ledger) -> None:
+    ahead = {**STARTED, "occurred_at": "2999-01-01T00:00:00Z"}
+    batch = read_lines([*jsonl(ahead), *jsonl(STARTED), *jsonl(ahead)])
+    with pytest.raises(ValidationError) as caught:
+        append_lines(ledger, batch)
+    assert [(p.line, p.field) for p in caught.value.details] == [
+        (1, "occurred_at"),
+        (3, "occurred_at"),
+    ]
+    assert ledger.head().last_position == 0
+
+
+def test_the_wire_form_appends_again_as_a_duplicate(ledger: Ledger) -> None:
+    first = append_lines(ledger, read_lines(jsonl(STARTED)))
+    assert first.to_dict()["appended"] == 1
+    exported = [wire_line(event).encode() + b"\n" for event in ledger.read_all()]
+    again = append_lines(ledger, read_lines(exported))
+    assert (again.appended, again.duplicates) == (0, 1)
+
+
+def test_an_empty_batch_still_reads_the_head() -> None:
+    unmigrated = Ledger.from_url("sqlite://")
+    with pytest.raises(LedgerError, match="ledger migrate"):
+        append_lines(unmigrated, read_lines([b"\n"]))
