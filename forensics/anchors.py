@@ -28,11 +28,10 @@ from ledger.clock import isoformat_utc
 from ledger.errors import LedgerError, ValidationError
 from ledger.reads import read_head, stored_refs
 from ledger.recorded import StoredRef
-from ledger.schema import GENESIS_HASH
+from ledger.schema import GENESIS_HASH, MAX_POSITION
 from ledger.store import Ledger
 from ledger.text import clip
 
-MAX_POSITION = 2**63 - 1  # BIGINT
 _POSITION = re.compile(r"[0-9]+")
 _HASH = re.compile(r"[0-9a-fA-F]{64}")
 _RECORDED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")

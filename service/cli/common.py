@@ -26,6 +26,7 @@ from ledger import (
     StreamError,
     ValidationError,
 )
+from ledger.clock import format_utc_seconds
 from ledger.durations import parse_duration
 from ledger.events import MAX_RUN_ID, name_problem
 from ledger.text import visible, visible_lines
@@ -195,7 +196,7 @@ def cell(value: object) -> str:
     if value is None:
         return "—"
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
+        return format_utc_seconds(value)
     return visible(str(value))
 
 
