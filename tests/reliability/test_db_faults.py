@@ -10,7 +10,7 @@
   runs complete, and the projection equals a fresh rebuild.
 
 A real database behind a real socket: nothing is mocked. MariaDB only: SQLite has no network
-(its outage, a held write lock, is covered by tests/test_connectors.py).
+(its outage, a held write lock, is covered by tests/connectors/test_sdk_and_connectors.py).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from projections import Projector, rebuild
 from tests.projection_support import replayed_rows, table_rows
 from tests.reliability.fault_proxy import FAULTS, FaultProxy
 from tests.reliability.summary import Summary
-from tests.test_serve import (
+from tests.service.test_serve import (
     REPO,
     STATIONS,
     finished_runs,

@@ -76,8 +76,8 @@ from service.metrics import collect_figures
 from tests import support
 from tests.net_support import JsonServer
 from tests.reliability.summary import Summary
+from tests.service.test_grants import readme_grants
 from tests.support import drop_triggers
-from tests.test_grants import readme_grants
 
 REPO = Path(__file__).resolve().parents[2]
 LEDGER = (sys.executable, "-c", "from service.cli import main; main()")

@@ -17,7 +17,7 @@ from tests import support
 from tests.reliability.fault_proxy import FaultProxy
 from tests.reliability.summary import Summary
 from tests.reliability.test_db_faults import LineLog, database_up_metric, through, wait_until
-from tests.test_serve import STATIONS, finished_runs, free_port, serve, write_config
+from tests.service.test_serve import STATIONS, finished_runs, free_port, serve, write_config
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ STUCK = 6
 @pytest.fixture
 def proxy(backend: str, db_url: str) -> Iterator[FaultProxy]:
     if backend != "mysql":
-        pytest.skip("a lost COMMIT reply needs a socket (tests/test_stuck_and_sweep.py has both)")
+        pytest.skip("a lost COMMIT reply needs a socket (tests/ledger/test_stuck_and_sweep.py)")
     url = make_url(db_url)
     fault_proxy = FaultProxy((url.host or "127.0.0.1", url.port or 3306))
     try:

@@ -340,3 +340,15 @@ def test_visible_shows_each_escape_as_code_would_write_it() -> None:
 
 def test_marks_that_render_as_nothing_are_shown_as_escapes() -> None:
     assert visible("SOURCE_1\u034f\ufe0f\u2800") == "SOURCE_1\\u034f\\ufe0f\\u2800"
+
+
+def test_the_first_second_of_1970_is_refused() -> None:
+    with pytest.raises(ValidationError, match="before 1970-01-01T00:00:01Z"):
+        parse_event(
+            {
+                "type": "RunStarted",
+                "source_id": 1,
+                "connector_name": "x",
+                "occurred_at": "1970-01-01T00:00:00.5Z",
+            }
+        )

@@ -17,7 +17,7 @@ from projections import Projector, rebuild
 from tests.projection_support import replayed_rows, table_rows, transition_rows
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def ledger_command(*args: str) -> list[str]:

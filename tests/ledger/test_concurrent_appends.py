@@ -19,8 +19,8 @@ import pytest
 from forensics.chain import verify_chain
 from ledger import Ledger
 
-WORKER = Path(__file__).resolve().parent / "workers" / "append_worker.py"
-REPO = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parents[1] / "workers" / "append_worker.py"
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 

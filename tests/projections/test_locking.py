@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger import Ledger, RunFinished
-from projections import Projector
+from projections import ProjectionBusyError, Projector, rebuild
 from projections.dialects import LOCK_NAME_MAX, exclusive_rebuild, lock_name, lock_name_for
 from projections.schema import PROJECTION_NAME
 from service.cli import cli
@@ -117,3 +117,13 @@ def test_a_second_rebuild_is_refused_naming_the_connection_that_holds_the_lock(
             assert int(conn.exec_driver_sql("SELECT @@SESSION.wait_timeout").scalar_one()) == (
                 server_wait
             )
+
+
+def test_a_second_rebuild_at_once_is_refused(ledger: Ledger) -> None:
+    ledger.start_run(1, "SOURCE_1")
+    with (
+        exclusive_rebuild(ledger.engine, "ingestion_runs"),
+        pytest.raises(ProjectionBusyError, match="another rebuild"),
+    ):
+        rebuild(ledger)
+    assert rebuild(ledger).events == 1  # and works once the first is done

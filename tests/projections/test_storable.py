@@ -50,7 +50,7 @@ from service.metrics import LedgerCollector, collect_figures
 from service.serve import LedgerService
 from tests import support
 from tests.projection_support import append_raw, replayed_rows, table_rows
-from tests.test_serve import write_config
+from tests.service.test_serve import write_config
 
 
 def nested(levels: int, leaf: object = "bottom") -> object:

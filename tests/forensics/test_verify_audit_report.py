@@ -230,7 +230,7 @@ def seed_legacy_table(store: Ledger) -> None:
             conn.exec_driver_sql(LEGACY_DDL_SQLITE)
         else:
             ddl = (
-                Path(__file__).resolve().parent.parent / "projections" / "ingestion_runs.mysql.sql"
+                Path(__file__).resolve().parents[2] / "projections" / "ingestion_runs.mysql.sql"
             ).read_text()
             conn.exec_driver_sql("\n".join(line.split("--")[0] for line in ddl.splitlines()))
         insert = text(
@@ -669,3 +669,10 @@ def test_import_legacy_keeps_reserved_detail_keys_apart_and_says_so(tmp_path: Pa
                 "proof": True,
                 "reported": {"reason": "HTTP 500", "late": False},
             }
+
+
+def test_report_on_an_unmigrated_database_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["report", "--db", f"sqlite:///{tmp_path / 'new.db'}"])
+    assert result.exit_code == 1
+    assert "ledger migrate" in result.stderr
+    assert "Traceback" not in result.output

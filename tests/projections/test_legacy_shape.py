@@ -14,7 +14,7 @@ from projections import Projector, rebuild
 from tests import support
 from tests.projection_support import table_rows
 
-LEGACY_SQL = Path(__file__).resolve().parent.parent / "projections" / "ingestion_runs.mysql.sql"
+LEGACY_SQL = Path(__file__).resolve().parents[2] / "projections" / "ingestion_runs.mysql.sql"
 COLUMN = re.compile(
     r"^\s*(?P<name>\w+)\s+(?P<type>INT\(11\)|VARCHAR\(\d+\)|TIMESTAMP|TEXT|JSON|ENUM\([^)]*\))"
     r"\s+(?P<null>NOT NULL|NULL)(?:\s+(?:AUTO_INCREMENT|DEFAULT (?P<default>\S+)))?",

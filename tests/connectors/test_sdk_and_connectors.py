@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from connectors import (
     Spool,
 )
 from connectors.schema import source_records
-from ledger import Ledger, RecordedEvent, RunProgressed, ValidationError
+from ledger import Ledger, RecordedEvent, RunProgressed, StorageError, ValidationError
 from ledger.events import RECORDED_NAMES
 from projections import Projector
 from service.cli import cli
@@ -36,7 +37,7 @@ from tests.net_support import JsonServer
 from tests.projection_support import table_rows
 from tests.reliability.fault_proxy import FaultProxy
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -588,3 +589,69 @@ def test_a_spooled_event_that_todays_rules_refuse_is_set_aside_not_blocking(
     assert (result.delivered, result.rejected, result.remaining) == (1, 1, 0)
     assert [e.type for e in ledger.read_run(second)] == ["RunStarted", "RunProgressed"]
     assert "U+200B ZERO WIDTH SPACE" in str(spool.rejected()[0]["reason"])
+
+
+def test_http_json_secrets_never_reach_the_ledger(ledger: Ledger, tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once closed
+    connector = HttpJsonConnector(
+        1,
+        f"http://user:pass-word@127.0.0.1:{port}/x?api_key=TOPSECRET",
+        retries=1,
+        backoff=0.01,
+        timeout=1,
+    )
+    with pytest.raises(Exception, match="still failing"):
+        connector.run(ledger, spool=Spool(tmp_path))
+    stored = " ".join(e.payload for e in ledger.read_all())
+    assert "TOPSECRET" not in stored
+    assert "pass-word" not in stored
+    assert "api_key=***" in stored
+
+
+def test_record_keys_are_case_sensitive_on_both_databases(ledger: Ledger, tmp_path: Path) -> None:
+    data = tmp_path / "keys.csv"
+    data.write_text("id,v\nabc,1\nABC,2\nabc ,3\n")
+    result = CsvConnector(1, data).run(ledger, spool=Spool(tmp_path))
+    # "abc" and "ABC" are two records everywhere; "abc " is "abc" (keys are trimmed, as
+    # MariaDB's PAD SPACE collations would compare them anyway), here with a new value.
+    assert (result.status, result.totals["records_created"], result.totals["records_updated"]) == (
+        "success",
+        2,
+        1,
+    )
+
+
+def test_counts_survive_a_failed_send_and_spool(
+    ledger: Ledger, backend: str, tmp_path: Path
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("the outage is made with SQLite's write lock")
+    blocker_file = tmp_path / "not-a-folder"
+    blocker_file.write_text("")
+    broken_spool = Spool(blocker_file / "spool")  # cannot be created: a file is in the way
+    impatient = Ledger.from_url(ledger.url, sqlite_busy_timeout_ms=50)
+    run = RunContext(impatient, 1, "SOURCE_1", spool=broken_spool, progress_interval=0)
+    run.start()
+    path = make_url(ledger.url).database
+    blocker = sqlite3.connect(str(path), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StorageError, match="spool"):
+        run.progress(fetched=5)
+    with pytest.raises(StorageError):
+        run.finish()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    result = run.finish()  # nothing was lost: the 5 go out before RunFinished
+    assert result.status == "success"
+    fetched = sum(e.payload_data.get("records_fetched", 0) for e in ledger.read_run(run.run_id))
+    assert fetched == 5
+
+
+def test_a_corrupt_spool_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "spool.db").write_bytes(b"this is not a database" * 100)
+    result = CliRunner().invoke(cli, ["spool", "status", "--spool-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "spool" in result.stderr
+    assert "Traceback" not in result.output

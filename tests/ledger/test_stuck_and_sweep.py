@@ -264,7 +264,7 @@ def test_stuck_and_sweep_commands(ledger: Ledger, db_url: str) -> None:
 
 
 def test_config_check_on_the_shipped_example() -> None:
-    example = Path(__file__).resolve().parent.parent / "examples" / "ledger.toml"
+    example = Path(__file__).resolve().parents[2] / "examples" / "ledger.toml"
     result = CliRunner().invoke(cli, ["config", "check", str(example)])
     assert result.exit_code == 0, result.output
     config = load_config(example)

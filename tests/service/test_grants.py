@@ -26,7 +26,7 @@ from ledger.clock import utcnow
 from service.claims import claim, prune_claims
 from service.cli import cli
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def readme_grants(role: str) -> list[str]:

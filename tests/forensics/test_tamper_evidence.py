@@ -23,7 +23,7 @@ from service.cli import cli
 from service.config import load_config
 from service.serve import LedgerService
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_events.jsonl"
 GENESIS_LINE = f"0 {GENESIS_HASH} -"
 A_HASH = "ab" * 32

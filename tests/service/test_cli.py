@@ -19,7 +19,7 @@ from service import load_config
 from service.cli import cli
 from tests.support import drop_triggers, names_as_before_the_rule
 
-SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample_events.jsonl"
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
 
 
 def run(*args: str, input: str | bytes | None = None) -> Result:
@@ -709,3 +709,26 @@ def test_names_that_differ_by_case_or_a_trailing_space_are_different_names(
             )
             assert result.exit_code == 0, result.output
             assert [r["connectorName"] for r in json.loads(result.stdout)] == [name], extra
+
+
+def test_http_json_usage_is_checked_before_a_run_starts(db_url: str, ledger: Ledger) -> None:
+    runner = CliRunner()
+    both = runner.invoke(
+        cli,
+        [
+            "run",
+            "http-json",
+            "--url",
+            "http://x/",
+            "--page-param",
+            "p",
+            "--next-path",
+            "n",
+            "--db",
+            db_url,
+        ],
+    )
+    assert both.exit_code == 2
+    bad = runner.invoke(cli, ["run", "http-json", "--url", "not-a-url", "--db", db_url])
+    assert bad.exit_code == 2
+    assert ledger.head().last_position == 0

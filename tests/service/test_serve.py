@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import func, select
 
 from connectors import SAMPLE_CSV, Spool
-from ledger import Ledger, RunFinished, Thresholds
+from ledger import ConfigurationError, Ledger, RunFinished, Thresholds
 from ledger.schema import ledger_runs
 from service import load_config
 from service.claims import claim
@@ -34,7 +34,7 @@ from tests.net_support import JsonServer
 from tests.support import names_as_before_the_rule
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -366,3 +366,18 @@ def test_the_open_run_check_and_the_schedule_claims_compare_names_exactly(
     finally:
         service.ledger.close()
         service.scrape_ledger.close()
+
+
+def test_a_busy_metrics_port_is_a_clear_error(tmp_path: Path, db_url: str) -> None:
+    from service import LedgerService
+
+    config = tmp_path / "ledger.toml"
+    config.write_text(f'database_url = "{db_url}"\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        service = LedgerService(load_config(config), metrics_port=port)
+        with pytest.raises(ConfigurationError, match=f"127.0.0.1:{port}"):
+            service.start_metrics()
+    _ = json
