@@ -44,18 +44,6 @@ EVENTS_PER_WRITER = 25
 
 
 @pytest.fixture
-def proxy(backend: str, db_url: str) -> Iterator[FaultProxy]:
-    if backend != "mysql":
-        pytest.skip("a session that outlives its client needs a server: SQLite has none")
-    url = make_url(db_url)
-    fault_proxy = FaultProxy((url.host or "127.0.0.1", url.port or 3306))
-    try:
-        yield fault_proxy
-    finally:
-        fault_proxy.close()
-
-
-@pytest.fixture
 def processes() -> Iterator[list[subprocess.Popen[str]]]:
     """Processes a test starts, killed at its end whatever happened."""
     started: list[subprocess.Popen[str]] = []

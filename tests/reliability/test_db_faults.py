@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,18 +54,6 @@ ONE_FAULT_IN = 3  # on average one operation in three meets a fault
 FAULT_ROUNDS = 16
 WAIT_TIMEOUT_S = 120.0
 LEDGER = (sys.executable, "-c", "from service.cli import main; main()")
-
-
-@pytest.fixture
-def proxy(backend: str, db_url: str) -> Iterator[FaultProxy]:
-    if backend != "mysql":
-        pytest.skip("a network fault needs a server: SQLite's outage is tested elsewhere")
-    url = make_url(db_url)
-    fault_proxy = FaultProxy((url.host or "127.0.0.1", url.port or 3306))
-    try:
-        yield fault_proxy
-    finally:
-        fault_proxy.close()
 
 
 def through(proxy: FaultProxy, db_url: str, read_timeout: bool = True) -> str:

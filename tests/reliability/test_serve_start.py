@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,18 +17,6 @@ from tests.reliability.fault_proxy import FaultProxy
 from tests.reliability.summary import Summary
 from tests.reliability.test_db_faults import LineLog, database_up_metric, through, wait_until
 from tests.service.test_serve import STATIONS, finished_runs, free_port, serve, write_config
-
-
-@pytest.fixture
-def proxy(backend: str, db_url: str) -> Iterator[FaultProxy]:
-    if backend != "mysql":
-        pytest.skip("an unreachable server is MariaDB's case (SQLite is a local file)")
-    url = make_url(db_url)
-    fault_proxy = FaultProxy((url.host or "127.0.0.1", url.port or 3306))
-    try:
-        yield fault_proxy
-    finally:
-        fault_proxy.close()
 
 
 def test_serve_started_during_an_outage_waits_then_proceeds(

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from freezegun import freeze_time
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -22,18 +20,6 @@ from tests.reliability.summary import Summary
 DAY1 = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)
 DAY5 = datetime(2026, 2, 1, 23, 33, 44, tzinfo=UTC)
 STUCK = 6
-
-
-@pytest.fixture
-def proxy(backend: str, db_url: str) -> Iterator[FaultProxy]:
-    if backend != "mysql":
-        pytest.skip("a lost COMMIT reply needs a socket (tests/ledger/test_stuck_and_sweep.py)")
-    url = make_url(db_url)
-    fault_proxy = FaultProxy((url.host or "127.0.0.1", url.port or 3306))
-    try:
-        yield fault_proxy
-    finally:
-        fault_proxy.close()
 
 
 def test_a_sweep_whose_commit_replies_are_lost_times_each_run_out_once(
