@@ -191,7 +191,9 @@ class Projector:
             try:
                 processed = self.run_once(stop)
             except (StorageError, ProjectionBusyError) as exc:
-                log.warning("projector cannot proceed, retrying in %gs: %s", interval, exc)
+                log.warning(
+                    "projector cannot proceed, retrying in %gs: %s", interval, visible(str(exc))
+                )
                 processed = 0
             except PoisonEventError as exc:
                 pause = backoff.failed()
