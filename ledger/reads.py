@@ -10,7 +10,7 @@ are the only SQL on ``ledger_events``, ``ledger_runs`` and ``ledger_head``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +49,25 @@ def read_events_page(
         query = query.where(ledger_events.c.position <= up_to)
     query = query.order_by(ledger_events.c.position).limit(limit)
     return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+
+
+def event_from_driver(row: Sequence[Any], read_time: Callable[[Any], datetime]) -> RecordedEvent:
+    """A ``ledger_events`` row as the driver returns it (:data:`EVENT_COLUMNS` order,
+    timestamps unconverted, ``read_time`` from :func:`ledger.dialects.driver_time_reader`)."""
+    return RecordedEvent(
+        int(row[0]),
+        row[1],
+        int(row[2]),
+        int(row[3]),
+        row[4],
+        int(row[5]),
+        row[6],
+        read_time(row[7]),
+        read_time(row[8]),
+        row[9],
+        row[10],
+        row[11],
+    )
 
 
 def read_run(
