@@ -6,7 +6,8 @@ logic, with the head lock, the dedupe lookup, the registry read and the writes b
 SQLAlchemy ``select()``/``insert()``/``update()`` expressions. The same random batches go
 through both into two fresh stores with the same clock; every column of ``ledger_events``,
 ``ledger_runs`` and ``ledger_head`` must then be equal, as the driver returns it (the stored
-text on SQLite), and every refused batch refused with the same error.
+text on SQLite), and every refused batch refused with the same error. The pages
+:meth:`ledger.Ledger.read_all` reads as plain tuples must equal SQLAlchemy's typed read.
 """
 
 from __future__ import annotations
@@ -305,6 +306,12 @@ def test_fast_path_writes_the_rows_of_the_expression_path(
             assert stored_tables(fast) == stored_tables(reference)
         assert stored_tables(fast) == stored_tables(reference)
         assert verify_chain(fast).ok
+        # Pages read as plain tuples give the events SQLAlchemy's typed read gives.
+        with fast.connect() as conn:
+            query = select(ledger_events).order_by(ledger_events.c.position)
+            typed = [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+        assert list(fast.read_all(batch_size=7)) == typed
+        assert [e.recorded_at.tzinfo for e in typed] == [UTC] * len(typed)
     finally:
         fast.close()
         reference.close()
