@@ -639,12 +639,19 @@ class _Appender:
             for r in touched
             if r in existing_run_ids
         ]
+        head = (position, last_hash, last_run_id, recorded, HEAD_ROW_ID)
+        if sql.update_head_and_run and len(changed) == 1 and not created:
+            # The live append of a run that exists: its registry row and the head in one
+            # statement (one round trip less on MySQL/MariaDB).
+            *run_values, run_id = changed[0]
+            self.conn.exec_driver_sql(
+                sql.update_head_and_run, (*run_values, *head[:-1], run_id, HEAD_ROW_ID)
+            )
+            return
         for statement, params in ((sql.insert_run, created), (sql.update_run, changed)):
             if params:
                 self.conn.exec_driver_sql(statement, params if len(params) > 1 else params[0])
-        self.conn.exec_driver_sql(
-            sql.update_head, (position, last_hash, last_run_id, recorded, HEAD_ROW_ID)
-        )
+        self.conn.exec_driver_sql(sql.update_head, head)
 
 
 @dataclass(frozen=True, eq=False)
@@ -658,6 +665,9 @@ class _Statements:
     insert_run: str
     update_run: str
     update_head: str
+    # MySQL/MariaDB's multi-table UPDATE: update_run and update_head in one statement, their
+    # parameters in that order ("" on SQLite, which has no such UPDATE).
+    update_head_and_run: str
     mark: str
     stored_time: Callable[[datetime], Any]
     read_time: Callable[[Any], datetime]
@@ -716,6 +726,16 @@ def _build_statements(conn: Connection) -> _Statements:
     clock = server_clock(conn)
     run_columns = reads.RUN_COLUMNS
     quote = conn.dialect.identifier_preparer.quote
+
+    def assignments(table: str, *names: str) -> str:
+        return ", ".join(f"{table}{name} = {mark}" for name in names)
+
+    def set_run(table: str) -> str:
+        return assignments(table, "version", "state", "last_event_at", "updated_at")
+
+    def set_head(table: str) -> str:
+        return assignments(table, "last_position", "last_hash", "last_run_id", "last_recorded_at")
+
     return _Statements(
         lock_head=f"{head} {where_head}{lock}",
         lock_head_with_clock=f"{head}, {clock} {where_head}{lock}" if clock is not None else "",
@@ -728,13 +748,13 @@ def _build_statements(conn: Connection) -> _Statements:
             f"INSERT INTO ledger_runs ({', '.join(run_columns)}) "
             f"VALUES ({', '.join(mark for _ in run_columns)})"
         ),
-        update_run=(
-            f"UPDATE ledger_runs SET version = {mark}, state = {mark}, last_event_at = {mark}, "
-            f"updated_at = {mark} WHERE run_id = {mark}"
-        ),
-        update_head=(
-            f"UPDATE ledger_head SET last_position = {mark}, last_hash = {mark}, "
-            f"last_run_id = {mark}, last_recorded_at = {mark} WHERE id = {mark}"
+        update_run=f"UPDATE ledger_runs SET {set_run('')} WHERE run_id = {mark}",
+        update_head=f"UPDATE ledger_head SET {set_head('')} WHERE id = {mark}",
+        update_head_and_run=(
+            ""
+            if is_sqlite(conn)
+            else f"UPDATE ledger_runs r, ledger_head h SET {set_run('r.')}, {set_head('h.')} "
+            f"WHERE r.run_id = {mark} AND h.id = {mark}"
         ),
         mark=mark,
         stored_time=driver_timestamp(conn),
