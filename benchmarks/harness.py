@@ -251,6 +251,18 @@ class Bench:
             "<= 1.5",
             growth <= 1.5,
         )
+        self.log(f"read and decode of {large['events']:,} events")
+        started = time.perf_counter()
+        decoded = sum(1 for recorded in self.ledger.read_all() if recorded.event)
+        rate = decoded / (time.perf_counter() - started)
+        self.add(
+            f"8. read and decode ({decoded:,} events)",
+            rate,
+            "events/s",
+            raw_read,
+            "-",
+            None,
+        )
         self.log(f"verify of the chain over {large['events']:,} events")
         started = time.perf_counter()
         report = verify_chain(self.ledger)

@@ -139,6 +139,15 @@ def driver_timestamp(bind: Bound) -> Callable[[datetime], Any]:
     return lambda value: value.astimezone(UTC).replace(tzinfo=None)
 
 
+def driver_time_reader(bind: Bound) -> Callable[[Any], datetime]:
+    """How a timestamp the driver returns unconverted becomes an aware UTC datetime, as
+    SQLAlchemy's DateTime would give it: SQLite's stored text parsed, MySQL's naive UTC
+    datetime given its zone."""
+    if is_sqlite(bind):
+        return lambda value: datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return lambda value: value.replace(tzinfo=UTC)
+
+
 def driver_placeholder(bind: Bound) -> str:
     """The parameter mark of a statement sent to the driver as it is: sqlite3's ``?``,
     PyMySQL's ``%s``."""

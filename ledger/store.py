@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Dialect, Engine, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ledger import reads
@@ -24,6 +25,7 @@ from ledger.clock import Clock, default_clock, isoformat_utc, utcnow
 from ledger.database import check_schema, create_ledger_engine, translate_errors
 from ledger.dialects import (
     driver_placeholder,
+    driver_time_reader,
     driver_timestamp,
     is_sqlite,
     server_clock,
@@ -44,7 +46,7 @@ from ledger.limits import payload_problems
 from ledger.mapper import CURRENT_SCHEMA_VERSIONS, canonical_json, payload_json, payload_of
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState, apply_event
-from ledger.schema import HEAD_ROW_ID, ledger_events, ledger_head, ledger_runs
+from ledger.schema import HEAD_ROW_ID, ledger_head
 from ledger.text import clip
 from ledger.urls import mask_url
 
@@ -440,6 +442,7 @@ class _Appender:
         # The server's clock, selected with the head lock; None where the ledger's clock is
         # this machine's (SQLite) or the one this Ledger was given.
         self.server_now = server_clock(conn) if clock is None else None
+        self.sql = _statements(conn)
 
     def append(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
@@ -448,11 +451,12 @@ class _Appender:
         # Read under the lock and never behind the previous append, so recorded_at grows with
         # position even if the clock is set back: "as of T" is a prefix of history.
         self.now = max(clock, last_recorded_at) if last_recorded_at else clock
-        stored = self._stored_events([str(event.event_id) for event in batch])
-        # Runs named by id, and runs a duplicate RunStarted's run_ref resolves to.
-        run_ids = {event.run_id for event in batch if event.run_id is not None}
-        run_ids.update(earlier.run_id for earlier in stored.values())
-        runs = self._load_runs(sorted(run_ids))
+        # Stored events among the batch's ids (I3), and the runs named by id or by a stored
+        # duplicate (a duplicate RunStarted's run_ref resolves to its run).
+        stored, runs = self._read_state(
+            [str(event.event_id) for event in batch],
+            {event.run_id for event in batch if event.run_id is not None},
+        )
         existing_run_ids = {run_id for run_id, state in runs.items() if state is not None}
         refs: dict[str, int] = {}
         allocated: list[int] = []
@@ -533,43 +537,79 @@ class _Appender:
         """The head row, locked, and the ledger's clock: on MySQL/MariaDB the server's, read
         in the same round trip as the lock; on SQLite this machine's (one host); or the clock
         this Ledger was given."""
-        columns: list[Any] = list(ledger_head.c)
-        if self.server_now is not None:
-            columns.append(self.server_now.label("database_now"))
-        query = select(*columns).where(ledger_head.c.id == HEAD_ROW_ID).with_for_update()
-        row = self.conn.execute(query).mappings().one_or_none()
+        sql = self.sql.lock_head_with_clock if self.server_now is not None else self.sql.lock_head
+        row = self.conn.exec_driver_sql(sql, (HEAD_ROW_ID,)).fetchone()
         if row is None:
             raise SchemaError("the ledger has no head row: run `ledger migrate`")
         if self.server_now is not None:
-            now: datetime = row["database_now"].replace(tzinfo=UTC)
+            now = self.sql.read_time(row[4])
         else:
             now = (self.clock or utcnow)()
-        return (
-            int(row["last_position"]),
-            str(row["last_hash"]),
-            int(row["last_run_id"]),
-            row["last_recorded_at"],
-            now,
-        )
+        last_recorded_at = None if row[3] is None else self.sql.read_time(row[3])
+        return int(row[0]), str(row[1]), int(row[2]), last_recorded_at, now
 
     def _explicit_ids_above(self, last_run_id: int, batch: list[EventModel]) -> set[int]:
         """Run ids above the allocator that explicit RunStarted (imports) already used; only
         looked up when this batch allocates."""
         if not any(isinstance(e, RunStarted) and e.run_id is None for e in batch):
             return set()
-        query = select(ledger_runs.c.run_id).where(ledger_runs.c.run_id > last_run_id)
-        return set(self.conn.execute(query).scalars())
+        rows = self.conn.exec_driver_sql(self.sql.run_ids_above, (last_run_id,))
+        return {int(row[0]) for row in rows}
 
-    def _stored_events(self, event_ids: list[str]) -> dict[str, RecordedEvent]:
-        found: dict[str, RecordedEvent] = {}
-        for chunk in reads.chunks(sorted(set(event_ids))):
-            query = select(ledger_events).where(ledger_events.c.event_id.in_(chunk))
-            for row in self.conn.execute(query).mappings():
-                found[row["event_id"]] = RecordedEvent.from_row(row)
-        return found
+    def _read_state(
+        self, event_ids: list[str], run_ids: set[int]
+    ) -> tuple[dict[str, RecordedEvent], dict[int, RunState | None]]:
+        """Under the head lock: the stored events among ``event_ids`` (I3), and the registry
+        rows of ``run_ids`` and of those stored events' runs (I4, I5). One statement when the
+        ids fit one IN list, else the events first, then the runs, in chunks."""
+        wanted_events = sorted(set(event_ids))
+        wanted_runs = sorted(run_ids)
+        if 2 * len(wanted_events) + len(wanted_runs) <= reads.IN_CHUNK:
+            sql = self.sql.read_state(len(wanted_events), len(wanted_runs))
+            params = (*wanted_events, *wanted_runs, *wanted_events)
+            return self._state_rows(self.conn.exec_driver_sql(sql, params))
+        stored: dict[str, RecordedEvent] = {}
+        for chunk in reads.chunks(wanted_events):
+            found, _ = self._state_rows(
+                self.conn.exec_driver_sql(
+                    self.sql.read_state(len(chunk), 0, runs_of_events=False), tuple(chunk)
+                )
+            )
+            stored.update(found)
+        wanted_runs = sorted(run_ids.union(event.run_id for event in stored.values()))
+        runs: dict[int, RunState | None] = {}
+        for part in reads.chunks(wanted_runs):
+            _, found_runs = self._state_rows(
+                self.conn.exec_driver_sql(self.sql.read_state(0, len(part)), tuple(part))
+            )
+            runs.update(found_runs)
+        return stored, runs
 
-    def _load_runs(self, run_ids: list[int]) -> dict[int, RunState | None]:
-        return dict(reads.run_states(self.conn, run_ids))
+    def _state_rows(
+        self, rows: Iterable[Sequence[Any]]
+    ) -> tuple[dict[str, RecordedEvent], dict[int, RunState | None]]:
+        """Rows of :meth:`_Statements.read_state`: events (kind 1) and runs (kind 2)."""
+        read_time = self.sql.read_time
+        stored: dict[str, RecordedEvent] = {}
+        runs: dict[int, RunState | None] = {}
+        for row in rows:
+            if row[0] == 1:
+                event = reads.event_from_driver(row[1:13], read_time)
+                stored[event.event_id] = event
+            else:
+                run_id = int(row[1])
+                runs[run_id] = RunState(
+                    run_id=run_id,
+                    source_id=int(row[3]),
+                    connector_name=row[2],
+                    version=int(row[4]),
+                    state=row[5],
+                    started_at=read_time(row[8]),
+                    last_event_at=read_time(row[9]),
+                    opened_at=read_time(row[13]),
+                    updated_at=read_time(row[14]),
+                )
+        return stored, runs
 
     def _write(
         self,
@@ -581,57 +621,153 @@ class _Appender:
         last_run_id: int,
         recorded_at: datetime,
     ) -> None:
-        # The hot path of every append: rows go to the driver's executemany as plain tuples,
-        # without SQLAlchemy's per-value type processing (timestamps converted once, here).
-        self.conn.exec_driver_sql(
-            _insert_events_sql(self.conn),
-            _event_params(new_events, driver_timestamp(self.conn)),
-        )
-        touched = {event.run_id for event in new_events}
-        created = [_run_row(runs[r]) for r in sorted(touched - existing_run_ids)]
-        changed = [_run_row(runs[r]) for r in sorted(touched & existing_run_ids)]
-        if created:
-            self.conn.execute(insert(ledger_runs), created)
-        if changed:
-            self.conn.execute(
-                update(ledger_runs)
-                .where(ledger_runs.c.run_id == bindparam("b_run_id"))
-                .values(
-                    version=bindparam("version"),
-                    state=bindparam("state"),
-                    last_event_at=bindparam("last_event_at"),
-                    updated_at=bindparam("updated_at"),
-                ),
-                [{**row, "b_run_id": row["run_id"]} for row in changed],
+        # The hot path of every append: rows go to the driver as plain tuples, in statements
+        # prepared once per dialect, without SQLAlchemy's per-value type processing
+        # (timestamps converted here, the batch's shared recorded_at once).
+        sql, stored_time = self.sql, self.sql.stored_time
+        recorded = stored_time(recorded_at)
+        events = _event_params(new_events, stored_time, recorded)
+        self.conn.exec_driver_sql(sql.insert_events, events if len(events) > 1 else events[0])
+        touched = sorted({event.run_id for event in new_events})
+        created = [
+            _run_params(runs[r], stored_time, recorded)
+            for r in touched
+            if r not in existing_run_ids
+        ]
+        changed = [
+            _run_update_params(runs[r], stored_time, recorded)
+            for r in touched
+            if r in existing_run_ids
+        ]
+        head = (position, last_hash, last_run_id, recorded, HEAD_ROW_ID)
+        if sql.update_head_and_run and len(changed) == 1 and not created:
+            # The live append of a run that exists: its registry row and the head in one
+            # statement (one round trip less on MySQL/MariaDB).
+            *run_values, run_id = changed[0]
+            self.conn.exec_driver_sql(
+                sql.update_head_and_run, (*run_values, *head[:-1], run_id, HEAD_ROW_ID)
             )
-        self.conn.execute(
-            update(ledger_head)
-            .where(ledger_head.c.id == HEAD_ROW_ID)
-            .values(
-                last_position=position,
-                last_hash=last_hash,
-                last_run_id=last_run_id,
-                last_recorded_at=recorded_at,
-            )
-        )
+            return
+        for statement, params in ((sql.insert_run, created), (sql.update_run, changed)):
+            if params:
+                self.conn.exec_driver_sql(statement, params if len(params) > 1 else params[0])
+        self.conn.exec_driver_sql(sql.update_head, head)
 
 
-def _insert_events_sql(conn: Connection) -> str:
+@dataclass(frozen=True, eq=False)
+class _Statements:
+    """The append path's SQL, built once per dialect and sent to the driver as it is."""
+
+    lock_head: str
+    lock_head_with_clock: str
+    run_ids_above: str
+    insert_events: str
+    insert_run: str
+    update_run: str
+    update_head: str
+    # MySQL/MariaDB's multi-table UPDATE: update_run and update_head in one statement, their
+    # parameters in that order ("" on SQLite, which has no such UPDATE).
+    update_head_and_run: str
+    mark: str
+    stored_time: Callable[[datetime], Any]
+    read_time: Callable[[Any], datetime]
+
+    def read_state(self, events: int, runs: int, *, runs_of_events: bool = True) -> str:
+        """Stored events among ``events`` ids (kind 1) and registry rows (kind 2) of ``runs``
+        ids and, with ``runs_of_events``, of those events' runs; parameters in that order."""
+        return _read_state_sql(self, events, runs, runs_of_events)
+
+
+@lru_cache(maxsize=256)
+def _read_state_sql(sql: _Statements, events: int, runs: int, runs_of_events: bool) -> str:
+    # Both kinds of row share one column list, so one statement reads both: an event row
+    # (EVENT_COLUMNS, then two NULLs) beside a run row with its columns at the same types.
+    run_columns = (
+        "{p}run_id, {p}connector_name, {p}source_id, {p}version, {p}state, NULL, NULL, "
+        "{p}started_at, {p}last_event_at, NULL, NULL, NULL, {p}opened_at, {p}updated_at"
+    )
+    event_marks = ", ".join(sql.mark for _ in range(events))
+    parts: list[str] = []
+    if events:
+        parts.append(
+            f"SELECT 1, {_EVENT_COLUMN_LIST}, NULL, NULL FROM ledger_events "
+            f"WHERE event_id IN ({event_marks})"
+        )
+    if runs:
+        run_marks = ", ".join(sql.mark for _ in range(runs))
+        parts.append(
+            f"SELECT 2, {run_columns.format(p='')} FROM ledger_runs WHERE run_id IN ({run_marks})"
+        )
+    if events and runs_of_events:
+        parts.append(
+            f"SELECT 2, {run_columns.format(p='r.')} FROM ledger_events e "
+            f"JOIN ledger_runs r ON r.run_id = e.run_id WHERE e.event_id IN ({event_marks})"
+        )
+    return " UNION ALL ".join(parts)
+
+
+_STATEMENTS: dict[tuple[str, str], _Statements] = {}
+_EVENT_COLUMN_LIST = ", ".join(EVENT_COLUMNS)
+
+
+def _statements(conn: Connection) -> _Statements:
+    key = (conn.dialect.name, conn.dialect.paramstyle)
+    found = _STATEMENTS.get(key)
+    if found is None:
+        found = _STATEMENTS[key] = _build_statements(conn)
+    return found
+
+
+def _build_statements(conn: Connection) -> _Statements:
     mark = driver_placeholder(conn)
+    head = "SELECT last_position, last_hash, last_run_id, last_recorded_at"
+    where_head = f"FROM ledger_head WHERE id = {mark}"
+    lock = "" if is_sqlite(conn) else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE holds the lock
+    clock = server_clock(conn)
+    run_columns = reads.RUN_COLUMNS
     quote = conn.dialect.identifier_preparer.quote
-    return (
-        f"INSERT INTO ledger_events ({', '.join(quote(c) for c in EVENT_COLUMNS)}) "
-        f"VALUES ({', '.join(mark for _ in EVENT_COLUMNS)})"
+
+    def assignments(table: str, *names: str) -> str:
+        return ", ".join(f"{table}{name} = {mark}" for name in names)
+
+    def set_run(table: str) -> str:
+        return assignments(table, "version", "state", "last_event_at", "updated_at")
+
+    def set_head(table: str) -> str:
+        return assignments(table, "last_position", "last_hash", "last_run_id", "last_recorded_at")
+
+    return _Statements(
+        lock_head=f"{head} {where_head}{lock}",
+        lock_head_with_clock=f"{head}, {clock} {where_head}{lock}" if clock is not None else "",
+        run_ids_above=f"SELECT run_id FROM ledger_runs WHERE run_id > {mark}",
+        insert_events=(
+            f"INSERT INTO ledger_events ({', '.join(quote(c) for c in EVENT_COLUMNS)}) "
+            f"VALUES ({', '.join(mark for _ in EVENT_COLUMNS)})"
+        ),
+        insert_run=(
+            f"INSERT INTO ledger_runs ({', '.join(run_columns)}) "
+            f"VALUES ({', '.join(mark for _ in run_columns)})"
+        ),
+        update_run=f"UPDATE ledger_runs SET {set_run('')} WHERE run_id = {mark}",
+        update_head=f"UPDATE ledger_head SET {set_head('')} WHERE id = {mark}",
+        update_head_and_run=(
+            ""
+            if is_sqlite(conn)
+            else f"UPDATE ledger_runs r, ledger_head h SET {set_run('r.')}, {set_head('h.')} "
+            f"WHERE r.run_id = {mark} AND h.id = {mark}"
+        ),
+        mark=mark,
+        stored_time=driver_timestamp(conn),
+        read_time=driver_time_reader(conn),
     )
 
 
 def _event_params(
-    events: list[RecordedEvent], stored: Callable[[datetime], Any]
+    events: list[RecordedEvent], stored: Callable[[datetime], Any], recorded_at: Any
 ) -> list[tuple[Any, ...]]:
     """Driver parameters of new events, in :data:`EVENT_COLUMNS` order, timestamps as
-    ``stored`` gives them to the driver (:func:`ledger.dialects.driver_timestamp`). The batch
-    shares one recorded_at: it is converted once."""
-    recorded_at = stored(events[0].recorded_at)
+    ``stored`` gives them to the driver (:func:`ledger.dialects.driver_timestamp`); the batch
+    shares one ``recorded_at``, converted once by the caller."""
     return [
         (
             e.position,
@@ -651,9 +787,32 @@ def _event_params(
     ]
 
 
-def _run_row(state: RunState | None) -> dict[str, Any]:
+def _run_params(
+    state: RunState | None, stored: Callable[[datetime], Any], recorded_at: Any
+) -> tuple[Any, ...]:
+    """A new registry row, in :data:`ledger.reads.RUN_COLUMNS` order (its opened_at and
+    updated_at are this append's recorded_at)."""
     assert state is not None
-    return {name: getattr(state, name) for name in reads.RUN_COLUMNS}
+    return (
+        state.run_id,
+        state.source_id,
+        state.connector_name,
+        state.version,
+        state.state,
+        stored(state.started_at),
+        stored(state.last_event_at),
+        recorded_at,
+        recorded_at,
+    )
+
+
+def _run_update_params(
+    state: RunState | None, stored: Callable[[datetime], Any], recorded_at: Any
+) -> tuple[Any, ...]:
+    """What an append changes in an existing registry row (its updated_at is this append's
+    recorded_at), in the order of :attr:`_Statements.update_run`."""
+    assert state is not None
+    return (state.version, state.state, stored(state.last_event_at), recorded_at, state.run_id)
 
 
 def _check_not_ahead(event: EventModel, clock: datetime, from_database: bool) -> None:

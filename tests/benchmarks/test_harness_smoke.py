@@ -27,7 +27,7 @@ def test_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(output.read_text())
     names = {figure["name"].split(" ")[0] for figure in report["figures"]}
-    assert {"1.", "2.", "4.", "6.", "7."} <= names  # 3 and 5 need MariaDB (--db)
+    assert {"1.", "2.", "4.", "6.", "7.", "8."} <= names  # 3 and 5 need MariaDB (--db)
     for figure in report["figures"]:
         assert figure["value"] > 0, figure
         assert figure["database"] == "sqlite"

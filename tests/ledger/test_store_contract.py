@@ -18,6 +18,7 @@ from forensics.chain import verify_chain
 from ledger import (
     ConcurrencyError,
     Ledger,
+    RecordedEvent,
     RunFinished,
     RunProgressed,
     RunStarted,
@@ -28,6 +29,7 @@ from ledger import (
 )
 from ledger.clock import isoformat_utc, use_clock
 from ledger.hashing import chain_hash
+from ledger.rules import RunState
 from ledger.schema import GENESIS_HASH, ledger_events, ledger_runs
 from service.cli import cli
 from tests.support import drop_triggers
@@ -593,14 +595,17 @@ def test_i3_backstop_when_a_writer_bypassed_the_lock(
     event = RunProgressed(run_id=run_id, records_fetched=1)
     ledger.append([event])
     head = ledger.head()
-    real = store._Appender._stored_events
+    real = store._Appender._read_state
     calls: list[int] = []
 
-    def blind_once(self: store._Appender, event_ids: list[str]) -> dict[str, object]:
+    def blind_once(
+        self: store._Appender, event_ids: list[str], run_ids: set[int]
+    ) -> tuple[dict[str, RecordedEvent], dict[int, RunState | None]]:
         calls.append(1)
-        return {} if len(calls) == 1 else real(self, event_ids)  # type: ignore[return-value]
+        stored, runs = real(self, event_ids, run_ids)
+        return ({} if len(calls) == 1 else stored), runs
 
-    monkeypatch.setattr(store._Appender, "_stored_events", blind_once)
+    monkeypatch.setattr(store._Appender, "_read_state", blind_once)
     result = ledger.append([event])
     assert len(calls) == 2
     assert (result.appended, result.duplicates) == (0, 1)
