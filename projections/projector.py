@@ -45,6 +45,11 @@ DEFAULT_BATCH_SIZE = 1000
 # The longest pause between two attempts at an event the projection cannot apply: an
 # operator's skip is picked up within it.
 MAX_POISON_BACKOFF_S = 60.0
+# Events read per statement inside a batch, and the payload size after which a batch stops
+# early: 1,000 events of 1 MiB each (what append accepts) would take gigabytes in one batch,
+# and a projector killed for its memory would retry the same batch for ever.
+READ_PAGE = 200
+MAX_BATCH_PAYLOAD_BYTES = 16 * 1024 * 1024
 # How much of the database's message a recorded projection error keeps.
 MAX_ERROR_DETAIL_CHARS = 500
 
@@ -124,7 +129,7 @@ class Projector:
         with projection_transaction(self.ledger, self.name, "project") as conn:
             checkpoint = read_checkpoint(conn, self.name, lock=True)
             checkpoint = recover_interrupted_swap(conn, checkpoint)
-            events = read_events_page(conn, checkpoint.position, self.batch_size)
+            events, more = self._read_batch(conn, checkpoint.position)
             if not events:
                 return 0, False
             # With "projected ..." (logged after the commit), this brackets a batch in -vv logs.
@@ -150,7 +155,24 @@ class Projector:
             log.debug(
                 "projected %d event(s) up to position %s", outcome.processed, outcome.last_position
             )
-        return outcome.processed, len(events) == self.batch_size
+        return outcome.processed, more
+
+    def _read_batch(self, conn: Connection, after: int) -> tuple[list[RecordedEvent], bool]:
+        """Up to ``batch_size`` events after ``after``, read a page at a time and cut short past
+        :data:`MAX_BATCH_PAYLOAD_BYTES`; and whether more may be pending."""
+        events: list[RecordedEvent] = []
+        size = 0
+        while len(events) < self.batch_size:
+            wanted = min(READ_PAGE, self.batch_size - len(events))
+            page = read_events_page(conn, after, wanted)
+            events.extend(page)
+            if len(page) < wanted:
+                return events, False
+            after = page[-1].position
+            size += sum(len(event.payload) for event in page)
+            if size >= MAX_BATCH_PAYLOAD_BYTES:
+                return events, True
+        return events, True
 
     def _apply_one_by_one(
         self, conn: Connection, events: list[RecordedEvent], skipped: set[int]

@@ -42,6 +42,7 @@ from ledger.events import name_problem
 from ledger.limits import MAX_JSON_DEPTH
 from ledger.mapper import payload_json
 from projections import PoisonEventError, Projector, rebuild
+from projections import projector as projector_module
 from projections.fold import LEGACY_TEXT_BYTES, RESERVED_DETAIL_KEYS, fold
 from projections.projector import PoisonBackoff
 from service import load_config
@@ -599,3 +600,25 @@ def test_serve_retries_a_stopped_projection_with_a_growing_pause(
     finally:
         service.ledger.close()
         service.scrape_ledger.close()
+
+
+def test_a_batch_of_large_events_is_cut_short_by_size_and_the_rest_follows(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events of up to 1 MiB are accepted: a batch stops after MAX_BATCH_PAYLOAD_BYTES of
+    payload (made small here), so the projector's memory stays bounded, and nothing is lost."""
+    run_id = ledger.start_run(1, "SOURCE_1", metadata={"blob": "x" * 9_000})
+    ledger.append(
+        [RunProgressed(run_id=run_id, records_fetched=1) for _ in range(3)]
+        + [RunFinished(run_id=run_id, status="failed", error_message="y" * 9_000)]
+    )
+    sizes = [len(event.payload) for event in ledger.read_all()]
+    monkeypatch.setattr(projector_module, "READ_PAGE", 2)
+    # Past the first page's payload, reached within the second page.
+    monkeypatch.setattr(projector_module, "MAX_BATCH_PAYLOAD_BYTES", sizes[0] + sizes[1] + 1)
+    projector = Projector(ledger, batch_size=1000)
+    processed, more = projector.apply_batch()
+    assert (processed, more) == (4, True)  # two pages of 2 events, then over the size
+    assert projector.run_once() == 1
+    assert row(ledger, run_id)["recordsFetched"] == 3
+    assert projector.checkpoint().position == 5
