@@ -305,12 +305,25 @@ def database_unreachable(error: BaseException) -> bool:
     """Whether a :class:`StorageError` means the MySQL server could not be reached or talked
     to (worth waiting for), rather than refused what was asked (credentials, a database that
     does not exist, SQL): the first kind may pass by itself, the second will not."""
-    cause = error.__cause__
-    original = getattr(cause, "orig", None)
+    code = _mysql_error_code(_driver_error(error))
+    return code is not None and (2000 <= code < 2100 or code in _SERVER_UNAVAILABLE)
+
+
+def _driver_error(error: BaseException) -> DBAPIError | None:
+    """SQLAlchemy's wrapper of the driver error behind ``error`` (itself, or a cause of it)."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, DBAPIError):
+        cause = cause.__cause__
+    return cause
+
+
+def _mysql_error_code(error: DBAPIError | None) -> int | None:
+    """The MySQL/MariaDB error number of a driver error (None for SQLite's)."""
+    original = getattr(error, "orig", None)
     if not isinstance(original, pymysql.err.MySQLError) or not original.args:
-        return False
+        return None
     code = original.args[0]
-    return isinstance(code, int) and (2000 <= code < 2100 or code in _SERVER_UNAVAILABLE)
+    return code if isinstance(code, int) else None
 
 
 def _describe(url: str, action: str, exc: SQLAlchemyError) -> str:
@@ -371,18 +384,15 @@ def is_refused_value(error: BaseException) -> bool:
     Accepts a driver error, SQLAlchemy's wrapper of it, or a :class:`StorageError` raised from
     one.
     """
-    cause: BaseException | None = error
-    while cause is not None and not isinstance(cause, DBAPIError):
-        cause = cause.__cause__
+    cause = _driver_error(error)
     if cause is None or cause.connection_invalidated:
         return False
     if isinstance(cause, DataError | IntegrityError):
         return True
-    args: tuple[Any, ...] = tuple(getattr(cause.orig, "args", ()))
-    code = args[0] if args and isinstance(args[0], int) else None
+    code = _mysql_error_code(cause)
     # SQLite reports refusals as IntegrityError/DataError (above); its other errors are locks
     # and I/O. MySQL client errors (2000-2999) are about the connection, not the data.
-    if code is None or code in _ENVIRONMENT_CODES:
+    if code is None or code in _ENVIRONMENT_CODES or code in _SERVER_UNAVAILABLE:
         return False
     return not 2000 <= code < 3000
 
