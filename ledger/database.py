@@ -37,6 +37,7 @@ from ledger.dialects import (
     is_missing_table,
     is_mysql_backend,
 )
+from ledger.driver import DriverCursor
 from ledger.errors import ConfigurationError, ConstraintError, SchemaError, StorageError
 from ledger.schema import SCHEMA_REVISION
 from ledger.urls import mask_secrets, mask_url
@@ -44,6 +45,7 @@ from ledger.urls import mask_secrets, mask_url
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_SQLITE_BEGIN = {mode: f"BEGIN {mode}" for mode in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")}
 
 
 def create_ledger_engine(url: str, **engine_options: Any) -> Engine:
@@ -120,7 +122,12 @@ def _sqlite_engine(
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        # Straight to the driver: it runs before every append (see ledger.driver).
+        cursor = DriverCursor(conn)
+        try:
+            cursor.execute(_SQLITE_BEGIN[mode])
+        finally:
+            cursor.close()
 
     return engine
 

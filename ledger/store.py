@@ -32,6 +32,7 @@ from ledger.dialects import (
     snapshot_transaction,
     write_transaction,
 )
+from ledger.driver import DriverCursor
 from ledger.errors import (
     ConcurrencyError,
     InputProblem,
@@ -179,12 +180,20 @@ class Ledger:
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
     ) -> AppendResult:
         with write_transaction(self.engine) as conn:
-            return _Appender(conn, self.own_clock).append(batch, payloads, expected_version)
+            appender = _Appender(conn, self.own_clock)
+            try:
+                return appender.append(batch, payloads, expected_version)
+            finally:
+                appender.close()
 
     def reserve_run_ids(self, highest: int) -> None:
         """Make the allocator continue above ``highest`` (after importing runs by id)."""
         with self.transaction("reserve run ids") as conn:
-            _Appender(conn, self.own_clock)._lock_head()
+            appender = _Appender(conn, self.own_clock)
+            try:
+                appender.lock_head()
+            finally:
+                appender.close()
             conn.execute(
                 update(ledger_head)
                 .where(ledger_head.c.id == HEAD_ROW_ID, ledger_head.c.last_run_id < highest)
@@ -443,11 +452,15 @@ class _Appender:
         # this machine's (SQLite) or the one this Ledger was given.
         self.server_now = server_clock(conn) if clock is None else None
         self.sql = _statements(conn)
+        self.cursor = DriverCursor(conn)
+
+    def close(self) -> None:
+        self.cursor.close()
 
     def append(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
     ) -> AppendResult:
-        position, prev_hash, last_run_id, last_recorded_at, clock = self._lock_head()
+        position, prev_hash, last_run_id, last_recorded_at, clock = self.lock_head()
         # Read under the lock and never behind the previous append, so recorded_at grows with
         # position even if the clock is set back: "as of T" is a prefix of history.
         self.now = max(clock, last_recorded_at) if last_recorded_at else clock
@@ -533,12 +546,12 @@ class _Appender:
             events=results, new_events=new_events, run_refs=refs, allocated_run_ids=allocated
         )
 
-    def _lock_head(self) -> tuple[int, str, int, datetime | None, datetime]:
+    def lock_head(self) -> tuple[int, str, int, datetime | None, datetime]:
         """The head row, locked, and the ledger's clock: on MySQL/MariaDB the server's, read
         in the same round trip as the lock; on SQLite this machine's (one host); or the clock
         this Ledger was given."""
         sql = self.sql.lock_head_with_clock if self.server_now is not None else self.sql.lock_head
-        row = self.conn.exec_driver_sql(sql, (HEAD_ROW_ID,)).fetchone()
+        row = self.cursor.execute(sql, (HEAD_ROW_ID,)).fetchone()
         if row is None:
             raise SchemaError("the ledger has no head row: run `ledger migrate`")
         if self.server_now is not None:
@@ -553,7 +566,7 @@ class _Appender:
         looked up when this batch allocates."""
         if not any(isinstance(e, RunStarted) and e.run_id is None for e in batch):
             return set()
-        rows = self.conn.exec_driver_sql(self.sql.run_ids_above, (last_run_id,))
+        rows = self.cursor.execute(self.sql.run_ids_above, (last_run_id,)).fetchall()
         return {int(row[0]) for row in rows}
 
     def _read_state(
@@ -567,20 +580,20 @@ class _Appender:
         if 2 * len(wanted_events) + len(wanted_runs) <= reads.IN_CHUNK:
             sql = self.sql.read_state(len(wanted_events), len(wanted_runs))
             params = (*wanted_events, *wanted_runs, *wanted_events)
-            return self._state_rows(self.conn.exec_driver_sql(sql, params))
+            return self._state_rows(self.cursor.execute(sql, params).fetchall())
         stored: dict[str, RecordedEvent] = {}
         for chunk in reads.chunks(wanted_events):
             found, _ = self._state_rows(
-                self.conn.exec_driver_sql(
+                self.cursor.execute(
                     self.sql.read_state(len(chunk), 0, runs_of_events=False), tuple(chunk)
-                )
+                ).fetchall()
             )
             stored.update(found)
         wanted_runs = sorted(run_ids.union(event.run_id for event in stored.values()))
         runs: dict[int, RunState | None] = {}
         for part in reads.chunks(wanted_runs):
             _, found_runs = self._state_rows(
-                self.conn.exec_driver_sql(self.sql.read_state(0, len(part)), tuple(part))
+                self.cursor.execute(self.sql.read_state(0, len(part)), tuple(part)).fetchall()
             )
             runs.update(found_runs)
         return stored, runs
@@ -627,7 +640,7 @@ class _Appender:
         sql, stored_time = self.sql, self.sql.stored_time
         recorded = stored_time(recorded_at)
         events = _event_params(new_events, stored_time, recorded)
-        self.conn.exec_driver_sql(sql.insert_events, events if len(events) > 1 else events[0])
+        self._send(sql.insert_events, events)
         touched = sorted({event.run_id for event in new_events})
         created = [
             _run_params(runs[r], stored_time, recorded)
@@ -644,14 +657,20 @@ class _Appender:
             # The live append of a run that exists: its registry row and the head in one
             # statement (one round trip less on MySQL/MariaDB).
             *run_values, run_id = changed[0]
-            self.conn.exec_driver_sql(
+            self.cursor.execute(
                 sql.update_head_and_run, (*run_values, *head[:-1], run_id, HEAD_ROW_ID)
             )
             return
         for statement, params in ((sql.insert_run, created), (sql.update_run, changed)):
             if params:
-                self.conn.exec_driver_sql(statement, params if len(params) > 1 else params[0])
-        self.conn.exec_driver_sql(sql.update_head, head)
+                self._send(statement, params)
+        self.cursor.execute(sql.update_head, head)
+
+    def _send(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        if len(rows) == 1:
+            self.cursor.execute(statement, rows[0])
+        else:
+            self.cursor.executemany(statement, rows)
 
 
 @dataclass(frozen=True, eq=False)

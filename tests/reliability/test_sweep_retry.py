@@ -8,12 +8,12 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from freezegun import freeze_time
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from forensics.chain import verify_chain
-from ledger import Ledger, sweep
+from ledger import Ledger, store, sweep
 from tests.reliability.fault_proxy import FaultProxy
 from tests.reliability.summary import Summary
 
@@ -23,7 +23,11 @@ STUCK = 6
 
 
 def test_a_sweep_whose_commit_replies_are_lost_times_each_run_out_once(
-    ledger: Ledger, db_url: str, proxy: FaultProxy, reliability: Summary
+    ledger: Ledger,
+    db_url: str,
+    proxy: FaultProxy,
+    reliability: Summary,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     proxied = Ledger.from_url(
         make_url(db_url)
@@ -35,11 +39,15 @@ def test_a_sweep_whose_commit_replies_are_lost_times_each_run_out_once(
 
     # The sweep reads (and commits) before it appends: the fault is armed as the append takes
     # the head lock, so the COMMIT whose reply is lost is the RunTimedOut's.
-    @event.listens_for(proxied.engine, "before_cursor_execute")
-    def _arm_at_the_append(*args: Any) -> None:
-        if aim.is_set() and "FOR UPDATE" in str(args[2]):
+    lock_head = store._Appender.lock_head
+
+    def arm_at_the_append(appender: Any) -> Any:
+        if aim.is_set():
             aim.clear()
             proxy.arm("lose-commit-reply")
+        return lock_head(appender)
+
+    monkeypatch.setattr(store._Appender, "lock_head", arm_at_the_append)
 
     try:
         for i in range(STUCK):  # one stuck run per sweep, whose COMMIT reply is lost
