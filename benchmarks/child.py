@@ -23,10 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ledger import Ledger, RunProgressed
-
 
 def rebuild(url: str) -> None:
+    from ledger import Ledger
     from projections import rebuild as rebuild_projection
 
     ledger = Ledger.from_url(url)
@@ -68,6 +67,8 @@ def _write(count: int, call: Callable[[int], None], prepare: Callable[[], None])
 
 
 def appender(url: str, count: int, worker: int) -> None:
+    from ledger import Ledger, RunProgressed
+
     ledger = Ledger.from_url(url)
     run_id = ledger.start_run(worker, f"bench-{worker}")
     _write(

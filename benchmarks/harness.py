@@ -123,10 +123,10 @@ class Sizes:
             batch10_calls=20,
             batch1000_calls=1,
             history_small=10_000,
-            history_large=100_000,
+            history_large=50_000,
             stuck_runs_small=1_000,
-            stuck_runs_large=100_000,
-            appenders_each=50,
+            stuck_runs_large=20_000,
+            appenders_each=30,
             lag_seconds=4.0,
         )
 
@@ -256,7 +256,7 @@ class Bench:
                 return measure(self.peer)
             except Exception as exc:  # reported as the peer being unavailable, not faked
                 self.log(f"the peer failed, dropped: {type(exc).__name__}: {exc}")
-                self.peer_reason = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+                self.peer_reason = f"failed: {type(exc).__name__}: {_one_line(exc)[:300]}"
                 self.peer.close()
                 self.peer = None
                 return float("nan")
@@ -658,6 +658,10 @@ class Bench:
             self.peer.close()
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def _pct(values: list[float], percent: float) -> float:
     if not values:
         return 0.0
@@ -719,7 +723,7 @@ def _start_peer(
 
         return Peer(sqlite_path=sqlite_path, url=url), None
     except Exception as exc:  # the peer cannot run here: say why, do not fake it
-        return None, f"{type(exc).__name__}: {str(exc)[:300]}"
+        return None, f"{type(exc).__name__}: {_one_line(exc)[:300]}"
 
 
 def run_database(
@@ -859,13 +863,11 @@ WORKLOADS = {
 
 
 def plot(path: Path, benches: list[Bench]) -> None:
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # an optional extra
-        raise SystemExit(f"--plot needs matplotlib: {BENCH_EXTRA}") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     figure, axes = plt.subplots(2, 3, figsize=(16, 9))
     writers, rebuild, stuck = axes[0]
     for bench in benches:
@@ -956,7 +958,9 @@ def main(argv: list[str] | None = None) -> None:
         help="a MariaDB/MySQL server URL (mysql+pymysql://...); the "
         "harness creates and drops its own scratch databases on it",
     )
-    parser.add_argument("--quick", action="store_true", help="10x smaller sizes")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes (a few minutes for both databases)"
+    )
     parser.add_argument(
         "--peer",
         choices=PEERS,
@@ -971,6 +975,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-sqlite", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     _check_peer(args.peer, args.db, parser)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:  # an optional extra: say so before the run, not after
+            parser.error(f"--plot needs matplotlib ({exc}): {BENCH_EXTRA}")
     sizes = Sizes().tiny() if args.tiny else Sizes().quick() if args.quick else Sizes()
     console = Console(stderr=True)
     benches = []
