@@ -87,6 +87,10 @@ class Figure:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {
+            "samples": {  # NaN: a round the peer did not finish (it failed and was dropped)
+                system: [None if x != x else x for x in values]
+                for system, values in self.samples.items()
+            },
             "ratio": self.ratio,
             "peer_ratio": self.peer_ratio,
             "met": self.met,
