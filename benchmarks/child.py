@@ -1,5 +1,18 @@
-"""Work the harness runs in a separate process: a rebuild (to read its own peak RSS) and an
-appender (for the four-process figure). Prints one JSON line."""
+"""Work the harness runs in a separate process: a rebuild (to read its own peak RSS) and the
+writers of the concurrent-writers curve. Prints one JSON line.
+
+``python -m benchmarks.child rebuild URL``
+``python -m benchmarks.child append URL COUNT WORKER``: ``COUNT`` durable appends of one event
+each, on its own run, through :meth:`ledger.Ledger.append`.
+``python -m benchmarks.child raw-append URL COUNT WORKER``: ``COUNT`` raw INSERT + COMMIT of
+one row each into the raw table (MariaDB, PyMySQL), rows of its own.
+
+A writer prints ``ready`` once it is connected and set up, then makes its ``COUNT`` calls each
+time it reads ``go`` on stdin (so the harness starts the writers' clocks together and reuses
+them from one number of processes to the next), until stdin ends. Each report, one JSON line,
+has its first and last ``time.monotonic()`` (one clock for every process of the machine),
+each call's latency and the number of calls that raised.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +20,12 @@ import json
 import resource
 import sys
 import time
-
-from ledger import Ledger, LedgerError, RunProgressed
+from collections.abc import Callable
+from typing import Any
 
 
 def rebuild(url: str) -> None:
+    from ledger import Ledger
     from projections import rebuild as rebuild_projection
 
     ledger = Ledger.from_url(url)
@@ -22,28 +36,77 @@ def rebuild(url: str) -> None:
     print(json.dumps({"events": result.events, "seconds": elapsed, "peak_rss_mb": peak_kb / 1024}))
 
 
+def _write(count: int, call: Callable[[int], None], prepare: Callable[[], None]) -> None:
+    """Each time the harness says ``go``, make ``count`` calls, timing each, and print the
+    report; until stdin ends. ``prepare`` runs before each ``go`` (off the clock)."""
+    index = 0
+    prepare()
+    print("ready", flush=True)
+    while sys.stdin.readline().strip() == "go":
+        latencies, errors, first_error = [], 0, None
+        started = time.monotonic()
+        for _ in range(count):
+            began = time.monotonic()
+            try:
+                call(index)
+            except Exception as exc:  # counted and reported: the target is no errors
+                errors += 1
+                first_error = first_error or f"{type(exc).__name__}: {exc}"
+            latencies.append(time.monotonic() - began)
+            index += 1
+        finished = time.monotonic()
+        report = {
+            "started": started,
+            "finished": finished,
+            "latencies": latencies,
+            "errors": errors,
+            "first_error": first_error,
+        }
+        prepare()
+        print(json.dumps(report), flush=True)
+
+
 def appender(url: str, count: int, worker: int) -> None:
+    from ledger import Ledger, RunProgressed
+
     ledger = Ledger.from_url(url)
     run_id = ledger.start_run(worker, f"bench-{worker}")
-    latencies, errors = [], 0
-    started = time.perf_counter()
-    for _ in range(count):
-        began = time.perf_counter()
-        try:
-            ledger.append([RunProgressed(run_id=run_id, records_fetched=1)])
-        except LedgerError:
-            errors += 1
-        latencies.append(time.perf_counter() - began)
-    print(
-        json.dumps(
-            {"seconds": time.perf_counter() - started, "latencies": latencies, "errors": errors}
-        )
+    _write(
+        count,
+        lambda _: ledger.append([RunProgressed(run_id=run_id, records_fetched=1)]),
+        lambda: None,
     )
+
+
+def raw_appender(url: str, count: int, worker: int) -> None:
+    from benchmarks.raw import insert_sql, mysql_connection, rows
+
+    conn = mysql_connection(url, autocommit=False)
+    insert = insert_sql(sqlite=False)
+    prepared: list[tuple[Any, ...]] = []
+
+    def prepare() -> None:  # the rows of the next round: positions of this worker's own
+        prepared.extend(rows(worker * 10_000_000 + len(prepared) + 1, count, sqlite=False))
+
+    def call(index: int) -> None:
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(insert, prepared[index])
+            conn.commit()
+        except Exception:
+            conn.rollback()
+            raise
+
+    _write(count, call, prepare)
 
 
 if __name__ == "__main__":
     task, url, *rest = sys.argv[1:]
     if task == "rebuild":
         rebuild(url)
-    else:
+    elif task == "append":
         appender(url, int(rest[0]), int(rest[1]))
+    elif task == "raw-append":
+        raw_appender(url, int(rest[0]), int(rest[1]))
+    else:
+        raise SystemExit(f"unknown task {task!r}")

@@ -1,10 +1,15 @@
-"""``python -m benchmarks [--db URL] [--quick] [--json FILE] [--plot FILE.png]``
+"""``python -m benchmarks [--db URL] [--quick] [--peer eventsourcing] [--json FILE] [--plot F.png]``
 
 For a SQLite file (always) and MariaDB (when ``--db`` names a server), measure each figure of
-issue 7 and the raw driver limit for the same work, in the same run, and print a table:
-figure, value, raw limit, ratio, target, met. History is generated through the library's own
-batch append. The databases are scratch ones (a temp file; ``<db>_bench_<random>`` on the
-server), dropped at the end.
+issue 14 beside the raw driver limit for the same work measured in the same run and, with
+``--peer eventsourcing``, beside the ``eventsourcing`` library doing the same work in the same
+process (``pip install -e '.[bench]'``), and print a table: figure, value, peer, raw, the ratio
+to each, target, met. The append workloads are runs of RunStarted + 8 RunProgressed +
+RunFinished; the append figures are the median of interleaved rounds (raw, run-ledger, peer in
+turn), because the machine's fsync latency swings from one minute to the next and only ratios
+measured side by side mean anything. History is generated through the library's own batch
+append. The databases are scratch ones (temp files; ``<db>_bench_<random>`` on the server),
+dropped at the end. The harness exits 0 when it ran, whether or not the targets are met.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +36,7 @@ from rich.table import Table
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from benchmarks.raw import RawDatabase, raw_scan
+from benchmarks.raw import RawDatabase, mysql_connection, raw_scan
 from forensics.chain import verify_chain
 from ledger import Ledger, RunFinished, RunProgressed, RunStarted, stuck_runs
 from ledger.reads import count_runs
@@ -39,6 +45,16 @@ from migrations.runner import upgrade
 from projections import Projector
 
 REPO = Path(__file__).resolve().parent.parent
+PEERS = ("eventsourcing",)
+BENCH_EXTRA = "pip install -e '.[bench]'"
+
+
+@dataclass
+class Check:
+    """One target of a figure; ``met`` is None when it was not measured (no ``--peer``)."""
+
+    target: str
+    met: bool | None
 
 
 @dataclass
@@ -48,27 +64,92 @@ class Figure:
     value: float
     unit: str
     raw: float | None  # the raw limit for the same work, same unit
-    target: str
-    met: bool | None  # None: no target on this database
+    peer: float | None = None  # the peer library doing the same work, same unit
+    checks: list[Check] = field(default_factory=list)
+    samples: dict[str, list[float]] = field(default_factory=dict)  # per round, per system
 
     @property
     def ratio(self) -> float | None:
+        """To the raw limit."""
         return None if not self.raw else self.value / self.raw
+
+    @property
+    def peer_ratio(self) -> float | None:
+        return None if not self.peer else self.value / self.peer
+
+    @property
+    def met(self) -> bool | None:
+        """False when a target is missed; None when one was not measured (or there is none)."""
+        states = [check.met for check in self.checks]
+        if False in states:
+            return False
+        return None if not states or None in states else True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {
+            "samples": {  # NaN: a round the peer did not finish (it failed and was dropped)
+                system: [None if x != x else x for x in values]
+                for system, values in self.samples.items()
+            },
+            "ratio": self.ratio,
+            "peer_ratio": self.peer_ratio,
+            "met": self.met,
+            "target": "; ".join(check.target for check in self.checks) or "-",
+        }
+
+
+def of_raw(value: float, raw: float, share: float) -> Check:
+    return Check(f">= {share:.0%} of raw", value >= share * raw)
+
+
+def of_peer(value: float, peer: float | None, times: float = 1.5) -> Check:
+    return Check(f">= {times:g}x peer", None if peer is None else value >= times * peer)
 
 
 @dataclass
 class Sizes:
-    single: int = 2000
-    batches: int = 100
+    rounds: int = 5  # interleaved rounds of each append workload (raw, run-ledger, peer)
+    live_runs: int = 40  # runs of 10 single-event calls per round (400 events)
+    batch10_calls: int = 100  # calls of one run's 10 events per round
+    batch1000_calls: int = 4  # calls of 1,000 events (100 runs) per round
+    read_rounds: int = 3  # interleaved rounds of read and decode
     history_small: int = 100_000
     history_large: int = 1_000_000
     stuck_runs_small: int = 10_000
     stuck_runs_large: int = 1_000_000
+    writers: tuple[int, ...] = (1, 2, 4, 8)
     appenders_each: int = 500
     lag_seconds: float = 20.0
 
     def quick(self) -> Sizes:
-        return Sizes(200, 10, 10_000, 100_000, 1_000, 100_000, 50, 4.0)
+        return Sizes(
+            live_runs=10,
+            batch10_calls=20,
+            batch1000_calls=1,
+            history_small=10_000,
+            history_large=50_000,
+            stuck_runs_small=1_000,
+            stuck_runs_large=20_000,
+            appenders_each=30,
+            lag_seconds=4.0,
+        )
+
+    def tiny(self) -> Sizes:
+        """For the smoke test: every figure, in seconds (its values mean nothing)."""
+        return Sizes(
+            rounds=2,
+            live_runs=2,
+            batch10_calls=4,
+            batch1000_calls=1,
+            read_rounds=1,
+            history_small=2_000,
+            history_large=4_000,
+            stuck_runs_small=200,
+            stuck_runs_large=1_000,
+            writers=(1, 2),
+            appenders_each=10,
+            lag_seconds=1.0,
+        )
 
 
 def history_batch(first_run: int, runs: int, per_run: int = 10) -> list[Any]:
@@ -94,6 +175,44 @@ def grow_history(ledger: Ledger, target_events: int, per_run: int = 10) -> None:
         ledger.append(history_batch(0, runs, per_run))
 
 
+def ledger_live(ledger: Ledger, runs: int) -> float:
+    """Events/s, one event per durable ``Ledger.append`` call: runs of RunStarted +
+    8 RunProgressed + RunFinished, each event built and appended on its own."""
+    started = time.perf_counter()
+    for _ in range(runs):
+        result = ledger.append([RunStarted(source_id=1, connector_name="bench")])
+        run_id = result.events[0].run_id
+        for _ in range(8):
+            ledger.append([RunProgressed(run_id=run_id, records_fetched=3, records_created=2)])
+        ledger.append([RunFinished(run_id=run_id, status="success")])
+    return runs * 10 / (time.perf_counter() - started)
+
+
+def ledger_batches(ledger: Ledger, calls: int, runs_per_call: int) -> float:
+    """Events/s, ``runs_per_call`` complete runs of 10 events per ``Ledger.append`` call (the
+    events built in the timed loop, as the peer's aggregates are)."""
+    started = time.perf_counter()
+    for _ in range(calls):
+        ledger.append(history_batch(0, runs_per_call))
+    return calls * runs_per_call * 10 / (time.perf_counter() - started)
+
+
+def ledger_read_decode(ledger: Ledger) -> tuple[int, float]:
+    """(events, events/s) of ``Ledger.read_all()`` and ``.event`` on each."""
+    started = time.perf_counter()
+    decoded = sum(1 for recorded in ledger.read_all() if recorded.event)
+    return decoded, decoded / (time.perf_counter() - started)
+
+
+def interleaved(rounds: int, measures: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Each measure once a round, in turn; their samples, round by round."""
+    samples: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            samples[name].append(measure())
+    return samples
+
+
 class Bench:
     def __init__(
         self,
@@ -104,105 +223,266 @@ class Bench:
         raw_sqlite: str | None,
         sizes: Sizes,
         console: Console,
+        peer: Any = None,
+        peer_reason: str | None = None,
     ) -> None:
         self.name, self.url, self.sqlite_path = name, url, sqlite_path
         self.raw_url, self.raw_sqlite = raw_url, raw_sqlite
         self.sizes, self.console = sizes, console
+        self.peer, self.peer_reason = peer, peer_reason  # reason: why the peer is missing
         self.ledger = Ledger.from_url(url)
         upgrade(self.ledger)
         self.figures: list[Figure] = []
-        self.curves: dict[str, list[tuple[int, float]]] = {"rebuild": [], "stuck": []}
+        self.curves: dict[str, list[Any]] = {"rebuild": [], "stuck": [], "writers": []}
+        self.notes: list[str] = []
 
     def log(self, text: str) -> None:
         self.console.log(f"[{self.name}] {text}")
 
-    def add(self, *args: Any) -> None:
-        self.figures.append(Figure(self.name, *args))
+    def add(self, *args: Any, **kwargs: Any) -> Figure:
+        figure = Figure(self.name, *args, **kwargs)
+        self.figures.append(figure)
+        return figure
 
     @property
     def mysql(self) -> bool:
         return self.sqlite_path is None
 
+    # -------------------------------------------------------------- the peer
+
+    def _peer_measure(self, measure: Callable[[Any], float]) -> Callable[[], float]:
+        """A measure of the peer, which gives it up (with the reason) if the peer fails."""
+
+        def run() -> float:
+            if self.peer is None:
+                return float("nan")
+            try:
+                return measure(self.peer)
+            except Exception as exc:  # reported as the peer being unavailable, not faked
+                self.log(f"the peer failed, dropped: {type(exc).__name__}: {exc}")
+                self.peer_reason = f"failed: {type(exc).__name__}: {_one_line(exc)[:300]}"
+                self.peer.close()
+                self.peer = None
+                return float("nan")
+
+        return run
+
+    def _measures(
+        self, raw: Callable[[], float], ledger: Callable[[], float], peer: Callable[[Any], float]
+    ) -> dict[str, Callable[[], float]]:
+        measures = {"raw": raw, "run-ledger": ledger}
+        if self.peer is not None:
+            measures["peer"] = self._peer_measure(peer)
+        return measures
+
+    def _medians(self, samples: dict[str, list[float]]) -> tuple[float, float, float | None]:
+        peer = [x for x in samples.get("peer", []) if x == x]  # NaN: the peer failed
+        return (
+            statistics.median(samples["run-ledger"]),
+            statistics.median(samples["raw"]),
+            statistics.median(peer) if peer and self.peer is not None else None,
+        )
+
     # -------------------------------------------------------------- 1 and 2: appends
 
     def appends(self) -> None:
         raw = RawDatabase(self.raw_url, self.raw_sqlite)
+        sizes = self.sizes
         try:
-            self.log("single durable appends")
-            raw_single = raw.single_inserts(self.sizes.single)
-            run_id = self.ledger.start_run(1, "bench-single")
-            events = [
-                RunProgressed(run_id=run_id, records_fetched=1) for _ in range(self.sizes.single)
-            ]
-            started = time.perf_counter()
-            for event in events:
-                self.ledger.append([event])
-            value = self.sizes.single / (time.perf_counter() - started)
-            share = 0.70 if self.mysql else 0.15
+            self.log(
+                f"live appends, one event per call: {sizes.rounds} interleaved rounds of "
+                f"{sizes.live_runs * 10} events"
+            )
+            samples = interleaved(
+                sizes.rounds,
+                self._measures(
+                    lambda: raw.single_inserts(sizes.live_runs * 10),
+                    lambda: ledger_live(self.ledger, sizes.live_runs),
+                    lambda peer: peer.live(sizes.live_runs),
+                ),
+            )
+            value, raw_value, peer_value = self._medians(samples)
+            checks = [of_raw(value, raw_value, 0.70)]
+            if not self.mysql:
+                checks.insert(0, of_peer(value, peer_value))
             self.add(
-                "1. single durable append",
+                "1. live append (1 event/call)",
                 value,
                 "events/s",
-                raw_single,
-                f">= {share:.0%} of raw",
-                value >= share * raw_single,
+                raw_value,
+                peer_value,
+                checks,
+                samples,
             )
-            self.log("batch appends of 1,000")
-            raw_batch = raw.batch_inserts(self.sizes.batches)
-            batches = [history_batch(0, 100) for _ in range(self.sizes.batches)]
-            started = time.perf_counter()
-            for batch in batches:
-                self.ledger.append(batch)
-            value = len(batches) * 1000 / (time.perf_counter() - started)
-            share = 0.50 if self.mysql else 0.20
+            self.log(f"batch appends of one run's 10 events: {sizes.rounds} rounds")
+            samples = interleaved(
+                sizes.rounds,
+                self._measures(
+                    lambda: raw.batch_inserts(sizes.batch10_calls, size=10),
+                    lambda: ledger_batches(self.ledger, sizes.batch10_calls, 1),
+                    lambda peer: peer.batches(sizes.batch10_calls, 1),
+                ),
+            )
+            value, raw_value, peer_value = self._medians(samples)
+            self.add(
+                "2. batch append (10/call, one run)",
+                value,
+                "events/s",
+                raw_value,
+                peer_value,
+                [of_peer(value, peer_value)],
+                samples,
+            )
+            self.log(f"batch appends of 1,000 (100 runs): {sizes.rounds} rounds")
+            samples = interleaved(
+                sizes.rounds,
+                self._measures(
+                    lambda: raw.batch_inserts(sizes.batch1000_calls, size=1000),
+                    lambda: ledger_batches(self.ledger, sizes.batch1000_calls, 100),
+                    lambda peer: peer.batches(sizes.batch1000_calls, 100),
+                ),
+            )
+            value, raw_value, peer_value = self._medians(samples)
             self.add(
                 "2. batch append (1,000/call)",
                 value,
                 "events/s",
-                raw_batch,
-                f">= {share:.0%} of raw",
-                value >= share * raw_batch,
+                raw_value,
+                peer_value,
+                [of_raw(value, raw_value, 0.70 if self.mysql else 0.50)],
+                samples,
             )
         finally:
             raw.close()
 
-    # -------------------------------------------------------------- 3: four appenders
+    # -------------------------------------------------------------- 3: concurrent writers
 
-    def four_appenders(self) -> None:
-        self.log("four appender processes")
+    def writers(self) -> None:
+        """For each number of processes: that many raw writers, then that many run-ledger
+        appenders, started together; the processes are started once, up front."""
+        RawDatabase(self.raw_url, None).close()  # the raw table, created empty
+        top = max(self.sizes.writers)
+        self.log(f"starting {top} raw writer and {top} appender processes")
+        pools: dict[str, list[subprocess.Popen[str]]] = {"raw": [], "run-ledger": []}
+        try:
+            pools["raw"] = self._spawn("raw-append", self.raw_url, top)
+            pools["run-ledger"] = self._spawn("append", self.url, top)
+            for processes in self.sizes.writers:
+                self.log(f"{processes} writer process(es): raw insert + commit, then run-ledger")
+                raw = self._go(pools["raw"][:processes])
+                ours = self._go(pools["run-ledger"][:processes])
+                point = {"processes": processes, "raw": raw, "run-ledger": ours}
+                self.curves["writers"].append(point)
+                errors = ours["errors"]
+                self.add(
+                    f"3. {processes} writer process{'es' if processes > 1 else ''}",
+                    ours["events_per_s"],
+                    "events/s",
+                    raw["events_per_s"],
+                    None,
+                    [Check(f"no errors ({errors})", errors == 0)],
+                )
+                for kind, report in (("run-ledger", ours), ("raw", raw)):
+                    if report["first_error"]:
+                        self.notes.append(
+                            f"{processes} {kind} writers: {report['errors']} errors, the "
+                            f"first: {report['first_error']}"
+                        )
+        finally:
+            for child in pools["raw"] + pools["run-ledger"]:
+                if child.stdin is not None:
+                    child.stdin.close()  # the end of stdin ends the writer
+            for child in pools["raw"] + pools["run-ledger"]:
+                try:
+                    child.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+
+    def _spawn(self, task: str, url: str, processes: int) -> list[subprocess.Popen[str]]:
+        """``processes`` writer processes, each connected and ready."""
+        count = str(self.sizes.appenders_each)
         children = [
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.child",
-                    "append",
-                    self.url,
-                    str(self.sizes.appenders_each),
-                    str(worker),
-                ],
+                [sys.executable, "-m", "benchmarks.child", task, url, count, str(worker)],
                 cwd=REPO,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            for worker in range(1, 5)
+            for worker in range(1, processes + 1)
         ]
-        started = time.perf_counter()
-        reports = [json.loads(child.communicate()[0]) for child in children]
-        wall = time.perf_counter() - started
+        for child in children:
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                for other in children:
+                    other.kill()
+                raise RuntimeError(f"a {task} writer process failed to start")
+        return children
+
+    def _go(self, children: list[subprocess.Popen[str]]) -> dict[str, Any]:
+        """Let ``children`` write together; their reports summed up."""
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        reports = []
+        for child in children:
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            if not line:
+                raise RuntimeError("a writer process ended without its report")
+            reports.append(json.loads(line))
         latencies = sorted(x for r in reports for x in r["latencies"])
         errors = sum(r["errors"] for r in reports)
-        total = len(latencies)
-        self.add(
-            "3. four appender processes",
-            total / wall,
-            "events/s",
-            None,
-            f"no errors ({errors})",
-            errors == 0,
+        wall = max(r["finished"] for r in reports) - min(r["started"] for r in reports)
+        return {
+            "events_per_s": (len(latencies) - errors) / wall if wall else 0.0,
+            "p50_ms": _pct(latencies, 50) * 1000,
+            "p99_ms": _pct(latencies, 99) * 1000,
+            "errors": errors,
+            "first_error": next((r["first_error"] for r in reports if r["first_error"]), None),
+            "calls": len(latencies),
+            "seconds": wall,
+        }
+
+    # -------------------------------------------------------------- 8: read and decode
+
+    def read_decode(self) -> None:
+        events = self.ledger.head().last_position
+        if self.peer is not None:
+            self.log(f"growing the peer's store to {events:,} events")
+            self._peer_measure(lambda peer: peer.grow(events) or 0.0)()
+        counts: dict[str, int] = {}
+
+        def ours() -> float:
+            counts["run-ledger"], rate = ledger_read_decode(self.ledger)
+            return rate
+
+        def peers(peer: Any) -> float:
+            counts["peer"], rate = peer.read_decode()
+            return rate
+
+        self.log(f"read and decode of {events:,} events: {self.sizes.read_rounds} rounds")
+        samples = interleaved(
+            self.sizes.read_rounds,
+            self._measures(lambda: raw_scan(self.url, self.sqlite_path), ours, peers),
         )
-        self.add("3. append latency p50", _pct(latencies, 50) * 1000, "ms", None, "-", None)
-        self.add("3. append latency p99", _pct(latencies, 99) * 1000, "ms", None, "-", None)
+        value, raw_value, peer_value = self._medians(samples)
+        if peer_value is not None and counts.get("peer") != counts["run-ledger"]:
+            self.notes.append(
+                f"read and decode: the peer read {counts.get('peer', 0):,} events, "
+                f"run-ledger {counts['run-ledger']:,}"
+            )
+        self.add(
+            f"8. read and decode ({counts['run-ledger']:,} events)",
+            value,
+            "events/s",
+            raw_value,
+            peer_value,
+            [of_peer(value, peer_value)],
+            samples,
+        )
 
     # -------------------------------------------------------------- 4 and 7: history
 
@@ -211,6 +491,8 @@ class Bench:
         for size in (self.sizes.history_small, self.sizes.history_large):
             self.log(f"growing history to {size:,} events")
             grow_history(self.ledger, size)
+            if size == self.sizes.history_small:
+                self.read_decode()
             self.log(f"rebuild of {size:,} events (separate process)")
             child = subprocess.run(
                 [sys.executable, "-m", "benchmarks.child", "rebuild", self.url],
@@ -225,22 +507,22 @@ class Bench:
         small, large = measured
         raw_read = raw_scan(self.url, self.sqlite_path)
         rate = large["events"] / large["seconds"]
-        target = 30_000 if self.mysql else 100_000
+        target = 40_000 if self.mysql else 100_000
         self.add(
             f"4. rebuild of {large['events']:,} events",
             rate,
             "events/s",
             raw_read,
-            f">= {target:,}",
-            rate >= target,
+            None,
+            [Check(f">= {target:,}", rate >= target)],
         )
         self.add(
             "4. rebuild peak RSS",
             large["peak_rss_mb"],
             "MB",
             None,
-            "<= 250",
-            large["peak_rss_mb"] <= 250,
+            None,
+            [Check("<= 250", large["peak_rss_mb"] <= 250)],
         )
         growth = large["peak_rss_mb"] / small["peak_rss_mb"]
         self.add(
@@ -248,33 +530,25 @@ class Bench:
             growth,
             "x",
             None,
-            "<= 1.5",
-            growth <= 1.5,
-        )
-        self.log(f"read and decode of {large['events']:,} events")
-        started = time.perf_counter()
-        decoded = sum(1 for recorded in self.ledger.read_all() if recorded.event)
-        rate = decoded / (time.perf_counter() - started)
-        self.add(
-            f"8. read and decode ({decoded:,} events)",
-            rate,
-            "events/s",
-            raw_read,
-            "-",
             None,
+            [Check("<= 1.5", growth <= 1.5)],
         )
         self.log(f"verify of the chain over {large['events']:,} events")
         started = time.perf_counter()
         report = verify_chain(self.ledger)
         rate = report.checked / (time.perf_counter() - started)
         raw_hash = raw_scan(self.url, self.sqlite_path, hash_rows=True)
+        if self.mysql:
+            check = Check(">= 85% of raw", rate >= 0.85 * raw_hash and report.ok)
+        else:
+            check = Check(">= 200,000", rate >= 200_000 and report.ok)
         self.add(
             f"7. verify chain ({report.checked:,} events)",
             rate,
             "events/s",
             raw_hash,
-            ">= 200,000",
-            rate >= 200_000 and report.ok,
+            None,
+            [check],
         )
 
     # -------------------------------------------------------------- 5: follow lag
@@ -320,7 +594,14 @@ class Bench:
         stop.set()
         lags = sorted(applied.get(p, deadline) - t for p, t in appended.items())
         p99 = _pct(lags, 99)
-        self.add("5. follow lag p99 at 500 ev/s", p99 * 1000, "ms", None, "<= 1,000", p99 <= 1.0)
+        self.add(
+            "5. follow lag p99 at 500 ev/s",
+            p99 * 1000,
+            "ms",
+            None,
+            None,
+            [Check("<= 1,000", p99 <= 1.0)],
+        )
 
     # -------------------------------------------------------------- 6: stuck query
 
@@ -347,16 +628,16 @@ class Bench:
             large * 1000,
             "ms",
             None,
-            "<= 10",
-            large <= 0.010,
+            None,
+            [Check("<= 10", large <= 0.010)],
         )
         self.add(
             "6. stuck query, large / small history",
             large / small,
             "x",
             None,
-            "<= 2",
-            large / small <= 2,
+            None,
+            [Check("<= 2", large / small <= 2)],
         )
 
     def _grow_runs(self, target_runs: int) -> None:
@@ -377,6 +658,12 @@ class Bench:
 
     def close(self) -> None:
         self.ledger.close()
+        if self.peer is not None:
+            self.peer.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _pct(values: list[float], percent: float) -> float:
@@ -386,20 +673,25 @@ def _pct(values: list[float], percent: float) -> float:
     return sorted(values)[index]
 
 
-def _mysql_scratch(server_url: str) -> tuple[str, str, list[str]]:
+def _mysql_scratch(server_url: str, kinds: list[str]) -> tuple[dict[str, str], list[str]]:
+    """A scratch database for each of ``kinds`` (``ledger``, ``raw``, ``peer``): their URLs."""
     suffix = uuid.uuid4().hex[:8]
     base = make_url(server_url)
-    names = [
-        f"{base.database or 'ledger'}_bench_{suffix}",
-        f"{base.database or 'ledger'}_bench_raw_{suffix}",
-    ]
+    prefix = base.database or "ledger"
+    names = {
+        kind: f"{prefix}_bench_{suffix}" if kind == "ledger" else f"{prefix}_bench_{kind}_{suffix}"
+        for kind in kinds
+    }
     admin = create_engine(base.set(database=None))
     with admin.begin() as conn:
-        for name in names:
+        for name in names.values():
             conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
     admin.dispose()
-    urls = [base.set(database=name).render_as_string(hide_password=False) for name in names]
-    return urls[0], urls[1], names
+    urls = {
+        kind: base.set(database=name).render_as_string(hide_password=False)
+        for kind, name in names.items()
+    }
+    return urls, list(names.values())
 
 
 def _drop(server_url: str, names: list[str]) -> None:
@@ -410,22 +702,79 @@ def _drop(server_url: str, names: list[str]) -> None:
     admin.dispose()
 
 
+def _server_durability(url: str) -> str:
+    conn = mysql_connection(url)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT VERSION(), @@innodb_flush_log_at_trx_commit, @@sync_binlog")
+            server, flush, sync_binlog = cursor.fetchone()
+    finally:
+        conn.close()
+    return (
+        f"server {server}, innodb_flush_log_at_trx_commit={flush}, sync_binlog={sync_binlog} "
+        "(the same for run-ledger, the raw driver and the peer)"
+    )
+
+
+def _start_peer(
+    peer: str | None, sqlite_path: str | None, url: str | None
+) -> tuple[Any, str | None]:
+    """(the peer, None), or (None, why it is unavailable); (None, None) without ``--peer``."""
+    if peer is None:
+        return None, None
+    try:
+        from benchmarks.peer import Peer
+
+        return Peer(sqlite_path=sqlite_path, url=url), None
+    except Exception as exc:  # the peer cannot run here: say why, do not fake it
+        return None, f"{type(exc).__name__}: {_one_line(exc)[:300]}"
+
+
 def run_database(
-    name: str, sizes: Sizes, console: Console, server_url: str | None, folder: Path
+    name: str,
+    sizes: Sizes,
+    console: Console,
+    server_url: str | None,
+    folder: Path,
+    peer: str | None = None,
 ) -> Bench:
     if server_url is None:
         path = folder / "ledger.db"
+        peer_object, reason = _start_peer(peer, str(folder / "peer.db"), None)
         bench = Bench(
-            name, f"sqlite:///{path}", str(path), "", str(folder / "raw.db"), sizes, console
+            name,
+            f"sqlite:///{path}",
+            str(path),
+            "",
+            str(folder / "raw.db"),
+            sizes,
+            console,
+            peer_object,
+            reason,
         )
+        bench.notes.append("run-ledger and the raw driver: journal_mode=WAL, synchronous=FULL")
         cleanup: list[str] = []
     else:
-        url, raw_url, cleanup = _mysql_scratch(server_url)
-        bench = Bench(name, url, None, raw_url, None, sizes, console)
+        kinds = ["ledger", "raw", "peer"] if peer else ["ledger", "raw"]
+        urls, cleanup = _mysql_scratch(server_url, kinds)
+        try:
+            peer_object, reason = _start_peer(peer, None, urls.get("peer"))
+            bench = Bench(
+                name, urls["ledger"], None, urls["raw"], None, sizes, console, peer_object, reason
+            )
+            bench.notes.append(_server_durability(urls["ledger"]))
+        except BaseException:
+            _drop(server_url, cleanup)
+            raise
+    if bench.peer is not None:
+        bench.notes.append(f"peer: {bench.peer.versions}")
+        bench.notes += [f"peer: {note}" for note in bench.peer.notes]
+    elif bench.peer_reason:
+        bench.log(f"the peer is unavailable: {bench.peer_reason}")
     try:
         bench.appends()
         if bench.mysql:
-            bench.four_appenders()
+            bench.writers()
         bench.rebuild_and_verify()
         if bench.mysql:
             bench.follow_lag()
@@ -434,58 +783,172 @@ def run_database(
         bench.close()
         if server_url is not None:
             _drop(server_url, cleanup)
+    if bench.peer_reason:
+        bench.notes.append(f"peer unavailable: {bench.peer_reason}")
     return bench
 
 
-def print_table(console: Console, figures: list[Figure]) -> None:
-    table = Table(title="run-ledger benchmarks")
-    for column in ("database", "figure", "value", "raw limit", "ratio", "target", "met"):
-        table.add_column(
-            column, justify="right" if column in ("value", "raw limit", "ratio") else "left"
-        )
-    for f in figures:
-        table.add_row(
-            f.database,
-            f.name,
-            f"{f.value:,.1f} {f.unit}",
-            "—" if f.raw is None else f"{f.raw:,.0f} {f.unit}",
-            "—" if f.ratio is None else f"{f.ratio:.0%}",
-            f.target,
-            "—" if f.met is None else ("yes" if f.met else "NO"),
-        )
+def _number(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if unit == "events/s" else f"{value:,.1f}"
+
+
+def print_table(console: Console, benches: list[Bench], peer: str | None) -> None:
+    table = Table(title="run-ledger benchmarks" + (f" (peer: {peer})" if peer else ""))
+    numeric = ("value", "peer", "raw", "÷ peer", "÷ raw")
+    for column in ("database", "figure", *numeric, "target", "met"):
+        table.add_column(column, justify="right" if column in numeric else "left")
+    for bench in benches:
+        for f in bench.figures:
+            peer_cell = _number(f.peer, f.unit)
+            if f.peer is None and bench.peer_reason and f.samples:
+                peer_cell = "n/a"
+            table.add_row(
+                f.database,
+                f.name,
+                f"{f.value:,.1f} {f.unit}",
+                peer_cell,
+                _number(f.raw, f.unit),
+                "—" if f.peer_ratio is None else f"{f.peer_ratio:.2f}x",
+                "—" if f.ratio is None else f"{f.ratio:.0%}",
+                "; ".join(check.target for check in f.checks) or "-",
+                " / ".join(
+                    "—" if check.met is None else ("yes" if check.met else "NO")
+                    for check in f.checks
+                )
+                or "—",
+            )
     console.print(table)
+    for bench in benches:
+        if bench.curves["writers"]:
+            writers = Table(title=f"{bench.name}: concurrent writers (one event per call)")
+            for column in (
+                "processes",
+                "run-ledger",
+                "p50",
+                "p99",
+                "errors",
+                "raw",
+                "p50 ",
+                "p99 ",
+                "errors ",
+                "÷ raw",
+            ):
+                writers.add_column(column, justify="right")
+            for point in bench.curves["writers"]:
+                ours, raw = point["run-ledger"], point["raw"]
+                writers.add_row(
+                    str(point["processes"]),
+                    f"{ours['events_per_s']:,.0f}/s",
+                    f"{ours['p50_ms']:.1f} ms",
+                    f"{ours['p99_ms']:.1f} ms",
+                    str(ours["errors"]),
+                    f"{raw['events_per_s']:,.0f}/s",
+                    f"{raw['p50_ms']:.1f} ms",
+                    f"{raw['p99_ms']:.1f} ms",
+                    str(raw["errors"]),
+                    f"{ours['events_per_s'] / raw['events_per_s']:.0%}"
+                    if raw["events_per_s"]
+                    else "—",
+                )
+            console.print(writers)
+    for bench in benches:
+        for note in bench.notes:
+            console.print(f"{bench.name}: {note}", highlight=False, soft_wrap=True)
+
+
+WORKLOADS = {
+    "1. live append": "live",
+    "2. batch append (10/call": "batch 10",
+    "2. batch append (1,000/call": "batch 1,000",
+    "8. read and decode": "read + decode",
+}
 
 
 def plot(path: Path, benches: list[Bench]) -> None:
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # an optional extra
-        raise SystemExit("--plot needs matplotlib: pip install -e '.[bench]'") from exc
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, 3, figsize=(16, 9))
+    writers, rebuild, stuck = axes[0]
     for bench in benches:
+        if bench.curves["writers"]:
+            xs = [point["processes"] for point in bench.curves["writers"]]
+            for kind, style in (("run-ledger", "o-"), ("raw", "s--")):
+                ys = [point[kind]["events_per_s"] for point in bench.curves["writers"]]
+                writers.plot(xs, ys, style, label=f"{bench.name} {kind}")
+            writers.set_xticks(xs)
         if bench.curves["rebuild"]:
             xs, ys = zip(*bench.curves["rebuild"], strict=True)
-            left.plot(xs, ys, marker="o", label=bench.name)
+            rebuild.plot(xs, ys, marker="o", label=bench.name)
         if bench.curves["stuck"]:
             xs, ys = zip(*bench.curves["stuck"], strict=True)
-            right.plot(xs, [y * 1000 for y in ys], marker="o", label=bench.name)
-    left.set(
+            stuck.plot(xs, [y * 1000 for y in ys], marker="o", label=bench.name)
+    writers.set(
+        xlabel="writer processes",
+        ylabel="events/s (all processes)",
+        title="concurrent writers, one event per call",
+    )
+    rebuild.set(
         xscale="log", xlabel="events in history", ylabel="rebuild seconds", title="rebuild time"
     )
-    right.set(
+    stuck.set(
         xscale="log",
         xlabel="runs in history",
         ylabel="stuck query p50 (ms)",
         title="stuck query time",
     )
-    for axis in (left, right):
-        axis.legend()
+    if not writers.has_data():
+        writers.text(0.5, 0.5, "MariaDB only (--db)", ha="center", transform=writers.transAxes)
+    for axis in axes[0]:
+        if axis.has_data():
+            axis.legend()
         axis.grid(True, alpha=0.3)
+    for axis, bench in zip(axes[1], [*benches, None, None, None], strict=False):
+        if bench is None:
+            axis.set_visible(False)
+            continue
+        _bars(axis, bench)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+
+
+def _bars(axis: Any, bench: Bench) -> None:
+    """run-ledger, the peer and the raw driver, events/s, one group of bars per workload."""
+    rows = []
+    for prefix, label in WORKLOADS.items():
+        found = next((f for f in bench.figures if f.name.startswith(prefix)), None)
+        if found is not None:
+            rows.append((label, found))
+    width = 0.27
+    systems = [
+        ("run-ledger", lambda f: f.value),
+        ("peer", lambda f: f.peer),
+        ("raw", lambda f: f.raw),
+    ]
+    for index, (system, pick) in enumerate(systems):
+        xs = [n + (index - 1) * width for n in range(len(rows))]
+        ys = [pick(f) or 0.0 for _, f in rows]
+        axis.bar(xs, ys, width, label=system)
+    axis.set_xticks(range(len(rows)), [label for label, _ in rows])
+    axis.set(yscale="log", ylabel="events/s", title=f"{bench.name}: run-ledger, peer, raw")
+    axis.legend()
+    axis.grid(True, axis="y", alpha=0.3)
+
+
+def _check_peer(peer: str | None, server: str | None, parser: argparse.ArgumentParser) -> None:
+    """Exit 2 (argparse's usage error) when the peer's extra is not installed."""
+    if peer is None:
+        return
+    modules = ["eventsourcing"] + (["eventsourcing_sqlalchemy"] if server else [])
+    for module in modules:
+        try:
+            __import__(module)
+        except ImportError as exc:
+            parser.error(f"--peer {peer} needs the bench extra ({exc}): {BENCH_EXTRA}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -499,32 +962,56 @@ def main(argv: list[str] | None = None) -> None:
         help="a MariaDB/MySQL server URL (mysql+pymysql://...); the "
         "harness creates and drops its own scratch databases on it",
     )
-    parser.add_argument("--quick", action="store_true", help="10x smaller sizes (< 1 minute)")
-    parser.add_argument("--json", type=Path, help="write the figures to this file")
-    parser.add_argument("--plot", type=Path, help="draw rebuild and stuck-query curves")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes (a few minutes for both databases)"
+    )
+    parser.add_argument(
+        "--peer",
+        choices=PEERS,
+        help=f"run the same workloads on this library, in this process ({BENCH_EXTRA})",
+    )
+    parser.add_argument("--json", type=Path, help="write the figures and curves to this file")
+    parser.add_argument(
+        "--plot", type=Path, help="draw the writers, rebuild and stuck-query curves and bars"
+    )
+    # For the smoke test: tiny sizes, and MariaDB only (with --db).
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-sqlite", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    sizes = Sizes().quick() if args.quick else Sizes()
+    _check_peer(args.peer, args.db, parser)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:  # an optional extra: say so before the run, not after
+            parser.error(f"--plot needs matplotlib ({exc}): {BENCH_EXTRA}")
+    sizes = Sizes().tiny() if args.tiny else Sizes().quick() if args.quick else Sizes()
     console = Console(stderr=True)
     benches = []
-    with tempfile.TemporaryDirectory() as folder:
-        benches.append(run_database("sqlite", sizes, console, None, Path(folder)))
+    started = time.perf_counter()
+    if not (args.skip_sqlite and args.db):
+        with tempfile.TemporaryDirectory() as folder:
+            benches.append(run_database("sqlite", sizes, console, None, Path(folder), args.peer))
     if args.db:
-        benches.append(run_database("mariadb", sizes, console, args.db, Path(".")))
+        benches.append(run_database("mariadb", sizes, console, args.db, Path("."), args.peer))
     figures = [f for bench in benches for f in bench.figures]
-    print_table(Console(width=160), figures)
+    print_table(Console(width=180), benches, args.peer)
+    console.log(f"the harness took {time.perf_counter() - started:.0f} s")
     if args.json:
         args.json.write_text(
             json.dumps(
                 {
                     "generated_at": datetime.now(UTC).isoformat(),
                     "quick": args.quick,
+                    "peer": args.peer,
                     "machine": {
                         "platform": platform.platform(),
                         "python": platform.python_version(),
                         "cpus": os.cpu_count(),
                     },
-                    "figures": [asdict(f) | {"ratio": f.ratio} for f in figures],
+                    "figures": [f.to_dict() for f in figures],
                     "curves": {b.name: b.curves for b in benches},
+                    "notes": {b.name: b.notes for b in benches},
+                    "peer_unavailable": {b.name: b.peer_reason for b in benches if b.peer_reason},
                 },
                 indent=2,
             )

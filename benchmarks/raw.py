@@ -36,6 +36,12 @@ MYSQL_TABLE = """CREATE TABLE raw_events (
   UNIQUE KEY (run_id, version)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
 
 
+def insert_sql(sqlite: bool) -> str:
+    """The raw table's INSERT of one row, in the driver's parameter style."""
+    marks = ", ".join("?" if sqlite else "%s" for _ in range(12))
+    return f"INSERT INTO raw_events ({COLUMNS}) VALUES ({marks})"
+
+
 def rows(start: int, count: int, sqlite: bool) -> Iterator[tuple[Any, ...]]:
     now = datetime.now(UTC).replace(tzinfo=None)
     stamp: Any = now.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else now
@@ -89,8 +95,7 @@ class RawDatabase:
                 cursor.execute(MYSQL_TABLE)
             self.conn.commit()
         self.next_position = 1
-        marks = ", ".join("?" if self.sqlite else "%s" for _ in range(12))
-        self.insert = f"INSERT INTO raw_events ({COLUMNS}) VALUES ({marks})"
+        self.insert = insert_sql(self.sqlite)
 
     def _begin(self) -> Any:
         if self.sqlite:
@@ -106,7 +111,8 @@ class RawDatabase:
             self.conn.commit()
 
     def single_inserts(self, count: int) -> float:
-        """Rows/s, one row per transaction (insert + commit)."""
+        """Rows/s, one row per transaction (BEGIN + INSERT + COMMIT on SQLite; INSERT + COMMIT
+        on MariaDB)."""
         batch = list(rows(self.next_position, count, self.sqlite))
         self.next_position += count
         started = time.perf_counter()
@@ -117,7 +123,8 @@ class RawDatabase:
         return count / (time.perf_counter() - started)
 
     def batch_inserts(self, batches: int, size: int = 1000) -> float:
-        """Rows/s, ``size`` rows per executemany and transaction."""
+        """Rows/s, ``size`` rows per executemany and transaction (BEGIN + executemany +
+        COMMIT)."""
         prepared = [
             list(rows(self.next_position + i * size, size, self.sqlite)) for i in range(batches)
         ]
