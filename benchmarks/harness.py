@@ -47,6 +47,7 @@ from projections import Projector
 REPO = Path(__file__).resolve().parent.parent
 PEERS = ("eventsourcing",)
 BENCH_EXTRA = "pip install -e '.[bench]'"
+PEER_MYSQL = "pip install --no-deps -r benchmarks/peer-mysql.txt"
 
 
 @dataclass
@@ -943,12 +944,14 @@ def _check_peer(peer: str | None, server: str | None, parser: argparse.ArgumentP
     """Exit 2 (argparse's usage error) when the peer's extra is not installed."""
     if peer is None:
         return
-    modules = ["eventsourcing"] + (["eventsourcing_sqlalchemy"] if server else [])
-    for module in modules:
+    needs = [("eventsourcing", BENCH_EXTRA)]
+    if server:
+        needs.append(("eventsourcing_sqlalchemy", PEER_MYSQL))
+    for module, install in needs:
         try:
             __import__(module)
         except ImportError as exc:
-            parser.error(f"--peer {peer} needs the bench extra ({exc}): {BENCH_EXTRA}")
+            parser.error(f"--peer {peer} needs {module} ({exc}): {install}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,8 @@
 """The peer: the same workloads on the ``eventsourcing`` library, in the harness's process.
 
-An optional extra (``pip install -e '.[bench]'``: ``eventsourcing`` and, for MariaDB,
-``eventsourcing-sqlalchemy``), imported only when ``--peer eventsourcing`` asks for it.
+Optional: ``eventsourcing`` comes with ``pip install -e '.[bench]'``, and for MariaDB
+``eventsourcing-sqlalchemy`` with ``pip install --no-deps -r benchmarks/peer-mysql.txt``;
+imported only when ``--peer eventsourcing`` asks for it.
 
 * SQLite: eventsourcing's own SQLite recorder (``PERSISTENCE_MODULE=eventsourcing.sqlite``,
   ``SQLITE_DBNAME`` a file). Its connection pool sets ``journal_mode=WAL`` and no

@@ -28,9 +28,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnClause
 
 from ledger.clock import isoformat_utc
+from ledger.driver import COMMITTED_INFO, DriverCursor, driver_transaction
 
 # Execution option read by the SQLite engine's "begin" hook: which BEGIN to emit.
 SQLITE_BEGIN_OPTION = "ledger_sqlite_begin"
+
 # The idle bound of a MySQL session, kept with its pooled connection for the named-lock holders.
 IDLE_TIMEOUT_INFO = "ledger_idle_timeout_s"
 DEFAULT_IDLE_TRANSACTION_TIMEOUT_S = 30
@@ -82,6 +84,17 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             conn.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         with conn.begin():
             yield conn
+        # Committed, and nothing runs before the connection goes back to the pool: its reset
+        # has nothing to roll back (see ledger.database._end_open_transaction).
+        conn.connection.info[COMMITTED_INFO] = True
+
+
+@contextmanager
+def append_transaction(engine: Engine) -> Iterator[DriverCursor]:
+    """:func:`write_transaction` for the append's hot path: the same lock, on a pooled
+    connection's DBAPI cursor without a SQLAlchemy ``Connection`` (see :mod:`ledger.driver`)."""
+    with driver_transaction(engine, "BEGIN IMMEDIATE" if is_sqlite(engine) else None) as cursor:
+        yield cursor
 
 
 @contextmanager

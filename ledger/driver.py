@@ -1,39 +1,60 @@
-"""Statements sent straight to the driver's cursor: the append's hot path.
+"""Statements sent straight to the driver: the append's hot path.
 
-An append sends four to six short statements. Through SQLAlchemy's ``exec_driver_sql`` each one
-costs about 45 µs of execution context, result metadata and event dispatch on top of the
-driver's own work: on SQLite that is more than the statements themselves, and it took an
-append to under a third of what a raw insert + commit does. :class:`DriverCursor` hands the
-prepared SQL of :mod:`ledger.store` to the DBAPI cursor of the transaction's connection and
-keeps the two things callers relied on ``exec_driver_sql`` for:
+An append sends a few short statements in one transaction. Through SQLAlchemy's ``Connection``
+each statement costs about 45 µs of execution context, result metadata and event dispatch on
+top of the driver's own work, and the connection's begin, commit and close as much again: on
+SQLite that was more than the statements themselves. Here the prepared SQL of
+:mod:`ledger.store` goes to a DBAPI cursor of a pooled connection, keeping what callers relied
+on SQLAlchemy for:
 
 * a driver error comes out as SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError` (an
   ``IntegrityError`` for a broken unique key), so :func:`ledger.database.translate_errors` and
   the append's retry see exactly what they saw before;
-* a connection the driver lost is invalidated, so the pool never hands it out again.
-
-The transaction itself (BEGIN, COMMIT, ROLLBACK) stays with SQLAlchemy's ``Connection``.
+* a connection the driver lost is invalidated, so the pool never hands it out again;
+* the connection comes from, and goes back to, the engine's pool, with its events (the
+  session settings made at connect, the ping of idle connections, the reset on return).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 
 Params = Sequence[Any]
 
+# Set on a pooled connection's info when its write transaction committed: the pool's reset
+# on return has nothing to roll back (ledger.database._end_open_transaction).
+COMMITTED_INFO = "ledger_committed"
+
 
 class DriverCursor:
-    """One DBAPI cursor on the connection of an open SQLAlchemy transaction."""
+    """One DBAPI cursor on a pooled connection in a transaction."""
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._dialect = conn.dialect
-        self._error: type[Exception] = conn.dialect.loaded_dbapi.Error
-        self._cursor: Any = conn.connection.cursor()
+    def __init__(
+        self,
+        connection: Any,
+        dialect: Dialect,
+        invalidate: Callable[[BaseException], None],
+        owns_transaction: bool = False,
+    ) -> None:
+        self._connection = connection  # SQLAlchemy's pooled proxy of the DBAPI connection
+        self._dialect = dialect
+        self._invalidate = invalidate
+        self._error: type[Exception] = dialect.loaded_dbapi.Error
+        self._cursor: Any = connection.cursor()
+        # Whether this cursor's user ends the transaction (driver_transaction) rather than a
+        # SQLAlchemy Connection: only then may a round trip carry the COMMIT.
+        self.owns_transaction = owns_transaction
+        self.committed = False
+
+    @classmethod
+    def on(cls, conn: Connection) -> DriverCursor:
+        """A cursor inside the transaction of a SQLAlchemy ``Connection``, which ends it."""
+        return cls(conn.connection, conn.dialect, conn.invalidate)
 
     def execute(self, statement: str, params: Params = ()) -> DriverCursor:
         """Run one statement; its rows are read with :meth:`fetchone` / :meth:`fetchall`."""
@@ -50,22 +71,64 @@ class DriverCursor:
         except self._error as exc:
             raise self._wrapped(exc, statement, rows, many=True) from exc
 
+    def execute_together(self, statements: Sequence[tuple[str, Params]]) -> list[list[Any]]:
+        """MySQL/MariaDB: several statements in one round trip; the rows of each, in order.
+
+        The server runs them one after the other, as if sent one by one, and stops at the
+        first error. Values are escaped by the driver exactly as :meth:`execute` escapes them
+        (its ``mogrify``): the statements are the ledger's own, never text from input. Needs a
+        connection opened with ``CLIENT.MULTI_STATEMENTS``
+        (:func:`ledger.database.create_ledger_engine` opens every MySQL connection so).
+        """
+        text = ";\n".join(self._cursor.mogrify(sql, params) for sql, params in statements)
+        results: list[list[Any]] = []
+        try:
+            self._cursor.execute(text)
+            results.append(list(self._cursor.fetchall()))
+            while self._cursor.nextset():
+                results.append(list(self._cursor.fetchall()))
+        except self._error as exc:
+            raise self._wrapped(exc, text, (), many=False) from exc
+        return results
+
     def fetchone(self) -> Any:
         return self._cursor.fetchone()
 
     def fetchall(self) -> list[Any]:
         return list(self._cursor.fetchall())
 
+    def commit(self) -> None:
+        if self.committed:
+            return
+        try:
+            self._connection.dbapi_connection.commit()
+        except self._error as exc:
+            raise self._wrapped(exc, "COMMIT", (), many=False) from exc
+        self.committed = True
+
+    def rollback(self) -> None:
+        """Roll back after a failure; a connection that cannot even do that is discarded."""
+        if self._connection.dbapi_connection is None:
+            return  # invalidated: the server ends the transaction with the session
+        try:
+            self._connection.dbapi_connection.rollback()
+        except self._error as exc:
+            self._invalidate(exc)
+
     def close(self) -> None:
-        self._cursor.close()
+        with suppress(self._error):  # the connection is gone, and so is the cursor
+            self._cursor.close()
 
     def _wrapped(self, exc: Exception, statement: str, params: Any, many: bool) -> BaseException:
-        dbapi_connection = self._conn.connection.dbapi_connection
-        lost = self._dialect.is_disconnect(exc, dbapi_connection, self._cursor)  # type: ignore[arg-type]
+        lost = self._dialect.is_disconnect(
+            exc,  # type: ignore[arg-type]
+            self._connection.dbapi_connection,
+            self._cursor,
+        )
         if lost:
             # What SQLAlchemy does for its own statements: the connection is discarded and
             # the transaction can only be rolled back.
-            self._conn.invalidate(exc)
+            self._invalidate(exc)
         return DBAPIError.instance(
             statement,
             params,
@@ -75,3 +138,35 @@ class DriverCursor:
             dialect=self._dialect,
             ismulti=many,
         )
+
+
+@contextmanager
+def driver_transaction(engine: Engine, begin: str | None) -> Iterator[DriverCursor]:
+    """A write transaction on a pooled connection without a SQLAlchemy ``Connection``:
+    ``begin`` (SQLite's ``BEGIN IMMEDIATE``; None where the driver begins implicitly), the
+    block's statements, the COMMIT (unless a round trip of the block carried it). Rolled back
+    if the block raises; a driver error raised as SQLAlchemy's, as for its own connections."""
+    dialect = engine.dialect
+    error: type[Exception] = dialect.loaded_dbapi.Error
+    try:
+        connection = engine.raw_connection()
+    except error as exc:
+        lost = dialect.is_disconnect(exc, None, None)  # type: ignore[arg-type]
+        raise DBAPIError.instance(
+            None, None, exc, error, connection_invalidated=lost, dialect=dialect
+        ) from exc
+    try:
+        cursor = DriverCursor(connection, dialect, connection.invalidate, owns_transaction=True)
+        try:
+            if begin is not None:
+                cursor.execute(begin)
+            yield cursor
+            cursor.commit()
+        except BaseException:
+            cursor.rollback()
+            raise
+        finally:
+            cursor.close()
+        connection.info[COMMITTED_INFO] = True
+    finally:
+        connection.close()

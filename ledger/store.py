@@ -18,12 +18,13 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Engine, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ledger import reads
 from ledger.clock import Clock, default_clock, isoformat_utc, utcnow
 from ledger.database import check_schema, create_ledger_engine, translate_errors
 from ledger.dialects import (
+    append_transaction,
     driver_placeholder,
     driver_time_reader,
     driver_timestamp,
@@ -169,31 +170,47 @@ class Ledger:
             raise _batch_error(batch, problems)
         with translate_errors(self.url, "append"):
             try:
-                return self._append_once(batch, payloads, expected_version)
+                return self._append_on_a_live_connection(batch, payloads, expected_version)
             except IntegrityError as exc:
                 # The unique constraints are the backstop of I3/I4: a writer that bypassed the
                 # head lock got there first. Retry once; the dedupe step now sees its rows.
                 log.warning("append hit a unique constraint, retrying once: %s", exc.orig)
-                return self._append_once(batch, payloads, expected_version)
+                return self._append_on_a_live_connection(batch, payloads, expected_version)
+
+    def _append_on_a_live_connection(
+        self, batch: list[EventModel], payloads: list[str], expected_version: int | None
+    ) -> AppendResult:
+        """One append; again on a new connection if the pooled one turned out dead before
+        anything was written (the pool pings only connections that sat idle)."""
+        try:
+            return self._append_once(batch, payloads, expected_version)
+        except _LostBeforeWriting as lost:
+            log.warning(
+                "append: the database connection was gone before anything was written "
+                "(%s); retrying once on a new one",
+                lost.error.orig,
+            )
+        try:
+            return self._append_once(batch, payloads, expected_version)
+        except _LostBeforeWriting as lost:
+            raise lost.error from lost.error.orig
 
     def _append_once(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
     ) -> AppendResult:
-        with write_transaction(self.engine) as conn:
-            appender = _Appender(conn, self.own_clock)
-            try:
-                return appender.append(batch, payloads, expected_version)
-            finally:
-                appender.close()
+        with append_transaction(self.engine) as cursor:
+            return _Appender(cursor, self.engine, self.own_clock).append(
+                batch, payloads, expected_version
+            )
 
     def reserve_run_ids(self, highest: int) -> None:
         """Make the allocator continue above ``highest`` (after importing runs by id)."""
         with self.transaction("reserve run ids") as conn:
-            appender = _Appender(conn, self.own_clock)
+            cursor = DriverCursor.on(conn)
             try:
-                appender.lock_head()
+                _Appender(cursor, conn, self.own_clock).lock_head()
             finally:
-                appender.close()
+                cursor.close()
             conn.execute(
                 update(ledger_head)
                 .where(ledger_head.c.id == HEAD_ROW_ID, ledger_head.c.last_run_id < highest)
@@ -442,34 +459,48 @@ def _batch_error(batch: Sequence[EventModel], problems: list[InputProblem]) -> V
     return error
 
 
+class _LostBeforeWriting(Exception):
+    """The connection was found dead by the append's first statement: nothing was written,
+    so the append can run again on a new connection. Never leaves :meth:`Ledger.append`."""
+
+    def __init__(self, error: DBAPIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+# The locked head: last position, last hash, last run id, last recorded_at, the ledger's clock.
+Head = tuple[int, str, int, datetime | None, datetime]
+
+
 class _Appender:
     """One append, inside the locked transaction of :meth:`Ledger.append`."""
 
-    def __init__(self, conn: Connection, clock: Clock | None) -> None:
-        self.conn = conn
+    def __init__(
+        self, cursor: DriverCursor, bind: Engine | Connection, clock: Clock | None
+    ) -> None:
+        self.cursor = cursor
         self.clock = clock
         # The server's clock, selected with the head lock; None where the ledger's clock is
         # this machine's (SQLite) or the one this Ledger was given.
-        self.server_now = server_clock(conn) if clock is None else None
-        self.sql = _statements(conn)
-        self.cursor = DriverCursor(conn)
-
-    def close(self) -> None:
-        self.cursor.close()
+        self.server_now = server_clock(bind) if clock is None else None
+        self.sql = _statements(bind)
 
     def append(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
     ) -> AppendResult:
-        position, prev_hash, last_run_id, last_recorded_at, clock = self.lock_head()
+        try:
+            head, (stored, runs) = self._lock_and_read(
+                [str(event.event_id) for event in batch],
+                {event.run_id for event in batch if event.run_id is not None},
+            )
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise _LostBeforeWriting(exc) from exc
+            raise
+        position, prev_hash, last_run_id, last_recorded_at, clock = head
         # Read under the lock and never behind the previous append, so recorded_at grows with
         # position even if the clock is set back: "as of T" is a prefix of history.
         self.now = max(clock, last_recorded_at) if last_recorded_at else clock
-        # Stored events among the batch's ids (I3), and the runs named by id or by a stored
-        # duplicate (a duplicate RunStarted's run_ref resolves to its run).
-        stored, runs = self._read_state(
-            [str(event.event_id) for event in batch],
-            {event.run_id for event in batch if event.run_id is not None},
-        )
         existing_run_ids = {run_id for run_id, state in runs.items() if state is not None}
         refs: dict[str, int] = {}
         allocated: list[int] = []
@@ -546,12 +577,17 @@ class _Appender:
             events=results, new_events=new_events, run_refs=refs, allocated_run_ids=allocated
         )
 
-    def lock_head(self) -> tuple[int, str, int, datetime | None, datetime]:
-        """The head row, locked, and the ledger's clock: on MySQL/MariaDB the server's, read
-        in the same round trip as the lock; on SQLite this machine's (one host); or the clock
-        this Ledger was given."""
-        sql = self.sql.lock_head_with_clock if self.server_now is not None else self.sql.lock_head
-        row = self.cursor.execute(sql, (HEAD_ROW_ID,)).fetchone()
+    def lock_head(self) -> Head:
+        """The head row, locked, and the ledger's clock (see :meth:`_head`)."""
+        return self._head(self.cursor.execute(self._lock_sql(), (HEAD_ROW_ID,)).fetchone())
+
+    def _lock_sql(self) -> str:
+        return self.sql.lock_head_with_clock if self.server_now is not None else self.sql.lock_head
+
+    def _head(self, row: Sequence[Any] | None) -> Head:
+        """The locked head row and the ledger's clock: on MySQL/MariaDB the server's, read in
+        the same statement as the lock; on SQLite this machine's (one host); or the clock this
+        Ledger was given."""
         if row is None:
             raise SchemaError("the ledger has no head row: run `ledger migrate`")
         if self.server_now is not None:
@@ -560,6 +596,31 @@ class _Appender:
             now = (self.clock or utcnow)()
         last_recorded_at = None if row[3] is None else self.sql.read_time(row[3])
         return int(row[0]), str(row[1]), int(row[2]), last_recorded_at, now
+
+    def _lock_and_read(
+        self, event_ids: list[str], run_ids: set[int]
+    ) -> tuple[Head, tuple[dict[str, RecordedEvent], dict[int, RunState | None]]]:
+        """The head, locked, then under the lock what :meth:`_read_state` reads. On
+        MySQL/MariaDB, when the reads fit one statement, both go in one round trip: the server
+        runs the state read after the lock is granted, so it sees every committed append."""
+        single = self._single_read(event_ids, run_ids)
+        if self.sql.together and single is not None:
+            head_rows, state_rows = self.cursor.execute_together(
+                [(self._lock_sql(), (HEAD_ROW_ID,)), single]
+            )
+            return self._head(head_rows[0] if head_rows else None), self._state_rows(state_rows)
+        return self.lock_head(), self._read_state(event_ids, run_ids)
+
+    def _single_read(
+        self, event_ids: list[str], run_ids: set[int]
+    ) -> tuple[str, tuple[Any, ...]] | None:
+        """The one statement of :meth:`_read_state`, when the ids fit one IN list."""
+        wanted_events = sorted(set(event_ids))
+        wanted_runs = sorted(run_ids)
+        if 2 * len(wanted_events) + len(wanted_runs) > reads.IN_CHUNK:
+            return None
+        sql = self.sql.read_state(len(wanted_events), len(wanted_runs))
+        return sql, (*wanted_events, *wanted_runs, *wanted_events)
 
     def _explicit_ids_above(self, last_run_id: int, batch: list[EventModel]) -> set[int]:
         """Run ids above the allocator that explicit RunStarted (imports) already used; only
@@ -575,12 +636,10 @@ class _Appender:
         """Under the head lock: the stored events among ``event_ids`` (I3), and the registry
         rows of ``run_ids`` and of those stored events' runs (I4, I5). One statement when the
         ids fit one IN list, else the events first, then the runs, in chunks."""
+        single = self._single_read(event_ids, run_ids)
+        if single is not None:
+            return self._state_rows(self.cursor.execute(*single).fetchall())
         wanted_events = sorted(set(event_ids))
-        wanted_runs = sorted(run_ids)
-        if 2 * len(wanted_events) + len(wanted_runs) <= reads.IN_CHUNK:
-            sql = self.sql.read_state(len(wanted_events), len(wanted_runs))
-            params = (*wanted_events, *wanted_runs, *wanted_events)
-            return self._state_rows(self.cursor.execute(sql, params).fetchall())
         stored: dict[str, RecordedEvent] = {}
         for chunk in reads.chunks(wanted_events):
             found, _ = self._state_rows(
@@ -640,7 +699,6 @@ class _Appender:
         sql, stored_time = self.sql, self.sql.stored_time
         recorded = stored_time(recorded_at)
         events = _event_params(new_events, stored_time, recorded)
-        self._send(sql.insert_events, events)
         touched = sorted({event.run_id for event in new_events})
         created = [
             _run_params(runs[r], stored_time, recorded)
@@ -653,24 +711,57 @@ class _Appender:
             if r in existing_run_ids
         ]
         head = (position, last_hash, last_run_id, recorded, HEAD_ROW_ID)
+        steps: list[tuple[str, list[tuple[Any, ...]]]] = [(sql.insert_events, events)]
         if sql.update_head_and_run and len(changed) == 1 and not created:
             # The live append of a run that exists: its registry row and the head in one
-            # statement (one round trip less on MySQL/MariaDB).
+            # statement (MySQL/MariaDB).
             *run_values, run_id = changed[0]
-            self.cursor.execute(
-                sql.update_head_and_run, (*run_values, *head[:-1], run_id, HEAD_ROW_ID)
+            steps.append(
+                (sql.update_head_and_run, [(*run_values, *head[:-1], run_id, HEAD_ROW_ID)])
             )
-            return
-        for statement, params in ((sql.insert_run, created), (sql.update_run, changed)):
-            if params:
-                self._send(statement, params)
-        self.cursor.execute(sql.update_head, head)
-
-    def _send(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
-        if len(rows) == 1:
-            self.cursor.execute(statement, rows[0])
         else:
-            self.cursor.executemany(statement, rows)
+            steps += [(sql.insert_run, created)] if created else []
+            steps += [(sql.update_run, changed)] if changed else []
+            steps.append((sql.update_head, [head]))
+        self._send(steps, sum(len(event.payload) for event in new_events))
+
+    def _send(self, steps: list[tuple[str, list[tuple[Any, ...]]]], payload_chars: int) -> None:
+        """The writes, in order. On MySQL/MariaDB, when they are small, in one round trip (an
+        INSERT of several rows as one statement with a VALUES group per row); otherwise one
+        call to the driver per statement (``executemany`` for several rows)."""
+        if self.sql.together and payload_chars <= _TOGETHER_MAX_PAYLOAD_CHARS:
+            statements: list[tuple[str, tuple[Any, ...]]] = []
+            for statement, rows in steps:
+                if len(rows) > 1 and statement.startswith("INSERT"):
+                    flat = tuple(value for row in rows for value in row)
+                    statements.append((_values_groups(statement, len(rows)), flat))
+                else:
+                    statements += [(statement, row) for row in rows]
+            if self.cursor.owns_transaction:
+                # The COMMIT in the same round trip: if a statement before it fails, the
+                # server stops there and the transaction is rolled back.
+                statements.append(("COMMIT", ()))
+            self.cursor.execute_together(statements)
+            self.cursor.committed = self.cursor.owns_transaction
+            return
+        for statement, rows in steps:
+            if len(rows) == 1:
+                self.cursor.execute(statement, rows[0])
+            else:
+                self.cursor.executemany(statement, rows)
+
+
+# Writes sent in one round trip carry at most this much payload text: escaped and encoded (at
+# worst 8 bytes a character) it stays within the 1 MiB the oldest supported servers accept in
+# one packet (max_allowed_packet); a bigger batch goes statement by statement.
+_TOGETHER_MAX_PAYLOAD_CHARS = 128_000
+
+
+@lru_cache(maxsize=64)
+def _values_groups(insert: str, rows: int) -> str:
+    """``INSERT … VALUES (marks)`` with ``rows`` groups of marks."""
+    into, group = insert.rsplit(" VALUES ", 1)
+    return f"{into} VALUES {', '.join([group] * rows)}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -687,6 +778,8 @@ class _Statements:
     # MySQL/MariaDB's multi-table UPDATE: update_run and update_head in one statement, their
     # parameters in that order ("" on SQLite, which has no such UPDATE).
     update_head_and_run: str
+    # Several statements go in one round trip (MySQL/MariaDB; see DriverCursor.execute_together).
+    together: bool
     mark: str
     stored_time: Callable[[datetime], Any]
     read_time: Callable[[Any], datetime]
@@ -729,7 +822,7 @@ _STATEMENTS: dict[tuple[str, str], _Statements] = {}
 _EVENT_COLUMN_LIST = ", ".join(EVENT_COLUMNS)
 
 
-def _statements(conn: Connection) -> _Statements:
+def _statements(conn: Engine | Connection) -> _Statements:
     key = (conn.dialect.name, conn.dialect.paramstyle)
     found = _STATEMENTS.get(key)
     if found is None:
@@ -737,7 +830,7 @@ def _statements(conn: Connection) -> _Statements:
     return found
 
 
-def _build_statements(conn: Connection) -> _Statements:
+def _build_statements(conn: Engine | Connection) -> _Statements:
     mark = driver_placeholder(conn)
     head = "SELECT last_position, last_hash, last_run_id, last_recorded_at"
     where_head = f"FROM ledger_head WHERE id = {mark}"
@@ -775,6 +868,7 @@ def _build_statements(conn: Connection) -> _Statements:
             else f"UPDATE ledger_runs r, ledger_head h SET {set_run('r.')}, {set_head('h.')} "
             f"WHERE r.run_id = {mark} AND h.id = {mark}"
         ),
+        together=not is_sqlite(conn),
         mark=mark,
         stored_time=driver_timestamp(conn),
         read_time=driver_time_reader(conn),

@@ -39,6 +39,7 @@ from ledger import (
 )
 from ledger.clock import utcnow
 from ledger.dialects import write_transaction
+from ledger.driver import DriverCursor
 from ledger.events import MAX_RUN_ID
 from ledger.rules import RunState
 from ledger.schema import HEAD_ROW_ID, ledger_events, ledger_head, ledger_runs
@@ -50,7 +51,14 @@ pytestmark = pytest.mark.slow
 class ExpressionAppender(store._Appender):
     """The append path before issue 14: SQLAlchemy expressions built and compiled per call."""
 
-    def _lock_head(self) -> tuple[int, str, int, datetime | None, datetime]:
+    conn: Connection
+
+    def _lock_and_read(
+        self, event_ids: list[str], run_ids: set[int]
+    ) -> tuple[store.Head, tuple[dict[str, RecordedEvent], dict[int, RunState | None]]]:
+        return self.lock_head(), self._read_state(event_ids, run_ids)
+
+    def lock_head(self) -> store.Head:
         columns: list[Any] = list(ledger_head.c)
         if self.server_now is not None:
             columns.append(self.server_now.label("database_now"))
@@ -134,9 +142,9 @@ class ExpressionLedger(Ledger):
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
     ) -> AppendResult:
         with write_transaction(self.engine) as conn:
-            return ExpressionAppender(conn, self.own_clock).append(
-                batch, payloads, expected_version
-            )
+            appender = ExpressionAppender(DriverCursor.on(conn), conn, self.own_clock)
+            appender.conn = conn
+            return appender.append(batch, payloads, expected_version)
 
 
 def stepping_clock(start: datetime) -> Callable[[], datetime]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -595,17 +596,17 @@ def test_i3_backstop_when_a_writer_bypassed_the_lock(
     event = RunProgressed(run_id=run_id, records_fetched=1)
     ledger.append([event])
     head = ledger.head()
-    real = store._Appender._read_state
+    real = store._Appender._state_rows
     calls: list[int] = []
 
     def blind_once(
-        self: store._Appender, event_ids: list[str], run_ids: set[int]
+        self: store._Appender, rows: Iterable[Sequence[Any]]
     ) -> tuple[dict[str, RecordedEvent], dict[int, RunState | None]]:
         calls.append(1)
-        stored, runs = real(self, event_ids, run_ids)
+        stored, runs = real(self, rows)
         return ({} if len(calls) == 1 else stored), runs
 
-    monkeypatch.setattr(store._Appender, "_read_state", blind_once)
+    monkeypatch.setattr(store._Appender, "_state_rows", blind_once)
     result = ledger.append([event])
     assert len(calls) == 2
     assert (result.appended, result.duplicates) == (0, 1)

@@ -104,11 +104,21 @@ class Writer(threading.Thread):
 
 
 @pytest.mark.parametrize(
-    ("marker", "moment"),
+    ("marker", "moment", "worker_args"),
     [
         # MariaDB counts a transaction that only locked rows as read-only: the head lock alone.
-        (b"FOR UPDATE", "after locking ledger_head, before its INSERT"),
-        (b"INSERT INTO", "after inserting its events, before the head moved and COMMIT"),
+        (
+            b"FOR UPDATE",
+            "after locking ledger_head, before its INSERT",
+            ["append_worker.py", "99", "1", "1"],
+        ),
+        # A live append's INSERT travels with the head's UPDATE and the COMMIT; an append too
+        # large for one round trip sends them one by one, so there is a moment between.
+        (
+            b"INSERT INTO",
+            "after inserting its events, before the head moved and COMMIT",
+            ["large_append_worker.py"],
+        ),
     ],
 )
 def test_a_writer_vanishing_with_the_head_lock_blocks_the_others_only_for_the_idle_bound(
@@ -118,6 +128,7 @@ def test_a_writer_vanishing_with_the_head_lock_blocks_the_others_only_for_the_id
     reliability: Summary,
     marker: bytes,
     moment: str,
+    worker_args: list[str],
 ) -> None:
     url = with_idle_bound(db_url)
     ledger = Ledger.from_url(url)
@@ -130,11 +141,9 @@ def test_a_writer_vanishing_with_the_head_lock_blocks_the_others_only_for_the_id
         worker = subprocess.Popen(
             [
                 sys.executable,
-                str(REPO / "tests" / "workers" / "append_worker.py"),
+                str(REPO / "tests" / "workers" / worker_args[0]),
                 with_idle_bound(db_url, via=proxy),
-                "99",
-                "1",
-                "1",
+                *worker_args[1:],
             ],
             cwd=REPO,
             text=True,
