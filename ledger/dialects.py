@@ -128,7 +128,7 @@ def idle_bounded_session(conn: Connection) -> Iterator[None]:
         yield
     except BaseException:
         # The session may be gone with the error; a live one left bounded is only closed
-        # when idle, and the pool's pre-ping replaces it.
+        # when idle, and the pool pings idle connections before handing them out.
         with suppress(SQLAlchemyError):
             conn.exec_driver_sql(restore)
         raise

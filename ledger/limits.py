@@ -78,8 +78,10 @@ def parse_legacy_time(value: object) -> datetime:
 def payload_problems(event: EventModel) -> list[InputProblem]:
     """Problems of an event's JSON fields; empty when storable."""
     problems: list[InputProblem] = []
+    # The model's fields by name: getattr of a field this event type lacks costs an exception.
+    fields = vars(event)
     for name in JSON_FIELDS:
-        value = getattr(event, name, None)
+        value = fields.get(name)
         if value is not None:
             depth = json_depth(value)
             if depth > MAX_JSON_DEPTH:
@@ -88,7 +90,7 @@ def payload_problems(event: EventModel) -> list[InputProblem]:
                         name, f"nested {depth:,} levels deep; the limit is {MAX_JSON_DEPTH}"
                     )
                 )
-    metadata = getattr(event, "metadata", None)
+    metadata = fields.get("metadata")
     if isinstance(metadata, Mapping):
         if IMPORTED_KEY in metadata and not isinstance(metadata[IMPORTED_KEY], bool):
             problems.append(InputProblem(f"metadata.{IMPORTED_KEY}", "must be true or false"))
