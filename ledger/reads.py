@@ -48,7 +48,8 @@ def read_events_page(
     # The replay's hot path: one SQL string per dialect, rows as plain tuples.
     sql = _page_sql(driver_placeholder(conn), up_to is not None)
     params = (after, limit) if up_to is None else (after, up_to, limit)
-    return events_from_driver(conn.exec_driver_sql(sql, params), driver_time_reader(conn))
+    rows = conn.exec_driver_sql(sql, params).fetchall()  # in one call, not row by row
+    return events_from_driver(rows, driver_time_reader(conn))
 
 
 @lru_cache(maxsize=8)
@@ -68,23 +69,32 @@ def events_from_driver(
     events: list[RecordedEvent] = []
     stored_at: Any = None
     recorded_at: datetime | None = None
-    for row in rows:
-        if row[8] != stored_at or recorded_at is None:
-            stored_at, recorded_at = row[8], read_time(row[8])
+    for (
+        position,
+        event_id,
+        run_id,
+        version,
+        type_,
+        schema,
+        payload,
+        occurred,
+        recorded,
+        *rest,
+    ) in rows:
+        if recorded != stored_at or recorded_at is None:
+            stored_at, recorded_at = recorded, read_time(recorded)
         events.append(
             RecordedEvent(
-                int(row[0]),
-                row[1],
-                int(row[2]),
-                int(row[3]),
-                row[4],
-                int(row[5]),
-                row[6],
-                read_time(row[7]),
+                int(position),
+                event_id,
+                int(run_id),
+                int(version),
+                type_,
+                int(schema),
+                payload,
+                read_time(occurred),
                 recorded_at,
-                row[9],
-                row[10],
-                row[11],
+                *rest,
             )
         )
     return events
