@@ -173,29 +173,6 @@ def validated_event(
         ) from exc
 
 
-def stored_fields(
-    *,
-    event_type: str,
-    schema_version: int,
-    payload: Mapping[str, Any],
-    event_id: str,
-    run_id: int,
-    occurred_at: datetime,
-    actor: str | None,
-) -> Mapping[str, Any]:
-    """The field values of the current model of a stored event: ``vars()`` of what
-    :func:`event_from_stored` returns (and its errors), without building the model when the
-    event is as this ledger writes it."""
-    fields = written_fields(
-        event_type, schema_version, payload, event_id, run_id, occurred_at, actor
-    )
-    if fields is not None:
-        return fields
-    return vars(
-        validated_event(event_type, schema_version, payload, event_id, run_id, occurred_at, actor)
-    )
-
-
 # ---------------------------------------------------------------------- events as written
 #
 # A stored event at its type's current schema_version, written by this ledger, holds every field
@@ -311,8 +288,8 @@ def written_fields(
     occurred_at: datetime,
     actor: str | None,
 ) -> dict[str, Any] | None:
-    """The field values of a stored event as this ledger writes it, in its model's order, or
-    None when only validation can say (see above)."""
+    """The field values of a stored event as this ledger writes it, or None when only
+    validation can say (see above)."""
     keys = _PAYLOAD_KEYS.get(event_type)
     if (
         keys is None
@@ -348,7 +325,7 @@ def written_fields(
         actor=actor,
         schema_version=schema_version,
     )
-    return {name: values[name] for name in _FIELD_ORDER[event_type]}
+    return values
 
 
 def _model_of(event_type: str, fields: dict[str, Any]) -> EventModel:
@@ -356,7 +333,7 @@ def _model_of(event_type: str, fields: dict[str, Any]) -> EventModel:
     what ``model_construct`` does, without its per-field defaults and aliases (every field is
     given). The state set is pydantic's own (``__getstate__``), which the tests compare."""
     event = object.__new__(EVENT_TYPES[event_type])
-    object.__setattr__(event, "__dict__", fields)
+    object.__setattr__(event, "__dict__", {name: fields[name] for name in _FIELD_ORDER[event_type]})
     object.__setattr__(event, "__pydantic_fields_set__", set(_FIELDS_SET[event_type]))
     object.__setattr__(event, "__pydantic_extra__", None)
     object.__setattr__(event, "__pydantic_private__", None)

@@ -9,7 +9,7 @@ from typing import Any
 
 from ledger.clock import isoformat_utc
 from ledger.events import EventModel
-from ledger.mapper import decode_payload, event_from_stored, stored_fields
+from ledger.mapper import decode_payload, event_from_stored, written_fields
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,18 @@ class RecordedEvent:
         building the model when the event is as this ledger writes it: what a replay reads."""
         fields: Mapping[str, Any] | None = self.__dict__.get("_fields")
         if fields is None:
-            fields = self.__dict__["_fields"] = stored_fields(**self._stored())
+            fields = written_fields(
+                self.type,
+                self.schema_version,
+                self.__dict__.get("_payload_data") or decode_payload(self.payload),
+                self.event_id,
+                self.run_id,
+                self.occurred_at,
+                self.actor,
+            )
+            if fields is None:
+                fields = vars(self.event)  # validated (or its error raised)
+            self.__dict__["_fields"] = fields
         return fields
 
     def _stored(self) -> dict[str, Any]:
