@@ -157,8 +157,17 @@ def driver_time_reader(bind: Bound) -> Callable[[Any], datetime]:
     SQLAlchemy's DateTime would give it: SQLite's stored text parsed, MySQL's naive UTC
     datetime given its zone."""
     if is_sqlite(bind):
-        return lambda value: datetime.fromisoformat(value).replace(tzinfo=UTC)
+        return _sqlite_time
     return lambda value: value.replace(tzinfo=UTC)
+
+
+def _sqlite_time(value: Any) -> datetime:
+    try:
+        # The stored text has no zone: giving it one in the text is several times quicker than
+        # datetime.replace, and gives the same value.
+        return datetime.fromisoformat(value + "+00:00")
+    except (TypeError, ValueError):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def driver_placeholder(bind: Bound) -> str:

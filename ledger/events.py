@@ -37,6 +37,11 @@ TERMINAL_STATUSES: tuple[str, ...] = get_args(TerminalStatus)
 # Ingestion runs did not happen before the Unix epoch; older values are typos or zero dates.
 # One second after it: the earliest value the legacy TIMESTAMP columns can hold on MySQL.
 EARLIEST_TIME = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
+# The longest text each kind of field holds (characters): the models' limits, which the mapper's
+# decoding of recorded events checks too.
+CONNECTOR_NAME_MAX = 100
+ACTOR_NAME_MAX = 200
+REASON_MAX = 2000
 
 
 def timestamp_text(value: object, field: str) -> object:
@@ -107,8 +112,8 @@ def _refuse_unsafe_name(value: str, info: ValidationInfo) -> str:
 
 
 NAME_RULE = AfterValidator(_refuse_unsafe_name)
-ConnectorName = Annotated[str, Field(min_length=1, max_length=100), NAME_RULE]
-ActorName = Annotated[str, Field(min_length=1, max_length=200), NAME_RULE]
+ConnectorName = Annotated[str, Field(min_length=1, max_length=CONNECTOR_NAME_MAX), NAME_RULE]
+ActorName = Annotated[str, Field(min_length=1, max_length=ACTOR_NAME_MAX), NAME_RULE]
 
 
 class EventModel(BaseModel):
@@ -198,7 +203,7 @@ class RunTimedOut(EventModel):
     """The run was declared dead: by the sweeper, or by an operator with a reason."""
 
     type: Literal["RunTimedOut"] = "RunTimedOut"
-    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    reason: Annotated[str, Field(min_length=1, max_length=REASON_MAX)]
     threshold_seconds: Annotated[int, Field(ge=0, strict=True)] | None = None
     last_event_at: datetime | None = None
     detected_by: ActorName

@@ -8,17 +8,32 @@ hash chain is computed over, and the upcasters that bring payloads written under
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
+import re
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import pydantic
 
 from ledger.clock import isoformat_utc
 from ledger.errors import InputProblem, UnknownEventTypeError, ValidationError
-from ledger.events import EVENT_TYPES, RECORDED_NAMES, EventModel, event_adapter
+from ledger.events import (
+    ACTOR_NAME_MAX,
+    CONNECTOR_NAME_MAX,
+    COUNTER_FIELDS,
+    COUNTER_LIMIT,
+    EARLIEST_TIME,
+    EVENT_TYPES,
+    MAX_RUN_ID,
+    REASON_MAX,
+    RECORDED_NAMES,
+    TERMINAL_STATUSES,
+    EventModel,
+    event_adapter,
+)
 from ledger.text import clip  # also for projections: one clipping helper
 
 # Fields stored in their own columns; everything else a model holds is the payload.
@@ -95,6 +110,20 @@ def upcast(event_type: str, schema_version: int, payload: dict[str, Any]) -> dic
     return payload
 
 
+def decode_payload(text: str) -> Any:
+    """``json.loads(text)``, quicker for the canonical JSON the ledger stores (no whitespace
+    around it): the scanner ``json.loads`` itself uses, without its wrappers."""
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        value, end = None, -1
+    return value if end == len(text) else json.loads(text)  # json.loads says what is wrong
+
+
+# The context typeshed asks for is any object with a decoder's settings.
+_scan_json = json.scanner.make_scanner(cast(Any, json.JSONDecoder()))
+
+
 def event_from_stored(
     *,
     event_type: str,
@@ -106,6 +135,26 @@ def event_from_stored(
     actor: str | None,
 ) -> EventModel:
     """Rebuild the current model of a stored event, upcasting its payload if needed."""
+    fields = written_fields(
+        event_type, schema_version, payload, event_id, run_id, occurred_at, actor
+    )
+    if fields is not None:
+        return _model_of(event_type, fields)
+    return validated_event(
+        event_type, schema_version, payload, event_id, run_id, occurred_at, actor
+    )
+
+
+def validated_event(
+    event_type: str,
+    schema_version: int,
+    payload: Mapping[str, Any],
+    event_id: str,
+    run_id: int,
+    occurred_at: datetime,
+    actor: str | None,
+) -> EventModel:
+    """:func:`event_from_stored` by validation alone: upcast, then validate the model."""
     data = upcast(event_type, schema_version, dict(payload))
     data.update(
         type=event_type,
@@ -122,6 +171,173 @@ def event_from_stored(
             f"stored {event_type} {event_id} does not validate: {exc.error_count()} problem(s)",
             problems=describe_pydantic_errors(exc),
         ) from exc
+
+
+# ---------------------------------------------------------------------- events as written
+#
+# A stored event at its type's current schema_version, written by this ledger, holds every field
+# of its model in the form canonical JSON gave it. Validating it again (dict -> pydantic, with
+# the models' Python validators) is most of the cost of reading history; instead its values are
+# checked here against the models' constraints and taken as they are. Anything these checks do
+# not accept exactly as it stands (a field missing or extra, a value of another type or out of
+# range, text in another form) goes through validation, which decides: an event that no longer
+# validates stays a ValidationError (a poison event for the projector).
+# tests/ledger/test_written_fields.py proves, over the accepted domain and beyond it, that the
+# values taken here are, field for field, those of the model validation builds.
+
+_REFUSED = object()
+_UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_TIME_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+# How the models turn the event id into a UUID (pydantic's own validator, without its wrapper).
+_uuid_from_text = pydantic.TypeAdapter(uuid.UUID).validator.validate_python
+
+
+def _valid_unicode(text: str) -> bool:
+    """pydantic refuses a lone surrogate in a string with a length limit."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text(longest: int) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        fits = type(value) is str and 1 <= len(value) <= longest and _valid_unicode(value)
+        return value if fits else _REFUSED
+
+    return check
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else check(value)
+
+
+def _counter(value: Any) -> Any:
+    return value if type(value) is int and 0 <= value < COUNTER_LIMIT else _REFUSED
+
+
+def _plain_text(value: Any) -> Any:
+    return value if type(value) is str else _REFUSED
+
+
+def _json_object(value: Any) -> Any:
+    if type(value) is not dict or not all(type(key) is str for key in value):
+        return _REFUSED
+    return dict(value)  # a new dict, as validation gives
+
+
+def _status(value: Any) -> Any:
+    return value if type(value) is str and value in TERMINAL_STATUSES else _REFUSED
+
+
+def _time(value: Any) -> Any:
+    if type(value) is not str or _TIME_TEXT.fullmatch(value) is None:
+        return _REFUSED
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return _REFUSED
+    return moment if moment.tzinfo is UTC and moment >= EARLIEST_TIME else _REFUSED
+
+
+def _threshold(value: Any) -> Any:
+    return value if type(value) is int and value >= 0 else _REFUSED
+
+
+# Each type's payload fields other than counters, and how each is checked and converted.
+_OTHER_FIELDS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "RunStarted": {
+        "source_id": _counter,
+        "connector_name": _text(CONNECTOR_NAME_MAX),
+        "metadata": _optional(_json_object),
+    },
+    "RunProgressed": {},
+    "RunFinished": {
+        "status": _status,
+        "error_message": _optional(_plain_text),
+        "error_details": _optional(_json_object),
+    },
+    "RunTimedOut": {
+        "reason": _text(REASON_MAX),
+        "threshold_seconds": _optional(_threshold),
+        "last_event_at": _optional(_time),
+        "detected_by": _text(ACTOR_NAME_MAX),
+    },
+}
+_WITH_COUNTERS = frozenset({"RunProgressed", "RunFinished"})
+_PAYLOAD_KEYS = {
+    name: frozenset(others) | (frozenset(COUNTER_FIELDS) if name in _WITH_COUNTERS else frozenset())
+    for name, others in _OTHER_FIELDS.items()
+}
+_actor = _optional(_text(ACTOR_NAME_MAX))
+# Each model's fields in its own order (the order of a validated model's __dict__).
+_FIELD_ORDER = {name: tuple(model.model_fields) for name, model in EVENT_TYPES.items()}
+# The fields validation reports as set: the payload's and the envelope's (never run_ref).
+_FIELDS_SET = {name: frozenset(_FIELD_ORDER[name]) - {"run_ref"} for name in EVENT_TYPES}
+
+
+def written_fields(
+    event_type: str,
+    schema_version: int,
+    payload: Mapping[str, Any],
+    event_id: str,
+    run_id: int,
+    occurred_at: datetime,
+    actor: str | None,
+) -> dict[str, Any] | None:
+    """The field values of a stored event as this ledger writes it, or None when only
+    validation can say (see above)."""
+    keys = _PAYLOAD_KEYS.get(event_type)
+    if (
+        keys is None
+        or schema_version != CURRENT_SCHEMA_VERSIONS.get(event_type)
+        or type(payload) is not dict
+        or payload.keys() != keys
+        or type(run_id) is not int
+        or not 1 <= run_id <= MAX_RUN_ID
+        or type(occurred_at) is not datetime
+        or occurred_at.tzinfo is not UTC
+        or occurred_at < EARLIEST_TIME
+        or type(event_id) is not str
+        or _UUID_TEXT.fullmatch(event_id) is None
+        or (actor is not None and _actor(actor) is _REFUSED)
+    ):
+        return None
+    values = dict(payload)
+    if event_type in _WITH_COUNTERS:
+        for name in COUNTER_FIELDS:
+            value = payload[name]
+            if type(value) is not int or not 0 <= value < COUNTER_LIMIT:
+                return None
+    for name, check in _OTHER_FIELDS[event_type].items():
+        value = values[name] = check(payload[name])
+        if value is _REFUSED:
+            return None
+    values.update(
+        type=event_type,
+        event_id=_uuid_from_text(event_id),
+        run_id=run_id,
+        run_ref=None,
+        occurred_at=occurred_at,
+        actor=actor,
+        schema_version=schema_version,
+    )
+    return values
+
+
+def _model_of(event_type: str, fields: dict[str, Any]) -> EventModel:
+    """The model holding ``fields`` (from :func:`written_fields`), as validation builds it:
+    what ``model_construct`` does, without its per-field defaults and aliases (every field is
+    given). The state set is pydantic's own (``__getstate__``), which the tests compare."""
+    event = object.__new__(EVENT_TYPES[event_type])
+    object.__setattr__(event, "__dict__", {name: fields[name] for name in _FIELD_ORDER[event_type]})
+    object.__setattr__(event, "__pydantic_fields_set__", set(_FIELDS_SET[event_type]))
+    object.__setattr__(event, "__pydantic_extra__", None)
+    object.__setattr__(event, "__pydantic_private__", None)
+    return event
 
 
 def describe_pydantic_errors(exc: pydantic.ValidationError) -> list[str]:

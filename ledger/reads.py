@@ -48,8 +48,8 @@ def read_events_page(
     # The replay's hot path: one SQL string per dialect, rows as plain tuples.
     sql = _page_sql(driver_placeholder(conn), up_to is not None)
     params = (after, limit) if up_to is None else (after, up_to, limit)
-    read_time = driver_time_reader(conn)
-    return [event_from_driver(row, read_time) for row in conn.exec_driver_sql(sql, params)]
+    rows = conn.exec_driver_sql(sql, params).fetchall()  # in one call, not row by row
+    return events_from_driver(rows, driver_time_reader(conn))
 
 
 @lru_cache(maxsize=8)
@@ -59,6 +59,45 @@ def _page_sql(mark: str, bounded: bool) -> str:
         f"SELECT {', '.join(EVENT_COLUMNS)} FROM ledger_events WHERE position > {mark}{up_to} "
         f"ORDER BY position LIMIT {mark}"
     )
+
+
+def events_from_driver(
+    rows: Iterable[Sequence[Any]], read_time: Callable[[Any], datetime]
+) -> list[RecordedEvent]:
+    """:func:`event_from_driver` for each row. The events of one append share their
+    ``recorded_at``, which is read once for all of them."""
+    events: list[RecordedEvent] = []
+    stored_at: Any = None
+    recorded_at: datetime | None = None
+    for (
+        position,
+        event_id,
+        run_id,
+        version,
+        type_,
+        schema,
+        payload,
+        occurred,
+        recorded,
+        *rest,
+    ) in rows:
+        if recorded != stored_at or recorded_at is None:
+            stored_at, recorded_at = recorded, read_time(recorded)
+        events.append(
+            RecordedEvent(
+                int(position),
+                event_id,
+                int(run_id),
+                int(version),
+                type_,
+                int(schema),
+                payload,
+                read_time(occurred),
+                recorded_at,
+                *rest,
+            )
+        )
+    return events
 
 
 def event_from_driver(row: Sequence[Any], read_time: Callable[[Any], datetime]) -> RecordedEvent:

@@ -8,22 +8,15 @@ the legacy ``TIMESTAMP`` columns hold them, so a row folded in memory equals the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ledger import (
-    LedgerError,
-    RecordedEvent,
-    RunFinished,
-    RunProgressed,
-    RunStarted,
-    RunTimedOut,
-)
+from ledger import LedgerError, RecordedEvent
 from ledger.clock import format_utc_seconds, isoformat_utc
 from ledger.durations import format_duration
-from ledger.events import COUNTER_LIMIT
+from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT
 from ledger.limits import IMPORTED_KEY, LEGACY_CREATED_AT_KEY, json_depth, parse_legacy_time
 from ledger.mapper import canonical_json
 from projections.errors import PoisonEventError
@@ -36,6 +29,8 @@ EMPTY_ROW: Row = {
     for column in ingestion_runs.columns
 }
 INT_MAX = COUNTER_LIMIT - 1  # the legacy counters are INT(11)
+# The event types that carry counter deltas (the others' are all zero).
+COUNTED_TYPES = frozenset({"RunProgressed", "RunFinished"})
 LEGACY_TEXT_BYTES = 65_535  # errorMessage is TEXT on MySQL
 # Late RunProgressed entries listed in errorDetails.late; later ones are only counted.
 MAX_LATE_PROGRESS_LISTED = 100
@@ -126,27 +121,31 @@ def fold(row: Row | None, recorded: RecordedEvent) -> tuple[Row, Transition | No
 
     Raises :class:`PoisonEventError` when the event cannot be applied: an unknown type, a
     payload that no longer validates, or an event that contradicts the row.
+
+    The event is read as its model's field values (:attr:`RecordedEvent.fields`), which is
+    what the model holds, without building the model for an event as the ledger writes it.
     """
     try:
-        event = recorded.event
+        event = recorded.fields
     except LedgerError as exc:
         raise PoisonEventError(recorded.position, recorded.type, str(exc)) from exc
-    if isinstance(event, RunStarted):
+    event_type = recorded.type
+    if event_type == "RunStarted":
         if row is not None:
             raise PoisonEventError(
                 recorded.position, recorded.type, f"run {recorded.run_id} already has a row"
             )
         started: Row = {
             "id": recorded.run_id,
-            "sourceId": event.source_id,
-            "connectorName": event.connector_name,
-            "startedAt": whole_seconds(event.occurred_at),
+            "sourceId": event["source_id"],
+            "connectorName": event["connector_name"],
+            "startedAt": whole_seconds(event["occurred_at"]),
             "status": "running",
-            "createdAt": whole_seconds(_created_at(event, recorded)),
+            "createdAt": whole_seconds(_created_at(event["metadata"], recorded)),
         }
         # In the table's column order, so JSON output reads like the legacy table.
         new_row = {column: started.get(column, EMPTY_ROW[column]) for column in EMPTY_ROW}
-        return new_row, _transition(recorded, None, "running", event.actor)
+        return new_row, _transition(recorded, None, "running", event["actor"])
     if row is None:
         raise PoisonEventError(
             recorded.position,
@@ -154,42 +153,45 @@ def fold(row: Row | None, recorded: RecordedEvent) -> tuple[Row, Transition | No
             f"run {recorded.run_id} has no row (was its RunStarted skipped?)",
         )
     row = dict(row)
-    _add_counters(row, event.counter_deltas())
-    if isinstance(event, RunProgressed):
+    if event_type in COUNTED_TYPES:
+        _add_counters(row, event)
+    if event_type == "RunProgressed":
         if row["status"] != "running":
             _record_late(row, recorded, event)
         return row, None
-    if isinstance(event, RunFinished):
+    if event_type == "RunFinished":
         if row["status"] != "running":  # the first terminal status wins (DESIGN.md §5)
             _record_late(row, recorded, event)
             return row, None
-        _close(row, event.occurred_at)
-        row["status"] = event.status
-        row["errorMessage"] = legacy_text(event.error_message, recorded.position)
-        row["errorDetails"] = _with_callers_details(row["errorDetails"], event.error_details)
-        return row, _transition(recorded, "running", event.status, event.actor)
-    if isinstance(event, RunTimedOut):
+        _close(row, event["occurred_at"])
+        row["status"] = event["status"]
+        row["errorMessage"] = legacy_text(event["error_message"], recorded.position)
+        row["errorDetails"] = _with_callers_details(row["errorDetails"], event["error_details"])
+        return row, _transition(recorded, "running", event["status"], event["actor"])
+    if event_type == "RunTimedOut":
         if row["status"] != "running":
             raise PoisonEventError(
                 recorded.position,
                 recorded.type,
                 f"run {recorded.run_id} is already {row['status']}",
             )
-        _close(row, event.occurred_at)
+        _close(row, event["occurred_at"])
         row["status"] = "failed"
         row["errorMessage"] = legacy_text(timeout_message(event), recorded.position)
         row["errorDetails"] = {
             **(row["errorDetails"] or {}),
-            "reason": event.reason,
-            "threshold_seconds": event.threshold_seconds,
-            "last_event_at": _iso(event.last_event_at),
-            "detected_by": event.detected_by,
+            "reason": event["reason"],
+            "threshold_seconds": event["threshold_seconds"],
+            "last_event_at": _iso(event["last_event_at"]),
+            "detected_by": event["detected_by"],
         }
-        return row, _transition(recorded, "running", "failed", event.actor or event.detected_by)
+        return row, _transition(
+            recorded, "running", "failed", event["actor"] or event["detected_by"]
+        )
     raise PoisonEventError(recorded.position, recorded.type, "no projection rule")
 
 
-def _created_at(event: RunStarted, recorded: RecordedEvent) -> datetime:
+def _created_at(metadata: dict[str, Any] | None, recorded: RecordedEvent) -> datetime:
     """When the row was created: when the ledger learned of the run, except for a run
     imported from the legacy table, which keeps its original ``createdAt``.
 
@@ -197,7 +199,7 @@ def _created_at(event: RunStarted, recorded: RecordedEvent) -> datetime:
     the legacy column cannot hold falls back to the recorded time instead of stopping the
     projection.
     """
-    metadata = event.metadata or {}
+    metadata = metadata or {}
     if metadata.get(IMPORTED_KEY) is True and LEGACY_CREATED_AT_KEY in metadata:
         try:
             return parse_legacy_time(metadata[LEGACY_CREATED_AT_KEY])
@@ -206,20 +208,22 @@ def _created_at(event: RunStarted, recorded: RecordedEvent) -> datetime:
     return recorded.recorded_at
 
 
-def timeout_message(event: RunTimedOut) -> str:
-    """The sentence a reader of ``errorMessage`` sees: who, why, threshold, last activity."""
+def timeout_message(event: Mapping[str, Any]) -> str:
+    """The sentence a reader of ``errorMessage`` sees: who, why, threshold, last activity
+    (``event``: a RunTimedOut's fields)."""
+    last_event_at = event["last_event_at"]
     last = (
-        f"last activity {format_utc_seconds(event.last_event_at)} UTC"
-        if event.last_event_at
+        f"last activity {format_utc_seconds(last_event_at)} UTC"
+        if last_event_at
         else "no activity recorded"
     )
-    if event.threshold_seconds is not None:
-        threshold = format_duration(event.threshold_seconds)
+    if event["threshold_seconds"] is not None:
+        threshold = format_duration(event["threshold_seconds"])
         return (
-            f"Timed out by {event.detected_by} after the {threshold} threshold "
-            f"({event.reason}); {last}."
+            f"Timed out by {event['detected_by']} after the {threshold} threshold "
+            f"({event['reason']}); {last}."
         )
-    return f"Marked failed by {event.detected_by}: {event.reason}; {last}."
+    return f"Marked failed by {event['detected_by']}: {event['reason']}; {last}."
 
 
 def _close(row: Row, completed_at: datetime) -> None:
@@ -227,60 +231,68 @@ def _close(row: Row, completed_at: datetime) -> None:
     row["duration"] = max(0, int((row["completedAt"] - row["startedAt"]).total_seconds()))
 
 
-def _add_counters(row: Row, deltas: dict[str, int]) -> None:
+def _add_counters(row: Row, event: Mapping[str, Any]) -> None:
+    """Add the counter deltas of ``event`` (a RunProgressed's or RunFinished's fields)."""
+    details = row["errorDetails"]
     for name, column in COUNTER_COLUMNS.items():
-        if not deltas[name]:
+        delta = event[name]
+        if not delta:
             continue
-        overflow = _own_entry(row, "counter_overflow", dict)
-        earlier = overflow.get(column)
-        total = (earlier if isinstance(earlier, int) else row[column]) + deltas[name]
+        if not details or "counter_overflow" not in details:  # no overflow recorded: the total
+            total = row[column] + delta  # is the column (the common case, quicker)
+        else:
+            earlier = _own_entry(row, "counter_overflow", dict).get(column)
+            total = (earlier if isinstance(earlier, int) else row[column]) + delta
         if total <= INT_MAX:
             row[column] = total
             continue
         # The legacy INT(11) cannot hold it: the column stays at its maximum and the true total
         # goes to errorDetails, so no reader is told a wrong number silently.
         row[column] = INT_MAX
-        row["errorDetails"] = {
+        overflow = _own_entry(row, "counter_overflow", dict)
+        details = row["errorDetails"] = {
             **(row["errorDetails"] or {}),
             "counter_overflow": {**overflow, column: total},
         }
 
 
-def _record_late(row: Row, recorded: RecordedEvent, event: RunProgressed | RunFinished) -> None:
-    """A fact that arrived after the run was timed out: kept, but the status does not flip."""
+def _record_late(row: Row, recorded: RecordedEvent, event: Mapping[str, Any]) -> None:
+    """A fact that arrived after the run was timed out: kept, but the status does not flip
+    (``event``: a RunProgressed's or RunFinished's fields)."""
     details = dict(row["errorDetails"] or {})
-    if isinstance(event, RunProgressed) and event.is_heartbeat:
+    counters = {name: event[name] for name in COUNTER_FIELDS if event[name]}
+    progressed = recorded.type == "RunProgressed"
+    if progressed and not counters:  # a heartbeat
         count = _own_entry(row, "late_heartbeats", dict).get("count")
         details["late_heartbeats"] = {
             "count": (count if isinstance(count, int) else 0) + 1,
-            "last_at": _iso(event.occurred_at),
+            "last_at": _iso(event["occurred_at"]),
         }
     else:
         entry: dict[str, Any] = {
             "type": recorded.type,
             "position": recorded.position,
-            "occurred_at": _iso(event.occurred_at),
+            "occurred_at": _iso(event["occurred_at"]),
             "recorded_at": _iso(recorded.recorded_at),
         }
-        counters = {k: v for k, v in event.counter_deltas().items() if v}
         if counters:
             entry["counters"] = counters
-        if isinstance(event, RunFinished):
-            entry["status"] = event.status
-            if event.error_message:
-                entry["error_message"] = event.error_message
+        if not progressed:
+            entry["status"] = event["status"]
+            if event["error_message"]:
+                entry["error_message"] = event["error_message"]
         late = _own_entry(row, "late", list)
         progress_listed = sum(
             1 for e in late if isinstance(e, dict) and e.get("type") == "RunProgressed"
         )
-        if isinstance(event, RunProgressed) and progress_listed >= MAX_LATE_PROGRESS_LISTED:
+        if progressed and progress_listed >= MAX_LATE_PROGRESS_LISTED:
             # A zombie connector reporting for days after its timeout would otherwise grow the
             # row past what the database accepts in one statement, and stop the projection.
             # Its counters are still added; only the listing stops.
             omitted = _own_entry(row, "late_omitted", dict).get("count")
             details["late_omitted"] = {
                 "count": (omitted if isinstance(omitted, int) else 0) + 1,
-                "last_at": _iso(event.occurred_at),
+                "last_at": _iso(event["occurred_at"]),
                 "last_position": recorded.position,
             }
         else:

@@ -50,6 +50,10 @@ from projections.writer import ReadModelWriter
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (events replayed so far, events to replay)
+# Events replayed into the shadow tables per transaction: a commit (an fsync) per batch would
+# cost more than the batch, and on SQLite appenders wait for each transaction to end, so it
+# stays short (a fraction of a second).
+EVENTS_PER_TRANSACTION = 20_000
 
 
 @dataclass(frozen=True)
@@ -78,11 +82,13 @@ def rebuild(
         writer = ReadModelWriter(shadow_runs, shadow_transitions)
         target = ledger.head().last_position
         position = 0
-        while position < target:  # bulk of the replay: one short transaction per batch
+        while position < target:  # bulk of the replay: short transactions of many batches
             with ledger.transaction("rebuild") as conn:
-                position = _replay(conn, writer, position, batch_size, up_to=target)
-            if progress:
-                progress(position, target)
+                up_to = min(target, position + EVENTS_PER_TRANSACTION)
+                while position < up_to:
+                    position = _replay(conn, writer, position, batch_size, up_to=up_to)
+                    if progress:
+                        progress(position, target)
 
         def catch_up(conn: Connection, after: int) -> int:
             return _catch_up(conn, writer, after, batch_size, progress)

@@ -1,13 +1,59 @@
 """Applies a batch of ledger events to a pair of read-model tables, inside the caller's
-transaction: rows are folded in memory and each touched row is written once per batch."""
+transaction: rows are folded in memory and each touched row is written once per batch.
+
+Rows go to the driver's ``executemany`` as plain tuples, each value passed through the bind
+processor SQLAlchemy itself would apply to its column (so the stored values are the ones a Core
+``insert``/``update`` writes), by statements compiled once per table and dialect.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Dialect, Table, bindparam, insert, select, update
 
 from ledger import RecordedEvent
 from ledger.reads import chunks
 from projections.fold import BatchOutcome, Row, fold_events, normalise
+
+
+@dataclass(frozen=True)
+class _Statement:
+    """A statement as the driver takes it: its parameters' names (in order, for a positional
+    paramstyle), the column each is the value of, and the bind processor (or None) each value
+    goes through."""
+
+    sql: str
+    names: tuple[str, ...]
+    columns: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    positional: bool
+
+    @classmethod
+    def compile(cls, statement: Any, table: Table, dialect: Dialect) -> _Statement:
+        compiled = statement.compile(dialect=dialect)
+        names = tuple(compiled.positiontup if compiled.positional else compiled.binds)
+        columns = tuple(name.removeprefix("b_") for name in names)  # b_id: the update's key
+        processors = tuple(
+            table.c[column].type.dialect_impl(dialect).bind_processor(dialect) for column in columns
+        )
+        return cls(compiled.string, names, columns, processors, compiled.positional)
+
+    def execute(self, conn: Connection, rows: Sequence[Row]) -> None:
+        triples = tuple(zip(self.names, self.columns, self.processors, strict=True))
+        values = [
+            tuple(
+                row[column] if process is None else process(row[column])
+                for _, column, process in triples
+            )
+            for row in rows
+        ]
+        if self.positional:
+            conn.exec_driver_sql(self.sql, values)
+        else:
+            conn.exec_driver_sql(self.sql, [dict(zip(self.names, v, strict=True)) for v in values])
 
 
 class ReadModelWriter:
@@ -22,6 +68,18 @@ class ReadModelWriter:
             .where(runs.c.id == bindparam("b_id"))
             .values({name: bindparam(name) for name in self._columns if name != "id"})
         )
+        self._compiled: dict[str, tuple[_Statement, _Statement, _Statement]] = {}
+
+    def _statements(self, dialect: Dialect) -> tuple[_Statement, _Statement, _Statement]:
+        """The insert and update of runs and the insert of transitions, for ``dialect``."""
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            found = self._compiled[dialect.name] = (
+                _Statement.compile(insert(self.runs), self.runs, dialect),
+                _Statement.compile(self._update, self.runs, dialect),
+                _Statement.compile(insert(self.transitions), self.transitions, dialect),
+            )
+        return found
 
     def apply(
         self, conn: Connection, events: list[RecordedEvent], skipped: set[int]
@@ -33,12 +91,13 @@ class ReadModelWriter:
         changed = [run_id for run_id, row in rows.items() if before.get(run_id) != row]
         created = [rows[r] for r in sorted(changed) if r not in existing]
         updated = [{**rows[r], "b_id": r} for r in sorted(changed) if r in existing]
+        insert_runs, update_runs, insert_transitions = self._statements(conn.dialect)
         if created:
-            conn.execute(insert(self.runs), created)
+            insert_runs.execute(conn, created)
         if updated:
-            conn.execute(self._update, updated)
+            update_runs.execute(conn, updated)
         if outcome.transitions:
-            conn.execute(insert(self.transitions), [t.as_row() for t in outcome.transitions])
+            insert_transitions.execute(conn, [t.as_row() for t in outcome.transitions])
         return outcome
 
     def load(self, conn: Connection, run_ids: set[int]) -> dict[int, Row]:
