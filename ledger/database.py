@@ -268,9 +268,14 @@ PING_AFTER_IDLE_S = 1.0
 _LAST_USED = "ledger_last_used"
 
 
+# Not time.monotonic: freezegun stops that one, and a frozen test would never ping. The boot
+# clock keeps counting while the machine sleeps (a laptop or VM suspended for hours right after
+# a checkin must still ping), where Linux has one.
+_IDLE_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
 def _monotonic() -> float:
-    # Not time.monotonic: freezegun stops that one, and a frozen test would never ping.
-    return time.clock_gettime(time.CLOCK_MONOTONIC)
+    return time.clock_gettime(_IDLE_CLOCK)
 
 
 class _PingWhenIdle:
@@ -304,8 +309,8 @@ class _IdleBound:
     MariaDB (10.3+) rolls back a transaction idle for longer than its idle-transaction
     timeouts and closes the session; a stricter value the server already has is kept. MySQL
     has no such variable (error 1193): there the session's ``wait_timeout`` takes the bound
-    instead, which closes any session idle that long, in a transaction or not; the pool's
-    pre-ping reconnects the idle ones it hands out.
+    instead, which closes any session idle that long, in a transaction or not; the pool
+    pings a connection that sat idle before handing it out and replaces a closed one.
     """
 
     def __init__(self, seconds: int) -> None:

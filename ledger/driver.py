@@ -62,6 +62,9 @@ class DriverCursor:
             self._cursor.execute(statement, params)
         except self._error as exc:
             raise self._wrapped(exc, statement, params, many=False) from exc
+        except BaseException as exc:
+            self._discard_if_interrupted(exc)
+            raise
         return self
 
     def executemany(self, statement: str, rows: Sequence[Params]) -> None:
@@ -70,6 +73,9 @@ class DriverCursor:
             self._cursor.executemany(statement, rows)
         except self._error as exc:
             raise self._wrapped(exc, statement, rows, many=True) from exc
+        except BaseException as exc:
+            self._discard_if_interrupted(exc)
+            raise
 
     def execute_together(self, statements: Sequence[tuple[str, Params]]) -> list[list[Any]]:
         """MySQL/MariaDB: several statements in one round trip; the rows of each, in order.
@@ -80,15 +86,19 @@ class DriverCursor:
         connection opened with ``CLIENT.MULTI_STATEMENTS``
         (:func:`ledger.database.create_ledger_engine` opens every MySQL connection so).
         """
-        text = ";\n".join(self._cursor.mogrify(sql, params) for sql, params in statements)
         results: list[list[Any]] = []
+        text = ""
         try:
+            text = ";\n".join(self._cursor.mogrify(sql, params) for sql, params in statements)
             self._cursor.execute(text)
             results.append(list(self._cursor.fetchall()))
             while self._cursor.nextset():
                 results.append(list(self._cursor.fetchall()))
         except self._error as exc:
             raise self._wrapped(exc, text, (), many=False) from exc
+        except BaseException as exc:
+            self._discard_if_interrupted(exc)
+            raise
         return results
 
     def fetchone(self) -> Any:
@@ -118,6 +128,14 @@ class DriverCursor:
     def close(self) -> None:
         with suppress(self._error):  # the connection is gone, and so is the cursor
             self._cursor.close()
+
+    def _discard_if_interrupted(self, exc: BaseException) -> None:
+        """KeyboardInterrupt, SystemExit or a cancelled task in the middle of a statement:
+        where the connection's stream stands is unknown (a reply may be left unread, and the
+        next command would read it as its own), so the connection is discarded, as SQLAlchemy
+        discards its own; the server rolls back with the session."""
+        if not isinstance(exc, Exception) and self._connection.is_valid:
+            self._invalidate(exc)
 
     def _wrapped(self, exc: Exception, statement: str, params: Any, many: bool) -> BaseException:
         lost = self._dialect.is_disconnect(
@@ -162,8 +180,15 @@ def driver_transaction(engine: Engine, begin: str | None) -> Iterator[DriverCurs
                 cursor.execute(begin)
             yield cursor
             cursor.commit()
-        except BaseException:
+        except Exception:
             cursor.rollback()
+            raise
+        except BaseException as exc:
+            # Interrupted (KeyboardInterrupt, SystemExit, a cancelled task): discarded, not
+            # rolled back (see DriverCursor._discard_if_interrupted). A COMMIT already sent
+            # may still land: the interrupted caller cannot know either way.
+            if connection.is_valid:
+                connection.invalidate(exc)
             raise
         finally:
             cursor.close()

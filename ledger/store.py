@@ -723,13 +723,13 @@ class _Appender:
             steps += [(sql.insert_run, created)] if created else []
             steps += [(sql.update_run, changed)] if changed else []
             steps.append((sql.update_head, [head]))
-        self._send(steps, sum(len(event.payload) for event in new_events))
+        self._send(steps, sum(len(event.payload) + _ROW_CHARS for event in new_events))
 
-    def _send(self, steps: list[tuple[str, list[tuple[Any, ...]]]], payload_chars: int) -> None:
+    def _send(self, steps: list[tuple[str, list[tuple[Any, ...]]]], text_chars: int) -> None:
         """The writes, in order. On MySQL/MariaDB, when they are small, in one round trip (an
         INSERT of several rows as one statement with a VALUES group per row); otherwise one
         call to the driver per statement (``executemany`` for several rows)."""
-        if self.sql.together and payload_chars <= _TOGETHER_MAX_PAYLOAD_CHARS:
+        if self.sql.together and text_chars <= _TOGETHER_MAX_CHARS:
             statements: list[tuple[str, tuple[Any, ...]]] = []
             for statement, rows in steps:
                 if len(rows) > 1 and statement.startswith("INSERT"):
@@ -751,10 +751,13 @@ class _Appender:
                 self.cursor.executemany(statement, rows)
 
 
-# Writes sent in one round trip carry at most this much payload text: escaped and encoded (at
-# worst 8 bytes a character) it stays within the 1 MiB the oldest supported servers accept in
-# one packet (max_allowed_packet); a bigger batch goes statement by statement.
-_TOGETHER_MAX_PAYLOAD_CHARS = 128_000
+# Writes sent in one round trip carry at most this much text (each event's payload, plus
+# _ROW_CHARS for its other columns, its share of the run and head rows and the SQL): escaped
+# and encoded (at worst 8 bytes a character) it stays within the 1 MiB the oldest supported
+# servers accept in one packet (max_allowed_packet); a bigger batch goes statement by statement
+# (PyMySQL's executemany splits its INSERT at 1 MB).
+_TOGETHER_MAX_CHARS = 128_000
+_ROW_CHARS = 1_000
 
 
 @lru_cache(maxsize=64)

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from ledger import Ledger, LedgerError, RunProgressed, database
+from ledger import Ledger, LedgerError, RunProgressed, RunStarted, database
 from ledger.driver import DriverCursor
 
 
@@ -158,3 +158,48 @@ def test_a_write_refused_after_the_insert_leaves_nothing_written(ledger: Ledger)
             conn.exec_driver_sql("DROP TRIGGER refuse_run_update")
     assert (ledger.head(), [e.position for e in ledger.read_all()]) == before
     assert ledger.append([RunProgressed(run_id=run_id)]).last_position == 2
+
+
+def test_an_append_interrupted_mid_reply_leaves_no_connection_out_of_step(
+    mysql_ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt while the reply to the head's UPDATE is being read (an append too
+    large for one round trip sends its writes one by one): the connection is discarded, since
+    a reply is left unread that the next command would take for its own; so the next append,
+    on a connection from the same one-connection pool, gets its own replies."""
+    ledger = Ledger.from_url(mysql_ledger.url, pool_size=1, max_overflow=0)  # one connection
+    try:
+        interrupt_then_append(ledger, monkeypatch)
+    finally:
+        ledger.close()
+
+
+def interrupt_then_append(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    real_read = pymysql.connections.Connection._read_query_result
+    interrupted: list[bool] = []
+
+    def interrupt_the_writes(self: object, unbuffered: bool = False) -> object:
+        last = getattr(self, "_ledger_last_sql", "")
+        if not interrupted and last.startswith("UPDATE ledger_head"):
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return real_read(self, unbuffered=unbuffered)  # type: ignore[arg-type]
+
+    real_command = pymysql.connections.Connection._execute_command
+
+    def remember(self: object, command: int, sql: object) -> object:
+        text_sent = sql.decode() if isinstance(sql, bytes) else str(sql)
+        self._ledger_last_sql = text_sent  # type: ignore[attr-defined]
+        return real_command(self, command, sql)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pymysql.connections.Connection, "_execute_command", remember)
+    monkeypatch.setattr(pymysql.connections.Connection, "_read_query_result", interrupt_the_writes)
+    large = RunStarted(source_id=2, connector_name="LARGE", metadata={"note": "x" * 200_000})
+    with pytest.raises(KeyboardInterrupt):
+        ledger.append([large])
+    assert interrupted
+    head = ledger.head().last_position
+    result = ledger.append([RunProgressed(run_id=run_id, records_fetched=2)])
+    assert result.last_position == head + 1
+    assert [e.position for e in ledger.read_all()] == list(range(1, head + 2))
