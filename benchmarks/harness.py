@@ -290,71 +290,62 @@ class Bench:
         raw = RawDatabase(self.raw_url, self.raw_sqlite)
         sizes = self.sizes
         try:
-            self.log(
-                f"live appends, one event per call: {sizes.rounds} interleaved rounds of "
-                f"{sizes.live_runs * 10} events"
-            )
-            samples = interleaved(
-                sizes.rounds,
-                self._measures(
-                    lambda: raw.single_inserts(sizes.live_runs * 10),
-                    lambda: ledger_live(self.ledger, sizes.live_runs),
-                    lambda peer: peer.live(sizes.live_runs),
-                ),
-            )
-            value, raw_value, peer_value = self._medians(samples)
-            checks = [of_raw(value, raw_value, 0.70)]
-            if not self.mysql:
-                checks.insert(0, of_peer(value, peer_value))
-            self.add(
+            self._append_figure(
                 "1. live append (1 event/call)",
-                value,
-                "events/s",
-                raw_value,
-                peer_value,
-                checks,
-                samples,
-            )
-            self.log(f"batch appends of one run's 10 events: {sizes.rounds} rounds")
-            samples = interleaved(
-                sizes.rounds,
-                self._measures(
-                    lambda: raw.batch_inserts(sizes.batch10_calls, size=10),
-                    lambda: ledger_batches(self.ledger, sizes.batch10_calls, 1),
-                    lambda peer: peer.batches(sizes.batch10_calls, 1),
+                f"live appends, one event per call: {sizes.rounds} interleaved rounds of "
+                f"{sizes.live_runs * 10} events",
+                lambda: raw.single_inserts(sizes.live_runs * 10),
+                lambda: ledger_live(self.ledger, sizes.live_runs),
+                lambda peer: peer.live(sizes.live_runs),
+                lambda value, raw_value, peer_value: (
+                    ([] if self.mysql else [of_peer(value, peer_value)])
+                    + [of_raw(value, raw_value, 0.70)]
                 ),
             )
-            value, raw_value, peer_value = self._medians(samples)
-            self.add(
+            self._append_figure(
                 "2. batch append (10/call, one run)",
-                value,
-                "events/s",
-                raw_value,
-                peer_value,
-                [of_peer(value, peer_value)],
-                samples,
+                f"batch appends of one run's 10 events: {sizes.rounds} rounds",
+                lambda: raw.batch_inserts(sizes.batch10_calls, size=10),
+                lambda: ledger_batches(self.ledger, sizes.batch10_calls, 1),
+                lambda peer: peer.batches(sizes.batch10_calls, 1),
+                lambda value, raw_value, peer_value: [of_peer(value, peer_value)],
             )
-            self.log(f"batch appends of 1,000 (100 runs): {sizes.rounds} rounds")
-            samples = interleaved(
-                sizes.rounds,
-                self._measures(
-                    lambda: raw.batch_inserts(sizes.batch1000_calls, size=1000),
-                    lambda: ledger_batches(self.ledger, sizes.batch1000_calls, 100),
-                    lambda peer: peer.batches(sizes.batch1000_calls, 100),
-                ),
-            )
-            value, raw_value, peer_value = self._medians(samples)
-            self.add(
+            self._append_figure(
                 "2. batch append (1,000/call)",
-                value,
-                "events/s",
-                raw_value,
-                peer_value,
-                [of_raw(value, raw_value, 0.70 if self.mysql else 0.50)],
-                samples,
+                f"batch appends of 1,000 (100 runs): {sizes.rounds} rounds",
+                lambda: raw.batch_inserts(sizes.batch1000_calls, size=1000),
+                lambda: ledger_batches(self.ledger, sizes.batch1000_calls, 100),
+                lambda peer: peer.batches(sizes.batch1000_calls, 100),
+                lambda value, raw_value, peer_value: [
+                    of_raw(value, raw_value, 0.70 if self.mysql else 0.50)
+                ],
             )
         finally:
             raw.close()
+
+    def _append_figure(
+        self,
+        name: str,
+        what: str,
+        raw: Any,
+        ours: Any,
+        peer: Any,
+        checks: Any,
+    ) -> None:
+        """Interleaved rounds of the raw driver, run-ledger and the peer doing the same
+        appends; the medians become one figure with ``checks(value, raw, peer)``."""
+        self.log(what)
+        samples = interleaved(self.sizes.rounds, self._measures(raw, ours, peer))
+        value, raw_value, peer_value = self._medians(samples)
+        self.add(
+            name,
+            value,
+            "events/s",
+            raw_value,
+            peer_value,
+            checks(value, raw_value, peer_value),
+            samples,
+        )
 
     # -------------------------------------------------------------- 3: concurrent writers
 
