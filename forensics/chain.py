@@ -10,7 +10,7 @@ from typing import Any
 from ledger.clock import isoformat_utc
 from ledger.dialects import stored_time_text
 from ledger.hashing import HASH, POSITION, PREV_HASH, RECORDED_AT, stored_row_hash
-from ledger.reads import last_stored_position, lowest_position_between, raw_rows, stored_refs
+from ledger.reads import last_stored_position, lowest_position_between, stored_refs, stored_rows
 from ledger.recorded import LedgerHead, StoredRef
 from ledger.schema import GENESIS_HASH
 from ledger.store import Ledger
@@ -71,7 +71,7 @@ def _verify_chain(
     expected_position = max(from_position, 1)
     checked = 0
     last_recorded_at: Any = None
-    for row in _raw_rows(ledger, expected_position - 1, batch_size):
+    for row in _stored_rows(ledger, expected_position - 1, batch_size):
         position = row[POSITION]
         if position != expected_position and expected_position <= end:
             # Checked before "beyond the head": a row moved past the head leaves its own
@@ -158,16 +158,17 @@ def _same_time(stored: Any, head_value: datetime | None) -> bool:
     return head_value is not None and stored_time_text(stored) == isoformat_utc(head_value)
 
 
-def _raw_rows(ledger: Ledger, after: int, batch_size: int) -> Iterator[tuple[Any, ...]]:
-    """Rows as the driver returns them: verification rehashes the stored text and needs no
-    models or type conversion (the fast path of ``ledger verify``)."""
-    while True:
-        with ledger.connect("verify") as conn:
-            rows = raw_rows(conn, after, batch_size)
-        yield from rows
-        if len(rows) < batch_size:
-            return
-        after = rows[-1][POSITION]
+def _stored_rows(ledger: Ledger, after: int, batch_size: int) -> Iterator[tuple[Any, ...]]:
+    """Rows as stored, page by page on one connection: verification rehashes the stored text
+    and needs no models or type conversion (the fast path of ``ledger verify``). Pages, not
+    one streamed query: a chain found broken early stops reading without draining the rest."""
+    with ledger.connect("verify") as conn:
+        while True:
+            rows = stored_rows(conn, after, batch_size)
+            yield from rows
+            if len(rows) < batch_size:
+                return
+            after = rows[-1][POSITION]
 
 
 def _hash_at(ledger: Ledger, position: int) -> str | None:

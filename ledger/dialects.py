@@ -176,9 +176,24 @@ def driver_placeholder(bind: Bound) -> str:
     return "?" if bind.dialect.paramstyle == "qmark" else "%s"
 
 
+def time_as_text(bind: Bound) -> Callable[[str], str]:
+    """How a query selects a timestamp column as the text it stores: SQLite stores text
+    already; MySQL's ``CAST(... AS CHAR)`` of a ``DATETIME(6)`` is the same text, and spares
+    the driver building a datetime that verify would only turn back into text."""
+    return _column_itself if is_sqlite(bind) else _column_as_char
+
+
+def _column_itself(column: str) -> str:
+    return column
+
+
+def _column_as_char(column: str) -> str:
+    return f"CAST({column} AS CHAR)"
+
+
 def stored_time_text(value: Any) -> str:
-    """A timestamp as the driver returns it unconverted (SQLite text, or a MySQL naive UTC
-    datetime), in the canonical text the hash chain was computed over."""
+    """A stored timestamp (SQLite's text, MySQL's ``DATETIME(6)`` as text or as the driver's
+    naive UTC datetime) in the canonical text the hash chain was computed over."""
     if isinstance(value, datetime):
         return isoformat_utc(value.replace(tzinfo=UTC))
     text_value = str(value).replace(" ", "T")

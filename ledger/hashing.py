@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ledger.clock import isoformat_utc
 from ledger.dialects import stored_time_text
 
-_string = json.JSONEncoder(ensure_ascii=False).encode  # one JSON string literal
+# One JSON string literal, as json.dumps(value, ensure_ascii=False) writes it: the encoder's own
+# C function, without the dispatch of JSONEncoder.encode (this runs for every column verified).
+_string: Callable[[str], str] = json.encoder.encode_basestring
 
 HASHED_COLUMNS = (
     "position",
@@ -104,13 +106,25 @@ def chain_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
 
 
 def stored_row_hash(prev_hash: str, row: Sequence[Any]) -> str:
-    """:func:`chain_hash` of a row as the driver returns it (:data:`EVENT_COLUMNS` order,
-    timestamps unconverted): what ``ledger verify`` recomputes, with no model and no type
-    conversion in between (its fast path)."""
-    values = list(row[: len(HASHED_COLUMNS)])
-    values[OCCURRED_AT] = stored_time_text(values[OCCURRED_AT])
-    values[RECORDED_AT] = stored_time_text(values[RECORDED_AT])
-    return _link(prev_hash, content_from_values(*values))
+    """:func:`chain_hash` of a row as stored (:data:`EVENT_COLUMNS` order, timestamps as the
+    database stores them, see :func:`ledger.dialects.stored_time_text`): what ``ledger verify``
+    recomputes, with no model and no type conversion in between (its fast path)."""
+    position, event_id, run_id, version, type_, schema, payload, occurred, recorded, actor = row[
+        : len(HASHED_COLUMNS)
+    ]
+    content = content_from_values(
+        position,
+        event_id,
+        run_id,
+        version,
+        type_,
+        schema,
+        payload,
+        stored_time_text(occurred),
+        stored_time_text(recorded),
+        actor,
+    )
+    return _link(prev_hash, content)
 
 
 def _link(prev_hash: str, content: str) -> str:

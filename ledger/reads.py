@@ -15,9 +15,10 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, func, select
 
-from ledger.dialects import driver_placeholder, driver_time_reader, same_text
+from ledger.dialects import driver_placeholder, driver_time_reader, same_text, time_as_text
+from ledger.driver import DriverCursor
 from ledger.hashing import EVENT_COLUMNS
 from ledger.recorded import LedgerHead, RecordedEvent, StoredRef
 from ledger.rules import RunState
@@ -26,11 +27,6 @@ from ledger.schema import HEAD_ROW_ID, ledger_events, ledger_head, ledger_runs
 # Rows per IN (...) list, well under every driver's parameter limit.
 IN_CHUNK = 500
 RUN_COLUMNS = tuple(c.name for c in ledger_runs.columns)
-# Plain SQL: the driver's values as they are, without SQLAlchemy's type processing.
-_RAW_PAGE = text(
-    f"SELECT {', '.join(EVENT_COLUMNS)} FROM ledger_events WHERE position > :after "
-    "ORDER BY position LIMIT :limit"
-)
 
 
 def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
@@ -186,11 +182,27 @@ def stored_refs(conn: Connection, positions: Iterable[int]) -> dict[int, StoredR
     return found
 
 
-def raw_rows(conn: Connection, after: int, limit: int) -> list[tuple[Any, ...]]:
-    """Up to ``limit`` rows after ``after`` as the driver returns them, columns in
-    :data:`ledger.hashing.EVENT_COLUMNS` order: what verify rehashes
+def stored_rows(conn: Connection, after: int, limit: int) -> list[tuple[Any, ...]]:
+    """Up to ``limit`` rows after ``after`` as stored, columns in
+    :data:`ledger.hashing.EVENT_COLUMNS` order and timestamps as text: what verify rehashes
     (:func:`ledger.hashing.stored_row_hash`), with no models and no type conversion."""
-    return [tuple(row) for row in conn.execute(_RAW_PAGE, {"after": after, "limit": limit})]
+    sql = _stored_page_sql(driver_placeholder(conn), time_as_text(conn))
+    cursor = DriverCursor.on(conn)
+    try:
+        return cursor.execute(sql, (after, limit)).fetchall()
+    finally:
+        cursor.close()
+
+
+@lru_cache(maxsize=8)
+def _stored_page_sql(mark: str, as_text: Callable[[str], str]) -> str:
+    columns = [
+        as_text(name) if name in ("occurred_at", "recorded_at") else name for name in EVENT_COLUMNS
+    ]
+    return (
+        f"SELECT {', '.join(columns)} FROM ledger_events WHERE position > {mark} "
+        f"ORDER BY position LIMIT {mark}"
+    )
 
 
 def last_stored_position(conn: Connection) -> int | None:
