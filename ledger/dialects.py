@@ -157,11 +157,13 @@ def driver_time_reader(bind: Bound) -> Callable[[Any], datetime]:
     SQLAlchemy's DateTime would give it: SQLite's stored text parsed, MySQL's naive UTC
     datetime given its zone."""
     if is_sqlite(bind):
-        return _sqlite_time
+        return stored_time_reader
     return lambda value: value.replace(tzinfo=UTC)
 
 
-def _sqlite_time(value: Any) -> datetime:
+def stored_time_reader(value: Any) -> datetime:
+    """A timestamp selected as its stored text (:func:`time_as_text`) as an aware UTC datetime:
+    SQLite's text and MySQL's ``CAST(DATETIME(6) AS CHAR)`` have the same form."""
     try:
         # The stored text has no zone: giving it one in the text is several times quicker than
         # datetime.replace, and gives the same value.
