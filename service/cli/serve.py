@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 
 from ledger.durations import format_duration
-from ledger.urls import mask_url
-from service.cli.common import EXIT_OK, FILE, library_errors
 from ledger.errors import ConfigurationError
 from ledger.text import visible
+from ledger.urls import mask_url
+from service.cli.common import EXIT_OK, FILE, library_errors
 from service.config import load_config, missing_inputs
 from service.serve import LedgerService
 
