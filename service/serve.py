@@ -234,7 +234,11 @@ class LedgerService:
         try:
             tick = self._tick(connector)
             if not claim(self.ledger, name, tick, self.identity):
-                log.debug("%s tick %s: claimed by another process", name, tick.isoformat())
+                log.info(
+                    "%s tick %s: claimed already (another serve process, or an earlier start)",
+                    name,
+                    tick.isoformat(),
+                )
                 return
             if self._has_open_run(connector):
                 log.warning(
@@ -328,6 +332,11 @@ class LedgerService:
             )
             self.last_sweep_at = utcnow()
             self.last_sweep_timed_out = len(result.timed_out)
+            log.info(
+                "sweeper: %d run(s) timed out, %d left alone",
+                len(result.timed_out),
+                len(result.skipped),
+            )
             prune_claims(self.ledger)
         except LedgerError as exc:
             log.error("sweeper: %s", visible(str(exc)))
