@@ -114,7 +114,7 @@ def sweep(
             log.info("run %d not timed out: %s", run.run_id, why)
             result.skipped.append((run, why))
             continue
-        log.warning(
+        log.info(
             "timed out run %d (%s, source %d): %s, threshold %s, last activity %s at position %s",
             run.run_id,
             visible(run.connector_name),  # recorded before the name rule, it may hold anything
@@ -172,5 +172,5 @@ def fail_run(
     )
     stored = ledger.append([event], expected_version=state.version)
     position = stored.events[0].position
-    log.warning("run %d failed by %s: %s", run_id, detected_by, visible(reason))
+    log.info("run %d failed by %s: %s", run_id, detected_by, visible(reason))
     return position

@@ -18,7 +18,8 @@ from sqlalchemy.exc import DBAPIError
 
 from ledger import Ledger, RecordedEvent, StorageError, ValidationError
 from ledger.database import is_refused_value
-from ledger.reads import event_type_at, read_events_page
+from ledger.durations import format_duration
+from ledger.reads import event_type_at, read_events_page, read_head
 from ledger.text import clip, visible
 from projections.checkpoints import (
     Checkpoint,
@@ -77,6 +78,31 @@ class PoisonBackoff:
 
     def due(self) -> bool:
         return time.monotonic() >= self.retry_at
+
+
+class Outage:
+    """Logs a spell of failures as two lines, not one per retry: a WARNING as it starts (with
+    the first error) and an INFO as it ends (with how long it lasted)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.since: float | None = None  # time.monotonic() of the first failure
+
+    def failed(self, exc: Exception) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning(
+                "%s cannot proceed, retrying until it can: %s", self.what, visible(str(exc))
+            )
+        else:
+            log.debug("%s still cannot proceed: %s", self.what, visible(str(exc)))
+
+    def ended(self) -> None:
+        if self.since is None:
+            return
+        lasted = time.monotonic() - self.since
+        self.since = None
+        log.info("%s proceeding again after %s", self.what, format_duration(round(lasted)))
 
 
 class Projector:
@@ -148,14 +174,37 @@ class Projector:
                 advance(conn, self.name, outcome.last_position)
             if outcome.poison is not None:
                 record_error(conn, self.name, outcome.poison)
+            lag = self._lag_events(conn, outcome.last_position)
         if outcome.poison is not None:
             log.error("projection %s stopped: %s", self.name, visible(str(outcome.poison)))
             raise outcome.poison
-        if outcome.processed:
-            log.debug(
-                "projected %d event(s) up to position %s", outcome.processed, outcome.last_position
-            )
+        if outcome.processed and log.isEnabledFor(logging.INFO):
+            self._log_batch(events, outcome, lag)
         return outcome.processed, more
+
+    def _log_batch(
+        self, events: list[RecordedEvent], outcome: BatchOutcome, lag_events: int
+    ) -> None:
+        """The batch just committed (``-v``): how many events, which positions, and how far
+        behind the projection still is: events left, and the age of the last one applied."""
+        last = next((e for e in events if e.position == outcome.last_position), events[-1])
+        age = max(0.0, (self.ledger.clock() - last.recorded_at).total_seconds())
+        log.info(
+            "projected %d event(s), positions %d..%d; lag %d event(s), %.1fs",
+            outcome.processed,
+            events[0].position,
+            last.position,
+            lag_events,
+            age,
+        )
+
+    @staticmethod
+    def _lag_events(conn: Connection, applied: int | None) -> int:
+        """Events stored after ``applied`` (read only when ``-v`` logs it)."""
+        if applied is None or not log.isEnabledFor(logging.INFO):
+            return 0
+        head = read_head(conn)
+        return max(0, head.last_position - applied) if head is not None else 0
 
     def _read_batch(self, conn: Connection, after: int) -> tuple[list[RecordedEvent], bool]:
         """Up to ``batch_size`` events after ``after``, read a page at a time and cut short past
@@ -202,26 +251,27 @@ class Projector:
     def follow(self, stop: threading.Event, interval: float = 1.0) -> None:
         """Tail the ledger until ``stop`` is set, finishing the current batch before returning.
 
-        A database outage is logged and retried every ``interval``. An event the projection
-        cannot apply is recorded in the checkpoint (``ledger status``, the metrics and the
-        report show it) and retried with a pause that doubles up to :data:`MAX_POISON_BACKOFF_S`:
-        nothing after it is applied, and once an operator skips it (or an upcaster is deployed)
-        the projector goes on by itself.
+        A database outage is retried every ``interval`` and logged as it starts and as it
+        ends. An event the projection cannot apply is recorded in the checkpoint (``ledger
+        status``, the metrics and the report show it) and retried with a pause that doubles up
+        to :data:`MAX_POISON_BACKOFF_S`: nothing after it is applied, and once an operator skips
+        it (or an upcaster is deployed) the projector goes on by itself.
         """
         backoff = PoisonBackoff(interval)
+        outage = Outage("projector")
         while not stop.is_set():
             try:
                 processed = self.run_once(stop)
             except (StorageError, ProjectionBusyError) as exc:
-                log.warning(
-                    "projector cannot proceed, retrying in %gs: %s", interval, visible(str(exc))
-                )
-                processed = 0
+                outage.failed(exc)
+                stop.wait(interval)
+                continue
             except PoisonEventError as exc:
                 pause = backoff.failed()
                 log.error("projector stopped, retrying in %gs: %s", pause, visible(str(exc)))
                 stop.wait(pause)
                 continue
+            outage.ended()
             backoff.reset()
             if not processed:
                 stop.wait(interval)

@@ -1,6 +1,6 @@
 """The ``ledger serve`` configuration: a TOML file validated with pydantic, errors naming the key.
 
-database_url = "sqlite:///ledger.db"     # $LEDGER_DATABASE_URL overrides it
+database_url = "sqlite:///ledger.db"     # relative to this file; $LEDGER_DATABASE_URL overrides it
 
 [thresholds]            # when an open run is stuck (defaults: stale_after 60m, no max)
 stale_after = "60m"
@@ -40,6 +40,8 @@ from typing import Annotated, Any, Literal
 import pydantic
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from connectors.registry import CONNECTOR_TYPES, unknown_options_message
 from ledger.database import create_ledger_engine
@@ -102,6 +104,8 @@ class ConnectorThresholds(Strict):
 class ScheduleConfig(Strict):
     interval: Duration | None = None
     cron: str | None = None
+    # None: serve.run_at_start decides (which applies to interval schedules only).
+    run_at_start: bool | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> ScheduleConfig:
@@ -194,6 +198,9 @@ class ServeConfig(Strict):
     metrics_host: Annotated[str, pydantic.AfterValidator(_listen_host)] = "127.0.0.1"
     progress_interval: DurationOrZero = timedelta(seconds=5)
     heartbeat_interval: Duration = timedelta(seconds=60)
+    # Interval connectors, the sweeper and the spool flush run once as serve starts, so a new
+    # install shows a run at once instead of after the first interval (cron keeps its times).
+    run_at_start: bool = True
 
 
 class LedgerConfig(Strict):
@@ -228,6 +235,12 @@ class LedgerConfig(Strict):
                 )
             seen.add(key)
         return value
+
+    def runs_at_start(self, connector: ConnectorConfig) -> bool:
+        """Whether ``connector`` runs once as serve starts, besides its schedule."""
+        if connector.schedule.run_at_start is not None:
+            return connector.schedule.run_at_start
+        return self.serve.run_at_start and connector.schedule.interval is not None
 
     def overrides(self) -> dict[str | tuple[str, int], Thresholds]:
         """Per-connector thresholds by (connector name, source id), merged over the globals."""
@@ -288,6 +301,40 @@ def _beside(config: Path, path: str) -> str:
     return path if Path(path).is_absolute() else str((config.resolve().parent / path).resolve())
 
 
+def _sqlite_beside(config: Path, url: str) -> str:
+    """A SQLite URL's relative file means relative to the config file, like every other path
+    in it; an absolute file, an in-memory database, a ``file:`` URI and other databases are
+    left as they are (a URL the validator refuses too: it names the problem)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return url
+    if database.startswith("file:") or "\0" in database or Path(database).is_absolute():
+        return url
+    return parsed.set(database=_beside(config, database)).render_as_string(hide_password=False)
+
+
+def missing_inputs(config: LedgerConfig) -> list[str]:
+    """What a scheduled connector would fail on at every run: a csv file that is not there.
+    (``serve`` does not refuse to start for it: the file may appear later.)"""
+    problems = []
+    for index, connector in enumerate(config.connectors):
+        if not connector.enabled or connector.type != "csv":
+            continue
+        where = f"connectors[{index}] ({connector.name!r}, source {connector.source_id})"
+        path = connector.options.get("path")
+        if not isinstance(path, str):
+            problems.append(f"{where}: options.path is required for a csv connector")
+        elif Path(path).is_dir():
+            problems.append(f"{where}: options.path is a folder, not a file: {path}")
+        elif not Path(path).is_file():
+            problems.append(f"{where}: no file at options.path: {path}")
+    return problems
+
+
 def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
     """Read and validate a config file; every problem names its key. ``$LEDGER_DATABASE_URL``
     overrides ``database_url``."""
@@ -310,8 +357,10 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{source}: not valid TOML ({_toml_problem(text, exc)})") from exc
     from_environment = bool(os.environ.get(DATABASE_URL_ENV))
-    if from_environment:
+    if from_environment:  # a URL from the environment is relative to the current folder
         data["database_url"] = os.environ[DATABASE_URL_ENV]
+    elif isinstance(data.get("database_url"), str):
+        data["database_url"] = _sqlite_beside(source, data["database_url"])
     # A relative csv path means relative to the config file, wherever serve is started from.
     connectors = data.get("connectors")
     for index, connector in enumerate(connectors if isinstance(connectors, list) else []):

@@ -19,9 +19,17 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import Any
 
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -42,10 +50,11 @@ from ledger import (
 )
 from ledger.clock import utcnow
 from ledger.database import database_unreachable
+from ledger.durations import format_duration
 from ledger.rules import OPEN
 from ledger.text import visible
 from projections import PoisonEventError, Projector
-from projections.projector import PoisonBackoff
+from projections.projector import Outage, PoisonBackoff
 from service.claims import claim, interval_tick, prune_claims
 from service.config import ConnectorConfig, LedgerConfig
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
@@ -59,6 +68,25 @@ SETTLE_SECONDS = 10.0
 # Waiting for an unreachable database at start: the first retry, doubled up to the last.
 START_RETRY_FIRST_S = 1.0
 START_RETRY_MAX_S = 30.0
+# The id suffix of the one-off job that runs a job once as serve starts.
+AT_START = ":start"
+# APScheduler's own lines for what the listener below reports in run-ledger's words.
+APSCHEDULER_TRANSLATED = (
+    'Execution of job "%s" skipped: maximum number of running instances reached',
+    'Run time of job "%s" was missed by',
+)
+
+
+class TranslatedSchedulerLines(logging.Filter):
+    """Drops APScheduler's lines that :meth:`LedgerService.scheduler_event` says better."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(APSCHEDULER_TRANSLATED)
+
+
+TRANSLATED_LINES = TranslatedSchedulerLines()
+for _name in ("apscheduler.scheduler", "apscheduler.executors.default"):
+    logging.getLogger(_name).addFilter(TRANSLATED_LINES)  # adding it twice keeps one
 
 
 class ServiceShutdown(Exception):
@@ -72,6 +100,7 @@ class LedgerService:
         self.ledger = Ledger.from_url(config.database_url)
         self.projector = Projector(self.ledger, batch_size=config.projector.batch_size)
         self.projector_backoff = PoisonBackoff(config.projector.interval.total_seconds())
+        self.projector_outage = Outage("projector")
         self.spool = Spool(config.spool.dir)
         # Scrapes get their own engine with short timeouts: a database that stops answering
         # must give ledger_database_up 0 within Prometheus's scrape timeout, not after 75 s.
@@ -89,46 +118,93 @@ class LedgerService:
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         )
+        self.scheduler.add_listener(
+            self.scheduler_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED
+        )
+        self.schedule: list[str] = []  # what add_jobs scheduled, for the startup line
 
     # ------------------------------------------------------------------ jobs
 
     def add_jobs(self) -> None:
-        for connector in self.config.connectors:
-            if not connector.enabled:
-                continue
+        now = utcnow()
+        config = self.config
+        at_start = config.serve.run_at_start
+        for connector in config.connectors:
+            if connector.enabled:
+                self._add(
+                    job_id(connector),
+                    self.connector_job,
+                    self._trigger(connector),
+                    _every(connector),
+                    now if config.runs_at_start(connector) else None,
+                    args=[connector],
+                    first_after=now,
+                )
+        self._add_interval("projector", self.projector_job, config.projector.interval)
+        self._add_interval("sweeper", self.sweeper_job, config.sweeper.interval, now, at_start)
+        self._add_interval("spool", self.spool_job, config.spool.flush_interval, now, at_start)
+        if config.anchor is not None:  # always once at start: a bad path shows in the log now
+            self._add_interval("anchor", self.anchor_job, config.anchor.interval, now, True)
+        disabled = sum(not c.enabled for c in config.connectors)
+        if disabled:
+            self.schedule.append(f"{disabled} connector(s) disabled")
+
+    def _add_interval(
+        self,
+        name: str,
+        job: Callable[[], None],
+        every: timedelta,
+        now: datetime | None = None,
+        run_at_start: bool = False,
+    ) -> None:
+        """An interval job; ``now`` None: a frequent one, whose first time is not worth saying."""
+        trigger = self._interval(every)
+        text = f"every {format_duration(every)}"
+        if now is None:
+            self.scheduler.add_job(job, trigger, id=name, name=name)
+            self.schedule.append(f"{name} {text}")
+        else:
+            self._add(name, job, trigger, text, now if run_at_start else None, first_after=now)
+
+    def _add(
+        self,
+        name: str,
+        job: Callable[..., None],
+        trigger: IntervalTrigger | CronTrigger,
+        every: str,
+        at_start: datetime | None,
+        args: list[Any] | None = None,
+        first_after: datetime | None = None,
+    ) -> None:
+        """Schedule ``job`` on ``trigger``, and once ``at_start`` if given; note for the
+        startup line when it first fires.
+
+        The run at start is a one-off job of its own: giving the interval job a first run time
+        off its grid would move every later tick off the grid all serve processes share."""
+        self.scheduler.add_job(job, trigger, args=args, id=name, name=name)
+        if at_start is not None:
             self.scheduler.add_job(
-                self.connector_job,
-                self._trigger(connector),
-                args=[connector],
-                id=job_id(connector),
-                name=job_id(connector),
+                job, "date", run_date=at_start, args=args, id=name + AT_START, name=name + AT_START
             )
-        self.scheduler.add_job(
-            self.projector_job,
-            self._interval(self.config.projector.interval),
-            id="projector",
-            name="projector",
-        )
-        self.scheduler.add_job(
-            self.sweeper_job,
-            self._interval(self.config.sweeper.interval),
-            id="sweeper",
-            name="sweeper",
-        )
-        self.scheduler.add_job(
-            self.spool_job,
-            self._interval(self.config.spool.flush_interval),
-            id="spool",
-            name="spool",
-        )
-        if self.config.anchor is not None:
-            self.scheduler.add_job(
-                self.anchor_job,
-                self._interval(self.config.anchor.interval),
-                id="anchor",
-                name="anchor",
-                next_run_time=utcnow(),  # one line at start: a bad path shows in the log now
-            )
+            first = "now"
+        else:
+            first = _utc(trigger.get_next_fire_time(None, first_after or utcnow()))
+        self.schedule.append(f"{name} {every}, first {first}")
+
+    def schedule_summary(self) -> str:
+        """One line: what is scheduled and when each job first fires (after :meth:`add_jobs`)."""
+        return "scheduled (times UTC): " + visible("; ".join(self.schedule))
+
+    def scheduler_event(self, event: JobSubmissionEvent | JobExecutionEvent) -> None:
+        """APScheduler's skipped and missed runs, said in run-ledger's words: a connector's at
+        WARNING (its tick did not run), the other jobs' at DEBUG (their next tick does it)."""
+        name = event.job_id.removesuffix(AT_START)
+        level = logging.WARNING if name.startswith("connector:") else logging.DEBUG
+        if event.code == EVENT_JOB_MAX_INSTANCES:
+            log.log(level, "%s: tick skipped, its previous run is still going", name)
+        else:
+            when = _utc(event.scheduled_run_time)
+            log.log(level, "%s: tick at %s missed (the process was busy or suspended)", name, when)
 
     @staticmethod
     def _interval(every: timedelta) -> IntervalTrigger:
@@ -158,7 +234,11 @@ class LedgerService:
         try:
             tick = self._tick(connector)
             if not claim(self.ledger, name, tick, self.identity):
-                log.debug("%s tick %s: claimed by another process", name, tick.isoformat())
+                log.info(
+                    "%s tick %s: claimed already (another serve process, or an earlier start)",
+                    name,
+                    tick.isoformat(),
+                )
                 return
             if self._has_open_run(connector):
                 log.warning(
@@ -203,13 +283,23 @@ class LedgerService:
                 raise ServiceShutdown("shutdown: ledger serve stopped as the run started")
 
         try:
-            result, _failure = instance.record(context, on_started=started)
+            result, failure = instance.record(context, on_started=started)
         except ValidationError:  # the shutdown ended this run already
             return
         finally:
             with self.active_lock:
                 self.active.pop(name, None)
-        log.info("%s: run %d %s", name, result.run_id, result.status)
+        if failure is None:
+            log.info("%s: run %d %s", name, result.run_id, result.status)
+        else:  # one line per failed run, the reason and no traceback: it recurs every tick
+            log.warning(
+                "%s: run %d %s: %s: %s",
+                name,
+                result.run_id,
+                result.status,
+                type(failure).__name__,
+                visible(str(failure)),
+            )
 
     def projector_job(self) -> None:
         # An event the projection cannot apply is retried with a growing pause, not at every
@@ -223,9 +313,10 @@ class LedgerService:
                 pause = self.projector_backoff.failed()
                 log.error("projector stopped, retrying in %gs: %s", pause, visible(str(exc)))
                 return
-            except LedgerError as exc:
-                log.error("projector: %s", visible(str(exc)))
+            except LedgerError as exc:  # one line as it starts, one as it ends: not every tick
+                self.projector_outage.failed(exc)
                 return
+        self.projector_outage.ended()
         self.projector_backoff.reset()
 
     def sweeper_job(self) -> None:
@@ -241,6 +332,11 @@ class LedgerService:
             )
             self.last_sweep_at = utcnow()
             self.last_sweep_timed_out = len(result.timed_out)
+            log.info(
+                "sweeper: %d run(s) timed out, %d left alone",
+                len(result.timed_out),
+                len(result.skipped),
+            )
             prune_claims(self.ledger)
         except LedgerError as exc:
             log.error("sweeper: %s", visible(str(exc)))
@@ -295,11 +391,12 @@ class LedgerService:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def run(self) -> None:
-        """Serve until SIGTERM/SIGINT, then shut down cleanly."""
+    def run(self, announce: Callable[[str], None] | None = None) -> None:
+        """Serve until SIGTERM/SIGINT, then shut down cleanly. ``announce`` is given the
+        startup line (what is scheduled, when it first fires) once the jobs are scheduled."""
 
         def request_stop(signum: int, _frame: FrameType | None) -> None:
-            log.warning("received %s: shutting down", signal.Signals(signum).name)
+            log.info("received %s: shutting down", signal.Signals(signum).name)
             self.stop.set()
 
         signal.signal(signal.SIGTERM, request_stop)
@@ -313,11 +410,10 @@ class LedgerService:
             return
         self.add_jobs()
         self.scheduler.start()
-        log.warning(
-            "serving %d scheduled connector(s); %s",
-            sum(c.enabled for c in self.config.connectors),
-            self.identity,
-        )
+        log.info("serving as %s", self.identity)
+        log.info("%s", self.schedule_summary())
+        if announce is not None:
+            announce(self.schedule_summary())
         while not self.stop.wait(0.5):
             pass
         self.shutdown()
@@ -368,7 +464,7 @@ class LedgerService:
                 log.warning("final projector batch: %s", visible(str(exc)))
         self.ledger.close()
         self.scrape_ledger.close()
-        log.warning("stopped")
+        log.info("stopped")
 
     def _active_runs(self) -> list[tuple[str, RunContext]]:
         with self.active_lock:
@@ -381,6 +477,16 @@ class LedgerService:
     def _jobs_starting(self) -> bool:
         with self.active_lock:
             return self.in_flight > len(self.active)
+
+
+def _every(connector: ConnectorConfig) -> str:
+    if connector.schedule.interval is not None:
+        return f"every {format_duration(connector.schedule.interval)}"
+    return f'cron "{connector.schedule.cron}"'
+
+
+def _utc(moment: datetime | None) -> str:
+    return "never" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def job_id(connector: ConnectorConfig) -> str:

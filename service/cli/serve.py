@@ -10,9 +10,11 @@ from pathlib import Path
 import click
 
 from ledger.durations import format_duration
+from ledger.errors import ConfigurationError
+from ledger.text import visible
 from ledger.urls import mask_url
 from service.cli.common import EXIT_OK, FILE, library_errors
-from service.config import load_config
+from service.config import load_config, missing_inputs
 from service.serve import LedgerService
 
 
@@ -43,14 +45,24 @@ def serve_command(config_path: Path, metrics_port: int | None) -> None:
         "connector(s); SIGTERM or Ctrl-C to stop",
         err=True,
     )
+    # APScheduler's own lines ("Added job", "Running job", ...) only at -vv: at -v they would
+    # drown run-ledger's; the lines that matter it translates (see LedgerService).
+    debugging = logging.getLogger().isEnabledFor(logging.DEBUG)
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if debugging else logging.WARNING)
     with library_errors():
-        service.run()
+        service.run(announce=announce_unless_logged)
     # Every run is closed and the projector's batch is committed; a connector thread still
     # blocked in I/O (its run already ended "shutdown") must not hold the exit hostage.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(EXIT_OK)
+
+
+def announce_unless_logged(line: str) -> None:
+    """The startup line on stderr, unless ``-v`` has logged it already."""
+    if not logging.getLogger("service.serve").isEnabledFor(logging.INFO):
+        click.echo(line, err=True)
 
 
 @click.group("config")
@@ -61,9 +73,15 @@ def config_group() -> None:
 @config_group.command("check")
 @click.argument("path", type=FILE)
 def config_check(path: Path) -> None:
-    """Validate a config file; exit 2 naming each bad key."""
+    """Validate a config file; exit 2 naming each bad key or missing input file."""
     with library_errors():
         config = load_config(path)
+        missing = missing_inputs(config)
+        if missing:
+            problems = "\n  ".join(visible(problem) for problem in missing)
+            raise ConfigurationError(
+                f"{visible(str(path))}: a scheduled connector would fail\n  {problems}"
+            )
     enabled = [c for c in config.connectors if c.enabled]
     click.echo(
         f"{path}: valid; database {mask_url(config.database_url)}; "

@@ -1213,7 +1213,13 @@ KNOWN_KEYS: dict[KeyPath, set[str]] = {
     ("sweeper",): {"interval"},
     ("projector",): {"interval", "batch_size"},
     ("spool",): {"dir", "flush_interval"},
-    ("serve",): {"grace_period", "metrics_port", "progress_interval", "heartbeat_interval"},
+    ("serve",): {
+        "grace_period",
+        "metrics_port",
+        "progress_interval",
+        "heartbeat_interval",
+        "run_at_start",
+    },
     ("connectors", 0): {
         "name",
         "type",
@@ -1223,7 +1229,7 @@ KNOWN_KEYS: dict[KeyPath, set[str]] = {
         "thresholds",
         "enabled",
     },
-    ("connectors", 0, "schedule"): {"interval", "cron"},
+    ("connectors", 0, "schedule"): {"interval", "cron", "run_at_start"},
     ("connectors", 1, "thresholds"): {"stale_after", "max_runtime"},
     ("connectors", 0, "options"): {"path", "key", "batch_size"},
     ("connectors", 1, "options"): {

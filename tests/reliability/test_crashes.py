@@ -453,6 +453,7 @@ def test_sweeper_sigkilled_midway_then_rerun_times_out_each_stuck_run_once(
         else:
             wanted = rng.randint(1, max(1, remaining // 3))
             process = LoggedProcess(
+                "-v",  # "timed out run" is an INFO line
                 "sweep",
                 "--db",
                 db_url,

@@ -6,10 +6,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from ledger import ConfigurationError, Ledger, stuck_runs
 from ledger.durations import parse_duration
 from service import load_config
+from service.cli import cli
 
 
 def test_connector_overrides_keep_global_fields_and_are_per_source(
@@ -52,3 +54,75 @@ def test_config_paths_are_relative_to_the_config_file() -> None:
     path = Path(config.connectors[0].options["path"])
     assert path.is_absolute()
     assert path.exists()
+
+
+# ------------------------------------------------------------ issue 15, item 12
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("sqlite:///ledger.db", "sqlite:///{folder}/ledger.db"),
+        ("sqlite:///../data/ledger.db?timeout=5", "sqlite:///{parent}/data/ledger.db?timeout=5"),
+        ("sqlite:////srv/ledger.db", "sqlite:////srv/ledger.db"),  # absolute: as written
+        ("sqlite://", "sqlite://"),  # in memory
+        ("sqlite:///:memory:", "sqlite:///:memory:"),
+        ("mysql+pymysql://u:p@db:3306/ledger", "mysql+pymysql://u:p@db:3306/ledger"),
+    ],
+)
+def test_a_sqlite_database_url_is_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: str, expected: str
+) -> None:
+    config = write(tmp_path / "conf" / "ledger.toml", f'database_url = "{written}"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LEDGER_DATABASE_URL", raising=False)
+    folder = config.parent.resolve()
+    wanted = expected.format(folder=folder, parent=folder.parent)
+    assert load_config(config).database_url == wanted
+
+
+def test_the_environments_database_url_stays_relative_to_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(tmp_path / "conf" / "ledger.toml", 'database_url = "sqlite:///a.db"\n')
+    monkeypatch.setenv("LEDGER_DATABASE_URL", "sqlite:///b.db")
+    assert load_config(config).database_url == "sqlite:///b.db"
+
+
+def csv_connector(path: str, enabled: bool = True) -> str:
+    return (
+        '[[connectors]]\nname = "stations"\ntype = "csv"\nsource_id = 1\n'
+        f'schedule = {{ interval = "15m" }}\noptions = {{ path = "{path}" }}\n'
+        f"enabled = {str(enabled).lower()}\n"
+    )
+
+
+def test_config_check_fails_on_a_missing_csv_file_naming_the_connector_and_the_path(
+    tmp_path: Path,
+) -> None:
+    config = write(tmp_path / "conf" / "ledger.toml", csv_connector("data/stations.csv"))
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 2, result.output
+    looked_for = tmp_path.resolve() / "conf" / "data" / "stations.csv"
+    assert f"connectors[0] ('stations', source 1): no file at options.path: {looked_for}" in (
+        result.output
+    )
+    assert "Traceback" not in result.output
+
+
+def test_config_check_names_a_folder_given_as_a_csv_file_and_ignores_disabled_connectors(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "data").mkdir()
+    folder = write(tmp_path / "folder.toml", csv_connector("data"))
+    result = CliRunner().invoke(cli, ["config", "check", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert "options.path is a folder, not a file" in result.output
+    disabled = write(tmp_path / "disabled.toml", csv_connector("missing.csv", enabled=False))
+    assert CliRunner().invoke(cli, ["config", "check", str(disabled)]).exit_code == 0

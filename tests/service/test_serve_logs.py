@@ -1,0 +1,165 @@
+"""What ``ledger serve`` and ``ledger project --follow`` log (issue 15, items 5, 6 and 12):
+normal actions at INFO, an outage as one WARNING and one INFO, APScheduler's lines translated,
+each applied batch with its lag at ``-v``, and one WARNING per failed run, with the reason."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobSubmissionEvent
+from freezegun import freeze_time
+
+from ledger import Ledger, RunProgressed, StorageError, sweep
+from ledger.clock import utcnow
+from projections import Projector
+from projections.projector import Outage
+from service.config import LedgerConfig
+from service.serve import LedgerService
+
+
+@pytest.fixture
+def service(db_url: str, tmp_path: Path) -> Iterator[LedgerService]:
+    config = LedgerConfig.model_validate(
+        {
+            "database_url": db_url,
+            "connectors": [
+                {
+                    "name": "broken",
+                    "type": "csv",
+                    "source_id": 2,
+                    "schedule": {"interval": "15m"},
+                    "options": {"path": str(tmp_path / "nowhere" / "records.csv")},
+                }
+            ],
+        }
+    )
+    made = LedgerService(config)
+    try:
+        yield made
+    finally:
+        made.ledger.close()
+        made.scrape_ledger.close()
+
+
+def lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == level]
+
+
+def test_a_failed_run_is_one_warning_with_its_reason_and_no_traceback(
+    service: LedgerService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    service.connector_job(service.config.connectors[0])
+    failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
+    message = failures[0].getMessage()
+    assert message.startswith("connector:broken:2: run 1 failed: FileNotFoundError: ")
+    assert str(tmp_path / "nowhere" / "records.csv") in message
+    assert failures[0].exc_info is None
+
+
+def test_normal_actions_log_at_info(
+    service: LedgerService, ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    with freeze_time(utcnow() - timedelta(hours=2)):
+        run_id = ledger.start_run(1, "stations")
+    caplog.set_level(logging.INFO)
+    service.sweeper_job()
+    result = sweep(ledger)  # nothing left: the sweeper timed it out already
+    assert result.timed_out == []
+    assert lines(caplog, logging.WARNING) == []
+    assert any(line.startswith(f"timed out run {run_id} ") for line in lines(caplog, logging.INFO))
+    assert "sweeper: 1 run(s) timed out, 0 left alone" in lines(caplog, logging.INFO)
+
+
+def test_apschedulers_skipped_and_missed_runs_are_said_once_naming_the_connector(
+    service: LedgerService, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    tick = datetime(2026, 1, 28, 10, 15, tzinfo=UTC)
+    for job in ("connector:broken:2", "connector:broken:2:start", "projector"):
+        # What APScheduler does on such a run: log its own line, then tell the listeners.
+        logging.getLogger("apscheduler.scheduler").warning(
+            'Execution of job "%s" skipped: maximum number of running instances reached (%d)',
+            job,
+            1,
+        )
+        service.scheduler_event(JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, job, "default", [tick]))
+    logging.getLogger("apscheduler.executors.default").warning(
+        'Run time of job "%s" was missed by %s', "connector:broken:2", timedelta(seconds=75)
+    )
+    missed = JobSubmissionEvent(EVENT_JOB_MISSED, "connector:broken:2", "default", [tick])
+    missed.scheduled_run_time = tick  # as JobExecutionEvent carries it
+    service.scheduler_event(missed)  # type: ignore[arg-type]
+    assert lines(caplog, logging.WARNING) == [
+        "connector:broken:2: tick skipped, its previous run is still going",
+        "connector:broken:2: tick skipped, its previous run is still going",
+        "connector:broken:2: tick at 2026-01-28 10:15:00 missed (the process was busy or "
+        "suspended)",
+    ]
+    assert lines(caplog, logging.DEBUG) == [
+        "projector: tick skipped, its previous run is still going"
+    ]
+
+
+def test_an_outage_is_one_warning_as_it_starts_and_one_info_with_its_duration_as_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    outage = Outage("projector")
+    with freeze_time("2026-01-28 10:00:00") as clock:
+        for _second in range(90):
+            outage.failed(StorageError('database unreachable: (2003, "Can\'t connect")'))
+            clock.tick(1)
+        outage.ended()
+        outage.ended()  # no outage: nothing more
+    assert lines(caplog, logging.WARNING) == [
+        "projector cannot proceed, retrying until it can: database unreachable: "
+        '(2003, "Can\'t connect")'
+    ]
+    assert lines(caplog, logging.INFO) == ["projector proceeding again after 1m30s"]
+    assert lines(caplog, logging.ERROR) == []
+
+
+def test_serves_projector_logs_an_unreachable_database_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No server listens on port 1: each tick fails at once, and only the first says so."""
+    config = LedgerConfig.model_validate(
+        {"database_url": "mysql+pymysql://ledger:pw@127.0.0.1:1/ledger?connect_timeout=2"}
+    )
+    service = LedgerService(config)
+    try:
+        caplog.set_level(logging.INFO)
+        for _tick in range(3):
+            service.projector_job()
+    finally:
+        service.ledger.close()
+        service.scrape_ledger.close()
+    failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
+    assert failures[0].levelno == logging.WARNING
+    assert failures[0].getMessage().startswith("projector cannot proceed, retrying until it can")
+
+
+def progress(run_id: int) -> RunProgressed:
+    return RunProgressed(run_id=run_id)  # a heartbeat
+
+
+def test_v_logs_each_applied_batch_with_its_positions_and_lag(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    with freeze_time("2026-01-28 10:00:00") as clock:
+        run_id = ledger.start_run(1, "stations")
+        ledger.append([progress(run_id), progress(run_id)])
+        clock.tick(5)
+        caplog.set_level(logging.INFO, logger="projections.projector")
+        assert Projector(ledger, batch_size=2).run_once() == 3
+    assert lines(caplog, logging.INFO) == [
+        "projected 2 event(s), positions 1..2; lag 1 event(s), 5.0s",
+        "projected 1 event(s), positions 3..3; lag 0 event(s), 5.0s",
+    ]
