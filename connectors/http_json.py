@@ -1,7 +1,12 @@
 """The ``http-json`` connector: pages through a JSON API and upserts into ``source_records``.
 
 Pagination follows a next link found in the response (``next_path``), or increments a page
-parameter (``page_param``) until a page has no records, or reads a single page. Connection
+parameter (``page_param``) until a page has no records, or reads a single page
+(``single_page``). With none of them it follows the standard ``Link: <…>; rel="next"``
+header (RFC 8288), and refuses, before storing anything, a page that carries a top-level
+``next``/``next_page``/``links.next`` link it was not told to follow: reading only the first
+page of a paginated API and reporting ``success`` would be silently wrong data. A next URL
+seen before (a loop), on another host or not http(s) fails the run, naming it. Connection
 errors, timeouts, 429 and 5xx are retried with exponential backoff; anything else, or a page
 that still fails after the retries, fails the run.
 """
@@ -14,6 +19,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
+from email.message import Message
 from typing import Any
 
 from connectors.base import Connector
@@ -23,6 +30,8 @@ from ledger.urls import mask_secrets
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Where common APIs put the next page's URL in the body (checked only when no paging is set).
+BODY_NEXT_PATHS = ("next", "next_page", "links.next")
 
 
 class FetchError(RuntimeError):
@@ -35,6 +44,12 @@ def shown(url: str) -> str:
     return mask_secrets(url)
 
 
+def clip_link(link: Any) -> str:
+    """A link found in a page, as a message may quote it: masked and at most 200 characters."""
+    text = shown(str(link))
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
 def dig(document: Any, path: str) -> Any:
     """``a.b.c`` inside nested objects; the empty path is the document itself."""
     value = document
@@ -43,6 +58,115 @@ def dig(document: Any, path: str) -> Any:
             return None
         value = value[part]
     return value
+
+
+@dataclass(frozen=True)
+class Page:
+    """One fetched page: its URL, its JSON document and the next URL its Link header names."""
+
+    url: str
+    document: Any
+    link_next: str | None
+
+
+def link_header_next(values: list[str], base_url: str) -> str | None:
+    """The target of the first ``rel="next"`` link in ``Link`` header values (RFC 8288),
+    resolved against ``base_url``; None when there is none."""
+    for value in values:
+        for target, params in parse_link_header(value):
+            relations = params.get("rel", "").lower().split()
+            if "next" in relations:
+                return urllib.parse.urljoin(base_url, target)
+    return None
+
+
+def parse_link_header(value: str) -> list[tuple[str, dict[str, str]]]:
+    """``<uri>; name=value; name="quoted, value"`` links, comma separated, as (uri, params).
+
+    Written out rather than split on commas: a comma may sit inside ``<…>`` or a quoted
+    string. The first occurrence of a parameter wins (RFC 8288 §3); a malformed link is
+    skipped up to the next comma, never guessed at."""
+    links: list[tuple[str, dict[str, str]]] = []
+    index, end = 0, len(value)
+    while index < end:
+        index = _skip(value, index, " \t,")
+        if index >= end:
+            break
+        if value[index] != "<":  # malformed: drop it, resume at the next link
+            index = _next_link_start(value, index)
+            continue
+        close = value.find(">", index)
+        if close < 0:
+            break
+        target, index = value[index + 1 : close].strip(), close + 1
+        params: dict[str, str] = {}
+        while True:
+            index = _skip(value, index, " \t")
+            if index >= end or value[index] != ";":
+                break
+            index = _skip(value, index + 1, " \t")
+            start = index
+            while index < end and value[index] not in "=;, \t":
+                index += 1
+            name = value[start:index].lower()
+            index = _skip(value, index, " \t")
+            param_value = ""
+            if index < end and value[index] == "=":
+                param_value, index = _param_value(value, _skip(value, index + 1, " \t"))
+            if name:
+                params.setdefault(name, param_value)
+        links.append((target, params))
+        index = _next_link_start(value, index)
+    return links
+
+
+def _skip(text: str, index: int, characters: str) -> int:
+    while index < len(text) and text[index] in characters:
+        index += 1
+    return index
+
+
+def _param_value(text: str, index: int) -> tuple[str, int]:
+    """A token or a quoted string (with backslash escapes) starting at ``index``."""
+    if index < len(text) and text[index] == '"':
+        characters: list[str] = []
+        index += 1
+        while index < len(text) and text[index] != '"':
+            if text[index] == "\\" and index + 1 < len(text):
+                index += 1
+            characters.append(text[index])
+            index += 1
+        return "".join(characters), index + 1
+    start = index
+    while index < len(text) and text[index] not in ";, \t":
+        index += 1
+    return text[start:index], index
+
+
+def _next_link_start(text: str, index: int) -> int:
+    """The index after the comma that ends the current link (commas in quotes do not)."""
+    quoted = False
+    while index < len(text):
+        character = text[index]
+        if character == '"':
+            quoted = not quoted
+        elif character == "\\" and quoted:
+            index += 1
+        elif character == "," and not quoted:
+            return index + 1
+        index += 1
+    return index
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, lower-case host and effective port: what a next URL must share with the first."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: no origin matches it
+        return (parts.scheme.lower(), "", -1)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return (parts.scheme.lower(), (parts.hostname or "").lower(), port or default)
 
 
 class HttpJsonConnector(Connector):
@@ -62,6 +186,7 @@ class HttpJsonConnector(Connector):
         retries: int = 3,
         backoff: float = 0.5,
         max_pages: int = 100_000,
+        single_page: bool = False,
         *,
         name: str | None = None,
     ) -> None:
@@ -76,15 +201,21 @@ class HttpJsonConnector(Connector):
         self.retries = retries
         self.backoff = backoff
         self.max_pages = max_pages
+        self.single_page = single_page
 
     def ingest(self, run: RunContext) -> None:
         store = RecordStore(run.ledger)
         url: str | None = self._page_url(self.first_page)
         page = self.first_page
+        seen: set[str] = set()
         for _ in range(self.max_pages):
             if url is None:
                 return
-            document = self.fetch(url)
+            seen.add(url)
+            fetched = self.fetch_page(url)
+            document = fetched.document
+            if page == self.first_page:
+                self._refuse_unconfigured_paging(fetched)
             records = dig(document, self.records_path)
             if not isinstance(records, list):
                 raise FetchError(f"{shown(url)}: no list at records path {self.records_path!r}")
@@ -105,7 +236,9 @@ class HttpJsonConnector(Connector):
                 skipped=counts.skipped,
             )
             page += 1
-            url = self._next_url(url, document, page, bool(records))
+            url = self._next_url(fetched, page, bool(records))
+            if url is not None:
+                self._check_next_url(url, seen)
         raise FetchError(f"stopped after {self.max_pages} pages: is the pagination looping?")
 
     def _page_url(self, page: int) -> str:
@@ -116,16 +249,61 @@ class HttpJsonConnector(Connector):
         query[self.page_param] = str(page)
         return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
-    def _next_url(self, current: str, document: Any, page: int, had_records: bool) -> str | None:
+    def _paging_configured(self) -> bool:
+        return self.single_page or self.page_param is not None or self.next_path is not None
+
+    def _next_url(self, fetched: Page, page: int, had_records: bool) -> str | None:
+        if self.single_page:
+            return None
         if self.next_path is not None:
-            link = dig(document, self.next_path)
-            return urllib.parse.urljoin(current, link) if isinstance(link, str) and link else None
-        if self.page_param is not None and had_records:
-            return self._page_url(page)
-        return None
+            link = dig(fetched.document, self.next_path)
+            return (
+                urllib.parse.urljoin(fetched.url, link) if isinstance(link, str) and link else None
+            )
+        if self.page_param is not None:
+            return self._page_url(page) if had_records else None
+        return fetched.link_next
+
+    def _refuse_unconfigured_paging(self, fetched: Page) -> None:
+        """A first page that links to a next page in its body, when nothing says how to page
+        and no Link header does either: refused before anything is stored, naming the option,
+        rather than ending ``success`` with one page of a paginated API."""
+        if self._paging_configured() or fetched.link_next is not None:
+            return
+        if not isinstance(fetched.document, dict):
+            return
+        for path in BODY_NEXT_PATHS:
+            link = dig(fetched.document, path)
+            if isinstance(link, str) and link.strip():
+                how = f"--next-path {path} (next_path in a serve config)"
+            elif isinstance(link, int) and not isinstance(link, bool):
+                how = "--page-param NAME (page_param in a serve config)"
+            else:
+                continue
+            raise FetchError(
+                f"{shown(fetched.url)}: the page names a next page at {path!r} "
+                f"({clip_link(link)}) but no paging is configured: pass {how} to read every "
+                f"page, or --single-page (single_page) to read this one only"
+            )
+
+    def _check_next_url(self, url: str, seen: set[str]) -> None:
+        """A next URL must be new (not a loop) and on the first page's scheme, host and port:
+        a server's link is no licence to fetch from another host or read a local file."""
+        if url in seen:
+            raise FetchError(f"the next page {shown(url)} was already read: the paging loops")
+        if origin(url) != origin(self.url):
+            raise FetchError(
+                f"the next page {shown(url)} is not on {shown(self.url)}'s scheme, host and "
+                f"port: refused"
+            )
 
     def fetch(self, url: str) -> Any:
         """GET ``url`` as JSON, retrying transient failures with exponential backoff."""
+        return self.fetch_page(url).document
+
+    def fetch_page(self, url: str) -> Page:
+        """GET ``url`` as JSON with its Link header's next URL, retrying transient failures
+        with exponential backoff."""
         request = urllib.request.Request(  # noqa: S310 (the URL is the operator's own setting)
             url, headers={"Accept": "application/json", "User-Agent": "run-ledger"}
         )
@@ -143,7 +321,10 @@ class HttpJsonConnector(Connector):
                 time.sleep(delay)
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                    return json.loads(response.read().decode("utf-8"))
+                    document = json.loads(response.read().decode("utf-8"))
+                    headers: Message = response.headers
+                    link_next = link_header_next(headers.get_all("Link") or [], url)
+                    return Page(url, document, link_next)
             except urllib.error.HTTPError as exc:
                 if exc.code not in RETRYABLE_STATUS:
                     raise FetchError(f"{shown(url)}: HTTP {exc.code} {exc.reason}") from exc

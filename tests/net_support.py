@@ -10,7 +10,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Route = Callable[[dict[str, str], int], tuple[int, Any]]  # (query, call number) -> (status, body)
+# (query, call number) -> (status, body), or (status, body, headers) for extra headers such as
+# Link (a list of values sends the header once per value).
+Route = Callable[[dict[str, str], int], tuple[Any, ...]]
 
 
 class JsonServer:
@@ -26,13 +28,18 @@ class JsonServer:
                 parts = urllib.parse.urlsplit(self.path)
                 route = outer.routes.get(parts.path)
                 outer.calls[parts.path] = outer.calls.get(parts.path, 0) + 1
+                headers: dict[str, str | list[str]] = {}
                 if route is None:
                     status, body = 404, {"error": "not found"}
                 else:
                     query = dict(urllib.parse.parse_qsl(parts.query))
-                    status, body = route(query, outer.calls[parts.path])
+                    status, body, *extra = route(query, outer.calls[parts.path])
+                    headers = extra[0] if extra else {}
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                for name, values in headers.items():
+                    for value in [values] if isinstance(values, str) else values:
+                        self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

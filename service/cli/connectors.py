@@ -86,6 +86,12 @@ def run_csv(path: Path, key: str, **options: Any) -> None:
 )
 @click.option("--page-param", default=None, help="Query parameter to increment per page.")
 @click.option("--next-path", default=None, help="Dotted path to the next page's link.")
+@click.option(
+    "--single-page",
+    is_flag=True,
+    help="Read the first page only. Without any paging option, a Link: rel=next header is "
+    "followed, and a page whose body links to a next page is refused.",
+)
 @seconds_option("--timeout", 0.1, 10.0)
 @click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True)
 @seconds_option("--backoff", 0, 0.5, "First retry delay in seconds, doubled each retry.")
@@ -96,14 +102,15 @@ def run_http_json(
     records_path: str,
     page_param: str | None,
     next_path: str | None,
+    single_page: bool,
     timeout: float,
     retries: int,
     backoff: float,
     **options: Any,
 ) -> None:
     """Page through a JSON API and upsert its records into source_records."""
-    if page_param and next_path:
-        raise BadInput("give --page-param or --next-path, not both")
+    if sum((page_param is not None, next_path is not None, single_page)) > 1:
+        raise BadInput("give one of --page-param, --next-path and --single-page")
     if not url.startswith(("http://", "https://")):
         raise BadInput(f"--url: {url!r} is not an http(s) URL")
     connector = HttpJsonConnector(
@@ -113,6 +120,7 @@ def run_http_json(
         records_path=records_path,
         page_param=page_param,
         next_path=next_path,
+        single_page=single_page,
         timeout=timeout,
         retries=retries,
         backoff=backoff,

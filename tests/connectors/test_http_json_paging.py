@@ -1,0 +1,223 @@
+"""http-json pages through an API it was not told how to page: it follows a standard
+``Link: <…>; rel="next"`` header (RFC 8288), refuses a page whose body links to a next page
+(instead of reporting ``success`` with the first page only), reads one page with
+``single_page``, and refuses a next URL that loops or leaves the first page's host."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from connectors import HttpJsonConnector, Spool
+from connectors.http_json import FetchError, link_header_next, parse_link_header
+from connectors.schema import source_records
+from ledger import Ledger
+from service.cli import cli
+from tests.net_support import JsonServer, Route
+
+PAGES = 3
+
+
+def items(page: int) -> list[dict[str, Any]]:
+    return [{"id": f"p{page}-{i}"} for i in range(2)]
+
+
+def link_paged(query: dict[str, str], _call: int) -> tuple[Any, ...]:
+    """Pages 1..3; each page's Link header carries several links, quoted parameters, a comma
+    inside a quoted title and a relative next URL; the next link is not the first one."""
+    page = int(query.get("page", "1"))
+    links = [f'</linked?page={PAGES}>; rel="last"; title="the end, at last"']
+    if page < PAGES:
+        links.append(f'<linked?page={page + 1}>; title="next; page"; rel="prefetch NEXT"')
+    return 200, items(page), {"Link": ", ".join(links)}
+
+
+def split_headers(query: dict[str, str], _call: int) -> tuple[Any, ...]:
+    """The same links, sent as two Link header lines."""
+    page = int(query.get("page", "1"))
+    values = ['</split?page=1>; rel="first"']
+    if page < PAGES:
+        values.append(f"</split?page={page + 1}>; rel=next")
+    return 200, items(page), {"Link": values}
+
+
+def body_next(query: dict[str, str], _call: int) -> tuple[Any, ...]:
+    page = int(query.get("page", "1"))
+    return 200, {"data": items(page), "links": {"next": f"/body?page={page + 1}"}}
+
+
+def body_page_number(_query: dict[str, str], _call: int) -> tuple[Any, ...]:
+    return 200, {"data": items(1), "next_page": 2}
+
+
+def last_page(_query: dict[str, str], _call: int) -> tuple[Any, ...]:
+    return 200, {"data": items(1), "next": None}
+
+
+def loop(query: dict[str, str], _call: int) -> tuple[Any, ...]:
+    page = int(query.get("page", "1"))
+    target = 1 if page == 2 else 2  # 1 -> 2 -> 1
+    return 200, items(page), {"Link": f"</loop?page={target}>; rel=next"}
+
+
+@pytest.fixture
+def api() -> Iterator[JsonServer]:
+    routes: dict[str, Route] = {
+        "/linked": link_paged,
+        "/split": split_headers,
+        "/body": body_next,
+        "/numbered": body_page_number,
+        "/last": last_page,
+        "/loop": loop,
+    }
+    with JsonServer(routes) as server:
+        yield server
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "spool")
+
+
+def stored(ledger: Ledger, source_id: int) -> int:
+    with ledger.engine.connect() as connection:
+        query = select(func.count()).where(source_records.c.source_id == source_id)
+        return int(connection.execute(query).scalar_one())
+
+
+def test_a_link_header_is_followed_without_any_paging_option(
+    ledger: Ledger, spool: Spool, api: JsonServer
+) -> None:
+    result = HttpJsonConnector(5, f"{api.base}/linked").run(ledger, spool=spool)
+    assert (result.status, result.totals["records_created"]) == ("success", 2 * PAGES)
+    assert api.calls["/linked"] == PAGES
+
+
+def test_link_headers_sent_on_several_lines_are_all_read(
+    ledger: Ledger, spool: Spool, api: JsonServer
+) -> None:
+    result = HttpJsonConnector(5, f"{api.base}/split").run(ledger, spool=spool)
+    assert (result.status, result.totals["records_created"]) == ("success", 2 * PAGES)
+
+
+def test_a_next_link_in_the_body_is_refused_naming_the_option_before_storing(
+    ledger: Ledger, spool: Spool, api: JsonServer
+) -> None:
+    connector = HttpJsonConnector(5, f"{api.base}/body", records_path="data")
+    with pytest.raises(FetchError, match=r"'links\.next'.*--next-path links\.next.*--single-page"):
+        connector.run(ledger, spool=spool)
+    assert stored(ledger, 5) == 0
+    assert api.calls["/body"] == 1
+
+
+def test_a_page_number_in_the_body_is_refused_naming_page_param(
+    ledger: Ledger, spool: Spool, api: JsonServer
+) -> None:
+    connector = HttpJsonConnector(5, f"{api.base}/numbered", records_path="data")
+    with pytest.raises(FetchError, match=r"'next_page'.*--page-param"):
+        connector.run(ledger, spool=spool)
+
+
+def test_an_empty_next_in_the_body_is_the_last_page(
+    ledger: Ledger, spool: Spool, api: JsonServer
+) -> None:
+    result = HttpJsonConnector(5, f"{api.base}/last", records_path="data").run(ledger, spool=spool)
+    assert (result.status, result.totals["records_created"]) == ("success", 2)
+
+
+def test_the_configured_next_path_still_reads_every_page(
+    ledger: Ledger, spool: Spool, api: JsonServer
+) -> None:
+    connector = HttpJsonConnector(
+        5, f"{api.base}/body?page=1", records_path="data", next_path="links.next", max_pages=4
+    )
+    with pytest.raises(FetchError, match="stopped after 4 pages"):
+        connector.run(ledger, spool=spool)  # the body route never ends: the page cap stops it
+    assert api.calls["/body"] == 4
+
+
+def test_single_page_reads_exactly_one_page(ledger: Ledger, spool: Spool, api: JsonServer) -> None:
+    for route in ("/linked", "/body"):
+        connector = HttpJsonConnector(
+            5,
+            f"{api.base}{route}",
+            records_path="data" if route == "/body" else "",
+            single_page=True,
+        )
+        result = connector.run(ledger, spool=spool)
+        assert (result.status, result.totals["records_fetched"]) == ("success", 2), route
+        assert api.calls[route] == 1
+
+
+def test_a_next_url_seen_before_is_a_loop(ledger: Ledger, spool: Spool, api: JsonServer) -> None:
+    with pytest.raises(FetchError, match=r"/loop\?page=1 was already read: the paging loops"):
+        HttpJsonConnector(5, f"{api.base}/loop?page=1").run(ledger, spool=spool)
+    assert api.calls["/loop"] == 2
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://localhost:{port}/linked", "http://127.0.0.1:1/linked", "file:///etc/passwd"],
+)
+def test_a_next_url_on_another_host_is_refused_naming_it(
+    ledger: Ledger, spool: Spool, target: str
+) -> None:
+    def leaving(_query: dict[str, str], _call: int) -> tuple[Any, ...]:
+        return 200, items(1), {"Link": f"<{target.format(port=port)}>; rel=next"}
+
+    with JsonServer({"/leave": leaving}) as server:
+        port = server.server.server_address[1]
+        with pytest.raises(FetchError) as caught:
+            HttpJsonConnector(5, f"{server.base}/leave").run(ledger, spool=spool)
+        assert server.calls["/leave"] == 1
+    assert target.format(port=port) in str(caught.value)
+    assert "not on" in str(caught.value)
+
+
+def test_the_link_header_is_parsed_as_rfc_8288_says() -> None:
+    header = (
+        '<https://api.example/items?page=2&x=a,b>; rel="next"; title="a, \\"quoted\\" title", '
+        "<https://api.example/items?page=9>; REL=last, not-a-link, "
+        '</p1>; rel="prev first"; rel="next"'
+    )
+    assert parse_link_header(header) == [
+        ("https://api.example/items?page=2&x=a,b", {"rel": "next", "title": 'a, "quoted" title'}),
+        ("https://api.example/items?page=9", {"rel": "last"}),
+        ("/p1", {"rel": "prev first"}),  # the first rel wins (RFC 8288 section 3)
+    ]
+    assert link_header_next(['<../b>; rel="prev"', "<c?d=1>; rel=NEXT"], "http://h/x/y") == (
+        "http://h/x/c?d=1"
+    )
+    assert link_header_next(['<../b>; rel="nextish"'], "http://h/") is None
+
+
+def test_the_cli_follows_link_headers_and_refuses_body_links(
+    db_url: str, ledger: Ledger, api: JsonServer, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    common = ["--source-id", "6", "--spool-dir", str(tmp_path / "spool"), "--db", db_url]
+    linked = runner.invoke(cli, ["run", "http-json", "--url", f"{api.base}/linked", *common])
+    assert linked.exit_code == 0, linked.output
+    assert json.loads(linked.stdout)["records_created"] == 2 * PAGES
+
+    url = f"{api.base}/body"
+    refused = runner.invoke(
+        cli, ["run", "http-json", "--url", url, "--records-path", "data", *common]
+    )
+    assert refused.exit_code == 1, refused.output
+    assert "--next-path links.next" in refused.output
+
+    single = ["run", "http-json", "--url", url, "--records-path", "data", "--single-page"]
+    one = runner.invoke(cli, [*single, *common])
+    assert one.exit_code == 0, one.output
+    assert json.loads(one.stdout)["records_fetched"] == 2
+
+    both = runner.invoke(cli, [*single, "--page-param", "page", *common])
+    assert both.exit_code == 2
+    assert "--single-page" in both.output
