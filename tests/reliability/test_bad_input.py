@@ -1243,6 +1243,7 @@ KNOWN_KEYS: dict[KeyPath, set[str]] = {
         "retries",
         "backoff",
         "max_pages",
+        "single_page",
     },
 }
 CONFIG_KEYS = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True)
