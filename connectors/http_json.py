@@ -274,6 +274,8 @@ class HttpJsonConnector(Connector):
             return
         for path in BODY_NEXT_PATHS:
             link = dig(fetched.document, path)
+            if isinstance(link, dict) and "href" in link:  # {"next": {"href": "…"}} (HAL-like)
+                path, link = f"{path}.href", link["href"]
             if isinstance(link, str) and link.strip():
                 how = f"--next-path {path} (next_path in a serve config)"
             elif isinstance(link, int) and not isinstance(link, bool):

@@ -56,6 +56,10 @@ def body_page_number(_query: dict[str, str], _call: int) -> tuple[Any, ...]:
     return 200, {"data": items(1), "next_page": 2}
 
 
+def body_href(_query: dict[str, str], _call: int) -> tuple[Any, ...]:
+    return 200, {"data": items(1), "next": {"href": "/href?page=2"}}
+
+
 def last_page(_query: dict[str, str], _call: int) -> tuple[Any, ...]:
     return 200, {"data": items(1), "next": None}
 
@@ -73,6 +77,7 @@ def api() -> Iterator[JsonServer]:
         "/split": split_headers,
         "/body": body_next,
         "/numbered": body_page_number,
+        "/href": body_href,
         "/last": last_page,
         "/loop": loop,
     }
@@ -121,6 +126,14 @@ def test_a_page_number_in_the_body_is_refused_naming_page_param(
 ) -> None:
     connector = HttpJsonConnector(5, f"{api.base}/numbered", records_path="data")
     with pytest.raises(FetchError, match=r"'next_page'.*--page-param"):
+        connector.run(ledger, spool=spool)
+
+
+def test_a_next_href_in_the_body_is_refused_naming_its_path(
+    ledger: Ledger, spool: Spool, api: JsonServer
+) -> None:
+    connector = HttpJsonConnector(5, f"{api.base}/href", records_path="data")
+    with pytest.raises(FetchError, match=r"--next-path next\.href"):
         connector.run(ledger, spool=spool)
 
 
