@@ -307,7 +307,7 @@ def _sqlite_beside(config: Path, url: str) -> str:
     left as they are (a URL the validator refuses too: it names the problem)."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return url
     database = parsed.database
     if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":

@@ -1434,6 +1434,7 @@ def test_every_generated_bad_config_is_refused_by_key(tmp_path: Path, reliabilit
     database_url = f"sqlite:///{tmp_path / 'never-created.db'}"
     path = tmp_path / "ledger.toml"
     path.write_bytes(toml_text(base_config(database_url)))
+    (tmp_path / "stations.csv").write_text("id\n1\n")  # config check looks for the csv file
     valid = run_cli("config", "check", str(path))
     assert valid.exit_code == 0, valid.output  # the base is valid: each refusal is the defect's
     checked: Counter[str] = Counter()
