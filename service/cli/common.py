@@ -30,7 +30,7 @@ from ledger import (
 from ledger.clock import format_utc_seconds
 from ledger.database import unparseable_url_message
 from ledger.durations import parse_duration
-from ledger.events import MAX_RUN_ID, name_problem
+from ledger.events import MAX_RUN_ID, name_problem, operator_actor
 from ledger.text import visible, visible_lines
 from ledger.urls import DATABASE_URL_ENV, mask_secrets, mask_url, resolve_database_url
 
@@ -108,8 +108,12 @@ def open_ledger(db_url: str | None) -> Ledger:
     return ledger
 
 
-def default_actor() -> str:
-    actor = f"operator:{getpass.getuser()}"
+def operator_actor_of(name: str | None) -> str:
+    """The actor an operator's command records (``runs fail``, ``project --skip-position``):
+    ``operator:NAME`` for ``--actor NAME``, else ``operator:$USER`` (:func:`operator_actor`)."""
+    if name is not None:
+        return operator_actor(name)
+    actor = operator_actor(getpass.getuser())
     problem = name_problem(actor)
     if problem is not None:
         raise BadInput(f"the user name in {actor!r} cannot be an actor ({problem}): give --actor")
@@ -149,7 +153,7 @@ def format_option(
             type=click.Choice(choices),
             default=default,
             show_default=True,
-            help=help,
+            help=help or "How to print the result.",
         )(command)
 
     return decorate

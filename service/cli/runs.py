@@ -30,11 +30,11 @@ from service.cli.common import (
     add_text_row,
     cell,
     db_option,
-    default_actor,
     echo_json,
     library_errors,
     new_table,
     open_ledger,
+    operator_actor_of,
     output_format_option,
     spool_option,
     wide_console,
@@ -77,10 +77,18 @@ def parse_moment(as_of: str | None, at_position: int | None) -> datetime | None:
 
 
 @runs.command("list")
-@click.option("--status", type=click.Choice(RUN_STATUSES), default=None)
+@click.option(
+    "--status", type=click.Choice(RUN_STATUSES), default=None, help="Only runs with this status."
+)
 @click.option("--connector", default=None, help="Only this connector name.")
 @click.option("--source", "source_id", type=SOURCE_ID, default=None, help="Only this source id.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="At most N runs, the newest.",
+)
 @as_of_options
 @output_format_option
 @db_option
@@ -188,7 +196,7 @@ def runs_show(
 def runs_fail(run_id: int, reason: str, actor: str | None, db_url: str | None) -> None:
     """Declare an open run failed: appends RunTimedOut with detected_by=operator:NAME."""
     ledger = open_ledger(db_url)
-    actor = actor or default_actor()
+    actor = operator_actor_of(actor)
     with library_errors():
         position = fail_run(ledger, run_id, reason, actor)
     click.echo(f"run {run_id} failed by {actor} at position {position}: {visible(reason)}")
