@@ -14,7 +14,6 @@ from ledger import StuckRun, fail_run, stuck_runs, sweep
 from ledger.clock import utcnow
 from ledger.durations import format_duration
 from ledger.text import clip, visible
-from ledger.urls import mask_url
 from projections.queries import RunFilter, find_run, find_runs, jsonable_row
 from projections.schema import RUN_STATUSES
 from service.cli.common import (
@@ -312,7 +311,7 @@ def status(
         return
     head = report.status
     figures = report.figures
-    click.echo(f"database:   {mask_url(ledger.url)}")
+    click.echo(f"database:   {cell(report.database)}")
     click.echo(
         f"head:       position {head.head_position}"
         + (f", last append {cell(head.head_recorded_at)} UTC" if head.head_recorded_at else "")
