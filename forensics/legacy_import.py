@@ -46,6 +46,8 @@ IMPORT_ACTOR = "import:legacy"
 _NAMESPACE = uuid.UUID("0b3c33f6-56a5-4c9c-9d0e-3f51c1a3f0d1")
 DEFAULT_SAME_DB_TABLE = "ingestion_runs_legacy"  # where `ledger migrate` put the old table
 DEFAULT_OTHER_DB_TABLE = "ingestion_runs"
+# The columns an import cannot do without (the others default, as in the legacy table).
+LEGACY_KEY_COLUMNS = ("id", "sourceId", "connectorName", "startedAt", "status")
 
 
 @dataclass
@@ -137,6 +139,12 @@ def read_legacy_rows(ledger: Ledger, source_url: str | None, table: str) -> list
                 legacy = Table(table, MetaData(), autoload_with=conn)
             except NoSuchTableError:
                 raise SchemaError(_no_legacy_table_message(source, source_url, table)) from None
+            missing = [name for name in LEGACY_KEY_COLUMNS if name not in legacy.c]
+            if missing:
+                raise SchemaError(
+                    f"table {table!r} in {mask_url(source.url)} is not a legacy ingestion_runs "
+                    f"table: it has no {', '.join(missing)} column"
+                )
             rows = [
                 dict(row) for row in conn.execute(select(legacy).order_by(legacy.c.id)).mappings()
             ]

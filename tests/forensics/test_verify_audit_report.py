@@ -690,6 +690,13 @@ def test_import_legacy_without_the_table_says_where_it_looked_and_why(tmp_path: 
             result = run("import-legacy", "--from-url", url, "--table", "old_runs", "--db", url)
             assert f"no legacy table 'old_runs' in {mask_url(url)}" in result.stderr  # type: ignore[attr-defined]
             assert "--table" in result.stderr  # type: ignore[attr-defined]
+            result = run("import-legacy", "--table", "ledger_head", "--db", url)
+            assert result.exit_code == 1  # type: ignore[attr-defined]
+            assert "'ledger_head' in" in result.stderr  # type: ignore[attr-defined]
+            assert (
+                "is not a legacy ingestion_runs table: it has no sourceId, connectorName"
+                in result.stderr
+            )  # type: ignore[attr-defined]
 
 
 def test_import_legacy_over_runs_with_the_same_ids_refuses_before_appending(
