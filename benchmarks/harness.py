@@ -1,7 +1,8 @@
 """``python -m benchmarks [--db URL] [--quick] [--peer eventsourcing] [--json FILE] [--plot F.png]``
 
-For a SQLite file (always) and MariaDB (when ``--db`` names a server), measure each figure of
-issue 14 beside the raw driver limit for the same work measured in the same run and, with
+For a SQLite file (always) and MariaDB (when ``--db`` names a server), measure each figure
+(appends, reads, writers, rebuild, follow lag, stuck query, chain verification) beside the
+raw driver limit for the same work measured in the same run and, with
 ``--peer eventsourcing``, beside the ``eventsourcing`` library doing the same work in the same
 process (``pip install -e '.[bench]'``), and print a table: figure, value, peer, raw, the ratio
 to each, target, met. The append workloads are runs of RunStarted + 8 RunProgressed +

@@ -73,7 +73,12 @@ class Connector(ABC):
         try:
             result, failure = self.record(context)
         except (KeyboardInterrupt, SystemExit) as exc:
-            assert context.result is not None
+            if context.result is None:  # stopped before the run started: no run to report
+                raise
+            if context.result.status is None:
+                # Stopped between start() and ingest (the signal came as the run opened): close
+                # it now with what stopped it, not later as "interpreter exit".
+                context.finish(exc)
             result, failure = context.result, exc
         return RunOutcome(self.name, self.source_id, result, failure)
 

@@ -12,7 +12,8 @@
 * A daemon thread appends a heartbeat every ``heartbeat_interval`` while the body runs, so a
   long but alive run (even one blocked in a call) is never timed out.
 * On exit: RunFinished ``success`` (no errors), ``partial`` (non-fatal errors), or ``failed``
-  (an exception, with its traceback; ``interrupted`` for KeyboardInterrupt/SystemExit), and
+  (an exception, with its traceback; ``interrupted`` for KeyboardInterrupt/SystemExit, with
+  "stopped by SIGTERM" or "interrupted by Ctrl-C (SIGINT)" as its message), and
   the exception propagates. An interpreter exit closes any run still open.
 * After RunStarted, an unreachable ledger never loses a fact: events go to the local spool and
   are delivered, in order and exactly once, on the next append that gets through (I9).
@@ -23,6 +24,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -370,9 +372,7 @@ class RunContext:
         }
         if interrupted:
             details["reason"] = "interrupted"
-        message = (
-            f"interrupted ({type(exc).__name__})" if interrupted else f"{type(exc).__name__}: {exc}"
-        )
+        message = describe_failure(exc)
         return RunFinished(
             run_id=self.run_id,
             status="failed",
@@ -380,6 +380,29 @@ class RunContext:
             error_message=clip(message, MAX_MESSAGE_CHARS, count_cut=True),
             error_details=details,
         )
+
+
+def describe_failure(exc: BaseException) -> str:
+    """What ended a run, as a person reads it: ``stopped by SIGTERM`` and ``interrupted by
+    Ctrl-C`` rather than ``SystemExit: 143`` and ``KeyboardInterrupt: ``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted by Ctrl-C (SIGINT)"
+    if isinstance(exc, SystemExit):
+        return _describe_exit(exc.code)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _describe_exit(code: object) -> str:
+    # A signal handler exits with 128 + the signal's number, the shell's convention
+    # (`ledger run` does so for SIGTERM).
+    if isinstance(code, int) and not isinstance(code, bool) and code > 128:
+        try:
+            return f"stopped by {signal.Signals(code - 128).name}"
+        except ValueError:
+            pass
+    if isinstance(code, str) and code:
+        return f"stopped: {code}"
+    return f"stopped (exit status {code})"
 
 
 def _bounded(details: dict[str, Any]) -> dict[str, Any]:
@@ -426,8 +449,15 @@ class RunOutcome:
             "spooled": self.result.spooled,
         }
         if self.failure is not None:
-            summary["error"] = f"{type(self.failure).__name__}: {self.failure}"
+            summary["error"] = describe_failure(self.failure)
         return summary
 
 
-__all__ = ["PROGRESS_FIELDS", "RunContext", "RunNotStartedError", "RunOutcome", "RunResult"]
+__all__ = [
+    "PROGRESS_FIELDS",
+    "RunContext",
+    "RunNotStartedError",
+    "RunOutcome",
+    "RunResult",
+    "describe_failure",
+]

@@ -22,6 +22,7 @@ from typing import Any
 
 import pydantic
 from sqlalchemy import MetaData, Table, select
+from sqlalchemy.exc import NoSuchTableError
 
 from ledger import (
     EventModel,
@@ -29,10 +30,13 @@ from ledger import (
     RunFinished,
     RunProgressed,
     RunStarted,
+    RunState,
+    SchemaError,
     ValidationError,
 )
 from ledger.events import RECORDED_NAMES
 from ledger.mapper import describe_pydantic_errors
+from ledger.urls import mask_url
 from projections.fold import Row, callers_details, whole_seconds
 from projections.projector import Projector
 from projections.queries import all_rows
@@ -42,6 +46,8 @@ IMPORT_ACTOR = "import:legacy"
 _NAMESPACE = uuid.UUID("0b3c33f6-56a5-4c9c-9d0e-3f51c1a3f0d1")
 DEFAULT_SAME_DB_TABLE = "ingestion_runs_legacy"  # where `ledger migrate` put the old table
 DEFAULT_OTHER_DB_TABLE = "ingestion_runs"
+# The columns an import cannot do without (the others default, as in the legacy table).
+LEGACY_KEY_COLUMNS = ("id", "sourceId", "connectorName", "startedAt", "status")
 
 
 @dataclass
@@ -74,6 +80,7 @@ def import_legacy(
     legacy_rows = read_legacy_rows(ledger, source_url, table)
     result = ImportResult(table=table, rows=len(legacy_rows))
     batches = [facts_for(row) for row in legacy_rows]  # validates every row first
+    _refuse_taken_run_ids(ledger, legacy_rows)
     for start in range(0, len(batches), rows_per_batch):
         chunk = batches[start : start + rows_per_batch]
         appended = ledger.append([event for events in chunk for event in events])
@@ -88,11 +95,56 @@ def import_legacy(
     return result
 
 
+def _refuse_taken_run_ids(ledger: Ledger, legacy_rows: list[Row]) -> None:
+    """Refuse, before anything is appended, legacy ids that runs of the ledger already use.
+
+    A run of this very import (a re-run) has the legacy row's source, connector and start;
+    any other run with the id would make the import fail half-way with "RunStarted may appear
+    only once per run".
+    """
+    by_id = {row["id"]: row for row in legacy_rows}
+    taken = [
+        state.run_id
+        for state in ledger.runs()
+        if state.run_id in by_id and not _imported_from(by_id[state.run_id], state)
+    ]
+    if taken:
+        raise ValidationError(taken_run_ids_message(taken))
+
+
+def _imported_from(row: Row, state: RunState) -> bool:
+    return (state.source_id, state.connector_name, whole_seconds(state.started_at)) == (
+        row["sourceId"],
+        row["connectorName"],
+        whole_seconds(row["startedAt"]),
+    )
+
+
+def taken_run_ids_message(run_ids: list[int]) -> str:
+    shown = ", ".join(str(run_id) for run_id in run_ids[:10])
+    more = f" and {len(run_ids) - 10} more" if len(run_ids) > 10 else ""
+    return (
+        f"legacy run id(s) {shown}{more} already exist in the ledger as other runs; nothing "
+        "was appended. Import into a fresh ledger: `ledger migrate --db NEW_URL`, then "
+        "`ledger import-legacy --from-url LEGACY_URL --db NEW_URL` (the legacy ids are kept, "
+        "so they cannot be offset)"
+    )
+
+
 def read_legacy_rows(ledger: Ledger, source_url: str | None, table: str) -> list[Row]:
     source = Ledger.from_url(source_url) if source_url else ledger
     try:
         with source.connect("read legacy table") as conn:
-            legacy = Table(table, MetaData(), autoload_with=conn)
+            try:
+                legacy = Table(table, MetaData(), autoload_with=conn)
+            except NoSuchTableError:
+                raise SchemaError(_no_legacy_table_message(source, source_url, table)) from None
+            missing = [name for name in LEGACY_KEY_COLUMNS if name not in legacy.c]
+            if missing:
+                raise SchemaError(
+                    f"table {table!r} in {mask_url(source.url)} is not a legacy ingestion_runs "
+                    f"table: it has no {', '.join(missing)} column"
+                )
             rows = [
                 dict(row) for row in conn.execute(select(legacy).order_by(legacy.c.id)).mappings()
             ]
@@ -100,6 +152,16 @@ def read_legacy_rows(ledger: Ledger, source_url: str | None, table: str) -> list
         if source_url:
             source.close()
     return [_normalise(row) for row in rows]
+
+
+def _no_legacy_table_message(source: Ledger, source_url: str | None, table: str) -> str:
+    where = f"no legacy table {table!r} in {mask_url(source.url)}"
+    if source_url:
+        return f"{where}: give the legacy table's name with --table"
+    return (
+        f"{where}: `ledger migrate` renames an existing ingestion_runs to "
+        f"{DEFAULT_SAME_DB_TABLE}; for a table elsewhere give --from-url URL and --table NAME"
+    )
 
 
 def _normalise(row: dict[str, Any]) -> Row:

@@ -232,8 +232,10 @@ def render_text(report: dict[str, Any], markdown: bool = False) -> str:
     item = "- " if markdown else "  "
     title = "ingestion_runs proof report"
     line(f"# {title}" if markdown else f"{title.upper()}\n{'=' * len(title)}")
-    line(f"Generated: {show(report['generated_at'])} (UTC)")
-    line(f"Database:  {show(report['database'])}")
+    # Two list items in Markdown: two plain lines would join into one paragraph.
+    about = "- " if markdown else ""
+    line(f"{about}Generated: {show(report['generated_at'])} (UTC)")
+    line(f"{about}Database:  {show(report['database'])}")
     schema = report["schema"]
     heading("A. Schema: live ingestion_runs against the legacy shape")
     for column in schema["columns"]:

@@ -94,14 +94,14 @@ class VerifyReport:
         return [p for p in self.problems if p.check == check]
 
     def to_dict(self) -> dict[str, Any]:
-        """The verdict as JSON: counts, the head checked, the triggers, the skips (None when
-        not looked at), the anchors and every problem."""
+        """The verdict as JSON: counts (runs None when not looked at), the head checked, the
+        triggers, the skips (None when not looked at), the anchors and every problem."""
         head = self.head
         triggers = self.triggers
         return {
             "ok": self.ok,
             "events": self.events,
-            "runs": self.runs,
+            "runs": None if self.chain_only else self.runs,
             "head": None if head is None else head.to_dict(),
             "triggers": None
             if triggers is None

@@ -59,7 +59,7 @@ def create_ledger_engine(url: str, **engine_options: Any) -> Engine:
         # The parser's message quotes pieces of the URL ("invalid literal for int(): 'Secr'"
         # when an unencoded "@" and ":" turn the password's tail into a port): neither repeat
         # it nor chain it, or a logged traceback would print it.
-        raise ConfigurationError(f"invalid database URL {mask_url(url)}") from None
+        raise ConfigurationError(unparseable_url_message(url)) from None
     if parsed.host and "@" in parsed.host:
         # "user:p@ss@host" parses as password "p", host "ss@host": the rest of the password
         # would end up in the host name and in the driver's error messages.
@@ -90,6 +90,21 @@ def create_ledger_engine(url: str, **engine_options: Any) -> Engine:
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise ConfigurationError(f"cannot use database URL {mask_url(url)}: {exc}") from exc
     return engine
+
+
+EXPECTED_URL_SHAPES = (
+    "sqlite:///path/to/ledger.db or mysql+pymysql://user:password@host:3306/database"
+)
+
+
+def unparseable_url_message(url: str) -> str:
+    """Why ``url`` is refused, with what a database URL looks like.
+
+    Text with no ``:`` and no ``@`` (``notaurl``, ``ledger.db``) cannot hold a password, so it
+    is quoted to show the typo; anything else shows only its scheme (:func:`mask_url`).
+    """
+    shown = repr(url) if not any(mark in url for mark in ":@") else mask_url(url)
+    return f"not a database URL: {shown} (expected {EXPECTED_URL_SHAPES})"
 
 
 def _sqlite_engine(

@@ -13,18 +13,23 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+)([smhdw])")
 
 
-def parse_duration(text: str, what: str = "duration") -> timedelta:
-    """Parse ``90s``/``15m``/``6h``/``2d``/``1h30m``; refuse zero, negative and garbage."""
+def parse_duration(text: str, what: str | None = "duration") -> timedelta:
+    """Parse ``90s``/``15m``/``6h``/``2d``/``1h30m``; refuse zero, negative and garbage.
+
+    Errors start with ``what:``; None leaves it out, for a caller (click) that names the
+    option itself.
+    """
+    where = f"{what}: " if what else ""
     compact = text.strip().lower().replace(" ", "")
     if not compact or _PART.sub("", compact):
         raise ConfigurationError(
-            f"{what}: {text!r} is not a duration; write it like 90s, 15m, 6h or 2d"
+            f"{where}{text!r} is not a duration; write it like 90s, 15m, 6h or 2d"
         )
     seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
     if seconds <= 0:
-        raise ConfigurationError(f"{what}: {text!r} must be longer than zero")
+        raise ConfigurationError(f"{where}{text!r} must be longer than zero")
     if seconds > MAX_SECONDS:
-        raise ConfigurationError(f"{what}: {text!r} is longer than {MAX_SECONDS // 86400} days")
+        raise ConfigurationError(f"{where}{text!r} is longer than {MAX_SECONDS // 86400} days")
     return timedelta(seconds=seconds)
 
 

@@ -93,7 +93,7 @@ class StreamError(LedgerError):
 
     def __init__(self, run_id: int | None, rule: str, message: str) -> None:
         where = f"run {run_id}" if run_id is not None else "new run"
-        super().__init__(f"{where}: {message} (rule: {rule})")
+        super().__init__(f"{where}: {message} (rule: {rule}); nothing was appended")
         self.run_id = run_id
         self.rule = rule
 

@@ -81,6 +81,17 @@ RunId = Annotated[int, Field(ge=1, le=MAX_RUN_ID, strict=True)]
 RECORDED_NAMES: dict[str, bool] = {"recorded_names": True}
 
 
+OPERATOR_PREFIX = "operator:"
+
+
+def operator_actor(name: str) -> str:
+    """The actor recorded for a decision a person made by hand (a run failed, a position
+    skipped): ``operator:NAME``, and NAME as it is when it already says ``operator:``. The one
+    rule, so an operator can neither pose as ``sweeper`` or ``import:legacy`` nor be recorded
+    two ways by two commands."""
+    return name if name.startswith(OPERATOR_PREFIX) else f"{OPERATOR_PREFIX}{name}"
+
+
 def name_problem(value: str) -> str | None:
     """Why ``value`` cannot be a name (a connector name, an actor), or None.
 

@@ -31,7 +31,7 @@ from ledger.errors import (
     UnknownRunError,
     ValidationError,
 )
-from ledger.events import RunTimedOut, name_problem
+from ledger.events import RunTimedOut, name_problem, operator_actor
 from ledger.recorded import AppendResult
 from ledger.rules import FINISHED, OPEN
 from ledger.store import Ledger
@@ -157,7 +157,7 @@ def fail_run(
         raise StreamError(
             run_id, "open-runs-only", f"the run is closed ({closed}); only open runs can be failed"
         )
-    detected_by = operator if operator.startswith("operator:") else f"operator:{operator}"
+    detected_by = operator_actor(operator)
     problem = name_problem(detected_by)
     if problem is not None:
         raise ValidationError(f"operator {detected_by!r}: {problem}")

@@ -17,6 +17,7 @@ from connectors import Spool
 from ledger import Ledger, StorageError, Thresholds, stuck_runs
 from ledger.clock import isoformat_utc
 from ledger.database import with_timeouts
+from ledger.urls import mask_url
 from projections import LedgerStatus, ledger_status
 from projections.queries import runs_by_status
 from service.config import LedgerConfig
@@ -166,12 +167,13 @@ class LedgerCollector(Collector):
 @dataclass(frozen=True)
 class StatusReport:
     """The ledger's status (head, open runs, projections), the figures, the stale threshold
-    they were counted with, and the spool read."""
+    they were counted with, the spool read, and the database (its URL, password masked)."""
 
     status: LedgerStatus
     figures: Figures
     stale_after: timedelta
     spool_path: Path
+    database: str
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON. The projection error's time and each skip's time are written
@@ -179,6 +181,7 @@ class StatusReport:
         status = self.status
         figures = self.figures
         return {
+            "database": self.database,
             "head_position": status.head_position,
             "head_hash": status.head_hash,
             "head_recorded_at": isoformat_utc(status.head_recorded_at)
@@ -222,4 +225,4 @@ def status_report(
     figures = collect_figures(
         ledger, thresholds, config.overrides() if config else None, spool, status=status
     )
-    return StatusReport(status, figures, thresholds.stale_after, spool.path)
+    return StatusReport(status, figures, thresholds.stale_after, spool.path, mask_url(ledger.url))

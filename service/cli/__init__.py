@@ -19,18 +19,52 @@ from ledger.urls import mask_secrets
 from service.cli import admin, connectors, events, projection, runs, serve, verify
 from service.cli.common import EXIT_OK, exit_code_for
 
+_VERBOSITY = "ledger.verbosity"  # the -v count so far, in the click context's meta
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="run-ledger")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug, -vvv SQL).")
-def cli(verbose: int) -> None:
-    """run-ledger: an append-only, hash-chained ledger of ingestion runs."""
+
+def configure_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger().setLevel(level)  # again: a later -v raises it after basicConfig ran
     # SQL statement logs only at -vvv: -vv is for run-ledger's own debug lines.
     logging.getLogger("sqlalchemy").setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
+
+
+def _count_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    """-v counts wherever it is given: ``ledger -v verify -v`` is -vv."""
+    if value:
+        ctx.meta[_VERBOSITY] = ctx.meta.get(_VERBOSITY, 0) + value
+        configure_logging(ctx.meta[_VERBOSITY])
+
+
+def verbose_option() -> click.Option:
+    return click.Option(
+        ["-v", "--verbose"],
+        count=True,
+        expose_value=False,
+        callback=_count_verbose,
+        help="More log output (-v info, -vv debug, -vvv SQL); counts before and after the "
+        "command name.",
+    )
+
+
+def add_verbose_everywhere(command: click.Command) -> None:
+    """Give ``command`` and every command under it the -v option the group has."""
+    if not any("--verbose" in param.opts for param in command.params):
+        command.params.append(verbose_option())
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            add_verbose_everywhere(subcommand)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="run-ledger")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """run-ledger: an append-only, hash-chained ledger of ingestion runs."""
+    configure_logging(ctx.meta.get(_VERBOSITY, 0))
 
 
 COMMANDS = (
@@ -56,6 +90,7 @@ COMMANDS = (
 )
 for _command in COMMANDS:
     cli.add_command(_command)
+add_verbose_everywhere(cli)
 
 
 def main() -> NoReturn:

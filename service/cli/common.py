@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -27,8 +28,9 @@ from ledger import (
     ValidationError,
 )
 from ledger.clock import format_utc_seconds
+from ledger.database import unparseable_url_message
 from ledger.durations import parse_duration
-from ledger.events import MAX_RUN_ID, name_problem
+from ledger.events import MAX_RUN_ID, name_problem, operator_actor
 from ledger.text import visible, visible_lines
 from ledger.urls import DATABASE_URL_ENV, mask_secrets, mask_url, resolve_database_url
 
@@ -72,19 +74,46 @@ def library_errors() -> Iterator[None]:
         yield
     except LedgerError as error:
         exception = BadInput if exit_code_for(error) == EXIT_USAGE else ProblemFound
-        raise exception(str(error)) from error
+        raise exception(naming_the_environment(str(error))) from error
+
+
+# Where open_ledger notes, in the click context, a database URL read from the environment.
+_URL_FROM_ENVIRONMENT = "ledger.url_from_environment"
+
+
+def remember_url_source(url: str) -> None:
+    """Note ``url`` when it came from ``$LEDGER_DATABASE_URL`` rather than ``--db``: an error
+    about it must name the variable, the one setting to fix."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and not ctx.params.get("db_url") and url == os.environ.get(DATABASE_URL_ENV):
+        ctx.meta[_URL_FROM_ENVIRONMENT] = url
+
+
+def naming_the_environment(message: str) -> str:
+    """``$LEDGER_DATABASE_URL: message`` when the message is about the database URL and that
+    URL came from the environment (as ``config check`` names it); else the message."""
+    ctx = click.get_current_context(silent=True)
+    url = ctx.meta.get(_URL_FROM_ENVIRONMENT) if ctx is not None else None
+    if url is None or not (mask_url(url) in message or unparseable_url_message(url) in message):
+        return message
+    return f"${DATABASE_URL_ENV}: {message}"
 
 
 def open_ledger(db_url: str | None) -> Ledger:
     url = resolve_database_url(db_url)
+    remember_url_source(url)
     with library_errors():
         ledger = Ledger.from_url(url)
     log.info("using %s", mask_url(url))
     return ledger
 
 
-def default_actor() -> str:
-    actor = f"operator:{getpass.getuser()}"
+def operator_actor_of(name: str | None) -> str:
+    """The actor an operator's command records (``runs fail``, ``project --skip-position``):
+    ``operator:NAME`` for ``--actor NAME``, else ``operator:$USER`` (:func:`operator_actor`)."""
+    if name is not None:
+        return operator_actor(name)
+    actor = operator_actor(getpass.getuser())
     problem = name_problem(actor)
     if problem is not None:
         raise BadInput(f"the user name in {actor!r} cannot be an actor ({problem}): give --actor")
@@ -124,7 +153,7 @@ def format_option(
             type=click.Choice(choices),
             default=default,
             show_default=True,
-            help=help,
+            help=help or "How to print the result.",
         )(command)
 
     return decorate
@@ -164,10 +193,8 @@ class DurationParam(click.ParamType[timedelta]):
         if isinstance(value, timedelta):
             return value
         try:
-            return parse_duration(
-                str(value),
-                f"--{param.name.replace('_', '-')}" if param and param.name else "duration",
-            )
+            # click's message names the option already ("Invalid value for '--older-than'").
+            return parse_duration(str(value), None if param else "duration")
         except LedgerError as exc:
             self.fail(str(exc), param, ctx)
 

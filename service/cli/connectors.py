@@ -64,8 +64,8 @@ def run_group() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=SAMPLE_CSV,
     show_default=True,
-    help=f"A CSV file with a header row, or JSON Lines (.jsonl). The package ships "
-    f"a sample: {SAMPLE_CSV}",
+    help="A CSV file with a header row, or JSON Lines (.jsonl); by default the sample the "
+    "package ships.",
 )
 @click.option(
     "--key", default="id", show_default=True, help="The column (field) that identifies a record."
@@ -92,8 +92,14 @@ def run_csv(path: Path, key: str, **options: Any) -> None:
     help="Read the first page only. Without any paging option, a Link: rel=next header is "
     "followed, and a page whose body links to a next page is refused.",
 )
-@seconds_option("--timeout", 0.1, 10.0)
-@click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True)
+@seconds_option("--timeout", 0.1, 10.0, "Seconds to wait for each HTTP response.")
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Retries of a page after a network error, a timeout, 429 or 5xx, before the run fails.",
+)
 @seconds_option("--backoff", 0, 0.5, "First retry delay in seconds, doubled each retry.")
 @run_options
 def run_http_json(

@@ -34,6 +34,12 @@ def append(source: IO[bytes], db_url: str | None) -> None:
     number and field, and nothing is appended. A new run's lines may carry "run_ref": "LABEL"
     instead of run_id; the summary maps each label to the run id allocated.
     """
+    if source.isatty():  # else a bare `ledger append` would seem to hang, waiting for input
+        click.echo(
+            "Reading JSON Lines events from the terminal, one event per line; end with Ctrl-D "
+            "on an empty line (or give a FILE).",
+            err=True,
+        )
     with library_errors():  # every line is read before the ledger is opened
         batch = read_lines(source)
     ledger = open_ledger(db_url)

@@ -29,9 +29,9 @@ from service.cli.common import (
     actor_option,
     cell,
     db_option,
-    default_actor,
     library_errors,
     open_ledger,
+    operator_actor_of,
     seconds_option,
 )
 
@@ -53,7 +53,7 @@ from service.cli.common import (
     help="Record that this position (a poison event) is not to be applied.",
 )
 @click.option("--reason", default=None, help="Why the position is skipped (required with it).")
-@actor_option("Who decides the skip (default: operator:$USER).")
+@actor_option("Who decides the skip (default: $USER); recorded as operator:NAME.")
 @db_option
 def project(
     follow: bool,
@@ -71,7 +71,7 @@ def project(
     projector = Projector(ledger, batch_size=batch_size)
     with library_errors():
         if skip_position is not None:
-            skip = projector.skip(skip_position, reason or "", actor or default_actor())
+            skip = projector.skip(skip_position, reason or "", operator_actor_of(actor))
             click.echo(
                 f"position {skip_position} ({cell(skip['event_type'])}) will be skipped: "
                 f"{cell(reason)} (by {cell(skip['actor'])})"
@@ -92,7 +92,11 @@ def project(
 
 @click.command()
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Events replayed per transaction into the shadow tables.",
 )
 @db_option
 def rebuild(batch_size: int, db_url: str | None) -> None:

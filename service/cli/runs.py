@@ -14,7 +14,6 @@ from ledger import StuckRun, fail_run, stuck_runs, sweep
 from ledger.clock import utcnow
 from ledger.durations import format_duration
 from ledger.text import clip, visible
-from ledger.urls import mask_url
 from projections.queries import RunFilter, find_run, find_runs, jsonable_row
 from projections.schema import RUN_STATUSES
 from service.cli.common import (
@@ -30,11 +29,11 @@ from service.cli.common import (
     add_text_row,
     cell,
     db_option,
-    default_actor,
     echo_json,
     library_errors,
     new_table,
     open_ledger,
+    operator_actor_of,
     output_format_option,
     spool_option,
     wide_console,
@@ -77,10 +76,18 @@ def parse_moment(as_of: str | None, at_position: int | None) -> datetime | None:
 
 
 @runs.command("list")
-@click.option("--status", type=click.Choice(RUN_STATUSES), default=None)
+@click.option(
+    "--status", type=click.Choice(RUN_STATUSES), default=None, help="Only runs with this status."
+)
 @click.option("--connector", default=None, help="Only this connector name.")
 @click.option("--source", "source_id", type=SOURCE_ID, default=None, help="Only this source id.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="At most N runs, the newest.",
+)
 @as_of_options
 @output_format_option
 @db_option
@@ -188,7 +195,7 @@ def runs_show(
 def runs_fail(run_id: int, reason: str, actor: str | None, db_url: str | None) -> None:
     """Declare an open run failed: appends RunTimedOut with detected_by=operator:NAME."""
     ledger = open_ledger(db_url)
-    actor = actor or default_actor()
+    actor = operator_actor_of(actor)
     with library_errors():
         position = fail_run(ledger, run_id, reason, actor)
     click.echo(f"run {run_id} failed by {actor} at position {position}: {visible(reason)}")
@@ -304,7 +311,7 @@ def status(
         return
     head = report.status
     figures = report.figures
-    click.echo(f"database:   {mask_url(ledger.url)}")
+    click.echo(f"database:   {cell(report.database)}")
     click.echo(
         f"head:       position {head.head_position}"
         + (f", last append {cell(head.head_recorded_at)} UTC" if head.head_recorded_at else "")

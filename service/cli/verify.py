@@ -79,12 +79,13 @@ def verify(
 
 def print_verdict(report: VerifyReport) -> None:
     if report.ok:
-        what = (
-            "hash chain"
-            if report.chain_only
-            else "chain, stream rules, projection, registry, skips and triggers"
+        if report.chain_only:  # runs are not looked at: no count of them to give
+            click.echo(f"verified hash chain: {report.events} event(s), no problem")
+            return
+        click.echo(
+            "verified chain, stream rules, projection, registry, skips and triggers: "
+            f"{report.events} event(s), {report.runs} run(s), no problem"
         )
-        click.echo(f"verified {what}: {report.events} event(s), {report.runs} run(s), no problem")
         return
     click.echo(f"{len(report.problems)} problem(s):")
     for problem in report.problems:

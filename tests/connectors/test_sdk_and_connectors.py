@@ -171,6 +171,7 @@ def test_keyboard_interrupt_is_failed_interrupted(ledger: Ledger, spool: Spool) 
         raise KeyboardInterrupt
     payload = finished(ledger, run.run_id)
     assert (payload["status"], payload["error_details"]["reason"]) == ("failed", "interrupted")
+    assert payload["error_message"] == "interrupted by Ctrl-C (SIGINT)"
     assert ledger.run(run.run_id).state == "finished"  # type: ignore[union-attr]
 
 
@@ -314,11 +315,13 @@ def test_sigterm_during_ledger_run_closes_the_run_as_interrupted(
         if "started" in line:
             break
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=120)
+    stdout, _ = process.communicate(timeout=120)
     run_id = max(ledger.read_all(), key=lambda e: e.run_id).run_id
     payload = finished(ledger, run_id)
     assert payload["status"] == "failed"
     assert payload["error_details"]["reason"] == "interrupted"
+    assert payload["error_message"] == "stopped by SIGTERM"  # not "SystemExit: 143"
+    assert json.loads(stdout)["error"] == "stopped by SIGTERM"
 
 
 # ---------------------------------------------------------------- http-json connector

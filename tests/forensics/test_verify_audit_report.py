@@ -676,3 +676,44 @@ def test_report_on_an_unmigrated_database_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "ledger migrate" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_import_legacy_without_the_table_says_where_it_looked_and_why(tmp_path: Path) -> None:
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            upgrade(store.engine, url)  # no ingestion_runs to rename: no legacy table
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 1  # type: ignore[attr-defined]
+            error = result.stderr  # type: ignore[attr-defined]
+            assert f"no legacy table 'ingestion_runs_legacy' in {mask_url(url)}" in error
+            assert "`ledger migrate` renames an existing ingestion_runs" in error
+            result = run("import-legacy", "--from-url", url, "--table", "old_runs", "--db", url)
+            assert f"no legacy table 'old_runs' in {mask_url(url)}" in result.stderr  # type: ignore[attr-defined]
+            assert "--table" in result.stderr  # type: ignore[attr-defined]
+            result = run("import-legacy", "--table", "ledger_head", "--db", url)
+            assert result.exit_code == 1  # type: ignore[attr-defined]
+            assert "'ledger_head' in" in result.stderr  # type: ignore[attr-defined]
+            assert (
+                "is not a legacy ingestion_runs table: it has no sourceId, connectorName"
+                in result.stderr
+            )  # type: ignore[attr-defined]
+
+
+def test_import_legacy_over_runs_with_the_same_ids_refuses_before_appending(
+    tmp_path: Path,
+) -> None:
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            upgrade(store.engine, url)
+            store.start_run(7, "SOURCE_7", run_id=1)  # the ledger's own, not legacy row 1
+            store.start_run(7, "SOURCE_7", run_id=30002)
+            head = store.head().last_position
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+            error = result.stderr  # type: ignore[attr-defined]
+            assert "legacy run id(s) 1, 30002 already exist in the ledger" in error
+            assert "nothing was appended" in error
+            assert "Import into a fresh ledger" in error
+            assert "RunStarted may appear only once" not in error
+            assert store.head().last_position == head

@@ -1,0 +1,166 @@
+"""What the ``ledger`` command says when something is wrong (issue 15, item 8): each message
+names the mistake, the setting to fix and what happened to the data."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from connectors.sdk import describe_failure
+from ledger import Ledger, RunFinished
+from ledger.urls import DATABASE_URL_ENV, mask_url
+from service.cli import cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=input, env=env, catch_exceptions=False)
+
+
+def test_a_text_that_is_not_a_url_is_shown_with_what_a_url_looks_like() -> None:
+    result = run("runs", "list", "--db", "notaurl")
+    assert result.exit_code == 2
+    assert "not a database URL: 'notaurl'" in result.stderr
+    assert "sqlite:///path/to/ledger.db" in result.stderr
+    assert "mysql+pymysql://" in result.stderr
+    assert "unparseable" not in result.stderr
+
+
+def test_a_url_that_does_not_parse_is_never_echoed() -> None:
+    """A scheme-less "user:password@host" cannot be told apart from a password: only the
+    shape of a URL is shown, never the text."""
+    result = run("runs", "list", "--db", "root:Secret1@db.example/ledger")
+    assert result.exit_code == 2
+    assert "Secret1" not in result.stderr
+    assert "not a database URL" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["notaurl", "postgresql://app:pw@h/d", "mysql+pymysql://app:p@ss@h/d"],
+    ids=["not a URL", "unsupported", "unencoded @"],
+)
+def test_an_error_about_a_url_from_the_environment_names_the_variable(url: str) -> None:
+    from_environment = run("runs", "list", env={DATABASE_URL_ENV: url})
+    assert from_environment.exit_code == 2
+    assert from_environment.stderr.startswith(f"Error: ${DATABASE_URL_ENV}: ")
+    from_option = run("runs", "list", "--db", url, env={DATABASE_URL_ENV: url})
+    assert DATABASE_URL_ENV not in from_option.stderr  # --db was given: the option is at fault
+
+
+def test_a_failure_on_the_database_from_the_environment_names_the_variable(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "not-migrated.db"
+    with closing(sqlite3.connect(path)) as conn:  # a database, but without the schema
+        conn.execute("CREATE TABLE other (x INTEGER)")
+    url = f"sqlite:///{path}"
+    result = run("status", env={DATABASE_URL_ENV: url})
+    assert result.exit_code != 0
+    assert result.stderr.startswith(f"Error: ${DATABASE_URL_ENV}: ")
+    assert mask_url(url) in result.stderr
+
+
+def test_an_error_about_something_else_does_not_blame_the_variable(db_url: str) -> None:
+    result = run("runs", "show", "999999", env={DATABASE_URL_ENV: db_url})
+    assert result.exit_code == 2
+    assert DATABASE_URL_ENV not in result.stderr
+
+
+def test_a_zero_duration_names_the_option_once(db_url: str) -> None:
+    result = run("stuck", "--older-than", "0m", "--db", db_url)
+    assert result.exit_code == 2
+    assert result.stderr.count("--older-than") == 1, result.stderr
+    assert "'0m' must be longer than zero" in result.stderr
+
+
+def test_a_stream_rule_refusal_says_nothing_was_appended(ledger: Ledger, db_url: str) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunFinished(run_id=run_id, status="success")])
+    head = ledger.head().last_position
+    line = json.dumps({"type": "RunProgressed", "run_id": run_id, "records_fetched": 1})
+    result = run("append", "-", "--db", db_url, input=line + "\n")
+    assert result.exit_code == 2
+    assert "RunProgressed after RunFinished" in result.stderr
+    assert "nothing was appended" in result.stderr
+    assert ledger.head().last_position == head
+    failed = run("runs", "fail", str(run_id), "--reason", "stuck", "--db", db_url)
+    assert failed.exit_code == 2
+    assert "nothing was appended" in failed.stderr
+
+
+@pytest.mark.parametrize(
+    ("ending", "said"),
+    [
+        (KeyboardInterrupt(), "interrupted by Ctrl-C (SIGINT)"),
+        (SystemExit(143), "stopped by SIGTERM"),
+        (SystemExit(130), "stopped by SIGINT"),
+        (SystemExit("interpreter exit with the run still open"), "stopped: interpreter exit"),
+        (SystemExit(3), "stopped (exit status 3)"),
+        (ConnectionResetError("source went away"), "ConnectionResetError: source went away"),
+    ],
+)
+def test_what_ended_a_run_reads_as_words(ending: BaseException, said: str) -> None:
+    assert describe_failure(ending).startswith(said)
+
+
+# ---------------------------------------------------------------- append and its input
+
+
+def test_append_on_a_terminal_says_it_reads_standard_input(db_url: str) -> None:
+    """A bare ``ledger append`` at a prompt says what it waits for and how to end it."""
+    terminal, its_other_end = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from service.cli import main; main()", "append", "--db", db_url],
+        stdin=its_other_end,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    os.close(its_other_end)
+    try:
+        assert process.stderr is not None
+        said = read_until(process.stderr, b"Ctrl-D", deadline=time.monotonic() + 30)
+        assert b"Reading JSON Lines events from the terminal" in said
+        event = {"type": "RunStarted", "run_ref": "a", "source_id": 1, "connector_name": "S_1"}
+        os.write(terminal, json.dumps(event).encode() + b"\n\x04")  # Ctrl-D: end of input
+        stdout, _ = process.communicate(timeout=60)
+        assert json.loads(stdout)["appended"] == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        os.close(terminal)
+
+
+def read_until(stream: object, marker: bytes, deadline: float) -> bytes:
+    received = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)  # type: ignore[arg-type]
+        while marker not in received:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {marker!r} on stderr: {received!r}"
+            if selector.select(remaining):
+                chunk = os.read(stream.fileno(), 4096)  # type: ignore[attr-defined]
+                assert chunk, f"stderr closed before {marker!r}: {received!r}"
+                received += chunk
+    return received
+
+
+def test_append_from_a_pipe_says_nothing_about_a_terminal(db_url: str) -> None:
+    event = {"type": "RunStarted", "run_ref": "a", "source_id": 1, "connector_name": "S_1"}
+    result = run("append", "--db", db_url, input=json.dumps(event) + "\n")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert json.loads(result.stdout)["appended"] == 1

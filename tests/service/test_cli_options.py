@@ -1,0 +1,108 @@
+"""The ``ledger`` command's options (issue 15, item 10): -v anywhere, a help text for every
+option, defaults shown once, one rule for the actor of an operator's decision."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from collections.abc import Iterator
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from ledger import Ledger
+from ledger.events import operator_actor
+from service.cli import cli
+from service.cli.common import operator_actor_of
+from tests.projection_support import append_raw
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def every_command(
+    command: click.Command, path: tuple[str, ...] = ("ledger",)
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, subcommand in command.commands.items():
+            yield from every_command(subcommand, (*path, name))
+
+
+def test_every_option_of_every_command_has_a_help_text() -> None:
+    missing = [
+        f"{' '.join(path)} {'/'.join(option.opts)}"
+        for path, command in every_command(cli)
+        for option in command.params
+        if isinstance(option, click.Option) and not option.hidden and not option.help
+    ]
+    assert missing == []
+
+
+def test_every_command_takes_verbose() -> None:
+    lacking = [
+        " ".join(path)
+        for path, command in every_command(cli)
+        if not any("-v" in param.opts for param in command.params)
+    ]
+    assert lacking == []
+
+
+@pytest.mark.parametrize(
+    ("where", "level"),
+    [
+        ((), logging.WARNING),
+        (("-v", "verify"), logging.INFO),
+        (("verify", "-v"), logging.INFO),
+        (("-v", "verify", "-v"), logging.DEBUG),
+        (("verify", "-vv"), logging.DEBUG),
+    ],
+    ids=["none", "before", "after", "both", "-vv after"],
+)
+def test_verbose_counts_before_and_after_the_command(
+    where: tuple[str, ...], level: int, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logging.getLogger(), "level", logging.WARNING)
+    args = where if where else ("verify",)
+    result = run(*args, "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert logging.getLogger().level == level
+
+
+def test_a_default_is_shown_once_in_help() -> None:
+    shown = run("run", "csv", "--help").output
+    assert shown.count("records.csv") == 1, shown
+
+
+def test_the_actor_of_an_operator_decision_follows_one_rule() -> None:
+    assert operator_actor("alice") == "operator:alice"
+    assert operator_actor("operator:alice") == "operator:alice"
+    assert operator_actor("sweeper") == "operator:sweeper"  # no operator poses as the sweeper
+    assert operator_actor_of(None) == f"operator:{getpass.getuser()}"
+    assert operator_actor_of("alice") == "operator:alice"
+
+
+def test_runs_fail_and_project_record_the_same_actor(ledger: Ledger, db_url: str) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    failed = run(
+        "runs", "fail", str(run_id), "--reason", "host gone", "--actor", "alice", "--db", db_url
+    )
+    assert failed.exit_code == 0, failed.output
+    assert f"run {run_id} failed by operator:alice at position" in failed.stdout
+    assert ledger.read_run(run_id)[-1].actor == "operator:alice"
+    poison = append_raw(ledger, run_id, "RunPaused", "{}")  # from a newer writer
+    skipped = run(
+        "project",
+        "--skip-position",
+        str(poison),
+        "--reason",
+        "test",
+        "--actor",
+        "alice",
+        "--db",
+        db_url,
+    )
+    assert skipped.exit_code == 0, skipped.output
+    assert "(by operator:alice)" in skipped.stdout

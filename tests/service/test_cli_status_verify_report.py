@@ -1,0 +1,53 @@
+"""What ``status --format json``, ``verify --chain-only`` and the Markdown report say
+(issue 15, from issue 14): the database in the JSON as in the table, no count of what was not
+checked, one line each for "Generated:" and "Database:" in rendered Markdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+from markdown_it import MarkdownIt
+
+from ledger import Ledger
+from ledger.urls import mask_url
+from service.cli import cli
+
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_status_json_names_the_database_the_table_shows(db_url: str) -> None:
+    table = run("status", "--db", db_url)
+    assert f"database:   {mask_url(db_url)}" in table.stdout
+    shown = json.loads(run("status", "--format", "json", "--db", db_url).stdout)
+    assert shown["database"] == mask_url(db_url)
+
+
+def test_verify_chain_only_does_not_count_runs_it_did_not_look_at(
+    ledger: Ledger, db_url: str
+) -> None:
+    assert run("append", str(SAMPLE), "--db", db_url).exit_code == 0
+    result = run("verify", "--chain-only", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert "verified hash chain: 7 event(s), no problem" in result.stdout
+    assert "run(s)" not in result.stdout
+    verdict = json.loads(run("verify", "--chain-only", "--format", "json", "--db", db_url).stdout)
+    assert (verdict["events"], verdict["runs"]) == (7, None)
+    full = run("verify", "--db", db_url)
+    assert "7 event(s), 2 run(s), no problem" in full.stdout
+
+
+def test_the_markdown_report_renders_generated_and_database_on_two_lines(
+    ledger: Ledger, db_url: str
+) -> None:
+    run("append", str(SAMPLE), "--db", db_url)
+    markdown = run("report", "--format", "markdown", "--db", db_url).stdout
+    html = MarkdownIt("commonmark").render(markdown)
+    generated = next(line for line in html.splitlines() if "Generated:" in line)
+    assert "Database:" not in generated, html  # not run together in one paragraph
+    assert any(line.startswith("<li>Database:") for line in html.splitlines()), html
