@@ -224,6 +224,9 @@ def cell(value: object) -> str:
 ColumnKind = Literal["text", "word", "time", "duration"]
 # Room to measure a --wide table in: its natural width, whatever the terminal's.
 UNBOUNDED = 1_000_000
+COLUMN_GAP = 2  # the cells between two columns in the tables' style (print_table)
+LEAST_TEXT_CELLS = 4  # what a text column keeps on a tiny terminal: "ab…"
+LEAST_LINE_CELLS = 20  # what a line of text output keeps on a tiny terminal
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,7 @@ def cut_cells(text: str, limit: int | None) -> str:
     CJK character or an emoji takes two), and a character is never cut in half."""
     if limit is None or cell_len(text) <= limit:
         return text
-    return set_cell_size(text, limit - 1).rstrip() + "…"
+    return set_cell_size(text, max(limit - 1, 0)).rstrip() + "…"
 
 
 def compact_time(value: datetime, now: datetime) -> str:
@@ -313,6 +316,7 @@ def print_table(
         pad_edge=False,
         collapse_padding=True,
     )
+    least = COLUMN_GAP * (len(shown) - 1)  # the narrowest the table can be, dates whole
     for position, index in enumerate(shown):
         column = columns[index]
         header = column.title(wide)
@@ -320,11 +324,12 @@ def print_table(
             # Not no_wrap: only such columns may be narrowed by rich; each cell stays on one
             # line through its own no_wrap (below) unless the table shows full text.
             table.add_column(header, overflow="fold" if full_text else "ellipsis")
+            least += LEAST_TEXT_CELLS
         else:
             widest = max((cell_len(row[position]) for row in texts), default=0)
-            table.add_column(
-                header, no_wrap=True, overflow="ellipsis", min_width=max(widest, cell_len(header))
-            )
+            width = max(widest, cell_len(header))
+            table.add_column(header, no_wrap=True, overflow="ellipsis", min_width=width)
+            least += width
     one_line = wide or not full_text
     kinds = [columns[index].kind for index in shown]
     for row in texts:
@@ -336,23 +341,24 @@ def print_table(
                 for text, kind in zip(row, kinds, strict=True)
             )
         )
-    console(table if wide else None).print(table)
+    table_console(table, wide, least).print(table)
 
 
-def console(wide_table: Table | None = None) -> Console:
-    """The console for tables and fitted lines: as wide as the terminal (rich reads
-    ``$COLUMNS``, else the terminal's size, else takes 80), or as wide as ``wide_table`` needs
-    (``--wide``: nothing is cut or wrapped; a terminal narrower than that wraps the lines)."""
+def table_console(table: Table, wide: bool, least: int) -> Console:
+    """As wide as the terminal (rich reads ``$COLUMNS``, else the terminal's size, else takes
+    80) but never narrower than ``least``: on a tiny terminal rich would crop dates, so the
+    terminal wraps the lines instead. With ``wide``, as wide as the table needs: nothing is cut
+    or wrapped (a narrower terminal wraps the lines)."""
     terminal = Console()
-    if wide_table is None:
-        return terminal
-    natural = terminal.measure(wide_table, options=terminal.options.update_width(UNBOUNDED))
-    return Console(width=max(natural.maximum, 1))
+    if wide:
+        natural = terminal.measure(table, options=terminal.options.update_width(UNBOUNDED))
+        return Console(width=max(natural.maximum, 1))
+    return terminal if terminal.width >= least else Console(width=least)
 
 
 def echo_fitted(line: str, wide: bool) -> None:
     """A line of text output made visible and cut with "…" to the terminal's width (in cells:
     a wide character takes two, and is never cut in half), or whole with ``wide``."""
     line = visible(line)
-    width = console().width
+    width = max(Console().width, LEAST_LINE_CELLS)
     click.echo(line if wide else cut_cells(line, width))
