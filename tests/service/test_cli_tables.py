@@ -120,6 +120,19 @@ def test_a_table_fits_the_terminal_and_never_splits_a_date_or_status(
     assert "…" in text  # …and the cut says so
 
 
+def test_a_tiny_terminal_gets_lines_wrapped_by_it_not_dates_cropped(
+    story: Story, db_url: str
+) -> None:
+    with freeze_time(NOW):
+        for columns in (0, 20):
+            text = output_of(db_url, "runs", "list", columns=columns)
+            assert "2025-06-01 10:04" in text
+            assert "11-28 19:02" in text
+            for status in STATUSES:
+                assert status in text
+            assert cell_len(line_with(output_of(db_url, "status", columns=columns), "head:")) == 20
+
+
 def test_runs_list_cuts_long_text_with_an_ellipsis_and_wide_shows_it_whole(
     story: Story, db_url: str
 ) -> None:
