@@ -253,9 +253,8 @@ class TableColumn:
         return (self.wide_header or self.header) if wide else self.header
 
     def show(self, value: object, wide: bool, now: datetime) -> str:
-        if wide:
-            return self._shown(value, wide, now)
-        return cut_cells(self._shown(value, wide, now), self.limit)
+        shown = self._shown(value, wide, now)
+        return shown if wide else cut_cells(shown, self.limit)
 
     def _shown(self, value: object, wide: bool, now: datetime) -> str:
         if self.kind == "time" and isinstance(value, datetime):
