@@ -14,7 +14,7 @@ from ledger.clock import utcnow
 from ledger.durations import format_duration
 from ledger.urls import mask_url
 from migrations.runner import upgrade
-from service.cli.common import EXIT_PROBLEM, db_option, library_errors, open_ledger
+from service.cli.common import EXIT_PROBLEM, db_option, library_errors, open_ledger, wide_option
 from service.cli.verify import print_audit
 from service.demo import tell_demo
 
@@ -68,7 +68,8 @@ def import_legacy_command(from_url: str | None, table: str | None, db_url: str |
     metavar="URL",
     help="Database for the demo (default: sqlite:///ledger-demo.db).",
 )
-def demo(db_url: str | None) -> None:
+@wide_option
+def demo(db_url: str | None, wide: bool) -> None:
     """The whole story in seconds: real runs, a killed run swept, the proof report."""
     url = db_url or DEMO_DATABASE_URL
     ledger = open_ledger(url)
@@ -105,7 +106,7 @@ def demo(db_url: str | None) -> None:
     echo(render_text(story.proof), nl=False)
     if story.timeline:
         echo("")
-        print_audit(story.timeline[0].event.run_id, story.timeline)
+        print_audit(story.timeline[0].event.run_id, story.timeline, wide)
     target = "" if url == DEMO_DATABASE_URL else f" --db '{mask_url(url)}'"
     echo("\nExplore further:")
     for command in (

@@ -7,13 +7,17 @@ import getpass
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
+from rich import box
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -27,9 +31,9 @@ from ledger import (
     StreamError,
     ValidationError,
 )
-from ledger.clock import format_utc_seconds
+from ledger.clock import format_utc_seconds, utcnow
 from ledger.database import unparseable_url_message
-from ledger.durations import parse_duration
+from ledger.durations import format_duration, parse_duration
 from ledger.events import MAX_RUN_ID, name_problem, operator_actor
 from ledger.text import visible, visible_lines
 from ledger.urls import DATABASE_URL_ENV, mask_secrets, mask_url, resolve_database_url
@@ -162,6 +166,15 @@ def format_option(
 output_format_option = format_option("table", "json")
 
 
+def wide_option(command: F) -> F:
+    return click.option(
+        "--wide",
+        is_flag=True,
+        help="Every column, full values, times to the second, one line per row however long "
+        "(default: fit the terminal, long text cut with …).",
+    )(command)
+
+
 def seconds_option(
     name: str, minimum: float, default: float, help: str | None = None
 ) -> Callable[[F], F]:
@@ -227,21 +240,151 @@ def cell(value: object) -> str:
     return visible(str(value))
 
 
-def add_text_row(table: Table, *values: object) -> None:
-    """A table row of plain ``Text`` cells: rich reads a ``str`` cell as markup and emoji
-    codes, so ``[link=…]`` or ``[bold red]PASS[/]`` in a stored name would be obeyed."""
-    table.add_row(*(Text(cell(value)) for value in values))
+# ---------------------------------------------------------------------- tables
+#
+# One way to draw every table: columns are declared once, with their compact form (the default,
+# which fits an 80-column terminal: short headers, ``11-28 19:37``, long text cut with "…") and
+# their wide form (``--wide``: full headers, times to the second, every value whole, one line
+# per row however long). Times, statuses and counters never wrap: only text columns give way,
+# so a narrow terminal shortens an error message, not a date.
+
+ColumnKind = Literal["text", "word", "time", "duration"]
+# Room to measure a --wide table in: its natural width, whatever the terminal's.
+UNBOUNDED = 1_000_000
+COLUMN_GAP = 2  # the cells between two columns in the tables' style (print_table)
+LEAST_TEXT_CELLS = 4  # what a text column keeps on a tiny terminal: "ab…"
+LEAST_LINE_CELLS = 20  # what a line of text output keeps on a tiny terminal
 
 
-def new_table(title: str, columns: tuple[str, ...], **options: Any) -> Table:
-    """A table with these columns, each made with ``options`` (``overflow="fold"``: long
-    values wrap instead of being cut)."""
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, **options)
-    return table
+@dataclass(frozen=True)
+class TableColumn:
+    """A column, declared once with both of its forms.
+
+    ``header`` titles it in the compact table, ``wide_header`` (default: the same) with
+    ``--wide``; a ``wide_only`` column is left out of the compact table. ``kind`` says how a
+    value shows and whether it may give way: ``text`` is data of any length (cut with "…", or
+    wrapped in a table that shows full text); ``word`` is a short value the code makes (an id, a
+    status, counters), never wrapped; ``time`` is a datetime; ``duration`` is seconds or a
+    timedelta (``4d22h`` compact, exact when wide). ``limit`` cuts a longer value of a
+    ``word`` column in the compact table: for stored words, such as an event type, that are
+    short unless a writer made them long.
+    """
+
+    header: str
+    wide_header: str = ""
+    kind: ColumnKind = "text"
+    wide_only: bool = False
+    limit: int | None = None
+
+    def title(self, wide: bool) -> str:
+        return (self.wide_header or self.header) if wide else self.header
+
+    def show(self, value: object, wide: bool, now: datetime) -> str:
+        shown = self._shown(value, wide, now)
+        return shown if wide else cut_cells(shown, self.limit)
+
+    def _shown(self, value: object, wide: bool, now: datetime) -> str:
+        if self.kind == "time" and isinstance(value, datetime):
+            return format_utc_seconds(value) if wide else compact_time(value, now)
+        if self.kind == "duration" and isinstance(value, timedelta | int | float):
+            return format_duration(value) if wide else compact_duration(value)
+        return cell(value)
 
 
-def wide_console() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
+def cut_cells(text: str, limit: int | None) -> str:
+    """``text`` in at most ``limit`` terminal cells, a cut marked with "…": counted in cells (a
+    CJK character or an emoji takes two), and a character is never cut in half."""
+    if limit is None or cell_len(text) <= limit:
+        return text
+    return set_cell_size(text, max(limit - 1, 0)).rstrip() + "…"
+
+
+def compact_time(value: datetime, now: datetime) -> str:
+    """``11-28 19:37`` (UTC, to the minute), with the year when it is not this year's:
+    ``2025-11-28 19:37``."""
+    utc = value.astimezone(UTC)
+    return utc.strftime("%m-%d %H:%M" if utc.year == now.year else "%Y-%m-%d %H:%M")
+
+
+def compact_duration(value: timedelta | int | float) -> str:
+    """The two largest units of :func:`format_duration` (``4d22h`` for 4d22h20m59s): the
+    order of magnitude in a few cells; ``--wide`` and ``runs show`` give the exact value."""
+    exact = format_duration(value)
+    units = re.findall(r"-?\d+[dhms]", exact)
+    return "".join(units[:2])
+
+
+def print_table(
+    title: str,
+    columns: Sequence[TableColumn],
+    rows: Iterable[Sequence[object]],
+    *,
+    wide: bool,
+    full_text: bool = False,
+    show_header: bool = True,
+) -> None:
+    """Print ``rows`` (one value per declared column, wide-only ones included) as a table.
+
+    Compact (the default) fits the terminal's width (``$COLUMNS``, else the terminal's, else
+    80): text columns share what the other columns leave and a longer value is cut with "…",
+    or, with ``full_text`` (``runs show``, ``audit``), wrapped inside its cell. ``wide`` shows
+    every column at its full width. Values are made visible (:func:`cell`) and passed as plain
+    ``Text``: rich would read a ``str`` cell as markup and emoji codes, so ``[link=…]`` or
+    ``[bold red]PASS[/]`` in a stored name would be obeyed."""
+    shown = [index for index, column in enumerate(columns) if wide or not column.wide_only]
+    now = utcnow()
+    texts = [[columns[i].show(row[i], wide, now) for i in shown] for row in rows]
+    table = Table(
+        title=title,
+        show_header=show_header,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    least = COLUMN_GAP * (len(shown) - 1)  # the narrowest the table can be, dates whole
+    for position, index in enumerate(shown):
+        column = columns[index]
+        header = column.title(wide)
+        if column.kind == "text":
+            # Not no_wrap: only such columns may be narrowed by rich; each cell stays on one
+            # line through its own no_wrap (below) unless the table shows full text.
+            table.add_column(header, overflow="fold" if full_text else "ellipsis")
+            least += LEAST_TEXT_CELLS
+        else:
+            widest = max((cell_len(row[position]) for row in texts), default=0)
+            width = max(widest, cell_len(header))
+            table.add_column(header, no_wrap=True, overflow="ellipsis", min_width=width)
+            least += width
+    one_line = wide or not full_text
+    kinds = [columns[index].kind for index in shown]
+    for row in texts:
+        table.add_row(
+            *(
+                Text(text, no_wrap=one_line, overflow="ellipsis" if one_line else "fold")
+                if kind == "text"
+                else Text(text)
+                for text, kind in zip(row, kinds, strict=True)
+            )
+        )
+    table_console(table, wide, least).print(table)
+
+
+def table_console(table: Table, wide: bool, least: int) -> Console:
+    """As wide as the terminal (rich reads ``$COLUMNS``, else the terminal's size, else takes
+    80) but never narrower than ``least``: on a tiny terminal rich would crop dates, so the
+    terminal wraps the lines instead. With ``wide``, as wide as the table needs: nothing is cut
+    or wrapped (a narrower terminal wraps the lines)."""
+    terminal = Console()
+    if wide:
+        natural = terminal.measure(table, options=terminal.options.update_width(UNBOUNDED))
+        return Console(width=max(natural.maximum, 1))
+    return terminal if terminal.width >= least else Console(width=least)
+
+
+def echo_fitted(line: str, wide: bool) -> None:
+    """A line of text output made visible and cut with "…" to the terminal's width (in cells:
+    a wide character takes two, and is never cut in half), or whole with ``wide``."""
+    line = visible(line)
+    width = max(Console().width, LEAST_LINE_CELLS)
+    click.echo(line if wide else cut_cells(line, width))

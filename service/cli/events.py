@@ -10,17 +10,16 @@ import click
 from ledger import RecordedEvent
 from ledger.schema import MAX_POSITION
 from ledger.store import read_events
-from ledger.text import clip, visible
 from ledger.wire import append_lines, read_lines, wire_line
 from service.cli.common import (
     RUN_ID,
-    add_text_row,
+    TableColumn,
     db_option,
     format_option,
     library_errors,
-    new_table,
     open_ledger,
-    wide_console,
+    print_table,
+    wide_option,
 )
 
 
@@ -55,9 +54,15 @@ def append(source: IO[bytes], db_url: str | None) -> None:
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N events.")
 @format_option("table", "jsonl", help="jsonl output can be appended again as-is (idempotent).")
+@wide_option
 @db_option
 def events(
-    run_id: int | None, after: int, limit: int | None, output_format: str, db_url: str | None
+    run_id: int | None,
+    after: int,
+    limit: int | None,
+    output_format: str,
+    wide: bool,
+    db_url: str | None,
 ) -> None:
     """Read events back, in position order (or one run's in version order)."""
     ledger = open_ledger(db_url)
@@ -67,29 +72,40 @@ def events(
             for event in rows:
                 click.echo(wire_line(event))
         else:
-            print_events_table(list(rows))
+            print_events_table(list(rows), wide)
 
 
-def print_events_table(rows: list[RecordedEvent]) -> None:
-    table = new_table(
-        f"{len(rows)} event(s)",
-        ("position", "run", "version", "type", "occurred_at (UTC)", "actor", "payload"),
-        overflow="fold",
+def print_events_table(rows: list[RecordedEvent], wide: bool) -> None:
+    print_table(
+        f"{len(rows)} event(s), times in UTC",
+        EVENT_COLUMNS,
+        (
+            (
+                event.position,
+                event.run_id,
+                event.version,
+                event.type,
+                event.occurred_at,
+                event.actor,
+                _payload_summary(event),
+            )
+            for event in rows
+        ),
+        wide=wide,
     )
-    for event in rows:
-        add_text_row(
-            table,
-            event.position,
-            event.run_id,
-            event.version,
-            event.type,
-            event.occurred_at.strftime("%Y-%m-%d %H:%M:%S.%f"),
-            event.actor,
-            _payload_summary(event),
-        )
-    wide_console().print(table)
+
+
+EVENT_COLUMNS = (
+    TableColumn("pos", "position", "word"),
+    TableColumn("run", kind="word"),
+    TableColumn("v", "version", "word"),
+    TableColumn("type", kind="word", limit=len("RunProgressed")),
+    TableColumn("occurred", "occurred_at", "time"),
+    TableColumn("actor"),
+    TableColumn("payload"),
+)
 
 
 def _payload_summary(event: RecordedEvent) -> str:
     data = {k: v for k, v in event.payload_data.items() if v not in (None, 0, {}, [])}
-    return clip(visible(", ".join(f"{k}={v}" for k, v in sorted(data.items()))), 120)
+    return ", ".join(f"{k}={v}" for k, v in sorted(data.items()))

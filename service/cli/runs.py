@@ -8,12 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from ledger import StuckRun, fail_run, stuck_runs, sweep
 from ledger.clock import utcnow
 from ledger.durations import format_duration
-from ledger.text import clip, visible
+from ledger.text import visible
 from projections.queries import RunFilter, find_run, find_runs, jsonable_row
 from projections.schema import RUN_STATUSES
 from service.cli.common import (
@@ -25,18 +24,19 @@ from service.cli.common import (
     BadInput,
     F,
     ProblemFound,
+    TableColumn,
     actor_option,
-    add_text_row,
     cell,
     db_option,
+    echo_fitted,
     echo_json,
     library_errors,
-    new_table,
     open_ledger,
     operator_actor_of,
     output_format_option,
+    print_table,
     spool_option,
-    wide_console,
+    wide_option,
 )
 from service.config import load_config
 from service.metrics import status_report
@@ -90,6 +90,7 @@ def parse_moment(as_of: str | None, at_position: int | None) -> datetime | None:
 )
 @as_of_options
 @output_format_option
+@wide_option
 @db_option
 def runs_list(
     status: str | None,
@@ -99,6 +100,7 @@ def runs_list(
     as_of: str | None,
     at_position: int | None,
     output_format: str,
+    wide: bool,
     db_url: str | None,
 ) -> None:
     """List runs, newest first."""
@@ -113,48 +115,56 @@ def runs_list(
     title = "ingestion_runs"
     if view.position is not None:
         title += f" as of position {view.position}"
-    table = new_table(
+    print_table(
         f"{title}: {len(view.rows)} run(s), times in UTC",
+        RUN_COLUMNS,
         (
-            "id",
-            "source",
-            "connector",
-            "status",
-            "started",
-            "completed",
-            "duration",
-            "fetched/created/updated/skipped",
-            "error",
+            (
+                row["id"],
+                row["sourceId"],
+                row["connectorName"],
+                row["status"],
+                row["startedAt"],
+                row["completedAt"],
+                row["duration"],
+                f"{row['recordsFetched']}/{row['recordsCreated']}/{row['recordsUpdated']}/"
+                f"{row['recordsSkipped']}",
+                row["errorMessage"],
+            )
+            for row in view.rows
         ),
-        overflow="fold",
+        wide=wide,
     )
-    for row in view.rows:
-        duration = row["duration"]
-        add_text_row(
-            table,
-            row["id"],
-            row["sourceId"],
-            row["connectorName"],
-            row["status"],
-            row["startedAt"],
-            row["completedAt"],
-            None if duration is None else format_duration(duration),
-            f"{row['recordsFetched']}/{row['recordsCreated']}/{row['recordsUpdated']}/"
-            f"{row['recordsSkipped']}",
-            clip(visible(row["errorMessage"] or ""), 60),
-        )
-    wide_console().print(table)
+
+
+RUN_COLUMNS = (
+    TableColumn("id", kind="word"),
+    TableColumn("src", "source", "word"),
+    TableColumn("connector"),
+    TableColumn("status", kind="word"),
+    TableColumn("started", kind="time"),
+    TableColumn("completed", kind="time", wide_only=True),
+    TableColumn("took", "duration", "duration"),
+    TableColumn("f/c/u/s", "fetched/created/updated/skipped", "word"),
+    TableColumn("error"),
+)
 
 
 @runs.command("show")
 @click.argument("run_id", type=RUN_ID)
 @as_of_options
 @output_format_option
+@wide_option
 @db_option
 def runs_show(
-    run_id: int, as_of: str | None, at_position: int | None, output_format: str, db_url: str | None
+    run_id: int,
+    as_of: str | None,
+    at_position: int | None,
+    output_format: str,
+    wide: bool,
+    db_url: str | None,
 ) -> None:
-    """Show one run and its status transitions."""
+    """Show one run, every value in full, and its status transitions."""
     moment = parse_moment(as_of, at_position)
     ledger = open_ledger(db_url)
     with library_errors():
@@ -172,19 +182,39 @@ def runs_show(
     if output_format == "json":
         echo_json(jsonable_row(row))
         return
-    table = Table(title=f"run {run_id} {where}", show_header=False)
-    table.add_column("column")
-    table.add_column("value", overflow="fold")
+    values = []
     for key, value in row.items():
         shown = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
         if key == "duration" and value is not None:
             shown = f"{value}s ({format_duration(value)})"
-        add_text_row(table, key, shown)
-    wide_console().print(table)
-    steps = new_table("transitions", ("position", "at (UTC)", "from", "to", "actor"))
-    for step in view.transitions:
-        add_text_row(steps, step.position, step.at, step.from_status, step.to_status, step.actor)
-    wide_console().print(steps)
+        values.append((key, shown))
+    print_table(
+        f"run {run_id} {where}, times in UTC",
+        (TableColumn("column", kind="word"), TableColumn("value")),
+        values,
+        wide=wide,
+        full_text=True,
+        show_header=False,
+    )
+    print_table(
+        "transitions, times in UTC",
+        TRANSITION_COLUMNS,
+        (
+            (step.position, step.at, step.from_status, step.to_status, step.actor)
+            for step in view.transitions
+        ),
+        wide=wide,
+        full_text=True,
+    )
+
+
+TRANSITION_COLUMNS = (
+    TableColumn("pos", "position", "word"),
+    TableColumn("at", kind="time"),
+    TableColumn("from", kind="word"),
+    TableColumn("to", kind="word"),
+    TableColumn("actor"),
+)
 
 
 @runs.command("fail")
@@ -220,32 +250,49 @@ def threshold_options(command: F) -> F:
     )(command)
 
 
-def print_stuck_table(stuck: list[StuckRun], title: str) -> None:
-    table = new_table(
-        f"{title}: {len(stuck)} run(s), times in UTC",
-        ("run", "source", "connector", "started", "last activity", "silent for", "rule"),
-    )
+def print_stuck_table(stuck: list[StuckRun], title: str, wide: bool) -> None:
     now = utcnow()
-    for run in stuck:
-        add_text_row(
-            table,
-            run.run_id,
-            run.source_id,
-            run.connector_name,
-            run.started_at,
-            run.last_event_at,
-            format_duration(now - run.last_event_at),
-            f"{run.rule} (> {format_duration(run.threshold)})",
-        )
-    wide_console().print(table)
+    print_table(
+        f"{title}: {len(stuck)} run(s), times in UTC",
+        STUCK_COLUMNS,
+        (
+            (
+                run.run_id,
+                run.source_id,
+                run.connector_name,
+                run.started_at,
+                run.last_event_at,
+                now - run.last_event_at,
+                f"{run.rule} (> {format_duration(run.threshold)})",
+            )
+            for run in stuck
+        ),
+        wide=wide,
+    )
+
+
+STUCK_COLUMNS = (
+    TableColumn("run", kind="word"),
+    TableColumn("src", "source", "word"),
+    TableColumn("connector"),
+    TableColumn("started", kind="time"),
+    TableColumn("last seen", "last activity", "time"),
+    TableColumn("silent", "silent for", "duration"),
+    TableColumn("rule", kind="word"),
+)
 
 
 @click.command()
 @threshold_options
 @output_format_option
+@wide_option
 @db_option
 def stuck(
-    older_than: timedelta, max_runtime: timedelta | None, output_format: str, db_url: str | None
+    older_than: timedelta,
+    max_runtime: timedelta | None,
+    output_format: str,
+    wide: bool,
+    db_url: str | None,
 ) -> None:
     """List runs with no terminal event and no recent activity; exit 1 if there are any."""
     ledger = open_ledger(db_url)
@@ -254,7 +301,7 @@ def stuck(
     if output_format == "json":
         echo_json([run.to_dict() for run in found])
     else:
-        print_stuck_table(found, "stuck runs")
+        print_stuck_table(found, "stuck runs", wide)
     if found:
         sys.exit(EXIT_PROBLEM)
 
@@ -263,12 +310,14 @@ def stuck(
 @threshold_options
 @click.option("--dry-run", is_flag=True, help="Only show what would be timed out.")
 @output_format_option
+@wide_option
 @db_option
 def sweep_command(
     older_than: timedelta,
     max_runtime: timedelta | None,
     dry_run: bool,
     output_format: str,
+    wide: bool,
     db_url: str | None,
 ) -> None:
     """Append RunTimedOut for every stuck run (RunStarted .. no terminal event)."""
@@ -278,9 +327,9 @@ def sweep_command(
     if output_format == "json":
         echo_json(result.to_dict())
     else:
-        print_stuck_table(result.timed_out, "would time out" if dry_run else "timed out")
+        print_stuck_table(result.timed_out, "would time out" if dry_run else "timed out", wide)
         for run, why in result.skipped:
-            click.echo(f"left run {run.run_id} alone: {visible(why)}")
+            echo_fitted(f"left run {run.run_id} alone: {visible(why)}", wide)
 
 
 # ---------------------------------------------------------------------- status
@@ -296,9 +345,14 @@ def sweep_command(
 )
 @spool_option
 @output_format_option
+@wide_option
 @db_option
 def status(
-    config_path: Path | None, spool_dir: str | None, output_format: str, db_url: str | None
+    config_path: Path | None,
+    spool_dir: str | None,
+    output_format: str,
+    wide: bool,
+    db_url: str | None,
 ) -> None:
     """Head, open and stuck runs, runs by status, projection lag and errors, spool backlog."""
     with library_errors():
@@ -311,34 +365,38 @@ def status(
         return
     head = report.status
     figures = report.figures
-    click.echo(f"database:   {cell(report.database)}")
-    click.echo(
+
+    def echo(line: str) -> None:
+        echo_fitted(line, wide)
+
+    echo(f"database:   {cell(report.database)}")
+    echo(
         f"head:       position {head.head_position}"
         + (f", last append {cell(head.head_recorded_at)} UTC" if head.head_recorded_at else "")
     )
-    click.echo(f"head hash:  {head.head_hash}")
-    click.echo(
+    echo(f"head hash:  {head.head_hash}")
+    echo(
         f"open runs:  {head.open_runs} ({figures.stuck_runs} stuck: no activity for "
         f"{format_duration(report.stale_after)})"
     )
-    click.echo(
+    echo(
         "runs:       "
         + ", ".join(f"{count} {name}" for name, count in figures.runs_by_status.items())
     )
-    click.echo(f"spool:      {figures.spool_backlog} event(s) waiting in {report.spool_path}")
+    echo(f"spool:      {figures.spool_backlog} event(s) waiting in {report.spool_path}")
     for projection in head.projections:
         checkpoint = projection.checkpoint
-        click.echo(
+        echo(
             f"projection {projection.name}: checkpoint {checkpoint.position}, lag "
             f"{projection.lag_events} event(s) / {projection.lag_seconds:.1f}s"
         )
         if checkpoint.error_position is not None:
-            click.echo(
+            echo(
                 f"  STOPPED at position {checkpoint.error_position} "
                 f"({cell(checkpoint.error_type)}): {cell(checkpoint.error_message)}"
             )
         for skip in projection.skips:
-            click.echo(
+            echo(
                 f"  skipped position {skip.position} ({cell(skip.event_type)}) by "
                 f"{cell(skip.actor)} at {cell(skip.skipped_at)} UTC: {cell(skip.reason)}"
             )

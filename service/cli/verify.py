@@ -21,15 +21,15 @@ from service.cli.common import (
     FILE,
     RUN_ID,
     BadInput,
-    add_text_row,
+    TableColumn,
     db_option,
     echo_json,
     format_option,
     library_errors,
-    new_table,
     open_ledger,
     output_format_option,
-    wide_console,
+    print_table,
+    wide_option,
 )
 
 
@@ -152,52 +152,72 @@ def anchor_command(output: Path | None, db_url: str | None) -> None:
 @click.command()
 @click.argument("run_id", type=RUN_ID)
 @output_format_option
+@wide_option
 @db_option
-def audit(run_id: int, output_format: str, db_url: str | None) -> None:
-    """A run's full timeline: every event, the status after it, its hash, silences."""
+def audit(run_id: int, output_format: str, wide: bool, db_url: str | None) -> None:
+    """A run's full timeline: every event, the status after it, its hash, silences; text in
+    full, wrapped to the terminal (--wide: one line per event)."""
     ledger = open_ledger(db_url)
     with library_errors():
         timeline = audit_run(ledger, run_id)
     if output_format == "json":
         echo_json([entry.to_dict() for entry in timeline])
     else:
-        print_audit(run_id, timeline)
+        print_audit(run_id, timeline, wide)
     if not all(entry.hash_ok for entry in timeline):
         sys.exit(EXIT_PROBLEM)
 
 
-def print_audit(run_id: int, timeline: list[TimelineEntry]) -> None:
-    table = new_table(
+def print_audit(run_id: int, timeline: list[TimelineEntry], wide: bool = False) -> None:
+    print_table(
         f"run {run_id}: {len(timeline)} event(s), times in UTC",
-        ("pos", "v", "type", "occurred", "recorded", "actor", "what", "status", "hash", "notes"),
-        overflow="fold",
-    )
-    for entry in timeline:
-        event = entry.event
-        notes = []
-        if entry.silence_before is not None and entry.silence_before >= timedelta(minutes=1):
-            notes.append(f"silent {format_duration(entry.silence_before)} before")
-        if entry.late:
-            notes.append("LATE: after the timeout")
-        if entry.recorded_late:
-            notes.append(
-                f"recorded {format_duration(event.recorded_at - event.occurred_at)} "
-                "after it happened"
+        AUDIT_COLUMNS,
+        (
+            (
+                entry.event.position,
+                entry.event.version,
+                entry.event.type,
+                entry.event.occurred_at,
+                entry.event.recorded_at,
+                entry.event.actor,
+                entry.summary,
+                entry.status_after,
+                "ok" if entry.hash_ok else "BROKEN",
+                "; ".join(audit_notes(entry)) or None,
             )
-        add_text_row(
-            table,
-            event.position,
-            event.version,
-            event.type,
-            event.occurred_at,
-            event.recorded_at,
-            event.actor,
-            entry.summary,
-            entry.status_after,
-            "ok" if entry.hash_ok else "BROKEN",
-            "; ".join(notes) or None,
+            for entry in timeline
+        ),
+        wide=wide,
+        full_text=True,
+    )
+
+
+AUDIT_COLUMNS = (
+    TableColumn("pos", kind="word"),
+    TableColumn("v", kind="word", wide_only=True),
+    TableColumn("type", kind="word", limit=len("RunProgressed")),
+    TableColumn("occurred", kind="time"),
+    TableColumn("recorded", kind="time", wide_only=True),  # the notes say when it was late
+    TableColumn("actor"),
+    TableColumn("what"),
+    TableColumn("status", kind="word"),
+    TableColumn("hash", kind="word"),
+    TableColumn("notes"),
+)
+
+
+def audit_notes(entry: TimelineEntry) -> list[str]:
+    event = entry.event
+    notes = []
+    if entry.silence_before is not None and entry.silence_before >= timedelta(minutes=1):
+        notes.append(f"silent {format_duration(entry.silence_before)} before")
+    if entry.late:
+        notes.append("LATE: after the timeout")
+    if entry.recorded_late:
+        notes.append(
+            f"recorded {format_duration(event.recorded_at - event.occurred_at)} after it happened"
         )
-    wide_console().print(table)
+    return notes
 
 
 @click.command()

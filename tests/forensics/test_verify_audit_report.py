@@ -153,7 +153,7 @@ def test_audit_shows_the_timeline_silences_and_late_facts(ledger: Ledger, db_url
     entries = json.loads(result.stdout)  # type: ignore[attr-defined]
     assert entries[3]["late"] is True
     assert entries[2]["summary"].startswith("stale by sweeper")
-    table = run("audit", str(second), "--db", db_url).stdout  # type: ignore[attr-defined]
+    table = run("audit", str(second), "--wide", "--db", db_url).stdout  # type: ignore[attr-defined]
     assert "LATE: after the timeout" in table
     assert "silent 4d" in table
     assert run("audit", "99", "--db", db_url).exit_code == 2  # type: ignore[attr-defined]

@@ -585,13 +585,13 @@ def test_tables_show_data_as_text_not_markup_or_control_characters(
         stale = ledger.start_run(2, name, actor=name, metadata={"trigger": "\x1b[31m"})
     failed = failed_run(ledger, name, message)
     assert run("project", "--db", db_url).exit_code == 0
-    outputs = {
-        "runs list": run("runs", "list", "--db", db_url).stdout,
+    outputs = {  # --wide: whole values (the compact tables cut them: test_cli_tables.py)
+        "runs list": run("runs", "list", "--wide", "--db", db_url).stdout,
         "runs show": run("runs", "show", str(failed), "--db", db_url).stdout,
-        "as of": run("runs", "list", "--at-position", "9", "--db", db_url).stdout,
-        "audit": run("audit", str(stale), "--db", db_url).stdout,
-        "events": run("events", "--db", db_url).stdout,
-        "stuck": run("stuck", "--db", db_url).stdout,
+        "as of": run("runs", "list", "--at-position", "9", "--wide", "--db", db_url).stdout,
+        "audit": run("audit", str(stale), "--wide", "--db", db_url).stdout,
+        "events": run("events", "--wide", "--db", db_url).stdout,
+        "stuck": run("stuck", "--wide", "--db", db_url).stdout,
     }
     for command, output in outputs.items():
         assert shows_no_raw_control(output), command
@@ -613,7 +613,7 @@ def test_skips_and_operator_lines_show_reasons_as_text(ledger: Ledger, db_url: s
     assert skipped.exit_code == 0, skipped.output
     assert shows_no_raw_control(skipped.output)
     assert "bad\\x1b[2J\\rrow\\u202e" in skipped.output
-    status = run("status", "--db", db_url).stdout
+    status = run("status", "--wide", "--db", db_url).stdout
     assert shows_no_raw_control(status)
     assert "bad\\x1b[2J\\rrow\\u202e" in status
     failed = run("runs", "fail", str(run_id), "--reason", reason, "--actor", "op", "--db", db_url)

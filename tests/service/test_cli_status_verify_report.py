@@ -22,7 +22,7 @@ def run(*args: str) -> Result:
 
 
 def test_status_json_names_the_database_the_table_shows(db_url: str) -> None:
-    table = run("status", "--db", db_url)
+    table = run("status", "--wide", "--db", db_url)
     assert f"database:   {mask_url(db_url)}" in table.stdout
     shown = json.loads(run("status", "--format", "json", "--db", db_url).stdout)
     assert shown["database"] == mask_url(db_url)

@@ -1,0 +1,219 @@
+"""Tables fit a terminal (issue 15): at 80 columns every table command prints lines of at most 80
+cells, dates and statuses whole on one line, long text cut with "…" (shown whole by `runs show`,
+`audit` and `--wide`), on data made to break them: long names, long errors, CJK and emoji,
+dates of another year, escapes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+from click.testing import CliRunner, Result
+from freezegun import freeze_time
+from rich.cells import cell_len
+
+from ledger import Ledger, RunFinished, RunProgressed
+from ledger.text import is_invisible, visible
+from service.cli import cli
+from service.cli.common import compact_duration, compact_time, cut_cells
+from tests.projection_support import append_raw
+
+NOW = datetime(2026, 11, 28, 21, 37, 5, tzinfo=UTC)
+LAST_YEAR = datetime(2025, 6, 1, 10, 4, 9, tzinfo=UTC)
+THIS_YEAR = datetime(2026, 11, 28, 19, 2, 0, tzinfo=UTC)
+# 100 characters (the longest name the registry takes), CJK and an emoji in it: 108 cells.
+LONG_NAME = "東京都気象観測所-stations-🎉-" + "warehouse-nightly-" * 4 + "x" * 8
+# Words no wider than the narrowest column of a full-text table, so wrapping keeps them whole.
+ERROR_WORDS = ["Refused:", "東京駅", "🎉🎉", "\x1bred", "api.ex", "port", "443"] * 6
+LONG_ERROR = " ".join(ERROR_WORDS)
+LONG_TYPE = "RunPausedForTheMaintenanceWindow"
+LONG_REASON = "倉庫の保守作業のため " * 8 + "skipped by hand"
+STATUSES = ("success", "failed", "running")
+
+
+@dataclass(frozen=True)
+class Story:
+    failed: int
+    stuck: int
+    success: int
+
+
+@pytest.fixture
+def story(ledger: Ledger, db_url: str) -> Iterator[Story]:
+    """Three runs (one last year with a long CJK name and a long error, one left open since last
+    year, one this year) and a poison event skipped with a long reason; the clock stays at NOW."""
+    with freeze_time(LAST_YEAR):
+        failed = ledger.start_run(1, LONG_NAME)
+        ledger.append([RunFinished(run_id=failed, status="failed", error_message=LONG_ERROR)])
+        stuck = ledger.start_run(2, LONG_NAME)
+    with freeze_time(THIS_YEAR):
+        success = ledger.start_run(3, "S")
+        ledger.append([RunProgressed(run_id=success, records_fetched=12, records_created=12)])
+        ledger.append([RunFinished(run_id=success, status="success")])
+        poison = append_raw(ledger, success, LONG_TYPE, "{}")
+    with freeze_time(NOW):
+        assert cli_run(db_url, "project").exit_code == 1  # stopped at the poison event
+        skipped = cli_run(
+            db_url, "project", "--skip-position", str(poison), "--reason", LONG_REASON
+        )
+        assert skipped.exit_code == 0, skipped.output
+        yield Story(failed=failed, stuck=stuck, success=success)
+
+
+def cli_run(db_url: str, *args: str, columns: int = 80) -> Result:
+    """The command as a terminal of ``columns`` columns runs it: rich takes its width from
+    ``$COLUMNS`` (the CLI's Console is built per table, after CliRunner set the variable)."""
+    return CliRunner().invoke(
+        cli,
+        [*args, "--db", db_url],
+        env={"COLUMNS": str(columns)},
+        catch_exceptions=False,
+    )
+
+
+def output_of(db_url: str, *args: str, columns: int = 80) -> str:
+    result = cli_run(db_url, *args, columns=columns)
+    assert result.exit_code in (0, 1), result.output  # stuck and status-like checks exit 1
+    assert not any(is_invisible(char) for char in result.stdout.replace("\n", ""))
+    return result.stdout
+
+
+def assert_fits(text: str, columns: int) -> None:
+    for line in text.splitlines():
+        assert cell_len(line) <= columns, line
+
+
+def line_with(text: str, needle: str) -> str:
+    found = [line for line in text.splitlines() if needle in line]
+    assert len(found) == 1, (needle, text)
+    return found[0]
+
+
+# Each table command, its arguments, and what must show whole in every one of its rows.
+TABLE_COMMANDS = {
+    "runs list": ("runs", "list"),
+    "stuck": ("stuck",),
+    "sweep": ("sweep", "--dry-run"),
+    "events": ("events",),
+}
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+@pytest.mark.parametrize("command", sorted(TABLE_COMMANDS))
+def test_a_table_fits_the_terminal_and_never_splits_a_date_or_status(
+    story: Story, db_url: str, command: str, columns: int
+) -> None:
+    with freeze_time(NOW):
+        text = output_of(db_url, *TABLE_COMMANDS[command], columns=columns)
+    assert_fits(text, columns)
+    assert "times in UTC" in text
+    assert "2025-06-01 10:04" in text  # another year's date has its year, on one line
+    if command in ("runs list", "events"):
+        assert "11-28 19:02" in text  # this year's, compact
+        assert "2026-11-28" not in text
+    if command == "runs list":
+        for status in STATUSES:
+            assert status in line_with(text, f"  {status}  ")
+    assert visible(LONG_NAME) not in text  # too long for the compact table: cut…
+    assert "…" in text  # …and the cut says so
+
+
+def test_a_tiny_terminal_gets_lines_wrapped_by_it_not_dates_cropped(
+    story: Story, db_url: str
+) -> None:
+    with freeze_time(NOW):
+        for columns in (0, 20):
+            text = output_of(db_url, "runs", "list", columns=columns)
+            assert "2025-06-01 10:04" in text
+            assert "11-28 19:02" in text
+            for status in STATUSES:
+                assert status in text
+            assert cell_len(line_with(output_of(db_url, "status", columns=columns), "head:")) == 20
+
+
+def test_runs_list_cuts_long_text_with_an_ellipsis_and_wide_shows_it_whole(
+    story: Story, db_url: str
+) -> None:
+    with freeze_time(NOW):
+        compact = output_of(db_url, "runs", "list")
+        wide = output_of(db_url, "runs", "list", "--wide")
+    row = line_with(compact, "  failed  ")
+    assert row.startswith(f"{story.failed}  ")
+    assert row.rstrip().endswith("…")  # the error, last column, cut
+    assert "東京都気象" in row  # the name cut after whole wide characters (rich pads the gap)
+    assert "2025-06-01 10:04" in row
+    assert "f/c/u/s" in compact
+    for header in ("source", "completed", "duration", "fetched/created/updated/skipped"):
+        assert header in wide
+    wide_row = line_with(wide, "  failed  ")
+    assert visible(LONG_NAME) in wide_row
+    assert visible(LONG_ERROR) in wide_row
+    assert "2025-06-01 10:04:09" in wide_row  # to the second
+    assert "…" not in wide
+    assert "12/12/0/0" in line_with(compact, "  success  ")
+
+
+def test_every_table_command_has_wide_and_shows_the_whole_value(story: Story, db_url: str) -> None:
+    with freeze_time(NOW):
+        for args in TABLE_COMMANDS.values():
+            wide = output_of(db_url, *args, "--wide")
+            assert visible(LONG_NAME) in wide, args
+            assert "…" not in wide, args
+        events = output_of(db_url, "events", "--wide")
+        assert f"error_message={visible(LONG_ERROR)}" in events
+        assert LONG_TYPE in events
+        assert f"{LONG_TYPE[:12]}…" in output_of(db_url, "events")  # a writer's long type
+
+
+def test_status_lines_fit_and_wide_shows_them_whole(story: Story, db_url: str) -> None:
+    with freeze_time(NOW):
+        compact = output_of(db_url, "status")
+        wide = output_of(db_url, "status", "--wide")
+    assert_fits(compact, 80)
+    skip = line_with(compact, "skipped position")
+    assert skip.endswith("…")
+    assert cell_len(skip) <= 80
+    assert visible(LONG_REASON) in line_with(wide, "skipped position")
+    assert f"database:   {db_url.split('?')[0]}"[:40] in wide
+
+
+def test_runs_show_and_audit_show_the_full_text_within_the_width(story: Story, db_url: str) -> None:
+    with freeze_time(NOW):
+        shown = output_of(db_url, "runs", "show", str(story.failed))
+        audit = output_of(db_url, "audit", str(story.failed))
+        audit_wide = output_of(db_url, "audit", str(story.failed), "--wide")
+    for text in (shown, audit):
+        assert_fits(text, 80)
+        words = text.split()
+        for word in ERROR_WORDS:  # every word of the error, none cut
+            assert visible(word) in words, word
+        assert "…" not in text
+    assert visible(LONG_NAME).replace(" ", "") in "".join(shown.split())  # the name, wrapped
+    assert "2025-06-01 10:04:09" in shown  # runs show: every value in full
+    for status in ("running", "failed"):
+        assert status in audit.split()
+    assert "2025-06-01 10:04" in audit
+    assert f"failed: {visible(LONG_ERROR)}" in audit_wide
+    assert "recorded" in audit_wide.splitlines()[1]  # the header: a wide-only column
+    assert "recorded" not in audit.splitlines()[1]
+
+
+def test_the_demo_audit_table_fits(db_url: str) -> None:
+    result = cli_run(db_url, "demo")
+    assert result.exit_code == 0, result.output
+    table = result.stdout.split("Result: 5/5 conditions pass")[1].split("Explore further")[0]
+    assert_fits(table, 80)
+    assert "event(s), times in UTC" in table
+
+
+def test_compact_values_count_cells() -> None:
+    assert cut_cells("東京駅", 4) == "東…"  # 3 cells: half a character is not shown
+    assert cut_cells("東京駅", 6) == "東京駅"
+    assert cut_cells("ab🎉cd", 4) == "ab…"
+    assert cut_cells("abcdef", 4) == "abc…"
+    assert compact_time(LAST_YEAR, NOW) == "2025-06-01 10:04"
+    assert compact_time(THIS_YEAR, NOW) == "11-28 19:02"
+    assert compact_duration(4 * 86400 + 22 * 3600 + 20 * 60 + 59) == "4d22h"
+    assert compact_duration(59) == "59s"
