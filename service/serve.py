@@ -21,6 +21,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -49,6 +50,9 @@ from projections.projector import PoisonBackoff
 from service.claims import claim, interval_tick, prune_claims
 from service.config import ConnectorConfig, LedgerConfig
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
+
+if TYPE_CHECKING:
+    from service.api.server import ApiThread
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,7 @@ class LedgerService:
         self.projecting = threading.Lock()
         self.last_sweep_at: datetime | None = None
         self.last_sweep_timed_out: int | None = None
+        self.api: ApiThread | None = None
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
@@ -293,6 +298,21 @@ class LedgerService:
             ) from exc
         log.info("metrics on http://%s/metrics", where)
 
+    def start_api(self) -> None:
+        """The HTTP API in this process, when ``[api] listen`` is configured."""
+        if self.config.api.listen is None:
+            return
+        from service.api.server import ApiThread  # FastAPI loads only when configured
+
+        self.api = ApiThread(self.config, self.config.api.listen)
+        self.api.start()
+
+    def stop_api(self) -> None:
+        """Stop taking requests and finish those in flight (within ``[api] grace_period``)."""
+        if self.api is not None:
+            self.api.stop(self.config.api.grace_period.total_seconds() + 5)
+            self.api = None
+
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> None:
@@ -306,8 +326,10 @@ class LedgerService:
         signal.signal(signal.SIGINT, request_stop)
         # Metrics first: while the database is awaited they answer ledger_database_up 0.
         self.start_metrics()
+        self.start_api()
         if not self.wait_for_database():
             log.warning("stopped before the database could be reached")
+            self.stop_api()
             self.ledger.close()
             self.scrape_ledger.close()
             return
@@ -346,6 +368,7 @@ class LedgerService:
     def shutdown(self) -> None:
         self.stop.set()
         self.scheduler.shutdown(wait=False)  # no new ticks
+        self.stop_api()
         deadline = time.monotonic() + self.config.serve.grace_period.total_seconds()
         while self._jobs_in_flight() and time.monotonic() < deadline:
             time.sleep(0.1)
