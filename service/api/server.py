@@ -4,8 +4,10 @@ flight) or in a thread of ``ledger serve`` (stopped with the service)."""
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -60,11 +62,19 @@ def serve_api(config: LedgerConfig, listen: str) -> None:
     sock = bind(listen)
     server, app = build_server(config)
     log.warning("API on http://%s (%d token(s))", listen, len(config.api.tokens))
+    # uvicorn handles SIGTERM/SIGINT while it runs (drains, then stops), and then raises the
+    # signal again for the handler it found: a no-op one, so a clean stop exits 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stopped)
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
         close_app(app)
+
+
+def _stopped(signum: int, _frame: FrameType | None) -> None:
+    log.warning("stopped (%s)", signal.Signals(signum).name)
 
 
 class ApiThread:
