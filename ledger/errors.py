@@ -31,16 +31,17 @@ class InputProblem:
     """One thing wrong with an input: the field to blame (None when it is the whole event or
     line) and why, and where it is: ``index``, the event's 0-based place in an appended batch,
     and ``line``, the 1-based line of the JSON Lines input it was read from
-    (:mod:`ledger.wire` sets it)."""
+    (:mod:`ledger.wire` sets it), or the 1-based item of a JSON array (``unit`` "item")."""
 
     field: str | None
     message: str
     index: int | None = None
     line: int | None = None
+    unit: str = "line"
 
     def __str__(self) -> str:
         text = self.message if self.field is None else f"{self.field}: {self.message}"
-        return text if self.line is None else f"line {self.line}: {text}"
+        return text if self.line is None else f"{self.unit} {self.line}: {text}"
 
 
 class ValidationError(LedgerError):
@@ -65,6 +66,11 @@ class ValidationError(LedgerError):
 
 class UnknownEventTypeError(ValidationError):
     """A stored or submitted event has a type this version of run-ledger does not know."""
+
+
+class EventIdReusedError(ValidationError):
+    """An event_id already names another fact (stored, or earlier in the batch): a retry may
+    resend a fact, but an event_id cannot be reused for a different one (I3)."""
 
 
 class UnknownRunError(ValidationError):

@@ -36,6 +36,7 @@ from ledger.dialects import (
 from ledger.driver import DriverCursor
 from ledger.errors import (
     ConcurrencyError,
+    EventIdReusedError,
     InputProblem,
     LedgerError,
     SchemaError,
@@ -984,7 +985,7 @@ def _check_same_fact(
             if in_this_batch
             else f"already stored at position {earlier.position}"
         )
-        error = ValidationError(
+        error = EventIdReusedError(
             f"event_id {earlier.event_id} is {where} for a different fact ({earlier.type} of "
             f"run {earlier.run_id}); an event_id names one fact and cannot be reused for "
             f"{event.type} of run {run_id or event.run_ref}"

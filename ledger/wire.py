@@ -39,16 +39,18 @@ _TOO_DEEP = InputProblem(None, "nested too deeply to be an event")
 
 @dataclass(frozen=True)
 class LineBatch:
-    """Events read from JSON Lines, each with the 1-based number of the line it was on."""
+    """Events read from JSON Lines, each with the 1-based number of the line it was on (or from
+    a JSON array, each with its 1-based item number: ``unit`` "item")."""
 
     events: list[EventModel]
     line_numbers: list[int]
+    unit: str = "line"
 
     def locate(self, problem: InputProblem) -> InputProblem:
         """``problem`` with the line of the event it concerns (as it is, for the batch)."""
         if problem.index is None:
             return problem
-        return replace(problem, line=self.line_numbers[problem.index])
+        return replace(problem, line=self.line_numbers[problem.index], unit=self.unit)
 
     def refused(self, error: LedgerError, index: int) -> ValidationError:
         """The error of an event the ledger refused (a stream rule, a reused event_id, the
@@ -57,8 +59,8 @@ class LineBatch:
         field = None
         if isinstance(error, StreamError):
             field = "run_ref" if self.events[index].run_id is None else "run_id"
-        message = f"line {line}: {error}" + (f"; field: {field}" if field else "")
-        problem = InputProblem(field, str(error), index, line)
+        message = f"{self.unit} {line}: {error}" + (f"; field: {field}" if field else "")
+        problem = InputProblem(field, str(error), index, line, self.unit)
         return ValidationError(message, problems=[message], details=[problem])
 
 
@@ -81,8 +83,39 @@ def read_lines(source: Iterable[bytes]) -> LineBatch:
     return LineBatch(events, line_numbers)
 
 
-def append_lines(ledger: Ledger, batch: LineBatch) -> AppendResult:
-    """Append the events read by :func:`read_lines`, all or nothing (:meth:`Ledger.append`).
+def read_array(body: bytes) -> LineBatch:
+    """Parse and validate a JSON array of events (what ``POST /v1/events`` takes), with the
+    checks of :func:`read_lines`; each problem names its 1-based item.
+
+    Raises :class:`ValidationError` listing each bad item if any is invalid.
+    """
+    text, found = _decode(body, first=True)
+    data, parse_problems = (None, found) if text is None else _parse_json(text)
+    if parse_problems:
+        raise invalid_input(parse_problems)
+    if not isinstance(data, list):
+        raise invalid_input(
+            [InputProblem(None, f"expected a JSON array of events, got {_json_kind(data)}")]
+        )
+    events: list[EventModel] = []
+    numbers: list[int] = []
+    problems: list[InputProblem] = []
+    for number, item in enumerate(data, start=1):
+        event, item_problems = _validate(item)
+        problems.extend(replace(p, line=number, unit="item") for p in item_problems)
+        if event is not None:
+            events.append(event)
+            numbers.append(number)
+    if problems:
+        raise invalid_input(problems)
+    return LineBatch(events, numbers, unit="item")
+
+
+def append_lines(
+    ledger: Ledger, batch: LineBatch, expected_version: int | None = None
+) -> AppendResult:
+    """Append the events read by :func:`read_lines`, all or nothing (:meth:`Ledger.append`),
+    at ``expected_version`` when given (a batch about one run, I4).
 
     Every line ahead of the ledger's clock is named with the batch's other problems when the
     clock can be read first (when it cannot, the append says why, after the input's own
@@ -98,7 +131,7 @@ def append_lines(ledger: Ledger, batch: LineBatch) -> AppendResult:
     except LedgerError:
         clock_read = None
     try:
-        return ledger.append(batch.events, clock_read=clock_read)
+        return ledger.append(batch.events, expected_version, clock_read=clock_read)
     except LedgerError as error:
         if isinstance(error, ValidationError) and any(
             problem.index is not None for problem in error.details
@@ -143,12 +176,27 @@ def wire_line(event: RecordedEvent) -> str:
 
 def _read_line(raw: bytes, first: bool) -> tuple[EventModel | None, list[InputProblem]]:
     """The event on one line (None for a blank line), or what is wrong with the line."""
-    try:
-        text = raw.decode("utf-8-sig" if first else "utf-8")  # a BOM may open a file
-    except UnicodeDecodeError as exc:
-        return None, [InputProblem(None, f"not valid UTF-8 (byte {exc.start})")]
+    text, found = _decode(raw, first)
+    if text is None:
+        return None, found
     if not text.strip():
         return None, []
+    data, found = _parse_json(text)
+    if found:
+        return None, found
+    return _validate(data)
+
+
+def _decode(raw: bytes, first: bool) -> tuple[str | None, list[InputProblem]]:
+    try:
+        return raw.decode("utf-8-sig" if first else "utf-8"), []  # a BOM may open a file
+    except UnicodeDecodeError as exc:
+        return None, [InputProblem(None, f"not valid UTF-8 (byte {exc.start})")]
+
+
+def _parse_json(text: str) -> tuple[Any, list[InputProblem]]:
+    """The JSON value in ``text`` (numbers and keys held to the wire's rules), or what is
+    wrong with it."""
     try:
         data = json.loads(
             text,
@@ -164,6 +212,16 @@ def _read_line(raw: bytes, first: bool) -> tuple[EventModel | None, list[InputPr
         return None, [InputProblem(None, f"not valid JSON ({exc})")]
     except RecursionError:
         return None, [_TOO_DEEP]
+    return data, []
+
+
+def _json_kind(data: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(data), "number")
+
+
+def _validate(data: Any) -> tuple[EventModel | None, list[InputProblem]]:
+    """The event a parsed JSON value holds, or what is wrong with it."""
     if not isinstance(data, dict):
         return None, [InputProblem(None, f"expected a JSON object, got {type(data).__name__}")]
     try:
@@ -214,6 +272,7 @@ __all__ = [
     "RepeatedKeyError",
     "append_lines",
     "invalid_input",
+    "read_array",
     "read_lines",
     "wire_form",
     "wire_line",

@@ -8,12 +8,31 @@ never decreases along positions, "as of time T" is the prefix of positions up to
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
-from ledger import Ledger, UnknownRunError
+from ledger import Ledger, UnknownRunError, ValidationError
 from projections.checkpoints import skipped_positions
 from projections.fold import Row, Transition, fold_events
 from projections.schema import PROJECTION_NAME
+
+
+def parse_as_of(
+    as_of: str | None,
+    at_position: int | None,
+    names: tuple[str, str] = ("--as-of", "--at-position"),
+) -> datetime | None:
+    """The moment ``as_of`` names (ISO-8601; no zone means UTC), None if not given. Raises
+    :class:`ValidationError` for a text that is not a time, or when both are given (``names``
+    are how the caller's user spells the two options)."""
+    if as_of is not None and at_position is not None:
+        raise ValidationError(f"give {names[0]} or {names[1]}, not both")
+    if as_of is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValidationError(f"{names[0]}: {as_of!r} is not an ISO-8601 time ({exc})") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def resolve_position(ledger: Ledger, as_of: datetime | None, at_position: int | None) -> int:

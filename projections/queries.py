@@ -22,10 +22,12 @@ class RunFilter:
     connector: str | None = None
     source_id: int | None = None
     limit: int = 50
+    before: int | None = None  # only run ids below this one (the API's paging cursor)
 
     def matches(self, row: Row) -> bool:
         return (
-            (self.status is None or row["status"] == self.status)
+            (self.before is None or row["id"] < self.before)
+            and (self.status is None or row["status"] == self.status)
             and (self.connector is None or row["connectorName"] == self.connector)
             and (self.source_id is None or row["sourceId"] == self.source_id)
         )
@@ -46,6 +48,8 @@ def list_runs(ledger: Ledger, run_filter: RunFilter) -> list[Row]:
         query = query.where(same_text(table.c.connectorName, run_filter.connector, ledger))
     if run_filter.source_id is not None:
         query = query.where(table.c.sourceId == run_filter.source_id)
+    if run_filter.before is not None:
+        query = query.where(table.c.id < run_filter.before)
     with ledger.connect() as conn:
         return [normalise(row) for row in conn.execute(query).mappings()]
 

@@ -13,6 +13,14 @@ interval = "15m"
 metrics_port = 9464
 metrics_host = "127.0.0.1"   # 0.0.0.0 (or ::) lets Prometheus on another host scrape
 
+[api]                   # optional: the HTTP API (off unless listen is given)
+listen = "127.0.0.1:8080"
+max_body_bytes = 10485760
+[[api.tokens]]
+name = "connectors"     # recorded as operator:NAME when it fails a run
+scopes = ["append", "read"]   # append | read | operate
+sha256 = "…64 hex digits…"  # or env = "LEDGER_API_TOKEN" (the variable holding the token)
+
 [anchor]                # optional: the ledger head, appended to a file kept off the database
 path = "anchors.txt"
 interval = "1h"
@@ -29,6 +37,7 @@ thresholds = { stale_after = "30m" }
 from __future__ import annotations
 
 import codecs
+import hashlib
 import ipaddress
 import os
 import re
@@ -191,6 +200,90 @@ class AnchorConfig(Strict):
         return value
 
 
+API_SCOPES = ("append", "read", "operate")
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a host to bind and a port; ValueError says
+    what is wrong."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("write HOST:PORT, like 127.0.0.1:8080 (a port from 1 to 65535)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return _listen_host(host), int(port)
+
+
+def _listen(value: str) -> str:
+    split_listen(value)
+    return value
+
+
+class ApiToken(Strict):
+    """One bearer token: a name (logged and recorded instead of the token), its scopes, and
+    the token itself only as its sha256 or as the name of the environment variable holding it."""
+
+    name: ConnectorName
+    scopes: Annotated[list[Literal["append", "read", "operate"]], Field(min_length=1)]
+    sha256: str | None = None
+    env: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256_HEX.fullmatch(value.lower()):
+            raise ValueError("the token's sha256 as 64 hexadecimal digits")
+        return None if value is None else value.lower()
+
+    @field_validator("env")
+    @classmethod
+    def _variable(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _ENV_NAME.fullmatch(value):
+            raise ValueError("the name of an environment variable, like LEDGER_API_TOKEN")
+        token = os.environ.get(value)
+        if not token:
+            raise ValueError(f"the environment variable ${value} is not set or empty")
+        if len(token) < 16:
+            raise ValueError(f"the token in ${value} is shorter than 16 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiToken:
+        if (self.sha256 is None) == (self.env is None):
+            raise ValueError("give exactly one of sha256 or env")
+        return self
+
+    def digest(self) -> str:
+        """The sha256 of the token, hex (read from the environment for ``env``)."""
+        if self.sha256 is not None:
+            return self.sha256
+        assert self.env is not None
+        token = os.environ.get(self.env, "")
+        return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class ApiConfig(Strict):
+    listen: Annotated[str, pydantic.AfterValidator(_listen)] | None = None
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = DEFAULT_MAX_BODY_BYTES
+    # Seconds ``ledger api`` (and serve's API) waits for requests in flight at SIGTERM.
+    grace_period: Duration = timedelta(seconds=30)
+    tokens: list[ApiToken] = Field(default_factory=list)
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_names(cls, value: list[ApiToken]) -> list[ApiToken]:
+        names = [token.name for token in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"token name {name!r} is used more than once")
+        return value
+
+
 class ServeConfig(Strict):
     grace_period: Duration = timedelta(seconds=30)
     metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
@@ -211,6 +304,7 @@ class LedgerConfig(Strict):
     spool: SpoolConfig = SpoolConfig()
     serve: ServeConfig = ServeConfig()
     anchor: AnchorConfig | None = None  # no [anchor] section: no anchor is written
+    api: ApiConfig = ApiConfig()  # no [api] listen: serve runs no API
     connectors: list[ConnectorConfig] = Field(default_factory=list)
 
     @field_validator("database_url")

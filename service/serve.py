@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
@@ -58,6 +58,9 @@ from projections.projector import Outage, PoisonBackoff
 from service.claims import claim, interval_tick, prune_claims
 from service.config import ConnectorConfig, LedgerConfig
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
+
+if TYPE_CHECKING:
+    from service.api.server import ApiThread
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,7 @@ class LedgerService:
         self.projecting = threading.Lock()
         self.last_sweep_at: datetime | None = None
         self.last_sweep_timed_out: int | None = None
+        self.api: ApiThread | None = None
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
@@ -389,6 +393,21 @@ class LedgerService:
             ) from exc
         log.info("metrics on http://%s/metrics", where)
 
+    def start_api(self) -> None:
+        """The HTTP API in this process, when ``[api] listen`` is configured."""
+        if self.config.api.listen is None:
+            return
+        from service.api.server import ApiThread  # FastAPI loads only when configured
+
+        self.api = ApiThread(self.config, self.config.api.listen)
+        self.api.start()
+
+    def stop_api(self) -> None:
+        """Stop taking requests and finish those in flight (within ``[api] grace_period``)."""
+        if self.api is not None:
+            self.api.stop(self.config.api.grace_period.total_seconds() + 5)
+            self.api = None
+
     # ------------------------------------------------------------------ lifecycle
 
     def run(self, announce: Callable[[str], None] | None = None) -> None:
@@ -403,8 +422,10 @@ class LedgerService:
         signal.signal(signal.SIGINT, request_stop)
         # Metrics first: while the database is awaited they answer ledger_database_up 0.
         self.start_metrics()
+        self.start_api()
         if not self.wait_for_database():
             log.warning("stopped before the database could be reached")
+            self.stop_api()
             self.ledger.close()
             self.scrape_ledger.close()
             return
@@ -442,6 +463,7 @@ class LedgerService:
     def shutdown(self) -> None:
         self.stop.set()
         self.scheduler.shutdown(wait=False)  # no new ticks
+        self.stop_api()
         deadline = time.monotonic() + self.config.serve.grace_period.total_seconds()
         while self._jobs_in_flight() and time.monotonic() < deadline:
             time.sleep(0.1)

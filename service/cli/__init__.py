@@ -16,7 +16,7 @@ import click
 from ledger import LedgerError
 from ledger.text import visible_lines
 from ledger.urls import mask_secrets
-from service.cli import admin, connectors, events, projection, runs, serve, verify
+from service.cli import admin, api, connectors, events, projection, runs, serve, verify
 from service.cli.common import EXIT_OK, exit_code_for
 
 _VERBOSITY = "ledger.verbosity"  # the -v count so far, in the click context's meta
@@ -87,6 +87,7 @@ COMMANDS = (
     connectors.spool,
     serve.serve_command,
     serve.config_group,
+    api.api_command,
 )
 for _command in COMMANDS:
     cli.add_command(_command)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
@@ -13,6 +13,7 @@ from ledger import StuckRun, fail_run, stuck_runs, sweep
 from ledger.clock import utcnow
 from ledger.durations import format_duration
 from ledger.text import visible
+from projections.as_of import parse_as_of
 from projections.queries import RunFilter, find_run, find_runs, jsonable_row
 from projections.schema import RUN_STATUSES
 from service.cli.common import (
@@ -64,15 +65,8 @@ def as_of_options(command: F) -> F:
 
 
 def parse_moment(as_of: str | None, at_position: int | None) -> datetime | None:
-    if as_of is not None and at_position is not None:
-        raise BadInput("give --as-of or --at-position, not both")
-    if as_of is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise BadInput(f"--as-of: {as_of!r} is not an ISO-8601 time ({exc})") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    with library_errors():
+        return parse_as_of(as_of, at_position)
 
 
 @runs.command("list")

@@ -1,0 +1,594 @@
+"""The HTTP API: FastAPI over the library, the same calls and the same JSON as the CLI's
+``--format json``. Endpoints hold no logic of their own: they parse, call the library, and
+turn library errors into problems (:mod:`service.api.problems`).
+
+Every endpoint but ``/healthz`` needs a bearer token with a scope (:mod:`service.api.auth`).
+Request bodies are held to ``[api] max_body_bytes`` while they are read, before parsing.
+"""
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from datetime import timedelta
+from io import BytesIO
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from connectors import Spool
+from forensics.audit import audit_run
+from forensics.verify import verify_all
+from ledger import Ledger, LedgerError, fail_run, stuck_runs
+from ledger.durations import parse_duration
+from ledger.events import MAX_RUN_ID, event_adapter
+from ledger.schema import MAX_POSITION
+from ledger.text import visible
+from ledger.wire import LineBatch, append_lines, read_array, read_lines
+from projections.as_of import parse_as_of
+from projections.queries import RunFilter, find_run, find_runs, jsonable_row
+from projections.schema import RUN_STATUSES
+from service.api.auth import TOKEN_PARAMETERS, Caller, Tokens, bearer_token
+from service.api.problems import PROBLEM_JSON, ApiProblem, problem_for
+from service.config import LedgerConfig
+from service.metrics import LedgerCollector, collect_figures, scrape_url, status_report
+
+log = logging.getLogger("ledger.api")
+
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/x-jsonlines"})
+MAX_PAGE = 1000
+AS_OF_NAMES = ("as_of", "at_position")
+Scope = Literal["append", "read", "operate"]
+RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
+
+
+class LedgerJSON(JSONResponse):
+    """JSON with every non-ASCII character escaped: values come back exactly as stored, and a
+    U+2028 or U+202E in them reaches no client raw."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+# ---------------------------------------------------------------------- documented shapes
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457); ``errors`` lists each problem of invalid input with its field and
+    line (NDJSON) or item (JSON array)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+    run_id: int | None = None
+    rule: str | None = None
+    expected_version: int | None = None
+    actual_version: int | None = None
+
+
+class AppendSummary(BaseModel):
+    appended: int
+    duplicates: int
+    first_position: int | None
+    last_position: int | None
+    allocated_run_ids: list[int]
+    run_refs: dict[str, int]
+
+
+class FailRequest(BaseModel):
+    reason: Annotated[str, Field(min_length=1, max_length=10_000)]
+
+
+class FailResult(BaseModel):
+    run_id: int
+    position: int
+    actor: str
+    reason: str
+
+
+# ---------------------------------------------------------------------- the app
+
+
+@dataclass
+class ApiState:
+    config: LedgerConfig
+    ledger: Ledger
+    scrape_ledger: Ledger
+    tokens: Tokens
+    spool: Spool
+
+    def close(self) -> None:
+        self.ledger.close()
+        self.scrape_ledger.close()
+
+
+bearer = HTTPBearer(auto_error=False, description="A token from the [api] tokens of the config")
+
+
+def create_app(config: LedgerConfig) -> FastAPI:
+    """The API over ``config.database_url`` with ``config.api``'s tokens and limits."""
+    state = ApiState(
+        config=config,
+        ledger=Ledger.from_url(config.database_url),
+        scrape_ledger=Ledger.from_url(scrape_url(config.database_url)),
+        tokens=Tokens(config.api),
+        spool=Spool(config.spool.dir),
+    )
+    app = FastAPI(
+        title="run-ledger",
+        version="1",
+        description="The ledger of ingestion runs over HTTP: append events, read runs.",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=LedgerJSON,
+    )
+    app.state.api = state
+    _add_error_handlers(app)
+    app.add_middleware(Guard, max_body_bytes=config.api.max_body_bytes)
+
+    def require(scope: Scope) -> Callable[..., Caller]:
+        def authorized(
+            request: Request,
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        ) -> Caller:
+            if TOKEN_PARAMETERS & {key.lower() for key in request.query_params}:
+                raise ApiProblem(
+                    400,
+                    "token-in-url",
+                    "Token in the URL",
+                    "a token is accepted only in the Authorization header (URLs are logged)",
+                )
+            token = bearer_token(request.headers.get("authorization"))
+            caller = None if token is None else state.tokens.caller(token)
+            if caller is None:
+                raise ApiProblem(
+                    401,
+                    "unauthorized",
+                    "Unauthorized",
+                    "a valid bearer token is required (Authorization: Bearer TOKEN)"
+                    if token is None
+                    else "the bearer token is not valid",
+                    headers={"WWW-Authenticate": 'Bearer realm="run-ledger"'},
+                )
+            request.scope.setdefault("ledger_caller", caller.name)
+            if scope not in caller.scopes:
+                raise ApiProblem(
+                    403,
+                    "forbidden",
+                    "Forbidden",
+                    f"token {caller.name!r} lacks the {scope!r} scope",
+                )
+            return caller
+
+        return authorized
+
+    append_scope = Depends(require("append"))
+    read_scope = Depends(require("read"))
+    operate_scope = Depends(require("operate"))
+
+    # ------------------------------------------------------------------ events
+
+    @app.post(
+        "/v1/events",
+        summary="Append events, all or nothing",
+        response_model=AppendSummary,
+        responses=_problems(400, 409, 413, 415),
+        openapi_extra={"requestBody": _events_body()},
+    )
+    async def append_events(
+        request: Request,
+        caller: Annotated[Caller, append_scope],
+        expected_version: Annotated[
+            int | None,
+            Query(ge=0, le=MAX_RUN_ID, description="The run's version before this batch"),
+        ] = None,
+    ) -> Any:
+        """A JSON array of events, or JSON Lines (``application/x-ndjson``): validated first,
+        appended in one transaction; an ``event_id`` already stored is not appended again."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json" and kind not in NDJSON_TYPES:
+            raise ApiProblem(
+                415,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "send a JSON array of events (application/json) or JSON Lines "
+                "(application/x-ndjson)",
+            )
+        body = await request.body()
+
+        def append() -> dict[str, Any]:
+            batch: LineBatch = (
+                read_array(body) if kind == "application/json" else read_lines(BytesIO(body))
+            )
+            return append_lines(state.ledger, batch, expected_version).to_dict()
+
+        return await run_in_threadpool(append)
+
+    # ------------------------------------------------------------------ runs
+
+    @app.get("/v1/runs", summary="List runs, newest first", responses=_problems(400))
+    def list_runs(
+        request: Request,
+        response: Response,
+        _caller: Annotated[Caller, read_scope],
+        status: RunStatus | None = None,
+        connector: Annotated[str | None, Query(max_length=1000)] = None,
+        source: Annotated[int | None, Query(ge=0, le=MAX_RUN_ID)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        cursor: Annotated[
+            int | None,
+            Query(ge=1, le=MAX_RUN_ID, description="Runs below this id (the next page's)"),
+        ] = None,
+        as_of: Annotated[str | None, Query(max_length=100)] = None,
+        at_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
+    ) -> list[dict[str, Any]]:
+        """The rows of ``ingestion_runs`` (``ledger runs list --format json``), live or as of
+        a time or position; a ``Link: <…>; rel="next"`` header names the next page."""
+        moment = parse_as_of(as_of, at_position, AS_OF_NAMES)
+        run_filter = RunFilter(status, connector, source, limit + 1, before=cursor)
+        view = find_runs(state.ledger, run_filter, moment, at_position)
+        rows = view.rows[:limit]
+        if len(view.rows) > limit:
+            pinned = {} if view.position is None else {"at_position": view.position}
+            following = request.url.remove_query_params("as_of").include_query_params(
+                cursor=rows[-1]["id"], **pinned
+            )
+            response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+        return [jsonable_row(row) for row in rows]
+
+    run_id_path = Path(ge=1, le=MAX_RUN_ID)
+
+    @app.get(
+        "/v1/runs/{run_id}",
+        summary="One run's ingestion_runs row",
+        responses=_problems(400, 404),
+    )
+    def show_run(
+        _caller: Annotated[Caller, read_scope],
+        run_id: Annotated[int, run_id_path],
+        as_of: Annotated[str | None, Query(max_length=100)] = None,
+        at_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
+    ) -> dict[str, Any]:
+        """The row ``ledger runs show --format json`` prints, live or as of a moment."""
+        moment = parse_as_of(as_of, at_position, AS_OF_NAMES)
+        view = find_run(state.ledger, run_id, moment, at_position)
+        if view.row is None:
+            if view.position is not None:
+                raise ApiProblem(
+                    404,
+                    "not-started-yet",
+                    "Run not started yet",
+                    f"run {run_id} did not exist yet as of position {view.position}",
+                    run_id=run_id,
+                )
+            raise ApiProblem(
+                404,
+                "not-projected",
+                "Run not projected yet",
+                f"run {run_id} is in the ledger but not yet in ingestion_runs: the projection "
+                "is behind (is a projector running? `ledger project` catches up)",
+                run_id=run_id,
+            )
+        return jsonable_row(view.row)
+
+    @app.get(
+        "/v1/runs/{run_id}/events",
+        summary="A run's audit timeline",
+        responses=_problems(400, 404),
+    )
+    def run_events(
+        _caller: Annotated[Caller, read_scope], run_id: Annotated[int, run_id_path]
+    ) -> list[dict[str, Any]]:
+        """Every event of the run with the status after it and its hash check (``ledger
+        audit --format json``)."""
+        return [entry.to_dict() for entry in audit_run(state.ledger, run_id)]
+
+    @app.post(
+        "/v1/runs/{run_id}/fail",
+        summary="Declare an open run failed",
+        response_model=FailResult,
+        responses=_problems(400, 404, 409, 413),
+    )
+    def fail(
+        caller: Annotated[Caller, operate_scope],
+        run_id: Annotated[int, run_id_path],
+        request: FailRequest,
+    ) -> dict[str, Any]:
+        """Appends RunTimedOut with ``detected_by=operator:TOKEN-NAME`` (``ledger runs
+        fail``); a closed run is refused (409)."""
+        actor = f"operator:{caller.name}"
+        position = fail_run(state.ledger, run_id, request.reason, actor)
+        return {"run_id": run_id, "position": position, "actor": actor, "reason": request.reason}
+
+    # ------------------------------------------------------------------ health
+
+    @app.get("/v1/stuck", summary="Stuck runs", responses=_problems(400))
+    def stuck(
+        _caller: Annotated[Caller, read_scope],
+        older_than: Annotated[str, Query(max_length=100)] = "60m",
+        max_runtime: Annotated[str | None, Query(max_length=100)] = None,
+    ) -> list[dict[str, Any]]:
+        """Open runs with no activity for ``older_than`` (or running longer than
+        ``max_runtime``), as ``ledger stuck --format json``."""
+        silent: timedelta = parse_duration(older_than, "older_than")
+        longest = None if max_runtime is None else parse_duration(max_runtime, "max_runtime")
+        found = stuck_runs(state.ledger, older_than=silent, max_runtime=longest)
+        return [run.to_dict() for run in found]
+
+    @app.get("/v1/status", summary="Head, runs, projection lag, spool")
+    def status_endpoint(_caller: Annotated[Caller, read_scope]) -> dict[str, Any]:
+        """``ledger status --format json`` with the config's thresholds and spool."""
+        return status_report(state.ledger, state.config).to_dict()
+
+    @app.get("/v1/verify", summary="Verify the ledger")
+    def verify(_caller: Annotated[Caller, read_scope], chain_only: bool = False) -> dict[str, Any]:
+        """``ledger verify --format json``: ``ok``, the head checked and every problem."""
+        return verify_all(state.ledger, chain_only=chain_only).to_dict()
+
+    registry = CollectorRegistry()
+    registry.register(
+        LedgerCollector(
+            lambda: collect_figures(
+                state.scrape_ledger,
+                config.thresholds.to_thresholds(),
+                config.overrides(),
+                None,
+            ),
+            state.spool,
+        )
+    )
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    )
+    def metrics(_caller: Annotated[Caller, read_scope]) -> Response:
+        """The collector of ``ledger serve --metrics-port``."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", summary="The process is up (no token needed)")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="The database is reachable and its schema current")
+    def readyz(_caller: Annotated[Caller, read_scope]) -> dict[str, str]:
+        state.ledger.check_schema()
+        return {"status": "ready"}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_caller: Annotated[Caller, read_scope]) -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(_caller: Annotated[Caller, read_scope]) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="run-ledger API")
+
+    app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
+    return app
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def _problem_response(problem: ApiProblem) -> Response:
+    return Response(
+        problem.render(),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=problem.headers,
+    )
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiProblem)
+    async def api_problem(_request: Request, exc: ApiProblem) -> Response:
+        return _problem_response(exc)
+
+    @app.exception_handler(LedgerError)
+    async def ledger_error(_request: Request, exc: LedgerError) -> Response:
+        return _problem_response(problem_for(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
+        errors = []
+        for error in exc.errors():
+            where = [str(part) for part in error.get("loc", ())]
+            field = ".".join(where[1:]) if len(where) > 1 else ".".join(where)
+            errors.append({"field": visible(field), "message": visible(str(error.get("msg")))})
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return _problem_response(
+            ApiProblem(400, "invalid-request", "Invalid request", detail, errors=errors)
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> Response:
+        titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large"}
+        title = titles.get(exc.status_code, "HTTP error")
+        slug = title.lower().replace(" ", "-")
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        return _problem_response(
+            ApiProblem(
+                exc.status_code, slug, title, visible(detail), headers=dict(exc.headers or {})
+            )
+        )
+
+
+# ---------------------------------------------------------------------- the guard
+
+Scope_ = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope_, Receive, Send], Awaitable[None]]
+
+
+class Guard:
+    """Around every request: the body limit (Content-Length first, then the bytes as they
+    arrive), one log line per request (no query string, no header, the token's name only),
+    and a 500 problem without details for anything unexpected (logged with its traceback)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 0
+        limit = self.max_body_bytes
+        too_large = ApiProblem(
+            413,
+            "content-too-large",
+            "Content too large",
+            f"the request body is over the limit of {limit} bytes ([api] max_body_bytes)",
+        )
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, too_large.detail)
+            return message
+
+        try:
+            declared = _content_length(scope)
+            if declared is not None and declared > limit:
+                await _send_problem(send_and_note, too_large)
+                return
+            log.debug("%s %s started", scope["method"], visible(scope["path"]))
+            await self.app(scope, limited_receive, send_and_note)
+        except Exception:
+            log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
+            if status == 0:
+                await _send_problem(
+                    send_and_note,
+                    ApiProblem(
+                        500,
+                        "internal-error",
+                        "Internal error",
+                        "an unexpected error occurred; it is logged on the server",
+                    ),
+                )
+        finally:
+            log.info(
+                "%s %s %d %.1fms caller=%s",
+                scope["method"],
+                visible(scope["path"]),
+                status,
+                (time.monotonic() - started) * 1000,
+                scope.get("ledger_caller", "-"),
+            )
+
+
+def _content_length(scope: Scope_) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            text = value.decode("latin-1").strip()
+            return int(text) if text.isdigit() else None
+    return None
+
+
+async def _send_problem(send: Send, problem: ApiProblem) -> None:
+    body = problem.render()
+    headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in problem.headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# ---------------------------------------------------------------------- OpenAPI
+
+_TITLES = {
+    400: "Invalid input or request",
+    401: "No valid bearer token",
+    403: "The token lacks the scope",
+    404: "No such run",
+    409: "Conflict with the ledger's state",
+    413: "Body over [api] max_body_bytes",
+    415: "Not JSON nor JSON Lines",
+    500: "Unexpected error (no details)",
+    503: "Database unreachable or schema not current (Retry-After)",
+}
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {
+            "description": _TITLES[status],
+            "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}},
+        }
+        for status in statuses
+    }
+
+
+def _events_body() -> dict[str, Any]:
+    schema = event_adapter.json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "array", "items": schema}},
+            "application/x-ndjson": {
+                "schema": {"type": "string", "description": "One event per line"}
+            },
+        },
+    }
+
+
+def _openapi_document(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    document = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(event_adapter.json_schema(ref_template="#/components/schemas/{model}")["$defs"])
+    schemas["Problem"] = Problem.model_json_schema()
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    common = _problems(500, 503)
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            if path != "/healthz":
+                responses.update({str(k): v for k, v in _problems(400, 401, 403).items()})
+            responses.update({str(k): v for k, v in common.items()})
+    app.openapi_schema = document
+    return document
+
+
+__all__ = ["create_app"]

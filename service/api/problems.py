@@ -1,0 +1,158 @@
+"""Errors as ``application/problem+json`` (RFC 9457): each library error becomes a status, a
+type and the CLI's own message, with the field, line, run id or rule the error carries.
+
+Messages go through the CLI's filters (:func:`ledger.text.visible_lines`, passwords masked), so
+a problem detail cannot carry a control character or a password from the data it quotes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from ledger import (
+    ConcurrencyError,
+    ConfigurationError,
+    ConstraintError,
+    EventIdReusedError,
+    LedgerError,
+    SchemaError,
+    StorageError,
+    StreamError,
+    UnknownRunError,
+    ValidationError,
+)
+from ledger.database import database_unreachable
+from ledger.text import visible, visible_lines
+from ledger.urls import mask_secrets
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:run-ledger:problem:"
+# Seconds a client waits before retrying while the database is unreachable.
+RETRY_AFTER_UNREACHABLE = 5
+RETRY_AFTER_SCHEMA = 30
+
+log = logging.getLogger("ledger.api")
+
+
+class ApiProblem(Exception):
+    """A response the API chose to give: status, type slug, title, detail and extra members."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.title = title
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "type": TYPE_PREFIX + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extra,
+        }
+
+    def render(self) -> bytes:
+        return json.dumps(self.body(), ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def message(error: BaseException) -> str:
+    """The one-line message the CLI prints for ``error``."""
+    return visible_lines(mask_secrets(str(error)))
+
+
+def problem_for(error: LedgerError) -> ApiProblem:
+    """The problem a library error is for the client: the CLI's message, the status its class
+    means (the caller's mistake 4xx, the database's 503)."""
+    cause = error.__cause__
+    text = message(error)
+    if isinstance(error, StorageError):
+        return _storage_problem(error, text)
+    conflict = cause if isinstance(cause, ConcurrencyError | StreamError) else error
+    if isinstance(conflict, ConcurrencyError):
+        return ApiProblem(
+            409,
+            "version-conflict",
+            "Version conflict",
+            text,
+            run_id=conflict.run_id,
+            expected_version=conflict.expected_version,
+            actual_version=conflict.actual_version,
+            **_located(error),
+        )
+    if isinstance(conflict, StreamError):
+        return ApiProblem(
+            409,
+            "stream-rule",
+            "Stream rule violated",
+            text,
+            run_id=conflict.run_id,
+            rule=conflict.rule,
+            **_located(error),
+        )
+    if isinstance(error, EventIdReusedError) or isinstance(cause, EventIdReusedError):
+        return ApiProblem(409, "event-id-reused", "event_id reused", text, **_located(error))
+    if isinstance(error, UnknownRunError):
+        return ApiProblem(404, "unknown-run", "Unknown run", text, run_id=error.run_id)
+    if isinstance(error, ValidationError | ConfigurationError):
+        return ApiProblem(400, "invalid-input", "Invalid input", text, **_located(error))
+    log.error("refused: %s", text)
+    return ApiProblem(500, "ledger-error", "Ledger error", text)
+
+
+def _storage_problem(error: StorageError, text: str) -> ApiProblem:
+    if isinstance(error, ConstraintError):  # another writer won a race: retrying is safe
+        return ApiProblem(409, "write-conflict", "Write conflict", text)
+    if isinstance(error, SchemaError):
+        return ApiProblem(
+            503,
+            "schema-not-current",
+            "Schema not current",
+            text,
+            headers={"Retry-After": str(RETRY_AFTER_SCHEMA)},
+        )
+    if database_unreachable(error):
+        log.warning("database unreachable: %s", text)
+        return ApiProblem(
+            503,
+            "database-unreachable",
+            "Database unreachable",
+            text,
+            headers={"Retry-After": str(RETRY_AFTER_UNREACHABLE)},
+        )
+    log.error("database error: %s", text)
+    return ApiProblem(503, "database-error", "Database error", text)
+
+
+def _located(error: LedgerError) -> dict[str, Any]:
+    """``errors``: each problem of a validation error with its field, line (or item) and
+    index, when the error has them."""
+    if not isinstance(error, ValidationError):
+        return {}
+    located = []
+    for problem in error.details:
+        entry: dict[str, Any] = {"message": visible(problem.message)}
+        if problem.field is not None:
+            entry["field"] = visible(problem.field)
+        if problem.line is not None:
+            entry[problem.unit] = problem.line
+        if problem.index is not None:
+            entry["index"] = problem.index
+        located.append(entry)
+    return {"errors": located}
+
+
+__all__ = ["PROBLEM_JSON", "ApiProblem", "message", "problem_for"]

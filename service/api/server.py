@@ -1,0 +1,107 @@
+"""Running the API on uvicorn: on its own (``ledger api``, SIGTERM/SIGINT drain the requests in
+flight) or in a thread of ``ledger serve`` (stopped with the service)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from ledger import ConfigurationError
+from service.api.app import create_app
+from service.config import LedgerConfig, split_listen
+
+log = logging.getLogger("ledger.api")
+
+
+def bind(listen: str) -> socket.socket:
+    """A listening socket on ``HOST:PORT``; a taken port or an unknown address is a
+    :class:`ConfigurationError` naming it."""
+    try:
+        host, port = split_listen(listen)
+    except ValueError as exc:
+        raise ConfigurationError(f"api listen {listen!r}: {exc}") from exc
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot serve the API on {listen}: {exc.strerror or exc}"
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def build_server(config: LedgerConfig) -> tuple[uvicorn.Server, FastAPI]:
+    app = create_app(config)
+    settings = uvicorn.Config(
+        app,
+        access_log=False,  # the API logs each request itself, without query string or headers
+        log_config=None,  # the CLI's logging configuration stands
+        lifespan="off",
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=int(config.api.grace_period.total_seconds()),
+    )
+    return uvicorn.Server(settings), app
+
+
+def serve_api(config: LedgerConfig, listen: str) -> None:
+    """Serve until SIGTERM/SIGINT, then finish the requests in flight (within the grace
+    period) and return."""
+    sock = bind(listen)
+    server, app = build_server(config)
+    log.warning("API on http://%s (%d token(s))", listen, len(config.api.tokens))
+    # uvicorn handles SIGTERM/SIGINT while it runs (drains, then stops), and then raises the
+    # signal again for the handler it found: a no-op one, so a clean stop exits 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stopped)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        close_app(app)
+
+
+def _stopped(signum: int, _frame: FrameType | None) -> None:
+    log.warning("stopped (%s)", signal.Signals(signum).name)
+
+
+class ApiThread:
+    """The API in a thread of another process (``ledger serve``): started, then stopped with
+    the requests in flight drained."""
+
+    def __init__(self, config: LedgerConfig, listen: str) -> None:
+        self.listen = listen
+        self.sock = bind(listen)
+        self.server, self.app = build_server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="api", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+        log.warning("API on http://%s", self.listen)
+
+    def stop(self, timeout: float) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        self.sock.close()
+        close_app(self.app)
+
+
+def close_app(app: FastAPI) -> None:
+    app.state.api.close()
+
+
+__all__ = ["ApiThread", "bind", "build_server", "serve_api"]

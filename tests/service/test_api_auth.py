@@ -1,0 +1,133 @@
+"""Bearer tokens and the limits around every request: missing, wrong and wrong-scope tokens,
+tokens never in logs, tokens in URLs refused, bodies over the limit, a database outage."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.config import LedgerConfig
+from tests.service.conftest import TOKENS, api_client, auth
+
+ENDPOINTS = [
+    ("post", "/v1/events", "append"),
+    ("get", "/v1/runs", "read"),
+    ("get", "/v1/runs/1", "read"),
+    ("get", "/v1/runs/1/events", "read"),
+    ("get", "/v1/stuck", "read"),
+    ("get", "/v1/status", "read"),
+    ("get", "/v1/verify", "read"),
+    ("post", "/v1/runs/1/fail", "operate"),
+    ("get", "/metrics", "read"),
+    ("get", "/readyz", "read"),
+    ("get", "/openapi.json", "read"),
+    ("get", "/docs", "read"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), ENDPOINTS)
+def test_every_endpoint_but_healthz_needs_a_token_with_its_scope(
+    client: TestClient, method: str, path: str, scope: str
+) -> None:
+    missing = client.request(method, path)
+    assert missing.status_code == 401
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    wrong = client.request(method, path, headers={"Authorization": "Bearer not-a-token"})
+    assert wrong.status_code == 401
+    other = next(name for name, (_, scopes) in TOKENS.items() if scope not in scopes)
+    forbidden = client.request(method, path, headers=auth(other))
+    assert forbidden.status_code == 403
+    assert scope in forbidden.json()["detail"]
+    allowed = next(name for name, (_, scopes) in TOKENS.items() if scopes == [scope])
+    assert client.request(method, path, headers=auth(allowed)).status_code not in (401, 403)
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_token_in_the_url_is_refused_and_no_token_reaches_the_log(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = TOKENS["admin"][0]
+    in_url = client.get("/v1/runs", params={"access_token": token}, headers=auth("admin"))
+    assert in_url.status_code == 400
+    assert token not in in_url.text
+    client.get("/v1/runs", headers=auth("admin"))
+    client.get("/v1/runs", headers={"Authorization": f"Bearer {token}x"})
+    client.post("/v1/events", json=[{"type": "nope"}], headers=auth("admin"))
+    # The server's log (httpx's own lines are the client's, which put the token in the URL).
+    logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("httpx"))
+    assert "caller=admin" in logged
+    for secret, _ in TOKENS.values():
+        assert secret not in logged
+
+
+def test_tokens_from_the_environment(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.api import create_app
+
+    monkeypatch.setenv("API_TEST_TOKEN", "from-the-environment-1234")
+    config = LedgerConfig.model_validate(
+        {
+            "database_url": db_url,
+            "api": {"tokens": [{"name": "env", "scopes": ["read"], "env": "API_TEST_TOKEN"}]},
+        }
+    )
+    with TestClient(create_app(config)) as test_client:
+        ok = test_client.get(
+            "/v1/runs", headers={"Authorization": "Bearer from-the-environment-1234"}
+        )
+        assert ok.status_code == 200
+        assert test_client.get("/v1/runs", headers=auth("admin")).status_code == 401
+
+
+def test_a_body_over_the_limit_is_413_before_parsing(db_url: str) -> None:
+    with api_client(db_url, max_body_bytes=2048) as test_client:
+        big = b"[" + b" " * 4096 + b"]"
+        declared = test_client.post(
+            "/v1/events",
+            content=big,
+            headers={**auth("admin"), "content-type": "application/json"},
+        )
+        assert declared.status_code == 413
+        assert declared.headers["content-type"] == "application/problem+json"
+
+        def chunks():  # no Content-Length: counted while it is read
+            for _ in range(10):
+                yield b" " * 1024
+
+        streamed = test_client.post(
+            "/v1/events",
+            content=chunks(),
+            headers={**auth("admin"), "content-type": "application/json"},
+        )
+        assert streamed.status_code == 413
+        fail = test_client.post(
+            "/v1/runs/1/fail", json={"reason": "x" * 5000}, headers=auth("admin")
+        )
+        assert fail.status_code == 413
+
+
+def test_an_unreachable_database_is_503_with_retry_after() -> None:
+    with api_client("mysql+pymysql://ledger:secret@127.0.0.1:1/ledger") as test_client:
+        event = {
+            "type": "RunStarted",
+            "event_id": str(uuid.uuid4()),
+            "source_id": 1,
+            "connector_name": "x",
+        }
+        for response in (
+            test_client.post("/v1/events", json=[event], headers=auth("admin")),
+            test_client.get("/v1/runs", headers=auth("admin")),
+            test_client.get("/readyz", headers=auth("admin")),
+        ):
+            assert response.status_code == 503, response.text
+            assert int(response.headers["retry-after"]) > 0
+            assert response.json()["type"].endswith("database-unreachable")
+            assert "secret" not in response.text
+        assert test_client.get("/healthz").status_code == 200
+        metrics = test_client.get("/metrics", headers=auth("admin"))
+        assert metrics.status_code == 200
+        assert "ledger_database_up 0.0" in metrics.text

@@ -1,0 +1,119 @@
+"""The read endpoints and ``fail`` on both databases: the JSON of the CLI's ``--format json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from freezegun import freeze_time
+
+from ledger import Ledger
+from projections import Projector
+from service.cli import cli
+from tests.service.conftest import auth
+
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
+READ = auth("reader")
+
+
+def cli_json(db_url: str, *args: str) -> Any:
+    result = CliRunner().invoke(cli, [*args, "--format", "json", "--db", db_url])
+    return json.loads(result.output)
+
+
+def load_sample(client: TestClient, ledger: Ledger, runs: int = 0) -> None:
+    body = SAMPLE.read_bytes()
+    headers = {**auth("appender"), "content-type": "application/x-ndjson"}
+    assert client.post("/v1/events", content=body, headers=headers).status_code == 200
+    for number in range(runs):
+        event = {"type": "RunStarted", "source_id": 9, "connector_name": f"extra-{number}"}
+        assert client.post("/v1/events", json=[event], headers=auth("appender")).status_code == 200
+    Projector(ledger).run_once()
+
+
+def test_runs_list_and_show_are_the_cli_json(
+    client: TestClient, ledger: Ledger, db_url: str
+) -> None:
+    load_sample(client, ledger)
+    listed = client.get("/v1/runs", headers=READ)
+    assert listed.status_code == 200
+    assert listed.json() == cli_json(db_url, "runs", "list")
+    assert client.get("/v1/runs/1", headers=READ).json() == cli_json(db_url, "runs", "show", "1")
+    filtered = client.get("/v1/runs", params={"status": "success"}, headers=READ).json()
+    assert filtered == cli_json(db_url, "runs", "list", "--status", "success")
+    at = client.get("/v1/runs", params={"at_position": 3}, headers=READ).json()
+    assert at == cli_json(db_url, "runs", "list", "--at-position", "3")
+    both = client.get("/v1/runs", params={"at_position": 3, "as_of": "2026-01-01"}, headers=READ)
+    assert both.status_code == 400
+    assert "not both" in both.json()["detail"]
+    bad_time = client.get("/v1/runs", params={"as_of": "yesterday\x1b"}, headers=READ)
+    assert bad_time.status_code == 400
+    assert "\x1b" not in bad_time.text
+
+
+def test_cursor_paging_walks_every_run_once(client: TestClient, ledger: Ledger) -> None:
+    load_sample(client, ledger, runs=5)
+    seen: list[int] = []
+    url = "/v1/runs?limit=3"
+    while url:
+        page = client.get(url, headers=READ)
+        assert page.status_code == 200
+        seen.extend(row["id"] for row in page.json())
+        link = page.headers.get("link")
+        url = link[1 : link.index(">")] if link else ""
+    assert seen == [7, 6, 5, 4, 3, 2, 1]
+    forged = client.get("/v1/runs", params={"cursor": 2**63}, headers=READ)
+    assert forged.status_code == 400
+    beyond = client.get("/v1/runs", params={"cursor": 1}, headers=READ)
+    assert beyond.json() == []
+
+
+def test_run_ids_out_of_range_and_unknown(client: TestClient, ledger: Ledger) -> None:
+    load_sample(client, ledger)
+    for bad in ("0", "-1", str(2**63), "x"):
+        assert client.get(f"/v1/runs/{bad}", headers=READ).status_code == 400
+    missing = client.get("/v1/runs/99", headers=READ)
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == "run 99 does not exist"
+    assert missing.json()["run_id"] == 99
+    assert client.get("/v1/runs/99/events", headers=READ).status_code == 404
+    assert client.get("/v1/nothing-here", headers=READ).status_code == 404
+
+
+def test_events_stuck_status_verify_are_the_cli_json(
+    client: TestClient, ledger: Ledger, db_url: str
+) -> None:
+    load_sample(client, ledger)
+    timeline = client.get("/v1/runs/1/events", headers=READ).json()
+    assert timeline == cli_json(db_url, "audit", "1")
+    with freeze_time("2026-06-01"):
+        stuck = client.get("/v1/stuck", headers=READ).json()
+        assert stuck == cli_json(db_url, "stuck")
+    assert client.get("/v1/stuck", params={"older_than": "soon"}, headers=READ).status_code == 400
+    status = client.get("/v1/status", headers=READ).json()
+    assert status["head_position"] == 7
+    verify = client.get("/v1/verify", headers=READ).json()
+    assert verify == cli_json(db_url, "verify")
+    assert client.get("/v1/verify", params={"chain_only": True}, headers=READ).json()["ok"]
+    assert "ledger_events_appended" in client.get("/metrics", headers=READ).text
+    assert client.get("/readyz", headers=READ).json() == {"status": "ready"}
+
+
+def test_fail_records_the_token_name(client: TestClient, ledger: Ledger) -> None:
+    load_sample(client, ledger, runs=1)
+    open_run = 3
+    failed = client.post(
+        f"/v1/runs/{open_run}/fail", json={"reason": "host lost\n"}, headers=auth("operator")
+    )
+    assert failed.status_code == 200, failed.text
+    assert failed.json()["actor"] == "operator:operator"
+    again = client.post(
+        f"/v1/runs/{open_run}/fail", json={"reason": "again"}, headers=auth("operator")
+    )
+    assert again.status_code == 409
+    blank = client.post("/v1/runs/1/fail", json={"reason": " "}, headers=auth("operator"))
+    assert blank.status_code in (400, 409)
+    assert client.post("/v1/runs/1/fail", json={}, headers=auth("operator")).status_code == 400
