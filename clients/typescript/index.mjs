@@ -437,7 +437,7 @@ export class LedgerClient {
       }
       stopping = (async () => {
         try {
-          if (run.isOpen || run._closing) {
+          if (run.status === undefined) {
             let timer;
             await Promise.race([
               run._failWith(SIGNALS[name].message, {
@@ -480,7 +480,7 @@ export class LedgerClient {
         throw error;
       }
       removeListeners();
-      if (run.isOpen || run._closing) {
+      if (run.status === undefined) {
         // The function's error is what the caller must see; a failure to record it is reported.
         await run.fail(error).catch((recording) => run.onError(recording));
       }
@@ -491,7 +491,7 @@ export class LedgerClient {
       return value;
     }
     removeListeners();
-    if (run.isOpen || run._closing) await run.finish();
+    if (run.status === undefined) await run.finish();
     return value;
   }
 
