@@ -231,7 +231,8 @@ function describeThrown(error) {
   }
   let message;
   try {
-    message = typeof error === 'string' ? error : JSON.stringify(error) ?? String(error);
+    if (error === undefined || error === null) message = '';
+    else message = typeof error === 'string' ? error : JSON.stringify(error) ?? String(error);
   } catch {
     try {
       message = String(error);
