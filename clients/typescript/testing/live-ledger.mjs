@@ -33,7 +33,14 @@ function pythonBin() {
 
 /** The backends to test: SQLite always, MariaDB when LEDGER_TEST_MYSQL_URL names a server. */
 export function backends() {
-  return process.env.LEDGER_TEST_MYSQL_URL ? ['sqlite', 'mariadb'] : ['sqlite'];
+  const all = process.env.LEDGER_TEST_MYSQL_URL ? ['sqlite', 'mariadb'] : ['sqlite'];
+  const only = process.env.LEDGER_TS_BACKENDS; // e.g. "mariadb": the pytest wrapper's split
+  if (!only) return all;
+  const wanted = only.split(',').map((name) => name.trim());
+  if (wanted.includes('mariadb') && !process.env.LEDGER_TEST_MYSQL_URL) {
+    throw new Error('LEDGER_TS_BACKENDS names mariadb but LEDGER_TEST_MYSQL_URL is not set');
+  }
+  return wanted;
 }
 
 export function freePort() {
