@@ -849,6 +849,12 @@ export class RunHandle {
     };
     const done = this._queue.then(send);
     this._queue = done.catch(() => {});
+    // progress() and heartbeat() are often not awaited: their failure must not crash the
+    // process as an unhandled rejection. An awaited promise still rejects. A retriable failure
+    // loses nothing (the events go with the next send); a refusal is reported.
+    done.catch((error) => {
+      if (error instanceof LedgerApiError && !error.retriable) this.onError(error);
+    });
     return done;
   }
 

@@ -368,3 +368,26 @@ test('bad options are refused naming the option', async () => {
   await assert.rejects(run.finish({ recordsFetched: -1 }), LedgerValidationError);
   await run.finish();
 });
+
+test('progress and heartbeat not awaited: a failing ledger does not crash the process, and nothing is lost', async () => {
+  let down = false;
+  const server = await fake((req, res, body) => {
+    if (down) {
+      res.writeHead(503, { 'retry-after': '0' });
+      res.end();
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  const run = await client(server.url, { retries: 1 }).startRun({ ...RUN, progressIntervalMs: 0 });
+  down = true;
+  run.progress({ recordsFetched: 5 }); // rejects, unobserved
+  run.heartbeat(); // rejects, unobserved
+  await assert.rejects(run.progress({ recordsFetched: 1 }), LedgerApiError);
+  down = false;
+  await run.finish();
+  const last = JSON.parse(server.requests.at(-1).body);
+  const sent = last.reduce((sum, event) => sum + (event.records_fetched ?? 0), 0);
+  assert.equal(sent, 6); // the counts of the failed sends went with the terminal event
+  assert.equal(last.at(-1).type, 'RunFinished');
+});
