@@ -1,0 +1,243 @@
+// Types of @run-ledger/client (index.mjs). Hand-written: the client needs no build step.
+
+export declare const VERSION: string;
+/** The largest counter delta one event carries (the ledger's counters are INT(11)). */
+export declare const COUNTER_MAX: 2147483647;
+export declare const MAX_MESSAGE_CHARS: number;
+export declare const MAX_DETAILS_CHARS: number;
+export declare const MAX_TRACEBACK_CHARS: number;
+
+/** progress() option -> RunProgressed field */
+export declare const PROGRESS_FIELDS: Readonly<{
+  recordsFetched: 'records_fetched';
+  recordsCreated: 'records_created';
+  recordsUpdated: 'records_updated';
+  recordsSkipped: 'records_skipped';
+  claimsCreated: 'claims_created';
+  coverageCellsUpdated: 'coverage_cells_updated';
+}>;
+
+/** Counter deltas: integers from 0 to COUNTER_MAX; an absent counter is 0. */
+export interface Counts {
+  recordsFetched?: number;
+  recordsCreated?: number;
+  recordsUpdated?: number;
+  recordsSkipped?: number;
+  claimsCreated?: number;
+  coverageCellsUpdated?: number;
+}
+
+export type Totals = Required<Counts>;
+
+export interface ClientOptions {
+  /** The API's base URL, e.g. `http://127.0.0.1:8080` (http or https, no credentials). */
+  url: string | URL;
+  /** A bearer token with the `append` scope (and `read` for get()). */
+  token: string;
+  /** Per attempt: the whole answer, body included, must arrive within this. Default 10000. */
+  timeoutMs?: number;
+  /** Retries after the first attempt (network errors, timeouts, 5xx; never 4xx). Default 5. */
+  retries?: number;
+  /** First backoff; doubled per retry, jittered, capped by maxBackoffMs. Default 250. */
+  backoffMs?: number;
+  /** Default 10000. A 503's Retry-After (at most 60 s) is honoured over it. */
+  maxBackoffMs?: number;
+  /** An answer larger than this is refused (LedgerProtocolError). Default 1 MiB. */
+  maxResponseBytes?: number;
+  /** A fetch implementation (default: the global fetch of Node >= 18). */
+  fetch?: typeof fetch;
+}
+
+export interface RunOptions {
+  sourceId: number;
+  /** 1 to 100 characters, no control characters, no whitespace at either end. */
+  connectorName: string;
+  connectorVersion?: string;
+  /** Recorded in RunStarted's metadata. Default 'manual'. */
+  trigger?: string;
+  /** Merged into RunStarted's metadata after host, pid, connector_version, trigger, client. */
+  metadata?: Record<string, unknown>;
+  /** At most one RunProgressed per interval; the rest waits (flushed before the end). Default 5000. */
+  progressIntervalMs?: number;
+  /** A heartbeat while the run is open; 0 turns it off. Default 60000. */
+  heartbeatIntervalMs?: number;
+  /** How many run.error() entries are kept in the details (all are counted). Default 100. */
+  maxErrorDetails?: number;
+  /** Failures of background sends (timer flushes, heartbeats). Default: a process warning. */
+  onError?: (error: Error) => void;
+}
+
+export interface WithRunOptions extends RunOptions {
+  /** How long a SIGTERM/SIGINT waits for the failure to be recorded. Default 15000. */
+  signalGraceMs?: number;
+}
+
+export interface FinishOptions extends Counts {
+  /** Default: 'partial' when run.error() was called, else 'success'. Use fail() for failures. */
+  status?: 'success' | 'partial';
+  errorMessage?: string;
+  errorDetails?: Record<string, unknown>;
+}
+
+export interface RunResult {
+  runId: number;
+  status: 'success' | 'partial' | 'failed' | undefined;
+  totals: Totals;
+  errorCount: number;
+}
+
+/** The answer of POST /v1/events (the summary of `ledger append`). */
+export interface AppendSummary {
+  appended: number;
+  duplicates: number;
+  first_position: number | null;
+  last_position: number | null;
+  allocated_run_ids: number[];
+  run_refs: Record<string, number>;
+}
+
+interface EventBase {
+  event_id?: string;
+  run_id?: number;
+  run_ref?: string;
+  /** ISO-8601 with a zone, e.g. 2026-01-01T00:00:00.000Z */
+  occurred_at?: string;
+  actor?: string;
+  schema_version?: number;
+}
+
+interface CounterFields {
+  records_fetched?: number;
+  records_created?: number;
+  records_updated?: number;
+  records_skipped?: number;
+  claims_created?: number;
+  coverage_cells_updated?: number;
+}
+
+/** The JSON POST /v1/events accepts (ledger/events.py). */
+export type LedgerEvent =
+  | (EventBase & {
+      type: 'RunStarted';
+      source_id: number;
+      connector_name: string;
+      metadata?: Record<string, unknown> | null;
+    })
+  | (EventBase & CounterFields & { type: 'RunProgressed' })
+  | (EventBase &
+      CounterFields & {
+        type: 'RunFinished';
+        status: 'success' | 'partial' | 'failed';
+        error_message?: string | null;
+        error_details?: Record<string, unknown> | null;
+      })
+  | (EventBase & {
+      type: 'RunTimedOut';
+      reason: string;
+      threshold_seconds?: number | null;
+      last_event_at?: string | null;
+      detected_by: string;
+    });
+
+export declare class LedgerClient {
+  constructor(options: ClientOptions);
+  readonly url: string;
+  readonly timeoutMs: number;
+  readonly retries: number;
+  readonly backoffMs: number;
+  readonly maxBackoffMs: number;
+  readonly maxResponseBytes: number;
+  /** Append events all or nothing, retried with the same body (give each an event_id). */
+  append(events: LedgerEvent[], options?: { expectedVersion?: number }): Promise<AppendSummary>;
+  /** GET a path of the API (e.g. `/v1/runs/3`) as JSON. */
+  get<T = unknown>(path: string): Promise<T>;
+  /** Append RunStarted; throws RunNotStartedError when the ledger does not record it. */
+  startRun(options: RunOptions): Promise<RunHandle>;
+  /**
+   * Start a run, call fn, record the outcome whatever happens: finish() when fn returns,
+   * fail(error) when it throws or rejects (and rethrow), fail with "stopped by SIGTERM" /
+   * "interrupted by Ctrl-C (SIGINT)" on those signals (then re-raise the signal).
+   */
+  withRun<T>(options: WithRunOptions, fn: (run: RunHandle) => T | Promise<T>): Promise<T>;
+  toJSON(): { url: string; token: '***' };
+}
+
+export declare class RunHandle {
+  private constructor();
+  readonly client: LedgerClient;
+  readonly runId: number;
+  readonly sourceId: number;
+  readonly connectorName: string;
+  readonly actor: string;
+  readonly metadata: Record<string, unknown>;
+  /** Set once the terminal event is in the ledger. */
+  readonly status: 'success' | 'partial' | 'failed' | undefined;
+  readonly totals: Totals;
+  readonly errorCount: number;
+  progressIntervalMs: number;
+  heartbeatIntervalMs: number;
+  /** True from start until finish()/fail() begins. */
+  readonly isOpen: boolean;
+  /**
+   * Add counter deltas (coalesced). Throws LedgerValidationError synchronously (naming the
+   * field) for a count that is not an integer from 0 to COUNTER_MAX, LedgerStateError once
+   * the run is finishing or finished. Resolves when what it sent (if anything) is recorded.
+   */
+  progress(counts: Counts): Promise<void>;
+  /** The pending deltas, or an all-zero RunProgressed. */
+  heartbeat(): Promise<void>;
+  /** A non-fatal error: the run finishes `partial` unless finish() says otherwise. */
+  error(message: string, details?: unknown): void;
+  /** The pending deltas and RunFinished in one request. Called again after a failed
+   * attempt, it resends the same events. */
+  finish(options?: FinishOptions): Promise<RunResult>;
+  /** RunFinished `failed`: `Name: message`, with the stack as the traceback. */
+  fail(error: unknown): Promise<RunResult>;
+  result(): RunResult;
+}
+
+export declare class LedgerError extends Error {}
+
+/** Refused before anything was sent. */
+export declare class LedgerValidationError extends LedgerError {
+  readonly field: string;
+}
+
+/** A run handle used when it cannot be (finished, finishing, or not started). */
+export declare class LedgerStateError extends LedgerError {}
+
+/** The ledger answered with an error: the fields of its application/problem+json body. */
+export declare class LedgerApiError extends LedgerError {
+  readonly status: number;
+  readonly title: string;
+  readonly detail: string;
+  readonly type: string | undefined;
+  /** Each problem of invalid input: message, field, line (JSON Lines) or item (array). */
+  readonly errors: Array<{ message?: string; field?: string; line?: number; item?: number }>;
+  /** The first problem's field, line and item. */
+  readonly field: string | undefined;
+  readonly line: number | undefined;
+  readonly item: number | undefined;
+  readonly runId?: number;
+  readonly rule?: string;
+  readonly expectedVersion?: number;
+  readonly actualVersion?: number;
+  readonly retryAfterMs: number | undefined;
+  readonly attempts: number;
+  /** True for a 5xx (the request may succeed later). */
+  readonly retriable: boolean;
+}
+
+/** No usable answer on any attempt (connection refused or reset, DNS, timeouts). */
+export declare class LedgerNetworkError extends LedgerError {
+  readonly attempts: number;
+}
+
+/** An answer that is not the ledger API's (not JSON, the wrong shape, too large). */
+export declare class LedgerProtocolError extends LedgerError {
+  readonly status: number | undefined;
+  readonly attempts: number | undefined;
+}
+
+/** RunStarted was not recorded: the run did not start. `cause` says why. */
+export declare class RunNotStartedError extends LedgerError {}

@@ -1,0 +1,920 @@
+// @run-ledger/client: report ingestion runs to run-ledger's HTTP API (POST /v1/events).
+//
+// Dependency-free ES module for Node >= 18 (global fetch, crypto.randomUUID). Shaped like the
+// Python SDK (connectors/sdk.py):
+//
+//   const client = new LedgerClient({ url, token });
+//   await client.withRun({ sourceId: 1, connectorName: 'SOURCE_1' }, async (run) => {
+//     for await (const page of pages()) run.progress({ recordsFetched: page.length });
+//   });
+//
+// * startRun appends RunStarted (with a run_ref, so a retry whose first reply was lost still
+//   learns its run id from `run_refs`); if it cannot, the run did not start.
+// * progress sums deltas and sends at most one RunProgressed per progressIntervalMs; what is
+//   pending goes out before the terminal event, in the same request.
+// * A heartbeat (an all-zero RunProgressed, or the pending deltas) goes out every
+//   heartbeatIntervalMs while the run is open, so a long but alive run is never timed out.
+// * Every POST is retried with the same body (event ids fixed before the first attempt) on
+//   network errors, timeouts, 503 (Retry-After honoured) and other 5xx, with bounded jittered
+//   backoff; never on 4xx, which throws LedgerApiError with the problem+json fields.
+// * withRun guarantees a terminal event whatever the function does: returns (success or
+//   partial), throws or rejects (failed, with the error), or the process gets SIGTERM/SIGINT
+//   (failed, "stopped by SIGTERM" / "interrupted by Ctrl-C (SIGINT)", then the signal is
+//   re-raised so the process ends as it would have).
+
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+
+export const VERSION = '0.1.0';
+/** The ledger's counters are INT(11): a delta must stay below 2**31. */
+export const COUNTER_MAX = 2 ** 31 - 1;
+export const MAX_MESSAGE_CHARS = 2_000;
+export const MAX_DETAILS_CHARS = 4_000;
+export const MAX_TRACEBACK_CHARS = 64_000;
+// error_details nest at most 20 levels in the ledger; a recorded error's details sit 3 down.
+const MAX_DETAILS_DEPTH = 17;
+const CONNECTOR_NAME_MAX = 100;
+const RUN_REF = 'run';
+const DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024;
+const MAX_RETRY_AFTER_MS = 60_000;
+
+/** progress() option -> RunProgressed field */
+export const PROGRESS_FIELDS = Object.freeze({
+  recordsFetched: 'records_fetched',
+  recordsCreated: 'records_created',
+  recordsUpdated: 'records_updated',
+  recordsSkipped: 'records_skipped',
+  claimsCreated: 'claims_created',
+  coverageCellsUpdated: 'coverage_cells_updated',
+});
+const COUNTER_NAMES = Object.keys(PROGRESS_FIELDS);
+
+const SIGNALS = Object.freeze({
+  SIGTERM: { number: 15, message: 'stopped by SIGTERM' },
+  SIGINT: { number: 2, message: 'interrupted by Ctrl-C (SIGINT)' },
+});
+
+// ------------------------------------------------------------------------------ errors
+
+/** Every error this client throws. */
+export class LedgerError extends Error {
+  constructor(message, options) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** Refused before anything was sent: `field` names the option that is wrong. */
+export class LedgerValidationError extends LedgerError {
+  constructor(field, message) {
+    super(`${field}: ${message}`);
+    this.field = field;
+  }
+}
+
+/** A run handle used when it cannot be (finished, or not yet started). */
+export class LedgerStateError extends LedgerError {}
+
+/** The ledger answered with an error (a problem+json body, RFC 9457, when it is the ledger). */
+export class LedgerApiError extends LedgerError {
+  constructor({ status, title, detail, type, errors, body, retryAfterMs, attempts }) {
+    super(`${status} ${title}: ${detail}`);
+    this.status = status;
+    this.title = title;
+    this.detail = detail;
+    this.type = type;
+    this.errors = errors ?? [];
+    const first = this.errors[0] ?? {};
+    this.field = typeof first.field === 'string' ? first.field : undefined;
+    this.line = Number.isInteger(first.line) ? first.line : undefined;
+    this.item = Number.isInteger(first.item) ? first.item : undefined;
+    for (const [from, to] of [
+      ['run_id', 'runId'],
+      ['rule', 'rule'],
+      ['expected_version', 'expectedVersion'],
+      ['actual_version', 'actualVersion'],
+    ]) {
+      if (body && body[from] !== undefined && body[from] !== null) this[to] = body[from];
+    }
+    this.retryAfterMs = retryAfterMs;
+    this.attempts = attempts;
+  }
+
+  /** A 5xx (the request may succeed later); a 4xx is the request's own fault. */
+  get retriable() {
+    return this.status >= 500;
+  }
+}
+
+/** No usable answer: connection refused or reset, DNS, or a timeout, on every attempt. */
+export class LedgerNetworkError extends LedgerError {
+  constructor(message, { cause, attempts }) {
+    super(message, { cause });
+    this.attempts = attempts;
+  }
+}
+
+/** An answer that is not what the ledger API sends (not JSON, not the expected shape). */
+export class LedgerProtocolError extends LedgerError {
+  constructor(message, { status, attempts } = {}) {
+    super(message);
+    this.status = status;
+    this.attempts = attempts;
+  }
+}
+
+/** RunStarted could not be recorded, so the run did not start. */
+export class RunNotStartedError extends LedgerError {}
+
+// ------------------------------------------------------------------------------ helpers
+
+function checkOption(name, value, { min = 0, integer = true } = {}) {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min) {
+    throw new LedgerValidationError(name, `must be a number >= ${min}, got ${describe(value)}`);
+  }
+  if (integer && !Number.isSafeInteger(value)) {
+    throw new LedgerValidationError(name, `must be an integer, got ${describe(value)}`);
+  }
+  return value;
+}
+
+function describe(value) {
+  if (typeof value === 'bigint') return `${value}n (a BigInt)`;
+  if (typeof value === 'string') return JSON.stringify(clip(value, 60));
+  if (typeof value === 'number' || typeof value === 'boolean' || value == null) {
+    return String(value);
+  }
+  return `a ${Array.isArray(value) ? 'array' : typeof value}`;
+}
+
+/** A counter delta: an integer from 0 to COUNTER_MAX (undefined is 0). */
+function counter(field, value) {
+  if (value === undefined) return 0;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > COUNTER_MAX) {
+    throw new LedgerValidationError(
+      field,
+      `a count must be an integer from 0 to ${COUNTER_MAX}, got ${describe(value)}`,
+    );
+  }
+  return value;
+}
+
+function readCounters(counts, where) {
+  if (counts === undefined || counts === null) counts = {};
+  if (typeof counts !== 'object' || Array.isArray(counts)) {
+    throw new LedgerValidationError(where, `expected an object of counts, got ${describe(counts)}`);
+  }
+  const deltas = {};
+  for (const key of Object.keys(counts)) {
+    if (!(key in PROGRESS_FIELDS)) {
+      throw new LedgerValidationError(
+        key,
+        `not a counter (expected one of ${COUNTER_NAMES.join(', ')})`,
+      );
+    }
+  }
+  for (const name of COUNTER_NAMES) deltas[name] = counter(name, counts[name]);
+  return deltas;
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/** Text the ledger can store (no lone surrogate), at most `limit` characters. */
+function clip(text, limit, { keepEnd = false } = {}) {
+  text = String(text).replace(LONE_SURROGATE, '\uFFFD');
+  if (text.length <= limit) return text;
+  const note = `[${text.length - limit} characters cut]`;
+  return keepEnd ? `${note}…${text.slice(-limit)}` : `${text.slice(0, limit)}…${note}`;
+}
+
+function jsonDepth(value) {
+  let deepest = 0;
+  const stack = [[value, 0]];
+  while (stack.length) {
+    const [item, depth] = stack.pop();
+    if (item !== null && typeof item === 'object') {
+      deepest = Math.max(deepest, depth + 1);
+      for (const child of Object.values(item)) stack.push([child, depth + 1]);
+    }
+  }
+  return deepest;
+}
+
+/** An error's details, or a clipped preview when they are too large or cannot be JSON. */
+function bounded(details) {
+  let text;
+  try {
+    text = JSON.stringify(details);
+  } catch (error) {
+    return { unserialisable: clip(`${error.message}`, MAX_DETAILS_CHARS) };
+  }
+  if (text === undefined) return { unserialisable: describe(details) };
+  if (text.length > MAX_DETAILS_CHARS || jsonDepth(JSON.parse(text)) > MAX_DETAILS_DEPTH) {
+    return { clipped: clip(text, MAX_DETAILS_CHARS) };
+  }
+  return JSON.parse(text);
+}
+
+/** What a thrown value is called and says: `Name: message`, as the Python SDK records it. */
+function describeThrown(error) {
+  if (error instanceof Error) {
+    let name = typeof error.name === 'string' && error.name ? error.name : 'Error';
+    const ctor = error.constructor?.name;
+    if (name === 'Error' && ctor && ctor !== 'Error') name = ctor;
+    let message;
+    try {
+      message = String(error.message ?? '');
+    } catch {
+      message = '(a message that cannot be read)';
+    }
+    return { name, message, stack: typeof error.stack === 'string' ? error.stack : undefined };
+  }
+  let message;
+  try {
+    if (error === undefined || error === null) message = '';
+    else message = typeof error === 'string' ? error : JSON.stringify(error) ?? String(error);
+  } catch {
+    try {
+      message = String(error);
+    } catch {
+      message = Object.prototype.toString.call(error);
+    }
+  }
+  return { name: `thrown ${error === null ? 'null' : typeof error}`, message, stack: undefined };
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function retryAfterMs(header) {
+  if (!header) return undefined;
+  const text = header.trim();
+  if (/^\d+$/.test(text)) return Math.min(Number(text) * 1000, MAX_RETRY_AFTER_MS);
+  const when = Date.parse(text);
+  if (Number.isNaN(when)) return undefined;
+  return Math.min(Math.max(when - Date.now(), 0), MAX_RETRY_AFTER_MS);
+}
+
+async function readBody(response, limit) {
+  if (!response.body) return '';
+  const reader = response.body.getReader();
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      throw new LedgerProtocolError(
+        `the answer (HTTP ${response.status}) is over ${limit} bytes: not the ledger API?`,
+        { status: response.status },
+      );
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function parseJson(text) {
+  try {
+    return { ok: true, value: JSON.parse(text) };
+  } catch {
+    return { ok: false };
+  }
+}
+
+function printable(text, limit = 300) {
+  // eslint-disable-next-line no-control-regex
+  return clip(String(text).replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`), limit);
+}
+
+function apiError(response, text, attempts) {
+  const parsed = parseJson(text);
+  const body = parsed.ok && parsed.value && typeof parsed.value === 'object' ? parsed.value : null;
+  const str = (v) => (typeof v === 'string' && v ? v : undefined);
+  const title = str(body?.title) ?? (response.statusText || `HTTP ${response.status}`);
+  const detail =
+    str(body?.detail) ??
+    (text.trim() ? `not a problem+json answer: ${printable(text)}` : 'an empty answer');
+  const errors = Array.isArray(body?.errors)
+    ? body.errors.filter((e) => e && typeof e === 'object')
+    : [];
+  return new LedgerApiError({
+    status: response.status,
+    title: printable(title, 200),
+    detail,
+    type: str(body?.type),
+    errors,
+    body,
+    retryAfterMs: retryAfterMs(response.headers.get('retry-after')),
+    attempts,
+  });
+}
+
+// ------------------------------------------------------------------------------ the client
+
+export class LedgerClient {
+  /**
+   * @param {object} options
+   * @param {string} options.url the API's base URL, e.g. http://127.0.0.1:8080
+   * @param {string} options.token a bearer token with the `append` scope
+   */
+  constructor({
+    url,
+    token,
+    timeoutMs = 10_000,
+    retries = 5,
+    backoffMs = 250,
+    maxBackoffMs = 10_000,
+    maxResponseBytes = DEFAULT_MAX_RESPONSE_BYTES,
+    fetch: fetchImpl = globalThis.fetch,
+  } = {}) {
+    if (typeof url !== 'string' && !(url instanceof URL)) {
+      throw new LedgerValidationError('url', `must be the API's base URL, got ${describe(url)}`);
+    }
+    let base;
+    try {
+      base = new URL(String(url));
+    } catch {
+      throw new LedgerValidationError('url', `not a URL: ${describe(String(url))}`);
+    }
+    if (base.protocol !== 'http:' && base.protocol !== 'https:') {
+      throw new LedgerValidationError('url', `must be http(s), got ${base.protocol}`);
+    }
+    if (base.username || base.password) {
+      throw new LedgerValidationError('url', 'must not hold credentials: pass token instead');
+    }
+    if (typeof token !== 'string' || !token || /[\s\u0000-\u001f]/.test(token)) {
+      throw new LedgerValidationError('token', 'must be a non-empty bearer token (no whitespace)');
+    }
+    if (typeof fetchImpl !== 'function') {
+      throw new LedgerValidationError('fetch', 'no global fetch: Node >= 18 is required');
+    }
+    this.url = base.href.replace(/\/+$/, '');
+    this.timeoutMs = checkOption('timeoutMs', timeoutMs, { min: 1 });
+    this.retries = checkOption('retries', retries);
+    this.backoffMs = checkOption('backoffMs', backoffMs);
+    this.maxBackoffMs = checkOption('maxBackoffMs', maxBackoffMs);
+    this.maxResponseBytes = checkOption('maxResponseBytes', maxResponseBytes, { min: 1 });
+    // Not enumerable: a client printed or logged does not show its token.
+    Object.defineProperty(this, '_token', { value: token, enumerable: false });
+    Object.defineProperty(this, '_fetch', { value: fetchImpl, enumerable: false });
+  }
+
+  toJSON() {
+    return { url: this.url, token: '***' };
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')]() {
+    return `LedgerClient { url: '${this.url}', token: '***' }`;
+  }
+
+  /**
+   * Append events (the JSON of POST /v1/events), all or nothing; the summary of the append.
+   * Retried with the same body; give every event an `event_id` so a retry is a duplicate.
+   */
+  async append(events, { expectedVersion } = {}) {
+    if (!Array.isArray(events)) {
+      throw new LedgerValidationError('events', 'must be an array of events');
+    }
+    let path = '/v1/events';
+    if (expectedVersion !== undefined) {
+      counter('expectedVersion', expectedVersion);
+      path += `?expected_version=${expectedVersion}`;
+    }
+    const body = JSON.stringify(events);
+    const summary = await this._request('POST', path, body);
+    if (
+      !summary ||
+      typeof summary !== 'object' ||
+      !Number.isInteger(summary.appended) ||
+      !Number.isInteger(summary.duplicates)
+    ) {
+      throw new LedgerProtocolError(
+        `POST ${path} answered ${printable(JSON.stringify(summary))}, not an append summary`,
+      );
+    }
+    return summary;
+  }
+
+  /** GET a path of the API (e.g. `/v1/runs/3`) as JSON, with the same retries. */
+  async get(path) {
+    if (typeof path !== 'string' || !path.startsWith('/')) {
+      throw new LedgerValidationError('path', 'must start with /');
+    }
+    return this._request('GET', path, undefined);
+  }
+
+  /** Append RunStarted and return the open run. */
+  async startRun(options) {
+    const run = new RunHandle(this, options ?? {});
+    await run._start();
+    return run;
+  }
+
+  /**
+   * Start a run, call `fn(run)`, and record its outcome whatever happens: finish (success, or
+   * partial after run.error()) when fn returns, fail when it throws or rejects, fail and
+   * re-raise when the process gets SIGTERM or SIGINT meanwhile. Returns what fn returns.
+   */
+  async withRun(options, fn) {
+    if (typeof fn !== 'function') {
+      throw new LedgerValidationError('fn', 'withRun(options, fn) needs a function');
+    }
+    const signalGraceMs = checkOption('signalGraceMs', options?.signalGraceMs ?? 15_000);
+    const run = await this.startRun(options);
+    const listeners = new Map();
+    let stopping = null;
+    const removeListeners = () => {
+      for (const [name, listener] of listeners) process.removeListener(name, listener);
+      listeners.clear();
+    };
+    const onSignal = (name) => {
+      if (stopping) {
+        // A second signal while the failure is being recorded: stop now.
+        process.exit(128 + SIGNALS[name].number);
+      }
+      stopping = (async () => {
+        try {
+          if (run.status === undefined) {
+            let timer;
+            await Promise.race([
+              run._failWith(SIGNALS[name].message, {
+                exception: name,
+                message: SIGNALS[name].message,
+                reason: 'interrupted',
+                signal: name,
+              }),
+              new Promise((resolve) => {
+                timer = setTimeout(resolve, signalGraceMs);
+              }),
+            ]).finally(() => clearTimeout(timer));
+          }
+        } catch (error) {
+          process.emitWarning(
+            `run ${run.runId}: could not record ${name} in the ledger: ${error.message}`,
+          );
+        } finally {
+          removeListeners();
+          // Other listeners already heard the signal and own the shutdown; otherwise end the
+          // process as the signal would have (exit status 128 + its number to a shell).
+          if (process.listenerCount(name) === 0) {
+            process.kill(process.pid, name);
+            setTimeout(() => process.exit(128 + SIGNALS[name].number), 1_000);
+          }
+        }
+      })();
+    };
+    for (const name of Object.keys(SIGNALS)) {
+      const listener = () => onSignal(name);
+      listeners.set(name, listener);
+      process.on(name, listener);
+    }
+    let value;
+    try {
+      value = await fn(run);
+    } catch (error) {
+      if (stopping) {
+        await stopping;
+        throw error;
+      }
+      removeListeners();
+      if (run.status === undefined) {
+        // The function's error is what the caller must see; a failure to record it is reported.
+        await run.fail(error).catch((recording) => run.onError(recording));
+      }
+      throw error;
+    }
+    if (stopping) {
+      await stopping;
+      return value;
+    }
+    removeListeners();
+    if (run.status === undefined) await run.finish();
+    return value;
+  }
+
+  async _request(method, path, body) {
+    const url = this.url + path;
+    const headers = { Authorization: `Bearer ${this._token}`, Accept: 'application/json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    let lastError;
+    for (let attempt = 1; attempt <= this.retries + 1; attempt += 1) {
+      let waitMs;
+      try {
+        const response = await this._fetch(url, {
+          method,
+          headers,
+          body,
+          redirect: 'manual', // a redirect is refused (4xx-like): it could carry the token away
+          signal: AbortSignal.timeout(this.timeoutMs),
+        });
+        const text = await readBody(response, this.maxResponseBytes);
+        if (response.ok) {
+          const parsed = parseJson(text);
+          if (!parsed.ok) {
+            throw new LedgerProtocolError(
+              `${method} ${path} answered HTTP ${response.status} with ` +
+                `${printable(response.headers.get('content-type') ?? 'no content type', 80)}, ` +
+                `not JSON (is ${this.url} the ledger API?): ${printable(text, 200)}`,
+              { status: response.status, attempts: attempt },
+            );
+          }
+          return parsed.value;
+        }
+        const error = apiError(response, text, attempt);
+        if (response.status < 500) throw error;
+        lastError = error;
+        waitMs = response.status === 503 ? error.retryAfterMs : undefined;
+      } catch (error) {
+        if (error instanceof LedgerApiError && error.status < 500) throw error;
+        if (error instanceof LedgerProtocolError) throw error;
+        if (!(error instanceof LedgerApiError)) {
+          lastError = new LedgerNetworkError(
+            `${method} ${url}: ${networkReason(error, this.timeoutMs)}`,
+            { cause: error, attempts: attempt },
+          );
+        }
+      }
+      if (attempt > this.retries) break;
+      const ceiling = Math.min(this.maxBackoffMs, this.backoffMs * 2 ** (attempt - 1));
+      const jittered = ceiling / 2 + Math.random() * (ceiling / 2);
+      await sleep(waitMs !== undefined ? Math.max(waitMs, jittered) : jittered);
+    }
+    lastError.attempts = this.retries + 1;
+    lastError.message += ` (after ${this.retries + 1} attempt(s))`;
+    throw lastError;
+  }
+}
+
+function networkReason(error, timeoutMs) {
+  if (error?.name === 'TimeoutError' || error?.name === 'AbortError') {
+    return `no complete answer within ${timeoutMs} ms`;
+  }
+  const cause = error?.cause;
+  const code = cause?.code ?? error?.code;
+  const text = cause?.message ?? error?.message ?? String(error);
+  return code && !String(text).includes(code) ? `${code} ${text}` : String(text);
+}
+
+// ------------------------------------------------------------------------------ a run
+
+export class RunHandle {
+  constructor(client, options) {
+    const {
+      sourceId,
+      connectorName,
+      connectorVersion = '0',
+      trigger = 'manual',
+      metadata,
+      progressIntervalMs = 5_000,
+      heartbeatIntervalMs = 60_000,
+      maxErrorDetails = 100,
+      onError,
+    } = options;
+    if (sourceId === undefined) throw new LedgerValidationError('sourceId', 'is required');
+    counter('sourceId', sourceId);
+    if (typeof connectorName !== 'string' || !connectorName || connectorName.trim() !== connectorName) {
+      throw new LedgerValidationError(
+        'connectorName',
+        'must be a non-empty string without leading or trailing whitespace',
+      );
+    }
+    if ([...connectorName].length > CONNECTOR_NAME_MAX) {
+      throw new LedgerValidationError('connectorName', `at most ${CONNECTOR_NAME_MAX} characters`);
+    }
+    // eslint-disable-next-line no-control-regex
+    if (/[\u0000-\u001f\u007f-\u009f]/.test(connectorName)) {
+      throw new LedgerValidationError('connectorName', 'must not hold control characters');
+    }
+    if (typeof trigger !== 'string' || typeof connectorVersion !== 'string') {
+      throw new LedgerValidationError('trigger', 'trigger and connectorVersion are strings');
+    }
+    if (metadata !== undefined && (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata))) {
+      throw new LedgerValidationError('metadata', 'must be an object');
+    }
+    checkOption('progressIntervalMs', progressIntervalMs);
+    checkOption('heartbeatIntervalMs', heartbeatIntervalMs);
+    checkOption('maxErrorDetails', maxErrorDetails);
+    if (onError !== undefined && typeof onError !== 'function') {
+      throw new LedgerValidationError('onError', 'must be a function');
+    }
+    this.client = client;
+    this.sourceId = sourceId;
+    this.connectorName = connectorName;
+    this.progressIntervalMs = progressIntervalMs;
+    this.heartbeatIntervalMs = heartbeatIntervalMs;
+    this.maxErrorDetails = maxErrorDetails;
+    this.onError = onError ?? ((error) => process.emitWarning(`run-ledger: ${error.message}`));
+    const host = hostname();
+    this.actor = clip(`connector:${connectorName}@${host}:${process.pid}`, 200);
+    this.metadata = {
+      host,
+      pid: process.pid,
+      connector_version: connectorVersion,
+      trigger,
+      client: `@run-ledger/client ${VERSION} (node ${process.version})`,
+      ...(metadata ?? {}),
+    };
+    this.runId = undefined;
+    this.status = undefined;
+    this.totals = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0]));
+    this.errorCount = 0;
+    this._errors = [];
+    this._pending = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0]));
+    this._ready = []; // built events (ids fixed) not yet in the ledger, in order
+    this._queue = Promise.resolve();
+    this._lastEmit = 0;
+    this._flushTimer = undefined;
+    this._heartbeatTimer = undefined;
+    this._closing = undefined; // the terminal batch once built (resent as it is on a retry)
+  }
+
+  /** True from start until the terminal event is in the ledger (or being sent). */
+  get isOpen() {
+    return this.runId !== undefined && this.status === undefined && !this._closing;
+  }
+
+  _event(type, fields) {
+    return {
+      type,
+      event_id: randomUUID(),
+      run_id: this.runId,
+      occurred_at: new Date().toISOString(),
+      actor: this.actor,
+      ...fields,
+    };
+  }
+
+  async _start() {
+    if (this.runId !== undefined) throw new LedgerStateError('the run has already started');
+    const started = {
+      type: 'RunStarted',
+      event_id: randomUUID(),
+      run_ref: RUN_REF,
+      occurred_at: new Date().toISOString(),
+      actor: this.actor,
+      source_id: this.sourceId,
+      connector_name: this.connectorName,
+      metadata: this.metadata,
+    };
+    let summary;
+    try {
+      summary = await this.client.append([started]);
+    } catch (error) {
+      throw new RunNotStartedError(
+        `run of ${this.connectorName} (source ${this.sourceId}) not started: ${error.message}`,
+        { cause: error },
+      );
+    }
+    const runId = summary.run_refs?.[RUN_REF];
+    if (!Number.isSafeInteger(runId) || runId < 1) {
+      throw new RunNotStartedError(
+        `run of ${this.connectorName}: the answer names no run id ` +
+          `(${printable(JSON.stringify(summary))})`,
+      );
+    }
+    this.runId = runId;
+    this.startedEventId = started.event_id;
+    this._lastEmit = Date.now();
+    if (this.heartbeatIntervalMs > 0) {
+      this._heartbeatTimer = setInterval(() => {
+        this.heartbeat().catch((error) => this.onError(error));
+      }, this.heartbeatIntervalMs);
+      this._heartbeatTimer.unref();
+    }
+    return runId;
+  }
+
+  _requireOpen(what) {
+    if (this.runId === undefined) throw new LedgerStateError(`${what}: the run has not started`);
+    if (this.status !== undefined || this._closing) {
+      const state = this.status ? `finished (${this.status})` : 'finishing';
+      throw new LedgerStateError(`${what}: run ${this.runId} is ${state}`);
+    }
+  }
+
+  /**
+   * Add counter deltas. Sent (summed) at most once per progressIntervalMs; the promise settles
+   * when what this call triggered is in the ledger (or right away when it only accumulated).
+   * Bad counts throw LedgerValidationError synchronously, naming the field.
+   */
+  progress(counts) {
+    this._requireOpen('progress');
+    this._addDeltas(readCounters(counts, 'progress'));
+    if (this._ready.length || Date.now() - this._lastEmit >= this.progressIntervalMs) {
+      return this._flush(false);
+    }
+    if (!this._flushTimer) {
+      const wait = Math.max(0, this.progressIntervalMs - (Date.now() - this._lastEmit));
+      this._flushTimer = setTimeout(() => {
+        this._flushTimer = undefined;
+        if (this.isOpen) this._flush(false).catch((error) => this.onError(error));
+      }, wait);
+      this._flushTimer.unref();
+    }
+    return Promise.resolve();
+  }
+
+  /** Say the run is alive: the pending deltas, or an all-zero RunProgressed. */
+  heartbeat() {
+    this._requireOpen('heartbeat');
+    return this._flush(true);
+  }
+
+  /** Record a non-fatal error: counted exactly, the first maxErrorDetails kept; the run
+   * finishes `partial`. */
+  error(message, details) {
+    this._requireOpen('error');
+    this.errorCount += 1;
+    if (this._errors.length < this.maxErrorDetails) {
+      const entry = { message: clip(String(message), MAX_MESSAGE_CHARS) };
+      if (details !== undefined && details !== null) entry.details = bounded(details);
+      this._errors.push(entry);
+    }
+  }
+
+  /**
+   * Append the terminal event after any pending counts (one request). status defaults to
+   * `partial` when run.error() was called, else `success`.
+   */
+  async finish({ status, errorMessage, errorDetails, ...counts } = {}) {
+    if (this._closing && !this.status) return this._sendClosing();
+    this._requireOpen('finish');
+    if (status !== undefined && status !== 'success' && status !== 'partial') {
+      throw new LedgerValidationError(
+        'status',
+        `finish() takes 'success' or 'partial' (use fail(error) for a failure), got ${describe(status)}`,
+      );
+    }
+    if (errorMessage !== undefined && typeof errorMessage !== 'string') {
+      throw new LedgerValidationError('errorMessage', 'must be a string');
+    }
+    const deltas = readCounters(counts, 'finish');
+    const outcome = status ?? (this.errorCount ? 'partial' : 'success');
+    const summary = this._errorSummary();
+    let message = errorMessage;
+    if (message === undefined && outcome === 'partial' && this.errorCount) {
+      message = this._errors.length
+        ? `${this.errorCount} error(s); first: ${this._errors[0].message}`
+        : `${this.errorCount} error(s)`;
+    }
+    const details =
+      errorDetails !== undefined ? { ...summary, ...bounded(errorDetails) } : summary;
+    this._addDeltas(deltas);
+    return this._close({
+      status: outcome,
+      error_message: message === undefined ? null : clip(message, MAX_MESSAGE_CHARS),
+      error_details: Object.keys(details).length ? details : null,
+    });
+  }
+
+  /** Append RunFinished `failed` with the error's name, message and stack. */
+  async fail(error) {
+    if (this._closing && !this.status) return this._sendClosing();
+    this._requireOpen('fail');
+    const { name, message, stack } = describeThrown(error);
+    const details = {
+      exception: name,
+      message: clip(message, MAX_MESSAGE_CHARS),
+      ...(stack ? { traceback: clip(stack, MAX_TRACEBACK_CHARS, { keepEnd: true }) } : {}),
+      ...(error?.cause !== undefined ? { cause: clip(describeThrown(error.cause).message, MAX_MESSAGE_CHARS) } : {}),
+      ...this._errorSummary(),
+    };
+    return this._close({
+      status: 'failed',
+      error_message: clip(message ? `${name}: ${message}` : name, MAX_MESSAGE_CHARS),
+      error_details: details,
+    });
+  }
+
+  async _failWith(message, details) {
+    if (this._closing && !this.status) return this._sendClosing();
+    return this._close({
+      status: 'failed',
+      error_message: message,
+      error_details: { ...details, ...this._errorSummary() },
+    });
+  }
+
+  _addDeltas(deltas) {
+    // A sum over the ledger's INT limit goes out as two events rather than overflow.
+    if (COUNTER_NAMES.some((n) => this._pending[n] + deltas[n] > COUNTER_MAX)) {
+      this._ready.push(this._pendingEvent());
+      this._clearPending();
+    }
+    for (const name of COUNTER_NAMES) {
+      this._pending[name] += deltas[name];
+      this.totals[name] += deltas[name];
+    }
+  }
+
+  _errorSummary() {
+    if (!this.errorCount) return {};
+    return {
+      error_count: this.errorCount,
+      errors: [...this._errors],
+      errors_truncated: this.errorCount > this._errors.length,
+    };
+  }
+
+  _pendingEvent() {
+    const fields = {};
+    for (const name of COUNTER_NAMES) fields[PROGRESS_FIELDS[name]] = this._pending[name];
+    return this._event('RunProgressed', fields);
+  }
+
+  _clearPending() {
+    for (const name of COUNTER_NAMES) this._pending[name] = 0;
+  }
+
+  _hasPending() {
+    return COUNTER_NAMES.some((n) => this._pending[n] > 0);
+  }
+
+  /** Queue a send of the ready events and the pending deltas (or a heartbeat). */
+  _flush(heartbeatIfEmpty) {
+    const send = async () => {
+      if (this._closing || this.status) return;
+      if (this._hasPending()) {
+        this._ready.push(this._pendingEvent());
+        this._clearPending();
+      } else if (heartbeatIfEmpty && !this._ready.length) {
+        this._ready.push(this._event('RunProgressed', {}));
+      }
+      if (!this._ready.length) return;
+      await this._deliver(this._ready.slice());
+    };
+    const done = this._queue.then(send);
+    this._queue = done.catch(() => {});
+    // progress() and heartbeat() are often not awaited: their failure must not crash the
+    // process as an unhandled rejection. An awaited promise still rejects. A retriable failure
+    // loses nothing (the events go with the next send); a refusal is reported.
+    done.catch((error) => {
+      if (error instanceof LedgerApiError && !error.retriable) this.onError(error);
+    });
+    return done;
+  }
+
+  /** Send `batch` (a prefix of _ready); on success drop it from _ready. A retriable failure
+   * keeps it (same ids) for the next send; a refusal (4xx) drops it and throws. */
+  async _deliver(batch) {
+    this._lastEmit = Date.now();
+    try {
+      await this.client.append(batch);
+    } catch (error) {
+      if (error instanceof LedgerApiError && !error.retriable) {
+        this._ready.splice(0, batch.length);
+      }
+      throw error;
+    }
+    this._ready.splice(0, batch.length);
+  }
+
+  _close(terminalFields) {
+    this._requireOpen('finish');
+    this._stopTimers();
+    // Built now, synchronously: a progress send still in flight has its events in _ready too,
+    // so they may go twice, with the same ids: the ledger keeps one (a duplicate).
+    if (this._hasPending()) {
+      this._ready.push(this._pendingEvent());
+      this._clearPending();
+    }
+    this._closing = [...this._ready, this._event('RunFinished', terminalFields)];
+    this._ready = [];
+    return this._sendClosing();
+  }
+
+  async _sendClosing() {
+    const batch = this._closing;
+    const send = async () => {
+      if (this.status) return;
+      this._lastEmit = Date.now();
+      await this.client.append(batch);
+      this.status = batch[batch.length - 1].status;
+    };
+    const done = this._queue.then(send);
+    this._queue = done.catch(() => {});
+    await done;
+    return this.result();
+  }
+
+  _stopTimers() {
+    clearTimeout(this._flushTimer);
+    clearInterval(this._heartbeatTimer);
+    this._flushTimer = undefined;
+    this._heartbeatTimer = undefined;
+  }
+
+  /** What the run reported: its id, status (once finished), totals and error count. */
+  result() {
+    return {
+      runId: this.runId,
+      status: this.status,
+      totals: { ...this.totals },
+      errorCount: this.errorCount,
+    };
+  }
+}

@@ -1,0 +1,393 @@
+// The client against servers that misbehave (no ledger needed): garbage, HTML error pages, huge
+// and hanging answers, redirects, bad summaries; and against users who misuse it.
+
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { after, test } from 'node:test';
+
+import {
+  COUNTER_MAX,
+  LedgerApiError,
+  LedgerClient,
+  LedgerNetworkError,
+  LedgerProtocolError,
+  LedgerStateError,
+  LedgerValidationError,
+  RunNotStartedError,
+} from '../index.mjs';
+
+const servers = [];
+after(async () => {
+  for (const server of servers) {
+    server.closeAllConnections();
+    await new Promise((done) => server.close(done));
+  }
+});
+
+/** A server whose handler gets (req, res, body, n) for the n-th request (from 1). */
+async function fake(handler) {
+  const requests = [];
+  const server = createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (chunk) => chunks.push(chunk));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      requests.push({ method: req.method, url: req.url, headers: req.headers, body });
+      handler(req, res, body, requests.length);
+    });
+  });
+  servers.push(server);
+  await new Promise((done) => server.listen(0, '127.0.0.1', done));
+  return { url: `http://127.0.0.1:${server.address().port}`, requests };
+}
+
+function summaryFor(body) {
+  const events = JSON.parse(body);
+  const started = events.find((event) => event.type === 'RunStarted');
+  return {
+    appended: events.length,
+    duplicates: 0,
+    first_position: 1,
+    last_position: events.length,
+    allocated_run_ids: started ? [1] : [],
+    run_refs: started?.run_ref ? { [started.run_ref]: 1 } : {},
+  };
+}
+
+function ledgerLike(res, body) {
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(summaryFor(body)));
+}
+
+function client(url, options = {}) {
+  return new LedgerClient({ url, token: 'token-0123456789abcdef', backoffMs: 5, maxBackoffMs: 20, ...options });
+}
+
+const RUN = { sourceId: 1, connectorName: 'hostile', heartbeatIntervalMs: 0 };
+
+test('a 200 that is an HTML page is a protocol error, not retried', async () => {
+  const server = await fake((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html' });
+    res.end('<html><body>Welcome to nginx!</body></html>');
+  });
+  const error = await client(server.url).append([]).catch((caught) => caught);
+  assert.ok(error instanceof LedgerProtocolError, error);
+  assert.match(error.message, /text\/html, not JSON .*Welcome to nginx/);
+  assert.equal(server.requests.length, 1);
+});
+
+test('a 502 HTML page from a proxy is retried, then a LedgerApiError with a clean detail', async () => {
+  const server = await fake((req, res) => {
+    res.writeHead(502, 'Bad Gateway', { 'content-type': 'text/html' });
+    res.end('<h1>502</h1>\u001b[2J\nupstream\u202egone');
+  });
+  const error = await client(server.url, { retries: 2 }).append([]).catch((caught) => caught);
+  assert.ok(error instanceof LedgerApiError, error);
+  assert.equal(error.status, 502);
+  assert.equal(error.title, 'Bad Gateway');
+  assert.equal(error.attempts, 3);
+  assert.match(error.detail, /not a problem\+json answer/);
+  assert.doesNotMatch(error.detail, /[\u001b\u202e\n]/); // control characters escaped
+  assert.equal(server.requests.length, 3);
+  assert.equal(new Set(server.requests.map((r) => r.body)).size, 1); // the same body each time
+});
+
+test('503 with Retry-After is honoured, and the same event ids are sent again', async () => {
+  let firstAt;
+  let secondAt;
+  const server = await fake((req, res, body, n) => {
+    if (n === 1) {
+      firstAt = Date.now();
+      res.writeHead(503, { 'content-type': 'application/problem+json', 'retry-after': '1' });
+      res.end(JSON.stringify({ type: 'x', title: 'Database unreachable', status: 503, detail: 'down' }));
+      return;
+    }
+    secondAt = Date.now();
+    ledgerLike(res, body);
+  });
+  const run = await client(server.url).startRun(RUN);
+  assert.equal(run.runId, 1);
+  assert.ok(secondAt - firstAt >= 950, `${secondAt - firstAt} ms`);
+  assert.equal(server.requests[0].body, server.requests[1].body);
+});
+
+test('a hostile Retry-After is capped, and retries are bounded', async () => {
+  const server = await fake((req, res) => {
+    res.writeHead(503, { 'retry-after': '999999999' });
+    res.end();
+  });
+  const started = Date.now();
+  // No retry here: what it would wait is capped at 60 s.
+  const error = await client(server.url, { retries: 0 }).append([]).catch((caught) => caught);
+  assert.ok(error instanceof LedgerApiError);
+  assert.equal(error.status, 503);
+  assert.equal(error.retryAfterMs, 60_000);
+  assert.ok(Date.now() - started < 5_000);
+});
+
+test('a huge answer is cut off at maxResponseBytes', async () => {
+  const server = await fake((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    const chunk = Buffer.alloc(64 * 1024, 'x');
+    const pump = () => {
+      while (res.write(chunk)) {
+        /* until the socket pushes back */
+      }
+    };
+    res.on('drain', pump);
+    res.on('error', () => {});
+    pump();
+  });
+  const error = await client(server.url, { maxResponseBytes: 100_000 })
+    .append([])
+    .catch((caught) => caught);
+  assert.ok(error instanceof LedgerProtocolError, error);
+  assert.match(error.message, /over 100000 bytes/);
+});
+
+test('a response that hangs (before or after its headers) times out and is retried', async () => {
+  for (const sendHeaders of [false, true]) {
+    const server = await fake((req, res) => {
+      if (sendHeaders) {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.write('{"appended":');
+      }
+      // ... and nothing more
+    });
+    const started = Date.now();
+    const error = await client(server.url, { timeoutMs: 200, retries: 1 })
+      .append([])
+      .catch((caught) => caught);
+    assert.ok(error instanceof LedgerNetworkError, `${sendHeaders}: ${error}`);
+    assert.match(error.message, /no complete answer within 200 ms .*2 attempt/);
+    assert.equal(server.requests.length, 2);
+    assert.ok(Date.now() - started < 5_000);
+  }
+});
+
+test('a refused connection is a LedgerNetworkError after the retries', async () => {
+  const server = await fake(() => {});
+  const { url } = server;
+  const last = servers.pop();
+  last.closeAllConnections();
+  await new Promise((done) => last.close(done));
+  const error = await client(url, { retries: 2 }).append([]).catch((caught) => caught);
+  assert.ok(error instanceof LedgerNetworkError, error);
+  assert.match(error.message, /ECONNREFUSED/);
+  assert.equal(error.attempts, 3);
+});
+
+test('summaries that are not the ledger\'s: the run does not start', async () => {
+  for (const answer of [
+    [],
+    {},
+    { appended: 1, duplicates: 0 },
+    { appended: 1, duplicates: 0, run_refs: { run: '1' } },
+    { appended: 1, duplicates: 0, run_refs: { run: -4 } },
+    null,
+  ]) {
+    const server = await fake((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(answer));
+    });
+    const error = await client(server.url).startRun(RUN).catch((caught) => caught);
+    assert.ok(error instanceof RunNotStartedError, `${JSON.stringify(answer)}: ${error}`);
+  }
+});
+
+test('a redirect is not followed (the token stays here), nor retried', async () => {
+  const elsewhere = await fake((req, res) => ledgerLike(res, req.body ?? '[]'));
+  const server = await fake((req, res) => {
+    res.writeHead(307, { location: `${elsewhere.url}/v1/events` });
+    res.end();
+  });
+  const error = await client(server.url).append([]).catch((caught) => caught);
+  assert.ok(error instanceof LedgerApiError, error);
+  assert.equal(error.status, 307);
+  assert.equal(server.requests.length, 1);
+  assert.equal(elsewhere.requests.length, 0);
+});
+
+test('a 4xx is never retried; problem fields are read, odd ones ignored', async () => {
+  const server = await fake((req, res) => {
+    res.writeHead(400, { 'content-type': 'application/problem+json' });
+    res.end(
+      JSON.stringify({
+        title: 'Invalid input',
+        status: 400,
+        detail: 'invalid input, nothing was appended:\n  line 2: records_fetched: too big',
+        errors: [{ field: 'records_fetched', line: 2, message: 'too big' }, 'junk', null],
+      }),
+    );
+  });
+  const error = await client(server.url).append([]).catch((caught) => caught);
+  assert.equal(error.status, 400);
+  assert.equal(error.field, 'records_fetched');
+  assert.equal(error.line, 2);
+  assert.equal(error.errors.length, 1);
+  assert.equal(server.requests.length, 1);
+});
+
+test('the token is sent as a bearer header and never shown', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const ledger = client(server.url);
+  await ledger.append([]);
+  assert.equal(server.requests[0].headers.authorization, 'Bearer token-0123456789abcdef');
+  assert.doesNotMatch(JSON.stringify(ledger), /0123456789/);
+  const { inspect } = await import('node:util');
+  assert.doesNotMatch(inspect(ledger), /0123456789/);
+  assert.throws(() => new LedgerClient({ url: 'http://u:p@h', token: 'x' }), LedgerValidationError);
+  assert.throws(() => new LedgerClient({ url: 'ftp://h', token: 'x' }), LedgerValidationError);
+  assert.throws(() => new LedgerClient({ url: 'http://h', token: 'a b' }), LedgerValidationError);
+  assert.throws(() => new LedgerClient({ url: 'http://h', token: 'x', retries: -1 }), LedgerValidationError);
+});
+
+test('sums past the INT limit go out as several events, each within it', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const run = await client(server.url).startRun({ ...RUN, progressIntervalMs: 60_000 });
+  for (let i = 0; i < 5; i += 1) run.progress({ recordsFetched: COUNTER_MAX, recordsCreated: 1 });
+  const result = await run.finish({ recordsFetched: COUNTER_MAX });
+  const events = server.requests.slice(1).flatMap((r) => JSON.parse(r.body));
+  const fetched = events.reduce((sum, e) => sum + (e.records_fetched ?? 0), 0);
+  assert.equal(fetched, 6 * COUNTER_MAX);
+  assert.equal(events.filter((e) => e.type === 'RunProgressed').reduce((s, e) => s + e.records_created, 0), 5);
+  for (const event of events) assert.ok((event.records_fetched ?? 0) <= COUNTER_MAX);
+  assert.equal(result.totals.recordsFetched, 6 * COUNTER_MAX);
+  assert.equal(events.at(-1).type, 'RunFinished');
+});
+
+test('the events are what POST /v1/events accepts', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const run = await client(server.url).startRun({ ...RUN, progressIntervalMs: 0, metadata: { a: 1 } });
+  await run.progress({ recordsFetched: 2 });
+  await run.fail(new RangeError('page 3 out of range'));
+  const [started] = JSON.parse(server.requests[0].body);
+  assert.deepEqual(Object.keys(started).sort(), [
+    'actor',
+    'connector_name',
+    'event_id',
+    'metadata',
+    'occurred_at',
+    'run_ref',
+    'source_id',
+    'type',
+  ]);
+  assert.match(started.event_id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.match(started.occurred_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  assert.equal(started.metadata.a, 1);
+  const [progressed] = JSON.parse(server.requests[1].body);
+  assert.equal(progressed.type, 'RunProgressed');
+  assert.equal(progressed.run_id, 1);
+  assert.equal(progressed.run_ref, undefined);
+  const [finished] = JSON.parse(server.requests[2].body);
+  assert.equal(finished.type, 'RunFinished');
+  assert.equal(finished.status, 'failed');
+  assert.equal(finished.error_message, 'RangeError: page 3 out of range');
+  assert.equal(finished.error_details.exception, 'RangeError');
+  assert.match(finished.error_details.traceback, /hostile\.test\.mjs/);
+});
+
+test('a finish that could not reach the ledger resends the same events when called again', async () => {
+  let down = false;
+  const server = await fake((req, res, body) => {
+    if (down) {
+      res.writeHead(500);
+      res.end();
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  const run = await client(server.url, { retries: 1 }).startRun({ ...RUN, progressIntervalMs: 60_000 });
+  run.progress({ recordsFetched: 3 });
+  down = true;
+  await assert.rejects(run.finish(), LedgerApiError);
+  assert.throws(() => run.progress({ recordsFetched: 1 }), LedgerStateError);
+  down = false;
+  const result = await run.finish();
+  assert.equal(result.status, 'success');
+  const bodies = server.requests.slice(1).map((r) => r.body);
+  assert.equal(new Set(bodies).size, 1); // all four sendings carried the same two events
+  assert.deepEqual(JSON.parse(bodies[0]).map((e) => e.type), ['RunProgressed', 'RunFinished']);
+  await assert.rejects(run.finish(), LedgerStateError);
+});
+
+test('withRun records odd thrown values and hostile details without breaking', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const ledger = client(server.url);
+  const circular = { a: 1 };
+  circular.self = circular;
+  for (const [thrown, message] of [
+    ['plain string', 'thrown string: plain string'],
+    [undefined, 'thrown undefined'],
+    [{ code: 7 }, 'thrown object: {"code":7}'],
+    [circular, 'thrown object: [object Object]'],
+  ]) {
+    await assert.rejects(
+      ledger.withRun(RUN, (run) => {
+        run.error('x'.repeat(10_000), circular);
+        run.error('\ud800 lone surrogate', { deep: JSON.parse('['.repeat(50) + ']'.repeat(50)) });
+        throw thrown;
+      }),
+      (caught) => caught === thrown,
+    );
+    const [finished] = JSON.parse(server.requests.at(-1).body);
+    assert.equal(finished.error_message, message);
+    assert.equal(finished.error_details.error_count, 2);
+    assert.ok(finished.error_details.errors[0].message.length < 2_100);
+    assert.ok('unserialisable' in finished.error_details.errors[0].details);
+    assert.ok('clipped' in finished.error_details.errors[1].details);
+    assert.equal(finished.error_details.errors[1].message[0], '\ufffd');
+  }
+  // A function that finishes the run itself: withRun adds nothing.
+  const before = server.requests.length;
+  await ledger.withRun(RUN, (run) => run.finish({ status: 'partial', errorMessage: 'half' }));
+  assert.equal(server.requests.length, before + 2);
+});
+
+test('bad options are refused naming the option', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const ledger = client(server.url);
+  for (const [options, field] of [
+    [{ connectorName: 'x' }, 'sourceId'],
+    [{ sourceId: -1, connectorName: 'x' }, 'sourceId'],
+    [{ sourceId: 1, connectorName: ' x' }, 'connectorName'],
+    [{ sourceId: 1, connectorName: 'x'.repeat(101) }, 'connectorName'],
+    [{ sourceId: 1, connectorName: 'a\nb' }, 'connectorName'],
+    [{ sourceId: 1, connectorName: 'x', metadata: [] }, 'metadata'],
+    [{ sourceId: 1, connectorName: 'x', progressIntervalMs: -5 }, 'progressIntervalMs'],
+  ]) {
+    await assert.rejects(
+      ledger.startRun(options),
+      (error) => error instanceof LedgerValidationError && error.field === field,
+      JSON.stringify(options),
+    );
+  }
+  assert.equal(server.requests.length, 0);
+  const run = await ledger.startRun(RUN);
+  await assert.rejects(run.finish({ status: 'failed' }), LedgerValidationError);
+  await assert.rejects(run.finish({ recordsFetched: -1 }), LedgerValidationError);
+  await run.finish();
+});
+
+test('progress and heartbeat not awaited: a failing ledger does not crash the process, and nothing is lost', async () => {
+  let down = false;
+  const server = await fake((req, res, body) => {
+    if (down) {
+      res.writeHead(503, { 'retry-after': '0' });
+      res.end();
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  const run = await client(server.url, { retries: 1 }).startRun({ ...RUN, progressIntervalMs: 0 });
+  down = true;
+  run.progress({ recordsFetched: 5 }); // rejects, unobserved
+  run.heartbeat(); // rejects, unobserved
+  await assert.rejects(run.progress({ recordsFetched: 1 }), LedgerApiError);
+  down = false;
+  await run.finish();
+  const last = JSON.parse(server.requests.at(-1).body);
+  const sent = last.reduce((sum, event) => sum + (event.records_fetched ?? 0), 0);
+  assert.equal(sent, 6); // the counts of the failed sends went with the terminal event
+  assert.equal(last.at(-1).type, 'RunFinished');
+});

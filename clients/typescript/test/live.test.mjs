@@ -1,0 +1,378 @@
+// The client against a live `ledger api` (SQLite, and MariaDB when LEDGER_TEST_MYSQL_URL is set).
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer, request as httpRequest } from 'node:http';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import {
+  LedgerApiError,
+  LedgerClient,
+  LedgerStateError,
+  LedgerValidationError,
+  RunNotStartedError,
+} from '../index.mjs';
+import {
+  REPO,
+  backends,
+  eventually,
+  getJson,
+  runState,
+  startLedger,
+} from '../testing/live-ledger.mjs';
+
+const CLIENT = fileURLToPath(new URL('../index.mjs', import.meta.url));
+
+function types(events) {
+  return events.map((event) => event.type);
+}
+
+/** A proxy in front of the API that swallows the answer to the first sending of each of the
+ * first `drop` distinct POST bodies (the request reaches the ledger and is committed; the
+ * client never hears back and times out). */
+function droppingProxy(target, drop) {
+  const seen = { posts: 0, dropped: 0, bodies: [] };
+  const server = createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (chunk) => chunks.push(chunk));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      if (req.method === 'POST') {
+        seen.posts += 1;
+        seen.bodies.push(body.toString('utf8'));
+      }
+      const upstream = httpRequest(
+        new URL(req.url, target),
+        { method: req.method, headers: req.headers },
+        (answer) => {
+          const parts = [];
+          answer.on('data', (part) => parts.push(part));
+          answer.on('end', () => {
+            const first = seen.bodies.indexOf(body.toString('utf8')) === seen.bodies.length - 1;
+            if (req.method === 'POST' && first && seen.dropped < drop) {
+              seen.dropped += 1; // committed upstream; this reply is lost
+              return;
+            }
+            res.writeHead(answer.statusCode, answer.headers);
+            res.end(Buffer.concat(parts));
+          });
+        },
+      );
+      upstream.end(body);
+    });
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      resolve({
+        url: `http://127.0.0.1:${server.address().port}`,
+        seen,
+        close: () =>
+          new Promise((done) => {
+            server.closeAllConnections();
+            server.close(done);
+          }),
+      });
+    });
+  });
+}
+
+for (const backend of backends()) {
+  describe(`against a live ledger api on ${backend}`, () => {
+    let ledger;
+    let client;
+
+    before(async () => {
+      ledger = await startLedger(backend);
+      client = new LedgerClient({ url: ledger.url, token: ledger.token, backoffMs: 20 });
+    });
+    after(async () => {
+      await ledger?.stop();
+    });
+
+    test('a whole run: progress is coalesced, the ledger has the right counters', async () => {
+      const run = await client.startRun({
+        sourceId: 7,
+        connectorName: 'ts-whole-run',
+        trigger: 'test',
+        metadata: { page_size: 100 },
+        progressIntervalMs: 60_000, // nothing goes out until finish: all of it coalesced
+        heartbeatIntervalMs: 0,
+      });
+      for (let page = 0; page < 50; page += 1) {
+        await run.progress({ recordsFetched: 10, recordsCreated: 7, recordsUpdated: 2 });
+      }
+      run.progress({ recordsSkipped: 1, claimsCreated: 3, coverageCellsUpdated: 4 });
+      const result = await run.finish();
+      assert.equal(result.status, 'success');
+
+      const { row, events } = await runState(ledger, run.runId);
+      assert.equal(row.status, 'success');
+      assert.equal(row.sourceId, 7);
+      assert.equal(row.connectorName, 'ts-whole-run');
+      assert.deepEqual(
+        [row.recordsFetched, row.recordsCreated, row.recordsUpdated, row.recordsSkipped],
+        [500, 350, 100, 1],
+      );
+      assert.equal(row.claimsCreated, 3);
+      assert.equal(row.coverageCellsUpdated, 4);
+      assert.notEqual(row.completedAt, null);
+      // 51 progress() calls, one RunProgressed: coalesced, and flushed before RunFinished.
+      assert.deepEqual(types(events), ['RunStarted', 'RunProgressed', 'RunFinished']);
+      assert.match(events[0].actor, /^connector:ts-whole-run@/);
+    });
+
+    test('progress goes out at most once per interval, and the rest before finish', async () => {
+      const run = await client.startRun({
+        sourceId: 1,
+        connectorName: 'ts-interval',
+        progressIntervalMs: 0, // every call may send
+        heartbeatIntervalMs: 0,
+      });
+      await run.progress({ recordsFetched: 1 });
+      await run.progress({ recordsFetched: 2 });
+      run.progressIntervalMs = 60_000;
+      run.progress({ recordsFetched: 4 }); // held: sent with the terminal event
+      await run.heartbeat(); // the pending deltas, not an empty heartbeat
+      await run.heartbeat(); // now an all-zero RunProgressed
+      run.progress({ recordsCreated: 5 });
+      run.error('row 9 had no id', { row: 9 });
+      const result = await run.finish();
+      assert.equal(result.status, 'partial');
+      const { row, events } = await runState(ledger, run.runId);
+      assert.deepEqual(types(events), [
+        'RunStarted',
+        'RunProgressed',
+        'RunProgressed',
+        'RunProgressed',
+        'RunProgressed',
+        'RunProgressed',
+        'RunFinished',
+      ]);
+      assert.equal(row.recordsFetched, 7);
+      assert.equal(row.recordsCreated, 5);
+      assert.equal(row.status, 'partial');
+      assert.equal(row.errorMessage, '1 error(s); first: row 9 had no id');
+      assert.deepEqual(row.errorDetails.errors, [{ message: 'row 9 had no id', details: { row: 9 } }]);
+    });
+
+    test('withRun: a function that throws ends the run failed with its message', async () => {
+      let runId;
+      await assert.rejects(
+        client.withRun({ sourceId: 2, connectorName: 'ts-throws' }, (run) => {
+          runId = run.runId;
+          run.progress({ recordsFetched: 3 });
+          throw new TypeError('source sent a number where a list was expected');
+        }),
+        TypeError,
+      );
+      const { row } = await runState(ledger, runId);
+      assert.equal(row.status, 'failed');
+      assert.equal(row.errorMessage, 'TypeError: source sent a number where a list was expected');
+      assert.equal(row.errorDetails.exception, 'TypeError');
+      assert.match(row.errorDetails.traceback, /live\.test\.mjs/);
+      assert.equal(row.recordsFetched, 3); // the pending deltas went out first
+    });
+
+    test('withRun: a function that rejects ends the run failed; returns are success', async () => {
+      class SourceGoneError extends Error {}
+      let runId;
+      await assert.rejects(
+        client.withRun({ sourceId: 2, connectorName: 'ts-rejects' }, async (run) => {
+          runId = run.runId;
+          await new Promise((resolve) => setImmediate(resolve));
+          throw new SourceGoneError('connection reset by api.example.org');
+        }),
+        SourceGoneError,
+      );
+      let okId;
+      const value = await client.withRun({ sourceId: 2, connectorName: 'ts-returns' }, async (run) => {
+        okId = run.runId;
+        await run.progress({ recordsFetched: 2, recordsCreated: 2 });
+        return 'done';
+      });
+      assert.equal(value, 'done');
+      const failed = await runState(ledger, runId);
+      assert.equal(failed.row.status, 'failed');
+      assert.equal(failed.row.errorMessage, 'SourceGoneError: connection reset by api.example.org');
+      const ok = await runState(ledger, okId);
+      assert.equal(ok.row.status, 'success');
+      assert.equal(ok.row.recordsCreated, 2);
+    });
+
+    test('a timed-out POST is retried with the same event ids: no duplicate', async () => {
+      const proxy = await droppingProxy(ledger.url, 2);
+      try {
+        const flaky = new LedgerClient({
+          url: proxy.url,
+          token: ledger.token,
+          timeoutMs: 1_500,
+          retries: 3,
+          backoffMs: 10,
+        });
+        // The first reply lost: RunStarted committed, the retry is a duplicate that still
+        // names the run (run_refs).
+        const run = await flaky.startRun({
+          sourceId: 4,
+          connectorName: 'ts-retry',
+          progressIntervalMs: 0,
+          heartbeatIntervalMs: 0,
+        });
+        // The second reply lost: RunProgressed committed, resent as the same fact.
+        await run.progress({ recordsFetched: 11, recordsCreated: 10 });
+        await run.finish();
+        assert.equal(proxy.seen.dropped, 2);
+        assert.equal(proxy.seen.posts, 5); // 2 sent twice, RunFinished once
+        assert.equal(proxy.seen.bodies[0], proxy.seen.bodies[1]);
+        assert.equal(proxy.seen.bodies[2], proxy.seen.bodies[3]);
+
+        const { row, events } = await runState(ledger, run.runId);
+        assert.deepEqual(types(events), ['RunStarted', 'RunProgressed', 'RunFinished']);
+        assert.equal(row.recordsFetched, 11); // not 22
+        assert.equal(row.recordsCreated, 10);
+        const runs = await getJson(ledger, '/v1/runs?connector=ts-retry');
+        assert.equal(runs.length, 1); // one run, not two
+      } finally {
+        await proxy.close();
+      }
+    });
+
+    test('a 4xx surfaces as LedgerApiError with the problem detail, and is not retried', async () => {
+      const error = await client
+        .append([{ type: 'RunProgressed', run_id: 1, records_fetched: -3 }])
+        .then(
+          () => assert.fail('a negative count was appended'),
+          (caught) => caught,
+        );
+      assert.ok(error instanceof LedgerApiError);
+      assert.equal(error.status, 400);
+      assert.equal(error.title, 'Invalid input');
+      assert.match(error.detail, /records_fetched/);
+      assert.equal(error.field, 'records_fetched');
+      assert.equal(error.item, 1);
+      assert.equal(error.attempts, 1);
+      assert.equal(error.retriable, false);
+
+      // A stream rule: RunFinished after RunFinished (409).
+      const run = await client.startRun({ sourceId: 1, connectorName: 'ts-409' });
+      await run.finish();
+      const conflict = await client
+        .append([{ type: 'RunFinished', run_id: run.runId, status: 'success' }])
+        .then(() => assert.fail('appended after the end'), (caught) => caught);
+      assert.equal(conflict.status, 409);
+      assert.equal(conflict.runId, run.runId);
+      assert.ok(conflict.rule);
+    });
+
+    test('bad counts are refused client-side naming the field; a finished handle refuses use', async () => {
+      const run = await client.startRun({ sourceId: 1, connectorName: 'ts-guards', heartbeatIntervalMs: 0 });
+      for (const [counts, field] of [
+        [{ recordsFetched: -1 }, 'recordsFetched'],
+        [{ recordsCreated: 1.5 }, 'recordsCreated'],
+        [{ recordsUpdated: 2 ** 31 }, 'recordsUpdated'],
+        [{ recordsSkipped: Number.NaN }, 'recordsSkipped'],
+        [{ claimsCreated: '3' }, 'claimsCreated'],
+        [{ coverageCellsUpdated: 10n }, 'coverageCellsUpdated'],
+        [{ recordsFetchd: 1 }, 'recordsFetchd'],
+      ]) {
+        assert.throws(
+          () => run.progress(counts),
+          (error) => error instanceof LedgerValidationError && error.field === field,
+          field,
+        );
+      }
+      // Sums past the ledger's INT limit are split into events that each fit.
+      run.progress({ recordsFetched: 2 ** 31 - 1 });
+      await run.progress({ recordsFetched: 5 });
+      await run.finish();
+      assert.throws(() => run.progress({ recordsFetched: 1 }), LedgerStateError);
+      assert.throws(() => run.heartbeat(), LedgerStateError);
+      await assert.rejects(run.finish(), LedgerStateError);
+      await assert.rejects(run.fail(new Error('late')), LedgerStateError);
+      const { events } = await runState(ledger, run.runId);
+      assert.deepEqual(types(events), ['RunStarted', 'RunProgressed', 'RunProgressed', 'RunFinished']);
+    });
+
+    test('a wrong token gets 401 as LedgerApiError; the run does not start', async () => {
+      const stranger = new LedgerClient({ url: ledger.url, token: 'not-a-token-of-this-ledger' });
+      const error = await stranger
+        .startRun({ sourceId: 1, connectorName: 'ts-401' })
+        .then(() => assert.fail('started with a wrong token'), (caught) => caught);
+      assert.ok(error instanceof RunNotStartedError);
+      assert.ok(error.cause instanceof LedgerApiError);
+      assert.equal(error.cause.status, 401);
+      assert.equal(error.cause.title, 'Unauthorized');
+      assert.match(error.cause.detail, /not valid/);
+      assert.ok(!error.message.includes('not-a-token-of-this-ledger'));
+    });
+
+    for (const [signal, message, code] of [
+      ['SIGTERM', 'stopped by SIGTERM', 143],
+      ['SIGINT', 'interrupted by Ctrl-C (SIGINT)', 130],
+    ]) {
+      test(`a process that gets ${signal} inside withRun records "${message}"`, async () => {
+        const script = `
+          import { LedgerClient } from ${JSON.stringify(CLIENT)};
+          const client = new LedgerClient({ url: process.env.URL, token: process.env.TOKEN });
+          await client.withRun({ sourceId: 9, connectorName: 'ts-${signal}' }, async (run) => {
+            await run.progress({ recordsFetched: 6 });
+            run.progress({ recordsCreated: 4 });
+            process.stdout.write('started ' + run.runId + '\\n');
+            await new Promise(() => setInterval(() => {}, 1000)); // works forever
+          });
+        `;
+        const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+          env: { ...process.env, URL: ledger.url, TOKEN: ledger.token },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (chunk) => (stdout += chunk));
+        child.stderr.on('data', (chunk) => (stderr += chunk));
+        const exited = new Promise((resolve) => child.once('exit', (c, s) => resolve([c, s])));
+        try {
+          const runId = await eventually(() => Number(/started (\d+)/.exec(stdout)?.[1]), {
+            what: `the child's run to start (stderr: ${stderr})`,
+          });
+          child.kill(signal);
+          const [exitCode, bySignal] = await exited;
+          assert.ok(bySignal === signal || exitCode === code, `${exitCode} ${bySignal} ${stderr}`);
+          const { row } = await runState(ledger, runId);
+          assert.equal(row.status, 'failed');
+          assert.equal(row.errorMessage, message);
+          // `reason` is a key the ledger writes itself: a connector's is kept under `reported`.
+          assert.equal(row.errorDetails.reported.reason, 'interrupted');
+          assert.equal(row.errorDetails.signal, signal);
+          assert.equal(row.recordsFetched, 6);
+          assert.equal(row.recordsCreated, 4); // pending deltas flushed first
+        } finally {
+          if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        }
+      });
+    }
+
+    test('examples/legacy-connector.mjs reports a run with non-zero counters', async () => {
+      const child = spawn(process.execPath, ['examples/legacy-connector.mjs'], {
+        cwd: REPO,
+        env: { ...process.env, LEDGER_API_URL: ledger.url, LEDGER_API_TOKEN: ledger.token },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk) => (stdout += chunk));
+      child.stderr.on('data', (chunk) => (stderr += chunk));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      const exitCode = await new Promise((resolve) => child.once('exit', resolve));
+      clearTimeout(timer);
+      assert.equal(exitCode, 0, stderr);
+      const summary = JSON.parse(stdout.trim().split('\n').pop());
+      const { row } = await runState(ledger, summary.runId);
+      assert.equal(row.status, 'success');
+      assert.equal(row.connectorName, 'legacy-weather-stations');
+      assert.ok(row.recordsFetched > 0 && row.recordsCreated > 0, JSON.stringify(row));
+      assert.equal(row.recordsFetched, summary.totals.recordsFetched);
+      assert.notEqual(row.completedAt, null);
+      assert.notEqual(row.duration, null);
+    });
+  });
+}

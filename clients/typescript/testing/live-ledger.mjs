@@ -1,0 +1,233 @@
+// A live `ledger api` for the client's tests: a migrated database (a temp SQLite file, or a
+// fresh MariaDB database when LEDGER_TEST_MYSQL_URL is set), a config with one token, the server
+// on a free port, /healthz polled with a deadline. stop() kills the server and drops what was
+// created; it also runs at process exit, so nothing outlives a failed test.
+
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+export const REPO = resolve(HERE, '..', '..', '..');
+const STARTUP_DEADLINE_MS = 60_000;
+const COMMAND_TIMEOUT_MS = 120_000;
+const POLL_MS = 50; // polling interval while waiting for a condition, not a wait for it
+
+/** The `ledger` executable: $LEDGER_BIN, else the repository's .venv, else `ledger` on PATH. */
+export function ledgerBin() {
+  if (process.env.LEDGER_BIN) return process.env.LEDGER_BIN;
+  const venv = join(REPO, '.venv', 'bin', 'ledger');
+  return existsSync(venv) ? venv : 'ledger';
+}
+
+/** The Python next to `ledger` (it has SQLAlchemy and PyMySQL). */
+function pythonBin() {
+  const bin = ledgerBin();
+  const beside = join(dirname(bin), 'python');
+  return bin.includes('/') && existsSync(beside) ? beside : 'python3';
+}
+
+/** The backends to test: SQLite always, MariaDB when LEDGER_TEST_MYSQL_URL names a server. */
+export function backends() {
+  const all = process.env.LEDGER_TEST_MYSQL_URL ? ['sqlite', 'mariadb'] : ['sqlite'];
+  const only = process.env.LEDGER_TS_BACKENDS; // e.g. "mariadb": the pytest wrapper's split
+  if (!only) return all;
+  const wanted = only.split(',').map((name) => name.trim());
+  if (wanted.includes('mariadb') && !process.env.LEDGER_TEST_MYSQL_URL) {
+    throw new Error('LEDGER_TS_BACKENDS names mariadb but LEDGER_TEST_MYSQL_URL is not set');
+  }
+  return wanted;
+}
+
+export function freePort() {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+function run(command, args, options = {}) {
+  const result = spawnSync(command, args, {
+    encoding: 'utf8',
+    timeout: COMMAND_TIMEOUT_MS,
+    ...options,
+  });
+  if (result.error || result.status !== 0) {
+    throw new Error(
+      `${command} ${args.join(' ')} failed (${result.error?.message ?? `exit ${result.status}`}):\n` +
+        `${result.stdout}\n${result.stderr}`,
+    );
+  }
+  return result.stdout;
+}
+
+// Create or drop a MariaDB database next to LEDGER_TEST_MYSQL_URL's, through SQLAlchemy.
+const MYSQL_ADMIN = `
+import sys
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+action, base, name = sys.argv[1:4]
+engine = create_engine(make_url(base).set(database=None))
+with engine.begin() as conn:
+    if action == "create":
+        conn.execute(text(f"CREATE DATABASE \`{name}\` CHARACTER SET utf8mb4"))
+    else:
+        conn.execute(text(f"DROP DATABASE IF EXISTS \`{name}\`"))
+engine.dispose()
+print(make_url(base).set(database=name).render_as_string(hide_password=False))
+`;
+
+const live = new Set();
+process.on('exit', () => {
+  for (const ledger of live) ledger.killNow();
+});
+
+/** Start a live ledger API on `backend`; call stop() when done (also on failure). */
+export async function startLedger(backend = 'sqlite') {
+  const folder = mkdtempSync(join(tmpdir(), 'ledger-ts-'));
+  const token = `ts-client-${randomBytes(16).toString('hex')}`;
+  const ledger = {
+    backend,
+    folder,
+    token,
+    process: undefined,
+    dbUrl: undefined,
+    mysqlName: undefined,
+    output: '',
+    killNow() {
+      if (this.process && this.process.exitCode === null && this.process.signalCode === null) {
+        this.process.kill('SIGKILL');
+      }
+      if (this.mysqlName) {
+        try {
+          run(pythonBin(), ['-c', MYSQL_ADMIN, 'drop', process.env.LEDGER_TEST_MYSQL_URL, this.mysqlName]);
+        } catch {
+          // dropped by the next run's cleanup at worst; never hide the test's own failure
+        }
+        this.mysqlName = undefined;
+      }
+      rmSync(this.folder, { recursive: true, force: true });
+    },
+    async stop() {
+      live.delete(this);
+      const child = this.process;
+      if (child && child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((done) => child.once('exit', done));
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      this.killNow();
+    },
+    /** Bring ingestion_runs up to date (`ledger api` alone runs no projector). */
+    project() {
+      return run(ledgerBin(), ['project', '--db', this.dbUrl]);
+    },
+  };
+  live.add(ledger);
+  try {
+    if (backend === 'mariadb') {
+      ledger.mysqlName = `ledger_ts_${randomBytes(6).toString('hex')}`;
+      ledger.dbUrl = run(pythonBin(), [
+        '-c',
+        MYSQL_ADMIN,
+        'create',
+        process.env.LEDGER_TEST_MYSQL_URL,
+        ledger.mysqlName,
+      ]).trim();
+    } else {
+      ledger.dbUrl = `sqlite:///${join(folder, 'ledger.db')}`;
+    }
+    run(ledgerBin(), ['migrate', '--db', ledger.dbUrl]);
+    const config = join(folder, 'ledger.toml');
+    writeFileSync(
+      config,
+      '[api]\n[[api.tokens]]\nname = "ts-client"\nscopes = ["append", "read", "operate"]\n' +
+        'env = "LEDGER_TS_TEST_TOKEN"\n',
+    );
+    const port = await freePort();
+    ledger.url = `http://127.0.0.1:${port}`;
+    ledger.process = spawn(
+      ledgerBin(),
+      ['api', '--listen', `127.0.0.1:${port}`, '--config', config, '--db', ledger.dbUrl],
+      {
+        env: { ...process.env, LEDGER_TS_TEST_TOKEN: token },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    for (const stream of [ledger.process.stdout, ledger.process.stderr]) {
+      stream.setEncoding('utf8');
+      stream.on('data', (text) => {
+        ledger.output = (ledger.output + text).slice(-20_000);
+      });
+    }
+    const deadline = Date.now() + STARTUP_DEADLINE_MS;
+    for (;;) {
+      if (ledger.process.exitCode !== null) {
+        throw new Error(`ledger api exited (${ledger.process.exitCode}):\n${ledger.output}`);
+      }
+      try {
+        const response = await fetch(`${ledger.url}/healthz`, { signal: AbortSignal.timeout(1000) });
+        if (response.ok) break;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`no /healthz within ${STARTUP_DEADLINE_MS} ms:\n${ledger.output}`);
+      }
+      await new Promise((done) => setTimeout(done, POLL_MS));
+    }
+    return ledger;
+  } catch (error) {
+    await ledger.stop();
+    throw error;
+  }
+}
+
+/** GET a path of the API as JSON with the ledger's token. */
+export async function getJson(ledger, path) {
+  const response = await fetch(ledger.url + path, {
+    headers: { Authorization: `Bearer ${ledger.token}` },
+    signal: AbortSignal.timeout(30_000),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`GET ${path}: ${response.status} ${text}`);
+  return JSON.parse(text);
+}
+
+/** The run's ingestion_runs row (after projecting) and its audit timeline. */
+export async function runState(ledger, runId) {
+  ledger.project();
+  return {
+    row: await getJson(ledger, `/v1/runs/${runId}`),
+    events: await getJson(ledger, `/v1/runs/${runId}/events`),
+  };
+}
+
+/** Poll `check` until it returns a truthy value or the deadline passes. */
+export async function eventually(check, { deadlineMs = 30_000, what = 'the condition' } = {}) {
+  const deadline = Date.now() + deadlineMs;
+  let last;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`${what} not reached within ${deadlineMs} ms${last ? `: ${last.message}` : ''}`);
+    }
+    await new Promise((done) => setTimeout(done, POLL_MS));
+  }
+}

@@ -1,0 +1,69 @@
+"""The TypeScript client's own tests (``node --test``, clients/typescript/test/), run from the
+suite: each starts a live ``ledger api`` with this virtualenv's ``ledger`` on SQLite, and on
+MariaDB when LEDGER_TEST_MYSQL_URL names a server."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import support
+
+REPO = Path(__file__).resolve().parents[2]
+CLIENT = REPO / "clients" / "typescript"
+NODE_MIN_MAJOR = 18
+TIMEOUT_S = 600
+
+pytestmark = pytest.mark.slow
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the TypeScript client's tests need Node >= 18")
+    version = subprocess.run(
+        [node, "--version"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.strip()
+    major = re.match(r"v(\d+)\.", version)
+    if major is None or int(major.group(1)) < NODE_MIN_MAJOR:
+        pytest.skip(f"node {version} is older than {NODE_MIN_MAJOR}: the client needs fetch")
+    return node
+
+
+def _ledger_bin() -> str:
+    found = shutil.which("ledger", path=str(Path(sys.executable).parent)) or shutil.which("ledger")
+    assert found is not None, "the ledger executable is not installed (pip install -e .)"
+    return found
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mariadb"])
+def test_typescript_client(backend: str) -> None:
+    node = _node()
+    env = {**os.environ, "LEDGER_BIN": _ledger_bin(), "LEDGER_TS_BACKENDS": backend}
+    if backend == "mariadb":
+        if not support.mysql_base_url():
+            pytest.skip(f"MariaDB half skipped: set {support.MYSQL_URL_ENV} to run it")
+        tests = [str(CLIENT / "test" / "live.test.mjs")]  # the server-free ones run once
+    else:
+        env.pop(support.MYSQL_URL_ENV, None)
+        tests = [str(CLIENT / "test")]
+    try:
+        result = subprocess.run(
+            [node, "--test", *tests],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(f"node --test did not finish within {TIMEOUT_S}s:\n{expired.stdout!s}")
+    assert result.returncode == 0, f"node --test failed:\n{result.stdout}\n{result.stderr}"
+    assert re.search(r"^# pass [1-9]", result.stdout, re.MULTILINE), result.stdout
