@@ -111,6 +111,21 @@ test('503 with Retry-After is honoured, and the same event ids are sent again', 
   assert.equal(server.requests[0].body, server.requests[1].body);
 });
 
+test('429 Too Many Requests is retried like 503 (a proxy or rate limiter in front of the API)', async () => {
+  const server = await fake((req, res, body, n) => {
+    if (n === 1) {
+      res.writeHead(429, { 'retry-after': '0' });
+      res.end();
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  const run = await client(server.url).startRun(RUN);
+  assert.equal(run.runId, 1);
+  assert.equal(server.requests.length, 2);
+  assert.equal(server.requests[0].body, server.requests[1].body);
+});
+
 test('a hostile Retry-After is capped, and retries are bounded', async () => {
   const server = await fake((req, res) => {
     res.writeHead(503, { 'retry-after': '999999999' });
