@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -161,13 +162,31 @@ def _sqlite_file(parsed: URL) -> Path | None:
 
 def _refuse_missing_sqlite_file(url: str, parsed: URL) -> None:
     path = _sqlite_file(parsed)
-    if path is None or path.is_file():
+    state = None if path is None else _path_state(path)
+    if path is None or state == "file":
         return
-    what = "is a folder, not a database file" if path.is_dir() else "does not exist"
+    if state == "denied":
+        raise AccessDeniedError(
+            f"cannot open the SQLite database at {path} ({mask_url(url)}): this user may not "
+            "reach it (permission denied)"
+        )
+    what = "is a folder, not a database file" if state == "folder" else "does not exist"
     raise DatabaseNotFoundError(
         f"no SQLite database at {path} ({mask_url(url)}): the file {what}, and this command "
         "creates none. Check the path; `ledger migrate` creates a new ledger"
     )
+
+
+def _path_state(path: Path) -> str:
+    """``file``, ``folder``, ``missing`` or ``denied`` (a folder on the way may not be
+    searched): pathlib's ``exists()`` says False for the last, which is not a wrong path."""
+    try:
+        mode = path.stat().st_mode
+    except PermissionError:
+        return "denied"
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    return "folder" if stat.S_ISDIR(mode) else "file"
 
 
 def _sqlite_engine(
@@ -515,7 +534,7 @@ def _sqlite_open_failure(url: str) -> type[StorageError]:
     path = _sqlite_file_or_none(url)
     if path is None:
         return StorageError
-    if path.is_dir() or not path.parent.is_dir():
+    if _path_state(path) == "folder" or _path_state(path.parent) == "missing":
         return DatabaseNotFoundError
     return AccessDeniedError
 
@@ -525,7 +544,7 @@ def _sqlite_open_hint(url: str, error: SQLAlchemyError, kind: type[StorageError]
     path = _sqlite_file_or_none(url)
     if path is None or _SQLITE_CANNOT_OPEN not in str(getattr(error, "orig", "")):
         return ""
-    if path.is_dir():
+    if _path_state(path) == "folder":
         return f" ({path} is a folder, not a database file)"
     if kind is DatabaseNotFoundError:
         return f" ({path}: the folder {path.parent} does not exist)"
