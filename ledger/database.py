@@ -170,10 +170,10 @@ def _refuse_missing_sqlite_file(url: str, parsed: URL) -> None:
             f"cannot open the SQLite database at {path} ({mask_url(url)}): this user may not "
             "reach it (permission denied)"
         )
-    what = "is a folder, not a database file" if state == "folder" else "does not exist"
+    what = "it is a folder" if state == "folder" else "the file does not exist"
     raise DatabaseNotFoundError(
-        f"no SQLite database at {path} ({mask_url(url)}): the file {what}, and this command "
-        "creates none. Check the path; `ledger migrate` creates a new ledger"
+        f"no SQLite database at {path} ({mask_url(url)}): {what}, and this command creates "
+        "none. Check the path; `ledger migrate` creates a new ledger"
     )
 
 
@@ -504,6 +504,7 @@ _ACCESS_DENIED = frozenset(
 _NO_SUCH_DATABASE = frozenset({1044, 1046, 1049})  # denied, none selected, unknown
 _SQLITE_CANNOT_OPEN = "unable to open database file"
 _SQLITE_READ_ONLY = "attempt to write a readonly database"
+_SQLITE_NOT_A_DATABASE = "file is not a database"
 
 
 def _storage_error(url: str, error: SQLAlchemyError) -> type[StorageError]:
@@ -519,8 +520,10 @@ def _storage_error(url: str, error: SQLAlchemyError) -> type[StorageError]:
         if code in _NO_SUCH_DATABASE:
             return DatabaseNotFoundError
         return StorageError
+    detail = str(cause.orig) if cause is not None else ""
+    if _SQLITE_NOT_A_DATABASE in detail:  # a wrong path: some other file
+        return DatabaseNotFoundError
     if isinstance(cause, OperationalError):
-        detail = str(cause.orig)
         if _SQLITE_READ_ONLY in detail:
             return AccessDeniedError
         if _SQLITE_CANNOT_OPEN in detail:

@@ -133,7 +133,7 @@ def test_an_absolute_path_and_a_folder(empty_folder: Path, tmp_path: Path) -> No
     assert f"no SQLite database at {tmp_path / 'elsewhere.db'} " in absolute.stderr
     folder = run("verify", "--db", f"sqlite:///{tmp_path}")
     assert folder.exit_code == 2
-    assert "is a folder, not a database file" in folder.stderr
+    assert "it is a folder" in folder.stderr
     assert files_in(empty_folder) == []
     assert not (tmp_path / "elsewhere.db").exists()
 
@@ -145,6 +145,15 @@ def test_a_name_that_could_forge_output_is_shown_escaped(empty_folder: Path) -> 
     assert "\u202e" not in result.stderr
     assert "a\\x1b[2Jb\\u202e.db" in result.stderr
     assert files_in(empty_folder) == []
+
+
+def test_a_file_that_is_not_a_database_is_the_callers_mistake(empty_folder: Path) -> None:
+    (empty_folder / "notes.txt").write_text("not a database\n")
+    for command in (("runs", "list"), ("migrate",)):
+        result = run(*command, "--db", "sqlite:///notes.txt")
+        assert result.exit_code == 2, result.output
+        assert "file is not a database" in result.stderr
+    assert (empty_folder / "notes.txt").read_text() == "not a database\n"
 
 
 def test_an_in_memory_database_is_never_refused(empty_folder: Path) -> None:
