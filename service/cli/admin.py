@@ -15,6 +15,7 @@ from forensics.legacy_import import import_legacy
 from forensics.report import render_text, report_passed
 from ledger.clock import utcnow
 from ledger.durations import format_duration
+from ledger.text import visible
 from ledger.urls import DATABASE_URL_ENV, mask_url, resolve_database_url
 from migrations.runner import LEGACY_TABLE, MigrationResult, SchemaCheck, check, upgrade
 from service.cli.common import EXIT_PROBLEM, db_option, library_errors, open_ledger
@@ -181,21 +182,24 @@ def demo(db_url: str | None) -> None:
 
 def explore_target(url: str) -> str:
     """What the "Explore further" commands need to reach the demo's database when pasted in
-    this shell: nothing when it is the one they would use anyway, else ``--db URL`` (a URL
-    with a password is not printed: :func:`explore_heading` says to set it instead)."""
-    if url == resolve_database_url(None) or _has_password(url):
+    this shell: nothing when it is the one they would use anyway, else ``--db URL``. A URL that
+    cannot be printed as it is (a password, an invisible character) is left out:
+    :func:`explore_heading` says to set it instead."""
+    if url == resolve_database_url(None) or not _printable(url):
         return ""
     return f" --db {shlex.quote(url)}"
 
 
 def explore_heading(url: str) -> str:
-    if url == resolve_database_url(None) or not _has_password(url):
+    if url == resolve_database_url(None) or _printable(url):
         return "Explore further:"
     return (
-        f"Explore further (first set ${DATABASE_URL_ENV} to the URL given to --db: its "
-        "password is not printed):"
+        f"Explore further (first set ${DATABASE_URL_ENV} to the URL given to --db: it is not "
+        "printed, it holds a password or an invisible character):"
     )
 
 
-def _has_password(url: str) -> bool:
-    return mask_url(url) != make_url(url).render_as_string(hide_password=False)
+def _printable(url: str) -> bool:
+    """Whether the URL can be shown whole: no password to mask, nothing to escape."""
+    unmasked = make_url(url).render_as_string(hide_password=False)
+    return mask_url(url) == unmasked and visible(url) == url

@@ -94,6 +94,11 @@ def test_a_password_is_never_printed_and_the_heading_says_what_to_do(
     secret = "mysql+pymysql://ops:hunter22secret@db.example:3306/demo"
     assert explore_target(secret) == ""
     assert "set $LEDGER_DATABASE_URL to the URL given to --db" in explore_heading(secret)
+    query_secret = "mysql+pymysql://ops@db.example:3306/demo?password=hunter22secret"
+    assert explore_target(query_secret) == ""
+    forged = "sqlite:///demo\u202egpj.db"  # a bidi override would reorder the line shown
+    assert explore_target(forged) == ""
+    assert "\u202e" not in explore_heading(forged)
     monkeypatch.setenv("LEDGER_DATABASE_URL", secret)  # already set: the commands need nothing
     assert explore_target(secret) == ""
     assert explore_heading(secret) == "Explore further:"
