@@ -132,7 +132,8 @@ def taken_run_ids_message(run_ids: list[int]) -> str:
 
 
 def read_legacy_rows(ledger: Ledger, source_url: str | None, table: str) -> list[Row]:
-    source = Ledger.from_url(source_url) if source_url else ledger
+    # Only read: a mistyped SQLite path must not become an empty file.
+    source = Ledger.from_url(source_url, create=False) if source_url else ledger
     try:
         with source.connect("read legacy table") as conn:
             try:

@@ -1,9 +1,12 @@
 """run-ledger's event store: event models, the append/read API, storage and the hash chain."""
 
 from ledger.errors import (
+    AccessDeniedError,
     ConcurrencyError,
     ConfigurationError,
     ConstraintError,
+    DatabaseNotFoundError,
+    DatabaseUnreachableError,
     EventIdReusedError,
     InputProblem,
     LedgerError,
@@ -30,10 +33,13 @@ from ledger.stuck import StuckRun, Thresholds, stuck_runs
 from ledger.sweeper import SweepResult, fail_run, sweep
 
 __all__ = [
+    "AccessDeniedError",
     "AppendResult",
     "ConcurrencyError",
     "ConfigurationError",
     "ConstraintError",
+    "DatabaseNotFoundError",
+    "DatabaseUnreachableError",
     "EventIdReusedError",
     "EventModel",
     "InputProblem",

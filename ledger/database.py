@@ -11,17 +11,21 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 import pymysql
 from alembic.runtime.migration import MigrationContext
 from pymysql.constants import CLIENT
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DataError,
@@ -29,6 +33,7 @@ from sqlalchemy.exc import (
     IntegrityError,
     InvalidatePoolError,
     NoSuchModuleError,
+    OperationalError,
     SQLAlchemyError,
 )
 from sqlalchemy.pool import PoolResetState, StaticPool
@@ -41,7 +46,15 @@ from ledger.dialects import (
     is_mysql_backend,
 )
 from ledger.driver import COMMITTED_INFO, DriverCursor
-from ledger.errors import ConfigurationError, ConstraintError, SchemaError, StorageError
+from ledger.errors import (
+    AccessDeniedError,
+    ConfigurationError,
+    ConstraintError,
+    DatabaseNotFoundError,
+    DatabaseUnreachableError,
+    SchemaError,
+    StorageError,
+)
 from ledger.schema import SCHEMA_REVISION
 from ledger.urls import mask_secrets, mask_url
 
@@ -51,8 +64,14 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _SQLITE_BEGIN = {mode: f"BEGIN {mode}" for mode in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")}
 
 
-def create_ledger_engine(url: str, **engine_options: Any) -> Engine:
-    """An engine configured for the ledger; raises :class:`ConfigurationError` on a bad URL."""
+def create_ledger_engine(url: str, *, create: bool = True, **engine_options: Any) -> Engine:
+    """An engine configured for the ledger; raises :class:`ConfigurationError` on a bad URL.
+
+    ``create=False``: a SQLite file that does not exist is refused
+    (:class:`DatabaseNotFoundError`, naming its absolute path) instead of being created empty
+    by the first connection, as SQLite would; a typo in a read command's URL must not leave a
+    file behind. MySQL never creates a database on connect.
+    """
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
@@ -74,11 +93,20 @@ def create_ledger_engine(url: str, **engine_options: Any) -> Engine:
                 raise ConfigurationError(
                     f"unsupported SQLite driver in {mask_url(url)!r}: use sqlite:///PATH"
                 )
+            if not create:
+                _refuse_missing_sqlite_file(url, parsed)
             engine = _sqlite_engine(url, parsed.database, **engine_options)
         elif is_mysql_backend(backend):
             if parsed.get_driver_name() not in ("pymysql",):
                 raise ConfigurationError(
                     f"unsupported MySQL driver in {mask_url(url)!r}: use mysql+pymysql://"
+                )
+            if not (parsed.database or "").strip():
+                # The server would answer every statement with "(1046, 'No database selected')".
+                example = mask_url(parsed.set(database="ledger").render_as_string(False))
+                raise ConfigurationError(
+                    f"invalid database URL {mask_url(url)}: it names no database; end it with "
+                    f"/DATABASE, e.g. {example}"
                 )
             engine_options.pop("sqlite_busy_timeout_ms", None)
             engine = _mysql_engine(url, **engine_options)
@@ -105,6 +133,60 @@ def unparseable_url_message(url: str) -> str:
     """
     shown = repr(url) if not any(mark in url for mark in ":@") else mask_url(url)
     return f"not a database URL: {shown} (expected {EXPECTED_URL_SHAPES})"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The absolute path of the file a SQLite URL opens, as the driver will be given it; None
+    for an in-memory database (``sqlite://``, ``:memory:``, ``file::memory:`` or
+    ``mode=memory`` URIs). A relative path is relative to the current folder."""
+    return _sqlite_file(make_url(url))
+
+
+def _sqlite_file(parsed: URL) -> Path | None:
+    # The dialect turns the URL into the driver's arguments (an absolute path, or with
+    # ``uri=true`` a ``file:`` URI with the URL's other query parameters): read what it gives.
+    [target], options = parsed.get_dialect()().create_connect_args(parsed)
+    if target == ":memory:":
+        return None
+    if not options.get("uri"):
+        return Path(os.path.abspath(target))
+    location, _, query = str(target).partition("?")
+    if parse_qs(query).get("mode") == ["memory"]:
+        return None
+    path = location.removeprefix("file:")
+    if path.startswith("//"):  # file://HOST/path: SQLite takes only an empty host or localhost
+        path = "/" + path[2:].partition("/")[2]
+    path = unquote(path)
+    return None if path in ("", ":memory:") else Path(os.path.abspath(path))
+
+
+def _refuse_missing_sqlite_file(url: str, parsed: URL) -> None:
+    path = _sqlite_file(parsed)
+    state = None if path is None else _path_state(path)
+    if path is None or state == "file":
+        return
+    if state == "denied":
+        raise AccessDeniedError(
+            f"cannot open the SQLite database at {path} ({mask_url(url)}): this user may not "
+            "reach it (permission denied)"
+        )
+    what = "it is a folder" if state == "folder" else "the file does not exist"
+    raise DatabaseNotFoundError(
+        f"no SQLite database at {path} ({mask_url(url)}): {what}, and this command creates "
+        "none. Check the path; `ledger migrate` creates a new ledger"
+    )
+
+
+def _path_state(path: Path) -> str:
+    """``file``, ``folder``, ``missing`` or ``denied`` (a folder on the way may not be
+    searched): pathlib's ``exists()`` says False for the last, which is not a wrong path."""
+    try:
+        mode = path.stat().st_mode
+    except PermissionError:
+        return "denied"
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    return "folder" if stat.S_ISDIR(mode) else "file"
 
 
 def _sqlite_engine(
@@ -380,7 +462,8 @@ def translate_errors(url: str, action: str) -> Iterator[None]:
             raise SchemaError(f"{message}; the schema is missing: run `ledger migrate`") from exc
         if isinstance(exc, IntegrityError):
             raise ConstraintError(message) from exc
-        raise StorageError(message) from exc
+        kind = _storage_error(url, exc)
+        raise kind(message + _sqlite_open_hint(url, exc, kind)) from exc
     except OSError as exc:  # e.g. a TLS file named in the URL that does not exist
         raise StorageError(mask_secrets(f"{action} failed on {mask_url(url)}: {exc}")) from exc
     except TypeError as exc:
@@ -404,6 +487,79 @@ def database_unreachable(error: BaseException) -> bool:
     does not exist, SQL): the first kind may pass by itself, the second will not."""
     code = _mysql_error_code(_driver_error(error))
     return code is not None and (2000 <= code < 2100 or code in _SERVER_UNAVAILABLE)
+
+
+# What a MySQL/MariaDB error number says about the database itself.
+_ACCESS_DENIED = frozenset(
+    {
+        1045,  # credentials refused
+        1698,  # access denied for the user (MariaDB: an auth plugin such as unix_socket)
+        1142,  # command denied on a table (a grant is missing)
+        1143,  # column command denied
+        1227,  # an operation needs a privilege the user lacks
+    }
+)
+# 1044 is "access denied to database": MySQL answers it, rather than 1049, for a database that
+# does not exist when the user may not see it, so it is read as a wrong name like 1049.
+_NO_SUCH_DATABASE = frozenset({1044, 1046, 1049})  # denied, none selected, unknown
+_SQLITE_CANNOT_OPEN = "unable to open database file"
+_SQLITE_READ_ONLY = "attempt to write a readonly database"
+_SQLITE_NOT_A_DATABASE = "file is not a database"
+
+
+def _storage_error(url: str, error: SQLAlchemyError) -> type[StorageError]:
+    """Which :class:`StorageError` a driver error is: a database that is not there, one that
+    cannot be reached, one that refused access, or any other failure."""
+    cause = _driver_error(error)
+    code = _mysql_error_code(cause)
+    if code is not None:
+        if database_unreachable(error):
+            return DatabaseUnreachableError
+        if code in _ACCESS_DENIED:
+            return AccessDeniedError
+        if code in _NO_SUCH_DATABASE:
+            return DatabaseNotFoundError
+        return StorageError
+    detail = str(cause.orig) if cause is not None else ""
+    if _SQLITE_NOT_A_DATABASE in detail:  # a wrong path: some other file
+        return DatabaseNotFoundError
+    if isinstance(cause, OperationalError):
+        if _SQLITE_READ_ONLY in detail:
+            return AccessDeniedError
+        if _SQLITE_CANNOT_OPEN in detail:
+            return _sqlite_open_failure(url)
+    return StorageError
+
+
+def _sqlite_open_failure(url: str) -> type[StorageError]:
+    """SQLite says only "unable to open database file": a folder that does not exist is a
+    wrong path; otherwise the file or its folder is not this user's to open."""
+    path = _sqlite_file_or_none(url)
+    if path is None:
+        return StorageError
+    if _path_state(path) == "folder" or _path_state(path.parent) == "missing":
+        return DatabaseNotFoundError
+    return AccessDeniedError
+
+
+def _sqlite_open_hint(url: str, error: SQLAlchemyError, kind: type[StorageError]) -> str:
+    """What SQLite's "unable to open database file" does not say: which file, and why."""
+    path = _sqlite_file_or_none(url)
+    if path is None or _SQLITE_CANNOT_OPEN not in str(getattr(error, "orig", "")):
+        return ""
+    if _path_state(path) == "folder":
+        return f" ({path} is a folder, not a database file)"
+    if kind is DatabaseNotFoundError:
+        return f" ({path}: the folder {path.parent} does not exist)"
+    return f" ({path}: this user may not open or create it)"
+
+
+def _sqlite_file_or_none(url: str) -> Path | None:
+    try:
+        parsed = make_url(url)
+        return _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    except (ArgumentError, ValueError):
+        return None
 
 
 def _driver_error(error: BaseException) -> DBAPIError | None:

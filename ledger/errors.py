@@ -115,3 +115,19 @@ class ConstraintError(StorageError):
 
 class SchemaError(StorageError):
     """The database schema is missing or not at the revision this code expects."""
+
+
+class DatabaseNotFoundError(StorageError):
+    """The URL names a database that is not there: a SQLite file that does not exist (when the
+    caller may not create one), an unknown MySQL database, one this user may not see, or no
+    database at all. The caller's mistake: nothing was created."""
+
+
+class DatabaseUnreachableError(StorageError):
+    """The database server could not be reached or talked to (refused, unknown host, lost
+    connection, too busy): the environment's failure, which may pass by itself."""
+
+
+class AccessDeniedError(StorageError):
+    """The database refused the credentials, or the permission to open or write it (a grant
+    missing, a SQLite file or folder this user may not use): the environment's failure."""

@@ -85,8 +85,12 @@ class Ledger:
         self.own_clock: Clock | None = clock if clock is not None else default_clock()
 
     @classmethod
-    def from_url(cls, url: str, clock: Clock | None = None, **engine_options: Any) -> Ledger:
-        return cls(create_ledger_engine(url, **engine_options), url, clock)
+    def from_url(
+        cls, url: str, clock: Clock | None = None, *, create: bool = True, **engine_options: Any
+    ) -> Ledger:
+        """The ledger at ``url``. ``create=False`` refuses a SQLite file that does not exist
+        (:class:`ledger.DatabaseNotFoundError`) rather than letting SQLite create it empty."""
+        return cls(create_ledger_engine(url, create=create, **engine_options), url, clock)
 
     def __repr__(self) -> str:
         return f"Ledger({mask_url(self.url)!r})"

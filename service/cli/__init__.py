@@ -2,7 +2,9 @@
 
 Each command parses its options, makes one library call, renders the result, and turns every
 :class:`ledger.LedgerError` into a one-line message and an exit code, never a traceback:
-0 ok, 1 a check found a problem (or the database failed), 2 bad usage or input.
+0 ok, 1 a check found a problem (or the database failed a statement), 2 the caller's mistake
+(bad usage or input, an unknown run or database), 3 the environment (the database unreachable,
+access refused).
 """
 
 from __future__ import annotations

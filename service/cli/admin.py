@@ -4,16 +4,20 @@ a legacy table."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 
 import click
+from sqlalchemy.engine import make_url
 
 from forensics.legacy_import import import_legacy
 from forensics.report import render_text, report_passed
 from ledger.clock import utcnow
 from ledger.durations import format_duration
-from ledger.urls import mask_url
-from migrations.runner import upgrade
+from ledger.text import visible
+from ledger.urls import DATABASE_URL_ENV, mask_url, resolve_database_url
+from migrations.runner import LEGACY_TABLE, MigrationResult, SchemaCheck, check, upgrade
 from service.cli.common import EXIT_PROBLEM, db_option, library_errors, open_ledger, wide_option
 from service.cli.verify import print_audit
 from service.demo import tell_demo
@@ -22,10 +26,19 @@ DEMO_DATABASE_URL = "sqlite:///ledger-demo.db"
 
 
 @click.command()
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Change nothing: exit 0 if the schema is current, 1 naming what is pending.",
+)
 @db_option
-def migrate(db_url: str | None) -> None:
+def migrate(check_only: bool, db_url: str | None) -> None:
     """Create or upgrade the schema to the newest revision (a no-op when already there)."""
-    ledger = open_ledger(db_url)
+    if check_only:
+        check_schema_command(db_url)
+        return
+    ledger = open_ledger(db_url, create=True)
     with library_errors():
         result = upgrade(ledger)
     where = mask_url(ledger.url)
@@ -33,6 +46,50 @@ def migrate(db_url: str | None) -> None:
         click.echo(f"{where}: migrated from {result.before or 'empty'} to {result.after}")
     else:
         click.echo(f"{where}: already at {result.after}")
+    if result.legacy_rows_moved is not None:
+        echo_legacy_move(result, db_url)
+
+
+def echo_legacy_move(result: MigrationResult, db_url: str | None) -> None:
+    """Say what migrate did to a table it did not create, and what to do next."""
+    same_db = " (with the same --db)" if db_url else ""
+    click.echo(
+        f"renamed the legacy table ingestion_runs ({result.legacy_rows_moved} row(s)) to "
+        f"{LEGACY_TABLE}: nothing was dropped, and new run ids continue after its highest id.\n"
+        f"Next: `ledger import-legacy`{same_db} adopts its rows into the ledger."
+    )
+
+
+def check_schema_command(db_url: str | None) -> None:
+    """``migrate --check``: where the schema stands, changing nothing (not even creating a
+    SQLite file)."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        found = check(ledger)
+    click.echo(f"{mask_url(ledger.url)}: {describe_schema_check(found)}")
+    if not found.current_ok:
+        sys.exit(EXIT_PROBLEM)
+
+
+def describe_schema_check(found: SchemaCheck) -> str:
+    if found.unknown_revision:
+        return (
+            f"at revision {found.current}, which this run-ledger does not know (migrated by a "
+            f"newer run-ledger?); this one's newest is {found.head}"
+        )
+    if found.drift:
+        return f"at {found.current}, but its tables differ from this run-ledger's: {found.drift}"
+    if not found.pending:
+        return f"at {found.current}, the newest revision: nothing to migrate"
+    legacy = (
+        f"; it will rename the legacy ingestion_runs table to {LEGACY_TABLE}"
+        if found.legacy_table_to_move
+        else ""
+    )
+    return (
+        f"{len(found.pending)} migration(s) pending, from {found.current or 'empty'} to "
+        f"{found.head}: {', '.join(found.pending)}{legacy}; run `ledger migrate`"
+    )
 
 
 @click.command("import-legacy")
@@ -66,13 +123,14 @@ def import_legacy_command(from_url: str | None, table: str | None, db_url: str |
     "db_url",
     default=None,
     metavar="URL",
-    help="Database for the demo (default: sqlite:///ledger-demo.db).",
+    help=f"Database for the demo (else ${DATABASE_URL_ENV}, else {DEMO_DATABASE_URL}).",
 )
 @wide_option
 def demo(db_url: str | None, wide: bool) -> None:
     """The whole story in seconds: real runs, a killed run swept, the proof report."""
-    url = db_url or DEMO_DATABASE_URL
-    ledger = open_ledger(url)
+    # Like every command, then its own file: the default ledger.db may be a real ledger.
+    url = db_url or os.environ.get(DATABASE_URL_ENV) or DEMO_DATABASE_URL
+    ledger = open_ledger(url, create=True)
     with library_errors():
         story = tell_demo(ledger)
     result = story.result
@@ -107,8 +165,8 @@ def demo(db_url: str | None, wide: bool) -> None:
     if story.timeline:
         echo("")
         print_audit(story.timeline[0].event.run_id, story.timeline, wide)
-    target = "" if url == DEMO_DATABASE_URL else f" --db '{mask_url(url)}'"
-    echo("\nExplore further:")
+    echo(f"\n{explore_heading(url)}")
+    target = explore_target(url)
     for command in (
         "runs list",
         f"audit {story.orphan}",
@@ -121,3 +179,28 @@ def demo(db_url: str | None, wide: bool) -> None:
         echo(f"  ledger {command}{target}")
     if not report_passed(story.proof):
         sys.exit(EXIT_PROBLEM)
+
+
+def explore_target(url: str) -> str:
+    """What the "Explore further" commands need to reach the demo's database when pasted in
+    this shell: nothing when it is the one they would use anyway, else ``--db URL``. A URL that
+    cannot be printed as it is (a password, an invisible character) is left out:
+    :func:`explore_heading` says to set it instead."""
+    if url == resolve_database_url(None) or not _printable(url):
+        return ""
+    return f" --db {shlex.quote(url)}"
+
+
+def explore_heading(url: str) -> str:
+    if url == resolve_database_url(None) or _printable(url):
+        return "Explore further:"
+    return (
+        f"Explore further (first set ${DATABASE_URL_ENV} to the URL given to --db: it is not "
+        "printed, it holds a password or an invisible character):"
+    )
+
+
+def _printable(url: str) -> bool:
+    """Whether the URL can be shown whole: no password to mask, nothing to escape."""
+    unmasked = make_url(url).render_as_string(hide_password=False)
+    return mask_url(url) == unmasked and visible(url) == url

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ledger import Ledger
 from ledger.urls import mask_url, resolve_database_url
 from service.cli.common import FILE, db_option, library_errors
 from service.config import LedgerConfig, load_config
@@ -36,6 +37,9 @@ def api_command(listen: str | None, config_path: Path | None, db_url: str | None
             config = config.model_copy(
                 update={"database_url": resolve_database_url(db_url or None)}
             )
+        # The API appends but never creates a database: a typo in the URL is refused here, not
+        # answered with an empty file and a schema that is never current.
+        Ledger.from_url(config.database_url, create=False).close()
     where = listen or config.api.listen or "127.0.0.1:8080"
     if not config.api.tokens:
         click.echo(

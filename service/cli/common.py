@@ -24,10 +24,14 @@ from rich.text import Text
 
 from connectors.spool import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV
 from ledger import (
+    AccessDeniedError,
     ConcurrencyError,
     ConfigurationError,
+    DatabaseNotFoundError,
+    DatabaseUnreachableError,
     Ledger,
     LedgerError,
+    StorageError,
     StreamError,
     ValidationError,
 )
@@ -41,6 +45,7 @@ from ledger.urls import DATABASE_URL_ENV, mask_secrets, mask_url, resolve_databa
 EXIT_OK = 0
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 3
 RUN_ID = click.IntRange(1, MAX_RUN_ID)
 SOURCE_ID = click.IntRange(0, MAX_RUN_ID)
 FILE = click.Path(dir_okay=False, path_type=Path)
@@ -50,7 +55,8 @@ log = logging.getLogger("ledger.cli")
 
 
 class ProblemFound(click.ClickException):
-    """A check found a problem, or the database failed: exit 1, message on stderr."""
+    """A check found a problem, or the database failed a statement: exit 1, message on
+    stderr."""
 
     exit_code = EXIT_PROBLEM
 
@@ -65,10 +71,41 @@ class BadInput(ProblemFound):
     exit_code = EXIT_USAGE
 
 
+class EnvironmentFailure(ProblemFound):
+    """The environment failed (the database unreachable, access or permission refused):
+    exit 3."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+_CALLERS_MISTAKES = (
+    ValidationError,
+    StreamError,
+    ConcurrencyError,
+    ConfigurationError,
+    DatabaseNotFoundError,
+)
+
+
 def exit_code_for(error: LedgerError) -> int:
-    if isinstance(error, ValidationError | StreamError | ConcurrencyError | ConfigurationError):
+    """0 done, 1 a check found a problem (or a statement failed), 2 the caller's mistake
+    (bad input, an unknown run, an unknown or unnamed database), 3 the environment (the
+    database unreachable, credentials or permission refused)."""
+    if isinstance(error, _CALLERS_MISTAKES):
         return EXIT_USAGE
+    if isinstance(error, DatabaseUnreachableError | AccessDeniedError):
+        return EXIT_ENVIRONMENT
+    if isinstance(error, StorageError) and isinstance(error.__cause__, StorageError):
+        # A storage error raised from another (the SDK's "run not started: the ledger is
+        # unreachable") is what its cause is.
+        return exit_code_for(error.__cause__)
     return EXIT_PROBLEM
+
+
+_EXCEPTION_FOR_EXIT_CODE: dict[int, type[ProblemFound]] = {
+    EXIT_USAGE: BadInput,
+    EXIT_ENVIRONMENT: EnvironmentFailure,
+}
 
 
 @contextmanager
@@ -77,7 +114,7 @@ def library_errors() -> Iterator[None]:
     try:
         yield
     except LedgerError as error:
-        exception = BadInput if exit_code_for(error) == EXIT_USAGE else ProblemFound
+        exception = _EXCEPTION_FOR_EXIT_CODE.get(exit_code_for(error), ProblemFound)
         raise exception(naming_the_environment(str(error))) from error
 
 
@@ -103,11 +140,14 @@ def naming_the_environment(message: str) -> str:
     return f"${DATABASE_URL_ENV}: {message}"
 
 
-def open_ledger(db_url: str | None) -> Ledger:
+def open_ledger(db_url: str | None, *, create: bool = False) -> Ledger:
+    """The ledger the command works on. Only the commands that write a new ledger (migrate,
+    demo, append, run, serve) pass ``create=True``: for every other one, a SQLite file that
+    does not exist is the caller's mistake (a typo), refused without creating it."""
     url = resolve_database_url(db_url)
     remember_url_source(url)
     with library_errors():
-        ledger = Ledger.from_url(url)
+        ledger = Ledger.from_url(url, create=create)
     log.info("using %s", mask_url(url))
     return ledger
 

@@ -143,7 +143,7 @@ def execute_connector(
     spool_dir: str | None,
     db_url: str | None,
 ) -> None:
-    ledger = open_ledger(db_url)
+    ledger = open_ledger(db_url, create=True)
     with library_errors():
         spool = Spool(spool_dir)
         # SIGTERM ends the run as "interrupted" instead of leaving it open.

@@ -41,7 +41,7 @@ def append(source: IO[bytes], db_url: str | None) -> None:
         )
     with library_errors():  # every line is read before the ledger is opened
         batch = read_lines(source)
-    ledger = open_ledger(db_url)
+    ledger = open_ledger(db_url, create=True)
     with library_errors():
         result = append_lines(ledger, batch)
     click.echo(json.dumps(result.to_dict(), sort_keys=True))

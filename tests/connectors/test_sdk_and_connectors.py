@@ -553,6 +553,7 @@ def test_a_lost_reply_to_run_started_does_not_orphan_the_run(
 
 def test_a_file_where_the_spool_folder_should_be_is_a_usage_error(tmp_path: Path) -> None:
     not_a_folder = write(tmp_path / "spool", "a file\n")
+    (tmp_path / "ledger.db").touch()  # a database that exists (a missing one is refused)
     database = ["--db", f"sqlite:///{tmp_path}/ledger.db"]
     for args in (["spool", "flush", *database], ["spool", "status"]):
         result = CliRunner().invoke(cli, [*args, "--spool-dir", str(not_a_folder)])

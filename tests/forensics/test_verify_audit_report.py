@@ -672,6 +672,7 @@ def test_import_legacy_keeps_reserved_detail_keys_apart_and_says_so(tmp_path: Pa
 
 
 def test_report_on_an_unmigrated_database_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "new.db").touch()  # an empty SQLite database (a missing one is refused)
     result = CliRunner().invoke(cli, ["report", "--db", f"sqlite:///{tmp_path / 'new.db'}"])
     assert result.exit_code == 1
     assert "ledger migrate" in result.stderr

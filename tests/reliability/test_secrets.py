@@ -367,7 +367,7 @@ SPECS: dict[str, Spec] = {
         lambda s: [["demo"]],
         role="owner",
         database="demo",
-        vias=("--db",),  # demo reads only --db (else its own SQLite file)
+        vias=("--db", "env"),  # like every command (else its own SQLite file)
         ok_exits=frozenset({0, 1}),
         paths=(*PATHS_WITH_SERVER, *PATHS_WITHOUT_SERVER),
     ),

@@ -1,0 +1,72 @@
+"""Which storage error a database failure is (issue 15, item 7): one that is not there, one that
+cannot be reached, one that refused access. Each stays a StorageError, so the SDK still spools
+and serve still waits on them as before."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from ledger import (
+    AccessDeniedError,
+    ConfigurationError,
+    DatabaseNotFoundError,
+    DatabaseUnreachableError,
+    Ledger,
+    StorageError,
+)
+from ledger.database import database_unreachable
+from tests import support
+
+
+def server_url(**parts: str) -> str:
+    base = support.mysql_base_url()
+    if base is None:
+        pytest.skip(f"MariaDB half skipped: set {support.MYSQL_URL_ENV} to run it")
+    return make_url(base).set(**parts).render_as_string(hide_password=False)
+
+
+def failure_of(url: str) -> StorageError:
+    store = Ledger.from_url(url)
+    try:
+        with pytest.raises(StorageError) as caught:
+            store.head()
+    finally:
+        store.close()
+    return caught.value
+
+
+def test_a_closed_port_is_unreachable() -> None:
+    error = failure_of("mysql+pymysql://app:pw-closed@127.0.0.1:1/ledger")
+    assert isinstance(error, DatabaseUnreachableError)
+    assert database_unreachable(error)  # what serve waits on, unchanged
+    assert "pw-closed" not in str(error)
+
+
+def test_refused_credentials_are_access_denied() -> None:
+    error = failure_of(server_url(username="ledger_nobody", password="pw-refused"))
+    assert isinstance(error, AccessDeniedError)
+    assert "pw-refused" not in str(error)
+
+
+def test_an_unknown_database_is_not_found() -> None:
+    name = f"ledger_no_such_{uuid.uuid4().hex[:8]}"
+    error = failure_of(server_url(database=name))
+    assert isinstance(error, DatabaseNotFoundError)
+    assert name in str(error)
+
+
+@pytest.mark.parametrize("url", ["mysql+pymysql://u:pw@h:3306", "mysql+pymysql://u:pw@h:3306/"])
+def test_a_url_naming_no_database_is_refused_before_connecting(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="names no database") as caught:
+        Ledger.from_url(url)
+    assert "e.g. mysql+pymysql://u:***@h:3306/ledger" in str(caught.value)
+
+
+def test_a_sqlite_folder_that_does_not_exist_is_not_found(tmp_path: Path) -> None:
+    error = failure_of(f"sqlite:///{tmp_path}/no-folder/x.db")
+    assert isinstance(error, DatabaseNotFoundError)
+    assert f"the folder {tmp_path}/no-folder does not exist" in str(error)

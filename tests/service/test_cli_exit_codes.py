@@ -1,0 +1,206 @@
+"""One exit code per kind of failure, on every command (issue 15, item 7): 2 the caller's mistake
+(an unknown run, an unknown or unnamed database, a missing SQLite file), 3 the environment (the
+database unreachable, credentials or permission refused); the message names the run, the
+database or the host, never the password."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy.engine import make_url
+
+from ledger import Ledger
+from service.cli import cli
+from service.cli.common import EXIT_ENVIRONMENT, EXIT_USAGE
+from tests import support
+
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
+
+# Commands that open the database, each as its arguments (with no --db).
+DATABASE_COMMANDS = [
+    ("runs", "list"),
+    ("runs", "show", "1"),
+    ("runs", "fail", "1", "--reason", "gone"),
+    ("audit", "1"),
+    ("events",),
+    ("events", "--run", "1"),
+    ("verify",),
+    ("status",),
+    ("stuck",),
+    ("report",),
+    ("project",),
+    ("migrate",),
+    ("migrate", "--check"),
+    ("append", str(SAMPLE)),
+]
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A database URL that fails one way, the exit code that way, and what the one-line
+    message must name."""
+
+    url: Callable[[str], str]  # from the MariaDB server URL (unused by server-less cases)
+    exit_code: int
+    names: tuple[str, ...]
+    needs_server: bool = False
+
+
+UNKNOWN_DATABASE = f"ledger_no_such_{uuid.uuid4().hex[:8]}"
+
+
+def _on_server(**parts: str) -> Callable[[str], str]:
+    return lambda base: make_url(base).set(**parts).render_as_string(hide_password=False)
+
+
+CASES = {
+    "unknown database": Case(
+        _on_server(database=UNKNOWN_DATABASE), EXIT_USAGE, (UNKNOWN_DATABASE,), needs_server=True
+    ),
+    "no database name": Case(
+        lambda _: "mysql+pymysql://app:pw-nodb-1@127.0.0.1:3306",
+        EXIT_USAGE,
+        ("names no database", "app:***@127.0.0.1:3306"),
+    ),
+    "no database name, trailing slash": Case(
+        lambda _: "mysql+pymysql://app:pw-nodb-2@127.0.0.1:3306/",
+        EXIT_USAGE,
+        ("names no database", "app:***@127.0.0.1:3306/"),
+    ),
+    "unreachable port": Case(
+        lambda _: "mysql+pymysql://app:pw-port-1@127.0.0.1:1/ledger",
+        EXIT_ENVIRONMENT,
+        ("app:***@127.0.0.1:1/ledger", "Can't connect"),
+    ),
+    "unknown host": Case(
+        lambda _: "mysql+pymysql://app:pw-host-1@host.invalid:3306/ledger",
+        EXIT_ENVIRONMENT,
+        ("host.invalid",),
+    ),
+    "wrong credentials": Case(
+        _on_server(username="ledger_nobody", password="pw-wrong-1"),
+        EXIT_ENVIRONMENT,
+        ("ledger_nobody:***@", "Access denied"),
+        needs_server=True,
+    ),
+}
+
+
+@pytest.mark.parametrize("command", DATABASE_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_every_command_exits_the_same_way_for_the_same_database_failure(
+    case: str, command: tuple[str, ...]
+) -> None:
+    spec = CASES[case]
+    base = support.mysql_base_url()
+    if spec.needs_server and base is None:
+        pytest.skip(f"MariaDB half skipped: set {support.MYSQL_URL_ENV} to run it")
+    url = spec.url(base or "mysql+pymysql://root@127.0.0.1:3306/test")
+    result = run(*command, "--db", url)
+    assert result.exit_code == spec.exit_code, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Error: ")
+    for name in spec.names:
+        assert name in line
+    password = make_url(url).password
+    assert password is None or str(password) not in result.output
+    assert "Traceback" not in result.output
+
+
+UNKNOWN_RUN_COMMANDS = [
+    ("runs", "show", "999"),
+    ("runs", "fail", "999", "--reason", "gone"),
+    ("audit", "999"),
+    ("events", "--run", "999"),
+]
+
+
+@pytest.mark.parametrize("command", UNKNOWN_RUN_COMMANDS, ids=" ".join)
+def test_an_unknown_run_is_the_callers_mistake_everywhere(
+    ledger: Ledger, db_url: str, command: tuple[str, ...]
+) -> None:
+    ledger.start_run(1, "SOURCE_1")
+    result = run(*command, "--db", db_url)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert result.stderr == "Error: run 999 does not exist\n"
+
+
+def test_a_missing_sqlite_file_is_the_callers_mistake(tmp_path: Path) -> None:
+    for command in DATABASE_COMMANDS:
+        if command[0] in ("migrate", "append") and command[-1] != "--check":
+            continue  # these create it
+        result = run(*command, "--db", f"sqlite:///{tmp_path / 'typo.db'}")
+        assert result.exit_code == EXIT_USAGE, (command, result.output)
+        assert f"no SQLite database at {tmp_path / 'typo.db'}" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sqlite_file_this_user_may_not_open_is_the_environment(tmp_path: Path) -> None:
+    """As another user (root reads every file, so a root run forks one that is not)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    run("migrate", "--db", f"sqlite:///{locked / 'in-locked-folder.db'}")
+    run("migrate", "--db", f"sqlite:///{tmp_path / 'unreadable.db'}")
+    tmp_path.chmod(0o755)
+    locked.chmod(0o700)
+    (tmp_path / "unreadable.db").chmod(0o600)
+    urls = {
+        "in-locked-folder.db": f"sqlite:///{locked / 'in-locked-folder.db'}",
+        "unreadable.db": f"sqlite:///{tmp_path / 'unreadable.db'}",
+        "new-in-locked-folder.db": f"sqlite:///{locked / 'new-in-locked-folder.db'}",
+    }
+    commands = [("runs", "list"), ("verify",), ("migrate",)]
+    try:
+        outcomes = as_another_user(
+            lambda: [
+                (name, run(*command, "--db", url))
+                for name, url in urls.items()
+                for command in commands
+            ]
+        )
+    finally:
+        locked.chmod(0o755)
+    for name, code, output in outcomes:
+        assert code == EXIT_ENVIRONMENT, output
+        assert name in output
+        assert "permission denied" in output or "may not open or create it" in output
+
+
+def as_another_user(work: Callable[[], list[tuple[str, Result]]]) -> list[tuple[str, int, str]]:
+    """``work``'s (name, exit code, output) as a user who does not own the test's files."""
+
+    def summary(results: list[tuple[str, Result]]) -> list[tuple[str, int, str]]:
+        return [(name, result.exit_code, result.output) for name, result in results]
+
+    if os.geteuid() != 0:
+        return summary(work())
+    nobody = 65534
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child reports through the pipe)
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgid(nobody)
+            os.setuid(nobody)
+            os.write(write_end, json.dumps(summary(work())).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        data = reader.read()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    return [(name, code, output) for name, code, output in json.loads(data)]

@@ -1,0 +1,208 @@
+"""Only the commands that make a ledger create a SQLite file (issue 15, item 2): every other one
+refuses a file that does not exist, exit 2, naming its absolute path, and leaves nothing behind
+(a typo in ``--db`` used to create an empty file and advise migrating it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from connectors import SAMPLE_CSV
+from ledger import DatabaseNotFoundError, Ledger
+from ledger.database import sqlite_file
+from service.cli import cli
+
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
+
+# Every command that reads a database it did not create, with what it needs to get that far.
+READERS = [
+    ("events",),
+    ("events", "--run", "1"),
+    ("verify",),
+    ("anchor",),
+    ("audit", "1"),
+    ("report",),
+    ("project",),
+    ("rebuild",),
+    ("runs", "list"),
+    ("runs", "show", "1"),
+    ("runs", "fail", "1", "--reason", "gone"),
+    ("status",),
+    ("api", "--listen", "127.0.0.1:1"),
+    ("stuck",),
+    ("sweep",),
+    ("import-legacy",),
+    ("spool", "flush"),
+    ("migrate", "--check"),
+]
+# The commands that may create a ledger: they set one up, or write the first events to it.
+CREATORS = {("migrate",), ("demo",), ("append",), ("run", "csv"), ("run", "http-json"), ("serve",)}
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def files_in(folder: Path) -> list[str]:
+    """The files in ``folder``, but an open SQLite database's WAL companions (the commands run
+    in this process, which keeps their connections open)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(("-wal", "-shm")))
+
+
+@pytest.fixture
+def empty_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("LEDGER_DATABASE_URL", raising=False)
+    return folder
+
+
+@pytest.mark.parametrize("command", READERS, ids=" ".join)
+@pytest.mark.parametrize("how", ["default", "--db typo", "environment"])
+def test_a_read_refuses_a_missing_file_and_creates_nothing(
+    empty_folder: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...], how: str
+) -> None:
+    expected = empty_folder / ("typo.db" if how != "default" else "ledger.db")
+    args = list(command)
+    if how == "--db typo":
+        args += ["--db", "sqlite:///typo.db"]
+    elif how == "environment":
+        monkeypatch.setenv("LEDGER_DATABASE_URL", "sqlite:///typo.db")
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert f"no SQLite database at {expected} " in result.stderr
+    assert "Traceback" not in result.output
+    assert files_in(empty_folder) == []
+
+
+def test_every_command_that_takes_a_database_is_a_reader_or_a_creator() -> None:
+    """A new command is classified here, or it escapes the rule unnoticed."""
+
+    def with_db(group: click.Group, prefix: tuple[str, ...]) -> set[tuple[str, ...]]:
+        found: set[tuple[str, ...]] = set()
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                found |= with_db(command, (*prefix, name))
+            elif any(param.name in ("db_url", "config_path") for param in command.params):
+                found.add((*prefix, name))
+        return found
+
+    readers = {
+        command[:2] if command[0] in ("runs", "spool") else command[:1] for command in READERS
+    }
+    assert isinstance(cli, click.Group)
+    assert with_db(cli, ()) - {("config", "check")} == readers | CREATORS
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("sqlite:///missing.db", "missing.db"),
+        ("sqlite:///sub/missing.db", "sub/missing.db"),
+        ("sqlite:///missing.db?timeout=5", "missing.db"),
+        ("sqlite:///file:missing.db?uri=true", "missing.db"),
+        ("sqlite:///file:missing.db?mode=ro&uri=true", "missing.db"),
+        ("sqlite:///file:mis%20sing.db?uri=true", "mis sing.db"),
+        ("sqlite:///m%C3%BCde.db", "müde.db"),
+    ],
+)
+def test_every_form_of_a_sqlite_url_names_the_file_it_looked_for(
+    empty_folder: Path, url: str, name: str
+) -> None:
+    result = run("runs", "list", "--db", url)
+    assert result.exit_code == 2, result.output
+    assert f"no SQLite database at {empty_folder / name} " in result.stderr
+    assert files_in(empty_folder) == []
+
+
+def test_import_legacy_refuses_a_missing_source(empty_folder: Path) -> None:
+    assert run("migrate").exit_code == 0
+    result = run("import-legacy", "--from-url", "sqlite:///legacy-typo.db")
+    assert result.exit_code == 2, result.output
+    assert f"no SQLite database at {empty_folder / 'legacy-typo.db'} " in result.stderr
+    assert files_in(empty_folder) == ["ledger.db"]
+
+
+def test_an_absolute_path_and_a_folder(empty_folder: Path, tmp_path: Path) -> None:
+    absolute = run("status", "--db", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    assert absolute.exit_code == 2
+    assert f"no SQLite database at {tmp_path / 'elsewhere.db'} " in absolute.stderr
+    folder = run("verify", "--db", f"sqlite:///{tmp_path}")
+    assert folder.exit_code == 2
+    assert "it is a folder" in folder.stderr
+    assert files_in(empty_folder) == []
+    assert not (tmp_path / "elsewhere.db").exists()
+
+
+def test_a_name_that_could_forge_output_is_shown_escaped(empty_folder: Path) -> None:
+    result = run("events", "--db", "sqlite:///a%1B%5B2Jb%E2%80%AE.db")
+    assert result.exit_code == 2
+    assert "\x1b" not in result.stderr
+    assert "\u202e" not in result.stderr
+    assert "a\\x1b[2Jb\\u202e.db" in result.stderr
+    assert files_in(empty_folder) == []
+
+
+def test_a_file_that_is_not_a_database_is_the_callers_mistake(empty_folder: Path) -> None:
+    (empty_folder / "notes.txt").write_text("not a database\n")
+    for command in (("runs", "list"), ("migrate",)):
+        result = run(*command, "--db", "sqlite:///notes.txt")
+        assert result.exit_code == 2, result.output
+        assert "file is not a database" in result.stderr
+    assert (empty_folder / "notes.txt").read_text() == "not a database\n"
+
+
+def test_an_in_memory_database_is_never_refused(empty_folder: Path) -> None:
+    for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file::memory:?uri=true"):
+        assert sqlite_file(url) is None
+        result = run("events", "--db", url)
+        assert result.exit_code == 1, result.output  # empty: the schema is missing
+        assert "ledger migrate" in result.stderr
+    assert sqlite_file("sqlite:///file:shared?mode=memory&uri=true") is None
+    assert files_in(empty_folder) == []
+
+
+def test_an_existing_file_is_read(empty_folder: Path) -> None:
+    assert run("migrate", "--db", "sqlite:///here.db").exit_code == 0
+    for url in ("sqlite:///here.db", "sqlite:///file:here.db?mode=ro&uri=true"):
+        assert run("events", "--db", url).exit_code == 0
+        assert run("verify", "--db", url).exit_code == 0
+
+
+def test_the_creating_commands_still_create(empty_folder: Path) -> None:
+    assert run("migrate").exit_code == 0
+    assert (empty_folder / "ledger.db").is_file()
+    appended = run("append", str(SAMPLE), "--db", "sqlite:///fresh.db")
+    assert appended.exit_code == 1  # created, then found empty: "run `ledger migrate`"
+    assert (empty_folder / "fresh.db").is_file()
+    ran = run("run", "csv", "--path", str(SAMPLE_CSV), "--source-id", "1", "--db", "sqlite:///r.db")
+    assert (empty_folder / "r.db").is_file(), ran.output
+    assert run("demo", "--db", "sqlite:///d.db").exit_code == 0
+    assert (empty_folder / "d.db").is_file()
+
+
+def test_the_library_refuses_only_when_asked(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lib.db'}"
+    with pytest.raises(DatabaseNotFoundError, match=f"no SQLite database at {tmp_path}/lib.db"):
+        Ledger.from_url(url, create=False)
+    assert not (tmp_path / "lib.db").exists()
+    store = Ledger.from_url(url)  # the default creates, as SQLite does
+    try:
+        with store.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    finally:
+        store.close()
+    assert (tmp_path / "lib.db").exists()
+    Ledger.from_url(url, create=False).close()
+
+
+def test_a_relative_path_is_the_current_folders(empty_folder: Path) -> None:
+    assert sqlite_file("sqlite:///x/y.db") == empty_folder / "x" / "y.db"
+    assert sqlite_file("sqlite:////abs/y.db") == Path("/abs/y.db")
+    assert sqlite_file("sqlite:///file:///abs/z.db?uri=true") == Path("/abs/z.db")
+    assert os.path.isabs(str(sqlite_file("sqlite:///file:rel.db?uri=true")))
