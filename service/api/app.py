@@ -37,7 +37,13 @@ from ledger.schema import MAX_POSITION
 from ledger.text import visible
 from ledger.wire import LineBatch, append_lines, read_array, read_lines
 from projections.as_of import parse_as_of
-from projections.queries import RunFilter, find_run, find_runs, jsonable_row
+from projections.queries import (
+    RunFilter,
+    find_run,
+    find_runs,
+    jsonable_row,
+    not_started_message,
+)
 from projections.schema import RUN_STATUSES
 from service.api.auth import TOKEN_PARAMETERS, Caller, Tokens, bearer_token
 from service.api.problems import PROBLEM_JSON, ApiProblem, problem_for
@@ -86,6 +92,61 @@ class AppendSummary(BaseModel):
     last_position: int | None
     allocated_run_ids: list[int]
     run_refs: dict[str, int]
+
+
+UtcSeconds = Annotated[
+    str, Field(json_schema_extra={"format": "date-time"}, examples=["2026-01-28T03:00:07Z"])
+]
+UtcMicros = Annotated[
+    str,
+    Field(json_schema_extra={"format": "date-time"}, examples=["2026-01-28T03:00:07.123456Z"]),
+]
+
+
+class IngestionRun(BaseModel):
+    """One ``ingestion_runs`` row, the legacy columns as they are (times in whole seconds)."""
+
+    id: int
+    sourceId: int
+    connectorName: str
+    startedAt: UtcSeconds
+    completedAt: UtcSeconds | None
+    duration: int | None = Field(description="Seconds from startedAt to completedAt")
+    status: RunStatus
+    recordsFetched: int
+    recordsCreated: int
+    recordsUpdated: int
+    recordsSkipped: int
+    claimsCreated: int
+    errorMessage: str | None
+    errorDetails: Any = Field(description="A JSON object, or null")
+    coverageCellsUpdated: int
+    createdAt: UtcSeconds
+
+
+class LedgerRunState(BaseModel):
+    """A run's write-side state (``ledger_runs``): what appends check against."""
+
+    run_id: int
+    source_id: int
+    connector_name: str
+    version: int = Field(description="Its number of events: the next append's expected_version")
+    state: Literal["open", "timed_out", "finished"]
+    started_at: UtcMicros
+    last_event_at: UtcMicros = Field(description="The latest occurred_at: its last activity")
+    opened_at: UtcMicros
+    updated_at: UtcMicros
+
+
+class RunDetail(BaseModel):
+    """A run: its legacy row and its write-side state, live or as of a position."""
+
+    run_id: int
+    as_of_position: int | None = Field(description="null: live; else the position replayed to")
+    row: IngestionRun | None = Field(description="null while the projection is behind")
+    ledger: LedgerRunState
+    projected: bool
+    note: str | None = Field(description="Why row is null, when it is")
 
 
 class FailRequest(BaseModel):
@@ -220,7 +281,12 @@ def create_app(config: LedgerConfig) -> FastAPI:
 
     # ------------------------------------------------------------------ runs
 
-    @app.get("/v1/runs", summary="List runs, newest first", responses=_problems(400))
+    @app.get(
+        "/v1/runs",
+        summary="List runs, newest first",
+        response_model=list[IngestionRun],
+        responses=_problems(400),
+    )
     def list_runs(
         request: Request,
         response: Response,
@@ -254,7 +320,8 @@ def create_app(config: LedgerConfig) -> FastAPI:
 
     @app.get(
         "/v1/runs/{run_id}",
-        summary="One run's ingestion_runs row",
+        summary="One run: its ingestion_runs row and its write-side state",
+        response_model=RunDetail,
         responses=_problems(400, 404),
     )
     def show_run(
@@ -263,27 +330,20 @@ def create_app(config: LedgerConfig) -> FastAPI:
         as_of: Annotated[str | None, Query(max_length=100)] = None,
         at_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
     ) -> dict[str, Any]:
-        """The row ``ledger runs show --format json`` prints, live or as of a moment."""
+        """The row ``ledger runs show --format json`` prints (``row``: null while the
+        projection is behind, with a ``note``) and the ledger's own state of the run
+        (``ledger``: version, state, start and last activity), live or as of a moment."""
         moment = parse_as_of(as_of, at_position, AS_OF_NAMES)
         view = find_run(state.ledger, run_id, moment, at_position)
-        if view.row is None:
-            if view.position is not None:
-                raise ApiProblem(
-                    404,
-                    "not-started-yet",
-                    "Run not started yet",
-                    f"run {run_id} did not exist yet as of position {view.position}",
-                    run_id=run_id,
-                )
+        if view.state is None and view.position is not None:
             raise ApiProblem(
                 404,
-                "not-projected",
-                "Run not projected yet",
-                f"run {run_id} is in the ledger but not yet in ingestion_runs: the projection "
-                "is behind (is a projector running? `ledger project` catches up)",
+                "not-started-yet",
+                "Run not started yet",
+                not_started_message(run_id, view.position),
                 run_id=run_id,
             )
-        return jsonable_row(view.row)
+        return view.to_dict(run_id)
 
     @app.get(
         "/v1/runs/{run_id}/events",
