@@ -6,10 +6,13 @@ Every endpoint but ``/healthz`` needs a bearer token with a scope (:mod:`service
 Request bodies are held to ``[api] max_body_bytes`` while they are read, before parsing.
 """
 
+import asyncio
 import json
 import logging
+import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from io import BytesIO
@@ -55,6 +58,7 @@ log = logging.getLogger("ledger.api")
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/x-jsonlines"})
 MAX_PAGE = 1000
 AS_OF_NAMES = ("as_of", "at_position")
+RETRY_AFTER_BUSY = 5  # seconds a client waits when the expensive requests are all taken
 Scope = Literal["append", "read", "operate"]
 RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
 
@@ -170,6 +174,25 @@ class ApiState:
     scrape_ledger: Ledger
     tokens: Tokens
     spool: Spool
+    expensive_slots: threading.BoundedSemaphore
+
+    @contextmanager
+    def expensive(self, what: str) -> Iterator[None]:
+        """A slot for a request that replays history (verify, as_of): 429 when all
+        ``[api] max_expensive`` are taken, rather than a queue of full scans."""
+        if not self.expensive_slots.acquire(blocking=False):
+            raise ApiProblem(
+                429,
+                "too-many-requests",
+                "Too many requests",
+                f"{what} reads the whole history; {self.config.api.max_expensive} such "
+                "request(s) are running already ([api] max_expensive): retry later",
+                headers={"Retry-After": str(RETRY_AFTER_BUSY)},
+            )
+        try:
+            yield
+        finally:
+            self.expensive_slots.release()
 
     def close(self) -> None:
         self.ledger.close()
@@ -187,6 +210,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         scrape_ledger=Ledger.from_url(scrape_url(config.database_url)),
         tokens=Tokens(config.api),
         spool=Spool(config.spool.dir),
+        expensive_slots=threading.BoundedSemaphore(config.api.max_expensive),
     )
     app = FastAPI(
         title="run-ledger",
@@ -199,7 +223,11 @@ def create_app(config: LedgerConfig) -> FastAPI:
     )
     app.state.api = state
     _add_error_handlers(app)
-    app.add_middleware(Guard, max_body_bytes=config.api.max_body_bytes)
+    app.add_middleware(
+        Guard,
+        max_body_bytes=config.api.max_body_bytes,
+        read_timeout=config.api.read_timeout.total_seconds(),
+    )
 
     def require(scope: Scope) -> Callable[..., Caller]:
         def authorized(
@@ -212,6 +240,17 @@ def create_app(config: LedgerConfig) -> FastAPI:
                     "token-in-url",
                     "Token in the URL",
                     "a token is accepted only in the Authorization header (URLs are logged)",
+                )
+            repeated = sorted(
+                {key for key, _ in request.query_params.multi_items()}
+                - {key for key in request.query_params if _once(request, key)}
+            )
+            if repeated:
+                raise ApiProblem(
+                    400,
+                    "repeated-parameter",
+                    "Repeated query parameter",
+                    f"each query parameter may be given once: {visible(', '.join(repeated))}",
                 )
             token = bearer_token(request.headers.get("authorization"))
             caller = None if token is None else state.tokens.caller(token)
@@ -247,7 +286,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         "/v1/events",
         summary="Append events, all or nothing",
         response_model=AppendSummary,
-        responses=_problems(400, 409, 413, 415),
+        responses=_problems(400, 408, 409, 413, 415),
         openapi_extra={"requestBody": _events_body()},
     )
     async def append_events(
@@ -270,10 +309,21 @@ def create_app(config: LedgerConfig) -> FastAPI:
                 "(application/x-ndjson)",
             )
         body = await request.body()
+        most = config.api.max_events
 
         def append() -> dict[str, Any]:
+            if kind != "application/json":
+                lines = sum(1 for line in body.splitlines() if line.strip())
+                if lines > most:
+                    raise ApiProblem(
+                        400,
+                        "invalid-input",
+                        "Invalid input",
+                        f"invalid input, nothing was appended:\n  {lines:,} events in one "
+                        f"request; the limit is {most:,} ([api] max_events)",
+                    )
             batch: LineBatch = (
-                read_array(body) if kind == "application/json" else read_lines(BytesIO(body))
+                read_array(body, most) if kind == "application/json" else read_lines(BytesIO(body))
             )
             return append_lines(state.ledger, batch, expected_version).to_dict()
 
@@ -285,7 +335,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         "/v1/runs",
         summary="List runs, newest first",
         response_model=list[IngestionRun],
-        responses=_problems(400),
+        responses=_problems(400, 429),
     )
     def list_runs(
         request: Request,
@@ -306,7 +356,11 @@ def create_app(config: LedgerConfig) -> FastAPI:
         a time or position; a ``Link: <…>; rel="next"`` header names the next page."""
         moment = parse_as_of(as_of, at_position, AS_OF_NAMES)
         run_filter = RunFilter(status, connector, source, limit + 1, before=cursor)
-        view = find_runs(state.ledger, run_filter, moment, at_position)
+        if moment is None and at_position is None:
+            view = find_runs(state.ledger, run_filter)
+        else:
+            with state.expensive("a list as_of or at_position"):
+                view = find_runs(state.ledger, run_filter, moment, at_position)
         rows = view.rows[:limit]
         if len(view.rows) > limit:
             pinned = {} if view.position is None else {"at_position": view.position}
@@ -322,7 +376,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         "/v1/runs/{run_id}",
         summary="One run: its ingestion_runs row and its write-side state",
         response_model=RunDetail,
-        responses=_problems(400, 404),
+        responses=_problems(400, 404, 429),
     )
     def show_run(
         _caller: Annotated[Caller, read_scope],
@@ -334,7 +388,11 @@ def create_app(config: LedgerConfig) -> FastAPI:
         projection is behind, with a ``note``) and the ledger's own state of the run
         (``ledger``: version, state, start and last activity), live or as of a moment."""
         moment = parse_as_of(as_of, at_position, AS_OF_NAMES)
-        view = find_run(state.ledger, run_id, moment, at_position)
+        if moment is None and at_position is None:
+            view = find_run(state.ledger, run_id)
+        else:
+            with state.expensive("a run as_of or at_position"):
+                view = find_run(state.ledger, run_id, moment, at_position)
         if view.state is None and view.position is not None:
             raise ApiProblem(
                 404,
@@ -394,10 +452,11 @@ def create_app(config: LedgerConfig) -> FastAPI:
         """``ledger status --format json`` with the config's thresholds and spool."""
         return status_report(state.ledger, state.config).to_dict()
 
-    @app.get("/v1/verify", summary="Verify the ledger")
+    @app.get("/v1/verify", summary="Verify the ledger", responses=_problems(429))
     def verify(_caller: Annotated[Caller, read_scope], chain_only: bool = False) -> dict[str, Any]:
         """``ledger verify --format json``: ``ok``, the head checked and every problem."""
-        return verify_all(state.ledger, chain_only=chain_only).to_dict()
+        with state.expensive("verify"):
+            return verify_all(state.ledger, chain_only=chain_only).to_dict()
 
     registry = CollectorRegistry()
     registry.register(
@@ -478,7 +537,12 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> Response:
-        titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large"}
+        titles = {
+            404: "Not found",
+            405: "Method not allowed",
+            408: "Request timeout",
+            413: "Content too large",
+        }
         title = titles.get(exc.status_code, "HTTP error")
         slug = title.lower().replace(" ", "-")
         detail = exc.detail if isinstance(exc.detail, str) else title
@@ -503,9 +567,10 @@ class Guard:
     arrive), one log line per request (no query string, no header, the token's name only),
     and a 500 problem without details for anything unexpected (logged with its traceback)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, read_timeout: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -528,12 +593,23 @@ class Guard:
             await send(message)
 
         received = 0
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body: waiting for a disconnect, as long as it takes
+                return await receive()
+            try:  # a client that stalls mid-body holds no worker for ever (slow loris)
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+            except TimeoutError:
+                raise HTTPException(
+                    408,
+                    f"the request body stalled for {self.read_timeout:g}s ([api] read_timeout)",
+                    headers={"Connection": "close"},
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
                     raise HTTPException(413, too_large.detail)
             return message
@@ -568,6 +644,10 @@ class Guard:
             )
 
 
+def _once(request: Request, key: str) -> bool:
+    return len(request.query_params.getlist(key)) == 1
+
+
 def _content_length(scope: Scope_) -> int | None:
     for name, value in scope.get("headers", []):
         if name == b"content-length":
@@ -596,8 +676,10 @@ _TITLES = {
     403: "The token lacks the scope",
     404: "No such run",
     409: "Conflict with the ledger's state",
+    408: "The body stalled over [api] read_timeout",
     413: "Body over [api] max_body_bytes",
     415: "Not JSON nor JSON Lines",
+    429: "[api] max_expensive such requests already running (Retry-After)",
     500: "Unexpected error (no details)",
     503: "Database unreachable or schema not current (Retry-After)",
 }
