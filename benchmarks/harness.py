@@ -122,9 +122,13 @@ class Sizes:
     writers: tuple[int, ...] = (1, 2, 4, 8)
     appenders_each: int = 500
     lag_seconds: float = 20.0
+    api_runs: int = 40  # runs of 10 single-event calls per round, through the API and not
+    api_batch_calls: int = 40  # calls of 100 events per round, each way
 
     def quick(self) -> Sizes:
         return Sizes(
+            api_runs=10,
+            api_batch_calls=10,
             live_runs=10,
             batch10_calls=20,
             batch1000_calls=1,
@@ -151,6 +155,8 @@ class Sizes:
             writers=(1, 2),
             appenders_each=10,
             lag_seconds=1.0,
+            api_runs=1,
+            api_batch_calls=1,
         )
 
 
@@ -730,7 +736,11 @@ def run_database(
     server_url: str | None,
     folder: Path,
     peer: str | None = None,
+    api: bool = False,
+    profile: Path | None = None,
 ) -> Bench:
+    if api:
+        return run_api_database(name, sizes, console, server_url, folder, profile)
     if server_url is None:
         path = folder / "ledger.db"
         peer_object, reason = _start_peer(peer, str(folder / "peer.db"), None)
@@ -779,6 +789,61 @@ def run_database(
     if bench.peer_reason:
         bench.notes.append(f"peer unavailable: {bench.peer_reason}")
     return bench
+
+
+def run_api_database(
+    name: str,
+    sizes: Sizes,
+    console: Console,
+    server_url: str | None,
+    folder: Path,
+    profile: Path | None = None,
+) -> Bench:
+    """The API's figure group alone (``--api``), on a scratch ledger."""
+    from benchmarks.api import api_figures
+
+    cleanup: list[str] = []
+    if server_url is None:
+        path = folder / "ledger.db"
+        bench = Bench(name, f"sqlite:///{path}", str(path), "", None, sizes, console)
+        bench.notes.append("journal_mode=WAL, synchronous=FULL")
+    else:
+        urls, cleanup = _mysql_scratch(server_url, ["ledger"])
+        try:
+            bench = Bench(name, urls["ledger"], None, "", None, sizes, console)
+            bench.notes.append(_server_durability(urls["ledger"]))
+        except BaseException:
+            _drop(server_url, cleanup)
+            raise
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            api_figures(bench, Path(scratch), profile)
+    finally:
+        bench.close()
+        if cleanup and server_url is not None:
+            _drop(server_url, cleanup)
+    return bench
+
+
+def print_api_table(console: Console, benches: list[Bench]) -> None:
+    table = Table(title="run-ledger HTTP API beside the library (same run, same database)")
+    for column in ("database", "figure", "API", "library", "API ÷ library", "target", "met"):
+        table.add_column(column, justify="left" if column in ("database", "figure") else "right")
+    for bench in benches:
+        for f in bench.figures:
+            table.add_row(
+                f.database,
+                f.name,
+                f"{f.value:,.1f} {f.unit}",
+                f"{f.raw:,.1f} {f.unit}" if f.raw is not None else "—",
+                "—" if f.ratio is None else f"{f.ratio:.2f}x",
+                "; ".join(check.target for check in f.checks) or "-",
+                " / ".join("yes" if check.met else "NO" for check in f.checks) or "—",
+            )
+    console.print(table)
+    for bench in benches:
+        for note in bench.notes:
+            console.print(f"{bench.name}: {note}", highlight=False, soft_wrap=True)
 
 
 def _number(value: float | None, unit: str) -> str:
@@ -969,6 +1034,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--plot", type=Path, help="draw the writers, rebuild and stuck-query curves and bars"
     )
+    parser.add_argument(
+        "--api",
+        action="store_true",
+        help="only the HTTP API's figures: a real `ledger api` process beside Ledger.append",
+    )
+    parser.add_argument(
+        "--api-profile",
+        type=Path,
+        metavar="DIR",
+        help="with --api: run the server under cProfile, one DATABASE.prof per database in DIR",
+    )
     # For the smoke test: tiny sizes, and MariaDB only (with --db).
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--skip-sqlite", action="store_true", help=argparse.SUPPRESS)
@@ -985,11 +1061,36 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     if not (args.skip_sqlite and args.db):
         with tempfile.TemporaryDirectory() as folder:
-            benches.append(run_database("sqlite", sizes, console, None, Path(folder), args.peer))
+            benches.append(
+                run_database(
+                    "sqlite",
+                    sizes,
+                    console,
+                    None,
+                    Path(folder),
+                    args.peer,
+                    args.api,
+                    _profile(args.api_profile, "sqlite"),
+                )
+            )
     if args.db:
-        benches.append(run_database("mariadb", sizes, console, args.db, Path("."), args.peer))
+        benches.append(
+            run_database(
+                "mariadb",
+                sizes,
+                console,
+                args.db,
+                Path("."),
+                args.peer,
+                args.api,
+                _profile(args.api_profile, "mariadb"),
+            )
+        )
     figures = [f for bench in benches for f in bench.figures]
-    print_table(Console(width=180), benches, args.peer)
+    if args.api:
+        print_api_table(Console(width=180), benches)
+    else:
+        print_table(Console(width=180), benches, args.peer)
     console.log(f"the harness took {time.perf_counter() - started:.0f} s")
     if args.json:
         args.json.write_text(
@@ -997,6 +1098,7 @@ def main(argv: list[str] | None = None) -> None:
                 {
                     "generated_at": datetime.now(UTC).isoformat(),
                     "quick": args.quick,
+                    "api": args.api,
                     "peer": args.peer,
                     "machine": {
                         "platform": platform.platform(),
@@ -1013,3 +1115,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.plot:
         plot(args.plot, benches)
+
+
+def _profile(folder: Path | None, database: str) -> Path | None:
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.resolve() / f"{database}.prof"

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from ledger.clock import isoformat_utc
 from ledger.errors import StreamError
 from ledger.events import EventModel, RunFinished, RunProgressed, RunStarted, RunTimedOut
 
@@ -36,6 +38,20 @@ class RunState:
     last_event_at: datetime
     opened_at: datetime
     updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state as JSON (times in UTC ISO-8601 with microseconds)."""
+        return {
+            "run_id": self.run_id,
+            "source_id": self.source_id,
+            "connector_name": self.connector_name,
+            "version": self.version,
+            "state": self.state,
+            "started_at": isoformat_utc(self.started_at),
+            "last_event_at": isoformat_utc(self.last_event_at),
+            "opened_at": isoformat_utc(self.opened_at),
+            "updated_at": isoformat_utc(self.updated_at),
+        }
 
 
 def apply_event(

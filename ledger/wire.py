@@ -83,9 +83,10 @@ def read_lines(source: Iterable[bytes]) -> LineBatch:
     return LineBatch(events, line_numbers)
 
 
-def read_array(body: bytes) -> LineBatch:
+def read_array(body: bytes, max_events: int | None = None) -> LineBatch:
     """Parse and validate a JSON array of events (what ``POST /v1/events`` takes), with the
-    checks of :func:`read_lines`; each problem names its 1-based item.
+    checks of :func:`read_lines`; each problem names its 1-based item. An array of more than
+    ``max_events`` items is refused before any is validated.
 
     Raises :class:`ValidationError` listing each bad item if any is invalid.
     """
@@ -96,6 +97,10 @@ def read_array(body: bytes) -> LineBatch:
     if not isinstance(data, list):
         raise invalid_input(
             [InputProblem(None, f"expected a JSON array of events, got {_json_kind(data)}")]
+        )
+    if max_events is not None and len(data) > max_events:
+        raise invalid_input(
+            [InputProblem(None, f"{len(data):,} events in one array; the limit is {max_events:,}")]
         )
     events: list[EventModel] = []
     numbers: list[int] = []

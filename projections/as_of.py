@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ledger import Ledger, UnknownRunError, ValidationError
+from ledger import Ledger, RecordedEvent, UnknownRunError, ValidationError
 from projections.checkpoints import skipped_positions
 from projections.fold import Row, Transition, fold_events
 from projections.schema import PROJECTION_NAME
@@ -69,11 +69,15 @@ def replay_as_of(
     return rows, outcome.transitions
 
 
-def run_as_of(ledger: Ledger, run_id: int, position: int) -> tuple[Row | None, list[Transition]]:
-    """One run's row and transitions as of ``position``, from that run's events only; no row
-    when the run started after it. Raises :class:`UnknownRunError` if it never started."""
+def run_as_of(
+    ledger: Ledger, run_id: int, position: int, history: list[RecordedEvent] | None = None
+) -> tuple[Row | None, list[Transition]]:
+    """One run's row and transitions as of ``position``, from that run's events only
+    (``history``, when the caller read them already); no row when the run started after it.
+    Raises :class:`UnknownRunError` if it never started."""
     rows: dict[int, Row] = {}
-    history = ledger.read_run(run_id)
+    if history is None:
+        history = ledger.read_run(run_id)
     if not history:
         raise UnknownRunError(run_id)
     events = [e for e in history if e.position <= position]

@@ -8,9 +8,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ledger import Ledger, UnknownRunError
+from ledger import Ledger, RecordedEvent, UnknownRunError
 from ledger.clock import format_utc_seconds
 from ledger.dialects import same_text
+from ledger.rules import RunState, apply_event
 from projections.as_of import resolve_position, run_as_of, runs_as_of
 from projections.fold import Row, Transition, normalise
 from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
@@ -109,14 +110,46 @@ class RunsView:
         return [jsonable_row(row) for row in self.rows]
 
 
+def not_projected_message(run_id: int) -> str:
+    """What a reader is told of a run the ledger has but ``ingestion_runs`` does not yet."""
+    return (
+        f"run {run_id} is in the ledger but not yet in ingestion_runs: the projection is behind "
+        "(is a projector running? `ledger project` catches up)"
+    )
+
+
+def not_started_message(run_id: int, position: int) -> str:
+    """What a reader is told of a run asked for as of a position before its RunStarted."""
+    return f"run {run_id} did not exist yet as of position {position}"
+
+
 @dataclass(frozen=True)
 class RunView:
     """One run's row (None: not in the table yet, or not started yet at ``position``) and its
-    status transitions: live (``position`` None), or replayed up to ``position``."""
+    status transitions: live (``position`` None), or replayed up to ``position``; and its
+    write-side state (``ledger_runs``) at the same moment (None: not started yet then)."""
 
     row: Row | None
     transitions: list[Transition]
     position: int | None
+    state: RunState | None = None
+
+    @property
+    def not_projected(self) -> bool:
+        """In the ledger, not yet in the live table: the projection is behind."""
+        return self.row is None and self.position is None and self.state is not None
+
+    def to_dict(self, run_id: int) -> dict[str, Any]:
+        """The legacy row (null while the projection is behind), the write-side state and the
+        position they are as of (null: live)."""
+        return {
+            "run_id": run_id,
+            "as_of_position": self.position,
+            "row": None if self.row is None else jsonable_row(self.row),
+            "ledger": None if self.state is None else self.state.to_dict(),
+            "projected": self.row is not None,
+            "note": not_projected_message(run_id) if self.not_projected else None,
+        }
 
 
 def find_runs(
@@ -135,12 +168,25 @@ def find_runs(
 def find_run(
     ledger: Ledger, run_id: int, as_of: datetime | None = None, at_position: int | None = None
 ) -> RunView:
-    """One run and its transitions: live, or as of a time or a position. Raises
-    :class:`UnknownRunError` if the ledger has no such run."""
+    """One run, its transitions and its write-side state: live, or as of a time or a
+    position. Raises :class:`UnknownRunError` if the ledger has no such run."""
     if as_of is None and at_position is None:
-        return RunView(*get_run(ledger, run_id), None)
+        row, transitions = get_run(ledger, run_id)
+        return RunView(row, transitions, None, ledger.run(run_id))
     position = resolve_position(ledger, as_of, at_position)
-    return RunView(*run_as_of(ledger, run_id, position), position)
+    history = ledger.read_run(run_id)
+    row, transitions = run_as_of(ledger, run_id, position, history)
+    return RunView(row, transitions, position, state_as_of(history, position))
+
+
+def state_as_of(history: list[RecordedEvent], position: int) -> RunState | None:
+    """A run's write-side state after its events up to ``position`` (the append's own rules
+    over the stored events), or None when it had not started yet."""
+    state: RunState | None = None
+    for recorded in history:
+        if recorded.position <= position:
+            state = apply_event(state, recorded.event, recorded.run_id, recorded.recorded_at)
+    return state
 
 
 def jsonable_row(row: Row) -> dict[str, Any]:

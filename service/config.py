@@ -272,6 +272,12 @@ class ApiConfig(Strict):
     max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = DEFAULT_MAX_BODY_BYTES
     # Seconds ``ledger api`` (and serve's API) waits for requests in flight at SIGTERM.
     grace_period: Duration = timedelta(seconds=30)
+    # A request body that stalls this long between two reads is answered 408 (slow clients).
+    read_timeout: Duration = timedelta(seconds=30)
+    # Events in one POST /v1/events: one transaction holds the head lock while it appends.
+    max_events: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    # verify and as_of/at_position reads replay history: at most this many at once (429).
+    max_expensive: Annotated[int, Field(ge=1, le=64)] = 2
     tokens: list[ApiToken] = Field(default_factory=list)
 
     @field_validator("tokens")

@@ -6,10 +6,13 @@ Every endpoint but ``/healthz`` needs a bearer token with a scope (:mod:`service
 Request bodies are held to ``[api] max_body_bytes`` while they are read, before parsing.
 """
 
+import asyncio
 import json
 import logging
+import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from io import BytesIO
@@ -37,7 +40,13 @@ from ledger.schema import MAX_POSITION
 from ledger.text import visible
 from ledger.wire import LineBatch, append_lines, read_array, read_lines
 from projections.as_of import parse_as_of
-from projections.queries import RunFilter, find_run, find_runs, jsonable_row
+from projections.queries import (
+    RunFilter,
+    find_run,
+    find_runs,
+    jsonable_row,
+    not_started_message,
+)
 from projections.schema import RUN_STATUSES
 from service.api.auth import TOKEN_PARAMETERS, Caller, Tokens, bearer_token
 from service.api.problems import PROBLEM_JSON, ApiProblem, problem_for
@@ -49,6 +58,7 @@ log = logging.getLogger("ledger.api")
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/x-jsonlines"})
 MAX_PAGE = 1000
 AS_OF_NAMES = ("as_of", "at_position")
+RETRY_AFTER_BUSY = 5  # seconds a client waits when the expensive requests are all taken
 Scope = Literal["append", "read", "operate"]
 RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
 
@@ -88,6 +98,61 @@ class AppendSummary(BaseModel):
     run_refs: dict[str, int]
 
 
+UtcSeconds = Annotated[
+    str, Field(json_schema_extra={"format": "date-time"}, examples=["2026-01-28T03:00:07Z"])
+]
+UtcMicros = Annotated[
+    str,
+    Field(json_schema_extra={"format": "date-time"}, examples=["2026-01-28T03:00:07.123456Z"]),
+]
+
+
+class IngestionRun(BaseModel):
+    """One ``ingestion_runs`` row, the legacy columns as they are (times in whole seconds)."""
+
+    id: int
+    sourceId: int
+    connectorName: str
+    startedAt: UtcSeconds
+    completedAt: UtcSeconds | None
+    duration: int | None = Field(description="Seconds from startedAt to completedAt")
+    status: RunStatus
+    recordsFetched: int
+    recordsCreated: int
+    recordsUpdated: int
+    recordsSkipped: int
+    claimsCreated: int
+    errorMessage: str | None
+    errorDetails: Any = Field(description="A JSON object, or null")
+    coverageCellsUpdated: int
+    createdAt: UtcSeconds
+
+
+class LedgerRunState(BaseModel):
+    """A run's write-side state (``ledger_runs``): what appends check against."""
+
+    run_id: int
+    source_id: int
+    connector_name: str
+    version: int = Field(description="Its number of events: the next append's expected_version")
+    state: Literal["open", "timed_out", "finished"]
+    started_at: UtcMicros
+    last_event_at: UtcMicros = Field(description="The latest occurred_at: its last activity")
+    opened_at: UtcMicros
+    updated_at: UtcMicros
+
+
+class RunDetail(BaseModel):
+    """A run: its legacy row and its write-side state, live or as of a position."""
+
+    run_id: int
+    as_of_position: int | None = Field(description="null: live; else the position replayed to")
+    row: IngestionRun | None = Field(description="null while the projection is behind")
+    ledger: LedgerRunState
+    projected: bool
+    note: str | None = Field(description="Why row is null, when it is")
+
+
 class FailRequest(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=10_000)]
 
@@ -109,6 +174,25 @@ class ApiState:
     scrape_ledger: Ledger
     tokens: Tokens
     spool: Spool
+    expensive_slots: threading.BoundedSemaphore
+
+    @contextmanager
+    def expensive(self, what: str) -> Iterator[None]:
+        """A slot for a request that replays history (verify, as_of): 429 when all
+        ``[api] max_expensive`` are taken, rather than a queue of full scans."""
+        if not self.expensive_slots.acquire(blocking=False):
+            raise ApiProblem(
+                429,
+                "too-many-requests",
+                "Too many requests",
+                f"{what} reads the whole history; {self.config.api.max_expensive} such "
+                "request(s) are running already ([api] max_expensive): retry later",
+                headers={"Retry-After": str(RETRY_AFTER_BUSY)},
+            )
+        try:
+            yield
+        finally:
+            self.expensive_slots.release()
 
     def close(self) -> None:
         self.ledger.close()
@@ -126,6 +210,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         scrape_ledger=Ledger.from_url(scrape_url(config.database_url)),
         tokens=Tokens(config.api),
         spool=Spool(config.spool.dir),
+        expensive_slots=threading.BoundedSemaphore(config.api.max_expensive),
     )
     app = FastAPI(
         title="run-ledger",
@@ -138,7 +223,11 @@ def create_app(config: LedgerConfig) -> FastAPI:
     )
     app.state.api = state
     _add_error_handlers(app)
-    app.add_middleware(Guard, max_body_bytes=config.api.max_body_bytes)
+    app.add_middleware(
+        Guard,
+        max_body_bytes=config.api.max_body_bytes,
+        read_timeout=config.api.read_timeout.total_seconds(),
+    )
 
     def require(scope: Scope) -> Callable[..., Caller]:
         def authorized(
@@ -151,6 +240,17 @@ def create_app(config: LedgerConfig) -> FastAPI:
                     "token-in-url",
                     "Token in the URL",
                     "a token is accepted only in the Authorization header (URLs are logged)",
+                )
+            repeated = sorted(
+                {key for key, _ in request.query_params.multi_items()}
+                - {key for key in request.query_params if _once(request, key)}
+            )
+            if repeated:
+                raise ApiProblem(
+                    400,
+                    "repeated-parameter",
+                    "Repeated query parameter",
+                    f"each query parameter may be given once: {visible(', '.join(repeated))}",
                 )
             token = bearer_token(request.headers.get("authorization"))
             caller = None if token is None else state.tokens.caller(token)
@@ -186,7 +286,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         "/v1/events",
         summary="Append events, all or nothing",
         response_model=AppendSummary,
-        responses=_problems(400, 409, 413, 415),
+        responses=_problems(400, 408, 409, 413, 415),
         openapi_extra={"requestBody": _events_body()},
     )
     async def append_events(
@@ -209,10 +309,21 @@ def create_app(config: LedgerConfig) -> FastAPI:
                 "(application/x-ndjson)",
             )
         body = await request.body()
+        most = config.api.max_events
 
         def append() -> dict[str, Any]:
+            if kind != "application/json":
+                lines = sum(1 for line in body.splitlines() if line.strip())
+                if lines > most:
+                    raise ApiProblem(
+                        400,
+                        "invalid-input",
+                        "Invalid input",
+                        f"invalid input, nothing was appended:\n  {lines:,} events in one "
+                        f"request; the limit is {most:,} ([api] max_events)",
+                    )
             batch: LineBatch = (
-                read_array(body) if kind == "application/json" else read_lines(BytesIO(body))
+                read_array(body, most) if kind == "application/json" else read_lines(BytesIO(body))
             )
             return append_lines(state.ledger, batch, expected_version).to_dict()
 
@@ -220,7 +331,12 @@ def create_app(config: LedgerConfig) -> FastAPI:
 
     # ------------------------------------------------------------------ runs
 
-    @app.get("/v1/runs", summary="List runs, newest first", responses=_problems(400))
+    @app.get(
+        "/v1/runs",
+        summary="List runs, newest first",
+        response_model=list[IngestionRun],
+        responses=_problems(400, 429),
+    )
     def list_runs(
         request: Request,
         response: Response,
@@ -240,7 +356,11 @@ def create_app(config: LedgerConfig) -> FastAPI:
         a time or position; a ``Link: <…>; rel="next"`` header names the next page."""
         moment = parse_as_of(as_of, at_position, AS_OF_NAMES)
         run_filter = RunFilter(status, connector, source, limit + 1, before=cursor)
-        view = find_runs(state.ledger, run_filter, moment, at_position)
+        if moment is None and at_position is None:
+            view = find_runs(state.ledger, run_filter)
+        else:
+            with state.expensive("a list as_of or at_position"):
+                view = find_runs(state.ledger, run_filter, moment, at_position)
         rows = view.rows[:limit]
         if len(view.rows) > limit:
             pinned = {} if view.position is None else {"at_position": view.position}
@@ -254,8 +374,9 @@ def create_app(config: LedgerConfig) -> FastAPI:
 
     @app.get(
         "/v1/runs/{run_id}",
-        summary="One run's ingestion_runs row",
-        responses=_problems(400, 404),
+        summary="One run: its ingestion_runs row and its write-side state",
+        response_model=RunDetail,
+        responses=_problems(400, 404, 429),
     )
     def show_run(
         _caller: Annotated[Caller, read_scope],
@@ -263,27 +384,24 @@ def create_app(config: LedgerConfig) -> FastAPI:
         as_of: Annotated[str | None, Query(max_length=100)] = None,
         at_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
     ) -> dict[str, Any]:
-        """The row ``ledger runs show --format json`` prints, live or as of a moment."""
+        """The row ``ledger runs show --format json`` prints (``row``: null while the
+        projection is behind, with a ``note``) and the ledger's own state of the run
+        (``ledger``: version, state, start and last activity), live or as of a moment."""
         moment = parse_as_of(as_of, at_position, AS_OF_NAMES)
-        view = find_run(state.ledger, run_id, moment, at_position)
-        if view.row is None:
-            if view.position is not None:
-                raise ApiProblem(
-                    404,
-                    "not-started-yet",
-                    "Run not started yet",
-                    f"run {run_id} did not exist yet as of position {view.position}",
-                    run_id=run_id,
-                )
+        if moment is None and at_position is None:
+            view = find_run(state.ledger, run_id)
+        else:
+            with state.expensive("a run as_of or at_position"):
+                view = find_run(state.ledger, run_id, moment, at_position)
+        if view.state is None and view.position is not None:
             raise ApiProblem(
                 404,
-                "not-projected",
-                "Run not projected yet",
-                f"run {run_id} is in the ledger but not yet in ingestion_runs: the projection "
-                "is behind (is a projector running? `ledger project` catches up)",
+                "not-started-yet",
+                "Run not started yet",
+                not_started_message(run_id, view.position),
                 run_id=run_id,
             )
-        return jsonable_row(view.row)
+        return view.to_dict(run_id)
 
     @app.get(
         "/v1/runs/{run_id}/events",
@@ -334,10 +452,11 @@ def create_app(config: LedgerConfig) -> FastAPI:
         """``ledger status --format json`` with the config's thresholds and spool."""
         return status_report(state.ledger, state.config).to_dict()
 
-    @app.get("/v1/verify", summary="Verify the ledger")
+    @app.get("/v1/verify", summary="Verify the ledger", responses=_problems(429))
     def verify(_caller: Annotated[Caller, read_scope], chain_only: bool = False) -> dict[str, Any]:
         """``ledger verify --format json``: ``ok``, the head checked and every problem."""
-        return verify_all(state.ledger, chain_only=chain_only).to_dict()
+        with state.expensive("verify"):
+            return verify_all(state.ledger, chain_only=chain_only).to_dict()
 
     registry = CollectorRegistry()
     registry.register(
@@ -418,7 +537,12 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> Response:
-        titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large"}
+        titles = {
+            404: "Not found",
+            405: "Method not allowed",
+            408: "Request timeout",
+            413: "Content too large",
+        }
         title = titles.get(exc.status_code, "HTTP error")
         slug = title.lower().replace(" ", "-")
         detail = exc.detail if isinstance(exc.detail, str) else title
@@ -443,9 +567,10 @@ class Guard:
     arrive), one log line per request (no query string, no header, the token's name only),
     and a 500 problem without details for anything unexpected (logged with its traceback)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, read_timeout: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -468,12 +593,23 @@ class Guard:
             await send(message)
 
         received = 0
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body: waiting for a disconnect, as long as it takes
+                return await receive()
+            try:  # a client that stalls mid-body holds no worker for ever (slow loris)
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+            except TimeoutError:
+                raise HTTPException(
+                    408,
+                    f"the request body stalled for {self.read_timeout:g}s ([api] read_timeout)",
+                    headers={"Connection": "close"},
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
                     raise HTTPException(413, too_large.detail)
             return message
@@ -508,6 +644,10 @@ class Guard:
             )
 
 
+def _once(request: Request, key: str) -> bool:
+    return len(request.query_params.getlist(key)) == 1
+
+
 def _content_length(scope: Scope_) -> int | None:
     for name, value in scope.get("headers", []):
         if name == b"content-length":
@@ -536,8 +676,10 @@ _TITLES = {
     403: "The token lacks the scope",
     404: "No such run",
     409: "Conflict with the ledger's state",
+    408: "The body stalled over [api] read_timeout",
     413: "Body over [api] max_body_bytes",
     415: "Not JSON nor JSON Lines",
+    429: "[api] max_expensive such requests already running (Retry-After)",
     500: "Unexpected error (no details)",
     503: "Database unreachable or schema not current (Retry-After)",
 }

@@ -14,7 +14,14 @@ from ledger.clock import utcnow
 from ledger.durations import format_duration
 from ledger.text import visible
 from projections.as_of import parse_as_of
-from projections.queries import RunFilter, find_run, find_runs, jsonable_row
+from projections.queries import (
+    RunFilter,
+    find_run,
+    find_runs,
+    jsonable_row,
+    not_projected_message,
+    not_started_message,
+)
 from projections.schema import RUN_STATUSES
 from service.cli.common import (
     DURATION,
@@ -167,12 +174,9 @@ def runs_show(
     row = view.row
     if row is None:
         if view.position is not None:
-            raise BadInput(f"run {run_id} did not exist yet {where}")
+            raise BadInput(not_started_message(run_id, view.position))
         # In the ledger, not yet in the table: the projection is behind, not the caller wrong.
-        raise ProblemFound(
-            f"run {run_id} is in the ledger but not yet in ingestion_runs: the projection is "
-            "behind (is a projector running? `ledger project` catches up)"
-        )
+        raise ProblemFound(not_projected_message(run_id))
     if output_format == "json":
         echo_json(jsonable_row(row))
         return

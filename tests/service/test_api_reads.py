@@ -13,6 +13,7 @@ from freezegun import freeze_time
 from ledger import Ledger
 from projections import Projector
 from service.cli import cli
+from service.cli import cli as cli_command
 from tests.service.conftest import auth
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
@@ -41,7 +42,8 @@ def test_runs_list_and_show_are_the_cli_json(
     listed = client.get("/v1/runs", headers=READ)
     assert listed.status_code == 200
     assert listed.json() == cli_json(db_url, "runs", "list")
-    assert client.get("/v1/runs/1", headers=READ).json() == cli_json(db_url, "runs", "show", "1")
+    shown = client.get("/v1/runs/1", headers=READ).json()
+    assert shown["row"] == cli_json(db_url, "runs", "show", "1")
     filtered = client.get("/v1/runs", params={"status": "success"}, headers=READ).json()
     assert filtered == cli_json(db_url, "runs", "list", "--status", "success")
     at = client.get("/v1/runs", params={"at_position": 3}, headers=READ).json()
@@ -117,3 +119,67 @@ def test_fail_records_the_token_name(client: TestClient, ledger: Ledger) -> None
     blank = client.post("/v1/runs/1/fail", json={"reason": " "}, headers=auth("operator"))
     assert blank.status_code in (400, 409)
     assert client.post("/v1/runs/1/fail", json={}, headers=auth("operator")).status_code == 400
+
+
+def test_run_detail_has_the_write_side_state_even_before_projection(
+    client: TestClient, ledger: Ledger, db_url: str
+) -> None:
+    load_sample(client, ledger)
+    started = {"type": "RunStarted", "source_id": 5, "connector_name": "late-one"}
+    assert client.post("/v1/events", json=[started], headers=auth("appender")).status_code == 200
+    lagging = client.get("/v1/runs/3", headers=READ)
+    assert lagging.status_code == 200, lagging.text
+    body = lagging.json()
+    state = ledger.run(3)
+    assert state is not None
+    assert body["row"] is None
+    assert not body["projected"]
+    assert body["as_of_position"] is None
+    assert body["ledger"] == state.to_dict()
+    assert body["ledger"]["connector_name"] == "late-one"
+    assert body["ledger"]["version"] == 1
+    assert body["ledger"]["state"] == "open"
+    cli = CliRunner().invoke(cli_command, ["runs", "show", "3", "--db", db_url])
+    assert body["note"] in cli.stderr  # the same words as the CLI's
+    assert "not yet in ingestion_runs" in body["note"]
+
+    Projector(ledger).run_once()
+    projected = client.get("/v1/runs/3", headers=READ).json()
+    assert projected["projected"]
+    assert projected["note"] is None
+    assert projected["row"] == cli_json(db_url, "runs", "show", "3")
+    assert projected["ledger"] == body["ledger"]
+
+
+def test_run_detail_as_of_replays_the_write_side_state_too(
+    client: TestClient, ledger: Ledger
+) -> None:
+    load_sample(client, ledger)
+    history = ledger.read_run(1)
+    first, last = history[0], history[-1]
+    early = client.get("/v1/runs/1", params={"at_position": first.position}, headers=READ)
+    assert early.status_code == 200, early.text
+    assert early.json()["as_of_position"] == first.position
+    assert early.json()["ledger"]["version"] == 1
+    assert early.json()["ledger"]["state"] == "open"
+    assert early.json()["row"]["status"] == "running"
+    final = client.get("/v1/runs/1", params={"at_position": last.position}, headers=READ).json()
+    live = ledger.run(1)
+    assert live is not None
+    assert final["ledger"] == live.to_dict()
+    later_run = ledger.read_run(2)[0].position
+    before = client.get("/v1/runs/2", params={"at_position": later_run - 1}, headers=READ)
+    assert before.status_code == 404
+    assert before.json()["detail"] == f"run 2 did not exist yet as of position {later_run - 1}"
+
+
+def test_openapi_documents_the_run_detail_shape(client: TestClient) -> None:
+    document = client.get("/openapi.json", headers=READ).json()
+    ok = document["paths"]["/v1/runs/{run_id}"]["get"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/RunDetail"}
+    detail = document["components"]["schemas"]["RunDetail"]
+    assert set(detail["required"]) >= {"run_id", "row", "ledger", "projected"}
+    listed = document["paths"]["/v1/runs"]["get"]["responses"]["200"]
+    assert listed["content"]["application/json"]["schema"]["items"] == {
+        "$ref": "#/components/schemas/IngestionRun"
+    }
