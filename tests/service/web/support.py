@@ -63,7 +63,8 @@ def demo_with_open_run(db_url: str, spool: Path) -> dict[str, int]:
             .events[0]
             .run_id
         )
-        assert hostile is not None and open_run is not None
+        assert hostile is not None
+        assert open_run is not None
         ledger.append(
             [RunFinished(run_id=hostile, status="failed", error_message=SCRIPT)],
             expected_version=1,

@@ -52,7 +52,8 @@ def test_every_page_renders_on_the_demo_database(client: TestClient, demo: dict[
     assert "<svg" in runs  # the per-day bar
     assert "night-batch" in client.get("/web/stuck").text
     timeline = client.get(f"/web/runs/{demo['open'] - 1}").text  # the demo's swept run
-    assert "RunTimedOut" in timeline and "✓ ok" in timeline
+    assert "RunTimedOut" in timeline
+    assert "✓ ok" in timeline
     markdown = client.get("/web/proof.md")
     assert markdown.headers["content-disposition"].startswith("attachment")
     assert markdown.text.startswith("#")
@@ -62,11 +63,13 @@ def test_every_page_renders_on_the_demo_database(client: TestClient, demo: dict[
 def test_filters_and_keyset_paging(client: TestClient, demo: dict[str, int]) -> None:
     log_in(client, "reader")
     failed = client.get("/web/runs", params={"status": "failed"}).text
-    assert "hostile" in failed and "night-batch" not in failed
+    assert "hostile" in failed
+    assert "night-batch" not in failed
     assert "night-batch" in client.get("/web/runs", params={"connector": "night-batch"}).text
     assert "No runs match" in client.get("/web/runs", params={"source": "999"}).text
     older = client.get("/web/runs", params={"before": demo["open"]}).text
-    assert "night-batch" not in older and "demo-nightly" in older
+    assert "night-batch" not in older
+    assert "demo-nightly" in older
     assert client.get("/web/runs", params={"status": "bogus"}).status_code == 400
 
 
@@ -78,17 +81,21 @@ def test_data_is_escaped_everywhere(client: TestClient, demo: dict[str, int]) ->
         assert "&lt;script&gt;" in page
     error = client.get("/web/runs", params={"as_of": SCRIPT, "connector": '"><b>x'})
     assert error.status_code == 400
-    assert SCRIPT not in error.text and "&lt;script&gt;" in error.text
+    assert SCRIPT not in error.text
+    assert "&lt;script&gt;" in error.text
     echoed = client.get("/web/runs", params={"connector": '"><script>x</script>'}).text
-    assert "<script>x" not in echoed and "&#34;&gt;&lt;script&gt;" in echoed
+    assert "<script>x" not in echoed
+    assert "&#34;&gt;&lt;script&gt;" in echoed
 
 
 def test_security_headers(client: TestClient) -> None:
     for path in ["/web/login", "/web/runs", "/web/nowhere"]:
         headers = client.get(path, follow_redirects=False).headers
         csp = headers["content-security-policy"]
-        assert "unsafe-inline" not in csp and "script-src" not in csp  # default-src 'none'
-        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp
+        assert "script-src" not in csp
+        assert "default-src 'none'" in csp
+        assert "frame-ancestors 'none'" in csp
         assert headers["x-frame-options"] == "DENY"
         assert headers["x-content-type-options"] == "nosniff"
 
@@ -107,7 +114,8 @@ def test_login_sets_a_strict_httponly_cookie_and_refuses_a_wrong_token(
     wrong = client.post(
         "/web/login", data={"token": "not-a-token-at-all", "csrf": csrf_of(page.text)}
     )
-    assert wrong.status_code == 401 and "not valid" in wrong.text
+    assert wrong.status_code == 401
+    assert "not valid" in wrong.text
     assert "ledger_web_session" not in wrong.headers.get("set-cookie", "")
     page = client.get("/web/login")
     ok = client.post(
@@ -117,8 +125,10 @@ def test_login_sets_a_strict_httponly_cookie_and_refuses_a_wrong_token(
     )
     assert ok.headers["location"] == "/web/stuck"
     cookie = ok.headers["set-cookie"]
-    assert "ledger_web_session=" in cookie and "HttpOnly" in cookie
-    assert "SameSite=strict" in cookie and "Path=/web" in cookie
+    assert "ledger_web_session=" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    assert "Path=/web" in cookie
     assert TOKENS["reader"][0] not in cookie
 
 
@@ -153,7 +163,8 @@ def test_a_tampered_or_foreign_cookie_is_no_login(client: TestClient) -> None:
 def test_a_token_without_read_cannot_read(client: TestClient) -> None:
     log_in(client, "appender")
     response = client.get("/web/runs")
-    assert response.status_code == 403 and "lacks the &#39;read&#39; scope" in response.text
+    assert response.status_code == 403
+    assert "lacks the &#39;read&#39; scope" in response.text
 
 
 def test_a_read_only_token_cannot_fail_a_run(client: TestClient, demo: dict[str, int]) -> None:
@@ -162,7 +173,8 @@ def test_a_read_only_token_cannot_fail_a_run(client: TestClient, demo: dict[str,
     response = client.post(
         f"/web/runs/{demo['open']}/fail", data={"csrf": csrf, "reason": "x", "confirm": "yes"}
     )
-    assert response.status_code == 403 and "operate" in response.text
+    assert response.status_code == 403
+    assert "operate" in response.text
     assert "running" in client.get(f"/web/runs/{demo['open']}").text
 
 
@@ -184,7 +196,8 @@ def test_the_fail_form_needs_its_csrf_token_then_a_confirmation(
     )
     assert cross_site.status_code == 403
     confirm = client.post(f"/web/runs/{run}/fail", data={"csrf": csrf, "reason": SCRIPT})
-    assert confirm.status_code == 200 and 'id="confirm-fail"' in confirm.text
+    assert confirm.status_code == 200
+    assert 'id="confirm-fail"' in confirm.text
     assert SCRIPT not in confirm.text
     assert "running" in client.get(f"/web/runs/{run}").text  # nothing appended yet
     done = client.post(
@@ -192,9 +205,11 @@ def test_the_fail_form_needs_its_csrf_token_then_a_confirmation(
         data={"csrf": csrf, "reason": "process killed", "confirm": "yes"},
         follow_redirects=False,
     )
-    assert done.status_code == 303 and done.headers["location"] == f"/web/runs/{run}?notice=failed"
+    assert done.status_code == 303
+    assert done.headers["location"] == f"/web/runs/{run}?notice=failed"
     page = client.get(done.headers["location"]).text
-    assert "operator:oncall" in page and "s-failed" in page
+    assert "operator:oncall" in page
+    assert "s-failed" in page
     again = client.post(
         f"/web/runs/{run}/fail", data={"csrf": csrf, "reason": "again", "confirm": "yes"}
     )
@@ -213,7 +228,8 @@ def test_public_read_needs_no_login_but_failing_still_does(
             data={"reason": "x", "confirm": "yes"},
             follow_redirects=False,
         )
-        assert response.status_code == 303 and "/web/login" in response.headers["location"]
+        assert response.status_code == 303
+        assert "/web/login" in response.headers["location"]
     client.app.state.web.close()  # type: ignore[attr-defined]
     client.app.state.api.close()  # type: ignore[attr-defined]
 
@@ -223,7 +239,8 @@ def test_as_of_shows_a_banner_and_history_as_it_was(
 ) -> None:
     log_in(client, "reader")
     early = client.get("/web/runs", params={"at_position": 1}).text
-    assert 'id="asof-banner"' in early and "position 1" in early
+    assert 'id="asof-banner"' in early
+    assert "position 1" in early
     assert "night-batch" not in early
     assert "at_position=1" in early  # links keep the moment
     run = client.get(f"/web/runs/{demo['hostile']}", params={"at_position": 1}).text
@@ -241,6 +258,7 @@ def test_a_tampered_ledger_shows_the_red_banner(client: TestClient, db_url: str)
     assert 'id="verify-banner"' not in client.get("/web/runs").text
     tamper(db_url)
     integrity = client.get("/web/integrity").text
-    assert "PROBLEMS" in integrity and "chain" in integrity
+    assert "PROBLEMS" in integrity
+    assert "chain" in integrity
     for path in ["/web/runs", "/web/stuck", "/web/proof"]:
         assert 'id="verify-banner"' in client.get(path).text
