@@ -7,7 +7,6 @@ go to ``test-artifacts/web/`` (git-ignored)."""
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import socket
 import subprocess
