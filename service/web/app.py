@@ -447,9 +447,17 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
             first_page=before is not None,
             filters={"status": status or "", "connector": connector or "", "source": source or ""},
             statuses=RUN_STATUSES,
-            days=day_counts() if moment.live else None,
-            chart=views.day_chart(day_counts()) if moment.live else None,
         )
+
+    @app.get("/runs/days.svg")
+    def days_chart(request: Request) -> Response:
+        """The per-day status bars, a separate image so the runs page never waits for them
+        (the count scans a fortnight of rows; cached for a minute)."""
+        reader(request)
+        svg = templates.get_template("days.svg").render(
+            chart=views.day_chart(day_counts()), colours=views.COLOURS
+        )
+        return Response(svg, media_type="image/svg+xml")
 
     @app.get("/runs/{run_id}")
     def run_page(

@@ -14,6 +14,8 @@ ABSENT = "—"
 BAR_WIDTH = 18
 BAR_GAP = 4
 CHART_HEIGHT = 48
+# The stylesheet's colours, as SVG fill attributes (the day bars are an image of their own).
+COLOURS = {"running": "#0b5cad", "success": "#1a7f37", "partial": "#9a6700", "failed": "#c62828"}
 
 
 def utc(value: datetime | None) -> str:
@@ -91,4 +93,4 @@ FILTERS: dict[str, Callable[..., str]] = {
     "gap": signed_gap,
 }
 
-__all__ = ["FILTERS", "age", "ago", "day_chart", "duration", "iso", "utc"]
+__all__ = ["COLOURS", "FILTERS", "age", "ago", "day_chart", "duration", "iso", "utc"]

@@ -49,7 +49,10 @@ def test_every_page_renders_on_the_demo_database(client: TestClient, demo: dict[
         assert "<h1>" in response.text
     runs = client.get("/web/runs").text
     assert 'class="stuck"' in runs  # the open run is highlighted
-    assert "<svg" in runs  # the per-day bar
+    assert "days.svg" in runs  # the per-day bar, an image of its own
+    chart = client.get("/web/runs/days.svg")
+    assert chart.headers["content-type"].startswith("image/svg+xml")
+    assert "s-failed" in chart.text
     assert "night-batch" in client.get("/web/stuck").text
     timeline = client.get(f"/web/runs/{demo['open'] - 1}").text  # the demo's swept run
     assert "RunTimedOut" in timeline
