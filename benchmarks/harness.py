@@ -119,6 +119,7 @@ class Sizes:
     history_large: int = 1_000_000
     stuck_runs_small: int = 10_000
     stuck_runs_large: int = 1_000_000
+    web_runs: int = 1_000_000  # ingestion_runs rows behind the web view's runs page
     writers: tuple[int, ...] = (1, 2, 4, 8)
     appenders_each: int = 500
     lag_seconds: float = 20.0
@@ -136,6 +137,7 @@ class Sizes:
             history_large=50_000,
             stuck_runs_small=1_000,
             stuck_runs_large=20_000,
+            web_runs=50_000,
             appenders_each=30,
             lag_seconds=4.0,
         )
@@ -152,6 +154,7 @@ class Sizes:
             history_large=4_000,
             stuck_runs_small=200,
             stuck_runs_large=1_000,
+            web_runs=2_000,
             writers=(1, 2),
             appenders_each=10,
             lag_seconds=1.0,
@@ -639,6 +642,51 @@ class Bench:
             [Check("<= 2", large / small <= 2)],
         )
 
+    # -------------------------------------------------------------- 7: the web view
+
+    def web_runs_page(self) -> None:
+        """The runs page's first page (filters off, then a status filter), rendered by the web
+        view over ``ingestion_runs`` holding ``web_runs`` rows spread over 30 days (the per-day
+        bars are an image of their own, ``/web/runs/days.svg``, not part of this figure)."""
+        from fastapi.testclient import TestClient
+
+        from service.api import create_app
+        from service.config import LedgerConfig
+
+        target = self.sizes.web_runs
+        self.log(f"filling ingestion_runs to {target:,} rows")
+        _fill_ingestion_runs(self.ledger, target)
+        config = LedgerConfig.model_validate(
+            {
+                "database_url": self.ledger.url,
+                "web": {"enabled": True, "public_read": True, "verify_interval": "0s"},
+            }
+        )
+        app = create_app(config)
+        medians = {}
+        try:
+            with TestClient(app) as client:
+                for name, query in (("first page", ""), ("status filter", "?status=failed")):
+                    calls = []
+                    for _ in range(10):
+                        started = time.perf_counter()
+                        response = client.get("/web/runs" + query)
+                        calls.append(time.perf_counter() - started)
+                        assert response.status_code == 200, response.text[:500]
+                    medians[name] = statistics.median(calls)
+        finally:
+            app.state.web.close()
+            app.state.api.close()
+        for name, value in medians.items():
+            self.add(
+                f"7. web runs page ({name}) p50, {target:,} runs",
+                value * 1000,
+                "ms",
+                None,
+                None,
+                [Check("<= 200", value <= 0.200)],
+            )
+
     def _grow_runs(self, target_runs: int) -> None:
         with self.ledger.connect() as conn:
             have, open_now = count_runs(conn), count_runs(conn, OPEN)
@@ -659,6 +707,43 @@ class Bench:
         self.ledger.close()
         if self.peer is not None:
             self.peer.close()
+
+
+def _fill_ingestion_runs(ledger: Ledger, target: int) -> None:
+    """Rows straight into the projection (its shape, not through the ledger): the runs page
+    reads only the table, and a million runs through the ledger would take an hour."""
+    from sqlalchemy import func, select
+
+    from projections.schema import RUN_STATUSES, ingestion_runs
+
+    with ledger.connect() as conn:
+        have = conn.execute(select(func.count()).select_from(ingestion_runs)).scalar_one()
+        top = conn.execute(select(func.max(ingestion_runs.c.id))).scalar() or 0
+    now = datetime.now(UTC).replace(microsecond=0)
+    next_id = max(top, ledger.head().last_run_id) + 1
+    while have < target:
+        chunk = min(10_000, target - have)
+        rows = []
+        for offset in range(chunk):
+            run = next_id + offset
+            started = now - timedelta(seconds=(target - have - offset) * 2_592_000 // target)
+            rows.append(
+                {
+                    "id": run,
+                    "sourceId": run % 50,
+                    "connectorName": f"bench-{run % 20}",
+                    "startedAt": started,
+                    "completedAt": started + timedelta(seconds=30),
+                    "duration": 30,
+                    "status": RUN_STATUSES[1 + run % 3],
+                    "recordsFetched": 10,
+                    "createdAt": started,
+                }
+            )
+        with ledger.engine.begin() as conn:
+            conn.execute(ingestion_runs.insert(), rows)
+        have += chunk
+        next_id += chunk
 
 
 def _one_line(exc: BaseException) -> str:
@@ -782,6 +867,7 @@ def run_database(
         if bench.mysql:
             bench.follow_lag()
         bench.stuck_query()
+        bench.web_runs_page()
     finally:
         bench.close()
         if server_url is not None:

@@ -196,3 +196,23 @@ def jsonable_row(row: Row) -> dict[str, Any]:
         key: (format_utc_seconds(value, iso=True) if isinstance(value, datetime) else value)
         for key, value in row.items()
     }
+
+
+# --- added for the web view (issue 17)
+
+
+def status_counts_by_day(ledger: Ledger, since: datetime) -> dict[str, dict[str, int]]:
+    """How many runs started on each UTC day from ``since`` on, by status: ``{"2026-01-28":
+    {"success": 3, …}}``, days in order (an indexed range on ``startedAt``)."""
+    day = func.date(ingestion_runs.c.startedAt)
+    query = (
+        select(day, ingestion_runs.c.status, func.count())
+        .where(ingestion_runs.c.startedAt >= since)
+        .group_by(day, ingestion_runs.c.status)
+    )
+    counts: dict[str, dict[str, int]] = {}
+    with ledger.connect() as conn:
+        for when, status, count in conn.execute(query):
+            key = str(when)[:10]
+            counts.setdefault(key, {s: 0 for s in RUN_STATUSES})[str(status)] = int(count)
+    return dict(sorted(counts.items()))

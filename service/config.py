@@ -21,6 +21,11 @@ name = "connectors"     # recorded as operator:NAME when it fails a run
 scopes = ["append", "read"]   # append | read | operate
 sha256 = "…64 hex digits…"  # or env = "LEDGER_API_TOKEN" (the variable holding the token)
 
+[web]                   # optional: the web view, at /web/ on the API's listener
+enabled = true
+public_read = false     # true: pages readable without a login (an internal network only)
+secret_env = "LEDGER_WEB_SECRET"  # signs session cookies; else a random key per process
+
 [anchor]                # optional: the ledger head, appended to a file kept off the database
 path = "anchors.txt"
 interval = "1h"
@@ -290,6 +295,40 @@ class ApiConfig(Strict):
         return value
 
 
+class WebConfig(Strict):
+    """``[web]``: the read-only web view, served with the API (``/web/``)."""
+
+    enabled: bool = False
+    # Pages readable without a login: for an internal network only (failing a run still needs
+    # a login with an ``operate`` token).
+    public_read: bool = False
+    # How long a login lasts; the signed cookie carries its expiry.
+    session_lifetime: Duration = timedelta(hours=8)
+    # The environment variable holding the key that signs session cookies (32+ characters):
+    # without it a random key is drawn at start, so a restart logs everyone out and several
+    # processes behind one address do not share logins.
+    secret_env: str | None = None
+    # Cookies get Secure when the request came over https; true forces it (a TLS proxy in front).
+    secure_cookies: bool = False
+    # How often the web view verifies the ledger for its red banner ("0s": only when the
+    # Integrity page is opened).
+    verify_interval: DurationOrZero = timedelta(hours=1)
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _ENV_NAME.fullmatch(value):
+            raise ValueError("the name of an environment variable, like LEDGER_WEB_SECRET")
+        secret = os.environ.get(value)
+        if not secret:
+            raise ValueError(f"the environment variable ${value} is not set or empty")
+        if len(secret) < 32:
+            raise ValueError(f"the secret in ${value} is shorter than 32 characters")
+        return value
+
+
 class ServeConfig(Strict):
     grace_period: Duration = timedelta(seconds=30)
     metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
@@ -311,6 +350,7 @@ class LedgerConfig(Strict):
     serve: ServeConfig = ServeConfig()
     anchor: AnchorConfig | None = None  # no [anchor] section: no anchor is written
     api: ApiConfig = ApiConfig()  # no [api] listen: serve runs no API
+    web: WebConfig = WebConfig()  # mounted at /web/ of the API when enabled
     connectors: list[ConnectorConfig] = Field(default_factory=list)
 
     @field_validator("database_url")

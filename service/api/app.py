@@ -498,6 +498,13 @@ def create_app(config: LedgerConfig) -> FastAPI:
     def docs(_caller: Annotated[Caller, read_scope]) -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="run-ledger API")
 
+    if config.web.enabled:  # the web view (issue 17): same process, ledger and tokens
+        from service.web import ROOT, create_web_app
+
+        web_app, app.state.web = create_web_app(config, state.ledger)
+        app.mount(ROOT, web_app)
+        app.state.web.verify.start()
+
     app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
     return app
 

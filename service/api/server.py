@@ -101,6 +101,9 @@ class ApiThread:
 
 
 def close_app(app: FastAPI) -> None:
+    web = getattr(app.state, "web", None)
+    if web is not None:
+        web.close()
     app.state.api.close()
 
 

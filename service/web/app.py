@@ -1,0 +1,631 @@
+"""The web view: server-rendered pages over the library calls the API makes (Jinja2, no
+JavaScript at all). Mounted at ``/web`` of the API app (:func:`service.api.create_app`) when
+``[web] enabled``; it shares the API's ledger and tokens.
+
+Read-only but for the operator's fail form. Every page takes ``?as_of=`` / ``?at_position=``.
+Every response carries a Content-Security-Policy without scripts and without framing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib.resources import files
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Form, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from forensics.anchors import current_anchor
+from forensics.audit import audit_run
+from forensics.report import build_report, render_text
+from ledger import Ledger, LedgerError, UnknownRunError, fail_run, stuck_runs
+from ledger.clock import utcnow
+from ledger.events import MAX_RUN_ID
+from ledger.schema import MAX_POSITION
+from ledger.text import visible
+from projections.as_of import parse_as_of, resolve_position
+from projections.queries import RunFilter, find_run, find_runs, status_counts_by_day
+from projections.schema import RUN_STATUSES
+from service.api.problems import problem_for
+from service.config import LedgerConfig
+from service.web import views
+from service.web.integrity import VerifyCache, VerifyOutcome
+from service.web.sessions import LOGIN_COOKIE, SESSION_COOKIE, Sessions, Viewer, safe_next
+
+log = logging.getLogger("ledger.web")
+
+ROOT = "/web"
+PAGE_SIZE = 50
+DAYS_SHOWN = 14
+COUNTS_TTL = timedelta(seconds=60)
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+STATIC = {"style.css": "text/css; charset=utf-8"}
+NOTICES = {"failed": "The run was failed: its timeline shows the RunTimedOut you appended."}
+
+
+@dataclass
+class WebState:
+    config: LedgerConfig
+    ledger: Ledger
+    sessions: Sessions
+    verify: VerifyCache
+    counts: dict[str, tuple[datetime, dict[str, dict[str, int]]]] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.verify.stop()
+
+
+class LoginRequired(Exception):
+    pass
+
+
+class Forbidden(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Moment:
+    """The as-of of a request: nothing (live), or the position the page is pinned to."""
+
+    position: int | None = None
+    as_of: datetime | None = None
+    params: Mapping[str, str] = field(default_factory=dict)  # to carry along in links
+
+    @property
+    def live(self) -> bool:
+        return self.position is None
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response of the web view, errors included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.decode("latin-1").lower() not in SECURITY_HEADERS
+                ]
+                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebState]:
+    """The web view's app (to mount at :data:`ROOT`) and its state (close it with the app)."""
+    state = WebState(
+        config=config,
+        ledger=ledger,
+        sessions=Sessions(config),
+        verify=VerifyCache(ledger, config.web.verify_interval),
+    )
+    templates = Environment(
+        loader=PackageLoader("service.web", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    templates.filters.update(views.FILTERS)
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.add_middleware(SecurityHeaders)
+    public_read = config.web.public_read
+
+    # ------------------------------------------------------------------ helpers
+
+    def viewer_of(request: Request) -> Viewer | None:
+        return state.sessions.viewer(request.cookies.get(SESSION_COOKIE))
+
+    def reader(request: Request) -> Viewer | None:
+        """Who reads: a logged-in viewer with the read scope, or anyone when public_read."""
+        viewer = viewer_of(request)
+        if viewer is not None and "read" in viewer.scopes:
+            return viewer
+        if public_read:
+            return viewer
+        if viewer is None:
+            raise LoginRequired
+        raise Forbidden(f"token {viewer.name!r} lacks the 'read' scope")
+
+    def moment_of(request: Request) -> Moment:
+        as_of_text = request.query_params.get("as_of") or None
+        position_text = request.query_params.get("at_position") or None
+        if as_of_text is not None and len(as_of_text) > 100:
+            raise LedgerErrorPage(400, "Invalid request", "as_of: at most 100 characters")
+        at_position = None
+        if position_text is not None:
+            if not position_text.isdigit() or int(position_text) > MAX_POSITION:
+                raise LedgerErrorPage(
+                    400, "Invalid request", f"at_position: {position_text!r} is not a position"
+                )
+            at_position = int(position_text)
+        moment = parse_as_of(as_of_text, at_position, ("as_of", "at_position"))
+        if moment is None and at_position is None:
+            return Moment()
+        position = resolve_position(state.ledger, moment, at_position)
+        params = {"as_of": as_of_text} if as_of_text else {"at_position": str(at_position)}
+        return Moment(position, moment, params)
+
+    def link(path: str, moment: Moment | None = None, **params: Any) -> str:
+        query = {k: str(v) for k, v in params.items() if v is not None and v != ""}
+        if moment is not None:
+            query = {**moment.params, **query}
+        return ROOT + path + ("?" + urlencode(query) if query else "")
+
+    def render(
+        request: Request,
+        template: str,
+        *,
+        viewer: Viewer | None,
+        moment: Moment | None = None,
+        status_code: int = 200,
+        page: str = "",
+        **context: Any,
+    ) -> HTMLResponse:
+        moment = moment or Moment()
+        html = templates.get_template(template).render(
+            root=ROOT,
+            page=page,
+            viewer=viewer,
+            public_read=public_read,
+            csrf=None if viewer is None else state.sessions.csrf_token(viewer.nonce),
+            moment=moment,
+            link=lambda path, **p: link(path, moment, **p),
+            plain_link=link,
+            verify=state.verify.last,
+            now=utcnow(),
+            **context,
+        )
+        return HTMLResponse(html, status_code=status_code)
+
+    def operator(request: Request, csrf: str) -> Viewer:
+        """The viewer posting a form: logged in (public_read is not enough), with a valid CSRF
+        token, from this origin, holding the operate scope."""
+        viewer = viewer_of(request)
+        if viewer is None:
+            raise LoginRequired
+        if not same_origin(request) or not state.sessions.csrf_ok(viewer.nonce, csrf):
+            raise Forbidden("the form's CSRF token is missing or wrong: reload the page")
+        if "operate" not in viewer.scopes:
+            raise Forbidden(f"token {viewer.name!r} lacks the 'operate' scope")
+        return viewer
+
+    # ------------------------------------------------------------------ errors
+
+    def error_page(request: Request, status: int, title: str, detail: str) -> HTMLResponse:
+        viewer = viewer_of(request)
+        return render(
+            request,
+            "error.html",
+            viewer=viewer,
+            status_code=status,
+            status=status,
+            title=title,
+            detail=detail,
+        )
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, _exc: LoginRequired) -> Response:
+        target = ROOT + request.url.path.removeprefix(request.scope.get("root_path", ""))
+        if request.url.query:
+            target += "?" + request.url.query
+        return RedirectResponse(link("/login", next=target), status_code=303)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        return error_page(request, 403, "Forbidden", exc.detail)
+
+    @app.exception_handler(LedgerErrorPage)
+    async def bad_request(request: Request, exc: LedgerErrorPage) -> Response:
+        return error_page(request, exc.status, exc.title, exc.detail)
+
+    @app.exception_handler(LedgerError)
+    async def ledger_error(request: Request, exc: LedgerError) -> Response:
+        problem = problem_for(exc)
+        return error_page(request, problem.status, problem.title, problem.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        details = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error.get("loc", ())[1:])
+            details.append(f"{visible(where)}: {visible(str(error.get('msg')))}")
+        return error_page(request, 400, "Invalid request", "; ".join(details))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else "error"
+        return error_page(
+            request,
+            exc.status_code,
+            "Not found" if exc.status_code == 404 else "HTTP error",
+            visible(detail),
+        )
+
+    # ------------------------------------------------------------------ static, login
+
+    @app.get("/static/{name}")
+    def static(name: str) -> Response:
+        if name not in STATIC:
+            raise HTTPException(404, "no such file")
+        body = files("service.web").joinpath("static", name).read_bytes()
+        return Response(
+            body, media_type=STATIC[name], headers={"cache-control": "public, max-age=3600"}
+        )
+
+    @app.get("/")
+    def home() -> Response:
+        return RedirectResponse(ROOT + "/runs", status_code=303)
+
+    def cookie_secure(request: Request) -> bool:
+        return config.web.secure_cookies or request.url.scheme == "https"
+
+    @app.get("/login")
+    def login_page(request: Request, next: str | None = None) -> Response:
+        nonce = state.sessions.login_nonce()
+        response = render(
+            request,
+            "login.html",
+            viewer=viewer_of(request),
+            page="login",
+            next=safe_next(next, ROOT),
+            login_csrf=state.sessions.csrf_token(nonce),
+            failed=False,
+        )
+        response.set_cookie(
+            LOGIN_COOKIE,
+            nonce,
+            max_age=1800,
+            path=ROOT,
+            httponly=True,
+            samesite="strict",
+            secure=cookie_secure(request),
+        )
+        return response
+
+    @app.post("/login")
+    def login(
+        request: Request,
+        token: Annotated[str, Form(max_length=1000)] = "",
+        csrf: Annotated[str, Form(max_length=200)] = "",
+        next: Annotated[str, Form(max_length=2000)] = "",
+    ) -> Response:
+        nonce = request.cookies.get(LOGIN_COOKIE)
+        if (
+            not same_origin(request)
+            or not state.sessions.login_nonce_ok(nonce)
+            or not state.sessions.csrf_ok(nonce, csrf)
+        ):
+            raise Forbidden("the login form expired or did not come from this site: reload it")
+        found = state.sessions.login(token.strip())
+        target = safe_next(next, ROOT)
+        if found is None:
+            log.warning("web login refused (unknown token)")
+            fresh = state.sessions.login_nonce()
+            response = render(
+                request,
+                "login.html",
+                viewer=None,
+                page="login",
+                next=target,
+                login_csrf=state.sessions.csrf_token(fresh),
+                failed=True,
+                status_code=401,
+            )
+            response.set_cookie(
+                LOGIN_COOKIE,
+                fresh,
+                max_age=1800,
+                path=ROOT,
+                httponly=True,
+                samesite="strict",
+                secure=cookie_secure(request),
+            )
+            return response
+        viewer, cookie = found
+        log.info("web login: %s", viewer.name)
+        redirect = RedirectResponse(target, status_code=303)
+        redirect.set_cookie(
+            SESSION_COOKIE,
+            cookie,
+            max_age=state.sessions.lifetime,
+            path=ROOT,
+            httponly=True,
+            samesite="strict",
+            secure=cookie_secure(request),
+        )
+        redirect.delete_cookie(LOGIN_COOKIE, path=ROOT)
+        return redirect
+
+    @app.post("/logout")
+    def logout(request: Request, csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
+        viewer = viewer_of(request)
+        if viewer is not None and not (
+            same_origin(request) and state.sessions.csrf_ok(viewer.nonce, csrf)
+        ):
+            raise Forbidden("the form's CSRF token is missing or wrong: reload the page")
+        response = RedirectResponse(ROOT + "/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path=ROOT)
+        return response
+
+    # ------------------------------------------------------------------ runs
+
+    def day_counts() -> dict[str, dict[str, int]]:
+        cached = state.counts.get("days")
+        now = utcnow()
+        if cached is not None and now - cached[0] < COUNTS_TTL:
+            return cached[1]
+        since = (now - timedelta(days=DAYS_SHOWN - 1)).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        counts = status_counts_by_day(state.ledger, since)
+        days = [(since + timedelta(days=d)).date().isoformat() for d in range(DAYS_SHOWN)]
+        filled = {day: counts.get(day, dict.fromkeys(RUN_STATUSES, 0)) for day in days}
+        state.counts["days"] = (now, filled)
+        return filled
+
+    @app.get("/runs")
+    def runs_page(
+        request: Request,
+        status: Annotated[str | None, Query(max_length=20)] = None,
+        connector: Annotated[str | None, Query(max_length=100)] = None,
+        source: Annotated[str | None, Query(max_length=12)] = None,
+        before: Annotated[int | None, Query(ge=1, le=MAX_RUN_ID)] = None,
+    ) -> Response:
+        viewer = reader(request)
+        moment = moment_of(request)
+        status = status or None
+        connector = connector or None
+        if status is not None and status not in RUN_STATUSES:
+            raise LedgerErrorPage(400, "Invalid request", f"status: {status!r} is not a status")
+        source_id = None
+        if source:
+            if not source.isdigit() or int(source) > MAX_RUN_ID:
+                raise LedgerErrorPage(400, "Invalid request", f"source: {source!r} is not an id")
+            source_id = int(source)
+        run_filter = RunFilter(status, connector, source_id, PAGE_SIZE + 1, before=before)
+        view = find_runs(state.ledger, run_filter, None, moment.position)
+        rows = view.rows[:PAGE_SIZE]
+        following = None
+        if len(view.rows) > PAGE_SIZE:
+            pinned = {} if moment.live else {"at_position": moment.position}
+            following = link(
+                "/runs",
+                None,
+                status=status,
+                connector=connector,
+                source=source,
+                before=rows[-1]["id"],
+                **pinned,
+            )
+        stuck: dict[int, str] = {}
+        if moment.live:
+            thresholds = config.thresholds.to_thresholds()
+            stuck = {
+                run.run_id: run.rule
+                for run in stuck_runs(
+                    state.ledger,
+                    older_than=thresholds.stale_after,
+                    max_runtime=thresholds.max_runtime,
+                    overrides=config.overrides(),
+                )
+            }
+        return render(
+            request,
+            "runs.html",
+            viewer=viewer,
+            moment=moment,
+            page="runs",
+            rows=rows,
+            stuck=stuck,
+            following=following,
+            first_page=before is not None,
+            filters={"status": status or "", "connector": connector or "", "source": source or ""},
+            statuses=RUN_STATUSES,
+        )
+
+    @app.get("/runs/days.svg")
+    def days_chart(request: Request) -> Response:
+        """The per-day status bars, a separate image so the runs page never waits for them
+        (the count scans a fortnight of rows; cached for a minute)."""
+        reader(request)
+        svg = templates.get_template("days.svg").render(
+            chart=views.day_chart(day_counts()), colours=views.COLOURS
+        )
+        return Response(svg, media_type="image/svg+xml")
+
+    @app.get("/runs/{run_id}")
+    def run_page(
+        request: Request,
+        run_id: Annotated[int, Path(ge=1, le=MAX_RUN_ID)],
+        notice: Annotated[str | None, Query(max_length=20)] = None,
+    ) -> Response:
+        viewer = reader(request)
+        moment = moment_of(request)
+        timeline = audit_run(state.ledger, run_id)
+        shown = [e for e in timeline if moment.live or e.event.position <= (moment.position or 0)]
+        try:
+            run_view = find_run(state.ledger, run_id, None, moment.position)
+            row, transitions = run_view.row, run_view.transitions
+        except UnknownRunError:
+            row, transitions = None, []
+        thresholds = config.thresholds.to_thresholds()
+        stuck = None
+        if moment.live and row is not None and row["status"] == "running":
+            stuck = next(
+                (
+                    r
+                    for r in stuck_runs(
+                        state.ledger,
+                        older_than=thresholds.stale_after,
+                        max_runtime=thresholds.max_runtime,
+                        overrides=config.overrides(),
+                    )
+                    if r.run_id == run_id
+                ),
+                None,
+            )
+        return render(
+            request,
+            "run.html",
+            viewer=viewer,
+            moment=moment,
+            page="runs",
+            run_id=run_id,
+            timeline=shown,
+            hidden=len(timeline) - len(shown),
+            row=row,
+            transitions=transitions,
+            stuck=stuck,
+            notice=NOTICES.get(notice or ""),
+        )
+
+    # ------------------------------------------------------------------ stuck, fail
+
+    @app.get("/stuck")
+    def stuck_page(request: Request) -> Response:
+        viewer = reader(request)
+        moment = moment_of(request)
+        thresholds = config.thresholds.to_thresholds()
+        found = stuck_runs(
+            state.ledger,
+            older_than=thresholds.stale_after,
+            max_runtime=thresholds.max_runtime,
+            overrides=config.overrides(),
+        )
+        return render(
+            request,
+            "stuck.html",
+            viewer=viewer,
+            moment=moment,
+            page="stuck",
+            runs=found,
+            thresholds=thresholds,
+            overrides=config.overrides(),
+        )
+
+    @app.post("/runs/{run_id}/fail")
+    def fail(
+        request: Request,
+        run_id: Annotated[int, Path(ge=1, le=MAX_RUN_ID)],
+        reason: Annotated[str, Form(max_length=10_000)] = "",
+        csrf: Annotated[str, Form(max_length=200)] = "",
+        confirm: Annotated[str, Form(max_length=10)] = "",
+    ) -> Response:
+        viewer = operator(request, csrf)
+        reason = reason.strip()
+        if not reason:
+            raise LedgerErrorPage(400, "Invalid request", "give a reason for failing the run")
+        if confirm != "yes":
+            row = find_run(state.ledger, run_id).row
+            return render(
+                request,
+                "confirm.html",
+                viewer=viewer,
+                page="stuck",
+                run_id=run_id,
+                reason=reason,
+                row=row,
+                actor=f"operator:{viewer.name}",
+            )
+        actor = f"operator:{viewer.name}"
+        position = fail_run(state.ledger, run_id, reason, actor)
+        log.warning("web: run %d failed by %s at position %d", run_id, actor, position)
+        return RedirectResponse(link(f"/runs/{run_id}", notice="failed"), status_code=303)
+
+    # ------------------------------------------------------------------ proof, integrity
+
+    @app.get("/proof")
+    def proof_page(request: Request) -> Response:
+        viewer = reader(request)
+        moment = moment_of(request)
+        report = build_report(state.ledger, stuck_after=config.thresholds.stale_after)
+        return render(
+            request,
+            "proof.html",
+            viewer=viewer,
+            moment=moment,
+            page="proof",
+            report=report,
+            passed=all(c["passed"] for c in report["conditions"]),
+        )
+
+    @app.get("/proof.md")
+    def proof_markdown(request: Request) -> Response:
+        reader(request)
+        report = build_report(state.ledger, stuck_after=config.thresholds.stale_after)
+        return Response(
+            render_text(report, markdown=True),
+            media_type="text/markdown; charset=utf-8",
+            headers={"content-disposition": 'attachment; filename="ledger-proof.md"'},
+        )
+
+    @app.get("/integrity")
+    def integrity_page(request: Request) -> Response:
+        viewer = reader(request)
+        moment = moment_of(request)
+        outcome: VerifyOutcome = state.verify.refresh()
+        anchor = current_anchor(state.ledger)
+        return render(
+            request,
+            "integrity.html",
+            viewer=viewer,
+            moment=moment,
+            page="integrity",
+            outcome=outcome,
+            anchor=anchor,
+        )
+
+    app.state.web = state
+    return app, state
+
+
+class LedgerErrorPage(Exception):
+    """A page's own refusal of its input, shown as an error page."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+
+def same_origin(request: Request) -> bool:
+    """A form post from this site: its Origin (or, without one, its Referer) names this host.
+    A browser always sends one of them with a cross-site POST."""
+    host = request.headers.get("host", "")
+    origin = request.headers.get("origin")
+    if origin is not None:
+        return origin != "null" and origin.split("://", 1)[-1] == host
+    referer = request.headers.get("referer")
+    if referer is not None:
+        return referer.split("://", 1)[-1].split("/", 1)[0] == host
+    return True  # neither (not a browser, or stripped): the CSRF token and SameSite decide
+
+
+__all__ = ["ROOT", "WebState", "create_web_app"]

@@ -1,0 +1,81 @@
+"""The last ``ledger verify`` this process ran, for the red banner of every page.
+
+"The last verify" is the newest result kept in this process, with its time: refreshed when the
+Integrity page is opened and, every ``[web] verify_interval``, by a daemon thread (the first
+run right at start). A fresh process has no result until that first run ends; the pages say
+so rather than claiming the ledger is sound. Several processes each keep their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from forensics.verify import VerifyReport, verify_all
+from ledger import Ledger, LedgerError
+from ledger.clock import utcnow
+
+log = logging.getLogger("ledger.web")
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    at: datetime
+    report: VerifyReport | None  # None: verify could not run (``error`` says why)
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """The banner's question: did the last verify find a problem?"""
+        return self.report is not None and not self.report.ok
+
+
+class VerifyCache:
+    def __init__(self, ledger: Ledger, interval: timedelta) -> None:
+        self._ledger = ledger
+        self._interval = interval.total_seconds()
+        self._lock = threading.Lock()
+        self._last: VerifyOutcome | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def last(self) -> VerifyOutcome | None:
+        return self._last
+
+    def refresh(self) -> VerifyOutcome:
+        """Verify now (one at a time) and keep the result."""
+        with self._lock:
+            try:
+                outcome = VerifyOutcome(utcnow(), verify_all(self._ledger))
+            except LedgerError as exc:
+                outcome = VerifyOutcome(utcnow(), None, str(exc))
+            self._last = outcome
+        if outcome.failed:
+            log.warning("verify found %d problem(s)", len(outcome.report.problems))  # type: ignore[union-attr]
+        return outcome
+
+    def start(self) -> None:
+        if self._interval <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="web-verify", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception:  # the thread must outlive a bad moment; the next tick retries
+                log.exception("scheduled verify failed")
+            self._stop.wait(self._interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+
+__all__ = ["VerifyCache", "VerifyOutcome"]

@@ -1,0 +1,153 @@
+"""Logins of the web view: a signed, expiring session cookie and CSRF tokens.
+
+A login exchanges an API token (from ``[api] tokens``) for a cookie that names the token, a
+fingerprint of it (so a token replaced in the config ends its sessions), an expiry and a random
+nonce, signed with HMAC-SHA256. The token itself is never stored in the cookie. Scopes are read
+from the config at every request, never from the cookie. Each form carries a CSRF token derived
+from the session's nonce (the login form: from a short-lived nonce cookie), compared in
+constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+from service.config import LedgerConfig
+
+SESSION_COOKIE = "ledger_web_session"
+LOGIN_COOKIE = "ledger_web_login"
+LOGIN_NONCE_SECONDS = 30 * 60
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is logged in: the token's name (recorded as ``operator:NAME``) and its scopes."""
+
+    name: str
+    scopes: frozenset[str]
+    nonce: str  # the session's, which its CSRF token is derived from
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Sessions:
+    def __init__(self, config: LedgerConfig) -> None:
+        web = config.web
+        if web.secret_env is not None:
+            self._key = os.environ[web.secret_env].encode("utf-8")
+        else:
+            self._key = secrets.token_bytes(32)
+        self.lifetime = int(web.session_lifetime.total_seconds())
+        self._tokens = {
+            token.name: (bytes.fromhex(token.digest()), frozenset[str](token.scopes))
+            for token in config.api.tokens
+        }
+
+    # ------------------------------------------------------------------ signing
+
+    def _mac(self, purpose: str, data: bytes) -> bytes:
+        return hmac.new(self._key, purpose.encode() + b"\0" + data, hashlib.sha256).digest()
+
+    def _fingerprint(self, digest: bytes) -> str:
+        return _b64(self._mac("token", digest)[:16])
+
+    # ------------------------------------------------------------------ login
+
+    def login(self, token: str) -> tuple[Viewer, str] | None:
+        """The viewer ``token`` logs in and the cookie value, or None for an unknown token.
+        Every configured token is compared, in constant time."""
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        found: tuple[str, bytes, frozenset[str]] | None = None
+        for name, (known, scopes) in self._tokens.items():
+            if hmac.compare_digest(digest, known):
+                found = (name, known, scopes)
+        if found is None:
+            return None
+        name, known, scopes = found
+        nonce = secrets.token_urlsafe(16)
+        body = json.dumps(
+            {
+                "n": name,
+                "k": self._fingerprint(known),
+                "e": int(time.time()) + self.lifetime,
+                "c": nonce,
+            },
+            separators=(",", ":"),
+        ).encode()
+        value = _b64(body) + "." + _b64(self._mac("session", body))
+        return Viewer(name, scopes, nonce), value
+
+    def viewer(self, cookie: str | None) -> Viewer | None:
+        """The viewer of a session cookie, or None when it is missing, forged, expired or names
+        a token that is no longer configured as it was."""
+        if not cookie or cookie.count(".") != 1 or len(cookie) > 4096:
+            return None
+        body_text, mac_text = cookie.split(".")
+        try:
+            body = _unb64(body_text)
+            mac = _unb64(mac_text)
+        except ValueError:
+            return None
+        if not hmac.compare_digest(mac, self._mac("session", body)):
+            return None
+        try:
+            data = json.loads(body)
+            name, fingerprint, expires, nonce = data["n"], data["k"], data["e"], data["c"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(expires, int) or expires < time.time():
+            return None
+        known = self._tokens.get(name) if isinstance(name, str) else None
+        if known is None or not hmac.compare_digest(str(fingerprint), self._fingerprint(known[0])):
+            return None
+        return Viewer(name, known[1], str(nonce))
+
+    # ------------------------------------------------------------------ CSRF
+
+    def csrf_token(self, nonce: str) -> str:
+        return _b64(self._mac("csrf", nonce.encode()))
+
+    def csrf_ok(self, nonce: str | None, given: str | None) -> bool:
+        if not nonce or not given:
+            return False
+        return hmac.compare_digest(given.encode(), self.csrf_token(nonce).encode())
+
+    def login_nonce(self) -> str:
+        """A fresh nonce for the login form's cookie: its expiry is signed into it."""
+        expires = str(int(time.time()) + LOGIN_NONCE_SECONDS)
+        return f"{secrets.token_urlsafe(16)}~{expires}"
+
+    def login_nonce_ok(self, nonce: str | None) -> bool:
+        if not nonce or "~" not in nonce:
+            return False
+        expires = nonce.rpartition("~")[2]
+        return expires.isdigit() and int(expires) >= time.time()
+
+
+def safe_next(target: str | None, root: str) -> str:
+    """Where to go after the login: a path inside the web view only (no other host, no
+    ``//evil``, no ``/\\evil``, no scheme), else the runs page."""
+    default = f"{root}/runs"
+    if not target or len(target) > 2000:
+        return default
+    if not target.startswith(root + "/") or target.startswith("//"):
+        return default
+    if any(c in target for c in "\\\r\n\t") or any(ord(c) < 32 for c in target):
+        return default
+    return target
+
+
+__all__ = ["LOGIN_COOKIE", "SESSION_COOKIE", "Sessions", "Viewer", "safe_next"]

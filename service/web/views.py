@@ -1,0 +1,96 @@
+"""What the templates show: times in UTC with their age, durations, the per-day status bars."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from ledger.clock import format_utc_seconds, isoformat_utc, utcnow
+from ledger.durations import format_duration
+from projections.schema import RUN_STATUSES
+
+ABSENT = "—"
+BAR_WIDTH = 18
+BAR_GAP = 4
+CHART_HEIGHT = 48
+# The stylesheet's colours, as SVG fill attributes (the day bars are an image of their own).
+COLOURS = {"running": "#0b5cad", "success": "#1a7f37", "partial": "#9a6700", "failed": "#c62828"}
+
+
+def utc(value: datetime | None) -> str:
+    return ABSENT if value is None else format_utc_seconds(value) + " UTC"
+
+
+def iso(value: datetime | None) -> str:
+    return "" if value is None else isoformat_utc(value)
+
+
+def age(seconds: float) -> str:
+    """``42 s``, ``5 min``, ``3 h``, ``2 d``: the largest unit, rounded down."""
+    seconds = abs(int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def ago(value: datetime | None, now: datetime | None = None) -> str:
+    """``3 h ago`` (``in 2 min`` for a time ahead of the clock)."""
+    if value is None:
+        return ""
+    delta = ((now or utcnow()) - value).total_seconds()
+    if abs(delta) < 1:
+        return "just now"
+    return f"{age(delta)} ago" if delta > 0 else f"in {age(delta)}"
+
+
+def duration(value: timedelta | int | float | None) -> str:
+    if value is None:
+        return ABSENT
+    return format_duration(value)
+
+
+def signed_gap(value: timedelta) -> str:
+    """recorded − occurred: ``+0s``, ``+2h``, ``-3s``."""
+    seconds = int(value.total_seconds())
+    return ("-" if seconds < 0 else "+") + format_duration(abs(seconds))
+
+
+def day_chart(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Stacked bars (one per day, one segment per status) for an inline SVG: sizes only, the
+    colours come from the stylesheet's classes (the CSP allows no inline style)."""
+    peak = max((sum(day.values()) for day in counts.values()), default=0) or 1
+    bars = []
+    for index, (day, by_status) in enumerate(counts.items()):
+        x = index * (BAR_WIDTH + BAR_GAP)
+        y = CHART_HEIGHT
+        segments = []
+        for status in RUN_STATUSES:
+            count = by_status.get(status, 0)
+            if not count:
+                continue
+            height = max(1, round(count / peak * (CHART_HEIGHT - 2)))
+            y -= height
+            segments.append({"status": status, "count": count, "y": y, "h": height})
+        title = f"{day}: " + (
+            ", ".join(f"{s['count']} {s['status']}" for s in segments) or "no runs"
+        )
+        bars.append({"x": x, "day": day, "segments": segments, "title": title})
+    return {
+        "width": len(bars) * (BAR_WIDTH + BAR_GAP),
+        "height": CHART_HEIGHT,
+        "bar_width": BAR_WIDTH,
+        "bars": bars,
+    }
+
+
+FILTERS: dict[str, Callable[..., str]] = {
+    "utc": utc,
+    "iso": iso,
+    "ago": ago,
+    "duration": duration,
+    "gap": signed_gap,
+}
+
+__all__ = ["COLOURS", "FILTERS", "age", "ago", "day_chart", "duration", "iso", "utc"]

@@ -1,0 +1,106 @@
+"""Helpers of the web view's tests: a demo database with a run left open, tokens, a login."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from ledger import Ledger, RunFinished, RunStarted
+from ledger.clock import utcnow
+from service.config import LedgerConfig
+from service.demo import run_demo
+from tests.support import drop_triggers
+
+TOKENS = {
+    "reader": ("read-token-0123456789abcdef", ["read"]),
+    "oncall": ("oncall-token-0123456789abcdef", ["read", "operate"]),
+    "appender": ("append-token-0123456789abcdef", ["append"]),
+}
+SCRIPT = "<script>document.title='pwned'</script>"
+
+
+def web_config(db_url: str, **web: Any) -> LedgerConfig:
+    tokens = [
+        {"name": name, "scopes": scopes, "sha256": hashlib.sha256(token.encode()).hexdigest()}
+        for name, (token, scopes) in TOKENS.items()
+    ]
+    return LedgerConfig.model_validate(
+        {
+            "database_url": db_url,
+            "api": {"tokens": tokens},
+            "web": {"enabled": True, "verify_interval": "0s", **web},
+        }
+    )
+
+
+def demo_with_open_run(db_url: str, spool: Path) -> dict[str, int]:
+    """The demo, a run left open two hours ago (stuck) and a run whose error message is a
+    script: their run ids."""
+    ledger = Ledger.from_url(db_url)
+    try:
+        run_demo(ledger, spool)
+        open_run = (
+            ledger.append(
+                [
+                    RunStarted(
+                        source_id=7,
+                        connector_name="night-batch",
+                        occurred_at=utcnow() - timedelta(hours=2),
+                    )
+                ]
+            )
+            .events[0]
+            .run_id
+        )
+        hostile = (
+            ledger.append([RunStarted(source_id=8, connector_name="hostile", run_ref="h")])
+            .events[0]
+            .run_id
+        )
+        assert hostile is not None
+        assert open_run is not None
+        ledger.append(
+            [RunFinished(run_id=hostile, status="failed", error_message=SCRIPT)],
+            expected_version=1,
+        )
+        from projections import Projector
+
+        Projector(ledger).run_once()
+        return {"open": open_run, "hostile": hostile}
+    finally:
+        ledger.close()
+
+
+def tamper(db_url: str) -> None:
+    """What a hostile DBA would do: drop the triggers, edit an event."""
+    ledger = Ledger.from_url(db_url)
+    try:
+        drop_triggers(ledger.engine)
+        with ledger.engine.begin() as conn:
+            conn.execute(text("UPDATE ledger_events SET actor = 'mallory' WHERE position = 1"))
+    finally:
+        ledger.close()
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+def log_in(client: TestClient, name: str) -> str:
+    """Log in with the token of ``name``; returns the session's CSRF token."""
+    page = client.get("/web/login")
+    response = client.post(
+        "/web/login",
+        data={"token": TOKENS[name][0], "csrf": csrf_of(page.text), "next": "/web/runs"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    return csrf_of(client.get("/web/runs").text)

@@ -1,0 +1,267 @@
+"""The web view through FastAPI's TestClient, on SQLite and MariaDB: every page on the demo
+database, escaping, the security headers, logins, CSRF, the fail form, as-of, the red banner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api import create_app
+from tests.service.web.support import (
+    SCRIPT,
+    TOKENS,
+    csrf_of,
+    demo_with_open_run,
+    log_in,
+    tamper,
+    web_config,
+)
+
+PAGES = ["/web/runs", "/web/stuck", "/web/proof", "/web/integrity"]
+
+
+@pytest.fixture
+def demo(db_url: str, tmp_path: Path) -> dict[str, int]:
+    return demo_with_open_run(db_url, tmp_path / "spool")
+
+
+def make_client(db_url: str, **web: object) -> TestClient:
+    return TestClient(create_app(web_config(db_url, **web)), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(db_url: str, demo: dict[str, int]) -> Iterator[TestClient]:
+    with make_client(db_url) as test_client:
+        yield test_client
+    test_client.app.state.web.close()  # type: ignore[attr-defined]
+    test_client.app.state.api.close()  # type: ignore[attr-defined]
+
+
+def test_every_page_renders_on_the_demo_database(client: TestClient, demo: dict[str, int]) -> None:
+    log_in(client, "reader")
+    for path in [*PAGES, *(f"/web/runs/{run}" for run in range(1, demo["hostile"] + 1))]:
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.text)
+        assert response.headers["content-type"].startswith("text/html")
+        assert "<h1>" in response.text
+    runs = client.get("/web/runs").text
+    assert 'class="stuck"' in runs  # the open run is highlighted
+    assert "days.svg" in runs  # the per-day bar, an image of its own
+    chart = client.get("/web/runs/days.svg")
+    assert chart.headers["content-type"].startswith("image/svg+xml")
+    assert "s-failed" in chart.text
+    assert "night-batch" in client.get("/web/stuck").text
+    timeline = client.get(f"/web/runs/{demo['open'] - 1}").text  # the demo's swept run
+    assert "RunTimedOut" in timeline
+    assert "✓ ok" in timeline
+    markdown = client.get("/web/proof.md")
+    assert markdown.headers["content-disposition"].startswith("attachment")
+    assert markdown.text.startswith("#")
+    assert "PASS" in client.get("/web/proof").text
+
+
+def test_filters_and_keyset_paging(client: TestClient, demo: dict[str, int]) -> None:
+    log_in(client, "reader")
+    failed = client.get("/web/runs", params={"status": "failed"}).text
+    assert "hostile" in failed
+    assert "night-batch" not in failed
+    assert "night-batch" in client.get("/web/runs", params={"connector": "night-batch"}).text
+    assert "No runs match" in client.get("/web/runs", params={"source": "999"}).text
+    older = client.get("/web/runs", params={"before": demo["open"]}).text
+    assert "night-batch" not in older
+    assert "demo-nightly" in older
+    assert client.get("/web/runs", params={"status": "bogus"}).status_code == 400
+
+
+def test_data_is_escaped_everywhere(client: TestClient, demo: dict[str, int]) -> None:
+    log_in(client, "reader")
+    for path in ["/web/runs", f"/web/runs/{demo['hostile']}"]:
+        page = client.get(path).text
+        assert SCRIPT not in page
+        assert "&lt;script&gt;" in page
+    error = client.get("/web/runs", params={"as_of": SCRIPT, "connector": '"><b>x'})
+    assert error.status_code == 400
+    assert SCRIPT not in error.text
+    assert "&lt;script&gt;" in error.text
+    echoed = client.get("/web/runs", params={"connector": '"><script>x</script>'}).text
+    assert "<script>x" not in echoed
+    assert "&#34;&gt;&lt;script&gt;" in echoed
+
+
+def test_security_headers(client: TestClient) -> None:
+    for path in ["/web/login", "/web/runs", "/web/nowhere"]:
+        headers = client.get(path, follow_redirects=False).headers
+        csp = headers["content-security-policy"]
+        assert "unsafe-inline" not in csp
+        assert "script-src" not in csp
+        assert "default-src 'none'" in csp
+        assert "frame-ancestors 'none'" in csp
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_no_cookie_means_the_login_page(client: TestClient) -> None:
+    response = client.get("/web/runs?status=failed", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/web/login?next=%2Fweb%2Fruns%3Fstatus%3Dfailed"
+    assert client.get("/web/proof.md", follow_redirects=False).status_code == 303
+
+
+def test_login_sets_a_strict_httponly_cookie_and_refuses_a_wrong_token(
+    client: TestClient,
+) -> None:
+    page = client.get("/web/login")
+    wrong = client.post(
+        "/web/login", data={"token": "not-a-token-at-all", "csrf": csrf_of(page.text)}
+    )
+    assert wrong.status_code == 401
+    assert "not valid" in wrong.text
+    assert "ledger_web_session" not in wrong.headers.get("set-cookie", "")
+    page = client.get("/web/login")
+    ok = client.post(
+        "/web/login",
+        data={"token": TOKENS["reader"][0], "csrf": csrf_of(page.text), "next": "/web/stuck"},
+        follow_redirects=False,
+    )
+    assert ok.headers["location"] == "/web/stuck"
+    cookie = ok.headers["set-cookie"]
+    assert "ledger_web_session=" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    assert "Path=/web" in cookie
+    assert TOKENS["reader"][0] not in cookie
+
+
+def test_login_without_its_csrf_token_is_refused(client: TestClient) -> None:
+    client.get("/web/login")
+    response = client.post("/web/login", data={"token": TOKENS["reader"][0], "csrf": "forged"})
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example", "/\\evil", "/x"])
+def test_login_next_never_leaves_the_web_view(client: TestClient, target: str) -> None:
+    page = client.get("/web/login", params={"next": target})
+    assert target not in page.text
+    response = client.post(
+        "/web/login",
+        data={"token": TOKENS["reader"][0], "csrf": csrf_of(page.text), "next": target},
+        follow_redirects=False,
+    )
+    assert response.headers["location"] == "/web/runs"
+
+
+def test_a_tampered_or_foreign_cookie_is_no_login(client: TestClient) -> None:
+    log_in(client, "reader")
+    cookie = client.cookies["ledger_web_session"]
+    body, mac = cookie.split(".")
+    for forged in [body + "x." + mac, body + "." + mac[:-2] + "AA", "e30.AAAA", "garbage"]:
+        client.cookies.clear()
+        client.cookies.set("ledger_web_session", forged, path="/web")
+        assert client.get("/web/runs", follow_redirects=False).status_code == 303
+
+
+def test_a_token_without_read_cannot_read(client: TestClient) -> None:
+    log_in(client, "appender")
+    response = client.get("/web/runs")
+    assert response.status_code == 403
+    assert "lacks the &#39;read&#39; scope" in response.text
+
+
+def test_a_read_only_token_cannot_fail_a_run(client: TestClient, demo: dict[str, int]) -> None:
+    csrf = log_in(client, "reader")
+    assert "Fail…" not in client.get("/web/stuck").text
+    response = client.post(
+        f"/web/runs/{demo['open']}/fail", data={"csrf": csrf, "reason": "x", "confirm": "yes"}
+    )
+    assert response.status_code == 403
+    assert "operate" in response.text
+    assert "running" in client.get(f"/web/runs/{demo['open']}").text
+
+
+def test_the_fail_form_needs_its_csrf_token_then_a_confirmation(
+    client: TestClient, demo: dict[str, int]
+) -> None:
+    run = demo["open"]
+    csrf = log_in(client, "oncall")
+    assert "Fail…" in client.get("/web/stuck").text
+    for forged in [{}, {"csrf": "forged"}]:
+        response = client.post(
+            f"/web/runs/{run}/fail", data={"reason": "dead", "confirm": "yes", **forged}
+        )
+        assert response.status_code == 403
+    cross_site = client.post(
+        f"/web/runs/{run}/fail",
+        data={"csrf": csrf, "reason": "dead", "confirm": "yes"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert cross_site.status_code == 403
+    confirm = client.post(f"/web/runs/{run}/fail", data={"csrf": csrf, "reason": SCRIPT})
+    assert confirm.status_code == 200
+    assert 'id="confirm-fail"' in confirm.text
+    assert SCRIPT not in confirm.text
+    assert "running" in client.get(f"/web/runs/{run}").text  # nothing appended yet
+    done = client.post(
+        f"/web/runs/{run}/fail",
+        data={"csrf": csrf, "reason": "process killed", "confirm": "yes"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert done.headers["location"] == f"/web/runs/{run}?notice=failed"
+    page = client.get(done.headers["location"]).text
+    assert "operator:oncall" in page
+    assert "s-failed" in page
+    again = client.post(
+        f"/web/runs/{run}/fail", data={"csrf": csrf, "reason": "again", "confirm": "yes"}
+    )
+    assert again.status_code == 409
+
+
+def test_public_read_needs_no_login_but_failing_still_does(
+    db_url: str, demo: dict[str, int]
+) -> None:
+    with make_client(db_url, public_read=True) as client:
+        for path in PAGES:
+            assert client.get(path).status_code == 200
+        assert "Log in</a> with an operate token" in client.get("/web/stuck").text
+        response = client.post(
+            f"/web/runs/{demo['open']}/fail",
+            data={"reason": "x", "confirm": "yes"},
+            follow_redirects=False,
+        )
+        assert response.status_code == 303
+        assert "/web/login" in response.headers["location"]
+    client.app.state.web.close()  # type: ignore[attr-defined]
+    client.app.state.api.close()  # type: ignore[attr-defined]
+
+
+def test_as_of_shows_a_banner_and_history_as_it_was(
+    client: TestClient, demo: dict[str, int]
+) -> None:
+    log_in(client, "reader")
+    early = client.get("/web/runs", params={"at_position": 1}).text
+    assert 'id="asof-banner"' in early
+    assert "position 1" in early
+    assert "night-batch" not in early
+    assert "at_position=1" in early  # links keep the moment
+    run = client.get(f"/web/runs/{demo['hostile']}", params={"at_position": 1}).text
+    assert "later event(s) are not shown" in run
+    for path in PAGES:
+        page = client.get(path, params={"as_of": "2000-01-01T00:00:00Z"}).text
+        assert 'id="asof-banner"' in page
+    assert 'id="asof-banner"' not in client.get("/web/runs").text
+    assert client.get("/web/runs", params={"as_of": "x", "at_position": 1}).status_code == 400
+
+
+def test_a_tampered_ledger_shows_the_red_banner(client: TestClient, db_url: str) -> None:
+    log_in(client, "reader")
+    assert client.get("/web/integrity").status_code == 200
+    assert 'id="verify-banner"' not in client.get("/web/runs").text
+    tamper(db_url)
+    integrity = client.get("/web/integrity").text
+    assert "PROBLEMS" in integrity
+    assert "chain" in integrity
+    for path in ["/web/runs", "/web/stuck", "/web/proof"]:
+        assert 'id="verify-banner"' in client.get(path).text
