@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -61,7 +62,7 @@ from ledger.clock import utcnow
 from ledger.events import EVENT_TYPES
 from ledger.rules import RUN_STATES, apply_event
 from ledger.schema import LegacyTimestamp, ledger_events, ledger_head, ledger_runs
-from projections import Projector
+from projections import Projector, RebuildResult, rebuild
 from projections.schema import (
     PROJECTION_NAME,
     ingestion_run_transitions,
@@ -751,6 +752,35 @@ def test_a_truncated_tail_passes_verify_unless_an_anchor_was_kept(
         "without an anchor verify passes (documented gap); with `--anchor FILE` (full and "
         "--chain-only) or `--expect-head` exit 1 naming FILE:LINE, position and hash; still "
         "fails once new events re-grow past the cut",
+    )
+
+
+def test_a_tail_deleted_under_the_head_does_not_hang_rebuild(
+    ledger: Ledger, db_url: str, backend: str, reliability: Summary
+) -> None:
+    history = record_history(ledger)
+    last = history.positions[-1]
+    drop_triggers(ledger.engine)  # the tail deleted, the head left where it was
+    with ledger.engine.begin() as conn:
+        conn.execute(ledger_events.delete().where(ledger_events.c.position > last - 2))
+    restore_triggers(ledger.engine)
+    outcome: list[RebuildResult] = []
+    # A thread with a deadline: before the fix the replay waited forever for those rows.
+    worker = threading.Thread(target=lambda: outcome.append(rebuild(ledger)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "rebuild hangs on positions the head names but no row holds"
+    assert outcome[0].position == last
+    verdict = ledger_verify(db_url, "--chain-only")
+    assert verdict.exit_code == 1
+    assert verdict.problems[0]["position"] == last - 1
+    reliability.record(
+        "tampering: tail deleted, head left",
+        backend,
+        "the last 2 events deleted (triggers dropped and put back), ledger_head untouched; "
+        "`ledger rebuild`",
+        "rebuild replays what is stored and ends (a WARNING names the missing positions); "
+        f"verify exit 1 naming position {last - 1}",
     )
 
 
