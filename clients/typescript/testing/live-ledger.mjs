@@ -209,7 +209,7 @@ export async function getJson(ledger, path) {
 export async function runState(ledger, runId) {
   ledger.project();
   return {
-    row: await getJson(ledger, `/v1/runs/${runId}`),
+    row: (await getJson(ledger, `/v1/runs/${runId}`)).row, // the legacy row beside `ledger`
     events: await getJson(ledger, `/v1/runs/${runId}/events`),
   };
 }
