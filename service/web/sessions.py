@@ -134,7 +134,7 @@ class Sessions:
         if not nonce or "~" not in nonce:
             return False
         expires = nonce.rpartition("~")[2]
-        return expires.isdigit() and int(expires) >= time.time()
+        return expires.isascii() and expires.isdigit() and int(expires) >= time.time()
 
 
 def safe_next(target: str | None, root: str) -> str:
