@@ -369,6 +369,8 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
             same_origin(request) and state.sessions.csrf_ok(viewer.nonce, csrf)
         ):
             raise Forbidden("the form's CSRF token is missing or wrong: reload the page")
+        if viewer is not None:
+            state.sessions.revoke(viewer)
         response = RedirectResponse(ROOT + "/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=ROOT)
         return response

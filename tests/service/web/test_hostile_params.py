@@ -49,3 +49,19 @@ def test_a_content_length_of_odd_digits_is_not_read_as_a_number() -> None:
     not): a header it cannot read is no limit check and no ValueError, i.e. no 500."""
     assert _content_length({"headers": [(b"content-length", "\u00b2".encode("latin-1"))]}) is None
     assert _content_length({"headers": [(b"content-length", b"12")]}) == 12
+
+
+def test_logout_ends_the_session_even_for_a_copy_of_its_cookie(client: TestClient) -> None:
+    """A signed cookie stays valid until it expires; a logout must end it server-side, or a
+    copy taken before (a shared machine, a proxy log) reads on for the session's lifetime."""
+    csrf = log_in(client, "reader")
+    stolen = client.cookies.get("ledger_web_session")
+    assert stolen
+    out = client.post("/web/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert out.status_code == 303
+    client.cookies.clear()
+    replay = client.get("/web/runs", cookies={"ledger_web_session": stolen}, follow_redirects=False)
+    assert replay.status_code == 303, replay.text[:300]
+    assert replay.headers["location"].startswith("/web/login")
+    log_in(client, "reader")  # a fresh login works
+    assert client.get("/web/runs", follow_redirects=False).status_code == 200
