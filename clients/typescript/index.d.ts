@@ -156,7 +156,8 @@ export declare class LedgerClient {
   /**
    * Start a run, call fn, record the outcome whatever happens: finish() when fn returns,
    * fail(error) when it throws or rejects (and rethrow), fail with "stopped by SIGTERM" /
-   * "interrupted by Ctrl-C (SIGINT)" on those signals (then re-raise the signal).
+   * "interrupted by Ctrl-C (SIGINT)" on those signals (then re-raise the signal), and fail
+   * when fn never settles and Node's event loop empties (before the process exits).
    */
   withRun<T>(options: WithRunOptions, fn: (run: RunHandle) => T | Promise<T>): Promise<T>;
   toJSON(): { url: string; token: '***' };

@@ -20,7 +20,8 @@
 // * withRun guarantees a terminal event whatever the function does: returns (success or
 //   partial), throws or rejects (failed, with the error), or the process gets SIGTERM/SIGINT
 //   (failed, "stopped by SIGTERM" / "interrupted by Ctrl-C (SIGINT)", then the signal is
-//   re-raised so the process ends as it would have).
+//   re-raised so the process ends as it would have), or never settles while nothing else keeps
+//   Node alive (failed, "the function given to withRun never settled", before Node exits).
 
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -49,6 +50,8 @@ export const PROGRESS_FIELDS = Object.freeze({
 });
 const COUNTER_NAMES = Object.keys(PROGRESS_FIELDS);
 
+const NEVER_SETTLED =
+  'the function given to withRun never settled: the event loop emptied with the run open';
 const SIGNALS = Object.freeze({
   SIGTERM: { number: 15, message: 'stopped by SIGTERM' },
   SIGINT: { number: 2, message: 'interrupted by Ctrl-C (SIGINT)' },
@@ -472,6 +475,27 @@ export class LedgerClient {
       listeners.set(name, listener);
       process.on(name, listener);
     }
+    // A function whose promise never settles while nothing else keeps Node alive (a forgotten
+    // resolve, an awaited event that never comes): the event loop empties and the process
+    // would exit with the run left open. Record it failed first; Node then exits as it would.
+    const onBeforeExit = () => {
+      if (stopping) return;
+      stopping = (async () => {
+        try {
+          if (run.status === undefined) {
+            await run._failWith(NEVER_SETTLED, { reason: 'never-settled', message: NEVER_SETTLED });
+          }
+        } catch (error) {
+          process.emitWarning(
+            `run ${run.runId}: could not record that the function never settled: ${error.message}`,
+          );
+        } finally {
+          removeListeners();
+        }
+      })();
+    };
+    listeners.set('beforeExit', onBeforeExit);
+    process.on('beforeExit', onBeforeExit);
     let value;
     try {
       value = await fn(run);

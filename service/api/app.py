@@ -659,7 +659,7 @@ def _content_length(scope: Scope_) -> int | None:
     for name, value in scope.get("headers", []):
         if name == b"content-length":
             text = value.decode("latin-1").strip()
-            return int(text) if text.isdigit() else None
+            return int(text) if text.isascii() and text.isdigit() else None
     return None
 
 

@@ -159,7 +159,7 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
             raise LedgerErrorPage(400, "Invalid request", "as_of: at most 100 characters")
         at_position = None
         if position_text is not None:
-            if not position_text.isdigit() or int(position_text) > MAX_POSITION:
+            if not _decimal(position_text) or int(position_text) > MAX_POSITION:
                 raise LedgerErrorPage(
                     400, "Invalid request", f"at_position: {position_text!r} is not a position"
                 )
@@ -369,6 +369,8 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
             same_origin(request) and state.sessions.csrf_ok(viewer.nonce, csrf)
         ):
             raise Forbidden("the form's CSRF token is missing or wrong: reload the page")
+        if viewer is not None:
+            state.sessions.revoke(viewer)
         response = RedirectResponse(ROOT + "/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=ROOT)
         return response
@@ -405,7 +407,7 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
             raise LedgerErrorPage(400, "Invalid request", f"status: {status!r} is not a status")
         source_id = None
         if source:
-            if not source.isdigit() or int(source) > MAX_RUN_ID:
+            if not _decimal(source) or int(source) > MAX_RUN_ID:
                 raise LedgerErrorPage(400, "Invalid request", f"source: {source!r} is not an id")
             source_id = int(source)
         run_filter = RunFilter(status, connector, source_id, PAGE_SIZE + 1, before=before)
@@ -613,6 +615,11 @@ class LedgerErrorPage(Exception):
         self.status = status
         self.title = title
         self.detail = detail
+
+
+def _decimal(text: str) -> bool:
+    """ASCII digits only: "²".isdigit() is true, and int() refuses it (a 500 once)."""
+    return text.isascii() and text.isdigit()
 
 
 def same_origin(request: Request) -> bool:

@@ -16,6 +16,7 @@ import hmac
 import json
 import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ class Viewer:
     name: str
     scopes: frozenset[str]
     nonce: str  # the session's, which its CSRF token is derived from
+    expires: int = 0  # when its cookie stops being accepted (Unix seconds)
 
 
 def _b64(data: bytes) -> str:
@@ -51,6 +53,10 @@ class Sessions:
         else:
             self._key = secrets.token_bytes(32)
         self.lifetime = int(web.session_lifetime.total_seconds())
+        # Sessions logged out before their expiry: nonce -> expiry. A cookie is signed, so a
+        # copy of it would outlive the logout without this (for this process's sessions).
+        self._revoked: dict[str, int] = {}
+        self._revoked_lock = threading.Lock()  # pages are answered in a thread pool
         self._tokens = {
             token.name: (bytes.fromhex(token.digest()), frozenset[str](token.scopes))
             for token in config.api.tokens
@@ -88,7 +94,7 @@ class Sessions:
             separators=(",", ":"),
         ).encode()
         value = _b64(body) + "." + _b64(self._mac("session", body))
-        return Viewer(name, scopes, nonce), value
+        return Viewer(name, scopes, nonce, int(time.time()) + self.lifetime), value
 
     def viewer(self, cookie: str | None) -> Viewer | None:
         """The viewer of a session cookie, or None when it is missing, forged, expired or names
@@ -110,10 +116,20 @@ class Sessions:
             return None
         if not isinstance(expires, int) or expires < time.time():
             return None
+        if str(nonce) in self._revoked:
+            return None
         known = self._tokens.get(name) if isinstance(name, str) else None
         if known is None or not hmac.compare_digest(str(fingerprint), self._fingerprint(known[0])):
             return None
-        return Viewer(name, known[1], str(nonce))
+        return Viewer(name, known[1], str(nonce), expires)
+
+    def revoke(self, viewer: Viewer) -> None:
+        """Log ``viewer``'s session out: its cookie is refused from now on, even a copy."""
+        now = time.time()
+        with self._revoked_lock:
+            for nonce in [n for n, until in self._revoked.items() if until < now]:
+                del self._revoked[nonce]  # expired anyway: no need to remember them
+            self._revoked[viewer.nonce] = viewer.expires
 
     # ------------------------------------------------------------------ CSRF
 
@@ -134,7 +150,7 @@ class Sessions:
         if not nonce or "~" not in nonce:
             return False
         expires = nonce.rpartition("~")[2]
-        return expires.isdigit() and int(expires) >= time.time()
+        return expires.isascii() and expires.isdigit() and int(expires) >= time.time()
 
 
 def safe_next(target: str | None, root: str) -> str:

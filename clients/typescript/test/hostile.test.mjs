@@ -2,6 +2,7 @@
 // and hanging answers, redirects, bad summaries; and against users who misuse it.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { after, test } from 'node:test';
 
@@ -405,4 +406,24 @@ test('progress and heartbeat not awaited: a failing ledger does not crash the pr
   const sent = last.reduce((sum, event) => sum + (event.records_fetched ?? 0), 0);
   assert.equal(sent, 6); // the counts of the failed sends went with the terminal event
   assert.equal(last.at(-1).type, 'RunFinished');
+});
+
+test('withRun: a function that never settles still ends the run failed before Node exits', async () => {
+  // Nothing keeps the child alive but the pending promise: the event loop empties, and Node
+  // would exit (status 13) with the run left open, heartbeat or not (its timer is unref'ed).
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const index = new URL('../index.mjs', import.meta.url).href;
+  const script =
+    `import { LedgerClient } from ${JSON.stringify(index)};\n` +
+    `const ledger = new LedgerClient({ url: ${JSON.stringify(server.url)}, token: 'token-0123456789abcdef' });\n` +
+    `await ledger.withRun({ sourceId: 1, connectorName: 'forgetful' }, () => new Promise(() => {}));\n`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: 'ignore' });
+  const code = await new Promise((done) => child.on('exit', done));
+  assert.notEqual(code, 0); // Node still reports the unsettled await
+  const events = server.requests.flatMap((r) => JSON.parse(r.body));
+  assert.deepEqual(events.map((e) => e.type), ['RunStarted', 'RunFinished']);
+  const finished = events.at(-1);
+  assert.equal(finished.status, 'failed');
+  assert.match(finished.error_message, /never settled/);
+  assert.equal(finished.error_details.reason, 'never-settled');
 });

@@ -205,11 +205,16 @@ export async function getJson(ledger, path) {
   return JSON.parse(text);
 }
 
-/** The run's ingestion_runs row (after projecting) and its audit timeline. */
+/** The run's ingestion_runs row (after projecting) and its audit timeline. `GET /v1/runs/{id}`
+ * answers `{ row, ledger, ... }` (the row beside the write-side state): the row is `.row`. */
 export async function runState(ledger, runId) {
   ledger.project();
+  const detail = await getJson(ledger, `/v1/runs/${runId}`);
+  if (!detail.projected || !detail.row) {
+    throw new Error(`run ${runId} has no ingestion_runs row after projecting: ${JSON.stringify(detail)}`);
+  }
   return {
-    row: (await getJson(ledger, `/v1/runs/${runId}`)).row, // the legacy row beside `ledger`
+    row: detail.row,
     events: await getJson(ledger, `/v1/runs/${runId}/events`),
   };
 }

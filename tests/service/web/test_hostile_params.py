@@ -1,0 +1,67 @@
+"""Query parameters a hostile user types into the web view's URLs: every one is an error page
+of the 4xx kind, never a 500 (which the issue forbids: no traceback reaches a client)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api import create_app
+from service.api.app import _content_length
+from tests.service.web.support import demo_with_open_run, log_in, web_config
+
+# "²" and "①" are str.isdigit() but not int(); "١" (Arabic-Indic one) is int() but not ASCII.
+ODD_DIGITS = ["%C2%B2", "%E2%91%A0", "%D9%A1", "1%C2%B2"]
+
+
+@pytest.fixture
+def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    demo_with_open_run(db_url, tmp_path / "spool")
+    config = web_config(db_url)
+    with TestClient(create_app(config), raise_server_exceptions=False) as test_client:
+        yield test_client
+    test_client.app.state.web.close()  # type: ignore[attr-defined]
+    test_client.app.state.api.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("digits", ODD_DIGITS)
+def test_non_ascii_digits_are_a_400_page_not_a_500(client: TestClient, digits: str) -> None:
+    log_in(client, "reader")
+    for path in (
+        f"/web/runs?at_position={digits}",
+        f"/web/runs?source={digits}",
+        f"/web/runs/1?at_position={digits}",
+        f"/web/stuck?at_position={digits}",
+        f"/web/proof?at_position={digits}",
+        f"/web/integrity?at_position={digits}",
+    ):
+        answer = client.get(path)
+        assert answer.status_code == 400, (path, answer.status_code, answer.text[:300])
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "Traceback" not in answer.text
+
+
+def test_a_content_length_of_odd_digits_is_not_read_as_a_number() -> None:
+    """The guard reads Content-Length itself (h11 refuses "²" first; another HTTP parser may
+    not): a header it cannot read is no limit check and no ValueError, i.e. no 500."""
+    assert _content_length({"headers": [(b"content-length", "\u00b2".encode("latin-1"))]}) is None
+    assert _content_length({"headers": [(b"content-length", b"12")]}) == 12
+
+
+def test_logout_ends_the_session_even_for_a_copy_of_its_cookie(client: TestClient) -> None:
+    """A signed cookie stays valid until it expires; a logout must end it server-side, or a
+    copy taken before (a shared machine, a proxy log) reads on for the session's lifetime."""
+    csrf = log_in(client, "reader")
+    stolen = client.cookies.get("ledger_web_session")
+    assert stolen
+    out = client.post("/web/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert out.status_code == 303
+    client.cookies.clear()
+    replay = client.get("/web/runs", cookies={"ledger_web_session": stolen}, follow_redirects=False)
+    assert replay.status_code == 303, replay.text[:300]
+    assert replay.headers["location"].startswith("/web/login")
+    log_in(client, "reader")  # a fresh login works
+    assert client.get("/web/runs", follow_redirects=False).status_code == 200
