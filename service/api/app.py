@@ -485,6 +485,11 @@ def create_app(config: LedgerConfig) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # HEAD too (load balancers often probe with it), left out of the schema: one operation.
+    @app.head("/healthz", include_in_schema=False)
+    def healthz_head() -> Response:
+        return Response()
+
     @app.get("/readyz", summary="The database is reachable and its schema current")
     def readyz(_caller: Annotated[Caller, read_scope]) -> dict[str, str]:
         state.ledger.check_schema()

@@ -45,6 +45,8 @@ def test_every_endpoint_but_healthz_needs_a_token_with_its_scope(
     allowed = next(name for name, (_, scopes) in TOKENS.items() if scopes == [scope])
     assert client.request(method, path, headers=auth(allowed)).status_code not in (401, 403)
     assert client.get("/healthz").status_code == 200
+    assert client.head("/healthz").status_code == 200  # a load balancer's probe
+    assert client.head("/v1/runs").status_code in (401, 405)  # HEAD opens nothing else
 
 
 def test_a_token_in_the_url_is_refused_and_no_token_reaches_the_log(
