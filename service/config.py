@@ -62,7 +62,8 @@ from ledger.database import create_ledger_engine
 from ledger.durations import parse_duration
 from ledger.errors import ConfigurationError, LedgerError
 from ledger.events import ConnectorName, SourceId
-from ledger.stuck import Thresholds
+from ledger.store import Ledger
+from ledger.stuck import StuckRun, Thresholds, stuck_runs
 from ledger.urls import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 
 
@@ -381,6 +382,16 @@ class LedgerConfig(Strict):
         if connector.schedule.run_at_start is not None:
             return connector.schedule.run_at_start
         return self.serve.run_at_start and connector.schedule.interval is not None
+
+    def stuck_runs(self, ledger: Ledger) -> list[StuckRun]:
+        """The runs stuck now by this config's thresholds, a connector's own over the globals."""
+        thresholds = self.thresholds.to_thresholds()
+        return stuck_runs(
+            ledger,
+            older_than=thresholds.stale_after,
+            max_runtime=thresholds.max_runtime,
+            overrides=self.overrides(),
+        )
 
     def overrides(self) -> dict[str | tuple[str, int], Thresholds]:
         """Per-connector thresholds by (connector name, source id), merged over the globals."""

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from forensics.anchors import current_anchor
 from forensics.audit import audit_run
 from forensics.report import build_report, render_text
-from ledger import Ledger, LedgerError, UnknownRunError, fail_run, stuck_runs
+from ledger import Ledger, LedgerError, UnknownRunError, fail_run
 from ledger.clock import utcnow
 from ledger.events import MAX_RUN_ID
 from ledger.schema import MAX_POSITION
@@ -427,16 +427,7 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
             )
         stuck: dict[int, str] = {}
         if moment.live:
-            thresholds = config.thresholds.to_thresholds()
-            stuck = {
-                run.run_id: run.rule
-                for run in stuck_runs(
-                    state.ledger,
-                    older_than=thresholds.stale_after,
-                    max_runtime=thresholds.max_runtime,
-                    overrides=config.overrides(),
-                )
-            }
+            stuck = {run.run_id: run.rule for run in config.stuck_runs(state.ledger)}
         return render(
             request,
             "runs.html",
@@ -476,20 +467,10 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
             row, transitions = run_view.row, run_view.transitions
         except UnknownRunError:
             row, transitions = None, []
-        thresholds = config.thresholds.to_thresholds()
         stuck = None
         if moment.live and row is not None and row["status"] == "running":
             stuck = next(
-                (
-                    r
-                    for r in stuck_runs(
-                        state.ledger,
-                        older_than=thresholds.stale_after,
-                        max_runtime=thresholds.max_runtime,
-                        overrides=config.overrides(),
-                    )
-                    if r.run_id == run_id
-                ),
+                (r for r in config.stuck_runs(state.ledger) if r.run_id == run_id),
                 None,
             )
         return render(
@@ -514,12 +495,7 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
         viewer = reader(request)
         moment = moment_of(request)
         thresholds = config.thresholds.to_thresholds()
-        found = stuck_runs(
-            state.ledger,
-            older_than=thresholds.stale_after,
-            max_runtime=thresholds.max_runtime,
-            overrides=config.overrides(),
-        )
+        found = config.stuck_runs(state.ledger)
         return render(
             request,
             "stuck.html",
