@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -19,7 +19,7 @@ from ledger import LedgerError
 from ledger.text import visible_lines
 from ledger.urls import mask_secrets
 from service.cli import admin, api, connectors, events, projection, runs, serve, verify
-from service.cli.common import EXIT_OK, exit_code_for
+from service.cli.common import EXIT_OK, Interrupted, exit_code_for
 
 _VERBOSITY = "ledger.verbosity"  # the -v count so far, in the click context's meta
 
@@ -61,7 +61,18 @@ def add_verbose_everywhere(command: click.Command) -> None:
             add_verbose_everywhere(subcommand)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LedgerGroup(click.Group):
+    """The ``ledger`` group: Ctrl-C in any command is one line and exit 130 (commands that
+    handle SIGINT themselves, like ``project --follow`` and ``serve``, still exit 0)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+
+
+@click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="run-ledger")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
