@@ -142,6 +142,24 @@ def sqlite_file(url: str) -> Path | None:
     return _sqlite_file(make_url(url))
 
 
+def is_in_memory_sqlite(url: str) -> bool:
+    """Whether ``url`` is an in-memory SQLite database (``sqlite://``, ``sqlite:///``,
+    ``:memory:``, a ``mode=memory`` URI): a new, empty one in every process that opens it."""
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite" or parsed.get_driver_name() != "pysqlite":
+            return False
+        return _sqlite_file(parsed) is None
+    except (ArgumentError, ValueError):
+        return False
+
+
+IN_MEMORY_HINT = (
+    "an in-memory SQLite database is new and empty in every process that opens it: give a "
+    "file, e.g. sqlite:///ledger.db"
+)
+
+
 def _sqlite_file(parsed: URL) -> Path | None:
     # The dialect turns the URL into the driver's arguments (an absolute path, or with
     # ``uri=true`` a ``file:`` URI with the URL's other query parameters): read what it gives.
@@ -459,6 +477,11 @@ def translate_errors(url: str, action: str) -> Iterator[None]:
     except SQLAlchemyError as exc:
         message = _describe(url, action, exc)
         if isinstance(exc, DBAPIError) and is_missing_table(str(exc.orig)):
+            if is_in_memory_sqlite(url):  # migrating it in another process would not help
+                raise SchemaError(
+                    f"{message}; the schema is missing: {IN_MEMORY_HINT} (`ledger migrate` "
+                    "creates it)"
+                ) from exc
             raise SchemaError(f"{message}; the schema is missing: run `ledger migrate`") from exc
         if isinstance(exc, IntegrityError):
             raise ConstraintError(message) from exc
