@@ -224,3 +224,17 @@ def test_an_in_memory_database_is_named_as_such_not_sent_to_migrate(
     assert "sqlite:///ledger.db" in migrated.stderr
     assert "nothing was kept" not in run("migrate", "--db", "sqlite:///kept.db").stderr
     assert files_in(empty_folder) == ["kept.db"]
+
+
+@pytest.mark.parametrize("command", [("runs", "list"), ("migrate",), ("append", str(SAMPLE))])
+def test_a_sqlite_option_that_would_be_ignored_is_refused(
+    command: tuple[str, ...], empty_folder: Path
+) -> None:
+    """``?mode=ro`` outside a URI was ignored by SQLAlchemy with a Python warning (and the
+    database opened read-write): exit 2, naming the URI form, and no file."""
+    result = run(*command, "--db", "sqlite:///here.db?mode=ro")
+    assert result.exit_code == 2, result.output
+    assert "SQLite takes options (mode) only in a URI" in result.stderr
+    assert "SAWarning" not in result.stderr
+    assert files_in(empty_folder) == []
+    assert run("migrate", "--db", "sqlite:///here.db?timeout=5").exit_code == 0  # a driver option
