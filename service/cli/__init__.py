@@ -66,13 +66,19 @@ def add_verbose_everywhere(command: click.Command) -> None:
 
 class LedgerGroup(click.Group):
     """The ``ledger`` group: Ctrl-C in any command is one line and exit 130 (commands that
-    handle SIGINT themselves, like ``project --follow`` and ``serve``, still exit 0)."""
+    handle SIGINT themselves, like ``project --follow`` and ``serve``, still exit 0), and no
+    usage error echoes a control or format character."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
             raise Interrupted() from None
+        except click.ClickException as error:
+            # click's own messages quote arguments as given (a FILE that does not exist), and
+            # strip ANSI codes only when stderr is not a terminal: escape them as ours are.
+            vars(error)["message"] = visible_lines(error.message)  # Final for type checkers
+            raise
 
 
 @click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
