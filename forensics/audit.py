@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ledger import Ledger, LedgerError, RecordedEvent, UnknownRunError
-from ledger.clock import isoformat_utc
+from ledger.clock import format_utc_seconds, isoformat_utc
+from ledger.durations import format_duration
 from ledger.hashing import chain_hash
 from ledger.reads import stored_refs
 from ledger.schema import GENESIS_HASH
@@ -113,10 +114,29 @@ def summarise(event: RecordedEvent) -> str:
             text += f": {data['error_message']}"
         return text + (f" ({counts})" if counts else "")
     if event.type == "RunTimedOut":
+        # Worded as the projection words errorMessage: "1h", "2026-01-28 01:12:45 UTC".
         threshold = data.get("threshold_seconds")
+        last = data.get("last_event_at")
         return (
             f"{data.get('reason')} by {data.get('detected_by')}"
-            + (f", threshold {threshold}s" if threshold else "")
-            + (f", last activity {data.get('last_event_at')}" if data.get("last_event_at") else "")
+            + (f", threshold {_duration(threshold)}" if threshold else "")
+            + (f", last activity {_utc_time(last)}" if last else "")
         )
     return ", ".join(f"{k}={v}" for k, v in sorted(data.items()))[:120]
+
+
+def _duration(seconds: object) -> str:
+    if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0:
+        return format_duration(timedelta(seconds=seconds))
+    return f"{seconds}s"
+
+
+def _utc_time(value: object) -> str:
+    """A stored time to the second, ``2026-01-28 01:12:45 UTC``; anything else as it is."""
+    try:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if moment.tzinfo is None:
+        return str(value)
+    return f"{format_utc_seconds(moment)} UTC"

@@ -243,7 +243,8 @@ def render_text(report: dict[str, Any], markdown: bool = False) -> str:
             f"{item}{show(column['name'])} {show(column['type'])} "
             f"{'NULL' if column['nullable'] else 'NOT NULL'}"
         )
-    line("Mismatches: " + ("none" if not schema["mismatches"] else ""))
+    # Markdown: a blank line first, or the line would continue the last column's list item.
+    line(("\n" if markdown else "") + "Mismatches: " + ("none" if not schema["mismatches"] else ""))
     for problem in schema["mismatches"]:
         line(f"  - {show(problem)}")
     heading("B. Status distribution")

@@ -15,6 +15,7 @@ import os
 import stat
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,7 @@ from sqlalchemy.exc import (
     InvalidatePoolError,
     NoSuchModuleError,
     OperationalError,
+    SAWarning,
     SQLAlchemyError,
 )
 from sqlalchemy.pool import PoolResetState, StaticPool
@@ -93,6 +95,7 @@ def create_ledger_engine(url: str, *, create: bool = True, **engine_options: Any
                 raise ConfigurationError(
                     f"unsupported SQLite driver in {mask_url(url)!r}: use sqlite:///PATH"
                 )
+            _refuse_ignored_sqlite_options(url, parsed)
             if not create:
                 _refuse_missing_sqlite_file(url, parsed)
             engine = _sqlite_engine(url, parsed.database, **engine_options)
@@ -142,6 +145,24 @@ def sqlite_file(url: str) -> Path | None:
     return _sqlite_file(make_url(url))
 
 
+def is_in_memory_sqlite(url: str) -> bool:
+    """Whether ``url`` is an in-memory SQLite database (``sqlite://``, ``sqlite:///``,
+    ``:memory:``, a ``mode=memory`` URI): a new, empty one in every process that opens it."""
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite" or parsed.get_driver_name() != "pysqlite":
+            return False
+        return _sqlite_file(parsed) is None
+    except (ArgumentError, ValueError):
+        return False
+
+
+IN_MEMORY_HINT = (
+    "an in-memory SQLite database is new and empty in every process that opens it: give a "
+    "file, e.g. sqlite:///ledger.db"
+)
+
+
 def _sqlite_file(parsed: URL) -> Path | None:
     # The dialect turns the URL into the driver's arguments (an absolute path, or with
     # ``uri=true`` a ``file:`` URI with the URL's other query parameters): read what it gives.
@@ -158,6 +179,21 @@ def _sqlite_file(parsed: URL) -> Path | None:
         path = "/" + path[2:].partition("/")[2]
     path = unquote(path)
     return None if path in ("", ":memory:") else Path(os.path.abspath(path))
+
+
+def _refuse_ignored_sqlite_options(url: str, parsed: URL) -> None:
+    """SQLAlchemy ignores a SQLite URL's query options it does not know (``?mode=ro``) unless
+    the URL is a URI, with a Python warning on stderr: the user asked for something (read-only)
+    that would silently not happen. Refused instead, with the URI form that does it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SAWarning)
+        parsed.get_dialect()().create_connect_args(parsed)
+    if any(issubclass(warning.category, SAWarning) for warning in caught):
+        names = ", ".join(sorted(parsed.query))
+        raise ConfigurationError(
+            f"invalid database URL {mask_url(url)}: SQLite takes options ({names}) only in a "
+            "URI, e.g. sqlite:///file:ledger.db?mode=ro&uri=true"
+        )
 
 
 def _refuse_missing_sqlite_file(url: str, parsed: URL) -> None:
@@ -459,6 +495,11 @@ def translate_errors(url: str, action: str) -> Iterator[None]:
     except SQLAlchemyError as exc:
         message = _describe(url, action, exc)
         if isinstance(exc, DBAPIError) and is_missing_table(str(exc.orig)):
+            if is_in_memory_sqlite(url):  # migrating it in another process would not help
+                raise SchemaError(
+                    f"{message}; the schema is missing: {IN_MEMORY_HINT} (`ledger migrate` "
+                    "creates it)"
+                ) from exc
             raise SchemaError(f"{message}; the schema is missing: run `ledger migrate`") from exc
         if isinstance(exc, IntegrityError):
             raise ConstraintError(message) from exc

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -19,7 +19,7 @@ from ledger import LedgerError
 from ledger.text import visible_lines
 from ledger.urls import mask_secrets
 from service.cli import admin, api, connectors, events, projection, runs, serve, verify
-from service.cli.common import EXIT_OK, exit_code_for
+from service.cli.common import EXIT_OK, Interrupted, exit_code_for
 
 _VERBOSITY = "ledger.verbosity"  # the -v count so far, in the click context's meta
 
@@ -32,6 +32,9 @@ def configure_logging(verbose: int) -> None:
     logging.getLogger().setLevel(level)  # again: a later -v raises it after basicConfig ran
     # SQL statement logs only at -vvv: -vv is for run-ledger's own debug lines.
     logging.getLogger("sqlalchemy").setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
+    # Alembic's "Context impl SQLiteImpl." / "Will assume non-transactional DDL." at every
+    # schema check say nothing to a user at -v: run-ledger logs what migrate did itself.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
 
 
 def _count_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
@@ -61,7 +64,24 @@ def add_verbose_everywhere(command: click.Command) -> None:
             add_verbose_everywhere(subcommand)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LedgerGroup(click.Group):
+    """The ``ledger`` group: Ctrl-C in any command is one line and exit 130 (commands that
+    handle SIGINT themselves, like ``project --follow`` and ``serve``, still exit 0), and no
+    usage error echoes a control or format character."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+        except click.ClickException as error:
+            # click's own messages quote arguments as given (a FILE that does not exist), and
+            # strip ANSI codes only when stderr is not a terminal: escape them as ours are.
+            vars(error)["message"] = visible_lines(error.message)  # Final for type checkers
+            raise
+
+
+@click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="run-ledger")
 @click.pass_context
 def cli(ctx: click.Context) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from forensics.legacy_import import import_legacy
 from forensics.report import render_text, report_passed
 from ledger.clock import utcnow
+from ledger.database import IN_MEMORY_HINT, is_in_memory_sqlite
 from ledger.durations import format_duration
 from ledger.text import visible
 from ledger.urls import DATABASE_URL_ENV, mask_url, resolve_database_url
@@ -46,6 +47,8 @@ def migrate(check_only: bool, db_url: str | None) -> None:
         click.echo(f"{where}: migrated from {result.before or 'empty'} to {result.after}")
     else:
         click.echo(f"{where}: already at {result.after}")
+    if is_in_memory_sqlite(ledger.url):
+        click.echo(f"Note: nothing was kept, {IN_MEMORY_HINT}", err=True)
     if result.legacy_rows_moved is not None:
         echo_legacy_move(result, db_url)
 
@@ -165,6 +168,14 @@ def demo(db_url: str | None, wide: bool) -> None:
     if story.timeline:
         echo("")
         print_audit(story.timeline[0].event.run_id, story.timeline, wide)
+    if is_in_memory_sqlite(url):  # the commands below would each open a new, empty one
+        echo(
+            "\nExplore further: the demo ran in memory and its database is gone; run "
+            "`ledger demo` (on sqlite:///ledger-demo.db) to explore one."
+        )
+        if not report_passed(story.proof):
+            sys.exit(EXIT_PROBLEM)
+        return
     echo(f"\n{explore_heading(url)}")
     target = explore_target(url)
     for command in (

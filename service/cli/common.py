@@ -46,6 +46,7 @@ EXIT_OK = 0
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
 RUN_ID = click.IntRange(1, MAX_RUN_ID)
 SOURCE_ID = click.IntRange(0, MAX_RUN_ID)
 FILE = click.Path(dir_okay=False, path_type=Path)
@@ -76,6 +77,17 @@ class EnvironmentFailure(ProblemFound):
     exit 3."""
 
     exit_code = EXIT_ENVIRONMENT
+
+
+class Interrupted(ProblemFound):
+    """Ctrl-C (SIGINT) ended the command: exit 130, with what it means for the data, instead of
+    click's bare "Aborted!" and exit 1 (the code of a check that found a problem)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str = "interrupted by Ctrl-C (SIGINT)") -> None:
+        click.echo(err=True)  # the terminal echoed ^C: the message starts on a line of its own
+        super().__init__(message)
 
 
 _CALLERS_MISTAKES = (

@@ -13,6 +13,7 @@ from ledger.store import read_events
 from ledger.wire import append_lines, read_lines, wire_line
 from service.cli.common import (
     RUN_ID,
+    Interrupted,
     TableColumn,
     db_option,
     format_option,
@@ -39,8 +40,13 @@ def append(source: IO[bytes], db_url: str | None) -> None:
             "on an empty line (or give a FILE).",
             err=True,
         )
-    with library_errors():  # every line is read before the ledger is opened
-        batch = read_lines(source)
+    try:
+        with library_errors():  # every line is read before the ledger is opened
+            batch = read_lines(source)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "interrupted by Ctrl-C while reading events: nothing was appended"
+        ) from None
     ledger = open_ledger(db_url, create=True)
     with library_errors():
         result = append_lines(ledger, batch)

@@ -159,6 +159,17 @@ def test_audit_shows_the_timeline_silences_and_late_facts(ledger: Ledger, db_url
     assert run("audit", "99", "--db", db_url).exit_code == 2  # type: ignore[attr-defined]
 
 
+def test_audit_words_a_timeout_as_the_projection_does(ledger: Ledger, db_url: str) -> None:
+    """The threshold and the last activity as in ``errorMessage`` and every other time shown
+    to people (``1h``, ``2026-01-28 01:30:00 UTC``), not ``3600s`` and a raw ISO string with
+    microseconds that an 80-column table broke mid-token."""
+    second = history(ledger)
+    summary = audit_run(ledger, second)[2].summary
+    assert summary == "stale by sweeper, threshold 1h, last activity 2026-01-28 01:30:00 UTC"
+    row = run("runs", "show", str(second), "--format", "json", "--db", db_url).stdout  # type: ignore[attr-defined]
+    assert "last activity 2026-01-28 01:30:00 UTC" in json.loads(row)["errorMessage"]
+
+
 # ---------------------------------------------------------------- report
 
 

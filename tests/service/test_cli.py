@@ -733,3 +733,21 @@ def test_http_json_usage_is_checked_before_a_run_starts(db_url: str, ledger: Led
     bad = runner.invoke(cli, ["run", "http-json", "--url", "not-a-url", "--db", db_url])
     assert bad.exit_code == 2
     assert ledger.head().last_position == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("append", "evil\x1b[2J\u202ename.jsonl"),
+        ("run", "csv", "--path", "x\x1b]8;;http://evil\x1b\\.csv"),
+        ("runs", "show", "1\x1b[31m"),
+    ],
+    ids=["append FILE", "run csv --path", "runs show ID"],
+)
+def test_a_usage_error_does_not_echo_control_characters(args: tuple[str, ...], db_url: str) -> None:
+    """click quotes the argument as given and strips ANSI codes only when stderr is not a
+    terminal (``color=True`` is a terminal): the message shows escapes, as every other does."""
+    result = CliRunner().invoke(cli, [*args, "--db", db_url], color=True)
+    assert result.exit_code == 2, result.output
+    assert shows_no_raw_control(result.stderr), repr(result.stderr)
+    assert "\\x1b" in result.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -142,6 +143,53 @@ def test_append_on_a_terminal_says_it_reads_standard_input(db_url: str) -> None:
             process.kill()
             process.communicate()
         os.close(terminal)
+
+
+def test_ctrl_c_while_append_reads_a_terminal_says_nothing_was_appended(
+    ledger: Ledger, db_url: str
+) -> None:
+    """Ctrl-C at the prompt is one line and exit 130, not click's "Aborted!" and exit 1 (the
+    code of a check that found a problem), and the line says what became of the events."""
+    terminal, its_other_end = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from service.cli import main; main()", "append", "--db", db_url],
+        stdin=its_other_end,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    os.close(its_other_end)
+    try:
+        assert process.stderr is not None
+        read_until(process.stderr, b"Ctrl-D", deadline=time.monotonic() + 30)
+        event = {"type": "RunStarted", "run_ref": "a", "source_id": 1, "connector_name": "S_1"}
+        os.write(terminal, json.dumps(event).encode() + b"\n")
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)  # what Ctrl-C on its terminal sends
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        os.close(terminal)
+    assert process.returncode == 130, stderr
+    assert stdout == b""
+    said = stderr.decode().strip()
+    assert said == "Error: interrupted by Ctrl-C while reading events: nothing was appended", said
+    assert ledger.head().last_position == 0
+
+
+def test_ctrl_c_in_any_command_exits_130_without_aborted(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Ledger, "from_url", interrupted)
+    result = run("runs", "list", "--db", db_url)
+    assert result.exit_code == 130
+    assert result.stderr.strip() == "Error: interrupted by Ctrl-C (SIGINT)"
+    assert "Aborted" not in result.output
 
 
 def read_until(stream: object, marker: bytes, deadline: float) -> bytes:

@@ -206,3 +206,35 @@ def test_a_relative_path_is_the_current_folders(empty_folder: Path) -> None:
     assert sqlite_file("sqlite:////abs/y.db") == Path("/abs/y.db")
     assert sqlite_file("sqlite:///file:///abs/z.db?uri=true") == Path("/abs/z.db")
     assert os.path.isabs(str(sqlite_file("sqlite:///file:rel.db?uri=true")))
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:"])
+def test_an_in_memory_database_is_named_as_such_not_sent_to_migrate(
+    url: str, empty_folder: Path
+) -> None:
+    """``sqlite:///`` (a file name forgotten) is in memory: migrating it in another process
+    cannot help, so neither the refusal nor migrate pretend it would."""
+    result = run("append", str(SAMPLE), "--db", url)
+    assert result.exit_code == 1, result.output
+    assert "in-memory SQLite database is new and empty in every process" in result.stderr
+    assert "run `ledger migrate`" not in result.stderr
+    migrated = run("migrate", "--db", url)
+    assert migrated.exit_code == 0, migrated.output
+    assert "nothing was kept" in migrated.stderr
+    assert "sqlite:///ledger.db" in migrated.stderr
+    assert "nothing was kept" not in run("migrate", "--db", "sqlite:///kept.db").stderr
+    assert files_in(empty_folder) == ["kept.db"]
+
+
+@pytest.mark.parametrize("command", [("runs", "list"), ("migrate",), ("append", str(SAMPLE))])
+def test_a_sqlite_option_that_would_be_ignored_is_refused(
+    command: tuple[str, ...], empty_folder: Path
+) -> None:
+    """``?mode=ro`` outside a URI was ignored by SQLAlchemy with a Python warning (and the
+    database opened read-write): exit 2, naming the URI form, and no file."""
+    result = run(*command, "--db", "sqlite:///here.db?mode=ro")
+    assert result.exit_code == 2, result.output
+    assert "SQLite takes options (mode) only in a URI" in result.stderr
+    assert "SAWarning" not in result.stderr
+    assert files_in(empty_folder) == []
+    assert run("migrate", "--db", "sqlite:///here.db?timeout=5").exit_code == 0  # a driver option

@@ -71,6 +71,19 @@ def test_verbose_counts_before_and_after_the_command(
     assert logging.getLogger().level == level
 
 
+def test_verbose_shows_run_ledgers_lines_not_alembics(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``-v migrate`` said "Context impl SQLiteImpl." and "Will assume non-transactional DDL."
+    three times each; alembic's lines are for -vv."""
+    monkeypatch.setattr(logging.getLogger(), "level", logging.WARNING)
+    assert run("-v", "migrate", "--db", db_url).exit_code == 0
+    assert logging.getLogger("alembic").getEffectiveLevel() == logging.WARNING
+    assert logging.getLogger("migrations").getEffectiveLevel() == logging.INFO
+    assert run("-vv", "migrate", "--db", db_url).exit_code == 0
+    assert logging.getLogger("alembic").getEffectiveLevel() == logging.DEBUG
+
+
 def test_a_default_is_shown_once_in_help() -> None:
     shown = run("run", "csv", "--help").output
     assert shown.count("records.csv") == 1, shown

@@ -51,3 +51,13 @@ def test_the_markdown_report_renders_generated_and_database_on_two_lines(
     generated = next(line for line in html.splitlines() if "Generated:" in line)
     assert "Database:" not in generated, html  # not run together in one paragraph
     assert any(line.startswith("<li>Database:") for line in html.splitlines()), html
+
+
+def test_the_markdown_report_keeps_mismatches_out_of_the_column_list(
+    ledger: Ledger, db_url: str
+) -> None:
+    run("append", str(SAMPLE), "--db", db_url)
+    markdown = run("report", "--format", "markdown", "--db", db_url).stdout
+    html = MarkdownIt("commonmark").render(markdown)
+    assert "<p>Mismatches: none</p>" in html, html  # its own paragraph, after the list
+    assert not any("Mismatches" in line for line in html.splitlines() if "<li>" in line), html

@@ -110,3 +110,15 @@ def test_a_url_the_shell_would_split_is_quoted(monkeypatch: pytest.MonkeyPatch) 
     odd = "sqlite:///my demo;rm -rf x.db"
     assert explore_target(odd) == " --db 'sqlite:///my demo;rm -rf x.db'"
     assert explore_target("sqlite:///ledger.db") == ""  # what the commands use anyway
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///"])
+def test_an_in_memory_demo_prints_no_command_that_cannot_work(url: str, tmp_path: Path) -> None:
+    """Each pasted command would open a new, empty in-memory database and fail: the demo says
+    its database is gone, and how to get one to explore, instead."""
+    result = shell(f"ledger demo --db {url}", tmp_path, clean_environment())
+    assert result.returncode == 0, result.stdout + result.stderr
+    tail = result.stdout[result.stdout.index("Explore further") :]
+    assert "  ledger " not in tail, tail
+    assert "ran in memory" in tail
+    assert files_in(tmp_path) == []
