@@ -169,8 +169,34 @@ def audit(run_id: int, output_format: str, wide: bool, db_url: str | None) -> No
 
 
 def print_audit(run_id: int, timeline: list[TimelineEntry], wide: bool = False) -> None:
+    title = f"run {run_id}: {len(timeline)} event(s), times in UTC"
+    if not wide:
+        # Eight narrow columns wrap every cell over many lines at 80 columns: the narrow form
+        # keeps the short columns and gives one wide column the actor, the change and the notes.
+        print_table(
+            title,
+            AUDIT_NARROW_COLUMNS,
+            (
+                (
+                    entry.event.position,
+                    entry.event.type,
+                    entry.event.occurred_at,
+                    entry.status_after,
+                    "ok" if entry.hash_ok else "BROKEN",
+                    " · ".join(
+                        part
+                        for part in (entry.summary, _by(entry.event.actor), *audit_notes(entry))
+                        if part
+                    ),
+                )
+                for entry in timeline
+            ),
+            wide=False,
+            full_text=True,
+        )
+        return
     print_table(
-        f"run {run_id}: {len(timeline)} event(s), times in UTC",
+        title,
         AUDIT_COLUMNS,
         (
             (
@@ -187,17 +213,29 @@ def print_audit(run_id: int, timeline: list[TimelineEntry], wide: bool = False) 
             )
             for entry in timeline
         ),
-        wide=wide,
+        wide=True,
         full_text=True,
     )
 
 
-AUDIT_COLUMNS = (
+def _by(actor: str | None) -> str | None:
+    return None if actor is None else f"by {actor}"
+
+
+AUDIT_NARROW_COLUMNS = (
     TableColumn("pos", kind="word"),
-    TableColumn("v", kind="word", wide_only=True),
     TableColumn("type", kind="word", limit=len("RunProgressed")),
     TableColumn("occurred", kind="time"),
-    TableColumn("recorded", kind="time", wide_only=True),  # the notes say when it was late
+    TableColumn("status", kind="word"),
+    TableColumn("hash", kind="word"),
+    TableColumn("what, by whom, notes"),
+)
+AUDIT_COLUMNS = (
+    TableColumn("pos", kind="word"),
+    TableColumn("v", kind="word"),
+    TableColumn("type", kind="word", limit=len("RunProgressed")),
+    TableColumn("occurred", kind="time"),
+    TableColumn("recorded", kind="time"),  # the notes say when it was late
     TableColumn("actor"),
     TableColumn("what"),
     TableColumn("status", kind="word"),
