@@ -63,7 +63,7 @@ def run_group() -> None:
     "--path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=SAMPLE_CSV,
-    show_default=True,
+    show_default=False,  # an absolute path inside the installed package: said in words
     help="A CSV file with a header row, or JSON Lines (.jsonl); by default the sample the "
     "package ships.",
 )
