@@ -45,6 +45,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import click
+import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
@@ -202,6 +203,7 @@ class Spec:
     connects: bool = True  # reaches the database at all
     spools: bool = False  # an unreachable ledger is not a failure: the events wait in the spool
     serve: bool = False
+    api: bool = False  # serves HTTP until SIGTERM: run by run_api
     paths: tuple[str, ...] = (*PATHS_WITH_SERVER, *PATHS_WITHOUT_SERVER, BAD_INPUT)
     # Success paths run in stages (history first, then reads side by side, then writers); the
     # error paths change nothing and all run side by side.
@@ -371,6 +373,12 @@ SPECS: dict[str, Spec] = {
         ok_exits=frozenset({0, 1}),
         paths=(*PATHS_WITH_SERVER, *PATHS_WITHOUT_SERVER),
     ),
+    "api": Spec(
+        lambda s: [["api", "--listen", f"127.0.0.1:{s.metrics_port}"]],
+        api=True,
+        connects=False,  # it answers 503 while the database is unreachable, and keeps serving
+        bad=lambda s: [["api", "--listen", "127.0.0.1:notaport"]],
+    ),
     "serve": Spec(
         lambda s: [
             ["serve", "--config", config_file(s), "--metrics-port", str(s.metrics_port)],
@@ -412,6 +420,7 @@ class Case:
     setting: Setting
     accept: Callable[[int], bool]
     serve: bool = False
+    api: bool = False
 
     @property
     def label(self) -> str:
@@ -450,6 +459,8 @@ def files_written(folder: Path) -> str:
 def run_case(case: Case) -> Outcome:
     if case.serve:
         return run_serve(case)
+    if case.api:
+        return run_api(case)
     done = subprocess.run(
         [*LEDGER, "-vv", *case.argv],
         cwd=case.setting.folder,
@@ -514,6 +525,54 @@ def run_serve(case: Case, timeout: float = 90.0) -> Outcome:
     return Outcome(case, process.returncode, output)
 
 
+def run_api(case: Case, timeout: float = 90.0) -> Outcome:
+    """Start ``ledger api`` (its port is the setting's ``metrics_port``); once /healthz answers,
+    ask for a run without a token and for status with a wrong one (the answers are read for
+    secrets too), then stop it with SIGTERM. A bad command line exits by itself."""
+    folder = case.setting.folder
+    base = f"http://127.0.0.1:{case.setting.metrics_port}"
+    out_path, err_path = folder.parent / f"{folder.name}.out", folder.parent / f"{folder.name}.err"
+    answers: list[str] = []
+    with out_path.open("w") as out, err_path.open("w") as err:
+        process = subprocess.Popen(
+            [*LEDGER, "-vv", *case.argv],
+            cwd=folder,
+            env=child_env(case.setting),
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while process.poll() is None:
+                if http_answer(f"{base}/healthz") is not None:
+                    answers.append(http_answer(f"{base}/v1/runs/1") or "")
+                    answers.append(http_answer(f"{base}/v1/status", "Bearer wrong") or "")
+                    process.send_signal(signal.SIGTERM)
+                    process.wait(timeout=60)
+                    break
+                log = err_path.read_text()
+                assert time.monotonic() < deadline, f"{case.label}: not ready: {log[-2000:]}"
+                threading.Event().wait(0.05)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    if case.path == "ok":
+        assert answers, f"{case.label}: never answered"
+    output = "\n".join((out_path.read_text(), err_path.read_text(), *answers))
+    return Outcome(case, process.returncode, output)
+
+
+def http_answer(url: str, authorization: str | None = None) -> str | None:
+    """The body of any answer (an error status included); None when nothing answers."""
+    headers = {"Authorization": authorization} if authorization else {}
+    try:
+        return httpx.get(url, headers=headers, timeout=5).text
+    except httpx.TransportError:
+        return None
+
+
 # ---------------------------------------------------------------- building the cases
 
 UrlFor = Callable[[str, Spec], str]  # (path, spec) -> the URL that path gives the command
@@ -566,7 +625,7 @@ def cases_for(
         (folder / "spool").mkdir(parents=True)
         url = url_for("ok" if path == BAD_INPUT else path, spec)
         setting = Setting(folder, path, via, url, inputs)
-        if spec.serve:
+        if spec.serve or spec.api:
             setting = replace(setting, metrics_port=free_port())
         if path == BAD_INPUT:
             assert spec.bad is not None
@@ -578,7 +637,16 @@ def cases_for(
                 continue  # other output formats: the URL reaches them the same way
             argv = (*args, "--db", setting.url) if via == "--db" else tuple(args)
             cases.append(
-                Case(command, path, via, argv, setting, acceptance(spec, path), spec.serve)
+                Case(
+                    command,
+                    path,
+                    via,
+                    argv,
+                    setting,
+                    acceptance(spec, path),
+                    spec.serve,
+                    spec.api,
+                )
             )
     return cases
 
