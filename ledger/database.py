@@ -489,6 +489,42 @@ def database_unreachable(error: BaseException) -> bool:
     return code is not None and (2000 <= code < 2100 or code in _SERVER_UNAVAILABLE)
 
 
+# InnoDB's deadlock and lock wait timeout. On a Galera cluster 1213 is also how a certification
+# conflict is reported: a transaction of another node committed first on a row this one wrote
+# (every append writes ledger_head), at COMMIT or earlier (a brute-force abort). Either way
+# the transaction was rolled back: nothing it wrote is committed.
+CONFLICT_CODES = frozenset({1205, 1213})
+
+
+def is_transaction_conflict(error: BaseException) -> bool:
+    """Whether ``error`` is a deadlock, a lock wait timeout or (on Galera) a certification
+    conflict: the transaction lost to another one and was rolled back, and running it again
+    may well succeed. Accepts a driver error, SQLAlchemy's wrapper, or an error raised from
+    one."""
+    cause = _driver_error(error)
+    return (
+        cause is not None
+        and not cause.connection_invalidated
+        and _mysql_error_code(cause) in CONFLICT_CODES
+    )
+
+
+ER_PARSE_ERROR = 1064
+_BROKEN_TRIGGER = "has an error in its body"
+
+
+def is_broken_trigger_load(error: BaseException) -> bool:
+    """Whether a statement failed because the server's cached table object holds trigger
+    definitions that did not load (1064 "… has an error in its body"): the stored
+    definitions may well be intact (see :meth:`ledger.Ledger._reload_table_triggers`)."""
+    cause = _driver_error(error)
+    return (
+        cause is not None
+        and _mysql_error_code(cause) == ER_PARSE_ERROR
+        and _BROKEN_TRIGGER in str(cause.orig)
+    )
+
+
 # What a MySQL/MariaDB error number says about the database itself.
 _ACCESS_DENIED = frozenset(
     {

@@ -10,6 +10,9 @@ nothing.
 from __future__ import annotations
 
 import logging
+import random
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -22,7 +25,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ledger import reads
 from ledger.clock import Clock, default_clock, isoformat_utc, utcnow
-from ledger.database import check_schema, create_ledger_engine, translate_errors
+from ledger.database import (
+    check_schema,
+    create_ledger_engine,
+    is_broken_trigger_load,
+    is_transaction_conflict,
+    translate_errors,
+)
 from ledger.dialects import (
     append_transaction,
     driver_placeholder,
@@ -63,6 +72,21 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_PAYLOAD_BYTES = 1024 * 1024
 # How much of a driver's message a refused payload's problem quotes.
 _MAX_DETAIL_CHARS = 120
+# An append that loses to another transaction (a deadlock, a lock wait timeout, or on a Galera
+# cluster a certification conflict on ledger_head) was rolled back: it is run again, with the
+# same event ids, at most this many times in all, and no attempt starts after the budget. The
+# pause before attempt n+1 is drawn uniformly from [0, min(cap, first * 2**(n-1))] ("full
+# jitter"), so writers on different nodes that collided do not collide again in step.
+MAX_CONFLICT_ATTEMPTS = 40
+CONFLICT_RETRY_BUDGET_S = 30.0
+CONFLICT_PAUSE_FIRST_S = 0.005
+CONFLICT_PAUSE_CAP_S = 0.25
+
+
+def conflict_pause(attempt: int) -> float:
+    """The jittered pause after the ``attempt``-th try lost to another transaction."""
+    ceiling = min(CONFLICT_PAUSE_CAP_S, CONFLICT_PAUSE_FIRST_S * 2 ** (attempt - 1))
+    return random.uniform(0.0, ceiling)  # noqa: S311 - spreading retries, not a secret
 
 
 class Ledger:
@@ -83,6 +107,11 @@ class Ledger:
         self.engine = engine
         self.url = url or engine.url.render_as_string(hide_password=False)
         self.own_clock: Clock | None = clock if clock is not None else default_clock()
+        # Appends run again after losing to another transaction (see MAX_CONFLICT_ATTEMPTS):
+        # how many times, since this Ledger was made (metrics, benchmarks, tests).
+        self.conflict_retries = 0
+        self.trigger_reloads = 0  # see _reload_table_triggers
+        self._retries_lock = threading.Lock()
 
     @classmethod
     def from_url(
@@ -174,13 +203,89 @@ class Ledger:
         if problems:
             raise _batch_error(batch, problems)
         with translate_errors(self.url, "append"):
+            return self._append_retrying_conflicts(batch, payloads, expected_version)
+
+    def _append_retrying_conflicts(
+        self, batch: list[EventModel], payloads: list[str], expected_version: int | None
+    ) -> AppendResult:
+        """The append, run again while it loses to another transaction (1213 deadlock or
+        Galera certification conflict, at any statement or at COMMIT; 1205 lock wait timeout):
+        the server rolled it back, so nothing of it is committed. Each attempt locks the head
+        and reads the stored event ids again, exactly as the retry after a lost COMMIT reply
+        does: were an attempt's COMMIT to have landed after all, the next one finds its events
+        stored and appends nothing (I3). Bounded by :data:`MAX_CONFLICT_ATTEMPTS` and
+        :data:`CONFLICT_RETRY_BUDGET_S`, with jittered backoff (:func:`conflict_pause`)."""
+        started = time.monotonic()
+        attempt = 1
+        while True:
             try:
-                return self._append_on_a_live_connection(batch, payloads, expected_version)
-            except IntegrityError as exc:
-                # The unique constraints are the backstop of I3/I4: a writer that bypassed the
-                # head lock got there first. Retry once; the dedupe step now sees its rows.
-                log.warning("append hit a unique constraint, retrying once: %s", exc.orig)
-                return self._append_on_a_live_connection(batch, payloads, expected_version)
+                return self._append_with_backstop(batch, payloads, expected_version)
+            except DBAPIError as exc:
+                if is_broken_trigger_load(exc) and attempt < MAX_CONFLICT_ATTEMPTS:
+                    self._reload_table_triggers(exc)
+                    attempt += 1
+                    continue
+                if not is_transaction_conflict(exc):
+                    raise
+                if (
+                    attempt >= MAX_CONFLICT_ATTEMPTS
+                    or time.monotonic() - started > CONFLICT_RETRY_BUDGET_S
+                ):
+                    log.warning(
+                        "append still lost to other transactions after %d attempt(s) in "
+                        "%.1fs; giving up: %s",
+                        attempt,
+                        time.monotonic() - started,
+                        exc.orig,
+                    )
+                    raise
+                with self._retries_lock:
+                    self.conflict_retries += 1
+                log.debug(
+                    "append lost to another transaction (certification conflict, deadlock or "
+                    "lock wait; attempt %d): %s; retrying",
+                    attempt,
+                    exc.orig,
+                )
+                time.sleep(conflict_pause(attempt))
+                attempt += 1
+
+    def _reload_table_triggers(self, error: DBAPIError) -> None:
+        """MariaDB Galera (seen on 10.11 with galera-4 26.4): a ``ledger_events`` table object
+        whose trigger definitions failed to load (the load interrupted when a certification
+        conflict aborted the statement that opened it) goes back to the node's table cache,
+        and every statement that later gets that object fails with 1064 "Unknown trigger has
+        an error in its body", although the stored definitions are intact (every other node,
+        and this one after the flush, loads them). ``FLUSH LOCAL TABLES ledger_events`` (not
+        replicated; needs the RELOAD privilege) drops the broken object; without the
+        privilege the error is raised, naming the statement a DBA can run."""
+        with self._retries_lock:
+            self.trigger_reloads += 1
+        log.warning(
+            "append: this server's cached ledger_events has triggers that failed to load "
+            "(%s); reloading it with FLUSH LOCAL TABLES ledger_events and retrying",
+            error.orig,
+        )
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("FLUSH LOCAL TABLES ledger_events")
+        except DBAPIError as flush_error:
+            log.error(
+                "FLUSH LOCAL TABLES ledger_events failed (%s): a DBA must run it on this node",
+                flush_error.orig,
+            )
+            raise error from error.orig
+
+    def _append_with_backstop(
+        self, batch: list[EventModel], payloads: list[str], expected_version: int | None
+    ) -> AppendResult:
+        try:
+            return self._append_on_a_live_connection(batch, payloads, expected_version)
+        except IntegrityError as exc:
+            # The unique constraints are the backstop of I3/I4: a writer that bypassed the
+            # head lock got there first. Retry once; the dedupe step now sees its rows.
+            log.warning("append hit a unique constraint, retrying once: %s", exc.orig)
+            return self._append_on_a_live_connection(batch, payloads, expected_version)
 
     def _append_on_a_live_connection(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import pwd
 import shutil
@@ -40,6 +41,17 @@ SQL_PORTS = (4306, 4307, 4308)
 BASE_PORTS = (4567, 4577, 4587)
 CLUSTER_NAME = "run_ledger_test"
 DB_USER = "ledger"  # created at bootstrap, replicated to every node
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the process that started it dies, even by
+    SIGKILL (then no cleanup of ours runs). Its own session keeps a Ctrl-C on the terminal
+    for the test run, whose teardown stops the nodes cleanly."""
+    os.setsid()
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def galera_library() -> str | None:
@@ -115,6 +127,9 @@ class Node:
 
     def write_config(self, library: str) -> None:
         base = self.base_port
+        provider = (
+            f"base_port={base};ist.recv_addr=127.0.0.1:{base + 1};gcache.size=64M;gcs.fc_limit=64"
+        )
         self.config.write_text(
             f"""[mysqld]
 datadir={self.datadir}
@@ -149,7 +164,7 @@ wsrep_cluster_name={CLUSTER_NAME}
 wsrep_cluster_address={self.cluster_address}
 wsrep_node_name={self.name}
 wsrep_node_address=127.0.0.1:{base}
-wsrep_provider_options="base_port={base};ist.recv_addr=127.0.0.1:{base + 1};gcache.size=64M;gcs.fc_limit=64"
+wsrep_provider_options="{provider}"
 wsrep_sst_method=rsync
 wsrep_sst_receive_address=127.0.0.1:{base + 3}
 wsrep_slave_threads=2
@@ -175,7 +190,10 @@ wsrep_slave_threads=2
         if new_cluster:
             args.append("--wsrep-new-cluster")
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
 
     @property

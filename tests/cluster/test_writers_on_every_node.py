@@ -20,8 +20,10 @@ EVENTS = 60
 
 
 def events_per_writer(slow: int) -> int:
-    return slow if os.environ.get("LEDGER_CLUSTER_EVENTS") is None else int(
-        os.environ["LEDGER_CLUSTER_EVENTS"]
+    return (
+        slow
+        if os.environ.get("LEDGER_CLUSTER_EVENTS") is None
+        else int(os.environ["LEDGER_CLUSTER_EVENTS"])
     )
 
 

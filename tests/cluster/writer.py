@@ -6,13 +6,13 @@ Starts a run, appends EVENTS RunProgressed one per transaction (the connector pa
 the run. An append that fails is counted (by MySQL error number) and tried again with the same
 event (as the SDK's spool would deliver it: same event_id), up to 50 times, so that the report
 says what the caller saw without losing the fact. Prints one JSON line: the run id, the event
-ids it delivered, the failures it saw by code, and the conflict retries the ledger made itself.
+ids it delivered, the failures it saw by code, and the conflict retries the ledger made
+itself (``Ledger.conflict_retries``).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 import uuid
@@ -22,18 +22,6 @@ from typing import Any
 
 from ledger import Ledger, LedgerError, RunFinished, RunProgressed, RunStarted
 from ledger.recorded import AppendResult
-
-RETRY_MARK = "certification conflict"  # what ledger.store logs when it retries one itself
-
-
-class RetryCounter(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.count = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if RETRY_MARK in record.getMessage():
-            self.count += 1
 
 
 def error_code(exc: BaseException) -> str:
@@ -48,9 +36,6 @@ def error_code(exc: BaseException) -> str:
 
 def main() -> None:
     url, worker, events = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    retries = RetryCounter()
-    logging.getLogger("ledger").addHandler(retries)
-    logging.getLogger("ledger").setLevel(logging.WARNING)
     ledger = Ledger.from_url(url)
     failures: Counter[str] = Counter()
     messages: dict[str, str] = {}
@@ -83,6 +68,8 @@ def main() -> None:
     deliver(lambda: ledger.append([finish]))
     delivered.append(str(finish.event_id))
     elapsed = time.monotonic() - started
+    conflict_retries = ledger.conflict_retries
+    trigger_reloads = ledger.trigger_reloads
     ledger.close()
     report: dict[str, Any] = {
         "worker": worker,
@@ -90,7 +77,8 @@ def main() -> None:
         "event_ids": delivered,
         "failures": dict(failures),
         "messages": messages,
-        "conflict_retries": retries.count,
+        "conflict_retries": conflict_retries,
+        "trigger_reloads": trigger_reloads,
         "seconds": elapsed,
     }
     print(json.dumps(report))
