@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote
 
 import pymysql
@@ -494,6 +495,49 @@ def database_unreachable(error: BaseException) -> bool:
 # (every append writes ledger_head), at COMMIT or earlier (a brute-force abort). Either way
 # the transaction was rolled back: nothing it wrote is committed.
 CONFLICT_CODES = frozenset({1205, 1213})
+
+
+# A transaction that loses to another one (is_transaction_conflict) was rolled back: it is run
+# again at most this many times in all, and no attempt starts after the budget. The pause
+# before attempt n+1 is drawn uniformly from [0, min(cap, first * 2**(n-1))] ("full jitter"),
+# so writers on different nodes that collided do not collide again in step.
+MAX_CONFLICT_ATTEMPTS = 40
+CONFLICT_RETRY_BUDGET_S = 30.0
+CONFLICT_PAUSE_FIRST_S = 0.005
+CONFLICT_PAUSE_CAP_S = 0.25
+
+T = TypeVar("T")
+
+
+def conflict_pause(attempt: int) -> float:
+    """The jittered pause after the ``attempt``-th try lost to another transaction."""
+    ceiling = min(CONFLICT_PAUSE_CAP_S, CONFLICT_PAUSE_FIRST_S * 2 ** (attempt - 1))
+    return random.uniform(0.0, ceiling)  # noqa: S311 - spreading retries, not a secret
+
+
+def retrying_conflicts(
+    action: Callable[[], T], what: str, also: tuple[type[Exception], ...] = ()
+) -> T:
+    """``action()``, run again while it fails with a transaction conflict, or one of ``also``
+    (each attempt must be a whole transaction, rolled back by the failure); bounded as the
+    append's retry. Any other error, or the last conflict, is raised."""
+    started = time.monotonic()
+    attempt = 1
+    while True:
+        try:
+            return action()
+        except Exception as exc:
+            if not (is_transaction_conflict(exc) or isinstance(exc, also)):
+                raise
+            if (
+                attempt >= MAX_CONFLICT_ATTEMPTS
+                or time.monotonic() - started > CONFLICT_RETRY_BUDGET_S
+            ):
+                log.warning("%s still conflicting after %d attempt(s); giving up", what, attempt)
+                raise
+            log.debug("%s lost to another transaction (attempt %d): %s", what, attempt, exc)
+            time.sleep(conflict_pause(attempt))
+            attempt += 1
 
 
 def is_transaction_conflict(error: BaseException) -> bool:

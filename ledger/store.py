@@ -10,7 +10,6 @@ nothing.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,7 +25,10 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from ledger import reads
 from ledger.clock import Clock, default_clock, isoformat_utc, utcnow
 from ledger.database import (
+    CONFLICT_RETRY_BUDGET_S,
+    MAX_CONFLICT_ATTEMPTS,
     check_schema,
+    conflict_pause,
     create_ledger_engine,
     is_broken_trigger_load,
     is_transaction_conflict,
@@ -72,21 +74,6 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_PAYLOAD_BYTES = 1024 * 1024
 # How much of a driver's message a refused payload's problem quotes.
 _MAX_DETAIL_CHARS = 120
-# An append that loses to another transaction (a deadlock, a lock wait timeout, or on a Galera
-# cluster a certification conflict on ledger_head) was rolled back: it is run again, with the
-# same event ids, at most this many times in all, and no attempt starts after the budget. The
-# pause before attempt n+1 is drawn uniformly from [0, min(cap, first * 2**(n-1))] ("full
-# jitter"), so writers on different nodes that collided do not collide again in step.
-MAX_CONFLICT_ATTEMPTS = 40
-CONFLICT_RETRY_BUDGET_S = 30.0
-CONFLICT_PAUSE_FIRST_S = 0.005
-CONFLICT_PAUSE_CAP_S = 0.25
-
-
-def conflict_pause(attempt: int) -> float:
-    """The jittered pause after the ``attempt``-th try lost to another transaction."""
-    ceiling = min(CONFLICT_PAUSE_CAP_S, CONFLICT_PAUSE_FIRST_S * 2 ** (attempt - 1))
-    return random.uniform(0.0, ceiling)  # noqa: S311 - spreading retries, not a secret
 
 
 class Ledger:
