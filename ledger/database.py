@@ -46,7 +46,7 @@ from ledger.dialects import (
     is_missing_table,
     is_mysql_backend,
 )
-from ledger.driver import COMMITTED_INFO, DriverCursor
+from ledger.driver import COMMITTED_INFO, GALERA_INFO, DriverCursor
 from ledger.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -332,12 +332,25 @@ def _mysql_engine(url: str, **options: Any) -> Engine:
     )
     event.listen(engine, "do_connect", _allow_multi_statements)
     event.listen(engine, "connect", _IdleBound(idle))
+    event.listen(engine, "connect", _note_galera)
     event.listen(engine, "reset", _end_open_transaction)
     if not options["pool_pre_ping"]:
         pinger = _PingWhenIdle()
         event.listen(engine, "checkin", pinger.checkin)
         event.listen(engine, "checkout", pinger.checkout)
     return engine
+
+
+def _note_galera(dbapi_connection: Any, record: Any) -> None:
+    """Mark a connection to a Galera node (:data:`ledger.driver.GALERA_INFO`): the append
+    sends it one statement per round trip (``DriverCursor.together_is_safe``)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SHOW VARIABLES LIKE 'wsrep_on'")
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    record.info[GALERA_INFO] = row is not None and str(row[1]).upper() == "ON"
 
 
 def _allow_multi_statements(

@@ -701,7 +701,7 @@ class _Appender:
         MySQL/MariaDB, when the reads fit one statement, both go in one round trip: the server
         runs the state read after the lock is granted, so it sees every committed append."""
         single = self._single_read(event_ids, run_ids)
-        if self.sql.together and single is not None:
+        if self.sql.together and single is not None and self.cursor.together_is_safe:
             head_rows, state_rows = self.cursor.execute_together(
                 [(self._lock_sql(), (HEAD_ROW_ID,)), single]
             )
@@ -826,7 +826,7 @@ class _Appender:
         """The writes, in order. On MySQL/MariaDB, when they are small, in one round trip (an
         INSERT of several rows as one statement with a VALUES group per row); otherwise one
         call to the driver per statement (``executemany`` for several rows)."""
-        if self.sql.together and text_chars <= _TOGETHER_MAX_CHARS:
+        if self.sql.together and text_chars <= _TOGETHER_MAX_CHARS and self.cursor.together_is_safe:
             statements: list[tuple[str, tuple[Any, ...]]] = []
             for statement, rows in steps:
                 if len(rows) > 1 and statement.startswith("INSERT"):
