@@ -9,12 +9,20 @@ duplicated, positions are gapless, and every node verifies to the same head.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import uuid
 from collections import Counter
 
 import pytest
 
+from forensics.triggers import check_triggers
+from ledger import Ledger
+from ledger.driver import GALERA_INFO, DriverCursor
+from tests import support
 from tests.cluster.conftest import ClusterLedger
-from tests.cluster.support import node_state, reports, writers
+from tests.cluster.galera import Cluster
+from tests.cluster.support import REPO, node_state, reports, writers
 
 EVENTS = 60
 
@@ -59,3 +67,42 @@ def test_three_writers_two_thousand_events_each(cluster_ledger: ClusterLedger) -
     found = run_writers(cluster_ledger, events_per_writer(2000))
     failures = {r["worker"]: (r["failures"], r["messages"]) for r in found}
     assert all(not r["failures"] for r in found), failures
+
+
+def test_galera_connections_send_one_statement_per_round_trip(
+    cluster_ledger: ClusterLedger,
+) -> None:
+    """What keeps the chain whole on Galera (see DriverCursor.together_is_safe)."""
+    ledger = Ledger.from_url(cluster_ledger.url(2))
+    try:
+        with ledger.engine.connect() as conn:
+            assert conn.connection.info[GALERA_INFO] is True
+            assert DriverCursor.on(conn).together_is_safe is False
+    finally:
+        ledger.close()
+
+
+def test_migrate_through_node_2_reaches_every_node(galera_cluster: Cluster) -> None:
+    """``ledger migrate`` on any node: Galera runs DDL in total order (TOI) on every node, the
+    triggers included, so the other nodes are at the revision and verify."""
+    database = f"ledger_migrate_{uuid.uuid4().hex[:8]}"
+    url = support.create_mysql_database(galera_cluster.url(2, "mysql"), database)
+    try:
+        migrated = subprocess.run(
+            [sys.executable, "-c", "from service.cli import main; main()", "migrate", "--db", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
+        assert migrated.returncode == 0, migrated.stderr
+        for node in galera_cluster.nodes:
+            ledger = Ledger.from_url(node.url(database))
+            try:
+                ledger.check_schema()
+                assert check_triggers(ledger).ok
+                ledger.start_run(node.index, f"node{node.index}")
+            finally:
+                ledger.close()
+    finally:
+        support.drop_mysql_database(url)
