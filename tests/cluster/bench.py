@@ -6,7 +6,8 @@ Every figure is writer processes (``tests/cluster/writer.py``) appending one eve
 transaction (the connector path: RunStarted, N RunProgressed, RunFinished), each on its own
 scratch database:
 
-* single: one writer on the single server at ``--single`` (the machine's MariaDB);
+* single: one writer on the single server at ``--single`` (the machine's MariaDB), and
+  single-3: three writers on it at once;
 * cluster-1: one writer on node 1 of a fresh three-node cluster (``tests.cluster.galera``);
 * cluster-3: three writers at once, one per node: aggregate events/s (all events over the
   wall time of the slowest) and the conflict retry rate (``Ledger.conflict_retries`` per
@@ -70,12 +71,13 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures to this file too")
     args = parser.parse_args()
     results: dict[str, Any] = {"events_per_writer": args.events}
-    single = scratch(args.single)
-    try:
-        results["single"] = measure([single], args.events)
-    finally:
-        support.drop_mysql_database(single)
-    print("single", results["single"], flush=True)
+    for name, count in (("single", 1), ("single-3", 3)):
+        single = scratch(args.single)
+        try:
+            results[name] = measure([single] * count, args.events)
+        finally:
+            support.drop_mysql_database(single)
+        print(name, results[name], flush=True)
     with running_cluster() as cluster:
         results["cluster_start_s"] = round(cluster.started_in_s, 1)
         for flush in (1, 2):
