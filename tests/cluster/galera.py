@@ -25,6 +25,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -310,6 +311,12 @@ class Cluster:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _listening(port: int) -> bool:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _chown_tree(path: Path) -> None:
     user = pwd.getpwnam("mysql")
     for root, dirs, files in os.walk(path):
@@ -328,6 +335,12 @@ def running_cluster(deadline_s: float = 90.0) -> Iterator[Cluster]:
     if library is None:
         raise RuntimeError("galera-4 is not installed")
     started = time.monotonic()
+    busy = [port for port in (*SQL_PORTS, *BASE_PORTS) if _listening(port)]
+    if busy:
+        raise RuntimeError(
+            f"ports {busy} are in use on 127.0.0.1: another cluster (an interrupted run's? "
+            "`pgrep -af ledger-galera`) or another server holds them"
+        )
     folder = Path(tempfile.mkdtemp(prefix="ledger-galera-"))
     folder.chmod(0o755)  # mariadbd runs as mysql: it must reach its folders
     address = "gcomm://" + ",".join(f"127.0.0.1:{port}" for port in BASE_PORTS)
