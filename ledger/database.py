@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import stat
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote
 
 import pymysql
@@ -47,7 +48,7 @@ from ledger.dialects import (
     is_missing_table,
     is_mysql_backend,
 )
-from ledger.driver import COMMITTED_INFO, DriverCursor
+from ledger.driver import COMMITTED_INFO, GALERA_INFO, DriverCursor
 from ledger.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -367,12 +368,25 @@ def _mysql_engine(url: str, **options: Any) -> Engine:
     )
     event.listen(engine, "do_connect", _allow_multi_statements)
     event.listen(engine, "connect", _IdleBound(idle))
+    event.listen(engine, "connect", _note_galera)
     event.listen(engine, "reset", _end_open_transaction)
     if not options["pool_pre_ping"]:
         pinger = _PingWhenIdle()
         event.listen(engine, "checkin", pinger.checkin)
         event.listen(engine, "checkout", pinger.checkout)
     return engine
+
+
+def _note_galera(dbapi_connection: Any, record: Any) -> None:
+    """Mark a connection to a Galera node (:data:`ledger.driver.GALERA_INFO`): the append
+    sends it one statement per round trip (``DriverCursor.together_is_safe``)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SHOW VARIABLES LIKE 'wsrep_on'")
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    record.info[GALERA_INFO] = row is not None and str(row[1]).upper() == "ON"
 
 
 def _allow_multi_statements(
@@ -528,6 +542,85 @@ def database_unreachable(error: BaseException) -> bool:
     does not exist, SQL): the first kind may pass by itself, the second will not."""
     code = _mysql_error_code(_driver_error(error))
     return code is not None and (2000 <= code < 2100 or code in _SERVER_UNAVAILABLE)
+
+
+# InnoDB's deadlock and lock wait timeout. On a Galera cluster 1213 is also how a certification
+# conflict is reported: a transaction of another node committed first on a row this one wrote
+# (every append writes ledger_head), at COMMIT or earlier (a brute-force abort). Either way
+# the transaction was rolled back: nothing it wrote is committed.
+CONFLICT_CODES = frozenset({1205, 1213})
+
+
+# A transaction that loses to another one (is_transaction_conflict) was rolled back: it is run
+# again at most this many times in all, and no attempt starts after the budget. The pause
+# before attempt n+1 is drawn uniformly from [0, min(cap, first * 2**(n-1))] ("full jitter"),
+# so writers on different nodes that collided do not collide again in step.
+MAX_CONFLICT_ATTEMPTS = 40
+CONFLICT_RETRY_BUDGET_S = 30.0
+CONFLICT_PAUSE_FIRST_S = 0.005
+CONFLICT_PAUSE_CAP_S = 0.25
+
+T = TypeVar("T")
+
+
+def conflict_pause(attempt: int) -> float:
+    """The jittered pause after the ``attempt``-th try lost to another transaction."""
+    ceiling = min(CONFLICT_PAUSE_CAP_S, CONFLICT_PAUSE_FIRST_S * 2 ** (attempt - 1))
+    return random.uniform(0.0, ceiling)  # noqa: S311 - spreading retries, not a secret
+
+
+def retrying_conflicts(
+    action: Callable[[], T], what: str, also: tuple[type[Exception], ...] = ()
+) -> T:
+    """``action()``, run again while it fails with a transaction conflict, or one of ``also``
+    (each attempt must be a whole transaction, rolled back by the failure); bounded as the
+    append's retry. Any other error, or the last conflict, is raised."""
+    started = time.monotonic()
+    attempt = 1
+    while True:
+        try:
+            return action()
+        except Exception as exc:
+            if not (is_transaction_conflict(exc) or isinstance(exc, also)):
+                raise
+            if (
+                attempt >= MAX_CONFLICT_ATTEMPTS
+                or time.monotonic() - started > CONFLICT_RETRY_BUDGET_S
+            ):
+                log.warning("%s still conflicting after %d attempt(s); giving up", what, attempt)
+                raise
+            log.debug("%s lost to another transaction (attempt %d): %s", what, attempt, exc)
+            time.sleep(conflict_pause(attempt))
+            attempt += 1
+
+
+def is_transaction_conflict(error: BaseException) -> bool:
+    """Whether ``error`` is a deadlock, a lock wait timeout or (on Galera) a certification
+    conflict: the transaction lost to another one and was rolled back, and running it again
+    may well succeed. Accepts a driver error, SQLAlchemy's wrapper, or an error raised from
+    one."""
+    cause = _driver_error(error)
+    return (
+        cause is not None
+        and not cause.connection_invalidated
+        and _mysql_error_code(cause) in CONFLICT_CODES
+    )
+
+
+ER_PARSE_ERROR = 1064
+_BROKEN_TRIGGER = "has an error in its body"
+
+
+def is_broken_trigger_load(error: BaseException) -> bool:
+    """Whether a statement failed because the server's cached table object holds trigger
+    definitions that did not load (1064 "… has an error in its body"): the stored
+    definitions may well be intact (see :meth:`ledger.Ledger._reload_table_triggers`)."""
+    cause = _driver_error(error)
+    return (
+        cause is not None
+        and _mysql_error_code(cause) == ER_PARSE_ERROR
+        and _BROKEN_TRIGGER in str(cause.orig)
+    )
 
 
 # What a MySQL/MariaDB error number says about the database itself.

@@ -29,6 +29,10 @@ Params = Sequence[Any]
 # Set on a pooled connection's info when its write transaction committed: the pool's reset
 # on return has nothing to roll back (ledger.database._end_open_transaction).
 COMMITTED_INFO = "ledger_committed"
+# Set on a pooled connection's info at connect: the server is a node of a Galera cluster
+# (``wsrep_on``), where statements are never sent several to a round trip (see
+# DriverCursor.together_is_safe).
+GALERA_INFO = "ledger_galera"
 
 
 class DriverCursor:
@@ -90,6 +94,23 @@ class DriverCursor:
             self._discard_if_interrupted(exc)
             raise
         return results
+
+    @property
+    def together_is_safe(self) -> bool:
+        """Whether :meth:`execute_together` may be used on this connection: not on a node of a
+        Galera cluster. There a transaction aborted by a conflicting write set from another
+        node (a brute-force abort) while the client is between two round trips is rolled back
+        at once, and the next packet's first statement reports the deadlock; but MariaDB 10.11
+        with galera-4 26.4 then runs the packet's other statements in a new transaction:
+        "INSERT events; UPDATE head; COMMIT" committed the head without its events. Seen in
+        issue 18 with two writers on two nodes: position 55 written twice in effect, the
+        second event chained to the hash of an event that was never stored (``ledger
+        verify``: "prev_hash does not match", "version 56 where 55 was due"); and table objects
+        opened meanwhile came back with trigger bodies that failed to parse (1064 "Unknown
+        trigger has an error in its body"). One statement per round trip is reported, and
+        rolled back, whole.
+        """
+        return not self._connection.info.get(GALERA_INFO, False)
 
     def fetchone(self) -> Any:
         return self._cursor.fetchone()

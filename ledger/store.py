@@ -10,6 +10,8 @@ nothing.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -22,7 +24,16 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ledger import reads
 from ledger.clock import Clock, default_clock, isoformat_utc, utcnow
-from ledger.database import check_schema, create_ledger_engine, translate_errors
+from ledger.database import (
+    CONFLICT_RETRY_BUDGET_S,
+    MAX_CONFLICT_ATTEMPTS,
+    check_schema,
+    conflict_pause,
+    create_ledger_engine,
+    is_broken_trigger_load,
+    is_transaction_conflict,
+    translate_errors,
+)
 from ledger.dialects import (
     append_transaction,
     driver_placeholder,
@@ -83,6 +94,11 @@ class Ledger:
         self.engine = engine
         self.url = url or engine.url.render_as_string(hide_password=False)
         self.own_clock: Clock | None = clock if clock is not None else default_clock()
+        # Appends run again after losing to another transaction (see MAX_CONFLICT_ATTEMPTS):
+        # how many times, since this Ledger was made (metrics, benchmarks, tests).
+        self.conflict_retries = 0
+        self.trigger_reloads = 0  # see _reload_table_triggers
+        self._retries_lock = threading.Lock()
 
     @classmethod
     def from_url(
@@ -174,13 +190,89 @@ class Ledger:
         if problems:
             raise _batch_error(batch, problems)
         with translate_errors(self.url, "append"):
+            return self._append_retrying_conflicts(batch, payloads, expected_version)
+
+    def _append_retrying_conflicts(
+        self, batch: list[EventModel], payloads: list[str], expected_version: int | None
+    ) -> AppendResult:
+        """The append, run again while it loses to another transaction (1213 deadlock or
+        Galera certification conflict, at any statement or at COMMIT; 1205 lock wait timeout):
+        the server rolled it back, so nothing of it is committed. Each attempt locks the head
+        and reads the stored event ids again, exactly as the retry after a lost COMMIT reply
+        does: were an attempt's COMMIT to have landed after all, the next one finds its events
+        stored and appends nothing (I3). Bounded by :data:`MAX_CONFLICT_ATTEMPTS` and
+        :data:`CONFLICT_RETRY_BUDGET_S`, with jittered backoff (:func:`conflict_pause`)."""
+        started = time.monotonic()
+        attempt = 1
+        while True:
             try:
-                return self._append_on_a_live_connection(batch, payloads, expected_version)
-            except IntegrityError as exc:
-                # The unique constraints are the backstop of I3/I4: a writer that bypassed the
-                # head lock got there first. Retry once; the dedupe step now sees its rows.
-                log.warning("append hit a unique constraint, retrying once: %s", exc.orig)
-                return self._append_on_a_live_connection(batch, payloads, expected_version)
+                return self._append_with_backstop(batch, payloads, expected_version)
+            except DBAPIError as exc:
+                if is_broken_trigger_load(exc) and attempt < MAX_CONFLICT_ATTEMPTS:
+                    self._reload_table_triggers(exc)
+                    attempt += 1
+                    continue
+                if not is_transaction_conflict(exc):
+                    raise
+                if (
+                    attempt >= MAX_CONFLICT_ATTEMPTS
+                    or time.monotonic() - started > CONFLICT_RETRY_BUDGET_S
+                ):
+                    log.warning(
+                        "append still lost to other transactions after %d attempt(s) in "
+                        "%.1fs; giving up: %s",
+                        attempt,
+                        time.monotonic() - started,
+                        exc.orig,
+                    )
+                    raise
+                with self._retries_lock:
+                    self.conflict_retries += 1
+                log.debug(
+                    "append lost to another transaction (certification conflict, deadlock or "
+                    "lock wait; attempt %d): %s; retrying",
+                    attempt,
+                    exc.orig,
+                )
+                time.sleep(conflict_pause(attempt))
+                attempt += 1
+
+    def _reload_table_triggers(self, error: DBAPIError) -> None:
+        """MariaDB Galera (seen on 10.11 with galera-4 26.4): a ``ledger_events`` table object
+        whose trigger definitions failed to load (the load interrupted when a certification
+        conflict aborted the statement that opened it) goes back to the node's table cache,
+        and every statement that later gets that object fails with 1064 "Unknown trigger has
+        an error in its body", although the stored definitions are intact (every other node,
+        and this one after the flush, loads them). ``FLUSH LOCAL TABLES ledger_events`` (not
+        replicated; needs the RELOAD privilege) drops the broken object; without the
+        privilege the error is raised, naming the statement a DBA can run."""
+        with self._retries_lock:
+            self.trigger_reloads += 1
+        log.warning(
+            "append: this server's cached ledger_events has triggers that failed to load "
+            "(%s); reloading it with FLUSH LOCAL TABLES ledger_events and retrying",
+            error.orig,
+        )
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("FLUSH LOCAL TABLES ledger_events")
+        except DBAPIError as flush_error:
+            log.error(
+                "FLUSH LOCAL TABLES ledger_events failed (%s): a DBA must run it on this node",
+                flush_error.orig,
+            )
+            raise error from error.orig
+
+    def _append_with_backstop(
+        self, batch: list[EventModel], payloads: list[str], expected_version: int | None
+    ) -> AppendResult:
+        try:
+            return self._append_on_a_live_connection(batch, payloads, expected_version)
+        except IntegrityError as exc:
+            # The unique constraints are the backstop of I3/I4: a writer that bypassed the
+            # head lock got there first. Retry once; the dedupe step now sees its rows.
+            log.warning("append hit a unique constraint, retrying once: %s", exc.orig)
+            return self._append_on_a_live_connection(batch, payloads, expected_version)
 
     def _append_on_a_live_connection(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
@@ -609,7 +701,7 @@ class _Appender:
         MySQL/MariaDB, when the reads fit one statement, both go in one round trip: the server
         runs the state read after the lock is granted, so it sees every committed append."""
         single = self._single_read(event_ids, run_ids)
-        if self.sql.together and single is not None:
+        if self.sql.together and single is not None and self.cursor.together_is_safe:
             head_rows, state_rows = self.cursor.execute_together(
                 [(self._lock_sql(), (HEAD_ROW_ID,)), single]
             )
@@ -734,7 +826,7 @@ class _Appender:
         """The writes, in order. On MySQL/MariaDB, when they are small, in one round trip (an
         INSERT of several rows as one statement with a VALUES group per row); otherwise one
         call to the driver per statement (``executemany`` for several rows)."""
-        if self.sql.together and text_chars <= _TOGETHER_MAX_CHARS:
+        if self.sql.together and text_chars <= _TOGETHER_MAX_CHARS and self.cursor.together_is_safe:
             statements: list[tuple[str, tuple[Any, ...]]] = []
             for statement, rows in steps:
                 if len(rows) > 1 and statement.startswith("INSERT"):

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import utcnow
 from ledger.text import clip
-from projections.errors import PoisonEventError
+from projections.errors import CheckpointMovedError, PoisonEventError, ProjectionBusyError
 from projections.schema import INGESTION_RUNS, SHADOW, projection_checkpoints, projection_skips
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,20 @@ def read_checkpoint(conn: Connection, name: str, lock: bool = False) -> Checkpoi
     return Checkpoint(**{key: row[key] for key in Checkpoint.__dataclass_fields__})
 
 
-def advance(conn: Connection, name: str, position: int) -> None:
-    """Move the checkpoint to ``position`` and clear any error recorded before it."""
-    conn.execute(
-        update(projection_checkpoints)
-        .where(projection_checkpoints.c.name == name)
-        .values(
+def advance(conn: Connection, name: str, position: int, expected: int | None = None) -> None:
+    """Move the checkpoint to ``position`` and clear any error recorded before it.
+
+    With ``expected`` (the position this transaction read), a compare-and-set: raises
+    :class:`CheckpointMovedError` if the checkpoint is elsewhere. On one server the row lock
+    already guarantees it; on a Galera cluster, where the projector's named lock is per node,
+    this write of the checkpoint row is what the cluster certifies: of two projectors on two
+    nodes that read the same checkpoint, the second to commit gets a certification conflict
+    (1213) and applies nothing."""
+    query = update(projection_checkpoints).where(projection_checkpoints.c.name == name)
+    if expected is not None:
+        query = query.where(projection_checkpoints.c.position == expected)
+    result = conn.execute(
+        query.values(
             position=position,
             updated_at=utcnow(),
             error_position=None,
@@ -76,6 +84,36 @@ def advance(conn: Connection, name: str, position: int) -> None:
             error_at=None,
         )
     )
+    if expected is not None and result.rowcount != 1:
+        raise CheckpointMovedError(
+            f"projection {name}: the checkpoint moved from {expected} while this batch was "
+            "applied (another projector); reading the batch again"
+        )
+
+
+def finish_swap(conn: Connection, name: str, position: int) -> bool:
+    """After a MySQL rebuild's RENAME: move the checkpoint to the position the swapped-in
+    tables hold and clear the swap's mark, unless a projector already did (on a Galera cluster
+    the rebuild's named lock does not keep projectors on other nodes out, and one of them may
+    have recovered the swap, :func:`recover_interrupted_swap`, and gone on past it: moving the
+    checkpoint back would apply those events twice). True if this call moved it."""
+    result = conn.execute(
+        update(projection_checkpoints)
+        .where(
+            projection_checkpoints.c.name == name,
+            projection_checkpoints.c.rebuild_position == position,
+        )
+        .values(
+            position=position,
+            rebuild_position=None,
+            updated_at=utcnow(),
+            error_position=None,
+            error_type=None,
+            error_message=None,
+            error_at=None,
+        )
+    )
+    return result.rowcount == 1
 
 
 def record_error(conn: Connection, name: str, poison: PoisonEventError) -> None:
@@ -94,12 +132,36 @@ def record_error(conn: Connection, name: str, poison: PoisonEventError) -> None:
 
 def mark_swap(conn: Connection, name: str, position: int | None) -> None:
     """Record (or clear, with None) the position a rebuild's shadow tables hold, before a swap
-    that cannot share a transaction with the checkpoint (MySQL's RENAME TABLE commits)."""
+    that cannot share a transaction with the checkpoint (MySQL's RENAME TABLE commits). The
+    mark's time is the checkpoint's ``updated_at`` (see :func:`_swap_may_be_running`)."""
+    values: dict[str, object] = {"rebuild_position": position}
+    if position is not None:
+        values["updated_at"] = utcnow()
     conn.execute(
-        update(projection_checkpoints)
-        .where(projection_checkpoints.c.name == name)
-        .values(rebuild_position=position)
+        update(projection_checkpoints).where(projection_checkpoints.c.name == name).values(**values)
     )
+
+
+# How long after its mark a swap may still be under way on another node of a Galera cluster:
+# the mark, the RENAME and the checkpoint's move take milliseconds; a mark older than this with
+# the shadow tables still there is a rebuild that died before its swap.
+SWAP_GRACE = timedelta(minutes=2)
+
+
+def _swap_may_be_running(conn: Connection, checkpoint: Checkpoint) -> bool:
+    """Whether the swap marked in ``checkpoint`` may belong to a rebuild still running. On one
+    server, never: the caller holds the projection's named lock, which a rebuild holds for its
+    whole swap. On a Galera cluster named locks are per node, so a mark younger than
+    :data:`SWAP_GRACE` whose RENAME has not arrived yet (the shadow tables are still there)
+    is taken for a swap under way on another node: clearing it would let this projector
+    advance the old tables while the rebuild swaps its own in."""
+    if conn.dialect.name == "sqlite":
+        return False
+    wsrep = conn.exec_driver_sql("SHOW VARIABLES LIKE 'wsrep_on'").first()
+    if wsrep is None or str(wsrep[1]).upper() != "ON":
+        return False
+    marked = checkpoint.updated_at.replace(tzinfo=None)
+    return utcnow().replace(tzinfo=None) - marked < SWAP_GRACE
 
 
 def recover_interrupted_swap(conn: Connection, checkpoint: Checkpoint) -> Checkpoint:
@@ -112,6 +174,12 @@ def recover_interrupted_swap(conn: Connection, checkpoint: Checkpoint) -> Checkp
     if checkpoint.rebuild_position is None:
         return checkpoint
     if inspect(conn).has_table(INGESTION_RUNS + SHADOW):
+        if _swap_may_be_running(conn, checkpoint):
+            raise ProjectionBusyError(
+                f"projection {checkpoint.name}: a rebuild on another node of this cluster is "
+                f"swapping its tables in (marked at {checkpoint.updated_at:%Y-%m-%d %H:%M:%S} "
+                "UTC); waiting for it"
+            )
         log.warning("a rebuild stopped before its swap; the live tables were not touched")
         mark_swap(conn, checkpoint.name, None)
     else:

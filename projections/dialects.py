@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,9 +27,10 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
 from ledger import Ledger
+from ledger.database import retrying_conflicts
 from ledger.dialects import idle_bounded_session
 from ledger.store import as_ledger
-from projections.checkpoints import advance, mark_swap, read_checkpoint
+from projections.checkpoints import advance, finish_swap, mark_swap, read_checkpoint
 from projections.errors import ProjectionBusyError
 from projections.schema import (
     INGESTION_RUNS,
@@ -40,6 +42,8 @@ from projections.schema import (
     ingestion_runs,
 )
 from projections.writer import ReadModelWriter
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LOCK_TIMEOUT_S = 60
 LOCK_NAME_MAX = 64  # MySQL refuses longer GET_LOCK names
@@ -223,9 +227,17 @@ def _swap_mysql(ledger: Ledger, position: int, catch_up: CatchUp) -> int:
     swap (:func:`projections.checkpoints.recover_interrupted_swap`). The live tables leave as
     ``…__old``, for the caller to drop."""
     with projection_session(ledger, PROJECTION_NAME, action="rebuild") as conn:
-        with conn.begin():
-            position = catch_up(conn, position)
-            mark_swap(conn, PROJECTION_NAME, position)
+
+        def catch_up_and_mark() -> int:
+            with conn.begin():
+                caught_up = catch_up(conn, position)
+                mark_swap(conn, PROJECTION_NAME, caught_up)
+            return caught_up
+
+        # On a Galera cluster a projector on another node may commit a batch meanwhile (the
+        # named lock is per node): the mark's write of the checkpoint row then loses the
+        # certification, and the catch-up runs again.
+        position = retrying_conflicts(catch_up_and_mark, "rebuild swap")
         conn.exec_driver_sql(
             "RENAME TABLE "
             + ", ".join(
@@ -234,7 +246,11 @@ def _swap_mysql(ledger: Ledger, position: int, catch_up: CatchUp) -> int:
             )
         )
         conn.commit()  # RENAME committed implicitly; end SQLAlchemy's autobegun transaction
-        with conn.begin():
-            mark_swap(conn, PROJECTION_NAME, None)
-            advance(conn, PROJECTION_NAME, position)
+
+        def finish() -> None:
+            with conn.begin():
+                if not finish_swap(conn, PROJECTION_NAME, position):
+                    log.info("a projector finished the swap to %d first", position)
+
+        retrying_conflicts(finish, "rebuild swap")
     return position

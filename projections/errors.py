@@ -28,3 +28,9 @@ class ProjectionTimeoutError(ProjectionError):
 
 class ProjectionBusyError(ProjectionError):
     """Another process held the projection lock for longer than the timeout (a rebuild?)."""
+
+
+class CheckpointMovedError(ProjectionError):
+    """The checkpoint was not where this transaction read it when it came to advance it: another
+    projector (on another node of a Galera cluster, where the named lock does not reach) got
+    there first. The transaction is rolled back and the batch read again."""

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, insert
 from sqlalchemy.exc import DBAPIError
 
 from ledger import Ledger, RecordedEvent, StorageError, ValidationError
-from ledger.database import is_refused_value
+from ledger.database import is_refused_value, retrying_conflicts
 from ledger.durations import format_duration
 from ledger.reads import event_type_at, read_events_page, read_head
 from ledger.text import clip, visible
@@ -30,7 +30,12 @@ from projections.checkpoints import (
     skipped_positions,
 )
 from projections.dialects import projection_transaction
-from projections.errors import PoisonEventError, ProjectionBusyError, ProjectionTimeoutError
+from projections.errors import (
+    CheckpointMovedError,
+    PoisonEventError,
+    ProjectionBusyError,
+    ProjectionTimeoutError,
+)
 from projections.fold import BatchOutcome
 from projections.schema import (
     PROJECTION_NAME,
@@ -139,7 +144,7 @@ class Projector:
         refused one commit, and the refused one is recorded as the projection's error.
         """
         try:
-            return self._apply_batch(one_by_one=False)
+            return self._apply_batch_retrying(one_by_one=False)
         except StorageError as exc:
             if not is_refused_value(exc):
                 raise
@@ -149,7 +154,17 @@ class Projector:
                 self.name,
                 visible(str(exc)),
             )
-            return self._apply_batch(one_by_one=True)
+            return self._apply_batch_retrying(one_by_one=True)
+
+    def _apply_batch_retrying(self, one_by_one: bool) -> tuple[int, bool]:
+        """The batch, read and applied again when another projector committed first (a
+        certification conflict or a moved checkpoint: another node's projector on a Galera
+        cluster); the retry continues after what that one applied."""
+        return retrying_conflicts(
+            lambda: self._apply_batch(one_by_one),
+            f"projection {self.name}",
+            also=(CheckpointMovedError,),
+        )
 
     def _apply_batch(self, one_by_one: bool) -> tuple[int, bool]:
         with projection_transaction(self.ledger, self.name, "project") as conn:
@@ -171,7 +186,7 @@ class Projector:
             else:
                 outcome = self.writer.apply(conn, events, skipped)
             if outcome.last_position is not None:
-                advance(conn, self.name, outcome.last_position)
+                advance(conn, self.name, outcome.last_position, expected=checkpoint.position)
             if outcome.poison is not None:
                 record_error(conn, self.name, outcome.poison)
             lag = self._lag_events(conn, outcome.last_position)

@@ -9,6 +9,7 @@ from sqlalchemy import delete, insert
 
 from ledger import ConstraintError, Ledger
 from ledger.clock import utcnow
+from ledger.database import retrying_conflicts
 from service.schema import schedule_claims
 
 
@@ -20,8 +21,15 @@ def interval_tick(now: datetime, interval: timedelta, origin: datetime) -> datet
 
 
 def claim(ledger: Ledger, job_id: str, tick_at: datetime, claimed_by: str) -> bool:
-    """True for the one process whose INSERT of (job, tick) wins."""
-    try:
+    """True for the one process whose INSERT of (job, tick) wins.
+
+    On a Galera cluster two processes on two nodes inserting the same (job, tick) at once do
+    not meet at the unique key on either node: the second to commit gets a certification
+    conflict (1213) instead. The INSERT is then tried again (bounded, jittered): by then the
+    winner's row has arrived, and the key refuses it, or (the winner's transaction lost in its
+    turn) this one wins."""
+
+    def insert_claim() -> None:
         with ledger.transaction("claim") as conn:
             conn.execute(
                 insert(schedule_claims).values(
@@ -31,6 +39,9 @@ def claim(ledger: Ledger, job_id: str, tick_at: datetime, claimed_by: str) -> bo
                     claimed_at=utcnow(),
                 )
             )
+
+    try:
+        retrying_conflicts(insert_claim, f"claim of {job_id} at {tick_at.isoformat()}")
     except ConstraintError:  # another process's INSERT of this (job, tick) won
         return False
     return True

@@ -1,0 +1,380 @@
+"""A three-node MariaDB Galera cluster on 127.0.0.1, in a temporary folder, for the cluster tests
+and the cluster benchmark.
+
+Facts this layout relies on (found setting one up, issue 18):
+
+* Galera's IST listener takes ``base_port + 1``: the SST receive address is put at
+  ``base_port + 3`` so it never collides with it.
+* rsync SST run by root fails with ``Permission denied`` on ``ibdata1``: ``mariadbd`` runs as
+  user ``mysql`` (``--user=mysql``, started by root) with every folder owned by ``mysql``.
+* Each node gets ``mariadb-install-db --defaults-file=…`` before its first start.
+* 64 MB buffer pools and small redo logs keep three nodes small; durability settings are relaxed
+  (``innodb_flush_log_at_trx_commit = 2``): the cluster's copies are the durability here.
+
+Every process started here is started in a session of its own and ended by its pid (SIGTERM,
+then SIGKILL past a deadline); nothing waits a fixed time: every wait polls a condition until a
+deadline.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pymysql
+
+GALERA_LIBRARIES = ("/usr/lib/galera/libgalera_smm.so", "/usr/lib/libgalera_smm.so")
+MARIADBD = "/usr/sbin/mariadbd"
+INSTALL_DB = "mariadb-install-db"
+SQL_PORTS = (4306, 4307, 4308)
+BASE_PORTS = (4567, 4577, 4587)
+CLUSTER_NAME = "run_ledger_test"
+DB_USER = "ledger"  # created at bootstrap, replicated to every node
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the process that started it dies, even by
+    SIGKILL (then no cleanup of ours runs). Its own session keeps a Ctrl-C on the terminal
+    for the test run, whose teardown stops the nodes cleanly."""
+    os.setsid()
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def galera_library() -> str | None:
+    return next((path for path in GALERA_LIBRARIES if Path(path).exists()), None)
+
+
+def missing_requirements() -> list[str]:
+    """What this machine lacks to run a local cluster (empty when it can)."""
+    missing = []
+    if galera_library() is None:
+        missing.append("galera-4 (libgalera_smm.so)")
+    if shutil.which("rsync") is None:
+        missing.append("rsync")
+    if not Path(MARIADBD).exists():
+        missing.append(MARIADBD)
+    if shutil.which(INSTALL_DB) is None:
+        missing.append(INSTALL_DB)
+    try:
+        pwd.getpwnam("mysql")
+    except KeyError:
+        missing.append("the user mysql")
+    return missing
+
+
+def wait_until(
+    condition: Callable[[], bool], deadline_s: float, what: str, poll_s: float = 0.1
+) -> None:
+    """Poll ``condition`` until it holds; TimeoutError naming ``what`` past the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            if condition():
+                return
+        except pymysql.err.Error:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {deadline_s:.0f}s")
+        time.sleep(poll_s)
+
+
+@dataclass
+class Node:
+    index: int  # 1, 2, 3
+    folder: Path
+    sql_port: int
+    base_port: int
+    cluster_address: str
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"node{self.index}"
+
+    @property
+    def datadir(self) -> Path:
+        return self.folder / "data"
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "my.cnf"
+
+    @property
+    def galera_config(self) -> Path:
+        return self.folder / "galera.cnf"
+
+    @property
+    def socket(self) -> Path:
+        return self.folder / "mysqld.sock"
+
+    @property
+    def error_log(self) -> Path:
+        return self.folder / "error.log"
+
+    def write_config(self, library: str) -> None:
+        base = self.base_port
+        # A node that vanishes is declared gone within seconds rather than Galera's default
+        # 15 s (commits on the others wait for that): suspected after 3 s, evicted after 5 s.
+        provider = ";".join(
+            (
+                f"base_port={base}",
+                f"ist.recv_addr=127.0.0.1:{base + 1}",
+                "gcache.size=64M",
+                "gcs.fc_limit=64",
+                "evs.keepalive_period=PT0.5S",
+                "evs.inactive_check_period=PT0.5S",
+                "evs.suspect_timeout=PT3S",
+                "evs.inactive_timeout=PT5S",
+            )
+        )
+        self.config.write_text(
+            f"""[mysqld]
+datadir={self.datadir}
+socket={self.socket}
+pid-file={self.folder / "mysqld.pid"}
+log-error={self.error_log}
+tmpdir={self.folder / "tmp"}
+port={self.sql_port}
+bind-address=127.0.0.1
+user=mysql
+skip-name-resolve
+character-set-server=utf8mb4
+collation-server=utf8mb4_general_ci
+default-storage-engine=InnoDB
+innodb_buffer_pool_size=64M
+innodb_log_file_size=16M
+innodb_flush_log_at_trx_commit=2
+innodb_autoinc_lock_mode=2
+binlog_format=ROW
+max_connections=200
+performance_schema=OFF
+"""
+        )
+        # mariadb-install-db reads the server's settings alone: with wsrep on, its bootstrap
+        # fails (ERROR 1051 on mysql.tmp_user_sys).
+        self.galera_config.write_text(
+            f"""!include {self.config}
+[mysqld]
+wsrep_on=ON
+wsrep_provider={library}
+wsrep_cluster_name={CLUSTER_NAME}
+wsrep_cluster_address={self.cluster_address}
+wsrep_node_name={self.name}
+wsrep_node_address=127.0.0.1:{base}
+wsrep_provider_options="{provider}"
+wsrep_sst_method=rsync
+wsrep_sst_receive_address=127.0.0.1:{base + 3}
+wsrep_slave_threads=2
+"""
+        )
+
+    def install(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                INSTALL_DB,
+                f"--defaults-file={self.config}",
+                "--user=mysql",
+                "--skip-test-db",
+                "--auth-root-authentication-method=socket",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    def start(self, new_cluster: bool = False) -> None:
+        args = [MARIADBD, f"--defaults-file={self.galera_config}"]
+        if new_cluster:
+            args.append("--wsrep-new-cluster")
+        self.process = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the node vanishes as in a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self, deadline_s: float = 30.0) -> None:
+        """SIGTERM (a clean shutdown), SIGKILL past the deadline."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=deadline_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def connect(self, *, database: str | None = None, as_root: bool = False) -> pymysql.Connection:
+        if as_root:  # the unix_socket account, before the cluster's own user exists
+            return pymysql.connect(
+                unix_socket=str(self.socket), user="root", database=database, autocommit=True
+            )
+        return pymysql.connect(
+            host="127.0.0.1",
+            port=self.sql_port,
+            user=DB_USER,
+            database=database,
+            autocommit=True,
+            connect_timeout=2,
+        )
+
+    def status(self, variable: str) -> str | None:
+        with contextlib.closing(self.connect(as_root=True)) as conn, conn.cursor() as cursor:
+            cursor.execute("SHOW GLOBAL STATUS LIKE %s", (variable,))
+            row = cursor.fetchone()
+        return None if row is None else str(row[1])
+
+    def synced(self, size: int = 3) -> bool:
+        if not self.running:
+            raise RuntimeError(f"{self.name} exited; see {self.error_log}:\n{self.log_tail()}")
+        return (
+            self.status("wsrep_ready") == "ON"
+            and self.status("wsrep_cluster_size") == str(size)
+            and self.status("wsrep_local_state_comment") == "Synced"
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.error_log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no error log)"
+
+    def url(self, database: str) -> str:
+        return f"mysql+pymysql://{DB_USER}@127.0.0.1:{self.sql_port}/{database}"
+
+
+@dataclass
+class Cluster:
+    folder: Path
+    nodes: list[Node] = field(default_factory=list)
+    started_in_s: float = 0.0
+
+    def url(self, index: int, database: str) -> str:
+        return self.nodes[index - 1].url(database)
+
+    def node(self, index: int) -> Node:
+        return self.nodes[index - 1]
+
+    def wait_synced(self, deadline_s: float = 60.0) -> None:
+        for node in self.nodes:
+            wait_until(
+                lambda n=node: n.synced(len(self.nodes)),  # type: ignore[misc]
+                deadline_s,
+                f"{node.name} synced in a cluster of {len(self.nodes)}",
+            )
+
+    def wait_size(self, size: int, nodes: list[Node], deadline_s: float = 60.0) -> None:
+        for node in nodes:
+            wait_until(
+                lambda n=node: n.synced(size),  # type: ignore[misc]
+                deadline_s,
+                f"{node.name} synced in a cluster of {size}",
+            )
+
+    def restart(self, index: int, deadline_s: float = 90.0) -> None:
+        """Start a stopped or killed node again: it rejoins (IST when the others' gcache still
+        holds what it missed) and is waited for until it is synced."""
+        node = self.node(index)
+        node.start()
+        self.wait_synced(deadline_s)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _listening(port: int) -> bool:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _chown_tree(path: Path) -> None:
+    user = pwd.getpwnam("mysql")
+    for root, dirs, files in os.walk(path):
+        os.chown(root, user.pw_uid, user.pw_gid)
+        for name in (*dirs, *files):
+            os.chown(os.path.join(root, name), user.pw_uid, user.pw_gid)
+
+
+@contextlib.contextmanager
+def running_cluster(deadline_s: float = 90.0) -> Iterator[Cluster]:
+    """Three nodes: node 1 bootstraps (``--wsrep-new-cluster``), nodes 2 and 3 join by rsync
+    SST; yields once every node is Synced in a cluster of 3 and ``wsrep_ready``. Stopped and
+    removed when the block ends, however it ends (an atexit hook covers an interpreter exit
+    that skips the block's end)."""
+    library = galera_library()
+    if library is None:
+        raise RuntimeError("galera-4 is not installed")
+    started = time.monotonic()
+    busy = [port for port in (*SQL_PORTS, *BASE_PORTS) if _listening(port)]
+    if busy:
+        raise RuntimeError(
+            f"ports {busy} are in use on 127.0.0.1: another cluster (an interrupted run's? "
+            "`pgrep -af ledger-galera`) or another server holds them"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="ledger-galera-"))
+    folder.chmod(0o755)  # mariadbd runs as mysql: it must reach its folders
+    address = "gcomm://" + ",".join(f"127.0.0.1:{port}" for port in BASE_PORTS)
+    cluster = Cluster(folder)
+    for index, (sql_port, base_port) in enumerate(zip(SQL_PORTS, BASE_PORTS, strict=True), 1):
+        node = Node(index, folder / f"node{index}", sql_port, base_port, address)
+        node.datadir.mkdir(parents=True)
+        (node.folder / "tmp").mkdir()  # own temp tables: /tmp is shared with other servers
+        node.write_config(library)
+        cluster.nodes.append(node)
+    _chown_tree(folder)
+    atexit.register(cluster.cleanup)
+    try:
+        installs = [node.install() for node in cluster.nodes]
+        for node, install in zip(cluster.nodes, installs, strict=True):
+            _, err = install.communicate(timeout=deadline_s)
+            if install.returncode != 0:
+                raise RuntimeError(f"{INSTALL_DB} for {node.name} failed: {err.decode()[-2000:]}")
+        first = cluster.nodes[0]
+        first.start(new_cluster=True)
+        wait_until(lambda: first.synced(1), deadline_s, "node1 bootstrapped")
+        with contextlib.closing(first.connect(as_root=True)) as conn, conn.cursor() as cursor:
+            cursor.execute(f"CREATE USER IF NOT EXISTS '{DB_USER}'@'127.0.0.1'")
+            cursor.execute(f"GRANT ALL ON *.* TO '{DB_USER}'@'127.0.0.1' WITH GRANT OPTION")
+        for node in cluster.nodes[1:]:
+            node.start()
+        cluster.wait_synced(deadline_s)
+        cluster.started_in_s = time.monotonic() - started
+        yield cluster
+    except BaseException:
+        for node in cluster.nodes:
+            if node.running or node.error_log.exists():
+                print(f"--- {node.name} error log (tail)\n{node.log_tail()}")
+        raise
+    finally:
+        cluster.cleanup()
+        atexit.unregister(cluster.cleanup)

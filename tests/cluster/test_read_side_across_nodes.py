@@ -1,0 +1,190 @@
+"""The projector, the rebuild, the sweeper and serve's schedule claims with processes on
+different nodes of a Galera cluster, where ``GET_LOCK`` and ``SELECT … FOR UPDATE`` hold on one
+node only (issue 18). What excludes them across nodes is what the cluster certifies: every
+projector batch writes the checkpoint row (a compare-and-set), every sweep appends through the
+head row, every claim inserts one key; the loser of a race is rolled back and tries again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from ledger import Ledger
+from ledger.sweeper import sweep
+from projections import Projector, rebuild
+from service.claims import claim
+from tests.cluster.conftest import ClusterLedger
+from tests.cluster.galera import wait_until
+from tests.cluster.support import node_state, reports, writers
+from tests.projection_support import replayed_rows, table_rows, transition_rows
+
+
+@contextmanager
+def ledgers(cluster_ledger: ClusterLedger) -> Iterator[list[Ledger]]:
+    opened = [Ledger.from_url(url) for url in cluster_ledger.urls]
+    try:
+        yield opened
+    finally:
+        for ledger in opened:
+            ledger.close()
+
+
+class Background(threading.Thread):
+    """Runs ``work(stop)`` until stopped; an exception is kept for the test to raise."""
+
+    def __init__(self, work: Callable[[threading.Event], None]) -> None:
+        super().__init__(daemon=True)
+        self.work = work
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.work(self.stop)
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(timeout=120)
+        assert not self.is_alive()
+        if self.error is not None:
+            raise self.error
+
+
+def finish_all(threads: list[Background]) -> None:
+    """Join every thread; raise the first error that is not a barrier another one broke."""
+    for thread in threads:
+        thread.join(timeout=120)
+    errors = [t.error for t in threads if t.error is not None]
+    errors.sort(key=lambda e: isinstance(e, threading.BrokenBarrierError))
+    if errors:
+        raise errors[0]
+    for thread in threads:
+        thread.finish()
+
+
+def wait_projected_everywhere(nodes: list[Ledger]) -> None:
+    head = nodes[0].head().last_position
+    for ledger in nodes:
+        wait_until(
+            lambda ledger=ledger: (
+                Projector(ledger).checkpoint().position == head
+                and ledger.head().last_position == head
+            ),
+            60,
+            f"{ledger} projected to {head}",
+        )
+
+
+def assert_projection_is_a_replay(nodes: list[Ledger]) -> None:
+    expected = replayed_rows(nodes[0])
+    transitions = transition_rows(nodes[0])
+    for ledger in nodes:
+        assert table_rows(ledger) == expected, ledger
+        assert transition_rows(ledger) == transitions, ledger
+    assert len(expected) == 3
+
+
+def test_two_projectors_on_two_nodes_never_double_count(cluster_ledger: ClusterLedger) -> None:
+    with ledgers(cluster_ledger) as nodes:
+        followers = [
+            Background(
+                lambda stop, ledger=ledger: Projector(ledger, batch_size=7).follow(
+                    stop, interval=0.02
+                )
+            )
+            for ledger in nodes[:2]
+        ]
+        for follower in followers:
+            follower.start()
+        with writers(cluster_ledger.urls, 150) as processes:
+            reports(processes, timeout=240)
+        wait_projected_everywhere(nodes)
+        for follower in followers:
+            follower.finish()
+        assert_projection_is_a_replay(nodes)
+        assert all(node_state(url)["verified"] for url in cluster_ledger.urls)
+
+
+def test_rebuild_on_node_1_while_a_projector_follows_on_node_2(
+    cluster_ledger: ClusterLedger,
+) -> None:
+    with ledgers(cluster_ledger) as nodes:
+        follower = Background(
+            lambda stop: Projector(nodes[1], batch_size=5).follow(stop, interval=0.02)
+        )
+        follower.start()
+        rebuilds = 0
+        with writers(cluster_ledger.urls, 150) as processes:
+            while any(process.poll() is None for process in processes):
+                rebuild(nodes[0], batch_size=50)
+                rebuilds += 1
+            reports(processes, timeout=240)
+        rebuild(nodes[0], batch_size=50)
+        wait_projected_everywhere(nodes)
+        follower.finish()
+        assert rebuilds >= 1
+        assert_projection_is_a_replay(nodes)
+
+
+def test_two_sweepers_on_two_nodes_time_each_run_out_once(
+    cluster_ledger: ClusterLedger,
+) -> None:
+    with ledgers(cluster_ledger) as nodes:
+        long_ago = datetime.now(UTC) - timedelta(hours=2)
+        run_ids = [nodes[i % 3].start_run(1, "stalled", occurred_at=long_ago) for i in range(30)]
+        wait_until(
+            lambda: all(len(ledger.runs(state="open")) == 30 for ledger in nodes),
+            30,
+            "every node sees the 30 open runs",
+        )
+        start = threading.Barrier(2)
+        results = {}
+
+        def sweeper(index: int) -> Callable[[threading.Event], None]:
+            def work(_stop: threading.Event) -> None:
+                start.wait(timeout=30)
+                results[index] = sweep(nodes[index])
+
+            return work
+
+        sweepers = [Background(sweeper(0)), Background(sweeper(1))]
+        for thread in sweepers:
+            thread.start()
+        finish_all(sweepers)
+        timed_out = Counter(run.run_id for r in results.values() for run in r.timed_out)
+        assert sorted(timed_out) == sorted(run_ids)  # every run timed out ...
+        assert set(timed_out.values()) == {1}  # ... by exactly one of the two sweepers
+        head = nodes[0].head()
+        for ledger in nodes:
+            wait_until(lambda ledger=ledger: ledger.head() == head, 30, "node caught up")
+            stored = Counter(e.run_id for e in ledger.read_all() if e.type == "RunTimedOut")
+            assert stored == Counter(run_ids)  # one RunTimedOut per run on every node
+        assert all(node_state(url)["verified"] for url in cluster_ledger.urls)
+
+
+def test_claims_on_two_nodes_run_each_tick_once(cluster_ledger: ClusterLedger) -> None:
+    with ledgers(cluster_ledger) as nodes:
+        ticks = [datetime(2030, 1, 1, tzinfo=UTC) + timedelta(minutes=i) for i in range(40)]
+        won: dict[int, list[datetime]] = {0: [], 1: []}
+        barrier = threading.Barrier(2)
+
+        def claimer(index: int) -> Callable[[threading.Event], None]:
+            def work(_stop: threading.Event) -> None:
+                for tick in ticks:
+                    barrier.wait(timeout=30)
+                    if claim(nodes[index], "sweep", tick, f"serve-{index}"):
+                        won[index].append(tick)
+
+            return work
+
+        threads = [Background(claimer(0)), Background(claimer(1))]
+        for thread in threads:
+            thread.start()
+        finish_all(threads)
+        assert sorted(won[0] + won[1]) == ticks  # each tick claimed once, by one of them
