@@ -163,7 +163,7 @@ def test_a_mysql_swap_interrupted_after_rename_is_finished_by_the_next_projector
     def die(*_args: object) -> None:
         raise KeyboardInterrupt("killed between RENAME and the checkpoint update")
 
-    monkeypatch.setattr(rebuild_module, "advance", die)
+    monkeypatch.setattr(rebuild_module, "finish_swap", die)
     with pytest.raises(KeyboardInterrupt):
         rebuild(ledger)
     monkeypatch.undo()
