@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, func, inspect, select
 
 from ledger import Ledger
+from ledger.database import retrying_conflicts
 from ledger.reads import read_events_page
 from projections.checkpoints import read_checkpoint, recover_interrupted_swap, skipped_positions
 from projections.dialects import (
@@ -72,8 +73,13 @@ def rebuild(
     with exclusive_rebuild(ledger, PROJECTION_NAME):
         # Settle a swap an earlier rebuild left half done *before* touching leftovers: its
         # marker is read against the shadow tables' existence.
-        with projection_transaction(ledger, PROJECTION_NAME, "rebuild") as conn:
-            recover_interrupted_swap(conn, read_checkpoint(conn, PROJECTION_NAME, lock=True))
+        def settle_swap() -> None:
+            with projection_transaction(ledger, PROJECTION_NAME, "rebuild") as conn:
+                recover_interrupted_swap(conn, read_checkpoint(conn, PROJECTION_NAME, lock=True))
+
+        # On a Galera cluster a projector on another node may move the checkpoint row while
+        # this transaction holds it: the commit loses the certification, and it runs again.
+        retrying_conflicts(settle_swap, "rebuild")
         _drop_leftovers(ledger)
         shadow_runs, shadow_transitions = shadow_tables(SHADOW, shadow_indexes(ledger))
         with ledger.connect("rebuild") as conn, conn.begin():

@@ -68,6 +68,21 @@ def finish_all(threads: list[Background]) -> None:
         thread.finish()
 
 
+@contextmanager
+def running(*threads: Background) -> Iterator[None]:
+    """Start ``threads``; stop and join them however the block ends (a failed test must not
+    leave a projector following a database the fixture drops, logging into later tests)."""
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        for thread in threads:
+            thread.stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+
+
 def wait_projected_everywhere(nodes: list[Ledger]) -> None:
     head = nodes[0].head().last_position
     for ledger in nodes:
@@ -100,13 +115,12 @@ def test_two_projectors_on_two_nodes_never_double_count(cluster_ledger: ClusterL
             )
             for ledger in nodes[:2]
         ]
-        for follower in followers:
-            follower.start()
-        with writers(cluster_ledger.urls, 150) as processes:
-            reports(processes, timeout=240)
-        wait_projected_everywhere(nodes)
-        for follower in followers:
-            follower.finish()
+        with running(*followers):
+            with writers(cluster_ledger.urls, 150) as processes:
+                reports(processes, timeout=240)
+            wait_projected_everywhere(nodes)
+            for follower in followers:
+                follower.finish()
         assert_projection_is_a_replay(nodes)
         assert all(node_state(url)["verified"] for url in cluster_ledger.urls)
 
@@ -118,16 +132,16 @@ def test_rebuild_on_node_1_while_a_projector_follows_on_node_2(
         follower = Background(
             lambda stop: Projector(nodes[1], batch_size=5).follow(stop, interval=0.02)
         )
-        follower.start()
         rebuilds = 0
-        with writers(cluster_ledger.urls, 150) as processes:
-            while any(process.poll() is None for process in processes):
-                rebuild(nodes[0], batch_size=50)
-                rebuilds += 1
-            reports(processes, timeout=240)
-        rebuild(nodes[0], batch_size=50)
-        wait_projected_everywhere(nodes)
-        follower.finish()
+        with running(follower):
+            with writers(cluster_ledger.urls, 150) as processes:
+                while any(process.poll() is None for process in processes):
+                    rebuild(nodes[0], batch_size=50)
+                    rebuilds += 1
+                reports(processes, timeout=240)
+            rebuild(nodes[0], batch_size=50)
+            wait_projected_everywhere(nodes)
+            follower.finish()
         assert rebuilds >= 1
         assert_projection_is_a_replay(nodes)
 
