@@ -29,7 +29,7 @@ from ledger.mapper import canonical_json, parse_event, register_upcaster
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState
 from ledger.store import Ledger
-from ledger.stuck import StuckRun, Thresholds, stuck_runs
+from ledger.stuck import StuckRun, Thresholds, stuck_runs, stuck_runs_as_of
 from ledger.sweeper import SweepResult, fail_run, sweep
 
 __all__ = [
@@ -67,5 +67,6 @@ __all__ = [
     "parse_event",
     "register_upcaster",
     "stuck_runs",
+    "stuck_runs_as_of",
     "sweep",
 ]

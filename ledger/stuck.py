@@ -19,7 +19,7 @@ from sqlalchemy import or_, select
 
 from ledger.clock import isoformat_utc
 from ledger.errors import ValidationError
-from ledger.rules import OPEN
+from ledger.rules import OPEN, RunState, apply_event
 from ledger.schema import ledger_runs
 from ledger.store import Ledger
 
@@ -91,26 +91,66 @@ def stuck_runs(
     )
     with ledger.connect("stuck query") as conn:
         rows = conn.execute(query).mappings().all()
-    stuck = []
-    for row in rows:
-        own = overrides or {}
-        limits = own.get((row["connector_name"], row["source_id"])) or own.get(
-            row["connector_name"], default
+    return _stuck_among([RunState(**row) for row in rows], now, default, overrides or {})
+
+
+def stuck_runs_as_of(
+    ledger: Ledger,
+    position: int,
+    at: datetime | None = None,
+    older_than: timedelta = DEFAULT_STALE_AFTER,
+    max_runtime: timedelta | None = None,
+    overrides: Mapping[str | tuple[str, int], Thresholds] | None = None,
+) -> list[StuckRun]:
+    """:func:`stuck_runs` as the ledger stood at ``position``: the runs' states replayed from
+    the events up to it (the append's own rules), judged at ``at`` (by default when the event
+    at ``position`` was recorded). Reads history up to ``position``: seconds on millions of
+    events, where :func:`stuck_runs` reads only the open runs."""
+    states: dict[int, RunState] = {}
+    recorded_at: datetime | None = None
+    for event in ledger.read_all():
+        if event.position > position:
+            break
+        states[event.run_id] = apply_event(
+            states.get(event.run_id), event.event, event.run_id, event.recorded_at
         )
-        if row["last_event_at"] < now - limits.stale_after:
+        recorded_at = event.recorded_at
+    moment = at or recorded_at or ledger.clock()
+    open_runs = sorted(
+        (state for state in states.values() if state.state == OPEN),
+        key=lambda state: (state.last_event_at, state.run_id),
+    )
+    default = Thresholds(older_than, max_runtime)
+    return _stuck_among(open_runs, moment, default, overrides or {})
+
+
+def _stuck_among(
+    open_runs: list[RunState],
+    now: datetime,
+    default: Thresholds,
+    overrides: Mapping[str | tuple[str, int], Thresholds],
+) -> list[StuckRun]:
+    """Which of ``open_runs`` are stuck at ``now``, each by its connector's own thresholds
+    (a (connector, source) pair over a connector name over ``default``)."""
+    stuck = []
+    for run in open_runs:
+        limits = overrides.get((run.connector_name, run.source_id)) or overrides.get(
+            run.connector_name, default
+        )
+        if run.last_event_at < now - limits.stale_after:
             rule, threshold = "stale", limits.stale_after
-        elif limits.max_runtime is not None and row["started_at"] < now - limits.max_runtime:
+        elif limits.max_runtime is not None and run.started_at < now - limits.max_runtime:
             rule, threshold = "max_runtime", limits.max_runtime
         else:
             continue
         stuck.append(
             StuckRun(
-                row["run_id"],
-                row["source_id"],
-                row["connector_name"],
-                row["started_at"],
-                row["last_event_at"],
-                row["version"],
+                run.run_id,
+                run.source_id,
+                run.connector_name,
+                run.started_at,
+                run.last_event_at,
+                run.version,
                 rule,
                 threshold,
             )

@@ -47,7 +47,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -63,7 +63,7 @@ from ledger.durations import parse_duration
 from ledger.errors import ConfigurationError, LedgerError
 from ledger.events import ConnectorName, SourceId
 from ledger.store import Ledger
-from ledger.stuck import StuckRun, Thresholds, stuck_runs
+from ledger.stuck import StuckRun, Thresholds, stuck_runs, stuck_runs_as_of
 from ledger.urls import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 
 
@@ -383,9 +383,22 @@ class LedgerConfig(Strict):
             return connector.schedule.run_at_start
         return self.serve.run_at_start and connector.schedule.interval is not None
 
-    def stuck_runs(self, ledger: Ledger) -> list[StuckRun]:
-        """The runs stuck now by this config's thresholds, a connector's own over the globals."""
+    def stuck_runs(
+        self, ledger: Ledger, position: int | None = None, at: datetime | None = None
+    ) -> list[StuckRun]:
+        """The runs stuck by this config's thresholds (a connector's own over the globals):
+        now, or as the ledger stood at ``position`` (judged at ``at``, by default when that
+        position was recorded)."""
         thresholds = self.thresholds.to_thresholds()
+        if position is not None:
+            return stuck_runs_as_of(
+                ledger,
+                position,
+                at,
+                older_than=thresholds.stale_after,
+                max_runtime=thresholds.max_runtime,
+                overrides=self.overrides(),
+            )
         return stuck_runs(
             ledger,
             older_than=thresholds.stale_after,

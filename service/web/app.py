@@ -171,6 +171,15 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
         params = {"as_of": as_of_text} if as_of_text else {"at_position": str(at_position)}
         return Moment(position, moment, params)
 
+    def moment_time(moment: Moment) -> datetime | None:
+        """When a pinned page stands: its as-of time, or (a position alone) when the event at
+        that position was recorded; None for a live page."""
+        if moment.live or moment.as_of is not None:
+            return moment.as_of
+        assert moment.position is not None
+        page = state.ledger.read_page(moment.position - 1, 1) if moment.position > 0 else []
+        return page[0].recorded_at if page else None
+
     def link(path: str, moment: Moment | None = None, **params: Any) -> str:
         query = {k: str(v) for k, v in params.items() if v is not None and v != ""}
         if moment is not None:
@@ -495,7 +504,8 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
         viewer = reader(request)
         moment = moment_of(request)
         thresholds = config.thresholds.to_thresholds()
-        found = config.stuck_runs(state.ledger)
+        judged_at = moment_time(moment)
+        found = config.stuck_runs(state.ledger, moment.position, judged_at)
         return render(
             request,
             "stuck.html",
@@ -503,6 +513,7 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
             moment=moment,
             page="stuck",
             runs=found,
+            judged_at=judged_at,  # "silent for" counts to it (None: now)
             thresholds=thresholds,
             overrides=config.overrides(),
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from ledger import Ledger
 from service.api import create_app
 from tests.service.web.support import (
     SCRIPT,
@@ -253,6 +254,30 @@ def test_as_of_shows_a_banner_and_history_as_it_was(
         assert 'id="asof-banner"' in page
     assert 'id="asof-banner"' not in client.get("/web/runs").text
     assert client.get("/web/runs", params={"as_of": "x", "at_position": 1}).status_code == 400
+
+
+def test_the_stuck_page_shows_the_runs_stuck_as_the_ledger_stood(
+    client: TestClient, db_url: str, demo: dict[str, int]
+) -> None:
+    log_in(client, "reader")
+    ledger = Ledger.from_url(db_url)
+    try:
+        events = list(ledger.read_all())
+    finally:
+        ledger.close()
+    timed_out = next(e for e in events if e.type == "RunTimedOut")  # the demo's killed run
+    opened = next(e for e in events if e.run_id == demo["open"])  # started 2 h before it
+    live = client.get("/web/stuck").text
+    assert "night-batch" in live
+    assert f"/web/runs/{timed_out.run_id}" not in live  # the sweeper timed it out
+    # Just before the sweep, the demo's killed run was open and silent past the threshold.
+    before_sweep = client.get("/web/stuck", params={"at_position": timed_out.position - 1}).text
+    assert f"/web/runs/{timed_out.run_id}?at_position" in before_sweep
+    assert "night-batch" not in before_sweep  # not started yet
+    assert "as the ledger stood at" in before_sweep
+    assert "this page is computed on the ledger as it is" not in before_sweep
+    at_open = client.get("/web/stuck", params={"at_position": opened.position}).text
+    assert "night-batch" in at_open  # recorded now, silent since two hours before
 
 
 def test_a_tampered_ledger_shows_the_red_banner(client: TestClient, db_url: str) -> None:
