@@ -482,57 +482,52 @@ def scrape_metrics(port: int) -> str | None:
         return None
 
 
-def run_serve(case: Case, timeout: float = 90.0) -> Outcome:
-    """Start ``ledger serve``; once it has done something worth reading (a connector run on
-    the success path, a logged error on the others), scrape /metrics and stop it with SIGTERM.
-    A serve that cannot start exits by itself."""
-    folder = case.setting.folder
-    out_path, err_path = folder.parent / f"{folder.name}.out", folder.parent / f"{folder.name}.err"
-    with out_path.open("w") as out, err_path.open("w") as err:
-        process = subprocess.Popen(
-            [*LEDGER, "-vv", *case.argv],
-            cwd=folder,
-            env=child_env(case.setting),
-            stdout=out,
-            stderr=err,
-            text=True,
+def run_serve(case: Case) -> Outcome:
+    """``ledger serve``: once it has done something worth reading (a connector run on the
+    success path, a logged error on the others), scrape /metrics and stop it with SIGTERM."""
+
+    def read_when_ready(log: str) -> str | None:
+        worth_reading = (
+            ": run " in log
+            if case.path == "ok"
+            else "ERROR " in log or "database unreachable at start" in log
         )
-        metrics = ""
-        try:
-            deadline = time.monotonic() + timeout
-            while process.poll() is None:
-                log = err_path.read_text()
-                worth_reading = (
-                    ": run " in log
-                    if case.path == "ok"
-                    else "ERROR " in log or "database unreachable at start" in log
-                )
-                page = scrape_metrics(case.setting.metrics_port) if worth_reading else None
-                if page is not None:
-                    metrics = page
-                    process.send_signal(signal.SIGTERM)
-                    process.wait(timeout=60)
-                    break
-                assert time.monotonic() < deadline, f"{case.label}: not ready: {log[-2000:]}"
-                threading.Event().wait(0.05)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        return scrape_metrics(case.setting.metrics_port) if worth_reading else None
+
+    outcome = run_until_read(case, read_when_ready)
     if case.path == "ok":
-        assert "ledger_" in metrics, f"{case.label}: no metrics scraped"
-    output = "\n".join((out_path.read_text(), err_path.read_text(), metrics, files_written(folder)))
-    return Outcome(case, process.returncode, output)
+        assert "ledger_" in outcome.output, f"{case.label}: no metrics scraped"
+    return outcome
 
 
-def run_api(case: Case, timeout: float = 90.0) -> Outcome:
-    """Start ``ledger api`` (its port is the setting's ``metrics_port``); once /healthz answers,
-    ask for a run without a token and for status with a wrong one (the answers are read for
-    secrets too), then stop it with SIGTERM. A bad command line exits by itself."""
-    folder = case.setting.folder
+def run_api(case: Case) -> Outcome:
+    """``ledger api`` (its port is the setting's ``metrics_port``): once /healthz answers, ask
+    for a run without a token and for status with a wrong one (the answers are read for secrets
+    too), then stop it with SIGTERM."""
     base = f"http://127.0.0.1:{case.setting.metrics_port}"
+
+    def read_when_ready(_log: str) -> str | None:
+        if http_answer(f"{base}/healthz") is None:
+            return None
+        no_token = http_answer(f"{base}/v1/runs/1") or ""
+        return no_token + "\n" + (http_answer(f"{base}/v1/status", "Bearer wrong") or "")
+
+    outcome = run_until_read(case, read_when_ready)
+    if case.path == "ok":
+        assert "problem" in outcome.output or "detail" in outcome.output, case.label
+    return outcome
+
+
+def run_until_read(
+    case: Case, read_when_ready: Callable[[str], str | None], timeout: float = 90.0
+) -> Outcome:
+    """Start a long-running command; poll ``read_when_ready`` with its log so far until it
+    returns what to read (then SIGTERM, and wait for a clean stop) or the command exits by
+    itself (one that cannot start); kill it whatever happens. The outcome's output is its
+    stdout, its log, what was read and the files it wrote."""
+    folder = case.setting.folder
     out_path, err_path = folder.parent / f"{folder.name}.out", folder.parent / f"{folder.name}.err"
-    answers: list[str] = []
+    read = ""
     with out_path.open("w") as out, err_path.open("w") as err:
         process = subprocess.Popen(
             [*LEDGER, "-vv", *case.argv],
@@ -545,22 +540,20 @@ def run_api(case: Case, timeout: float = 90.0) -> Outcome:
         try:
             deadline = time.monotonic() + timeout
             while process.poll() is None:
-                if http_answer(f"{base}/healthz") is not None:
-                    answers.append(http_answer(f"{base}/v1/runs/1") or "")
-                    answers.append(http_answer(f"{base}/v1/status", "Bearer wrong") or "")
+                log = err_path.read_text()
+                answer = read_when_ready(log)
+                if answer is not None:
+                    read = answer
                     process.send_signal(signal.SIGTERM)
                     process.wait(timeout=60)
                     break
-                log = err_path.read_text()
                 assert time.monotonic() < deadline, f"{case.label}: not ready: {log[-2000:]}"
                 threading.Event().wait(0.05)
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    if case.path == "ok":
-        assert answers, f"{case.label}: never answered"
-    output = "\n".join((out_path.read_text(), err_path.read_text(), *answers))
+    output = "\n".join((out_path.read_text(), err_path.read_text(), read, files_written(folder)))
     return Outcome(case, process.returncode, output)
 
 
