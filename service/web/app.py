@@ -294,17 +294,21 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
     def cookie_secure(request: Request) -> bool:
         return config.web.secure_cookies or request.url.scheme == "https"
 
-    @app.get("/login")
-    def login_page(request: Request, next: str | None = None) -> Response:
+    def login_form(
+        request: Request, viewer: Viewer | None, target: str, failed: bool
+    ) -> HTMLResponse:
+        """The login page with a fresh nonce in its own cookie (the form's CSRF token is bound
+        to it); 401 after a refused token."""
         nonce = state.sessions.login_nonce()
         response = render(
             request,
             "login.html",
-            viewer=viewer_of(request),
+            viewer=viewer,
             page="login",
-            next=safe_next(next, ROOT),
+            next=target,
             login_csrf=state.sessions.csrf_token(nonce),
-            failed=False,
+            failed=failed,
+            status_code=401 if failed else 200,
         )
         response.set_cookie(
             LOGIN_COOKIE,
@@ -316,6 +320,10 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
             secure=cookie_secure(request),
         )
         return response
+
+    @app.get("/login")
+    def login_page(request: Request, next: str | None = None) -> Response:
+        return login_form(request, viewer_of(request), safe_next(next, ROOT), failed=False)
 
     @app.post("/login")
     def login(
@@ -335,27 +343,7 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
         target = safe_next(next, ROOT)
         if found is None:
             log.warning("web login refused (unknown token)")
-            fresh = state.sessions.login_nonce()
-            response = render(
-                request,
-                "login.html",
-                viewer=None,
-                page="login",
-                next=target,
-                login_csrf=state.sessions.csrf_token(fresh),
-                failed=True,
-                status_code=401,
-            )
-            response.set_cookie(
-                LOGIN_COOKIE,
-                fresh,
-                max_age=1800,
-                path=ROOT,
-                httponly=True,
-                samesite="strict",
-                secure=cookie_secure(request),
-            )
-            return response
+            return login_form(request, None, target, failed=True)
         viewer, cookie = found
         log.info("web login: %s", viewer.name)
         redirect = RedirectResponse(target, status_code=303)
