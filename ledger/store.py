@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -51,6 +51,7 @@ from ledger.errors import (
     InputProblem,
     LedgerError,
     SchemaError,
+    StorageError,
     UnknownRunError,
     ValidationError,
 )
@@ -62,9 +63,15 @@ from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState, apply_event
 from ledger.schema import HEAD_ROW_ID, ledger_head
 from ledger.text import clip
-from ledger.urls import mask_url
+from ledger.urls import mask_secrets, mask_url
 
 log = logging.getLogger(__name__)
+
+# A ledger_events table object whose triggers failed to load is reloaded (FLUSH LOCAL TABLES) at
+# most this many times for one append, each FLUSH waiting at most FLUSH_LOCK_WAIT_S for the
+# transactions that use the table (see Ledger._reload_table_triggers).
+MAX_TRIGGER_RELOADS = 3
+FLUSH_LOCK_WAIT_S = 5
 
 # An occurred_at further ahead of the ledger's clock than this is refused (I10 clock skew guard):
 # a run "alive in the future" could never be detected as stuck.
@@ -204,13 +211,26 @@ class Ledger:
         :data:`CONFLICT_RETRY_BUDGET_S`, with jittered backoff (:func:`conflict_pause`)."""
         started = time.monotonic()
         attempt = 1
+        reloads = 0
         while True:
             try:
                 return self._append_with_backstop(batch, payloads, expected_version)
             except DBAPIError as exc:
-                if is_broken_trigger_load(exc) and attempt < MAX_CONFLICT_ATTEMPTS:
+                if is_broken_trigger_load(exc):
+                    # A stale cached table object is gone after one flush; trigger bodies that
+                    # fail again at once after a flush are broken in the stored definitions
+                    # (or keep breaking): flushing on would stall every reader of the table
+                    # for nothing.
+                    if (
+                        reloads >= MAX_TRIGGER_RELOADS
+                        or attempt >= MAX_CONFLICT_ATTEMPTS
+                        or time.monotonic() - started > CONFLICT_RETRY_BUDGET_S
+                    ):
+                        raise
                     self._reload_table_triggers(exc)
+                    reloads += 1
                     attempt += 1
+                    time.sleep(conflict_pause(attempt))
                     continue
                 if not is_transaction_conflict(exc):
                     raise
@@ -255,13 +275,32 @@ class Ledger:
         )
         try:
             with self.engine.connect() as conn:
-                conn.exec_driver_sql("FLUSH LOCAL TABLES ledger_events")
+                # FLUSH TABLES waits for every open transaction that used the table (a verify,
+                # a projector batch, a rebuild's replay), and every statement on the table
+                # queues behind it meanwhile: bounded, or one append would stall the whole
+                # ledger for lock_wait_timeout (a day by default).
+                conn.exec_driver_sql(
+                    f"SET @ledger_lock_wait = @@SESSION.lock_wait_timeout, "
+                    f"SESSION lock_wait_timeout = {FLUSH_LOCK_WAIT_S}"
+                )
+                try:
+                    conn.exec_driver_sql("FLUSH LOCAL TABLES ledger_events")
+                finally:
+                    with suppress(DBAPIError):
+                        conn.exec_driver_sql("SET SESSION lock_wait_timeout = @ledger_lock_wait")
         except DBAPIError as flush_error:
             log.error(
                 "FLUSH LOCAL TABLES ledger_events failed (%s): a DBA must run it on this node",
                 flush_error.orig,
             )
-            raise error from error.orig
+            raise StorageError(
+                mask_secrets(
+                    f"append failed on {mask_url(self.url)}: {error.orig}; this server's cached "
+                    "ledger_events did not load its triggers, and reloading it with FLUSH "
+                    f"LOCAL TABLES ledger_events failed ({flush_error.orig}): a DBA can run "
+                    "that statement on this server (it needs the RELOAD privilege)"
+                )
+            ) from error
 
     def _append_with_backstop(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None

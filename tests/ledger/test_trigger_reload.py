@@ -1,0 +1,117 @@
+"""The reload of a ``ledger_events`` table object whose triggers failed to load (``FLUSH LOCAL
+TABLES ledger_events``, issue 18's Galera finding) on one server: it must neither stall the
+ledger behind a long reader nor hide, from the caller, the statement a DBA has to run.
+
+The 1064 error is built as the driver reports it (a broken trigger cannot be made on purpose
+through SQL); the FLUSH, the reader and the appends run on the real server."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pymysql
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
+
+from ledger import Ledger, RunProgressed, StorageError
+from ledger.database import is_broken_trigger_load
+from ledger.store import FLUSH_LOCK_WAIT_S
+
+
+@pytest.fixture
+def mysql_ledger(ledger: Ledger) -> Ledger:
+    if ledger.is_sqlite:
+        pytest.skip("FLUSH LOCAL TABLES and cached trigger definitions are MariaDB's")
+    return ledger
+
+
+def broken_trigger_error() -> ProgrammingError:
+    error = ProgrammingError(
+        "INSERT INTO ledger_events ...",
+        (),
+        pymysql.err.ProgrammingError(1064, "Unknown trigger has an error in its body: 'x'"),
+    )
+    assert is_broken_trigger_load(error)
+    return error
+
+
+@pytest.fixture
+def open_reader(mysql_ledger: Ledger) -> Iterator[None]:
+    """Another session in the middle of a long read transaction over ledger_events (a verify
+    of a large ledger, a rebuild's replay)."""
+    reader = Ledger.from_url(mysql_ledger.url)
+    conn = reader.engine.connect()
+    conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    conn.exec_driver_sql("START TRANSACTION")
+    conn.exec_driver_sql("SELECT COUNT(*) FROM ledger_events").scalar_one()
+    try:
+        yield
+    finally:
+        conn.rollback()
+        conn.close()
+        reader.close()
+
+
+def test_a_reload_waits_a_bounded_time_for_readers_and_appends_go_on(
+    mysql_ledger: Ledger, open_reader: None
+) -> None:
+    run_id = mysql_ledger.start_run(1, "reload")
+    appended: dict[str, float] = {}
+
+    def append_meanwhile() -> None:
+        time.sleep(0.5)  # once the FLUSH waits
+        started = time.monotonic()
+        mysql_ledger.append([RunProgressed(run_id=run_id, records_fetched=1)])
+        appended["seconds"] = time.monotonic() - started
+
+    other = threading.Thread(target=append_meanwhile)
+    started = time.monotonic()
+    other.start()
+    try:
+        with pytest.raises(StorageError) as raised:
+            mysql_ledger._reload_table_triggers(broken_trigger_error())
+    finally:
+        other.join(timeout=FLUSH_LOCK_WAIT_S + 60)
+    took = time.monotonic() - started
+    # Before the fix the FLUSH waited for the reader for lock_wait_timeout (a day), and every
+    # append queued behind it.
+    assert took < FLUSH_LOCK_WAIT_S + 5
+    assert appended["seconds"] < FLUSH_LOCK_WAIT_S + 5
+    assert "FLUSH LOCAL TABLES ledger_events" in str(raised.value)
+    with mysql_ledger.connect() as conn:
+        assert conn.exec_driver_sql("SELECT @@SESSION.lock_wait_timeout").scalar_one() > (
+            FLUSH_LOCK_WAIT_S
+        )
+
+
+def test_a_reload_without_the_reload_privilege_names_the_statement(mysql_ledger: Ledger) -> None:
+    user = f"noreload_{uuid.uuid4().hex[:8]}"
+    password = f"pw-{uuid.uuid4().hex}"
+    database = make_url(mysql_ledger.url).database
+    with mysql_ledger.connect() as conn:
+        conn.exec_driver_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY '{password}'")
+        conn.exec_driver_sql(f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'%%'")
+    url = make_url(mysql_ledger.url).set(username=user, password=password)
+    limited = Ledger.from_url(url.render_as_string(hide_password=False))
+    try:
+        with pytest.raises(StorageError) as raised:
+            limited._reload_table_triggers(broken_trigger_error())
+        message = str(raised.value)
+        assert "FLUSH LOCAL TABLES ledger_events" in message
+        assert "RELOAD" in message
+        assert password not in message
+        assert limited.trigger_reloads == 1
+    finally:
+        limited.close()
+        with mysql_ledger.connect() as conn:
+            conn.exec_driver_sql(f"DROP USER '{user}'@'%%'")
+
+
+def test_a_reload_that_succeeds_lets_the_append_go_on(mysql_ledger: Ledger) -> None:
+    mysql_ledger._reload_table_triggers(broken_trigger_error())
+    run_id = mysql_ledger.start_run(1, "after the reload")
+    assert mysql_ledger.append([RunProgressed(run_id=run_id, records_fetched=1)]).appended == 1
