@@ -544,11 +544,15 @@ def database_unreachable(error: BaseException) -> bool:
     return code is not None and (2000 <= code < 2100 or code in _SERVER_UNAVAILABLE)
 
 
-# InnoDB's deadlock and lock wait timeout. On a Galera cluster 1213 is also how a certification
-# conflict is reported: a transaction of another node committed first on a row this one wrote
-# (every append writes ledger_head), at COMMIT or earlier (a brute-force abort). Either way
-# the transaction was rolled back: nothing it wrote is committed.
-CONFLICT_CODES = frozenset({1205, 1213})
+# InnoDB's deadlock. On a Galera cluster 1213 is also how a certification conflict is
+# reported: a transaction of another node committed first on a row this one wrote (every
+# append writes ledger_head), at COMMIT or earlier (a brute-force abort). Either way the
+# transaction was rolled back: nothing it wrote is committed. A lock wait timeout (1205) is not
+# a conflict to retry: InnoDB rolls back only the statement (innodb_rollback_on_timeout=OFF),
+# and it means a lock held for the whole innodb_lock_wait_timeout (50 s) by another session;
+# waiting that long again would carry the caller past its own deadlines (the SDK's heartbeat
+# join, the spool's lock, serve's grace period), so it is raised, as before.
+CONFLICT_CODES = frozenset({1213})
 
 
 # A transaction that loses to another one (is_transaction_conflict) was rolled back: it is run
@@ -597,10 +601,9 @@ def retrying_conflicts(
 
 
 def is_transaction_conflict(error: BaseException) -> bool:
-    """Whether ``error`` is a deadlock, a lock wait timeout or (on Galera) a certification
-    conflict: the transaction lost to another one and was rolled back, and running it again
-    may well succeed. Accepts a driver error, SQLAlchemy's wrapper, or an error raised from
-    one."""
+    """Whether ``error`` is a deadlock or (on Galera) a certification conflict: the transaction
+    lost to another one and was rolled back, and running it again may well succeed. Accepts a
+    driver error, SQLAlchemy's wrapper, or an error raised from one."""
     cause = _driver_error(error)
     return (
         cause is not None

@@ -203,7 +203,7 @@ class Ledger:
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
     ) -> AppendResult:
         """The append, run again while it loses to another transaction (1213 deadlock or
-        Galera certification conflict, at any statement or at COMMIT; 1205 lock wait timeout):
+        Galera certification conflict, at any statement or at COMMIT):
         the server rolled it back, so nothing of it is committed. Each attempt locks the head
         and reads the stored event ids again, exactly as the retry after a lost COMMIT reply
         does: were an attempt's COMMIT to have landed after all, the next one finds its events
