@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnClause
 
 from ledger.clock import isoformat_utc
-from ledger.driver import COMMITTED_INFO, DriverCursor, driver_transaction
+from ledger.driver import COMMITTED_INFO, GALERA_INFO, DriverCursor, driver_transaction
 
 # Execution option read by the SQLite engine's "begin" hook: which BEGIN to emit.
 SQLITE_BEGIN_OPTION = "ledger_sqlite_begin"
@@ -50,6 +50,12 @@ class Bound(Protocol):
 
 def is_sqlite(bind: Bound) -> bool:
     return bind.dialect.name == "sqlite"
+
+
+def is_galera(conn: Connection) -> bool:
+    """Whether ``conn`` talks to a node of a Galera cluster, as noted when the connection was
+    opened (``ledger.database``: ``wsrep_on``); no round trip."""
+    return bool(conn.connection.info.get(GALERA_INFO, False))
 
 
 def is_mysql_backend(backend: str) -> bool:

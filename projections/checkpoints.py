@@ -11,6 +11,7 @@ from sqlalchemy import Connection, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import utcnow
+from ledger.dialects import is_galera
 from ledger.text import clip
 from projections.errors import CheckpointMovedError, PoisonEventError, ProjectionBusyError
 from projections.schema import INGESTION_RUNS, SHADOW, projection_checkpoints, projection_skips
@@ -74,16 +75,7 @@ def advance(conn: Connection, name: str, position: int, expected: int | None = N
     query = update(projection_checkpoints).where(projection_checkpoints.c.name == name)
     if expected is not None:
         query = query.where(projection_checkpoints.c.position == expected)
-    result = conn.execute(
-        query.values(
-            position=position,
-            updated_at=utcnow(),
-            error_position=None,
-            error_type=None,
-            error_message=None,
-            error_at=None,
-        )
-    )
+    result = conn.execute(query.values(**_moved_to(position)))
     if expected is not None and result.rowcount != 1:
         raise CheckpointMovedError(
             f"projection {name}: the checkpoint moved from {expected} while this batch was "
@@ -103,17 +95,21 @@ def finish_swap(conn: Connection, name: str, position: int) -> bool:
             projection_checkpoints.c.name == name,
             projection_checkpoints.c.rebuild_position == position,
         )
-        .values(
-            position=position,
-            rebuild_position=None,
-            updated_at=utcnow(),
-            error_position=None,
-            error_type=None,
-            error_message=None,
-            error_at=None,
-        )
+        .values(rebuild_position=None, **_moved_to(position))
     )
     return result.rowcount == 1
+
+
+def _moved_to(position: int) -> dict[str, object]:
+    """The checkpoint's columns once it moves to ``position``: any error before it cleared."""
+    return {
+        "position": position,
+        "updated_at": utcnow(),
+        "error_position": None,
+        "error_type": None,
+        "error_message": None,
+        "error_at": None,
+    }
 
 
 def record_error(conn: Connection, name: str, poison: PoisonEventError) -> None:
@@ -155,10 +151,7 @@ def _swap_may_be_running(conn: Connection, checkpoint: Checkpoint) -> bool:
     :data:`SWAP_GRACE` whose RENAME has not arrived yet (the shadow tables are still there)
     is taken for a swap under way on another node: clearing it would let this projector
     advance the old tables while the rebuild swaps its own in."""
-    if conn.dialect.name == "sqlite":
-        return False
-    wsrep = conn.exec_driver_sql("SHOW VARIABLES LIKE 'wsrep_on'").first()
-    if wsrep is None or str(wsrep[1]).upper() != "ON":
+    if not is_galera(conn):
         return False
     marked = checkpoint.updated_at.replace(tzinfo=None)
     return utcnow().replace(tzinfo=None) - marked < SWAP_GRACE

@@ -11,7 +11,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -119,8 +120,10 @@ def test_what_ended_a_run_reads_as_words(ending: BaseException, said: str) -> No
 # ---------------------------------------------------------------- append and its input
 
 
-def test_append_on_a_terminal_says_it_reads_standard_input(db_url: str) -> None:
-    """A bare ``ledger append`` at a prompt says what it waits for and how to end it."""
+@contextmanager
+def append_on_a_terminal(db_url: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``ledger append`` with a pseudo-terminal as its standard input: the process and the
+    terminal's other end (to type into); killed and closed however the block ends."""
     terminal, its_other_end = os.openpty()
     process = subprocess.Popen(
         [sys.executable, "-c", "from service.cli import main; main()", "append", "--db", db_url],
@@ -131,6 +134,17 @@ def test_append_on_a_terminal_says_it_reads_standard_input(db_url: str) -> None:
     )
     os.close(its_other_end)
     try:
+        yield process, terminal
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        os.close(terminal)
+
+
+def test_append_on_a_terminal_says_it_reads_standard_input(db_url: str) -> None:
+    """A bare ``ledger append`` at a prompt says what it waits for and how to end it."""
+    with append_on_a_terminal(db_url) as (process, terminal):
         assert process.stderr is not None
         said = read_until(process.stderr, b"Ctrl-D", deadline=time.monotonic() + 30)
         assert b"Reading JSON Lines events from the terminal" in said
@@ -138,11 +152,6 @@ def test_append_on_a_terminal_says_it_reads_standard_input(db_url: str) -> None:
         os.write(terminal, json.dumps(event).encode() + b"\n\x04")  # Ctrl-D: end of input
         stdout, _ = process.communicate(timeout=60)
         assert json.loads(stdout)["appended"] == 1
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-        os.close(terminal)
 
 
 def test_ctrl_c_while_append_reads_a_terminal_says_nothing_was_appended(
@@ -150,16 +159,7 @@ def test_ctrl_c_while_append_reads_a_terminal_says_nothing_was_appended(
 ) -> None:
     """Ctrl-C at the prompt is one line and exit 130, not click's "Aborted!" and exit 1 (the
     code of a check that found a problem), and the line says what became of the events."""
-    terminal, its_other_end = os.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from service.cli import main; main()", "append", "--db", db_url],
-        stdin=its_other_end,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-    )
-    os.close(its_other_end)
-    try:
+    with append_on_a_terminal(db_url) as (process, terminal):
         assert process.stderr is not None
         read_until(process.stderr, b"Ctrl-D", deadline=time.monotonic() + 30)
         event = {"type": "RunStarted", "run_ref": "a", "source_id": 1, "connector_name": "S_1"}
@@ -167,11 +167,6 @@ def test_ctrl_c_while_append_reads_a_terminal_says_nothing_was_appended(
         time.sleep(0.5)
         process.send_signal(signal.SIGINT)  # what Ctrl-C on its terminal sends
         stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-        os.close(terminal)
     assert process.returncode == 130, stderr
     assert stdout == b""
     said = stderr.decode().strip()
