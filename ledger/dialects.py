@@ -152,10 +152,22 @@ def driver_timestamp(bind: Bound) -> Callable[[datetime], Any]:
     append's executemany): the text SQLAlchemy's DateTime stores on SQLite, a naive UTC
     datetime on MySQL."""
     if is_sqlite(bind):
-        return lambda value: (
-            value.astimezone(UTC).replace(tzinfo=None).strftime(_SQLITE_STORED_TIME)
-        )
+        return sqlite_stored_time
     return lambda value: value.astimezone(UTC).replace(tzinfo=None)
+
+
+def sqlite_stored_time(value: datetime) -> str:
+    """The text SQLAlchemy's DateTime stores on SQLite (``strftime`` of
+    :data:`_SQLITE_STORED_TIME`) for an aware datetime, in UTC. Formatted by hand for the
+    usual value, twice as quick: the append converts three timestamps each time."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    if value.year < 1000:  # strftime does not pad the year: keep its text exactly
+        return value.replace(tzinfo=None).strftime(_SQLITE_STORED_TIME)
+    return (
+        f"{value.year}-{value.month:02d}-{value.day:02d} {value.hour:02d}:"
+        f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+    )
 
 
 def driver_time_reader(bind: Bound) -> Callable[[Any], datetime]:

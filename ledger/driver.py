@@ -62,14 +62,27 @@ class DriverCursor:
 
     def execute(self, statement: str, params: Params = ()) -> DriverCursor:
         """Run one statement; its rows are read with :meth:`fetchone` / :meth:`fetchall`."""
-        with self._driver_errors(statement, params, many=False):
+        # try/except written out, not a context manager: this runs for every statement of
+        # every append, and a generator-based context manager costs more than a short
+        # statement on SQLite.
+        try:
             self._cursor.execute(statement, params)
+        except self._error as exc:
+            raise self._wrapped(exc, statement, params, many=False) from exc
+        except BaseException as exc:
+            self._discard_if_interrupted(exc)
+            raise
         return self
 
     def executemany(self, statement: str, rows: Sequence[Params]) -> None:
         """Run one statement for each of ``rows`` (one call to the driver)."""
-        with self._driver_errors(statement, rows, many=True):
+        try:
             self._cursor.executemany(statement, rows)
+        except self._error as exc:
+            raise self._wrapped(exc, statement, rows, many=True) from exc
+        except BaseException as exc:
+            self._discard_if_interrupted(exc)
+            raise
 
     def execute_together(self, statements: Sequence[tuple[str, Params]]) -> list[list[Any]]:
         """MySQL/MariaDB: several statements in one round trip; the rows of each, in order.
@@ -139,17 +152,6 @@ class DriverCursor:
     def close(self) -> None:
         with suppress(self._error):  # the connection is gone, and so is the cursor
             self._cursor.close()
-
-    @contextmanager
-    def _driver_errors(self, statement: str, params: Any, many: bool) -> Iterator[None]:
-        """A driver error raised as SQLAlchemy's; an interrupt discards the connection."""
-        try:
-            yield
-        except self._error as exc:
-            raise self._wrapped(exc, statement, params, many=many) from exc
-        except BaseException as exc:
-            self._discard_if_interrupted(exc)
-            raise
 
     def _discard_if_interrupted(self, exc: BaseException) -> None:
         """KeyboardInterrupt, SystemExit or a cancelled task in the middle of a statement:

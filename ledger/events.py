@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ledger.clock import ensure_utc, utcnow
-from ledger.text import describe_char, is_invisible
+from ledger.text import SHOWN_AS_ESCAPES, describe_char, is_invisible
 
 # The legacy ingestion_runs columns are INT(11): a run id, a source id, a counter delta and a
 # counter total must each stay below this.
@@ -100,9 +100,13 @@ def name_problem(value: str) -> str | None:
     either end (NBSP and the other Unicode spaces included), no combining mark first (it would
     join what is printed before it). Look-alike letters inside a name are not refused.
     """
-    for index, char in enumerate(value):
-        if is_invisible(char):
-            return f"{describe_char(char)} at index {index} is not allowed"
+    # Every invisible character is unprintable to str.isprintable (categories C* and Z* but
+    # the ASCII space) or one of the blank letters and marks; most names are neither, and this
+    # is checked in C before the loop that says which character and where.
+    if not (value.isprintable() and SHOWN_AS_ESCAPES.isdisjoint(value)):
+        for index, char in enumerate(value):
+            if is_invisible(char):
+                return f"{describe_char(char)} at index {index} is not allowed"
     if value[:1].isspace():
         return f"leading whitespace ({describe_char(value[0])} at index 0) is not allowed"
     if value[-1:].isspace():

@@ -81,7 +81,22 @@ def canonical_json(value: object) -> str:
 
 def payload_of(event: EventModel) -> dict[str, Any]:
     """The event's own fields (not the envelope), as plain Python values."""
+    names = _PAYLOAD_FIELDS.get(type(event))
+    if names is not None:
+        fields = vars(event)
+        payload = {name: fields[name] for name in names}
+        # A validated int, str, datetime or None is what model_dump gives back as it is; a
+        # JSON object (metadata, error_details) may hold values model_dump converts.
+        if not any(type(value) is dict for value in payload.values()):
+            return payload
     return event.model_dump(mode="python", exclude=set(ENVELOPE_FIELDS))
+
+
+# Each event class's payload fields, in model order (a subclass of one takes model_dump).
+_PAYLOAD_FIELDS: dict[type[EventModel], tuple[str, ...]] = {
+    model: tuple(name for name in model.model_fields if name not in ENVELOPE_FIELDS)
+    for model in EVENT_TYPES.values()
+}
 
 
 def payload_json(event: EventModel) -> str:

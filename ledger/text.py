@@ -34,7 +34,7 @@ _IGNORABLE_RANGES = (
 IGNORABLE_MARKS = frozenset(
     chr(code) for first, last in _IGNORABLE_RANGES for code in range(first, last + 1)
 )
-_SHOWN_AS_ESCAPES = BLANK_LETTERS | IGNORABLE_MARKS
+SHOWN_AS_ESCAPES = BLANK_LETTERS | IGNORABLE_MARKS
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # What inline Markdown (GitHub's included) reads as more than text: the cell separator, link
 # and image brackets, HTML and autolinks, entities, code, emphasis and strikethrough, and the
@@ -45,7 +45,7 @@ _MARKDOWN_SPECIAL = frozenset("\\`*_[]<>|~&")
 
 def is_invisible(char: str) -> bool:
     """True for a character that does not show as itself (see :data:`INVISIBLE_CATEGORIES`)."""
-    return char in _SHOWN_AS_ESCAPES or unicodedata.category(char) in INVISIBLE_CATEGORIES
+    return char in SHOWN_AS_ESCAPES or unicodedata.category(char) in INVISIBLE_CATEGORIES
 
 
 def escape_char(char: str) -> str:
@@ -74,7 +74,7 @@ def visible(text: str) -> str:
     """``text`` on one line with every invisible character shown as its escape: a newline as the
     two characters ``\\n``, ESC as ``\\x1b``, U+202E as ``\\u202e``. A backslash already in the
     text is left as it is (Windows paths stay readable); JSON output is the exact form."""
-    if text.isprintable() and _SHOWN_AS_ESCAPES.isdisjoint(text):  # the usual case, in C
+    if text.isprintable() and SHOWN_AS_ESCAPES.isdisjoint(text):  # the usual case, in C
         return text
     return "".join(escape_char(char) if is_invisible(char) else char for char in text)
 

@@ -24,7 +24,7 @@ from ledger import (
 )
 from ledger.events import name_problem
 from ledger.mapper import event_from_stored, payload_json
-from ledger.text import is_invisible, markdown_cell, visible
+from ledger.text import SHOWN_AS_ESCAPES, is_invisible, markdown_cell, visible
 
 
 def test_defaults_come_from_the_ledger_clock() -> None:
@@ -352,3 +352,15 @@ def test_the_first_second_of_1970_is_refused() -> None:
                 "occurred_at": "1970-01-01T00:00:00.5Z",
             }
         )
+
+
+def test_the_quick_check_of_a_name_misses_no_invisible_character() -> None:
+    # name_problem skips its per-character loop for a name that str.isprintable accepts and
+    # that holds none of SHOWN_AS_ESCAPES: sound only if that covers every invisible one.
+    missed = [
+        f"U+{code:04X}"
+        for code in range(0x110000)
+        if is_invisible(chr(code)) and chr(code).isprintable() and chr(code) not in SHOWN_AS_ESCAPES
+    ]
+    assert missed == []
+    assert name_problem("bench\u200bmark") == ("U+200B ZERO WIDTH SPACE at index 5 is not allowed")

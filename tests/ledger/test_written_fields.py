@@ -38,6 +38,7 @@ from ledger.mapper import (
     decode_payload,
     event_from_stored,
     payload_json,
+    payload_of,
     validated_event,
     written_fields,
 )
@@ -340,3 +341,31 @@ def test_sqlite_times_read_as_before(text: str) -> None:
         return
     after = read_time(text)
     assert (after, after.tzinfo) == (before, before.tzinfo)
+
+
+# ---------------------------------------------------------------------- payloads as written
+# The append serialises each payload from the model's own field values, without model_dump,
+# unless a JSON object field is set (model_dump may convert what such an object holds).
+
+
+@settings(max_examples=1000, deadline=None)
+@given(event=accepted_events)
+def test_the_payload_is_what_model_dump_gives(event: EventModel) -> None:
+    dumped = event.model_dump(mode="python", exclude=set(ENVELOPE_FIELDS))
+    assert payload_of(event) == dumped
+    assert list(payload_of(event)) == list(dumped)  # the order the messages name fields in
+    assert payload_json(event) == canonical_json(dumped)
+
+
+def test_a_json_object_holding_a_model_is_stored_as_model_dump_stores_it() -> None:
+    inner = RunProgressed(run_id=1, records_fetched=2)  # any pydantic model a caller puts in
+    event = RunFinished(run_id=1, status="failed", error_details={"report": inner})
+    assert payload_of(event)["error_details"]["report"] == inner.model_dump()
+    assert json.loads(payload_json(event))["error_details"]["report"]["records_fetched"] == 2
+
+
+def test_a_subclass_of_an_event_stores_its_own_fields_too() -> None:
+    class Tagged(RunProgressed):
+        tag: str = "x"
+
+    assert payload_of(Tagged(run_id=1))["tag"] == "x"
