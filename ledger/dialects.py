@@ -170,6 +170,22 @@ def sqlite_stored_time(value: datetime) -> str:
     )
 
 
+def quick_sqlite_time(
+    processor: Callable[[Any], Any], whole_seconds: bool = False
+) -> Callable[[Any], Any]:
+    """``processor``, SQLAlchemy's bind processor of a :class:`ledger.schema.UTCDateTime`
+    column on SQLite, with the usual value (aware, in UTC) formatted directly: the same text,
+    at a third of the cost (a rebuild writes three timestamps a run). ``whole_seconds`` for a
+    :class:`ledger.schema.LegacyTimestamp`, which drops the microseconds first."""
+
+    def process(value: Any) -> Any:
+        if type(value) is not datetime or value.tzinfo is not UTC or value.year < 1000:
+            return processor(value)  # None, a refusal, or text made the long way
+        return sqlite_stored_time(value.replace(microsecond=0) if whole_seconds else value)
+
+    return process
+
+
 def driver_time_reader(bind: Bound) -> Callable[[Any], datetime]:
     """How a timestamp the driver returns unconverted becomes an aware UTC datetime, as
     SQLAlchemy's DateTime would give it: SQLite's stored text parsed, MySQL's naive UTC

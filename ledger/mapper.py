@@ -13,6 +13,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -305,12 +306,15 @@ def written_fields(
 ) -> dict[str, Any] | None:
     """The field values of a stored event as this ledger writes it, or None when only
     validation can say (see above)."""
-    keys = _PAYLOAD_KEYS.get(event_type)
+    # Every event of a replay comes through here: one lookup for what its type needs, and
+    # the checks written out rather than looped over where they are the same for all types.
+    written = _WRITTEN.get(event_type)
     if (
-        keys is None
+        written is None
+        # Read each time, not kept in _WRITTEN: a new schema version raises it at run time.
         or schema_version != CURRENT_SCHEMA_VERSIONS.get(event_type)
         or type(payload) is not dict
-        or payload.keys() != keys
+        or payload.keys() != written.keys
         or type(run_id) is not int
         or not 1 <= run_id <= MAX_RUN_ID
         or type(occurred_at) is not datetime
@@ -321,26 +325,44 @@ def written_fields(
         or (actor is not None and _actor(actor) is _REFUSED)
     ):
         return None
-    values = dict(payload)
-    if event_type in _WITH_COUNTERS:
-        for name in COUNTER_FIELDS:
-            value = payload[name]
-            if type(value) is not int or not 0 <= value < COUNTER_LIMIT:
-                return None
-    for name, check in _OTHER_FIELDS[event_type].items():
+    for name in written.counters:
+        value = payload[name]
+        if type(value) is not int or not 0 <= value < COUNTER_LIMIT:
+            return None
+    values = {
+        **payload,
+        "type": event_type,
+        "event_id": _uuid_from_text(event_id),
+        "run_id": run_id,
+        "run_ref": None,
+        "occurred_at": occurred_at,
+        "actor": actor,
+        "schema_version": schema_version,
+    }
+    for name, check in written.others:
         value = values[name] = check(payload[name])
         if value is _REFUSED:
             return None
-    values.update(
-        type=event_type,
-        event_id=_uuid_from_text(event_id),
-        run_id=run_id,
-        run_ref=None,
-        occurred_at=occurred_at,
-        actor=actor,
-        schema_version=schema_version,
-    )
     return values
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What :func:`written_fields` checks of one event type."""
+
+    keys: frozenset[str]
+    counters: tuple[str, ...]
+    others: tuple[tuple[str, Callable[[Any], Any]], ...]
+
+
+_WRITTEN = {
+    name: _Written(
+        _PAYLOAD_KEYS[name],
+        COUNTER_FIELDS if name in _WITH_COUNTERS else (),
+        tuple(_OTHER_FIELDS[name].items()),
+    )
+    for name in _OTHER_FIELDS
+}
 
 
 def _model_of(event_type: str, fields: dict[str, Any]) -> EventModel:

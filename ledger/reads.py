@@ -71,7 +71,11 @@ def events_from_driver(
 ) -> list[RecordedEvent]:
     """:func:`event_from_driver` for each row. The events of one append share their
     ``recorded_at``, which is read once for all of them."""
+    # The replay's hot path: each event is made as RecordedEvent.__init__ would make it, its
+    # fields set in one dict rather than by twelve frozen-dataclass setattr calls.
     events: list[RecordedEvent] = []
+    append = events.append
+    new, set_fields = object.__new__, object.__setattr__
     stored_at: Any = None
     recorded_at: datetime | None = None
     for (
@@ -84,24 +88,32 @@ def events_from_driver(
         payload,
         occurred,
         recorded,
-        *rest,
+        actor,
+        prev_hash,
+        hash_,
     ) in rows:
         if recorded != stored_at or recorded_at is None:
             stored_at, recorded_at = recorded, read_time(recorded)
-        events.append(
-            RecordedEvent(
-                int(position),
-                event_id,
-                int(run_id),
-                int(version),
-                type_,
-                int(schema),
-                payload,
-                read_time(occurred),
-                recorded_at,
-                *rest,
-            )
+        event = new(RecordedEvent)
+        set_fields(
+            event,
+            "__dict__",
+            {
+                "position": int(position),
+                "event_id": event_id,
+                "run_id": int(run_id),
+                "version": int(version),
+                "type": type_,
+                "schema_version": int(schema),
+                "payload": payload,
+                "occurred_at": read_time(occurred),
+                "recorded_at": recorded_at,
+                "actor": actor,
+                "prev_hash": prev_hash,
+                "hash": hash_,
+            },
         )
+        append(event)
     return events
 
 

@@ -63,20 +63,23 @@ class RecordedEvent:
     def fields(self) -> Mapping[str, Any]:
         """The field values of :attr:`event` (``vars(self.event)``), with the same errors, without
         building the model when the event is as this ledger writes it: what a replay reads."""
-        fields: Mapping[str, Any] | None = self.__dict__.get("_fields")
+        # Read from the instance's __dict__ directly: this runs for every event of a replay.
+        stored = self.__dict__
+        fields: Mapping[str, Any] | None = stored.get("_fields")
         if fields is None:
+            payload = stored.get("_payload_data")
             fields = written_fields(
-                self.type,
-                self.schema_version,
-                self.__dict__.get("_payload_data") or decode_payload(self.payload),
-                self.event_id,
-                self.run_id,
-                self.occurred_at,
-                self.actor,
+                stored["type"],
+                stored["schema_version"],
+                decode_payload(stored["payload"]) if payload is None else payload,
+                stored["event_id"],
+                stored["run_id"],
+                stored["occurred_at"],
+                stored["actor"],
             )
             if fields is None:
                 fields = vars(self.event)  # validated (or its error raised)
-            self.__dict__["_fields"] = fields
+            stored["_fields"] = fields
         return fields
 
     def _stored(self) -> dict[str, Any]:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Table, bindparam, insert, select, update
 
 from ledger import RecordedEvent
+from ledger.dialects import quick_sqlite_time
 from ledger.reads import chunks
+from ledger.schema import LegacyTimestamp, UTCDateTime
 from projections.fold import BatchOutcome, Row, fold_events, normalise
 
 
@@ -36,24 +39,33 @@ class _Statement:
         compiled = statement.compile(dialect=dialect)
         names = tuple(compiled.positiontup if compiled.positional else compiled.binds)
         columns = tuple(name.removeprefix("b_") for name in names)  # b_id: the update's key
-        processors = tuple(
-            table.c[column].type.dialect_impl(dialect).bind_processor(dialect) for column in columns
-        )
+        processors = tuple(_bind_processor(table.c[column].type, dialect) for column in columns)
         return cls(compiled.string, names, columns, processors, compiled.positional)
 
     def execute(self, conn: Connection, rows: Sequence[Row]) -> None:
-        triples = tuple(zip(self.names, self.columns, self.processors, strict=True))
-        values = [
-            tuple(
-                row[column] if process is None else process(row[column])
-                for _, column, process in triples
-            )
-            for row in rows
-        ]
+        # A rebuild writes every run through here: the row's values taken in one C call, and
+        # only the columns with a processor (timestamps, the status enum, JSON) passed to it.
+        take = itemgetter(*self.columns, *self.columns[:1])  # two or more: always a tuple
+        processed = [(index, p) for index, p in enumerate(self.processors) if p is not None]
+        values: list[tuple[Any, ...]] = []
+        for row in rows:
+            value = list(take(row)[: len(self.columns)])
+            for index, process in processed:
+                value[index] = process(value[index])
+            values.append(tuple(value))
         if self.positional:
             conn.exec_driver_sql(self.sql, values)
         else:
             conn.exec_driver_sql(self.sql, [dict(zip(self.names, v, strict=True)) for v in values])
+
+
+def _bind_processor(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The bind processor SQLAlchemy applies to a value of ``column_type`` (a timestamp on
+    SQLite: the same, quicker for the usual value)."""
+    processor = column_type.dialect_impl(dialect).bind_processor(dialect)
+    if processor is not None and dialect.name == "sqlite" and isinstance(column_type, UTCDateTime):
+        return quick_sqlite_time(processor, whole_seconds=isinstance(column_type, LegacyTimestamp))
+    return processor
 
 
 class ReadModelWriter:

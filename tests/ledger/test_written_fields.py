@@ -9,6 +9,7 @@ quick way.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from ledger import RunFinished, RunProgressed, RunStarted, RunTimedOut, ValidationError
 from ledger.clock import isoformat_utc
-from ledger.dialects import driver_time_reader
+from ledger.dialects import driver_time_reader, stored_time_reader
 from ledger.events import (
     ACTOR_NAME_MAX,
     CONNECTOR_NAME_MAX,
@@ -42,6 +43,7 @@ from ledger.mapper import (
     validated_event,
     written_fields,
 )
+from ledger.reads import events_from_driver
 from ledger.recorded import RecordedEvent
 
 # Text of every kind (lone surrogates, other planes, control characters), and around limits.
@@ -369,3 +371,19 @@ def test_a_subclass_of_an_event_stores_its_own_fields_too() -> None:
         tag: str = "x"
 
     assert payload_of(Tagged(run_id=1))["tag"] == "x"
+
+
+def test_an_event_made_from_a_driver_row_is_the_one_its_constructor_makes() -> None:
+    # events_from_driver fills the frozen dataclass's __dict__ directly (the replay's hot path).
+    row = (7, str(uuid.uuid4()), 3, 2, "RunProgressed", 1, "{}", "2026-01-02 03:04:05.000006")
+    row += ("2026-01-02 03:04:06.000000", None, "0" * 64, "1" * 64)
+    (made,) = events_from_driver([row], stored_time_reader)
+    built = RecordedEvent(
+        7, row[1], 3, 2, "RunProgressed", 1, "{}", *map(stored_time_reader, row[7:9]), *row[9:]
+    )
+    assert made == built
+    assert repr(made) == repr(built)
+    assert hash(made) == hash(built)
+    assert list(vars(made)) == list(vars(built))  # the fields, in their order, and nothing else
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.position = 8  # type: ignore[misc]

@@ -4,7 +4,7 @@ update store, on both databases."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy.dialects import sqlite
 
+from ledger.dialects import quick_sqlite_time
+from ledger.schema import LegacyTimestamp, UTCDateTime
 from projections.dialects import shadow_indexes
 from projections.schema import (
     RUN_STATUSES,
@@ -127,3 +130,27 @@ def test_the_writer_stores_what_core_stores(
             )
     finally:
         ledger.close()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    moment=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=5))]))
+    | st.datetimes()  # naive: refused the long way
+    | st.none(),
+    legacy=st.booleans(),
+)
+def test_quick_sqlite_timestamps_are_the_text_sqlalchemy_stores(
+    moment: datetime | None, legacy: bool
+) -> None:
+    column_type = LegacyTimestamp() if legacy else UTCDateTime()
+    dialect = sqlite.dialect()
+    processor = column_type.dialect_impl(dialect).bind_processor(dialect)
+    quick = quick_sqlite_time(processor, whole_seconds=legacy)
+
+    def outcome(process: Any) -> Any:
+        try:
+            return process(moment)
+        except (ValueError, OverflowError) as exc:
+            return type(exc)
+
+    assert outcome(quick) == outcome(processor)
