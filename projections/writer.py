@@ -62,7 +62,9 @@ class _Statement:
 def _bind_processor(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
     """The bind processor SQLAlchemy applies to a value of ``column_type`` (a timestamp on
     SQLite: the same, quicker for the usual value)."""
-    processor = column_type.dialect_impl(dialect).bind_processor(dialect)
+    processor: Callable[[Any], Any] | None = column_type.dialect_impl(dialect).bind_processor(
+        dialect
+    )
     if processor is not None and dialect.name == "sqlite" and isinstance(column_type, UTCDateTime):
         return quick_sqlite_time(processor, whole_seconds=isinstance(column_type, LegacyTimestamp))
     return processor
