@@ -56,6 +56,16 @@ def open_reader(mysql_ledger: Ledger) -> Iterator[None]:
         reader.close()
 
 
+def wait_until_a_flush_waits(ledger: Ledger) -> None:
+    """Until the server runs a FLUSH LOCAL TABLES (waiting for the reader), at most 30 s."""
+    deadline = time.monotonic() + 30
+    query = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'FLUSH LOCAL%%'"
+    with ledger.connect() as conn:
+        while not conn.exec_driver_sql(query).scalar_one():
+            assert time.monotonic() < deadline, "no FLUSH LOCAL TABLES ever ran"
+            time.sleep(0.01)
+
+
 def test_a_reload_waits_a_bounded_time_for_readers_and_appends_go_on(
     mysql_ledger: Ledger, open_reader: None
 ) -> None:
@@ -63,7 +73,7 @@ def test_a_reload_waits_a_bounded_time_for_readers_and_appends_go_on(
     appended: dict[str, float] = {}
 
     def append_meanwhile() -> None:
-        time.sleep(0.5)  # once the FLUSH waits
+        wait_until_a_flush_waits(mysql_ledger)
         started = time.monotonic()
         mysql_ledger.append([RunProgressed(run_id=run_id, records_fetched=1)])
         appended["seconds"] = time.monotonic() - started

@@ -142,6 +142,16 @@ def append_on_a_terminal(db_url: str) -> Iterator[tuple[subprocess.Popen[bytes],
         os.close(terminal)
 
 
+def chars_read(pid: int) -> int:
+    """What the process has read so far, in bytes (``rchar`` of /proc/PID/io): at the prompt
+    it reads nothing but its terminal."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == "rchar":
+            return int(value)
+    raise AssertionError(f"/proc/{pid}/io has no rchar")
+
+
 def test_append_on_a_terminal_says_it_reads_standard_input(db_url: str) -> None:
     """A bare ``ledger append`` at a prompt says what it waits for and how to end it."""
     with append_on_a_terminal(db_url) as (process, terminal):
@@ -163,8 +173,14 @@ def test_ctrl_c_while_append_reads_a_terminal_says_nothing_was_appended(
         assert process.stderr is not None
         read_until(process.stderr, b"Ctrl-D", deadline=time.monotonic() + 30)
         event = {"type": "RunStarted", "run_ref": "a", "source_id": 1, "connector_name": "S_1"}
-        os.write(terminal, json.dumps(event).encode() + b"\n")
-        time.sleep(0.5)
+        line = json.dumps(event).encode() + b"\n"
+        before = chars_read(process.pid)
+        os.write(terminal, line)
+        # Ctrl-C once the line is read: the process then holds an event it has not appended.
+        deadline = time.monotonic() + 30
+        while chars_read(process.pid) < before + len(line):
+            assert time.monotonic() < deadline, "ledger append never read the line"
+            time.sleep(0.01)
         process.send_signal(signal.SIGINT)  # what Ctrl-C on its terminal sends
         stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
