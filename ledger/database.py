@@ -576,11 +576,15 @@ def conflict_pause(attempt: int) -> float:
 
 
 def retrying_conflicts(
-    action: Callable[[], T], what: str, also: tuple[type[Exception], ...] = ()
+    action: Callable[[], T],
+    what: str,
+    also: tuple[type[Exception], ...] = (),
+    stop: threading.Event | None = None,
 ) -> T:
     """``action()``, run again while it fails with a transaction conflict, or one of ``also``
     (each attempt must be a whole transaction, rolled back by the failure); bounded as the
-    append's retry. Any other error, or the last conflict, is raised."""
+    append's retry. Any other error, or the last conflict, is raised; so is the conflict in
+    hand when ``stop`` is set during a pause (a shutdown does not wait out the retries)."""
     started = time.monotonic()
     attempt = 1
     while True:
@@ -596,7 +600,10 @@ def retrying_conflicts(
                 log.warning("%s still conflicting after %d attempt(s); giving up", what, attempt)
                 raise
             log.debug("%s lost to another transaction (attempt %d): %s", what, attempt, exc)
-            time.sleep(conflict_pause(attempt))
+            if stop is None:
+                time.sleep(conflict_pause(attempt))
+            elif stop.wait(conflict_pause(attempt)):
+                raise
             attempt += 1
 
 

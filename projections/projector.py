@@ -130,13 +130,13 @@ class Projector:
         """
         total = 0
         while stop is None or not stop.is_set():
-            processed, more = self.apply_batch()
+            processed, more = self.apply_batch(stop)
             total += processed
             if not more:
                 break
         return total
 
-    def apply_batch(self) -> tuple[int, bool]:
+    def apply_batch(self, stop: threading.Event | None = None) -> tuple[int, bool]:
         """One transaction: returns (events processed, whether more may be pending).
 
         If the database refuses a row the batch would write (a value too long or out of range
@@ -144,7 +144,7 @@ class Projector:
         refused one commit, and the refused one is recorded as the projection's error.
         """
         try:
-            return self._apply_batch_retrying(one_by_one=False)
+            return self._apply_batch_retrying(one_by_one=False, stop=stop)
         except StorageError as exc:
             if not is_refused_value(exc):
                 raise
@@ -154,9 +154,11 @@ class Projector:
                 self.name,
                 visible(str(exc)),
             )
-            return self._apply_batch_retrying(one_by_one=True)
+            return self._apply_batch_retrying(one_by_one=True, stop=stop)
 
-    def _apply_batch_retrying(self, one_by_one: bool) -> tuple[int, bool]:
+    def _apply_batch_retrying(
+        self, one_by_one: bool, stop: threading.Event | None
+    ) -> tuple[int, bool]:
         """The batch, read and applied again when another projector committed first (a
         certification conflict or a moved checkpoint: another node's projector on a Galera
         cluster); the retry continues after what that one applied."""
@@ -164,6 +166,7 @@ class Projector:
             lambda: self._apply_batch(one_by_one),
             f"projection {self.name}",
             also=(CheckpointMovedError,),
+            stop=stop,
         )
 
     def _apply_batch(self, one_by_one: bool) -> tuple[int, bool]:
@@ -277,7 +280,9 @@ class Projector:
         while not stop.is_set():
             try:
                 processed = self.run_once(stop)
-            except (StorageError, ProjectionBusyError) as exc:
+            except (StorageError, ProjectionBusyError, CheckpointMovedError) as exc:
+                if stop.is_set():  # a retry given up for the shutdown: nothing to report
+                    break
                 outage.failed(exc)
                 stop.wait(interval)
                 continue

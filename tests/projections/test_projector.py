@@ -22,6 +22,7 @@ from projections import (
     runs_as_of,
 )
 from projections import writer as writer_module
+from projections.errors import CheckpointMovedError
 from tests.projection_support import append_raw, replayed_rows, table_rows, transition_rows
 
 T0 = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)
@@ -263,6 +264,32 @@ def test_two_projectors_in_threads_never_double_count(ledger: Ledger) -> None:
         thread.join()
     assert sum(counts) == 205
     assert {row["recordsFetched"] for row in table_rows(ledger).values()} == {40}
+
+
+def test_a_follower_losing_every_batch_to_another_projector_stops_at_once(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A projector on another Galera node keeps moving the checkpoint: this one retries the
+    batch (up to a minute), but a shutdown ends the retries instead of waiting them out."""
+    ledger.start_run(1, "contested")
+    projector = Projector(ledger)
+    attempts = threading.Semaphore(0)
+
+    def lost(one_by_one: bool) -> tuple[int, bool]:
+        attempts.release()
+        raise CheckpointMovedError("another projector advanced the checkpoint first")
+
+    monkeypatch.setattr(projector, "_apply_batch", lost)
+    stop = threading.Event()
+    follower = threading.Thread(target=projector.follow, args=(stop,))
+    follower.start()
+    try:
+        for _ in range(3):  # it is retrying
+            assert attempts.acquire(timeout=30)
+    finally:
+        stop.set()
+        follower.join(timeout=5)  # before the fix: the rest of the minute's retries
+    assert not follower.is_alive()
 
 
 # ---------------------------------------------------------------- I8 deterministic replay
