@@ -37,11 +37,11 @@ from ledger.database import (
 from ledger.dialects import (
     append_transaction,
     driver_placeholder,
-    driver_time_reader,
     driver_timestamp,
     is_sqlite,
     server_clock,
     snapshot_transaction,
+    stored_time_reader,
     write_transaction,
 )
 from ledger.driver import DriverCursor
@@ -59,6 +59,7 @@ from ledger.events import MAX_RUN_ID, EventModel, RunStarted
 from ledger.hashing import EVENT_COLUMNS, chain_hash
 from ledger.limits import payload_problems
 from ledger.mapper import CURRENT_SCHEMA_VERSIONS, canonical_json, payload_json, payload_of
+from ledger.packed import Column, Kind, packed_columns, plain_columns, unpacker
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState, apply_event
 from ledger.schema import HEAD_ROW_ID, ledger_head
@@ -727,8 +728,10 @@ class _Appender:
         if row is None:
             raise SchemaError("the ledger has no head row: run `ledger migrate`")
         if self.server_now is not None:
+            row = self.sql.unpack_head_with_clock(row)
             now = self.sql.read_time(row[4])
         else:
+            row = self.sql.unpack_head(row)
             now = (self.clock or utcnow)()
         last_recorded_at = None if row[3] is None else self.sql.read_time(row[3])
         return int(row[0]), str(row[1]), int(row[2]), last_recorded_at, now
@@ -800,7 +803,7 @@ class _Appender:
         read_time = self.sql.read_time
         stored: dict[str, RecordedEvent] = {}
         runs: dict[int, RunState | None] = {}
-        for row in rows:
+        for row in map(self.sql.unpack_state, rows):
             if row[0] == 1:
                 event = reads.event_from_driver(row[1:13], read_time)
                 stored[event.event_id] = event
@@ -922,6 +925,12 @@ class _Statements:
     mark: str
     stored_time: Callable[[datetime], Any]
     read_time: Callable[[Any], datetime]
+    # The reads' select lists (packed on MySQL/MariaDB: see ledger.packed) and what gives their
+    # rows back as plain rows.
+    columns: Callable[[Sequence[Column]], str]
+    unpack_head: Callable[[Sequence[Any]], Sequence[Any]]
+    unpack_head_with_clock: Callable[[Sequence[Any]], Sequence[Any]]
+    unpack_state: Callable[[Sequence[Any]], Sequence[Any]]
 
     def read_state(self, events: int, runs: int, *, runs_of_events: bool = True) -> str:
         """Stored events among ``events`` ids (kind 1) and registry rows (kind 2) of ``runs``
@@ -932,33 +941,81 @@ class _Statements:
 @lru_cache(maxsize=256)
 def _read_state_sql(sql: _Statements, events: int, runs: int, runs_of_events: bool) -> str:
     # Both kinds of row share one column list, so one statement reads both: an event row
-    # (EVENT_COLUMNS, then two NULLs) beside a run row with its columns at the same types.
-    run_columns = (
-        "{p}run_id, {p}connector_name, {p}source_id, {p}version, {p}state, NULL, NULL, "
-        "{p}started_at, {p}last_event_at, NULL, NULL, NULL, {p}opened_at, {p}updated_at"
-    )
+    # (EVENT_COLUMNS, then two NULLs) beside a run row with its columns at the same kinds.
     event_marks = ", ".join(sql.mark for _ in range(events))
     parts: list[str] = []
     if events:
         parts.append(
-            f"SELECT 1, {_EVENT_COLUMN_LIST}, NULL, NULL FROM ledger_events "
-            f"WHERE event_id IN ({event_marks})"
+            f"SELECT {sql.columns(_EVENT_ROW)} FROM ledger_events WHERE event_id IN ({event_marks})"
         )
     if runs:
         run_marks = ", ".join(sql.mark for _ in range(runs))
         parts.append(
-            f"SELECT 2, {run_columns.format(p='')} FROM ledger_runs WHERE run_id IN ({run_marks})"
+            f"SELECT {sql.columns(_run_row(''))} FROM ledger_runs WHERE run_id IN ({run_marks})"
         )
     if events and runs_of_events:
         parts.append(
-            f"SELECT 2, {run_columns.format(p='r.')} FROM ledger_events e "
+            f"SELECT {sql.columns(_run_row('r.'))} FROM ledger_events e "
             f"JOIN ledger_runs r ON r.run_id = e.run_id WHERE e.event_id IN ({event_marks})"
         )
     return " UNION ALL ".join(parts)
 
 
+# The rows of the state read (kind 1: a stored event; kind 2: a registry row) and of the head.
+_EVENT_KINDS: dict[str, Kind] = {
+    "position": "number",
+    "event_id": "text",
+    "run_id": "number",
+    "version": "number",
+    "type": "hex",
+    "schema_version": "number",
+    "payload": "text",
+    "occurred_at": "time",
+    "recorded_at": "time",
+    "actor": "text",
+    "prev_hash": "hex",
+    "hash": "hex",
+}
+_EVENT_ROW: tuple[Column, ...] = (
+    ("1", "number"),
+    *((name, _EVENT_KINDS[name]) for name in EVENT_COLUMNS),
+    ("NULL", "time"),
+    ("NULL", "time"),
+)
+
+
+def _run_row(prefix: str) -> tuple[Column, ...]:
+    """A registry row in the state read's columns (``prefix``: its table's alias)."""
+    return (
+        ("2", "number"),
+        (f"{prefix}run_id", "number"),
+        (f"{prefix}connector_name", "text"),
+        (f"{prefix}source_id", "number"),
+        (f"{prefix}version", "number"),
+        (f"{prefix}state", "hex"),
+        ("NULL", "number"),
+        ("NULL", "text"),
+        (f"{prefix}started_at", "time"),
+        (f"{prefix}last_event_at", "time"),
+        ("NULL", "text"),
+        ("NULL", "hex"),
+        ("NULL", "hex"),
+        (f"{prefix}opened_at", "time"),
+        (f"{prefix}updated_at", "time"),
+    )
+
+
+_HEAD_ROW: tuple[Column, ...] = (
+    ("last_position", "number"),
+    ("last_hash", "hex"),
+    ("last_run_id", "number"),
+    ("last_recorded_at", "time"),
+)
 _STATEMENTS: dict[tuple[str, str], _Statements] = {}
-_EVENT_COLUMN_LIST = ", ".join(EVENT_COLUMNS)
+
+
+def _as_it_is(row: Sequence[Any]) -> Sequence[Any]:
+    return row
 
 
 def _statements(conn: Engine | Connection) -> _Statements:
@@ -971,10 +1028,12 @@ def _statements(conn: Engine | Connection) -> _Statements:
 
 def _build_statements(conn: Engine | Connection) -> _Statements:
     mark = driver_placeholder(conn)
-    head = "SELECT last_position, last_hash, last_run_id, last_recorded_at"
-    where_head = f"FROM ledger_head WHERE id = {mark}"
-    lock = "" if is_sqlite(conn) else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE holds the lock
+    sqlite = is_sqlite(conn)
+    columns = plain_columns if sqlite else packed_columns
     clock = server_clock(conn)
+    head_with_clock = (*_HEAD_ROW, (str(clock), "time"))
+    where_head = f"FROM ledger_head WHERE id = {mark}"
+    lock = "" if sqlite else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE holds the lock
     run_columns = reads.RUN_COLUMNS
     quote = conn.dialect.identifier_preparer.quote
 
@@ -988,8 +1047,10 @@ def _build_statements(conn: Engine | Connection) -> _Statements:
         return assignments(table, "last_position", "last_hash", "last_run_id", "last_recorded_at")
 
     return _Statements(
-        lock_head=f"{head} {where_head}{lock}",
-        lock_head_with_clock=f"{head}, {clock} {where_head}{lock}" if clock is not None else "",
+        lock_head=f"SELECT {columns(_HEAD_ROW)} {where_head}{lock}",
+        lock_head_with_clock=(
+            f"SELECT {columns(head_with_clock)} {where_head}{lock}" if clock is not None else ""
+        ),
         run_ids_above=f"SELECT run_id FROM ledger_runs WHERE run_id > {mark}",
         insert_events=(
             f"INSERT INTO ledger_events ({', '.join(quote(c) for c in EVENT_COLUMNS)}) "
@@ -1010,7 +1071,14 @@ def _build_statements(conn: Engine | Connection) -> _Statements:
         together=not is_sqlite(conn),
         mark=mark,
         stored_time=driver_timestamp(conn),
-        read_time=driver_time_reader(conn),
+        # Timestamps come as text from the packed reads (on SQLite they are stored as text).
+        read_time=stored_time_reader,
+        columns=columns,
+        unpack_head=_as_it_is if sqlite else unpacker([kind for _, kind in _HEAD_ROW]),
+        unpack_head_with_clock=(
+            _as_it_is if sqlite else unpacker([kind for _, kind in head_with_clock])
+        ),
+        unpack_state=_as_it_is if sqlite else unpacker([kind for _, kind in _EVENT_ROW]),
     )
 
 
