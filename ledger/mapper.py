@@ -155,7 +155,7 @@ def event_from_stored(
         event_type, schema_version, payload, event_id, run_id, occurred_at, actor
     )
     if fields is not None:
-        return _model_of(event_type, fields)
+        return model_from_fields(event_type, fields)
     return validated_event(
         event_type, schema_version, payload, event_id, run_id, occurred_at, actor
     )
@@ -365,7 +365,7 @@ _WRITTEN = {
 }
 
 
-def _model_of(event_type: str, fields: dict[str, Any]) -> EventModel:
+def model_from_fields(event_type: str, fields: dict[str, Any]) -> EventModel:
     """The model holding ``fields`` (from :func:`written_fields`), as validation builds it:
     what ``model_construct`` does, without its per-field defaults and aliases (every field is
     given). The state set is pydantic's own (``__getstate__``), which the tests compare."""

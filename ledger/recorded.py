@@ -9,7 +9,7 @@ from typing import Any
 
 from ledger.clock import isoformat_utc
 from ledger.events import EventModel
-from ledger.mapper import decode_payload, event_from_stored, written_fields
+from ledger.mapper import decode_payload, model_from_fields, validated_event, written_fields
 
 
 @dataclass(frozen=True)
@@ -54,44 +54,57 @@ class RecordedEvent:
         Raises :class:`ledger.errors.UnknownEventTypeError` for a type this code does not know,
         and :class:`ledger.errors.ValidationError` for a payload that no longer validates.
         """
-        event: EventModel | None = self.__dict__.get("_event")
+        stored = self.__dict__
+        event: EventModel | None = stored.get("_event")
         if event is None:
-            event = self.__dict__["_event"] = event_from_stored(**self._stored())
+            # _fields, when set before the model, are the fields as written (see fields).
+            fields = stored.get("_fields") or self._as_written()
+            if fields is not None:
+                event = model_from_fields(stored["type"], fields)
+            else:
+                event = validated_event(
+                    stored["type"],
+                    stored["schema_version"],
+                    self._payload(),
+                    stored["event_id"],
+                    stored["run_id"],
+                    stored["occurred_at"],
+                    stored["actor"],
+                )
+            stored["_event"] = event
         return event
 
     @property
     def fields(self) -> Mapping[str, Any]:
         """The field values of :attr:`event` (``vars(self.event)``), with the same errors, without
         building the model when the event is as this ledger writes it: what a replay reads."""
-        # Read from the instance's __dict__ directly: this runs for every event of a replay.
         stored = self.__dict__
         fields: Mapping[str, Any] | None = stored.get("_fields")
         if fields is None:
-            payload = stored.get("_payload_data")
-            fields = written_fields(
-                stored["type"],
-                stored["schema_version"],
-                decode_payload(stored["payload"]) if payload is None else payload,
-                stored["event_id"],
-                stored["run_id"],
-                stored["occurred_at"],
-                stored["actor"],
-            )
+            fields = self._as_written()
             if fields is None:
                 fields = vars(self.event)  # validated (or its error raised)
             stored["_fields"] = fields
         return fields
 
-    def _stored(self) -> dict[str, Any]:
-        return {
-            "event_type": self.type,
-            "schema_version": self.schema_version,
-            "payload": self.__dict__.get("_payload_data") or decode_payload(self.payload),
-            "event_id": self.event_id,
-            "run_id": self.run_id,
-            "occurred_at": self.occurred_at,
-            "actor": self.actor,
-        }
+    # Both read the instance's __dict__ directly: they run for every event of a replay.
+
+    def _payload(self) -> Any:
+        payload = self.__dict__.get("_payload_data")
+        return decode_payload(self.__dict__["payload"]) if payload is None else payload
+
+    def _as_written(self) -> dict[str, Any] | None:
+        """The field values as this ledger writes them, or None (:func:`written_fields`)."""
+        stored = self.__dict__
+        return written_fields(
+            stored["type"],
+            stored["schema_version"],
+            self._payload(),
+            stored["event_id"],
+            stored["run_id"],
+            stored["occurred_at"],
+            stored["actor"],
+        )
 
 
 @dataclass(frozen=True)
