@@ -105,6 +105,36 @@ def chain_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
     return _link(prev_hash, row_content(row))
 
 
+def hash_of_values(
+    prev_hash: str,
+    position: int,
+    event_id: str,
+    run_id: int,
+    version: int,
+    event_type: str,
+    schema_version: int,
+    payload: str,
+    occurred_at: str,
+    recorded_at: str,
+    actor: str | None,
+) -> str:
+    """:func:`chain_hash` from column values, timestamps already in canonical text (the append
+    formats a batch's shared ``recorded_at`` once)."""
+    content = content_from_values(
+        position,
+        event_id,
+        run_id,
+        version,
+        event_type,
+        schema_version,
+        payload,
+        occurred_at,
+        recorded_at,
+        actor,
+    )
+    return _link(prev_hash, content)
+
+
 def stored_row_hash(prev_hash: str, row: Sequence[Any]) -> str:
     """:func:`chain_hash` of a row as stored (:data:`EVENT_COLUMNS` order, timestamps as the
     database stores them, see :func:`ledger.dialects.stored_time_text`): what ``ledger verify``

@@ -68,16 +68,20 @@ def _json_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+# What json.dumps builds on each call with these arguments, built once: every payload and
+# every hashed row goes through it.
+_CANONICAL_ENCODER = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    default=_json_default,
+)
+
+
 def canonical_json(value: object) -> str:
     """Deterministic JSON: sorted keys, no spaces, UTF-8 kept, UTC timestamps with microseconds."""
-    return json.dumps(
-        value,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        default=_json_default,
-    )
+    return _CANONICAL_ENCODER.encode(value)
 
 
 def payload_of(event: EventModel) -> dict[str, Any]:

@@ -56,7 +56,7 @@ from ledger.errors import (
     ValidationError,
 )
 from ledger.events import MAX_RUN_ID, EventModel, RunStarted
-from ledger.hashing import EVENT_COLUMNS, chain_hash
+from ledger.hashing import EVENT_COLUMNS, hash_of_values
 from ledger.limits import payload_problems
 from ledger.mapper import CURRENT_SCHEMA_VERSIONS, canonical_json, payload_json, payload_of
 from ledger.packed import Column, Kind, packed_columns, plain_columns, unpacker
@@ -625,9 +625,10 @@ class _Appender:
     def append(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
     ) -> AppendResult:
+        event_ids = [str(event.event_id) for event in batch]
         try:
             head, (stored, runs) = self._lock_and_read(
-                [str(event.event_id) for event in batch],
+                event_ids,
                 {event.run_id for event in batch if event.run_id is not None},
             )
         except DBAPIError as exc:
@@ -646,8 +647,10 @@ class _Appender:
         checked_runs: set[int] = set()
         results: list[RecordedEvent] = []
         new_events: list[RecordedEvent] = []
-        for index, (event, payload) in enumerate(zip(batch, payloads, strict=True)):
-            event_id = str(event.event_id)
+        recorded_text = isoformat_utc(self.now)  # hashed with every event of the batch
+        for index, (event, payload, event_id) in enumerate(
+            zip(batch, payloads, event_ids, strict=True)
+        ):
             earlier = stored.get(event_id)
             if earlier is not None:
                 _check_same_fact(
@@ -687,21 +690,22 @@ class _Appender:
             runs[run_id] = new_state
             checked_runs.add(run_id)
             position += 1
-            row: dict[str, Any] = {
-                "position": position,
-                "event_id": event_id,
-                "run_id": run_id,
-                "version": new_state.version,
-                "type": event.type,
-                "schema_version": event.schema_version,
-                "payload": payload,
-                "occurred_at": event.occurred_at,
-                "recorded_at": self.now,
-                "actor": event.actor,
-                "prev_hash": prev_hash,
-            }
-            row["hash"] = prev_hash = chain_hash(prev_hash, row)
-            recorded = RecordedEvent(**row)
+            values = (
+                position,
+                event_id,
+                run_id,
+                new_state.version,
+                event.type,
+                event.schema_version,
+                payload,
+            )
+            hash_ = hash_of_values(
+                prev_hash, *values, isoformat_utc(event.occurred_at), recorded_text, event.actor
+            )
+            recorded = RecordedEvent(
+                *values, event.occurred_at, self.now, event.actor, prev_hash, hash_
+            )
+            prev_hash = hash_
             stored[event_id] = recorded  # a repeat later in this batch is a duplicate too
             batch_ids.add(event_id)
             results.append(recorded)
