@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from ledger.clock import isoformat_utc
+from ledger.errors import ValidationError
 from ledger.events import EventModel
 from ledger.mapper import decode_payload, model_from_fields, validated_event, written_fields
 
@@ -44,7 +45,7 @@ class RecordedEvent:
         """The payload, decoded (a new dict the first time, the same one after)."""
         data: dict[str, Any] | None = self.__dict__.get("_payload_data")
         if data is None:
-            data = self.__dict__["_payload_data"] = decode_payload(self.payload)
+            data = self.__dict__["_payload_data"] = self._decoded()
         return data
 
     @property
@@ -87,11 +88,28 @@ class RecordedEvent:
             stored["_fields"] = fields
         return fields
 
+    def read_fields(self) -> Mapping[str, Any]:
+        """:attr:`fields`, without keeping them in the event: for a replay, which reads each
+        event once. A kept dict holds a UUID, so the garbage collector would track it (and the
+        event's own dict) for as long as the page of events lives."""
+        fields = self.__dict__.get("_fields") or self._as_written()
+        return self.fields if fields is None else fields
+
     # Both read the instance's __dict__ directly: they run for every event of a replay.
 
     def _payload(self) -> Any:
         payload = self.__dict__.get("_payload_data")
-        return decode_payload(self.__dict__["payload"]) if payload is None else payload
+        return self._decoded() if payload is None else payload
+
+    def _decoded(self) -> Any:
+        """The stored payload decoded; text that is not JSON (a row no append of this ledger
+        wrote) is a :class:`ValidationError`, as a payload that no longer validates is."""
+        try:
+            return decode_payload(self.__dict__["payload"])
+        except ValueError as exc:
+            raise ValidationError(
+                f"stored {self.type} {self.event_id} has a payload that is not JSON: {exc}"
+            ) from exc
 
     def _as_written(self) -> dict[str, Any] | None:
         """The field values as this ledger writes them, or None (:func:`written_fields`)."""

@@ -122,11 +122,11 @@ def fold(row: Row | None, recorded: RecordedEvent) -> tuple[Row, Transition | No
     Raises :class:`PoisonEventError` when the event cannot be applied: an unknown type, a
     payload that no longer validates, or an event that contradicts the row.
 
-    The event is read as its model's field values (:attr:`RecordedEvent.fields`), which is
-    what the model holds, without building the model for an event as the ledger writes it.
+    The event is read as its model's field values (:meth:`RecordedEvent.read_fields`), which
+    is what the model holds, without building the model for an event as the ledger writes it.
     """
     try:
-        event = recorded.fields
+        event = recorded.read_fields()
     except LedgerError as exc:
         raise PoisonEventError(recorded.position, recorded.type, str(exc)) from exc
     event_type = recorded.type

@@ -464,6 +464,21 @@ def test_run_started_events_alone_are_not_all(ledger: Ledger) -> None:
     assert set(table_rows(ledger)) == {1}
 
 
+def test_a_stored_payload_that_is_not_json_is_poison_not_a_crash(ledger: Ledger) -> None:
+    """A row no append of this ledger wrote (a foreign writer, a hand edit) whose payload does
+    not parse stops the projection at that event, recorded and skippable, like any poison."""
+    run_id = ledger.start_run(1, "c")
+    position = append_raw(ledger, run_id, "RunProgressed", '{"records_fetched": 1')
+    projector = Projector(ledger)
+    with pytest.raises(PoisonEventError) as raised:
+        projector.run_once()
+    assert raised.value.position == position
+    assert "not JSON" in str(raised.value)
+    assert projector.checkpoint().position == position - 1
+    with pytest.raises(ValidationError, match="not JSON"):
+        _ = list(ledger.read_all())[-1].payload_data
+
+
 def test_a_payload_that_no_longer_validates_is_poison(ledger: Ledger) -> None:
     run_id = ledger.start_run(1, "SOURCE_1")
     bad = append_raw(ledger, run_id, "RunProgressed", '{"records_fetched":-5}')
