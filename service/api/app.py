@@ -49,7 +49,7 @@ from projections.queries import (
 )
 from projections.schema import RUN_STATUSES
 from service.api.auth import TOKEN_PARAMETERS, Caller, Tokens, bearer_token
-from service.api.problems import PROBLEM_JSON, ApiProblem, problem_for
+from service.api.problems import PROBLEM_JSON, RETRY_AFTER_BUSY, ApiProblem, problem_for
 from service.config import LedgerConfig
 from service.metrics import LedgerCollector, collect_figures, scrape_url, status_report
 
@@ -58,7 +58,6 @@ log = logging.getLogger("ledger.api")
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/x-jsonlines"})
 MAX_PAGE = 1000
 AS_OF_NAMES = ("as_of", "at_position")
-RETRY_AFTER_BUSY = 5  # seconds a client waits when the expensive requests are all taken
 Scope = Literal["append", "read", "operate"]
 RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
 
@@ -506,7 +505,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
     if config.web.enabled:  # the web view (issue 17): same process, ledger and tokens
         from service.web import ROOT, create_web_app
 
-        web_app, app.state.web = create_web_app(config, state.ledger)
+        web_app, app.state.web = create_web_app(config, state.ledger, state.expensive_slots)
         app.mount(ROOT, web_app)
         app.state.web.verify.start()
 

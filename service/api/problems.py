@@ -32,6 +32,7 @@ TYPE_PREFIX = "urn:run-ledger:problem:"
 # Seconds a client waits before retrying while the database is unreachable.
 RETRY_AFTER_UNREACHABLE = 5
 RETRY_AFTER_SCHEMA = 30
+RETRY_AFTER_BUSY = 5  # seconds a client waits when the expensive requests are all taken
 
 log = logging.getLogger("ledger.api")
 

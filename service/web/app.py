@@ -9,7 +9,9 @@ Every response carries a Content-Security-Policy without scripts and without fra
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.resources import files
@@ -34,7 +36,7 @@ from ledger.text import visible
 from projections.as_of import parse_as_of, resolve_position
 from projections.queries import RunFilter, find_run, find_runs, status_counts_by_day
 from projections.schema import RUN_STATUSES
-from service.api.problems import problem_for
+from service.api.problems import RETRY_AFTER_BUSY, problem_for
 from service.config import LedgerConfig
 from service.web import views
 from service.web.integrity import VerifyCache, VerifyOutcome
@@ -67,7 +69,31 @@ class WebState:
     ledger: Ledger
     sessions: Sessions
     verify: VerifyCache
+    # The process's slots for requests that read the whole history (the API's, when mounted in
+    # it): a page that replays or verifies takes one, or says "busy" when all are taken.
+    expensive_slots: threading.BoundedSemaphore
     counts: dict[str, tuple[datetime, dict[str, dict[str, int]]]] = field(default_factory=dict)
+
+    @contextmanager
+    def expensive(self, what: str, needed: bool = True) -> Iterator[None]:
+        """A slot for a page that reads the whole history (Proof, Integrity, any page as of a
+        past moment): a 429 page with Retry-After when all ``[api] max_expensive`` are taken,
+        rather than a queue of full scans that would hold every worker thread."""
+        if not needed:
+            yield
+            return
+        if not self.expensive_slots.acquire(blocking=False):
+            raise LedgerErrorPage(
+                429,
+                "Busy",
+                f"{what} reads the whole history; {self.config.api.max_expensive} such "
+                "request(s) are running already ([api] max_expensive): retry in a few seconds",
+                headers={"Retry-After": str(RETRY_AFTER_BUSY)},
+            )
+        try:
+            yield
+        finally:
+            self.expensive_slots.release()
 
     def close(self) -> None:
         self.verify.stop()
@@ -117,13 +143,19 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebState]:
-    """The web view's app (to mount at :data:`ROOT`) and its state (close it with the app)."""
+def create_web_app(
+    config: LedgerConfig,
+    ledger: Ledger,
+    expensive_slots: threading.BoundedSemaphore | None = None,
+) -> tuple[FastAPI, WebState]:
+    """The web view's app (to mount at :data:`ROOT`) and its state (close it with the app).
+    ``expensive_slots``: the API's, so that pages and API requests share one budget."""
     state = WebState(
         config=config,
         ledger=ledger,
         sessions=Sessions(config),
         verify=VerifyCache(ledger, config.web.verify_interval),
+        expensive_slots=expensive_slots or threading.BoundedSemaphore(config.api.max_expensive),
     )
     templates = Environment(
         loader=PackageLoader("service.web", "templates"),
@@ -251,7 +283,9 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
 
     @app.exception_handler(LedgerErrorPage)
     async def bad_request(request: Request, exc: LedgerErrorPage) -> Response:
-        return error_page(request, exc.status, exc.title, exc.detail)
+        response = error_page(request, exc.status, exc.title, exc.detail)
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(LedgerError)
     async def ledger_error(request: Request, exc: LedgerError) -> Response:
@@ -408,7 +442,8 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
                 raise LedgerErrorPage(400, "Invalid request", f"source: {source!r} is not an id")
             source_id = int(source)
         run_filter = RunFilter(status, connector, source_id, PAGE_SIZE + 1, before=before)
-        view = find_runs(state.ledger, run_filter, None, moment.position)
+        with state.expensive("the runs as of a past moment", needed=not moment.live):
+            view = find_runs(state.ledger, run_filter, None, moment.position)
         rows = view.rows[:PAGE_SIZE]
         following = None
         if len(view.rows) > PAGE_SIZE:
@@ -460,7 +495,8 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
         timeline = audit_run(state.ledger, run_id)
         shown = [e for e in timeline if moment.live or e.event.position <= (moment.position or 0)]
         try:
-            run_view = find_run(state.ledger, run_id, None, moment.position)
+            with state.expensive("a run as of a past moment", needed=not moment.live):
+                run_view = find_run(state.ledger, run_id, None, moment.position)
             row, transitions = run_view.row, run_view.transitions
         except UnknownRunError:
             row, transitions = None, []
@@ -493,7 +529,8 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
         moment = moment_of(request)
         thresholds = config.thresholds.to_thresholds()
         judged_at = moment_time(moment)
-        found = config.stuck_runs(state.ledger, moment.position, judged_at)
+        with state.expensive("the stuck runs as of a past moment", needed=not moment.live):
+            found = config.stuck_runs(state.ledger, moment.position, judged_at)
         return render(
             request,
             "stuck.html",
@@ -541,7 +578,8 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
     def proof_page(request: Request) -> Response:
         viewer = reader(request)
         moment = moment_of(request)
-        report = build_report(state.ledger, stuck_after=config.thresholds.stale_after)
+        with state.expensive("the proof report"):
+            report = build_report(state.ledger, stuck_after=config.thresholds.stale_after)
         return render(
             request,
             "proof.html",
@@ -555,7 +593,8 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
     @app.get("/proof.md")
     def proof_markdown(request: Request) -> Response:
         reader(request)
-        report = build_report(state.ledger, stuck_after=config.thresholds.stale_after)
+        with state.expensive("the proof report"):
+            report = build_report(state.ledger, stuck_after=config.thresholds.stale_after)
         return Response(
             render_text(report, markdown=True),
             media_type="text/markdown; charset=utf-8",
@@ -566,7 +605,8 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
     def integrity_page(request: Request) -> Response:
         viewer = reader(request)
         moment = moment_of(request)
-        outcome: VerifyOutcome = state.verify.refresh()
+        with state.expensive("verify"):
+            outcome: VerifyOutcome = state.verify.refresh()
         anchor = current_anchor(state.ledger)
         return render(
             request,
@@ -583,13 +623,16 @@ def create_web_app(config: LedgerConfig, ledger: Ledger) -> tuple[FastAPI, WebSt
 
 
 class LedgerErrorPage(Exception):
-    """A page's own refusal of its input, shown as an error page."""
+    """A page's own refusal of its input (or of the moment: busy), shown as an error page."""
 
-    def __init__(self, status: int, title: str, detail: str) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title
         self.detail = detail
+        self.headers = dict(headers or {})
 
 
 def _decimal(text: str) -> bool:

@@ -38,6 +38,7 @@ class VerifyCache:
         self._interval = interval.total_seconds()
         self._lock = threading.Lock()
         self._last: VerifyOutcome | None = None
+        self._finished = 0  # verifies kept so far (a waiter knows one ended meanwhile)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -46,13 +47,19 @@ class VerifyCache:
         return self._last
 
     def refresh(self) -> VerifyOutcome:
-        """Verify now (one at a time) and keep the result."""
+        """Verify now and keep the result. While a verify runs (the scheduled one, another
+        visitor's), a caller waits for it and takes its result instead of queueing a second
+        full scan behind it."""
+        seen = self._finished
         with self._lock:
+            if self._finished != seen and self._last is not None:
+                return self._last  # one finished while this caller waited for the lock
             try:
                 outcome = VerifyOutcome(utcnow(), verify_all(self._ledger))
             except LedgerError as exc:
                 outcome = VerifyOutcome(utcnow(), None, str(exc))
             self._last = outcome
+            self._finished += 1
         if outcome.failed:
             log.warning("verify found %d problem(s)", len(outcome.report.problems))  # type: ignore[union-attr]
         return outcome

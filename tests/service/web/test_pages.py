@@ -3,7 +3,12 @@ database, escaping, the security headers, logins, CSRF, the fail form, as-of, th
 
 from __future__ import annotations
 
+import inspect
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from ledger import Ledger
 from service.api import create_app
+from service.web import integrity
 from tests.service.web.support import (
     SCRIPT,
     TOKENS,
@@ -290,3 +296,94 @@ def test_a_tampered_ledger_shows_the_red_banner(client: TestClient, db_url: str)
     assert "chain" in integrity
     for path in ["/web/runs", "/web/stuck", "/web/proof"]:
         assert 'id="verify-banner"' in client.get(path).text
+
+
+def test_pages_that_read_the_whole_history_share_the_apis_slots(
+    client: TestClient, demo: dict[str, int]
+) -> None:
+    """Proof, Integrity and every page as of a past moment replay or verify the whole ledger:
+    with every ``[api] max_expensive`` slot taken (by the API's own verify, say) they answer a
+    429 page with Retry-After instead of queueing full scans on every worker thread; live
+    pages do not wait for a slot."""
+    log_in(client, "reader")
+    api = client.app.state.api  # type: ignore[attr-defined]
+    web = client.app.state.web  # type: ignore[attr-defined]
+    assert web.expensive_slots is api.expensive_slots  # one budget for the process
+    taken = 0
+    while api.expensive_slots.acquire(blocking=False):
+        taken += 1
+    try:
+        assert taken == web_config("sqlite://").api.max_expensive
+        pinned = {"at_position": "3"}
+        for path, params in [
+            ("/web/proof", {}),
+            ("/web/proof.md", {}),
+            ("/web/integrity", {}),
+            ("/web/runs", pinned),
+            (f"/web/runs/{demo['open']}", pinned),
+            ("/web/stuck", pinned),
+        ]:
+            busy = client.get(path, params=params)
+            assert busy.status_code == 429, (path, busy.text)
+            assert busy.headers["retry-after"] == "5"
+            assert "max_expensive" in busy.text
+        for path in ["/web/runs", f"/web/runs/{demo['open']}", "/web/stuck"]:
+            assert client.get(path).status_code == 200, path
+    finally:
+        for _ in range(taken):
+            api.expensive_slots.release()
+    assert client.get("/web/integrity").status_code == 200
+    assert client.get("/web/runs", params={"at_position": "3"}).status_code == 200
+
+
+def blocked_on_the_lock(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is at VerifyCache.refresh's ``with self._lock`` (waiting on it)."""
+    lines, first = inspect.getsourcelines(integrity.VerifyCache.refresh)
+    at = first + next(i for i, line in enumerate(lines) if "with self._lock" in line)
+    frame = sys._current_frames().get(thread.ident or 0)
+    return (
+        frame is not None
+        and frame.f_code is integrity.VerifyCache.refresh.__code__
+        and frame.f_lineno == at
+    )
+
+
+def test_visitors_arriving_during_a_verify_take_its_result(
+    db_url: str, demo: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Integrity page while a verify runs waits for it and shows its result: no second
+    full scan queued behind it."""
+    ledger = Ledger.from_url(db_url)
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+    real_verify = integrity.verify_all
+
+    def slow_verify(store: Ledger) -> object:
+        calls.append(1)
+        started.set()
+        assert release.wait(30)
+        return real_verify(store)
+
+    monkeypatch.setattr(integrity, "verify_all", slow_verify)
+    cache = integrity.VerifyCache(ledger, timedelta(0))
+    outcomes: list[object] = []
+    first = threading.Thread(target=lambda: outcomes.append(cache.refresh()))
+    first.start()
+    try:
+        assert started.wait(30)
+        second = threading.Thread(target=lambda: outcomes.append(cache.refresh()))
+        second.start()
+        # Once the second caller waits for the first verify's end (blocked on the lock):
+        deadline = time.monotonic() + 30
+        while not blocked_on_the_lock(second):
+            assert time.monotonic() < deadline, "the second visit never reached the lock"
+            time.sleep(0.01)
+    finally:
+        release.set()
+        first.join(30)
+    second.join(30)
+    assert len(calls) == 1
+    assert len(outcomes) == 2
+    assert outcomes[0] is outcomes[1]
+    assert cache.refresh() is not outcomes[0]  # a later visit verifies again
+    ledger.close()
