@@ -186,6 +186,10 @@ def _refuse_ignored_sqlite_options(url: str, parsed: URL) -> None:
     """SQLAlchemy ignores a SQLite URL's query options it does not know (``?mode=ro``) unless
     the URL is a URI, with a Python warning on stderr: the user asked for something (read-only)
     that would silently not happen. Refused instead, with the URI form that does it."""
+    if not parsed.query:
+        # Nothing to ignore; and catch_warnings swaps process-wide state, which another
+        # thread's warnings would cross meanwhile: only done when there are options.
+        return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SAWarning)
         parsed.get_dialect()().create_connect_args(parsed)
