@@ -89,12 +89,17 @@ def payload_of(event: EventModel) -> dict[str, Any]:
     names = _PAYLOAD_FIELDS.get(type(event))
     if names is not None:
         fields = vars(event)
-        payload = {name: fields[name] for name in names}
-        # A validated int, str, datetime or None is what model_dump gives back as it is; a
-        # JSON object (metadata, error_details) may hold values model_dump converts.
-        if not any(type(value) is dict for value in payload.values()):
+        payload = {name: fields.get(name, _MISSING) for name in names}
+        # An int, str, datetime or None is what model_dump gives back as it is. Anything else
+        # (a JSON object, which may hold values model_dump converts; a value or a missing
+        # field of a model made without validation, model_construct) goes through model_dump.
+        if all(type(value) in _AS_DUMPED for value in payload.values()):
             return payload
     return event.model_dump(mode="python", exclude=set(ENVELOPE_FIELDS))
+
+
+_MISSING = object()
+_AS_DUMPED = frozenset({int, str, datetime, type(None)})
 
 
 # Each event class's payload fields, in model order (a subclass of one takes model_dump).
@@ -175,6 +180,11 @@ def validated_event(
     actor: str | None,
 ) -> EventModel:
     """:func:`event_from_stored` by validation alone: upcast, then validate the model."""
+    if not isinstance(payload, Mapping):  # JSON, but not an object: no append wrote it
+        raise ValidationError(
+            f"stored {event_type} {event_id} has a payload that is not a JSON object "
+            f"(a JSON {type(payload).__name__})"
+        )
     data = upcast(event_type, schema_version, dict(payload))
     data.update(
         type=event_type,

@@ -106,7 +106,7 @@ class RecordedEvent:
         wrote) is a :class:`ValidationError`, as a payload that no longer validates is."""
         try:
             return decode_payload(self.__dict__["payload"])
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to read
             raise ValidationError(
                 f"stored {self.type} {self.event_id} has a payload that is not JSON: {exc}"
             ) from exc

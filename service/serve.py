@@ -318,6 +318,8 @@ class LedgerService:
                 log.error("projector stopped, retrying in %gs: %s", pause, visible(str(exc)))
                 return
             except LedgerError as exc:  # one line as it starts, one as it ends: not every tick
+                if self.stop.is_set():  # a retry given up for the shutdown: nothing to report
+                    return
                 self.projector_outage.failed(exc)
                 return
         self.projector_outage.ended()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -387,3 +388,21 @@ def test_an_event_made_from_a_driver_row_is_the_one_its_constructor_makes() -> N
     assert list(vars(made)) == list(vars(built))  # the fields, in their order, and nothing else
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.position = 8  # type: ignore[misc]
+
+
+def test_a_model_made_without_validation_is_stored_as_model_dump_stores_it() -> None:
+    """model_construct and model_copy(update=...) skip validation, and append does not
+    validate again: their payload is what model_dump gives (or its error), never a guess."""
+    inner = RunProgressed(run_id=1, records_fetched=2)
+    ordered = RunStarted.model_construct(
+        run_id=1, source_id=1, connector_name="c", metadata=OrderedDict(a=inner)
+    )
+    listed = RunStarted(run_id=1, source_id=1, connector_name="c").model_copy(
+        update={"metadata": [{"a": inner}]}
+    )
+    for event in (ordered, listed):
+        dumped = event.model_dump(mode="python", exclude=set(ENVELOPE_FIELDS))
+        assert payload_of(event) == dumped
+        assert payload_json(event) == canonical_json(dumped)
+    missing = RunTimedOut.model_construct(run_id=1, detected_by="sweeper")  # no reason
+    assert payload_of(missing) == missing.model_dump(mode="python", exclude=set(ENVELOPE_FIELDS))

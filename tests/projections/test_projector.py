@@ -464,19 +464,33 @@ def test_run_started_events_alone_are_not_all(ledger: Ledger) -> None:
     assert set(table_rows(ledger)) == {1}
 
 
-def test_a_stored_payload_that_is_not_json_is_poison_not_a_crash(ledger: Ledger) -> None:
-    """A row no append of this ledger wrote (a foreign writer, a hand edit) whose payload does
-    not parse stops the projection at that event, recorded and skippable, like any poison."""
+NOT_JSON_OBJECTS = {
+    "not JSON": ('{"records_fetched": 1', "not JSON"),
+    "null": ("null", "not a JSON object"),
+    "a list": ("[1]", "not a JSON object"),
+    "a string": ('"ab"', "not a JSON object"),
+    "nested too deep to read": ("[" * 100_000 + "]" * 100_000, "not JSON"),
+}
+
+
+@pytest.mark.parametrize("payload", NOT_JSON_OBJECTS)
+def test_a_stored_payload_that_is_not_a_json_object_is_poison_not_a_crash(
+    ledger: Ledger, payload: str
+) -> None:
+    """A row no append of this ledger wrote (a foreign writer, a hand edit) whose payload is
+    not a JSON object stops the projection at that event, recorded and skippable, like any
+    poison; the follower goes on retrying instead of dying with a TypeError."""
+    text, says = NOT_JSON_OBJECTS[payload]
     run_id = ledger.start_run(1, "c")
-    position = append_raw(ledger, run_id, "RunProgressed", '{"records_fetched": 1')
+    position = append_raw(ledger, run_id, "RunProgressed", text)
     projector = Projector(ledger)
     with pytest.raises(PoisonEventError) as raised:
         projector.run_once()
     assert raised.value.position == position
-    assert "not JSON" in str(raised.value)
+    assert says in str(raised.value)
     assert projector.checkpoint().position == position - 1
-    with pytest.raises(ValidationError, match="not JSON"):
-        _ = list(ledger.read_all())[-1].payload_data
+    with pytest.raises(ValidationError, match=says):
+        _ = list(ledger.read_all())[-1].event
 
 
 def test_a_payload_that_no_longer_validates_is_poison(ledger: Ledger) -> None:

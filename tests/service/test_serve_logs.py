@@ -16,6 +16,7 @@ from freezegun import freeze_time
 from ledger import Ledger, RunProgressed, StorageError, sweep
 from ledger.clock import utcnow
 from projections import Projector
+from projections.errors import CheckpointMovedError
 from projections.projector import Outage
 from service.config import LedgerConfig
 from service.serve import LedgerService
@@ -163,3 +164,25 @@ def test_v_logs_each_applied_batch_with_its_positions_and_lag(
         "projected 2 event(s), positions 1..2; lag 1 event(s), 5.0s",
         "projected 1 event(s), positions 3..3; lag 0 event(s), 5.0s",
     ]
+
+
+def test_a_shutdown_during_a_conflict_retry_reports_no_outage(
+    db_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve's projector tick losing every batch to another projector (Galera) when the
+    process is told to stop: the retry ends at once and is not logged as an outage."""
+    service = LedgerService(LedgerConfig.model_validate({"database_url": db_url}))
+    try:
+        service.ledger.start_run(1, "contested")
+
+        def lost(one_by_one: bool) -> tuple[int, bool]:
+            service.stop.set()  # the shutdown arrives while the batch is being retried
+            raise CheckpointMovedError("another projector advanced the checkpoint first")
+
+        monkeypatch.setattr(service.projector, "_apply_batch", lost)
+        caplog.set_level(logging.INFO)
+        service.projector_job()
+    finally:
+        service.ledger.close()
+        service.scrape_ledger.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
