@@ -58,8 +58,8 @@ class RecordedEvent:
         stored = self.__dict__
         event: EventModel | None = stored.get("_event")
         if event is None:
-            # _fields, when set before the model, are the fields as written (see fields).
-            fields = stored.get("_fields") or self._as_written()
+            # Checked afresh, not taken from _fields: the model gets JSON objects of its own.
+            fields = self._as_written()
             if fields is not None:
                 event = model_from_fields(stored["type"], fields)
             else:
