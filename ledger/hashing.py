@@ -102,37 +102,7 @@ def content_from_values(
 
 
 def chain_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
-    return _link(prev_hash, row_content(row))
-
-
-def hash_of_values(
-    prev_hash: str,
-    position: int,
-    event_id: str,
-    run_id: int,
-    version: int,
-    event_type: str,
-    schema_version: int,
-    payload: str,
-    occurred_at: str,
-    recorded_at: str,
-    actor: str | None,
-) -> str:
-    """:func:`chain_hash` from column values, timestamps already in canonical text (the append
-    formats a batch's shared ``recorded_at`` once)."""
-    content = content_from_values(
-        position,
-        event_id,
-        run_id,
-        version,
-        event_type,
-        schema_version,
-        payload,
-        occurred_at,
-        recorded_at,
-        actor,
-    )
-    return _link(prev_hash, content)
+    return link(prev_hash, row_content(row))
 
 
 def stored_row_hash(prev_hash: str, row: Sequence[Any]) -> str:
@@ -154,8 +124,10 @@ def stored_row_hash(prev_hash: str, row: Sequence[Any]) -> str:
         stored_time_text(recorded),
         actor,
     )
-    return _link(prev_hash, content)
+    return link(prev_hash, content)
 
 
-def _link(prev_hash: str, content: str) -> str:
+def link(prev_hash: str, content: str) -> str:
+    """The hash of an event: its content (:func:`content_from_values`) chained to the one
+    before it."""
     return hashlib.sha256((prev_hash + content).encode("utf-8")).hexdigest()

@@ -63,15 +63,7 @@ class RecordedEvent:
             if fields is not None:
                 event = model_from_fields(stored["type"], fields)
             else:
-                event = validated_event(
-                    stored["type"],
-                    stored["schema_version"],
-                    self._payload(),
-                    stored["event_id"],
-                    stored["run_id"],
-                    stored["occurred_at"],
-                    stored["actor"],
-                )
+                event = validated_event(*self._stored())
             stored["_event"] = event
         return event
 
@@ -113,8 +105,12 @@ class RecordedEvent:
 
     def _as_written(self) -> dict[str, Any] | None:
         """The field values as this ledger writes them, or None (:func:`written_fields`)."""
+        return written_fields(*self._stored())
+
+    def _stored(self) -> tuple[str, int, Any, str, int, datetime, str | None]:
+        """What the mapper reads of a stored event, in its functions' argument order."""
         stored = self.__dict__
-        return written_fields(
+        return (
             stored["type"],
             stored["schema_version"],
             self._payload(),

@@ -56,7 +56,7 @@ from ledger.errors import (
     ValidationError,
 )
 from ledger.events import MAX_RUN_ID, EventModel, RunStarted
-from ledger.hashing import EVENT_COLUMNS, hash_of_values
+from ledger.hashing import EVENT_COLUMNS, content_from_values, link
 from ledger.limits import payload_problems
 from ledger.mapper import CURRENT_SCHEMA_VERSIONS, canonical_json, payload_json, payload_of
 from ledger.packed import Column, Kind, packed_columns, plain_columns, unpacker
@@ -699,9 +699,10 @@ class _Appender:
                 event.schema_version,
                 payload,
             )
-            hash_ = hash_of_values(
-                prev_hash, *values, isoformat_utc(event.occurred_at), recorded_text, event.actor
+            content = content_from_values(
+                *values, isoformat_utc(event.occurred_at), recorded_text, event.actor
             )
+            hash_ = link(prev_hash, content)
             recorded = RecordedEvent(
                 *values, event.occurred_at, self.now, event.actor, prev_hash, hash_
             )
