@@ -1036,7 +1036,7 @@ def _build_statements(conn: Engine | Connection) -> _Statements:
     sqlite = is_sqlite(conn)
     columns = plain_columns if sqlite else packed_columns
     clock = server_clock(conn)
-    head_with_clock = (*_HEAD_ROW, (str(clock), "time"))
+    head_with_clock = _HEAD_ROW if clock is None else (*_HEAD_ROW, (str(clock), "time"))
     where_head = f"FROM ledger_head WHERE id = {mark}"
     lock = "" if sqlite else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE holds the lock
     run_columns = reads.RUN_COLUMNS
