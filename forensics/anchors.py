@@ -74,6 +74,19 @@ class AnchorCheck:
 # ---------------------------------------------------------------- writing
 
 
+def anchor_at(ledger: Ledger, position: int) -> Anchor:
+    """The anchor of the head as it stood at ``position`` (at most the head): the event
+    stored there, as ``ledger anchor`` would have written it then."""
+    position = max(0, min(position, ledger.head().last_position))
+    if position == 0:
+        return Anchor(0, GENESIS_HASH, None)
+    with ledger.connect("anchor") as conn:
+        event = stored_refs(conn, [position]).get(position)
+    if event is None:
+        raise HeadMismatchError(f"no event is stored at position {position}: run `ledger verify`")
+    return Anchor(position, str(event.hash), event.recorded_at)
+
+
 def current_anchor(ledger: Ledger) -> Anchor:
     """The current head as an anchor, after checking that ``ledger_head`` matches the event at
     its position (a head that does not is refused: run ``ledger verify``)."""

@@ -12,20 +12,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 
+from forensics.chain import verify_chain
 from forensics.dialects import live_shape, types_comparable
 from forensics.legacy_shape import compare, expected_shape
 from forensics.verify import VerifyReport, verify_all
-from ledger import Ledger, stuck_runs
+from ledger import Ledger, StuckRun, stuck_runs, stuck_runs_as_of
 from ledger.clock import format_utc_seconds, isoformat_utc
 from ledger.dialects import exact_text
 from ledger.durations import format_duration
 from ledger.text import markdown_cell, visible
 from ledger.urls import mask_url
+from projections.as_of import replay_as_of
 from projections.checkpoints import Skip
 from projections.queries import RunFilter, list_runs, runs_by_status
-from projections.schema import ingestion_run_transitions, ingestion_runs
+from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
 from projections.status import ProjectionStatus, ledger_status
 
 ABSENT = "—"
@@ -39,75 +41,54 @@ class Condition:
 
 
 def build_report(
-    ledger: Ledger, stuck_after: timedelta = timedelta(minutes=60), latest: int = 5
+    ledger: Ledger,
+    stuck_after: timedelta = timedelta(minutes=60),
+    latest: int = 5,
+    at_position: int | None = None,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
-    """Every section as plain data (what ``--format json`` prints)."""
-    generated_at = ledger.clock()  # the clock the ledger records by
+    """Every section as plain data (what ``--format json`` prints).
+
+    With ``at_position``, the report as the ledger stood then: runs, transitions and stuck runs
+    replayed from the events up to that position, the chain verified up to it, judged at
+    ``at`` (by default when the event at that position was recorded). The schema is the live
+    table's, and whether the projection is in sync is a question about now: that condition is
+    left out (``as_of`` in the report says so)."""
     ledger.check_schema()  # "run `ledger migrate`", not a traceback
     expected = expected_shape()
     with ledger.connect("report") as conn:
         live = live_shape(conn)
     mismatches = compare(expected, live, exact_types=types_comparable(ledger))
-    with ledger.connect("report") as conn:
-        status_distribution = runs_by_status(conn)
-        actor = ingestion_run_transitions.c.actor
-        exact_actor = exact_text(actor, conn)  # "Sweeper" is not the sweeper
-        sources = conn.execute(
-            select(func.min(actor), ingestion_run_transitions.c.to_status, func.count()).group_by(
-                exact_actor, ingestion_run_transitions.c.to_status
-            )
-        ).all()
-        completed_with_counts = conn.execute(
-            select(func.count())
-            .select_from(ingestion_runs)
-            .where(
-                ingestion_runs.c.completedAt.is_not(None),
-                ingestion_runs.c.status.in_(("success", "partial")),
-                (
-                    ingestion_runs.c.recordsFetched
-                    + ingestion_runs.c.recordsCreated
-                    + ingestion_runs.c.recordsUpdated
-                    + ingestion_runs.c.recordsSkipped
-                )
-                > 0,
-            )
-        ).scalar_one()
-    transitions: dict[str, dict[str, int]] = {}
-    for actor, to_status, count in sources:
-        kind = actor_kind(actor)
-        transitions.setdefault(kind, {})
-        transitions[kind][to_status] = transitions[kind].get(to_status, 0) + int(count)
-    latest_rows = list_runs(ledger, RunFilter(limit=latest))
-    stuck = stuck_runs(ledger, older_than=stuck_after, now=generated_at)
-    status = ledger_status(ledger)
-    projection = status.projections[0]
-    verification = verify_all(ledger)
+    facts = (
+        _live_facts(ledger, stuck_after, latest)
+        if at_position is None
+        else _facts_as_of(ledger, stuck_after, latest, at_position, at)
+    )
     conditions = [
         Condition(
             "no stuck runs",
-            not stuck,
-            f"{len(stuck)} open run(s) silent for more than {format_duration(stuck_after)}"
-            if stuck
+            not facts.stuck,
+            f"{len(facts.stuck)} open run(s) silent for more than {format_duration(stuck_after)}"
+            if facts.stuck
             else f"no open run silent for more than {format_duration(stuck_after)}",
         ),
-        _latest_condition(latest_rows[0] if latest_rows else None),
-        _in_sync_condition(projection, status.head_position, verification),
-        Condition(
-            "hash chain verifies",
-            not verification.by_check("chain"),
-            f"{verification.events} event(s) checked"
-            if not verification.by_check("chain")
-            else verification.by_check("chain")[0].message
-            + f" at position {verification.by_check('chain')[0].position}",
-        ),
+        _latest_condition(facts.latest_rows[0] if facts.latest_rows else None),
+        *facts.conditions,
         Condition(
             "a completed run with non-zero counters",
-            completed_with_counts > 0,
-            f"{completed_with_counts} run(s) succeeded or were partial with records",
+            facts.completed_with_counts > 0,
+            f"{facts.completed_with_counts} run(s) succeeded or were partial with records",
         ),
     ]
+    transitions: dict[str, dict[str, int]] = {}
+    for actor, to_status, count in facts.transitions:
+        kind = actor_kind(actor)
+        transitions.setdefault(kind, {})
+        transitions[kind][to_status] = transitions[kind].get(to_status, 0) + int(count)
+    generated_at = facts.generated_at
     return {
         "generated_at": isoformat_utc(generated_at),
+        "as_of": facts.as_of,
         "database": _masked(ledger),
         "schema": {
             "table": "ingestion_runs",
@@ -117,8 +98,8 @@ def build_report(
             "indexes": live.indexes,
             "mismatches": mismatches,
         },
-        "status_distribution": status_distribution,
-        "latest_runs": [_run_summary(row) for row in latest_rows],
+        "status_distribution": facts.status_distribution,
+        "latest_runs": [_run_summary(row) for row in facts.latest_rows],
         "transitions": transitions,
         "stuck_runs": [
             {
@@ -130,10 +111,122 @@ def build_report(
                 "silent_for": format_duration(generated_at - r.last_event_at),
                 "rule": r.rule,
             }
-            for r in stuck
+            for r in facts.stuck
         ],
         "conditions": [vars(c) for c in conditions],
     }
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the report's sections are made of, read live or replayed as of a position."""
+
+    generated_at: datetime
+    as_of: dict[str, Any] | None
+    status_distribution: dict[str, int]
+    latest_rows: list[dict[str, Any]]
+    transitions: list[tuple[str | None, str, int]]  # (actor, to status, how many)
+    stuck: list[StuckRun]
+    completed_with_counts: int
+    conditions: list[Condition]  # the chain's and the projection's (between latest and counts)
+
+
+def _live_facts(ledger: Ledger, stuck_after: timedelta, latest: int) -> _Facts:
+    generated_at = ledger.clock()  # the clock the ledger records by
+    with ledger.connect("report") as conn:
+        status_distribution = runs_by_status(conn)
+        actor = ingestion_run_transitions.c.actor
+        exact_actor = exact_text(actor, conn)  # "Sweeper" is not the sweeper
+        sources = conn.execute(
+            select(func.min(actor), ingestion_run_transitions.c.to_status, func.count()).group_by(
+                exact_actor, ingestion_run_transitions.c.to_status
+            )
+        ).all()
+        completed_with_counts = conn.execute(
+            select(func.count()).select_from(ingestion_runs).where(_COMPLETED_WITH_COUNTS)
+        ).scalar_one()
+    latest_rows = list_runs(ledger, RunFilter(limit=latest))
+    stuck = stuck_runs(ledger, older_than=stuck_after, now=generated_at)
+    status = ledger_status(ledger)
+    verification = verify_all(ledger)
+    return _Facts(
+        generated_at,
+        None,
+        status_distribution,
+        latest_rows,
+        [(actor, str(to_status), int(count)) for actor, to_status, count in sources],
+        stuck,
+        int(completed_with_counts),
+        [
+            _in_sync_condition(status.projections[0], status.head_position, verification),
+            _chain_condition(
+                verification.events,
+                next(((p.message, p.position) for p in verification.by_check("chain")), None),
+            ),
+        ],
+    )
+
+
+def _facts_as_of(
+    ledger: Ledger, stuck_after: timedelta, latest: int, position: int, at: datetime | None
+) -> _Facts:
+    position = max(0, min(position, ledger.head().last_position))
+    page = ledger.read_page(position - 1, 1) if position > 0 else []
+    generated_at = at or (page[0].recorded_at if page else ledger.clock())
+    rows, replayed = replay_as_of(ledger, position)
+    status_distribution = {status: 0 for status in RUN_STATUSES}
+    for row in rows.values():
+        status_distribution[row["status"]] += 1
+    counted: dict[tuple[str | None, str], int] = {}
+    for transition in replayed:
+        key = (transition.actor, transition.to_status)
+        counted[key] = counted.get(key, 0) + 1
+    chain = verify_chain(ledger, 1, position)
+    return _Facts(
+        generated_at,
+        {"position": position, "at": isoformat_utc(generated_at)},
+        status_distribution,
+        sorted(rows.values(), key=lambda row: row["id"], reverse=True)[:latest],
+        [(actor, to_status, count) for (actor, to_status), count in counted.items()],
+        stuck_runs_as_of(ledger, position, at=generated_at, older_than=stuck_after),
+        sum(1 for row in rows.values() if _completed_with_counts(row)),
+        [
+            _chain_condition(
+                chain.checked, None if chain.ok else (chain.problem, chain.first_bad_position)
+            )
+        ],
+    )
+
+
+# A run that succeeded (or partly) with records counted: the report's last condition.
+_COUNTED = ("recordsFetched", "recordsCreated", "recordsUpdated", "recordsSkipped")
+_COMPLETED_WITH_COUNTS = and_(
+    ingestion_runs.c.completedAt.is_not(None),
+    ingestion_runs.c.status.in_(("success", "partial")),
+    (
+        ingestion_runs.c.recordsFetched
+        + ingestion_runs.c.recordsCreated
+        + ingestion_runs.c.recordsUpdated
+        + ingestion_runs.c.recordsSkipped
+    )
+    > 0,
+)
+
+
+def _completed_with_counts(row: dict[str, Any]) -> bool:
+    return (
+        row["completedAt"] is not None
+        and row["status"] in ("success", "partial")
+        and sum(row[name] for name in _COUNTED) > 0
+    )
+
+
+def _chain_condition(checked: int, failure: tuple[str | None, int | None] | None) -> Condition:
+    """The hash chain's condition; ``failure``: the first problem found and its position."""
+    if failure is None:
+        return Condition("hash chain verifies", True, f"{checked} event(s) checked")
+    message, position = failure
+    return Condition("hash chain verifies", False, f"{message} at position {position}")
 
 
 def report_passed(report: dict[str, Any]) -> bool:
@@ -236,6 +329,13 @@ def render_text(report: dict[str, Any], markdown: bool = False) -> str:
     about = "- " if markdown else ""
     line(f"{about}Generated: {show(report['generated_at'])} (UTC)")
     line(f"{about}Database:  {show(report['database'])}")
+    as_of = report.get("as_of")
+    if as_of:
+        line(
+            f"{about}As of:     position {as_of['position']} ({show(as_of['at'])} UTC): runs, "
+            "transitions, stuck runs and the chain as the ledger stood then; the schema is the "
+            "live table's, and the projection's sync (a question about now) is not judged"
+        )
     schema = report["schema"]
     heading("A. Schema: live ingestion_runs against the legacy shape")
     for column in schema["columns"]:

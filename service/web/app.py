@@ -25,8 +25,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from forensics.anchors import current_anchor
+from forensics.anchors import anchor_at, current_anchor
 from forensics.audit import audit_run
+from forensics.chain import verify_chain
 from forensics.report import build_report, render_text
 from ledger import Ledger, LedgerError, UnknownRunError, fail_run
 from ledger.clock import utcnow
@@ -578,8 +579,7 @@ def create_web_app(
     def proof_page(request: Request) -> Response:
         viewer = reader(request)
         moment = moment_of(request)
-        with state.expensive("the proof report"):
-            report = build_report(state.ledger, stuck_after=config.thresholds.stale_after)
+        report = proof_report(moment)
         return render(
             request,
             "proof.html",
@@ -593,18 +593,43 @@ def create_web_app(
     @app.get("/proof.md")
     def proof_markdown(request: Request) -> Response:
         reader(request)
-        with state.expensive("the proof report"):
-            report = build_report(state.ledger, stuck_after=config.thresholds.stale_after)
+        report = proof_report(moment_of(request))
         return Response(
             render_text(report, markdown=True),
             media_type="text/markdown; charset=utf-8",
             headers={"content-disposition": 'attachment; filename="ledger-proof.md"'},
         )
 
+    def proof_report(moment: Moment) -> dict[str, Any]:
+        with state.expensive("the proof report"):
+            return build_report(
+                state.ledger,
+                stuck_after=config.thresholds.stale_after,
+                at_position=moment.position,
+                at=moment_time(moment),
+            )
+
     @app.get("/integrity")
     def integrity_page(request: Request) -> Response:
         viewer = reader(request)
         moment = moment_of(request)
+        if not moment.live:
+            # What verify could say then: the chain up to that position, and the head as it
+            # stood (the other checks compare the tables as they are now).
+            assert moment.position is not None
+            with state.expensive("verify as of a past moment"):
+                chain = verify_chain(state.ledger, 1, moment.position)
+            return render(
+                request,
+                "integrity.html",
+                viewer=viewer,
+                moment=moment,
+                page="integrity",
+                outcome=None,
+                chain=chain,
+                checked_at=utcnow(),
+                anchor=anchor_at(state.ledger, moment.position),
+            )
         with state.expensive("verify"):
             outcome: VerifyOutcome = state.verify.refresh()
         anchor = current_anchor(state.ledger)
@@ -615,6 +640,7 @@ def create_web_app(
             moment=moment,
             page="integrity",
             outcome=outcome,
+            chain=None,
             anchor=anchor,
         )
 

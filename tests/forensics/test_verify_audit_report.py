@@ -173,6 +173,47 @@ def test_audit_words_a_timeout_as_the_projection_does(ledger: Ledger, db_url: st
 # ---------------------------------------------------------------- report
 
 
+def test_a_report_as_of_a_position_is_the_report_made_then(ledger: Ledger) -> None:
+    """The report at a past position (replayed) equals, section by section, the report made
+    live when the ledger stood there, judged at the same time; only the projection's sync (a
+    question about now) is left out, and the report says it is as of that position."""
+    made_then: list[tuple[int, dict[str, Any]]] = []
+    with freeze_time("2026-01-28 01:00:00") as clock:
+        first = ledger.start_run(1, "SOURCE_1")
+        second = 0
+
+        def start_second() -> None:
+            nonlocal second
+            second = ledger.start_run(2, "SOURCE_2")
+
+        steps: list[Callable[[], object]] = [
+            lambda: ledger.append([RunProgressed(run_id=first, records_fetched=4)]),
+            start_second,
+            lambda: ledger.append([RunFinished(run_id=first, status="success")]),
+            lambda: None,  # the second goes silent: stuck
+            lambda: sweep(ledger, older_than=timedelta(minutes=30)),
+            lambda: ledger.append([RunProgressed(run_id=second, records_fetched=1)]),  # late
+        ]
+        for step in steps:
+            clock.tick(timedelta(minutes=40))
+            step()
+            Projector(ledger).run_once()
+            made_then.append((ledger.head().last_position, build_report(ledger, latest=3)))
+        assert any(live["stuck_runs"] for _, live in made_then)  # a moment with a stuck run
+        assert len({report_passed(live) for _, live in made_then}) == 2  # failing and passing
+        clock.tick(timedelta(days=3))
+        for position, live in made_then:
+            at = datetime.fromisoformat(live["generated_at"])
+            past = build_report(ledger, latest=3, at_position=position, at=at)
+            assert past["as_of"] == {"position": position, "at": live["generated_at"]}
+            for section in ("status_distribution", "latest_runs", "transitions", "stuck_runs"):
+                assert past[section] == live[section], (position, section)
+            in_sync = "projection in sync with the ledger"
+            assert past["conditions"] == [c for c in live["conditions"] if c["name"] != in_sync]
+    text_form = render_text(build_report(ledger, at_position=made_then[0][0]))
+    assert f"As of:     position {made_then[0][0]} (" in text_form
+
+
 def test_report_sections_and_conditions(ledger: Ledger, db_url: str, tmp_path: Path) -> None:
     history(ledger)
     with freeze_time("2026-02-02 00:00:00"):

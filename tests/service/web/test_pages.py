@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from ledger import Ledger
+from ledger import Ledger, RunFinished
+from projections import Projector
 from service.api import create_app
 from service.web import integrity
 from tests.service.web.support import (
@@ -260,6 +261,41 @@ def test_as_of_shows_a_banner_and_history_as_it_was(
         assert 'id="asof-banner"' in page
     assert 'id="asof-banner"' not in client.get("/web/runs").text
     assert client.get("/web/runs", params={"as_of": "x", "at_position": 1}).status_code == 400
+
+
+def test_proof_and_integrity_show_the_ledger_as_it_stood(
+    client: TestClient, db_url: str, demo: dict[str, int]
+) -> None:
+    """Proof as of a position is the report replayed up to it (its latest run still running
+    there); Integrity as of it verifies the chain up to it and shows the head as it stood."""
+    ledger = Ledger.from_url(db_url)
+    try:
+        run_id = ledger.start_run(9, "asof-check")
+        started_at = ledger.head()
+        ledger.append([RunFinished(run_id=run_id, status="success", records_fetched=3)])
+        Projector(ledger).run_once()
+    finally:
+        ledger.close()
+    log_in(client, "reader")
+    pinned = {"at_position": str(started_at.last_position)}
+    live = client.get("/web/proof").text
+    assert f"run {run_id} is success" in live
+    then = client.get("/web/proof", params=pinned).text
+    assert f"run {run_id} is running" in then
+    assert f"As the ledger stood at position {started_at.last_position}" in then
+    assert "projection in sync" in live
+    assert "projection in sync" not in then
+    markdown = client.get("/web/proof.md", params=pinned).text
+    assert f"As of:     position {started_at.last_position} (" in markdown
+    assert 'href="/web/proof.md?at_position=' in then  # the download keeps the moment
+    integrity = client.get("/web/integrity", params=pinned).text
+    assert f"{started_at.last_position} event(s) checked" in integrity
+    assert f"{started_at.last_position} {started_at.last_hash} " in integrity  # the anchor then
+    assert "Head anchor at position" in integrity
+    assert (
+        f"{started_at.last_position} {started_at.last_hash} "
+        not in client.get("/web/integrity").text
+    )
 
 
 def test_the_stuck_page_shows_the_runs_stuck_as_the_ledger_stood(
