@@ -41,6 +41,7 @@ from ledger.durations import format_duration, parse_duration
 from ledger.events import MAX_RUN_ID, name_problem, operator_actor
 from ledger.text import visible, visible_lines
 from ledger.urls import DATABASE_URL_ENV, mask_secrets, mask_url, resolve_database_url
+from projections.as_of import parse_as_of
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -187,6 +188,27 @@ def db_option(command: F) -> F:
         default=None,
         help=f"Database URL (else ${DATABASE_URL_ENV}, else sqlite:///ledger.db).",
     )(command)
+
+
+def as_of_options(command: F) -> F:
+    command = click.option(
+        "--at-position",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Replay the ledger up to this position instead.",
+    )(command)
+    return click.option(
+        "--as-of",
+        "as_of",
+        default=None,
+        metavar="TIME",
+        help="Replay the ledger as recorded at TIME (ISO-8601; no zone means UTC).",
+    )(command)
+
+
+def parse_moment(as_of: str | None, at_position: int | None) -> datetime | None:
+    with library_errors():
+        return parse_as_of(as_of, at_position)
 
 
 def spool_option(command: F) -> F:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -13,7 +13,6 @@ from ledger import StuckRun, fail_run, stuck_runs, sweep
 from ledger.clock import utcnow
 from ledger.durations import format_duration
 from ledger.text import visible
-from projections.as_of import parse_as_of
 from projections.queries import (
     RunFilter,
     find_run,
@@ -34,6 +33,7 @@ from service.cli.common import (
     ProblemFound,
     TableColumn,
     actor_option,
+    as_of_options,
     cell,
     db_option,
     echo_fitted,
@@ -42,6 +42,7 @@ from service.cli.common import (
     open_ledger,
     operator_actor_of,
     output_format_option,
+    parse_moment,
     print_table,
     spool_option,
     wide_option,
@@ -53,27 +54,6 @@ from service.metrics import status_report
 @click.group()
 def runs() -> None:
     """Read runs from ingestion_runs, now or as they were at a past moment."""
-
-
-def as_of_options(command: F) -> F:
-    command = click.option(
-        "--at-position",
-        type=click.IntRange(min=0),
-        default=None,
-        help="Replay the ledger up to this position instead.",
-    )(command)
-    return click.option(
-        "--as-of",
-        "as_of",
-        default=None,
-        metavar="TIME",
-        help="Replay the ledger as recorded at TIME (ISO-8601; no zone means UTC).",
-    )(command)
-
-
-def parse_moment(as_of: str | None, at_position: int | None) -> datetime | None:
-    with library_errors():
-        return parse_as_of(as_of, at_position)
 
 
 @runs.command("list")

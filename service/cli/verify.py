@@ -15,6 +15,7 @@ from forensics.verify import VerifyReport, verify_all
 from ledger.clock import isoformat_utc
 from ledger.durations import format_duration
 from ledger.text import visible
+from projections.as_of import resolve_position
 from service.cli.common import (
     DURATION,
     EXIT_PROBLEM,
@@ -22,12 +23,14 @@ from service.cli.common import (
     RUN_ID,
     BadInput,
     TableColumn,
+    as_of_options,
     db_option,
     echo_json,
     format_option,
     library_errors,
     open_ledger,
     output_format_option,
+    parse_moment,
     print_table,
     wide_option,
 )
@@ -280,15 +283,31 @@ def audit_notes(entry: TimelineEntry) -> list[str]:
     show_default=True,
     help="How many of the latest runs section C lists.",
 )
+@as_of_options
 @db_option
 def report(
-    output_format: str, output: Path | None, stuck_after: timedelta, latest: int, db_url: str | None
+    output_format: str,
+    output: Path | None,
+    stuck_after: timedelta,
+    latest: int,
+    as_of: str | None,
+    at_position: int | None,
+    db_url: str | None,
 ) -> None:
     """The proof report: schema, statuses, latest runs, transitions, stuck runs, conditions;
-    exit 1 if a condition fails."""
+    exit 1 if a condition fails. With --as-of/--at-position, the report as it would have been
+    made then (replayed; the projection's sync, a question about now, is left out)."""
+    moment = parse_moment(as_of, at_position)
     ledger = open_ledger(db_url)
     with library_errors():
-        data = build_report(ledger, stuck_after=stuck_after, latest=latest)
+        position = (
+            None
+            if moment is None and at_position is None
+            else resolve_position(ledger, moment, at_position)
+        )
+        data = build_report(
+            ledger, stuck_after=stuck_after, latest=latest, at_position=position, at=moment
+        )
     text = (
         render_json(data)
         if output_format == "json"

@@ -214,6 +214,28 @@ def test_a_report_as_of_a_position_is_the_report_made_then(ledger: Ledger) -> No
     assert f"As of:     position {made_then[0][0]} (" in text_form
 
 
+def test_ledger_report_at_a_position_prints_the_report_replayed(
+    ledger: Ledger, db_url: str
+) -> None:
+    with freeze_time("2026-01-28 01:00:00"):
+        run_id = ledger.start_run(1, "SOURCE_1")
+        position = ledger.head().last_position
+        ledger.append([RunFinished(run_id=run_id, status="success", records_fetched=2)])
+        Projector(ledger).run_once()
+    result = CliRunner().invoke(
+        cli, ["report", "--at-position", str(position), "--format", "json", "--db", db_url]
+    )
+    assert result.exit_code == 1, result.output  # its latest run was still running then
+    data = json.loads(result.stdout)
+    assert data["as_of"]["position"] == position
+    assert data["latest_runs"][0]["status"] == "running"
+    now = CliRunner().invoke(cli, ["report", "--format", "json", "--db", db_url])
+    assert json.loads(now.stdout)["as_of"] is None
+    assert json.loads(now.stdout)["latest_runs"][0]["status"] == "success"
+    later = CliRunner().invoke(cli, ["report", "--as-of", "2000-01-01T00:00:00Z", "--db", db_url])
+    assert "As of:     position 0 (" in later.stdout
+
+
 def test_report_sections_and_conditions(ledger: Ledger, db_url: str, tmp_path: Path) -> None:
     history(ledger)
     with freeze_time("2026-02-02 00:00:00"):
