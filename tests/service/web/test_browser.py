@@ -200,6 +200,12 @@ def test_pages_links_filters_and_the_fail_form(
     browser.get(base + "/web/runs?at_position=5")
     assert browser.find_element(By.ID, "asof-banner").is_displayed()
     shot(browser, "as-of")
+    browser.get(base + "/web/integrity?at_position=5")
+    assert browser.find_element(By.ID, "verify-verdict").text == "OK"
+    assert browser.find_element(By.ID, "anchor").text.startswith("5 ")
+    browser.get(base + "/web/proof?at_position=5")
+    assert "As the ledger stood at position 5" in browser.find_element(By.TAG_NAME, "main").text
+    shot(browser, "proof-as-of")
     browser.set_window_size(390, 844)
     try:
         browser.get(f"{base}/web/runs/{swept}")
