@@ -39,7 +39,8 @@ def verify_chain(
     to_position: int | None = None,
     batch_size: int = 5000,
 ) -> ChainReport:
-    """Recompute the chain over ``[from_position, to_position]`` (to the head by default).
+    """Recompute the chain over ``[from_position, to_position]`` (to the head by default; a
+    range that ends before the head is also checked against the next row's ``prev_hash``).
 
     Catches an edited row (its hash no longer matches), a deleted or inserted row (a gap in
     positions, or a ``prev_hash`` that is not the previous row's hash) and a head that does not
@@ -82,6 +83,15 @@ def _verify_chain(
                 f"position {expected_position} is missing (next is {position})",
             )
         if position > end:
+            if to_position is not None and position == end + 1 and row[PREV_HASH] != prev_hash:
+                # A range that stops before the head is vouched for by the next row: without
+                # this, its last row could be rewritten with a recomputed hash unseen.
+                return ChainReport(
+                    checked,
+                    end,
+                    f"the hash at position {end} is not the prev_hash of position {end + 1} "
+                    "(the row was altered)",
+                )
             break  # what the head vouched for when read is checked; the rest is looked at below
         if row[PREV_HASH] != prev_hash:
             return ChainReport(

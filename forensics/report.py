@@ -24,8 +24,9 @@ from ledger.dialects import exact_text
 from ledger.durations import format_duration
 from ledger.text import markdown_cell, visible
 from ledger.urls import mask_url
-from projections.as_of import replay_as_of
+from projections.as_of import replay_until_poison
 from projections.checkpoints import Skip
+from projections.errors import PoisonEventError
 from projections.queries import RunFilter, list_runs, runs_by_status
 from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
 from projections.status import ProjectionStatus, ledger_status
@@ -171,9 +172,9 @@ def _facts_as_of(
     ledger: Ledger, stuck_after: timedelta, latest: int, position: int, at: datetime | None
 ) -> _Facts:
     position = max(0, min(position, ledger.head().last_position))
-    page = ledger.read_page(position - 1, 1) if position > 0 else []
+    page = ledger.read_page(position - 1, 1, up_to=position) if position > 0 else []
     generated_at = at or (page[0].recorded_at if page else ledger.clock())
-    rows, replayed = replay_as_of(ledger, position)
+    rows, replayed, poison = replay_until_poison(ledger, position)
     status_distribution = {status: 0 for status in RUN_STATUSES}
     for row in rows.values():
         status_distribution[row["status"]] += 1
@@ -191,9 +192,10 @@ def _facts_as_of(
         stuck_runs_as_of(ledger, position, at=generated_at, older_than=stuck_after),
         sum(1 for row in rows.values() if _completed_with_counts(row)),
         [
+            *_replay_condition(position, poison),
             _chain_condition(
                 chain.checked, None if chain.ok else (chain.problem, chain.first_bad_position)
-            )
+            ),
         ],
     )
 
@@ -219,6 +221,21 @@ def _completed_with_counts(row: dict[str, Any]) -> bool:
         and row["status"] in ("success", "partial")
         and sum(row[name] for name in _COUNTED) > 0
     )
+
+
+def _replay_condition(position: int, poison: PoisonEventError | None) -> list[Condition]:
+    """As of a position, the projection's own sync is not judged, but an event before it that
+    the projection cannot apply (not skipped) stopped it then as it would now: a failing
+    condition, with the rows before that event."""
+    if poison is None:
+        return []
+    return [
+        Condition(
+            f"the projection replays to position {position}",
+            False,
+            f"stopped at position {poison.position}: {poison}",
+        )
+    ]
 
 
 def _chain_condition(checked: int, failure: tuple[str | None, int | None] | None) -> Condition:

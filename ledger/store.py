@@ -397,10 +397,11 @@ class Ledger:
             if remaining is not None:
                 remaining -= len(rows)
 
-    def read_page(self, after: int, limit: int) -> list[RecordedEvent]:
-        """One page of events after ``after``: the unit a tailing reader polls."""
+    def read_page(self, after: int, limit: int, up_to: int | None = None) -> list[RecordedEvent]:
+        """One page of events after ``after`` (and at most ``up_to``): the unit a tailing
+        reader polls."""
         with self.connect() as conn:
-            return reads.read_events_page(conn, after, limit)
+            return reads.read_events_page(conn, after, limit, up_to)
 
     def position_at(self, when: datetime) -> int:
         """The last position recorded at or before ``when`` (0 if none).

@@ -11,14 +11,14 @@ follow the number of open runs, not the length of history.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
 
 from ledger.clock import isoformat_utc
-from ledger.errors import ValidationError
+from ledger.errors import LedgerError, ValidationError
 from ledger.rules import OPEN, RunState, apply_event
 from ledger.schema import ledger_runs
 from ledger.store import Ledger
@@ -111,10 +111,23 @@ def stuck_runs_as_of(
     for event in ledger.read_all():
         if event.position > position:
             break
-        states[event.run_id] = apply_event(
-            states.get(event.run_id), event.event, event.run_id, event.recorded_at
-        )
         recorded_at = event.recorded_at
+        state = states.get(event.run_id)
+        try:
+            fact = event.event
+        except LedgerError:
+            # A type this code does not know (a newer writer's) or a payload that no longer
+            # validates: it happened, so the run was alive then; whether it ended the run
+            # cannot be read, so its state stays.
+            if state is not None:
+                states[event.run_id] = replace(
+                    state,
+                    version=event.version,
+                    last_event_at=max(state.last_event_at, event.occurred_at),
+                    updated_at=event.recorded_at,
+                )
+            continue
+        states[event.run_id] = apply_event(state, fact, event.run_id, event.recorded_at)
     moment = at or recorded_at or ledger.clock()
     open_runs = sorted(
         (state for state in states.values() if state.state == OPEN),

@@ -192,7 +192,9 @@ def create_web_app(
             raise LedgerErrorPage(400, "Invalid request", "as_of: at most 100 characters")
         at_position = None
         if position_text is not None:
-            if not _decimal(position_text) or int(position_text) > MAX_POSITION:
+            # The length first: int() refuses more than 4,300 digits with a ValueError.
+            too_long = len(position_text) > len(str(MAX_POSITION))
+            if too_long or not _decimal(position_text) or int(position_text) > MAX_POSITION:
                 raise LedgerErrorPage(
                     400, "Invalid request", f"at_position: {position_text!r} is not a position"
                 )
@@ -201,7 +203,9 @@ def create_web_app(
         if moment is None and at_position is None:
             return Moment()
         position = resolve_position(state.ledger, moment, at_position)
-        params = {"as_of": as_of_text} if as_of_text else {"at_position": str(at_position)}
+        # A position past the head is the head: links name the position shown, so that a
+        # download or the next page shows the same moment after more appends.
+        params = {"as_of": as_of_text} if as_of_text else {"at_position": str(position)}
         return Moment(position, moment, params)
 
     def moment_time(moment: Moment) -> datetime | None:
@@ -210,7 +214,11 @@ def create_web_app(
         if moment.live or moment.as_of is not None:
             return moment.as_of
         assert moment.position is not None
-        page = state.ledger.read_page(moment.position - 1, 1) if moment.position > 0 else []
+        page = (
+            state.ledger.read_page(moment.position - 1, 1, up_to=moment.position)
+            if moment.position > 0
+            else []
+        )
         return page[0].recorded_at if page else None
 
     def link(path: str, moment: Moment | None = None, **params: Any) -> str:
@@ -619,6 +627,8 @@ def create_web_app(
             assert moment.position is not None
             with state.expensive("verify as of a past moment"):
                 chain = verify_chain(state.ledger, 1, moment.position)
+            # The head as it stood, only for a chain that holds up to it: an altered row's
+            # hash is nothing to anchor to.
             return render(
                 request,
                 "integrity.html",
@@ -628,7 +638,7 @@ def create_web_app(
                 outcome=None,
                 chain=chain,
                 checked_at=utcnow(),
-                anchor=anchor_at(state.ledger, moment.position),
+                anchor=anchor_at(state.ledger, moment.position) if chain.ok else None,
             )
         with state.expensive("verify"):
             outcome: VerifyOutcome = state.verify.refresh()

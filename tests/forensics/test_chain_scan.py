@@ -78,3 +78,33 @@ def test_a_chain_over_many_pages_holds_and_a_break_in_a_later_page_is_named(
     report = verify_chain(ledger, batch_size=2)
     assert (report.first_bad_position, report.checked) == (last - 1, last - 2)
     assert "altered" in str(report.problem)
+
+
+def test_a_range_before_the_head_is_vouched_for_by_the_next_row(ledger: Ledger) -> None:
+    """A DBA rewrites the last row of a range and recomputes its hash (the hash has no key):
+    the range alone still chains, but the next row's prev_hash names the old hash. A check
+    that stops there (as of a past position) must not pass it."""
+    run_id = ledger.start_run(1, "S_1")
+    for _ in range(3):
+        ledger.append([RunProgressed(run_id=run_id, records_fetched=1)])
+    forged = 3
+    drop_triggers(ledger.engine)
+    try:
+        with ledger.connect() as conn:
+            rows = stored_rows(conn, forged - 1, 1)
+        row = list(rows[0])
+        row[6] = row[6].replace('"records_fetched":1', '"records_fetched":9')
+        new_hash = stored_row_hash(row[10], row)
+        with ledger.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE ledger_events SET payload = :p, hash = :h WHERE position = :n"),
+                {"p": row[6], "h": new_hash, "n": forged},
+            )
+    finally:
+        restore_triggers(ledger.engine)
+    assert verify_chain(ledger, 1, forged - 1).ok
+    up_to_forged = verify_chain(ledger, 1, forged)
+    assert not up_to_forged.ok
+    assert up_to_forged.first_bad_position == forged
+    assert "not the prev_hash of position 4" in (up_to_forged.problem or "")
+    assert verify_chain(ledger).first_bad_position == forged + 1  # the whole chain, as before

@@ -30,7 +30,7 @@ from projections import Projector, rebuild
 from service.cli import cli
 from service.demo import DemoRefusedError, run_demo
 from tests import support
-from tests.projection_support import table_rows
+from tests.projection_support import append_raw, table_rows
 from tests.support import drop_triggers
 
 AUDIT_CLEANUP = "Marked as failed during audit cleanup - run was stuck since 2026-01-28"
@@ -792,3 +792,30 @@ def test_import_legacy_over_runs_with_the_same_ids_refuses_before_appending(
             assert "Import into a fresh ledger" in error
             assert "RunStarted may appear only once" not in error
             assert store.head().last_position == head
+
+
+def test_a_report_as_of_after_an_event_the_projection_cannot_apply_fails_it(
+    ledger: Ledger, db_url: str
+) -> None:
+    """An event of a type this code does not know (a newer writer's) before the moment: the
+    replay stops there as the projector does, and the report fails that condition (exit 1),
+    rather than calling it the caller's mistake; once skipped, it replays past it."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    poison = append_raw(ledger, run_id, "RunPaused", "{}")
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=2)])
+    position = ledger.head().last_position
+    result = CliRunner().invoke(
+        cli, ["report", "--at-position", str(position), "--format", "json", "--db", db_url]
+    )
+    assert result.exit_code == 1, result.output
+    failed = [c for c in json.loads(result.stdout)["conditions"] if not c["passed"]]
+    assert any(
+        c["name"] == f"the projection replays to position {position}"
+        and f"stopped at position {poison}" in c["detail"]
+        for c in failed
+    )
+    Projector(ledger).skip(poison, "a newer writer's type", "operator:test")
+    after_skip = build_report(ledger, at_position=position)
+    names = [c["name"] for c in after_skip["conditions"]]
+    assert f"the projection replays to position {position}" not in names
+    assert after_skip["latest_runs"][0]["fetched_created_updated_skipped"].startswith("2/")

@@ -24,6 +24,7 @@ from projections import (
 from projections import writer as writer_module
 from projections.errors import CheckpointMovedError
 from tests.projection_support import append_raw, replayed_rows, table_rows, transition_rows
+from tests.support import drop_triggers
 
 T0 = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)
 
@@ -520,3 +521,20 @@ def test_an_upcaster_resolves_a_newer_schema_version(
     assert projector.run_once() == 1
     assert projector.checkpoint().position == newer
     assert table_rows(ledger)[run_id]["recordsFetched"] == 9
+
+
+def test_a_replay_as_of_a_position_reads_nothing_past_it_even_over_a_gap(
+    ledger: Ledger,
+) -> None:
+    """A row deleted around the append path (verify names it): the replay up to position N
+    must still stop at N, not read N events and so one past it."""
+    first = ledger.start_run(1, "c")
+    ledger.append([RunProgressed(run_id=first, records_fetched=1)])
+    ledger.append([RunProgressed(run_id=first, records_fetched=1)])
+    second = ledger.start_run(2, "d")  # position 4
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(text("DELETE FROM ledger_events WHERE position = 2"))
+    rows = runs_as_of(ledger, 3)
+    assert second not in rows
+    assert rows[first]["recordsFetched"] == 1

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from ledger import Ledger, RunFinished
+from ledger.hashing import stored_row_hash
+from ledger.reads import stored_rows
 from projections import Projector
 from service.api import create_app
 from service.web import integrity
@@ -27,6 +30,7 @@ from tests.service.web.support import (
     tamper,
     web_config,
 )
+from tests.support import drop_triggers
 
 PAGES = ["/web/runs", "/web/stuck", "/web/proof", "/web/integrity"]
 
@@ -296,6 +300,51 @@ def test_proof_and_integrity_show_the_ledger_as_it_stood(
         f"{started_at.last_position} {started_at.last_hash} "
         not in client.get("/web/integrity").text
     )
+
+
+def test_hostile_moments_are_refused_or_shown_as_they_resolve(
+    client: TestClient, db_url: str, demo: dict[str, int]
+) -> None:
+    log_in(client, "reader")
+    for path in ("/web/runs", "/web/proof", "/web/integrity"):
+        for value in ("1" * 4301, "1" * 6000):  # int() refuses more than 4,300 digits
+            assert client.get(path, params={"at_position": value}).status_code == 400
+        late = client.get(path, params={"as_of": "9999-12-31T23:59:59-14:00"})
+        assert late.status_code == 400, late.text  # past the last UTC time
+        assert "out of range" in late.text
+    ledger = Ledger.from_url(db_url)
+    try:
+        head = ledger.head().last_position
+    finally:
+        ledger.close()
+    beyond = client.get("/web/proof", params={"at_position": "999999"}).text
+    assert f'href="/web/proof.md?at_position={head}"' in beyond  # the position shown
+
+
+def test_integrity_as_of_a_forged_position_anchors_nothing(
+    client: TestClient, db_url: str, demo: dict[str, int]
+) -> None:
+    """The last row of the range rewritten with a recomputed hash: the chain up to it is
+    refused (the next row vouches for it) and no anchor is offered for the forged hash."""
+    ledger = Ledger.from_url(db_url)
+    try:
+        drop_triggers(ledger.engine)
+        with ledger.connect() as conn:
+            row = list(stored_rows(conn, 2, 1)[0])
+        row[9] = "mallory"  # the actor
+        forged_hash = stored_row_hash(row[10], row)
+        with ledger.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE ledger_events SET actor = :a, hash = :h WHERE position = 3"),
+                {"a": "mallory", "h": forged_hash},
+            )
+    finally:
+        ledger.close()
+    log_in(client, "reader")
+    page = client.get("/web/integrity", params={"at_position": "3"}).text
+    assert 'id="verify-verdict">PROBLEMS' in page
+    assert 'id="no-anchor"' in page
+    assert forged_hash not in page
 
 
 def test_the_stuck_page_shows_the_runs_stuck_as_the_ledger_stood(
