@@ -25,9 +25,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from forensics.anchors import anchor_at, current_anchor
+from forensics.anchors import Anchor, anchor_at, current_anchor
 from forensics.audit import audit_run
-from forensics.chain import verify_chain
+from forensics.chain import ChainReport, verify_chain
 from forensics.report import build_report, render_text
 from ledger import Ledger, LedgerError, UnknownRunError, fail_run
 from ledger.clock import utcnow
@@ -621,28 +621,20 @@ def create_web_app(
     def integrity_page(request: Request) -> Response:
         viewer = reader(request)
         moment = moment_of(request)
-        if not moment.live:
+        outcome: VerifyOutcome | None = None
+        chain: ChainReport | None = None
+        if moment.live:
+            with state.expensive("verify"):
+                outcome = state.verify.refresh()
+            anchor: Anchor | None = current_anchor(state.ledger)
+        else:
             # What verify could say then: the chain up to that position, and the head as it
-            # stood (the other checks compare the tables as they are now).
+            # stood (the other checks compare the tables as they are now); the anchor only for
+            # a chain that holds up to it: an altered row's hash is nothing to anchor to.
             assert moment.position is not None
             with state.expensive("verify as of a past moment"):
                 chain = verify_chain(state.ledger, 1, moment.position)
-            # The head as it stood, only for a chain that holds up to it: an altered row's
-            # hash is nothing to anchor to.
-            return render(
-                request,
-                "integrity.html",
-                viewer=viewer,
-                moment=moment,
-                page="integrity",
-                outcome=None,
-                chain=chain,
-                checked_at=utcnow(),
-                anchor=anchor_at(state.ledger, moment.position) if chain.ok else None,
-            )
-        with state.expensive("verify"):
-            outcome: VerifyOutcome = state.verify.refresh()
-        anchor = current_anchor(state.ledger)
+            anchor = anchor_at(state.ledger, moment.position) if chain.ok else None
         return render(
             request,
             "integrity.html",
@@ -650,7 +642,8 @@ def create_web_app(
             moment=moment,
             page="integrity",
             outcome=outcome,
-            chain=None,
+            chain=chain,
+            checked_at=utcnow(),
             anchor=anchor,
         )
 
