@@ -8,8 +8,10 @@ conditions, each PASS or FAIL. Rendered as text, Markdown or JSON.
 from __future__ import annotations
 
 import json
+import operator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
 from typing import Any
 
 from sqlalchemy import and_, func, select
@@ -172,8 +174,7 @@ def _facts_as_of(
     ledger: Ledger, stuck_after: timedelta, latest: int, position: int, at: datetime | None
 ) -> _Facts:
     position = max(0, min(position, ledger.head().last_position))
-    page = ledger.read_page(position - 1, 1, up_to=position) if position > 0 else []
-    generated_at = at or (page[0].recorded_at if page else ledger.clock())
+    generated_at = at or _recorded_at(ledger, position) or ledger.clock()
     rows, replayed, poison = replay_until_poison(ledger, position)
     status_distribution = {status: 0 for status in RUN_STATUSES}
     for row in rows.values():
@@ -200,18 +201,18 @@ def _facts_as_of(
     )
 
 
+def _recorded_at(ledger: Ledger, position: int) -> datetime | None:
+    """When the event at ``position`` was recorded (None for position 0 or a missing row)."""
+    page = ledger.read_page(position - 1, 1, up_to=position) if position > 0 else []
+    return page[0].recorded_at if page else None
+
+
 # A run that succeeded (or partly) with records counted: the report's last condition.
 _COUNTED = ("recordsFetched", "recordsCreated", "recordsUpdated", "recordsSkipped")
 _COMPLETED_WITH_COUNTS = and_(
     ingestion_runs.c.completedAt.is_not(None),
     ingestion_runs.c.status.in_(("success", "partial")),
-    (
-        ingestion_runs.c.recordsFetched
-        + ingestion_runs.c.recordsCreated
-        + ingestion_runs.c.recordsUpdated
-        + ingestion_runs.c.recordsSkipped
-    )
-    > 0,
+    reduce(operator.add, (ingestion_runs.c[name] for name in _COUNTED)) > 0,
 )
 
 

@@ -380,16 +380,22 @@ class Ledger:
     # ------------------------------------------------------------------ read
 
     def read_all(
-        self, after: int = 0, limit: int | None = None, batch_size: int = 1000
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        batch_size: int = 1000,
+        up_to: int | None = None,
     ) -> Iterator[RecordedEvent]:
-        """Events with position > ``after``, in position order, read in pages of ``batch_size``."""
+        """Events with position > ``after`` (and at most ``up_to``: bounded by position, not
+        by count, so a missing row cannot make a replay "as of N" read past N), in position
+        order, read in pages of ``batch_size``."""
         if batch_size < 1:
             raise ValidationError(f"batch_size must be at least 1, got {batch_size}")
         remaining = limit
         position = after
         while remaining is None or remaining > 0:
             page = batch_size if remaining is None else min(batch_size, remaining)
-            rows = self.read_page(position, page)
+            rows = self.read_page(position, page, up_to)
             yield from rows
             if len(rows) < page:
                 return

@@ -108,9 +108,7 @@ def stuck_runs_as_of(
     events, where :func:`stuck_runs` reads only the open runs."""
     states: dict[int, RunState] = {}
     recorded_at: datetime | None = None
-    for event in ledger.read_all():
-        if event.position > position:
-            break
+    for event in ledger.read_all(up_to=position):
         recorded_at = event.recorded_at
         state = states.get(event.run_id)
         try:

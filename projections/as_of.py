@@ -8,7 +8,6 @@ never decreases along positions, "as of time T" is the prefix of positions up to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from ledger import Ledger, RecordedEvent, UnknownRunError, ValidationError
@@ -81,21 +80,9 @@ def replay_until_poison(
     skipped = _skips(ledger, position)
     if position <= 0:
         return rows, [], None
-    outcome = fold_events(rows, events_up_to(ledger, position, batch_size), skipped)
+    events = ledger.read_all(batch_size=batch_size, up_to=position)
+    outcome = fold_events(rows, events, skipped)
     return rows, outcome.transitions, outcome.poison
-
-
-def events_up_to(ledger: Ledger, position: int, batch_size: int = 5000) -> Iterator[RecordedEvent]:
-    """The events at positions up to ``position``, in order. Bounded by position, not by
-    count: were a row missing (deleted around the append path; verify names it), the count
-    would reach past the moment."""
-    after = 0
-    while after < position:
-        page = ledger.read_page(after, batch_size, up_to=position)
-        yield from page
-        if len(page) < batch_size:
-            return
-        after = page[-1].position
 
 
 def run_as_of(

@@ -49,7 +49,14 @@ from projections.queries import (
 )
 from projections.schema import RUN_STATUSES
 from service.api.auth import TOKEN_PARAMETERS, Caller, Tokens, bearer_token
-from service.api.problems import PROBLEM_JSON, RETRY_AFTER_BUSY, ApiProblem, problem_for
+from service.api.problems import (
+    PROBLEM_JSON,
+    RETRY_AFTER_BUSY,
+    ApiProblem,
+    busy_detail,
+    expensive_slot,
+    problem_for,
+)
 from service.config import LedgerConfig
 from service.metrics import LedgerCollector, collect_figures, scrape_url, status_report
 
@@ -179,19 +186,15 @@ class ApiState:
     def expensive(self, what: str) -> Iterator[None]:
         """A slot for a request that replays history (verify, as_of): 429 when all
         ``[api] max_expensive`` are taken, rather than a queue of full scans."""
-        if not self.expensive_slots.acquire(blocking=False):
-            raise ApiProblem(
-                429,
-                "too-many-requests",
-                "Too many requests",
-                f"{what} reads the whole history; {self.config.api.max_expensive} such "
-                "request(s) are running already ([api] max_expensive): retry later",
-                headers={"Retry-After": str(RETRY_AFTER_BUSY)},
-            )
-        try:
+        busy = ApiProblem(
+            429,
+            "too-many-requests",
+            "Too many requests",
+            busy_detail(what, self.config.api.max_expensive),
+            headers={"Retry-After": str(RETRY_AFTER_BUSY)},
+        )
+        with expensive_slot(self.expensive_slots, lambda: busy):
             yield
-        finally:
-            self.expensive_slots.release()
 
     def close(self) -> None:
         self.ledger.close()

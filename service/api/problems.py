@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ledger import (
@@ -33,6 +36,30 @@ TYPE_PREFIX = "urn:run-ledger:problem:"
 RETRY_AFTER_UNREACHABLE = 5
 RETRY_AFTER_SCHEMA = 30
 RETRY_AFTER_BUSY = 5  # seconds a client waits when the expensive requests are all taken
+
+
+@contextmanager
+def expensive_slot(
+    slots: threading.BoundedSemaphore, refusal: Callable[[], Exception]
+) -> Iterator[None]:
+    """One of the process's ``[api] max_expensive`` slots for the block (a request that reads
+    the whole history), or ``refusal()`` raised at once when all are taken: a busy answer
+    rather than a queue of full scans holding every worker thread."""
+    if not slots.acquire(blocking=False):
+        raise refusal()
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+def busy_detail(what: str, limit: int) -> str:
+    """What a request refused by :func:`expensive_slot` is told."""
+    return (
+        f"{what} reads the whole history; {limit} such request(s) are running already "
+        "([api] max_expensive): retry later"
+    )
+
 
 log = logging.getLogger("ledger.api")
 

@@ -37,7 +37,7 @@ from ledger.text import visible
 from projections.as_of import parse_as_of, resolve_position
 from projections.queries import RunFilter, find_run, find_runs, status_counts_by_day
 from projections.schema import RUN_STATUSES
-from service.api.problems import RETRY_AFTER_BUSY, problem_for
+from service.api.problems import RETRY_AFTER_BUSY, busy_detail, expensive_slot, problem_for
 from service.config import LedgerConfig
 from service.web import views
 from service.web.integrity import VerifyCache, VerifyOutcome
@@ -83,18 +83,14 @@ class WebState:
         if not needed:
             yield
             return
-        if not self.expensive_slots.acquire(blocking=False):
-            raise LedgerErrorPage(
-                429,
-                "Busy",
-                f"{what} reads the whole history; {self.config.api.max_expensive} such "
-                "request(s) are running already ([api] max_expensive): retry in a few seconds",
-                headers={"Retry-After": str(RETRY_AFTER_BUSY)},
-            )
-        try:
+        busy = LedgerErrorPage(
+            429,
+            "Busy",
+            busy_detail(what, self.config.api.max_expensive),
+            headers={"Retry-After": str(RETRY_AFTER_BUSY)},
+        )
+        with expensive_slot(self.expensive_slots, lambda: busy):
             yield
-        finally:
-            self.expensive_slots.release()
 
     def close(self) -> None:
         self.verify.stop()
@@ -614,7 +610,7 @@ def create_web_app(
                 state.ledger,
                 stuck_after=config.thresholds.stale_after,
                 at_position=moment.position,
-                at=moment_time(moment),
+                at=moment.as_of,  # None for a position alone: when its event was recorded
             )
 
     @app.get("/integrity")
