@@ -26,6 +26,7 @@ from typing import Any
 from connectors.base import Connector
 from connectors.records import RecordStore
 from connectors.sdk import RunContext
+from ledger.errors import ConfigurationError
 from ledger.urls import mask_secrets
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,11 @@ class HttpJsonConnector(Connector):
         name: str | None = None,
     ) -> None:
         super().__init__(source_id, name=name)
+        if not url.startswith(("http://", "https://")):
+            # urllib would open file:// and ftp:// URLs too: a config must not read local files
+            raise ConfigurationError(f"url: {url!r} is not an http(s) URL")
+        if sum((page_param is not None, next_path is not None, single_page)) > 1:
+            raise ConfigurationError("give only one of page_param, next_path and single_page")
         self.url = url
         self.key = key
         self.records_path = records_path

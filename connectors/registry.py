@@ -40,7 +40,17 @@ def build_connector(kind: str, source_id: int, name: str, options: dict[str, Any
     unknown = unknown_options_message(cls, options)
     if unknown:
         raise ConfigurationError(f"connector {name!r} ({kind}): {unknown}")
+    required = inspect.signature(cls.__init__).parameters
+    missing = [
+        option
+        for option in sorted(option_names(cls) - set(options))
+        if required[option].default is inspect.Parameter.empty
+    ]
+    if missing:
+        raise ConfigurationError(
+            f"connector {name!r} ({kind}): options.{', options.'.join(missing)} is required"
+        )
     try:
         return cls(source_id, name=name, **options)
-    except TypeError as exc:
+    except (TypeError, ConfigurationError) as exc:
         raise ConfigurationError(f"connector {name!r} ({kind}): {exc}") from exc

@@ -14,12 +14,18 @@ from dataclasses import dataclass
 class LedgerError(Exception):
     """Root of every error run-ledger raises.
 
-    ``batch_index`` is set (0-based) when the error concerns one event of an appended batch, so
-    a caller that read the batch from a file can name the line (:func:`ledger.wire.append_lines`
-    does).
+    ``index`` (0-based, given when the error is made) names the event of an appended batch the
+    error concerns, so a caller that read the batch from a file can name the line
+    (:func:`ledger.wire.append_lines` does); None when it concerns no single event.
     """
 
-    batch_index: int | None = None
+    def __init__(self, *args: object, index: int | None = None) -> None:
+        super().__init__(*args)
+        self._index = index
+
+    @property
+    def index(self) -> int | None:
+        return self._index
 
 
 class ConfigurationError(LedgerError):
@@ -58,8 +64,9 @@ class ValidationError(LedgerError):
         *,
         problems: list[str] | None = None,
         details: Sequence[InputProblem] = (),
+        index: int | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, index=index)
         self.problems = problems or [str(p) for p in details] or [message]
         self.details = tuple(details) or tuple(InputProblem(None, p) for p in self.problems)
 
@@ -84,10 +91,13 @@ class UnknownRunError(ValidationError):
 class ConcurrencyError(LedgerError):
     """An append carried an ``expected_version`` that differs from the run's version (I4)."""
 
-    def __init__(self, run_id: int, expected_version: int, actual_version: int) -> None:
+    def __init__(
+        self, run_id: int, expected_version: int, actual_version: int, index: int | None = None
+    ) -> None:
         super().__init__(
             f"run {run_id}: expected version {expected_version}, "
-            f"but the run is at version {actual_version}; nothing was appended"
+            f"but the run is at version {actual_version}; nothing was appended",
+            index=index,
         )
         self.run_id = run_id
         self.expected_version = expected_version
@@ -97,11 +107,18 @@ class ConcurrencyError(LedgerError):
 class StreamError(LedgerError):
     """An append would break a stream rule of DESIGN.md I5; nothing was written."""
 
-    def __init__(self, run_id: int | None, rule: str, message: str) -> None:
+    def __init__(
+        self, run_id: int | None, rule: str, message: str, index: int | None = None
+    ) -> None:
         where = f"run {run_id}" if run_id is not None else "new run"
-        super().__init__(f"{where}: {message} (rule: {rule}); nothing was appended")
+        super().__init__(f"{where}: {message} (rule: {rule}); nothing was appended", index=index)
         self.run_id = run_id
         self.rule = rule
+        self.reason = message
+
+    def at(self, index: int) -> StreamError:
+        """The same refusal, naming the ``index`` of the batch's event it concerns."""
+        return StreamError(self.run_id, self.rule, self.reason, index)
 
 
 class StorageError(LedgerError):

@@ -52,6 +52,7 @@ from ledger.errors import (
     LedgerError,
     SchemaError,
     StorageError,
+    StreamError,
     UnknownRunError,
     ValidationError,
 )
@@ -598,9 +599,9 @@ def _batch_error(batch: Sequence[EventModel], problems: list[InputProblem]) -> V
         str(p) if p.index is None else f"event {p.index + 1} ({batch[p.index].event_id}): {p}"
         for p in problems
     ]
-    error = ValidationError("; ".join(lines), problems=lines, details=problems)
-    error.batch_index = problems[0].index
-    return error
+    return ValidationError(
+        "; ".join(lines), problems=lines, details=problems, index=problems[0].index
+    )
 
 
 class _LostBeforeWriting(Exception):
@@ -686,14 +687,13 @@ class _Appender:
                 if event.run_ref is not None:
                     refs[event.run_ref] = run_id
             current = runs.get(run_id)
+            _check_not_ahead(event, clock, self.server_now is not None, index)
+            if expected_version is not None and run_id not in checked_runs:
+                _check_expected_version(run_id, expected_version, current, index)
             try:
-                _check_not_ahead(event, clock, from_database=self.server_now is not None)
-                if expected_version is not None and run_id not in checked_runs:
-                    _check_expected_version(run_id, expected_version, current)
                 new_state = apply_event(current, event, run_id, self.now)
-            except LedgerError as exc:
-                exc.batch_index = index
-                raise
+            except StreamError as exc:
+                raise exc.at(index) from None
             runs[run_id] = new_state
             checked_runs.add(run_id)
             position += 1
@@ -1147,7 +1147,7 @@ def _run_update_params(
     return (state.version, state.state, stored(state.last_event_at), recorded_at, state.run_id)
 
 
-def _check_not_ahead(event: EventModel, clock: datetime, from_database: bool) -> None:
+def _check_not_ahead(event: EventModel, clock: datetime, from_database: bool, index: int) -> None:
     """The clock skew guard (I10), under the head lock, against the ledger's clock."""
     if event.occurred_at <= clock + MAX_CLOCK_SKEW:
         return
@@ -1160,14 +1160,17 @@ def _check_not_ahead(event: EventModel, clock: datetime, from_database: bool) ->
     raise ValidationError(
         f"occurred_at: {isoformat_utc(event.occurred_at)} is more than "
         f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the ledger clock "
-        f"({clocks}); nothing was appended"
+        f"({clocks}); nothing was appended",
+        index=index,
     )
 
 
-def _check_expected_version(run_id: int, expected: int, current: RunState | None) -> None:
+def _check_expected_version(
+    run_id: int, expected: int, current: RunState | None, index: int
+) -> None:
     actual = 0 if current is None else current.version
     if actual != expected:
-        raise ConcurrencyError(run_id, expected, actual)
+        raise ConcurrencyError(run_id, expected, actual, index)
 
 
 def _check_same_fact(
@@ -1200,13 +1203,12 @@ def _check_same_fact(
             if in_this_batch
             else f"already stored at position {earlier.position}"
         )
-        error = EventIdReusedError(
+        raise EventIdReusedError(
             f"event_id {earlier.event_id} is {where} for a different fact ({earlier.type} of "
             f"run {earlier.run_id}); an event_id names one fact and cannot be reused for "
-            f"{event.type} of run {run_id or event.run_ref}"
+            f"{event.type} of run {run_id or event.run_ref}",
+            index=index,
         )
-        error.batch_index = index
-        raise error
 
 
 # --- added for the CLI (issue 13)

@@ -142,9 +142,9 @@ def append_lines(
             problem.index is not None for problem in error.details
         ):
             raise invalid_input([batch.locate(problem) for problem in error.details]) from error
-        if error.batch_index is None:
+        if error.index is None:
             raise
-        raise batch.refused(error, error.batch_index) from error
+        raise batch.refused(error, error.index) from error
 
 
 def invalid_input(problems: list[InputProblem]) -> ValidationError:

@@ -57,7 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from connectors.registry import CONNECTOR_TYPES, unknown_options_message
+from connectors.registry import CONNECTOR_TYPES, build_connector, unknown_options_message
 from ledger.database import create_ledger_engine
 from ledger.durations import parse_duration
 from ledger.errors import ConfigurationError, LedgerError
@@ -157,6 +157,17 @@ class ConnectorConfig(Strict):
             if unknown:
                 raise ValueError(unknown)
         return value
+
+    @model_validator(mode="after")
+    def _buildable(self) -> ConnectorConfig:
+        """The connector is built here once, so an option its type refuses (a missing one, an
+        http-json url that is not http(s)) fails ``config check`` and serve's start, not every
+        scheduled run."""
+        try:
+            build_connector(self.type, self.source_id, self.name, self.options)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
 
 
 class SweeperConfig(Strict):
@@ -491,8 +502,8 @@ def missing_inputs(config: LedgerConfig) -> list[str]:
         where = f"connectors[{index}] ({connector.name!r}, source {connector.source_id})"
         path = connector.options.get("path")
         if not isinstance(path, str):
-            problems.append(f"{where}: options.path is required for a csv connector")
-        elif Path(path).is_dir():
+            continue  # the connector's own check named it when the file was read
+        if Path(path).is_dir():
             problems.append(f"{where}: options.path is a folder, not a file: {path}")
         elif not Path(path).is_file():
             problems.append(f"{where}: no file at options.path: {path}")

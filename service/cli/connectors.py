@@ -117,20 +117,19 @@ def run_http_json(
     """Page through a JSON API and upsert its records into source_records."""
     if sum((page_param is not None, next_path is not None, single_page)) > 1:
         raise BadInput("give one of --page-param, --next-path and --single-page")
-    if not url.startswith(("http://", "https://")):
-        raise BadInput(f"--url: {url!r} is not an http(s) URL")
-    connector = HttpJsonConnector(
-        options.pop("source_id"),
-        url,
-        key=key,
-        records_path=records_path,
-        page_param=page_param,
-        next_path=next_path,
-        single_page=single_page,
-        timeout=timeout,
-        retries=retries,
-        backoff=backoff,
-    )
+    with library_errors():
+        connector = HttpJsonConnector(
+            options.pop("source_id"),
+            url,
+            key=key,
+            records_path=records_path,
+            page_param=page_param,
+            next_path=next_path,
+            single_page=single_page,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+        )
     execute_connector(connector, **options)
 
 

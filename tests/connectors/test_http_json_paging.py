@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from connectors import HttpJsonConnector, Spool
 from connectors.http_json import FetchError, link_header_next, parse_link_header
 from connectors.schema import source_records
-from ledger import Ledger
+from ledger import ConfigurationError, Ledger
 from service.cli import cli
 from tests.net_support import JsonServer, Route
 
@@ -234,3 +234,14 @@ def test_the_cli_follows_link_headers_and_refuses_body_links(
     both = runner.invoke(cli, [*single, "--page-param", "page", *common])
     assert both.exit_code == 2
     assert "--single-page" in both.output
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.org/x", "example.org/api"])
+def test_a_url_that_is_not_http_is_refused_before_any_run(url: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"is not an http\(s\) URL"):
+        HttpJsonConnector(1, url)
+
+
+def test_two_paging_rules_at_once_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="give only one of"):
+        HttpJsonConnector(1, "http://example.org", next_path="next", single_page=True)

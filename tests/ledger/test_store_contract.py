@@ -346,7 +346,7 @@ def test_i5_a_violation_mid_batch_writes_nothing(ledger: Ledger) -> None:
     ]
     with pytest.raises(StreamError) as caught:
         ledger.append(batch)
-    assert caught.value.batch_index == 3
+    assert caught.value.index == 3
     assert ledger.head() == head
     assert count_events(ledger) == 1
     with ledger.engine.connect() as conn:

@@ -22,8 +22,10 @@ def test_connector_overrides_keep_global_fields_and_are_per_source(
         '[thresholds]\nstale_after = "60m"\nmax_runtime = "6h"\n'
         '[[connectors]]\nname = "api"\ntype = "csv"\nsource_id = 2\n'
         'schedule = { interval = "5m" }\nthresholds = { stale_after = "10m" }\n'
+        'options = { path = "api.csv" }\n'
         '[[connectors]]\nname = "api"\ntype = "csv"\nsource_id = 3\n'
         'schedule = { interval = "5m" }\nthresholds = { stale_after = "3h" }\n'
+        'options = { path = "api.csv" }\n'
     )
     loaded = load_config(config)
     overrides = loaded.overrides()
@@ -126,3 +128,33 @@ def test_config_check_names_a_folder_given_as_a_csv_file_and_ignores_disabled_co
     assert "options.path is a folder, not a file" in result.output
     disabled = write(tmp_path / "disabled.toml", csv_connector("missing.csv", enabled=False))
     assert CliRunner().invoke(cli, ["config", "check", str(disabled)]).exit_code == 0
+
+
+def http_json_connector(options: str) -> str:
+    return (
+        '[[connectors]]\nname = "api"\ntype = "http-json"\nsource_id = 2\n'
+        f'schedule = {{ interval = "15m" }}\noptions = {{ {options} }}\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ('url = "file:///etc/passwd"', "url: 'file:///etc/passwd' is not an http(s) URL"),
+        ('url = "ftp://example.org/x"', "url: 'ftp://example.org/x' is not an http(s) URL"),
+        (
+            'url = "https://example.org", page_param = "page", single_page = true',
+            "give only one of page_param, next_path and single_page",
+        ),
+    ],
+)
+def test_config_check_refuses_what_the_http_json_connector_refuses(
+    tmp_path: Path, options: str, message: str
+) -> None:
+    """The rules of `ledger run http-json` hold for a configured connector too (a file:// URL
+    would let a config read local files into source_records)."""
+    config = write(tmp_path / "ledger.toml", http_json_connector(options))
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 2, result.output
+    assert f"connectors[0]: connector 'api' (http-json): {message}" in result.output
+    assert "Traceback" not in result.output
