@@ -26,7 +26,7 @@ from ledger.dialects import exact_text
 from ledger.durations import format_duration
 from ledger.text import markdown_cell, visible
 from ledger.urls import mask_url
-from projections.as_of import replay_until_poison
+from projections.as_of import replay_until_poison, resolve_position
 from projections.checkpoints import Skip
 from projections.errors import PoisonEventError
 from projections.queries import RunFilter, list_runs, runs_by_status
@@ -52,12 +52,15 @@ def build_report(
 ) -> dict[str, Any]:
     """Every section as plain data (what ``--format json`` prints).
 
-    With ``at_position``, the report as the ledger stood then: runs, transitions and stuck runs
-    replayed from the events up to that position, the chain verified up to it, judged at
-    ``at`` (by default when the event at that position was recorded). The schema is the live
-    table's, and whether the projection is in sync is a question about now: that condition is
-    left out (``as_of`` in the report says so)."""
+    With ``at_position`` or ``at``, the report as the ledger stood then: runs, transitions and
+    stuck runs replayed from the events up to that position (by default the last one recorded
+    by ``at``), the chain verified up to it, judged at ``at`` (by default when the event at
+    that position was recorded). The schema is the live table's, and whether the projection
+    is in sync is a question about now: that condition is left out (``as_of`` in the report
+    says so)."""
     ledger.check_schema()  # "run `ledger migrate`", not a traceback
+    if at_position is not None or at is not None:
+        at_position = resolve_position(ledger, at, at_position)
     expected = expected_shape()
     with ledger.connect("report") as conn:
         live = live_shape(conn)

@@ -14,15 +14,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Engine, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ledger import reads
+from ledger.append_sql import append_statements, values_groups
 from ledger.clock import Clock, default_clock, isoformat_utc, utcnow
 from ledger.database import (
     CONFLICT_RETRY_BUDGET_S,
@@ -36,12 +36,9 @@ from ledger.database import (
 )
 from ledger.dialects import (
     append_transaction,
-    driver_placeholder,
-    driver_timestamp,
     is_sqlite,
     server_clock,
     snapshot_transaction,
-    stored_time_reader,
     write_transaction,
 )
 from ledger.driver import DriverCursor
@@ -57,10 +54,9 @@ from ledger.errors import (
     ValidationError,
 )
 from ledger.events import MAX_RUN_ID, EventModel, RunStarted
-from ledger.hashing import EVENT_COLUMNS, content_from_values, link
+from ledger.hashing import content_from_values, link
 from ledger.limits import payload_problems
 from ledger.mapper import CURRENT_SCHEMA_VERSIONS, canonical_json, payload_json, payload_of
-from ledger.packed import Column, Kind, packed_columns, plain_columns, unpacker
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState, apply_event
 from ledger.schema import HEAD_ROW_ID, ledger_head
@@ -628,7 +624,7 @@ class _Appender:
         # The server's clock, selected with the head lock; None where the ledger's clock is
         # this machine's (SQLite) or the one this Ledger was given.
         self.server_now = server_clock(bind) if clock is None else None
-        self.sql = _statements(bind)
+        self.sql = append_statements(bind)
 
     def append(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
@@ -811,7 +807,7 @@ class _Appender:
     def _state_rows(
         self, rows: Iterable[Sequence[Any]]
     ) -> tuple[dict[str, RecordedEvent], dict[int, RunState | None]]:
-        """Rows of :meth:`_Statements.read_state`: events (kind 1) and runs (kind 2)."""
+        """Rows of :meth:`AppendStatements.read_state`: events (kind 1) and runs (kind 2)."""
         read_time = self.sql.read_time
         stored: dict[str, RecordedEvent] = {}
         runs: dict[int, RunState | None] = {}
@@ -885,7 +881,7 @@ class _Appender:
             for statement, rows in steps:
                 if len(rows) > 1 and statement.startswith("INSERT"):
                     flat = tuple(value for row in rows for value in row)
-                    statements.append((_values_groups(statement, len(rows)), flat))
+                    statements.append((values_groups(statement, len(rows)), flat))
                 else:
                     statements += [(statement, row) for row in rows]
             if self.cursor.owns_transaction:
@@ -909,189 +905,6 @@ class _Appender:
 # (PyMySQL's executemany splits its INSERT at 1 MB).
 _TOGETHER_MAX_CHARS = 128_000
 _ROW_CHARS = 1_000
-
-
-@lru_cache(maxsize=64)
-def _values_groups(insert: str, rows: int) -> str:
-    """``INSERT … VALUES (marks)`` with ``rows`` groups of marks."""
-    into, group = insert.rsplit(" VALUES ", 1)
-    return f"{into} VALUES {', '.join([group] * rows)}"
-
-
-@dataclass(frozen=True, eq=False)
-class _Statements:
-    """The append path's SQL, built once per dialect and sent to the driver as it is."""
-
-    lock_head: str
-    lock_head_with_clock: str
-    run_ids_above: str
-    insert_events: str
-    insert_run: str
-    update_run: str
-    update_head: str
-    # MySQL/MariaDB's multi-table UPDATE: update_run and update_head in one statement, their
-    # parameters in that order ("" on SQLite, which has no such UPDATE).
-    update_head_and_run: str
-    # Several statements go in one round trip (MySQL/MariaDB; see DriverCursor.execute_together).
-    together: bool
-    mark: str
-    stored_time: Callable[[datetime], Any]
-    read_time: Callable[[Any], datetime]
-    # The reads' select lists (packed on MySQL/MariaDB: see ledger.packed) and what gives their
-    # rows back as plain rows.
-    columns: Callable[[Sequence[Column]], str]
-    unpack_head: Callable[[Sequence[Any]], Sequence[Any]]
-    unpack_head_with_clock: Callable[[Sequence[Any]], Sequence[Any]]
-    unpack_state: Callable[[Sequence[Any]], Sequence[Any]]
-
-    def read_state(self, events: int, runs: int, *, runs_of_events: bool = True) -> str:
-        """Stored events among ``events`` ids (kind 1) and registry rows (kind 2) of ``runs``
-        ids and, with ``runs_of_events``, of those events' runs; parameters in that order."""
-        return _read_state_sql(self, events, runs, runs_of_events)
-
-
-@lru_cache(maxsize=256)
-def _read_state_sql(sql: _Statements, events: int, runs: int, runs_of_events: bool) -> str:
-    # Both kinds of row share one column list, so one statement reads both: an event row
-    # (EVENT_COLUMNS, then two NULLs) beside a run row with its columns at the same kinds.
-    event_marks = ", ".join(sql.mark for _ in range(events))
-    parts: list[str] = []
-    if events:
-        parts.append(
-            f"SELECT {sql.columns(_EVENT_ROW)} FROM ledger_events WHERE event_id IN ({event_marks})"
-        )
-    if runs:
-        run_marks = ", ".join(sql.mark for _ in range(runs))
-        parts.append(
-            f"SELECT {sql.columns(_run_row(''))} FROM ledger_runs WHERE run_id IN ({run_marks})"
-        )
-    if events and runs_of_events:
-        parts.append(
-            f"SELECT {sql.columns(_run_row('r.'))} FROM ledger_events e "
-            f"JOIN ledger_runs r ON r.run_id = e.run_id WHERE e.event_id IN ({event_marks})"
-        )
-    return " UNION ALL ".join(parts)
-
-
-# The rows of the state read (kind 1: a stored event; kind 2: a registry row) and of the head.
-_EVENT_KINDS: dict[str, Kind] = {
-    "position": "number",
-    "event_id": "text",
-    "run_id": "number",
-    "version": "number",
-    "type": "hex",
-    "schema_version": "number",
-    "payload": "text",
-    "occurred_at": "time",
-    "recorded_at": "time",
-    "actor": "text",
-    "prev_hash": "hex",
-    "hash": "hex",
-}
-_EVENT_ROW: tuple[Column, ...] = (
-    ("1", "number"),
-    *((name, _EVENT_KINDS[name]) for name in EVENT_COLUMNS),
-    ("NULL", "time"),
-    ("NULL", "time"),
-)
-
-
-def _run_row(prefix: str) -> tuple[Column, ...]:
-    """A registry row in the state read's columns (``prefix``: its table's alias)."""
-    return (
-        ("2", "number"),
-        (f"{prefix}run_id", "number"),
-        (f"{prefix}connector_name", "text"),
-        (f"{prefix}source_id", "number"),
-        (f"{prefix}version", "number"),
-        (f"{prefix}state", "hex"),
-        ("NULL", "number"),
-        ("NULL", "text"),
-        (f"{prefix}started_at", "time"),
-        (f"{prefix}last_event_at", "time"),
-        ("NULL", "text"),
-        ("NULL", "hex"),
-        ("NULL", "hex"),
-        (f"{prefix}opened_at", "time"),
-        (f"{prefix}updated_at", "time"),
-    )
-
-
-_HEAD_ROW: tuple[Column, ...] = (
-    ("last_position", "number"),
-    ("last_hash", "hex"),
-    ("last_run_id", "number"),
-    ("last_recorded_at", "time"),
-)
-_STATEMENTS: dict[tuple[str, str], _Statements] = {}
-
-
-def _as_it_is(row: Sequence[Any]) -> Sequence[Any]:
-    return row
-
-
-def _statements(conn: Engine | Connection) -> _Statements:
-    key = (conn.dialect.name, conn.dialect.paramstyle)
-    found = _STATEMENTS.get(key)
-    if found is None:
-        found = _STATEMENTS[key] = _build_statements(conn)
-    return found
-
-
-def _build_statements(conn: Engine | Connection) -> _Statements:
-    mark = driver_placeholder(conn)
-    sqlite = is_sqlite(conn)
-    columns = plain_columns if sqlite else packed_columns
-    clock = server_clock(conn)
-    head_with_clock = _HEAD_ROW if clock is None else (*_HEAD_ROW, (str(clock), "time"))
-    where_head = f"FROM ledger_head WHERE id = {mark}"
-    lock = "" if sqlite else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE holds the lock
-    run_columns = reads.RUN_COLUMNS
-    quote = conn.dialect.identifier_preparer.quote
-
-    def assignments(table: str, *names: str) -> str:
-        return ", ".join(f"{table}{name} = {mark}" for name in names)
-
-    def set_run(table: str) -> str:
-        return assignments(table, "version", "state", "last_event_at", "updated_at")
-
-    def set_head(table: str) -> str:
-        return assignments(table, "last_position", "last_hash", "last_run_id", "last_recorded_at")
-
-    return _Statements(
-        lock_head=f"SELECT {columns(_HEAD_ROW)} {where_head}{lock}",
-        lock_head_with_clock=(
-            f"SELECT {columns(head_with_clock)} {where_head}{lock}" if clock is not None else ""
-        ),
-        run_ids_above=f"SELECT run_id FROM ledger_runs WHERE run_id > {mark}",
-        insert_events=(
-            f"INSERT INTO ledger_events ({', '.join(quote(c) for c in EVENT_COLUMNS)}) "
-            f"VALUES ({', '.join(mark for _ in EVENT_COLUMNS)})"
-        ),
-        insert_run=(
-            f"INSERT INTO ledger_runs ({', '.join(run_columns)}) "
-            f"VALUES ({', '.join(mark for _ in run_columns)})"
-        ),
-        update_run=f"UPDATE ledger_runs SET {set_run('')} WHERE run_id = {mark}",
-        update_head=f"UPDATE ledger_head SET {set_head('')} WHERE id = {mark}",
-        update_head_and_run=(
-            ""
-            if is_sqlite(conn)
-            else f"UPDATE ledger_runs r, ledger_head h SET {set_run('r.')}, {set_head('h.')} "
-            f"WHERE r.run_id = {mark} AND h.id = {mark}"
-        ),
-        together=not is_sqlite(conn),
-        mark=mark,
-        stored_time=driver_timestamp(conn),
-        # Timestamps come as text from the packed reads (on SQLite they are stored as text).
-        read_time=stored_time_reader,
-        columns=columns,
-        unpack_head=_as_it_is if sqlite else unpacker([kind for _, kind in _HEAD_ROW]),
-        unpack_head_with_clock=(
-            _as_it_is if sqlite else unpacker([kind for _, kind in head_with_clock])
-        ),
-        unpack_state=_as_it_is if sqlite else unpacker([kind for _, kind in _EVENT_ROW]),
-    )
 
 
 def _event_params(
@@ -1142,7 +955,7 @@ def _run_update_params(
     state: RunState | None, stored: Callable[[datetime], Any], recorded_at: Any
 ) -> tuple[Any, ...]:
     """What an append changes in an existing registry row (its updated_at is this append's
-    recorded_at), in the order of :attr:`_Statements.update_run`."""
+    recorded_at), in the order of :attr:`AppendStatements.update_run`."""
     assert state is not None
     return (state.version, state.state, stored(state.last_event_at), recorded_at, state.run_id)
 

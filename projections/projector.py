@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from dataclasses import asdict
 
 from sqlalchemy import Connection, insert
 from sqlalchemy.exc import DBAPIError
@@ -23,6 +23,7 @@ from ledger.reads import event_type_at, read_events_page, read_head
 from ledger.text import clip, visible
 from projections.checkpoints import (
     Checkpoint,
+    Skip,
     advance,
     read_checkpoint,
     record_error,
@@ -321,7 +322,7 @@ class Projector:
                 )
             time.sleep(poll)
 
-    def skip(self, position: int, reason: str, actor: str) -> dict[str, Any]:
+    def skip(self, position: int, reason: str, actor: str) -> Skip:
         """Record that ``position`` is not to be applied (an operator's decision, audited)."""
         if not reason.strip():
             raise ValidationError("a skip needs a reason")
@@ -339,15 +340,9 @@ class Projector:
             already = skipped_positions(conn, self.name, position, position)
             if already:
                 raise ValidationError(f"position {position} is already skipped")
-            skip = {
-                "name": self.name,
-                "position": position,
-                "event_type": event_type,
-                "reason": reason,
-                "actor": actor,
-                "skipped_at": self.ledger.clock(),  # the clock recorded_at comes from
-            }
-            conn.execute(insert(projection_skips).values(**skip))
+            # skipped_at from the clock recorded_at comes from
+            skip = Skip(position, event_type, reason, actor, self.ledger.clock())
+            conn.execute(insert(projection_skips).values(name=self.name, **asdict(skip)))
         log.warning(
             "position %d (%s) will be skipped by %s: %s (by %s)",
             position,

@@ -64,6 +64,7 @@ from ledger.errors import ConfigurationError, LedgerError
 from ledger.events import ConnectorName, SourceId
 from ledger.store import Ledger
 from ledger.stuck import StuckRun, Thresholds, stuck_runs, stuck_runs_as_of
+from ledger.text import visible
 from ledger.urls import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 
 
@@ -508,6 +509,19 @@ def missing_inputs(config: LedgerConfig) -> list[str]:
         elif not Path(path).is_file():
             problems.append(f"{where}: no file at options.path: {path}")
     return problems
+
+
+def checked_config(path: str | os.PathLike[str]) -> LedgerConfig:
+    """:func:`load_config`, and every scheduled connector's input file there (what
+    ``ledger config check`` proves): a :class:`ConfigurationError` names each one missing."""
+    config = load_config(path)
+    missing = missing_inputs(config)
+    if missing:
+        problems = "\n  ".join(visible(problem) for problem in missing)
+        raise ConfigurationError(
+            f"{visible(str(path))}: a scheduled connector would fail\n  {problems}"
+        )
+    return config
 
 
 def load_config(path: str | os.PathLike[str]) -> LedgerConfig:

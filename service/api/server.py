@@ -7,16 +7,37 @@ import logging
 import signal
 import socket
 import threading
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
-from ledger import ConfigurationError
+from ledger import ConfigurationError, Ledger
+from ledger.urls import resolve_database_url
 from service.api.app import create_app
-from service.config import LedgerConfig, split_listen
+from service.config import LedgerConfig, load_config, split_listen
 
 log = logging.getLogger("ledger.api")
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+def standalone_config(config_path: Path | None, db_url: str | None) -> LedgerConfig:
+    """The settings of ``ledger api``: the config file's (or the defaults), its database
+    replaced by ``db_url`` (or ``$LEDGER_DATABASE_URL`` without a file). The database must be
+    there: the API appends but never creates one, so a typo in the URL is refused here, not
+    answered with an empty file and a schema that is never current."""
+    config = load_config(config_path) if config_path else LedgerConfig()
+    if db_url is not None or config_path is None:
+        config = config.model_copy(update={"database_url": resolve_database_url(db_url or None)})
+    Ledger.from_url(config.database_url, create=False).close()
+    return config
+
+
+def listen_address(listen: str | None, config: LedgerConfig) -> str:
+    """Where to listen: ``listen`` if given, else ``[api] listen``, else :data:`DEFAULT_LISTEN`."""
+    return listen or config.api.listen or DEFAULT_LISTEN
 
 
 def bind(listen: str) -> socket.socket:
@@ -61,7 +82,7 @@ def serve_api(config: LedgerConfig, listen: str) -> None:
     period) and return."""
     sock = bind(listen)
     server, app = build_server(config)
-    log.warning("API on http://%s (%d token(s))", listen, len(config.api.tokens))
+    log.info("API on http://%s (%d token(s))", listen, len(config.api.tokens))
     # uvicorn handles SIGTERM/SIGINT while it runs (drains, then stops), and then raises the
     # signal again for the handler it found: a no-op one, so a clean stop exits 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -74,7 +95,7 @@ def serve_api(config: LedgerConfig, listen: str) -> None:
 
 
 def _stopped(signum: int, _frame: FrameType | None) -> None:
-    log.warning("stopped (%s)", signal.Signals(signum).name)
+    log.info("stopped (%s)", signal.Signals(signum).name)
 
 
 class ApiThread:

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import click
 
-from ledger import Ledger
-from ledger.urls import mask_url, resolve_database_url
+from ledger.urls import mask_url
 from service.cli.common import FILE, db_option, library_errors
-from service.config import LedgerConfig, load_config
 
 
 @click.command("api")
@@ -29,18 +27,12 @@ from service.config import LedgerConfig, load_config
 @db_option
 def api_command(listen: str | None, config_path: Path | None, db_url: str | None) -> None:
     """Serve the HTTP API until SIGTERM or Ctrl-C (requests in flight are finished)."""
-    from service.api.server import serve_api  # uvicorn and FastAPI load only for this command
+    # uvicorn and FastAPI load only for this command
+    from service.api.server import listen_address, serve_api, standalone_config
 
     with library_errors():
-        config = load_config(config_path) if config_path else LedgerConfig()
-        if db_url is not None or config_path is None:
-            config = config.model_copy(
-                update={"database_url": resolve_database_url(db_url or None)}
-            )
-        # The API appends but never creates a database: a typo in the URL is refused here, not
-        # answered with an empty file and a schema that is never current.
-        Ledger.from_url(config.database_url, create=False).close()
-    where = listen or config.api.listen or "127.0.0.1:8080"
+        config = standalone_config(config_path, db_url)
+    where = listen_address(listen, config)
     if not config.api.tokens:
         click.echo(
             "warning: no [api] tokens configured: every request but /healthz is refused", err=True

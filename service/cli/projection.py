@@ -65,7 +65,7 @@ def project(
     db_url: str | None,
 ) -> None:
     """Apply pending events to the ingestion_runs read model (exactly once)."""
-    if skip_position is not None and not reason:
+    if skip_position is not None and reason is None:  # usage; the projector judges the reason
         raise BadInput("--skip-position needs --reason TEXT")
     ledger = open_ledger(db_url)
     projector = Projector(ledger, batch_size=batch_size)
@@ -73,8 +73,8 @@ def project(
         if skip_position is not None:
             skip = projector.skip(skip_position, reason or "", operator_actor_of(actor))
             click.echo(
-                f"position {skip_position} ({cell(skip['event_type'])}) will be skipped: "
-                f"{cell(reason)} (by {cell(skip['actor'])})"
+                f"position {skip.position} ({cell(skip.event_type)}) will be skipped: "
+                f"{cell(skip.reason)} (by {cell(skip.actor)})"
             )
         if follow:
             stop = threading.Event()

@@ -10,11 +10,9 @@ from pathlib import Path
 import click
 
 from ledger.durations import format_duration
-from ledger.errors import ConfigurationError
-from ledger.text import visible
 from ledger.urls import mask_url
 from service.cli.common import EXIT_OK, FILE, library_errors
-from service.config import load_config, missing_inputs
+from service.config import checked_config, load_config
 from service.serve import LedgerService
 
 
@@ -75,13 +73,7 @@ def config_group() -> None:
 def config_check(path: Path) -> None:
     """Validate a config file; exit 2 naming each bad key or missing input file."""
     with library_errors():
-        config = load_config(path)
-        missing = missing_inputs(config)
-        if missing:
-            problems = "\n  ".join(visible(problem) for problem in missing)
-            raise ConfigurationError(
-                f"{visible(str(path))}: a scheduled connector would fail\n  {problems}"
-            )
+        config = checked_config(path)
     enabled = [c for c in config.connectors if c.enabled]
     click.echo(
         f"{path}: valid; database {mask_url(config.database_url)}; "

@@ -15,7 +15,6 @@ from forensics.verify import VerifyReport, verify_all
 from ledger.clock import isoformat_utc
 from ledger.durations import format_duration
 from ledger.text import visible
-from projections.as_of import resolve_position
 from service.cli.common import (
     DURATION,
     EXIT_PROBLEM,
@@ -300,13 +299,8 @@ def report(
     moment = parse_moment(as_of, at_position)
     ledger = open_ledger(db_url)
     with library_errors():
-        position = (
-            None
-            if moment is None and at_position is None
-            else resolve_position(ledger, moment, at_position)
-        )
         data = build_report(
-            ledger, stuck_after=stuck_after, latest=latest, at_position=position, at=moment
+            ledger, stuck_after=stuck_after, latest=latest, at_position=at_position, at=moment
         )
     text = (
         render_json(data)
