@@ -430,6 +430,10 @@ export class LedgerClient {
     const run = await this.startRun(options);
     const listeners = new Map();
     let stopping = null;
+    // The terminal event in flight once fn has settled (finish, or fail with its error): a
+    // signal that arrives meanwhile waits for it instead of racing it with a second one, and
+    // records the signal only if it could not be sent.
+    let ending = null;
     const removeListeners = () => {
       for (const [name, listener] of listeners) process.removeListener(name, listener);
       listeners.clear();
@@ -441,15 +445,28 @@ export class LedgerClient {
       }
       stopping = (async () => {
         try {
-          if (run.status === undefined) {
-            let timer;
-            await Promise.race([
-              run._failWith(SIGNALS[name].message, {
+          const recordSignal = async () => {
+            if (ending) {
+              try {
+                await ending;
+                return;
+              } catch {
+                // the terminal event did not get through: record the signal instead
+              }
+            }
+            if (run.status === undefined) {
+              await run._failWith(SIGNALS[name].message, {
                 exception: name,
                 message: SIGNALS[name].message,
                 reason: 'interrupted',
                 signal: name,
-              }),
+              });
+            }
+          };
+          if (run.status === undefined) {
+            let timer;
+            await Promise.race([
+              recordSignal(),
               new Promise((resolve) => {
                 timer = setTimeout(resolve, signalGraceMs);
               }),
@@ -479,7 +496,7 @@ export class LedgerClient {
     // resolve, an awaited event that never comes): the event loop empties and the process
     // would exit with the run left open. Record it failed first; Node then exits as it would.
     const onBeforeExit = () => {
-      if (stopping) return;
+      if (stopping || ending) return; // fn has settled: its terminal event is on its way
       stopping = (async () => {
         try {
           if (run.status === undefined) {
@@ -496,27 +513,28 @@ export class LedgerClient {
     };
     listeners.set('beforeExit', onBeforeExit);
     process.on('beforeExit', onBeforeExit);
+    // The signal listeners stay until the terminal event is in the ledger: a SIGTERM during
+    // the final send must not end the process with the run still open.
+    const end = async (send) => {
+      try {
+        if (!stopping && run.status === undefined) {
+          ending = send();
+          await ending;
+        }
+      } finally {
+        if (stopping) await stopping;
+        removeListeners();
+      }
+    };
     let value;
     try {
       value = await fn(run);
     } catch (error) {
-      if (stopping) {
-        await stopping;
-        throw error;
-      }
-      removeListeners();
-      if (run.status === undefined) {
-        // The function's error is what the caller must see; a failure to record it is reported.
-        await run.fail(error).catch((recording) => run.onError(recording));
-      }
+      // The function's error is what the caller must see; a failure to record it is reported.
+      await end(() => run.fail(error)).catch((recording) => run.onError(recording));
       throw error;
     }
-    if (stopping) {
-      await stopping;
-      return value;
-    }
-    removeListeners();
-    if (run.status === undefined) await run.finish();
+    await end(() => run.finish());
     return value;
   }
 

@@ -351,6 +351,59 @@ for (const backend of backends()) {
       });
     }
 
+    for (const [mode, status, message] of [
+      ['return', 'success', null],
+      ['throw', 'failed', 'Error: the connector broke'],
+    ]) {
+      test(`SIGTERM while withRun sends its terminal event (${mode}) waits for it`, async () => {
+        // The fetch holds the terminal request until the signal has been delivered, so the
+        // signal lands exactly between "fn settled" and "the terminal event is stored".
+        const script = `
+          import { LedgerClient } from ${JSON.stringify(CLIENT)};
+          const held = (url, init) => {
+            if (init?.body?.includes('"RunFinished"')) {
+              process.stdout.write('sending\\n');
+              const alive = setInterval(() => {}, 1000); // a held request keeps Node running
+              return new Promise((resolve) => process.once('SIGTERM', resolve))
+                .then(() => clearInterval(alive))
+                .then(() => fetch(url, init));
+            }
+            return fetch(url, init);
+          };
+          const client = new LedgerClient({ url: process.env.URL, token: process.env.TOKEN, fetch: held });
+          await client.withRun({ sourceId: 9, connectorName: 'ts-end-${mode}' }, async (run) => {
+            process.stdout.write('started ' + run.runId + '\\n');
+            run.progress({ recordsFetched: 3 });
+            if (${JSON.stringify(mode)} === 'throw') throw new Error('the connector broke');
+          }).catch(() => {});
+        `;
+        const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+          env: { ...process.env, URL: ledger.url, TOKEN: ledger.token },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (chunk) => (stdout += chunk));
+        child.stderr.on('data', (chunk) => (stderr += chunk));
+        const exited = new Promise((resolve) => child.once('exit', (c, s) => resolve([c, s])));
+        try {
+          await eventually(() => stdout.includes('sending'), {
+            what: `the child's terminal request (stdout: ${stdout}, stderr: ${stderr})`,
+          });
+          const runId = Number(/started (\d+)/.exec(stdout)?.[1]);
+          child.kill('SIGTERM');
+          const [exitCode, bySignal] = await exited;
+          assert.ok(bySignal === 'SIGTERM' || exitCode === 143, `${exitCode} ${bySignal} ${stderr}`);
+          const { row } = await runState(ledger, runId);
+          assert.equal(row.status, status, JSON.stringify(row));
+          assert.equal(row.errorMessage, message);
+          assert.equal(row.recordsFetched, 3);
+        } finally {
+          if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        }
+      });
+    }
+
     test('examples/legacy-connector.mjs reports a run with non-zero counters', async () => {
       const child = spawn(process.execPath, ['examples/legacy-connector.mjs'], {
         cwd: REPO,
