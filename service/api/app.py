@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from io import BytesIO
 from typing import Annotated, Any, Literal
 
@@ -439,14 +438,26 @@ def create_app(config: LedgerConfig) -> FastAPI:
     @app.get("/v1/stuck", summary="Stuck runs", responses=_problems(400))
     def stuck(
         _caller: Annotated[Caller, read_scope],
-        older_than: Annotated[str, Query(max_length=100)] = "60m",
+        older_than: Annotated[str | None, Query(max_length=100)] = None,
         max_runtime: Annotated[str | None, Query(max_length=100)] = None,
     ) -> list[dict[str, Any]]:
         """Open runs with no activity for ``older_than`` (or running longer than
-        ``max_runtime``), as ``ledger stuck --format json``."""
-        silent: timedelta = parse_duration(older_than, "older_than")
-        longest = None if max_runtime is None else parse_duration(max_runtime, "max_runtime")
-        found = stuck_runs(state.ledger, older_than=silent, max_runtime=longest)
+        ``max_runtime``), as ``ledger stuck --format json``. Without either, the config's
+        thresholds, each connector's own over the globals (what ``/v1/status``, the metrics
+        and the web's Stuck page count); a value given replaces its threshold for every run."""
+        if older_than is None and max_runtime is None:
+            found = config.stuck_runs(state.ledger)
+        else:
+            defaults = config.thresholds.to_thresholds()
+            found = stuck_runs(
+                state.ledger,
+                older_than=defaults.stale_after
+                if older_than is None
+                else parse_duration(older_than, "older_than"),
+                max_runtime=defaults.max_runtime
+                if max_runtime is None
+                else parse_duration(max_runtime, "max_runtime"),
+            )
         return [run.to_dict() for run in found]
 
     @app.get("/v1/status", summary="Head, runs, projection lag, spool")

@@ -161,8 +161,16 @@ def _storage_problem(error: StorageError, text: str) -> ApiProblem:
             text,
             headers={"Retry-After": str(RETRY_AFTER_UNREACHABLE)},
         )
+    # Another failure of the database (its database dropped, a disk full): still the
+    # environment's, worth a retry later like any 503.
     log.error("database error: %s", text)
-    return ApiProblem(503, "database-error", "Database error", text)
+    return ApiProblem(
+        503,
+        "database-error",
+        "Database error",
+        text,
+        headers={"Retry-After": str(RETRY_AFTER_UNREACHABLE)},
+    )
 
 
 def _located(error: LedgerError) -> dict[str, Any]:

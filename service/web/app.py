@@ -168,7 +168,24 @@ def create_web_app(
     # ------------------------------------------------------------------ helpers
 
     def viewer_of(request: Request) -> Viewer | None:
-        return state.sessions.viewer(request.cookies.get(SESSION_COOKIE))
+        """The logged-in viewer (None: nobody), named in the request's log line. A query
+        parameter given twice is refused, as the API refuses it: which one a page used would
+        be a guess."""
+        params = request.query_params
+        repeated = sorted({key for key in params if len(params.getlist(key)) > 1})
+        if repeated:
+            raise LedgerErrorPage(
+                400,
+                "Invalid request",
+                f"each query parameter may be given once: {visible(', '.join(repeated))}",
+            )
+        return session_viewer(request)
+
+    def session_viewer(request: Request) -> Viewer | None:
+        viewer = state.sessions.viewer(request.cookies.get(SESSION_COOKIE))
+        if viewer is not None:
+            request.scope.setdefault("ledger_caller", viewer.name)
+        return viewer
 
     def reader(request: Request) -> Viewer | None:
         """Who reads: a logged-in viewer with the read scope, or anyone when public_read."""
@@ -264,7 +281,7 @@ def create_web_app(
     # ------------------------------------------------------------------ errors
 
     def error_page(request: Request, status: int, title: str, detail: str) -> HTMLResponse:
-        viewer = viewer_of(request)
+        viewer = session_viewer(request)
         return render(
             request,
             "error.html",
@@ -278,7 +295,11 @@ def create_web_app(
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: LoginRequired) -> Response:
         target = ROOT + request.url.path.removeprefix(request.scope.get("root_path", ""))
-        if request.url.query:
+        if request.method not in ("GET", "HEAD"):
+            # A form posted without a login (the fail form): back to the page it was on, the
+            # run's (a login redirects with GET, which the form's own URL does not answer).
+            target = target.rsplit("/", 1)[0]
+        elif request.url.query:
             target += "?" + request.url.query
         return RedirectResponse(link("/login", next=target), status_code=303)
 
@@ -295,7 +316,9 @@ def create_web_app(
     @app.exception_handler(LedgerError)
     async def ledger_error(request: Request, exc: LedgerError) -> Response:
         problem = problem_for(exc)
-        return error_page(request, problem.status, problem.title, problem.detail)
+        response = error_page(request, problem.status, problem.title, problem.detail)
+        response.headers.update(problem.headers)  # Retry-After on a 503, as the API sends it
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,11 @@ from freezegun import freeze_time
 
 from ledger import Ledger
 from projections import Projector
+from service.api import create_app
 from service.cli import cli
 from service.cli import cli as cli_command
-from tests.service.conftest import auth
+from service.config import ThresholdsConfig
+from tests.service.conftest import api_config, auth
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
 READ = auth("reader")
@@ -183,3 +186,20 @@ def test_openapi_documents_the_run_detail_shape(client: TestClient) -> None:
     assert listed["content"]["application/json"]["schema"]["items"] == {
         "$ref": "#/components/schemas/IngestionRun"
     }
+
+
+def test_stuck_uses_the_configs_thresholds_as_status_and_the_web_do(db_url: str) -> None:
+    """Without older_than, /v1/stuck judges by the config's thresholds (global and per
+    connector), so it agrees with /v1/status; a value given still replaces them."""
+    config = api_config(db_url).model_copy(
+        update={"thresholds": ThresholdsConfig(stale_after=timedelta(minutes=5))}
+    )
+    with TestClient(create_app(config), raise_server_exceptions=False) as api:
+        now = datetime.now(UTC)
+        with freeze_time(now - timedelta(minutes=10)):
+            run_id = Ledger.from_url(db_url).start_run(1, "silent")
+        stuck = api.get("/v1/stuck", headers=READ).json()
+        assert [run["run_id"] for run in stuck] == [run_id]
+        assert api.get("/v1/status", headers=READ).json()["stuck_runs"] == 1
+        assert api.get("/v1/stuck", params={"older_than": "1h"}, headers=READ).json() == []
+        api.app.state.api.close()  # type: ignore[attr-defined]

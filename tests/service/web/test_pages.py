@@ -4,6 +4,7 @@ database, escaping, the security headers, logins, CSRF, the fail form, as-of, th
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
 import threading
 import time
@@ -472,3 +473,47 @@ def test_visitors_arriving_during_a_verify_take_its_result(
     assert outcomes[0] is outcomes[1]
     assert cache.refresh() is not outcomes[0]  # a later visit verifies again
     ledger.close()
+
+
+def test_an_unreachable_database_is_a_503_page_with_retry_after() -> None:
+    """The web view's pages answer an outage as the API does: 503, Retry-After, no secret."""
+    url = "mysql+pymysql://ledger:secret@127.0.0.1:1/ledger"
+    with make_client(url, public_read=True) as client:
+        for path in [*PAGES, "/web/runs/1"]:
+            response = client.get(path)
+            assert response.status_code == 503, (path, response.text)
+            assert int(response.headers["retry-after"]) > 0
+            assert "secret" not in response.text
+    client.app.state.web.close()  # type: ignore[attr-defined]
+    client.app.state.api.close()  # type: ignore[attr-defined]
+
+
+def test_a_form_posted_without_a_login_returns_to_its_run_after_login(
+    client: TestClient, demo: dict[str, int]
+) -> None:
+    """The login redirects with GET, which the fail form's own URL does not answer: its next
+    is the run's page."""
+    response = client.post(
+        f"/web/runs/{demo['open']}/fail", data={"reason": "x"}, follow_redirects=False
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/web/login?next=%2Fweb%2Fruns%2F{demo['open']}"
+    assert client.get(f"/web/runs/{demo['open']}").status_code in (200, 303)
+
+
+def test_a_repeated_query_parameter_is_refused_as_the_api_refuses_it(client: TestClient) -> None:
+    log_in(client, "reader")
+    response = client.get("/web/runs", params=[("at_position", "1"), ("at_position", "2")])
+    assert response.status_code == 400
+    assert "each query parameter may be given once: at_position" in response.text
+
+
+def test_a_logged_in_request_is_logged_with_its_viewer(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    log_in(client, "reader")
+    with caplog.at_level(logging.INFO, logger="ledger.api"):
+        assert client.get("/web/runs").status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("GET /web/runs")]
+    assert lines
+    assert lines[-1].endswith("caller=reader"), lines
