@@ -24,6 +24,20 @@ import {
 
 const CLIENT = fileURLToPath(new URL('../index.mjs', import.meta.url));
 
+/** A child Node process running `script` (an ES module) with the ledger's URL and token in its
+ * environment: the child, what it has printed so far, and its [exit code, signal]. */
+function runScript(script, ledger) {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+    env: { ...process.env, URL: ledger.url, TOKEN: ledger.token },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output = { stdout: '', stderr: '' };
+  child.stdout.on('data', (chunk) => (output.stdout += chunk));
+  child.stderr.on('data', (chunk) => (output.stderr += chunk));
+  const exited = new Promise((resolve) => child.once('exit', (c, s) => resolve([c, s])));
+  return { child, output, exited };
+}
+
 function types(events) {
   return events.map((event) => event.type);
 }
@@ -321,22 +335,14 @@ for (const backend of backends()) {
             await new Promise(() => setInterval(() => {}, 1000)); // works forever
           });
         `;
-        const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-          env: { ...process.env, URL: ledger.url, TOKEN: ledger.token },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (chunk) => (stdout += chunk));
-        child.stderr.on('data', (chunk) => (stderr += chunk));
-        const exited = new Promise((resolve) => child.once('exit', (c, s) => resolve([c, s])));
+        const { child, output, exited } = runScript(script, ledger);
         try {
-          const runId = await eventually(() => Number(/started (\d+)/.exec(stdout)?.[1]), {
-            what: `the child's run to start (stderr: ${stderr})`,
+          const runId = await eventually(() => Number(/started (\d+)/.exec(output.stdout)?.[1]), {
+            what: `the child's run to start (stderr: ${output.stderr})`,
           });
           child.kill(signal);
           const [exitCode, bySignal] = await exited;
-          assert.ok(bySignal === signal || exitCode === code, `${exitCode} ${bySignal} ${stderr}`);
+          assert.ok(bySignal === signal || exitCode === code, `${exitCode} ${bySignal} ${output.stderr}`);
           const { row } = await runState(ledger, runId);
           assert.equal(row.status, 'failed');
           assert.equal(row.errorMessage, message);
@@ -377,23 +383,15 @@ for (const backend of backends()) {
             if (${JSON.stringify(mode)} === 'throw') throw new Error('the connector broke');
           }).catch(() => {});
         `;
-        const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-          env: { ...process.env, URL: ledger.url, TOKEN: ledger.token },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (chunk) => (stdout += chunk));
-        child.stderr.on('data', (chunk) => (stderr += chunk));
-        const exited = new Promise((resolve) => child.once('exit', (c, s) => resolve([c, s])));
+        const { child, output, exited } = runScript(script, ledger);
         try {
-          await eventually(() => stdout.includes('sending'), {
-            what: `the child's terminal request (stdout: ${stdout}, stderr: ${stderr})`,
+          await eventually(() => output.stdout.includes('sending'), {
+            what: `the child's terminal request (stdout: ${output.stdout}, stderr: ${output.stderr})`,
           });
-          const runId = Number(/started (\d+)/.exec(stdout)?.[1]);
+          const runId = Number(/started (\d+)/.exec(output.stdout)?.[1]);
           child.kill('SIGTERM');
           const [exitCode, bySignal] = await exited;
-          assert.ok(bySignal === 'SIGTERM' || exitCode === 143, `${exitCode} ${bySignal} ${stderr}`);
+          assert.ok(bySignal === 'SIGTERM' || exitCode === 143, `${exitCode} ${bySignal} ${output.stderr}`);
           const { row } = await runState(ledger, runId);
           assert.equal(row.status, status, JSON.stringify(row));
           assert.equal(row.errorMessage, message);
