@@ -19,7 +19,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -48,6 +47,7 @@ from projections.queries import (
 )
 from projections.schema import RUN_STATUSES
 from service.api.auth import TOKEN_PARAMETERS, Caller, Tokens, bearer_token
+from service.api.docs import ASSETS_PATH, asset, docs_page
 from service.api.problems import (
     PROBLEM_JSON,
     RETRY_AFTER_BUSY,
@@ -514,7 +514,15 @@ def create_app(config: LedgerConfig) -> FastAPI:
 
     @app.get("/docs", include_in_schema=False)
     def docs(_caller: Annotated[Caller, read_scope]) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="run-ledger API")
+        return docs_page(app.openapi(), "run-ledger API")
+
+    @app.get(ASSETS_PATH + "/{name}", include_in_schema=False)
+    def docs_asset(name: str) -> Response:
+        """Swagger UI's own files (no ledger data): a page needs them without a token."""
+        found = asset(name)
+        if found is None:
+            raise ApiProblem(404, "not-found", "Not found", "no such file")
+        return found
 
     if config.web.enabled:  # the web view (issue 17): same process, ledger and tokens
         from service.web import ROOT, create_web_app

@@ -243,3 +243,28 @@ def test_a_tampered_ledger_shows_the_red_banner(
     assert banner.is_displayed()
     assert "Integrity problem" in banner.text
     shot(browser, "tampered")
+
+
+def test_the_api_docs_render_from_this_server(
+    served: dict[str, object], browser: WebDriver
+) -> None:
+    """/docs with a read token (sent as a browser extension or a proxy would): Swagger UI from
+    the server's own files draws every operation of the embedded document (no CDN, no second
+    request for /openapi.json without the token)."""
+    base = str(served["base"])
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd(
+        "Network.setExtraHTTPHeaders",
+        {"headers": {"Authorization": f"Bearer {TOKENS['reader'][0]}"}},
+    )
+    try:
+        browser.get(base + "/docs")
+        WebDriverWait(browser, 30).until(
+            lambda d: "/v1/events" in d.find_element(By.ID, "swagger-ui").text
+        )
+        shot(browser, "api-docs")
+        text = browser.find_element(By.ID, "swagger-ui").text
+        for path in ("/v1/runs/{run_id}/events", "/v1/stuck", "/v1/verify"):
+            assert path in text
+    finally:
+        browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
