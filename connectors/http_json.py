@@ -27,6 +27,7 @@ from connectors.base import Connector
 from connectors.records import RecordStore
 from connectors.sdk import RunContext
 from ledger.errors import ConfigurationError
+from ledger.text import clip
 from ledger.urls import mask_secrets
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,7 @@ def shown(url: str) -> str:
 
 def clip_link(link: Any) -> str:
     """A link found in a page, as a message may quote it: masked and at most 200 characters."""
-    text = shown(str(link))
-    return text if len(text) <= 200 else text[:200] + "…"
+    return clip(shown(str(link)), 200)
 
 
 def dig(document: Any, path: str) -> Any:

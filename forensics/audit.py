@@ -7,11 +7,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ledger import Ledger, LedgerError, RecordedEvent, UnknownRunError
-from ledger.clock import format_utc_seconds, isoformat_utc
+from ledger.clock import isoformat_utc, labelled_utc
 from ledger.durations import format_duration
 from ledger.hashing import chain_hash
 from ledger.reads import stored_refs
 from ledger.schema import GENESIS_HASH
+from ledger.text import clip
 from projections.fold import Row, fold
 
 # A spooled or imported event is flagged when it was recorded this long after it happened.
@@ -122,7 +123,7 @@ def summarise(event: RecordedEvent) -> str:
             + (f", threshold {_duration(threshold)}" if threshold else "")
             + (f", last activity {_utc_time(last)}" if last else "")
         )
-    return ", ".join(f"{k}={v}" for k, v in sorted(data.items()))[:120]
+    return clip(", ".join(f"{k}={v}" for k, v in sorted(data.items())), 120)
 
 
 def _duration(seconds: object) -> str:
@@ -139,4 +140,4 @@ def _utc_time(value: object) -> str:
         return str(value)
     if moment.tzinfo is None:
         return str(value)
-    return f"{format_utc_seconds(moment)} UTC"
+    return labelled_utc(moment)

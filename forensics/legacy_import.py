@@ -36,6 +36,7 @@ from ledger import (
 )
 from ledger.events import RECORDED_NAMES
 from ledger.mapper import describe_pydantic_errors
+from ledger.schema import LEGACY_TABLE
 from ledger.urls import mask_url
 from projections.fold import Row, callers_details, whole_seconds
 from projections.projector import Projector
@@ -44,7 +45,7 @@ from projections.schema import COUNTER_COLUMNS
 
 IMPORT_ACTOR = "import:legacy"
 _NAMESPACE = uuid.UUID("0b3c33f6-56a5-4c9c-9d0e-3f51c1a3f0d1")
-DEFAULT_SAME_DB_TABLE = "ingestion_runs_legacy"  # where `ledger migrate` put the old table
+DEFAULT_SAME_DB_TABLE = LEGACY_TABLE  # where `ledger migrate` put the old table
 DEFAULT_OTHER_DB_TABLE = "ingestion_runs"
 # The columns an import cannot do without (the others default, as in the legacy table).
 LEGACY_KEY_COLUMNS = ("id", "sourceId", "connectorName", "startedAt", "status")
@@ -202,6 +203,8 @@ def facts_for(row: Row) -> list[EventModel]:
                     "connector_name": row["connectorName"],
                     "occurred_at": started_at,
                     "actor": IMPORT_ACTOR,
+                    # isoformat(), not isoformat_utc: the text is part of the fact, and a
+                    # re-import must give the very same event to be recognised as a retry
                     "metadata": {"imported": True, "legacy_created_at": created_at.isoformat()},
                 },
                 context=RECORDED_NAMES,

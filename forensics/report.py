@@ -21,7 +21,7 @@ from forensics.dialects import live_shape, types_comparable
 from forensics.legacy_shape import compare, expected_shape
 from forensics.verify import VerifyReport, verify_all
 from ledger import Ledger, StuckRun, stuck_runs, stuck_runs_as_of
-from ledger.clock import format_utc_seconds, isoformat_utc
+from ledger.clock import isoformat_utc, labelled_utc
 from ledger.dialects import exact_text
 from ledger.durations import format_duration
 from ledger.text import markdown_cell, visible
@@ -30,7 +30,13 @@ from projections.as_of import replay_until_poison, resolve_position
 from projections.checkpoints import Skip
 from projections.errors import PoisonEventError
 from projections.queries import RunFilter, list_runs, runs_by_status
-from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
+from projections.schema import (
+    RECORD_COUNTER_COLUMNS,
+    RUN_STATUSES,
+    ingestion_run_transitions,
+    ingestion_runs,
+    record_counts,
+)
 from projections.status import ProjectionStatus, ledger_status
 
 ABSENT = "—"
@@ -211,19 +217,19 @@ def _recorded_at(ledger: Ledger, position: int) -> datetime | None:
 
 
 # A run that succeeded (or partly) with records counted: the report's last condition.
-_COUNTED = ("recordsFetched", "recordsCreated", "recordsUpdated", "recordsSkipped")
+_WITH_DATA = ("success", "partial")
 _COMPLETED_WITH_COUNTS = and_(
     ingestion_runs.c.completedAt.is_not(None),
-    ingestion_runs.c.status.in_(("success", "partial")),
-    reduce(operator.add, (ingestion_runs.c[name] for name in _COUNTED)) > 0,
+    ingestion_runs.c.status.in_(_WITH_DATA),
+    reduce(operator.add, (ingestion_runs.c[name] for name in RECORD_COUNTER_COLUMNS)) > 0,
 )
 
 
 def _completed_with_counts(row: dict[str, Any]) -> bool:
     return (
         row["completedAt"] is not None
-        and row["status"] in ("success", "partial")
-        and sum(row[name] for name in _COUNTED) > 0
+        and row["status"] in _WITH_DATA
+        and sum(row[name] for name in RECORD_COUNTER_COLUMNS) > 0
     )
 
 
@@ -304,16 +310,13 @@ def _run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "started": _utc(row["startedAt"]),
         "completed": _utc(row["completedAt"]),
         "duration": None if row["duration"] is None else format_duration(row["duration"]),
-        "fetched_created_updated_skipped": (
-            f"{row['recordsFetched']}/{row['recordsCreated']}/{row['recordsUpdated']}/"
-            f"{row['recordsSkipped']}"
-        ),
+        "fetched_created_updated_skipped": record_counts(row),
         "error": row["errorMessage"],
     }
 
 
 def _utc(value: datetime | None) -> str | None:
-    return None if value is None else f"{format_utc_seconds(value)} UTC"
+    return None if value is None else labelled_utc(value)
 
 
 def _masked(ledger: Ledger) -> str:

@@ -66,3 +66,8 @@ def format_utc_seconds(value: datetime, *, iso: bool = False) -> str:
     ``2026-01-28T03:00:07Z`` (the legacy TIMESTAMP columns hold whole seconds)."""
     text = isoformat_utc(value)[:19]
     return text + "Z" if iso else text.replace("T", " ")
+
+
+def labelled_utc(value: datetime) -> str:
+    """A timestamp to the second, saying its zone: ``2026-01-28 03:00:07 UTC``."""
+    return f"{format_utc_seconds(value)} UTC"

@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ledger.clock import ensure_utc, utcnow
+from ledger.clock import ensure_utc, isoformat_utc, utcnow
 from ledger.text import SHOWN_AS_ESCAPES, describe_char, is_invisible
 
 # The legacy ingestion_runs columns are INT(11): a run id, a source id, a counter delta and a
@@ -67,7 +67,7 @@ def _is_number(text: str) -> bool:
 def plausible_time(value: datetime, field: str) -> datetime:
     value = ensure_utc(value, field)
     if value < EARLIEST_TIME:
-        raise ValueError(f"{field} {value.isoformat()} is before 1970-01-01T00:00:01Z")
+        raise ValueError(f"{field} {isoformat_utc(value)} is before 1970-01-01T00:00:01Z")
     return value
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from ledger.clock import isoformat_utc
 from ledger.errors import InputProblem
 from ledger.events import EARLIEST_TIME, EventModel
+from ledger.text import clip
 
 MAX_JSON_DEPTH = 20
 # The range of MySQL's TIMESTAMP, the type of the legacy ingestion_runs time columns.
@@ -60,13 +61,13 @@ def parse_legacy_time(value: object) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{value[:60]!r} is not an ISO-8601 time") from None
+        raise ValueError(f"{clip(value, 60)!r} is not an ISO-8601 time") from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise ValueError(f"{value[:60]!r} has no time zone (naive times are refused)")
+        raise ValueError(f"{clip(value, 60)!r} has no time zone (naive times are refused)")
     try:
         parsed = parsed.astimezone(UTC)
     except OverflowError:
-        raise ValueError(f"{value[:60]!r} is out of range") from None
+        raise ValueError(f"{clip(value, 60)!r} is out of range") from None
     if not EARLIEST_LEGACY_TIME <= parsed <= LATEST_LEGACY_TIME:
         raise ValueError(
             f"{isoformat_utc(parsed)} is outside the legacy TIMESTAMP range "

@@ -39,6 +39,10 @@ NAMING_CONVENTION: dict[str, str] = {
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 GENESIS_HASH = "0" * 64
+# Where `ledger migrate` moves a legacy ingestion_runs table it finds, so that the projection
+# can take its name (and where `ledger import-legacy` reads it by default). Here, below every
+# package that names it, migrations included.
+LEGACY_TABLE = "ingestion_runs_legacy"
 HEAD_ROW_ID = 1
 # The Alembic revision the tables of this code (every package's, on the one MetaData) are at:
 # what :meth:`ledger.Ledger.check_schema` requires of a database. A new migration moves it; a

@@ -534,9 +534,9 @@ def _prepare(
             problems.append(
                 InputProblem(
                     "occurred_at",
-                    f"{event.occurred_at.isoformat()} is more than "
+                    f"{isoformat_utc(event.occurred_at)} is more than "
                     f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the "
-                    f"ledger clock ({now.isoformat()})",
+                    f"ledger clock ({isoformat_utc(now)})",
                     index,
                 )
             )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ledger.clock import isoformat_utc
 from ledger.durations import format_duration
 from ledger.errors import (
     ConcurrencyError,
@@ -121,7 +122,7 @@ def sweep(
             run.source_id,
             run.rule,
             format_duration(run.threshold),
-            run.last_event_at.isoformat(),
+            isoformat_utc(run.last_event_at),
             appended.events[0].position,
         )
         result.timed_out.append(run)

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import pydantic
 
+from ledger.clock import isoformat_utc
 from ledger.errors import (
     InputProblem,
     LedgerError,
@@ -168,7 +169,7 @@ def wire_form(event: RecordedEvent) -> dict[str, Any]:
             "type": event.type,
             "event_id": event.event_id,
             "run_id": event.run_id,
-            "occurred_at": event.occurred_at.isoformat(),
+            "occurred_at": isoformat_utc(event.occurred_at),
             "actor": event.actor,
             "schema_version": event.schema_version,
         }

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 from ledger import Ledger
 from ledger.database import current_revision
 from ledger.errors import SchemaError
+from ledger.schema import LEGACY_TABLE
 from ledger.store import as_ledger
 from ledger.urls import mask_url
 from migrations import SCRIPT_LOCATION
@@ -29,9 +30,7 @@ from migrations import SCRIPT_LOCATION
 log = logging.getLogger(__name__)
 
 
-# Where this revision moves a legacy ``ingestion_runs`` found in the database, so that the
-# projection can take its name.
-LEGACY_TABLE = "ingestion_runs_legacy"
+# The revision that moves a legacy ``ingestion_runs`` to LEGACY_TABLE.
 LEGACY_MOVED_BY = "0002_projections"
 
 

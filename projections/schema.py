@@ -7,6 +7,8 @@ so that every existing reader keeps working; it is derived from the ledger and c
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -39,6 +41,16 @@ OLD = "__old"
 COUNTER_COLUMNS: dict[str, str] = {
     name: re.sub(r"_([a-z])", lambda letter: letter[1].upper(), name) for name in COUNTER_FIELDS
 }
+# The four record counters (fetched, created, updated, skipped), in that order: what tables
+# show as one "f/c/u/s" cell and what makes a run count as having moved data.
+RECORD_COUNTER_COLUMNS: tuple[str, ...] = tuple(
+    column for name, column in COUNTER_COLUMNS.items() if name.startswith("records_")
+)
+
+
+def record_counts(row: Mapping[str, Any]) -> str:
+    """``fetched/created/updated/skipped`` of a legacy row, as tables show them."""
+    return "/".join(str(row[column]) for column in RECORD_COUNTER_COLUMNS)
 
 
 def _counter(name: str) -> Column[int]:

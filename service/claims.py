@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, insert
 
 from ledger import ConstraintError, Ledger
-from ledger.clock import utcnow
+from ledger.clock import isoformat_utc, utcnow
 from ledger.database import retrying_conflicts
 from service.schema import schedule_claims
 
@@ -41,7 +41,7 @@ def claim(ledger: Ledger, job_id: str, tick_at: datetime, claimed_by: str) -> bo
             )
 
     try:
-        retrying_conflicts(insert_claim, f"claim of {job_id} at {tick_at.isoformat()}")
+        retrying_conflicts(insert_claim, f"claim of {job_id} at {isoformat_utc(tick_at)}")
     except ConstraintError:  # another process's INSERT of this (job, tick) won
         return False
     return True

@@ -218,7 +218,7 @@ class AnchorConfig(Strict):
         return value
 
 
-API_SCOPES = ("append", "read", "operate")
+ApiScope = Literal["append", "read", "operate"]  # what a token may do: the one list
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -245,7 +245,7 @@ class ApiToken(Strict):
     the token itself only as its sha256 or as the name of the environment variable holding it."""
 
     name: ConnectorName
-    scopes: Annotated[list[Literal["append", "read", "operate"]], Field(min_length=1)]
+    scopes: Annotated[list[ApiScope], Field(min_length=1)]
     sha256: str | None = None
     env: str | None = None
 

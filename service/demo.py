@@ -30,7 +30,7 @@ from forensics.report import build_report
 from ledger import ConfigurationError, Ledger, RunStarted, StuckRun, sweep
 from ledger.clock import utcnow
 from ledger.reads import count_events, find_runs, first_events
-from ledger.schema import metadata
+from ledger.schema import LEGACY_TABLE, metadata
 from ledger.urls import mask_url
 from migrations.runner import upgrade
 from projections import Projector
@@ -46,7 +46,6 @@ DEMO_CONNECTORS = frozenset({"demo-stations", "demo-api", "demo-nightly"})
 # A demo database holds 4 runs (a few more if a demo was interrupted and run again); one with
 # more is not a demo's, and is refused without reading it all.
 MOST_DEMO_RUNS = 40
-LEGACY_TABLE = "ingestion_runs_legacy"  # where `ledger migrate` moves a legacy table
 
 
 class DemoRefusedError(ConfigurationError):

@@ -48,7 +48,7 @@ from ledger import (
     ValidationError,
     sweep,
 )
-from ledger.clock import utcnow
+from ledger.clock import format_utc_seconds, isoformat_utc, utcnow
 from ledger.database import database_unreachable
 from ledger.durations import format_duration
 from ledger.rules import OPEN
@@ -241,14 +241,14 @@ class LedgerService:
                 log.info(
                     "%s tick %s: claimed already (another serve process, or an earlier start)",
                     name,
-                    tick.isoformat(),
+                    isoformat_utc(tick),
                 )
                 return
             if self._has_open_run(connector):
                 log.warning(
                     "%s tick %s skipped: a run of %s for source %d is still open",
                     name,
-                    tick.isoformat(),
+                    isoformat_utc(tick),
                     connector.name,
                     connector.source_id,
                 )
@@ -510,7 +510,7 @@ def _every(connector: ConnectorConfig) -> str:
 
 
 def _utc(moment: datetime | None) -> str:
-    return "never" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return "never" if moment is None else format_utc_seconds(moment)
 
 
 def job_id(connector: ConnectorConfig) -> str:

@@ -56,7 +56,7 @@ from service.api.problems import (
     expensive_slot,
     problem_for,
 )
-from service.config import LedgerConfig
+from service.config import ApiScope, LedgerConfig
 from service.metrics import LedgerCollector, collect_figures, scrape_url, status_report
 
 log = logging.getLogger("ledger.api")
@@ -64,7 +64,6 @@ log = logging.getLogger("ledger.api")
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/x-jsonlines"})
 MAX_PAGE = 1000
 AS_OF_NAMES = ("as_of", "at_position")
-Scope = Literal["append", "read", "operate"]
 RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
 
 
@@ -230,7 +229,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         read_timeout=config.api.read_timeout.total_seconds(),
     )
 
-    def require(scope: Scope) -> Callable[..., Caller]:
+    def require(scope: ApiScope) -> Callable[..., Caller]:
         def authorized(
             request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],

@@ -21,7 +21,7 @@ from projections.queries import (
     not_projected_message,
     not_started_message,
 )
-from projections.schema import RUN_STATUSES
+from projections.schema import RUN_STATUSES, record_counts
 from service.cli.common import (
     DURATION,
     EXIT_PROBLEM,
@@ -108,8 +108,7 @@ def runs_list(
                 row["startedAt"],
                 row["completedAt"],
                 row["duration"],
-                f"{row['recordsFetched']}/{row['recordsCreated']}/{row['recordsUpdated']}/"
-                f"{row['recordsSkipped']}",
+                record_counts(row),
                 row["errorMessage"],
             )
             for row in view.rows

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from ledger.clock import format_utc_seconds, isoformat_utc, utcnow
+from ledger.clock import isoformat_utc, labelled_utc, utcnow
 from ledger.durations import format_duration
 from projections.schema import RUN_STATUSES
 
@@ -19,7 +19,7 @@ COLOURS = {"running": "#0b5cad", "success": "#1a7f37", "partial": "#9a6700", "fa
 
 
 def utc(value: datetime | None) -> str:
-    return ABSENT if value is None else format_utc_seconds(value) + " UTC"
+    return ABSENT if value is None else labelled_utc(value)
 
 
 def iso(value: datetime | None) -> str:
