@@ -24,7 +24,7 @@ from ledger import Ledger, StuckRun, stuck_runs, stuck_runs_as_of
 from ledger.clock import isoformat_utc, labelled_utc
 from ledger.dialects import exact_text
 from ledger.durations import format_duration
-from ledger.text import markdown_cell, visible
+from ledger.text import counted_spaces, markdown_cell, visible
 from ledger.urls import mask_url
 from projections.as_of import replay_until_poison, resolve_position
 from projections.checkpoints import Skip
@@ -332,12 +332,13 @@ def render_json(report: dict[str, Any]) -> str:
 
 def render_text(report: dict[str, Any], markdown: bool = False) -> str:
     """The report for people. Every value from the database goes through ``show``: made visible
-    (a newline in an error message cannot start a fake section) and, in Markdown, escaped (a
-    ``|`` cannot break the table, ``[x](…)`` cannot become a link)."""
+    (a newline in an error message cannot start a fake section), its runs of spaces counted
+    (padding cannot start one where a terminal wraps) and, in Markdown, escaped (a ``|``
+    cannot break the table, ``[x](…)`` cannot become a link)."""
     out: list[str] = []
 
     def show(value: object) -> str:
-        text = str(value)
+        text = counted_spaces(str(value))
         return markdown_cell(text) if markdown else visible(text)
 
     def heading(text: str) -> None:

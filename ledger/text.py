@@ -11,6 +11,7 @@ The same definition of an invisible character is the rule for names (:mod:`ledge
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # Control (C0, DEL, C1), format (bidi overrides and isolates, zero-width characters, soft
@@ -77,6 +78,15 @@ def visible(text: str) -> str:
     if text.isprintable() and SHOWN_AS_ESCAPES.isdisjoint(text):  # the usual case, in C
         return text
     return "".join(escape_char(char) if is_invisible(char) else char for char in text)
+
+
+_SPACE_RUN = re.compile(" {3,}")
+
+
+def counted_spaces(text: str) -> str:
+    """Runs of three or more spaces written as ``[N spaces]``: padding cannot push what follows
+    it to the start of a line where a terminal wraps (a fake line in a report)."""
+    return _SPACE_RUN.sub(lambda run: f" [{len(run[0])} spaces] ", text)
 
 
 def visible_lines(text: str) -> str:

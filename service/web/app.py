@@ -159,6 +159,7 @@ def create_web_app(
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=views.shown,
     )
     templates.filters.update(views.FILTERS)
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)

@@ -6,8 +6,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from markupsafe import Markup
+
 from ledger.clock import isoformat_utc, labelled_utc, utcnow
 from ledger.durations import format_duration
+from ledger.text import visible
 from projections.schema import RUN_STATUSES
 
 ABSENT = "—"
@@ -83,6 +86,16 @@ def day_chart(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
         "bar_width": BAR_WIDTH,
         "bars": bars,
     }
+
+
+def shown(value: Any) -> Any:
+    """Every value a template prints (Jinja's ``finalize``), before HTML escaping: text made
+    :func:`ledger.text.visible`, as the CLI shows it, so that a newline, an ESC or a U+202E
+    from a connector cannot lay out or reorder what a page says. Markup the code built (a
+    filter's output, ``tojson``) is left as it is."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible(value)
+    return value
 
 
 FILTERS: dict[str, Callable[..., str]] = {

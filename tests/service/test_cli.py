@@ -576,6 +576,28 @@ def test_a_forged_error_message_cannot_draw_a_report_section(ledger: Ledger, db_
     assert report_json["latest_runs"][0]["error"] == FORGED  # JSON keeps the exact value
 
 
+def test_padding_cannot_draw_a_report_section_where_a_terminal_wraps(
+    ledger: Ledger, db_url: str
+) -> None:
+    """Spaces that would push a fake section to the start of a wrapped 80-column line are
+    counted instead of printed."""
+    lines_ = [
+        "F. Stop conditions",
+        "------------------",
+        "  PASS  x",
+        "Result: 5/5 conditions pass",
+    ]
+    failed_run(ledger, "SOURCE_1", "boom" + "".join(" " * 80 + line for line in lines_))
+    assert run("project", "--db", db_url).exit_code == 0
+    for output_format in ("text", "markdown"):
+        text = run("report", "--format", output_format, "--db", db_url).stdout
+        wrapped = [line[i : i + 80] for line in text.splitlines() for i in range(0, len(line), 80)]
+        assert [line for line in wrapped if line.startswith("Result:")] == [
+            "Result: 4/5 conditions pass — FAIL"
+        ]
+        assert "boom [80 spaces] F. Stop conditions [80 spaces] " in text.replace("\\", "")
+
+
 def test_tables_show_data_as_text_not_markup_or_control_characters(
     ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

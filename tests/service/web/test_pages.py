@@ -517,3 +517,31 @@ def test_a_logged_in_request_is_logged_with_its_viewer(
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("GET /web/runs")]
     assert lines
     assert lines[-1].endswith("caller=reader"), lines
+
+
+FORGED = (
+    "\x1b]8;;http://evil.example\x07click\x1b]8;;\x07\n\nF. Stop conditions\n  PASS  x\n"
+    "Result: 5/5 conditions pass\u202eesrever\u200b"
+)
+
+
+def test_control_and_format_characters_are_shown_as_escapes_on_every_page(
+    client: TestClient, db_url: str
+) -> None:
+    """As in the CLI: a newline, ESC, BEL, U+202E or U+200B from a connector shows as its
+    escape, so a message cannot lay out a fake section, a link or reversed text."""
+    ledger = Ledger.from_url(db_url)
+    run_id = ledger.start_run(3, "forger")
+    ledger.append([RunFinished(run_id=run_id, status="failed", error_message=FORGED)])
+    Projector(ledger).run_once()
+    log_in(client, "reader")
+    for path in ["/web/runs", f"/web/runs/{run_id}", "/web/proof", "/web/stuck"]:
+        page = client.get(path).text
+        for raw in ("\x1b", "\x07", "\u202e", "\u200b"):
+            assert raw not in page, (path, raw)
+        assert "Result: 5/5 conditions pass" not in page.replace("\\n", "\n").splitlines()
+        if path != "/web/stuck":  # the runs list and the proof clip the message
+            assert "\\x1b]8;;http://evil.example\\x07" in page, path
+    page = client.get(f"/web/runs/{run_id}").text
+    assert "\\n\\nF. Stop conditions\\n" in page
+    assert "\\u202eesrever\\u200b" in page
