@@ -33,6 +33,7 @@ from ledger.errors import (
     ValidationError,
 )
 from ledger.events import RunTimedOut, name_problem, operator_actor
+from ledger.mapper import parse_event
 from ledger.recorded import AppendResult
 from ledger.rules import FINISHED, OPEN
 from ledger.store import Ledger
@@ -162,14 +163,19 @@ def fail_run(
     problem = name_problem(detected_by)
     if problem is not None:
         raise ValidationError(f"operator {detected_by!r}: {problem}")
-    event = RunTimedOut(
-        run_id=run_id,
-        occurred_at=now or ledger.clock(),
-        reason=reason,
-        threshold_seconds=None,
-        last_event_at=state.last_event_at,
-        detected_by=detected_by,
-        actor=detected_by,
+    # Validated as any input is: a reason or operator name over its limit is a ValidationError
+    # naming the field, not a pydantic traceback.
+    event = parse_event(
+        {
+            "type": "RunTimedOut",
+            "run_id": run_id,
+            "occurred_at": now or ledger.clock(),
+            "reason": reason,
+            "threshold_seconds": None,
+            "last_event_at": state.last_event_at,
+            "detected_by": detected_by,
+            "actor": detected_by,
+        }
     )
     stored = ledger.append([event], expected_version=state.version)
     position = stored.events[0].position

@@ -36,6 +36,7 @@ from projections import Projector
 from service import load_config
 from service.cli import cli
 from tests.projection_support import table_rows
+from tests.service.conftest import api_client, auth
 from tests.support import names_as_before_the_rule
 
 DAY1 = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)
@@ -229,6 +230,33 @@ def test_an_operator_fails_a_run_and_a_closed_run_is_refused(ledger: Ledger) -> 
         fail_run(ledger, finished, "no", "bob")
     with pytest.raises(ValidationError, match="does not exist"):
         fail_run(ledger, 999, "no", "bob")
+
+
+def test_a_reason_or_operator_over_its_limit_is_refused_naming_the_field(
+    ledger: Ledger, db_url: str
+) -> None:
+    """The library, the CLI (exit 2, no traceback) and the API (400, not 500) all say which
+    field is over which limit; nothing is appended."""
+    run_id = start_at(ledger, DAY1)
+    head = ledger.head().last_position
+    with pytest.raises(ValidationError, match="reason: String should have at most 2000"):
+        fail_run(ledger, run_id, "r" * 2001, "alice")
+    with pytest.raises(ValidationError, match="actor: String should have at most 200"):
+        fail_run(ledger, run_id, "x", "a" * 195)  # "operator:" and 195 characters
+    runner = CliRunner()
+    for arguments in (["--reason", "r" * 2001], ["--reason", "x", "--actor", "a" * 195]):
+        result = runner.invoke(cli, ["runs", "fail", str(run_id), *arguments, "--db", db_url])
+        assert result.exit_code == 2, result.output
+        assert "at most" in result.output
+        assert "Traceback" not in result.output
+    with api_client(db_url) as client:
+        answer = client.post(
+            f"/v1/runs/{run_id}/fail", json={"reason": "r" * 2001}, headers=auth("operator")
+        )
+        assert answer.status_code == 400, answer.text
+        assert "reason: String should have at most 2000" in answer.json()["detail"]
+    client.app.state.api.close()  # type: ignore[attr-defined]
+    assert ledger.head().last_position == head
 
 
 def test_stuck_and_sweep_commands(ledger: Ledger, db_url: str) -> None:
