@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from ledger import Ledger, RecordedEvent, StorageError, ValidationError
 from ledger.database import is_refused_value, retrying_conflicts
 from ledger.durations import format_duration
+from ledger.events import ACTOR_NAME_MAX, REASON_MAX, name_problem
 from ledger.reads import event_type_at, read_events_page, read_head
 from ledger.text import clip, visible
 from projections.checkpoints import (
@@ -326,8 +327,15 @@ class Projector:
         """Record that ``position`` is not to be applied (an operator's decision, audited)."""
         if not reason.strip():
             raise ValidationError("a skip needs a reason")
+        if len(reason) > REASON_MAX:
+            raise ValidationError(f"reason: at most {REASON_MAX} characters, got {len(reason)}")
         if not actor.strip():
             raise ValidationError("a skip needs an actor (who decided it)")
+        problem = name_problem(actor)
+        if len(actor) > ACTOR_NAME_MAX:
+            problem = f"at most {ACTOR_NAME_MAX} characters, got {len(actor)}"
+        if problem is not None:
+            raise ValidationError(f"actor {clip(visible(actor), 60)!r}: {problem}")
         with projection_transaction(self.ledger, self.name, "skip") as conn:
             checkpoint = read_checkpoint(conn, self.name, lock=True)
             if position <= checkpoint.position:
@@ -340,6 +348,18 @@ class Projector:
             already = skipped_positions(conn, self.name, position, position)
             if already:
                 raise ValidationError(f"position {position} is already skipped")
+            if checkpoint.error_position != position:
+                # Only the event the projector could not apply: a skip anywhere else would
+                # hide a good event (its run left `running` in the table, verify clean).
+                stopped = (
+                    "the projection has not stopped on an event"
+                    if checkpoint.error_position is None
+                    else f"the projection stopped at position {checkpoint.error_position}"
+                )
+                raise ValidationError(
+                    f"position {position} cannot be skipped: {stopped}; only the position "
+                    "the projector could not apply can be skipped"
+                )
             # skipped_at from the clock recorded_at comes from
             skip = Skip(position, event_type, reason, actor, self.ledger.clock())
             conn.execute(insert(projection_skips).values(name=self.name, **asdict(skip)))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from ledger import Ledger
 from ledger.clock import utcnow
@@ -72,3 +74,32 @@ def append_raw(
             .values(version=row["version"], updated_at=now)
         )
     return int(row["position"])
+
+
+@contextmanager
+def records_fetched_capped(ledger: Ledger) -> Iterator[None]:
+    """An operator's constraint on the projection that refuses recordsFetched >= 1000: a row
+    that ``append`` accepted but the database will not store (the projector stops at it)."""
+    with ledger.engine.begin() as conn:
+        if ledger.engine.dialect.name != "sqlite":
+            conn.execute(
+                text(
+                    "ALTER TABLE ingestion_runs ADD CONSTRAINT test_cap "
+                    "CHECK (recordsFetched < 1000)"
+                )
+            )
+        else:
+            for when in ("INSERT", "UPDATE"):
+                conn.execute(
+                    text(
+                        f"CREATE TRIGGER test_cap_{when.lower()} BEFORE {when} ON ingestion_runs "
+                        "WHEN NEW.recordsFetched >= 1000 BEGIN "
+                        "SELECT RAISE(ABORT, 'CHECK constraint failed: test_cap'); END"
+                    )
+                )
+    try:
+        yield
+    finally:
+        if ledger.engine.dialect.name != "sqlite":
+            with ledger.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE ingestion_runs DROP CONSTRAINT test_cap"))

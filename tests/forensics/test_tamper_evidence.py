@@ -22,6 +22,7 @@ from projections import Projector
 from service.cli import cli
 from service.config import load_config
 from service.serve import LedgerService
+from tests.projection_support import records_fetched_capped
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_events.jsonl"
@@ -297,6 +298,8 @@ def test_an_operator_skip_passes_verify_and_the_report_names_it(
     Projector(ledger).run_once()
     dev_event = ledger.append([RunProgressed(run_id=run_id, records_fetched=10**6)])
     position = dev_event.events[0].position
+    with records_fetched_capped(ledger):  # the projection stops at it: a skip is the way out
+        assert run("project", "--db", db_url).exit_code == 1
     blank_actor = run(
         "project", "--skip-position", str(position), "--reason", "dev build", "--actor", " ",
         "--db", db_url,

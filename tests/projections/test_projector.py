@@ -369,6 +369,31 @@ def test_skips_are_checked(ledger: Ledger) -> None:
         projector.skip(1, "x", "operator:al")
 
 
+def test_only_the_position_the_projection_stopped_at_can_be_skipped(ledger: Ledger) -> None:
+    """A skip of a good pending event would hide it (its run `running` in the table for good,
+    verify clean): refused, as are a reason and an actor the skips table cannot hold, on both
+    databases alike."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunFinished(run_id=run_id, status="success")])
+    projector = Projector(ledger)
+    with pytest.raises(ValidationError, match="the projection has not stopped on an event"):
+        projector.skip(2, "hide it", "operator:al")
+    with pytest.raises(ValidationError, match="reason: at most 2000 characters, got 70000"):
+        projector.skip(2, "r" * 70_000, "operator:al")
+    with pytest.raises(ValidationError, match="at most 200 characters, got 204"):
+        projector.skip(2, "x", "operator:" + "a" * 195)
+    poison = append_raw(ledger, run_id, "RunPaused", "{}")
+    later = ledger.start_run(2, "SOURCE_2")
+    with pytest.raises(PoisonEventError):
+        projector.run_once()
+    with pytest.raises(ValidationError, match=f"the projection stopped at position {poison}"):
+        projector.skip(poison + 1, "the next one", "operator:al")
+    projector.skip(poison, "a newer writer's type", "operator:al")
+    assert projector.run_once() == 2  # the skipped position and the run after it
+    assert table_rows(ledger)[run_id]["status"] == "success"
+    assert table_rows(ledger)[later]["status"] == "running"
+
+
 # ---------------------------------------------------------------- read-your-writes
 
 

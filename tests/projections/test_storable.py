@@ -50,7 +50,12 @@ from service.cli import cli
 from service.metrics import LedgerCollector, collect_figures
 from service.serve import LedgerService
 from tests import support
-from tests.projection_support import append_raw, replayed_rows, table_rows
+from tests.projection_support import (
+    append_raw,
+    records_fetched_capped,
+    replayed_rows,
+    table_rows,
+)
 from tests.service.test_serve import write_config
 
 
@@ -254,32 +259,9 @@ def test_late_progress_listed_is_bounded_and_a_late_verdict_still_listed(ledger:
 
 
 @pytest.fixture
-def capped_records_fetched(ledger: Ledger, backend: str) -> Iterator[None]:
-    """An operator's constraint on the projection that refuses recordsFetched >= 1000: a row
-    that ``append`` accepted but the database will not store."""
-    with ledger.engine.begin() as conn:
-        if backend == "mysql":
-            conn.execute(
-                text(
-                    "ALTER TABLE ingestion_runs ADD CONSTRAINT test_cap "
-                    "CHECK (recordsFetched < 1000)"
-                )
-            )
-        else:
-            for when in ("INSERT", "UPDATE"):
-                conn.execute(
-                    text(
-                        f"CREATE TRIGGER test_cap_{when.lower()} BEFORE {when} ON ingestion_runs "
-                        "WHEN NEW.recordsFetched >= 1000 BEGIN "
-                        "SELECT RAISE(ABORT, 'CHECK constraint failed: test_cap'); END"
-                    )
-                )
-    try:
+def capped_records_fetched(ledger: Ledger) -> Iterator[None]:
+    with records_fetched_capped(ledger):
         yield
-    finally:
-        if backend == "mysql":
-            with ledger.engine.begin() as conn:
-                conn.execute(text("ALTER TABLE ingestion_runs DROP CONSTRAINT test_cap"))
 
 
 def cli_json(*args: str) -> Any:

@@ -12,11 +12,12 @@ import pytest
 from click.testing import CliRunner, Result
 from freezegun import freeze_time
 
-from ledger import ConfigurationError, Ledger, RunFinished
+from ledger import ConfigurationError, Ledger, RunFinished, RunProgressed
 from ledger.text import is_invisible
 from ledger.urls import mask_secrets
 from service import load_config
 from service.cli import cli
+from tests.projection_support import records_fetched_capped
 from tests.support import drop_triggers, names_as_before_the_rule
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
@@ -629,10 +630,13 @@ def test_tables_show_data_as_text_not_markup_or_control_characters(
 
 def test_skips_and_operator_lines_show_reasons_as_text(ledger: Ledger, db_url: str) -> None:
     run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=10**6)])
     reason = "bad\x1b[2J\rrow\u202e"
-    skipped = run(
-        "project", "--skip-position", "1", "--reason", reason, "--actor", "op", "--db", db_url
-    )
+    with records_fetched_capped(ledger):  # the projection stops at position 2
+        assert run("project", "--db", db_url).exit_code == 1
+        skipped = run(
+            "project", "--skip-position", "2", "--reason", reason, "--actor", "op", "--db", db_url
+        )
     assert skipped.exit_code == 0, skipped.output
     assert shows_no_raw_control(skipped.output)
     assert "bad\\x1b[2J\\rrow\\u202e" in skipped.output
