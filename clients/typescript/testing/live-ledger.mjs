@@ -70,6 +70,35 @@ function run(command, args, options = {}) {
   return result.stdout;
 }
 
+// The same as `run`, without blocking Node's event loop: while a command runs, pooled
+// keep-alive sockets still see the server close them, so the next fetch does not reuse a dead
+// one ("fetch failed" when `ledger project` took longer than the server's keep-alive).
+function runAsync(command, args) {
+  return new Promise((resolveRun, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => (stdout += chunk));
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    const timer = setTimeout(() => child.kill('SIGKILL'), COMMAND_TIMEOUT_MS);
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      if (status === 0) resolveRun(stdout);
+      else {
+        reject(
+          new Error(
+            `${command} ${args.join(' ')} failed (${signal ?? `exit ${status}`}):\n${stdout}\n${stderr}`,
+          ),
+        );
+      }
+    });
+  });
+}
+
 // Create or drop a MariaDB database next to LEDGER_TEST_MYSQL_URL's, through SQLAlchemy.
 const MYSQL_ADMIN = `
 import sys
@@ -131,7 +160,7 @@ export async function startLedger(backend = 'sqlite') {
     },
     /** Bring ingestion_runs up to date (`ledger api` alone runs no projector). */
     project() {
-      return run(ledgerBin(), ['project', '--db', this.dbUrl]);
+      return runAsync(ledgerBin(), ['project', '--db', this.dbUrl]);
     },
   };
   live.add(ledger);
@@ -208,7 +237,7 @@ export async function getJson(ledger, path) {
 /** The run's ingestion_runs row (after projecting) and its audit timeline. `GET /v1/runs/{id}`
  * answers `{ row, ledger, ... }` (the row beside the write-side state): the row is `.row`. */
 export async function runState(ledger, runId) {
-  ledger.project();
+  await ledger.project();
   const detail = await getJson(ledger, `/v1/runs/${runId}`);
   if (!detail.projected || !detail.row) {
     throw new Error(`run ${runId} has no ingestion_runs row after projecting: ${JSON.stringify(detail)}`);
