@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
-from sqlalchemy import MetaData, Table, select
+from sqlalchemy import MetaData, String, Table, select, type_coerce
 from sqlalchemy.exc import NoSuchTableError
 
 from ledger import (
@@ -35,8 +35,10 @@ from ledger import (
     ValidationError,
 )
 from ledger.events import RECORDED_NAMES
+from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import describe_pydantic_errors
 from ledger.schema import LEGACY_TABLE
+from ledger.text import clip, visible
 from ledger.urls import mask_url
 from projections.fold import Row, callers_details, whole_seconds
 from projections.projector import Projector
@@ -147,9 +149,16 @@ def read_legacy_rows(ledger: Ledger, source_url: str | None, table: str) -> list
                     f"table {table!r} in {mask_url(source.url)} is not a legacy ingestion_runs "
                     f"table: it has no {', '.join(missing)} column"
                 )
-            rows = [
-                dict(row) for row in conn.execute(select(legacy).order_by(legacy.c.id)).mappings()
+            # Times as the driver gives them (SQLite: text), parsed by _normalise, which names
+            # the row of a value that is not a time instead of failing inside the driver layer.
+            columns = [
+                type_coerce(column, String).label(column.name)
+                if column.name in _TIME_COLUMNS
+                else column
+                for column in legacy.c
             ]
+            query = select(*columns).order_by(legacy.c.id)
+            rows = [dict(row) for row in conn.execute(query).mappings()]
     finally:
         if source_url:
             source.close()
@@ -166,11 +175,21 @@ def _no_legacy_table_message(source: Ledger, source_url: str | None, table: str)
     )
 
 
+_TIME_COLUMNS = ("startedAt", "completedAt", "createdAt")
+
+
 def _normalise(row: dict[str, Any]) -> Row:
-    for column in ("startedAt", "completedAt", "createdAt"):
+    for column in _TIME_COLUMNS:
         value = row.get(column)
         if isinstance(value, str):
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            written = value
+            try:
+                value = datetime.fromisoformat(written.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValidationError(
+                    f"legacy row id {row.get('id')}: {column}: {clip(visible(written), 60)!r} "
+                    "is not a time; nothing was imported"
+                ) from None
         if isinstance(value, datetime) and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)  # sessions run in UTC
         row[column] = value
@@ -181,6 +200,19 @@ def _normalise(row: dict[str, Any]) -> Row:
         except ValueError:
             row["errorDetails"] = {"legacy_error_details": details}
     return row
+
+
+def adopted_details(details: Any) -> dict[str, Any] | None:
+    """A legacy ``errorDetails`` as a fact can hold it: an object as it is; anything else (an
+    array, a number) under ``legacy_error_details``, and an object nested deeper than the
+    ledger takes as its JSON text there, so that no legacy row is refused for its details."""
+    if details is None:
+        return None
+    if isinstance(details, dict) and json_depth(details) <= MAX_JSON_DEPTH:
+        return details
+    if json_depth(details) >= MAX_JSON_DEPTH:  # one level more under the key
+        details = json.dumps(details, sort_keys=True)
+    return {"legacy_error_details": details}
 
 
 def _event_id(row_id: int, kind: str) -> uuid.UUID:
@@ -222,9 +254,7 @@ def facts_for(row: Row) -> list[EventModel]:
                 )
             )
         if row["status"] != "running":
-            details = row.get("errorDetails")
-            if details is not None and not isinstance(details, dict):
-                details = {"legacy_error_details": details}
+            details = adopted_details(row.get("errorDetails"))
             events.append(
                 RunFinished(
                     event_id=_event_id(row["id"], "finished"),
@@ -259,7 +289,7 @@ def _compare(legacy_rows: list[Row], projected: dict[int, Row], result: ImportRe
             if column == "duration" and legacy_value is None and legacy["completedAt"]:
                 result.repaired.append(legacy["id"])
                 continue
-            if column == "errorDetails" and value == callers_details(legacy_value):
+            if column == "errorDetails" and value == callers_details(adopted_details(legacy_value)):
                 result.details_kept_apart.append(legacy["id"])
                 continue
             result.mismatches.append(

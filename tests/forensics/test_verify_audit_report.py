@@ -745,6 +745,50 @@ def test_import_legacy_keeps_reserved_detail_keys_apart_and_says_so(tmp_path: Pa
             }
 
 
+def test_import_legacy_adopts_any_details_the_legacy_column_held(tmp_path: Path) -> None:
+    """An array, or an object nested deeper than the ledger takes, is adopted under
+    legacy_error_details (the deep one as its JSON text) and named as kept apart; a time that
+    is not one stops the import naming the row and the column, before anything is appended."""
+    deep: dict[str, object] = {"leaf": 1}
+    for _ in range(24):
+        deep = {"d": deep}
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            with store.engine.begin() as conn:
+                for row_id, details in ((7, [1, 2]), (30002, deep)):
+                    conn.execute(
+                        text("UPDATE ingestion_runs SET errorDetails = :d WHERE id = :id"),
+                        {"d": json.dumps(details), "id": row_id},
+                    )
+            upgrade(store.engine, url)
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+            summary = json.loads(result.stdout)  # type: ignore[attr-defined]
+            assert (summary["details_kept_apart"], summary["mismatches"]) == ([7, 30002], [])
+            rows = table_rows(store)
+            assert rows[7]["errorDetails"] == {"legacy_error_details": [1, 2]}
+            kept = rows[30002]["errorDetails"]["legacy_error_details"]
+            assert json.loads(kept) == deep
+            assert verify_all(store).ok
+
+
+def test_import_legacy_names_a_time_that_is_not_one(tmp_path: Path) -> None:
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            if store.engine.dialect.name != "sqlite":
+                continue  # a MariaDB TIMESTAMP column cannot hold such text
+            seed_legacy_table(store)
+            with store.engine.begin() as conn:
+                conn.execute(text("UPDATE ingestion_runs SET startedAt = 'yesterday' WHERE id = 7"))
+            upgrade(store.engine, url)
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 2  # type: ignore[attr-defined]
+            assert "legacy row id 7: startedAt: 'yesterday' is not a time" in result.stderr  # type: ignore[attr-defined]
+            assert "Traceback" not in result.output  # type: ignore[attr-defined]
+            assert store.head().last_position == 0
+
+
 def test_report_on_an_unmigrated_database_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "new.db").touch()  # an empty SQLite database (a missing one is refused)
     result = CliRunner().invoke(cli, ["report", "--db", f"sqlite:///{tmp_path / 'new.db'}"])
