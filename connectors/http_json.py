@@ -305,10 +305,6 @@ class HttpJsonConnector(Connector):
                 f"port: refused"
             )
 
-    def fetch(self, url: str) -> Any:
-        """GET ``url`` as JSON, retrying transient failures with exponential backoff."""
-        return self.fetch_page(url).document
-
     def fetch_page(self, url: str) -> Page:
         """GET ``url`` as JSON with its Link header's next URL, retrying transient failures
         with exponential backoff."""

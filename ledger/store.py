@@ -1024,7 +1024,7 @@ def _check_same_fact(
         )
 
 
-# --- added for the CLI (issue 13)
+# --- reading events back: every event after a position, or one run's
 
 
 def read_events(

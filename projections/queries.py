@@ -95,7 +95,7 @@ def runs_by_status(conn: Connection) -> dict[str, int]:
     return {status: counts.get(status, 0) for status in RUN_STATUSES}
 
 
-# --- added for the CLI (issue 13): live or as of a past moment, one call
+# --- runs live or as of a past moment, one call each (the CLI, the API and the web)
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ def jsonable_row(row: Row) -> dict[str, Any]:
     }
 
 
-# --- added for the web view (issue 17)
+# --- what the web view's pages count
 
 
 def status_counts_by_day(ledger: Ledger, since: datetime) -> dict[str, dict[str, int]]:

@@ -240,6 +240,21 @@ def _listen(value: str) -> str:
     return value
 
 
+def _secret_variable(name: str | None, example: str, what: str, shortest: int) -> str | None:
+    """``name`` when it names a set environment variable holding a ``what`` of at least
+    ``shortest`` characters (the value itself is read when used, never kept in the config)."""
+    if name is None:
+        return None
+    if not _ENV_NAME.fullmatch(name):
+        raise ValueError(f"the name of an environment variable, like {example}")
+    value = os.environ.get(name)
+    if not value:
+        raise ValueError(f"the environment variable ${name} is not set or empty")
+    if len(value) < shortest:
+        raise ValueError(f"the {what} in ${name} is shorter than {shortest} characters")
+    return name
+
+
 class ApiToken(Strict):
     """One bearer token: a name (logged and recorded instead of the token), its scopes, and
     the token itself only as its sha256 or as the name of the environment variable holding it."""
@@ -259,16 +274,7 @@ class ApiToken(Strict):
     @field_validator("env")
     @classmethod
     def _variable(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not _ENV_NAME.fullmatch(value):
-            raise ValueError("the name of an environment variable, like LEDGER_API_TOKEN")
-        token = os.environ.get(value)
-        if not token:
-            raise ValueError(f"the environment variable ${value} is not set or empty")
-        if len(token) < 16:
-            raise ValueError(f"the token in ${value} is shorter than 16 characters")
-        return value
+        return _secret_variable(value, "LEDGER_API_TOKEN", "token", 16)
 
     @model_validator(mode="after")
     def _one_source(self) -> ApiToken:
@@ -330,16 +336,7 @@ class WebConfig(Strict):
     @field_validator("secret_env")
     @classmethod
     def _secret(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not _ENV_NAME.fullmatch(value):
-            raise ValueError("the name of an environment variable, like LEDGER_WEB_SECRET")
-        secret = os.environ.get(value)
-        if not secret:
-            raise ValueError(f"the environment variable ${value} is not set or empty")
-        if len(secret) < 32:
-            raise ValueError(f"the secret in ${value} is shorter than 32 characters")
-        return value
+        return _secret_variable(value, "LEDGER_WEB_SECRET", "secret", 32)
 
 
 class ServeConfig(Strict):

@@ -183,7 +183,7 @@ def demo_orphan(ledger: Ledger) -> int | None:
     return runs[0].run_id if runs else None
 
 
-# --- added for the CLI (issue 13): what `ledger demo` shows, in one call
+# --- what `ledger demo` shows, in one call
 
 
 @dataclass(frozen=True)

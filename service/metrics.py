@@ -161,7 +161,7 @@ class LedgerCollector(Collector):
             )
 
 
-# --- added for the CLI (issue 13): what `ledger status` shows, in one call
+# --- what `ledger status` shows, in one call
 
 
 @dataclass(frozen=True)
