@@ -29,7 +29,7 @@ from forensics.audit import TimelineEntry, audit_run
 from forensics.report import build_report
 from ledger import ConfigurationError, Ledger, RunStarted, StuckRun, sweep
 from ledger.clock import utcnow
-from ledger.reads import count_events, find_runs, first_events
+from ledger.reads import count_events, first_events
 from ledger.schema import LEGACY_TABLE, metadata
 from ledger.urls import mask_url
 from migrations.runner import upgrade
@@ -178,8 +178,7 @@ def _already_ran(ledger: Ledger) -> bool:
 
 def demo_orphan(ledger: Ledger) -> int | None:
     """The run the demo left open as if its process had been killed (None before the demo)."""
-    with ledger.connect("demo") as conn:
-        runs = find_runs(conn, connector_name="demo-nightly", limit=1)
+    runs = ledger.runs(connector_name="demo-nightly", limit=1)
     return runs[0].run_id if runs else None
 
 
