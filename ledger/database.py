@@ -59,7 +59,7 @@ from ledger.errors import (
     StorageError,
 )
 from ledger.schema import SCHEMA_REVISION
-from ledger.urls import mask_secrets, mask_url
+from ledger.urls import mask_secrets, mask_url, migrate_hint
 
 log = logging.getLogger(__name__)
 
@@ -518,7 +518,7 @@ def translate_errors(url: str, action: str) -> Iterator[None]:
                     f"{message}; the schema is missing: {IN_MEMORY_HINT} (`ledger migrate` "
                     "creates it)"
                 ) from exc
-            raise SchemaError(f"{message}; the schema is missing: run `ledger migrate`") from exc
+            raise SchemaError(f"{message}; the schema is missing: {migrate_hint(url)}") from exc
         if isinstance(exc, IntegrityError):
             raise ConstraintError(message) from exc
         kind = _storage_error(url, exc)
@@ -684,7 +684,7 @@ def _storage_error(url: str, error: SQLAlchemyError) -> type[StorageError]:
 def _sqlite_open_failure(url: str) -> type[StorageError]:
     """SQLite says only "unable to open database file": a folder that does not exist is a
     wrong path; otherwise the file or its folder is not this user's to open."""
-    path = _sqlite_file_or_none(url)
+    path = sqlite_file_or_none(url)
     if path is None:
         return StorageError
     if _path_state(path) == "folder" or _path_state(path.parent) == "missing":
@@ -694,7 +694,7 @@ def _sqlite_open_failure(url: str) -> type[StorageError]:
 
 def _sqlite_open_hint(url: str, error: SQLAlchemyError, kind: type[StorageError]) -> str:
     """What SQLite's "unable to open database file" does not say: which file, and why."""
-    path = _sqlite_file_or_none(url)
+    path = sqlite_file_or_none(url)
     if path is None or _SQLITE_CANNOT_OPEN not in str(getattr(error, "orig", "")):
         return ""
     if _path_state(path) == "folder":
@@ -704,7 +704,8 @@ def _sqlite_open_hint(url: str, error: SQLAlchemyError, kind: type[StorageError]
     return f" ({path}: this user may not open or create it)"
 
 
-def _sqlite_file_or_none(url: str) -> Path | None:
+def sqlite_file_or_none(url: str) -> Path | None:
+    """The file of a SQLite URL (None: another database, in memory, or not a URL)."""
     try:
         parsed = make_url(url)
         return _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
@@ -757,6 +758,8 @@ _ENVIRONMENT_CODES = frozenset(
         1041,  # out of memory
         1044,  # access denied to the database
         1045,  # access denied for the user
+        1046,  # no database selected
+        1049,  # unknown database
         1053,  # server shutdown in progress
         1114,  # table is full
         1142,  # command denied (a grant is missing)
@@ -811,9 +814,13 @@ def check_schema(engine: Engine, url: str) -> None:
     with translate_errors(url, "schema check"), engine.connect() as connection:
         current = current_revision(connection)
     if current != SCHEMA_REVISION:
+        # Revisions are numbered (0004_schedule_claims): a higher number is a newer run-ledger's,
+        # which this one cannot migrate down to.
+        newer = current is not None and current[:4].isdigit() and current[:4] > SCHEMA_REVISION[:4]
+        remedy = "upgrade run-ledger to read it" if newer else migrate_hint(url)
         raise SchemaError(
             f"database schema is at {current or 'nothing (empty database)'}, "
-            f"this run-ledger needs {SCHEMA_REVISION}: run `ledger migrate`"
+            f"this run-ledger needs {SCHEMA_REVISION}: {remedy}"
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -45,3 +46,15 @@ def mask_secrets(text: str) -> str:
     parameter, found inside free text."""
     text = _PASSWORD_IN_TEXT.sub(r"\g<head>***@", text)
     return _SECRET_PARAMETER.sub(r"\g<name>=***", text)
+
+
+def migrate_hint(url: str) -> str:
+    """What to run to migrate the database at ``url``, as a message ends: "run `ledger
+    migrate`", naming the database when it is not the default, so that pasting the command
+    migrates this database and not ./ledger.db. A URL with a password is not printed: the
+    command is to be given the same --db or $LEDGER_DATABASE_URL."""
+    if url == DEFAULT_DATABASE_URL:
+        return "run `ledger migrate`"
+    if mask_url(url) != url:
+        return f"run `ledger migrate` with the same --db or ${DATABASE_URL_ENV}"
+    return f"run `ledger migrate` on it (`ledger migrate --db {shlex.quote(url)}`)"

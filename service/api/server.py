@@ -13,7 +13,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from ledger import ConfigurationError, Ledger
+from ledger import ConfigurationError, DatabaseUnreachableError, Ledger
 from ledger.urls import resolve_database_url
 from service.api.app import create_app
 from service.config import LedgerConfig, load_config, split_listen
@@ -26,12 +26,20 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 def standalone_config(config_path: Path | None, db_url: str | None) -> LedgerConfig:
     """The settings of ``ledger api``: the config file's (or the defaults), its database
     replaced by ``db_url`` (or ``$LEDGER_DATABASE_URL`` without a file). The database must be
-    there: the API appends but never creates one, so a typo in the URL is refused here, not
-    answered with an empty file and a schema that is never current."""
+    there and at this run-ledger's schema: the API appends but never creates one, so a typo in
+    the URL or a database not migrated (or migrated by a newer run-ledger) is refused here, not
+    answered with 503 on every request. A database that cannot be reached at start is waited
+    for, as it would be later: /readyz says so."""
     config = load_config(config_path) if config_path else LedgerConfig()
     if db_url is not None or config_path is None:
         config = config.model_copy(update={"database_url": resolve_database_url(db_url or None)})
-    Ledger.from_url(config.database_url, create=False).close()
+    ledger = Ledger.from_url(config.database_url, create=False)
+    try:
+        ledger.check_schema()
+    except DatabaseUnreachableError:
+        log.warning("the database cannot be reached yet; /readyz answers 503 until it can")
+    finally:
+        ledger.close()
     return config
 
 

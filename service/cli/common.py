@@ -165,6 +165,20 @@ def open_ledger(db_url: str | None, *, create: bool = False) -> Ledger:
     return ledger
 
 
+def open_or_start_ledger(db_url: str | None) -> Ledger:
+    """The ledger a writing command (append, run) works on; where its SQLite file is not there
+    yet, a new ledger made there (migrated, said on stderr with its path), so that the first
+    append works and a typo is visible rather than an empty file that asks for a migrate."""
+    from migrations.runner import create_if_missing  # Alembic loads only where it may be needed
+
+    url = resolve_database_url(db_url)
+    with library_errors():
+        created = create_if_missing(url)
+    if created is not None:
+        click.echo(f"created a new ledger at {visible(str(created))}", err=True)
+    return open_ledger(db_url)
+
+
 def operator_actor_of(name: str | None) -> str:
     """The actor an operator's command records (``runs fail``, ``project --skip-position``):
     ``operator:NAME`` for ``--actor NAME``, else ``operator:$USER`` (:func:`operator_actor`)."""

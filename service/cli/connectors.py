@@ -21,6 +21,7 @@ from service.cli.common import (
     echo_json,
     library_errors,
     open_ledger,
+    open_or_start_ledger,
     output_format_option,
     seconds_option,
     spool_option,
@@ -142,7 +143,7 @@ def execute_connector(
     spool_dir: str | None,
     db_url: str | None,
 ) -> None:
-    ledger = open_ledger(db_url, create=True)
+    ledger = open_or_start_ledger(db_url)
     with library_errors():
         spool = Spool(spool_dir)
         # SIGTERM ends the run as "interrupted" instead of leaving it open.

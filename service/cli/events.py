@@ -19,6 +19,7 @@ from service.cli.common import (
     format_option,
     library_errors,
     open_ledger,
+    open_or_start_ledger,
     print_table,
     wide_option,
 )
@@ -47,7 +48,7 @@ def append(source: IO[bytes], db_url: str | None) -> None:
         raise Interrupted(
             "interrupted by Ctrl-C while reading events: nothing was appended"
         ) from None
-    ledger = open_ledger(db_url, create=True)
+    ledger = open_or_start_ledger(db_url)
     with library_errors():
         result = append_lines(ledger, batch)
     click.echo(json.dumps(result.to_dict(), sort_keys=True))

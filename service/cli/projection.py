@@ -20,6 +20,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from ledger.errors import DatabaseUnreachableError
 from ledger.urls import mask_url
 from projections import Projector
 from projections import rebuild as rebuild_projection
@@ -70,6 +71,13 @@ def project(
     ledger = open_ledger(db_url)
     projector = Projector(ledger, batch_size=batch_size)
     with library_errors():
+        try:
+            # A database that is not there or not migrated is the caller's to fix: said at
+            # once, not retried for ever; an outage at start is waited out like one later.
+            ledger.check_schema()
+        except DatabaseUnreachableError:
+            if not follow:
+                raise
         if skip_position is not None:
             skip = projector.skip(skip_position, reason or "", operator_actor_of(actor))
             click.echo(

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ledger.durations import format_duration
+from ledger.text import visible
 from ledger.urls import mask_url
 from service.cli.common import EXIT_OK, FILE, library_errors
 from service.config import checked_config, load_config
@@ -34,9 +35,14 @@ from service.serve import LedgerService
 )
 def serve_command(config_path: Path, metrics_port: int | None) -> None:
     """Run connectors on their schedules, the projector, the sweeper and spool flushing."""
+    from migrations.runner import create_if_missing  # Alembic loads only where it may be needed
+
     with library_errors():
         config = load_config(config_path)
+        created = create_if_missing(config.database_url)
         service = LedgerService(config, metrics_port)
+    if created is not None:
+        click.echo(f"created a new ledger at {visible(str(created))}", err=True)
     click.echo(
         f"serving {mask_url(config.database_url)} with "
         f"{sum(c.enabled for c in config.connectors)} scheduled "

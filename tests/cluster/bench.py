@@ -1,4 +1,4 @@
-"""Append throughput on one MariaDB server and on a three-node Galera cluster (issue 18).
+"""Append throughput on one MariaDB server and on a three-node Galera cluster.
 
 usage: python -m tests.cluster.bench [--events N] [--rounds R] [--single URL] [--json FILE]
 
@@ -75,7 +75,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=500, help="RunProgressed per writer")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
-    parser.add_argument("--single", default="mysql+pymysql://root@127.0.0.1:3306/test")
+    parser.add_argument(
+        "--single",
+        default="mysql+pymysql://root@127.0.0.1:3306/test",
+        help="the single MariaDB server to compare with (a database URL; default: %(default)s)",
+    )
     parser.add_argument("--json", help="write the figures to this file too")
     args = parser.parse_args()
     rounds: dict[str, list[dict[str, Any]]] = {}

@@ -178,8 +178,12 @@ def test_the_creating_commands_still_create(empty_folder: Path) -> None:
     assert run("migrate").exit_code == 0
     assert (empty_folder / "ledger.db").is_file()
     appended = run("append", str(SAMPLE), "--db", "sqlite:///fresh.db")
-    assert appended.exit_code == 1  # created, then found empty: "run `ledger migrate`"
+    # A new ledger, migrated and said so with its path (it was an empty file, then "run
+    # `ledger migrate`", which would have migrated ./ledger.db, not this file)
+    assert appended.exit_code == 0, appended.output
+    assert f"created a new ledger at {empty_folder.resolve() / 'fresh.db'}" in appended.stderr
     assert (empty_folder / "fresh.db").is_file()
+    assert run("events", "--db", "sqlite:///fresh.db").exit_code == 0
     ran = run("run", "csv", "--path", str(SAMPLE_CSV), "--source-id", "1", "--db", "sqlite:///r.db")
     assert (empty_folder / "r.db").is_file(), ran.output
     assert run("demo", "--db", "sqlite:///d.db").exit_code == 0
@@ -238,3 +242,11 @@ def test_a_sqlite_option_that_would_be_ignored_is_refused(
     assert "SAWarning" not in result.stderr
     assert files_in(empty_folder) == []
     assert run("migrate", "--db", "sqlite:///here.db?timeout=5").exit_code == 0  # a driver option
+
+
+def test_a_schema_missing_names_the_database_to_migrate(empty_folder: Path) -> None:
+    """Pasting the advice migrates the database the command read, not ./ledger.db."""
+    (empty_folder / "other.db").touch()
+    result = run("events", "--db", "sqlite:///other.db")
+    assert result.exit_code == 1, result.output
+    assert "(`ledger migrate --db sqlite:///other.db`)" in result.stderr
