@@ -30,7 +30,6 @@ from ledger import (
     RunFinished,
     RunProgressed,
     RunStarted,
-    RunState,
     SchemaError,
     ValidationError,
 )
@@ -101,26 +100,24 @@ def import_legacy(
 def _refuse_taken_run_ids(ledger: Ledger, legacy_rows: list[Row]) -> None:
     """Refuse, before anything is appended, legacy ids that runs of the ledger already use.
 
-    A run of this very import (a re-run) has the legacy row's source, connector and start;
-    any other run with the id would make the import fail half-way with "RunStarted may appear
-    only once per run".
+    A run of this very import (a re-run) began with the import's own RunStarted (its
+    event_id derives from the legacy id); any other run with the id, even one with the same
+    source, connector and start, would make the import fail half-way with "RunStarted may
+    appear only once per run".
     """
     by_id = {row["id"]: row for row in legacy_rows}
     taken = [
         state.run_id
         for state in ledger.runs()
-        if state.run_id in by_id and not _imported_from(by_id[state.run_id], state)
+        if state.run_id in by_id and not _imported_by_this(ledger, state.run_id)
     ]
     if taken:
         raise ValidationError(taken_run_ids_message(taken))
 
 
-def _imported_from(row: Row, state: RunState) -> bool:
-    return (state.source_id, state.connector_name, whole_seconds(state.started_at)) == (
-        row["sourceId"],
-        row["connectorName"],
-        whole_seconds(row["startedAt"]),
-    )
+def _imported_by_this(ledger: Ledger, run_id: int) -> bool:
+    first = ledger.read_run(run_id, limit=1)
+    return bool(first) and first[0].event_id == str(_event_id(run_id, "started"))
 
 
 def taken_run_ids_message(run_ids: list[int]) -> str:

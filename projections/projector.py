@@ -16,7 +16,7 @@ from dataclasses import asdict
 from sqlalchemy import Connection, insert
 from sqlalchemy.exc import DBAPIError
 
-from ledger import Ledger, RecordedEvent, StorageError, ValidationError
+from ledger import Ledger, LedgerError, RecordedEvent, StorageError, ValidationError
 from ledger.database import is_refused_value, retrying_conflicts
 from ledger.durations import format_duration
 from ledger.events import ACTOR_NAME_MAX, REASON_MAX, name_problem
@@ -348,17 +348,19 @@ class Projector:
             already = skipped_positions(conn, self.name, position, position)
             if already:
                 raise ValidationError(f"position {position} is already skipped")
-            if checkpoint.error_position != position:
-                # Only the event the projector could not apply: a skip anywhere else would
-                # hide a good event (its run left `running` in the table, verify clean).
+            if checkpoint.error_position != position and _readable(conn, position):
+                # Only an event the projector cannot apply: the one it stopped at, or one this
+                # code cannot read (a newer writer's type, seen ahead in an as-of report). A
+                # skip of any other would hide a good event (its run `running` for good).
                 stopped = (
                     "the projection has not stopped on an event"
                     if checkpoint.error_position is None
                     else f"the projection stopped at position {checkpoint.error_position}"
                 )
                 raise ValidationError(
-                    f"position {position} cannot be skipped: {stopped}; only the position "
-                    "the projector could not apply can be skipped"
+                    f"position {position} cannot be skipped: {stopped}, and its event is one "
+                    "this run-ledger can read; only an event the projector cannot apply can "
+                    "be skipped"
                 )
             # skipped_at from the clock recorded_at comes from
             skip = Skip(position, event_type, reason, actor, self.ledger.clock())
@@ -372,3 +374,13 @@ class Projector:
             visible(actor),
         )
         return skip
+
+
+def _readable(conn: Connection, position: int) -> bool:
+    """Whether the event at ``position`` is one this code can read (its type known, its
+    payload valid): one the projector would apply unless the database refuses its row."""
+    page = read_events_page(conn, position - 1, 1, up_to=position)
+    try:
+        return bool(page) and page[0].event is not None
+    except LedgerError:
+        return False
