@@ -376,7 +376,9 @@ def test_only_the_position_the_projection_stopped_at_can_be_skipped(ledger: Ledg
     run_id = ledger.start_run(1, "SOURCE_1")
     ledger.append([RunFinished(run_id=run_id, status="success")])
     projector = Projector(ledger)
-    with pytest.raises(ValidationError, match="the projection has not stopped on an event, and its"):
+    with pytest.raises(
+        ValidationError, match="the projection has not stopped on an event, and its"
+    ):
         projector.skip(2, "hide it", "operator:al")
     with pytest.raises(ValidationError, match="reason: at most 2000 characters, got 70000"):
         projector.skip(2, "r" * 70_000, "operator:al")
