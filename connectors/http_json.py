@@ -194,7 +194,14 @@ class HttpJsonConnector(Connector):
         super().__init__(source_id, name=name)
         if not url.startswith(("http://", "https://")):
             # urllib would open file:// and ftp:// URLs too: a config must not read local files
-            raise ConfigurationError(f"url: {url!r} is not an http(s) URL")
+            raise ConfigurationError(f"url: {shown(url)!r} is not an http(s) URL")
+        if urllib.parse.urlsplit(url).username is not None:
+            # urllib would send "user:password@host" to DNS as a host name; and the URL is
+            # recorded in the run's metadata, where a password could never be removed.
+            raise ConfigurationError(
+                f"url: {shown(url)!r} carries credentials, which this connector does not send; "
+                "use an API whose URL needs none (a token in a query parameter is masked)"
+            )
         if sum((page_param is not None, next_path is not None, single_page)) > 1:
             raise ConfigurationError("give only one of page_param, next_path and single_page")
         self.url = url
@@ -214,6 +221,7 @@ class HttpJsonConnector(Connector):
         url: str | None = self._page_url(self.first_page)
         page = self.first_page
         seen: set[str] = set()
+        previous: str | None = None  # the last page's records, as canonical JSON
         for _ in range(self.max_pages):
             if url is None:
                 return
@@ -225,6 +233,17 @@ class HttpJsonConnector(Connector):
             records = dig(document, self.records_path)
             if not isinstance(records, list):
                 raise FetchError(f"{shown(url)}: no list at records path {self.records_path!r}")
+            if self.page_param is not None and records:
+                # A server that ignores the parameter answers every page alike: without this,
+                # max_pages copies of page one, then "is the pagination looping?".
+                this_page = json.dumps(records, sort_keys=True, default=str)
+                if this_page == previous:
+                    raise FetchError(
+                        f"page {page} ({shown(url)}) has the same records as page {page - 1}: "
+                        f"the server ignores {self.page_param}=; give the parameter it reads, "
+                        "or --next-path for a next link in the body"
+                    )
+                previous = this_page
             good: list[tuple[str, dict[str, Any]]] = []
             for index, record in enumerate(records):
                 if not isinstance(record, dict) or record.get(self.key) in (None, ""):

@@ -80,6 +80,10 @@ def api() -> Iterator[JsonServer]:
         "/href": body_href,
         "/last": last_page,
         "/loop": loop,
+        "/unpaged": lambda _query, _call: (
+            200,
+            {"data": [{"id": 1}, {"id": 2}], "next_page": None},
+        ),
     }
     with JsonServer(routes) as server:
         yield server
@@ -242,6 +246,22 @@ def test_a_url_that_is_not_http_is_refused_before_any_run(url: str) -> None:
         HttpJsonConnector(1, url)
 
 
+def test_credentials_in_the_url_are_refused_without_printing_them() -> None:
+    with pytest.raises(ConfigurationError, match="carries credentials") as caught:
+        HttpJsonConnector(1, "http://user:s3cret-pw@127.0.0.1:8/data")
+    assert "s3cret-pw" not in str(caught.value)
+
+
 def test_two_paging_rules_at_once_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="give only one of"):
         HttpJsonConnector(1, "http://example.org", next_path="next", single_page=True)
+
+
+def test_a_page_parameter_the_server_ignores_is_named_not_followed_for_ever(
+    ledger: Ledger, spool: Spool, api: JsonServer
+) -> None:
+    """The same records on page 2 as on page 1: the server does not read that parameter."""
+    connector = HttpJsonConnector(6, f"{api.base}/unpaged", records_path="data", page_param="page")
+    with pytest.raises(FetchError, match="the server ignores page=; give the parameter it reads"):
+        connector.run(ledger, spool=spool)
+    assert api.calls["/unpaged"] == 2
