@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ledger.urls import mask_url
-from service.cli.common import FILE, db_option, library_errors
+from ledger.urls import mask_url, resolve_database_url
+from service.cli.common import FILE, db_option, library_errors, remember_url_source
 
 
 @click.command("api")
@@ -30,6 +30,7 @@ def api_command(listen: str | None, config_path: Path | None, db_url: str | None
     # uvicorn and FastAPI load only for this command
     from service.api.server import listen_address, serve_api, standalone_config
 
+    remember_url_source(resolve_database_url(db_url))  # an error names $LEDGER_DATABASE_URL
     with library_errors():
         config = standalone_config(config_path, db_url)
     where = listen_address(listen, config)

@@ -12,7 +12,7 @@ import click
 from ledger.durations import format_duration
 from ledger.text import visible
 from ledger.urls import mask_url
-from service.cli.common import EXIT_OK, FILE, library_errors
+from service.cli.common import EXIT_OK, FILE, library_errors, remember_url_source
 from service.config import checked_config, load_config
 from service.serve import LedgerService
 
@@ -39,6 +39,8 @@ def serve_command(config_path: Path, metrics_port: int | None) -> None:
 
     with library_errors():
         config = load_config(config_path)
+    remember_url_source(config.database_url)  # an error about it names $LEDGER_DATABASE_URL
+    with library_errors():
         created = create_if_missing(config.database_url)
         service = LedgerService(config, metrics_port)
     if created is not None:

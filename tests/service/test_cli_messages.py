@@ -61,6 +61,19 @@ def test_an_error_about_a_url_from_the_environment_names_the_variable(url: str) 
     assert DATABASE_URL_ENV not in from_option.stderr  # --db was given: the option is at fault
 
 
+def test_serve_and_api_name_the_variable_too(tmp_path: Path) -> None:
+    """serve (whose config's database_url the variable overrides) and api, as every command."""
+    config = tmp_path / "ledger.toml"
+    config.write_text('database_url = "sqlite:///x.db"\n', encoding="utf-8")
+    missing = f"sqlite:///{tmp_path / 'nope.db'}"
+    api = run("api", "--listen", "127.0.0.1:1", env={DATABASE_URL_ENV: missing})
+    assert api.exit_code == 2, api.output
+    assert api.stderr.startswith(f"Error: ${DATABASE_URL_ENV}: no SQLite database at")
+    served = run("serve", "--config", str(config), env={DATABASE_URL_ENV: missing + "?mode=ro"})
+    assert served.exit_code == 2, served.output
+    assert f"${DATABASE_URL_ENV}" in served.stderr
+
+
 def test_a_failure_on_the_database_from_the_environment_names_the_variable(
     tmp_path: Path,
 ) -> None:
