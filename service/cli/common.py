@@ -341,6 +341,9 @@ ColumnKind = Literal["text", "word", "time", "duration"]
 UNBOUNDED = 1_000_000
 COLUMN_GAP = 2  # the cells between two columns in the tables' style (print_table)
 LEAST_TEXT_CELLS = 4  # what a text column keeps on a tiny terminal: "ab…"
+# What a text column that shows full text keeps (runs show, audit): a date and time,
+# "2026-01-28 01:12:45", on one line, and a header word unbroken.
+LEAST_FULL_TEXT_CELLS = 20
 LEAST_LINE_CELLS = 20  # what a line of text output keeps on a tiny terminal
 
 
@@ -437,8 +440,13 @@ def print_table(
         if column.kind == "text":
             # Not no_wrap: only such columns may be narrowed by rich; each cell stays on one
             # line through its own no_wrap (below) unless the table shows full text.
-            table.add_column(header, overflow="fold" if full_text else "ellipsis")
-            least += LEAST_TEXT_CELLS
+            keep = LEAST_FULL_TEXT_CELLS if full_text else LEAST_TEXT_CELLS
+            table.add_column(
+                header,
+                overflow="fold" if full_text else "ellipsis",
+                min_width=keep if full_text else None,
+            )
+            least += keep
         else:
             widest = max((cell_len(row[position]) for row in texts), default=0)
             width = max(widest, cell_len(header))

@@ -200,6 +200,18 @@ def test_runs_show_and_audit_show_the_full_text_within_the_width(story: Story, d
     assert "recorded" not in audit.splitlines()[1]
 
 
+def test_full_text_tables_keep_dates_and_headers_whole_on_a_narrow_terminal(
+    story: Story, db_url: str
+) -> None:
+    """At 40 columns runs show wrapped its dates and audit's text header fell apart one word a
+    line; the text column keeps a date's width and the terminal wraps the lines instead."""
+    with freeze_time(NOW):
+        shown = output_of(db_url, "runs", "show", str(story.failed), columns=40)
+        audit = output_of(db_url, "audit", str(story.failed), columns=40)
+    assert "2025-06-01 10:04:09" in shown
+    assert "what, by whom, notes" in audit
+
+
 def test_the_demo_audit_table_fits(db_url: str) -> None:
     result = cli_run(db_url, "demo")
     assert result.exit_code == 0, result.output
