@@ -7,6 +7,7 @@ import logging
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -85,10 +86,14 @@ def build_server(config: LedgerConfig) -> tuple[uvicorn.Server, FastAPI]:
     return uvicorn.Server(settings), app
 
 
-def serve_api(config: LedgerConfig, listen: str) -> None:
+def serve_api(
+    config: LedgerConfig, listen: str, announce: Callable[[], None] = lambda: None
+) -> None:
     """Serve until SIGTERM/SIGINT, then finish the requests in flight (within the grace
-    period) and return."""
+    period) and return. ``announce`` is called once the address is bound (a taken port is an
+    error before anything says the API is up)."""
     sock = bind(listen)
+    announce()
     server, app = build_server(config)
     log.info("API on http://%s (%d token(s))", listen, len(config.api.tokens))
     # uvicorn handles SIGTERM/SIGINT while it runs (drains, then stops), and then raises the

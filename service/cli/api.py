@@ -38,9 +38,12 @@ def api_command(listen: str | None, config_path: Path | None, db_url: str | None
         click.echo(
             "warning: no [api] tokens configured: every request but /healthz is refused", err=True
         )
-    click.echo(
-        f"API for {mask_url(config.database_url)} on http://{where}; SIGTERM or Ctrl-C to stop",
-        err=True,
-    )
+
+    def announce() -> None:
+        click.echo(
+            f"API for {mask_url(config.database_url)} on http://{where}; SIGTERM or Ctrl-C to stop",
+            err=True,
+        )
+
     with library_errors():
-        serve_api(config, where)
+        serve_api(config, where, announce)
