@@ -25,6 +25,7 @@ from sqlalchemy import MetaData, String, Table, select, type_coerce
 from sqlalchemy.exc import NoSuchTableError
 
 from ledger import (
+    DatabaseNotFoundError,
     EventModel,
     Ledger,
     RunFinished,
@@ -33,6 +34,7 @@ from ledger import (
     SchemaError,
     ValidationError,
 )
+from ledger.database import sqlite_file_or_none
 from ledger.events import RECORDED_NAMES
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import describe_pydantic_errors
@@ -133,7 +135,18 @@ def taken_run_ids_message(run_ids: list[int]) -> str:
 
 def read_legacy_rows(ledger: Ledger, source_url: str | None, table: str) -> list[Row]:
     # Only read: a mistyped SQLite path must not become an empty file.
-    source = Ledger.from_url(source_url, create=False) if source_url else ledger
+    source = ledger
+    if source_url:
+        try:
+            source = Ledger.from_url(source_url, create=False)
+        except DatabaseNotFoundError:
+            # Not the generic advice ("`ledger migrate` creates a new ledger"): this is the
+            # legacy system's database, which nothing here can create.
+            path = visible(str(sqlite_file_or_none(source_url)))
+            raise DatabaseNotFoundError(
+                f"--from-url: no SQLite database at {path} ({mask_url(source_url)}): check the "
+                "legacy database's URL"
+            ) from None
     try:
         with source.connect("read legacy table") as conn:
             try:

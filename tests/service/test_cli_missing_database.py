@@ -125,6 +125,7 @@ def test_import_legacy_refuses_a_missing_source(empty_folder: Path) -> None:
     result = run("import-legacy", "--from-url", "sqlite:///legacy-typo.db")
     assert result.exit_code == 2, result.output
     assert f"no SQLite database at {empty_folder / 'legacy-typo.db'} " in result.stderr
+    assert "ledger migrate" not in result.stderr  # the legacy system's database: not ours to make
     assert files_in(empty_folder) == ["ledger.db"]
 
 
