@@ -10,7 +10,7 @@
   runs complete, and the projection equals a fresh rebuild.
 
 A real database behind a real socket: nothing is mocked. MariaDB only: SQLite has no network
-(its outage, a held write lock, is covered by tests/connectors/test_sdk_and_connectors.py).
+(its outage, a held write lock, is covered by tests/connectors/test_spool.py).
 """
 
 from __future__ import annotations
