@@ -1,4 +1,4 @@
-"""Every event that ``append`` accepts projects, on both databases (issue 12, items 1 and 6).
+"""Every event that ``append`` accepts projects, on both databases.
 
 The ledger refuses at append what no column could hold (JSON nested past the limit, legacy
 metadata the projection reads that the legacy TIMESTAMP cannot hold); what it accepts but a
@@ -56,7 +56,7 @@ from tests.projection_support import (
     replayed_rows,
     table_rows,
 )
-from tests.service.test_serve import write_config
+from tests.service.support import write_config
 
 
 def nested(levels: int, leaf: object = "bottom") -> object:

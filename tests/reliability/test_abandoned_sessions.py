@@ -5,7 +5,7 @@ lost, a NAT that keeps the flow) must not block the others for the server's ``wa
 The ``FaultProxy`` lets a client's query through, then swallows everything after it and, when
 the client process is SIGKILLed, keeps the server's side of its socket open: the server sees an
 idle session holding its locks, never a disconnect. MariaDB only (SQLite has no sessions: a dead
-process's locks go with it, tests/connectors/test_sdk_and_connectors.py).
+process's locks go with it, tests/connectors/test_sdk_run_context.py).
 """
 
 from __future__ import annotations

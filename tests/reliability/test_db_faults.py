@@ -10,7 +10,7 @@
   runs complete, and the projection equals a fresh rebuild.
 
 A real database behind a real socket: nothing is mocked. MariaDB only: SQLite has no network
-(its outage, a held write lock, is covered by tests/connectors/test_sdk_and_connectors.py).
+(its outage, a held write lock, is covered by tests/connectors/test_spool.py).
 """
 
 from __future__ import annotations
@@ -20,15 +20,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from connectors import RunContext, Spool
 from forensics.chain import verify_chain
@@ -37,7 +32,14 @@ from projections import Projector, rebuild
 from tests.projection_support import replayed_rows, table_rows
 from tests.reliability.fault_proxy import FAULTS, FaultProxy
 from tests.reliability.summary import Summary
-from tests.service.test_serve import (
+from tests.reliability.support import (
+    READ_TIMEOUT_S,
+    LineLog,
+    database_up_metric,
+    through,
+    wait_until,
+)
+from tests.service.support import (
     REPO,
     STATIONS,
     finished_runs,
@@ -47,20 +49,11 @@ from tests.service.test_serve import (
     write_config,
 )
 
-READ_TIMEOUT_S = 2  # how long a stalled call waits before the SDK gives up on it
 RUNS = 10
 PROGRESS_PER_RUN = 15
 ONE_FAULT_IN = 3  # on average one operation in three meets a fault
 FAULT_ROUNDS = 16
-WAIT_TIMEOUT_S = 120.0
 LEDGER = (sys.executable, "-c", "from service.cli import main; main()")
-
-
-def through(proxy: FaultProxy, db_url: str, read_timeout: bool = True) -> str:
-    url = make_url(db_url).set(host="127.0.0.1", port=proxy.port)
-    if read_timeout:
-        url = url.update_query_dict({"read_timeout": str(READ_TIMEOUT_S)})
-    return url.render_as_string(hide_password=False)
 
 
 def progress_ids(ledger: Ledger, run_id: int) -> set[str]:
@@ -182,23 +175,6 @@ def test_sdk_appends_commit_once_or_fail_cleanly_through_every_fault(
     )
 
 
-class LineLog(threading.Thread):
-    """Reads a process's stderr as it comes (so the pipe never fills) and keeps the lines."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        super().__init__(daemon=True)
-        self.process = process
-        self.lines: list[str] = []
-
-    def run(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    def count(self, text: str, since: int = 0) -> int:
-        return sum(text in line for line in self.lines[since:])
-
-
 def spawn_follower(url: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*LEDGER, "-v", "project", "--follow", "--interval", "0.05", "--db", url],
@@ -207,26 +183,6 @@ def spawn_follower(url: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-
-
-def wait_until(
-    condition: Callable[[], object], processes: list[subprocess.Popen[str]], what: str
-) -> None:
-    """Poll ``condition`` (an observable, never the clock alone); every process must stay up."""
-    deadline = time.monotonic() + WAIT_TIMEOUT_S
-    while not condition():
-        for process in processes:
-            assert process.poll() is None, f"{process.args[3:5]} exited while {what}"
-        assert time.monotonic() < deadline, f"timed out: {what}"
-        threading.Event().wait(0.05)
-
-
-def database_up_metric(port: int) -> str:
-    """The ledger_database_up line of a scrape (which must answer, outage or not)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    assert "ledger_spool_backlog_events" in text
-    return next(line for line in text.splitlines() if line.startswith("ledger_database_up"))
 
 
 def test_projector_and_serve_keep_running_through_drops_lost_replies_and_an_outage(

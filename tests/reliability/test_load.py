@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -34,9 +33,8 @@ from ledger.schema import ledger_events
 from projections import Projector, rebuild
 from tests.projection_support import replayed_rows, table_rows, transition_rows
 from tests.reliability.summary import Summary
+from tests.reliability.support import REPO, WORKER
 
-REPO = Path(__file__).resolve().parents[2]
-WORKER = Path(__file__).resolve().parent / "load_worker.py"
 PROCESSES = int(os.environ.get("LEDGER_RELIABILITY_PROCESSES", "8"))
 EVENTS_PER_PROCESS = int(os.environ.get("LEDGER_RELIABILITY_EVENTS", "2000"))
 SHARED_RUNS = 3

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.reliability.test_load import REPO, WORKER
+from tests.reliability.support import REPO, WORKER
 
 WORKERS = 2
 START_TIMEOUT = 120.0  # pytest's start, the migration and the workers' start, on a busy machine

@@ -77,7 +77,7 @@ from service.metrics import collect_figures
 from tests import support
 from tests.net_support import JsonServer
 from tests.reliability.summary import Summary
-from tests.service.test_grants import readme_grants
+from tests.service.support import readme_grants
 from tests.support import drop_triggers
 
 REPO = Path(__file__).resolve().parents[2]

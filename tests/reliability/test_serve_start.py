@@ -15,8 +15,8 @@ from ledger import Ledger
 from tests import support
 from tests.reliability.fault_proxy import FaultProxy
 from tests.reliability.summary import Summary
-from tests.reliability.test_db_faults import LineLog, database_up_metric, through, wait_until
-from tests.service.test_serve import STATIONS, finished_runs, free_port, serve, write_config
+from tests.reliability.support import LineLog, database_up_metric, through, wait_until
+from tests.service.support import STATIONS, finished_runs, free_port, serve, write_config
 
 
 def test_serve_started_during_an_outage_waits_then_proceeds(

@@ -16,7 +16,7 @@ from ledger.schema import metadata
 from migrations.runner import alembic_config, head_revision
 from service.cli import cli
 from tests import support
-from tests.forensics.test_verify_audit_report import seed_legacy_table
+from tests.forensics.support import seed_legacy_table
 
 REVISIONS = ("0001_event_store", "0002_projections", "0003_source_records", "0004_schedule_claims")
 

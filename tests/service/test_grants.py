@@ -6,7 +6,6 @@ serve`` does (projector, sweeper, claims, connectors) and nothing more."""
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,21 +24,7 @@ from ledger import Ledger, RunFinished, RunProgressed
 from ledger.clock import utcnow
 from service.claims import claim, prune_claims
 from service.cli import cli
-
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def readme_grants(role: str) -> list[str]:
-    """The GRANT statements of the README's ```sql block for ``role`` (e.g. ledger_app)."""
-    blocks = re.findall(r"```sql\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    grants = [
-        line.strip().rstrip(";")
-        for block in blocks
-        for line in block.splitlines()
-        if line.startswith("GRANT") and f"TO '{role}'@" in line
-    ]
-    assert grants, f"the README documents no grants for {role}"
-    return grants
+from tests.service.support import readme_grants
 
 
 @contextmanager

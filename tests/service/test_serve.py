@@ -7,7 +7,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -19,11 +18,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, generate_latest
-from sqlalchemy import func, select
 
-from connectors import SAMPLE_CSV, Spool
+from connectors import Spool
 from ledger import ConfigurationError, Ledger, RunFinished, Thresholds
-from ledger.schema import ledger_runs
 from service import load_config
 from service.claims import claim
 from service.cli import cli
@@ -31,49 +28,10 @@ from service.config import LedgerConfig
 from service.metrics import LedgerCollector, collect_figures
 from service.serve import LedgerService, job_id
 from tests.net_support import JsonServer
+from tests.service.support import STATIONS, finished_runs, free_port, open_runs, serve, write_config
 from tests.support import names_as_before_the_rule
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def write_config(
-    path: Path, db_url: str, spool: Path, connectors: str, grace: str = "10s", serve: str = ""
-) -> Path:
-    path.write_text(
-        f'database_url = "{db_url}"\n'
-        '[projector]\ninterval = "1s"\n'
-        '[sweeper]\ninterval = "2s"\n'
-        f'[spool]\ndir = "{spool}"\nflush_interval = "2s"\n'
-        f'[serve]\ngrace_period = "{grace}"\nprogress_interval = "0s"\n{serve}' + connectors,
-        encoding="utf-8",
-    )
-    return path
-
-
-def serve(config: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from service.cli import main; main()",
-            "-v",
-            "serve",
-            "--config",
-            str(config),
-            *extra,
-        ],
-        cwd=REPO,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
 
 
 def wait_until(condition: Any, *processes: subprocess.Popen[str], timeout: float = 60.0) -> None:
@@ -87,35 +45,6 @@ def wait_until(condition: Any, *processes: subprocess.Popen[str], timeout: float
         threading.Event().wait(0.05)
 
 
-def finished_runs(ledger: Ledger, connector: str) -> list[dict[str, Any]]:
-    return [
-        e.payload_data | {"run_id": e.run_id}
-        for e in ledger.read_all()
-        if e.type == "RunFinished"
-        and any(
-            s.type == "RunStarted" and s.payload_data["connector_name"] == connector
-            for s in ledger.read_run(e.run_id)[:1]
-        )
-    ]
-
-
-def open_runs(ledger: Ledger) -> int:
-    with ledger.engine.connect() as conn:
-        return int(
-            conn.execute(
-                select(func.count()).select_from(ledger_runs).where(ledger_runs.c.state == "open")
-            ).scalar_one()
-        )
-
-
-STATIONS = f"""
-[[connectors]]
-name = "stations"
-type = "csv"
-source_id = 1
-schedule = {{ interval = "1s" }}
-options = {{ path = "{SAMPLE_CSV}" }}
-"""
 CONNECTORS = f"""{STATIONS}
 [[connectors]]
 name = "broken"

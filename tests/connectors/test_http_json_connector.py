@@ -1,0 +1,113 @@
+"""The http-json connector, on SQLite and on MariaDB: its paging options (a page parameter, a
+next link at a path of the body), a page that fails then recovers retried, a failed run against
+a server that stays broken, and secrets of its URL that never reach the ledger. (Paging by Link
+header, and body links it was not told about: test_http_json_paging.py.)"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors import FetchError, HttpJsonConnector, Spool
+from ledger import Ledger
+from tests.connectors.support import finished
+from tests.net_support import JsonServer
+
+
+def paged(query: dict[str, str], _call: int) -> tuple[int, Any]:
+    page = int(query.get("page", "1"))
+    items = [{"id": f"p{page}-{i}", "n": i} for i in range(3)] if page <= 3 else []
+    return 200, {"data": {"items": items}}
+
+
+def linked(query: dict[str, str], _call: int) -> tuple[int, Any]:
+    cursor = int(query.get("cursor", "0"))
+    body: dict[str, Any] = {"results": [{"key": f"k{cursor}-{i}"} for i in range(2)]}
+    if cursor < 2:
+        body["links"] = {"next": f"/linked?cursor={cursor + 1}"}
+    return 200, body
+
+
+def flaky(query: dict[str, str], call: int) -> tuple[int, Any]:
+    if call == 2:  # page 2 fails once, then recovers
+        return 500, {"error": "try again"}
+    return paged(query, call)
+
+
+def broken(_query: dict[str, str], _call: int) -> tuple[int, Any]:
+    return 503, {"error": "down"}
+
+
+@pytest.fixture
+def api() -> Any:
+    with JsonServer(
+        {"/paged": paged, "/linked": linked, "/flaky": flaky, "/broken": broken}
+    ) as server:
+        yield server
+
+
+def test_http_json_pages_by_parameter(ledger: Ledger, spool: Spool, api: JsonServer) -> None:
+    connector = HttpJsonConnector(
+        3, f"{api.base}/paged", records_path="data.items", page_param="page", backoff=0.01
+    )
+    result = connector.run(ledger, spool=spool)
+    assert (result.status, result.totals["records_fetched"], result.totals["records_created"]) == (
+        "success",
+        9,
+        9,
+    )
+    assert api.calls["/paged"] == 4  # three pages and the empty one that ends it
+
+
+def test_http_json_follows_next_links(ledger: Ledger, spool: Spool, api: JsonServer) -> None:
+    connector = HttpJsonConnector(
+        3, f"{api.base}/linked", key="key", records_path="results", next_path="links.next"
+    )
+    result = connector.run(ledger, spool=spool)
+    assert (result.status, result.totals["records_created"]) == ("success", 6)
+
+
+def test_http_json_retries_a_page_that_fails_then_recovers(
+    ledger: Ledger, spool: Spool, api: JsonServer
+) -> None:
+    connector = HttpJsonConnector(
+        3, f"{api.base}/flaky", records_path="data.items", page_param="page", backoff=0.01
+    )
+    result = connector.run(ledger, spool=spool)
+    assert (result.status, result.totals["records_created"]) == ("success", 9)
+    assert api.calls["/flaky"] == 5
+
+
+def test_http_json_against_a_server_that_stays_broken_fails(
+    ledger: Ledger, spool: Spool, api: JsonServer
+) -> None:
+    connector = HttpJsonConnector(3, f"{api.base}/broken", retries=2, backoff=0.01)
+    with pytest.raises(FetchError, match="still failing after 2 retries"):
+        connector.run(ledger, spool=spool)
+    assert api.calls["/broken"] == 3
+    run_id = ledger.head().last_run_id
+    payload = finished(ledger, run_id)
+    assert payload["status"] == "failed"
+    assert payload["error_details"]["exception"] == "FetchError"
+
+
+def test_http_json_secrets_never_reach_the_ledger(ledger: Ledger, tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once closed
+    connector = HttpJsonConnector(
+        1,
+        f"http://user:pass-word@127.0.0.1:{port}/x?api_key=TOPSECRET",
+        retries=1,
+        backoff=0.01,
+        timeout=1,
+    )
+    with pytest.raises(Exception, match="still failing"):
+        connector.run(ledger, spool=Spool(tmp_path))
+    stored = " ".join(e.payload for e in ledger.read_all())
+    assert "TOPSECRET" not in stored
+    assert "pass-word" not in stored
+    assert "api_key=***" in stored

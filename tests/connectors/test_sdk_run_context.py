@@ -1,0 +1,238 @@
+"""The connector SDK's ``RunContext``, on SQLite and on MariaDB: a body that raises, Ctrl-C or
+SIGTERM ends the run failed with the reason; progress is coalesced and never lost, and invalid
+progress refused; the error count is exact and its details capped; heartbeats keep a blocked
+run alive; a run whose RunStarted could not be stored (the ledger unreachable) does not start,
+and one whose reply was lost is not orphaned; a SIGKILLed run stays open for the stuck query; a
+connector name that could pass for another is refused before the run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from freezegun import freeze_time
+
+from connectors import SAMPLE_CSV, CsvConnector, RunContext, RunNotStartedError, Spool
+from ledger import Ledger, RunProgressed, ValidationError
+from tests.connectors.support import finished, run_events, totals, write
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_body_that_raises_fails_the_run_with_its_traceback(ledger: Ledger, spool: Spool) -> None:
+    def ingest_that_breaks() -> None:
+        raise ConnectionResetError("source went away")
+
+    run = RunContext(ledger, 1, "SOURCE_1", spool=spool)
+
+    def body() -> None:
+        with run:
+            run.progress(fetched=3)
+            ingest_that_breaks()
+
+    with pytest.raises(ConnectionResetError):
+        body()
+    payload = finished(ledger, run.run_id)
+    assert payload["status"] == "failed"
+    assert payload["error_message"] == "ConnectionResetError: source went away"
+    assert "ingest_that_breaks" in payload["error_details"]["traceback"]
+    assert totals(ledger, run.run_id)["records_fetched"] == 3  # the remainder went out first
+
+
+def test_keyboard_interrupt_is_failed_interrupted(ledger: Ledger, spool: Spool) -> None:
+    with pytest.raises(KeyboardInterrupt), RunContext(ledger, 1, "SOURCE_1", spool=spool) as run:
+        raise KeyboardInterrupt
+    payload = finished(ledger, run.run_id)
+    assert (payload["status"], payload["error_details"]["reason"]) == ("failed", "interrupted")
+    assert payload["error_message"] == "interrupted by Ctrl-C (SIGINT)"
+    assert ledger.run(run.run_id).state == "finished"  # type: ignore[union-attr]
+
+
+def test_progress_is_coalesced_and_never_lost(ledger: Ledger, spool: Spool) -> None:
+    with freeze_time("2026-03-01 12:00:00") as clock:
+        with RunContext(
+            ledger, 1, "SOURCE_1", spool=spool, progress_interval=5, heartbeat_interval=3600
+        ) as run:
+            for _ in range(4):  # within 5 s: no event yet
+                run.progress(fetched=10, created=1)
+                clock.tick(1)
+            assert len(run_events(ledger, run.run_id)) == 1
+            clock.tick(1)
+            run.progress(fetched=10, skipped=2)  # 5 s since the start: one event with the sum
+            events = run_events(ledger, run.run_id)
+            assert len(events) == 2
+            assert (
+                events[1].payload_data["records_fetched"],
+                events[1].payload_data["records_created"],
+            ) == (50, 4)
+            run.progress(updated=7, claims=1, coverage_cells=2)  # pending at exit
+        types = [e.type for e in run_events(ledger, run.run_id)]
+    assert types == ["RunStarted", "RunProgressed", "RunProgressed", "RunFinished"]
+    assert totals(ledger, run.run_id) == {
+        "records_fetched": 50,
+        "records_created": 4,
+        "records_updated": 7,
+        "records_skipped": 2,
+        "claims_created": 1,
+        "coverage_cells_updated": 2,
+    }
+
+
+def test_error_count_is_exact_and_details_capped(ledger: Ledger, spool: Spool) -> None:
+    with RunContext(ledger, 1, "SOURCE_1", spool=spool, max_error_details=3) as run:
+        for i in range(10):
+            run.error(f"row {i} bad", {"row": i})
+    payload = finished(ledger, run.run_id)
+    details = payload["error_details"]
+    assert (
+        payload["status"],
+        details["error_count"],
+        len(details["errors"]),
+        details["errors_truncated"],
+    ) == ("partial", 10, 3, True)
+    assert details["errors"][0] == {"message": "row 0 bad", "details": {"row": 0}}
+
+
+def test_invalid_progress_is_refused(ledger: Ledger, spool: Spool) -> None:
+    from ledger import ValidationError
+
+    with RunContext(ledger, 1, "SOURCE_1", spool=spool) as run:
+        with pytest.raises(ValidationError, match="fetched=-1"):
+            run.progress(fetched=-1)
+        with pytest.raises(ValidationError):
+            run.progress(created=1.5)  # type: ignore[arg-type]
+    assert finished(ledger, run.run_id)["status"] == "success"
+
+
+def test_heartbeats_keep_a_blocked_run_alive(ledger: Ledger, spool: Spool) -> None:
+    """Real time: the body blocks until the ledger shows three heartbeats of its run."""
+    with RunContext(ledger, 1, "SOURCE_1", spool=spool, heartbeat_interval=0.05) as run:
+        deadline = time.monotonic() + 30
+        while len(run_events(ledger, run.run_id)) < 4 and time.monotonic() < deadline:
+            threading.Event().wait(0.01)  # the body "blocks": it reports nothing itself
+    events = run_events(ledger, run.run_id)
+    heartbeats = [e for e in events if e.type == "RunProgressed"]
+    assert len(heartbeats) >= 3
+    assert all(isinstance(e.event, RunProgressed) and e.event.is_heartbeat for e in heartbeats)
+    assert events[-1].type == "RunFinished"
+    count = len(events)
+    threading.Event().wait(0.2)
+    assert len(run_events(ledger, run.run_id)) == count  # heartbeats stop with the run
+
+
+def test_an_unreachable_ledger_means_the_run_does_not_start(spool: Spool) -> None:
+    ledger = Ledger.from_url("mysql+pymysql://app:sekret-pw@127.0.0.1:1/ledger")
+    with pytest.raises(RunNotStartedError, match="not started: the ledger is unreachable") as e:
+        RunContext(ledger, 1, "SOURCE_1", spool=spool).start()
+    assert "sekret-pw" not in str(e.value)
+    assert not spool.has_pending()
+
+
+def test_sigkill_leaves_the_run_open_for_the_stuck_query(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    code = (
+        "import sys\n"
+        "from connectors import RunContext, Spool\n"
+        "from ledger import Ledger\n"
+        f"run = RunContext(Ledger.from_url({db_url!r}), 1, 'SOURCE_1', "
+        f"spool=Spool({str(tmp_path)!r}))\n"
+        "print(run.start(), flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    run_id = int(process.stdout.readline())
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)  # reaps it and closes the pipes
+    state = ledger.run(run_id)
+    assert state is not None
+    assert state.state == "open"
+
+
+def test_sigterm_during_ledger_run_closes_the_run_as_interrupted(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "never-ending.csv"
+    write(fifo, "id,name\n" + "".join(f"{i},x\n" for i in range(200_000)))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from service.cli import main; main()",
+            "-v",
+            "run",
+            "csv",
+            "--path",
+            str(fifo),
+            "--progress-interval",
+            "0",
+            "--spool-dir",
+            str(tmp_path / "s"),
+            "--db",
+            db_url,
+        ],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "started" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=120)
+    run_id = max(ledger.read_all(), key=lambda e: e.run_id).run_id
+    payload = finished(ledger, run_id)
+    assert payload["status"] == "failed"
+    assert payload["error_details"]["reason"] == "interrupted"
+    assert payload["error_message"] == "stopped by SIGTERM"  # not "SystemExit: 143"
+    assert json.loads(stdout)["error"] == "stopped by SIGTERM"
+
+
+def test_a_lost_reply_to_run_started_does_not_orphan_the_run(
+    ledger: Ledger, spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_append = Ledger.append
+    calls: list[int] = []
+
+    def commit_then_lose_the_reply(self: Ledger, events: Any, **kwargs: Any) -> Any:
+        result = real_append(self, events, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            from ledger import StorageError
+
+            raise StorageError("connection lost after COMMIT")
+        return result
+
+    monkeypatch.setattr(Ledger, "append", commit_then_lose_the_reply)
+    run = RunContext(ledger, 1, "SOURCE_1", spool=spool)
+    run_id = run.start()
+    monkeypatch.undo()
+    run.finish()
+    events = ledger.read_run(run_id)
+    assert [e.type for e in events] == ["RunStarted", "RunFinished"]
+    assert ledger.head().last_run_id == run_id  # one run, not an orphan and a second one
+
+
+@pytest.mark.parametrize("name", ["stations ", "sta\u200btions", "\u202estations"])
+def test_a_connector_name_that_could_pass_for_another_is_refused_before_the_run(
+    ledger: Ledger, spool: Spool, name: str
+) -> None:
+    with pytest.raises(ValidationError, match=r"^connector_name: .* is not allowed$"):
+        CsvConnector(1, SAMPLE_CSV, name=name).run(ledger, spool=spool)
+    assert ledger.head().last_position == 0

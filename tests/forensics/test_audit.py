@@ -1,0 +1,46 @@
+"""``audit`` (``audit_run`` and ``ledger audit``), on SQLite and on MariaDB: a run's timeline with
+the status after each event, the silences between them and the facts that came late, and a
+timeout worded as the projection words it."""
+
+from __future__ import annotations
+
+import json
+
+from forensics.audit import audit_run
+from ledger import Ledger
+from tests.forensics.support import history, run
+
+
+def test_audit_shows_the_timeline_silences_and_late_facts(ledger: Ledger, db_url: str) -> None:
+    second = history(ledger)
+    timeline = audit_run(ledger, second)
+    assert [e.event.type for e in timeline] == [
+        "RunStarted",
+        "RunProgressed",
+        "RunTimedOut",
+        "RunProgressed",
+    ]
+    assert [e.status_after for e in timeline] == ["running", "running", "failed", "failed"]
+    assert [e.late for e in timeline] == [False, False, False, True]
+    assert all(e.hash_ok for e in timeline)
+    assert timeline[2].silence_before is not None
+    assert timeline[2].silence_before.days == 4
+    result = run("audit", str(second), "--format", "json", "--db", db_url)
+    entries = json.loads(result.stdout)  # type: ignore[attr-defined]
+    assert entries[3]["late"] is True
+    assert entries[2]["summary"].startswith("stale by sweeper")
+    table = run("audit", str(second), "--wide", "--db", db_url).stdout  # type: ignore[attr-defined]
+    assert "LATE: after the timeout" in table
+    assert "silent 4d" in table
+    assert run("audit", "99", "--db", db_url).exit_code == 2  # type: ignore[attr-defined]
+
+
+def test_audit_words_a_timeout_as_the_projection_does(ledger: Ledger, db_url: str) -> None:
+    """The threshold and the last activity as in ``errorMessage`` and every other time shown
+    to people (``1h``, ``2026-01-28 01:30:00 UTC``), not ``3600s`` and a raw ISO string with
+    microseconds that an 80-column table broke mid-token."""
+    second = history(ledger)
+    summary = audit_run(ledger, second)[2].summary
+    assert summary == "stale by sweeper, threshold 1h, last activity 2026-01-28 01:30:00 UTC"
+    row = run("runs", "show", str(second), "--format", "json", "--db", db_url).stdout  # type: ignore[attr-defined]
+    assert "last activity 2026-01-28 01:30:00 UTC" in json.loads(row)["errorMessage"]

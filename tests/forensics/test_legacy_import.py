@@ -1,0 +1,201 @@
+"""``ledger import-legacy`` adopts a legacy ``ingestion_runs`` table into the ledger, on SQLite
+and on MariaDB: a rebuild reproduces every row; a row that cannot be a fact, or a time that is
+not one, stops the import before anything is appended; legacy details of any shape and names
+are adopted as recorded, the ledger's reserved detail keys kept apart; a missing table, or run
+ids already in the ledger, are refused saying why."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from freezegun import freeze_time
+from sqlalchemy import text
+
+from forensics.audit import audit_run
+from forensics.verify import verify_all
+from ledger import sweep
+from ledger.urls import mask_url
+from migrations.runner import upgrade
+from projections import Projector, rebuild
+from tests import support
+from tests.forensics.support import AUDIT_CLEANUP, run, seed_legacy_table
+from tests.projection_support import table_rows
+
+
+def test_import_legacy_then_rebuild_reproduces_every_row(tmp_path: Path) -> None:
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            upgrade(store.engine, url)  # moves the old table to ingestion_runs_legacy
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+            summary = json.loads(result.stdout)  # type: ignore[attr-defined]
+            assert (summary["rows"], summary["imported"], summary["left_open"]) == (39, 39, [30003])
+            assert summary["duration_repaired"] == list(range(1, 38))
+            assert summary["mismatches"] == []
+            again = json.loads(run("import-legacy", "--db", url).stdout)  # type: ignore[attr-defined]
+            assert (again["imported"], again["already_imported"]) == (0, 39)
+            rebuild(store)
+            rows = table_rows(store)
+            assert rows[30002]["recordsFetched"] == 15
+            assert (
+                rows[30002]["recordsCreated"],
+                rows[30002]["recordsUpdated"],
+                rows[30002]["recordsSkipped"],
+            ) == (10, 3, 2)
+            assert rows[30002]["duration"] == 2
+            assert rows[30002]["errorDetails"] == {"proof": True}
+            assert rows[30002]["createdAt"] == datetime(2026, 2, 1, 19, 59, 33, tzinfo=UTC)
+            assert rows[36]["errorMessage"] == AUDIT_CLEANUP
+            assert rows[36]["duration"] == int(
+                (
+                    datetime(2026, 2, 1, 23, 33, 44, tzinfo=UTC) - rows[36]["startedAt"]
+                ).total_seconds()
+            )
+            assert rows[30003]["status"] == "running"
+            assert verify_all(store).ok
+            assert store.start_run(1, "SOURCE_1") == 30004  # the allocator continues above
+            with freeze_time("2026-02-03 12:00:00"):
+                swept = sweep(store)
+            assert [r.run_id for r in swept.timed_out] == [30003]
+            Projector(store).run_once()
+            assert table_rows(store)[30003]["status"] == "failed"
+            audit = audit_run(store, 30002)
+            assert audit[0].event.actor == "import:legacy"
+            assert audit[0].event.payload_data["metadata"]["imported"] is True
+
+
+def test_a_legacy_row_that_cannot_be_a_fact_stops_the_import(tmp_path: Path) -> None:
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            with store.engine.begin() as conn:
+                conn.execute(text("UPDATE ingestion_runs SET recordsFetched = -5 WHERE id = 7"))
+            upgrade(store.engine, url)
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 2  # type: ignore[attr-defined]
+            assert "legacy row id 7: records_fetched" in result.stderr  # type: ignore[attr-defined]
+            assert store.head().last_position == 0
+
+
+def test_a_legacy_name_is_adopted_as_it_was_recorded(tmp_path: Path) -> None:
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            with store.engine.begin() as conn:
+                conn.execute(text("UPDATE ingestion_runs SET connectorName = 'SOURCE_1 '"))
+            upgrade(store.engine, url)
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+            assert json.loads(result.stdout)["mismatches"] == []  # type: ignore[attr-defined]
+            assert {row["connectorName"] for row in table_rows(store).values()} == {"SOURCE_1 "}
+
+
+def test_import_legacy_keeps_reserved_detail_keys_apart_and_says_so(tmp_path: Path) -> None:
+    """A legacy row's own `reason` or `late` cannot pose as the ledger's bookkeeping: they are
+    kept under errorDetails.reported, and the import names those rows (not as mismatches)."""
+    details = {"reason": "HTTP 500", "late": False, "proof": True}
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            with store.engine.begin() as conn:
+                conn.execute(
+                    text("UPDATE ingestion_runs SET errorDetails = :d WHERE id = 30002"),
+                    {"d": json.dumps(details)},
+                )
+            upgrade(store.engine, url)
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+            summary = json.loads(result.stdout)  # type: ignore[attr-defined]
+            assert (summary["details_kept_apart"], summary["mismatches"]) == ([30002], [])
+            assert table_rows(store)[30002]["errorDetails"] == {
+                "proof": True,
+                "reported": {"reason": "HTTP 500", "late": False},
+            }
+
+
+def test_import_legacy_adopts_any_details_the_legacy_column_held(tmp_path: Path) -> None:
+    """An array, or an object nested deeper than the ledger takes, is adopted under
+    legacy_error_details (the deep one as its JSON text) and named as kept apart; a time that
+    is not one stops the import naming the row and the column, before anything is appended."""
+    deep: dict[str, object] = {"leaf": 1}
+    for _ in range(24):
+        deep = {"d": deep}
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            with store.engine.begin() as conn:
+                for row_id, details in ((7, [1, 2]), (30002, deep)):
+                    conn.execute(
+                        text("UPDATE ingestion_runs SET errorDetails = :d WHERE id = :id"),
+                        {"d": json.dumps(details), "id": row_id},
+                    )
+            upgrade(store.engine, url)
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+            summary = json.loads(result.stdout)  # type: ignore[attr-defined]
+            assert (summary["details_kept_apart"], summary["mismatches"]) == ([7, 30002], [])
+            rows = table_rows(store)
+            assert rows[7]["errorDetails"] == {"legacy_error_details": [1, 2]}
+            kept = rows[30002]["errorDetails"]["legacy_error_details"]
+            assert json.loads(kept) == deep
+            assert verify_all(store).ok
+
+
+def test_import_legacy_names_a_time_that_is_not_one(tmp_path: Path) -> None:
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            if store.engine.dialect.name != "sqlite":
+                continue  # a MariaDB TIMESTAMP column cannot hold such text
+            seed_legacy_table(store)
+            with store.engine.begin() as conn:
+                conn.execute(text("UPDATE ingestion_runs SET startedAt = 'yesterday' WHERE id = 7"))
+            upgrade(store.engine, url)
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 2  # type: ignore[attr-defined]
+            assert "legacy row id 7: startedAt: 'yesterday' is not a time" in result.stderr  # type: ignore[attr-defined]
+            assert "Traceback" not in result.output  # type: ignore[attr-defined]
+            assert store.head().last_position == 0
+
+
+def test_import_legacy_without_the_table_says_where_it_looked_and_why(tmp_path: Path) -> None:
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            upgrade(store.engine, url)  # no ingestion_runs to rename: no legacy table
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 1  # type: ignore[attr-defined]
+            error = result.stderr  # type: ignore[attr-defined]
+            assert f"no legacy table 'ingestion_runs_legacy' in {mask_url(url)}" in error
+            assert "`ledger migrate` renames an existing ingestion_runs" in error
+            result = run("import-legacy", "--from-url", url, "--table", "old_runs", "--db", url)
+            assert f"no legacy table 'old_runs' in {mask_url(url)}" in result.stderr  # type: ignore[attr-defined]
+            assert "--table" in result.stderr  # type: ignore[attr-defined]
+            result = run("import-legacy", "--table", "ledger_head", "--db", url)
+            assert result.exit_code == 1  # type: ignore[attr-defined]
+            assert "'ledger_head' in" in result.stderr  # type: ignore[attr-defined]
+            assert (
+                "is not a legacy ingestion_runs table: it has no sourceId, connectorName"
+                in result.stderr
+            )  # type: ignore[attr-defined]
+
+
+def test_import_legacy_over_runs_with_the_same_ids_refuses_before_appending(
+    tmp_path: Path,
+) -> None:
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            upgrade(store.engine, url)
+            store.start_run(7, "SOURCE_7", run_id=1)  # the ledger's own, not legacy row 1
+            store.start_run(7, "SOURCE_7", run_id=30002)
+            head = store.head().last_position
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+            error = result.stderr  # type: ignore[attr-defined]
+            assert "legacy run id(s) 1, 30002 already exist in the ledger" in error
+            assert "nothing was appended" in error
+            assert "Import into a fresh ledger" in error
+            assert "RunStarted may appear only once" not in error
+            assert store.head().last_position == head

@@ -1,0 +1,183 @@
+"""``verify`` (``verify_all`` and ``ledger verify``), on SQLite and on MariaDB: clean on honest
+history; an event altered or deleted with the triggers dropped is caught by the chain, the
+streams and the registry, and the legacy audit cleanup's UPDATE of ``ingestion_runs`` by the
+projection check; no false problem while appenders and a projector write; at most fifty
+problems per check; names stored before the name rule read, project, verify and export."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import text
+
+from forensics.verify import verify_all
+from ledger import Ledger, RunFinished, RunProgressed, RunStarted
+from projections import Projector, rebuild
+from tests import support
+from tests.forensics.support import AUDIT_CLEANUP, history, run
+from tests.projection_support import table_rows
+from tests.support import drop_triggers
+
+
+def test_verify_is_clean_on_honest_history(ledger: Ledger, db_url: str) -> None:
+    history(ledger)
+    report = verify_all(ledger)
+    assert report.ok, report.problems
+    assert (report.events, report.runs) == (7, 2)
+    result = run("verify", "--db", db_url)
+    assert result.exit_code == 0  # type: ignore[attr-defined]
+
+
+def test_verify_catches_an_event_altered_with_the_triggers_dropped(
+    ledger: Ledger, db_url: str
+) -> None:
+    history(ledger)
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE ledger_events SET payload = REPLACE(payload, '15', '150') "
+                "WHERE position = 2"
+            )
+        )
+    report = verify_all(ledger)
+    chain = report.by_check("chain")
+    assert chain
+    assert chain[0].position == 2
+    result = run("verify", "--format", "json", "--db", db_url)
+    assert result.exit_code == 1  # type: ignore[attr-defined]
+    problems = json.loads(result.stdout)["problems"]  # type: ignore[attr-defined]
+    assert {"check": "chain", "position": 2}.items() <= problems[0].items()
+
+
+def test_verify_catches_a_deleted_event(ledger: Ledger) -> None:
+    history(ledger)
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:  # run 1's progress, from the middle of its stream
+        conn.execute(text("DELETE FROM ledger_events WHERE position = 2"))
+    report = verify_all(ledger)
+    assert report.by_check("chain")[0].position == 2
+    (gap,) = report.by_check("streams")
+    assert (gap.run_id, gap.position) == (1, 3)
+    assert "version 3 where 2 was due" in gap.message
+
+
+def test_verify_catches_a_deleted_last_event_through_the_registry(ledger: Ledger) -> None:
+    history(ledger)
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:  # run 1's RunFinished: its stream still looks whole
+        conn.execute(text("DELETE FROM ledger_events WHERE position = 3"))
+    report = verify_all(ledger)
+    assert report.by_check("chain")[0].position == 3
+    columns = {p.column for p in report.by_check("registry") if p.run_id == 1}
+    assert {"version", "state"} <= columns
+
+
+def test_verify_catches_the_legacy_audit_cleanup_update(ledger: Ledger, db_url: str) -> None:
+    second = history(ledger)
+    with ledger.engine.begin() as conn:  # what the audit did to the legacy table
+        conn.execute(
+            text(
+                "UPDATE ingestion_runs SET status = 'failed', completedAt = "
+                "'2026-02-01 23:33:44', errorMessage = :m WHERE id = 1"
+            ),
+            {"m": AUDIT_CLEANUP},
+        )
+    report = verify_all(ledger)
+    projection = report.by_check("projection")
+    assert {p.column for p in projection} >= {"status", "completedAt", "errorMessage"}
+    assert all(p.run_id == 1 for p in projection)
+    assert not report.by_check("chain")
+    text_out = run("verify", "--db", db_url).stdout  # type: ignore[attr-defined]
+    assert "ingestion_runs id 1: status is 'failed', the events give 'success'" in text_out
+    assert not [p for p in projection if p.run_id == second]
+
+
+def test_verify_while_appenders_and_a_projector_write_reports_no_false_problem(
+    ledger: Ledger, db_url: str
+) -> None:
+    """The registry and projection checks each compare two tables: read at different moments,
+    a write in flight would look like tampering."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def keep_writing(work: Callable[[Ledger], object]) -> None:
+        store = Ledger.from_url(db_url)
+        try:
+            while not stop.is_set():
+                work(store)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            store.close()
+
+    def append(store: Ledger) -> None:
+        run_id = store.start_run(1, "LIVE")
+        store.append([RunProgressed(run_id=run_id, records_fetched=1) for _ in range(3)])
+        store.append([RunFinished(run_id=run_id, status="success")])
+
+    writers = [
+        threading.Thread(target=keep_writing, args=(append,)),
+        threading.Thread(
+            target=keep_writing, args=(lambda s: Projector(s, batch_size=7).run_once(),)
+        ),
+    ]
+    for writer in writers:
+        writer.start()
+    reports = []
+    deadline = time.monotonic() + 120
+    try:
+        # Verify over and over until the writers have visibly written during the verifies
+        # (a loaded machine may start them late), at least 15 times.
+        first_head = ledger.head().last_position
+        while len(reports) < 15 or ledger.head().last_position < first_head + 50:
+            assert time.monotonic() < deadline, "the writers made no progress"
+            assert not errors, errors
+            reports.append(verify_all(ledger))
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join(timeout=60)
+    assert not errors, errors
+    assert [p for r in reports for p in r.problems] == []
+
+
+def test_each_check_reports_at_most_fifty_problems(ledger: Ledger, db_url: str) -> None:
+    ledger.append([RunStarted(source_id=1, connector_name="S") for _ in range(120)])
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(text("UPDATE ledger_events SET version = 5"))
+    report = verify_all(ledger)
+    assert len(report.by_check("streams")) == 50  # of 120: the rest are not listed
+    assert report.runs == 120  # yet every run was replayed for the registry check
+
+
+def test_history_with_names_from_before_the_rule_reads_projects_and_verifies(
+    ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name rule applies at append only: events stored before it (a trailing space, an
+    ESC, a right-to-left override) are no poison: they read, project, rebuild, verify, export
+    exactly and show escaped."""
+    names = ["SOURCE_1 ", "S\x1b[2J\u202e"]
+    with pytest.MonkeyPatch.context() as before:
+        support.names_as_before_the_rule(before)
+        for name in names:
+            run_id = ledger.start_run(1, name, actor=f"connector:{name}")
+            ledger.append([RunFinished(run_id=run_id, status="success", actor=name)])
+    # From here on the rule is in force, as after an upgrade.
+    actors = [actor for name in names for actor in (f"connector:{name}", name)]
+    assert [e.event.actor for e in ledger.read_all()] == actors
+    assert Projector(ledger).run_once() == 4
+    assert [table_rows(ledger)[i]["connectorName"] for i in (1, 2)] == names
+    rebuild(ledger)
+    assert [table_rows(ledger)[i]["connectorName"] for i in (1, 2)] == names
+    assert verify_all(ledger).ok
+    exported = run("events", "--format", "jsonl", "--db", db_url).stdout  # type: ignore[attr-defined]
+    assert [json.loads(line).get("connector_name") for line in exported.splitlines()][::2] == names
+    shown = run("runs", "list", "--db", db_url).stdout  # type: ignore[attr-defined]
+    assert "S\\x1b[2J\\u202e" in shown
+    assert "\x1b" not in shown

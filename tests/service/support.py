@@ -1,0 +1,125 @@
+"""What the service tests share (and the reliability and projection tests borrow): the ``ledger``
+command run in process, the shipped sample and JSON lines to append, and the check that output
+shows no raw control or format character; ``ledger serve`` as a real process (its config, a free
+port, the runs it finished and those left open); the README's grants of a database role."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+from sqlalchemy import func, select
+
+from connectors import SAMPLE_CSV
+from ledger import Ledger
+from ledger.schema import ledger_runs
+from ledger.text import is_invisible
+from service.cli import cli
+
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
+
+
+def run(*args: str, input: str | bytes | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def lines(*events: dict[str, object]) -> str:
+    return "".join(json.dumps(event) + "\n" for event in events)
+
+
+def shows_no_raw_control(output: str) -> bool:
+    return not any(is_invisible(char) for char in output.replace("\n", ""))
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(
+    path: Path, db_url: str, spool: Path, connectors: str, grace: str = "10s", serve: str = ""
+) -> Path:
+    path.write_text(
+        f'database_url = "{db_url}"\n'
+        '[projector]\ninterval = "1s"\n'
+        '[sweeper]\ninterval = "2s"\n'
+        f'[spool]\ndir = "{spool}"\nflush_interval = "2s"\n'
+        f'[serve]\ngrace_period = "{grace}"\nprogress_interval = "0s"\n{serve}' + connectors,
+        encoding="utf-8",
+    )
+    return path
+
+
+def serve(config: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from service.cli import main; main()",
+            "-v",
+            "serve",
+            "--config",
+            str(config),
+            *extra,
+        ],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finished_runs(ledger: Ledger, connector: str) -> list[dict[str, Any]]:
+    return [
+        e.payload_data | {"run_id": e.run_id}
+        for e in ledger.read_all()
+        if e.type == "RunFinished"
+        and any(
+            s.type == "RunStarted" and s.payload_data["connector_name"] == connector
+            for s in ledger.read_run(e.run_id)[:1]
+        )
+    ]
+
+
+def open_runs(ledger: Ledger) -> int:
+    with ledger.engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(ledger_runs).where(ledger_runs.c.state == "open")
+            ).scalar_one()
+        )
+
+
+STATIONS = f"""
+[[connectors]]
+name = "stations"
+type = "csv"
+source_id = 1
+schedule = {{ interval = "1s" }}
+options = {{ path = "{SAMPLE_CSV}" }}
+"""
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_grants(role: str) -> list[str]:
+    """The GRANT statements of the README's ```sql block for ``role`` (e.g. ledger_app)."""
+    blocks = re.findall(r"```sql\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    grants = [
+        line.strip().rstrip(";")
+        for block in blocks
+        for line in block.splitlines()
+        if line.startswith("GRANT") and f"TO '{role}'@" in line
+    ]
+    assert grants, f"the README documents no grants for {role}"
+    return grants

@@ -1,0 +1,192 @@
+"""``ledger append FILE`` on both databases: the shipped sample appended once (again, every
+event a duplicate); a file with bad lines appends nothing and names every bad line and its
+field (wrong types, not JSON, not UTF-8, a stream rule, an undefined run_ref, clock skew,
+values no column can store, deep nesting, huge lines); a byte order mark is fine; an empty file
+still checks the database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ledger import Ledger
+from tests.service.support import SAMPLE, lines, run
+
+
+def test_migrate_then_append_the_shipped_sample(db_url: str) -> None:
+    result = run("migrate", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert "already at" in result.output
+    result = run("append", str(SAMPLE), "--db", db_url)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary == {
+        "appended": 7,
+        "duplicates": 0,
+        "first_position": 1,
+        "last_position": 7,
+        "allocated_run_ids": [1, 2],
+        "run_refs": {"nightly-source-1": 1, "nightly-source-2": 2},
+    }
+    again = json.loads(run("append", str(SAMPLE), "--db", db_url).stdout)
+    assert (again["appended"], again["duplicates"], again["run_refs"]) == (
+        0,
+        7,
+        {"nightly-source-1": 1, "nightly-source-2": 2},
+    )
+
+
+def test_one_bad_line_writes_nothing_and_is_named(ledger: Ledger, db_url: str) -> None:
+    text = lines(
+        {"type": "RunStarted", "run_ref": "r", "source_id": 1, "connector_name": "SOURCE_1"},
+        {"type": "RunProgressed", "run_ref": "r", "records_fetched": 3},
+        {"type": "RunProgressed", "run_ref": "r", "records_fetched": -3},
+        {"type": "RunFinished", "run_ref": "r", "status": "success"},
+    )
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2
+    assert "line 3: records_fetched: Input should be greater than or equal to 0" in result.stderr
+    assert "line 1" not in result.stderr
+    assert "nothing was appended" in result.stderr
+    assert ledger.head().last_position == 0
+
+
+def test_every_bad_line_is_reported(ledger: Ledger, db_url: str) -> None:
+    raw = (
+        b'{"type": "RunStarted", "source_id": 1, "connector_name": "S"}\n'
+        b"not json\n"
+        b"\n"
+        b'{"type": "RunProgressed", "run_id": 1, "records_fetched": "12"}\n'
+        b'["a", "list"]\n'
+        b'{"type": "RunProgressed", "run_id": 1, "note": "\xff\xfe"}\n'
+        b'{"type": "RunFinished", "run_id": 1, "status": "done", '
+        b'"occurred_at": "2026-01-01T00:00"}\n'
+        b'{"type": "Whatever", "run_id": 1}\n'
+    )
+    result = run("append", "-", "--db", db_url, input=raw)
+    assert result.exit_code == 2
+    err = result.stderr
+    assert "line 2: not valid JSON" in err
+    assert "line 4: records_fetched: Input should be a valid integer" in err
+    assert "line 5: expected a JSON object" in err
+    assert "line 6: not valid UTF-8" in err
+    assert "line 7: status:" in err
+    assert "line 7: occurred_at:" in err
+    assert "line 8: type: unknown event type 'Whatever'" in err
+    assert ledger.head().last_position == 0
+
+
+def test_stream_rule_violation_names_the_line(ledger: Ledger, db_url: str) -> None:
+    ledger.start_run(1, "SOURCE_1")
+    text = lines(
+        {"type": "RunProgressed", "run_id": 1, "records_fetched": 3},
+        {"type": "RunFinished", "run_id": 1, "status": "success"},
+        {"type": "RunProgressed", "run_id": 1},
+    )
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2
+    assert "line 3: run 1: RunProgressed after RunFinished" in result.stderr
+    assert ledger.head().last_position == 1
+
+
+def test_unresolved_run_ref_and_clock_skew_name_the_line(ledger: Ledger, db_url: str) -> None:
+    text = lines(
+        {"type": "RunProgressed", "run_ref": "nope"},
+        {
+            "type": "RunStarted",
+            "source_id": 1,
+            "connector_name": "S",
+            "occurred_at": "2999-01-01T00:00:00Z",
+        },
+    )
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2
+    assert "line 1: run_ref: 'nope' names no RunStarted" in result.stderr
+    assert "line 2: occurred_at: 2999-01-01" in result.stderr
+    assert ledger.head().last_position == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            b'{"type": "RunStarted", "source_id": 1, "connector_name": "S", '
+            b'"metadata": {"x": NaN}}',
+            "line 1: not valid JSON (NaN is not a JSON number)",
+        ),
+        (
+            b'{"type": "RunStarted", "source_id": 1, "connector_name": "S", '
+            b'"metadata": {"x": "\\ud800"}}',
+            "line 1: payload: not storable as JSON",
+        ),
+        (
+            b'{"type": "RunStarted", "source_id": 1, "connector_name": "S", '
+            b'"occurred_at": "0001-01-01T00:00:00+01:00"}',
+            "line 1: occurred_at:",
+        ),
+        (
+            b'{"type": "RunStarted", "source_id": 1, "connector_name": "S", '
+            b'"occurred_at": "1969-12-31T23:59:59Z"}',
+            "line 1: occurred_at:",
+        ),
+        (
+            b'{"type": "RunStarted", "source_id": 1, "connector_name": "S", "schema_version": 2}',
+            "line 1: schema_version:",
+        ),
+    ],
+)
+def test_unstorable_values_are_input_errors(
+    ledger: Ledger, db_url: str, line: bytes, expected: str
+) -> None:
+    result = run("append", "-", "--db", db_url, input=line + b"\n")
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr
+    assert "Traceback" not in result.output
+    assert ledger.head().last_position == 0
+
+
+def test_a_byte_order_mark_opens_a_file_fine(ledger: Ledger, db_url: str) -> None:
+    line = '{"type": "RunStarted", "source_id": 1, "connector_name": "S"}\n'
+    result = run("append", "-", "--db", db_url, input=b"\xef\xbb\xbf" + line.encode())
+    assert result.exit_code == 0, result.output
+    assert ledger.head().last_position == 1
+
+
+def test_deep_nesting_and_huge_lines_are_input_errors(ledger: Ledger, db_url: str) -> None:
+    deep = (
+        '{"type": "RunStarted", "source_id": 1, "connector_name": "S", "metadata": '
+        + ('{"a": ' * 100_000)
+        + "1"
+        + ("}" * 100_000)
+        + "}\n"
+    )
+    result = run("append", "-", "--db", db_url, input=deep)
+    assert result.exit_code == 2, result.output[-500:]
+    assert "line 1:" in result.stderr
+    huge = (
+        json.dumps(
+            {
+                "type": "RunStarted",
+                "source_id": 1,
+                "connector_name": "S",
+                "metadata": {"blob": "x" * 20_000_000},
+            }
+        )
+        + "\n"
+    )
+    result = run("append", "-", "--db", db_url, input=huge)
+    assert result.exit_code == 2
+    assert "line 1: payload:" in result.stderr
+    assert "byte limit" in result.stderr
+    assert ledger.head().last_position == 0
+
+
+def test_an_empty_file_still_checks_the_database(tmp_path: Path) -> None:
+    result = run("append", "-", "--db", "mysql+pymysql://u:pw-empty@127.0.0.1:1/x", input="\n\n")
+    assert result.exit_code == 3
+    assert "pw-empty" not in result.output
+    unmigrated = run("append", "-", "--db", f"sqlite:///{tmp_path / 'new.db'}", input="")
+    assert unmigrated.exit_code == 1
+    assert "ledger migrate" in unmigrated.stderr

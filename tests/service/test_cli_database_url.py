@@ -1,0 +1,59 @@
+"""Which database a ``ledger`` command uses, and a bad one refused: without ``--db``,
+``$LEDGER_DATABASE_URL``, else ledger.db in the current folder; an unsupported database, text
+that is no URL and bad timeouts in a MariaDB URL are usage errors (a bad URL from the
+environment named as such); an unmigrated database says to migrate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.service.support import run
+
+
+def test_database_url_from_environment_then_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LEDGER_DATABASE_URL", raising=False)
+    assert run("migrate").exit_code == 0
+    assert (tmp_path / "ledger.db").exists()
+    monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
+    assert run("migrate").exit_code == 0
+    assert (tmp_path / "other.db").exists()
+
+
+def test_bad_urls_are_usage_errors() -> None:
+    result = run("migrate", "--db", "postgresql://u:pw-x@localhost/db")
+    assert result.exit_code == 2
+    assert "unsupported database" in result.stderr
+    assert "pw-x" not in result.output
+    result = run("migrate", "--db", "not a url")
+    assert result.exit_code == 2
+
+
+def test_unmigrated_database_says_to_migrate(tmp_path: Path) -> None:
+    (tmp_path / "empty.db").touch()  # an empty SQLite database (a missing one is refused)
+    result = run("events", "--db", f"sqlite:///{tmp_path / 'empty.db'}")
+    assert result.exit_code == 1
+    assert "ledger migrate" in result.stderr
+
+
+@pytest.mark.parametrize("query", ["read_timeout=0", "connect_timeout=-1", "write_timeout=abc"])
+def test_bad_timeouts_in_a_mysql_url_are_usage_errors(query: str) -> None:
+    result = run("status", "--db", f"mysql+pymysql://u:hunter2-pw@127.0.0.1:1/x?{query}")
+    assert result.exit_code == 2, result.output
+    assert "must be a whole number of seconds above 0" in result.output
+    assert "hunter2-pw" not in result.output
+
+
+def test_a_bad_url_from_the_environment_is_named_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "ledger.toml"
+    config.write_text('database_url = "sqlite:///fine.db"\n', encoding="utf-8")
+    monkeypatch.setenv("LEDGER_DATABASE_URL", "postgresql://app@db/x")
+    result = run("config", "check", str(config))
+    assert result.exit_code == 2, result.output
+    assert "$LEDGER_DATABASE_URL (in place of database_url)" in result.output

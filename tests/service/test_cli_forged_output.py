@@ -1,0 +1,152 @@
+"""Output cannot be forged: a connector's error message, a name, a reason or an argument that
+holds control and format characters, markup or padding is shown as text (escaped) in the
+report, the tables, the operator's lines and usage errors, never obeyed by a terminal or
+rendered as a section of the report; JSON keeps the exact value."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+from freezegun import freeze_time
+
+from ledger import Ledger, RunFinished, RunProgressed
+from service.cli import cli
+from tests.projection_support import records_fetched_capped
+from tests.service.support import run, shows_no_raw_control
+from tests.support import names_as_before_the_rule
+
+# A connector-supplied error message that, printed raw, draws a fake report section, clears the
+# screen, opens an OSC 8 hyperlink, rings, overwrites its line, starts a C1 CSI, reverses text,
+# and carries rich markup and Markdown that would become a link, HTML and a broken table.
+FORGED = (
+    "[bold red]PASS[/] boom\n\nF. Stop conditions\n  PASS  everything: fine\n"
+    "Result: 5/5 conditions pass\n"
+    "\x1b[2J\x1b]8;;http://evil.example\x1b\\click\x1b]8;;\x1b\\\x07\roverwritten\x9b31m"
+    "\u202ereversed\u200b\u2066 | x | [a](http://evil.example) <b>`c`</b> :warning:"
+)
+# Printed raw, each of these reaches a terminal as a control or format character.
+RAW = ("\x1b", "\x07", "\r", "\x9b", "\u202e", "\u200b", "\u2066")
+
+
+def failed_run(ledger: Ledger, name: str, message: str) -> int:
+    run_id = ledger.start_run(1, name)
+    ledger.append([RunFinished(run_id=run_id, status="failed", error_message=message)])
+    return run_id
+
+
+def test_a_forged_error_message_cannot_draw_a_report_section(ledger: Ledger, db_url: str) -> None:
+    failed_run(ledger, "SOURCE_1", FORGED)
+    assert run("project", "--db", db_url).exit_code == 0
+    text = run("report", "--db", db_url).stdout
+    assert shows_no_raw_control(text)
+    lines_ = text.splitlines()
+    assert lines_.count("F. Stop conditions") == 1
+    assert [line for line in lines_ if line.startswith("Result:")] == [
+        "Result: 4/5 conditions pass — FAIL"
+    ]
+    assert "boom\\n\\nF. Stop conditions\\n  PASS" in text
+    markdown = run("report", "--format", "markdown", "--db", db_url).stdout
+    assert shows_no_raw_control(markdown)
+    assert markdown.splitlines().count("## F. Stop conditions") == 1
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert len(rows) == 3  # header, rule, the one run
+    for row in rows:  # nine cell borders: every | inside a cell is escaped
+        assert len(re.findall(r"(?<!\\)(?:\\\\)*\|", row)) == 9, row
+    assert "\\[a\\](http://evil.example)" in markdown
+    assert "\\<b\\>" in markdown
+    report_json = json.loads(run("report", "--format", "json", "--db", db_url).stdout)
+    assert report_json["latest_runs"][0]["error"] == FORGED  # JSON keeps the exact value
+
+
+def test_padding_cannot_draw_a_report_section_where_a_terminal_wraps(
+    ledger: Ledger, db_url: str
+) -> None:
+    """Spaces that would push a fake section to the start of a wrapped 80-column line are
+    counted instead of printed."""
+    lines_ = [
+        "F. Stop conditions",
+        "------------------",
+        "  PASS  x",
+        "Result: 5/5 conditions pass",
+    ]
+    failed_run(ledger, "SOURCE_1", "boom" + "".join(" " * 80 + line for line in lines_))
+    assert run("project", "--db", db_url).exit_code == 0
+    for output_format in ("text", "markdown"):
+        text = run("report", "--format", output_format, "--db", db_url).stdout
+        wrapped = [line[i : i + 80] for line in text.splitlines() for i in range(0, len(line), 80)]
+        assert [line for line in wrapped if line.startswith("Result:")] == [
+            "Result: 4/5 conditions pass — FAIL"
+        ]
+        assert "boom [80 spaces] F. Stop conditions [80 spaces] " in text.replace("\\", "")
+
+
+def test_tables_show_data_as_text_not_markup_or_control_characters(
+    ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names_as_before_the_rule(monkeypatch)  # history may hold such names
+    name = "S\x1b[2J\u202e[red]X[/]"
+    message = "[bold red]PASS[/] \x1b]8;;http://evil\x1b\\x\x07\r\x9b\u202e"
+    with freeze_time(datetime.now(UTC) - timedelta(hours=3)):
+        stale = ledger.start_run(2, name, actor=name, metadata={"trigger": "\x1b[31m"})
+    failed = failed_run(ledger, name, message)
+    assert run("project", "--db", db_url).exit_code == 0
+    outputs = {  # --wide: whole values (the compact tables cut them: test_cli_tables.py)
+        "runs list": run("runs", "list", "--wide", "--db", db_url).stdout,
+        "runs show": run("runs", "show", str(failed), "--db", db_url).stdout,
+        "as of": run("runs", "list", "--at-position", "9", "--wide", "--db", db_url).stdout,
+        "audit": run("audit", str(stale), "--wide", "--db", db_url).stdout,
+        "events": run("events", "--wide", "--db", db_url).stdout,
+        "stuck": run("stuck", "--wide", "--db", db_url).stdout,
+    }
+    for command, output in outputs.items():
+        assert shows_no_raw_control(output), command
+        assert "S\\x1b[2J\\u202e[red]X[/]" in output, command  # markup shown, not obeyed
+    for command in ("runs list", "runs show", "as of"):
+        assert "[bold red]PASS[/]" in outputs[command], command
+        assert "\\x1b]8;;http://evil" in outputs[command], command
+    assert "trigger=\\x1b[31m" in outputs["audit"]
+    shown = json.loads(run("runs", "show", str(failed), "--format", "json", "--db", db_url).stdout)
+    assert (shown["connectorName"], shown["errorMessage"]) == (name, message)
+
+
+def test_skips_and_operator_lines_show_reasons_as_text(ledger: Ledger, db_url: str) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=10**6)])
+    reason = "bad\x1b[2J\rrow\u202e"
+    with records_fetched_capped(ledger):  # the projection stops at position 2
+        assert run("project", "--db", db_url).exit_code == 1
+        skipped = run(
+            "project", "--skip-position", "2", "--reason", reason, "--actor", "op", "--db", db_url
+        )
+    assert skipped.exit_code == 0, skipped.output
+    assert shows_no_raw_control(skipped.output)
+    assert "bad\\x1b[2J\\rrow\\u202e" in skipped.output
+    status = run("status", "--wide", "--db", db_url).stdout
+    assert shows_no_raw_control(status)
+    assert "bad\\x1b[2J\\rrow\\u202e" in status
+    failed = run("runs", "fail", str(run_id), "--reason", reason, "--actor", "op", "--db", db_url)
+    assert failed.exit_code == 0, failed.output
+    assert shows_no_raw_control(failed.output)
+    assert "bad\\x1b[2J\\rrow\\u202e" in failed.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("append", "evil\x1b[2J\u202ename.jsonl"),
+        ("run", "csv", "--path", "x\x1b]8;;http://evil\x1b\\.csv"),
+        ("runs", "show", "1\x1b[31m"),
+    ],
+    ids=["append FILE", "run csv --path", "runs show ID"],
+)
+def test_a_usage_error_does_not_echo_control_characters(args: tuple[str, ...], db_url: str) -> None:
+    """click quotes the argument as given and strips ANSI codes only when stderr is not a
+    terminal (``color=True`` is a terminal): the message shows escapes, as every other does."""
+    result = CliRunner().invoke(cli, [*args, "--db", db_url], color=True)
+    assert result.exit_code == 2, result.output
+    assert shows_no_raw_control(result.stderr), repr(result.stderr)
+    assert "\\x1b" in result.stderr

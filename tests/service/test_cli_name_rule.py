@@ -1,0 +1,80 @@
+"""The name rule at the ``ledger`` command: an actor given with ``--actor`` or taken from the
+user name, a connector name in an appended file or in a config, that could pass for another
+is refused naming the character, echoing no control character, and nothing is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ledger import Ledger
+from tests.service.support import lines, run, shows_no_raw_control
+
+
+@pytest.mark.parametrize("name", ["op\u202e", "op ", "\u00a0op", "o\x1bp"])
+def test_an_actor_on_the_command_line_follows_the_name_rule(
+    ledger: Ledger, db_url: str, name: str
+) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    for args in (
+        ["runs", "fail", str(run_id), "--reason", "dead", "--actor", name],
+        ["project", "--skip-position", "1", "--reason", "bad", "--actor", name],
+    ):
+        result = run(*args, "--db", db_url)
+        assert result.exit_code == 2, result.output
+        assert "--actor" in result.stderr
+        assert "is not allowed" in result.stderr
+        assert shows_no_raw_control(result.stderr)
+    assert ledger.head().last_position == 1
+    assert "skipped" not in run("status", "--db", db_url).stdout
+
+
+def test_a_user_name_that_breaks_the_rule_is_not_taken_as_the_actor(
+    ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    for variable in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.setenv(variable, "mallory\u202e")
+    result = run("runs", "fail", str(run_id), "--reason", "dead", "--db", db_url)
+    assert result.exit_code == 2, result.output
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE" in result.stderr
+    assert "--actor" in result.stderr
+    assert shows_no_raw_control(result.stderr)
+    assert ledger.head().last_position == 1
+
+
+def test_append_names_a_bad_name_and_echoes_no_control_character(
+    ledger: Ledger, db_url: str
+) -> None:
+    text = lines(
+        {"type": "RunStarted", "source_id": 1, "connector_name": "SOURCE\u202e_1"},
+        {"type": "RunProgressed", "run_id": 1, "\x1b[2J\x1b]8;;http://evil\x1b\\": 1},
+        {"type": "RunProgressed", "run_id": 1, "x\nline 9: all good": 1},
+    )
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2
+    assert (
+        "line 1: connector_name: U+202E RIGHT-TO-LEFT OVERRIDE at index 6 is not allowed"
+        in result.stderr
+    )
+    assert "line 2: \\x1b[2J\\x1b]8;;http://evil\\x1b\\: Extra inputs" in result.stderr
+    assert "line 3: x\\nline 9: all good: Extra inputs" in result.stderr
+    assert not any(line.startswith("line 9") for line in result.stderr.splitlines())
+    assert shows_no_raw_control(result.stderr)
+    assert ledger.head().last_position == 0
+
+
+def test_a_config_connector_name_follows_the_name_rule(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.toml"
+    path.write_text(
+        '[[connectors]]\nname = "stations "\ntype = "csv"\nsource_id = 1\n'
+        'schedule = { interval = "15m" }\n'
+        '[[connectors]]\nname = "sta\\u200btions"\ntype = "csv"\nsource_id = 2\n'
+        'schedule = { interval = "15m" }\n',
+        encoding="utf-8",
+    )
+    result = run("config", "check", str(path))
+    assert result.exit_code == 2
+    assert "connectors[0].name: trailing whitespace (U+0020 SPACE at index 8)" in result.stderr
+    assert "connectors[1].name: U+200B ZERO WIDTH SPACE at index 3" in result.stderr

@@ -1,0 +1,43 @@
+"""Usage mistakes refused before anything runs (exit 2): ids out of range, and ``ledger run
+http-json`` with two paging rules or a URL that is not one, before a run starts."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from ledger import Ledger
+from service.cli import cli
+from tests.service.support import run
+
+
+def test_out_of_range_ids_are_usage_errors(db_url: str) -> None:
+    for args in (
+        ["events", "--run", "99999999999999999999"],
+        ["events", "--after", "-1"],
+        ["runs", "show", "99999999999999999999"],
+    ):
+        result = run(*args, "--db", db_url)
+        assert result.exit_code == 2, (args, result.output)
+
+
+def test_http_json_usage_is_checked_before_a_run_starts(db_url: str, ledger: Ledger) -> None:
+    runner = CliRunner()
+    both = runner.invoke(
+        cli,
+        [
+            "run",
+            "http-json",
+            "--url",
+            "http://x/",
+            "--page-param",
+            "p",
+            "--next-path",
+            "n",
+            "--db",
+            db_url,
+        ],
+    )
+    assert both.exit_code == 2
+    bad = runner.invoke(cli, ["run", "http-json", "--url", "not-a-url", "--db", db_url])
+    assert bad.exit_code == 2
+    assert ledger.head().last_position == 0
