@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from connectors import FetchError, HttpJsonConnector, Spool
-from ledger import Ledger
+from ledger import ConfigurationError, Ledger
 from tests.connectors.support import finished
 from tests.net_support import JsonServer
 
@@ -98,9 +98,14 @@ def test_http_json_secrets_never_reach_the_ledger(ledger: Ledger, tmp_path: Path
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # nothing listens there once closed
+    # Credentials in the URL are refused before any run, masked (urllib cannot send them).
+    with pytest.raises(ConfigurationError, match="carries credentials") as refused:
+        HttpJsonConnector(1, f"http://user:pass-word@127.0.0.1:{port}/x?api_key=TOPSECRET")
+    assert "pass-word" not in str(refused.value)
+    assert "TOPSECRET" not in str(refused.value)
     connector = HttpJsonConnector(
         1,
-        f"http://user:pass-word@127.0.0.1:{port}/x?api_key=TOPSECRET",
+        f"http://127.0.0.1:{port}/x?api_key=TOPSECRET",
         retries=1,
         backoff=0.01,
         timeout=1,

@@ -273,7 +273,13 @@ def test_the_open_run_check_and_the_schedule_claims_compare_names_exactly(
     "Stations" from running, and the two connectors' claims of one tick collided."""
 
     def connector(name: str) -> dict[str, Any]:
-        return {"name": name, "type": "csv", "source_id": 1, "schedule": {"interval": "15m"}}
+        return {
+            "name": name,
+            "type": "csv",
+            "source_id": 1,
+            "schedule": {"interval": "15m"},
+            "options": {"path": "stations.csv"},  # a csv connector's required option
+        }
 
     config = LedgerConfig.model_validate(
         {"database_url": db_url, "connectors": [connector("Stations"), connector("stations")]}
