@@ -24,7 +24,7 @@ from ledger import Ledger, StuckRun, stuck_runs, stuck_runs_as_of
 from ledger.clock import isoformat_utc, labelled_utc
 from ledger.dialects import exact_text
 from ledger.durations import format_duration
-from ledger.text import counted_spaces, markdown_cell, visible
+from ledger.text import markdown_cell, visible, wrap_cells
 from ledger.urls import mask_url
 from projections.as_of import replay_until_poison, resolve_position
 from projections.checkpoints import Skip
@@ -330,22 +330,32 @@ def render_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2)
 
 
+REPORT_WIDTH = 80  # the text report's columns
+CONTINUATION = "      "  # how a wrapped line of the text report goes on
+
+
 def render_text(report: dict[str, Any], markdown: bool = False) -> str:
     """The report for people. Every value from the database goes through ``show``: made visible
-    (a newline in an error message cannot start a fake section), its runs of spaces counted
-    (padding cannot start one where a terminal wraps) and, in Markdown, escaped (a ``|``
-    cannot break the table, ``[x](…)`` cannot become a link)."""
+    (a newline in an error message cannot start a fake section) and, in Markdown, escaped (a
+    ``|`` cannot break the table, ``[x](…)`` cannot become a link). The text form is laid out
+    for :data:`REPORT_WIDTH` columns with a hanging indent, so that nothing a value holds
+    (padding, a long message) stands at the start of a line where a terminal would wrap it:
+    every line that starts at the left margin is the report's own."""
     out: list[str] = []
 
     def show(value: object) -> str:
-        text = counted_spaces(str(value))
+        text = str(value)
         return markdown_cell(text) if markdown else visible(text)
 
     def heading(text: str) -> None:
         out.append(f"\n## {text}\n" if markdown else f"\n{text}\n{'-' * len(text)}")
 
     def line(text: str = "") -> None:
-        out.append(text)
+        if markdown:  # read through a Markdown viewer, which lays out its own lines
+            out.append(text)
+            return
+        for part in text.split("\n"):
+            out.extend(wrap_cells(part, REPORT_WIDTH, CONTINUATION))
 
     item = "- " if markdown else "  "
     title = "ingestion_runs proof report"

@@ -11,7 +11,6 @@ The same definition of an invisible character is the rule for names (:mod:`ledge
 
 from __future__ import annotations
 
-import re
 import unicodedata
 
 # Control (C0, DEL, C1), format (bidi overrides and isolates, zero-width characters, soft
@@ -80,13 +79,35 @@ def visible(text: str) -> str:
     return "".join(escape_char(char) if is_invisible(char) else char for char in text)
 
 
-_SPACE_RUN = re.compile(" {3,}")
+def cells(char: str) -> int:
+    """How many terminal cells ``char`` takes: 2 for a wide East Asian character, 0 for a
+    combining mark, else 1."""
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
-def counted_spaces(text: str) -> str:
-    """Runs of three or more spaces written as ``[N spaces]``: padding cannot push what follows
-    it to the start of a line where a terminal wraps (a fake line in a report)."""
-    return _SPACE_RUN.sub(lambda run: f" [{len(run[0])} spaces] ", text)
+def wrap_cells(text: str, width: int, indent: str) -> list[str]:
+    """``text`` as lines of at most ``width`` cells, broken at the last space that fits (or
+    anywhere in a longer word), every line after the first starting with ``indent``: what
+    follows a break never stands at the start of a line, where a terminal's own wrapping of
+    a long value could have put a forged line of a report."""
+    lines: list[str] = []
+    current, used = "", 0
+    for char in text:
+        wide = cells(char)
+        if used + wide > width and len(current) > (len(indent) if lines else 0):
+            cut = current.rfind(" ")
+            rest = current[cut + 1 :] if cut > 0 else ""
+            rest_cells = sum(cells(c) for c in rest)
+            if cut <= 0 or len(indent) + rest_cells + wide > width:
+                cut, rest, rest_cells = len(current), "", 0  # no space that helps: break here
+            lines.append(current[:cut].rstrip())
+            current, used = indent + rest, len(indent) + rest_cells
+        current += char
+        used += wide
+    lines.append(current.rstrip())
+    return lines
 
 
 def visible_lines(text: str) -> str:
