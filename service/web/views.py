@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from ledger.clock import isoformat_utc, labelled_utc, utcnow
 from ledger.durations import format_duration
@@ -98,7 +98,15 @@ def shown(value: Any) -> Any:
     return value
 
 
+def form_value(value: Any) -> Markup:
+    """A value a form sends back (a hidden reason, a filter typed in): HTML-escaped but not made
+    visible, so that the request carries exactly what the person entered (``finalize`` would
+    turn a tab into the two characters ``\\t`` on the way)."""
+    return escape("" if value is None else str(value))
+
+
 FILTERS: dict[str, Callable[..., str]] = {
+    "form_value": form_value,
     "utc": utc,
     "iso": iso,
     "ago": ago,

@@ -3,8 +3,10 @@ database, escaping, the security headers, logins, CSRF, the fail form, as-of, th
 
 from __future__ import annotations
 
+import html
 import inspect
 import logging
+import re
 import sys
 import threading
 import time
@@ -545,3 +547,27 @@ def test_control_and_format_characters_are_shown_as_escapes_on_every_page(
     page = client.get(f"/web/runs/{run_id}").text
     assert "\\n\\nF. Stop conditions\\n" in page
     assert "\\u202eesrever\\u200b" in page
+
+
+def test_the_confirm_step_sends_the_reason_exactly_as_typed(
+    client: TestClient, demo: dict[str, int], db_url: str
+) -> None:
+    """The page shows a tab or a newline as its escape, but the hidden field carries the text
+    itself: what is stored is what the operator typed."""
+    run = demo["open"]
+    csrf = log_in(client, "oncall")
+    typed = 'disk full\r\nrestarted\tok "quoted" <b>'
+    confirm = client.post(f"/web/runs/{run}/fail", data={"csrf": csrf, "reason": typed})
+    assert confirm.status_code == 200
+    hidden = re.search(r'name="reason" value="([^"]*)"', confirm.text)
+    assert hidden is not None
+    assert html.unescape(hidden.group(1)) == typed
+    assert "disk full\\r\\nrestarted\\tok" in confirm.text  # shown as escapes
+    done = client.post(
+        f"/web/runs/{run}/fail",
+        data={"csrf": csrf, "reason": html.unescape(hidden.group(1)), "confirm": "yes"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    stored = Ledger.from_url(db_url).read_run(run)[-1].event
+    assert stored.reason == typed  # type: ignore[union-attr]
