@@ -192,15 +192,19 @@ class HttpJsonConnector(Connector):
         name: str | None = None,
     ) -> None:
         super().__init__(source_id, name=name)
-        if not url.startswith(("http://", "https://")):
+        if not isinstance(url, str):
+            raise ConfigurationError(f"url: expected text, got {type(url).__name__}")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
             # urllib would open file:// and ftp:// URLs too: a config must not read local files
             raise ConfigurationError(f"url: {shown(url)!r} is not an http(s) URL")
-        if urllib.parse.urlsplit(url).username is not None:
+        if parts.username or parts.password:
             # urllib would send "user:password@host" to DNS as a host name; and the URL is
-            # recorded in the run's metadata, where a password could never be removed.
+            # recorded in the run's metadata, where a password could never be removed. The
+            # URL is not repeated: a password with a space would escape the masking.
             raise ConfigurationError(
-                f"url: {shown(url)!r} carries credentials, which this connector does not send; "
-                "use an API whose URL needs none (a token in a query parameter is masked)"
+                "url: carries credentials (user:password@), which this connector does not "
+                "send; use an API whose URL needs none (a token in a query parameter is masked)"
             )
         if sum((page_param is not None, next_path is not None, single_page)) > 1:
             raise ConfigurationError("give only one of page_param, next_path and single_page")

@@ -52,5 +52,7 @@ def build_connector(kind: str, source_id: int, name: str, options: dict[str, Any
         )
     try:
         return cls(source_id, name=name, **options)
-    except (TypeError, ConfigurationError) as exc:
+    except (TypeError, ValueError, AttributeError, ConfigurationError) as exc:
+        # A value of the wrong type (url = 123) fails inside the constructor: the config's
+        # mistake, named, never a traceback.
         raise ConfigurationError(f"connector {name!r} ({kind}): {exc}") from exc

@@ -164,6 +164,8 @@ class ConnectorConfig(Strict):
         """The connector is built here once, so an option its type refuses (a missing one, an
         http-json url that is not http(s)) fails ``config check`` and serve's start, not every
         scheduled run."""
+        if not self.enabled:  # a placeholder may leave its options for later
+            return self
         try:
             build_connector(self.type, self.source_id, self.name, self.options)
         except ConfigurationError as exc:

@@ -246,10 +246,18 @@ def test_a_url_that_is_not_http_is_refused_before_any_run(url: str) -> None:
         HttpJsonConnector(1, url)
 
 
-def test_credentials_in_the_url_are_refused_without_printing_them() -> None:
+@pytest.mark.parametrize(
+    "url", ["http://user:s3cret-pw@127.0.0.1:8/data", "https://user:s3cret pw@example.org/x"]
+)
+def test_credentials_in_the_url_are_refused_without_printing_them(url: str) -> None:
     with pytest.raises(ConfigurationError, match="carries credentials") as caught:
-        HttpJsonConnector(1, "http://user:s3cret-pw@127.0.0.1:8/data")
-    assert "s3cret-pw" not in str(caught.value)
+        HttpJsonConnector(1, url)
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["HTTPS://example.org/api", "http://@example.org/api"])
+def test_an_upper_case_scheme_or_an_empty_user_part_is_accepted(url: str) -> None:
+    assert HttpJsonConnector(1, url).url == url
 
 
 def test_two_paging_rules_at_once_are_refused() -> None:

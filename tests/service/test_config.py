@@ -146,6 +146,7 @@ def http_json_connector(options: str) -> str:
             'url = "https://example.org", page_param = "page", single_page = true',
             "give only one of page_param, next_path and single_page",
         ),
+        ("url = 123", "url: expected text, got int"),
     ],
 )
 def test_config_check_refuses_what_the_http_json_connector_refuses(
@@ -158,3 +159,13 @@ def test_config_check_refuses_what_the_http_json_connector_refuses(
     assert result.exit_code == 2, result.output
     assert f"connectors[0]: connector 'api' (http-json): {message}" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_disabled_connector_may_leave_its_options_for_later(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "ledger.toml",
+        '[[connectors]]\nname = "later"\ntype = "http-json"\nsource_id = 3\n'
+        'schedule = { interval = "1h" }\nenabled = false\n',
+    )
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 0, result.output
