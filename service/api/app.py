@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 from typing import Annotated, Any, Literal
 
@@ -444,19 +444,21 @@ def create_app(config: LedgerConfig) -> FastAPI:
         ``max_runtime``), as ``ledger stuck --format json``. Without either, the config's
         thresholds, each connector's own over the globals (what ``/v1/status``, the metrics
         and the web's Stuck page count); a value given replaces its threshold for every run."""
-        if older_than is None and max_runtime is None:
-            found = config.stuck_runs(state.ledger)
-        else:
-            defaults = config.thresholds.to_thresholds()
-            found = stuck_runs(
-                state.ledger,
-                older_than=defaults.stale_after
-                if older_than is None
-                else parse_duration(older_than, "older_than"),
-                max_runtime=defaults.max_runtime
-                if max_runtime is None
-                else parse_duration(max_runtime, "max_runtime"),
-            )
+        given: dict[str, Any] = {}
+        if older_than is not None:
+            given["stale_after"] = parse_duration(older_than, "older_than")
+        if max_runtime is not None:
+            given["max_runtime"] = parse_duration(max_runtime, "max_runtime")
+        # A value given replaces that threshold for every run; the other stays as configured,
+        # each connector's own included.
+        defaults = replace(config.thresholds.to_thresholds(), **given)
+        overrides = {key: replace(value, **given) for key, value in config.overrides().items()}
+        found = stuck_runs(
+            state.ledger,
+            older_than=defaults.stale_after,
+            max_runtime=defaults.max_runtime,
+            overrides=overrides,
+        )
         return [run.to_dict() for run in found]
 
     @app.get("/v1/status", summary="Head, runs, projection lag, spool")

@@ -16,7 +16,7 @@ from projections import Projector
 from service.api import create_app
 from service.cli import cli
 from service.cli import cli as cli_command
-from service.config import ThresholdsConfig
+from service.config import LedgerConfig, ThresholdsConfig
 from tests.service.conftest import api_config, auth
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
@@ -202,4 +202,25 @@ def test_stuck_uses_the_configs_thresholds_as_status_and_the_web_do(db_url: str)
         assert [run["run_id"] for run in stuck] == [run_id]
         assert api.get("/v1/status", headers=READ).json()["stuck_runs"] == 1
         assert api.get("/v1/stuck", params={"older_than": "1h"}, headers=READ).json() == []
+        api.app.state.api.close()  # type: ignore[attr-defined]
+
+
+def test_stuck_with_one_threshold_given_keeps_each_connectors_other(db_url: str) -> None:
+    """max_runtime given: a connector's own stale_after still judges its runs."""
+    fast = {
+        "name": "fast",
+        "type": "csv",
+        "source_id": 1,
+        "schedule": {"interval": "5m"},
+        "options": {"path": "fast.csv"},
+        "thresholds": {"stale_after": "5m"},
+    }
+    config = api_config(db_url).model_copy(
+        update={"connectors": [LedgerConfig.model_validate({"connectors": [fast]}).connectors[0]]}
+    )
+    with TestClient(create_app(config), raise_server_exceptions=False) as api:
+        with freeze_time(datetime.now(UTC) - timedelta(minutes=10)):
+            run_id = Ledger.from_url(db_url).start_run(1, "fast")
+        listed = api.get("/v1/stuck", params={"max_runtime": "6h"}, headers=READ).json()
+        assert [run["run_id"] for run in listed] == [run_id]
         api.app.state.api.close()  # type: ignore[attr-defined]
