@@ -5,6 +5,8 @@ refuses a file that does not exist, exit 2, naming its absolute path, and leaves
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -251,3 +253,41 @@ def test_a_schema_missing_names_the_database_to_migrate(empty_folder: Path) -> N
     result = run("events", "--db", "sqlite:///other.db")
     assert result.exit_code == 1, result.output
     assert "(`ledger migrate --db sqlite:///other.db`)" in result.stderr
+
+
+def test_writers_starting_a_ledger_at_once_share_one(empty_folder: Path) -> None:
+    """Three `ledger append` processes on a file none of them finds: one makes the ledger (built
+    aside, linked in complete), the others use it; nobody sees a half-made one."""
+    ledger_bin = Path(sys.executable).parent / "ledger"
+    processes = [
+        subprocess.Popen(
+            [str(ledger_bin), "append", str(SAMPLE), "--db", "sqlite:///shared.db"],
+            cwd=empty_folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    try:
+        results = [process.communicate(timeout=120) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    assert [process.returncode for process in processes] == [0, 0, 0], results
+    assert sum("created a new ledger" in err for _, err in results) == 1
+    assert files_in(empty_folder) == ["shared.db"]
+    assert run("verify", "--db", "sqlite:///shared.db").exit_code == 0
+
+
+def test_a_writer_names_a_missing_folder_or_a_folder_in_the_files_place(
+    empty_folder: Path,
+) -> None:
+    (empty_folder / "a-folder").mkdir()
+    folder = run("append", str(SAMPLE), "--db", "sqlite:///a-folder")
+    assert folder.exit_code == 2
+    assert "is a folder, not a SQLite ledger file" in folder.stderr
+    missing = run("append", str(SAMPLE), "--db", "sqlite:///nope/x.db")
+    assert missing.exit_code == 2
+    assert f"no folder {empty_folder.resolve() / 'nope'}" in missing.stderr
