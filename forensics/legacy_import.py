@@ -37,7 +37,7 @@ from ledger import (
 from ledger.database import sqlite_file_or_none
 from ledger.events import RECORDED_NAMES
 from ledger.limits import MAX_JSON_DEPTH, json_depth
-from ledger.mapper import describe_pydantic_errors
+from ledger.mapper import describe_pydantic_errors, payload_json
 from ledger.schema import LEGACY_TABLE
 from ledger.text import clip, visible
 from ledger.urls import mask_url
@@ -84,7 +84,7 @@ def import_legacy(
     legacy_rows = read_legacy_rows(ledger, source_url, table)
     result = ImportResult(table=table, rows=len(legacy_rows))
     batches = [facts_for(row) for row in legacy_rows]  # validates every row first
-    _refuse_taken_run_ids(ledger, legacy_rows)
+    _refuse_taken_run_ids(ledger, legacy_rows, batches)
     for start in range(0, len(batches), rows_per_batch):
         chunk = batches[start : start + rows_per_batch]
         appended = ledger.append([event for events in chunk for event in events])
@@ -99,27 +99,44 @@ def import_legacy(
     return result
 
 
-def _refuse_taken_run_ids(ledger: Ledger, legacy_rows: list[Row]) -> None:
+def _refuse_taken_run_ids(
+    ledger: Ledger, legacy_rows: list[Row], batches: list[list[EventModel]]
+) -> None:
     """Refuse, before anything is appended, legacy ids that runs of the ledger already use.
 
-    A run of this very import (a re-run) began with the import's own RunStarted (its
-    event_id derives from the legacy id); any other run with the id, even one with the same
-    source, connector and start, would make the import fail half-way with "RunStarted may
-    appear only once per run".
+    A run of this very import (a re-run) holds the very facts the import would append now
+    (their event_ids derive from the legacy id); any other run with the id, even one with the
+    same source, connector and start, or a legacy row changed since it was imported, would
+    make the import fail half-way ("RunStarted may appear only once per run", an event_id
+    reused for another fact).
     """
-    by_id = {row["id"]: row for row in legacy_rows}
+    facts = {row["id"]: events for row, events in zip(legacy_rows, batches, strict=True)}
     taken = [
         state.run_id
         for state in ledger.runs()
-        if state.run_id in by_id and not _imported_by_this(ledger, state.run_id)
+        if state.run_id in facts and not _imported_as_now(ledger, facts[state.run_id])
     ]
     if taken:
         raise ValidationError(taken_run_ids_message(taken))
 
 
-def _imported_by_this(ledger: Ledger, run_id: int) -> bool:
-    first = ledger.read_run(run_id, limit=1)
-    return bool(first) and first[0].event_id == str(_event_id(run_id, "started"))
+def _imported_as_now(ledger: Ledger, events: list[EventModel]) -> bool:
+    """Whether the run already holds these facts: the same RunStarted first, and each other
+    fact either the same or not appended yet (a row that ended since the last import)."""
+    assert events[0].run_id is not None
+    stored = {recorded.event_id: recorded for recorded in ledger.read_run(events[0].run_id)}
+    first = stored.get(str(events[0].event_id))
+    if first is None or first.version != 1:
+        return False
+    for event in events:
+        recorded = stored.get(str(event.event_id))
+        if recorded is not None and (
+            recorded.type != event.type
+            or recorded.payload != payload_json(event)
+            or recorded.occurred_at != event.occurred_at
+        ):
+            return False
+    return True
 
 
 def taken_run_ids_message(run_ids: list[int]) -> str:

@@ -49,3 +49,26 @@ def test_a_second_import_is_recognised_as_a_retry(
     assert again.exit_code == 0, again.output
     summary = json.loads(again.stdout)
     assert (summary["imported"], summary["already_imported"]) == (0, 6)
+
+
+def test_a_row_changed_since_it_was_imported_is_refused_before_appending(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    """Row 1006 renamed and a new row 1000 added after a first import: the second import
+    refuses 1006 up front (it failed half-way with an event_id reused for another fact)."""
+    source = legacy_source(tmp_path)
+    first = CliRunner().invoke(cli, ["import-legacy", "--from-url", source, "--db", db_url])
+    assert first.exit_code == 0, first.output
+    with sqlite3.connect(tmp_path / "legacy.db") as conn:
+        conn.execute("UPDATE ingestion_runs SET connectorName = 'SOURCE_9' WHERE id = 1006")
+        conn.execute(
+            "INSERT INTO ingestion_runs SELECT 1000, sourceId, connectorName, startedAt, "
+            "completedAt, duration, status, recordsFetched, recordsCreated, recordsUpdated, "
+            "recordsSkipped, claimsCreated, errorMessage, errorDetails, coverageCellsUpdated, "
+            "createdAt FROM ingestion_runs WHERE id = 1001"
+        )
+    head = ledger.head().last_position
+    again = CliRunner().invoke(cli, ["import-legacy", "--from-url", source, "--db", db_url])
+    assert again.exit_code == 2, again.output
+    assert "legacy run id(s) 1006 already exist" in again.stderr
+    assert ledger.head().last_position == head
