@@ -432,7 +432,8 @@ export class LedgerClient {
     let stopping = null;
     // The terminal event in flight once fn has settled (finish, or fail with its error): a
     // signal that arrives meanwhile waits for it instead of racing it with a second one, and
-    // records the signal only if it could not be sent.
+    // tries once more to end the run only if that send failed (the handle then resends its
+    // pending terminal event, with the same ids, rather than a second one).
     let ending = null;
     const removeListeners = () => {
       for (const [name, listener] of listeners) process.removeListener(name, listener);
@@ -451,7 +452,7 @@ export class LedgerClient {
                 await ending;
                 return;
               } catch {
-                // the terminal event did not get through: record the signal instead
+                // the terminal event did not get through: one more try to end the run
               }
             }
             if (run.status === undefined) {
