@@ -311,6 +311,42 @@ class Cluster:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+FOLDER_PREFIX = "ledger-galera-"
+
+
+def _reap_interrupted_nodes(deadline_s: float) -> None:
+    """SIGKILL the nodes of an earlier run that was killed itself: ``mariadbd`` switches to user
+    mysql, which clears the kill-with-parent setting, and a SIGKILLed test run cleans up
+    nothing. They are known by their config file, in a folder made here (FOLDER_PREFIX)."""
+    marker = f"--defaults-file={Path(tempfile.gettempdir()) / FOLDER_PREFIX}"
+    stale: list[int] = []
+    folders: set[Path] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        words = [arg.decode(errors="replace") for arg in args]
+        configs = [
+            word.removeprefix("--defaults-file=") for word in words if word.startswith(marker)
+        ]
+        if words and words[0] == MARIADBD and configs:
+            stale.append(int(entry.name))
+            folders.add(Path(configs[0]).parents[1])  # <folder>/nodeN/galera.cnf
+    for pid in stale:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_until(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in stale),
+        deadline_s,
+        f"an interrupted run's cluster nodes {stale} to end",
+    )
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _listening(port: int) -> bool:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
         probe.settimeout(0.5)
@@ -335,13 +371,16 @@ def running_cluster(deadline_s: float = 90.0) -> Iterator[Cluster]:
     if library is None:
         raise RuntimeError("galera-4 is not installed")
     started = time.monotonic()
-    busy = [port for port in (*SQL_PORTS, *BASE_PORTS) if _listening(port)]
+    _reap_interrupted_nodes(deadline_s)
+    # The SQL ports, Galera's (base), its IST listeners (base + 1) and the SST receivers (base + 3)
+    ports = (*SQL_PORTS, *BASE_PORTS, *(p + 1 for p in BASE_PORTS), *(p + 3 for p in BASE_PORTS))
+    busy = [port for port in ports if _listening(port)]
     if busy:
         raise RuntimeError(
             f"ports {busy} are in use on 127.0.0.1: another cluster (an interrupted run's? "
             "`pgrep -af ledger-galera`) or another server holds them"
         )
-    folder = Path(tempfile.mkdtemp(prefix="ledger-galera-"))
+    folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
     folder.chmod(0o755)  # mariadbd runs as mysql: it must reach its folders
     address = "gcomm://" + ",".join(f"127.0.0.1:{port}" for port in BASE_PORTS)
     cluster = Cluster(folder)
