@@ -536,8 +536,10 @@ def translate_errors(url: str, action: str) -> Iterator[None]:
 
 # MySQL client errors (2002 socket, 2003 TCP, 2005 unknown host, 2006 gone away, 2013 lost
 # connection, ...), and the server refusing for now: too many connections, shutting down,
-# the session killed.
-_SERVER_UNAVAILABLE = {1040, 1053, 1927}
+# the session killed, and a Galera node not ready for clients (1047 "WSREP has not yet
+# prepared node for application use": while the cluster settles a new view, or a node is out
+# of the primary component).
+_SERVER_UNAVAILABLE = {1040, 1047, 1053, 1927}
 
 
 def database_unreachable(error: BaseException) -> bool:
