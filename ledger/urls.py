@@ -15,7 +15,8 @@ DATABASE_URL_ENV = "LEDGER_DATABASE_URL"
 # The password part of any URL-like text, also inside driver error messages: everything between
 # "user:" and the *last* "@" of the token, so a password with an unencoded "@" is masked whole.
 _SECRET_PARAMETER = re.compile(
-    r"(?P<name>\b(?:password|passwd|pwd|secret|client_secret|token|access_token|api_key|apikey)"
+    # Any parameter whose name ends in one of these (ssl_key_password, client_secret, ...)
+    r"(?P<name>\b\w*(?:password|passwd|pwd|secret|token|api_key|apikey)"
     r"|(?<=[?&])key)=[^&\s'\";]+",
     re.IGNORECASE,
 )

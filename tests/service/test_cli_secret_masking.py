@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ledger import ConfigurationError
-from ledger.urls import mask_secrets
+from ledger.urls import mask_secrets, mask_url
 from service import load_config
 from tests.service.support import SAMPLE, run
 
@@ -86,3 +86,13 @@ def test_a_rejected_config_value_is_not_kept_in_the_chained_error(tmp_path: Path
 def test_a_record_key_in_free_text_is_not_taken_for_a_secret() -> None:
     assert mask_secrets("record key=station_7; next") == "record key=station_7; next"
     assert mask_secrets("GET /x?key=abc;def") == "GET /x?key=***;def"
+
+
+def test_a_secret_parameter_is_masked_whatever_its_prefix() -> None:
+    """``ssl_key_password`` (a PyMySQL option) was printed: the names are matched by ending."""
+    url = "mysql+pymysql://u:pw@h/db?ssl_key_password=k3y-secret&charset=utf8mb4"
+    shown = mask_url(url)
+    assert "k3y-secret" not in shown
+    assert "ssl_key_password=***" in shown
+    assert "charset=utf8mb4" in shown
+    assert "client_secret=***" in mask_secrets("https://a/b?client_secret=s3&page=2")
