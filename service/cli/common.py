@@ -173,10 +173,14 @@ def open_or_start_ledger(db_url: str | None) -> Ledger:
 
     url = resolve_database_url(db_url)
     with library_errors():
-        created = create_if_missing(url)
-    if created is not None:
-        click.echo(f"created a new ledger at {visible(str(created))}", err=True)
+        note_created(create_if_missing(url))
     return open_ledger(db_url)
+
+
+def note_created(path: Path | None) -> None:
+    """Say on stderr where a new ledger was made (None: none was)."""
+    if path is not None:
+        click.echo(f"created a new ledger at {visible(str(path))}", err=True)
 
 
 def operator_actor_of(name: str | None) -> str:

@@ -10,9 +10,14 @@ from pathlib import Path
 import click
 
 from ledger.durations import format_duration
-from ledger.text import visible
 from ledger.urls import mask_url
-from service.cli.common import EXIT_OK, FILE, library_errors, remember_url_source
+from service.cli.common import (
+    EXIT_OK,
+    FILE,
+    library_errors,
+    note_created,
+    remember_url_source,
+)
 from service.config import checked_config, load_config
 from service.serve import LedgerService
 
@@ -41,10 +46,8 @@ def serve_command(config_path: Path, metrics_port: int | None) -> None:
         config = load_config(config_path)
     remember_url_source(config.database_url)  # an error about it names $LEDGER_DATABASE_URL
     with library_errors():
-        created = create_if_missing(config.database_url)
+        note_created(create_if_missing(config.database_url))
         service = LedgerService(config, metrics_port)
-    if created is not None:
-        click.echo(f"created a new ledger at {visible(str(created))}", err=True)
     click.echo(
         f"serving {mask_url(config.database_url)} with "
         f"{sum(c.enabled for c in config.connectors)} scheduled "
