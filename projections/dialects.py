@@ -32,6 +32,7 @@ from ledger.dialects import idle_bounded_session
 from ledger.store import as_ledger
 from projections.checkpoints import advance, finish_swap, mark_swap, read_checkpoint
 from projections.errors import ProjectionBusyError
+from projections.rebuild_claims import RebuildClaim, database_node
 from projections.schema import (
     INGESTION_RUNS,
     OLD,
@@ -125,12 +126,14 @@ def projection_transaction(
 
 
 @contextmanager
-def exclusive_rebuild(database: Ledger | Engine, projection: str) -> Iterator[None]:
+def exclusive_rebuild(database: Ledger | Engine, projection: str) -> Iterator[RebuildClaim]:
     """Held for a whole rebuild: a second rebuild of the same projection is refused at once
-    (it would drop the first one's shadow tables under it).
+    (it would drop the first one's shadow tables under it). Yields the claim, which the rebuild
+    checks on its way and before its swap (:meth:`projections.rebuild_claims.RebuildClaim.check`).
 
-    MySQL: a named lock on its own session. SQLite: an advisory lock on a file beside the
-    database (the embedded database lives on one host).
+    Locally, MySQL: a named lock on its own session; SQLite: an advisory lock on a file beside
+    the database (the embedded database lives on one host). Across the nodes of a cluster,
+    where neither reaches: a claim row (:mod:`projections.rebuild_claims`).
 
     Unlike the projector's lock, this session is not bounded by the idle timeout: it sits
     idle for the whole rebuild while the work runs on other sessions, and losing it half-way
@@ -141,8 +144,9 @@ def exclusive_rebuild(database: Ledger | Engine, projection: str) -> Iterator[No
     ledger = as_ledger(database)
     if ledger.is_sqlite:
         path = make_url(ledger.url).database
-        if not path or path == ":memory:":
-            yield
+        if not path or path == ":memory:":  # one connection of one process: no file to lock
+            with _claimed(ledger, projection) as claim:
+                yield claim
             return
         with ledger.operation("rebuild"), open(f"{path}.rebuild.lock", "a+") as handle:
             try:
@@ -152,12 +156,14 @@ def exclusive_rebuild(database: Ledger | Engine, projection: str) -> Iterator[No
                     f"another rebuild of {projection} is running on this database"
                 ) from exc
             try:
-                yield
+                with _claimed(ledger, projection) as claim:
+                    yield claim
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         return
     with ledger.connect("rebuild") as conn:
         name = lock_name(conn, f"{projection}.rebuild")
+        node = database_node(conn)  # the node this lock holds on
         # Where the server has no idle-transaction timeout, every session is bounded by
         # wait_timeout instead (ledger.database): this one, idle by design, is exempt until
         # it goes back to the pool.
@@ -176,7 +182,8 @@ def exclusive_rebuild(database: Ledger | Engine, projection: str) -> Iterator[No
                 )
             conn.commit()
             try:
-                yield
+                with _claimed(ledger, projection, node) as claim:
+                    yield claim
             finally:
                 conn.rollback()
                 conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
@@ -184,6 +191,19 @@ def exclusive_rebuild(database: Ledger | Engine, projection: str) -> Iterator[No
             conn.rollback()
             conn.exec_driver_sql("SET SESSION wait_timeout = @ledger_wait_timeout")
             conn.commit()
+
+
+@contextmanager
+def _claimed(ledger: Ledger, projection: str, node: str | None = None) -> Iterator[RebuildClaim]:
+    if node is None:
+        with ledger.connect("rebuild") as conn:
+            node = database_node(conn)
+    claim = RebuildClaim(ledger, projection, node)
+    claim.take()
+    try:
+        yield claim
+    finally:
+        claim.release()
 
 
 def shadow_indexes(ledger: Ledger) -> bool:

@@ -70,7 +70,7 @@ def rebuild(
 ) -> RebuildResult:
     """Replay the whole ledger into fresh tables and swap them in atomically."""
     started = time.monotonic()
-    with exclusive_rebuild(ledger, PROJECTION_NAME):
+    with exclusive_rebuild(ledger, PROJECTION_NAME) as claim:
         # Settle a swap an earlier rebuild left half done *before* touching leftovers: its
         # marker is read against the shadow tables' existence.
         def settle_swap() -> None:
@@ -89,6 +89,7 @@ def rebuild(
         target = ledger.head().last_position
         position = 0
         while position < target:  # bulk of the replay: short transactions of many batches
+            claim.check()  # another node's rebuild may have taken over a lapsed claim
             with ledger.transaction("rebuild") as conn:
                 up_to = min(target, position + EVENTS_PER_TRANSACTION)
                 while position < up_to:
@@ -109,7 +110,9 @@ def rebuild(
                         progress(position, target)
 
         def catch_up(conn: Connection, after: int) -> int:
-            return _catch_up(conn, writer, after, batch_size, progress)
+            caught_up = _catch_up(conn, writer, after, batch_size, progress)
+            claim.check(conn)  # read, not remembered: the last moment before the swap
+            return caught_up
 
         position = swap_in(ledger, writer, position, catch_up)
         _drop_leftovers(ledger, only_old=True)  # the live tables a MySQL swap renamed away

@@ -151,6 +151,20 @@ projection_skips = Table(
 )
 
 
+# The rebuild running now, if any, per projection: a row the whole cluster agrees on (a
+# Galera node certifies it), where the named lock holds on one node only. Its holder renews
+# heartbeat_at while it works; see projections.rebuild_claims.
+rebuild_claims = Table(
+    "rebuild_claims",
+    metadata,
+    Column("projection", String(64), primary_key=True),
+    Column("claimed_by", String(200), nullable=False),  # host:pid:token of the process
+    Column("node", String(200), nullable=False),  # the database node its lock is held on
+    Column("claimed_at", UTCDateTime(), nullable=False),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+)
+
+
 def shadow_tables(suffix: str, with_indexes: bool) -> tuple[Table, Table]:
     """Copies of the two read-model tables under another name, for rebuilds."""
     meta = MetaData(naming_convention=metadata.naming_convention)

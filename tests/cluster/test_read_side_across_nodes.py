@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from ledger import Ledger
 from ledger.sweeper import sweep
-from projections import Projector, rebuild
+from projections import ProjectionBusyError, Projector, rebuild
 from service.claims import claim
 from tests.cluster.conftest import ClusterLedger
 from tests.cluster.galera import wait_until
@@ -202,3 +202,36 @@ def test_claims_on_two_nodes_run_each_tick_once(cluster_ledger: ClusterLedger) -
             thread.start()
         finish_all(threads)
         assert sorted(won[0] + won[1]) == ticks  # each tick claimed once, by one of them
+
+
+def test_two_rebuilds_on_two_nodes_never_run_at_once(cluster_ledger: ClusterLedger) -> None:
+    """Each node grants its own rebuild lock: the claim row is what keeps the second rebuild
+    from dropping the first one's shadow tables. Every attempt either rebuilds or is refused."""
+    with ledgers(cluster_ledger) as nodes:
+        with writers(cluster_ledger.urls, 60) as processes:
+            reports(processes, timeout=240)
+        outcomes: dict[int, list[str]] = {0: [], 1: []}
+        barrier = threading.Barrier(2)
+
+        def rebuilder(index: int) -> Callable[[threading.Event], None]:
+            def work(_stop: threading.Event) -> None:
+                for _ in range(6):
+                    barrier.wait(timeout=120)
+                    try:
+                        rebuild(nodes[index], batch_size=20)
+                        outcomes[index].append("rebuilt")
+                    except ProjectionBusyError as refused:
+                        outcomes[index].append(str(refused)[:22])  # "another rebuild of ..."
+
+            return work
+
+        threads = [Background(rebuilder(0)), Background(rebuilder(1))]
+        for thread in threads:
+            thread.start()
+        finish_all(threads)
+        rounds = list(zip(outcomes[0], outcomes[1], strict=True))
+        assert set(outcomes[0] + outcomes[1]) <= {"rebuilt", "another rebuild of ing"}, rounds
+        assert all("rebuilt" in both for both in rounds), rounds  # never both refused
+        assert any(set(both) != {"rebuilt"} for both in rounds), rounds  # they did meet
+        wait_projected_everywhere(nodes)
+        assert_projection_is_a_replay(nodes)

@@ -18,7 +18,13 @@ from service.cli import cli
 from tests import support
 from tests.forensics.support import seed_legacy_table
 
-REVISIONS = ("0001_event_store", "0002_projections", "0003_source_records", "0004_schedule_claims")
+REVISIONS = (
+    "0001_event_store",
+    "0002_projections",
+    "0003_source_records",
+    "0004_schedule_claims",
+    "0005_rebuild_claims",
+)
 
 
 def run(*args: str) -> Result:
@@ -84,15 +90,15 @@ def test_check_names_the_pending_migrations_and_changes_nothing(tmp_path: Path) 
             empty = run("migrate", "--check", "--db", url)
             assert empty.exit_code == 1, empty.output
             assert (
-                f"4 migration(s) pending, from empty to {REVISIONS[-1]}: {', '.join(REVISIONS)}; "
-                "run `ledger migrate`"
+                f"{len(REVISIONS)} migration(s) pending, from empty to {REVISIONS[-1]}: "
+                f"{', '.join(REVISIONS)}; run `ledger migrate`"
             ) in empty.stdout
             upgrade_to(store, REVISIONS[1])
             behind = run("migrate", "--check", "--db", url)
             assert behind.exit_code == 1
             assert (
-                f"2 migration(s) pending, from {REVISIONS[1]} to {REVISIONS[3]}: "
-                f"{REVISIONS[2]}, {REVISIONS[3]}; run `ledger migrate`"
+                f"3 migration(s) pending, from {REVISIONS[1]} to {REVISIONS[-1]}: "
+                f"{', '.join(REVISIONS[2:])}; run `ledger migrate`"
             ) in behind.stdout
             assert run("migrate", "--check", "--db", url).stdout == behind.stdout  # unchanged
             assert run("migrate", "--db", url).exit_code == 0

@@ -1,0 +1,113 @@
+"""One rebuild at a time across the nodes of a cluster (issue 18): the claim row that a Galera
+node certifies, where the named lock holds on one node only. A rebuild through another node is
+played by a claim row naming another node, as that rebuild would have written it."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import insert, select, update
+
+from ledger import Ledger
+from projections import ProjectionBusyError, rebuild
+from projections.rebuild_claims import CLAIM_TTL, RebuildClaim, database_node
+from projections.schema import PROJECTION_NAME, rebuild_claims
+from tests.projection_support import replayed_rows, table_rows
+
+CLAIMED_AT = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+
+
+def _claim_left_by(ledger: Ledger, node: str, heartbeat_at: datetime = CLAIMED_AT) -> None:
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            insert(rebuild_claims).values(
+                projection=PROJECTION_NAME,
+                claimed_by="other-host:4242:feedf00d",
+                node=node,
+                claimed_at=CLAIMED_AT,
+                heartbeat_at=heartbeat_at,
+            )
+        )
+
+
+def _claims(ledger: Ledger) -> list[str]:
+    with ledger.engine.connect() as conn:
+        return list(conn.execute(select(rebuild_claims.c.claimed_by)).scalars())
+
+
+def _this_node(ledger: Ledger) -> str:
+    with ledger.engine.connect() as conn:
+        return database_node(conn)
+
+
+def test_a_rebuild_through_another_node_refuses_this_one_until_its_claim_lapses(
+    ledger: Ledger,
+) -> None:
+    run_id = ledger.start_run(1, "SOURCE_1")
+    _claim_left_by(ledger, "node-2.example:3306")
+    with freeze_time(CLAIMED_AT + CLAIM_TTL / 2):
+        with pytest.raises(ProjectionBusyError) as refused:
+            rebuild(ledger)
+        assert str(refused.value) == (
+            f"another rebuild of {PROJECTION_NAME} is running (other-host:4242:feedf00d, "
+            "through database node node-2.example:3306, since 2026-12-02 09:00:00 UTC; last "
+            "heard of 30 s ago): if it is gone, its claim lapses 60 s after that"
+        )
+        assert table_rows(ledger) == {}, "nothing was replayed"
+    with freeze_time(CLAIMED_AT + CLAIM_TTL):  # silent for the whole TTL: its process is gone
+        assert rebuild(ledger).events == 1
+    assert set(table_rows(ledger)) == {run_id}
+    assert _claims(ledger) == [], "a rebuild that ended leaves no claim"
+
+
+def test_a_claim_left_through_this_node_is_taken_over_at_once(ledger: Ledger) -> None:
+    """This node's rebuild lock is free, so whoever claimed through this node is gone."""
+    ledger.start_run(1, "SOURCE_1")
+    _claim_left_by(ledger, _this_node(ledger))
+    with freeze_time(CLAIMED_AT):
+        assert rebuild(ledger).events == 1
+    assert _claims(ledger) == []
+
+
+def test_a_rebuild_that_cannot_renew_its_claim_stops_before_its_swap(ledger: Ledger) -> None:
+    for source in range(1, 4):
+        ledger.start_run(source, f"SOURCE_{source}")
+    before = table_rows(ledger)
+    with freeze_time(CLAIMED_AT) as frozen:
+
+        def stalled(done: int, total: int) -> None:
+            if done == 1:
+                frozen.tick(CLAIM_TTL)  # as if the process were paused past the TTL
+
+        with pytest.raises(
+            ProjectionBusyError, match=re.escape("lost its claim (not renewed for 60 s)")
+        ):
+            rebuild(ledger, batch_size=1, progress=stalled)
+    assert table_rows(ledger) == before, "the live tables were not swapped"
+    assert _claims(ledger) == []
+    assert table_rows(ledger) == before
+    rebuild(ledger)
+    assert table_rows(ledger) == replayed_rows(ledger)
+
+
+def test_a_claim_taken_over_is_found_by_the_check_before_the_swap(ledger: Ledger) -> None:
+    claim = RebuildClaim(ledger, PROJECTION_NAME, _this_node(ledger))
+    claim.take()
+    try:
+        claim.check()
+        with ledger.engine.begin() as conn:  # another node's rebuild took the lapsed claim
+            conn.execute(update(rebuild_claims).values(claimed_by="node-2:77:cafe"))
+        claim.check()  # from memory: the heartbeat has not been refused yet
+        with (
+            ledger.engine.connect() as conn,
+            pytest.raises(
+                ProjectionBusyError, match=re.escape("lost its claim (node-2:77:cafe holds it now)")
+            ),
+        ):
+            claim.check(conn)
+    finally:
+        claim.release()
+    assert _claims(ledger) == ["node-2:77:cafe"], "the release leaves another's claim alone"
