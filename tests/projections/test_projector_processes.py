@@ -11,9 +11,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from ledger import Ledger, RunFinished, RunProgressed
 from projections import Projector, rebuild
+from projections.schema import rebuild_claims
 from tests.projection_support import replayed_rows, table_rows, transition_rows
 
 pytestmark = pytest.mark.slow
@@ -143,9 +145,13 @@ def test_a_rebuild_killed_midway_leaves_the_live_tables_untouched(
     process.wait(timeout=60)
     assert table_rows(ledger) == before
     assert transition_rows(ledger) == transitions
-    result = rebuild(ledger)  # starts cleanly over the leftovers
+    with ledger.engine.connect() as conn:  # its claim outlives it ...
+        assert conn.execute(select(func.count()).select_from(rebuild_claims)).scalar() == 1
+    result = rebuild(ledger)  # ... and is taken over at once: starts cleanly over the leftovers
     assert result.events == ledger.head().last_position
     assert table_rows(ledger) == before
+    with ledger.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(rebuild_claims)).scalar() == 0
 
 
 def test_a_mysql_swap_interrupted_after_rename_is_finished_by_the_next_projector(
