@@ -1,8 +1,8 @@
 """What an event's payload may hold so that the projection can always store it.
 
-These rules are checked when an event is appended (:func:`ledger.store._prepare`), not when a
-stored event is read back: history written before a rule existed still replays, and the fold
-stores such old values in a form the legacy columns hold (:mod:`projections.fold`).
+These rules are checked when an event is appended (:func:`ledger.batch_checks.prepare_batch`),
+not when a stored event is read back: history written before a rule existed still replays, and
+the fold stores such old values in a form the legacy columns hold (:mod:`projections.fold`).
 
 * JSON values (``metadata``, ``error_details``) nest at most :data:`MAX_JSON_DEPTH` levels.
   MariaDB's JSON columns refuse 32 levels (``json_valid``), and the projection puts a caller's

@@ -1,10 +1,10 @@
-"""The append/read API of the event store (DESIGN.md I1–I6).
+"""The append/read API of the event store (DESIGN.md I1–I6): :class:`Ledger`.
 
 Every append is one transaction that first locks the ``ledger_head`` row (``SELECT … FOR UPDATE``
-on MySQL, ``BEGIN IMMEDIATE`` on SQLite). Under that lock it drops events already stored (I3),
-checks ``expected_version`` (I4) and the stream rules (I5), numbers the new events from the head
-(I2), chains their hashes (I6), and writes events, run registry and head together: all or
-nothing.
+on MySQL, ``BEGIN IMMEDIATE`` on SQLite) and does its work under that lock
+(:mod:`ledger.appender`), all or nothing, after the checks that need no lock
+(:mod:`ledger.batch_checks`). Here: running it again where it lost to another transaction, met
+a dead connection or a table whose triggers failed to load; and reading events back.
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Engine, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ledger import reads
-from ledger.append_sql import append_statements, values_groups
-from ledger.clock import Clock, default_clock, isoformat_utc, utcnow
+from ledger.appender import Appender, LostBeforeWriting
+from ledger.batch_checks import batch_error, prepare_batch
+from ledger.clock import Clock, default_clock, utcnow
 from ledger.database import (
     CONFLICT_RETRY_BUDGET_S,
     MAX_CONFLICT_ATTEMPTS,
@@ -43,24 +43,15 @@ from ledger.dialects import (
 )
 from ledger.driver import DriverCursor
 from ledger.errors import (
-    ConcurrencyError,
-    EventIdReusedError,
-    InputProblem,
-    LedgerError,
     SchemaError,
     StorageError,
-    StreamError,
     UnknownRunError,
     ValidationError,
 )
-from ledger.events import MAX_RUN_ID, EventModel, RunStarted
-from ledger.hashing import content_from_values, link
-from ledger.limits import payload_problems
-from ledger.mapper import CURRENT_SCHEMA_VERSIONS, canonical_json, payload_json, payload_of
+from ledger.events import EventModel, RunStarted
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
-from ledger.rules import RunState, apply_event
+from ledger.rules import RunState
 from ledger.schema import HEAD_ROW_ID, ledger_head
-from ledger.text import clip
 from ledger.urls import mask_secrets, mask_url
 
 log = logging.getLogger(__name__)
@@ -70,15 +61,6 @@ log = logging.getLogger(__name__)
 # transactions that use the table (see Ledger._reload_table_triggers).
 MAX_TRIGGER_RELOADS = 3
 FLUSH_LOCK_WAIT_S = 5
-
-# An occurred_at further ahead of the ledger's clock than this is refused (I10 clock skew guard):
-# a run "alive in the future" could never be detected as stuck.
-MAX_CLOCK_SKEW = timedelta(minutes=5)
-# One event's payload at most: far above any real run report, far below MySQL's packet limit, so
-# both databases accept or refuse the same events.
-MAX_PAYLOAD_BYTES = 1024 * 1024
-# How much of a driver's message a refused payload's problem quotes.
-_MAX_DETAIL_CHARS = 120
 
 
 class Ledger:
@@ -191,9 +173,9 @@ class Ledger:
         batch = list(events)
         if not batch:
             return AppendResult(events=[], new_events=[])
-        payloads, problems = _prepare(batch, expected_version, now=clock_read)
+        payloads, problems = prepare_batch(batch, expected_version, now=clock_read)
         if problems:
-            raise _batch_error(batch, problems)
+            raise batch_error(batch, problems)
         with translate_errors(self.url, "append"):
             return self._append_retrying_conflicts(batch, payloads, expected_version)
 
@@ -318,7 +300,7 @@ class Ledger:
         anything was written (the pool pings only connections that sat idle)."""
         try:
             return self._append_once(batch, payloads, expected_version)
-        except _LostBeforeWriting as lost:
+        except LostBeforeWriting as lost:
             log.warning(
                 "append: the database connection was gone before anything was written "
                 "(%s); retrying once on a new one",
@@ -326,14 +308,14 @@ class Ledger:
             )
         try:
             return self._append_once(batch, payloads, expected_version)
-        except _LostBeforeWriting as lost:
+        except LostBeforeWriting as lost:
             raise lost.error from lost.error.orig
 
     def _append_once(
         self, batch: list[EventModel], payloads: list[str], expected_version: int | None
     ) -> AppendResult:
         with append_transaction(self.engine) as cursor:
-            return _Appender(cursor, self.engine, self.own_clock).append(
+            return Appender(cursor, self.engine, self.own_clock).append(
                 batch, payloads, expected_version
             )
 
@@ -342,7 +324,7 @@ class Ledger:
         with self.transaction("reserve run ids") as conn:
             cursor = DriverCursor.on(conn)
             try:
-                _Appender(cursor, conn, self.own_clock).lock_head()
+                Appender(cursor, conn, self.own_clock).lock_head()
             finally:
                 cursor.close()
             conn.execute(
@@ -478,550 +460,6 @@ def as_ledger(database: Ledger | Engine, url: str | None = None) -> Ledger:
     """``database`` as a :class:`Ledger`: functions that take the ledger also take an Engine
     (and its URL), which is what the tests and tools hold."""
     return database if isinstance(database, Ledger) else Ledger(database, url)
-
-
-def _prepare(
-    batch: Sequence[EventModel], expected_version: int | None, now: datetime | None
-) -> tuple[list[str], list[InputProblem]]:
-    """Serialise each payload and find what makes the batch unappendable, before any lock.
-
-    Checks: the payload is storable JSON (finite numbers, valid Unicode); the event is written
-    with its type's current schema_version; occurred_at is not beyond the clock skew guard
-    (given ``now``, the ledger's clock); run_refs are defined before use and once;
-    expected_version concerns a single run. Each problem carries the index of its event in
-    the batch (None: the batch as a whole).
-    """
-    payloads: list[str] = []
-    problems: list[InputProblem] = []
-    defined_refs: set[str] = set()
-    run_keys: set[object] = set()
-    for index, event in enumerate(batch):
-        try:
-            payload = payload_json(event)
-            size = len(payload.encode("utf-8"))
-            (event.actor or "").encode("utf-8")
-        except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError: ValueError
-            field = _unstorable_field(event)
-            detail = clip(str(exc), _MAX_DETAIL_CHARS, ellipsis="...")
-            problems.append(
-                InputProblem("payload", f"not storable as JSON ({field}: {detail})", index)
-            )
-            payload = ""
-        else:
-            problems.extend(replace(p, index=index) for p in payload_problems(event))
-            if size > MAX_PAYLOAD_BYTES:
-                field, field_size = _largest_field(event)
-                problems.append(
-                    InputProblem(
-                        "payload",
-                        f"{size:,} bytes is over the {MAX_PAYLOAD_BYTES:,}-byte limit of one "
-                        f"event ({field} alone is {field_size:,} bytes)",
-                        index,
-                    )
-                )
-        payloads.append(payload)
-        current = CURRENT_SCHEMA_VERSIONS[event.type]
-        if event.schema_version != current:
-            problems.append(
-                InputProblem(
-                    "schema_version",
-                    f"{event.type} is written at schema_version {current}, "
-                    f"got {event.schema_version}",
-                    index,
-                )
-            )
-        if now is not None and event.occurred_at > now + MAX_CLOCK_SKEW:
-            problems.append(
-                InputProblem(
-                    "occurred_at",
-                    f"{isoformat_utc(event.occurred_at)} is more than "
-                    f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the "
-                    f"ledger clock ({isoformat_utc(now)})",
-                    index,
-                )
-            )
-        if event.run_ref is not None:
-            if isinstance(event, RunStarted):
-                if event.run_ref in defined_refs:
-                    problems.append(
-                        InputProblem("run_ref", f"{event.run_ref!r} is started twice", index)
-                    )
-                defined_refs.add(event.run_ref)
-            elif event.run_ref not in defined_refs:
-                problems.append(
-                    InputProblem(
-                        "run_ref",
-                        f"{event.run_ref!r} names no RunStarted earlier in this batch",
-                        index,
-                    )
-                )
-        if event.run_id is not None:
-            run_keys.add(event.run_id)
-        elif event.run_ref is not None:
-            run_keys.add(("ref", event.run_ref))
-        else:
-            run_keys.add(("new run", index))
-    if expected_version is not None and len(run_keys) > 1:
-        problems.append(
-            InputProblem(
-                None, "expected_version applies to a batch about one run; this batch has several"
-            )
-        )
-    return payloads, problems
-
-
-def _largest_field(event: EventModel) -> tuple[str, int]:
-    """The payload field with the most bytes of JSON, and that size (the message names it)."""
-    sizes = {
-        name: len(canonical_json(value).encode("utf-8"))
-        for name, value in payload_of(event).items()
-    }
-    largest = max(sizes, key=sizes.__getitem__)
-    return largest, sizes[largest]
-
-
-def _unstorable_field(event: EventModel) -> str:
-    """The payload field that cannot be stored as JSON (the message names it)."""
-    for name, value in payload_of(event).items():
-        try:
-            canonical_json(value).encode("utf-8")
-        except (ValueError, TypeError, RecursionError):
-            return name
-    return "payload"
-
-
-def _batch_error(batch: Sequence[EventModel], problems: list[InputProblem]) -> ValidationError:
-    lines = [
-        str(p) if p.index is None else f"event {p.index + 1} ({batch[p.index].event_id}): {p}"
-        for p in problems
-    ]
-    return ValidationError(
-        "; ".join(lines), problems=lines, details=problems, index=problems[0].index
-    )
-
-
-class _LostBeforeWriting(Exception):
-    """The connection was found dead by the append's first statement: nothing was written,
-    so the append can run again on a new connection. Never leaves :meth:`Ledger.append`."""
-
-    def __init__(self, error: DBAPIError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-# The locked head: last position, last hash, last run id, last recorded_at, the ledger's clock.
-Head = tuple[int, str, int, datetime | None, datetime]
-
-
-class _Appender:
-    """One append, inside the locked transaction of :meth:`Ledger.append`."""
-
-    def __init__(
-        self, cursor: DriverCursor, bind: Engine | Connection, clock: Clock | None
-    ) -> None:
-        self.cursor = cursor
-        self.clock = clock
-        # The server's clock, selected with the head lock; None where the ledger's clock is
-        # this machine's (SQLite) or the one this Ledger was given.
-        self.server_now = server_clock(bind) if clock is None else None
-        self.sql = append_statements(bind)
-
-    def append(
-        self, batch: list[EventModel], payloads: list[str], expected_version: int | None
-    ) -> AppendResult:
-        event_ids = [str(event.event_id) for event in batch]
-        try:
-            head, (stored, runs) = self._lock_and_read(
-                event_ids,
-                {event.run_id for event in batch if event.run_id is not None},
-            )
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise _LostBeforeWriting(exc) from exc
-            raise
-        position, prev_hash, last_run_id, last_recorded_at, clock = head
-        # Read under the lock and never behind the previous append, so recorded_at grows with
-        # position even if the clock is set back: "as of T" is a prefix of history.
-        self.now = max(clock, last_recorded_at) if last_recorded_at else clock
-        existing_run_ids = {run_id for run_id, state in runs.items() if state is not None}
-        refs: dict[str, int] = {}
-        allocated: list[int] = []
-        batch_ids: set[str] = set()
-        taken = self._explicit_ids_above(last_run_id, batch)
-        checked_runs: set[int] = set()
-        results: list[RecordedEvent] = []
-        new_events: list[RecordedEvent] = []
-        recorded_text = isoformat_utc(self.now)  # hashed with every event of the batch
-        for index, (event, payload, event_id) in enumerate(
-            zip(batch, payloads, event_ids, strict=True)
-        ):
-            earlier = stored.get(event_id)
-            if earlier is not None:
-                _check_same_fact(
-                    event, payload, earlier, refs, index, in_this_batch=event_id in batch_ids
-                )
-                if isinstance(event, RunStarted) and event.run_ref is not None:
-                    refs[event.run_ref] = earlier.run_id
-                results.append(earlier)
-                continue
-            if isinstance(event, RunStarted) and event.run_id is None:
-                last_run_id += 1
-                while last_run_id in taken:  # an explicit id an import used: skip it
-                    last_run_id += 1
-                if last_run_id > MAX_RUN_ID:
-                    raise LedgerError(f"run ids are exhausted (maximum {MAX_RUN_ID})")
-                run_id = last_run_id
-                allocated.append(run_id)
-            elif event.run_ref is not None and not isinstance(event, RunStarted):
-                run_id = refs[event.run_ref]
-            else:
-                assert event.run_id is not None  # guaranteed by the model validator
-                run_id = event.run_id
-            if isinstance(event, RunStarted):
-                if run_id not in allocated:
-                    taken.add(run_id)  # explicit ids do not move the allocator
-                if event.run_ref is not None:
-                    refs[event.run_ref] = run_id
-            current = runs.get(run_id)
-            _check_not_ahead(event, clock, self.server_now is not None, index)
-            if expected_version is not None and run_id not in checked_runs:
-                _check_expected_version(run_id, expected_version, current, index)
-            try:
-                new_state = apply_event(current, event, run_id, self.now)
-            except StreamError as exc:
-                raise exc.at(index) from None
-            runs[run_id] = new_state
-            checked_runs.add(run_id)
-            position += 1
-            values = (
-                position,
-                event_id,
-                run_id,
-                new_state.version,
-                event.type,
-                event.schema_version,
-                payload,
-            )
-            content = content_from_values(
-                *values, isoformat_utc(event.occurred_at), recorded_text, event.actor
-            )
-            hash_ = link(prev_hash, content)
-            recorded = RecordedEvent(
-                *values, event.occurred_at, self.now, event.actor, prev_hash, hash_
-            )
-            prev_hash = hash_
-            stored[event_id] = recorded  # a repeat later in this batch is a duplicate too
-            batch_ids.add(event_id)
-            results.append(recorded)
-            new_events.append(recorded)
-        if new_events:
-            self._write(
-                new_events, runs, existing_run_ids, position, prev_hash, last_run_id, self.now
-            )
-        return AppendResult(
-            events=results, new_events=new_events, run_refs=refs, allocated_run_ids=allocated
-        )
-
-    def lock_head(self) -> Head:
-        """The head row, locked, and the ledger's clock (see :meth:`_head`)."""
-        return self._head(self.cursor.execute(self._lock_sql(), (HEAD_ROW_ID,)).fetchone())
-
-    def _lock_sql(self) -> str:
-        return self.sql.lock_head_with_clock if self.server_now is not None else self.sql.lock_head
-
-    def _head(self, row: Sequence[Any] | None) -> Head:
-        """The locked head row and the ledger's clock: on MySQL/MariaDB the server's, read in
-        the same statement as the lock; on SQLite this machine's (one host); or the clock this
-        Ledger was given."""
-        if row is None:
-            raise SchemaError("the ledger has no head row: run `ledger migrate`")
-        if self.server_now is not None:
-            row = self.sql.unpack_head_with_clock(row)
-            now = self.sql.read_time(row[4])
-        else:
-            row = self.sql.unpack_head(row)
-            now = (self.clock or utcnow)()
-        last_recorded_at = None if row[3] is None else self.sql.read_time(row[3])
-        return int(row[0]), str(row[1]), int(row[2]), last_recorded_at, now
-
-    def _lock_and_read(
-        self, event_ids: list[str], run_ids: set[int]
-    ) -> tuple[Head, tuple[dict[str, RecordedEvent], dict[int, RunState | None]]]:
-        """The head, locked, then under the lock what :meth:`_read_state` reads. On
-        MySQL/MariaDB, when the reads fit one statement, both go in one round trip: the server
-        runs the state read after the lock is granted, so it sees every committed append."""
-        single = self._single_read(event_ids, run_ids)
-        if self.sql.together and single is not None and self.cursor.together_is_safe:
-            head_rows, state_rows = self.cursor.execute_together(
-                [(self._lock_sql(), (HEAD_ROW_ID,)), single]
-            )
-            return self._head(head_rows[0] if head_rows else None), self._state_rows(state_rows)
-        return self.lock_head(), self._read_state(event_ids, run_ids)
-
-    def _single_read(
-        self, event_ids: list[str], run_ids: set[int]
-    ) -> tuple[str, tuple[Any, ...]] | None:
-        """The one statement of :meth:`_read_state`, when the ids fit one IN list."""
-        wanted_events = sorted(set(event_ids))
-        wanted_runs = sorted(run_ids)
-        if 2 * len(wanted_events) + len(wanted_runs) > reads.IN_CHUNK:
-            return None
-        sql = self.sql.read_state(len(wanted_events), len(wanted_runs))
-        return sql, (*wanted_events, *wanted_runs, *wanted_events)
-
-    def _explicit_ids_above(self, last_run_id: int, batch: list[EventModel]) -> set[int]:
-        """Run ids above the allocator that explicit RunStarted (imports) already used; only
-        looked up when this batch allocates."""
-        if not any(isinstance(e, RunStarted) and e.run_id is None for e in batch):
-            return set()
-        rows = self.cursor.execute(self.sql.run_ids_above, (last_run_id,)).fetchall()
-        return {int(row[0]) for row in rows}
-
-    def _read_state(
-        self, event_ids: list[str], run_ids: set[int]
-    ) -> tuple[dict[str, RecordedEvent], dict[int, RunState | None]]:
-        """Under the head lock: the stored events among ``event_ids`` (I3), and the registry
-        rows of ``run_ids`` and of those stored events' runs (I4, I5). One statement when the
-        ids fit one IN list, else the events first, then the runs, in chunks."""
-        single = self._single_read(event_ids, run_ids)
-        if single is not None:
-            return self._state_rows(self.cursor.execute(*single).fetchall())
-        wanted_events = sorted(set(event_ids))
-        stored: dict[str, RecordedEvent] = {}
-        for chunk in reads.chunks(wanted_events):
-            found, _ = self._state_rows(
-                self.cursor.execute(
-                    self.sql.read_state(len(chunk), 0, runs_of_events=False), tuple(chunk)
-                ).fetchall()
-            )
-            stored.update(found)
-        wanted_runs = sorted(run_ids.union(event.run_id for event in stored.values()))
-        runs: dict[int, RunState | None] = {}
-        for part in reads.chunks(wanted_runs):
-            _, found_runs = self._state_rows(
-                self.cursor.execute(self.sql.read_state(0, len(part)), tuple(part)).fetchall()
-            )
-            runs.update(found_runs)
-        return stored, runs
-
-    def _state_rows(
-        self, rows: Iterable[Sequence[Any]]
-    ) -> tuple[dict[str, RecordedEvent], dict[int, RunState | None]]:
-        """Rows of :meth:`AppendStatements.read_state`: events (kind 1) and runs (kind 2)."""
-        read_time = self.sql.read_time
-        stored: dict[str, RecordedEvent] = {}
-        runs: dict[int, RunState | None] = {}
-        for row in map(self.sql.unpack_state, rows):
-            if row[0] == 1:
-                event = reads.event_from_driver(row[1:13], read_time)
-                stored[event.event_id] = event
-            else:
-                run_id = int(row[1])
-                runs[run_id] = RunState(
-                    run_id=run_id,
-                    source_id=int(row[3]),
-                    connector_name=row[2],
-                    version=int(row[4]),
-                    state=row[5],
-                    started_at=read_time(row[8]),
-                    last_event_at=read_time(row[9]),
-                    opened_at=read_time(row[13]),
-                    updated_at=read_time(row[14]),
-                )
-        return stored, runs
-
-    def _write(
-        self,
-        new_events: list[RecordedEvent],
-        runs: dict[int, RunState | None],
-        existing_run_ids: set[int],
-        position: int,
-        last_hash: str,
-        last_run_id: int,
-        recorded_at: datetime,
-    ) -> None:
-        # The hot path of every append: rows go to the driver as plain tuples, in statements
-        # prepared once per dialect, without SQLAlchemy's per-value type processing
-        # (timestamps converted here, the batch's shared recorded_at once).
-        sql, stored_time = self.sql, self.sql.stored_time
-        recorded = stored_time(recorded_at)
-        events = _event_params(new_events, stored_time, recorded)
-        touched = sorted({event.run_id for event in new_events})
-        created = [
-            _run_params(runs[r], stored_time, recorded)
-            for r in touched
-            if r not in existing_run_ids
-        ]
-        changed = [
-            _run_update_params(runs[r], stored_time, recorded)
-            for r in touched
-            if r in existing_run_ids
-        ]
-        head = (position, last_hash, last_run_id, recorded, HEAD_ROW_ID)
-        steps: list[tuple[str, list[tuple[Any, ...]]]] = [(sql.insert_events, events)]
-        if sql.update_head_and_run and len(changed) == 1 and not created:
-            # The live append of a run that exists: its registry row and the head in one
-            # statement (MySQL/MariaDB).
-            *run_values, run_id = changed[0]
-            steps.append(
-                (sql.update_head_and_run, [(*run_values, *head[:-1], run_id, HEAD_ROW_ID)])
-            )
-        else:
-            steps += [(sql.insert_run, created)] if created else []
-            steps += [(sql.update_run, changed)] if changed else []
-            steps.append((sql.update_head, [head]))
-        self._send(steps, sum(len(event.payload) + _ROW_CHARS for event in new_events))
-
-    def _send(self, steps: list[tuple[str, list[tuple[Any, ...]]]], text_chars: int) -> None:
-        """The writes, in order. On MySQL/MariaDB, when they are small, in one round trip (an
-        INSERT of several rows as one statement with a VALUES group per row); otherwise one
-        call to the driver per statement (``executemany`` for several rows)."""
-        if self.sql.together and text_chars <= _TOGETHER_MAX_CHARS and self.cursor.together_is_safe:
-            statements: list[tuple[str, tuple[Any, ...]]] = []
-            for statement, rows in steps:
-                if len(rows) > 1 and statement.startswith("INSERT"):
-                    flat = tuple(value for row in rows for value in row)
-                    statements.append((values_groups(statement, len(rows)), flat))
-                else:
-                    statements += [(statement, row) for row in rows]
-            if self.cursor.owns_transaction:
-                # The COMMIT in the same round trip: if a statement before it fails, the
-                # server stops there and the transaction is rolled back.
-                statements.append(("COMMIT", ()))
-            self.cursor.execute_together(statements)
-            self.cursor.committed = self.cursor.owns_transaction
-            return
-        for statement, rows in steps:
-            if len(rows) == 1:
-                self.cursor.execute(statement, rows[0])
-            else:
-                self.cursor.executemany(statement, rows)
-
-
-# Writes sent in one round trip carry at most this much text (each event's payload, plus
-# _ROW_CHARS for its other columns, its share of the run and head rows and the SQL): escaped
-# and encoded (at worst 8 bytes a character) it stays within the 1 MiB the oldest supported
-# servers accept in one packet (max_allowed_packet); a bigger batch goes statement by statement
-# (PyMySQL's executemany splits its INSERT at 1 MB).
-_TOGETHER_MAX_CHARS = 128_000
-_ROW_CHARS = 1_000
-
-
-def _event_params(
-    events: list[RecordedEvent], stored: Callable[[datetime], Any], recorded_at: Any
-) -> list[tuple[Any, ...]]:
-    """Driver parameters of new events, in :data:`EVENT_COLUMNS` order, timestamps as
-    ``stored`` gives them to the driver (:func:`ledger.dialects.driver_timestamp`); the batch
-    shares one ``recorded_at``, converted once by the caller."""
-    return [
-        (
-            e.position,
-            e.event_id,
-            e.run_id,
-            e.version,
-            e.type,
-            e.schema_version,
-            e.payload,
-            stored(e.occurred_at),
-            recorded_at,
-            e.actor,
-            e.prev_hash,
-            e.hash,
-        )
-        for e in events
-    ]
-
-
-def _run_params(
-    state: RunState | None, stored: Callable[[datetime], Any], recorded_at: Any
-) -> tuple[Any, ...]:
-    """A new registry row, in :data:`ledger.reads.RUN_COLUMNS` order (its opened_at and
-    updated_at are this append's recorded_at)."""
-    assert state is not None
-    return (
-        state.run_id,
-        state.source_id,
-        state.connector_name,
-        state.version,
-        state.state,
-        stored(state.started_at),
-        stored(state.last_event_at),
-        recorded_at,
-        recorded_at,
-    )
-
-
-def _run_update_params(
-    state: RunState | None, stored: Callable[[datetime], Any], recorded_at: Any
-) -> tuple[Any, ...]:
-    """What an append changes in an existing registry row (its updated_at is this append's
-    recorded_at), in the order of :attr:`AppendStatements.update_run`."""
-    assert state is not None
-    return (state.version, state.state, stored(state.last_event_at), recorded_at, state.run_id)
-
-
-def _check_not_ahead(event: EventModel, clock: datetime, from_database: bool, index: int) -> None:
-    """The clock skew guard (I10), under the head lock, against the ledger's clock."""
-    if event.occurred_at <= clock + MAX_CLOCK_SKEW:
-        return
-    clocks = (
-        f"the database server's clock reads {isoformat_utc(clock)}, this writer's "
-        f"{isoformat_utc(utcnow())}"
-        if from_database
-        else isoformat_utc(clock)
-    )
-    raise ValidationError(
-        f"occurred_at: {isoformat_utc(event.occurred_at)} is more than "
-        f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the ledger clock "
-        f"({clocks}); nothing was appended",
-        index=index,
-    )
-
-
-def _check_expected_version(
-    run_id: int, expected: int, current: RunState | None, index: int
-) -> None:
-    actual = 0 if current is None else current.version
-    if actual != expected:
-        raise ConcurrencyError(run_id, expected, actual, index)
-
-
-def _check_same_fact(
-    event: EventModel,
-    payload: str,
-    earlier: RecordedEvent,
-    refs: dict[str, int],
-    index: int,
-    in_this_batch: bool,
-) -> None:
-    """A reused event_id must name the very same fact, or the retry would silently drop one.
-
-    ``occurred_at`` and ``actor`` are compared only when the writer set them: a retry of a line
-    that left ``occurred_at`` to default gets a new default each time, yet is the same fact.
-    """
-    run_id = event.run_id
-    if run_id is None and event.run_ref is not None and not isinstance(event, RunStarted):
-        run_id = refs.get(event.run_ref)
-    given = event.model_fields_set
-    same = (
-        event.type == earlier.type
-        and (run_id is None or run_id == earlier.run_id)
-        and ("occurred_at" not in given or event.occurred_at == earlier.occurred_at)
-        and ("actor" not in given or event.actor == earlier.actor)
-        and (event.schema_version != earlier.schema_version or payload == earlier.payload)
-    )
-    if not same:
-        where = (
-            "used earlier in this batch"
-            if in_this_batch
-            else f"already stored at position {earlier.position}"
-        )
-        raise EventIdReusedError(
-            f"event_id {earlier.event_id} is {where} for a different fact ({earlier.type} of "
-            f"run {earlier.run_id}); an event_id names one fact and cannot be reused for "
-            f"{event.type} of run {run_id or event.run_ref}",
-            index=index,
-        )
 
 
 # --- reading events back: every event after a position, or one run's

@@ -34,8 +34,8 @@ from ledger import (
     RunProgressed,
     RunStarted,
     RunTimedOut,
+    appender,
     reads,
-    store,
 )
 from ledger.clock import utcnow
 from ledger.dialects import write_transaction
@@ -48,17 +48,17 @@ from tests import support
 pytestmark = pytest.mark.slow
 
 
-class ExpressionAppender(store._Appender):
+class ExpressionAppender(appender.Appender):
     """The append path before issue 14: SQLAlchemy expressions built and compiled per call."""
 
     conn: Connection
 
     def _lock_and_read(
         self, event_ids: list[str], run_ids: set[int]
-    ) -> tuple[store.Head, tuple[dict[str, RecordedEvent], dict[int, RunState | None]]]:
+    ) -> tuple[appender.Head, tuple[dict[str, RecordedEvent], dict[int, RunState | None]]]:
         return self.lock_head(), self._read_state(event_ids, run_ids)
 
-    def lock_head(self) -> store.Head:
+    def lock_head(self) -> appender.Head:
         columns: list[Any] = list(ledger_head.c)
         if self.server_now is not None:
             columns.append(self.server_now.label("database_now"))

@@ -590,23 +590,23 @@ def test_i3_backstop_when_a_writer_bypassed_the_lock(
 ) -> None:
     """The dedupe step misses a row (as if a writer had slipped past the head lock): the unique
     constraint refuses the second copy and the retried append returns the stored one."""
-    from ledger import store
+    from ledger import appender
 
     run_id = ledger.start_run(1, "SOURCE_1")
     event = RunProgressed(run_id=run_id, records_fetched=1)
     ledger.append([event])
     head = ledger.head()
-    real = store._Appender._state_rows
+    real = appender.Appender._state_rows
     calls: list[int] = []
 
     def blind_once(
-        self: store._Appender, rows: Iterable[Sequence[Any]]
+        self: appender.Appender, rows: Iterable[Sequence[Any]]
     ) -> tuple[dict[str, RecordedEvent], dict[int, RunState | None]]:
         calls.append(1)
         stored, runs = real(self, rows)
         return ({} if len(calls) == 1 else stored), runs
 
-    monkeypatch.setattr(store._Appender, "_state_rows", blind_once)
+    monkeypatch.setattr(appender.Appender, "_state_rows", blind_once)
     result = ledger.append([event])
     assert len(calls) == 2
     assert (result.appended, result.duplicates) == (0, 1)

@@ -36,6 +36,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import Ledger
+from ledger.batch_checks import MAX_PAYLOAD_BYTES
 from ledger.events import (
     COUNTER_FIELDS,
     EVENT_TYPES,
@@ -43,7 +44,6 @@ from ledger.events import (
     TERMINAL_STATUSES,
     name_problem,
 )
-from ledger.store import MAX_PAYLOAD_BYTES
 from ledger.text import BLANK_LETTERS, INVISIBLE_CATEGORIES
 from tests.reliability.bad_input_support import (
     FINISHED_RUN,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger import Ledger
-from ledger.store import MAX_PAYLOAD_BYTES
+from ledger.batch_checks import MAX_PAYLOAD_BYTES
 from tests.reliability.bad_input_support import (
     assert_refused_naming,
     json_line,

@@ -13,7 +13,7 @@ from freezegun import freeze_time
 from sqlalchemy.engine import make_url
 
 from forensics.chain import verify_chain
-from ledger import Ledger, store, sweep
+from ledger import Ledger, appender, sweep
 from tests.reliability.fault_proxy import FaultProxy
 from tests.reliability.summary import Summary
 
@@ -39,7 +39,7 @@ def test_a_sweep_whose_commit_replies_are_lost_times_each_run_out_once(
 
     # The sweep reads (and commits) before it appends: the fault is armed as the append takes
     # the head lock, so the COMMIT whose reply is lost is the RunTimedOut's.
-    lock_head = store._Appender.lock_head
+    lock_head = appender.Appender.lock_head
 
     def arm_at_the_append(appender: Any) -> Any:
         if aim.is_set():
@@ -47,7 +47,7 @@ def test_a_sweep_whose_commit_replies_are_lost_times_each_run_out_once(
             proxy.arm("lose-commit-reply")
         return lock_head(appender)
 
-    monkeypatch.setattr(store._Appender, "lock_head", arm_at_the_append)
+    monkeypatch.setattr(appender.Appender, "lock_head", arm_at_the_append)
 
     try:
         for i in range(STUCK):  # one stuck run per sweep, whose COMMIT reply is lost

@@ -1,0 +1,147 @@
+"""What makes a batch unappendable, found before any lock (DESIGN.md I5, I10): each payload
+serialised and within its limits, its type's current schema_version, occurred_at within the
+clock skew guard, run_refs defined before use. :mod:`ledger.appender` checks the rest under
+the head lock (the stream rules, expected_version, the guard against the ledger's clock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from ledger.clock import isoformat_utc
+from ledger.errors import InputProblem, ValidationError
+from ledger.events import EventModel, RunStarted
+from ledger.limits import payload_problems
+from ledger.mapper import CURRENT_SCHEMA_VERSIONS, canonical_json, payload_json, payload_of
+from ledger.text import clip
+
+# An occurred_at further ahead of the ledger's clock than this is refused (I10 clock skew guard):
+# a run "alive in the future" could never be detected as stuck.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+# One event's payload at most: far above any real run report, far below MySQL's packet limit, so
+# both databases accept or refuse the same events.
+MAX_PAYLOAD_BYTES = 1024 * 1024
+# How much of a driver's message a refused payload's problem quotes.
+_MAX_DETAIL_CHARS = 120
+
+
+def prepare_batch(
+    batch: Sequence[EventModel], expected_version: int | None, now: datetime | None
+) -> tuple[list[str], list[InputProblem]]:
+    """Serialise each payload and find what makes the batch unappendable, before any lock.
+
+    Checks: the payload is storable JSON (finite numbers, valid Unicode); the event is written
+    with its type's current schema_version; occurred_at is not beyond the clock skew guard
+    (given ``now``, the ledger's clock); run_refs are defined before use and once;
+    expected_version concerns a single run. Each problem carries the index of its event in
+    the batch (None: the batch as a whole).
+    """
+    payloads: list[str] = []
+    problems: list[InputProblem] = []
+    defined_refs: set[str] = set()
+    run_keys: set[object] = set()
+    for index, event in enumerate(batch):
+        try:
+            payload = payload_json(event)
+            size = len(payload.encode("utf-8"))
+            (event.actor or "").encode("utf-8")
+        except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError: ValueError
+            field = _unstorable_field(event)
+            detail = clip(str(exc), _MAX_DETAIL_CHARS, ellipsis="...")
+            problems.append(
+                InputProblem("payload", f"not storable as JSON ({field}: {detail})", index)
+            )
+            payload = ""
+        else:
+            problems.extend(replace(p, index=index) for p in payload_problems(event))
+            if size > MAX_PAYLOAD_BYTES:
+                field, field_size = _largest_field(event)
+                problems.append(
+                    InputProblem(
+                        "payload",
+                        f"{size:,} bytes is over the {MAX_PAYLOAD_BYTES:,}-byte limit of one "
+                        f"event ({field} alone is {field_size:,} bytes)",
+                        index,
+                    )
+                )
+        payloads.append(payload)
+        current = CURRENT_SCHEMA_VERSIONS[event.type]
+        if event.schema_version != current:
+            problems.append(
+                InputProblem(
+                    "schema_version",
+                    f"{event.type} is written at schema_version {current}, "
+                    f"got {event.schema_version}",
+                    index,
+                )
+            )
+        if now is not None and event.occurred_at > now + MAX_CLOCK_SKEW:
+            problems.append(
+                InputProblem(
+                    "occurred_at",
+                    f"{isoformat_utc(event.occurred_at)} is more than "
+                    f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the "
+                    f"ledger clock ({isoformat_utc(now)})",
+                    index,
+                )
+            )
+        if event.run_ref is not None:
+            if isinstance(event, RunStarted):
+                if event.run_ref in defined_refs:
+                    problems.append(
+                        InputProblem("run_ref", f"{event.run_ref!r} is started twice", index)
+                    )
+                defined_refs.add(event.run_ref)
+            elif event.run_ref not in defined_refs:
+                problems.append(
+                    InputProblem(
+                        "run_ref",
+                        f"{event.run_ref!r} names no RunStarted earlier in this batch",
+                        index,
+                    )
+                )
+        if event.run_id is not None:
+            run_keys.add(event.run_id)
+        elif event.run_ref is not None:
+            run_keys.add(("ref", event.run_ref))
+        else:
+            run_keys.add(("new run", index))
+    if expected_version is not None and len(run_keys) > 1:
+        problems.append(
+            InputProblem(
+                None, "expected_version applies to a batch about one run; this batch has several"
+            )
+        )
+    return payloads, problems
+
+
+def _largest_field(event: EventModel) -> tuple[str, int]:
+    """The payload field with the most bytes of JSON, and that size (the message names it)."""
+    sizes = {
+        name: len(canonical_json(value).encode("utf-8"))
+        for name, value in payload_of(event).items()
+    }
+    largest = max(sizes, key=sizes.__getitem__)
+    return largest, sizes[largest]
+
+
+def _unstorable_field(event: EventModel) -> str:
+    """The payload field that cannot be stored as JSON (the message names it)."""
+    for name, value in payload_of(event).items():
+        try:
+            canonical_json(value).encode("utf-8")
+        except (ValueError, TypeError, RecursionError):
+            return name
+    return "payload"
+
+
+def batch_error(batch: Sequence[EventModel], problems: list[InputProblem]) -> ValidationError:
+    lines = [
+        str(p) if p.index is None else f"event {p.index + 1} ({batch[p.index].event_id}): {p}"
+        for p in problems
+    ]
+    return ValidationError(
+        "; ".join(lines), problems=lines, details=problems, index=problems[0].index
+    )
