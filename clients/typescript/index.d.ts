@@ -147,7 +147,8 @@ export declare class LedgerClient {
   readonly backoffMs: number;
   readonly maxBackoffMs: number;
   readonly maxResponseBytes: number;
-  /** Append events all or nothing, retried with the same body (give each an event_id). */
+  /** Append events all or nothing, retried with the same body (an event without an event_id
+   * gets one before the first attempt, so a retry is a duplicate). */
   append(events: LedgerEvent[], options?: { expectedVersion?: number }): Promise<AppendSummary>;
   /** GET a path of the API (e.g. `/v1/runs/3`) as JSON. */
   get<T = unknown>(path: string): Promise<T>;

@@ -376,12 +376,18 @@ export class LedgerClient {
 
   /**
    * Append events (the JSON of POST /v1/events), all or nothing; the summary of the append.
-   * Retried with the same body; give every event an `event_id` so a retry is a duplicate.
+   * Retried with the same body: an event given without an `event_id` gets one here, before
+   * the first attempt, so a retry after a lost answer is a duplicate, not a second event.
    */
   async append(events, { expectedVersion } = {}) {
     if (!Array.isArray(events)) {
       throw new LedgerValidationError('events', 'must be an array of events');
     }
+    events = events.map((event) =>
+      event && typeof event === 'object' && !Array.isArray(event) && event.event_id == null
+        ? { ...event, event_id: randomUUID() }
+        : event,
+    );
     let path = '/v1/events';
     if (expectedVersion !== undefined) {
       counter('expectedVersion', expectedVersion);
