@@ -36,7 +36,7 @@ from ledger.durations import parse_duration
 from ledger.events import MAX_RUN_ID, event_adapter
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
-from ledger.wire import LineBatch, append_lines, read_array, read_lines
+from ledger.wire import LineBatch, append_lines, read_array, read_json, read_lines
 from projections.as_of import parse_as_of
 from projections.queries import (
     RunFilter,
@@ -423,6 +423,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
     )
     def fail(
         caller: Annotated[Caller, operate_scope],
+        _wire_rules: Annotated[None, Depends(wire_json)],
         run_id: Annotated[int, run_id_path],
         request: FailRequest,
     ) -> dict[str, Any]:
@@ -534,6 +535,12 @@ def create_app(config: LedgerConfig) -> FastAPI:
 
     app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
     return app
+
+
+async def wire_json(request: Request) -> None:
+    """A JSON body held to the rules of ``POST /v1/events`` (:func:`ledger.wire.read_json`):
+    FastAPI's own parse keeps the last of a key given twice and takes ``NaN``."""
+    await run_in_threadpool(read_json, await request.body())
 
 
 # ---------------------------------------------------------------------- errors
