@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -220,6 +220,9 @@ def create_app(config: LedgerConfig) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         default_response_class=LedgerJSON,
+        # Starlette's slash redirect is absolute, from the request's scheme and Host: behind a
+        # TLS proxy it sends a browser to http://, and it names any host a request gives.
+        redirect_slashes=False,
     )
     app.state.api = state
     _add_error_handlers(app)
@@ -530,6 +533,11 @@ def create_app(config: LedgerConfig) -> FastAPI:
         from service.web import ROOT, create_web_app
 
         web_app, app.state.web = create_web_app(config, state.ledger, state.expensive_slots)
+
+        @app.get(ROOT, include_in_schema=False)
+        def web_home() -> Response:
+            return RedirectResponse(ROOT + "/runs", status_code=303)
+
         app.mount(ROOT, web_app)
         app.state.web.verify.start()
 
