@@ -150,6 +150,21 @@ test('append() fixes an event_id for each event given without one: a retry is a 
   assert.equal(events[0].event_id, undefined); // the caller's objects are left as they were
 });
 
+test('408 (the API cut a body that stalled) is retried with the same body', async () => {
+  const server = await fake((req, res, body, n) => {
+    if (n === 1) {
+      res.writeHead(408, { 'content-type': 'application/problem+json', connection: 'close' });
+      res.end(JSON.stringify({ type: 'x', title: 'Request timeout', status: 408, detail: 'stalled' }));
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  const run = await client(server.url).startRun(RUN);
+  assert.equal(run.runId, 1);
+  assert.equal(server.requests.length, 2);
+  assert.equal(server.requests[0].body, server.requests[1].body);
+});
+
 test('a hostile Retry-After is capped, and retries are bounded', async () => {
   const server = await fake((req, res) => {
     res.writeHead(503, { 'retry-after': '999999999' });
