@@ -91,10 +91,7 @@ def read_array(body: bytes, max_events: int | None = None) -> LineBatch:
 
     Raises :class:`ValidationError` listing each bad item if any is invalid.
     """
-    text, found = _decode(body, first=True)
-    data, parse_problems = (None, found) if text is None else _parse_json(text)
-    if parse_problems:
-        raise invalid_input(parse_problems)
+    data = read_json(body)
     if not isinstance(data, list):
         raise invalid_input(
             [InputProblem(None, f"expected a JSON array of events, got {_json_kind(data)}")]
@@ -115,6 +112,19 @@ def read_array(body: bytes, max_events: int | None = None) -> LineBatch:
     if problems:
         raise invalid_input(problems)
     return LineBatch(events, numbers, unit="item")
+
+
+def read_json(body: bytes) -> Any:
+    """The JSON value of ``body`` read by the wire's rules: UTF-8 (a BOM may open it), no
+    ``NaN``, no key given twice, not nested past what Python can parse.
+
+    Raises :class:`ValidationError` naming the problem.
+    """
+    text, found = _decode(body, first=True)
+    data, problems = (None, found) if text is None else _parse_json(text)
+    if problems:
+        raise invalid_input(problems)
+    return data
 
 
 def append_lines(
@@ -279,6 +289,7 @@ __all__ = [
     "append_lines",
     "invalid_input",
     "read_array",
+    "read_json",
     "read_lines",
     "wire_form",
     "wire_line",

@@ -8,6 +8,7 @@ never decreases along positions, "as of time T" is the prefix of positions up to
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from ledger import Ledger, RecordedEvent, UnknownRunError, ValidationError
@@ -15,6 +16,10 @@ from projections.checkpoints import skipped_positions
 from projections.errors import PoisonEventError
 from projections.fold import Row, Transition, fold_events
 from projections.schema import PROJECTION_NAME
+
+# A time, a space, then an offset: "…T04:00:00+01:00" typed into a URL, whose query string
+# decodes the "+" to a space.
+_PLUS_AS_SPACE = re.compile(r"(\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d(?::?\d\d)?)\Z")
 
 
 def parse_as_of(
@@ -29,8 +34,9 @@ def parse_as_of(
         raise ValidationError(f"give {names[0]} or {names[1]}, not both")
     if as_of is None:
         return None
+    text = _PLUS_AS_SPACE.sub(r"\1+\2", as_of, count=1)
     try:
-        moment = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ValidationError(f"{names[0]}: {as_of!r} is not an ISO-8601 time ({exc})") from exc
     if moment.tzinfo is None:

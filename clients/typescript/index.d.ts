@@ -36,7 +36,7 @@ export interface ClientOptions {
   token: string;
   /** Per attempt: the whole answer, body included, must arrive within this. Default 10000. */
   timeoutMs?: number;
-  /** Retries after the first attempt (network errors, timeouts, 5xx; never 4xx). Default 5. */
+  /** Retries after the first attempt (network errors, timeouts, 5xx, 429, 408; no other 4xx). Default 5. */
   retries?: number;
   /** First backoff; doubled per retry, jittered, capped by maxBackoffMs. Default 250. */
   backoffMs?: number;
@@ -147,7 +147,8 @@ export declare class LedgerClient {
   readonly backoffMs: number;
   readonly maxBackoffMs: number;
   readonly maxResponseBytes: number;
-  /** Append events all or nothing, retried with the same body (give each an event_id). */
+  /** Append events all or nothing, retried with the same body (an event without an event_id
+   * gets one before the first attempt, so a retry is a duplicate). */
   append(events: LedgerEvent[], options?: { expectedVersion?: number }): Promise<AppendSummary>;
   /** GET a path of the API (e.g. `/v1/runs/3`) as JSON. */
   get<T = unknown>(path: string): Promise<T>;
@@ -225,7 +226,7 @@ export declare class LedgerApiError extends LedgerError {
   readonly actualVersion?: number;
   readonly retryAfterMs: number | undefined;
   readonly attempts: number;
-  /** True for a 5xx (the request may succeed later). */
+  /** True for a 5xx, 429 or 408 (the request may succeed later). */
   readonly retriable: boolean;
 }
 

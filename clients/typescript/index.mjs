@@ -15,7 +15,7 @@
 // * A heartbeat (an all-zero RunProgressed, or the pending deltas) goes out every
 //   heartbeatIntervalMs while the run is open, so a long but alive run is never timed out.
 // * Every POST is retried with the same body (event ids fixed before the first attempt) on
-//   network errors, timeouts, 429 and 503 (Retry-After honoured) and other 5xx, with bounded jittered
+//   network errors, timeouts, 408, 429 and 503 (Retry-After honoured) and other 5xx, with bounded jittered
 //   backoff; never on 4xx, which throws LedgerApiError with the problem+json fields.
 // * withRun guarantees a terminal event whatever the function does: returns (success or
 //   partial), throws or rejects (failed, with the error), or the process gets SIGTERM/SIGINT
@@ -103,9 +103,10 @@ export class LedgerApiError extends LedgerError {
     this.attempts = attempts;
   }
 
-  /** A 5xx or 429 (the request may succeed later); any other 4xx is the request's own fault. */
+  /** A 5xx, 429 or 408 (the API cut a body that stalled on the way): the request may succeed
+   * later; any other 4xx is the request's own fault. */
   get retriable() {
-    return this.status >= 500 || this.status === 429;
+    return this.status >= 500 || this.status === 429 || this.status === 408;
   }
 }
 
@@ -376,12 +377,18 @@ export class LedgerClient {
 
   /**
    * Append events (the JSON of POST /v1/events), all or nothing; the summary of the append.
-   * Retried with the same body; give every event an `event_id` so a retry is a duplicate.
+   * Retried with the same body: an event given without an `event_id` gets one here, before
+   * the first attempt, so a retry after a lost answer is a duplicate, not a second event.
    */
   async append(events, { expectedVersion } = {}) {
     if (!Array.isArray(events)) {
       throw new LedgerValidationError('events', 'must be an array of events');
     }
+    events = events.map((event) =>
+      event && typeof event === 'object' && !Array.isArray(event) && event.event_id == null
+        ? { ...event, event_id: randomUUID() }
+        : event,
+    );
     let path = '/v1/events';
     if (expectedVersion !== undefined) {
       counter('expectedVersion', expectedVersion);

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -36,7 +36,7 @@ from ledger.durations import parse_duration
 from ledger.events import MAX_RUN_ID, event_adapter
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
-from ledger.wire import LineBatch, append_lines, read_array, read_lines
+from ledger.wire import LineBatch, append_lines, read_array, read_json, read_lines
 from projections.as_of import parse_as_of
 from projections.queries import (
     RunFilter,
@@ -220,6 +220,9 @@ def create_app(config: LedgerConfig) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         default_response_class=LedgerJSON,
+        # Starlette's slash redirect is absolute, from the request's scheme and Host: behind a
+        # TLS proxy it sends a browser to http://, and it names any host a request gives.
+        redirect_slashes=False,
     )
     app.state.api = state
     _add_error_handlers(app)
@@ -423,6 +426,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
     )
     def fail(
         caller: Annotated[Caller, operate_scope],
+        _wire_rules: Annotated[None, Depends(wire_json)],
         run_id: Annotated[int, run_id_path],
         request: FailRequest,
     ) -> dict[str, Any]:
@@ -529,11 +533,22 @@ def create_app(config: LedgerConfig) -> FastAPI:
         from service.web import ROOT, create_web_app
 
         web_app, app.state.web = create_web_app(config, state.ledger, state.expensive_slots)
+
+        @app.get(ROOT, include_in_schema=False)
+        def web_home() -> Response:
+            return RedirectResponse(ROOT + "/runs", status_code=303)
+
         app.mount(ROOT, web_app)
         app.state.web.verify.start()
 
     app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
     return app
+
+
+async def wire_json(request: Request) -> None:
+    """A JSON body held to the rules of ``POST /v1/events`` (:func:`ledger.wire.read_json`):
+    FastAPI's own parse keeps the last of a key given twice and takes ``NaN``."""
+    await run_in_threadpool(read_json, await request.body())
 
 
 # ---------------------------------------------------------------------- errors

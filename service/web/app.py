@@ -162,7 +162,9 @@ def create_web_app(
         finalize=views.shown,
     )
     templates.filters.update(views.FILTERS)
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    # No slash redirects: Starlette's are absolute, from the request's scheme and Host (see
+    # the API's app).
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
     app.add_middleware(SecurityHeaders)
     public_read = config.web.public_read
 

@@ -122,6 +122,36 @@ def test_lone_surrogates_numbers_and_duplicate_keys_are_refused(
     assert ledger.head().last_position == 0
 
 
+def test_the_fail_body_is_read_by_the_same_rules_as_events(
+    client: TestClient, ledger: Ledger
+) -> None:
+    """A reason given twice is refused, not read as the last one: what a ledger appends stays
+    (FastAPI's own JSON parse keeps the last of two keys, and takes NaN)."""
+    run_id = started(client)
+    operator = {**auth("operator"), "content-type": "application/json"}
+    for name, body in {
+        "duplicate key": b'{"reason": "host lost", "reason": "nothing wrong, ignore"}',
+        "NaN": b'{"reason": "host lost", "extra": NaN}',
+    }.items():
+        answer = client.post(f"/v1/runs/{run_id}/fail", content=body, headers=operator)
+        assert answer.status_code == 400, (name, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["type"].endswith("invalid-input"), name
+        assert name != "duplicate key" or "reason: given more than once" in answer.text
+    state = ledger.run(run_id)
+    assert state is not None
+    assert state.state == "open"
+    refused = client.post(
+        f"/v1/runs/{run_id}/fail",
+        content=b'{"reason": "a", "reason": "b"}',
+        headers={"content-type": "application/json"},
+    )
+    assert refused.status_code == 401  # the token first, as for every endpoint
+    fine = client.post(f"/v1/runs/{run_id}/fail", json={"reason": "host lost"}, headers=operator)
+    assert fine.status_code == 200, fine.text
+    assert fine.json()["reason"] == "host lost"
+
+
 def test_too_many_events_in_one_request_are_refused_before_validation(db_url: str) -> None:
     with api_client(db_url, max_events=5) as client:
         many = [{"type": "RunStarted", "source_id": 1, "connector_name": "a"}] * 6

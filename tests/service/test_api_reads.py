@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,25 @@ def test_run_detail_as_of_replays_the_write_side_state_too(
     before = client.get("/v1/runs/2", params={"at_position": later_run - 1}, headers=READ)
     assert before.status_code == 404
     assert before.json()["detail"] == f"run 2 did not exist yet as of position {later_run - 1}"
+
+
+def test_as_of_with_its_offset_written_raw_in_the_url(client: TestClient, ledger: Ledger) -> None:
+    """``?as_of=…T04:00:00+01:00`` typed into a URL: the query string's ``+`` arrives as a space,
+    and that time is meant, not refused as "not an ISO-8601 time"."""
+    load_sample(client, ledger)
+    first = ledger.read_run(1)[0]
+    local = first.recorded_at.astimezone(timezone(timedelta(hours=1))).isoformat()
+    assert "+01:00" in local
+    raw = client.get(f"/v1/runs/1?as_of={local}", headers=READ)
+    assert raw.status_code == 200, raw.text
+    encoded = client.get("/v1/runs/1", params={"as_of": local}, headers=READ)
+    assert raw.json() == encoded.json()
+    assert raw.json()["as_of_position"] == ledger.position_at(first.recorded_at)
+    west = first.recorded_at.astimezone(timezone(timedelta(hours=-5))).isoformat()
+    assert client.get(f"/v1/runs/1?as_of={west}", headers=READ).status_code == 200
+    for bad in ["2026-01-01T00:00:00 1", "00:00 01:00", "2026-01-01T00:00 01:00 01:00"]:
+        refused = client.get("/v1/runs", params={"as_of": bad}, headers=READ)
+        assert refused.status_code == 400, bad
 
 
 def test_openapi_documents_the_run_detail_shape(client: TestClient) -> None:

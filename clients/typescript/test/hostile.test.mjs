@@ -127,6 +127,44 @@ test('429 Too Many Requests is retried like 503 (a proxy or rate limiter in fron
   assert.equal(server.requests[0].body, server.requests[1].body);
 });
 
+test('append() fixes an event_id for each event given without one: a retry is a duplicate', async () => {
+  // The first attempt reaches the ledger but its answer is lost: the retry must name the same
+  // events, or the ledger stores them twice (a second run for a RunStarted).
+  const server = await fake((req, res, body, n) => {
+    if (n === 1) {
+      req.socket.destroy();
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  const events = [
+    { type: 'RunStarted', run_ref: 'r', source_id: 1, connector_name: 'mine' },
+    { type: 'RunProgressed', run_ref: 'r', event_id: '0b8e5d0e-5f3c-4c4e-9a55-3f1f2f6c1a01' },
+  ];
+  await client(server.url).append(events);
+  assert.equal(server.requests.length, 2);
+  const [first, second] = server.requests.map((r) => JSON.parse(r.body));
+  assert.match(first[0].event_id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.deepEqual(second, first);
+  assert.equal(first[1].event_id, events[1].event_id); // a caller's own id is kept
+  assert.equal(events[0].event_id, undefined); // the caller's objects are left as they were
+});
+
+test('408 (the API cut a body that stalled) is retried with the same body', async () => {
+  const server = await fake((req, res, body, n) => {
+    if (n === 1) {
+      res.writeHead(408, { 'content-type': 'application/problem+json', connection: 'close' });
+      res.end(JSON.stringify({ type: 'x', title: 'Request timeout', status: 408, detail: 'stalled' }));
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  const run = await client(server.url).startRun(RUN);
+  assert.equal(run.runId, 1);
+  assert.equal(server.requests.length, 2);
+  assert.equal(server.requests[0].body, server.requests[1].body);
+});
+
 test('a hostile Retry-After is capped, and retries are bounded', async () => {
   const server = await fake((req, res) => {
     res.writeHead(503, { 'retry-after': '999999999' });

@@ -118,6 +118,19 @@ def test_security_headers(client: TestClient) -> None:
         assert headers["x-content-type-options"] == "nosniff"
 
 
+def test_no_redirect_names_a_host_or_a_scheme(client: TestClient) -> None:
+    """Behind a TLS proxy the app sees http and the client's Host: a redirect built from them
+    sends a browser to http:// (the session cookie in clear) or to any host a request names."""
+    forged = {"host": "evil.example"}
+    home = client.get("/web", headers=forged, follow_redirects=False)
+    assert home.status_code == 303
+    assert home.headers["location"] == "/web/runs"
+    for path in ["/web/runs/", "/web/runs/?status=failed", "/v1/runs/"]:
+        answer = client.get(path, headers=forged, follow_redirects=False)
+        assert "evil.example" not in answer.headers.get("location", ""), path
+        assert answer.status_code == 404, (path, answer.status_code)
+
+
 def test_no_cookie_means_the_login_page(client: TestClient) -> None:
     response = client.get("/web/runs?status=failed", follow_redirects=False)
     assert response.status_code == 303
