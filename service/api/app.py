@@ -671,7 +671,9 @@ class Guard:
             log.debug("%s %s started", scope["method"], visible(scope["path"]))
             await self.app(scope, limited_receive, send_and_note)
         except Exception:
-            log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
+            log.exception(
+                "unexpected error answering %s %s", scope["method"], visible(scope["path"])
+            )
             if status == 0:
                 await _send_problem(
                     send_and_note,

@@ -6,6 +6,7 @@ asking for history replays over and over."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from ledger import Ledger
@@ -290,3 +292,22 @@ def test_a_body_that_stalls_is_answered_408_after_read_timeout(db_url: str, tmp_
     finally:
         process.kill()
         process.wait()
+
+
+def test_an_unexpected_error_is_a_500_problem_that_tells_nothing_of_it(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_args: object) -> None:
+        raise RuntimeError("secret internals\nGET /v1/runs 200 caller=admin")
+
+    monkeypatch.setattr("service.api.app.status_report", broken)
+    with caplog.at_level(logging.INFO, logger="service.api.app"):
+        answer = client.get("/v1/status", headers=auth("reader"))
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["detail"] == "an unexpected error occurred; it is logged on the server"
+    assert "secret internals" not in answer.text
+    assert "Traceback" not in answer.text
+    logged = [r for r in caplog.records if r.getMessage().startswith("unexpected error")]
+    assert [r.getMessage() for r in logged] == ["unexpected error answering GET /v1/status"]
+    assert logged[0].exc_info is not None  # the traceback goes to the server's log only
