@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import configparser
 import logging
 import os
 import random
@@ -59,6 +60,7 @@ from ledger.errors import (
     StorageError,
 )
 from ledger.schema import SCHEMA_REVISION
+from ledger.text import clip
 from ledger.urls import mask_secrets, mask_url, migrate_hint
 
 log = logging.getLogger(__name__)
@@ -371,6 +373,7 @@ def _mysql_engine(url: str, **options: Any) -> Engine:
         **options,
     )
     event.listen(engine, "do_connect", _allow_multi_statements)
+    event.listen(engine, "do_connect", _OptionsRefused(url))
     event.listen(engine, "connect", _IdleBound(idle))
     event.listen(engine, "connect", _note_galera)
     event.listen(engine, "reset", _end_open_transaction)
@@ -401,6 +404,38 @@ def _allow_multi_statements(
     ``execute`` can do, so the rule that makes it safe is kept everywhere: no SQL text is ever
     built from a value, values go to the driver as parameters."""
     cparams["client_flag"] = cparams.get("client_flag", 0) | CLIENT.MULTI_STATEMENTS
+
+
+class _OptionsRefused:
+    """The driver's connect, with what it raises for an option of the URL's query it cannot use
+    (``?port=abc``, ``?ssl=1``, an unreadable ``read_default_file``: a ValueError, an
+    AttributeError, a configparser error, rather than one of its own errors) refused as the
+    URL's mistake instead of escaping as a traceback. Not chained, and an option file's error
+    not quoted: it quotes the file's line, password and all."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(
+        self, dialect: Any, _record: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
+    ) -> Any:
+        connection = None
+        try:
+            connection = dialect.loaded_dbapi.connect(*cargs, **cparams)
+            connection.cursor().close()  # ?cursorclass=x fails only here
+            return connection
+        except (pymysql.err.Error, OSError):
+            raise  # the database's answer, the network, a TLS file: translate_errors says
+        except configparser.Error:
+            detail = "read_default_file names a file that is not an option file it can read"
+        except Exception as exc:  # whatever the driver raises for an option it cannot use
+            detail = clip(mask_secrets(f"{type(exc).__name__}: {exc}"), 200)
+        if connection is not None:
+            connection.close()
+        raise ConfigurationError(
+            f"cannot connect with {mask_url(self.url)}: the driver refused the URL's options "
+            f"({detail})"
+        ) from None
 
 
 def _end_open_transaction(dbapi_connection: Any, record: Any, state: PoolResetState) -> None:
@@ -525,13 +560,6 @@ def translate_errors(url: str, action: str) -> Iterator[None]:
         raise kind(message + _sqlite_open_hint(url, exc, kind)) from exc
     except OSError as exc:  # e.g. a TLS file named in the URL that does not exist
         raise StorageError(mask_secrets(f"{action} failed on {mask_url(url)}: {exc}")) from exc
-    except TypeError as exc:
-        # A URL query parameter the driver does not know surfaces as a TypeError at connect.
-        if "keyword argument" not in str(exc):
-            raise
-        raise ConfigurationError(
-            f"{action} failed on {mask_url(url)}: the driver refused an option ({exc})"
-        ) from exc
 
 
 # MySQL client errors (2002 socket, 2003 TCP, 2005 unknown host, 2006 gone away, 2013 lost

@@ -186,8 +186,10 @@ def wire_form(event: RecordedEvent) -> dict[str, Any]:
 
 
 def wire_line(event: RecordedEvent) -> str:
-    """One line of JSON Lines for a stored event (without the newline)."""
-    return json.dumps(wire_form(event), sort_keys=True, ensure_ascii=False)
+    """One line of JSON Lines for a stored event (without the newline), ASCII like every JSON
+    the CLI prints: a C1 control or a bidi override in a value is ``\\u009b`` or ``\\u202e``,
+    which a terminal shows rather than obeys, and which reads back as the same value."""
+    return json.dumps(wire_form(event), sort_keys=True)
 
 
 def _read_line(raw: bytes, first: bool) -> tuple[EventModel | None, list[InputProblem]]:

@@ -39,6 +39,7 @@ from ledger.clock import format_utc_seconds, utcnow
 from ledger.database import unparseable_url_message
 from ledger.durations import format_duration, parse_duration
 from ledger.events import MAX_RUN_ID, name_problem, operator_actor
+from ledger.schema import MAX_POSITION
 from ledger.text import visible, visible_lines
 from ledger.urls import DATABASE_URL_ENV, mask_secrets, mask_url, resolve_database_url
 from projections.as_of import parse_as_of
@@ -211,7 +212,7 @@ def db_option(command: F) -> F:
 def as_of_options(command: F) -> F:
     command = click.option(
         "--at-position",
-        type=click.IntRange(min=0),
+        type=click.IntRange(0, MAX_POSITION),
         default=None,
         help="Replay the ledger up to this position instead.",
     )(command)

@@ -59,7 +59,9 @@ def append(source: IO[bytes], db_url: str | None) -> None:
 @click.option(
     "--after", type=click.IntRange(0, MAX_POSITION), default=0, help="Only positions after POS."
 )
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N events.")
+@click.option(
+    "--limit", type=click.IntRange(1, MAX_POSITION), default=None, help="At most N events."
+)
 @format_option("table", "jsonl", help="jsonl output can be appended again as-is (idempotent).")
 @wide_option
 @db_option

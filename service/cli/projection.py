@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.text import Text
 
 from ledger.errors import DatabaseUnreachableError
+from ledger.schema import MAX_POSITION
 from ledger.urls import mask_url
 from projections import Projector
 from projections import rebuild as rebuild_projection
@@ -41,7 +42,7 @@ from service.cli.common import (
 @click.option("--follow", is_flag=True, help="Keep tailing the ledger until SIGINT/SIGTERM.")
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_POSITION),
     default=DEFAULT_BATCH_SIZE,
     show_default=True,
     help="Events per transaction.",
@@ -49,7 +50,7 @@ from service.cli.common import (
 @seconds_option("--interval", 0.01, 1.0, "Seconds between polls when caught up (with --follow).")
 @click.option(
     "--skip-position",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_POSITION),
     default=None,
     help="Record that this position (a poison event) is not to be applied.",
 )
@@ -101,7 +102,7 @@ def project(
 @click.command()
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_POSITION),
     default=DEFAULT_BATCH_SIZE,
     show_default=True,
     help="Events replayed per transaction into the shadow tables.",

@@ -12,6 +12,7 @@ import click
 from ledger import StuckRun, fail_run, stuck_runs, sweep
 from ledger.clock import utcnow
 from ledger.durations import format_duration
+from ledger.schema import MAX_POSITION
 from ledger.text import visible
 from projections.queries import (
     RunFilter,
@@ -64,7 +65,7 @@ def runs() -> None:
 @click.option("--source", "source_id", type=SOURCE_ID, default=None, help="Only this source id.")
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_POSITION),
     default=50,
     show_default=True,
     help="At most N runs, the newest.",

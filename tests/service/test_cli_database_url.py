@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
+from tests import support
 from tests.service.support import run
 
 
@@ -57,3 +59,38 @@ def test_a_bad_url_from_the_environment_is_named_as_such(
     result = run("config", "check", str(config))
     assert result.exit_code == 2, result.output
     assert "$LEDGER_DATABASE_URL (in place of database_url)" in result.output
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "port=abc",
+        "ssl=1",
+        "conv=x",
+        "compress=1",
+        "read_default_file={option_file}",
+    ],
+)
+def test_options_the_driver_cannot_use_are_usage_errors(tmp_path: Path, query: str) -> None:
+    # PyMySQL refuses these with ValueError, AttributeError, NotImplementedError or a
+    # configparser error, which were tracebacks; the option file's error quoted its line,
+    # password and all.
+    option_file = tmp_path / "my.cnf"
+    option_file.write_text("password = hunter2-pw\n", encoding="utf-8")
+    url = f"mysql+pymysql://u:hunter2-pw@127.0.0.1:1/x?{query.format(option_file=option_file)}"
+    result = run("status", "--db", url)
+    assert result.exit_code == 2, result.output
+    assert "the driver refused the URL's options" in result.stderr
+    assert "Traceback" not in result.output
+    assert "hunter2-pw" not in result.output
+
+
+@pytest.mark.parametrize("option", ["cursorclass", "auth_plugin_map"])
+def test_an_option_that_fails_once_connected_is_a_usage_error(option: str) -> None:
+    base = support.mysql_base_url()
+    if base is None:
+        pytest.skip(f"MariaDB half skipped: set {support.MYSQL_URL_ENV} to run it")
+    url = make_url(base).update_query_dict({option: "x"})
+    result = run("status", "--db", url.render_as_string(hide_password=False))
+    assert result.exit_code == 2, result.output
+    assert "the driver refused the URL's options" in result.stderr

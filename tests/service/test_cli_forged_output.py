@@ -150,3 +150,22 @@ def test_a_usage_error_does_not_echo_control_characters(args: tuple[str, ...], d
     assert result.exit_code == 2, result.output
     assert shows_no_raw_control(result.stderr), repr(result.stderr)
     assert "\\x1b" in result.stderr
+
+
+def test_json_output_escapes_what_a_terminal_would_obey(ledger: Ledger, db_url: str) -> None:
+    # JSON escapes C0 controls by itself; `events --format jsonl` printed C1 (\x9b CSI), the
+    # bidi overrides and zero-width characters raw, unlike every other JSON output.
+    run_id = failed_run(ledger, "SOURCE_1", FORGED)
+    assert run("project", "--db", db_url).exit_code == 0
+    for args in (
+        ("events", "--format", "jsonl"),
+        ("runs", "list", "--format", "json"),
+        ("runs", "show", str(run_id), "--format", "json"),
+        ("audit", str(run_id), "--format", "json"),
+        ("report", "--format", "json"),
+    ):
+        assert shows_no_raw_control(run(*args, "--db", db_url).stdout), args
+    exported = run("events", "--format", "jsonl", "--db", db_url).stdout
+    assert json.loads(exported.splitlines()[-1])["error_message"] == FORGED  # the exact value
+    result = run("append", "-", "--db", db_url, input=exported)  # appends again as is
+    assert json.loads(result.stdout)["duplicates"] == 2

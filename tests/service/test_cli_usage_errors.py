@@ -20,6 +20,23 @@ def test_out_of_range_ids_are_usage_errors(db_url: str) -> None:
         assert result.exit_code == 2, (args, result.output)
 
 
+def test_out_of_range_counts_and_positions_are_usage_errors(db_url: str, ledger: Ledger) -> None:
+    # They reached the SQL: a traceback on SQLite (OverflowError), 1064 and exit 1 on MariaDB.
+    ledger.start_run(1, "SOURCE_1")
+    huge = str(2**64)
+    for args in (
+        ["runs", "list", "--limit", huge],
+        ["rebuild", "--batch-size", huge],
+        ["project", "--batch-size", huge],
+        ["project", "--skip-position", huge, "--reason", "poison"],
+        ["events", "--limit", huge],
+        ["runs", "list", "--at-position", huge],
+    ):
+        result = run(*args, "--db", db_url)
+        assert result.exit_code == 2, (args, result.output)
+        assert "is not in the range" in result.output, (args, result.output)
+
+
 def test_http_json_usage_is_checked_before_a_run_starts(db_url: str, ledger: Ledger) -> None:
     runner = CliRunner()
     both = runner.invoke(
