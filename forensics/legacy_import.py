@@ -35,7 +35,7 @@ from ledger import (
     ValidationError,
 )
 from ledger.database import sqlite_file_or_none
-from ledger.events import RECORDED_NAMES
+from ledger.events import IMPORT_PREFIX, RECORDED_NAMES
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import describe_pydantic_errors, payload_json
 from ledger.schema import LEGACY_TABLE
@@ -46,7 +46,7 @@ from projections.projector import Projector
 from projections.queries import all_rows
 from projections.schema import COUNTER_COLUMNS
 
-IMPORT_ACTOR = "import:legacy"
+IMPORT_ACTOR = f"{IMPORT_PREFIX}legacy"
 _NAMESPACE = uuid.UUID("0b3c33f6-56a5-4c9c-9d0e-3f51c1a3f0d1")
 DEFAULT_SAME_DB_TABLE = LEGACY_TABLE  # where `ledger migrate` put the old table
 DEFAULT_OTHER_DB_TABLE = "ingestion_runs"

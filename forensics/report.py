@@ -24,6 +24,7 @@ from ledger import Ledger, StuckRun, stuck_runs, stuck_runs_as_of
 from ledger.clock import isoformat_utc, labelled_utc
 from ledger.dialects import exact_text
 from ledger.durations import format_duration
+from ledger.events import IMPORT_PREFIX, OPERATOR_PREFIX, SWEEPER_ACTOR
 from ledger.text import markdown_cell, visible, wrap_cells
 from ledger.urls import mask_url
 from projections.as_of import replay_until_poison, resolve_position
@@ -265,11 +266,11 @@ def actor_kind(actor: str | None) -> str:
         return "unknown"
     if actor.startswith("connector:"):
         return "connectors"
-    if actor == "sweeper":
+    if actor == SWEEPER_ACTOR:
         return "sweeper"
-    if actor.startswith("operator:"):
+    if actor.startswith(OPERATOR_PREFIX):
         return "operators"
-    if actor.startswith("import:"):
+    if actor.startswith(IMPORT_PREFIX):
         return "import"
     return "other"
 

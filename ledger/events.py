@@ -82,6 +82,11 @@ RECORDED_NAMES: dict[str, bool] = {"recorded_names": True}
 
 
 OPERATOR_PREFIX = "operator:"
+# Who the ledger itself records acting (the report counts transitions by them): the sweeper, an
+# operator (``operator:NAME``) and an import (``import:legacy``). A connector reports under its
+# own name (``connector:NAME@HOST:PID``).
+SWEEPER_ACTOR = "sweeper"
+IMPORT_PREFIX = "import:"
 
 
 def operator_actor(name: str) -> str:
@@ -90,6 +95,21 @@ def operator_actor(name: str) -> str:
     rule, so an operator can neither pose as ``sweeper`` or ``import:legacy`` nor be recorded
     two ways by two commands."""
     return name if name.startswith(OPERATOR_PREFIX) else f"{OPERATOR_PREFIX}{name}"
+
+
+def operators_act(event: EventModel) -> str | None:
+    """Why recording ``event`` is an operator's act rather than a connector's report, or None.
+
+    A RunTimedOut declares a run dead (the sweeper's finding, or an operator's decision), and an
+    actor that names the sweeper, an operator or an import claims their authority. Where the
+    caller's rights are known (the HTTP API's scopes), such an event needs the right to
+    operate: a connector's token cannot fail a run or pass for the sweeper in the report."""
+    if event.type == "RunTimedOut":
+        return "a RunTimedOut declares a run dead: the sweeper's finding or an operator's decision"
+    actor = event.actor or ""
+    if actor == SWEEPER_ACTOR or actor.startswith((OPERATOR_PREFIX, IMPORT_PREFIX)):
+        return f"actor {actor!r} claims the sweeper's, an operator's or an import's authority"
+    return None
 
 
 def name_problem(value: str) -> str | None:

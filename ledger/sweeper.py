@@ -32,7 +32,7 @@ from ledger.errors import (
     UnknownRunError,
     ValidationError,
 )
-from ledger.events import RunTimedOut, name_problem, operator_actor
+from ledger.events import SWEEPER_ACTOR, RunTimedOut, name_problem, operator_actor
 from ledger.mapper import parse_event
 from ledger.recorded import AppendResult
 from ledger.rules import FINISHED, OPEN
@@ -41,7 +41,7 @@ from ledger.stuck import DEFAULT_STALE_AFTER, StuckRun, Thresholds, stuck_runs
 from ledger.text import visible
 
 log = logging.getLogger(__name__)
-SWEEPER = "sweeper"
+SWEEPER = SWEEPER_ACTOR
 # Fixed forever: changing it would give a retried sweep a new id for the same fact.
 SWEEP_NAMESPACE = uuid.UUID("183d174b-8ed4-5351-bdc6-8ac8f6f2c98a")
 

@@ -33,7 +33,7 @@ from forensics.audit import audit_run
 from forensics.verify import verify_all
 from ledger import Ledger, LedgerError, fail_run, stuck_runs
 from ledger.durations import parse_duration
-from ledger.events import MAX_RUN_ID, event_adapter
+from ledger.events import MAX_RUN_ID, event_adapter, operators_act
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
 from ledger.wire import LineBatch, append_lines, read_array, read_json, read_lines
@@ -328,6 +328,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
             batch: LineBatch = (
                 read_array(body, most) if kind == "application/json" else read_lines(BytesIO(body))
             )
+            _refuse_operators_acts(batch, caller)
             return append_lines(state.ledger, batch, expected_version).to_dict()
 
         return await run_in_threadpool(append)
@@ -692,6 +693,24 @@ class Guard:
                 status,
                 (time.monotonic() - started) * 1000,
                 scope.get("ledger_caller", "-"),
+            )
+
+
+def _refuse_operators_acts(batch: LineBatch, caller: Caller) -> None:
+    """403 for the first event only an operator may record (:func:`ledger.events.operators_act`)
+    unless the token may operate: a connector's token cannot fail a run or pass for the
+    sweeper, an operator or an import in the audit and the report."""
+    if "operate" in caller.scopes:
+        return
+    for event, line in zip(batch.events, batch.line_numbers, strict=True):
+        why = operators_act(event)
+        if why is not None:
+            raise ApiProblem(
+                403,
+                "forbidden",
+                "Forbidden",
+                f"{batch.unit} {line}: {visible(why)}; token {caller.name!r} lacks the "
+                "'operate' scope it needs, nothing was appended",
             )
 
 

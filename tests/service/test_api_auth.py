@@ -133,3 +133,59 @@ def test_an_unreachable_database_is_503_with_retry_after() -> None:
         metrics = test_client.get("/metrics", headers=auth("admin"))
         assert metrics.status_code == 200
         assert "ledger_database_up 0.0" in metrics.text
+
+
+@pytest.mark.parametrize(
+    ("claim", "why"),
+    [
+        (
+            {
+                "type": "RunTimedOut",
+                "reason": "gone",
+                "threshold_seconds": 60,
+                "last_event_at": "2026-01-28T01:00:00Z",
+                "detected_by": "connector:c",
+            },
+            "a RunTimedOut declares a run dead",
+        ),
+        ({"type": "RunFinished", "status": "success", "actor": "sweeper"}, "actor 'sweeper'"),
+        (
+            {"type": "RunProgressed", "records_fetched": 1, "actor": "operator:oncall"},
+            "actor 'operator:oncall'",
+        ),
+        (
+            {"type": "RunFinished", "status": "failed", "actor": "import:legacy"},
+            "actor 'import:legacy'",
+        ),
+    ],
+)
+def test_only_a_token_that_may_operate_records_an_operators_act(
+    client: TestClient, claim: dict[str, object], why: str
+) -> None:
+    """An append token reports runs; it cannot fail one (RunTimedOut) nor pass for the sweeper,
+    an operator or an import, whom the audit and the report credit with what they did."""
+    run = {"type": "RunStarted", "run_ref": "r", "source_id": 1, "connector_name": "c"}
+    events = [run, {**claim, "run_ref": "r", "event_id": str(uuid.uuid4())}]
+    refused = client.post("/v1/events", json=events, headers=auth("appender"))
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    detail = refused.json()["detail"]
+    assert detail.startswith(f"item 2: {why}")
+    assert detail.endswith(
+        "token 'appender' lacks the 'operate' scope it needs, nothing was appended"
+    )
+    status = client.get("/v1/status", headers=auth("reader")).json()
+    assert status["head_position"] == 0, "nothing was appended"
+    accepted = client.post("/v1/events", json=events, headers=auth("admin"))
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["appended"] == 2
+    connector = {
+        "type": "RunProgressed",
+        "run_ref": "s",
+        "records_fetched": 1,
+        "actor": "connector:c",
+    }
+    own = client.post(
+        "/v1/events", json=[{**run, "run_ref": "s"}, connector], headers=auth("appender")
+    )
+    assert own.status_code == 200, own.text
