@@ -57,3 +57,22 @@ def test_a_bad_url_from_the_environment_is_named_as_such(
     result = run("config", "check", str(config))
     assert result.exit_code == 2, result.output
     assert "$LEDGER_DATABASE_URL (in place of database_url)" in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "meant"),
+    [
+        ("sqlite://ledger.db", "sqlite:///ledger.db"),
+        ("sqlite://data/ledger.db", "sqlite:///data/ledger.db or sqlite:////data/ledger.db"),
+    ],
+)
+def test_a_sqlite_url_with_two_slashes_says_how_many_it_takes(
+    url: str, meant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It printed SQLAlchemy's five-line list of "Valid SQLite URL forms": errors are one line.
+    monkeypatch.chdir(tmp_path)
+    result = run("runs", "list", "--db", url)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"a SQLite URL has no host: write {meant}" in result.stderr
+    assert list(tmp_path.iterdir()) == []
