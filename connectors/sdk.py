@@ -91,6 +91,7 @@ class RunResult:
     totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTER_FIELDS, 0))
     error_count: int = 0
     spooled: bool = False  # some of its events went through the spool
+    error_message: str | None = None  # its RunFinished's: why it is partial or failed
 
 
 class RunContext:
@@ -217,6 +218,7 @@ class RunContext:
                 self._send([*([remainder] if remainder else []), finished])
                 self._clear_pending()
                 result.status = finished.status
+                result.error_message = finished.error_message
         finally:
             self._finishing = False
         RunContext._open.discard(self)
@@ -450,6 +452,8 @@ class RunOutcome:
         }
         if self.failure is not None:
             summary["error"] = describe_failure(self.failure)
+        elif self.result.error_message is not None:
+            summary["error"] = self.result.error_message
         return summary
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import MetaData, String, Table, select, type_coerce
 from sqlalchemy.exc import NoSuchTableError
 
 from ledger import (
+    ConfigurationError,
     DatabaseNotFoundError,
     EventModel,
     Ledger,
@@ -164,6 +165,8 @@ def read_legacy_rows(ledger: Ledger, source_url: str | None, table: str) -> list
                 f"--from-url: no SQLite database at {path} ({mask_url(source_url)}): check the "
                 "legacy database's URL"
             ) from None
+        except ConfigurationError as error:  # with --db beside it: say which URL is wrong
+            raise ConfigurationError(f"--from-url: {error}") from None
     try:
         with source.connect("read legacy table") as conn:
             try:

@@ -98,6 +98,13 @@ def create_ledger_engine(url: str, *, create: bool = True, **engine_options: Any
                 raise ConfigurationError(
                     f"unsupported SQLite driver in {mask_url(url)!r}: use sqlite:///PATH"
                 )
+            if parsed.host:  # sqlite://ledger.db: one slash short, a file name read as a host
+                path = "/".join(part for part in (parsed.host, parsed.database) if part)
+                meant = f"sqlite:///{path}" + (f" or sqlite:////{path}" if "/" in path else "")
+                raise ConfigurationError(
+                    f"invalid database URL {mask_url(url)}: a SQLite URL has no host: write "
+                    f"{meant} (three slashes before a relative path, four before an absolute one)"
+                )
             _refuse_ignored_sqlite_options(url, parsed)
             if not create:
                 _refuse_missing_sqlite_file(url, parsed)

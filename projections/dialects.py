@@ -24,10 +24,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.engine import make_url
 
 from ledger import Ledger
-from ledger.database import retrying_conflicts
+from ledger.database import retrying_conflicts, sqlite_file_or_none
 from ledger.dialects import idle_bounded_session
 from ledger.store import as_ledger
 from projections.checkpoints import advance, finish_swap, mark_swap, read_checkpoint
@@ -143,8 +142,9 @@ def exclusive_rebuild(database: Ledger | Engine, projection: str) -> Iterator[Re
     """
     ledger = as_ledger(database)
     if ledger.is_sqlite:
-        path = make_url(ledger.url).database
-        if not path or path == ":memory:":  # one connection of one process: no file to lock
+        # The file itself, however the URL names it (a relative path, a file: URI): one lock.
+        path = sqlite_file_or_none(ledger.url)
+        if path is None:  # in memory: one process, no file to lock
             with _claimed(ledger, projection) as claim:
                 yield claim
             return

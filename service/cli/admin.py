@@ -12,12 +12,12 @@ import click
 from sqlalchemy.engine import make_url
 
 from forensics.legacy_import import import_legacy
-from forensics.report import render_text, report_passed
+from forensics.report import REPORT_WIDTH, render_text, report_passed
 from ledger.clock import utcnow
 from ledger.database import IN_MEMORY_HINT, is_in_memory_sqlite
 from ledger.durations import format_duration
 from ledger.schema import LEGACY_TABLE
-from ledger.text import visible
+from ledger.text import visible, wrap_cells
 from ledger.urls import DATABASE_URL_ENV, mask_url, resolve_database_url
 from migrations.runner import MigrationResult, SchemaCheck, check, upgrade
 from service.cli.common import EXIT_PROBLEM, db_option, library_errors, open_ledger, wide_option
@@ -139,25 +139,29 @@ def demo(db_url: str | None, wide: bool) -> None:
         story = tell_demo(ledger)
     result = story.result
     echo = click.echo
+
+    def step(text: str) -> None:  # laid out for 80 columns, as the report below it
+        echo("\n".join(wrap_cells(text, REPORT_WIDTH, "   ")))
+
     if result.already_ran:
         echo(f"The demo already ran on {mask_url(ledger.url)}; here is where it stands.\n")
     else:
         echo(f"run-ledger demo on {mask_url(ledger.url)}\n")
-        echo(
+        step(
             f"1. run {result.success_run}: the csv connector ingested the shipped sample "
             "(success, non-zero counters)"
         )
-        echo(f"2. run {result.partial_run}: the same connector over rows with errors (partial)")
-        echo(
+        step(f"2. run {result.partial_run}: the same connector over rows with errors (partial)")
+        step(
             f"3. run {result.failed_run}: a source that refused the connection (failed, with "
             "its traceback)"
         )
-        echo(
+        step(
             f"4. run {result.orphan_run}: started two hours ago by a process that was then "
             "killed: no terminal event, no activity since"
         )
         if result.swept is not None:
-            echo(
+            step(
                 f"5. the sweeper timed run {result.orphan_run} out: it had been silent for "
                 f"{format_duration(utcnow() - result.swept.last_event_at)}, over the "
                 f"{format_duration(result.swept.threshold)} threshold, so it appended "

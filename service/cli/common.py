@@ -123,13 +123,17 @@ _EXCEPTION_FOR_EXIT_CODE: dict[int, type[ProblemFound]] = {
 
 
 @contextmanager
-def library_errors() -> Iterator[None]:
-    """A library error raised inside becomes its one-line message and exit code."""
+def library_errors(where: str | None = None) -> Iterator[None]:
+    """A library error raised inside becomes its one-line message and exit code; an error
+    about the input (not the database's) is prefixed with ``where``, the file it came from."""
     try:
         yield
     except LedgerError as error:
         exception = _EXCEPTION_FOR_EXIT_CODE.get(exit_code_for(error), ProblemFound)
-        raise exception(naming_the_environment(str(error))) from error
+        message = naming_the_environment(str(error))
+        if where is not None and not isinstance(error, StorageError):
+            message = f"{visible(where)}: {message}"
+        raise exception(message) from error
 
 
 # Where open_ledger notes, in the click context, a database URL read from the environment.

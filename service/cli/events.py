@@ -41,15 +41,17 @@ def append(source: IO[bytes], db_url: str | None) -> None:
             "on an empty line (or give a FILE).",
             err=True,
         )
+    name = getattr(source, "name", None)  # a FILE's errors name it; stdin's ("<stdin>") do not
+    where = name if isinstance(name, str) and not name.startswith("<") else None
     try:
-        with library_errors():  # every line is read before the ledger is opened
+        with library_errors(where):  # every line is read before the ledger is opened
             batch = read_lines(source)
     except KeyboardInterrupt:
         raise Interrupted(
             "interrupted by Ctrl-C while reading events: nothing was appended"
         ) from None
     ledger = open_or_start_ledger(db_url)
-    with library_errors():
+    with library_errors(where):
         result = append_lines(ledger, batch)
     click.echo(json.dumps(result.to_dict(), sort_keys=True))
 

@@ -110,6 +110,18 @@ def test_ledger_run_csv_cli(ledger: Ledger, db_url: str, tmp_path: Path) -> None
     assert "by default the sample the package ships" in " ".join(help_text.split())
 
 
+def test_ledger_run_csv_says_why_a_run_is_partial(db_url: str, tmp_path: Path) -> None:
+    # Exit 1 with only an error count left the reader to project and `runs show` to learn why.
+    data = write(tmp_path / "stations.jsonl", '{"station_id": "S1"}\n{"station_id": "S2"}\n')
+    result = CliRunner().invoke(
+        cli, ["run", "csv", "--path", str(data), "--spool-dir", str(tmp_path), "--db", db_url]
+    )
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert (summary["status"], summary["error_count"]) == ("partial", 2)
+    assert summary["error"] == "2 error(s); first: line 1: missing key 'id'"
+
+
 def test_record_keys_are_case_sensitive_on_both_databases(ledger: Ledger, tmp_path: Path) -> None:
     data = tmp_path / "keys.csv"
     data.write_text("id,v\nabc,1\nABC,2\nabc ,3\n")

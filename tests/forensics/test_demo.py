@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from freezegun import freeze_time
+from rich.cells import cell_len
 from sqlalchemy import func, inspect, select, table
 
 from ledger import Ledger
@@ -51,6 +52,17 @@ def test_the_demo_from_an_empty_folder(
         assert store.head() == head  # idempotent: nothing appended
     finally:
         store.close()
+
+
+def test_the_demo_fits_80_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its numbered story ran to 200 characters a line, wrapped by the terminal at the margin.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run("demo")
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    out = result.stdout  # type: ignore[attr-defined]
+    assert [line for line in out.splitlines() if cell_len(line) > 80] == []
+    assert "(success, non-zero\n   counters)\n" in out  # a hanging indent, as the report's
 
 
 def store_snapshot(store: Ledger) -> dict[str, object]:

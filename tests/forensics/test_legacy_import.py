@@ -181,6 +181,18 @@ def test_import_legacy_without_the_table_says_where_it_looked_and_why(tmp_path: 
             )  # type: ignore[attr-defined]
 
 
+def test_import_legacy_names_the_option_of_a_bad_legacy_url(db_url: str) -> None:
+    # With --db and --from-url both given, "not a database URL" did not say which one it was.
+    for bad, why in (
+        ("notaurl", "not a database URL: 'notaurl'"),
+        ("postgresql://u:pw-x@h/legacy", "unsupported database 'postgresql'"),
+    ):
+        result = run("import-legacy", "--from-url", bad, "--db", db_url)
+        assert result.exit_code == 2  # type: ignore[attr-defined]
+        assert result.stderr.startswith(f"Error: --from-url: {why}")  # type: ignore[attr-defined]
+        assert "pw-x" not in result.stderr  # type: ignore[attr-defined]
+
+
 def test_import_legacy_over_runs_with_the_same_ids_refuses_before_appending(
     tmp_path: Path,
 ) -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import make_url
 
 from ledger import Ledger, RunFinished
 from projections import ProjectionBusyError, Projector, rebuild
@@ -127,3 +129,29 @@ def test_a_second_rebuild_at_once_is_refused(ledger: Ledger) -> None:
     ):
         rebuild(ledger)
     assert rebuild(ledger).events == 1  # and works once the first is done
+
+
+def test_a_sqlite_file_has_one_rebuild_lock_whatever_its_url(
+    tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lock file was named after the URL's text: a URI's (file:/abs/ledger.db) named a
+    # folder "file:" that does not exist (every rebuild failed), or a file other than the
+    # plain URL's, so two rebuilds of one database did not exclude each other.
+    plain = support.sqlite_copy(sqlite_template, tmp_path)
+    path = Path(make_url(plain).database or "")
+    monkeypatch.chdir(tmp_path)
+    for url in (f"sqlite:///file:{path}?uri=true", f"sqlite:///file:{path.name}?uri=true"):
+        first, second = Ledger.from_url(plain), Ledger.from_url(url)
+        try:
+            assert rebuild(second).events == 0
+            with (
+                exclusive_rebuild(first, PROJECTION_NAME),
+                pytest.raises(ProjectionBusyError, match="another rebuild"),
+            ):
+                rebuild(second)
+        finally:
+            first.close()
+            second.close()
+    assert sorted(item.name for item in tmp_path.iterdir() if "lock" in item.name) == [
+        f"{path.name}.rebuild.lock"
+    ]

@@ -78,6 +78,24 @@ def test_every_bad_line_is_reported(ledger: Ledger, db_url: str) -> None:
     assert ledger.head().last_position == 0
 
 
+def test_a_file_s_errors_name_the_file(ledger: Ledger, db_url: str, tmp_path: Path) -> None:
+    # "line 1: ..." alone did not say which file, in a script appending several.
+    ledger.start_run(1, "SOURCE_1")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(lines({"type": "RunProgressed", "run_id": 1, "records_fetched": -3}))
+    result = run("append", str(bad), "--db", db_url)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {bad}: invalid input, nothing was appended:\n")
+    refused = tmp_path / "refused.jsonl"
+    refused.write_text(
+        lines({"type": "RunStarted", "run_id": 1, "source_id": 1, "connector_name": "S"})
+    )
+    result = run("append", str(refused), "--db", db_url)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {refused}: line 1: run 1: RunStarted may appear")
+    assert ledger.head().last_position == 1
+
+
 def test_stream_rule_violation_names_the_line(ledger: Ledger, db_url: str) -> None:
     ledger.start_run(1, "SOURCE_1")
     text = lines(

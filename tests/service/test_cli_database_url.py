@@ -94,3 +94,22 @@ def test_an_option_that_fails_once_connected_is_a_usage_error(option: str) -> No
     result = run("status", "--db", url.render_as_string(hide_password=False))
     assert result.exit_code == 2, result.output
     assert "the driver refused the URL's options" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "meant"),
+    [
+        ("sqlite://ledger.db", "sqlite:///ledger.db"),
+        ("sqlite://data/ledger.db", "sqlite:///data/ledger.db or sqlite:////data/ledger.db"),
+    ],
+)
+def test_a_sqlite_url_with_two_slashes_says_how_many_it_takes(
+    url: str, meant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It printed SQLAlchemy's five-line list of "Valid SQLite URL forms": errors are one line.
+    monkeypatch.chdir(tmp_path)
+    result = run("runs", "list", "--db", url)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"a SQLite URL has no host: write {meant}" in result.stderr
+    assert list(tmp_path.iterdir()) == []
