@@ -888,10 +888,16 @@ export class RunHandle {
   _flush(heartbeatIfEmpty) {
     const send = async () => {
       if (this._closing || this.status) return;
+      // Events a failed send left (their ids fixed: the ledger may hold them) go again first,
+      // alone; the counts since stay pending until they are through. However long an outage,
+      // the backlog stays one event (and the counts), never thousands that no request could
+      // carry (max_events, max_body_bytes) and that a refusal would drop with their counts.
+      const retrying = this._ready.length > 0;
+      if (retrying) await this._deliver(this._ready.slice());
       if (this._hasPending()) {
         this._ready.push(this._pendingEvent());
         this._clearPending();
-      } else if (heartbeatIfEmpty && !this._ready.length) {
+      } else if (heartbeatIfEmpty && !retrying) {
         this._ready.push(this._event('RunProgressed', {}));
       }
       if (!this._ready.length) return;

@@ -446,6 +446,33 @@ test('progress and heartbeat not awaited: a failing ledger does not crash the pr
   assert.equal(last.at(-1).type, 'RunFinished');
 });
 
+test('a long outage builds no backlog: one event waits, the counts stay pending', async () => {
+  let down = false;
+  const server = await fake((req, res, body) => {
+    if (down) {
+      res.writeHead(503, { 'retry-after': '0' });
+      res.end();
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  const run = await client(server.url, { retries: 0 }).startRun({ ...RUN, progressIntervalMs: 0 });
+  down = true;
+  for (let attempt = 0; attempt < 50; attempt += 1) {
+    await assert.rejects(run.progress({ recordsFetched: 2 }), LedgerApiError);
+    await assert.rejects(run.heartbeat(), LedgerApiError);
+  }
+  const sizes = server.requests.slice(1).map((request) => JSON.parse(request.body).length);
+  assert.ok(Math.max(...sizes) <= 1, `a send carried ${Math.max(...sizes)} events`);
+  down = false;
+  await run.finish();
+  const events = JSON.parse(server.requests.at(-1).body); // nothing went through before
+  assert.ok(events.length <= 3, `${events.length} events once the ledger was back`);
+  const fetched = events.reduce((sum, event) => sum + (event.records_fetched ?? 0), 0);
+  assert.equal(fetched, 100); // every count reported during the outage arrives
+  assert.equal(events.at(-1).type, 'RunFinished');
+});
+
 test('withRun: a function that never settles still ends the run failed before Node exits', async () => {
   // Nothing keeps the child alive but the pending promise: the event loop empties, and Node
   // would exit (status 13) with the run left open, heartbeat or not (its timer is unref'ed).
