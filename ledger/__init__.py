@@ -15,6 +15,7 @@ from ledger.errors import (
     StreamError,
     UnknownEventTypeError,
     UnknownRunError,
+    UnusableUrlError,
     ValidationError,
 )
 from ledger.events import (
@@ -61,6 +62,7 @@ __all__ = [
     "Thresholds",
     "UnknownEventTypeError",
     "UnknownRunError",
+    "UnusableUrlError",
     "ValidationError",
     "canonical_json",
     "fail_run",

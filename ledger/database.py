@@ -58,6 +58,7 @@ from ledger.errors import (
     DatabaseUnreachableError,
     SchemaError,
     StorageError,
+    UnusableUrlError,
 )
 from ledger.schema import SCHEMA_REVISION
 from ledger.text import clip
@@ -413,6 +414,12 @@ def _allow_multi_statements(
     cparams["client_flag"] = cparams.get("client_flag", 0) | CLIENT.MULTI_STATEMENTS
 
 
+# Server errors that, while connecting, can only answer a setting the URL asked for: 1064 (an
+# init_command that does not parse), 1115 (unknown character set), 1193 (unknown variable),
+# 1231 (a value a variable cannot take: ?sql_mode=x).
+_REFUSED_SETTINGS = frozenset({1064, 1115, 1193, 1231})
+
+
 class _OptionsRefused:
     """The driver's connect, with what it raises for an option of the URL's query it cannot use
     (``?port=abc``, ``?ssl=1``, an unreadable ``read_default_file``: a ValueError, an
@@ -428,18 +435,27 @@ class _OptionsRefused:
     ) -> Any:
         connection = None
         try:
+            if cparams.get("defer_connect"):
+                raise ValueError("defer_connect leaves the connection unopened")
             connection = dialect.loaded_dbapi.connect(*cargs, **cparams)
             connection.cursor().close()  # ?cursorclass=x fails only here
             return connection
-        except (pymysql.err.Error, OSError):
-            raise  # the database's answer, the network, a TLS file: translate_errors says
+        except pymysql.err.Error as exc:
+            if not exc.args or exc.args[0] not in _REFUSED_SETTINGS:
+                raise  # the database's answer, the network: translate_errors says
+            # Only the URL's sql_mode, init_command or charset are sent while connecting.
+            detail = f"the server refused a setting: {clip(mask_secrets(str(exc)), 200)}"
+        except OSError as exc:
+            # The driver wraps the network's errors (2003); a bare one comes from reading a
+            # file the URL names before connecting: ?ssl_ca=, ?ssl_cert=, ?ssl_key=.
+            detail = f"a TLS file it names: {clip(mask_secrets(str(exc)), 200)}"
         except configparser.Error:
             detail = "read_default_file names a file that is not an option file it can read"
         except Exception as exc:  # whatever the driver raises for an option it cannot use
             detail = clip(mask_secrets(f"{type(exc).__name__}: {exc}"), 200)
         if connection is not None:
             connection.close()
-        raise ConfigurationError(
+        raise UnusableUrlError(
             f"cannot connect with {mask_url(self.url)}: the driver refused the URL's options "
             f"({detail})"
         ) from None

@@ -140,6 +140,13 @@ class DatabaseNotFoundError(StorageError):
     database at all. The caller's mistake: nothing was created."""
 
 
+class UnusableUrlError(StorageError):
+    """The database URL asks for what the driver or the server cannot do: an option of its
+    query the driver refuses, a TLS file it cannot read, a setting the server refuses. The
+    caller's mistake; a storage error still, so that the SDK spools what a run reports when a
+    file the URL names vanishes under it."""
+
+
 class DatabaseUnreachableError(StorageError):
     """The database server could not be reached or talked to (refused, unknown host, lost
     connection, too busy): the environment's failure, which may pass by itself."""

@@ -33,6 +33,7 @@ from ledger import (
     LedgerError,
     StorageError,
     StreamError,
+    UnusableUrlError,
     ValidationError,
 )
 from ledger.clock import format_utc_seconds, utcnow
@@ -98,6 +99,7 @@ _CALLERS_MISTAKES = (
     ConcurrencyError,
     ConfigurationError,
     DatabaseNotFoundError,
+    UnusableUrlError,
 )
 
 

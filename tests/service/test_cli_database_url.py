@@ -69,6 +69,9 @@ def test_a_bad_url_from_the_environment_is_named_as_such(
         "conv=x",
         "compress=1",
         "read_default_file={option_file}",
+        "ssl_ca=/no/such/ca.pem",
+        "ssl_ca={option_file}",  # a file that holds no certificate
+        "defer_connect=1",
     ],
 )
 def test_options_the_driver_cannot_use_are_usage_errors(tmp_path: Path, query: str) -> None:
@@ -85,12 +88,12 @@ def test_options_the_driver_cannot_use_are_usage_errors(tmp_path: Path, query: s
     assert "hunter2-pw" not in result.output
 
 
-@pytest.mark.parametrize("option", ["cursorclass", "auth_plugin_map"])
+@pytest.mark.parametrize("option", ["cursorclass", "auth_plugin_map", "sql_mode"])
 def test_an_option_that_fails_once_connected_is_a_usage_error(option: str) -> None:
     base = support.mysql_base_url()
     if base is None:
         pytest.skip(f"MariaDB half skipped: set {support.MYSQL_URL_ENV} to run it")
-    url = make_url(base).update_query_dict({option: "x"})
+    url = make_url(base).update_query_dict({option: "x"})  # sql_mode: the server's 1231
     result = run("status", "--db", url.render_as_string(hide_password=False))
     assert result.exit_code == 2, result.output
     assert "the driver refused the URL's options" in result.stderr
