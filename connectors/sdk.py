@@ -39,6 +39,7 @@ import pydantic
 
 from connectors.spool import Spool
 from ledger import (
+    DatabaseUnreachableError,
     EventModel,
     Ledger,
     RunFinished,
@@ -183,9 +184,14 @@ class RunContext:
                 # Sent once more, same event_id: if the first try committed and only its reply
                 # was lost, this returns the stored run instead of leaving it open unseen.
                 if attempt == 2:
+                    why = (
+                        "the ledger is unreachable"
+                        if isinstance(exc, DatabaseUnreachableError)
+                        else "the ledger could not record it"  # no schema, no grant, a bad URL
+                    )
                     raise RunNotStartedError(
                         f"run of {self.connector_name} (source {self.source_id}) not started: "
-                        f"the ledger is unreachable ({exc})"
+                        f"{why} ({exc})"
                     ) from exc
         self.result = RunResult(run_id=stored.run_id)
         self._last_emit = time.monotonic()

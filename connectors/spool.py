@@ -65,6 +65,9 @@ class SpoolStatus:
     runs: list[int]
     oldest_spooled_at: str | None
     rejected: int
+    # False where no spool file is (nothing was ever spooled there, or the folder is not the
+    # one the connectors use): a typo in --spool-dir must not pass for an empty backlog.
+    exists: bool = True
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,7 @@ class Spool:
 
     def status(self) -> SpoolStatus:
         if not self.path.exists():  # nothing was ever spooled here: do not create the folder
-            return SpoolStatus(str(self.path), 0, [], None, 0)
+            return SpoolStatus(str(self.path), 0, [], None, 0, exists=False)
         with self._connect() as conn:
             pending, oldest = conn.execute(
                 "SELECT COUNT(*), MIN(spooled_at) FROM spooled"

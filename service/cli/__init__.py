@@ -69,6 +69,20 @@ class LedgerGroup(click.Group):
     handle SIGINT themselves, like ``project --follow`` and ``serve``, still exit 0), and no
     usage error echoes a control or format character."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as error:
+            if error.option_name.split("=")[0] != "--db":
+                raise
+            # `ledger --db URL runs list`, as many CLIs take a global option: say where it goes.
+            vars(error)["message"] = (
+                "No such option: --db before the command; --db belongs to each command, after "
+                "its name (ledger runs list --db URL), or set $LEDGER_DATABASE_URL for all"
+            )
+            vars(error)["possibilities"] = []
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

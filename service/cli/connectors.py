@@ -176,7 +176,10 @@ def spool_status(spool_dir: str | None, output_format: str) -> None:
     if output_format == "json":
         echo_json(backlog.to_dict())
     else:
-        click.echo(f"spool:     {report.path}")
+        click.echo(
+            f"spool:     {cell(report.path)}"
+            + ("" if report.exists else " (no such file: nothing was ever spooled here)")
+        )
         click.echo(
             f"pending:   {report.pending} event(s) of {len(report.runs)} run(s)"
             + (f" {report.runs}" if report.runs else "")

@@ -21,6 +21,7 @@ from freezegun import freeze_time
 
 from connectors import SAMPLE_CSV, CsvConnector, RunContext, RunNotStartedError, Spool
 from ledger import Ledger, RunProgressed, ValidationError
+from tests import support
 from tests.connectors.support import finished, run_events, totals, write
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,6 +134,15 @@ def test_an_unreachable_ledger_means_the_run_does_not_start(spool: Spool) -> Non
         RunContext(ledger, 1, "SOURCE_1", spool=spool).start()
     assert "sekret-pw" not in str(e.value)
     assert not spool.has_pending()
+
+
+def test_a_ledger_without_its_schema_is_not_called_unreachable(
+    spool: Spool, tmp_path: Path
+) -> None:
+    with support.unmigrated_databases(tmp_path) as databases:
+        for _url, ledger in databases:
+            with pytest.raises(RunNotStartedError, match="not started: the ledger could not rec"):
+                RunContext(ledger, 1, "SOURCE_1", spool=spool).start()
 
 
 def test_sigkill_leaves_the_run_open_for_the_stuck_query(

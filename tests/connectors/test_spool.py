@@ -118,10 +118,25 @@ def test_spool_flush_and_status_through_the_cli(
         cli, ["spool", "status", "--spool-dir", str(spool_dir), "--format", "json"]
     )
     report = json.loads(status.stdout)
-    assert (report["pending"], report["rejected"]) == (0, 1)
+    assert (report["pending"], report["rejected"], report["exists"]) == (0, 1, True)
     assert "no RunStarted" in report["rejected_events"][0]["reason"]
     again = runner.invoke(cli, ["spool", "flush", "--spool-dir", str(spool_dir), "--db", db_url])
     assert json.loads(again.stdout)["delivered"] == 0
+
+
+def test_status_of_a_folder_with_no_spool_says_so(tmp_path: Path) -> None:
+    """A typo in --spool-dir must not pass for an empty backlog."""
+    typo = tmp_path / "spoool"
+    status = CliRunner().invoke(cli, ["spool", "status", "--spool-dir", str(typo)])
+    assert status.exit_code == 0
+    assert f"spool:     {typo}/spool.db (no such file: nothing was ever spooled here)" in (
+        status.output
+    )
+    report = CliRunner().invoke(
+        cli, ["spool", "status", "--spool-dir", str(typo), "--format", "json"]
+    )
+    assert json.loads(report.stdout)["exists"] is False
+    assert not typo.exists()
 
 
 def test_a_file_where_the_spool_folder_should_be_is_a_usage_error(tmp_path: Path) -> None:

@@ -58,3 +58,15 @@ def test_http_json_usage_is_checked_before_a_run_starts(db_url: str, ledger: Led
     bad = runner.invoke(cli, ["run", "http-json", "--url", "not-a-url", "--db", db_url])
     assert bad.exit_code == 2
     assert ledger.head().last_position == 0
+
+
+def test_db_before_the_command_says_where_it_goes() -> None:
+    for args in (["--db", "sqlite:///x.db", "runs", "list"], ["--db=sqlite:///x.db", "status"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2
+        assert "--db belongs to each command, after its name (ledger runs list --db URL)" in (
+            result.output
+        )
+    other = CliRunner().invoke(cli, ["--dbx", "status"])
+    assert other.exit_code == 2
+    assert "No such option '--dbx'" in other.output
