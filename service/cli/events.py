@@ -59,10 +59,18 @@ def append(source: IO[bytes], db_url: str | None) -> None:
 @click.command()
 @click.option("--run", "run_id", type=RUN_ID, default=None, help="Only this run, in version order.")
 @click.option(
-    "--after", type=click.IntRange(0, MAX_POSITION), default=0, help="Only positions after POS."
+    "--after",
+    type=click.IntRange(0, MAX_POSITION),
+    default=0,
+    metavar="POS",
+    help="Only positions after POS.",
 )
 @click.option(
-    "--limit", type=click.IntRange(1, MAX_POSITION), default=None, help="At most N events."
+    "--limit",
+    type=click.IntRange(1, MAX_POSITION),
+    default=None,
+    metavar="N",
+    help="At most N events.",
 )
 @format_option("table", "jsonl", help="jsonl output can be appended again as-is (idempotent).")
 @wide_option

@@ -68,6 +68,7 @@ def runs() -> None:
     type=click.IntRange(1, MAX_POSITION),
     default=50,
     show_default=True,
+    metavar="N",
     help="At most N runs, the newest.",
 )
 @as_of_options
@@ -164,7 +165,8 @@ def runs_show(
     for key, value in row.items():
         shown = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
         if key == "duration" and value is not None:
-            shown = f"{value}s ({format_duration(value)})"
+            readable = format_duration(value)  # the column's seconds, and in hours when long
+            shown = f"{value}s" if readable == f"{value}s" else f"{value}s ({readable})"
         values.append((key, shown))
     print_table(
         f"run {run_id} {where}, times in UTC",

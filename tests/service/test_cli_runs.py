@@ -129,3 +129,13 @@ def test_names_that_differ_by_case_or_a_trailing_space_are_different_names(
             )
             assert result.exit_code == 0, result.output
             assert [r["connectorName"] for r in json.loads(result.stdout)] == [name], extra
+
+
+def test_runs_show_gives_a_duration_in_seconds_and_readable_when_they_differ(db_url: str) -> None:
+    run("append", str(SAMPLE), "--db", db_url)
+    run("project", "--db", db_url)
+    short = run("runs", "show", "1", "--db", db_url).stdout
+    assert "duration              57s " in short  # not "57s (57s)"
+    assert "57s (57s)" not in short
+    long = run("runs", "show", "2", "--db", db_url).stdout
+    assert "duration              426059s (4d22h20m59s)" in long
