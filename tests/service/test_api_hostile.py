@@ -140,6 +140,11 @@ def test_the_fail_body_is_read_by_the_same_rules_as_events(
         assert answer.headers["content-type"] == "application/problem+json"
         assert answer.json()["type"].endswith("invalid-input"), name
         assert name != "duplicate key" or "reason: given more than once" in answer.text
+    unknown = client.post(
+        f"/v1/runs/{run_id}/fail", json={"reason": "gone", "operator": "bob"}, headers=operator
+    )
+    assert unknown.status_code == 400, unknown.text  # not recorded as the token's name silently
+    assert "operator: Extra inputs are not permitted" in unknown.json()["detail"]
     state = ledger.run(run_id)
     assert state is not None
     assert state.state == "open"
