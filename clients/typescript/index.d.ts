@@ -148,10 +148,15 @@ export declare class LedgerClient {
   readonly maxBackoffMs: number;
   readonly maxResponseBytes: number;
   /** Append events all or nothing, retried with the same body (an event without an event_id
-   * gets one before the first attempt, so a retry is a duplicate). */
-  append(events: LedgerEvent[], options?: { expectedVersion?: number }): Promise<AppendSummary>;
-  /** GET a path of the API (e.g. `/v1/runs/3`) as JSON. */
-  get<T = unknown>(path: string): Promise<T>;
+   * gets one before the first attempt, so a retry is a duplicate). `signal` stops it (attempts
+   * and pauses), rejecting with the signal's reason; an append in flight may still be stored:
+   * sending the same events again tells (duplicates). */
+  append(
+    events: LedgerEvent[],
+    options?: { expectedVersion?: number; signal?: AbortSignal },
+  ): Promise<AppendSummary>;
+  /** GET a path of the API (e.g. `/v1/runs/3`) as JSON; `signal` stops it as for append(). */
+  get<T = unknown>(path: string, options?: { signal?: AbortSignal }): Promise<T>;
   /** Append RunStarted; throws RunNotStartedError when the ledger does not record it. */
   startRun(options: RunOptions): Promise<RunHandle>;
   /**

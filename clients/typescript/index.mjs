@@ -247,8 +247,40 @@ function describeThrown(error) {
   return { name: `thrown ${error === null ? 'null' : typeof error}`, message, stack: undefined };
 }
 
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** A signal that aborts after `ms` or when `caller` aborts (AbortSignal.any needs Node 20.3). */
+function attemptSignal(ms, caller) {
+  const timeout = AbortSignal.timeout(ms);
+  if (!caller) return { signal: timeout, done() {} };
+  const controller = new AbortController();
+  const onTimeout = () => controller.abort(timeout.reason);
+  const onCaller = () => controller.abort(caller.reason);
+  timeout.addEventListener('abort', onTimeout, { once: true });
+  caller.addEventListener('abort', onCaller, { once: true });
+  return {
+    signal: controller.signal,
+    done() {
+      timeout.removeEventListener('abort', onTimeout);
+      caller.removeEventListener('abort', onCaller);
+    },
+  };
 }
 
 function retryAfterMs(header) {
@@ -379,8 +411,10 @@ export class LedgerClient {
    * Append events (the JSON of POST /v1/events), all or nothing; the summary of the append.
    * Retried with the same body: an event given without an `event_id` gets one here, before
    * the first attempt, so a retry after a lost answer is a duplicate, not a second event.
+   * `signal` (an AbortSignal) stops it, attempts and pauses alike, rejecting with its reason:
+   * an append in flight may still have been stored (send the same events again to know).
    */
-  async append(events, { expectedVersion } = {}) {
+  async append(events, { expectedVersion, signal } = {}) {
     if (!Array.isArray(events)) {
       throw new LedgerValidationError('events', 'must be an array of events');
     }
@@ -395,7 +429,7 @@ export class LedgerClient {
       path += `?expected_version=${expectedVersion}`;
     }
     const body = JSON.stringify(events);
-    const summary = await this._request('POST', path, body);
+    const summary = await this._request('POST', path, body, signal);
     if (
       !summary ||
       typeof summary !== 'object' ||
@@ -409,12 +443,13 @@ export class LedgerClient {
     return summary;
   }
 
-  /** GET a path of the API (e.g. `/v1/runs/3`) as JSON, with the same retries. */
-  async get(path) {
+  /** GET a path of the API (e.g. `/v1/runs/3`) as JSON, with the same retries; `signal`
+   * stops it as for append(). */
+  async get(path, { signal } = {}) {
     if (typeof path !== 'string' || !path.startsWith('/')) {
       throw new LedgerValidationError('path', 'must start with /');
     }
-    return this._request('GET', path, undefined);
+    return this._request('GET', path, undefined, signal);
   }
 
   /** Append RunStarted and return the open run. */
@@ -546,20 +581,25 @@ export class LedgerClient {
     return value;
   }
 
-  async _request(method, path, body) {
+  async _request(method, path, body, signal) {
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new LedgerValidationError('signal', 'must be an AbortSignal');
+    }
+    signal?.throwIfAborted();
     const url = this.url + path;
     const headers = { Authorization: `Bearer ${this._token}`, Accept: 'application/json' };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let lastError;
     for (let attempt = 1; attempt <= this.retries + 1; attempt += 1) {
       let waitMs;
+      const deadline = attemptSignal(this.timeoutMs, signal);
       try {
         const response = await this._fetch(url, {
           method,
           headers,
           body,
           redirect: 'manual', // a redirect is refused (4xx-like): it could carry the token away
-          signal: AbortSignal.timeout(this.timeoutMs),
+          signal: deadline.signal,
         });
         const text = await readBody(response, this.maxResponseBytes);
         if (response.ok) {
@@ -579,6 +619,7 @@ export class LedgerClient {
         lastError = error;
         waitMs = response.status === 503 || response.status === 429 ? error.retryAfterMs : undefined;
       } catch (error) {
+        if (signal?.aborted) throw signal.reason; // the caller's, not a timeout: not retried
         if (error instanceof LedgerApiError && !error.retriable) throw error;
         if (error instanceof LedgerProtocolError) throw error;
         if (!(error instanceof LedgerApiError)) {
@@ -587,11 +628,13 @@ export class LedgerClient {
             { cause: error, attempts: attempt },
           );
         }
+      } finally {
+        deadline.done();
       }
       if (attempt > this.retries) break;
       const ceiling = Math.min(this.maxBackoffMs, this.backoffMs * 2 ** (attempt - 1));
       const jittered = ceiling / 2 + Math.random() * (ceiling / 2);
-      await sleep(waitMs !== undefined ? Math.max(waitMs, jittered) : jittered);
+      await sleep(waitMs !== undefined ? Math.max(waitMs, jittered) : jittered, signal);
     }
     lastError.attempts = this.retries + 1;
     lastError.message += ` (after ${this.retries + 1} attempt(s))`;

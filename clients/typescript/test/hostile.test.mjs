@@ -446,6 +446,34 @@ test('progress and heartbeat not awaited: a failing ledger does not crash the pr
   assert.equal(last.at(-1).type, 'RunFinished');
 });
 
+test('an AbortSignal stops an append: in flight, between retries, or before it starts', async () => {
+  const server = await fake((req, res) => {
+    res.writeHead(503, { 'retry-after': '30' }); // a long pause before the next attempt
+    res.end();
+  });
+  const ledger = client(server.url, { retries: 5 });
+  const controller = new AbortController();
+  const pending = ledger.append([{ type: 'RunStarted', source_id: 1, connector_name: 'x' }], {
+    signal: controller.signal,
+  });
+  setTimeout(() => controller.abort(new Error('shutting down')), 50);
+  const started = Date.now();
+  await assert.rejects(pending, /shutting down/);
+  assert.ok(Date.now() - started < 5_000, 'the 30 s Retry-After pause was cut short');
+  assert.equal(server.requests.length, 1); // no attempt after the abort
+  await assert.rejects(ledger.get('/v1/runs', { signal: controller.signal }), /shutting down/);
+  assert.equal(server.requests.length, 1); // an aborted signal sends nothing
+  await assert.rejects(ledger.append([], { signal: 'soon' }), LedgerValidationError);
+
+  const hanging = await fake(() => {}); // never answers: the abort cuts the attempt itself
+  const inFlight = new AbortController();
+  const request = client(hanging.url, { timeoutMs: 60_000 }).get('/v1/runs', {
+    signal: inFlight.signal,
+  });
+  setTimeout(() => inFlight.abort(), 50);
+  await assert.rejects(request, { name: 'AbortError' });
+});
+
 test('a long outage builds no backlog: one event waits, the counts stay pending', async () => {
   let down = false;
   const server = await fake((req, res, body) => {
