@@ -518,6 +518,11 @@ def create_app(config: LedgerConfig) -> FastAPI:
         state.ledger.check_schema()
         return {"status": "ready"}
 
+    @app.head("/readyz", include_in_schema=False)  # a load balancer's probe, as for /healthz
+    def readyz_head(_caller: Annotated[Caller, read_scope]) -> Response:
+        state.ledger.check_schema()
+        return Response()
+
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(_caller: Annotated[Caller, read_scope]) -> dict[str, Any]:
         return app.openapi()

@@ -105,6 +105,8 @@ def test_events_stuck_status_verify_are_the_cli_json(
     assert client.get("/v1/verify", params={"chain_only": True}, headers=READ).json()["ok"]
     assert "ledger_events_appended" in client.get("/metrics", headers=READ).text
     assert client.get("/readyz", headers=READ).json() == {"status": "ready"}
+    assert client.head("/readyz", headers=READ).status_code == 200  # a load balancer's probe
+    assert client.head("/readyz").status_code == 401
 
 
 def test_fail_records_the_token_name(client: TestClient, ledger: Ledger) -> None:
