@@ -504,13 +504,15 @@ def create_app(config: LedgerConfig) -> FastAPI:
         """The collector of ``ledger serve --metrics-port``."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    # async: answered on the event loop, so that it stays up while every worker thread waits
+    # on a database that stopped answering (the process is up: that is all it says).
     @app.get("/healthz", summary="The process is up (no token needed)")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     # HEAD too (load balancers often probe with it), left out of the schema: one operation.
     @app.head("/healthz", include_in_schema=False)
-    def healthz_head() -> Response:
+    async def healthz_head() -> Response:
         return Response()
 
     @app.get("/readyz", summary="The database is reachable and its schema current")
