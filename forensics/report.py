@@ -184,7 +184,7 @@ def _facts_as_of(
     ledger: Ledger, stuck_after: timedelta, latest: int, position: int, at: datetime | None
 ) -> _Facts:
     position = max(0, min(position, ledger.head().last_position))
-    generated_at = at or _recorded_at(ledger, position) or ledger.clock()
+    generated_at = at or ledger.recorded_at(position) or ledger.clock()
     rows, replayed, poison = replay_until_poison(ledger, position)
     status_distribution = {status: 0 for status in RUN_STATUSES}
     for row in rows.values():
@@ -209,12 +209,6 @@ def _facts_as_of(
             ),
         ],
     )
-
-
-def _recorded_at(ledger: Ledger, position: int) -> datetime | None:
-    """When the event at ``position`` was recorded (None for position 0 or a missing row)."""
-    page = ledger.read_page(position - 1, 1, up_to=position) if position > 0 else []
-    return page[0].recorded_at if page else None
 
 
 # A run that succeeded (or partly) with records counted: the report's last condition.
