@@ -25,6 +25,7 @@ from ledger.clock import isoformat_utc, labelled_utc
 from ledger.dialects import exact_text
 from ledger.durations import format_duration
 from ledger.events import IMPORT_PREFIX, OPERATOR_PREFIX, SWEEPER_ACTOR
+from ledger.stuck import DEFAULT_STALE_AFTER
 from ledger.text import markdown_cell, visible, wrap_cells
 from ledger.urls import mask_url
 from projections.as_of import replay_until_poison, resolve_position
@@ -52,7 +53,7 @@ class Condition:
 
 def build_report(
     ledger: Ledger,
-    stuck_after: timedelta = timedelta(minutes=60),
+    stuck_after: timedelta = DEFAULT_STALE_AFTER,
     latest: int = 5,
     at_position: int | None = None,
     at: datetime | None = None,

@@ -63,7 +63,13 @@ from ledger.durations import parse_duration
 from ledger.errors import ConfigurationError, LedgerError
 from ledger.events import ConnectorName, SourceId
 from ledger.store import Ledger
-from ledger.stuck import StuckRun, Thresholds, stuck_runs, stuck_runs_as_of
+from ledger.stuck import (
+    DEFAULT_STALE_AFTER,
+    StuckRun,
+    Thresholds,
+    stuck_runs,
+    stuck_runs_as_of,
+)
 from ledger.text import visible
 from ledger.urls import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 
@@ -98,7 +104,7 @@ class Strict(BaseModel):
 
 
 class ThresholdsConfig(Strict):
-    stale_after: Duration = timedelta(minutes=60)
+    stale_after: Duration = DEFAULT_STALE_AFTER
     max_runtime: Duration | None = None
 
     def to_thresholds(self) -> Thresholds:
