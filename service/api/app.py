@@ -10,7 +10,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from io import BytesIO
 from typing import Annotated, Any, Literal
 
@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 from connectors import Spool
 from forensics.audit import audit_run
 from forensics.verify import verify_all
-from ledger import Ledger, LedgerError, fail_run, stuck_runs
+from ledger import Ledger, LedgerError, fail_run
 from ledger.durations import parse_duration
 from ledger.events import MAX_RUN_ID, event_adapter, operators_act
 from ledger.schema import MAX_POSITION
@@ -449,20 +449,10 @@ def create_app(config: LedgerConfig) -> FastAPI:
         ``max_runtime``), as ``ledger stuck --format json``. Without either, the config's
         thresholds, each connector's own over the globals (what ``/v1/status``, the metrics
         and the web's Stuck page count); a value given replaces its threshold for every run."""
-        given: dict[str, Any] = {}
-        if older_than is not None:
-            given["stale_after"] = parse_duration(older_than, "older_than")
-        if max_runtime is not None:
-            given["max_runtime"] = parse_duration(max_runtime, "max_runtime")
-        # A value given replaces that threshold for every run; the other stays as configured,
-        # each connector's own included.
-        defaults = replace(config.thresholds.to_thresholds(), **given)
-        overrides = {key: replace(value, **given) for key, value in config.overrides().items()}
-        found = stuck_runs(
+        found = config.stuck_runs(
             state.ledger,
-            older_than=defaults.stale_after,
-            max_runtime=defaults.max_runtime,
-            overrides=overrides,
+            stale_after=None if older_than is None else parse_duration(older_than, "older_than"),
+            max_runtime=None if max_runtime is None else parse_duration(max_runtime, "max_runtime"),
         )
         return [run.to_dict() for run in found]
 
