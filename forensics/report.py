@@ -25,6 +25,7 @@ from ledger.clock import isoformat_utc, labelled_utc
 from ledger.dialects import exact_text
 from ledger.durations import format_duration
 from ledger.events import IMPORT_PREFIX, OPERATOR_PREFIX, SWEEPER_ACTOR
+from ledger.stuck import DEFAULT_STALE_AFTER
 from ledger.text import markdown_cell, visible, wrap_cells
 from ledger.urls import mask_url
 from projections.as_of import replay_until_poison, resolve_position
@@ -52,7 +53,7 @@ class Condition:
 
 def build_report(
     ledger: Ledger,
-    stuck_after: timedelta = timedelta(minutes=60),
+    stuck_after: timedelta = DEFAULT_STALE_AFTER,
     latest: int = 5,
     at_position: int | None = None,
     at: datetime | None = None,
@@ -184,7 +185,7 @@ def _facts_as_of(
     ledger: Ledger, stuck_after: timedelta, latest: int, position: int, at: datetime | None
 ) -> _Facts:
     position = max(0, min(position, ledger.head().last_position))
-    generated_at = at or _recorded_at(ledger, position) or ledger.clock()
+    generated_at = at or ledger.recorded_at(position) or ledger.clock()
     rows, replayed, poison = replay_until_poison(ledger, position)
     status_distribution = {status: 0 for status in RUN_STATUSES}
     for row in rows.values():
@@ -209,12 +210,6 @@ def _facts_as_of(
             ),
         ],
     )
-
-
-def _recorded_at(ledger: Ledger, position: int) -> datetime | None:
-    """When the event at ``position`` was recorded (None for position 0 or a missing row)."""
-    page = ledger.read_page(position - 1, 1, up_to=position) if position > 0 else []
-    return page[0].recorded_at if page else None
 
 
 # A run that succeeded (or partly) with records counted: the report's last condition.

@@ -119,7 +119,8 @@ def events_from_driver(
 
 def event_from_driver(row: Sequence[Any], read_time: Callable[[Any], datetime]) -> RecordedEvent:
     """A ``ledger_events`` row as the driver returns it (:data:`EVENT_COLUMNS` order,
-    timestamps unconverted, ``read_time`` from :func:`ledger.dialects.driver_time_reader`)."""
+    timestamps as their stored text, ``read_time`` :func:`ledger.dialects.stored_time_reader`
+    as the append's packed reads give it)."""
     return RecordedEvent(
         int(row[0]),
         row[1],

@@ -407,6 +407,14 @@ class Ledger:
                     high = middle - 1
         return low
 
+    def recorded_at(self, position: int) -> datetime | None:
+        """When the event at ``position`` was recorded: the moment a page or report pinned to
+        that position stands at (None for position 0, or none stored there)."""
+        if position < 1:
+            return None
+        with self.connect() as conn:
+            return reads.recorded_at(conn, position)
+
     def read_run(
         self, run_id: int, after: int = 0, limit: int | None = None
     ) -> list[RecordedEvent]:

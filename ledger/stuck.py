@@ -18,12 +18,15 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from ledger.clock import isoformat_utc
+from ledger.durations import parse_duration
 from ledger.errors import LedgerError, ValidationError
 from ledger.rules import OPEN, RunState, apply_event
 from ledger.schema import ledger_runs
 from ledger.store import Ledger
 
-DEFAULT_STALE_AFTER = timedelta(minutes=60)  # the legacy cleanup job's rule
+# The legacy cleanup job's rule, also as the CLI's options and the config file write it.
+DEFAULT_STALE_AFTER_TEXT = "60m"
+DEFAULT_STALE_AFTER = parse_duration(DEFAULT_STALE_AFTER_TEXT)
 
 
 @dataclass(frozen=True)

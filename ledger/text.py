@@ -151,6 +151,7 @@ __all__ = [
     "BLANK_LETTERS",
     "IGNORABLE_MARKS",
     "INVISIBLE_CATEGORIES",
+    "cells",
     "clip",
     "describe_char",
     "escape_char",
@@ -158,4 +159,5 @@ __all__ = [
     "markdown_cell",
     "visible",
     "visible_lines",
+    "wrap_cells",
 ]

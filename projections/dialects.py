@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import logging
 import re
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -27,11 +28,11 @@ from sqlalchemy import Connection, Engine, text
 
 from ledger import Ledger
 from ledger.database import retrying_conflicts, sqlite_file_or_none
-from ledger.dialects import idle_bounded_session
+from ledger.dialects import idle_bounded_session, is_sqlite
 from ledger.store import as_ledger
 from projections.checkpoints import advance, finish_swap, mark_swap, read_checkpoint
 from projections.errors import ProjectionBusyError
-from projections.rebuild_claims import RebuildClaim, database_node
+from projections.rebuild_claims import RebuildClaim
 from projections.schema import (
     INGESTION_RUNS,
     OLD,
@@ -64,6 +65,14 @@ def lock_name_for(database: str, projection: str) -> str:
     digest = hashlib.sha256(f"{database}\0{projection}".encode()).hexdigest()[:20]
     readable = _READABLE.sub("_", f"{projection}.{database}")
     return f"run_ledger.{digest}.{readable}"[:LOCK_NAME_MAX]
+
+
+def database_node(conn: Connection) -> str:
+    """The database server ``conn`` is on, as claims record it: ``host:port`` of a MySQL node
+    (Galera nodes share a database but not a lock), this host for a SQLite file."""
+    if is_sqlite(conn):
+        return f"sqlite@{socket.gethostname()}"
+    return str(conn.exec_driver_sql("SELECT CONCAT(@@hostname, ':', @@port)").scalar())
 
 
 def lock_name(conn: Connection, projection: str) -> str:

@@ -42,14 +42,6 @@ CLAIM_TTL = timedelta(seconds=60)
 HEARTBEAT_EVERY = timedelta(seconds=10)
 
 
-def database_node(conn: Connection) -> str:
-    """The database server ``conn`` is on, as claims record it: ``host:port`` of a MySQL node
-    (Galera nodes share a database but not a lock), this host for a SQLite file."""
-    if conn.dialect.name == "sqlite":
-        return f"sqlite@{socket.gethostname()}"
-    return str(conn.exec_driver_sql("SELECT CONCAT(@@hostname, ':', @@port)").scalar())
-
-
 class _ClaimMoved(Exception):
     """The row changed between this transaction's read and its write: read it again."""
 

@@ -47,6 +47,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -63,7 +64,13 @@ from ledger.durations import parse_duration
 from ledger.errors import ConfigurationError, LedgerError
 from ledger.events import ConnectorName, SourceId
 from ledger.store import Ledger
-from ledger.stuck import StuckRun, Thresholds, stuck_runs, stuck_runs_as_of
+from ledger.stuck import (
+    DEFAULT_STALE_AFTER,
+    StuckRun,
+    Thresholds,
+    stuck_runs,
+    stuck_runs_as_of,
+)
 from ledger.text import visible
 from ledger.urls import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 
@@ -98,7 +105,7 @@ class Strict(BaseModel):
 
 
 class ThresholdsConfig(Strict):
-    stale_after: Duration = timedelta(minutes=60)
+    stale_after: Duration = DEFAULT_STALE_AFTER
     max_runtime: Duration | None = None
 
     def to_thresholds(self) -> Thresholds:
@@ -395,12 +402,26 @@ class LedgerConfig(Strict):
         return self.serve.run_at_start and connector.schedule.interval is not None
 
     def stuck_runs(
-        self, ledger: Ledger, position: int | None = None, at: datetime | None = None
+        self,
+        ledger: Ledger,
+        position: int | None = None,
+        at: datetime | None = None,
+        *,
+        stale_after: timedelta | None = None,
+        max_runtime: timedelta | None = None,
     ) -> list[StuckRun]:
         """The runs stuck by this config's thresholds (a connector's own over the globals):
         now, or as the ledger stood at ``position`` (judged at ``at``, by default when that
-        position was recorded)."""
-        thresholds = self.thresholds.to_thresholds()
+        position was recorded). A ``stale_after`` or ``max_runtime`` given replaces that
+        threshold for every run, each connector's own included; the other stays as
+        configured."""
+        given: dict[str, timedelta] = {}
+        if stale_after is not None:
+            given["stale_after"] = stale_after
+        if max_runtime is not None:
+            given["max_runtime"] = max_runtime
+        thresholds = replace(self.thresholds.to_thresholds(), **given)
+        overrides = {key: replace(value, **given) for key, value in self.overrides().items()}
         if position is not None:
             return stuck_runs_as_of(
                 ledger,
@@ -408,13 +429,13 @@ class LedgerConfig(Strict):
                 at,
                 older_than=thresholds.stale_after,
                 max_runtime=thresholds.max_runtime,
-                overrides=self.overrides(),
+                overrides=overrides,
             )
         return stuck_runs(
             ledger,
             older_than=thresholds.stale_after,
             max_runtime=thresholds.max_runtime,
-            overrides=self.overrides(),
+            overrides=overrides,
         )
 
     def overrides(self) -> dict[str | tuple[str, int], Thresholds]:

@@ -6,14 +6,11 @@ Every endpoint but ``/healthz`` needs a bearer token with a scope (:mod:`service
 Request bodies are held to ``[api] max_body_bytes`` while they are read, before parsing.
 """
 
-import asyncio
 import json
-import logging
 import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from io import BytesIO
 from typing import Annotated, Any, Literal
 
@@ -31,7 +28,7 @@ from starlette.exceptions import HTTPException
 from connectors import Spool
 from forensics.audit import audit_run
 from forensics.verify import verify_all
-from ledger import Ledger, LedgerError, fail_run, stuck_runs
+from ledger import Ledger, LedgerError, fail_run
 from ledger.durations import parse_duration
 from ledger.events import MAX_RUN_ID, event_adapter, operators_act
 from ledger.schema import MAX_POSITION
@@ -48,6 +45,7 @@ from projections.queries import (
 from projections.schema import RUN_STATUSES
 from service.api.auth import TOKEN_PARAMETERS, Caller, Tokens, bearer_token
 from service.api.docs import ASSETS_PATH, asset, docs_page
+from service.api.guard import Guard
 from service.api.problems import (
     PROBLEM_JSON,
     RETRY_AFTER_BUSY,
@@ -58,8 +56,6 @@ from service.api.problems import (
 )
 from service.config import ApiScope, LedgerConfig
 from service.metrics import LedgerCollector, collect_figures, scrape_url, status_report
-
-log = logging.getLogger("ledger.api")
 
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/x-jsonlines"})
 MAX_PAGE = 1000
@@ -453,20 +449,10 @@ def create_app(config: LedgerConfig) -> FastAPI:
         ``max_runtime``), as ``ledger stuck --format json``. Without either, the config's
         thresholds, each connector's own over the globals (what ``/v1/status``, the metrics
         and the web's Stuck page count); a value given replaces its threshold for every run."""
-        given: dict[str, Any] = {}
-        if older_than is not None:
-            given["stale_after"] = parse_duration(older_than, "older_than")
-        if max_runtime is not None:
-            given["max_runtime"] = parse_duration(max_runtime, "max_runtime")
-        # A value given replaces that threshold for every run; the other stays as configured,
-        # each connector's own included.
-        defaults = replace(config.thresholds.to_thresholds(), **given)
-        overrides = {key: replace(value, **given) for key, value in config.overrides().items()}
-        found = stuck_runs(
+        found = config.stuck_runs(
             state.ledger,
-            older_than=defaults.stale_after,
-            max_runtime=defaults.max_runtime,
-            overrides=overrides,
+            stale_after=None if older_than is None else parse_duration(older_than, "older_than"),
+            max_runtime=None if max_runtime is None else parse_duration(max_runtime, "max_runtime"),
         )
         return [run.to_dict() for run in found]
 
@@ -614,99 +600,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
 
-# ---------------------------------------------------------------------- the guard
-
-Scope_ = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope_, Receive, Send], Awaitable[None]]
-
-
-class Guard:
-    """Around every request: the body limit (Content-Length first, then the bytes as they
-    arrive), one log line per request (no query string, no header, the token's name only),
-    and a 500 problem without details for anything unexpected (logged with its traceback)."""
-
-    def __init__(self, app: ASGIApp, max_body_bytes: int, read_timeout: float) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-        self.read_timeout = read_timeout
-
-    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.monotonic()
-        status = 0
-        limit = self.max_body_bytes
-        too_large = ApiProblem(
-            413,
-            "content-too-large",
-            "Content too large",
-            f"the request body is over the limit of {limit} bytes ([api] max_body_bytes)",
-        )
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        received = 0
-        body_done = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, body_done
-            if body_done:  # after the body: waiting for a disconnect, as long as it takes
-                return await receive()
-            try:  # a client that stalls mid-body holds no worker for ever (slow loris)
-                message = await asyncio.wait_for(receive(), self.read_timeout)
-            except TimeoutError:
-                raise HTTPException(
-                    408,
-                    f"the request body stalled for {self.read_timeout:g}s ([api] read_timeout)",
-                    headers={"Connection": "close"},
-                ) from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                body_done = not message.get("more_body", False)
-                if received > limit:
-                    raise HTTPException(413, too_large.detail)
-            return message
-
-        try:
-            declared = _content_length(scope)
-            if declared is not None and declared > limit:
-                await _send_problem(send_and_note, too_large)
-                return
-            log.debug("%s %s started", scope["method"], visible(scope["path"]))
-            await self.app(scope, limited_receive, send_and_note)
-        except Exception:
-            log.exception(
-                "unexpected error answering %s %s", scope["method"], visible(scope["path"])
-            )
-            if status == 0:
-                await _send_problem(
-                    send_and_note,
-                    ApiProblem(
-                        500,
-                        "internal-error",
-                        "Internal error",
-                        "an unexpected error occurred; it is logged on the server",
-                    ),
-                )
-        finally:
-            log.info(
-                "%s %s %d %.1fms caller=%s",
-                scope["method"],
-                visible(scope["path"]),
-                status,
-                (time.monotonic() - started) * 1000,
-                scope.get("ledger_caller", "-"),
-            )
-
-
 def _refuse_operators_acts(batch: LineBatch, caller: Caller) -> None:
     """403 for the first event only an operator may record (:func:`ledger.events.operators_act`)
     unless the token may operate: a connector's token cannot fail a run or pass for the
@@ -727,26 +620,6 @@ def _refuse_operators_acts(batch: LineBatch, caller: Caller) -> None:
 
 def _once(request: Request, key: str) -> bool:
     return len(request.query_params.getlist(key)) == 1
-
-
-def _content_length(scope: Scope_) -> int | None:
-    for name, value in scope.get("headers", []):
-        if name == b"content-length":
-            text = value.decode("latin-1").strip()
-            return int(text) if text.isascii() and text.isdigit() else None
-    return None
-
-
-async def _send_problem(send: Send, problem: ApiProblem) -> None:
-    body = problem.render()
-    headers = [
-        (b"content-type", PROBLEM_JSON.encode()),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in problem.headers.items()),
-    ]
-    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 # ---------------------------------------------------------------------- OpenAPI

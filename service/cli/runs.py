@@ -13,6 +13,7 @@ from ledger import StuckRun, fail_run, stuck_runs, sweep
 from ledger.clock import utcnow
 from ledger.durations import format_duration
 from ledger.schema import MAX_POSITION
+from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
 from ledger.text import visible
 from projections.queries import (
     RunFilter,
@@ -224,7 +225,7 @@ def threshold_options(command: F) -> F:
     return click.option(
         "--older-than",
         type=DURATION,
-        default="60m",
+        default=DEFAULT_STALE_AFTER_TEXT,
         show_default=True,
         help="Stuck: no activity for longer than this.",
     )(command)

@@ -14,6 +14,7 @@ from forensics.report import build_report, render_json, render_text, report_pass
 from forensics.verify import VerifyReport, verify_all
 from ledger.clock import isoformat_utc
 from ledger.durations import format_duration
+from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
 from ledger.text import visible
 from service.cli.common import (
     DURATION,
@@ -271,7 +272,7 @@ def audit_notes(entry: TimelineEntry) -> list[str]:
 @click.option(
     "--stuck-after",
     type=DURATION,
-    default="60m",
+    default=DEFAULT_STALE_AFTER_TEXT,
     show_default=True,
     help="Silence after which an open run counts as stuck.",
 )

@@ -230,12 +230,7 @@ def create_web_app(
         if moment.live or moment.as_of is not None:
             return moment.as_of
         assert moment.position is not None
-        page = (
-            state.ledger.read_page(moment.position - 1, 1, up_to=moment.position)
-            if moment.position > 0
-            else []
-        )
-        return page[0].recorded_at if page else None
+        return state.ledger.recorded_at(moment.position)
 
     def link(path: str, moment: Moment | None = None, **params: Any) -> str:
         query = {k: str(v) for k, v in params.items() if v is not None and v != ""}

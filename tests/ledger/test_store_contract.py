@@ -85,6 +85,14 @@ def test_read_all_pages_after_and_limit(ledger: Ledger) -> None:
     assert list(ledger.read_all(after=10)) == []
 
 
+def test_recorded_at_names_when_a_position_was_recorded(ledger: Ledger) -> None:
+    ledger.start_run(1, "SOURCE_1")
+    (stored,) = ledger.read_all()
+    assert ledger.recorded_at(stored.position) == stored.recorded_at
+    assert ledger.recorded_at(0) is None
+    assert ledger.recorded_at(stored.position + 1) is None
+
+
 def test_run_ids_are_allocated_around_explicit_ones(ledger: Ledger) -> None:
     assert ledger.start_run(1, "SOURCE_1") == 1
     # An explicit id (an import) does not move the allocator, even the highest one...

@@ -13,7 +13,8 @@ from sqlalchemy import insert, select, update
 
 from ledger import Ledger
 from projections import ProjectionBusyError, rebuild
-from projections.rebuild_claims import CLAIM_TTL, RebuildClaim, database_node
+from projections.dialects import database_node
+from projections.rebuild_claims import CLAIM_TTL, RebuildClaim
 from projections.schema import PROJECTION_NAME, rebuild_claims
 from tests.projection_support import replayed_rows, table_rows
 

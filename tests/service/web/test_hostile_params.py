@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api import create_app
-from service.api.app import _content_length
+from service.api.guard import _content_length
 from tests.service.web.support import demo_with_open_run, log_in, web_config
 
 # "²" and "①" are str.isdigit() but not int(); "١" (Arabic-Indic one) is int() but not ASCII.

@@ -1,0 +1,135 @@
+"""The ASGI middleware around every request of the API (and of the web view mounted in it):
+the body limit, the read timeout, one log line per request and a bare 500 for the unexpected.
+
+It wraps the FastAPI app from outside, in ASGI messages: a declared Content-Length over the
+limit and an unexpected error are answered here as problem+json (:mod:`service.api.problems`);
+a body that grows over the limit or stalls is refused inside the app's own read of it, as an
+``HTTPException`` that the app's handlers render.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+
+from ledger.text import visible
+from service.api.problems import PROBLEM_JSON, ApiProblem
+
+# The API's logger: a request's log line reads the same from the guard as from an endpoint.
+log = logging.getLogger("ledger.api")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Guard:
+    """Around every request: the body limit (Content-Length first, then the bytes as they
+    arrive), one log line per request (no query string, no header, the token's name only),
+    and a 500 problem without details for anything unexpected (logged with its traceback)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, read_timeout: float) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.read_timeout = read_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 0
+        limit = self.max_body_bytes
+        too_large = ApiProblem(
+            413,
+            "content-too-large",
+            "Content too large",
+            f"the request body is over the limit of {limit} bytes ([api] max_body_bytes)",
+        )
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        received = 0
+        body_done = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:  # after the body: waiting for a disconnect, as long as it takes
+                return await receive()
+            try:  # a client that stalls mid-body holds no worker for ever (slow loris)
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+            except TimeoutError:
+                raise HTTPException(
+                    408,
+                    f"the request body stalled for {self.read_timeout:g}s ([api] read_timeout)",
+                    headers={"Connection": "close"},
+                ) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
+                if received > limit:
+                    raise HTTPException(413, too_large.detail)
+            return message
+
+        try:
+            declared = _content_length(scope)
+            if declared is not None and declared > limit:
+                await _send_problem(send_and_note, too_large)
+                return
+            log.debug("%s %s started", scope["method"], visible(scope["path"]))
+            await self.app(scope, limited_receive, send_and_note)
+        except Exception:
+            log.exception(
+                "unexpected error answering %s %s", scope["method"], visible(scope["path"])
+            )
+            if status == 0:
+                await _send_problem(
+                    send_and_note,
+                    ApiProblem(
+                        500,
+                        "internal-error",
+                        "Internal error",
+                        "an unexpected error occurred; it is logged on the server",
+                    ),
+                )
+        finally:
+            log.info(
+                "%s %s %d %.1fms caller=%s",
+                scope["method"],
+                visible(scope["path"]),
+                status,
+                (time.monotonic() - started) * 1000,
+                scope.get("ledger_caller", "-"),
+            )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            text = value.decode("latin-1").strip()
+            return int(text) if text.isascii() and text.isdigit() else None
+    return None
+
+
+async def _send_problem(send: Send, problem: ApiProblem) -> None:
+    body = problem.render()
+    headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in problem.headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+__all__ = ["Guard"]
