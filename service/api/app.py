@@ -30,7 +30,7 @@ from forensics.audit import audit_run
 from forensics.verify import verify_all
 from ledger import Ledger, LedgerError, fail_run
 from ledger.durations import parse_duration
-from ledger.events import MAX_RUN_ID, event_adapter, operators_act
+from ledger.events import MAX_RUN_ID, event_adapter, operator_actor, operators_act
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
 from ledger.wire import LineBatch, append_lines, read_array, read_json, read_lines
@@ -433,7 +433,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
     ) -> dict[str, Any]:
         """Appends RunTimedOut with ``detected_by=operator:TOKEN-NAME`` (``ledger runs
         fail``); a closed run is refused (409)."""
-        actor = f"operator:{caller.name}"
+        actor = operator_actor(caller.name)  # as the CLI records --actor
         position = fail_run(state.ledger, run_id, request.reason, actor)
         return {"run_id": run_id, "position": position, "actor": actor, "reason": request.reason}
 

@@ -31,7 +31,7 @@ from forensics.chain import ChainReport, verify_chain
 from forensics.report import build_report, render_text
 from ledger import Ledger, LedgerError, UnknownRunError, fail_run
 from ledger.clock import utcnow
-from ledger.events import MAX_RUN_ID
+from ledger.events import MAX_RUN_ID, operator_actor
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
 from projections.as_of import parse_as_of, resolve_position
@@ -591,9 +591,9 @@ def create_web_app(
                 run_id=run_id,
                 reason=reason,
                 row=row,
-                actor=f"operator:{viewer.name}",
+                actor=operator_actor(viewer.name),
             )
-        actor = f"operator:{viewer.name}"
+        actor = operator_actor(viewer.name)  # as the CLI records --actor
         position = fail_run(state.ledger, run_id, reason, actor)
         log.warning("web: run %d failed by %s at position %d", run_id, actor, position)
         return RedirectResponse(link(f"/runs/{run_id}", notice="failed"), status_code=303)

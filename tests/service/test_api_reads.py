@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from freezegun import freeze_time
@@ -17,7 +18,7 @@ from service.api import create_app
 from service.cli import cli
 from service.cli import cli as cli_command
 from service.config import LedgerConfig, ThresholdsConfig
-from tests.service.conftest import api_config, auth
+from tests.service.conftest import TOKENS, api_client, api_config, auth
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
 READ = auth("reader")
@@ -245,3 +246,18 @@ def test_stuck_with_one_threshold_given_keeps_each_connectors_other(db_url: str)
         listed = api.get("/v1/stuck", params={"max_runtime": "6h"}, headers=READ).json()
         assert [run["run_id"] for run in listed] == [run_id]
         api.app.state.api.close()  # type: ignore[attr-defined]
+
+
+def test_a_token_named_as_an_operator_is_recorded_as_the_cli_records_it(
+    db_url: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``operator:oncall`` once, as ``ledger runs fail --actor operator:oncall`` records it."""
+    monkeypatch.setitem(TOKENS, "operator:oncall", ("oncall-token-0123456789abcdef", ["operate"]))
+    with api_client(db_url) as client:
+        run_id = ledger.start_run(1, "SOURCE_1")
+        failed = client.post(
+            f"/v1/runs/{run_id}/fail", json={"reason": "host lost"}, headers=auth("operator:oncall")
+        )
+    assert failed.status_code == 200, failed.text
+    assert failed.json()["actor"] == "operator:oncall"
+    assert ledger.read_run(run_id)[-1].actor == "operator:oncall"
