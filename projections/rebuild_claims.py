@@ -11,11 +11,13 @@ ends. A row left by a process that died is taken over:
 
 * at once when it was claimed through the node whose local lock this process now holds (the
   lock proves that no rebuild there is alive);
-* otherwise once its heartbeat is older than :data:`CLAIM_TTL`, read on this host's clock
-  against the claimant's (hosts keep their clocks in sync, as the ledger's times assume).
+* otherwise once its heartbeat is older than :data:`CLAIM_TTL`.
 
-A rebuild that could not renew its claim for :data:`CLAIM_TTL`, or found it taken over, stops
-before its swap (:meth:`RebuildClaim.check`): the live tables are untouched.
+Every time here is the ledger's clock (:meth:`ledger.Ledger.clock`, the database server's), as
+the sweeper's: the claimant's and the reader's hosts may disagree by minutes. A rebuild that could
+not renew its claim for :data:`CLAIM_TTL` by that clock (its last heartbeat against the clock's
+now, so a machine suspended meanwhile counts), or found it taken over, stops before its swap
+(:meth:`RebuildClaim.check`): the live tables are untouched.
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, delete, insert, select, update
 
 from ledger import ConstraintError, Ledger, LedgerError
-from ledger.clock import labelled_utc, utcnow
+from ledger.clock import labelled_utc
 from ledger.database import retrying_conflicts
 from projections.errors import ProjectionBusyError
 from projections.schema import rebuild_claims
@@ -64,7 +65,7 @@ class RebuildClaim:
         self.claimed_by = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[-200:]
         self._stop = threading.Event()
         self._lost: str | None = None
-        self._renewed = time.monotonic()
+        self._heard_at: datetime | None = None  # the heartbeat_at it last wrote
         self._heartbeat: threading.Thread | None = None
 
     def take(self) -> None:
@@ -72,7 +73,6 @@ class RebuildClaim:
         retrying_conflicts(
             self._take_once, f"rebuild claim of {self.projection}", (ConstraintError, _ClaimMoved)
         )
-        self._renewed = time.monotonic()
         self._heartbeat = threading.Thread(
             target=self._renew_until_stopped, name=f"rebuild-claim-{self.projection}", daemon=True
         )
@@ -89,7 +89,8 @@ class RebuildClaim:
             ).scalar()
             if holder != self.claimed_by:
                 self._lost = f"{holder or 'nobody'} holds it now"
-        silent = timedelta(seconds=time.monotonic() - self._renewed)
+        assert self._heard_at is not None, "check() before take()"
+        silent = self.ledger.clock() - self._heard_at
         if self._lost is None and silent >= CLAIM_TTL:
             self._lost = f"not renewed for {int(silent.total_seconds())} s"
         if self._lost is not None:
@@ -121,7 +122,7 @@ class RebuildClaim:
                 .mappings()
                 .first()
             )
-            now = utcnow()
+            now = self.ledger.clock()
             if row is None:
                 conn.execute(
                     insert(rebuild_claims).values(
@@ -132,6 +133,7 @@ class RebuildClaim:
                         heartbeat_at=now,
                     )
                 )
+                self._heard_at = now
                 return
             age = now - row["heartbeat_at"]
             if row["node"] != self.node and age < CLAIM_TTL:
@@ -162,6 +164,7 @@ class RebuildClaim:
             )
             if taken.rowcount != 1:
                 raise _ClaimMoved
+            self._heard_at = now
 
     def _renew_until_stopped(self) -> None:
         while not self._stop.wait(HEARTBEAT_EVERY.total_seconds()):
@@ -175,13 +178,15 @@ class RebuildClaim:
             if not renewed:
                 self._lost = "another rebuild took it over"
                 return
-            self._renewed = time.monotonic()
 
     def _renew_once(self) -> bool:
+        now = self.ledger.clock()
         with self.ledger.transaction("rebuild") as conn:
             result = conn.execute(
-                update(rebuild_claims).where(*self._own_row()).values(heartbeat_at=utcnow())
+                update(rebuild_claims).where(*self._own_row()).values(heartbeat_at=now)
             )
+        if result.rowcount == 1:
+            self._heard_at = now
         return result.rowcount == 1
 
     def _own_row(self) -> tuple[ColumnElement[bool], ...]:

@@ -5,13 +5,14 @@ played by a claim row naming another node, as that rebuild would have written it
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from freezegun import freeze_time
 from sqlalchemy import insert, select, update
 
 from ledger import Ledger
+from ledger.clock import use_clock
 from projections import ProjectionBusyError, rebuild
 from projections.rebuild_claims import CLAIM_TTL, RebuildClaim, database_node
 from projections.schema import PROJECTION_NAME, rebuild_claims
@@ -111,3 +112,28 @@ def test_a_claim_taken_over_is_found_by_the_check_before_the_swap(ledger: Ledger
     finally:
         claim.release()
     assert _claims(ledger) == ["node-2:77:cafe"], "the release leaves another's claim alone"
+
+
+def test_a_live_claim_is_judged_by_the_database_clock_whatever_the_hosts_say(
+    backend: str, db_url: str
+) -> None:
+    """Clock skew between the claim's writer and its reader: the holder's host runs 5 minutes
+    slow, yet it renewed its claim a moment ago. Both measure time by the database's clock."""
+    if backend == "sqlite":
+        pytest.skip("SQLite runs on this host's clock: there is no other host to be skewed")
+    use_clock(None)  # the database server's clock, as in production
+    ledger = Ledger.from_url(db_url)
+    try:
+        ledger.start_run(1, "SOURCE_1")
+        holder = RebuildClaim(ledger, PROJECTION_NAME, "node-2.example:3306")
+        with freeze_time(datetime.now(UTC) - timedelta(minutes=5)):  # its host's clock is slow
+            holder.take()
+        try:
+            with pytest.raises(ProjectionBusyError, match=re.escape("last heard of 0 s ago")):
+                rebuild(ledger)
+            holder.check()  # and the holder, by the same clock, has not been silent either
+        finally:
+            holder.release()
+        assert table_rows(ledger) == {}, "nothing was replayed"
+    finally:
+        ledger.close()
