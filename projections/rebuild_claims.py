@@ -9,8 +9,10 @@ cluster agrees on: two nodes inserting, or taking over, the same row at once do 
 The holder renews ``heartbeat_at`` from a thread while it works and deletes the row when it
 ends. A row left by a process that died is taken over:
 
-* at once when it was claimed through the node whose local lock this process now holds (the
-  lock proves that no rebuild there is alive);
+* once its heartbeat is older than :data:`LOCAL_TTL` when it was claimed through the node
+  whose local lock this process now holds: no lock session of the holder is left there, but
+  that session may have been cut (a proxy's idle timeout, a DBA's KILL) under a rebuild that
+  goes on, and a live holder renews every :data:`HEARTBEAT_EVERY`;
 * otherwise once its heartbeat is older than :data:`CLAIM_TTL`.
 
 Every time here is the ledger's clock (:meth:`ledger.Ledger.clock`, the database server's), as
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_TTL = timedelta(seconds=60)
 HEARTBEAT_EVERY = timedelta(seconds=10)
+LOCAL_TTL = 2 * HEARTBEAT_EVERY  # through the node whose lock this process holds
 
 
 def database_node(conn: Connection) -> str:
@@ -136,21 +139,21 @@ class RebuildClaim:
                 self._heard_at = now
                 return
             age = now - row["heartbeat_at"]
-            if row["node"] != self.node and age < CLAIM_TTL:
+            ttl = LOCAL_TTL if row["node"] == self.node else CLAIM_TTL
+            if age < ttl:
                 raise ProjectionBusyError(
                     f"another rebuild of {self.projection} is running ({row['claimed_by']}, "
                     f"through database node {row['node']}, since "
                     f"{labelled_utc(row['claimed_at'])}; last heard of "
                     f"{int(age.total_seconds())} s ago): if it is gone, its claim lapses "
-                    f"{int(CLAIM_TTL.total_seconds())} s after that"
+                    f"{int(ttl.total_seconds())} s after that"
                 )
             log.warning(
-                "taking over the rebuild claim of %s from %s (node %s, last heard of %s): %s",
+                "taking over the lapsed rebuild claim of %s from %s (node %s, last heard of %s)",
                 self.projection,
                 row["claimed_by"],
                 row["node"],
                 labelled_utc(row["heartbeat_at"]),
-                "its process is gone" if row["node"] == self.node else "it lapsed",
             )
             taken = conn.execute(
                 update(rebuild_claims)
