@@ -83,19 +83,27 @@ class RebuildClaim:
 
     def check(self, conn: Connection | None = None) -> None:
         """Raise :class:`ProjectionBusyError` if the claim may no longer be this process's; with
-        ``conn``, read the claim row through it rather than trust the last renewal."""
-        if conn is not None and self._lost is None:
-            holder = conn.execute(
-                select(rebuild_claims.c.claimed_by).where(
-                    rebuild_claims.c.projection == self.projection
-                )
-            ).scalar()
-            if holder != self.claimed_by:
-                self._lost = f"{holder or 'nobody'} holds it now"
+        ``conn``, renew the claim row in its transaction rather than trust the last renewal: a
+        write, which a Galera cluster certifies (a read on this node may trail a takeover that
+        another node committed; this transaction then loses the certification, 1213)."""
         assert self._heard_at is not None, "check() before take()"
-        silent = self.ledger.clock() - self._heard_at
+        now = self.ledger.clock()
+        silent = now - self._heard_at
         if self._lost is None and silent >= CLAIM_TTL:
             self._lost = f"not renewed for {int(silent.total_seconds())} s"
+        if conn is not None and self._lost is None:
+            renewed = conn.execute(
+                update(rebuild_claims).where(*self._own_row()).values(heartbeat_at=now)
+            )
+            if renewed.rowcount == 1:
+                self._heard_at = now
+            else:
+                holder = conn.execute(
+                    select(rebuild_claims.c.claimed_by).where(
+                        rebuild_claims.c.projection == self.projection
+                    )
+                ).scalar()
+                self._lost = f"{holder or 'nobody'} holds it now"
         if self._lost is not None:
             raise ProjectionBusyError(
                 f"the rebuild of {self.projection} lost its claim ({self._lost}); "
