@@ -9,13 +9,17 @@ cluster agrees on: two nodes inserting, or taking over, the same row at once do 
 The holder renews ``heartbeat_at`` from a thread while it works and deletes the row when it
 ends. A row left by a process that died is taken over:
 
-* at once when it was claimed through the node whose local lock this process now holds (the
-  lock proves that no rebuild there is alive);
-* otherwise once its heartbeat is older than :data:`CLAIM_TTL`, read on this host's clock
-  against the claimant's (hosts keep their clocks in sync, as the ledger's times assume).
+* once its heartbeat is older than :data:`LOCAL_TTL` when it was claimed through the node
+  whose local lock this process now holds: no lock session of the holder is left there, but
+  that session may have been cut (a proxy's idle timeout, a DBA's KILL) under a rebuild that
+  goes on, and a live holder renews every :data:`HEARTBEAT_EVERY`;
+* otherwise once its heartbeat is older than :data:`CLAIM_TTL`.
 
-A rebuild that could not renew its claim for :data:`CLAIM_TTL`, or found it taken over, stops
-before its swap (:meth:`RebuildClaim.check`): the live tables are untouched.
+Every time here is the ledger's clock (:meth:`ledger.Ledger.clock`, the database server's), as
+the sweeper's: the claimant's and the reader's hosts may disagree by minutes. A rebuild that could
+not renew its claim for :data:`CLAIM_TTL` by that clock (its last heartbeat against the clock's
+now, so a machine suspended meanwhile counts), or found it taken over, stops before its swap
+(:meth:`RebuildClaim.check`): the live tables are untouched.
 """
 
 from __future__ import annotations
@@ -24,14 +28,13 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, delete, insert, select, update
 
 from ledger import ConstraintError, Ledger, LedgerError
-from ledger.clock import labelled_utc, utcnow
+from ledger.clock import labelled_utc
 from ledger.database import retrying_conflicts
 from projections.errors import ProjectionBusyError
 from projections.schema import rebuild_claims
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_TTL = timedelta(seconds=60)
 HEARTBEAT_EVERY = timedelta(seconds=10)
+LOCAL_TTL = 2 * HEARTBEAT_EVERY  # through the node whose lock this process holds
 
 
 class _ClaimMoved(Exception):
@@ -56,7 +60,7 @@ class RebuildClaim:
         self.claimed_by = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[-200:]
         self._stop = threading.Event()
         self._lost: str | None = None
-        self._renewed = time.monotonic()
+        self._heard_at: datetime | None = None  # the heartbeat_at it last wrote
         self._heartbeat: threading.Thread | None = None
 
     def take(self) -> None:
@@ -64,7 +68,6 @@ class RebuildClaim:
         retrying_conflicts(
             self._take_once, f"rebuild claim of {self.projection}", (ConstraintError, _ClaimMoved)
         )
-        self._renewed = time.monotonic()
         self._heartbeat = threading.Thread(
             target=self._renew_until_stopped, name=f"rebuild-claim-{self.projection}", daemon=True
         )
@@ -72,18 +75,27 @@ class RebuildClaim:
 
     def check(self, conn: Connection | None = None) -> None:
         """Raise :class:`ProjectionBusyError` if the claim may no longer be this process's; with
-        ``conn``, read the claim row through it rather than trust the last renewal."""
-        if conn is not None and self._lost is None:
-            holder = conn.execute(
-                select(rebuild_claims.c.claimed_by).where(
-                    rebuild_claims.c.projection == self.projection
-                )
-            ).scalar()
-            if holder != self.claimed_by:
-                self._lost = f"{holder or 'nobody'} holds it now"
-        silent = timedelta(seconds=time.monotonic() - self._renewed)
+        ``conn``, renew the claim row in its transaction rather than trust the last renewal: a
+        write, which a Galera cluster certifies (a read on this node may trail a takeover that
+        another node committed; this transaction then loses the certification, 1213)."""
+        assert self._heard_at is not None, "check() before take()"
+        now = self.ledger.clock()
+        silent = now - self._heard_at
         if self._lost is None and silent >= CLAIM_TTL:
             self._lost = f"not renewed for {int(silent.total_seconds())} s"
+        if conn is not None and self._lost is None:
+            renewed = conn.execute(
+                update(rebuild_claims).where(*self._own_row()).values(heartbeat_at=now)
+            )
+            if renewed.rowcount == 1:
+                self._heard_at = now
+            else:
+                holder = conn.execute(
+                    select(rebuild_claims.c.claimed_by).where(
+                        rebuild_claims.c.projection == self.projection
+                    )
+                ).scalar()
+                self._lost = f"{holder or 'nobody'} holds it now"
         if self._lost is not None:
             raise ProjectionBusyError(
                 f"the rebuild of {self.projection} lost its claim ({self._lost}); "
@@ -113,7 +125,7 @@ class RebuildClaim:
                 .mappings()
                 .first()
             )
-            now = utcnow()
+            now = self.ledger.clock()
             if row is None:
                 conn.execute(
                     insert(rebuild_claims).values(
@@ -124,23 +136,24 @@ class RebuildClaim:
                         heartbeat_at=now,
                     )
                 )
+                self._heard_at = now
                 return
             age = now - row["heartbeat_at"]
-            if row["node"] != self.node and age < CLAIM_TTL:
+            ttl = LOCAL_TTL if row["node"] == self.node else CLAIM_TTL
+            if age < ttl:
                 raise ProjectionBusyError(
                     f"another rebuild of {self.projection} is running ({row['claimed_by']}, "
                     f"through database node {row['node']}, since "
                     f"{labelled_utc(row['claimed_at'])}; last heard of "
                     f"{int(age.total_seconds())} s ago): if it is gone, its claim lapses "
-                    f"{int(CLAIM_TTL.total_seconds())} s after that"
+                    f"{int(ttl.total_seconds())} s after that"
                 )
             log.warning(
-                "taking over the rebuild claim of %s from %s (node %s, last heard of %s): %s",
+                "taking over the lapsed rebuild claim of %s from %s (node %s, last heard of %s)",
                 self.projection,
                 row["claimed_by"],
                 row["node"],
                 labelled_utc(row["heartbeat_at"]),
-                "its process is gone" if row["node"] == self.node else "it lapsed",
             )
             taken = conn.execute(
                 update(rebuild_claims)
@@ -154,6 +167,7 @@ class RebuildClaim:
             )
             if taken.rowcount != 1:
                 raise _ClaimMoved
+            self._heard_at = now
 
     def _renew_until_stopped(self) -> None:
         while not self._stop.wait(HEARTBEAT_EVERY.total_seconds()):
@@ -167,13 +181,15 @@ class RebuildClaim:
             if not renewed:
                 self._lost = "another rebuild took it over"
                 return
-            self._renewed = time.monotonic()
 
     def _renew_once(self) -> bool:
+        now = self.ledger.clock()
         with self.ledger.transaction("rebuild") as conn:
             result = conn.execute(
-                update(rebuild_claims).where(*self._own_row()).values(heartbeat_at=utcnow())
+                update(rebuild_claims).where(*self._own_row()).values(heartbeat_at=now)
             )
+        if result.rowcount == 1:
+            self._heard_at = now
         return result.rowcount == 1
 
     def _own_row(self) -> tuple[ColumnElement[bool], ...]:

@@ -111,7 +111,7 @@ def rebuild(
 
         def catch_up(conn: Connection, after: int) -> int:
             caught_up = _catch_up(conn, writer, after, batch_size, progress)
-            claim.check(conn)  # read, not remembered: the last moment before the swap
+            claim.check(conn)  # renewed in the swap's transaction: the last moment before it
             return caught_up
 
         position = swap_in(ledger, writer, position, catch_up)

@@ -7,15 +7,23 @@ head row, every claim inserts one key; the loser of a race is rolled back and tr
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import pymysql
+from sqlalchemy import update
+
 from ledger import Ledger
+from ledger.database import retrying_conflicts
 from ledger.sweeper import sweep
 from projections import ProjectionBusyError, Projector, rebuild
+from projections.checkpoints import mark_swap
+from projections.rebuild_claims import RebuildClaim
+from projections.schema import PROJECTION_NAME, rebuild_claims
 from service.claims import claim
 from tests.cluster.conftest import ClusterLedger
 from tests.cluster.galera import wait_until
@@ -235,3 +243,65 @@ def test_two_rebuilds_on_two_nodes_never_run_at_once(cluster_ledger: ClusterLedg
         assert any(set(both) != {"rebuilt"} for both in rounds), rounds  # they did meet
         wait_projected_everywhere(nodes)
         assert_projection_is_a_replay(nodes)
+
+
+def waiting_for_backup_lock(conn: pymysql.Connection) -> bool:
+    with contextlib.closing(conn), conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE = %s",
+            ("Waiting for backup lock",),
+        )
+        row = cursor.fetchone()
+    return row is not None and row[0] > 0
+
+
+def test_the_check_before_the_swap_is_certified_not_read_from_a_lagging_node(
+    cluster_ledger: ClusterLedger,
+) -> None:
+    """A rebuild through node 1 lost its claim to one through node 2; node 1 has not applied
+    that yet (it is paused, as a backup pauses it: desynced under a global read lock). The
+    check before the swap must not trust node 1's copy of the claim row: the swap's
+    transaction must lose the certification and find the claim gone."""
+    cluster = cluster_ledger.cluster
+    with ledgers(cluster_ledger) as nodes:
+        claim = RebuildClaim(nodes[0], PROJECTION_NAME, "node1")
+        claim.take()
+        outcome: list[BaseException | None] = []
+
+        def swap_transaction() -> None:  # the catch-up's check, then the swap's mark
+            def attempt() -> None:
+                with nodes[0].transaction("rebuild") as conn:
+                    claim.check(conn)
+                    mark_swap(conn, PROJECTION_NAME, 1)
+
+            try:
+                retrying_conflicts(attempt, "rebuild swap")
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        paused = cluster.node(1).connect(as_root=True)
+        try:
+            with paused.cursor() as cursor:
+                cursor.execute("SET SESSION wsrep_sync_wait = 0")
+                cursor.execute("SET GLOBAL wsrep_desync = ON")
+                cursor.execute("FLUSH TABLES WITH READ LOCK")
+            with nodes[1].transaction("rebuild") as conn:  # node 2's rebuild takes it over
+                conn.execute(update(rebuild_claims).values(claimed_by="node-2:77:cafe"))
+            swapper = threading.Thread(target=swap_transaction, daemon=True)
+            swapper.start()
+            wait_until(
+                lambda: waiting_for_backup_lock(cluster.node(1).connect(as_root=True)),
+                30,
+                "the swap's transaction to wait for node 1's lock",
+            )
+        finally:
+            with paused.cursor() as cursor:
+                cursor.execute("UNLOCK TABLES")
+                cursor.execute("SET GLOBAL wsrep_desync = OFF")
+            paused.close()
+        swapper.join(timeout=120)
+        claim.release()
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], ProjectionBusyError), outcome
+        assert "node-2:77:cafe holds it now" in str(outcome[0])

@@ -8,13 +8,16 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from freezegun import freeze_time
 from sqlalchemy import func, select
 
 from ledger import Ledger, RunFinished, RunProgressed
 from projections import Projector, rebuild
+from projections.rebuild_claims import LOCAL_TTL
 from projections.schema import rebuild_claims
 from tests.projection_support import replayed_rows, table_rows, transition_rows
 
@@ -147,7 +150,9 @@ def test_a_rebuild_killed_midway_leaves_the_live_tables_untouched(
     assert transition_rows(ledger) == transitions
     with ledger.engine.connect() as conn:  # its claim outlives it ...
         assert conn.execute(select(func.count()).select_from(rebuild_claims)).scalar() == 1
-    result = rebuild(ledger)  # ... and is taken over at once: starts cleanly over the leftovers
+    # ... and is taken over once it missed a renewal: starts cleanly over the leftovers
+    with freeze_time(datetime.now(UTC) + LOCAL_TTL):
+        result = rebuild(ledger)
     assert result.events == ledger.head().last_position
     assert table_rows(ledger) == before
     with ledger.engine.connect() as conn:

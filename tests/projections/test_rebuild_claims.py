@@ -4,18 +4,21 @@ played by a claim row naming another node, as that rebuild would have written it
 
 from __future__ import annotations
 
+import contextlib
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 
-from ledger import Ledger
+from ledger import Ledger, StorageError
+from ledger.clock import use_clock
 from projections import ProjectionBusyError, rebuild
-from projections.dialects import database_node
-from projections.rebuild_claims import CLAIM_TTL, RebuildClaim
+from projections.dialects import database_node, exclusive_rebuild, lock_name
+from projections.rebuild_claims import CLAIM_TTL, LOCAL_TTL, RebuildClaim
 from projections.schema import PROJECTION_NAME, rebuild_claims
+from tests.cluster.galera import wait_until
 from tests.projection_support import replayed_rows, table_rows
 
 CLAIMED_AT = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -64,11 +67,19 @@ def test_a_rebuild_through_another_node_refuses_this_one_until_its_claim_lapses(
     assert _claims(ledger) == [], "a rebuild that ended leaves no claim"
 
 
-def test_a_claim_left_through_this_node_is_taken_over_at_once(ledger: Ledger) -> None:
-    """This node's rebuild lock is free, so whoever claimed through this node is gone."""
+def test_a_claim_left_through_this_node_lapses_once_its_holder_missed_a_renewal(
+    ledger: Ledger,
+) -> None:
+    """This node's rebuild lock is free, so no lock session of the holder is left: once it has
+    not renewed its claim for two heartbeats, it is gone."""
     ledger.start_run(1, "SOURCE_1")
     _claim_left_by(ledger, _this_node(ledger))
-    with freeze_time(CLAIMED_AT):
+    with freeze_time(CLAIMED_AT + LOCAL_TTL / 2), pytest.raises(ProjectionBusyError) as refused:
+        rebuild(ledger)
+    assert "last heard of 10 s ago): if it is gone, its claim lapses 20 s after that" in str(
+        refused.value
+    )
+    with freeze_time(CLAIMED_AT + LOCAL_TTL):
         assert rebuild(ledger).events == 1
     assert _claims(ledger) == []
 
@@ -112,3 +123,62 @@ def test_a_claim_taken_over_is_found_by_the_check_before_the_swap(ledger: Ledger
     finally:
         claim.release()
     assert _claims(ledger) == ["node-2:77:cafe"], "the release leaves another's claim alone"
+
+
+def test_a_live_claim_is_judged_by_the_database_clock_whatever_the_hosts_say(
+    backend: str, db_url: str
+) -> None:
+    """Clock skew between the claim's writer and its reader: the holder's host runs 5 minutes
+    slow, yet it renewed its claim a moment ago. Both measure time by the database's clock."""
+    if backend == "sqlite":
+        pytest.skip("SQLite runs on this host's clock: there is no other host to be skewed")
+    use_clock(None)  # the database server's clock, as in production
+    ledger = Ledger.from_url(db_url)
+    try:
+        ledger.start_run(1, "SOURCE_1")
+        holder = RebuildClaim(ledger, PROJECTION_NAME, "node-2.example:3306")
+        with freeze_time(datetime.now(UTC) - timedelta(minutes=5)):  # its host's clock is slow
+            holder.take()
+        try:
+            with pytest.raises(ProjectionBusyError, match=re.escape("last heard of 0 s ago")):
+                rebuild(ledger)
+            holder.check()  # and the holder, by the same clock, has not been silent either
+        finally:
+            holder.release()
+        assert table_rows(ledger) == {}, "nothing was replayed"
+    finally:
+        ledger.close()
+
+
+def test_a_live_rebuild_whose_lock_session_was_cut_keeps_its_claim(
+    backend: str, ledger: Ledger
+) -> None:
+    """The rebuild's lock session sits idle the whole rebuild: a proxy's idle timeout (HAProxy's
+    `timeout server`), a network cut or a DBA's KILL ends it while the rebuild goes on. The
+    node's lock is free then, but its holder is alive and renewing its claim."""
+    if backend == "sqlite":
+        pytest.skip("a file lock lives as long as its process")
+    ledger.start_run(1, "SOURCE_1")
+    with ledger.engine.connect() as conn:
+        name = lock_name(conn, f"{PROJECTION_NAME}.rebuild")
+    refused: ProjectionBusyError | None = None
+    # Its end finds the lock's session gone (StorageError): what matters is what happened before.
+    with contextlib.suppress(StorageError), exclusive_rebuild(ledger, PROJECTION_NAME) as claim:
+        with ledger.engine.connect() as conn:
+            session = conn.execute(text("SELECT IS_USED_LOCK(:name)"), {"name": name}).scalar()
+            conn.exec_driver_sql(f"KILL {int(session)}")
+            wait_until(
+                lambda: (
+                    conn.execute(text("SELECT IS_FREE_LOCK(:name)"), {"name": name}).scalar() == 1
+                ),
+                10,
+                "the killed session's lock to be freed",
+            )
+        try:
+            rebuild(ledger)
+        except ProjectionBusyError as exc:
+            refused = exc
+        claim.check()  # still this process's
+    assert refused is not None, "a second rebuild ran beside the live one"
+    assert "last heard of 0 s ago" in str(refused)
+    assert table_rows(ledger) == {}, "nothing was replayed"
