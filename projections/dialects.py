@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from ledger import Ledger
 from ledger.database import retrying_conflicts, sqlite_file_or_none
@@ -190,16 +191,34 @@ def exclusive_rebuild(database: Ledger | Engine, projection: str) -> Iterator[Re
                     f"KILL {holder})"
                 )
             conn.commit()
-            try:
-                with _claimed(ledger, projection, node) as claim:
-                    yield claim
-            finally:
-                conn.rollback()
-                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+        except BaseException:
+            _end_lock_session(conn, None)
+            raise
+        try:
+            with _claimed(ledger, projection, node) as claim:
+                yield claim
         finally:
-            conn.rollback()
-            conn.exec_driver_sql("SET SESSION wait_timeout = @ledger_wait_timeout")
-            conn.commit()
+            _end_lock_session(conn, name)
+
+
+def _end_lock_session(conn: Connection, lock: str | None) -> None:
+    """Release ``lock`` and give the session its own wait_timeout back. A session that is gone
+    (cut by a proxy, a KILL) released its lock with it: the rebuild's own outcome (its tables
+    swapped in, or its error) stands rather than this cleanup's connection error."""
+    try:
+        conn.rollback()
+        if lock is not None:
+            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": lock})
+        conn.exec_driver_sql("SET SESSION wait_timeout = @ledger_wait_timeout")
+        conn.commit()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.warning(
+            "the rebuild lock's session was gone at the end (%s): the server released the "
+            "lock with it",
+            exc.orig,
+        )
 
 
 @contextmanager

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import Connection, func, inspect, select
 
@@ -88,26 +89,40 @@ def rebuild(
         writer = ReadModelWriter(shadow_runs, shadow_transitions)
         target = ledger.head().last_position
         position = 0
-        while position < target:  # bulk of the replay: short transactions of many batches
-            claim.check()  # another node's rebuild may have taken over a lapsed claim
+
+        def replay_to(start: int, up_to: int) -> int:
             with ledger.transaction("rebuild") as conn:
-                up_to = min(target, position + EVENTS_PER_TRANSACTION)
-                while position < up_to:
-                    after = _replay(conn, writer, position, batch_size, up_to=up_to)
-                    if after == position:
+                # Renewed first, by compare-and-set in this transaction: nothing it writes
+                # commits once another rebuild took the claim over (its shadow tables have
+                # these names too), and a takeover waits for (or, across Galera nodes, loses
+                # the certification to) a transaction under way.
+                claim.check(conn)
+                at = start
+                while at < up_to:
+                    after = _replay(conn, writer, at, batch_size, up_to=up_to)
+                    if after == at:
                         # No row up to up_to: positions deleted around the append path. The
                         # replay goes on past them (as the projector does) rather than wait
                         # for rows that will never come; `ledger verify` names them.
                         log.warning(
                             "no event stored at positions %d..%d: replayed past them; "
                             "run `ledger verify`",
-                            position + 1,
+                            at + 1,
                             up_to,
                         )
                         after = up_to
-                    position = after
+                    at = after
                     if progress:
-                        progress(position, target)
+                        progress(at, target)
+                return at
+
+        while position < target:  # bulk of the replay: short transactions of many batches
+            # A conflict (the heartbeat's renewal through another Galera node) rolls the whole
+            # transaction back: it runs again from where it began.
+            position = retrying_conflicts(
+                partial(replay_to, position, min(target, position + EVENTS_PER_TRANSACTION)),
+                "rebuild",
+            )
 
         def catch_up(conn: Connection, after: int) -> int:
             caught_up = _catch_up(conn, writer, after, batch_size, progress)
