@@ -23,11 +23,12 @@ from sqlalchemy import (
     and_,
     cast,
     literal_column,
+    select,
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnClause
 
-from ledger.clock import isoformat_utc
+from ledger.clock import default_clock, isoformat_utc, utcnow
 from ledger.driver import COMMITTED_INFO, GALERA_INFO, DriverCursor, driver_transaction
 
 # Execution option read by the SQLite engine's "begin" hook: which BEGIN to emit.
@@ -145,6 +146,20 @@ def server_clock(bind: Bound) -> ColumnClause[Any] | None:
     """The database server's clock as a column to select, or None: SQLite runs on this
     machine's clock."""
     return None if is_sqlite(bind) else _SERVER_NOW
+
+
+def clock_on(conn: Connection) -> datetime:
+    """The ledger's clock, read through ``conn``: the one Ledgers of this process were told to
+    use (tests: freezegun's), else the database server's (MySQL: every host of a cluster reads
+    one clock), else this machine's (SQLite)."""
+    told = default_clock()
+    if told is not None:
+        return told()
+    column = server_clock(conn)
+    if column is None:
+        return utcnow()
+    now: datetime = conn.execute(select(column)).scalar_one()
+    return now.replace(tzinfo=UTC)
 
 
 def driver_timestamp(bind: Bound) -> Callable[[datetime], Any]:

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import utcnow
-from ledger.dialects import is_galera
+from ledger.dialects import clock_on, is_galera
 from ledger.text import clip
 from projections.errors import CheckpointMovedError, PoisonEventError, ProjectionBusyError
 from projections.schema import INGESTION_RUNS, SHADOW, projection_checkpoints, projection_skips
@@ -132,7 +132,7 @@ def mark_swap(conn: Connection, name: str, position: int | None) -> None:
     mark's time is the checkpoint's ``updated_at`` (see :func:`_swap_may_be_running`)."""
     values: dict[str, object] = {"rebuild_position": position}
     if position is not None:
-        values["updated_at"] = utcnow()
+        values["updated_at"] = clock_on(conn)  # the server's: nodes' hosts may disagree
     conn.execute(
         update(projection_checkpoints).where(projection_checkpoints.c.name == name).values(**values)
     )
@@ -154,7 +154,7 @@ def _swap_may_be_running(conn: Connection, checkpoint: Checkpoint) -> bool:
     if not is_galera(conn):
         return False
     marked = checkpoint.updated_at.replace(tzinfo=None)
-    return utcnow().replace(tzinfo=None) - marked < SWAP_GRACE
+    return clock_on(conn).replace(tzinfo=None) - marked < SWAP_GRACE
 
 
 def recover_interrupted_swap(conn: Connection, checkpoint: Checkpoint) -> Checkpoint:
