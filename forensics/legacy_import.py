@@ -35,13 +35,12 @@ from ledger import (
     SchemaError,
     ValidationError,
 )
-from ledger.database import sqlite_file_or_none
 from ledger.events import IMPORT_PREFIX, RECORDED_NAMES
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import describe_pydantic_errors, payload_json
 from ledger.schema import LEGACY_TABLE
 from ledger.text import clip, visible
-from ledger.urls import mask_url
+from ledger.urls import mask_url, sqlite_file_or_none
 from projections.fold import Row, callers_details, whole_seconds
 from projections.projector import Projector
 from projections.queries import all_rows

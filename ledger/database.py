@@ -1,4 +1,5 @@
-"""Engines for the two supported databases, and the one place driver errors are translated.
+"""Engines for the two supported databases (driver errors are translated in
+:mod:`ledger.driver_errors`).
 
 * SQLite (embedded default): WAL, a busy timeout, ``synchronous=FULL`` (an acknowledged append
   survives a power cut), and transactions begun by us so that appends can take the write lock
@@ -12,17 +13,10 @@ from __future__ import annotations
 
 import configparser
 import logging
-import os
-import random
-import stat
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote
+from typing import Any
 
 import pymysql
 from alembic.runtime.migration import MigrationContext
@@ -31,14 +25,9 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
-    DataError,
-    DBAPIError,
-    IntegrityError,
     InvalidatePoolError,
     NoSuchModuleError,
-    OperationalError,
     SAWarning,
-    SQLAlchemyError,
 )
 from sqlalchemy.pool import PoolResetState, StaticPool
 
@@ -46,23 +35,27 @@ from ledger.dialects import (
     DEFAULT_IDLE_TRANSACTION_TIMEOUT_S,
     IDLE_TIMEOUT_INFO,
     SQLITE_BEGIN_OPTION,
-    is_missing_table,
     is_mysql_backend,
 )
 from ledger.driver import COMMITTED_INFO, GALERA_INFO, DriverCursor
+from ledger.driver_errors import translate_errors
 from ledger.errors import (
     AccessDeniedError,
     ConfigurationError,
-    ConstraintError,
     DatabaseNotFoundError,
-    DatabaseUnreachableError,
     SchemaError,
-    StorageError,
     UnusableUrlError,
 )
 from ledger.schema import SCHEMA_REVISION
 from ledger.text import clip
-from ledger.urls import mask_secrets, mask_url, migrate_hint
+from ledger.urls import (
+    mask_secrets,
+    mask_url,
+    migrate_hint,
+    path_state,
+    sqlite_file_of,
+    unparseable_url_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +101,7 @@ def create_ledger_engine(url: str, *, create: bool = True, **engine_options: Any
                 )
             _refuse_ignored_sqlite_options(url, parsed)
             if not create:
-                _refuse_missing_sqlite_file(url, parsed)
+                _refuse_missingsqlite_file_of(url, parsed)
             engine = _sqlite_engine(url, parsed.database, **engine_options)
         elif is_mysql_backend(backend):
             if parsed.get_driver_name() not in ("pymysql",):
@@ -134,64 +127,6 @@ def create_ledger_engine(url: str, *, create: bool = True, **engine_options: Any
     return engine
 
 
-EXPECTED_URL_SHAPES = (
-    "sqlite:///path/to/ledger.db or mysql+pymysql://user:password@host:3306/database"
-)
-
-
-def unparseable_url_message(url: str) -> str:
-    """Why ``url`` is refused, with what a database URL looks like.
-
-    Text with no ``:`` and no ``@`` (``notaurl``, ``ledger.db``) cannot hold a password, so it
-    is quoted to show the typo; anything else shows only its scheme (:func:`mask_url`).
-    """
-    shown = repr(url) if not any(mark in url for mark in ":@") else mask_url(url)
-    return f"not a database URL: {shown} (expected {EXPECTED_URL_SHAPES})"
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The absolute path of the file a SQLite URL opens, as the driver will be given it; None
-    for an in-memory database (``sqlite://``, ``:memory:``, ``file::memory:`` or
-    ``mode=memory`` URIs). A relative path is relative to the current folder."""
-    return _sqlite_file(make_url(url))
-
-
-def is_in_memory_sqlite(url: str) -> bool:
-    """Whether ``url`` is an in-memory SQLite database (``sqlite://``, ``sqlite:///``,
-    ``:memory:``, a ``mode=memory`` URI): a new, empty one in every process that opens it."""
-    try:
-        parsed = make_url(url)
-        if parsed.get_backend_name() != "sqlite" or parsed.get_driver_name() != "pysqlite":
-            return False
-        return _sqlite_file(parsed) is None
-    except (ArgumentError, ValueError):
-        return False
-
-
-IN_MEMORY_HINT = (
-    "an in-memory SQLite database is new and empty in every process that opens it: give a "
-    "file, e.g. sqlite:///ledger.db"
-)
-
-
-def _sqlite_file(parsed: URL) -> Path | None:
-    # The dialect turns the URL into the driver's arguments (an absolute path, or with
-    # ``uri=true`` a ``file:`` URI with the URL's other query parameters): read what it gives.
-    [target], options = parsed.get_dialect()().create_connect_args(parsed)
-    if target == ":memory:":
-        return None
-    if not options.get("uri"):
-        return Path(os.path.abspath(target))
-    location, _, query = str(target).partition("?")
-    if parse_qs(query).get("mode") == ["memory"]:
-        return None
-    path = location.removeprefix("file:")
-    if path.startswith("//"):  # file://HOST/path: SQLite takes only an empty host or localhost
-        path = "/" + path[2:].partition("/")[2]
-    path = unquote(path)
-    return None if path in ("", ":memory:") else Path(os.path.abspath(path))
-
-
 def _refuse_ignored_sqlite_options(url: str, parsed: URL) -> None:
     """SQLAlchemy ignores a SQLite URL's query options it does not know (``?mode=ro``) unless
     the URL is a URI, with a Python warning on stderr: the user asked for something (read-only)
@@ -211,9 +146,9 @@ def _refuse_ignored_sqlite_options(url: str, parsed: URL) -> None:
         )
 
 
-def _refuse_missing_sqlite_file(url: str, parsed: URL) -> None:
-    path = _sqlite_file(parsed)
-    state = None if path is None else _path_state(path)
+def _refuse_missingsqlite_file_of(url: str, parsed: URL) -> None:
+    path = sqlite_file_of(parsed)
+    state = None if path is None else path_state(path)
     if path is None or state == "file":
         return
     if state == "denied":
@@ -226,18 +161,6 @@ def _refuse_missing_sqlite_file(url: str, parsed: URL) -> None:
         f"no SQLite database at {path} ({mask_url(url)}): {what}, and this command creates "
         "none. Check the path; `ledger migrate` creates a new ledger"
     )
-
-
-def _path_state(path: Path) -> str:
-    """``file``, ``folder``, ``missing`` or ``denied`` (a folder on the way may not be
-    searched): pathlib's ``exists()`` says False for the last, which is not a wrong path."""
-    try:
-        mode = path.stat().st_mode
-    except PermissionError:
-        return "denied"
-    except (FileNotFoundError, NotADirectoryError):
-        return "missing"
-    return "folder" if stat.S_ISDIR(mode) else "file"
 
 
 def _sqlite_engine(
@@ -561,299 +484,6 @@ class _IdleBound:
             return f"{variable} = LEAST({self.seconds}, {server})"
 
         return "SET SESSION " + ", ".join(tighter(v) for v in MARIADB_IDLE_VARIABLES)
-
-
-@contextmanager
-def translate_errors(url: str, action: str) -> Iterator[None]:
-    """Turn driver errors into :class:`StorageError`, with passwords masked, ``from`` the cause."""
-    try:
-        yield
-    except SQLAlchemyError as exc:
-        message = _describe(url, action, exc)
-        if isinstance(exc, DBAPIError) and is_missing_table(str(exc.orig)):
-            if is_in_memory_sqlite(url):  # migrating it in another process would not help
-                raise SchemaError(
-                    f"{message}; the schema is missing: {IN_MEMORY_HINT} (`ledger migrate` "
-                    "creates it)"
-                ) from exc
-            raise SchemaError(f"{message}; the schema is missing: {migrate_hint(url)}") from exc
-        if isinstance(exc, IntegrityError):
-            raise ConstraintError(message) from exc
-        kind = _storage_error(url, exc)
-        raise kind(message + _sqlite_open_hint(url, exc, kind)) from exc
-    except OSError as exc:  # e.g. a TLS file named in the URL that does not exist
-        raise StorageError(mask_secrets(f"{action} failed on {mask_url(url)}: {exc}")) from exc
-
-
-# MySQL client errors (2002 socket, 2003 TCP, 2005 unknown host, 2006 gone away, 2013 lost
-# connection, ...), and the server refusing for now: too many connections, shutting down,
-# the session killed, and a Galera node not ready for clients (1047 "WSREP has not yet
-# prepared node for application use": while the cluster settles a new view, or a node is out
-# of the primary component).
-_SERVER_UNAVAILABLE = {1040, 1047, 1053, 1927}
-
-
-def database_unreachable(error: BaseException) -> bool:
-    """Whether a :class:`StorageError` means the MySQL server could not be reached or talked
-    to (worth waiting for), rather than refused what was asked (credentials, a database that
-    does not exist, SQL): the first kind may pass by itself, the second will not."""
-    code = _mysql_error_code(_driver_error(error))
-    return code is not None and (2000 <= code < 2100 or code in _SERVER_UNAVAILABLE)
-
-
-# InnoDB's deadlock. On a Galera cluster 1213 is also how a certification conflict is
-# reported: a transaction of another node committed first on a row this one wrote (every
-# append writes ledger_head), at COMMIT or earlier (a brute-force abort). Either way the
-# transaction was rolled back: nothing it wrote is committed. A lock wait timeout (1205) is not
-# a conflict to retry: InnoDB rolls back only the statement (innodb_rollback_on_timeout=OFF),
-# and it means a lock held for the whole innodb_lock_wait_timeout (50 s) by another session;
-# waiting that long again would carry the caller past its own deadlines (the SDK's heartbeat
-# join, the spool's lock, serve's grace period), so it is raised, as before.
-CONFLICT_CODES = frozenset({1213})
-
-
-# A transaction that loses to another one (is_transaction_conflict) was rolled back: it is run
-# again at most this many times in all, and no attempt starts after the budget. The pause
-# before attempt n+1 is drawn uniformly from [0, min(cap, first * 2**(n-1))] ("full jitter"),
-# so writers on different nodes that collided do not collide again in step. The bounds leave
-# room for a writer on a slow node that keeps losing the race (three writers on three nodes
-# sharing two busy cores once needed more than 40 attempts).
-MAX_CONFLICT_ATTEMPTS = 100
-CONFLICT_RETRY_BUDGET_S = 60.0
-CONFLICT_PAUSE_FIRST_S = 0.005
-CONFLICT_PAUSE_CAP_S = 0.25
-
-T = TypeVar("T")
-
-
-def conflict_pause(attempt: int) -> float:
-    """The jittered pause after the ``attempt``-th try lost to another transaction."""
-    ceiling = min(CONFLICT_PAUSE_CAP_S, CONFLICT_PAUSE_FIRST_S * 2 ** (attempt - 1))
-    return random.uniform(0.0, ceiling)  # noqa: S311 - spreading retries, not a secret
-
-
-def retrying_conflicts(
-    action: Callable[[], T],
-    what: str,
-    also: tuple[type[Exception], ...] = (),
-    stop: threading.Event | None = None,
-) -> T:
-    """``action()``, run again while it fails with a transaction conflict, or one of ``also``
-    (each attempt must be a whole transaction, rolled back by the failure); bounded as the
-    append's retry. Any other error, or the last conflict, is raised; so is the conflict in
-    hand when ``stop`` is set during a pause (a shutdown does not wait out the retries)."""
-    started = time.monotonic()
-    attempt = 1
-    while True:
-        try:
-            return action()
-        except Exception as exc:
-            if not (is_transaction_conflict(exc) or isinstance(exc, also)):
-                raise
-            if (
-                attempt >= MAX_CONFLICT_ATTEMPTS
-                or time.monotonic() - started > CONFLICT_RETRY_BUDGET_S
-            ):
-                log.warning("%s still conflicting after %d attempt(s); giving up", what, attempt)
-                raise
-            log.debug("%s lost to another transaction (attempt %d): %s", what, attempt, exc)
-            if stop is None:
-                time.sleep(conflict_pause(attempt))
-            elif stop.wait(conflict_pause(attempt)):
-                raise
-            attempt += 1
-
-
-def is_transaction_conflict(error: BaseException) -> bool:
-    """Whether ``error`` is a deadlock or (on Galera) a certification conflict: the transaction
-    lost to another one and was rolled back, and running it again may well succeed. Accepts a
-    driver error, SQLAlchemy's wrapper, or an error raised from one."""
-    cause = _driver_error(error)
-    return (
-        cause is not None
-        and not cause.connection_invalidated
-        and _mysql_error_code(cause) in CONFLICT_CODES
-    )
-
-
-ER_PARSE_ERROR = 1064
-_BROKEN_TRIGGER = "has an error in its body"
-
-
-def is_broken_trigger_load(error: BaseException) -> bool:
-    """Whether a statement failed because the server's cached table object holds trigger
-    definitions that did not load (1064 "… has an error in its body"): the stored
-    definitions may well be intact (see :meth:`ledger.Ledger._reload_table_triggers`)."""
-    cause = _driver_error(error)
-    return (
-        cause is not None
-        and _mysql_error_code(cause) == ER_PARSE_ERROR
-        and _BROKEN_TRIGGER in str(cause.orig)
-    )
-
-
-# What a MySQL/MariaDB error number says about the database itself.
-_ACCESS_DENIED = frozenset(
-    {
-        1045,  # credentials refused
-        1698,  # access denied for the user (MariaDB: an auth plugin such as unix_socket)
-        1142,  # command denied on a table (a grant is missing)
-        1143,  # column command denied
-        1227,  # an operation needs a privilege the user lacks
-    }
-)
-# 1044 is "access denied to database": MySQL answers it, rather than 1049, for a database that
-# does not exist when the user may not see it, so it is read as a wrong name like 1049.
-_NO_SUCH_DATABASE = frozenset({1044, 1046, 1049})  # denied, none selected, unknown
-_SQLITE_CANNOT_OPEN = "unable to open database file"
-_SQLITE_READ_ONLY = "attempt to write a readonly database"
-_SQLITE_NOT_A_DATABASE = "file is not a database"
-
-
-def _storage_error(url: str, error: SQLAlchemyError) -> type[StorageError]:
-    """Which :class:`StorageError` a driver error is: a database that is not there, one that
-    cannot be reached, one that refused access, or any other failure."""
-    cause = _driver_error(error)
-    code = _mysql_error_code(cause)
-    if code is not None:
-        if database_unreachable(error):
-            return DatabaseUnreachableError
-        if code in _ACCESS_DENIED:
-            return AccessDeniedError
-        if code in _NO_SUCH_DATABASE:
-            return DatabaseNotFoundError
-        return StorageError
-    detail = str(cause.orig) if cause is not None else ""
-    if _SQLITE_NOT_A_DATABASE in detail:  # a wrong path: some other file
-        return DatabaseNotFoundError
-    if isinstance(cause, OperationalError):
-        if _SQLITE_READ_ONLY in detail:
-            return AccessDeniedError
-        if _SQLITE_CANNOT_OPEN in detail:
-            return _sqlite_open_failure(url)
-    return StorageError
-
-
-def _sqlite_open_failure(url: str) -> type[StorageError]:
-    """SQLite says only "unable to open database file": a folder that does not exist is a
-    wrong path; otherwise the file or its folder is not this user's to open."""
-    path = sqlite_file_or_none(url)
-    if path is None:
-        return StorageError
-    if _path_state(path) == "folder" or _path_state(path.parent) == "missing":
-        return DatabaseNotFoundError
-    return AccessDeniedError
-
-
-def _sqlite_open_hint(url: str, error: SQLAlchemyError, kind: type[StorageError]) -> str:
-    """What SQLite's "unable to open database file" does not say: which file, and why."""
-    path = sqlite_file_or_none(url)
-    if path is None or _SQLITE_CANNOT_OPEN not in str(getattr(error, "orig", "")):
-        return ""
-    if _path_state(path) == "folder":
-        return f" ({path} is a folder, not a database file)"
-    if kind is DatabaseNotFoundError:
-        return f" ({path}: the folder {path.parent} does not exist)"
-    return f" ({path}: this user may not open or create it)"
-
-
-def sqlite_file_or_none(url: str) -> Path | None:
-    """The file of a SQLite URL (None: another database, in memory, or not a URL)."""
-    try:
-        parsed = make_url(url)
-        return _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
-    except (ArgumentError, ValueError):
-        return None
-
-
-def _driver_error(error: BaseException) -> DBAPIError | None:
-    """SQLAlchemy's wrapper of the driver error behind ``error`` (itself, or a cause of it)."""
-    cause: BaseException | None = error
-    while cause is not None and not isinstance(cause, DBAPIError):
-        cause = cause.__cause__
-    return cause
-
-
-def _mysql_error_code(error: DBAPIError | None) -> int | None:
-    """The MySQL/MariaDB error number of a driver error (None for SQLite's)."""
-    original = getattr(error, "orig", None)
-    if not isinstance(original, pymysql.err.MySQLError) or not original.args:
-        return None
-    code = original.args[0]
-    return code if isinstance(code, int) else None
-
-
-def _describe(url: str, action: str, exc: SQLAlchemyError) -> str:
-    original = getattr(exc, "orig", None)
-    detail = str(original) if original is not None else str(exc).split("\n")[0]
-    message = mask_secrets(f"{action} failed on {mask_url(url)}: {detail}")
-    try:
-        parsed = make_url(url)
-        password = parsed.password or parsed.query.get("password") or parsed.query.get("passwd")
-    except (ArgumentError, ValueError):
-        password = None
-    # Drivers do not normally echo passwords, but if one does, hide it; very short passwords
-    # are left alone, replacing them would garble the message without hiding anything.
-    if password and len(str(password)) >= 4:
-        message = message.replace(str(password), "***")
-    return message
-
-
-# MySQL/MariaDB server errors that say the environment failed, not the statement's data: the
-# same statement may well succeed when retried. (Client errors, 2000-2999, are all of this kind.)
-_ENVIRONMENT_CODES = frozenset(
-    {
-        1021,  # disk full
-        1030,  # error from the storage engine
-        1036,  # table is read only
-        1037,  # out of memory
-        1040,  # too many connections
-        1041,  # out of memory
-        1044,  # access denied to the database
-        1045,  # access denied for the user
-        1046,  # no database selected
-        1049,  # unknown database
-        1053,  # server shutdown in progress
-        1114,  # table is full
-        1142,  # command denied (a grant is missing)
-        1143,  # column command denied
-        1146,  # table does not exist (schema not migrated)
-        1180,  # error during commit
-        1181,  # error during rollback
-        1205,  # lock wait timeout
-        1213,  # deadlock
-        1226,  # user resource limit
-        1290,  # server running in read-only mode
-        1317,  # query interrupted
-        1836,  # running in read-only mode
-        1927,  # connection killed
-        1969,  # max_statement_time exceeded
-        3024,  # max_execution_time exceeded
-        4031,  # idle transaction timeout: the session was ended
-    }
-)
-
-
-def is_refused_value(error: BaseException) -> bool:
-    """Whether the database refused what a statement wrote (a value too long or out of range,
-    a CHECK, an operator's trigger that SIGNALs): the same statement fails the same way on
-    every retry. Environment failures (connection lost, lock wait, outage, a missing grant or
-    table) are not refusals: retrying later may succeed.
-
-    Accepts a driver error, SQLAlchemy's wrapper of it, or a :class:`StorageError` raised from
-    one.
-    """
-    cause = _driver_error(error)
-    if cause is None or cause.connection_invalidated:
-        return False
-    if isinstance(cause, DataError | IntegrityError):
-        return True
-    code = _mysql_error_code(cause)
-    # SQLite reports refusals as IntegrityError/DataError (above); its other errors are locks
-    # and I/O. MySQL client errors (2000-2999) are about the connection, not the data.
-    if code is None or code in _ENVIRONMENT_CODES or code in _SERVER_UNAVAILABLE:
-        return False
-    return not 2000 <= code < 3000
 
 
 def current_revision(connection: Connection) -> str | None:

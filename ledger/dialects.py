@@ -1,8 +1,9 @@
 """Where SQLite and MySQL/MariaDB differ at run time, one function per difference.
 
-Engines are built (and driver errors translated) in :mod:`ledger.database`, and column types
-declare their per-database form in :mod:`ledger.schema`; every other place that must do one
-thing on SQLite and another on MySQL/MariaDB asks here, so the differences are read in one room.
+Engines are built in :mod:`ledger.database` (driver errors translated in
+:mod:`ledger.driver_errors`), and column types declare their per-database form in
+:mod:`ledger.schema`; every other place that must do one thing on SQLite and another on
+MySQL/MariaDB asks here, so the differences are read in one room.
 Other packages reach these through :class:`ledger.Ledger` (``is_sqlite``, ``dialect``,
 ``transaction``, ``snapshot``) or, for SQL of their own, through the helpers below.
 """

@@ -8,7 +8,7 @@ SQLite that was more than the statements themselves. Here the prepared SQL of
 on SQLAlchemy for:
 
 * a driver error comes out as SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError` (an
-  ``IntegrityError`` for a broken unique key), so :func:`ledger.database.translate_errors` and
+  ``IntegrityError`` for a broken unique key), so :func:`ledger.driver_errors.translate_errors` and
   the append's retry see exactly what they saw before;
 * a connection the driver lost is invalidated, so the pool never hands it out again;
 * the connection comes from, and goes back to, the engine's pool, with its events (the

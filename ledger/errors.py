@@ -1,7 +1,7 @@
 """The one error tree of run-ledger.
 
 Every error the library raises on purpose derives from :class:`LedgerError`, so callers (and the
-CLI) can catch one type. Driver errors never escape raw: :mod:`ledger.database` wraps them in
+CLI) can catch one type. Driver errors never escape raw: :mod:`ledger.driver_errors` wraps them in
 :class:`StorageError`, raised ``from`` the driver error, with any URL password masked.
 """
 

@@ -24,16 +24,8 @@ from ledger import reads
 from ledger.appender import Appender, LostBeforeWriting
 from ledger.batch_checks import batch_error, prepare_batch
 from ledger.clock import Clock, default_clock, utcnow
-from ledger.database import (
-    CONFLICT_RETRY_BUDGET_S,
-    MAX_CONFLICT_ATTEMPTS,
-    check_schema,
-    conflict_pause,
-    create_ledger_engine,
-    is_broken_trigger_load,
-    is_transaction_conflict,
-    translate_errors,
-)
+from ledger.conflicts import CONFLICT_RETRY_BUDGET_S, MAX_CONFLICT_ATTEMPTS, conflict_pause
+from ledger.database import check_schema, create_ledger_engine
 from ledger.dialects import (
     append_transaction,
     is_sqlite,
@@ -42,6 +34,7 @@ from ledger.dialects import (
     write_transaction,
 )
 from ledger.driver import DriverCursor
+from ledger.driver_errors import is_broken_trigger_load, is_transaction_conflict, translate_errors
 from ledger.errors import (
     SchemaError,
     StorageError,

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import stat
+from pathlib import Path
+from urllib.parse import parse_qs, unquote
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "sqlite:///ledger.db"
@@ -59,3 +62,82 @@ def migrate_hint(url: str) -> str:
     if mask_url(url) != url:
         return f"run `ledger migrate` with the same --db or ${DATABASE_URL_ENV}"
     return f"run `ledger migrate` on it (`ledger migrate --db {shlex.quote(url)}`)"
+
+
+EXPECTED_URL_SHAPES = (
+    "sqlite:///path/to/ledger.db or mysql+pymysql://user:password@host:3306/database"
+)
+
+
+def unparseable_url_message(url: str) -> str:
+    """Why ``url`` is refused, with what a database URL looks like.
+
+    Text with no ``:`` and no ``@`` (``notaurl``, ``ledger.db``) cannot hold a password, so it
+    is quoted to show the typo; anything else shows only its scheme (:func:`mask_url`).
+    """
+    shown = repr(url) if not any(mark in url for mark in ":@") else mask_url(url)
+    return f"not a database URL: {shown} (expected {EXPECTED_URL_SHAPES})"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The absolute path of the file a SQLite URL opens, as the driver will be given it; None
+    for an in-memory database (``sqlite://``, ``:memory:``, ``file::memory:`` or
+    ``mode=memory`` URIs). A relative path is relative to the current folder."""
+    return sqlite_file_of(make_url(url))
+
+
+def is_in_memory_sqlite(url: str) -> bool:
+    """Whether ``url`` is an in-memory SQLite database (``sqlite://``, ``sqlite:///``,
+    ``:memory:``, a ``mode=memory`` URI): a new, empty one in every process that opens it."""
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite" or parsed.get_driver_name() != "pysqlite":
+            return False
+        return sqlite_file_of(parsed) is None
+    except (ArgumentError, ValueError):
+        return False
+
+
+IN_MEMORY_HINT = (
+    "an in-memory SQLite database is new and empty in every process that opens it: give a "
+    "file, e.g. sqlite:///ledger.db"
+)
+
+
+def sqlite_file_of(parsed: URL) -> Path | None:
+    # The dialect turns the URL into the driver's arguments (an absolute path, or with
+    # ``uri=true`` a ``file:`` URI with the URL's other query parameters): read what it gives.
+    [target], options = parsed.get_dialect()().create_connect_args(parsed)
+    if target == ":memory:":
+        return None
+    if not options.get("uri"):
+        return Path(os.path.abspath(target))
+    location, _, query = str(target).partition("?")
+    if parse_qs(query).get("mode") == ["memory"]:
+        return None
+    path = location.removeprefix("file:")
+    if path.startswith("//"):  # file://HOST/path: SQLite takes only an empty host or localhost
+        path = "/" + path[2:].partition("/")[2]
+    path = unquote(path)
+    return None if path in ("", ":memory:") else Path(os.path.abspath(path))
+
+
+def sqlite_file_or_none(url: str) -> Path | None:
+    """The file of a SQLite URL (None: another database, in memory, or not a URL)."""
+    try:
+        parsed = make_url(url)
+        return sqlite_file_of(parsed) if parsed.get_backend_name() == "sqlite" else None
+    except (ArgumentError, ValueError):
+        return None
+
+
+def path_state(path: Path) -> str:
+    """``file``, ``folder``, ``missing`` or ``denied`` (a folder on the way may not be
+    searched): pathlib's ``exists()`` says False for the last, which is not a wrong path."""
+    try:
+        mode = path.stat().st_mode
+    except PermissionError:
+        return "denied"
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    return "folder" if stat.S_ISDIR(mode) else "file"

@@ -24,11 +24,11 @@ from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from ledger import Ledger
-from ledger.database import current_revision, sqlite_file_or_none
+from ledger.database import current_revision
 from ledger.errors import DatabaseNotFoundError, SchemaError
 from ledger.schema import LEGACY_TABLE
 from ledger.store import as_ledger
-from ledger.urls import mask_url, migrate_hint
+from ledger.urls import mask_url, migrate_hint, sqlite_file_or_none
 from migrations import SCRIPT_LOCATION
 
 log = logging.getLogger(__name__)

@@ -28,9 +28,10 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from ledger import Ledger
-from ledger.database import retrying_conflicts, sqlite_file_or_none
+from ledger.conflicts import retrying_conflicts
 from ledger.dialects import idle_bounded_session, is_sqlite
 from ledger.store import as_ledger
+from ledger.urls import sqlite_file_or_none
 from projections.checkpoints import advance, finish_swap, mark_swap, read_checkpoint
 from projections.errors import ProjectionBusyError
 from projections.rebuild_claims import RebuildClaim

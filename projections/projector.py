@@ -17,7 +17,8 @@ from sqlalchemy import Connection, insert
 from sqlalchemy.exc import DBAPIError
 
 from ledger import Ledger, LedgerError, RecordedEvent, StorageError, ValidationError
-from ledger.database import is_refused_value, retrying_conflicts
+from ledger.conflicts import retrying_conflicts
+from ledger.driver_errors import is_refused_value
 from ledger.durations import format_duration
 from ledger.events import ACTOR_NAME_MAX, REASON_MAX, name_problem
 from ledger.reads import event_type_at, read_events_page, read_head

@@ -35,7 +35,7 @@ from sqlalchemy import ColumnElement, Connection, delete, insert, select, update
 
 from ledger import ConstraintError, Ledger, LedgerError
 from ledger.clock import labelled_utc
-from ledger.database import retrying_conflicts
+from ledger.conflicts import retrying_conflicts
 from projections.errors import ProjectionBusyError
 from projections.schema import rebuild_claims
 

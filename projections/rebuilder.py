@@ -29,7 +29,7 @@ from functools import partial
 from sqlalchemy import Connection, func, inspect, select
 
 from ledger import Ledger
-from ledger.database import retrying_conflicts
+from ledger.conflicts import retrying_conflicts
 from ledger.reads import read_events_page
 from projections.checkpoints import read_checkpoint, recover_interrupted_swap, skipped_positions
 from projections.dialects import (

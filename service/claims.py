@@ -9,7 +9,7 @@ from sqlalchemy import delete, insert
 
 from ledger import ConstraintError, Ledger
 from ledger.clock import isoformat_utc, utcnow
-from ledger.database import retrying_conflicts
+from ledger.conflicts import retrying_conflicts
 from service.schema import schedule_claims
 
 

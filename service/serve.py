@@ -49,7 +49,7 @@ from ledger import (
     sweep,
 )
 from ledger.clock import format_utc_seconds, isoformat_utc, utcnow
-from ledger.database import database_unreachable
+from ledger.driver_errors import database_unreachable
 from ledger.durations import format_duration
 from ledger.rules import OPEN
 from ledger.text import visible

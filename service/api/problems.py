@@ -26,7 +26,7 @@ from ledger import (
     UnknownRunError,
     ValidationError,
 )
-from ledger.database import database_unreachable
+from ledger.driver_errors import database_unreachable
 from ledger.text import visible, visible_lines
 from ledger.urls import mask_secrets
 

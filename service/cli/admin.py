@@ -14,11 +14,16 @@ from sqlalchemy.engine import make_url
 from forensics.legacy_import import import_legacy
 from forensics.report import REPORT_WIDTH, render_text, report_passed
 from ledger.clock import utcnow
-from ledger.database import IN_MEMORY_HINT, is_in_memory_sqlite
 from ledger.durations import format_duration
 from ledger.schema import LEGACY_TABLE
 from ledger.text import visible, wrap_cells
-from ledger.urls import DATABASE_URL_ENV, mask_url, resolve_database_url
+from ledger.urls import (
+    DATABASE_URL_ENV,
+    IN_MEMORY_HINT,
+    is_in_memory_sqlite,
+    mask_url,
+    resolve_database_url,
+)
 from migrations.runner import MigrationResult, SchemaCheck, check, upgrade
 from service.cli.common import EXIT_PROBLEM, db_option, library_errors, open_ledger, wide_option
 from service.cli.verify import print_audit

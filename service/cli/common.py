@@ -37,12 +37,17 @@ from ledger import (
     ValidationError,
 )
 from ledger.clock import format_utc_seconds, utcnow
-from ledger.database import unparseable_url_message
 from ledger.durations import format_duration, parse_duration
 from ledger.events import MAX_RUN_ID, name_problem, operator_actor
 from ledger.schema import MAX_POSITION
 from ledger.text import visible, visible_lines
-from ledger.urls import DATABASE_URL_ENV, mask_secrets, mask_url, resolve_database_url
+from ledger.urls import (
+    DATABASE_URL_ENV,
+    mask_secrets,
+    mask_url,
+    resolve_database_url,
+    unparseable_url_message,
+)
 from projections.as_of import parse_as_of
 
 EXIT_OK = 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from connectors.spool import Spool
 from ledger import Ledger, RunProgressed, StorageError
-from ledger.database import database_unreachable
+from ledger.driver_errors import database_unreachable
 from tests.cluster.conftest import ClusterLedger
 from tests.cluster.galera import wait_until
 from tests.cluster.support import node_state, reports, writers

@@ -18,7 +18,7 @@ import pymysql
 from sqlalchemy import update
 
 from ledger import Ledger
-from ledger.database import retrying_conflicts
+from ledger.conflicts import retrying_conflicts
 from ledger.sweeper import sweep
 from projections import ProjectionBusyError, Projector, rebuild
 from projections.checkpoints import mark_swap

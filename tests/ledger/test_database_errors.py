@@ -18,7 +18,7 @@ from ledger import (
     Ledger,
     StorageError,
 )
-from ledger.database import database_unreachable
+from ledger.driver_errors import database_unreachable
 from tests import support
 
 

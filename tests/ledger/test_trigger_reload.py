@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
 from ledger import Ledger, RunProgressed, StorageError
-from ledger.database import is_broken_trigger_load
+from ledger.driver_errors import is_broken_trigger_load
 from ledger.store import FLUSH_LOCK_WAIT_S
 
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from connectors import SAMPLE_CSV
 from ledger import DatabaseNotFoundError, Ledger
-from ledger.database import sqlite_file
+from ledger.urls import sqlite_file
 from service.cli import cli
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
