@@ -5,7 +5,7 @@ from connectors.csv_connector import SAMPLE_CSV, SAMPLE_JSONL, CsvConnector
 from connectors.http_json import FetchError, HttpJsonConnector
 from connectors.records import RecordStore, UpsertCounts
 from connectors.sdk import RunContext, RunNotStartedError, RunOutcome, RunResult
-from connectors.spool import FlushResult, Spool, SpoolBacklog, SpoolStatus
+from connectors.spool import FlushResult, Spool, SpoolBacklog, SpoolError, SpoolStatus
 
 __all__ = [
     "SAMPLE_CSV",
@@ -22,6 +22,7 @@ __all__ = [
     "RunResult",
     "Spool",
     "SpoolBacklog",
+    "SpoolError",
     "SpoolStatus",
     "UpsertCounts",
 ]

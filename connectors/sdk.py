@@ -16,7 +16,9 @@
   "stopped by SIGTERM" or "interrupted by Ctrl-C (SIGINT)" as its message), and
   the exception propagates. An interpreter exit closes any run still open.
 * After RunStarted, an unreachable ledger never loses a fact: events go to the local spool and
-  are delivered, in order and exactly once, on the next append that gets through (I9).
+  are delivered, in order and exactly once, on the next append that gets through (I9). A spool
+  that cannot be used (corrupted, unreadable) does not stop a run whose own events are not in
+  it: those go straight to the ledger.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any, ClassVar
 
 import pydantic
 
-from connectors.spool import Spool
+from connectors.spool import Spool, SpoolError
 from ledger import (
     DatabaseUnreachableError,
     EventModel,
@@ -337,9 +339,17 @@ class RunContext:
 
     def _deliver_spool(self) -> bool:
         """Deliver what waits in the spool; True when nothing is left before our events."""
-        if not self.spool.has_pending():
+        try:
+            if not self.spool.has_pending():
+                return True
+            return self.spool.flush(self.ledger).remaining == 0
+        except SpoolError as exc:
+            if self.result is not None and self.result.spooled:
+                raise  # this run's own events wait there: its later ones must not pass them
+            # Only other runs' events can wait there, and a run's order is its own: the spool
+            # is the fallback for an unreachable ledger, not a gate in front of a reachable one.
+            log.error("spool unusable, sending run events straight to the ledger: %s", exc)
             return True
-        return self.spool.flush(self.ledger).remaining == 0
 
     def _terminal_event(self, exc: BaseException | None) -> RunFinished:
         assert self.result is not None

@@ -92,6 +92,11 @@ class FlushResult:
         return asdict(self)
 
 
+class SpoolError(StorageError):
+    """The spool file itself cannot be used (unreadable, corrupted, locked, no space): not the
+    ledger's fault, which may well be reachable."""
+
+
 def spool_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(explicit or os.environ.get(SPOOL_DIR_ENV) or DEFAULT_SPOOL_DIR)
 
@@ -115,7 +120,7 @@ class Spool:
             with self._open(immediate) as conn:
                 yield conn
         except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"spool {self.path}: {exc}") from exc
+            raise SpoolError(f"spool {self.path}: {exc}") from exc
 
     @contextmanager
     def _open(self, immediate: bool) -> Iterator[sqlite3.Connection]:

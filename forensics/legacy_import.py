@@ -84,6 +84,10 @@ def import_legacy(
     legacy_rows = read_legacy_rows(ledger, source_url, table)
     result = ImportResult(table=table, rows=len(legacy_rows))
     batches = [facts_for(row) for row in legacy_rows]  # validates every row first
+    if legacy_rows:
+        # Before the check and the appends: a run started meanwhile (or after an import killed
+        # half-way) must not take a legacy id this import has not reached yet.
+        ledger.reserve_run_ids(max(row["id"] for row in legacy_rows))
     _refuse_taken_run_ids(ledger, legacy_rows, batches)
     for start in range(0, len(batches), rows_per_batch):
         chunk = batches[start : start + rows_per_batch]
@@ -91,8 +95,6 @@ def import_legacy(
         new_runs = {e.run_id for e in appended.new_events if e.type == "RunStarted"}
         result.imported += len(new_runs)
         result.already_imported += len(chunk) - len(new_runs)
-    if legacy_rows:
-        ledger.reserve_run_ids(max(row["id"] for row in legacy_rows))
     result.open_runs = [row["id"] for row in legacy_rows if row["status"] == "running"]
     Projector(ledger).run_once()
     _compare(legacy_rows, all_rows(ledger), result)

@@ -143,7 +143,10 @@ def append_lines(
         ledger.head()
         return AppendResult(events=[], new_events=[])
     try:
-        clock_read: datetime | None = ledger.clock()
+        now = ledger.clock()
+        # The guard's time never goes behind the ledger's last recorded_at (a clock set back).
+        recorded = ledger.head().last_recorded_at
+        clock_read: datetime | None = now if recorded is None else max(now, recorded)
     except LedgerError:
         clock_read = None
     try:

@@ -1,0 +1,62 @@
+"""The ledger's clock steps backwards (an NTP correction on the SQLite host or the database
+server) while facts wait in a connector's spool: they happened before the step, so they are
+not "ahead of the ledger clock", and delivering them later must store them, not set them aside
+as refused for good (I9, I10)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from freezegun import freeze_time
+
+from connectors.spool import Spool
+from forensics.verify import verify_all
+from ledger import Ledger, RunFinished, RunProgressed, stuck_runs
+from projections import Projector, rebuild
+from tests.projection_support import table_rows
+from tests.reliability.summary import Summary
+
+BEFORE_STEP = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)
+STEP_BACK = timedelta(minutes=10)  # twice the 5-minute clock skew guard
+
+
+def test_spooled_facts_from_before_a_clock_step_back_are_delivered(
+    ledger: Ledger, backend: str, tmp_path: Path, reliability: Summary
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    with freeze_time(BEFORE_STEP):
+        run_id = ledger.start_run(1, "SOURCE_1")
+        # The ledger became unreachable: the SDK spools what the run reports, as it happens.
+        spool.put(
+            [
+                RunProgressed(run_id=run_id, records_fetched=7, records_created=5),
+                RunFinished(run_id=run_id, status="success"),
+            ]
+        )
+    with freeze_time(BEFORE_STEP - STEP_BACK + timedelta(seconds=30)):  # the clock stepped back
+        flushed = spool.flush(ledger)
+        stuck = stuck_runs(ledger)
+
+    assert (flushed.delivered, flushed.rejected, flushed.remaining) == (2, 0, 0)
+    assert spool.status().rejected == 0
+    state = ledger.run(run_id)
+    assert state is not None
+    assert (state.state, state.version, state.last_event_at) == ("finished", 3, BEFORE_STEP)
+    assert stuck == []
+    assert verify_all(ledger).ok
+    Projector(ledger).run_once()
+    projected = table_rows(ledger)
+    assert (projected[run_id]["status"], projected[run_id]["recordsFetched"]) == ("success", 7)
+    rebuild(ledger)
+    assert table_rows(ledger) == projected
+    reliability.record(
+        "clock stepped back",
+        backend,
+        f"a run's RunProgressed and RunFinished spooled, then the ledger's clock stepped back "
+        f"{int(STEP_BACK.total_seconds() // 60)} minutes (twice the skew guard) before the "
+        "spool was flushed",
+        "both delivered, none set aside as refused: the guard measures against the ledger's "
+        "time (never behind its last recorded_at), so a fact from before the step is not "
+        "'ahead'; the run is finished, not stuck; verify passes, projection = rebuild",
+    )

@@ -1,0 +1,80 @@
+"""The connector host's spool file is broken (corrupted by a crash of the disk, overwritten by
+hand) while the ledger is reachable. The spool is the fallback for an unreachable ledger: a run
+that has nothing in it must still start, report and finish straight into the ledger, and one
+whose own events wait there must not have its later events pass them (I9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connectors.sdk import RunContext
+from connectors.spool import Spool
+from forensics.verify import verify_all
+from ledger import Ledger, RunProgressed, StorageError
+from projections import Projector, rebuild
+from tests.projection_support import table_rows
+from tests.reliability.summary import Summary
+
+
+def _corrupt(spool: Spool) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{spool.path}{suffix}").unlink(missing_ok=True)
+    spool.path.write_bytes(b"not a spool: the disk lost it\n" * 200)
+
+
+def test_a_broken_spool_does_not_stop_runs_the_ledger_can_record(
+    ledger: Ledger, backend: str, tmp_path: Path, reliability: Summary
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    earlier = ledger.start_run(1, "SOURCE_1")
+    spool.put([RunProgressed(run_id=earlier, records_fetched=1)])  # an earlier outage
+    assert spool.flush(ledger).delivered == 1  # delivered since: the file stays
+    _corrupt(spool)
+
+    with RunContext(ledger, 2, "SOURCE_2", spool=spool, progress_interval=0) as run:
+        for _ in range(3):
+            run.progress(fetched=4, created=2)
+        run.error("one bad record")
+
+    assert run.result is not None
+    assert (run.result.status, run.result.spooled) == ("partial", False)
+    events = ledger.read_run(run.run_id)
+    assert [e.type for e in events] == ["RunStarted", *["RunProgressed"] * 3, "RunFinished"]
+    assert len({e.event_id for e in events}) == len(events)
+    assert ledger.run(run.run_id).state == "finished"  # type: ignore[union-attr]
+
+    # A run whose own events wait in a spool that then breaks: its later events wait too.
+    whole = Spool(tmp_path / "other-spool")
+    stalled = RunContext(
+        ledger, 3, "SOURCE_3", spool=whole, progress_interval=0, heartbeat_interval=3600
+    )
+    stalled.start()
+    whole.put([RunProgressed(run_id=stalled.run_id, records_fetched=9)])
+    assert stalled.result is not None
+    stalled.result.spooled = True  # as the SDK marks a run after spooling for it
+    _corrupt(whole)
+    with pytest.raises(StorageError):
+        stalled.progress(fetched=1)
+    RunContext._open.discard(stalled)  # left open on purpose: not for the exit hook to close
+    assert [e.type for e in ledger.read_run(stalled.run_id)] == ["RunStarted"]
+
+    assert verify_all(ledger).ok
+    Projector(ledger).run_once()
+    projected = table_rows(ledger)
+    assert projected[run.run_id]["recordsFetched"] == 12
+    assert projected[stalled.run_id]["status"] == "running"  # visibly open: the sweeper's
+    rebuild(ledger)
+    assert table_rows(ledger) == projected
+    reliability.record(
+        "broken spool",
+        backend,
+        "the spool file of a connector host overwritten with garbage while the ledger is "
+        "reachable; a run started, reported 3 times and finished; another run whose own "
+        "events waited in a spool that then broke",
+        "the first run started, reported and finished straight into the ledger (it was refused "
+        "at start, 'not started: the ledger could not record it'); the other's later events "
+        "did not pass its spooled ones: the error reached the connector and the run stayed "
+        "open for the sweeper; verify passes, projection = rebuild",
+    )
