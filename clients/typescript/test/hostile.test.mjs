@@ -66,6 +66,20 @@ function client(url, options = {}) {
 
 const RUN = { sourceId: 1, connectorName: 'hostile', heartbeatIntervalMs: 0 };
 
+/** A ledger-like server that answers `status` (503: with Retry-After 0) while `down` is set. */
+async function outage(status = 503) {
+  const state = { down: false };
+  const server = await fake((req, res, body) => {
+    if (state.down) {
+      res.writeHead(status, status === 503 ? { 'retry-after': '0' } : {});
+      res.end();
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  return Object.assign(state, server);
+}
+
 test('a 200 that is an HTML page is a protocol error, not retried', async () => {
   const server = await fake((req, res) => {
     res.writeHead(200, { 'content-type': 'text/html' });
@@ -112,20 +126,31 @@ test('503 with Retry-After is honoured, and the same event ids are sent again', 
   assert.equal(server.requests[0].body, server.requests[1].body);
 });
 
-test('429 Too Many Requests is retried like 503 (a proxy or rate limiter in front of the API)', async () => {
-  const server = await fake((req, res, body, n) => {
-    if (n === 1) {
+// A first answer that is worth a retry, then the ledger's: the same body is sent again.
+for (const [name, answer] of [
+  [
+    '429 Too Many Requests is retried like 503 (a proxy or rate limiter in front of the API)',
+    (res) => {
       res.writeHead(429, { 'retry-after': '0' });
       res.end();
-      return;
-    }
-    ledgerLike(res, body);
+    },
+  ],
+  [
+    '408 (the API cut a body that stalled) is retried with the same body',
+    (res) => {
+      res.writeHead(408, { 'content-type': 'application/problem+json', connection: 'close' });
+      res.end(JSON.stringify({ type: 'x', title: 'Request timeout', status: 408, detail: 'stalled' }));
+    },
+  ],
+]) {
+  test(name, async () => {
+    const server = await fake((req, res, body, n) => (n === 1 ? answer(res) : ledgerLike(res, body)));
+    const run = await client(server.url).startRun(RUN);
+    assert.equal(run.runId, 1);
+    assert.equal(server.requests.length, 2);
+    assert.equal(server.requests[0].body, server.requests[1].body);
   });
-  const run = await client(server.url).startRun(RUN);
-  assert.equal(run.runId, 1);
-  assert.equal(server.requests.length, 2);
-  assert.equal(server.requests[0].body, server.requests[1].body);
-});
+}
 
 test('append() fixes an event_id for each event given without one: a retry is a duplicate', async () => {
   // The first attempt reaches the ledger but its answer is lost: the retry must name the same
@@ -148,21 +173,6 @@ test('append() fixes an event_id for each event given without one: a retry is a 
   assert.deepEqual(second, first);
   assert.equal(first[1].event_id, events[1].event_id); // a caller's own id is kept
   assert.equal(events[0].event_id, undefined); // the caller's objects are left as they were
-});
-
-test('408 (the API cut a body that stalled) is retried with the same body', async () => {
-  const server = await fake((req, res, body, n) => {
-    if (n === 1) {
-      res.writeHead(408, { 'content-type': 'application/problem+json', connection: 'close' });
-      res.end(JSON.stringify({ type: 'x', title: 'Request timeout', status: 408, detail: 'stalled' }));
-      return;
-    }
-    ledgerLike(res, body);
-  });
-  const run = await client(server.url).startRun(RUN);
-  assert.equal(run.runId, 1);
-  assert.equal(server.requests.length, 2);
-  assert.equal(server.requests[0].body, server.requests[1].body);
 });
 
 test('a hostile Retry-After is capped, and retries are bounded', async () => {
@@ -342,21 +352,13 @@ test('the events are what POST /v1/events accepts', async () => {
 });
 
 test('a finish that could not reach the ledger resends the same events when called again', async () => {
-  let down = false;
-  const server = await fake((req, res, body) => {
-    if (down) {
-      res.writeHead(500);
-      res.end();
-      return;
-    }
-    ledgerLike(res, body);
-  });
+  const server = await outage(500);
   const run = await client(server.url, { retries: 1 }).startRun({ ...RUN, progressIntervalMs: 60_000 });
   run.progress({ recordsFetched: 3 });
-  down = true;
+  server.down = true;
   await assert.rejects(run.finish(), LedgerApiError);
   assert.throws(() => run.progress({ recordsFetched: 1 }), LedgerStateError);
-  down = false;
+  server.down = false;
   const result = await run.finish();
   assert.equal(result.status, 'success');
   const bodies = server.requests.slice(1).map((r) => r.body);
@@ -424,21 +426,13 @@ test('bad options are refused naming the option', async () => {
 });
 
 test('progress and heartbeat not awaited: a failing ledger does not crash the process, and nothing is lost', async () => {
-  let down = false;
-  const server = await fake((req, res, body) => {
-    if (down) {
-      res.writeHead(503, { 'retry-after': '0' });
-      res.end();
-      return;
-    }
-    ledgerLike(res, body);
-  });
+  const server = await outage();
   const run = await client(server.url, { retries: 1 }).startRun({ ...RUN, progressIntervalMs: 0 });
-  down = true;
+  server.down = true;
   run.progress({ recordsFetched: 5 }); // rejects, unobserved
   run.heartbeat(); // rejects, unobserved
   await assert.rejects(run.progress({ recordsFetched: 1 }), LedgerApiError);
-  down = false;
+  server.down = false;
   await run.finish();
   const last = JSON.parse(server.requests.at(-1).body);
   const sent = last.reduce((sum, event) => sum + (event.records_fetched ?? 0), 0);
@@ -475,24 +469,16 @@ test('an AbortSignal stops an append: in flight, between retries, or before it s
 });
 
 test('a long outage builds no backlog: one event waits, the counts stay pending', async () => {
-  let down = false;
-  const server = await fake((req, res, body) => {
-    if (down) {
-      res.writeHead(503, { 'retry-after': '0' });
-      res.end();
-      return;
-    }
-    ledgerLike(res, body);
-  });
+  const server = await outage();
   const run = await client(server.url, { retries: 0 }).startRun({ ...RUN, progressIntervalMs: 0 });
-  down = true;
+  server.down = true;
   for (let attempt = 0; attempt < 50; attempt += 1) {
     await assert.rejects(run.progress({ recordsFetched: 2 }), LedgerApiError);
     await assert.rejects(run.heartbeat(), LedgerApiError);
   }
   const sizes = server.requests.slice(1).map((request) => JSON.parse(request.body).length);
   assert.ok(Math.max(...sizes) <= 1, `a send carried ${Math.max(...sizes)} events`);
-  down = false;
+  server.down = false;
   await run.finish();
   const events = JSON.parse(server.requests.at(-1).body); // nothing went through before
   assert.ok(events.length <= 3, `${events.length} events once the ledger was back`);
