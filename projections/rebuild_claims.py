@@ -160,6 +160,9 @@ class RebuildClaim:
                 .where(
                     rebuild_claims.c.projection == self.projection,
                     rebuild_claims.c.claimed_by == row["claimed_by"],
+                    # As read: a renewal committed since (MySQL's read took no lock) is a
+                    # live holder, not a lapsed one.
+                    rebuild_claims.c.heartbeat_at == row["heartbeat_at"],
                 )
                 .values(
                     claimed_by=self.claimed_by, node=self.node, claimed_at=now, heartbeat_at=now

@@ -206,3 +206,30 @@ def test_every_replay_transaction_renews_the_claim_in_it(
     assert rebuild(ledger, batch_size=1).events == 5
     assert renewals_in_a_transaction == [True] * 4  # 3 replay transactions, then the swap's
     assert table_rows(ledger) == replayed_rows(ledger)
+
+
+def test_a_takeover_loses_to_a_renewal_committed_between_its_read_and_its_write(
+    backend: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MySQL reads the claim row without a lock: a holder's renewal can commit after the
+    takeover read a lapsed heartbeat and before it writes. The holder is alive then; its claim
+    must not be taken over (it would stop a live rebuild at its next check)."""
+    if backend == "sqlite":
+        pytest.skip("BEGIN IMMEDIATE: nothing commits between a takeover's read and its write")
+    _claim_left_by(ledger, "node-2.example:3306")
+    renewed_at = CLAIMED_AT + 2 * CLAIM_TTL
+
+    def renewal_commits_meanwhile() -> datetime:  # the takeover reads the clock after the row
+        with ledger.engine.begin() as conn:
+            conn.execute(update(rebuild_claims).values(heartbeat_at=renewed_at))
+        monkeypatch.setattr(ledger, "clock", lambda: renewed_at)
+        return renewed_at
+
+    monkeypatch.setattr(ledger, "clock", renewal_commits_meanwhile)
+    claim = RebuildClaim(ledger, PROJECTION_NAME, _this_node(ledger))
+    try:
+        with pytest.raises(ProjectionBusyError, match=re.escape("last heard of 0 s ago")):
+            claim.take()
+    finally:
+        claim.release()
+    assert _claims(ledger) == ["other-host:4242:feedf00d"], "the live holder keeps its claim"
