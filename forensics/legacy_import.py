@@ -84,11 +84,15 @@ def import_legacy(
     legacy_rows = read_legacy_rows(ledger, source_url, table)
     result = ImportResult(table=table, rows=len(legacy_rows))
     batches = [facts_for(row) for row in legacy_rows]  # validates every row first
-    if legacy_rows:
-        # Before the check and the appends: a run started meanwhile (or after an import killed
-        # half-way) must not take a legacy id this import has not reached yet.
-        ledger.reserve_run_ids(max(row["id"] for row in legacy_rows))
+    # Refused before anything moves: a wrong source (ids that clash) must not push the run id
+    # allocator up for good.
     _refuse_taken_run_ids(ledger, legacy_rows, batches)
+    if legacy_rows:
+        # Before the appends: a run started meanwhile (or after an import killed half-way) must
+        # not take a legacy id this import has not reached yet. Checked again after, for a run
+        # started between the check and the reservation.
+        ledger.reserve_run_ids(max(row["id"] for row in legacy_rows))
+        _refuse_taken_run_ids(ledger, legacy_rows, batches)
     for start in range(0, len(batches), rows_per_batch):
         chunk = batches[start : start + rows_per_batch]
         appended = ledger.append([event for events in chunk for event in events])

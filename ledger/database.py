@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import warnings
+from contextlib import suppress
 from typing import Any
 
 import pymysql
@@ -365,6 +366,9 @@ class _OptionsRefused:
             return connection
         except pymysql.err.Error as exc:
             if not exc.args or exc.args[0] not in _REFUSED_SETTINGS:
+                if connection is not None:  # opened, then failed: not left to the collector
+                    with suppress(pymysql.err.Error):
+                        connection.close()
                 raise  # the database's answer, the network: translate_errors says
             # Only the URL's sql_mode, init_command or charset are sent while connecting.
             detail = f"the server refused a setting: {clip(mask_secrets(str(exc)), 200)}"

@@ -187,6 +187,10 @@ class RebuildClaim:
 
     def _renew_once(self) -> bool:
         now = self.ledger.clock()
+        if self._heard_at is not None and now - self._heard_at < HEARTBEAT_EVERY / 2:
+            # A replay transaction renewed it moments ago (and holds its row until it
+            # commits): this renewal would only wait behind it.
+            return True
         with self.ledger.transaction("rebuild") as conn:
             result = conn.execute(
                 update(rebuild_claims).where(*self._own_row()).values(heartbeat_at=now)

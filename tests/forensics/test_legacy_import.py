@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from forensics.audit import audit_run
 from forensics.verify import verify_all
-from ledger import sweep
+from ledger import Ledger, sweep
 from ledger.urls import mask_url
 from migrations.runner import upgrade
 from projections import Projector, rebuild
@@ -211,3 +211,34 @@ def test_import_legacy_over_runs_with_the_same_ids_refuses_before_appending(
             assert "Import into a fresh ledger" in error
             assert "RunStarted may appear only once" not in error
             assert store.head().last_position == head
+
+
+def test_a_refused_import_leaves_the_run_id_allocator_where_it_was(db_url: str) -> None:
+    """A wrong source (legacy ids that clash with the ledger's runs) is refused before it
+    reserves anything: the allocator would otherwise jump to its highest id for good."""
+    store = Ledger.from_url(db_url)
+    try:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE old_runs (id INTEGER PRIMARY KEY, sourceId INTEGER NOT NULL, "
+                "connectorName VARCHAR(100) NOT NULL, startedAt TIMESTAMP NULL, "
+                "completedAt TIMESTAMP NULL, status VARCHAR(7) NOT NULL, createdAt TIMESTAMP NULL)"
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO old_runs (id, sourceId, connectorName, startedAt, status) "
+                    "VALUES (:id, 1, 'SOURCE_1', '2026-01-28 01:00:00', 'running')"
+                ),
+                [{"id": 1}, {"id": 2_000_000_000}],
+            )
+        store.start_run(7, "SOURCE_7")  # run 1: the ledger's own
+        before = store.head()
+        result = run("import-legacy", "--from-url", db_url, "--table", "old_runs", "--db", db_url)
+        assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+        assert "legacy run id(s) 1 already exist" in result.stderr  # type: ignore[attr-defined]
+        assert store.head() == before
+        assert store.start_run(7, "SOURCE_7") == 2
+    finally:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE old_runs")
+        store.close()
