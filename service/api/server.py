@@ -125,7 +125,7 @@ class ApiThread:
 
     def start(self) -> None:
         self.thread.start()
-        log.warning("API on http://%s", self.listen)
+        log.info("API on http://%s", self.listen)
 
     def stop(self, timeout: float) -> None:
         self.server.should_exit = True

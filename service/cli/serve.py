@@ -48,10 +48,11 @@ def serve_command(config_path: Path, metrics_port: int | None) -> None:
     with library_errors():
         note_created(create_if_missing(config.database_url))
         service = LedgerService(config, metrics_port)
+    api = f", API on http://{config.api.listen}" if config.api.listen else ""
     click.echo(
         f"serving {mask_url(config.database_url)} with "
         f"{sum(c.enabled for c in config.connectors)} scheduled "
-        "connector(s); SIGTERM or Ctrl-C to stop",
+        f"connector(s){api}; SIGTERM or Ctrl-C to stop",
         err=True,
     )
     # APScheduler's own lines ("Added job", "Running job", ...) only at -vv: at -v they would

@@ -111,3 +111,54 @@ def test_serve_with_api_listen_appends_projects_and_stops_on_sigterm(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_serve_names_the_api_on_its_start_line_and_logs_no_warning_for_it(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Without ``-v`` the API's address is on serve's one start line, not a WARNING: starting
+    the API is a normal action (INFO), as the metrics endpoint's is."""
+    port = free_port()
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        f'database_url = "{db_url}"\n'
+        "[serve]\nrun_at_start = false\n"
+        f'[spool]\ndir = "{tmp_path / "spool"}"\n'
+        f'[api]\nlisten = "127.0.0.1:{port}"\n'
+        '[[api.tokens]]\nname = "serve-test"\nscopes = ["read"]\nenv = "SERVE_API_TOKEN"\n',
+        encoding="utf-8",
+    )
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w", encoding="utf-8") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            text=True,
+            env={**os.environ, "SERVE_API_TOKEN": TOKEN},
+        )
+
+    def log() -> str:
+        return log_path.read_text(encoding="utf-8", errors="replace")
+
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            assert process.poll() is None, f"serve exited early:\n{log()}"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no /healthz in time:\n{log()}"
+            time.sleep(POLL_S)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=DEADLINE_S) == 0, log()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    first = log().splitlines()[0]
+    assert first.startswith("serving "), log()
+    assert f"API on http://127.0.0.1:{port}" in first, log()
+    assert "WARNING" not in log(), log()
