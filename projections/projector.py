@@ -19,8 +19,8 @@ from sqlalchemy.exc import DBAPIError
 from ledger import Ledger, LedgerError, RecordedEvent, StorageError, ValidationError
 from ledger.conflicts import retrying_conflicts
 from ledger.driver_errors import is_refused_value
-from ledger.durations import format_duration
 from ledger.events import ACTOR_NAME_MAX, REASON_MAX, name_problem
+from ledger.outage import Outage
 from ledger.reads import event_type_at, read_events_page, read_head
 from ledger.text import clip, visible
 from projections.checkpoints import (
@@ -86,31 +86,6 @@ class PoisonBackoff:
 
     def due(self) -> bool:
         return time.monotonic() >= self.retry_at
-
-
-class Outage:
-    """Logs a spell of failures as two lines, not one per retry: a WARNING as it starts (with
-    the first error) and an INFO as it ends (with how long it lasted)."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.since: float | None = None  # time.monotonic() of the first failure
-
-    def failed(self, exc: Exception) -> None:
-        if self.since is None:
-            self.since = time.monotonic()
-            log.warning(
-                "%s cannot proceed, retrying until it can: %s", self.what, visible(str(exc))
-            )
-        else:
-            log.debug("%s still cannot proceed: %s", self.what, visible(str(exc)))
-
-    def ended(self) -> None:
-        if self.since is None:
-            return
-        lasted = time.monotonic() - self.since
-        self.since = None
-        log.info("%s proceeding again after %s", self.what, format_duration(round(lasted)))
 
 
 class Projector:
@@ -279,7 +254,7 @@ class Projector:
         it (or an upcaster is deployed) the projector goes on by itself.
         """
         backoff = PoisonBackoff(interval)
-        outage = Outage("projector")
+        outage = Outage("projector", log)
         while not stop.is_set():
             try:
                 processed = self.run_once(stop)

@@ -51,10 +51,11 @@ from ledger import (
 from ledger.clock import format_utc_seconds, isoformat_utc, utcnow
 from ledger.driver_errors import database_unreachable
 from ledger.durations import format_duration
+from ledger.outage import Outage
 from ledger.rules import OPEN
 from ledger.text import visible
 from projections import PoisonEventError, Projector
-from projections.projector import Outage, PoisonBackoff
+from projections.projector import PoisonBackoff
 from service.claims import claim, interval_tick, prune_claims
 from service.config import ConnectorConfig, LedgerConfig
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
@@ -103,7 +104,7 @@ class LedgerService:
         self.ledger = Ledger.from_url(config.database_url)
         self.projector = Projector(self.ledger, batch_size=config.projector.batch_size)
         self.projector_backoff = PoisonBackoff(config.projector.interval.total_seconds())
-        self.projector_outage = Outage("projector")
+        self.projector_outage = Outage("projector", log)
         self.spool = Spool(config.spool.dir)
         # Scrapes get their own engine with short timeouts: a database that stops answering
         # must give ledger_database_up 0 within Prometheus's scrape timeout, not after 75 s.

@@ -7,10 +7,11 @@ Request bodies are held to ``[api] max_body_bytes`` while they are read, before 
 """
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Annotated, Any, Literal
 
@@ -31,6 +32,7 @@ from forensics.verify import verify_all
 from ledger import Ledger, LedgerError, fail_run
 from ledger.durations import parse_duration
 from ledger.events import MAX_RUN_ID, event_adapter, operator_actor, operators_act
+from ledger.outage import Outage
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
 from ledger.wire import LineBatch, append_lines, read_array, read_json, read_lines
@@ -179,6 +181,11 @@ class ApiState:
     tokens: Tokens
     spool: Spool
     expensive_slots: threading.BoundedSemaphore
+    # The database unreachable: one WARNING as it starts, one INFO as a request gets through
+    # again, not a line per request answered 503 (the web view's pages share it).
+    outage: Outage = field(
+        default_factory=lambda: Outage("API requests", logging.getLogger("service.api"))
+    )
 
     @contextmanager
     def expensive(self, what: str) -> Iterator[None]:
@@ -230,6 +237,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         Guard,
         max_body_bytes=config.api.max_body_bytes,
         read_timeout=config.api.read_timeout.total_seconds(),
+        outage=state.outage,
     )
 
     def require(scope: ApiScope) -> Callable[..., Caller]:
@@ -530,7 +538,9 @@ def create_app(config: LedgerConfig) -> FastAPI:
     if config.web.enabled:  # the web view (issue 17): same process, ledger and tokens
         from service.web import ROOT, create_web_app
 
-        web_app, app.state.web = create_web_app(config, state.ledger, state.expensive_slots)
+        web_app, app.state.web = create_web_app(
+            config, state.ledger, state.expensive_slots, state.outage
+        )
 
         @app.get(ROOT, include_in_schema=False)
         def web_home() -> Response:
@@ -567,8 +577,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _problem_response(exc)
 
     @app.exception_handler(LedgerError)
-    async def ledger_error(_request: Request, exc: LedgerError) -> Response:
-        return _problem_response(problem_for(exc))
+    async def ledger_error(request: Request, exc: LedgerError) -> Response:
+        return _problem_response(problem_for(exc, request.app.state.api.outage))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:

@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from ledger.outage import Outage
 from ledger.text import visible
 from service.api.problems import PROBLEM_JSON, ApiProblem
 
@@ -33,10 +34,17 @@ class Guard:
     arrive), one log line per request (no query string, no header, the token's name only),
     and a 500 problem without details for anything unexpected (logged with its traceback)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, read_timeout: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        read_timeout: float,
+        outage: Outage | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
+        self.outage = outage  # ended by the first answer that needed the database after it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,6 +110,8 @@ class Guard:
                     ),
                 )
         finally:
+            if self.outage is not None and 0 < status < 500 and _reads_the_database(scope):
+                self.outage.ended()
             log.info(
                 "%s %s %d %.1fms caller=%s",
                 scope["method"],
@@ -110,6 +120,16 @@ class Guard:
                 (time.monotonic() - started) * 1000,
                 scope.get("ledger_caller", "-"),
             )
+
+
+# Paths whose answer needs the database (a 2xx-4xx from one says it answers again); the
+# process's own (/healthz, /metrics' fallback, /docs, the web's login and files) do not.
+_DATABASE_PATHS = ("/v1/", "/readyz", "/web/runs", "/web/stuck", "/web/proof", "/web/integrity")
+
+
+def _reads_the_database(scope: Scope) -> bool:
+    path: str = scope.get("path", "")
+    return path.startswith(_DATABASE_PATHS)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -27,6 +27,7 @@ from ledger import (
     ValidationError,
 )
 from ledger.driver_errors import database_unreachable
+from ledger.outage import Outage
 from ledger.text import visible, visible_lines
 from ledger.urls import mask_secrets
 
@@ -102,13 +103,14 @@ def message(error: BaseException) -> str:
     return visible_lines(mask_secrets(str(error)))
 
 
-def problem_for(error: LedgerError) -> ApiProblem:
+def problem_for(error: LedgerError, outage: Outage | None = None) -> ApiProblem:
     """The problem a library error is for the client: the CLI's message, the status its class
-    means (the caller's mistake 4xx, the database's 503)."""
+    means (the caller's mistake 4xx, the database's 503). An unreachable database is logged
+    through ``outage`` (once as it starts, not once per request) when one is given."""
     cause = error.__cause__
     text = message(error)
     if isinstance(error, StorageError):
-        return _storage_problem(error, text)
+        return _storage_problem(error, text, outage)
     conflict = cause if isinstance(cause, ConcurrencyError | StreamError) else error
     if isinstance(conflict, ConcurrencyError):
         return ApiProblem(
@@ -141,7 +143,7 @@ def problem_for(error: LedgerError) -> ApiProblem:
     return ApiProblem(500, "ledger-error", "Ledger error", text)
 
 
-def _storage_problem(error: StorageError, text: str) -> ApiProblem:
+def _storage_problem(error: StorageError, text: str, outage: Outage | None) -> ApiProblem:
     if isinstance(error, ConstraintError):  # another writer won a race: retrying is safe
         return ApiProblem(409, "write-conflict", "Write conflict", text)
     if isinstance(error, SchemaError):
@@ -153,7 +155,10 @@ def _storage_problem(error: StorageError, text: str) -> ApiProblem:
             headers={"Retry-After": str(RETRY_AFTER_SCHEMA)},
         )
     if database_unreachable(error):
-        log.warning("database unreachable: %s", text)
+        if outage is None:
+            log.warning("database unreachable: %s", text)
+        else:
+            outage.failed(text)
         return ApiProblem(
             503,
             "database-unreachable",

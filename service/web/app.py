@@ -32,6 +32,7 @@ from forensics.report import build_report, render_text
 from ledger import Ledger, LedgerError, UnknownRunError, fail_run
 from ledger.clock import utcnow
 from ledger.events import MAX_RUN_ID, operator_actor
+from ledger.outage import Outage
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
 from projections.as_of import parse_as_of, resolve_position
@@ -73,6 +74,7 @@ class WebState:
     # The process's slots for requests that read the whole history (the API's, when mounted in
     # it): a page that replays or verifies takes one, or says "busy" when all are taken.
     expensive_slots: threading.BoundedSemaphore
+    outage: Outage  # the API's, when mounted in it
     counts: dict[str, tuple[datetime, dict[str, dict[str, int]]]] = field(default_factory=dict)
 
     @contextmanager
@@ -144,15 +146,18 @@ def create_web_app(
     config: LedgerConfig,
     ledger: Ledger,
     expensive_slots: threading.BoundedSemaphore | None = None,
+    outage: Outage | None = None,
 ) -> tuple[FastAPI, WebState]:
     """The web view's app (to mount at :data:`ROOT`) and its state (close it with the app).
-    ``expensive_slots``: the API's, so that pages and API requests share one budget."""
+    ``expensive_slots`` and ``outage``: the API's, so that pages and API requests share one
+    budget and one log of a database outage."""
     state = WebState(
         config=config,
         ledger=ledger,
         sessions=Sessions(config),
         verify=VerifyCache(ledger, config.web.verify_interval),
         expensive_slots=expensive_slots or threading.BoundedSemaphore(config.api.max_expensive),
+        outage=outage or Outage("web pages", log),
     )
     templates = Environment(
         loader=PackageLoader("service.web", "templates"),
@@ -313,7 +318,7 @@ def create_web_app(
 
     @app.exception_handler(LedgerError)
     async def ledger_error(request: Request, exc: LedgerError) -> Response:
-        problem = problem_for(exc)
+        problem = problem_for(exc, state.outage)
         response = error_page(request, problem.status, problem.title, problem.detail)
         response.headers.update(problem.headers)  # Retry-After on a 503, as the API sends it
         return response

@@ -13,11 +13,10 @@ import pytest
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobSubmissionEvent
 from freezegun import freeze_time
 
-from ledger import Ledger, RunProgressed, StorageError, sweep
+from ledger import Ledger, RunProgressed, sweep
 from ledger.clock import utcnow
 from projections import Projector
 from projections.errors import CheckpointMovedError
-from projections.projector import Outage
 from service.config import LedgerConfig
 from service.serve import LedgerService
 
@@ -105,25 +104,6 @@ def test_apschedulers_skipped_and_missed_runs_are_said_once_naming_the_connector
     assert lines(caplog, logging.DEBUG) == [
         "projector: tick skipped, its previous run is still going"
     ]
-
-
-def test_an_outage_is_one_warning_as_it_starts_and_one_info_with_its_duration_as_it_ends(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO)
-    outage = Outage("projector")
-    with freeze_time("2026-01-28 10:00:00") as clock:
-        for _second in range(90):
-            outage.failed(StorageError('database unreachable: (2003, "Can\'t connect")'))
-            clock.tick(1)
-        outage.ended()
-        outage.ended()  # no outage: nothing more
-    assert lines(caplog, logging.WARNING) == [
-        "projector cannot proceed, retrying until it can: database unreachable: "
-        '(2003, "Can\'t connect")'
-    ]
-    assert lines(caplog, logging.INFO) == ["projector proceeding again after 1m30s"]
-    assert lines(caplog, logging.ERROR) == []
 
 
 def test_serves_projector_logs_an_unreachable_database_once(
