@@ -120,12 +120,19 @@ class Moment:
 
 
 class SecurityHeaders:
-    """Adds the security headers to every response of the web view, errors included."""
+    """Adds the security headers to every response under :data:`ROOT`, errors included: added
+    around the whole API app, so that its own answers there (the redirect of ``/web``, the
+    guard's 413 and 500, Starlette's 500 of a page) carry them too."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == ROOT or path.startswith(ROOT + "/")):
+            await self.app(scope, receive, send)
+            return
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [
@@ -165,7 +172,6 @@ def create_web_app(
     # No slash redirects: Starlette's are absolute, from the request's scheme and Host (see
     # the API's app).
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
-    app.add_middleware(SecurityHeaders)
     public_read = config.web.public_read
 
     # ------------------------------------------------------------------ helpers
@@ -699,4 +705,4 @@ def same_origin(request: Request) -> bool:
     return True  # neither (not a browser, or stripped): the CSRF token and SameSite decide
 
 
-__all__ = ["ROOT", "WebState", "create_web_app"]
+__all__ = ["ROOT", "SecurityHeaders", "WebState", "create_web_app"]

@@ -118,6 +118,32 @@ def test_security_headers(client: TestClient) -> None:
         assert headers["x-content-type-options"] == "nosniff"
 
 
+def test_security_headers_on_answers_made_outside_the_pages(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's own answers under /web (its redirect of /web, the guard's 413 and 500) are
+    web responses too: framed or sniffed without the headers otherwise."""
+
+    def broken() -> None:
+        raise RuntimeError("unexpected")
+
+    log_in(client, "reader")
+    monkeypatch.setattr(client.app.state.web.verify, "refresh", broken)  # type: ignore[attr-defined]
+    answers = {
+        "redirect": client.get("/web", follow_redirects=False),
+        "too large": client.post(
+            "/web/login", content=b"x", headers={"content-length": str(10**12)}
+        ),
+        "internal error": client.get("/web/integrity"),
+    }
+    assert [a.status_code for a in answers.values()] == [303, 413, 500]
+    for what, answer in answers.items():
+        csp = answer.headers.get("content-security-policy", "")
+        assert csp.startswith("default-src 'none'"), what
+        assert answer.headers.get("x-frame-options") == "DENY", what
+        assert answer.headers.get("x-content-type-options") == "nosniff", what
+
+
 def test_no_redirect_names_a_host_or_a_scheme(client: TestClient) -> None:
     """Behind a TLS proxy the app sees http and the client's Host: a redirect built from them
     sends a browser to http:// (the session cookie in clear) or to any host a request names."""
