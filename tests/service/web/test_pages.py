@@ -195,7 +195,18 @@ def test_login_without_its_csrf_token_is_refused(client: TestClient) -> None:
     assert response.status_code == 403
 
 
-@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example", "/\\evil", "/x"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/x",
+        "https://evil.example",
+        "/\\evil",
+        "/x",
+        "/web/../docs",  # a browser resolves the dots: /docs, outside the web view
+        "/web/%2e%2e/%2E%2e/evil",
+        "/web/runs/./../../v1/runs",
+    ],
+)
 def test_login_next_never_leaves_the_web_view(client: TestClient, target: str) -> None:
     page = client.get("/web/login", params={"next": target})
     assert target not in page.text
