@@ -31,7 +31,7 @@ from forensics.chain import ChainReport, verify_chain
 from forensics.report import build_report, render_text
 from ledger import Ledger, LedgerError, UnknownRunError, fail_run
 from ledger.clock import utcnow
-from ledger.events import MAX_RUN_ID, operator_actor
+from ledger.events import MAX_RUN_ID, REASON_MAX, operator_actor
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
 from projections.as_of import parse_as_of, resolve_position
@@ -265,6 +265,7 @@ def create_web_app(
             link=lambda path, **p: link(path, moment, **p),
             plain_link=link,
             verify=state.verify.last,
+            reason_max=REASON_MAX,
             now=utcnow(),
             **context,
         )
@@ -579,7 +580,7 @@ def create_web_app(
     def fail(
         request: Request,
         run_id: Annotated[int, Path(ge=1, le=MAX_RUN_ID)],
-        reason: Annotated[str, Form(max_length=10_000)] = "",
+        reason: Annotated[str, Form(max_length=REASON_MAX)] = "",
         csrf: Annotated[str, Form(max_length=200)] = "",
         confirm: Annotated[str, Form(max_length=10)] = "",
     ) -> Response:

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from ledger import Ledger, RunFinished
+from ledger.events import REASON_MAX
 from ledger.hashing import stored_row_hash
 from ledger.reads import stored_rows
 from projections import Projector
@@ -282,6 +283,21 @@ def test_the_fail_form_needs_its_csrf_token_then_a_confirmation(
         f"/web/runs/{run}/fail", data={"csrf": csrf, "reason": "again", "confirm": "yes"}
     )
     assert again.status_code == 409
+
+
+def test_a_reason_over_the_events_limit_is_refused_before_the_confirm_step(
+    client: TestClient, demo: dict[str, int]
+) -> None:
+    """The form took 10,000 characters and showed them for confirmation; only the confirmed
+    post was refused, by the event's own limit."""
+    csrf = log_in(client, "oncall")
+    form = client.get("/web/stuck").text
+    assert f'maxlength="{REASON_MAX}"' in form
+    response = client.post(
+        f"/web/runs/{demo['open']}/fail", data={"csrf": csrf, "reason": "x" * (REASON_MAX + 1)}
+    )
+    assert response.status_code == 400
+    assert "confirm-fail" not in response.text
 
 
 def test_public_read_needs_no_login_but_failing_still_does(
