@@ -536,7 +536,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         return found
 
     if config.web.enabled:  # the web view (issue 17): same process, ledger and tokens
-        from service.web import ROOT, create_web_app
+        from service.web import ROOT, SecurityHeaders, create_web_app
 
         web_app, app.state.web = create_web_app(
             config, state.ledger, state.expensive_slots, state.outage
@@ -547,6 +547,8 @@ def create_app(config: LedgerConfig) -> FastAPI:
             return RedirectResponse(ROOT + "/runs", status_code=303)
 
         app.mount(ROOT, web_app)
+        # Outside the guard: its 413 and 500 under /web carry the pages' headers too.
+        app.add_middleware(SecurityHeaders)
         app.state.web.verify.start()
 
     app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]

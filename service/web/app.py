@@ -31,7 +31,7 @@ from forensics.chain import ChainReport, verify_chain
 from forensics.report import build_report, render_text
 from ledger import Ledger, LedgerError, UnknownRunError, fail_run
 from ledger.clock import utcnow
-from ledger.events import MAX_RUN_ID, operator_actor
+from ledger.events import MAX_RUN_ID, REASON_MAX, operator_actor
 from ledger.outage import Outage
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
@@ -122,12 +122,19 @@ class Moment:
 
 
 class SecurityHeaders:
-    """Adds the security headers to every response of the web view, errors included."""
+    """Adds the security headers to every response under :data:`ROOT`, errors included: added
+    around the whole API app, so that its own answers there (the redirect of ``/web``, the
+    guard's 413 and 500, Starlette's 500 of a page) carry them too."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == ROOT or path.startswith(ROOT + "/")):
+            await self.app(scope, receive, send)
+            return
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [
@@ -170,7 +177,6 @@ def create_web_app(
     # No slash redirects: Starlette's are absolute, from the request's scheme and Host (see
     # the API's app).
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
-    app.add_middleware(SecurityHeaders)
     public_read = config.web.public_read
 
     # ------------------------------------------------------------------ helpers
@@ -264,6 +270,7 @@ def create_web_app(
             link=lambda path, **p: link(path, moment, **p),
             plain_link=link,
             verify=state.verify.last,
+            reason_max=REASON_MAX,
             now=utcnow(),
             **context,
         )
@@ -578,7 +585,7 @@ def create_web_app(
     def fail(
         request: Request,
         run_id: Annotated[int, Path(ge=1, le=MAX_RUN_ID)],
-        reason: Annotated[str, Form(max_length=10_000)] = "",
+        reason: Annotated[str, Form(max_length=REASON_MAX)] = "",
         csrf: Annotated[str, Form(max_length=200)] = "",
         confirm: Annotated[str, Form(max_length=10)] = "",
     ) -> Response:
@@ -704,4 +711,4 @@ def same_origin(request: Request) -> bool:
     return True  # neither (not a browser, or stripped): the CSRF token and SameSite decide
 
 
-__all__ = ["ROOT", "WebState", "create_web_app"]
+__all__ = ["ROOT", "SecurityHeaders", "WebState", "create_web_app"]

@@ -19,6 +19,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from service.config import LedgerConfig
 
@@ -155,7 +156,7 @@ class Sessions:
 
 def safe_next(target: str | None, root: str) -> str:
     """Where to go after the login: a path inside the web view only (no other host, no
-    ``//evil``, no ``/\\evil``, no scheme), else the runs page."""
+    ``//evil``, no ``/\\evil``, no scheme, no ``..``), else the runs page."""
     default = f"{root}/runs"
     if not target or len(target) > 2000:
         return default
@@ -163,6 +164,9 @@ def safe_next(target: str | None, root: str) -> str:
         return default
     if any(c in target for c in "\\\r\n\t") or any(ord(c) < 32 for c in target):
         return default
+    path = unquote(target.split("?", 1)[0].split("#", 1)[0])
+    if any(segment in (".", "..") for segment in path.split("/")):
+        return default  # a browser resolves the dots (%2e too): /web/../docs is /docs
     return target
 
 

@@ -14,10 +14,14 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from ledger import Ledger, RunStarted
+from ledger.clock import utcnow
+from ledger.events import ACTOR_NAME_MAX, CONNECTOR_NAME_MAX
 from tests.service.web.support import SCRIPT, TOKENS, demo_with_open_run, tamper
 
 pytestmark = pytest.mark.browser
@@ -243,6 +247,53 @@ def test_a_tampered_ledger_shows_the_red_banner(
     assert banner.is_displayed()
     assert "Integrity problem" in banner.text
     shot(browser, "tampered")
+
+
+def test_no_page_scrolls_sideways_at_a_phone_width_with_long_names(
+    served: dict[str, object], browser: WebDriver
+) -> None:
+    """A connector's longest names without a space (a connector name of 100 characters, an
+    actor and a run ref of 200) wrap or scroll inside their table: the page itself stays 375 px
+    wide, its stuck runs in the Proof page and a run's transitions included."""
+    base = str(served["base"])
+    ledger = Ledger.from_url(str(served["url"]))
+    try:
+        run = (
+            ledger.append(
+                [
+                    RunStarted(
+                        source_id=9,
+                        connector_name="c" * CONNECTOR_NAME_MAX,
+                        run_ref="r" * ACTOR_NAME_MAX,
+                        actor="a" * ACTOR_NAME_MAX,
+                        occurred_at=utcnow() - timedelta(hours=3),
+                    )
+                ]
+            )
+            .events[0]
+            .run_id
+        )
+    finally:
+        ledger.close()
+    log_in(browser, base, "oncall")
+
+    def projected(driver: WebDriver) -> bool:  # serve's projector catches up within seconds
+        driver.get(f"{base}/web/runs/{run}")
+        return bool(driver.find_elements(By.CSS_SELECTOR, ".transitions li"))
+
+    WebDriverWait(browser, 20, poll_frequency=0.5).until(projected)
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": False},
+    )
+    try:
+        for path in (f"/web/runs/{run}", "/web/runs", "/web/stuck", "/web/proof"):
+            browser.get(base + path)
+            shot(browser, "phone" + path.replace("/", "-"))
+            width = browser.execute_script("return document.documentElement.scrollWidth")
+            assert width <= 375, path
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_the_api_docs_render_from_this_server(

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from ledger import Ledger, RunFinished
+from ledger.events import REASON_MAX
 from ledger.hashing import stored_row_hash
 from ledger.reads import stored_rows
 from projections import Projector
@@ -118,6 +119,32 @@ def test_security_headers(client: TestClient) -> None:
         assert headers["x-content-type-options"] == "nosniff"
 
 
+def test_security_headers_on_answers_made_outside_the_pages(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's own answers under /web (its redirect of /web, the guard's 413 and 500) are
+    web responses too: framed or sniffed without the headers otherwise."""
+
+    def broken() -> None:
+        raise RuntimeError("unexpected")
+
+    log_in(client, "reader")
+    monkeypatch.setattr(client.app.state.web.verify, "refresh", broken)  # type: ignore[attr-defined]
+    answers = {
+        "redirect": client.get("/web", follow_redirects=False),
+        "too large": client.post(
+            "/web/login", content=b"x", headers={"content-length": str(10**12)}
+        ),
+        "internal error": client.get("/web/integrity"),
+    }
+    assert [a.status_code for a in answers.values()] == [303, 413, 500]
+    for what, answer in answers.items():
+        csp = answer.headers.get("content-security-policy", "")
+        assert csp.startswith("default-src 'none'"), what
+        assert answer.headers.get("x-frame-options") == "DENY", what
+        assert answer.headers.get("x-content-type-options") == "nosniff", what
+
+
 def test_no_redirect_names_a_host_or_a_scheme(client: TestClient) -> None:
     """Behind a TLS proxy the app sees http and the client's Host: a redirect built from them
     sends a browser to http:// (the session cookie in clear) or to any host a request names."""
@@ -169,7 +196,18 @@ def test_login_without_its_csrf_token_is_refused(client: TestClient) -> None:
     assert response.status_code == 403
 
 
-@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example", "/\\evil", "/x"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/x",
+        "https://evil.example",
+        "/\\evil",
+        "/x",
+        "/web/../docs",  # a browser resolves the dots: /docs, outside the web view
+        "/web/%2e%2e/%2E%2e/evil",
+        "/web/runs/./../../v1/runs",
+    ],
+)
 def test_login_next_never_leaves_the_web_view(client: TestClient, target: str) -> None:
     page = client.get("/web/login", params={"next": target})
     assert target not in page.text
@@ -245,6 +283,21 @@ def test_the_fail_form_needs_its_csrf_token_then_a_confirmation(
         f"/web/runs/{run}/fail", data={"csrf": csrf, "reason": "again", "confirm": "yes"}
     )
     assert again.status_code == 409
+
+
+def test_a_reason_over_the_events_limit_is_refused_before_the_confirm_step(
+    client: TestClient, demo: dict[str, int]
+) -> None:
+    """The form took 10,000 characters and showed them for confirmation; only the confirmed
+    post was refused, by the event's own limit."""
+    csrf = log_in(client, "oncall")
+    form = client.get("/web/stuck").text
+    assert f'maxlength="{REASON_MAX}"' in form
+    response = client.post(
+        f"/web/runs/{demo['open']}/fail", data={"csrf": csrf, "reason": "x" * (REASON_MAX + 1)}
+    )
+    assert response.status_code == 400
+    assert "confirm-fail" not in response.text
 
 
 def test_public_read_needs_no_login_but_failing_still_does(
