@@ -24,10 +24,12 @@ from ledger.dialects import (
     time_as_text,
 )
 from ledger.driver import DriverCursor
+from ledger.errors import ValidationError
 from ledger.hashing import EVENT_COLUMNS
 from ledger.recorded import LedgerHead, RecordedEvent, StoredRef
 from ledger.rules import RunState
 from ledger.schema import HEAD_ROW_ID, ledger_events, ledger_head, ledger_runs
+from ledger.text import clip, visible
 
 # Rows per IN (...) list, well under every driver's parameter limit.
 IN_CHUNK = 500
@@ -78,42 +80,51 @@ def events_from_driver(
     new, set_fields = object.__new__, object.__setattr__
     stored_at: Any = None
     recorded_at: datetime | None = None
-    for (
-        position,
-        event_id,
-        run_id,
-        version,
-        type_,
-        schema,
-        payload,
-        occurred,
-        recorded,
-        actor,
-        prev_hash,
-        hash_,
-    ) in rows:
-        if recorded != stored_at or recorded_at is None:
-            stored_at, recorded_at = recorded, read_time(recorded)
-        event = new(RecordedEvent)
-        set_fields(
-            event,
-            "__dict__",
-            {
-                "position": int(position),
-                "event_id": event_id,
-                "run_id": int(run_id),
-                "version": int(version),
-                "type": type_,
-                "schema_version": int(schema),
-                "payload": payload,
-                "occurred_at": read_time(occurred),
-                "recorded_at": recorded_at,
-                "actor": actor,
-                "prev_hash": prev_hash,
-                "hash": hash_,
-            },
-        )
-        append(event)
+    position: Any = None
+    try:
+        for (
+            position,
+            event_id,
+            run_id,
+            version,
+            type_,
+            schema,
+            payload,
+            occurred,
+            recorded,
+            actor,
+            prev_hash,
+            hash_,
+        ) in rows:
+            if recorded != stored_at or recorded_at is None:
+                stored_at, recorded_at = recorded, read_time(recorded)
+            event = new(RecordedEvent)
+            set_fields(
+                event,
+                "__dict__",
+                {
+                    "position": int(position),
+                    "event_id": event_id,
+                    "run_id": int(run_id),
+                    "version": int(version),
+                    "type": type_,
+                    "schema_version": int(schema),
+                    "payload": payload,
+                    "occurred_at": read_time(occurred),
+                    "recorded_at": recorded_at,
+                    "actor": actor,
+                    "prev_hash": prev_hash,
+                    "hash": hash_,
+                },
+            )
+            append(event)
+    except (ValueError, TypeError, OverflowError) as exc:
+        # Only a row no append wrote gets here (edited by hand after its triggers were
+        # dropped): named, as a payload that no longer validates is, not a traceback.
+        raise ValidationError(
+            f"the event stored at position {visible(str(position))} cannot be read "
+            f"({clip(visible(str(exc)), 200)}): no append of this ledger writes such a row"
+        ) from exc
     return events
 
 

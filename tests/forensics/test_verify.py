@@ -54,6 +54,36 @@ def test_verify_catches_an_event_altered_with_the_triggers_dropped(
     assert {"check": "chain", "position": 2}.items() <= problems[0].items()
 
 
+@pytest.mark.parametrize(
+    ("column", "value"), [("occurred_at", "garbage"), ("version", "x"), ("recorded_at", "")]
+)
+def test_verify_names_a_row_no_append_writes_instead_of_failing(
+    ledger: Ledger, db_url: str, backend: str, column: str, value: str
+) -> None:
+    """A value of the wrong type in a column (SQLite stores what it is given, once the
+    triggers are gone) is a finding at its position, not a traceback; MariaDB's column types
+    refuse such a value at the UPDATE."""
+    if backend != "sqlite":
+        pytest.skip("MariaDB's DATETIME and INT columns refuse a value of another type")
+    history(ledger)
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            text(f"UPDATE ledger_events SET {column} = :v WHERE position = 3"), {"v": value}
+        )
+    report = verify_all(ledger)
+    streams = report.by_check("streams")
+    assert len(streams) == 1
+    assert streams[0].message.startswith("the event stored at position 3 cannot be read (")
+    assert "the registry not at all" in streams[0].message
+    result = run("verify", "--db", db_url)
+    assert result.exit_code == 1, result.output  # type: ignore[attr-defined]
+    assert "Traceback" not in result.output  # type: ignore[attr-defined]
+    rebuilt = run("rebuild", "--db", db_url)  # a replay names it too, no traceback
+    assert rebuilt.exit_code != 0  # type: ignore[attr-defined]
+    assert "the event stored at position 3 cannot be read" in rebuilt.output  # type: ignore[attr-defined]
+
+
 def test_verify_catches_a_deleted_event(ledger: Ledger) -> None:
     history(ledger)
     drop_triggers(ledger.engine)
