@@ -103,10 +103,16 @@ export class LedgerApiError extends LedgerError {
     this.attempts = attempts;
   }
 
-  /** A 5xx, 429 or 408 (the API cut a body that stalled on the way): the request may succeed
-   * later; any other 4xx is the request's own fault. */
+  /** A 5xx, 429, 408 (the API cut a body that stalled on the way) or a 409 write-conflict
+   * (another writer won a race for a key; the same events again are safe): the request may
+   * succeed later. Any other 4xx is the request's own fault (a version conflict included). */
   get retriable() {
-    return this.status >= 500 || this.status === 429 || this.status === 408;
+    return (
+      this.status >= 500 ||
+      this.status === 429 ||
+      this.status === 408 ||
+      (this.status === 409 && String(this.type ?? '').endsWith(':write-conflict'))
+    );
   }
 }
 

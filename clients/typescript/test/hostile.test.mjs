@@ -136,6 +136,20 @@ for (const [name, answer] of [
     },
   ],
   [
+    'a 409 write-conflict (another writer won a race; the same events are safe) is retried',
+    (res) => {
+      res.writeHead(409, { 'content-type': 'application/problem+json' });
+      res.end(
+        JSON.stringify({
+          type: 'urn:run-ledger:problem:write-conflict',
+          title: 'Write conflict',
+          status: 409,
+          detail: 'another writer took the key first',
+        }),
+      );
+    },
+  ],
+  [
     '408 (the API cut a body that stalled) is retried with the same body',
     (res) => {
       res.writeHead(408, { 'content-type': 'application/problem+json', connection: 'close' });
@@ -290,6 +304,13 @@ test('a 4xx is never retried; problem fields are read, odd ones ignored', async 
   assert.equal(error.line, 2);
   assert.equal(error.errors.length, 1);
   assert.equal(server.requests.length, 1);
+  const conflict = await fake((req, res) => {
+    res.writeHead(409, { 'content-type': 'application/problem+json' });
+    res.end(JSON.stringify({ type: 'urn:run-ledger:problem:version-conflict', status: 409 }));
+  });
+  const stale = await client(conflict.url).append([]).catch((caught) => caught);
+  assert.equal(stale.status, 409); // the caller's expected_version is stale: not retried
+  assert.equal(conflict.requests.length, 1);
 });
 
 test('the token is sent as a bearer header and never shown', async () => {
