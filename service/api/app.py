@@ -431,7 +431,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         "/v1/runs/{run_id}/fail",
         summary="Declare an open run failed",
         response_model=FailResult,
-        responses=_problems(400, 404, 408, 409, 413),
+        responses=_problems(400, 404, 408, 409, 413, 415),
     )
     def fail(
         caller: Annotated[Caller, operate_scope],
@@ -556,8 +556,14 @@ def create_app(config: LedgerConfig) -> FastAPI:
 
 
 async def wire_json(request: Request) -> None:
-    """A JSON body held to the rules of ``POST /v1/events`` (:func:`ledger.wire.read_json`):
-    FastAPI's own parse keeps the last of a key given twice and takes ``NaN``."""
+    """A JSON body (415 for another media type) held to the rules of ``POST /v1/events``
+    (:func:`ledger.wire.read_json`): FastAPI's own parse keeps the last of a key given twice
+    and takes ``NaN``."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise ApiProblem(
+            415, "unsupported-media-type", "Unsupported media type", "send JSON (application/json)"
+        )
     await run_in_threadpool(read_json, await request.body())
 
 

@@ -140,6 +140,12 @@ def test_the_fail_body_is_read_by_the_same_rules_as_events(
         assert answer.headers["content-type"] == "application/problem+json"
         assert answer.json()["type"].endswith("invalid-input"), name
         assert name != "duplicate key" or "reason: given more than once" in answer.text
+    plain = client.post(
+        f"/v1/runs/{run_id}/fail",
+        content=b'{"reason": "gone"}',
+        headers={**auth("operator"), "content-type": "text/plain"},
+    )
+    assert plain.status_code == 415, plain.text  # as POST /v1/events answers another type
     unknown = client.post(
         f"/v1/runs/{run_id}/fail", json={"reason": "gone", "operator": "bob"}, headers=operator
     )
