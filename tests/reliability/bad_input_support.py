@@ -94,10 +94,11 @@ def run_cli(*args: str) -> Result:
 
 
 def messages_by_line(stderr: str) -> dict[int, list[str]]:
-    """What the output says about each input line it names: ``{N: [text after "line N: "]}``."""
+    """What the output says about each input line it names: ``{N: [text after "line N: "]}``
+    (an error about a file's line names the file first: ``Error: FILE: line N: …``)."""
     named: dict[int, list[str]] = {}
     for output_line in stderr.splitlines():
-        match = re.match(r"(?:Error: |\s+)line (\d+): (.*)", output_line)
+        match = re.match(r"(?:Error: (?:.*?: )?|\s+)line (\d+): (.*)", output_line)
         if match:
             named.setdefault(int(match.group(1)), []).append(match.group(2))
     return named
