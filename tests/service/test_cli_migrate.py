@@ -4,6 +4,8 @@ on both databases."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from service.cli import cli
 from tests import support
 from tests.forensics.support import seed_legacy_table
 
+REPO = Path(__file__).resolve().parents[2]
 REVISIONS = (
     "0001_event_store",
     "0002_projections",
@@ -132,3 +135,28 @@ def test_check_creates_no_database(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert f"no SQLite database at {tmp_path / 'typo.db'}" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_two_migrates_at_once_both_succeed_one_upgrading(tmp_path: Path) -> None:
+    """Every replica of a deployment may run `ledger migrate` as it starts: the second waits
+    for the first and finds the newest revision (it failed: a table the first had just
+    created on MariaDB, "database is locked" on SQLite)."""
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, _store in databases:
+            command = [sys.executable, "-m", "service.cli", "migrate", "--db", url]
+            processes = [
+                subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                for _ in range(3)
+            ]
+            try:
+                outputs = [process.communicate(timeout=120) for process in processes]
+            finally:
+                for process in processes:
+                    process.kill()
+            assert [process.returncode for process in processes] == [0, 0, 0], outputs
+            said = sorted(out.decode().split(": ", 1)[1].strip() for out, _err in outputs)
+            assert said == [
+                f"already at {REVISIONS[-1]}",
+                f"already at {REVISIONS[-1]}",
+                f"migrated from empty to {REVISIONS[-1]}",
+            ], outputs
