@@ -10,6 +10,8 @@ Other packages reach these through :class:`ledger.Ledger` (``is_sqlite``, ``dial
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -255,3 +257,27 @@ def stored_time_text(value: Any) -> str:
 def is_missing_table(driver_message: str) -> bool:
     """SQLite: "no such table: x"; MySQL/MariaDB: error 1146 "Table 'db.x' doesn't exist"."""
     return "no such table" in driver_message or driver_message.startswith("(1146,")
+
+
+LOCK_NAME_MAX = 64  # MySQL refuses longer GET_LOCK names
+_READABLE = re.compile(r"[^A-Za-z0-9_$.-]")
+
+
+def lock_name_for(database: str, purpose: str) -> str:
+    """The server-wide GET_LOCK name of ``purpose`` (a projection, its rebuild, the migration)
+    in ``database``: unique and at most 64 characters for any names.
+
+    GET_LOCK names are shared by every database on the server, so the name must tell ledgers
+    apart; database names run to 64 characters, so they cannot be spelt out in full. A digest
+    of the (database, purpose) pair makes the name unique, whatever is cut; the rest only
+    helps a DBA reading ``IS_USED_LOCK`` or the processlist, and is truncated as needed.
+    """
+    digest = hashlib.sha256(f"{database}\0{purpose}".encode()).hexdigest()[:20]
+    readable = _READABLE.sub("_", f"{purpose}.{database}")
+    return f"run_ledger.{digest}.{readable}"[:LOCK_NAME_MAX]
+
+
+def lock_name(conn: Connection, purpose: str) -> str:
+    """:func:`lock_name_for` the database ``conn`` is using (MySQL)."""
+    database = conn.exec_driver_sql("SELECT DATABASE()").scalar() or ""
+    return lock_name_for(str(database), purpose)

@@ -27,12 +27,12 @@ from sqlalchemy.engine import make_url
 
 from ledger import Ledger
 from ledger.database import current_revision
+from ledger.dialects import lock_name
 from ledger.errors import DatabaseNotFoundError, SchemaError
 from ledger.schema import LEGACY_TABLE
 from ledger.store import as_ledger
 from ledger.urls import mask_url, migrate_hint, sqlite_file_or_none
 from migrations import SCRIPT_LOCATION
-from projections.dialects import lock_name_for
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _one_migrate_at_a_time(ledger: Ledger) -> Iterator[None]:
         yield
         return
     with ledger.connect("migrate") as session:
-        name = lock_name_for(str(session.exec_driver_sql("SELECT DATABASE()").scalar()), "migrate")
+        name = lock_name(session, "migrate")
         got = session.execute(
             text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": MIGRATE_LOCK_WAIT_S}
         ).scalar()

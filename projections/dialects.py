@@ -17,9 +17,7 @@ The functions that take the ledger also take an Engine, which is what the tests 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
-import re
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ledger import Ledger
 from ledger.conflicts import retrying_conflicts
-from ledger.dialects import idle_bounded_session, is_sqlite
+from ledger.dialects import idle_bounded_session, is_sqlite, lock_name
 from ledger.store import as_ledger
 from ledger.urls import sqlite_file_or_none
 from projections.checkpoints import advance, finish_swap, mark_swap, read_checkpoint
@@ -49,24 +47,8 @@ from projections.writer import ReadModelWriter
 log = logging.getLogger(__name__)
 
 DEFAULT_LOCK_TIMEOUT_S = 60
-LOCK_NAME_MAX = 64  # MySQL refuses longer GET_LOCK names
-_READABLE = re.compile(r"[^A-Za-z0-9_$.-]")
 
 CatchUp = Callable[[Connection, int], int]  # (conn, position) -> the position caught up to
-
-
-def lock_name_for(database: str, projection: str) -> str:
-    """The server-wide GET_LOCK name of ``projection`` in ``database``: unique and at most 64
-    characters for any names.
-
-    GET_LOCK names are shared by every database on the server, so the name must tell ledgers
-    apart; database names run to 64 characters, so they cannot be spelt out in full. A digest
-    of the (database, projection) pair makes the name unique, whatever is cut; the rest only
-    helps a DBA reading ``IS_USED_LOCK`` or the processlist, and is truncated as needed.
-    """
-    digest = hashlib.sha256(f"{database}\0{projection}".encode()).hexdigest()[:20]
-    readable = _READABLE.sub("_", f"{projection}.{database}")
-    return f"run_ledger.{digest}.{readable}"[:LOCK_NAME_MAX]
 
 
 def database_node(conn: Connection) -> str:
@@ -75,11 +57,6 @@ def database_node(conn: Connection) -> str:
     if is_sqlite(conn):
         return f"sqlite@{socket.gethostname()}"
     return str(conn.exec_driver_sql("SELECT CONCAT(@@hostname, ':', @@port)").scalar())
-
-
-def lock_name(conn: Connection, projection: str) -> str:
-    database = conn.exec_driver_sql("SELECT DATABASE()").scalar() or ""
-    return lock_name_for(str(database), projection)
 
 
 # ---------------------------------------------------------------------- the projector's lock

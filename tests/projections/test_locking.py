@@ -13,8 +13,9 @@ from click.testing import CliRunner
 from sqlalchemy import make_url
 
 from ledger import Ledger, RunFinished
+from ledger.dialects import LOCK_NAME_MAX, lock_name, lock_name_for
 from projections import ProjectionBusyError, Projector, rebuild
-from projections.dialects import LOCK_NAME_MAX, exclusive_rebuild, lock_name, lock_name_for
+from projections.dialects import exclusive_rebuild
 from projections.schema import PROJECTION_NAME
 from service.cli import cli
 from tests import support

@@ -13,8 +13,9 @@ from sqlalchemy import Connection, insert, select, text, update
 
 from ledger import Ledger
 from ledger.clock import use_clock
+from ledger.dialects import lock_name
 from projections import ProjectionBusyError, rebuild
-from projections.dialects import database_node, exclusive_rebuild, lock_name
+from projections.dialects import database_node, exclusive_rebuild
 from projections.rebuild_claims import CLAIM_TTL, LOCAL_TTL, RebuildClaim
 from projections.schema import PROJECTION_NAME, rebuild_claims
 from tests.cluster.galera import wait_until
