@@ -27,6 +27,7 @@ from sqlalchemy import (
     cast,
     literal_column,
     select,
+    text,
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnClause
@@ -281,3 +282,25 @@ def lock_name(conn: Connection, purpose: str) -> str:
     """:func:`lock_name_for` the database ``conn`` is using (MySQL)."""
     database = conn.exec_driver_sql("SELECT DATABASE()").scalar() or ""
     return lock_name_for(str(database), purpose)
+
+
+@contextmanager
+def named_lock(
+    conn: Connection, purpose: str, wait_s: int, busy: Callable[[], Exception]
+) -> Iterator[None]:
+    """Hold the GET_LOCK of ``purpose`` (:func:`lock_name`) on ``conn``'s session for the block
+    (MySQL), no transaction left open around it; ``busy()`` is raised when the lock cannot be
+    had within ``wait_s`` seconds."""
+    name = lock_name(conn, purpose)
+    got = conn.execute(
+        text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": wait_s}
+    ).scalar()
+    conn.commit()
+    if got != 1:
+        raise busy()
+    try:
+        yield
+    finally:
+        conn.rollback()
+        conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+        conn.commit()

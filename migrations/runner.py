@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from ledger import Ledger
 from ledger.database import current_revision
-from ledger.dialects import lock_name
+from ledger.dialects import named_lock
 from ledger.errors import DatabaseNotFoundError, SchemaError
 from ledger.schema import LEGACY_TABLE
 from ledger.store import as_ledger
@@ -124,22 +124,15 @@ def _one_migrate_at_a_time(ledger: Ledger) -> Iterator[None]:
     if ledger.is_sqlite:
         yield
         return
-    with ledger.connect("migrate") as session:
-        name = lock_name(session, "migrate")
-        got = session.execute(
-            text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": MIGRATE_LOCK_WAIT_S}
-        ).scalar()
-        session.commit()
-        if got != 1:
-            raise SchemaError(
-                f"another `ledger migrate` of {mask_url(ledger.url)} has held the migration "
-                f"lock for over {MIGRATE_LOCK_WAIT_S} s; nothing was changed"
-            )
-        try:
-            yield
-        finally:
-            session.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
-            session.commit()
+    busy = SchemaError(
+        f"another `ledger migrate` of {mask_url(ledger.url)} has held the migration lock for "
+        f"over {MIGRATE_LOCK_WAIT_S} s; nothing was changed"
+    )
+    with (
+        ledger.connect("migrate") as session,
+        named_lock(session, "migrate", MIGRATE_LOCK_WAIT_S, lambda: busy),
+    ):
+        yield
 
 
 def check(database: Ledger | Engine, url: str | None = None) -> SchemaCheck:

@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ledger import Ledger
 from ledger.conflicts import retrying_conflicts
-from ledger.dialects import idle_bounded_session, is_sqlite, lock_name
+from ledger.dialects import idle_bounded_session, is_sqlite, lock_name, named_lock
 from ledger.store import as_ledger
 from ledger.urls import sqlite_file_or_none
 from projections.checkpoints import advance, finish_swap, mark_swap, read_checkpoint
@@ -75,24 +75,13 @@ def projection_session(
         if ledger.is_sqlite:
             yield conn
             return
-        name = lock_name(conn, projection)
+        busy = ProjectionBusyError(
+            f"projection {projection} is locked by another process (waited {timeout}s)"
+        )
         # Bounded before the lock is taken: a holder that vanishes at any point after this,
         # in a transaction or between two, frees the lock within the idle bound.
-        with idle_bounded_session(conn):
-            got = conn.execute(
-                text("SELECT GET_LOCK(:name, :timeout)"), {"name": name, "timeout": timeout}
-            ).scalar()
-            conn.commit()
-            if got != 1:
-                raise ProjectionBusyError(
-                    f"projection {projection} is locked by another process (waited {timeout}s)"
-                )
-            try:
-                yield conn
-            finally:
-                conn.rollback()
-                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
-                conn.commit()
+        with idle_bounded_session(conn), named_lock(conn, projection, timeout, lambda: busy):
+            yield conn
 
 
 @contextmanager
