@@ -62,24 +62,24 @@ class DriverCursor:
 
     def execute(self, statement: str, params: Params = ()) -> DriverCursor:
         """Run one statement; its rows are read with :meth:`fetchone` / :meth:`fetchall`."""
-        # try/except written out, not a context manager: this runs for every statement of
-        # every append, and a generator-based context manager costs more than a short
-        # statement on SQLite.
-        try:
-            self._cursor.execute(statement, params)
-        except self._error as exc:
-            raise self._wrapped(exc, statement, params, many=False) from exc
-        except BaseException as exc:
-            self._discard_if_interrupted(exc)
-            raise
+        self._call(self._cursor.execute, statement, params, many=False)
         return self
 
     def executemany(self, statement: str, rows: Sequence[Params]) -> None:
         """Run one statement for each of ``rows`` (one call to the driver)."""
+        self._call(self._cursor.executemany, statement, rows, many=True)
+
+    def _call(
+        self, method: Callable[[str, Any], Any], statement: str, params: Any, *, many: bool
+    ) -> None:
+        """``method(statement, params)``, its driver error wrapped as SQLAlchemy would."""
+        # try/except written out, not a context manager: this runs for every statement of
+        # every append, and a generator-based context manager costs more than a short
+        # statement on SQLite.
         try:
-            self._cursor.executemany(statement, rows)
+            method(statement, params)
         except self._error as exc:
-            raise self._wrapped(exc, statement, rows, many=True) from exc
+            raise self._wrapped(exc, statement, params, many=many) from exc
         except BaseException as exc:
             self._discard_if_interrupted(exc)
             raise

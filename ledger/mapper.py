@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypedDict, Unpack, cast
 
 import pydantic
 
@@ -149,49 +149,45 @@ def decode_payload(text: str) -> Any:
 _scan_json = json.scanner.make_scanner(cast(Any, json.JSONDecoder()))
 
 
-def event_from_stored(
-    *,
-    event_type: str,
-    schema_version: int,
-    payload: Mapping[str, Any],
-    event_id: str,
-    run_id: int,
-    occurred_at: datetime,
-    actor: str | None,
-) -> EventModel:
+class StoredEvent(TypedDict):
+    """What the mapper reads of a stored event: its columns, the payload decoded."""
+
+    event_type: str
+    schema_version: int
+    payload: Mapping[str, Any]
+    event_id: str
+    run_id: int
+    occurred_at: datetime
+    actor: str | None
+
+
+# StoredEvent's keys in order: the positional order of written_fields, the hot path.
+STORED_EVENT_KEYS = tuple(StoredEvent.__annotations__)
+
+
+def event_from_stored(**stored: Unpack[StoredEvent]) -> EventModel:
     """Rebuild the current model of a stored event, upcasting its payload if needed."""
-    fields = written_fields(
-        event_type, schema_version, payload, event_id, run_id, occurred_at, actor
-    )
+    fields = written_fields(**stored)
     if fields is not None:
-        return model_from_fields(event_type, fields)
-    return validated_event(
-        event_type, schema_version, payload, event_id, run_id, occurred_at, actor
-    )
+        return model_from_fields(stored["event_type"], fields)
+    return validated_event(**stored)
 
 
-def validated_event(
-    event_type: str,
-    schema_version: int,
-    payload: Mapping[str, Any],
-    event_id: str,
-    run_id: int,
-    occurred_at: datetime,
-    actor: str | None,
-) -> EventModel:
+def validated_event(**stored: Unpack[StoredEvent]) -> EventModel:
     """:func:`event_from_stored` by validation alone: upcast, then validate the model."""
+    event_type, event_id, payload = stored["event_type"], stored["event_id"], stored["payload"]
     if not isinstance(payload, Mapping):  # JSON, but not an object: no append wrote it
         raise ValidationError(
             f"stored {event_type} {event_id} has a payload that is not a JSON object "
             f"(a JSON {type(payload).__name__})"
         )
-    data = upcast(event_type, schema_version, dict(payload))
+    data = upcast(event_type, stored["schema_version"], dict(payload))
     data.update(
         type=event_type,
         event_id=event_id,
-        run_id=run_id,
-        occurred_at=occurred_at,
-        actor=actor,
+        run_id=stored["run_id"],
+        occurred_at=stored["occurred_at"],
+        actor=stored["actor"],
         schema_version=CURRENT_SCHEMA_VERSIONS[event_type],
     )
     try:

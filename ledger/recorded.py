@@ -5,12 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from ledger.clock import isoformat_utc
 from ledger.errors import ValidationError
 from ledger.events import EventModel
-from ledger.mapper import decode_payload, model_from_fields, validated_event, written_fields
+from ledger.mapper import (
+    STORED_EVENT_KEYS,
+    StoredEvent,
+    decode_payload,
+    model_from_fields,
+    validated_event,
+    written_fields,
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class RecordedEvent:
             if fields is not None:
                 event = model_from_fields(stored["type"], fields)
             else:
-                event = validated_event(*self._stored())
+                event = validated_event(**self._stored_event())
             stored["_event"] = event
         return event
 
@@ -107,8 +114,12 @@ class RecordedEvent:
         """The field values as this ledger writes them, or None (:func:`written_fields`)."""
         return written_fields(*self._stored())
 
+    def _stored_event(self) -> StoredEvent:
+        """:meth:`_stored` by name (for validation, off the hot path)."""
+        return cast(StoredEvent, dict(zip(STORED_EVENT_KEYS, self._stored(), strict=True)))
+
     def _stored(self) -> tuple[str, int, Any, str, int, datetime, str | None]:
-        """What the mapper reads of a stored event, in its functions' argument order."""
+        """What the mapper reads of a stored event, in :data:`STORED_EVENT_KEYS` order."""
         stored = self.__dict__
         return (
             stored["type"],

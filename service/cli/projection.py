@@ -28,6 +28,7 @@ from projections import rebuild as rebuild_projection
 from projections.projector import DEFAULT_BATCH_SIZE
 from service.cli.common import (
     BadInput,
+    F,
     actor_option,
     cell,
     db_option,
@@ -38,15 +39,24 @@ from service.cli.common import (
 )
 
 
+def batch_size_option(help: str) -> Callable[[F], F]:
+    """``--batch-size N``: events per transaction (the projector's default)."""
+
+    def decorate(command: F) -> F:
+        return click.option(
+            "--batch-size",
+            type=click.IntRange(1, MAX_POSITION),
+            default=DEFAULT_BATCH_SIZE,
+            show_default=True,
+            help=help,
+        )(command)
+
+    return decorate
+
+
 @click.command()
 @click.option("--follow", is_flag=True, help="Keep tailing the ledger until SIGINT/SIGTERM.")
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, MAX_POSITION),
-    default=DEFAULT_BATCH_SIZE,
-    show_default=True,
-    help="Events per transaction.",
-)
+@batch_size_option("Events per transaction.")
 @seconds_option("--interval", 0.01, 1.0, "Seconds between polls when caught up (with --follow).")
 @click.option(
     "--skip-position",
@@ -100,13 +110,7 @@ def project(
 
 
 @click.command()
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, MAX_POSITION),
-    default=DEFAULT_BATCH_SIZE,
-    show_default=True,
-    help="Events replayed per transaction into the shadow tables.",
-)
+@batch_size_option("Events replayed per transaction into the shadow tables.")
 @db_option
 def rebuild(batch_size: int, db_url: str | None) -> None:
     """Replay all history into shadow tables and swap them in atomically."""
