@@ -22,6 +22,12 @@ from projections.schema import PROJECTION_NAME
 _PLUS_AS_SPACE = re.compile(r"(\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d(?::?\d\d)?)\Z")
 
 
+# How the API and the web view name the two in a query string, and the longest as_of text
+# they take (an ISO-8601 time is some 32 characters).
+QUERY_NAMES = ("as_of", "at_position")
+QUERY_AS_OF_MAX_LENGTH = 100
+
+
 def parse_as_of(
     as_of: str | None,
     at_position: int | None,

@@ -36,7 +36,7 @@ from ledger.outage import Outage
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
 from ledger.wire import LineBatch, append_lines, read_array, read_json, read_lines
-from projections.as_of import parse_as_of
+from projections.as_of import QUERY_AS_OF_MAX_LENGTH, QUERY_NAMES, parse_as_of
 from projections.queries import (
     RunFilter,
     find_run,
@@ -61,7 +61,6 @@ from service.metrics import LedgerCollector, collect_figures, scrape_url, status
 
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/x-jsonlines"})
 MAX_PAGE = 1000
-AS_OF_NAMES = ("as_of", "at_position")
 RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
 
 
@@ -361,12 +360,12 @@ def create_app(config: LedgerConfig) -> FastAPI:
             int | None,
             Query(ge=1, le=MAX_RUN_ID, description="Runs below this id (the next page's)"),
         ] = None,
-        as_of: Annotated[str | None, Query(max_length=100)] = None,
+        as_of: Annotated[str | None, Query(max_length=QUERY_AS_OF_MAX_LENGTH)] = None,
         at_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
     ) -> list[dict[str, Any]]:
         """The rows of ``ingestion_runs`` (``ledger runs list --format json``), live or as of
         a time or position; a ``Link: <…>; rel="next"`` header names the next page."""
-        moment = parse_as_of(as_of, at_position, AS_OF_NAMES)
+        moment = parse_as_of(as_of, at_position, QUERY_NAMES)
         run_filter = RunFilter(status, connector, source, limit + 1, before=cursor)
         if moment is None and at_position is None:
             view = find_runs(state.ledger, run_filter)
@@ -393,13 +392,13 @@ def create_app(config: LedgerConfig) -> FastAPI:
     def show_run(
         _caller: Annotated[Caller, read_scope],
         run_id: Annotated[int, run_id_path],
-        as_of: Annotated[str | None, Query(max_length=100)] = None,
+        as_of: Annotated[str | None, Query(max_length=QUERY_AS_OF_MAX_LENGTH)] = None,
         at_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
     ) -> dict[str, Any]:
         """The row ``ledger runs show --format json`` prints (``row``: null while the
         projection is behind, with a ``note``) and the ledger's own state of the run
         (``ledger``: version, state, start and last activity), live or as of a moment."""
-        moment = parse_as_of(as_of, at_position, AS_OF_NAMES)
+        moment = parse_as_of(as_of, at_position, QUERY_NAMES)
         if moment is None and at_position is None:
             view = find_run(state.ledger, run_id)
         else:

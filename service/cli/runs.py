@@ -120,12 +120,17 @@ def runs_list(
     )
 
 
+# The columns a run's table and the stuck runs' table both show, the same way.
+SOURCE_COLUMN = TableColumn("src", "source", "word")
+CONNECTOR_COLUMN = TableColumn("connector")
+STARTED_COLUMN = TableColumn("started", kind="time")
+
 RUN_COLUMNS = (
     TableColumn("id", kind="word"),
-    TableColumn("src", "source", "word"),
-    TableColumn("connector"),
+    SOURCE_COLUMN,
+    CONNECTOR_COLUMN,
     TableColumn("status", kind="word"),
-    TableColumn("started", kind="time"),
+    STARTED_COLUMN,
     TableColumn("completed", kind="time", wide_only=True),
     TableColumn("took", "duration", "duration"),
     TableColumn("f/c/u/s", "fetched/created/updated/skipped", "word"),
@@ -254,9 +259,9 @@ def print_stuck_table(stuck: list[StuckRun], title: str, wide: bool) -> None:
 
 STUCK_COLUMNS = (
     TableColumn("run", kind="word"),
-    TableColumn("src", "source", "word"),
-    TableColumn("connector"),
-    TableColumn("started", kind="time"),
+    SOURCE_COLUMN,
+    CONNECTOR_COLUMN,
+    STARTED_COLUMN,
     TableColumn("last seen", "last activity", "time"),
     TableColumn("silent", "silent for", "duration"),
     TableColumn("rule", kind="word"),

@@ -35,7 +35,12 @@ from ledger.events import MAX_RUN_ID, REASON_MAX, operator_actor
 from ledger.outage import Outage
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
-from projections.as_of import parse_as_of, resolve_position
+from projections.as_of import (
+    QUERY_AS_OF_MAX_LENGTH,
+    QUERY_NAMES,
+    parse_as_of,
+    resolve_position,
+)
 from projections.queries import RunFilter, find_run, find_runs, status_counts_by_day
 from projections.schema import RUN_STATUSES
 from service.api.problems import RETRY_AFTER_BUSY, busy_detail, expensive_slot, problem_for
@@ -215,8 +220,10 @@ def create_web_app(
     def moment_of(request: Request) -> Moment:
         as_of_text = request.query_params.get("as_of") or None
         position_text = request.query_params.get("at_position") or None
-        if as_of_text is not None and len(as_of_text) > 100:
-            raise LedgerErrorPage(400, "Invalid request", "as_of: at most 100 characters")
+        if as_of_text is not None and len(as_of_text) > QUERY_AS_OF_MAX_LENGTH:
+            raise LedgerErrorPage(
+                400, "Invalid request", f"as_of: at most {QUERY_AS_OF_MAX_LENGTH} characters"
+            )
         at_position = None
         if position_text is not None:
             # The length first: int() refuses more than 4,300 digits with a ValueError.
@@ -226,7 +233,7 @@ def create_web_app(
                     400, "Invalid request", f"at_position: {position_text!r} is not a position"
                 )
             at_position = int(position_text)
-        moment = parse_as_of(as_of_text, at_position, ("as_of", "at_position"))
+        moment = parse_as_of(as_of_text, at_position, QUERY_NAMES)
         if moment is None and at_position is None:
             return Moment()
         position = resolve_position(state.ledger, moment, at_position)
