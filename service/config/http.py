@@ -1,0 +1,103 @@
+"""``[api]`` (with its ``[[api.tokens]]``) and ``[web]``: the HTTP API and the web view."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from datetime import timedelta
+from typing import Annotated, Literal
+
+import pydantic
+from pydantic import Field, field_validator, model_validator
+
+from ledger.events import ConnectorName
+from service.config.fields import Duration, DurationOrZero, Strict, listen_address, secret_variable
+
+ApiScope = Literal["append", "read", "operate"]  # what a token may do: the one list
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class ApiToken(Strict):
+    """One bearer token: a name (logged and recorded instead of the token), its scopes, and
+    the token itself only as its sha256 or as the name of the environment variable holding it."""
+
+    name: ConnectorName
+    scopes: Annotated[list[ApiScope], Field(min_length=1)]
+    sha256: str | None = None
+    env: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256_HEX.fullmatch(value.lower()):
+            raise ValueError("the token's sha256 as 64 hexadecimal digits")
+        return None if value is None else value.lower()
+
+    @field_validator("env")
+    @classmethod
+    def _variable(cls, value: str | None) -> str | None:
+        return secret_variable(value, "LEDGER_API_TOKEN", "token", 16)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiToken:
+        if (self.sha256 is None) == (self.env is None):
+            raise ValueError("give exactly one of sha256 or env")
+        return self
+
+    def digest(self) -> str:
+        """The sha256 of the token, hex (read from the environment for ``env``)."""
+        if self.sha256 is not None:
+            return self.sha256
+        assert self.env is not None
+        token = os.environ.get(self.env, "")
+        return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class ApiConfig(Strict):
+    listen: Annotated[str, pydantic.AfterValidator(listen_address)] | None = None
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = DEFAULT_MAX_BODY_BYTES
+    # Seconds ``ledger api`` (and serve's API) waits for requests in flight at SIGTERM.
+    grace_period: Duration = timedelta(seconds=30)
+    # A request body that stalls this long between two reads is answered 408 (slow clients).
+    read_timeout: Duration = timedelta(seconds=30)
+    # Events in one POST /v1/events: one transaction holds the head lock while it appends.
+    max_events: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    # verify and as_of/at_position reads replay history: at most this many at once (429).
+    max_expensive: Annotated[int, Field(ge=1, le=64)] = 2
+    tokens: list[ApiToken] = Field(default_factory=list)
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_names(cls, value: list[ApiToken]) -> list[ApiToken]:
+        names = [token.name for token in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"token name {name!r} is used more than once")
+        return value
+
+
+class WebConfig(Strict):
+    """``[web]``: the read-only web view, served with the API (``/web/``)."""
+
+    enabled: bool = False
+    # Pages readable without a login: for an internal network only (failing a run still needs
+    # a login with an ``operate`` token).
+    public_read: bool = False
+    # How long a login lasts; the signed cookie carries its expiry.
+    session_lifetime: Duration = timedelta(hours=8)
+    # The environment variable holding the key that signs session cookies (32+ characters):
+    # without it a random key is drawn at start, so a restart logs everyone out and several
+    # processes behind one address do not share logins.
+    secret_env: str | None = None
+    # Cookies get Secure when the request came over https; true forces it (a TLS proxy in front).
+    secure_cookies: bool = False
+    # How often the web view verifies the ledger for its red banner ("0s": only when the
+    # Integrity page is opened).
+    verify_interval: DurationOrZero = timedelta(hours=1)
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        return secret_variable(value, "LEDGER_WEB_SECRET", "secret", 32)

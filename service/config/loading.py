@@ -1,0 +1,170 @@
+"""Reading a config file: TOML problems with their line, paths relative to the file, every
+validation problem named by its key; ``config check``'s missing inputs."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import tomllib
+from pathlib import Path
+
+import pydantic
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from ledger.errors import ConfigurationError
+from ledger.text import visible
+from ledger.urls import DATABASE_URL_ENV
+from service.config.model import LedgerConfig
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(file)"
+
+
+_TOML_OPENERS = ("[", "{", '"', "'")
+_TOML_SEARCH_BUDGET = 2_000_000  # characters re-parsed at most while looking for the opener
+
+
+def _where(loc: tuple[int | str, ...], url_from_environment: bool) -> str:
+    """The key a problem is at; a URL from the environment is named as such, not as the
+    file's ``database_url`` (which it replaced)."""
+    if url_from_environment and loc[:1] == ("database_url",):
+        return f"${DATABASE_URL_ENV} (in place of database_url)"
+    return _location(loc)
+
+
+def _toml_problem(text: str, error: tomllib.TOMLDecodeError) -> str:
+    """tomllib's message, naming the line where it only says "at end of document" (a string,
+    array or table opened and never closed): the line after the longest prefix that parses.
+
+    Only lines that can open such a thing are tried, from the end, within a budget of parsed
+    text, so a huge file costs a bounded time rather than a parse per line."""
+    message = str(error)
+    if "at end of document" not in message:
+        return message
+    lines = text.splitlines(keepends=True)
+    budget = _TOML_SEARCH_BUDGET
+    for opener in range(len(lines) - 1, -1, -1):
+        if not any(mark in lines[opener] for mark in _TOML_OPENERS):
+            continue
+        prefix = "".join(lines[:opener])
+        budget -= len(prefix)
+        if budget < 0:
+            break
+        try:
+            tomllib.loads(prefix)
+        except tomllib.TOMLDecodeError:
+            continue
+        return f"{message}; opened at line {opener + 1} and never closed"
+    return message
+
+
+def _beside(config: Path, path: str) -> str:
+    """A relative path in the config means relative to the config file."""
+    return path if Path(path).is_absolute() else str((config.resolve().parent / path).resolve())
+
+
+def _sqlite_beside(config: Path, url: str) -> str:
+    """A SQLite URL's relative file means relative to the config file, like every other path
+    in it; an absolute file, an in-memory database, a ``file:`` URI and other databases are
+    left as they are (a URL the validator refuses too: it names the problem)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return url
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return url
+    if database.startswith("file:") or "\0" in database or Path(database).is_absolute():
+        return url
+    return parsed.set(database=_beside(config, database)).render_as_string(hide_password=False)
+
+
+def missing_inputs(config: LedgerConfig) -> list[str]:
+    """What a scheduled connector would fail on at every run: a csv file that is not there.
+    (``serve`` does not refuse to start for it: the file may appear later.)"""
+    problems = []
+    for index, connector in enumerate(config.connectors):
+        if not connector.enabled or connector.type != "csv":
+            continue
+        where = f"connectors[{index}] ({connector.name!r}, source {connector.source_id})"
+        path = connector.options.get("path")
+        if not isinstance(path, str):
+            continue  # the connector's own check named it when the file was read
+        if Path(path).is_dir():
+            problems.append(f"{where}: options.path is a folder, not a file: {path}")
+        elif not Path(path).is_file():
+            problems.append(f"{where}: no file at options.path: {path}")
+    return problems
+
+
+def checked_config(path: str | os.PathLike[str]) -> LedgerConfig:
+    """:func:`load_config`, and every scheduled connector's input file there (what
+    ``ledger config check`` proves): a :class:`ConfigurationError` names each one missing."""
+    config = load_config(path)
+    missing = missing_inputs(config)
+    if missing:
+        problems = "\n  ".join(visible(problem) for problem in missing)
+        raise ConfigurationError(
+            f"{visible(str(path))}: a scheduled connector would fail\n  {problems}"
+        )
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
+    """Read and validate a config file; every problem names its key. ``$LEDGER_DATABASE_URL``
+    overrides ``database_url``."""
+    source = Path(path)
+    try:
+        raw = source.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"{source}: cannot read the config file ({exc.strerror})") from exc
+    body = raw.removeprefix(codecs.BOM_UTF8)  # as some editors write: harmless
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = len(raw) - len(body) + exc.start
+        line = raw[:offset].count(b"\n") + 1
+        raise ConfigurationError(
+            f"{source}: not valid UTF-8 (at line {line}, byte {offset})"
+        ) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{source}: not valid TOML ({_toml_problem(text, exc)})") from exc
+    from_environment = bool(os.environ.get(DATABASE_URL_ENV))
+    if from_environment:  # a URL from the environment is relative to the current folder
+        data["database_url"] = os.environ[DATABASE_URL_ENV]
+    elif isinstance(data.get("database_url"), str):
+        data["database_url"] = _sqlite_beside(source, data["database_url"])
+    # A relative csv path means relative to the config file, wherever serve is started from.
+    connectors = data.get("connectors")
+    for index, connector in enumerate(connectors if isinstance(connectors, list) else []):
+        options = connector.get("options") if isinstance(connector, dict) else None
+        if isinstance(options, dict) and isinstance(options.get("path"), str):
+            if "\0" in options["path"]:
+                raise ConfigurationError(
+                    f"{source}: invalid config\n  connectors[{index}].options.path: "
+                    "a path cannot contain a NUL character"
+                )
+            path = Path(options["path"])
+            if not path.is_absolute():
+                options["path"] = str((source.resolve().parent / path).resolve())
+    # The anchor file too; a path the validator refuses is left for it to name.
+    anchor = data.get("anchor")
+    anchor_path = anchor.get("path") if isinstance(anchor, dict) else None
+    if isinstance(anchor, dict) and isinstance(anchor_path, str) and anchor_path.strip():
+        anchor["path"] = anchor_path if "\0" in anchor_path else _beside(source, anchor_path)
+    try:
+        return LedgerConfig.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems = [
+            f"{_where(error['loc'], from_environment)}: "
+            f"{error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors(include_url=False)
+        ]
+        raise ConfigurationError(f"{source}: invalid config\n  " + "\n  ".join(problems)) from exc

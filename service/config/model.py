@@ -1,0 +1,117 @@
+"""``LedgerConfig``: the whole file, its sections, and the rules across them (one job per
+connector and source, a connector's thresholds over the globals)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from pydantic import Field, field_validator
+
+from ledger.database import create_ledger_engine
+from ledger.errors import ConfigurationError
+from ledger.store import Ledger
+from ledger.stuck import (
+    StuckRun,
+    Thresholds,
+    stuck_runs,
+    stuck_runs_as_of,
+)
+from ledger.urls import DEFAULT_DATABASE_URL
+from service.config.connectors import ConnectorConfig, ThresholdsConfig
+from service.config.fields import Strict
+from service.config.http import ApiConfig, WebConfig
+from service.config.serving import (
+    AnchorConfig,
+    ProjectorConfig,
+    ServeConfig,
+    SpoolConfig,
+    SweeperConfig,
+)
+
+
+class LedgerConfig(Strict):
+    database_url: str = DEFAULT_DATABASE_URL
+    thresholds: ThresholdsConfig = ThresholdsConfig()
+    sweeper: SweeperConfig = SweeperConfig()
+    projector: ProjectorConfig = ProjectorConfig()
+    spool: SpoolConfig = SpoolConfig()
+    serve: ServeConfig = ServeConfig()
+    anchor: AnchorConfig | None = None  # no [anchor] section: no anchor is written
+    api: ApiConfig = ApiConfig()  # no [api] listen: serve runs no API
+    web: WebConfig = WebConfig()  # mounted at /web/ of the API when enabled
+    connectors: list[ConnectorConfig] = Field(default_factory=list)
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_url(cls, value: str) -> str:
+        try:  # an engine connects lazily: this checks the URL, not the server
+            create_ledger_engine(value).dispose()
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("connectors")
+    @classmethod
+    def _unique_jobs(cls, value: list[ConnectorConfig]) -> list[ConnectorConfig]:
+        seen: set[tuple[str, int]] = set()
+        for connector in value:
+            key = (connector.name, connector.source_id)
+            if key in seen:
+                raise ValueError(
+                    f"connector {connector.name!r} with source_id "
+                    f"{connector.source_id} is configured twice"
+                )
+            seen.add(key)
+        return value
+
+    def runs_at_start(self, connector: ConnectorConfig) -> bool:
+        """Whether ``connector`` runs once as serve starts, besides its schedule."""
+        if connector.schedule.run_at_start is not None:
+            return connector.schedule.run_at_start
+        return self.serve.run_at_start and connector.schedule.interval is not None
+
+    def stuck_runs(
+        self,
+        ledger: Ledger,
+        position: int | None = None,
+        at: datetime | None = None,
+        *,
+        stale_after: timedelta | None = None,
+        max_runtime: timedelta | None = None,
+    ) -> list[StuckRun]:
+        """The runs stuck by this config's thresholds (a connector's own over the globals):
+        now, or as the ledger stood at ``position`` (judged at ``at``, by default when that
+        position was recorded). A ``stale_after`` or ``max_runtime`` given replaces that
+        threshold for every run, each connector's own included; the other stays as
+        configured."""
+        given: dict[str, timedelta] = {}
+        if stale_after is not None:
+            given["stale_after"] = stale_after
+        if max_runtime is not None:
+            given["max_runtime"] = max_runtime
+        thresholds = replace(self.thresholds.to_thresholds(), **given)
+        overrides = {key: replace(value, **given) for key, value in self.overrides().items()}
+        if position is not None:
+            return stuck_runs_as_of(
+                ledger,
+                position,
+                at,
+                older_than=thresholds.stale_after,
+                max_runtime=thresholds.max_runtime,
+                overrides=overrides,
+            )
+        return stuck_runs(
+            ledger,
+            older_than=thresholds.stale_after,
+            max_runtime=thresholds.max_runtime,
+            overrides=overrides,
+        )
+
+    def overrides(self) -> dict[str | tuple[str, int], Thresholds]:
+        """Per-connector thresholds by (connector name, source id), merged over the globals."""
+        return {
+            (c.name, c.source_id): c.thresholds.over(self.thresholds)
+            for c in self.connectors
+            if c.thresholds
+        }
