@@ -1,0 +1,149 @@
+"""``/v1/runs``: runs live or as of a moment, one run's detail and timeline, failing a run."""
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from forensics.audit import audit_run
+from ledger import fail_run
+from ledger.events import MAX_RUN_ID, operator_actor
+from ledger.schema import MAX_POSITION
+from ledger.wire import read_json
+from projections.as_of import QUERY_AS_OF_MAX_LENGTH, QUERY_NAMES, parse_as_of
+from projections.queries import (
+    RunFilter,
+    find_run,
+    find_runs,
+    jsonable_row,
+    not_started_message,
+)
+from service.api.access import Scopes
+from service.api.auth import Caller
+from service.api.openapi import problem_responses
+from service.api.problems import (
+    ApiProblem,
+)
+from service.api.shapes import FailRequest, FailResult, IngestionRun, RunDetail, RunStatus
+from service.api.state import ApiState
+
+MAX_PAGE = 1000
+
+
+def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
+    """``/v1/runs``: the list, one run, its timeline, failing it."""
+    read_scope, operate_scope = scopes.read, scopes.operate
+
+    @app.get(
+        "/v1/runs",
+        summary="List runs, newest first",
+        response_model=list[IngestionRun],
+        responses=problem_responses(400, 429),
+    )
+    def list_runs(
+        request: Request,
+        response: Response,
+        _caller: Annotated[Caller, read_scope],
+        status: RunStatus | None = None,
+        connector: Annotated[str | None, Query(max_length=1000)] = None,
+        source: Annotated[int | None, Query(ge=0, le=MAX_RUN_ID)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        cursor: Annotated[
+            int | None,
+            Query(ge=1, le=MAX_RUN_ID, description="Runs below this id (the next page's)"),
+        ] = None,
+        as_of: Annotated[str | None, Query(max_length=QUERY_AS_OF_MAX_LENGTH)] = None,
+        at_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
+    ) -> list[dict[str, Any]]:
+        """The rows of ``ingestion_runs`` (``ledger runs list --format json``), live or as of
+        a time or position; a ``Link: <…>; rel="next"`` header names the next page."""
+        moment = parse_as_of(as_of, at_position, QUERY_NAMES)
+        run_filter = RunFilter(status, connector, source, limit + 1, before=cursor)
+        if moment is None and at_position is None:
+            view = find_runs(state.ledger, run_filter)
+        else:
+            with state.expensive("a list as_of or at_position"):
+                view = find_runs(state.ledger, run_filter, moment, at_position)
+        rows = view.rows[:limit]
+        if len(view.rows) > limit:
+            pinned = {} if view.position is None else {"at_position": view.position}
+            following = request.url.remove_query_params("as_of").include_query_params(
+                cursor=rows[-1]["id"], **pinned
+            )
+            response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+        return [jsonable_row(row) for row in rows]
+
+    run_id_path = Path(ge=1, le=MAX_RUN_ID)
+
+    @app.get(
+        "/v1/runs/{run_id}",
+        summary="One run: its ingestion_runs row and its write-side state",
+        response_model=RunDetail,
+        responses=problem_responses(400, 404, 429),
+    )
+    def show_run(
+        _caller: Annotated[Caller, read_scope],
+        run_id: Annotated[int, run_id_path],
+        as_of: Annotated[str | None, Query(max_length=QUERY_AS_OF_MAX_LENGTH)] = None,
+        at_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
+    ) -> dict[str, Any]:
+        """The row ``ledger runs show --format json`` prints (``row``: null while the
+        projection is behind, with a ``note``) and the ledger's own state of the run
+        (``ledger``: version, state, start and last activity), live or as of a moment."""
+        moment = parse_as_of(as_of, at_position, QUERY_NAMES)
+        if moment is None and at_position is None:
+            view = find_run(state.ledger, run_id)
+        else:
+            with state.expensive("a run as_of or at_position"):
+                view = find_run(state.ledger, run_id, moment, at_position)
+        if view.state is None and view.position is not None:
+            raise ApiProblem(
+                404,
+                "not-started-yet",
+                "Run not started yet",
+                not_started_message(run_id, view.position),
+                run_id=run_id,
+            )
+        return view.to_dict(run_id)
+
+    @app.get(
+        "/v1/runs/{run_id}/events",
+        summary="A run's audit timeline",
+        responses=problem_responses(400, 404),
+    )
+    def run_events(
+        _caller: Annotated[Caller, read_scope], run_id: Annotated[int, run_id_path]
+    ) -> list[dict[str, Any]]:
+        """Every event of the run with the status after it and its hash check (``ledger
+        audit --format json``)."""
+        return [entry.to_dict() for entry in audit_run(state.ledger, run_id)]
+
+    @app.post(
+        "/v1/runs/{run_id}/fail",
+        summary="Declare an open run failed",
+        response_model=FailResult,
+        responses=problem_responses(400, 404, 408, 409, 413, 415),
+    )
+    def fail(
+        caller: Annotated[Caller, operate_scope],
+        _wire_rules: Annotated[None, Depends(wire_json)],
+        run_id: Annotated[int, run_id_path],
+        request: FailRequest,
+    ) -> dict[str, Any]:
+        """Appends RunTimedOut with ``detected_by=operator:TOKEN-NAME`` (``ledger runs
+        fail``); a closed run is refused (409)."""
+        actor = operator_actor(caller.name)  # as the CLI records --actor
+        position = fail_run(state.ledger, run_id, request.reason, actor)
+        return {"run_id": run_id, "position": position, "actor": actor, "reason": request.reason}
+
+
+async def wire_json(request: Request) -> None:
+    """A JSON body (415 for another media type) held to the rules of ``POST /v1/events``
+    (:func:`ledger.wire.read_json`): FastAPI's own parse keeps the last of a key given twice
+    and takes ``NaN``."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise ApiProblem(
+            415, "unsupported-media-type", "Unsupported media type", "send JSON (application/json)"
+        )
+    await run_in_threadpool(read_json, await request.body())
