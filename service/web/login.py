@@ -1,0 +1,123 @@
+"""The style sheet, the root, and logging in and out with an API token."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Annotated
+
+from fastapi import FastAPI, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.exceptions import HTTPException
+
+from service.web.pages import Pages
+from service.web.security import same_origin
+from service.web.sessions import LOGIN_COOKIE, SESSION_COOKIE, Viewer, safe_next
+from service.web.state import (
+    ROOT,
+    STATIC,
+    Forbidden,
+    WebState,
+    log,
+)
+
+
+def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
+    """``/static``, ``/``, ``/login``, ``/logout``."""
+    viewer_of, render = (
+        pages.viewer_of,
+        pages.render,
+    )
+
+    @app.get("/static/{name}")
+    def static(name: str) -> Response:
+        if name not in STATIC:
+            raise HTTPException(404, "no such file")
+        body = files("service.web").joinpath("static", name).read_bytes()
+        return Response(
+            body, media_type=STATIC[name], headers={"cache-control": "public, max-age=3600"}
+        )
+
+    @app.get("/")
+    def home() -> Response:
+        return RedirectResponse(ROOT + "/runs", status_code=303)
+
+    def cookie_secure(request: Request) -> bool:
+        return state.config.web.secure_cookies or request.url.scheme == "https"
+
+    def login_form(
+        request: Request, viewer: Viewer | None, target: str, failed: bool
+    ) -> HTMLResponse:
+        """The login page with a fresh nonce in its own cookie (the form's CSRF token is bound
+        to it); 401 after a refused token."""
+        nonce = state.sessions.login_nonce()
+        response = render(
+            request,
+            "login.html",
+            viewer=viewer,
+            page="login",
+            next=target,
+            login_csrf=state.sessions.csrf_token(nonce),
+            failed=failed,
+            status_code=401 if failed else 200,
+        )
+        response.set_cookie(
+            LOGIN_COOKIE,
+            nonce,
+            max_age=1800,
+            path=ROOT,
+            httponly=True,
+            samesite="strict",
+            secure=cookie_secure(request),
+        )
+        return response
+
+    @app.get("/login")
+    def login_page(request: Request, next: str | None = None) -> Response:
+        return login_form(request, viewer_of(request), safe_next(next, ROOT), failed=False)
+
+    @app.post("/login")
+    def login(
+        request: Request,
+        token: Annotated[str, Form(max_length=1000)] = "",
+        csrf: Annotated[str, Form(max_length=200)] = "",
+        next: Annotated[str, Form(max_length=2000)] = "",
+    ) -> Response:
+        nonce = request.cookies.get(LOGIN_COOKIE)
+        if (
+            not same_origin(request)
+            or not state.sessions.login_nonce_ok(nonce)
+            or not state.sessions.csrf_ok(nonce, csrf)
+        ):
+            raise Forbidden("the login form expired or did not come from this site: reload it")
+        found = state.sessions.login(token.strip())
+        target = safe_next(next, ROOT)
+        if found is None:
+            log.warning("web login refused (unknown token)")
+            return login_form(request, None, target, failed=True)
+        viewer, cookie = found
+        log.info("web login: %s", viewer.name)
+        redirect = RedirectResponse(target, status_code=303)
+        redirect.set_cookie(
+            SESSION_COOKIE,
+            cookie,
+            max_age=state.sessions.lifetime,
+            path=ROOT,
+            httponly=True,
+            samesite="strict",
+            secure=cookie_secure(request),
+        )
+        redirect.delete_cookie(LOGIN_COOKIE, path=ROOT)
+        return redirect
+
+    @app.post("/logout")
+    def logout(request: Request, csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
+        viewer = viewer_of(request)
+        if viewer is not None and not (
+            same_origin(request) and state.sessions.csrf_ok(viewer.nonce, csrf)
+        ):
+            raise Forbidden("the form's CSRF token is missing or wrong: reload the page")
+        if viewer is not None:
+            state.sessions.revoke(viewer)
+        response = RedirectResponse(ROOT + "/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path=ROOT)
+        return response

@@ -1,0 +1,170 @@
+"""``Pages``: the helpers every page uses (the viewer and their scopes, the as-of moment,
+links, rendering, error pages)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment
+
+from ledger.clock import utcnow
+from ledger.events import REASON_MAX
+from ledger.schema import MAX_POSITION
+from ledger.text import visible
+from projections.as_of import (
+    QUERY_AS_OF_MAX_LENGTH,
+    QUERY_NAMES,
+    parse_as_of,
+    resolve_position,
+)
+from service.web.security import same_origin
+from service.web.sessions import SESSION_COOKIE, Viewer
+from service.web.state import (
+    ROOT,
+    Forbidden,
+    LedgerErrorPage,
+    LoginRequired,
+    Moment,
+    WebState,
+)
+
+
+class Pages:
+    """What the pages of one web app do alike: who reads or posts, the moment a page stands at,
+    links that keep it, rendering a template, an error page."""
+
+    def __init__(self, state: WebState, templates: Environment) -> None:
+        self.state = state
+        self.templates = templates
+        self.public_read = state.config.web.public_read
+
+    def viewer_of(self, request: Request) -> Viewer | None:
+        """The logged-in viewer (None: nobody), named in the request's log line. A query
+        parameter given twice is refused, as the API refuses it: which one a page used would
+        be a guess."""
+        params = request.query_params
+        repeated = sorted({key for key in params if len(params.getlist(key)) > 1})
+        if repeated:
+            raise LedgerErrorPage(
+                400,
+                "Invalid request",
+                f"each query parameter may be given once: {visible(', '.join(repeated))}",
+            )
+        return self.session_viewer(request)
+
+    def session_viewer(self, request: Request) -> Viewer | None:
+        viewer = self.state.sessions.viewer(request.cookies.get(SESSION_COOKIE))
+        if viewer is not None:
+            request.scope.setdefault("ledger_caller", viewer.name)
+        return viewer
+
+    def reader(self, request: Request) -> Viewer | None:
+        """Who reads: a logged-in viewer with the read scope, or anyone when public_read."""
+        viewer = self.viewer_of(request)
+        if viewer is not None and "read" in viewer.scopes:
+            return viewer
+        if self.public_read:
+            return viewer
+        if viewer is None:
+            raise LoginRequired
+        raise Forbidden(f"token {viewer.name!r} lacks the 'read' scope")
+
+    def moment_of(self, request: Request) -> Moment:
+        as_of_text = request.query_params.get("as_of") or None
+        position_text = request.query_params.get("at_position") or None
+        if as_of_text is not None and len(as_of_text) > QUERY_AS_OF_MAX_LENGTH:
+            raise LedgerErrorPage(
+                400, "Invalid request", f"as_of: at most {QUERY_AS_OF_MAX_LENGTH} characters"
+            )
+        at_position = None
+        if position_text is not None:
+            # The length first: int() refuses more than 4,300 digits with a ValueError.
+            too_long = len(position_text) > len(str(MAX_POSITION))
+            if too_long or not decimal_text(position_text) or int(position_text) > MAX_POSITION:
+                raise LedgerErrorPage(
+                    400, "Invalid request", f"at_position: {position_text!r} is not a position"
+                )
+            at_position = int(position_text)
+        moment = parse_as_of(as_of_text, at_position, QUERY_NAMES)
+        if moment is None and at_position is None:
+            return Moment()
+        position = resolve_position(self.state.ledger, moment, at_position)
+        # A position past the head is the head: links name the position shown, so that a
+        # download or the next page shows the same moment after more appends.
+        params = {"as_of": as_of_text} if as_of_text else {"at_position": str(position)}
+        return Moment(position, moment, params)
+
+    def moment_time(self, moment: Moment) -> datetime | None:
+        """When a pinned page stands: its as-of time, or (a position alone) when the event at
+        that position was recorded; None for a live page."""
+        if moment.live or moment.as_of is not None:
+            return moment.as_of
+        assert moment.position is not None
+        return self.state.ledger.recorded_at(moment.position)
+
+    def link(self, path: str, moment: Moment | None = None, **params: Any) -> str:
+        query = {k: str(v) for k, v in params.items() if v is not None and v != ""}
+        if moment is not None:
+            query = {**moment.params, **query}
+        return ROOT + path + ("?" + urlencode(query) if query else "")
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        *,
+        viewer: Viewer | None,
+        moment: Moment | None = None,
+        status_code: int = 200,
+        page: str = "",
+        **context: Any,
+    ) -> HTMLResponse:
+        moment = moment or Moment()
+        html = self.templates.get_template(template).render(
+            root=ROOT,
+            page=page,
+            viewer=viewer,
+            public_read=self.public_read,
+            csrf=None if viewer is None else self.state.sessions.csrf_token(viewer.nonce),
+            moment=moment,
+            link=lambda path, **p: self.link(path, moment, **p),
+            plain_link=self.link,
+            verify=self.state.verify.last,
+            reason_max=REASON_MAX,
+            now=utcnow(),
+            **context,
+        )
+        return HTMLResponse(html, status_code=status_code)
+
+    def operator(self, request: Request, csrf: str) -> Viewer:
+        """The viewer posting a form: logged in (public_read is not enough), with a valid CSRF
+        token, from this origin, holding the operate scope."""
+        viewer = self.viewer_of(request)
+        if viewer is None:
+            raise LoginRequired
+        if not same_origin(request) or not self.state.sessions.csrf_ok(viewer.nonce, csrf):
+            raise Forbidden("the form's CSRF token is missing or wrong: reload the page")
+        if "operate" not in viewer.scopes:
+            raise Forbidden(f"token {viewer.name!r} lacks the 'operate' scope")
+        return viewer
+
+    def error_page(self, request: Request, status: int, title: str, detail: str) -> HTMLResponse:
+        viewer = self.session_viewer(request)
+        return self.render(
+            request,
+            "error.html",
+            viewer=viewer,
+            status_code=status,
+            status=status,
+            title=title,
+            detail=detail,
+        )
+
+
+def decimal_text(text: str) -> bool:
+    """ASCII digits only: "²".isdigit() is true, and int() refuses it (a 500 once)."""
+    return text.isascii() and text.isdigit()

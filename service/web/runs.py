@@ -1,0 +1,201 @@
+"""The runs pages: the list (with its per-day chart), one run, the stuck runs, failing a run."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import FastAPI, Form, Path, Query, Request, Response
+from fastapi.responses import RedirectResponse
+
+from forensics.audit import audit_run
+from ledger import UnknownRunError, fail_run
+from ledger.clock import utcnow
+from ledger.events import MAX_RUN_ID, REASON_MAX, operator_actor
+from projections.queries import RunFilter, find_run, find_runs, status_counts_by_day
+from projections.schema import RUN_STATUSES
+from service.web import views
+from service.web.pages import Pages, decimal_text
+from service.web.state import (
+    COUNTS_TTL,
+    DAYS_SHOWN,
+    NOTICES,
+    PAGE_SIZE,
+    LedgerErrorPage,
+    WebState,
+    log,
+)
+
+
+def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
+    """``/runs``, ``/runs/days.svg``, ``/runs/{id}``, ``/stuck``, ``/runs/{id}/fail``."""
+    reader, moment_of, moment_time, link, render, operator = (
+        pages.reader,
+        pages.moment_of,
+        pages.moment_time,
+        pages.link,
+        pages.render,
+        pages.operator,
+    )
+
+    def day_counts() -> dict[str, dict[str, int]]:
+        cached = state.counts.get("days")
+        now = utcnow()
+        if cached is not None and now - cached[0] < COUNTS_TTL:
+            return cached[1]
+        since = (now - timedelta(days=DAYS_SHOWN - 1)).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        counts = status_counts_by_day(state.ledger, since)
+        days = [(since + timedelta(days=d)).date().isoformat() for d in range(DAYS_SHOWN)]
+        filled = {day: counts.get(day, dict.fromkeys(RUN_STATUSES, 0)) for day in days}
+        state.counts["days"] = (now, filled)
+        return filled
+
+    @app.get("/runs")
+    def runs_page(
+        request: Request,
+        status: Annotated[str | None, Query(max_length=20)] = None,
+        connector: Annotated[str | None, Query(max_length=100)] = None,
+        source: Annotated[str | None, Query(max_length=12)] = None,
+        before: Annotated[int | None, Query(ge=1, le=MAX_RUN_ID)] = None,
+    ) -> Response:
+        viewer = reader(request)
+        moment = moment_of(request)
+        status = status or None
+        connector = connector or None
+        if status is not None and status not in RUN_STATUSES:
+            raise LedgerErrorPage(400, "Invalid request", f"status: {status!r} is not a status")
+        source_id = None
+        if source:
+            if not decimal_text(source) or int(source) > MAX_RUN_ID:
+                raise LedgerErrorPage(400, "Invalid request", f"source: {source!r} is not an id")
+            source_id = int(source)
+        run_filter = RunFilter(status, connector, source_id, PAGE_SIZE + 1, before=before)
+        with state.expensive("the runs as of a past moment", needed=not moment.live):
+            view = find_runs(state.ledger, run_filter, None, moment.position)
+        rows = view.rows[:PAGE_SIZE]
+        following = None
+        if len(view.rows) > PAGE_SIZE:
+            pinned = {} if moment.live else {"at_position": moment.position}
+            following = link(
+                "/runs",
+                None,
+                status=status,
+                connector=connector,
+                source=source,
+                before=rows[-1]["id"],
+                **pinned,
+            )
+        stuck: dict[int, str] = {}
+        if moment.live:
+            stuck = {run.run_id: run.rule for run in state.config.stuck_runs(state.ledger)}
+        return render(
+            request,
+            "runs.html",
+            viewer=viewer,
+            moment=moment,
+            page="runs",
+            rows=rows,
+            stuck=stuck,
+            following=following,
+            first_page=before is not None,
+            filters={"status": status or "", "connector": connector or "", "source": source or ""},
+            statuses=RUN_STATUSES,
+        )
+
+    @app.get("/runs/days.svg")
+    def days_chart(request: Request) -> Response:
+        """The per-day status bars, a separate image so the runs page never waits for them
+        (the count scans a fortnight of rows; cached for a minute)."""
+        reader(request)
+        svg = pages.templates.get_template("days.svg").render(
+            chart=views.day_chart(day_counts()), colours=views.COLOURS
+        )
+        return Response(svg, media_type="image/svg+xml")
+
+    @app.get("/runs/{run_id}")
+    def run_page(
+        request: Request,
+        run_id: Annotated[int, Path(ge=1, le=MAX_RUN_ID)],
+        notice: Annotated[str | None, Query(max_length=20)] = None,
+    ) -> Response:
+        viewer = reader(request)
+        moment = moment_of(request)
+        timeline = audit_run(state.ledger, run_id)
+        shown = [e for e in timeline if moment.live or e.event.position <= (moment.position or 0)]
+        try:
+            with state.expensive("a run as of a past moment", needed=not moment.live):
+                run_view = find_run(state.ledger, run_id, None, moment.position)
+            row, transitions = run_view.row, run_view.transitions
+        except UnknownRunError:
+            row, transitions = None, []
+        stuck = None
+        if moment.live and row is not None and row["status"] == "running":
+            stuck = next(
+                (r for r in state.config.stuck_runs(state.ledger) if r.run_id == run_id),
+                None,
+            )
+        return render(
+            request,
+            "run.html",
+            viewer=viewer,
+            moment=moment,
+            page="runs",
+            run_id=run_id,
+            timeline=shown,
+            hidden=len(timeline) - len(shown),
+            row=row,
+            transitions=transitions,
+            stuck=stuck,
+            notice=NOTICES.get(notice or ""),
+        )
+
+    @app.get("/stuck")
+    def stuck_page(request: Request) -> Response:
+        viewer = reader(request)
+        moment = moment_of(request)
+        thresholds = state.config.thresholds.to_thresholds()
+        judged_at = moment_time(moment)
+        with state.expensive("the stuck runs as of a past moment", needed=not moment.live):
+            found = state.config.stuck_runs(state.ledger, moment.position, judged_at)
+        return render(
+            request,
+            "stuck.html",
+            viewer=viewer,
+            moment=moment,
+            page="stuck",
+            runs=found,
+            judged_at=judged_at,  # "silent for" counts to it (None: now)
+            thresholds=thresholds,
+            overrides=state.config.overrides(),
+        )
+
+    @app.post("/runs/{run_id}/fail")
+    def fail(
+        request: Request,
+        run_id: Annotated[int, Path(ge=1, le=MAX_RUN_ID)],
+        reason: Annotated[str, Form(max_length=REASON_MAX)] = "",
+        csrf: Annotated[str, Form(max_length=200)] = "",
+        confirm: Annotated[str, Form(max_length=10)] = "",
+    ) -> Response:
+        viewer = operator(request, csrf)
+        reason = reason.strip()
+        if not reason:
+            raise LedgerErrorPage(400, "Invalid request", "give a reason for failing the run")
+        if confirm != "yes":
+            row = find_run(state.ledger, run_id).row
+            return render(
+                request,
+                "confirm.html",
+                viewer=viewer,
+                page="stuck",
+                run_id=run_id,
+                reason=reason,
+                row=row,
+                actor=operator_actor(viewer.name),
+            )
+        actor = operator_actor(viewer.name)  # as the CLI records --actor
+        position = fail_run(state.ledger, run_id, reason, actor)
+        log.warning("web: run %d failed by %s at position %d", run_id, actor, position)
+        return RedirectResponse(link(f"/runs/{run_id}", notice="failed"), status_code=303)

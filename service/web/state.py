@@ -1,0 +1,96 @@
+"""What every page of one web app shares: its root and sizes, ``WebState``, the moment a
+page stands at, and the refusals a page raises (shown as error pages)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ledger import Ledger
+from ledger.outage import Outage
+from service.api.problems import RETRY_AFTER_BUSY, busy_detail, expensive_slot
+from service.config import LedgerConfig
+from service.web.integrity import VerifyCache
+from service.web.sessions import Sessions
+
+log = logging.getLogger("ledger.web")
+
+ROOT = "/web"
+PAGE_SIZE = 50
+DAYS_SHOWN = 14
+COUNTS_TTL = timedelta(seconds=60)
+STATIC = {"style.css": "text/css; charset=utf-8"}
+NOTICES = {"failed": "The run was failed: its timeline shows the RunTimedOut you appended."}
+
+
+@dataclass
+class WebState:
+    config: LedgerConfig
+    ledger: Ledger
+    sessions: Sessions
+    verify: VerifyCache
+    # The process's slots for requests that read the whole history (the API's, when mounted in
+    # it): a page that replays or verifies takes one, or says "busy" when all are taken.
+    expensive_slots: threading.BoundedSemaphore
+    outage: Outage  # the API's, when mounted in it
+    counts: dict[str, tuple[datetime, dict[str, dict[str, int]]]] = field(default_factory=dict)
+
+    @contextmanager
+    def expensive(self, what: str, needed: bool = True) -> Iterator[None]:
+        """A slot for a page that reads the whole history (Proof, Integrity, any page as of a
+        past moment): a 429 page with Retry-After when all ``[api] max_expensive`` are taken,
+        rather than a queue of full scans that would hold every worker thread."""
+        if not needed:
+            yield
+            return
+        busy = LedgerErrorPage(
+            429,
+            "Busy",
+            busy_detail(what, self.config.api.max_expensive),
+            headers={"Retry-After": str(RETRY_AFTER_BUSY)},
+        )
+        with expensive_slot(self.expensive_slots, lambda: busy):
+            yield
+
+    def close(self) -> None:
+        self.verify.stop()
+
+
+class LoginRequired(Exception):
+    pass
+
+
+class Forbidden(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Moment:
+    """The as-of of a request: nothing (live), or the position the page is pinned to."""
+
+    position: int | None = None
+    as_of: datetime | None = None
+    params: Mapping[str, str] = field(default_factory=dict)  # to carry along in links
+
+    @property
+    def live(self) -> bool:
+        return self.position is None
+
+
+class LedgerErrorPage(Exception):
+    """A page's own refusal of its input (or of the moment: busy), shown as an error page."""
+
+    def __init__(
+        self, status: int, title: str, detail: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.headers = dict(headers or {})
