@@ -10,9 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger.text import visible
 from service.api.auth import TOKEN_PARAMETERS, Caller, bearer_token
-from service.api.problems import (
-    ApiProblem,
-)
+from service.api.problems import ApiProblem
 from service.api.state import ApiState
 from service.config import ApiScope
 

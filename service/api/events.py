@@ -13,9 +13,7 @@ from ledger.wire import LineBatch, append_lines, read_array, read_lines
 from service.api.access import Scopes
 from service.api.auth import Caller
 from service.api.openapi import events_body, problem_responses
-from service.api.problems import (
-    ApiProblem,
-)
+from service.api.problems import ApiProblem
 from service.api.shapes import AppendSummary
 from service.api.state import ApiState
 

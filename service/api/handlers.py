@@ -6,11 +6,7 @@ from starlette.exceptions import HTTPException
 
 from ledger import LedgerError
 from ledger.text import visible
-from service.api.problems import (
-    PROBLEM_JSON,
-    ApiProblem,
-    problem_for,
-)
+from service.api.problems import PROBLEM_JSON, ApiProblem, problem_for
 
 
 def _problem_response(problem: ApiProblem) -> Response:

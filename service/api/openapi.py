@@ -11,10 +11,7 @@ from ledger.events import event_adapter
 from service.api.access import Scopes
 from service.api.auth import Caller
 from service.api.docs import ASSETS_PATH, asset, docs_page
-from service.api.problems import (
-    PROBLEM_JSON,
-    ApiProblem,
-)
+from service.api.problems import PROBLEM_JSON, ApiProblem
 from service.api.shapes import Problem
 
 _TITLES = {

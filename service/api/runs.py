@@ -11,19 +11,11 @@ from ledger.events import MAX_RUN_ID, operator_actor
 from ledger.schema import MAX_POSITION
 from ledger.wire import read_json
 from projections.as_of import QUERY_AS_OF_MAX_LENGTH, QUERY_NAMES, parse_as_of
-from projections.queries import (
-    RunFilter,
-    find_run,
-    find_runs,
-    jsonable_row,
-    not_started_message,
-)
+from projections.queries import RunFilter, find_run, find_runs, jsonable_row, not_started_message
 from service.api.access import Scopes
 from service.api.auth import Caller
 from service.api.openapi import problem_responses
-from service.api.problems import (
-    ApiProblem,
-)
+from service.api.problems import ApiProblem
 from service.api.shapes import FailRequest, FailResult, IngestionRun, RunDetail, RunStatus
 from service.api.state import ApiState
 

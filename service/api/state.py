@@ -11,12 +11,7 @@ from connectors import Spool
 from ledger import Ledger
 from ledger.outage import Outage
 from service.api.auth import Tokens
-from service.api.problems import (
-    RETRY_AFTER_BUSY,
-    ApiProblem,
-    busy_detail,
-    expensive_slot,
-)
+from service.api.problems import RETRY_AFTER_BUSY, ApiProblem, busy_detail, expensive_slot
 from service.config import LedgerConfig
 
 

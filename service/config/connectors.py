@@ -10,10 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from connectors.registry import CONNECTOR_TYPES, build_connector, unknown_options_message
 from ledger.errors import ConfigurationError
 from ledger.events import ConnectorName, SourceId
-from ledger.stuck import (
-    DEFAULT_STALE_AFTER,
-    Thresholds,
-)
+from ledger.stuck import DEFAULT_STALE_AFTER, Thresholds
 from service.config.fields import Duration, Strict
 
 

@@ -11,12 +11,7 @@ from pydantic import Field, field_validator
 from ledger.database import create_ledger_engine
 from ledger.errors import ConfigurationError
 from ledger.store import Ledger
-from ledger.stuck import (
-    StuckRun,
-    Thresholds,
-    stuck_runs,
-    stuck_runs_as_of,
-)
+from ledger.stuck import StuckRun, Thresholds, stuck_runs, stuck_runs_as_of
 from ledger.urls import DEFAULT_DATABASE_URL
 from service.config.connectors import ConnectorConfig, ThresholdsConfig
 from service.config.fields import Strict

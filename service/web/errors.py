@@ -11,21 +11,12 @@ from ledger import LedgerError
 from ledger.text import visible
 from service.api.problems import problem_for
 from service.web.pages import Pages
-from service.web.state import (
-    ROOT,
-    Forbidden,
-    LedgerErrorPage,
-    LoginRequired,
-    WebState,
-)
+from service.web.state import ROOT, Forbidden, LedgerErrorPage, LoginRequired, WebState
 
 
 def add_error_handlers(app: FastAPI, state: WebState, pages: Pages) -> None:
     """The exception handlers: each refusal and library error as its page."""
-    link, error_page = (
-        pages.link,
-        pages.error_page,
-    )
+    link, error_page = pages.link, pages.error_page
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: LoginRequired) -> Response:

@@ -12,21 +12,12 @@ from starlette.exceptions import HTTPException
 from service.web.pages import Pages
 from service.web.security import same_origin
 from service.web.sessions import LOGIN_COOKIE, SESSION_COOKIE, Viewer, safe_next
-from service.web.state import (
-    ROOT,
-    STATIC,
-    Forbidden,
-    WebState,
-    log,
-)
+from service.web.state import ROOT, STATIC, Forbidden, WebState, log
 
 
 def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
     """``/static``, ``/``, ``/login``, ``/logout``."""
-    viewer_of, render = (
-        pages.viewer_of,
-        pages.render,
-    )
+    viewer_of, render = pages.viewer_of, pages.render
 
     @app.get("/static/{name}")
     def static(name: str) -> Response:

@@ -15,22 +15,10 @@ from ledger.clock import utcnow
 from ledger.events import REASON_MAX
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
-from projections.as_of import (
-    QUERY_AS_OF_MAX_LENGTH,
-    QUERY_NAMES,
-    parse_as_of,
-    resolve_position,
-)
+from projections.as_of import QUERY_AS_OF_MAX_LENGTH, QUERY_NAMES, parse_as_of, resolve_position
 from service.web.security import same_origin
 from service.web.sessions import SESSION_COOKIE, Viewer
-from service.web.state import (
-    ROOT,
-    Forbidden,
-    LedgerErrorPage,
-    LoginRequired,
-    Moment,
-    WebState,
-)
+from service.web.state import ROOT, Forbidden, LedgerErrorPage, LoginRequired, Moment, WebState
 
 
 class Pages:

@@ -12,19 +12,12 @@ from forensics.report import build_report, render_text
 from ledger.clock import utcnow
 from service.web.integrity import VerifyOutcome
 from service.web.pages import Pages
-from service.web.state import (
-    Moment,
-    WebState,
-)
+from service.web.state import Moment, WebState
 
 
 def add_proof_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
     """``/proof``, ``/proof.md``, ``/integrity``."""
-    reader, moment_of, render = (
-        pages.reader,
-        pages.moment_of,
-        pages.render,
-    )
+    reader, moment_of, render = pages.reader, pages.moment_of, pages.render
 
     @app.get("/proof")
     def proof_page(request: Request) -> Response:
