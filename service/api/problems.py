@@ -41,13 +41,17 @@ RETRY_AFTER_BUSY = 5  # seconds a client waits when the expensive requests are a
 
 @contextmanager
 def expensive_slot(
-    slots: threading.BoundedSemaphore, refusal: Callable[[], Exception]
+    slots: threading.BoundedSemaphore,
+    what: str,
+    limit: int,
+    refusal: Callable[[str, dict[str, str]], Exception],
 ) -> Iterator[None]:
-    """One of the process's ``[api] max_expensive`` slots for the block (a request that reads
-    the whole history), or ``refusal()`` raised at once when all are taken: a busy answer
-    rather than a queue of full scans holding every worker thread."""
+    """One of the process's ``[api] max_expensive`` (``limit``) slots for the block (a request
+    that reads the whole history), or ``refusal(detail, headers)`` raised at once when all are
+    taken, saying what (:func:`busy_detail`) and when to retry: a busy answer rather than a
+    queue of full scans holding every worker thread."""
     if not slots.acquire(blocking=False):
-        raise refusal()
+        raise refusal(busy_detail(what, limit), {"Retry-After": str(RETRY_AFTER_BUSY)})
     try:
         yield
     finally:

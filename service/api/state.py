@@ -11,7 +11,7 @@ from connectors import Spool
 from ledger import Ledger
 from ledger.outage import Outage
 from service.api.auth import Tokens
-from service.api.problems import RETRY_AFTER_BUSY, ApiProblem, busy_detail, expensive_slot
+from service.api.problems import ApiProblem, expensive_slot
 from service.config import LedgerConfig
 
 
@@ -33,16 +33,15 @@ class ApiState:
     def expensive(self, what: str) -> Iterator[None]:
         """A slot for a request that replays history (verify, as_of): 429 when all
         ``[api] max_expensive`` are taken, rather than a queue of full scans."""
-        busy = ApiProblem(
-            429,
-            "too-many-requests",
-            "Too many requests",
-            busy_detail(what, self.config.api.max_expensive),
-            headers={"Retry-After": str(RETRY_AFTER_BUSY)},
-        )
-        with expensive_slot(self.expensive_slots, lambda: busy):
+        with expensive_slot(
+            self.expensive_slots, what, self.config.api.max_expensive, _too_many_requests
+        ):
             yield
 
     def close(self) -> None:
         self.ledger.close()
         self.scrape_ledger.close()
+
+
+def _too_many_requests(detail: str, headers: dict[str, str]) -> ApiProblem:
+    return ApiProblem(429, "too-many-requests", "Too many requests", detail, headers=headers)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from ledger import Ledger
 from ledger.outage import Outage
-from service.api.problems import RETRY_AFTER_BUSY, busy_detail, expensive_slot
+from service.api.problems import expensive_slot
 from service.config import LedgerConfig
 from service.web.integrity import VerifyCache
 from service.web.sessions import Sessions
@@ -47,17 +47,15 @@ class WebState:
         if not needed:
             yield
             return
-        busy = LedgerErrorPage(
-            429,
-            "Busy",
-            busy_detail(what, self.config.api.max_expensive),
-            headers={"Retry-After": str(RETRY_AFTER_BUSY)},
-        )
-        with expensive_slot(self.expensive_slots, lambda: busy):
+        with expensive_slot(self.expensive_slots, what, self.config.api.max_expensive, _busy_page):
             yield
 
     def close(self) -> None:
         self.verify.stop()
+
+
+def _busy_page(detail: str, headers: dict[str, str]) -> LedgerErrorPage:
+    return LedgerErrorPage(429, "Busy", detail, headers=headers)
 
 
 class LoginRequired(Exception):
