@@ -25,7 +25,14 @@ from ledger.urls import (
     resolve_database_url,
 )
 from migrations.runner import MigrationResult, SchemaCheck, check, upgrade
-from service.cli.common import EXIT_PROBLEM, db_option, library_errors, open_ledger, wide_option
+from service.cli.common import (
+    EXIT_PROBLEM,
+    db_option,
+    library_errors,
+    open_ledger,
+    opened_ledger,
+    wide_option,
+)
 from service.cli.verify import print_audit
 from service.demo import tell_demo
 
@@ -72,8 +79,7 @@ def echo_legacy_move(result: MigrationResult, db_url: str | None) -> None:
 def check_schema_command(db_url: str | None) -> None:
     """``migrate --check``: where the schema stands, changing nothing (not even creating a
     SQLite file)."""
-    ledger = open_ledger(db_url)
-    with library_errors():
+    with opened_ledger(db_url) as ledger:
         found = check(ledger)
     click.echo(f"{mask_url(ledger.url)}: {describe_schema_check(found)}")
     if not found.current_ok:
@@ -118,8 +124,7 @@ def describe_schema_check(found: SchemaCheck) -> str:
 @db_option
 def import_legacy_command(from_url: str | None, table: str | None, db_url: str | None) -> None:
     """Adopt a legacy ingestion_runs table into the ledger (idempotent)."""
-    ledger = open_ledger(db_url)
-    with library_errors():
+    with opened_ledger(db_url) as ledger:
         result = import_legacy(ledger, source_url=from_url, table=table)
     click.echo(json.dumps(result.to_dict(), indent=2))
     if result.mismatches:

@@ -177,6 +177,15 @@ def open_ledger(db_url: str | None, *, create: bool = False) -> Ledger:
     return ledger
 
 
+@contextmanager
+def opened_ledger(db_url: str | None) -> Iterator[Ledger]:
+    """:func:`open_ledger`, and the block that makes the command's library call under
+    :func:`library_errors`."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        yield ledger
+
+
 def open_or_start_ledger(db_url: str | None) -> Ledger:
     """The ledger a writing command (append, run) works on; where its SQLite file is not there
     yet, a new ledger made there (migrated, said on stderr with its path), so that the first

@@ -20,8 +20,8 @@ from service.cli.common import (
     db_option,
     echo_json,
     library_errors,
-    open_ledger,
     open_or_start_ledger,
+    opened_ledger,
     output_format_option,
     seconds_option,
     spool_option,
@@ -201,8 +201,7 @@ def spool_status(spool_dir: str | None, output_format: str) -> None:
 @db_option
 def spool_flush(spool_dir: str | None, db_url: str | None) -> None:
     """Deliver the backlog to the ledger, in order, exactly once."""
-    ledger = open_ledger(db_url)
-    with library_errors():
+    with opened_ledger(db_url) as ledger:
         result = Spool(spool_dir).flush(ledger)
     click.echo(json.dumps(result.to_dict()))
     if result.remaining or result.rejected:

@@ -18,8 +18,8 @@ from service.cli.common import (
     db_option,
     format_option,
     library_errors,
-    open_ledger,
     open_or_start_ledger,
+    opened_ledger,
     print_table,
     wide_option,
 )
@@ -84,8 +84,7 @@ def events(
     db_url: str | None,
 ) -> None:
     """Read events back, in position order (or one run's in version order)."""
-    ledger = open_ledger(db_url)
-    with library_errors():
+    with opened_ledger(db_url) as ledger:
         rows = read_events(ledger, run_id, after, limit)
         if output_format == "jsonl":
             for event in rows:

@@ -42,6 +42,7 @@ from service.cli.common import (
     echo_json,
     library_errors,
     open_ledger,
+    opened_ledger,
     operator_actor_of,
     output_format_option,
     parse_moment,
@@ -90,8 +91,7 @@ def runs_list(
     """List runs, newest first."""
     run_filter = RunFilter(status=status, connector=connector, source_id=source_id, limit=limit)
     moment = parse_moment(as_of, at_position)
-    ledger = open_ledger(db_url)
-    with library_errors():
+    with opened_ledger(db_url) as ledger:
         view = find_runs(ledger, run_filter, moment, at_position)
     if output_format == "json":
         echo_json(view.jsonable())
@@ -154,8 +154,7 @@ def runs_show(
 ) -> None:
     """Show one run, every value in full, and its status transitions."""
     moment = parse_moment(as_of, at_position)
-    ledger = open_ledger(db_url)
-    with library_errors():
+    with opened_ledger(db_url) as ledger:
         view = find_run(ledger, run_id, moment, at_position)
     where = "in ingestion_runs" if view.position is None else f"as of position {view.position}"
     row = view.row
@@ -281,8 +280,7 @@ def stuck(
     db_url: str | None,
 ) -> None:
     """List runs with no terminal event and no recent activity; exit 1 if there are any."""
-    ledger = open_ledger(db_url)
-    with library_errors():
+    with opened_ledger(db_url) as ledger:
         found = stuck_runs(ledger, older_than=older_than, max_runtime=max_runtime)
     if output_format == "json":
         echo_json([run.to_dict() for run in found])
@@ -307,8 +305,7 @@ def sweep_command(
     db_url: str | None,
 ) -> None:
     """Append RunTimedOut for every stuck run (RunStarted .. no terminal event)."""
-    ledger = open_ledger(db_url)
-    with library_errors():
+    with opened_ledger(db_url) as ledger:
         result = sweep(ledger, dry_run=dry_run, older_than=older_than, max_runtime=max_runtime)
     if output_format == "json":
         echo_json(result.to_dict())

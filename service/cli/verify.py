@@ -28,7 +28,7 @@ from service.cli.common import (
     echo_json,
     format_option,
     library_errors,
-    open_ledger,
+    opened_ledger,
     output_format_option,
     parse_moment,
     print_table,
@@ -68,8 +68,7 @@ def verify(
     anchors given; exit 1 naming each problem."""
     with library_errors():  # a bad anchor is the caller's mistake: exit 2 before any check
         anchors = anchors_from(anchor_files, expected_heads)
-    ledger = open_ledger(db_url)
-    with library_errors():
+    with opened_ledger(db_url) as ledger:
         report = verify_all(ledger, anchors, chain_only=chain_only)
     if output_format == "json":
         echo_json(report.to_dict())
@@ -143,8 +142,7 @@ def print_verify_details(report: VerifyReport) -> None:
 def anchor_command(output: Path | None, db_url: str | None) -> None:
     """Print the ledger head as one line, `position hash recorded_at`, to keep outside the
     database; `ledger verify --anchor FILE` then fails if the ledger no longer holds it."""
-    ledger = open_ledger(db_url)
-    with library_errors():
+    with opened_ledger(db_url) as ledger:
         if output is None:
             click.echo(current_anchor(ledger).line())
             return
@@ -160,8 +158,7 @@ def anchor_command(output: Path | None, db_url: str | None) -> None:
 def audit(run_id: int, output_format: str, wide: bool, db_url: str | None) -> None:
     """A run's full timeline: every event, the status after it, its hash, silences; text in
     full, wrapped to the terminal (--wide: one line per event)."""
-    ledger = open_ledger(db_url)
-    with library_errors():
+    with opened_ledger(db_url) as ledger:
         timeline = audit_run(ledger, run_id)
     if output_format == "json":
         echo_json([entry.to_dict() for entry in timeline])
@@ -298,8 +295,7 @@ def report(
     exit 1 if a condition fails. With --as-of/--at-position, the report as it would have been
     made then (replayed; the projection's sync, a question about now, is left out)."""
     moment = parse_moment(as_of, at_position)
-    ledger = open_ledger(db_url)
-    with library_errors():
+    with opened_ledger(db_url) as ledger:
         data = build_report(
             ledger, stuck_after=stuck_after, latest=latest, at_position=at_position, at=moment
         )
