@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from io import BytesIO
 from typing import Annotated, Any, Literal
 
@@ -29,7 +30,7 @@ from starlette.exceptions import HTTPException
 from connectors import Spool
 from forensics.audit import audit_run
 from forensics.verify import verify_all
-from ledger import Ledger, LedgerError, fail_run
+from ledger import ConfigurationError, Ledger, LedgerError, ValidationError, fail_run
 from ledger.durations import parse_duration
 from ledger.events import MAX_RUN_ID, event_adapter, operator_actor, operators_act
 from ledger.outage import Outage
@@ -366,7 +367,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
     ) -> list[dict[str, Any]]:
         """The rows of ``ingestion_runs`` (``ledger runs list --format json``), live or as of
         a time or position; a ``Link: <…>; rel="next"`` header names the next page."""
-        moment = parse_as_of(as_of, at_position, AS_OF_NAMES)
+        moment = _moment(as_of, at_position)
         run_filter = RunFilter(status, connector, source, limit + 1, before=cursor)
         if moment is None and at_position is None:
             view = find_runs(state.ledger, run_filter)
@@ -399,7 +400,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         """The row ``ledger runs show --format json`` prints (``row``: null while the
         projection is behind, with a ``note``) and the ledger's own state of the run
         (``ledger``: version, state, start and last activity), live or as of a moment."""
-        moment = parse_as_of(as_of, at_position, AS_OF_NAMES)
+        moment = _moment(as_of, at_position)
         if moment is None and at_position is None:
             view = find_run(state.ledger, run_id)
         else:
@@ -459,8 +460,8 @@ def create_app(config: LedgerConfig) -> FastAPI:
         and the web's Stuck page count); a value given replaces its threshold for every run."""
         found = config.stuck_runs(
             state.ledger,
-            stale_after=None if older_than is None else parse_duration(older_than, "older_than"),
-            max_runtime=None if max_runtime is None else parse_duration(max_runtime, "max_runtime"),
+            stale_after=_duration(older_than, "older_than"),
+            max_runtime=_duration(max_runtime, "max_runtime"),
         )
         return [run.to_dict() for run in found]
 
@@ -634,6 +635,36 @@ def _refuse_operators_acts(batch: LineBatch, caller: Caller) -> None:
                 f"{batch.unit} {line}: {visible(why)}; token {caller.name!r} lacks the "
                 "'operate' scope it needs, nothing was appended",
             )
+
+
+@contextmanager
+def _query_parameter(name: str) -> Iterator[None]:
+    """A query parameter the endpoint parses itself (a duration, a time), refused as FastAPI
+    refuses one it parses (``limit=0``): ``invalid-request`` naming the field, not the
+    ``invalid-input`` of a body's events."""
+    try:
+        yield
+    except (ValidationError, ConfigurationError) as exc:
+        text = visible(str(exc)).removeprefix(f"{name}: ")
+        raise ApiProblem(
+            400,
+            "invalid-request",
+            "Invalid request",
+            f"{name}: {text}",
+            errors=[{"field": name, "message": text}],
+        ) from None
+
+
+def _duration(text: str | None, name: str) -> timedelta | None:
+    if text is None:
+        return None
+    with _query_parameter(name):
+        return parse_duration(text, name)
+
+
+def _moment(as_of: str | None, at_position: int | None) -> datetime | None:
+    with _query_parameter(AS_OF_NAMES[0]):
+        return parse_as_of(as_of, at_position, AS_OF_NAMES)
 
 
 def _once(request: Request, key: str) -> bool:
