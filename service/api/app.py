@@ -505,8 +505,13 @@ def create_app(config: LedgerConfig) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    # HEAD too (load balancers often probe with it), left out of the schema: one operation.
-    @app.head("/healthz", include_in_schema=False)
+    # HEAD too (load balancers often probe with it): in the document as it is answered.
+    @app.head(
+        "/healthz",
+        summary="The process is up (no token needed; no body)",
+        response_class=Response,
+        responses={200: {"description": "The process is up"}},
+    )
     async def healthz_head() -> Response:
         return Response()
 
@@ -515,7 +520,12 @@ def create_app(config: LedgerConfig) -> FastAPI:
         state.ledger.check_schema()
         return {"status": "ready"}
 
-    @app.head("/readyz", include_in_schema=False)  # a load balancer's probe, as for /healthz
+    @app.head(  # a load balancer's probe, as for /healthz
+        "/readyz",
+        summary="The database is reachable and its schema current (no body)",
+        response_class=Response,
+        responses={200: {"description": "Ready"}},
+    )
     def readyz_head(_caller: Annotated[Caller, read_scope]) -> Response:
         state.ledger.check_schema()
         return Response()
