@@ -300,6 +300,9 @@ class ApiToken(Strict):
         return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+MAX_DATABASE_TIMEOUT = timedelta(minutes=10)
+
+
 class ApiConfig(Strict):
     listen: Annotated[str, pydantic.AfterValidator(_listen)] | None = None
     max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = DEFAULT_MAX_BODY_BYTES
@@ -311,7 +314,18 @@ class ApiConfig(Strict):
     max_events: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     # verify and as_of/at_position reads replay history: at most this many at once (429).
     max_expensive: Annotated[int, Field(ge=1, le=64)] = 2
+    # How long a request waits on the database (MySQL: connect, each read and write of the
+    # socket, a pooled connection; SQLite: another writer's lock) before it is answered 503:
+    # a frozen server would otherwise hold a worker thread for the driver's 75 s.
+    database_timeout: Duration = timedelta(seconds=5)
     tokens: list[ApiToken] = Field(default_factory=list)
+
+    @field_validator("database_timeout")
+    @classmethod
+    def _database_timeout(cls, value: timedelta) -> timedelta:
+        if value > MAX_DATABASE_TIMEOUT:
+            raise ValueError(f"database_timeout: at most {MAX_DATABASE_TIMEOUT.seconds // 60}m")
+        return value
 
     @field_validator("tokens")
     @classmethod

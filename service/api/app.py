@@ -24,6 +24,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -31,6 +33,8 @@ from connectors import Spool
 from forensics.audit import audit_run
 from forensics.verify import verify_all
 from ledger import ConfigurationError, Ledger, LedgerError, ValidationError, fail_run
+from ledger.database import with_timeouts
+from ledger.dialects import is_mysql_backend
 from ledger.durations import parse_duration
 from ledger.events import MAX_RUN_ID, event_adapter, operator_actor, operators_act
 from ledger.outage import Outage
@@ -207,6 +211,21 @@ class ApiState:
         self.scrape_ledger.close()
 
 
+def _api_ledger(config: LedgerConfig) -> Ledger:
+    """The API's ledger, its waits on the database bounded by ``[api] database_timeout``: a
+    frozen server (or a SQLite write lock held elsewhere) is a 503 in seconds, not a worker
+    thread held for the driver's 75 s (30 s)."""
+    seconds = max(1, int(config.api.database_timeout.total_seconds()))
+    url = config.database_url
+    try:
+        mysql = is_mysql_backend(make_url(url).get_backend_name())
+    except (ArgumentError, ValueError):
+        mysql = False  # Ledger.from_url refuses it, with the message the CLI gives
+    if mysql:
+        return Ledger.from_url(with_timeouts(url, seconds), pool_timeout=seconds)
+    return Ledger.from_url(url, sqlite_busy_timeout_ms=seconds * 1000)
+
+
 bearer = HTTPBearer(auto_error=False, description="A token from the [api] tokens of the config")
 
 
@@ -214,7 +233,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
     """The API over ``config.database_url`` with ``config.api``'s tokens and limits."""
     state = ApiState(
         config=config,
-        ledger=Ledger.from_url(config.database_url),
+        ledger=_api_ledger(config),
         scrape_ledger=Ledger.from_url(scrape_url(config.database_url)),
         tokens=Tokens(config.api),
         spool=Spool(config.spool.dir),
