@@ -318,7 +318,33 @@ class ApiConfig(Strict):
     # socket, a pooled connection; SQLite: another writer's lock) before it is answered 503:
     # a frozen server would otherwise hold a worker thread for the driver's 75 s.
     database_timeout: Duration = timedelta(seconds=5)
+    # Refused tokens (API requests and web logins) from one client address within the window
+    # before its attempts get 429 unchecked until the window lets one more in (0: no limit).
+    max_auth_failures: Annotated[int, Field(ge=0, le=1_000_000)] = 10
+    auth_failure_window: Duration = timedelta(minutes=1)
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client: without
+    # them every client of a proxy shares its address, and so its failures' limit.
+    trusted_proxies: list[str] = Field(default_factory=list)
     tokens: list[ApiToken] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {visible(proxy)!r} is not an IP address or network"
+                ) from None
+        return value
+
+    @field_validator("auth_failure_window")
+    @classmethod
+    def _window(cls, value: timedelta) -> timedelta:
+        if value > timedelta(days=1):
+            raise ValueError("auth_failure_window: at most 1d")
+        return value
 
     @field_validator("database_timeout")
     @classmethod

@@ -53,6 +53,14 @@ from projections.schema import RUN_STATUSES
 from service.api.auth import TOKEN_PARAMETERS, Caller, Tokens, bearer_token
 from service.api.docs import ASSETS_PATH, asset, docs_page
 from service.api.guard import Guard
+from service.api.limits import (
+    AuthFailures,
+    Network,
+    auth_failures_of,
+    client_address,
+    note_auth_failure,
+    trusted_networks,
+)
 from service.api.problems import (
     PROBLEM_JSON,
     RETRY_AFTER_BUSY,
@@ -186,6 +194,8 @@ class ApiState:
     tokens: Tokens
     spool: Spool
     expensive_slots: threading.BoundedSemaphore
+    auth_failures: AuthFailures
+    trusted_proxies: tuple[Network, ...]
     # The database unreachable: one WARNING as it starts, one INFO as a request gets through
     # again, not a line per request answered 503 (the web view's pages share it).
     outage: Outage = field(
@@ -238,6 +248,8 @@ def create_app(config: LedgerConfig) -> FastAPI:
         tokens=Tokens(config.api),
         spool=Spool(config.spool.dir),
         expensive_slots=threading.BoundedSemaphore(config.api.max_expensive),
+        auth_failures=auth_failures_of(config),
+        trusted_proxies=trusted_networks(config.api.trusted_proxies),
     )
     app = FastAPI(
         title="run-ledger",
@@ -284,7 +296,21 @@ def create_app(config: LedgerConfig) -> FastAPI:
                     f"each query parameter may be given once: {visible(', '.join(repeated))}",
                 )
             token = bearer_token(request.headers.get("authorization"))
+            address = client_address(request.scope, state.trusted_proxies)
+            if token is not None:
+                wait = state.auth_failures.retry_after(address)
+                if wait is not None:  # refused unchecked: a guess tells nothing meanwhile
+                    raise ApiProblem(
+                        429,
+                        "too-many-failures",
+                        "Too many failed tokens",
+                        f"too many refused tokens from this address ([api] max_auth_failures "
+                        f"in auth_failure_window): retry in {wait} s",
+                        headers={"Retry-After": str(wait)},
+                    )
             caller = None if token is None else state.tokens.caller(token)
+            if caller is None and token is not None:
+                note_auth_failure(state.auth_failures, address, "API tokens", config)
             if caller is None:
                 raise ApiProblem(
                     401,
@@ -569,7 +595,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         from service.web import ROOT, SecurityHeaders, create_web_app
 
         web_app, app.state.web = create_web_app(
-            config, state.ledger, state.expensive_slots, state.outage
+            config, state.ledger, state.expensive_slots, state.outage, state.auth_failures
         )
 
         @app.get(ROOT, include_in_schema=False)
@@ -711,7 +737,8 @@ _TITLES = {
     408: "The body stalled over [api] read_timeout",
     413: "Body over [api] max_body_bytes",
     415: "Not JSON nor JSON Lines",
-    429: "[api] max_expensive such requests already running (Retry-After)",
+    429: "[api] max_expensive such requests already running, or [api] max_auth_failures "
+    "refused tokens from this address (Retry-After)",
     500: "Unexpected error (no details)",
     503: "Database unreachable or schema not current (Retry-After)",
 }
@@ -759,7 +786,7 @@ def _openapi_document(app: FastAPI) -> dict[str, Any]:
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
             if path != "/healthz":
-                responses.update({str(k): v for k, v in _problems(400, 401, 403).items()})
+                responses.update({str(k): v for k, v in _problems(400, 401, 403, 429).items()})
             responses.update({str(k): v for k, v in common.items()})
     app.openapi_schema = document
     return document

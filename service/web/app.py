@@ -38,6 +38,13 @@ from ledger.text import visible
 from projections.as_of import parse_as_of, resolve_position
 from projections.queries import RunFilter, find_run, find_runs, status_counts_by_day
 from projections.schema import RUN_STATUSES
+from service.api.limits import (
+    AuthFailures,
+    auth_failures_of,
+    client_address,
+    note_auth_failure,
+    trusted_networks,
+)
 from service.api.problems import RETRY_AFTER_BUSY, busy_detail, expensive_slot, problem_for
 from service.config import LedgerConfig
 from service.web import views
@@ -75,6 +82,7 @@ class WebState:
     # it): a page that replays or verifies takes one, or says "busy" when all are taken.
     expensive_slots: threading.BoundedSemaphore
     outage: Outage  # the API's, when mounted in it
+    auth_failures: AuthFailures  # the API's, when mounted in it: one count of refused tokens
     counts: dict[str, tuple[datetime, dict[str, dict[str, int]]]] = field(default_factory=dict)
 
     @contextmanager
@@ -154,6 +162,7 @@ def create_web_app(
     ledger: Ledger,
     expensive_slots: threading.BoundedSemaphore | None = None,
     outage: Outage | None = None,
+    auth_failures: AuthFailures | None = None,
 ) -> tuple[FastAPI, WebState]:
     """The web view's app (to mount at :data:`ROOT`) and its state (close it with the app).
     ``expensive_slots`` and ``outage``: the API's, so that pages and API requests share one
@@ -165,7 +174,10 @@ def create_web_app(
         verify=VerifyCache(ledger, config.web.verify_interval),
         expensive_slots=expensive_slots or threading.BoundedSemaphore(config.api.max_expensive),
         outage=outage or Outage("web pages", log),
+        # "is None": an AuthFailures with no failures yet is empty, and so false.
+        auth_failures=auth_failures_of(config) if auth_failures is None else auth_failures,
     )
+    trusted_proxies = trusted_networks(config.api.trusted_proxies)
     templates = Environment(
         loader=PackageLoader("service.web", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -411,10 +423,20 @@ def create_web_app(
             or not state.sessions.csrf_ok(nonce, csrf)
         ):
             raise Forbidden("the login form expired or did not come from this site: reload it")
+        address = client_address(request.scope, trusted_proxies)
+        wait = state.auth_failures.retry_after(address)
+        if wait is not None:  # refused unchecked: a guess tells nothing meanwhile
+            raise LedgerErrorPage(
+                429,
+                "Too many failed logins",
+                f"too many refused tokens from this address: try again in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
         found = state.sessions.login(token.strip())
         target = safe_next(next, ROOT)
         if found is None:
             log.warning("web login refused (unknown token)")
+            note_auth_failure(state.auth_failures, address, "web logins", config)
             return login_form(request, None, target, failed=True)
         viewer, cookie = found
         log.info("web login: %s", viewer.name)
