@@ -320,7 +320,7 @@ class ApiConfig(Strict):
     database_timeout: Duration = timedelta(seconds=5)
     # Refused tokens (API requests and web logins) from one client address within the window
     # before its attempts get 429 unchecked until the window lets one more in (0: no limit).
-    max_auth_failures: Annotated[int, Field(ge=0, le=1_000_000)] = 10
+    max_auth_failures: Annotated[int, Field(ge=0, le=10_000)] = 10
     auth_failure_window: Duration = timedelta(minutes=1)
     # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client: without
     # them every client of a proxy shares its address, and so its failures' limit.

@@ -163,3 +163,10 @@ def test_the_defaults() -> None:
 def test_trusted_proxies_are_addresses_or_networks(proxy: str) -> None:
     with pytest.raises(ValueError, match="trusted_proxies"):
         ApiConfig.model_validate({"trusted_proxies": [proxy]})
+
+
+def test_the_limit_is_bounded_so_the_table_is() -> None:
+    """Each address keeps at most max_auth_failures times: 10,000 addresses of 10,000 each."""
+    with pytest.raises(ValueError, match="max_auth_failures"):
+        ApiConfig.model_validate({"max_auth_failures": 10_001})
+    assert ApiConfig.model_validate({"max_auth_failures": 10_000}).max_auth_failures == 10_000
