@@ -334,23 +334,21 @@ class ApiConfig(Strict):
             try:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
-                raise ValueError(
-                    f"trusted_proxies: {visible(proxy)!r} is not an IP address or network"
-                ) from None
+                raise ValueError(f"{visible(proxy)!r} is not an IP address or network") from None
         return value
 
     @field_validator("auth_failure_window")
     @classmethod
     def _window(cls, value: timedelta) -> timedelta:
         if value > timedelta(days=1):
-            raise ValueError("auth_failure_window: at most 1d")
+            raise ValueError("at most 1d")
         return value
 
     @field_validator("database_timeout")
     @classmethod
     def _database_timeout(cls, value: timedelta) -> timedelta:
         if value > MAX_DATABASE_TIMEOUT:
-            raise ValueError(f"database_timeout: at most {MAX_DATABASE_TIMEOUT.seconds // 60}m")
+            raise ValueError(f"at most {MAX_DATABASE_TIMEOUT.seconds // 60}m")
         return value
 
     @field_validator("tokens")
