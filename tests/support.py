@@ -44,7 +44,10 @@ def _server_statements(url: str, *statements: str) -> None:
 def create_mysql_database(base_url: str, name: str | None = None) -> str:
     """Create a database next to ``base_url``'s (uniquely named unless ``name`` is given) and
     return its URL."""
-    name = name or f"ledger_test_{uuid.uuid4().hex[:12]}"
+    # Named after the base URL's database (``…/rev3`` gives ``rev3_1a2b…``), so that several
+    # checkouts sharing one server each keep to their own names; ``ledger_test_…`` without one.
+    prefix = make_url(base_url).database or "ledger_test"
+    name = name or f"{prefix}_{uuid.uuid4().hex[:12]}"
     _server_statements(base_url, f"CREATE DATABASE {_quoted(name)} CHARACTER SET utf8mb4")
     return make_url(base_url).set(database=name).render_as_string(hide_password=False)
 

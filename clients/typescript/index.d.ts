@@ -219,8 +219,15 @@ export declare class LedgerApiError extends LedgerError {
   readonly title: string;
   readonly detail: string;
   readonly type: string | undefined;
-  /** Each problem of invalid input: message, field, line (JSON Lines) or item (array). */
-  readonly errors: Array<{ message?: string; field?: string; line?: number; item?: number }>;
+  /** Each problem of invalid input: message, field, line (JSON Lines) or item (array), and
+   * index (the event's 0-based place in the batch, when the problem is about one event). */
+  readonly errors: Array<{
+    message?: string;
+    field?: string;
+    line?: number;
+    item?: number;
+    index?: number;
+  }>;
   /** The first problem's field, line and item. */
   readonly field: string | undefined;
   readonly line: number | undefined;

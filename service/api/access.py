@@ -1,15 +1,21 @@
 """Who may call: the bearer token checked against ``[api] tokens`` and its scopes, and the
 query string's own rules (no token in it, no parameter given twice)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ledger import ConfigurationError, ValidationError
+from ledger.durations import parse_duration
 from ledger.text import visible
+from projections.as_of import QUERY_NAMES, parse_as_of
 from service.api.auth import TOKEN_PARAMETERS, Caller, bearer_token
+from service.api.limits import client_address, note_auth_failure
 from service.api.problems import ApiProblem
 from service.api.state import ApiState
 from service.config import ApiScope
@@ -41,7 +47,21 @@ def require(state: ApiState, scope: ApiScope) -> Callable[..., Caller]:
                 f"each query parameter may be given once: {visible(', '.join(repeated))}",
             )
         token = bearer_token(request.headers.get("authorization"))
+        address = client_address(request.scope, state.trusted_proxies)
+        if token is not None:
+            wait = state.auth_failures.retry_after(address)
+            if wait is not None:  # refused unchecked: a guess tells nothing meanwhile
+                raise ApiProblem(
+                    429,
+                    "too-many-failures",
+                    "Too many failed tokens",
+                    f"too many refused tokens from this address ([api] max_auth_failures "
+                    f"in auth_failure_window): retry in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
         caller = None if token is None else state.tokens.caller(token)
+        if caller is None and token is not None:
+            note_auth_failure(state.auth_failures, address, "API tokens", state.config)
         if caller is None:
             raise ApiProblem(
                 401,
@@ -80,6 +100,38 @@ class Scopes:
             Depends(require(state, "read")),
             Depends(require(state, "operate")),
         )
+
+
+@contextmanager
+def _query_parameter(name: str) -> Iterator[None]:
+    """A query parameter the endpoint parses itself (a duration, a time), refused as FastAPI
+    refuses one it parses (``limit=0``): ``invalid-request`` naming the field, not the
+    ``invalid-input`` of a body's events."""
+    try:
+        yield
+    except (ValidationError, ConfigurationError) as exc:
+        text = visible(str(exc)).removeprefix(f"{name}: ")
+        raise ApiProblem(
+            400,
+            "invalid-request",
+            "Invalid request",
+            f"{name}: {text}",
+            errors=[{"field": name, "message": text}],
+        ) from None
+
+
+def query_duration(text: str | None, name: str) -> timedelta | None:
+    """A duration query parameter (``older_than``), or None when not given."""
+    if text is None:
+        return None
+    with _query_parameter(name):
+        return parse_duration(text, name)
+
+
+def query_moment(as_of: str | None, at_position: int | None) -> datetime | None:
+    """The moment ``as_of``/``at_position`` name (None: live, or a position to resolve)."""
+    with _query_parameter(QUERY_NAMES[0]):
+        return parse_as_of(as_of, at_position, QUERY_NAMES)
 
 
 def _once(request: Request, key: str) -> bool:

@@ -13,16 +13,20 @@ from fastapi import FastAPI, Query, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from connectors import Spool
 from forensics.verify import verify_all
 from ledger import Ledger
-from ledger.durations import parse_duration
-from service.api.access import Scopes
+from ledger.database import with_timeouts
+from ledger.dialects import is_mysql_backend
+from service.api.access import Scopes, query_duration
 from service.api.auth import Caller, Tokens
 from service.api.events import add_event_routes
 from service.api.guard import Guard
 from service.api.handlers import add_error_handlers
+from service.api.limits import auth_failures_of, trusted_networks
 from service.api.openapi import add_docs_routes, openapi_document, problem_responses
 from service.api.runs import add_run_routes
 from service.api.shapes import LedgerJSON
@@ -31,15 +35,32 @@ from service.config import LedgerConfig
 from service.metrics import LedgerCollector, collect_figures, scrape_url, status_report
 
 
+def _api_ledger(config: LedgerConfig) -> Ledger:
+    """The API's ledger, its waits on the database bounded by ``[api] database_timeout``: a
+    frozen server (or a SQLite write lock held elsewhere) is a 503 in seconds, not a worker
+    thread held for the driver's 75 s (30 s)."""
+    seconds = max(1, int(config.api.database_timeout.total_seconds()))
+    url = config.database_url
+    try:
+        mysql = is_mysql_backend(make_url(url).get_backend_name())
+    except (ArgumentError, ValueError):
+        mysql = False  # Ledger.from_url refuses it, with the message the CLI gives
+    if mysql:
+        return Ledger.from_url(with_timeouts(url, seconds), pool_timeout=seconds)
+    return Ledger.from_url(url, sqlite_busy_timeout_ms=seconds * 1000)
+
+
 def create_app(config: LedgerConfig) -> FastAPI:
     """The API over ``config.database_url`` with ``config.api``'s tokens and limits."""
     state = ApiState(
         config=config,
-        ledger=Ledger.from_url(config.database_url),
+        ledger=_api_ledger(config),
         scrape_ledger=Ledger.from_url(scrape_url(config.database_url)),
         tokens=Tokens(config.api),
         spool=Spool(config.spool.dir),
         expensive_slots=threading.BoundedSemaphore(config.api.max_expensive),
+        auth_failures=auth_failures_of(config),
+        trusted_proxies=trusted_networks(config.api.trusted_proxies),
     )
     app = FastAPI(
         title="run-ledger",
@@ -81,8 +102,8 @@ def create_app(config: LedgerConfig) -> FastAPI:
         and the web's Stuck page count); a value given replaces its threshold for every run."""
         found = config.stuck_runs(
             state.ledger,
-            stale_after=None if older_than is None else parse_duration(older_than, "older_than"),
-            max_runtime=None if max_runtime is None else parse_duration(max_runtime, "max_runtime"),
+            stale_after=query_duration(older_than, "older_than"),
+            max_runtime=query_duration(max_runtime, "max_runtime"),
         )
         return [run.to_dict() for run in found]
 
@@ -126,8 +147,13 @@ def create_app(config: LedgerConfig) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    # HEAD too (load balancers often probe with it), left out of the schema: one operation.
-    @app.head("/healthz", include_in_schema=False)
+    # HEAD too (load balancers often probe with it): in the document as it is answered.
+    @app.head(
+        "/healthz",
+        summary="The process is up (no token needed; no body)",
+        response_class=Response,
+        responses={200: {"description": "The process is up"}},
+    )
     async def healthz_head() -> Response:
         return Response()
 
@@ -136,7 +162,12 @@ def create_app(config: LedgerConfig) -> FastAPI:
         state.ledger.check_schema()
         return {"status": "ready"}
 
-    @app.head("/readyz", include_in_schema=False)  # a load balancer's probe, as for /healthz
+    @app.head(  # a load balancer's probe, as for /healthz
+        "/readyz",
+        summary="The database is reachable and its schema current (no body)",
+        response_class=Response,
+        responses={200: {"description": "Ready"}},
+    )
     def readyz_head(_caller: Annotated[Caller, read_scope]) -> Response:
         state.ledger.check_schema()
         return Response()
@@ -147,7 +178,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         from service.web import ROOT, SecurityHeaders, create_web_app
 
         web_app, app.state.web = create_web_app(
-            config, state.ledger, state.expensive_slots, state.outage
+            config, state.ledger, state.expensive_slots, state.outage, state.auth_failures
         )
 
         @app.get(ROOT, include_in_schema=False)

@@ -64,6 +64,7 @@ class Guard:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = _with_defaults(message.get("headers", []))
             await send(message)
 
         received = 0
@@ -130,6 +131,18 @@ _DATABASE_PATHS = ("/v1/", "/readyz", "/web/runs", "/web/stuck", "/web/proof", "
 def _reads_the_database(scope: Scope) -> bool:
     path: str = scope.get("path", "")
     return path.startswith(_DATABASE_PATHS)
+
+
+# On every answer unless it says otherwise: a browser never sniffs a connector's "<script>" in
+# JSON into HTML, and ledger data and problems stay out of caches (Swagger UI's files say
+# "public" themselves; the web view's pages get their own headers, SecurityHeaders).
+DEFAULT_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store"))
+
+
+def _with_defaults(headers: Any) -> list[tuple[bytes, bytes]]:
+    listed = list(headers)
+    present = {bytes(name).lower() for name, _ in listed}
+    return listed + [(name, value) for name, value in DEFAULT_HEADERS if name not in present]
 
 
 def _content_length(scope: Scope) -> int | None:

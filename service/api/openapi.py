@@ -23,7 +23,8 @@ _TITLES = {
     408: "The body stalled over [api] read_timeout",
     413: "Body over [api] max_body_bytes",
     415: "Not JSON nor JSON Lines",
-    429: "[api] max_expensive such requests already running (Retry-After)",
+    429: "[api] max_expensive such requests already running, or [api] max_auth_failures "
+    "refused tokens from this address (Retry-After)",
     500: "Unexpected error (no details)",
     503: "Database unreachable or schema not current (Retry-After)",
 }
@@ -71,7 +72,9 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
             if path != "/healthz":
-                responses.update({str(k): v for k, v in problem_responses(400, 401, 403).items()})
+                responses.update(
+                    {str(k): v for k, v in problem_responses(400, 401, 403, 429).items()}
+                )
             responses.update({str(k): v for k, v in common.items()})
     app.openapi_schema = document
     return document

@@ -148,38 +148,58 @@ def problem_for(error: LedgerError, outage: Outage | None = None) -> ApiProblem:
 
 
 def _storage_problem(error: StorageError, text: str, outage: Outage | None) -> ApiProblem:
+    """The database's failure as the client sees it: what happened and when to retry, never
+    the database's URL, user, host, file or the driver's words (any append token, or anyone
+    when the web view is public, would read them); the server's log has the whole message."""
     if isinstance(error, ConstraintError):  # another writer won a race: retrying is safe
-        return ApiProblem(409, "write-conflict", "Write conflict", text)
+        log.warning("write conflict: %s", text)
+        return ApiProblem(
+            409,
+            "write-conflict",
+            "Write conflict",
+            "another writer's append conflicted with this one; nothing of it was appended: "
+            "retry the same body",
+        )
     if isinstance(error, SchemaError):
+        _note(outage, text)
         return ApiProblem(
             503,
             "schema-not-current",
             "Schema not current",
-            text,
+            "the database's schema is not the revision this run-ledger needs (the server's "
+            f"log says which, and what to run): retry in {RETRY_AFTER_SCHEMA} s",
             headers={"Retry-After": str(RETRY_AFTER_SCHEMA)},
         )
     if database_unreachable(error):
-        if outage is None:
-            log.warning("database unreachable: %s", text)
-        else:
-            outage.failed(text)
+        _note(outage, text)
         return ApiProblem(
             503,
             "database-unreachable",
             "Database unreachable",
-            text,
+            "the database cannot be reached or stopped answering (the server's log says "
+            f"why): retry in {RETRY_AFTER_UNREACHABLE} s; an append retried with the same body "
+            "is not appended twice",
             headers={"Retry-After": str(RETRY_AFTER_UNREACHABLE)},
         )
-    # Another failure of the database (its database dropped, a disk full): still the
-    # environment's, worth a retry later like any 503.
+    # Another failure of the database (its database dropped, a disk full, a SQLite lock held
+    # past the busy timeout): still the environment's, worth a retry later like any 503.
     log.error("database error: %s", text)
     return ApiProblem(
         503,
         "database-error",
         "Database error",
-        text,
+        "the database failed to answer this request (the server's log says why): retry in "
+        f"{RETRY_AFTER_UNREACHABLE} s",
         headers={"Retry-After": str(RETRY_AFTER_UNREACHABLE)},
     )
+
+
+def _note(outage: Outage | None, text: str) -> None:
+    """Log an outage once as it starts (through ``outage``), or this once without one."""
+    if outage is None:
+        log.warning("database unavailable: %s", text)
+    else:
+        outage.failed(text)
 
 
 def _located(error: LedgerError) -> dict[str, Any]:

@@ -10,9 +10,9 @@ from ledger import fail_run
 from ledger.events import MAX_RUN_ID, operator_actor
 from ledger.schema import MAX_POSITION
 from ledger.wire import read_json
-from projections.as_of import QUERY_AS_OF_MAX_LENGTH, QUERY_NAMES, parse_as_of
+from projections.as_of import QUERY_AS_OF_MAX_LENGTH
 from projections.queries import RunFilter, find_run, find_runs, jsonable_row, not_started_message
-from service.api.access import Scopes
+from service.api.access import Scopes, query_moment
 from service.api.auth import Caller
 from service.api.openapi import problem_responses
 from service.api.problems import ApiProblem
@@ -49,7 +49,7 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
     ) -> list[dict[str, Any]]:
         """The rows of ``ingestion_runs`` (``ledger runs list --format json``), live or as of
         a time or position; a ``Link: <…>; rel="next"`` header names the next page."""
-        moment = parse_as_of(as_of, at_position, QUERY_NAMES)
+        moment = query_moment(as_of, at_position)
         run_filter = RunFilter(status, connector, source, limit + 1, before=cursor)
         if moment is None and at_position is None:
             view = find_runs(state.ledger, run_filter)
@@ -82,7 +82,7 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         """The row ``ledger runs show --format json`` prints (``row``: null while the
         projection is behind, with a ``note``) and the ledger's own state of the run
         (``ledger``: version, state, start and last activity), live or as of a moment."""
-        moment = parse_as_of(as_of, at_position, QUERY_NAMES)
+        moment = query_moment(as_of, at_position)
         if moment is None and at_position is None:
             view = find_run(state.ledger, run_id)
         else:

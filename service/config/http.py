@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -12,6 +13,7 @@ import pydantic
 from pydantic import Field, field_validator, model_validator
 
 from ledger.events import ConnectorName
+from ledger.text import visible
 from service.config.fields import Duration, DurationOrZero, Strict, listen_address, secret_variable
 
 ApiScope = Literal["append", "read", "operate"]  # what a token may do: the one list
@@ -55,6 +57,9 @@ class ApiToken(Strict):
         return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+MAX_DATABASE_TIMEOUT = timedelta(minutes=10)
+
+
 class ApiConfig(Strict):
     listen: Annotated[str, pydantic.AfterValidator(listen_address)] | None = None
     max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = DEFAULT_MAX_BODY_BYTES
@@ -66,7 +71,42 @@ class ApiConfig(Strict):
     max_events: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     # verify and as_of/at_position reads replay history: at most this many at once (429).
     max_expensive: Annotated[int, Field(ge=1, le=64)] = 2
+    # How long a request waits on the database (MySQL: connect, each read and write of the
+    # socket, a pooled connection; SQLite: another writer's lock) before it is answered 503:
+    # a frozen server would otherwise hold a worker thread for the driver's 75 s.
+    database_timeout: Duration = timedelta(seconds=5)
+    # Refused tokens (API requests and web logins) from one client address within the window
+    # before its attempts get 429 unchecked until the window lets one more in (0: no limit).
+    max_auth_failures: Annotated[int, Field(ge=0, le=10_000)] = 10
+    auth_failure_window: Duration = timedelta(minutes=1)
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client: without
+    # them every client of a proxy shares its address, and so its failures' limit.
+    trusted_proxies: list[str] = Field(default_factory=list)
     tokens: list[ApiToken] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{visible(proxy)!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("auth_failure_window")
+    @classmethod
+    def _window(cls, value: timedelta) -> timedelta:
+        if value > timedelta(days=1):
+            raise ValueError("at most 1d")
+        return value
+
+    @field_validator("database_timeout")
+    @classmethod
+    def _database_timeout(cls, value: timedelta) -> timedelta:
+        if value > MAX_DATABASE_TIMEOUT:
+            raise ValueError(f"at most {MAX_DATABASE_TIMEOUT.seconds // 60}m")
+        return value
 
     @field_validator("tokens")
     @classmethod

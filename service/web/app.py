@@ -15,6 +15,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ledger import Ledger
 from ledger.outage import Outage
+from service.api.limits import AuthFailures, auth_failures_of, trusted_networks
 from service.config import LedgerConfig
 from service.web import views
 from service.web.errors import add_error_handlers
@@ -33,10 +34,11 @@ def create_web_app(
     ledger: Ledger,
     expensive_slots: threading.BoundedSemaphore | None = None,
     outage: Outage | None = None,
+    auth_failures: AuthFailures | None = None,
 ) -> tuple[FastAPI, WebState]:
     """The web view's app (to mount at :data:`ROOT`) and its state (close it with the app).
-    ``expensive_slots`` and ``outage``: the API's, so that pages and API requests share one
-    budget and one log of a database outage."""
+    ``expensive_slots``, ``outage`` and ``auth_failures``: the API's, so that pages and API
+    requests share one budget, one log of a database outage and one count of refused tokens."""
     state = WebState(
         config=config,
         ledger=ledger,
@@ -44,6 +46,9 @@ def create_web_app(
         verify=VerifyCache(ledger, config.web.verify_interval),
         expensive_slots=expensive_slots or threading.BoundedSemaphore(config.api.max_expensive),
         outage=outage or Outage("web pages", log),
+        # "is None": an AuthFailures with no failures yet is empty, and so false.
+        auth_failures=auth_failures_of(config) if auth_failures is None else auth_failures,
+        trusted_proxies=trusted_networks(config.api.trusted_proxies),
     )
     templates = Environment(
         loader=PackageLoader("service.web", "templates"),

@@ -9,10 +9,11 @@ from fastapi import FastAPI, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 
+from service.api.limits import client_address, note_auth_failure
 from service.web.pages import Pages
 from service.web.security import same_origin
 from service.web.sessions import LOGIN_COOKIE, SESSION_COOKIE, Viewer, safe_next
-from service.web.state import ROOT, STATIC, Forbidden, WebState, log
+from service.web.state import ROOT, STATIC, Forbidden, LedgerErrorPage, WebState, log
 
 
 def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
@@ -80,10 +81,20 @@ def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             or not state.sessions.csrf_ok(nonce, csrf)
         ):
             raise Forbidden("the login form expired or did not come from this site: reload it")
+        address = client_address(request.scope, state.trusted_proxies)
+        wait = state.auth_failures.retry_after(address)
+        if wait is not None:  # refused unchecked: a guess tells nothing meanwhile
+            raise LedgerErrorPage(
+                429,
+                "Too many failed logins",
+                f"too many refused tokens from this address: try again in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
         found = state.sessions.login(token.strip())
         target = safe_next(next, ROOT)
         if found is None:
             log.warning("web login refused (unknown token)")
+            note_auth_failure(state.auth_failures, address, "web logins", state.config)
             return login_form(request, None, target, failed=True)
         viewer, cookie = found
         log.info("web login: %s", viewer.name)

@@ -40,3 +40,19 @@ def test_no_text_in_the_document_can_close_its_element() -> None:
     body = bytes(page.body).decode()
     assert "</script><script>alert" not in body
     assert body.count("</script>") == 3  # the data element and the two script files
+
+
+def test_the_document_lists_head_of_the_probes_as_they_are_answered(client: TestClient) -> None:
+    """``HEAD /readyz`` (a load balancer's probe, with a read token) and ``HEAD /healthz`` are
+    answered: the document says so, with the same statuses as their GET."""
+    document = client.get("/openapi.json", headers=auth("reader")).json()
+    ready = document["paths"]["/readyz"]
+    assert "head" in ready, sorted(ready)
+    assert {"200", "401", "403", "503"} <= set(ready["head"]["responses"])
+    assert ready["head"]["security"] == ready["get"]["security"]
+    health = document["paths"]["/healthz"]
+    assert "head" in health, sorted(health)
+    assert "security" not in health["head"]
+    assert client.head("/readyz", headers=auth("reader")).status_code == 200
+    assert client.head("/readyz").status_code == 401
+    assert client.head("/healthz").status_code == 200
