@@ -104,8 +104,8 @@ def payload_problems(event: EventModel) -> list[InputProblem]:
             problems.append(
                 InputProblem(
                     f"metadata.{IMPORTED_KEY}",
-                    f"true is written by an import only (actor {IMPORT_PREFIX}…), "
-                    f"got actor {event.actor!r}",
+                    f"true is written by an import only (actor {IMPORT_PREFIX}…), got "
+                    + (f"actor {event.actor!r}" if event.actor else "no actor"),
                 )
             )
         if LEGACY_CREATED_AT_KEY in metadata:
