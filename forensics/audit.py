@@ -127,8 +127,10 @@ def summarise(event: RecordedEvent) -> str:
 
 
 def _duration(seconds: object) -> str:
+    # Not through timedelta: an event may hold any whole number of seconds (past 999,999,999
+    # days a timedelta overflows), and the audit must show every stored fact.
     if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0:
-        return format_duration(timedelta(seconds=seconds))
+        return format_duration(seconds)
     return f"{seconds}s"
 
 

@@ -10,6 +10,9 @@ the fold stores such old values in a form the legacy columns hold (:mod:`project
   is far beyond any real error report.
 * ``RunStarted.metadata`` keys the projection reads are typed: ``imported`` is a boolean and
   ``legacy_created_at`` an ISO-8601 time with a zone that the legacy ``TIMESTAMP`` column holds.
+  ``imported: true`` is the import's own mark (the projection then takes ``createdAt`` from
+  the metadata), so only an import's actor (``import:…``) may write it: a connector writing it
+  could date its run's ``createdAt`` anywhere from 1970 to 2038.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from ledger.clock import isoformat_utc
 from ledger.errors import InputProblem
-from ledger.events import EARLIEST_TIME, EventModel
+from ledger.events import EARLIEST_TIME, IMPORT_PREFIX, EventModel
 from ledger.text import clip
 
 MAX_JSON_DEPTH = 20
@@ -95,6 +98,16 @@ def payload_problems(event: EventModel) -> list[InputProblem]:
     if isinstance(metadata, Mapping):
         if IMPORTED_KEY in metadata and not isinstance(metadata[IMPORTED_KEY], bool):
             problems.append(InputProblem(f"metadata.{IMPORTED_KEY}", "must be true or false"))
+        elif metadata.get(IMPORTED_KEY) is True and not (event.actor or "").startswith(
+            IMPORT_PREFIX
+        ):
+            problems.append(
+                InputProblem(
+                    f"metadata.{IMPORTED_KEY}",
+                    f"true is written by an import only (actor {IMPORT_PREFIX}…), got "
+                    + (f"actor {event.actor!r}" if event.actor else "no actor"),
+                )
+            )
         if LEGACY_CREATED_AT_KEY in metadata:
             try:
                 parse_legacy_time(metadata[LEGACY_CREATED_AT_KEY])

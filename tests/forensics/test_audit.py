@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 
 from forensics.audit import audit_run
-from ledger import Ledger
+from ledger import Ledger, RunTimedOut
+from ledger.durations import format_duration
 from tests.forensics.support import history, run
+from tests.service.conftest import api_client, auth
 
 
 def test_audit_shows_the_timeline_silences_and_late_facts(ledger: Ledger, db_url: str) -> None:
@@ -44,3 +46,26 @@ def test_audit_words_a_timeout_as_the_projection_does(ledger: Ledger, db_url: st
     assert summary == "stale by sweeper, threshold 1h, last activity 2026-01-28 01:30:00 UTC"
     row = run("runs", "show", str(second), "--format", "json", "--db", db_url).stdout  # type: ignore[attr-defined]
     assert "last activity 2026-01-28 01:30:00 UTC" in json.loads(row)["errorMessage"]
+
+
+def test_audit_words_any_threshold_append_accepts(ledger: Ledger, db_url: str) -> None:
+    """``threshold_seconds`` is any whole number ≥ 0 at append: one past what a ``timedelta``
+    holds (999,999,999 days) made ``ledger audit`` a traceback (OverflowError), and the API's
+    audit and the web's run page, which share it, a 500."""
+    huge = 10**14  # about 3.2 million years
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append(
+        [RunTimedOut(run_id=run_id, reason="stale", detected_by="sweeper", threshold_seconds=huge)]
+    )
+    summary = audit_run(ledger, run_id)[1].summary
+    assert summary == f"stale by sweeper, threshold {format_duration(huge)}"
+    result = run("audit", str(run_id), "--db", db_url)
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert "threshold 1157407407d9h46m40s" in json.dumps(
+        json.loads(run("audit", str(run_id), "--format", "json", "--db", db_url).stdout)  # type: ignore[attr-defined]
+    )
+    with api_client(db_url) as client:
+        answer = client.get(f"/v1/runs/{run_id}/events", headers=auth("reader"))
+    client.app.state.api.close()  # type: ignore[attr-defined]
+    assert answer.status_code == 200, answer.text
+    assert answer.json()[1]["summary"] == summary

@@ -167,7 +167,12 @@ def test_legacy_created_at_is_checked_at_append(
     ledger: Ledger, value: object, message: str
 ) -> None:
     with pytest.raises(ValidationError, match=f"metadata.legacy_created_at: .*{message}"):
-        ledger.start_run(1, "SOURCE_1", metadata={"imported": True, "legacy_created_at": value})
+        ledger.start_run(
+            1,
+            "SOURCE_1",
+            metadata={"imported": True, "legacy_created_at": value},
+            actor="import:legacy",
+        )
     assert ledger.head().last_position == 0
 
 
@@ -176,12 +181,33 @@ def test_imported_must_be_a_boolean(ledger: Ledger) -> None:
         ledger.start_run(1, "SOURCE_1", metadata={"imported": "yes"})
 
 
+def test_only_the_import_can_date_a_runs_created_at(ledger: Ledger, db_url: str) -> None:
+    """``imported: true`` makes the projection take ``createdAt`` from the metadata: a
+    connector writing it could date its run 1970 or 2038 in the legacy table. Only an import's
+    actor (``import:…``, which the API grants to operators only) may; the run is refused."""
+    forged = {"imported": True, "legacy_created_at": "1999-01-01T00:00:00Z"}
+    for actor in (None, "connector:sneaky@host:1", "importer", "operator:alice"):
+        with pytest.raises(ValidationError, match=r"metadata\.imported: .*import:"):
+            ledger.start_run(1, "SOURCE_1", metadata=forged, actor=actor)
+    line = {"type": "RunStarted", "source_id": 1, "connector_name": "S", "metadata": forged}
+    result = CliRunner().invoke(cli, ["append", "-", "--db", db_url], input=json.dumps(line))
+    assert result.exit_code == 2, result.output
+    assert "metadata.imported" in result.output
+    assert ledger.head().last_position == 0
+    # Not a claim at all: imported false, or the import itself.
+    ledger.start_run(1, "SOURCE_1", metadata={"imported": False})
+    run_id = ledger.start_run(1, "SOURCE_1", metadata=forged, actor="import:legacy")
+    project(ledger)
+    assert row(ledger, run_id)["createdAt"] == datetime(1999, 1, 1, tzinfo=UTC)
+
+
 def test_a_valid_legacy_created_at_is_the_rows_created_at(ledger: Ledger) -> None:
     created = "2001-02-03T04:05:06.700+02:00"
     run_id = ledger.start_run(
         1,
         "SOURCE_1",
         metadata={"imported": True, "legacy_created_at": created},
+        actor="import:legacy",
         occurred_at=datetime(2001, 2, 3, 2, 6, tzinfo=UTC),
     )
     project(ledger)
@@ -392,6 +418,7 @@ def test_replay_equals_projection_for_an_imported_run_in_another_zone(ledger: Le
         1,
         "SOURCE_1",
         metadata={"imported": True, "legacy_created_at": "1970-01-01T00:00:01+00:00"},
+        actor="import:legacy",
         occurred_at=datetime(1970, 1, 1, 0, 0, 2, tzinfo=zone),
     )
     project(ledger)
@@ -471,14 +498,16 @@ def run_scripts(draw: st.DrawFn, ref: str, latest: datetime) -> list[Any]:
     """One run's events (a run_ref stands for its id): started, progressed, and ended by its
     connector, by a timeout (with late facts after it), or left open."""
     when = moments(latest)
+    metadata = draw(legacy_metadata())
+    imported = bool(metadata and metadata.get("imported") is True)  # the import's own mark
     events: list[Any] = [
         RunStarted(
             run_ref=ref,
             source_id=draw(counters),
             connector_name=draw(names),
-            actor=draw(actors),
+            actor="import:legacy" if imported else draw(actors),
             occurred_at=draw(when),
-            metadata=draw(legacy_metadata()),
+            metadata=metadata,
         )
     ]
 
