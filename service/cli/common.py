@@ -350,9 +350,10 @@ def cell(value: object) -> str:
 # which fits an 80-column terminal: short headers, ``11-28 19:37``, long text cut with "…") and
 # their wide form (``--wide``: full headers, times to the second, every value whole, one line
 # per row however long). Times, statuses and counters never wrap: only text columns give way,
-# so a narrow terminal shortens an error message, not a date.
+# so a narrow terminal shortens an error message, not a date. Counters are compact too (``2.1G``
+# for 2,147,483,000): whole, a run's four took 38 cells and pushed a table past 80 columns.
 
-ColumnKind = Literal["text", "word", "time", "duration"]
+ColumnKind = Literal["text", "word", "time", "duration", "counts"]
 # Room to measure a --wide table in: its natural width, whatever the terminal's.
 UNBOUNDED = 1_000_000
 COLUMN_GAP = 2  # the cells between two columns in the tables' style (print_table)
@@ -371,10 +372,11 @@ class TableColumn:
     ``--wide``; a ``wide_only`` column is left out of the compact table. ``kind`` says how a
     value shows and whether it may give way: ``text`` is data of any length (cut with "…", or
     wrapped in a table that shows full text); ``word`` is a short value the code makes (an id, a
-    status, counters), never wrapped; ``time`` is a datetime; ``duration`` is seconds or a
-    timedelta (``4d22h`` compact, exact when wide). ``limit`` cuts a longer value of a
-    ``word`` column in the compact table: for stored words, such as an event type, that are
-    short unless a writer made them long.
+    status), never wrapped; ``time`` is a datetime; ``duration`` is seconds or a
+    timedelta (``4d22h`` compact, exact when wide); ``counts`` is a sequence of counters shown
+    as ``a/b/c/d`` (each at most 4 cells compact, ``2.1G``; exact when wide). ``limit`` cuts
+    a longer value of a ``word`` column in the compact table: for stored words, such as an
+    event type, that are short unless a writer made them long.
     """
 
     header: str
@@ -395,6 +397,8 @@ class TableColumn:
             return format_utc_seconds(value) if wide else compact_time(value, now)
         if self.kind == "duration" and isinstance(value, timedelta | int | float):
             return format_duration(value) if wide else compact_duration(value)
+        if self.kind == "counts" and isinstance(value, tuple | list):
+            return "/".join(str(count) if wide else compact_count(count) for count in value)
         return cell(value)
 
 
@@ -419,6 +423,24 @@ def compact_duration(value: timedelta | int | float) -> str:
     exact = format_duration(value)
     units = re.findall(r"-?\d+[dhms]", exact)
     return "".join(units[:2])
+
+
+COUNT_UNITS = ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k"))
+
+
+def compact_count(value: int) -> str:
+    """A counter in at most 4 cells: exact below 10,000, else ``12k``, ``1.2M``, ``999M``,
+    ``2.1G``, rounded down (never more than the true value); ``--wide`` and ``runs show``
+    give it exactly."""
+    if value < 10_000:
+        return str(value)
+    for size, unit in COUNT_UNITS:
+        if value >= size:
+            whole, rest = divmod(value, size)
+            if whole < 10:
+                return f"{whole}.{rest * 10 // size}{unit}"
+            return f"{whole}{unit}"
+    return str(value)  # unreachable: 10,000 and more is at least 1k
 
 
 def print_table(

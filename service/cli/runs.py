@@ -23,7 +23,7 @@ from projections.queries import (
     not_projected_message,
     not_started_message,
 )
-from projections.schema import RUN_STATUSES, record_counts
+from projections.schema import RECORD_COUNTER_COLUMNS, RUN_STATUSES
 from service.cli.common import (
     DURATION,
     EXIT_PROBLEM,
@@ -111,7 +111,7 @@ def runs_list(
                 row["startedAt"],
                 row["completedAt"],
                 row["duration"],
-                record_counts(row),
+                tuple(row[column] for column in RECORD_COUNTER_COLUMNS),
                 row["errorMessage"],
             )
             for row in view.rows
@@ -128,7 +128,7 @@ RUN_COLUMNS = (
     TableColumn("started", kind="time"),
     TableColumn("completed", kind="time", wide_only=True),
     TableColumn("took", "duration", "duration"),
-    TableColumn("f/c/u/s", "fetched/created/updated/skipped", "word"),
+    TableColumn("f/c/u/s", "fetched/created/updated/skipped", "counts"),
     TableColumn("error"),
 )
 
