@@ -81,6 +81,31 @@ def test_http_json_retries_a_page_that_fails_then_recovers(
     assert api.calls["/flaky"] == 5
 
 
+@pytest.mark.parametrize(
+    ("records_path", "expected"),
+    [
+        # A new user's first try: no --records-path on a page that is an object. It said
+        # "no list at records path ''", naming neither what the page holds nor the option.
+        ("", "the page is an object (keys: data), not a list of records"),
+        ("data.item", "nothing at records path 'data.item' ('data' has the keys: items)"),
+        ("data", "at records path 'data' is an object (keys: items), not a list of records"),
+    ],
+)
+def test_http_json_records_path_that_finds_no_list_names_where_the_list_is(
+    ledger: Ledger, spool: Spool, api: JsonServer, records_path: str, expected: str
+) -> None:
+    connector = HttpJsonConnector(
+        3, f"{api.base}/paged", records_path=records_path, page_param="page"
+    )
+    with pytest.raises(FetchError) as failure:
+        connector.run(ledger, spool=spool)
+    message = str(failure.value)
+    assert expected in message
+    assert "a list is at 'data.items': give --records-path data.items" in message
+    assert "(records_path in a serve config)" in message
+    assert finished(ledger, ledger.head().last_run_id)["status"] == "failed"
+
+
 def test_http_json_against_a_server_that_stays_broken_fails(
     ledger: Ledger, spool: Spool, api: JsonServer
 ) -> None:
