@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ledger.urls import mask_url, resolve_database_url
-from service.cli.common import FILE, db_option, library_errors, remember_url_source
+from service.cli.common import FILE, db_or_config_option, library_errors, remember_url_source
 
 
 @click.command("api")
@@ -24,7 +24,7 @@ from service.cli.common import FILE, db_option, library_errors, remember_url_sou
     default=None,
     help="The TOML config: its [api] tokens and limits, thresholds, spool and database.",
 )
-@db_option
+@db_or_config_option
 def api_command(listen: str | None, config_path: Path | None, db_url: str | None) -> None:
     """Serve the HTTP API until SIGTERM or Ctrl-C (requests in flight are finished)."""
     # uvicorn and FastAPI load only for this command

@@ -220,6 +220,21 @@ def db_option(command: F) -> F:
     )(command)
 
 
+def db_or_config_option(command: F) -> F:
+    """``--db`` of a command that also reads ``--config`` (status, api): its help names the
+    config's database_url, which those commands use when neither is set."""
+    return click.option(
+        "--db",
+        "db_url",
+        metavar="URL",
+        default=None,
+        help=(
+            f"Database URL (else ${DATABASE_URL_ENV}, else the --config file's database_url, "
+            "else sqlite:///ledger.db)."
+        ),
+    )(command)
+
+
 def as_of_options(command: F) -> F:
     command = click.option(
         "--at-position",

@@ -38,6 +38,7 @@ from service.cli.common import (
     as_of_options,
     cell,
     db_option,
+    db_or_config_option,
     echo_fitted,
     echo_json,
     library_errors,
@@ -327,7 +328,7 @@ def sweep_command(
 @spool_option
 @output_format_option
 @wide_option
-@db_option
+@db_or_config_option
 def status(
     config_path: Path | None,
     spool_dir: str | None,
