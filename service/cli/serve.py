@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ledger.durations import format_duration
 from ledger.urls import mask_url
 from service.cli.common import (
     EXIT_OK,
     FILE,
+    BadInput,
     library_errors,
     note_created,
     remember_url_source,
@@ -42,6 +44,13 @@ def serve_command(config_path: Path, metrics_port: int | None) -> None:
     """Run connectors on their schedules, the projector, the sweeper and spool flushing."""
     from migrations.runner import create_if_missing  # Alembic loads only where it may be needed
 
+    source = click.get_current_context().get_parameter_source("config_path")
+    if source is ParameterSource.DEFAULT and not config_path.exists():
+        raise BadInput(
+            f"no {config_path} in this folder: serve reads ./{config_path} unless given "
+            "--config FILE (an example ships as examples/ledger.toml; `ledger config check "
+            "FILE` validates one)"
+        )
     with library_errors():
         config = load_config(config_path)
     remember_url_source(config.database_url)  # an error about it names $LEDGER_DATABASE_URL
