@@ -55,8 +55,24 @@ EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
-RUN_ID = click.IntRange(1, MAX_RUN_ID)
-SOURCE_ID = click.IntRange(0, MAX_RUN_ID)
+
+
+class Integer(click.IntRange):
+    """An integer option or argument within bounds. Click calls its range type "integer range",
+    so a word given for a run id read "'abc' is not a valid integer range": the reader wrote no
+    range. Here it is "not a valid integer", and help shows INTEGER with the bounds beside it."""
+
+    name = "integer"
+
+
+class Number(click.FloatRange):
+    """A number (seconds, mostly) within bounds: "not a valid number", NUMBER in help."""
+
+    name = "number"
+
+
+RUN_ID = Integer(1, MAX_RUN_ID)
+SOURCE_ID = Integer(0, MAX_RUN_ID)
 FILE = click.Path(dir_okay=False, path_type=Path)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -238,7 +254,7 @@ def db_or_config_option(command: F) -> F:
 def as_of_options(command: F) -> F:
     command = click.option(
         "--at-position",
-        type=click.IntRange(0, MAX_POSITION),
+        type=Integer(0, MAX_POSITION),
         default=None,
         help="Replay the ledger up to this position instead.",
     )(command)
@@ -299,7 +315,7 @@ def seconds_option(
 ) -> Callable[[F], F]:
     def decorate(command: F) -> F:
         return click.option(
-            name, type=click.FloatRange(min=minimum), default=default, show_default=True, help=help
+            name, type=Number(min=minimum), default=default, show_default=True, help=help
         )(command)
 
     return decorate

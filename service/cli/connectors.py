@@ -16,6 +16,7 @@ from service.cli.common import (
     EXIT_PROBLEM,
     BadInput,
     F,
+    Integer,
     cell,
     db_option,
     echo_json,
@@ -33,7 +34,7 @@ def run_options(command: F) -> F:
         [
             click.option(
                 "--source-id",
-                type=click.IntRange(min=0),
+                type=Integer(min=0),
                 default=1,
                 show_default=True,
                 help="The source this run ingests (ingestion_runs.sourceId).",
@@ -96,7 +97,7 @@ def run_csv(path: Path, key: str, **options: Any) -> None:
 @seconds_option("--timeout", 0.1, 10.0, "Seconds to wait for each HTTP response.")
 @click.option(
     "--retries",
-    type=click.IntRange(min=0),
+    type=Integer(min=0),
     default=3,
     show_default=True,
     help="Retries of a page after a network error, a timeout, 429 or 5xx, before the run fails.",

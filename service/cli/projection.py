@@ -28,6 +28,7 @@ from projections import rebuild as rebuild_projection
 from projections.projector import DEFAULT_BATCH_SIZE
 from service.cli.common import (
     BadInput,
+    Integer,
     actor_option,
     cell,
     db_option,
@@ -42,7 +43,7 @@ from service.cli.common import (
 @click.option("--follow", is_flag=True, help="Keep tailing the ledger until SIGINT/SIGTERM.")
 @click.option(
     "--batch-size",
-    type=click.IntRange(1, MAX_POSITION),
+    type=Integer(1, MAX_POSITION),
     default=DEFAULT_BATCH_SIZE,
     show_default=True,
     help="Events per transaction.",
@@ -50,7 +51,7 @@ from service.cli.common import (
 @seconds_option("--interval", 0.01, 1.0, "Seconds between polls when caught up (with --follow).")
 @click.option(
     "--skip-position",
-    type=click.IntRange(1, MAX_POSITION),
+    type=Integer(1, MAX_POSITION),
     default=None,
     help="Record that this position (a poison event) is not to be applied.",
 )
@@ -102,7 +103,7 @@ def project(
 @click.command()
 @click.option(
     "--batch-size",
-    type=click.IntRange(1, MAX_POSITION),
+    type=Integer(1, MAX_POSITION),
     default=DEFAULT_BATCH_SIZE,
     show_default=True,
     help="Events replayed per transaction into the shadow tables.",

@@ -32,6 +32,7 @@ from service.cli.common import (
     SOURCE_ID,
     BadInput,
     F,
+    Integer,
     ProblemFound,
     TableColumn,
     actor_option,
@@ -67,7 +68,7 @@ def runs() -> None:
 @click.option("--source", "source_id", type=SOURCE_ID, default=None, help="Only this source id.")
 @click.option(
     "--limit",
-    type=click.IntRange(1, MAX_POSITION),
+    type=Integer(1, MAX_POSITION),
     default=50,
     show_default=True,
     metavar="N",

@@ -16,6 +16,7 @@ from service.cli.common import (
     EXIT_OK,
     FILE,
     BadInput,
+    Integer,
     library_errors,
     note_created,
     remember_url_source,
@@ -35,7 +36,7 @@ from service.serve import LedgerService
 )
 @click.option(
     "--metrics-port",
-    type=click.IntRange(1, 65535),
+    type=Integer(1, 65535),
     default=None,
     help="Serve Prometheus metrics on PORT (overrides serve.metrics_port; the address is "
     "serve.metrics_host, 127.0.0.1 by default).",
