@@ -366,7 +366,10 @@ def status(
         "runs:       "
         + ", ".join(f"{count} {name}" for name, count in figures.runs_by_status.items())
     )
-    echo(f"spool:      {figures.spool_backlog} event(s) waiting in {report.spool_path}")
+    if report.spool_exists:
+        echo(f"spool:      {figures.spool_backlog} event(s) waiting in {report.spool_path}")
+    else:  # as `ledger spool status` says it: not an empty backlog, no spool at all
+        echo(f"spool:      none at {report.spool_path} (nothing was ever spooled there)")
     for projection in head.projections:
         checkpoint = projection.checkpoint
         echo(
