@@ -34,12 +34,14 @@ def api_command(listen: str | None, config_path: Path | None, db_url: str | None
     with library_errors():
         config = standalone_config(config_path, db_url)
     where = listen_address(listen, config)
-    if not config.api.tokens:
-        click.echo(
-            "warning: no [api] tokens configured: every request but /healthz is refused", err=True
-        )
 
     def announce() -> None:
+        """Once the address is bound: a bad or taken one is the only thing said."""
+        if not config.api.tokens:
+            click.echo(
+                "warning: no [api] tokens configured: every request but /healthz is refused",
+                err=True,
+            )
         click.echo(
             f"API for {mask_url(config.database_url)} on http://{where}; SIGTERM or Ctrl-C to stop",
             err=True,

@@ -3,6 +3,8 @@ http-json`` with two paging rules or a URL that is not one, before a run starts.
 
 from __future__ import annotations
 
+import socket
+
 from click.testing import CliRunner
 
 from ledger import Ledger
@@ -90,3 +92,21 @@ def test_a_word_where_a_number_goes_is_called_a_number_not_a_range() -> None:
     for args in (["events"], ["run", "csv"], ["project"], ["serve"], ["report"]):
         shown = run(*args, "--help").output
         assert "RANGE" not in shown, (args, shown)
+
+
+def test_ledger_api_refusing_its_address_says_only_that(db_url: str) -> None:
+    """A bad or taken --listen printed "warning: no [api] tokens configured: every request but
+    /healthz is refused" first, about an API that never started; the warning is for an API
+    that serves."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        for listen, said in (
+            ("127.0.0.1:99999", "write HOST:PORT"),
+            (f"127.0.0.1:{port}", f"cannot serve the API on 127.0.0.1:{port}"),
+        ):
+            result = run("api", "--listen", listen, "--db", db_url)
+            assert result.exit_code == 2, result.output
+            assert said in result.stderr
+            assert "warning" not in result.stderr, result.stderr
