@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,6 +72,44 @@ def test_status_with_a_config_reads_its_database(
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["database"] == mask_url(db_url)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readme_names_every_option_and_no_option_a_command_lacks() -> None:
+    """The CLI reference against the commands: every long option of every command is in the
+    README (`--verbose` was not: only `-v`), and each README line that starts a `ledger`
+    command line (a heading, a `$ ` transcript line, a synopsis) uses only that command's
+    options."""
+    readme = README.read_text(encoding="utf-8")
+    undocumented = sorted(
+        f"{' '.join(path)} {name}"
+        for path, command in every_command(cli)
+        for option in command.params
+        if isinstance(option, click.Option)
+        for name in option.opts
+        if name.startswith("--") and name not in readme
+    )
+    assert undocumented == []
+    commands = {" ".join(path[1:]): command for path, command in every_command(cli)}
+    wrong = []
+    for line in readme.splitlines():
+        found = re.match(r"^(?:### `|\$ |)ledger ((?:[a-z-]+ ?)+)", line.strip())
+        if found is None:
+            continue
+        words = found.group(1).split()
+        name = next((" ".join(words[:n]) for n in (2, 1) if " ".join(words[:n]) in commands), None)
+        command = commands.get(name or "")
+        if command is None or isinstance(command, click.Group):
+            continue
+        known = {opt for param in command.params for opt in getattr(param, "opts", [])}
+        wrong += [
+            f"{name}: {option}"
+            for option in re.findall(r"(?<![\w-])--?[a-z][a-z-]*", line)
+            if option not in known
+        ]
+    assert wrong == []
 
 
 def test_every_command_takes_verbose() -> None:
