@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -90,14 +91,20 @@ def runs_list(
     db_url: str | None,
 ) -> None:
     """List runs, newest first."""
-    run_filter = RunFilter(status=status, connector=connector, source_id=source_id, limit=limit)
+    # A table reads one run more than it shows, to say when --limit cut it: "50 run(s)" over
+    # a cut list read as "there are 50 runs". JSON stays the rows asked for.
+    table = output_format != "json"
+    asked = min(limit + 1, MAX_POSITION) if table else limit
+    run_filter = RunFilter(status=status, connector=connector, source_id=source_id, limit=asked)
     moment = parse_moment(as_of, at_position)
     ledger = open_ledger(db_url)
     with library_errors():
         view = find_runs(ledger, run_filter, moment, at_position)
-    if output_format == "json":
+    if not table:
         echo_json(view.jsonable())
         return
+    more = len(view.rows) > limit
+    view = replace(view, rows=view.rows[:limit])
     title = "ingestion_runs"
     if view.position is not None:
         title += f" as of position {view.position}"
@@ -120,6 +127,8 @@ def runs_list(
         ),
         wide=wide,
     )
+    if more:
+        click.echo(f"the newest {limit} shown; more runs match: a higher --limit shows them")
 
 
 RUN_COLUMNS = (
