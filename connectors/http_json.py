@@ -281,6 +281,17 @@ class HttpJsonConnector(Connector):
         self.max_pages = max_pages
         self.single_page = single_page
 
+    def _key_problem(self, record: object) -> str:
+        """Why a record has no key: none at all names the fields it has, so that a --key the
+        API does not use shows at the first record."""
+        if not isinstance(record, dict) or self.key in record:
+            return f"missing key {self.key!r}"
+        fields = ", ".join(str(name)[:40] for name in list(record)[:8]) or "no field"
+        return (
+            f"missing key {self.key!r} (the record has {fields}; "
+            "--key names the field that identifies a record)"
+        )
+
     def ingest(self, run: RunContext) -> None:
         store = RecordStore(run.ledger)
         url: str | None = self._page_url(self.first_page)
@@ -313,7 +324,7 @@ class HttpJsonConnector(Connector):
             for index, record in enumerate(records):
                 if not isinstance(record, dict) or record.get(self.key) in (None, ""):
                     run.error(
-                        f"page {page} record {index}: missing key {self.key!r}",
+                        f"page {page} record {index}: {self._key_problem(record)}",
                         {"url": shown(url), "index": index},
                     )
                 else:

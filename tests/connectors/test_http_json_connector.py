@@ -106,6 +106,20 @@ def test_http_json_records_path_that_finds_no_list_names_where_the_list_is(
     assert finished(ledger, ledger.head().last_run_id)["status"] == "failed"
 
 
+def test_http_json_key_the_records_lack_names_the_fields_they_have(
+    ledger: Ledger, spool: Spool, api: JsonServer
+) -> None:
+    connector = HttpJsonConnector(
+        3, f"{api.base}/paged", key="uuid", records_path="data.items", page_param="page"
+    )
+    result = connector.run(ledger, spool=spool)
+    assert result.status == "partial"
+    assert finished(ledger, result.run_id)["error_message"] == (
+        "9 error(s); first: page 1 record 0: missing key 'uuid' (the record has id, n; "
+        "--key names the field that identifies a record)"
+    )
+
+
 def test_http_json_against_a_server_that_stays_broken_fails(
     ledger: Ledger, spool: Spool, api: JsonServer
 ) -> None:
