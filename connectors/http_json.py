@@ -432,4 +432,7 @@ class HttpJsonConnector(Connector):
                 last_error = str(getattr(exc, "reason", exc))
             except json.JSONDecodeError as exc:
                 raise FetchError(f"{shown(url)}: the response is not JSON ({exc.msg})") from exc
-        raise FetchError(f"{shown(url)}: still failing after {self.retries} retries ({last_error})")
+        if self.retries == 0:
+            raise FetchError(f"{shown(url)}: {last_error} (not retried: retries is 0)")
+        retries = "1 retry" if self.retries == 1 else f"{self.retries} retries"
+        raise FetchError(f"{shown(url)}: still failing after {retries} ({last_error})")

@@ -133,6 +133,20 @@ def test_http_json_against_a_server_that_stays_broken_fails(
     assert payload["error_details"]["exception"] == "FetchError"
 
 
+def test_http_json_told_not_to_retry_does_not_say_retries(
+    ledger: Ledger, spool: Spool, api: JsonServer
+) -> None:
+    """--retries 0 failed with "still failing after 0 retries (HTTP 503)"."""
+    connector = HttpJsonConnector(3, f"{api.base}/broken", retries=0)
+    with pytest.raises(FetchError) as failure:
+        connector.run(ledger, spool=spool)
+    assert str(failure.value).endswith("/broken: HTTP 503 (not retried: retries is 0)")
+    assert api.calls["/broken"] == 1
+    one = HttpJsonConnector(3, f"{api.base}/broken", retries=1, backoff=0.01)
+    with pytest.raises(FetchError, match=r"still failing after 1 retry \(HTTP 503\)$"):
+        one.run(ledger, spool=spool)
+
+
 def test_http_json_secrets_never_reach_the_ledger(ledger: Ledger, tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
