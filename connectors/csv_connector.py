@@ -117,7 +117,15 @@ class CsvConnector(Connector):
                     continue
                 if not isinstance(record, dict):
                     yield line, None, f"expected a JSON object, got {type(record).__name__}"
-                elif record.get(self.key) in (None, ""):
-                    yield line, None, f"missing key {self.key!r}"
+                elif self.key not in record:
+                    fields = ", ".join(str(name)[:40] for name in list(record)[:8])
+                    yield (
+                        line,
+                        None,
+                        f"missing key {self.key!r} (the record has {fields or 'no field'}; "
+                        "--key names the field that identifies a record)",
+                    )
+                elif record[self.key] in (None, ""):
+                    yield line, None, f"empty key {self.key!r}"
                 else:
                     yield line, record, None

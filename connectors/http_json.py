@@ -61,6 +61,67 @@ def dig(document: Any, path: str) -> Any:
     return value
 
 
+def keys_of(value: dict[str, Any], most: int = 8) -> str:
+    """The first keys of an object, as a message lists them."""
+    keys = [str(key)[:40] for key in value]  # page data: keys bounded, count too
+    return ", ".join(keys[:most]) + (", …" if len(keys) > most else "")
+
+
+def list_paths(document: Any, depth: int = 3) -> list[str]:
+    """Dotted paths to the lists of objects inside ``document`` (objects only, ``depth`` deep):
+    where the records probably are."""
+    found: list[str] = []
+    if not isinstance(document, dict) or depth == 0:
+        return found
+    for key, value in document.items():
+        if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            found.append(str(key))
+        found.extend(f"{key}.{inner}" for inner in list_paths(value, depth - 1))
+    return found
+
+
+def no_records_message(document: Any, path: str) -> str:
+    """Why the page has no list of records at ``path``, what is there instead, and the
+    ``--records-path`` that would find one: "no list at records path ''" named neither."""
+    parts = [part for part in path.split(".") if part]
+    found = dig(document, path)
+    if not parts:
+        what = f"the page is {kind_of(document)}, not a list of records"
+    elif found is None:
+        parent, reached = document, []
+        for part in parts:
+            if not isinstance(parent, dict) or part not in parent:
+                break
+            parent = parent[part]
+            reached.append(part)
+        where = ".".join(reached) or "the page"
+        where = f"'{where}'" if reached else where
+        has = (
+            f"{where} has the keys: {keys_of(parent)}"
+            if isinstance(parent, dict)
+            else f"{where} is {kind_of(parent)}"
+        )
+        what = f"nothing at records path {path!r} ({has})"
+    else:
+        what = f"at records path {path!r} is {kind_of(found)}, not a list of records"
+    candidates = list_paths(document)
+    hint = (
+        f"; a list is at {candidates[0]!r}: give --records-path {candidates[0]} "
+        "(records_path in a serve config)"
+        if candidates
+        else "; give --records-path to the list of records (records_path in a serve config)"
+    )
+    return what + hint
+
+
+def kind_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"an object (keys: {keys_of(value)})" if value else "an empty object"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__} ({json.dumps(value)[:40]})"
+
+
 @dataclass(frozen=True)
 class Page:
     """One fetched page: its URL, its JSON document and the next URL its Link header names."""
@@ -220,6 +281,17 @@ class HttpJsonConnector(Connector):
         self.max_pages = max_pages
         self.single_page = single_page
 
+    def _key_problem(self, record: object) -> str:
+        """Why a record has no key: none at all names the fields it has, so that a --key the
+        API does not use shows at the first record."""
+        if not isinstance(record, dict) or self.key in record:
+            return f"missing key {self.key!r}"
+        fields = ", ".join(str(name)[:40] for name in list(record)[:8]) or "no field"
+        return (
+            f"missing key {self.key!r} (the record has {fields}; "
+            "--key names the field that identifies a record)"
+        )
+
     def ingest(self, run: RunContext) -> None:
         store = RecordStore(run.ledger)
         url: str | None = self._page_url(self.first_page)
@@ -236,7 +308,7 @@ class HttpJsonConnector(Connector):
                 self._refuse_unconfigured_paging(fetched)
             records = dig(document, self.records_path)
             if not isinstance(records, list):
-                raise FetchError(f"{shown(url)}: no list at records path {self.records_path!r}")
+                raise FetchError(f"{shown(url)}: {no_records_message(document, self.records_path)}")
             if self.page_param is not None and records:
                 # A server that ignores the parameter answers every page alike: without this,
                 # max_pages copies of page one, then "is the pagination looping?".
@@ -252,7 +324,7 @@ class HttpJsonConnector(Connector):
             for index, record in enumerate(records):
                 if not isinstance(record, dict) or record.get(self.key) in (None, ""):
                     run.error(
-                        f"page {page} record {index}: missing key {self.key!r}",
+                        f"page {page} record {index}: {self._key_problem(record)}",
                         {"url": shown(url), "index": index},
                     )
                 else:
@@ -360,4 +432,7 @@ class HttpJsonConnector(Connector):
                 last_error = str(getattr(exc, "reason", exc))
             except json.JSONDecodeError as exc:
                 raise FetchError(f"{shown(url)}: the response is not JSON ({exc.msg})") from exc
-        raise FetchError(f"{shown(url)}: still failing after {self.retries} retries ({last_error})")
+        if self.retries == 0:
+            raise FetchError(f"{shown(url)}: {last_error} (not retried: retries is 0)")
+        retries = "1 retry" if self.retries == 1 else f"{self.retries} retries"
+        raise FetchError(f"{shown(url)}: still failing after {retries} ({last_error})")

@@ -65,7 +65,9 @@ def translate_errors(url: str, action: str) -> Iterator[None]:
         if isinstance(exc, IntegrityError):
             raise ConstraintError(message) from exc
         kind = _storage_error(url, exc)
-        raise kind(message + _sqlite_open_hint(url, exc, kind)) from exc
+        raise kind(
+            message + _sqlite_open_hint(url, exc, kind) + _unknown_database_hint(url, exc)
+        ) from exc
     except OSError as exc:  # e.g. a TLS file named in the URL that does not exist
         raise StorageError(mask_secrets(f"{action} failed on {mask_url(url)}: {exc}")) from exc
 
@@ -188,6 +190,16 @@ def _sqlite_open_hint(url: str, error: SQLAlchemyError, kind: type[StorageError]
     if kind is DatabaseNotFoundError:
         return f" ({path}: the folder {path.parent} does not exist)"
     return f" ({path}: this user may not open or create it)"
+
+
+def _unknown_database_hint(url: str, error: SQLAlchemyError) -> str:
+    """What MySQL's "Unknown database" (1049) does not say: run-ledger makes tables, not the
+    database, so a new one is created by hand first (or the name in the URL is wrong)."""
+    if _mysql_error_code(_driver_error(error)) != 1049:
+        return ""
+    name = make_url(url).database or ""
+    quoted = "`" + name.replace("`", "``") + "`"
+    return f"; check its name, or create it first: CREATE DATABASE {quoted} CHARACTER SET utf8mb4"
 
 
 def _driver_error(error: BaseException) -> DBAPIError | None:

@@ -7,6 +7,7 @@ hash chain is computed over, and the upcasters that bring payloads written under
 
 from __future__ import annotations
 
+import difflib
 import json
 import json.scanner
 import math
@@ -401,11 +402,14 @@ def pydantic_problems(exc: pydantic.ValidationError) -> list[InputProblem]:
     problems: list[InputProblem] = []
     for error in exc.errors(include_url=False):
         location = [str(part) for part in error["loc"]]
-        if location and location[0] in EVENT_TYPES:
+        event_type = location[0] if location and location[0] in EVENT_TYPES else None
+        if event_type is not None:
             location = location[1:]
         field = clip(".".join(location)) or "event"  # an unknown key may be megabytes long
         message = error["msg"]
-        if error["type"] == "union_tag_invalid":
+        if error["type"] == "extra_forbidden" and event_type is not None and len(location) == 1:
+            message = _not_a_field(event_type, location[0])
+        elif error["type"] == "union_tag_invalid":
             field = "type"
             message = (
                 (
@@ -423,6 +427,16 @@ def pydantic_problems(exc: pydantic.ValidationError) -> list[InputProblem]:
             message = "missing; expected one of " + ", ".join(EVENT_TYPES)
         problems.append(InputProblem(field, message))
     return problems
+
+
+def _not_a_field(event_type: str, key: str) -> str:
+    """A key the event type does not have (pydantic: "Extra inputs are not permitted"): the
+    field meant when one is close (a typo, ``record_fetched``), else the type's fields."""
+    fields = list(EVENT_TYPES[event_type].model_fields)
+    close = difflib.get_close_matches(key[:200], fields, n=1, cutoff=0.75)
+    if close:
+        return f"not a field of {event_type} (did you mean {close[0]}?)"
+    return f"not a field of {event_type}; its fields: {', '.join(fields)}"
 
 
 def parse_event(data: object) -> EventModel:

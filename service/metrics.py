@@ -174,6 +174,7 @@ class StatusReport:
     stale_after: timedelta
     spool_path: Path
     database: str
+    spool_exists: bool = True  # False: no spool file there (nothing was ever spooled, a typo)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON. The projection error's time and each skip's time are written
@@ -191,6 +192,8 @@ class StatusReport:
             "stuck_runs": figures.stuck_runs,
             "runs_by_status": figures.runs_by_status,
             "spool_backlog": figures.spool_backlog,
+            "spool_path": str(self.spool_path),
+            "spool_exists": self.spool_exists,
             "projections": [
                 {
                     "name": p.name,
@@ -225,4 +228,11 @@ def status_report(
     figures = collect_figures(
         ledger, thresholds, config.overrides() if config else None, spool, status=status
     )
-    return StatusReport(status, figures, thresholds.stale_after, spool.path, mask_url(ledger.url))
+    return StatusReport(
+        status,
+        figures,
+        thresholds.stale_after,
+        spool.path,
+        mask_url(ledger.url),
+        spool_exists=spool.path.exists(),
+    )

@@ -43,11 +43,10 @@ def _server_statements(url: str, *statements: str) -> None:
 
 def create_mysql_database(base_url: str, name: str | None = None) -> str:
     """Create a database next to ``base_url``'s (uniquely named unless ``name`` is given) and
-    return its URL."""
-    # Named after the base URL's database (``…/rev3`` gives ``rev3_1a2b…``), so that several
-    # checkouts sharing one server each keep to their own names; ``ledger_test_…`` without one.
-    prefix = make_url(base_url).database or "ledger_test"
-    name = name or f"{prefix}_{uuid.uuid4().hex[:12]}"
+    return its URL. A unique name starts with the base database's own name (``rev2`` gives
+    ``rev2_test_…``), so suites run side by side on one server each keep to their own names."""
+    prefix = make_url(base_url).database or "ledger"
+    name = name or f"{prefix[:40]}_test_{uuid.uuid4().hex[:12]}"
     _server_statements(base_url, f"CREATE DATABASE {_quoted(name)} CHARACTER SET utf8mb4")
     return make_url(base_url).set(database=name).render_as_string(hide_password=False)
 

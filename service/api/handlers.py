@@ -33,7 +33,12 @@ def add_error_handlers(app: FastAPI) -> None:
         for error in exc.errors():
             where = [str(part) for part in error.get("loc", ())]
             field = ".".join(where[1:]) if len(where) > 1 else ".".join(where)
-            errors.append({"field": visible(field), "message": visible(str(error.get("msg")))})
+            message = (
+                "not a field of this request body"  # pydantic: "Extra inputs are not permitted"
+                if error.get("type") == "extra_forbidden"
+                else str(error.get("msg"))
+            )
+            errors.append({"field": visible(field), "message": visible(message)})
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return _problem_response(
             ApiProblem(400, "invalid-request", "Invalid request", detail, errors=errors)

@@ -154,7 +154,7 @@ def demo(db_url: str | None, wide: bool) -> None:
         echo("\n".join(wrap_cells(text, REPORT_WIDTH, "   ")))
 
     if result.already_ran:
-        echo(f"The demo already ran on {mask_url(ledger.url)}; here is where it stands.\n")
+        echo(f"The demo already ran on {mask_url(ledger.url)}; here is where it stands.")
     else:
         echo(f"run-ledger demo on {mask_url(ledger.url)}\n")
         step(

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ledger.urls import mask_url, resolve_database_url
-from service.cli.common import FILE, db_option, library_errors, remember_url_source
+from service.cli.common import FILE, db_or_config_option, library_errors, remember_url_source
 
 
 @click.command("api")
@@ -24,7 +24,7 @@ from service.cli.common import FILE, db_option, library_errors, remember_url_sou
     default=None,
     help="The TOML config: its [api] tokens and limits, thresholds, spool and database.",
 )
-@db_option
+@db_or_config_option
 def api_command(listen: str | None, config_path: Path | None, db_url: str | None) -> None:
     """Serve the HTTP API until SIGTERM or Ctrl-C (requests in flight are finished)."""
     # uvicorn and FastAPI load only for this command
@@ -34,12 +34,14 @@ def api_command(listen: str | None, config_path: Path | None, db_url: str | None
     with library_errors():
         config = standalone_config(config_path, db_url)
     where = listen_address(listen, config)
-    if not config.api.tokens:
-        click.echo(
-            "warning: no [api] tokens configured: every request but /healthz is refused", err=True
-        )
 
     def announce() -> None:
+        """Once the address is bound: a bad or taken one is the only thing said."""
+        if not config.api.tokens:
+            click.echo(
+                "warning: no [api] tokens configured: every request but /healthz is refused",
+                err=True,
+            )
         click.echo(
             f"API for {mask_url(config.database_url)} on http://{where}; SIGTERM or Ctrl-C to stop",
             err=True,

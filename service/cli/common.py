@@ -55,8 +55,24 @@ EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
-RUN_ID = click.IntRange(1, MAX_RUN_ID)
-SOURCE_ID = click.IntRange(0, MAX_RUN_ID)
+
+
+class Integer(click.IntRange):
+    """An integer option or argument within bounds. Click calls its range type "integer range",
+    so a word given for a run id read "'abc' is not a valid integer range": the reader wrote no
+    range. Here it is "not a valid integer", and help shows INTEGER with the bounds beside it."""
+
+    name = "integer"
+
+
+class Number(click.FloatRange):
+    """A number (seconds, mostly) within bounds: "not a valid number", NUMBER in help."""
+
+    name = "number"
+
+
+RUN_ID = Integer(1, MAX_RUN_ID)
+SOURCE_ID = Integer(0, MAX_RUN_ID)
 FILE = click.Path(dir_okay=False, path_type=Path)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -229,10 +245,25 @@ def db_option(command: F) -> F:
     )(command)
 
 
+def db_or_config_option(command: F) -> F:
+    """``--db`` of a command that also reads ``--config`` (status, api): its help names the
+    config's database_url, which those commands use when neither is set."""
+    return click.option(
+        "--db",
+        "db_url",
+        metavar="URL",
+        default=None,
+        help=(
+            f"Database URL (else ${DATABASE_URL_ENV}, else the --config file's database_url, "
+            "else sqlite:///ledger.db)."
+        ),
+    )(command)
+
+
 def as_of_options(command: F) -> F:
     command = click.option(
         "--at-position",
-        type=click.IntRange(0, MAX_POSITION),
+        type=Integer(0, MAX_POSITION),
         default=None,
         help="Replay the ledger up to this position instead.",
     )(command)
@@ -293,7 +324,7 @@ def seconds_option(
 ) -> Callable[[F], F]:
     def decorate(command: F) -> F:
         return click.option(
-            name, type=click.FloatRange(min=minimum), default=default, show_default=True, help=help
+            name, type=Number(min=minimum), default=default, show_default=True, help=help
         )(command)
 
     return decorate
@@ -359,9 +390,10 @@ def cell(value: object) -> str:
 # which fits an 80-column terminal: short headers, ``11-28 19:37``, long text cut with "…") and
 # their wide form (``--wide``: full headers, times to the second, every value whole, one line
 # per row however long). Times, statuses and counters never wrap: only text columns give way,
-# so a narrow terminal shortens an error message, not a date.
+# so a narrow terminal shortens an error message, not a date. Counters are compact too (``2.1G``
+# for 2,147,483,000): whole, a run's four took 38 cells and pushed a table past 80 columns.
 
-ColumnKind = Literal["text", "word", "time", "duration"]
+ColumnKind = Literal["text", "word", "time", "duration", "counts"]
 # Room to measure a --wide table in: its natural width, whatever the terminal's.
 UNBOUNDED = 1_000_000
 COLUMN_GAP = 2  # the cells between two columns in the tables' style (print_table)
@@ -380,10 +412,11 @@ class TableColumn:
     ``--wide``; a ``wide_only`` column is left out of the compact table. ``kind`` says how a
     value shows and whether it may give way: ``text`` is data of any length (cut with "…", or
     wrapped in a table that shows full text); ``word`` is a short value the code makes (an id, a
-    status, counters), never wrapped; ``time`` is a datetime; ``duration`` is seconds or a
-    timedelta (``4d22h`` compact, exact when wide). ``limit`` cuts a longer value of a
-    ``word`` column in the compact table: for stored words, such as an event type, that are
-    short unless a writer made them long.
+    status), never wrapped; ``time`` is a datetime; ``duration`` is seconds or a
+    timedelta (``4d22h`` compact, exact when wide); ``counts`` is a sequence of counters shown
+    as ``a/b/c/d`` (each at most 4 cells compact, ``2.1G``; exact when wide). ``limit`` cuts
+    a longer value of a ``word`` column in the compact table: for stored words, such as an
+    event type, that are short unless a writer made them long.
     """
 
     header: str
@@ -404,6 +437,8 @@ class TableColumn:
             return format_utc_seconds(value) if wide else compact_time(value, now)
         if self.kind == "duration" and isinstance(value, timedelta | int | float):
             return format_duration(value) if wide else compact_duration(value)
+        if self.kind == "counts" and isinstance(value, tuple | list):
+            return "/".join(str(count) if wide else compact_count(count) for count in value)
         return cell(value)
 
 
@@ -428,6 +463,24 @@ def compact_duration(value: timedelta | int | float) -> str:
     exact = format_duration(value)
     units = re.findall(r"-?\d+[dhms]", exact)
     return "".join(units[:2])
+
+
+COUNT_UNITS = ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k"))
+
+
+def compact_count(value: int) -> str:
+    """A counter in at most 4 cells: exact below 10,000, else ``12k``, ``1.2M``, ``999M``,
+    ``2.1G``, rounded down (never more than the true value); ``--wide`` and ``runs show``
+    give it exactly."""
+    if value < 10_000:
+        return str(value)
+    for size, unit in COUNT_UNITS:
+        if value >= size:
+            whole, rest = divmod(value, size)
+            if whole < 10:
+                return f"{whole}.{rest * 10 // size}{unit}"
+            return f"{whole}{unit}"
+    return str(value)  # unreachable: 10,000 and more is at least 1k
 
 
 def print_table(

@@ -16,8 +16,10 @@ from service.cli.common import (
     EXIT_PROBLEM,
     BadInput,
     F,
+    Integer,
     cell,
     db_option,
+    echo_fitted,
     echo_json,
     library_errors,
     open_or_start_ledger,
@@ -25,6 +27,7 @@ from service.cli.common import (
     output_format_option,
     seconds_option,
     spool_option,
+    wide_option,
 )
 
 
@@ -33,7 +36,7 @@ def run_options(command: F) -> F:
         [
             click.option(
                 "--source-id",
-                type=click.IntRange(min=0),
+                type=Integer(min=0),
                 default=1,
                 show_default=True,
                 help="The source this run ingests (ingestion_runs.sourceId).",
@@ -96,7 +99,7 @@ def run_csv(path: Path, key: str, **options: Any) -> None:
 @seconds_option("--timeout", 0.1, 10.0, "Seconds to wait for each HTTP response.")
 @click.option(
     "--retries",
-    type=click.IntRange(min=0),
+    type=Integer(min=0),
     default=3,
     show_default=True,
     help="Retries of a page after a network error, a timeout, 429 or 5xx, before the run fails.",
@@ -168,7 +171,8 @@ def spool() -> None:
 @spool.command("status")
 @spool_option
 @output_format_option
-def spool_status(spool_dir: str | None, output_format: str) -> None:
+@wide_option
+def spool_status(spool_dir: str | None, output_format: str, wide: bool) -> None:
     """Show the backlog (exit 1 if events are waiting or were rejected)."""
     with library_errors():
         backlog = Spool(spool_dir).backlog()
@@ -180,17 +184,21 @@ def spool_status(spool_dir: str | None, output_format: str) -> None:
             f"spool:     {cell(report.path)}"
             + ("" if report.exists else " (no such file: nothing was ever spooled here)")
         )
-        click.echo(
+        # One line each, cut to the terminal like `ledger status` (--wide: whole): the run ids
+        # were a Python list of every run waiting, hundreds of cells for a long outage.
+        echo_fitted(
             f"pending:   {report.pending} event(s) of {len(report.runs)} run(s)"
-            + (f" {report.runs}" if report.runs else "")
+            + (f": runs {', '.join(map(str, report.runs))}" if report.runs else ""),
+            wide,
         )
         if report.oldest_spooled_at:
             click.echo(f"oldest:    {report.oldest_spooled_at}")
         click.echo(f"rejected:  {report.rejected}")
         for item in backlog.rejected_events:
-            click.echo(
+            echo_fitted(
                 f"  {cell(item['event_id'])} ({cell(item['type'])} of run "
-                f"{cell(item['run_id'])}): {cell(item['reason'])}"
+                f"{cell(item['run_id'])}): {cell(item['reason'])}",
+                wide,
             )
     if report.pending or report.rejected:
         sys.exit(EXIT_PROBLEM)

@@ -13,6 +13,7 @@ from ledger.store import read_events
 from ledger.wire import append_lines, read_lines, wire_line
 from service.cli.common import (
     RUN_ID,
+    Integer,
     Interrupted,
     TableColumn,
     db_option,
@@ -60,14 +61,14 @@ def append(source: IO[bytes], db_url: str | None) -> None:
 @click.option("--run", "run_id", type=RUN_ID, default=None, help="Only this run, in version order.")
 @click.option(
     "--after",
-    type=click.IntRange(0, MAX_POSITION),
+    type=Integer(0, MAX_POSITION),
     default=0,
     metavar="POS",
     help="Only positions after POS.",
 )
 @click.option(
     "--limit",
-    type=click.IntRange(1, MAX_POSITION),
+    type=Integer(1, MAX_POSITION),
     default=None,
     metavar="N",
     help="At most N events.",

@@ -29,6 +29,7 @@ from projections.projector import DEFAULT_BATCH_SIZE
 from service.cli.common import (
     BadInput,
     F,
+    Integer,
     actor_option,
     cell,
     db_option,
@@ -45,7 +46,7 @@ def batch_size_option(help: str) -> Callable[[F], F]:
     def decorate(command: F) -> F:
         return click.option(
             "--batch-size",
-            type=click.IntRange(1, MAX_POSITION),
+            type=Integer(1, MAX_POSITION),
             default=DEFAULT_BATCH_SIZE,
             show_default=True,
             help=help,
@@ -60,7 +61,7 @@ def batch_size_option(help: str) -> Callable[[F], F]:
 @seconds_option("--interval", 0.01, 1.0, "Seconds between polls when caught up (with --follow).")
 @click.option(
     "--skip-position",
-    type=click.IntRange(1, MAX_POSITION),
+    type=Integer(1, MAX_POSITION),
     default=None,
     help="Record that this position (a poison event) is not to be applied.",
 )

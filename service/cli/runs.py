@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from projections.queries import (
     not_projected_message,
     not_started_message,
 )
-from projections.schema import RUN_STATUSES, record_counts
+from projections.schema import RECORD_COUNTER_COLUMNS, RUN_STATUSES
 from service.cli.common import (
     DURATION,
     EXIT_PROBLEM,
@@ -32,12 +33,14 @@ from service.cli.common import (
     SOURCE_ID,
     BadInput,
     F,
+    Integer,
     ProblemFound,
     TableColumn,
     actor_option,
     as_of_options,
     cell,
     db_option,
+    db_or_config_option,
     echo_fitted,
     echo_json,
     library_errors,
@@ -67,7 +70,7 @@ def runs() -> None:
 @click.option("--source", "source_id", type=SOURCE_ID, default=None, help="Only this source id.")
 @click.option(
     "--limit",
-    type=click.IntRange(1, MAX_POSITION),
+    type=Integer(1, MAX_POSITION),
     default=50,
     show_default=True,
     metavar="N",
@@ -89,13 +92,19 @@ def runs_list(
     db_url: str | None,
 ) -> None:
     """List runs, newest first."""
-    run_filter = RunFilter(status=status, connector=connector, source_id=source_id, limit=limit)
+    # A table reads one run more than it shows, to say when --limit cut it: "50 run(s)" over
+    # a cut list read as "there are 50 runs". JSON stays the rows asked for.
+    table = output_format != "json"
+    asked = min(limit + 1, MAX_POSITION) if table else limit
+    run_filter = RunFilter(status=status, connector=connector, source_id=source_id, limit=asked)
     moment = parse_moment(as_of, at_position)
     with opened_ledger(db_url) as ledger:
         view = find_runs(ledger, run_filter, moment, at_position)
-    if output_format == "json":
+    if not table:
         echo_json(view.jsonable())
         return
+    more = len(view.rows) > limit
+    view = replace(view, rows=view.rows[:limit])
     title = "ingestion_runs"
     if view.position is not None:
         title += f" as of position {view.position}"
@@ -111,13 +120,15 @@ def runs_list(
                 row["startedAt"],
                 row["completedAt"],
                 row["duration"],
-                record_counts(row),
+                tuple(row[column] for column in RECORD_COUNTER_COLUMNS),
                 row["errorMessage"],
             )
             for row in view.rows
         ),
         wide=wide,
     )
+    if more:
+        click.echo(f"the newest {limit} shown; more runs match: a higher --limit shows them")
 
 
 # The columns a run's table and the stuck runs' table both show, the same way.
@@ -133,7 +144,7 @@ RUN_COLUMNS = (
     STARTED_COLUMN,
     TableColumn("completed", kind="time", wide_only=True),
     TableColumn("took", "duration", "duration"),
-    TableColumn("f/c/u/s", "fetched/created/updated/skipped", "word"),
+    TableColumn("f/c/u/s", "fetched/created/updated/skipped", "counts"),
     TableColumn("error"),
 )
 
@@ -329,7 +340,7 @@ def sweep_command(
 @spool_option
 @output_format_option
 @wide_option
-@db_option
+@db_or_config_option
 def status(
     config_path: Path | None,
     spool_dir: str | None,
@@ -366,7 +377,10 @@ def status(
         "runs:       "
         + ", ".join(f"{count} {name}" for name, count in figures.runs_by_status.items())
     )
-    echo(f"spool:      {figures.spool_backlog} event(s) waiting in {report.spool_path}")
+    if report.spool_exists:
+        echo(f"spool:      {figures.spool_backlog} event(s) waiting in {report.spool_path}")
+    else:  # as `ledger spool status` says it: not an empty backlog, no spool at all
+        echo(f"spool:      none at {report.spool_path} (nothing was ever spooled there)")
     for projection in head.projections:
         checkpoint = projection.checkpoint
         echo(

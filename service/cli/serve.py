@@ -8,12 +8,15 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ledger.durations import format_duration
 from ledger.urls import mask_url
 from service.cli.common import (
     EXIT_OK,
     FILE,
+    BadInput,
+    Integer,
     library_errors,
     note_created,
     remember_url_source,
@@ -33,7 +36,7 @@ from service.serve import LedgerService
 )
 @click.option(
     "--metrics-port",
-    type=click.IntRange(1, 65535),
+    type=Integer(1, 65535),
     default=None,
     help="Serve Prometheus metrics on PORT (overrides serve.metrics_port; the address is "
     "serve.metrics_host, 127.0.0.1 by default).",
@@ -42,6 +45,13 @@ def serve_command(config_path: Path, metrics_port: int | None) -> None:
     """Run connectors on their schedules, the projector, the sweeper and spool flushing."""
     from migrations.runner import create_if_missing  # Alembic loads only where it may be needed
 
+    source = click.get_current_context().get_parameter_source("config_path")
+    if source is ParameterSource.DEFAULT and not config_path.exists():
+        raise BadInput(
+            f"no {config_path} in this folder: serve reads ./{config_path} unless given "
+            "--config FILE (an example ships as examples/ledger.toml; `ledger config check "
+            "FILE` validates one)"
+        )
     with library_errors():
         config = load_config(config_path)
     remember_url_source(config.database_url)  # an error about it names $LEDGER_DATABASE_URL

@@ -22,6 +22,7 @@ from service.cli.common import (
     FILE,
     RUN_ID,
     BadInput,
+    Integer,
     TableColumn,
     as_of_options,
     db_option,
@@ -275,7 +276,7 @@ def audit_notes(entry: TimelineEntry) -> list[str]:
 )
 @click.option(
     "--latest",
-    type=click.IntRange(1, 1000),
+    type=Integer(1, 1000),
     default=5,
     show_default=True,
     help="How many of the latest runs section C lists.",

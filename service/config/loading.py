@@ -4,9 +4,12 @@ validation problem named by its key; ``config check``'s missing inputs."""
 from __future__ import annotations
 
 import codecs
+import difflib
 import os
 import tomllib
+import typing
 from pathlib import Path
+from typing import Any
 
 import pydantic
 from sqlalchemy.engine import make_url
@@ -115,6 +118,41 @@ def checked_config(path: str | os.PathLike[str]) -> LedgerConfig:
     return config
 
 
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    """A key no section takes: "unknown key", the key meant when one is close (a typo), and
+    the keys that section takes (pydantic said "Extra inputs are not permitted")."""
+    section = _section_at(loc[:-1])
+    known = list(section.model_fields) if section is not None else []
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.75)
+    meant = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown key{meant}" + (f"; known: {', '.join(known)}" if known else "")
+
+
+def _section_at(loc: tuple[int | str, ...]) -> type[pydantic.BaseModel] | None:
+    """The config model of the section at ``loc`` (list indexes skipped), or None."""
+    model: type[pydantic.BaseModel] = LedgerConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        found = _model_in(field.annotation) if field is not None else None
+        if found is None:
+            return None
+        model = found
+    return model
+
+
+def _model_in(annotation: Any) -> type[pydantic.BaseModel] | None:
+    """The config model inside an annotation (``X | None``, ``list[X]``, ``Annotated[X, …]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
+
+
 def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
     """Read and validate a config file; every problem names its key. ``$LEDGER_DATABASE_URL``
     overrides ``database_url``."""
@@ -164,7 +202,11 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
     except pydantic.ValidationError as exc:
         problems = [
             f"{_where(error['loc'], from_environment)}: "
-            f"{error['msg'].removeprefix('Value error, ')}"
+            + (
+                _unknown_key(error["loc"])
+                if error["type"] == "extra_forbidden"
+                else error["msg"].removeprefix("Value error, ")
+            )
             for error in exc.errors(include_url=False)
         ]
         raise ConfigurationError(f"{source}: invalid config\n  " + "\n  ".join(problems)) from exc

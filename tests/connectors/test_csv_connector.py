@@ -119,7 +119,17 @@ def test_ledger_run_csv_says_why_a_run_is_partial(db_url: str, tmp_path: Path) -
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
     assert (summary["status"], summary["error_count"]) == ("partial", 2)
-    assert summary["error"] == "2 error(s); first: line 1: missing key 'id'"
+    # ...and a --key the file does not have names the fields it does (the CSV header is named
+    # the same way): "missing key 'id'" alone left the reader to open the file.
+    assert summary["error"] == (
+        "2 error(s); first: line 1: missing key 'id' (the record has station_id; "
+        "--key names the field that identifies a record)"
+    )
+    empty = write(tmp_path / "empty-key.jsonl", '{"id": "", "name": "x"}\n')
+    result = CliRunner().invoke(
+        cli, ["run", "csv", "--path", str(empty), "--spool-dir", str(tmp_path), "--db", db_url]
+    )
+    assert json.loads(result.stdout)["error"] == "1 error(s); first: line 1: empty key 'id'"
 
 
 def test_record_keys_are_case_sensitive_on_both_databases(ledger: Ledger, tmp_path: Path) -> None:

@@ -81,6 +81,45 @@ def test_http_json_retries_a_page_that_fails_then_recovers(
     assert api.calls["/flaky"] == 5
 
 
+@pytest.mark.parametrize(
+    ("records_path", "expected"),
+    [
+        # A new user's first try: no --records-path on a page that is an object. It said
+        # "no list at records path ''", naming neither what the page holds nor the option.
+        ("", "the page is an object (keys: data), not a list of records"),
+        ("data.item", "nothing at records path 'data.item' ('data' has the keys: items)"),
+        ("data", "at records path 'data' is an object (keys: items), not a list of records"),
+    ],
+)
+def test_http_json_records_path_that_finds_no_list_names_where_the_list_is(
+    ledger: Ledger, spool: Spool, api: JsonServer, records_path: str, expected: str
+) -> None:
+    connector = HttpJsonConnector(
+        3, f"{api.base}/paged", records_path=records_path, page_param="page"
+    )
+    with pytest.raises(FetchError) as failure:
+        connector.run(ledger, spool=spool)
+    message = str(failure.value)
+    assert expected in message
+    assert "a list is at 'data.items': give --records-path data.items" in message
+    assert "(records_path in a serve config)" in message
+    assert finished(ledger, ledger.head().last_run_id)["status"] == "failed"
+
+
+def test_http_json_key_the_records_lack_names_the_fields_they_have(
+    ledger: Ledger, spool: Spool, api: JsonServer
+) -> None:
+    connector = HttpJsonConnector(
+        3, f"{api.base}/paged", key="uuid", records_path="data.items", page_param="page"
+    )
+    result = connector.run(ledger, spool=spool)
+    assert result.status == "partial"
+    assert finished(ledger, result.run_id)["error_message"] == (
+        "9 error(s); first: page 1 record 0: missing key 'uuid' (the record has id, n; "
+        "--key names the field that identifies a record)"
+    )
+
+
 def test_http_json_against_a_server_that_stays_broken_fails(
     ledger: Ledger, spool: Spool, api: JsonServer
 ) -> None:
@@ -92,6 +131,20 @@ def test_http_json_against_a_server_that_stays_broken_fails(
     payload = finished(ledger, run_id)
     assert payload["status"] == "failed"
     assert payload["error_details"]["exception"] == "FetchError"
+
+
+def test_http_json_told_not_to_retry_does_not_say_retries(
+    ledger: Ledger, spool: Spool, api: JsonServer
+) -> None:
+    """--retries 0 failed with "still failing after 0 retries (HTTP 503)"."""
+    connector = HttpJsonConnector(3, f"{api.base}/broken", retries=0)
+    with pytest.raises(FetchError) as failure:
+        connector.run(ledger, spool=spool)
+    assert str(failure.value).endswith("/broken: HTTP 503 (not retried: retries is 0)")
+    assert api.calls["/broken"] == 1
+    one = HttpJsonConnector(3, f"{api.base}/broken", retries=1, backoff=0.01)
+    with pytest.raises(FetchError, match=r"still failing after 1 retry \(HTTP 503\)$"):
+        one.run(ledger, spool=spool)
 
 
 def test_http_json_secrets_never_reach_the_ledger(ledger: Ledger, tmp_path: Path) -> None:

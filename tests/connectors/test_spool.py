@@ -206,3 +206,26 @@ def test_a_corrupt_spool_is_an_error_not_a_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "spool" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_spool_status_fits_the_terminal_and_wide_lists_every_run(tmp_path: Path) -> None:
+    """With 39 runs waiting, the pending line printed a Python list of every run id, 190
+    cells wide at 80 columns; it lists the runs as a status line does, cut with "…" to the
+    terminal, and `--wide` (as every other status command takes) shows them all."""
+    spool_dir = tmp_path / "spool"
+    Spool(str(spool_dir)).put(
+        [RunProgressed(run_id=run_id, records_fetched=1) for run_id in range(1, 40)]
+    )
+    env = {"COLUMNS": "80"}
+    fitted = CliRunner().invoke(cli, ["spool", "status", "--spool-dir", str(spool_dir)], env=env)
+    assert fitted.exit_code == 1
+    pending = next(line for line in fitted.stdout.splitlines() if line.startswith("pending:"))
+    assert pending.startswith("pending:   39 event(s) of 39 run(s): runs 1, 2, 3, ")
+    assert pending.endswith("…")
+    assert len(pending) <= 80
+    assert "[" not in fitted.stdout
+    wide = CliRunner().invoke(
+        cli, ["spool", "status", "--spool-dir", str(spool_dir), "--wide"], env=env
+    )
+    assert wide.exit_code == 1
+    assert ", ".join(map(str, range(1, 40))) in wide.stdout

@@ -209,3 +209,25 @@ def test_an_empty_file_still_checks_the_database(tmp_path: Path) -> None:
     unmigrated = run("append", "-", "--db", f"sqlite:///{tmp_path / 'new.db'}", input="")
     assert unmigrated.exit_code == 1
     assert "ledger migrate" in unmigrated.stderr
+
+
+def test_a_misspelt_field_is_named_with_the_field_meant(ledger: Ledger, db_url: str) -> None:
+    """`"record_fetched": 3` said pydantic's "Extra inputs are not permitted"; the line says the
+    field is unknown to that event type, and the one meant when one is close."""
+    text = lines(
+        {"type": "RunProgressed", "run_id": 1, "record_fetched": 3},
+        {"type": "RunStarted", "source_id": 1, "conector_name": "SOURCE_1"},
+        {"type": "RunFinished", "run_id": 1, "status": "success", "zzz": 1},
+    )
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2
+    said = result.stderr
+    assert "Extra inputs" not in said
+    assert (
+        "line 1: record_fetched: not a field of RunProgressed (did you mean records_fetched?)"
+        in said
+    )
+    assert "line 2: conector_name: not a field of RunStarted (did you mean connector_name?)" in said
+    assert "line 3: zzz: not a field of RunFinished; its fields: " in said
+    assert "error_message" in said.splitlines()[-1]
+    assert ledger.head().last_position == 0

@@ -66,7 +66,16 @@ def _on_server(**parts: str) -> Callable[[str], str]:
 
 CASES = {
     "unknown database": Case(
-        _on_server(database=UNKNOWN_DATABASE), EXIT_USAGE, (UNKNOWN_DATABASE,), needs_server=True
+        # The driver's "Unknown database" alone left a new user to find out that run-ledger
+        # makes tables, not the database: the line says how to create it.
+        _on_server(database=UNKNOWN_DATABASE),
+        EXIT_USAGE,
+        (
+            UNKNOWN_DATABASE,
+            f"check its name, or create it first: CREATE DATABASE `{UNKNOWN_DATABASE}` "
+            "CHARACTER SET utf8mb4",
+        ),
+        needs_server=True,
     ),
     "no database name": Case(
         lambda _: "mysql+pymysql://app:pw-nodb-1@127.0.0.1:3306",

@@ -74,6 +74,23 @@ def test_serve_and_api_name_the_variable_too(tmp_path: Path) -> None:
     assert f"${DATABASE_URL_ENV}" in served.stderr
 
 
+def test_serve_in_a_folder_without_a_config_says_where_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ledger serve` with no --config in a folder without ledger.toml: it said only
+    "ledger.toml: cannot read the config file (No such file or directory)"."""
+    monkeypatch.chdir(tmp_path)
+    result = run("serve")
+    assert result.exit_code == 2
+    assert "no ledger.toml in this folder" in result.stderr
+    assert "--config FILE" in result.stderr
+    assert "examples/ledger.toml" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing made
+    given = run("serve", "--config", "other.toml")  # a file named by hand: the plain message
+    assert given.exit_code == 2
+    assert "other.toml: cannot read the config file" in given.stderr
+
+
 def test_a_failure_on_the_database_from_the_environment_names_the_variable(
     tmp_path: Path,
 ) -> None:

@@ -4,8 +4,11 @@ option, defaults shown once, one rule for the actor of an operator's decision.""
 from __future__ import annotations
 
 import getpass
+import json
 import logging
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 import pytest
@@ -13,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from ledger import Ledger
 from ledger.events import operator_actor
+from ledger.urls import mask_url
 from service.cli import cli
 from service.cli.common import operator_actor_of
 from tests.projection_support import append_raw
@@ -39,6 +43,73 @@ def test_every_option_of_every_command_has_a_help_text() -> None:
         if isinstance(option, click.Option) and not option.hidden and not option.help
     ]
     assert missing == []
+
+
+def test_db_help_names_the_config_where_a_command_reads_one() -> None:
+    """`status --config` and `api --config` take the config's database_url, but their --db help
+    said "else $LEDGER_DATABASE_URL, else sqlite:///ledger.db", as if the config did not count."""
+    with_config = [
+        (path, command)
+        for path, command in every_command(cli)
+        if {"db_url", "config_path"} <= {param.name for param in command.params}
+    ]
+    assert {" ".join(path) for path, _ in with_config} == {"ledger status", "ledger api"}
+    for path, command in with_config:
+        db = next(param for param in command.params if param.name == "db_url")
+        assert isinstance(db, click.Option)
+        assert "--config file's database_url" in (db.help or ""), path
+
+
+def test_status_with_a_config_reads_its_database(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "ledger.toml"
+    config.write_text(f'database_url = "{db_url}"\n', encoding="utf-8")
+    result = CliRunner().invoke(
+        cli,
+        ["status", "--config", str(config), "--format", "json"],
+        env={"LEDGER_DATABASE_URL": ""},
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["database"] == mask_url(db_url)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readme_names_every_option_and_no_option_a_command_lacks() -> None:
+    """The CLI reference against the commands: every long option of every command is in the
+    README (`--verbose` was not: only `-v`), and each README line that starts a `ledger`
+    command line (a heading, a `$ ` transcript line, a synopsis) uses only that command's
+    options."""
+    readme = README.read_text(encoding="utf-8")
+    undocumented = sorted(
+        f"{' '.join(path)} {name}"
+        for path, command in every_command(cli)
+        for option in command.params
+        if isinstance(option, click.Option)
+        for name in option.opts
+        if name.startswith("--") and name not in readme
+    )
+    assert undocumented == []
+    commands = {" ".join(path[1:]): command for path, command in every_command(cli)}
+    wrong = []
+    for line in readme.splitlines():
+        found = re.match(r"^(?:### `|\$ |)ledger ((?:[a-z-]+ ?)+)", line.strip())
+        if found is None:
+            continue
+        words = found.group(1).split()
+        name = next((" ".join(words[:n]) for n in (2, 1) if " ".join(words[:n]) in commands), None)
+        command = commands.get(name or "")
+        if command is None or isinstance(command, click.Group):
+            continue
+        known = {opt for param in command.params for opt in getattr(param, "opts", [])}
+        wrong += [
+            f"{name}: {option}"
+            for option in re.findall(r"(?<![\w-])--?[a-z][a-z-]*", line)
+            if option not in known
+        ]
+    assert wrong == []
 
 
 def test_every_command_takes_verbose() -> None:

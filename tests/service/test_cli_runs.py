@@ -139,3 +139,27 @@ def test_runs_show_gives_a_duration_in_seconds_and_readable_when_they_differ(db_
     assert "57s (57s)" not in short
     long = run("runs", "show", "2", "--db", db_url).stdout
     assert "duration              426059s (4d22h20m59s)" in long
+
+
+@pytest.mark.parametrize("as_of", [[], ["--at-position", "3"]])
+def test_runs_list_cut_at_its_limit_says_there_are_more(
+    ledger: Ledger, db_url: str, as_of: list[str]
+) -> None:
+    """With 60 runs, `runs list` titled its table "ingestion_runs: 50 run(s)": the default
+    --limit cut it and nothing said so, so a reader counted 50 runs."""
+    for source in (1, 2, 3):
+        ledger.start_run(source, "SOURCE")
+    assert run("project", "--db", db_url).exit_code == 0
+    cut = run("runs", "list", "--limit", "2", *as_of, "--db", db_url)
+    assert cut.exit_code == 0, cut.output
+    assert cut.stdout.splitlines()[-1] == (
+        "the newest 2 shown; more runs match: a higher --limit shows them"
+    )
+    assert [line.split()[0] for line in cut.stdout.splitlines()[3:-1]] == ["3", "2"]
+    whole = run("runs", "list", "--limit", "3", *as_of, "--db", db_url)
+    assert ": 3 run(s), times in UTC" in whole.stdout
+    assert "more" not in whole.stdout
+    listed = json.loads(
+        run("runs", "list", "--limit", "2", "--format", "json", "--db", db_url).stdout
+    )
+    assert [row["id"] for row in listed] == [3, 2]  # JSON: the rows, as before

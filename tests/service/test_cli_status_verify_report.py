@@ -28,6 +28,28 @@ def test_status_json_names_the_database_the_table_shows(db_url: str) -> None:
     assert shown["database"] == mask_url(db_url)
 
 
+def test_status_says_when_no_spool_file_is_there_as_spool_status_does(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A typo in --spool-dir showed "0 event(s) waiting in TYPO/spool.db", an empty backlog
+    where there is no spool at all; `ledger spool status` says so, and now status too."""
+    typo = tmp_path / "spoool"
+    table = run("status", "--wide", "--spool-dir", str(typo), "--db", db_url)
+    assert table.exit_code == 0, table.output
+    assert f"spool:      none at {typo / 'spool.db'} (nothing was ever spooled there)" in (
+        table.stdout
+    )
+    shown = json.loads(
+        run("status", "--format", "json", "--spool-dir", str(typo), "--db", db_url).stdout
+    )
+    assert (shown["spool_backlog"], shown["spool_path"], shown["spool_exists"]) == (
+        0,
+        str(typo / "spool.db"),
+        False,
+    )
+    assert not typo.exists()  # and it made no folder
+
+
 def test_verify_chain_only_does_not_count_runs_it_did_not_look_at(
     ledger: Ledger, db_url: str
 ) -> None:

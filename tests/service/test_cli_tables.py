@@ -17,7 +17,7 @@ from rich.cells import cell_len
 from ledger import Ledger, RunFinished, RunProgressed
 from ledger.text import is_invisible, visible
 from service.cli import cli
-from service.cli.common import compact_duration, compact_time, cut_cells
+from service.cli.common import compact_count, compact_duration, compact_time, cut_cells
 from tests.projection_support import append_raw
 
 NOW = datetime(2026, 11, 28, 21, 37, 5, tzinfo=UTC)
@@ -220,6 +220,41 @@ def test_the_demo_audit_table_fits(db_url: str) -> None:
     assert "event(s), times in UTC" in table
 
 
+def test_runs_list_with_counters_in_the_billions_fits_80_columns(
+    ledger: Ledger, db_url: str
+) -> None:
+    """A run of a big source (counters near the INT maximum, a start last year, days long) made
+    `runs list` 101 cells wide at 80 columns: the counters, whole, took 38 cells and the
+    connector was cut to "co…". Compact counters (``2.1G``) keep it within the width; --wide and
+    runs show give them exactly."""
+    with freeze_time(LAST_YEAR):
+        run = ledger.start_run(123, "stations-registry")
+    with freeze_time(NOW):
+        ledger.append(
+            [
+                RunProgressed(
+                    run_id=run,
+                    records_fetched=2_147_483_000,
+                    records_created=2_147_483_000,
+                    records_updated=1_234_567,
+                    records_skipped=76_543,
+                ),
+                RunFinished(run_id=run, status="partial", error_message=LONG_ERROR),
+            ]
+        )
+        assert cli_run(db_url, "project").exit_code == 0
+        compact = output_of(db_url, "runs", "list")
+        wide = output_of(db_url, "runs", "list", "--wide")
+        shown = output_of(db_url, "runs", "show", str(run))
+    assert_fits(compact, 80)
+    row = line_with(compact, "  partial  ")
+    assert "2.1G/2.1G/1.2M/76k" in row
+    assert "2025-06-01 10:04" in row
+    assert "stat" in row  # room left for the name (before, "co…" in a 101-cell line)
+    assert "2147483000/2147483000/1234567/76543" in line_with(wide, "  partial  ")
+    assert "2147483000" in shown
+
+
 def test_compact_values_count_cells() -> None:
     assert cut_cells("東京駅", 4) == "東…"  # 3 cells: half a character is not shown
     assert cut_cells("東京駅", 6) == "東京駅"
@@ -229,3 +264,20 @@ def test_compact_values_count_cells() -> None:
     assert compact_time(THIS_YEAR, NOW) == "11-28 19:02"
     assert compact_duration(4 * 86400 + 22 * 3600 + 20 * 60 + 59) == "4d22h"
     assert compact_duration(59) == "59s"
+    # Counters: exact below 10,000, else at most 4 cells, never more than the true value.
+    assert [compact_count(n) for n in (0, 9_999, 10_000, 99_999, 123_456, 999_999)] == [
+        "0",
+        "9999",
+        "10k",
+        "99k",
+        "123k",
+        "999k",
+    ]
+    assert [compact_count(n) for n in (1_000_000, 1_299_999, 12_345_678, 999_999_999)] == [
+        "1.0M",
+        "1.2M",
+        "12M",
+        "999M",
+    ]
+    assert compact_count(2_147_483_647) == "2.1G"
+    assert compact_count(-5) == "-5"  # not a counter the ledger stores, shown as it is

@@ -3,6 +3,8 @@ http-json`` with two paging rules or a URL that is not one, before a run starts.
 
 from __future__ import annotations
 
+import socket
+
 from click.testing import CliRunner
 
 from ledger import Ledger
@@ -70,3 +72,41 @@ def test_db_before_the_command_says_where_it_goes() -> None:
     other = CliRunner().invoke(cli, ["--dbx", "status"])
     assert other.exit_code == 2
     assert "No such option '--dbx'" in other.output
+
+
+def test_a_word_where_a_number_goes_is_called_a_number_not_a_range() -> None:
+    """`ledger runs show abc` said "'abc' is not a valid integer range" (click's name of its
+    range type): the reader wrote no range. Every numeric option and argument says what it
+    wants, and its help shows INTEGER or NUMBER with the range beside it."""
+    for args, said in (
+        (["runs", "show", "abc"], "'abc' is not a valid integer"),
+        (["audit", "1.5"], "'1.5' is not a valid integer"),
+        (["events", "--after", "x"], "'x' is not a valid integer"),
+        (["run", "csv", "--heartbeat-interval", "soon"], "'soon' is not a valid number"),
+        (["project", "--interval", "fast"], "'fast' is not a valid number"),
+    ):
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert said in result.stderr, (args, result.stderr)
+        assert "range" not in result.stderr.splitlines()[-1], (args, result.stderr)
+    for args in (["events"], ["run", "csv"], ["project"], ["serve"], ["report"]):
+        shown = run(*args, "--help").output
+        assert "RANGE" not in shown, (args, shown)
+
+
+def test_ledger_api_refusing_its_address_says_only_that(db_url: str) -> None:
+    """A bad or taken --listen printed "warning: no [api] tokens configured: every request but
+    /healthz is refused" first, about an API that never started; the warning is for an API
+    that serves."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        for listen, said in (
+            ("127.0.0.1:99999", "write HOST:PORT"),
+            (f"127.0.0.1:{port}", f"cannot serve the API on 127.0.0.1:{port}"),
+        ):
+            result = run("api", "--listen", listen, "--db", db_url)
+            assert result.exit_code == 2, result.output
+            assert said in result.stderr
+            assert "warning" not in result.stderr, result.stderr

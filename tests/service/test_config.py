@@ -169,3 +169,28 @@ def test_a_disabled_connector_may_leave_its_options_for_later(tmp_path: Path) ->
     )
     result = CliRunner().invoke(cli, ["config", "check", str(config)])
     assert result.exit_code == 0, result.output
+
+
+def test_a_misspelt_key_is_named_with_the_keys_it_could_be(tmp_path: Path) -> None:
+    """A typo in a key said pydantic's "Extra inputs are not permitted"; config check says the
+    key is unknown, the one meant when one is close, and the keys that section takes."""
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        'databse_url = "sqlite:///x.db"\n[thresholds]\nstale_afer = "1h"\n'
+        '[[connectors]]\nname = "a"\ntype = "csv"\nsource_id = 1\n'
+        'schedule = { interval = "1h", run_at_strat = true }\noptions = { path = "x.csv" }\n'
+        "enable = true\n"
+    )
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 2
+    said = result.stderr
+    assert "Extra inputs" not in said
+    assert "  databse_url: unknown key (did you mean database_url?)" in said
+    assert (
+        "  thresholds.stale_afer: unknown key (did you mean stale_after?); "
+        "known: stale_after, max_runtime"
+    ) in said
+    assert "  connectors[0].schedule.run_at_strat: unknown key (did you mean run_at_start?)" in (
+        said
+    )
+    assert "  connectors[0].enable: unknown key (did you mean enabled?)" in said
