@@ -58,6 +58,21 @@ def wait_until(
         threading.Event().wait(0.05)
 
 
+def kill_when(condition: Callable[[], object], process: subprocess.Popen[bytes], what: str) -> None:
+    """SIGKILL ``process`` the moment ``condition`` holds (polled; the process must not exit
+    before), and reap it whatever happens."""
+    try:
+        deadline = time.monotonic() + WAIT_TIMEOUT_S
+        while not condition():
+            assert process.poll() is None, f"the process exited before {what}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            threading.Event().wait(0.01)
+        process.kill()
+    finally:
+        process.kill()
+        process.wait()
+
+
 def database_up_metric(port: int) -> str:
     """The ledger_database_up line of a scrape (which must answer, outage or not)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
 
 from sqlalchemy import text
 
@@ -18,7 +16,7 @@ from ledger import Ledger
 from projections import Projector, rebuild
 from tests.projection_support import table_rows
 from tests.reliability.summary import Summary
-from tests.reliability.support import REPO, WAIT_TIMEOUT_S
+from tests.reliability.support import REPO, kill_when
 
 LEGACY_ROWS = 3_000  # 15 appends of 200 rows: the kill lands well before the last
 LEGACY_DDL = """
@@ -69,16 +67,7 @@ def test_an_import_killed_half_way_completes_when_run_again(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        deadline = time.monotonic() + WAIT_TIMEOUT_S
-        while not ledger.runs():  # the first batch of rows committed
-            assert process.poll() is None, "the import exited before its first batch showed"
-            assert time.monotonic() < deadline, "timed out waiting for the import's first batch"
-            threading.Event().wait(0.01)
-        process.kill()
-    finally:
-        process.kill()
-        process.wait()
+    kill_when(ledger.runs, process, "the import's first batch of rows committed")
     imported_at_kill = len(ledger.runs())
     assert 0 < imported_at_kill < LEGACY_ROWS, "the kill did not land mid-import"
 

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 from connectors import Spool
 from forensics.verify import verify_all
 from ledger import Ledger, RunProgressed
 from tests.reliability.summary import Summary
-from tests.reliability.support import REPO, WAIT_TIMEOUT_S
+from tests.reliability.support import REPO, kill_when
 
 EVENTS = 2_000
 BATCH = 5  # 400 appends: the kill lands well before the last
@@ -44,16 +42,11 @@ def test_a_flush_killed_half_way_delivers_each_event_once(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        deadline = time.monotonic() + WAIT_TIMEOUT_S
-        while ledger.head().last_position < start + 20 * BATCH:  # some of it delivered
-            assert process.poll() is None, "the flush exited before a part was delivered"
-            assert time.monotonic() < deadline, "timed out waiting for the flush to deliver"
-            threading.Event().wait(0.01)
-        process.kill()
-    finally:
-        process.kill()
-        process.wait()
+    kill_when(
+        lambda: ledger.head().last_position >= start + 20 * BATCH,
+        process,
+        "the flush delivered a part of the backlog",
+    )
     delivered_at_kill = ledger.head().last_position - start
     assert 0 < delivered_at_kill < EVENTS, "the kill did not land mid-flush"
     assert spool.status().pending == EVENTS  # the spool's transaction never committed
