@@ -8,7 +8,7 @@ the legacy ``TIMESTAMP`` columns hold them, so a row folded in memory equals the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,8 @@ from ledger.clock import format_utc_seconds, isoformat_utc
 from ledger.durations import format_duration
 from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT
 from ledger.limits import IMPORTED_KEY, LEGACY_CREATED_AT_KEY, json_depth, parse_legacy_time
-from ledger.mapper import canonical_json
+from ledger.mapper import CURRENT_SCHEMA_VERSIONS, canonical_json, decode_payload, written_check
+from ledger.reads import events_from_driver
 from projections.errors import PoisonEventError
 from projections.schema import COUNTER_COLUMNS, ingestion_runs
 
@@ -105,6 +106,111 @@ def fold_events(
         outcome.processed += 1
         outcome.last_position = event.position
     return outcome
+
+
+def fold_rows(
+    rows: dict[int, Row],
+    page: Sequence[Sequence[Any]],
+    skipped: set[int],
+    read_time: Callable[[Any], datetime],
+) -> BatchOutcome:
+    """:func:`fold_events` of ``events_from_driver(page, read_time)``: driver rows
+    (:func:`ledger.reads.read_rows_page`) folded into ``rows``, which are changed in place.
+
+    A rebuild's hot path. The common event, a ``RunProgressed`` of a running run with no
+    bookkeeping of its own in ``errorDetails``, whose row passes every check of an event as
+    written (:func:`ledger.mapper.written_check`: it has no field those checks convert) and
+    whose counters stay within the legacy columns, has its counters added straight from the
+    row, without a :class:`RecordedEvent` or its fields dict. Every other row, and any row in
+    doubt, is made an event and folded by :func:`fold` (a payload that no longer validates is
+    the same poison event; a row that cannot be read raises the same error).
+    tests/projections/test_fold_rows.py proves both routes give the same rows, transitions and
+    outcome.
+    """
+    outcome = BatchOutcome()
+    transitions = outcome.transitions
+    current_versions = CURRENT_SCHEMA_VERSIONS
+    counters = _COUNTER_PAIRS
+    stored_at: Any = None
+    recorded_at: datetime | None = None
+    for index, record in enumerate(page):
+        (
+            position,
+            event_id,
+            run_id,
+            version,
+            type_,
+            schema,
+            payload,
+            occurred,
+            recorded,
+            actor,
+            _prev_hash,
+            _hash,
+        ) = record
+        if (
+            type_ == "RunProgressed"
+            and type(position) is int
+            and position not in skipped
+            and type(run_id) is int
+            and type(version) is int
+            and type(schema) is int
+            and schema == current_versions.get(type_)
+            and type(payload) is str
+        ):
+            row = rows.get(run_id)
+            if row is not None and row["status"] == "running" and row["errorDetails"] is None:
+                try:
+                    # As events_from_driver reads them: a row it cannot read takes the long way
+                    # below, which raises its error.
+                    if recorded != stored_at or recorded_at is None:
+                        recorded_at = read_time(recorded)
+                        stored_at = recorded
+                    occurred_at = read_time(occurred)
+                    data = decode_payload(payload)
+                except (ValueError, TypeError, OverflowError, RecursionError):
+                    data = None
+                if (
+                    data is not None
+                    and written_check(type_, schema, data, event_id, run_id, occurred_at, actor)
+                    is not None
+                ):
+                    # Added only when every total fits (else the long way records the
+                    # overflow): the row is untouched until then.
+                    totals = []
+                    for name, column in counters:
+                        delta = data[name]
+                        if delta:
+                            total = row[column] + delta
+                            if total > INT_MAX:
+                                break
+                            totals.append((column, total))
+                    else:
+                        for column, total in totals:
+                            row[column] = total
+                        outcome.processed += 1
+                        outcome.last_position = position
+                        continue
+        event = events_from_driver((record,), read_time)[0]
+        if event.position not in skipped:
+            try:
+                row, transition = fold(rows.get(event.run_id), event)
+            except PoisonEventError as poison:
+                # Reading the page as events would have raised for a row after it that
+                # cannot be read, before folding any: so does this.
+                events_from_driver(page[index + 1 :], read_time)
+                outcome.poison = poison
+                return outcome
+            rows[event.run_id] = row
+            if transition is not None:
+                transitions.append(transition)
+        outcome.processed += 1
+        outcome.last_position = event.position
+    return outcome
+
+
+# (field, column) of each counter, in COUNTER_COLUMNS order (the order _add_counters adds).
+_COUNTER_PAIRS = tuple(COUNTER_COLUMNS.items())
 
 
 def normalise(row: Any) -> Row:
