@@ -350,7 +350,31 @@ def written_check(
     """Every check of :func:`written_fields` but those of its type's other fields
     (``_Written.others``, which convert values too): what its type needs when they pass, else
     None. A type without other fields (``RunProgressed``) whose check passes is as written,
-    its payload values (the counters) the model's: what a replay folds straight from a row
+    its payload values (the counters) the model's."""
+    written = written_envelope(
+        event_type, schema_version, payload, event_id, run_id, occurred_at, actor
+    )
+    if written is None:
+        return None
+    for name in written.counters:
+        value = payload[name]
+        if type(value) is not int or not 0 <= value < COUNTER_LIMIT:
+            return None
+    return written
+
+
+def written_envelope(
+    event_type: str,
+    schema_version: int,
+    payload: Any,
+    event_id: str,
+    run_id: int,
+    occurred_at: datetime,
+    actor: str | None,
+) -> _Written | None:
+    """:func:`written_check` but for the counters (``_Written.counters``), each of which must
+    then pass its check, ``type(value) is int and 0 <= value < COUNTER_LIMIT``: a replay
+    that folds a ``RunProgressed`` straight from its row checks them as it adds them
     (:func:`projections.fold.fold_rows`)."""
     # Every event of a replay comes through here: one lookup for what its type needs, and
     # the checks written out rather than looped over where they are the same for all types.
@@ -371,10 +395,6 @@ def written_check(
         or (actor is not None and _actor(actor) is _REFUSED)
     ):
         return None
-    for name in written.counters:
-        value = payload[name]
-        if type(value) is not int or not 0 <= value < COUNTER_LIMIT:
-            return None
     return written
 
 

@@ -18,7 +18,12 @@ from ledger.clock import format_utc_seconds, isoformat_utc
 from ledger.durations import format_duration
 from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT
 from ledger.limits import IMPORTED_KEY, LEGACY_CREATED_AT_KEY, json_depth, parse_legacy_time
-from ledger.mapper import CURRENT_SCHEMA_VERSIONS, canonical_json, decode_payload, written_check
+from ledger.mapper import (
+    CURRENT_SCHEMA_VERSIONS,
+    canonical_json,
+    decode_payload,
+    written_envelope,
+)
 from ledger.reads import events_from_driver
 from projections.errors import PoisonEventError
 from projections.schema import COUNTER_COLUMNS, ingestion_runs
@@ -172,22 +177,24 @@ def fold_rows(
                     data = None
                 if (
                     data is not None
-                    and written_check(type_, schema, data, event_id, run_id, occurred_at, actor)
+                    and written_envelope(type_, schema, data, event_id, run_id, occurred_at, actor)
                     is not None
                 ):
-                    # Added only when every total fits (else the long way records the
-                    # overflow): the row is untouched until then.
-                    totals = []
+                    # Each counter checked as written_check checks it (the envelope and the
+                    # payload's keys were), and added only when every one is as written and
+                    # every total fits (else the long way decides, or records the overflow):
+                    # the row is untouched until then.
+                    totals = {}
                     for name, column in counters:
                         delta = data[name]
+                        if type(delta) is not int or not 0 <= delta < COUNTER_LIMIT:
+                            break
                         if delta:
-                            total = row[column] + delta
+                            total = totals[column] = row[column] + delta
                             if total > INT_MAX:
                                 break
-                            totals.append((column, total))
                     else:
-                        for column, total in totals:
-                            row[column] = total
+                        row.update(totals)
                         outcome.processed += 1
                         outcome.last_position = position
                         continue
