@@ -11,19 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from ledger import LedgerError, RecordedEvent
 from ledger.clock import format_utc_seconds, isoformat_utc
 from ledger.durations import format_duration
 from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT
 from ledger.limits import IMPORTED_KEY, LEGACY_CREATED_AT_KEY, json_depth, parse_legacy_time
-from ledger.mapper import (
-    CURRENT_SCHEMA_VERSIONS,
-    canonical_json,
-    decode_payload,
-    written_envelope,
-)
+from ledger.mapper import canonical_json, decode_payload, written_envelope, written_fields
 from ledger.reads import events_from_driver
 from projections.errors import PoisonEventError
 from projections.schema import COUNTER_COLUMNS, ingestion_runs
@@ -126,18 +121,19 @@ def fold_rows(
     bookkeeping of its own in ``errorDetails``, whose row passes every check of an event as
     written (:func:`ledger.mapper.written_check`: it has no field those checks convert) and
     whose counters stay within the legacy columns, has its counters added straight from the
-    row, without a :class:`RecordedEvent` or its fields dict. Every other row, and any row in
-    doubt, is made an event and folded by :func:`fold` (a payload that no longer validates is
-    the same poison event; a row that cannot be read raises the same error).
-    tests/projections/test_fold_rows.py proves both routes give the same rows, transitions and
-    outcome.
+    row, without a :class:`RecordedEvent` or its fields dict. Any other row that is as written
+    (:func:`ledger.mapper.written_fields` of the row's values, what
+    :meth:`RecordedEvent.read_fields` returns) is folded by :func:`fold_fields` from those
+    fields, without the event. The rest, and any row in doubt, is made an event and folded by
+    :func:`fold`: a payload that no longer validates is the same poison event, and a row that
+    cannot be read raises the same error. tests/projections/test_fold_rows.py proves the
+    routes give the same rows, transitions and outcome.
     """
     outcome = BatchOutcome()
     transitions = outcome.transitions
-    current_versions = CURRENT_SCHEMA_VERSIONS
     counters = _COUNTER_PAIRS
     stored_at: Any = None
-    recorded_at: datetime | None = None
+    recorded_at: Any = None
     for index, record in enumerate(page):
         (
             position,
@@ -153,37 +149,40 @@ def fold_rows(
             _prev_hash,
             _hash,
         ) = record
+        stored: Stored | None = None
+        fields: Mapping[str, Any] | None = None
         if (
-            type_ == "RunProgressed"
-            and type(position) is int
-            and position not in skipped
+            type(position) is int
             and type(run_id) is int
             and type(version) is int
             and type(schema) is int
-            and schema == current_versions.get(type_)
             and type(payload) is str
+            and position not in skipped
         ):
-            row = rows.get(run_id)
-            if row is not None and row["status"] == "running" and row["errorDetails"] is None:
-                try:
-                    # As events_from_driver reads them: a row it cannot read takes the long way
-                    # below, which raises its error.
-                    if recorded != stored_at or recorded_at is None:
-                        recorded_at = read_time(recorded)
-                        stored_at = recorded
-                    occurred_at = read_time(occurred)
-                    data = decode_payload(payload)
-                except (ValueError, TypeError, OverflowError, RecursionError):
-                    data = None
+            try:
+                # As events_from_driver reads them: a row it cannot read takes the long way
+                # below, which raises its error.
+                if recorded != stored_at or recorded_at is None:
+                    recorded_at = read_time(recorded)
+                    stored_at = recorded
+                occurred_at = read_time(occurred)
+                data = decode_payload(payload)
+            except (ValueError, TypeError, OverflowError, RecursionError):
+                data = None
+            if data is not None:
+                row = rows.get(run_id)
                 if (
-                    data is not None
+                    type_ == "RunProgressed"
+                    and row is not None
+                    and row["status"] == "running"
+                    and row["errorDetails"] is None
                     and written_envelope(type_, schema, data, event_id, run_id, occurred_at, actor)
                     is not None
                 ):
                     # Each counter checked as written_check checks it (the envelope and the
                     # payload's keys were), and added only when every one is as written and
-                    # every total fits (else the long way decides, or records the overflow):
-                    # the row is untouched until then.
+                    # every total fits (else fold decides, or records the overflow): the row
+                    # is untouched until then.
                     totals = {}
                     for name, column in counters:
                         delta = data[name]
@@ -198,21 +197,29 @@ def fold_rows(
                         outcome.processed += 1
                         outcome.last_position = position
                         continue
-        event = events_from_driver((record,), read_time)[0]
-        if event.position not in skipped:
+                # What RecordedEvent.read_fields gives for this row, without the event.
+                fields = written_fields(type_, schema, data, event_id, run_id, occurred_at, actor)
+                if fields is not None:
+                    stored = StoredFacts(position, run_id, type_, occurred_at, recorded_at)
+        if stored is None:  # the long way: the event, which validation decides
+            stored = event = events_from_driver((record,), read_time)[0]
+        if stored.position not in skipped:
             try:
-                row, transition = fold(rows.get(event.run_id), event)
+                if fields is None:
+                    row, transition = fold(rows.get(stored.run_id), event)
+                else:
+                    row, transition = fold_fields(rows.get(stored.run_id), stored, fields)
             except PoisonEventError as poison:
                 # Reading the page as events would have raised for a row after it that
                 # cannot be read, before folding any: so does this.
                 events_from_driver(page[index + 1 :], read_time)
                 outcome.poison = poison
                 return outcome
-            rows[event.run_id] = row
+            rows[stored.run_id] = row
             if transition is not None:
                 transitions.append(transition)
         outcome.processed += 1
-        outcome.last_position = event.position
+        outcome.last_position = stored.position
     return outcome
 
 
@@ -242,6 +249,45 @@ def fold(row: Row | None, recorded: RecordedEvent) -> tuple[Row, Transition | No
         event = recorded.read_fields()
     except LedgerError as exc:
         raise PoisonEventError(recorded.position, recorded.type, str(exc)) from exc
+    return fold_fields(row, recorded, event)
+
+
+class Stored(Protocol):
+    """What :func:`fold_fields` reads of a stored event besides its fields: a
+    :class:`RecordedEvent`, or a :class:`StoredFacts` of a driver row."""
+
+    @property
+    def position(self) -> int: ...
+    @property
+    def run_id(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def recorded_at(self) -> datetime: ...
+
+
+class StoredFacts:
+    """:class:`Stored` of a driver row whose fields were checked as written
+    (:func:`fold_rows`)."""
+
+    __slots__ = ("occurred_at", "position", "recorded_at", "run_id", "type")
+
+    def __init__(
+        self, position: int, run_id: int, type_: str, occurred_at: datetime, recorded_at: datetime
+    ) -> None:
+        self.position = position
+        self.run_id = run_id
+        self.type = type_
+        self.occurred_at = occurred_at
+        self.recorded_at = recorded_at
+
+
+def fold_fields(
+    row: Row | None, recorded: Stored, event: Mapping[str, Any]
+) -> tuple[Row, Transition | None]:
+    """:func:`fold` of an event whose field values (``event``) were read."""
     event_type = recorded.type
     if event_type == "RunStarted":
         if row is not None:
@@ -304,7 +350,7 @@ def fold(row: Row | None, recorded: RecordedEvent) -> tuple[Row, Transition | No
     raise PoisonEventError(recorded.position, recorded.type, "no projection rule")
 
 
-def _created_at(metadata: dict[str, Any] | None, recorded: RecordedEvent) -> datetime:
+def _created_at(metadata: dict[str, Any] | None, recorded: Stored) -> datetime:
     """When the row was created: when the ledger learned of the run, except for a run
     imported from the legacy table, which keeps its original ``createdAt``.
 
@@ -369,7 +415,7 @@ def _add_counters(row: Row, event: Mapping[str, Any]) -> None:
         }
 
 
-def _record_late(row: Row, recorded: RecordedEvent, event: Mapping[str, Any]) -> None:
+def _record_late(row: Row, recorded: Stored, event: Mapping[str, Any]) -> None:
     """A fact that arrived after the run was timed out: kept, but the status does not flip
     (``event``: a RunProgressed's or RunFinished's fields)."""
     details = dict(row["errorDetails"] or {})
@@ -479,7 +525,7 @@ def legacy_text(text: str | None, position: int) -> str | None:
 
 
 def _transition(
-    recorded: RecordedEvent, from_status: str | None, to_status: str, actor: str | None
+    recorded: Stored, from_status: str | None, to_status: str, actor: str | None
 ) -> Transition:
     return Transition(
         recorded.position, recorded.run_id, from_status, to_status, recorded.occurred_at, actor
