@@ -199,7 +199,7 @@ def quick_sqlite_time(
     def process(value: Any) -> Any:
         if type(value) is not datetime or value.tzinfo is not UTC or value.year < 1000:
             return processor(value)  # None, a refusal, or text made the long way
-        if whole_seconds:
+        if whole_seconds and value.microsecond:
             value = value.replace(microsecond=0)
         return value.isoformat(" ", "microseconds")[:-6]  # as sqlite_stored_time makes it
 

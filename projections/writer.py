@@ -110,7 +110,9 @@ class ReadModelWriter:
     ) -> BatchOutcome:
         """:meth:`apply` of the events of ``page``, rows as :func:`ledger.reads.read_rows_page`
         returns them, folded by :func:`projections.fold.fold_rows`."""
-        run_ids = {run_id for run_id in map(_run_id, page) if run_id is not None}
+        run_ids = {row[2] for row in page}
+        if any(type(run_id) is not int for run_id in run_ids):  # no append writes such rows
+            run_ids = {run_id for run_id in map(_run_id, page) if run_id is not None}
         rows = self.load(conn, run_ids)
         existing = set(rows)
         before = {run_id: dict(row) for run_id, row in rows.items()}
