@@ -150,8 +150,9 @@ class ReadModelWriter:
 
 
 def _run_id(row: Sequence[Any]) -> Any:
-    """A driver row's run id as the fold looks it up (an event's is ``int()`` of it; a row
-    that is not a number is looked up as it is, and raises when it is made an event)."""
+    """A driver row's run id as the fold looks it up (an event's is ``int()`` of it), or None
+    for one that is not a number: no row is loaded for it, and the row raises when the fold
+    makes it an event."""
     run_id = row[2]
     if type(run_id) is int:
         return run_id
