@@ -178,15 +178,14 @@ def driver_timestamp(bind: Bound) -> Callable[[datetime], Any]:
 def sqlite_stored_time(value: datetime) -> str:
     """The text SQLAlchemy's DateTime stores on SQLite (``strftime`` of
     :data:`_SQLITE_STORED_TIME`) for an aware datetime, in UTC. Formatted by hand for the
-    usual value, twice as quick: the append converts three timestamps each time."""
+    usual value, several times as quick: the append converts three timestamps each time."""
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     if value.year < 1000:  # strftime does not pad the year: keep its text exactly
         return value.replace(tzinfo=None).strftime(_SQLITE_STORED_TIME)
-    return (
-        f"{value.year}-{value.month:02d}-{value.day:02d} {value.hour:02d}:"
-        f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
-    )
+    # isoformat pads the year to four digits (as strftime's does from 1000 on), and ends with
+    # the zone, "+00:00", which goes.
+    return value.isoformat(" ", "microseconds")[:-6]
 
 
 def quick_sqlite_time(
@@ -200,7 +199,9 @@ def quick_sqlite_time(
     def process(value: Any) -> Any:
         if type(value) is not datetime or value.tzinfo is not UTC or value.year < 1000:
             return processor(value)  # None, a refusal, or text made the long way
-        return sqlite_stored_time(value.replace(microsecond=0) if whole_seconds else value)
+        if whole_seconds and value.microsecond:
+            value = value.replace(microsecond=0)
+        return value.isoformat(" ", "microseconds")[:-6]  # as sqlite_stored_time makes it
 
     return process
 

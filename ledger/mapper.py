@@ -317,6 +317,66 @@ def written_fields(
 ) -> dict[str, Any] | None:
     """The field values of a stored event as this ledger writes it, or None when only
     validation can say (see above)."""
+    written = written_check(
+        event_type, schema_version, payload, event_id, run_id, occurred_at, actor
+    )
+    if written is None:
+        return None
+    values = {
+        **payload,
+        "type": event_type,
+        "event_id": _uuid_from_text(event_id),
+        "run_id": run_id,
+        "run_ref": None,
+        "occurred_at": occurred_at,
+        "actor": actor,
+        "schema_version": schema_version,
+    }
+    for name, check in written.others:
+        value = values[name] = check(payload[name])
+        if value is _REFUSED:
+            return None
+    return values
+
+
+def written_check(
+    event_type: str,
+    schema_version: int,
+    payload: Any,
+    event_id: str,
+    run_id: int,
+    occurred_at: datetime,
+    actor: str | None,
+) -> _Written | None:
+    """Every check of :func:`written_fields` but those of its type's other fields
+    (``_Written.others``, which convert values too): what its type needs when they pass, else
+    None. A type without other fields (``RunProgressed``) whose check passes is as written,
+    its payload values (the counters) the model's."""
+    written = written_envelope(
+        event_type, schema_version, payload, event_id, run_id, occurred_at, actor
+    )
+    if written is None:
+        return None
+    for name in written.counters:
+        value = payload[name]
+        if type(value) is not int or not 0 <= value < COUNTER_LIMIT:
+            return None
+    return written
+
+
+def written_envelope(
+    event_type: str,
+    schema_version: int,
+    payload: Any,
+    event_id: str,
+    run_id: int,
+    occurred_at: datetime,
+    actor: str | None,
+) -> _Written | None:
+    """:func:`written_check` but for the counters (``_Written.counters``), each of which must
+    then pass its check, ``type(value) is int and 0 <= value < COUNTER_LIMIT``: a replay
+    that folds a ``RunProgressed`` straight from its row checks them as it adds them
+    (:func:`projections.fold.fold_rows`)."""
     # Every event of a replay comes through here: one lookup for what its type needs, and
     # the checks written out rather than looped over where they are the same for all types.
     written = _WRITTEN.get(event_type)
@@ -336,25 +396,7 @@ def written_fields(
         or (actor is not None and _actor(actor) is _REFUSED)
     ):
         return None
-    for name in written.counters:
-        value = payload[name]
-        if type(value) is not int or not 0 <= value < COUNTER_LIMIT:
-            return None
-    values = {
-        **payload,
-        "type": event_type,
-        "event_id": _uuid_from_text(event_id),
-        "run_id": run_id,
-        "run_ref": None,
-        "occurred_at": occurred_at,
-        "actor": actor,
-        "schema_version": schema_version,
-    }
-    for name, check in written.others:
-        value = values[name] = check(payload[name])
-        if value is _REFUSED:
-            return None
-    return values
+    return written
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,23 @@ def read_events_page(
     return events_from_driver(rows, stored_time_reader)
 
 
+def read_rows_page(
+    conn: Connection, after: int, limit: int, up_to: int | None = None
+) -> list[tuple[Any, ...]]:
+    """The rows :func:`read_events_page` makes its events of, as the driver returns them
+    (:data:`EVENT_COLUMNS` order, timestamps as their stored text for
+    :func:`ledger.dialects.stored_time_reader`): a rebuild folds them without events
+    (:func:`projections.fold.fold_rows`). Read on a DBAPI cursor of ``conn``'s transaction, as
+    :func:`stored_rows` is, without SQLAlchemy's result object."""
+    sql = _page_sql(driver_placeholder(conn), time_as_text(conn), up_to is not None)
+    params = (after, limit) if up_to is None else (after, up_to, limit)
+    cursor = DriverCursor.on(conn)
+    try:
+        return cursor.execute(sql, params).fetchall()
+    finally:
+        cursor.close()
+
+
 @lru_cache(maxsize=8)
 def _page_sql(mark: str, as_text: Callable[[str], str], bounded: bool) -> str:
     # Timestamps as their stored text (see time_as_text), parsed by stored_time_reader:

@@ -30,7 +30,8 @@ from sqlalchemy import Connection, func, inspect, select
 
 from ledger import Ledger
 from ledger.conflicts import retrying_conflicts
-from ledger.reads import read_events_page
+from ledger.dialects import stored_time_reader
+from ledger.reads import events_from_driver, read_rows_page
 from projections.checkpoints import read_checkpoint, recover_interrupted_swap, skipped_positions
 from projections.dialects import (
     exclusive_rebuild,
@@ -142,14 +143,19 @@ def _replay(
     conn: Connection, writer: ReadModelWriter, after: int, batch_size: int, up_to: int | None = None
 ) -> int:
     """Apply one batch after ``after`` to the shadow tables; return the new position."""
-    events = read_events_page(conn, after, batch_size, up_to=up_to)
-    if not events:
+    # Driver rows, folded without events for the common ones (fold_rows).
+    page = read_rows_page(conn, after, batch_size, up_to=up_to)
+    if not page:
         return after
-    skipped = skipped_positions(conn, PROJECTION_NAME, events[0].position, events[-1].position)
-    outcome = writer.apply(conn, events, skipped)
+    first, last = page[0][0], page[-1][0]
+    if type(first) is not int or type(last) is not int:  # no append writes such a position
+        events_from_driver(page, stored_time_reader)  # raises what reading them as events does
+        first, last = int(first), int(last)
+    skipped = skipped_positions(conn, PROJECTION_NAME, first, last)
+    outcome = writer.apply_rows(conn, page, skipped)
     if outcome.poison is not None:
         raise outcome.poison
-    return events[-1].position
+    return last
 
 
 def _catch_up(

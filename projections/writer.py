@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy import Connection, Dialect, Table, bindparam, insert, select, update
 
 from ledger import RecordedEvent
-from ledger.dialects import quick_sqlite_time
+from ledger.dialects import quick_sqlite_time, stored_time_reader
 from ledger.reads import chunks
 from ledger.schema import LegacyTimestamp, UTCDateTime
-from projections.fold import BatchOutcome, Row, fold_events, normalise
+from projections.fold import BatchOutcome, Row, fold_events, fold_rows, normalise
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,33 @@ class ReadModelWriter:
         existing = set(rows)
         before = {run_id: dict(row) for run_id, row in rows.items()}
         outcome = fold_events(rows, events, skipped)
+        self._write(conn, rows, existing, before, outcome)
+        return outcome
+
+    def apply_rows(
+        self, conn: Connection, page: Sequence[Sequence[Any]], skipped: set[int]
+    ) -> BatchOutcome:
+        """:meth:`apply` of the events of ``page``, rows as :func:`ledger.reads.read_rows_page`
+        returns them, folded by :func:`projections.fold.fold_rows`."""
+        run_ids = {row[2] for row in page}
+        if any(type(run_id) is not int for run_id in run_ids):  # no append writes such rows
+            run_ids = {run_id for run_id in map(_run_id, page) if run_id is not None}
+        rows = self.load(conn, run_ids)
+        existing = set(rows)
+        before = {run_id: dict(row) for run_id, row in rows.items()}
+        outcome = fold_rows(rows, page, skipped, stored_time_reader)
+        self._write(conn, rows, existing, before, outcome)
+        return outcome
+
+    def _write(
+        self,
+        conn: Connection,
+        rows: dict[int, Row],
+        existing: set[int],
+        before: dict[int, Row],
+        outcome: BatchOutcome,
+    ) -> None:
+        """Insert the rows folded anew, update those changed, insert the transitions."""
         changed = [run_id for run_id, row in rows.items() if before.get(run_id) != row]
         created = [rows[r] for r in sorted(changed) if r not in existing]
         updated = [{**rows[r], "b_id": r} for r in sorted(changed) if r in existing]
@@ -112,7 +139,6 @@ class ReadModelWriter:
             update_runs.execute(conn, updated)
         if outcome.transitions:
             insert_transitions.execute(conn, [t.as_row() for t in outcome.transitions])
-        return outcome
 
     def load(self, conn: Connection, run_ids: set[int]) -> dict[int, Row]:
         rows: dict[int, Row] = {}
@@ -121,3 +147,16 @@ class ReadModelWriter:
             for row in conn.execute(query).mappings():
                 rows[row["id"]] = normalise(row)
         return rows
+
+
+def _run_id(row: Sequence[Any]) -> Any:
+    """A driver row's run id as the fold looks it up (an event's is ``int()`` of it), or None
+    for one that is not a number: no row is loaded for it, and the row raises when the fold
+    makes it an event."""
+    run_id = row[2]
+    if type(run_id) is int:
+        return run_id
+    try:
+        return int(run_id)
+    except (ValueError, TypeError, OverflowError):
+        return None
