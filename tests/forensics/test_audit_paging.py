@@ -213,3 +213,17 @@ def test_the_web_run_page_shows_the_timeline_in_parts(ledger: Ledger, db_url: st
         assert client.get(f"/web/runs/{run_id}", params={"limit": 0}).status_code == 400
     client.app.state.web.close()  # type: ignore[attr-defined]
     client.app.state.api.close()  # type: ignore[attr-defined]
+
+
+def test_ledger_audit_json_is_written_an_entry_at_a_time_as_before(
+    ledger: Ledger, db_url: str
+) -> None:
+    """``ledger audit --format json`` streams the entries; the text is the one array
+    ``json.dumps(..., indent=2)`` made of the whole timeline."""
+    run_id, _ = long_run(ledger)
+    whole = [entry.to_dict() for entry in audit_run(ledger, run_id)]
+    result = run("audit", str(run_id), "--format", "json", "--db", db_url)
+    assert result.stdout == json.dumps(whole, indent=2) + "\n"  # type: ignore[attr-defined]
+    missing = run("audit", "99", "--format", "json", "--db", db_url)
+    assert missing.exit_code == 2  # type: ignore[attr-defined]
+    assert "[" not in missing.stdout  # type: ignore[attr-defined]
