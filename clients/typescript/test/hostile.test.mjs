@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { after, test } from 'node:test';
+import { freePort } from '../testing/live-ledger.mjs';
 
 import {
   COUNTER_MAX,
@@ -38,7 +39,8 @@ async function fake(handler) {
     });
   });
   servers.push(server);
-  await new Promise((done) => server.listen(0, '127.0.0.1', done));
+  const port = await freePort();
+  await new Promise((done) => server.listen(port, '127.0.0.1', done));
   return { url: `http://127.0.0.1:${server.address().port}`, requests };
 }
 

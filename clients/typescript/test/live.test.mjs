@@ -17,6 +17,7 @@ import {
   REPO,
   backends,
   eventually,
+  freePort,
   getJson,
   runState,
   startLedger,
@@ -76,8 +77,8 @@ function droppingProxy(target, drop) {
       upstream.end(body);
     });
   });
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => {
+  return freePort().then((port) => new Promise((resolve) => {
+    server.listen(port, '127.0.0.1', () => {
       resolve({
         url: `http://127.0.0.1:${server.address().port}`,
         seen,
@@ -88,7 +89,7 @@ function droppingProxy(target, drop) {
           }),
       });
     });
-  });
+  }));
 }
 
 for (const backend of backends()) {
