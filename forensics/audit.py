@@ -11,7 +11,7 @@ from ledger import Ledger, LedgerError, RecordedEvent, UnknownRunError, Validati
 from ledger.clock import isoformat_utc, labelled_utc
 from ledger.durations import format_duration
 from ledger.hashing import chain_hash
-from ledger.reads import run_version_at, stored_refs
+from ledger.reads import latest_occurred_at, run_status_events, run_version_at, stored_refs
 from ledger.schema import GENESIS_HASH
 from ledger.text import clip
 from projections.fold import Row, fold
@@ -58,7 +58,8 @@ AUDIT_BATCH = 1000
 @dataclass(frozen=True)
 class AuditState:
     """What the audit knows of a run before an event: the run's row folded so far (None
-    before its RunStarted) and the latest ``occurred_at`` so far (silences are measured
+    before its RunStarted; of it the audit reads only the status, which is all that decides
+    how the next event folds) and the latest ``occurred_at`` so far (silences are measured
     from it). The audit of a page starts from the state before its first event."""
 
     row: Row | None = None
@@ -119,22 +120,26 @@ def audit_page(ledger: Ledger, run_id: int, after: int = 0, limit: int = AUDIT_B
 def state_before(
     ledger: Ledger, run_id: int, position: int, batch_size: int = AUDIT_BATCH
 ) -> AuditState:
-    """The audit's state after the run's event at ``position``: its earlier events folded
-    ``batch_size`` at a time (memory stays bounded; the time is that of reading them). Raises
+    """The audit's state after the run's event at ``position``, without reading every event
+    before it: the status is folded from the events that can change it (a RunProgressed
+    never does, nor makes a later event fold otherwise), ``batch_size`` at a time, and the
+    latest ``occurred_at`` is the database's MAX. The row's counters and details are
+    therefore not the run's (the audit shows only its status). Raises
     :class:`ValidationError` when no event of the run is stored at ``position``."""
     with ledger.connect("audit") as conn:
-        if run_version_at(conn, run_id, position) is None:
+        version = run_version_at(conn, run_id, position)
+        if version is None:
             raise ValidationError(f"position {position} is not an event of run {run_id}")
-    state = AuditState()
-    after = 0
-    while True:
-        events = [e for e in ledger.read_run(run_id, after, batch_size) if e.position <= position]
-        for event in events:
-            row, _ = _apply(state.row, event)
-            state = AuditState(row, _latest(state.last_at, event))
-        if not events or events[-1].position >= position:
-            return state
-        after = events[-1].position
+        last_at = latest_occurred_at(conn, run_id, version)
+        row: Row | None = None
+        after_version = 0
+        while True:
+            events = run_status_events(conn, run_id, after_version, version, batch_size)
+            for event in events:
+                row, _ = _apply(row, event)
+            if len(events) < batch_size:
+                return AuditState(row, last_at)
+            after_version = events[-1].version
 
 
 def audit_events(

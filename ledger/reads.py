@@ -179,6 +179,35 @@ def run_version_at(conn: Connection, run_id: int, position: int) -> int | None:
     return None if value is None else int(value)
 
 
+def run_status_events(
+    conn: Connection, run_id: int, after_version: int, up_to_version: int, limit: int
+) -> list[RecordedEvent]:
+    """Up to ``limit`` of the run's events with a version in ``(after_version,
+    up_to_version]`` that can change its status (every type but RunProgressed), in version
+    order: what the status before a page of its timeline is folded from."""
+    query = (
+        select(ledger_events)
+        .where(
+            (ledger_events.c.run_id == run_id)
+            & (ledger_events.c.version > after_version)
+            & (ledger_events.c.version <= up_to_version)
+            & (ledger_events.c.type != "RunProgressed")
+        )
+        .order_by(ledger_events.c.version)
+        .limit(limit)
+    )
+    return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+
+
+def latest_occurred_at(conn: Connection, run_id: int, up_to_version: int) -> datetime | None:
+    """The latest ``occurred_at`` of the run's events up to ``up_to_version`` (None if none)."""
+    query = select(func.max(ledger_events.c.occurred_at)).where(
+        (ledger_events.c.run_id == run_id) & (ledger_events.c.version <= up_to_version)
+    )
+    value: datetime | None = conn.execute(query).scalar_one_or_none()
+    return value
+
+
 def first_events(conn: Connection, limit: int) -> list[RecordedEvent]:
     """Each run's first event (version 1: its RunStarted, I5), in position order, for the first
     ``limit`` runs."""
