@@ -120,10 +120,10 @@ def audit_page(ledger: Ledger, run_id: int, after: int = 0, limit: int = AUDIT_B
 def state_before(
     ledger: Ledger, run_id: int, position: int, batch_size: int = AUDIT_BATCH
 ) -> AuditState:
-    """The audit's state after the run's event at ``position``, without reading every event
-    before it: the status is folded from the events that can change it (a RunProgressed
-    never does, nor makes a later event fold otherwise), ``batch_size`` at a time, and the
-    latest ``occurred_at`` is the database's MAX. The row's counters and details are
+    """The state a page after the run's event at ``position`` starts from, without reading
+    every event before it: the status is folded from the events that can change it (a
+    RunProgressed never does, nor makes a later event fold otherwise), ``batch_size`` at a
+    time, and the latest ``occurred_at`` is the database's MAX. The row's counters and details are
     therefore not the run's (the audit shows only its status). Raises
     :class:`ValidationError` when no event of the run is stored at ``position``."""
     with ledger.connect("audit") as conn:

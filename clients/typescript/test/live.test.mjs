@@ -135,6 +135,15 @@ for (const backend of backends()) {
       // 51 progress() calls, one RunProgressed: coalesced, and flushed before RunFinished.
       assert.deepEqual(types(events), ['RunStarted', 'RunProgressed', 'RunFinished']);
       assert.match(events[0].actor, /^connector:ts-whole-run@/);
+
+      // The timeline a page at a time, each page audited as the whole one is.
+      const pages = [];
+      for await (const page of client.pages(`/v1/runs/${run.runId}/events?limit=1`)) {
+        pages.push(page);
+      }
+      assert.equal(pages.length, 3);
+      assert.deepEqual(pages.flat(), events);
+      assert.deepEqual(await client.get(`/v1/runs/${run.runId}/events`), events);
     });
 
     test('progress goes out at most once per interval, and the rest before finish', async () => {
