@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ledger import Ledger, LedgerError, RecordedEvent, UnknownRunError
+from ledger import Ledger, LedgerError, RecordedEvent, UnknownRunError, ValidationError
 from ledger.clock import isoformat_utc, labelled_utc
 from ledger.durations import format_duration
 from ledger.hashing import chain_hash
-from ledger.reads import stored_refs
+from ledger.reads import latest_occurred_at, run_status_events, run_version_at, stored_refs
 from ledger.schema import GENESIS_HASH
 from ledger.text import clip
 from projections.fold import Row, fold
@@ -50,23 +51,108 @@ class TimelineEntry:
         }
 
 
+# Events read at once: what one page of the audit holds in memory at most.
+AUDIT_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class AuditState:
+    """What the audit knows of a run before an event: the run's row folded so far (None
+    before its RunStarted; of it the audit reads only the status, which is all that decides
+    how the next event folds) and the latest ``occurred_at`` so far (silences are measured
+    from it). The audit of a page starts from the state before its first event."""
+
+    row: Row | None = None
+    last_at: datetime | None = None
+
+    @property
+    def status(self) -> str | None:
+        return None if self.row is None else str(self.row["status"])
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """Up to a page of a run's timeline, and whether more events follow its last entry."""
+
+    entries: list[TimelineEntry]
+    more: bool
+
+
 def audit_run(ledger: Ledger, run_id: int) -> list[TimelineEntry]:
     """The run's events in version order, each with what it did to the run. Raises
-    :class:`UnknownRunError` if the ledger has no such run."""
-    events = ledger.read_run(run_id)
+    :class:`UnknownRunError` if the ledger has no such run. The whole timeline in memory: a
+    long run is read with :func:`iter_audit` or in pages with :func:`audit_page`."""
+    return list(iter_audit(ledger, run_id))
+
+
+def iter_audit(
+    ledger: Ledger, run_id: int, batch_size: int = AUDIT_BATCH
+) -> Iterator[TimelineEntry]:
+    """:func:`audit_run` read ``batch_size`` events at a time: the whole timeline in one pass
+    without holding it. Raises :class:`UnknownRunError` (before yielding) for no such run."""
+    events = ledger.read_run(run_id, 0, batch_size)
     if not events:
         raise UnknownRunError(run_id)
+    state = AuditState()
+    while events:
+        entries, state = audit_events(ledger, events, state)
+        yield from entries
+        if len(events) < batch_size:
+            return
+        events = ledger.read_run(run_id, events[-1].position, batch_size)
+
+
+def audit_page(ledger: Ledger, run_id: int, after: int = 0, limit: int = AUDIT_BATCH) -> AuditPage:
+    """Up to ``limit`` entries of the run's timeline after its event at position ``after`` (0:
+    from its start), each as the whole timeline has it: the audit starts from the state
+    before the page (:func:`state_before`). Raises :class:`UnknownRunError` for no such run
+    and :class:`ValidationError` when ``after`` is not a position of one of its events."""
+    if limit < 1:
+        raise ValidationError(f"limit must be at least 1, got {limit}")
+    if not ledger.read_run(run_id, 0, 1):
+        raise UnknownRunError(run_id)
+    state = state_before(ledger, run_id, after) if after else AuditState()
+    events = ledger.read_run(run_id, after, limit + 1)
+    entries, _ = audit_events(ledger, events[:limit], state)
+    return AuditPage(entries, len(events) > limit)
+
+
+def state_before(
+    ledger: Ledger, run_id: int, position: int, batch_size: int = AUDIT_BATCH
+) -> AuditState:
+    """The state a page after the run's event at ``position`` starts from, without reading
+    every event before it: the status is folded from the events that can change it (a
+    RunProgressed never does, nor makes a later event fold otherwise), ``batch_size`` at a
+    time, and the latest ``occurred_at`` is the database's MAX. The row's counters and details are
+    therefore not the run's (the audit shows only its status). Raises
+    :class:`ValidationError` when no event of the run is stored at ``position``."""
+    with ledger.connect("audit") as conn:
+        version = run_version_at(conn, run_id, position)
+        if version is None:
+            raise ValidationError(f"position {position} is not an event of run {run_id}")
+        last_at = latest_occurred_at(conn, run_id, version)
+        row: Row | None = None
+        after_version = 0
+        while True:
+            events = run_status_events(conn, run_id, after_version, version, batch_size)
+            for event in events:
+                row, _ = _apply(row, event)
+            if len(events) < batch_size:
+                return AuditState(row, last_at)
+            after_version = events[-1].version
+
+
+def audit_events(
+    ledger: Ledger, events: list[RecordedEvent], state: AuditState
+) -> tuple[list[TimelineEntry], AuditState]:
+    """The timeline entries of ``events`` (consecutive events of one run, in version order)
+    audited from ``state``, the state before the first; and the state after the last."""
     previous_hashes = _previous_hashes(ledger, [e.position for e in events])
     timeline: list[TimelineEntry] = []
-    row: Row | None = None
-    last_at = None
+    row, last_at = state.row, state.last_at
     for event in events:
         status_before = row["status"] if row else None
-        try:
-            row, _ = fold(row, event)
-            status = str(row["status"])
-        except LedgerError as exc:
-            status = f"(cannot apply: {exc})"
+        row, status = _apply(row, event)
         content_ok = chain_hash(event.prev_hash, event.as_row()) == event.hash
         link_ok = previous_hashes.get(event.position - 1) == event.prev_hash
         timeline.append(
@@ -80,8 +166,22 @@ def audit_run(ledger: Ledger, run_id: int) -> list[TimelineEntry]:
                 summary=summarise(event),
             )
         )
-        last_at = event.occurred_at if last_at is None else max(last_at, event.occurred_at)
-    return timeline
+        last_at = _latest(last_at, event)
+    return timeline, AuditState(row, last_at)
+
+
+def _apply(row: Row | None, event: RecordedEvent) -> tuple[Row | None, str]:
+    """The row after ``event`` and the status the audit shows: an event that cannot be
+    applied leaves the row as it was."""
+    try:
+        folded, _ = fold(row, event)
+    except LedgerError as exc:
+        return row, f"(cannot apply: {exc})"
+    return folded, str(folded["status"])
+
+
+def _latest(last_at: datetime | None, event: RecordedEvent) -> datetime:
+    return event.occurred_at if last_at is None else max(last_at, event.occurred_at)
 
 
 def _previous_hashes(ledger: Ledger, positions: list[int]) -> dict[int, str]:

@@ -169,12 +169,60 @@ def read_run(
     conn: Connection, run_id: int, after: int = 0, limit: int | None = None
 ) -> list[RecordedEvent]:
     """The events of one run in version order: those after position ``after``, at most
-    ``limit``. Empty for a run that never started."""
+    ``limit``. Empty for a run that never started.
+
+    When ``after`` is one of the run's own events (a page's cursor), the read seeks on the
+    run's (run_id, version) key from that event's version instead of filtering the run's
+    earlier rows: a run's versions rise with its positions (I4), so the two select the same
+    events, and the page after a millionth event costs what the first does."""
     query = select(ledger_events).where(ledger_events.c.run_id == run_id)
     if after:
-        query = query.where(ledger_events.c.position > after)
+        version = run_version_at(conn, run_id, after)
+        if version is not None:
+            query = query.where(ledger_events.c.version > version)
+        else:
+            query = query.where(ledger_events.c.position > after)
     query = query.order_by(ledger_events.c.version).limit(limit)
     return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+
+
+def run_version_at(conn: Connection, run_id: int, position: int) -> int | None:
+    """The version of run ``run_id``'s event at ``position`` (None if the event stored there,
+    if any, is another run's)."""
+    query = select(ledger_events.c.version).where(
+        (ledger_events.c.position == position) & (ledger_events.c.run_id == run_id)
+    )
+    value = conn.execute(query).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def run_status_events(
+    conn: Connection, run_id: int, after_version: int, up_to_version: int, limit: int
+) -> list[RecordedEvent]:
+    """Up to ``limit`` of the run's events with a version in ``(after_version,
+    up_to_version]`` that can change its status (every type but RunProgressed), in version
+    order: what the status before a page of its timeline is folded from."""
+    query = (
+        select(ledger_events)
+        .where(
+            (ledger_events.c.run_id == run_id)
+            & (ledger_events.c.version > after_version)
+            & (ledger_events.c.version <= up_to_version)
+            & (ledger_events.c.type != "RunProgressed")
+        )
+        .order_by(ledger_events.c.version)
+        .limit(limit)
+    )
+    return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+
+
+def latest_occurred_at(conn: Connection, run_id: int, up_to_version: int) -> datetime | None:
+    """The latest ``occurred_at`` of the run's events up to ``up_to_version`` (None if none)."""
+    query = select(func.max(ledger_events.c.occurred_at)).where(
+        (ledger_events.c.run_id == run_id) & (ledger_events.c.version <= up_to_version)
+    )
+    value: datetime | None = conn.execute(query).scalar_one_or_none()
+    return value
 
 
 def first_events(conn: Connection, limit: int) -> list[RecordedEvent]:

@@ -157,6 +157,9 @@ export declare class LedgerClient {
   ): Promise<AppendSummary>;
   /** GET a path of the API (e.g. `/v1/runs/3`) as JSON; `signal` stops it as for append(). */
   get<T = unknown>(path: string, options?: { signal?: AbortSignal }): Promise<T>;
+  /** GET a paged list (`/v1/runs`, `/v1/runs/{id}/events`) a page at a time, following
+   * `Link: <…>; rel="next"` (a link off this API is refused); each page as for get(). */
+  pages<T = unknown>(path: string, options?: { signal?: AbortSignal }): AsyncGenerator<T[], void, undefined>;
   /** Append RunStarted; throws RunNotStartedError when the ledger does not record it. */
   startRun(options: RunOptions): Promise<RunHandle>;
   /**

@@ -458,6 +458,25 @@ export class LedgerClient {
     return this._request('GET', path, undefined, signal);
   }
 
+  /**
+   * GET a paged list of the API (`/v1/runs`, `/v1/runs/3/events`) a page at a time: yields
+   * each page's array, following `Link: <…>; rel="next"` until the last page. Each page has
+   * get()'s retries; `signal` stops it. A next link to another origin is refused.
+   */
+  async *pages(path, { signal } = {}) {
+    if (typeof path !== 'string' || !path.startsWith('/')) {
+      throw new LedgerValidationError('path', 'must start with /');
+    }
+    for (let next = path; next !== null; ) {
+      const { value, link } = await this._exchange('GET', next, undefined, signal);
+      if (!Array.isArray(value)) {
+        throw new LedgerProtocolError(`GET ${next} answered ${printable(JSON.stringify(value), 200)}, not a list`);
+      }
+      yield value;
+      next = nextLink(link, next);
+    }
+  }
+
   /** Append RunStarted and return the open run. */
   async startRun(options) {
     const run = new RunHandle(this, options ?? {});
@@ -588,6 +607,11 @@ export class LedgerClient {
   }
 
   async _request(method, path, body, signal) {
+    return (await this._exchange(method, path, body, signal)).value;
+  }
+
+  /** The request with retries: the parsed JSON answer and its Link header (or null). */
+  async _exchange(method, path, body, signal) {
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new LedgerValidationError('signal', 'must be an AbortSignal');
     }
@@ -618,7 +642,7 @@ export class LedgerClient {
               { status: response.status, attempts: attempt },
             );
           }
-          return parsed.value;
+          return { value: parsed.value, link: response.headers.get('link') };
         }
         const error = apiError(response, text, attempt);
         if (!error.retriable) throw error;
@@ -646,6 +670,21 @@ export class LedgerClient {
     lastError.message += ` (after ${this.retries + 1} attempt(s))`;
     throw lastError;
   }
+}
+
+/** The path of a `Link: <…>; rel="next"` header (null: the last page). Only a path on the
+ * same API is followed: an absolute URL could carry the token elsewhere. */
+function nextLink(link, from) {
+  if (!link) return null;
+  const found = /<([^>]*)>\s*;\s*rel="?next"?/.exec(link);
+  if (!found) return null;
+  const target = found[1];
+  if (!target.startsWith('/') || target.startsWith('//')) {
+    throw new LedgerProtocolError(
+      `GET ${from} named a next page off this API (${printable(target, 200)}): not followed`,
+    );
+  }
+  return target;
 }
 
 function networkReason(error, timeoutMs) {

@@ -5,14 +5,14 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from forensics.audit import audit_run
-from ledger import fail_run
+from forensics.audit import audit_page
+from ledger import UnknownRunError, ValidationError, fail_run
 from ledger.events import MAX_RUN_ID, operator_actor
 from ledger.schema import MAX_POSITION
 from ledger.wire import read_json
 from projections.as_of import QUERY_AS_OF_MAX_LENGTH
 from projections.queries import RunFilter, find_run, find_runs, jsonable_row, not_started_message
-from service.api.access import Scopes, query_moment
+from service.api.access import Scopes, invalid_parameter, query_moment
 from service.api.auth import Caller
 from service.api.openapi import problem_responses
 from service.api.problems import ApiProblem
@@ -20,6 +20,15 @@ from service.api.shapes import FailRequest, FailResult, IngestionRun, RunDetail,
 from service.api.state import ApiState
 
 MAX_PAGE = 1000
+# Timeline entries per page of GET /v1/runs/{id}/events, and the default: a run that fits one
+# page is answered as before paging (no Link header).
+MAX_EVENTS_PAGE = 1000
+NEXT_LINK = {
+    "Link": {
+        "description": 'The next page, `<URL>; rel="next"`: absent on the last page',
+        "schema": {"type": "string"},
+    }
+}
 
 
 def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
@@ -30,7 +39,7 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         "/v1/runs",
         summary="List runs, newest first",
         response_model=list[IngestionRun],
-        responses=problem_responses(400, 429),
+        responses={200: {"headers": NEXT_LINK}, **problem_responses(400, 429)},
     )
     def list_runs(
         request: Request,
@@ -100,15 +109,39 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
 
     @app.get(
         "/v1/runs/{run_id}/events",
-        summary="A run's audit timeline",
-        responses=problem_responses(400, 404),
+        summary="A run's audit timeline, a page at a time",
+        responses={200: {"headers": NEXT_LINK}, **problem_responses(400, 404)},
     )
     def run_events(
-        _caller: Annotated[Caller, read_scope], run_id: Annotated[int, run_id_path]
+        request: Request,
+        response: Response,
+        _caller: Annotated[Caller, read_scope],
+        run_id: Annotated[int, run_id_path],
+        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = MAX_EVENTS_PAGE,
+        cursor: Annotated[
+            int | None,
+            Query(
+                ge=1,
+                le=MAX_POSITION,
+                description="The position of the run's event the page follows (the next "
+                "page's, from the Link header)",
+            ),
+        ] = None,
     ) -> list[dict[str, Any]]:
-        """Every event of the run with the status after it and its hash check (``ledger
-        audit --format json``)."""
-        return [entry.to_dict() for entry in audit_run(state.ledger, run_id)]
+        """The run's events in order, each with the status after it and its hash check
+        (``ledger audit --format json``), at most ``limit``; a ``Link: <…>; rel="next"``
+        header names the next page, whose entries are audited from the state before them."""
+        try:
+            page = audit_page(state.ledger, run_id, cursor or 0, limit)
+        except UnknownRunError:
+            raise  # 404
+        except ValidationError as exc:  # the cursor is not one of this run's events
+            raise invalid_parameter("cursor", exc) from None
+        entries = [entry.to_dict() for entry in page.entries]
+        if page.more:
+            following = request.url.include_query_params(cursor=entries[-1]["position"])
+            response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+        return entries
 
     @app.post(
         "/v1/runs/{run_id}/fail",

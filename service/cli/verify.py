@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import textwrap
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import click
 
 from forensics.anchors import anchors_from, append_anchor, current_anchor
-from forensics.audit import TimelineEntry, audit_run
+from forensics.audit import TimelineEntry, iter_audit
 from forensics.report import build_report, render_json, render_text, report_passed
 from forensics.verify import VerifyReport, verify_all
 from ledger.clock import isoformat_utc
@@ -160,13 +163,30 @@ def audit(run_id: int, output_format: str, wide: bool, db_url: str | None) -> No
     """A run's full timeline: every event, the status after it, its hash, silences; text in
     full, wrapped to the terminal (--wide: one line per event)."""
     with opened_ledger(db_url) as ledger:
-        timeline = audit_run(ledger, run_id)
-    if output_format == "json":
-        echo_json([entry.to_dict() for entry in timeline])
-    else:
-        print_audit(run_id, timeline, wide)
-    if not all(entry.hash_ok for entry in timeline):
+        entries = iter_audit(ledger, run_id)
+        if output_format == "json":
+            all_ok = echo_json_entries(entries)
+        else:
+            # The table sizes its columns to every row: the text form holds the timeline.
+            timeline = list(entries)
+            print_audit(run_id, timeline, wide)
+            all_ok = all(entry.hash_ok for entry in timeline)
+    if not all_ok:
         sys.exit(EXIT_PROBLEM)
+
+
+def echo_json_entries(entries: Iterator[TimelineEntry]) -> bool:
+    """The timeline as the JSON array ``echo_json`` prints, written an entry at a time (a run
+    of a million events is never held); whether every hash checked. Raises what the first
+    read raises (an unknown run) before anything is written."""
+    first = next(entries)
+    all_ok = first.hash_ok
+    click.echo("[\n" + textwrap.indent(json.dumps(first.to_dict(), indent=2), "  "), nl=False)
+    for entry in entries:
+        all_ok = all_ok and entry.hash_ok
+        click.echo(",\n" + textwrap.indent(json.dumps(entry.to_dict(), indent=2), "  "), nl=False)
+    click.echo("\n]")
+    return all_ok
 
 
 def print_audit(run_id: int, timeline: list[TimelineEntry], wide: bool = False) -> None:

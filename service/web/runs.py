@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import FastAPI, Form, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from forensics.audit import audit_run
-from ledger import UnknownRunError, fail_run
+from forensics.audit import audit_page
+from ledger import UnknownRunError, ValidationError, fail_run
 from ledger.clock import utcnow
 from ledger.events import MAX_RUN_ID, REASON_MAX, operator_actor
+from ledger.schema import MAX_POSITION
 from projections.queries import RunFilter, find_run, find_runs, status_counts_by_day
 from projections.schema import RUN_STATUSES
 from service.web import views
@@ -21,6 +22,7 @@ from service.web.state import (
     DAYS_SHOWN,
     NOTICES,
     PAGE_SIZE,
+    TIMELINE_PART,
     LedgerErrorPage,
     WebState,
     log,
@@ -119,11 +121,27 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         request: Request,
         run_id: Annotated[int, Path(ge=1, le=MAX_RUN_ID)],
         notice: Annotated[str | None, Query(max_length=20)] = None,
+        after: Annotated[int | None, Query(ge=1, le=MAX_POSITION)] = None,
+        limit: Annotated[int, Query(ge=1, le=TIMELINE_PART)] = TIMELINE_PART,
     ) -> Response:
         viewer = reader(request)
         moment = moment_of(request)
-        timeline = audit_run(state.ledger, run_id)
+        try:
+            part = audit_page(state.ledger, run_id, after or 0, limit)
+        except UnknownRunError:
+            raise
+        except ValidationError as exc:  # ``after`` is not one of this run's events
+            raise LedgerErrorPage(400, "Invalid request", f"after: {exc}") from None
+        timeline = part.entries
         shown = [e for e in timeline if moment.live or e.event.position <= (moment.position or 0)]
+        following = None
+        if part.more and len(shown) == len(timeline):
+            following = link(
+                f"/runs/{run_id}",
+                moment,
+                after=timeline[-1].event.position,
+                limit=None if limit == TIMELINE_PART else limit,
+            )
         try:
             with state.expensive("a run as of a past moment", needed=not moment.live):
                 run_view = find_run(state.ledger, run_id, None, moment.position)
@@ -136,6 +154,8 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
                 (r for r in state.config.stuck_runs(state.ledger) if r.run_id == run_id),
                 None,
             )
+        # The status the run stands at: after the last event shown, when it is the last part.
+        current = shown[-1].status_after if shown and following is None else None
         return render(
             request,
             "run.html",
@@ -144,7 +164,10 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             page="runs",
             run_id=run_id,
             timeline=shown,
-            hidden=len(timeline) - len(shown),
+            current=current,
+            hidden=len(shown) < len(timeline),
+            following=following,
+            first_part=after,  # the position this part follows (None: the first part)
             row=row,
             transitions=transitions,
             stuck=stuck,

@@ -22,6 +22,9 @@ log = logging.getLogger("ledger.web")
 
 ROOT = "/web"
 PAGE_SIZE = 50
+# Timeline entries on one part of a run's page: a run of a million heartbeats is read and
+# rendered a part at a time, with a link to the next.
+TIMELINE_PART = 500
 DAYS_SHOWN = 14
 COUNTS_TTL = timedelta(seconds=60)
 STATIC = {"style.css": "text/css; charset=utf-8"}

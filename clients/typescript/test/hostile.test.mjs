@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { after, test } from 'node:test';
+import { freePort } from '../testing/live-ledger.mjs';
 
 import {
   COUNTER_MAX,
@@ -38,7 +39,8 @@ async function fake(handler) {
     });
   });
   servers.push(server);
-  await new Promise((done) => server.listen(0, '127.0.0.1', done));
+  const port = await freePort();
+  await new Promise((done) => server.listen(port, '127.0.0.1', done));
   return { url: `http://127.0.0.1:${server.address().port}`, requests };
 }
 
@@ -526,4 +528,33 @@ test('withRun: a function that never settles still ends the run failed before No
   assert.equal(finished.status, 'failed');
   assert.match(finished.error_message, /never settled/);
   assert.equal(finished.error_details.reason, 'never-settled');
+});
+
+test('pages() follows rel="next" on the same API and refuses a link to elsewhere', async () => {
+  const server = await fake((req, res) => {
+    const headers = { 'content-type': 'application/json' };
+    if (req.url === '/v1/runs/1/events') headers.link = '</v1/runs/1/events?cursor=1>; rel="next"';
+    if (req.url === '/v1/runs/1/events?cursor=1') headers.link = '<https://elsewhere.example/steal>; rel="next"';
+    if (req.url === '/v1/runs/2/events') headers.link = '<//elsewhere.example/steal>; rel="next"';
+    res.writeHead(200, headers);
+    res.end(JSON.stringify([{ position: req.url.length }]));
+  });
+  const seen = [];
+  await assert.rejects(
+    (async () => {
+      for await (const page of client(server.url).pages('/v1/runs/1/events')) seen.push(page);
+    })(),
+    (error) => error instanceof LedgerProtocolError && /off this API/.test(error.message),
+  );
+  assert.equal(seen.length, 2); // both pages of this API, then the foreign link refused
+  await assert.rejects(
+    (async () => {
+      for await (const page of client(server.url).pages('/v1/runs/2/events')) seen.push(page);
+    })(),
+    LedgerProtocolError,
+  );
+  assert.deepEqual(
+    server.requests.map((r) => r.url),
+    ['/v1/runs/1/events', '/v1/runs/1/events?cursor=1', '/v1/runs/2/events'],
+  );
 });

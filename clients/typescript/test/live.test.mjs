@@ -17,6 +17,7 @@ import {
   REPO,
   backends,
   eventually,
+  freePort,
   getJson,
   runState,
   startLedger,
@@ -76,8 +77,8 @@ function droppingProxy(target, drop) {
       upstream.end(body);
     });
   });
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => {
+  return freePort().then((port) => new Promise((resolve) => {
+    server.listen(port, '127.0.0.1', () => {
       resolve({
         url: `http://127.0.0.1:${server.address().port}`,
         seen,
@@ -88,7 +89,7 @@ function droppingProxy(target, drop) {
           }),
       });
     });
-  });
+  }));
 }
 
 for (const backend of backends()) {
@@ -134,6 +135,15 @@ for (const backend of backends()) {
       // 51 progress() calls, one RunProgressed: coalesced, and flushed before RunFinished.
       assert.deepEqual(types(events), ['RunStarted', 'RunProgressed', 'RunFinished']);
       assert.match(events[0].actor, /^connector:ts-whole-run@/);
+
+      // The timeline a page at a time, each page audited as the whole one is.
+      const pages = [];
+      for await (const page of client.pages(`/v1/runs/${run.runId}/events?limit=1`)) {
+        pages.push(page);
+      }
+      assert.equal(pages.length, 3);
+      assert.deepEqual(pages.flat(), events);
+      assert.deepEqual(await client.get(`/v1/runs/${run.runId}/events`), events);
     });
 
     test('progress goes out at most once per interval, and the rest before finish', async () => {

@@ -43,12 +43,30 @@ export function backends() {
   return wanted;
 }
 
-export function freePort() {
+/** A free port on 127.0.0.1: any (the system's choice), or one of LEDGER_TEST_PORTS
+ * (`18700-18799`) when it is set, so suites sharing a machine keep to their own ports. */
+export async function freePort() {
+  const range = /^(\d+)-(\d+)$/.exec(process.env.LEDGER_TEST_PORTS ?? '');
+  if (!range) return listenOn(0);
+  const [low, high] = [Number(range[1]), Number(range[2])];
+  const start = Math.floor(Math.random() * (high - low + 1));
+  for (let i = 0; i <= high - low; i++) {
+    const port = low + ((start + i) % (high - low + 1));
+    try {
+      return await listenOn(port);
+    } catch {
+      // taken: the next one
+    }
+  }
+  throw new Error(`no free port in LEDGER_TEST_PORTS=${process.env.LEDGER_TEST_PORTS}`);
+}
+
+function listenOn(wanted) {
   return new Promise((resolvePort, reject) => {
     const server = createServer();
     server.unref();
     server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(wanted, '127.0.0.1', () => {
       const { port } = server.address();
       server.close(() => resolvePort(port));
     });
@@ -234,6 +252,24 @@ export async function getJson(ledger, path) {
   return JSON.parse(text);
 }
 
+/** GET every page of a paged list of the API (`GET /v1/runs`, `GET /v1/runs/{id}/events`):
+ * the entries of each page in order, following `Link: <…>; rel="next"` to the last. */
+export async function getAllPages(ledger, path) {
+  const entries = [];
+  for (let next = path; next; ) {
+    const response = await fetch(ledger.url + next, {
+      headers: { Authorization: `Bearer ${ledger.token}` },
+      signal: AbortSignal.timeout(30_000),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`GET ${next}: ${response.status} ${text}`);
+    entries.push(...JSON.parse(text));
+    const link = /^<([^>]+)>; rel="next"$/.exec(response.headers.get('link') ?? '');
+    next = link ? link[1] : null;
+  }
+  return entries;
+}
+
 /** The run's ingestion_runs row (after projecting) and its audit timeline. `GET /v1/runs/{id}`
  * answers `{ row, ledger, ... }` (the row beside the write-side state): the row is `.row`. */
 export async function runState(ledger, runId) {
@@ -244,7 +280,7 @@ export async function runState(ledger, runId) {
   }
   return {
     row: detail.row,
-    events: await getJson(ledger, `/v1/runs/${runId}/events`),
+    events: await getAllPages(ledger, `/v1/runs/${runId}/events`),
   };
 }
 
