@@ -47,21 +47,22 @@ def require(state: ApiState, scope: ApiScope) -> Callable[..., Caller]:
                 f"each query parameter may be given once: {visible(', '.join(repeated))}",
             )
         token = bearer_token(request.headers.get("authorization"))
-        address = client_address(request.scope, state.trusted_proxies)
-        if token is not None:
-            wait = state.auth_failures.retry_after(address)
-            if wait is not None:  # refused unchecked: a guess tells nothing meanwhile
+        caller = None if token is None else state.tokens.caller(token)
+        if token is not None:  # compared in constant time; the answer depends on the limit
+            attempt = state.auth_failures.attempt(
+                client_address(request.scope, state.trusted_proxies), right=caller is not None
+            )
+            if attempt.wait is not None:  # whatever the token: a guess tells nothing meanwhile
                 raise ApiProblem(
                     429,
                     "too-many-failures",
                     "Too many failed tokens",
                     f"too many refused tokens from this address ([api] max_auth_failures "
-                    f"in auth_failure_window): retry in {wait} s",
-                    headers={"Retry-After": str(wait)},
+                    f"in auth_failure_window): retry in {attempt.wait} s",
+                    headers={"Retry-After": str(attempt.wait)},
                 )
-        caller = None if token is None else state.tokens.caller(token)
-        if caller is None and token is not None:
-            note_auth_failure(state.auth_failures, address, "API tokens", state.config)
+            if caller is None:
+                note_auth_failure(state.auth_failures, attempt, "API tokens", state.config)
         if caller is None:
             raise ApiProblem(
                 401,

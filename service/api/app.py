@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError
 from connectors import Spool
 from forensics.verify import verify_all
 from ledger import Ledger
-from ledger.database import with_timeouts
+from ledger.database import create_ledger_engine, with_timeouts
 from ledger.dialects import is_mysql_backend
 from service.api.access import Scopes, query_duration
 from service.api.auth import Caller, Tokens
@@ -46,7 +46,10 @@ def _api_ledger(config: LedgerConfig) -> Ledger:
     except (ArgumentError, ValueError):
         mysql = False  # Ledger.from_url refuses it, with the message the CLI gives
     if mysql:
-        return Ledger.from_url(with_timeouts(url, seconds), pool_timeout=seconds)
+        # The engine with the timeouts; the ledger named by the operator's URL, as the status,
+        # the proof report and the server's messages show it.
+        engine = create_ledger_engine(with_timeouts(url, seconds), pool_timeout=seconds)
+        return Ledger(engine, url)
     return Ledger.from_url(url, sqlite_busy_timeout_ms=seconds * 1000)
 
 

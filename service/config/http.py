@@ -76,7 +76,8 @@ class ApiConfig(Strict):
     # a frozen server would otherwise hold a worker thread for the driver's 75 s.
     database_timeout: Duration = timedelta(seconds=5)
     # Refused tokens (API requests and web logins) from one client address within the window
-    # before its attempts get 429 unchecked until the window lets one more in (0: no limit).
+    # before its attempts get 429, whatever the token, until the window lets one more in (0:
+    # no limit). An address counts without its port, an IPv6 one as its /64.
     max_auth_failures: Annotated[int, Field(ge=0, le=10_000)] = 10
     auth_failure_window: Duration = timedelta(minutes=1)
     # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client: without

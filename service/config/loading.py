@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ledger.errors import ConfigurationError
-from ledger.text import visible
+from ledger.text import clip, visible
 from ledger.urls import DATABASE_URL_ENV
 from service.config.model import LedgerConfig
 
@@ -24,7 +24,9 @@ from service.config.model import LedgerConfig
 def _location(loc: tuple[int | str, ...]) -> str:
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        # A key at most 100 characters, as an event's unknown field is shown.
+        key = clip(str(part), 100, count_cut=True)
+        text += f"[{part}]" if isinstance(part, int) else (f".{key}" if text else key)
     return text or "(file)"
 
 
@@ -123,7 +125,7 @@ def _unknown_key(loc: tuple[int | str, ...]) -> str:
     the keys that section takes (pydantic said "Extra inputs are not permitted")."""
     section = _section_at(loc[:-1])
     known = list(section.model_fields) if section is not None else []
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.75)
+    close = difflib.get_close_matches(str(loc[-1])[:200], known, n=1, cutoff=0.75)
     meant = f" (did you mean {close[0]}?)" if close else ""
     return f"unknown key{meant}" + (f"; known: {', '.join(known)}" if known else "")
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from forensics.verify import VerifyReport, verify_all
 from ledger import Ledger, LedgerError
 from ledger.clock import utcnow
+from service.api.problems import problem_for
 
 log = logging.getLogger("ledger.web")
 
@@ -57,7 +58,9 @@ class VerifyCache:
             try:
                 outcome = VerifyOutcome(utcnow(), verify_all(self._ledger))
             except LedgerError as exc:
-                outcome = VerifyOutcome(utcnow(), None, str(exc))
+                # What a 503 says, never the database's URL, user, file or the driver's words
+                # (any reader, anyone with public_read, sees the page): problem_for logs them.
+                outcome = VerifyOutcome(utcnow(), None, problem_for(exc).detail)
             self._last = outcome
             self._finished += 1
         if outcome.failed:

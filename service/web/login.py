@@ -81,20 +81,21 @@ def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             or not state.sessions.csrf_ok(nonce, csrf)
         ):
             raise Forbidden("the login form expired or did not come from this site: reload it")
-        address = client_address(request.scope, state.trusted_proxies)
-        wait = state.auth_failures.retry_after(address)
-        if wait is not None:  # refused unchecked: a guess tells nothing meanwhile
+        found = state.sessions.login(token.strip())  # compared in constant time
+        attempt = state.auth_failures.attempt(
+            client_address(request.scope, state.trusted_proxies), right=found is not None
+        )
+        if attempt.wait is not None:  # whatever the token: a guess tells nothing meanwhile
             raise LedgerErrorPage(
                 429,
                 "Too many failed logins",
-                f"too many refused tokens from this address: try again in {wait} s",
-                headers={"Retry-After": str(wait)},
+                f"too many refused tokens from this address: try again in {attempt.wait} s",
+                headers={"Retry-After": str(attempt.wait)},
             )
-        found = state.sessions.login(token.strip())
         target = safe_next(next, ROOT)
         if found is None:
             log.warning("web login refused (unknown token)")
-            note_auth_failure(state.auth_failures, address, "web logins", state.config)
+            note_auth_failure(state.auth_failures, attempt, "web logins", state.config)
             return login_form(request, None, target, failed=True)
         viewer, cookie = found
         log.info("web login: %s", viewer.name)

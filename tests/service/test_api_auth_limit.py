@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
@@ -170,3 +172,62 @@ def test_the_limit_is_bounded_so_the_table_is() -> None:
     with pytest.raises(ValueError, match="max_auth_failures"):
         ApiConfig.model_validate({"max_auth_failures": 10_001})
     assert ApiConfig.model_validate({"max_auth_failures": 10_000}).max_auth_failures == 10_000
+
+
+def test_a_port_a_mapped_or_an_ipv6_interface_is_the_same_address(db_url: str) -> None:
+    """A proxy that writes the client's port, an IPv4-mapped address, or a guesser with a whole
+    IPv6 /64 (every subscriber has one) does not get a fresh count a request."""
+    with limited_app(db_url, address="127.0.0.1", trusted_proxies=["127.0.0.1"]) as (
+        client,
+        _config,
+    ):
+        for hop in ("203.0.113.66:5001", "[::ffff:203.0.113.66]:5002", "203.0.113.66"):
+            # The proxy's own hop, with its port, is still the trusted proxy's.
+            forwarded = {**BAD, "X-Forwarded-For": f"{hop}, 127.0.0.1:8080"}
+            assert client.get("/v1/runs", headers=forwarded).status_code == 401
+        limited = client.get(
+            "/v1/runs", headers={**auth("reader"), "X-Forwarded-For": "203.0.113.66:6000"}
+        )
+        assert_limited(limited.status_code, dict(limited.headers))
+        other = {**auth("reader"), "X-Forwarded-For": "[2001:db8:1:3::1]:443"}
+        assert client.get("/v1/runs", headers=other).status_code == 200
+    with limited_app(db_url, address="2001:db8:1:2::1") as (client, _config):
+        for number in range(3):
+            guesser = other_client(client, f"2001:db8:1:2:{number:x}::{number + 7:x}")
+            assert guesser.get("/v1/runs", headers=BAD).status_code == 401
+        refused = other_client(client, "2001:db8:1:2:ffff::1").get("/v1/runs", headers=BAD)
+        assert_limited(refused.status_code, dict(refused.headers))
+        neighbour = other_client(client, "2001:db8:1:3::1")
+        assert neighbour.get("/v1/runs", headers=auth("reader")).status_code == 200
+
+
+def test_concurrent_guesses_cannot_all_pass_the_check(db_url: str) -> None:
+    """The limit is checked and a failure counted in one step: 12 guesses whose token checks
+    all overlap get max_auth_failures 401s and the rest 429 (checking the limit before the
+    token and counting after it let all 12 through)."""
+    with limited_app(db_url) as (client, _config):
+        tokens = client.app.state.api.tokens  # type: ignore[attr-defined]
+        compare = tokens.caller
+        together = threading.Barrier(12, timeout=30)
+
+        def overlapping(token: str) -> object:
+            together.wait()  # every request is inside its token check at once
+            return compare(token)
+
+        tokens.caller = overlapping
+        with ThreadPoolExecutor(12) as pool:
+            statuses = sorted(
+                pool.map(lambda _: client.get("/v1/runs", headers=BAD).status_code, range(12))
+            )
+        assert statuses.count(401) == 3, statuses
+        assert statuses.count(429) == 9, statuses
+
+
+def test_a_right_token_while_limited_is_refused_and_not_counted() -> None:
+    failures = AuthFailures(2, 60.0, clock=lambda: 100.0)
+    assert failures.attempt("192.0.2.1", right=True).wait is None
+    assert not failures.attempt("192.0.2.1", right=False).reaches_limit
+    assert failures.attempt("192.0.2.1", right=False).reaches_limit
+    assert failures.attempt("192.0.2.1", right=True).wait == 60
+    assert failures.attempt("192.0.2.1", right=False).wait == 60
+    assert len(failures) == 1

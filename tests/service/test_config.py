@@ -194,3 +194,23 @@ def test_a_misspelt_key_is_named_with_the_keys_it_could_be(tmp_path: Path) -> No
         said
     )
     assert "  connectors[0].enable: unknown key (did you mean enabled?)" in said
+
+
+def test_a_huge_or_hostile_key_is_clipped_and_escaped(tmp_path: Path) -> None:
+    """A key is echoed as an event's unknown field is: at most 100 characters, control and
+    format characters escaped (a 200,000-character key printed 200 KB)."""
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        'database_url = "sqlite:///x.db"\n'
+        f'"{"k" * 200_000}" = 1\n'
+        '[thresholds]\n"stale_afte\\u001b[2J\\u202e" = "1h"\n'
+    )
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 2
+    said = result.stderr
+    assert len(said) < 2_000, len(said)
+    assert "k" * 100 in said
+    assert "characters cut" in said
+    assert "\x1b" not in said
+    assert "\u202e" not in said
+    assert "thresholds.stale_afte\\x1b[2J\\u202e: unknown key" in said

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from ledger import Ledger, RunFinished
 from ledger.events import REASON_MAX
@@ -641,3 +642,34 @@ def test_the_confirm_step_sends_the_reason_exactly_as_typed(
     assert done.status_code == 303
     stored = Ledger.from_url(db_url).read_run(run)[-1].event
     assert stored.reason == typed  # type: ignore[union-attr]
+
+
+def test_integrity_page_does_not_show_the_database_when_verify_cannot_run(
+    db_url: str, demo: dict[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Verify failing on the database: the Integrity page (any reader, anyone with
+    public_read) says so without the URL, user, host, file or driver message, as a 503 does;
+    the server's log keeps them."""
+    parsed = make_url(db_url)
+    secrets = [
+        word for word in (parsed.database, parsed.host, parsed.username, parsed.drivername) if word
+    ]
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE ingestion_runs RENAME TO ingestion_runs_gone"))
+        with make_client(db_url, public_read=True) as client:
+            with caplog.at_level(logging.WARNING):
+                page = client.get("/web/integrity")
+            assert "Verify could not run" in page.text, page.text
+            shown = html.unescape(page.text)
+            for word in [*secrets, "ingestion_runs_gone", "ingestion_runs'", "(1146"]:
+                assert word not in shown, word
+        client.app.state.web.close()  # type: ignore[attr-defined]
+        client.app.state.api.close()  # type: ignore[attr-defined]
+        logged = "\n".join(record.getMessage() for record in caplog.records)
+        assert str(parsed.database) in logged
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE ingestion_runs_gone RENAME TO ingestion_runs"))
+        engine.dispose()
