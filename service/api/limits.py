@@ -85,14 +85,6 @@ class AuthFailures:
                 return Attempt(address)
             return Attempt(address, reaches_limit=self._count(address, times, now))
 
-    def failed(self, address: str) -> bool:
-        """Count a refused token of ``address``; True when this one reached the limit."""
-        if self.most <= 0:
-            return False
-        now = self._clock()
-        with self._lock:
-            return self._count(address, self._recent(address, now), now)
-
     def _count(self, address: str, times: deque[float] | None, now: float) -> bool:
         """Add a failure at ``now`` (the lock held); True when it reached the limit."""
         if times is None:

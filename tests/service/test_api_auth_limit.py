@@ -150,7 +150,7 @@ def test_zero_turns_the_limit_off(db_url: str) -> None:
 def test_the_table_of_addresses_is_bounded() -> None:
     failures = AuthFailures(3, 60.0, capacity=100)
     for number in range(1000):
-        failures.failed(f"10.0.{number // 256}.{number % 256}")
+        failures.attempt(f"10.0.{number // 256}.{number % 256}", right=False)
     assert len(failures) <= 100
 
 
