@@ -15,7 +15,7 @@ from ledger.durations import parse_duration
 from ledger.text import visible
 from projections.as_of import QUERY_NAMES, parse_as_of
 from service.api.auth import TOKEN_PARAMETERS, Caller, bearer_token
-from service.api.limits import client_address, note_auth_failure
+from service.api.limits import note_auth_failure
 from service.api.problems import ApiProblem
 from service.api.state import ApiState
 from service.config import ApiScope
@@ -49,9 +49,7 @@ def require(state: ApiState, scope: ApiScope) -> Callable[..., Caller]:
         token = bearer_token(request.headers.get("authorization"))
         caller = None if token is None else state.tokens.caller(token)
         if token is not None:  # compared in constant time; the answer depends on the limit
-            attempt = state.auth_failures.attempt(
-                client_address(request.scope, state.trusted_proxies), right=caller is not None
-            )
+            attempt = state.auth_failures.attempt_of(request.scope, right=caller is not None)
             if attempt.wait is not None:  # whatever the token: a guess tells nothing meanwhile
                 raise ApiProblem(
                     429,

@@ -26,7 +26,7 @@ from service.api.auth import Caller, Tokens
 from service.api.events import add_event_routes
 from service.api.guard import Guard
 from service.api.handlers import add_error_handlers
-from service.api.limits import auth_failures_of, trusted_networks
+from service.api.limits import auth_failures_of
 from service.api.openapi import add_docs_routes, openapi_document, problem_responses
 from service.api.runs import add_run_routes
 from service.api.shapes import LedgerJSON
@@ -63,7 +63,6 @@ def create_app(config: LedgerConfig) -> FastAPI:
         spool=Spool(config.spool.dir),
         expensive_slots=threading.BoundedSemaphore(config.api.max_expensive),
         auth_failures=auth_failures_of(config),
-        trusted_proxies=trusted_networks(config.api.trusted_proxies),
     )
     app = FastAPI(
         title="run-ledger",

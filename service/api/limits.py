@@ -56,9 +56,11 @@ class AuthFailures:
         window: float,
         capacity: int = CAPACITY,
         clock: Callable[[], float] = time.monotonic,
+        trusted_proxies: tuple[Network, ...] = (),
     ) -> None:
         self.most = most  # 0: no limit
         self.window = window
+        self.trusted_proxies = trusted_proxies
         self.capacity = capacity
         self._clock = clock
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
@@ -67,6 +69,11 @@ class AuthFailures:
     def __len__(self) -> int:
         with self._lock:
             return len(self._failures)
+
+    def attempt_of(self, scope: MutableMapping[str, Any], right: bool) -> Attempt:
+        """:meth:`attempt` from the address of the request of ``scope`` (:func:`client_address`
+        behind this limit's trusted proxies)."""
+        return self.attempt(client_address(scope, self.trusted_proxies), right)
 
     def attempt(self, address: str, right: bool) -> Attempt:
         """Judge a token already compared (``right``) in one step under the lock: while
@@ -115,7 +122,11 @@ class AuthFailures:
 
 def auth_failures_of(config: LedgerConfig) -> AuthFailures:
     api = config.api
-    return AuthFailures(api.max_auth_failures, api.auth_failure_window.total_seconds())
+    return AuthFailures(
+        api.max_auth_failures,
+        api.auth_failure_window.total_seconds(),
+        trusted_proxies=trusted_networks(api.trusted_proxies),
+    )
 
 
 def note_auth_failure(

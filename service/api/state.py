@@ -11,7 +11,7 @@ from connectors import Spool
 from ledger import Ledger
 from ledger.outage import Outage
 from service.api.auth import Tokens
-from service.api.limits import AuthFailures, Network
+from service.api.limits import AuthFailures
 from service.api.problems import ApiProblem, expensive_slot
 from service.config import LedgerConfig
 
@@ -25,7 +25,6 @@ class ApiState:
     spool: Spool
     expensive_slots: threading.BoundedSemaphore
     auth_failures: AuthFailures
-    trusted_proxies: tuple[Network, ...]
     # The database unreachable: one WARNING as it starts, one INFO as a request gets through
     # again, not a line per request answered 503 (the web view's pages share it).
     outage: Outage = field(

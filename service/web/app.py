@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ledger import Ledger
 from ledger.outage import Outage
-from service.api.limits import AuthFailures, auth_failures_of, trusted_networks
+from service.api.limits import AuthFailures, auth_failures_of
 from service.config import LedgerConfig
 from service.web import views
 from service.web.errors import add_error_handlers
@@ -48,7 +48,6 @@ def create_web_app(
         outage=outage or Outage("web pages", log),
         # "is None": an AuthFailures with no failures yet is empty, and so false.
         auth_failures=auth_failures_of(config) if auth_failures is None else auth_failures,
-        trusted_proxies=trusted_networks(config.api.trusted_proxies),
     )
     templates = Environment(
         loader=PackageLoader("service.web", "templates"),

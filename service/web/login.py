@@ -9,7 +9,7 @@ from fastapi import FastAPI, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 
-from service.api.limits import client_address, note_auth_failure
+from service.api.limits import note_auth_failure
 from service.web.pages import Pages
 from service.web.security import same_origin
 from service.web.sessions import LOGIN_COOKIE, SESSION_COOKIE, Viewer, safe_next
@@ -82,9 +82,7 @@ def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         ):
             raise Forbidden("the login form expired or did not come from this site: reload it")
         found = state.sessions.login(token.strip())  # compared in constant time
-        attempt = state.auth_failures.attempt(
-            client_address(request.scope, state.trusted_proxies), right=found is not None
-        )
+        attempt = state.auth_failures.attempt_of(request.scope, right=found is not None)
         if attempt.wait is not None:  # whatever the token: a guess tells nothing meanwhile
             raise LedgerErrorPage(
                 429,

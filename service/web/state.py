@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from ledger import Ledger
 from ledger.outage import Outage
-from service.api.limits import AuthFailures, Network
+from service.api.limits import AuthFailures
 from service.api.problems import expensive_slot
 from service.config import LedgerConfig
 from service.web.integrity import VerifyCache
@@ -42,7 +42,6 @@ class WebState:
     expensive_slots: threading.BoundedSemaphore
     outage: Outage  # the API's, when mounted in it
     auth_failures: AuthFailures  # the API's, when mounted in it: one count of refused tokens
-    trusted_proxies: tuple[Network, ...]
     counts: dict[str, tuple[datetime, dict[str, dict[str, int]]]] = field(default_factory=dict)
 
     @contextmanager
