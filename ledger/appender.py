@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from ledger.dialects import (
 from ledger.driver import DriverCursor
 from ledger.errors import (
     ConcurrencyError,
+    ConnectorNotAllowedError,
     EventIdReusedError,
     LedgerError,
     SchemaError,
@@ -50,6 +52,19 @@ class LostBeforeWriting(Exception):
         self.error = error
 
 
+@dataclass(frozen=True)
+class AppendRequest:
+    """One call of :meth:`Ledger.append`, checked and serialised before the transaction and
+    carried unchanged through every retry of it."""
+
+    events: list[EventModel]
+    payloads: list[str]  # each event's payload as stored (``mapper.payload_of``)
+    expected_version: int | None = None
+    # The only connectors whose runs the append may write for (an API token bound to its
+    # connectors); None: any.
+    connectors: frozenset[str] | None = None
+
+
 # The locked head: last position, last hash, last run id, last recorded_at, the ledger's clock.
 Head = tuple[int, str, int, datetime | None, datetime]
 
@@ -67,9 +82,9 @@ class Appender:
         self.server_now = server_clock(bind) if clock is None else None
         self.sql = append_statements(bind)
 
-    def append(
-        self, batch: list[EventModel], payloads: list[str], expected_version: int | None
-    ) -> AppendResult:
+    def append(self, request: AppendRequest) -> AppendResult:
+        batch, payloads = request.events, request.payloads
+        expected_version, connectors = request.expected_version, request.connectors
         event_ids = [str(event.event_id) for event in batch]
         try:
             head, (stored, runs) = self._lock_and_read(
@@ -97,6 +112,10 @@ class Appender:
             zip(batch, payloads, event_ids, strict=True)
         ):
             earlier = stored.get(event_id)
+            if connectors is not None:
+                # Before any other check: a run of another connector is refused whatever its
+                # state, so a bound caller learns nothing of it but that.
+                _check_connector(event, index, connectors, refs, runs)
             if earlier is not None:
                 _check_same_fact(
                     event, payload, earlier, refs, index, in_this_batch=event_id in batch_ids
@@ -423,6 +442,27 @@ def _check_not_ahead(
         f"({clocks}); nothing was appended",
         index=index,
     )
+
+
+def _check_connector(
+    event: EventModel,
+    index: int,
+    allowed: frozenset[str],
+    refs: dict[str, int],
+    runs: dict[int, RunState | None],
+) -> None:
+    """Refuse an event for a run of a connector outside ``allowed`` (exact names): a new run
+    by its ``connector_name``, a stored run by the registry's row read under the lock (a run's
+    connector never changes). An event about a run that does not exist is left to the stream
+    rules; one addressed by ``run_ref`` concerns a run this batch started, checked already."""
+    if isinstance(event, RunStarted):
+        if event.connector_name not in allowed:
+            raise ConnectorNotAllowedError(None, allowed, index)
+        return
+    run_id = event.run_id if event.run_id is not None else refs.get(event.run_ref or "")
+    state = runs.get(run_id) if run_id is not None else None
+    if state is not None and state.connector_name not in allowed:
+        raise ConnectorNotAllowedError(run_id, allowed, index)
 
 
 def _check_expected_version(

@@ -121,6 +121,24 @@ class StreamError(LedgerError):
         return StreamError(self.run_id, self.rule, self.reason, index)
 
 
+class ConnectorNotAllowedError(LedgerError):
+    """An append wrote for a run of a connector its caller may not write for (an API token
+    bound to its connectors, ``[[api.tokens]] connectors``); nothing was written. The message
+    does not name the run's connector: a caller bound elsewhere learns no more than that."""
+
+    def __init__(
+        self, run_id: int | None, allowed: frozenset[str], index: int | None = None
+    ) -> None:
+        where = f"run {run_id} is not a run" if run_id is not None else "the new run is not one"
+        names = ", ".join(repr(name) for name in sorted(allowed))
+        super().__init__(
+            f"{where} of a connector this caller may write for ({names}); nothing was appended",
+            index=index,
+        )
+        self.run_id = run_id
+        self.allowed = allowed
+
+
 class StorageError(LedgerError):
     """The database failed or could not be reached. The driver error is the ``__cause__``."""
 

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Dialect, Engine, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ledger import reads
-from ledger.appender import Appender, LostBeforeWriting
+from ledger.appender import Appender, AppendRequest, LostBeforeWriting
 from ledger.batch_checks import batch_error, prepare_batch
 from ledger.clock import Clock, default_clock, utcnow
 from ledger.conflicts import CONFLICT_RETRY_BUDGET_S, MAX_CONFLICT_ATTEMPTS, conflict_pause
@@ -151,6 +151,7 @@ class Ledger:
         expected_version: int | None = None,
         *,
         clock_read: datetime | None = None,
+        connectors: Iterable[str] | None = None,
     ) -> AppendResult:
         """Append events for one run or many in one transaction, all or nothing.
 
@@ -162,6 +163,10 @@ class Ledger:
         names the first event ahead of it. ``clock_read``, the ledger's clock read beforehand
         (:meth:`clock`), makes the checks before the lock name every event ahead of it, with
         the batch's other problems (``ledger append`` names every line so).
+
+        ``connectors``, when given, are the only connectors whose runs the batch may write
+        for (exact names): an event for a run of another one raises
+        :class:`ConnectorNotAllowedError`, checked under the lock before any other rule.
         """
         batch = list(events)
         if not batch:
@@ -169,12 +174,18 @@ class Ledger:
         payloads, problems = prepare_batch(batch, expected_version, now=clock_read)
         if problems:
             raise batch_error(batch, problems)
+        if isinstance(connectors, str):
+            raise TypeError("connectors: a collection of connector names, not one name")
+        request = AppendRequest(
+            batch,
+            payloads,
+            expected_version,
+            None if connectors is None else frozenset(connectors),
+        )
         with translate_errors(self.url, "append"):
-            return self._append_retrying_conflicts(batch, payloads, expected_version)
+            return self._append_retrying_conflicts(request)
 
-    def _append_retrying_conflicts(
-        self, batch: list[EventModel], payloads: list[str], expected_version: int | None
-    ) -> AppendResult:
+    def _append_retrying_conflicts(self, request: AppendRequest) -> AppendResult:
         """The append, run again while it loses to another transaction (1213 deadlock or
         Galera certification conflict, at any statement or at COMMIT):
         the server rolled it back, so nothing of it is committed. Each attempt locks the head
@@ -187,7 +198,7 @@ class Ledger:
         reloads = 0
         while True:
             try:
-                return self._append_with_backstop(batch, payloads, expected_version)
+                return self._append_with_backstop(request)
             except DBAPIError as exc:
                 if is_broken_trigger_load(exc):
                     # A stale cached table object is gone after one flush; trigger bodies that
@@ -275,24 +286,20 @@ class Ledger:
                 )
             ) from error
 
-    def _append_with_backstop(
-        self, batch: list[EventModel], payloads: list[str], expected_version: int | None
-    ) -> AppendResult:
+    def _append_with_backstop(self, request: AppendRequest) -> AppendResult:
         try:
-            return self._append_on_a_live_connection(batch, payloads, expected_version)
+            return self._append_on_a_live_connection(request)
         except IntegrityError as exc:
             # The unique constraints are the backstop of I3/I4: a writer that bypassed the
             # head lock got there first. Retry once; the dedupe step now sees its rows.
             log.warning("append hit a unique constraint, retrying once: %s", exc.orig)
-            return self._append_on_a_live_connection(batch, payloads, expected_version)
+            return self._append_on_a_live_connection(request)
 
-    def _append_on_a_live_connection(
-        self, batch: list[EventModel], payloads: list[str], expected_version: int | None
-    ) -> AppendResult:
+    def _append_on_a_live_connection(self, request: AppendRequest) -> AppendResult:
         """One append; again on a new connection if the pooled one turned out dead before
         anything was written (the pool pings only connections that sat idle)."""
         try:
-            return self._append_once(batch, payloads, expected_version)
+            return self._append_once(request)
         except LostBeforeWriting as lost:
             log.warning(
                 "append: the database connection was gone before anything was written "
@@ -300,17 +307,13 @@ class Ledger:
                 lost.error.orig,
             )
         try:
-            return self._append_once(batch, payloads, expected_version)
+            return self._append_once(request)
         except LostBeforeWriting as lost:
             raise lost.error from lost.error.orig
 
-    def _append_once(
-        self, batch: list[EventModel], payloads: list[str], expected_version: int | None
-    ) -> AppendResult:
+    def _append_once(self, request: AppendRequest) -> AppendResult:
         with append_transaction(self.engine) as cursor:
-            return Appender(cursor, self.engine, self.own_clock).append(
-                batch, payloads, expected_version
-            )
+            return Appender(cursor, self.engine, self.own_clock).append(request)
 
     def reserve_run_ids(self, highest: int) -> None:
         """Make the allocator continue above ``highest`` (after importing runs by id)."""

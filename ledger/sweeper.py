@@ -26,6 +26,7 @@ from ledger.clock import isoformat_utc
 from ledger.durations import format_duration
 from ledger.errors import (
     ConcurrencyError,
+    ConnectorNotAllowedError,
     SchemaError,
     StorageError,
     StreamError,
@@ -145,15 +146,24 @@ def _append_retrying_once(
 
 
 def fail_run(
-    ledger: Ledger, run_id: int, reason: str, operator: str, now: datetime | None = None
+    ledger: Ledger,
+    run_id: int,
+    reason: str,
+    operator: str,
+    now: datetime | None = None,
+    connectors: frozenset[str] | None = None,
 ) -> int:
     """An operator declares an open run failed (the audited replacement for the legacy
-    hand-run UPDATE). Returns the position of the RunTimedOut. A closed run is refused."""
+    hand-run UPDATE). Returns the position of the RunTimedOut. A closed run is refused, and
+    so is a run of a connector outside ``connectors`` when given (an operator's token bound to
+    its connectors), whatever its state."""
     if not reason.strip():
         raise ValidationError("a reason is required to fail a run by hand")
     state = ledger.run(run_id)
     if state is None:
         raise UnknownRunError(run_id)
+    if connectors is not None and state.connector_name not in connectors:
+        raise ConnectorNotAllowedError(run_id, connectors)
     if state.state != OPEN:
         closed = "finished" if state.state == FINISHED else "already timed out"
         raise StreamError(
@@ -177,7 +187,7 @@ def fail_run(
             "actor": detected_by,
         }
     )
-    stored = ledger.append([event], expected_version=state.version)
+    stored = ledger.append([event], expected_version=state.version, connectors=connectors)
     position = stored.events[0].position
     log.info("run %d failed by %s: %s", run_id, detected_by, visible(reason))
     return position

@@ -128,10 +128,14 @@ def read_json(body: bytes) -> Any:
 
 
 def append_lines(
-    ledger: Ledger, batch: LineBatch, expected_version: int | None = None
+    ledger: Ledger,
+    batch: LineBatch,
+    expected_version: int | None = None,
+    connectors: frozenset[str] | None = None,
 ) -> AppendResult:
     """Append the events read by :func:`read_lines`, all or nothing (:meth:`Ledger.append`),
-    at ``expected_version`` when given (a batch about one run, I4).
+    at ``expected_version`` when given (a batch about one run, I4), only for runs of
+    ``connectors`` when given.
 
     Every line ahead of the ledger's clock is named with the batch's other problems when the
     clock can be read first (when it cannot, the append says why, after the input's own
@@ -150,7 +154,9 @@ def append_lines(
     except LedgerError:
         clock_read = None
     try:
-        return ledger.append(batch.events, expected_version, clock_read=clock_read)
+        return ledger.append(
+            batch.events, expected_version, clock_read=clock_read, connectors=connectors
+        )
     except LedgerError as error:
         if isinstance(error, ValidationError) and any(
             problem.index is not None for problem in error.details

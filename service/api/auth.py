@@ -19,6 +19,7 @@ TOKEN_PARAMETERS = frozenset({"access_token", "token", "api_key", "apikey", "key
 class Caller:
     name: str
     scopes: frozenset[str]
+    connectors: frozenset[str] | None = None  # whose runs it may write for; None: any
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,10 @@ class _Known:
 class Tokens:
     def __init__(self, config: ApiConfig) -> None:
         self._known = [
-            _Known(bytes.fromhex(token.digest()), Caller(token.name, frozenset(token.scopes)))
+            _Known(
+                bytes.fromhex(token.digest()),
+                Caller(token.name, frozenset(token.scopes), token.allowed_connectors()),
+            )
             for token in config.tokens
         ]
 

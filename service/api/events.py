@@ -68,7 +68,7 @@ def add_event_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
                 read_array(body, most) if kind == "application/json" else read_lines(BytesIO(body))
             )
             _refuse_operators_acts(batch, caller)
-            return append_lines(state.ledger, batch, expected_version).to_dict()
+            return append_lines(state.ledger, batch, expected_version, caller.connectors).to_dict()
 
         return await run_in_threadpool(append)
 

@@ -17,7 +17,7 @@ from service.api.shapes import Problem
 _TITLES = {
     400: "Invalid input or request",
     401: "No valid bearer token",
-    403: "The token lacks the scope",
+    403: "The token lacks the scope, or may not write for the run's connector",
     404: "No such run",
     409: "Conflict with the ledger's state",
     408: "The body stalled over [api] read_timeout",

@@ -17,6 +17,7 @@ from typing import Any
 from ledger import (
     ConcurrencyError,
     ConfigurationError,
+    ConnectorNotAllowedError,
     ConstraintError,
     EventIdReusedError,
     LedgerError,
@@ -137,6 +138,10 @@ def problem_for(error: LedgerError, outage: Outage | None = None) -> ApiProblem:
             rule=conflict.rule,
             **_located(error),
         )
+    bound = cause if isinstance(cause, ConnectorNotAllowedError) else error
+    if isinstance(bound, ConnectorNotAllowedError):  # a token bound to other connectors
+        run: dict[str, Any] = {} if bound.run_id is None else {"run_id": bound.run_id}
+        return ApiProblem(403, "forbidden", "Forbidden", text, **run, **_located(error))
     if isinstance(error, EventIdReusedError) or isinstance(cause, EventIdReusedError):
         return ApiProblem(409, "event-id-reused", "event_id reused", text, **_located(error))
     if isinstance(error, UnknownRunError):

@@ -158,7 +158,9 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         """Appends RunTimedOut with ``detected_by=operator:TOKEN-NAME`` (``ledger runs
         fail``); a closed run is refused (409)."""
         actor = operator_actor(caller.name)  # as the CLI records --actor
-        position = fail_run(state.ledger, run_id, request.reason, actor)
+        position = fail_run(
+            state.ledger, run_id, request.reason, actor, connectors=caller.connectors
+        )
         return {"run_id": run_id, "position": position, "actor": actor, "reason": request.reason}
 
 

@@ -29,6 +29,9 @@ class ApiToken(Strict):
     scopes: Annotated[list[ApiScope], Field(min_length=1)]
     sha256: str | None = None
     env: str | None = None
+    # The only connectors whose runs the token may write for (append, fail a run), by exact
+    # name; absent: every connector. Reads are not filtered.
+    connectors: Annotated[list[ConnectorName], Field(min_length=1, max_length=1000)] | None = None
 
     @field_validator("sha256")
     @classmethod
@@ -47,6 +50,19 @@ class ApiToken(Strict):
         if (self.sha256 is None) == (self.env is None):
             raise ValueError("give exactly one of sha256 or env")
         return self
+
+    @model_validator(mode="after")
+    def _connectors_bind_writes(self) -> ApiToken:
+        if self.connectors is not None and not {"append", "operate"} & set(self.scopes):
+            raise ValueError(
+                "connectors binds what a token writes (append, operate) and reads are not "
+                "filtered: give it to a token with one of those scopes, or leave it out"
+            )
+        return self
+
+    def allowed_connectors(self) -> frozenset[str] | None:
+        """The connectors the token may write for, or None for any."""
+        return None if self.connectors is None else frozenset(self.connectors)
 
     def digest(self) -> str:
         """The sha256 of the token, hex (read from the environment for ``env``)."""

@@ -219,6 +219,6 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
                 actor=operator_actor(viewer.name),
             )
         actor = operator_actor(viewer.name)  # as the CLI records --actor
-        position = fail_run(state.ledger, run_id, reason, actor)
+        position = fail_run(state.ledger, run_id, reason, actor, connectors=viewer.connectors)
         log.warning("web: run %d failed by %s at position %d", run_id, actor, position)
         return RedirectResponse(link(f"/runs/{run_id}", notice="failed"), status_code=303)

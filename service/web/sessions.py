@@ -36,6 +36,16 @@ class Viewer:
     scopes: frozenset[str]
     nonce: str  # the session's, which its CSRF token is derived from
     expires: int = 0  # when its cookie stops being accepted (Unix seconds)
+    connectors: frozenset[str] | None = None  # whose runs it may fail; None: any
+
+
+@dataclass(frozen=True)
+class _Token:
+    """A configured token as the login knows it: its sha256, scopes and connectors."""
+
+    digest: bytes
+    scopes: frozenset[str]
+    connectors: frozenset[str] | None
 
 
 def _b64(data: bytes) -> str:
@@ -59,7 +69,9 @@ class Sessions:
         self._revoked: dict[str, int] = {}
         self._revoked_lock = threading.Lock()  # pages are answered in a thread pool
         self._tokens = {
-            token.name: (bytes.fromhex(token.digest()), frozenset[str](token.scopes))
+            token.name: _Token(
+                bytes.fromhex(token.digest()), frozenset(token.scopes), token.allowed_connectors()
+            )
             for token in config.api.tokens
         }
 
@@ -77,25 +89,28 @@ class Sessions:
         """The viewer ``token`` logs in and the cookie value, or None for an unknown token.
         Every configured token is compared, in constant time."""
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-        found: tuple[str, bytes, frozenset[str]] | None = None
-        for name, (known, scopes) in self._tokens.items():
-            if hmac.compare_digest(digest, known):
-                found = (name, known, scopes)
+        found: tuple[str, _Token] | None = None
+        for name, configured in self._tokens.items():
+            if hmac.compare_digest(digest, configured.digest):
+                found = (name, configured)
         if found is None:
             return None
-        name, known, scopes = found
+        name, known = found
         nonce = secrets.token_urlsafe(16)
         body = json.dumps(
             {
                 "n": name,
-                "k": self._fingerprint(known),
+                "k": self._fingerprint(known.digest),
                 "e": int(time.time()) + self.lifetime,
                 "c": nonce,
             },
             separators=(",", ":"),
         ).encode()
         value = _b64(body) + "." + _b64(self._mac("session", body))
-        return Viewer(name, scopes, nonce, int(time.time()) + self.lifetime), value
+        viewer = Viewer(
+            name, known.scopes, nonce, int(time.time()) + self.lifetime, known.connectors
+        )
+        return viewer, value
 
     def viewer(self, cookie: str | None) -> Viewer | None:
         """The viewer of a session cookie, or None when it is missing, forged, expired or names
@@ -120,9 +135,11 @@ class Sessions:
         if str(nonce) in self._revoked:
             return None
         known = self._tokens.get(name) if isinstance(name, str) else None
-        if known is None or not hmac.compare_digest(str(fingerprint), self._fingerprint(known[0])):
+        if known is None or not hmac.compare_digest(
+            str(fingerprint), self._fingerprint(known.digest)
+        ):
             return None
-        return Viewer(name, known[1], str(nonce), expires)
+        return Viewer(name, known.scopes, str(nonce), expires, known.connectors)
 
     def revoke(self, viewer: Viewer) -> None:
         """Log ``viewer``'s session out: its cookie is refused from now on, even a copy."""

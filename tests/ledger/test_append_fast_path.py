@@ -138,13 +138,11 @@ class ExpressionAppender(appender.Appender):
 
 
 class ExpressionLedger(Ledger):
-    def _append_once(
-        self, batch: list[EventModel], payloads: list[str], expected_version: int | None
-    ) -> AppendResult:
+    def _append_once(self, request: appender.AppendRequest) -> AppendResult:
         with write_transaction(self.engine) as conn:
             appender = ExpressionAppender(DriverCursor.on(conn), conn, self.own_clock)
             appender.conn = conn
-            return appender.append(batch, payloads, expected_version)
+            return appender.append(request)
 
 
 def stepping_clock(start: datetime) -> Callable[[], datetime]:

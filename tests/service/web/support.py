@@ -25,11 +25,15 @@ TOKENS = {
 SCRIPT = "<script>document.title='pwned'</script>"
 
 
-def web_config(db_url: str, **web: Any) -> LedgerConfig:
-    tokens = [
+def web_config(db_url: str, bound: dict[str, list[str]] | None = None, **web: Any) -> LedgerConfig:
+    """The config of the tests' tokens (those named in ``bound`` bound to its connectors)."""
+    tokens: list[dict[str, Any]] = [
         {"name": name, "scopes": scopes, "sha256": hashlib.sha256(token.encode()).hexdigest()}
         for name, (token, scopes) in TOKENS.items()
     ]
+    for token in tokens:
+        if bound and token["name"] in bound:
+            token["connectors"] = bound[token["name"]]
     return LedgerConfig.model_validate(
         {
             "database_url": db_url,

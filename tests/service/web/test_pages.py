@@ -673,3 +673,25 @@ def test_integrity_page_does_not_show_the_database_when_verify_cannot_run(
         with engine.begin() as connection:
             connection.execute(text("ALTER TABLE ingestion_runs_gone RENAME TO ingestion_runs"))
         engine.dispose()
+
+
+def test_an_operator_bound_to_connectors_fails_only_their_runs(
+    db_url: str, demo: dict[str, int]
+) -> None:
+    """A token with ``connectors`` gets the fail form only for runs of those connectors, and a
+    forged post for another connector's run is refused (403), nothing appended."""
+    config = web_config(db_url, bound={"oncall": ["night-batch-2"]})
+    with TestClient(create_app(config), raise_server_exceptions=False) as client:
+        csrf = log_in(client, "oncall")
+        stuck = client.get("/web/stuck").text
+        assert "Fail…" not in stuck
+        assert "not a connector of token oncall" in stuck
+        refused = client.post(
+            f"/web/runs/{demo['open']}/fail",
+            data={"csrf": csrf, "reason": "dead", "confirm": "yes"},
+        )
+        assert refused.status_code == 403
+        assert "may write for (&#39;night-batch-2&#39;)" in refused.text
+        assert "running" in client.get(f"/web/runs/{demo['open']}").text
+    client.app.state.web.close()  # type: ignore[attr-defined]
+    client.app.state.api.close()  # type: ignore[attr-defined]
