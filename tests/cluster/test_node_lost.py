@@ -1,18 +1,21 @@
 """A node SIGKILLed while writers on the other nodes append (issue 18): they go on and lose
-nothing; a writer of the lost node fails over through its spool (delivered to another node,
-idempotent by event_id); the node rejoins by IST and holds exactly what the others hold."""
+nothing; a connector of the lost node, given one address (a load balancer with the other
+nodes as backups, as README's HAProxy setup), fails over by itself: what it reports while the
+cluster settles is spooled and delivered, in order and exactly once, through the same address
+(I9, idempotent by event_id); the node rejoins by IST and holds exactly what the others hold."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+from connectors.sdk import RunContext
 from connectors.spool import Spool
-from ledger import Ledger, RunProgressed, StorageError
-from ledger.driver_errors import database_unreachable
+from ledger import Ledger, RunFinished, RunProgressed
 from tests.cluster.conftest import ClusterLedger
 from tests.cluster.galera import wait_until
 from tests.cluster.support import node_state, reports, writers
+from tests.reliability.fault_proxy import FaultProxy
 
 EVENTS = 400
 
@@ -23,38 +26,43 @@ def test_node_killed_under_load_rejoins_identical(
     cluster = cluster_ledger.cluster
     lost = cluster.node(3)
     node1 = Ledger.from_url(cluster_ledger.url(1))
-    node3 = Ledger.from_url(cluster_ledger.url(3) + "?connect_timeout=2&read_timeout=5")
-    spool = Spool(tmp_path / "spool")
+    # The load balancer: node 3 first, nodes 1 and 2 behind it as backups.
+    balancer = FaultProxy(*[("127.0.0.1", cluster.node(n).sql_port) for n in (3, 1, 2)])
+    through_balancer = Ledger.from_url(
+        cluster_ledger.url(3).replace(f":{lost.sql_port}/", f":{balancer.port}/")
+        + "?connect_timeout=2&read_timeout=5"
+    )
+    connector = RunContext(
+        through_balancer, 9, "on-node-3", spool=Spool(tmp_path / "spool"), progress_interval=0
+    )
     try:
-        run_id = node3.start_run(9, "on-node-3")
+        run_id = connector.start()
+        connector.progress(fetched=7)
+        assert balancer.connected[("127.0.0.1", lost.sql_port)] >= 1
         with writers(cluster_ledger.urls[:2], EVENTS) as processes:
             wait_until(lambda: node1.head().last_position >= 100, 60, "writers under way")
             killed_at = node1.head().last_position
             lost.kill()
-            # The node-3 connector's next report cannot reach its node: it is spooled ...
-            event = RunProgressed(run_id=run_id, records_fetched=7)
-            try:
-                node3.append([event])
-                raise AssertionError("node 3 was killed, yet the append went through")
-            except StorageError:
-                spool.put([event])
-            # ... and delivered to a node that answers (what a second URL or a load balancer
-            # in front of the cluster gives the SDK), once it takes clients again: while the
-            # cluster settles its new view it may answer 1047 for a moment, and the event
-            # stays spooled, as in any outage.
-            delivered: list[int] = []
+            # The balancer has not marked node 3 down yet (HAProxy: `fall` checks): no
+            # connection gets through, and the connector's report is spooled ...
+            balancer.outage()
+            connector.progress(fetched=2)
+            assert connector.spool.has_pending()
+            balancer.restore()
+            # ... then it goes on reporting through the one address: a report the cluster
+            # cannot take yet (the others settling their new view, answering 1047 for a
+            # moment) is spooled too, and the spool is delivered before the next that gets
+            # through.
+            reported = [7, 2]
 
-            def flushed() -> bool:
-                try:
-                    delivered.append(spool.flush(node1).delivered)
-                except StorageError as exc:
-                    if not database_unreachable(exc):  # waiting helps; nothing else would
-                        raise
-                    return False
-                return sum(delivered) == 1
+            def caught_up() -> bool:
+                connector.progress(fetched=1)
+                reported.append(1)
+                return not connector.spool.has_pending()
 
-            wait_until(flushed, 60, "the spooled event delivered to node 1")
-            assert spool.flush(node1).delivered == 0  # nothing spooled twice
+            wait_until(caught_up, 60, "the connector's reports delivered through the balancer")
+            assert balancer.connected[("127.0.0.1", cluster.node(1).sql_port)] >= 1
+            result = connector.finish()
             found = reports(processes, timeout=300)
         assert all(not r["failures"] for r in found), [r["failures"] for r in found]
         assert node1.head().last_position > killed_at
@@ -76,10 +84,22 @@ def test_node_killed_under_load_rejoins_identical(
             assert state["event_ids"] == states[0]["event_ids"]
         stored = set(states[0]["event_ids"])
         assert set(delivered) <= stored
-        assert str(event.event_id) in stored
-        assert len(states[0]["event_ids"]) == len(delivered) + 2  # + node 3's start, progress
+        # The connector's run: every report once, in order, its total exact, and finished.
+        events = [e.event for e in node1.read_run(run_id)]
+        progressed = [e for e in events if isinstance(e, RunProgressed)]
+        assert sum(e.records_fetched for e in progressed) == sum(reported)
+        assert result.totals["records_fetched"] == sum(reported)
+        assert result.spooled
+        assert isinstance(events[-1], RunFinished)
+        assert events[-1].status == "success"
+        assert len(states[0]["event_ids"]) == len(delivered) + len(events)
+        print(
+            f"the connector behind the balancer: {len(reported) - 1} report(s) after the kill, "
+            f"spooled: {result.spooled}"
+        )
     finally:
         node1.close()
-        node3.close()
+        through_balancer.close()
+        balancer.close()
         if not lost.running:
             cluster.restart(3)

@@ -18,6 +18,10 @@ Besides armed faults: ``drop_all()`` closes every live connection (idle pooled o
 stop answering (connections stay open, nothing is forwarded either way) until ``thaw()``, which
 drops the frozen connections.
 
+With backups (``FaultProxy(upstream, backup, …)``) it is also the load balancer of a cluster,
+as HAProxy's ``backup`` servers make one: each new connection goes to the first upstream
+that accepts it, in order, so when a node dies its clients' next connections reach the next.
+
 ``vanish_after(marker)`` is the client that disappears without a trace (a machine lost, a NAT
 that keeps the flow): the next connection to send a query containing ``marker`` has it
 forwarded, with its reply, and from its next packet on nothing more is forwarded either way;
@@ -75,8 +79,9 @@ class Link:
 
 
 class FaultProxy:
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
+    def __init__(self, upstream: tuple[str, int], *backups: tuple[str, int]) -> None:
+        self.upstreams = (upstream, *backups)
+        self.connected: Counter[tuple[str, int]] = Counter()  # connections made, by upstream
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         self.fired: Counter[str] = Counter()
@@ -173,9 +178,8 @@ class FaultProxy:
                 self.refused += 1
                 client.close()
                 continue
-            try:
-                server = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
+            server = self._connect()
+            if server is None:
                 client.close()
                 continue
             server.settimeout(None)
@@ -184,6 +188,17 @@ class FaultProxy:
                 self._links.add(link)
             threading.Thread(target=self._upstream, args=(link,), daemon=True).start()
             threading.Thread(target=self._downstream, args=(link,), daemon=True).start()
+
+    def _connect(self) -> socket.socket | None:
+        """A connection to the first upstream that accepts one, or None."""
+        for upstream in self.upstreams:
+            try:
+                server = socket.create_connection(upstream, timeout=5)
+            except OSError:
+                continue
+            self.connected[upstream] += 1
+            return server
+        return None
 
     def _vanishes(self, link: Link, packet: bytes) -> bool:
         """Whether this packet is the first one a vanishing client never delivers."""
