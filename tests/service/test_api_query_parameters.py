@@ -109,3 +109,20 @@ def test_an_authorization_header_given_twice_is_refused(client: TestClient) -> N
         assert "Authorization" in problem["detail"]
         assert right.split()[1] not in answer.text
     assert client.get("/v1/status", headers=[("authorization", right)]).status_code == 200
+
+
+def test_the_openapi_document_names_the_headers_its_problems_carry(client: TestClient) -> None:
+    """Retry-After on every 429 and 503 and WWW-Authenticate on every 401 were sent but not in
+    the document, so a client generated from it had no field to read when to retry."""
+    document = client.get("/openapi.json", headers=READ).json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            for status, header in (("429", "Retry-After"), ("503", "Retry-After")):
+                if status in responses:
+                    assert header in responses[status].get("headers", {}), (path, method, status)
+            if path != "/healthz":
+                assert "WWW-Authenticate" in responses["401"].get("headers", {}), (path, method)
+    refused = client.get("/v1/status")
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"]
