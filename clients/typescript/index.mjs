@@ -391,6 +391,15 @@ export class LedgerClient {
     if (typeof token !== 'string' || !token || /[\s\u0000-\u001f]/.test(token)) {
       throw new LedgerValidationError('token', 'must be a non-empty bearer token (no whitespace)');
     }
+    // fetch cannot send a character above U+00FF in a header (each request would fail as if
+    // the network had, retried for seconds), and the ledger compares the UTF-8 of the token it
+    // was given with a header's bytes read as Latin-1: only ASCII reaches it as configured.
+    if (/[^\u0021-\u007e]/.test(token)) {
+      throw new LedgerValidationError(
+        'token',
+        'must be printable ASCII (a character outside it cannot be sent as it was configured)',
+      );
+    }
     if (typeof fetchImpl !== 'function') {
       throw new LedgerValidationError('fetch', 'no global fetch: Node >= 18 is required');
     }

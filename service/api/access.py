@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger import ConfigurationError, ValidationError
@@ -46,6 +48,15 @@ def require(state: ApiState, scope: ApiScope) -> Callable[..., Caller]:
                 "Repeated query parameter",
                 f"each query parameter may be given once: {visible(', '.join(repeated))}",
             )
+        if len(request.headers.getlist("authorization")) > 1:
+            # Which one the caller meant cannot be known: the first would decide, whoever
+            # (a proxy, a client library) put it in front of the caller's own.
+            raise ApiProblem(
+                400,
+                "repeated-header",
+                "Repeated header",
+                "the Authorization header may be given once",
+            )
         token = bearer_token(request.headers.get("authorization"))
         caller = None if token is None else state.tokens.caller(token)
         if token is not None:  # compared in constant time; the answer depends on the limit
@@ -79,9 +90,50 @@ def require(state: ApiState, scope: ApiScope) -> Callable[..., Caller]:
                 "Forbidden",
                 f"token {caller.name!r} lacks the {scope!r} scope",
             )
+        # After the token: what an endpoint takes is told to its callers only.
+        unknown = [key for key in request.query_params if key not in _taken_by(request)]
+        if unknown:
+            raise _unknown_parameter(unknown[0], _taken_by(request))
         return caller
 
     return authorized
+
+
+def _taken_by(request: Request) -> frozenset[str]:
+    """The query parameters the request's endpoint takes (none when it is not an API route)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return frozenset()
+    known = _QUERY_PARAMETERS.get(id(route))
+    if known is None:
+        known = _QUERY_PARAMETERS[id(route)] = frozenset(_query_names(route.dependant))
+    return known
+
+
+def _query_names(dependant: Dependant) -> Iterator[str]:
+    """The query parameters of an endpoint and of every dependency it has."""
+    yield from (field.alias for field in dependant.query_params)
+    for dependency in dependant.dependencies:
+        yield from _query_names(dependency)
+
+
+# Each route's query parameters, worked out at its first request (routes live as long as the
+# process).
+_QUERY_PARAMETERS: dict[int, frozenset[str]] = {}
+
+
+def _unknown_parameter(name: str, known: frozenset[str]) -> ApiProblem:
+    """The 400 of a query parameter the endpoint does not take: ignored, a misspelt filter
+    or ``expected_version`` would answer 200 having done something else than asked."""
+    takes = ", ".join(sorted(known)) if known else "none"
+    text = f"not a parameter of this endpoint (it takes: {takes})"
+    return ApiProblem(
+        400,
+        "unknown-parameter",
+        "Unknown query parameter",
+        f"{visible(name)}: {text}",
+        errors=[{"field": visible(name), "message": text}],
+    )
 
 
 @dataclass(frozen=True)

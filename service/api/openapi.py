@@ -31,11 +31,33 @@ _TITLES = {
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        "required": True,
+    }
+}
+# The headers each problem always carries, as the document says them.
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": 'Bearer realm="run-ledger"',
+            "schema": {"type": "string"},
+            "required": True,
+        }
+    },
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
+}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {
             "description": _TITLES[status],
             "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}},
+            **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
         }
         for status in statuses
     }

@@ -209,7 +209,7 @@ def test_repeated_and_absurd_query_parameters(client: TestClient, ledger: Ledger
     assert client.get("/v1/runs/1?at_position=0", headers=READ).status_code == 404
 
 
-def test_odd_authorization_headers_are_401_never_500(client: TestClient) -> None:
+def test_odd_authorization_headers_are_refused_never_500(client: TestClient) -> None:
     token = auth("reader")["Authorization"].split(" ", 1)[1]
     for header in (
         "Basic " + token,
@@ -230,7 +230,7 @@ def test_odd_authorization_headers_are_401_never_500(client: TestClient) -> None
     twice = client.get(
         "/v1/status", headers=[(b"authorization", b"Bearer x"), (b"authorization", b"Bearer y")]
     )
-    assert twice.status_code == 401
+    assert twice.status_code == 400  # which one was meant cannot be known
     assert client.get("/v1/status", headers={"Authorization": f"bearer {token}"}).is_success
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from ledger import Ledger
 from tests.service.conftest import auth
 
 READ = auth("reader")
@@ -46,3 +47,82 @@ def test_the_openapi_document_says_a_bad_query_parameter_is_400(client: TestClie
     document = client.get("/openapi.json", headers=READ).json()
     for path in ("/v1/stuck", "/v1/runs", "/v1/runs/{run_id}"):
         assert "400" in document["paths"][path]["get"]["responses"], path
+
+
+def test_an_unknown_query_parameter_is_refused_not_ignored(
+    client: TestClient, ledger: Ledger
+) -> None:
+    """A misspelt parameter was ignored: ``?expectedVersion=5`` (the TS client's spelling)
+    appended with no version check at all, ``?state=failed`` listed every run, and
+    ``?older-than=1h`` judged by the config's threshold, each answered 200."""
+    append = auth("appender")
+    started = [{"type": "RunStarted", "source_id": 1, "connector_name": "spelling"}]
+    assert client.post("/v1/events", json=started, headers=append).status_code == 200
+    late = [{"type": "RunProgressed", "run_id": 1, "records_fetched": 1}]
+    for spelling in ("expectedVersion", "expected-version", "Expected_Version", "version"):
+        answer = client.post(f"/v1/events?{spelling}=5", json=late, headers=append)
+        assert answer.status_code == 400, (spelling, answer.text)
+        problem = answer.json()
+        assert problem["type"] == "urn:run-ledger:problem:unknown-parameter", problem
+        assert problem["detail"].startswith(f"{spelling}: "), problem
+        assert "expected_version" in problem["detail"], problem  # the one it takes
+        assert [error["field"] for error in problem["errors"]] == [spelling], problem
+    assert ledger.head().last_position == 1  # nothing of it was appended
+    for url, field in (
+        ("/v1/runs?state=failed", "state"),
+        ("/v1/runs?Limit=1", "Limit"),
+        ("/v1/runs?connector_name=x&status=failed", "connector_name"),
+        ("/v1/runs/1?asof=2026-01-01", "asof"),
+        ("/v1/runs/1/events?page=2", "page"),
+        ("/v1/stuck?older-than=1h", "older-than"),
+        ("/v1/verify?chainOnly=true", "chainOnly"),
+        ("/v1/status?verbose=1", "verbose"),
+        ("/readyz?x=1", "x"),
+    ):
+        answer = client.get(url, headers=READ)
+        assert answer.status_code == 400, (url, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["errors"][0]["field"] == field, (url, answer.text)
+    fail = client.post(
+        "/v1/runs/1/fail?operator=bob", json={"reason": "r"}, headers=auth("operator")
+    )
+    assert fail.status_code == 400, fail.text
+    assert ledger.head().last_position == 1
+    # What an endpoint takes is still taken, and a token is still checked first.
+    assert client.get("/v1/runs?status=running&limit=1", headers=READ).status_code == 200
+    assert client.get("/v1/runs?state=failed").status_code == 401
+
+
+def test_an_authorization_header_given_twice_is_refused(client: TestClient) -> None:
+    """Two Authorization headers: the first was used, whatever the second said, so a proxy
+    or a client library that adds one in front of the caller's decided who the caller was."""
+    right = auth("reader")["Authorization"]
+    for headers in (
+        [("authorization", right), ("authorization", "Bearer wrong-token")],
+        [("authorization", "Bearer wrong-token"), ("authorization", right)],
+        [("authorization", right), ("authorization", right)],
+    ):
+        answer = client.get("/v1/status", headers=headers)
+        assert answer.status_code == 400, (headers, answer.text)
+        problem = answer.json()
+        assert problem["type"] == "urn:run-ledger:problem:repeated-header", problem
+        assert "Authorization" in problem["detail"]
+        assert right.split()[1] not in answer.text
+    assert client.get("/v1/status", headers=[("authorization", right)]).status_code == 200
+
+
+def test_the_openapi_document_names_the_headers_its_problems_carry(client: TestClient) -> None:
+    """Retry-After on every 429 and 503 and WWW-Authenticate on every 401 were sent but not in
+    the document, so a client generated from it had no field to read when to retry."""
+    document = client.get("/openapi.json", headers=READ).json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            for status, header in (("429", "Retry-After"), ("503", "Retry-After")):
+                if status in responses:
+                    assert header in responses[status].get("headers", {}), (path, method, status)
+            if path != "/healthz":
+                assert "WWW-Authenticate" in responses["401"].get("headers", {}), (path, method)
+    refused = client.get("/v1/status")
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"]

@@ -326,6 +326,13 @@ test('the token is sent as a bearer header and never shown', async () => {
   assert.throws(() => new LedgerClient({ url: 'http://u:p@h', token: 'x' }), LedgerValidationError);
   assert.throws(() => new LedgerClient({ url: 'ftp://h', token: 'x' }), LedgerValidationError);
   assert.throws(() => new LedgerClient({ url: 'http://h', token: 'a b' }), LedgerValidationError);
+  // A token fetch cannot send was refused by each request, as a network error, after retries.
+  for (const token of ['tök€n-0123456789abcdef', 'token-0123456789abcdé', 'token-\u007f-0123456789']) {
+    assert.throws(
+      () => new LedgerClient({ url: 'http://h', token }),
+      (error) => error instanceof LedgerValidationError && error.field === 'token' && !error.message.includes(token),
+    );
+  }
   assert.throws(() => new LedgerClient({ url: 'http://h', token: 'x', retries: -1 }), LedgerValidationError);
 });
 
