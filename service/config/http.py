@@ -19,6 +19,7 @@ from service.config.fields import Duration, DurationOrZero, Strict, listen_addre
 ApiScope = Literal["append", "read", "operate"]  # what a token may do: the one list
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_HEADER_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space
 
 
 class ApiToken(Strict):
@@ -43,7 +44,16 @@ class ApiToken(Strict):
     @field_validator("env")
     @classmethod
     def _variable(cls, value: str | None) -> str | None:
-        return secret_variable(value, "LEDGER_API_TOKEN", "token", 16)
+        name = secret_variable(value, "LEDGER_API_TOKEN", "token", 16)
+        if name is not None and not _HEADER_TOKEN.fullmatch(os.environ[name]):
+            # A client sends the token in a header (ASCII); a token with another character
+            # could never be sent as it is hashed here, so no request would ever match it.
+            raise ValueError(
+                f"the token in ${name} holds a character a client cannot send in an "
+                "Authorization header: use printable ASCII without spaces "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return name
 
     @model_validator(mode="after")
     def _one_source(self) -> ApiToken:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+import pydantic
 import pytest
 from fastapi.testclient import TestClient
 
@@ -83,6 +84,18 @@ def test_tokens_from_the_environment(db_url: str, monkeypatch: pytest.MonkeyPatc
         )
         assert ok.status_code == 200
         assert test_client.get("/v1/runs", headers=auth("admin")).status_code == 401
+
+
+@pytest.mark.parametrize("token", ["tök€n-0123456789abcdef", "with space-0123456789abcdef"])
+def test_a_token_a_client_cannot_send_is_refused_at_start(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, token: str
+) -> None:
+    """The header carries ASCII: a token with another character was hashed as UTF-8 here and
+    could never be matched by any request; a space does not survive a header either."""
+    monkeypatch.setenv("API_TEST_TOKEN", token)
+    tokens = [{"name": "env", "scopes": ["read"], "env": "API_TEST_TOKEN"}]
+    with pytest.raises(pydantic.ValidationError, match="cannot send in an Authorization header"):
+        LedgerConfig.model_validate({"database_url": db_url, "api": {"tokens": tokens}})
 
 
 def test_a_body_over_the_limit_is_413_before_parsing(db_url: str) -> None:
