@@ -114,6 +114,19 @@ def prepare_batch(
                 None, "expected_version applies to a batch about one run; this batch has several"
             )
         )
+    elif expected_version:
+        # A new run is at version 0 before its batch: any other expectation cannot hold, and
+        # the conflict would name a run id allocated only for the refused batch.
+        for index, event in enumerate(batch):
+            if isinstance(event, RunStarted) and event.run_id is None:
+                problems.append(
+                    InputProblem(
+                        None,
+                        f"expected_version {expected_version} for a batch that starts a new "
+                        "run: a new run is at version 0",
+                        index,
+                    )
+                )
     return payloads, problems
 
 

@@ -298,6 +298,17 @@ def test_i4_expected_version_needs_a_single_run_batch(ledger: Ledger) -> None:
         ledger.append([started(), started()], expected_version=0)
 
 
+def test_i4_a_new_run_can_only_be_expected_at_version_0(ledger: Ledger) -> None:
+    """Refused as input, naming the event, before a run id is allocated for it: the conflict
+    it was named a run id that the refused batch alone had taken."""
+    head = ledger.head()
+    with pytest.raises(ValidationError, match="a new run is at version 0") as refused:
+        ledger.append([started(run_ref="r"), RunProgressed(run_ref="r")], expected_version=3)
+    assert refused.value.details[0].index == 0
+    assert ledger.head() == head
+    assert ledger.append([started()], expected_version=0).appended == 1
+
+
 # ---------------------------------------------------------------- I5 stream rules
 
 
