@@ -61,6 +61,9 @@ class Pages:
             raise LoginRequired
         raise Forbidden(f"token {viewer.name!r} lacks the 'read' scope")
 
+    def may_read(self, viewer: Viewer | None) -> bool:
+        return self.public_read or (viewer is not None and "read" in viewer.scopes)
+
     def moment_of(self, request: Request) -> Moment:
         as_of_text = request.query_params.get("as_of") or None
         position_text = request.query_params.get("at_position") or None
@@ -121,7 +124,9 @@ class Pages:
             moment=moment,
             link=lambda path, **p: self.link(path, moment, **p),
             plain_link=self.link,
-            verify=self.state.verify.last,
+            # The red banner, to those who may read (an anonymous visitor of the login or an
+            # error page learns nothing of the ledger): the last verify that ran to the end.
+            verify=self.state.verify.completed if self.may_read(viewer) else None,
             reason_max=REASON_MAX,
             now=utcnow(),
             **context,

@@ -673,3 +673,42 @@ def test_integrity_page_does_not_show_the_database_when_verify_cannot_run(
         with engine.begin() as connection:
             connection.execute(text("ALTER TABLE ingestion_runs_gone RENAME TO ingestion_runs"))
         engine.dispose()
+
+
+def test_the_red_banner_outlives_a_verify_that_could_not_run(
+    client: TestClient, db_url: str
+) -> None:
+    """A verify that cannot run (the database away for a moment) found nothing: the banner of
+    the verify before it, which found a problem, stays, also once the database is back. It
+    went, and stayed away until the next verify that ran."""
+    log_in(client, "reader")
+    tamper(db_url)
+    assert "PROBLEMS" in client.get("/web/integrity").text
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE ingestion_runs RENAME TO ingestion_runs_gone"))
+        try:
+            page = client.get("/web/integrity")
+            assert "Verify could not run" in page.text, page.text
+            assert 'id="verify-banner"' in page.text
+        finally:
+            with engine.begin() as connection:
+                connection.execute(text("ALTER TABLE ingestion_runs_gone RENAME TO ingestion_runs"))
+    finally:
+        engine.dispose()
+    for path in ["/web/runs", "/web/stuck", "/web/proof"]:
+        assert 'id="verify-banner"' in client.get(path).text, path
+
+
+def test_the_red_banner_is_for_readers_only(client: TestClient, db_url: str) -> None:
+    """Whether the ledger failed verify is the readers' to know: the login page and an error
+    page showed the banner, with the count of problems, to anyone who reached the port."""
+    log_in(client, "reader")
+    tamper(db_url)
+    assert 'id="verify-banner"' in client.get("/web/integrity").text
+    client.cookies.clear()
+    for path in ["/web/login", "/web/nowhere"]:
+        assert 'id="verify-banner"' not in client.get(path).text, path
+    log_in(client, "appender")  # logged in, but without the read scope
+    assert 'id="verify-banner"' not in client.get("/web/runs").text
