@@ -712,3 +712,29 @@ def test_the_red_banner_is_for_readers_only(client: TestClient, db_url: str) -> 
         assert 'id="verify-banner"' not in client.get(path).text, path
     log_in(client, "appender")  # logged in, but without the read scope
     assert 'id="verify-banner"' not in client.get("/web/runs").text
+
+
+def test_a_run_whose_stored_payload_cannot_be_read_shows_its_timeline(
+    client: TestClient, db_url: str, demo: dict[str, int]
+) -> None:
+    """A hostile DBA's row that is not JSON: the run's page is its timeline with that event
+    marked (its hash check fails, its summary says it cannot be read), which is what an auditor
+    opens the page for. It was a 400 "Invalid request: after: …", naming a parameter nobody
+    gave."""
+    log_in(client, "reader")
+    run = demo["hostile"]
+    last = Ledger.from_url(db_url).read_run(run)[-1].position
+    engine = create_engine(db_url)
+    try:
+        drop_triggers(engine)
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE ledger_events SET payload = '{not json' WHERE position = :p"),
+                {"p": last},
+            )
+    finally:
+        engine.dispose()
+    page = client.get(f"/web/runs/{run}")
+    assert page.status_code == 200, page.text
+    assert "cannot read" in page.text
+    assert "✗ mismatch" in page.text
