@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment
 
-from ledger.clock import utcnow
+from ledger.clock import isoformat_utc, utcnow
 from ledger.events import REASON_MAX
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
@@ -83,6 +83,12 @@ class Pages:
         moment = parse_as_of(as_of_text, at_position, QUERY_NAMES)
         if moment is None and at_position is None:
             return Moment()
+        now = utcnow()
+        if moment is not None and moment > now:
+            # A time ahead of the clock is no history yet: the page stands now, and its links
+            # name that moment (the Stuck page and Proof judged runs stuck at the future time,
+            # and links carrying it moved on with every append).
+            moment, as_of_text = now, isoformat_utc(now)
         position = resolve_position(self.state.ledger, moment, at_position)
         # A position past the head is the head: links name the position shown, so that a
         # download or the next page shows the same moment after more appends.

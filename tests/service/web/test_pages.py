@@ -13,17 +13,20 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from ledger import Ledger, RunFinished
+from ledger import Ledger, RunFinished, RunStarted
+from ledger.clock import utcnow
 from ledger.events import REASON_MAX
 from ledger.hashing import stored_row_hash
 from ledger.reads import stored_rows
 from projections import Projector
+from projections.as_of import parse_as_of
 from service.api import create_app
 from service.web import integrity
 from tests.service.web.support import (
@@ -738,3 +741,26 @@ def test_a_run_whose_stored_payload_cannot_be_read_shows_its_timeline(
     assert page.status_code == 200, page.text
     assert "cannot read" in page.text
     assert "✗ mismatch" in page.text
+
+
+def test_an_as_of_ahead_of_the_clock_is_now(client: TestClient, db_url: str) -> None:
+    """``?as_of=`` tomorrow is no history yet: the page stands now. The Stuck page judged the
+    runs at tomorrow (a run started a minute ago was "stuck, silent for 1 d"), and links kept
+    the future time, so that the next page or the download moved on with every append."""
+    log_in(client, "reader")
+    ledger = Ledger.from_url(db_url)
+    try:
+        ledger.append([RunStarted(source_id=9, connector_name="just-started")])
+    finally:
+        ledger.close()
+    tomorrow = (utcnow() + timedelta(days=1)).isoformat()
+    stuck = client.get("/web/stuck", params={"as_of": tomorrow})
+    assert stuck.status_code == 200, stuck.text
+    assert "just-started" not in stuck.text
+    assert "night-batch" in stuck.text  # silent for two hours: stuck now, as it should be
+    proof = client.get("/web/proof", params={"as_of": tomorrow}).text
+    download = re.search(r'href="/web/proof\.md\?as_of=([^"]+)"', proof)
+    assert download, proof
+    shown = parse_as_of(unquote(download.group(1)), None)
+    assert shown is not None
+    assert shown <= utcnow()
