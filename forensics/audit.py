@@ -163,7 +163,7 @@ def audit_events(
                 late=status_before is not None and status_before != "running",
                 recorded_late=event.recorded_at - event.occurred_at > RECORDED_LATE,
                 silence_before=None if last_at is None else event.occurred_at - last_at,
-                summary=summarise(event),
+                summary=_summary(event),
             )
         )
         last_at = _latest(last_at, event)
@@ -188,6 +188,16 @@ def _previous_hashes(ledger: Ledger, positions: list[int]) -> dict[int, str]:
     with ledger.connect("audit") as conn:
         refs = stored_refs(conn, [p - 1 for p in positions])
     return {0: GENESIS_HASH, **{position: ref.hash for position, ref in refs.items()}}
+
+
+def _summary(event: RecordedEvent) -> str:
+    """:func:`summarise`, or what stops it: a stored payload that cannot be read (a row no
+    append of this ledger wrote) is one entry of the timeline, shown with its hash check,
+    not the end of the audit (the web's run page answered it as a bad ``after``)."""
+    try:
+        return summarise(event)
+    except LedgerError as exc:
+        return f"(cannot read: {exc})"
 
 
 def summarise(event: RecordedEvent) -> str:

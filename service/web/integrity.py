@@ -4,6 +4,10 @@
 Integrity page is opened and, every ``[web] verify_interval``, by a daemon thread (the first
 run right at start). A fresh process has no result until that first run ends; the pages say
 so rather than claiming the ledger is sound. Several processes each keep their own.
+
+The banner answers from the last verify that *ran to the end* (:attr:`VerifyCache.completed`):
+a verify that could not run (the database away for a moment) found nothing, and must not take
+down the banner of one that found a problem before it.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class VerifyCache:
         self._interval = interval.total_seconds()
         self._lock = threading.Lock()
         self._last: VerifyOutcome | None = None
+        self._completed: VerifyOutcome | None = None  # the last one with a report
         self._finished = 0  # verifies kept so far (a waiter knows one ended meanwhile)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -46,6 +51,12 @@ class VerifyCache:
     @property
     def last(self) -> VerifyOutcome | None:
         return self._last
+
+    @property
+    def completed(self) -> VerifyOutcome | None:
+        """The last verify that ran to the end (the banner's): one that could not run says
+        nothing about the ledger, so it leaves this as it was."""
+        return self._completed
 
     def refresh(self) -> VerifyOutcome:
         """Verify now and keep the result. While a verify runs (the scheduled one, another
@@ -62,6 +73,8 @@ class VerifyCache:
                 # (any reader, anyone with public_read, sees the page): problem_for logs them.
                 outcome = VerifyOutcome(utcnow(), None, problem_for(exc).detail)
             self._last = outcome
+            if outcome.report is not None:
+                self._completed = outcome
             self._finished += 1
         if outcome.failed:
             log.warning("verify found %d problem(s)", len(outcome.report.problems))  # type: ignore[union-attr]

@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment
 
-from ledger.clock import utcnow
+from ledger.clock import isoformat_utc, utcnow
 from ledger.events import REASON_MAX
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
@@ -61,6 +61,9 @@ class Pages:
             raise LoginRequired
         raise Forbidden(f"token {viewer.name!r} lacks the 'read' scope")
 
+    def may_read(self, viewer: Viewer | None) -> bool:
+        return self.public_read or (viewer is not None and "read" in viewer.scopes)
+
     def moment_of(self, request: Request) -> Moment:
         as_of_text = request.query_params.get("as_of") or None
         position_text = request.query_params.get("at_position") or None
@@ -80,6 +83,12 @@ class Pages:
         moment = parse_as_of(as_of_text, at_position, QUERY_NAMES)
         if moment is None and at_position is None:
             return Moment()
+        now = utcnow()
+        if moment is not None and moment > now:
+            # A time ahead of the clock is no history yet: the page stands now, and its links
+            # name that moment (the Stuck page and Proof judged runs stuck at the future time,
+            # and links carrying it moved on with every append).
+            moment, as_of_text = now, isoformat_utc(now)
         position = resolve_position(self.state.ledger, moment, at_position)
         # A position past the head is the head: links name the position shown, so that a
         # download or the next page shows the same moment after more appends.
@@ -121,7 +130,9 @@ class Pages:
             moment=moment,
             link=lambda path, **p: self.link(path, moment, **p),
             plain_link=self.link,
-            verify=self.state.verify.last,
+            # The red banner, to those who may read (an anonymous visitor of the login or an
+            # error page learns nothing of the ledger): the last verify that ran to the end.
+            verify=self.state.verify.completed if self.may_read(viewer) else None,
             reason_max=REASON_MAX,
             now=utcnow(),
             **context,

@@ -13,17 +13,20 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from ledger import Ledger, RunFinished
+from ledger import Ledger, RunFinished, RunStarted
+from ledger.clock import utcnow
 from ledger.events import REASON_MAX
 from ledger.hashing import stored_row_hash
 from ledger.reads import stored_rows
 from projections import Projector
+from projections.as_of import parse_as_of
 from service.api import create_app
 from service.web import integrity
 from tests.service.web.support import (
@@ -695,3 +698,91 @@ def test_an_operator_bound_to_connectors_fails_only_their_runs(
         assert "running" in client.get(f"/web/runs/{demo['open']}").text
     client.app.state.web.close()  # type: ignore[attr-defined]
     client.app.state.api.close()  # type: ignore[attr-defined]
+
+
+def test_the_red_banner_outlives_a_verify_that_could_not_run(
+    client: TestClient, db_url: str
+) -> None:
+    """A verify that cannot run (the database away for a moment) found nothing: the banner of
+    the verify before it, which found a problem, stays, also once the database is back. It
+    went, and stayed away until the next verify that ran."""
+    log_in(client, "reader")
+    tamper(db_url)
+    assert "PROBLEMS" in client.get("/web/integrity").text
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE ingestion_runs RENAME TO ingestion_runs_gone"))
+        try:
+            page = client.get("/web/integrity")
+            assert "Verify could not run" in page.text, page.text
+            assert 'id="verify-banner"' in page.text
+        finally:
+            with engine.begin() as connection:
+                connection.execute(text("ALTER TABLE ingestion_runs_gone RENAME TO ingestion_runs"))
+    finally:
+        engine.dispose()
+    for path in ["/web/runs", "/web/stuck", "/web/proof"]:
+        assert 'id="verify-banner"' in client.get(path).text, path
+
+
+def test_the_red_banner_is_for_readers_only(client: TestClient, db_url: str) -> None:
+    """Whether the ledger failed verify is the readers' to know: the login page and an error
+    page showed the banner, with the count of problems, to anyone who reached the port."""
+    log_in(client, "reader")
+    tamper(db_url)
+    assert 'id="verify-banner"' in client.get("/web/integrity").text
+    client.cookies.clear()
+    for path in ["/web/login", "/web/nowhere"]:
+        assert 'id="verify-banner"' not in client.get(path).text, path
+    log_in(client, "appender")  # logged in, but without the read scope
+    assert 'id="verify-banner"' not in client.get("/web/runs").text
+
+
+def test_a_run_whose_stored_payload_cannot_be_read_shows_its_timeline(
+    client: TestClient, db_url: str, demo: dict[str, int]
+) -> None:
+    """A hostile DBA's row that is not JSON: the run's page is its timeline with that event
+    marked (its hash check fails, its summary says it cannot be read), which is what an auditor
+    opens the page for. It was a 400 "Invalid request: after: …", naming a parameter nobody
+    gave."""
+    log_in(client, "reader")
+    run = demo["hostile"]
+    last = Ledger.from_url(db_url).read_run(run)[-1].position
+    engine = create_engine(db_url)
+    try:
+        drop_triggers(engine)
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE ledger_events SET payload = '{not json' WHERE position = :p"),
+                {"p": last},
+            )
+    finally:
+        engine.dispose()
+    page = client.get(f"/web/runs/{run}")
+    assert page.status_code == 200, page.text
+    assert "cannot read" in page.text
+    assert "✗ mismatch" in page.text
+
+
+def test_an_as_of_ahead_of_the_clock_is_now(client: TestClient, db_url: str) -> None:
+    """``?as_of=`` tomorrow is no history yet: the page stands now. The Stuck page judged the
+    runs at tomorrow (a run started a minute ago was "stuck, silent for 1 d"), and links kept
+    the future time, so that the next page or the download moved on with every append."""
+    log_in(client, "reader")
+    ledger = Ledger.from_url(db_url)
+    try:
+        ledger.append([RunStarted(source_id=9, connector_name="just-started")])
+    finally:
+        ledger.close()
+    tomorrow = (utcnow() + timedelta(days=1)).isoformat()
+    stuck = client.get("/web/stuck", params={"as_of": tomorrow})
+    assert stuck.status_code == 200, stuck.text
+    assert "just-started" not in stuck.text
+    assert "night-batch" in stuck.text  # silent for two hours: stuck now, as it should be
+    proof = client.get("/web/proof", params={"as_of": tomorrow}).text
+    download = re.search(r'href="/web/proof\.md\?as_of=([^"]+)"', proof)
+    assert download, proof
+    shown = parse_as_of(unquote(download.group(1)), None)
+    assert shown is not None
+    assert shown <= utcnow()
