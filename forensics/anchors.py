@@ -84,7 +84,7 @@ def anchor_at(ledger: Ledger, position: int) -> Anchor:
         event = stored_refs(conn, [position]).get(position)
     if event is None:
         raise HeadMismatchError(f"no event is stored at position {position}: run `ledger verify`")
-    return Anchor(position, str(event.hash), event.recorded_at)
+    return Anchor(position, _stored_hash(position, str(event.hash)), event.recorded_at)
 
 
 def current_anchor(ledger: Ledger) -> Anchor:
@@ -109,7 +109,20 @@ def current_anchor(ledger: Ledger) -> Anchor:
             f"ledger_head says position {position} has hash {head_hash}, but the ledger holds "
             f"{found} there: run `ledger verify`"
         )
-    return Anchor(position, head_hash, event.recorded_at)
+    return Anchor(position, _stored_hash(position, head_hash), event.recorded_at)
+
+
+def _stored_hash(position: int, digest: str) -> str:
+    """A stored hash as an anchor may hold it: 64 lowercase hexadecimal digits, as every append
+    writes. Anything else was written around the append path; anchoring it would print the
+    DBA's text to the operator's terminal (control characters included) and write a line
+    ``verify --anchor`` refuses as malformed."""
+    if _HASH.fullmatch(digest) and digest == digest.lower():
+        return digest
+    raise HeadMismatchError(
+        f"the event at position {position} holds {_show(digest)} as its hash, not 64 "
+        "hexadecimal digits as every append writes: run `ledger verify`"
+    )
 
 
 def append_anchor(ledger: Ledger, path: str | os.PathLike[str]) -> Anchor:

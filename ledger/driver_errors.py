@@ -69,7 +69,10 @@ def translate_errors(url: str, action: str) -> Iterator[None]:
             message + _sqlite_open_hint(url, exc, kind) + _unknown_database_hint(url, exc)
         ) from exc
     except OSError as exc:  # e.g. a TLS file named in the URL that does not exist
-        raise StorageError(mask_secrets(f"{action} failed on {mask_url(url)}: {exc}")) from exc
+        # A file this user may not open (the rebuild's lock beside a SQLite database, a TLS
+        # key) is the environment's failure, as the database file itself is.
+        kind = AccessDeniedError if isinstance(exc, PermissionError) else StorageError
+        raise kind(mask_secrets(f"{action} failed on {mask_url(url)}: {exc}")) from exc
 
 
 # MySQL client errors (2002 socket, 2003 TCP, 2005 unknown host, 2006 gone away, 2013 lost

@@ -118,7 +118,9 @@ def name_problem(value: str) -> str | None:
     A name must not be able to pass for another: no invisible character anywhere (control,
     format, line separator, unassigned: :func:`ledger.text.is_invisible`), no whitespace at
     either end (NBSP and the other Unicode spaces included), no combining mark first (it would
-    join what is printed before it). Look-alike letters inside a name are not refused.
+    join what is printed before it), and in Unicode's composed form NFC (a decomposed "é" is
+    the same text as the composed one, and would be another name). Look-alike letters inside a
+    name are not refused.
     """
     # Every invisible character is unprintable to str.isprintable (categories C* and Z* but
     # the ASCII space) or one of the blank letters and marks; most names are neither, and this
@@ -134,6 +136,14 @@ def name_problem(value: str) -> str | None:
         return f"trailing whitespace ({describe_char(value[-1])} at index {index}) is not allowed"
     if value and unicodedata.category(value[0]) in ("Mn", "Mc", "Me"):
         return f"{describe_char(value[0])} at index 0: a name cannot start with a combining mark"
+    if not unicodedata.is_normalized("NFC", value):
+        # "e" + U+0301 and "é" (U+00E9), or U+212B ANGSTROM SIGN and "Å", are one text to Unicode
+        # and to a reader, and two names to the database.
+        composed = unicodedata.normalize("NFC", value)
+        return (
+            f"not in Unicode normal form NFC: it reads as {composed!r} yet is another name; "
+            "write it composed (NFC)"
+        )
     return None
 
 

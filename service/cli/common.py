@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -66,9 +67,21 @@ class Integer(click.IntRange):
 
 
 class Number(click.FloatRange):
-    """A number (seconds, mostly) within bounds: "not a valid number", NUMBER in help."""
+    """A number (seconds, mostly) within bounds: "not a valid number", NUMBER in help.
+
+    A finite one: ``nan`` passes every range check (each comparison with it is false) and, as a
+    wait, returns at once (``project --follow --interval nan`` polled the database without a
+    pause, ``run --heartbeat-interval nan`` appended heartbeats as fast as the ledger took
+    them); ``inf`` or ``1e10`` as a wait is an OverflowError (a traceback, or a heartbeat
+    thread that died silently)."""
 
     name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 RUN_ID = Integer(1, MAX_RUN_ID)
@@ -319,12 +332,21 @@ def wide_option(command: F) -> F:
     )(command)
 
 
+# The longest wait a seconds option takes: a day (a wait past what the platform's time_t holds
+# is an OverflowError; no interval or timeout of a CLI command needs more).
+MAX_SECONDS_OPTION = 86_400.0
+
+
 def seconds_option(
     name: str, minimum: float, default: float, help: str | None = None
 ) -> Callable[[F], F]:
     def decorate(command: F) -> F:
         return click.option(
-            name, type=Number(min=minimum), default=default, show_default=True, help=help
+            name,
+            type=Number(min=minimum, max=MAX_SECONDS_OPTION),
+            default=default,
+            show_default=True,
+            help=help,
         )(command)
 
     return decorate

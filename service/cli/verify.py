@@ -116,7 +116,8 @@ def print_verify_details(report: VerifyReport) -> None:
     head = report.head
     if head is not None:
         when = f", recorded {isoformat_utc(head.last_recorded_at)}" if head.last_recorded_at else ""
-        click.echo(f"head: position {head.last_position}, hash {head.last_hash}{when}")
+        # The head row is the DBA's to edit like any other: its hash is shown, not obeyed.
+        click.echo(f"head: position {head.last_position}, hash {visible(head.last_hash)}{when}")
     triggers = report.triggers
     if triggers is not None and not triggers.checked:
         click.echo(f"triggers: NOT CHECKED: {visible(triggers.unchecked_reason or '')}")

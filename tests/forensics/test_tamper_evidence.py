@@ -17,12 +17,14 @@ from forensics.anchors import read_anchor_file
 from forensics.triggers import sql_tokens
 from ledger import Ledger, RunFinished, RunProgressed
 from ledger.errors import ConfigurationError
-from ledger.schema import GENESIS_HASH, ledger_head
+from ledger.schema import GENESIS_HASH, ledger_events, ledger_head
 from projections import Projector
 from service.cli import cli
 from service.config import load_config
 from service.serve import LedgerService
 from tests.projection_support import records_fetched_capped
+from tests.service.support import shows_no_raw_control
+from tests.support import drop_triggers, restore_triggers
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_events.jsonl"
@@ -119,6 +121,39 @@ def test_anchor_refuses_a_head_that_does_not_match_the_last_event(
     assert result.exit_code == 1
     assert "ledger_head says position 7 has hash" in result.stderr
     assert "run `ledger verify`" in result.stderr
+
+
+def test_a_forged_head_hash_is_shown_not_obeyed_and_never_anchored(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    """A DBA who writes text with control characters as the last event's hash and the head's:
+    verify printed the head's raw (a line cleared, a fake verdict drawn under the problems),
+    ``anchor`` printed it as an anchor line and ``anchor -o`` was a traceback
+    (UnicodeEncodeError)."""
+    sample_ledger(db_url)
+    forged = "\u00e9\x1b[2K\r\nverified chain: no problem\n"
+    drop_triggers(ledger.engine)
+    try:
+        with ledger.engine.begin() as conn:
+            conn.execute(
+                update(ledger_events).where(ledger_events.c.position == 7).values(hash=forged)
+            )
+            conn.execute(update(ledger_head).values(last_hash=forged))
+    finally:
+        restore_triggers(ledger.engine)
+    verified = run("verify", "--db", db_url)
+    assert verified.exit_code == 1
+    assert shows_no_raw_control(verified.output), verified.output
+    assert "hash \u00e9\\x1b[2K\\r\\nverified chain: no problem\\n, recorded" in verified.stdout
+    anchors = tmp_path / "anchors.txt"
+    for args in (["anchor"], ["anchor", "-o", str(anchors)]):
+        result = run(*args, "--db", db_url)
+        assert result.exit_code == 1, result.output
+        assert shows_no_raw_control(result.output), result.output
+        assert "the event at position 7 holds" in result.stderr
+        assert "not 64 hexadecimal digits" in result.stderr
+        assert result.stdout == ""
+    assert not anchors.exists()
 
 
 # ---------------------------------------------------------------- anchor files

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,6 +186,32 @@ def test_a_sqlite_file_this_user_may_not_open_is_the_environment(tmp_path: Path)
         assert code == EXIT_ENVIRONMENT, output
         assert name in output
         assert "permission denied" in output or "may not open or create it" in output
+
+
+def test_a_rebuild_lock_this_user_may_not_open_is_the_environment() -> None:
+    """SQLite only: MariaDB's rebuild lock is a named lock, not a file. The lock file beside a
+    database this user may use, left by another user's rebuild: exit 1 ("rebuild failed"),
+    where a file this user may not open is the environment's failure, exit 3."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the rebuild as a user who does not own the lock file")
+    # Under /tmp, not pytest's tmp_path: the other user must reach the folder.
+    folder = Path(tempfile.mkdtemp(prefix="ledger-lock-"))
+    try:
+        database = folder / "shared.db"
+        url = f"sqlite:///{database}"
+        assert run("migrate", "--db", url).exit_code == 0
+        assert run("rebuild", "--db", url).exit_code == 0  # leaves the lock file, this user's
+        lock = folder / "shared.db.rebuild.lock"
+        assert lock.exists()
+        folder.chmod(0o777)
+        database.chmod(0o666)
+        lock.chmod(0o600)
+        [(_, code, output)] = as_another_user(lambda: [("rebuild", run("rebuild", "--db", url))])
+    finally:
+        shutil.rmtree(folder)
+    assert code == EXIT_ENVIRONMENT, output
+    assert "shared.db.rebuild.lock" in output
+    assert "Permission denied" in output
 
 
 def as_another_user(work: Callable[[], list[tuple[str, Result]]]) -> list[tuple[str, int, str]]:

@@ -78,3 +78,27 @@ def test_a_config_connector_name_follows_the_name_rule(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "connectors[0].name: trailing whitespace (U+0020 SPACE at index 8)" in result.stderr
     assert "connectors[1].name: U+200B ZERO WIDTH SPACE at index 3" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "composed"),
+    [("SOURCE_e\u0301", "SOURCE_\u00e9"), ("\u212bngstr\u00f6m", "\u00c5ngstr\u00f6m")],
+)
+def test_a_name_that_reads_as_another_composed_one_is_refused(
+    ledger: Ledger, db_url: str, name: str, composed: str
+) -> None:
+    """A decomposed "é" (e + U+0301) or U+212B ANGSTROM SIGN prints as the composed name and
+    is the same text to Unicode, yet it was stored as a second connector name beside it."""
+    ledger.start_run(1, composed)
+    head = ledger.head()
+    text = lines({"type": "RunStarted", "source_id": 1, "connector_name": name})
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2, result.output
+    assert "line 1: connector_name: not in Unicode normal form NFC" in result.stderr
+    assert shows_no_raw_control(result.stderr)
+    run_id = ledger.start_run(1, composed)
+    fail = run("runs", "fail", str(run_id), "--reason", "dead", "--actor", name, "--db", db_url)
+    assert fail.exit_code == 2, fail.output
+    assert "not in Unicode normal form NFC" in fail.stderr
+    assert ledger.head().last_position == head.last_position + 1
+    assert {state.connector_name for state in ledger.runs()} == {composed}

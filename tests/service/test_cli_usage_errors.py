@@ -4,12 +4,14 @@ http-json`` with two paging rules or a URL that is not one, before a run starts.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 from click.testing import CliRunner
 
 from ledger import Ledger
 from service.cli import cli
-from tests.service.support import run
+from tests.service.support import REPO, run
 
 
 def test_out_of_range_ids_are_usage_errors(db_url: str) -> None:
@@ -110,3 +112,40 @@ def test_ledger_api_refusing_its_address_says_only_that(db_url: str) -> None:
             assert result.exit_code == 2, result.output
             assert said in result.stderr
             assert "warning" not in result.stderr, result.stderr
+
+
+LEDGER = (sys.executable, "-c", "from service.cli import main; main()")
+
+
+def test_seconds_options_take_finite_numbers_up_to_a_day(db_url: str, ledger: Ledger) -> None:
+    """``nan`` passed the range check and a wait of nan returns at once: ``run
+    --heartbeat-interval nan`` appended heartbeats as fast as the ledger took them. ``inf`` and
+    ``1e10`` were an OverflowError from the wait (a traceback; in a connector run, a heartbeat
+    thread that died and left the run to look stuck)."""
+    head = ledger.head()
+    commands = [
+        ["project", "--follow", "--interval"],
+        ["run", "csv", "--heartbeat-interval"],
+        ["run", "csv", "--progress-interval"],
+        ["run", "http-json", "--url", "http://127.0.0.1:9/", "--timeout"],
+        ["run", "http-json", "--url", "http://127.0.0.1:9/", "--backoff"],
+    ]
+    for command in commands:
+        for value in ("inf", "-inf", "1e10", "86401"):
+            result = run(*command, value, "--db", db_url)
+            assert result.exit_code == 2, (command, value, result.output)
+            assert "Invalid value for" in result.output, (command, value, result.output)
+    nan = run("run", "csv", "--heartbeat-interval", "nan", "--db", db_url)
+    assert nan.exit_code == 2, nan.output
+    assert "'nan' is not a finite number" in nan.output
+    assert ledger.head() == head  # no run was started, no heartbeat appended
+    # In a process of its own: before the fix, it polled the database without a pause forever.
+    follow = subprocess.run(
+        [*LEDGER, "project", "--follow", "--interval", "nan", "--db", db_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert follow.returncode == 2, follow.stderr
+    assert "'nan' is not a finite number" in follow.stderr
