@@ -444,6 +444,15 @@ def _check_not_ahead(
     )
 
 
+def _run_named(run_id: int | None, event: EventModel) -> str:
+    """The run an event is about, as a message names it: by id, by run_ref, or a new one."""
+    if run_id is not None:
+        return f"run {run_id}"
+    if event.run_ref is not None:
+        return f"run_ref {event.run_ref!r}"
+    return "a new run"
+
+
 def _check_connector(
     event: EventModel,
     index: int,
@@ -506,6 +515,6 @@ def _check_same_fact(
         raise EventIdReusedError(
             f"event_id {earlier.event_id} is {where} for a different fact ({earlier.type} of "
             f"run {earlier.run_id}); an event_id names one fact and cannot be reused for "
-            f"{event.type} of run {run_id or event.run_ref}",
+            f"{event.type} of {_run_named(run_id, event)}",
             index=index,
         )

@@ -184,9 +184,19 @@ def _sqlite_open_failure(url: str) -> type[StorageError]:
 
 
 def _sqlite_open_hint(url: str, error: SQLAlchemyError, kind: type[StorageError]) -> str:
-    """What SQLite's "unable to open database file" does not say: which file, and why."""
+    """What SQLite's "unable to open database file" does not say: which file, and why; and
+    for "attempt to write a readonly database", how to read a copy this user may not write."""
     path = sqlite_file_or_none(url)
-    if path is None or _SQLITE_CANNOT_OPEN not in str(getattr(error, "orig", "")):
+    detail = str(getattr(error, "orig", ""))
+    if path is not None and _SQLITE_READ_ONLY in detail:
+        # A ledger is in WAL mode: even a read writes the -shm index beside the file, so a
+        # copy in a folder (or a file) this user may not write cannot be read as it is.
+        return (
+            f" ({path} or its folder is read-only to this user, and SQLite writes beside the "
+            "file even to read it; to read a copy that nothing writes any more, open it "
+            f"immutable: sqlite:///file:{path}?immutable=1&uri=true)"
+        )
+    if path is None or _SQLITE_CANNOT_OPEN not in detail:
         return ""
     if path_state(path) == "folder":
         return f" ({path} is a folder, not a database file)"

@@ -250,6 +250,11 @@ def test_i3_an_event_id_cannot_be_reused_for_another_fact(ledger: Ledger) -> Non
     ledger.append([event])
     with pytest.raises(ValidationError, match="already stored at position 2 for a different fact"):
         ledger.append([RunFinished(event_id=event.event_id, run_id=run_id, status="success")])
+    # Reused for a new run: the message names it so, not "run None".
+    with pytest.raises(ValidationError, match=r"cannot be reused for RunStarted of a new run$"):
+        ledger.append([started(event_id=event.event_id)])
+    with pytest.raises(ValidationError, match=r"of run_ref 'r'$"):
+        ledger.append([started(event_id=event.event_id, run_ref="r")])
 
 
 def test_i3_the_unique_constraint_is_the_backstop(ledger: Ledger) -> None:

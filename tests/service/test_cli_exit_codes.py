@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -241,3 +242,39 @@ def as_another_user(work: Callable[[], list[tuple[str, Result]]]) -> list[tuple[
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0, data
     return [(name, code, output) for name, code, output in json.loads(data)]
+
+
+def test_a_read_only_copy_says_how_to_read_it() -> None:
+    """An auditor's copy in a folder they may not write: SQLite's WAL mode writes beside the
+    file even to read, so every read command fails; the message says so and names the URL that
+    reads it, and that URL works."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to read the copy as a user who may not write its folder")
+    folder = Path(tempfile.mkdtemp(prefix="ledger-copy-"))
+    try:
+        original = folder / "ledger.db"
+        assert run("demo", "--db", f"sqlite:///{original}").exit_code == 0
+        # The copy an auditor is handed: the pages as they are (WAL mode included), no -wal
+        # or -shm file beside it.
+        database = folder / "copy.db"
+        with sqlite3.connect(original) as source, sqlite3.connect(database) as copy:
+            source.backup(copy)
+        assert not (folder / "copy.db-shm").exists()
+        url = f"sqlite:///{database}"
+        folder.chmod(0o755)
+        database.chmod(0o644)
+        immutable = f"sqlite:///file:{database}?immutable=1&uri=true"
+        results = as_another_user(
+            lambda: [
+                ("verify", run("verify", "--db", url)),
+                ("immutable", run("verify", "--db", immutable)),
+                ("runs", run("runs", "list", "--db", immutable)),
+            ]
+        )
+    finally:
+        shutil.rmtree(folder)
+    (_, code, output), (_, read_code, read_output), (_, runs_code, _) = results
+    assert code == EXIT_ENVIRONMENT, output
+    assert "immutable=1&uri=true" in output
+    assert read_code == 0, read_output
+    assert runs_code == 0
