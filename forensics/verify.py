@@ -246,8 +246,8 @@ def _check_registry(
                 found.add(
                     Problem(
                         "registry",
-                        f"run {run_id}: ledger_runs.{column} is {getattr(row, column)!r}, the "
-                        f"events imply {getattr(state, column)!r}",
+                        f"run {run_id}: ledger_runs.{column} is {_show(getattr(row, column))}, "
+                        f"the events imply {_show(getattr(state, column))}",
                         run_id=run_id,
                         column=column,
                     )
@@ -416,4 +416,14 @@ def _row_differences(expected: Row | None, actual: Row | None) -> list[tuple[str
 
 
 def _show(value: Any) -> str:
-    return clip(repr(value), 80, ellipsis="...")
+    """A stored value as a message shows it: text quoted (its spaces visible), a time as
+    ISO-8601 (naive times as stored, UTC ones with Z), NULL for None, clipped to 80."""
+    if value is None:
+        shown = "NULL"
+    elif isinstance(value, datetime):
+        shown = isoformat_utc(value) if value.tzinfo is not None else value.isoformat()
+    elif isinstance(value, str | bytes):
+        shown = repr(value)
+    else:
+        shown = str(value)
+    return clip(shown, 80, ellipsis="...")

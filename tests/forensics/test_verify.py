@@ -124,6 +124,9 @@ def test_verify_catches_the_legacy_audit_cleanup_update(ledger: Ledger, db_url: 
     assert not report.by_check("chain")
     text_out = run("verify", "--db", db_url).stdout  # type: ignore[attr-defined]
     assert "ingestion_runs id 1: status is 'failed', the events give 'success'" in text_out
+    # Times as ISO-8601, not Python's repr, for an auditor to read.
+    assert "completedAt is 2026-02-01T23:33:44.000000Z, the events give " in text_out
+    assert "datetime.datetime(" not in text_out
     assert not [p for p in projection if p.run_id == second]
 
 
