@@ -251,6 +251,9 @@ MAX_TIMEOUT_S = 31_536_000
 # InnoDB's 50 s lock wait, so the appends queued behind such a writer get the lock instead of
 # failing. A legit transaction is never idle that long: its statements run back to back.
 IDLE_TRANSACTION_TIMEOUT = "idle_transaction_timeout"  # the URL query parameter
+# How long a statement waits for a row lock (InnoDB's innodb_lock_wait_timeout, 50 s by
+# default) before the server answers 1205: the URL query parameter, ours like the one above.
+LOCK_WAIT_TIMEOUT = "lock_wait_timeout"
 # MariaDB 10.3+: one timeout for transactions that wrote, one for those that did not. Both are
 # needed: the head lock (SELECT … FOR UPDATE) leaves a transaction "read-only" until it inserts.
 MARIADB_IDLE_VARIABLES = ("idle_write_transaction_timeout", "idle_readonly_transaction_timeout")
@@ -291,6 +294,11 @@ def _mysql_engine(url: str, **options: Any) -> Engine:
         idle = _timeout_seconds(url, IDLE_TRANSACTION_TIMEOUT, query[IDLE_TRANSACTION_TIMEOUT])
         # Ours, not PyMySQL's: it would refuse an unknown keyword.
         parsed = parsed.difference_update_query([IDLE_TRANSACTION_TIMEOUT])
+    if LOCK_WAIT_TIMEOUT in query:
+        lock_wait = _timeout_seconds(url, LOCK_WAIT_TIMEOUT, query[LOCK_WAIT_TIMEOUT])
+        # Set while connecting, with the time zone: no round trip of its own.
+        connect_args["init_command"] += f", innodb_lock_wait_timeout = {lock_wait}"
+        parsed = parsed.difference_update_query([LOCK_WAIT_TIMEOUT])
     # Instead of SQLAlchemy's pre-ping of every checkout (a round trip before every append),
     # _PingWhenIdle pings a connection only when it has sat in the pool for a while.
     options.setdefault("pool_pre_ping", False)
@@ -512,10 +520,17 @@ def check_schema(engine: Engine, url: str) -> None:
 
 
 def with_timeouts(url: str, seconds: int) -> str:
-    """``url`` with every MySQL driver timeout (:data:`MYSQL_TIMEOUTS`) set to ``seconds``; a
-    SQLite URL as it is."""
+    """``url`` with every MySQL driver timeout (:data:`MYSQL_TIMEOUTS`) set to ``seconds``,
+    and the lock wait (:data:`LOCK_WAIT_TIMEOUT`) a second shorter unless the URL sets a
+    shorter one: a lock held elsewhere is then the server's answer (1205, "busy") before the
+    driver gives up on the connection ("unreachable"). A SQLite URL as it is."""
     parsed = make_url(url)
     if not is_mysql_backend(parsed.get_backend_name()):
         return url
     timeouts = dict.fromkeys(MYSQL_TIMEOUTS, str(seconds))
+    lock_wait = max(1, seconds - 1)
+    given = parsed.query.get(LOCK_WAIT_TIMEOUT)
+    if isinstance(given, str) and given.isascii() and given.isdigit():
+        lock_wait = min(lock_wait, int(given)) or lock_wait
+    timeouts[LOCK_WAIT_TIMEOUT] = str(lock_wait)
     return parsed.update_query_dict(timeouts).render_as_string(hide_password=False)

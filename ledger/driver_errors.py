@@ -114,6 +114,24 @@ def is_transaction_conflict(error: BaseException) -> bool:
     )
 
 
+ER_LOCK_WAIT_TIMEOUT = 1205
+_SQLITE_LOCKED = ("database is locked", "database table is locked")
+
+
+def lock_wait_exceeded(error: BaseException) -> bool:
+    """Whether ``error`` is a lock held elsewhere for longer than this session waits for it
+    (MySQL's 1205 after ``lock_wait_timeout``; SQLite's "database is locked" after its busy
+    timeout): the database is up and busy, and only the statement failed."""
+    cause = _driver_error(error)
+    if cause is None:
+        return False
+    if _mysql_error_code(cause) == ER_LOCK_WAIT_TIMEOUT:
+        return True
+    return isinstance(cause, OperationalError) and any(
+        text in str(cause.orig) for text in _SQLITE_LOCKED
+    )
+
+
 ER_PARSE_ERROR = 1064
 _BROKEN_TRIGGER = "has an error in its body"
 

@@ -27,7 +27,7 @@ from ledger import (
     UnknownRunError,
     ValidationError,
 )
-from ledger.driver_errors import database_unreachable
+from ledger.driver_errors import database_unreachable, lock_wait_exceeded
 from ledger.outage import Outage
 from ledger.text import visible, visible_lines
 from ledger.urls import mask_secrets
@@ -174,6 +174,18 @@ def _storage_problem(error: StorageError, text: str, outage: Outage | None) -> A
             "the database's schema is not the revision this run-ledger needs (the server's "
             f"log says which, and what to run): retry in {RETRY_AFTER_SCHEMA} s",
             headers={"Retry-After": str(RETRY_AFTER_SCHEMA)},
+        )
+    if lock_wait_exceeded(error):  # up and busy: not an outage
+        log.warning("busy: %s", text)
+        return ApiProblem(
+            503,
+            "database-busy",
+            "Database busy",
+            "another writer held the ledger's lock longer than this request may wait "
+            f"([api] database_timeout); nothing of it was written: retry in "
+            f"{RETRY_AFTER_UNREACHABLE} s (an append retried with the same body is not "
+            "appended twice)",
+            headers={"Retry-After": str(RETRY_AFTER_UNREACHABLE)},
         )
     if database_unreachable(error):
         _note(outage, text)

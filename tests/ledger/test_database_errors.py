@@ -4,10 +4,12 @@ and serve still waits on them as before."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from ledger import (
@@ -18,7 +20,7 @@ from ledger import (
     Ledger,
     StorageError,
 )
-from ledger.driver_errors import database_unreachable
+from ledger.driver_errors import database_unreachable, lock_wait_exceeded
 from tests import support
 
 
@@ -70,3 +72,37 @@ def test_a_sqlite_folder_that_does_not_exist_is_not_found(tmp_path: Path) -> Non
     error = failure_of(f"sqlite:///{tmp_path}/no-folder/x.db")
     assert isinstance(error, DatabaseNotFoundError)
     assert f"the folder {tmp_path}/no-folder does not exist" in str(error)
+
+
+def test_the_urls_lock_wait_bounds_an_append_behind_a_held_head(backend: str, db_url: str) -> None:
+    """``?lock_wait_timeout=1``: an append behind a session that holds the ``ledger_head``
+    lock fails after about a second (the server's 1205, a storage error the SDK spools on),
+    not after InnoDB's 50 s; the error says the database is busy, not unreachable."""
+    if backend != "mysql":
+        pytest.skip("a MySQL/MariaDB URL parameter (SQLite has its busy timeout)")
+    bounded = make_url(db_url).update_query_dict({"lock_wait_timeout": "1"})
+    ledger = Ledger.from_url(bounded.render_as_string(hide_password=False))
+    holder = create_engine(db_url)
+    try:
+        ledger.start_run(1, "bounded")
+        with holder.connect() as conn:
+            conn.execute(text("SELECT * FROM ledger_head FOR UPDATE"))
+            begun = time.monotonic()
+            with pytest.raises(StorageError) as failed:
+                ledger.start_run(1, "bounded")
+            took = time.monotonic() - begun
+            conn.rollback()
+        assert took < 10, f"waited {took:.1f} s"
+        assert lock_wait_exceeded(failed.value)
+        assert not database_unreachable(failed.value)
+        assert ledger.start_run(1, "bounded") > 0
+    finally:
+        ledger.close()
+        holder.dispose()
+
+
+@pytest.mark.parametrize("value", ["0", "abc", "99999999999"])
+def test_the_lock_wait_is_whole_seconds(value: str) -> None:
+    url = f"mysql+pymysql://root@127.0.0.1:3306/ledger?lock_wait_timeout={value}"
+    with pytest.raises(ConfigurationError, match="lock_wait_timeout must be a whole number"):
+        Ledger.from_url(url)

@@ -5,14 +5,17 @@ Before, a request waited on the driver's 75 s read timeout (SQLite: the 30 s bus
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from ledger.urls import mask_url
@@ -104,6 +107,55 @@ def locked_sqlite(db_url: str) -> None:
             holder.close()
         until_ok(lambda: started(client))
         client.app.state.api.close()  # type: ignore[attr-defined]
+
+
+def test_a_head_lock_held_elsewhere_is_busy_not_unreachable(
+    backend: str, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another writer holding the ledger's head lock past the bound (a huge batch, a stuck
+    process): the server's own answer, 503 database-busy, before the driver gives up on the
+    connection. It was "database unreachable", logged as an outage, with the database up
+    (on MariaDB the read timeout cut the connection; on SQLite a "database error")."""
+    caplog.set_level(logging.INFO, logger="service.api")
+    with api_client(db_url, database_timeout=f"{TIMEOUT_S}s") as client:
+        assert started(client).status_code == 200
+        with head_lock_held(backend, db_url):
+            answer, took = timed(lambda: started(client))
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["type"] == "urn:run-ledger:problem:database-busy"
+            assert int(answer.headers["retry-after"]) > 0
+            assert took < ANSWERED_WITHIN_S, f"answered after {took:.1f} s"
+            assert "unreachable" not in answer.text
+            assert client.get("/readyz", headers=auth("reader")).status_code == 200
+            assert listed(client).status_code == 200  # reads take no lock
+        until_ok(lambda: started(client))
+        client.app.state.api.close()  # type: ignore[attr-defined]
+    outage = [r for r in caplog.records if "cannot proceed" in r.getMessage()]
+    assert not outage, "a busy database is not an outage"
+
+
+@contextmanager
+def head_lock_held(backend: str, db_url: str) -> Iterator[None]:
+    """Another session holding the ``ledger_head`` row lock (SQLite: the write lock)."""
+    if backend == "sqlite":
+        path = make_url(db_url).database
+        assert path is not None
+        holder = sqlite3.connect(path, isolation_level=None, timeout=0)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT * FROM ledger_head FOR UPDATE"))
+            yield
+            conn.rollback()
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.parametrize("text", ["0s", "-1s", "2h"])
