@@ -58,6 +58,7 @@ from projections import PoisonEventError, Projector
 from projections.projector import PoisonBackoff
 from service.claims import claim, interval_tick, prune_claims
 from service.config import ConnectorConfig, LedgerConfig
+from service.hangup import ignore_hangup
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
 
 if TYPE_CHECKING:
@@ -423,6 +424,7 @@ class LedgerService:
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        ignore_hangup()
         # Metrics first: while the database is awaited they answer ledger_database_up 0.
         self.start_metrics()
         self.start_api()
