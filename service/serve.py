@@ -106,6 +106,7 @@ class LedgerService:
         self.projector = Projector(self.ledger, batch_size=config.projector.batch_size)
         self.projector_backoff = PoisonBackoff(config.projector.interval.total_seconds())
         self.projector_outage = Outage("projector", log)
+        self.spool_outage = Outage("spool flush", log)
         self.spool = Spool(config.spool.dir)
         # Scrapes get their own engine with short timeouts: a database that stops answering
         # must give ledger_database_up 0 within Prometheus's scrape timeout, not after 75 s.
@@ -355,8 +356,10 @@ class LedgerService:
         try:
             if self.spool.has_pending():
                 self.spool.flush(self.ledger)
-        except LedgerError as exc:
-            log.warning("spool flush: %s", visible(str(exc)))
+        except LedgerError as exc:  # one line as the outage starts, one as it ends
+            self.spool_outage.failed(exc)
+            return
+        self.spool_outage.ended()
 
     def anchor_job(self) -> None:
         """Append the ledger head to the anchor file. Not claimed: each process keeps its own
