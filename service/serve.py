@@ -107,6 +107,9 @@ class LedgerService:
         self.projector_backoff = PoisonBackoff(config.projector.interval.total_seconds())
         self.projector_outage = Outage("projector", log)
         self.spool_outage = Outage("spool flush", log)
+        # Shared by every connector's ticks and the sweeper's: an outage is two lines in all,
+        # not one per connector and tick.
+        self.ticks_outage = Outage("scheduled ticks", log)
         self.spool = Spool(config.spool.dir)
         # Scrapes get their own engine with short timeouts: a database that stops answering
         # must give ledger_database_up 0 within Prometheus's scrape timeout, not after 75 s.
@@ -240,7 +243,9 @@ class LedgerService:
             self.in_flight += 1
         try:
             tick = self._tick(connector)
-            if not claim(self.ledger, name, tick, self.identity):
+            claimed = claim(self.ledger, name, tick, self.identity)
+            self.ticks_outage.ended()
+            if not claimed:
                 log.info(
                     "%s tick %s: claimed already (another serve process, or an earlier start)",
                     name,
@@ -257,6 +262,8 @@ class LedgerService:
                 )
                 return
             self._run_connector(connector, name)
+        except StorageError as exc:
+            self._tick_failed(f"job {name}", exc)
         except LedgerError as exc:  # the database or the config: say what, no traceback
             log.error("job %s: %s", name, visible(str(exc)))
         except Exception:
@@ -264,6 +271,12 @@ class LedgerService:
         finally:
             with self.active_lock:
                 self.in_flight -= 1
+
+    def _tick_failed(self, what: str, exc: StorageError) -> None:
+        if database_unreachable(exc):  # one line as the outage starts, one as it ends
+            self.ticks_outage.failed(exc)
+        else:
+            log.error("%s: %s", what, visible(str(exc)))
 
     def _has_open_run(self, connector: ConnectorConfig) -> bool:
         open_runs = self.ledger.runs(
@@ -330,7 +343,9 @@ class LedgerService:
 
     def sweeper_job(self) -> None:
         try:
-            if not claim(self.ledger, "sweeper", self._tick(), self.identity):
+            claimed = claim(self.ledger, "sweeper", self._tick(), self.identity)
+            self.ticks_outage.ended()
+            if not claimed:
                 return
             thresholds = self.config.thresholds
             result = sweep(
@@ -347,6 +362,8 @@ class LedgerService:
                 len(result.skipped),
             )
             prune_claims(self.ledger)
+        except StorageError as exc:
+            self._tick_failed("sweeper", exc)
         except LedgerError as exc:
             log.error("sweeper: %s", visible(str(exc)))
         except Exception:

@@ -216,3 +216,48 @@ def scrape(collector: LedgerCollector) -> str:
     registry = CollectorRegistry()
     registry.register(collector)
     return generate_latest(registry).decode()
+
+
+def test_connector_and_sweeper_ticks_log_an_unreachable_database_once(
+    ledger: Ledger, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each connector's tick and each sweep logged an ERROR while the database was down: with
+    20 connectors every minute, 1,200 lines an hour. Now two lines for the whole outage."""
+    connectors = [
+        {
+            "name": f"c{number}",
+            "type": "csv",
+            "source_id": number,
+            "schedule": {"interval": "1m"},
+            "options": {"path": str(tmp_path / "nowhere.csv")},
+        }
+        for number in range(1, 4)
+    ]
+    config = LedgerConfig.model_validate(
+        {
+            "database_url": "mysql+pymysql://ledger:pw@127.0.0.1:1/ledger?connect_timeout=2",
+            "spool": {"dir": str(tmp_path / "spool")},
+            "connectors": connectors,
+        }
+    )
+    service = LedgerService(config)
+    down = service.ledger
+    caplog.set_level(logging.INFO)
+    try:
+        for minute in range(3):
+            with freeze_time(datetime(2026, 1, 1, 12, minute, 1, tzinfo=UTC)):
+                for connector in service.config.connectors:
+                    service.connector_job(connector)
+                service.sweeper_job()
+        failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(failures) == 1, failures
+        assert failures[0].startswith("scheduled ticks cannot proceed, retrying until it can")
+        service.ledger = ledger  # the database is back
+        with freeze_time(datetime(2026, 1, 1, 12, 3, 1, tzinfo=UTC)):
+            service.sweeper_job()
+    finally:
+        down.close()
+        service.scrape_ledger.close()
+    assert [line for line in lines(caplog, logging.INFO) if "proceeding again" in line] == [
+        "scheduled ticks proceeding again after 3m"
+    ]
