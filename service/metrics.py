@@ -17,6 +17,8 @@ from connectors import Spool
 from ledger import Ledger, StorageError, Thresholds, stuck_runs
 from ledger.clock import isoformat_utc
 from ledger.database import with_timeouts
+from ledger.outage import Outage
+from ledger.text import visible
 from ledger.urls import mask_url
 from projections import LedgerStatus, ledger_status
 from projections.queries import runs_by_status
@@ -101,6 +103,9 @@ class LedgerCollector(Collector):
     def __init__(self, figures: Callable[[], Figures], spool: Spool | None = None) -> None:
         self.figures = figures
         self.spool = spool
+        # Prometheus scrapes every 15 s or so: an outage is one WARNING and one INFO, not a
+        # line per scrape for as long as it lasts.
+        self.outage = Outage("metrics scrape (ledger_database_up 0)", log)
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         # The spool is a local file, read on its own: readable while the database is down, and
@@ -108,15 +113,16 @@ class LedgerCollector(Collector):
         try:
             yield _spool_gauge(spool_backlog(self.spool))
         except StorageError as exc:
-            log.error("metrics: cannot read the spool: %s", exc)
+            log.error("metrics: cannot read the spool: %s", visible(str(exc)))
         try:
             figures = self.figures()
         except StorageError as exc:
             # A scrape during an outage must still answer (not fail with 500): that is when an
             # operator most needs to see the database down and the spool filling up.
-            log.warning("metrics: cannot read the ledger database: %s", exc)
+            self.outage.failed(exc)
             yield _database_up(False)
             return
+        self.outage.ended()
         yield _database_up(True)
         runs = GaugeMetricFamily(
             "ledger_runs", "Runs in ingestion_runs, by status", labels=["status"]

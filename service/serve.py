@@ -58,6 +58,7 @@ from projections import PoisonEventError, Projector
 from projections.projector import PoisonBackoff
 from service.claims import claim, interval_tick, prune_claims
 from service.config import ConnectorConfig, LedgerConfig
+from service.hangup import ignore_hangup
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
 
 if TYPE_CHECKING:
@@ -105,6 +106,10 @@ class LedgerService:
         self.projector = Projector(self.ledger, batch_size=config.projector.batch_size)
         self.projector_backoff = PoisonBackoff(config.projector.interval.total_seconds())
         self.projector_outage = Outage("projector", log)
+        self.spool_outage = Outage("spool flush", log)
+        # Shared by every connector's ticks and the sweeper's: an outage is two lines in all,
+        # not one per connector and tick.
+        self.ticks_outage = Outage("scheduled ticks", log)
         self.spool = Spool(config.spool.dir)
         # Scrapes get their own engine with short timeouts: a database that stops answering
         # must give ledger_database_up 0 within Prometheus's scrape timeout, not after 75 s.
@@ -238,7 +243,9 @@ class LedgerService:
             self.in_flight += 1
         try:
             tick = self._tick(connector)
-            if not claim(self.ledger, name, tick, self.identity):
+            claimed = claim(self.ledger, name, tick, self.identity)
+            self.ticks_outage.ended()
+            if not claimed:
                 log.info(
                     "%s tick %s: claimed already (another serve process, or an earlier start)",
                     name,
@@ -255,6 +262,8 @@ class LedgerService:
                 )
                 return
             self._run_connector(connector, name)
+        except StorageError as exc:
+            self._tick_failed(f"job {name}", exc)
         except LedgerError as exc:  # the database or the config: say what, no traceback
             log.error("job %s: %s", name, visible(str(exc)))
         except Exception:
@@ -262,6 +271,12 @@ class LedgerService:
         finally:
             with self.active_lock:
                 self.in_flight -= 1
+
+    def _tick_failed(self, what: str, exc: StorageError) -> None:
+        if database_unreachable(exc):  # one line as the outage starts, one as it ends
+            self.ticks_outage.failed(exc)
+        else:
+            log.error("%s: %s", what, visible(str(exc)))
 
     def _has_open_run(self, connector: ConnectorConfig) -> bool:
         open_runs = self.ledger.runs(
@@ -328,7 +343,9 @@ class LedgerService:
 
     def sweeper_job(self) -> None:
         try:
-            if not claim(self.ledger, "sweeper", self._tick(), self.identity):
+            claimed = claim(self.ledger, "sweeper", self._tick(), self.identity)
+            self.ticks_outage.ended()
+            if not claimed:
                 return
             thresholds = self.config.thresholds
             result = sweep(
@@ -345,6 +362,8 @@ class LedgerService:
                 len(result.skipped),
             )
             prune_claims(self.ledger)
+        except StorageError as exc:
+            self._tick_failed("sweeper", exc)
         except LedgerError as exc:
             log.error("sweeper: %s", visible(str(exc)))
         except Exception:
@@ -354,8 +373,10 @@ class LedgerService:
         try:
             if self.spool.has_pending():
                 self.spool.flush(self.ledger)
-        except LedgerError as exc:
-            log.warning("spool flush: %s", visible(str(exc)))
+        except LedgerError as exc:  # one line as the outage starts, one as it ends
+            self.spool_outage.failed(exc)
+            return
+        self.spool_outage.ended()
 
     def anchor_job(self) -> None:
         """Append the ledger head to the anchor file. Not claimed: each process keeps its own
@@ -423,6 +444,7 @@ class LedgerService:
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        ignore_hangup()
         # Metrics first: while the database is awaited they answer ledger_database_up 0.
         self.start_metrics()
         self.start_api()

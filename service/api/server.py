@@ -18,6 +18,7 @@ from ledger import ConfigurationError, DatabaseUnreachableError, Ledger
 from ledger.urls import resolve_database_url
 from service.api.app import create_app
 from service.config import LedgerConfig, load_config, split_listen
+from service.hangup import ignore_hangup
 
 log = logging.getLogger("ledger.api")
 
@@ -100,6 +101,7 @@ def serve_api(
     # signal again for the handler it found: a no-op one, so a clean stop exits 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stopped)
+    ignore_hangup()
     try:
         server.run(sockets=[sock])
     finally:

@@ -81,6 +81,12 @@ def test_ledger_api_serves_appends_and_drains_on_sigterm(db_url: str, tmp_path: 
         assert first.status_code == 200, first.text
         assert first.json()["appended"] == 1
 
+        # SIGHUP (systemctl reload, logrotate) is said and ignored: it killed the process.
+        process.send_signal(signal.SIGHUP)
+        while "received SIGHUP" not in lines.get(timeout=DEADLINE_S):
+            pass
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+
         # A request in flight: headers and half the body sent, then SIGTERM, then the rest.
         body = json.dumps([{**event, "event_id": str(uuid.uuid4()), "run_id": 2}]).encode()
         with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S) as conn:

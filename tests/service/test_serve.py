@@ -28,6 +28,7 @@ from service.config import LedgerConfig
 from service.metrics import LedgerCollector, collect_figures
 from service.serve import LedgerService, job_id
 from tests.net_support import JsonServer
+from tests.reliability.support import LineLog
 from tests.service.support import STATIONS, finished_runs, free_port, open_runs, serve, write_config
 from tests.support import names_as_before_the_rule
 
@@ -114,6 +115,53 @@ options = {{ url = "{api.base}/slow", timeout = 60, retries = 0 }}
     assert open_runs(ledger) == 0
     (run,) = finished_runs(ledger, "hanging")
     assert run["status"] == "failed"
+    assert "shutdown" in run["error_message"]
+
+
+def test_sighup_is_said_and_ignored_not_a_kill_that_leaves_runs_open(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    """SIGHUP (``systemctl reload``, logrotate's ``postrotate``) killed serve on the spot: the
+    run in progress stayed open until the sweeper timed it out, and its connector's ticks were
+    skipped meanwhile."""
+    release = threading.Event()
+
+    def slow(_query: dict[str, str], _call: int) -> tuple[int, Any]:
+        release.wait(60)
+        return 200, []
+
+    with JsonServer({"/slow": slow}) as api:
+        connectors = f"""
+[[connectors]]
+name = "hanging"
+type = "http-json"
+source_id = 3
+schedule = {{ interval = "1s" }}
+options = {{ url = "{api.base}/slow", timeout = 60, retries = 0 }}
+"""
+        config = write_config(
+            tmp_path / "ledger.toml", db_url, tmp_path / "spool", connectors, grace="1s"
+        )
+        process = serve(config)
+        log = LineLog(process)
+        log.start()
+        try:
+            wait_until(lambda: open_runs(ledger) == 1, process)
+            process.send_signal(signal.SIGHUP)
+            wait_until(lambda: log.count("received SIGHUP"), process)
+            assert process.poll() is None
+            assert open_runs(ledger) == 1  # the run goes on
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        finally:
+            release.set()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            log.join(timeout=10)
+    assert process.returncode == 0, "".join(log.lines)
+    assert open_runs(ledger) == 0
+    (run,) = finished_runs(ledger, "hanging")
     assert "shutdown" in run["error_message"]
 
 

@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobSubmissionEvent
 from freezegun import freeze_time
+from prometheus_client import CollectorRegistry, generate_latest
 
-from ledger import Ledger, RunProgressed, sweep
+from ledger import Ledger, RunProgressed, RunStarted, sweep
 from ledger.clock import utcnow
 from projections import Projector
 from projections.errors import CheckpointMovedError
 from service.config import LedgerConfig
+from service.metrics import LedgerCollector
 from service.serve import LedgerService
 
 
@@ -166,3 +168,96 @@ def test_a_shutdown_during_a_conflict_retry_reports_no_outage(
         service.ledger.close()
         service.scrape_ledger.close()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_scrapes_and_spool_flushes_log_an_unreachable_database_once(
+    ledger: Ledger, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Prometheus scrapes every 15 s and the spool is flushed every minute: each logged a
+    WARNING at every try for as long as the database was down. Now one WARNING as the outage
+    starts, one INFO as it ends, as the projector does."""
+    config = LedgerConfig.model_validate(
+        {
+            "database_url": "mysql+pymysql://ledger:pw@127.0.0.1:1/ledger?connect_timeout=2",
+            "spool": {"dir": str(tmp_path / "spool")},
+        }
+    )
+    service = LedgerService(config)
+    service.spool.put([RunStarted(source_id=1, connector_name="spooled")])
+    collector = LedgerCollector(service.figures, service.spool)
+    down = service.scrape_ledger, service.ledger
+    caplog.clear()  # the put's own "spooled 1 event(s)"
+    try:
+        caplog.set_level(logging.INFO)
+        for _try in range(4):
+            assert "ledger_database_up 0.0" in scrape(collector)
+            service.spool_job()
+        warnings = lines(caplog, logging.WARNING)
+        assert len(warnings) == 2, warnings
+        assert warnings[0].startswith("metrics scrape (ledger_database_up 0) cannot proceed")
+        assert warnings[1].startswith("spool flush cannot proceed, retrying until it can")
+        service.scrape_ledger = service.ledger = ledger  # the database is back
+        for _try in range(2):
+            assert "ledger_database_up 1.0" in scrape(collector)
+            service.spool_job()
+    finally:
+        for engine in down:
+            engine.close()
+    assert len(lines(caplog, logging.WARNING)) == 2
+    ended = [line for line in lines(caplog, logging.INFO) if "proceeding again" in line]
+    assert [line.split(" proceeding")[0] for line in ended] == [
+        "metrics scrape (ledger_database_up 0)",
+        "spool flush",
+    ]
+    assert service.spool.status().pending == 0
+
+
+def scrape(collector: LedgerCollector) -> str:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return generate_latest(registry).decode()
+
+
+def test_connector_and_sweeper_ticks_log_an_unreachable_database_once(
+    ledger: Ledger, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each connector's tick and each sweep logged an ERROR while the database was down: with
+    20 connectors every minute, 1,200 lines an hour. Now two lines for the whole outage."""
+    connectors = [
+        {
+            "name": f"c{number}",
+            "type": "csv",
+            "source_id": number,
+            "schedule": {"interval": "1m"},
+            "options": {"path": str(tmp_path / "nowhere.csv")},
+        }
+        for number in range(1, 4)
+    ]
+    config = LedgerConfig.model_validate(
+        {
+            "database_url": "mysql+pymysql://ledger:pw@127.0.0.1:1/ledger?connect_timeout=2",
+            "spool": {"dir": str(tmp_path / "spool")},
+            "connectors": connectors,
+        }
+    )
+    service = LedgerService(config)
+    down = service.ledger
+    caplog.set_level(logging.INFO)
+    try:
+        for minute in range(3):
+            with freeze_time(datetime(2026, 1, 1, 12, minute, 1, tzinfo=UTC)):
+                for connector in service.config.connectors:
+                    service.connector_job(connector)
+                service.sweeper_job()
+        failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(failures) == 1, failures
+        assert failures[0].startswith("scheduled ticks cannot proceed, retrying until it can")
+        service.ledger = ledger  # the database is back
+        with freeze_time(datetime(2026, 1, 1, 12, 3, 1, tzinfo=UTC)):
+            service.sweeper_job()
+    finally:
+        down.close()
+        service.scrape_ledger.close()
+    assert [line for line in lines(caplog, logging.INFO) if "proceeding again" in line] == [
+        "scheduled ticks proceeding again after 3m"
+    ]
