@@ -486,9 +486,13 @@ class LedgerService:
             delay = min(delay * 2, START_RETRY_MAX_S)
 
     def shutdown(self) -> None:
+        """Stop: the API's requests and the connectors' runs get their grace periods side by
+        side, not one after the other (an orchestrator's stop timeout, 30 s by default, would
+        kill the process before the runs were ended); then the last projector batch."""
         self.stop.set()
         self.scheduler.shutdown(wait=False)  # no new ticks
-        self.stop_api()
+        api_stopping = threading.Thread(target=self.stop_api, name="api-stop", daemon=True)
+        api_stopping.start()
         deadline = time.monotonic() + self.config.serve.grace_period.total_seconds()
         while self._jobs_in_flight() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -504,6 +508,7 @@ class LedgerService:
         settle = time.monotonic() + SETTLE_SECONDS
         while self._jobs_starting() and time.monotonic() < settle:
             time.sleep(0.05)
+        api_stopping.join()  # bounded by the API's own grace period
         with self.projecting:  # the projector finishes its current batch...
             try:  # ...and applies one more, so the runs just ended show in ingestion_runs
                 self.projector.apply_batch()

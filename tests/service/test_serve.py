@@ -3,6 +3,7 @@ period, and two serve processes sharing one MariaDB."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import socket
@@ -115,6 +116,83 @@ options = {{ url = "{api.base}/slow", timeout = 60, retries = 0 }}
     assert open_runs(ledger) == 0
     (run,) = finished_runs(ledger, "hanging")
     assert run["status"] == "failed"
+    assert "shutdown" in run["error_message"]
+
+
+def test_sigterm_drains_the_api_and_ends_the_runs_side_by_side(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    """The API's grace period and the connectors' run side by side: a run still going is
+    ended ("shutdown") after ``[serve] grace_period`` even while a request holds the API's
+    drain for its own, longer one. They ran one after the other, so a stop took both grace
+    periods plus the settling: past an orchestrator's stop timeout (30 s by default), which
+    kills the process and leaves the run open until the sweeper."""
+    release = threading.Event()
+
+    def slow(_query: dict[str, str], _call: int) -> tuple[int, Any]:
+        release.wait(60)  # a source that hangs
+        return 200, []
+
+    token = "drain-test-token-0123456789abcdef"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    port = free_port()
+    with JsonServer({"/slow": slow}) as api:
+        connectors = f"""
+[[connectors]]
+name = "hanging"
+type = "http-json"
+source_id = 3
+schedule = {{ interval = "1s" }}
+options = {{ url = "{api.base}/slow", timeout = 60, retries = 0 }}
+
+[api]
+listen = "127.0.0.1:{port}"
+grace_period = "20s"
+read_timeout = "60s"
+
+[[api.tokens]]
+name = "drain"
+scopes = ["append"]
+sha256 = "{digest}"
+"""
+        config = write_config(
+            tmp_path / "ledger.toml", db_url, tmp_path / "spool", connectors, grace="1s"
+        )
+        process = serve(config)
+        request = socket.socket()
+        try:
+            wait_until(lambda: open_runs(ledger) == 1, process)
+            # A request in flight: its body stalls, so the API's drain waits for it. The
+            # server's "100 Continue" says the handler is reading the body (a request not yet
+            # read when the stop begins would just be closed).
+            request.connect(("127.0.0.1", port))
+            request.settimeout(30)
+            request.sendall(
+                b"POST /v1/events HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\n"
+                + f"Authorization: Bearer {token}\r\n".encode()
+                + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            )
+            assert request.recv(100).startswith(b"HTTP/1.1 100 "), "no 100 Continue"
+            request.sendall(b"[")
+            process.send_signal(signal.SIGTERM)
+            # The run is ended while the request still holds the API's drain open.
+            wait_until(lambda: open_runs(ledger) == 0, process, timeout=15)
+            request.settimeout(0)
+            try:
+                still_open = request.recv(1) != b""
+            except BlockingIOError:
+                still_open = True
+            assert still_open, "the API had stopped before the run was ended"
+            request.close()
+            _out, err = process.communicate(timeout=60)
+        finally:
+            release.set()
+            request.close()
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0, err
+    (run,) = finished_runs(ledger, "hanging")
     assert "shutdown" in run["error_message"]
 
 
