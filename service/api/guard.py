@@ -8,16 +8,18 @@ a body that grows over the limit or stalls is refused inside the app's own read 
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ledger.outage import Outage
 from ledger.text import visible
-from service.api.problems import PROBLEM_JSON, ApiProblem
+from service.api.problems import PROBLEM_JSON, RETRY_AFTER_UNREACHABLE, ApiProblem
 
 # The API's logger: a request's log line reads the same from the guard as from an endpoint.
 log = logging.getLogger("ledger.api")
@@ -96,6 +98,23 @@ class Guard:
                 return
             log.debug("%s %s started", scope["method"], visible(scope["path"]))
             await self.app(scope, limited_receive, send_and_note)
+        except ClientDisconnect:
+            # The client went away before its body was read: nobody to answer, and no
+            # server error (it was logged as a 500 with a traceback). 499, as nginx logs it.
+            status = status or CLIENT_CLOSED
+        except asyncio.CancelledError:
+            # uvicorn cancels a request still running when [api] grace_period has run out at
+            # a stop: it would answer a bare text 500 and log "Exception in ASGI application"
+            # with a traceback. The client gets a problem it can act on, and the request ends
+            # here (its append, in a worker thread, may still commit: a retry finds it).
+            log.warning(
+                "stopping: %s %s was still running when the grace period ran out",
+                scope["method"],
+                visible(scope["path"]),
+            )
+            if status == 0:
+                with contextlib.suppress(Exception):
+                    await _send_problem(send_and_note, SHUTTING_DOWN)
         except Exception:
             log.exception(
                 "unexpected error answering %s %s", scope["method"], visible(scope["path"])
@@ -122,6 +141,16 @@ class Guard:
                 scope.get("ledger_caller", "-"),
             )
 
+
+CLIENT_CLOSED = 499  # logged for a request whose client went away mid-body (nginx's code)
+SHUTTING_DOWN = ApiProblem(
+    503,
+    "shutting-down",
+    "Shutting down",
+    "the server stopped before this request finished: retry (an append retried with the same "
+    "body is not appended twice, whether or not this one was made)",
+    headers={"Retry-After": str(RETRY_AFTER_UNREACHABLE)},
+)
 
 # Paths whose answer needs the database (a 2xx-4xx from one says it answers again); the
 # process's own (/healthz, /metrics' fallback, /docs, the web's login and files) do not.

@@ -111,3 +111,77 @@ def test_ledger_api_serves_appends_and_drains_on_sigterm(db_url: str, tmp_path: 
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def stalled_post(port: int) -> socket.socket:
+    """A POST /v1/events whose handler is reading its body (the server's "100 Continue"
+    says so), and the body stalled after its first byte."""
+    request = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S)
+    request.sendall(
+        b"POST /v1/events HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\n"
+        + f"Authorization: Bearer {TOKEN}\r\n".encode()
+        + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
+    assert request.recv(100).startswith(b"HTTP/1.1 100 "), "no 100 Continue"
+    request.sendall(b"[")
+    return request
+
+
+def test_a_client_gone_mid_body_and_a_request_past_the_grace_period(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A client that goes away mid-body is logged 499, not a 500 with a traceback; a request
+    still running when ``[api] grace_period`` runs out at SIGTERM gets 503 shutting-down
+    (problem+json, Retry-After), not uvicorn's text 500 and "Exception in ASGI application"."""
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        '[api]\ngrace_period = "1s"\nread_timeout = "60s"\n'
+        '[[api.tokens]]\nname = "proc"\nscopes = ["append"]\nenv = "API_PROCESS_TOKEN"\n',
+        encoding="utf-8",
+    )
+    port = free_port()
+    command = [sys.executable, "-m", "service.cli", "-v", "api", "--listen", f"127.0.0.1:{port}"]
+    log_path = tmp_path / "api.log"
+    with log_path.open("w", encoding="utf-8") as log_file:
+        process = subprocess.Popen(
+            [*command, "--config", str(config), "--db", db_url],
+            stderr=log_file,
+            text=True,
+            env={**os.environ, "API_PROCESS_TOKEN": TOKEN},
+        )
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "no /healthz within the deadline"
+            time.sleep(0.05)  # polling interval, not a wait for something to happen
+        stalled_post(port).close()  # the client goes away mid-body
+        deadline = time.monotonic() + DEADLINE_S
+        while "POST /v1/events 499" not in log_path.read_text():
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        request = stalled_post(port)
+        process.send_signal(signal.SIGTERM)
+        answer = b""
+        while chunk := request.recv(4096):
+            answer += chunk
+        request.close()
+        assert process.wait(timeout=DEADLINE_S) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 "), answer
+    assert b"content-type: application/problem+json" in head.lower()
+    assert b"retry-after: " in head.lower()
+    assert json.loads(body)["type"] == "urn:run-ledger:problem:shutting-down"
+    log = log_path.read_text()
+    assert "Traceback" not in log, log
+    assert "Exception in ASGI application" not in log
+    assert "was still running when the grace period ran out" in log
