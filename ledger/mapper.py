@@ -7,6 +7,7 @@ hash chain is computed over, and the upcasters that bring payloads written under
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import json.scanner
@@ -125,13 +126,33 @@ def upcast(event_type: str, schema_version: int, payload: dict[str, Any]) -> dic
             f"understands (at most {current})"
         )
     version = schema_version
+    if version < current:
+        # The upcasters get a copy of their own: one that edits a nested object in place must
+        # not change the stored payload a caller holds decoded (RecordedEvent.payload_data).
+        payload = copy.deepcopy(payload)
     while version < current:
         upcaster = _UPCASTERS.get((event_type, version))
         if upcaster is None:
             raise UnknownEventTypeError(
                 f"no upcaster registered for {event_type} schema_version {version}"
             )
-        payload = upcaster(payload)
+        # An upcaster is code outside the ledger's control running over stored history: what it
+        # raises or returns that is not a JSON object makes this event unreadable (a poison
+        # event for the projector, a problem for verify), never a crash of whoever reads it.
+        name = getattr(upcaster, "__qualname__", repr(upcaster))
+        try:
+            upcast_payload: object = upcaster(payload)
+        except Exception as exc:
+            raise ValidationError(
+                f"the upcaster {name} of {event_type} schema_version {version} failed: "
+                f"{type(exc).__name__}: {clip(str(exc))}"
+            ) from exc
+        if not isinstance(upcast_payload, Mapping):
+            raise ValidationError(
+                f"the upcaster {name} of {event_type} schema_version {version} returned "
+                f"{type(upcast_payload).__name__}, not a JSON object"
+            )
+        payload = dict(upcast_payload)
         version += 1
     return payload
 
@@ -182,7 +203,10 @@ def validated_event(**stored: Unpack[StoredEvent]) -> EventModel:
             f"stored {event_type} {event_id} has a payload that is not a JSON object "
             f"(a JSON {type(payload).__name__})"
         )
-    data = upcast(event_type, stored["schema_version"], dict(payload))
+    try:
+        data = upcast(event_type, stored["schema_version"], dict(payload))
+    except ValidationError as exc:
+        raise ValidationError(f"stored {event_type} {event_id}: {exc}") from exc
     data.update(
         type=event_type,
         event_id=event_id,

@@ -365,3 +365,42 @@ def test_the_quick_check_of_a_name_misses_no_invisible_character() -> None:
     ]
     assert missed == []
     assert name_problem("bench\u200bmark") == ("U+200B ZERO WIDTH SPACE at index 5 is not allowed")
+
+
+def test_an_upcaster_editing_a_nested_object_leaves_the_stored_payload_as_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The decoded payload a RecordedEvent holds (what the audit and `ledger events` show)
+    is the stored one, whatever an upcaster does to its own input."""
+    from ledger.recorded import RecordedEvent
+
+    monkeypatch.setitem(mapper.CURRENT_SCHEMA_VERSIONS, "RunStarted", 2)
+    monkeypatch.setattr(mapper, "_UPCASTERS", {})
+
+    @mapper.register_upcaster("RunStarted", 1)
+    def rename_nested(payload: dict[str, object]) -> dict[str, object]:
+        metadata = payload["metadata"]
+        assert isinstance(metadata, dict)
+        metadata["host"] = metadata.pop("hostname")
+        return payload
+
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    stored = RecordedEvent(
+        position=1,
+        event_id=str(uuid.uuid4()),
+        run_id=1,
+        version=1,
+        type="RunStarted",
+        schema_version=1,
+        payload='{"connector_name":"c","metadata":{"hostname":"h1"},"source_id":1}',
+        occurred_at=moment,
+        recorded_at=moment,
+        actor=None,
+        prev_hash="0" * 64,
+        hash="0" * 64,
+    )
+    assert stored.payload_data["metadata"] == {"hostname": "h1"}
+    event = stored.event
+    assert isinstance(event, RunStarted)
+    assert event.metadata == {"host": "h1"}
+    assert stored.payload_data["metadata"] == {"hostname": "h1"}
