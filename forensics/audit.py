@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ledger import Ledger, LedgerError, RecordedEvent, UnknownRunError, ValidationError
+from ledger import (
+    Ledger,
+    LedgerError,
+    RecordedEvent,
+    StoredEventError,
+    UnknownRunError,
+    ValidationError,
+)
 from ledger.clock import isoformat_utc, labelled_utc
 from ledger.durations import format_duration
 from ledger.hashing import chain_hash
@@ -202,9 +209,15 @@ def _summary(event: RecordedEvent) -> str:
 
 def summarise(event: RecordedEvent) -> str:
     """A one-line reading of the payload."""
-    data: dict[str, Any] = event.payload_data
+    data: Any = event.payload_data
+    if not isinstance(data, dict):  # JSON, but not an object: a row no append wrote
+        raise StoredEventError(
+            f"stored {event.type} {event.event_id} has a payload that is not a JSON object "
+            f"(a JSON {type(data).__name__})"
+        )
     if event.type == "RunStarted":
-        meta = data.get("metadata") or {}
+        meta = data.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
         extra = ", ".join(
             f"{k}={meta[k]}" for k in ("host", "pid", "trigger", "imported") if k in meta
         )

@@ -75,6 +75,13 @@ class UnknownEventTypeError(ValidationError):
     """A stored or submitted event has a type this version of run-ledger does not know."""
 
 
+class StoredEventError(ValidationError):
+    """An event stored in the ledger cannot be read as an event of this code: its row or
+    payload is not as any append writes it, it no longer validates, or its upcaster failed.
+    Not the caller's mistake (a reader can do nothing about it): a poison event for the
+    projector, a problem for verify, a server error for the API."""
+
+
 class EventIdReusedError(ValidationError):
     """An event_id already names another fact (stored, or earlier in the batch): a retry may
     resend a fact, but an event_id cannot be reused for a different one (I3)."""

@@ -22,7 +22,12 @@ from typing import Any, TypedDict, Unpack, cast
 import pydantic
 
 from ledger.clock import isoformat_utc
-from ledger.errors import InputProblem, UnknownEventTypeError, ValidationError
+from ledger.errors import (
+    InputProblem,
+    StoredEventError,
+    UnknownEventTypeError,
+    ValidationError,
+)
 from ledger.events import (
     ACTOR_NAME_MAX,
     CONNECTOR_NAME_MAX,
@@ -199,14 +204,14 @@ def validated_event(**stored: Unpack[StoredEvent]) -> EventModel:
     """:func:`event_from_stored` by validation alone: upcast, then validate the model."""
     event_type, event_id, payload = stored["event_type"], stored["event_id"], stored["payload"]
     if not isinstance(payload, Mapping):  # JSON, but not an object: no append wrote it
-        raise ValidationError(
+        raise StoredEventError(
             f"stored {event_type} {event_id} has a payload that is not a JSON object "
             f"(a JSON {type(payload).__name__})"
         )
     try:
         data = upcast(event_type, stored["schema_version"], dict(payload))
     except ValidationError as exc:
-        raise ValidationError(f"stored {event_type} {event_id}: {exc}") from exc
+        raise StoredEventError(f"stored {event_type} {event_id}: {exc}") from exc
     data.update(
         type=event_type,
         event_id=event_id,
@@ -218,7 +223,7 @@ def validated_event(**stored: Unpack[StoredEvent]) -> EventModel:
     try:
         return event_adapter.validate_python(data, context=RECORDED_NAMES)
     except pydantic.ValidationError as exc:
-        raise ValidationError(
+        raise StoredEventError(
             f"stored {event_type} {event_id} does not validate: {exc.error_count()} problem(s)",
             problems=describe_pydantic_errors(exc),
         ) from exc

@@ -24,7 +24,7 @@ from ledger.dialects import (
     time_as_text,
 )
 from ledger.driver import DriverCursor
-from ledger.errors import ValidationError
+from ledger.errors import StoredEventError
 from ledger.hashing import EVENT_COLUMNS
 from ledger.recorded import LedgerHead, RecordedEvent, StoredRef
 from ledger.rules import RunState
@@ -138,7 +138,7 @@ def events_from_driver(
     except (ValueError, TypeError, OverflowError) as exc:
         # Only a row no append wrote gets here (edited by hand after its triggers were
         # dropped): named, as a payload that no longer validates is, not a traceback.
-        raise ValidationError(
+        raise StoredEventError(
             f"the event stored at position {visible(str(position))} cannot be read "
             f"({clip(visible(str(exc)), 200)}): no append of this ledger writes such a row"
         ) from exc

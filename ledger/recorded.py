@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from ledger.clock import isoformat_utc
-from ledger.errors import ValidationError
+from ledger.errors import StoredEventError
 from ledger.events import EventModel
 from ledger.mapper import (
     STORED_EVENT_KEYS,
@@ -106,7 +106,7 @@ class RecordedEvent:
         try:
             return decode_payload(self.__dict__["payload"])
         except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to read
-            raise ValidationError(
+            raise StoredEventError(
                 f"stored {self.type} {self.event_id} has a payload that is not JSON: {exc}"
             ) from exc
 

@@ -23,6 +23,7 @@ from ledger import (
     LedgerError,
     SchemaError,
     StorageError,
+    StoredEventError,
     StreamError,
     UnknownRunError,
     ValidationError,
@@ -142,6 +143,15 @@ def problem_for(error: LedgerError, outage: Outage | None = None) -> ApiProblem:
     if isinstance(bound, ConnectorNotAllowedError):  # a token bound to other connectors
         run: dict[str, Any] = {} if bound.run_id is None else {"run_id": bound.run_id}
         return ApiProblem(403, "forbidden", "Forbidden", text, **run, **_located(error))
+    stored = cause if isinstance(cause, StoredEventError) else error
+    if isinstance(stored, StoredEventError):  # the ledger's history, not the request
+        log.error("a stored event cannot be read: %s", text)
+        return ApiProblem(
+            500,
+            "stored-event-unreadable",
+            "Stored event unreadable",
+            f"{text}; `ledger verify` lists every such event",
+        )
     if isinstance(error, EventIdReusedError) or isinstance(cause, EventIdReusedError):
         return ApiProblem(409, "event-id-reused", "event_id reused", text, **_located(error))
     if isinstance(error, UnknownRunError):

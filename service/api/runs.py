@@ -6,7 +6,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from forensics.audit import audit_page
-from ledger import UnknownRunError, ValidationError, fail_run
+from ledger import StoredEventError, UnknownRunError, ValidationError, fail_run
 from ledger.events import MAX_RUN_ID, operator_actor
 from ledger.schema import MAX_POSITION
 from ledger.wire import read_json
@@ -135,6 +135,8 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
             page = audit_page(state.ledger, run_id, cursor or 0, limit)
         except UnknownRunError:
             raise  # 404
+        except StoredEventError:
+            raise  # the ledger's, not the request's: a server error
         except ValidationError as exc:  # the cursor is not one of this run's events
             raise invalid_parameter("cursor", exc) from None
         entries = [entry.to_dict() for entry in page.entries]

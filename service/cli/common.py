@@ -33,6 +33,7 @@ from ledger import (
     Ledger,
     LedgerError,
     StorageError,
+    StoredEventError,
     StreamError,
     UnusableUrlError,
     ValidationError,
@@ -141,6 +142,8 @@ def exit_code_for(error: LedgerError) -> int:
     """0 done, 1 a check found a problem (or a statement failed), 2 the caller's mistake
     (bad input, an unknown run, an unknown or unnamed database), 3 the environment (the
     database unreachable, credentials or permission refused)."""
+    if isinstance(error, StoredEventError):  # the ledger's history, not the caller's input
+        return EXIT_PROBLEM
     if isinstance(error, _CALLERS_MISTAKES):
         return EXIT_USAGE
     if isinstance(error, DatabaseUnreachableError | AccessDeniedError):

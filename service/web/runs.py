@@ -9,7 +9,7 @@ from fastapi import FastAPI, Form, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from forensics.audit import audit_page
-from ledger import UnknownRunError, ValidationError, fail_run
+from ledger import StoredEventError, UnknownRunError, ValidationError, fail_run
 from ledger.clock import utcnow
 from ledger.events import MAX_RUN_ID, REASON_MAX, operator_actor
 from ledger.schema import MAX_POSITION
@@ -130,6 +130,8 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             part = audit_page(state.ledger, run_id, after or 0, limit)
         except UnknownRunError:
             raise
+        except StoredEventError:
+            raise  # the ledger's, not the request's: a server error
         except ValidationError as exc:  # ``after`` is not one of this run's events
             raise LedgerErrorPage(400, "Invalid request", f"after: {exc}") from None
         timeline = part.entries

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from freezegun import freeze_time
 
-from ledger import Ledger
+from ledger import Ledger, RunFinished
 from projections import Projector
 from service.api import create_app
 from service.cli import cli
@@ -261,3 +261,36 @@ def test_a_token_named_as_an_operator_is_recorded_as_the_cli_records_it(
     assert failed.status_code == 200, failed.text
     assert failed.json()["actor"] == "operator:oncall"
     assert ledger.read_run(run_id)[-1].actor == "operator:oncall"
+
+
+@pytest.mark.parametrize("payload", ["[1]", '"text"', "{not json"])
+def test_a_stored_event_that_cannot_be_read_is_the_servers_problem_not_the_callers(
+    client: TestClient, ledger: Ledger, db_url: str, payload: str
+) -> None:
+    """A row no append wrote (a DBA's edit after dropping the triggers): a replay through it
+    is a 500 naming the event, not a 400 "invalid input" the caller can do nothing about; the
+    timeline shows it as an entry (it crashed on a payload that is JSON but not an object);
+    the CLI exits 1 (a problem found), not 2 (the caller's mistake)."""
+    from sqlalchemy import text
+
+    from tests.support import drop_triggers
+
+    run_id = ledger.start_run(1, "tampered")
+    ledger.append([RunFinished(run_id=run_id, status="success")])
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE ledger_events SET payload = :p WHERE position = 2"), {"p": payload}
+        )
+    replay = client.get(f"/v1/runs/{run_id}?at_position=2", headers=auth("reader"))
+    assert replay.status_code == 500, replay.text
+    assert replay.json()["type"] == "urn:run-ledger:problem:stored-event-unreadable"
+    assert "position 2" in replay.json()["detail"]
+    timeline = client.get(f"/v1/runs/{run_id}/events", headers=auth("reader"))
+    assert timeline.status_code == 200, timeline.text
+    assert timeline.json()[1]["summary"].startswith("(cannot read: ")
+    assert timeline.json()[1]["hash_ok"] is False
+    shown = CliRunner().invoke(
+        cli, ["runs", "show", str(run_id), "--at-position", "2", "--db", db_url]
+    )
+    assert shown.exit_code == 1, shown.output
