@@ -71,15 +71,15 @@ class ValidationError(LedgerError):
         self.details = tuple(details) or tuple(InputProblem(None, p) for p in self.problems)
 
 
-class UnknownEventTypeError(ValidationError):
-    """A stored or submitted event has a type this version of run-ledger does not know."""
-
-
 class StoredEventError(ValidationError):
     """An event stored in the ledger cannot be read as an event of this code: its row or
     payload is not as any append writes it, it no longer validates, or its upcaster failed.
     Not the caller's mistake (a reader can do nothing about it): a poison event for the
     projector, a problem for verify, a server error for the API."""
+
+
+class UnknownEventTypeError(StoredEventError):
+    """A stored or submitted event has a type this version of run-ledger does not know."""
 
 
 class EventIdReusedError(ValidationError):

@@ -210,6 +210,8 @@ def validated_event(**stored: Unpack[StoredEvent]) -> EventModel:
         )
     try:
         data = upcast(event_type, stored["schema_version"], dict(payload))
+    except UnknownEventTypeError as exc:  # kept apart: its raw form can still be exported
+        raise UnknownEventTypeError(f"stored {event_type} {event_id}: {exc}") from exc
     except ValidationError as exc:
         raise StoredEventError(f"stored {event_type} {event_id}: {exc}") from exc
     data.update(

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 
+from sqlalchemy import text
+
 from ledger import Ledger
 from tests.service.support import SAMPLE, run
+from tests.support import drop_triggers
 
 
 def test_events_jsonl_can_be_appended_again_as_is(ledger: Ledger, db_url: str) -> None:
@@ -32,3 +35,25 @@ def test_events_filters_and_table(ledger: Ledger, db_url: str) -> None:
     table = run("events", "--db", db_url).stdout
     assert "RunTimedOut" in table
     assert "7 event(s)" in table
+
+
+def test_an_event_of_a_type_this_version_does_not_know_is_exported_raw(
+    ledger: Ledger, db_url: str
+) -> None:
+    """A type a newer run-ledger wrote (here: a row edited to one): ``ledger events`` exports
+    it as stored, as documented, instead of stopping there; an event that does not validate
+    stops the export, exit 1 (a problem in the ledger, not the caller's mistake)."""
+    run("append", str(SAMPLE), "--db", db_url)
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(text("UPDATE ledger_events SET type = 'RunPaused' WHERE position = 2"))
+    exported = run("events", "--format", "jsonl", "--db", db_url)
+    assert exported.exit_code == 0, exported.output
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert len(lines) == 7
+    assert lines[1]["type"] == "RunPaused"
+    with ledger.engine.begin() as conn:
+        conn.execute(text("UPDATE ledger_events SET payload = '[1]' WHERE position = 3"))
+    stopped = run("events", "--format", "jsonl", "--db", db_url)
+    assert stopped.exit_code == 1, stopped.output
+    assert "position 3" in stopped.output or "not a JSON object" in stopped.output
