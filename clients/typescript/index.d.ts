@@ -241,7 +241,8 @@ export declare class LedgerApiError extends LedgerError {
   readonly actualVersion?: number;
   readonly retryAfterMs: number | undefined;
   readonly attempts: number;
-  /** True for a 5xx, 429, 408 or a 409 write-conflict (the request may succeed later). */
+  /** True for a 5xx (but a 500 stored-event-unreadable), 429, 408 or a 409 write-conflict
+   * (the request may succeed later). */
   readonly retriable: boolean;
 }
 

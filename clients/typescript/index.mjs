@@ -105,13 +105,15 @@ export class LedgerApiError extends LedgerError {
 
   /** A 5xx, 429, 408 (the API cut a body that stalled on the way) or a 409 write-conflict
    * (another writer won a race for a key; the same events again are safe): the request may
-   * succeed later. Any other 4xx is the request's own fault (a version conflict included). */
+   * succeed later. Any other 4xx is the request's own fault (a version conflict included), and
+   * a 500 stored-event-unreadable is the ledger's history, which no retry changes. */
   get retriable() {
+    const type = String(this.type ?? '');
     return (
-      this.status >= 500 ||
+      (this.status >= 500 && !type.endsWith(':stored-event-unreadable')) ||
       this.status === 429 ||
       this.status === 408 ||
-      (this.status === 409 && String(this.type ?? '').endsWith(':write-conflict'))
+      (this.status === 409 && type.endsWith(':write-conflict'))
     );
   }
 }

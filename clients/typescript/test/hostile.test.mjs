@@ -565,3 +565,22 @@ test('pages() follows rel="next" on the same API and refuses a link to elsewhere
     ['/v1/runs/1/events', '/v1/runs/1/events?cursor=1', '/v1/runs/2/events'],
   );
 });
+
+test('a 500 stored-event-unreadable is not retried: no retry changes the ledger\'s history', async () => {
+  const server = await fake((req, res) => {
+    res.writeHead(500, { 'content-type': 'application/problem+json' });
+    res.end(JSON.stringify({
+      type: 'urn:run-ledger:problem:stored-event-unreadable',
+      title: 'Stored event unreadable',
+      status: 500,
+      detail: 'cannot project position 2',
+    }));
+  });
+  await assert.rejects(client(server.url, { retries: 3 }).get('/v1/runs/1?at_position=2'), (error) => {
+    assert.ok(error instanceof LedgerApiError);
+    assert.equal(error.status, 500);
+    assert.equal(error.retriable, false);
+    return true;
+  });
+  assert.equal(server.requests.length, 1);
+});
