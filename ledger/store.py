@@ -17,17 +17,18 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import Connection, Dialect, Engine, make_url, select, update
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from ledger import reads
 from ledger.appender import Appender, AppendRequest, LostBeforeWriting
 from ledger.batch_checks import batch_error, prepare_batch
 from ledger.clock import Clock, default_clock, utcnow
 from ledger.conflicts import CONFLICT_RETRY_BUDGET_S, MAX_CONFLICT_ATTEMPTS, conflict_pause
-from ledger.database import check_schema, create_ledger_engine
+from ledger.database import check_schema, create_ledger_engine, with_timeouts
 from ledger.dialects import (
     append_transaction,
+    is_mysql_backend,
     is_sqlite,
     server_clock,
     snapshot_transaction,
@@ -82,11 +83,31 @@ class Ledger:
 
     @classmethod
     def from_url(
-        cls, url: str, clock: Clock | None = None, *, create: bool = True, **engine_options: Any
+        cls,
+        url: str,
+        clock: Clock | None = None,
+        *,
+        create: bool = True,
+        wait_bound_s: int | None = None,
+        **engine_options: Any,
     ) -> Ledger:
         """The ledger at ``url``. ``create=False`` refuses a SQLite file that does not exist
-        (:class:`ledger.DatabaseNotFoundError`) rather than letting SQLite create it empty."""
-        return cls(create_ledger_engine(url, create=create, **engine_options), url, clock)
+        (:class:`ledger.DatabaseNotFoundError`) rather than letting SQLite create it empty.
+
+        ``wait_bound_s``: no wait on the database longer than that (MySQL's connect, read and
+        write timeouts and the pool's wait, a second less for a row lock; SQLite's busy
+        timeout), so a frozen server or a lock held elsewhere is an error in seconds, not a
+        caller held for the driver's 75 s: what a server answering requests wants. The
+        ledger is still named by ``url`` in messages, not by the URL with those timeouts."""
+        engine_url = url
+        if wait_bound_s is not None:
+            with suppress(ArgumentError, ValueError):  # create_ledger_engine says what is wrong
+                if is_mysql_backend(make_url(url).get_backend_name()):
+                    engine_url = with_timeouts(url, wait_bound_s)
+                    engine_options.setdefault("pool_timeout", wait_bound_s)
+                else:
+                    engine_options.setdefault("sqlite_busy_timeout_ms", wait_bound_s * 1000)
+        return cls(create_ledger_engine(engine_url, create=create, **engine_options), url, clock)
 
     def __repr__(self) -> str:
         return f"Ledger({mask_url(self.url)!r})"

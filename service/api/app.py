@@ -13,14 +13,10 @@ from fastapi import FastAPI, Query, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from connectors import Spool
 from forensics.verify import verify_all
 from ledger import Ledger
-from ledger.database import create_ledger_engine, with_timeouts
-from ledger.dialects import is_mysql_backend
 from service.api.access import Scopes, query_duration
 from service.api.auth import Caller, Tokens
 from service.api.events import add_event_routes
@@ -37,20 +33,10 @@ from service.metrics import LedgerCollector, collect_figures, scrape_url, status
 
 def _api_ledger(config: LedgerConfig) -> Ledger:
     """The API's ledger, its waits on the database bounded by ``[api] database_timeout``: a
-    frozen server (or a SQLite write lock held elsewhere) is a 503 in seconds, not a worker
-    thread held for the driver's 75 s (30 s)."""
+    frozen server (or a lock held elsewhere) is a 503 in seconds, not a worker thread held for
+    the driver's 75 s (SQLite's 30 s)."""
     seconds = max(1, int(config.api.database_timeout.total_seconds()))
-    url = config.database_url
-    try:
-        mysql = is_mysql_backend(make_url(url).get_backend_name())
-    except (ArgumentError, ValueError):
-        mysql = False  # Ledger.from_url refuses it, with the message the CLI gives
-    if mysql:
-        # The engine with the timeouts; the ledger named by the operator's URL, as the status,
-        # the proof report and the server's messages show it.
-        engine = create_ledger_engine(with_timeouts(url, seconds), pool_timeout=seconds)
-        return Ledger(engine, url)
-    return Ledger.from_url(url, sqlite_busy_timeout_ms=seconds * 1000)
+    return Ledger.from_url(config.database_url, wait_bound_s=seconds)
 
 
 def create_app(config: LedgerConfig) -> FastAPI:
