@@ -139,6 +139,7 @@ class RunContext:
         self.heartbeat_interval = heartbeat_interval
         self.max_error_details = max_error_details
         host, pid = socket.gethostname(), os.getpid()
+        self._pid = pid  # the process that records the run: a forked child may not
         self.actor = f"connector:{connector_name}@{host}:{pid}"
         self.metadata = {
             "host": host,
@@ -182,6 +183,7 @@ class RunContext:
         self.finish(exc)
 
     def start(self) -> int:
+        self._require_own_process()  # its actor and metadata name this process
         with self._lock:
             if self.result is not None or self._starting:
                 # A second start() opened a second run and left the first open, unseen, until
@@ -238,6 +240,7 @@ class RunContext:
         If the ledger and the spool both fail, nothing is lost: the pending counts stay, the
         error propagates, and a later ``finish`` (or the exit hook) tries again.
         """
+        self._require_own_process()
         with self._lock:
             result = self.result
             if result is None or result.status is not None or self._finishing:
@@ -323,7 +326,15 @@ class RunContext:
 
     # ------------------------------------------------------------------ internals
 
+    def _require_own_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise ValidationError(
+                f"this RunContext records a run of process {self._pid}: a forked child may not "
+                "report for it (make a RunContext of its own)"
+            )
+
     def _require_open(self) -> None:
+        self._require_own_process()
         if self.result is None or self.result.status is not None:
             raise ValidationError("the run is not open")
 
@@ -496,6 +507,16 @@ def _bounded(details: dict[str, Any]) -> dict[str, Any]:
     if len(text) > MAX_DETAILS_CHARS or json_depth(details) > MAX_DETAILS_DEPTH:
         return {"clipped": clip(text, MAX_DETAILS_CHARS, count_cut=True)}
     return details
+
+
+def _forget_runs_in_child() -> None:
+    """A forked child inherits the parent's open runs but not their heartbeat threads: its
+    exit hook closed the parent's run ("interpreter exit") while the parent went on, and the
+    parent's own RunFinished was then refused."""
+    RunContext._open.clear()
+
+
+os.register_at_fork(after_in_child=_forget_runs_in_child)
 
 
 @atexit.register

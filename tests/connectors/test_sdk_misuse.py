@@ -5,7 +5,10 @@ mistake, or recorded exactly; never a run left open, a busy loop or a count lost
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +18,8 @@ from ledger import Ledger, ValidationError
 from ledger.events import COUNTER_LIMIT
 from projections import Projector
 from tests.connectors.support import finished, run_events, totals
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -125,3 +130,44 @@ def test_a_finish_interrupted_after_its_commit_can_be_finished_again(
     types = [e.type for e in run_events(ledger, run.run_id)]
     assert types == ["RunStarted", "RunProgressed", "RunFinished"]
     assert totals(ledger, run.run_id)["records_fetched"] == 2
+
+
+def test_a_forked_child_neither_closes_nor_reports_for_the_parents_run(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    # The child inherited the open run without its heartbeat thread; its exit hook appended
+    # RunFinished failed ("interpreter exit") while the parent went on, whose own RunFinished
+    # the ledger then refused.
+    code = (
+        "import os, sys\n"
+        "from connectors import RunContext, Spool\n"
+        "from ledger import Ledger, ValidationError\n"
+        f"run = RunContext(Ledger.from_url({db_url!r}), 1, 'SOURCE_1', "
+        f"spool=Spool({str(tmp_path)!r}), progress_interval=0)\n"
+        "run.start()\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    try:\n"
+        "        run.progress(fetched=1)\n"
+        "    except ValidationError as exc:\n"
+        "        print('child refused:', exc, flush=True)\n"
+        "    sys.exit(0)  # a normal exit: the exit hooks run\n"
+        "os.waitpid(child, 0)\n"
+        "run.progress(fetched=2)\n"
+        "print('parent:', run.finish().status, run.run_id, flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("child refused: this RunContext records a run of process ")
+    status, run_id = lines[1].split()[1:]
+    assert status == "success"
+    assert [e.type for e in ledger.read_run(int(run_id))] == [
+        "RunStarted",
+        "RunProgressed",
+        "RunFinished",
+    ]
+    assert finished(ledger, int(run_id))["status"] == "success"
+    assert totals(ledger, int(run_id))["records_fetched"] == 2
