@@ -13,6 +13,7 @@ from typing import Any
 from connectors.base import Connector
 from connectors.records import RecordStore
 from connectors.sdk import RunContext
+from ledger.errors import ConfigurationError
 from ledger.text import clip
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -46,6 +47,10 @@ class CsvConnector(Connector):
         name: str | None = None,
     ) -> None:
         super().__init__(source_id, name=name)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigurationError(
+                f"batch_size: expected a whole number >= 1, got {batch_size!r}"
+            )
         self.path = Path(path)
         self.key = key
         self.batch_size = batch_size

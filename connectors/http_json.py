@@ -43,6 +43,10 @@ BODY_NEXT_PATHS = ("next", "next_page", "links.next")
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 PAGE_DEADLINE_S = 300.0
 _READ_CHUNK = 64 * 1024
+MAX_SECONDS = 86_400.0  # a timeout, backoff or deadline: a day at most
+MIN_TIMEOUT_S = 0.1
+MAX_RETRIES = 100
+MAX_RETRY_DELAY_S = 300.0  # the doubling backoff stops growing here
 
 
 class FetchError(RuntimeError):
@@ -240,6 +244,27 @@ def origin(url: str) -> tuple[str, str, int | None]:
     return (parts.scheme.lower(), (parts.hostname or "").lower(), port or default)
 
 
+def _whole(name: str, value: object, low: int, high: int | None = None) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        most = f" and at most {high:,}" if high is not None else ""
+        raise ConfigurationError(f"{name}: expected a whole number >= {low}{most}, got {value!r}")
+
+
+def _seconds(name: str, value: object, low: float) -> None:
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    # One chained comparison: nan fails it.
+    if number is None or not low <= number <= MAX_SECONDS:
+        raise ConfigurationError(
+            f"{name}: expected a finite number of seconds from {low:g} to {MAX_SECONDS:g}, "
+            f"got {value!r}"
+        )
+
+
 class HttpJsonConnector(Connector):
     name = "http-json"
     version = "1.0.0"
@@ -291,21 +316,15 @@ class HttpJsonConnector(Connector):
         self.backoff = backoff
         self.max_pages = max_pages
         self.single_page = single_page
-        if (
-            isinstance(max_page_bytes, bool)
-            or not isinstance(max_page_bytes, int)
-            or max_page_bytes < 1
-        ):
-            raise ConfigurationError(
-                f"max_page_bytes: expected a whole number >= 1, got {max_page_bytes!r}"
-            )
-        if isinstance(page_deadline, bool) or not (
-            isinstance(page_deadline, int | float) and 0 < page_deadline <= 86_400
-        ):
-            raise ConfigurationError(
-                f"page_deadline: expected a finite number of seconds > 0 and at most 86400, "
-                f"got {page_deadline!r}"
-            )
+        # Checked here, where a serve config's options arrive too (TOML has nan and inf): the
+        # CLI's ranges held for `ledger run` only, and `timeout = nan` or `backoff = 1e9` in a
+        # config failed every scheduled run with a ValueError, or slept for 31 years.
+        _whole("max_page_bytes", max_page_bytes, 1)
+        _whole("retries", retries, 0, MAX_RETRIES)
+        _whole("max_pages", max_pages, 1)
+        _seconds("timeout", timeout, MIN_TIMEOUT_S)
+        _seconds("backoff", backoff, 0.0)
+        _seconds("page_deadline", page_deadline, MIN_TIMEOUT_S)
         self.max_page_bytes = max_page_bytes
         self.page_deadline = page_deadline
         self._opener = urllib.request.build_opener(_SameOriginRedirects(url))
@@ -438,7 +457,7 @@ class HttpJsonConnector(Connector):
         last_error = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                delay = self.backoff * 2 ** (attempt - 1)
+                delay = min(self.backoff * 2 ** min(attempt - 1, 30), MAX_RETRY_DELAY_S)
                 log.warning(
                     "retrying %s in %.2fs (attempt %d): %s",
                     shown(url),

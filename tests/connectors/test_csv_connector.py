@@ -191,3 +191,23 @@ def test_a_csv_file_python_cannot_read_fails_the_run_naming_the_line(
         result, failure = connector.record(connector.context(ledger, spool=spool))
         assert result.status == "failed"
         assert str(failure) == f"{path}: {expected}"
+
+
+def test_a_batch_size_that_is_not_a_whole_number_is_refused_by_config_check(
+    tmp_path: Path,
+) -> None:
+    # `batch_size = "500"` passed `config check`, then every scheduled run failed with a
+    # TypeError comparing a count with text.
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        f'database_url = "sqlite:///{tmp_path / "l.db"}"\n'
+        "[[connectors]]\n"
+        'name = "stations"\n'
+        'type = "csv"\n'
+        "source_id = 3\n"
+        'schedule = { interval = "5m" }\n'
+        f'options = {{ path = "{SAMPLE_CSV}", batch_size = "500" }}\n'
+    )
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "batch_size: expected a whole number >= 1, got '500'" in result.output
