@@ -24,7 +24,7 @@ from typing import Any
 from ledger import EventModel, Ledger, LedgerError, StorageError, ValidationError, parse_event
 from ledger.clock import isoformat_utc, utcnow
 from ledger.mapper import canonical_json, event_to_wire
-from ledger.text import visible
+from ledger.text import clip, visible
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class Spool:
         try:
             # Parsed inside the try: an event spooled by an earlier release that today's rules
             # refuse (a name, say) is set aside as rejected, not left blocking those behind it.
-            events = [parse_event(json.loads(body)) for _, _, _, _, body, _ in rows]
+            events = [_parsed(body) for _, _, _, _, body, _ in rows]
             result = ledger.append(events)
         except StorageError:
             raise
@@ -266,7 +266,7 @@ class Spool:
         delivered = duplicates = rejected = 0
         for seq, event_id, run_id, event_type, body, spooled_at in rows:
             try:
-                result = ledger.append([parse_event(json.loads(body))])
+                result = ledger.append([_parsed(body)])
             except StorageError:
                 raise
             except LedgerError as exc:
@@ -296,3 +296,15 @@ class Spool:
                 duplicates += result.duplicates
             conn.execute("DELETE FROM spooled WHERE seq = ?", (seq,))
         return delivered, duplicates, rejected
+
+
+def _parsed(body: str) -> EventModel:
+    """A spooled row's event. A body that is not JSON (a row damaged on disk, edited by hand)
+    raised JSONDecodeError out of every flush, so nothing behind it was ever delivered, and out
+    of every RunContext on the host, which flushes before it appends: now it is refused like
+    an event the ledger refuses, and set aside in ``rejected`` with the reason."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError(f"the spooled body is not JSON ({clip(str(exc), 200)})") from None
+    return parse_event(document)
