@@ -5,7 +5,14 @@ from connectors.csv_connector import SAMPLE_CSV, SAMPLE_JSONL, CsvConnector
 from connectors.http_json import FetchError, HttpJsonConnector
 from connectors.records import RecordStore, UpsertCounts
 from connectors.sdk import RunContext, RunNotStartedError, RunOutcome, RunResult
-from connectors.spool import FlushResult, Spool, SpoolBacklog, SpoolError, SpoolStatus
+from connectors.spool import (
+    FlushResult,
+    Spool,
+    SpoolAccessError,
+    SpoolBacklog,
+    SpoolError,
+    SpoolStatus,
+)
 
 __all__ = [
     "SAMPLE_CSV",
@@ -21,6 +28,7 @@ __all__ = [
     "RunOutcome",
     "RunResult",
     "Spool",
+    "SpoolAccessError",
     "SpoolBacklog",
     "SpoolError",
     "SpoolStatus",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 from connectors.base import Connector
 from connectors.records import RecordStore
 from connectors.sdk import RunContext
+from ledger.errors import ConfigurationError
+from ledger.text import clip
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 SAMPLE_CSV = SAMPLES / "records.csv"
@@ -44,6 +47,10 @@ class CsvConnector(Connector):
         name: str | None = None,
     ) -> None:
         super().__init__(source_id, name=name)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigurationError(
+                f"batch_size: expected a whole number >= 1, got {batch_size!r}"
+            )
         self.path = Path(path)
         self.key = key
         self.batch_size = batch_size
@@ -84,36 +91,75 @@ class CsvConnector(Connector):
             yield batch
 
     def _csv_rows(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-        with self.path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None:
-                return
-            if self.key not in reader.fieldnames:
+        with self.path.open("rb") as handle:
+            read = [0]  # physical lines handed to the parser: the line an error is on
+            reader = csv.DictReader(self._decoded(handle, read))
+            try:
+                yield from self._csv_records(reader)
+            except csv.Error as exc:
+                # A field over the csv module's limit (131,072 characters): it named neither
+                # the file nor the line.
+                raise ValueError(f"{self.path}: line {read[0]}: {exc}") from exc
+
+    def _decoded(self, handle: Iterable[bytes], read: list[int]) -> Iterator[str]:
+        """The file's lines as text, endings kept (the csv module's ``newline=""``). Decoded
+        line by line: a byte that is not UTF-8 names its line, not a position in a buffer."""
+        for number, raw in enumerate(handle, start=1):
+            read[0] = number
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
                 raise ValueError(
-                    f"{self.path}: no {self.key!r} column in the header "
-                    f"({', '.join(reader.fieldnames)})"
-                )
-            width = len(reader.fieldnames)
-            for row in reader:
-                line = reader.line_num
-                if None in row or any(value is None for value in row.values()):
-                    extra = len(row.get(None) or [])
-                    got = width + extra if extra else sum(v is not None for v in row.values())
-                    yield line, None, f"expected {width} fields, got {got}"
-                elif not row[self.key].strip():
-                    yield line, None, f"empty key {self.key!r}"
-                else:
-                    yield line, dict(row), None
+                    f"{self.path}: line {number} is not UTF-8 (byte {exc.start + 1} of the "
+                    "line): save the file as UTF-8"
+                ) from None
+
+    def _csv_records(
+        self, reader: csv.DictReader[str]
+    ) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+        if reader.fieldnames is None:
+            return
+        if self.key not in reader.fieldnames:
+            raise ValueError(
+                f"{self.path}: no {self.key!r} column in the header "
+                f"({', '.join(reader.fieldnames)})"
+            )
+        width = len(reader.fieldnames)
+        for row in reader:
+            line = reader.line_num
+            if None in row or any(value is None for value in row.values()):
+                extra = len(row.get(None) or [])
+                got = width + extra if extra else sum(v is not None for v in row.values())
+                yield line, None, f"expected {width} fields, got {got}"
+            elif not row[self.key].strip():
+                yield line, None, f"empty key {self.key!r}"
+            else:
+                yield line, dict(row), None
 
     def _json_lines(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-        with self.path.open(encoding="utf-8-sig") as handle:
-            for line, text in enumerate(handle, start=1):
+        with self.path.open("rb") as handle:
+            for line, raw in enumerate(handle, start=1):
+                if line == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8) :]
+                # Each line on its own, like an invalid one: a Latin-1 byte, a 5,000-digit
+                # number or 100,000 nested lists failed the whole run (a UnicodeDecodeError,
+                # ValueError or RecursionError naming no line).
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield line, None, f"not UTF-8 (byte {exc.start + 1} of the line)"
+                    continue
                 if not text.strip():
                     continue
                 try:
                     record = json.loads(text)
                 except json.JSONDecodeError as exc:
                     yield line, None, f"not valid JSON ({exc.msg})"
+                    continue
+                except (ValueError, RecursionError) as exc:
+                    yield line, None, f"not valid JSON ({clip(str(exc), 120)})"
                     continue
                 if not isinstance(record, dict):
                     yield line, None, f"expected a JSON object, got {type(record).__name__}"

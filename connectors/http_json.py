@@ -8,11 +8,14 @@ header (RFC 8288), and refuses, before storing anything, a page that carries a t
 page of a paginated API and reporting ``success`` would be silently wrong data. A next URL
 seen before (a loop), on another host or not http(s) fails the run, naming it. Connection
 errors, timeouts, 429 and 5xx are retried with exponential backoff; anything else, or a page
-that still fails after the retries, fails the run.
+that still fails after the retries, fails the run. A redirect is followed only on the first
+URL's scheme, host and port; a page over ``max_page_bytes`` (64 MiB) or still arriving after
+``page_deadline`` (300 s) fails the run, as does a body that is not UTF-8 JSON.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import time
@@ -34,6 +37,16 @@ log = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Where common APIs put the next page's URL in the body (checked only when no paging is set).
 BODY_NEXT_PATHS = ("next", "next_page", "links.next")
+# A page larger than this, or still arriving after this long, fails the run: a server that
+# sends an endless or a dribbling body would otherwise fill the memory, or hold the run (and
+# serve's job for this connector, one instance at a time) forever, alive by its heartbeats.
+MAX_PAGE_BYTES = 64 * 1024 * 1024
+PAGE_DEADLINE_S = 300.0
+_READ_CHUNK = 64 * 1024
+MAX_SECONDS = 86_400.0  # a timeout, backoff or deadline: a day at most
+MIN_TIMEOUT_S = 0.1
+MAX_RETRIES = 100
+MAX_RETRY_DELAY_S = 300.0  # the doubling backoff stops growing here
 
 
 class FetchError(RuntimeError):
@@ -231,6 +244,27 @@ def origin(url: str) -> tuple[str, str, int | None]:
     return (parts.scheme.lower(), (parts.hostname or "").lower(), port or default)
 
 
+def _whole(name: str, value: object, low: int, high: int | None = None) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        most = f" and at most {high:,}" if high is not None else ""
+        raise ConfigurationError(f"{name}: expected a whole number >= {low}{most}, got {value!r}")
+
+
+def _seconds(name: str, value: object, low: float) -> None:
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    # One chained comparison: nan fails it.
+    if number is None or not low <= number <= MAX_SECONDS:
+        raise ConfigurationError(
+            f"{name}: expected a finite number of seconds from {low:g} to {MAX_SECONDS:g}, "
+            f"got {value!r}"
+        )
+
+
 class HttpJsonConnector(Connector):
     name = "http-json"
     version = "1.0.0"
@@ -249,6 +283,8 @@ class HttpJsonConnector(Connector):
         backoff: float = 0.5,
         max_pages: int = 100_000,
         single_page: bool = False,
+        max_page_bytes: int = MAX_PAGE_BYTES,
+        page_deadline: float = PAGE_DEADLINE_S,
         *,
         name: str | None = None,
     ) -> None:
@@ -280,6 +316,18 @@ class HttpJsonConnector(Connector):
         self.backoff = backoff
         self.max_pages = max_pages
         self.single_page = single_page
+        # Checked here, where a serve config's options arrive too (TOML has nan and inf): the
+        # CLI's ranges held for `ledger run` only, and `timeout = nan` or `backoff = 1e9` in a
+        # config failed every scheduled run with a ValueError, or slept for 31 years.
+        _whole("max_page_bytes", max_page_bytes, 1)
+        _whole("retries", retries, 0, MAX_RETRIES)
+        _whole("max_pages", max_pages, 1)
+        _seconds("timeout", timeout, MIN_TIMEOUT_S)
+        _seconds("backoff", backoff, 0.0)
+        _seconds("page_deadline", page_deadline, MIN_TIMEOUT_S)
+        self.max_page_bytes = max_page_bytes
+        self.page_deadline = page_deadline
+        self._opener = urllib.request.build_opener(_SameOriginRedirects(url))
 
     def _key_problem(self, record: object) -> str:
         """Why a record has no key: none at all names the fields it has, so that a --key the
@@ -409,7 +457,7 @@ class HttpJsonConnector(Connector):
         last_error = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                delay = self.backoff * 2 ** (attempt - 1)
+                delay = min(self.backoff * 2 ** min(attempt - 1, 30), MAX_RETRY_DELAY_S)
                 log.warning(
                     "retrying %s in %.2fs (attempt %d): %s",
                     shown(url),
@@ -419,20 +467,89 @@ class HttpJsonConnector(Connector):
                 )
                 time.sleep(delay)
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                    document = json.loads(response.read().decode("utf-8"))
+                with self._opener.open(request, timeout=self.timeout) as response:
+                    body = self._read_body(response, url)
                     headers: Message = response.headers
                     link_next = link_header_next(headers.get_all("Link") or [], url)
-                    return Page(url, document, link_next)
             except urllib.error.HTTPError as exc:
                 if exc.code not in RETRYABLE_STATUS:
                     raise FetchError(f"{shown(url)}: HTTP {exc.code} {exc.reason}") from exc
                 last_error = f"HTTP {exc.code}"
+                continue
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 last_error = str(getattr(exc, "reason", exc))
-            except json.JSONDecodeError as exc:
-                raise FetchError(f"{shown(url)}: the response is not JSON ({exc.msg})") from exc
+                continue
+            except http.client.HTTPException as exc:  # a body cut short, a garbled status line
+                last_error = f"{type(exc).__name__}: {clip(str(exc), 200)}"
+                continue
+            return Page(url, self._parse(body, url), link_next)
         if self.retries == 0:
             raise FetchError(f"{shown(url)}: {last_error} (not retried: retries is 0)")
         retries = "1 retry" if self.retries == 1 else f"{self.retries} retries"
         raise FetchError(f"{shown(url)}: still failing after {retries} ({last_error})")
+
+    def _read_body(self, response: http.client.HTTPResponse, url: str) -> bytes:
+        """The body, refused past ``max_page_bytes`` or ``page_deadline`` seconds: the socket
+        timeout bounds each read, not a body sent a byte at a time, nor one without end."""
+        deadline = time.monotonic() + self.page_deadline
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := response.read1(_READ_CHUNK):
+            size += len(chunk)
+            if size > self.max_page_bytes:
+                raise FetchError(
+                    f"{shown(url)}: the response is larger than {self.max_page_bytes:,} bytes: "
+                    "refused (max_page_bytes)"
+                )
+            if time.monotonic() > deadline:
+                raise FetchError(
+                    f"{shown(url)}: the response was still arriving after "
+                    f"{self.page_deadline:g}s ({size:,} bytes): refused (page_deadline)"
+                )
+            chunks.append(chunk)
+        if response.length:  # read1 ends quietly where the connection did, not the body
+            raise http.client.IncompleteRead(b"".join(chunks), response.length)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _parse(body: bytes, url: str) -> Any:
+        """The page's JSON. Invalid UTF-8, a 5,000-digit number or 100,000 nested lists are
+        "not JSON" naming the URL, not a UnicodeDecodeError or RecursionError traceback."""
+        try:
+            return json.loads(body.decode("utf-8-sig"))
+        except json.JSONDecodeError as exc:
+            raise FetchError(f"{shown(url)}: the response is not JSON ({exc.msg})") from exc
+        except UnicodeDecodeError as exc:
+            raise FetchError(
+                f"{shown(url)}: the response is not JSON (not UTF-8 at byte {exc.start})"
+            ) from exc
+        except (ValueError, RecursionError) as exc:
+            raise FetchError(
+                f"{shown(url)}: the response is not JSON this connector can read "
+                f"({clip(str(exc), 120)})"
+            ) from exc
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects only within the first URL's scheme, host and port: the rule for next links.
+    urllib followed any redirect (another host, an internal address, even ftp://), a way
+    around the origin check and a way to send the URL's query, a token in it, elsewhere."""
+
+    def __init__(self, first_url: str) -> None:
+        self.first_url = first_url
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if origin(newurl) != origin(self.first_url):
+            raise FetchError(
+                f"{shown(req.full_url)}: HTTP {code} redirects to {clip_link(newurl)}, not on "
+                f"{shown(self.first_url)}'s scheme, host and port: refused"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)

@@ -68,6 +68,7 @@ MAX_DETAILS_DEPTH = MAX_JSON_DEPTH - 3
 MAX_TRACEBACK_CHARS = 64_000
 # How long finish() waits for a heartbeat in flight (bounded by the driver's timeouts).
 HEARTBEAT_JOIN_TIMEOUT = 90.0
+MAX_INTERVAL_SECONDS = 86_400.0  # progress and heartbeat intervals: a day at most
 
 # progress() keyword -> RunProgressed field
 PROGRESS_FIELDS: dict[str, str] = {
@@ -116,10 +117,15 @@ class RunContext:
         heartbeat_interval: float = 60.0,
         max_error_details: int = 100,
     ) -> None:
-        if progress_interval < 0 or heartbeat_interval <= 0 or max_error_details < 0:
+        _check_seconds("progress_interval", progress_interval, allow_zero=True)
+        _check_seconds("heartbeat_interval", heartbeat_interval, allow_zero=False)
+        if (
+            not isinstance(max_error_details, int)
+            or isinstance(max_error_details, bool)
+            or max_error_details < 0
+        ):
             raise ValidationError(
-                "progress_interval >= 0, heartbeat_interval > 0 and "
-                "max_error_details >= 0 are required"
+                f"max_error_details={max_error_details!r}: a whole number >= 0 is required"
             )
         # Refused here, as a LedgerError naming the field, not later as pydantic's error.
         problem = name_problem(connector_name) if isinstance(connector_name, str) else None
@@ -133,6 +139,7 @@ class RunContext:
         self.heartbeat_interval = heartbeat_interval
         self.max_error_details = max_error_details
         host, pid = socket.gethostname(), os.getpid()
+        self._pid = pid  # the process that records the run: a forked child may not
         self.actor = f"connector:{connector_name}@{host}:{pid}"
         self.metadata = {
             "host": host,
@@ -149,6 +156,11 @@ class RunContext:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._finishing = False
+        self._starting = False
+        # Events built but not known to be stored (an append cut by KeyboardInterrupt may have
+        # committed): sent again with the same event_id (I3), never rebuilt with a new one, or
+        # an interrupted append's counts would be counted twice.
+        self._unsent: list[EventModel] = []
 
     @property
     def run_id(self) -> int:
@@ -171,6 +183,23 @@ class RunContext:
         self.finish(exc)
 
     def start(self) -> int:
+        self._require_own_process()  # its actor and metadata name this process
+        with self._lock:
+            if self.result is not None or self._starting:
+                # A second start() opened a second run and left the first open, unseen, until
+                # the sweeper timed it out.
+                what = f"run {self.result.run_id}" if self.result is not None else "a run"
+                raise ValidationError(
+                    f"this RunContext already started {what}: a RunContext records one run, "
+                    "make a new one for the next"
+                )
+            self._starting = True
+        try:
+            return self._start()
+        finally:
+            self._starting = False
+
+    def _start(self) -> int:
         started = RunStarted(
             source_id=self.source_id,
             connector_name=self.connector_name,
@@ -211,6 +240,7 @@ class RunContext:
         If the ledger and the spool both fail, nothing is lost: the pending counts stay, the
         error propagates, and a later ``finish`` (or the exit hook) tries again.
         """
+        self._require_own_process()
         with self._lock:
             result = self.result
             if result is None or result.status is not None or self._finishing:
@@ -221,10 +251,12 @@ class RunContext:
             if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
                 self._heartbeat.join(timeout=HEARTBEAT_JOIN_TIMEOUT)
             with self._lock:
-                remainder = self._pending_event()  # first, so its occurred_at comes first
-                finished = self._terminal_event(exc)
-                self._send([*([remainder] if remainder else []), finished])
-                self._clear_pending()
+                self._take_pending()  # first, so its occurred_at comes first
+                finished = next((e for e in self._unsent if isinstance(e, RunFinished)), None)
+                if finished is None:  # a finish() cut short already decided the outcome
+                    finished = self._terminal_event(exc)
+                    self._unsent.append(finished)
+                self._send_unsent()
                 result.status = finished.status
                 result.error_message = finished.error_message
         finally:
@@ -263,6 +295,13 @@ class RunContext:
                 ) from None
         with self._lock:
             self._require_open()
+            if any(
+                self._pending[PROGRESS_FIELDS[name]] + value >= COUNTER_LIMIT
+                for name, value in deltas.items()
+            ):
+                # One RunProgressed holds a count below COUNTER_LIMIT: summed past it, the
+                # pending counts could never be sent and the run never finished.
+                self._take_pending()
             for name, value in deltas.items():
                 field_name = PROGRESS_FIELDS[name]
                 self._pending[field_name] += value
@@ -287,7 +326,15 @@ class RunContext:
 
     # ------------------------------------------------------------------ internals
 
+    def _require_own_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise ValidationError(
+                f"this RunContext records a run of process {self._pid}: a forked child may not "
+                "report for it (make a RunContext of its own)"
+            )
+
     def _require_open(self) -> None:
+        self._require_own_process()
         if self.result is None or self.result.status is not None:
             raise ValidationError("the run is not open")
 
@@ -296,18 +343,26 @@ class RunContext:
             return None
         return RunProgressed(run_id=self.run_id, actor=self.actor, **self._pending)
 
-    def _clear_pending(self) -> None:
-        """Only once the pending counts are in the ledger or the spool."""
-        self._pending = dict.fromkeys(COUNTER_FIELDS, 0)
+    def _take_pending(self) -> None:
+        """Move the pending counts into an event to send; it stays in ``_unsent`` until it is
+        in the ledger or the spool."""
+        event = self._pending_event()
+        if event is not None:
+            self._unsent.append(event)
+            self._pending = dict.fromkeys(COUNTER_FIELDS, 0)
+
+    def _send_unsent(self) -> None:
+        if self._unsent:
+            self._send(list(self._unsent))
+            self._unsent.clear()
 
     def _emit_pending(self, heartbeat_if_empty: bool) -> None:
-        event = self._pending_event()
-        if event is None:
+        self._take_pending()
+        if not self._unsent:
             if not heartbeat_if_empty:
                 return
-            event = RunProgressed(run_id=self.run_id, actor=self.actor)
-        self._send([event])
-        self._clear_pending()
+            self._unsent.append(RunProgressed(run_id=self.run_id, actor=self.actor))
+        self._send_unsent()
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_interval):
@@ -400,6 +455,24 @@ class RunContext:
         )
 
 
+def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
+    """A finite number of seconds up to a day: ``nan`` passes every comparison and, as a wait,
+    returns at once (heartbeats as fast as the ledger takes them); ``inf`` as a wait is an
+    OverflowError that kills the heartbeat thread, and the run is then timed out while alive."""
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    # Written as one chained comparison: every comparison with nan is false.
+    if (
+        number is None
+        or not 0 <= number <= MAX_INTERVAL_SECONDS
+        or (number == 0 and not allow_zero)
+    ):
+        low = ">= 0" if allow_zero else "> 0"
+        raise ValidationError(
+            f"{name}={value!r}: a finite number of seconds {low} and at most "
+            f"{MAX_INTERVAL_SECONDS:g} is required"
+        )
+
+
 def describe_failure(exc: BaseException) -> str:
     """What ended a run, as a person reads it: ``stopped by SIGTERM`` and ``interrupted by
     Ctrl-C`` rather than ``SystemExit: 143`` and ``KeyboardInterrupt: ``."""
@@ -434,6 +507,16 @@ def _bounded(details: dict[str, Any]) -> dict[str, Any]:
     if len(text) > MAX_DETAILS_CHARS or json_depth(details) > MAX_DETAILS_DEPTH:
         return {"clipped": clip(text, MAX_DETAILS_CHARS, count_cut=True)}
     return details
+
+
+def _forget_runs_in_child() -> None:
+    """A forked child inherits the parent's open runs but not their heartbeat threads: its
+    exit hook closed the parent's run ("interpreter exit") while the parent went on, and the
+    parent's own RunFinished was then refused."""
+    RunContext._open.clear()
+
+
+os.register_at_fork(after_in_child=_forget_runs_in_child)
 
 
 @atexit.register

@@ -24,7 +24,7 @@ from typing import Any
 from ledger import EventModel, Ledger, LedgerError, StorageError, ValidationError, parse_event
 from ledger.clock import isoformat_utc, utcnow
 from ledger.mapper import canonical_json, event_to_wire
-from ledger.text import visible
+from ledger.text import clip, visible
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,15 @@ class SpoolError(StorageError):
     ledger's fault, which may well be reachable."""
 
 
+class SpoolAccessError(SpoolError):
+    """The spool folder or file is one this user may not open (the environment's failure,
+    exit 3 in the CLI, like a SQLite ledger file it may not open)."""
+
+
+# SQLite's words for a file the process may not open or write (EACCES, EROFS).
+_ACCESS_WORDS = ("unable to open database file", "readonly database")
+
+
 def spool_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(explicit or os.environ.get(SPOOL_DIR_ENV) or DEFAULT_SPOOL_DIR)
 
@@ -106,7 +115,11 @@ class Spool:
 
     def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
         self.folder = spool_dir(folder)
-        if self.folder.exists() and not self.folder.is_dir():
+        try:
+            not_a_folder = self.folder.exists() and not self.folder.is_dir()
+        except OSError as exc:  # a parent this user may not enter
+            raise SpoolAccessError(f"spool folder {self.folder}: {exc.strerror or exc}") from exc
+        if not_a_folder:
             raise ValidationError(f"spool folder {self.folder} exists and is not a folder")
         self.path = self.folder / SPOOL_FILE
         self._ready = False
@@ -114,13 +127,25 @@ class Spool:
     def __repr__(self) -> str:
         return f"Spool({str(self.path)!r})"
 
+    def _exists(self) -> bool:
+        """Whether the spool file is there. A folder this user may not enter made
+        ``Path.exists`` raise PermissionError: a traceback from every spool command, and
+        ``ledger run`` or serve's jobs did not start a run against a reachable ledger."""
+        try:
+            return self.path.exists()
+        except OSError as exc:
+            raise SpoolAccessError(f"spool {self.path}: {exc.strerror or exc}") from exc
+
     @contextmanager
     def _connect(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
         try:
             with self._open(immediate) as conn:
                 yield conn
-        except (sqlite3.Error, OSError) as exc:
-            raise SpoolError(f"spool {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise SpoolAccessError(f"spool {self.path}: {exc.strerror or exc}") from exc
+        except sqlite3.Error as exc:
+            kind = SpoolAccessError if any(w in str(exc) for w in _ACCESS_WORDS) else SpoolError
+            raise kind(f"spool {self.path}: {exc}") from exc
 
     @contextmanager
     def _open(self, immediate: bool) -> Iterator[sqlite3.Connection]:
@@ -155,13 +180,13 @@ class Spool:
         log.warning("spooled %d event(s) to %s", len(events), self.path)
 
     def has_pending(self) -> bool:
-        if not self.path.exists():
+        if not self._exists():
             return False
         with self._connect() as conn:
             return conn.execute("SELECT 1 FROM spooled LIMIT 1").fetchone() is not None
 
     def status(self) -> SpoolStatus:
-        if not self.path.exists():  # nothing was ever spooled here: do not create the folder
+        if not self._exists():  # nothing was ever spooled here: do not create the folder
             return SpoolStatus(str(self.path), 0, [], None, 0, exists=False)
         with self._connect() as conn:
             pending, oldest = conn.execute(
@@ -174,7 +199,7 @@ class Spool:
         return SpoolStatus(str(self.path), pending, runs, oldest, rejected)
 
     def rejected(self) -> list[dict[str, object]]:
-        if not self.path.exists():
+        if not self._exists():
             return []
         with self._connect() as conn:
             rows = conn.execute(
@@ -190,7 +215,7 @@ class Spool:
         """Deliver the backlog in spool order. Raises :class:`StorageError` only if the ledger
         is unreachable before anything could be delivered; otherwise reports what remains."""
         delivered = duplicates = rejected = 0
-        if not self.path.exists():
+        if not self._exists():
             return FlushResult(0, 0, 0, 0)
         with self._connect(immediate=True) as conn:  # one flusher at a time; puts wait
             rows = conn.execute(
@@ -225,7 +250,7 @@ class Spool:
         try:
             # Parsed inside the try: an event spooled by an earlier release that today's rules
             # refuse (a name, say) is set aside as rejected, not left blocking those behind it.
-            events = [parse_event(json.loads(body)) for _, _, _, _, body, _ in rows]
+            events = [_parsed(body) for _, _, _, _, body, _ in rows]
             result = ledger.append(events)
         except StorageError:
             raise
@@ -241,7 +266,7 @@ class Spool:
         delivered = duplicates = rejected = 0
         for seq, event_id, run_id, event_type, body, spooled_at in rows:
             try:
-                result = ledger.append([parse_event(json.loads(body))])
+                result = ledger.append([_parsed(body)])
             except StorageError:
                 raise
             except LedgerError as exc:
@@ -271,3 +296,15 @@ class Spool:
                 duplicates += result.duplicates
             conn.execute("DELETE FROM spooled WHERE seq = ?", (seq,))
         return delivered, duplicates, rejected
+
+
+def _parsed(body: str) -> EventModel:
+    """A spooled row's event. A body that is not JSON (a row damaged on disk, edited by hand)
+    raised JSONDecodeError out of every flush, so nothing behind it was ever delivered, and out
+    of every RunContext on the host, which flushes before it appends: now it is refused like
+    an event the ledger refuses, and set aside in ``rejected`` with the reason."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError(f"the spooled body is not JSON ({clip(str(exc), 200)})") from None
+    return parse_event(document)

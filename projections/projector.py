@@ -63,6 +63,9 @@ MAX_BATCH_PAYLOAD_BYTES = 16 * 1024 * 1024
 MAX_ERROR_DETAIL_CHARS = 500
 
 
+MAX_FOLLOW_INTERVAL_S = 86_400.0
+
+
 class PoisonBackoff:
     """The pause before retrying an event the projection could not apply: ``first`` seconds,
     doubling at each failure up to ``maximum``, back to ``first`` after a success."""
@@ -253,6 +256,15 @@ class Projector:
         to :data:`MAX_POISON_BACKOFF_S`: nothing after it is applied, and once an operator skips
         it (or an upcaster is deployed) the projector goes on by itself.
         """
+        # One chained comparison: nan fails it (as a wait it returns at once: a busy loop on
+        # the database), and inf as a wait is an OverflowError.
+        if isinstance(interval, bool) or not (
+            isinstance(interval, int | float) and 0 < interval <= MAX_FOLLOW_INTERVAL_S
+        ):
+            raise ValidationError(
+                f"interval={interval!r}: a finite number of seconds > 0 and at most "
+                f"{MAX_FOLLOW_INTERVAL_S:g} is required"
+            )
         backoff = PoisonBackoff(interval)
         outage = Outage("projector", log)
         while not stop.is_set():

@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from connectors import Spool
+from connectors import Spool, SpoolError
 from ledger import Ledger, StorageError, Thresholds, stuck_runs
 from ledger.clock import isoformat_utc
 from ledger.database import with_timeouts
@@ -181,6 +181,7 @@ class StatusReport:
     spool_path: Path
     database: str
     spool_exists: bool = True  # False: no spool file there (nothing was ever spooled, a typo)
+    spool_error: str | None = None  # the spool file could not be read (the backlog shows 0)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON. The projection error's time and each skip's time are written
@@ -200,6 +201,7 @@ class StatusReport:
             "spool_backlog": figures.spool_backlog,
             "spool_path": str(self.spool_path),
             "spool_exists": self.spool_exists,
+            "spool_error": self.spool_error,
             "projections": [
                 {
                     "name": p.name,
@@ -231,8 +233,16 @@ def status_report(
     thresholds = config.thresholds.to_thresholds() if config else Thresholds()
     spool = Spool(spool_dir or (config.spool.dir if config else None))
     status = ledger_status(ledger)
+    # An unreadable or corrupted spool failed the whole command: the operator saw nothing of
+    # the ledger on the day the spool needed looking at. It is shown beside the rest.
+    spool_error: str | None = None
+    readable: Spool | None = spool
+    try:
+        spool_exists = spool.status().exists
+    except SpoolError as exc:
+        spool_error, readable, spool_exists = str(exc), None, True
     figures = collect_figures(
-        ledger, thresholds, config.overrides() if config else None, spool, status=status
+        ledger, thresholds, config.overrides() if config else None, readable, status=status
     )
     return StatusReport(
         status,
@@ -240,5 +250,6 @@ def status_report(
         thresholds.stale_after,
         spool.path,
         mask_url(ledger.url),
-        spool_exists=spool.path.exists(),
+        spool_exists=spool_exists,
+        spool_error=spool_error,
     )

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from connectors.spool import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV
+from connectors.spool import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV, SpoolAccessError
 from ledger import (
     AccessDeniedError,
     ConcurrencyError,
@@ -146,7 +146,9 @@ def exit_code_for(error: LedgerError) -> int:
         return EXIT_PROBLEM
     if isinstance(error, _CALLERS_MISTAKES):
         return EXIT_USAGE
-    if isinstance(error, DatabaseUnreachableError | AccessDeniedError):
+    if isinstance(error, DatabaseUnreachableError | AccessDeniedError | SpoolAccessError):
+        # A spool folder or file this user may not open, like a SQLite ledger file: it was a
+        # PermissionError traceback, exit 1.
         return EXIT_ENVIRONMENT
     if isinstance(error, StorageError) and isinstance(error.__cause__, StorageError):
         # A storage error raised from another (the SDK's "run not started: the ledger is

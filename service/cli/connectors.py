@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from connectors import SAMPLE_CSV, Connector, CsvConnector, HttpJsonConnector, Spool
+from connectors.http_json import MAX_RETRIES
 from service.cli.common import (
     EXIT_PROBLEM,
     BadInput,
@@ -99,7 +100,7 @@ def run_csv(path: Path, key: str, **options: Any) -> None:
 @seconds_option("--timeout", 0.1, 10.0, "Seconds to wait for each HTTP response.")
 @click.option(
     "--retries",
-    type=Integer(min=0),
+    type=Integer(min=0, max=MAX_RETRIES),
     default=3,
     show_default=True,
     help="Retries of a page after a network error, a timeout, 429 or 5xx, before the run fails.",

@@ -377,7 +377,9 @@ def status(
         "runs:       "
         + ", ".join(f"{count} {name}" for name, count in figures.runs_by_status.items())
     )
-    if report.spool_exists:
+    if report.spool_error is not None:
+        echo(f"spool:      UNREADABLE: {cell(report.spool_error)}")
+    elif report.spool_exists:
         echo(f"spool:      {figures.spool_backlog} event(s) waiting in {report.spool_path}")
     else:  # as `ledger spool status` says it: not an empty backlog, no spool at all
         echo(f"spool:      none at {report.spool_path} (nothing was ever spooled there)")

@@ -143,3 +143,71 @@ def test_record_keys_are_case_sensitive_on_both_databases(ledger: Ledger, tmp_pa
         2,
         1,
     )
+
+
+def test_json_lines_that_python_cannot_read_are_errors_of_their_line(
+    ledger: Ledger, spool: Spool, tmp_path: Path
+) -> None:
+    # A Latin-1 byte, a 5,000-digit number, 100,000 nested lists: each failed the whole run
+    # with a UnicodeDecodeError, ValueError or RecursionError naming no line, where an invalid
+    # line is an error of that line and the run goes on.
+    path = tmp_path / "odd.jsonl"
+    path.write_bytes(
+        b'\xef\xbb\xbf{"id": "a"}\r\n'
+        + b'{"id": "caf\xe9"}\n'
+        + b'{"id": 1'
+        + b"0" * 5000
+        + b"}\n"
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b'\n{"id": "b"}\n'
+    )
+    result = CsvConnector(1, path).run(ledger, spool=spool)
+    assert (result.status, result.totals["records_created"], result.error_count) == (
+        "partial",
+        2,
+        3,
+    )
+    messages = [e["message"] for e in finished(ledger, result.run_id)["error_details"]["errors"]]
+    assert messages[0] == "line 2: not UTF-8 (byte 12 of the line)"
+    assert messages[1].startswith("line 3: not valid JSON (Exceeds the limit")
+    assert messages[2].startswith("line 4: not valid JSON (maximum recursion depth")
+
+
+def test_a_csv_file_python_cannot_read_fails_the_run_naming_the_line(
+    ledger: Ledger, spool: Spool, tmp_path: Path
+) -> None:
+    # It said "UnicodeDecodeError: … in position 8197" (a position in a read buffer) or
+    # "Error: field larger than field limit (131072)", naming neither file nor line.
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(b"id,v\r\n" + b"1,ok\r\n" * 2000 + b"2,caf\xe9\r\n")
+    huge = tmp_path / "huge.csv"
+    huge.write_bytes(b"\xef\xbb\xbfid,v\n1,ok\n2," + b"x" * 200_000 + b"\n")
+    for path, expected in [
+        (latin1, "line 2002 is not UTF-8 (byte 6 of the line): save the file as UTF-8"),
+        (huge, "line 3: field larger than field limit (131072)"),
+    ]:
+        connector = CsvConnector(1, path)
+        result, failure = connector.record(connector.context(ledger, spool=spool))
+        assert result.status == "failed"
+        assert str(failure) == f"{path}: {expected}"
+
+
+def test_a_batch_size_that_is_not_a_whole_number_is_refused_by_config_check(
+    tmp_path: Path,
+) -> None:
+    # `batch_size = "500"` passed `config check`, then every scheduled run failed with a
+    # TypeError comparing a count with text.
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        f'database_url = "sqlite:///{tmp_path / "l.db"}"\n'
+        "[[connectors]]\n"
+        'name = "stations"\n'
+        'type = "csv"\n'
+        "source_id = 3\n"
+        'schedule = { interval = "5m" }\n'
+        f'options = {{ path = "{SAMPLE_CSV}", batch_size = "500" }}\n'
+    )
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "batch_size: expected a whole number >= 1, got '500'" in result.output

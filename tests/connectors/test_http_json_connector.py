@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from connectors import FetchError, HttpJsonConnector, Spool
 from ledger import ConfigurationError, Ledger
+from service.cli import cli
 from tests.connectors.support import finished
 from tests.net_support import JsonServer
 
@@ -169,3 +171,55 @@ def test_http_json_secrets_never_reach_the_ledger(ledger: Ledger, tmp_path: Path
     assert "TOPSECRET" not in stored
     assert "pass-word" not in stored
     assert "api_key=***" in stored
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("timeout", "nan"),
+        ("timeout", "inf"),
+        ("timeout", "0"),
+        ("backoff", "nan"),
+        ("backoff", "1e9"),
+        ("retries", "-1"),
+        ("retries", "100000000"),
+        ("max_pages", "0"),
+        ("page_deadline", "-inf"),
+        ("max_page_bytes", "0"),
+    ],
+)
+def test_http_json_options_of_a_serve_config_are_checked(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    # The CLI's ranges held for `ledger run` only: `timeout = nan` (TOML has nan and inf) in a
+    # serve config passed `config check` and failed every scheduled run with a ValueError;
+    # `backoff = 1e9` slept for 31 years, the job never ran again.
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        f'database_url = "sqlite:///{tmp_path / "l.db"}"\n'
+        "[[connectors]]\n"
+        'name = "api"\n'
+        'type = "http-json"\n'
+        "source_id = 3\n"
+        'schedule = { interval = "5m" }\n'
+        f'options = {{ url = "https://api.example.com/items", {option} = {value} }}\n'
+    )
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 2, result.output
+    assert f"connector 'api' (http-json): {option}: expected a" in result.output
+
+
+def test_http_json_retry_delays_stop_growing(
+    ledger: Ledger, spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The backoff doubled without end: the 40th retry of a 1 s backoff waited 17,000 years.
+    delays: list[float] = []
+    monkeypatch.setattr("connectors.http_json.time.sleep", delays.append)
+    with socket.socket() as unused:  # bound, never listening: every attempt is refused
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+        connector = HttpJsonConnector(3, f"http://127.0.0.1:{port}/", retries=40, backoff=1)
+        with pytest.raises(FetchError, match="still failing after 40 retries"):
+            connector.run(ledger, spool=spool)
+    assert delays[:3] == [1, 2, 4]
+    assert max(delays) == 300

@@ -5,15 +5,19 @@ whose own events wait there must not have its later events pass them (I9)."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from connectors.sdk import RunContext
 from connectors.spool import Spool
 from forensics.verify import verify_all
 from ledger import Ledger, RunProgressed, StorageError
 from projections import Projector, rebuild
+from service.cli import cli
 from tests.projection_support import table_rows
 from tests.reliability.summary import Summary
 
@@ -78,3 +82,40 @@ def test_a_broken_spool_does_not_stop_runs_the_ledger_can_record(
         "did not pass its spooled ones: the error reached the connector and the run stayed "
         "open for the sweeper; verify passes, projection = rebuild",
     )
+
+
+def test_a_damaged_row_is_set_aside_and_does_not_block_the_spool(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    # One spooled row whose body is not JSON (a page damaged on disk, an edit by hand): every
+    # flush raised JSONDecodeError before delivering anything, `ledger spool flush` gave a
+    # traceback, and every RunContext on the host (which flushes before it appends) failed to
+    # start with it. Now the row is rejected with the reason, the rest delivered in order.
+    spool = Spool(tmp_path / "spool")
+    earlier = ledger.start_run(1, "SOURCE_1")
+    spool.put([RunProgressed(run_id=earlier, records_fetched=n) for n in (1, 2, 3)])
+    with closing(sqlite3.connect(spool.path)) as conn, conn:
+        conn.execute(
+            "UPDATE spooled SET body = ? WHERE seq = (SELECT MIN(seq) FROM spooled)",
+            ('{"type": "RunProgressed", "run_id": 1, "records_fe',),
+        )
+
+    with RunContext(ledger, 2, "SOURCE_2", spool=spool) as run:
+        run.progress(fetched=5)
+
+    assert finished_status(ledger, run.run_id) == "success"
+    assert [e.payload_data["records_fetched"] for e in ledger.read_run(earlier)[1:]] == [2, 3]
+    [rejected] = spool.rejected()
+    assert str(rejected["reason"]).startswith("the spooled body is not JSON (Unterminated string")
+    assert spool.status().pending == 0
+    result = CliRunner().invoke(
+        cli, ["spool", "status", "--spool-dir", str(spool.folder), "--wide"]
+    )
+    assert result.exit_code == 1  # the rejected row is shown, never dropped
+    assert "the spooled body is not JSON" in result.output
+
+
+def finished_status(ledger: Ledger, run_id: int) -> str:
+    last = ledger.read_run(run_id)[-1]
+    assert last.type == "RunFinished"
+    return str(last.payload_data["status"])

@@ -28,6 +28,27 @@ def test_status_json_names_the_database_the_table_shows(db_url: str) -> None:
     assert shown["database"] == mask_url(db_url)
 
 
+def test_status_shows_an_unreadable_spool_beside_the_ledger(db_url: str, tmp_path: Path) -> None:
+    """A corrupted spool file failed the whole command ("Error: spool …: file is not a
+    database", exit 1): on the day the spool needed looking at, the operator saw nothing of
+    the ledger. It is shown beside the rest, and exit 0 as ever."""
+    broken = tmp_path / "spool"
+    broken.mkdir()
+    (broken / "spool.db").write_bytes(b"not a spool: the disk lost it\n" * 200)
+    table = run("status", "--wide", "--spool-dir", str(broken), "--db", db_url)
+    assert table.exit_code == 0, table.output
+    assert "head:       position 0" in table.stdout
+    assert (
+        f"spool:      UNREADABLE: spool {broken / 'spool.db'}: file is not a database"
+        in table.stdout
+    )
+    shown = json.loads(
+        run("status", "--format", "json", "--spool-dir", str(broken), "--db", db_url).stdout
+    )
+    assert shown["spool_error"] == f"spool {broken / 'spool.db'}: file is not a database"
+    assert shown["head_position"] == 0
+
+
 def test_status_says_when_no_spool_file_is_there_as_spool_status_does(
     db_url: str, tmp_path: Path
 ) -> None:
