@@ -19,7 +19,7 @@ from ledger import LedgerError
 from ledger.text import visible_lines
 from ledger.urls import mask_secrets
 from service.cli import admin, api, connectors, events, projection, runs, serve, verify
-from service.cli.common import EXIT_OK, Interrupted, exit_code_for
+from service.cli.errors import EXIT_OK, Interrupted, exit_code_for
 
 _VERBOSITY = "ledger.verbosity"  # the -v count so far, in the click context's meta
 

@@ -25,14 +25,9 @@ from ledger.urls import (
     resolve_database_url,
 )
 from migrations.runner import MigrationResult, SchemaCheck, check, upgrade
-from service.cli.common import (
-    EXIT_PROBLEM,
-    db_option,
-    library_errors,
-    open_ledger,
-    opened_ledger,
-    wide_option,
-)
+from service.cli.errors import EXIT_PROBLEM, library_errors
+from service.cli.ledgers import open_ledger, opened_ledger
+from service.cli.options import db_option, wide_option
 from service.cli.verify import print_audit
 from service.demo import tell_demo
 

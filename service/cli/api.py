@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from ledger.urls import mask_url, resolve_database_url
-from service.cli.common import FILE, db_or_config_option, library_errors, remember_url_source
+from service.cli.errors import library_errors, remember_url_source
+from service.cli.options import FILE, db_or_config_option
 
 
 @click.command("api")

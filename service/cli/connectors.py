@@ -13,23 +13,18 @@ import click
 
 from connectors import SAMPLE_CSV, Connector, CsvConnector, HttpJsonConnector, Spool
 from connectors.http_json import MAX_RETRIES
-from service.cli.common import (
-    EXIT_PROBLEM,
-    BadInput,
+from service.cli.errors import EXIT_PROBLEM, BadInput, library_errors
+from service.cli.ledgers import open_or_start_ledger, opened_ledger
+from service.cli.options import (
     F,
     Integer,
-    cell,
     db_option,
-    echo_fitted,
-    echo_json,
-    library_errors,
-    open_or_start_ledger,
-    opened_ledger,
     output_format_option,
     seconds_option,
     spool_option,
     wide_option,
 )
+from service.cli.tables import cell, echo_fitted, echo_json
 
 
 def run_options(command: F) -> F:

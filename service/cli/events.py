@@ -11,19 +11,10 @@ from ledger import RecordedEvent
 from ledger.schema import MAX_POSITION
 from ledger.store import read_events
 from ledger.wire import append_lines, read_lines, wire_line
-from service.cli.common import (
-    RUN_ID,
-    Integer,
-    Interrupted,
-    TableColumn,
-    db_option,
-    format_option,
-    library_errors,
-    open_or_start_ledger,
-    opened_ledger,
-    print_table,
-    wide_option,
-)
+from service.cli.errors import Interrupted, library_errors
+from service.cli.ledgers import open_or_start_ledger, opened_ledger
+from service.cli.options import RUN_ID, Integer, db_option, format_option, wide_option
+from service.cli.tables import TableColumn, print_table
 
 
 @click.command()

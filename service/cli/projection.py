@@ -26,18 +26,17 @@ from ledger.urls import mask_url
 from projections import Projector
 from projections import rebuild as rebuild_projection
 from projections.projector import DEFAULT_BATCH_SIZE
-from service.cli.common import (
-    BadInput,
+from service.cli.errors import BadInput, library_errors
+from service.cli.ledgers import open_ledger
+from service.cli.options import (
     F,
     Integer,
     actor_option,
-    cell,
     db_option,
-    library_errors,
-    open_ledger,
     operator_actor_of,
     seconds_option,
 )
+from service.cli.tables import cell
 
 
 def batch_size_option(help: str) -> Callable[[F], F]:

@@ -25,34 +25,26 @@ from projections.queries import (
     not_started_message,
 )
 from projections.schema import RECORD_COUNTER_COLUMNS, RUN_STATUSES
-from service.cli.common import (
+from service.cli.errors import EXIT_PROBLEM, BadInput, ProblemFound, library_errors
+from service.cli.ledgers import open_ledger, opened_ledger
+from service.cli.options import (
     DURATION,
-    EXIT_PROBLEM,
     FILE,
     RUN_ID,
     SOURCE_ID,
-    BadInput,
     F,
     Integer,
-    ProblemFound,
-    TableColumn,
     actor_option,
     as_of_options,
-    cell,
     db_option,
     db_or_config_option,
-    echo_fitted,
-    echo_json,
-    library_errors,
-    open_ledger,
-    opened_ledger,
     operator_actor_of,
     output_format_option,
     parse_moment,
-    print_table,
     spool_option,
     wide_option,
 )
+from service.cli.tables import TableColumn, cell, echo_fitted, echo_json, print_table
 from service.config import load_config
 from service.metrics import status_report
 

@@ -12,15 +12,9 @@ from click.core import ParameterSource
 
 from ledger.durations import format_duration
 from ledger.urls import mask_url
-from service.cli.common import (
-    EXIT_OK,
-    FILE,
-    BadInput,
-    Integer,
-    library_errors,
-    note_created,
-    remember_url_source,
-)
+from service.cli.errors import EXIT_OK, BadInput, library_errors, remember_url_source
+from service.cli.ledgers import note_created
+from service.cli.options import FILE, Integer
 from service.config import checked_config, load_config
 from service.serve import LedgerService
 

@@ -19,25 +19,21 @@ from ledger.clock import isoformat_utc
 from ledger.durations import format_duration
 from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
 from ledger.text import visible
-from service.cli.common import (
+from service.cli.errors import EXIT_PROBLEM, BadInput, library_errors
+from service.cli.ledgers import opened_ledger
+from service.cli.options import (
     DURATION,
-    EXIT_PROBLEM,
     FILE,
     RUN_ID,
-    BadInput,
     Integer,
-    TableColumn,
     as_of_options,
     db_option,
-    echo_json,
     format_option,
-    library_errors,
-    opened_ledger,
     output_format_option,
     parse_moment,
-    print_table,
     wide_option,
 )
+from service.cli.tables import TableColumn, echo_json, print_table
 
 
 @click.command()

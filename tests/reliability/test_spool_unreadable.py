@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from connectors import SAMPLE_CSV, Spool
 from ledger import Ledger, RunProgressed
 from service.cli import cli
-from service.cli.common import EXIT_ENVIRONMENT
+from service.cli.errors import EXIT_ENVIRONMENT
 
 NOBODY = 65534
 

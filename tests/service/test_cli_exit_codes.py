@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from ledger import Ledger
 from service.cli import cli
-from service.cli.common import EXIT_ENVIRONMENT, EXIT_USAGE
+from service.cli.errors import EXIT_ENVIRONMENT, EXIT_USAGE
 from tests import support
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"

@@ -18,7 +18,7 @@ from ledger import Ledger
 from ledger.events import operator_actor
 from ledger.urls import mask_url
 from service.cli import cli
-from service.cli.common import operator_actor_of
+from service.cli.options import operator_actor_of
 from tests.projection_support import append_raw
 
 

@@ -17,7 +17,7 @@ from rich.cells import cell_len
 from ledger import Ledger, RunFinished, RunProgressed
 from ledger.text import is_invisible, visible
 from service.cli import cli
-from service.cli.common import compact_count, compact_duration, compact_time, cut_cells
+from service.cli.tables import compact_count, compact_duration, compact_time, cut_cells
 from tests.projection_support import append_raw
 
 NOW = datetime(2026, 11, 28, 21, 37, 5, tzinfo=UTC)

@@ -1,0 +1,62 @@
+"""Opening the ledger a command works on: its URL from ``--db`` or ``$LEDGER_DATABASE_URL``,
+a missing SQLite file refused unless the command may create one."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from ledger import (
+    Ledger,
+)
+from ledger.text import visible
+from ledger.urls import (
+    mask_url,
+    resolve_database_url,
+)
+from service.cli.errors import library_errors, remember_url_source
+
+log = logging.getLogger("ledger.cli")
+
+
+def open_ledger(db_url: str | None, *, create: bool = False) -> Ledger:
+    """The ledger the command works on. Only the commands that write a new ledger (migrate,
+    demo, append, run, serve) pass ``create=True``: for every other one, a SQLite file that
+    does not exist is the caller's mistake (a typo), refused without creating it."""
+    url = resolve_database_url(db_url)
+    remember_url_source(url)
+    with library_errors():
+        ledger = Ledger.from_url(url, create=create)
+    log.info("using %s", mask_url(url))
+    return ledger
+
+
+@contextmanager
+def opened_ledger(db_url: str | None) -> Iterator[Ledger]:
+    """:func:`open_ledger`, and the block that makes the command's library call under
+    :func:`library_errors`."""
+    ledger = open_ledger(db_url)
+    with library_errors():
+        yield ledger
+
+
+def open_or_start_ledger(db_url: str | None) -> Ledger:
+    """The ledger a writing command (append, run) works on; where its SQLite file is not there
+    yet, a new ledger made there (migrated, said on stderr with its path), so that the first
+    append works and a typo is visible rather than an empty file that asks for a migrate."""
+    from migrations.runner import create_if_missing  # Alembic loads only where it may be needed
+
+    url = resolve_database_url(db_url)
+    with library_errors():
+        note_created(create_if_missing(url))
+    return open_ledger(db_url)
+
+
+def note_created(path: Path | None) -> None:
+    """Say on stderr where a new ledger was made (None: none was)."""
+    if path is not None:
+        click.echo(f"created a new ledger at {visible(str(path))}", err=True)

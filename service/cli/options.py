@@ -1,0 +1,217 @@
+"""The options the commands share and their bounded types (``Integer``, ``Number``, durations,
+names), each checked by click before a command runs."""
+
+from __future__ import annotations
+
+import getpass
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from connectors.spool import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV
+from ledger import (
+    LedgerError,
+)
+from ledger.durations import parse_duration
+from ledger.events import MAX_RUN_ID, name_problem, operator_actor
+from ledger.schema import MAX_POSITION
+from ledger.text import visible
+from ledger.urls import (
+    DATABASE_URL_ENV,
+)
+from projections.as_of import parse_as_of
+from service.cli.errors import BadInput, library_errors
+
+
+class Integer(click.IntRange):
+    """An integer option or argument within bounds. Click calls its range type "integer range",
+    so a word given for a run id read "'abc' is not a valid integer range": the reader wrote no
+    range. Here it is "not a valid integer", and help shows INTEGER with the bounds beside it."""
+
+    name = "integer"
+
+
+class Number(click.FloatRange):
+    """A number (seconds, mostly) within bounds: "not a valid number", NUMBER in help.
+
+    A finite one: ``nan`` passes every range check (each comparison with it is false) and, as a
+    wait, returns at once (``project --follow --interval nan`` polled the database without a
+    pause, ``run --heartbeat-interval nan`` appended heartbeats as fast as the ledger took
+    them); ``inf`` or ``1e10`` as a wait is an OverflowError (a traceback, or a heartbeat
+    thread that died silently)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+RUN_ID = Integer(1, MAX_RUN_ID)
+SOURCE_ID = Integer(0, MAX_RUN_ID)
+FILE = click.Path(dir_okay=False, path_type=Path)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def operator_actor_of(name: str | None) -> str:
+    """The actor an operator's command records (``runs fail``, ``project --skip-position``):
+    ``operator:NAME`` for ``--actor NAME``, else ``operator:$USER`` (:func:`operator_actor`)."""
+    if name is not None:
+        return operator_actor(name)
+    actor = operator_actor(getpass.getuser())
+    problem = name_problem(actor)
+    if problem is not None:
+        raise BadInput(f"the user name in {actor!r} cannot be an actor ({problem}): give --actor")
+    return actor
+
+
+# ---------------------------------------------------------------------- options
+
+
+def db_option(command: F) -> F:
+    return click.option(
+        "--db",
+        "db_url",
+        metavar="URL",
+        default=None,
+        help=f"Database URL (else ${DATABASE_URL_ENV}, else sqlite:///ledger.db).",
+    )(command)
+
+
+def db_or_config_option(command: F) -> F:
+    """``--db`` of a command that also reads ``--config`` (status, api): its help names the
+    config's database_url, which those commands use when neither is set."""
+    return click.option(
+        "--db",
+        "db_url",
+        metavar="URL",
+        default=None,
+        help=(
+            f"Database URL (else ${DATABASE_URL_ENV}, else the --config file's database_url, "
+            "else sqlite:///ledger.db)."
+        ),
+    )(command)
+
+
+def as_of_options(command: F) -> F:
+    command = click.option(
+        "--at-position",
+        type=Integer(0, MAX_POSITION),
+        default=None,
+        help="Replay the ledger up to this position instead.",
+    )(command)
+    return click.option(
+        "--as-of",
+        "as_of",
+        default=None,
+        metavar="TIME",
+        help="Replay the ledger as recorded at TIME (ISO-8601; no zone means UTC).",
+    )(command)
+
+
+def parse_moment(as_of: str | None, at_position: int | None) -> datetime | None:
+    with library_errors():
+        return parse_as_of(as_of, at_position)
+
+
+def spool_option(command: F) -> F:
+    return click.option(
+        "--spool-dir",
+        default=None,
+        metavar="DIR",
+        help=f"Where events wait while the ledger is unreachable (else ${SPOOL_DIR_ENV}, "
+        f"else ./{DEFAULT_SPOOL_DIR}).",
+    )(command)
+
+
+def format_option(
+    *choices: str, default: str = "table", help: str | None = None
+) -> Callable[[F], F]:
+    def decorate(command: F) -> F:
+        return click.option(
+            "--format",
+            "output_format",
+            type=click.Choice(choices),
+            default=default,
+            show_default=True,
+            help=help or "How to print the result.",
+        )(command)
+
+    return decorate
+
+
+output_format_option = format_option("table", "json")
+
+
+def wide_option(command: F) -> F:
+    return click.option(
+        "--wide",
+        is_flag=True,
+        help="Every column, full values, times to the second, one line per row however long "
+        "(default: fit the terminal, long text cut with …).",
+    )(command)
+
+
+# The longest wait a seconds option takes: a day (a wait past what the platform's time_t holds
+# is an OverflowError; no interval or timeout of a CLI command needs more).
+MAX_SECONDS_OPTION = 86_400.0
+
+
+def seconds_option(
+    name: str, minimum: float, default: float, help: str | None = None
+) -> Callable[[F], F]:
+    def decorate(command: F) -> F:
+        return click.option(
+            name,
+            type=Number(min=minimum, max=MAX_SECONDS_OPTION),
+            default=default,
+            show_default=True,
+            help=help,
+        )(command)
+
+    return decorate
+
+
+def actor_option(help: str) -> Callable[[F], F]:
+    """``--actor NAME``, held to the ledger's name rule (:func:`check_name`)."""
+
+    def decorate(command: F) -> F:
+        return click.option("--actor", default=None, callback=check_name, help=help)(command)
+
+    return decorate
+
+
+class DurationParam(click.ParamType[timedelta]):
+    """``90s`` / ``15m`` / ``6h`` / ``2d``."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            # click's message names the option already ("Invalid value for '--older-than'").
+            return parse_duration(str(value), None if param else "duration")
+        except LedgerError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = DurationParam()
+
+
+def check_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The name rule of the ledger (no invisible character, no whitespace at either end) for a
+    name given on the command line, as a usage error before anything is done."""
+    problem = None if value is None else name_problem(value)
+    if problem is not None:
+        raise click.BadParameter(visible(problem), ctx=ctx, param=param)
+    return value
