@@ -337,6 +337,9 @@ class RunContext:
         self._require_own_process()
         if self.result is None or self.result.status is not None:
             raise ValidationError("the run is not open")
+        stop = _stop_requested
+        if stop is not None:  # a signal handler's raise that Python dropped: raised here
+            raise stop
 
     def _pending_event(self) -> RunProgressed | None:
         if not any(self._pending.values()):
@@ -453,6 +456,23 @@ class RunContext:
             error_message=clip(message, MAX_MESSAGE_CHARS, count_cut=True),
             error_details=details,
         )
+
+
+# What a signal handler stopping the process raises (:func:`stop_runs`), or None.
+_stop_requested: BaseException | None = None
+
+
+def stop_runs(stop: BaseException | None) -> None:
+    """Make every open run's next ``progress`` or ``error`` raise ``stop`` (None: no more).
+
+    A signal handler that stops the process (``ledger run`` on SIGTERM) raises ``stop`` and
+    calls this too: Python drops an exception raised in a handler that happened to run inside
+    a weakref or garbage-collector callback (seen: SQLAlchemy's event registry, "Exception
+    ignored in: _collection_gced"), and the run then went on to its end, recorded
+    ``success``, or for ever on a source that never ends. The run ends ``failed``
+    ("interrupted") at its next report instead."""
+    global _stop_requested
+    _stop_requested = stop
 
 
 def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:

@@ -7,12 +7,14 @@ import json
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
 
 from connectors import SAMPLE_CSV, Connector, CsvConnector, HttpJsonConnector, Spool
 from connectors.http_json import MAX_RETRIES
+from connectors.sdk import stop_runs
 from service.cli.errors import EXIT_PROBLEM, BadInput, library_errors
 from service.cli.ledgers import open_or_start_ledger, opened_ledger
 from service.cli.options import (
@@ -146,7 +148,7 @@ def execute_connector(
     with library_errors():
         spool = Spool(spool_dir)
         # SIGTERM ends the run as "interrupted" instead of leaving it open.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
         outcome = connector.run_once(
             ledger,
             trigger=trigger,
@@ -210,3 +212,11 @@ def spool_flush(spool_dir: str | None, db_url: str | None) -> None:
     click.echo(json.dumps(result.to_dict()))
     if result.remaining or result.rejected:
         sys.exit(EXIT_PROBLEM)
+
+
+def _stop_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    """SystemExit(143), raised here and, should Python drop it (a handler that ran inside a
+    weakref callback), at the run's next report (:func:`connectors.sdk.stop_runs`)."""
+    stop = SystemExit(128 + signal.SIGTERM)
+    stop_runs(stop)
+    raise stop

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from connectors import RunContext, Spool
+from connectors.sdk import stop_runs
 from ledger import Ledger, ValidationError
 from ledger.events import COUNTER_LIMIT
 from projections import Projector
@@ -171,3 +172,28 @@ def test_a_forked_child_neither_closes_nor_reports_for_the_parents_run(
     ]
     assert finished(ledger, int(run_id))["status"] == "success"
     assert totals(ledger, int(run_id))["records_fetched"] == 2
+
+
+def test_a_stop_a_signal_handler_asked_for_ends_the_run_at_its_next_report(
+    ledger: Ledger, spool: Spool
+) -> None:
+    """``stop_runs``: the raise of ``ledger run``'s SIGTERM handler can be dropped by Python
+    (a handler that ran inside a weakref callback); the run's next report raises it, and the
+    run ends failed, "interrupted", instead of going on to "success" or for ever."""
+    context = RunContext(ledger, 1, "stopped", spool=spool, progress_interval=0)
+    context.start()
+    context.progress(fetched=1)
+    stop = SystemExit(143)
+    stop_runs(stop)
+    try:
+        with pytest.raises(SystemExit):
+            context.progress(fetched=1)
+        with pytest.raises(SystemExit):
+            context.error("later")
+        result = context.finish(stop)
+    finally:
+        stop_runs(None)
+    assert result.status == "failed"
+    last = ledger.read_run(context.run_id)[-1].payload_data
+    assert last["error_details"]["reason"] == "interrupted"
+    assert last["error_message"] == "stopped by SIGTERM"

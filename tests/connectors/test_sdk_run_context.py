@@ -7,7 +7,9 @@ connector name that could pass for another is refused before the run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from freezegun import freeze_time
 from connectors import SAMPLE_CSV, CsvConnector, RunContext, RunNotStartedError, Spool
 from ledger import Ledger, RunProgressed, ValidationError
 from tests import support
-from tests.connectors.support import finished, run_events, totals, write
+from tests.connectors.support import finished, run_events, totals
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -176,8 +178,24 @@ def test_sigkill_leaves_the_run_open_for_the_stuck_query(
 def test_sigterm_during_ledger_run_closes_the_run_as_interrupted(
     ledger: Ledger, db_url: str, tmp_path: Path
 ) -> None:
+    # A source that never ends: a FIFO with a writer that never closes it (opened read-write,
+    # which does not wait for a reader), so the run is still going whenever SIGTERM comes. A
+    # file of 200,000 rows could be read to its end first on a busy machine ("success").
     fifo = tmp_path / "never-ending.csv"
-    write(fifo, "id,name\n" + "".join(f"{i},x\n" for i in range(200_000)))
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    os.write(writer, b"id,name\n")
+    done = threading.Event()
+
+    def feed() -> None:  # rows as a live source sends them, for as long as the run reads
+        row = 0
+        while not done.wait(0.01):
+            with contextlib.suppress(BlockingIOError):  # the pipe full: the reader is gone
+                os.write(writer, "".join(f"{row + i},x\n" for i in range(100)).encode())
+                row += 100
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -205,7 +223,12 @@ def test_sigterm_during_ledger_run_closes_the_run_as_interrupted(
         if "started" in line:
             break
     process.send_signal(signal.SIGTERM)
-    stdout, _ = process.communicate(timeout=120)
+    try:
+        stdout, _ = process.communicate(timeout=120)
+    finally:
+        done.set()
+        feeder.join()
+        os.close(writer)
     run_id = max(ledger.read_all(), key=lambda e: e.run_id).run_id
     payload = finished(ledger, run_id)
     assert payload["status"] == "failed"
