@@ -60,16 +60,7 @@ def test_ledger_api_serves_appends_and_drains_on_sigterm(db_url: str, tmp_path: 
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {TOKEN}"}
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            assert process.poll() is None, "ledger api exited before answering"
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "no /healthz within the deadline"
-            time.sleep(0.05)  # polling interval, not a wait for something to happen
+        wait_for_healthz(process, base)
 
         event = {
             "type": "RunStarted",
@@ -113,6 +104,20 @@ def test_ledger_api_serves_appends_and_drains_on_sigterm(db_url: str, tmp_path: 
             process.wait()
 
 
+def wait_for_healthz(process: subprocess.Popen[str], base: str) -> None:
+    """Until ``ledger api`` answers /healthz (it must not exit first)."""
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        assert process.poll() is None, "ledger api exited before answering"
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "no /healthz within the deadline"
+        time.sleep(0.05)  # polling interval, not a wait for something to happen
+
+
 def stalled_post(port: int) -> socket.socket:
     """A POST /v1/events whose handler is reading its body (the server's "100 Continue"
     says so), and the body stalled after its first byte."""
@@ -150,16 +155,7 @@ def test_a_client_gone_mid_body_and_a_request_past_the_grace_period(
             env={**os.environ, "API_PROCESS_TOKEN": TOKEN},
         )
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "no /healthz within the deadline"
-            time.sleep(0.05)  # polling interval, not a wait for something to happen
+        wait_for_healthz(process, f"http://127.0.0.1:{port}")
         stalled_post(port).close()  # the client goes away mid-body
         deadline = time.monotonic() + DEADLINE_S
         while "POST /v1/events 499" not in log_path.read_text():

@@ -12,6 +12,8 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,30 @@ def wait_until(condition: Any, *processes: subprocess.Popen[str], timeout: float
                 pytest.fail(f"serve exited with {process.returncode}: {process.communicate()[1]}")
         assert time.monotonic() < deadline, "timed out waiting"
         threading.Event().wait(0.05)
+
+
+@contextmanager
+def hanging_connector() -> Iterator[str]:
+    """The TOML of an http-json connector, ``hanging`` (source 3, every second), whose source
+    answers nothing until the block ends: a run that is still going whenever it is asked."""
+    release = threading.Event()
+
+    def slow(_query: dict[str, str], _call: int) -> tuple[int, Any]:
+        release.wait(60)  # a source that hangs
+        return 200, []
+
+    with JsonServer({"/slow": slow}) as api:
+        try:
+            yield f"""
+[[connectors]]
+name = "hanging"
+type = "http-json"
+source_id = 3
+schedule = {{ interval = "1s" }}
+options = {{ url = "{api.base}/slow", timeout = 60, retries = 0 }}
+"""
+        finally:
+            release.set()
 
 
 CONNECTORS = f"""{STATIONS}
@@ -87,21 +113,8 @@ def test_serve_runs_connectors_on_schedule_exposes_metrics_and_stops_cleanly(
 def test_sigterm_gives_running_runs_a_grace_period_then_ends_them(
     ledger: Ledger, db_url: str, tmp_path: Path
 ) -> None:
-    release = threading.Event()
-
-    def slow(_query: dict[str, str], _call: int) -> tuple[int, Any]:
-        release.wait(60)  # a source that hangs
-        return 200, []
-
-    with JsonServer({"/slow": slow}) as api:
-        connectors = f"""
-[[connectors]]
-name = "hanging"
-type = "http-json"
-source_id = 3
-schedule = {{ interval = "1s" }}
-options = {{ url = "{api.base}/slow", timeout = 60, retries = 0 }}
-"""
+    with hanging_connector() as hanging:
+        connectors = hanging
         config = write_config(
             tmp_path / "ledger.toml", db_url, tmp_path / "spool", connectors, grace="1s"
         )
@@ -111,7 +124,9 @@ options = {{ url = "{api.base}/slow", timeout = 60, retries = 0 }}
             process.send_signal(signal.SIGTERM)
             _out, err = process.communicate(timeout=30)
         finally:
-            release.set()
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
     assert process.returncode == 0, err
     assert open_runs(ledger) == 0
     (run,) = finished_runs(ledger, "hanging")
@@ -127,23 +142,13 @@ def test_sigterm_drains_the_api_and_ends_the_runs_side_by_side(
     drain for its own, longer one. They ran one after the other, so a stop took both grace
     periods plus the settling: past an orchestrator's stop timeout (30 s by default), which
     kills the process and leaves the run open until the sweeper."""
-    release = threading.Event()
-
-    def slow(_query: dict[str, str], _call: int) -> tuple[int, Any]:
-        release.wait(60)  # a source that hangs
-        return 200, []
-
     token = "drain-test-token-0123456789abcdef"
     digest = hashlib.sha256(token.encode()).hexdigest()
     port = free_port()
-    with JsonServer({"/slow": slow}) as api:
-        connectors = f"""
-[[connectors]]
-name = "hanging"
-type = "http-json"
-source_id = 3
-schedule = {{ interval = "1s" }}
-options = {{ url = "{api.base}/slow", timeout = 60, retries = 0 }}
+    with hanging_connector() as hanging:
+        connectors = (
+            hanging
+            + f"""
 
 [api]
 listen = "127.0.0.1:{port}"
@@ -155,6 +160,7 @@ name = "drain"
 scopes = ["append"]
 sha256 = "{digest}"
 """
+        )
         config = write_config(
             tmp_path / "ledger.toml", db_url, tmp_path / "spool", connectors, grace="1s"
         )
@@ -186,7 +192,6 @@ sha256 = "{digest}"
             request.close()
             _out, err = process.communicate(timeout=60)
         finally:
-            release.set()
             request.close()
             if process.poll() is None:
                 process.kill()
@@ -202,21 +207,8 @@ def test_sighup_is_said_and_ignored_not_a_kill_that_leaves_runs_open(
     """SIGHUP (``systemctl reload``, logrotate's ``postrotate``) killed serve on the spot: the
     run in progress stayed open until the sweeper timed it out, and its connector's ticks were
     skipped meanwhile."""
-    release = threading.Event()
-
-    def slow(_query: dict[str, str], _call: int) -> tuple[int, Any]:
-        release.wait(60)
-        return 200, []
-
-    with JsonServer({"/slow": slow}) as api:
-        connectors = f"""
-[[connectors]]
-name = "hanging"
-type = "http-json"
-source_id = 3
-schedule = {{ interval = "1s" }}
-options = {{ url = "{api.base}/slow", timeout = 60, retries = 0 }}
-"""
+    with hanging_connector() as hanging:
+        connectors = hanging
         config = write_config(
             tmp_path / "ledger.toml", db_url, tmp_path / "spool", connectors, grace="1s"
         )
@@ -232,7 +224,6 @@ options = {{ url = "{api.base}/slow", timeout = 60, retries = 0 }}
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
         finally:
-            release.set()
             if process.poll() is None:
                 process.kill()
                 process.wait()
