@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
@@ -178,3 +180,32 @@ def names_as_before_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     """Let appends store any name, as run-ledger did before names had a rule: history written
     then (trailing spaces, control characters) must still read, project, verify and show."""
     monkeypatch.setattr(events_module, "name_problem", lambda value: None, raising=False)
+
+
+def as_another_user(work: Callable[[], list[tuple[str, Result]]]) -> list[tuple[str, int, str]]:
+    """``work``'s (name, exit code, output) as a user who does not own the test's files."""
+
+    def summary(results: list[tuple[str, Result]]) -> list[tuple[str, int, str]]:
+        return [(name, result.exit_code, result.output) for name, result in results]
+
+    if os.geteuid() != 0:
+        return summary(work())
+    nobody = 65534
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child reports through the pipe)
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgid(nobody)
+            os.setuid(nobody)
+            os.write(write_end, json.dumps(summary(work())).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        data = reader.read()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    return [(name, code, output) for name, code, output in json.loads(data)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,20 +87,24 @@ def test_counts_summed_past_one_event_are_split_not_stuck(ledger: Ledger, spool:
     assert totals(ledger, run.run_id)["records_created"] == 5
 
 
+def commit_then_interrupt(real_append: Callable[..., Any]) -> Callable[..., Any]:
+    """``Ledger.append`` that commits, then meets Ctrl-C before it returns."""
+
+    def append(self: Ledger, events: Any, **kwargs: Any) -> Any:
+        real_append(self, events, **kwargs)
+        raise KeyboardInterrupt
+
+    return append
+
+
 def test_an_append_interrupted_after_its_commit_is_not_counted_twice(
     ledger: Ledger, spool: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Ctrl-C landing after the append committed, before it returned: the pending counts stayed
     # and finish() sent them again under a new event_id, so the run counted them twice.
-    real_append = Ledger.append
-
-    def commit_then_interrupt(self: Ledger, events: Any, **kwargs: Any) -> Any:
-        real_append(self, events, **kwargs)
-        raise KeyboardInterrupt
-
     run = RunContext(ledger, 1, "SOURCE_1", spool=spool, progress_interval=0)
     run.start()
-    monkeypatch.setattr(Ledger, "append", commit_then_interrupt)
+    monkeypatch.setattr(Ledger, "append", commit_then_interrupt(Ledger.append))
     with pytest.raises(KeyboardInterrupt) as interrupted:
         run.progress(fetched=7)
     monkeypatch.undo()
@@ -113,16 +118,10 @@ def test_a_finish_interrupted_after_its_commit_can_be_finished_again(
 ) -> None:
     # The RunFinished committed, then Ctrl-C: a second finish() (the exit hook's) built a new
     # RunFinished, which the ledger refuses after the first, and the run looked unfinished.
-    real_append = Ledger.append
-
-    def commit_then_interrupt(self: Ledger, events: Any, **kwargs: Any) -> Any:
-        real_append(self, events, **kwargs)
-        raise KeyboardInterrupt
-
     run = RunContext(ledger, 1, "SOURCE_1", spool=spool, progress_interval=3600)
     run.start()
     run.progress(fetched=2)
-    monkeypatch.setattr(Ledger, "append", commit_then_interrupt)
+    monkeypatch.setattr(Ledger, "append", commit_then_interrupt(Ledger.append))
     with pytest.raises(KeyboardInterrupt):
         run.finish()
     monkeypatch.undo()

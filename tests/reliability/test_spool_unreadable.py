@@ -11,41 +11,18 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from sqlalchemy.engine import make_url
 
 from connectors import SAMPLE_CSV, Spool
 from ledger import Ledger, RunProgressed
 from service.cli import cli
 from service.cli.errors import EXIT_ENVIRONMENT
-
-NOBODY = 65534
-
-
-def as_nobody(work: Callable[[], list[tuple[str, int, str]]]) -> list[tuple[str, int, str]]:
-    """``work``'s (name, exit code, output) in a child process running as ``nobody``."""
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover (the child reports through the pipe)
-        code = 1
-        try:
-            os.close(read_end)
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            os.write(write_end, json.dumps(work()).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as reader:
-        data = reader.read()
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, data
-    return [(name, code, output) for name, code, output in json.loads(data)]
+from tests.support import as_another_user
 
 
 @pytest.fixture
@@ -74,7 +51,7 @@ def test_a_spool_folder_this_user_may_not_enter_is_the_environment(
     Spool(spool_dir).put([waiting])
     spool_dir.chmod(0o700)
 
-    def commands() -> list[tuple[str, int, str]]:
+    def commands() -> list[tuple[str, Result]]:
         outcomes = []
         spool_and_db = ["--spool-dir", str(spool_dir), "--db", db_url]
         for name, args in [
@@ -82,11 +59,10 @@ def test_a_spool_folder_this_user_may_not_enter_is_the_environment(
             ("flush", ["spool", "flush", "--spool-dir", str(spool_dir), "--db", db_url]),
             ("run", ["run", "csv", "--path", str(SAMPLE_CSV), *spool_and_db]),
         ]:
-            result = CliRunner().invoke(cli, args)
-            outcomes.append((name, result.exit_code, result.output))
+            outcomes.append((name, CliRunner().invoke(cli, args)))
         return outcomes
 
-    outcomes = {name: (code, output) for name, code, output in as_nobody(commands)}
+    outcomes = {name: (code, output) for name, code, output in as_another_user(commands)}
     for name in ("status", "flush"):
         code, output = outcomes[name]
         assert code == EXIT_ENVIRONMENT, output

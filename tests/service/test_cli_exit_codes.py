@@ -5,7 +5,6 @@ database or the host, never the password."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
@@ -23,6 +22,7 @@ from ledger import Ledger
 from service.cli import cli
 from service.cli.errors import EXIT_ENVIRONMENT, EXIT_USAGE
 from tests import support
+from tests.support import as_another_user
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
 
@@ -213,35 +213,6 @@ def test_a_rebuild_lock_this_user_may_not_open_is_the_environment() -> None:
     assert code == EXIT_ENVIRONMENT, output
     assert "shared.db.rebuild.lock" in output
     assert "Permission denied" in output
-
-
-def as_another_user(work: Callable[[], list[tuple[str, Result]]]) -> list[tuple[str, int, str]]:
-    """``work``'s (name, exit code, output) as a user who does not own the test's files."""
-
-    def summary(results: list[tuple[str, Result]]) -> list[tuple[str, int, str]]:
-        return [(name, result.exit_code, result.output) for name, result in results]
-
-    if os.geteuid() != 0:
-        return summary(work())
-    nobody = 65534
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover (the child reports through the pipe)
-        code = 1
-        try:
-            os.close(read_end)
-            os.setgid(nobody)
-            os.setuid(nobody)
-            os.write(write_end, json.dumps(summary(work())).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as reader:
-        data = reader.read()
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, data
-    return [(name, code, output) for name, code, output in json.loads(data)]
 
 
 def test_a_read_only_copy_says_how_to_read_it() -> None:
