@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ledger import Ledger
 from ledger.conflicts import retrying_conflicts
-from ledger.dialects import idle_bounded_session, is_sqlite, lock_name, named_lock
+from ledger.dialects import idle_bounded_session, is_galera, is_sqlite, lock_name, named_lock
 from ledger.store import as_ledger
 from ledger.urls import sqlite_file_or_none
 from projections.checkpoints import advance, finish_swap, mark_swap, read_checkpoint
@@ -53,10 +53,22 @@ CatchUp = Callable[[Connection, int], int]  # (conn, position) -> the position c
 
 def database_node(conn: Connection) -> str:
     """The database server ``conn`` is on, as claims record it: ``host:port`` of a MySQL node
-    (Galera nodes share a database but not a lock), this host for a SQLite file."""
+    (Galera nodes share a database but not a lock), this host for a SQLite file.
+
+    A Galera node adds its group-communication UUID: nodes in containers often share a
+    hostname and a port (every one ``db:3306``), and a claim taken through another node must
+    never be read as one this node's lock covers. The UUID is new at each start of the node,
+    whose named locks did not survive the restart either."""
     if is_sqlite(conn):
         return f"sqlite@{socket.gethostname()}"
-    return str(conn.exec_driver_sql("SELECT CONCAT(@@hostname, ':', @@port)").scalar())
+    where = str(conn.exec_driver_sql("SELECT CONCAT(@@hostname, ':', @@port)").scalar())
+    if not is_galera(conn):
+        return where
+    member = conn.exec_driver_sql(
+        "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+        "WHERE VARIABLE_NAME = 'WSREP_GCOMM_UUID'"
+    ).scalar()
+    return f"{where}/{member}" if member else where
 
 
 # ---------------------------------------------------------------------- the projector's lock

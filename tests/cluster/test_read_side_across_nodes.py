@@ -22,6 +22,7 @@ from ledger.conflicts import retrying_conflicts
 from ledger.sweeper import sweep
 from projections import ProjectionBusyError, Projector, rebuild
 from projections.checkpoints import mark_swap
+from projections.dialects import database_node
 from projections.rebuild_claims import RebuildClaim
 from projections.schema import PROJECTION_NAME, rebuild_claims
 from service.claims import claim
@@ -305,3 +306,17 @@ def test_the_check_before_the_swap_is_certified_not_read_from_a_lagging_node(
         assert len(outcome) == 1
         assert isinstance(outcome[0], ProjectionBusyError), outcome
         assert "node-2:77:cafe holds it now" in str(outcome[0])
+
+
+def test_each_node_names_itself_by_its_cluster_member_id(cluster_ledger: ClusterLedger) -> None:
+    """Claims tell "through this node" from "through another" by the node's name: with
+    containers that share a hostname and a port it was the same name on every node."""
+    names = []
+    with ledgers(cluster_ledger) as nodes:
+        for ledger in nodes:
+            with ledger.engine.connect() as conn:
+                member = conn.exec_driver_sql("SHOW STATUS LIKE 'wsrep_gcomm_uuid'").one()[1]
+                name = database_node(conn)
+            assert name.endswith(f"/{member}"), name
+            names.append(name)
+    assert len(set(names)) == 3, names
