@@ -96,6 +96,8 @@ def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResul
                 f"cannot migrate {mask_url(ledger.url)} from revision {before}: {exc} "
                 "(was it migrated by a newer run-ledger?)"
             ) from exc
+        except SchemaError as exc:  # a table in the way (migrations.resumable)
+            raise SchemaError(f"cannot migrate {mask_url(ledger.url)}: {exc}") from exc
         after = current_revision(connection)
         moved = None
         tables_after = set(inspect(connection).get_table_names())

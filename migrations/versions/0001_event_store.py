@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
+from migrations import resumable
+
 revision: str = "0001_event_store"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -28,7 +30,7 @@ def _timestamp() -> sa.types.TypeEngine[datetime]:
 
 
 def upgrade() -> None:
-    op.create_table(
+    resumable.create_table(
         "ledger_events",
         sa.Column(
             "position",
@@ -55,7 +57,7 @@ def upgrade() -> None:
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
-    op.create_table(
+    resumable.create_table(
         "ledger_runs",
         sa.Column("run_id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("source_id", sa.Integer(), nullable=False),
@@ -70,16 +72,18 @@ def upgrade() -> None:
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
-    op.create_index(
+    resumable.create_index(
         op.f("ix_ledger_runs_state_last_event_at"), "ledger_runs", ["state", "last_event_at"]
     )
-    op.create_index(op.f("ix_ledger_runs_state_started_at"), "ledger_runs", ["state", "started_at"])
-    op.create_index(
+    resumable.create_index(
+        op.f("ix_ledger_runs_state_started_at"), "ledger_runs", ["state", "started_at"]
+    )
+    resumable.create_index(
         op.f("ix_ledger_runs_connector_name_source_id_state"),
         "ledger_runs",
         ["connector_name", "source_id", "state"],
     )
-    head = op.create_table(
+    head = resumable.create_table(
         "ledger_head",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("last_position", sa.BigInteger(), nullable=False),
@@ -90,16 +94,15 @@ def upgrade() -> None:
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
-    op.bulk_insert(
+    resumable.insert_once(
         head,
-        [
-            {
-                "id": 1,
-                "last_position": 0,
-                "last_hash": GENESIS_HASH,
-                "last_run_id": _highest_legacy_run_id(),
-            }
-        ],
+        {
+            "id": 1,
+            "last_position": 0,
+            "last_hash": GENESIS_HASH,
+            "last_run_id": _highest_legacy_run_id(),
+        },
+        key="id",
     )
     _create_immutability_triggers()
 
@@ -121,25 +124,28 @@ def _create_immutability_triggers() -> None:
         name = f"ledger_events_no_{verb.lower()}"
         message = IMMUTABLE_MESSAGE.format(verb=verb)
         if dialect == "sqlite":
-            op.execute(
+            resumable.create_trigger(
+                name,
                 f"CREATE TRIGGER {name} BEFORE {verb} ON ledger_events "
-                f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+                f"BEGIN SELECT RAISE(ABORT, '{message}'); END",
             )
             if verb == "DELETE":
                 # INSERT OR REPLACE deletes the conflicting row without firing DELETE triggers
                 # (unless recursive_triggers is on): refuse any insert that would collide.
-                op.execute(
+                resumable.create_trigger(
+                    "ledger_events_no_replace",
                     "CREATE TRIGGER ledger_events_no_replace BEFORE INSERT ON ledger_events "
                     "WHEN EXISTS (SELECT 1 FROM ledger_events WHERE position = NEW.position) "
                     "OR EXISTS (SELECT 1 FROM ledger_events WHERE event_id = NEW.event_id) "
                     "OR EXISTS (SELECT 1 FROM ledger_events "
                     "WHERE run_id = NEW.run_id AND version = NEW.version) "
-                    f"BEGIN SELECT RAISE(ABORT, '{IMMUTABLE_MESSAGE.format(verb='REPLACE')}'); END"
+                    f"BEGIN SELECT RAISE(ABORT, '{IMMUTABLE_MESSAGE.format(verb='REPLACE')}'); END",
                 )
         elif dialect in ("mysql", "mariadb"):
-            op.execute(
+            resumable.create_trigger(
+                name,
                 f"CREATE TRIGGER {name} BEFORE {verb} ON ledger_events FOR EACH ROW "
-                f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'"
+                f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'",
             )
         else:  # pragma: no cover - only SQLite and MySQL/MariaDB are supported
             raise NotImplementedError(f"no immutability trigger for {dialect}")

@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
+from migrations import resumable
+
 revision: str = "0002_projections"
 down_revision: str | None = "0001_event_store"
 branch_labels: str | Sequence[str] | None = None
@@ -43,9 +45,9 @@ def _counter(name: str) -> sa.Column[int]:
 
 
 def upgrade() -> None:
-    if sa.inspect(op.get_bind()).has_table("ingestion_runs"):
+    if _legacy_table_to_move():
         op.rename_table("ingestion_runs", "ingestion_runs_legacy")
-    op.create_table(
+    resumable.create_table(
         "ingestion_runs",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("sourceId", sa.Integer(), nullable=False),
@@ -83,8 +85,8 @@ def upgrade() -> None:
         mysql_charset="utf8mb4",
     )
     for column in ("sourceId", "connectorName", "startedAt", "status"):
-        op.create_index(f"idx_ingestion_runs_{column}", "ingestion_runs", [column])
-    op.create_table(
+        resumable.create_index(f"idx_ingestion_runs_{column}", "ingestion_runs", [column])
+    resumable.create_table(
         "ingestion_run_transitions",
         sa.Column("position", _position(), autoincrement=False, nullable=False),
         sa.Column("run_id", sa.Integer(), nullable=False),
@@ -96,12 +98,12 @@ def upgrade() -> None:
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
-    op.create_index(
+    resumable.create_index(
         op.f("ix_ingestion_run_transitions_run_id_position"),
         "ingestion_run_transitions",
         ["run_id", "position"],
     )
-    checkpoints = op.create_table(
+    checkpoints = resumable.create_table(
         "projection_checkpoints",
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("position", sa.BigInteger(), nullable=False),
@@ -115,10 +117,12 @@ def upgrade() -> None:
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
-    op.bulk_insert(
-        checkpoints, [{"name": "ingestion_runs", "position": 0, "updated_at": datetime(1970, 1, 1)}]
+    resumable.insert_once(
+        checkpoints,
+        {"name": "ingestion_runs", "position": 0, "updated_at": datetime(1970, 1, 1)},
+        key="name",
     )
-    op.create_table(
+    resumable.create_table(
         "projection_skips",
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("position", sa.BigInteger(), autoincrement=False, nullable=False),
@@ -129,6 +133,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", "position", name=op.f("pk_projection_skips")),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
+    )
+
+
+def _legacy_table_to_move() -> bool:
+    """Whether ``ingestion_runs`` is the legacy system's table, to be kept under another name.
+    Once this revision has moved it (or made the projection's next to it), the table of that
+    name is the projection's own: an attempt interrupted after the move, or after the
+    projection's tables were made, must not move the projection's table aside (MySQL commits
+    each DDL statement on its own; see :mod:`migrations.resumable`)."""
+    if not resumable.has_table("ingestion_runs"):
+        return False
+    return not (
+        resumable.has_table("ingestion_runs_legacy")
+        or resumable.has_table("ingestion_run_transitions")
     )
 
 

@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
+from migrations import resumable
+
 revision: str = "0003_source_records"
 down_revision: str | None = "0002_projections"
 branch_labels: str | Sequence[str] | None = None
@@ -25,7 +27,7 @@ def _timestamp() -> sa.types.TypeEngine[datetime]:
 
 
 def upgrade() -> None:
-    op.create_table(
+    resumable.create_table(
         "source_records",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("source_id", sa.Integer(), nullable=False),

@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
+from migrations import resumable
+
 revision: str = "0004_schedule_claims"
 down_revision: str | None = "0003_source_records"
 branch_labels: str | Sequence[str] | None = None
@@ -25,7 +27,7 @@ def _timestamp() -> sa.types.TypeEngine[datetime]:
 
 
 def upgrade() -> None:
-    op.create_table(
+    resumable.create_table(
         "schedule_claims",
         sa.Column("job_id", sa.String(200), nullable=False),
         sa.Column("tick_at", _timestamp(), nullable=False),

@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
+from migrations import resumable
+
 revision: str = "0005_rebuild_claims"
 down_revision: str | None = "0004_schedule_claims"
 branch_labels: str | Sequence[str] | None = None
@@ -25,7 +27,7 @@ def _timestamp() -> sa.types.TypeEngine[datetime]:
 
 
 def upgrade() -> None:
-    op.create_table(
+    resumable.create_table(
         "rebuild_claims",
         sa.Column("projection", sa.String(64), nullable=False),
         sa.Column("claimed_by", sa.String(200), nullable=False),
