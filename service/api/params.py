@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError
 from ledger.events import MAX_RUN_ID
 from ledger.schema import MAX_POSITION
 
-NOT_DIGITS = "not a whole number in ASCII digits (0-9 only)"
+NOT_DIGITS = "not an integer of ASCII digits 0-9 (no sign, space, _ or .)"
 
 
 def is_ascii_integer(text: str) -> bool:

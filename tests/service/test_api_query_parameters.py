@@ -156,7 +156,7 @@ def test_an_integer_in_the_url_is_ascii_digits_only_never_another_run(
             problem = answer.json()
             assert problem["type"] == "urn:run-ledger:problem:invalid-request", problem
             assert [error["field"] for error in problem["errors"]] == [name], problem
-            assert "ASCII digits" in problem["detail"], problem
+            assert "integer of ASCII digits" in problem["detail"], problem
         checked.add((path, name))
     assert {
         ("/v1/runs/{run_id}", "run_id"),
