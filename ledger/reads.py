@@ -15,7 +15,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, String, cast, func, select
+from sqlalchemy.sql import Select
 
 from ledger.dialects import (
     driver_placeholder,
@@ -175,7 +176,7 @@ def read_run(
     run's (run_id, version) key from that event's version instead of filtering the run's
     earlier rows: a run's versions rise with its positions (I4), so the two select the same
     events, and the page after a millionth event costs what the first does."""
-    query = select(ledger_events).where(ledger_events.c.run_id == run_id)
+    query = _EVENTS.where(ledger_events.c.run_id == run_id)
     if after:
         version = run_version_at(conn, run_id, after)
         if version is not None:
@@ -183,7 +184,7 @@ def read_run(
         else:
             query = query.where(ledger_events.c.position > after)
     query = query.order_by(ledger_events.c.version).limit(limit)
-    return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+    return _stored_events(conn, query)
 
 
 def run_version_at(conn: Connection, run_id: int, position: int) -> int | None:
@@ -203,8 +204,7 @@ def run_status_events(
     up_to_version]`` that can change its status (every type but RunProgressed), in version
     order: what the status before a page of its timeline is folded from."""
     query = (
-        select(ledger_events)
-        .where(
+        _EVENTS.where(
             (ledger_events.c.run_id == run_id)
             & (ledger_events.c.version > after_version)
             & (ledger_events.c.version <= up_to_version)
@@ -213,28 +213,60 @@ def run_status_events(
         .order_by(ledger_events.c.version)
         .limit(limit)
     )
-    return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+    return _stored_events(conn, query)
 
 
 def latest_occurred_at(conn: Connection, run_id: int, up_to_version: int) -> datetime | None:
     """The latest ``occurred_at`` of the run's events up to ``up_to_version`` (None if none)."""
-    query = select(func.max(ledger_events.c.occurred_at)).where(
-        (ledger_events.c.run_id == run_id) & (ledger_events.c.version <= up_to_version)
+    of_run = (ledger_events.c.run_id == run_id) & (ledger_events.c.version <= up_to_version)
+    query = select(func.max(_as_text(ledger_events.c.occurred_at))).where(of_run)
+    value = conn.execute(query).scalar_one_or_none()
+    if value is None:
+        return None
+    try:
+        return stored_time_reader(value)
+    except (TypeError, ValueError) as exc:  # a row no append wrote: which one, then say so
+        where = select(ledger_events.c.position).where(
+            of_run & (_as_text(ledger_events.c.occurred_at) == value)
+        )
+        position = conn.execute(where.limit(1)).scalar_one_or_none()
+        raise StoredEventError(
+            f"the event stored at position {position} cannot be read "
+            f"({clip(visible(str(exc)), 200)}): no append of this ledger writes such a row"
+        ) from exc
+
+
+def _as_text(column: Any) -> Any:
+    """A timestamp column as the text it stores (SQLite: as it is; MySQL: ``CAST(… AS CHAR)``),
+    read by :func:`ledger.dialects.stored_time_reader` rather than by SQLAlchemy's processor."""
+    return cast(column, String).label(column.name)
+
+
+# Every column of ledger_events in EVENT_COLUMNS order, the timestamps as their stored text:
+# the selects of a run's events, read into events as the position reads are.
+_EVENTS = select(
+    *(
+        _as_text(ledger_events.c[name]) if name in _TIME_COLUMNS else ledger_events.c[name]
+        for name in EVENT_COLUMNS
     )
-    value: datetime | None = conn.execute(query).scalar_one_or_none()
-    return value
+)
+
+
+def _stored_events(conn: Connection, query: Select[Any]) -> list[RecordedEvent]:
+    """The events of a select of :data:`_EVENTS`. A row no append wrote (a ``recorded_at`` of
+    'yesterday', an ``occurred_at`` of NULL, edited by hand) is a :class:`StoredEventError`
+    naming its position, as :func:`read_events_page` says it: SQLAlchemy's own date parse
+    raised a bare ValueError (a 500 of the web view, a traceback)."""
+    return events_from_driver(conn.execute(query).tuples(), stored_time_reader)
 
 
 def first_events(conn: Connection, limit: int) -> list[RecordedEvent]:
     """Each run's first event (version 1: its RunStarted, I5), in position order, for the first
     ``limit`` runs."""
     query = (
-        select(ledger_events)
-        .where(ledger_events.c.version == 1)
-        .order_by(ledger_events.c.position)
-        .limit(limit)
+        _EVENTS.where(ledger_events.c.version == 1).order_by(ledger_events.c.position).limit(limit)
     )
-    return [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+    return _stored_events(conn, query)
 
 
 def count_events(conn: Connection, except_runs: Collection[int] = ()) -> int:

@@ -3,6 +3,7 @@
 turn library errors into problems (:mod:`service.api.problems`).
 
 Every endpoint but ``/healthz`` needs a bearer token with a scope (:mod:`service.api.auth`).
+Every ``GET`` answers ``HEAD`` too (:mod:`service.api.head`).
 Request bodies are held to ``[api] max_body_bytes`` while they are read, before parsing.
 """
 
@@ -22,6 +23,7 @@ from service.api.auth import Caller, Tokens
 from service.api.events import add_event_routes
 from service.api.guard import Guard
 from service.api.handlers import add_error_handlers
+from service.api.head import HeadAsGet
 from service.api.limits import auth_failures_of
 from service.api.openapi import add_docs_routes, openapi_document, problem_responses
 from service.api.runs import add_run_routes
@@ -135,30 +137,10 @@ def create_app(config: LedgerConfig) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    # HEAD too (load balancers often probe with it): in the document as it is answered.
-    @app.head(
-        "/healthz",
-        summary="The process is up (no token needed; no body)",
-        response_class=Response,
-        responses={200: {"description": "The process is up"}},
-    )
-    async def healthz_head() -> Response:
-        return Response()
-
     @app.get("/readyz", summary="The database is reachable and its schema current")
     def readyz(_caller: Annotated[Caller, read_scope]) -> dict[str, str]:
         state.ledger.check_schema()
         return {"status": "ready"}
-
-    @app.head(  # a load balancer's probe, as for /healthz
-        "/readyz",
-        summary="The database is reachable and its schema current (no body)",
-        response_class=Response,
-        responses={200: {"description": "Ready"}},
-    )
-    def readyz_head(_caller: Annotated[Caller, read_scope]) -> Response:
-        state.ledger.check_schema()
-        return Response()
 
     add_docs_routes(app, scopes)
 
@@ -178,6 +160,9 @@ def create_app(config: LedgerConfig) -> FastAPI:
         app.add_middleware(SecurityHeaders)
         app.state.web.verify.start()
 
+    # Outermost: a HEAD (a load balancer's probe, curl -I) is answered as its GET, whichever
+    # route, page or refusal answers it, and never with a body.
+    app.add_middleware(HeadAsGet)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 

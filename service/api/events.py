@@ -13,6 +13,7 @@ from ledger.wire import LineBatch, append_lines, read_array, read_lines
 from service.api.access import Scopes
 from service.api.auth import Caller
 from service.api.openapi import events_body, problem_responses
+from service.api.params import ASCII_DIGITS
 from service.api.problems import ApiProblem
 from service.api.shapes import AppendSummary
 from service.api.state import ApiState
@@ -37,6 +38,7 @@ def add_event_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         expected_version: Annotated[
             int | None,
             Query(ge=0, le=MAX_RUN_ID, description="The run's version before this batch"),
+            ASCII_DIGITS,
         ] = None,
     ) -> Any:
         """A JSON array of events, or JSON Lines (``application/x-ndjson``): validated first,

@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 
 from ledger.outage import Outage
 from ledger.text import visible
+from service.api.head import REQUEST_METHOD
 from service.api.problems import PROBLEM_JSON, RETRY_AFTER_UNREACHABLE, ApiProblem
 
 # The API's logger: a request's log line reads the same from the guard as from an endpoint.
@@ -134,7 +135,7 @@ class Guard:
                 self.outage.ended()
             log.info(
                 "%s %s %d %.1fms caller=%s",
-                scope["method"],
+                scope.get(REQUEST_METHOD, scope["method"]),
                 visible(scope["path"]),
                 status,
                 (time.monotonic() - started) * 1000,

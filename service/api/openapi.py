@@ -11,6 +11,7 @@ from ledger.events import event_adapter
 from service.api.access import Scopes
 from service.api.auth import Caller
 from service.api.docs import ASSETS_PATH, asset, docs_page
+from service.api.head import head_operations
 from service.api.problems import PROBLEM_JSON, ApiProblem
 from service.api.shapes import Problem
 
@@ -98,6 +99,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
                     {str(k): v for k, v in problem_responses(400, 401, 403, 429).items()}
                 )
             responses.update({str(k): v for k, v in common.items()})
+    head_operations(document.get("paths", {}))  # listed: every GET answers HEAD (HeadAsGet)
     app.openapi_schema = document
     return document
 

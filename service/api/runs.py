@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from forensics.audit import audit_page
@@ -15,6 +15,7 @@ from projections.queries import RunFilter, find_run, find_runs, jsonable_row, no
 from service.api.access import Scopes, invalid_parameter, query_moment
 from service.api.auth import Caller
 from service.api.openapi import problem_responses
+from service.api.params import ASCII_DIGITS, AtPositionQuery, RunIdPath
 from service.api.problems import ApiProblem
 from service.api.shapes import FailRequest, FailResult, IngestionRun, RunDetail, RunStatus
 from service.api.state import ApiState
@@ -47,14 +48,15 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         _caller: Annotated[Caller, read_scope],
         status: RunStatus | None = None,
         connector: Annotated[str | None, Query(max_length=1000)] = None,
-        source: Annotated[int | None, Query(ge=0, le=MAX_RUN_ID)] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        source: Annotated[int | None, Query(ge=0, le=MAX_RUN_ID), ASCII_DIGITS] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE), ASCII_DIGITS] = 50,
         cursor: Annotated[
             int | None,
             Query(ge=1, le=MAX_RUN_ID, description="Runs below this id (the next page's)"),
+            ASCII_DIGITS,
         ] = None,
         as_of: Annotated[str | None, Query(max_length=QUERY_AS_OF_MAX_LENGTH)] = None,
-        at_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
+        at_position: AtPositionQuery = None,
     ) -> list[dict[str, Any]]:
         """The rows of ``ingestion_runs`` (``ledger runs list --format json``), live or as of
         a time or position; a ``Link: <…>; rel="next"`` header names the next page."""
@@ -74,8 +76,6 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
             response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
         return [jsonable_row(row) for row in rows]
 
-    run_id_path = Path(ge=1, le=MAX_RUN_ID)
-
     @app.get(
         "/v1/runs/{run_id}",
         summary="One run: its ingestion_runs row and its write-side state",
@@ -84,9 +84,9 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
     )
     def show_run(
         _caller: Annotated[Caller, read_scope],
-        run_id: Annotated[int, run_id_path],
+        run_id: RunIdPath,
         as_of: Annotated[str | None, Query(max_length=QUERY_AS_OF_MAX_LENGTH)] = None,
-        at_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
+        at_position: AtPositionQuery = None,
     ) -> dict[str, Any]:
         """The row ``ledger runs show --format json`` prints (``row``: null while the
         projection is behind, with a ``note``) and the ledger's own state of the run
@@ -116,8 +116,8 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         request: Request,
         response: Response,
         _caller: Annotated[Caller, read_scope],
-        run_id: Annotated[int, run_id_path],
-        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = MAX_EVENTS_PAGE,
+        run_id: RunIdPath,
+        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE), ASCII_DIGITS] = MAX_EVENTS_PAGE,
         cursor: Annotated[
             int | None,
             Query(
@@ -126,6 +126,7 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
                 description="The position of the run's event the page follows (the next "
                 "page's, from the Link header)",
             ),
+            ASCII_DIGITS,
         ] = None,
     ) -> list[dict[str, Any]]:
         """The run's events in order, each with the status after it and its hash check
@@ -154,7 +155,7 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
     def fail(
         caller: Annotated[Caller, operate_scope],
         _wire_rules: Annotated[None, Depends(wire_json)],
-        run_id: Annotated[int, run_id_path],
+        run_id: RunIdPath,
         request: FailRequest,
     ) -> dict[str, Any]:
         """Appends RunTimedOut with ``detected_by=operator:TOKEN-NAME`` (``ledger runs

@@ -54,6 +54,17 @@ def add_error_handlers(app: FastAPI, state: WebState, pages: Pages) -> None:
             details.append(f"{visible(where)}: {visible(str(error.get('msg')))}")
         return error_page(request, 400, "Invalid request", "; ".join(details))
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, _exc: Exception) -> Response:
+        # Starlette's own answer is a bare "Internal Server Error" in plain text; the page says
+        # as much as the API's 500 does (the guard logs the traceback, as Starlette re-raises).
+        return error_page(
+            request,
+            500,
+            "Internal error",
+            "an unexpected error occurred; it is logged on the server",
+        )
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else "error"

@@ -16,6 +16,7 @@ from ledger.events import REASON_MAX
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
 from projections.as_of import QUERY_AS_OF_MAX_LENGTH, QUERY_NAMES, parse_as_of, resolve_position
+from service.api.params import url_integer
 from service.web.security import same_origin
 from service.web.sessions import SESSION_COOKIE, Viewer
 from service.web.state import ROOT, Forbidden, LedgerErrorPage, LoginRequired, Moment, WebState
@@ -73,13 +74,11 @@ class Pages:
             )
         at_position = None
         if position_text is not None:
-            # The length first: int() refuses more than 4,300 digits with a ValueError.
-            too_long = len(position_text) > len(str(MAX_POSITION))
-            if too_long or not decimal_text(position_text) or int(position_text) > MAX_POSITION:
+            at_position = url_integer(position_text, MAX_POSITION)
+            if at_position is None:
                 raise LedgerErrorPage(
                     400, "Invalid request", f"at_position: {position_text!r} is not a position"
                 )
-            at_position = int(position_text)
         moment = parse_as_of(as_of_text, at_position, QUERY_NAMES)
         if moment is None and at_position is None:
             return Moment()
@@ -162,8 +161,3 @@ class Pages:
             title=title,
             detail=detail,
         )
-
-
-def decimal_text(text: str) -> bool:
-    """ASCII digits only: "²".isdigit() is true, and int() refuses it (a 500 once)."""
-    return text.isascii() and text.isdigit()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import FastAPI, Form, Path, Query, Request, Response
+from fastapi import FastAPI, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from forensics.audit import audit_page
@@ -15,8 +15,9 @@ from ledger.events import MAX_RUN_ID, REASON_MAX, operator_actor
 from ledger.schema import MAX_POSITION
 from projections.queries import RunFilter, find_run, find_runs, status_counts_by_day
 from projections.schema import RUN_STATUSES
+from service.api.params import ASCII_DIGITS, RunIdPath, url_integer
 from service.web import views
-from service.web.pages import Pages, decimal_text
+from service.web.pages import Pages
 from service.web.state import (
     COUNTS_TTL,
     DAYS_SHOWN,
@@ -60,7 +61,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         status: Annotated[str | None, Query(max_length=20)] = None,
         connector: Annotated[str | None, Query(max_length=100)] = None,
         source: Annotated[str | None, Query(max_length=12)] = None,
-        before: Annotated[int | None, Query(ge=1, le=MAX_RUN_ID)] = None,
+        before: Annotated[int | None, Query(ge=1, le=MAX_RUN_ID), ASCII_DIGITS] = None,
     ) -> Response:
         viewer = reader(request)
         moment = moment_of(request)
@@ -70,9 +71,9 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             raise LedgerErrorPage(400, "Invalid request", f"status: {status!r} is not a status")
         source_id = None
         if source:
-            if not decimal_text(source) or int(source) > MAX_RUN_ID:
+            source_id = url_integer(source, MAX_RUN_ID)
+            if source_id is None:
                 raise LedgerErrorPage(400, "Invalid request", f"source: {source!r} is not an id")
-            source_id = int(source)
         run_filter = RunFilter(status, connector, source_id, PAGE_SIZE + 1, before=before)
         with state.expensive("the runs as of a past moment", needed=not moment.live):
             view = find_runs(state.ledger, run_filter, None, moment.position)
@@ -119,10 +120,10 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
     @app.get("/runs/{run_id}")
     def run_page(
         request: Request,
-        run_id: Annotated[int, Path(ge=1, le=MAX_RUN_ID)],
+        run_id: RunIdPath,
         notice: Annotated[str | None, Query(max_length=20)] = None,
-        after: Annotated[int | None, Query(ge=1, le=MAX_POSITION)] = None,
-        limit: Annotated[int, Query(ge=1, le=TIMELINE_PART)] = TIMELINE_PART,
+        after: Annotated[int | None, Query(ge=1, le=MAX_POSITION), ASCII_DIGITS] = None,
+        limit: Annotated[int, Query(ge=1, le=TIMELINE_PART), ASCII_DIGITS] = TIMELINE_PART,
     ) -> Response:
         viewer = reader(request)
         moment = moment_of(request)
@@ -199,7 +200,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
     @app.post("/runs/{run_id}/fail")
     def fail(
         request: Request,
-        run_id: Annotated[int, Path(ge=1, le=MAX_RUN_ID)],
+        run_id: RunIdPath,
         reason: Annotated[str, Form(max_length=REASON_MAX)] = "",
         csrf: Annotated[str, Form(max_length=200)] = "",
         confirm: Annotated[str, Form(max_length=10)] = "",

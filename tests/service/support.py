@@ -123,3 +123,40 @@ def readme_grants(role: str) -> list[str]:
     ]
     assert grants, f"the README documents no grants for {role}"
     return grants
+
+
+# Spellings of a number that Python's int() (and pydantic's lax int) took as another one, each
+# a different run or position than the URL seems to name: 1_0 is 10; +1, " 1", "1 ", 1.0 and
+# the Arabic-Indic "١" are 1.
+LOOSE_INTEGERS = ("1_0", "+1", " 1", "1 ", "1.0", "\u0661", "\u00b2", "0x1")
+
+
+def integer_parameters(app: Any) -> list[tuple[str, str, str]]:
+    """(path, method, parameter) of every integer path or query parameter of every route of
+    ``app`` and of the apps mounted in it (the web view), as FastAPI declares them: what the
+    tests of loose integers walk, so that a route added later is covered without a new test."""
+    from fastapi.routing import APIRoute
+
+    found = []
+
+    def walk(routes: list[Any], prefix: str) -> None:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                fields = route.dependant.path_params + route.dependant.query_params
+                for field in fields:
+                    if "int" in str(field.field_info.annotation):
+                        found.extend((prefix + route.path, m, field.alias) for m in route.methods)
+            elif hasattr(route, "app") and hasattr(route.app, "routes"):
+                walk(route.app.routes, prefix + route.path)
+
+    walk(app.routes, "")
+    return sorted(found)
+
+
+def with_integer(path: str, name: str, value: str) -> tuple[str, dict[str, str]]:
+    """The URL and query of ``path`` with ``value`` as its parameter ``name`` (in the path,
+    quoted, or in the query) and 1 as every other path parameter."""
+    from urllib.parse import quote
+
+    url = re.sub(r"{(\w+)}", lambda m: quote(value, safe="") if m[1] == name else "1", path)
+    return url, ({} if "{" + name + "}" in path else {name: value})

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from ledger import Ledger
+from ledger import Ledger, RunStarted
 from tests.service.conftest import auth
+from tests.service.support import LOOSE_INTEGERS, integer_parameters, with_integer
 
 READ = auth("reader")
 
@@ -126,3 +127,46 @@ def test_the_openapi_document_names_the_headers_its_problems_carry(client: TestC
     refused = client.get("/v1/status")
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"]
+
+
+def test_an_integer_in_the_url_is_ascii_digits_only_never_another_run(
+    client: TestClient, ledger: Ledger
+) -> None:
+    """``/v1/runs/1_0`` answered run 10 (int() reads ``1_0`` as 10, ``+1``, `` 1`` and ``١``
+    as 1): every integer of every route's path and query, walked from the app's routes, is
+    refused for any spelling but ASCII digits, as a 400 naming the parameter; nothing is
+    written."""
+    for number in range(1, 11):
+        ledger.append([RunStarted(source_id=number, connector_name=f"c{number}")])
+    head = ledger.head().last_position
+    assert client.get("/v1/runs/10", headers=READ).status_code == 200
+    admin = auth("admin")
+    bodies = {
+        "/v1/events": [{"type": "RunProgressed", "run_id": 1, "records_fetched": 1}],
+        "/v1/runs/{run_id}/fail": {"reason": "a test"},
+    }
+    checked = set()
+    for path, method, name in integer_parameters(client.app):
+        for loose in LOOSE_INTEGERS:
+            url, params = with_integer(path, name, loose)
+            answer = client.request(
+                method, url, params=params, json=bodies.get(path), headers=admin
+            )
+            assert answer.status_code == 400, (method, url, params, answer.text)
+            problem = answer.json()
+            assert problem["type"] == "urn:run-ledger:problem:invalid-request", problem
+            assert [error["field"] for error in problem["errors"]] == [name], problem
+            assert "integer of ASCII digits" in problem["detail"], problem
+        checked.add((path, name))
+    assert {
+        ("/v1/runs/{run_id}", "run_id"),
+        ("/v1/runs", "cursor"),
+        ("/v1/runs", "at_position"),
+        ("/v1/runs/{run_id}/events", "cursor"),
+        ("/v1/events", "expected_version"),
+    } <= checked
+    assert ledger.head().last_position == head  # nothing was appended nor failed
+    # ASCII digits are still a number (a leading zero too), within the documented bounds.
+    assert client.get("/v1/runs/010", headers=READ).json()["ledger"]["version"] == 1
+    assert client.get("/v1/runs?limit=0002", headers=READ).status_code == 200
+    assert client.get("/v1/runs?limit=1001", headers=READ).status_code == 400

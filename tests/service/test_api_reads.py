@@ -294,3 +294,73 @@ def test_a_stored_event_that_cannot_be_read_is_the_servers_problem_not_the_calle
         cli, ["runs", "show", str(run_id), "--at-position", "2", "--db", db_url]
     )
     assert shown.exit_code == 1, shown.output
+
+
+# A timestamp no append writes, as each database lets a hand edit store it: SQLite keeps any
+# text; MariaDB, strict by default, takes the zero date once the session's sql_mode allows it.
+# NULL is refused by both (occurred_at and recorded_at are NOT NULL), so it cannot be stored.
+UNREADABLE_TIME = {"sqlite": "'yesterday'", "mysql": "'0000-00-00 00:00:00'"}
+
+
+@pytest.mark.parametrize("column", ["recorded_at", "occurred_at"])
+def test_a_stored_time_that_cannot_be_read_is_the_same_named_500_everywhere(
+    ledger: Ledger, db_url: str, tmp_path: Path, column: str
+) -> None:
+    """A ``recorded_at`` edited to 'yesterday' (MariaDB: a zero date): a run's timeline, its
+    pages and replays through it raised SQLAlchemy's bare ValueError, a 500 without a word
+    (the web: Starlette's plain "Internal Server Error"). Every read of it is now the
+    ``stored-event-unreadable`` answer naming the position, API and web alike."""
+    from sqlalchemy import text
+
+    from tests.service.web.support import log_in, web_config
+    from tests.support import drop_triggers
+
+    run_id = ledger.start_run(1, "tampered")
+    ledger.append([RunFinished(run_id=run_id, status="success")])
+    other = ledger.start_run(2, "untouched")
+    drop_triggers(ledger.engine)
+    dialect = ledger.engine.dialect.name
+    with ledger.engine.begin() as conn:
+        if dialect != "sqlite":
+            conn.execute(text("SET SESSION sql_mode = ''"))
+        conn.execute(
+            text(
+                f"UPDATE ledger_events SET {column} = {UNREADABLE_TIME[dialect]} WHERE position = 1"
+            )
+        )
+    config = web_config(db_url)
+    read = {"Authorization": "Bearer read-token-0123456789abcdef"}
+    with TestClient(create_app(config), raise_server_exceptions=False) as client:
+        try:
+            for url in (
+                f"/v1/runs/{run_id}/events",
+                f"/v1/runs/{run_id}/events?limit=1&cursor=1",  # its state before page 2
+                f"/v1/runs/{run_id}?at_position=2",
+                "/v1/runs?at_position=3",
+            ):
+                answer = client.get(url, headers=read)
+                assert answer.status_code == 500, (url, answer.text)
+                problem = answer.json()
+                assert problem["type"] == "urn:run-ledger:problem:stored-event-unreadable", url
+                assert "position 1 cannot be read" in problem["detail"], (url, problem)
+            log_in(client, "reader")
+            for url in (
+                f"/web/runs/{run_id}",
+                f"/web/runs/{run_id}?at_position=2",
+                "/web/runs?at_position=3",
+                "/web/stuck?at_position=3",
+            ):
+                page = client.get(url)
+                assert page.status_code == 500, (url, page.text[:300])
+                assert page.headers["content-type"].startswith("text/html"), url
+                assert "Stored event unreadable" in page.text, (url, page.text[:300])
+                assert "position 1 cannot be read" in page.text, url
+            # What does not read that row still answers; verify names it.
+            assert client.get(f"/v1/runs/{other}/events", headers=read).status_code == 200
+            assert client.get("/web/runs").status_code == 200
+            verified = client.get("/v1/verify", headers=read).json()
+            assert verified["ok"] is False
+            assert any(p.get("position") == 1 for p in verified["problems"]), verified
+        finally:
+            client.app.state.web.close()  # type: ignore[attr-defined]
+            client.app.state.api.close()  # type: ignore[attr-defined]

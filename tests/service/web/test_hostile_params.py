@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.api.guard import _content_length
+from tests.service.support import LOOSE_INTEGERS, integer_parameters, with_integer
 from tests.service.web.support import demo_with_open_run, log_in, web_config
 
 # "²" and "①" are str.isdigit() but not int(); "١" (Arabic-Indic one) is int() but not ASCII.
@@ -42,6 +43,33 @@ def test_non_ascii_digits_are_a_400_page_not_a_500(client: TestClient, digits: s
         assert answer.status_code == 400, (path, answer.status_code, answer.text[:300])
         assert answer.headers["content-type"].startswith("text/html")
         assert "Traceback" not in answer.text
+
+
+def test_an_integer_in_a_page_url_is_ascii_digits_only_never_another_run(
+    client: TestClient,
+) -> None:
+    """``/web/runs/1_0`` showed run 10: every integer a page takes (its route's path and
+    query, walked from the app's routes, and those it reads itself: at_position, source) is
+    the error page for any spelling but ASCII digits, naming the parameter."""
+    csrf = log_in(client, "oncall")
+    urls: list[tuple[str, str, str, dict[str, str]]] = []
+    for path, method, name in integer_parameters(client.app):
+        if not path.startswith("/web/"):
+            continue
+        for loose in LOOSE_INTEGERS:
+            url, params = with_integer(path, name, loose)
+            urls.append((method, url, name, params))
+    assert {url for _, url, _, _ in urls} >= {"/web/runs", "/web/runs/1_0", "/web/runs/1"}
+    for page in ("/web/runs", "/web/runs/1", "/web/stuck", "/web/proof", "/web/integrity"):
+        urls.extend(("GET", page, "at_position", {"at_position": n}) for n in LOOSE_INTEGERS)
+    urls.extend(("GET", "/web/runs", "source", {"source": n}) for n in LOOSE_INTEGERS)
+    for method, url, name, params in urls:
+        form = {"reason": "a test", "csrf": csrf} if method == "POST" else None
+        answer = client.request(method, url, params=params, data=form, follow_redirects=False)
+        assert answer.status_code == 400, (method, url, params, answer.text[:300])
+        assert answer.headers["content-type"].startswith("text/html")
+        assert f"{name}: " in answer.text, (method, url, params, answer.text)
+    assert client.get("/web/runs/01").status_code == 200  # ASCII digits: still a number
 
 
 def test_a_content_length_of_odd_digits_is_not_read_as_a_number() -> None:

@@ -786,3 +786,24 @@ def test_an_as_of_ahead_of_the_clock_is_now(client: TestClient, db_url: str) -> 
     shown = parse_as_of(unquote(download.group(1)), None)
     assert shown is not None
     assert shown <= utcnow()
+
+
+def test_an_unexpected_error_of_a_page_is_the_error_page_not_a_bare_500(
+    client: TestClient, demo: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page that raised anything but a library error was answered by Starlette's plain-text
+    "Internal Server Error": the web view's 500 is its error page, with its headers, saying
+    no more than the API's 500 (the server's log has the traceback)."""
+    import service.web.runs
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise TypeError("an unforeseen bug")
+
+    log_in(client, "reader")
+    monkeypatch.setattr(service.web.runs, "audit_page", broken)
+    page = client.get(f"/web/runs/{demo['open']}")
+    assert page.status_code == 500, page.text[:300]
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "Internal error" in page.text
+    assert "unforeseen" not in page.text

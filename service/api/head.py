@@ -1,0 +1,65 @@
+"""``HEAD`` for every ``GET`` of the API and of the web view mounted in it, in one place.
+
+FastAPI routes a ``GET`` endpoint for ``GET`` alone, so ``curl -I`` and a monitor's ``HEAD``
+were answered 405. :class:`HeadAsGet`, around the whole app, answers a ``HEAD`` as the ``GET``
+of the same URL (same route, same token or session check, same status and headers, the
+``Content-Length`` the ``GET`` would send) and sends no body. A path without a ``GET`` answers
+``HEAD`` as it answers ``GET``: 405 naming its methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# The scope key holding the request's own method, for the request's log line (the guard logs
+# "HEAD /v1/runs", not the GET it was answered as).
+REQUEST_METHOD = "ledger_method"
+
+
+class HeadAsGet:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        # A copy: the server reads its own scope's method to frame the response (no body
+        # after the headers of a HEAD answer).
+        as_get = {**scope, "method": "GET", REQUEST_METHOD: "HEAD"}
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app(as_get, receive, without_body)
+
+
+def head_operations(paths: dict[str, dict[str, Any]]) -> None:
+    """Add to an OpenAPI document's ``paths`` the ``head`` operation :class:`HeadAsGet` answers
+    for each ``get``: listed rather than left out, so that a client generated from the
+    document (a monitor's probe) finds them, with the same parameters, security and statuses
+    and no content."""
+    for operations in paths.values():
+        get = operations.get("get")
+        if get is None or "head" in operations:
+            continue
+        head = {**get, "summary": f"{get.get('summary', '')} (headers only)".strip()}
+        if "operationId" in get:
+            head["operationId"] = get["operationId"].removesuffix("_get") + "_head"
+        head["responses"] = {
+            status: {key: value for key, value in response.items() if key != "content"}
+            for status, response in get.get("responses", {}).items()
+        }
+        operations["head"] = head
+
+
+__all__ = ["REQUEST_METHOD", "HeadAsGet", "head_operations"]

@@ -1,0 +1,61 @@
+"""Integers taken from a URL (a path segment, a query parameter), for the API and the web view:
+ASCII digits only, then the route's own bounds.
+
+Python's ``int()`` (and pydantic's lax int, which FastAPI uses) reads ``1_0`` as 10, ``+1``
+and `` 1 `` as 1, ``1.0`` as 1 and ``١`` (an Arabic-Indic one) as 1: ``/v1/runs/1_0`` showed
+run 10. A URL names a run or a position one way only, so anything but ``[0-9]+`` is refused,
+naming the parameter, before any number is made of it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path, Query
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
+
+from ledger.events import MAX_RUN_ID
+from ledger.schema import MAX_POSITION
+
+NOT_DIGITS = "not an integer of ASCII digits 0-9 (no sign, space, _ or .)"
+
+
+def is_ascii_integer(text: str) -> bool:
+    """``[0-9]+``: ``str.isdigit`` alone takes ``²`` and ``١``, ``int()`` takes ``_``, ``+``
+    and spaces."""
+    return text.isascii() and text.isdigit()
+
+
+def _ascii_digits(value: object) -> object:
+    if isinstance(value, str) and not is_ascii_integer(value):
+        raise PydanticCustomError("ascii_digits", NOT_DIGITS)
+    return value
+
+
+# Goes into every ``Annotated[int, Path(...)|Query(...), ...]`` of a route (checked by
+# tests/service/test_api_query_parameters.py for every integer parameter of every route).
+ASCII_DIGITS = BeforeValidator(_ascii_digits)
+
+RunIdPath = Annotated[int, Path(ge=1, le=MAX_RUN_ID), ASCII_DIGITS]
+AtPositionQuery = Annotated[int | None, Query(ge=0, le=MAX_POSITION), ASCII_DIGITS]
+
+
+def url_integer(text: str, high: int) -> int | None:
+    """``text`` as an integer from 0 to ``high`` (None: not ``[0-9]+``, or over ``high``), for
+    a parameter a page reads itself; the length first, as ``int()`` refuses more than 4,300
+    digits with a ValueError."""
+    if not is_ascii_integer(text) or len(text.lstrip("0")) > len(str(high)):
+        return None
+    number = int(text)
+    return number if number <= high else None
+
+
+__all__ = [
+    "ASCII_DIGITS",
+    "NOT_DIGITS",
+    "AtPositionQuery",
+    "RunIdPath",
+    "is_ascii_integer",
+    "url_integer",
+]
