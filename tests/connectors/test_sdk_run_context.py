@@ -140,17 +140,19 @@ def test_a_run_asked_to_stop_raises_at_its_next_report_and_stops_its_heartbeats(
     run = RunContext(
         ledger, 1, "SOURCE_1", spool=spool, progress_interval=3600, heartbeat_interval=0.05
     )
-    with pytest.raises(RuntimeError, match="max_run_time"), run:
-        run.progress(fetched=5)  # pending: progress_interval is an hour
-        run.request_stop(stop)
-        assert run._heartbeat is not None
-        run._heartbeat.join(timeout=30)
-        assert not run._heartbeat.is_alive()  # no heartbeat can come any more
-        assert totals(ledger, run.run_id)["records_fetched"] == 5  # sent as it stopped
-        assert [e.type for e in run_events(ledger, run.run_id)] == ["RunStarted", "RunProgressed"]
-        with pytest.raises(RuntimeError):
-            run.error("row 7 bad", {"row": 7})
+    run.start()
+    run.progress(fetched=5)  # pending: progress_interval is an hour
+    run.request_stop(stop)
+    assert run._heartbeat is not None
+    run._heartbeat.join(timeout=30)
+    assert not run._heartbeat.is_alive()  # no heartbeat can come any more
+    assert totals(ledger, run.run_id)["records_fetched"] == 5  # sent as it stopped
+    assert [e.type for e in run_events(ledger, run.run_id)] == ["RunStarted", "RunProgressed"]
+    with pytest.raises(RuntimeError):
+        run.error("row 7 bad", {"row": 7})
+    with pytest.raises(RuntimeError, match="max_run_time") as raised:
         run.progress(fetched=3)  # raises, once counted
+    run.finish(raised.value)
     payload = finished(ledger, run.run_id)
     assert payload["status"] == "failed"
     assert payload["error_message"] == "RuntimeError: exceeded max_run_time 2h"
