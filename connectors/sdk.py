@@ -11,6 +11,9 @@
   nothing is lost: what is pending goes out before the terminal event.
 * A daemon thread appends a heartbeat every ``heartbeat_interval`` while the body runs, so a
   long but alive run (even one blocked in a call) is never timed out.
+* ``request_stop(exc)`` asks one run to stop (``ledger serve``'s ``max_run_time``): its next
+  ``progress`` or ``error`` raises ``exc`` (after counting what that call reports), and its
+  heartbeats stop, so a run that does not react no longer looks alive to the sweeper.
 * On exit: RunFinished ``success`` (no errors), ``partial`` (non-fatal errors), or ``failed``
   (an exception, with its traceback; ``interrupted`` for KeyboardInterrupt/SystemExit, with
   "stopped by SIGTERM" or "interrupted by Ctrl-C (SIGINT)" as its message), and
@@ -154,6 +157,8 @@ class RunContext:
         self._lock = threading.RLock()
         self._last_emit = 0.0
         self._stop = threading.Event()
+        # What request_stop() asked this run to raise at its next report, or None.
+        self._stop_request: Exception | None = None
         self._heartbeat: threading.Thread | None = None
         self._finishing = False
         self._starting = False
@@ -307,6 +312,9 @@ class RunContext:
                 self._pending[field_name] += value
                 assert self.result is not None
                 self.result.totals[field_name] += value
+            # After counting: the records this call reports are stored already, and the
+            # terminal event (or a later one) carries their counts.
+            self._raise_if_stopped()
             if time.monotonic() - self._last_emit >= self.progress_interval:
                 self._emit_pending(heartbeat_if_empty=False)
 
@@ -323,6 +331,7 @@ class RunContext:
                 if details:
                     entry["details"] = _bounded(details)
                 self._errors.append(entry)
+            self._raise_if_stopped()  # after keeping the error: it is a fact of the run
 
     # ------------------------------------------------------------------ internals
 
@@ -333,13 +342,31 @@ class RunContext:
                 "report for it (make a RunContext of its own)"
             )
 
+    def request_stop(self, stop: Exception) -> None:
+        """Ask this run to stop: its next ``progress`` or ``error`` raises ``stop`` (so the
+        connector's own code unwinds and ``finish`` records it ``failed``), and its heartbeats
+        stop: a run asked to stop whose connector does not react (blocked in a read) must not
+        look alive. Counts already reported still go out. Any thread may call it; lock-free,
+        so a connector holding the lock (a slow append) cannot block the caller."""
+        self._stop_request = stop
+        self._stop.set()  # the heartbeat thread ends at its next wake-up
+
+    @property
+    def stop_requested(self) -> Exception | None:
+        """What :meth:`request_stop` asked this run to raise, or None."""
+        return self._stop_request
+
     def _require_open(self) -> None:
         self._require_own_process()
         if self.result is None or self.result.status is not None:
             raise ValidationError("the run is not open")
-        stop = _stop_requested
+
+    def _raise_if_stopped(self) -> None:
+        stop: BaseException | None = _stop_requested
         if stop is not None:  # a signal handler's raise that Python dropped: raised here
             raise stop
+        if self._stop_request is not None:
+            raise self._stop_request
 
     def _pending_event(self) -> RunProgressed | None:
         if not any(self._pending.values()):
@@ -369,13 +396,22 @@ class RunContext:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_interval):
-            try:
-                with self._lock:
-                    if self._stop.is_set():
-                        return
-                    self._emit_pending(heartbeat_if_empty=True)
-            except Exception:  # the thread must outlive any one failure
-                log.exception("heartbeat of run %s failed", self.result and self.result.run_id)
+            self._beat_once(heartbeat_if_empty=True)
+        if self._stop_request is not None:
+            # Asked to stop: no more heartbeats, but the counts reported so far go out now,
+            # should the connector never reach finish() (blocked in a read).
+            self._beat_once(heartbeat_if_empty=False)
+
+    def _beat_once(self, heartbeat_if_empty: bool) -> None:
+        try:
+            with self._lock:
+                if self._finishing or (self.result is not None and self.result.status):
+                    return  # finish() sends what is pending
+                if heartbeat_if_empty and self._stop.is_set():
+                    return
+                self._emit_pending(heartbeat_if_empty=heartbeat_if_empty)
+        except Exception:  # the thread must outlive any one failure
+            log.exception("heartbeat of run %s failed", self.result and self.result.run_id)
 
     def _send(self, events: list[EventModel]) -> None:
         """Append, or spool if the ledger is unreachable; older spooled events go first."""

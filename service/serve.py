@@ -7,6 +7,11 @@ never stops the process. Several serve processes may share one database: each sc
 a connector or of the sweeper is claimed through ``schedule_claims`` (one INSERT wins), and the
 projector's lock lets one projector work at a time.
 
+A connector with a ``max_run_time`` (its own or ``[serve]``'s) runs in a thread of its own that
+the job watches (service.run_bound): past the bound the run is asked to stop, and one still
+going ``grace_period`` later is timed out by serve and left behind, so no run stays open and no
+connector stays held by a run that never ends.
+
 On SIGTERM/SIGINT: scheduling stops, running connector runs get ``grace_period`` to finish and
 are then ended ``failed`` ("shutdown"), the projector finishes its batch, and the process exits 0.
 """
@@ -36,7 +41,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import start_http_server
 from prometheus_client.registry import CollectorRegistry
 
-from connectors import RunContext, Spool
+from connectors import RunContext, RunResult, Spool
 from connectors.registry import build_connector
 from forensics.anchors import append_anchor
 from ledger import (
@@ -60,6 +65,7 @@ from service.claims import claim, interval_tick, prune_claims
 from service.config import ConnectorConfig, LedgerConfig
 from service.hangup import ignore_hangup
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
+from service.run_bound import POLL_SECONDS, RunBound, time_out_run
 
 if TYPE_CHECKING:
     from service.api.server import ApiThread
@@ -295,31 +301,92 @@ class LedgerService:
             progress_interval=self.config.serve.progress_interval.total_seconds(),
             heartbeat_interval=self.config.serve.heartbeat_interval.total_seconds(),
         )
+        limit = self.config.max_run_time(connector)
+        bound = None if limit is None else RunBound(limit, self.config.serve.grace_period)
 
         def started(run: RunContext) -> None:
             with self.active_lock:
                 self.active[name] = run
+            if bound is not None:
+                bound.opened()
             if self.stop.is_set():  # shutdown began while this run was starting
                 raise ServiceShutdown("shutdown: ledger serve stopped as the run started")
 
+        def record() -> None:
+            try:
+                result, failure = instance.record(context, on_started=started)
+            except ValidationError:  # the shutdown ended this run already
+                return
+            finally:
+                self._forget_run(name, context)
+            _log_outcome(name, result, failure)
+
+        if bound is None:
+            record()
+        else:
+            self._record_bounded(name, context, bound, record)
+
+    def _record_bounded(
+        self, name: str, context: RunContext, bound: RunBound, record: Callable[[], None]
+    ) -> None:
+        """``record`` in a thread of its own, watched against ``bound``: a connector blocked
+        in a call past its bound plus the grace period is left behind (its run timed out, its
+        thread a daemon) so this job ends and the connector's next tick can run."""
+        raised: list[Exception] = []
+        abandoned = threading.Event()
+
+        def work() -> None:
+            try:
+                record()
+            except Exception as exc:
+                if not abandoned.is_set():
+                    raised.append(exc)  # the job raises it, as if it had run the connector
+                elif isinstance(exc, LedgerError):  # woke up after it was left behind
+                    log.error("job %s (left behind): %s", name, visible(str(exc)))
+                else:
+                    log.exception("job %s (left behind) failed", name)
+
+        worker = threading.Thread(target=work, name=f"run-{name}", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(POLL_SECONDS)
+            # Once serve is stopping, the shutdown's own grace period ends the run.
+            if worker.is_alive() and not self.stop.is_set() and bound.check(context):
+                abandoned.set()
+                self._time_out_past_bound(name, context, bound)
+                return
+        if raised:
+            raise raised[0]
+
+    def _time_out_past_bound(self, name: str, context: RunContext, bound: RunBound) -> None:
+        # Serve's shutdown must not end it again; the connector's own late finish still may.
+        self._forget_run(name, context)
         try:
-            result, failure = instance.record(context, on_started=started)
-        except ValidationError:  # the shutdown ended this run already
-            return
-        finally:
-            with self.active_lock:
-                self.active.pop(name, None)
-        if failure is None:
-            log.info("%s: run %d %s", name, result.run_id, result.status)
-        else:  # one line per failed run, the reason and no traceback: it recurs every tick
-            log.warning(
-                "%s: run %d %s: %s: %s",
+            position = time_out_run(self.ledger, context.run_id, bound, self.identity)
+        except LedgerError as exc:  # its heartbeats have stopped: the sweeper times it out
+            log.error(
+                "%s: run %d past max_run_time %s could not be timed out (the sweeper will, "
+                "once it is silent for stale_after): %s",
                 name,
-                result.run_id,
-                result.status,
-                type(failure).__name__,
-                visible(str(failure)),
+                context.run_id,
+                format_duration(bound.limit),
+                visible(str(exc)),
             )
+            return
+        if position is None:
+            return  # it closed first: its own RunFinished (logged) or the sweeper's timeout
+        log.warning(
+            "%s: run %d timed out: %s; its connector is left behind, what it reports "
+            "later is recorded after the timeout",
+            name,
+            context.run_id,
+            bound.reason(),
+        )
+
+    def _forget_run(self, name: str, context: RunContext) -> None:
+        with self.active_lock:
+            if self.active.get(name) is context:  # not a later run of the same connector
+                del self.active[name]
 
     def projector_job(self) -> None:
         # An event the projection cannot apply is retried with a growing pause, not at every
@@ -529,6 +596,20 @@ class LedgerService:
     def _jobs_starting(self) -> bool:
         with self.active_lock:
             return self.in_flight > len(self.active)
+
+
+def _log_outcome(name: str, result: RunResult, failure: Exception | None) -> None:
+    if failure is None:
+        log.info("%s: run %d %s", name, result.run_id, result.status)
+    else:  # one line per failed run, the reason and no traceback: it recurs every tick
+        log.warning(
+            "%s: run %d %s: %s: %s",
+            name,
+            result.run_id,
+            result.status,
+            type(failure).__name__,
+            visible(str(failure)),
+        )
 
 
 def _every(connector: ConnectorConfig) -> str:

@@ -64,6 +64,8 @@ class ConnectorConfig(Strict):
     schedule: ScheduleConfig
     options: dict[str, Any] = Field(default_factory=dict)
     thresholds: ConnectorThresholds | None = None
+    # A bound on one run's total time, over [serve] max_run_time (service.run_bound).
+    max_run_time: Duration | None = None
     enabled: bool = True
 
     @field_validator("options")

@@ -66,6 +66,11 @@ class LedgerConfig(Strict):
             return connector.schedule.run_at_start
         return self.serve.run_at_start and connector.schedule.interval is not None
 
+    def max_run_time(self, connector: ConnectorConfig) -> timedelta | None:
+        """The bound on one run's total time for ``connector`` (its own over ``[serve]``'s);
+        None: no bound."""
+        return connector.max_run_time or self.serve.max_run_time
+
     def stuck_runs(
         self,
         ledger: Ledger,

@@ -53,3 +53,6 @@ class ServeConfig(Strict):
     # Interval connectors, the sweeper and the spool flush run once as serve starts, so a new
     # install shows a run at once instead of after the first interval (cron keeps its times).
     run_at_start: bool = True
+    # Each connector's bound on one run's total time unless it sets its own; None: no bound
+    # (a bound fails runs, and only the operator knows how long a source's runs may take).
+    max_run_time: Duration | None = None

@@ -130,6 +130,36 @@ def test_heartbeats_keep_a_blocked_run_alive(ledger: Ledger, spool: Spool) -> No
     assert len(run_events(ledger, run.run_id)) == count  # heartbeats stop with the run
 
 
+def test_a_run_asked_to_stop_raises_at_its_next_report_and_stops_its_heartbeats(
+    ledger: Ledger, spool: Spool
+) -> None:
+    """``request_stop`` (serve's max_run_time): the counts reported before it go out as the
+    heartbeats stop, the next report raises after counting what it reports, and the run ends
+    failed with that error; no heartbeat keeps it looking alive meanwhile."""
+    stop = RuntimeError("exceeded max_run_time 2h")
+    run = RunContext(
+        ledger, 1, "SOURCE_1", spool=spool, progress_interval=3600, heartbeat_interval=0.05
+    )
+    run.start()
+    run.progress(fetched=5)  # pending: progress_interval is an hour
+    run.request_stop(stop)
+    assert run._heartbeat is not None
+    run._heartbeat.join(timeout=30)
+    assert not run._heartbeat.is_alive()  # no heartbeat can come any more
+    assert totals(ledger, run.run_id)["records_fetched"] == 5  # sent as it stopped
+    assert [e.type for e in run_events(ledger, run.run_id)] == ["RunStarted", "RunProgressed"]
+    with pytest.raises(RuntimeError):
+        run.error("row 7 bad", {"row": 7})
+    with pytest.raises(RuntimeError, match="max_run_time") as raised:
+        run.progress(fetched=3)  # raises, once counted
+    run.finish(raised.value)
+    payload = finished(ledger, run.run_id)
+    assert payload["status"] == "failed"
+    assert payload["error_message"] == "RuntimeError: exceeded max_run_time 2h"
+    assert payload["error_details"]["error_count"] == 1
+    assert totals(ledger, run.run_id)["records_fetched"] == 8
+
+
 def test_an_unreachable_ledger_means_the_run_does_not_start(spool: Spool) -> None:
     ledger = Ledger.from_url("mysql+pymysql://app:sekret-pw@127.0.0.1:1/ledger")
     with pytest.raises(RunNotStartedError, match="not started: the ledger is unreachable") as e:

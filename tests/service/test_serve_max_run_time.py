@@ -1,0 +1,266 @@
+"""``max_run_time``: a scheduled run that never ends does not hold its connector, or stay open,
+for ever. Past its bound the run is asked to stop and ends ``failed`` naming the bound; one
+whose connector is blocked in a read is timed out by serve after the grace period, and what the
+connector reports once it wakes up is recorded after the timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from freezegun import freeze_time
+
+from ledger import Ledger
+from ledger.clock import utcnow
+from service import load_config
+from service.cli import cli
+from service.config import LedgerConfig
+from service.serve import LedgerService
+from tests.service.support import finished_runs, serve, write_config
+from tests.service.test_serve import hanging_connector, wait_until
+
+NAME = "endless"
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> None:
+    """Poll ``condition`` for up to ``timeout`` real seconds (counted in waits: freezegun
+    stops ``time.monotonic``)."""
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        threading.Event().wait(0.02)
+    assert condition(), "timed out waiting"
+
+
+@contextlib.contextmanager
+def fifo_source(tmp_path: Path, feed: bool) -> Iterator[tuple[Path, int]]:
+    """A CSV path on a FIFO whose writer never closes it (opened read-write, which does not
+    wait for a reader): a source that never ends. ``feed``: rows keep coming, so the run
+    reports progress; otherwise its read blocks until the test writes and closes."""
+    fifo = tmp_path / "never-ending.csv"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    os.write(writer, b"id,name\n")
+    done = threading.Event()
+
+    def rows() -> None:
+        row = 0
+        while not done.wait(0.01):
+            with contextlib.suppress(BlockingIOError):  # the pipe full: the reader is slow
+                os.write(writer, "".join(f"{row + i},x\n" for i in range(100)).encode())
+                row += 100
+
+    feeder = threading.Thread(target=rows, daemon=True)
+    if feed:
+        feeder.start()
+    try:
+        yield fifo, writer
+    finally:
+        done.set()
+        if feed:
+            feeder.join()
+        with contextlib.suppress(OSError):  # the test may have closed it already
+            os.close(writer)
+
+
+def bounded_service(db_url: str, path: Path, **serve: Any) -> LedgerService:
+    config = LedgerConfig.model_validate(
+        {
+            "database_url": db_url,
+            "serve": {"grace_period": "30s", **serve},
+            "connectors": [
+                {
+                    "name": NAME,
+                    "type": "csv",
+                    "source_id": 1,
+                    "schedule": {"interval": "15m"},
+                    "options": {"path": str(path)},
+                    "max_run_time": "2h",
+                }
+            ],
+        }
+    )
+    return LedgerService(config)
+
+
+@contextlib.contextmanager
+def running_job(service: LedgerService) -> Iterator[threading.Thread]:
+    """``connector_job`` in a thread, as APScheduler runs it; the service closed after."""
+    job = threading.Thread(target=service.connector_job, args=[service.config.connectors[0]])
+    job.start()
+    try:
+        yield job
+    finally:
+        job.join(timeout=60)
+        service.ledger.close()
+        service.scrape_ledger.close()
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_run_past_max_run_time_is_asked_to_stop_and_ends_failed_naming_the_bound(
+    ledger: Ledger, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    name = f"connector:{NAME}:1"
+    with (
+        fifo_source(tmp_path, feed=True) as (fifo, _writer),
+        freeze_time(utcnow() - timedelta(hours=3)) as clock,
+    ):
+        service = bounded_service(db_url, fifo)
+        with running_job(service) as job:
+            wait_for(lambda: name in service.active)
+            context = service.active[name]
+            clock.tick(timedelta(hours=1, minutes=59))
+            wait_for(
+                lambda: (
+                    context.result is not None and context.result.totals["records_fetched"] >= 1000
+                )
+            )
+            assert context.stop_requested is None  # within its bound: it goes on
+            clock.tick(timedelta(minutes=1))
+            job.join(timeout=60)
+            assert not job.is_alive()  # the connector's own code unwound: the job is over
+    (run,) = finished_runs(ledger, NAME)
+    assert run["status"] == "failed"
+    assert run["error_message"] == "MaxRunTimeExceeded: exceeded max_run_time 2h"
+    types = [e.type for e in ledger.read_run(run["run_id"])]
+    assert "RunTimedOut" not in types  # it stopped itself: serve had nothing to end
+    fetched = sum(e.payload_data.get("records_fetched", 0) for e in ledger.read_run(run["run_id"]))
+    assert fetched == context.result.totals["records_fetched"] > 0  # every count recorded
+    assert warnings(caplog) == [
+        f"{name}: run {run['run_id']} failed: MaxRunTimeExceeded: exceeded max_run_time 2h"
+    ]
+    assert not service._has_open_run(service.config.connectors[0])
+
+
+def test_a_blocked_run_past_max_run_time_is_timed_out_by_serve_and_frees_its_connector(
+    ledger: Ledger, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Blocked in a read, the connector never reports: serve times the run out after the
+    grace period, and the job ends, so the next tick can run. Once the read returns, the
+    connector's counts and its own RunFinished are recorded after the timeout."""
+    caplog.set_level(logging.INFO)
+    name = f"connector:{NAME}:1"
+    with (
+        fifo_source(tmp_path, feed=False) as (fifo, writer),
+        freeze_time(utcnow() - timedelta(hours=3)) as clock,
+    ):
+        service = bounded_service(db_url, fifo)
+        with running_job(service) as job:
+            wait_for(lambda: name in service.active)
+            context = service.active[name]
+            run_id = context.run_id
+            clock.tick(timedelta(hours=2))
+            wait_for(lambda: context.stop_requested is not None)
+            assert context._heartbeat is not None
+            context._heartbeat.join(timeout=30)
+            assert not context._heartbeat.is_alive()  # it no longer looks alive
+            assert ledger.run(run_id).state == "open"  # type: ignore[union-attr]
+            assert warnings(caplog) == []  # within the grace period: nothing said yet
+            clock.tick(timedelta(seconds=30))
+            job.join(timeout=60)
+            assert not job.is_alive()  # the connector is no longer held by this run
+            state = ledger.run(run_id)
+            assert state is not None
+            assert state.state == "timed_out"
+            timed_out = ledger.read_run(run_id)[-1]
+            assert timed_out.type == "RunTimedOut"
+            assert timed_out.payload_data["reason"].startswith("exceeded max_run_time 2h; ")
+            assert timed_out.payload_data["threshold_seconds"] == 7200
+            assert timed_out.payload_data["detected_by"] == service.identity
+            assert service.identity.startswith("serve:")
+            assert not service._has_open_run(service.config.connectors[0])
+            assert name not in service.active  # serve's shutdown will not end it again
+            (said,) = warnings(caplog)
+            assert said.startswith(f"{name}: run {run_id} timed out: exceeded max_run_time 2h")
+            # The read returns: the connector counts the rows, stops at that report, and its
+            # late RunProgressed and RunFinished are recorded after the timeout (I5, I9).
+            os.write(writer, "".join(f"{i},x\n" for i in range(10)).encode())
+            os.close(writer)
+            wait_for(lambda: ledger.run(run_id).state == "finished")  # type: ignore[union-attr]
+    events = ledger.read_run(run_id)
+    assert [e.type for e in events] == ["RunStarted", "RunTimedOut", "RunProgressed", "RunFinished"]
+    assert events[2].payload_data["records_fetched"] == 10
+    assert events[3].payload_data["status"] == "failed"
+    assert events[3].payload_data["error_message"] == (
+        "MaxRunTimeExceeded: exceeded max_run_time 2h"
+    )
+
+
+def test_max_run_time_is_validated_and_a_connectors_own_wins(tmp_path: Path) -> None:
+    config = tmp_path / "ledger.toml"
+    connector = (
+        '[[connectors]]\nname = "{name}"\ntype = "csv"\nsource_id = 1\n'
+        'schedule = {{ interval = "15m" }}\noptions = {{ path = "x.csv" }}\n{extra}'
+    )
+    config.write_text(
+        '[serve]\nmax_run_time = "6h"\n'
+        + connector.format(name="own", extra='max_run_time = "90m"\n')
+        + connector.format(name="default", extra=""),
+        encoding="utf-8",
+    )
+    loaded = load_config(config)
+    own, default = loaded.connectors
+    assert loaded.max_run_time(own) == timedelta(minutes=90)
+    assert loaded.max_run_time(default) == timedelta(hours=6)
+    assert LedgerConfig().max_run_time(default) is None  # no bound unless configured
+    for value, why in [
+        ('"0s"', "longer than zero"),
+        ('"-1h"', "not a duration"),
+        ('"3651d"', "longer than 3650 days"),
+        ("7200", "as text"),
+    ]:
+        config.write_text(connector.format(name="x", extra=f"max_run_time = {value}\n"))
+        result = CliRunner().invoke(cli, ["config", "check", str(config)])
+        assert result.exit_code == 2, result.output
+        assert "connectors[0].max_run_time" in result.output, result.output
+        assert why in result.output, result.output
+        config.write_text(f"[serve]\nmax_run_time = {value}\n")
+        result = CliRunner().invoke(cli, ["config", "check", str(config)])
+        assert result.exit_code == 2, result.output
+        assert "serve.max_run_time" in result.output, result.output
+
+
+@pytest.mark.slow
+def test_serve_times_out_a_run_that_never_ends_and_runs_its_connector_again(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    """The real process, real time: a source that hangs in its HTTP read, a 2 s bound and a
+    1 s grace. The first run is timed out by serve, and a later tick starts the next run
+    (without the bound, every tick was skipped while the first stayed open)."""
+    with hanging_connector() as hanging:
+        connectors = hanging + 'max_run_time = "2s"\n'
+        config = write_config(
+            tmp_path / "ledger.toml", db_url, tmp_path / "spool", connectors, grace="1s"
+        )
+        process = serve(config)
+        try:
+
+            def runs() -> list[Any]:
+                return [e for e in ledger.read_all() if e.type == "RunStarted"]
+
+            wait_until(lambda: len(runs()) >= 2, process)
+            first = runs()[0].run_id
+            assert ledger.run(first).state == "timed_out"  # type: ignore[union-attr]
+            timed_out = ledger.read_run(first)[-1]
+            assert timed_out.payload_data["reason"].startswith("exceeded max_run_time 2s; ")
+            process.send_signal(signal.SIGTERM)
+            _out, err = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0, err
+    assert f"connector:hanging:3: run {first} timed out: exceeded max_run_time 2s" in err
