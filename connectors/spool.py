@@ -179,6 +179,36 @@ class Spool:
             )
         log.warning("spooled %d event(s) to %s", len(events), self.path)
 
+    def set_aside(self, events: Sequence[EventModel], reason: str) -> int:
+        """Keep events the ledger refuses for good in the ``rejected`` table, with the reason
+        (a run closed under its connector: :class:`connectors.refusal.RunClosedError`).
+        Returns how many are there now. Each goes through ``spooled`` first, so its ``seq``
+        comes from the same AUTOINCREMENT and never collides with a row flush sets aside
+        later; one already spooled is moved, one already rejected is kept as it was."""
+        now = isoformat_utc(utcnow())
+        ids = [(str(e.event_id),) for e in events]
+        with self._connect(immediate=True) as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO spooled (event_id, run_id, type, body, spooled_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (str(e.event_id), e.run_id, e.type, canonical_json(event_to_wire(e)), now)
+                    for e in events
+                ],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO rejected SELECT seq, event_id, run_id, type, body, "
+                "spooled_at, ?, ? FROM spooled WHERE event_id = ?",
+                [(now, reason, event_id) for (event_id,) in ids],
+            )
+            conn.executemany("DELETE FROM spooled WHERE event_id = ?", ids)
+            kept = sum(
+                conn.execute("SELECT COUNT(*) FROM rejected WHERE event_id = ?", i).fetchone()[0]
+                for i in ids
+            )
+        log.warning("set aside %d refused event(s) in %s", kept, self.path)
+        return int(kept)
+
     def has_pending(self) -> bool:
         if not self._exists():
             return False
