@@ -243,25 +243,36 @@ class Spool:
 
     def flush(self, ledger: Ledger, batch_size: int = 500) -> FlushResult:
         """Deliver the backlog in spool order. Raises :class:`StorageError` only if the ledger
-        is unreachable before anything could be delivered; otherwise reports what remains."""
+        is unreachable before anything could be delivered; otherwise reports what remains.
+
+        Read a page of ``batch_size`` rows at a time, by ``seq`` (keyset): the whole backlog
+        was read into memory first, and a spool filled by a long outage (millions of rows) is
+        exactly the one that must be delivered."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValidationError(f"batch_size={batch_size!r}: a whole number >= 1 is required")
         delivered = duplicates = rejected = 0
         if not self._exists():
             return FlushResult(0, 0, 0, 0)
         with self._connect(immediate=True) as conn:  # one flusher at a time; puts wait
-            rows = conn.execute(
-                "SELECT seq, event_id, run_id, type, body, spooled_at FROM spooled ORDER BY seq"
-            ).fetchall()
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start : start + batch_size]
+            after = 0
+            while True:
+                chunk: list[SpooledRow] = conn.execute(
+                    "SELECT seq, event_id, run_id, type, body, spooled_at FROM spooled "
+                    "WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, batch_size),
+                ).fetchall()
+                if not chunk:
+                    break
                 try:
                     outcome = self._deliver(ledger, conn, chunk)
                 except StorageError:
                     if delivered or duplicates or rejected:
-                        break
+                        break  # what was delivered is deleted at COMMIT; the rest waits
                     raise
                 delivered += outcome[0]
                 duplicates += outcome[1]
                 rejected += outcome[2]
+                after = chunk[-1][0]
             remaining = conn.execute("SELECT COUNT(*) FROM spooled").fetchone()[0]
         if delivered or rejected:
             log.info(
