@@ -24,6 +24,7 @@ from typing import Any
 from ledger import EventModel, Ledger, LedgerError, StorageError, ValidationError, parse_event
 from ledger.clock import isoformat_utc, utcnow
 from ledger.mapper import canonical_json, event_to_wire
+from ledger.private import create_private_file, make_private_folder
 from ledger.text import clip, visible
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,11 @@ class Spool:
     @contextmanager
     def _open(self, immediate: bool) -> Iterator[sqlite3.Connection]:
         if not self._ready:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            # The connectors' facts (error messages, details): 0700 and 0600 whatever the
+            # umask (it was 0777 and 0644 under umask 0), for what the spool creates only.
+            # SQLite gives the -wal and -shm files the database file's mode.
+            make_private_folder(self.folder)
+            create_private_file(self.path)
         with closing(sqlite3.connect(self.path, timeout=60, isolation_level=None)) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
