@@ -4,6 +4,7 @@ from connectors.base import Connector
 from connectors.csv_connector import SAMPLE_CSV, SAMPLE_JSONL, CsvConnector
 from connectors.http_json import FetchError, HttpJsonConnector
 from connectors.records import RecordStore, UpsertCounts
+from connectors.refusal import RunClosedError
 from connectors.sdk import RunContext, RunNotStartedError, RunOutcome, RunResult
 from connectors.spool import (
     FlushResult,
@@ -23,6 +24,7 @@ __all__ = [
     "FlushResult",
     "HttpJsonConnector",
     "RecordStore",
+    "RunClosedError",
     "RunContext",
     "RunNotStartedError",
     "RunOutcome",

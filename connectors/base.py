@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+from connectors.refusal import RunClosedError
 from connectors.sdk import RunContext, RunOutcome, RunResult
 from ledger import Ledger
 
@@ -60,7 +61,11 @@ class Connector(ABC):
         except BaseException as exc:
             context.finish(exc)
             raise
-        return context.finish(failure), failure
+        try:
+            return context.finish(failure), failure
+        except RunClosedError as closed:  # met by finish itself: reported as ingest's would be
+            assert context.result is not None
+            return context.result, closed
 
     def run_once(
         self, ledger: Ledger, *, trigger: str = "manual", **context_options: Any

@@ -22,6 +22,13 @@
   are delivered, in order and exactly once, on the next append that gets through (I9). A spool
   that cannot be used (corrupted, unreadable) does not stop a run whose own events are not in
   it: those go straight to the ledger.
+* An append the ledger refuses for good (another writer closed the run: nothing may follow a
+  RunFinished; any refusal that is not a ``StorageError``) is never sent again: its events are
+  set aside in the spool's ``rejected`` table with the reason, the heartbeats stop, and the
+  connector gets one :class:`RunClosedError` at its next report (or from ``finish()`` if it
+  reports nothing more); ``finish()`` then sets aside what is left (its pending counts and
+  the outcome it would have recorded) and neither raises again nor masks the connector's own
+  exception. The result's status is ``closed``.
 """
 
 from __future__ import annotations
@@ -36,17 +43,20 @@ import threading
 import time
 import traceback
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar
 
 import pydantic
 
+from connectors.refusal import RunClosedError, log_lost, refusal_reason
 from connectors.spool import Spool, SpoolError
 from ledger import (
     DatabaseUnreachableError,
     EventModel,
     Ledger,
+    LedgerError,
     RunFinished,
     RunProgressed,
     RunStarted,
@@ -56,7 +66,7 @@ from ledger import (
 from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT, Counter, name_problem
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json
-from ledger.text import clip
+from ledger.text import clip, visible
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +109,8 @@ class RunResult:
     error_count: int = 0
     spooled: bool = False  # some of its events went through the spool
     error_message: str | None = None  # its RunFinished's: why it is partial or failed
+    # Who closed the run under the connector (status "closed"), when the ledger says.
+    closed_by: str | None = None
 
 
 class RunContext:
@@ -166,6 +178,17 @@ class RunContext:
         # committed): sent again with the same event_id (I3), never rebuilt with a new one, or
         # an interrupted append's counts would be counted twice.
         self._unsent: list[EventModel] = []
+        # The position of the run's last event this context stored: who closed the run under
+        # it is read from the events after it.
+        self._last_position = 0
+        # Set once the ledger refused the run's events for good; raised to the connector once.
+        self._closed: RunClosedError | None = None
+        self._closed_told = False
+
+    @property
+    def closed(self) -> RunClosedError | None:
+        """Why the ledger refuses this run's events for good, or None."""
+        return self._closed
 
     @property
     def run_id(self) -> int:
@@ -230,6 +253,7 @@ class RunContext:
                         f"{why} ({exc})"
                     ) from exc
         self.result = RunResult(run_id=stored.run_id)
+        self._last_position = stored.position
         self._last_emit = time.monotonic()
         RunContext._open.add(self)
         self._heartbeat = threading.Thread(
@@ -259,15 +283,39 @@ class RunContext:
                 self._take_pending()  # first, so its occurred_at comes first
                 finished = next((e for e in self._unsent if isinstance(e, RunFinished)), None)
                 if finished is None:  # a finish() cut short already decided the outcome
+                    # (after a refusal, set aside with the rest: its errors are only in it)
                     finished = self._terminal_event(exc)
                     self._unsent.append(finished)
-                self._send_unsent()
+                try:
+                    if self._closed is not None:
+                        self._set_aside(list(self._unsent))
+                    else:
+                        self._send_unsent()
+                except RunClosedError:
+                    pass  # told below, once
+                if self._closed is not None:
+                    return self._end_closed(result, exc)
                 result.status = finished.status
                 result.error_message = finished.error_message
         finally:
             self._finishing = False
         RunContext._open.discard(self)
         log.info("run %d of %s finished: %s", result.run_id, self.connector_name, result.status)
+        return result
+
+    def _end_closed(self, result: RunResult, exc: BaseException | None) -> RunResult:
+        """End a run the ledger refused: status ``closed``, no exit hook for it, and the
+        refusal raised once to the connector (here if no report raised it yet and no
+        exception of its own is on its way out, which this must not mask)."""
+        closed = self._closed
+        assert closed is not None
+        result.status = "closed"
+        result.error_message = str(closed)
+        result.closed_by = closed.closed_by
+        RunContext._open.discard(self)
+        if exc is None and not self._closed_told:
+            self._closed_told = True
+            raise closed.again()
         return result
 
     # ------------------------------------------------------------------ reporting
@@ -316,7 +364,7 @@ class RunContext:
             # terminal event (or a later one) carries their counts.
             self._raise_if_stopped()
             if time.monotonic() - self._last_emit >= self.progress_interval:
-                self._emit_pending(heartbeat_if_empty=False)
+                self._report(lambda: self._emit_pending(heartbeat_if_empty=False))
 
     def error(self, message: str, details: dict[str, Any] | None = None) -> None:
         """Record a non-fatal error: counted exactly, the first ``max_error_details`` kept."""
@@ -358,6 +406,9 @@ class RunContext:
 
     def _require_open(self) -> None:
         self._require_own_process()
+        if self._closed is not None and (self.result is None or self.result.status is None):
+            self._closed_told = True
+            raise self._closed.again()
         if self.result is None or self.result.status is not None:
             raise ValidationError("the run is not open")
 
@@ -394,6 +445,14 @@ class RunContext:
             self._unsent.append(RunProgressed(run_id=self.run_id, actor=self.actor))
         self._send_unsent()
 
+    def _report(self, send: Callable[[], None]) -> None:
+        """Send for the connector's report: a refusal met here is the one it is told of."""
+        try:
+            send()
+        except RunClosedError:
+            self._closed_told = True
+            raise
+
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_interval):
             self._beat_once(heartbeat_if_empty=True)
@@ -410,6 +469,8 @@ class RunContext:
                 if heartbeat_if_empty and self._stop.is_set():
                     return
                 self._emit_pending(heartbeat_if_empty=heartbeat_if_empty)
+        except RunClosedError:
+            return  # logged once (its _stop is set); the connector is told at its next report
         except Exception:  # the thread must outlive any one failure
             log.exception("heartbeat of run %s failed", self.result and self.result.run_id)
 
@@ -418,7 +479,8 @@ class RunContext:
         self._last_emit = time.monotonic()
         try:
             if self._deliver_spool():
-                self.ledger.append(events)
+                stored = self.ledger.append(events)
+                self._last_position = max(e.position for e in stored.events)
                 return
         except StorageError as exc:
             log.warning(
@@ -427,9 +489,49 @@ class RunContext:
                 self.run_id,
                 exc,
             )
+        except LedgerError as exc:
+            # Refused for good (a stream rule, a bad event): sending it again can never
+            # succeed. It was retried by every report, heartbeat, finish() and the exit hook,
+            # a traceback each, and the connector's own exception was replaced by it.
+            raise self._refused(events, exc) from exc
         self.spool.put(events)
         assert self.result is not None
         self.result.spooled = True
+
+    def _refused(self, events: list[EventModel], refusal: LedgerError) -> RunClosedError:
+        """The ledger refuses the run's events for good: set them aside, stop the heartbeats,
+        and return the :class:`RunClosedError` to raise (every later report raises it too)."""
+        self._stop.set()
+        why, closed_by = refusal_reason(self.ledger, self.run_id, refusal, self._last_position)
+        self._closed = RunClosedError(
+            self.run_id,
+            self.connector_name,
+            why,
+            closed_by=closed_by,
+            spool_path=str(self.spool.path),
+        )
+        log.error(
+            "run %d of %s refused by the ledger for good: %s",
+            self.run_id,
+            self.connector_name,
+            visible(why),
+        )
+        self._set_aside(events)
+        return self._closed.again()
+
+    def _set_aside(self, events: list[EventModel]) -> None:
+        """Keep refused events in the spool's ``rejected`` table (or, failing that, in the
+        error and the log); they are no longer this context's to send."""
+        self._unsent.clear()
+        if not events:
+            return
+        closed = self._closed
+        assert closed is not None
+        try:
+            self._closed = closed.again(kept=self.spool.set_aside(events, closed.why))
+        except SpoolError as exc:
+            log_lost(self.run_id, events, exc)
+            self._closed = closed.again(unkept=events)
 
     def _deliver_spool(self) -> bool:
         """Deliver what waits in the spool; True when nothing is left before our events."""

@@ -24,6 +24,7 @@ from typing import Any
 from ledger import EventModel, Ledger, LedgerError, StorageError, ValidationError, parse_event
 from ledger.clock import isoformat_utc, utcnow
 from ledger.mapper import canonical_json, event_to_wire
+from ledger.private import create_private_file, make_private_folder
 from ledger.text import clip, visible
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,11 @@ class Spool:
     @contextmanager
     def _open(self, immediate: bool) -> Iterator[sqlite3.Connection]:
         if not self._ready:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            # The connectors' facts (error messages, details): 0700 and 0600 whatever the
+            # umask (it was 0777 and 0644 under umask 0), for what the spool creates only.
+            # SQLite gives the -wal and -shm files the database file's mode.
+            make_private_folder(self.folder)
+            create_private_file(self.path)
         with closing(sqlite3.connect(self.path, timeout=60, isolation_level=None)) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -178,6 +183,36 @@ class Spool:
                 ],
             )
         log.warning("spooled %d event(s) to %s", len(events), self.path)
+
+    def set_aside(self, events: Sequence[EventModel], reason: str) -> int:
+        """Keep events the ledger refuses for good in the ``rejected`` table, with the reason
+        (a run closed under its connector: :class:`connectors.refusal.RunClosedError`).
+        Returns how many are there now. Each goes through ``spooled`` first, so its ``seq``
+        comes from the same AUTOINCREMENT and never collides with a row flush sets aside
+        later; one already spooled is moved, one already rejected is kept as it was."""
+        now = isoformat_utc(utcnow())
+        ids = [(str(e.event_id),) for e in events]
+        with self._connect(immediate=True) as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO spooled (event_id, run_id, type, body, spooled_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (str(e.event_id), e.run_id, e.type, canonical_json(event_to_wire(e)), now)
+                    for e in events
+                ],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO rejected SELECT seq, event_id, run_id, type, body, "
+                "spooled_at, ?, ? FROM spooled WHERE event_id = ?",
+                [(now, reason, event_id) for (event_id,) in ids],
+            )
+            conn.executemany("DELETE FROM spooled WHERE event_id = ?", ids)
+            kept = sum(
+                conn.execute("SELECT COUNT(*) FROM rejected WHERE event_id = ?", i).fetchone()[0]
+                for i in ids
+            )
+        log.warning("set aside %d refused event(s) in %s", kept, self.path)
+        return int(kept)
 
     def has_pending(self) -> bool:
         if not self._exists():
@@ -213,25 +248,36 @@ class Spool:
 
     def flush(self, ledger: Ledger, batch_size: int = 500) -> FlushResult:
         """Deliver the backlog in spool order. Raises :class:`StorageError` only if the ledger
-        is unreachable before anything could be delivered; otherwise reports what remains."""
+        is unreachable before anything could be delivered; otherwise reports what remains.
+
+        Read a page of ``batch_size`` rows at a time, by ``seq`` (keyset): the whole backlog
+        was read into memory first, and a spool filled by a long outage (millions of rows) is
+        exactly the one that must be delivered."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValidationError(f"batch_size={batch_size!r}: a whole number >= 1 is required")
         delivered = duplicates = rejected = 0
         if not self._exists():
             return FlushResult(0, 0, 0, 0)
         with self._connect(immediate=True) as conn:  # one flusher at a time; puts wait
-            rows = conn.execute(
-                "SELECT seq, event_id, run_id, type, body, spooled_at FROM spooled ORDER BY seq"
-            ).fetchall()
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start : start + batch_size]
+            after = 0
+            while True:
+                chunk: list[SpooledRow] = conn.execute(
+                    "SELECT seq, event_id, run_id, type, body, spooled_at FROM spooled "
+                    "WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, batch_size),
+                ).fetchall()
+                if not chunk:
+                    break
                 try:
                     outcome = self._deliver(ledger, conn, chunk)
                 except StorageError:
                     if delivered or duplicates or rejected:
-                        break
+                        break  # what was delivered is deleted at COMMIT; the rest waits
                     raise
                 delivered += outcome[0]
                 duplicates += outcome[1]
                 rejected += outcome[2]
+                after = chunk[-1][0]
             remaining = conn.execute("SELECT COUNT(*) FROM spooled").fetchone()[0]
         if delivered or rejected:
             log.info(

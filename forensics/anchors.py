@@ -26,6 +26,7 @@ from pathlib import Path
 from forensics.chain import events_at
 from ledger.clock import isoformat_utc
 from ledger.errors import LedgerError, ValidationError
+from ledger.private import create_private_file
 from ledger.reads import read_head, stored_refs
 from ledger.recorded import StoredRef
 from ledger.schema import GENESIS_HASH, MAX_POSITION
@@ -126,11 +127,12 @@ def _stored_hash(position: int, digest: str) -> str:
 
 
 def append_anchor(ledger: Ledger, path: str | os.PathLike[str]) -> Anchor:
-    """Append the current head to ``path`` (created if missing) and fsync it."""
+    """Append the current head to ``path`` (created if missing, 0600 whatever the umask: it is
+    evidence; a file already there keeps its mode) and fsync it."""
     anchor = current_anchor(ledger)
     target = Path(path)
-    created = not target.exists()
     try:
+        created = create_private_file(target)
         with open(target, "ab") as file:
             # A file whose last line lost its newline (edited by hand) must not glue the new
             # line to it.

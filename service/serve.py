@@ -565,10 +565,11 @@ class LedgerService:
             time.sleep(0.1)
         for name, context in self._active_runs():
             try:
-                context.finish(
+                ended = context.finish(
                     ServiceShutdown("shutdown: ledger serve stopped before the run finished")
                 )
-                log.warning("%s: run %d ended failed (shutdown)", name, context.run_id)
+                # "closed": another writer closed the run under it (connectors.refusal)
+                log.warning("%s: run %d ended %s (shutdown)", name, ended.run_id, ended.status)
             except LedgerError as exc:
                 log.error("%s: could not end run: %s", name, visible(str(exc)))
         # A job between its stop check and its first event ends its own run (see above).

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -209,3 +210,18 @@ def as_another_user(work: Callable[[], list[tuple[str, Result]]]) -> list[tuple[
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0, data
     return [(name, code, output) for name, code, output in json.loads(data)]
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """The process's umask set to ``mask`` for the block, the previous one restored after."""
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    """The permission bits of ``path`` (0o600, 0o755, …)."""
+    return stat.S_IMODE(path.stat().st_mode)

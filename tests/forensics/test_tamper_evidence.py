@@ -24,7 +24,7 @@ from service.config import load_config
 from service.serve import LedgerService
 from tests.projection_support import records_fetched_capped
 from tests.service.support import shows_no_raw_control
-from tests.support import drop_triggers, restore_triggers
+from tests.support import drop_triggers, mode, restore_triggers, umask
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_events.jsonl"
@@ -100,6 +100,19 @@ def test_anchor_output_appends_lines_that_verify_accepts(
         (f"{anchors}:3", True),
     ]
     assert "anchors: 2 of 2 held" in run("verify", "--anchor", str(anchors), "--db", db_url).stdout
+
+
+def test_an_anchor_file_is_private_whatever_the_umask(db_url: str, tmp_path: Path) -> None:
+    # Under umask 0 a new anchor file was 0666: anyone on the host could rewrite the evidence.
+    anchors = tmp_path / "anchors.txt"
+    theirs = tmp_path / "theirs.txt"
+    theirs.write_text("")
+    theirs.chmod(0o644)  # the operator's own file, shipped by a log shipper: left as it is
+    with umask(0o000):
+        assert run("anchor", "--output", str(anchors), "--db", db_url).exit_code == 0
+        assert run("anchor", "--output", str(theirs), "--db", db_url).exit_code == 0
+    assert (mode(anchors), mode(theirs)) == (0o600, 0o644)
+    assert anchors.read_text("utf-8") == theirs.read_text("utf-8") == GENESIS_LINE + "\n"
 
 
 def test_anchor_into_a_folder_that_does_not_exist_is_a_usage_error(
