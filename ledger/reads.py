@@ -257,7 +257,7 @@ def _stored_events(conn: Connection, query: Select[Any]) -> list[RecordedEvent]:
     'yesterday', an ``occurred_at`` of NULL, edited by hand) is a :class:`StoredEventError`
     naming its position, as :func:`read_events_page` says it: SQLAlchemy's own date parse
     raised a bare ValueError (a 500 of the web view, a traceback)."""
-    return events_from_driver(conn.execute(query).tuples(), stored_time_reader)
+    return events_from_driver(conn.execute(query), stored_time_reader)
 
 
 def first_events(conn: Connection, limit: int) -> list[RecordedEvent]:
