@@ -252,32 +252,42 @@ class Spool:
 
         Read a page of ``batch_size`` rows at a time, by ``seq`` (keyset): the whole backlog
         was read into memory first, and a spool filled by a long outage (millions of rows) is
-        exactly the one that must be delivered."""
+        exactly the one that must be delivered. Each page is one transaction under the spool's
+        write lock: one flusher delivers a page at a time, in order, and a connector putting
+        events meanwhile waits for a page, not for the whole backlog (past SQLite's busy
+        timeout it failed); a flush killed half-way keeps what it delivered deleted."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValidationError(f"batch_size={batch_size!r}: a whole number >= 1 is required")
         delivered = duplicates = rejected = 0
         if not self._exists():
             return FlushResult(0, 0, 0, 0)
-        with self._connect(immediate=True) as conn:  # one flusher at a time; puts wait
-            after = 0
-            while True:
+        with self._connect() as conn:
+            # The backlog as it is now: rows put while this flush runs wait for the next one,
+            # so a flush ends however fast others put.
+            last = conn.execute("SELECT MAX(seq) FROM spooled").fetchone()[0] or 0
+        outage = False
+        while not outage:
+            with self._connect(immediate=True) as conn:  # one page, one flusher; puts wait
+                # From the first row left: another flusher may have delivered the page after
+                # this one's last while this one waited for the lock.
                 chunk: list[SpooledRow] = conn.execute(
                     "SELECT seq, event_id, run_id, type, body, spooled_at FROM spooled "
-                    "WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after, batch_size),
+                    "WHERE seq <= ? ORDER BY seq LIMIT ?",
+                    (last, batch_size),
                 ).fetchall()
                 if not chunk:
                     break
                 try:
                     outcome = self._deliver(ledger, conn, chunk)
                 except StorageError:
-                    if delivered or duplicates or rejected:
-                        break  # what was delivered is deleted at COMMIT; the rest waits
-                    raise
+                    if not (delivered or duplicates or rejected):
+                        raise
+                    outage = True  # what this page delivered one by one is deleted at COMMIT
+                    outcome = (0, 0, 0)
                 delivered += outcome[0]
                 duplicates += outcome[1]
                 rejected += outcome[2]
-                after = chunk[-1][0]
+        with self._connect() as conn:
             remaining = conn.execute("SELECT COUNT(*) FROM spooled").fetchone()[0]
         if delivered or rejected:
             log.info(
