@@ -65,7 +65,7 @@ from ledger import (
 )
 from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT, Counter, name_problem
 from ledger.limits import MAX_JSON_DEPTH, json_depth
-from ledger.mapper import canonical_json
+from ledger.mapper import canonical_json, pydantic_problems
 from ledger.text import clip, visible
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,10 @@ class RunContext:
             "trigger": trigger,
             **(metadata or {}),
         }
+        # Checked now, as a LedgerError naming the field: a source_id beyond the column (or
+        # metadata that is not JSON) was pydantic's own error at start(), a traceback from
+        # `ledger run csv --source-id 3000000000`.
+        self._started_event()
         self.result: RunResult | None = None
         self._pending = dict.fromkeys(COUNTER_FIELDS, 0)
         self._errors: list[dict[str, Any]] = []
@@ -227,13 +231,20 @@ class RunContext:
         finally:
             self._starting = False
 
+    def _started_event(self) -> RunStarted:
+        try:
+            return RunStarted(
+                source_id=self.source_id,
+                connector_name=self.connector_name,
+                metadata=self.metadata,
+                actor=self.actor,
+            )
+        except pydantic.ValidationError as exc:
+            problems = pydantic_problems(exc)
+            raise ValidationError("; ".join(map(str, problems)), details=problems) from None
+
     def _start(self) -> int:
-        started = RunStarted(
-            source_id=self.source_id,
-            connector_name=self.connector_name,
-            metadata=self.metadata,
-            actor=self.actor,
-        )
+        started = self._started_event()
         for attempt in (1, 2):
             try:
                 self._deliver_spool()

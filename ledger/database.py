@@ -157,10 +157,15 @@ def _refuse_missingsqlite_file_of(url: str, parsed: URL) -> None:
             f"cannot open the SQLite database at {path} ({mask_url(url)}): this user may not "
             "reach it (permission denied)"
         )
-    what = "it is a folder" if state == "folder" else "the file does not exist"
+    if state == "folder":
+        raise DatabaseNotFoundError(
+            f"no SQLite database at {path} ({mask_url(url)}): it is a folder. Check the path"
+        )
+    # The command that creates it names this database: a bare `ledger migrate` made ./ledger.db
+    # instead when the URL came from --db or a config file (`ledger api --config`).
     raise DatabaseNotFoundError(
-        f"no SQLite database at {path} ({mask_url(url)}): {what}, and this command creates "
-        "none. Check the path; `ledger migrate` creates a new ledger"
+        f"no SQLite database at {path} ({mask_url(url)}): the file does not exist, and this "
+        f"command creates none. Check the path, or {migrate_hint(url)} to create a new ledger"
     )
 
 

@@ -211,6 +211,16 @@ def _read_line(raw: bytes, first: bool) -> tuple[EventModel | None, list[InputPr
     data, found = _parse_json(text)
     if found:
         return None, found
+    if isinstance(data, list):
+        # A file of events as one JSON array (what POST /v1/events takes) said only "got
+        # list": the format it is not, and how to turn it into the one it is.
+        return None, [
+            InputProblem(
+                None,
+                "expected a JSON object, got an array: JSON Lines holds one event object per "
+                "line (`jq -c '.[]' FILE` turns an array of events into them)",
+            )
+        ]
     return _validate(data)
 
 
@@ -250,7 +260,7 @@ def _json_kind(data: Any) -> str:
 def _validate(data: Any) -> tuple[EventModel | None, list[InputProblem]]:
     """The event a parsed JSON value holds, or what is wrong with it."""
     if not isinstance(data, dict):
-        return None, [InputProblem(None, f"expected a JSON object, got {type(data).__name__}")]
+        return None, [InputProblem(None, f"expected a JSON object, got {_json_kind(data)}")]
     try:
         return event_adapter.validate_python(data), []
     except pydantic.ValidationError as exc:

@@ -83,6 +83,20 @@ class LedgerGroup(click.Group):
             vars(error)["possibilities"] = []
             raise
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # Parsing the command line comes before invoke: a Ctrl-C there was click's "Aborted!"
+        # and exit 1, the code of a check that found a problem.
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

@@ -18,6 +18,7 @@ from connectors.sdk import stop_runs
 from service.cli.errors import EXIT_PROBLEM, BadInput, library_errors
 from service.cli.ledgers import open_or_start_ledger, opened_ledger
 from service.cli.options import (
+    SOURCE_ID,
     F,
     Integer,
     db_option,
@@ -34,7 +35,7 @@ def run_options(command: F) -> F:
         [
             click.option(
                 "--source-id",
-                type=Integer(min=0),
+                type=SOURCE_ID,
                 default=1,
                 show_default=True,
                 help="The source this run ingests (ingestion_runs.sourceId).",

@@ -50,6 +50,17 @@ def test_an_interval_that_is_not_a_finite_number_of_seconds_is_refused(
     assert ledger.head().last_position == 0  # nothing started
 
 
+@pytest.mark.parametrize("source_id", [2**31, -1, "1"])
+def test_a_source_id_the_ledger_cannot_store_is_refused_naming_it(
+    ledger: Ledger, spool: Spool, source_id: Any
+) -> None:
+    # pydantic's own ValidationError (not a LedgerError) escaped start(): a traceback from
+    # `ledger run csv --source-id 3000000000`, and an error no caller of the SDK catches.
+    with pytest.raises(ValidationError, match=r"^source_id: "):
+        RunContext(ledger, source_id, "SOURCE_1", spool=spool)
+    assert ledger.head().last_position == 0  # nothing started
+
+
 @pytest.mark.parametrize("interval", [float("nan"), float("inf"), 0, -1.0, "1"])
 def test_projector_follow_refuses_an_interval_that_is_not_finite(
     ledger: Ledger, interval: Any

@@ -211,6 +211,24 @@ def test_an_empty_file_still_checks_the_database(tmp_path: Path) -> None:
     assert "ledger migrate" in unmigrated.stderr
 
 
+def test_a_json_array_of_events_says_it_is_not_json_lines(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    # It said "line 1: expected a JSON object, got list": Python's name, and no way out.
+    events = [{"type": "RunStarted", "source_id": 1, "connector_name": "SOURCE_1"}]
+    array = tmp_path / "events.json"
+    array.write_text(json.dumps(events, indent=None) + "\n")
+    result = run("append", str(array), "--db", db_url)
+    assert result.exit_code == 2, result.output
+    assert (
+        "line 1: expected a JSON object, got an array: JSON Lines holds one event object per "
+        "line (`jq -c '.[]' FILE` turns an array of events into them)"
+    ) in result.stderr
+    scalar = run("append", "-", "--db", db_url, input='"RunStarted"\n')
+    assert "line 1: expected a JSON object, got string" in scalar.stderr
+    assert ledger.head().last_position == 0
+
+
 def test_a_misspelt_field_is_named_with_the_field_meant(ledger: Ledger, db_url: str) -> None:
     """`"record_fetched": 3` said pydantic's "Extra inputs are not permitted"; the line says the
     field is unknown to that event type, and the one meant when one is close."""

@@ -11,10 +11,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -228,6 +230,47 @@ def test_ctrl_c_in_any_command_exits_130_without_aborted(
 
     monkeypatch.setattr(Ledger, "from_url", interrupted)
     result = run("runs", "list", "--db", db_url)
+    assert result.exit_code == 130
+    assert result.stderr.strip() == "Error: interrupted by Ctrl-C (SIGINT)"
+    assert "Aborted" not in result.output
+
+
+def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback() -> None:
+    # Loading the command takes 1-2 s; a Ctrl-C then was KeyboardInterrupt inside an import,
+    # outside every handler: Python's traceback. The console script is run as pip writes it,
+    # with the SIGINT sent the moment it imports the command's module.
+    target = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]["ledger"]
+    module, function = target.split(":")
+    script = f"""
+import builtins, os, signal, sys
+real_import = builtins.__import__
+def interrupting_import(name, *args, **kwargs):
+    if name == "service.cli":
+        builtins.__import__ = real_import
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C on the terminal sends
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = interrupting_import
+sys.argv = ["ledger", "--version"]
+from {module} import {function}
+sys.exit({function}())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, cwd=REPO, timeout=120, check=False
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 130, stderr
+    assert stderr.strip() == "Error: interrupted by Ctrl-C (SIGINT)", stderr
+    assert done.stdout == b""
+
+
+def test_ctrl_c_while_the_command_line_is_parsed_exits_130_without_aborted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(click.Group, "parse_args", interrupted)
+    result = run("--version")
     assert result.exit_code == 130
     assert result.stderr.strip() == "Error: interrupted by Ctrl-C (SIGINT)"
     assert "Aborted" not in result.output

@@ -5,6 +5,8 @@ refuses a file that does not exist, exit 2, naming its absolute path, and leaves
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +82,30 @@ def test_a_read_refuses_a_missing_file_and_creates_nothing(
     assert f"no SQLite database at {expected} " in result.stderr
     assert "Traceback" not in result.output
     assert files_in(empty_folder) == []
+
+
+@pytest.mark.parametrize("how", ["default", "--db typo", "environment", "--config"])
+def test_the_advice_for_a_missing_file_creates_the_ledger_looked_for(
+    empty_folder: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # The advice was a bare `ledger migrate`: pasted, it made ./ledger.db, and the command
+    # given --db, or a config's database_url (`ledger api --config`), was refused again.
+    args = ["status"]
+    if how == "--db typo":
+        args += ["--db", "sqlite:///typo.db"]
+    elif how == "environment":
+        monkeypatch.setenv("LEDGER_DATABASE_URL", "sqlite:///typo.db")
+    elif how == "--config":
+        (empty_folder / "conf").mkdir()
+        (empty_folder / "conf" / "ledger.toml").write_text('database_url = "sqlite:///l.db"\n')
+        args += ["--config", "conf/ledger.toml"]
+    refused = run(*args)
+    assert refused.exit_code == 2, refused.output
+    advice = re.findall(r"`(ledger migrate[^`]*)`", refused.stderr)
+    assert advice, refused.stderr
+    assert run(*shlex.split(advice[-1])[1:]).exit_code == 0
+    again = run(*args)
+    assert again.exit_code == 0, (advice, again.output)
 
 
 def test_every_command_that_takes_a_database_is_a_reader_or_a_creator() -> None:

@@ -41,6 +41,18 @@ def test_out_of_range_counts_and_positions_are_usage_errors(db_url: str, ledger:
         assert "is not in the range" in result.output, (args, result.output)
 
 
+def test_a_source_id_beyond_the_column_is_a_usage_error_before_a_run(
+    db_url: str, ledger: Ledger
+) -> None:
+    # It reached the SDK's RunStarted: pydantic's traceback, exit 1, from `ledger run csv`.
+    for connector in (["csv"], ["http-json", "--url", "http://127.0.0.1:9/"]):
+        result = run("run", *connector, "--source-id", str(2**31), "--db", db_url)
+        assert result.exit_code == 2, (connector, result.output)
+        assert "'--source-id': 2147483648 is not in the range 0<=x<=2147483647" in result.output
+        assert "Traceback" not in result.output
+    assert ledger.head().last_position == 0
+
+
 def test_http_json_usage_is_checked_before_a_run_starts(db_url: str, ledger: Ledger) -> None:
     runner = CliRunner()
     both = runner.invoke(
