@@ -34,6 +34,7 @@ from ledger.clock import isoformat_utc
 from ledger.reads import find_runs, read_head
 from ledger.recorded import LedgerHead
 from ledger.rules import RunState, apply_event
+from ledger.stored_rows import named_rows
 from ledger.text import clip
 from projections.as_of import replay_as_of
 from projections.fold import Row, Transition, normalise
@@ -322,9 +323,10 @@ def _check_projection(ledger: Ledger, report: VerifyReport) -> None:
                 projection_checkpoints.c.name == PROJECTION_NAME
             )
         ).scalar_one_or_none()
-        actual = {
-            row["id"]: normalise(row) for row in conn.execute(select(ingestion_runs)).mappings()
-        }
+        with named_rows(conn, ingestion_runs):
+            actual = {
+                row["id"]: normalise(row) for row in conn.execute(select(ingestion_runs)).mappings()
+            }
         stored_transitions = {
             row["position"]: dict(row)
             for row in conn.execute(select(ingestion_run_transitions)).mappings()

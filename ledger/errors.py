@@ -78,6 +78,18 @@ class StoredEventError(ValidationError):
     projector, a problem for verify, a server error for the API."""
 
 
+class StoredRowError(StoredEventError):
+    """A row of ``ledger_runs``, ``ledger_head`` or ``ingestion_runs`` holds a value no write of
+    this ledger stores (a time edited by hand to 'yesterday', a MySQL zero date): ``table`` and
+    ``key`` (the run id; 1 for the head) name it. The ledger's, not the caller's, as for an
+    event: exit 1, the API's 500, the web's error page."""
+
+    def __init__(self, message: str, table: str, key: object) -> None:
+        super().__init__(message)
+        self.table = table
+        self.key = key
+
+
 class UnknownEventTypeError(StoredEventError):
     """A stored or submitted event has a type this version of run-ledger does not know."""
 

@@ -30,6 +30,7 @@ from ledger.hashing import EVENT_COLUMNS
 from ledger.recorded import LedgerHead, RecordedEvent, StoredRef
 from ledger.rules import RunState
 from ledger.schema import HEAD_ROW_ID, ledger_events, ledger_head, ledger_runs
+from ledger.stored_rows import named_rows
 from ledger.text import clip, visible
 
 # Rows per IN (...) list, well under every driver's parameter limit.
@@ -353,7 +354,8 @@ def lowest_position_between(conn: Connection, after: int, up_to: int) -> int | N
 def read_head(conn: Connection) -> LedgerHead | None:
     """The ``ledger_head`` row (None if it is missing: an unmigrated or damaged database)."""
     query = select(ledger_head).where(ledger_head.c.id == HEAD_ROW_ID)
-    row = conn.execute(query).mappings().one_or_none()
+    with named_rows(conn, ledger_head):
+        row = conn.execute(query).mappings().one_or_none()
     if row is None:
         return None
     return LedgerHead(
@@ -398,7 +400,8 @@ def count_runs(conn: Connection, state: str | None = None) -> int:
 
 
 def _states(conn: Connection, query: Any) -> list[RunState]:
-    return [
-        RunState(**{name: row[name] for name in RUN_COLUMNS})
-        for row in conn.execute(query).mappings()
-    ]
+    with named_rows(conn, ledger_runs):
+        return [
+            RunState(**{name: row[name] for name in RUN_COLUMNS})
+            for row in conn.execute(query).mappings()
+        ]

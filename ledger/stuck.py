@@ -23,6 +23,7 @@ from ledger.errors import LedgerError, ValidationError
 from ledger.rules import OPEN, RunState, apply_event
 from ledger.schema import ledger_runs
 from ledger.store import Ledger
+from ledger.stored_rows import named_rows
 
 # The legacy cleanup job's rule, also as the CLI's options and the config file write it.
 DEFAULT_STALE_AFTER_TEXT = "60m"
@@ -92,7 +93,7 @@ def stuck_runs(
         .where(ledger_runs.c.state == OPEN, or_(*conditions))
         .order_by(ledger_runs.c.last_event_at, ledger_runs.c.run_id)
     )
-    with ledger.connect("stuck query") as conn:
+    with ledger.connect("stuck query") as conn, named_rows(conn, ledger_runs):
         rows = conn.execute(query).mappings().all()
     return _stuck_among([RunState(**row) for row in rows], now, default, overrides or {})
 

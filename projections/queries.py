@@ -12,6 +12,7 @@ from ledger import Ledger, RecordedEvent, UnknownRunError
 from ledger.clock import format_utc_seconds
 from ledger.dialects import same_text
 from ledger.rules import RunState, apply_event
+from ledger.stored_rows import named_rows
 from projections.as_of import resolve_position, run_as_of, runs_as_of
 from projections.fold import Row, Transition, normalise
 from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
@@ -51,7 +52,7 @@ def list_runs(ledger: Ledger, run_filter: RunFilter) -> list[Row]:
         query = query.where(table.c.sourceId == run_filter.source_id)
     if run_filter.before is not None:
         query = query.where(table.c.id < run_filter.before)
-    with ledger.connect() as conn:
+    with ledger.connect() as conn, named_rows(conn, table):
         return [normalise(row) for row in conn.execute(query).mappings()]
 
 
@@ -59,11 +60,12 @@ def get_run(ledger: Ledger, run_id: int) -> tuple[Row | None, list[Transition]]:
     """One row of ``ingestion_runs`` and its status transitions, in order; no row when the run
     is not projected yet. Raises :class:`UnknownRunError` if the ledger has no such run."""
     with ledger.connect() as conn:
-        row = (
-            conn.execute(select(ingestion_runs).where(ingestion_runs.c.id == run_id))
-            .mappings()
-            .one_or_none()
-        )
+        with named_rows(conn, ingestion_runs):
+            row = (
+                conn.execute(select(ingestion_runs).where(ingestion_runs.c.id == run_id))
+                .mappings()
+                .one_or_none()
+            )
         transitions = [
             Transition(**{k: t[k] for k in Transition.__dataclass_fields__})
             for t in conn.execute(
@@ -81,7 +83,7 @@ def get_run(ledger: Ledger, run_id: int) -> tuple[Row | None, list[Transition]]:
 
 def all_rows(ledger: Ledger) -> dict[int, Row]:
     """Every row of ``ingestion_runs``, by id (for verification against a replay)."""
-    with ledger.connect() as conn:
+    with ledger.connect() as conn, named_rows(conn, ingestion_runs):
         return {
             row["id"]: normalise(row) for row in conn.execute(select(ingestion_runs)).mappings()
         }

@@ -44,6 +44,11 @@ export interface ClientOptions {
   maxBackoffMs?: number;
   /** An answer larger than this is refused (LedgerProtocolError). Default 1 MiB. */
   maxResponseBytes?: number;
+  /** A request body larger than this is not sent: an event over it alone throws
+   * LedgerBodyTooLargeError naming it, a run's own reports go in several requests when only
+   * together they are over it. Set it to the API's `[api] max_body_bytes` when that is lower.
+   * Default 10 MiB (the API's default). */
+  maxBodyBytes?: number;
   /** A fetch implementation (default: the global fetch of Node >= 18). */
   fetch?: typeof fetch;
 }
@@ -147,6 +152,7 @@ export declare class LedgerClient {
   readonly backoffMs: number;
   readonly maxBackoffMs: number;
   readonly maxResponseBytes: number;
+  readonly maxBodyBytes: number;
   /** Append events all or nothing, retried with the same body (an event without an event_id
    * gets one before the first attempt, so a retry is a duplicate). `signal` stops it (attempts
    * and pauses), rejecting with the signal's reason; an append in flight may still be stored:
@@ -256,6 +262,23 @@ export declare class LedgerProtocolError extends LedgerError {
   readonly status: number | undefined;
   readonly attempts: number | undefined;
 }
+
+/** A body over maxBodyBytes (nothing sent, `status` undefined) or over the API's
+ * `[api] max_body_bytes` (a 413 for one event, `status` 413): `index` (0-based, in the batch)
+ * and `eventId` name the event too large for any request, undefined when only the events
+ * together are; `bytes` its size as a request of its own (or the batch's); `limit` the limit
+ * (undefined when a 413 did not say it). Never retried. */
+export declare class LedgerBodyTooLargeError extends LedgerError {
+  readonly index: number | undefined;
+  readonly eventId: string | undefined;
+  readonly bytes: number;
+  readonly limit: number | undefined;
+  readonly status: 413 | undefined;
+  readonly retriable: false;
+}
+
+/** The API's default `[api] max_body_bytes`, maxBodyBytes' default. */
+export declare const DEFAULT_MAX_BODY_BYTES: number;
 
 /** RunStarted was not recorded: the run did not start. `cause` says why. */
 export declare class RunNotStartedError extends LedgerError {}

@@ -37,6 +37,8 @@ const MAX_DETAILS_DEPTH = 17;
 const CONNECTOR_NAME_MAX = 100;
 const RUN_REF = 'run';
 const DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024;
+/** The API's default `[api] max_body_bytes`: a larger body is answered 413. */
+export const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
 const MAX_RETRY_AFTER_MS = 60_000;
 
 /** progress() option -> RunProgressed field */
@@ -133,6 +135,49 @@ export class LedgerProtocolError extends LedgerError {
     this.status = status;
     this.attempts = attempts;
   }
+}
+
+/**
+ * A body over the limit (`maxBodyBytes`, or the API's `[api] max_body_bytes` when it answered
+ * 413): `index` and `eventId` name the event that alone is over it (undefined when only the
+ * events together are), `bytes` its size (or the body's) and `limit` the limit (undefined when
+ * a 413 did not say it); `status` is 413 when the API refused it, undefined when nothing was
+ * sent. No retry or split can send such an event: it is never retried.
+ */
+export class LedgerBodyTooLargeError extends LedgerError {
+  constructor(message, { index, eventId, bytes, limit, status, cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.index = index;
+    this.eventId = eventId;
+    this.bytes = bytes;
+    this.limit = limit;
+    this.status = status;
+  }
+
+  get retriable() {
+    return false;
+  }
+}
+
+/** The JSON body of `events` as POST /v1/events takes it, and its size in bytes. */
+function bodyOf(events) {
+  const body = JSON.stringify(events);
+  return { body, bytes: Buffer.byteLength(body, 'utf8') };
+}
+
+/** The error for event `index` of a batch, alone `bytes` long, over `limit`. */
+function eventTooLarge(events, index, bytes, limit, extra = {}) {
+  const event = events[index];
+  const id = event && typeof event === 'object' ? event.event_id : undefined;
+  const type = event && typeof event === 'object' ? event.type : undefined;
+  const where = extra.status === 413 ? "the API's [api] max_body_bytes" : 'maxBodyBytes';
+  const limitText = limit === undefined ? 'its limit' : `${where} of ${limit} bytes`;
+  return new LedgerBodyTooLargeError(
+    `event ${index} (${printable(String(type), 60)} event_id ${printable(String(id), 80)}) ` +
+      `is ${bytes} bytes as a request of its own, over ${limitText}: no request can carry it ` +
+      '(make its details or metadata smaller, or raise the limit)',
+    { index, eventId: id, bytes, limit, ...extra },
+  );
 }
 
 /** RunStarted could not be recorded, so the run did not start. */
@@ -373,6 +418,7 @@ export class LedgerClient {
     backoffMs = 250,
     maxBackoffMs = 10_000,
     maxResponseBytes = DEFAULT_MAX_RESPONSE_BYTES,
+    maxBodyBytes = DEFAULT_MAX_BODY_BYTES,
     fetch: fetchImpl = globalThis.fetch,
   } = {}) {
     if (typeof url !== 'string' && !(url instanceof URL)) {
@@ -411,6 +457,7 @@ export class LedgerClient {
     this.backoffMs = checkOption('backoffMs', backoffMs);
     this.maxBackoffMs = checkOption('maxBackoffMs', maxBackoffMs);
     this.maxResponseBytes = checkOption('maxResponseBytes', maxResponseBytes, { min: 1 });
+    this.maxBodyBytes = checkOption('maxBodyBytes', maxBodyBytes, { min: 1 });
     // Not enumerable: a client printed or logged does not show its token.
     Object.defineProperty(this, '_token', { value: token, enumerable: false });
     Object.defineProperty(this, '_fetch', { value: fetchImpl, enumerable: false });
@@ -445,8 +492,23 @@ export class LedgerClient {
       counter('expectedVersion', expectedVersion);
       path += `?expected_version=${expectedVersion}`;
     }
-    const body = JSON.stringify(events);
-    const summary = await this._request('POST', path, body, signal);
+    const { body, bytes } = bodyOf(events);
+    if (bytes > this.maxBodyBytes) throw this._tooLarge(events, bytes);
+    let summary;
+    try {
+      summary = await this._request('POST', path, body, signal);
+    } catch (error) {
+      // The API's own limit is lower than maxBodyBytes: one event over it is that event's
+      // fault, named as when maxBodyBytes refuses it (a batch of several is the caller's).
+      if (error instanceof LedgerApiError && error.status === 413 && events.length === 1) {
+        const said = /limit of (\d+) bytes/.exec(error.detail ?? '');
+        throw eventTooLarge(events, 0, bytes, said ? Number(said[1]) : undefined, {
+          status: 413,
+          cause: error,
+        });
+      }
+      throw error;
+    }
     if (
       !summary ||
       typeof summary !== 'object' ||
@@ -458,6 +520,46 @@ export class LedgerClient {
       );
     }
     return summary;
+  }
+
+  /** The error for a batch whose body (`bytes`) is over maxBodyBytes: the first event over it
+   * alone, else the batch (append is all or nothing: it is not split here). */
+  _tooLarge(events, bytes) {
+    for (let index = 0; index < events.length; index += 1) {
+      const alone = bodyOf([events[index]]).bytes;
+      if (alone > this.maxBodyBytes) return eventTooLarge(events, index, alone, this.maxBodyBytes);
+    }
+    return new LedgerBodyTooLargeError(
+      `${events.length} events are ${bytes} bytes together, over maxBodyBytes of ` +
+        `${this.maxBodyBytes} bytes: append them in smaller batches (one append is all or nothing)`,
+      { bytes, limit: this.maxBodyBytes },
+    );
+  }
+
+  /** `events` in consecutive batches whose bodies fit maxBodyBytes (one batch when they all
+   * fit); an event too large alone throws its LedgerBodyTooLargeError before anything is sent.
+   * Every batch holds at least one event, so the split ends. */
+  _batches(events) {
+    const sizes = events.map((event) => bodyOf([event]).bytes);
+    const batches = [];
+    let batch = [];
+    let size = 2; // the brackets
+    sizes.forEach((alone, index) => {
+      if (alone > this.maxBodyBytes) {
+        throw eventTooLarge(events, index, alone, this.maxBodyBytes);
+      }
+      const item = alone - 2; // the event without its own brackets
+      const grown = size + item + (batch.length ? 1 : 0);
+      if (batch.length && grown > this.maxBodyBytes) {
+        batches.push(batch);
+        batch = [];
+        size = 2;
+      }
+      size += item + (batch.length ? 1 : 0);
+      batch.push(events[index]);
+    });
+    if (batch.length) batches.push(batch);
+    return batches;
   }
 
   /** GET a path of the API (e.g. `/v1/runs/3`) as JSON, with the same retries; `signal`
@@ -696,6 +798,14 @@ function nextLink(link, from) {
     );
   }
   return target;
+}
+
+/** An error no resend changes: a 4xx refusal, or an event too large for any request. */
+function refused(error) {
+  return (
+    (error instanceof LedgerApiError && !error.retriable) ||
+    error instanceof LedgerBodyTooLargeError
+  );
 }
 
 function networkReason(error, timeoutMs) {
@@ -1008,7 +1118,7 @@ export class RunHandle {
     // process as an unhandled rejection. An awaited promise still rejects. A retriable failure
     // loses nothing (the events go with the next send); a refusal is reported.
     done.catch((error) => {
-      if (error instanceof LedgerApiError && !error.retriable) this.onError(error);
+      if (refused(error)) this.onError(error);
     });
     return done;
   }
@@ -1017,15 +1127,19 @@ export class RunHandle {
    * keeps it (same ids) for the next send; a refusal (4xx) drops it and throws. */
   async _deliver(batch) {
     this._lastEmit = Date.now();
+    let delivered = 0;
     try {
-      await this.client.append(batch);
-    } catch (error) {
-      if (error instanceof LedgerApiError && !error.retriable) {
-        this._ready.splice(0, batch.length);
+      for (const part of this.client._batches(batch)) {
+        await this.client.append(part);
+        this._ready.splice(0, part.length);
+        delivered += part.length;
       }
+    } catch (error) {
+      // A refusal (an event too large for any request included) is dropped: sent again it
+      // would be refused again, before every later report, for ever.
+      if (refused(error)) this._ready.splice(0, batch.length - delivered);
       throw error;
     }
-    this._ready.splice(0, batch.length);
   }
 
   _close(terminalFields) {
@@ -1047,7 +1161,9 @@ export class RunHandle {
     const send = async () => {
       if (this.status) return;
       this._lastEmit = Date.now();
-      await this.client.append(batch);
+      // The pending counts and the terminal event in one request when they fit maxBodyBytes,
+      // else in order, several (a resend after a failure sends them all again: duplicates).
+      for (const part of this.client._batches(batch)) await this.client.append(part);
       this.status = batch[batch.length - 1].status;
     };
     const done = this._queue.then(send);

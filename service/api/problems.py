@@ -24,6 +24,7 @@ from ledger import (
     SchemaError,
     StorageError,
     StoredEventError,
+    StoredRowError,
     StreamError,
     UnknownRunError,
     ValidationError,
@@ -144,6 +145,11 @@ def problem_for(error: LedgerError, outage: Outage | None = None) -> ApiProblem:
         run: dict[str, Any] = {} if bound.run_id is None else {"run_id": bound.run_id}
         return ApiProblem(403, "forbidden", "Forbidden", text, **run, **_located(error))
     stored = cause if isinstance(cause, StoredEventError) else error
+    if isinstance(stored, StoredRowError):  # a table's row, not an event: verify is no help
+        log.error("a stored row cannot be read: %s", text)
+        return ApiProblem(
+            500, "stored-row-unreadable", "Stored row unreadable", text, table=stored.table
+        )
     if isinstance(stored, StoredEventError):  # the ledger's history, not the request
         log.error("a stored event cannot be read: %s", text)
         return ApiProblem(

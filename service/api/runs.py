@@ -110,7 +110,7 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
     @app.get(
         "/v1/runs/{run_id}/events",
         summary="A run's audit timeline, a page at a time",
-        responses={200: {"headers": NEXT_LINK}, **problem_responses(400, 404)},
+        responses={200: {"headers": NEXT_LINK}, **problem_responses(400, 404, 429)},
     )
     def run_events(
         request: Request,
@@ -133,7 +133,12 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         (``ledger audit --format json``), at most ``limit``; a ``Link: <…>; rel="next"``
         header names the next page, whose entries are audited from the state before them."""
         try:
-            page = audit_page(state.ledger, run_id, cursor or 0, limit)
+            # A later page starts from the state before it, folded from every earlier event of
+            # the run that can change its status (and their latest occurred_at): a read that
+            # grows with the run's history, so it takes a slot as a replay does. The first
+            # page reads ``limit`` events on the run's key, whatever its length.
+            with state.expensive("a timeline page after a cursor", needed=cursor is not None):
+                page = audit_page(state.ledger, run_id, cursor or 0, limit)
         except UnknownRunError:
             raise  # 404
         except StoredEventError:

@@ -32,9 +32,13 @@ class ApiState:
     )
 
     @contextmanager
-    def expensive(self, what: str) -> Iterator[None]:
-        """A slot for a request that replays history (verify, as_of): 429 when all
-        ``[api] max_expensive`` are taken, rather than a queue of full scans."""
+    def expensive(self, what: str, needed: bool = True) -> Iterator[None]:
+        """A slot for a request that replays history (verify, as_of, a timeline page after a
+        cursor): 429 when all ``[api] max_expensive`` are taken, rather than a queue of full
+        scans. ``needed`` False: the request reads a bounded page, and takes none."""
+        if not needed:
+            yield
+            return
         with expensive_slot(
             self.expensive_slots, what, self.config.api.max_expensive, _too_many_requests
         ):

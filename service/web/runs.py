@@ -8,11 +8,12 @@ from typing import Annotated
 from fastapi import FastAPI, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from forensics.audit import audit_page
+from forensics.audit import AuditPage, audit_page
 from ledger import StoredEventError, UnknownRunError, ValidationError, fail_run
 from ledger.clock import utcnow
 from ledger.events import MAX_RUN_ID, REASON_MAX, operator_actor
 from ledger.schema import MAX_POSITION
+from projections.fold import Row, Transition
 from projections.queries import RunFilter, find_run, find_runs, status_counts_by_day
 from projections.schema import RUN_STATUSES
 from service.api.params import ASCII_DIGITS, RunIdPath, url_integer
@@ -49,7 +50,10 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         since = (now - timedelta(days=DAYS_SHOWN - 1)).replace(
             hour=0, minute=0, second=0, microsecond=0
         )
-        counts = status_counts_by_day(state.ledger, since)
+        # Every run of a fortnight, counted: a slot, so that a burst of page loads on a cold
+        # (or expired) cache is not a burst of such counts at once.
+        with state.expensive("the runs-per-day chart"):
+            counts = status_counts_by_day(state.ledger, since)
         days = [(since + timedelta(days=d)).date().isoformat() for d in range(DAYS_SHOWN)]
         filled = {day: counts.get(day, dict.fromkeys(RUN_STATUSES, 0)) for day in days}
         state.counts["days"] = (now, filled)
@@ -117,6 +121,25 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         )
         return Response(svg, media_type="image/svg+xml")
 
+    def run_page_reads(
+        run_id: int, after: int | None, limit: int, position: int | None
+    ) -> tuple[AuditPage, Row | None, list[Transition]]:
+        """The part of the run's timeline the page shows, and its row and transitions (live,
+        or as of ``position``)."""
+        try:
+            part = audit_page(state.ledger, run_id, after or 0, limit)
+        except UnknownRunError:
+            raise
+        except StoredEventError:
+            raise  # the ledger's, not the request's: a server error
+        except ValidationError as exc:  # ``after`` is not one of this run's events
+            raise LedgerErrorPage(400, "Invalid request", f"after: {exc}") from None
+        try:
+            run_view = find_run(state.ledger, run_id, None, position)
+        except UnknownRunError:
+            return part, None, []
+        return part, run_view.row, run_view.transitions
+
     @app.get("/runs/{run_id}")
     def run_page(
         request: Request,
@@ -127,14 +150,14 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
     ) -> Response:
         viewer = reader(request)
         moment = moment_of(request)
-        try:
-            part = audit_page(state.ledger, run_id, after or 0, limit)
-        except UnknownRunError:
-            raise
-        except StoredEventError:
-            raise  # the ledger's, not the request's: a server error
-        except ValidationError as exc:  # ``after`` is not one of this run's events
-            raise LedgerErrorPage(400, "Invalid request", f"after: {exc}") from None
+        # One slot for the page (never two at once: with one slot the page would refuse
+        # itself): a later part of the timeline folds the run's earlier events (a read that
+        # grows with its history), a page as of a past moment replays the run.
+        with state.expensive(
+            "a later part of a run's timeline or a run as of a past moment",
+            needed=after is not None or not moment.live,
+        ):
+            part, row, transitions = run_page_reads(run_id, after, limit, moment.position)
         timeline = part.entries
         shown = [e for e in timeline if moment.live or e.event.position <= (moment.position or 0)]
         following = None
@@ -145,12 +168,6 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
                 after=timeline[-1].event.position,
                 limit=None if limit == TIMELINE_PART else limit,
             )
-        try:
-            with state.expensive("a run as of a past moment", needed=not moment.live):
-                run_view = find_run(state.ledger, run_id, None, moment.position)
-            row, transitions = run_view.row, run_view.transitions
-        except UnknownRunError:
-            row, transitions = None, []
         stuck = None
         if moment.live and row is not None and row["status"] == "running":
             stuck = next(

@@ -46,9 +46,10 @@ class WebState:
 
     @contextmanager
     def expensive(self, what: str, needed: bool = True) -> Iterator[None]:
-        """A slot for a page that reads the whole history (Proof, Integrity, any page as of a
-        past moment): a 429 page with Retry-After when all ``[api] max_expensive`` are taken,
-        rather than a queue of full scans that would hold every worker thread."""
+        """A slot for a page whose read grows with history (Proof, Integrity, any page as of a
+        past moment, a later part of a run's timeline, the day chart's count): a 429 page with
+        Retry-After when all ``[api] max_expensive`` are taken, rather than a queue of full scans
+        that would hold every worker thread."""
         if not needed:
             yield
             return

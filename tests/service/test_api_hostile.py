@@ -253,6 +253,36 @@ def test_history_replays_are_limited_to_max_expensive_at_once(db_url: str) -> No
     client.app.state.api.close()  # type: ignore[attr-defined]
 
 
+def test_a_timeline_page_after_a_cursor_takes_a_slot_the_first_page_does_not(
+    db_url: str,
+) -> None:
+    """A page of ``/v1/runs/{id}/events`` after a cursor starts from the state before it,
+    folded from the run's earlier events (a read that grows with the run): with every
+    ``[api] max_expensive`` slot taken it is a 429 with Retry-After, not one more scan on a
+    worker thread. The first page reads ``limit`` events on the run's key and takes none."""
+    with api_client(db_url, max_expensive=1) as client:
+        run_id = started(client)
+        beat = [{"type": "RunProgressed", "run_id": run_id, "records_fetched": 1}] * 3
+        assert client.post("/v1/events", json=beat, headers=APPEND).status_code == 200
+        first = client.get(f"/v1/runs/{run_id}/events?limit=2", headers=READ)
+        assert first.status_code == 200, first.text
+        following = first.headers["link"].split(">")[0].lstrip("<")
+        slots = client.app.state.api.expensive_slots  # type: ignore[attr-defined]
+        assert slots.acquire(blocking=False)  # the one slot, taken by a replay in flight
+        try:
+            busy = client.get(following, headers=READ)
+            assert busy.status_code == 429, busy.text
+            assert busy.headers["retry-after"] == "5"
+            assert "timeline" in busy.json()["detail"]
+            assert "max_expensive" in busy.json()["detail"]
+            again = client.get(f"/v1/runs/{run_id}/events?limit=2", headers=READ)
+            assert again.status_code == 200
+        finally:
+            slots.release()
+        assert client.get(following, headers=READ).status_code == 200
+    client.app.state.api.close()  # type: ignore[attr-defined]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -364,3 +364,69 @@ def test_a_stored_time_that_cannot_be_read_is_the_same_named_500_everywhere(
         finally:
             client.app.state.web.close()  # type: ignore[attr-defined]
             client.app.state.api.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "key"),
+    [
+        ("ledger_runs", "last_event_at", "run_id"),
+        ("ingestion_runs", '"startedAt"', "id"),
+        ("ledger_head", "last_recorded_at", "id"),
+    ],
+)
+def test_a_table_row_with_an_unreadable_time_is_named_everywhere(
+    ledger: Ledger, db_url: str, table: str, column: str, key: str
+) -> None:
+    """A time of ``ledger_runs``, ``ingestion_runs`` or ``ledger_head`` edited by hand (SQLite:
+    'yesterday', MariaDB: a zero date) was SQLAlchemy's ValueError: a traceback from
+    ``status``, ``runs show``, ``stuck``, ``verify``, a bare 500 from the API. Each reader now
+    says which table's row (its key) and column: the CLI exit 1, the API's 500
+    ``stored-row-unreadable``, the web's error page."""
+    from sqlalchemy import text
+
+    from tests.service.web.support import log_in, web_config
+
+    run_id = ledger.start_run(1, "tampered")
+    Projector(ledger).run_once()
+    dialect = ledger.engine.dialect.name
+    column_sql = column if dialect == "sqlite" else column.replace('"', "`")
+    with ledger.engine.begin() as conn:
+        if dialect != "sqlite":
+            conn.execute(text("SET SESSION sql_mode = ''"))
+        # Below every real time (the stuck query selects it by its last activity).
+        bad = "'1 day ago'" if dialect == "sqlite" else UNREADABLE_TIME[dialect]
+        conn.execute(text(f"UPDATE {table} SET {column_sql} = {bad}"))
+    named = f"the {table} row of {'id' if table == 'ledger_head' else 'run'} "
+    readers = {
+        "ledger_runs": (["status"], ["runs", "show", str(run_id)], ["stuck"], ["verify"]),
+        "ingestion_runs": (["runs", "list"], ["runs", "show", str(run_id)], ["verify"]),
+        "ledger_head": (["status"], ["anchor"], ["verify"]),
+    }[table]
+    for args in readers:
+        result = CliRunner().invoke(cli, [*args, "--db", db_url])
+        assert result.exit_code == 1, (args, result.output)
+        assert named in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+    urls = {
+        "ledger_runs": ("/v1/status", f"/v1/runs/{run_id}", "/v1/stuck?older_than=1s"),
+        "ingestion_runs": ("/v1/runs", f"/v1/runs/{run_id}"),
+        "ledger_head": ("/v1/status",),
+    }[table]
+    read = {"Authorization": "Bearer read-token-0123456789abcdef"}
+    with TestClient(create_app(web_config(db_url)), raise_server_exceptions=False) as client:
+        try:
+            for url in urls:
+                answer = client.get(url, headers=read)
+                assert answer.status_code == 500, (url, answer.text)
+                problem = answer.json()
+                assert problem["type"] == "urn:run-ledger:problem:stored-row-unreadable", url
+                assert named in problem["detail"], problem
+                assert problem["table"] == table
+            log_in(client, "reader")
+            page = client.get(f"/web/runs/{run_id}" if table != "ledger_head" else "/web/runs")
+            if table != "ledger_head":  # the head is not read by the runs pages
+                assert page.status_code == 500, page.text
+                assert "row of run" in page.text
+        finally:
+            client.app.state.web.close()  # type: ignore[attr-defined]
+            client.app.state.api.close()  # type: ignore[attr-defined]

@@ -10,11 +10,13 @@ import { freePort } from '../testing/live-ledger.mjs';
 import {
   COUNTER_MAX,
   LedgerApiError,
+  LedgerBodyTooLargeError,
   LedgerClient,
   LedgerNetworkError,
   LedgerProtocolError,
   LedgerStateError,
   LedgerValidationError,
+  RunHandle,
   RunNotStartedError,
 } from '../index.mjs';
 
@@ -583,4 +585,93 @@ test('a 500 stored-event-unreadable is not retried: no retry changes the ledger\
     return true;
   });
   assert.equal(server.requests.length, 1);
+});
+
+test('an event larger than maxBodyBytes alone fails at once, named, and nothing is sent', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const ledger = client(server.url, { maxBodyBytes: 600 });
+  const big = { type: 'RunStarted', event_id: 'big-1', source_id: 1, connector_name: 'x', metadata: { blob: 'x'.repeat(1000) } };
+  const small = { type: 'RunProgressed', event_id: 'small-1', run_id: 1 };
+  const error = await ledger.append([small, big]).catch((caught) => caught);
+  assert.ok(error instanceof LedgerBodyTooLargeError, String(error));
+  assert.equal(error.index, 1);
+  assert.equal(error.eventId, 'big-1');
+  assert.equal(error.limit, 600);
+  assert.equal(error.status, undefined);
+  assert.equal(error.retriable, false);
+  assert.match(error.message, /event 1 \(RunStarted event_id big-1\) is \d+ bytes .* maxBodyBytes of 600 bytes/);
+  // Together over the limit, each within it: append is all or nothing, so it is not split.
+  const together = await ledger.append([small, { ...small, event_id: 'small-2', records: 'y'.repeat(300) }, { ...small, event_id: 'small-3', records: 'y'.repeat(300) }]).catch((caught) => caught);
+  assert.ok(together instanceof LedgerBodyTooLargeError);
+  assert.equal(together.index, undefined);
+  assert.match(together.message, /3 events are \d+ bytes together, over maxBodyBytes of 600/);
+  // A run: metadata too large for any request is a start refused at once, naming the event.
+  const start = await ledger.startRun({ ...RUN, metadata: { blob: 'x'.repeat(1000) } }).catch((caught) => caught);
+  assert.ok(start instanceof RunNotStartedError);
+  assert.ok(start.cause instanceof LedgerBodyTooLargeError);
+  assert.match(start.message, /event 0 \(RunStarted event_id [0-9a-f-]{36}\) .* maxBodyBytes of 600 bytes/);
+  assert.equal(server.requests.length, 0);
+});
+
+test('a run reports what fits and is refused, at once, what no request can carry', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const ledger = client(server.url, { maxBodyBytes: 1_000 });
+  const reported = [];
+  const run = await ledger.startRun({ ...RUN, progressIntervalMs: 60_000, onError: (e) => reported.push(e) });
+  run.progress({ recordsFetched: 3 });
+  // The pending counts and a terminal event that fit apart but not together: two requests,
+  // in order, each within the limit.
+  const finished = await run.finish({ errorMessage: 'm'.repeat(500) });
+  assert.equal(finished.status, 'success');
+  const bodies = server.requests.slice(1).map((r) => r.body);
+  assert.deepEqual(bodies.map((b) => JSON.parse(b).map((e) => e.type)), [['RunProgressed'], ['RunFinished']]);
+  for (const body of bodies) assert.ok(Buffer.byteLength(body) <= 1_000);
+  // A terminal event too large alone: the same named error at once, however often asked.
+  const failing = await ledger.startRun({ ...RUN, onError: (e) => reported.push(e) });
+  const sent = server.requests.length;
+  const huge = new Error('e'.repeat(1_900));
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    const error = await failing.fail(huge).catch((caught) => caught);
+    assert.ok(error instanceof LedgerBodyTooLargeError, String(error));
+    assert.equal(error.index, 0);
+    assert.equal(error.eventId, failing._closing[0].event_id);
+    assert.match(error.message, /RunFinished/);
+  }
+  assert.equal(server.requests.length, sent); // nothing sent that could only get 413
+  // A heartbeat too large alone (a limit below any event): refused once, reported, dropped;
+  // the next report does not send it again first.
+  const tiny = client(server.url, { maxBodyBytes: 100 });
+  const open = new RunHandle(tiny, { ...RUN, onError: (e) => reported.push(e) });
+  open.runId = 7;
+  await assert.rejects(open.heartbeat(), LedgerBodyTooLargeError);
+  assert.equal(open._ready.length, 0);
+  assert.ok(reported.some((e) => e instanceof LedgerBodyTooLargeError));
+});
+
+test('a 413 for a one-event body is the same named error, not retried', async () => {
+  const server = await fake((req, res) => {
+    res.writeHead(413, { 'content-type': 'application/problem+json' });
+    res.end(JSON.stringify({
+      type: 'urn:run-ledger:problem:content-too-large',
+      title: 'Content too large',
+      status: 413,
+      detail: 'the request body is over the limit of 300 bytes ([api] max_body_bytes)',
+    }));
+  });
+  const ledger = client(server.url);
+  const event = { type: 'RunProgressed', event_id: 'one-1', run_id: 1, records: 'z'.repeat(400) };
+  const error = await ledger.append([event]).catch((caught) => caught);
+  assert.ok(error instanceof LedgerBodyTooLargeError, String(error));
+  assert.equal(error.status, 413);
+  assert.equal(error.index, 0);
+  assert.equal(error.eventId, 'one-1');
+  assert.equal(error.limit, 300);
+  assert.ok(error.cause instanceof LedgerApiError);
+  assert.match(error.message, /event 0 \(RunProgressed event_id one-1\) .* \[api\] max_body_bytes of 300 bytes/);
+  assert.equal(server.requests.length, 1);
+  // Several events: the batch's, as the API said it (a LedgerApiError 413), not retried either.
+  const batch = await ledger.append([event, { ...event, event_id: 'one-2' }]).catch((caught) => caught);
+  assert.ok(batch instanceof LedgerApiError);
+  assert.equal(batch.status, 413);
+  assert.equal(server.requests.length, 2);
 });

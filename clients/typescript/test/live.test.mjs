@@ -7,7 +7,9 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import {
+  DEFAULT_MAX_BODY_BYTES,
   LedgerApiError,
+  LedgerBodyTooLargeError,
   LedgerClient,
   LedgerStateError,
   LedgerValidationError,
@@ -315,6 +317,36 @@ for (const backend of backends()) {
       await assert.rejects(run.fail(new Error('late')), LedgerStateError);
       const { events } = await runState(ledger, run.runId);
       assert.deepEqual(types(events), ['RunStarted', 'RunProgressed', 'RunProgressed', 'RunFinished']);
+    });
+
+    test('an event over the API\'s max_body_bytes is its 413, named, not retried', async () => {
+      // A client allowed more than the API takes: the API's 413 is read as the event's.
+      const generous = new LedgerClient({
+        url: ledger.url,
+        token: ledger.token,
+        backoffMs: 20,
+        maxBodyBytes: 2 * DEFAULT_MAX_BODY_BYTES,
+      });
+      const event = {
+        type: 'RunStarted',
+        event_id: 'ts-too-large-1',
+        source_id: 9,
+        connector_name: 'ts-too-large',
+        metadata: { blob: 'x'.repeat(DEFAULT_MAX_BODY_BYTES) },
+      };
+      const error = await generous.append([event]).catch((caught) => caught);
+      assert.ok(error instanceof LedgerBodyTooLargeError, String(error));
+      assert.equal(error.status, 413);
+      assert.equal(error.eventId, 'ts-too-large-1');
+      assert.equal(error.index, 0);
+      assert.equal(error.limit, DEFAULT_MAX_BODY_BYTES); // the API's default, as it said it
+      // The 413 itself is not retried (the API may answer it before the body is all sent and
+      // close: that attempt can end as a reset connection, retried as any network error).
+      assert.equal(error.cause.status, 413);
+      // The default client knows the limit: nothing is sent.
+      const local = await client.append([event]).catch((caught) => caught);
+      assert.ok(local instanceof LedgerBodyTooLargeError);
+      assert.equal(local.status, undefined);
     });
 
     test('a wrong token gets 401 as LedgerApiError; the run does not start', async () => {

@@ -498,6 +498,46 @@ def test_pages_that_read_the_whole_history_share_the_apis_slots(
     assert client.get("/web/runs", params={"at_position": "3"}).status_code == 200
 
 
+def test_a_later_timeline_part_and_the_day_chart_take_a_slot(
+    client: TestClient, demo: dict[str, int]
+) -> None:
+    """A later part of a run's timeline folds the run's earlier events, and the per-day chart
+    counts a fortnight of runs: with every ``[api] max_expensive`` slot taken they are the busy
+    page (429, Retry-After), not more scans on the worker threads. The first part of the
+    timeline, and the chart while its minute's cache holds, take none."""
+    log_in(client, "reader")
+    slots = client.app.state.api.expensive_slots  # type: ignore[attr-defined]
+    run = demo["hostile"]  # RunStarted, RunFinished: two parts of one event
+    first = client.get(f"/web/runs/{run}", params={"limit": "1"})
+    assert first.status_code == 200
+    later = re.search(r'href="(/web/runs/[^"]*after=[^"]*)" rel="next"', first.text)
+    assert later is not None, first.text
+    later_part = html.unescape(later.group(1))
+    taken = 0
+    while slots.acquire(blocking=False):
+        taken += 1
+    try:
+        for path in [later_part, "/web/runs/days.svg"]:  # the chart's cache is cold
+            busy = client.get(path)
+            assert busy.status_code == 429, (path, busy.text)
+            assert busy.headers["retry-after"] == "5"
+            assert "max_expensive" in busy.text
+        assert client.get(f"/web/runs/{run}", params={"limit": "1"}).status_code == 200
+    finally:
+        for _ in range(taken):
+            slots.release()
+    assert client.get(later_part).status_code == 200
+    assert client.get("/web/runs/days.svg").status_code == 200  # counted, and cached
+    while slots.acquire(blocking=False):
+        taken -= 1
+    try:
+        assert client.get("/web/runs/days.svg").status_code == 200  # from the cache
+    finally:
+        while taken < 0:
+            slots.release()
+            taken += 1
+
+
 def blocked_on_the_lock(thread: threading.Thread) -> bool:
     """Whether ``thread`` is at VerifyCache.refresh's ``with self._lock`` (waiting on it)."""
     lines, first = inspect.getsourcelines(integrity.VerifyCache.refresh)
