@@ -26,6 +26,7 @@ from service.api.handlers import add_error_handlers
 from service.api.head import HeadAsGet
 from service.api.limits import auth_failures_of
 from service.api.openapi import add_docs_routes, openapi_document, problem_responses
+from service.api.params import FlagQuery
 from service.api.runs import add_run_routes
 from service.api.shapes import LedgerJSON
 from service.api.state import ApiState
@@ -103,7 +104,9 @@ def create_app(config: LedgerConfig) -> FastAPI:
         return status_report(state.ledger, state.config).to_dict()
 
     @app.get("/v1/verify", summary="Verify the ledger", responses=problem_responses(429))
-    def verify(_caller: Annotated[Caller, read_scope], chain_only: bool = False) -> dict[str, Any]:
+    def verify(
+        _caller: Annotated[Caller, read_scope], chain_only: FlagQuery = False
+    ) -> dict[str, Any]:
         """``ledger verify --format json``: ``ok``, the head checked and every problem."""
         with state.expensive("verify"):
             return verify_all(state.ledger, chain_only=chain_only).to_dict()

@@ -38,6 +38,19 @@ def _ascii_digits(value: object) -> object:
 ASCII_DIGITS = BeforeValidator(_ascii_digits)
 
 RunIdPath = Annotated[int, Path(ge=1, le=MAX_RUN_ID), ASCII_DIGITS]
+
+NOT_TRUE_OR_FALSE = "not true or false"
+
+
+def _true_or_false(value: object) -> object:
+    """pydantic's lax bool (FastAPI's) takes ``yes``, ``on``, ``t``, ``1`` and their
+    opposites: a flag in a URL is written one way, as JSON writes it."""
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise PydanticCustomError("true_or_false", NOT_TRUE_OR_FALSE)
+    return value
+
+
+FlagQuery = Annotated[bool, Query(description="`true` or `false`"), BeforeValidator(_true_or_false)]
 AtPositionQuery = Annotated[int | None, Query(ge=0, le=MAX_POSITION), ASCII_DIGITS]
 
 
@@ -54,7 +67,9 @@ def url_integer(text: str, high: int) -> int | None:
 __all__ = [
     "ASCII_DIGITS",
     "NOT_DIGITS",
+    "NOT_TRUE_OR_FALSE",
     "AtPositionQuery",
+    "FlagQuery",
     "RunIdPath",
     "is_ascii_integer",
     "url_integer",

@@ -170,3 +170,21 @@ def test_an_integer_in_the_url_is_ascii_digits_only_never_another_run(
     assert client.get("/v1/runs/010", headers=READ).json()["ledger"]["version"] == 1
     assert client.get("/v1/runs?limit=0002", headers=READ).status_code == 200
     assert client.get("/v1/runs?limit=1001", headers=READ).status_code == 400
+
+
+def test_a_flag_is_true_or_false_as_json_writes_it(client: TestClient) -> None:
+    """FastAPI's lax bool took ``chain_only=yes``, ``on``, ``t`` and ``1`` (and ``no``, ``off``,
+    ``f``, ``0`` for false): a flag in a URL is written one way."""
+    for written in ("yes", "on", "t", "1", "0", "True", "FALSE", ""):
+        assert_invalid_request(
+            client, f"/v1/verify?chain_only={written}", "chain_only", "not true or false"
+        )
+    for written in ("true", "false"):
+        answer = client.get(f"/v1/verify?chain_only={written}", headers=READ)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["ok"] is True
+    document = client.get("/openapi.json", headers=READ).json()
+    parameters = document["paths"]["/v1/verify"]["get"]["parameters"]
+    assert [p["description"] for p in parameters if p["name"] == "chain_only"] == [
+        "`true` or `false`"
+    ]
