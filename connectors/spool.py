@@ -279,6 +279,9 @@ class Spool:
                     break
                 try:
                     outcome = self._deliver(ledger, conn, chunk)
+                except _PageCutShort as cut:  # what it delivered is deleted at this COMMIT
+                    outage = True
+                    outcome = cut.done
                 except StorageError:
                     if not (delivered or duplicates or rejected):
                         raise
@@ -323,7 +326,9 @@ class Spool:
         for seq, event_id, run_id, event_type, body, spooled_at in rows:
             try:
                 result = ledger.append([_parsed(body)])
-            except StorageError:
+            except StorageError as exc:
+                if delivered or duplicates or rejected:
+                    raise _PageCutShort((delivered, duplicates, rejected)) from exc
                 raise
             except LedgerError as exc:
                 log.error(
@@ -352,6 +357,16 @@ class Spool:
                 duplicates += result.duplicates
             conn.execute("DELETE FROM spooled WHERE seq = ?", (seq,))
         return delivered, duplicates, rejected
+
+
+class _PageCutShort(Exception):
+    """The ledger became unreachable part-way through a page sent one event at a time: the
+    events before it are delivered or set aside (their rows deleted, committed with the page)
+    and are counted in the flush's result, not reported as never sent."""
+
+    def __init__(self, done: Delivered) -> None:
+        super().__init__(f"delivered, already there, rejected: {done}")
+        self.done = done
 
 
 def _parsed(body: str) -> EventModel:

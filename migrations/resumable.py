@@ -37,17 +37,82 @@ def create_table(name: str, *elements: Any, **options: Any) -> sa.TableClause:
     columns = [e for e in elements if isinstance(e, sa.Column)]
     if not has_table(name):
         return op.create_table(name, *elements, **options)
+    inspector = _inspector()
+    reflected = inspector.get_columns(name)
     expected = {column.name for column in columns}
-    found = {column["name"] for column in _inspector().get_columns(name)}
+    found = {column["name"] for column in reflected}
     if found != expected:
         missing = ", ".join(sorted(expected - found)) or "none"
         extra = ", ".join(sorted(found - expected)) or "none"
-        raise SchemaError(
-            f"table {name} exists but is not the one this migration makes (columns missing: "
-            f"{missing}; columns it does not have: {extra}): is it another application's "
-            "table? Rename it, or use a database of the ledger's own; nothing more was changed"
-        )
+        _refuse(name, f"columns missing: {missing}; columns it does not have: {extra}")
+    # The same names are not yet the same table: another application's may hold text where
+    # the ledger keeps times, or lack the key that makes one INSERT win (a tick claimed by two
+    # serve processes, two events at one version). What an interrupted attempt made has both.
+    types = {column["name"]: column["type"] for column in reflected}
+    differ = [
+        f"{column.name} is {types[column.name]}, not {_described(column.type)}"
+        for column in columns
+        if _family(types[column.name]) != _family(column.type)
+    ]
+    # Bound to a table of its own (never created) to read its keys as the revision names them.
+    differ += _key_differences(inspector, sa.Table(name, sa.MetaData(), *elements, **options))
+    if differ:
+        _refuse(name, "; ".join(differ))
     return sa.table(name, *(sa.column(column.name) for column in columns))
+
+
+def _refuse(name: str, what: str) -> None:
+    raise SchemaError(
+        f"table {name} exists but is not the one this migration makes ({what}): is it "
+        "another application's table? Rename it, or use a database of the ledger's own; "
+        "nothing more was changed"
+    )
+
+
+# Types compared by kind, not by spelling: each database reflects its own (MariaDB's JSON is a
+# LONGTEXT, SQLite's BIGINT column of the ledger an INTEGER, an ENUM a VARCHAR).
+_FAMILIES: tuple[tuple[str, tuple[type[Any], ...]], ...] = (
+    ("integer", (sa.Integer,)),
+    ("time", (sa.DateTime, sa.Date, sa.Time)),
+    ("text", (sa.String, sa.JSON)),
+)
+_FAMILY_NAMES = {"integer": "an integer", "time": "a date and time", "text": "text"}
+
+
+def _family(type_: Any) -> str:
+    for family, kinds in _FAMILIES:
+        if isinstance(type_, kinds):
+            return family
+    return str(type_)
+
+
+def _described(type_: Any) -> str:
+    family = _family(type_)
+    return _FAMILY_NAMES.get(family, family)
+
+
+def _key_differences(inspector: sa.Inspector, shape: sa.Table) -> list[str]:
+    """The primary key and the unique constraints the revision gives the table that the one
+    there lacks (a unique index counts: MySQL reflects a UNIQUE constraint as one)."""
+    differ: list[str] = []
+    wanted = list(shape.primary_key.columns.keys())
+    found = inspector.get_pk_constraint(shape.name).get("constrained_columns") or []
+    if set(found) != set(wanted):
+        differ.append(f"primary key ({', '.join(found) or 'none'}), not ({', '.join(wanted)})")
+    unique = {
+        tuple(map(str, u["column_names"])) for u in inspector.get_unique_constraints(shape.name)
+    }
+    unique |= {
+        tuple(map(str, i["column_names"])) for i in inspector.get_indexes(shape.name) if i["unique"]
+    }
+    for constraint in shape.constraints:
+        if isinstance(constraint, sa.UniqueConstraint) and not isinstance(
+            constraint, sa.PrimaryKeyConstraint
+        ):
+            columns = tuple(constraint.columns.keys())
+            if columns not in unique:
+                differ.append(f"no unique ({', '.join(columns)})")
+    return differ
 
 
 def create_index(name: str, table: str, columns: list[str]) -> None:

@@ -1,5 +1,5 @@
-"""``max_run_time``: a bound on the total time of one connector run (``ledger serve``, and
-``ledger run --max-run-time``).
+"""``max_run_time``: a bound on the total time of one connector run under ``ledger serve``
+(``ledger run`` has no such bound yet).
 
 A run that heartbeats but never finishes (pages that keep coming, a read blocked on a FIFO or a
 hung mount) is never silent, so the sweeper's stale rule never closes it, and serve's ticks of

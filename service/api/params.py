@@ -57,10 +57,14 @@ AtPositionQuery = Annotated[int | None, Query(ge=0, le=MAX_POSITION), ASCII_DIGI
 def url_integer(text: str, high: int) -> int | None:
     """``text`` as an integer from 0 to ``high`` (None: not ``[0-9]+``, or over ``high``), for
     a parameter a page reads itself; the length first, as ``int()`` refuses more than 4,300
-    digits with a ValueError."""
-    if not is_ascii_integer(text) or len(text.lstrip("0")) > len(str(high)):
+    digits with a ValueError, and without the leading zeros, which count towards that limit
+    (``000…01`` is 1, not a 500)."""
+    if not is_ascii_integer(text):
         return None
-    number = int(text)
+    significant = text.lstrip("0") or "0"
+    if len(significant) > len(str(high)):
+        return None
+    number = int(significant)
     return number if number <= high else None
 
 

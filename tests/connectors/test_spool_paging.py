@@ -98,3 +98,33 @@ def test_a_batch_size_that_is_not_a_whole_number_above_zero_is_refused(
     with pytest.raises(ValidationError, match="batch_size"):
         spool.flush(ledger, batch_size=size)
     assert spool.status().pending == 1
+
+
+def test_an_outage_in_a_page_sent_one_by_one_counts_what_it_delivered(
+    ledger: Ledger, spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page the ledger refused is sent one event at a time; an outage half-way through it
+    kept what it had delivered and set aside deleted from the spool (the page's COMMIT), but
+    the flush reported none of it (the first page: raised as if nothing was delivered)."""
+    run_id = ledger.start_run(1, "SOURCE")
+    spool.put([RunProgressed(run_id=run_id, records_fetched=1)])
+    spool.put([RunProgressed(run_id=9999, records_fetched=100)])  # never started: refused
+    spool.put([RunProgressed(run_id=run_id, records_fetched=n) for n in range(2, 5)])
+    real_append = Ledger.append
+    calls: list[int] = []
+
+    def unreachable_at_the_fourth_append(self: Ledger, events: Any, **kwargs: Any) -> Any:
+        calls.append(len(events))
+        if len(calls) == 4:  # the page, then 1 and 9999 one by one: 2 cannot be sent
+            raise DatabaseUnreachableError("connection refused (the database went away)")
+        return real_append(self, events, **kwargs)
+
+    monkeypatch.setattr(Ledger, "append", unreachable_at_the_fourth_append)
+    cut = spool.flush(ledger, batch_size=5)
+    assert calls == [5, 1, 1, 1]
+    assert (cut.delivered, cut.duplicates, cut.rejected, cut.remaining) == (1, 0, 1, 3)
+    monkeypatch.undo()
+    rest = spool.flush(ledger, batch_size=5)
+    assert (rest.delivered, rest.duplicates, rest.rejected, rest.remaining) == (3, 0, 0, 0)
+    assert fetched_in_ledger_order(ledger) == [1, 2, 3, 4]
+    assert [r["run_id"] for r in spool.rejected()] == [9999]

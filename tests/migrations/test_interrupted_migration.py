@@ -190,3 +190,41 @@ def test_a_table_of_another_application_under_a_ledger_name_is_refused(
         with ledger.engine.connect() as conn:
             columns = {c["name"] for c in inspect(conn).get_columns("schedule_claims")}
         assert columns == {"id", "job"}  # left as it was
+
+
+# Tables with every column of the ledger's schedule_claims, by name, that are not it: kept as
+# it, the times would be text (a claim's tick compared as a string) or two serve processes
+# would both win the INSERT that claims a tick and run it twice.
+LOOKALIKES = {
+    "times-as-text": "CREATE TABLE schedule_claims (job_id VARCHAR(200) NOT NULL, "
+    "tick_at VARCHAR(40) NOT NULL, claimed_by VARCHAR(200) NOT NULL, "
+    "claimed_at VARCHAR(40) NOT NULL, PRIMARY KEY (job_id, tick_at))",
+    "no-primary-key": "CREATE TABLE schedule_claims (job_id VARCHAR(200) NOT NULL, "
+    "tick_at DATETIME NOT NULL, claimed_by VARCHAR(200) NOT NULL, claimed_at DATETIME NOT NULL)",
+}
+
+
+@pytest.mark.parametrize("lookalike", sorted(LOOKALIKES))
+def test_a_table_with_the_ledger_column_names_but_not_its_shape_is_refused(
+    tmp_path: Path, backend: str, lookalike: str
+) -> None:
+    """``resumable.create_table`` compared the column names only: a table of another
+    application with the same names but other types, or without the primary key, was kept as
+    the ledger's own, and migrate went on to the newest revision over it."""
+    with empty_database(tmp_path, backend) as url, opened(url) as ledger:
+        with ledger.engine.begin() as conn:
+            conn.execute(text(LOOKALIKES[lookalike]))
+        with pytest.raises(SchemaError, match=r"table schedule_claims exists but") as refused:
+            upgrade(ledger)
+        said = str(refused.value)
+        if lookalike == "times-as-text":
+            assert "tick_at is VARCHAR(40), not a date and time" in said
+            assert "claimed_at is VARCHAR(40)" in said
+            assert "job_id" not in said
+        else:
+            assert "primary key" in said, said
+        assert check(ledger).current != head_revision()  # not recorded as migrated
+        with ledger.engine.connect() as conn:
+            assert inspect(conn).get_pk_constraint("schedule_claims")["constrained_columns"] == (
+                [] if lookalike == "no-primary-key" else ["job_id", "tick_at"]
+            )  # left as it was

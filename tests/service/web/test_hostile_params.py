@@ -93,3 +93,20 @@ def test_logout_ends_the_session_even_for_a_copy_of_its_cookie(client: TestClien
     assert replay.headers["location"].startswith("/web/login")
     log_in(client, "reader")  # a fresh login works
     assert client.get("/web/runs", follow_redirects=False).status_code == 200
+
+
+def test_an_integer_with_thousands_of_leading_zeros_is_its_number_not_a_500(
+    client: TestClient,
+) -> None:
+    """``url_integer`` bounded the digits after the zeros but handed the whole text to
+    ``int()``, which refuses more than 4,300 digits with a ValueError: ``?at_position=000…01``
+    was the 500 page. ASCII digits are a number however many zeros lead them."""
+    log_in(client, "reader")
+    zeros = "0" * 5000
+    for path in (
+        f"/web/runs?at_position={zeros}1",
+        f"/web/runs/1?at_position={zeros}1",
+    ):
+        answer = client.get(path)
+        assert answer.status_code == 200, (path[:40], answer.status_code, answer.text[:300])
+    assert client.get(f"/web/runs?at_position={zeros}").status_code == 200  # position 0
