@@ -289,9 +289,24 @@ def event_type_at(conn: Connection, position: int) -> str | None:
 
 def recorded_at(conn: Connection, position: int) -> datetime | None:
     """When the event at ``position`` was recorded (None if none is stored there)."""
-    query = select(ledger_events.c.recorded_at).where(ledger_events.c.position == position)
-    value: datetime | None = conn.execute(query).scalar_one_or_none()
-    return value
+    query = select(_as_text(ledger_events.c.recorded_at)).where(
+        ledger_events.c.position == position
+    )
+    value = conn.execute(query).scalar_one_or_none()
+    return None if value is None else _stored_time(value, position)
+
+
+def _stored_time(value: Any, position: object) -> datetime:
+    """A ``recorded_at`` read as its stored text: SQLAlchemy's own parse of a row no append
+    wrote ('yesterday', edited by hand) raised a bare ValueError (the status lag, the as-of
+    banner, the anchor: a traceback)."""
+    try:
+        return stored_time_reader(value)
+    except (TypeError, ValueError) as exc:
+        raise StoredEventError(
+            f"the event stored at position {visible(str(position))} cannot be read "
+            f"({clip(visible(str(exc)), 200)}): no append of this ledger writes such a row"
+        ) from exc
 
 
 def stored_refs(conn: Connection, positions: Iterable[int]) -> dict[int, StoredRef]:
@@ -302,13 +317,17 @@ def stored_refs(conn: Connection, positions: Iterable[int]) -> dict[int, StoredR
         ledger_events.c.run_id,
         ledger_events.c.type,
         ledger_events.c.hash,
-        ledger_events.c.recorded_at,
+        _as_text(ledger_events.c.recorded_at),
     )
     found: dict[int, StoredRef] = {}
     for part in chunks(wanted):
         for row in conn.execute(select(*columns).where(ledger_events.c.position.in_(part))):
             found[int(row.position)] = StoredRef(
-                int(row.position), int(row.run_id), str(row.type), str(row.hash), row.recorded_at
+                int(row.position),
+                int(row.run_id),
+                str(row.type),
+                str(row.hash),
+                _stored_time(row.recorded_at, row.position),
             )
     return found
 

@@ -14,12 +14,18 @@ from jinja2 import Environment
 from ledger.clock import isoformat_utc, utcnow
 from ledger.events import REASON_MAX
 from ledger.schema import MAX_POSITION
-from ledger.text import visible
+from ledger.text import clip, visible
 from projections.as_of import QUERY_AS_OF_MAX_LENGTH, QUERY_NAMES, parse_as_of, resolve_position
 from service.api.params import url_integer
 from service.web.security import same_origin
 from service.web.sessions import SESSION_COOKIE, Viewer
 from service.web.state import ROOT, Forbidden, LedgerErrorPage, LoginRequired, Moment, WebState
+
+
+def echoed(value: str) -> str:
+    """A refused query value as a page repeats it: quoted, visible and at most 40 characters
+    (a megabyte of digits was sent back whole)."""
+    return repr(clip(visible(value), 40))
 
 
 class Pages:
@@ -77,7 +83,9 @@ class Pages:
             at_position = url_integer(position_text, MAX_POSITION)
             if at_position is None:
                 raise LedgerErrorPage(
-                    400, "Invalid request", f"at_position: {position_text!r} is not a position"
+                    400,
+                    "Invalid request",
+                    f"at_position: {echoed(position_text)} is not a position",
                 )
         moment = parse_as_of(as_of_text, at_position, QUERY_NAMES)
         if moment is None and at_position is None:

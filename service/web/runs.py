@@ -18,7 +18,7 @@ from projections.queries import RunFilter, find_run, find_runs, status_counts_by
 from projections.schema import RUN_STATUSES
 from service.api.params import ASCII_DIGITS, RunIdPath, url_integer
 from service.web import views
-from service.web.pages import Pages
+from service.web.pages import Pages, echoed
 from service.web.state import (
     COUNTS_TTL,
     DAYS_SHOWN,
@@ -72,12 +72,16 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         status = status or None
         connector = connector or None
         if status is not None and status not in RUN_STATUSES:
-            raise LedgerErrorPage(400, "Invalid request", f"status: {status!r} is not a status")
+            raise LedgerErrorPage(
+                400, "Invalid request", f"status: {echoed(status)} is not a status"
+            )
         source_id = None
         if source:
             source_id = url_integer(source, MAX_RUN_ID)
             if source_id is None:
-                raise LedgerErrorPage(400, "Invalid request", f"source: {source!r} is not an id")
+                raise LedgerErrorPage(
+                    400, "Invalid request", f"source: {echoed(source)} is not an id"
+                )
         run_filter = RunFilter(status, connector, source_id, PAGE_SIZE + 1, before=before)
         with state.expensive("the runs as of a past moment", needed=not moment.live):
             view = find_runs(state.ledger, run_filter, None, moment.position)

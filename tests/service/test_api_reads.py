@@ -12,7 +12,9 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from freezegun import freeze_time
 
+from forensics.anchors import anchor_at
 from ledger import Ledger, RunFinished
+from ledger.errors import StoredEventError
 from projections import Projector
 from service.api import create_app
 from service.cli import cli
@@ -355,6 +357,14 @@ def test_a_stored_time_that_cannot_be_read_is_the_same_named_500_everywhere(
                 assert page.headers["content-type"].startswith("text/html"), url
                 assert "Stored event unreadable" in page.text, (url, page.text[:300])
                 assert "position 1 cannot be read" in page.text, url
+            if column == "recorded_at":  # the moment a page pinned there stands at; its anchor
+                banner = client.get("/web/runs?at_position=1")
+                assert banner.status_code == 500, banner.text[:300]
+                assert "position 1 cannot be read" in banner.text
+                with pytest.raises(StoredEventError, match="position 1 cannot be read"):
+                    ledger.recorded_at(1)
+                with pytest.raises(StoredEventError, match="position 1 cannot be read"):
+                    anchor_at(ledger, 1)
             # What does not read that row still answers; verify names it.
             assert client.get(f"/v1/runs/{other}/events", headers=read).status_code == 200
             assert client.get("/web/runs").status_code == 200

@@ -110,3 +110,18 @@ def test_an_integer_with_thousands_of_leading_zeros_is_its_number_not_a_500(
         answer = client.get(path)
         assert answer.status_code == 200, (path[:40], answer.status_code, answer.text[:300])
     assert client.get(f"/web/runs?at_position={zeros}").status_code == 200  # position 0
+
+
+def test_a_refused_value_is_repeated_short(client: TestClient) -> None:
+    """A page repeated a refused ``at_position`` whole: 50,000 digits came back in the 400 page
+    (``source`` and ``status`` have a length bound of their own)."""
+    log_in(client, "reader")
+    for url in (
+        "/web/runs?at_position=" + "9" * 50_000,
+        "/web/runs/1?at_position=" + "x" * 50_000,
+        "/web/runs?source=" + "x" * 50_000,
+        "/web/runs?status=" + "y" * 50_000,
+    ):
+        page = client.get(url)
+        assert page.status_code == 400, url[:40]
+        assert len(page.text) < 2_000, (url[:40], len(page.text))
