@@ -172,16 +172,8 @@ class Spool:
 
     def put(self, events: Sequence[EventModel]) -> None:
         """Store events durably (committed and fsynced before returning)."""
-        now = isoformat_utc(utcnow())
         with self._connect(immediate=True) as conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO spooled (event_id, run_id, type, body, spooled_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [
-                    (str(e.event_id), e.run_id, e.type, canonical_json(event_to_wire(e)), now)
-                    for e in events
-                ],
-            )
+            _insert_spooled(conn, events)
         log.warning("spooled %d event(s) to %s", len(events), self.path)
 
     def set_aside(self, events: Sequence[EventModel], reason: str) -> int:
@@ -193,14 +185,7 @@ class Spool:
         now = isoformat_utc(utcnow())
         ids = [(str(e.event_id),) for e in events]
         with self._connect(immediate=True) as conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO spooled (event_id, run_id, type, body, spooled_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [
-                    (str(e.event_id), e.run_id, e.type, canonical_json(event_to_wire(e)), now)
-                    for e in events
-                ],
-            )
+            _insert_spooled(conn, events)
             conn.executemany(
                 "INSERT OR IGNORE INTO rejected SELECT seq, event_id, run_id, type, body, "
                 "spooled_at, ?, ? FROM spooled WHERE event_id = ?",
@@ -367,6 +352,19 @@ class _PageCutShort(Exception):
     def __init__(self, done: Delivered) -> None:
         super().__init__(f"delivered, already there, rejected: {done}")
         self.done = done
+
+
+def _insert_spooled(conn: sqlite3.Connection, events: Sequence[EventModel]) -> None:
+    """Events into ``spooled`` in their order (``seq``); one already there is left as it is."""
+    now = isoformat_utc(utcnow())
+    conn.executemany(
+        "INSERT OR IGNORE INTO spooled (event_id, run_id, type, body, spooled_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [
+            (str(e.event_id), e.run_id, e.type, canonical_json(event_to_wire(e)), now)
+            for e in events
+        ],
+    )
 
 
 def _parsed(body: str) -> EventModel:
