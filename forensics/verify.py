@@ -20,6 +20,7 @@ an operator's (a skip is not hash-chained): ``ledger report`` names every skippe
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ from forensics.chain import events_at, verify_chain
 from forensics.triggers import TriggerCheck, check_triggers
 from ledger import Ledger, LedgerError, RecordedEvent, ValidationError
 from ledger.clock import isoformat_utc
+from ledger.errors import StoredRowError
 from ledger.reads import find_runs, read_head
 from ledger.recorded import LedgerHead
 from ledger.rules import RunState, apply_event
@@ -146,9 +148,11 @@ def verify_all(
     if not chain_only:
         states, replayed_to, read_to_the_end = _check_streams(ledger, report)
         if read_to_the_end:  # else the registry cannot be compared with what events imply
-            _check_registry(ledger, states, replayed_to, report)
+            with _unreadable_row_is_a_problem("registry", report):
+                _check_registry(ledger, states, replayed_to, report)
         report.runs = len(states)
-        _check_projection(ledger, report)
+        with _unreadable_row_is_a_problem("projection", report):
+            _check_projection(ledger, report)
         _check_skips(ledger, report)
         report.triggers = check_triggers(ledger)
         for trigger, message in report.triggers.problems:
@@ -161,6 +165,20 @@ def verify_all(
                     Problem("anchor", anchored.problem, position=anchored.anchor.position)
                 )
     return report
+
+
+@contextmanager
+def _unreadable_row_is_a_problem(check: str, report: VerifyReport) -> Iterator[None]:
+    """A row of ``ledger_runs`` or ``ingestion_runs`` with a time no write stores (edited by
+    hand) is one problem of ``check``, which stops there; the other checks still run (it
+    ended the whole verify, so the chain's and the triggers' findings went unsaid)."""
+    try:
+        yield
+    except StoredRowError as exc:
+        run_id = exc.key if isinstance(exc.key, int) and exc.table != "ledger_head" else None
+        report.problems.append(
+            Problem(check, f"{exc}; the {check} was checked no further", run_id=run_id)
+        )
 
 
 def _check_streams(ledger: Ledger, report: VerifyReport) -> tuple[dict[int, RunState], int, bool]:

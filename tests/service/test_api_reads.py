@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from freezegun import freeze_time
 
 from forensics.anchors import anchor_at
+from forensics.verify import verify_all
 from ledger import Ledger, RunFinished
 from ledger.errors import StoredEventError
 from projections import Projector
@@ -417,6 +418,15 @@ def test_a_table_row_with_an_unreadable_time_is_named_everywhere(
         assert result.exit_code == 1, (args, result.output)
         assert named in result.output, (args, result.output)
         assert "Traceback" not in result.output
+    if table != "ledger_head":  # without a head there is no chain to check
+        # One problem of its check, not the end of verify: the other checks still report.
+        report = verify_all(ledger)
+        (problem,) = report.problems
+        check = "registry" if table == "ledger_runs" else "projection"
+        assert (problem.check, problem.run_id) == (check, run_id), problem
+        assert named in problem.message
+        assert report.triggers is not None
+        assert report.triggers.checked
     urls = {
         "ledger_runs": ("/v1/status", f"/v1/runs/{run_id}", "/v1/stuck?older_than=1s"),
         "ingestion_runs": ("/v1/runs", f"/v1/runs/{run_id}"),
