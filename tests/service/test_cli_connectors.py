@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from freezegun import freeze_time
 
-from ledger import Ledger
+from ledger import Ledger, fail_run
 from ledger.clock import utcnow
 from service.cli import cli
 from tests.service.support import REPO, fifo_source, wait_for
@@ -81,6 +81,42 @@ def test_ledger_run_past_max_run_time_is_asked_to_stop_and_ends_failed_naming_th
     assert fetched == outcome["records_fetched"] > 0  # every count it reported is recorded
 
 
+def bounded_run(path: Path, bound: str, db_url: str, tmp_path: Path) -> subprocess.Popen[str]:
+    """``ledger run csv`` of ``path`` bounded to ``bound``, grace 1 s, as a process."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from service.cli import main; main()",
+            "run",
+            "csv",
+            "--path",
+            str(path),
+            "--max-run-time",
+            bound,
+            "--grace-period",
+            "1s",
+            "--progress-interval",
+            "0",
+            "--spool-dir",
+            str(tmp_path / "spool"),
+            "--db",
+            db_url,
+        ],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    """Killed if still running (a failed wait), and reaped."""
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
 def open_run(ledger: Ledger) -> bool:
     runs = {e.run_id for e in ledger.read_all()}
     return any(ledger.run(run_id).state == "open" for run_id in runs)  # type: ignore[union-attr]
@@ -89,47 +125,22 @@ def open_run(ledger: Ledger) -> bool:
 def test_ledger_run_blocked_past_max_run_time_is_timed_out_and_the_command_exits(
     ledger: Ledger, db_url: str, tmp_path: Path
 ) -> None:
-    """A real process in real time (1 s bound, 1 s grace): its csv source sends 500 rows, then
+    """A real process in real time (3 s bound, 1 s grace): its csv source sends 500 rows, then
     nothing, for ever; the read blocks, so the run never reports again. The process appends
     RunTimedOut (its own actor, the bound as the threshold), prints the outcome and one line,
-    and exits 1, though its main thread is still blocked."""
+    and exits 1, though its main thread is still blocked. (The bound leaves the run seconds to
+    store and report its 500 rows: past it, that report would stop the run itself.)"""
     with fifo_source(tmp_path, feed=False) as source:
         source.write("".join(f"{i},x\n" for i in range(500)))  # one batch, then the read blocks
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from service.cli import main; main()",
-                "run",
-                "csv",
-                "--path",
-                str(source.path),
-                "--max-run-time",
-                "1s",
-                "--grace-period",
-                "1s",
-                "--progress-interval",
-                "0",
-                "--spool-dir",
-                str(tmp_path / "spool"),
-                "--db",
-                db_url,
-            ],
-            cwd=REPO,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        process = bounded_run(source.path, "3s", db_url, tmp_path)
         try:
             stdout, stderr = process.communicate(timeout=60)
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+            stop(process)
     assert process.returncode == 1, stderr
     assert "Traceback" not in stderr
     reason = (
-        "exceeded max_run_time 1s; the connector did not stop within 1s of being asked "
+        "exceeded max_run_time 3s; the connector did not stop within 1s of being asked "
         "(blocked in a call?)"
     )
     outcome = json.loads(stdout)
@@ -147,7 +158,34 @@ def test_ledger_run_blocked_past_max_run_time_is_timed_out_and_the_command_exits
     actor = f"ledger-run:{socket.gethostname()}:{process.pid}"
     assert (timed_out.actor, timed_out.payload_data["detected_by"]) == (actor, actor)
     assert timed_out.payload_data["reason"] == reason
-    assert timed_out.payload_data["threshold_seconds"] == 1
+    assert timed_out.payload_data["threshold_seconds"] == 3
+
+
+def test_ledger_run_blocked_past_max_run_time_exits_though_its_run_was_closed_meanwhile(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    """An operator fails the blocked run by hand (`ledger runs fail`) before its bound: the
+    process has nothing left to time out, but its connector is still blocked, so it still
+    ends, naming what happened, instead of waiting for a read that never returns."""
+    with fifo_source(tmp_path, feed=False) as source:
+        process = bounded_run(source.path, "3s", db_url, tmp_path)
+        try:
+            wait_for(lambda: ledger.head().last_position >= 1)  # its RunStarted
+            (started,) = ledger.read_all()
+            fail_run(ledger, started.run_id, "stuck on a FIFO", "alice")
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            stop(process)
+    assert process.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert stdout == ""  # no outcome of its own to print: the run's end is the operator's
+    assert stderr.splitlines()[-1] == (
+        f"Error: run {started.run_id} was closed meanwhile, and its connector did not stop "
+        "within 1s of being asked to (past max_run_time 3s)"
+    )
+    events = ledger.read_run(started.run_id)
+    assert [e.type for e in events] == ["RunStarted", "RunTimedOut"]
+    assert events[1].actor == "operator:alice"  # the process appended nothing more
 
 
 @pytest.mark.parametrize(
