@@ -269,9 +269,10 @@ def spool_flush(spool_dir: str | None, db_url: str | None) -> None:
 def _end_timed_out_run(
     connector: Connector, bound: RunBound, context: RunContext, timeout: TimeOut
 ) -> NoReturn:
-    """The end of a ``ledger run`` whose connector did not stop within the grace period: the
-    run's outcome on stdout and one line on stderr, as for any run, then the process ends from
-    the watchdog's thread: the main thread is blocked in a call nothing can wake it from."""
+    """The end of a ``ledger run`` whose connector did not stop within the grace period: one
+    line on stderr (and, for a run it timed out, the outcome on stdout, as for any run), then
+    the process ends from the watchdog's thread: the main thread is blocked in a call nothing
+    can wake it from."""
     run_id = context.run_id
     problem: ProblemFound
     if timeout.error is not None:
