@@ -68,15 +68,22 @@ class Connector(ABC):
             return context.result, closed
 
     def run_once(
-        self, ledger: Ledger, *, trigger: str = "manual", **context_options: Any
+        self,
+        ledger: Ledger,
+        *,
+        trigger: str = "manual",
+        on_started: Callable[[RunContext], None] | None = None,
+        **context_options: Any,
     ) -> RunOutcome:
         """Record one run and report how it ended, whatever ended it: what ``ingest`` raised,
         or a KeyboardInterrupt or SystemExit (the run is recorded ``failed``, "interrupted"),
-        is returned with the result, not raised; the caller decides what follows."""
+        is returned with the result, not raised; the caller decides what follows.
+        ``on_started`` as for :meth:`record` (``ledger run --max-run-time`` starts its
+        watchdog there)."""
         context = self.context(ledger, trigger=trigger, **context_options)
         failure: BaseException | None
         try:
-            result, failure = self.record(context)
+            result, failure = self.record(context, on_started)
         except (KeyboardInterrupt, SystemExit) as exc:
             if context.result is None:  # stopped before the run started: no run to report
                 raise

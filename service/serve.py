@@ -350,17 +350,28 @@ class LedgerService:
         worker.start()
         while worker.is_alive():
             worker.join(POLL_SECONDS)
-            # Once serve is stopping, the shutdown's own grace period ends the run.
-            if worker.is_alive() and not self.stop.is_set() and bound.check(context):
+            if worker.is_alive() and self._past_bound(name, context, bound):
                 abandoned.set()
                 self._time_out_past_bound(name, context, bound)
                 return
         if raised:
             raise raised[0]
 
+    def _past_bound(self, name: str, context: RunContext, bound: RunBound) -> bool:
+        """Whether serve gives up on the run now (asking it to stop first, see
+        :meth:`RunBound.check`). Never once serve is stopping: the shutdown's own grace period
+        ends the run ("shutdown"). Decided under ``active_lock``, which the shutdown takes to
+        list the runs it ends: a run given up on here is no longer in that list, so it is ended
+        once, by one of the two."""
+        with self.active_lock:
+            if self.stop.is_set() or not bound.check(context):
+                return False
+            if self.active.get(name) is context:  # the shutdown must not end it again
+                del self.active[name]
+            return True
+
     def _time_out_past_bound(self, name: str, context: RunContext, bound: RunBound) -> None:
-        # Serve's shutdown must not end it again; the connector's own late finish still may.
-        self._forget_run(name, context)
+        # Forgotten already (_past_bound); the connector's own late finish may still come.
         try:
             position = time_out_run(self.ledger, context.run_id, bound, self.identity)
         except LedgerError as exc:  # its heartbeats have stopped: the sweeper times it out

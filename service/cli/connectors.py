@@ -4,20 +4,36 @@ once, and the local spool of events that could not reach the ledger."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import signal
+import socket
 import sys
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from connectors import SAMPLE_CSV, Connector, CsvConnector, HttpJsonConnector, Spool
+from connectors import (
+    SAMPLE_CSV,
+    Connector,
+    CsvConnector,
+    HttpJsonConnector,
+    RunContext,
+    RunOutcome,
+    RunResult,
+    Spool,
+)
 from connectors.http_json import MAX_RETRIES
 from connectors.sdk import stop_runs
-from service.cli.errors import EXIT_PROBLEM, BadInput, library_errors
+from ledger.durations import format_duration
+from service.cli.errors import EXIT_PROBLEM, BadInput, ProblemFound, library_errors, problem_for
 from service.cli.ledgers import open_or_start_ledger, opened_ledger
 from service.cli.options import (
+    DURATION,
     SOURCE_ID,
     F,
     Integer,
@@ -28,6 +44,13 @@ from service.cli.options import (
     wide_option,
 )
 from service.cli.tables import cell, echo_fitted, echo_json
+from service.config import ServeConfig
+from service.run_bound import RunBound
+from service.run_watchdog import RunWatchdog, TimeOut
+
+# A run past --max-run-time that has not stopped this long after being asked is timed out:
+# serve's own default grace period.
+DEFAULT_GRACE_PERIOD: timedelta = ServeConfig.model_fields["grace_period"].default
 
 
 def run_options(command: F) -> F:
@@ -48,6 +71,21 @@ def run_options(command: F) -> F:
             ),
             seconds_option("--progress-interval", 0, 5.0, "Seconds between progress events."),
             seconds_option("--heartbeat-interval", 0.01, 60.0, "Seconds between heartbeats."),
+            click.option(
+                "--max-run-time",
+                type=DURATION,
+                default=None,
+                help="Bound the run's total time (90s, 15m, 6h, 2d): past it the run is asked "
+                "to stop and ends failed; one still blocked --grace-period later is timed out "
+                "and the command exits 1. No bound by default.",
+            ),
+            click.option(
+                "--grace-period",
+                type=DURATION,
+                default=None,
+                help="With --max-run-time: how long a run asked to stop may take to end before "
+                "it is timed out (default 30s, as serve's).",
+            ),
             spool_option,
             db_option,
         ]
@@ -142,21 +180,35 @@ def execute_connector(
     trigger: str,
     progress_interval: float,
     heartbeat_interval: float,
+    max_run_time: timedelta | None,
+    grace_period: timedelta | None,
     spool_dir: str | None,
     db_url: str | None,
 ) -> None:
+    if grace_period is not None and max_run_time is None:
+        raise BadInput("--grace-period bounds the end of a run past --max-run-time: give both")
     ledger = open_or_start_ledger(db_url)
+    watchdog = None
+    if max_run_time is not None:
+        bound = RunBound(max_run_time, grace_period or DEFAULT_GRACE_PERIOD)
+        actor = f"ledger-run:{socket.gethostname()}:{os.getpid()}"
+        watchdog = RunWatchdog(ledger, bound, actor, partial(_end_timed_out_run, connector, bound))
     with library_errors():
         spool = Spool(spool_dir)
         # SIGTERM ends the run as "interrupted" instead of leaving it open.
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
-        outcome = connector.run_once(
-            ledger,
-            trigger=trigger,
-            spool=spool,
-            progress_interval=progress_interval,
-            heartbeat_interval=heartbeat_interval,
-        )
+        try:
+            outcome = connector.run_once(
+                ledger,
+                trigger=trigger,
+                on_started=None if watchdog is None else watchdog.started,
+                spool=spool,
+                progress_interval=progress_interval,
+                heartbeat_interval=heartbeat_interval,
+            )
+        finally:
+            if watchdog is not None:
+                watchdog.finished()  # once it began timing the run out, it ends the process
     click.echo(json.dumps(outcome.to_dict()))
     if outcome.result.status != "success":
         sys.exit(EXIT_PROBLEM)
@@ -213,6 +265,48 @@ def spool_flush(spool_dir: str | None, db_url: str | None) -> None:
     click.echo(json.dumps(result.to_dict()))
     if result.remaining or result.rejected:
         sys.exit(EXIT_PROBLEM)
+
+
+def _end_timed_out_run(
+    connector: Connector, bound: RunBound, context: RunContext, timeout: TimeOut
+) -> NoReturn:
+    """The end of a ``ledger run`` whose connector did not stop within the grace period: one
+    line on stderr (and, for a run it timed out, the outcome on stdout, as for any run), then
+    the process ends from the watchdog's thread: the main thread is blocked in a call nothing
+    can wake it from."""
+    run_id = context.run_id
+    problem: ProblemFound
+    if timeout.error is not None:
+        problem = problem_for(
+            timeout.error,
+            f"run {run_id} past max_run_time {format_duration(bound.limit)} could not be timed "
+            f"out (the sweeper will, once it is silent for stale_after): {timeout.error}",
+        )
+    elif timeout.position is None:
+        problem = ProblemFound(
+            f"run {run_id} was closed meanwhile, and its connector did not stop within "
+            f"{format_duration(bound.grace)} of being asked to (past max_run_time "
+            f"{format_duration(bound.limit)})"
+        )
+    else:
+        assert context.result is not None
+        result = RunResult(
+            run_id=run_id,
+            status="timed_out",
+            totals=dict(context.result.totals),  # what it reported until it blocked
+            error_count=context.result.error_count,
+            spooled=context.result.spooled,
+            error_message=bound.reason(),
+        )
+        click.echo(
+            json.dumps(RunOutcome(connector.name, connector.source_id, result, None).to_dict())
+        )
+        problem = ProblemFound(f"run {run_id} timed out: {bound.reason()}")
+    problem.show()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(problem.exit_code)
 
 
 def _stop_on_sigterm(_signum: int, _frame: FrameType | None) -> None:

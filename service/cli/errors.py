@@ -115,11 +115,15 @@ def library_errors(where: str | None = None) -> Iterator[None]:
     try:
         yield
     except LedgerError as error:
-        exception = _EXCEPTION_FOR_EXIT_CODE.get(exit_code_for(error), ProblemFound)
         message = naming_the_environment(str(error))
         if where is not None and not isinstance(error, StorageError):
             message = f"{visible(where)}: {message}"
-        raise exception(message) from error
+        raise problem_for(error, message) from error
+
+
+def problem_for(error: LedgerError, message: str) -> ProblemFound:
+    """``message``, about ``error``, as the one-line error of that error's exit code."""
+    return _EXCEPTION_FOR_EXIT_CODE.get(exit_code_for(error), ProblemFound)(message)
 
 
 # Where open_ledger notes, in the click context, a database URL read from the environment.

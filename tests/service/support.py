@@ -5,11 +5,15 @@ port, the runs it finished and those left open); the README's grants of a databa
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +164,56 @@ def with_integer(path: str, name: str, value: str) -> tuple[str, dict[str, str]]
 
     url = re.sub(r"{(\w+)}", lambda m: quote(value, safe="") if m[1] == name else "1", path)
     return url, ({} if "{" + name + "}" in path else {name: value})
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> None:
+    """Poll ``condition`` for up to ``timeout`` real seconds (counted in waits: freezegun
+    stops ``time.monotonic``)."""
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        threading.Event().wait(0.02)
+    assert condition(), "timed out waiting"
+
+
+class FifoSource:
+    """A CSV path on a FIFO whose writer never closes it (opened read-write, which does not
+    wait for a reader): a source that never ends. Fed, rows keep coming, so a run reports
+    progress; else its read blocks until the test writes. :meth:`end` is the end of the file."""
+
+    def __init__(self, path: Path, feed: bool) -> None:
+        self.path = path
+        os.mkfifo(path)
+        self.writer = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self.write("id,name\n")
+        self._done = threading.Event()
+        self._feeder = threading.Thread(target=self._rows, daemon=True) if feed else None
+        if self._feeder is not None:
+            self._feeder.start()
+
+    def write(self, text: str) -> None:
+        os.write(self.writer, text.encode())
+
+    def _rows(self) -> None:
+        row = 0
+        while not self._done.wait(0.01):
+            with contextlib.suppress(BlockingIOError):  # the pipe full: the reader is slow
+                self.write("".join(f"{row + i},x\n" for i in range(100)))
+                row += 100
+
+    def end(self) -> None:
+        """No more rows: the reader sees the end of the file once it has read what is there."""
+        self._done.set()
+        if self._feeder is not None:
+            self._feeder.join()
+        with contextlib.suppress(OSError):  # ended already
+            os.close(self.writer)
+
+
+@contextlib.contextmanager
+def fifo_source(tmp_path: Path, feed: bool) -> Iterator[FifoSource]:
+    source = FifoSource(tmp_path / "never-ending.csv", feed)
+    try:
+        yield source
+    finally:
+        source.end()

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,57 +18,18 @@ import pytest
 from click.testing import CliRunner
 from freezegun import freeze_time
 
+from connectors import RunContext
 from ledger import Ledger
 from ledger.clock import utcnow
 from service import load_config
 from service.cli import cli
 from service.config import LedgerConfig
+from service.run_bound import RunBound
 from service.serve import LedgerService
-from tests.service.support import finished_runs, serve, write_config
+from tests.service.support import fifo_source, finished_runs, serve, wait_for, write_config
 from tests.service.test_serve import hanging_connector, wait_until
 
 NAME = "endless"
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> None:
-    """Poll ``condition`` for up to ``timeout`` real seconds (counted in waits: freezegun
-    stops ``time.monotonic``)."""
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            return
-        threading.Event().wait(0.02)
-    assert condition(), "timed out waiting"
-
-
-@contextlib.contextmanager
-def fifo_source(tmp_path: Path, feed: bool) -> Iterator[tuple[Path, int]]:
-    """A CSV path on a FIFO whose writer never closes it (opened read-write, which does not
-    wait for a reader): a source that never ends. ``feed``: rows keep coming, so the run
-    reports progress; otherwise its read blocks until the test writes and closes."""
-    fifo = tmp_path / "never-ending.csv"
-    os.mkfifo(fifo)
-    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
-    os.write(writer, b"id,name\n")
-    done = threading.Event()
-
-    def rows() -> None:
-        row = 0
-        while not done.wait(0.01):
-            with contextlib.suppress(BlockingIOError):  # the pipe full: the reader is slow
-                os.write(writer, "".join(f"{row + i},x\n" for i in range(100)).encode())
-                row += 100
-
-    feeder = threading.Thread(target=rows, daemon=True)
-    if feed:
-        feeder.start()
-    try:
-        yield fifo, writer
-    finally:
-        done.set()
-        if feed:
-            feeder.join()
-        with contextlib.suppress(OSError):  # the test may have closed it already
-            os.close(writer)
 
 
 def bounded_service(db_url: str, path: Path, **serve: Any) -> LedgerService:
@@ -115,10 +75,10 @@ def test_a_run_past_max_run_time_is_asked_to_stop_and_ends_failed_naming_the_bou
     caplog.set_level(logging.INFO)
     name = f"connector:{NAME}:1"
     with (
-        fifo_source(tmp_path, feed=True) as (fifo, _writer),
+        fifo_source(tmp_path, feed=True) as source,
         freeze_time(utcnow() - timedelta(hours=3)) as clock,
     ):
-        service = bounded_service(db_url, fifo)
+        service = bounded_service(db_url, source.path)
         with running_job(service) as job:
             wait_for(lambda: name in service.active)
             context = service.active[name]
@@ -154,10 +114,10 @@ def test_a_blocked_run_past_max_run_time_is_timed_out_by_serve_and_frees_its_con
     caplog.set_level(logging.INFO)
     name = f"connector:{NAME}:1"
     with (
-        fifo_source(tmp_path, feed=False) as (fifo, writer),
+        fifo_source(tmp_path, feed=False) as source,
         freeze_time(utcnow() - timedelta(hours=3)) as clock,
     ):
-        service = bounded_service(db_url, fifo)
+        service = bounded_service(db_url, source.path)
         with running_job(service) as job:
             wait_for(lambda: name in service.active)
             context = service.active[name]
@@ -187,8 +147,8 @@ def test_a_blocked_run_past_max_run_time_is_timed_out_by_serve_and_frees_its_con
             assert said.startswith(f"{name}: run {run_id} timed out: exceeded max_run_time 2h")
             # The read returns: the connector counts the rows, stops at that report, and its
             # late RunProgressed and RunFinished are recorded after the timeout (I5, I9).
-            os.write(writer, "".join(f"{i},x\n" for i in range(10)).encode())
-            os.close(writer)
+            source.write("".join(f"{i},x\n" for i in range(10)))
+            source.end()
             wait_for(lambda: ledger.run(run_id).state == "finished")  # type: ignore[union-attr]
     events = ledger.read_run(run_id)
     assert [e.type for e in events] == ["RunStarted", "RunTimedOut", "RunProgressed", "RunFinished"]
@@ -197,6 +157,68 @@ def test_a_blocked_run_past_max_run_time_is_timed_out_by_serve_and_frees_its_con
     assert events[3].payload_data["error_message"] == (
         "MaxRunTimeExceeded: exceeded max_run_time 2h"
     )
+
+
+def test_once_serve_is_stopping_the_bound_no_longer_acts_and_the_shutdown_ends_the_run(
+    ledger: Ledger, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A blocked run past its bound, asked to stop, when serve's shutdown begins: its grace
+    period running out after that is not the bound's to act on (no RunTimedOut, the run is
+    still the shutdown's), and the shutdown ends it, once, "shutdown". Every look of the
+    watcher at the bound is recorded: the test waits for one made after the grace ran out,
+    not for time to pass."""
+    caplog.set_level(logging.INFO)
+    name = f"connector:{NAME}:1"
+    looks: list[tuple[bool, bool]] = []  # (serve stopping as it looked, gave up on the run)
+    freezer = freeze_time(utcnow() - timedelta(hours=3))
+    with fifo_source(tmp_path, feed=False) as source:
+        clock = freezer.start()
+        frozen = True
+        try:
+            service = bounded_service(db_url, source.path, grace_period="1s")
+            past_bound = service._past_bound
+
+            def watched(name: str, context: RunContext, bound: RunBound) -> bool:
+                stopping = service.stop.is_set()
+                gave_up = past_bound(name, context, bound)
+                looks.append((stopping, gave_up))
+                return gave_up
+
+            service._past_bound = watched  # type: ignore[method-assign]
+            with running_job(service) as job:
+                wait_for(lambda: name in service.active)
+                context = service.active[name]
+                run_id = context.run_id
+                clock.tick(timedelta(hours=2))
+                wait_for(lambda: context.stop_requested is not None)  # past it, within grace
+                service.stop.set()  # the shutdown begins, as SIGTERM's handler starts it
+                clock.tick(timedelta(seconds=5))  # the grace period has run out
+                seen = len(looks)
+                # The look under way as the clock moved may have read it before; the next
+                # one started after (a look that gave up is the watcher's last).
+                wait_for(lambda: len(looks) >= seen + 2 or any(g for _, g in looks))
+                assert all(stopping for stopping, _ in looks[seen:])
+                assert not any(gave_up for _, gave_up in looks)
+                assert ledger.run(run_id).state == "open"  # type: ignore[union-attr]
+                assert name in service.active  # the shutdown's to end
+                assert job.is_alive()
+                freezer.stop()  # the shutdown's grace period is real time (1 s)
+                frozen = False
+                service.scheduler.start()  # started as serve starts it: shutdown stops it
+                service.shutdown()
+                source.end()  # the read returns: the connector's thread ends, so does the job
+                job.join(timeout=60)
+                assert not job.is_alive()
+        finally:
+            if frozen:
+                freezer.stop()
+    events = ledger.read_run(run_id)
+    assert [e.type for e in events] == ["RunStarted", "RunFinished"]  # no RunTimedOut
+    assert events[1].payload_data["status"] == "failed"
+    assert events[1].payload_data["error_message"] == (
+        "ServiceShutdown: shutdown: ledger serve stopped before the run finished"
+    )
+    assert warnings(caplog) == [f"{name}: run {run_id} ended failed (shutdown)"]
 
 
 def test_max_run_time_is_validated_and_a_connectors_own_wins(tmp_path: Path) -> None:
