@@ -65,10 +65,10 @@ def killed_after(ledger: Ledger, statements: int | str) -> Iterator[list[str]]:
         gc.collect()
 
 
-def changes_in_a_whole_migration(ledger: Ledger) -> int:
+def changes_in_a_whole_migration(ledger: Ledger) -> list[str]:
     with killed_after(ledger, 0) as ran:
         upgrade(ledger)
-    return len(ran)
+    return ran
 
 
 def assert_migrated_whole(ledger: Ledger, legacy_rows: int | None) -> None:
@@ -156,12 +156,20 @@ def test_a_migrate_killed_after_a_table_is_finished_by_the_next(
 def test_a_migrate_killed_after_any_statement_is_finished_by_the_next(
     tmp_path: Path, backend: str, with_legacy_table: bool
 ) -> None:
+    if backend == "sqlite":
+        # Its DDL is transactional: a kill anywhere leaves nothing of the migration (the
+        # named kill points above show the next migrate then runs whole).
+        pytest.skip("SQLite rolls an interrupted migrate back whole; MariaDB is the case")
     with empty_database(tmp_path, backend) as url, opened(url) as ledger:
         if with_legacy_table:
             seed_legacy_table(ledger)
-        total = changes_in_a_whole_migration(ledger)
-    assert total > 20  # every table, index, trigger and row of every revision
-    for statements in range(1, total):
+        ran = changes_in_a_whole_migration(ledger)
+    assert len(ran) > 20  # every table, index, trigger and row of every revision
+    # The legacy table matters to the first two revisions only (0002 moves it aside).
+    last = len(ran)
+    if with_legacy_table:
+        last = next(i for i, s in enumerate(ran, 1) if "CREATE TABLE source_records" in s)
+    for statements in range(1, last):
         with empty_database(tmp_path, backend) as url:
             migrate_killed_then_again(url, statements, with_legacy_table)
 

@@ -28,6 +28,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 HEADERS = auth("admin")
+HEAD_EXAMPLES = 15
 
 
 @schemathesis.serializer("application/x-ndjson")
@@ -51,9 +52,12 @@ def run_contract(db_url: str, per_operation: int) -> int:
     calls = 0
     try:
         for operation in operations:
+            # A HEAD is answered by its GET's code (service/api/head.py): a few cases show it
+            # conforms; the GET's own cases cover the inputs.
+            examples = per_operation if operation.method.upper() != "HEAD" else HEAD_EXAMPLES
 
             @given(case=operation.as_strategy())
-            @settings(max_examples=per_operation, **SETTINGS)
+            @settings(max_examples=min(per_operation, examples), **SETTINGS)
             def check(case: Any) -> None:
                 nonlocal calls
                 calls += 1
