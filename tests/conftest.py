@@ -8,6 +8,7 @@ it, an unreachable server is a failure, never a skip (that is how CI runs).
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,14 @@ import pytest
 from ledger import Ledger
 from ledger.clock import use_clock, utcnow
 from tests import support
+
+# A command run in the background by a non-interactive shell (`pytest ... &` in a CI script)
+# starts with SIGINT ignored, and an ignored signal stays ignored across exec: every process a
+# test starts would then shrug off the Ctrl-C that tests send it (the Ctrl-C load test waited
+# minutes for a pytest that never saw it). Handled again here, the processes tests start get
+# the default action, as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
