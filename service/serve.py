@@ -523,6 +523,8 @@ class LedgerService:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         ignore_hangup()
+        for warning in self.config.serve_warnings():
+            log.warning("%s", warning)
         # Metrics first: while the database is awaited they answer ledger_database_up 0.
         self.start_metrics()
         self.start_api()

@@ -97,3 +97,5 @@ def config_check(path: Path) -> None:
         f"stale after {format_duration(config.thresholds.stale_after)}; sweep every "
         f"{format_duration(config.sweeper.interval)}"
     )
+    for warning in config.serve_warnings():
+        click.echo(f"warning: {warning}", err=True)

@@ -60,6 +60,18 @@ class LedgerConfig(Strict):
             seen.add(key)
         return value
 
+    def serve_warnings(self) -> list[str]:
+        """What ``ledger serve`` would quietly not do with this file, though each section is
+        valid on its own (``ledger api --listen`` may be the one meant to use it)."""
+        warnings = []
+        if self.web.enabled and self.api.listen is None:
+            warnings.append(
+                "[web] enabled = true, but [api] listen is not set: `ledger serve` serves no "
+                "pages (the web view is served on the API's listener; `ledger api --listen "
+                "HOST:PORT` would serve it)"
+            )
+        return warnings
+
     def runs_at_start(self, connector: ConnectorConfig) -> bool:
         """Whether ``connector`` runs once as serve starts, besides its schedule."""
         if connector.schedule.run_at_start is not None:

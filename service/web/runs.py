@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import FastAPI, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from forensics.audit import AuditPage, audit_page
+from forensics.audit import AuditPage, TimelineEntry, audit_page
 from ledger import StoredEventError, UnknownRunError, ValidationError, fail_run
 from ledger.clock import utcnow
 from ledger.events import MAX_RUN_ID, REASON_MAX, operator_actor
@@ -19,6 +19,7 @@ from projections.schema import RUN_STATUSES
 from service.api.params import ASCII_DIGITS, RunIdPath, url_integer
 from service.web import views
 from service.web.pages import Pages, echoed
+from service.web.sessions import Viewer
 from service.web.state import (
     COUNTS_TTL,
     DAYS_SHOWN,
@@ -195,7 +196,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             row=row,
             transitions=transitions,
             stuck=stuck,
-            notice=NOTICES.get(notice or ""),
+            notice=fail_notice(notice, viewer, shown),
         )
 
     @app.get("/stuck")
@@ -246,3 +247,18 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         position = fail_run(state.ledger, run_id, reason, actor, connectors=viewer.connectors)
         log.warning("web: run %d failed by %s at position %d", run_id, actor, position)
         return RedirectResponse(link(f"/runs/{run_id}", notice="failed"), status_code=303)
+
+
+def fail_notice(
+    notice: str | None, viewer: Viewer | None, shown: list[TimelineEntry]
+) -> str | None:
+    """The notice the fail form's redirect asks for, only when it is true: the link is a
+    URL anyone can send, and "the run was failed" on a run that succeeded would be a forged
+    claim on a page auditors trust. Shown to the operator whose RunTimedOut the timeline
+    holds."""
+    text = NOTICES.get(notice or "")
+    if text is None or viewer is None:
+        return None
+    actor = operator_actor(viewer.name)
+    failed = any(e.event.type == "RunTimedOut" and e.event.actor == actor for e in shown)
+    return text if failed else None

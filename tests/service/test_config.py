@@ -130,6 +130,23 @@ def test_config_check_names_a_folder_given_as_a_csv_file_and_ignores_disabled_co
     assert CliRunner().invoke(cli, ["config", "check", str(disabled)]).exit_code == 0
 
 
+def test_config_check_warns_of_a_web_view_serve_would_not_serve(tmp_path: Path) -> None:
+    """``[web] enabled`` without ``[api] listen`` was "valid", and serve then served no page
+    without a word. Still valid (``ledger api --listen`` serves it), with a warning."""
+    config = write(tmp_path / "ledger.toml", "[web]\nenabled = true\n")
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        "warning: [web] enabled = true, but [api] listen is not set: `ledger serve` serves no "
+        "pages (the web view is served on the API's listener; `ledger api --listen HOST:PORT` "
+        "would serve it)\n"
+    )
+    served = write(
+        tmp_path / "served.toml", '[api]\nlisten = "127.0.0.1:8080"\n[web]\nenabled = true\n'
+    )
+    assert CliRunner().invoke(cli, ["config", "check", str(served)]).stderr == ""
+
+
 def http_json_connector(options: str) -> str:
     return (
         '[[connectors]]\nname = "api"\ntype = "http-json"\nsource_id = 2\n'

@@ -132,7 +132,8 @@ def test_serve_prints_the_startup_line_on_stderr_without_v(
     config.write_text(
         f'database_url = "{db_url}"\n'
         '[[connectors]]\nname = "stations"\ntype = "csv"\nsource_id = 1\n'
-        f'schedule = {{ interval = "15m" }}\noptions = {{ path = "{SAMPLE_CSV}" }}\n',
+        f'schedule = {{ interval = "15m" }}\noptions = {{ path = "{SAMPLE_CSV}" }}\n'
+        "[web]\nenabled = true\n",  # without [api] listen: said, not silently ignored
         encoding="utf-8",
     )
     process = subprocess.Popen(
@@ -156,3 +157,4 @@ def test_serve_prints_the_startup_line_on_stderr_without_v(
     (line,) = [line for line in lines if "scheduled (times UTC)" in line]
     assert line.startswith("scheduled (times UTC): connector:stations:1 every 15m, first now;")
     assert not any("apscheduler" in line for line in lines)
+    assert any("[api] listen is not set: `ledger serve` serves no pages" in line for line in lines)

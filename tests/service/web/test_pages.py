@@ -287,10 +287,27 @@ def test_the_fail_form_needs_its_csrf_token_then_a_confirmation(
     page = client.get(done.headers["location"]).text
     assert "operator:oncall" in page
     assert "s-failed" in page
+    assert "its timeline shows the RunTimedOut you appended" in page
     again = client.post(
         f"/web/runs/{run}/fail", data={"csrf": csrf, "reason": "again", "confirm": "yes"}
     )
     assert again.status_code == 409
+
+
+def test_a_link_cannot_make_a_run_page_claim_the_run_was_failed(
+    client: TestClient, demo: dict[str, int]
+) -> None:
+    """``?notice=failed`` is the fail form's redirect, a URL anyone can send: on a run no
+    operator failed it said "The run was failed" all the same. An event without an actor
+    showed the word None."""
+    log_in(client, "oncall")
+    for run in (1, demo["hostile"]):  # the demo's first run succeeded; the hostile one failed
+        page = client.get(f"/web/runs/{run}?notice=failed").text
+        assert 'class="notice"' not in page
+        assert "RunTimedOut you appended" not in page
+        assert "<td>None</td>" not in page
+    hostile = client.get(f"/web/runs/{demo['hostile']}").text
+    assert "<td>—</td>" in hostile  # appended without an actor
 
 
 def test_a_reason_over_the_events_limit_is_refused_before_the_confirm_step(
