@@ -626,18 +626,22 @@ test('a run reports what fits and is refused, at once, what no request can carry
   const bodies = server.requests.slice(1).map((r) => r.body);
   assert.deepEqual(bodies.map((b) => JSON.parse(b).map((e) => e.type)), [['RunProgressed'], ['RunFinished']]);
   for (const body of bodies) assert.ok(Buffer.byteLength(body) <= 1_000);
-  // A terminal event too large alone: the same named error at once, however often asked.
+  // A terminal event too large alone: the named error at once, nothing sent that could only
+  // get 413; a short failed RunFinished ends the run in its place.
   const failing = await ledger.startRun({ ...RUN, onError: (e) => reported.push(e) });
   const sent = server.requests.length;
   const huge = new Error('e'.repeat(1_900));
-  for (let attempt = 0; attempt < 2; attempt += 1) {
-    const error = await failing.fail(huge).catch((caught) => caught);
-    assert.ok(error instanceof LedgerBodyTooLargeError, String(error));
-    assert.equal(error.index, 0);
-    assert.equal(error.eventId, failing._closing[0].event_id);
-    assert.match(error.message, /RunFinished/);
-  }
-  assert.equal(server.requests.length, sent); // nothing sent that could only get 413
+  const error = await failing.fail(huge).catch((caught) => caught);
+  assert.ok(error instanceof LedgerBodyTooLargeError, String(error));
+  assert.equal(error.index, 0);
+  assert.match(error.message, /RunFinished/);
+  assert.equal(failing.status, 'failed');
+  assert.equal(server.requests.length, sent + 1);
+  const [replacement] = JSON.parse(server.requests.at(-1).body);
+  assert.notEqual(replacement.event_id, error.eventId);
+  assert.equal(replacement.error_details.reason, 'outcome-refused');
+  await assert.rejects(failing.fail(huge), LedgerStateError); // ended: asked again, nothing sent
+  assert.equal(server.requests.length, sent + 1);
   // A heartbeat too large alone (a limit below any event): refused once, reported, dropped;
   // the next report does not send it again first.
   const tiny = client(server.url, { maxBodyBytes: 100 });

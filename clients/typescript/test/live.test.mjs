@@ -318,7 +318,7 @@ for (const backend of backends()) {
             token: ledger.token,
             retries: 1,
             backoffMs: 20,
-            maxBodyBytes: 64 * 1024,
+            maxBodyBytes: 128 * 1024,
           });
           let runId;
           await strict
