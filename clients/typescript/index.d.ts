@@ -172,7 +172,9 @@ export declare class LedgerClient {
    * Start a run, call fn, record the outcome whatever happens: finish() when fn returns,
    * fail(error) when it throws or rejects (and rethrow), fail with "stopped by SIGTERM" /
    * "interrupted by Ctrl-C (SIGINT)" on those signals (then re-raise the signal), and fail
-   * when fn never settles and Node's event loop empties (before the process exits).
+   * when fn never settles and Node's event loop empties (before the process exits). A terminal
+   * event the ledger refuses for what it holds is replaced by a short `failed` one (see
+   * RunHandle.refusedOutcome); when fn returned, withRun then rejects with the refusal.
    */
   withRun<T>(options: WithRunOptions, fn: (run: RunHandle) => T | Promise<T>): Promise<T>;
   toJSON(): { url: string; token: '***' };
@@ -188,6 +190,11 @@ export declare class RunHandle {
   readonly metadata: Record<string, unknown>;
   /** Set once the terminal event is in the ledger. */
   readonly status: 'success' | 'partial' | 'failed' | undefined;
+  /** Why the ledger refused the run's own terminal event for what it held (a 400, 413 or 422,
+   * or an event over maxBodyBytes): a short RunFinished `failed` ("the ledger refused this
+   * run's … outcome: …", `reason: 'outcome-refused'`, `refused_status`) ended the run in its
+   * place, after the counts sent with it, then went alone. Undefined otherwise. */
+  readonly refusedOutcome: LedgerApiError | LedgerBodyTooLargeError | undefined;
   readonly totals: Totals;
   readonly errorCount: number;
   progressIntervalMs: number;
@@ -202,12 +209,17 @@ export declare class RunHandle {
   progress(counts: Counts): Promise<void>;
   /** The pending deltas, or an all-zero RunProgressed. */
   heartbeat(): Promise<void>;
-  /** A non-fatal error: the run finishes `partial` unless finish() says otherwise. */
+  /** A non-fatal error: the run finishes `partial` unless finish() says otherwise. The message
+   * is cut at MAX_MESSAGE_CHARS, the details (as JSON) at MAX_DETAILS_CHARS; every string of
+   * them, keys included, is made well formed (a lone surrogate becomes U+FFFD). */
   error(message: string, details?: unknown): void;
   /** The pending deltas and RunFinished in one request. Called again after a failed
-   * attempt, it resends the same events. */
+   * attempt, it resends the same events. Refused for what it holds, it is replaced (see
+   * refusedOutcome) and rejects with the refusal once the run has ended `failed`. */
   finish(options?: FinishOptions): Promise<RunResult>;
-  /** RunFinished `failed`: `Name: message`, with the stack as the traceback. */
+  /** RunFinished `failed`: `Name: message`, with the stack as the traceback (name and message
+   * cut at MAX_MESSAGE_CHARS, the stack's end kept at MAX_TRACEBACK_CHARS, each well formed
+   * after its cut). Refused, it is replaced as finish() is. */
   fail(error: unknown): Promise<RunResult>;
   result(): RunResult;
 }

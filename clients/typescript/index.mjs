@@ -22,6 +22,11 @@
 //   (failed, "stopped by SIGTERM" / "interrupted by Ctrl-C (SIGINT)", then the signal is
 //   re-raised so the process ends as it would have), or never settles while nothing else keeps
 //   Node alive (failed, "the function given to withRun never settled", before Node exits).
+//   A terminal event the ledger refuses for what it holds (a 4xx: 400, 413, 422, or over
+//   maxBodyBytes) is replaced by a short `failed` RunFinished saying so, after the counts that
+//   went with it, sent alone: the run never stays open for want of a storable outcome.
+// * Every string the client cuts (messages, names, stacks, details) is well formed after the
+//   cut: a lone surrogate, which the ledger refuses, becomes U+FFFD.
 
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -40,6 +45,8 @@ const DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024;
 /** The API's default `[api] max_body_bytes`: a larger body is answered 413. */
 export const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
 const MAX_RETRY_AFTER_MS = 60_000;
+// How much of a refusal the short RunFinished that replaces a refused one quotes.
+const REFUSAL_CHARS = 200;
 
 /** progress() option -> RunProgressed field */
 export const PROGRESS_FIELDS = Object.freeze({
@@ -236,12 +243,32 @@ function readCounters(counts, where) {
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
-/** Text the ledger can store (no lone surrogate), at most `limit` characters. */
+/** `text` with each lone surrogate replaced by U+FFFD: UTF-8 cannot carry one, so the ledger
+ * refuses an event holding it (400 "surrogates not allowed"). toWellFormed needs Node 20. */
+const wellFormed =
+  typeof String.prototype.toWellFormed === 'function'
+    ? (text) => text.toWellFormed()
+    : (text) => text.replace(LONE_SURROGATE, '\uFFFD');
+
+/** Text the ledger can store, at most `limit` characters and the note of the cut. Made well
+ * formed after the cut: a cut through a surrogate pair (an emoji) leaves half of it alone. */
 function clip(text, limit, { keepEnd = false } = {}) {
-  text = String(text).replace(LONE_SURROGATE, '\uFFFD');
-  if (text.length <= limit) return text;
-  const note = `[${text.length - limit} characters cut]`;
-  return keepEnd ? `${note}…${text.slice(-limit)}` : `${text.slice(0, limit)}…${note}`;
+  text = String(text);
+  if (text.length > limit) {
+    const note = `[${text.length - limit} characters cut]`;
+    text = keepEnd ? `${note}…${text.slice(-limit)}` : `${text.slice(0, limit)}…${note}`;
+  }
+  return wellFormed(text);
+}
+
+/** A parsed JSON value with every string, keys included, made well formed. */
+function wellFormedJson(value) {
+  if (typeof value === 'string') return wellFormed(value);
+  if (Array.isArray(value)) return value.map(wellFormedJson);
+  if (value === null || typeof value !== 'object') return value;
+  return Object.fromEntries(
+    Object.entries(value).map(([key, item]) => [wellFormed(key), wellFormedJson(item)]),
+  );
 }
 
 function jsonDepth(value) {
@@ -257,7 +284,8 @@ function jsonDepth(value) {
   return deepest;
 }
 
-/** An error's details, or a clipped preview when they are too large or cannot be JSON. */
+/** An error's details (well formed), or a clipped preview when they are too large or cannot be
+ * JSON. JSON.stringify keeps a lone surrogate (as an escape the ledger would read back as one). */
 function bounded(details) {
   let text;
   try {
@@ -266,10 +294,11 @@ function bounded(details) {
     return { unserialisable: clip(`${error.message}`, MAX_DETAILS_CHARS) };
   }
   if (text === undefined) return { unserialisable: describe(details) };
-  if (text.length > MAX_DETAILS_CHARS || jsonDepth(JSON.parse(text)) > MAX_DETAILS_DEPTH) {
+  const parsed = JSON.parse(text);
+  if (text.length > MAX_DETAILS_CHARS || jsonDepth(parsed) > MAX_DETAILS_DEPTH) {
     return { clipped: clip(text, MAX_DETAILS_CHARS) };
   }
-  return JSON.parse(text);
+  return wellFormedJson(parsed); // within MAX_DETAILS_DEPTH: the recursion is shallow
 }
 
 /** What a thrown value is called and says: `Name: message`, as the Python SDK records it. */
@@ -808,6 +837,16 @@ function refused(error) {
   );
 }
 
+/** A refusal of what the events hold (400 invalid input, 413, 422, or an event too large for
+ * maxBodyBytes): a smaller, plainer event may pass. A refusal about the run or the caller (401,
+ * 403, 404, 409: the run has ended already) would be the same for any event. */
+function contentRefused(error) {
+  return (
+    error instanceof LedgerBodyTooLargeError ||
+    (error instanceof LedgerApiError && [400, 413, 422].includes(error.status))
+  );
+}
+
 function networkReason(error, timeoutMs) {
   if (error?.name === 'TimeoutError' || error?.name === 'AbortError') {
     return `no complete answer within ${timeoutMs} ms`;
@@ -889,6 +928,8 @@ export class RunHandle {
     this._flushTimer = undefined;
     this._heartbeatTimer = undefined;
     this._closing = undefined; // the terminal batch once built (resent as it is on a retry)
+    // The refusal (4xx) of the run's own terminal event, once a short `failed` one replaced it.
+    this.refusedOutcome = undefined;
   }
 
   /** True from start until the terminal event is in the ledger (or being sent). */
@@ -1034,7 +1075,9 @@ export class RunHandle {
   async fail(error) {
     if (this._closing && !this.status) return this._sendClosing();
     this._requireOpen('fail');
-    const { name, message, stack } = describeThrown(error);
+    const described = describeThrown(error);
+    const { message, stack } = described;
+    const name = clip(described.name, MAX_MESSAGE_CHARS); // an error's name is any string
     const details = {
       exception: name,
       message: clip(message, MAX_MESSAGE_CHARS),
@@ -1156,20 +1199,77 @@ export class RunHandle {
     return this._sendClosing();
   }
 
+  /** Send the terminal batch. Refused for what it holds (a 4xx no resend changes), the terminal
+   * event is replaced by a short `failed` one so that the run does not stay open, and the
+   * refusal is thrown once that is stored (`refusedOutcome` keeps it). */
   async _sendClosing() {
-    const batch = this._closing;
     const send = async () => {
       if (this.status) return;
       this._lastEmit = Date.now();
-      // The pending counts and the terminal event in one request when they fit maxBodyBytes,
-      // else in order, several (a resend after a failure sends them all again: duplicates).
-      for (const part of this.client._batches(batch)) await this.client.append(part);
-      this.status = batch[batch.length - 1].status;
+      if (!this.refusedOutcome) {
+        try {
+          // The pending counts and the terminal event in one request when they fit
+          // maxBodyBytes, else in order, several (a resend after a failure sends them all
+          // again: duplicates).
+          await this._appendInOrder(this._closing);
+          this.status = this._closing[this._closing.length - 1].status;
+          return;
+        } catch (error) {
+          if (!contentRefused(error)) throw error;
+          this._replaceRefusedOutcome(error);
+        }
+      }
+      await this._sendReplacement();
+      this.status = 'failed';
     };
     const done = this._queue.then(send);
     this._queue = done.catch(() => {});
     await done;
+    if (this.refusedOutcome) throw this.refusedOutcome;
     return this.result();
+  }
+
+  async _appendInOrder(events) {
+    for (const part of this.client._batches(events)) await this.client.append(part);
+  }
+
+  /** Put a short `failed` RunFinished in place of the refused one: it holds no text of the
+   * connector's (nothing in it to refuse again), only why. The counts that went with the
+   * refused event stay in _closing, ahead of it. */
+  _replaceRefusedOutcome(error) {
+    const refused = this._closing[this._closing.length - 1];
+    this.refusedOutcome = error;
+    this._closing = [
+      ...this._closing.slice(0, -1),
+      this._event('RunFinished', {
+        status: 'failed',
+        error_message:
+          `the ledger refused this run's ${refused.status} outcome: ` +
+          printable(error.message, REFUSAL_CHARS),
+        error_details: {
+          reason: 'outcome-refused',
+          refused_status: refused.status,
+          ...(this.errorCount ? { error_count: this.errorCount } : {}),
+        },
+      }),
+    ];
+  }
+
+  /** The counts on their own first (the refusal may have been theirs: a refusal of them is
+   * reported, and the run still ends), then the short RunFinished. A resend after a failure
+   * sends what is left, with the same ids. */
+  async _sendReplacement() {
+    const counts = this._closing.slice(0, -1);
+    if (counts.length) {
+      try {
+        await this._appendInOrder(counts);
+      } catch (error) {
+        if (!refused(error)) throw error;
+        this.onError(error);
+      }
+      this._closing = this._closing.slice(-1);
+    }
+    await this.client.append(this._closing);
   }
 
   _stopTimers() {

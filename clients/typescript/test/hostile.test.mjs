@@ -626,18 +626,22 @@ test('a run reports what fits and is refused, at once, what no request can carry
   const bodies = server.requests.slice(1).map((r) => r.body);
   assert.deepEqual(bodies.map((b) => JSON.parse(b).map((e) => e.type)), [['RunProgressed'], ['RunFinished']]);
   for (const body of bodies) assert.ok(Buffer.byteLength(body) <= 1_000);
-  // A terminal event too large alone: the same named error at once, however often asked.
+  // A terminal event too large alone: the named error at once, nothing sent that could only
+  // get 413; a short failed RunFinished ends the run in its place.
   const failing = await ledger.startRun({ ...RUN, onError: (e) => reported.push(e) });
   const sent = server.requests.length;
   const huge = new Error('e'.repeat(1_900));
-  for (let attempt = 0; attempt < 2; attempt += 1) {
-    const error = await failing.fail(huge).catch((caught) => caught);
-    assert.ok(error instanceof LedgerBodyTooLargeError, String(error));
-    assert.equal(error.index, 0);
-    assert.equal(error.eventId, failing._closing[0].event_id);
-    assert.match(error.message, /RunFinished/);
-  }
-  assert.equal(server.requests.length, sent); // nothing sent that could only get 413
+  const error = await failing.fail(huge).catch((caught) => caught);
+  assert.ok(error instanceof LedgerBodyTooLargeError, String(error));
+  assert.equal(error.index, 0);
+  assert.match(error.message, /RunFinished/);
+  assert.equal(failing.status, 'failed');
+  assert.equal(server.requests.length, sent + 1);
+  const [replacement] = JSON.parse(server.requests.at(-1).body);
+  assert.notEqual(replacement.event_id, error.eventId);
+  assert.equal(replacement.error_details.reason, 'outcome-refused');
+  await assert.rejects(failing.fail(huge), LedgerStateError); // ended: asked again, nothing sent
+  assert.equal(server.requests.length, sent + 1);
   // A heartbeat too large alone (a limit below any event): refused once, reported, dropped;
   // the next report does not send it again first.
   const tiny = client(server.url, { maxBodyBytes: 100 });
@@ -673,5 +677,101 @@ test('a 413 for a one-event body is the same named error, not retried', async ()
   const batch = await ledger.append([event, { ...event, event_id: 'one-2' }]).catch((caught) => caught);
   assert.ok(batch instanceof LedgerApiError);
   assert.equal(batch.status, 413);
+  assert.equal(server.requests.length, 2);
+});
+
+/** A ledger-like server that answers `answer(res, events)` instead when it returns true. */
+async function refusing(answer) {
+  return fake((req, res, body) => {
+    if (!answer(res, JSON.parse(body))) ledgerLike(res, body);
+  });
+}
+
+function problem(res, status, detail) {
+  res.writeHead(status, { 'content-type': 'application/problem+json' });
+  res.end(JSON.stringify({ type: 'urn:run-ledger:problem:x', title: 'Refused', status, detail }));
+  return true;
+}
+
+const typesOf = (request) => JSON.parse(request.body).map((event) => event.type);
+
+test('a terminal event refused for good (413) ends the run with a short failed one; the counts go alone first', async () => {
+  let refusals = 0;
+  const server = await refusing((res, events) => {
+    const finished = events.find((event) => event.type === 'RunFinished');
+    if (finished && finished.error_details?.reason !== 'outcome-refused') {
+      refusals += 1;
+      return problem(res, 413, `the request body is over the limit of 300 bytes\n${'\ud800'.repeat(500)}`);
+    }
+    return false;
+  });
+  const reported = [];
+  const run = await client(server.url).startRun({ ...RUN, progressIntervalMs: 60_000, onError: (e) => reported.push(e) });
+  run.progress({ recordsFetched: 9 });
+  run.error('bad row', { row: 1 });
+  const error = await run.finish().catch((caught) => caught);
+  // The refusal is what finish() says; the run is ended all the same.
+  assert.ok(error instanceof LedgerApiError, String(error));
+  assert.equal(error.status, 413);
+  assert.equal(run.refusedOutcome, error);
+  assert.equal(run.status, 'failed');
+  assert.equal(refusals, 1); // not retried
+  const [, refused, counts, last] = server.requests;
+  assert.deepEqual(typesOf(refused), ['RunProgressed', 'RunFinished']);
+  assert.deepEqual(typesOf(counts), ['RunProgressed']);
+  assert.equal(JSON.parse(counts.body)[0].event_id, JSON.parse(refused.body)[0].event_id); // the same fact
+  assert.deepEqual(typesOf(last), ['RunFinished']);
+  const [finished] = JSON.parse(last.body);
+  assert.equal(finished.status, 'failed');
+  assert.match(finished.error_message, /^the ledger refused this run's partial outcome: 413 Refused: the request body is over/);
+  assert.doesNotMatch(finished.error_message, /\p{Cs}|\n/u);
+  assert.ok(finished.error_message.length <= 320, finished.error_message);
+  assert.deepEqual(finished.error_details, { reason: 'outcome-refused', refused_status: 'partial', error_count: 1 });
+  assert.equal(server.requests.length, 4);
+  assert.deepEqual(reported, []);
+  // Ended: no second terminal event.
+  await assert.rejects(run.finish(), LedgerStateError);
+});
+
+test('counts refused with the terminal event are reported; the short failed event still ends the run', async () => {
+  const server = await refusing((res, events) =>
+    events.some((event) => event.type === 'RunProgressed') ? problem(res, 400, 'item 1: records_fetched: bad') : false,
+  );
+  const reported = [];
+  const ledger = client(server.url);
+  const error = await ledger
+    .withRun({ ...RUN, progressIntervalMs: 60_000, onError: (e) => reported.push(e) }, (run) => {
+      run.progress({ recordsFetched: 2 });
+    })
+    .catch((caught) => caught);
+  assert.ok(error instanceof LedgerApiError && error.status === 400, String(error));
+  assert.deepEqual(server.requests.slice(1).map(typesOf), [['RunProgressed', 'RunFinished'], ['RunProgressed'], ['RunFinished']]);
+  assert.equal(reported.length, 1); // the counts' own refusal
+  assert.equal(reported[0].status, 400);
+  assert.equal(JSON.parse(server.requests.at(-1).body)[0].error_details.refused_status, 'success');
+});
+
+test('a terminal event too large for maxBodyBytes is replaced as a refused one is', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const ledger = client(server.url, { maxBodyBytes: 1_000 });
+  const error = await ledger
+    .withRun(RUN, () => {
+      throw new Error('e'.repeat(1_900));
+    })
+    .catch((caught) => caught);
+  assert.equal(error.message, 'e'.repeat(1_900)); // the function's error, rethrown
+  assert.deepEqual(server.requests.slice(1).map(typesOf), [['RunFinished']]);
+  const [finished] = JSON.parse(server.requests.at(-1).body);
+  assert.match(finished.error_message, /^the ledger refused this run's failed outcome: event 0 \(RunFinished/);
+});
+
+test('a refusal that is not about the event (409: the run already ended) is not replaced', async () => {
+  const server = await refusing((res, events) =>
+    events.some((event) => event.type === 'RunFinished') ? problem(res, 409, 'run 1 has ended') : false,
+  );
+  const run = await client(server.url).startRun(RUN);
+  const error = await run.finish().catch((caught) => caught);
+  assert.equal(error.status, 409);
+  assert.equal(run.refusedOutcome, undefined);
   assert.equal(server.requests.length, 2);
 });

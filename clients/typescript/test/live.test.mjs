@@ -13,6 +13,8 @@ import {
   LedgerClient,
   LedgerStateError,
   LedgerValidationError,
+  MAX_MESSAGE_CHARS,
+  MAX_TRACEBACK_CHARS,
   RunNotStartedError,
 } from '../index.mjs';
 import {
@@ -43,6 +45,20 @@ function runScript(script, ledger) {
 
 function types(events) {
   return events.map((event) => event.type);
+}
+
+const EMOJI = '\u{1F600}'; // two UTF-16 code units: a cut between them leaves a lone surrogate
+
+/** Every string in `value`, keys included, as the ledger stored it. */
+function strings(value) {
+  if (typeof value === 'string') return [value];
+  if (value === null || typeof value !== 'object') return [];
+  return Object.entries(value).flatMap(([key, item]) => [key, ...strings(item)]);
+}
+
+/** No lone surrogate (with the u flag, \p{Cs} matches only an unpaired one). */
+function assertWellFormed(value) {
+  for (const text of strings(value)) assert.doesNotMatch(text, /\p{Cs}/u, JSON.stringify(text));
 }
 
 /** A proxy in front of the API that swallows the answer to the first sending of each of the
@@ -225,6 +241,157 @@ for (const backend of backends()) {
       assert.equal(ok.row.status, 'success');
       assert.equal(ok.row.recordsCreated, 2);
     });
+
+    // The audit's cases (issue 16): each outcome was refused with 400 "surrogates not allowed"
+    // or was too large to send, never retried, and the run stayed open with its counts lost.
+    describe('withRun records the outcome of a function whose error text the ledger would refuse', () => {
+      for (const [what, fn, check] of [
+        [
+          'an emoji exactly where the message is cut at 2,000 characters',
+          () => {
+            throw new Error(`${'m'.repeat(MAX_MESSAGE_CHARS - 1)}${EMOJI}and more`);
+          },
+          (row) => {
+            assert.equal(row.status, 'failed');
+            assert.ok(row.errorDetails.message.startsWith('m'.repeat(MAX_MESSAGE_CHARS - 1)));
+            assert.match(row.errorDetails.message, /characters cut\]$/);
+          },
+        ],
+        [
+          'an error name holding a lone surrogate',
+          () => {
+            const error = new Error('source gone');
+            error.name = 'Source\ud800Error';
+            throw error;
+          },
+          (row) => {
+            assert.equal(row.errorDetails.exception, 'Source\ufffdError');
+            assert.equal(row.errorMessage, 'Source\ufffdError: source gone');
+          },
+        ],
+        [
+          'a 64,000-character stack cut through an emoji',
+          () => {
+            const error = new Error('deep');
+            error.stack = `head ${EMOJI}${'y'.repeat(MAX_TRACEBACK_CHARS - 1)}`;
+            throw error;
+          },
+          (row) => {
+            assert.equal(row.errorMessage, 'Error: deep');
+            assert.match(row.errorDetails.traceback, /^\[6 characters cut\]…/);
+            assert.ok(row.errorDetails.traceback.endsWith('y'.repeat(1_000)));
+          },
+        ],
+        [
+          'run.error() details holding lone surrogates, then a normal return',
+          (run) => {
+            run.error('bad', { record: 'caf\udce9', ['key\ud800']: ['\udfff'] });
+            return 'done';
+          },
+          (row) => {
+            assert.equal(row.status, 'partial');
+            assert.deepEqual(row.errorDetails.errors, [
+              { message: 'bad', details: { record: 'caf\ufffd', 'key\ufffd': ['\ufffd'] } },
+            ]);
+          },
+        ],
+        [
+          'a 200,000-character error name, over a tight maxBodyBytes',
+          () => {
+            const error = new Error('too long a name');
+            error.name = 'N'.repeat(200_000);
+            throw error;
+          },
+          (row) => {
+            assert.equal(row.status, 'failed');
+            assert.ok(row.errorDetails.exception.length < MAX_MESSAGE_CHARS + 40);
+            assert.match(row.errorDetails.exception, /^N+…\[198000 characters cut\]$/);
+            assert.ok(row.errorMessage.startsWith('NNNN'));
+          },
+        ],
+      ]) {
+        test(what, async () => {
+          const reported = [];
+          // retries: 1 as the audit ran it; maxBodyBytes as a client set to a lower API limit.
+          const strict = new LedgerClient({
+            url: ledger.url,
+            token: ledger.token,
+            retries: 1,
+            backoffMs: 20,
+            maxBodyBytes: 128 * 1024,
+          });
+          let runId;
+          await strict
+            .withRun(
+              {
+                sourceId: 5,
+                connectorName: 'ts-unstorable-text',
+                progressIntervalMs: 60_000, // the counts go with the terminal event
+                heartbeatIntervalMs: 0,
+                onError: (error) => reported.push(error),
+              },
+              (run) => {
+                runId = run.runId;
+                run.progress({ recordsFetched: 3 });
+                return fn(run);
+              },
+            )
+            .catch(() => {}); // the function's own error, rethrown
+          assert.deepEqual(reported, []);
+          const { row, events } = await runState(ledger, runId);
+          assert.notEqual(row.status, 'running');
+          assert.deepEqual(types(events), ['RunStarted', 'RunProgressed', 'RunFinished']);
+          assert.equal(row.recordsFetched, 3);
+          assertWellFormed(events);
+          check(row);
+        });
+      }
+    });
+
+    for (const mode of ['return', 'throw']) {
+      test(`a terminal event the ledger refuses for good is replaced by a short failed one (${mode})`, async () => {
+        const reported = [];
+        const strict = new LedgerClient({ url: ledger.url, token: ledger.token, retries: 1, backoffMs: 20 });
+        const broke = new Error('the source broke');
+        let runId;
+        // 300 errors of 6 kB each: a RunFinished over the ledger's 1 MiB limit of one event.
+        const outcome = await strict
+          .withRun(
+            {
+              sourceId: 6,
+              connectorName: 'ts-refused-outcome',
+              progressIntervalMs: 60_000,
+              heartbeatIntervalMs: 0,
+              maxErrorDetails: 300,
+              onError: (error) => reported.push(error),
+            },
+            (run) => {
+              runId = run.runId;
+              run.progress({ recordsFetched: 4, recordsCreated: 2 });
+              for (let i = 0; i < 300; i += 1) run.error('e'.repeat(2_000), { blob: 'b'.repeat(3_900) });
+              if (mode === 'throw') throw broke;
+            },
+          )
+          .then(() => assert.fail('withRun hid the refusal'), (caught) => caught);
+        // A return: the refusal is withRun's error. A throw: the function's, the refusal reported.
+        const refusal = mode === 'return' ? outcome : reported[0];
+        if (mode === 'throw') assert.equal(outcome, broke);
+        assert.ok(refusal instanceof LedgerApiError, String(refusal));
+        assert.equal(refusal.status, 400);
+        const { row, events } = await runState(ledger, runId);
+        assert.equal(row.status, 'failed');
+        const refused = mode === 'return' ? 'partial' : 'failed';
+        assert.match(row.errorMessage, new RegExp(`^the ledger refused this run's ${refused} outcome: 400 `));
+        assert.match(row.errorMessage, /1,048,576-byte limit/);
+        assert.ok(row.errorMessage.length < 400, row.errorMessage);
+        assert.equal(row.errorDetails.refused_status, refused);
+        assert.equal(row.errorDetails.error_count, 300);
+        // The counts batched with the refused event went on their own, before it.
+        assert.deepEqual(types(events), ['RunStarted', 'RunProgressed', 'RunFinished']);
+        assert.equal(row.recordsFetched, 4);
+        assert.equal(row.recordsCreated, 2);
+      });
+    }
 
     test('a timed-out POST is retried with the same event ids: no duplicate', async () => {
       const proxy = await droppingProxy(ledger.url, 2);
