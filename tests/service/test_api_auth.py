@@ -173,6 +173,11 @@ def test_an_unreachable_database_is_503_with_retry_after() -> None:
             {"type": "RunFinished", "status": "failed", "actor": "import:legacy"},
             "actor 'import:legacy'",
         ),
+        ({"type": "RunFinished", "status": "failed", "actor": "serve:host:1"}, "actor 'serve:"),
+        (
+            {"type": "RunFinished", "status": "failed", "actor": "ledger-run:h:1"},
+            "actor 'ledger-run:",
+        ),
     ],
 )
 def test_only_a_token_that_may_operate_records_an_operators_act(
@@ -205,3 +210,26 @@ def test_only_a_token_that_may_operate_records_an_operators_act(
         "/v1/events", json=[{**run, "run_ref": "s"}, connector], headers=auth("appender")
     )
     assert own.status_code == 200, own.text
+
+
+@pytest.mark.parametrize(
+    "look_alike", ["Operator:all", "Sweeper", "operator\uff1aoncall", "SERVE:h:1", "Ledger-Run:h:1"]
+)
+def test_an_actor_that_reads_as_a_reserved_one_is_refused_for_every_token(
+    client: TestClient, look_alike: str
+) -> None:
+    """``Operator:all`` or ``operator\uff1aoncall`` (a full-width colon) passed an exact prefix
+    check: an append token recorded a run failed "by operator:oncall" in the timeline and the
+    report. Folded (NFKC, case), it reads as the reserved actor: refused, whoever asks, naming
+    the item and the field, nothing appended."""
+    run = {"type": "RunStarted", "run_ref": "r", "source_id": 1, "connector_name": "c"}
+    failed = {"type": "RunFinished", "run_ref": "r", "status": "failed", "actor": look_alike}
+    for token in ("appender", "admin"):
+        refused = client.post("/v1/events", json=[run, failed], headers=auth(token))
+        assert refused.status_code == 400, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["errors"][0]["field"] == "actor"
+        assert "reads as the reserved actor" in refused.json()["detail"]
+        assert "item 2" in refused.json()["detail"]
+    status = client.get("/v1/status", headers=auth("reader")).json()
+    assert status["head_position"] == 0, "nothing was appended"
