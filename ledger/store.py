@@ -28,6 +28,7 @@ from ledger.conflicts import CONFLICT_RETRY_BUDGET_S, MAX_CONFLICT_ATTEMPTS, con
 from ledger.database import check_schema, create_ledger_engine, with_timeouts
 from ledger.dialects import (
     append_transaction,
+    database_kind,
     is_mysql_backend,
     is_sqlite,
     server_clock,
@@ -122,6 +123,11 @@ class Ledger:
         """The database's SQLAlchemy dialect; ``dialect.name`` is ``sqlite``, ``mysql`` or
         ``mariadb``."""
         return self.engine.dialect
+
+    @property
+    def database_kind(self) -> str:
+        """``sqlite``, ``mysql`` or ``mariadb`` (:func:`ledger.dialects.database_kind`)."""
+        return database_kind(self.engine)
 
     @property
     def is_sqlite(self) -> bool:
