@@ -187,8 +187,9 @@ def _storage_problem(error: StorageError, text: str, outage: Outage | None) -> A
             503,
             "schema-not-current",
             "Schema not current",
-            "the database's schema is not the revision this run-ledger needs (the server's "
-            f"log says which, and what to run): retry in {RETRY_AFTER_SCHEMA} s",
+            "the database's schema is not the revision this run-ledger knows: run `ledger "
+            "migrate`, or deploy the run-ledger version that matches it (the server's log says "
+            f"which revision); nothing was written: retry in {RETRY_AFTER_SCHEMA} s",
             headers={"Retry-After": str(RETRY_AFTER_SCHEMA)},
         )
     if lock_wait_exceeded(error):  # up and busy: not an outage

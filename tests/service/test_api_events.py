@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from ledger import Ledger
+from ledger.schema import SCHEMA_REVISION
 from service.cli import cli
 from tests import support
 from tests.service.conftest import auth
@@ -194,3 +195,41 @@ def test_control_characters_come_back_escaped(client: TestClient) -> None:
     assert b"\x1b" not in body
     assert "\u202e".encode() not in body
     assert response.json()["errors"]
+
+
+def test_writes_are_refused_once_the_schema_is_not_current(
+    client: TestClient, ledger: Ledger, db_url: str
+) -> None:
+    """``/readyz`` said 503 schema-not-current after ``alembic_version`` changed under the
+    running server, yet appends went on. Writes (an append, a run failed by hand) now ask too
+    (a pass stands for a few seconds: tests/ledger/test_schema.py): 503 naming the remedy,
+    nothing written; a failed check is not kept, so the first write after the fix goes
+    through."""
+    engine = create_engine(db_url)
+    try:
+        run_id = ledger.start_run(1, "api-test")
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0001_event_store'"))
+        refused = post(client, [started()])
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert int(refused.headers["retry-after"]) > 0
+        problem = refused.json()
+        assert problem["type"] == "urn:run-ledger:problem:schema-not-current"
+        assert "ledger migrate" in problem["detail"]
+        assert "deploy the run-ledger version that matches it" in problem["detail"]
+        path = f"/v1/runs/{run_id}/fail"
+        fail = client.post(path, json={"reason": "gone"}, headers=auth("admin"))
+        assert fail.status_code == 503, fail.text
+        assert ledger.head().last_position == 1, "nothing was written"
+        with engine.begin() as conn:
+            conn.execute(
+                text("UPDATE alembic_version SET version_num = :v"), {"v": SCHEMA_REVISION}
+            )
+        assert post(client, [started()]).status_code == 200
+    finally:
+        with engine.begin() as conn:  # the MariaDB database is the session's
+            conn.execute(
+                text("UPDATE alembic_version SET version_num = :v"), {"v": SCHEMA_REVISION}
+            )
+        engine.dispose()
