@@ -3,6 +3,7 @@ tokens never in logs, tokens in URLs refused, bodies over the limit, a database 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 
@@ -10,6 +11,7 @@ import pydantic
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.auth import Tokens
 from service.config import LedgerConfig
 from tests.service.conftest import TOKENS, api_client, auth
 
@@ -66,6 +68,48 @@ def test_a_token_in_the_url_is_refused_and_no_token_reaches_the_log(
     assert "caller=admin" in logged
     for secret, _ in TOKENS.values():
         assert secret not in logged
+
+
+def test_a_token_in_the_url_path_is_masked_in_the_log(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``GET /v1/runs/TOKEN`` (a token pasted where a run id goes) was logged with the token.
+    Every logged path shows a configured token, whole segments or several, as ``***``."""
+    caplog.set_level(logging.DEBUG)
+    token = TOKENS["admin"][0]
+    for path in (f"/v1/runs/{token}", f"/v1/runs/{token}/events", f"/{token}", "/web/x/" + token):
+        answer = client.get(path, headers=auth("reader"))
+        assert answer.status_code in (400, 404), answer.text
+    slashed = client.get("/v1/runs/a/b/c", headers=auth("reader"))  # "a/b" is no token
+    assert slashed.status_code == 404
+    # The server's log (httpx's own lines are the client's, which put the token in the URL).
+    logged = [r.getMessage() for r in caplog.records if not r.name.startswith("httpx")]
+    assert "GET /v1/runs/*** 400" in "\n".join(logged)
+    assert "GET /v1/runs/***/events 400" in "\n".join(logged)
+    assert "GET /v1/runs/a/b/c 404" in "\n".join(logged)
+    for line in logged:
+        assert token not in line
+
+
+def test_a_token_holding_slashes_is_masked_across_path_segments() -> None:
+    secret = "with/slashes/inside-0123456789"
+    config = LedgerConfig.model_validate(
+        {
+            "database_url": "sqlite://",
+            "api": {
+                "tokens": [
+                    {
+                        "name": "slashed",
+                        "scopes": ["read"],
+                        "sha256": hashlib.sha256(secret.encode()).hexdigest(),
+                    }
+                ]
+            },
+        }
+    )
+    tokens = Tokens(config.api)
+    assert tokens.masked_path(f"/v1/runs/{secret}/events") == "/v1/runs/***/***/***/events"
+    assert tokens.masked_path("/v1/runs/with/slashes") == "/v1/runs/with/slashes"
 
 
 def test_tokens_from_the_environment(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
