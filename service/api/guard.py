@@ -21,7 +21,12 @@ from ledger.outage import Outage
 from ledger.text import visible
 from service.api.auth import Tokens
 from service.api.head import REQUEST_METHOD
-from service.api.problems import PROBLEM_JSON, RETRY_AFTER_UNREACHABLE, ApiProblem
+from service.api.problems import (
+    PROBLEM_JSON,
+    RETRY_AFTER_UNREACHABLE,
+    ApiProblem,
+    encoded_body_problem,
+)
 
 # The API's logger: a request's log line reads the same from the guard as from an endpoint.
 log = logging.getLogger("ledger.api")
@@ -102,6 +107,10 @@ class Guard:
             if declared is not None and declared > limit:
                 await _send_problem(send_and_note, too_large)
                 return
+            encoded = _encoded_body(scope)
+            if encoded is not None:
+                await _send_problem(send_and_note, encoded)
+                return
             log.debug("%s %s started", scope["method"], path)
             await self.app(scope, limited_receive, send_and_note)
         except ClientDisconnect:
@@ -178,12 +187,28 @@ def _with_defaults(headers: Any) -> list[tuple[bytes, bytes]]:
     return listed + [(name, value) for name, value in DEFAULT_HEADERS if name not in present]
 
 
-def _content_length(scope: Scope) -> int | None:
+def _header(scope: Scope, wanted: bytes) -> str | None:
     for name, value in scope.get("headers", []):
-        if name == b"content-length":
-            text = value.decode("latin-1").strip()
-            return int(text) if text.isascii() and text.isdigit() else None
+        if name == wanted:
+            return str(value.decode("latin-1"))
     return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    text = (_header(scope, b"content-length") or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+# Requests without a body: a Content-Encoding header on them encodes nothing.
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _encoded_body(scope: Scope) -> ApiProblem | None:
+    """415 for a request body sent compressed, on every route (JSON, JSON Lines, web forms)."""
+    encoding = _header(scope, b"content-encoding")
+    if encoding is None or scope["method"] in _BODILESS:
+        return None
+    return encoded_body_problem(encoding)
 
 
 async def _send_problem(send: Send, problem: ApiProblem) -> None:

@@ -105,6 +105,21 @@ class ApiProblem(Exception):
         return json.dumps(self.body(), ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
+def encoded_body_problem(content_encoding: str) -> ApiProblem | None:
+    """415 for a body sent compressed (``Content-Encoding: gzip``), or None: bodies are read as
+    they come, and a gzip one was refused as "not valid UTF-8 (byte 1)", naming neither the
+    cause nor the fix."""
+    if content_encoding.strip().lower() in ("", "identity"):
+        return None
+    return ApiProblem(
+        415,
+        "unsupported-media-type",
+        "Unsupported media type",
+        f"Content-Encoding '{visible(content_encoding)}' is not supported: send the body "
+        "uncompressed (without Content-Encoding)",
+    )
+
+
 def message(error: BaseException) -> str:
     """The one-line message the CLI prints for ``error``."""
     return visible_lines(mask_secrets(str(error)))
@@ -254,4 +269,4 @@ def _located(error: LedgerError) -> dict[str, Any]:
     return {"errors": located}
 
 
-__all__ = ["PROBLEM_JSON", "ApiProblem", "message", "problem_for"]
+__all__ = ["PROBLEM_JSON", "ApiProblem", "encoded_body_problem", "message", "problem_for"]

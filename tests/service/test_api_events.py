@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import uuid
 from pathlib import Path
@@ -185,6 +186,19 @@ def test_body_shapes_and_types_refused(client: TestClient) -> None:
     empty = post(client, [])
     assert empty.status_code == 200
     assert empty.json()["appended"] == 0
+
+
+def test_a_compressed_body_is_refused_naming_the_encoding(client: TestClient) -> None:
+    """A gzip body was answered 400 "not valid UTF-8 (byte 1)"."""
+    body = gzip.compress(json.dumps([started()]).encode())
+    for path, who in (("/v1/events", "appender"), ("/v1/runs/1/fail", "operator")):
+        headers = {**auth(who), "content-type": "application/json", "content-encoding": "gzip"}
+        refused = client.post(path, content=body, headers=headers)
+        assert refused.status_code == 415, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["detail"].startswith("Content-Encoding 'gzip' is not supported")
+    plain = {**auth("appender"), "content-encoding": "identity"}
+    assert client.post("/v1/events", json=[started()], headers=plain).status_code == 200
 
 
 def test_control_characters_come_back_escaped(client: TestClient) -> None:
