@@ -57,6 +57,14 @@ def is_sqlite(bind: Bound) -> bool:
     return bind.dialect.name == "sqlite"
 
 
+def database_kind(bind: Bound) -> str:
+    """``sqlite``, ``mysql`` or ``mariadb``: all a client may be told of the database (its URL
+    names the user, host and database, or the file). MariaDB is told from MySQL by the server
+    it answered from, so the kind is exact once a connection was opened."""
+    dialect = bind.dialect
+    return "mariadb" if getattr(dialect, "is_mariadb", False) else dialect.name
+
+
 def is_galera(conn: Connection) -> bool:
     """Whether ``conn`` talks to a node of a Galera cluster, as noted when the connection was
     opened (``ledger.database``: ``wsrep_on``); no round trip."""

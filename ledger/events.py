@@ -83,10 +83,14 @@ RECORDED_NAMES: dict[str, bool] = {"recorded_names": True}
 
 OPERATOR_PREFIX = "operator:"
 # Who the ledger itself records acting (the report counts transitions by them): the sweeper, an
-# operator (``operator:NAME``) and an import (``import:legacy``). A connector reports under its
-# own name (``connector:NAME@HOST:PID``).
+# operator (``operator:NAME``), an import (``import:legacy``), ``ledger serve`` timing out a run
+# past its max_run_time (``serve:HOST:PID``) and ``ledger run``'s watchdog doing so
+# (``ledger-run:HOST:PID``). A connector reports under its own name (``connector:NAME@HOST:PID``).
 SWEEPER_ACTOR = "sweeper"
 IMPORT_PREFIX = "import:"
+SERVE_PREFIX = "serve:"
+RUN_WATCHDOG_PREFIX = "ledger-run:"
+RESERVED_PREFIXES = (OPERATOR_PREFIX, IMPORT_PREFIX, SERVE_PREFIX, RUN_WATCHDOG_PREFIX)
 
 
 def operator_actor(name: str) -> str:
@@ -97,18 +101,57 @@ def operator_actor(name: str) -> str:
     return name if name.startswith(OPERATOR_PREFIX) else f"{OPERATOR_PREFIX}{name}"
 
 
+def folded(text: str) -> str:
+    """``text`` as a reader takes it: Unicode compatibility forms (NFKC: a full-width colon is
+    a colon) and case (``casefold``) folded away, so that look-alikes compare equal."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
+def reserved_actor(actor: str) -> str | None:
+    """The reserved actor ``actor`` reads as once folded (:func:`folded`): ``sweeper`` or one
+    of :data:`RESERVED_PREFIXES`; None for any other actor. ``Operator:all`` and
+    ``operator\uff1aall`` read as ``operator:``, as ``operator:all`` does."""
+    key = folded(actor)
+    if key == SWEEPER_ACTOR:
+        return SWEEPER_ACTOR
+    return next((prefix for prefix in RESERVED_PREFIXES if key.startswith(prefix)), None)
+
+
+def disguised_actor_problem(actor: str) -> str | None:
+    """Why ``actor`` cannot be an actor because it reads as a reserved one without being
+    spelled as the ledger spells it (``Sweeper``, ``operator\uff1aall``), or None. The ledger
+    never writes such a spelling; the report would not count it as the actor it looks like,
+    while a reader of the timeline would."""
+    reserved = reserved_actor(actor)
+    if (
+        reserved is None
+        or actor == reserved
+        or (reserved != SWEEPER_ACTOR and actor.startswith(reserved))
+    ):
+        return None
+    shown = reserved if reserved == SWEEPER_ACTOR else f"{reserved}\u2026"
+    return (
+        f"{actor!r} reads as the reserved actor {shown!r} (compared without case and Unicode "
+        f"compatibility forms) but is spelled otherwise: write {shown!r} exactly, or a name "
+        "that does not look like it"
+    )
+
+
 def operators_act(event: EventModel) -> str | None:
     """Why recording ``event`` is an operator's act rather than a connector's report, or None.
 
     A RunTimedOut declares a run dead (the sweeper's finding, or an operator's decision), and an
-    actor that names the sweeper, an operator or an import claims their authority. Where the
+    actor that reads as one the ledger writes itself (:func:`reserved_actor`: the sweeper, an
+    operator, an import, ``ledger serve``, ``ledger run``) claims their authority. Where the
     caller's rights are known (the HTTP API's scopes), such an event needs the right to
     operate: a connector's token cannot fail a run or pass for the sweeper in the report."""
     if event.type == "RunTimedOut":
         return "a RunTimedOut declares a run dead: the sweeper's finding or an operator's decision"
-    actor = event.actor or ""
-    if actor == SWEEPER_ACTOR or actor.startswith((OPERATOR_PREFIX, IMPORT_PREFIX)):
-        return f"actor {actor!r} claims the sweeper's, an operator's or an import's authority"
+    if event.actor is not None and reserved_actor(event.actor) is not None:
+        return (
+            f"actor {event.actor!r} claims the authority of an actor the ledger writes itself "
+            "(the sweeper, an operator, an import, ledger serve or ledger run)"
+        )
     return None
 
 
@@ -156,9 +199,19 @@ def _refuse_unsafe_name(value: str, info: ValidationInfo) -> str:
     return value
 
 
+def _refuse_disguised_actor(value: str, info: ValidationInfo) -> str:
+    if info.context and info.context.get("recorded_names"):
+        return value
+    problem = disguised_actor_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("reserved_actor", "{problem}", {"problem": problem})
+    return value
+
+
 NAME_RULE = AfterValidator(_refuse_unsafe_name)
 ConnectorName = Annotated[str, Field(min_length=1, max_length=CONNECTOR_NAME_MAX), NAME_RULE]
-ActorName = Annotated[str, Field(min_length=1, max_length=ACTOR_NAME_MAX), NAME_RULE]
+RunLabel = Annotated[str, Field(min_length=1, max_length=ACTOR_NAME_MAX), NAME_RULE]
+ActorName = Annotated[RunLabel, AfterValidator(_refuse_disguised_actor)]
 
 
 class EventModel(BaseModel):
@@ -171,7 +224,7 @@ class EventModel(BaseModel):
     run_id: RunId | None = None
     # A label that stands for a run started earlier in the same append (resolved by the ledger,
     # never stored): lets one file start a run and report on it without knowing its id.
-    run_ref: ActorName | None = None  # a label, but it names a run: the same rule
+    run_ref: RunLabel | None = None  # a label, but it names a run: the name rule
     occurred_at: datetime = Field(default_factory=utcnow)
     actor: ActorName | None = None
     schema_version: Annotated[int, Field(ge=1, strict=True)] = 1

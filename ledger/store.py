@@ -28,6 +28,7 @@ from ledger.conflicts import CONFLICT_RETRY_BUDGET_S, MAX_CONFLICT_ATTEMPTS, con
 from ledger.database import check_schema, create_ledger_engine, with_timeouts
 from ledger.dialects import (
     append_transaction,
+    database_kind,
     is_mysql_backend,
     is_sqlite,
     server_clock,
@@ -80,6 +81,7 @@ class Ledger:
         self.conflict_retries = 0
         self.trigger_reloads = 0  # see _reload_table_triggers
         self._retries_lock = threading.Lock()
+        self._schema_seen_current_at: float | None = None  # time.monotonic() of the last pass
 
     @classmethod
     def from_url(
@@ -124,6 +126,11 @@ class Ledger:
         return self.engine.dialect
 
     @property
+    def database_kind(self) -> str:
+        """``sqlite``, ``mysql`` or ``mariadb`` (:func:`ledger.dialects.database_kind`)."""
+        return database_kind(self.engine)
+
+    @property
     def is_sqlite(self) -> bool:
         """SQLite (embedded), rather than MySQL/MariaDB (see :mod:`ledger.dialects`)."""
         return is_sqlite(self.engine)
@@ -159,10 +166,18 @@ class Ledger:
         with translate_errors(self.url, action):
             yield
 
-    def check_schema(self) -> None:
+    def check_schema(self, max_age_s: float = 0.0) -> None:
         """Raise :class:`ledger.SchemaError` (saying "run `ledger migrate`") unless the database
-        is at the schema revision this code needs."""
+        is at the schema revision this code needs.
+
+        ``max_age_s``: a check that passed less than that many seconds ago stands (a server
+        asking before every write pays one query per ``max_age_s``, not one per request). A
+        failed check is never kept: the first request after ``ledger migrate`` passes."""
+        seen = self._schema_seen_current_at
+        if seen is not None and time.monotonic() - seen < max_age_s:
+            return
         check_schema(self.engine, self.url)
+        self._schema_seen_current_at = time.monotonic()
 
     # ------------------------------------------------------------------ append
 

@@ -71,6 +71,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         Guard,
         max_body_bytes=config.api.max_body_bytes,
         read_timeout=config.api.read_timeout.total_seconds(),
+        tokens=state.tokens,
         outage=state.outage,
     )
 
@@ -100,8 +101,11 @@ def create_app(config: LedgerConfig) -> FastAPI:
 
     @app.get("/v1/status", summary="Head, runs, projection lag, spool")
     def status_endpoint(_caller: Annotated[Caller, read_scope]) -> dict[str, Any]:
-        """``ledger status --format json`` with the config's thresholds and spool."""
-        return status_report(state.ledger, state.config).to_dict()
+        """``ledger status --format json`` with the config's thresholds and spool, but for
+        ``database``: its kind (``sqlite``, ``mysql``, ``mariadb``), never its URL, user, host
+        or file, which any read token would otherwise see."""
+        report = status_report(state.ledger, state.config).to_dict()
+        return {**report, "database": state.ledger.database_kind}
 
     @app.get("/v1/verify", summary="Verify the ledger", responses=problem_responses(429))
     def verify(

@@ -15,6 +15,13 @@ BEARER = "bearer"
 TOKEN_PARAMETERS = frozenset({"access_token", "token", "api_key", "apikey", "key", "auth"})
 
 
+# Shown in the log for the part of a request's path that is a configured token.
+MASKED = "***"
+# A token may hold "/" (any printable ASCII): runs of up to this many path segments are hashed
+# as one, bounding the work a long path costs to a few hashes per segment.
+MAX_SEGMENTS_OF_A_TOKEN = 8
+
+
 @dataclass(frozen=True)
 class Caller:
     name: str
@@ -50,6 +57,21 @@ class Tokens:
             if hmac.compare_digest(digest, known.digest):
                 found = known.caller
         return found
+
+    def masked_path(self, path: str) -> str:
+        """``path`` with each segment, or run of segments, that is a configured token shown as
+        ``***``: a token pasted into a URL (``/v1/runs/TOKEN``) reaches no log line."""
+        segments = path.split("/")
+        hidden = [False] * len(segments)
+        for start in range(len(segments)):
+            last = min(start + MAX_SEGMENTS_OF_A_TOKEN, len(segments))
+            for end in range(start + 1, last + 1):
+                candidate = "/".join(segments[start:end])
+                if candidate and self.caller(candidate) is not None:
+                    hidden[start:end] = [True] * (end - start)
+        return "/".join(
+            MASKED if hide else part for part, hide in zip(segments, hidden, strict=True)
+        )
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -16,7 +16,7 @@ from service.api.openapi import events_body, problem_responses
 from service.api.params import ASCII_DIGITS
 from service.api.problems import ApiProblem
 from service.api.shapes import AppendSummary
-from service.api.state import ApiState
+from service.api.state import ApiState, require_current_schema
 
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/x-jsonlines"})
 
@@ -56,6 +56,7 @@ def add_event_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         most = state.config.api.max_events
 
         def append() -> dict[str, Any]:
+            require_current_schema(state.ledger)
             if kind != "application/json":
                 lines = sum(1 for line in body.splitlines() if line.strip())
                 if lines > most:

@@ -19,8 +19,14 @@ from starlette.requests import ClientDisconnect
 
 from ledger.outage import Outage
 from ledger.text import visible
+from service.api.auth import Tokens
 from service.api.head import REQUEST_METHOD
-from service.api.problems import PROBLEM_JSON, RETRY_AFTER_UNREACHABLE, ApiProblem
+from service.api.problems import (
+    PROBLEM_JSON,
+    RETRY_AFTER_UNREACHABLE,
+    ApiProblem,
+    encoded_body_problem,
+)
 
 # The API's logger: a request's log line reads the same from the guard as from an endpoint.
 log = logging.getLogger("ledger.api")
@@ -34,7 +40,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 class Guard:
     """Around every request: the body limit (Content-Length first, then the bytes as they
-    arrive), one log line per request (no query string, no header, the token's name only),
+    arrive), one log line per request (no query string, no header, the token's name only, a
+    token given in the path masked),
     and a 500 problem without details for anything unexpected (logged with its traceback)."""
 
     def __init__(
@@ -42,9 +49,11 @@ class Guard:
         app: ASGIApp,
         max_body_bytes: int,
         read_timeout: float,
+        tokens: Tokens,
         outage: Outage | None = None,
     ) -> None:
         self.app = app
+        self.tokens = tokens  # to mask a token given in a path in the log
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
         self.outage = outage  # ended by the first answer that needed the database after it
@@ -55,6 +64,7 @@ class Guard:
             return
         started = time.monotonic()
         status = 0
+        path = visible(self.tokens.masked_path(scope["path"]))  # as logged
         limit = self.max_body_bytes
         too_large = ApiProblem(
             413,
@@ -97,7 +107,11 @@ class Guard:
             if declared is not None and declared > limit:
                 await _send_problem(send_and_note, too_large)
                 return
-            log.debug("%s %s started", scope["method"], visible(scope["path"]))
+            encoded = _encoded_body(scope)
+            if encoded is not None:
+                await _send_problem(send_and_note, encoded)
+                return
+            log.debug("%s %s started", scope["method"], path)
             await self.app(scope, limited_receive, send_and_note)
         except ClientDisconnect:
             # The client went away before its body was read: nobody to answer, and no
@@ -111,15 +125,13 @@ class Guard:
             log.warning(
                 "stopping: %s %s was still running when the grace period ran out",
                 scope["method"],
-                visible(scope["path"]),
+                path,
             )
             if status == 0:
                 with contextlib.suppress(Exception):
                     await _send_problem(send_and_note, SHUTTING_DOWN)
         except Exception:
-            log.exception(
-                "unexpected error answering %s %s", scope["method"], visible(scope["path"])
-            )
+            log.exception("unexpected error answering %s %s", scope["method"], path)
             if status == 0:
                 await _send_problem(
                     send_and_note,
@@ -136,7 +148,7 @@ class Guard:
             log.info(
                 "%s %s %d %.1fms caller=%s",
                 scope.get(REQUEST_METHOD, scope["method"]),
-                visible(scope["path"]),
+                path,
                 status,
                 (time.monotonic() - started) * 1000,
                 scope.get("ledger_caller", "-"),
@@ -175,12 +187,28 @@ def _with_defaults(headers: Any) -> list[tuple[bytes, bytes]]:
     return listed + [(name, value) for name, value in DEFAULT_HEADERS if name not in present]
 
 
-def _content_length(scope: Scope) -> int | None:
+def _header(scope: Scope, wanted: bytes) -> str | None:
     for name, value in scope.get("headers", []):
-        if name == b"content-length":
-            text = value.decode("latin-1").strip()
-            return int(text) if text.isascii() and text.isdigit() else None
+        if name == wanted:
+            return str(value.decode("latin-1"))
     return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    text = (_header(scope, b"content-length") or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+# Requests without a body: a Content-Encoding header on them encodes nothing.
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _encoded_body(scope: Scope) -> ApiProblem | None:
+    """415 for a request body sent compressed, on every route (JSON, JSON Lines, web forms)."""
+    encoding = _header(scope, b"content-encoding")
+    if encoding is None or scope["method"] in _BODILESS:
+        return None
+    return encoded_body_problem(encoding)
 
 
 async def _send_problem(send: Send, problem: ApiProblem) -> None:

@@ -105,6 +105,21 @@ class ApiProblem(Exception):
         return json.dumps(self.body(), ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
+def encoded_body_problem(content_encoding: str) -> ApiProblem | None:
+    """415 for a body sent compressed (``Content-Encoding: gzip``), or None: bodies are read as
+    they come, and a gzip one was refused as "not valid UTF-8 (byte 1)", naming neither the
+    cause nor the fix."""
+    if content_encoding.strip().lower() in ("", "identity"):
+        return None
+    return ApiProblem(
+        415,
+        "unsupported-media-type",
+        "Unsupported media type",
+        f"Content-Encoding '{visible(content_encoding)}' is not supported: send the body "
+        "uncompressed (without Content-Encoding)",
+    )
+
+
 def message(error: BaseException) -> str:
     """The one-line message the CLI prints for ``error``."""
     return visible_lines(mask_secrets(str(error)))
@@ -187,8 +202,9 @@ def _storage_problem(error: StorageError, text: str, outage: Outage | None) -> A
             503,
             "schema-not-current",
             "Schema not current",
-            "the database's schema is not the revision this run-ledger needs (the server's "
-            f"log says which, and what to run): retry in {RETRY_AFTER_SCHEMA} s",
+            "the database's schema is not the revision this run-ledger knows: run `ledger "
+            "migrate`, or deploy the run-ledger version that matches it (the server's log says "
+            f"which revision); nothing was written: retry in {RETRY_AFTER_SCHEMA} s",
             headers={"Retry-After": str(RETRY_AFTER_SCHEMA)},
         )
     if lock_wait_exceeded(error):  # up and busy: not an outage
@@ -253,4 +269,4 @@ def _located(error: LedgerError) -> dict[str, Any]:
     return {"errors": located}
 
 
-__all__ = ["PROBLEM_JSON", "ApiProblem", "message", "problem_for"]
+__all__ = ["PROBLEM_JSON", "ApiProblem", "encoded_body_problem", "message", "problem_for"]

@@ -18,7 +18,7 @@ from service.api.openapi import problem_responses
 from service.api.params import ASCII_DIGITS, AtPositionQuery, RunIdPath
 from service.api.problems import ApiProblem
 from service.api.shapes import FailRequest, FailResult, IngestionRun, RunDetail, RunStatus
-from service.api.state import ApiState
+from service.api.state import ApiState, require_current_schema
 
 MAX_PAGE = 1000
 # Timeline entries per page of GET /v1/runs/{id}/events, and the default: a run that fits one
@@ -166,6 +166,7 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         """Appends RunTimedOut with ``detected_by=operator:TOKEN-NAME`` (``ledger runs
         fail``); a closed run is refused (409)."""
         actor = operator_actor(caller.name)  # as the CLI records --actor
+        require_current_schema(state.ledger)
         position = fail_run(
             state.ledger, run_id, request.reason, actor, connectors=caller.connectors
         )

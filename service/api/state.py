@@ -15,6 +15,19 @@ from service.api.limits import AuthFailures
 from service.api.problems import ApiProblem, expensive_slot
 from service.config import LedgerConfig
 
+# How long a passed schema check stands for the writes after it: one query per 5 s rather than
+# one per write (0.5 ms on SQLite, 2 ms on MariaDB, measured) while a migration or an edit of
+# alembic_version is still noticed within seconds.
+SCHEMA_RECHECK_S = 5.0
+
+
+def require_current_schema(ledger: Ledger) -> None:
+    """Before a write (an append, a run failed by hand): :class:`ledger.SchemaError`, answered
+    503 ``schema-not-current``, unless the database is still at the schema revision this code
+    knows. A database migrated by a newer release, or an edited ``alembic_version``, is not
+    written by code that may no longer describe its tables (``/readyz`` says so as well)."""
+    ledger.check_schema(max_age_s=SCHEMA_RECHECK_S)
+
 
 @dataclass
 class ApiState:

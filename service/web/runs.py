@@ -17,6 +17,7 @@ from projections.fold import Row, Transition
 from projections.queries import RunFilter, find_run, find_runs, status_counts_by_day
 from projections.schema import RUN_STATUSES
 from service.api.params import ASCII_DIGITS, RunIdPath, url_integer
+from service.api.state import require_current_schema
 from service.web import views
 from service.web.pages import Pages, echoed
 from service.web.sessions import Viewer
@@ -244,6 +245,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
                 actor=operator_actor(viewer.name),
             )
         actor = operator_actor(viewer.name)  # as the CLI records --actor
+        require_current_schema(state.ledger)
         position = fail_run(state.ledger, run_id, reason, actor, connectors=viewer.connectors)
         log.warning("web: run %d failed by %s at position %d", run_id, actor, position)
         return RedirectResponse(link(f"/runs/{run_id}", notice="failed"), status_code=303)

@@ -3,6 +3,7 @@ tokens never in logs, tokens in URLs refused, bodies over the limit, a database 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 
@@ -10,6 +11,7 @@ import pydantic
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.auth import Tokens
 from service.config import LedgerConfig
 from tests.service.conftest import TOKENS, api_client, auth
 
@@ -66,6 +68,48 @@ def test_a_token_in_the_url_is_refused_and_no_token_reaches_the_log(
     assert "caller=admin" in logged
     for secret, _ in TOKENS.values():
         assert secret not in logged
+
+
+def test_a_token_in_the_url_path_is_masked_in_the_log(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``GET /v1/runs/TOKEN`` (a token pasted where a run id goes) was logged with the token.
+    Every logged path shows a configured token, whole segments or several, as ``***``."""
+    caplog.set_level(logging.DEBUG)
+    token = TOKENS["admin"][0]
+    for path in (f"/v1/runs/{token}", f"/v1/runs/{token}/events", f"/{token}", "/web/x/" + token):
+        answer = client.get(path, headers=auth("reader"))
+        assert answer.status_code in (400, 404), answer.text
+    slashed = client.get("/v1/runs/a/b/c", headers=auth("reader"))  # "a/b" is no token
+    assert slashed.status_code == 404
+    # The server's log (httpx's own lines are the client's, which put the token in the URL).
+    logged = [r.getMessage() for r in caplog.records if not r.name.startswith("httpx")]
+    assert "GET /v1/runs/*** 400" in "\n".join(logged)
+    assert "GET /v1/runs/***/events 400" in "\n".join(logged)
+    assert "GET /v1/runs/a/b/c 404" in "\n".join(logged)
+    for line in logged:
+        assert token not in line
+
+
+def test_a_token_holding_slashes_is_masked_across_path_segments() -> None:
+    secret = "with/slashes/inside-0123456789"
+    config = LedgerConfig.model_validate(
+        {
+            "database_url": "sqlite://",
+            "api": {
+                "tokens": [
+                    {
+                        "name": "slashed",
+                        "scopes": ["read"],
+                        "sha256": hashlib.sha256(secret.encode()).hexdigest(),
+                    }
+                ]
+            },
+        }
+    )
+    tokens = Tokens(config.api)
+    assert tokens.masked_path(f"/v1/runs/{secret}/events") == "/v1/runs/***/***/***/events"
+    assert tokens.masked_path("/v1/runs/with/slashes") == "/v1/runs/with/slashes"
 
 
 def test_tokens_from_the_environment(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,6 +217,11 @@ def test_an_unreachable_database_is_503_with_retry_after() -> None:
             {"type": "RunFinished", "status": "failed", "actor": "import:legacy"},
             "actor 'import:legacy'",
         ),
+        ({"type": "RunFinished", "status": "failed", "actor": "serve:host:1"}, "actor 'serve:"),
+        (
+            {"type": "RunFinished", "status": "failed", "actor": "ledger-run:h:1"},
+            "actor 'ledger-run:",
+        ),
     ],
 )
 def test_only_a_token_that_may_operate_records_an_operators_act(
@@ -205,3 +254,26 @@ def test_only_a_token_that_may_operate_records_an_operators_act(
         "/v1/events", json=[{**run, "run_ref": "s"}, connector], headers=auth("appender")
     )
     assert own.status_code == 200, own.text
+
+
+@pytest.mark.parametrize(
+    "look_alike", ["Operator:all", "Sweeper", "operator\uff1aoncall", "SERVE:h:1", "Ledger-Run:h:1"]
+)
+def test_an_actor_that_reads_as_a_reserved_one_is_refused_for_every_token(
+    client: TestClient, look_alike: str
+) -> None:
+    """``Operator:all`` or ``operator\uff1aoncall`` (a full-width colon) passed an exact prefix
+    check: an append token recorded a run failed "by operator:oncall" in the timeline and the
+    report. Folded (NFKC, case), it reads as the reserved actor: refused, whoever asks, naming
+    the item and the field, nothing appended."""
+    run = {"type": "RunStarted", "run_ref": "r", "source_id": 1, "connector_name": "c"}
+    failed = {"type": "RunFinished", "run_ref": "r", "status": "failed", "actor": look_alike}
+    for token in ("appender", "admin"):
+        refused = client.post("/v1/events", json=[run, failed], headers=auth(token))
+        assert refused.status_code == 400, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["errors"][0]["field"] == "actor"
+        assert "reads as the reserved actor" in refused.json()["detail"]
+        assert "item 2" in refused.json()["detail"]
+    status = client.get("/v1/status", headers=auth("reader")).json()
+    assert status["head_position"] == 0, "nothing was appended"

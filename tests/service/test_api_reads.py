@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from freezegun import freeze_time
+from sqlalchemy import make_url
 
 from forensics.anchors import anchor_at
 from forensics.verify import verify_all
@@ -104,6 +105,7 @@ def test_events_stuck_status_verify_are_the_cli_json(
     assert client.get("/v1/stuck", params={"older_than": "soon"}, headers=READ).status_code == 400
     status = client.get("/v1/status", headers=READ).json()
     assert status["head_position"] == 7
+    assert {**status, "database": None} == {**cli_json(db_url, "status"), "database": None}
     verify = client.get("/v1/verify", headers=READ).json()
     assert verify == cli_json(db_url, "verify")
     assert client.get("/v1/verify", params={"chain_only": True}, headers=READ).json()["ok"]
@@ -450,3 +452,16 @@ def test_a_table_row_with_an_unreadable_time_is_named_everywhere(
         finally:
             client.app.state.web.close()  # type: ignore[attr-defined]
             client.app.state.api.close()  # type: ignore[attr-defined]
+
+
+def test_status_names_the_kind_of_database_never_its_url(
+    client: TestClient, ledger: Ledger, db_url: str
+) -> None:
+    """Any read token read the database's URL (user, host, database) or SQLite file there."""
+    answer = client.get("/v1/status", headers=READ)
+    assert answer.status_code == 200
+    expected = {"sqlite"} if ledger.is_sqlite else {"mysql", "mariadb"}
+    assert answer.json()["database"] in expected
+    url = make_url(db_url)
+    for secret in (url.database, url.host, url.username, db_url):
+        assert not secret or secret not in answer.text

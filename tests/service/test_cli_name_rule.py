@@ -65,6 +65,34 @@ def test_append_names_a_bad_name_and_echoes_no_control_character(
     assert ledger.head().last_position == 0
 
 
+def test_append_refuses_an_actor_that_reads_as_a_reserved_one(ledger: Ledger, db_url: str) -> None:
+    """``ledger append`` holds the database's credentials: it may record the sweeper or an
+    operator (a copy of a ledger carries them). A look-alike spelling (other case, full-width
+    colon) is refused, as over HTTP: the ledger never writes it, and the report would not count
+    it as the actor the timeline shows."""
+    text = lines(
+        {"type": "RunStarted", "run_ref": "r", "source_id": 1, "connector_name": "c"},
+        {
+            "type": "RunFinished",
+            "run_ref": "r",
+            "status": "failed",
+            "actor": "operator\uff1aoncall",
+        },
+        {"type": "RunStarted", "run_ref": "s", "source_id": 1, "connector_name": "c"},
+        {"type": "RunFinished", "run_ref": "s", "status": "failed", "actor": "Sweeper"},
+    )
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2, result.output
+    assert "line 2: actor: 'operator\uff1aoncall' reads as the reserved actor" in result.stderr
+    assert "line 4: actor: 'Sweeper' reads as the reserved actor 'sweeper'" in result.stderr
+    assert ledger.head().last_position == 0
+    real = lines(
+        {"type": "RunStarted", "run_ref": "r", "source_id": 1, "connector_name": "c"},
+        {"type": "RunFinished", "run_ref": "r", "status": "failed", "actor": "operator:oncall"},
+    )
+    assert run("append", "-", "--db", db_url, input=real).exit_code == 0
+
+
 def test_a_config_connector_name_follows_the_name_rule(tmp_path: Path) -> None:
     path = tmp_path / "ledger.toml"
     path.write_text(
