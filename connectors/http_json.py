@@ -139,13 +139,11 @@ def marker_kind(path: str, value: Any) -> str | None:
             return "page"
         # A URL, absolute or relative: what --next-path follows. A bare word is a cursor.
         return "link" if "/" in text or "?" in text else "token"
-    if isinstance(value, bool):
-        return "more" if value else None
-    if isinstance(value, int):
-        return None if value == 0 else "page" if "page" in words or words == ["next"] else "more"
-    if value is None or value == [] or value == {}:
+    if not value:  # null, false, 0, [] or {}
         return None
-    return "more"  # a number, a list, an object: something this connector cannot follow
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "page" if "page" in words or words == ["next"] else "more"
+    return "more"  # true, a list, an object: more follows, and this connector cannot tell where
 
 
 def unconfigured_paging_hint(path: str, kind: str) -> str:
