@@ -3,9 +3,10 @@
 Pagination follows a next link found in the response (``next_path``), or increments a page
 parameter (``page_param``) until a page has no records, or reads a single page
 (``single_page``). With none of them it follows the standard ``Link: <…>; rel="next"``
-header (RFC 8288), and refuses, before storing anything, a page that carries a top-level
-``next``/``next_page``/``links.next`` link it was not told to follow: reading only the first
-page of a paginated API and reporting ``success`` would be silently wrong data. A next URL
+header (RFC 8288), and refuses, before storing anything, a page whose body says a next page
+exists (``next``, ``links.next``, ``meta.next``, ``@odata.nextLink``, ``nextPageToken``,
+``has_more: true``…: see :func:`next_markers`): reading only the first page of a paginated API
+and reporting ``success`` would be silently wrong data. A next URL
 seen before (a loop), on another host or not http(s) fails the run, naming it. Connection
 errors, timeouts, 429 and 5xx are retried with exponential backoff; anything else, or a page
 that still fails after the retries, fails the run. A redirect is followed only on the first
@@ -18,6 +19,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -35,8 +37,27 @@ from ledger.urls import mask_secrets
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-# Where common APIs put the next page's URL in the body (checked only when no paging is set).
-BODY_NEXT_PATHS = ("next", "next_page", "links.next")
+# Objects of a page body where APIs keep their paging (``meta.next``, ``pagination.next``,
+# ``paging.next``, ``links.next.href``, ``pageInfo.hasNextPage``,
+# ``response_metadata.next_cursor``): searched, with the top level, for a next-page marker
+# when no paging is set. Lower case: matched without regard to case.
+PAGING_OBJECTS = frozenset(
+    {
+        "meta",
+        "pagination",
+        "paging",
+        "links",
+        "_links",
+        "page_info",
+        "pageinfo",
+        "response_metadata",
+    }
+)
+# A key whose name has one of these words says a next page exists: next, next_url, nextLink,
+# @odata.nextLink, nextPageToken, has_more, hasMore, hasNextPage.
+NEXT_WORDS = frozenset({"next", "more"})
+# How a marker's value can be followed, best first: the one reported when a page has several.
+MARKER_KINDS = ("link", "page", "token", "more")
 # A page larger than this, or still arriving after this long, fails the run: a server that
 # sends an endless or a dribbling body would otherwise fill the memory, or hold the run (and
 # serve's job for this connector, one instance at a time) forever, alive by its heartbeats.
@@ -65,13 +86,84 @@ def clip_link(link: Any) -> str:
 
 
 def dig(document: Any, path: str) -> Any:
-    """``a.b.c`` inside nested objects; the empty path is the document itself."""
-    value = document
-    for part in filter(None, path.split(".")):
-        if not isinstance(value, dict) or part not in value:
+    """``a.b.c`` inside nested objects; the empty path is the document itself. A key with a
+    dot in its name matches too (OData's ``@odata.nextLink``), when the nested path does not."""
+    return _dig(document, [part for part in path.split(".") if part])
+
+
+def _dig(value: Any, parts: list[str]) -> Any:
+    if not parts:
+        return value
+    if not isinstance(value, dict):
+        return None
+    for size in range(1, len(parts) + 1):
+        key = ".".join(parts[:size])
+        if key in value:
+            found = _dig(value[key], parts[size:])
+            if found is not None:
+                return found
+    return None
+
+
+def name_words(name: str) -> list[str]:
+    """The lower-case words of a key: ``nextPageToken``, ``next_page_token`` and
+    ``@odata.nextLink`` are next/page/token and odata/next/link."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+    return [word.lower() for word in re.split(r"[^A-Za-z0-9]+", spaced) if word]
+
+
+def next_markers(document: dict[str, Any], depth: int = 4) -> list[tuple[str, Any]]:
+    """(path, value) of the keys whose name says a next page exists (:data:`NEXT_WORDS`), at
+    the top level of a page or inside its paging objects (:data:`PAGING_OBJECTS`)."""
+    found: list[tuple[str, Any]] = []
+    for key, value in document.items():
+        name = str(key)
+        if NEXT_WORDS.intersection(name_words(name)):
+            found.append((name, value))
+        elif isinstance(value, dict) and name.lower() in PAGING_OBJECTS and depth > 1:
+            found.extend((f"{name}.{inner}", v) for inner, v in next_markers(value, depth - 1))
+    return found
+
+
+def marker_kind(path: str, value: Any) -> str | None:
+    """What a next-page marker holds (one of :data:`MARKER_KINDS`), or None when it says
+    there is no next page (null, false, 0, empty)."""
+    words = name_words(path.rsplit(".", 1)[-1])
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
             return None
-        value = value[part]
-    return value
+        if "token" in words or "cursor" in words:
+            return "token"
+        if text.isdigit():
+            return "page"
+        # A URL, absolute or relative: what --next-path follows. A bare word is a cursor.
+        return "link" if "/" in text or "?" in text else "token"
+    if not value:  # null, false, 0, [] or {}
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "page" if "page" in words or words == ["next"] else "more"
+    return "more"  # true, a list, an object: more follows, and this connector cannot tell where
+
+
+def unconfigured_paging_hint(path: str, kind: str) -> str:
+    """The options that read every page (or one, knowingly) for a marker of ``kind``."""
+    only_this = "--single-page (single_page) to read this one only"
+    every_page = "to read every page, or " + only_this
+    if kind == "link":
+        return f"pass --next-path {path} (next_path in a serve config) {every_page}"
+    if kind == "page":
+        return f"pass --page-param NAME (page_param in a serve config) {every_page}"
+    if kind == "token":
+        return (
+            "this connector cannot send a page token back (it follows next links, page "
+            f"numbers and Link headers): pass {only_this}"
+        )
+    return (
+        "it does not say where: pass --page-param NAME (page_param in a serve config) if the "
+        "API numbers its pages, --next-path PATH (next_path) to a next link in the body, or "
+        f"{only_this}"
+    )
 
 
 def keys_of(value: dict[str, Any], most: int = 8) -> str:
@@ -414,28 +506,29 @@ class HttpJsonConnector(Connector):
         return fetched.link_next
 
     def _refuse_unconfigured_paging(self, fetched: Page) -> None:
-        """A first page that links to a next page in its body, when nothing says how to page
-        and no Link header does either: refused before anything is stored, naming the option,
-        rather than ending ``success`` with one page of a paginated API."""
+        """A first page whose body says a next page exists, when nothing says how to page and
+        no Link header does either: refused before anything is stored, naming the marker and
+        the option, rather than ending ``success`` with one page of a paginated API."""
         if self._paging_configured() or fetched.link_next is not None:
             return
         if not isinstance(fetched.document, dict):
             return
-        for path in BODY_NEXT_PATHS:
-            link = dig(fetched.document, path)
-            if isinstance(link, dict) and "href" in link:  # {"next": {"href": "…"}} (HAL-like)
-                path, link = f"{path}.href", link["href"]
-            if isinstance(link, str) and link.strip():
-                how = f"--next-path {path} (next_path in a serve config)"
-            elif isinstance(link, int) and not isinstance(link, bool):
-                how = "--page-param NAME (page_param in a serve config)"
-            else:
-                continue
-            raise FetchError(
-                f"{shown(fetched.url)}: the page names a next page at {path!r} "
-                f"({clip_link(link)}) but no paging is configured: pass {how} to read every "
-                f"page, or --single-page (single_page) to read this one only"
-            )
+        markers: list[tuple[int, str, Any, str]] = []
+        for path, value in next_markers(fetched.document):
+            if isinstance(value, dict) and "href" in value:  # {"next": {"href": "…"}} (HAL-like)
+                path, value = f"{path}.href", value["href"]
+            kind = marker_kind(path, value)
+            if kind is not None and path != self.records_path:
+                markers.append((MARKER_KINDS.index(kind), path, value, kind))
+        if not markers:
+            return
+        _, path, value, kind = min(markers, key=lambda marker: marker[0])
+        quoted = value if isinstance(value, str) else json.dumps(value, default=str)
+        raise FetchError(
+            f"{shown(fetched.url)}: the page names a next page at {path!r} "
+            f"({clip_link(quoted)}) but no paging is configured: "
+            f"{unconfigured_paging_hint(path, kind)}"
+        )
 
     def _check_next_url(self, url: str, seen: set[str]) -> None:
         """A next URL must be new (not a loop) and on the first page's scheme, host and port:

@@ -35,7 +35,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 PLACEHOLDER_URL = "sqlite:///ledger.db"
-MIN_RUNNABLE_BLOCKS = 10
+MIN_RUNNABLE_BLOCKS = 14
 COMMAND_TIMEOUT = 180.0
 MARKER = re.compile(r"^<!--\s*runnable(?:\s+exit=(?P<codes>\d+(?:,\d+)*))?\s*-->\s*$")
 FENCE = re.compile(r"^```(?P<info>[\w-]*)\s*$")

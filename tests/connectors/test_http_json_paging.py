@@ -80,6 +80,7 @@ def api() -> Iterator[JsonServer]:
         "/href": body_href,
         "/last": last_page,
         "/loop": loop,
+        "/more": lambda _query, _call: (200, {"data": items(1), "has_more": True}),
         "/unpaged": lambda _query, _call: (
             200,
             {"data": [{"id": 1}, {"id": 2}], "next_page": None},
@@ -229,6 +230,10 @@ def test_the_cli_follows_link_headers_and_refuses_body_links(
     )
     assert refused.exit_code == 1, refused.output
     assert "--next-path links.next" in refused.output
+    flagged = [*common, "--url", f"{api.base}/more", "--records-path", "data"]
+    more = runner.invoke(cli, ["run", "http-json", *flagged])
+    assert more.exit_code == 1, more.output  # issue 15: was 0, "success" with page 1 only
+    assert "'has_more' (true)" in more.output
 
     single = ["run", "http-json", "--url", url, "--records-path", "data", "--single-page"]
     one = runner.invoke(cli, [*single, *common])
@@ -273,3 +278,77 @@ def test_a_page_parameter_the_server_ignores_is_named_not_followed_for_ever(
     with pytest.raises(FetchError, match="the server ignores page=; give the parameter it reads"):
         connector.run(ledger, spool=spool)
     assert api.calls["/unpaged"] == 2
+
+
+# The next-page markers of common public APIs, each with the option its refusal names. Before
+# issue 15 only next, next_page and links.next were known: these ended "success" with page 1.
+MARKERS = [
+    ({"meta": {"next": "/more?page=2"}}, r"'meta\.next'.*--next-path meta\.next"),
+    ({"next_url": "http://api.example/items?page=2"}, r"'next_url'.*--next-path next_url"),
+    ({"nextLink": "/more?skip=2"}, r"--next-path nextLink"),
+    ({"@odata.nextLink": "/more?$skip=2"}, r"--next-path @odata\.nextLink"),
+    ({"paging": {"next": "/more?after=QVFI"}}, r"--next-path paging\.next"),
+    ({"pagination": {"next": "/more?page=2"}}, r"--next-path pagination\.next"),
+    ({"links": {"next": {"href": "/more?page=2"}}}, r"--next-path links\.next\.href"),
+    ({"_links": {"next": {"href": "/more?page=2"}}}, r"--next-path _links\.next\.href"),
+    ({"meta": {"next": 2}}, r"'meta\.next' \(2\).*--page-param"),
+    ({"nextPageToken": "CAIQAA"}, r"'nextPageToken'.*cannot send a page token back"),
+    ({"next_page_token": "a/b+c=="}, r"'next_page_token'.*cannot send a page token back"),
+    ({"next": "c2VjcmV0"}, r"'next'.*cannot send a page token back"),
+    ({"has_more": True}, r"'has_more' \(true\).*does not say where.*--single-page"),
+    ({"hasMore": True}, r"'hasMore' \(true\).*does not say where"),
+    ({"pageInfo": {"hasNextPage": True}}, r"'pageInfo\.hasNextPage' \(true\)"),
+    # Markers no list names: a key in the body or its paging objects saying next or more.
+    ({"meta": {"pagination": {"more_after": {"id": 7}}}}, r"'meta\.pagination\.more_after'"),
+    ({"response_metadata": {"next_cursor": "dXNlcjpV"}}, r"page token"),
+    # A link is named before a flag beside it: the option that reads every page.
+    ({"has_more": True, "meta": {"next": "/more?page=2"}}, r"--next-path meta\.next"),
+]
+
+
+@pytest.mark.parametrize(("marker", "message"), MARKERS, ids=[json.dumps(m) for m, _ in MARKERS])
+def test_a_common_next_page_marker_is_refused_naming_it_before_storing(
+    ledger: Ledger, spool: Spool, marker: dict[str, Any], message: str
+) -> None:
+    with JsonServer({"/api": lambda _query, _call: (200, {"data": items(1), **marker})}) as server:
+        connector = HttpJsonConnector(5, f"{server.base}/api", records_path="data")
+        with pytest.raises(FetchError, match=message):
+            connector.run(ledger, spool=spool)
+        assert server.calls["/api"] == 1
+    assert stored(ledger, 5) == 0
+
+
+def test_markers_that_say_there_is_no_next_page_end_in_success(
+    ledger: Ledger, spool: Spool
+) -> None:
+    last = {
+        "data": items(1),
+        "has_more": False,
+        "next_url": None,
+        "nextPageToken": "",
+        "meta": {"next": "", "total": 2},
+        "links": {"self": "/api", "next": {"href": None}},
+        "pagination": {"next_page": 0},
+    }
+    with JsonServer({"/api": lambda _query, _call: (200, last)}) as server:
+        connector = HttpJsonConnector(5, f"{server.base}/api", records_path="data")
+        result = connector.run(ledger, spool=spool)
+    assert (result.status, result.totals["records_created"]) == ("success", 2)
+
+
+def test_an_odata_next_link_is_followed_by_its_dotted_name(ledger: Ledger, spool: Spool) -> None:
+    """``--next-path @odata.nextLink`` names one key with a dot in it, as the refusal says."""
+
+    def odata(query: dict[str, str], _call: int) -> tuple[Any, ...]:
+        page = int(query.get("page", "1"))
+        body: dict[str, Any] = {"value": items(page)}
+        if page < PAGES:
+            body["@odata.nextLink"] = f"/odata?page={page + 1}"
+        return 200, body
+
+    with JsonServer({"/odata": odata}) as server:
+        connector = HttpJsonConnector(
+            5, f"{server.base}/odata", records_path="value", next_path="@odata.nextLink"
+        )
+        result = connector.run(ledger, spool=spool)
+    assert (result.status, result.totals["records_created"]) == ("success", 2 * PAGES)
