@@ -61,6 +61,8 @@ from ledger.urls import (
 
 log = logging.getLogger(__name__)
 
+MAX_TCP_PORT = 65_535
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _SQLITE_BEGIN = {mode: f"BEGIN {mode}" for mode in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")}
 
@@ -116,6 +118,13 @@ def create_ledger_engine(url: str, *, create: bool = True, **engine_options: Any
                 raise ConfigurationError(
                     f"invalid database URL {mask_url(url)}: it names no database; end it with "
                     f"/DATABASE, e.g. {example}"
+                )
+            if parsed.port is not None and not 1 <= parsed.port <= MAX_TCP_PORT:
+                # The driver would try it anyway: "Connection refused", exit 3, blaming the
+                # network for a typo in the URL.
+                raise ConfigurationError(
+                    f"invalid database URL {mask_url(url)}: port {parsed.port} is not a TCP "
+                    f"port (1 to {MAX_TCP_PORT})"
                 )
             engine_options.pop("sqlite_busy_timeout_ms", None)
             engine = _mysql_engine(url, **engine_options)
