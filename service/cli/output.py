@@ -62,8 +62,8 @@ def _discard_further_output(descriptor: int) -> None:
 
 
 def guard_stdout() -> None:
-    """Make ``sys.stdout`` write descriptor 1 through :class:`_StdoutFile`, with the encoding,
-    error handler and line buffering it had; a stdout that is not descriptor 1 (none, or
+    """Make ``sys.stdout`` write its descriptor through :class:`_StdoutFile`, with the
+    encoding, error handler and buffering it had; a stdout with no descriptor (none, or
     replaced by a test's runner) is left alone."""
     stdout = sys.stdout
     if not isinstance(stdout, io.TextIOWrapper):
@@ -78,6 +78,7 @@ def guard_stdout() -> None:
         encoding=stdout.encoding,
         errors=stdout.errors,
         line_buffering=stdout.line_buffering,
+        write_through=stdout.write_through,  # python -u
     )
 
 
