@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -59,6 +60,8 @@ from ledger.urls import (
 )
 
 log = logging.getLogger(__name__)
+
+MAX_TCP_PORT = 65_535
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _SQLITE_BEGIN = {mode: f"BEGIN {mode}" for mode in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")}
@@ -116,6 +119,13 @@ def create_ledger_engine(url: str, *, create: bool = True, **engine_options: Any
                     f"invalid database URL {mask_url(url)}: it names no database; end it with "
                     f"/DATABASE, e.g. {example}"
                 )
+            if parsed.port is not None and not 1 <= parsed.port <= MAX_TCP_PORT:
+                # The driver would try it anyway: "Connection refused", exit 3, blaming the
+                # network for a typo in the URL.
+                raise ConfigurationError(
+                    f"invalid database URL {mask_url(url)}: port {parsed.port} is not a TCP "
+                    f"port (1 to {MAX_TCP_PORT})"
+                )
             engine_options.pop("sqlite_busy_timeout_ms", None)
             engine = _mysql_engine(url, **engine_options)
         else:
@@ -150,7 +160,17 @@ def _refuse_ignored_sqlite_options(url: str, parsed: URL) -> None:
 def _refuse_missingsqlite_file_of(url: str, parsed: URL) -> None:
     path = sqlite_file_of(parsed)
     state = None if path is None else path_state(path)
-    if path is None or state == "file":
+    if path is None:
+        return
+    if state == "file":
+        if _holds_nothing(path):
+            # SQLite opens an empty file as a new database: a read made it a 4096-byte WAL
+            # database (and then said the schema is missing), as a missing file is not.
+            raise DatabaseNotFoundError(
+                f"no SQLite database at {path} ({mask_url(url)}): the file is empty (0 bytes), "
+                f"and this command does not make it a ledger. Check the path, or "
+                f"{migrate_hint(url)} to make it a new ledger"
+            )
         return
     if state == "denied":
         raise AccessDeniedError(
@@ -167,6 +187,15 @@ def _refuse_missingsqlite_file_of(url: str, parsed: URL) -> None:
         f"no SQLite database at {path} ({mask_url(url)}): the file does not exist, and this "
         f"command creates none. Check the path, or {migrate_hint(url)} to create a new ledger"
     )
+
+
+def _holds_nothing(path: Path) -> bool:
+    """``path`` is 0 bytes long and no write-ahead log beside it holds a page either."""
+    wal = path.with_name(f"{path.name}-wal")
+    try:
+        return path.stat().st_size == 0 and (not wal.exists() or wal.stat().st_size == 0)
+    except OSError:  # gone or hidden since path_state looked: SQLite's open says what it is
+        return False
 
 
 def _sqlite_engine(

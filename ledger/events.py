@@ -101,6 +101,15 @@ def operator_actor(name: str) -> str:
     return name if name.startswith(OPERATOR_PREFIX) else f"{OPERATOR_PREFIX}{name}"
 
 
+def unnamed_operator_problem(actor: str) -> str | None:
+    """Why ``actor`` cannot record an operator's act because it names no one: ``operator:``
+    with nothing (or only whitespace) after it, as ``--actor ""`` made it; else None. The act
+    is audited: whoever reads it must learn who decided."""
+    if actor.startswith(OPERATOR_PREFIX) and not actor.removeprefix(OPERATOR_PREFIX).strip():
+        return "no name after 'operator:': an operator's act records who decided it"
+    return None
+
+
 def folded(text: str) -> str:
     """``text`` as a reader takes it: Unicode compatibility forms (NFKC: a full-width colon is
     a colon) and case (``casefold``) folded away, so that look-alikes compare equal."""
@@ -205,6 +214,9 @@ def _refuse_disguised_actor(value: str, info: ValidationInfo) -> str:
     problem = disguised_actor_problem(value)
     if problem is not None:
         raise PydanticCustomError("reserved_actor", "{problem}", {"problem": problem})
+    problem = unnamed_operator_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("unnamed_operator", "{problem}", {"problem": problem})
     return value
 
 

@@ -93,8 +93,9 @@ class Ledger:
         wait_bound_s: int | None = None,
         **engine_options: Any,
     ) -> Ledger:
-        """The ledger at ``url``. ``create=False`` refuses a SQLite file that does not exist
-        (:class:`ledger.DatabaseNotFoundError`) rather than letting SQLite create it empty.
+        """The ledger at ``url``. ``create=False`` refuses a SQLite file that does not exist,
+        or is empty (:class:`ledger.DatabaseNotFoundError`), rather than letting SQLite make it
+        a new, empty database.
 
         ``wait_bound_s``: no wait on the database longer than that (MySQL's connect, read and
         write timeouts and the pool's wait, a second less for a row lock; SQLite's busy

@@ -33,7 +33,13 @@ from ledger.errors import (
     UnknownRunError,
     ValidationError,
 )
-from ledger.events import SWEEPER_ACTOR, RunTimedOut, name_problem, operator_actor
+from ledger.events import (
+    SWEEPER_ACTOR,
+    RunTimedOut,
+    name_problem,
+    operator_actor,
+    unnamed_operator_problem,
+)
 from ledger.mapper import parse_event
 from ledger.recorded import AppendResult
 from ledger.rules import FINISHED, OPEN
@@ -170,7 +176,7 @@ def fail_run(
             run_id, "open-runs-only", f"the run is closed ({closed}); only open runs can be failed"
         )
     detected_by = operator_actor(operator)
-    problem = name_problem(detected_by)
+    problem = name_problem(detected_by) or unnamed_operator_problem(detected_by)
     if problem is not None:
         raise ValidationError(f"operator {detected_by!r}: {problem}")
     # Validated as any input is: a reason or operator name over its limit is a ValidationError

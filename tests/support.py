@@ -6,10 +6,11 @@ import itertools
 import json
 import os
 import shutil
+import sqlite3
 import stat
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,14 @@ def fresh_store(backend: str, template: Path, tmp_path: Path, mysql_url: str | N
     assert mysql_url is not None
     reset_mysql(mysql_url)
     return Ledger.from_url(mysql_url)
+
+
+def sqlite_without_schema(path: Path) -> str:
+    """The URL of a SQLite database at ``path`` that holds one unrelated table and none of the
+    ledger's (an empty file is refused as no database at all)."""
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE other (x INTEGER)")
+    return f"sqlite:///{path}"
 
 
 @contextmanager

@@ -4,7 +4,7 @@ Each command parses its options, makes one library call, renders the result, and
 :class:`ledger.LedgerError` into a one-line message and an exit code, never a traceback:
 0 ok, 1 a check found a problem (or the database failed a statement), 2 the caller's mistake
 (bad usage or input, an unknown run or database), 3 the environment (the database unreachable,
-access refused).
+access refused, stdout that cannot be written).
 """
 
 from __future__ import annotations
@@ -19,8 +19,16 @@ from ledger import LedgerError
 from ledger.text import visible_lines
 from ledger.urls import mask_secrets
 from service.cli import admin, api, connectors, events, projection, runs, serve, verify
-from service.cli.errors import EXIT_OK, Interrupted, exit_code_for
+from service.cli.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    Interrupted,
+    exit_code_for,
+)
+from service.cli.output import OutputError, guard_stdout
 
+ExitCode = str | int | None  # what sys.exit takes
 _VERBOSITY = "ledger.verbosity"  # the -v count so far, in the click context's meta
 
 
@@ -145,12 +153,35 @@ add_verbose_everywhere(cli)
 
 
 def main() -> NoReturn:
+    guard_stdout()
+    try:
+        code = _run_command()
+    except OutputError as error:  # stdout could not be written: no traceback either
+        code = _output_failure(error)
+    sys.exit(code)
+
+
+def _run_command() -> ExitCode:
     try:
         cli.main(standalone_mode=True)
+        code: ExitCode = EXIT_OK
+    except SystemExit as done:  # how click ends every command
+        code = done.code
     except LedgerError as error:  # a library error that escaped a command: still no traceback
         click.echo(f"Error: {visible_lines(mask_secrets(str(error)))}", err=True)
-        sys.exit(exit_code_for(error))
-    sys.exit(EXIT_OK)
+        code = exit_code_for(error)
+    # Output still buffered is written here, where its failure is handled, not as Python exits.
+    sys.stdout.flush()
+    return code
+
+
+def _output_failure(error: OutputError) -> int:
+    """Exit 3 with one line naming the OS's reason; a reader that went away (``| head -1``)
+    gets no message and exit 1, as Python's own recipe for SIGPIPE."""
+    if error.reader_went_away:
+        return EXIT_PROBLEM
+    click.echo(f"Error: {visible_lines(error.message())}", err=True)
+    return EXIT_ENVIRONMENT
 
 
 __all__ = ["cli", "main"]

@@ -7,13 +7,14 @@ from typing import IO
 
 import click
 
-from ledger import RecordedEvent
+from ledger import AppendResult, RecordedEvent
 from ledger.schema import MAX_POSITION
 from ledger.store import read_events
 from ledger.wire import append_lines, read_lines, wire_line
 from service.cli.errors import Interrupted, library_errors
 from service.cli.ledgers import open_or_start_ledger, opened_ledger
 from service.cli.options import RUN_ID, Integer, db_option, format_option, wide_option
+from service.cli.output import output_after
 from service.cli.tables import TableColumn, print_table
 
 
@@ -45,7 +46,25 @@ def append(source: IO[bytes], db_url: str | None) -> None:
     ledger = open_or_start_ledger(db_url)
     with library_errors(where):
         result = append_lines(ledger, batch)
-    click.echo(json.dumps(result.to_dict(), sort_keys=True))
+    with output_after(what_was_appended(result)):
+        click.echo(json.dumps(result.to_dict(), sort_keys=True))
+
+
+def what_was_appended(result: AppendResult) -> str:
+    """What a committed append changed, for an error after it: appending the same lines again
+    would add a new run for each run_ref."""
+    if not result.new_events:
+        return f"nothing new was appended ({result.duplicates} duplicate(s))"
+    done = (
+        f"the {result.appended} event(s) WERE appended, at positions {result.first_position} "
+        f"to {result.last_position}"
+    )
+    if result.run_refs:
+        labels = ", ".join(f"{ref}={run_id}" for ref, run_id in result.run_refs.items())
+        done += f" (runs {labels})"
+    elif result.allocated_run_ids:
+        done += f" (new runs {', '.join(map(str, result.allocated_run_ids))})"
+    return f"{done}: do not append them again"
 
 
 @click.command()

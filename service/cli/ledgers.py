@@ -51,6 +51,7 @@ def open_or_start_ledger(db_url: str | None) -> Ledger:
     from migrations.runner import create_if_missing  # Alembic loads only where it may be needed
 
     url = resolve_database_url(db_url)
+    remember_url_source(url)  # before the first error about the URL: it names the variable
     with library_errors():
         note_created(create_if_missing(url))
     return open_ledger(db_url)

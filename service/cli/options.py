@@ -17,7 +17,7 @@ from ledger import (
     LedgerError,
 )
 from ledger.durations import parse_duration
-from ledger.events import MAX_RUN_ID, name_problem, operator_actor
+from ledger.events import MAX_RUN_ID, name_problem, operator_actor, unnamed_operator_problem
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
 from ledger.urls import (
@@ -180,10 +180,10 @@ def seconds_option(
 
 
 def actor_option(help: str) -> Callable[[F], F]:
-    """``--actor NAME``, held to the ledger's name rule (:func:`check_name`)."""
+    """``--actor NAME``, held to the ledger's name rule (:func:`check_actor`)."""
 
     def decorate(command: F) -> F:
-        return click.option("--actor", default=None, callback=check_name, help=help)(command)
+        return click.option("--actor", default=None, callback=check_actor, help=help)(command)
 
     return decorate
 
@@ -215,3 +215,16 @@ def check_name(ctx: click.Context, param: click.Parameter, value: str | None) ->
     if problem is not None:
         raise click.BadParameter(visible(problem), ctx=ctx, param=param)
     return value
+
+
+def check_actor(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--actor NAME``: the name rule (:func:`check_name`), and a name to record: ``""`` or
+    ``operator:`` alone would record an operator's act by no one."""
+    if value is not None and unnamed_operator_problem(operator_actor(value)) is not None:
+        raise click.BadParameter(
+            f"{visible(value)!r} names no one: give the name of who decides (recorded as "
+            "operator:NAME)",
+            ctx=ctx,
+            param=param,
+        )
+    return check_name(ctx, param, value)

@@ -219,8 +219,8 @@ def test_transitions_by_an_actor_that_differs_by_case_are_not_the_sweepers(
 
 
 def test_report_on_an_unmigrated_database_is_one_line(tmp_path: Path) -> None:
-    (tmp_path / "new.db").touch()  # an empty SQLite database (a missing one is refused)
-    result = CliRunner().invoke(cli, ["report", "--db", f"sqlite:///{tmp_path / 'new.db'}"])
+    url = support.sqlite_without_schema(tmp_path / "new.db")
+    result = CliRunner().invoke(cli, ["report", "--db", url])
     assert result.exit_code == 1
     assert "ledger migrate" in result.stderr
     assert "Traceback" not in result.output

@@ -68,6 +68,13 @@ def test_a_url_naming_no_database_is_refused_before_connecting(url: str) -> None
     assert "e.g. mysql+pymysql://u:***@h:3306/ledger" in str(caught.value)
 
 
+@pytest.mark.parametrize("port", [0, 65536, 99999])
+def test_a_port_out_of_range_is_refused_before_connecting(port: int) -> None:
+    """A port no TCP connection can use is the URL's mistake, not a refused connection."""
+    with pytest.raises(ConfigurationError, match=f"port {port} is not a TCP port"):
+        Ledger.from_url(f"mysql+pymysql://u:pw@127.0.0.1:{port}/ledger")
+
+
 def test_a_sqlite_folder_that_does_not_exist_is_not_found(tmp_path: Path) -> None:
     error = failure_of(f"sqlite:///{tmp_path}/no-folder/x.db")
     assert isinstance(error, DatabaseNotFoundError)

@@ -27,6 +27,7 @@ from ledger import (
     Thresholds,
     ValidationError,
     fail_run,
+    parse_event,
     stuck_runs,
     stuck_runs_as_of,
     sweep,
@@ -413,3 +414,22 @@ def test_an_operator_name_that_could_pass_for_another_is_refused(ledger: Ledger)
     with pytest.raises(ValidationError, match=r"U\+202E RIGHT-TO-LEFT OVERRIDE at index 11"):
         fail_run(ledger, run_id, "dead", "al\u202eice", now=DAY5)
     assert timeouts(ledger, run_id) == []
+
+
+@pytest.mark.parametrize("operator", ["", "operator:", "operator:  ", "  "])
+def test_an_operators_act_by_no_one_is_refused(ledger: Ledger, db_url: str, operator: str) -> None:
+    """``runs fail --actor ""`` recorded "failed by operator:" (issue 15): refused by the
+    library (the API and the web view call it too), by any append of such an actor, and by
+    the CLI as a usage error; nothing is appended."""
+    run_id = start_at(ledger, DAY1)
+    head = ledger.head().last_position
+    with pytest.raises(ValidationError, match="operator"):
+        fail_run(ledger, run_id, "dead", operator, now=DAY5)
+    with pytest.raises(ValidationError, match="no name after 'operator:'"):
+        parse_event({"type": "RunProgressed", "run_id": run_id, "actor": "operator:"})
+    failed = CliRunner().invoke(
+        cli, ["runs", "fail", str(run_id), "--reason", "r", "--actor", operator, "--db", db_url]
+    )
+    assert failed.exit_code == 2, failed.output
+    assert "Invalid value for '--actor'" in failed.output
+    assert ledger.head().last_position == head

@@ -364,6 +364,8 @@ def test_skips_are_checked(ledger: Ledger) -> None:
         projector.skip(5, "x", "operator:al")
     with pytest.raises(ValidationError, match="reason"):
         projector.skip(1, "  ", "operator:al")
+    with pytest.raises(ValidationError, match="no name after 'operator:'"):
+        projector.skip(1, "x", "operator:")  # an operator's act by no one (issue 15)
     projector.run_once()
     with pytest.raises(ValidationError, match="already applied"):
         projector.skip(1, "x", "operator:al")

@@ -13,6 +13,7 @@ import pytest
 
 from ledger import Ledger
 from tests.service.support import SAMPLE, lines, run
+from tests.support import sqlite_without_schema
 
 
 def test_migrate_then_append_the_shipped_sample(db_url: str) -> None:
@@ -205,8 +206,8 @@ def test_an_empty_file_still_checks_the_database(tmp_path: Path) -> None:
     result = run("append", "-", "--db", "mysql+pymysql://u:pw-empty@127.0.0.1:1/x", input="\n\n")
     assert result.exit_code == 3
     assert "pw-empty" not in result.output
-    (tmp_path / "new.db").touch()  # there, but never migrated (a missing one is made a ledger)
-    unmigrated = run("append", "-", "--db", f"sqlite:///{tmp_path / 'new.db'}", input="")
+    # There, but never migrated (a missing one is made a ledger).
+    unmigrated = run("append", "-", "--db", sqlite_without_schema(tmp_path / "new.db"), input="")
     assert unmigrated.exit_code == 1
     assert "ledger migrate" in unmigrated.stderr
 

@@ -36,8 +36,7 @@ def test_bad_urls_are_usage_errors() -> None:
 
 
 def test_unmigrated_database_says_to_migrate(tmp_path: Path) -> None:
-    (tmp_path / "empty.db").touch()  # an empty SQLite database (a missing one is refused)
-    result = run("events", "--db", f"sqlite:///{tmp_path / 'empty.db'}")
+    result = run("events", "--db", support.sqlite_without_schema(tmp_path / "empty.db"))
     assert result.exit_code == 1
     assert "ledger migrate" in result.stderr
 

@@ -90,6 +90,16 @@ CASES = {
         EXIT_USAGE,
         ("names no database", "app:***@127.0.0.1:3306/"),
     ),
+    "port out of range": Case(  # was "Connection refused", exit 3 (issue 15)
+        lambda _: "mysql+pymysql://app:pw-port-2@127.0.0.1:99999/ledger",
+        EXIT_USAGE,
+        ("app:***@127.0.0.1:99999/ledger", "port 99999 is not a TCP port (1 to 65535)"),
+    ),
+    "port zero": Case(
+        lambda _: "mysql+pymysql://app:pw-port-3@127.0.0.1:0/ledger",
+        EXIT_USAGE,
+        ("port 0 is not a TCP port",),
+    ),
     "unreachable port": Case(
         lambda _: "mysql+pymysql://app:pw-port-1@127.0.0.1:1/ledger",
         EXIT_ENVIRONMENT,

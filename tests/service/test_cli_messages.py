@@ -20,12 +20,14 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
+from connectors import SAMPLE_CSV
 from connectors.sdk import describe_failure
 from ledger import Ledger, RunFinished
 from ledger.urls import DATABASE_URL_ENV, mask_url
 from service.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "examples" / "sample_events.jsonl"
 
 
 def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
@@ -61,6 +63,33 @@ def test_an_error_about_a_url_from_the_environment_names_the_variable(url: str) 
     assert from_environment.stderr.startswith(f"Error: ${DATABASE_URL_ENV}: ")
     from_option = run("runs", "list", "--db", url, env={DATABASE_URL_ENV: url})
     assert DATABASE_URL_ENV not in from_option.stderr  # --db was given: the option is at fault
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "notaurl",
+        "sqlite://ledger.db",
+        "mysql+pymysql://app@127.0.0.1:3306",
+        "sqlite:////proc/no-such-folder/x.db",
+    ],
+    ids=["not a URL", "two slashes", "no database name", "no folder"],
+)
+@pytest.mark.parametrize("command", ["append", "run csv"])
+def test_the_commands_that_create_a_ledger_name_the_variable_too(
+    url: str, command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """append and run make a missing SQLite ledger first: an error about the URL there named
+    no variable (issue 15)."""
+    monkeypatch.chdir(tmp_path)
+    args = {
+        "append": ["append", str(SAMPLE)],
+        "run csv": ["run", "csv", "--path", str(SAMPLE_CSV), "--spool-dir", str(tmp_path / "s")],
+    }[command]
+    from_environment = run(*args, env={DATABASE_URL_ENV: url})
+    assert from_environment.exit_code == 2, from_environment.output
+    assert from_environment.stderr.startswith(f"Error: ${DATABASE_URL_ENV}: ")
+    assert list(tmp_path.iterdir()) == []  # nothing made
 
 
 def test_serve_and_api_name_the_variable_too(tmp_path: Path) -> None:

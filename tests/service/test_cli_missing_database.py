@@ -19,6 +19,7 @@ from connectors import SAMPLE_CSV
 from ledger import DatabaseNotFoundError, Ledger
 from ledger.urls import sqlite_file
 from service.cli import cli
+from tests.support import sqlite_without_schema
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
 
@@ -82,6 +83,34 @@ def test_a_read_refuses_a_missing_file_and_creates_nothing(
     assert f"no SQLite database at {expected} " in result.stderr
     assert "Traceback" not in result.output
     assert files_in(empty_folder) == []
+
+
+@pytest.mark.parametrize("command", READERS, ids=" ".join)
+def test_a_read_refuses_an_empty_file_and_leaves_it_empty(
+    empty_folder: Path, command: tuple[str, ...]
+) -> None:
+    """``touch z.db; ledger verify --db sqlite:///z.db`` made z.db a 4096-byte WAL database,
+    then said its schema was missing (issue 15): an empty file is refused as a missing one."""
+    empty = empty_folder / "z.db"
+    empty.touch()
+    result = run(*command, "--db", "sqlite:///z.db")
+    assert result.exit_code == 2, result.output
+    assert f"no SQLite database at {empty} (sqlite:///z.db): the file is empty" in result.stderr
+    assert "`ledger migrate --db sqlite:///z.db`" in result.stderr
+    assert empty.stat().st_size == 0
+    assert files_in(empty_folder) == ["z.db"]
+
+
+def test_migrate_makes_an_empty_file_a_ledger(empty_folder: Path) -> None:
+    """The advice for an empty file works: migrate, as before, makes it a ledger; append, which
+    makes a ledger only where no file is, refuses it as the readers do."""
+    (empty_folder / "z.db").touch()
+    appended = run("append", str(SAMPLE), "--db", "sqlite:///z.db")
+    assert appended.exit_code == 2, appended.output
+    assert "the file is empty (0 bytes)" in appended.stderr
+    assert (empty_folder / "z.db").stat().st_size == 0
+    assert run("migrate", "--db", "sqlite:///z.db").exit_code == 0
+    assert run("verify", "--db", "sqlite:///z.db").exit_code == 0
 
 
 @pytest.mark.parametrize("how", ["default", "--db typo", "environment", "--config"])
@@ -275,7 +304,7 @@ def test_a_sqlite_option_that_would_be_ignored_is_refused(
 
 def test_a_schema_missing_names_the_database_to_migrate(empty_folder: Path) -> None:
     """Pasting the advice migrates the database the command read, not ./ledger.db."""
-    (empty_folder / "other.db").touch()
+    sqlite_without_schema(empty_folder / "other.db")
     result = run("events", "--db", "sqlite:///other.db")
     assert result.exit_code == 1, result.output
     assert "(`ledger migrate --db sqlite:///other.db`)" in result.stderr

@@ -37,6 +37,14 @@ def test_poison_event_skip_through_the_cli(ledger: Ledger, db_url: str) -> None:
     assert f"STOPPED at position {poison} (RunPaused)" in status
     no_reason = run("project", "--skip-position", str(poison), "--db", db_url)
     assert no_reason.exit_code == 2
+    for nobody in ("", "operator:"):  # an operator's act by no one (issue 15)
+        unnamed = run(
+            "project", "--skip-position", str(poison), "--reason", "r", "--actor", nobody,
+            "--db", db_url,
+        )  # fmt: skip
+        assert unnamed.exit_code == 2, unnamed.output
+        assert "names no one" in unnamed.stderr
+        assert f"STOPPED at position {poison}" in run("status", "--db", db_url).stdout
     skipped = run(
         "project",
         "--skip-position",

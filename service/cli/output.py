@@ -1,0 +1,92 @@
+"""Standard output that cannot be written: one line and exit 3, never a traceback.
+
+Every command writes through ``sys.stdout`` (``click.echo`` and rich's consoles look it up at
+each write), so :func:`guard_stdout` puts a file in front of descriptor 1 whose failed writes
+raise :class:`OutputError`: ``main`` tells a full disk or a closed pipe under the output from
+any other OSError by its type. After the first failure the descriptor points at ``/dev/null``,
+as the Python documentation's recipe for SIGPIPE does: the output is lost either way, and what
+is still buffered must not fail again (a second traceback) as the interpreter exits.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from ledger.text import visible
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+
+class OutputError(OSError):
+    """Writing the command's output (stdout) failed; ``done`` says what the command had
+    already changed by then (a commit the user must not repeat), or is None."""
+
+    def __init__(self, number: int | None, reason: str | None, done: str | None = None) -> None:
+        super().__init__(number, reason)
+        self.done = done
+
+    @property
+    def reader_went_away(self) -> bool:
+        """A closed pipe (``| head -1``): the reader asked for no more, so nothing is said."""
+        return self.errno == errno.EPIPE
+
+    def message(self) -> str:
+        line = f"cannot write the output to stdout: {self.strerror or 'error ' + str(self.errno)}"
+        return line if self.done is None else f"{line}; {self.done}"
+
+
+class _StdoutFile(io.FileIO):
+    """Descriptor 1, its write errors as :class:`OutputError`."""
+
+    def write(self, data: Buffer, /) -> int:
+        try:
+            return super().write(data)
+        except OSError as error:
+            _discard_further_output(self.fileno())
+            raise OutputError(error.errno, error.strerror) from error
+
+
+def _discard_further_output(descriptor: int) -> None:
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, descriptor)
+    finally:
+        os.close(null)
+
+
+def guard_stdout() -> None:
+    """Make ``sys.stdout`` write its descriptor through :class:`_StdoutFile`, with the
+    encoding, error handler and buffering it had; a stdout with no descriptor (none, or
+    replaced by a test's runner) is left alone."""
+    stdout = sys.stdout
+    if not isinstance(stdout, io.TextIOWrapper):
+        return
+    try:
+        descriptor = stdout.fileno()
+    except (OSError, ValueError):
+        return
+    stdout.flush()
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(_StdoutFile(descriptor, "w", closefd=False)),
+        encoding=stdout.encoding,
+        errors=stdout.errors,
+        line_buffering=stdout.line_buffering,
+        write_through=stdout.write_through,  # python -u
+    )
+
+
+@contextmanager
+def output_after(done: str) -> Iterator[None]:
+    """Output written once ``done`` happened (a commit): should it fail, its message says so,
+    that the user does not do it twice."""
+    try:
+        yield
+    except OutputError as error:
+        raise OutputError(error.errno, error.strerror, visible(done)) from error

@@ -1,0 +1,113 @@
+"""Standard output that cannot be written (issue 15): a full disk (``> /dev/full``) is one
+``Error:`` line naming the OS's reason and exit 3, never a traceback, and ``append`` says the
+events it committed; a reader that went away (``| head -1``) is no message at all."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from service.cli.errors import EXIT_ENVIRONMENT, EXIT_PROBLEM
+from tests.service.support import REPO, SAMPLE, run
+
+# Commands that write their output to stdout, each as its arguments (with no --db).
+OUTPUT_COMMANDS = [
+    ("runs", "list"),
+    ("runs", "show", "1"),
+    ("verify",),
+    ("events", "--format", "jsonl"),
+    ("events",),
+    ("report",),
+    ("status", "--format", "json"),
+    ("audit", "1"),
+]
+FULL_DISK = "Error: cannot write the output to stdout: No space left on device"
+
+
+def ledger_writing_to(stdout: int, db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``ledger`` command as a process (its console script's entry), stdout ``stdout``."""
+    return subprocess.run(
+        [sys.executable, "-c", "from service.launch import main; main()", *args, "--db", db_url],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+
+
+@contextmanager
+def full_disk() -> Iterator[int]:
+    descriptor = os.open("/dev/full", os.O_WRONLY)
+    try:
+        yield descriptor
+    finally:
+        os.close(descriptor)
+
+
+@contextmanager
+def closed_pipe() -> Iterator[int]:
+    """The writing end of a pipe whose reader is gone, as ``| head -1`` leaves it."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        yield writer
+    finally:
+        os.close(writer)
+
+
+@pytest.fixture
+def sample_db(db_url: str) -> str:
+    assert run("append", str(SAMPLE), "--db", db_url).exit_code == 0
+    assert run("project", "--db", db_url).exit_code == 0  # for runs list, runs show, report
+    return db_url
+
+
+pytestmark = pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+
+
+@pytest.mark.parametrize("args", OUTPUT_COMMANDS, ids=" ".join)
+def test_a_full_disk_under_stdout_is_one_line_and_exit_3(sample_db: str, args: tuple[str]) -> None:
+    with full_disk() as stdout:
+        done = ledger_writing_to(stdout, sample_db, *args)
+    assert done.returncode == EXIT_ENVIRONMENT, done.stderr
+    assert done.stderr == FULL_DISK + "\n"
+
+
+@pytest.mark.parametrize("args", OUTPUT_COMMANDS, ids=" ".join)
+def test_a_reader_that_went_away_is_no_message(sample_db: str, args: tuple[str]) -> None:
+    with closed_pipe() as stdout:
+        done = ledger_writing_to(stdout, sample_db, *args)
+    assert done.stderr == ""
+    assert done.returncode == EXIT_PROBLEM  # Python's own exit code for SIGPIPE
+
+
+def test_append_under_a_full_disk_says_the_events_were_appended(db_url: str) -> None:
+    with full_disk() as stdout:
+        done = ledger_writing_to(stdout, db_url, "append", str(SAMPLE))
+    assert done.returncode == EXIT_ENVIRONMENT, done.stderr
+    assert done.stderr == (
+        f"{FULL_DISK}; the 7 event(s) WERE appended, at positions 1 to 7 (runs "
+        "nightly-source-1=1, nightly-source-2=2): do not append them again\n"
+    )
+    assert run("events", "--format", "jsonl", "--db", db_url).output.count("\n") == 7
+
+    with full_disk() as stdout:  # the same lines again: their event_ids are there already
+        again = ledger_writing_to(stdout, db_url, "append", str(SAMPLE))
+    assert again.returncode == EXIT_ENVIRONMENT, again.stderr
+    assert again.stderr == f"{FULL_DISK}; nothing new was appended (7 duplicate(s))\n"
+
+
+def test_append_to_a_reader_that_went_away_appends_quietly(db_url: str) -> None:
+    with closed_pipe() as stdout:
+        done = ledger_writing_to(stdout, db_url, "append", str(SAMPLE))
+    assert done.stderr == ""
+    assert done.returncode == EXIT_PROBLEM
+    assert run("events", "--format", "jsonl", "--db", db_url).output.count("\n") == 7
