@@ -71,7 +71,6 @@ def create_app(config: LedgerConfig) -> FastAPI:
         Guard,
         max_body_bytes=config.api.max_body_bytes,
         read_timeout=config.api.read_timeout.total_seconds(),
-        tokens=state.tokens,
         outage=state.outage,
     )
 

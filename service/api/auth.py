@@ -15,13 +15,6 @@ BEARER = "bearer"
 TOKEN_PARAMETERS = frozenset({"access_token", "token", "api_key", "apikey", "key", "auth"})
 
 
-# Shown in the log for the part of a request's path that is a configured token.
-MASKED = "***"
-# A token may hold "/" (any printable ASCII): runs of up to this many path segments are hashed
-# as one, bounding the work a long path costs to a few hashes per segment.
-MAX_SEGMENTS_OF_A_TOKEN = 8
-
-
 @dataclass(frozen=True)
 class Caller:
     name: str
@@ -44,7 +37,6 @@ class Tokens:
             )
             for token in config.tokens
         ]
-        self._digests = frozenset(known.digest for known in self._known)
 
     def __len__(self) -> int:
         return len(self._known)
@@ -58,26 +50,6 @@ class Tokens:
             if hmac.compare_digest(digest, known.digest):
                 found = known.caller
         return found
-
-    def _is_token(self, text: str) -> bool:
-        """Whether ``text`` is a configured token, for the log only (not the auth check, whose
-        constant-time compare a set lookup of a digest needs no part of)."""
-        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest() in self._digests
-
-    def masked_path(self, path: str) -> str:
-        """``path`` with each segment, or run of segments, that is a configured token shown as
-        ``***``: a token pasted into a URL (``/v1/runs/TOKEN``) reaches no log line."""
-        segments = path.split("/")
-        hidden = [False] * len(segments)
-        for start in range(len(segments)):
-            last = min(start + MAX_SEGMENTS_OF_A_TOKEN, len(segments))
-            for end in range(start + 1, last + 1):
-                candidate = "/".join(segments[start:end])
-                if candidate and self._is_token(candidate):
-                    hidden[start:end] = [True] * (end - start)
-        return "/".join(
-            MASKED if hide else part for part, hide in zip(segments, hidden, strict=True)
-        )
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -19,7 +19,6 @@ from starlette.requests import ClientDisconnect
 
 from ledger.outage import Outage
 from ledger.text import visible
-from service.api.auth import Tokens
 from service.api.head import REQUEST_METHOD
 from service.api.problems import (
     PROBLEM_JSON,
@@ -40,20 +39,18 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 class Guard:
     """Around every request: the body limit (Content-Length first, then the bytes as they
-    arrive), one log line per request (no query string, no header, the token's name only, a
-    token given in the path masked),
-    and a 500 problem without details for anything unexpected (logged with its traceback)."""
+    arrive), one log line per request (no query string, no header, the token's name only, the
+    path as :func:`logged_path` gives it), and a 500 problem without details for anything
+    unexpected (logged with its traceback)."""
 
     def __init__(
         self,
         app: ASGIApp,
         max_body_bytes: int,
         read_timeout: float,
-        tokens: Tokens,
         outage: Outage | None = None,
     ) -> None:
         self.app = app
-        self.tokens = tokens  # to mask a token given in a path in the log
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
         self.outage = outage  # ended by the first answer that needed the database after it
@@ -64,7 +61,6 @@ class Guard:
             return
         started = time.monotonic()
         status = 0
-        path = visible(self.tokens.masked_path(scope["path"]))  # as logged
         limit = self.max_body_bytes
         too_large = ApiProblem(
             413,
@@ -111,7 +107,7 @@ class Guard:
             if encoded is not None:
                 await _send_problem(send_and_note, encoded)
                 return
-            log.debug("%s %s started", scope["method"], path)
+            log.debug("%s %s started", scope["method"], path_root(scope))
             await self.app(scope, limited_receive, send_and_note)
         except ClientDisconnect:
             # The client went away before its body was read: nobody to answer, and no
@@ -125,13 +121,15 @@ class Guard:
             log.warning(
                 "stopping: %s %s was still running when the grace period ran out",
                 scope["method"],
-                path,
+                logged_path(scope, status),
             )
             if status == 0:
                 with contextlib.suppress(Exception):
                     await _send_problem(send_and_note, SHUTTING_DOWN)
         except Exception:
-            log.exception("unexpected error answering %s %s", scope["method"], path)
+            log.exception(
+                "unexpected error answering %s %s", scope["method"], logged_path(scope, status)
+            )
             if status == 0:
                 await _send_problem(
                     send_and_note,
@@ -148,12 +146,37 @@ class Guard:
             log.info(
                 "%s %s %d %.1fms caller=%s",
                 scope.get(REQUEST_METHOD, scope["method"]),
-                path,
+                logged_path(scope, status),
                 status,
                 (time.monotonic() - started) * 1000,
                 scope.get("ledger_caller", "-"),
             )
 
+
+def logged_path(scope: Scope, status: int) -> str:
+    """A request's path as its log lines show it, which must never show a token a client
+    pasted into it (``/v1/runs/TOKEN``, ``/v1/runs/TOKEN%0A``, ``/x/TOKEN.json``): the path
+    itself only when the request succeeded (a matched route whose parameters all passed their
+    checks: run ids, the names of files that exist), else the matched route's template
+    (``/v1/runs/{run_id}``), else the path's first segment when it is one of the API's own
+    (``/v1/…``). Nothing is looked up or hashed: a long path costs nothing more."""
+    template = getattr(scope.get("route"), "path", None)
+    if template is None:
+        return f"{path_root(scope)} (no route)"
+    if 0 < status < 400:
+        return visible(scope["path"])
+    return f"{scope.get('root_path', '')}{template}"
+
+
+def path_root(scope: Scope) -> str:
+    """The path's first segment when it is one of the API's own (``/v1/…``), else ``/…``:
+    what the log may say of a path before a route has matched it."""
+    first = str(scope["path"]).lstrip("/").split("/", 1)[0]
+    return f"/{first}/…" if first in _OWN_ROOTS else "/…"
+
+
+# The first segments of the API's own paths (a request under any other names no route).
+_OWN_ROOTS = frozenset({"v1", "web", "healthz", "readyz", "metrics", "openapi.json", "docs"})
 
 CLIENT_CLOSED = 499  # logged for a request whose client went away mid-body (nginx's code)
 SHUTTING_DOWN = ApiProblem(

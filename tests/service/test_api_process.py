@@ -86,7 +86,7 @@ def test_ledger_api_serves_appends_and_drains_on_sigterm(db_url: str, tmp_path: 
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
                 + body[:10]
             )
-            while "POST /v1/events started" not in lines.get(timeout=DEADLINE_S):
+            while "POST /v1/… started" not in lines.get(timeout=DEADLINE_S):
                 pass
             process.send_signal(signal.SIGTERM)
             while "Shutting down" not in lines.get(timeout=DEADLINE_S):
