@@ -173,8 +173,8 @@ export declare class LedgerClient {
    * fail(error) when it throws or rejects (and rethrow), fail with "stopped by SIGTERM" /
    * "interrupted by Ctrl-C (SIGINT)" on those signals (then re-raise the signal), and fail
    * when fn never settles and Node's event loop empties (before the process exits). A terminal
-   * event the ledger refuses for what it holds is replaced by a short `failed` one (see
-   * RunHandle.refusedOutcome); when fn returned, withRun then rejects with the refusal.
+   * event the ledger refuses on its own for what it holds is replaced by a short `failed` one
+   * (see RunHandle.refusedOutcome); when fn returned, withRun then rejects with the refusal.
    */
   withRun<T>(options: WithRunOptions, fn: (run: RunHandle) => T | Promise<T>): Promise<T>;
   toJSON(): { url: string; token: '***' };
@@ -190,10 +190,11 @@ export declare class RunHandle {
   readonly metadata: Record<string, unknown>;
   /** Set once the terminal event is in the ledger. */
   readonly status: 'success' | 'partial' | 'failed' | undefined;
-  /** Why the ledger refused the run's own terminal event for what it held (a 400, 413 or 422,
-   * or an event over maxBodyBytes): a short RunFinished `failed` ("the ledger refused this
-   * run's … outcome: …", `reason: 'outcome-refused'`, `refused_status`) ended the run in its
-   * place, after the counts sent with it, then went alone. Undefined otherwise. */
+  /** Why the ledger refused the run's own terminal event, sent on its own, for what it held
+   * (a 400, 413 or 422, or an event over maxBodyBytes): a short RunFinished `failed` ("the
+   * ledger refused this run's … outcome: …", `reason: 'outcome-refused'`, `refused_status`)
+   * ended the run in its place. A refusal of the counts and the terminal event together is
+   * not the terminal event's: the counts go alone, then it, as it was. Undefined otherwise. */
   readonly refusedOutcome: LedgerApiError | LedgerBodyTooLargeError | undefined;
   readonly totals: Totals;
   readonly errorCount: number;
@@ -214,7 +215,8 @@ export declare class RunHandle {
    * them, keys included, is made well formed (a lone surrogate becomes U+FFFD). */
   error(message: string, details?: unknown): void;
   /** The pending deltas and RunFinished in one request. Called again after a failed
-   * attempt, it resends the same events. Refused for what it holds, it is replaced (see
+   * attempt, it resends the same events. Refused together for what they hold, they go apart
+   * (the counts, then RunFinished as it was); RunFinished refused on its own is replaced (see
    * refusedOutcome) and rejects with the refusal once the run has ended `failed`. */
   finish(options?: FinishOptions): Promise<RunResult>;
   /** RunFinished `failed`: `Name: message`, with the stack as the traceback (name and message

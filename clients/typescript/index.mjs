@@ -22,9 +22,10 @@
 //   (failed, "stopped by SIGTERM" / "interrupted by Ctrl-C (SIGINT)", then the signal is
 //   re-raised so the process ends as it would have), or never settles while nothing else keeps
 //   Node alive (failed, "the function given to withRun never settled", before Node exits).
-//   A terminal event the ledger refuses for what it holds (a 4xx: 400, 413, 422, or over
-//   maxBodyBytes) is replaced by a short `failed` RunFinished saying so, after the counts that
-//   went with it, sent alone: the run never stays open for want of a storable outcome.
+//   Pending counts and the terminal event refused together for what they hold (a 4xx: 400,
+//   413, 422, or over maxBodyBytes) go apart: the counts alone, then the terminal event alone,
+//   as it was. Only a terminal event refused on its own is replaced by a short `failed`
+//   RunFinished saying so: the run never stays open for want of a storable outcome.
 // * Every string the client cuts (messages, names, stacks, details) is well formed after the
 //   cut: a lone surrogate, which the ledger refuses, becomes U+FFFD.
 
@@ -1199,27 +1200,28 @@ export class RunHandle {
     return this._sendClosing();
   }
 
-  /** Send the terminal batch. Refused for what it holds (a 4xx no resend changes), the terminal
-   * event is replaced by a short `failed` one so that the run does not stay open, and the
-   * refusal is thrown once that is stored (`refusedOutcome` keeps it). */
+  /** Send the terminal batch. Refused for what it holds (a 4xx no resend changes), the counts
+   * go alone, then the terminal event alone; refused on its own, it is replaced by a short
+   * `failed` one so that the run does not stay open, and the refusal is thrown once that is
+   * stored (`refusedOutcome` keeps it). */
   async _sendClosing() {
     const send = async () => {
       if (this.status) return;
       this._lastEmit = Date.now();
       if (!this.refusedOutcome) {
+        const outcome = this._closing[this._closing.length - 1];
         try {
-          // The pending counts and the terminal event in one request when they fit
-          // maxBodyBytes, else in order, several (a resend after a failure sends them all
-          // again: duplicates).
-          await this._appendInOrder(this._closing);
-          this.status = this._closing[this._closing.length - 1].status;
+          await this._sendOutcome();
+          this.status = outcome.status;
           return;
         } catch (error) {
-          if (!contentRefused(error)) throw error;
+          // Only a refusal of the terminal event on its own is its fault: one of a request that
+          // also held counts may be theirs, or their size together (a proxy's body limit).
+          if (!contentRefused(error) || this._closing.length > 1) throw error;
           this._replaceRefusedOutcome(error);
         }
       }
-      await this._sendReplacement();
+      await this.client.append(this._closing);
       this.status = 'failed';
     };
     const done = this._queue.then(send);
@@ -1229,18 +1231,47 @@ export class RunHandle {
     return this.result();
   }
 
-  async _appendInOrder(events) {
-    for (const part of this.client._batches(events)) await this.client.append(part);
+  /** The pending counts and the terminal event in one request when they fit maxBodyBytes, else
+   * in order, several. Refused for what they hold, the counts go alone, then the terminal event
+   * alone, with the same ids: a resend after a failure sends what is left as it was. */
+  async _sendOutcome() {
+    try {
+      await this._appendClosing();
+    } catch (error) {
+      if (!contentRefused(error) || this._closing.length === 1) throw error;
+      await this._sendCountsAlone();
+      await this.client.append(this._closing);
+    }
   }
 
-  /** Put a short `failed` RunFinished in place of the refused one: it holds no text of the
-   * connector's (nothing in it to refuse again), only why. The counts that went with the
-   * refused event stay in _closing, ahead of it. */
+  /** Send _closing in order; each part stored leaves it, but the terminal event, which stays
+   * (last) until the run has its status: a resend does not send the counts again. */
+  async _appendClosing() {
+    for (const part of this.client._batches(this._closing)) {
+      await this.client.append(part);
+      if (part.length < this._closing.length) this._closing = this._closing.slice(part.length);
+    }
+  }
+
+  /** The counts of _closing on their own (the refusal may have been theirs: a refusal of them
+   * is reported, and the run still ends); then only the terminal event is left. */
+  async _sendCountsAlone() {
+    const counts = this._closing.slice(0, -1);
+    try {
+      for (const part of this.client._batches(counts)) await this.client.append(part);
+    } catch (error) {
+      if (!refused(error)) throw error;
+      this.onError(error);
+    }
+    this._closing = this._closing.slice(-1);
+  }
+
+  /** Put a short `failed` RunFinished in place of the terminal event refused on its own: it
+   * holds no text of the connector's (nothing in it to refuse again), only why. */
   _replaceRefusedOutcome(error) {
-    const refused = this._closing[this._closing.length - 1];
+    const [refused] = this._closing;
     this.refusedOutcome = error;
     this._closing = [
-      ...this._closing.slice(0, -1),
       this._event('RunFinished', {
         status: 'failed',
         error_message:
@@ -1253,23 +1284,6 @@ export class RunHandle {
         },
       }),
     ];
-  }
-
-  /** The counts on their own first (the refusal may have been theirs: a refusal of them is
-   * reported, and the run still ends), then the short RunFinished. A resend after a failure
-   * sends what is left, with the same ids. */
-  async _sendReplacement() {
-    const counts = this._closing.slice(0, -1);
-    if (counts.length) {
-      try {
-        await this._appendInOrder(counts);
-      } catch (error) {
-        if (!refused(error)) throw error;
-        this.onError(error);
-      }
-      this._closing = this._closing.slice(-1);
-    }
-    await this.client.append(this._closing);
   }
 
   _stopTimers() {

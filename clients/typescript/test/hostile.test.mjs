@@ -710,45 +710,90 @@ test('a terminal event refused for good (413) ends the run with a short failed o
   run.progress({ recordsFetched: 9 });
   run.error('bad row', { row: 1 });
   const error = await run.finish().catch((caught) => caught);
-  // The refusal is what finish() says; the run is ended all the same.
-  assert.ok(error instanceof LedgerApiError, String(error));
+  // The refusal of the terminal event on its own is what finish() says; the run is ended all
+  // the same. Alone, the API's 413 is that event's (LedgerBodyTooLargeError, as for append()).
+  assert.ok(error instanceof LedgerBodyTooLargeError, String(error));
   assert.equal(error.status, 413);
+  assert.equal(error.limit, 300);
   assert.equal(run.refusedOutcome, error);
   assert.equal(run.status, 'failed');
-  assert.equal(refusals, 1); // not retried
-  const [, refused, counts, last] = server.requests;
-  assert.deepEqual(typesOf(refused), ['RunProgressed', 'RunFinished']);
+  assert.equal(refusals, 2); // together, then alone; neither retried
+  const [, together, counts, alone, last] = server.requests;
+  assert.deepEqual(typesOf(together), ['RunProgressed', 'RunFinished']);
   assert.deepEqual(typesOf(counts), ['RunProgressed']);
-  assert.equal(JSON.parse(counts.body)[0].event_id, JSON.parse(refused.body)[0].event_id); // the same fact
+  assert.equal(counts.body, JSON.stringify([JSON.parse(together.body)[0]])); // the same fact
+  assert.equal(alone.body, JSON.stringify([JSON.parse(together.body)[1]]));
   assert.deepEqual(typesOf(last), ['RunFinished']);
   const [finished] = JSON.parse(last.body);
   assert.equal(finished.status, 'failed');
-  assert.match(finished.error_message, /^the ledger refused this run's partial outcome: 413 Refused: the request body is over/);
+  assert.match(
+    finished.error_message,
+    /^the ledger refused this run's partial outcome: event 0 \(RunFinished event_id [-0-9a-f]+\) is \d+ bytes as a request of its own, over the API's \[api\] max_body_bytes of 300 bytes/,
+  );
   assert.doesNotMatch(finished.error_message, /\p{Cs}|\n/u);
   assert.ok(finished.error_message.length <= 320, finished.error_message);
   assert.deepEqual(finished.error_details, { reason: 'outcome-refused', refused_status: 'partial', error_count: 1 });
-  assert.equal(server.requests.length, 4);
+  assert.equal(server.requests.length, 5);
   assert.deepEqual(reported, []);
   // Ended: no second terminal event.
   await assert.rejects(run.finish(), LedgerStateError);
 });
 
-test('counts refused with the terminal event are reported; the short failed event still ends the run', async () => {
+test('counts and the terminal event refused together (413) go apart: the run ends with its own status', async () => {
+  // A proxy whose body limit is lower than maxBodyBytes: each event fits, the two do not. The
+  // terminal event alone first meets a 503 (retries: 0): finish() again sends it as it was.
+  const server = await fake((req, res, body, n) => {
+    const events = JSON.parse(body);
+    if (events.length > 1) return problem(res, 413, 'the request body is over the limit of 1024 bytes');
+    if (n === 4) return problem(res, 503, 'the database is unreachable');
+    return ledgerLike(res, body);
+  });
+  const reported = [];
+  const run = await client(server.url, { retries: 0 }).startRun({
+    ...RUN,
+    progressIntervalMs: 60_000,
+    onError: (e) => reported.push(e),
+  });
+  run.progress({ recordsFetched: 9 });
+  run.error('bad row', { row: 1 });
+  const outage = await run.finish().catch((caught) => caught);
+  assert.ok(outage instanceof LedgerApiError && outage.status === 503, String(outage));
+  assert.equal(run.status, undefined);
+  const result = await run.finish();
+  assert.equal(result.status, 'partial');
+  assert.equal(run.status, 'partial');
+  assert.equal(run.refusedOutcome, undefined);
+  assert.deepEqual(reported, []);
+  const [, together, counts, first, again] = server.requests;
+  const [progressed, finished] = JSON.parse(together.body);
+  assert.equal(finished.status, 'partial');
+  assert.equal(counts.body, JSON.stringify([progressed])); // the same events, one at a time
+  assert.equal(first.body, JSON.stringify([finished]));
+  assert.equal(again.body, first.body); // same event id: a duplicate if the 503 had stored it
+  assert.equal(server.requests.length, 5);
+});
+
+test('counts refused with the terminal event are reported; the terminal event alone still ends the run', async () => {
   const server = await refusing((res, events) =>
     events.some((event) => event.type === 'RunProgressed') ? problem(res, 400, 'item 1: records_fetched: bad') : false,
   );
   const reported = [];
   const ledger = client(server.url);
-  const error = await ledger
-    .withRun({ ...RUN, progressIntervalMs: 60_000, onError: (e) => reported.push(e) }, (run) => {
-      run.progress({ recordsFetched: 2 });
-    })
-    .catch((caught) => caught);
-  assert.ok(error instanceof LedgerApiError && error.status === 400, String(error));
+  let handle;
+  const value = await ledger.withRun({ ...RUN, progressIntervalMs: 60_000, onError: (e) => reported.push(e) }, (run) => {
+    handle = run;
+    run.progress({ recordsFetched: 2 });
+    return 'done';
+  });
+  assert.equal(value, 'done');
   assert.deepEqual(server.requests.slice(1).map(typesOf), [['RunProgressed', 'RunFinished'], ['RunProgressed'], ['RunFinished']]);
   assert.equal(reported.length, 1); // the counts' own refusal
   assert.equal(reported[0].status, 400);
-  assert.equal(JSON.parse(server.requests.at(-1).body)[0].error_details.refused_status, 'success');
+  const [finished] = JSON.parse(server.requests.at(-1).body);
+  assert.equal(finished.status, 'success'); // its own outcome, not a replacement
+  assert.equal(finished.event_id, JSON.parse(server.requests[1].body)[1].event_id);
+  assert.equal(handle.status, 'success');
+  assert.equal(handle.refusedOutcome, undefined);
 });
 
 test('a terminal event too large for maxBodyBytes is replaced as a refused one is', async () => {
@@ -769,9 +814,11 @@ test('a refusal that is not about the event (409: the run already ended) is not 
   const server = await refusing((res, events) =>
     events.some((event) => event.type === 'RunFinished') ? problem(res, 409, 'run 1 has ended') : false,
   );
-  const run = await client(server.url).startRun(RUN);
+  const run = await client(server.url).startRun({ ...RUN, progressIntervalMs: 60_000 });
+  run.progress({ recordsFetched: 1 });
   const error = await run.finish().catch((caught) => caught);
   assert.equal(error.status, 409);
   assert.equal(run.refusedOutcome, undefined);
-  assert.equal(server.requests.length, 2);
+  // Not split either: the counts alone would not change who may write to the run.
+  assert.deepEqual(server.requests.slice(1).map(typesOf), [['RunProgressed', 'RunFinished']]);
 });

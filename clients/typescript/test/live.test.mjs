@@ -393,6 +393,57 @@ for (const backend of backends()) {
       });
     }
 
+    // The review of issue 16: pending counts and the terminal event refused together (their
+    // request over a body limit lower than the client's maxBodyBytes, as a proxy's may be) were
+    // recorded as a short `failed` run, though the outcome fitted on its own.
+    describe('an API whose max_body_bytes is lower than maxBodyBytes', () => {
+      let small;
+      before(async () => {
+        small = await startLedger(backend, { maxBodyBytes: 1024 });
+      });
+      after(async () => {
+        await small?.stop();
+      });
+
+      test('counts and outcome refused together go apart: the run ends with its own status', async () => {
+        const proxy = await droppingProxy(small.url, 0); // drops nothing: it shows the bodies
+        try {
+          const reported = [];
+          const unaware = new LedgerClient({ url: proxy.url, token: small.token, backoffMs: 20 });
+          const run = await unaware.startRun({
+            sourceId: 8,
+            connectorName: 'ts-split-outcome',
+            progressIntervalMs: 60_000, // the counts go with the terminal event
+            heartbeatIntervalMs: 0,
+            onError: (error) => reported.push(error),
+          });
+          run.progress({ recordsFetched: 5, recordsCreated: 4 });
+          run.error('r'.repeat(300), { row: 1 });
+          const result = await run.finish();
+          assert.equal(result.status, 'partial');
+          assert.equal(run.refusedOutcome, undefined);
+          assert.deepEqual(reported, []);
+
+          const [, together, counts, outcome] = proxy.seen.bodies.map((body) => JSON.parse(body));
+          assert.deepEqual(types(together), ['RunProgressed', 'RunFinished']);
+          assert.ok(Buffer.byteLength(JSON.stringify(together)) > 1024); // refused: 413
+          assert.deepEqual(counts, [together[0]]); // the same events, alone: same ids
+          assert.deepEqual(outcome, [together[1]]);
+          assert.equal(proxy.seen.posts, 4);
+
+          const { row, events } = await runState(small, run.runId);
+          assert.equal(row.status, 'partial');
+          assert.equal(row.errorMessage, `1 error(s); first: ${'r'.repeat(300)}`);
+          assert.equal(row.recordsFetched, 5);
+          assert.equal(row.recordsCreated, 4);
+          // One RunFinished: the one refused together, stored as it was (the bodies above).
+          assert.deepEqual(types(events), ['RunStarted', 'RunProgressed', 'RunFinished']);
+        } finally {
+          await proxy.close();
+        }
+      });
+    });
+
     test('a timed-out POST is retried with the same event ids: no duplicate', async () => {
       const proxy = await droppingProxy(ledger.url, 2);
       try {

@@ -138,8 +138,9 @@ process.on('exit', () => {
   for (const ledger of live) ledger.killNow();
 });
 
-/** Start a live ledger API on `backend`; call stop() when done (also on failure). */
-export async function startLedger(backend = 'sqlite') {
+/** Start a live ledger API on `backend`; call stop() when done (also on failure).
+ * `maxBodyBytes` sets its `[api] max_body_bytes` (the API's default when not given). */
+export async function startLedger(backend = 'sqlite', { maxBodyBytes } = {}) {
   const folder = mkdtempSync(join(tmpdir(), 'ledger-ts-'));
   const token = `ts-client-${randomBytes(16).toString('hex')}`;
   const ledger = {
@@ -199,7 +200,9 @@ export async function startLedger(backend = 'sqlite') {
     const config = join(folder, 'ledger.toml');
     writeFileSync(
       config,
-      '[api]\n[[api.tokens]]\nname = "ts-client"\nscopes = ["append", "read", "operate"]\n' +
+      '[api]\n' +
+        (maxBodyBytes === undefined ? '' : `max_body_bytes = ${maxBodyBytes}\n`) +
+        '[[api.tokens]]\nname = "ts-client"\nscopes = ["append", "read", "operate"]\n' +
         'env = "LEDGER_TS_TEST_TOKEN"\n',
     );
     const port = await freePort();
