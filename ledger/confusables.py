@@ -77,6 +77,10 @@ def skeleton(text: str) -> str:
     """``text`` as a reader takes it: compatibility forms (NFKC: a full-width colon is a colon),
     look-alikes (:data:`LOOK_ALIKES`: a Cyrillic ``ѕ`` is ``s``, U+2010 HYPHEN is ``-``) and
     case (``casefold``) folded away. Two spellings a reader cannot tell apart share it."""
+    if text.isascii():
+        # Most names: NFKC leaves ASCII as it is, the table maps none of it, and casefold is
+        # lower. Checked per append, so the common case skips the rest.
+        return text.lower()
     mapped = unicodedata.normalize("NFKC", text).translate(LOOK_ALIKES)
     # Case folding can make a look-alike of what was none (a dotted i, "i" + U+0307 COMBINING
     # DOT ABOVE, is a small i to a reader): the table applies again.

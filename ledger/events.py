@@ -147,10 +147,9 @@ def disguised_actor_problem(actor: str) -> str | None:
 def _first_departure(actor: str, reserved: str) -> str:
     """`` (U+0455 CYRILLIC SMALL LETTER DZE at index 0)``: the first character of ``actor`` that
     is not the one the ledger writes there, since a look-alike cannot be seen in the message."""
-    index = next(
-        (i for i, (char, wanted) in enumerate(zip(actor, reserved)) if char != wanted),
-        min(len(actor), len(reserved)),
-    )
+    # The actor is longer than a reserved prefix, or shorter than it once NFKC expanded it.
+    pairs = enumerate(zip(actor, reserved, strict=False))
+    index = next((i for i, (char, wanted) in pairs if char != wanted), len(reserved))
     if index >= len(actor):
         return ""
     return f" ({describe_char(actor[index])} at index {index})"
