@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ledger.clock import ensure_utc, isoformat_utc, utcnow
+from ledger.confusables import skeleton
 from ledger.text import SHOWN_AS_ESCAPES, describe_char, is_invisible
 
 # The legacy ingestion_runs columns are INT(11): a run id, a source id, a counter delta and a
@@ -110,17 +111,13 @@ def unnamed_operator_problem(actor: str) -> str | None:
     return None
 
 
-def folded(text: str) -> str:
-    """``text`` as a reader takes it: Unicode compatibility forms (NFKC: a full-width colon is
-    a colon) and case (``casefold``) folded away, so that look-alikes compare equal."""
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-
-
 def reserved_actor(actor: str) -> str | None:
-    """The reserved actor ``actor`` reads as once folded (:func:`folded`): ``sweeper`` or one
-    of :data:`RESERVED_PREFIXES`; None for any other actor. ``Operator:all`` and
-    ``operator\uff1aall`` read as ``operator:``, as ``operator:all`` does."""
-    key = folded(actor)
+    """The reserved actor ``actor`` reads as (its :func:`ledger.confusables.skeleton`):
+    ``sweeper`` or one of :data:`RESERVED_PREFIXES`; None for any other actor. ``Operator:all``,
+    ``operator\uff1aall`` (a full-width colon) and ``operator\ua789all`` (a modifier letter
+    colon) read as ``operator:``, as ``operator:all`` does; ``\u0455weeper`` (a Cyrillic dze)
+    as ``sweeper``. A name in another script reads as none: only look-alikes of ASCII map."""
+    key = skeleton(actor)
     if key == SWEEPER_ACTOR:
         return SWEEPER_ACTOR
     return next((prefix for prefix in RESERVED_PREFIXES if key.startswith(prefix)), None)
@@ -128,9 +125,9 @@ def reserved_actor(actor: str) -> str | None:
 
 def disguised_actor_problem(actor: str) -> str | None:
     """Why ``actor`` cannot be an actor because it reads as a reserved one without being
-    spelled as the ledger spells it (``Sweeper``, ``operator\uff1aall``), or None. The ledger
-    never writes such a spelling; the report would not count it as the actor it looks like,
-    while a reader of the timeline would."""
+    spelled as the ledger spells it (``Sweeper``, ``operator\uff1aall``, ``\u0455weeper``), or
+    None. The ledger never writes such a spelling; the report would not count it as the actor
+    it looks like, while a reader of the timeline would."""
     reserved = reserved_actor(actor)
     if (
         reserved is None
@@ -140,10 +137,22 @@ def disguised_actor_problem(actor: str) -> str | None:
         return None
     shown = reserved if reserved == SWEEPER_ACTOR else f"{reserved}\u2026"
     return (
-        f"{actor!r} reads as the reserved actor {shown!r} (compared without case and Unicode "
-        f"compatibility forms) but is spelled otherwise: write {shown!r} exactly, or a name "
-        "that does not look like it"
+        f"{actor!r} reads as the reserved actor {shown!r} (compared without case, Unicode "
+        f"compatibility forms and look-alike characters) but is spelled otherwise"
+        f"{_first_departure(actor, reserved)}: write {shown!r} exactly, or a name that does not "
+        "look like it"
     )
+
+
+def _first_departure(actor: str, reserved: str) -> str:
+    """`` (U+0455 CYRILLIC SMALL LETTER DZE at index 0)``: the first character of ``actor`` that
+    is not the one the ledger writes there, since a look-alike cannot be seen in the message."""
+    # The actor is longer than a reserved prefix, or shorter than it once NFKC expanded it.
+    pairs = enumerate(zip(actor, reserved, strict=False))
+    index = next((i for i, (char, wanted) in pairs if char != wanted), len(reserved))
+    if index >= len(actor):
+        return ""
+    return f" ({describe_char(actor[index])} at index {index})"
 
 
 def operators_act(event: EventModel) -> str | None:

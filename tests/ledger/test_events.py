@@ -293,8 +293,9 @@ def test_names_of_any_script_are_accepted(name: str) -> None:
 
 def test_a_stored_name_from_before_the_rule_still_reads() -> None:
     """The rule is for new names: a stored event is read back as it was written, or old history
-    would become events that can neither be read, projected nor verified."""
-    for name in ("SOURCE_1 ", "S\x1b[2J\u202e"):
+    would become events that can neither be read, projected nor verified. An actor that looks
+    like a reserved one (a Cyrillic dze for the s of ``sweeper``) reads too."""
+    for name in ("SOURCE_1 ", "S\x1b[2J\u202e", "\u0455weeper", "operator\ua789all"):
         event = event_from_stored(
             event_type="RunStarted",
             schema_version=1,

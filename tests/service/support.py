@@ -132,6 +132,36 @@ def readme_grants(role: str) -> list[str]:
 # Spellings of a number that Python's int() (and pydantic's lax int) took as another one, each
 # a different run or position than the URL seems to name: 1_0 is 10; +1, " 1", "1 ", 1.0 and
 # the Arabic-Indic "١" are 1.
+# Spellings a reader takes for an actor the ledger writes itself. Other case and compatibility
+# forms (a full-width colon), then look-alikes outside NFKC: Cyrillic dze, ie and o, a modifier
+# letter colon and a ratio sign, a hyphen and a non-breaking hyphen.
+LOOK_ALIKE_ACTORS = [
+    "Operator:all",
+    "Sweeper",
+    "operator\uff1aoncall",
+    "SERVE:h:1",
+    "Ledger-Run:h:1",
+    "\u0455weeper",
+    "sw\u0435eper",
+    "operator\ua789all",
+    "operator\u2236all",
+    "ledger\u2010run:h:1",
+    "ledger\u2011run:h:1",
+    "\u0455erve:h:1",
+    "imp\u043ert:legacy",
+]
+# Actors in other scripts, or containing a look-alike of a reserved one without reading as it:
+# recorded as they are.
+OTHER_SCRIPT_ACTORS = [
+    "connector:\u0441\u0431\u043e\u0440-\u0434\u0430\u043d\u043d\u044b\u0445",
+    "\u0441\u0431\u043e\u0440\u0449\u0438\u043a",
+    "connector:\u03c3\u03cd\u03bd\u03b4\u03b5\u03c3\u03bc\u03bf\u03c2@h:1",
+    "\u0399\u03c9\u03ac\u03bd\u03bd\u03b7\u03c2",
+    "\u0455weepers",
+    "connector:\u0455weeper",
+]
+
+
 LOOSE_INTEGERS = ("1_0", "+1", " 1", "1 ", "1.0", "\u0661", "\u00b2", "0x1")
 
 

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from service.config import LedgerConfig
 from tests.service.conftest import TOKENS, api_client, auth
+from tests.service.support import LOOK_ALIKE_ACTORS, OTHER_SCRIPT_ACTORS
 
 ENDPOINTS = [
     ("post", "/v1/events", "append"),
@@ -262,16 +263,16 @@ def test_only_a_token_that_may_operate_records_an_operators_act(
     assert own.status_code == 200, own.text
 
 
-@pytest.mark.parametrize(
-    "look_alike", ["Operator:all", "Sweeper", "operator\uff1aoncall", "SERVE:h:1", "Ledger-Run:h:1"]
-)
+@pytest.mark.parametrize("look_alike", LOOK_ALIKE_ACTORS)
 def test_an_actor_that_reads_as_a_reserved_one_is_refused_for_every_token(
     client: TestClient, look_alike: str
 ) -> None:
     """``Operator:all`` or ``operator\uff1aoncall`` (a full-width colon) passed an exact prefix
-    check: an append token recorded a run failed "by operator:oncall" in the timeline and the
-    report. Folded (NFKC, case), it reads as the reserved actor: refused, whoever asks, naming
-    the item and the field, nothing appended."""
+    check, and ``\u0455weeper`` (a Cyrillic dze) or ``operator\ua789all`` (a modifier letter
+    colon) a check folding NFKC and case: an append token recorded a run failed "by
+    operator:oncall" in the timeline, which the report did not count. Its skeleton (NFKC, case,
+    look-alike characters) reads as the reserved actor: refused, whoever asks, naming the item,
+    the field and the character, nothing appended."""
     run = {"type": "RunStarted", "run_ref": "r", "source_id": 1, "connector_name": "c"}
     failed = {"type": "RunFinished", "run_ref": "r", "status": "failed", "actor": look_alike}
     for token in ("appender", "admin"):
@@ -281,5 +282,23 @@ def test_an_actor_that_reads_as_a_reserved_one_is_refused_for_every_token(
         assert refused.json()["errors"][0]["field"] == "actor"
         assert "reads as the reserved actor" in refused.json()["detail"]
         assert "item 2" in refused.json()["detail"]
+        assert " at index " in refused.json()["detail"], "names the character that differs"
     status = client.get("/v1/status", headers=auth("reader")).json()
     assert status["head_position"] == 0, "nothing was appended"
+
+
+@pytest.mark.parametrize("actor", OTHER_SCRIPT_ACTORS)
+def test_an_actor_in_another_script_is_accepted_from_an_append_token(
+    client: TestClient, actor: str
+) -> None:
+    """Only look-alikes of ASCII map in the skeleton: a Cyrillic or Greek name
+    (``connector:\u0441\u0431\u043e\u0440-\u0434\u0430\u043d\u043d\u044b\u0445``), or
+    one that merely contains a look-alike of ``sweeper``, reads as no reserved actor and is
+    recorded as it is."""
+    run = {"type": "RunStarted", "run_ref": "r", "source_id": 1, "connector_name": "c"}
+    progressed = {"type": "RunProgressed", "run_ref": "r", "records_fetched": 1, "actor": actor}
+    accepted = client.post("/v1/events", json=[run, progressed], headers=auth("appender"))
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["appended"] == 2
+    timeline = client.get("/v1/runs/1/events", headers=auth("reader")).json()
+    assert timeline[-1]["actor"] == actor, timeline
