@@ -53,9 +53,33 @@ PAGING_OBJECTS = frozenset(
         "response_metadata",
     }
 )
-# A key whose name has one of these words says a next page exists: next, next_url, nextLink,
-# @odata.nextLink, nextPageToken, has_more, hasMore, hasNextPage.
-NEXT_WORDS = frozenset({"next", "more"})
+# The names public APIs give a next-page marker, compared without case or punctuation
+# (:func:`marker_name`): next, next_url, nextLink, @odata.nextLink, nextPageToken,
+# response_metadata.next_cursor, has_more, pageInfo.hasNextPage. A list, not a word search: a
+# key that merely has "next" or "more" in it (next_run_at, meta.more_info, learn_more) is data.
+NEXT_MARKERS = frozenset(
+    {
+        "next",
+        "nextpage",
+        "nexturl",
+        "nextpageurl",
+        "nextlink",
+        "nextpagelink",
+        "nexthref",
+        "odatanextlink",
+        "nextcursor",
+        "nextpagecursor",
+        "nexttoken",
+        "nextpagetoken",
+        "nextkey",
+        "nextoffset",
+        "hasmore",
+        "hasnext",
+        "hasnextpage",
+        "morepages",
+        "moreresults",
+    }
+)
 # How a marker's value can be followed, best first: the one reported when a page has several.
 MARKER_KINDS = ("link", "page", "token", "more")
 # A page larger than this, or still arriving after this long, fails the run: a server that
@@ -112,13 +136,18 @@ def name_words(name: str) -> list[str]:
     return [word.lower() for word in re.split(r"[^A-Za-z0-9]+", spaced) if word]
 
 
+def marker_name(name: str) -> str:
+    """A key as :data:`NEXT_MARKERS` lists it: lower case, letters and digits only."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
 def next_markers(document: dict[str, Any], depth: int = 4) -> list[tuple[str, Any]]:
-    """(path, value) of the keys whose name says a next page exists (:data:`NEXT_WORDS`), at
-    the top level of a page or inside its paging objects (:data:`PAGING_OBJECTS`)."""
+    """(path, value) of the keys named as a next-page marker (:data:`NEXT_MARKERS`), at the
+    top level of a page or inside its paging objects (:data:`PAGING_OBJECTS`)."""
     found: list[tuple[str, Any]] = []
     for key, value in document.items():
         name = str(key)
-        if NEXT_WORDS.intersection(name_words(name)):
+        if marker_name(name) in NEXT_MARKERS:
             found.append((name, value))
         elif isinstance(value, dict) and name.lower() in PAGING_OBJECTS and depth > 1:
             found.extend((f"{name}.{inner}", v) for inner, v in next_markers(value, depth - 1))

@@ -298,9 +298,8 @@ MARKERS = [
     ({"has_more": True}, r"'has_more' \(true\).*does not say where.*--single-page"),
     ({"hasMore": True}, r"'hasMore' \(true\).*does not say where"),
     ({"pageInfo": {"hasNextPage": True}}, r"'pageInfo\.hasNextPage' \(true\)"),
-    # Markers no list names: a key in the body or its paging objects saying next or more.
-    ({"meta": {"pagination": {"more_after": {"id": 7}}}}, r"'meta\.pagination\.more_after'"),
     ({"response_metadata": {"next_cursor": "dXNlcjpV"}}, r"page token"),
+    ({"meta": {"pagination": {"Has-More": 1}}}, r"'meta\.pagination\.Has-More' \(1\)"),
     # A link is named before a flag beside it: the option that reads every page.
     ({"has_more": True, "meta": {"next": "/more?page=2"}}, r"--next-path meta\.next"),
 ]
@@ -331,6 +330,27 @@ def test_markers_that_say_there_is_no_next_page_end_in_success(
         "pagination": {"next_page": 0},
     }
     with JsonServer({"/api": lambda _query, _call: (200, last)}) as server:
+        connector = HttpJsonConnector(5, f"{server.base}/api", records_path="data")
+        result = connector.run(ledger, spool=spool)
+    assert (result.status, result.totals["records_created"]) == ("success", 2)
+
+
+def test_data_whose_key_merely_holds_next_or_more_is_no_marker(
+    ledger: Ledger, spool: Spool
+) -> None:
+    """The first version searched key names for the words "next" and "more": an API without
+    paging that sends when it next runs, or a link to learn more, then failed every run."""
+    data = {
+        "data": items(1),
+        "next_run_at": "2026-12-05T02:00:00Z",
+        "nextUpdate": "/status?at=tomorrow",
+        "next_steps": ["rotate the key"],
+        "isNextGen": True,
+        "learn_more": "https://docs.example/api",
+        "meta": {"more_info": "https://docs.example/api", "next_maintenance": "/m?d=1"},
+        "pagination": {"more_url": "/about/paging"},
+    }
+    with JsonServer({"/api": lambda _query, _call: (200, data)}) as server:
         connector = HttpJsonConnector(5, f"{server.base}/api", records_path="data")
         result = connector.run(ledger, spool=spool)
     assert (result.status, result.totals["records_created"]) == ("success", 2)
