@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import FastAPI, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from forensics.audit import AuditPage, TimelineEntry, audit_page
-from ledger import StoredEventError, UnknownRunError, ValidationError, fail_run
+from forensics.audit import AuditPage, audit_page
+from ledger import Ledger, StoredEventError, UnknownRunError, ValidationError, fail_run
 from ledger.clock import utcnow
 from ledger.events import MAX_RUN_ID, REASON_MAX, operator_actor
 from ledger.schema import MAX_POSITION
@@ -151,6 +151,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         request: Request,
         run_id: RunIdPath,
         notice: Annotated[str | None, Query(max_length=20)] = None,
+        failed_at: Annotated[int | None, Query(ge=1, le=MAX_POSITION), ASCII_DIGITS] = None,
         after: Annotated[int | None, Query(ge=1, le=MAX_POSITION), ASCII_DIGITS] = None,
         limit: Annotated[int, Query(ge=1, le=TIMELINE_PART), ASCII_DIGITS] = TIMELINE_PART,
     ) -> Response:
@@ -197,7 +198,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             row=row,
             transitions=transitions,
             stuck=stuck,
-            notice=fail_notice(notice, viewer, shown),
+            notice=fail_notice(state.ledger, notice, failed_at, viewer, run_id),
         )
 
     @app.get("/stuck")
@@ -248,19 +249,27 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         require_current_schema(state.ledger)
         position = fail_run(state.ledger, run_id, reason, actor, connectors=viewer.connectors)
         log.warning("web: run %d failed by %s at position %d", run_id, actor, position)
-        return RedirectResponse(link(f"/runs/{run_id}", notice="failed"), status_code=303)
+        return RedirectResponse(
+            link(f"/runs/{run_id}", notice="failed", failed_at=position), status_code=303
+        )
 
 
 def fail_notice(
-    notice: str | None, viewer: Viewer | None, shown: list[TimelineEntry]
+    ledger: Ledger, notice: str | None, failed_at: int | None, viewer: Viewer | None, run_id: int
 ) -> str | None:
-    """The notice the fail form's redirect asks for, only when it is true: the link is a
-    URL anyone can send, and "the run was failed" on a run that succeeded would be a forged
-    claim on a page auditors trust. Shown to the operator whose RunTimedOut the timeline
-    holds."""
+    """The notice the fail form's redirect asks for, only when it is true: the link is a URL
+    anyone can send, and "the run was failed" on a run that succeeded would be a forged claim
+    on a page auditors trust. The redirect names the position of the RunTimedOut it appended
+    (``failed_at``); the notice shows when that event is there, of this run, and the viewing
+    operator's. (The timeline's part on the page may not hold it: a run of more than a part's
+    events shows its first events first.)"""
     text = NOTICES.get(notice or "")
-    if text is None or viewer is None:
+    if text is None or viewer is None or failed_at is None:
         return None
-    actor = operator_actor(viewer.name)
-    failed = any(e.event.type == "RunTimedOut" and e.event.actor == actor for e in shown)
-    return text if failed else None
+    found = ledger.read_page(failed_at - 1, 1, up_to=failed_at)
+    true = bool(found) and (found[0].type, found[0].run_id, found[0].actor) == (
+        "RunTimedOut",
+        run_id,
+        operator_actor(viewer.name),
+    )
+    return text if true else None

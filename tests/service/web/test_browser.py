@@ -181,7 +181,8 @@ def test_pages_links_filters_and_the_fail_form(
     shot(browser, "confirm")
     browser.find_element(By.ID, "confirm-fail").click()
     wait_for(browser, "notice=failed")
-    assert browser.current_url.endswith(f"/web/runs/{served['open']}?notice=failed")
+    assert f"/web/runs/{served['open']}?notice=failed&failed_at=" in browser.current_url
+    assert "its timeline shows the RunTimedOut you appended" in browser.page_source
     assert browser.find_element(By.ID, "run-status").text == "failed"
     assert "operator:oncall" in browser.page_source
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -20,7 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from ledger import Ledger, RunFinished, RunStarted
+from ledger import Ledger, RunFinished, RunProgressed, RunStarted
 from ledger.clock import utcnow
 from ledger.events import REASON_MAX
 from ledger.hashing import stored_row_hash
@@ -29,6 +30,7 @@ from projections import Projector
 from projections.as_of import parse_as_of
 from service.api import create_app
 from service.web import integrity
+from service.web.state import TIMELINE_PART
 from tests.service.web.support import (
     SCRIPT,
     TOKENS,
@@ -283,7 +285,7 @@ def test_the_fail_form_needs_its_csrf_token_then_a_confirmation(
         follow_redirects=False,
     )
     assert done.status_code == 303
-    assert done.headers["location"] == f"/web/runs/{run}?notice=failed"
+    assert re.fullmatch(rf"/web/runs/{run}\?notice=failed&failed_at=\d+", done.headers["location"])
     page = client.get(done.headers["location"]).text
     assert "operator:oncall" in page
     assert "s-failed" in page
@@ -294,6 +296,34 @@ def test_the_fail_form_needs_its_csrf_token_then_a_confirmation(
     assert again.status_code == 409
 
 
+def test_the_fail_notice_shows_on_a_run_longer_than_a_timeline_part(
+    client: TestClient, db_url: str
+) -> None:
+    """The notice looked for the RunTimedOut in the part of the timeline shown: a run of more
+    than 500 events shows its first 500, and the operator who had just failed it saw none."""
+    ledger = Ledger.from_url(db_url)
+    try:
+        run = ledger.start_run(9, "long-run")
+        ledger.append([RunProgressed(run_id=run, records_fetched=1) for _ in range(TIMELINE_PART)])
+        Projector(ledger).run_once()
+    finally:
+        ledger.close()
+    csrf = log_in(client, "oncall")
+    done = client.post(
+        f"/web/runs/{run}/fail",
+        data={"csrf": csrf, "reason": "process killed", "confirm": "yes"},
+        follow_redirects=False,
+    )
+    page = client.get(done.headers["location"]).text
+    assert 'id="next-part"' in page  # only the first part is shown
+    assert "its timeline shows the RunTimedOut you appended" in page
+
+
+def _events_of(client: TestClient, run: int) -> list[dict[str, Any]]:
+    ledger = client.app.state.web.ledger  # type: ignore[attr-defined]
+    return [{"type": e.type, "position": e.position} for e in ledger.read_run(run)]
+
+
 def test_a_link_cannot_make_a_run_page_claim_the_run_was_failed(
     client: TestClient, demo: dict[str, int]
 ) -> None:
@@ -301,8 +331,13 @@ def test_a_link_cannot_make_a_run_page_claim_the_run_was_failed(
     operator failed it said "The run was failed" all the same. An event without an actor
     showed the word None."""
     log_in(client, "oncall")
-    for run in (1, demo["hostile"]):  # the demo's first run succeeded; the hostile one failed
-        page = client.get(f"/web/runs/{run}?notice=failed").text
+    # The demo's first run succeeded; the hostile one failed; the sweeper timed the one before
+    # the open run out (its RunTimedOut, by "sweeper", is the last position of that run).
+    swept = demo["open"] - 1
+    (timed_out,) = [e for e in _events_of(client, swept) if e["type"] == "RunTimedOut"]
+    for run, at in [(1, None), (1, 1), (demo["hostile"], None), (swept, timed_out["position"])]:
+        query = "notice=failed" + ("" if at is None else f"&failed_at={at}")
+        page = client.get(f"/web/runs/{run}?{query}").text
         assert 'class="notice"' not in page
         assert "RunTimedOut you appended" not in page
         assert "<td>None</td>" not in page
