@@ -174,11 +174,15 @@ class Ledger:
         ``max_age_s``: a check that passed less than that many seconds ago stands (a server
         asking before every write pays one query per ``max_age_s``, not one per request). A
         failed check is never kept: the first request after ``ledger migrate`` passes."""
+        started = time.monotonic()
         seen = self._schema_seen_current_at
-        if seen is not None and time.monotonic() - seen < max_age_s:
+        if seen is not None and started - seen < max_age_s:
             return
+        self._schema_seen_current_at = None  # a failure below is not covered by an older pass
         check_schema(self.engine, self.url)
-        self._schema_seen_current_at = time.monotonic()
+        # Stamped with when the query began, not ended: a slow query does not stretch the
+        # window, and a pass that began before a failure cannot cover it for longer.
+        self._schema_seen_current_at = started
 
     # ------------------------------------------------------------------ append
 

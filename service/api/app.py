@@ -42,6 +42,9 @@ def _api_ledger(config: LedgerConfig) -> Ledger:
     return Ledger.from_url(config.database_url, wait_bound_s=seconds)
 
 
+SPOOL_UNREADABLE = "the spool file could not be read (`ledger status` on the server says why)"
+
+
 def create_app(config: LedgerConfig) -> FastAPI:
     """The API over ``config.database_url`` with ``config.api``'s tokens and limits."""
     state = ApiState(
@@ -100,10 +103,15 @@ def create_app(config: LedgerConfig) -> FastAPI:
 
     @app.get("/v1/status", summary="Head, runs, projection lag, spool")
     def status_endpoint(_caller: Annotated[Caller, read_scope]) -> dict[str, Any]:
-        """``ledger status --format json`` with the config's thresholds and spool, but for
-        ``database``: its kind (``sqlite``, ``mysql``, ``mariadb``), never its URL, user, host
-        or file, which any read token would otherwise see."""
+        """``ledger status --format json`` with the config's thresholds and spool, but for what
+        would show any read token the server's files and where its database is: ``database``
+        is its kind (``sqlite``, ``mysql``, ``mariadb``), never its URL, user, host or file; the
+        spool's path is left out, and a spool that could not be read says so without the OS's
+        message (which names the file; the server's ``ledger status`` shows it)."""
         report = status_report(state.ledger, state.config).to_dict()
+        del report["spool_path"]
+        if report["spool_error"] is not None:
+            report["spool_error"] = SPOOL_UNREADABLE
         return {**report, "database": state.ledger.database_kind}
 
     @app.get("/v1/verify", summary="Verify the ledger", responses=problem_responses(429))

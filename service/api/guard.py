@@ -228,10 +228,16 @@ _BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def _encoded_body(scope: Scope) -> ApiProblem | None:
     """415 for a request body sent compressed, on every route (JSON, JSON Lines, web forms)."""
-    encoding = _header(scope, b"content-encoding")
-    if encoding is None or scope["method"] in _BODILESS:
+    # Every Content-Encoding header counts (a second one, ``gzip`` after ``identity``, is
+    # as much a coding of the body as a list in one header).
+    encodings = [
+        value.decode("latin-1")
+        for name, value in scope.get("headers", [])
+        if name == b"content-encoding"
+    ]
+    if not encodings or scope["method"] in _BODILESS:
         return None
-    return encoded_body_problem(encoding)
+    return encoded_body_problem(", ".join(encodings))
 
 
 async def _send_problem(send: Send, problem: ApiProblem) -> None:

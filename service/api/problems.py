@@ -109,7 +109,8 @@ def encoded_body_problem(content_encoding: str) -> ApiProblem | None:
     """415 for a body sent compressed (``Content-Encoding: gzip``), or None: bodies are read as
     they come, and a gzip one was refused as "not valid UTF-8 (byte 1)", naming neither the
     cause nor the fix."""
-    if content_encoding.strip().lower() in ("", "identity"):
+    codings = {coding.strip().lower() for coding in content_encoding.split(",")}
+    if codings <= {"", "identity"}:  # a list of codings (RFC 9110 8.4): each must be none
         return None
     return ApiProblem(
         415,

@@ -199,6 +199,16 @@ def test_a_compressed_body_is_refused_naming_the_encoding(client: TestClient) ->
         assert refused.json()["detail"].startswith("Content-Encoding 'gzip' is not supported")
     plain = {**auth("appender"), "content-encoding": "identity"}
     assert client.post("/v1/events", json=[started()], headers=plain).status_code == 200
+    # A second header counts too (only the first was read: 400 "not valid UTF-8 (byte 1)").
+    twice = [
+        *auth("appender").items(),
+        ("content-type", "application/json"),
+        ("content-encoding", "identity"),
+        ("content-encoding", "gzip"),
+    ]
+    refused = client.post("/v1/events", content=body, headers=twice)
+    assert refused.status_code == 415, refused.text
+    assert refused.json()["detail"].startswith("Content-Encoding 'identity, gzip' is not")
 
 
 def test_control_characters_come_back_escaped(client: TestClient) -> None:

@@ -19,9 +19,11 @@ from ledger import Ledger, RunFinished
 from ledger.errors import StoredEventError
 from projections import Projector
 from service.api import create_app
+from service.api.app import SPOOL_UNREADABLE
 from service.cli import cli
 from service.cli import cli as cli_command
-from service.config import LedgerConfig, ThresholdsConfig
+from service.config import LedgerConfig, SpoolConfig, ThresholdsConfig
+from service.metrics import status_report
 from tests.service.conftest import TOKENS, api_client, api_config, auth
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
@@ -105,7 +107,10 @@ def test_events_stuck_status_verify_are_the_cli_json(
     assert client.get("/v1/stuck", params={"older_than": "soon"}, headers=READ).status_code == 400
     status = client.get("/v1/status", headers=READ).json()
     assert status["head_position"] == 7
-    assert {**status, "database": None} == {**cli_json(db_url, "status"), "database": None}
+    cli_status = cli_json(db_url, "status")
+    assert "spool_path" not in status
+    del cli_status["spool_path"]  # a file of the server's, the API does not show
+    assert {**status, "database": None} == {**cli_status, "database": None}
     verify = client.get("/v1/verify", headers=READ).json()
     assert verify == cli_json(db_url, "verify")
     assert client.get("/v1/verify", params={"chain_only": True}, headers=READ).json()["ok"]
@@ -465,3 +470,20 @@ def test_status_names_the_kind_of_database_never_its_url(
     url = make_url(db_url)
     for secret in (url.database, url.host, url.username, db_url):
         assert not secret or secret not in answer.text
+    assert "spool_path" not in answer.json()  # a file of the server's
+
+
+def test_status_says_the_spool_is_unreadable_without_naming_its_file(
+    db_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool-folder"
+    spool.mkdir()
+    (spool / "spool.db").write_bytes(b"not a database " * 100)  # a spool that cannot be read
+    config = api_config(db_url).model_copy(update={"spool": SpoolConfig(dir=str(spool))})
+    with TestClient(create_app(config), raise_server_exceptions=False) as client:
+        answer = client.get("/v1/status", headers=READ)
+        ledger = client.app.state.api.ledger  # type: ignore[attr-defined]
+        assert status_report(ledger, config).spool_error  # the CLI's status says why
+    client.app.state.api.close()  # type: ignore[attr-defined]
+    assert answer.json()["spool_error"] == SPOOL_UNREADABLE
+    assert str(tmp_path) not in answer.text
