@@ -21,6 +21,7 @@ from ledger.events import RECORDED_NAMES
 from service.cli import cli
 from tests.connectors.support import run_events, totals, write
 from tests.reliability.fault_proxy import FaultProxy
+from tests.support import sqlite_without_schema
 
 
 def test_sqlite_outage_spools_then_delivers_in_order(
@@ -141,8 +142,8 @@ def test_status_of_a_folder_with_no_spool_says_so(tmp_path: Path) -> None:
 
 def test_a_file_where_the_spool_folder_should_be_is_a_usage_error(tmp_path: Path) -> None:
     not_a_folder = write(tmp_path / "spool", "a file\n")
-    (tmp_path / "ledger.db").touch()  # a database that exists (a missing one is refused)
-    database = ["--db", f"sqlite:///{tmp_path}/ledger.db"]
+    # A database that exists (a missing or empty file is refused before the spool is looked at).
+    database = ["--db", sqlite_without_schema(tmp_path / "ledger.db")]
     for args in (["spool", "flush", *database], ["spool", "status"]):
         result = CliRunner().invoke(cli, [*args, "--spool-dir", str(not_a_folder)])
         assert result.exit_code == 2, result.output

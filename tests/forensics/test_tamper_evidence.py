@@ -353,8 +353,8 @@ def test_an_operator_skip_passes_verify_and_the_report_names_it(
         "--db", db_url,
     )  # fmt: skip
     assert blank_actor.exit_code == 2
-    # The name rule (leading whitespace) answers before the skip's own "needs an actor".
-    assert "'--actor': leading whitespace" in blank_actor.stderr
+    # The option's own check answers before the skip's "needs an actor".
+    assert "'--actor': ' ' names no one" in blank_actor.stderr
     skipped = run(
         "project", "--skip-position", str(position), "--reason", "test event from a dev build",
         "--actor", "operator:al", "--db", db_url,
