@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -208,25 +209,31 @@ def name_problem(value: str) -> str | None:
     return None
 
 
-def _refuse_unsafe_name(value: str, info: ValidationInfo) -> str:
+def _refuse(
+    value: str, info: ValidationInfo, *checks: tuple[str, Callable[[str], str | None]]
+) -> str:
+    """``value``, or the first problem of ``checks`` (error type, check) as a validation
+    error; names read back from storage (``RECORDED_NAMES``) are taken as they were written."""
     if info.context and info.context.get("recorded_names"):
         return value
-    problem = name_problem(value)
-    if problem is not None:
-        raise PydanticCustomError("name_character", "{problem}", {"problem": problem})
+    for error_type, check in checks:
+        problem = check(value)
+        if problem is not None:
+            raise PydanticCustomError(error_type, "{problem}", {"problem": problem})
     return value
+
+
+def _refuse_unsafe_name(value: str, info: ValidationInfo) -> str:
+    return _refuse(value, info, ("name_character", name_problem))
 
 
 def _refuse_disguised_actor(value: str, info: ValidationInfo) -> str:
-    if info.context and info.context.get("recorded_names"):
-        return value
-    problem = disguised_actor_problem(value)
-    if problem is not None:
-        raise PydanticCustomError("reserved_actor", "{problem}", {"problem": problem})
-    problem = unnamed_operator_problem(value)
-    if problem is not None:
-        raise PydanticCustomError("unnamed_operator", "{problem}", {"problem": problem})
-    return value
+    return _refuse(
+        value,
+        info,
+        ("reserved_actor", disguised_actor_problem),
+        ("unnamed_operator", unnamed_operator_problem),
+    )
 
 
 NAME_RULE = AfterValidator(_refuse_unsafe_name)

@@ -99,16 +99,21 @@ def test_append_refuses_an_actor_that_reads_as_a_reserved_one(ledger: Ledger, db
     assert run("append", "-", "--db", db_url, input=real).exit_code == 0
 
 
+def runs_finished_by(actors: list[str]) -> str:
+    """JSON Lines of a run started and finished (failed) by each of ``actors``, in turn."""
+    events: list[dict[str, object]] = []
+    for index, actor in enumerate(actors):
+        started = {"type": "RunStarted", "run_ref": f"r{index}", "source_id": 1}
+        finished = {"type": "RunFinished", "run_ref": f"r{index}", "status": "failed"}
+        events += [{**started, "connector_name": "c"}, {**finished, "actor": actor}]
+    return lines(*events)
+
+
 def test_append_refuses_every_look_alike_of_a_reserved_actor(ledger: Ledger, db_url: str) -> None:
     """Look-alikes outside NFKC (a Cyrillic ``\u0455`` for ``s``, U+A789 for ``:``, U+2010 for
     ``-``) passed the NFKC and case check: the timeline showed ``sweeper`` where the report
     counted none. Each line is refused naming the character, and nothing is written."""
-    events: list[dict[str, object]] = []
-    for index, actor in enumerate(LOOK_ALIKE_ACTORS):
-        started = {"type": "RunStarted", "run_ref": f"r{index}", "source_id": 1}
-        finished = {"type": "RunFinished", "run_ref": f"r{index}", "status": "failed"}
-        events += [{**started, "connector_name": "c"}, {**finished, "actor": actor}]
-    result = run("append", "-", "--db", db_url, input=lines(*events))
+    result = run("append", "-", "--db", db_url, input=runs_finished_by(LOOK_ALIKE_ACTORS))
     assert result.exit_code == 2, result.output
     for index, actor in enumerate(LOOK_ALIKE_ACTORS):
         assert f"line {2 * index + 2}: actor: {actor!r} reads as the reserved actor" in (
@@ -121,12 +126,7 @@ def test_append_refuses_every_look_alike_of_a_reserved_actor(ledger: Ledger, db_
 def test_append_records_an_actor_in_another_script(ledger: Ledger, db_url: str) -> None:
     """Only look-alikes of ASCII are folded: a Cyrillic or Greek actor reads as no reserved
     one and is appended as it is."""
-    events: list[dict[str, object]] = []
-    for index, actor in enumerate(OTHER_SCRIPT_ACTORS):
-        started = {"type": "RunStarted", "run_ref": f"r{index}", "source_id": 1}
-        finished = {"type": "RunFinished", "run_ref": f"r{index}", "status": "failed"}
-        events += [{**started, "connector_name": "c"}, {**finished, "actor": actor}]
-    result = run("append", "-", "--db", db_url, input=lines(*events))
+    result = run("append", "-", "--db", db_url, input=runs_finished_by(OTHER_SCRIPT_ACTORS))
     assert result.exit_code == 0, result.output
     actors = [event.actor for event in ledger.read_all() if event.type == "RunFinished"]
     assert actors == OTHER_SCRIPT_ACTORS
