@@ -132,6 +132,18 @@ def lock_wait_exceeded(error: BaseException) -> bool:
     )
 
 
+ER_QUERY_INTERRUPTED = 1317
+
+
+def interrupted_or_conflicting(error: BaseException) -> bool:
+    """Whether a statement was interrupted (1317) or lost a conflict (1213). On Galera a
+    replicated write whose lock a local statement holds aborts that statement (a brute-force
+    abort), a FLUSH included: run again, it may well pass."""
+    cause = _driver_error(error)
+    code = None if cause is None else _mysql_error_code(cause)
+    return code == ER_QUERY_INTERRUPTED or code in CONFLICT_CODES
+
+
 ER_PARSE_ERROR = 1064
 _BROKEN_TRIGGER = "has an error in its body"
 

@@ -36,7 +36,12 @@ from ledger.dialects import (
     write_transaction,
 )
 from ledger.driver import DriverCursor
-from ledger.driver_errors import is_broken_trigger_load, is_transaction_conflict, translate_errors
+from ledger.driver_errors import (
+    interrupted_or_conflicting,
+    is_broken_trigger_load,
+    is_transaction_conflict,
+    translate_errors,
+)
 from ledger.errors import (
     SchemaError,
     StorageError,
@@ -56,6 +61,7 @@ log = logging.getLogger(__name__)
 # transactions that use the table (see Ledger._reload_table_triggers).
 MAX_TRIGGER_RELOADS = 3
 FLUSH_LOCK_WAIT_S = 5
+FLUSH_ATTEMPTS = 3  # a FLUSH that Galera interrupted is run again, up to this many times
 
 
 class Ledger:
@@ -282,6 +288,22 @@ class Ledger:
                 time.sleep(conflict_pause(attempt))
                 attempt += 1
 
+    def _flush_events_table(self) -> None:
+        with self.engine.connect() as conn:
+            # FLUSH TABLES waits for every open transaction that used the table (a verify, a
+            # projector batch, a rebuild's replay), and every statement on the table queues
+            # behind it meanwhile: bounded, or one append would stall the whole ledger for
+            # lock_wait_timeout (a day by default).
+            conn.exec_driver_sql(
+                f"SET @ledger_lock_wait = @@SESSION.lock_wait_timeout, "
+                f"SESSION lock_wait_timeout = {FLUSH_LOCK_WAIT_S}"
+            )
+            try:
+                conn.exec_driver_sql("FLUSH LOCAL TABLES ledger_events")
+            finally:
+                with suppress(DBAPIError):
+                    conn.exec_driver_sql("SET SESSION lock_wait_timeout = @ledger_lock_wait")
+
     def _reload_table_triggers(self, error: DBAPIError) -> None:
         """MariaDB Galera (seen on 10.11 with galera-4 26.4): a ``ledger_events`` table object
         whose trigger definitions failed to load (the load interrupted when a certification
@@ -299,20 +321,17 @@ class Ledger:
             error.orig,
         )
         try:
-            with self.engine.connect() as conn:
-                # FLUSH TABLES waits for every open transaction that used the table (a verify,
-                # a projector batch, a rebuild's replay), and every statement on the table
-                # queues behind it meanwhile: bounded, or one append would stall the whole
-                # ledger for lock_wait_timeout (a day by default).
-                conn.exec_driver_sql(
-                    f"SET @ledger_lock_wait = @@SESSION.lock_wait_timeout, "
-                    f"SESSION lock_wait_timeout = {FLUSH_LOCK_WAIT_S}"
-                )
+            for attempt in range(1, FLUSH_ATTEMPTS + 1):
                 try:
-                    conn.exec_driver_sql("FLUSH LOCAL TABLES ledger_events")
-                finally:
-                    with suppress(DBAPIError):
-                        conn.exec_driver_sql("SET SESSION lock_wait_timeout = @ledger_lock_wait")
+                    self._flush_events_table()
+                    break
+                except DBAPIError as flush_error:
+                    # Galera aborts a local FLUSH that holds what a replicated write needs
+                    # (1317 "Query execution was interrupted", seen in the cluster suite):
+                    # transient, unlike a missing RELOAD privilege.
+                    if attempt == FLUSH_ATTEMPTS or not interrupted_or_conflicting(flush_error):
+                        raise
+                    log.warning("FLUSH LOCAL TABLES ledger_events: %s; again", flush_error.orig)
         except DBAPIError as flush_error:
             log.error(
                 "FLUSH LOCAL TABLES ledger_events failed (%s): a DBA must run it on this node",

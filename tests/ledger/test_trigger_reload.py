@@ -125,3 +125,35 @@ def test_a_reload_that_succeeds_lets_the_append_go_on(mysql_ledger: Ledger) -> N
     mysql_ledger._reload_table_triggers(broken_trigger_error())
     run_id = mysql_ledger.start_run(1, "after the reload")
     assert mysql_ledger.append([RunProgressed(run_id=run_id, records_fetched=1)]).appended == 1
+
+
+def test_a_flush_interrupted_once_is_run_again(mysql_ledger: Ledger) -> None:
+    """On Galera a replicated write aborts a local FLUSH holding what it needs: 1317 "Query
+    execution was interrupted" (seen once in the cluster suite, an append of 6,000 failed).
+    Here a KILL QUERY interrupts the first FLUSH, waiting for a reader; the reader ends, and
+    the FLUSH run again passes: no error, the append can go on."""
+    reader = Ledger.from_url(mysql_ledger.url)
+    conn = reader.engine.connect()
+    conn.exec_driver_sql("START TRANSACTION")
+    conn.exec_driver_sql("SELECT COUNT(*) FROM ledger_events").scalar_one()
+    query = "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'FLUSH LOCAL%%' LIMIT 1"
+
+    def interrupt_the_first_flush() -> None:
+        deadline = time.monotonic() + 30
+        with mysql_ledger.connect() as watcher:
+            while (flushing := watcher.exec_driver_sql(query).scalar()) is None:
+                assert time.monotonic() < deadline, "no FLUSH LOCAL TABLES ever ran"
+                time.sleep(0.01)
+            watcher.exec_driver_sql(f"KILL QUERY {int(flushing)}")
+        conn.rollback()  # the reader ends: the FLUSH run again does not wait
+
+    other = threading.Thread(target=interrupt_the_first_flush)
+    other.start()
+    try:
+        mysql_ledger._reload_table_triggers(broken_trigger_error())
+    finally:
+        other.join(timeout=60)
+        conn.close()
+        reader.close()
+    run_id = mysql_ledger.start_run(1, "after an interrupted reload")
+    assert mysql_ledger.append([RunProgressed(run_id=run_id, records_fetched=1)]).appended == 1
