@@ -112,6 +112,13 @@ def unnamed_operator_problem(actor: str) -> str | None:
     return None
 
 
+def operator_name_problem(actor: str) -> str | None:
+    """Why ``actor`` cannot record an operator's act (a run failed, a skip), or None: the name
+    rule (:func:`name_problem`), then a name after ``operator:``
+    (:func:`unnamed_operator_problem`)."""
+    return name_problem(actor) or unnamed_operator_problem(actor)
+
+
 def reserved_actor(actor: str) -> str | None:
     """The reserved actor ``actor`` reads as (its :func:`ledger.confusables.skeleton`):
     ``sweeper`` or one of :data:`RESERVED_PREFIXES`; None for any other actor. ``Operator:all``,

@@ -36,9 +36,8 @@ from ledger.errors import (
 from ledger.events import (
     SWEEPER_ACTOR,
     RunTimedOut,
-    name_problem,
     operator_actor,
-    unnamed_operator_problem,
+    operator_name_problem,
 )
 from ledger.mapper import parse_event
 from ledger.recorded import AppendResult
@@ -176,7 +175,7 @@ def fail_run(
             run_id, "open-runs-only", f"the run is closed ({closed}); only open runs can be failed"
         )
     detected_by = operator_actor(operator)
-    problem = name_problem(detected_by) or unnamed_operator_problem(detected_by)
+    problem = operator_name_problem(detected_by)
     if problem is not None:
         raise ValidationError(f"operator {detected_by!r}: {problem}")
     # Validated as any input is: a reason or operator name over its limit is a ValidationError

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from ledger import Ledger, LedgerError, RecordedEvent, StorageError, ValidationError
 from ledger.conflicts import retrying_conflicts
 from ledger.driver_errors import is_refused_value
-from ledger.events import ACTOR_NAME_MAX, REASON_MAX, name_problem, unnamed_operator_problem
+from ledger.events import ACTOR_NAME_MAX, REASON_MAX, operator_name_problem
 from ledger.outage import Outage
 from ledger.reads import event_type_at, read_events_page, read_head
 from ledger.text import clip, visible
@@ -319,7 +319,7 @@ class Projector:
             raise ValidationError(f"reason: at most {REASON_MAX} characters, got {len(reason)}")
         if not actor.strip():
             raise ValidationError("a skip needs an actor (who decided it)")
-        problem = name_problem(actor) or unnamed_operator_problem(actor)
+        problem = operator_name_problem(actor)
         if len(actor) > ACTOR_NAME_MAX:
             problem = f"at most {ACTOR_NAME_MAX} characters, got {len(actor)}"
         if problem is not None:
