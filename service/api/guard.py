@@ -95,17 +95,19 @@ class Guard:
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
                 if received > limit:
+                    if not body_done:
+                        await _discard_body(receive, received, self.read_timeout)
                     raise HTTPException(413, too_large.detail)
             return message
 
         try:
             declared = _content_length(scope)
-            if declared is not None and declared > limit:
-                await _send_problem(send_and_note, too_large)
-                return
-            encoded = _encoded_body(scope)
-            if encoded is not None:
-                await _send_problem(send_and_note, encoded)
+            refused = too_large if declared is not None and declared > limit else None
+            refused = refused or _encoded_body(scope)
+            if refused is not None:
+                if declared is None or declared <= DISCARD_MAX_BYTES:
+                    await _discard_body(receive, 0, self.read_timeout)
+                await _send_problem(send_and_note, refused)
                 return
             log.debug("%s %s started", scope["method"], path_root(scope))
             await self.app(scope, limited_receive, send_and_note)
@@ -238,6 +240,33 @@ def _encoded_body(scope: Scope) -> ApiProblem | None:
     if not encodings or scope["method"] in _BODILESS:
         return None
     return encoded_body_problem(", ".join(encodings))
+
+
+# A body refused before it was read (413, 415) is still read, up to this many bytes, and
+# dropped before the answer: a server that answers and closes while the client is still
+# sending makes the client's kernel see a reset, which throws the answer away (the client
+# reports "connection reset" instead of the 413 that names the limit). Larger bodies are
+# answered at once; nginx's "lingering close" does the same.
+DISCARD_MAX_BYTES = 64 * 1024 * 1024
+
+
+async def _discard_body(receive: Receive, received: int, timeout: float) -> None:
+    """Read and drop the rest of a refused body until its end, until ``DISCARD_MAX_BYTES``
+    have arrived, or until ``timeout`` seconds have passed, whichever comes first."""
+    deadline = time.monotonic() + timeout
+    more_body = True
+    while more_body and received <= DISCARD_MAX_BYTES:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            message = await asyncio.wait_for(receive(), remaining)
+        except TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return  # the client went away: nothing left to read
+        received += len(message.get("body", b""))
+        more_body = message.get("more_body", False)
 
 
 async def _send_problem(send: Send, problem: ApiProblem) -> None:

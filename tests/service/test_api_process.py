@@ -181,3 +181,64 @@ def test_a_client_gone_mid_body_and_a_request_past_the_grace_period(
     assert "Traceback" not in log, log
     assert "Exception in ASGI application" not in log
     assert "was still running when the grace period ran out" in log
+
+
+def test_a_body_over_the_limit_gets_its_413_not_a_reset_connection(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A client still sending a body the API refuses (over ``max_body_bytes``, declared or
+    grown, or compressed: 415) reads the problem that names the limit: the API reads the rest
+    and drops it before answering. Answering and closing with the body unread makes the
+    client's kernel see a reset that throws the answer away (the TypeScript client saw
+    ``ECONNRESET`` instead of its 413)."""
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        "[api]\nmax_body_bytes = 1024\n"
+        '[[api.tokens]]\nname = "proc"\nscopes = ["append"]\nenv = "API_PROCESS_TOKEN"\n',
+        encoding="utf-8",
+    )
+    port = free_port()
+    command = [sys.executable, "-m", "service.cli", "api", "--listen", f"127.0.0.1:{port}"]
+    process = subprocess.Popen(
+        [*command, "--config", str(config), "--db", db_url],
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "API_PROCESS_TOKEN": TOKEN},
+    )
+    body = b"[" + b" " * (4 * 1024 * 1024) + b"]"  # far more than the socket buffers hold
+    head = (
+        f"POST /v1/events HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\n"
+    )
+    try:
+        wait_for_healthz(process, f"http://127.0.0.1:{port}")
+        for framing, extra, expected in (
+            (f"Content-Length: {len(body)}\r\n", "", b"413"),
+            ("Transfer-Encoding: chunked\r\n", "", b"413"),
+            ("Transfer-Encoding: chunked\r\n", "Content-Encoding: gzip\r\n", b"415"),
+        ):
+            answer = send_whole_request(port, (head + framing + extra + "\r\n").encode(), body)
+            status_line = answer.split(b"\r\n", 1)[0]
+            assert status_line.startswith(b"HTTP/1.1 " + expected), (framing, extra, answer[:300])
+            assert b"problem+json" in answer.lower()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def send_whole_request(port: int, head: bytes, body: bytes) -> bytes:
+    """Send a request to its last byte, then read the answer to the end of the connection: a
+    reset anywhere fails the test (it is the defect)."""
+    chunked = b"chunked" in head
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S) as request:
+        request.sendall(head)
+        if chunked:
+            for start in range(0, len(body), 65536):
+                piece = body[start : start + 65536]
+                request.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            request.sendall(b"0\r\n\r\n")
+        else:
+            request.sendall(body)
+        answer = b""  # the API closes the connection after it (Connection: close)
+        while chunk := request.recv(65536):
+            answer += chunk
+        return answer

@@ -558,8 +558,8 @@ for (const backend of backends()) {
       assert.equal(error.eventId, 'ts-too-large-1');
       assert.equal(error.index, 0);
       assert.equal(error.limit, DEFAULT_MAX_BODY_BYTES); // the API's default, as it said it
-      // The 413 itself is not retried (the API may answer it before the body is all sent and
-      // close: that attempt can end as a reset connection, retried as any network error).
+      // The 413 itself is not retried (the API reads a refused body to its end before it
+      // answers, so the client reads the 413 rather than a reset connection).
       assert.equal(error.cause.status, 413);
       // The default client knows the limit: nothing is sent.
       const local = await client.append([event]).catch((caught) => caught);
