@@ -34,7 +34,7 @@ from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState
 from ledger.store import Ledger
 from ledger.stuck import StuckRun, Thresholds, stuck_runs, stuck_runs_as_of
-from ledger.sweeper import SweepResult, fail_run, sweep
+from ledger.sweeper import SweepResult, fail_run, failable_run, sweep
 
 __all__ = [
     "AccessDeniedError",
@@ -72,6 +72,7 @@ __all__ = [
     "ValidationError",
     "canonical_json",
     "fail_run",
+    "failable_run",
     "parse_event",
     "register_upcaster",
     "stuck_runs",

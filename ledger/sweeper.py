@@ -41,7 +41,7 @@ from ledger.events import (
 )
 from ledger.mapper import parse_event
 from ledger.recorded import AppendResult
-from ledger.rules import FINISHED, OPEN
+from ledger.rules import FINISHED, OPEN, RunState
 from ledger.store import Ledger
 from ledger.stuck import DEFAULT_STALE_AFTER, StuckRun, Thresholds, stuck_runs
 from ledger.text import visible
@@ -150,6 +150,23 @@ def _append_retrying_once(
     return ledger.append([event], expected_version=version), True
 
 
+def failable_run(ledger: Ledger, run_id: int, connectors: frozenset[str] | None = None) -> RunState:
+    """The write-side state of a run an operator may fail: it exists, it is open, and its
+    connector is one of ``connectors`` when given. Raises what :func:`fail_run` would (the web
+    view's confirm step asks before it shows anything of the run)."""
+    state = ledger.run(run_id)
+    if state is None:
+        raise UnknownRunError(run_id)
+    if connectors is not None and state.connector_name not in connectors:
+        raise ConnectorNotAllowedError(run_id, connectors)
+    if state.state != OPEN:
+        closed = "finished" if state.state == FINISHED else "already timed out"
+        raise StreamError(
+            run_id, "open-runs-only", f"the run is closed ({closed}); only open runs can be failed"
+        )
+    return state
+
+
 def fail_run(
     ledger: Ledger,
     run_id: int,
@@ -164,16 +181,7 @@ def fail_run(
     its connectors), whatever its state."""
     if not reason.strip():
         raise ValidationError("a reason is required to fail a run by hand")
-    state = ledger.run(run_id)
-    if state is None:
-        raise UnknownRunError(run_id)
-    if connectors is not None and state.connector_name not in connectors:
-        raise ConnectorNotAllowedError(run_id, connectors)
-    if state.state != OPEN:
-        closed = "finished" if state.state == FINISHED else "already timed out"
-        raise StreamError(
-            run_id, "open-runs-only", f"the run is closed ({closed}); only open runs can be failed"
-        )
+    state = failable_run(ledger, run_id, connectors)
     detected_by = operator_actor(operator)
     problem = operator_name_problem(detected_by)
     if problem is not None:

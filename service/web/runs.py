@@ -9,7 +9,14 @@ from fastapi import FastAPI, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from forensics.audit import AuditPage, audit_page
-from ledger import Ledger, StoredEventError, UnknownRunError, ValidationError, fail_run
+from ledger import (
+    Ledger,
+    StoredEventError,
+    UnknownRunError,
+    ValidationError,
+    fail_run,
+    failable_run,
+)
 from ledger.clock import utcnow
 from ledger.events import MAX_RUN_ID, REASON_MAX, operator_actor
 from ledger.schema import MAX_POSITION
@@ -234,7 +241,11 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         if not reason:
             raise LedgerErrorPage(400, "Invalid request", "give a reason for failing the run")
         if confirm != "yes":
-            row = find_run(state.ledger, run_id).row
+            # Refused here as the append would refuse it (a closed run, another connector's),
+            # and the run's row shown only to a token that may read it: the confirm step must
+            # not tell a token with only `operate` what the runs are.
+            failable_run(state.ledger, run_id, viewer.connectors)
+            row = find_run(state.ledger, run_id).row if pages.may_read(viewer) else None
             return render(
                 request,
                 "confirm.html",

@@ -21,6 +21,11 @@ SECURITY_HEADERS = {
 }
 
 
+# The static files' own caching header is kept (see SecurityHeaders).
+STATIC_ROOT = ROOT + "/static/"
+CACHEABLE = frozenset({"cache-control"})
+
+
 class SecurityHeaders:
     """Adds the security headers to every response under :data:`ROOT`, errors included: added
     around the whole API app, so that its own answers there (the redirect of ``/web``, the
@@ -35,14 +40,23 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        # The style sheet says it may be cached (an hour, public: it holds no data); every
+        # other answer here is a page of ledger data or an error, never stored.
+        kept = CACHEABLE if path.startswith(STATIC_ROOT) else frozenset()
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [
                     (k, v)
                     for k, v in message.get("headers", [])
-                    if k.decode("latin-1").lower() not in SECURITY_HEADERS
+                    if (name := k.decode("latin-1").lower()) not in SECURITY_HEADERS or name in kept
                 ]
-                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                present = {k.decode("latin-1").lower() for k, _ in headers}
+                headers += [
+                    (k.encode(), v.encode())
+                    for k, v in SECURITY_HEADERS.items()
+                    if k not in present
+                ]
                 message["headers"] = headers
             await send(message)
 

@@ -21,6 +21,7 @@ TOKENS = {
     "reader": ("read-token-0123456789abcdef", ["read"]),
     "oncall": ("oncall-token-0123456789abcdef", ["read", "operate"]),
     "appender": ("append-token-0123456789abcdef", ["append"]),
+    "operator": ("operate-token-0123456789abcdef", ["operate"]),
 }
 SCRIPT = "<script>document.title='pwned'</script>"
 

@@ -277,6 +277,7 @@ def test_the_fail_form_needs_its_csrf_token_then_a_confirmation(
     confirm = client.post(f"/web/runs/{run}/fail", data={"csrf": csrf, "reason": SCRIPT})
     assert confirm.status_code == 200
     assert 'id="confirm-fail"' in confirm.text
+    assert "s-running" in confirm.text  # a reader sees the run it is about to fail
     assert SCRIPT not in confirm.text
     assert "running" in client.get(f"/web/runs/{run}").text  # nothing appended yet
     done = client.post(
@@ -294,6 +295,32 @@ def test_the_fail_form_needs_its_csrf_token_then_a_confirmation(
         f"/web/runs/{run}/fail", data={"csrf": csrf, "reason": "again", "confirm": "yes"}
     )
     assert again.status_code == 409
+
+
+def test_the_confirm_step_refuses_what_the_append_would_and_shows_rows_to_readers_only(
+    client: TestClient, demo: dict[str, int]
+) -> None:
+    """The first step of the fail form asks what the append would (a closed run is 409 there,
+    not a page that offers to fail it), and a token with `operate` but not `read` learns
+    nothing of the run from it: walking the run ids showed every run's connector and status."""
+    csrf = log_in(client, "operator")
+    assert client.get(f"/web/runs/{demo['open']}").status_code == 403  # no read scope
+    closed = client.post("/web/runs/1/fail", data={"csrf": csrf, "reason": "probe"})
+    assert closed.status_code == 409
+    assert "only open runs can be failed" in closed.text
+    assert "demo-stations" not in closed.text
+    unknown = client.post("/web/runs/999999/fail", data={"csrf": csrf, "reason": "probe"})
+    assert unknown.status_code == 404
+    confirm = client.post(f"/web/runs/{demo['open']}/fail", data={"csrf": csrf, "reason": "x"})
+    assert confirm.status_code == 200
+    assert 'id="confirm-fail"' in confirm.text
+    assert "started" not in confirm.text
+    assert "s-running" not in confirm.text
+
+
+def test_the_style_sheet_may_be_cached_and_pages_may_not(client: TestClient) -> None:
+    assert client.get("/web/static/style.css").headers["cache-control"] == "public, max-age=3600"
+    assert client.get("/web/login").headers["cache-control"] == "no-store"
 
 
 def test_the_fail_notice_shows_on_a_run_longer_than_a_timeline_part(
@@ -787,6 +814,9 @@ def test_an_operator_bound_to_connectors_fails_only_their_runs(
         )
         assert refused.status_code == 403
         assert "may write for (&#39;night-batch-2&#39;)" in refused.text
+        asked = client.post(f"/web/runs/{demo['open']}/fail", data={"csrf": csrf, "reason": "x"})
+        assert asked.status_code == 403  # the confirm step too: no other connector's run shown
+        assert 'id="confirm-fail"' not in asked.text
         assert "running" in client.get(f"/web/runs/{demo['open']}").text
     client.app.state.web.close()  # type: ignore[attr-defined]
     client.app.state.api.close()  # type: ignore[attr-defined]
