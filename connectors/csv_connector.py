@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base import Connector
-from connectors.records import RecordStore
+from connectors.records import RecordStore, unstorable
 from connectors.sdk import RunContext
 from ledger.errors import ConfigurationError
-from ledger.text import clip
+from ledger.text import clip, visible
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 SAMPLE_CSV = SAMPLES / "records.csv"
@@ -77,13 +77,20 @@ class CsvConnector(Connector):
         batch = Batch()
         for line, record, problem in rows:
             batch.rows_read += 1
+            external_id = ""
+            if problem is None:
+                assert record is not None
+                external_id = str(record[self.key]).strip()
+                # A JSON Lines record with a lone surrogate (a "\ud800" escape) or a NaN: an
+                # error of its line, not of the batch's upsert and the whole run.
+                problem = unstorable(external_id, record)
             if problem is not None:
                 batch.problems.append(
                     (f"line {line}: {problem}", {"line": line, "path": str(self.path)})
                 )
             else:
                 assert record is not None
-                batch.records.append((str(record[self.key]).strip(), record))
+                batch.records.append((external_id, record))
             if batch.rows_read >= self.batch_size:
                 yield batch
                 batch = Batch()
@@ -164,7 +171,8 @@ class CsvConnector(Connector):
                 if not isinstance(record, dict):
                     yield line, None, f"expected a JSON object, got {type(record).__name__}"
                 elif self.key not in record:
-                    fields = ", ".join(str(name)[:40] for name in list(record)[:8])
+                    # visible: a field name is data (a "\ud800" escape, a newline, an ESC)
+                    fields = ", ".join(clip(visible(str(n)), 40) for n in list(record)[:8])
                     yield (
                         line,
                         None,

@@ -29,10 +29,10 @@ from email.message import Message
 from typing import Any
 
 from connectors.base import Connector
-from connectors.records import RecordStore
+from connectors.records import RecordStore, unstorable
 from connectors.sdk import RunContext
 from ledger.errors import ConfigurationError
-from ledger.text import clip
+from ledger.text import clip, visible
 from ledger.urls import mask_secrets
 
 log = logging.getLogger(__name__)
@@ -455,7 +455,8 @@ class HttpJsonConnector(Connector):
         API does not use shows at the first record."""
         if not isinstance(record, dict) or self.key in record:
             return f"missing key {self.key!r}"
-        fields = ", ".join(str(name)[:40] for name in list(record)[:8]) or "no field"
+        # visible: a field name is data (a "\ud800" escape, a newline, an ESC)
+        fields = ", ".join(clip(visible(str(n)), 40) for n in list(record)[:8]) or "no field"
         return (
             f"missing key {self.key!r} (the record has {fields}; "
             "--key names the field that identifies a record)"
@@ -492,12 +493,20 @@ class HttpJsonConnector(Connector):
             good: list[tuple[str, dict[str, Any]]] = []
             for index, record in enumerate(records):
                 if not isinstance(record, dict) or record.get(self.key) in (None, ""):
-                    run.error(
-                        f"page {page} record {index}: {self._key_problem(record)}",
-                        {"url": shown(url), "index": index},
-                    )
+                    problem = self._key_problem(record)
                 else:
-                    good.append((str(record[self.key]).strip(), record))
+                    external_id = str(record[self.key]).strip()
+                    # A lone surrogate (a "\ud800" escape) or a NaN: an error of this record,
+                    # not of the page's upsert and the whole run.
+                    unstored = unstorable(external_id, record)
+                    if unstored is None:
+                        good.append((external_id, record))
+                        continue
+                    problem = unstored
+                run.error(
+                    f"page {page} record {index}: {problem}",
+                    {"url": shown(url), "index": index},
+                )
             counts = store.upsert(self.source_id, good)
             run.progress(
                 fetched=len(records),

@@ -15,6 +15,7 @@ from ledger.clock import utcnow
 from ledger.mapper import canonical_json
 from ledger.reads import chunks
 from ledger.store import as_ledger
+from ledger.text import clip, describe_char, visible
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,33 @@ class UpsertCounts:
     created: int = 0
     updated: int = 0
     skipped: int = 0
+
+
+def unstorable(external_id: str, payload: dict[str, Any]) -> str | None:
+    """Why ``source_records`` cannot hold this record, or None: text UTF-8 cannot carry (a lone
+    surrogate, read from a ``\\ud800`` JSON escape) in its key or its fields, or a number JSON
+    has no form for (``NaN``, which Python's JSON reader accepts). Checked per record by the
+    connectors, so that one such record is an error of that record (the run ends ``partial``):
+    in a batch, it failed the whole upsert and the run, with nothing counted."""
+    try:
+        external_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return _not_utf8("its key", exc)
+    try:
+        canonical_json(payload).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return _not_utf8("its fields", exc)
+    except (ValueError, TypeError, RecursionError) as exc:
+        return f"not storable as JSON ({clip(visible(str(exc)), 120)})"
+    return None
+
+
+def _not_utf8(where: str, exc: UnicodeEncodeError) -> str:
+    near = visible(exc.object[max(exc.start - 30, 0) : exc.end + 30])
+    return (
+        f"not storable: {describe_char(exc.object[exc.start])} in {where} (…{near}…); "
+        "UTF-8 has no form for a lone surrogate"
+    )
 
 
 def content_hash(payload: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ledger import EventModel, Ledger, LedgerError, StreamError
 from ledger.clock import isoformat_utc
 from ledger.mapper import canonical_json, event_to_wire
-from ledger.text import clip, visible
+from ledger.text import clip, storable, visible
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,13 @@ def log_lost(run_id: int, events: Sequence[EventModel], exc: Exception) -> None:
         visible(str(exc)),
     )
     for event in events:
-        log.error("refused event of run %d: %s", run_id, canonical_json(event_to_wire(event)))
+        try:
+            # storable: a lone surrogate becomes its JSON escape, so the line is the same JSON
+            # and any log handler can write it.
+            text = storable(canonical_json(event_to_wire(event)))
+        except (ValueError, TypeError, RecursionError):  # why the spool could not keep it
+            text = storable(repr(event))
+        log.error("refused event of run %d: %s", run_id, text)
 
 
 __all__ = ["RunClosedError", "log_lost", "refusal_reason"]

@@ -29,6 +29,12 @@
   reports nothing more); ``finish()`` then sets aside what is left (its pending counts and
   the outcome it would have recorded) and neither raises again nor masks the connector's own
   exception. The result's status is ``closed``.
+* Text the connector hands over (error messages and details, metadata, the message and
+  traceback of the exception that failed the run) is made storable first
+  (:func:`ledger.text.storable`: a surrogate code point, which UTF-8 cannot carry, is written
+  as its escape ``\\udcfe``): one field name read from a ``\\ud800`` JSON escape, or a file
+  name that is not UTF-8, made the ledger refuse the run's RunFinished, and its outcome was
+  lost.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ from ledger import (
 from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT, Counter, name_problem
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json, pydantic_problems
-from ledger.text import clip, visible
+from ledger.text import clip, storable, visible
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +162,15 @@ class RunContext:
         host, pid = socket.gethostname(), os.getpid()
         self._pid = pid  # the process that records the run: a forked child may not
         self.actor = f"connector:{connector_name}@{host}:{pid}"
-        self.metadata = {
-            "host": host,
-            "pid": pid,
-            "connector_version": connector_version,
-            "trigger": trigger,
-            **(metadata or {}),
-        }
+        self.metadata = _storable_metadata(
+            {
+                "host": host,
+                "pid": pid,
+                "connector_version": connector_version,
+                "trigger": trigger,
+                **(metadata or {}),
+            }
+        )
         # Checked now, as a LedgerError naming the field: a source_id beyond the column (or
         # metadata that is not JSON) was pydantic's own error at start(), a traceback from
         # `ledger run csv --source-id 3000000000`.
@@ -385,7 +393,7 @@ class RunContext:
             self.result.error_count += 1
             if len(self._errors) < self.max_error_details:
                 entry: dict[str, Any] = {
-                    "message": clip(str(message), MAX_MESSAGE_CHARS, count_cut=True)
+                    "message": clip(storable(str(message)), MAX_MESSAGE_CHARS, count_cut=True)
                 }
                 if details:
                     entry["details"] = _bounded(details)
@@ -585,10 +593,10 @@ class RunContext:
         interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
         details = {
             "exception": type(exc).__name__,
-            "message": clip(str(exc), MAX_MESSAGE_CHARS, count_cut=True),
+            "message": clip(storable(str(exc)), MAX_MESSAGE_CHARS, count_cut=True),
             # The end of a traceback is where it failed: keep that part if it must be cut.
             "traceback": clip(
-                "".join(traceback.format_exception(exc)),
+                storable("".join(traceback.format_exception(exc))),
                 MAX_TRACEBACK_CHARS,
                 count_cut=True,
                 keep_end=True,
@@ -597,7 +605,7 @@ class RunContext:
         }
         if interrupted:
             details["reason"] = "interrupted"
-        message = describe_failure(exc)
+        message = storable(describe_failure(exc))
         return RunFinished(
             run_id=self.run_id,
             status="failed",
@@ -665,14 +673,40 @@ def _describe_exit(code: object) -> str:
     return f"stopped (exit status {code})"
 
 
-def _bounded(details: dict[str, Any]) -> dict[str, Any]:
-    """An error's details, or a clipped preview if they are too large to keep in the ledger."""
+def _storable_value(value: Any) -> Any:
+    """``value`` with every text in it, keys included, made :func:`~ledger.text.storable`;
+    what is not a dict, list, tuple or text is left for the JSON encoder to judge."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {
+            storable(key) if isinstance(key, str) else key: _storable_value(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_storable_value(item) for item in value]
+    return value
+
+
+def _storable_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The run's metadata made storable: a ``--trigger`` is text from the command line, where a
+    byte that is not UTF-8 arrives as a surrogate, and the ledger refused such a RunStarted."""
     try:
+        return dict(_storable_value(metadata))
+    except RecursionError:  # nested too deep for JSON: RunStarted's own check names it
+        return metadata
+
+
+def _bounded(details: dict[str, Any]) -> dict[str, Any]:
+    """An error's details (made storable), or a clipped preview if they are too large to keep
+    in the ledger."""
+    try:
+        details = _storable_value(details)
         text = canonical_json(details)
     except RecursionError:  # nested beyond what JSON (or repr) can walk
         return {"unserialisable": f"details nested over {sys.getrecursionlimit()} levels deep"}
     except (TypeError, ValueError):
-        return {"unserialisable": clip(repr(details), MAX_DETAILS_CHARS, count_cut=True)}
+        return {"unserialisable": clip(storable(repr(details)), MAX_DETAILS_CHARS, count_cut=True)}
     if len(text) > MAX_DETAILS_CHARS or json_depth(details) > MAX_DETAILS_DEPTH:
         return {"clipped": clip(text, MAX_DETAILS_CHARS, count_cut=True)}
     return details

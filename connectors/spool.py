@@ -25,7 +25,7 @@ from ledger import EventModel, Ledger, LedgerError, StorageError, ValidationErro
 from ledger.clock import isoformat_utc, utcnow
 from ledger.mapper import canonical_json, event_to_wire
 from ledger.private import create_private_file, make_private_folder
-from ledger.text import clip, visible
+from ledger.text import clip, storable, visible
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS rejected (
 # A spooled row as flush reads it: seq, event_id, run_id, type, body, spooled_at.
 SpooledRow = tuple[int, str, int | None, str, str, str]
 Delivered = tuple[int, int, int]  # (delivered, already there, rejected)
+# A row put into spooled: event_id, run_id, type, body, spooled_at.
+SpoolRowIn = tuple[str, int | None, str, str, str]
 
 
 @dataclass(frozen=True)
@@ -172,8 +174,9 @@ class Spool:
 
     def put(self, events: Sequence[EventModel]) -> None:
         """Store events durably (committed and fsynced before returning)."""
+        rows = self._spooled_rows(events)
         with self._connect(immediate=True) as conn:
-            _insert_spooled(conn, events)
+            _insert_spooled(conn, rows)
         log.warning("spooled %d event(s) to %s", len(events), self.path)
 
     def set_aside(self, events: Sequence[EventModel], reason: str) -> int:
@@ -184,8 +187,9 @@ class Spool:
         later; one already spooled is moved, one already rejected is kept as it was."""
         now = isoformat_utc(utcnow())
         ids = [(str(e.event_id),) for e in events]
+        rows = self._spooled_rows(events)
         with self._connect(immediate=True) as conn:
-            _insert_spooled(conn, events)
+            _insert_spooled(conn, rows)
             conn.executemany(
                 "INSERT OR IGNORE INTO rejected SELECT seq, event_id, run_id, type, body, "
                 "spooled_at, ?, ? FROM spooled WHERE event_id = ?",
@@ -198,6 +202,26 @@ class Spool:
             )
         log.warning("set aside %d refused event(s) in %s", kept, self.path)
         return int(kept)
+
+    def _spooled_rows(self, events: Sequence[EventModel]) -> list[SpoolRowIn]:
+        """The events as rows of ``spooled``. An event that is not JSON, or whose text UTF-8
+        cannot carry (a lone surrogate), is a :class:`SpoolError` like any spool failure:
+        SQLite's driver raised UnicodeEncodeError, which escaped the SDK's handling of a spool
+        that cannot keep refused events (it logs them) as a traceback, from ``finish()`` and
+        from the exit hook, and the run stayed open."""
+        now = isoformat_utc(utcnow())
+        rows: list[SpoolRowIn] = []
+        for event in events:
+            try:
+                body = canonical_json(event_to_wire(event))
+                body.encode("utf-8")
+            except (ValueError, TypeError, RecursionError) as exc:  # not JSON, or not UTF-8
+                raise SpoolError(
+                    f"spool {self.path}: event {event.event_id} ({event.type} of run "
+                    f"{event.run_id}) cannot be kept: {visible(str(exc))}"
+                ) from None
+            rows.append((str(event.event_id), event.run_id, event.type, body, now))
+        return rows
 
     def has_pending(self) -> bool:
         if not self._exists():
@@ -333,7 +357,7 @@ class Spool:
                         body,
                         spooled_at,
                         isoformat_utc(utcnow()),
-                        str(exc),
+                        storable(str(exc)),
                     ),
                 )
                 rejected += 1
@@ -354,16 +378,12 @@ class _PageCutShort(Exception):
         self.done = done
 
 
-def _insert_spooled(conn: sqlite3.Connection, events: Sequence[EventModel]) -> None:
-    """Events into ``spooled`` in their order (``seq``); one already there is left as it is."""
-    now = isoformat_utc(utcnow())
+def _insert_spooled(conn: sqlite3.Connection, rows: Sequence[SpoolRowIn]) -> None:
+    """Rows into ``spooled`` in their order (``seq``); one already there is left as it is."""
     conn.executemany(
         "INSERT OR IGNORE INTO spooled (event_id, run_id, type, body, spooled_at) "
         "VALUES (?, ?, ?, ?, ?)",
-        [
-            (str(e.event_id), e.run_id, e.type, canonical_json(event_to_wire(e)), now)
-            for e in events
-        ],
+        rows,
     )
 
 

@@ -11,6 +11,7 @@ The same definition of an invisible character is the rule for names (:mod:`ledge
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # Control (C0, DEL, C1), format (bidi overrides and isolates, zero-width characters, soft
@@ -77,6 +78,25 @@ def visible(text: str) -> str:
     if text.isprintable() and SHOWN_AS_ESCAPES.isdisjoint(text):  # the usual case, in C
         return text
     return "".join(escape_char(char) if is_invisible(char) else char for char in text)
+
+
+# Surrogate code points: UTF-8 has no encoding for them, so neither database can store one.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` as the ledger can store it: each surrogate code point written as its escape,
+    the six characters ``\\udcfe``, everything else kept as it is.
+
+    Python text can hold what UTF-8 cannot: a lone ``\\ud800`` read from a JSON escape, or
+    the ``\\udcfe`` a byte 0xFE of a file name that is not UTF-8 is decoded to. The ledger
+    refuses an event holding one, so a connector's message holding one lost the run's whole
+    outcome. The escape, as :func:`visible` shows it, keeps which byte or escape it was
+    (U+FFFD, what the TypeScript client writes, would not); a backslash already in the text
+    is left as it is, like :func:`visible` does."""
+    if text.isascii() or _SURROGATES.search(text) is None:  # the usual case, in C
+        return text
+    return _SURROGATES.sub(lambda match: escape_char(match.group()), text)
 
 
 def cells(char: str) -> int:
@@ -157,6 +177,7 @@ __all__ = [
     "escape_char",
     "is_invisible",
     "markdown_cell",
+    "storable",
     "visible",
     "visible_lines",
     "wrap_cells",
