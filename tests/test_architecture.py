@@ -140,6 +140,6 @@ def test_the_schema_revision_the_code_needs_is_the_newest_migration() -> None:
     """``Ledger.check_schema`` (which every package may run) requires the revision the code
     declares; a new migration must move it."""
     from ledger.schema import SCHEMA_REVISION
-    from migrations.runner import head_revision
+    from tests.support import head_revision
 
     assert head_revision() == SCHEMA_REVISION

@@ -15,14 +15,14 @@ from ledger import Ledger, SchemaError, StorageError
 from ledger.database import check_schema
 from ledger.events import ACTOR_NAME_MAX, CONNECTOR_NAME_MAX
 from ledger.schema import SCHEMA_REVISION, metadata
-from migrations.runner import alembic_config, head_revision, upgrade
+from migrations.runner import alembic_config, upgrade
 from tests import support
 
 
 def test_migrate_is_a_no_op_at_head(ledger: Ledger) -> None:
     result = upgrade(ledger.engine, ledger.url)
     assert not result.changed
-    assert result.after == head_revision()
+    assert result.after == support.head_revision()
     check_schema(ledger.engine, ledger.url)
 
 
@@ -103,7 +103,7 @@ def test_migrate_an_empty_mysql_database() -> None:
         with pytest.raises(SchemaError):
             store.head()
         first = upgrade(store.engine, url)
-        assert (first.before, first.after) == (None, head_revision())
+        assert (first.before, first.after) == (None, support.head_revision())
         assert not upgrade(store.engine, url).changed
         assert store.start_run(1, "SOURCE_1") == 1
     finally:
