@@ -214,15 +214,6 @@ def quick_sqlite_time(
     return process
 
 
-def driver_time_reader(bind: Bound) -> Callable[[Any], datetime]:
-    """How a timestamp the driver returns unconverted becomes an aware UTC datetime, as
-    SQLAlchemy's DateTime would give it: SQLite's stored text parsed, MySQL's naive UTC
-    datetime given its zone."""
-    if is_sqlite(bind):
-        return stored_time_reader
-    return lambda value: value.replace(tzinfo=UTC)
-
-
 def stored_time_reader(value: Any) -> datetime:
     """A timestamp selected as its stored text (:func:`time_as_text`) as an aware UTC datetime:
     SQLite's text and MySQL's ``CAST(DATETIME(6) AS CHAR)`` have the same form."""

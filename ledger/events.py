@@ -318,10 +318,6 @@ class RunProgressed(EventModel, _Counters):
 
     type: Literal["RunProgressed"] = "RunProgressed"
 
-    @property
-    def is_heartbeat(self) -> bool:
-        return not any(self.counter_deltas().values())
-
 
 class RunFinished(EventModel, _Counters):
     """The connector's own verdict on its run (the first terminal status wins, DESIGN.md §5)."""
@@ -352,7 +348,6 @@ EVENT_TYPES: dict[str, type[EventModel]] = {
     "RunFinished": RunFinished,
     "RunTimedOut": RunTimedOut,
 }
-TERMINAL_EVENT_TYPES = frozenset({"RunFinished", "RunTimedOut"})
 
 event_adapter: TypeAdapter[RunStarted | RunProgressed | RunFinished | RunTimedOut] = TypeAdapter(
     LedgerEvent

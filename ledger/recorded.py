@@ -37,10 +37,6 @@ class RecordedEvent:
     prev_hash: str
     hash: str
 
-    @classmethod
-    def from_row(cls, row: Mapping[Any, Any]) -> RecordedEvent:
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
-
     def as_row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 

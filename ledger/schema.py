@@ -27,6 +27,7 @@ from sqlalchemy.dialects import mysql
 
 from ledger.clock import ensure_utc
 from ledger.dialects import is_mysql_backend
+from ledger.events import ACTOR_NAME_MAX, CONNECTOR_NAME_MAX
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -124,7 +125,7 @@ ledger_events = Table(
     Column("payload", PayloadText, nullable=False),
     Column("occurred_at", UTCDateTime(), nullable=False),
     Column("recorded_at", UTCDateTime(), nullable=False),
-    Column("actor", String(200), nullable=True),
+    Column("actor", String(ACTOR_NAME_MAX), nullable=True),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     UniqueConstraint("event_id"),  # I3: the backstop for idempotent appends
@@ -136,7 +137,7 @@ ledger_runs = Table(
     metadata,
     Column("run_id", Integer, primary_key=True, autoincrement=False),
     Column("source_id", Integer, nullable=False),
-    Column("connector_name", String(100), nullable=False),
+    Column("connector_name", String(CONNECTOR_NAME_MAX), nullable=False),
     Column("version", Integer, nullable=False),
     # ledger.rules.RUN_STATES: the write-side state the stream rules (I5) are checked against.
     Column("state", String(16), nullable=False),

@@ -47,7 +47,6 @@ from ledger.stuck import DEFAULT_STALE_AFTER, StuckRun, Thresholds, stuck_runs
 from ledger.text import visible
 
 log = logging.getLogger(__name__)
-SWEEPER = SWEEPER_ACTOR
 # Fixed forever: changing it would give a retried sweep a new id for the same fact.
 SWEEP_NAMESPACE = uuid.UUID("183d174b-8ed4-5351-bdc6-8ac8f6f2c98a")
 
@@ -98,8 +97,8 @@ def sweep(
             reason=run.rule,
             threshold_seconds=int(run.threshold.total_seconds()),
             last_event_at=run.last_event_at,
-            detected_by=SWEEPER,
-            actor=SWEEPER,
+            detected_by=SWEEPER_ACTOR,
+            actor=SWEEPER_ACTOR,
         )
         try:
             appended, retried = _append_retrying_once(ledger, event, run.version)

@@ -81,13 +81,6 @@ def unparseable_url_message(url: str) -> str:
     return f"not a database URL: {shown} (expected {EXPECTED_URL_SHAPES})"
 
 
-def sqlite_file(url: str) -> Path | None:
-    """The absolute path of the file a SQLite URL opens, as the driver will be given it; None
-    for an in-memory database (``sqlite://``, ``:memory:``, ``file::memory:`` or
-    ``mode=memory`` URIs). A relative path is relative to the current folder."""
-    return sqlite_file_of(make_url(url))
-
-
 def is_in_memory_sqlite(url: str) -> bool:
     """Whether ``url`` is an in-memory SQLite database (``sqlite://``, ``sqlite:///``,
     ``:memory:``, a ``mode=memory`` URI): a new, empty one in every process that opens it."""
@@ -107,6 +100,9 @@ IN_MEMORY_HINT = (
 
 
 def sqlite_file_of(parsed: URL) -> Path | None:
+    """The absolute path of the file a SQLite URL opens, as the driver will be given it; None
+    for an in-memory database (``sqlite://``, ``:memory:``, ``file::memory:`` or
+    ``mode=memory`` URIs). A relative path is relative to the current folder."""
     # The dialect turns the URL into the driver's arguments (an absolute path, or with
     # ``uri=true`` a ``file:`` URI with the URL's other query parameters): read what it gives.
     [target], options = parsed.get_dialect()().create_connect_args(parsed)

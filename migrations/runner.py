@@ -78,10 +78,6 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
-
-
 def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResult:
     """Upgrade the database to the newest revision; a no-op when already there. Takes the
     :class:`ledger.Ledger`, or an Engine and its URL (the tests and tools hold those)."""

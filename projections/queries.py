@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ from ledger import Ledger, RecordedEvent, UnknownRunError
 from ledger.clock import format_utc_seconds
 from ledger.dialects import same_text
 from ledger.rules import RunState, apply_event
+from ledger.schema import MAX_POSITION
 from ledger.stored_rows import named_rows
 from projections.as_of import resolve_position, run_as_of, runs_as_of
 from projections.fold import Row, Transition, normalise
@@ -102,11 +103,18 @@ def runs_by_status(conn: Connection) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class RunsView:
-    """Rows of ``ingestion_runs``: the live table (``position`` None), or a replay of the
-    ledger up to ``position``."""
+    """A page of rows of ``ingestion_runs``: the live table (``position`` None), or a replay
+    of the ledger up to ``position``; ``more`` when further rows match after the page."""
 
     rows: list[Row]
     position: int | None
+    more: bool = False
+
+    @property
+    def next_before(self) -> int | None:
+        """The next page's ``RunFilter.before`` (the API's ``cursor``, the web view's
+        ``before``): the last row's id; None on the last page."""
+        return int(self.rows[-1]["id"]) if self.more else None
 
     def jsonable(self) -> list[dict[str, Any]]:
         return [jsonable_row(row) for row in self.rows]
@@ -160,11 +168,20 @@ def find_runs(
     as_of: datetime | None = None,
     at_position: int | None = None,
 ) -> RunsView:
-    """The rows ``run_filter`` selects, newest first: live, or as of a time or a position."""
+    """At most ``run_filter.limit`` of the rows it selects, newest first, and whether more
+    follow: live, or as of a time or a position."""
+    # One row more than the page, to know whether another page follows. A limit of
+    # MAX_POSITION already exceeds any number of runs (their ids are below it), and one more
+    # would overflow SQLite's 64-bit LIMIT.
+    probe = replace(run_filter, limit=min(run_filter.limit + 1, MAX_POSITION))
+    position = None
     if as_of is None and at_position is None:
-        return RunsView(list_runs(ledger, run_filter), None)
-    position = resolve_position(ledger, as_of, at_position)
-    return RunsView(run_filter.apply(list(runs_as_of(ledger, position).values())), position)
+        rows = list_runs(ledger, probe)
+    else:
+        position = resolve_position(ledger, as_of, at_position)
+        rows = probe.apply(list(runs_as_of(ledger, position).values()))
+    more = len(rows) > run_filter.limit
+    return RunsView(rows[: run_filter.limit], position, more)
 
 
 def find_run(

@@ -24,7 +24,7 @@ from sqlalchemy import (
     text,
 )
 
-from ledger.events import COUNTER_FIELDS, TERMINAL_STATUSES
+from ledger.events import ACTOR_NAME_MAX, CONNECTOR_NAME_MAX, COUNTER_FIELDS, TERMINAL_STATUSES
 from ledger.schema import LegacyTimestamp, UTCDateTime, metadata, position_key
 
 # The one projection so far: its name in projection_checkpoints, locks and skips.
@@ -73,7 +73,7 @@ def _ingestion_runs(meta: MetaData, name: str, with_indexes: bool = True) -> Tab
         meta,
         Column("id", Integer, primary_key=True, autoincrement=True),
         Column("sourceId", Integer, nullable=False),
-        Column("connectorName", String(100), nullable=False),
+        Column("connectorName", String(CONNECTOR_NAME_MAX), nullable=False),
         Column(
             "startedAt", LegacyTimestamp(), nullable=False, server_default=text("CURRENT_TIMESTAMP")
         ),
@@ -114,7 +114,7 @@ def _transitions(meta: MetaData, name: str, with_indexes: bool = True) -> Table:
         Column("from_status", String(16), nullable=True),  # None for the run's first status
         Column("to_status", String(16), nullable=False),
         Column("at", UTCDateTime(), nullable=False),  # occurred_at of that event
-        Column("actor", String(200), nullable=True),
+        Column("actor", String(ACTOR_NAME_MAX), nullable=True),
         *(indexes if with_indexes else []),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
@@ -146,7 +146,7 @@ projection_skips = Table(
     Column("position", BigInteger, primary_key=True, autoincrement=False),
     Column("event_type", String(64), nullable=False),
     Column("reason", Text, nullable=False),
-    Column("actor", String(200), nullable=False),
+    Column("actor", String(ACTOR_NAME_MAX), nullable=False),
     Column("skipped_at", UTCDateTime(), nullable=False),
 )
 

@@ -9,25 +9,53 @@ import shutil
 import sqlite3
 import stat
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from alembic.script import ScriptDirectory
 from click.testing import Result
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from forensics.dialects import TriggerDefinition, expected_triggers
 from forensics.triggers import check_triggers
-from ledger import Ledger
+from ledger import Ledger, RecordedEvent, RunProgressed
 from ledger import events as events_module
 from ledger.database import create_ledger_engine
 from ledger.schema import GENESIS_HASH, metadata
-from migrations.runner import upgrade
+from ledger.urls import sqlite_file_of
+from migrations.runner import alembic_config, upgrade
 
 MYSQL_URL_ENV = "LEDGER_TEST_MYSQL_URL"
 TRIGGERS = ("ledger_events_no_update", "ledger_events_no_delete")
+# The events that close a run (DESIGN.md §4, I10): what the tests count per run.
+TERMINAL_EVENT_TYPES = frozenset({"RunFinished", "RunTimedOut"})
+
+
+# --- what only the tests ask of the library (kept here, not in the production code)
+
+
+def is_heartbeat(event: RunProgressed) -> bool:
+    """A RunProgressed whose counter deltas are all zero (DESIGN.md §5)."""
+    return not any(event.counter_deltas().values())
+
+
+def recorded_event(row: Mapping[Any, Any]) -> RecordedEvent:
+    """A selected ``ledger_events`` row (its columns by name) as the ledger hands it back."""
+    return RecordedEvent(**{name: row[name] for name in RecordedEvent.__dataclass_fields__})
+
+
+def head_revision() -> str | None:
+    """The newest migration's revision."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL opens (None: in memory), as ``ledger.urls.sqlite_file_of``."""
+    return sqlite_file_of(make_url(url))
 
 
 def mysql_base_url() -> str | None:

@@ -105,6 +105,33 @@ def test_imports_point_one_way() -> None:
     assert not stale, f"exceptions no longer needed, remove them from EXCEPTIONS: {stale}"
 
 
+def cli_command_modules() -> frozenset[str]:
+    """The modules ``service/cli/__init__.py`` gathers the ``ledger`` commands from."""
+    tree = ast.parse((REPO / "service" / "cli" / "__init__.py").read_text(encoding="utf-8"))
+    return frozenset(
+        f"service.cli.{alias.name}"
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module == "service.cli"
+        for alias in node.names
+    )
+
+
+def test_no_cli_command_module_imports_another() -> None:
+    """What two commands share (options, errors, rendering) lives in a shared module of
+    ``service/cli``, never in one command's module that the other then imports."""
+    commands = cli_command_modules()
+    assert {"service.cli.verify", "service.cli.admin", "service.cli.runs"} <= commands
+    broken = []
+    for path in sorted((REPO / "service" / "cli").glob("*.py")):
+        source = module_name(path)
+        if source not in commands:
+            continue
+        for line, imported in first_party_imports(path):
+            if any(imported == other or imported.startswith(other + ".") for other in commands):
+                broken.append(f"{path.relative_to(REPO)}:{line}: imports {imported}")
+    assert not broken, "a command module imports another:\n  " + "\n  ".join(broken)
+
+
 @pytest.mark.parametrize(
     ("source", "statement", "broken"),
     [
@@ -140,6 +167,6 @@ def test_the_schema_revision_the_code_needs_is_the_newest_migration() -> None:
     """``Ledger.check_schema`` (which every package may run) requires the revision the code
     declares; a new migration must move it."""
     from ledger.schema import SCHEMA_REVISION
-    from migrations.runner import head_revision
+    from tests.support import head_revision
 
     assert head_revision() == SCHEMA_REVISION

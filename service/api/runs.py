@@ -11,7 +11,7 @@ from ledger.events import MAX_RUN_ID, operator_actor
 from ledger.schema import MAX_POSITION
 from ledger.wire import read_json
 from projections.as_of import QUERY_AS_OF_MAX_LENGTH
-from projections.queries import RunFilter, find_run, find_runs, jsonable_row, not_started_message
+from projections.queries import RunFilter, find_run, find_runs, not_started_message
 from service.api.access import Scopes, invalid_parameter, query_moment
 from service.api.auth import Caller
 from service.api.openapi import problem_responses
@@ -61,20 +61,19 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         """The rows of ``ingestion_runs`` (``ledger runs list --format json``), live or as of
         a time or position; a ``Link: <…>; rel="next"`` header names the next page."""
         moment = query_moment(as_of, at_position)
-        run_filter = RunFilter(status, connector, source, limit + 1, before=cursor)
+        run_filter = RunFilter(status, connector, source, limit, before=cursor)
         if moment is None and at_position is None:
             view = find_runs(state.ledger, run_filter)
         else:
             with state.expensive("a list as_of or at_position"):
                 view = find_runs(state.ledger, run_filter, moment, at_position)
-        rows = view.rows[:limit]
-        if len(view.rows) > limit:
+        if view.next_before is not None:
             pinned = {} if view.position is None else {"at_position": view.position}
             following = request.url.remove_query_params("as_of").include_query_params(
-                cursor=rows[-1]["id"], **pinned
+                cursor=view.next_before, **pinned
             )
             response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
-        return [jsonable_row(row) for row in rows]
+        return view.jsonable()
 
     @app.get(
         "/v1/runs/{run_id}",

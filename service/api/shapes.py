@@ -7,9 +7,11 @@ from typing import Annotated, Any, Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from ledger.rules import RUN_STATES
 from projections.schema import RUN_STATUSES
 
 RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
+RunStateName = Literal[RUN_STATES]  # type: ignore[valid-type]
 
 
 class LedgerJSON(JSONResponse):
@@ -81,7 +83,7 @@ class LedgerRunState(BaseModel):
     source_id: int
     connector_name: str
     version: int = Field(description="Its number of events: the next append's expected_version")
-    state: Literal["open", "timed_out", "finished"]
+    state: RunStateName
     started_at: UtcMicros
     last_event_at: UtcMicros = Field(description="The latest occurred_at: its last activity")
     opened_at: UtcMicros

@@ -28,7 +28,7 @@ from migrations.runner import MigrationResult, SchemaCheck, check, upgrade
 from service.cli.errors import EXIT_PROBLEM, library_errors
 from service.cli.ledgers import open_ledger, opened_ledger
 from service.cli.options import db_option, wide_option
-from service.cli.verify import print_audit
+from service.cli.timelines import print_audit
 from service.demo import tell_demo
 
 DEMO_DATABASE_URL = "sqlite:///ledger-demo.db"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -84,19 +83,13 @@ def runs_list(
     db_url: str | None,
 ) -> None:
     """List runs, newest first."""
-    # A table reads one run more than it shows, to say when --limit cut it: "50 run(s)" over
-    # a cut list read as "there are 50 runs". JSON stays the rows asked for.
-    table = output_format != "json"
-    asked = min(limit + 1, MAX_POSITION) if table else limit
-    run_filter = RunFilter(status=status, connector=connector, source_id=source_id, limit=asked)
+    run_filter = RunFilter(status=status, connector=connector, source_id=source_id, limit=limit)
     moment = parse_moment(as_of, at_position)
     with opened_ledger(db_url) as ledger:
         view = find_runs(ledger, run_filter, moment, at_position)
-    if not table:
+    if output_format == "json":
         echo_json(view.jsonable())
         return
-    more = len(view.rows) > limit
-    view = replace(view, rows=view.rows[:limit])
     title = "ingestion_runs"
     if view.position is not None:
         title += f" as of position {view.position}"
@@ -119,7 +112,8 @@ def runs_list(
         ),
         wide=wide,
     )
-    if more:
+    # Said when --limit cut the list: "50 run(s)" over a cut list reads as "there are 50 runs".
+    if view.more:
         click.echo(f"the newest {limit} shown; more runs match: a higher --limit shows them")
 
 

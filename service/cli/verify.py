@@ -16,7 +16,6 @@ from forensics.audit import TimelineEntry, iter_audit
 from forensics.report import build_report, render_json, render_text, report_passed
 from forensics.verify import VerifyReport, verify_all
 from ledger.clock import isoformat_utc
-from ledger.durations import format_duration
 from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
 from ledger.text import visible
 from service.cli.errors import EXIT_PROBLEM, BadInput, library_errors
@@ -33,7 +32,8 @@ from service.cli.options import (
     parse_moment,
     wide_option,
 )
-from service.cli.tables import TableColumn, echo_json, print_table
+from service.cli.tables import echo_json
+from service.cli.timelines import print_audit
 
 
 @click.command()
@@ -184,96 +184,6 @@ def echo_json_entries(entries: Iterator[TimelineEntry]) -> bool:
         click.echo(",\n" + textwrap.indent(json.dumps(entry.to_dict(), indent=2), "  "), nl=False)
     click.echo("\n]")
     return all_ok
-
-
-def print_audit(run_id: int, timeline: list[TimelineEntry], wide: bool = False) -> None:
-    title = f"run {run_id}: {len(timeline)} event(s), times in UTC"
-    if not wide:
-        # Eight narrow columns wrap every cell over many lines at 80 columns: the narrow form
-        # keeps the short columns and gives one wide column the actor, the change and the notes.
-        print_table(
-            title,
-            AUDIT_NARROW_COLUMNS,
-            (
-                (
-                    entry.event.position,
-                    entry.event.type,
-                    entry.event.occurred_at,
-                    entry.status_after,
-                    "ok" if entry.hash_ok else "BROKEN",
-                    " · ".join(
-                        part
-                        for part in (entry.summary, _by(entry.event.actor), *audit_notes(entry))
-                        if part
-                    ),
-                )
-                for entry in timeline
-            ),
-            wide=False,
-            full_text=True,
-        )
-        return
-    print_table(
-        title,
-        AUDIT_COLUMNS,
-        (
-            (
-                entry.event.position,
-                entry.event.version,
-                entry.event.type,
-                entry.event.occurred_at,
-                entry.event.recorded_at,
-                entry.event.actor,
-                entry.summary,
-                entry.status_after,
-                "ok" if entry.hash_ok else "BROKEN",
-                "; ".join(audit_notes(entry)) or None,
-            )
-            for entry in timeline
-        ),
-        wide=True,
-        full_text=True,
-    )
-
-
-def _by(actor: str | None) -> str | None:
-    return None if actor is None else f"by {actor}"
-
-
-AUDIT_NARROW_COLUMNS = (
-    TableColumn("pos", kind="word"),
-    TableColumn("type", kind="word", limit=len("RunProgressed")),
-    TableColumn("occurred", kind="time"),
-    TableColumn("status", kind="word"),
-    TableColumn("hash", kind="word"),
-    TableColumn("what, by whom, notes"),
-)
-AUDIT_COLUMNS = (
-    TableColumn("pos", kind="word"),
-    TableColumn("v", kind="word"),
-    TableColumn("type", kind="word", limit=len("RunProgressed")),
-    TableColumn("occurred", kind="time"),
-    TableColumn("recorded", kind="time"),  # the notes say when it was late
-    TableColumn("actor"),
-    TableColumn("what"),
-    TableColumn("status", kind="word"),
-    TableColumn("hash", kind="word"),
-    TableColumn("notes"),
-)
-
-
-def audit_notes(entry: TimelineEntry) -> list[str]:
-    event = entry.event
-    notes = []
-    if entry.silence_before is not None and entry.silence_before >= timedelta(minutes=1):
-        notes.append(f"silent {format_duration(entry.silence_before)} before")
-    if entry.late:
-        notes.append("LATE: after the timeout")
-    if entry.recorded_late:
-        notes.append(
-            f"recorded {format_duration(event.recorded_at - event.occurred_at)} after it happened"
-        )
-    return notes
 
 
 @click.command()

@@ -91,12 +91,11 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
                 raise LedgerErrorPage(
                     400, "Invalid request", f"source: {echoed(source)} is not an id"
                 )
-        run_filter = RunFilter(status, connector, source_id, PAGE_SIZE + 1, before=before)
+        run_filter = RunFilter(status, connector, source_id, PAGE_SIZE, before=before)
         with state.expensive("the runs as of a past moment", needed=not moment.live):
             view = find_runs(state.ledger, run_filter, None, moment.position)
-        rows = view.rows[:PAGE_SIZE]
         following = None
-        if len(view.rows) > PAGE_SIZE:
+        if view.next_before is not None:
             pinned = {} if moment.live else {"at_position": moment.position}
             following = link(
                 "/runs",
@@ -104,7 +103,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
                 status=status,
                 connector=connector,
                 source=source,
-                before=rows[-1]["id"],
+                before=view.next_before,
                 **pinned,
             )
         stuck: dict[int, str] = {}
@@ -116,7 +115,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             viewer=viewer,
             moment=moment,
             page="runs",
-            rows=rows,
+            rows=view.rows,
             stuck=stuck,
             following=following,
             first_page=before is not None,

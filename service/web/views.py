@@ -10,7 +10,7 @@ from markupsafe import Markup, escape
 
 from ledger.clock import isoformat_utc, labelled_utc, utcnow
 from ledger.durations import format_duration
-from ledger.text import visible
+from ledger.text import clip, visible
 from projections.schema import RUN_STATUSES
 
 ABSENT = "—"
@@ -105,7 +105,15 @@ def form_value(value: Any) -> Markup:
     return escape("" if value is None else str(value))
 
 
+def clipped(text: str, limit: int = 80) -> str:
+    """At most ``limit`` characters of data, a cut marked ``…``: :func:`ledger.text.clip` of
+    the text made visible, as the CLI cuts a cell (never Jinja's ``truncate``, which keeps up
+    to 5 characters more and cuts at a word with ``...``)."""
+    return clip(visible(text), limit)
+
+
 FILTERS: dict[str, Callable[..., str]] = {
+    "clip": clipped,
     "form_value": form_value,
     "utc": utc,
     "iso": iso,
@@ -114,4 +122,4 @@ FILTERS: dict[str, Callable[..., str]] = {
     "gap": signed_gap,
 }
 
-__all__ = ["COLOURS", "FILTERS", "age", "ago", "day_chart", "duration", "iso", "utc"]
+__all__ = ["COLOURS", "FILTERS", "age", "ago", "clipped", "day_chart", "duration", "iso", "utc"]

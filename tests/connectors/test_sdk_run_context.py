@@ -123,7 +123,9 @@ def test_heartbeats_keep_a_blocked_run_alive(ledger: Ledger, spool: Spool) -> No
     events = run_events(ledger, run.run_id)
     heartbeats = [e for e in events if e.type == "RunProgressed"]
     assert len(heartbeats) >= 3
-    assert all(isinstance(e.event, RunProgressed) and e.event.is_heartbeat for e in heartbeats)
+    assert all(
+        isinstance(e.event, RunProgressed) and support.is_heartbeat(e.event) for e in heartbeats
+    )
     assert events[-1].type == "RunFinished"
     count = len(events)
     threading.Event().wait(0.2)

@@ -89,7 +89,7 @@ class ExpressionAppender(appender.Appender):
         for chunk in reads.chunks(sorted(set(event_ids))):
             query = select(ledger_events).where(ledger_events.c.event_id.in_(chunk))
             for row in self.conn.execute(query).mappings():
-                stored[row["event_id"]] = RecordedEvent.from_row(row)
+                stored[row["event_id"]] = support.recorded_event(row)
         wanted = set(run_ids).union(earlier.run_id for earlier in stored.values())
         return stored, dict(reads.run_states(self.conn, sorted(wanted)))
 
@@ -315,7 +315,7 @@ def test_fast_path_writes_the_rows_of_the_expression_path(
         # Pages read as plain tuples give the events SQLAlchemy's typed read gives.
         with fast.connect() as conn:
             query = select(ledger_events).order_by(ledger_events.c.position)
-            typed = [RecordedEvent.from_row(row) for row in conn.execute(query).mappings()]
+            typed = [support.recorded_event(row) for row in conn.execute(query).mappings()]
         assert list(fast.read_all(batch_size=7)) == typed
         assert [e.recorded_at.tzinfo for e in typed] == [UTC] * len(typed)
     finally:

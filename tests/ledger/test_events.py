@@ -25,6 +25,7 @@ from ledger import (
 from ledger.events import name_problem
 from ledger.mapper import event_from_stored, payload_json
 from ledger.text import SHOWN_AS_ESCAPES, is_invisible, markdown_cell, visible
+from tests.support import is_heartbeat
 
 
 def test_defaults_come_from_the_ledger_clock() -> None:
@@ -99,8 +100,8 @@ def test_run_started_may_omit_run_id_others_may_use_run_ref() -> None:
 
 
 def test_heartbeat_is_all_zero_progress() -> None:
-    assert RunProgressed(run_id=1).is_heartbeat
-    assert not RunProgressed(run_id=1, claims_created=1).is_heartbeat
+    assert is_heartbeat(RunProgressed(run_id=1))
+    assert not is_heartbeat(RunProgressed(run_id=1, claims_created=1))
 
 
 def test_canonical_json_is_sorted_compact_and_utc_with_microseconds() -> None:

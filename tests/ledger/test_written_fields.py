@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from ledger import RunFinished, RunProgressed, RunStarted, RunTimedOut, ValidationError
 from ledger.clock import isoformat_utc
-from ledger.dialects import driver_time_reader, stored_time_reader
+from ledger.dialects import stored_time_reader
 from ledger.events import (
     ACTOR_NAME_MAX,
     CONNECTOR_NAME_MAX,
@@ -195,7 +195,7 @@ def test_what_the_checks_take_is_what_validation_builds(
 def stored_form(event: EventModel, run_id: int) -> dict[str, Any]:
     """The parts of ``event`` as the ledger stores and reads them back (SQLite's text)."""
     occurred_at = event.occurred_at.astimezone(UTC).replace(tzinfo=None)
-    read_time = driver_time_reader(_SQLITE)
+    read_time = stored_time_reader
     return {
         "event_type": event.type,
         "schema_version": event.schema_version,
@@ -206,13 +206,6 @@ def stored_form(event: EventModel, run_id: int) -> dict[str, Any]:
         "actor": event.actor,
     }
 
-
-class _SQLite:
-    class dialect:
-        name = "sqlite"
-
-
-_SQLITE = _SQLite()
 
 names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=20).filter(
     lambda s: name_problem(s) is None
@@ -333,7 +326,7 @@ def test_other_stored_forms_are_validated() -> None:
 )
 def test_sqlite_times_read_as_before(text: str) -> None:
     """The stored text read with its zone spelt out gives what ``.replace(tzinfo=UTC)`` gave."""
-    read_time = driver_time_reader(_SQLITE)
+    read_time = stored_time_reader
     try:
         before: datetime | None = datetime.fromisoformat(text).replace(tzinfo=UTC)
     except ValueError:

@@ -21,7 +21,7 @@ from sqlalchemy import event, inspect, text
 
 from forensics.triggers import check_triggers
 from ledger import Ledger, SchemaError
-from migrations.runner import check, head_revision, upgrade
+from migrations.runner import check, upgrade
 from tests import support
 from tests.forensics.support import seed_legacy_table
 
@@ -74,7 +74,7 @@ def changes_in_a_whole_migration(ledger: Ledger) -> list[str]:
 def assert_migrated_whole(ledger: Ledger, legacy_rows: int | None) -> None:
     found = check(ledger)
     assert found.current_ok, found
-    assert found.current == head_revision()
+    assert found.current == support.head_revision()
     assert check_triggers(ledger).ok
     with ledger.engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM ledger_head")).scalar() == 1
@@ -181,7 +181,7 @@ def test_a_version_set_back_by_hand_is_migrated_forward(ledger: Ledger) -> None:
             if revision is not None:
                 conn.execute(text("INSERT INTO alembic_version VALUES (:r)"), {"r": revision})
         result = upgrade(ledger)
-        assert (result.before, result.after) == (revision, head_revision())
+        assert (result.before, result.after) == (revision, support.head_revision())
         assert result.legacy_rows_moved is None  # the projection's own table stays where it is
     assert_migrated_whole(ledger, legacy_rows=None)
 
@@ -231,7 +231,7 @@ def test_a_table_with_the_ledger_column_names_but_not_its_shape_is_refused(
             assert "job_id" not in said
         else:
             assert "primary key" in said, said
-        assert check(ledger).current != head_revision()  # not recorded as migrated
+        assert check(ledger).current != support.head_revision()  # not recorded as migrated
         with ledger.engine.connect() as conn:
             assert inspect(conn).get_pk_constraint("schedule_claims")["constrained_columns"] == (
                 [] if lookalike == "no-primary-key" else ["job_id", "tick_at"]

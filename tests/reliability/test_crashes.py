@@ -43,7 +43,7 @@ from sqlalchemy import func, select
 from connectors.schema import source_records
 from ledger import Ledger, RunFinished, RunProgressed, RunStarted, RunTimedOut
 from ledger.clock import utcnow
-from ledger.events import COUNTER_FIELDS, TERMINAL_EVENT_TYPES
+from ledger.events import COUNTER_FIELDS
 from ledger.urls import DATABASE_URL_ENV
 from projections import Projector, rebuild
 from projections.checkpoints import read_checkpoint
@@ -52,6 +52,7 @@ from projections.schema import COUNTER_COLUMNS, PROJECTION_NAME
 from service.cli import cli
 from tests.projection_support import replayed_rows, table_rows, transition_rows
 from tests.reliability.summary import Summary
+from tests.support import TERMINAL_EVENT_TYPES
 
 REPO = Path(__file__).resolve().parents[2]
 LINE_TIMEOUT = 90.0  # seconds to wait for an expected log line: generous, only hit on failure

@@ -57,7 +57,7 @@ from sqlalchemy.exc import IntegrityError
 
 from forensics.dialects import IMMUTABLE_MESSAGE, TriggerDefinition, expected_triggers
 from forensics.verify import verify_all
-from ledger import Ledger, RecordedEvent, RunFinished, RunProgressed, RunState, sweep
+from ledger import Ledger, RunFinished, RunProgressed, RunState, sweep
 from ledger.clock import utcnow
 from ledger.events import EVENT_TYPES
 from ledger.rules import RUN_STATES, apply_event
@@ -71,7 +71,13 @@ from projections.schema import (
 )
 from service.cli import cli
 from tests.reliability.summary import Summary
-from tests.support import TRIGGERS, create_trigger_statement, drop_triggers, restore_triggers
+from tests.support import (
+    TRIGGERS,
+    create_trigger_statement,
+    drop_triggers,
+    recorded_event,
+    restore_triggers,
+)
 
 Key = dict[str, Any]
 Problems = list[dict[str, Any]]
@@ -680,7 +686,7 @@ def rebuild_registry(engine: Engine) -> None:
     states: dict[int, RunState] = {}
     with engine.connect() as conn:
         rows = conn.execute(select(ledger_events).order_by(ledger_events.c.position)).mappings()
-        events = [RecordedEvent.from_row(row) for row in rows]
+        events = [recorded_event(row) for row in rows]
     for recorded in events:
         states[recorded.run_id] = apply_event(
             states.get(recorded.run_id), recorded.event, recorded.run_id, recorded.recorded_at

@@ -15,7 +15,7 @@ from sqlalchemy import Column, Integer, Table, text
 
 from ledger import Ledger
 from ledger.schema import metadata
-from migrations.runner import alembic_config, head_revision
+from migrations.runner import alembic_config
 from service.cli import cli
 from tests import support
 from tests.forensics.support import seed_legacy_table
@@ -81,7 +81,7 @@ def test_check_passes_at_head_from_any_folder(
     result = run("migrate", "--check", "--db", db_url)
     assert result.exit_code == 0, result.output
     assert result.stdout.endswith(
-        f": at {head_revision()}, the newest revision: nothing to migrate\n"
+        f": at {support.head_revision()}, the newest revision: nothing to migrate\n"
     )
     assert list(elsewhere.iterdir()) == []
 
@@ -124,7 +124,8 @@ def test_check_finds_a_revision_it_does_not_know_and_drift(ledger: Ledger, db_ur
     finally:
         with ledger.engine.begin() as conn:
             conn.execute(
-                text("UPDATE alembic_version SET version_num = :head"), {"head": head_revision()}
+                text("UPDATE alembic_version SET version_num = :head"),
+                {"head": support.head_revision()},
             )
     assert newer.exit_code == 1
     assert "at revision 9999_from_the_future, which this run-ledger does not know" in newer.stdout

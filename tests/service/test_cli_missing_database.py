@@ -17,9 +17,8 @@ from click.testing import CliRunner, Result
 
 from connectors import SAMPLE_CSV
 from ledger import DatabaseNotFoundError, Ledger
-from ledger.urls import sqlite_file
 from service.cli import cli
-from tests.support import sqlite_without_schema
+from tests.support import sqlite_file, sqlite_without_schema
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
 

@@ -28,8 +28,9 @@ from ledger.hashing import stored_row_hash
 from ledger.reads import stored_rows
 from projections import Projector
 from projections.as_of import parse_as_of
+from projections.schema import RUN_STATUSES
 from service.api import create_app
-from service.web import integrity
+from service.web import integrity, views
 from service.web.state import TIMELINE_PART
 from tests.service.web.support import (
     SCRIPT,
@@ -740,6 +741,35 @@ def test_control_and_format_characters_are_shown_as_escapes_on_every_page(
     page = client.get(f"/web/runs/{run_id}").text
     assert "\\n\\nF. Stop conditions\\n" in page
     assert "\\u202eesrever\\u200b" in page
+
+
+def test_the_runs_list_clips_a_message_as_the_cli_does(client: TestClient, db_url: str) -> None:
+    """The list cuts an error message with the project's one clip (80 characters of the
+    visible text, ``…``), not Jinja's ``truncate`` (up to 85 kept, cut at a word, ``...``)."""
+    ledger = Ledger.from_url(db_url)
+    messages = {
+        "words": "disk full " * 20,
+        "within truncate's leeway": "x" * 83,
+        "an escape at the cut": "y" * 76 + "\x1b" + "z" * 10,
+    }
+    for name, message in messages.items():
+        run_id = ledger.start_run(3, name.replace(" ", "-").replace("'", ""))
+        ledger.append([RunFinished(run_id=run_id, status="failed", error_message=message)])
+    Projector(ledger).run_once()
+    ledger.close()
+    log_in(client, "reader")
+    cells = re.findall(r'<td class="msg">(.*?)</td>', client.get("/web/runs").text)
+    assert "disk full " * 7 + "disk full…" in cells
+    assert "x" * 79 + "…" in cells
+    assert "y" * 76 + "\\x1…" in cells  # the escape counts as the four characters shown
+    assert not [cell for cell in cells if "..." in cell or len(html.unescape(cell)) > 80]
+
+
+def test_the_day_chart_has_a_colour_for_every_status() -> None:
+    """The chart's fills are listed by hand beside the stylesheet: one per status, no other."""
+    assert sorted(views.COLOURS) == sorted(RUN_STATUSES)
+    stylesheet = (Path(views.__file__).parent / "static" / "style.css").read_text(encoding="utf-8")
+    assert all(colour in stylesheet for colour in views.COLOURS.values())
 
 
 def test_the_confirm_step_sends_the_reason_exactly_as_typed(
