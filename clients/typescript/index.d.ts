@@ -3,6 +3,8 @@
 export declare const VERSION: string;
 /** The largest counter delta one event carries (the ledger's counters are INT(11)). */
 export declare const COUNTER_MAX: 2147483647;
+/** The longest a recorded message or error name is, the note of a cut (`…[N characters cut]`)
+ * included; MAX_DETAILS_CHARS bounds details as JSON, MAX_TRACEBACK_CHARS a stack, alike. */
 export declare const MAX_MESSAGE_CHARS: number;
 export declare const MAX_DETAILS_CHARS: number;
 export declare const MAX_TRACEBACK_CHARS: number;
@@ -175,6 +177,10 @@ export declare class LedgerClient {
    * when fn never settles and Node's event loop empties (before the process exits). A terminal
    * event the ledger refuses on its own for what it holds is replaced by a short `failed` one
    * (see RunHandle.refusedOutcome); when fn returned, withRun then rejects with the refusal.
+   * Whatever fn throws is recorded (a Symbol name, getters that throw, a revoked Proxy); should
+   * fail() break before it builds its terminal event, a `failed` one saying "an error that
+   * could not be described" (`reason: 'undescribed-error'`) ends the run, the break going to
+   * onError.
    */
   withRun<T>(options: WithRunOptions, fn: (run: RunHandle) => T | Promise<T>): Promise<T>;
   toJSON(): { url: string; token: '***' };
@@ -186,6 +192,8 @@ export declare class RunHandle {
   readonly runId: number;
   readonly sourceId: number;
   readonly connectorName: string;
+  /** `connector:NAME@HOST:PID`, at most the ledger's 200 characters: a host name too long for
+   * them is cut (`…[N characters cut]`) inside it; `metadata.host` keeps it whole. */
   readonly actor: string;
   readonly metadata: Record<string, unknown>;
   /** Set once the terminal event is in the ledger. */
@@ -211,8 +219,9 @@ export declare class RunHandle {
   /** The pending deltas, or an all-zero RunProgressed. */
   heartbeat(): Promise<void>;
   /** A non-fatal error: the run finishes `partial` unless finish() says otherwise. The message
-   * is cut at MAX_MESSAGE_CHARS, the details (as JSON) at MAX_DETAILS_CHARS; every string of
-   * them, keys included, is made well formed (a lone surrogate becomes U+FFFD). */
+   * is cut to MAX_MESSAGE_CHARS, the details (as JSON) to MAX_DETAILS_CHARS; every string of
+   * them, keys included, is made well formed (a lone surrogate becomes U+FFFD). A message that
+   * is not text (a caught error) is converted, or described as fail() would; never thrown. */
   error(message: string, details?: unknown): void;
   /** The pending deltas and RunFinished in one request. Called again after a failed
    * attempt, it resends the same events. Refused together for what they hold, they go apart
@@ -220,8 +229,10 @@ export declare class RunHandle {
    * refusedOutcome) and rejects with the refusal once the run has ended `failed`. */
   finish(options?: FinishOptions): Promise<RunResult>;
   /** RunFinished `failed`: `Name: message`, with the stack as the traceback (name and message
-   * cut at MAX_MESSAGE_CHARS, the stack's end kept at MAX_TRACEBACK_CHARS, each well formed
-   * after its cut). Refused, it is replaced as finish() is. */
+   * cut to MAX_MESSAGE_CHARS, the stack's end kept to MAX_TRACEBACK_CHARS, each well formed
+   * after its cut). Any value: a property that cannot be read is left out (a Symbol name is
+   * `Symbol(…)`; a value none of whose text can be read says "an error that could not be
+   * described"). The heartbeat stops first. Refused, it is replaced as finish() is. */
   fail(error: unknown): Promise<RunResult>;
   result(): RunResult;
 }

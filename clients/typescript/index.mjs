@@ -25,9 +25,13 @@
 //   Pending counts and the terminal event refused together for what they hold (a 4xx: 400,
 //   413, 422, or over maxBodyBytes) go apart: the counts alone, then the terminal event alone,
 //   as it was. Only a terminal event refused on its own is replaced by a short `failed`
-//   RunFinished saying so: the run never stays open for want of a storable outcome.
-// * Every string the client cuts (messages, names, stacks, details) is well formed after the
-//   cut: a lone surrogate, which the ledger refuses, becomes U+FFFD.
+//   RunFinished saying so: the run never stays open for want of a storable outcome. Any
+//   thrown value is described without throwing (a Symbol name, a getter that throws, a
+//   revoked Proxy); should fail() break all the same, a `failed` RunFinished saying the error
+//   could not be described ends the run.
+// * Every string the client cuts (messages, names, stacks, details, the actor) fits its limit
+//   with the note of the cut, and is well formed after the cut: a lone surrogate, which the
+//   ledger refuses, becomes U+FFFD.
 
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -41,6 +45,10 @@ export const MAX_TRACEBACK_CHARS = 64_000;
 // error_details nest at most 20 levels in the ledger; a recorded error's details sit 3 down.
 const MAX_DETAILS_DEPTH = 17;
 const CONNECTOR_NAME_MAX = 100;
+// The ledger refuses a longer actor (ACTOR_NAME_MAX in ledger/events.py).
+const ACTOR_NAME_MAX = 200;
+// The least of a host name worth keeping in an actor cut to fit (with its note).
+const ACTOR_HOST_MIN = 40;
 const RUN_REF = 'run';
 const DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024;
 /** The API's default `[api] max_body_bytes`: a larger body is answered 413. */
@@ -251,13 +259,28 @@ const wellFormed =
     ? (text) => text.toWellFormed()
     : (text) => text.replace(LONE_SURROGATE, '\uFFFD');
 
-/** Text the ledger can store, at most `limit` characters and the note of the cut. Made well
- * formed after the cut: a cut through a surrogate pair (an emoji) leaves half of it alone. */
+/** Text the ledger can store, at most `limit` characters (UTF-16 code units, never fewer than
+ * the ledger's code points) with the note of the cut included: a limit may be the ledger's own
+ * (an actor's 200), which a note past it would break. Made well formed after the cut: a cut
+ * through a surrogate pair (an emoji) leaves half of it alone. */
 function clip(text, limit, { keepEnd = false } = {}) {
   text = String(text);
   if (text.length > limit) {
-    const note = `[${text.length - limit} characters cut]`;
-    text = keepEnd ? `${note}…${text.slice(-limit)}` : `${text.slice(0, limit)}…${note}`;
+    // The note's length depends on how much is cut, which depends on the note's length: cut
+    // more until the kept text, the ellipsis and the note of that cut fit together.
+    let kept = limit;
+    let note;
+    for (;;) {
+      note = `[${text.length - kept} characters cut]`;
+      const room = limit - 1 - note.length;
+      if (room < 1) {
+        // A limit too small for any note (none of the client's is): the bare cut.
+        return wellFormed(keepEnd ? text.slice(text.length - limit) : text.slice(0, limit));
+      }
+      if (room >= kept) break;
+      kept = room;
+    }
+    text = keepEnd ? `${note}…${text.slice(text.length - kept)}` : `${text.slice(0, kept)}…${note}`;
   }
   return wellFormed(text);
 }
@@ -292,7 +315,8 @@ function bounded(details) {
   try {
     text = JSON.stringify(details);
   } catch (error) {
-    return { unserialisable: clip(`${error.message}`, MAX_DETAILS_CHARS) };
+    // What JSON.stringify threw is the details' own (a toJSON, a getter): anything.
+    return { unserialisable: clip(describeThrown(error).message, MAX_DETAILS_CHARS) };
   }
   if (text === undefined) return { unserialisable: describe(details) };
   const parsed = JSON.parse(text);
@@ -302,32 +326,77 @@ function bounded(details) {
   return wellFormedJson(parsed); // within MAX_DETAILS_DEPTH: the recursion is shallow
 }
 
-/** What a thrown value is called and says: `Name: message`, as the Python SDK records it. */
-function describeThrown(error) {
-  if (error instanceof Error) {
-    let name = typeof error.name === 'string' && error.name ? error.name : 'Error';
-    const ctor = error.constructor?.name;
-    if (name === 'Error' && ctor && ctor !== 'Error') name = ctor;
-    let message;
-    try {
-      message = String(error.message ?? '');
-    } catch {
-      message = '(a message that cannot be read)';
-    }
-    return { name, message, stack: typeof error.stack === 'string' ? error.stack : undefined };
-  }
-  let message;
+/** What `read()` gives, or `fallback` when reading throws: a thrown value is anything, and any
+ * of its properties may be a getter that throws, or it may be a revoked Proxy, on which even
+ * `instanceof` throws. */
+function attempt(read, fallback) {
   try {
-    if (error === undefined || error === null) message = '';
-    else message = typeof error === 'string' ? error : JSON.stringify(error) ?? String(error);
+    return read();
   } catch {
-    try {
-      message = String(error);
-    } catch {
-      message = Object.prototype.toString.call(error);
-    }
+    return fallback;
   }
-  return { name: `thrown ${error === null ? 'null' : typeof error}`, message, stack: undefined };
+}
+
+/** `value` as text, or undefined when it cannot be made one (String() of an object whose
+ * toString throws, of a revoked Proxy). String() of a Symbol is its description. */
+function textOf(value) {
+  return attempt(() => String(value), undefined);
+}
+
+/** `Name: message` (or the name alone), as a RunFinished's error_message says it. */
+function errorText({ name, message }) {
+  return message ? `${name}: ${message}` : name;
+}
+
+/** The message of a value that could not be described at all. */
+const UNDESCRIBED_ERROR = 'an error that could not be described';
+
+/** What a thrown value is called and says: `Name: message`, as the Python SDK records it.
+ * Never throws, whatever was thrown: every property is read through attempt(), and only
+ * strings (or Symbols, through String()) are taken as they are. V8 formats an error's `stack`
+ * when first read, from its name and message: a Symbol there makes reading `stack` throw. */
+function describeThrown(error) {
+  if (attempt(() => error instanceof Error, false)) {
+    const nameOf = (value) =>
+      typeof value === 'string' || typeof value === 'symbol' ? textOf(value) : undefined;
+    let name = attempt(() => nameOf(error.name), undefined) || 'Error';
+    const ctor = attempt(() => nameOf(error.constructor?.name), undefined);
+    if (name === 'Error' && ctor && ctor !== 'Error') name = ctor;
+    const message = attempt(() => {
+      const value = error.message;
+      return value === undefined || value === null ? '' : textOf(value);
+    }, undefined);
+    const stack = attempt(() => error.stack, undefined);
+    return {
+      name,
+      message: message ?? '(a message that cannot be read)',
+      stack: typeof stack === 'string' ? stack : undefined,
+    };
+  }
+  const kind = error === null ? 'null' : typeof error;
+  let message;
+  if (error === undefined || error === null) message = '';
+  else if (typeof error === 'string') message = error;
+  else {
+    message =
+      attempt(() => JSON.stringify(error), undefined) ??
+      textOf(error) ??
+      attempt(() => Object.prototype.toString.call(error), undefined) ??
+      UNDESCRIBED_ERROR;
+  }
+  return { name: `thrown ${kind}`, message, stack: undefined };
+}
+
+/** `connector:NAME@HOST:PID`, as the Python SDK names a run's writer, within the ledger's
+ * ACTOR_NAME_MAX: a host name too long for it (a 100-character connector name on a host with
+ * a long FQDN) is cut in the middle of the actor, so the connector and the process stay named
+ * (`metadata.host` keeps the whole host name); if even that cannot fit, the whole is cut. */
+function actorName(connectorName, host, pid) {
+  const whole = `connector:${connectorName}@${host}:${pid}`;
+  if (whole.length <= ACTOR_NAME_MAX) return whole;
+  const room = ACTOR_NAME_MAX - (whole.length - host.length);
+  if (room >= ACTOR_HOST_MIN) return `connector:${connectorName}@${clip(host, room)}:${pid}`;
+  return clip(whole, ACTOR_NAME_MAX);
 }
 
 function sleep(ms, signal) {
@@ -737,12 +806,28 @@ export class LedgerClient {
         removeListeners();
       }
     };
+    // fail(error), and if it broke before it built the terminal event (a bug here, or a value
+    // it could not handle), a `failed` RunFinished that says only so: a failure to send is
+    // the ledger's (the handle resends the same event), anything else must not leave the run
+    // open. The run's status is what decides, not the error's class: any value may be thrown.
+    const recordFailure = async (error) => {
+      try {
+        return await run.fail(error);
+      } catch (failing) {
+        if (run._closing || run.status !== undefined) throw failing;
+        try {
+          return await run._failUndescribed();
+        } finally {
+          attempt(() => run.onError(failing), undefined); // reported, after the run has ended
+        }
+      }
+    };
     let value;
     try {
       value = await fn(run);
     } catch (error) {
       // The function's error is what the caller must see; a failure to record it is reported.
-      await end(() => run.fail(error)).catch((recording) => run.onError(recording));
+      await end(() => recordFailure(error)).catch((recording) => run.onError(recording));
       throw error;
     }
     await end(() => run.finish());
@@ -906,9 +991,10 @@ export class RunHandle {
     this.progressIntervalMs = progressIntervalMs;
     this.heartbeatIntervalMs = heartbeatIntervalMs;
     this.maxErrorDetails = maxErrorDetails;
-    this.onError = onError ?? ((error) => process.emitWarning(`run-ledger: ${error.message}`));
+    this.onError =
+      onError ?? ((error) => process.emitWarning(`run-ledger: ${describeThrown(error).message}`));
     const host = hostname();
-    this.actor = clip(`connector:${connectorName}@${host}:${process.pid}`, 200);
+    this.actor = actorName(connectorName, host, process.pid);
     this.metadata = {
       host,
       pid: process.pid,
@@ -1031,7 +1117,10 @@ export class RunHandle {
     this._requireOpen('error');
     this.errorCount += 1;
     if (this._errors.length < this.maxErrorDetails) {
-      const entry = { message: clip(String(message), MAX_MESSAGE_CHARS) };
+      // Often an error caught in a catch block: one String() cannot convert (a Symbol name, a
+      // revoked Proxy) is described as fail() describes it, not thrown back at the caller.
+      const text = textOf(message) ?? errorText(describeThrown(message));
+      const entry = { message: clip(text, MAX_MESSAGE_CHARS) };
       if (details !== undefined && details !== null) entry.details = bounded(details);
       this._errors.push(entry);
     }
@@ -1072,24 +1161,41 @@ export class RunHandle {
     });
   }
 
-  /** Append RunFinished `failed` with the error's name, message and stack. */
+  /** Append RunFinished `failed` with the error's name, message and stack: any thrown value,
+   * even one none of whose properties can be read. */
   async fail(error) {
     if (this._closing && !this.status) return this._sendClosing();
     this._requireOpen('fail');
+    // The run is ending: no heartbeat may keep it alive past this point, even if building its
+    // terminal event went wrong (the sweeper then times it out instead of never).
+    this._stopTimers();
     const described = describeThrown(error);
     const { message, stack } = described;
     const name = clip(described.name, MAX_MESSAGE_CHARS); // an error's name is any string
+    // `cause` may be a getter that throws, or hold anything: described like the error itself.
+    const cause = attempt(() => error?.cause, undefined);
     const details = {
       exception: name,
       message: clip(message, MAX_MESSAGE_CHARS),
       ...(stack ? { traceback: clip(stack, MAX_TRACEBACK_CHARS, { keepEnd: true }) } : {}),
-      ...(error?.cause !== undefined ? { cause: clip(describeThrown(error.cause).message, MAX_MESSAGE_CHARS) } : {}),
+      ...(cause !== undefined
+        ? { cause: clip(describeThrown(cause).message, MAX_MESSAGE_CHARS) }
+        : {}),
       ...this._errorSummary(),
     };
     return this._close({
       status: 'failed',
-      error_message: clip(message ? `${name}: ${message}` : name, MAX_MESSAGE_CHARS),
+      error_message: clip(errorText({ name, message }), MAX_MESSAGE_CHARS),
       error_details: details,
+    });
+  }
+
+  /** Append RunFinished `failed` saying only that the error could not be described: withRun's
+   * last resort when fail() itself broke before it built its terminal event. */
+  _failUndescribed() {
+    return this._failWith(UNDESCRIBED_ERROR, {
+      reason: 'undescribed-error',
+      message: UNDESCRIBED_ERROR,
     });
   }
 

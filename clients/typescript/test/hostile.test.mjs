@@ -4,6 +4,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
+import { syncBuiltinESMExports } from 'node:module';
+import os from 'node:os';
 import { after, test } from 'node:test';
 import { freePort } from '../testing/live-ledger.mjs';
 
@@ -430,6 +432,206 @@ test('withRun records odd thrown values and hostile details without breaking', a
   const before = server.requests.length;
   await ledger.withRun(RUN, (run) => run.finish({ status: 'partial', errorMessage: 'half' }));
   assert.equal(server.requests.length, before + 2);
+});
+
+// The audit's values (review 4): each made fail() throw before it built the terminal event
+// (V8 formats `stack` from the name and message when it is first read, and a Symbol there
+// throws), withRun only warned, and the heartbeat kept the open run alive for ever.
+function awkwardThrown() {
+  const symbolName = new Error('upstream 500');
+  symbolName.name = Symbol.for('HttpError');
+  const nameGetter = new Error('name unreadable');
+  Object.defineProperty(nameGetter, 'name', {
+    get() {
+      throw new Error('no name');
+    },
+  });
+  const { proxy: revoked, revoke } = Proxy.revocable(new Error('revoked'), {});
+  revoke();
+  const causeGetter = new Error('cause unreadable');
+  Object.defineProperty(causeGetter, 'cause', {
+    get() {
+      throw new Error('no cause');
+    },
+  });
+  const symbolMessage = new Error();
+  symbolMessage.message = Symbol('upstream');
+  return [
+    ['an Error whose name is a Symbol', symbolName, 'Symbol(HttpError): upstream 500'],
+    ['an Error whose name getter throws', nameGetter, 'Error: name unreadable'],
+    ['a revoked Proxy', revoked, 'thrown object: an error that could not be described'],
+    ['an Error whose cause getter throws', causeGetter, 'Error: cause unreadable'],
+    ['an Error whose message is a Symbol', symbolMessage, 'Error: Symbol(upstream)'],
+  ];
+}
+
+for (const [what, thrown, message] of awkwardThrown()) {
+  test(`withRun ends the run failed, its timers stopped, whatever is thrown: ${what}`, async () => {
+    const server = await fake((req, res, body) => ledgerLike(res, body));
+    const reported = [];
+    let run;
+    // Neither assert.rejects nor a promise resolved with it: both read properties of the
+    // rejection (`then`), which a revoked Proxy refuses.
+    let caught;
+    try {
+      await client(server.url).withRun(
+        { ...RUN, heartbeatIntervalMs: 300, onError: (error) => reported.push(error) },
+        (handle) => {
+          run = handle;
+          throw thrown;
+        },
+      );
+    } catch (error) {
+      caught = error;
+    }
+    assert.ok(caught === thrown, 'withRun rejects with what the function threw');
+    assert.deepEqual(reported, []);
+    assert.equal(run.status, 'failed');
+    assert.equal(run.isOpen, false);
+    assert.equal(run._heartbeatTimer, undefined); // nothing left to keep the run alive
+    const [finished] = JSON.parse(server.requests.at(-1).body);
+    assert.equal(finished.type, 'RunFinished');
+    assert.equal(finished.status, 'failed');
+    assert.equal(finished.error_message, message);
+  });
+}
+
+test('run.fail() and run.error() called directly take the same awkward values', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const ledger = client(server.url);
+  for (const [what, thrown, message] of awkwardThrown()) {
+    const run = await ledger.startRun({ ...RUN, heartbeatIntervalMs: 60_000 });
+    run.error(thrown, { what }); // String() of some throws: described, not thrown back
+    const result = await run.fail(thrown);
+    assert.equal(result.status, 'failed', what);
+    assert.equal(run._heartbeatTimer, undefined, what);
+    const [finished] = JSON.parse(server.requests.at(-1).body);
+    assert.equal(finished.error_message, message, what);
+    assert.equal(finished.error_details.errors[0].details.what, what);
+    assert.equal(typeof finished.error_details.errors[0].message, 'string');
+  }
+  const run = await ledger.startRun(RUN);
+  const unprintable = {
+    toString() {
+      throw new Error('no text');
+    },
+    toJSON() {
+      throw Symbol('no JSON');
+    },
+  };
+  run.error(unprintable, unprintable);
+  assert.equal((await run.finish()).status, 'partial');
+  const [finished] = JSON.parse(server.requests.at(-1).body);
+  assert.deepEqual(finished.error_details.errors, [
+    {
+      message: 'thrown object: [object Object]',
+      details: { unserialisable: 'Symbol(no JSON)' },
+    },
+  ]);
+});
+
+test('withRun: a fail() that breaks before it builds the terminal event still ends the run', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const reported = [];
+  const broken = new TypeError('fail() broke');
+  const thrown = new Error('the source broke');
+  let run;
+  await assert.rejects(
+    client(server.url).withRun(
+      { ...RUN, heartbeatIntervalMs: 60_000, onError: (error) => reported.push(error) },
+      (handle) => {
+        run = handle;
+        run.fail = async () => {
+          throw broken;
+        };
+        throw thrown;
+      },
+    ),
+    (caught) => caught === thrown,
+  );
+  assert.deepEqual(reported, [broken]);
+  assert.equal(run.status, 'failed');
+  assert.equal(run._heartbeatTimer, undefined);
+  const [finished] = JSON.parse(server.requests.at(-1).body);
+  assert.equal(finished.status, 'failed');
+  assert.equal(finished.error_message, 'an error that could not be described');
+  assert.equal(finished.error_details.reason, 'undescribed-error');
+});
+
+test('a withRun whose terminal event cannot be sent is not replaced by the undescribed failure', async () => {
+  const server = await outage(500);
+  server.down = false;
+  const reported = [];
+  const thrown = new Error('the source broke');
+  await assert.rejects(
+    client(server.url, { retries: 1 }).withRun(
+      { ...RUN, onError: (error) => reported.push(error) },
+      () => {
+        server.down = true;
+        throw thrown;
+      },
+    ),
+    (caught) => caught === thrown,
+  );
+  // The ledger's failure is reported as it is; no second, vaguer RunFinished was tried.
+  assert.equal(reported.length, 1);
+  assert.ok(reported[0] instanceof LedgerApiError, String(reported[0]));
+  const finishes = server.requests.map((r) => JSON.parse(r.body).at(-1)).filter((e) => e.type === 'RunFinished');
+  assert.equal(new Set(finishes.map((e) => e.event_id)).size, 1);
+  assert.equal(finishes[0].error_message, 'Error: the source broke');
+});
+
+/** `fn` run while os.hostname() (which the client imports) says `host`. */
+async function onHost(host, fn) {
+  const real = os.hostname;
+  os.hostname = () => host;
+  syncBuiltinESMExports();
+  try {
+    return await fn();
+  } finally {
+    os.hostname = real;
+    syncBuiltinESMExports();
+  }
+}
+
+test('the actor stays within the ledger\'s 200 characters: a long host name is cut, the note included', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const ledger = client(server.url);
+  const host = `${'h'.repeat(63)}.${'d'.repeat(63)}.example.org`;
+  const name = 'c'.repeat(100);
+  const run = await onHost(host, () => ledger.startRun({ ...RUN, connectorName: name }));
+  await run.finish();
+  const [started] = JSON.parse(server.requests[0].body);
+  assert.ok(started.actor.length <= 200, `${started.actor.length}: ${started.actor}`);
+  assert.equal(started.actor.length, 200); // as much of the host as fits
+  assert.ok(started.actor.startsWith(`connector:${name}@hhhh`), started.actor);
+  assert.match(started.actor, new RegExp(`…\\[\\d+ characters cut\\]:${process.pid}$`));
+  assert.equal(started.metadata.host, host); // the whole name is kept there
+  const [finished] = JSON.parse(server.requests[1].body);
+  assert.equal(finished.actor, started.actor);
+  // 100 emoji are 100 characters to the ledger but 200 UTF-16 units: no room for the host, the
+  // whole actor is cut, still within 200 (code points, fewer than the units counted).
+  const emoji = '\u{1F600}'.repeat(100);
+  const wide = await onHost(host, () => ledger.startRun({ ...RUN, connectorName: emoji }));
+  assert.ok(wide.actor.length <= 200, wide.actor);
+  assert.match(wide.actor, /^connector:\u{1F600}+\uFFFD?…\[\d+ characters cut\]$/u);
+  // A short one is as it was.
+  const plain = await onHost('db-1', () => ledger.startRun(RUN));
+  assert.equal(plain.actor, `connector:hostile@db-1:${process.pid}`);
+});
+
+test('a cut text fits its limit with its note: a message at 2,000 characters, details at 4,000', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const run = await client(server.url).startRun(RUN);
+  run.error('x'.repeat(10_000), { blob: 'b'.repeat(10_000) });
+  await run.fail(new Error('y'.repeat(10_000)));
+  const [finished] = JSON.parse(server.requests.at(-1).body);
+  const [recorded] = finished.error_details.errors;
+  assert.equal(recorded.message, `${'x'.repeat(1_978)}…[8022 characters cut]`);
+  assert.equal(recorded.message.length, 2_000);
+  assert.equal(recorded.details.clipped.length, 4_000);
+  assert.equal(finished.error_message.length, 2_000);
+  assert.equal(finished.error_details.message.length, 2_000);
 });
 
 test('bad options are refused naming the option', async () => {

@@ -3,6 +3,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer, request as httpRequest } from 'node:http';
+import { syncBuiltinESMExports } from 'node:module';
+import os from 'node:os';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
@@ -242,19 +244,94 @@ for (const backend of backends()) {
       assert.equal(ok.row.recordsCreated, 2);
     });
 
+    // Review 4's audit: fail() threw while it described such an error, withRun only warned,
+    // and the heartbeat kept the run open in the ledger for ever (RunStarted and heartbeats).
+    test('withRun: an error whose name is a Symbol, or a revoked Proxy, still ends the run failed', async () => {
+      const symbolName = new Error('upstream 500');
+      symbolName.name = Symbol.for('HttpError');
+      const { proxy: revoked, revoke } = Proxy.revocable(new Error('gone'), {});
+      revoke();
+      for (const [thrown, message] of [
+        [symbolName, 'Symbol(HttpError): upstream 500'],
+        [revoked, 'thrown object: an error that could not be described'],
+      ]) {
+        const reported = [];
+        let run;
+        let caught;
+        try {
+          await client.withRun(
+            {
+              sourceId: 2,
+              connectorName: 'ts-awkward-error',
+              heartbeatIntervalMs: 300,
+              onError: (error) => reported.push(error),
+            },
+            async (handle) => {
+              run = handle;
+              await run.heartbeat();
+              throw thrown;
+            },
+          );
+        } catch (error) {
+          caught = error; // not assert.rejects: it reads the revoked Proxy's properties
+        }
+        assert.ok(caught === thrown);
+        assert.deepEqual(reported, []);
+        assert.equal(run.isOpen, false);
+        const { row, events } = await runState(ledger, run.runId);
+        assert.equal(row.status, 'failed');
+        assert.equal(row.errorMessage, message);
+        assert.equal(events.at(-1).type, 'RunFinished');
+        assert.deepEqual(types(events).slice(0, 2), ['RunStarted', 'RunProgressed']);
+      }
+    });
+
+    test('a 100-character connector name on a host with a long name: the run starts, its actor within 200', async () => {
+      const host = `${'h'.repeat(63)}.${'d'.repeat(63)}.ingest.example.org`;
+      const name = 'c'.repeat(100);
+      const real = os.hostname;
+      os.hostname = () => host;
+      syncBuiltinESMExports(); // the client's `import { hostname }` sees it
+      let run;
+      try {
+        run = await client.startRun({ sourceId: 3, connectorName: name, heartbeatIntervalMs: 0 });
+      } finally {
+        os.hostname = real;
+        syncBuiltinESMExports();
+      }
+      run.error('one bad row');
+      assert.equal((await run.finish()).status, 'partial');
+      const { row, events } = await runState(ledger, run.runId);
+      assert.equal(row.status, 'partial');
+      assert.equal(row.connectorName, name);
+      assert.ok(run.actor.length <= 200, run.actor);
+      // As much of the host name as fits (how much depends on the pid's digits), then the note.
+      assert.match(
+        run.actor,
+        new RegExp(`^connector:${name}@h{40,}[hd.]*…\\[\\d+ characters cut\\]:${process.pid}$`),
+      );
+      assert.equal(run.actor.length, 200);
+      assert.deepEqual(new Set(events.map((event) => event.actor)), new Set([run.actor]));
+    });
+
     // The audit's cases (issue 16): each outcome was refused with 400 "surrogates not allowed"
     // or was too large to send, never retried, and the run stayed open with its counts lost.
     describe('withRun records the outcome of a function whose error text the ledger would refuse', () => {
       for (const [what, fn, check] of [
         [
-          'an emoji exactly where the message is cut at 2,000 characters',
+          'an emoji exactly where the message is cut to 2,000 characters',
           () => {
-            throw new Error(`${'m'.repeat(MAX_MESSAGE_CHARS - 1)}${EMOJI}and more`);
+            // 2,009 characters: 1,980 kept, then "…[29 characters cut]", 2,000 in all; the
+            // emoji's two halves sit on either side of the cut.
+            throw new Error(`${'m'.repeat(MAX_MESSAGE_CHARS - 21)}${EMOJI}${'x'.repeat(28)}`);
           },
           (row) => {
             assert.equal(row.status, 'failed');
-            assert.ok(row.errorDetails.message.startsWith('m'.repeat(MAX_MESSAGE_CHARS - 1)));
-            assert.match(row.errorDetails.message, /characters cut\]$/);
+            assert.equal(
+              row.errorDetails.message,
+              `${'m'.repeat(MAX_MESSAGE_CHARS - 21)}\ufffd…[29 characters cut]`,
+            );
+            assert.equal(row.errorDetails.message.length, MAX_MESSAGE_CHARS);
           },
         ],
         [
@@ -272,14 +349,18 @@ for (const backend of backends()) {
         [
           'a 64,000-character stack cut through an emoji',
           () => {
+            // 64,001 characters: the last 63,980 kept after "[21 characters cut]…", 64,000 in
+            // all; the cut falls between the emoji's halves.
             const error = new Error('deep');
-            error.stack = `head ${EMOJI}${'y'.repeat(MAX_TRACEBACK_CHARS - 1)}`;
+            error.stack = `${'h'.repeat(20)}${EMOJI}${'y'.repeat(MAX_TRACEBACK_CHARS - 21)}`;
             throw error;
           },
           (row) => {
             assert.equal(row.errorMessage, 'Error: deep');
-            assert.match(row.errorDetails.traceback, /^\[6 characters cut\]…/);
-            assert.ok(row.errorDetails.traceback.endsWith('y'.repeat(1_000)));
+            assert.equal(
+              row.errorDetails.traceback,
+              `[21 characters cut]…\ufffd${'y'.repeat(MAX_TRACEBACK_CHARS - 21)}`,
+            );
           },
         ],
         [
@@ -304,8 +385,8 @@ for (const backend of backends()) {
           },
           (row) => {
             assert.equal(row.status, 'failed');
-            assert.ok(row.errorDetails.exception.length < MAX_MESSAGE_CHARS + 40);
-            assert.match(row.errorDetails.exception, /^N+…\[198000 characters cut\]$/);
+            // The note of the cut counts in the 2,000 characters.
+            assert.equal(row.errorDetails.exception, `${'N'.repeat(1_976)}…[198024 characters cut]`);
             assert.ok(row.errorMessage.startsWith('NNNN'));
           },
         ],
