@@ -69,7 +69,7 @@ from ledger import (
     StorageError,
     ValidationError,
 )
-from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT, Counter, name_problem
+from ledger.events import ACTOR_NAME_MAX, COUNTER_FIELDS, COUNTER_LIMIT, Counter, name_problem
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json, pydantic_problems
 from ledger.text import clip, storable, visible
@@ -119,6 +119,16 @@ class RunResult:
     closed_by: str | None = None
 
 
+def connector_actor(connector_name: str, host: str, pid: int) -> str:
+    """``connector:NAME@HOST:PID``, within the ledger's actor limit whatever the host's name:
+    a name too long for it (macOS allows 255 characters, Linux 64) is cut with ``…``, so the run
+    still starts (the whole name stays in the run's ``metadata.host``)."""
+    room = ACTOR_NAME_MAX - len(f"connector:{connector_name}@:{pid}")
+    if len(host) > room:
+        host = host[: max(room - 1, 0)] + "…"
+    return f"connector:{connector_name}@{host}:{pid}"
+
+
 class RunContext:
     """Records one connector run. Use it as a context manager (or call start/finish)."""
 
@@ -161,7 +171,7 @@ class RunContext:
         self.max_error_details = max_error_details
         host, pid = socket.gethostname(), os.getpid()
         self._pid = pid  # the process that records the run: a forked child may not
-        self.actor = f"connector:{connector_name}@{host}:{pid}"
+        self.actor = connector_actor(connector_name, host, pid)
         self.metadata = _storable_metadata(
             {
                 "host": host,

@@ -301,3 +301,23 @@ def test_a_connector_name_that_could_pass_for_another_is_refused_before_the_run(
     with pytest.raises(ValidationError, match=r"^connector_name: .* is not allowed$"):
         CsvConnector(1, SAMPLE_CSV, name=name).run(ledger, spool=spool)
     assert ledger.head().last_position == 0
+
+
+def test_a_host_name_too_long_for_the_actor_is_cut_and_the_run_starts(
+    ledger: Ledger, spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``connector:NAME@HOST:PID`` over the ledger's 200-character actor limit (a 100-character
+    connector name on a host whose name is longer than Linux allows: macOS allows 255) was
+    refused at RunStarted, so no run of it could start; the host's name is cut instead."""
+    host = "ingest-worker." + "very-long-segment." * 10 + "example.internal"
+    monkeypatch.setattr("connectors.sdk.socket.gethostname", lambda: host)
+    name = "n" * 100
+    with RunContext(ledger, 1, name, spool=spool) as run:
+        run.progress(fetched=1)
+    started = run_events(ledger, run.run_id)[0]
+    assert started.actor is not None
+    assert len(started.actor) == 200
+    assert started.actor.startswith(f"connector:{name}@ingest-worker.very-long-segment.")
+    assert started.actor.endswith(f"…:{os.getpid()}")
+    assert started.event.metadata["host"] == host  # the whole name, where nothing cuts it
+    assert finished(ledger, run.run_id)["status"] == "success"
