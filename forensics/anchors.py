@@ -20,11 +20,11 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from forensics.chain import events_at
-from ledger.clock import isoformat_utc
+from ledger.clock import isoformat_utc, parse_utc
 from ledger.errors import LedgerError, ValidationError
 from ledger.private import create_private_file
 from ledger.reads import read_head, stored_refs
@@ -193,9 +193,9 @@ def parse_anchor(text: str, source: str) -> Anchor:
             "2026-01-28T03:00:07.000000Z"
         )
     try:
-        recorded_at = datetime.fromisoformat(when_text.replace("Z", "+00:00")).astimezone(UTC)
+        recorded_at = parse_utc(when_text, naive="refuse")  # the pattern asks for its Z
     except ValueError as exc:
-        raise ValueError(f"recorded_at {_show(when_text)} is not a valid time: {exc}") from exc
+        raise ValueError(f"recorded_at {_show(when_text)} {exc}") from exc
     return Anchor(position, digest, recorded_at, source)
 
 

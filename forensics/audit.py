@@ -15,7 +15,7 @@ from ledger import (
     UnknownRunError,
     ValidationError,
 )
-from ledger.clock import isoformat_utc, labelled_utc
+from ledger.clock import isoformat_utc, labelled_utc, parse_utc
 from ledger.durations import format_duration
 from ledger.hashing import chain_hash
 from ledger.reads import latest_occurred_at, run_status_events, run_version_at, stored_refs
@@ -259,10 +259,9 @@ def _duration(seconds: object) -> str:
 
 def _utc_time(value: object) -> str:
     """A stored time to the second, ``2026-01-28 01:12:45 UTC``; anything else as it is."""
+    if isinstance(value, datetime):
+        return str(value) if value.tzinfo is None else labelled_utc(value)
     try:
-        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    except ValueError:
+        return labelled_utc(parse_utc(str(value), naive="refuse"))
+    except ValueError:  # not a time, or one with no zone: shown as it is stored
         return str(value)
-    if moment.tzinfo is None:
-        return str(value)
-    return labelled_utc(moment)

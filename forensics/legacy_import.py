@@ -35,6 +35,7 @@ from ledger import (
     SchemaError,
     ValidationError,
 )
+from ledger.clock import parse_utc
 from ledger.events import IMPORT_PREFIX, RECORDED_NAMES
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import describe_pydantic_errors, payload_json
@@ -219,7 +220,9 @@ def _normalise(row: dict[str, Any]) -> Row:
         if isinstance(value, str):
             written = value
             try:
-                value = datetime.fromisoformat(written.replace("Z", "+00:00"))
+                # No zone: UTC, as the sessions run. An offset the text gives is kept: the
+                # time goes into legacy_created_at as it was written (see facts_for).
+                value = parse_utc(written, naive="utc", keep_offset=True)
             except ValueError:
                 raise ValidationError(
                     f"legacy row id {row.get('id')}: {column}: {clip(visible(written), 60)!r} "

@@ -276,7 +276,7 @@ def _skipped_detail(verification: VerifyReport, skips: list[Skip]) -> str:
     looks like an operator's: naming each is what lets an auditor tell."""
     if not skips:
         return ""
-    runs = {skip.position: skip.run_id for skip in verification.skips}
+    runs = {skipped.skip.position: skipped.run_id for skipped in verification.skips}
     return f"; {len(skips)} skipped event(s) not in the table: " + "; ".join(
         f"position {skip.position} ({skip.event_type}"
         + (f", run {runs[skip.position]}" if runs.get(skip.position) is not None else "")

@@ -39,6 +39,7 @@ from ledger.rules import RunState, apply_event
 from ledger.stored_rows import named_rows
 from ledger.text import clip
 from projections.as_of import replay_as_of
+from projections.checkpoints import Skip
 from projections.fold import Row, Transition, normalise
 from projections.schema import (
     PROJECTION_NAME,
@@ -67,15 +68,16 @@ class Problem:
 
 @dataclass(frozen=True)
 class SkippedEvent:
-    """A ``projection_skips`` row, with the run of the event it names (None if there is none)."""
+    """A ``projection_skips`` row of any projection: the projection it names (checked: a row
+    written around the command may name one that does not exist), the skip, and the run of the
+    event it names (None if there is none)."""
 
     name: str
-    position: int
-    event_type: str
-    reason: str
-    actor: str
-    skipped_at: datetime
+    skip: Skip
     run_id: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.skip.to_dict(), "run_id": self.run_id}
 
 
 @dataclass
@@ -114,11 +116,7 @@ class VerifyReport:
                 "expected": triggers.expected,
                 "found": triggers.found,
             },
-            "skips": None
-            if self.chain_only
-            else [
-                {**vars(skip), "skipped_at": isoformat_utc(skip.skipped_at)} for skip in self.skips
-            ],
+            "skips": None if self.chain_only else [skipped.to_dict() for skipped in self.skips],
             "anchors": [
                 {
                     "source": check.anchor.source,
@@ -291,23 +289,15 @@ def _check_skips(ledger: Ledger, report: VerifyReport) -> None:
     found = _Findings(report)
     for row in rows:
         ref = stored.get(row["position"])
-        skip = SkippedEvent(
-            row["name"],
-            row["position"],
-            row["event_type"],
-            row["reason"],
-            row["actor"],
-            row["skipped_at"],
-            ref.run_id if ref else None,
-        )
-        report.skips.append(skip)
-        where = f"projection_skips {skip.name} position {skip.position}"
+        name, skip, run_id = row["name"], Skip.of_row(row), ref.run_id if ref else None
+        report.skips.append(SkippedEvent(name, skip, run_id))
+        where = f"projection_skips {name} position {skip.position}"
         wrong = []
-        if skip.name != PROJECTION_NAME:
+        if name != PROJECTION_NAME:
             # Only the operator command writes skips, always under a projection's own name;
             # MariaDB's collation would let a near miss ("INGESTION_RUNS", a trailing space)
             # count for the projector all the same.
-            wrong.append(f"it names projection {skip.name!r}, which does not exist")
+            wrong.append(f"it names projection {name!r}, which does not exist")
         if ref is None:
             wrong.append(f"no event is stored at that position (the ledger head is at {head})")
         elif ref.type != skip.event_type:
@@ -329,7 +319,7 @@ def _check_skips(ledger: Ledger, report: VerifyReport) -> None:
         for message in wrong:
             if found.full:
                 return
-            found.add(Problem("skips", f"{where}: {message}", skip.position, skip.run_id))
+            found.add(Problem("skips", f"{where}: {message}", skip.position, run_id))
 
 
 def _check_projection(ledger: Ledger, report: VerifyReport) -> None:

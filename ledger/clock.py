@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Literal
 
 
 def utcnow() -> datetime:
@@ -35,6 +36,37 @@ def isoformat_utc(value: datetime) -> str:
         f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
         f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z"
     )
+
+
+def parse_utc(text: str, *, naive: Literal["utc", "refuse"], keep_offset: bool = False) -> datetime:
+    """ISO-8601 text as an aware datetime in UTC: the one parser of times given as text.
+
+    ``Z`` is UTC. A time with no zone is UTC with ``naive="utc"`` (an operator's ``--as-of``, a
+    legacy TIMESTAMP column: both mean UTC) and refused with ``naive="refuse"`` (a stored fact,
+    whose zone would be a guess). ``keep_offset`` leaves a time in the zone its text gives
+    (``legacy_created_at`` keeps the legacy text's own offset: it is part of the fact).
+
+    Raises ValueError saying what is wrong without repeating the text, which the caller names
+    as its own user spells it: ``is not an ISO-8601 time``, ``has no time zone (naive times are
+    refused)``, ``is out of range in UTC``.
+    """
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        # Python's reason when it says more than the text ("month must be in 1..12"); its
+        # "Invalid isoformat string: '…'" would only repeat the text, unclipped.
+        reason = "" if str(exc).startswith("Invalid isoformat string") else f" ({exc})"
+        raise ValueError(f"is not an ISO-8601 time{reason}") from None
+    if parsed.tzinfo is None:
+        if naive == "refuse":
+            raise ValueError("has no time zone (naive times are refused)")
+        return parsed.replace(tzinfo=UTC)
+    if keep_offset:
+        return parsed
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is past the last UTC time
+        raise ValueError("is out of range in UTC") from None
 
 
 Clock = Callable[[], datetime]

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger.clock import isoformat_utc
+from ledger.clock import isoformat_utc, parse_utc
 from ledger.errors import InputProblem
 from ledger.events import EARLIEST_TIME, IMPORT_PREFIX, EventModel
 from ledger.text import clip
@@ -62,15 +62,10 @@ def parse_legacy_time(value: object) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"must be ISO-8601 text with a zone, got {type(value).__name__}")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{clip(value, 60)!r} is not an ISO-8601 time") from None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise ValueError(f"{clip(value, 60)!r} has no time zone (naive times are refused)")
-    try:
-        parsed = parsed.astimezone(UTC)
-    except OverflowError:
-        raise ValueError(f"{clip(value, 60)!r} is out of range") from None
+        # A lowercase z too: appends have always taken it, and stored events must still project.
+        parsed = parse_utc(value.replace("z", "Z"), naive="refuse")
+    except ValueError as exc:
+        raise ValueError(f"{clip(value, 60)!r} {exc}") from None
     if not EARLIEST_LEGACY_TIME <= parsed <= LATEST_LEGACY_TIME:
         raise ValueError(
             f"{isoformat_utc(parsed)} is outside the legacy TIMESTAMP range "

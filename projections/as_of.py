@@ -9,9 +9,10 @@ never decreases along positions, "as of time T" is the prefix of positions up to
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 
 from ledger import Ledger, RecordedEvent, UnknownRunError, ValidationError
+from ledger.clock import parse_utc
 from projections.checkpoints import skipped_positions
 from projections.errors import PoisonEventError
 from projections.fold import Row, Transition, fold_events
@@ -42,15 +43,9 @@ def parse_as_of(
         return None
     text = _PLUS_AS_SPACE.sub(r"\1+\2", as_of, count=1)
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_utc(text, naive="utc")
     except ValueError as exc:
-        raise ValidationError(f"{names[0]}: {as_of!r} is not an ISO-8601 time ({exc})") from exc
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError as exc:  # 9999-12-31T23:59:59-14:00 is past the last UTC time
-        raise ValidationError(f"{names[0]}: {as_of!r} is out of range in UTC") from exc
+        raise ValidationError(f"{names[0]}: {as_of!r} {exc}") from exc
 
 
 def resolve_position(ledger: Ledger, as_of: datetime | None, at_position: int | None) -> int:

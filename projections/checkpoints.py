@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, insert, inspect, select, update
+from sqlalchemy import Connection, RowMapping, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ledger.clock import utcnow
+from ledger.clock import format_utc_seconds, isoformat_utc, utcnow
 from ledger.dialects import clock_on, is_galera
 from ledger.text import clip
 from projections.errors import CheckpointMovedError, PoisonEventError, ProjectionBusyError
@@ -32,14 +33,40 @@ class Checkpoint:
     error_at: datetime | None
     rebuild_position: int | None
 
+    def error_to_dict(self) -> dict[str, Any] | None:
+        """The error that stopped the projection as JSON (None while it applies events)."""
+        if self.error_position is None:
+            return None
+        return {
+            "position": self.error_position,
+            "type": self.error_type,
+            "message": self.error_message,
+            "at": None if self.error_at is None else isoformat_utc(self.error_at),
+        }
+
 
 @dataclass(frozen=True)
 class Skip:
+    """A ``projection_skips`` row of a projection (the projection's name is the caller's)."""
+
     position: int
     event_type: str
     reason: str
     actor: str
     skipped_at: datetime
+
+    @classmethod
+    def of_row(cls, row: RowMapping) -> Skip:
+        return cls(**{key: row[key] for key in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "event_type": self.event_type,
+            "reason": self.reason,
+            "actor": self.actor,
+            "skipped_at": isoformat_utc(self.skipped_at),
+        }
 
 
 def read_checkpoint(conn: Connection, name: str, lock: bool = False) -> Checkpoint:
@@ -170,7 +197,7 @@ def recover_interrupted_swap(conn: Connection, checkpoint: Checkpoint) -> Checkp
         if _swap_may_be_running(conn, checkpoint):
             raise ProjectionBusyError(
                 f"projection {checkpoint.name}: a rebuild on another node of this cluster is "
-                f"swapping its tables in (marked at {checkpoint.updated_at:%Y-%m-%d %H:%M:%S} "
+                f"swapping its tables in (marked at {format_utc_seconds(checkpoint.updated_at)} "
                 "UTC); waiting for it"
             )
         log.warning("a rebuild stopped before its swap; the live tables were not touched")
@@ -204,7 +231,4 @@ def list_skips(conn: Connection, name: str) -> list[Skip]:
         .where(projection_skips.c.name == name)
         .order_by(projection_skips.c.position)
     )
-    return [
-        Skip(**{key: row[key] for key in Skip.__dataclass_fields__})
-        for row in conn.execute(query).mappings()
-    ]
+    return [Skip.of_row(row) for row in conn.execute(query).mappings()]

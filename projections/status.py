@@ -1,9 +1,12 @@
-"""What ``ledger status`` reports: how far the projection is behind the ledger, and why."""
+"""The ledger's own status: its head, its open runs, and how far each projection is behind it
+and why (what ``ledger status``, ``/v1/status`` and the metrics read; the report they show,
+with the spool and the figures, is :mod:`service.status`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from ledger import Ledger
 from ledger.reads import count_runs, recorded_at
@@ -19,6 +22,17 @@ class ProjectionStatus:
     lag_events: int
     lag_seconds: float  # age of the oldest event not yet applied; 0 when caught up
     skips: list[Skip]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The projection as JSON; ``checkpoint`` is its position."""
+        return {
+            "name": self.name,
+            "checkpoint": self.checkpoint.position,
+            "lag_events": self.lag_events,
+            "lag_seconds": round(self.lag_seconds, 3),
+            "error": self.checkpoint.error_to_dict(),
+            "skips": [skip.to_dict() for skip in self.skips],
+        }
 
 
 @dataclass(frozen=True)

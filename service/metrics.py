@@ -1,28 +1,23 @@
-"""The figures ``ledger serve --metrics-port`` exposes (Prometheus text format) and
-``ledger status`` shows: computed from the database at each scrape."""
+"""The figures ``ledger serve --metrics-port`` exposes (Prometheus text format), computed from
+the database at each scrape; ``ledger status`` shows them too (:mod:`service.status`)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
+from datetime import datetime
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from connectors import Spool, SpoolError
+from connectors import Spool
 from ledger import Ledger, StorageError, Thresholds, stuck_runs
-from ledger.clock import isoformat_utc
 from ledger.database import with_timeouts
 from ledger.outage import Outage
 from ledger.text import visible
-from ledger.urls import mask_url
 from projections import LedgerStatus, ledger_status
 from projections.queries import runs_by_status
-from service.config import LedgerConfig
 
 log = logging.getLogger(__name__)
 
@@ -165,91 +160,3 @@ class LedgerCollector(Collector):
                 "Runs the last sweep timed out",
                 value=figures.last_sweep_timed_out or 0,
             )
-
-
-# --- what `ledger status` shows, in one call
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    """The ledger's status (head, open runs, projections), the figures, the stale threshold
-    they were counted with, the spool read, and the database (its URL, password masked)."""
-
-    status: LedgerStatus
-    figures: Figures
-    stale_after: timedelta
-    spool_path: Path
-    database: str
-    spool_exists: bool = True  # False: no spool file there (nothing was ever spooled, a typo)
-    spool_error: str | None = None  # the spool file could not be read (the backlog shows 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report as JSON. The projection error's time and each skip's time are written
-        as ``str(datetime)`` (``2026-01-01 12:00:00+00:00``), as ``ledger status`` always has."""
-        status = self.status
-        figures = self.figures
-        return {
-            "database": self.database,
-            "head_position": status.head_position,
-            "head_hash": status.head_hash,
-            "head_recorded_at": isoformat_utc(status.head_recorded_at)
-            if status.head_recorded_at
-            else None,
-            "open_runs": status.open_runs,
-            "stuck_runs": figures.stuck_runs,
-            "runs_by_status": figures.runs_by_status,
-            "spool_backlog": figures.spool_backlog,
-            "spool_path": str(self.spool_path),
-            "spool_exists": self.spool_exists,
-            "spool_error": self.spool_error,
-            "projections": [
-                {
-                    "name": p.name,
-                    "checkpoint": p.checkpoint.position,
-                    "lag_events": p.lag_events,
-                    "lag_seconds": round(p.lag_seconds, 3),
-                    "error": None
-                    if p.checkpoint.error_position is None
-                    else {
-                        "position": p.checkpoint.error_position,
-                        "type": p.checkpoint.error_type,
-                        "message": p.checkpoint.error_message,
-                        "at": None if p.checkpoint.error_at is None else str(p.checkpoint.error_at),
-                    },
-                    "skips": [
-                        {**vars(skip), "skipped_at": str(skip.skipped_at)} for skip in p.skips
-                    ],
-                }
-                for p in status.projections
-            ],
-        }
-
-
-def status_report(
-    ledger: Ledger, config: LedgerConfig | None = None, spool_dir: str | None = None
-) -> StatusReport:
-    """What ``ledger status`` shows, with the thresholds, overrides and spool folder of
-    ``config`` when given (``spool_dir`` first, if given)."""
-    thresholds = config.thresholds.to_thresholds() if config else Thresholds()
-    spool = Spool(spool_dir or (config.spool.dir if config else None))
-    status = ledger_status(ledger)
-    # An unreadable or corrupted spool failed the whole command: the operator saw nothing of
-    # the ledger on the day the spool needed looking at. It is shown beside the rest.
-    spool_error: str | None = None
-    readable: Spool | None = spool
-    try:
-        spool_exists = spool.status().exists
-    except SpoolError as exc:
-        spool_error, readable, spool_exists = str(exc), None, True
-    figures = collect_figures(
-        ledger, thresholds, config.overrides() if config else None, readable, status=status
-    )
-    return StatusReport(
-        status,
-        figures,
-        thresholds.stale_after,
-        spool.path,
-        mask_url(ledger.url),
-        spool_exists=spool_exists,
-        spool_error=spool_error,
-    )

@@ -31,7 +31,8 @@ from service.api.runs import add_run_routes
 from service.api.shapes import LedgerJSON
 from service.api.state import ApiState
 from service.config import LedgerConfig
-from service.metrics import LedgerCollector, collect_figures, scrape_url, status_report
+from service.metrics import LedgerCollector, collect_figures, scrape_url
+from service.status import status_report
 
 
 def _api_ledger(config: LedgerConfig) -> Ledger:
@@ -40,9 +41,6 @@ def _api_ledger(config: LedgerConfig) -> Ledger:
     the driver's 75 s (SQLite's 30 s)."""
     seconds = max(1, int(config.api.database_timeout.total_seconds()))
     return Ledger.from_url(config.database_url, wait_bound_s=seconds)
-
-
-SPOOL_UNREADABLE = "the spool file could not be read (`ledger status` on the server says why)"
 
 
 def create_app(config: LedgerConfig) -> FastAPI:
@@ -108,11 +106,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         is its kind (``sqlite``, ``mysql``, ``mariadb``), never its URL, user, host or file; the
         spool's path is left out, and a spool that could not be read says so without the OS's
         message (which names the file; the server's ``ledger status`` shows it)."""
-        report = status_report(state.ledger, state.config).to_dict()
-        del report["spool_path"]
-        if report["spool_error"] is not None:
-            report["spool_error"] = SPOOL_UNREADABLE
-        return {**report, "database": state.ledger.database_kind}
+        return status_report(state.ledger, state.config).to_dict(public=True)
 
     @app.get("/v1/verify", summary="Verify the ledger", responses=problem_responses(429))
     def verify(

@@ -45,7 +45,7 @@ from service.cli.options import (
 )
 from service.cli.tables import TableColumn, cell, echo_fitted, echo_json, print_table
 from service.config import load_config
-from service.metrics import status_report
+from service.status import status_report
 
 
 @click.group()

@@ -15,7 +15,7 @@ from forensics.anchors import anchors_from, append_anchor, current_anchor
 from forensics.audit import TimelineEntry, iter_audit
 from forensics.report import build_report, render_json, render_text, report_passed
 from forensics.verify import VerifyReport, verify_all
-from ledger.clock import isoformat_utc
+from ledger.clock import isoformat_utc, labelled_utc
 from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
 from ledger.text import visible
 from service.cli.errors import EXIT_PROBLEM, BadInput, library_errors
@@ -122,12 +122,14 @@ def print_verify_details(report: VerifyReport) -> None:
     held = sum(check.ok for check in report.anchors)
     if report.anchors:
         click.echo(f"anchors: {held} of {len(report.anchors)} held")
-    for skip in report.skips:
-        run = f" of run {skip.run_id}" if skip.run_id is not None else ""
+    for skipped in report.skips:
+        skip = skipped.skip
+        run = f" of run {skipped.run_id}" if skipped.run_id is not None else ""
+        # To the second with its zone, as `ledger status` shows the same skip.
         click.echo(
-            f"skipped by projection {visible(skip.name)}: position {skip.position} "
+            f"skipped by projection {visible(skipped.name)}: position {skip.position} "
             f"({visible(skip.event_type)}{run}) by {visible(skip.actor)} at "
-            f"{isoformat_utc(skip.skipped_at)}: {visible(skip.reason)}"
+            f"{labelled_utc(skip.skipped_at)}: {visible(skip.reason)}"
         )
 
 

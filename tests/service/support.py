@@ -1,7 +1,8 @@
 """What the service tests share (and the reliability and projection tests borrow): the ``ledger``
 command run in process, the shipped sample and JSON lines to append, and the check that output
 shows no raw control or format character; ``ledger serve`` as a real process (its config, a free
-port, the runs it finished and those left open); the README's grants of a database role."""
+port, the runs it finished and those left open); the README's grants of a database role; a
+projection error and a skip written by hand."""
 
 from __future__ import annotations
 
@@ -14,16 +15,19 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner, Result
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 
 from connectors import SAMPLE_CSV
 from ledger import Ledger
 from ledger.schema import ledger_runs
 from ledger.text import is_invisible
+from projections.checkpoints import read_checkpoint
+from projections.schema import PROJECTION_NAME, projection_checkpoints, projection_skips
 from service.cli import cli
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
@@ -247,3 +251,34 @@ def fifo_source(tmp_path: Path, feed: bool) -> Iterator[FifoSource]:
         yield source
     finally:
         source.end()
+
+
+STOPPED_AT = datetime(2026, 12, 4, 23, 30, 0, 654321, tzinfo=UTC)
+SKIPPED_AT = datetime(2026, 12, 4, 23, 40, 0, 123456, tzinfo=UTC)
+
+
+def stop_and_skip_by_hand(ledger: Ledger, position: int, event_type: str) -> None:
+    """A projection error and a skip of the event, written into the tables as the issue's
+    repro does (the times chosen with microseconds, which a format may drop)."""
+    with ledger.engine.begin() as conn:
+        read_checkpoint(conn, PROJECTION_NAME)  # creates the row, as the projector would
+        conn.execute(
+            update(projection_checkpoints)
+            .where(projection_checkpoints.c.name == PROJECTION_NAME)
+            .values(
+                error_position=position,
+                error_type=event_type,
+                error_message="cannot apply",
+                error_at=STOPPED_AT,
+            )
+        )
+        conn.execute(
+            insert(projection_skips).values(
+                name=PROJECTION_NAME,
+                position=position,
+                event_type=event_type,
+                reason="r",
+                actor="operator:bob",
+                skipped_at=SKIPPED_AT,
+            )
+        )

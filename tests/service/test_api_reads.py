@@ -16,15 +16,17 @@ from sqlalchemy import make_url
 from forensics.anchors import anchor_at
 from forensics.verify import verify_all
 from ledger import Ledger, RunFinished
+from ledger.clock import isoformat_utc
 from ledger.errors import StoredEventError
 from projections import Projector
+from projections.schema import PROJECTION_NAME
 from service.api import create_app
-from service.api.app import SPOOL_UNREADABLE
 from service.cli import cli
 from service.cli import cli as cli_command
 from service.config import LedgerConfig, SpoolConfig, ThresholdsConfig
-from service.metrics import status_report
+from service.status import SPOOL_UNREADABLE, status_report
 from tests.service.conftest import TOKENS, api_client, api_config, auth
+from tests.service.support import SKIPPED_AT, STOPPED_AT, stop_and_skip_by_hand
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
 READ = auth("reader")
@@ -457,6 +459,31 @@ def test_a_table_row_with_an_unreadable_time_is_named_everywhere(
         finally:
             client.app.state.web.close()  # type: ignore[attr-defined]
             client.app.state.api.close()  # type: ignore[attr-defined]
+
+
+def test_status_and_verify_write_every_time_as_the_cli_json_does(
+    client: TestClient, ledger: Ledger, db_url: str
+) -> None:
+    """/v1/status wrote a skip's and the projection error's time as str(datetime), /v1/verify
+    the same skip's as isoformat_utc: one format now, the CLI's --format json."""
+    with freeze_time("2026-12-04 23:00:00"):
+        run_id = ledger.start_run(1, "SOURCE_1")
+    position = ledger.head().last_position
+    stop_and_skip_by_hand(ledger, position, "RunStarted")
+    with freeze_time("2026-12-05 00:00:00"):
+        status = client.get("/v1/status", headers=READ).json()
+        verify = client.get("/v1/verify", headers=READ).json()
+        cli_status = cli_json(db_url, "status")
+        assert verify == cli_json(db_url, "verify")
+    (projection,) = status["projections"]
+    assert projection["error"]["at"] == isoformat_utc(STOPPED_AT)
+    (skip,) = projection["skips"]
+    assert skip["skipped_at"] == isoformat_utc(SKIPPED_AT)
+    assert verify["skips"] == [{"name": PROJECTION_NAME, **skip, "run_id": run_id}]
+    assert status["head_recorded_at"] == "2026-12-04T23:00:00.000000Z"
+    # The library's public form is the CLI's, less the server's file and database's URL.
+    del cli_status["spool_path"]
+    assert status == {**cli_status, "database": ledger.database_kind}
 
 
 def test_status_names_the_kind_of_database_never_its_url(

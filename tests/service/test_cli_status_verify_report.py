@@ -1,6 +1,8 @@
 """What ``status --format json``, ``verify --chain-only`` and the Markdown report say
 (issue 15, from issue 14): the database in the JSON as in the table, no count of what was not
-checked, one line each for "Generated:" and "Database:" in rendered Markdown."""
+checked, one line each for "Generated:" and "Database:" in rendered Markdown. One vocabulary
+(issue 13): a time is ``isoformat_utc`` in every JSON result, and a skip is one shape and one
+line of text in ``status`` and ``verify`` alike."""
 
 from __future__ import annotations
 
@@ -8,11 +10,15 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner, Result
+from freezegun import freeze_time
 from markdown_it import MarkdownIt
 
 from ledger import Ledger
+from ledger.clock import isoformat_utc
 from ledger.urls import mask_url
+from projections.schema import PROJECTION_NAME
 from service.cli import cli
+from tests.service.support import SKIPPED_AT, stop_and_skip_by_hand
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
 
@@ -26,6 +32,44 @@ def test_status_json_names_the_database_the_table_shows(db_url: str) -> None:
     assert f"database:   {mask_url(db_url)}" in table.stdout
     shown = json.loads(run("status", "--format", "json", "--db", db_url).stdout)
     assert shown["database"] == mask_url(db_url)
+
+
+def test_status_and_verify_write_a_skip_in_one_shape_and_one_time_format(
+    ledger: Ledger, db_url: str
+) -> None:
+    """`status --format json` wrote the projection error's time and each skip's time as
+    str(datetime) ("2026-12-04 23:40:00.123456+00:00") where `verify --format json` wrote the
+    same skip row as isoformat_utc; the text said "at 2026-12-04 23:40:00 UTC" in status and
+    "at 2026-12-04T23:40:00.123456Z" in verify."""
+    with freeze_time("2026-12-04 23:00:00"):
+        run_id = ledger.start_run(1, "SOURCE_1")
+    position = ledger.head().last_position
+    stop_and_skip_by_hand(ledger, position, "RunStarted")
+    with freeze_time("2026-12-05 00:00:00"):
+        status = json.loads(run("status", "--format", "json", "--db", db_url).stdout)
+        verified = run("verify", "--format", "json", "--db", db_url)
+        status_text = run("status", "--wide", "--db", db_url).stdout
+        verify_text = run("verify", "--db", db_url).stdout
+    (projection,) = status["projections"]
+    assert projection["error"] == {
+        "position": position,
+        "type": "RunStarted",
+        "message": "cannot apply",
+        "at": "2026-12-04T23:30:00.654321Z",
+    }
+    (status_skip,) = projection["skips"]
+    (verify_skip,) = json.loads(verified.stdout)["skips"]
+    assert status_skip == {
+        "position": position,
+        "event_type": "RunStarted",
+        "reason": "r",
+        "actor": "operator:bob",
+        "skipped_at": isoformat_utc(SKIPPED_AT),
+    }
+    assert verify_skip == {"name": PROJECTION_NAME, **status_skip, "run_id": run_id}
+    shown = "by operator:bob at 2026-12-04 23:40:00 UTC: r"
+    assert f"skipped position {position} (RunStarted) {shown}" in status_text
+    assert f"position {position} (RunStarted of run {run_id}) {shown}" in verify_text
 
 
 def test_status_shows_an_unreadable_spool_beside_the_ledger(db_url: str, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from projections.schema import RUN_STATUSES
 from service.api import create_app
 from service.web import integrity, views
 from service.web.state import TIMELINE_PART
+from tests.service.support import stop_and_skip_by_hand
 from tests.service.web.support import (
     SCRIPT,
     TOKENS,
@@ -457,6 +458,26 @@ def test_proof_and_integrity_show_the_ledger_as_it_stood(
         f"{started_at.last_position} {started_at.last_hash} "
         not in client.get("/web/integrity").text
     )
+
+
+def test_integrity_lists_a_skip_as_the_cli_shows_it(
+    client: TestClient, db_url: str, demo: dict[str, int]
+) -> None:
+    """A skip is a ``SkippedEvent`` holding the projection's ``Skip`` and the run (issue 13):
+    the page reads its fields through it."""
+    ledger = Ledger.from_url(db_url)
+    try:
+        head = ledger.head().last_position
+        (event,) = ledger.read_all(after=head - 1)
+        stop_and_skip_by_hand(ledger, head, event.type)
+    finally:
+        ledger.close()
+    log_in(client, "reader")
+    page = html.unescape(client.get("/web/integrity").text)
+    assert (
+        f"position {head} ({event.type}, run {event.run_id}) skipped by operator:bob "
+        "2026-12-04 23:40:00 UTC: r"
+    ) in page
 
 
 def test_hostile_moments_are_refused_or_shown_as_they_resolve(

@@ -1,0 +1,65 @@
+"""``parse_utc``: the one parser of times given as text (issue 13), beside ``isoformat_utc``.
+Five call sites each parsed ISO-8601 their own way; each says here what it needs of naive
+times, and the sites' own tests hold what they accept and refuse."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from ledger.clock import isoformat_utc, parse_utc
+
+NOON = datetime(2026, 1, 28, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-01-28T12:00:00Z",
+        "2026-01-28T12:00:00.000000Z",
+        "2026-01-28 12:00:00+00:00",
+        "2026-01-28T14:00:00+02:00",
+        "2026-01-28T07:00:00-05:00",
+    ],
+)
+def test_a_time_with_a_zone_comes_back_in_utc(text: str) -> None:
+    for naive in ("utc", "refuse"):
+        parsed = parse_utc(text, naive=naive)
+        assert parsed == NOON
+        assert parsed.tzinfo is UTC
+
+
+def test_it_reads_back_what_isoformat_utc_writes() -> None:
+    moment = datetime(2026, 12, 4, 23, 40, 0, 123456, tzinfo=UTC)
+    assert parse_utc(isoformat_utc(moment), naive="refuse") == moment
+
+
+def test_a_naive_time_is_utc_or_refused_as_the_caller_says() -> None:
+    assert parse_utc("2026-01-28T12:00:00", naive="utc") == NOON
+    with pytest.raises(ValueError, match=r"^has no time zone \(naive times are refused\)$"):
+        parse_utc("2026-01-28T12:00:00", naive="refuse")
+
+
+def test_keep_offset_leaves_the_zone_the_text_gives() -> None:
+    parsed = parse_utc("2026-01-28T14:00:00+02:00", naive="utc", keep_offset=True)
+    assert parsed.utcoffset() == timedelta(hours=2)
+    assert parsed.isoformat() == "2026-01-28T14:00:00+02:00"
+    assert parse_utc("2026-01-28T12:00:00", naive="utc", keep_offset=True).tzinfo is UTC
+
+
+def test_refusals_say_what_is_wrong_without_repeating_the_text() -> None:
+    with pytest.raises(ValueError, match=r"^is not an ISO-8601 time$"):
+        parse_utc("yesterday", naive="utc")
+    with pytest.raises(ValueError, match=r"^is not an ISO-8601 time \(month must be in 1\.\.12\)$"):
+        parse_utc("2026-13-01T00:00:00Z", naive="utc")
+    with pytest.raises(ValueError, match=r"^is out of range in UTC$"):
+        parse_utc("9999-12-31T23:59:59-14:00", naive="utc")
+    # Only the upper case Z: the one call site that takes a lower case z says so itself.
+    with pytest.raises(ValueError, match="is not an ISO-8601 time"):
+        parse_utc("2026-01-28T12:00:00z", naive="utc")
+
+
+def test_an_offset_past_the_last_utc_time_is_kept_with_keep_offset() -> None:
+    late = parse_utc("9999-12-31T23:59:59-14:00", naive="utc", keep_offset=True)
+    assert late.tzinfo == timezone(timedelta(hours=-14))
