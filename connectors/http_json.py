@@ -598,7 +598,9 @@ class HttpJsonConnector(Connector):
         for attempt in range(self.retries + 1):
             if attempt:
                 delay = min(self.backoff * 2 ** min(attempt - 1, 30), MAX_RETRY_DELAY_S)
-                log.warning(
+                # INFO: the run's failure, when retries run out, is the one WARNING (serve
+                # logs it at each tick); a retry that recovers is not a problem to report.
+                log.info(
                     "retrying %s in %.2fs (attempt %d): %s",
                     shown(url),
                     delay,
