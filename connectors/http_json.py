@@ -33,7 +33,7 @@ from connectors.records import RecordStore, unstorable
 from connectors.sdk import RunContext
 from ledger.errors import ConfigurationError
 from ledger.text import clip, visible
-from ledger.urls import mask_secrets
+from ledger.urls import mask_secrets, tcp_port_problem
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -365,6 +365,19 @@ def origin(url: str) -> tuple[str, str, int | None]:
     return (parts.scheme.lower(), (parts.hostname or "").lower(), port or default)
 
 
+def _url_port_problem(parts: urllib.parse.SplitResult) -> str | None:
+    """Why the URL's port is not one to connect to, or None (no port: the scheme's)."""
+    try:
+        port = parts.port
+    except ValueError:  # out of 0..65535, or not a number: urllib names neither the port
+        # Read as urllib does, after the credentials: a password is never quoted.
+        text = parts.netloc.rpartition("@")[2].rpartition("]")[2].rpartition(":")[2]
+        if text.isascii() and text.isdigit():
+            return tcp_port_problem(int(text))
+        return f"port {clip(text, 20)!r} is not a number"
+    return None if port is None else tcp_port_problem(port)
+
+
 def _whole(name: str, value: object, low: int, high: int | None = None) -> None:
     if (
         isinstance(value, bool)
@@ -416,6 +429,11 @@ class HttpJsonConnector(Connector):
         if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
             # urllib would open file:// and ftp:// URLs too: a config must not read local files
             raise ConfigurationError(f"url: {shown(url)!r} is not an http(s) URL")
+        port_problem = _url_port_problem(parts)
+        if port_problem:
+            # urllib would connect anyway, to the port modulo 65536 (84746 reads 19210), and a
+            # next link on the wrapped port would be refused as another origin.
+            raise ConfigurationError(f"url: {shown(url)!r}: {port_problem}")
         if parts.username or parts.password:
             # urllib would send "user:password@host" to DNS as a host name; and the URL is
             # recorded in the run's metadata, where a password could never be removed. The
@@ -589,7 +607,9 @@ class HttpJsonConnector(Connector):
         for attempt in range(self.retries + 1):
             if attempt:
                 delay = min(self.backoff * 2 ** min(attempt - 1, 30), MAX_RETRY_DELAY_S)
-                log.warning(
+                # INFO: the run's failure, when retries run out, is the one WARNING (serve
+                # logs it at each tick); a retry that recovers is not a problem to report.
+                log.info(
                     "retrying %s in %.2fs (attempt %d): %s",
                     shown(url),
                     delay,

@@ -5,11 +5,12 @@ RunStarted with the same id (``metadata.imported = true``), one RunProgressed wi
 and for a terminal status a RunFinished with the legacy status, completedAt, errorMessage and
 errorDetails. A ``running`` row stays open, for the sweeper. Event ids are derived from the row
 id, so a second import appends nothing. Every row is validated before anything is written.
-Afterwards the projection is compared with the legacy rows column by column (timestamps to the
-second): ``duration`` filled in where the legacy row had a completedAt but no duration is
-reported as repaired; legacy ``errorDetails`` keys that the ledger reserves for its own bookkeeping
-(``reason``, ``late``, ...) are kept under ``errorDetails.reported`` and reported as such; any
-other difference is reported as a mismatch.
+Afterwards each legacy row is compared, column by column (timestamps to the second), with its
+run as of the import's own last fact for it, so that what happened to the run since (the sweeper
+timing out a run left open) is not taken for a difference: ``duration`` filled in where the
+legacy row had a completedAt but no duration is reported as repaired; legacy ``errorDetails``
+keys that the ledger reserves for its own bookkeeping (``reason``, ``late``, ...) are kept under
+``errorDetails.reported`` and reported as such; any other difference is reported as a mismatch.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ from ledger import (
     SchemaError,
     ValidationError,
 )
-from ledger.clock import parse_utc
+from ledger.clock import isoformat_utc, parse_utc
 from ledger.events import IMPORT_PREFIX, RECORDED_NAMES
 from ledger.limits import MAX_JSON_DEPTH, json_depth
-from ledger.mapper import describe_pydantic_errors, payload_json
+from ledger.mapper import canonical_json, describe_pydantic_errors, payload_json
+from ledger.rules import OPEN, RunState
 from ledger.schema import LEGACY_TABLE
 from ledger.text import clip, visible
 from ledger.urls import mask_url, sqlite_file_or_none
+from projections.as_of import run_as_of
 from projections.fold import Row, callers_details, whole_seconds
 from projections.projector import Projector
 from projections.queries import all_rows
@@ -100,10 +103,32 @@ def import_legacy(
         new_runs = {e.run_id for e in appended.new_events if e.type == "RunStarted"}
         result.imported += len(new_runs)
         result.already_imported += len(chunk) - len(new_runs)
-    result.open_runs = [row["id"] for row in legacy_rows if row["status"] == "running"]
     Projector(ledger).run_once()
-    _compare(legacy_rows, all_rows(ledger), result)
+    states = {state.run_id: state for state in ledger.runs()}
+    # From the ledger, not the legacy status: a run the sweeper (or an operator) closed since
+    # an earlier import is no longer open, whatever the legacy row still says.
+    result.open_runs = [row["id"] for row in legacy_rows if states[row["id"]].state == OPEN]
+    projected = all_rows(ledger)
+    for row, facts in zip(legacy_rows, batches, strict=True):
+        _compare(row, _as_imported(ledger, facts, states[row["id"]], projected), result)
     return result
+
+
+def _as_imported(
+    ledger: Ledger, facts: list[EventModel], state: RunState, projected: dict[int, Row]
+) -> Row | None:
+    """The run's row as of the import's own last fact for it: what the legacy row is compared
+    with. A fact appended after (the sweeper timing out a run left open, a late report) is a
+    later part of the run's history, not a difference from the legacy table; such a run is
+    replayed up to the import's last fact. Other runs hold only the import's facts (their
+    version is the number of facts), and their projected row is that row already."""
+    run_id = state.run_id
+    if state.version <= len(facts):
+        return projected.get(run_id)
+    history = ledger.read_run(run_id)
+    imported = {str(event.event_id) for event in facts}
+    last = max(event.position for event in history if event.event_id in imported)
+    return run_as_of(ledger, run_id, last, history)[0]
 
 
 def _refuse_taken_run_ids(
@@ -310,26 +335,34 @@ def facts_for(row: Row) -> list[EventModel]:
     return events
 
 
-def _compare(legacy_rows: list[Row], projected: dict[int, Row], result: ImportResult) -> None:
-    for legacy in legacy_rows:
-        row = projected.get(legacy["id"])
-        if row is None:
-            result.mismatches.append(f"row {legacy['id']}: not projected")
+def _compare(legacy: Row, row: Row | None, result: ImportResult) -> None:
+    if row is None:
+        result.mismatches.append(f"row {legacy['id']}: not projected")
+        return
+    for column, legacy_value in legacy.items():
+        if column not in row:
             continue
-        for column, legacy_value in legacy.items():
-            if column not in row:
-                continue
-            value = row[column]
-            if isinstance(legacy_value, datetime):
-                legacy_value = whole_seconds(legacy_value)
-            if value == legacy_value:
-                continue
-            if column == "duration" and legacy_value is None and legacy["completedAt"]:
-                result.repaired.append(legacy["id"])
-                continue
-            if column == "errorDetails" and value == callers_details(adopted_details(legacy_value)):
-                result.details_kept_apart.append(legacy["id"])
-                continue
-            result.mismatches.append(
-                f"row {legacy['id']}: {column} was {legacy_value!r}, the ledger gives {value!r}"
-            )
+        value = row[column]
+        if isinstance(legacy_value, datetime):
+            legacy_value = whole_seconds(legacy_value)
+        if value == legacy_value:
+            continue
+        if column == "duration" and legacy_value is None and legacy["completedAt"]:
+            result.repaired.append(legacy["id"])
+            continue
+        if column == "errorDetails" and value == callers_details(adopted_details(legacy_value)):
+            result.details_kept_apart.append(legacy["id"])
+            continue
+        result.mismatches.append(
+            f"row {legacy['id']}: {column} was {_shown(legacy_value)}, "
+            f"the ledger gives {_shown(value)}"
+        )
+
+
+def _shown(value: Any) -> str:
+    """A column's value as a mismatch quotes it: a time in ISO-8601 UTC, anything else as JSON
+    (null, a number, a quoted text, an object), not as Python writes it; clipped, as an
+    errorMessage may be 65,535 characters long."""
+    if isinstance(value, datetime):
+        return isoformat_utc(value)
+    return clip(canonical_json(value), 200)

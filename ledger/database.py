@@ -56,12 +56,11 @@ from ledger.urls import (
     migrate_hint,
     path_state,
     sqlite_file_of,
+    tcp_port_problem,
     unparseable_url_message,
 )
 
 log = logging.getLogger(__name__)
-
-MAX_TCP_PORT = 65_535
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _SQLITE_BEGIN = {mode: f"BEGIN {mode}" for mode in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")}
@@ -119,13 +118,11 @@ def create_ledger_engine(url: str, *, create: bool = True, **engine_options: Any
                     f"invalid database URL {mask_url(url)}: it names no database; end it with "
                     f"/DATABASE, e.g. {example}"
                 )
-            if parsed.port is not None and not 1 <= parsed.port <= MAX_TCP_PORT:
+            port_problem = None if parsed.port is None else tcp_port_problem(parsed.port)
+            if port_problem:
                 # The driver would try it anyway: "Connection refused", exit 3, blaming the
                 # network for a typo in the URL.
-                raise ConfigurationError(
-                    f"invalid database URL {mask_url(url)}: port {parsed.port} is not a TCP "
-                    f"port (1 to {MAX_TCP_PORT})"
-                )
+                raise ConfigurationError(f"invalid database URL {mask_url(url)}: {port_problem}")
             engine_options.pop("sqlite_busy_timeout_ms", None)
             engine = _mysql_engine(url, **engine_options)
         else:

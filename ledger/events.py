@@ -112,11 +112,33 @@ def unnamed_operator_problem(actor: str) -> str | None:
     return None
 
 
+def operator_start_problem(actor: str) -> str | None:
+    """Why the name after ``operator:`` in ``actor`` cannot start a name, or None: whitespace
+    or a combining mark first, which :func:`name_problem` refuses at the start of a whole name.
+    ``--actor " bob"`` was refused and ``--actor "operator: bob"`` recorded: a second operator
+    that reads as ``operator:bob``."""
+    name = actor.removeprefix(OPERATOR_PREFIX)
+    if name == actor or not name:
+        return None
+    index = len(OPERATOR_PREFIX)
+    if name[0].isspace():
+        return (
+            f"whitespace after 'operator:' ({describe_char(name[0])} at index {index}) is not "
+            "allowed"
+        )
+    if unicodedata.category(name[0]) in ("Mn", "Mc", "Me"):
+        return (
+            f"{describe_char(name[0])} at index {index}: a name after 'operator:' cannot start "
+            "with a combining mark"
+        )
+    return None
+
+
 def operator_name_problem(actor: str) -> str | None:
     """Why ``actor`` cannot record an operator's act (a run failed, a skip), or None: the name
     rule (:func:`name_problem`), then a name after ``operator:``
-    (:func:`unnamed_operator_problem`)."""
-    return name_problem(actor) or unnamed_operator_problem(actor)
+    (:func:`unnamed_operator_problem`, :func:`operator_start_problem`)."""
+    return name_problem(actor) or unnamed_operator_problem(actor) or operator_start_problem(actor)
 
 
 def reserved_actor(actor: str) -> str | None:
@@ -240,6 +262,7 @@ def _refuse_disguised_actor(value: str, info: ValidationInfo) -> str:
         info,
         ("reserved_actor", disguised_actor_problem),
         ("unnamed_operator", unnamed_operator_problem),
+        ("operator_name", operator_start_problem),
     )
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "sqlite:///ledger.db"
 DATABASE_URL_ENV = "LEDGER_DATABASE_URL"
+MAX_TCP_PORT = 65_535
 
 # The password part of any URL-like text, also inside driver error messages: everything between
 # "user:" and the *last* "@" of the token, so a password with an unencoded "@" is masked whole.
@@ -31,6 +32,15 @@ _PASSWORD_IN_TEXT = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]{0,63}://[^:/@\
 def resolve_database_url(explicit: str | None = None) -> str:
     """``--db`` if given, else ``$LEDGER_DATABASE_URL``, else SQLite in the current folder."""
     return explicit or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
+
+
+def tcp_port_problem(port: int) -> str | None:
+    """Why ``port`` is not a TCP port, or None. The one rule of a database URL's port, an
+    http-json URL's and ``--listen``'s: port 0 is "any free port" to the system, never an
+    address to connect to, and a port past 65535 is wrapped modulo 65536 by some clients."""
+    if 1 <= port <= MAX_TCP_PORT:
+        return None
+    return f"port {port} is not a TCP port (1 to {MAX_TCP_PORT})"
 
 
 def mask_url(url: str) -> str:

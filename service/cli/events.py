@@ -8,6 +8,7 @@ from typing import IO
 import click
 
 from ledger import AppendResult, RecordedEvent
+from ledger.mapper import canonical_json
 from ledger.schema import MAX_POSITION
 from ledger.store import read_events
 from ledger.wire import append_lines, read_lines, wire_line
@@ -136,5 +137,9 @@ EVENT_COLUMNS = (
 
 
 def _payload_summary(event: RecordedEvent) -> str:
+    """The payload's set fields as ``name=value``: text as it is, anything else (metadata, error
+    details) as compact JSON, not as Python writes it (``{'a': 1}``, ``True``, ``None``)."""
     data = {k: v for k, v in event.payload_data.items() if v not in (None, 0, {}, [])}
-    return ", ".join(f"{k}={v}" for k, v in sorted(data.items()))
+    return ", ".join(
+        f"{k}={v if isinstance(v, str) else canonical_json(v)}" for k, v in sorted(data.items())
+    )

@@ -17,7 +17,13 @@ from ledger import (
     LedgerError,
 )
 from ledger.durations import parse_duration
-from ledger.events import MAX_RUN_ID, name_problem, operator_actor, unnamed_operator_problem
+from ledger.events import (
+    MAX_RUN_ID,
+    name_problem,
+    operator_actor,
+    operator_start_problem,
+    unnamed_operator_problem,
+)
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
 from ledger.urls import (
@@ -219,12 +225,19 @@ def check_name(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 def check_actor(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--actor NAME``: the name rule (:func:`check_name`), and a name to record: ``""`` or
-    ``operator:`` alone would record an operator's act by no one."""
-    if value is not None and unnamed_operator_problem(operator_actor(value)) is not None:
+    ``operator:`` alone would record an operator's act by no one, and ``operator: bob`` an
+    operator other than ``operator:bob`` (:func:`operator_start_problem`)."""
+    if value is None:
+        return value
+    if unnamed_operator_problem(operator_actor(value)) is not None:
         raise click.BadParameter(
             f"{visible(value)!r} names no one: give the name of who decides (recorded as "
             "operator:NAME)",
             ctx=ctx,
             param=param,
         )
-    return check_name(ctx, param, value)
+    check_name(ctx, param, value)
+    problem = operator_start_problem(operator_actor(value))
+    if problem is not None:
+        raise click.BadParameter(visible(problem), ctx=ctx, param=param)
+    return value

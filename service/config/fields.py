@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ledger.durations import parse_duration
 from ledger.errors import LedgerError
+from ledger.urls import MAX_TCP_PORT, tcp_port_problem
 
 
 def _duration(value: object) -> timedelta:
@@ -68,8 +69,8 @@ def split_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a host to bind and a port; ValueError says
     what is wrong."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError("write HOST:PORT, like 127.0.0.1:8080 (a port from 1 to 65535)")
+    if not sep or not port.isascii() or not port.isdigit() or tcp_port_problem(int(port)):
+        raise ValueError(f"write HOST:PORT, like 127.0.0.1:8080 (a port from 1 to {MAX_TCP_PORT})")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return listen_host(host), int(port)

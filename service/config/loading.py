@@ -15,6 +15,7 @@ import pydantic
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from connectors.spool import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV
 from ledger.errors import ConfigurationError
 from ledger.text import clip, visible
 from ledger.urls import DATABASE_URL_ENV
@@ -71,6 +72,22 @@ def _toml_problem(text: str, error: tomllib.TOMLDecodeError) -> str:
 def _beside(config: Path, path: str) -> str:
     """A relative path in the config means relative to the config file."""
     return path if Path(path).is_absolute() else str((config.resolve().parent / path).resolve())
+
+
+def _spool_beside(config: Path, data: dict[str, Any]) -> None:
+    """``[spool] dir`` relative to the config file, like its other paths; and with neither it
+    nor ``$LEDGER_SPOOL_DIR``, the default folder beside the config file, not in whatever
+    folder serve (or ``status --config``) was started from: two starts from two folders
+    would spool to two places, and a flush from one would not see the other's events. A value
+    the validator refuses (not text) is left for it to name; a blank one means the default."""
+    spool = data.setdefault("spool", {})
+    if not isinstance(spool, dict):
+        return
+    folder = spool.get("dir")
+    if isinstance(folder, str) and folder.strip() and "\0" not in folder:
+        spool["dir"] = _beside(config, folder)
+    elif (folder is None or folder == "") and not os.environ.get(SPOOL_DIR_ENV):
+        spool["dir"] = _beside(config, DEFAULT_SPOOL_DIR)
 
 
 def _sqlite_beside(config: Path, url: str) -> str:
@@ -199,6 +216,7 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
     anchor_path = anchor.get("path") if isinstance(anchor, dict) else None
     if isinstance(anchor, dict) and isinstance(anchor_path, str) and anchor_path.strip():
         anchor["path"] = anchor_path if "\0" in anchor_path else _beside(source, anchor_path)
+    _spool_beside(source, data)
     try:
         return LedgerConfig.model_validate(data)
     except pydantic.ValidationError as exc:

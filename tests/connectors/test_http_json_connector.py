@@ -5,6 +5,7 @@ header, and body links it was not told about: test_http_json_paging.py.)"""
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,44 @@ def test_http_json_options_of_a_serve_config_are_checked(
     result = CliRunner().invoke(cli, ["config", "check", str(config)])
     assert result.exit_code == 2, result.output
     assert f"connector 'api' (http-json): {option}: expected a" in result.output
+
+
+@pytest.mark.parametrize(
+    ("port", "problem"),
+    [
+        ("84746", "port 84746 is not a TCP port (1 to 65535)"),  # urllib dialled 19210
+        ("0", "port 0 is not a TCP port (1 to 65535)"),
+        ("8o80", "port '8o80' is not a number"),
+    ],
+)
+def test_http_json_url_port_outside_tcp_is_refused_before_the_run(
+    ledger: Ledger, db_url: str, tmp_path: Path, port: str, problem: str
+) -> None:
+    # urllib connected to the port modulo 65536 and fetched another service's records; the
+    # port is checked as --db's is, before any run starts, by `run` and by `config check`.
+    url = f"http://127.0.0.1:{port}/items"
+    with pytest.raises(ConfigurationError, match=re.escape(f"url: {url!r}: {problem}")):
+        HttpJsonConnector(3, url)
+    spool = str(tmp_path / "spool")
+    result = CliRunner().invoke(
+        cli,
+        ["run", "http-json", "--db", db_url, "--url", url, "--single-page", "--spool-dir", spool],
+    )
+    assert (result.exit_code, result.output) == (2, f"Error: url: {url!r}: {problem}\n")
+    assert list(ledger.read_all()) == []
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        f'database_url = "{db_url}"\n'
+        "[[connectors]]\n"
+        'name = "api"\n'
+        'type = "http-json"\n'
+        "source_id = 3\n"
+        'schedule = { interval = "5m" }\n'
+        f'options = {{ url = "{url}" }}\n'
+    )
+    checked = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert checked.exit_code == 2, checked.output
+    assert f"connector 'api' (http-json): url: {url!r}: {problem}" in checked.output
 
 
 def test_http_json_retry_delays_stop_growing(

@@ -67,6 +67,58 @@ def test_import_legacy_then_rebuild_reproduces_every_row(tmp_path: Path) -> None
             assert audit[0].event.payload_data["metadata"]["imported"] is True
 
 
+def test_import_legacy_again_after_a_sweep_finds_nothing_new(tmp_path: Path) -> None:
+    """README's next step after an import is `ledger sweep`, which times out the row left
+    open. A second import compared the legacy rows with the runs as they are now: it exited 1
+    listing the timeout as "mismatches" in Python reprs, and still called the run open."""
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            upgrade(store.engine, url)
+            first = json.loads(run("import-legacy", "--db", url).stdout)  # type: ignore[attr-defined]
+            assert (first["left_open"], first["mismatches"]) == ([30003], [])
+            with freeze_time("2026-02-03 12:00:00"):
+                assert [r.run_id for r in sweep(store).timed_out] == [30003]
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+            again = json.loads(result.stdout)  # type: ignore[attr-defined]
+            assert (again["imported"], again["already_imported"]) == (0, 39)
+            assert (again["left_open"], again["mismatches"]) == ([], [])
+            assert again["duration_repaired"] == first["duration_repaired"]
+
+
+def test_import_legacy_still_reports_a_real_mismatch_after_a_sweep(tmp_path: Path) -> None:
+    """A legacy value its facts cannot give back is a mismatch (exit 1), before and after the
+    sweep; each value quoted as an ISO time, JSON text or null, not as Python writes it."""
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            with store.engine.begin() as conn:  # a duration its times disagree with, and a
+                # running row with an end and an error message (neither is a fact of a start)
+                conn.execute(text("UPDATE ingestion_runs SET duration = 999 WHERE id = 30002"))
+                conn.execute(
+                    text(
+                        "UPDATE ingestion_runs SET completedAt = '2026-02-02 11:00:00', "
+                        "errorMessage = 'half \"done\"' WHERE id = 30003"
+                    )
+                )
+            upgrade(store.engine, url)
+            expected = [
+                "row 30002: duration was 999, the ledger gives 2",
+                "row 30003: completedAt was 2026-02-02T11:00:00.000000Z, the ledger gives null",
+                'row 30003: errorMessage was "half \\"done\\"", the ledger gives null',
+            ]
+            for step in ("import", "sweep", "import again"):
+                if step == "sweep":
+                    with freeze_time("2026-02-03 12:00:00"):
+                        sweep(store)
+                    continue
+                result = run("import-legacy", "--db", url)
+                assert result.exit_code == 1, (step, result.output)  # type: ignore[attr-defined]
+                summary = json.loads(result.stdout)  # type: ignore[attr-defined]
+                assert summary["mismatches"] == expected, step
+
+
 def test_a_legacy_row_that_cannot_be_a_fact_stops_the_import(tmp_path: Path) -> None:
     with support.unmigrated_databases(tmp_path) as databases:
         for url, store in databases:

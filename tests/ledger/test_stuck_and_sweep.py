@@ -416,6 +416,40 @@ def test_an_operator_name_that_could_pass_for_another_is_refused(ledger: Ledger)
     assert timeouts(ledger, run_id) == []
 
 
+@pytest.mark.parametrize("operator", ["operator: bob", "operator:\u00a0bob", "operator:\u0301bob"])
+def test_an_operator_name_after_the_prefix_is_held_to_the_name_rule(
+    ledger: Ledger, db_url: str, operator: str
+) -> None:
+    """``--actor " bob"`` was refused for its leading space and ``--actor "operator: bob"``
+    recorded as it was: an operator other than ``operator:bob`` who reads as him. One rule
+    for the library (fail_run, a skip), any append (the API's too) and the CLI."""
+    run_id = start_at(ledger, DAY1)
+    head = ledger.head().last_position
+    after_prefix = "after 'operator:'"
+    with pytest.raises(ValidationError, match=after_prefix):
+        fail_run(ledger, run_id, "dead", operator, now=DAY5)
+    with pytest.raises(ValidationError, match=after_prefix):
+        parse_event({"type": "RunProgressed", "run_id": run_id, "actor": operator})
+    with pytest.raises(ValidationError, match=after_prefix):
+        Projector(ledger).skip(head, "x", operator)
+    for command in (
+        ["runs", "fail", str(run_id), "--reason", "r"],
+        ["project", "--skip-position", str(head), "--reason", "r"],
+    ):
+        refused = CliRunner().invoke(cli, [*command, "--actor", operator, "--db", db_url])
+        assert refused.exit_code == 2, refused.output
+        assert "Invalid value for '--actor'" in refused.output
+        assert after_prefix in refused.output
+    with api_client(db_url) as client:
+        event = {"type": "RunProgressed", "run_id": run_id, "actor": operator}
+        answer = client.post("/v1/events", json=[event], headers=auth("admin"))
+        client.app.state.api.close()  # type: ignore[attr-defined]
+    assert answer.status_code == 400, answer.text
+    assert after_prefix in answer.json()["detail"]
+    assert ledger.head().last_position == head
+    fail_run(ledger, run_id, "dead", "operator:bob", now=DAY5)  # the name as a name is written
+
+
 @pytest.mark.parametrize("operator", ["", "operator:", "operator:  ", "  "])
 def test_an_operators_act_by_no_one_is_refused(ledger: Ledger, db_url: str, operator: str) -> None:
     """``runs fail --actor ""`` recorded "failed by operator:" (issue 15): refused by the

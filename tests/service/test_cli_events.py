@@ -7,7 +7,7 @@ import json
 
 from sqlalchemy import text
 
-from ledger import Ledger
+from ledger import Ledger, RunFinished
 from tests.service.support import SAMPLE, run
 from tests.support import drop_triggers
 
@@ -35,6 +35,20 @@ def test_events_filters_and_table(ledger: Ledger, db_url: str) -> None:
     table = run("events", "--db", db_url).stdout
     assert "RunTimedOut" in table
     assert "7 event(s)" in table
+
+
+def test_events_table_shows_payload_objects_as_json(ledger: Ledger, db_url: str) -> None:
+    """Metadata and error details were shown as Python reprs (``{'a': 1}``, ``True``): now
+    as compact JSON, with control and format characters still made visible."""
+    run_id = ledger.start_run(
+        1, "SOURCE_1", metadata={"a": 1, "ok": True, "none": None, "note": "x\x1by\u202ez"}
+    )
+    ledger.append([RunFinished(run_id=run_id, status="failed", error_details={"codes": [1, 2]})])
+    table = run("events", "--wide", "--db", db_url).stdout
+    assert 'metadata={"a":1,"none":null,"note":"x\\u001by\\u202ez","ok":true}' in table
+    assert 'error_details={"codes":[1,2]}, status=failed' in table
+    assert "'a'" not in table
+    assert "\u202e" not in table
 
 
 def test_an_event_of_a_type_this_version_does_not_know_is_exported_raw(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -95,6 +96,53 @@ def test_the_environments_database_url_stays_relative_to_the_current_folder(
     config = write(tmp_path / "conf" / "ledger.toml", 'database_url = "sqlite:///a.db"\n')
     monkeypatch.setenv("LEDGER_DATABASE_URL", "sqlite:///b.db")
     assert load_config(config).database_url == "sqlite:///b.db"
+
+
+@pytest.mark.parametrize(
+    ("spool", "environment", "expected"),
+    [
+        ('[spool]\ndir = "spool"\n', None, "{folder}/spool"),
+        ('[spool]\ndir = "../queue"\n', None, "{parent}/queue"),
+        ('[spool]\ndir = "/srv/spool"\n', None, "/srv/spool"),  # absolute: as written
+        ("", None, "{folder}/.ledger-spool"),  # the default too: beside the file
+        ('[spool]\nflush_interval = "5m"\n', None, "{folder}/.ledger-spool"),
+        ("", "env-spool", None),  # $LEDGER_SPOOL_DIR, as without a config
+        ('[spool]\ndir = "spool"\n', "env-spool", "{folder}/spool"),  # the file's, as before
+    ],
+)
+def test_the_spool_folder_is_relative_to_the_config_file(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spool: str,
+    environment: str | None,
+    expected: str | None,
+) -> None:
+    # [spool] dir, and its default, were relative to the current folder: `status --config`
+    # run from two folders showed two spools, and serve started elsewhere spooled elsewhere.
+    config = write(tmp_path / "conf" / "ledger.toml", 'database_url = "sqlite:///l.db"\n' + spool)
+    monkeypatch.chdir(tmp_path)
+    if environment is None:
+        monkeypatch.delenv("LEDGER_SPOOL_DIR", raising=False)
+    else:
+        monkeypatch.setenv("LEDGER_SPOOL_DIR", environment)
+    folder = config.parent.resolve()
+    wanted = None if expected is None else expected.format(folder=folder, parent=folder.parent)
+    assert load_config(config).spool.dir == wanted
+
+
+def test_status_with_a_config_shows_one_spool_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    config = write(tmp_path / "conf" / "ledger.toml", f'database_url = "{db_url}"\n')
+    monkeypatch.delenv("LEDGER_SPOOL_DIR", raising=False)
+    monkeypatch.delenv("LEDGER_DATABASE_URL", raising=False)
+    shown = []
+    for folder, path in ((tmp_path, str(config)), (config.parent, "ledger.toml")):
+        monkeypatch.chdir(folder)
+        result = CliRunner().invoke(cli, ["status", "--config", path, "--format", "json"])
+        assert result.exit_code == 0, result.output
+        shown.append(json.loads(result.output)["spool_path"])
+    assert shown == [str(config.parent.resolve() / ".ledger-spool" / "spool.db")] * 2
 
 
 def csv_connector(path: str, enabled: bool = True) -> str:

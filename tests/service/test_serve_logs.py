@@ -5,6 +5,7 @@ each applied batch with its lag at ``-v``, and one WARNING per failed run, with 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,6 +63,43 @@ def test_a_failed_run_is_one_warning_with_its_reason_and_no_traceback(
     assert message.startswith("connector:broken:2: run 1 failed: FileNotFoundError: ")
     assert str(tmp_path / "nowhere" / "records.csv") in message
     assert failures[0].exc_info is None
+
+
+def test_a_failed_http_json_run_is_one_warning_its_retries_are_info(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each retry of a page was a WARNING: three "retrying … (attempt N)" before the run's
+    # failure, at every tick of a source that is down.
+    with socket.socket() as unused:  # bound, never listening: every attempt is refused
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+        config = LedgerConfig.model_validate(
+            {
+                "database_url": db_url,
+                "connectors": [
+                    {
+                        "name": "api",
+                        "type": "http-json",
+                        "source_id": 3,
+                        "schedule": {"interval": "15m"},
+                        "options": {"url": f"http://127.0.0.1:{port}/items", "backoff": 0},
+                    }
+                ],
+            }
+        )
+        service = LedgerService(config)
+        try:
+            caplog.set_level(logging.INFO)
+            service.connector_job(service.config.connectors[0])
+        finally:
+            service.ledger.close()
+            service.scrape_ledger.close()
+    warnings = lines(caplog, logging.WARNING)
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("connector:api:3: run 1 failed: ")
+    assert "still failing after 3 retries" in warnings[0]
+    retries = [line for line in lines(caplog, logging.INFO) if line.startswith("retrying ")]
+    assert [line.split("(attempt ")[1][0] for line in retries] == ["2", "3", "4"]
 
 
 def test_normal_actions_log_at_info(
