@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from functools import reduce
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Connection, and_, func, select
 
 from forensics.chain import verify_chain
 from forensics.dialects import live_shape, types_comparable
@@ -70,8 +70,9 @@ def build_report(
     if at_position is not None or at is not None:
         at_position = resolve_position(ledger, at, at_position)
     expected = expected_shape()
-    with ledger.connect("report") as conn:
-        live = live_shape(conn)
+    # Every read of the projection's tables here is one that a rebuild's swap through another
+    # node of a Galera cluster may abort (1213): each is read again (Ledger.read_in_snapshot).
+    live = ledger.read_in_snapshot("report", live_shape)
     mismatches = compare(expected, live, exact_types=types_comparable(ledger))
     facts = (
         _live_facts(ledger, stuck_after, latest)
@@ -147,18 +148,9 @@ class _Facts:
 
 def _live_facts(ledger: Ledger, stuck_after: timedelta, latest: int) -> _Facts:
     generated_at = ledger.clock()  # the clock the ledger records by
-    with ledger.connect("report") as conn:
-        status_distribution = runs_by_status(conn)
-        actor = ingestion_run_transitions.c.actor
-        exact_actor = exact_text(actor, conn)  # "Sweeper" is not the sweeper
-        sources = conn.execute(
-            select(func.min(actor), ingestion_run_transitions.c.to_status, func.count()).group_by(
-                exact_actor, ingestion_run_transitions.c.to_status
-            )
-        ).all()
-        completed_with_counts = conn.execute(
-            select(func.count()).select_from(ingestion_runs).where(_COMPLETED_WITH_COUNTS)
-        ).scalar_one()
+    status_distribution, sources, completed_with_counts = ledger.read_in_snapshot(
+        "report", _projection_counts
+    )
     latest_rows = list_runs(ledger, RunFilter(limit=latest))
     stuck = stuck_runs(ledger, older_than=stuck_after, now=generated_at)
     status = ledger_status(ledger)
@@ -168,9 +160,9 @@ def _live_facts(ledger: Ledger, stuck_after: timedelta, latest: int) -> _Facts:
         None,
         status_distribution,
         latest_rows,
-        [(actor, str(to_status), int(count)) for actor, to_status, count in sources],
+        sources,
         stuck,
-        int(completed_with_counts),
+        completed_with_counts,
         [
             _in_sync_condition(status.projections[0], status.head_position, verification),
             _chain_condition(
@@ -178,6 +170,28 @@ def _live_facts(ledger: Ledger, stuck_after: timedelta, latest: int) -> _Facts:
                 next(((p.message, p.position) for p in verification.by_check("chain")), None),
             ),
         ],
+    )
+
+
+def _projection_counts(
+    conn: Connection,
+) -> tuple[dict[str, int], list[tuple[str | None, str, int]], int]:
+    """Runs by status, transitions by actor and status, and completed runs with records."""
+    status_distribution = runs_by_status(conn)
+    actor = ingestion_run_transitions.c.actor
+    exact_actor = exact_text(actor, conn)  # "Sweeper" is not the sweeper
+    sources = conn.execute(
+        select(func.min(actor), ingestion_run_transitions.c.to_status, func.count()).group_by(
+            exact_actor, ingestion_run_transitions.c.to_status
+        )
+    )
+    completed_with_counts = conn.execute(
+        select(func.count()).select_from(ingestion_runs).where(_COMPLETED_WITH_COUNTS)
+    ).scalar_one()
+    return (
+        status_distribution,
+        [(actor, str(to_status), int(count)) for actor, to_status, count in sources],
+        int(completed_with_counts),
     )
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Dialect, Engine, make_url, select, update
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
@@ -24,7 +24,12 @@ from ledger import reads
 from ledger.appender import Appender, AppendRequest, LostBeforeWriting
 from ledger.batch_checks import batch_error, prepare_batch
 from ledger.clock import Clock, default_clock, utcnow
-from ledger.conflicts import CONFLICT_RETRY_BUDGET_S, MAX_CONFLICT_ATTEMPTS, conflict_pause
+from ledger.conflicts import (
+    CONFLICT_RETRY_BUDGET_S,
+    MAX_CONFLICT_ATTEMPTS,
+    conflict_pause,
+    retrying_conflicts,
+)
 from ledger.database import check_schema, create_ledger_engine, with_timeouts
 from ledger.dialects import (
     append_transaction,
@@ -55,6 +60,8 @@ from ledger.schema import HEAD_ROW_ID, ledger_head
 from ledger.urls import mask_secrets, mask_url
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # A ledger_events table object whose triggers failed to load is reloaded (FLUSH LOCAL TABLES) at
 # most this many times for one append, each FLUSH waiting at most FLUSH_LOCK_WAIT_S for the
@@ -165,6 +172,24 @@ class Ledger:
         :meth:`connect`."""
         with self.connect(action) as conn, snapshot_transaction(conn):
             yield conn
+
+    def read_in_snapshot(self, action: str, read: Callable[[Connection], T]) -> T:
+        """``read(conn)`` in a :meth:`snapshot`, run again while it loses to another
+        transaction; ``read`` must only read, and keep nothing from a failed attempt.
+
+        On a Galera cluster DDL runs in total order on every node, and each node aborts (1213)
+        its local transactions that hold the metadata lock of a table the DDL changes, read-only
+        snapshots included: a rebuild's ``RENAME TABLE`` through one node kills every read of
+        ``ingestion_runs`` in flight on the others. A read has no side effect, so it is run
+        again, bounded as the append's retry (:func:`ledger.conflicts.retrying_conflicts`). A
+        conflict that outlasts the retries is raised as a :class:`StorageError` (the
+        environment: the CLI exits 3), never taken for something the read found."""
+
+        def attempt() -> T:
+            with self.snapshot(action) as conn:
+                return read(conn)
+
+        return retrying_conflicts(attempt, action)
 
     @contextmanager
     def operation(self, action: str) -> Iterator[None]:

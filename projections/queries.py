@@ -53,14 +53,20 @@ def list_runs(ledger: Ledger, run_filter: RunFilter) -> list[Row]:
         query = query.where(table.c.sourceId == run_filter.source_id)
     if run_filter.before is not None:
         query = query.where(table.c.id < run_filter.before)
-    with ledger.connect() as conn, named_rows(conn, table):
-        return [normalise(row) for row in conn.execute(query).mappings()]
+
+    # Read again if a rebuild's swap through another Galera node aborts it (read_in_snapshot).
+    def read(conn: Connection) -> list[Row]:
+        with named_rows(conn, table):
+            return [normalise(row) for row in conn.execute(query).mappings()]
+
+    return ledger.read_in_snapshot("read", read)
 
 
 def get_run(ledger: Ledger, run_id: int) -> tuple[Row | None, list[Transition]]:
     """One row of ``ingestion_runs`` and its status transitions, in order; no row when the run
     is not projected yet. Raises :class:`UnknownRunError` if the ledger has no such run."""
-    with ledger.connect() as conn:
+
+    def read(conn: Connection) -> tuple[Any, list[Transition]]:
         with named_rows(conn, ingestion_runs):
             row = (
                 conn.execute(select(ingestion_runs).where(ingestion_runs.c.id == run_id))
@@ -75,6 +81,11 @@ def get_run(ledger: Ledger, run_id: int) -> tuple[Row | None, list[Transition]]:
                 .order_by(ingestion_run_transitions.c.position)
             ).mappings()
         ]
+        return row, transitions
+
+    # The row and its transitions from one moment, read again if a rebuild's swap through
+    # another Galera node aborts the read (read_in_snapshot).
+    row, transitions = ledger.read_in_snapshot("read", read)
     if row is None:
         if ledger.run(run_id) is None:
             raise UnknownRunError(run_id)
@@ -230,8 +241,8 @@ def status_counts_by_day(ledger: Ledger, since: datetime) -> dict[str, dict[str,
         .group_by(day, ingestion_runs.c.status)
     )
     counts: dict[str, dict[str, int]] = {}
-    with ledger.connect() as conn:
-        for when, status, count in conn.execute(query):
-            key = str(when)[:10]
-            counts.setdefault(key, {s: 0 for s in RUN_STATUSES})[str(status)] = int(count)
+    rows = ledger.read_in_snapshot("read", lambda conn: conn.execute(query).all())
+    for when, status, count in rows:
+        key = str(when)[:10]
+        counts.setdefault(key, {s: 0 for s in RUN_STATUSES})[str(status)] = int(count)
     return dict(sorted(counts.items()))
