@@ -12,6 +12,7 @@ from sqlalchemy import Engine, bindparam, insert, select, update
 from connectors.schema import source_records
 from ledger import ConstraintError, Ledger
 from ledger.clock import utcnow
+from ledger.conflicts import retrying_conflicts
 from ledger.mapper import canonical_json
 from ledger.reads import chunks
 from ledger.store import as_ledger
@@ -67,11 +68,17 @@ class RecordStore:
 
     def upsert(self, source_id: int, records: Sequence[tuple[str, dict[str, Any]]]) -> UpsertCounts:
         """Upsert ``(external_id, payload)`` pairs; a repeat inside the batch counts against
-        the earlier one. Retried once if a concurrent run inserted the same key first."""
-        try:
-            return self._upsert_once(source_id, records)
-        except ConstraintError:
-            return self._upsert_once(source_id, records)
+        the earlier one. Run again, bounded (:func:`ledger.conflicts.retrying_conflicts`), when
+        a concurrent run wrote one of the same keys first: on one server that is the unique
+        key's ConstraintError; on a Galera cluster, a run on another node that wrote the same
+        (source_id, external_id) wins the certification and this transaction is rolled back
+        with 1213 at COMMIT. The next attempt reads the winner's rows and counts against
+        them."""
+        return retrying_conflicts(
+            lambda: self._upsert_once(source_id, records),
+            f"upsert of records of source {source_id}",
+            also=(ConstraintError,),
+        )
 
     def _upsert_once(
         self, source_id: int, records: Sequence[tuple[str, dict[str, Any]]]
