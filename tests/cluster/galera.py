@@ -40,6 +40,10 @@ MARIADBD = "/usr/sbin/mariadbd"
 INSTALL_DB = "mariadb-install-db"
 SQL_PORTS = (4306, 4307, 4308)
 BASE_PORTS = (4567, 4577, 4587)
+# Another layout, for a second test session on this machine: SQL ports P, P+1, P+2 and Galera
+# base ports P+10, P+20, P+30 (each with its IST listener at +1 and SST receiver at +3), all
+# within P..P+33.
+PORT_BASE_ENV = "LEDGER_TEST_GALERA_PORT_BASE"
 CLUSTER_NAME = "run_ledger_test"
 DB_USER = "ledger"  # created at bootstrap, replicated to every node
 
@@ -91,6 +95,18 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {deadline_s:.0f}s")
         time.sleep(poll_s)
+
+
+def cluster_ports(port_base: str | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The nodes' SQL ports and Galera base ports: :data:`SQL_PORTS` and :data:`BASE_PORTS`, or
+    the layout from ``$LEDGER_TEST_GALERA_PORT_BASE`` (``port_base``, when given, instead)."""
+    text = os.environ.get(PORT_BASE_ENV, "") if port_base is None else port_base
+    if not text.strip():
+        return SQL_PORTS, BASE_PORTS
+    base = int(text)
+    if not 1024 <= base <= 65535 - 33:
+        raise ValueError(f"{PORT_BASE_ENV}={text}: a port from 1024 to {65535 - 33}")
+    return (base, base + 1, base + 2), (base + 10, base + 20, base + 30)
 
 
 @dataclass
@@ -312,15 +328,66 @@ class Cluster:
 
 
 FOLDER_PREFIX = "ledger-galera-"
+# In a cluster's folder: the pid and start time of the process that made it (a test session, a
+# benchmark), so that another session on this machine tells a live cluster from a dead run's.
+OWNER_FILE = "owner"
 
 
-def _reap_interrupted_nodes(deadline_s: float) -> None:
-    """SIGKILL the nodes of an earlier run that was killed itself: ``mariadbd`` switches to user
-    mysql, which clears the kill-with-parent setting, and a SIGKILLed test run cleans up
-    nothing. They are known by their config file, in a folder made here (FOLDER_PREFIX)."""
-    marker = f"--defaults-file={Path(tempfile.gettempdir()) / FOLDER_PREFIX}"
-    stale: list[int] = []
-    folders: set[Path] = set()
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (``/proc/PID/stat`` field 22, clock ticks after boot), or
+    None when there is no such process: with the pid, it names one process even once the pid
+    is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2, the command's name, is in parentheses and may hold spaces: count after it.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (a zombie, ended but not yet waited
+    for by its parent, has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def write_owner(folder: Path, pid: int | None = None) -> None:
+    """Record ``pid`` (this process by default) as the owner of the cluster in ``folder``."""
+    pid = os.getpid() if pid is None else pid
+    (folder / OWNER_FILE).write_text(f"{pid} {_process_start(pid)}\n")
+
+
+def owner_alive(folder: Path) -> bool | None:
+    """Whether the process that made the cluster in ``folder`` still runs; None when the
+    folder names no owner (made by a release before owners were recorded, or being made right
+    now): then it is not this session's to judge."""
+    try:
+        pid, started = (folder / OWNER_FILE).read_text().split()
+        return _process_start(int(pid)) == started
+    except (OSError, ValueError):
+        return None
+
+
+def orphaned(folder: Path) -> bool:
+    """Whether the cluster in ``folder`` belongs to a run that has ended (killed itself, its
+    nodes left behind): only such a cluster is reaped. A live session's never is, nor one
+    whose owner is unknown."""
+    return owner_alive(folder) is False
+
+
+def _cluster_folders(root: Path) -> list[Path]:
+    return sorted(path for path in root.glob(FOLDER_PREFIX + "*") if path.is_dir())
+
+
+def _nodes_by_folder(root: Path) -> dict[Path, list[int]]:
+    """The pids of the ``mariadbd`` processes whose config is in a cluster folder under
+    ``root``, by folder."""
+    marker = f"--defaults-file={root / FOLDER_PREFIX}"
+    nodes: dict[Path, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -333,18 +400,42 @@ def _reap_interrupted_nodes(deadline_s: float) -> None:
             word.removeprefix("--defaults-file=") for word in words if word.startswith(marker)
         ]
         if words and words[0] == MARIADBD and configs:
-            stale.append(int(entry.name))
-            folders.add(Path(configs[0]).parents[1])  # <folder>/nodeN/galera.cnf
+            folder = Path(configs[0]).parents[1]  # <folder>/nodeN/galera.cnf
+            nodes.setdefault(folder, []).append(int(entry.name))
+    return nodes
+
+
+def reap_orphaned_nodes(deadline_s: float, root: Path | None = None) -> list[Path]:
+    """SIGKILL the nodes of an earlier run that was killed itself, and remove its folder:
+    ``mariadbd`` switches to user mysql, which clears the kill-with-parent setting, and a
+    SIGKILLed test run cleans up nothing. Only clusters whose owner has ended
+    (:func:`orphaned`): a second test session on this machine must not kill the first one's
+    cluster mid-test. Returns the folders removed."""
+    root = Path(tempfile.gettempdir()) if root is None else root
+    nodes = _nodes_by_folder(root)
+    dead = [folder for folder in {*_cluster_folders(root), *nodes} if orphaned(folder)]
+    stale = [pid for folder in dead for pid in nodes.get(folder, [])]
     for pid in stale:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     wait_until(
-        lambda: not any(Path(f"/proc/{pid}").exists() for pid in stale),
+        lambda: not any(_running(pid) for pid in stale),
         deadline_s,
         f"an interrupted run's cluster nodes {stale} to end",
     )
-    for folder in folders:
+    for folder in dead:
         shutil.rmtree(folder, ignore_errors=True)
+    return sorted(dead)
+
+
+def _live_owners(root: Path) -> list[str]:
+    """The clusters under ``root`` whose owner runs, as ``folder (pid N)``."""
+    owners = []
+    for folder in _cluster_folders(root):
+        with contextlib.suppress(OSError, IndexError):
+            if owner_alive(folder):
+                owners.append(f"{folder} (pid {(folder / OWNER_FILE).read_text().split()[0]})")
+    return owners
 
 
 def _listening(port: int) -> bool:
@@ -371,20 +462,29 @@ def running_cluster(deadline_s: float = 90.0) -> Iterator[Cluster]:
     if library is None:
         raise RuntimeError("galera-4 is not installed")
     started = time.monotonic()
-    _reap_interrupted_nodes(deadline_s)
+    sql_ports, base_ports = cluster_ports()
+    # Only a dead run's nodes: they may hold the ports this session needs.
+    reap_orphaned_nodes(deadline_s)
     # The SQL ports, Galera's (base), its IST listeners (base + 1) and the SST receivers (base + 3)
-    ports = (*SQL_PORTS, *BASE_PORTS, *(p + 1 for p in BASE_PORTS), *(p + 3 for p in BASE_PORTS))
+    ports = (*sql_ports, *base_ports, *(p + 1 for p in base_ports), *(p + 3 for p in base_ports))
     busy = [port for port in ports if _listening(port)]
     if busy:
+        live = _live_owners(Path(tempfile.gettempdir()))
+        holder = (
+            f"the cluster of a live session, {', '.join(live)}"
+            if live
+            else "another cluster (`pgrep -af ledger-galera`)"
+        )
         raise RuntimeError(
-            f"ports {busy} are in use on 127.0.0.1: another cluster (an interrupted run's? "
-            "`pgrep -af ledger-galera`) or another server holds them"
+            f"ports {busy} are in use on 127.0.0.1: {holder} or another server holds them; "
+            f"{PORT_BASE_ENV}=P moves this session's cluster to ports P..P+33"
         )
     folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
+    write_owner(folder)  # before any node starts: a folder with nodes always names its owner
     folder.chmod(0o755)  # mariadbd runs as mysql: it must reach its folders
-    address = "gcomm://" + ",".join(f"127.0.0.1:{port}" for port in BASE_PORTS)
+    address = "gcomm://" + ",".join(f"127.0.0.1:{port}" for port in base_ports)
     cluster = Cluster(folder)
-    for index, (sql_port, base_port) in enumerate(zip(SQL_PORTS, BASE_PORTS, strict=True), 1):
+    for index, (sql_port, base_port) in enumerate(zip(sql_ports, base_ports, strict=True), 1):
         node = Node(index, folder / f"node{index}", sql_port, base_port, address)
         node.datadir.mkdir(parents=True)
         (node.folder / "tmp").mkdir()  # own temp tables: /tmp is shared with other servers
