@@ -64,6 +64,9 @@ MAX_ERROR_DETAIL_CHARS = 500
 
 
 MAX_FOLLOW_INTERVAL_S = 86_400.0
+# Once stopped, how long a follower waits for the batch in flight: on a database that stopped
+# answering its read waits the driver's timeout (75 s), past an orchestrator's stop timeout.
+FOLLOW_STOP_WAIT_S = 10.0
 
 
 class PoisonBackoff:
@@ -285,6 +288,35 @@ class Projector:
             backoff.reset()
             if not processed:
                 stop.wait(interval)
+
+    def follow_until_stopped(
+        self,
+        stop: threading.Event,
+        interval: float = 1.0,
+        stop_wait: float = FOLLOW_STOP_WAIT_S,
+    ) -> bool:
+        """:meth:`follow` in a thread of its own until ``stop`` is set, then at most
+        ``stop_wait`` seconds for the batch in flight. True if it finished; False if it is
+        still waiting on the database, left to its daemon thread (a batch commits whole or not
+        at all: the next projector applies it). Call it from the main thread, whose signal
+        handlers set ``stop``; an error of :meth:`follow` is raised here."""
+        failed: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                self.follow(stop, interval)
+            except BaseException as exc:  # raised in the caller's thread below
+                failed.append(exc)
+                stop.set()
+
+        follower = threading.Thread(target=work, name="projector-follow", daemon=True)
+        follower.start()
+        while not stop.wait(0.5):  # woken by a signal handler in this thread
+            pass
+        follower.join(stop_wait)
+        if failed:
+            raise failed[0]
+        return not follower.is_alive()
 
     def checkpoint(self) -> Checkpoint:
         with self.ledger.connect() as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, func, insert, select
 
 from ledger import ConstraintError, Ledger
 from ledger.clock import isoformat_utc, utcnow
@@ -55,8 +55,27 @@ def claim_key(job_id: str) -> str:
 
 
 def prune_claims(ledger: Ledger, older_than: timedelta = timedelta(days=2)) -> int:
+    """Delete the claims of ticks older than ``older_than``, except each job's latest.
+
+    The latest claim may be the tick now running: an interval tick began up to one interval
+    ago (4 days for a "4d" connector), and a restart (or another serve process) within it must
+    find it claimed, not run it again. The pruning needs no job's interval, so a process whose
+    config lacks a job never drops that job's current claim. A later tick's claim makes the
+    earlier one prunable."""
+    cutoff = utcnow() - older_than
+    deleted = 0
     with ledger.transaction("prune claims") as conn:
-        result = conn.execute(
-            delete(schedule_claims).where(schedule_claims.c.tick_at < utcnow() - older_than)
-        )
-    return int(result.rowcount or 0)
+        latest = conn.execute(
+            select(schedule_claims.c.job_id, func.max(schedule_claims.c.tick_at))
+            .group_by(schedule_claims.c.job_id)
+            .having(func.min(schedule_claims.c.tick_at) < cutoff)
+        ).all()
+        for job, last_tick in latest:
+            result = conn.execute(
+                delete(schedule_claims).where(
+                    schedule_claims.c.job_id == job,
+                    schedule_claims.c.tick_at < min(cutoff, last_tick),
+                )
+            )
+            deleted += int(result.rowcount or 0)
+    return deleted

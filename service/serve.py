@@ -13,7 +13,9 @@ going ``grace_period`` later is timed out by serve and left behind, so no run st
 connector stays held by a run that never ends.
 
 On SIGTERM/SIGINT: scheduling stops, running connector runs get ``grace_period`` to finish and
-are then ended ``failed`` ("shutdown"), the projector finishes its batch, and the process exits 0.
+are then ended ``failed`` ("shutdown"), the projector applies one more batch, and the process
+exits 0; what follows the grace periods is bounded (:data:`WRAP_UP_SECONDS`), whether or not
+the database answers.
 """
 
 from __future__ import annotations
@@ -74,8 +76,17 @@ log = logging.getLogger(__name__)
 
 # Interval ticks are aligned to this instant, so every serve process computes the same ticks.
 TICK_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
-# After ending runs at shutdown, how long to wait for jobs that were starting a run.
-SETTLE_SECONDS = 10.0
+# What a stop still does after the grace periods (end the runs still going, wait for jobs that
+# were starting one, the last projector batch) fits in this many seconds, whether or not the
+# database answers: the README tells operators to size their stop timeout by it.
+WRAP_UP_SECONDS = 10.0
+# The longest the stop waits on any one database call (connect, read, write, a row lock). The
+# jobs' engine waits 75 s (MYSQL_TIMEOUTS' read_timeout) on a database that stopped answering:
+# a run ended through it was spooled only after that, and an orchestrator's stop timeout
+# (Kubernetes' 30 s) killed the process first, the run's failure nowhere.
+SHUTDOWN_WAIT_S = 3
+# How much longer than its grace period the API's drain may take (closing its connections).
+API_STOP_EXTRA_S = 5.0
 # Waiting for an unreachable database at start: the first retry, doubled up to the last.
 START_RETRY_FIRST_S = 1.0
 START_RETRY_MAX_S = 30.0
@@ -121,6 +132,8 @@ class LedgerService:
         # must give ledger_database_up 0 within Prometheus's scrape timeout, not after 75 s.
         # (An engine connects only when first used.)
         self.scrape_ledger = Ledger.from_url(scrape_url(config.database_url))
+        # The stop's own engine, for the same reason: see SHUTDOWN_WAIT_S.
+        self.shutdown_ledger = Ledger.from_url(config.database_url, wait_bound_s=SHUTDOWN_WAIT_S)
         self.identity = f"serve:{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
         self.active: dict[str, RunContext] = {}
@@ -310,6 +323,7 @@ class LedgerService:
             if bound is not None:
                 bound.opened()
             if self.stop.is_set():  # shutdown began while this run was starting
+                run.ledger = self.shutdown_ledger  # ended within the stop's deadline
                 raise ServiceShutdown("shutdown: ledger serve stopped as the run started")
 
         def record() -> None:
@@ -507,8 +521,13 @@ class LedgerService:
     def stop_api(self) -> None:
         """Stop taking requests and finish those in flight (within ``[api] grace_period``)."""
         if self.api is not None:
-            self.api.stop(self.config.api.grace_period.total_seconds() + 5)
+            self.api.stop(self._api_stop_seconds())
             self.api = None
+
+    def _api_stop_seconds(self) -> float:
+        if self.api is None:
+            return 0.0
+        return self.config.api.grace_period.total_seconds() + API_STOP_EXTRA_S
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -531,8 +550,7 @@ class LedgerService:
         if not self.wait_for_database():
             log.warning("stopped before the database could be reached")
             self.stop_api()
-            self.ledger.close()
-            self.scrape_ledger.close()
+            self.close_ledgers()
             return
         self.add_jobs()
         self.scheduler.start()
@@ -566,38 +584,99 @@ class LedgerService:
             delay = min(delay * 2, START_RETRY_MAX_S)
 
     def shutdown(self) -> None:
-        """Stop: the API's requests and the connectors' runs get their grace periods side by
-        side, not one after the other (an orchestrator's stop timeout, 30 s by default, would
-        kill the process before the runs were ended); then the last projector batch."""
+        """Stop within a deadline, the database answering or not: the API's requests and the
+        connectors' runs get their grace periods side by side, not one after the other (an
+        orchestrator's stop timeout, 30 s by default, would kill the process before the runs
+        were ended); then, within :data:`WRAP_UP_SECONDS`, the runs still going are ended
+        (through :attr:`shutdown_ledger`, spooled if the database does not answer) and the
+        last projector batch is applied, or skipped if the projector is still waiting on the
+        database."""
         self.stop.set()
         self.scheduler.shutdown(wait=False)  # no new ticks
         api_stopping = threading.Thread(target=self.stop_api, name="api-stop", daemon=True)
+        started = time.monotonic()
+        api_stop_s = self._api_stop_seconds()
         api_stopping.start()
-        deadline = time.monotonic() + self.config.serve.grace_period.total_seconds()
-        while self._jobs_in_flight() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        for name, context in self._active_runs():
-            try:
-                ended = context.finish(
-                    ServiceShutdown("shutdown: ledger serve stopped before the run finished")
-                )
-                # "closed": another writer closed the run under it (connectors.refusal)
-                log.warning("%s: run %d ended %s (shutdown)", name, ended.run_id, ended.status)
-            except LedgerError as exc:
-                log.error("%s: could not end run: %s", name, visible(str(exc)))
-        # A job between its stop check and its first event ends its own run (see above).
-        settle = time.monotonic() + SETTLE_SECONDS
-        while self._jobs_starting() and time.monotonic() < settle:
-            time.sleep(0.05)
+        grace_s = self.config.serve.grace_period.total_seconds()
+        stop_by = started + max(grace_s, api_stop_s) + WRAP_UP_SECONDS
+        _wait_while(self._jobs_in_flight, started + grace_s)
+        wrap_up_by = min(time.monotonic() + WRAP_UP_SECONDS, stop_by)
+        self._end_runs(wrap_up_by)
+        # A job between its stop check and its first event ends its own run (see above); one
+        # still claiming its tick from a silent database is not waited for past the deadline.
+        _wait_while(self._jobs_starting, wrap_up_by)
         api_stopping.join()  # bounded by the API's own grace period
-        with self.projecting:  # the projector finishes its current batch...
-            try:  # ...and applies one more, so the runs just ended show in ingestion_runs
-                self.projector.apply_batch()
-            except LedgerError as exc:
-                log.warning("final projector batch: %s", visible(str(exc)))
+        self._final_projector_batch(stop_by)
+        self.close_ledgers()
+        log.info("stopped")
+
+    def close_ledgers(self) -> None:
         self.ledger.close()
         self.scrape_ledger.close()
-        log.info("stopped")
+        self.shutdown_ledger.close()
+
+    def _end_runs(self, deadline: float) -> None:
+        """End every run still going ``failed`` ("shutdown"), each in a thread of its own,
+        waited for until ``deadline``: a run whose heartbeat or connector is in a call to a
+        silent database (the SDK holds the run's lock through it) cannot hold up the others,
+        nor the stop."""
+        ending = [
+            (name, context, threading.Thread(target=self._end_run, args=[name, context]))
+            for name, context in self._active_runs()
+        ]
+        for _name, _context, thread in ending:
+            thread.daemon = True
+            thread.start()
+        for name, context, thread in ending:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.error(
+                    "%s: run %d not ended by the stop's deadline (its heartbeat or connector is "
+                    "waiting on the database); left open for the sweeper",
+                    name,
+                    context.run_id,
+                )
+
+    def _end_run(self, name: str, context: RunContext) -> None:
+        # Through the stop's engine: the SDK spools the terminal event on the StorageError it
+        # raises within SHUTDOWN_WAIT_S, where the run's own engine waited 75 s.
+        context.ledger = self.shutdown_ledger
+        try:
+            ended = context.finish(
+                ServiceShutdown("shutdown: ledger serve stopped before the run finished")
+            )
+            # "closed": another writer closed the run under it (connectors.refusal)
+            log.warning("%s: run %d ended %s (shutdown)", name, ended.run_id, ended.status)
+        except LedgerError as exc:
+            log.error("%s: could not end run: %s", name, visible(str(exc)))
+
+    def _final_projector_batch(self, deadline: float) -> None:
+        """One more batch, so the runs just ended show in ingestion_runs; skipped if the
+        projector job is still in its batch at ``deadline`` (waiting on a silent database,
+        whose read would outlast any stop timeout). A batch commits whole or not at all, so
+        one left unfinished costs nothing: the next projector applies it."""
+        if not self.projecting.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            log.warning(
+                "final projector batch skipped: the projector is still waiting on the database"
+            )
+            return
+
+        def apply() -> None:
+            try:
+                Projector(self.shutdown_ledger, self.config.projector.batch_size).apply_batch()
+            except LedgerError as exc:
+                log.warning("final projector batch: %s", visible(str(exc)))
+            finally:
+                self.projecting.release()
+
+        batch = threading.Thread(target=apply, name="final-projector-batch", daemon=True)
+        batch.start()
+        batch.join(max(0.0, deadline - time.monotonic()))
+        if batch.is_alive():
+            log.warning(
+                "final projector batch left unfinished at the stop's deadline (the database "
+                "is slow to answer); the next projector applies it"
+            )
 
     def _active_runs(self) -> list[tuple[str, RunContext]]:
         with self.active_lock:
@@ -610,6 +689,11 @@ class LedgerService:
     def _jobs_starting(self) -> bool:
         with self.active_lock:
             return self.in_flight > len(self.active)
+
+
+def _wait_while(busy: Callable[[], bool], deadline: float) -> None:
+    while busy() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _log_outcome(name: str, result: RunResult, failure: Exception | None) -> None:

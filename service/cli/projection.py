@@ -25,7 +25,7 @@ from ledger.schema import MAX_POSITION
 from ledger.urls import mask_url
 from projections import Projector
 from projections import rebuild as rebuild_projection
-from projections.projector import DEFAULT_BATCH_SIZE
+from projections.projector import DEFAULT_BATCH_SIZE, FOLLOW_STOP_WAIT_S
 from service.cli.errors import BadInput, library_errors
 from service.cli.ledgers import open_ledger
 from service.cli.options import (
@@ -100,8 +100,15 @@ def project(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, lambda *_: stop.set())
             click.echo(f"following {mask_url(ledger.url)} (Ctrl-C to stop)", err=True)
-            projector.follow(stop, interval=interval)
-            click.echo("stopped after the current batch", err=True)
+            if projector.follow_until_stopped(stop, interval=interval):
+                click.echo("stopped after the current batch", err=True)
+            else:
+                click.echo(
+                    f"stopped; the batch in flight was still waiting on the database after "
+                    f"{FOLLOW_STOP_WAIT_S:g}s and is left unapplied (the next projector "
+                    "applies it)",
+                    err=True,
+                )
         else:
             applied = projector.run_once()
             click.echo(

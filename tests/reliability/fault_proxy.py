@@ -139,6 +139,12 @@ class FaultProxy:
         self._frozen.set()
         self.fired["freeze"] += 1
 
+    @property
+    def held_calls(self) -> int:
+        """Connections whose client sent something since the freeze (held, never answered)."""
+        with self._lock:
+            return sum(link.frozen for link in self._links)
+
     def thaw(self) -> None:
         """Answer again; the connections that froze are dropped (their clients gave up)."""
         self._frozen.clear()

@@ -1,8 +1,8 @@
 """What the service tests share (and the reliability and projection tests borrow): the ``ledger``
 command run in process, the shipped sample and JSON lines to append, and the check that output
 shows no raw control or format character; ``ledger serve`` as a real process (its config, a free
-port, the runs it finished and those left open); the README's grants of a database role; a
-projection error and a skip written by hand."""
+port, the runs it finished and those left open, a connector whose source hangs); the README's
+grants of a database role; a projection error and a skip written by hand."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from ledger.text import is_invisible
 from projections.checkpoints import read_checkpoint
 from projections.schema import PROJECTION_NAME, projection_checkpoints, projection_skips
 from service.cli import cli
+from tests.net_support import JsonServer
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
 
@@ -106,6 +108,33 @@ def open_runs(ledger: Ledger) -> int:
                 select(func.count()).select_from(ledger_runs).where(ledger_runs.c.state == "open")
             ).scalar_one()
         )
+
+
+@contextmanager
+def hanging_connector(called: threading.Event | None = None) -> Iterator[str]:
+    """The TOML of an http-json connector, ``hanging`` (source 3, every second), whose source
+    answers nothing until the block ends: a run that is still going whenever it is asked.
+    ``called`` is set once the source is called (the run is then in its read)."""
+    release = threading.Event()
+
+    def slow(_query: dict[str, str], _call: int) -> tuple[int, Any]:
+        if called is not None:
+            called.set()
+        release.wait(60)  # a source that hangs
+        return 200, []
+
+    with JsonServer({"/slow": slow}) as api:
+        try:
+            yield f"""
+[[connectors]]
+name = "hanging"
+type = "http-json"
+source_id = 3
+schedule = {{ interval = "1s" }}
+options = {{ url = "{api.base}/slow", timeout = 60, retries = 0 }}
+"""
+        finally:
+            release.set()
 
 
 STATIONS = f"""

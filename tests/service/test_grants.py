@@ -113,6 +113,8 @@ def test_the_documented_service_role_runs_what_serve_runs(
             tick = utcnow().replace(microsecond=0)
             assert claim(service, "job", tick, "me")
             assert not claim(service, "job", tick, "other")
+            assert claim(service, "job", tick + timedelta(seconds=1), "me")
+            # The job's latest claim is kept (its tick may still be running): one goes.
             assert prune_claims(service, older_than=timedelta(0)) == 1
             with pytest.raises(DBAPIError), service.engine.begin() as conn:
                 conn.execute(text("DELETE FROM ledger_events"))

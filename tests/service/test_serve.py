@@ -12,8 +12,6 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,9 +28,16 @@ from service.cli import cli
 from service.config import LedgerConfig
 from service.metrics import LedgerCollector, collect_figures
 from service.serve import LedgerService, job_id
-from tests.net_support import JsonServer
 from tests.reliability.support import LineLog
-from tests.service.support import STATIONS, finished_runs, free_port, open_runs, serve, write_config
+from tests.service.support import (
+    STATIONS,
+    finished_runs,
+    free_port,
+    hanging_connector,
+    open_runs,
+    serve,
+    write_config,
+)
 from tests.support import names_as_before_the_rule
 
 pytestmark = pytest.mark.slow
@@ -47,30 +52,6 @@ def wait_until(condition: Any, *processes: subprocess.Popen[str], timeout: float
                 pytest.fail(f"serve exited with {process.returncode}: {process.communicate()[1]}")
         assert time.monotonic() < deadline, "timed out waiting"
         threading.Event().wait(0.05)
-
-
-@contextmanager
-def hanging_connector() -> Iterator[str]:
-    """The TOML of an http-json connector, ``hanging`` (source 3, every second), whose source
-    answers nothing until the block ends: a run that is still going whenever it is asked."""
-    release = threading.Event()
-
-    def slow(_query: dict[str, str], _call: int) -> tuple[int, Any]:
-        release.wait(60)  # a source that hangs
-        return 200, []
-
-    with JsonServer({"/slow": slow}) as api:
-        try:
-            yield f"""
-[[connectors]]
-name = "hanging"
-type = "http-json"
-source_id = 3
-schedule = {{ interval = "1s" }}
-options = {{ url = "{api.base}/slow", timeout = 60, retries = 0 }}
-"""
-        finally:
-            release.set()
 
 
 CONNECTORS = f"""{STATIONS}

@@ -1,0 +1,101 @@
+"""Schedule claims (``service.claims``): a tick runs once across serve processes and restarts,
+however long the connector's interval; pruning old claims never drops a tick still running."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+from freezegun import freeze_time
+
+from connectors import SAMPLE_CSV
+from ledger import Ledger
+from ledger.clock import utcnow
+from service.claims import claim, claim_key, interval_tick, prune_claims
+from service.config import LedgerConfig
+from service.schema import schedule_claims
+from service.serve import TICK_ORIGIN, LedgerService
+
+LONG = timedelta(days=4)
+
+
+def long_interval_config(db_url: str) -> LedgerConfig:
+    return LedgerConfig.model_validate(
+        {
+            "database_url": db_url,
+            "connectors": [
+                {
+                    "name": "weekly-ish",
+                    "type": "csv",
+                    "source_id": 1,
+                    "schedule": {"interval": "4d"},
+                    "options": {"path": str(SAMPLE_CSV), "key": "id"},
+                }
+            ],
+        }
+    )
+
+
+def started_runs(ledger: Ledger) -> int:
+    return sum(event.type == "RunStarted" for event in ledger.read_all())
+
+
+def test_a_restart_within_a_tick_longer_than_the_prune_horizon_finds_it_claimed(
+    ledger: Ledger, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A "4d" tick's claim was pruned by the sweep that follows every start (claims older than
+    2 days, by tick_at, went): a restart 3 days into the tick ran it a second time."""
+    config = long_interval_config(db_url)
+    (connector,) = config.connectors
+    # An hour into a 4-day tick on the grid every process shares, in the past of the database's
+    # clock (the skew guard refuses events from its future).
+    tick = interval_tick(utcnow() - timedelta(days=6), LONG, TICK_ORIGIN)
+    with freeze_time(tick + timedelta(hours=1)) as clock:
+        first = LedgerService(config)
+        try:
+            first.connector_job(connector)
+            first.sweeper_job()
+        finally:
+            first.ledger.close()
+            first.scrape_ledger.close()
+        assert started_runs(ledger) == 1
+
+        clock.tick(timedelta(days=3))  # still the same tick, its claim 3 days old
+        restarted = LedgerService(config)
+        caplog.set_level(logging.INFO, logger="service.serve")
+        try:
+            restarted.sweeper_job()  # the at-start sweep, which prunes the claims
+            restarted.connector_job(connector)  # the at-start run
+        finally:
+            restarted.ledger.close()
+            restarted.scrape_ledger.close()
+    assert started_runs(ledger) == 1
+    assert any("claimed already" in record.getMessage() for record in caplog.records)
+
+
+def test_pruning_keeps_each_jobs_latest_claim_and_drops_the_older_ones(ledger: Ledger) -> None:
+    with freeze_time(utcnow() - timedelta(days=30)) as clock:
+        start = utcnow()
+        for day in (0, 4, 8):  # a "4d" job: three ticks
+            assert claim(ledger, "connector:slow:1", start + timedelta(days=day), "serve:a")
+        for hour in (0, 1):  # a frequent job, both ticks long past
+            assert claim(ledger, "sweeper", start + timedelta(hours=hour), "serve:a")
+        clock.tick(timedelta(days=11))
+        assert prune_claims(ledger) == 3
+        with ledger.connect() as conn:
+            kept = {
+                (row.job_id, row.tick_at)
+                for row in conn.execute(
+                    schedule_claims.select().with_only_columns(
+                        schedule_claims.c.job_id, schedule_claims.c.tick_at
+                    )
+                )
+            }
+        assert kept == {
+            (claim_key("connector:slow:1"), start + timedelta(days=8)),
+            (claim_key("sweeper"), start + timedelta(hours=1)),
+        }
+        # The kept claims still refuse their tick to a second process.
+        assert not claim(ledger, "connector:slow:1", start + timedelta(days=8), "serve:b")
+        assert not claim(ledger, "sweeper", start + timedelta(hours=1), "serve:b")
