@@ -8,6 +8,8 @@ it, an unreachable server is a failure, never a skip (that is how CI runs).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,22 @@ def process_clock() -> Iterator[None]:
         yield
     finally:
         use_clock(previous)
+
+
+@pytest.fixture
+def no_process_outlives_its_test() -> Iterator[None]:
+    """A process the test started and left running (its own clean-up skipped or forgotten) is
+    killed when the test ends, and the test fails naming it: it would go on writing to a
+    database the next test resets, holding a port, or outlive pytest. The tests of a package
+    that starts processes take this through an autouse fixture of their conftest; each test
+    still stops its processes itself (``support.stop_process`` in a ``finally``)."""
+    before = set(support.running_children())
+    yield
+    left = {pid: cmd for pid, cmd in support.running_children().items() if pid not in before}
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes outlived the test (killed now): {left}"
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import random
 import shutil
+import signal
+import socket
 import sqlite3
 import stat
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
@@ -30,6 +35,7 @@ from ledger.urls import sqlite_file_of
 from migrations.runner import alembic_config, upgrade
 
 MYSQL_URL_ENV = "LEDGER_TEST_MYSQL_URL"
+PORTS_ENV = "LEDGER_TEST_PORTS"  # e.g. 18700-18799: the ports this suite's servers may take
 TRIGGERS = ("ledger_events_no_update", "ledger_events_no_delete")
 # The events that close a run (DESIGN.md §4, I10): what the tests count per run.
 TERMINAL_EVENT_TYPES = frozenset({"RunFinished", "RunTimedOut"})
@@ -262,3 +268,102 @@ def umask(mask: int) -> Iterator[None]:
 def mode(path: Path) -> int:
     """The permission bits of ``path`` (0o600, 0o755, …)."""
     return stat.S_IMODE(path.stat().st_mode)
+
+
+# --- processes and ports a test uses
+
+STOP_TIMEOUT_S = 60.0  # how long a stopped process may take to exit before it is killed
+
+
+def stop_process(
+    process: subprocess.Popen[Any],
+    sig: int = signal.SIGTERM,
+    timeout: float = STOP_TIMEOUT_S,
+    read_output: bool = True,
+    group: bool = False,
+) -> tuple[Any, Any]:
+    """Stop ``process`` and reap it, whatever state it and the test are in: send ``sig`` if it
+    still runs, give it ``timeout`` seconds to exit, then SIGKILL it. Every test that starts a
+    process calls this in a ``finally`` (or a fixture's teardown).
+
+    ``communicate`` or ``wait`` with a timeout raise TimeoutExpired and leave the child running:
+    in a ``finally`` that error replaced the test's own and the process outlived pytest. This
+    never raises for a process that will not stop: its ``returncode`` (-9) says it was killed,
+    for the test to assert. The process's pipes are read meanwhile (a full pipe would keep it
+    from exiting) and returned as (stdout, stderr), unless ``read_output`` is False: a thread
+    of the test reads them (both are then None). ``group``: the process leads a session of
+    its own (``start_new_session=True``) and the signals go to its whole process group, so the
+    children it started die with it."""
+
+    def signal_it(number: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # gone already (a group: all of it)
+            if group:
+                os.killpg(process.pid, number)
+            elif process.poll() is None:
+                process.send_signal(number)
+
+    def finish(seconds: float) -> tuple[Any, Any]:
+        if read_output:
+            return process.communicate(timeout=seconds)
+        process.wait(timeout=seconds)
+        return None, None
+
+    if process.poll() is None:
+        signal_it(sig)
+    try:
+        output = finish(timeout)
+    except subprocess.TimeoutExpired:
+        signal_it(signal.SIGKILL)
+        process.wait()  # SIGKILL cannot be refused: this returns
+        try:
+            output = finish(timeout)  # the pipes' rest, unless something it started holds them
+        except subprocess.TimeoutExpired:
+            output = (None, None)
+    if group:
+        signal_it(signal.SIGKILL)  # whatever it started and left behind
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None and read_output:
+            stream.close()
+    return output
+
+
+def running_children() -> dict[int, str]:
+    """The processes this one started that still run (not those that exited, unreaped):
+    pid → command line. Read from /proc, so it finds them whoever started them."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):  # exited meanwhile
+            continue
+        if int(ppid) == os.getpid() and state != "Z":
+            found[int(entry.name)] = command.strip()
+    return found
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now: one of ``$LEDGER_TEST_PORTS``
+    (``LOW-HIGH``) when it is set, else the system's choice. The range keeps suites that share
+    a machine on ports of their own, and below the ephemeral range, where the system may give
+    the port to any outgoing connection before the test's server binds it (the TypeScript
+    client's helpers, clients/typescript/testing/live-ledger.mjs, read the same variable)."""
+    bounds = os.environ.get(PORTS_ENV, "").split("-")
+    if len(bounds) != 2 or not all(bound.isdigit() for bound in bounds):
+        return _bound_port(0)
+    low, high = int(bounds[0]), int(bounds[1])
+    ports = list(range(low, high + 1))
+    random.shuffle(ports)  # two tests of one run must not keep meeting on the lowest port
+    for port in ports:
+        with contextlib.suppress(OSError):  # taken: the next one
+            return _bound_port(port)
+    raise AssertionError(f"no free port in {PORTS_ENV}={os.environ[PORTS_ENV]}")
+
+
+def _bound_port(port: int) -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        return int(sock.getsockname()[1])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -53,17 +54,23 @@ def test_typescript_client(backend: str) -> None:
     else:
         env.pop(support.MYSQL_URL_ENV, None)
         tests = [str(CLIENT / "test")]
+    # A session of its own: the `ledger api` servers it starts are in its process group, and
+    # die with it. Its own killer of them runs on exit, which a SIGKILL of node never reaches.
+    process = subprocess.Popen(
+        [node, "--test", *tests],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        result = subprocess.run(
-            [node, "--test", *tests],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as expired:
-        pytest.fail(f"node --test did not finish within {TIMEOUT_S}s:\n{expired.stdout!s}")
-    assert result.returncode == 0, f"node --test failed:\n{result.stdout}\n{result.stderr}"
-    assert re.search(r"^# pass [1-9]", result.stdout, re.MULTILINE), result.stdout
+        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        stdout, _ = support.stop_process(process, signal.SIGKILL, group=True)
+        pytest.fail(f"node --test did not finish within {TIMEOUT_S}s:\n{stdout!s}")
+    finally:  # a failure or an interrupt: nothing it started outlives the test
+        support.stop_process(process, signal.SIGKILL, group=True)
+    assert process.returncode == 0, f"node --test failed:\n{stdout}\n{stderr}"
+    assert re.search(r"^# pass [1-9]", stdout, re.MULTILINE), stdout

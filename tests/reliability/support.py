@@ -4,6 +4,7 @@ observable while processes must stay up, and the ledger_database_up line of ``/m
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from tests.reliability.fault_proxy import FaultProxy
+from tests.support import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).resolve().parent / "load_worker.py"
@@ -67,10 +69,8 @@ def kill_when(condition: Callable[[], object], process: subprocess.Popen[bytes],
             assert process.poll() is None, f"the process exited before {what}"
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             threading.Event().wait(0.01)
-        process.kill()
     finally:
-        process.kill()
-        process.wait()
+        stop_process(process, signal.SIGKILL)
 
 
 def database_up_metric(port: int) -> str:

@@ -37,6 +37,7 @@ from service.cli import cli
 from tests.projection_support import replayed_rows, table_rows
 from tests.reliability.fault_proxy import FaultProxy, Link
 from tests.reliability.summary import Summary
+from tests.support import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 IDLE_S = 3  # the bound the tests configure: short, so that no test waits long
@@ -50,11 +51,11 @@ EVENTS_PER_WRITER = 25
 def processes() -> Iterator[list[subprocess.Popen[str]]]:
     """Processes a test starts, killed at its end whatever happened."""
     started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=60)
+    try:
+        yield started
+    finally:
+        for process in started:
+            stop_process(process, signal.SIGKILL)
 
 
 def with_idle_bound(url: str, seconds: int | str = IDLE_S, via: FaultProxy | None = None) -> str:

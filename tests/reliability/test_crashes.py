@@ -52,7 +52,7 @@ from projections.schema import COUNTER_COLUMNS, PROJECTION_NAME
 from service.cli import cli
 from tests.projection_support import replayed_rows, table_rows, transition_rows
 from tests.reliability.summary import Summary
-from tests.support import TERMINAL_EVENT_TYPES
+from tests.support import TERMINAL_EVENT_TYPES, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 LINE_TIMEOUT = 90.0  # seconds to wait for an expected log line: generous, only hit on failure
@@ -66,12 +66,11 @@ SPAWNED: list[subprocess.Popen[str]] = []
 @pytest.fixture(autouse=True)
 def no_process_outlives_its_test() -> Iterator[None]:
     """A failed assertion must not leave a serve or a projector running against the database."""
-    yield
-    while SPAWNED:
-        process = SPAWNED.pop()
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=60)
+    try:
+        yield
+    finally:
+        while SPAWNED:
+            stop_process(SPAWNED.pop(), signal.SIGKILL, read_output=False)  # a thread reads it
 
 
 def ledger_command(*args: str) -> list[str]:

@@ -43,11 +43,11 @@ from tests.service.support import (
     REPO,
     STATIONS,
     finished_runs,
-    free_port,
     open_runs,
     serve,
     write_config,
 )
+from tests.support import free_port, stop_process
 
 RUNS = 10
 PROGRESS_PER_RUN = 15
@@ -270,9 +270,9 @@ def test_projector_and_serve_keep_running_through_drops_lost_replies_and_an_outa
     finally:
         for process in processes:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)  # both at once: they stop side by side
         for process in processes:
-            process.wait(timeout=60)
+            stop_process(process, read_output=False)  # the logs read stderr
     follower_log.join(timeout=10)
     server_log.join(timeout=10)
     assert follower.returncode == 0, "".join(follower_log.lines)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from projections import Projector, rebuild
 from tests.projection_support import replayed_rows, table_rows, transition_rows
 from tests.reliability.summary import Summary
 from tests.reliability.support import REPO, WORKER
+from tests.support import stop_process
 
 PROCESSES = int(os.environ.get("LEDGER_RELIABILITY_PROCESSES", "8"))
 EVENTS_PER_PROCESS = int(os.environ.get("LEDGER_RELIABILITY_EVENTS", "2000"))
@@ -112,12 +112,6 @@ def wait_for_catch_up(ledger: Ledger, follower: subprocess.Popen[str]) -> None:
         time.sleep(0.05)
 
 
-def stop(follower: subprocess.Popen[str]) -> None:
-    follower.send_signal(signal.SIGTERM)
-    _out, err = follower.communicate(timeout=60)
-    assert follower.returncode == 0, err
-
-
 def stored_rows(ledger: Ledger) -> list[tuple[int, str, int, str, str]]:
     columns = (ledger_events.c.position, ledger_events.c.event_id, ledger_events.c.run_id)
     query = select(*columns, ledger_events.c.type, ledger_events.c.payload)
@@ -141,8 +135,8 @@ def test_eight_appender_processes_with_a_following_projector(
         wait_for_catch_up(ledger, follower)
     finally:
         reap(workers)
-        if follower.poll() is None:
-            stop(follower)
+        _out, follower_log = stop_process(follower)
+    assert follower.returncode == 0, follower_log
     elapsed = time.monotonic() - started
 
     rows = stored_rows(ledger)

@@ -27,8 +27,6 @@ import itertools
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -78,7 +76,7 @@ from tests import support
 from tests.net_support import JsonServer
 from tests.reliability.summary import Summary
 from tests.service.support import readme_grants
-from tests.support import drop_triggers
+from tests.support import drop_triggers, free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 LEDGER = (sys.executable, "-c", "from service.cli import main; main()")
@@ -544,15 +542,11 @@ def run_until_read(
                 answer = read_when_ready(log)
                 if answer is not None:
                     read = answer
-                    process.send_signal(signal.SIGTERM)
-                    process.wait(timeout=60)
                     break
                 assert time.monotonic() < deadline, f"{case.label}: not ready: {log[-2000:]}"
                 threading.Event().wait(0.05)
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            stop_process(process)  # SIGTERM, a clean stop; killed (exit -9) past its deadline
     output = "\n".join((out_path.read_text(), err_path.read_text(), read, files_written(folder)))
     return Outcome(case, process.returncode, output)
 
@@ -570,12 +564,6 @@ def http_answer(url: str, authorization: str | None = None) -> str | None:
 
 UrlFor = Callable[[str, Spec], str]  # (path, spec) -> the URL that path gives the command
 _folders = itertools.count()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def server_less_url(path: str, closed_port: int) -> str:

@@ -4,7 +4,6 @@ waiting would not fix (refused credentials, an unmigrated database) still fails 
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
@@ -16,7 +15,8 @@ from tests import support
 from tests.reliability.fault_proxy import FaultProxy
 from tests.reliability.summary import Summary
 from tests.reliability.support import LineLog, database_up_metric, through, wait_until
-from tests.service.support import STATIONS, finished_runs, free_port, serve, write_config
+from tests.service.support import STATIONS, finished_runs, serve, write_config
+from tests.support import free_port, stop_process
 
 
 def test_serve_started_during_an_outage_waits_then_proceeds(
@@ -39,9 +39,7 @@ def test_serve_started_during_an_outage_waits_then_proceeds(
         waited = time.monotonic() - started
         assert database_up_metric(port) == "ledger_database_up 1.0"
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        stop_process(process, read_output=False)  # the log reads stderr
         log.join(timeout=10)
     assert process.returncode == 0, "".join(log.lines)
     retries = log.count("database unreachable at start")
@@ -72,7 +70,10 @@ def test_what_waiting_would_not_fix_still_fails_at_once(
         ):
             config = write_config(tmp_path / "ledger.toml", url, tmp_path / "spool", "")
             process = serve(config)
-            _out, err = process.communicate(timeout=60)
+            try:
+                _out, err = process.communicate(timeout=60)  # it exits by itself, at once
+            finally:
+                stop_process(process)  # its failure is the test's, and it dies with it
             assert process.returncode == code, err
             assert expected in err
             assert "retrying" not in err

@@ -1,8 +1,8 @@
 """What the service tests share (and the reliability and projection tests borrow): the ``ledger``
 command run in process, the shipped sample and JSON lines to append, and the check that output
-shows no raw control or format character; ``ledger serve`` as a real process (its config, a free
-port, the runs it finished and those left open, a connector whose source hangs); the README's
-grants of a database role; a projection error and a skip written by hand."""
+shows no raw control or format character; ``ledger serve`` as a real process (its config, the
+runs it finished and those left open, a connector whose source hangs); the README's grants of a
+database role; a projection error and a skip written by hand."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -48,12 +47,6 @@ def shows_no_raw_control(output: str) -> bool:
 
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(

@@ -23,8 +23,15 @@ from tests.reliability.fault_proxy import FaultProxy
 from tests.service.conftest import api_client, auth
 
 TIMEOUT_S = 2
-# The bound plus slack for a loaded machine: far below the 75 s (30 s) it was.
-ANSWERED_WITHIN_S = TIMEOUT_S + 6
+# The bound is the product's promise (README: "a 503 within database_timeout"), so it is timed:
+# with a generous margin, for a request that may spend the bound more than once (a pooled
+# connection's read, then a new connection's handshake) on a loaded machine; still far below
+# the 75 s (SQLite: 30 s) a request waited before.
+ANSWERED_WITHIN_S = 15
+# The API's requests that are expected to succeed share the tight bound with those that meet
+# the frozen database (one app, one pool): on a busy shared server a healthy one may take
+# longer than 2 s and be a 503. They are asked again until they answer 200, within this.
+HEALTHY_WITHIN_S = 60
 
 
 def started(client: TestClient) -> httpx.Response:
@@ -51,12 +58,16 @@ def assert_503_in_time(request: Callable[[], httpx.Response]) -> None:
     assert "Traceback" not in answer.text
 
 
-def until_ok(request: Callable[[], httpx.Response], deadline_s: float = 30) -> None:
-    deadline = time.monotonic() + deadline_s
+def until_ok(request: Callable[[], httpx.Response]) -> None:
+    """``request`` answers 200: at once where the database is healthy and the machine not
+    loaded; asked again while it is a 503 (a healthy request past the tight bound, or the
+    database not back yet)."""
+    deadline = time.monotonic() + HEALTHY_WITHIN_S
     while True:
         answer = request()
         if answer.status_code == 200:
             return
+        assert answer.status_code == 503, answer.text  # only a bound met is worth a retry
         assert time.monotonic() < deadline, answer.text
 
 
@@ -77,8 +88,8 @@ def frozen_mysql(db_url: str) -> None:
     proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     try:
         with api_client(proxied, database_timeout=f"{TIMEOUT_S}s") as client:
-            assert started(client).status_code == 200
-            assert listed(client).status_code == 200
+            until_ok(lambda: started(client))
+            until_ok(lambda: listed(client))  # a connection in the pool, frozen below
             proxy.freeze()
             assert_503_in_time(lambda: listed(client))  # a pooled connection's read
             assert_503_in_time(lambda: started(client))  # a new connection's handshake
@@ -96,7 +107,7 @@ def locked_sqlite(db_url: str) -> None:
     path = make_url(db_url).database
     assert path is not None
     with api_client(db_url, database_timeout=f"{TIMEOUT_S}s") as client:
-        assert started(client).status_code == 200
+        until_ok(lambda: started(client))
         holder = sqlite3.connect(path, isolation_level=None, timeout=0)
         try:
             holder.execute("BEGIN IMMEDIATE")  # another process's writer that stopped
@@ -117,7 +128,7 @@ def test_a_head_lock_held_elsewhere_is_busy_not_unreachable(
     (on MariaDB the read timeout cut the connection; on SQLite a "database error")."""
     caplog.set_level(logging.INFO, logger="service.api")
     with api_client(db_url, database_timeout=f"{TIMEOUT_S}s") as client:
-        assert started(client).status_code == 200
+        until_ok(lambda: started(client))
         with head_lock_held(backend, db_url):
             answer, took = timed(lambda: started(client))
             assert answer.status_code == 503, answer.text
@@ -125,8 +136,10 @@ def test_a_head_lock_held_elsewhere_is_busy_not_unreachable(
             assert int(answer.headers["retry-after"]) > 0
             assert took < ANSWERED_WITHIN_S, f"answered after {took:.1f} s"
             assert "unreachable" not in answer.text
-            assert client.get("/readyz", headers=auth("reader")).status_code == 200
-            assert listed(client).status_code == 200  # reads take no lock
+            # Reads take no lock: they answer while it is held (the lock is held throughout,
+            # so a read it blocked would be a 503 every time it is asked).
+            until_ok(lambda: client.get("/readyz", headers=auth("reader")))
+            until_ok(lambda: listed(client))
         until_ok(lambda: started(client))
         client.app.state.api.close()  # type: ignore[attr-defined]
     outage = [r for r in caplog.records if "cannot proceed" in r.getMessage()]
@@ -166,7 +179,7 @@ def test_the_bound_is_checked(text: str) -> None:
 def test_status_names_the_database_by_its_kind_only(db_url: str, backend: str) -> None:
     """/v1/status names the kind of database, never its URL (and so neither the operator's
     nor the timeouts the API adds to its own connections)."""
-    with api_client(db_url, database_timeout="3s") as client:
+    with api_client(db_url, database_timeout="30s") as client:  # healthy: not tightly bound
         shown = client.get("/v1/status", headers=auth("reader")).json()["database"]
     client.app.state.api.close()  # type: ignore[attr-defined]
     assert shown == ("sqlite" if backend == "sqlite" else "mariadb")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from fastapi.testclient import TestClient
 from ledger import Ledger
 from projections import Projector
 from tests.service.conftest import api_client, auth
+from tests.support import free_port, stop_process
 
 READ = auth("reader")
 APPEND = auth("appender")
@@ -283,12 +285,6 @@ def test_a_timeline_page_after_a_cursor_takes_a_slot_the_first_page_does_not(
     client.app.state.api.close()  # type: ignore[attr-defined]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_body_that_stalls_is_answered_408_after_read_timeout(db_url: str, tmp_path: Path) -> None:
     config = tmp_path / "ledger.toml"
     config.write_text(
@@ -332,8 +328,7 @@ def test_a_body_that_stalls_is_answered_408_after_read_timeout(db_url: str, tmp_
         assert waited < DEADLINE_S
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).is_success
     finally:
-        process.kill()
-        process.wait()
+        stop_process(process, signal.SIGKILL)
 
 
 def test_an_unexpected_error_is_a_500_problem_that_tells_nothing_of_it(

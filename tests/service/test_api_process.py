@@ -17,14 +17,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.support import free_port, stop_process
+
 TOKEN = "process-test-token-0123456789"
 DEADLINE_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_ledger_api_serves_appends_and_drains_on_sigterm(db_url: str, tmp_path: Path) -> None:
@@ -99,9 +95,7 @@ def test_ledger_api_serves_appends_and_drains_on_sigterm(db_url: str, tmp_path: 
         assert b'"appended": 1' in reply
         assert process.wait(timeout=DEADLINE_S) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop_process(process, read_output=False)  # a thread reads stderr
 
 
 def wait_for_healthz(process: subprocess.Popen[str], base: str) -> None:
@@ -169,9 +163,7 @@ def test_a_client_gone_mid_body_and_a_request_past_the_grace_period(
         request.close()
         assert process.wait(timeout=DEADLINE_S) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop_process(process)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503 "), answer
     assert b"content-type: application/problem+json" in head.lower()
@@ -221,8 +213,7 @@ def test_a_body_over_the_limit_gets_its_413_not_a_reset_connection(
             assert status_line.startswith(b"HTTP/1.1 " + expected), (framing, extra, answer[:300])
             assert b"problem+json" in answer.lower()
     finally:
-        process.kill()
-        process.wait()
+        stop_process(process, signal.SIGKILL)
 
 
 def send_whole_request(port: int, head: bytes, body: bytes) -> bytes:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,11 @@ from pathlib import Path
 
 import httpx
 
+from tests.support import free_port, stop_process
+
 TOKEN = "serve-api-test-token-0123456789"
 DEADLINE_S = 60.0
 POLL_S = 0.05  # between polls of a condition, each bounded by DEADLINE_S
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_serve_with_api_listen_appends_projects_and_stops_on_sigterm(
@@ -108,9 +103,7 @@ def test_serve_with_api_listen_appends_projects_and_stops_on_sigterm(
         assert "Traceback" not in log()
         assert TOKEN not in log()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def test_serve_names_the_api_on_its_start_line_and_logs_no_warning_for_it(
@@ -155,9 +148,7 @@ def test_serve_names_the_api_on_its_start_line_and_logs_no_warning_for_it(
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=DEADLINE_S) == 0, log()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop_process(process)
     first = log().splitlines()[0]
     assert first.startswith("serving "), log()
     assert f"API on http://127.0.0.1:{port}" in first, log()

@@ -6,6 +6,7 @@ exits 1 with one line, never a traceback, never a hang. The bound is written as 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from ledger import Ledger, fail_run
 from ledger.clock import utcnow
 from service.cli import cli
 from tests.service.support import REPO, fifo_source, wait_for
+from tests.support import stop_process
 
 
 def test_ledger_run_past_max_run_time_is_asked_to_stop_and_ends_failed_naming_the_bound(
@@ -113,9 +115,7 @@ def bounded_run(path: Path, bound: str, db_url: str, tmp_path: Path) -> subproce
 
 def stop(process: subprocess.Popen[str]) -> None:
     """Killed if still running (a failed wait), and reaped."""
-    if process.poll() is None:
-        process.kill()
-        process.communicate()
+    stop_process(process, signal.SIGKILL)
 
 
 def test_ledger_run_blocked_past_max_run_time_is_timed_out_and_the_command_exits(

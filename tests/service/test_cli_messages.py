@@ -25,6 +25,7 @@ from connectors.sdk import describe_failure
 from ledger import Ledger, RunFinished
 from ledger.urls import DATABASE_URL_ENV, mask_url
 from service.cli import cli
+from tests.support import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_events.jsonl"
@@ -197,9 +198,7 @@ def append_on_a_terminal(db_url: str) -> Iterator[tuple[subprocess.Popen[bytes],
     try:
         yield process, terminal
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        stop_process(process, signal.SIGKILL)
         os.close(terminal)
 
 

@@ -4,6 +4,7 @@ on both databases."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from migrations.runner import alembic_config
 from service.cli import cli
 from tests import support
 from tests.forensics.support import seed_legacy_table
+from tests.support import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 REVISIONS = (
@@ -153,7 +155,7 @@ def test_two_migrates_at_once_both_succeed_one_upgrading(tmp_path: Path) -> None
                 outputs = [process.communicate(timeout=120) for process in processes]
             finally:
                 for process in processes:
-                    process.kill()
+                    stop_process(process, signal.SIGKILL)
             assert [process.returncode for process in processes] == [0, 0, 0], outputs
             said = sorted(out.decode().split(": ", 1)[1].strip() for out, _err in outputs)
             assert said == [

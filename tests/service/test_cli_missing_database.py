@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from click.testing import CliRunner, Result
 from connectors import SAMPLE_CSV
 from ledger import DatabaseNotFoundError, Ledger
 from service.cli import cli
-from tests.support import sqlite_file, sqlite_without_schema
+from tests.support import sqlite_file, sqlite_without_schema, stop_process
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
 
@@ -327,8 +328,7 @@ def test_writers_starting_a_ledger_at_once_share_one(empty_folder: Path) -> None
         results = [process.communicate(timeout=120) for process in processes]
     finally:
         for process in processes:
-            if process.poll() is None:
-                process.kill()
+            stop_process(process, signal.SIGKILL)
     assert [process.returncode for process in processes] == [0, 0, 0], results
     assert sum("created a new ledger" in err for _, err in results) == 1
     assert files_in(empty_folder) == ["shared.db"]

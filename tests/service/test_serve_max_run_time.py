@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -28,6 +27,7 @@ from service.run_bound import RunBound
 from service.serve import LedgerService
 from tests.service.support import fifo_source, finished_runs, serve, wait_for, write_config
 from tests.service.test_serve import hanging_connector, wait_until
+from tests.support import stop_process
 
 NAME = "endless"
 
@@ -278,11 +278,7 @@ def test_serve_times_out_a_run_that_never_ends_and_runs_its_connector_again(
             assert ledger.run(first).state == "timed_out"  # type: ignore[union-attr]
             timed_out = ledger.read_run(first)[-1]
             assert timed_out.payload_data["reason"].startswith("exceeded max_run_time 2s; ")
-            process.send_signal(signal.SIGTERM)
-            _out, err = process.communicate(timeout=30)
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+            _out, err = stop_process(process, timeout=30)
     assert process.returncode == 0, err
     assert f"connector:hanging:3: run {first} timed out: exceeded max_run_time 2s" in err

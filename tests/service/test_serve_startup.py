@@ -4,7 +4,6 @@ once at start (``run_at_start``) instead of after their first interval."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from connectors import SAMPLE_CSV
 from ledger import Ledger
 from service.config import LedgerConfig
 from service.serve import LedgerService
+from tests.support import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -150,8 +150,7 @@ def test_serve_prints_the_startup_line_on_stderr_without_v(
         wait_for(lambda: any("scheduled (times UTC)" in line for line in lines))
         wait_for(lambda: any(e.type == "RunFinished" for e in ledger.read_all()))  # not in 15m
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        stop_process(process, read_output=False)  # the reader thread reads stderr
         reader.join(timeout=10)
     assert process.returncode == 0, "".join(lines)
     (line,) = [line for line in lines if "scheduled (times UTC)" in line]

@@ -1,7 +1,9 @@
 // A live `ledger api` for the client's tests: a migrated database (a temp SQLite file, or a
 // fresh MariaDB database when LEDGER_TEST_MYSQL_URL is set), a config with one token, the server
 // on a free port, /healthz polled with a deadline. stop() kills the server and drops what was
-// created; it also runs at process exit, so nothing outlives a failed test.
+// created; it also runs at process exit, so nothing outlives a failed test. A SIGKILL of node
+// skips exit handlers: the pytest wrapper (tests/clients/test_typescript_client.py) starts node
+// in a session of its own and kills its process group, servers included.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -134,6 +136,7 @@ print(make_url(base).set(database=name).render_as_string(hide_password=False))
 `;
 
 const live = new Set();
+// Not run when node is killed by a signal: see the note at the top.
 process.on('exit', () => {
   for (const ledger of live) ledger.killNow();
 });

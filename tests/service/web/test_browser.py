@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from ledger import Ledger, RunStarted
 from ledger.clock import utcnow
 from ledger.events import ACTOR_NAME_MAX, CONNECTOR_NAME_MAX
 from tests.service.web.support import SCRIPT, TOKENS, demo_with_open_run, tamper
+from tests.support import free_port, stop_process
 
 pytestmark = pytest.mark.browser
 
@@ -48,12 +48,6 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 def wait_for(driver: WebDriver, fragment: str) -> None:
     """Wait (with a deadline) until the browser has navigated to a URL containing fragment."""
     WebDriverWait(driver, 15).until(lambda d: fragment in d.current_url)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until_up(base: str, process: subprocess.Popen[bytes]) -> None:
@@ -100,12 +94,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, objec
         wait_until_up(base, process)
         yield {"base": base, "url": url, **runs}
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=10)
 
 
 @pytest.fixture(scope="module")
