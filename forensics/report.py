@@ -21,7 +21,7 @@ from forensics.dialects import live_shape, types_comparable
 from forensics.legacy_shape import compare, expected_shape
 from forensics.verify import VerifyReport, verify_all
 from ledger import Ledger, StuckRun, stuck_runs, stuck_runs_as_of
-from ledger.clock import isoformat_utc, labelled_utc
+from ledger.clock import format_utc_seconds, isoformat_utc, labelled_utc, parse_utc
 from ledger.dialects import exact_text
 from ledger.durations import format_duration
 from ledger.events import IMPORT_PREFIX, OPERATOR_PREFIX, SWEEPER_ACTOR
@@ -58,7 +58,10 @@ def build_report(
     at_position: int | None = None,
     at: datetime | None = None,
 ) -> dict[str, Any]:
-    """Every section as plain data (what ``--format json`` prints).
+    """Every section as plain data (what ``--format json`` prints), every time in it ISO-8601
+    UTC as in every JSON result: ``isoformat_utc``'s, but for the latest runs' ``started`` and
+    ``completed``, the legacy TIMESTAMP's whole seconds (``2026-01-28T03:00:07Z``) as
+    ``ledger runs`` gives them. :func:`for_people` shows them as the text forms do.
 
     With ``at_position`` or ``at``, the report as the ledger stood then: runs, transitions and
     stuck runs replayed from the events up to that position (by default the last one recorded
@@ -121,8 +124,8 @@ def build_report(
                 "run_id": r.run_id,
                 "source_id": r.source_id,
                 "connector_name": r.connector_name,
-                "started_at": _utc(r.started_at),
-                "last_event_at": _utc(r.last_event_at),
+                "started_at": isoformat_utc(r.started_at),
+                "last_event_at": isoformat_utc(r.last_event_at),
                 "silent_for": format_duration(generated_at - r.last_event_at),
                 "rule": r.rule,
             }
@@ -317,12 +320,17 @@ def _run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "source_id": row["sourceId"],
         "connector": row["connectorName"],
         "status": row["status"],
-        "started": _utc(row["startedAt"]),
-        "completed": _utc(row["completedAt"]),
+        "started": _row_time(row["startedAt"]),
+        "completed": _row_time(row["completedAt"]),
         "duration": None if row["duration"] is None else format_duration(row["duration"]),
         "fetched_created_updated_skipped": record_counts(row),
         "error": row["errorMessage"],
     }
+
+
+def _row_time(value: datetime | None) -> str | None:
+    """A time of an ``ingestion_runs`` row as ``jsonable_row`` writes it (whole seconds)."""
+    return None if value is None else format_utc_seconds(value, iso=True)
 
 
 def _utc(value: datetime | None) -> str | None:
@@ -340,6 +348,30 @@ def render_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2)
 
 
+# The runs' times, in each section: ISO-8601 in the data, to the second with their zone where
+# people read them, beside the humanised durations (generated_at and as_of's time are shown as
+# they are: the text forms always did).
+_RUN_TIMES = {
+    "latest_runs": ("started", "completed"),
+    "stuck_runs": ("started_at", "last_event_at"),
+}
+
+
+def for_people(report: dict[str, Any]) -> dict[str, Any]:
+    """The report as its text, Markdown and HTML forms show it: a copy whose runs' times read
+    ``2026-01-28 03:00:07 UTC``, each key in its place."""
+    shown = dict(report)
+    for section, keys in _RUN_TIMES.items():
+        shown[section] = [
+            {**run, **{key: _labelled(run[key]) for key in keys}} for run in report[section]
+        ]
+    return shown
+
+
+def _labelled(text: str | None) -> str | None:
+    return None if text is None else labelled_utc(parse_utc(text, naive="refuse"))
+
+
 REPORT_WIDTH = 80  # the text report's columns
 CONTINUATION = "      "  # how a wrapped line of the text report goes on
 
@@ -351,6 +383,7 @@ def render_text(report: dict[str, Any], markdown: bool = False) -> str:
     for :data:`REPORT_WIDTH` columns with a hanging indent, so that nothing a value holds
     (padding, a long message) stands at the start of a line where a terminal would wrap it:
     every line that starts at the left margin is the report's own."""
+    report = for_people(report)
     out: list[str] = []
 
     def show(value: object) -> str:

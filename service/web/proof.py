@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request, Response
 
 from forensics.anchors import Anchor, anchor_at, current_anchor
 from forensics.chain import ChainReport, verify_chain
-from forensics.report import build_report, render_text
+from forensics.report import build_report, for_people, render_text
 from ledger.clock import utcnow
 from service.web.integrity import VerifyOutcome
 from service.web.pages import Pages
@@ -30,7 +30,7 @@ def add_proof_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             viewer=viewer,
             moment=moment,
             page="proof",
-            report=report,
+            report=for_people(report),  # its times as the Markdown download shows them
             passed=all(c["passed"] for c in report["conditions"]),
         )
 

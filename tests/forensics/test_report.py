@@ -21,9 +21,11 @@ from hypothesis import strategies as st
 
 from forensics.report import build_report, render_text, report_passed
 from ledger import Ledger, RunFinished, RunProgressed, RunTimedOut, sweep
+from ledger.clock import isoformat_utc, labelled_utc, parse_utc, utcnow
 from ledger.events import RECORDED_NAMES
 from ledger.text import is_invisible
 from projections import Projector
+from projections.queries import get_run
 from service.cli import cli
 from tests import support
 from tests.forensics.support import history, run
@@ -135,6 +137,91 @@ def test_report_fails_on_a_stuck_run(ledger: Ledger, db_url: str) -> None:
     assert conditions["no stuck runs"]["passed"] is False
     assert conditions["latest run terminal with completedAt"]["passed"] is False
     assert conditions["hash chain verifies"]["passed"] is True
+
+
+def _times(value: object, path: str = "") -> dict[str, str]:
+    """Every text in a JSON value that starts with a date, by its path (``latest_runs.0.started``).
+    A condition's detail is a sentence (it starts with a word): not a time of its own."""
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    elif isinstance(value, str) and re.match(r"\d{4}-\d\d-\d\d", value):
+        return {path: value}
+    else:
+        return {}
+    found: dict[str, str] = {}
+    for key, item in items:
+        found |= _times(item, f"{path}.{key}" if path else str(key))
+    return found
+
+
+def test_every_time_in_the_json_report_is_iso_8601_as_precise_as_stored(
+    ledger: Ledger, db_url: str
+) -> None:
+    """``ledger report --format json`` wrote the runs' times as people read them
+    (``2026-01-28 01:03:00 UTC``), beside a ``generated_at`` in ISO-8601. Every time in it
+    now parses with ``parse_utc`` and gives back the value stored: the ledger's to the
+    microsecond, the projection's in whole seconds (as ``ledger runs`` writes them); live and
+    as of a past moment. The text and Markdown forms still show them to the second."""
+    with freeze_time("2026-01-28 01:00:00.123456") as clock:
+        done = ledger.start_run(1, "SOURCE_1")
+        clock.tick(timedelta(minutes=3, microseconds=250001))
+        ledger.append([RunFinished(run_id=done, status="success", records_fetched=4)])
+        silent = ledger.start_run(2, "SOURCE_2")
+        clock.tick(timedelta(seconds=7, microseconds=777))
+        ledger.append([RunProgressed(run_id=silent, records_fetched=1)])
+        clock.tick(timedelta(hours=2))
+        ledger.start_run(3, "SOURCE_3")  # at 03:03:07.374234: after the moment below
+        Projector(ledger).run_once()
+        clock.tick(timedelta(minutes=1, microseconds=5))
+        generated_at = utcnow()
+        reports = {
+            "live": run("report", "--format", "json", "--db", db_url),
+            "as of": run(
+                "report", "--format", "json", "--as-of", "2026-01-28T03:03:00Z", "--db", db_url
+            ),
+        }
+        text_form = run("report", "--db", db_url).stdout  # type: ignore[attr-defined]
+        markdown = run("report", "--format", "markdown", "--db", db_url).stdout  # type: ignore[attr-defined]
+    stored = ledger.run(silent)  # the stuck run, as the ledger holds it
+    assert stored is not None
+    assert stored.started_at.microsecond != 0  # so that whole seconds would not round-trip
+    assert stored.last_event_at.microsecond != 0
+    for moment, result in reports.items():
+        assert result.exit_code == 1, (moment, result.output)  # type: ignore[attr-defined]
+        data = json.loads(result.stdout)  # type: ignore[attr-defined]
+        times = _times(data)
+        for path, value in times.items():
+            try:
+                parse_utc(value, naive="refuse")
+            except ValueError as exc:
+                raise AssertionError(f"{moment}: {path} {value!r} {exc}") from None
+        expected = {"generated_at", "stuck_runs.0.started_at", "stuck_runs.0.last_event_at"}
+        for index, summary in enumerate(data["latest_runs"]):
+            expected |= {f"latest_runs.{index}.started", f"latest_runs.{index}.completed"}
+            row, _ = get_run(ledger, summary["id"])
+            assert row is not None
+            assert parse_utc(summary["started"], naive="refuse") == row["startedAt"]
+            if row["completedAt"] is None:
+                expected.remove(f"latest_runs.{index}.completed")
+                assert summary["completed"] is None
+            else:
+                assert parse_utc(summary["completed"], naive="refuse") == row["completedAt"]
+        if moment == "as of":
+            expected.add("as_of.at")
+            assert data["as_of"]["at"] == "2026-01-28T03:03:00.000000Z"
+            assert [summary["id"] for summary in data["latest_runs"]] == [silent, done]
+        else:
+            assert data["generated_at"] == isoformat_utc(generated_at)
+            assert len(data["latest_runs"]) == 3
+        assert set(times) == expected, moment
+        [stuck] = data["stuck_runs"]
+        assert stuck["run_id"] == silent
+        assert parse_utc(stuck["started_at"], naive="refuse") == stored.started_at
+        assert parse_utc(stuck["last_event_at"], naive="refuse") == stored.last_event_at
+    assert f"started {labelled_utc(stored.started_at)}, silent for 2h1m" in text_form
+    assert "| success | 2026-01-28 01:00:00 UTC | 2026-01-28 01:03:00 UTC | 3m |" in markdown
 
 
 def test_report_to_a_folder_that_does_not_exist_is_a_usage_error(

@@ -22,12 +22,13 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from ledger import Ledger, RunFinished, RunProgressed, RunStarted
-from ledger.clock import utcnow
+from ledger.clock import isoformat_utc, labelled_utc, utcnow
 from ledger.events import REASON_MAX
 from ledger.hashing import stored_row_hash
 from ledger.reads import stored_rows
 from projections import Projector
 from projections.as_of import parse_as_of
+from projections.queries import get_run
 from projections.schema import RUN_STATUSES
 from service.api import create_app
 from service.web import integrity, views
@@ -423,6 +424,30 @@ def test_as_of_shows_a_banner_and_history_as_it_was(
         assert 'id="asof-banner"' in page
     assert 'id="asof-banner"' not in client.get("/web/runs").text
     assert client.get("/web/runs", params={"as_of": "x", "at_position": 1}).status_code == 400
+
+
+def test_the_proof_page_shows_the_runs_times_as_the_markdown_does(
+    client: TestClient, db_url: str, demo: dict[str, int]
+) -> None:
+    """The report's data holds ISO-8601 times (its JSON); the page shows a run's times to the
+    second with their zone, as the Markdown download and the text report do."""
+    ledger = Ledger.from_url(db_url)
+    try:
+        stuck = ledger.run(demo["open"])
+        row, _ = get_run(ledger, demo["hostile"])
+    finally:
+        ledger.close()
+    assert stuck is not None
+    assert row is not None
+    log_in(client, "reader")
+    page = client.get("/web/proof").text
+    markdown = client.get("/web/proof.md").text
+    last_activity = labelled_utc(stuck.last_event_at)
+    assert f"<td>night-batch</td><td>7</td><td>{last_activity}</td>" in page
+    started, completed = labelled_utc(row["startedAt"]), labelled_utc(row["completedAt"])
+    assert f"<td>{started}</td><td>{completed}</td>" in page
+    assert f"| {started} | {completed} |" in markdown
+    assert isoformat_utc(stuck.last_event_at) not in page
 
 
 def test_proof_and_integrity_show_the_ledger_as_it_stood(
