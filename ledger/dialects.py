@@ -29,7 +29,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnClause
 
 from ledger.clock import default_clock, isoformat_utc, utcnow
@@ -116,13 +116,27 @@ def append_transaction(engine: Engine) -> Iterator[DriverCursor]:
         yield cursor
 
 
+SNAPSHOT_ISOLATION = "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+
+
 @contextmanager
 def snapshot_transaction(conn: Connection) -> Iterator[Connection]:
     """A read transaction that sees one moment of the database. On MySQL, REPEATABLE READ
     (InnoDB keeps the snapshot of the first read for the whole transaction); on SQLite, a read
     transaction in WAL mode is a snapshot already."""
     if not is_sqlite(conn):
-        conn.execution_options(isolation_level="REPEATABLE READ")
+        driver_error = conn.dialect.loaded_dbapi.Error
+        try:
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        except driver_error as exc:
+            # SQLAlchemy sends this SET outside its statement path, so a connection lost here
+            # came up as the driver's bare error, which no caller's translate_errors knew (a
+            # frozen database made the API's list of runs a 500 instead of its 503). Wrapped
+            # as any statement's error, and the broken connection kept out of the pool.
+            conn.invalidate(exc)
+            raise DBAPIError.instance(
+                SNAPSHOT_ISOLATION, None, exc, driver_error, connection_invalidated=True
+            ) from exc
     with conn.begin():
         yield conn
 
