@@ -20,6 +20,8 @@ from ledger import Ledger
 from ledger.clock import use_clock, utcnow
 from tests import support
 
+pytest_plugins = ["pytester"]  # tests/test_test_processes.py runs the safety net in a session
+
 # A command run in the background by a non-interactive shell (`pytest ... &` in a CI script)
 # starts with SIGINT ignored, and an ignored signal stays ignored across exec: every process a
 # test starts would then shrug off the Ctrl-C that tests send it (the Ctrl-C load test waited
@@ -41,13 +43,19 @@ def process_clock() -> Iterator[None]:
         use_clock(previous)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def no_process_outlives_its_test() -> Iterator[None]:
     """A process the test started and left running (its own clean-up skipped or forgotten) is
     killed when the test ends, and the test fails naming it: it would go on writing to a
-    database the next test resets, holding a port, or outlive pytest. The tests of a package
-    that starts processes take this through an autouse fixture of their conftest; each test
-    still stops its processes itself (``support.stop_process`` in a ``finally``)."""
+    database the next test resets, holding a port, or outlive pytest. Each test still stops its
+    processes itself (``support.stop_process`` in a ``finally`` or a fixture's teardown).
+
+    Only children of this pytest process that started while the test ran and still run are
+    counted: not a server of a module- or session-scoped fixture (set up before this one, torn
+    down after), not a process of another test, not the grandchildren of a command (its session
+    or group is killed by whoever started it, ``support.run_to_end``). Autouse for every test;
+    tests/cluster turns it off, its session's Galera nodes being children that outlive tests
+    by design."""
     before = set(support.running_children())
     yield
     left = {pid: cmd for pid, cmd in support.running_children().items() if pid not in before}

@@ -327,6 +327,48 @@ def stop_process(
     return output
 
 
+def wait_for_exit(
+    process: subprocess.Popen[Any], timeout: float, group: bool = False
+) -> tuple[Any, Any]:
+    """``process.communicate(timeout=timeout)`` for a process expected to exit by itself: its
+    (stdout, stderr). One still running after ``timeout`` seconds is killed and reaped (its
+    whole process group with ``group``, see ``stop_process``) and the test fails saying so,
+    with what it printed: ``communicate`` would raise TimeoutExpired and leave it running."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out, err = stop_process(process, signal.SIGKILL, group=group)
+        pytest.fail(
+            f"{process.args!r} did not exit within {timeout:g}s (killed)\n"
+            f"--- stdout\n{out}\n--- stderr\n{err}"
+        )
+
+
+def run_to_end(
+    args: list[str], timeout: float, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(args, capture_output=True, text=True, timeout=timeout)`` for a command
+    that may start processes of its own (the benchmark harness starts a ``ledger api`` and
+    writers, a README block any command): it leads a session of its own, and its whole process
+    group is killed when it does not exit within ``timeout`` (the test then fails with its
+    output), when the test is interrupted, and after it exits (what it left behind).
+    ``subprocess.run`` kills only the command, and its children outlived the test."""
+    process = subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = wait_for_exit(process, timeout, group=True)
+    finally:
+        stop_process(process, signal.SIGKILL, group=True)
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
 def running_children() -> dict[int, str]:
     """The processes this one started that still run (not those that exited, unreaped):
     pid → command line. Read from /proc, so it finds them whoever started them."""
@@ -337,11 +379,12 @@ def running_children() -> dict[int, str]:
         try:
             # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
             state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            if int(ppid) != os.getpid() or state == "Z":
+                continue  # another's, or exited: its command line is not read (every test asks)
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, ValueError):  # exited meanwhile
             continue
-        if int(ppid) == os.getpid() and state != "Z":
-            found[int(entry.name)] = command.strip()
+        found[int(entry.name)] = command.strip()
     return found
 
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support import run_to_end
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -120,15 +121,8 @@ def test_every_runnable_block_runs_as_printed(backend: str, db_url: str, tmp_pat
                 argv = [sys.executable, "-c", command]
             else:
                 argv = ["bash", "-e", "-o", "pipefail", "-c", command]
-            done = subprocess.run(
-                argv,
-                cwd=tmp_path,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=COMMAND_TIMEOUT,
-                check=False,
-            )
+            # What a command leaves running (a server started in the background) dies with it.
+            done = run_to_end(argv, timeout=COMMAND_TIMEOUT, cwd=tmp_path, env=env)
             assert done.returncode == code, (
                 f"README.md:{block.line}: exit {done.returncode}, documented {code}\n"
                 f"{command}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"

@@ -1,7 +1,9 @@
 """The suite's own handling of the processes and ports its tests use (tests/support.py): a
 process that will not stop is killed and reaped instead of outliving pytest with a
 TimeoutExpired in place of the test's failure; a process group dies whole (the TypeScript
-client's node and the servers it starts); ``free_port`` keeps to ``$LEDGER_TEST_PORTS``."""
+client's node and the servers it starts); a command that does not exit in time fails the test
+and dies with all it started; the safety net (tests/conftest.py) blames a test for the children
+it left running and for nothing else; ``free_port`` keeps to ``$LEDGER_TEST_PORTS``."""
 
 from __future__ import annotations
 
@@ -15,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PORTS_ENV, free_port, running_children, stop_process
+from tests.support import (
+    PORTS_ENV,
+    free_port,
+    run_to_end,
+    running_children,
+    stop_process,
+    wait_for_exit,
+)
 
 # A process that shrugs off SIGTERM (a serve stuck in its shutdown), once it is ready.
 DEAF = (
@@ -31,6 +40,16 @@ DEAF_WITH_A_CHILD = (
     "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
     "print(child.pid, flush=True)\n"
     "time.sleep(600)\n"
+)
+
+
+# A process that starts a child of its own in the background (its output elsewhere, as a
+# server's), names it and exits, leaving it running.
+LEAVES_A_CHILD = (
+    "import subprocess, sys\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],\n"
+    "                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+    "print(child.pid, flush=True)\n"
 )
 
 
@@ -91,6 +110,111 @@ def test_a_process_group_dies_whole() -> None:
     while not gone(int(child)):  # killed at once; init reaps it when it gets to it
         assert time.monotonic() < deadline, f"the child {child} outlived its group's leader"
         threading.Event().wait(0.02)
+
+
+def dies(pid: int) -> None:
+    deadline = time.monotonic() + 30
+    while not gone(pid):  # killed at once; init reaps it when it gets to it
+        assert time.monotonic() < deadline, f"{pid} outlived the command that started it"
+        threading.Event().wait(0.02)
+
+
+def test_a_process_that_does_not_exit_in_time_fails_the_test_and_is_killed() -> None:
+    process, _ready = started(DEAF)
+    try:
+        with pytest.raises(pytest.fail.Exception, match=r"did not exit within 1s \(killed\)"):
+            wait_for_exit(process, timeout=1)  # not a TimeoutExpired, the process left running
+    finally:
+        stop_process(process, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL
+
+
+def test_a_command_run_to_its_end_gives_its_output_and_exit_code() -> None:
+    done = run_to_end([sys.executable, "-c", "import sys; print('out'); sys.exit(3)"], timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "")
+
+
+def test_a_command_that_does_not_end_in_time_dies_with_what_it_started() -> None:
+    """The benchmark harness's server and writers, a README block's background command:
+    ``subprocess.run`` killed the command on its timeout and left them running."""
+    with pytest.raises(pytest.fail.Exception, match="did not exit within 1s") as failure:
+        run_to_end([sys.executable, "-c", DEAF_WITH_A_CHILD], timeout=1)
+    child = int(str(failure.value).split("--- stdout\n")[1].split()[0])  # what it printed
+    dies(child)
+
+
+def test_what_a_command_left_running_dies_when_it_ends() -> None:
+    done = run_to_end([sys.executable, "-c", LEAVES_A_CHILD], timeout=60)
+    assert done.returncode == 0, done.stderr
+    dies(int(done.stdout))
+
+
+def test_only_running_children_of_this_process_are_counted() -> None:
+    """What the safety net looks at: a grandchild is its parent's business, an exited child
+    (not yet reaped) runs nothing."""
+    process, grandchild = started(DEAF_WITH_A_CHILD, start_new_session=True)
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while not gone(exited.pid):  # exited, its status not read yet
+            assert time.monotonic() < deadline, "python -c pass did not exit"
+            threading.Event().wait(0.02)
+        children = running_children()
+        assert process.pid in children
+        assert int(grandchild) not in children
+        assert exited.pid not in children
+    finally:
+        stop_process(process, signal.SIGKILL, group=True)
+        stop_process(exited)
+
+
+SAFETY_NET_TESTS = """
+import subprocess, sys
+import pytest
+
+SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    process = subprocess.Popen(SLEEP)  # started before the test's net, stopped after it
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_uses_the_module_server(server):
+    assert server.poll() is None
+
+
+def test_stops_its_process():
+    process = subprocess.Popen(SLEEP)
+    process.kill()
+    process.wait()
+
+
+def test_leaves_its_process_running():
+    subprocess.Popen(SLEEP)
+
+
+def test_uses_the_module_server_again(server):
+    assert server.poll() is None
+"""
+
+
+def test_the_safety_net_blames_a_test_only_for_what_it_left_running(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest("from tests.conftest import no_process_outlives_its_test\n")
+    pytester.makepyfile(test_nets=SAFETY_NET_TESTS)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaves_its_process_running*",
+            "*processes outlived the test (killed now)*time.sleep(600)*",
+        ]
+    )
 
 
 def test_free_port_keeps_to_the_range_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:

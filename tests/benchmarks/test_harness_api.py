@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import run_to_end
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = (
@@ -27,13 +28,10 @@ def test_api_figures_run_beside_the_library(tmp_path: Path, backend: str) -> Non
         pytest.skip("LEDGER_TEST_MYSQL_URL is not set")
     output = tmp_path / "figures.json"
     extra = ["--db", str(server), "--skip-sqlite"] if backend == "mysql" else []
-    result = subprocess.run(
+    result = run_to_end(  # its `ledger api` server dies with it, whatever happens
         [sys.executable, "-m", "benchmarks", "--api", "--tiny", "--json", str(output), *extra],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
         timeout=600,
-        check=False,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(output.read_text())

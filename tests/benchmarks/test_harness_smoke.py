@@ -28,13 +28,10 @@ PEER_FIGURES = (
 
 def run_harness(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:
     output = tmp_path / "figures.json"
-    result = subprocess.run(
+    result = support.run_to_end(  # its writer processes die with it, whatever happens
         [sys.executable, "-m", "benchmarks", "--tiny", "--json", str(output), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
         timeout=600,
-        check=False,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result, json.loads(output.read_text())
@@ -83,14 +80,7 @@ def test_without_the_peer_its_targets_are_not_measured(tmp_path: Path) -> None:
 def test_the_peer_without_the_bench_extra_exits_2_saying_what_to_install() -> None:
     hide = "import sys; sys.modules['eventsourcing'] = None\n"  # as if it were not installed
     run = "from benchmarks.harness import main; main(['--peer', 'eventsourcing'])"
-    result = subprocess.run(
-        [sys.executable, "-c", hide + run],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = support.run_to_end([sys.executable, "-c", hide + run], timeout=120, cwd=REPO)
     assert result.returncode == 2, result.stderr
     assert "pip install -e '.[bench]'" in result.stderr
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,9 +26,9 @@ def _node() -> str:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed: the TypeScript client's tests need Node >= 18")
-    version = subprocess.run(
-        [node, "--version"], capture_output=True, text=True, timeout=30, check=True
-    ).stdout.strip()
+    done = support.run_to_end([node, "--version"], timeout=30)
+    assert done.returncode == 0, done.stderr
+    version = done.stdout.strip()
     major = re.match(r"v(\d+)\.", version)
     if major is None or int(major.group(1)) < NODE_MIN_MAJOR:
         pytest.skip(f"node {version} is older than {NODE_MIN_MAJOR}: the client needs fetch")
@@ -55,22 +53,8 @@ def test_typescript_client(backend: str) -> None:
         env.pop(support.MYSQL_URL_ENV, None)
         tests = [str(CLIENT / "test")]
     # A session of its own: the `ledger api` servers it starts are in its process group, and
-    # die with it. Its own killer of them runs on exit, which a SIGKILL of node never reaches.
-    process = subprocess.Popen(
-        [node, "--test", *tests],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        stdout, _ = support.stop_process(process, signal.SIGKILL, group=True)
-        pytest.fail(f"node --test did not finish within {TIMEOUT_S}s:\n{stdout!s}")
-    finally:  # a failure or an interrupt: nothing it started outlives the test
-        support.stop_process(process, signal.SIGKILL, group=True)
-    assert process.returncode == 0, f"node --test failed:\n{stdout}\n{stderr}"
-    assert re.search(r"^# pass [1-9]", stdout, re.MULTILINE), stdout
+    # die with it (a timeout, a failure or an interrupt). Its own killer of them runs on exit,
+    # which a SIGKILL of node never reaches.
+    done = support.run_to_end([node, "--test", *tests], timeout=TIMEOUT_S, cwd=REPO, env=env)
+    assert done.returncode == 0, f"node --test failed:\n{done.stdout}\n{done.stderr}"
+    assert re.search(r"^# pass [1-9]", done.stdout, re.MULTILINE), done.stdout

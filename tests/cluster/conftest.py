@@ -64,6 +64,13 @@ class ClusterLedger:
 
 
 @pytest.fixture
+def no_process_outlives_its_test() -> None:
+    """Off here (tests/conftest.py's is autouse everywhere else): the session's Galera nodes
+    are children of pytest that outlive every test by design, and a test that stops a node
+    starts it again; the cluster fixture and ``support.writers`` stop their own processes."""
+
+
+@pytest.fixture
 def cluster_ledger(galera_cluster: Cluster) -> Iterator[ClusterLedger]:
     database = f"ledger_cluster_{uuid.uuid4().hex[:10]}"
     url = support.create_mysql_database(galera_cluster.url(1, "mysql"), database)

@@ -5,7 +5,6 @@ mistake, or recorded exactly; never a run left open, a busy loop or a count lost
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from connectors.sdk import stop_runs
 from ledger import Ledger, ValidationError
 from ledger.events import COUNTER_LIMIT
 from projections import Projector
+from tests import support
 from tests.connectors.support import finished, run_events, totals
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,9 +167,7 @@ def test_a_forked_child_neither_closes_nor_reports_for_the_parents_run(
         "run.progress(fetched=2)\n"
         "print('parent:', run.finish().status, run.run_id, flush=True)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    done = support.run_to_end([sys.executable, "-c", code], timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("child refused: this RunContext records a run of process ")

@@ -198,10 +198,11 @@ def test_sigkill_leaves_the_run_open_for_the_stuck_query(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
-    assert process.stdout is not None
-    run_id = int(process.stdout.readline())
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=30)  # reaps it and closes the pipes
+    try:
+        assert process.stdout is not None
+        run_id = int(process.stdout.readline())
+    finally:  # the kill the test is about (and on a failure above); reaps it, closes the pipes
+        support.stop_process(process, signal.SIGKILL)
     state = ledger.run(run_id)
     assert state is not None
     assert state.state == "open"
@@ -250,17 +251,17 @@ def test_sigterm_during_ledger_run_closes_the_run_as_interrupted(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert process.stderr is not None
-    for line in process.stderr:
-        if "started" in line:
-            break
-    process.send_signal(signal.SIGTERM)
     try:
-        stdout, _ = process.communicate(timeout=120)
-    finally:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "started" in line:
+                break
+    finally:  # the SIGTERM the test is about; killed if it does not stop within 120 s
+        stdout, stderr = support.stop_process(process, signal.SIGTERM, timeout=120)
         done.set()
         feeder.join()
         os.close(writer)
+    assert process.returncode != -signal.SIGKILL, f"not stopped by SIGTERM in 120 s: {stderr}"
     run_id = max(ledger.read_all(), key=lambda e: e.run_id).run_id
     payload = finished(ledger, run_id)
     assert payload["status"] == "failed"

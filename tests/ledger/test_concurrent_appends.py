@@ -18,6 +18,7 @@ import pytest
 
 from forensics.chain import verify_chain
 from ledger import Ledger
+from tests.support import stop_process, wait_for_exit
 
 WORKER = Path(__file__).resolve().parents[1] / "workers" / "append_worker.py"
 REPO = Path(__file__).resolve().parents[2]
@@ -43,11 +44,17 @@ def start_workers(
 
 
 def finish(workers: list[subprocess.Popen[str]]) -> list[dict[str, object]]:
+    """Each worker's report once it exited; when one fails or hangs (killed after 300 s), the
+    others are stopped too, not left appending to the next test's database."""
     reports = []
-    for process in workers:
-        out, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err
-        reports.append(json.loads(out))
+    try:
+        for process in workers:
+            out, err = wait_for_exit(process, timeout=300)
+            assert process.returncode == 0, err
+            reports.append(json.loads(out))
+    finally:
+        for process in workers:
+            stop_process(process)
     return reports
 
 
@@ -79,9 +86,11 @@ def test_i2_concurrent_appenders_and_a_tailing_reader(ledger: Ledger, db_url: st
     tailer = Tailer(ledger)
     tailer.start()
     workers = start_workers(db_url, count=4, runs=3, per_run=25)
-    reports = finish(workers)
-    tailer.stop.set()
-    tailer.join(timeout=60)
+    try:
+        reports = finish(workers)
+    finally:  # a failed worker: the tailer stops reading the ledger the fixture closes
+        tailer.stop.set()
+        tailer.join(timeout=60)
     total = sum(int(report["appended"]) for report in reports)  # type: ignore[call-overload]
     assert total == 4 * 3 * (25 + 2)
     assert tailer.out_of_order == []  # the reader never had to skip a position

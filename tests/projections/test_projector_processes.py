@@ -20,6 +20,7 @@ from projections import Projector, rebuild
 from projections.rebuild_claims import LOCAL_TTL
 from projections.schema import rebuild_claims
 from tests.projection_support import replayed_rows, table_rows, transition_rows
+from tests.support import stop_process, wait_for_exit
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -87,17 +88,18 @@ def test_i7_sigkill_at_random_moments_then_restart_equals_a_fresh_rebuild(
                 "--db",
                 db_url,
             )
-            assert process.stderr is not None
             wanted = rng.randint(1, 4)  # kill after a few committed batches: mid-way in the next
-            seen = 0
-            for line in process.stderr:
-                if "projected" in line:
-                    seen += 1
-                    if seen >= wanted:
-                        break
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=60)
-            assert process.returncode == -signal.SIGKILL, process.stderr.read()
+            try:
+                assert process.stderr is not None
+                seen = 0
+                for line in process.stderr:
+                    if "projected" in line:
+                        seen += 1
+                        if seen >= wanted:
+                            break
+            finally:  # the kill the test is about, and on a failure above
+                _out, err = stop_process(process, signal.SIGKILL)
+            assert process.returncode == -signal.SIGKILL, err
             kills += 1
     finally:
         appender.stop.set()
@@ -122,10 +124,14 @@ def test_two_projector_processes_at_once_count_exactly(ledger: Ledger, db_url: s
     total = ledger.head().last_position
     processes = [spawn("project", "--batch-size", "5", "--db", db_url) for _ in range(2)]
     applied = 0
-    for process in processes:
-        out, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err
-        applied += int(out.split()[1])
+    try:
+        for process in processes:
+            out, err = wait_for_exit(process, timeout=300)
+            assert process.returncode == 0, err
+            applied += int(out.split()[1])
+    finally:  # one failed or hung: the other is stopped too
+        for process in processes:
+            stop_process(process)
     assert applied == total
     rows = table_rows(ledger)
     assert {(r["recordsFetched"], r["recordsCreated"]) for r in rows.values()} == {(60, 120)}
@@ -140,12 +146,13 @@ def test_a_rebuild_killed_midway_leaves_the_live_tables_untouched(
     Projector(ledger).run_once()
     before, transitions = table_rows(ledger), transition_rows(ledger)
     process = spawn("rebuild", "--batch-size", "10", "--db", db_url)
-    assert process.stderr is not None
-    for line in process.stderr:
-        if line.startswith("replayed") and not line.startswith("replayed 0/"):
-            break
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if line.startswith("replayed") and not line.startswith("replayed 0/"):
+                break
+    finally:  # the kill the test is about, and on a failure above
+        stop_process(process, signal.SIGKILL)
     assert table_rows(ledger) == before
     assert transition_rows(ledger) == transitions
     with ledger.engine.connect() as conn:  # its claim outlives it ...
@@ -194,12 +201,13 @@ def test_sigterm_stops_follow_after_the_current_batch(ledger: Ledger, db_url: st
     process = spawn(
         "-vv", "project", "--follow", "--batch-size", "4", "--interval", "0.01", "--db", db_url
     )
-    assert process.stderr is not None
-    for line in process.stderr:
-        if "following" in line:
-            break
-    process.send_signal(signal.SIGTERM)
-    _out, err = process.communicate(timeout=60)
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "following" in line:
+                break
+    finally:  # the SIGTERM the test is about; killed if it does not stop within 60 s
+        _out, err = stop_process(process, signal.SIGTERM, timeout=60)
     assert process.returncode == 0, err
     assert "stopped after the current batch" in err
     checkpoint = Projector(ledger).checkpoint().position

@@ -24,12 +24,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
-@pytest.fixture(autouse=True)
-def every_process_stopped(no_process_outlives_its_test: None) -> None:
-    """Killed, crashed and load processes of these tests never outlive them
-    (tests/conftest.py)."""
-
-
 @pytest.fixture(scope="session")
 def reliability() -> Summary:
     """Record what a test tried and what held: ``reliability.record(area, backend, tried,

@@ -64,8 +64,10 @@ SPAWNED: list[subprocess.Popen[str]] = []
 
 
 @pytest.fixture(autouse=True)
-def no_process_outlives_its_test() -> Iterator[None]:
-    """A failed assertion must not leave a serve or a projector running against the database."""
+def spawned_processes_stopped() -> Iterator[None]:
+    """A failed assertion must not leave a serve or a projector running against the database.
+    (Named apart from tests/conftest.py's ``no_process_outlives_its_test``, which it shadowed:
+    that check runs after this one.)"""
     try:
         yield
     finally:

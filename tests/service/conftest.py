@@ -42,8 +42,3 @@ def client(db_url: str) -> Iterator[TestClient]:
     with api_client(db_url) as test_client:
         yield test_client
     test_client.app.state.api.close()  # type: ignore[attr-defined]
-
-
-@pytest.fixture(autouse=True)
-def every_process_stopped(no_process_outlives_its_test: None) -> None:
-    """Serve, api and CLI processes of these tests never outlive them (tests/conftest.py)."""
