@@ -256,14 +256,25 @@ def _refuse_unsafe_name(value: str, info: ValidationInfo) -> str:
     return _refuse(value, info, ("name_character", name_problem))
 
 
+# What an actor must pass beyond the name rule (:data:`ActorName`): (error type, check).
+_ACTOR_CHECKS: tuple[tuple[str, Callable[[str], str | None]], ...] = (
+    ("reserved_actor", disguised_actor_problem),
+    ("unnamed_operator", unnamed_operator_problem),
+    ("operator_name", operator_start_problem),
+)
+
+
+def actor_problem(actor: str) -> str | None:
+    """Why ``actor`` cannot be an event's actor, or None: the name rule, then what an actor
+    adds to it (a reserved actor spelled otherwise, an operator with no name or a blank one)."""
+    problem = name_problem(actor)
+    for _error_type, check in _ACTOR_CHECKS:
+        problem = problem or check(actor)
+    return problem
+
+
 def _refuse_disguised_actor(value: str, info: ValidationInfo) -> str:
-    return _refuse(
-        value,
-        info,
-        ("reserved_actor", disguised_actor_problem),
-        ("unnamed_operator", unnamed_operator_problem),
-        ("operator_name", operator_start_problem),
-    )
+    return _refuse(value, info, *_ACTOR_CHECKS)
 
 
 NAME_RULE = AfterValidator(_refuse_unsafe_name)

@@ -32,6 +32,7 @@ from ledger.events import (
     MAX_RUN_ID,
     REASON_MAX,
     EventModel,
+    actor_problem,
     name_problem,
 )
 from ledger.mapper import (
@@ -210,6 +211,7 @@ def stored_form(event: EventModel, run_id: int) -> dict[str, Any]:
 names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=20).filter(
     lambda s: name_problem(s) is None
 )
+actors = names.filter(lambda s: actor_problem(s) is None)  # the actor's own rules too
 all_counters = st.fixed_dictionaries(
     {name: st.integers(0, COUNTER_LIMIT - 1) for name in COUNTER_FIELDS}
 )
@@ -231,7 +233,7 @@ accepted_events = st.one_of(
         connector_name=names,
         metadata=st.none() | st.dictionaries(st.text(max_size=5), json_values, max_size=3),
         occurred_at=recent,
-        actor=st.none() | names,
+        actor=st.none() | actors,
     ),
     all_counters.flatmap(
         lambda c: st.builds(
@@ -249,7 +251,7 @@ accepted_events = st.one_of(
         error_details=st.none() | st.dictionaries(st.text(max_size=5), json_values, max_size=3),
         records_fetched=st.integers(0, COUNTER_LIMIT - 1),
         occurred_at=recent,
-        actor=st.none() | names,
+        actor=st.none() | actors,
     ),
     st.builds(
         RunTimedOut,
@@ -257,7 +259,7 @@ accepted_events = st.one_of(
         reason=names,
         threshold_seconds=st.none() | st.integers(0, 10**9),
         last_event_at=st.none() | recent,
-        detected_by=names,
+        detected_by=actors,
         occurred_at=recent,
     ),
 )

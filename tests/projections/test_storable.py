@@ -38,7 +38,7 @@ from ledger import (
     Thresholds,
     ValidationError,
 )
-from ledger.events import name_problem
+from ledger.events import actor_problem, name_problem
 from ledger.limits import MAX_JSON_DEPTH
 from ledger.mapper import payload_json
 from projections import PoisonEventError, Projector, rebuild
@@ -443,7 +443,7 @@ def name_text(max_size: int) -> st.SearchStrategy[str]:
 
 
 names = name_text(100)
-actors = st.none() | name_text(200)
+actors = st.none() | name_text(200).filter(lambda name: actor_problem(name) is None)
 reserved = st.sampled_from(sorted(RESERVED_DETAIL_KEYS))
 scalars = (
     st.none()

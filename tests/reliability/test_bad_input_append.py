@@ -42,6 +42,7 @@ from ledger.events import (
     EVENT_TYPES,
     MAX_RUN_ID,
     TERMINAL_STATUSES,
+    actor_problem,
     name_problem,
 )
 from ledger.text import BLANK_LETTERS, INVISIBLE_CATEGORIES
@@ -106,7 +107,13 @@ def valid_names(max_size: int) -> st.SearchStrategy[str]:
     )
 
 
-ACTORS = valid_names(200)
+def valid_actors(max_size: int) -> st.SearchStrategy[str]:
+    """Valid actors: valid names the actor's own rules accept too (no spelling of a reserved
+    actor such as ``OPERATOR:``, no operator without a name)."""
+    return valid_names(max_size).filter(lambda name: actor_problem(name) is None)
+
+
+ACTORS = valid_actors(200)
 # Names that could pass for another: refused, naming the field.
 LOOKALIKE_NAMES = st.sampled_from(
     ["SOURCE_1 ", "\u00a0SOURCE_1", "SOU\u202eRCE", "S\u200b", "S\x1b[2J"]
@@ -152,7 +159,7 @@ def timed_out(label: str) -> st.SearchStrategy[dict[str, Any]]:
             "type": st.just("RunTimedOut"),
             "run_ref": st.just(label),
             "reason": st.text(min_size=1, max_size=100),
-            "detected_by": valid_names(50),
+            "detected_by": valid_actors(50),
         },
         optional={"threshold_seconds": st.integers(0, 10**9), "last_event_at": PAST_TIMES},
     )
