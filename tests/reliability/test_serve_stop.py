@@ -36,6 +36,7 @@ from tests.service.support import (
     serve,
     write_config,
 )
+from tests.support import stop_process
 
 GRACE_S = 2.0
 # The README's promise is grace period + WRAP_UP_SECONDS; the rest is for a busy 2-CPU machine
@@ -100,14 +101,9 @@ def test_serve_stops_within_its_deadline_when_the_database_stops_answering(
                 # In its source's read, not in a call to the database
                 wait_until(in_its_read.is_set, [process], "the hanging run")
             silence()
-            stopped_at = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=300)
-            took = time.monotonic() - stopped_at
+            took = seconds_to_stop(process)
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            stop_process(process, read_output=False)
             log.join(timeout=10)
     output = "".join(log.lines)
     assert process.returncode == 0, output
@@ -166,14 +162,9 @@ def test_project_follow_stops_within_its_wait_when_the_database_stops_answering(
         wait_until(lambda: log.count("following"), [process], "the follower's start")
         proxy.freeze()
         wait_until(lambda: proxy.held_calls, [process], "a batch held by the silent database")
-        stopped_at = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=300)
-        took = time.monotonic() - stopped_at
+        took = seconds_to_stop(process)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop_process(process, read_output=False)
         log.join(timeout=10)
     output = "".join(log.lines)
     assert process.returncode == 0, output
@@ -187,3 +178,12 @@ def test_project_follow_stops_within_its_wait_when_the_database_stops_answering(
         f"exit 0 after {took:.1f}s, saying the batch was left unapplied (before: the "
         "driver's 75 s read timeout)",
     )
+
+
+def seconds_to_stop(process: subprocess.Popen[str]) -> float:
+    """SIGTERM, then how many seconds the process took to exit. Past 300 s, TimeoutExpired (the
+    caller's ``stop_process`` kills it; its output is read by the test's LineLog, not here)."""
+    stopped_at = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=300)
+    return time.monotonic() - stopped_at
