@@ -158,7 +158,8 @@ class WebConfig(Strict):
     # without it a random key is drawn at start, so a restart logs everyone out and several
     # processes behind one address do not share logins.
     secret_env: str | None = None
-    # Cookies get Secure when the request came over https; true forces it (a TLS proxy in front).
+    # Cookies get Secure when the request came over https, which the server itself never sees
+    # (TLS ends at a proxy in front): behind one, this must be true.
     secure_cookies: bool = False
     # How often the web view verifies the ledger for its red banner ("0s": only when the
     # Integrity page is opened).

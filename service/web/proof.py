@@ -46,12 +46,15 @@ def add_proof_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
 
     def proof_report(moment: Moment) -> dict[str, Any]:
         with state.expensive("the proof report"):
-            return build_report(
+            report = build_report(
                 state.ledger,
                 stuck_after=state.config.thresholds.stale_after,
                 at_position=moment.position,
                 at=moment.as_of,  # None for a position alone: when its event was recorded
             )
+        # Read over the network, by anyone when the view is public: the database's kind, as
+        # /v1/status names it, never its URL, user, host or file (the CLI's report shows that).
+        return {**report, "database": state.ledger.database_kind}
 
     @app.get("/integrity")
     def integrity_page(request: Request) -> Response:
@@ -62,7 +65,8 @@ def add_proof_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         if moment.live:
             with state.expensive("verify"):
                 outcome = state.verify.refresh()
-            anchor: Anchor | None = current_anchor(state.ledger)
+            # As for a past moment: no anchor of a head whose chain verify just found broken.
+            anchor: Anchor | None = None if _chain_broken(outcome) else current_anchor(state.ledger)
         else:
             # What verify could say then: the chain up to that position, and the head as it
             # stood (the other checks compare the tables as they are now); the anchor only for
@@ -82,3 +86,9 @@ def add_proof_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             checked_at=utcnow(),
             anchor=anchor,
         )
+
+
+def _chain_broken(outcome: VerifyOutcome) -> bool:
+    """Did this verify find the hash chain itself broken (an altered, missing or moved row)?"""
+    report = outcome.report
+    return report is not None and bool(report.by_check("chain"))

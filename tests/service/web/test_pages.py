@@ -450,6 +450,27 @@ def test_the_proof_page_shows_the_runs_times_as_the_markdown_does(
     assert isoformat_utc(stuck.last_event_at) not in page
 
 
+def test_the_proof_names_the_databases_kind_never_where_it_is(
+    client: TestClient, db_url: str, demo: dict[str, int]
+) -> None:
+    """The page and its download are read over the network (by anyone when the view is
+    public): the database's kind, as /v1/status names it, never its URL, user, host or file."""
+    ledger = Ledger.from_url(db_url)
+    try:
+        ledger.head()  # connected: MariaDB is told from MySQL by the server's version
+        kind = ledger.database_kind
+    finally:
+        ledger.close()
+    log_in(client, "reader")
+    page, markdown = client.get("/web/proof").text, client.get("/web/proof.md").text
+    assert f"on {kind}." in page
+    assert f"Database:  {kind}" in markdown
+    where = db_url.split("://", 1)[1].split("?")[0]  # the file, or user@host:port/name
+    for text_shown in (page, markdown):
+        assert where not in text_shown
+        assert db_url.split("://", 1)[0] + "://" not in text_shown  # nor any part of the URL
+
+
 def test_proof_and_integrity_show_the_ledger_as_it_stood(
     client: TestClient, db_url: str, demo: dict[str, int]
 ) -> None:
@@ -582,6 +603,9 @@ def test_a_tampered_ledger_shows_the_red_banner(client: TestClient, db_url: str)
     integrity = client.get("/web/integrity").text
     assert "PROBLEMS" in integrity
     assert "chain" in integrity
+    # No anchor of a head whose chain is broken, as the page as of a past moment says.
+    assert 'id="no-anchor"' in integrity
+    assert 'id="anchor"' not in integrity
     for path in ["/web/runs", "/web/stuck", "/web/proof"]:
         assert 'id="verify-banner"' in client.get(path).text
 
