@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connectors import options
 from connectors.base import Connector
 from connectors.records import RecordStore, unstorable
 from connectors.sdk import RunContext
-from ledger.errors import ConfigurationError
 from ledger.text import clip, visible
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -47,10 +47,10 @@ class CsvConnector(Connector):
         name: str | None = None,
     ) -> None:
         super().__init__(source_id, name=name)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigurationError(
-                f"batch_size: expected a whole number >= 1, got {batch_size!r}"
-            )
+        # A config's `key = ["id"]` made every row "missing key", `path = 5` a TypeError.
+        options.file_path("path", path)
+        options.text("key", key)
+        options.whole("batch_size", batch_size, 1)
         self.path = Path(path)
         self.key = key
         self.batch_size = batch_size

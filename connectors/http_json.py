@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import Any
 
+from connectors import options
 from connectors.base import Connector
 from connectors.records import RecordStore, unstorable
 from connectors.sdk import RunContext
@@ -88,7 +89,6 @@ MARKER_KINDS = ("link", "page", "token", "more")
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 PAGE_DEADLINE_S = 300.0
 _READ_CHUNK = 64 * 1024
-MAX_SECONDS = 86_400.0  # a timeout, backoff or deadline: a day at most
 MIN_TIMEOUT_S = 0.1
 MAX_RETRIES = 100
 MAX_RETRY_DELAY_S = 300.0  # the doubling backoff stops growing here
@@ -378,27 +378,6 @@ def _url_port_problem(parts: urllib.parse.SplitResult) -> str | None:
     return None if port is None else tcp_port_problem(port)
 
 
-def _whole(name: str, value: object, low: int, high: int | None = None) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        most = f" and at most {high:,}" if high is not None else ""
-        raise ConfigurationError(f"{name}: expected a whole number >= {low}{most}, got {value!r}")
-
-
-def _seconds(name: str, value: object, low: float) -> None:
-    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
-    # One chained comparison: nan fails it.
-    if number is None or not low <= number <= MAX_SECONDS:
-        raise ConfigurationError(
-            f"{name}: expected a finite number of seconds from {low:g} to {MAX_SECONDS:g}, "
-            f"got {value!r}"
-        )
-
-
 class HttpJsonConnector(Connector):
     name = "http-json"
     version = "1.0.0"
@@ -423,8 +402,16 @@ class HttpJsonConnector(Connector):
         name: str | None = None,
     ) -> None:
         super().__init__(source_id, name=name)
-        if not isinstance(url, str):
-            raise ConfigurationError(f"url: expected text, got {type(url).__name__}")
+        # Every option's type first, where a serve config's options arrive too (TOML has nan,
+        # inf, text and arrays): `first_page = "x"` or `key = 5` passed `config check`, then
+        # every scheduled run failed on a TypeError naming no option, or ended partial.
+        options.text("url", url)
+        options.text("key", key)
+        options.text("records_path", records_path, empty=True)
+        options.text("page_param", page_param, optional=True)
+        options.text("next_path", next_path, optional=True)
+        options.flag("single_page", single_page)
+        options.whole("first_page", first_page, 0)
         parts = urllib.parse.urlsplit(url)
         if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
             # urllib would open file:// and ftp:// URLs too: a config must not read local files
@@ -458,12 +445,12 @@ class HttpJsonConnector(Connector):
         # Checked here, where a serve config's options arrive too (TOML has nan and inf): the
         # CLI's ranges held for `ledger run` only, and `timeout = nan` or `backoff = 1e9` in a
         # config failed every scheduled run with a ValueError, or slept for 31 years.
-        _whole("max_page_bytes", max_page_bytes, 1)
-        _whole("retries", retries, 0, MAX_RETRIES)
-        _whole("max_pages", max_pages, 1)
-        _seconds("timeout", timeout, MIN_TIMEOUT_S)
-        _seconds("backoff", backoff, 0.0)
-        _seconds("page_deadline", page_deadline, MIN_TIMEOUT_S)
+        options.whole("max_page_bytes", max_page_bytes, 1)
+        options.whole("retries", retries, 0, MAX_RETRIES)
+        options.whole("max_pages", max_pages, 1)
+        options.seconds("timeout", timeout, MIN_TIMEOUT_S)
+        options.seconds("backoff", backoff, 0.0)
+        options.seconds("page_deadline", page_deadline, MIN_TIMEOUT_S)
         self.max_page_bytes = max_page_bytes
         self.page_deadline = page_deadline
         self._opener = urllib.request.build_opener(_SameOriginRedirects(url))

@@ -211,7 +211,25 @@ def http_json_connector(options: str) -> str:
             'url = "https://example.org", page_param = "page", single_page = true',
             "give only one of page_param, next_path and single_page",
         ),
-        ("url = 123", "url: expected text, got int"),
+        ("url = 123", "url: expected non-empty text, got 123"),
+        # "valid", then every scheduled run failed: can only concatenate str (not "int") to str
+        (
+            'url = "https://example.org", page_param = "page", first_page = "x"',
+            "first_page: expected a whole number >= 0, got 'x'",
+        ),
+        ('url = "https://example.org", first_page = 1.5', "first_page: expected a whole"),
+        # "valid", then every record of every run was "missing key"
+        ('url = "https://example.org", key = 5', "key: expected non-empty text, got 5"),
+        ('url = "https://example.org", records_path = 3', "records_path: expected text, got 3"),
+        (
+            'url = "https://example.org", next_path = ["a"]',
+            "next_path: expected non-empty text, got ['a']",
+        ),
+        # refused as "unsupported operand type(s) for +: 'int' and 'str'", naming no option
+        (
+            'url = "https://example.org", single_page = "false"',
+            "single_page: expected true or false, got 'false'",
+        ),
     ],
 )
 def test_config_check_refuses_what_the_http_json_connector_refuses(
@@ -224,6 +242,21 @@ def test_config_check_refuses_what_the_http_json_connector_refuses(
     assert result.exit_code == 2, result.output
     assert f"connectors[0]: connector 'api' (http-json): {message}" in result.output
     assert "Traceback" not in result.output
+
+
+def test_config_check_refuses_a_csv_key_that_is_not_text(tmp_path: Path) -> None:
+    """`key = ["id"]` was "valid", then every row of every run was "missing key"."""
+    (tmp_path / "s.csv").write_text("id\n1\n")
+    config = write(
+        tmp_path / "ledger.toml",
+        '[[connectors]]\nname = "s"\ntype = "csv"\nsource_id = 2\n'
+        'schedule = { interval = "15m" }\noptions = { path = "s.csv", key = ["id"] }\n',
+    )
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "connectors[0]: connector 's' (csv): key: expected non-empty text, got ['id']" in (
+        result.stderr
+    )
 
 
 def test_a_disabled_connector_may_leave_its_options_for_later(tmp_path: Path) -> None:
