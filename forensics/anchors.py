@@ -26,6 +26,7 @@ from pathlib import Path
 from forensics.chain import events_at
 from ledger.clock import isoformat_utc, parse_utc
 from ledger.errors import LedgerError, ValidationError
+from ledger.output_files import output_file_error
 from ledger.private import create_private_file
 from ledger.reads import read_head, stored_refs
 from ledger.recorded import StoredRef
@@ -146,9 +147,12 @@ def append_anchor(ledger: Ledger, path: str | os.PathLike[str]) -> Anchor:
             os.fsync(file.fileno())
         if created:
             _fsync_directory(target.resolve().parent)
-    except OSError as exc:
-        raise AnchorInputError(
-            f"{target}: cannot append to the anchor file ({exc.strerror or exc})"
+    except OSError as exc:  # a missing folder is the caller's (2), a full disk not (3)
+        raise output_file_error(
+            target,
+            exc,
+            f"{target}: cannot append to the anchor file ({exc.strerror or exc})",
+            AnchorInputError,
         ) from exc
     return anchor
 

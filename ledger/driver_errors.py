@@ -35,6 +35,7 @@ from ledger.errors import (
     SchemaError,
     StorageError,
 )
+from ledger.output_files import wrong_file_path
 from ledger.urls import (
     IN_MEMORY_HINT,
     is_in_memory_sqlite,
@@ -208,7 +209,7 @@ def _sqlite_open_failure(url: str) -> type[StorageError]:
     path = sqlite_file_or_none(url)
     if path is None:
         return StorageError
-    if path_state(path) == "folder" or path_state(path.parent) == "missing":
+    if wrong_file_path(path):
         return DatabaseNotFoundError
     return AccessDeniedError
 
@@ -230,6 +231,8 @@ def _sqlite_open_hint(url: str, error: SQLAlchemyError, kind: type[StorageError]
         return ""
     if path_state(path) == "folder":
         return f" ({path} is a folder, not a database file)"
+    if kind is DatabaseNotFoundError and path_state(path.parent) == "file":
+        return f" ({path}: {path.parent} is a file, not a folder)"
     if kind is DatabaseNotFoundError:
         return f" ({path}: the folder {path.parent} does not exist)"
     return f" ({path}: this user may not open or create it)"

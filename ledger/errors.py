@@ -158,6 +158,14 @@ class ConnectorNotAllowedError(LedgerError):
         self.allowed = allowed
 
 
+class OutputFileError(LedgerError):
+    """A file the caller named for output (``report --output``, an anchor file) could not be
+    written for the environment's reason: permission refused, a full disk, a read-only file
+    system, an I/O error (CLI exit 3, as standard output that cannot be written is). A path
+    that cannot be a file (its folder missing, a folder) is a :class:`ValidationError`: the
+    caller's mistake (:func:`ledger.output_files.output_file_error` tells them apart)."""
+
+
 class StorageError(LedgerError):
     """The database failed or could not be reached. The driver error is the ``__cause__``."""
 

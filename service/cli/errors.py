@@ -17,6 +17,7 @@ from ledger import (
     DatabaseNotFoundError,
     DatabaseUnreachableError,
     LedgerError,
+    OutputFileError,
     StorageError,
     StoredEventError,
     StreamError,
@@ -93,9 +94,11 @@ def exit_code_for(error: LedgerError) -> int:
         return EXIT_PROBLEM
     if isinstance(error, _CALLERS_MISTAKES):
         return EXIT_USAGE
-    if isinstance(error, DatabaseUnreachableError | AccessDeniedError | SpoolAccessError):
+    if isinstance(
+        error, DatabaseUnreachableError | AccessDeniedError | SpoolAccessError | OutputFileError
+    ):
         # A spool folder or file this user may not open, like a SQLite ledger file: it was a
-        # PermissionError traceback, exit 1.
+        # PermissionError traceback, exit 1. An output file on a full disk, as stdout is.
         return EXIT_ENVIRONMENT
     if isinstance(error, StorageError) and isinstance(error.__cause__, StorageError):
         # A storage error raised from another (the SDK's "run not started: the ledger is

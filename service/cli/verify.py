@@ -16,9 +16,10 @@ from forensics.audit import TimelineEntry, iter_audit
 from forensics.report import build_report, render_json, render_text, report_passed
 from forensics.verify import VerifyReport, verify_all
 from ledger.clock import isoformat_utc, labelled_utc
+from ledger.output_files import output_file_error
 from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
 from ledger.text import visible
-from service.cli.errors import EXIT_PROBLEM, BadInput, library_errors
+from service.cli.errors import EXIT_PROBLEM, library_errors, problem_for
 from service.cli.ledgers import opened_ledger
 from service.cli.options import (
     DURATION,
@@ -239,8 +240,11 @@ def report(
     else:
         try:
             output.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise BadInput(f"cannot write the report to {output}: {exc.strerror}") from exc
+        except OSError as exc:  # a missing folder is the caller's (2), a full disk not (3)
+            error = output_file_error(
+                output, exc, f"cannot write the report to {output}: {exc.strerror or exc}"
+            )
+            raise problem_for(error, str(error)) from exc
         click.echo(f"report written to {output}", err=True)
     if not report_passed(data):
         sys.exit(EXIT_PROBLEM)
