@@ -13,7 +13,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from ledger import Ledger
 from ledger.database import current_revision
 from ledger.dialects import named_lock
-from ledger.errors import DatabaseNotFoundError, SchemaError
+from ledger.errors import DatabaseNotFoundError, LedgerError, SchemaError
 from ledger.schema import LEGACY_TABLE
 from ledger.store import as_ledger
 from ledger.urls import mask_url, migrate_hint, sqlite_file_or_none
@@ -203,19 +203,37 @@ def create_if_missing(url: str) -> Path | None:
             f"no folder {path.parent} for a new SQLite ledger at {path} ({mask_url(url)})"
         )
     building = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.creating")
-    parsed = make_url(url)
-    ledger = Ledger.from_url(
-        parsed.set(database=str(building)).render_as_string(hide_password=False), create=True
-    )
+    building_url = make_url(url).set(database=str(building)).render_as_string(hide_password=False)
     try:
-        upgrade(ledger)
-    finally:
-        ledger.close()
-    try:
-        os.link(building, path)
-    except FileExistsError:
-        return None  # another process made it first: complete, as it was linked complete
+        try:
+            ledger = Ledger.from_url(building_url, create=True)
+            try:
+                upgrade(ledger)
+            finally:
+                ledger.close()
+        except LedgerError as exc:
+            raise _about_the_target(exc, building_url, building, url, path) from exc
+        try:
+            os.link(building, path)
+        except FileExistsError:
+            return None  # another process made it first: complete, as it was linked complete
     finally:
         for leftover in (building, *(Path(f"{building}{end}") for end in ("-wal", "-shm"))):
-            leftover.unlink(missing_ok=True)
+            with suppress(OSError):  # never hides why the ledger could not be made
+                leftover.unlink(missing_ok=True)
     return path
+
+
+def _about_the_target(
+    error: LedgerError, building_url: str, building: Path, url: str, path: Path
+) -> LedgerError:
+    """``error`` (of the hidden file a new ledger is built in) about the file and URL the
+    caller named: "unable to open database file" in a folder this user may not write named
+    ``.new.db.491.2133c6f1.creating``, a file the caller never heard of. Same type, same
+    exit code (the original is its cause)."""
+    message = str(error).replace(mask_url(building_url), mask_url(url))
+    message = message.replace(str(building), str(path))
+    try:
+        return type(error)(message)
+    except TypeError:  # a subclass that takes more than a message
+        return error

@@ -4,12 +4,15 @@ refuses a file that does not exist, exit 2, naming its absolute path, and leaves
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -19,7 +22,7 @@ from click.testing import CliRunner, Result
 from connectors import SAMPLE_CSV
 from ledger import DatabaseNotFoundError, Ledger
 from service.cli import cli
-from tests.support import sqlite_file, sqlite_without_schema, stop_process
+from tests.support import as_another_user, sqlite_file, sqlite_without_schema, stop_process
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
 
@@ -345,3 +348,41 @@ def test_a_writer_names_a_missing_folder_or_a_folder_in_the_files_place(
     missing = run("append", str(SAMPLE), "--db", "sqlite:///nope/x.db")
     assert missing.exit_code == 2
     assert f"no folder {empty_folder.resolve() / 'nope'}" in missing.stderr
+
+
+def test_a_writer_in_a_folder_this_user_may_not_write_names_the_file_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new ledger is built in a hidden file beside the target: SQLite's refusal named it
+    (`migrate failed on sqlite:////…/ro/.new.db.491.2133c6f1.creating`), a file the user never
+    heard of. As another user (root writes anywhere, so a root run forks one that is not);
+    under /tmp, not pytest's tmp_path, which the other user may not enter."""
+    folder = Path(tempfile.mkdtemp(prefix="ledger-new-"))
+    try:
+        folder.chmod(0o755)
+        (folder / "ro").mkdir(mode=0o555)
+        (folder / "ro").chmod(0o555)  # whatever the umask
+        monkeypatch.chdir(folder)
+        monkeypatch.delenv("LEDGER_DATABASE_URL", raising=False)
+        # The codec append opens a file with, loaded now: the other user may not read the
+        # standard library where it is installed under root's home.
+        codecs.lookup("utf-8-sig")
+        outcomes = as_another_user(
+            lambda: [
+                ("append", run("append", str(SAMPLE), "--db", "sqlite:///ro/new.db")),
+                (
+                    "run",
+                    run("run", "csv", "--path", str(SAMPLE_CSV), "--db", "sqlite:///ro/new.db"),
+                ),
+            ]
+        )
+        assert list((folder / "ro").iterdir()) == []
+    finally:
+        shutil.rmtree(folder)
+    for command, code, output in outcomes:
+        assert code == 3, (command, output)
+        assert "creating" not in output, (command, output)
+        assert output == (
+            "Error: migrate failed on sqlite:///ro/new.db: unable to open database file "
+            f"({folder.resolve() / 'ro' / 'new.db'}: this user may not open or create it)\n"
+        ), command
