@@ -43,7 +43,15 @@ from service.cli.options import (
     spool_option,
     wide_option,
 )
-from service.cli.tables import TableColumn, cell, echo_fitted, echo_json, print_table
+from service.cli.tables import (
+    TableColumn,
+    TwoForms,
+    cell,
+    compact_duration,
+    echo_fitted,
+    echo_json,
+    print_table,
+)
 from service.config import load_config
 from service.status import status_report
 
@@ -245,7 +253,7 @@ def print_stuck_table(stuck: list[StuckRun], title: str, wide: bool) -> None:
                 run.started_at,
                 run.last_event_at,
                 now - run.last_event_at,
-                f"{run.rule} (> {format_duration(run.threshold)})",
+                stuck_rule(run),
             )
             for run in stuck
         ),
@@ -253,12 +261,28 @@ def print_stuck_table(stuck: list[StuckRun], title: str, wide: bool) -> None:
     )
 
 
+# The compact table's word for a rule: `runtime>6h` (the wide table and JSON say max_runtime).
+STUCK_RULE_WORDS = {"max_runtime": "runtime"}
+
+
+def stuck_rule(run: StuckRun) -> TwoForms:
+    """``runtime>6h`` compact, ``max_runtime (> 6h)`` wide."""
+    word = STUCK_RULE_WORDS.get(run.rule, run.rule)
+    return TwoForms(
+        f"{word}>{compact_duration(run.threshold)}",
+        f"{run.rule} (> {format_duration(run.threshold)})",
+    )
+
+
+# Fits 80 columns with the widest ids (10 digits each) and dates of another year: the last
+# activity is in --wide only (silent, now minus it, says as much), and the rule is short. Both
+# dates and `max_runtime (> 6h)` made 81 to 89 columns with 5- to 7-digit run ids.
 STUCK_COLUMNS = (
     TableColumn("run", kind="word"),
     SOURCE_COLUMN,
     CONNECTOR_COLUMN,
     STARTED_COLUMN,
-    TableColumn("last seen", "last activity", "time"),
+    TableColumn("last seen", "last activity", "time", wide_only=True),
     TableColumn("silent", "silent for", "duration"),
     TableColumn("rule", kind="word"),
 )

@@ -59,6 +59,15 @@ LEAST_LINE_CELLS = 20  # what a line of text output keeps on a tiny terminal
 
 
 @dataclass(frozen=True)
+class TwoForms:
+    """A value the code writes in two forms, for a cell of the compact table and of the wide
+    one: a stuck run's rule, ``runtime>6h`` and ``max_runtime (> 6h)``."""
+
+    compact: str
+    wide: str
+
+
+@dataclass(frozen=True)
 class TableColumn:
     """A column, declared once with both of its forms.
 
@@ -87,6 +96,8 @@ class TableColumn:
         return shown if wide else cut_cells(shown, self.limit)
 
     def _shown(self, value: object, wide: bool, now: datetime) -> str:
+        if isinstance(value, TwoForms):
+            return visible(value.wide if wide else value.compact)
         if self.kind == "time" and isinstance(value, datetime):
             return format_utc_seconds(value) if wide else compact_time(value, now)
         if self.kind == "duration" and isinstance(value, timedelta | int | float):

@@ -255,6 +255,37 @@ def test_runs_list_with_counters_in_the_billions_fits_80_columns(
     assert "2147483000" in shown
 
 
+@pytest.mark.parametrize("command", [("stuck",), ("sweep", "--dry-run")], ids=" ".join)
+def test_stuck_and_sweep_fit_80_columns_with_big_ids_and_old_dates(
+    ledger: Ledger, db_url: str, command: tuple[str, ...]
+) -> None:
+    """Run 12345 started last year still heartbeating (past --max-runtime) and run 12346
+    silent since last year printed 81-column lines at 80 columns, 83 to 89 with longer run
+    ids: two dates with their year and the rule `max_runtime (> 6h)`, never cut. The compact
+    table leaves the last activity to --wide (`silent` says as much) and says `runtime>6h`;
+    --wide and JSON keep the full rule. Here with run and source ids at their widest."""
+    with freeze_time(datetime(2025, 12, 1, 3, 0, tzinfo=UTC)):
+        running = ledger.start_run(2_147_483_000, "stations-registry", run_id=1_234_567)
+    with freeze_time(datetime(2025, 12, 20, 3, 0, tzinfo=UTC)):
+        silent = ledger.start_run(1002, "weather-api", run_id=2_147_483_647)
+    with freeze_time(NOW):
+        ledger.append([RunProgressed(run_id=running, records_fetched=1)])  # a heartbeat now
+        compact = output_of(db_url, *command, "--max-runtime", "6h")
+        wide = output_of(db_url, *command, "--max-runtime", "6h", "--wide")
+        as_json = output_of(db_url, *command, "--max-runtime", "6h", "--format", "json")
+    assert_fits(compact, 80)
+    running_row = line_with(compact, str(running))
+    assert "2025-12-01 03:00" in running_row
+    assert "stations-registry" in running_row  # room left for the name
+    assert running_row.rstrip().endswith("runtime>6h")
+    assert line_with(compact, str(silent)).rstrip().endswith("stale>1h")
+    assert "last" not in compact
+    assert line_with(wide, str(running)).rstrip().endswith("max_runtime (> 6h)")
+    assert "last activity" in wide
+    assert "2026-11-28 21:37:05" in line_with(wide, str(running))  # its heartbeat, now
+    assert '"rule": "max_runtime"' in as_json
+
+
 def test_compact_values_count_cells() -> None:
     assert cut_cells("東京駅", 4) == "東…"  # 3 cells: half a character is not shown
     assert cut_cells("東京駅", 6) == "東京駅"
