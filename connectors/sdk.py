@@ -8,7 +8,8 @@
 
 * On enter, RunStarted is appended; if the ledger is unreachable the run does not start.
 * ``progress`` sums deltas and appends at most one RunProgressed per ``progress_interval``;
-  nothing is lost: what is pending goes out before the terminal event.
+  nothing is lost: what is pending goes out before the terminal event, in an append of its
+  own, so that a refusal of the terminal event can never take the run's counts with it.
 * A daemon thread appends a heartbeat every ``heartbeat_interval`` while the body runs, so a
   long but alive run (even one blocked in a call) is never timed out.
 * ``request_stop(exc)`` asks one run to stop (``ledger serve``'s ``max_run_time``): its next
@@ -29,6 +30,18 @@
   reports nothing more); ``finish()`` then sets aside what is left (its pending counts and
   the outcome it would have recorded) and neither raises again nor masks the connector's own
   exception. The result's status is ``closed``.
+* The terminal event always fits the ledger's per-event payload limit
+  (``ledger.batch_checks.MAX_PAYLOAD_BYTES``, counted in bytes of the ledger's canonical JSON,
+  not in characters: Cyrillic takes 2 bytes a character, CJK 3, a control character 6 once
+  escaped): the errors kept for it are budgeted in those bytes, the first ones kept and those
+  over the limit dropped from the end; ``error_details.errors_dropped_for_size`` says how
+  many, as does a partial run's message (every error is still counted in ``error_count``).
+  Should the ledger refuse the terminal event on its own for what it holds all the same (a
+  ``ValidationError``), it is set aside in the spool's ``rejected`` table and a short
+  ``failed`` RunFinished (``reason: outcome-refused``) takes its place, as the TypeScript
+  client does: the run never stays open for want of a storable outcome. ``finish()`` then
+  raises one :class:`RunClosedError` saying so (unless the connector's own exception is on
+  its way out); the result's status is ``failed``.
 * Text the connector hands over (error messages and details, metadata, the message and
   traceback of the exception that failed the run) is made storable first
   (:func:`ledger.text.storable`: a surrogate code point, which UTF-8 cannot carry, is written
@@ -60,6 +73,7 @@ from connectors.refusal import RunClosedError, log_lost, refusal_reason
 from connectors.spool import Spool, SpoolError
 from ledger import (
     DatabaseUnreachableError,
+    EventIdReusedError,
     EventModel,
     Ledger,
     LedgerError,
@@ -67,17 +81,19 @@ from ledger import (
     RunProgressed,
     RunStarted,
     StorageError,
+    StoredEventError,
+    UnknownRunError,
     ValidationError,
 )
+from ledger.batch_checks import MAX_PAYLOAD_BYTES
 from ledger.events import ACTOR_NAME_MAX, COUNTER_FIELDS, COUNTER_LIMIT, Counter, name_problem
 from ledger.limits import MAX_JSON_DEPTH, json_depth
-from ledger.mapper import canonical_json, pydantic_problems
+from ledger.mapper import canonical_json, payload_json, pydantic_problems
 from ledger.text import clip, storable, visible
 
 log = logging.getLogger(__name__)
 
-# Limits that keep RunFinished well under the ledger's per-event payload limit (1 MiB) even
-# with max_error_details=100 errors recorded.
+# What one recorded error keeps of its message and details, in characters.
 MAX_MESSAGE_CHARS = 2_000
 MAX_DETAILS_CHARS = 4_000
 # An error's details sit three levels down in RunFinished.error_details (the object, its
@@ -85,6 +101,8 @@ MAX_DETAILS_CHARS = 4_000
 # refuse the whole RunFinished (ledger.limits.MAX_JSON_DEPTH).
 MAX_DETAILS_DEPTH = MAX_JSON_DEPTH - 3
 MAX_TRACEBACK_CHARS = 64_000
+# How much of the ledger's refusal the short RunFinished that replaces a refused one quotes.
+REFUSAL_CHARS = 200
 # How long finish() waits for a heartbeat in flight (bounded by the driver's timeouts).
 HEARTBEAT_JOIN_TIMEOUT = 90.0
 MAX_INTERVAL_SECONDS = 86_400.0  # progress and heartbeat intervals: a day at most
@@ -188,6 +206,14 @@ class RunContext:
         self.result: RunResult | None = None
         self._pending = dict.fromkeys(COUNTER_FIELDS, 0)
         self._errors: list[dict[str, Any]] = []
+        # Each kept error's bytes in RunFinished (its canonical JSON, what the ledger measures,
+        # and the comma after it). Characters are no measure: 100 errors of 2,000 + 4,000
+        # Cyrillic characters were 1.2 MB, and the ledger refused the run's outcome. Once the
+        # next would bring their sum over the ledger's limit (it could never be in RunFinished),
+        # no more are kept; finish() drops more from the end if the whole is still over it.
+        self._error_bytes: list[int] = []
+        self._errors_bytes_total = 0
+        self._errors_full = False
         self._lock = threading.RLock()
         self._last_emit = 0.0
         self._stop = threading.Event()
@@ -206,6 +232,10 @@ class RunContext:
         # Set once the ledger refused the run's events for good; raised to the connector once.
         self._closed: RunClosedError | None = None
         self._closed_told = False
+        # The short `failed` RunFinished that took the place of a terminal event the ledger
+        # refused on its own for what it holds, and that refusal, raised once by finish().
+        self._replacement: RunFinished | None = None
+        self._outcome_refused: RunClosedError | None = None
 
     @property
     def closed(self) -> RunClosedError | None:
@@ -293,10 +323,14 @@ class RunContext:
         return stored.run_id
 
     def finish(self, exc: BaseException | None = None) -> RunResult:
-        """Append the terminal event (after any pending counts) and stop the heartbeats.
+        """Append the terminal event (after any pending counts, in an append of their own) and
+        stop the heartbeats.
 
         If the ledger and the spool both fail, nothing is lost: the pending counts stay, the
-        error propagates, and a later ``finish`` (or the exit hook) tries again.
+        error propagates, and a later ``finish`` (or the exit hook) tries again. A terminal
+        event the ledger refuses on its own for what it holds is replaced by a short
+        ``failed`` one; once that is stored, the refusal is raised (a :class:`RunClosedError`)
+        unless ``exc`` is on its way out.
         """
         self._require_own_process()
         with self._lock:
@@ -324,12 +358,18 @@ class RunContext:
                     pass  # told below, once
                 if self._closed is not None:
                     return self._end_closed(result, exc)
+                if self._replacement is not None:
+                    finished = self._replacement
                 result.status = finished.status
                 result.error_message = finished.error_message
         finally:
             self._finishing = False
         RunContext._open.discard(self)
         log.info("run %d of %s finished: %s", result.run_id, self.connector_name, result.status)
+        refused = self._outcome_refused
+        if refused is not None and exc is None and not self._closed_told:
+            self._closed_told = True
+            raise refused.again()
         return result
 
     def _end_closed(self, result: RunResult, exc: BaseException | None) -> RunResult:
@@ -396,18 +436,25 @@ class RunContext:
                 self._report(lambda: self._emit_pending(heartbeat_if_empty=False))
 
     def error(self, message: str, details: dict[str, Any] | None = None) -> None:
-        """Record a non-fatal error: counted exactly, the first ``max_error_details`` kept."""
+        """Record a non-fatal error: counted exactly, the first ``max_error_details`` kept (as
+        many of them as RunFinished can hold within the ledger's per-event limit)."""
         with self._lock:
             self._require_open()
             assert self.result is not None
             self.result.error_count += 1
-            if len(self._errors) < self.max_error_details:
+            if len(self._errors) < self.max_error_details and not self._errors_full:
                 entry: dict[str, Any] = {
                     "message": clip(storable(str(message)), MAX_MESSAGE_CHARS, count_cut=True)
                 }
                 if details:
                     entry["details"] = _bounded(details)
-                self._errors.append(entry)
+                size = _json_bytes(entry) + 1  # and its comma in the list
+                if self._errors_bytes_total + size <= MAX_PAYLOAD_BYTES:
+                    self._errors.append(entry)
+                    self._error_bytes.append(size)
+                    self._errors_bytes_total += size
+                else:  # the first errors are kept, not any that happen to be small enough
+                    self._errors_full = True
             self._raise_if_stopped()  # after keeping the error: it is a fact of the run
 
     # ------------------------------------------------------------------ internals
@@ -462,9 +509,26 @@ class RunContext:
             self._pending = dict.fromkeys(COUNTER_FIELDS, 0)
 
     def _send_unsent(self) -> None:
-        if self._unsent:
+        """Send the events not known to be stored, the terminal event in an append of its own
+        after the others: appended together, a terminal event the ledger refused (1.2 MB of
+        error details) took the run's counts with it, and the run stayed ``running``."""
+        counts = [e for e in self._unsent if not isinstance(e, RunFinished)]
+        if counts and len(counts) < len(self._unsent):
+            terminal: list[EventModel] = [e for e in self._unsent if isinstance(e, RunFinished)]
+            try:
+                self._send(counts)
+            except RunClosedError:
+                self._set_aside(terminal)  # refused with them: the run is closed
+                raise
+            self._unsent[:] = terminal
+        if not self._unsent:
+            return
+        try:
             self._send(list(self._unsent))
-            self._unsent.clear()
+        except _OutcomeRefused as refused:
+            self._replace_outcome(refused.event, refused.refusal)
+            self._send(list(self._unsent))
+        self._unsent.clear()
 
     def _emit_pending(self, heartbeat_if_empty: bool) -> None:
         self._take_pending()
@@ -519,6 +583,8 @@ class RunContext:
                 exc,
             )
         except LedgerError as exc:
+            if self._replaceable(events, exc):
+                raise _OutcomeRefused(events[0], exc) from exc
             # Refused for good (a stream rule, a bad event): sending it again can never
             # succeed. It was retried by every report, heartbeat, finish() and the exit hook,
             # a traceback each, and the connector's own exception was replaced by it.
@@ -526,6 +592,60 @@ class RunContext:
         self.spool.put(events)
         assert self.result is not None
         self.result.spooled = True
+
+    def _replaceable(self, events: list[EventModel], refusal: LedgerError) -> bool:
+        """True for finish()'s own terminal event refused on its own for what it holds (the
+        TypeScript client's rule): a short ``failed`` one may pass where it did not. A stream
+        rule (the run closed by another writer) refuses any outcome: no replacement then."""
+        return (
+            self._finishing
+            and self._replacement is None
+            and len(events) == 1
+            and isinstance(events[0], RunFinished)
+            and isinstance(refusal, ValidationError)
+            and not isinstance(refusal, EventIdReusedError | UnknownRunError | StoredEventError)
+        )
+
+    def _replace_outcome(self, refused: RunFinished, refusal: LedgerError) -> None:
+        """Set the refused terminal event aside (the spool's ``rejected`` table, or the log)
+        and put a short ``failed`` RunFinished in its place: it holds no text of the
+        connector's, only why, so the run does not stay open for want of a storable outcome."""
+        why = f"the ledger refused its {refused.status} outcome ({visible(str(refusal))})"
+        log.error(
+            "run %d of %s: %s; a short failed RunFinished takes its place",
+            self.run_id,
+            self.connector_name,
+            why,
+        )
+        kept, unkept = 0, [refused]
+        try:
+            kept, unkept = self.spool.set_aside([refused], why), []
+        except SpoolError as exc:
+            log_lost(self.run_id, [refused], exc)
+        self._outcome_refused = RunClosedError(
+            self.run_id,
+            self.connector_name,
+            f"{why}; a short failed RunFinished records that in its place",
+            closed_by=None,
+            spool_path=str(self.spool.path),
+            set_aside=kept,
+            events=unkept,
+        )
+        count = self.result.error_count if self.result is not None else 0
+        self._replacement = RunFinished(
+            run_id=self.run_id,
+            status="failed",
+            actor=self.actor,
+            error_message=f"the ledger refused this run's {refused.status} outcome: "
+            + clip(visible(str(refusal)), REFUSAL_CHARS),
+            error_details={
+                "reason": "outcome-refused",
+                "refused_status": refused.status,
+                "refused_event_id": str(refused.event_id),
+                **({"error_count": count} if count else {}),
+            },
+        )
+        self._unsent[:] = [self._replacement]
 
     def _refused(self, events: list[EventModel], refusal: LedgerError) -> RunClosedError:
         """The ledger refuses the run's events for good: set them aside, stop the heartbeats,
@@ -577,13 +697,35 @@ class RunContext:
             return True
 
     def _terminal_event(self, exc: BaseException | None) -> RunFinished:
+        """The run's outcome, within the ledger's per-event payload limit: measured as the
+        ledger measures it; over it, the fewest errors whose bytes cover the excess are dropped
+        from the end (the first ones are kept) and it is measured again. Without its errors it
+        always fits: a failed run's message, exception name and message, and traceback are at
+        most 2,000 + 2,000 + 2,000 + 64,000 characters, 6 bytes each at worst (a control
+        character escaped), about 420 KB."""
+        kept = len(self._errors)
+        while True:
+            event = self._outcome(exc, kept)
+            excess = _payload_bytes(event) - MAX_PAYLOAD_BYTES
+            if excess <= 0 or not kept:
+                return event
+            while kept and excess > 0:
+                kept -= 1
+                excess -= self._error_bytes[kept]
+
+    def _outcome(self, exc: BaseException | None, kept: int) -> RunFinished:
+        """The terminal event with the first ``kept`` recorded errors."""
         assert self.result is not None
         count = self.result.error_count
-        errors = (
+        errors = self._errors[:kept]
+        # Errors max_error_details would have kept, not kept to fit the ledger's limit.
+        dropped = min(count, self.max_error_details) - kept
+        error_details = (
             {
                 "error_count": count,
-                "errors": list(self._errors),
-                "errors_truncated": count > len(self._errors),
+                "errors": errors,
+                "errors_truncated": count > kept,
+                **({"errors_dropped_for_size": dropped} if dropped else {}),
             }
             if count
             else {}
@@ -591,18 +733,23 @@ class RunContext:
         if exc is None:
             if not count:
                 return RunFinished(run_id=self.run_id, status="success", actor=self.actor)
+            summary = f"{count} error(s)"
+            if dropped:
+                summary += (
+                    f" (the details of {dropped} dropped: over the ledger's "
+                    f"{MAX_PAYLOAD_BYTES:,}-byte event limit)"
+                )
             return RunFinished(
                 run_id=self.run_id,
                 status="partial",
                 actor=self.actor,
-                error_message=f"{count} error(s); first: {self._errors[0]['message']}"
-                if self._errors
-                else f"{count} error(s)",
-                error_details=errors,
+                error_message=f"{summary}; first: {errors[0]['message']}" if errors else summary,
+                error_details=error_details,
             )
         interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
         details = {
-            "exception": type(exc).__name__,
+            # A class's name is any text (type("x" * 10**6, ...)): cut like a message.
+            "exception": clip(storable(type(exc).__name__), MAX_MESSAGE_CHARS, count_cut=True),
             "message": clip(storable(str(exc)), MAX_MESSAGE_CHARS, count_cut=True),
             # The end of a traceback is where it failed: keep that part if it must be cut.
             "traceback": clip(
@@ -611,7 +758,7 @@ class RunContext:
                 count_cut=True,
                 keep_end=True,
             ),
-            **errors,
+            **error_details,
         }
         if interrupted:
             details["reason"] = "interrupted"
@@ -623,6 +770,31 @@ class RunContext:
             error_message=clip(message, MAX_MESSAGE_CHARS, count_cut=True),
             error_details=details,
         )
+
+
+class _OutcomeRefused(Exception):
+    """finish()'s terminal event refused on its own for what it holds (see
+    :meth:`RunContext._replaceable`): a short one takes its place."""
+
+    def __init__(self, event: EventModel, refusal: LedgerError) -> None:
+        super().__init__(str(refusal))
+        assert isinstance(event, RunFinished)
+        self.event = event
+        self.refusal = refusal
+
+
+def _json_bytes(value: Any) -> int:
+    """``value``'s size as the ledger measures a payload: bytes of its canonical JSON."""
+    return len(canonical_json(value).encode("utf-8"))
+
+
+def _payload_bytes(event: EventModel) -> int:
+    """The event's payload size as the ledger measures it (0 if it cannot be serialised:
+    the ledger then names why)."""
+    try:
+        return len(payload_json(event).encode("utf-8"))
+    except (ValueError, TypeError, RecursionError):
+        return 0
 
 
 # What a signal handler stopping the process raises (:func:`stop_runs`), or None.

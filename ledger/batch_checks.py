@@ -43,50 +43,9 @@ def prepare_batch(
     defined_refs: set[str] = set()
     run_keys: set[object] = set()
     for index, event in enumerate(batch):
-        try:
-            payload = payload_json(event)
-            size = len(payload.encode("utf-8"))
-            (event.actor or "").encode("utf-8")
-        except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError: ValueError
-            field = _unstorable_field(event)
-            detail = clip(str(exc), _MAX_DETAIL_CHARS, ellipsis="...")
-            problems.append(
-                InputProblem("payload", f"not storable as JSON ({field}: {detail})", index)
-            )
-            payload = ""
-        else:
-            problems.extend(replace(p, index=index) for p in payload_problems(event))
-            if size > MAX_PAYLOAD_BYTES:
-                field, field_size = _largest_field(event)
-                problems.append(
-                    InputProblem(
-                        "payload",
-                        f"{size:,} bytes is over the {MAX_PAYLOAD_BYTES:,}-byte limit of one "
-                        f"event ({field} alone is {field_size:,} bytes)",
-                        index,
-                    )
-                )
+        payload, found = event_problems(event, now)
         payloads.append(payload)
-        current = CURRENT_SCHEMA_VERSIONS[event.type]
-        if event.schema_version != current:
-            problems.append(
-                InputProblem(
-                    "schema_version",
-                    f"{event.type} is written at schema_version {current}, "
-                    f"got {event.schema_version}",
-                    index,
-                )
-            )
-        if now is not None and event.occurred_at > now + MAX_CLOCK_SKEW:
-            problems.append(
-                InputProblem(
-                    "occurred_at",
-                    f"{isoformat_utc(event.occurred_at)} is more than "
-                    f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the "
-                    f"ledger clock ({isoformat_utc(now)})",
-                    index,
-                )
-            )
+        problems.extend(replace(p, index=index) for p in found)
         if event.run_ref is not None:
             if isinstance(event, RunStarted):
                 if event.run_ref in defined_refs:
@@ -128,6 +87,53 @@ def prepare_batch(
                     )
                 )
     return payloads, problems
+
+
+def event_problems(event: EventModel, now: datetime | None) -> tuple[str, list[InputProblem]]:
+    """The event's serialised payload ("" if it cannot be) and what makes the event itself
+    unappendable, whatever batch it is in: its payload not storable JSON, over its limits
+    (:func:`ledger.limits.payload_problems`, :data:`MAX_PAYLOAD_BYTES`), an old
+    schema_version, occurred_at beyond the clock skew guard (given ``now``, the ledger's
+    clock). Each problem without an index: the caller places it."""
+    problems: list[InputProblem] = []
+    try:
+        payload = payload_json(event)
+        size = len(payload.encode("utf-8"))
+        (event.actor or "").encode("utf-8")
+    except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError: ValueError
+        field = _unstorable_field(event)
+        detail = clip(str(exc), _MAX_DETAIL_CHARS, ellipsis="...")
+        problems.append(InputProblem("payload", f"not storable as JSON ({field}: {detail})"))
+        payload = ""
+    else:
+        problems.extend(payload_problems(event))
+        if size > MAX_PAYLOAD_BYTES:
+            field, field_size = _largest_field(event)
+            problems.append(
+                InputProblem(
+                    "payload",
+                    f"{size:,} bytes is over the {MAX_PAYLOAD_BYTES:,}-byte limit of one "
+                    f"event ({field} alone is {field_size:,} bytes)",
+                )
+            )
+    current = CURRENT_SCHEMA_VERSIONS[event.type]
+    if event.schema_version != current:
+        problems.append(
+            InputProblem(
+                "schema_version",
+                f"{event.type} is written at schema_version {current}, got {event.schema_version}",
+            )
+        )
+    if now is not None and event.occurred_at > now + MAX_CLOCK_SKEW:
+        problems.append(
+            InputProblem(
+                "occurred_at",
+                f"{isoformat_utc(event.occurred_at)} is more than "
+                f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the "
+                f"ledger clock ({isoformat_utc(now)})",
+            )
+        )
+    return payload, problems
 
 
 def _largest_field(event: EventModel) -> tuple[str, int]:

@@ -3,7 +3,11 @@
 
 Reading is all or nothing and names every bad line: a line that is not UTF-8, not JSON, not an
 object or not a valid event is reported with its line number and field, in one
-:class:`ValidationError`, before anything is appended. The checks :meth:`Ledger.append` makes
+:class:`ValidationError`, before anything is appended, together with every line whose event is
+valid but that the append's own checks of one event would refuse
+(:func:`ledger.batch_checks.event_problems`: a payload over its limits, ``metadata.imported``
+not a boolean): were they left to the append, they would be named only once every other line
+was good. The checks :meth:`Ledger.append` makes
 (one pass: the batch checks, then the stream rules under the head lock) come back with the
 index of the event they concern, and :func:`append_lines` names the line it was read from.
 """
@@ -19,6 +23,7 @@ from typing import Any, NoReturn
 
 import pydantic
 
+from ledger.batch_checks import event_problems
 from ledger.clock import isoformat_utc
 from ledger.errors import (
     InputProblem,
@@ -80,7 +85,7 @@ def read_lines(source: Iterable[bytes]) -> LineBatch:
             events.append(event)
             line_numbers.append(number)
     if problems:
-        raise invalid_input(problems)
+        raise invalid_input(_with_event_problems(problems, events, line_numbers, "line"))
     return LineBatch(events, line_numbers)
 
 
@@ -110,7 +115,7 @@ def read_array(body: bytes, max_events: int | None = None) -> LineBatch:
             events.append(event)
             numbers.append(number)
     if problems:
-        raise invalid_input(problems)
+        raise invalid_input(_with_event_problems(problems, events, numbers, "item"))
     return LineBatch(events, numbers, unit="item")
 
 
@@ -165,6 +170,24 @@ def append_lines(
         if error.index is None:
             raise
         raise batch.refused(error, error.index) from error
+
+
+def _with_event_problems(
+    problems: list[InputProblem], events: list[EventModel], numbers: list[int], unit: str
+) -> list[InputProblem]:
+    """``problems`` of the input's bad lines and those the append's checks of one event find
+    in its valid ones, in line order: input that is refused is refused once, naming every
+    bad line. (The checks that depend on the other lines, run_refs and expected_version, and
+    the ledger's clock, wait for a batch whose every line is valid.) Only on the way to
+    refusing the input: a good file is checked once, by the append."""
+    found = [
+        replace(problem, line=number, unit=unit)
+        for event, number in zip(events, numbers, strict=True)
+        for problem in event_problems(event, None)[1]
+    ]
+    if not found:
+        return problems
+    return sorted([*problems, *found], key=lambda problem: problem.line or 0)
 
 
 def invalid_input(problems: list[InputProblem]) -> ValidationError:

@@ -15,7 +15,7 @@ from ledger import (
     StreamError,
     ValidationError,
 )
-from ledger.wire import MAX_LISTED_PROBLEMS, append_lines, read_lines, wire_line
+from ledger.wire import MAX_LISTED_PROBLEMS, append_lines, read_array, read_lines, wire_line
 
 
 def jsonl(*events: dict[str, object]) -> list[bytes]:
@@ -47,6 +47,36 @@ def test_every_bad_line_is_one_structured_problem_none_is_appended() -> None:
     assert found == [(2, None), (3, "a"), (4, None), (5, None), (6, "records_fetched")]
     assert caught.value.problems[1] == "line 3: a: given more than once in one object"
     assert str(caught.value).startswith("invalid input, nothing was appended:\n  line 2: ")
+
+
+def test_a_valid_event_the_append_would_refuse_is_named_with_the_bad_lines() -> None:
+    # The append's checks of one event (ledger.limits.payload_problems, the payload size) ran
+    # only once every line was a valid event: line 1 was named only after line 2 was fixed.
+    deep: dict[str, object] = {}
+    for _ in range(25):
+        deep = {"d": deep}
+    source = jsonl(
+        {**STARTED, "run_ref": "a", "metadata": {"imported": "x"}},
+        {"type": "RunProgressed", "run_id": 1, "records_fetched": -1},
+        {"type": "RunFinished", "run_id": 1, "status": "failed", "error_details": deep},
+        STARTED,
+        {"type": "RunProgressed", "run_id": 1, "records_fetched": 2, "schema_version": 0},
+    )
+    with pytest.raises(ValidationError) as caught:
+        read_lines(source)
+    found = [(p.line, p.field) for p in caught.value.details]
+    assert found == [
+        (1, "metadata.imported"),
+        (2, "records_fetched"),
+        (3, "error_details"),
+        (5, "schema_version"),
+    ]
+    assert caught.value.problems[0] == "line 1: metadata.imported: must be true or false"
+    with pytest.raises(ValidationError) as caught:
+        read_array(b"[" + b",".join(line.strip() for line in source) + b"]")
+    assert [(p.unit, p.line, p.field) for p in caught.value.details] == [
+        ("item", line, field) for line, field in found
+    ]
 
 
 def test_the_message_lists_the_first_problems_each_on_one_line() -> None:

@@ -79,6 +79,31 @@ def test_every_bad_line_is_reported(ledger: Ledger, db_url: str) -> None:
     assert ledger.head().last_position == 0
 
 
+def test_a_line_the_append_refuses_is_reported_with_the_other_bad_lines(
+    ledger: Ledger, db_url: str
+) -> None:
+    # The audit's case: line 1 passes the model but not the append's payload checks, line 2
+    # does not pass the model. Only line 2 was named; fixed, the next attempt named line 1.
+    text = lines(
+        {
+            "type": "RunStarted",
+            "run_ref": "r",
+            "source_id": 1,
+            "connector_name": "SOURCE_1",
+            "metadata": {"imported": "x"},
+        },
+        {"type": "RunProgressed", "run_ref": "r", "records_fetched": -1},
+    )
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Error: invalid input, nothing was appended:\n"
+        "  line 1: metadata.imported: must be true or false\n"
+        "  line 2: records_fetched: Input should be greater than or equal to 0\n"
+    )
+    assert ledger.head().last_position == 0
+
+
 def test_a_file_s_errors_name_the_file(ledger: Ledger, db_url: str, tmp_path: Path) -> None:
     # "line 1: ..." alone did not say which file, in a script appending several.
     ledger.start_run(1, "SOURCE_1")
