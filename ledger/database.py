@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import configparser
 import logging
+import os
 import threading
 import time
 import warnings
+import weakref
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,10 @@ def create_ledger_engine(url: str, *, create: bool = True, **engine_options: Any
             if not create:
                 _refuse_missingsqlite_file_of(url, parsed)
             engine = _sqlite_engine(url, parsed.database, **engine_options)
+            opened_path = sqlite_file_of(parsed)
+            if opened_path is not None:
+                _SQLITE_FILES[engine] = opened = SqliteFile(opened_path)
+                event.listen(engine, "connect", opened.note)
         elif is_mysql_backend(backend):
             if parsed.get_driver_name() not in ("pymysql",):
                 raise ConfigurationError(
@@ -133,6 +139,54 @@ def create_ledger_engine(url: str, *, create: bool = True, **engine_options: Any
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise ConfigurationError(f"cannot use database URL {mask_url(url)}: {exc}") from exc
     return engine
+
+
+class SqliteFile:
+    """The file a SQLite engine opened, known by the (``st_dev``, ``st_ino``) of its path at the
+    engine's first connection: a file moved, deleted or replaced under a running process is
+    told by one ``stat`` of the path (a microsecond), while its connections go on writing the
+    old file, which nothing else reads and which an unlink makes vanish when they close."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.opened: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+
+    def note(self, _dbapi_connection: Any, _record: Any) -> None:
+        """The engine's ``connect`` listener: the first connection's file is the one."""
+        if self.opened is not None:
+            return
+        with suppress(OSError), self._lock:  # not there: the connection fails on its own
+            if self.opened is None:
+                found = os.stat(self.path)
+                self.opened = (found.st_dev, found.st_ino)
+
+    def problem(self) -> str | None:
+        """What became of the file opened, or None while it is still the file at the path (or
+        no connection has opened one yet)."""
+        if self.opened is None:
+            return None
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return "is no longer there (moved or deleted)"
+        except OSError as exc:
+            return f"cannot be looked at ({exc.strerror or type(exc).__name__})"
+        if (found.st_dev, found.st_ino) != self.opened:
+            return "is another file now (replaced, or moved and another put in its place)"
+        return None
+
+
+# The file each SQLite engine opened (an engine is not given attributes of ours).
+_SQLITE_FILES: weakref.WeakKeyDictionary[Engine, SqliteFile] = weakref.WeakKeyDictionary()
+
+
+def sqlite_file_changed(engine: Engine) -> tuple[Path, str] | None:
+    """For an engine on a SQLite file that is no longer the file at its path: the path and
+    what became of the file (:meth:`SqliteFile.problem`); else None (MySQL, memory too)."""
+    opened = _SQLITE_FILES.get(engine)
+    problem = None if opened is None else opened.problem()
+    return None if opened is None or problem is None else (opened.path, problem)
 
 
 def _refuse_ignored_sqlite_options(url: str, parsed: URL) -> None:

@@ -192,6 +192,12 @@ class UnusableUrlError(StorageError):
     file the URL names vanishes under it."""
 
 
+class DatabaseFileChangedError(StorageError):
+    """The SQLite file at the ledger's path is no longer the file this process opened: moved,
+    deleted or replaced under it. Its connections still write the old file (an unlinked one
+    is gone when the process ends), so nothing is written until the process is restarted."""
+
+
 class DatabaseUnreachableError(StorageError):
     """The database server could not be reached or talked to (refused, unknown host, lost
     connection, too busy): the environment's failure, which may pass by itself."""

@@ -30,7 +30,12 @@ from ledger.conflicts import (
     conflict_pause,
     retrying_conflicts,
 )
-from ledger.database import check_schema, create_ledger_engine, with_timeouts
+from ledger.database import (
+    check_schema,
+    create_ledger_engine,
+    sqlite_file_changed,
+    with_timeouts,
+)
 from ledger.dialects import (
     append_transaction,
     database_kind,
@@ -48,6 +53,7 @@ from ledger.driver_errors import (
     translate_errors,
 )
 from ledger.errors import (
+    DatabaseFileChangedError,
     SchemaError,
     StorageError,
     UnknownRunError,
@@ -205,6 +211,7 @@ class Ledger:
         ``max_age_s``: a check that passed less than that many seconds ago stands (a server
         asking before every write pays one query per ``max_age_s``, not one per request). A
         failed check is never kept: the first request after ``ledger migrate`` passes."""
+        self.check_file()  # a stat: never taken as covered by an earlier pass
         started = time.monotonic()
         seen = self._schema_seen_current_at
         if seen is not None and started - seen < max_age_s:
@@ -214,6 +221,20 @@ class Ledger:
         # Stamped with when the query began, not ended: a slow query does not stretch the
         # window, and a pass that began before a failure cannot cover it for longer.
         self._schema_seen_current_at = started
+
+    def check_file(self) -> None:
+        """Raise :class:`ledger.DatabaseFileChangedError` when the ledger is a SQLite file that
+        is no longer the file at its path (moved, deleted or replaced since this process
+        opened it): one ``stat``, so cheap enough for every append and readiness probe."""
+        changed = sqlite_file_changed(self.engine)
+        if changed is not None:
+            path, problem = changed
+            raise DatabaseFileChangedError(
+                f"the SQLite database {path} ({mask_url(self.url)}) {problem} since this "
+                "process opened it: its connections would write a file no other process "
+                "reads, so nothing is written; restart the process to open the file now at "
+                "that path (or put the file back)"
+            )
 
     # ------------------------------------------------------------------ append
 
@@ -243,6 +264,9 @@ class Ledger:
         batch = list(events)
         if not batch:
             return AppendResult(events=[], new_events=[])
+        # An append acknowledged into a SQLite file moved or deleted under the process would
+        # be lost with it (I9): refused, a StorageError (a connector spools it meanwhile).
+        self.check_file()
         payloads, problems = prepare_batch(batch, expected_version, now=clock_read)
         if problems:
             raise batch_error(batch, problems)

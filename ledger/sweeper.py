@@ -8,9 +8,12 @@ Its ``event_id`` derives from (run, version): timing a run out at the version se
 whoever declares it. So an append whose reply was lost is retried once with the same event and
 stores nothing twice (I3), and a second sweeper with the same view finds the fact stored.
 
-An operator's ``runs fail`` keeps a random id: each is a decision of its own (who, why), and
-two operators failing one run at once must get the version conflict that names the run, not a
-duplicate of the other's decision. It is not retried; run again, it finds the run closed.
+An operator's ``runs fail`` keeps a random id: each is a decision of its own (who, why), not a
+duplicate of another's. The operator gives no version: a run that moved on between the read of
+its state and the append (a connector still reporting) is read again and the fail tried again
+(:data:`MAX_FAIL_ATTEMPTS`); only a closed run is refused, always as ``open-runs-only``, so of
+two operators failing one run at once the second is told the run is closed, on every backend.
+A database error is not retried; run again, the command finds the run closed if it committed.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from ledger.events import (
 )
 from ledger.mapper import parse_event
 from ledger.recorded import AppendResult
-from ledger.rules import FINISHED, OPEN, RunState
+from ledger.rules import FINISHED, OPEN, TIMED_OUT, RunState
 from ledger.store import Ledger
 from ledger.stuck import DEFAULT_STALE_AFTER, StuckRun, Thresholds, stuck_runs
 from ledger.text import visible
@@ -49,6 +52,13 @@ from ledger.text import visible
 log = logging.getLogger(__name__)
 # Fixed forever: changing it would give a retried sweep a new id for the same fact.
 SWEEP_NAMESPACE = uuid.UUID("183d174b-8ed4-5351-bdc6-8ac8f6f2c98a")
+# Tries of an operator's fail on a run that keeps moving on between read and append: each but
+# the last at the version read (its RunTimedOut records the run's latest activity); the last
+# without one, so a run written to without a pause is failed all the same (the stream rules,
+# checked under the head lock, still refuse a closed run).
+MAX_FAIL_ATTEMPTS = 5
+# The append's refusals of a RunTimedOut for a closed run, and the state each means.
+_CLOSED_BY_RULE = {"nothing-after-RunFinished": FINISHED, "single-timeout": TIMED_OUT}
 
 
 def sweep_event_id(run_id: int, version: int) -> uuid.UUID:
@@ -159,11 +169,16 @@ def failable_run(ledger: Ledger, run_id: int, connectors: frozenset[str] | None 
     if connectors is not None and state.connector_name not in connectors:
         raise ConnectorNotAllowedError(run_id, connectors)
     if state.state != OPEN:
-        closed = "finished" if state.state == FINISHED else "already timed out"
-        raise StreamError(
-            run_id, "open-runs-only", f"the run is closed ({closed}); only open runs can be failed"
-        )
+        raise _closed_run(run_id, state.state)
     return state
+
+
+def _closed_run(run_id: int, state: str) -> StreamError:
+    """The refusal of failing a closed run (``state``: finished or timed out)."""
+    closed = "finished" if state == FINISHED else "already timed out"
+    return StreamError(
+        run_id, "open-runs-only", f"the run is closed ({closed}); only open runs can be failed"
+    )
 
 
 def fail_run(
@@ -180,26 +195,43 @@ def fail_run(
     its connectors), whatever its state."""
     if not reason.strip():
         raise ValidationError("a reason is required to fail a run by hand")
-    state = failable_run(ledger, run_id, connectors)
     detected_by = operator_actor(operator)
-    problem = operator_name_problem(detected_by)
-    if problem is not None:
-        raise ValidationError(f"operator {detected_by!r}: {problem}")
-    # Validated as any input is: a reason or operator name over its limit is a ValidationError
-    # naming the field, not a pydantic traceback.
-    event = parse_event(
-        {
-            "type": "RunTimedOut",
-            "run_id": run_id,
-            "occurred_at": now or ledger.clock(),
-            "reason": reason,
-            "threshold_seconds": None,
-            "last_event_at": state.last_event_at,
-            "detected_by": detected_by,
-            "actor": detected_by,
-        }
-    )
-    stored = ledger.append([event], expected_version=state.version, connectors=connectors)
-    position = stored.events[0].position
-    log.info("run %d failed by %s: %s", run_id, detected_by, visible(reason))
-    return position
+    for attempt in range(1, MAX_FAIL_ATTEMPTS + 1):
+        state = failable_run(ledger, run_id, connectors)
+        problem = operator_name_problem(detected_by)
+        if problem is not None:
+            raise ValidationError(f"operator {detected_by!r}: {problem}")
+        # Validated as any input is: a reason or operator name over its limit is a
+        # ValidationError naming the field, not a pydantic traceback.
+        event = parse_event(
+            {
+                "type": "RunTimedOut",
+                "run_id": run_id,
+                "occurred_at": now or ledger.clock(),
+                "reason": reason,
+                "threshold_seconds": None,
+                "last_event_at": state.last_event_at,
+                "detected_by": detected_by,
+                "actor": detected_by,
+            }
+        )
+        last = attempt == MAX_FAIL_ATTEMPTS
+        try:
+            stored = ledger.append(
+                [event], expected_version=None if last else state.version, connectors=connectors
+            )
+        except ConcurrencyError as exc:
+            # Appended to (or closed) since it was read: read it again.
+            log.info("failing run %d: it moved on (%s); reading it again", run_id, exc)
+            continue
+        except StreamError as exc:
+            closed = _CLOSED_BY_RULE.get(exc.rule) if exc.run_id == run_id else None
+            if closed is None:
+                raise
+            # Closed since the last read: the refusal of a closed run, as a read would have
+            # said (not chained: the API answers a StreamError's cause by its rule).
+            raise _closed_run(run_id, closed) from None
+        position = stored.events[0].position
+        log.info("run %d failed by %s: %s", run_id, detected_by, visible(reason))
+        return position
+    raise AssertionError("unreachable: the last attempt appends without a version")

@@ -3,6 +3,11 @@
 export declare const VERSION: string;
 /** The largest counter delta one event carries (the ledger's counters are INT(11)). */
 export declare const COUNTER_MAX: 2147483647;
+/** The longest delay Node's timers keep (2^31 - 1 ms, about 24.8 days; a longer one fires
+ * after 1 ms): every time option (`timeoutMs`, `backoffMs`, `maxBackoffMs`,
+ * `progressIntervalMs`, `heartbeatIntervalMs`, `signalGraceMs`) over it throws
+ * LedgerValidationError naming the option and this limit. */
+export declare const MAX_DELAY_MS: 2147483647;
 /** The longest a recorded message or error name is, the note of a cut (`…[N characters cut]`)
  * included; MAX_DETAILS_CHARS bounds details as JSON, MAX_TRACEBACK_CHARS a stack, alike. */
 export declare const MAX_MESSAGE_CHARS: number;
@@ -36,13 +41,15 @@ export interface ClientOptions {
   url: string | URL;
   /** A bearer token with the `append` scope (and `read` for get()). */
   token: string;
-  /** Per attempt: the whole answer, body included, must arrive within this. Default 10000. */
+  /** Per attempt: the whole answer, body included, must arrive within this. 1 to
+   * MAX_DELAY_MS (2147483647). Default 10000. */
   timeoutMs?: number;
   /** Retries after the first attempt (network errors, timeouts, 5xx, 429, 408; no other 4xx). Default 5. */
   retries?: number;
-  /** First backoff; doubled per retry, jittered, capped by maxBackoffMs. Default 250. */
+  /** First backoff; doubled per retry, jittered, capped by maxBackoffMs. 0 to MAX_DELAY_MS.
+   * Default 250. */
   backoffMs?: number;
-  /** Default 10000. A 503's Retry-After (at most 60 s) is honoured over it. */
+  /** 0 to MAX_DELAY_MS. Default 10000. A 503's Retry-After (at most 60 s) is honoured over it. */
   maxBackoffMs?: number;
   /** An answer larger than this is refused (LedgerProtocolError). Default 1 MiB. */
   maxResponseBytes?: number;
@@ -64,9 +71,10 @@ export interface RunOptions {
   trigger?: string;
   /** Merged into RunStarted's metadata after host, pid, connector_version, trigger, client. */
   metadata?: Record<string, unknown>;
-  /** At most one RunProgressed per interval; the rest waits (flushed before the end). Default 5000. */
+  /** At most one RunProgressed per interval; the rest waits (flushed before the end). 0 to
+   * MAX_DELAY_MS. Default 5000. */
   progressIntervalMs?: number;
-  /** A heartbeat while the run is open; 0 turns it off. Default 60000. */
+  /** A heartbeat while the run is open; 0 turns it off; at most MAX_DELAY_MS. Default 60000. */
   heartbeatIntervalMs?: number;
   /** How many run.error() entries are kept in the details (all are counted). Default 100. */
   maxErrorDetails?: number;
@@ -75,7 +83,8 @@ export interface RunOptions {
 }
 
 export interface WithRunOptions extends RunOptions {
-  /** How long a SIGTERM/SIGINT waits for the failure to be recorded. Default 15000. */
+  /** How long a SIGTERM/SIGINT waits for the failure to be recorded. 0 to MAX_DELAY_MS.
+   * Default 15000. */
   signalGraceMs?: number;
 }
 

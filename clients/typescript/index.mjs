@@ -54,6 +54,10 @@ const DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024;
 /** The API's default `[api] max_body_bytes`: a larger body is answered 413. */
 export const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
 const MAX_RETRY_AFTER_MS = 60_000;
+// The longest delay setTimeout, setInterval and AbortSignal.timeout keep (2^31 - 1 ms, about
+// 24.8 days): a longer one fires after 1 ms instead, so a heartbeat interval of 2^31 wrote
+// hundreds of heartbeats a second. Every time option is held to it.
+export const MAX_DELAY_MS = 2_147_483_647;
 // How much of a refusal the short RunFinished that replaces a refused one quotes.
 const REFUSAL_CHARS = 200;
 
@@ -201,14 +205,22 @@ export class RunNotStartedError extends LedgerError {}
 
 // ------------------------------------------------------------------------------ helpers
 
-function checkOption(name, value, { min = 0, integer = true } = {}) {
+function checkOption(name, value, { min = 0, max, integer = true } = {}) {
   if (typeof value !== 'number' || !Number.isFinite(value) || value < min) {
     throw new LedgerValidationError(name, `must be a number >= ${min}, got ${describe(value)}`);
   }
   if (integer && !Number.isSafeInteger(value)) {
     throw new LedgerValidationError(name, `must be an integer, got ${describe(value)}`);
   }
+  if (max !== undefined && value > max) {
+    throw new LedgerValidationError(name, `must be at most ${max}, got ${describe(value)}`);
+  }
   return value;
+}
+
+/** A delay in ms, as Node's timers take it: they turn one over MAX_DELAY_MS into 1 ms. */
+function checkDelay(name, value, { min = 0 } = {}) {
+  return checkOption(name, value, { min, max: MAX_DELAY_MS });
 }
 
 function describe(value) {
@@ -551,10 +563,10 @@ export class LedgerClient {
       throw new LedgerValidationError('fetch', 'no global fetch: Node >= 18 is required');
     }
     this.url = base.href.replace(/\/+$/, '');
-    this.timeoutMs = checkOption('timeoutMs', timeoutMs, { min: 1 });
+    this.timeoutMs = checkDelay('timeoutMs', timeoutMs, { min: 1 });
     this.retries = checkOption('retries', retries);
-    this.backoffMs = checkOption('backoffMs', backoffMs);
-    this.maxBackoffMs = checkOption('maxBackoffMs', maxBackoffMs);
+    this.backoffMs = checkDelay('backoffMs', backoffMs);
+    this.maxBackoffMs = checkDelay('maxBackoffMs', maxBackoffMs);
     this.maxResponseBytes = checkOption('maxResponseBytes', maxResponseBytes, { min: 1 });
     this.maxBodyBytes = checkOption('maxBodyBytes', maxBodyBytes, { min: 1 });
     // Not enumerable: a client printed or logged does not show its token.
@@ -705,7 +717,7 @@ export class LedgerClient {
     if (typeof fn !== 'function') {
       throw new LedgerValidationError('fn', 'withRun(options, fn) needs a function');
     }
-    const signalGraceMs = checkOption('signalGraceMs', options?.signalGraceMs ?? 15_000);
+    const signalGraceMs = checkDelay('signalGraceMs', options?.signalGraceMs ?? 15_000);
     const run = await this.startRun(options);
     const listeners = new Map();
     let stopping = null;
@@ -979,8 +991,8 @@ export class RunHandle {
     if (metadata !== undefined && (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata))) {
       throw new LedgerValidationError('metadata', 'must be an object');
     }
-    checkOption('progressIntervalMs', progressIntervalMs);
-    checkOption('heartbeatIntervalMs', heartbeatIntervalMs);
+    checkDelay('progressIntervalMs', progressIntervalMs);
+    checkDelay('heartbeatIntervalMs', heartbeatIntervalMs);
     checkOption('maxErrorDetails', maxErrorDetails);
     if (onError !== undefined && typeof onError !== 'function') {
       throw new LedgerValidationError('onError', 'must be a function');

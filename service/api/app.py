@@ -45,11 +45,12 @@ def _api_ledger(config: LedgerConfig) -> Ledger:
 
 def create_app(config: LedgerConfig) -> FastAPI:
     """The API over ``config.database_url`` with ``config.api``'s tokens and limits."""
+    tokens = Tokens(config.api)  # first: a token refused opens no database
     state = ApiState(
         config=config,
         ledger=_api_ledger(config),
         scrape_ledger=Ledger.from_url(scrape_url(config.database_url)),
-        tokens=Tokens(config.api),
+        tokens=tokens,
         spool=Spool(config.spool.dir),
         expensive_slots=threading.BoundedSemaphore(config.api.max_expensive),
         auth_failures=auth_failures_of(config),

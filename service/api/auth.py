@@ -8,7 +8,9 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from ledger import ConfigurationError
 from service.config import ApiConfig
+from service.config.http import repeated_token_problem
 
 BEARER = "bearer"
 # Query parameters a client might put a token in: refused, since URLs end up in logs.
@@ -30,6 +32,11 @@ class _Known:
 
 class Tokens:
     def __init__(self, config: ApiConfig) -> None:
+        # Checked by the config's validation already; again here, as the environment is read
+        # again: one token under two entries would be whichever matched last.
+        problem = repeated_token_problem(config.tokens)
+        if problem is not None:
+            raise ConfigurationError(f"[api] tokens: {problem}")
         self._known = [
             _Known(
                 bytes.fromhex(token.digest()),
@@ -46,7 +53,7 @@ class Tokens:
         time, whichever matches."""
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         found = None
-        for known in self._known:
+        for known in self._known:  # at most one matches: the config refuses a repeated token
             if hmac.compare_digest(digest, known.digest):
                 found = known.caller
         return found

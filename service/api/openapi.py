@@ -13,7 +13,7 @@ from service.api.auth import Caller
 from service.api.docs import ASSETS_PATH, asset, docs_page
 from service.api.head import head_operations
 from service.api.problems import PROBLEM_JSON, ApiProblem
-from service.api.shapes import Problem
+from service.api.shapes import FailRequest, Problem
 
 _TITLES = {
     400: "Invalid input or request",
@@ -87,6 +87,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(event_adapter.json_schema(ref_template="#/components/schemas/{model}")["$defs"])
     schemas["Problem"] = Problem.model_json_schema()
+    schemas["FailRequest"] = FailRequest.model_json_schema()  # read by a dependency
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     common = problem_responses(500, 503)

@@ -19,6 +19,7 @@ from ledger import (
     ConfigurationError,
     ConnectorNotAllowedError,
     ConstraintError,
+    DatabaseFileChangedError,
     EventIdReusedError,
     LedgerError,
     SchemaError,
@@ -196,6 +197,18 @@ def _storage_problem(error: StorageError, text: str, outage: Outage | None) -> A
             "Write conflict",
             "another writer's append conflicted with this one; nothing of it was appended: "
             "retry the same body",
+        )
+    if isinstance(error, DatabaseFileChangedError):  # not ready: /readyz says so
+        _note(outage, text)
+        return ApiProblem(
+            503,
+            "database-file-changed",
+            "Database file changed",
+            "the SQLite database file this server opened is no longer the file at its "
+            "configured path (moved, deleted or replaced; the server's log says which): "
+            "nothing was written; restart the server to open the file now at that path: "
+            f"retry in {RETRY_AFTER_SCHEMA} s",
+            headers={"Retry-After": str(RETRY_AFTER_SCHEMA)},
         )
     if isinstance(error, SchemaError):
         _note(outage, text)

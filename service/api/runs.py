@@ -3,6 +3,8 @@
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
 
 from forensics.audit import audit_page
@@ -155,12 +157,14 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         summary="Declare an open run failed",
         response_model=FailResult,
         responses=problem_responses(400, 404, 408, 409, 413, 415),
+        openapi_extra={"requestBody": FAIL_BODY},
     )
     def fail(
         caller: Annotated[Caller, operate_scope],
-        _wire_rules: Annotated[None, Depends(wire_json)],
         run_id: RunIdPath,
-        request: FailRequest,
+        # A dependency after the token's, not a body parameter: FastAPI parses a body
+        # parameter before any dependency, so a malformed body was answered before the 401.
+        request: Annotated[FailRequest, Depends(fail_request)],
     ) -> dict[str, Any]:
         """Appends RunTimedOut with ``detected_by=operator:TOKEN-NAME`` (``ledger runs
         fail``); a closed run is refused (409)."""
@@ -172,13 +176,27 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         return {"run_id": run_id, "position": position, "actor": actor, "reason": request.reason}
 
 
-async def wire_json(request: Request) -> None:
-    """A JSON body (415 for another media type) held to the rules of ``POST /v1/events``
-    (:func:`ledger.wire.read_json`): FastAPI's own parse keeps the last of a key given twice
-    and takes ``NaN``."""
+# Documented as FastAPI documents a body parameter; read by :func:`fail_request`.
+FAIL_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FailRequest"}}},
+}
+
+
+async def fail_request(request: Request) -> FailRequest:
+    """The body of ``POST /v1/runs/{id}/fail``, read once the token is checked: JSON (415 for
+    another media type) held to the rules of ``POST /v1/events`` (:func:`ledger.wire.read_json`:
+    ``not valid JSON (…)``, a key given twice, ``NaN``), then the shape of :class:`FailRequest`
+    (``invalid-request`` naming the field, as FastAPI words a body it checks)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
         raise ApiProblem(
             415, "unsupported-media-type", "Unsupported media type", "send JSON (application/json)"
         )
-    await run_in_threadpool(read_json, await request.body())
+    data = await run_in_threadpool(read_json, await request.body())
+    try:
+        return FailRequest.model_validate(data, from_attributes=True)
+    except PydanticValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from None

@@ -142,7 +142,33 @@ class ApiConfig(Strict):
         for name in names:
             if names.count(name) > 1:
                 raise ValueError(f"token name {name!r} is used more than once")
+        problem = repeated_token_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
+
+
+def repeated_token_problem(tokens: list[ApiToken]) -> str | None:
+    """What is wrong when one token is configured under two entries (two ``sha256`` alike, two
+    ``env`` variables holding one value, or one of each), or None: a request with it would be
+    whichever entry matched last, its name and scopes decided by the order of the file. Names
+    both entries, never the token nor its hash."""
+    seen: dict[str, tuple[int, ApiToken]] = {}
+    for index, token in enumerate(tokens):
+        digest = token.digest()
+        if digest in seen:
+            first_index, first = seen[digest]
+            return (
+                f"tokens[{first_index}] {first.name!r} ({_source(first)}) and tokens[{index}] "
+                f"{token.name!r} ({_source(token)}) are the same token: a request with it "
+                "could be only one of them; give each entry a token of its own"
+            )
+        seen[digest] = (index, token)
+    return None
+
+
+def _source(token: ApiToken) -> str:
+    return "its sha256" if token.env is None else f"${token.env}"
 
 
 class WebConfig(Strict):

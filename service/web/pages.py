@@ -146,6 +146,18 @@ class Pages:
         )
         return HTMLResponse(html, status_code=status_code)
 
+    def may_operate(self, request: Request) -> Viewer:
+        """The dependency of a form that needs ``operate``: logged in with that scope, checked
+        before FastAPI reads the form (it reads and checks a form's fields before the handler
+        runs: a visitor with no login was answered 400 for a field over its limit, not sent to
+        the login page). :meth:`operator` checks the rest once the form is read."""
+        viewer = self.viewer_of(request)
+        if viewer is None:
+            raise LoginRequired
+        if "operate" not in viewer.scopes:
+            raise Forbidden(f"token {viewer.name!r} lacks the 'operate' scope")
+        return viewer
+
     def operator(self, request: Request, csrf: str) -> Viewer:
         """The viewer posting a form: logged in (public_read is not enough), with a valid CSRF
         token, from this origin, holding the operate scope."""

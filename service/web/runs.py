@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import FastAPI, Form, Query, Request, Response
+from fastapi import Depends, FastAPI, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from forensics.audit import AuditPage, audit_page
@@ -50,6 +50,10 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         pages.render,
         pages.operator,
     )
+
+    # Given as a default, not in Annotated: this module's annotations are strings, read where
+    # ``pages`` is not a name.
+    may_operate = Depends(pages.may_operate)
 
     def day_counts() -> dict[str, dict[str, int]]:
         cached = state.counts.get("days")
@@ -231,6 +235,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
     def fail(
         request: Request,
         run_id: RunIdPath,
+        _operator: Viewer = may_operate,
         reason: Annotated[str, Form(max_length=REASON_MAX)] = "",
         csrf: Annotated[str, Form(max_length=200)] = "",
         confirm: Annotated[str, Form(max_length=10)] = "",

@@ -3,13 +3,19 @@ tokens never in logs, tokens in URLs refused, bodies over the limit, a database 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
+from pathlib import Path
 
 import pydantic
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
+from ledger import ConfigurationError
+from service import load_config
+from service.cli import cli
 from service.config import LedgerConfig
 from tests.service.conftest import TOKENS, api_client, auth
 from tests.service.support import LOOK_ALIKE_ACTORS, OTHER_SCRIPT_ACTORS
@@ -302,3 +308,129 @@ def test_an_actor_in_another_script_is_accepted_from_an_append_token(
     assert accepted.json()["appended"] == 2
     timeline = client.get("/v1/runs/1/events", headers=auth("reader")).json()
     assert timeline[-1]["actor"] == actor, timeline
+
+
+BAD_BODIES = [b"{bad", b"\xff", b"", b'{"reason": 1}', b"[1]", b'{"reason": "x", "reason": "y"}']
+
+
+@pytest.mark.parametrize("body", BAD_BODIES)
+@pytest.mark.parametrize(("method", "path", "scope"), [e for e in ENDPOINTS if e[0] == "post"])
+def test_a_body_is_read_only_once_the_token_is_checked(
+    client: TestClient, method: str, path: str, scope: str, body: bytes
+) -> None:
+    """FastAPI parsed the fail's body (a parameter of the endpoint) before the token's
+    dependency: with no token, ``{bad`` was 400 ``field: "1"`` (a column) and ``\\xff`` an
+    undocumented ``http-error``; only a valid body reached the 401. Every endpoint with a
+    body answers 401 (403 without the scope) whatever the body."""
+    json_body = {"Content-Type": "application/json"}
+    missing = client.request(method, path, content=body, headers=json_body)
+    assert missing.status_code == 401, missing.text
+    assert missing.json()["type"] == "urn:run-ledger:problem:unauthorized"
+    other = next(name for name, (_, scopes) in TOKENS.items() if scope not in scopes)
+    forbidden = client.request(method, path, content=body, headers={**json_body, **auth(other)})
+    assert forbidden.status_code == 403, forbidden.text
+
+
+def test_a_fail_body_that_is_not_json_is_worded_as_the_events_are(client: TestClient) -> None:
+    """Not a column number in ``field`` and no ``http-error``: the words and problem types of
+    ``POST /v1/events`` for a body that is not JSON, and the field named for a body of the
+    wrong shape."""
+    run_id = client.app.state.api.ledger.start_run(1, "SOURCE_1")  # type: ignore[attr-defined]
+    headers = {"Content-Type": "application/json", **auth("operator")}
+    expected = {
+        b"{bad": ("invalid-input", "not valid JSON (Expecting property name"),
+        b"\xff": ("invalid-input", "not valid UTF-8 (byte 0)"),
+        b"": ("invalid-input", "not valid JSON (Expecting value at column 1)"),
+        b'{"reason": "x", "reason": "y"}': ("invalid-input", "reason: given more than once"),
+        b'{"reason": NaN}': ("invalid-input", "NaN"),
+        b'{"reason": 1}': ("invalid-request", "reason: Input should be a valid string"),
+        b'{"reason": "x", "operator": "b"}': (
+            "invalid-request",
+            "operator: not a field of this request body",
+        ),
+        b"{}": ("invalid-request", "reason: Field required"),
+    }
+    for body, (slug, words) in expected.items():
+        answer = client.post(f"/v1/runs/{run_id}/fail", content=body, headers=headers)
+        assert answer.status_code == 400, (body, answer.text)
+        problem = answer.json()
+        assert problem["type"] == f"urn:run-ledger:problem:{slug}", (body, problem)
+        assert words in problem["detail"], (body, problem)
+        assert all(not e.get("field", "x").isdigit() for e in problem["errors"]), problem
+    document = client.get("/openapi.json", headers=auth("reader")).json()
+    body_schema = document["paths"]["/v1/runs/{run_id}/fail"]["post"]["requestBody"]
+    assert body_schema["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/FailRequest"
+    }
+    assert document["components"]["schemas"]["FailRequest"]["required"] == ["reason"]
+    ok = client.post(f"/v1/runs/{run_id}/fail", json={"reason": "host lost"}, headers=headers)
+    assert ok.status_code == 200, ok.text
+
+
+def _token_entry(name: str, **source: str) -> dict[str, object]:
+    return {"name": name, "scopes": ["read"], **source}
+
+
+@pytest.mark.parametrize("how", ["sha256", "env", "env-and-sha256"])
+def test_one_token_under_two_names_is_refused_naming_both(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The last entry that matched decided who a request was (its name in the audit, its
+    scopes): one token under two names is a config error naming both entries, never the
+    token nor its hash."""
+    secret = "the-same-token-0123456789abcdef"
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    monkeypatch.setenv("LEDGER_API_TOKEN_ALICE", secret)
+    monkeypatch.setenv("LEDGER_API_TOKEN_BOB", secret)
+    first = (
+        _token_entry("alice", sha256=digest)
+        if how == "sha256"
+        else _token_entry("alice", env="LEDGER_API_TOKEN_ALICE")
+    )
+    second = (
+        _token_entry("bob", env="LEDGER_API_TOKEN_BOB")
+        if how == "env"
+        else _token_entry("bob", sha256=digest.upper())
+    )
+    tokens = [first, _token_entry("carol", sha256="0" * 64), second]
+    with pytest.raises(pydantic.ValidationError) as refused:
+        LedgerConfig.model_validate({"database_url": db_url, "api": {"tokens": tokens}})
+    text = str(refused.value)
+    assert "tokens[0] 'alice'" in text
+    assert "tokens[2] 'bob'" in text
+    assert "are the same token" in text
+    assert secret not in text
+    assert digest not in text.lower()
+    if how == "env":
+        assert "$LEDGER_API_TOKEN_ALICE" in text
+        assert "$LEDGER_API_TOKEN_BOB" in text
+
+
+def test_config_check_and_startup_refuse_a_repeated_token(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.api import create_app
+    from service.api.auth import Tokens
+
+    secret = "the-same-token-0123456789abcdef"
+    monkeypatch.setenv("LEDGER_API_TOKEN_ONE", secret)
+    monkeypatch.setenv("LEDGER_API_TOKEN_TWO", secret)
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        '[[api.tokens]]\nname = "one"\nscopes = ["read"]\nenv = "LEDGER_API_TOKEN_ONE"\n'
+        '[[api.tokens]]\nname = "two"\nscopes = ["read", "operate"]\n'
+        'env = "LEDGER_API_TOKEN_TWO"\n'
+    )
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "tokens[0] 'one' ($LEDGER_API_TOKEN_ONE) and tokens[1] 'two'" in result.output
+    assert secret not in result.output
+    assert "Traceback" not in result.output
+    # Valid at load, then the environment changed before the app read it again: refused too.
+    monkeypatch.setenv("LEDGER_API_TOKEN_TWO", "another-token-0123456789abcdef")
+    loaded = load_config(config)
+    monkeypatch.setenv("LEDGER_API_TOKEN_TWO", secret)
+    with pytest.raises(ConfigurationError, match="are the same token"):
+        Tokens(loaded.api)
+    with pytest.raises(ConfigurationError, match="are the same token"):
+        create_app(loaded.model_copy(update={"database_url": db_url}))

@@ -18,6 +18,7 @@ import {
   LedgerProtocolError,
   LedgerStateError,
   LedgerValidationError,
+  MAX_DELAY_MS,
   RunHandle,
   RunNotStartedError,
 } from '../index.mjs';
@@ -657,6 +658,44 @@ test('bad options are refused naming the option', async () => {
   await assert.rejects(run.finish({ status: 'failed' }), LedgerValidationError);
   await assert.rejects(run.finish({ recordsFetched: -1 }), LedgerValidationError);
   await run.finish();
+});
+
+test('a time option past what Node\'s timers keep is refused naming it and the limit', async () => {
+  // setTimeout, setInterval and AbortSignal.timeout turn a delay over 2^31 - 1 ms into 1 ms:
+  // a heartbeatIntervalMs of 2^31 wrote hundreds of heartbeats a second.
+  assert.equal(MAX_DELAY_MS, 2 ** 31 - 1);
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  for (const field of ['timeoutMs', 'backoffMs', 'maxBackoffMs']) {
+    for (const value of [2 ** 31, 2 ** 40, Number.MAX_SAFE_INTEGER]) {
+      assert.throws(
+        () => client(server.url, { [field]: value }),
+        (error) =>
+          error instanceof LedgerValidationError &&
+          error.field === field &&
+          error.message.includes('at most 2147483647'),
+        `${field}: ${value}`,
+      );
+    }
+    assert.equal(client(server.url, { [field]: MAX_DELAY_MS })[field], MAX_DELAY_MS);
+  }
+  const ledger = client(server.url);
+  for (const field of ['progressIntervalMs', 'heartbeatIntervalMs', 'signalGraceMs']) {
+    const start = field === 'signalGraceMs' ? (options) => ledger.withRun(options, async () => {}) : (options) => ledger.startRun(options);
+    await assert.rejects(
+      start({ ...RUN, [field]: 2 ** 31 }),
+      (error) =>
+        error instanceof LedgerValidationError &&
+        error.field === field &&
+        error.message.includes('at most 2147483647'),
+      field,
+    );
+  }
+  assert.equal(server.requests.length, 0); // refused before anything was sent
+  for (const field of ['progressIntervalMs', 'heartbeatIntervalMs', 'signalGraceMs']) {
+    await ledger.withRun({ ...RUN, [field]: MAX_DELAY_MS }, async () => {});
+  }
+  // Each run: RunStarted, then RunFinished; a heartbeat every MAX_DELAY_MS sends none now.
+  assert.equal(server.requests.length, 6);
 });
 
 test('progress and heartbeat not awaited: a failing ledger does not crash the process, and nothing is lost', async () => {

@@ -767,6 +767,30 @@ def test_a_form_posted_without_a_login_returns_to_its_run_after_login(
     assert client.get(f"/web/runs/{demo['open']}").status_code in (200, 303)
 
 
+def test_the_fail_form_asks_for_a_login_and_the_scope_before_it_reads_the_form(
+    client: TestClient, demo: dict[str, int]
+) -> None:
+    """FastAPI checked the form's fields before the handler asked for a login: a visitor with
+    no login posting a reason over its limit was answered 400, not sent to log in (the API's
+    fail answered a bad body before its 401 the same way)."""
+    path = f"/web/runs/{demo['open']}/fail"
+    too_long = [
+        {"reason": "x" * (REASON_MAX + 1)},
+        {"reason": "x", "csrf": "c" * 201},
+        {"reason": "x", "confirm": "y" * 11},
+    ]
+    for form in too_long:
+        response = client.post(path, data=form, follow_redirects=False)
+        assert response.status_code == 303, (form, response.text)
+        assert response.headers["location"].startswith("/web/login")
+    csrf = log_in(client, "reader")
+    for form in too_long:
+        refused = client.post(path, data={"csrf": csrf, **form}, follow_redirects=False)
+        assert refused.status_code == 403, (form, refused.text)
+        assert "lacks the &#39;operate&#39; scope" in refused.text
+    assert "running" in client.get(f"/web/runs/{demo['open']}").text
+
+
 def test_a_repeated_query_parameter_is_refused_as_the_api_refuses_it(client: TestClient) -> None:
     log_in(client, "reader")
     response = client.get("/web/runs", params=[("at_position", "1"), ("at_position", "2")])
