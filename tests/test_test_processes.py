@@ -173,6 +173,7 @@ import subprocess, sys
 import pytest
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]
+UP_THEN_SLEEP = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(600)"]
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +195,10 @@ def test_stops_its_process():
 
 
 def test_leaves_its_process_running():
-    subprocess.Popen(SLEEP)
+    # Waits for the child's first line: until it has exec'd, its command line is pytest's own
+    # (a fork of it), and the net would name that on a busy machine.
+    process = subprocess.Popen(UP_THEN_SLEEP, stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "up\\n"
 
 
 def test_uses_the_module_server_again(server):
