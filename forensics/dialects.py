@@ -11,13 +11,15 @@ equal, and a later change of the triggers comes with a new migration and a chang
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, inspect, text
 
 from forensics.legacy_shape import Column, Shape
 from ledger import Ledger
-from ledger.dialects import is_mysql_backend, is_sqlite
+from ledger.dialects import catalogued_triggers, is_mysql_backend, is_sqlite
 
 TABLE = "ledger_events"
 IMMUTABLE_MESSAGE = "ledger_events is append-only: {verb} is not allowed (run-ledger I1)"
@@ -76,8 +78,9 @@ class FoundTrigger:
 
 def found_triggers(conn: Connection) -> list[FoundTrigger]:
     """The triggers on ``ledger_events`` as the catalogue shows them to this user
-    (``sqlite_master`` on SQLite, ``information_schema.TRIGGERS`` on MariaDB/MySQL)."""
-    return _sqlite_triggers(conn) if is_sqlite(conn) else _mysql_triggers(conn)
+    (:func:`ledger.dialects.catalogued_triggers`)."""
+    rows = catalogued_triggers(conn, table=TABLE)
+    return _sqlite_triggers(rows) if is_sqlite(conn) else _mysql_triggers(rows)
 
 
 def definition_kind(dialect: str) -> str:
@@ -98,14 +101,7 @@ _SQLITE_HEAD = re.compile(
 )
 
 
-def _sqlite_triggers(conn: Connection) -> list[FoundTrigger]:
-    rows = conn.execute(
-        text(
-            "SELECT name, tbl_name, sql FROM sqlite_master "
-            "WHERE type = 'trigger' AND lower(tbl_name) = :table"
-        ),
-        {"table": TABLE},
-    ).all()
+def _sqlite_triggers(rows: Sequence[Sequence[Any]]) -> list[FoundTrigger]:
     found = []
     for name, table, sql in rows:
         match = _SQLITE_HEAD.match(sql or "")
@@ -115,15 +111,7 @@ def _sqlite_triggers(conn: Connection) -> list[FoundTrigger]:
     return found
 
 
-def _mysql_triggers(conn: Connection) -> list[FoundTrigger]:
-    rows = conn.execute(
-        text(
-            "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, "
-            "ACTION_STATEMENT, ACTION_ORIENTATION FROM information_schema.TRIGGERS "
-            "WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = :table"
-        ),
-        {"table": TABLE},
-    ).all()
+def _mysql_triggers(rows: Sequence[Sequence[Any]]) -> list[FoundTrigger]:
     return [
         FoundTrigger(
             str(name),

@@ -39,6 +39,7 @@ from forensics.dialects import (
     found_triggers,
     may_see_triggers,
 )
+from ledger.dialects import database_kind
 from ledger.store import Ledger
 from ledger.text import clip
 
@@ -82,7 +83,7 @@ def sql_tokens(sql: str) -> list[str]:
 def check_triggers(ledger: Ledger) -> TriggerCheck:
     """Compare the triggers on ``ledger_events`` with :func:`expected_triggers`."""
     with ledger.connect("verify") as conn:
-        dialect = conn.dialect.name
+        dialect = database_kind(conn)  # sqlite, mysql or mariadb
         expected = expected_triggers(dialect)
         if not expected:
             return TriggerCheck(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -26,6 +26,7 @@ from sqlalchemy import (
     and_,
     cast,
     literal_column,
+    make_url,
     select,
     text,
 )
@@ -74,6 +75,16 @@ def is_galera(conn: Connection) -> bool:
 def is_mysql_backend(backend: str) -> bool:
     """``backend`` (a URL's backend name) is MySQL or MariaDB."""
     return backend in ("mysql", "mariadb")
+
+
+def wait_bound_options(url: str, seconds: int) -> dict[str, int]:
+    """The engine options that bound a wait on the database ``url`` names to ``seconds``:
+    MySQL's pool checkout (its driver's own timeouts are set in the URL,
+    :func:`ledger.database.with_timeouts`), SQLite's busy timeout. Raises what ``make_url``
+    raises for a URL that does not parse."""
+    if is_mysql_backend(make_url(url).get_backend_name()):
+        return {"pool_timeout": seconds}
+    return {"sqlite_busy_timeout_ms": seconds * 1000}
 
 
 def exact_text(column: ColumnElement[str], bind: Bound) -> ColumnElement[Any]:
@@ -272,6 +283,34 @@ def stored_time_text(value: Any) -> str:
 def is_missing_table(driver_message: str) -> bool:
     """SQLite: "no such table: x"; MySQL/MariaDB: error 1146 "Table 'db.x' doesn't exist"."""
     return "no such table" in driver_message or driver_message.startswith("(1146,")
+
+
+def catalogued_triggers(
+    conn: Connection, *, table: str | None = None, name: str | None = None
+) -> Sequence[Sequence[Any]]:
+    """The triggers of ``conn``'s database as its catalogue shows them to this user: those on
+    ``table`` (a name in lower case; SQLite's catalogue is read in any case), the one called
+    ``name``, or all. SQLite: rows of ``(name, table, sql)`` from ``sqlite_master``, ``sql``
+    the whole ``CREATE TRIGGER``; MySQL/MariaDB: ``(name, table, timing, event, body,
+    orientation)`` from ``information_schema.TRIGGERS`` (the body NULL where this user may
+    not read it). What ``ledger migrate`` looks for before it creates a trigger and what
+    ``ledger verify`` checks (I1)."""
+    if is_sqlite(conn):
+        sql = "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"
+        on_table, called = "lower(tbl_name) = :table", "name = :name"
+    else:
+        sql = (
+            "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, "
+            "ACTION_STATEMENT, ACTION_ORIENTATION FROM information_schema.TRIGGERS "
+            "WHERE TRIGGER_SCHEMA = DATABASE()"
+        )
+        on_table, called = "EVENT_OBJECT_TABLE = :table", "TRIGGER_NAME = :name"
+    params: dict[str, str] = {}
+    if table is not None:
+        sql, params["table"] = f"{sql} AND {on_table}", table
+    if name is not None:
+        sql, params["name"] = f"{sql} AND {called}", name
+    return conn.execute(text(sql), params).all()
 
 
 LOCK_NAME_MAX = 64  # MySQL refuses longer GET_LOCK names

@@ -11,6 +11,7 @@ are the only SQL on ``ledger_events``, ``ledger_runs`` and ``ledger_head``.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import fields
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -26,7 +27,7 @@ from ledger.dialects import (
 )
 from ledger.driver import DriverCursor
 from ledger.errors import StoredEventError
-from ledger.hashing import EVENT_COLUMNS
+from ledger.hashing import EVENT_COLUMNS, HASH, PREV_HASH, hashed_values, rows_reader
 from ledger.recorded import LedgerHead, RecordedEvent, StoredRef
 from ledger.rules import RunState
 from ledger.schema import HEAD_ROW_ID, ledger_events, ledger_head, ledger_runs
@@ -87,6 +88,12 @@ def _page_sql(mark: str, as_text: Callable[[str], str], bounded: bool) -> str:
     )
 
 
+# Rows (EVENT_COLUMNS order) as the values of RecordedEvent's fields, in the order of its
+# fields (its constructor's): how the replay unpacks rows by name (events_from_driver, and
+# projections.fold.fold_rows).
+as_event_fields = rows_reader(*(field.name for field in fields(RecordedEvent)))
+
+
 def events_from_driver(
     rows: Iterable[Sequence[Any]], read_time: Callable[[Any], datetime]
 ) -> list[RecordedEvent]:
@@ -114,7 +121,7 @@ def events_from_driver(
             actor,
             prev_hash,
             hash_,
-        ) in rows:
+        ) in as_event_fields(rows):
             if recorded != stored_at or recorded_at is None:
                 stored_at, recorded_at = recorded, read_time(recorded)
             event = new(RecordedEvent)
@@ -151,19 +158,22 @@ def event_from_driver(row: Sequence[Any], read_time: Callable[[Any], datetime]) 
     """A ``ledger_events`` row as the driver returns it (:data:`EVENT_COLUMNS` order,
     timestamps as their stored text, ``read_time`` :func:`ledger.dialects.stored_time_reader`
     as the append's packed reads give it)."""
+    position, event_id, run_id, version, type_, schema, payload, occurred, recorded, actor = (
+        hashed_values(row)
+    )
     return RecordedEvent(
-        int(row[0]),
-        row[1],
-        int(row[2]),
-        int(row[3]),
-        row[4],
-        int(row[5]),
-        row[6],
-        read_time(row[7]),
-        read_time(row[8]),
-        row[9],
-        row[10],
-        row[11],
+        int(position),
+        event_id,
+        int(run_id),
+        int(version),
+        type_,
+        int(schema),
+        payload,
+        read_time(occurred),
+        read_time(recorded),
+        actor,
+        row[PREV_HASH],
+        row[HASH],
     )
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Dialect, Engine, make_url, select, update
+from sqlalchemy import Connection, Dialect, Engine, select, update
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from ledger import reads
@@ -39,10 +39,10 @@ from ledger.database import (
 from ledger.dialects import (
     append_transaction,
     database_kind,
-    is_mysql_backend,
     is_sqlite,
     server_clock,
     snapshot_transaction,
+    wait_bound_options,
     write_transaction,
 )
 from ledger.driver import DriverCursor
@@ -124,11 +124,9 @@ class Ledger:
         engine_url = url
         if wait_bound_s is not None:
             with suppress(ArgumentError, ValueError):  # create_ledger_engine says what is wrong
-                if is_mysql_backend(make_url(url).get_backend_name()):
-                    engine_url = with_timeouts(url, wait_bound_s)
-                    engine_options.setdefault("pool_timeout", wait_bound_s)
-                else:
-                    engine_options.setdefault("sqlite_busy_timeout_ms", wait_bound_s * 1000)
+                engine_url = with_timeouts(url, wait_bound_s)  # a SQLite URL as it is
+                for option, value in wait_bound_options(url, wait_bound_s).items():
+                    engine_options.setdefault(option, value)
         return cls(create_ledger_engine(engine_url, create=create, **engine_options), url, clock)
 
     def __repr__(self) -> str:

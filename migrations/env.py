@@ -20,9 +20,9 @@ import connectors.schema  # noqa: F401  (registers tables on the shared MetaData
 import projections.schema  # noqa: F401
 import service.schema  # noqa: F401
 from ledger.database import create_ledger_engine
-from ledger.dialects import is_sqlite
 from ledger.schema import metadata
 from ledger.urls import resolve_database_url
+from migrations.dialects import alters_by_copy
 
 config = context.config
 
@@ -54,7 +54,7 @@ def _run_with(connection: Connection) -> None:
         target_metadata=metadata,
         compare_type=_compare_type,
         include_object=_include_object,
-        render_as_batch=is_sqlite(connection),
+        render_as_batch=alters_by_copy(connection),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
+from ledger.dialects import catalogued_triggers
 from ledger.errors import SchemaError
 
 
@@ -124,15 +125,7 @@ def create_index(name: str, table: str, columns: list[str]) -> None:
 
 def create_trigger(name: str, statement: str) -> None:
     """Run ``statement`` (a ``CREATE TRIGGER name …``) unless the trigger exists."""
-    bind = op.get_bind()
-    if bind.dialect.name == "sqlite":
-        query = "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = :name"
-    else:
-        query = (
-            "SELECT 1 FROM information_schema.TRIGGERS "
-            "WHERE TRIGGER_SCHEMA = DATABASE() AND TRIGGER_NAME = :name"
-        )
-    if bind.execute(sa.text(query), {"name": name}).first() is None:
+    if not catalogued_triggers(op.get_bind(), name=name):
         op.execute(statement)
 
 

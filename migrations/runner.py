@@ -12,8 +12,7 @@ import io
 import logging
 import os
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +26,12 @@ from sqlalchemy.engine import make_url
 
 from ledger import Ledger
 from ledger.database import current_revision
-from ledger.dialects import named_lock
 from ledger.errors import DatabaseNotFoundError, LedgerError, SchemaError
 from ledger.schema import LEGACY_TABLE
 from ledger.store import as_ledger
 from ledger.urls import mask_url, migrate_hint, sqlite_file_or_none
 from migrations import SCRIPT_LOCATION
+from migrations.dialects import one_migrate_at_a_time
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResul
     """Upgrade the database to the newest revision; a no-op when already there. Takes the
     :class:`ledger.Ledger`, or an Engine and its URL (the tests and tools hold those)."""
     ledger = as_ledger(database, url)
-    with _one_migrate_at_a_time(ledger), ledger.transaction("migrate") as connection:
+    with one_migrate_at_a_time(ledger), ledger.transaction("migrate") as connection:
         before = current_revision(connection)
         tables_before = set(inspect(connection).get_table_names())
         try:
@@ -104,33 +103,6 @@ def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResul
             )
     log.info("schema at %s (was %s)", after, before or "empty")
     return MigrationResult(before, after, moved)
-
-
-# How long a `ledger migrate` waits for another one running on the same database.
-MIGRATE_LOCK_WAIT_S = 120
-
-
-@contextmanager
-def _one_migrate_at_a_time(ledger: Ledger) -> Iterator[None]:
-    """Every replica of a deployment may run `ledger migrate` as it starts: the second waits
-    for the first, then finds the schema at the newest revision, rather than fail on a table
-    the first just created (MySQL's DDL commits statement by statement). MySQL: a named lock,
-    on its own session. SQLite: the upgrade's own transaction takes the write lock first
-    (``BEGIN IMMEDIATE``), so the second waits out the busy timeout instead of meeting the
-    first half-way. On a Galera cluster the named lock holds on one node: migrate through one
-    node at a time (README)."""
-    if ledger.is_sqlite:
-        yield
-        return
-    busy = SchemaError(
-        f"another `ledger migrate` of {mask_url(ledger.url)} has held the migration lock for "
-        f"over {MIGRATE_LOCK_WAIT_S} s; nothing was changed"
-    )
-    with (
-        ledger.connect("migrate") as session,
-        named_lock(session, "migrate", MIGRATE_LOCK_WAIT_S, lambda: busy),
-    ):
-        yield
 
 
 def check(database: Ledger | Engine, url: str | None = None) -> SchemaCheck:

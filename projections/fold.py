@@ -19,7 +19,7 @@ from ledger.durations import format_duration
 from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT
 from ledger.limits import IMPORTED_KEY, LEGACY_CREATED_AT_KEY, json_depth, parse_legacy_time
 from ledger.mapper import canonical_json, decode_payload, written_envelope, written_fields
-from ledger.reads import events_from_driver
+from ledger.reads import as_event_fields, events_from_driver
 from projections.errors import PoisonEventError
 from projections.schema import COUNTER_COLUMNS, ingestion_runs
 
@@ -134,21 +134,21 @@ def fold_rows(
     counters = _COUNTER_PAIRS
     stored_at: Any = None
     recorded_at: Any = None
-    for index, record in enumerate(page):
-        (
-            position,
-            event_id,
-            run_id,
-            version,
-            type_,
-            schema,
-            payload,
-            occurred,
-            recorded,
-            actor,
-            _prev_hash,
-            _hash,
-        ) = record
+    # Each row's columns by name (as_event_fields): the ledger's order of them is its own.
+    for index, (
+        position,
+        event_id,
+        run_id,
+        version,
+        type_,
+        schema,
+        payload,
+        occurred,
+        recorded,
+        actor,
+        _prev_hash,
+        _hash,
+    ) in enumerate(as_event_fields(page)):
         stored: Stored | None = None
         fields: Mapping[str, Any] | None = None
         if (
@@ -202,7 +202,7 @@ def fold_rows(
                 if fields is not None:
                     stored = StoredFacts(position, run_id, type_, occurred_at, recorded_at)
         if stored is None:  # the long way: the event, which validation decides
-            stored = event = events_from_driver((record,), read_time)[0]
+            stored = event = events_from_driver((page[index],), read_time)[0]
         if stored.position not in skipped:
             try:
                 if fields is None:

@@ -31,6 +31,7 @@ from sqlalchemy import Connection, func, inspect, select
 from ledger import Ledger
 from ledger.conflicts import retrying_conflicts
 from ledger.dialects import stored_time_reader
+from ledger.hashing import POSITION
 from ledger.reads import events_from_driver, read_rows_page
 from projections.checkpoints import read_checkpoint, recover_interrupted_swap, skipped_positions
 from projections.dialects import (
@@ -147,7 +148,7 @@ def _replay(
     page = read_rows_page(conn, after, batch_size, up_to=up_to)
     if not page:
         return after
-    first, last = page[0][0], page[-1][0]
+    first, last = page[0][POSITION], page[-1][POSITION]
     if type(first) is not int or type(last) is not int:  # no append writes such a position
         events_from_driver(page, stored_time_reader)  # raises what reading them as events does
         first, last = int(first), int(last)

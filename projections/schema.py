@@ -57,6 +57,9 @@ def _counter(name: str) -> Column[int]:
     return Column(name, Integer, nullable=False, server_default=text("0"))
 
 
+_COUNTERS = tuple(COUNTER_COLUMNS.values())
+
+
 def _ingestion_runs(meta: MetaData, name: str, with_indexes: bool = True) -> Table:
     indexes = (
         [
@@ -86,14 +89,12 @@ def _ingestion_runs(meta: MetaData, name: str, with_indexes: bool = True) -> Tab
             nullable=False,
             server_default=text("'running'"),
         ),
-        _counter("recordsFetched"),
-        _counter("recordsCreated"),
-        _counter("recordsUpdated"),
-        _counter("recordsSkipped"),
-        _counter("claimsCreated"),
+        # The counters in COUNTER_FIELDS order, but for the legacy table's last one, which
+        # stands after the error columns.
+        *(_counter(column) for column in _COUNTERS[:-1]),
         Column("errorMessage", Text, nullable=True),
         Column("errorDetails", JSON(none_as_null=True), nullable=True),
-        _counter("coverageCellsUpdated"),
+        _counter(_COUNTERS[-1]),
         Column(
             "createdAt", LegacyTimestamp(), nullable=False, server_default=text("CURRENT_TIMESTAMP")
         ),

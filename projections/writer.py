@@ -16,9 +16,10 @@ from typing import Any
 from sqlalchemy import Connection, Dialect, Table, bindparam, insert, select, update
 
 from ledger import RecordedEvent
-from ledger.dialects import quick_sqlite_time, stored_time_reader
+from ledger.dialects import stored_time_reader
+from ledger.hashing import RUN_ID
 from ledger.reads import chunks
-from ledger.schema import LegacyTimestamp, UTCDateTime
+from projections.dialects import bind_processor
 from projections.fold import BatchOutcome, Row, fold_events, fold_rows, normalise
 
 
@@ -39,7 +40,7 @@ class _Statement:
         compiled = statement.compile(dialect=dialect)
         names = tuple(compiled.positiontup if compiled.positional else compiled.binds)
         columns = tuple(name.removeprefix("b_") for name in names)  # b_id: the update's key
-        processors = tuple(_bind_processor(table.c[column].type, dialect) for column in columns)
+        processors = tuple(bind_processor(table.c[column].type, dialect) for column in columns)
         return cls(compiled.string, names, columns, processors, compiled.positional)
 
     def execute(self, conn: Connection, rows: Sequence[Row]) -> None:
@@ -59,17 +60,6 @@ class _Statement:
             conn.exec_driver_sql(self.sql, [dict(zip(self.names, v, strict=True)) for v in values])
 
 
-def _bind_processor(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
-    """The bind processor SQLAlchemy applies to a value of ``column_type`` (a timestamp on
-    SQLite: the same, quicker for the usual value)."""
-    processor: Callable[[Any], Any] | None = column_type.dialect_impl(dialect).bind_processor(
-        dialect
-    )
-    if processor is not None and dialect.name == "sqlite" and isinstance(column_type, UTCDateTime):
-        return quick_sqlite_time(processor, whole_seconds=isinstance(column_type, LegacyTimestamp))
-    return processor
-
-
 class ReadModelWriter:
     """Writes folded rows to one ``ingestion_runs``-shaped table and its transitions table."""
 
@@ -82,13 +72,14 @@ class ReadModelWriter:
             .where(runs.c.id == bindparam("b_id"))
             .values({name: bindparam(name) for name in self._columns if name != "id"})
         )
-        self._compiled: dict[str, tuple[_Statement, _Statement, _Statement]] = {}
+        # By the dialect's class: the statements differ between SQLite, MySQL and MariaDB.
+        self._compiled: dict[type[Dialect], tuple[_Statement, _Statement, _Statement]] = {}
 
     def _statements(self, dialect: Dialect) -> tuple[_Statement, _Statement, _Statement]:
         """The insert and update of runs and the insert of transitions, for ``dialect``."""
-        found = self._compiled.get(dialect.name)
+        found = self._compiled.get(type(dialect))
         if found is None:
-            found = self._compiled[dialect.name] = (
+            found = self._compiled[type(dialect)] = (
                 _Statement.compile(insert(self.runs), self.runs, dialect),
                 _Statement.compile(self._update, self.runs, dialect),
                 _Statement.compile(insert(self.transitions), self.transitions, dialect),
@@ -110,7 +101,7 @@ class ReadModelWriter:
     ) -> BatchOutcome:
         """:meth:`apply` of the events of ``page``, rows as :func:`ledger.reads.read_rows_page`
         returns them, folded by :func:`projections.fold.fold_rows`."""
-        run_ids = {row[2] for row in page}
+        run_ids = set(map(itemgetter(RUN_ID), page))
         if any(type(run_id) is not int for run_id in run_ids):  # no append writes such rows
             run_ids = {run_id for run_id in map(_run_id, page) if run_id is not None}
         rows = self.load(conn, run_ids)
@@ -153,7 +144,7 @@ def _run_id(row: Sequence[Any]) -> Any:
     """A driver row's run id as the fold looks it up (an event's is ``int()`` of it), or None
     for one that is not a number: no row is loaded for it, and the row raises when the fold
     makes it an event."""
-    run_id = row[2]
+    run_id = row[RUN_ID]
     if type(run_id) is int:
         return run_id
     try:
