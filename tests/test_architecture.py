@@ -219,6 +219,10 @@ SQL_EXCEPTIONS = {
 }
 # A counter named other than by the model.
 COUNTER_EXCEPTIONS = {
+    "service/api/shapes.py::IngestionRun": (
+        "the API's documented legacy row, typed field by field for its clients; "
+        "tests/service/test_api_reads.py holds it equal to the table's columns"
+    ),
     "connectors/sdk.py": (
         "PROGRESS_FIELDS: the SDK's short keyword names (fetched=…) mapped to the fields by "
         "hand; to be derived from COUNTER_FIELDS"

@@ -19,8 +19,9 @@ from ledger import Ledger, RunFinished
 from ledger.clock import isoformat_utc
 from ledger.errors import StoredEventError
 from projections import Projector
-from projections.schema import PROJECTION_NAME
+from projections.schema import PROJECTION_NAME, ingestion_runs
 from service.api import create_app
+from service.api.shapes import IngestionRun
 from service.cli import cli
 from service.cli import cli as cli_command
 from service.config import LedgerConfig, SpoolConfig, ThresholdsConfig
@@ -220,6 +221,18 @@ def test_openapi_documents_the_run_detail_shape(client: TestClient) -> None:
     assert listed["content"]["application/json"]["schema"]["items"] == {
         "$ref": "#/components/schemas/IngestionRun"
     }
+
+
+def test_the_documented_row_is_the_legacy_table_column_for_column() -> None:
+    """IngestionRun is spelled out for its clients: it must stay the table's shape, every
+    column in its order, each nullable column (and only those) optional."""
+    fields = IngestionRun.model_fields
+    assert list(fields) == [column.name for column in ingestion_runs.columns]
+    for column in ingestion_runs.columns:
+        if column.name == "errorDetails":  # Any: null is one of its JSON values
+            continue
+        annotation = str(fields[column.name].annotation)
+        assert ("None" in annotation) == column.nullable, column.name
 
 
 def test_stuck_uses_the_configs_thresholds_as_status_and_the_web_do(db_url: str) -> None:
