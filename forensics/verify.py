@@ -35,7 +35,7 @@ from ledger.clock import isoformat_utc
 from ledger.errors import StoredRowError
 from ledger.reads import find_runs, read_head
 from ledger.recorded import LedgerHead
-from ledger.rules import RunState, apply_event
+from ledger.rules import RunState, replay_event
 from ledger.stored_rows import named_rows
 from ledger.text import clip
 from projections.as_of import replay_as_of
@@ -219,15 +219,16 @@ def _replay(states: dict[int, RunState], event: RecordedEvent, report: VerifyRep
             )
         )
         found += 1
-    try:
-        states[event.run_id] = apply_event(current, event.event, event.run_id, event.recorded_at)
-    except LedgerError as exc:
+    # The ledger's one rule of a replay: an event that cannot be applied is a problem, and
+    # the run's version and activity still count past it (its state unchanged).
+    state, error = replay_event(current, event)
+    if state is not None:
+        states[event.run_id] = state
+    if error is not None:
         report.problems.append(
-            Problem("streams", str(exc), position=event.position, run_id=event.run_id)
+            Problem("streams", str(error), position=event.position, run_id=event.run_id)
         )
         found += 1
-        if current is not None:  # keep counting versions past the bad event
-            states[event.run_id] = RunState(**{**vars(current), "version": event.version})
     return found
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ledger import Ledger, RecordedEvent, UnknownRunError
+from ledger import Ledger, UnknownRunError
 from ledger.clock import format_utc_seconds
 from ledger.dialects import same_text
-from ledger.rules import RunState, apply_event
+from ledger.rules import RunState, state_as_of
 from ledger.schema import MAX_POSITION
 from ledger.stored_rows import named_rows
 from projections.as_of import resolve_position, run_as_of, runs_as_of
@@ -207,16 +207,6 @@ def find_run(
     history = ledger.read_run(run_id)
     row, transitions = run_as_of(ledger, run_id, position, history)
     return RunView(row, transitions, position, state_as_of(history, position))
-
-
-def state_as_of(history: list[RecordedEvent], position: int) -> RunState | None:
-    """A run's write-side state after its events up to ``position`` (the append's own rules
-    over the stored events), or None when it had not started yet."""
-    state: RunState | None = None
-    for recorded in history:
-        if recorded.position <= position:
-            state = apply_event(state, recorded.event, recorded.run_id, recorded.recorded_at)
-    return state
 
 
 def jsonable_row(row: Row) -> dict[str, Any]:

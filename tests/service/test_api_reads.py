@@ -514,3 +514,38 @@ def test_status_says_the_spool_is_unreadable_without_naming_its_file(
     client.app.state.api.close()  # type: ignore[attr-defined]
     assert answer.json()["spool_error"] == SPOOL_UNREADABLE
     assert str(tmp_path) not in answer.text
+
+
+def test_a_run_as_of_a_skipped_unreadable_event_reads_like_the_rest(
+    client: TestClient, ledger: Ledger, db_url: str
+) -> None:
+    """A newer writer's type the projector stopped at and an operator skipped: the run as of
+    that position is shown by the CLI and the API alike (the write-side state survives the
+    event it cannot read, by the ledger's one replay), as ``runs list --at-position`` and the
+    live ``runs show`` are; the run stays open, its version and activity counted."""
+    from projections.errors import PoisonEventError
+    from tests.projection_support import append_raw
+
+    run_id = ledger.start_run(1, "SOURCE_1")
+    poison = append_raw(ledger, run_id, "RunPaused", '{"why":"newer writer"}')
+    assert poison == 2
+    projector = Projector(ledger)
+    with pytest.raises(PoisonEventError):
+        projector.run_once()
+    projector.skip(poison, "written by a newer run-ledger", "operator:alice")
+    projector.run_once()
+    live = ledger.run(run_id)
+    assert live is not None
+    for args in (
+        ["show", "1"],
+        ["list", "--at-position", "2"],
+        ["show", "1", "--at-position", "2"],
+    ):
+        shown = CliRunner().invoke(cli, ["runs", *args, "--db", db_url])
+        assert shown.exit_code == 0, shown.output
+    replay = client.get(f"/v1/runs/{run_id}?at_position={poison}", headers=READ)
+    assert replay.status_code == 200, replay.text
+    assert replay.json()["row"] == cli_json(db_url, "runs", "show", "1", "--at-position", "2")
+    assert replay.json()["row"]["status"] == "running"
+    assert replay.json()["ledger"]["state"] == "open"
+    assert replay.json()["ledger"] == live.to_dict()  # the append's own registry row
