@@ -69,7 +69,14 @@ from ledger import (
     StorageError,
     ValidationError,
 )
-from ledger.events import ACTOR_NAME_MAX, COUNTER_FIELDS, COUNTER_LIMIT, Counter, name_problem
+from ledger.events import (
+    ACTOR_NAME_MAX,
+    CONNECTOR_PREFIX,
+    COUNTER_FIELDS,
+    COUNTER_LIMIT,
+    Counter,
+    name_problem,
+)
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json, pydantic_problems
 from ledger.text import clip, storable, visible
@@ -123,10 +130,10 @@ def connector_actor(connector_name: str, host: str, pid: int) -> str:
     """``connector:NAME@HOST:PID``, within the ledger's actor limit whatever the host's name:
     a name too long for it (macOS allows 255 characters, Linux 64) is cut with ``…``, so the run
     still starts (the whole name stays in the run's ``metadata.host``)."""
-    room = ACTOR_NAME_MAX - len(f"connector:{connector_name}@:{pid}")
+    room = ACTOR_NAME_MAX - len(f"{CONNECTOR_PREFIX}{connector_name}@:{pid}")
     if len(host) > room:
         host = host[: max(room - 1, 0)] + "…"
-    return f"connector:{connector_name}@{host}:{pid}"
+    return f"{CONNECTOR_PREFIX}{connector_name}@{host}:{pid}"
 
 
 class RunContext:

@@ -84,15 +84,40 @@ RECORDED_NAMES: dict[str, bool] = {"recorded_names": True}
 
 
 OPERATOR_PREFIX = "operator:"
-# Who the ledger itself records acting (the report counts transitions by them): the sweeper, an
-# operator (``operator:NAME``), an import (``import:legacy``), ``ledger serve`` timing out a run
-# past its max_run_time (``serve:HOST:PID``) and ``ledger run``'s watchdog doing so
-# (``ledger-run:HOST:PID``). A connector reports under its own name (``connector:NAME@HOST:PID``).
+# Who the ledger itself records acting (the report counts transitions by them, actor_kind): the
+# sweeper, an operator (``operator:NAME``), an import (``import:legacy``), ``ledger serve``
+# timing out a run past its max_run_time (``serve:HOST:PID``) and ``ledger run``'s watchdog doing
+# so (``ledger-run:HOST:PID``). A connector reports under its own name
+# (``connector:NAME@HOST:PID``, ``connectors.sdk.connector_actor``), which is not reserved.
 SWEEPER_ACTOR = "sweeper"
 IMPORT_PREFIX = "import:"
 SERVE_PREFIX = "serve:"
 RUN_WATCHDOG_PREFIX = "ledger-run:"
 RESERVED_PREFIXES = (OPERATOR_PREFIX, IMPORT_PREFIX, SERVE_PREFIX, RUN_WATCHDOG_PREFIX)
+CONNECTOR_PREFIX = "connector:"
+
+# Whom an event's actor names, as the report counts status transitions (its section D).
+ActorKind = Literal[
+    "connectors", "sweeper", "operators", "import", "serve", "ledger-run", "other", "unknown"
+]
+_KIND_BY_PREFIX: tuple[tuple[str, ActorKind], ...] = (
+    (CONNECTOR_PREFIX, "connectors"),
+    (OPERATOR_PREFIX, "operators"),
+    (IMPORT_PREFIX, "import"),
+    (SERVE_PREFIX, "serve"),
+    (RUN_WATCHDOG_PREFIX, "ledger-run"),
+)
+
+
+def actor_kind(actor: str | None) -> ActorKind:
+    """The kind of actor ``actor`` is, by the prefix the ledger writes, spelled exactly (a
+    look-alike, ``Sweeper`` recorded before the actor rule, is ``other``); ``unknown`` when
+    the event names none."""
+    if not actor:
+        return "unknown"
+    if actor == SWEEPER_ACTOR:
+        return "sweeper"
+    return next((kind for prefix, kind in _KIND_BY_PREFIX if actor.startswith(prefix)), "other")
 
 
 def operator_actor(name: str) -> str:

@@ -30,6 +30,7 @@ from connectors import (
 from connectors.http_json import MAX_RETRIES
 from connectors.sdk import stop_runs
 from ledger.durations import format_duration
+from ledger.events import RUN_WATCHDOG_PREFIX
 from service.cli.errors import EXIT_PROBLEM, BadInput, ProblemFound, library_errors, problem_for
 from service.cli.ledgers import open_or_start_ledger, opened_ledger
 from service.cli.options import (
@@ -191,7 +192,7 @@ def execute_connector(
     watchdog = None
     if max_run_time is not None:
         bound = RunBound(max_run_time, grace_period or DEFAULT_GRACE_PERIOD)
-        actor = f"ledger-run:{socket.gethostname()}:{os.getpid()}"
+        actor = f"{RUN_WATCHDOG_PREFIX}{socket.gethostname()}:{os.getpid()}"
         watchdog = RunWatchdog(ledger, bound, actor, partial(_end_timed_out_run, connector, bound))
     with library_errors():
         spool = Spool(spool_dir)
