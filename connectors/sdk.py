@@ -435,11 +435,6 @@ class RunContext:
         self._stop_request = stop
         self._stop.set()  # the heartbeat thread ends at its next wake-up
 
-    @property
-    def stop_requested(self) -> Exception | None:
-        """What :meth:`request_stop` asked this run to raise, or None."""
-        return self._stop_request
-
     def _require_open(self) -> None:
         self._require_own_process()
         if self._closed is not None and (self.result is None or self.result.status is None):

@@ -367,10 +367,6 @@ class EventModel(BaseModel):
             )
         return self
 
-    def counter_deltas(self) -> dict[str, int]:
-        """The counter deltas this event carries (all zero for events without counters)."""
-        return {name: int(getattr(self, name, 0)) for name in COUNTER_FIELDS}
-
 
 class RunStarted(EventModel):
     """A connector began a run. ``run_id`` absent: the ledger allocates the next id."""
