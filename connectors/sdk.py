@@ -52,7 +52,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pydantic
 
@@ -75,6 +75,7 @@ from ledger.events import (
     COUNTER_FIELDS,
     COUNTER_LIMIT,
     Counter,
+    TerminalStatus,
     name_problem,
 )
 from ledger.limits import MAX_JSON_DEPTH, json_depth
@@ -112,12 +113,17 @@ class RunNotStartedError(StorageError):
     """The ledger could not record RunStarted, so the run did not start."""
 
 
+# How a run the SDK recorded ended: its RunFinished's status, "closed" (another writer closed
+# it under the connector) or "timed_out" (``ledger run``'s watchdog timed it out, blocked).
+RunStatus = Literal[TerminalStatus, "closed", "timed_out"]
+
+
 @dataclass
 class RunResult:
     """What a finished run reported (also while it runs: the totals so far)."""
 
     run_id: int
-    status: str | None = None
+    status: RunStatus | None = None
     totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTER_FIELDS, 0))
     error_count: int = 0
     spooled: bool = False  # some of its events went through the spool

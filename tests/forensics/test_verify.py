@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from forensics.verify import verify_all
+from forensics.verify import CHECKS, Problem, verify_all
 from ledger import Ledger, RunFinished, RunProgressed, RunStarted, stuck_runs, stuck_runs_as_of
 from ledger.rules import state_as_of
 from projections import Projector, rebuild
@@ -32,6 +32,32 @@ def test_verify_is_clean_on_honest_history(ledger: Ledger, db_url: str) -> None:
     assert (report.events, report.runs) == (7, 2)
     result = run("verify", "--db", db_url)
     assert result.exit_code == 0  # type: ignore[attr-defined]
+
+
+def test_a_problem_says_where_it_is_and_its_check_is_one_of_the_named_checks(
+    ledger: Ledger, db_url: str
+) -> None:
+    """The checks are named once (``forensics.verify.Check``), and a problem says where it
+    is itself (``Problem.where``): the CLI special-cased "triggers", whose ``column`` holds
+    the trigger's name, already in its message."""
+    history(ledger)
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(text("DELETE FROM ledger_events WHERE position = 2"))
+    report = verify_all(ledger)
+    assert {p.check for p in report.problems} >= {"chain", "streams", "triggers"}
+    assert {p.check for p in report.problems} <= set(CHECKS)
+    assert all(p.where() == [] for p in report.by_check("triggers"))
+    assert Problem("registry", "m", 3, 1, "state").where() == [
+        ("position", 3),
+        ("run", 1),
+        ("column", "state"),
+    ]
+    assert Problem("projection", "m", run_id=2).where() == [("run", 2)]
+    shown = run("verify", "--db", db_url).stdout  # type: ignore[attr-defined]
+    triggers = [line for line in shown.splitlines() if line.startswith("  [triggers]")]
+    assert triggers
+    assert not [line for line in triggers if "(column " in line]
 
 
 def test_verify_catches_an_event_altered_with_the_triggers_dropped(
