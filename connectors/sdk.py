@@ -65,7 +65,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pydantic
 
@@ -86,7 +86,15 @@ from ledger import (
     ValidationError,
 )
 from ledger.batch_checks import MAX_PAYLOAD_BYTES
-from ledger.events import ACTOR_NAME_MAX, COUNTER_FIELDS, COUNTER_LIMIT, Counter, name_problem
+from ledger.events import (
+    ACTOR_NAME_MAX,
+    CONNECTOR_PREFIX,
+    COUNTER_FIELDS,
+    COUNTER_LIMIT,
+    Counter,
+    TerminalStatus,
+    name_problem,
+)
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json, payload_json, pydantic_problems
 from ledger.text import clip, storable, visible
@@ -123,12 +131,17 @@ class RunNotStartedError(StorageError):
     """The ledger could not record RunStarted, so the run did not start."""
 
 
+# How a run the SDK recorded ended: its RunFinished's status, "closed" (another writer closed
+# it under the connector) or "timed_out" (``ledger run``'s watchdog timed it out, blocked).
+RunStatus = Literal[TerminalStatus, "closed", "timed_out"]
+
+
 @dataclass
 class RunResult:
     """What a finished run reported (also while it runs: the totals so far)."""
 
     run_id: int
-    status: str | None = None
+    status: RunStatus | None = None
     totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTER_FIELDS, 0))
     error_count: int = 0
     spooled: bool = False  # some of its events went through the spool
@@ -141,10 +154,10 @@ def connector_actor(connector_name: str, host: str, pid: int) -> str:
     """``connector:NAME@HOST:PID``, within the ledger's actor limit whatever the host's name:
     a name too long for it (macOS allows 255 characters, Linux 64) is cut with ``…``, so the run
     still starts (the whole name stays in the run's ``metadata.host``)."""
-    room = ACTOR_NAME_MAX - len(f"connector:{connector_name}@:{pid}")
+    room = ACTOR_NAME_MAX - len(f"{CONNECTOR_PREFIX}{connector_name}@:{pid}")
     if len(host) > room:
         host = host[: max(room - 1, 0)] + "…"
-    return f"connector:{connector_name}@{host}:{pid}"
+    return f"{CONNECTOR_PREFIX}{connector_name}@{host}:{pid}"
 
 
 class RunContext:
@@ -474,11 +487,6 @@ class RunContext:
         so a connector holding the lock (a slow append) cannot block the caller."""
         self._stop_request = stop
         self._stop.set()  # the heartbeat thread ends at its next wake-up
-
-    @property
-    def stop_requested(self) -> Exception | None:
-        """What :meth:`request_stop` asked this run to raise, or None."""
-        return self._stop_request
 
     def _require_open(self) -> None:
         self._require_own_process()

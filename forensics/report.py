@@ -24,7 +24,7 @@ from ledger import Ledger, StuckRun, stuck_runs, stuck_runs_as_of
 from ledger.clock import format_utc_seconds, isoformat_utc, labelled_utc, parse_utc
 from ledger.dialects import exact_text
 from ledger.durations import format_duration
-from ledger.events import IMPORT_PREFIX, OPERATOR_PREFIX, SWEEPER_ACTOR
+from ledger.events import actor_kind
 from ledger.stuck import DEFAULT_STALE_AFTER
 from ledger.text import markdown_cell, visible, wrap_cells
 from ledger.urls import mask_url
@@ -271,20 +271,6 @@ def _chain_condition(checked: int, failure: tuple[str | None, int | None] | None
 
 def report_passed(report: dict[str, Any]) -> bool:
     return all(condition["passed"] for condition in report["conditions"])
-
-
-def actor_kind(actor: str | None) -> str:
-    if not actor:
-        return "unknown"
-    if actor.startswith("connector:"):
-        return "connectors"
-    if actor == SWEEPER_ACTOR:
-        return "sweeper"
-    if actor.startswith(OPERATOR_PREFIX):
-        return "operators"
-    if actor.startswith(IMPORT_PREFIX):
-        return "import"
-    return "other"
 
 
 def _skipped_detail(verification: VerifyReport, skips: list[Skip]) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from sqlalchemy import Connection, select
 
@@ -35,7 +35,7 @@ from ledger.clock import isoformat_utc
 from ledger.errors import StoredRowError
 from ledger.reads import find_runs, read_head
 from ledger.recorded import LedgerHead
-from ledger.rules import RunState, apply_event
+from ledger.rules import RunState, replay_event
 from ledger.stored_rows import named_rows
 from ledger.text import clip
 from projections.as_of import replay_as_of
@@ -57,13 +57,29 @@ MAX_DIFFERENCES = 50  # per check: the first ones are what an auditor needs
 SKIP_CLOCK_SLACK = timedelta(minutes=5)
 
 
+# The checks a problem is found by (``Problem.check``), named once: ``transitions`` is part of
+# the projection's (3), ``anchor`` the anchors' (7).
+Check = Literal[
+    "chain", "streams", "registry", "projection", "transitions", "skips", "triggers", "anchor"
+]
+CHECKS: tuple[Check, ...] = get_args(Check)
+
+
 @dataclass(frozen=True)
 class Problem:
-    check: str  # chain | streams | registry | projection | transitions | skips | triggers | anchor
+    check: Check
     message: str
     position: int | None = None
     run_id: int | None = None
-    column: str | None = None
+    column: str | None = None  # a table's column; a trigger's name for ``triggers``
+
+    def where(self) -> list[tuple[str, int | str]]:
+        """Where the problem is, for a reader: (``position``, 3), (``run``, 1), (``column``,
+        "status"), those known; none for ``triggers``, whose message names its trigger."""
+        if self.check == "triggers":
+            return []
+        found = (("position", self.position), ("run", self.run_id), ("column", self.column))
+        return [(name, value) for name, value in found if value]
 
 
 @dataclass(frozen=True)
@@ -95,7 +111,7 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.problems
 
-    def by_check(self, check: str) -> list[Problem]:
+    def by_check(self, check: Check) -> list[Problem]:
         return [p for p in self.problems if p.check == check]
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,7 +182,7 @@ def verify_all(
 
 
 @contextmanager
-def _unreadable_row_is_a_problem(check: str, report: VerifyReport) -> Iterator[None]:
+def _unreadable_row_is_a_problem(check: Check, report: VerifyReport) -> Iterator[None]:
     """A row of ``ledger_runs`` or ``ingestion_runs`` with a time no write stores (edited by
     hand) is one problem of ``check``, which stops there; the other checks still run (it
     ended the whole verify, so the chain's and the triggers' findings went unsaid)."""
@@ -219,15 +235,16 @@ def _replay(states: dict[int, RunState], event: RecordedEvent, report: VerifyRep
             )
         )
         found += 1
-    try:
-        states[event.run_id] = apply_event(current, event.event, event.run_id, event.recorded_at)
-    except LedgerError as exc:
+    # The ledger's one rule of a replay: an event that cannot be applied is a problem, and
+    # the run's version and activity still count past it (its state unchanged).
+    state, error = replay_event(current, event)
+    if state is not None:
+        states[event.run_id] = state
+    if error is not None:
         report.problems.append(
-            Problem("streams", str(exc), position=event.position, run_id=event.run_id)
+            Problem("streams", str(error), position=event.position, run_id=event.run_id)
         )
         found += 1
-        if current is not None:  # keep counting versions past the bad event
-            states[event.run_id] = RunState(**{**vars(current), "version": event.version})
     return found
 
 

@@ -84,15 +84,40 @@ RECORDED_NAMES: dict[str, bool] = {"recorded_names": True}
 
 
 OPERATOR_PREFIX = "operator:"
-# Who the ledger itself records acting (the report counts transitions by them): the sweeper, an
-# operator (``operator:NAME``), an import (``import:legacy``), ``ledger serve`` timing out a run
-# past its max_run_time (``serve:HOST:PID``) and ``ledger run``'s watchdog doing so
-# (``ledger-run:HOST:PID``). A connector reports under its own name (``connector:NAME@HOST:PID``).
+# Who the ledger itself records acting (the report counts transitions by them, actor_kind): the
+# sweeper, an operator (``operator:NAME``), an import (``import:legacy``), ``ledger serve``
+# timing out a run past its max_run_time (``serve:HOST:PID``) and ``ledger run``'s watchdog doing
+# so (``ledger-run:HOST:PID``). A connector reports under its own name
+# (``connector:NAME@HOST:PID``, ``connectors.sdk.connector_actor``), which is not reserved.
 SWEEPER_ACTOR = "sweeper"
 IMPORT_PREFIX = "import:"
 SERVE_PREFIX = "serve:"
 RUN_WATCHDOG_PREFIX = "ledger-run:"
 RESERVED_PREFIXES = (OPERATOR_PREFIX, IMPORT_PREFIX, SERVE_PREFIX, RUN_WATCHDOG_PREFIX)
+CONNECTOR_PREFIX = "connector:"
+
+# Whom an event's actor names, as the report counts status transitions (its section D).
+ActorKind = Literal[
+    "connectors", "sweeper", "operators", "import", "serve", "ledger-run", "other", "unknown"
+]
+_KIND_BY_PREFIX: tuple[tuple[str, ActorKind], ...] = (
+    (CONNECTOR_PREFIX, "connectors"),
+    (OPERATOR_PREFIX, "operators"),
+    (IMPORT_PREFIX, "import"),
+    (SERVE_PREFIX, "serve"),
+    (RUN_WATCHDOG_PREFIX, "ledger-run"),
+)
+
+
+def actor_kind(actor: str | None) -> ActorKind:
+    """The kind of actor ``actor`` is, by the prefix the ledger writes, spelled exactly (a
+    look-alike, ``Sweeper`` recorded before the actor rule, is ``other``); ``unknown`` when
+    the event names none."""
+    if not actor:
+        return "unknown"
+    if actor == SWEEPER_ACTOR:
+        return "sweeper"
+    return next((kind for prefix, kind in _KIND_BY_PREFIX if actor.startswith(prefix)), "other")
 
 
 def operator_actor(name: str) -> str:
@@ -132,13 +157,6 @@ def operator_start_problem(actor: str) -> str | None:
             "with a combining mark"
         )
     return None
-
-
-def operator_name_problem(actor: str) -> str | None:
-    """Why ``actor`` cannot record an operator's act (a run failed, a skip), or None: the name
-    rule (:func:`name_problem`), then a name after ``operator:``
-    (:func:`unnamed_operator_problem`, :func:`operator_start_problem`)."""
-    return name_problem(actor) or unnamed_operator_problem(actor) or operator_start_problem(actor)
 
 
 def reserved_actor(actor: str) -> str | None:
@@ -238,39 +256,69 @@ def name_problem(value: str) -> str | None:
     return None
 
 
-def _refuse(
-    value: str, info: ValidationInfo, *checks: tuple[str, Callable[[str], str | None]]
-) -> str:
-    """``value``, or the first problem of ``checks`` (error type, check) as a validation
-    error; names read back from storage (``RECORDED_NAMES``) are taken as they were written."""
-    if info.context and info.context.get("recorded_names"):
-        return value
-    for error_type, check in checks:
+# A check of a name: (error type, check), the check saying why a text fails it, or None.
+NameCheck = tuple[str, Callable[[str], str | None]]
+
+NAME_CHECK: NameCheck = ("name_character", name_problem)
+UNNAMED_OPERATOR: NameCheck = ("unnamed_operator", unnamed_operator_problem)
+OPERATOR_START: NameCheck = ("operator_name", operator_start_problem)
+# What an actor must pass beyond the name rule (:data:`ActorName`), in order.
+_ACTOR_CHECKS: tuple[NameCheck, ...] = (
+    ("reserved_actor", disguised_actor_problem),
+    UNNAMED_OPERATOR,
+    OPERATOR_START,
+)
+
+
+def first_problem(*checks: tuple[NameCheck, str]) -> tuple[str, str] | None:
+    """The first problem of ``checks`` (a check and the text it checks), as (error type,
+    problem); None when every check passes."""
+    for (error_type, check), value in checks:
         problem = check(value)
         if problem is not None:
-            raise PydanticCustomError(error_type, "{problem}", {"problem": problem})
+            return error_type, problem
+    return None
+
+
+def _refuse(value: str, info: ValidationInfo, *checks: NameCheck) -> str:
+    """``value``, or the first problem of ``checks`` as a validation error; names read back
+    from storage (``RECORDED_NAMES``) are taken as they were written."""
+    if info.context and info.context.get("recorded_names"):
+        return value
+    found = first_problem(*((check, value) for check in checks))
+    if found is not None:
+        error_type, problem = found
+        raise PydanticCustomError(error_type, "{problem}", {"problem": problem})
     return value
 
 
 def _refuse_unsafe_name(value: str, info: ValidationInfo) -> str:
-    return _refuse(value, info, ("name_character", name_problem))
-
-
-# What an actor must pass beyond the name rule (:data:`ActorName`): (error type, check).
-_ACTOR_CHECKS: tuple[tuple[str, Callable[[str], str | None]], ...] = (
-    ("reserved_actor", disguised_actor_problem),
-    ("unnamed_operator", unnamed_operator_problem),
-    ("operator_name", operator_start_problem),
-)
+    return _refuse(value, info, NAME_CHECK)
 
 
 def actor_problem(actor: str) -> str | None:
     """Why ``actor`` cannot be an event's actor, or None: the name rule, then what an actor
     adds to it (a reserved actor spelled otherwise, an operator with no name or a blank one)."""
-    problem = name_problem(actor)
-    for _error_type, check in _ACTOR_CHECKS:
-        problem = problem or check(actor)
-    return problem
+    found = first_problem(*((check, actor) for check in (NAME_CHECK, *_ACTOR_CHECKS)))
+    return None if found is None else found[1]
+
+
+def operator_problem(name: str) -> tuple[str, str] | None:
+    """Why ``name``, an operator's as given (``alice``, or ``operator:alice`` as recorded),
+    cannot record an operator's act (a run failed, a skip), as (error type, problem); None
+    when it can. The one rule of an operator's name: an act by no one first
+    (:data:`UNNAMED_OPERATOR`: nothing, or only whitespace, after ``operator:``), then the name
+    rule on ``name`` as given (its indexes are the caller's), then the name after ``operator:``
+    (:data:`OPERATOR_START`)."""
+    actor = operator_actor(name)
+    return first_problem((UNNAMED_OPERATOR, actor), (NAME_CHECK, name), (OPERATOR_START, actor))
+
+
+def operator_name_problem(actor: str) -> str | None:
+    """Why ``actor`` cannot record an operator's act (a run failed, a skip), or None: the
+    message of :func:`operator_problem`."""
+    found = operator_problem(actor)
+    return None if found is None else found[1]
 
 
 def _refuse_disguised_actor(value: str, info: ValidationInfo) -> str:
@@ -318,10 +366,6 @@ class EventModel(BaseModel):
                 "run_id is required (or run_ref naming a run started in the same batch)"
             )
         return self
-
-    def counter_deltas(self) -> dict[str, int]:
-        """The counter deltas this event carries (all zero for events without counters)."""
-        return {name: int(getattr(self, name, 0)) for name in COUNTER_FIELDS}
 
 
 class RunStarted(EventModel):

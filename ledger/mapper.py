@@ -192,12 +192,33 @@ class StoredEvent(TypedDict):
 STORED_EVENT_KEYS = tuple(StoredEvent.__annotations__)
 
 
-def event_from_stored(**stored: Unpack[StoredEvent]) -> EventModel:
-    """Rebuild the current model of a stored event, upcasting its payload if needed."""
-    fields = written_fields(**stored)
+def event_from_stored(
+    event_type: str,
+    schema_version: int,
+    payload: Any,
+    event_id: str,
+    run_id: int,
+    occurred_at: datetime,
+    actor: str | None,
+) -> EventModel:
+    """Rebuild the current model of a stored event (the arguments in
+    :data:`STORED_EVENT_KEYS` order, or by name), upcasting its payload if needed: its field
+    values taken as they are when it is as this ledger writes it (:func:`written_fields`),
+    else validated (:func:`validated_event`). What :attr:`ledger.RecordedEvent.event` is."""
+    fields = written_fields(
+        event_type, schema_version, payload, event_id, run_id, occurred_at, actor
+    )
     if fields is not None:
-        return model_from_fields(stored["event_type"], fields)
-    return validated_event(**stored)
+        return model_from_fields(event_type, fields)
+    return validated_event(
+        event_type=event_type,
+        schema_version=schema_version,
+        payload=payload,
+        event_id=event_id,
+        run_id=run_id,
+        occurred_at=occurred_at,
+        actor=actor,
+    )
 
 
 def validated_event(**stored: Unpack[StoredEvent]) -> EventModel:

@@ -5,19 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from ledger.clock import isoformat_utc
 from ledger.errors import StoredEventError
 from ledger.events import EventModel
-from ledger.mapper import (
-    STORED_EVENT_KEYS,
-    StoredEvent,
-    decode_payload,
-    model_from_fields,
-    validated_event,
-    written_fields,
-)
+from ledger.mapper import decode_payload, event_from_stored, written_fields
 
 
 @dataclass(frozen=True)
@@ -61,13 +54,8 @@ class RecordedEvent:
         stored = self.__dict__
         event: EventModel | None = stored.get("_event")
         if event is None:
-            # Checked afresh, not taken from _fields: the model gets JSON objects of its own.
-            fields = self._as_written()
-            if fields is not None:
-                event = model_from_fields(stored["type"], fields)
-            else:
-                event = validated_event(**self._stored_event())
-            stored["_event"] = event
+            # Built afresh, not from _fields: the model gets JSON objects of its own.
+            event = stored["_event"] = event_from_stored(*self._stored())
         return event
 
     @property
@@ -109,10 +97,6 @@ class RecordedEvent:
     def _as_written(self) -> dict[str, Any] | None:
         """The field values as this ledger writes them, or None (:func:`written_fields`)."""
         return written_fields(*self._stored())
-
-    def _stored_event(self) -> StoredEvent:
-        """:meth:`_stored` by name (for validation, off the hot path)."""
-        return cast(StoredEvent, dict(zip(STORED_EVENT_KEYS, self._stored(), strict=True)))
 
     def _stored(self) -> tuple[str, int, Any, str, int, datetime, str | None]:
         """What the mapper reads of a stored event, in :data:`STORED_EVENT_KEYS` order."""

@@ -6,18 +6,21 @@
                                                     └──RunProgressed (late) stays timed_out
 
 The same function serves appends and, later, verification of stored history, so the rules live
-in one place.
+in one place; :func:`replay_event` is that replay of stored history, one rule for every reader
+of the write-side state of the past (as-of reads, stuck-as-of, verify).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ledger.clock import isoformat_utc
-from ledger.errors import StreamError
+from ledger.errors import LedgerError, StreamError
 from ledger.events import EventModel, RunFinished, RunProgressed, RunStarted, RunTimedOut
+from ledger.recorded import RecordedEvent
 
 OPEN = "open"
 TIMED_OUT = "timed_out"
@@ -105,3 +108,47 @@ def apply_event(
         opened_at=current.opened_at,
         updated_at=recorded_at,
     )
+
+
+def replay_event(
+    current: RunState | None, recorded: RecordedEvent
+) -> tuple[RunState | None, LedgerError | None]:
+    """The run's write-side state after the stored event ``recorded`` (:func:`apply_event`),
+    and the error that kept it from being applied (None when it was).
+
+    One rule for an event that cannot be applied: a type this code does not know (a newer
+    writer's), a payload that no longer validates, or a break of the stream rules no append
+    lets through (a hand edit). It was recorded, so the run was alive then: its version,
+    activity (``last_event_at``) and ``updated_at`` count; what it did to the run cannot be
+    read, so the state stays (a run it would have started stays unstarted). An operator's skip
+    changes nothing here: it is the projection's decision, and the append kept ``ledger_runs``
+    by the event whatever the projector does with it."""
+    try:
+        return apply_event(current, recorded.event, recorded.run_id, recorded.recorded_at), None
+    except LedgerError as exc:
+        if current is None:
+            return None, exc
+        return (
+            RunState(
+                run_id=current.run_id,
+                source_id=current.source_id,
+                connector_name=current.connector_name,
+                version=recorded.version,
+                state=current.state,
+                started_at=current.started_at,
+                last_event_at=max(current.last_event_at, recorded.occurred_at),
+                opened_at=current.opened_at,
+                updated_at=recorded.recorded_at,
+            ),
+            exc,
+        )
+
+
+def state_as_of(history: Iterable[RecordedEvent], position: int) -> RunState | None:
+    """A run's write-side state after its stored events (``history``, in order) up to
+    ``position``, by :func:`replay_event`'s one rule; None when it had not started yet."""
+    state: RunState | None = None
+    for recorded in history:
+        if recorded.position <= position:
+            state, _ = replay_event(state, recorded)
+    return state

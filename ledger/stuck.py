@@ -11,7 +11,7 @@ follow the number of open runs, not the length of history.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,8 +19,8 @@ from sqlalchemy import or_, select
 
 from ledger.clock import isoformat_utc
 from ledger.durations import parse_duration
-from ledger.errors import LedgerError, ValidationError
-from ledger.rules import OPEN, RunState, apply_event
+from ledger.errors import ValidationError
+from ledger.rules import OPEN, RunState, replay_event
 from ledger.schema import ledger_runs
 from ledger.store import Ledger
 from ledger.stored_rows import named_rows
@@ -107,29 +107,19 @@ def stuck_runs_as_of(
     overrides: Mapping[str | tuple[str, int], Thresholds] | None = None,
 ) -> list[StuckRun]:
     """:func:`stuck_runs` as the ledger stood at ``position``: the runs' states replayed from
-    the events up to it (the append's own rules), judged at ``at`` (by default when the event
-    at ``position`` was recorded). Reads history up to ``position``: seconds on millions of
-    events, where :func:`stuck_runs` reads only the open runs."""
+    the events up to it (the append's own rules, :func:`ledger.rules.replay_event`), judged
+    at ``at`` (by default when the event at ``position`` was recorded). Reads history up to
+    ``position``: seconds on millions of events, where :func:`stuck_runs` reads only the open
+    runs."""
     states: dict[int, RunState] = {}
     recorded_at: datetime | None = None
     for event in ledger.read_all(up_to=position):
         recorded_at = event.recorded_at
-        state = states.get(event.run_id)
-        try:
-            fact = event.event
-        except LedgerError:
-            # A type this code does not know (a newer writer's) or a payload that no longer
-            # validates: it happened, so the run was alive then; whether it ended the run
-            # cannot be read, so its state stays.
-            if state is not None:
-                states[event.run_id] = replace(
-                    state,
-                    version=event.version,
-                    last_event_at=max(state.last_event_at, event.occurred_at),
-                    updated_at=event.recorded_at,
-                )
-            continue
-        states[event.run_id] = apply_event(state, fact, event.run_id, event.recorded_at)
+        # An event this code cannot apply counts as the run's activity, its state unchanged
+        # (the ledger's one rule of a replay, rules.replay_event).
+        state, _ = replay_event(states.get(event.run_id), event)
+        if state is not None:
+            states[event.run_id] = state
     moment = at or recorded_at or ledger.clock()
     open_runs = sorted(
         (state for state in states.values() if state.state == OPEN),

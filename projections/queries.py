@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ledger import Ledger, RecordedEvent, UnknownRunError
+from ledger import Ledger, UnknownRunError
 from ledger.clock import format_utc_seconds
 from ledger.dialects import same_text
-from ledger.rules import RunState, apply_event
+from ledger.rules import RunState, state_as_of
 from ledger.schema import MAX_POSITION
 from ledger.stored_rows import named_rows
 from projections.as_of import resolve_position, run_as_of, runs_as_of
@@ -144,6 +144,15 @@ def not_started_message(run_id: int, position: int) -> str:
     return f"run {run_id} did not exist yet as of position {position}"
 
 
+def start_skipped_message(run_id: int, position: int) -> str:
+    """What a reader is told of a run that had started as of a position but had no row then:
+    the projection skips its RunStarted (an operator's skip)."""
+    return (
+        f"run {run_id} was in the ledger as of position {position} but not in ingestion_runs: "
+        "the projection skips its RunStarted"
+    )
+
+
 @dataclass(frozen=True)
 class RunView:
     """One run's row (None: not in the table yet, or not started yet at ``position``) and its
@@ -156,9 +165,27 @@ class RunView:
     state: RunState | None = None
 
     @property
+    def not_started(self) -> bool:
+        """Asked as of a position before its RunStarted: the ledger had no such run then (the
+        CLI's usage error, the API's 404)."""
+        return self.position is not None and self.state is None
+
+    @property
     def not_projected(self) -> bool:
         """In the ledger, not yet in the live table: the projection is behind."""
         return self.row is None and self.position is None and self.state is not None
+
+    def note(self, run_id: int) -> str | None:
+        """Why the run has no row, None when it has one: the projection is behind (live), the
+        run had not started yet (:attr:`not_started`), or the projection skips its RunStarted
+        (as of a position). The one rule the CLI, the API and the web view tell it by."""
+        if self.row is not None:
+            return None
+        if self.position is None:
+            return not_projected_message(run_id)
+        if self.state is None:
+            return not_started_message(run_id, self.position)
+        return start_skipped_message(run_id, self.position)
 
     def to_dict(self, run_id: int) -> dict[str, Any]:
         """The legacy row (null while the projection is behind), the write-side state and the
@@ -169,7 +196,7 @@ class RunView:
             "row": None if self.row is None else jsonable_row(self.row),
             "ledger": None if self.state is None else self.state.to_dict(),
             "projected": self.row is not None,
-            "note": not_projected_message(run_id) if self.not_projected else None,
+            "note": self.note(run_id),
         }
 
 
@@ -207,16 +234,6 @@ def find_run(
     history = ledger.read_run(run_id)
     row, transitions = run_as_of(ledger, run_id, position, history)
     return RunView(row, transitions, position, state_as_of(history, position))
-
-
-def state_as_of(history: list[RecordedEvent], position: int) -> RunState | None:
-    """A run's write-side state after its events up to ``position`` (the append's own rules
-    over the stored events), or None when it had not started yet."""
-    state: RunState | None = None
-    for recorded in history:
-        if recorded.position <= position:
-            state = apply_event(state, recorded.event, recorded.run_id, recorded.recorded_at)
-    return state
 
 
 def jsonable_row(row: Row) -> dict[str, Any]:

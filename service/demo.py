@@ -25,6 +25,7 @@ from sqlalchemy import Connection, inspect
 import connectors.schema  # noqa: F401 (its tables are run-ledger's own)
 import service.schema  # noqa: F401 (its tables are run-ledger's own)
 from connectors import SAMPLE_CSV, Connector, CsvConnector, RunContext, Spool
+from connectors.sdk import connector_actor
 from forensics.audit import TimelineEntry, audit_run
 from forensics.report import build_report
 from ledger import ConfigurationError, Ledger, RunStarted, StuckRun, sweep
@@ -95,7 +96,7 @@ def run_demo(ledger: Ledger, spool_dir: Path | None = None) -> DemoResult:
                     source_id=4,
                     connector_name="demo-nightly",
                     occurred_at=utcnow() - ORPHAN_SILENCE,
-                    actor=f"connector:demo-nightly@{socket.gethostname()}:{os.getpid()}",
+                    actor=connector_actor("demo-nightly", socket.gethostname(), os.getpid()),
                     metadata={
                         "trigger": DEMO_TRIGGER,
                         "note": "its process was killed (simulated)",

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from connectors import RunContext
+from connectors import RunContext, RunOutcome, RunResult
 from ledger import Ledger, LedgerError
 from service.run_bound import POLL_SECONDS, RunBound, time_out_run
 
@@ -24,12 +24,29 @@ from service.run_bound import POLL_SECONDS, RunBound, time_out_run
 @dataclass(frozen=True)
 class TimeOut:
     """What the watchdog did to a run whose connector did not stop: the position of its
-    RunTimedOut; None with ``error`` when that could not be appended; None without it when the
-    run was closed first (the sweeper, an operator's ``runs fail``, or its own RunFinished an
-    instant before)."""
+    RunTimedOut and the run's ``outcome`` as it was timed out; None with ``error`` when that
+    could not be appended; None without it when the run was closed first (the sweeper, an
+    operator's ``runs fail``, or its own RunFinished an instant before)."""
 
     position: int | None
     error: LedgerError | None = None
+    outcome: RunOutcome | None = None
+
+
+def timed_out_outcome(context: RunContext, bound: RunBound) -> RunOutcome:
+    """The outcome of a run timed out past ``bound`` (status ``timed_out``): what it reported
+    until it blocked, and the bound's reason."""
+    reported = context.result
+    assert reported is not None  # watched once started: it has a result
+    result = RunResult(
+        run_id=context.run_id,
+        status="timed_out",
+        totals=dict(reported.totals),
+        error_count=reported.error_count,
+        spooled=reported.spooled,
+        error_message=bound.reason(),
+    )
+    return RunOutcome(context.connector_name, context.source_id, result, None)
 
 
 class RunWatchdog:
@@ -85,6 +102,9 @@ class RunWatchdog:
 
     def _time_out(self, context: RunContext) -> TimeOut:
         try:
-            return TimeOut(time_out_run(self.ledger, context.run_id, self.bound, self.actor))
+            position = time_out_run(self.ledger, context.run_id, self.bound, self.actor)
         except LedgerError as exc:  # its heartbeats have stopped: the sweeper times it out
             return TimeOut(None, exc)
+        if position is None:
+            return TimeOut(None)
+        return TimeOut(position, outcome=timed_out_outcome(context, self.bound))

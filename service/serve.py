@@ -58,6 +58,7 @@ from ledger import (
 from ledger.clock import format_utc_seconds, isoformat_utc, utcnow
 from ledger.driver_errors import database_unreachable
 from ledger.durations import format_duration
+from ledger.events import SERVE_PREFIX
 from ledger.outage import Outage
 from ledger.rules import OPEN
 from ledger.text import visible
@@ -92,6 +93,8 @@ START_RETRY_FIRST_S = 1.0
 START_RETRY_MAX_S = 30.0
 # The id suffix of the one-off job that runs a job once as serve starts.
 AT_START = ":start"
+# The id prefix of a connector's job (``connector:NAME:SOURCE``; a job id, not an actor).
+CONNECTOR_JOB_PREFIX = "connector:"
 # APScheduler's own lines for what the listener below reports in run-ledger's words.
 APSCHEDULER_TRANSLATED = (
     'Execution of job "%s" skipped: maximum number of running instances reached',
@@ -134,7 +137,7 @@ class LedgerService:
         self.scrape_ledger = Ledger.from_url(scrape_url(config.database_url))
         # The stop's own engine, for the same reason: see SHUTDOWN_WAIT_S.
         self.shutdown_ledger = Ledger.from_url(config.database_url, wait_bound_s=SHUTDOWN_WAIT_S)
-        self.identity = f"serve:{socket.gethostname()}:{os.getpid()}"
+        self.identity = f"{SERVE_PREFIX}{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
         self.active: dict[str, RunContext] = {}
         self.in_flight = 0  # connector jobs past their stop check
@@ -228,7 +231,7 @@ class LedgerService:
         """APScheduler's skipped and missed runs, said in run-ledger's words: a connector's at
         WARNING (its tick did not run), the other jobs' at DEBUG (their next tick does it)."""
         name = event.job_id.removesuffix(AT_START)
-        level = logging.WARNING if name.startswith("connector:") else logging.DEBUG
+        level = logging.WARNING if name.startswith(CONNECTOR_JOB_PREFIX) else logging.DEBUG
         if event.code == EVENT_JOB_MAX_INSTANCES:
             log.log(level, "%s: tick skipped, its previous run is still going", name)
         else:
@@ -721,4 +724,4 @@ def _utc(moment: datetime | None) -> str:
 
 
 def job_id(connector: ConnectorConfig) -> str:
-    return f"connector:{connector.name}:{connector.source_id}"
+    return f"{CONNECTOR_JOB_PREFIX}{connector.name}:{connector.source_id}"

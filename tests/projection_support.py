@@ -68,10 +68,14 @@ def append_raw(
             .where(ledger_head.c.id == HEAD_ROW_ID)
             .values(last_position=row["position"], last_hash=row["hash"], last_recorded_at=now)
         )
+        # As an append keeps the registry: the run's version, activity and updated_at.
+        last_event_at = conn.execute(
+            select(ledger_runs.c.last_event_at).where(ledger_runs.c.run_id == run_id)
+        ).scalar_one()
         conn.execute(
             update(ledger_runs)
             .where(ledger_runs.c.run_id == run_id)
-            .values(version=row["version"], updated_at=now)
+            .values(version=row["version"], updated_at=now, last_event_at=max(last_event_at, now))
         )
     return int(row["position"])
 

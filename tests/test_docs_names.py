@@ -1,6 +1,7 @@
 """docs/ARCHITECTURE.md names real code: every backticked path (``ledger/store.py``,
 ``service/web/``, ``views.py``) exists, every backticked dotted name of code
-(``ledger.reads``, ``database.with_timeouts``, ``Projector.run_once``) resolves to a module,
+(``ledger.reads``, ``database.with_timeouts``, ``Projector.run_once``, and one followed by
+its arguments, ``Ledger.from_url(url, clock=…)``) resolves to a module,
 function, class, attribute or field, and its module table names every module of the packages.
 
 A dotted name counts as code when its first part is a package, a module's own name (``store``
@@ -24,7 +25,9 @@ PACKAGES = ("ledger", "projections", "forensics", "connectors", "service", "migr
 UNLISTED = ("__init__.py", "__main__.py")
 
 BACKTICKED = re.compile(r"`([^`\n]+)`")
-DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?:\(\))?")
+# A dotted name, bare or called: ``Projector.run_once()``, ``Ledger.from_url(..., clock=…)``
+# (a name followed by its arguments is checked by the name).
+DOTTED = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)(?:\(.*\))?")
 PATH = re.compile(r"[\w.-]+(?:/[\w.-]+)*/?")
 
 
@@ -133,8 +136,8 @@ def broken_references(text: str) -> list[str]:
         # A path, or a module's file name; another file name (``DESIGN.md``) is not code.
         if PATH.fullmatch(span) and ("/" in span or span.endswith(".py")):
             problem = path_problem(span)
-        elif DOTTED.fullmatch(span):
-            problem = code_name_problem(span)
+        elif dotted := DOTTED.fullmatch(span):
+            problem = code_name_problem(dotted.group(1))
         else:
             continue
         if problem is not None:
@@ -183,7 +186,8 @@ def test_the_check_sees_a_name_that_does_not_exist() -> None:
     made_up = (
         "`store.ledger_clock` `ledger.reads.no_such_read` `Projector.no_such_method` "
         "`ledger/no_such.py` `no_such_view.py` `service/web/no_such/`\n"
-        "`ledger_runs.version` `os._exit` `DESIGN.md` `/v1/runs` `store.Ledger` `Ledger.append`"
+        "`ledger_runs.version` `os._exit` `DESIGN.md` `/v1/runs` `store.Ledger` `Ledger.append`\n"
+        "`Ledger.no_such_open(..., clock=…)` `Ledger.from_url(url, clock=…)`"
     )
     assert [line.split(": ")[1] for line in broken_references(made_up)] == [
         "`store.ledger_clock`",
@@ -192,6 +196,7 @@ def test_the_check_sees_a_name_that_does_not_exist() -> None:
         "`ledger/no_such.py`",
         "`no_such_view.py`",
         "`service/web/no_such/`",
+        "`Ledger.no_such_open(..., clock=…)`",
     ]
     assert table_modules("| `service/cli/` | `errors.py` (exit codes), `runs` |") == {
         "service/cli/errors.py",

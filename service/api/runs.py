@@ -13,7 +13,7 @@ from ledger.events import MAX_RUN_ID, operator_actor
 from ledger.schema import MAX_POSITION
 from ledger.wire import read_json
 from projections.as_of import QUERY_AS_OF_MAX_LENGTH
-from projections.queries import RunFilter, find_run, find_runs, not_started_message
+from projections.queries import RunFilter, find_run, find_runs
 from service.api.access import Scopes, invalid_parameter, query_moment
 from service.api.auth import Caller
 from service.api.openapi import problem_responses
@@ -98,12 +98,13 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         else:
             with state.expensive("a run as_of or at_position"):
                 view = find_run(state.ledger, run_id, moment, at_position)
-        if view.state is None and view.position is not None:
+        why = view.note(run_id)
+        if why is not None and view.not_started:
             raise ApiProblem(
                 404,
                 "not-started-yet",
                 "Run not started yet",
-                not_started_message(run_id, view.position),
+                why,
                 run_id=run_id,
             )
         return view.to_dict(run_id)

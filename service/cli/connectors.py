@@ -23,13 +23,12 @@ from connectors import (
     CsvConnector,
     HttpJsonConnector,
     RunContext,
-    RunOutcome,
-    RunResult,
     Spool,
 )
 from connectors.http_json import MAX_RETRIES
 from connectors.sdk import stop_runs
 from ledger.durations import format_duration
+from ledger.events import RUN_WATCHDOG_PREFIX
 from service.cli.errors import EXIT_PROBLEM, BadInput, ProblemFound, library_errors, problem_for
 from service.cli.ledgers import open_or_start_ledger, opened_ledger
 from service.cli.options import (
@@ -191,8 +190,8 @@ def execute_connector(
     watchdog = None
     if max_run_time is not None:
         bound = RunBound(max_run_time, grace_period or DEFAULT_GRACE_PERIOD)
-        actor = f"ledger-run:{socket.gethostname()}:{os.getpid()}"
-        watchdog = RunWatchdog(ledger, bound, actor, partial(_end_timed_out_run, connector, bound))
+        actor = f"{RUN_WATCHDOG_PREFIX}{socket.gethostname()}:{os.getpid()}"
+        watchdog = RunWatchdog(ledger, bound, actor, partial(_end_timed_out_run, bound))
     with library_errors():
         spool = Spool(spool_dir)
         # SIGTERM ends the run as "interrupted" instead of leaving it open.
@@ -267,9 +266,7 @@ def spool_flush(spool_dir: str | None, db_url: str | None) -> None:
         sys.exit(EXIT_PROBLEM)
 
 
-def _end_timed_out_run(
-    connector: Connector, bound: RunBound, context: RunContext, timeout: TimeOut
-) -> NoReturn:
+def _end_timed_out_run(bound: RunBound, context: RunContext, timeout: TimeOut) -> NoReturn:
     """The end of a ``ledger run`` whose connector did not stop within the grace period: one
     line on stderr (and, for a run it timed out, the outcome on stdout, as for any run), then
     the process ends from the watchdog's thread: the main thread is blocked in a call nothing
@@ -282,25 +279,14 @@ def _end_timed_out_run(
             f"run {run_id} past max_run_time {format_duration(bound.limit)} could not be timed "
             f"out (the sweeper will, once it is silent for stale_after): {timeout.error}",
         )
-    elif timeout.position is None:
+    elif timeout.outcome is None:
         problem = ProblemFound(
             f"run {run_id} was closed meanwhile, and its connector did not stop within "
             f"{format_duration(bound.grace)} of being asked to (past max_run_time "
             f"{format_duration(bound.limit)})"
         )
     else:
-        assert context.result is not None
-        result = RunResult(
-            run_id=run_id,
-            status="timed_out",
-            totals=dict(context.result.totals),  # what it reported until it blocked
-            error_count=context.result.error_count,
-            spooled=context.result.spooled,
-            error_message=bound.reason(),
-        )
-        click.echo(
-            json.dumps(RunOutcome(connector.name, connector.source_id, result, None).to_dict())
-        )
+        click.echo(json.dumps(timeout.outcome.to_dict()))  # what it reported until it blocked
         problem = ProblemFound(f"run {run_id} timed out: {bound.reason()}")
     problem.show()
     logging.shutdown()

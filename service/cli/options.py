@@ -19,10 +19,10 @@ from ledger import (
 from ledger.durations import parse_duration
 from ledger.events import (
     MAX_RUN_ID,
+    UNNAMED_OPERATOR,
     name_problem,
     operator_actor,
-    operator_start_problem,
-    unnamed_operator_problem,
+    operator_problem,
 )
 from ledger.schema import MAX_POSITION
 from ledger.text import visible
@@ -72,9 +72,9 @@ def operator_actor_of(name: str | None) -> str:
     if name is not None:
         return operator_actor(name)
     actor = operator_actor(getpass.getuser())
-    problem = name_problem(actor)
-    if problem is not None:
-        raise BadInput(f"the user name in {actor!r} cannot be an actor ({problem}): give --actor")
+    found = operator_problem(actor)
+    if found is not None:
+        raise BadInput(f"the user name in {actor!r} cannot be an actor ({found[1]}): give --actor")
     return actor
 
 
@@ -224,20 +224,20 @@ def check_name(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 def check_actor(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """``--actor NAME``: the name rule (:func:`check_name`), and a name to record: ``""`` or
-    ``operator:`` alone would record an operator's act by no one, and ``operator: bob`` an
-    operator other than ``operator:bob`` (:func:`operator_start_problem`)."""
-    if value is None:
+    """``--actor NAME``, held to the ledger's rule of an operator's name
+    (:func:`ledger.events.operator_problem`) as a usage error before anything is done: ``""``
+    or ``operator:`` alone would record an operator's act by no one, a name with an invisible
+    character breaks the name rule, and ``operator: bob`` would be an operator other than
+    ``operator:bob``."""
+    found = None if value is None else operator_problem(value)
+    if found is None:
         return value
-    if unnamed_operator_problem(operator_actor(value)) is not None:
-        raise click.BadParameter(
-            f"{visible(value)!r} names no one: give the name of who decides (recorded as "
-            "operator:NAME)",
-            ctx=ctx,
-            param=param,
+    error_type, problem = found
+    if error_type == UNNAMED_OPERATOR[0]:
+        message = (
+            f"{visible(value or '')!r} names no one: give the name of who decides (recorded as "
+            "operator:NAME)"
         )
-    check_name(ctx, param, value)
-    problem = operator_start_problem(operator_actor(value))
-    if problem is not None:
-        raise click.BadParameter(visible(problem), ctx=ctx, param=param)
-    return value
+    else:
+        message = visible(problem)
+    raise click.BadParameter(message, ctx=ctx, param=param)

@@ -20,8 +20,6 @@ from projections.queries import (
     find_run,
     find_runs,
     jsonable_row,
-    not_projected_message,
-    not_started_message,
 )
 from projections.schema import RECORD_COUNTER_COLUMNS, RUN_STATUSES
 from service.cli.errors import EXIT_PROBLEM, BadInput, ProblemFound, library_errors
@@ -164,10 +162,10 @@ def runs_show(
     where = "in ingestion_runs" if view.position is None else f"as of position {view.position}"
     row = view.row
     if row is None:
-        if view.position is not None:
-            raise BadInput(not_started_message(run_id, view.position))
-        # In the ledger, not yet in the table: the projection is behind, not the caller wrong.
-        raise ProblemFound(not_projected_message(run_id))
+        why = view.note(run_id) or ""
+        if view.not_started:
+            raise BadInput(why)
+        raise ProblemFound(why)  # in the ledger, not in the table: the projection's doing
     if output_format == "json":
         echo_json(jsonable_row(row))
         return

@@ -92,15 +92,7 @@ def print_verdict(report: VerifyReport) -> None:
         return
     click.echo(f"{len(report.problems)} problem(s):")
     for problem in report.problems:
-        where = ", ".join(
-            f"{k} {v}"
-            for k, v in (
-                ("position", problem.position),
-                ("run", problem.run_id),
-                ("column", problem.column),
-            )
-            if v and problem.check != "triggers"
-        )
+        where = ", ".join(f"{name} {value}" for name, value in problem.where())
         click.echo(
             f"  [{problem.check}] {visible(problem.message)}"
             + (f" ({visible(where)})" if where else "")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger import Ledger, RecordedEvent
+from tests.support import counter_deltas
 
 
 def run_events(ledger: Ledger, run_id: int) -> list[RecordedEvent]:
@@ -22,7 +23,7 @@ def finished(ledger: Ledger, run_id: int) -> dict[str, Any]:
 def totals(ledger: Ledger, run_id: int) -> dict[str, int]:
     sums: dict[str, int] = {}
     for event in run_events(ledger, run_id):
-        for name, value in event.event.counter_deltas().items():
+        for name, value in counter_deltas(event.event).items():
             sums[name] = sums.get(name, 0) + value
     return sums
 

@@ -22,7 +22,13 @@ from hypothesis import strategies as st
 from forensics.report import build_report, render_text, report_passed
 from ledger import Ledger, RunFinished, RunProgressed, RunTimedOut, sweep
 from ledger.clock import isoformat_utc, labelled_utc, parse_utc, utcnow
-from ledger.events import RECORDED_NAMES
+from ledger.events import (
+    CONNECTOR_PREFIX,
+    RECORDED_NAMES,
+    RUN_WATCHDOG_PREFIX,
+    SERVE_PREFIX,
+    actor_kind,
+)
 from ledger.text import is_invisible
 from projections import Projector
 from projections.queries import get_run
@@ -303,6 +309,35 @@ def test_transitions_by_an_actor_that_differs_by_case_are_not_the_sweepers(
     transitions = build_report(ledger)["transitions"]
     assert transitions["sweeper"] == {"failed": 1}
     assert transitions["other"] == {"failed": 1}
+
+
+def test_transitions_by_serve_and_the_run_watchdog_are_the_ledgers_own(ledger: Ledger) -> None:
+    """``ledger serve`` and ``ledger run``'s watchdog time runs out under actors the ledger
+    reserves (``serve:HOST:PID``, ``ledger-run:HOST:PID``): the report counts them by those
+    kinds, from the same vocabulary the writers use (it counted them as "other")."""
+    for actor in (f"{RUN_WATCHDOG_PREFIX}host:1", f"{SERVE_PREFIX}host:2"):
+        run_id = ledger.start_run(1, "SOURCE_1", actor=f"{CONNECTOR_PREFIX}SOURCE_1@host:3")
+        timed_out = RunTimedOut(
+            run_id=run_id, reason="max_run_time", detected_by=actor, actor=actor
+        )
+        ledger.append([timed_out])
+    Projector(ledger).run_once()
+    assert build_report(ledger)["transitions"] == {
+        "connectors": {"running": 2},
+        "ledger-run": {"failed": 1},
+        "serve": {"failed": 1},
+    }
+    assert [actor_kind(a) for a in (None, "connector:x@h:1", "sweeper", "operator:al")] == [
+        "unknown",
+        "connectors",
+        "sweeper",
+        "operators",
+    ]
+    assert [actor_kind(a) for a in ("import:legacy", "Serve:h:1", "someone")] == [
+        "import",
+        "other",
+        "other",
+    ]
 
 
 def test_report_on_an_unmigrated_database_is_one_line(tmp_path: Path) -> None:

@@ -10,16 +10,18 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
 
-from forensics.verify import verify_all
-from ledger import Ledger, RunFinished, RunProgressed, RunStarted
+from forensics.verify import CHECKS, Problem, verify_all
+from ledger import Ledger, RunFinished, RunProgressed, RunStarted, stuck_runs, stuck_runs_as_of
+from ledger.rules import state_as_of
 from projections import Projector, rebuild
 from tests import support
 from tests.forensics.support import AUDIT_CLEANUP, history, run
-from tests.projection_support import table_rows
+from tests.projection_support import append_raw, table_rows
 from tests.support import drop_triggers
 
 
@@ -30,6 +32,32 @@ def test_verify_is_clean_on_honest_history(ledger: Ledger, db_url: str) -> None:
     assert (report.events, report.runs) == (7, 2)
     result = run("verify", "--db", db_url)
     assert result.exit_code == 0  # type: ignore[attr-defined]
+
+
+def test_a_problem_says_where_it_is_and_its_check_is_one_of_the_named_checks(
+    ledger: Ledger, db_url: str
+) -> None:
+    """The checks are named once (``forensics.verify.Check``), and a problem says where it
+    is itself (``Problem.where``): the CLI special-cased "triggers", whose ``column`` holds
+    the trigger's name, already in its message."""
+    history(ledger)
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(text("DELETE FROM ledger_events WHERE position = 2"))
+    report = verify_all(ledger)
+    assert {p.check for p in report.problems} >= {"chain", "streams", "triggers"}
+    assert {p.check for p in report.problems} <= set(CHECKS)
+    assert all(p.where() == [] for p in report.by_check("triggers"))
+    assert Problem("registry", "m", 3, 1, "state").where() == [
+        ("position", 3),
+        ("run", 1),
+        ("column", "state"),
+    ]
+    assert Problem("projection", "m", run_id=2).where() == [("run", 2)]
+    shown = run("verify", "--db", db_url).stdout  # type: ignore[attr-defined]
+    triggers = [line for line in shown.splitlines() if line.startswith("  [triggers]")]
+    assert triggers
+    assert not [line for line in triggers if "(column " in line]
 
 
 def test_verify_catches_an_event_altered_with_the_triggers_dropped(
@@ -52,6 +80,28 @@ def test_verify_catches_an_event_altered_with_the_triggers_dropped(
     assert result.exit_code == 1  # type: ignore[attr-defined]
     problems = json.loads(result.stdout)["problems"]  # type: ignore[attr-defined]
     assert {"check": "chain", "position": 2}.items() <= problems[0].items()
+
+
+def test_every_replay_of_the_write_side_holds_an_unreadable_event_to_one_rule(
+    ledger: Ledger,
+) -> None:
+    """A newer writer's event (its type unknown here) in a run's stream, the registry kept as
+    that writer's append keeps it: verify names the event and finds the registry as the events
+    imply it, the run as of that position is the registry's row, and stuck-as-of at the head
+    is stuck at the head. Each replays the events by ``rules.replay_event`` (verify counted
+    only the version past such an event and reported the registry as wrong)."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=3)])
+    poison = append_raw(ledger, run_id, "RunPaused", '{"why":"newer writer"}')
+    report = verify_all(ledger)
+    assert [(p.check, p.position) for p in report.problems] == [("streams", poison)]
+    assert "unknown event type 'RunPaused'" in report.problems[0].message
+    live = ledger.run(run_id)
+    assert live is not None
+    assert live.version == 3
+    assert state_as_of(ledger.read_run(run_id), poison) == live
+    later = live.last_event_at + timedelta(days=1)
+    assert stuck_runs_as_of(ledger, poison, later) == stuck_runs(ledger, now=later) != []
 
 
 @pytest.mark.parametrize(

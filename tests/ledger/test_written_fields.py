@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import RunFinished, RunProgressed, RunStarted, RunTimedOut, ValidationError
+from ledger import recorded as recorded_module
 from ledger.clock import isoformat_utc
 from ledger.dialects import stored_time_reader
 from ledger.events import (
@@ -302,6 +303,40 @@ def test_a_recorded_event_reads_fields_and_model_alike() -> None:
         == vars(event) | {"occurred_at": stored["occurred_at"]}
     )
     assert recorded.payload_data == json.loads(recorded.payload)
+
+
+def test_a_recorded_events_model_is_event_from_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The properties above prove ``event_from_stored``; ``RecordedEvent.event`` is built by
+    it, for an event as written and for one only validation reads (it re-implemented the
+    function inline, so the properties proved code production never ran)."""
+    calls: list[tuple[Any, ...]] = []
+
+    def spy(*stored: Any) -> EventModel:
+        calls.append(stored)
+        return event_from_stored(*stored)
+
+    monkeypatch.setattr(recorded_module, "event_from_stored", spy)
+    event = RunProgressed(run_id=7, records_fetched=3)
+    stored = stored_form(event, 7)
+    for payload in (payload_json(event), '{"records_fetched":3}'):  # as written, validated
+        recorded = RecordedEvent(
+            1,
+            stored["event_id"],
+            7,
+            2,
+            event.type,
+            1,
+            payload,
+            stored["occurred_at"],
+            stored["occurred_at"],
+            None,
+            "0" * 64,
+            "1" * 64,
+        )
+        assert recorded.event.records_fetched == 3
+        assert recorded.event is recorded.event  # built once
+    assert len(calls) == 2
+    assert [call[0] for call in calls] == ["RunProgressed", "RunProgressed"]
 
 
 def test_other_stored_forms_are_validated() -> None:

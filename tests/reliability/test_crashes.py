@@ -52,7 +52,7 @@ from projections.schema import COUNTER_COLUMNS, PROJECTION_NAME
 from service.cli import cli
 from tests.projection_support import replayed_rows, table_rows, transition_rows
 from tests.reliability.summary import Summary
-from tests.support import TERMINAL_EVENT_TYPES, stop_process
+from tests.support import TERMINAL_EVENT_TYPES, counter_deltas, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 LINE_TIMEOUT = 90.0  # seconds to wait for an expected log line: generous, only hit on failure
@@ -255,7 +255,7 @@ class RecordingAppender(threading.Thread):
     def _append(self, run_id: int, events: list[Any]) -> None:
         self.ledger.append(events)
         for event in events:  # counted once the append returned: it is in the ledger
-            self.totals[run_id].update(event.counter_deltas())
+            self.totals[run_id].update(counter_deltas(event))
         self.events += len(events)
 
     def _start(self) -> int:

@@ -527,3 +527,66 @@ def test_status_says_the_spool_is_unreadable_without_naming_its_file(
     client.app.state.api.close()  # type: ignore[attr-defined]
     assert answer.json()["spool_error"] == SPOOL_UNREADABLE
     assert str(tmp_path) not in answer.text
+
+
+def test_a_run_as_of_a_skipped_unreadable_event_reads_like_the_rest(
+    client: TestClient, ledger: Ledger, db_url: str
+) -> None:
+    """A newer writer's type the projector stopped at and an operator skipped: the run as of
+    that position is shown by the CLI and the API alike (the write-side state survives the
+    event it cannot read, by the ledger's one replay), as ``runs list --at-position`` and the
+    live ``runs show`` are; the run stays open, its version and activity counted."""
+    from projections.errors import PoisonEventError
+    from tests.projection_support import append_raw
+
+    run_id = ledger.start_run(1, "SOURCE_1")
+    poison = append_raw(ledger, run_id, "RunPaused", '{"why":"newer writer"}')
+    assert poison == 2
+    projector = Projector(ledger)
+    with pytest.raises(PoisonEventError):
+        projector.run_once()
+    projector.skip(poison, "written by a newer run-ledger", "operator:alice")
+    projector.run_once()
+    live = ledger.run(run_id)
+    assert live is not None
+    for args in (
+        ["show", "1"],
+        ["list", "--at-position", "2"],
+        ["show", "1", "--at-position", "2"],
+    ):
+        shown = CliRunner().invoke(cli, ["runs", *args, "--db", db_url])
+        assert shown.exit_code == 0, shown.output
+    replay = client.get(f"/v1/runs/{run_id}?at_position={poison}", headers=READ)
+    assert replay.status_code == 200, replay.text
+    assert replay.json()["row"] == cli_json(db_url, "runs", "show", "1", "--at-position", "2")
+    assert replay.json()["row"]["status"] == "running"
+    assert replay.json()["ledger"]["state"] == "open"
+    assert replay.json()["ledger"] == live.to_dict()  # the append's own registry row
+
+
+def test_a_run_whose_start_the_projection_skips_is_told_alike_by_the_cli_and_the_api(
+    client: TestClient, ledger: Ledger, db_url: str
+) -> None:
+    """As of a position, a run that had started (the ledger's state says so) but has no row,
+    its RunStarted skipped by an operator: one rule (``RunView.not_started``, ``note``) for
+    the CLI and the API. The CLI said "did not exist yet" (a usage error) where the API
+    answered the run; both now say the projection skips its RunStarted."""
+    first = ledger.start_run(1, "SOURCE_1")
+    ledger.start_run(2, "SOURCE_2")
+    stop_and_skip_by_hand(ledger, 1, "RunStarted")
+    Projector(ledger).run_once()
+    said = f"run {first} was in the ledger as of position 1 but not in ingestion_runs"
+    shown = CliRunner().invoke(
+        cli, ["runs", "show", str(first), "--at-position", "1", "--db", db_url]
+    )
+    assert shown.exit_code == 1, shown.output
+    assert said in shown.stderr
+    answer = client.get(f"/v1/runs/{first}?at_position=1", headers=READ)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["row"] is None
+    assert answer.json()["ledger"]["state"] == "open"
+    assert said in answer.json()["note"]
+    before = CliRunner().invoke(cli, ["runs", "show", "2", "--at-position", "1", "--db", db_url])
+    assert before.exit_code == 2, before.output
+    assert "run 2 did not exist yet as of position 1" in before.stderr
+    assert client.get("/v1/runs/2?at_position=1", headers=READ).status_code == 404

@@ -13,14 +13,20 @@ import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from click.testing import CliRunner
 from freezegun import freeze_time
 
+from connectors import RunContext, Spool
+from connectors.sdk import RunStatus
 from ledger import Ledger, fail_run
 from ledger.clock import utcnow
+from ledger.events import COUNTER_FIELDS
 from service.cli import cli
+from service.run_bound import RunBound
+from service.run_watchdog import timed_out_outcome
 from tests.service.support import REPO, fifo_source, wait_for
 from tests.support import stop_process
 
@@ -155,6 +161,35 @@ def test_ledger_run_blocked_past_max_run_time_is_timed_out_and_the_command_exits
     assert (timed_out.actor, timed_out.payload_data["detected_by"]) == (actor, actor)
     assert timed_out.payload_data["reason"] == reason
     assert timed_out.payload_data["threshold_seconds"] == 3
+
+
+def test_the_outcome_of_a_run_timed_out_is_the_watchdogs_with_a_declared_status(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """What ``ledger run`` prints of a run it timed out is built by the library
+    (``run_watchdog.timed_out_outcome``: what the run reported, status ``timed_out``, the
+    bound's reason), not by the CLI, and its status is one ``RunResult`` declares."""
+    context = RunContext(ledger, 4, "csv", spool=Spool(tmp_path / "spool"), progress_interval=0)
+    context.start()
+    try:
+        context.progress(fetched=7)
+        context.error("bad row", {"line": 3})
+        bound = RunBound(timedelta(seconds=3), timedelta(seconds=1))
+        outcome = timed_out_outcome(context, bound)
+    finally:
+        context.finish()
+    assert outcome.to_dict() == {
+        "run_id": context.run_id,
+        "connector": "csv",
+        "source_id": 4,
+        "status": "timed_out",
+        **dict.fromkeys(COUNTER_FIELDS, 0),
+        "records_fetched": 7,
+        "error_count": 1,
+        "spooled": False,
+        "error": bound.reason(),
+    }
+    assert set(get_args(RunStatus)) == {"success", "partial", "failed", "closed", "timed_out"}
 
 
 def test_ledger_run_blocked_past_max_run_time_exits_though_its_run_was_closed_meanwhile(

@@ -13,12 +13,19 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger import Ledger
-from ledger.events import operator_actor
+from ledger.events import (
+    UNNAMED_OPERATOR,
+    operator_actor,
+    operator_name_problem,
+    operator_problem,
+)
 from ledger.urls import mask_url
 from service.cli import cli
-from service.cli.options import operator_actor_of
+from service.cli.options import check_actor, operator_actor_of
 from tests.projection_support import append_raw
 
 
@@ -168,6 +175,36 @@ def test_the_actor_of_an_operator_decision_follows_one_rule() -> None:
     assert operator_actor("sweeper") == "operator:sweeper"  # no operator poses as the sweeper
     assert operator_actor_of(None) == f"operator:{getpass.getuser()}"
     assert operator_actor_of("alice") == "operator:alice"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    name=st.one_of(
+        st.text(max_size=12),
+        st.sampled_from(["", " ", "operator:", "operator:  ", " bob", "operator: bob", "op\u202e"]),
+        st.builds(lambda name: "operator:" + name, st.text(max_size=6)),
+    )
+)
+def test_the_actor_option_is_the_librarys_rule_of_an_operators_name(name: str) -> None:
+    """``--actor`` refuses what the library refuses to record as an operator (``fail_run``,
+    a skip: ``operator_name_problem`` of the recorded actor), no more and no less, by the one
+    rule (``operator_problem``); an act by no one in the CLI's words, the rest in the rule's.
+    The CLI assembled the checks itself, and the library said "trailing whitespace" where the
+    CLI said "names no one"."""
+    try:
+        check_actor(click.Context(cli), click.Option(["--actor"]), name)
+    except click.BadParameter as exc:
+        said: str | None = exc.message
+    else:
+        said = None
+    library = operator_name_problem(operator_actor(name))
+    assert (said is None) == (library is None), (name, said, library)
+    found = operator_problem(name)
+    if found is not None and found[0] == UNNAMED_OPERATOR[0]:
+        assert said is not None
+        assert "names no one" in said
+        assert library is not None
+        assert "no name after 'operator:'" in library
 
 
 def test_runs_fail_and_project_record_the_same_actor(ledger: Ledger, db_url: str) -> None:

@@ -88,7 +88,7 @@ def test_a_run_past_max_run_time_is_asked_to_stop_and_ends_failed_naming_the_bou
                     context.result is not None and context.result.totals["records_fetched"] >= 1000
                 )
             )
-            assert context.stop_requested is None  # within its bound: it goes on
+            assert context._stop_request is None  # within its bound: it goes on
             clock.tick(timedelta(minutes=1))
             job.join(timeout=60)
             assert not job.is_alive()  # the connector's own code unwound: the job is over
@@ -123,7 +123,7 @@ def test_a_blocked_run_past_max_run_time_is_timed_out_by_serve_and_frees_its_con
             context = service.active[name]
             run_id = context.run_id
             clock.tick(timedelta(hours=2))
-            wait_for(lambda: context.stop_requested is not None)
+            wait_for(lambda: context._stop_request is not None)
             assert context._heartbeat is not None
             context._heartbeat.join(timeout=30)
             assert not context._heartbeat.is_alive()  # it no longer looks alive
@@ -190,7 +190,7 @@ def test_once_serve_is_stopping_the_bound_no_longer_acts_and_the_shutdown_ends_t
                 context = service.active[name]
                 run_id = context.run_id
                 clock.tick(timedelta(hours=2))
-                wait_for(lambda: context.stop_requested is not None)  # past it, within grace
+                wait_for(lambda: context._stop_request is not None)  # past it, within grace
                 service.stop.set()  # the shutdown begins, as SIGTERM's handler starts it
                 clock.tick(timedelta(seconds=5))  # the grace period has run out
                 seen = len(looks)
