@@ -495,6 +495,14 @@ class RunContext:
             raise self._closed.again()
         if self.result is None or self.result.status is not None:
             raise ValidationError("the run is not open")
+        if any(isinstance(event, RunFinished) for event in self._unsent):
+            # A finish() that could not send its outcome (the ledger and the spool both
+            # failed) decided it: a report now would send that outcome ahead of the retry,
+            # and an error would not be in it. The connector is told; nothing of it is kept.
+            raise ValidationError(
+                f"run {self.run_id}'s outcome is decided but not sent yet (finish() failed): "
+                "call finish() again; nothing of this report was recorded"
+            )
 
     def _raise_if_stopped(self) -> None:
         stop: BaseException | None = _stop_requested

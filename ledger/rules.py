@@ -146,9 +146,15 @@ def replay_event(
 
 def state_as_of(history: Iterable[RecordedEvent], position: int) -> RunState | None:
     """A run's write-side state after its stored events (``history``, in order) up to
-    ``position``, by :func:`replay_event`'s one rule; None when it had not started yet."""
+    ``position``, by :func:`replay_event`'s one rule; None when it had not started yet.
+
+    A first event that cannot be read (a RunStarted a newer writer wrote, say) raises its
+    error: the run had started then, but with nothing known of it, "not started yet" would be
+    false."""
     state: RunState | None = None
     for recorded in history:
         if recorded.position <= position:
-            state, _ = replay_event(state, recorded)
+            state, problem = replay_event(state, recorded)
+            if state is None and problem is not None:
+                raise problem
     return state

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,9 +21,10 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
+from sqlalchemy.engine import make_url
 
 from connectors import SAMPLE_CSV, CsvConnector, RunContext, RunNotStartedError, Spool
-from ledger import Ledger, RunProgressed, ValidationError
+from ledger import Ledger, LedgerError, RunProgressed, ValidationError
 from tests import support
 from tests.connectors.support import finished, run_events, totals
 
@@ -322,3 +324,40 @@ def test_a_host_name_too_long_for_the_actor_is_cut_and_the_run_starts(
     assert started.actor.endswith(f"…:{os.getpid()}")
     assert started.event.metadata["host"] == host  # the whole name, where nothing cuts it
     assert finished(ledger, run.run_id)["status"] == "success"
+
+
+def test_a_report_after_a_finish_that_could_not_send_is_refused_until_finish_again(
+    ledger: Ledger, backend: str, spool: Spool
+) -> None:
+    """finish() with the ledger locked and the spool unusable keeps its outcome to retry; a
+    report then sent that outcome ahead of the retry (carrying the first attempt's state), and
+    the retry's own RunFinished was refused as "another writer closed it". Now the report is
+    refused, and the retried finish() records the outcome once."""
+    if backend != "sqlite":
+        pytest.skip("the outage is made with SQLite's write lock, the SDK's logic is the same")
+    path = make_url(ledger.url).database
+    assert path is not None
+    impatient = Ledger.from_url(ledger.url, sqlite_busy_timeout_ms=50)
+    run = RunContext(impatient, 1, "SOURCE_1", spool=spool, progress_interval=3600)
+    run.start()
+    run.progress(fetched=1)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # the ledger cannot be written...
+    for leftover in (spool.path, Path(f"{spool.path}-wal"), Path(f"{spool.path}-shm")):
+        leftover.unlink(missing_ok=True)
+    spool.path.mkdir(parents=True)  # ...nor the spool: a folder where its file goes
+    with pytest.raises(LedgerError):
+        run.finish()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    spool.path.rmdir()
+    with pytest.raises(ValidationError, match="call finish\\(\\) again"):
+        run.progress(fetched=2)
+    with pytest.raises(ValidationError, match="call finish\\(\\) again"):
+        run.error("late")
+    result = run.finish()
+    assert result.status == "success"
+    events = run_events(ledger, run.run_id)
+    assert [e.type for e in events] == ["RunStarted", "RunProgressed", "RunFinished"]
+    assert events[1].payload_data["records_fetched"] == 1
+    impatient.close()

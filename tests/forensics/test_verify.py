@@ -6,6 +6,7 @@ problems per check; names stored before the name rule read, project, verify and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -16,7 +17,15 @@ import pytest
 from sqlalchemy import text
 
 from forensics.verify import CHECKS, Problem, verify_all
-from ledger import Ledger, RunFinished, RunProgressed, RunStarted, stuck_runs, stuck_runs_as_of
+from ledger import (
+    Ledger,
+    LedgerError,
+    RunFinished,
+    RunProgressed,
+    RunStarted,
+    stuck_runs,
+    stuck_runs_as_of,
+)
 from ledger.rules import state_as_of
 from projections import Projector, rebuild
 from tests import support
@@ -102,6 +111,18 @@ def test_every_replay_of_the_write_side_holds_an_unreadable_event_to_one_rule(
     assert state_as_of(ledger.read_run(run_id), poison) == live
     later = live.last_event_at + timedelta(days=1)
     assert stuck_runs_as_of(ledger, poison, later) == stuck_runs(ledger, now=later) != []
+
+
+def test_a_run_whose_start_cannot_be_read_is_not_told_as_not_started(ledger: Ledger) -> None:
+    """Its RunStarted written by a newer writer (a schema_version this code does not know):
+    the run had started, so "not started yet as of that position" would be false; the replay
+    raises what keeps it from being read (the CLI's exit 1, the API's problem)."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    started = ledger.read_run(run_id)[0]
+    newer = dataclasses.replace(started, schema_version=99)
+    with pytest.raises(LedgerError, match="schema_version 99"):
+        state_as_of([newer], started.position)
+    assert state_as_of([newer], started.position - 1) is None  # before it: not started yet
 
 
 @pytest.mark.parametrize(
