@@ -15,8 +15,14 @@ from ledger.rules import RunState, state_as_of
 from ledger.schema import MAX_POSITION
 from ledger.stored_rows import named_rows
 from projections.as_of import resolve_position, run_as_of, runs_as_of
+from projections.checkpoints import skipped_positions
 from projections.fold import Row, Transition, normalise
-from projections.schema import RUN_STATUSES, ingestion_run_transitions, ingestion_runs
+from projections.schema import (
+    PROJECTION_NAME,
+    RUN_STATUSES,
+    ingestion_run_transitions,
+    ingestion_runs,
+)
 
 
 @dataclass(frozen=True)
@@ -144,12 +150,13 @@ def not_started_message(run_id: int, position: int) -> str:
     return f"run {run_id} did not exist yet as of position {position}"
 
 
-def start_skipped_message(run_id: int, position: int) -> str:
-    """What a reader is told of a run that had started as of a position but had no row then:
-    the projection skips its RunStarted (an operator's skip)."""
+def start_skipped_message(run_id: int, position: int | None) -> str:
+    """What a reader is told of a run that had started (as of a position, or now: None) but
+    has no row: the projection skips its RunStarted (an operator's skip)."""
+    when = "" if position is None else f" as of position {position}"
     return (
-        f"run {run_id} was in the ledger as of position {position} but not in ingestion_runs: "
-        "the projection skips its RunStarted"
+        f"run {run_id} {'is' if position is None else 'was'} in the ledger{when} but not in "
+        "ingestion_runs: the projection skips its RunStarted"
     )
 
 
@@ -163,6 +170,7 @@ class RunView:
     transitions: list[Transition]
     position: int | None
     state: RunState | None = None
+    start_skipped: bool = False  # live, no row: the projection skips its RunStarted
 
     @property
     def not_started(self) -> bool:
@@ -173,7 +181,12 @@ class RunView:
     @property
     def not_projected(self) -> bool:
         """In the ledger, not yet in the live table: the projection is behind."""
-        return self.row is None and self.position is None and self.state is not None
+        return (
+            self.row is None
+            and self.position is None
+            and self.state is not None
+            and not self.start_skipped
+        )
 
     def note(self, run_id: int) -> str | None:
         """Why the run has no row, None when it has one: the projection is behind (live), the
@@ -182,6 +195,8 @@ class RunView:
         if self.row is not None:
             return None
         if self.position is None:
+            if self.start_skipped:
+                return start_skipped_message(run_id, None)
             return not_projected_message(run_id)
         if self.state is None:
             return not_started_message(run_id, self.position)
@@ -229,11 +244,24 @@ def find_run(
     position. Raises :class:`UnknownRunError` if the ledger has no such run."""
     if as_of is None and at_position is None:
         row, transitions = get_run(ledger, run_id)
-        return RunView(row, transitions, None, ledger.run(run_id))
+        state = ledger.run(run_id)
+        skipped = row is None and state is not None and _start_skipped(ledger, run_id)
+        return RunView(row, transitions, None, state, skipped)
     position = resolve_position(ledger, as_of, at_position)
     history = ledger.read_run(run_id)
     row, transitions = run_as_of(ledger, run_id, position, history)
     return RunView(row, transitions, position, state_as_of(history, position))
+
+
+def _start_skipped(ledger: Ledger, run_id: int) -> bool:
+    """Does the projection skip this run's RunStarted (so it has no row however far the
+    projector goes)? Asked only of a run the ledger has and the table does not."""
+    first = ledger.read_run(run_id, limit=1)
+    if not first:
+        return False
+    position = first[0].position
+    with ledger.connect() as conn:
+        return bool(skipped_positions(conn, PROJECTION_NAME, position, position))
 
 
 def jsonable_row(row: Row) -> dict[str, Any]:

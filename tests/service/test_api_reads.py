@@ -590,3 +590,12 @@ def test_a_run_whose_start_the_projection_skips_is_told_alike_by_the_cli_and_the
     assert before.exit_code == 2, before.output
     assert "run 2 did not exist yet as of position 1" in before.stderr
     assert client.get("/v1/runs/2?at_position=1", headers=READ).status_code == 404
+    # Live, too: not "the projection is behind" (it has passed the RunStarted and skips it).
+    now = f"run {first} is in the ledger but not in ingestion_runs: the projection skips its"
+    live = CliRunner().invoke(cli, ["runs", "show", str(first), "--db", db_url])
+    assert live.exit_code == 1, live.output
+    assert now in live.stderr
+    assert "behind" not in live.stderr
+    answer = client.get(f"/v1/runs/{first}", headers=READ)
+    assert answer.status_code == 200, answer.text
+    assert now in answer.json()["note"]
