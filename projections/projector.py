@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 from sqlalchemy import Connection, insert
@@ -292,14 +293,16 @@ class Projector:
     def follow_until_stopped(
         self,
         stop: threading.Event,
+        wait_for_stop: Callable[[], object],
         interval: float = 1.0,
         stop_wait: float = FOLLOW_STOP_WAIT_S,
     ) -> bool:
-        """:meth:`follow` in a thread of its own until ``stop`` is set, then at most
-        ``stop_wait`` seconds for the batch in flight. True if it finished; False if it is
-        still waiting on the database, left to its daemon thread (a batch commits whole or not
-        at all: the next projector applies it). Call it from the main thread, whose signal
-        handlers set ``stop``; an error of :meth:`follow` is raised here."""
+        """:meth:`follow` in a thread of its own while ``wait_for_stop()`` blocks the calling
+        thread (the CLI's wait for SIGTERM or SIGINT, which must also return once ``stop`` is
+        set: :meth:`follow` sets it when it fails), then at most ``stop_wait`` seconds for the
+        batch in flight. True if it finished; False if it is still waiting on the database, left
+        to its daemon thread (a batch commits whole or not at all: the next projector applies
+        it). An error of :meth:`follow` is raised here."""
         failed: list[BaseException] = []
 
         def work() -> None:
@@ -311,8 +314,8 @@ class Projector:
 
         follower = threading.Thread(target=work, name="projector-follow", daemon=True)
         follower.start()
-        while not stop.wait(0.5):  # woken by a signal handler in this thread
-            pass
+        wait_for_stop()
+        stop.set()
         follower.join(stop_wait)
         if failed:
             raise failed[0]

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.events import (
@@ -69,6 +67,7 @@ from service.config import ConnectorConfig, LedgerConfig
 from service.hangup import ignore_hangup
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
 from service.run_bound import POLL_SECONDS, RunBound, time_out_run
+from service.stop_request import StopRequest
 
 if TYPE_CHECKING:
     from service.api.server import ApiThread
@@ -139,6 +138,7 @@ class LedgerService:
         self.shutdown_ledger = Ledger.from_url(config.database_url, wait_bound_s=SHUTDOWN_WAIT_S)
         self.identity = f"{SERVE_PREFIX}{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
+        self.stop_request = StopRequest(self.stop)  # SIGTERM/SIGINT, once run() installs it
         self.active: dict[str, RunContext] = {}
         self.in_flight = 0  # connector jobs past their stop check
         self.active_lock = threading.Lock()
@@ -538,12 +538,7 @@ class LedgerService:
         """Serve until SIGTERM/SIGINT, then shut down cleanly. ``announce`` is given the
         startup line (what is scheduled, when it first fires) once the jobs are scheduled."""
 
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s: shutting down", signal.Signals(signum).name)
-            self.stop.set()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        self.stop_request.install()
         ignore_hangup()
         for warning in self.config.serve_warnings():
             log.warning("%s", warning)
@@ -561,8 +556,9 @@ class LedgerService:
         log.info("%s", self.schedule_summary())
         if announce is not None:
             announce(self.schedule_summary())
-        while not self.stop.wait(0.5):
-            pass
+        self.stop_request.wait()
+        if self.stop_request.signal_name is not None:
+            log.info("received %s: shutting down", self.stop_request.signal_name)
         self.shutdown()
 
     def wait_for_database(self) -> bool:
@@ -582,7 +578,7 @@ class LedgerService:
                 log.warning(
                     "database unreachable at start, retrying in %gs: %s", delay, visible(str(exc))
                 )
-            if self.stop.wait(delay):
+            if self.stop_request.wait(delay):
                 return False
             delay = min(delay * 2, START_RETRY_MAX_S)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from service.cli.options import (
     seconds_option,
 )
 from service.cli.tables import cell
+from service.stop_request import StopRequest
 
 
 def batch_size_option(help: str) -> Callable[[F], F]:
@@ -96,11 +96,12 @@ def project(
                 f"{cell(skip.reason)} (by {cell(skip.actor)})"
             )
         if follow:
-            stop = threading.Event()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, lambda *_: stop.set())
+            stop_request = StopRequest(threading.Event())
+            stop_request.install()
             click.echo(f"following {mask_url(ledger.url)} (Ctrl-C to stop)", err=True)
-            if projector.follow_until_stopped(stop, interval=interval):
+            if projector.follow_until_stopped(
+                stop_request.stop, stop_request.wait, interval=interval
+            ):
                 click.echo("stopped after the current batch", err=True)
             else:
                 click.echo(

@@ -1,0 +1,59 @@
+"""SIGTERM/SIGINT as a stop request (service.stop_request): the handler takes no lock, so a
+signal arriving while the main thread holds the stop event's own lock cannot hang the
+process (a `project --follow` sent SIGTERM in CI never stopped: its handler called
+``Event.set()``, which waited for the lock its own thread held inside ``Event.wait``)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from service.stop_request import StopRequest
+
+
+@pytest.fixture
+def own_handlers() -> Iterator[None]:
+    """The test installs SIGTERM/SIGINT handlers; pytest's own are put back after it."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+@pytest.mark.usefixtures("own_handlers")
+def test_a_signal_while_the_main_thread_holds_the_events_lock_is_recorded() -> None:
+    stop = threading.Event()
+    request = StopRequest(stop)
+    request.install()
+    # Where Event.wait is as it returns: holding the lock Event.set() takes. The handler runs
+    # right here, in this thread; one that took that lock would never return.
+    with stop._cond:  # type: ignore[attr-defined]
+        signal.raise_signal(signal.SIGTERM)
+    assert request.received == [signal.SIGTERM]
+    assert not stop.is_set()  # set by the main thread's wait, not by the handler
+    assert request.wait(seconds=5)
+    assert stop.is_set()
+    assert request.signal_name == "SIGTERM"
+
+
+@pytest.mark.usefixtures("own_handlers")
+def test_sigint_is_a_stop_request_too() -> None:
+    request = StopRequest(threading.Event())
+    request.install()
+    signal.raise_signal(signal.SIGINT)
+    assert request.wait(seconds=5)
+    assert request.signal_name == "SIGINT"
+
+
+def test_the_wait_ends_when_another_thread_sets_stop_or_at_its_deadline() -> None:
+    stop = threading.Event()
+    request = StopRequest(stop)
+    assert not request.wait(seconds=0.05)  # neither: the deadline
+    setter = threading.Thread(target=stop.set)
+    setter.start()
+    assert request.wait()  # no deadline: returns once another thread sets it
+    setter.join()
+    assert request.signal_name is None
