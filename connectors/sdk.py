@@ -357,7 +357,7 @@ class RunContext:
                 self._heartbeat.join(timeout=HEARTBEAT_JOIN_TIMEOUT)
             with self._lock:
                 self._take_pending()  # first, so its occurred_at comes first
-                finished = next((e for e in self._unsent if isinstance(e, RunFinished)), None)
+                finished = self._waiting_outcome()
                 if finished is None:  # a finish() cut short already decided the outcome
                     # (after a refusal, set aside with the rest: its errors are only in it)
                     finished = self._terminal_event(exc)
@@ -495,7 +495,7 @@ class RunContext:
             raise self._closed.again()
         if self.result is None or self.result.status is not None:
             raise ValidationError("the run is not open")
-        if any(isinstance(event, RunFinished) for event in self._unsent):
+        if self._waiting_outcome() is not None:
             # A finish() that could not send its outcome (the ledger and the spool both
             # failed) decided it: a report now would send that outcome ahead of the retry,
             # and an error would not be in it. The connector is told; nothing of it is kept.
@@ -510,6 +510,10 @@ class RunContext:
             raise stop
         if self._stop_request is not None:
             raise self._stop_request
+
+    def _waiting_outcome(self) -> RunFinished | None:
+        """The RunFinished a finish() decided and could not send yet, None if none waits."""
+        return next((e for e in self._unsent if isinstance(e, RunFinished)), None)
 
     def _pending_event(self) -> RunProgressed | None:
         if not any(self._pending.values()):
