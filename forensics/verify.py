@@ -39,7 +39,7 @@ from ledger.rules import RunState, replay_event
 from ledger.stored_rows import named_rows
 from ledger.text import clip
 from projections.as_of import replay_as_of
-from projections.checkpoints import Skip
+from projections.checkpoints import Skip, swapped_in
 from projections.fold import Row, Transition, normalise
 from projections.schema import (
     PROJECTION_NAME,
@@ -368,11 +368,16 @@ def _projection_state(
     conn: Connection,
 ) -> tuple[int | None, dict[int, Row], dict[int, dict[str, Any]]]:
     """The projection's checkpoint, its rows by run id and its transitions by position."""
-    checkpoint = conn.execute(
-        select(projection_checkpoints.c.position).where(
+    marks = conn.execute(
+        select(projection_checkpoints.c.position, projection_checkpoints.c.rebuild_position).where(
             projection_checkpoints.c.name == PROJECTION_NAME
         )
-    ).scalar_one_or_none()
+    ).one_or_none()
+    checkpoint = None if marks is None else marks.position
+    if marks is not None and swapped_in(conn, marks.rebuild_position):
+        # A rebuild killed between its RENAME and the checkpoint's move: the live tables hold
+        # the marked position, which the next projector settles on.
+        checkpoint = marks.rebuild_position
     with named_rows(conn, ingestion_runs):
         rows = {
             row["id"]: normalise(row) for row in conn.execute(select(ingestion_runs)).mappings()

@@ -179,6 +179,25 @@ def idle_bounded_session(conn: Connection) -> Iterator[None]:
     conn.exec_driver_sql(restore)
 
 
+@contextmanager
+def bounded_lock_wait(conn: Connection, seconds: int) -> Iterator[None]:
+    """Bound how long this session's statements wait for a metadata or row lock (MySQL's
+    ``lock_wait_timeout``, a day by default) to ``seconds``, then restore it. For the
+    statements every other session queues behind while they wait: ``FLUSH TABLES`` and
+    ``RENAME TABLE`` wait for the metadata lock of every open transaction that used the table,
+    and each new statement on it waits behind them. A wait past the bound fails with 1205
+    (:func:`ledger.driver_errors.lock_wait_exceeded`). MySQL/MariaDB only."""
+    conn.exec_driver_sql(
+        "SET @ledger_lock_wait = @@SESSION.lock_wait_timeout, "
+        f"SESSION lock_wait_timeout = {int(seconds)}"
+    )
+    try:
+        yield
+    finally:
+        with suppress(SQLAlchemyError):
+            conn.exec_driver_sql("SET SESSION lock_wait_timeout = @ledger_lock_wait")
+
+
 def server_clock(bind: Bound) -> ColumnClause[Any] | None:
     """The database server's clock as a column to select, or None: SQLite runs on this
     machine's clock."""

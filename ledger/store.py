@@ -38,6 +38,7 @@ from ledger.database import (
 )
 from ledger.dialects import (
     append_transaction,
+    bounded_lock_wait,
     database_kind,
     is_sqlite,
     server_clock,
@@ -336,20 +337,12 @@ class Ledger:
                 attempt += 1
 
     def _flush_events_table(self) -> None:
-        with self.engine.connect() as conn:
-            # FLUSH TABLES waits for every open transaction that used the table (a verify, a
-            # projector batch, a rebuild's replay), and every statement on the table queues
-            # behind it meanwhile: bounded, or one append would stall the whole ledger for
-            # lock_wait_timeout (a day by default).
-            conn.exec_driver_sql(
-                f"SET @ledger_lock_wait = @@SESSION.lock_wait_timeout, "
-                f"SESSION lock_wait_timeout = {FLUSH_LOCK_WAIT_S}"
-            )
-            try:
-                conn.exec_driver_sql("FLUSH LOCAL TABLES ledger_events")
-            finally:
-                with suppress(DBAPIError):
-                    conn.exec_driver_sql("SET SESSION lock_wait_timeout = @ledger_lock_wait")
+        # FLUSH TABLES waits for every open transaction that used the table (a verify, a
+        # projector batch, a rebuild's replay), and every statement on the table queues behind
+        # it meanwhile: bounded, or one append would stall the whole ledger for
+        # lock_wait_timeout (a day by default).
+        with self.engine.connect() as conn, bounded_lock_wait(conn, FLUSH_LOCK_WAIT_S):
+            conn.exec_driver_sql("FLUSH LOCAL TABLES ledger_events")
 
     def _reload_table_triggers(self, error: DBAPIError) -> None:
         """MariaDB Galera (seen on 10.11 with galera-4 26.4): a ``ledger_events`` table object

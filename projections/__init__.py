@@ -7,6 +7,7 @@ from projections.errors import (
     ProjectionBusyError,
     ProjectionError,
     ProjectionTimeoutError,
+    SwapBlockedError,
 )
 from projections.projector import Projector
 from projections.rebuilder import RebuildResult, rebuild
@@ -21,6 +22,7 @@ __all__ = [
     "ProjectionTimeoutError",
     "Projector",
     "RebuildResult",
+    "SwapBlockedError",
     "ledger_status",
     "rebuild",
     "resolve_position",

@@ -4,7 +4,7 @@ mark of a rebuild's swap (and its recovery), and the skips an operator recorded.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -184,6 +184,23 @@ def _swap_may_be_running(conn: Connection, checkpoint: Checkpoint) -> bool:
     return clock_on(conn).replace(tzinfo=None) - marked < SWAP_GRACE
 
 
+def swapped_in(conn: Connection, rebuild_position: int | None) -> bool:
+    """Whether a swap marked at ``rebuild_position`` renamed its tables in: the mark is set and
+    the shadow tables are gone (a rebuild killed between its RENAME and the checkpoint's move).
+    The live tables then hold ``rebuild_position``, whatever the checkpoint still says."""
+    return rebuild_position is not None and not inspect(conn).has_table(INGESTION_RUNS + SHADOW)
+
+
+def settled(conn: Connection, checkpoint: Checkpoint) -> Checkpoint:
+    """``checkpoint`` as :func:`recover_interrupted_swap` will leave it, read without writing:
+    what a reader (``ledger status``, ``verify``, ``report``) compares the live tables with, so
+    that a swap a projector has not finished yet is not taken for a projection out of step."""
+    if not swapped_in(conn, checkpoint.rebuild_position):
+        return checkpoint
+    assert checkpoint.rebuild_position is not None  # swapped_in says so
+    return replace(checkpoint, position=checkpoint.rebuild_position, rebuild_position=None)
+
+
 def recover_interrupted_swap(conn: Connection, checkpoint: Checkpoint) -> Checkpoint:
     """Finish or abandon a MySQL swap that a killed rebuild left half done (the caller holds
     the projection lock): run before every batch, so no projector applies events on top of it.
@@ -193,7 +210,7 @@ def recover_interrupted_swap(conn: Connection, checkpoint: Checkpoint) -> Checkp
     """
     if checkpoint.rebuild_position is None:
         return checkpoint
-    if inspect(conn).has_table(INGESTION_RUNS + SHADOW):
+    if not swapped_in(conn, checkpoint.rebuild_position):
         if _swap_may_be_running(conn, checkpoint):
             raise ProjectionBusyError(
                 f"projection {checkpoint.name}: a rebuild on another node of this cluster is "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from ledger import Ledger
 from ledger.conflicts import retrying_conflicts
 from ledger.dialects import (
+    bounded_lock_wait,
     idle_bounded_session,
     is_galera,
     is_sqlite,
@@ -36,11 +38,13 @@ from ledger.dialects import (
     named_lock,
     quick_sqlite_time,
 )
+from ledger.driver_errors import lock_wait_exceeded
 from ledger.schema import LegacyTimestamp, UTCDateTime
 from ledger.store import as_ledger
+from ledger.text import visible
 from ledger.urls import sqlite_file_or_none
 from projections.checkpoints import advance, finish_swap, mark_swap, read_checkpoint
-from projections.errors import ProjectionBusyError
+from projections.errors import ProjectionBusyError, SwapBlockedError
 from projections.rebuild_claims import RebuildClaim
 from projections.schema import (
     INGESTION_RUNS,
@@ -270,13 +274,25 @@ def _swap_sqlite(ledger: Ledger, writer: ReadModelWriter, position: int, catch_u
     return position
 
 
+# How long the swap's RENAME TABLE waits for the metadata locks of the live tables, and how
+# often it tries: while it waits, every new reader of ingestion_runs queues behind it (legacy
+# readers, `ledger status`, the API), so each wait is short; an open transaction that read the
+# table (a reader that left autocommit off) usually ends within seconds.
+SWAP_LOCK_WAIT_S = 5
+SWAP_ATTEMPTS = 3
+SWAP_PAUSE_S = 2.0
+
+
 def _swap_mysql(ledger: Ledger, position: int, catch_up: CatchUp) -> int:
     """One ``RENAME TABLE`` swaps both tables atomically, but it commits implicitly, so it
     cannot share a transaction with the checkpoint: the position the shadows hold is marked
     first (:func:`projections.checkpoints.mark_swap`), so that a process dying between the
     rename and the checkpoint update leaves the next projector what it needs to finish the
     swap (:func:`projections.checkpoints.recover_interrupted_swap`). The live tables leave as
-    ``…__old``, for the caller to drop."""
+    ``…__old``, for the caller to drop. A rename that cannot get the live tables' metadata
+    locks within :data:`SWAP_LOCK_WAIT_S` (another session's open transaction read them) is
+    unmarked and tried again; after :data:`SWAP_ATTEMPTS` it raises
+    :class:`SwapBlockedError`, the live tables untouched."""
     with projection_session(ledger, PROJECTION_NAME, action="rebuild") as conn:
 
         def catch_up_and_mark() -> int:
@@ -285,18 +301,36 @@ def _swap_mysql(ledger: Ledger, position: int, catch_up: CatchUp) -> int:
                 mark_swap(conn, PROJECTION_NAME, caught_up)
             return caught_up
 
-        # On a Galera cluster a projector on another node may commit a batch meanwhile (the
-        # named lock is per node): the mark's write of the checkpoint row then loses the
-        # certification, and the catch-up runs again.
-        position = retrying_conflicts(catch_up_and_mark, "rebuild swap")
-        conn.exec_driver_sql(
-            "RENAME TABLE "
-            + ", ".join(
-                f"`{name}` TO `{name}{OLD}`, `{name}{SHADOW}` TO `{name}`"
-                for name in (INGESTION_RUNS, TRANSITIONS)
+        def unmark() -> None:
+            with conn.begin():
+                mark_swap(conn, PROJECTION_NAME, None)
+
+        for attempt in range(1, SWAP_ATTEMPTS + 1):
+            # On a Galera cluster a projector on another node may commit a batch meanwhile (the
+            # named lock is per node): the mark's write of the checkpoint row then loses the
+            # certification, and the catch-up runs again.
+            position = retrying_conflicts(catch_up_and_mark, "rebuild swap")
+            if _renamed_in(conn):
+                break
+            retrying_conflicts(unmark, "rebuild swap")  # nothing was renamed: no swap to finish
+            if attempt == SWAP_ATTEMPTS:
+                raise SwapBlockedError(
+                    f"rebuild: the swap waited {SWAP_ATTEMPTS} times {SWAP_LOCK_WAIT_S}s for "
+                    f"the metadata locks of {INGESTION_RUNS} and {TRANSITIONS}, held by an "
+                    "open transaction that read or wrote them"
+                    f"{_open_transactions(conn)}; the live tables are untouched; end that "
+                    "transaction (a reader with autocommit off: commit or roll back) and run "
+                    "`ledger rebuild` again"
+                )
+            log.warning(
+                "rebuild: the swap waited %ds for the live tables' metadata locks (an open "
+                "transaction elsewhere read them; attempt %d of %d); catching up and trying "
+                "again",
+                SWAP_LOCK_WAIT_S,
+                attempt,
+                SWAP_ATTEMPTS,
             )
-        )
-        conn.commit()  # RENAME committed implicitly; end SQLAlchemy's autobegun transaction
+            time.sleep(SWAP_PAUSE_S)
 
         def finish() -> None:
             with conn.begin():
@@ -305,3 +339,49 @@ def _swap_mysql(ledger: Ledger, position: int, catch_up: CatchUp) -> int:
 
         retrying_conflicts(finish, "rebuild swap")
     return position
+
+
+def _renamed_in(conn: Connection) -> bool:
+    """Swap the shadow tables in with one ``RENAME TABLE``; False (nothing renamed) when the
+    live tables' metadata locks were not granted within :data:`SWAP_LOCK_WAIT_S`."""
+    try:
+        with bounded_lock_wait(conn, SWAP_LOCK_WAIT_S):
+            conn.exec_driver_sql(
+                "RENAME TABLE "
+                + ", ".join(
+                    f"`{name}` TO `{name}{OLD}`, `{name}{SHADOW}` TO `{name}`"
+                    for name in (INGESTION_RUNS, TRANSITIONS)
+                )
+            )
+    except DBAPIError as exc:
+        conn.rollback()
+        if lock_wait_exceeded(exc):
+            return False
+        raise
+    conn.commit()  # RENAME committed implicitly; end SQLAlchemy's autobegun transaction
+    return True
+
+
+def _open_transactions(conn: Connection) -> str:
+    """The other sessions on this database with an open transaction, oldest first, as ``;
+    sessions with an open transaction: ID USER@HOST (open Ns), …`` for the operator to find
+    the reader that holds the swap up; empty when the server does not say (no PROCESS grant:
+    then only the ledger's own user's sessions are listed, or none)."""
+    try:
+        rows = conn.exec_driver_sql(
+            "SELECT p.ID, p.USER, p.HOST, TIMESTAMPDIFF(SECOND, t.trx_started, NOW()) "
+            "FROM information_schema.INNODB_TRX t "
+            "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+            "WHERE p.ID <> CONNECTION_ID() AND p.DB = DATABASE() ORDER BY t.trx_started LIMIT 5"
+        ).all()
+        conn.rollback()
+    except DBAPIError:
+        conn.rollback()
+        return ""
+    if not rows:
+        return ""
+    sessions = ", ".join(
+        f"{int(row[0])} {visible(str(row[1]))}@{visible(str(row[2]))} (open {int(row[3] or 0)}s)"
+        for row in rows
+    )
+    return f"; sessions with an open transaction: {sessions}"

@@ -30,6 +30,11 @@ class ProjectionBusyError(ProjectionError):
     """Another process held the projection lock for longer than the timeout (a rebuild?)."""
 
 
+class SwapBlockedError(ProjectionBusyError):
+    """A rebuild's swap (MySQL/MariaDB ``RENAME TABLE``) kept waiting for the live tables'
+    metadata locks, held by another session's open transaction; nothing was swapped."""
+
+
 class CheckpointMovedError(ProjectionError):
     """The checkpoint was not where this transaction read it when it came to advance it: another
     projector (on another node of a Galera cluster, where the named lock does not reach) got

@@ -40,6 +40,7 @@ from projections.dialects import (
     shadow_indexes,
     swap_in,
 )
+from projections.errors import SwapBlockedError
 from projections.schema import (
     INGESTION_RUNS,
     OLD,
@@ -131,7 +132,11 @@ def rebuild(
             claim.check(conn)  # renewed in the swap's transaction: the last moment before it
             return caught_up
 
-        position = swap_in(ledger, writer, position, catch_up)
+        try:
+            position = swap_in(ledger, writer, position, catch_up)
+        except SwapBlockedError:
+            _drop_leftovers(ledger)  # the shadow tables: the next rebuild replays afresh anyway
+            raise
         _drop_leftovers(ledger, only_old=True)  # the live tables a MySQL swap renamed away
         with ledger.connect("rebuild") as conn:
             runs = int(conn.execute(select(func.count()).select_from(ingestion_runs)).scalar_one())

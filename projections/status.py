@@ -11,7 +11,7 @@ from typing import Any
 from ledger import Ledger
 from ledger.reads import count_runs, recorded_at
 from ledger.rules import OPEN
-from projections.checkpoints import Checkpoint, Skip, list_skips, read_checkpoint
+from projections.checkpoints import Checkpoint, Skip, list_skips, read_checkpoint, settled
 from projections.schema import PROJECTION_NAME
 
 
@@ -48,7 +48,7 @@ def ledger_status(ledger: Ledger) -> LedgerStatus:
     head = ledger.head()
     with ledger.connect("status") as conn:
         open_runs = count_runs(conn, OPEN)
-        checkpoint = read_checkpoint(conn, PROJECTION_NAME)
+        checkpoint = settled(conn, read_checkpoint(conn, PROJECTION_NAME))
         oldest_pending = recorded_at(conn, checkpoint.position + 1)
         skips = list_skips(conn, PROJECTION_NAME)
     lag_seconds = 0.0

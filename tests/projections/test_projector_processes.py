@@ -1,5 +1,7 @@
 """The projector as separate processes: killed with SIGKILL at random moments (I7), two at
-once, a rebuild killed mid-way, a MySQL swap interrupted after its RENAME, and SIGTERM."""
+once, a rebuild killed mid-way, a MySQL swap interrupted after its RENAME (and what verify and
+status say before a projector finishes it), a swap held up by another session's open
+transaction, and SIGTERM."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, select
 
+from forensics.verify import verify_all
 from ledger import Ledger, RunFinished, RunProgressed
-from projections import Projector, rebuild
+from projections import Projector, ledger_status, rebuild
+from projections.errors import SwapBlockedError
 from projections.rebuild_claims import LOCAL_TTL
 from projections.schema import rebuild_claims
 from tests.projection_support import replayed_rows, table_rows, transition_rows
@@ -188,11 +192,49 @@ def test_a_mysql_swap_interrupted_after_rename_is_finished_by_the_next_projector
     checkpoint = Projector(ledger).checkpoint()
     assert (checkpoint.position, checkpoint.rebuild_position) == (2, 3)
     assert table_rows(ledger)[run_id]["recordsFetched"] == 12  # the swapped-in shadow
+    # Before any projector settles it, the readers take the live tables at the marked position:
+    # no "row exists but no event created it", no lag that is not there.
+    assert verify_all(ledger).problems == []
+    status = ledger_status(ledger).projections[0]
+    assert (status.checkpoint.position, status.lag_events) == (3, 0)
     assert Projector(ledger).run_once() == 0  # recovers: moves the checkpoint, re-applies nothing
     assert Projector(ledger).checkpoint().position == 3
     assert table_rows(ledger)[run_id]["recordsFetched"] == 12
     rebuild(ledger)  # and the next rebuild clears the __old leftovers
     assert table_rows(ledger)[run_id]["recordsFetched"] == 12
+
+
+def test_a_mysql_swap_held_up_by_an_open_reader_gives_up_and_leaves_the_live_tables(
+    ledger: Ledger, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A legacy reader with autocommit off keeps the metadata lock of ingestion_runs for as
+    long as its transaction is open; every reader queues behind a RENAME waiting for it. The
+    swap waits a bounded time, a bounded number of times, then says who holds it up."""
+    if backend != "mysql":
+        pytest.skip("SQLite swaps in its write transaction; only MySQL waits for metadata locks")
+    import projections.dialects as swap_module
+
+    monkeypatch.setattr(swap_module, "SWAP_LOCK_WAIT_S", 1)
+    monkeypatch.setattr(swap_module, "SWAP_PAUSE_S", 0.0)
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=5)])
+    Projector(ledger).run_once()
+    before = table_rows(ledger)
+    with ledger.engine.connect() as reader:
+        reader.exec_driver_sql("SELECT COUNT(*) FROM ingestion_runs").all()  # stays open
+        reader_id = reader.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one()
+        with pytest.raises(SwapBlockedError, match=rf"open transaction: .*\b{reader_id} root@"):
+            rebuild(ledger)
+        reader.rollback()
+    assert table_rows(ledger) == before
+    checkpoint = Projector(ledger).checkpoint()
+    assert (checkpoint.position, checkpoint.rebuild_position) == (2, None)
+    with ledger.engine.connect() as conn:
+        left = conn.exec_driver_sql("SHOW TABLES LIKE 'ingestion_run%%\\_\\_%%'").all()
+    assert left == []  # no shadow or __old table left behind
+    ledger.append([RunFinished(run_id=run_id, status="success")])
+    assert rebuild(ledger).position == 3  # the reader gone, the swap goes through
+    assert verify_all(ledger).problems == []
 
 
 def test_sigterm_stops_follow_after_the_current_batch(ledger: Ledger, db_url: str) -> None:
