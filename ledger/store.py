@@ -51,6 +51,7 @@ from ledger.driver_errors import (
     interrupted_or_conflicting,
     is_broken_trigger_load,
     is_transaction_conflict,
+    lock_wait_exceeded,
     translate_errors,
 )
 from ledger.errors import (
@@ -75,6 +76,14 @@ T = TypeVar("T")
 # transactions that use the table (see Ledger._reload_table_triggers).
 MAX_TRIGGER_RELOADS = 3
 FLUSH_LOCK_WAIT_S = 5
+# An append on MySQL/MariaDB that waited innodb_lock_wait_timeout (50 s by default) for a lock
+# and got 1205 waits again, this many waits in all: the holder may be a session of a lost host,
+# which the server ends only after the idle bound (30 s), with another session of that host
+# queued behind it that then holds the lock for the bound again. Three waits cover four such
+# sessions at the defaults, or one under an idle bound up to three lock waits long. Nothing of
+# the attempt is committed (the failed statement was its first write or a read before it, and
+# the transaction is rolled back), and a retry is idempotent anyway (I3).
+MAX_LOCK_WAITS = 3
 FLUSH_ATTEMPTS = 3  # a FLUSH that Galera interrupted is run again, up to this many times
 
 
@@ -282,7 +291,8 @@ class Ledger:
 
     def _append_retrying_conflicts(self, request: AppendRequest) -> AppendResult:
         """The append, run again while it loses to another transaction (1213 deadlock or
-        Galera certification conflict, at any statement or at COMMIT):
+        Galera certification conflict, at any statement or at COMMIT; or, up to
+        :data:`MAX_LOCK_WAITS` waits in all, a lock wait timeout, 1205):
         the server rolled it back, so nothing of it is committed. Each attempt locks the head
         and reads the stored event ids again, exactly as the retry after a lost COMMIT reply
         does: were an attempt's COMMIT to have landed after all, the next one finds its events
@@ -291,6 +301,7 @@ class Ledger:
         started = time.monotonic()
         attempt = 1
         reloads = 0
+        lock_waits = 1
         while True:
             try:
                 return self._append_with_backstop(request)
@@ -310,6 +321,16 @@ class Ledger:
                     reloads += 1
                     attempt += 1
                     time.sleep(conflict_pause(attempt))
+                    continue
+                if lock_wait_exceeded(exc) and not self.is_sqlite and lock_waits < MAX_LOCK_WAITS:
+                    lock_waits += 1
+                    log.warning(
+                        "append waited innodb_lock_wait_timeout for a lock held by another "
+                        "session (a session of a lost host, ended by the server after its idle "
+                        "bound?); waiting again (%d of %d)",
+                        lock_waits,
+                        MAX_LOCK_WAITS,
+                    )
                     continue
                 if not is_transaction_conflict(exc):
                     raise
