@@ -20,7 +20,7 @@ from ledger.durations import format_duration
 from ledger.hashing import chain_hash
 from ledger.reads import latest_occurred_at, run_status_events, run_version_at, stored_refs
 from ledger.schema import GENESIS_HASH
-from ledger.text import clip
+from ledger.text import clip, shown_name, shown_value
 from projections.fold import Row, fold
 
 # A spooled or imported event is flagged when it was recorded this long after it happened.
@@ -218,11 +218,16 @@ def summarise(event: RecordedEvent) -> str:
     if event.type == "RunStarted":
         meta = data.get("metadata")
         meta = meta if isinstance(meta, dict) else {}
+        # Every value a writer gave is quoted (shown_value, shown_name): a trigger of
+        # "schedule) · by operator:alice (" cannot read as the narrow audit's actor.
         extra = ", ".join(
-            f"{k}={meta[k]}" for k in ("host", "pid", "trigger", "imported") if k in meta
+            f"{k}={shown_value(meta[k])}"
+            for k in ("host", "pid", "trigger", "imported")
+            if k in meta
         )
-        return f"source {data.get('source_id')}, {data.get('connector_name')}" + (
-            f" ({extra})" if extra else ""
+        return (
+            f"source {shown_value(data.get('source_id'))}, {_name(data.get('connector_name'))}"
+            + (f" ({extra})" if extra else "")
         )
     counters = {
         k.removeprefix("records_"): v
@@ -235,18 +240,25 @@ def summarise(event: RecordedEvent) -> str:
     if event.type == "RunFinished":
         text = str(data.get("status"))
         if data.get("error_message"):
-            text += f": {data['error_message']}"
+            text += f": {shown_value(data['error_message'])}"
         return text + (f" ({counts})" if counts else "")
     if event.type == "RunTimedOut":
-        # Worded as the projection words errorMessage: "1h", "2026-01-28 01:12:45 UTC".
+        # Worded as the projection words errorMessage: "1h", "2026-01-28 01:12:45 UTC". The
+        # sweeper's reason is one word ("stale"), shown as it is; an operator's sentence quoted.
         threshold = data.get("threshold_seconds")
         last = data.get("last_event_at")
         return (
-            f"{data.get('reason')} by {data.get('detected_by')}"
+            f"{_name(data.get('reason'))} by {_name(data.get('detected_by'))}"
             + (f", threshold {_duration(threshold)}" if threshold else "")
             + (f", last activity {_utc_time(last)}" if last else "")
         )
-    return clip(", ".join(f"{k}={v}" for k, v in sorted(data.items())), 120)
+    return clip(", ".join(f"{k}={shown_value(v)}" for k, v in sorted(data.items())), 120)
+
+
+def _name(value: object) -> str:
+    """A stored name or word as :func:`shown_name` shows it; a payload that holds no text there
+    shows what it holds, as JSON."""
+    return shown_name(value) if isinstance(value, str) and value else shown_value(value)
 
 
 def _duration(seconds: object) -> str:

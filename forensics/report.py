@@ -26,7 +26,7 @@ from ledger.dialects import exact_text
 from ledger.durations import format_duration
 from ledger.events import actor_kind
 from ledger.stuck import DEFAULT_STALE_AFTER
-from ledger.text import markdown_cell, visible, wrap_cells
+from ledger.text import markdown_cell, quoted, shown_name, visible, wrap_cells
 from ledger.urls import mask_url
 from projections.as_of import replay_until_poison, resolve_position
 from projections.checkpoints import Skip
@@ -283,7 +283,7 @@ def _skipped_detail(verification: VerifyReport, skips: list[Skip]) -> str:
     return f"; {len(skips)} skipped event(s) not in the table: " + "; ".join(
         f"position {skip.position} ({skip.event_type}"
         + (f", run {runs[skip.position]}" if runs.get(skip.position) is not None else "")
-        + f") skipped by {skip.actor}: {skip.reason}"
+        + f") skipped by {shown_name(skip.actor)}: {quoted(skip.reason)}"
         for skip in skips
     )
 
@@ -435,13 +435,14 @@ def render_text(report: dict[str, Any], markdown: bool = False) -> str:
                 run["error"],
             )
         ]
-        if markdown:
+        if markdown:  # each value in a cell of its own
             line("| " + " | ".join(values) + " |")
-        else:
+        else:  # one line: the connector's name and message quoted, not read as the report's
+            error = quoted(run["error"]) if run["error"] else ABSENT
             line(
-                f"  run {values[0]} ({values[1]}): {values[2]}; started {values[3]}; "
-                f"completed {values[4]}; duration {values[5]}; "
-                f"fetched/created/updated/skipped {values[6]}; error {values[7]}"
+                f"  run {values[0]} ({shown_name(run['connector'])}): {values[2]}; started "
+                f"{values[3]}; completed {values[4]}; duration {values[5]}; "
+                f"fetched/created/updated/skipped {values[6]}; error {error}"
             )
     heading("D. Where status transitions come from")
     if not report["transitions"]:
@@ -456,7 +457,7 @@ def render_text(report: dict[str, Any], markdown: bool = False) -> str:
         line("  none")
     for run in report["stuck_runs"]:
         line(
-            f"{item}run {run['run_id']} ({show(run['connector_name'])}, "
+            f"{item}run {run['run_id']} ({show(shown_name(run['connector_name']))}, "
             f"source {run['source_id']}): started {show(run['started_at'])}, silent for "
             f"{show(run['silent_for'])} ({show(run['rule'])})"
         )

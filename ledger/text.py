@@ -11,6 +11,7 @@ The same definition of an invisible character is the rule for names (:mod:`ledge
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 
@@ -78,6 +79,36 @@ def visible(text: str) -> str:
     if text.isprintable() and SHOWN_AS_ESCAPES.isdisjoint(text):  # the usual case, in C
         return text
     return "".join(escape_char(char) if is_invisible(char) else char for char in text)
+
+
+def quoted(text: str) -> str:
+    """``text`` between double quotes, JSON-style: a backslash and a quote inside are escaped
+    (``\\\\``, ``\\"``), then the rest made :func:`visible`. For a writer's free text (an error
+    message, a reason, metadata) shown in one line or cell with the tool's own words: where the
+    quotes are, it cannot pass for them (a message ending in ``· by sweeper`` shows as
+    ``"… · by sweeper"``, not as the audit's actor). A real ESC shows as ``\\x1b``, the four
+    characters a writer typed as ``\\\\x1b``."""
+    return '"' + visible(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+
+
+# A name made only of these cannot hold a space, a quote or a separator: it reads as one word.
+_BARE_NAME = re.compile(r"[\w.:@/+-]+")
+
+
+def shown_name(name: str) -> str:
+    """A name (a connector, an actor) beside the tool's own words: as it is when it is one word
+    of letters, digits and ``_ . : @ / + -`` (``sweeper``, ``operator:alice``), else
+    :func:`quoted` (``"Jane Doe"``, ``"x · by sweeper"``, ``"—"``): a name cannot pass for the
+    words around it."""
+    return visible(name) if _BARE_NAME.fullmatch(name) else quoted(name)
+
+
+def shown_value(value: object) -> str:
+    """A stored JSON value beside the tool's own words: text :func:`quoted`, anything else as
+    compact JSON (``12``, ``true``, ``["a"]``: its strings quoted too), made visible."""
+    if isinstance(value, str):
+        return quoted(value)
+    return visible(json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")))
 
 
 # Surrogate code points: UTF-8 has no encoding for them, so neither database can store one.
@@ -177,6 +208,9 @@ __all__ = [
     "escape_char",
     "is_invisible",
     "markdown_cell",
+    "quoted",
+    "shown_name",
+    "shown_value",
     "storable",
     "visible",
     "visible_lines",

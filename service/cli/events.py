@@ -8,9 +8,9 @@ from typing import IO
 import click
 
 from ledger import AppendResult, RecordedEvent
-from ledger.mapper import canonical_json
 from ledger.schema import MAX_POSITION
 from ledger.store import read_events
+from ledger.text import shown_value
 from ledger.wire import append_lines, read_lines, wire_line
 from service.cli.errors import Interrupted, library_errors
 from service.cli.ledgers import open_or_start_ledger, opened_ledger
@@ -137,9 +137,8 @@ EVENT_COLUMNS = (
 
 
 def _payload_summary(event: RecordedEvent) -> str:
-    """The payload's set fields as ``name=value``: text as it is, anything else (metadata, error
-    details) as compact JSON, not as Python writes it (``{'a': 1}``, ``True``, ``None``)."""
+    """The payload's set fields as ``name=value``, each value as JSON writes it: text quoted
+    (an error message of ``none, status=success`` cannot read as two fields), anything else
+    (metadata, error details) compact, not as Python writes it (``{'a': 1}``, ``True``)."""
     data = {k: v for k, v in event.payload_data.items() if v not in (None, 0, {}, [])}
-    return ", ".join(
-        f"{k}={v if isinstance(v, str) else canonical_json(v)}" for k, v in sorted(data.items())
-    )
+    return ", ".join(f"{k}={shown_value(v)}" for k, v in sorted(data.items()))

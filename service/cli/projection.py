@@ -21,6 +21,7 @@ from rich.text import Text
 
 from ledger.errors import DatabaseUnreachableError
 from ledger.schema import MAX_POSITION
+from ledger.text import quoted, shown_name
 from ledger.urls import mask_url
 from projections import Projector
 from projections import rebuild as rebuild_projection
@@ -93,7 +94,7 @@ def project(
             skip = projector.skip(skip_position, reason or "", operator_actor_of(actor))
             click.echo(
                 f"position {skip.position} ({cell(skip.event_type)}) will be skipped: "
-                f"{cell(skip.reason)} (by {cell(skip.actor)})"
+                f"{quoted(skip.reason)} (by {shown_name(skip.actor)})"
             )
         if follow:
             stop_request = StopRequest(threading.Event())

@@ -14,7 +14,7 @@ from ledger.clock import utcnow
 from ledger.durations import format_duration
 from ledger.schema import MAX_POSITION
 from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
-from ledger.text import visible
+from ledger.text import quoted, shown_name, visible
 from projections.queries import (
     RunFilter,
     find_run,
@@ -216,7 +216,9 @@ def runs_fail(run_id: int, reason: str, actor: str | None, db_url: str | None) -
     actor = operator_actor_of(actor)
     with library_errors():
         position = fail_run(ledger, run_id, reason, actor)
-    click.echo(f"run {run_id} failed by {actor} at position {position}: {visible(reason)}")
+    click.echo(
+        f"run {run_id} failed by {shown_name(actor)} at position {position}: {quoted(reason)}"
+    )
 
 
 # ---------------------------------------------------------------------- stuck runs
@@ -405,5 +407,5 @@ def status(
         for skip in projection.skips:
             echo(
                 f"  skipped position {skip.position} ({cell(skip.event_type)}) by "
-                f"{cell(skip.actor)} at {cell(skip.skipped_at)} UTC: {cell(skip.reason)}"
+                f"{shown_name(skip.actor)} at {cell(skip.skipped_at)} UTC: {quoted(skip.reason)}"
             )

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from forensics.audit import TimelineEntry
 from ledger.durations import format_duration
+from ledger.text import shown_name
 from service.cli.tables import TableColumn, print_table
 
 
@@ -25,11 +26,7 @@ def print_audit(run_id: int, timeline: list[TimelineEntry], wide: bool = False) 
                     entry.event.occurred_at,
                     entry.status_after,
                     "ok" if entry.hash_ok else "BROKEN",
-                    " · ".join(
-                        part
-                        for part in (entry.summary, _by(entry.event.actor), *audit_notes(entry))
-                        if part
-                    ),
+                    " · ".join((entry.summary, _by(entry.event.actor), *audit_notes(entry))),
                 )
                 for entry in timeline
             ),
@@ -60,8 +57,11 @@ def print_audit(run_id: int, timeline: list[TimelineEntry], wide: bool = False) 
     )
 
 
-def _by(actor: str | None) -> str | None:
-    return None if actor is None else f"by {actor}"
+def _by(actor: str | None) -> str:
+    """Always there, ``by —`` for no actor, the name quoted unless it is one word: the part
+    after the summary (whose writer text is quoted) is the tool's, so no message, metadata or
+    actor can add a "by sweeper" of its own, or hide that the event names no actor."""
+    return "by —" if actor is None else f"by {shown_name(actor)}"
 
 
 AUDIT_NARROW_COLUMNS = (

@@ -18,7 +18,7 @@ from forensics.verify import VerifyReport, verify_all
 from ledger.clock import isoformat_utc, labelled_utc
 from ledger.output_files import output_file_error
 from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
-from ledger.text import visible
+from ledger.text import quoted, shown_name, visible
 from service.cli.errors import EXIT_PROBLEM, library_errors, problem_for
 from service.cli.ledgers import opened_ledger
 from service.cli.options import (
@@ -121,8 +121,8 @@ def print_verify_details(report: VerifyReport) -> None:
         # To the second with its zone, as `ledger status` shows the same skip.
         click.echo(
             f"skipped by projection {visible(skipped.name)}: position {skip.position} "
-            f"({visible(skip.event_type)}{run}) by {visible(skip.actor)} at "
-            f"{labelled_utc(skip.skipped_at)}: {visible(skip.reason)}"
+            f"({visible(skip.event_type)}{run}) by {shown_name(skip.actor)} at "
+            f"{labelled_utc(skip.skipped_at)}: {quoted(skip.reason)}"
         )
 
 

@@ -376,7 +376,7 @@ def test_an_operator_skip_passes_verify_and_the_report_names_it(
     assert not in_sync["passed"]
     assert (
         f"1 skipped event(s) not in the table: position {position} (RunProgressed, run "
-        f"{run_id}) skipped by operator:al: test event from a dev build"
+        f'{run_id}) skipped by operator:al: "test event from a dev build"'
     ) in in_sync["detail"]
 
 

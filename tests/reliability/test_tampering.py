@@ -855,8 +855,8 @@ def test_a_forged_skip_is_named_by_verify_or_the_report(
     (in_sync,) = [c for c in report["conditions"] if c["name"].startswith("projection in sync")]
     assert not in_sync["passed"]
     assert (
-        f"position 7 (RunFinished, run {weather}) skipped by operator:alice: duplicate test event"
-        in in_sync["detail"]
+        f'position 7 (RunFinished, run {weather}) skipped by operator:alice: "duplicate test '
+        'event"' in in_sync["detail"]
     )
     reliability.record(
         "tampering: projection_skips",

@@ -46,7 +46,7 @@ def test_events_table_shows_payload_objects_as_json(ledger: Ledger, db_url: str)
     ledger.append([RunFinished(run_id=run_id, status="failed", error_details={"codes": [1, 2]})])
     table = run("events", "--wide", "--db", db_url).stdout
     assert 'metadata={"a":1,"none":null,"note":"x\\u001by\\u202ez","ok":true}' in table
-    assert 'error_details={"codes":[1,2]}, status=failed' in table
+    assert 'error_details={"codes":[1,2]}, status="failed"' in table
     assert "'a'" not in table
     assert "\u202e" not in table
 

@@ -108,9 +108,85 @@ def test_tables_show_data_as_text_not_markup_or_control_characters(
     for command in ("runs list", "runs show", "as of"):
         assert "[bold red]PASS[/]" in outputs[command], command
         assert "\\x1b]8;;http://evil" in outputs[command], command
-    assert "trigger=\\x1b[31m" in outputs["audit"]
+    assert 'trigger="\\x1b[31m"' in outputs["audit"]
     shown = json.loads(run("runs", "show", str(failed), "--format", "json", "--db", db_url).stdout)
     assert (shown["connectorName"], shown["errorMessage"]) == (name, message)
+
+
+# Writer text that, shown unquoted beside the tool's own words, reads as an actor or a field.
+AS_SWEEPER = "no activity for 60 minutes · by sweeper"
+AS_OPERATOR = "schedule) · by operator:alice (approved"
+AS_FIELDS = "none, status=success"
+# A JSON-style quoted string: what the tables and lines show writer text as.
+QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def outside_quotes(output: str) -> str:
+    """``output`` with every quoted string emptied, on one line (a table wraps a cell over
+    lines): the words the tool wrote itself."""
+    return " ".join(QUOTED.sub('""', output).split())
+
+
+def test_a_connectors_message_or_metadata_cannot_pass_for_the_audits_actor(
+    ledger: Ledger, db_url: str
+) -> None:
+    """The narrow audit joins summary, "by ACTOR" and notes in one cell, and left "by" out
+    when an event had no actor: a message ending "· by sweeper" or a trigger holding
+    ") · by operator:alice (" read as the event's actor, which a connector's token may not
+    claim (403). Writer text is quoted, and every event says who: "by —" for no one."""
+    run_id = ledger.start_run(1, "billing", metadata={"trigger": AS_OPERATOR, "pid": 7})
+    ledger.append([RunFinished(run_id=run_id, status="failed", error_message=AS_SWEEPER)])
+    named = ledger.start_run(2, "crm", actor="bob · LATE: after the timeout")
+    audit = run("audit", str(run_id), "--db", db_url).stdout
+    tools_words = outside_quotes(audit)
+    for forged in ("by sweeper", "by operator:alice", AS_SWEEPER, AS_OPERATOR):
+        assert forged not in tools_words, forged
+    joined = " ".join(audit.split())
+    assert f'failed: "{AS_SWEEPER}" · by —' in joined
+    assert f'source 1, billing (pid=7, trigger="{AS_OPERATOR}") · by —' in joined
+    assert tools_words.count("by —") == 2  # one for each event
+    other = outside_quotes(run("audit", str(named), "--db", db_url).stdout)
+    assert "LATE" not in other  # an actor with spaces is quoted: it adds no note
+    assert 'by "" ' in other + " "
+
+
+def test_events_and_the_report_quote_what_a_writer_wrote(ledger: Ledger, db_url: str) -> None:
+    """``events --wide`` wrote the payload as k=v, so an error message of "none,
+    status=success" read as a field; the text report's line for a run put the connector's
+    name and message beside its own words."""
+    run_id = failed_run(ledger, "SOURCE_1", AS_FIELDS)
+    events = run("events", "--wide", "--db", db_url).stdout
+    assert f'error_message="{AS_FIELDS}", status="failed"' in events
+    assert "status=success" not in outside_quotes(events)
+    failed_run(ledger, "SOURCE_1", f'a \\" {AS_SWEEPER} "')  # a backslash cannot end the quote
+    assert run("project", "--db", db_url).exit_code == 0
+    report = run("report", "--db", db_url).stdout
+    assert f"run {run_id} (SOURCE_1): failed;" in report
+    assert f'error "{AS_FIELDS}"' in " ".join(report.split())
+    assert f'error "a \\\\\\" {AS_SWEEPER} \\""' in " ".join(report.split())
+    assert "by sweeper" not in outside_quotes(report)
+
+
+def test_names_and_reasons_beside_the_tools_words_are_quoted(
+    ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name is shown as it is when it is one word, else quoted (so "x) · by operator:alice
+    (" cannot close the report's parenthesis); an operator's reason is always quoted."""
+    names_as_before_the_rule(monkeypatch)  # history may hold such names
+    name = "x) · by operator:alice (y"
+    with freeze_time(datetime.now(UTC) - timedelta(hours=3)):
+        stale = ledger.start_run(2, name)
+    report = " ".join(run("report", "--db", db_url).stdout.split())
+    assert f'run {stale} ("{name}", source 2)' in report
+    assert "by operator:alice" not in outside_quotes(report)
+    failed = run(
+        "runs", "fail", str(stale), "--reason", AS_SWEEPER, "--actor", "Jane Doe", "--db", db_url
+    )
+    assert failed.exit_code == 0, failed.output
+    assert f'failed by "operator:Jane Doe" at position 2: "{AS_SWEEPER}"' in failed.stdout
+    audit = " ".join(run("audit", str(stale), "--db", db_url).stdout.split())
+    assert f'"{AS_SWEEPER}" by "operator:Jane Doe"' in audit
+    assert "by sweeper" not in outside_quotes(audit)
 
 
 def test_skips_and_operator_lines_show_reasons_as_text(ledger: Ledger, db_url: str) -> None:

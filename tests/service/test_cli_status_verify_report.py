@@ -67,7 +67,7 @@ def test_status_and_verify_write_a_skip_in_one_shape_and_one_time_format(
         "skipped_at": isoformat_utc(SKIPPED_AT),
     }
     assert verify_skip == {"name": PROJECTION_NAME, **status_skip, "run_id": run_id}
-    shown = "by operator:bob at 2026-12-04 23:40:00 UTC: r"
+    shown = 'by operator:bob at 2026-12-04 23:40:00 UTC: "r"'
     assert f"skipped position {position} (RunStarted) {shown}" in status_text
     assert f"position {position} (RunStarted of run {run_id}) {shown}" in verify_text
 

@@ -15,7 +15,7 @@ from freezegun import freeze_time
 from rich.cells import cell_len
 
 from ledger import Ledger, RunFinished, RunProgressed
-from ledger.text import is_invisible, visible
+from ledger.text import is_invisible, quoted, visible
 from service.cli import cli
 from service.cli.tables import compact_count, compact_duration, compact_time, cut_cells
 from tests.projection_support import append_raw
@@ -162,7 +162,7 @@ def test_every_table_command_has_wide_and_shows_the_whole_value(story: Story, db
             assert visible(LONG_NAME) in wide, args
             assert "…" not in wide, args
         events = output_of(db_url, "events", "--wide")
-        assert f"error_message={visible(LONG_ERROR)}" in events
+        assert f"error_message={quoted(LONG_ERROR)}" in events
         assert LONG_TYPE in events
         assert f"{LONG_TYPE[:12]}…" in output_of(db_url, "events")  # a writer's long type
 
@@ -195,7 +195,7 @@ def test_runs_show_and_audit_show_the_full_text_within_the_width(story: Story, d
     for status in ("running", "failed"):
         assert status in audit.split()
     assert "2025-06-01 10:04" in audit
-    assert f"failed: {visible(LONG_ERROR)}" in audit_wide
+    assert f"failed: {quoted(LONG_ERROR)}" in audit_wide
     assert "recorded" in audit_wide.splitlines()[1]  # the header: a wide-only column
     assert "recorded" not in audit.splitlines()[1]
 
