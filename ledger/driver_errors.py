@@ -133,6 +133,14 @@ def lock_wait_exceeded(error: BaseException) -> bool:
     )
 
 
+def row_lock_wait_timed_out(error: BaseException) -> bool:
+    """Whether ``error`` is MySQL's 1205 alone: a statement waited ``innodb_lock_wait_timeout``
+    for a row lock held by another session, which may be a session the server has yet to end
+    (the idle bound). Not SQLite's busy timeout: there the holder is a live process."""
+    cause = _driver_error(error)
+    return cause is not None and _mysql_error_code(cause) == ER_LOCK_WAIT_TIMEOUT
+
+
 ER_QUERY_INTERRUPTED = 1317
 
 

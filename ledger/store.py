@@ -51,7 +51,7 @@ from ledger.driver_errors import (
     interrupted_or_conflicting,
     is_broken_trigger_load,
     is_transaction_conflict,
-    lock_wait_exceeded,
+    row_lock_wait_timed_out,
     translate_errors,
 )
 from ledger.errors import (
@@ -322,7 +322,7 @@ class Ledger:
                     attempt += 1
                     time.sleep(conflict_pause(attempt))
                     continue
-                if lock_wait_exceeded(exc) and not self.is_sqlite and lock_waits < MAX_LOCK_WAITS:
+                if row_lock_wait_timed_out(exc) and lock_waits < MAX_LOCK_WAITS:
                     lock_waits += 1
                     log.warning(
                         "append waited innodb_lock_wait_timeout for a lock held by another "
