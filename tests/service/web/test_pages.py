@@ -521,9 +521,9 @@ def test_integrity_lists_a_skip_as_the_cli_shows_it(
     log_in(client, "reader")
     page = html.unescape(client.get("/web/integrity").text)
     assert (
-        f"position {head} ({event.type}, run {event.run_id}) skipped by operator:bob "
-        "2026-12-04 23:40:00 UTC: r"
-    ) in page
+        f"position {head} ({event.type}, run {event.run_id}) skipped by <code>operator:bob</code> "
+        "2026-12-04 23:40:00 UTC: <q>r</q>"
+    ) in page  # the operator's name and words set apart from the page's own
 
 
 def test_hostile_moments_are_refused_or_shown_as_they_resolve(
