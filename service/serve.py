@@ -142,6 +142,10 @@ class LedgerService:
         self.active: dict[str, RunContext] = {}
         self.in_flight = 0  # connector jobs past their stop check
         self.active_lock = threading.Lock()
+        # One per connector job, held from its tick's claim to the run's end: the run at start
+        # and the interval's ticks are separate jobs (max_instances keeps each apart only from
+        # itself), and the open-run check cannot see a run whose RunStarted is not committed.
+        self.connector_running: dict[str, threading.Lock] = {}
         self.projecting = threading.Lock()
         self.last_sweep_at: datetime | None = None
         self.last_sweep_timed_out: int | None = None
@@ -263,6 +267,14 @@ class LedgerService:
             if self.stop.is_set():
                 return
             self.in_flight += 1
+            running = self.connector_running.setdefault(name, threading.Lock())
+        if not running.acquire(blocking=False):
+            # The run at start still going when the first tick fires (or the reverse): the
+            # tick is skipped, as APScheduler skips a job's own overlapping tick.
+            log.warning("%s: tick skipped, its previous run is still going", name)
+            with self.active_lock:
+                self.in_flight -= 1
+            return
         try:
             tick = self._tick(connector)
             claimed = claim(self.ledger, name, tick, self.identity)
@@ -291,6 +303,7 @@ class LedgerService:
         except Exception:
             log.exception("job %s failed", name)
         finally:
+            running.release()
             with self.active_lock:
                 self.in_flight -= 1
 
