@@ -36,7 +36,7 @@ from apscheduler.events import (
     JobSubmissionEvent,
 )
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import start_http_server
 from prometheus_client.registry import CollectorRegistry
@@ -63,7 +63,7 @@ from ledger.text import visible
 from projections import PoisonEventError, Projector
 from projections.projector import PoisonBackoff
 from service.claims import claim, interval_tick, prune_claims
-from service.config import ConnectorConfig, LedgerConfig
+from service.config import ConnectorConfig, LedgerConfig, crontab_trigger
 from service.hangup import ignore_hangup
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
 from service.run_bound import POLL_SECONDS, RunBound, time_out_run
@@ -206,7 +206,7 @@ class LedgerService:
         self,
         name: str,
         job: Callable[..., None],
-        trigger: IntervalTrigger | CronTrigger,
+        trigger: BaseTrigger,
         every: str,
         at_start: datetime | None,
         args: list[Any] | None = None,
@@ -246,11 +246,11 @@ class LedgerService:
     def _interval(every: timedelta) -> IntervalTrigger:
         return IntervalTrigger(seconds=every.total_seconds(), start_date=TICK_ORIGIN, timezone=UTC)
 
-    def _trigger(self, connector: ConnectorConfig) -> IntervalTrigger | CronTrigger:
+    def _trigger(self, connector: ConnectorConfig) -> BaseTrigger:
         if connector.schedule.interval is not None:
             return self._interval(connector.schedule.interval)
         assert connector.schedule.cron is not None
-        return CronTrigger.from_crontab(connector.schedule.cron, timezone=UTC)
+        return crontab_trigger(connector.schedule.cron)  # as config check read it
 
     def _tick(self, connector: ConnectorConfig | None = None) -> datetime:
         now = utcnow()

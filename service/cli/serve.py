@@ -15,7 +15,12 @@ from ledger.urls import mask_url
 from service.cli.errors import EXIT_OK, BadInput, library_errors, remember_url_source
 from service.cli.ledgers import note_created
 from service.cli.options import FILE, Integer
-from service.config import checked_config, load_config
+from service.config import (
+    checked_config,
+    load_config,
+    metrics_port_problem,
+    refuse_unwritable_anchor,
+)
 from service.serve import LedgerService
 
 
@@ -48,6 +53,12 @@ def serve_command(config_path: Path, metrics_port: int | None) -> None:
         )
     with library_errors():
         config = load_config(config_path)
+        # Before a database is made: what serve would fail on at once, or at every interval.
+        refuse_unwritable_anchor(config_path, config)
+    if metrics_port is not None:  # the file's own metrics_port was checked as it was read
+        clash = metrics_port_problem(config.serve.metrics_host, metrics_port, config.api)
+        if clash is not None:
+            raise BadInput(f"--metrics-port {metrics_port}: [api] {clash}")
     remember_url_source(config.database_url)  # an error about it names $LEDGER_DATABASE_URL
     with library_errors():
         note_created(create_if_missing(config.database_url))

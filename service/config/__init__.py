@@ -45,10 +45,17 @@ from service.config.connectors import (
     ScheduleConfig,
     ThresholdsConfig,
 )
+from service.config.crontab import crontab_trigger, parse_crontab
 from service.config.fields import Duration, DurationOrZero, Strict, split_listen
 from service.config.http import DEFAULT_MAX_BODY_BYTES, ApiConfig, ApiScope, ApiToken, WebConfig
-from service.config.loading import checked_config, load_config, missing_inputs
-from service.config.model import LedgerConfig
+from service.config.loading import (
+    anchor_problem,
+    checked_config,
+    load_config,
+    missing_inputs,
+    refuse_unwritable_anchor,
+)
+from service.config.model import LedgerConfig, metrics_port_problem
 from service.config.serving import (
     AnchorConfig,
     ProjectorConfig,
@@ -76,8 +83,13 @@ __all__ = [
     "SweeperConfig",
     "ThresholdsConfig",
     "WebConfig",
+    "anchor_problem",
     "checked_config",
+    "crontab_trigger",
     "load_config",
+    "metrics_port_problem",
     "missing_inputs",
+    "parse_crontab",
+    "refuse_unwritable_anchor",
     "split_listen",
 ]

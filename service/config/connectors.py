@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from connectors.registry import CONNECTOR_TYPES, build_connector, unknown_options_message
 from ledger.errors import ConfigurationError
 from ledger.events import ConnectorName, SourceId
 from ledger.stuck import DEFAULT_STALE_AFTER, Thresholds
+from service.config.crontab import crontab_trigger
 from service.config.fields import Duration, Strict
 
 
@@ -50,10 +50,10 @@ class ScheduleConfig(Strict):
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                CronTrigger.from_crontab(value, timezone="UTC")
+            try:  # as serve reads it, so config check and serve agree
+                crontab_trigger(value)
             except ValueError as exc:
-                raise ValueError(f"not a 5-field crontab expression: {exc}") from exc
+                raise ValueError(f"not a crontab expression serve can run: {exc}") from exc
         return value
 
 

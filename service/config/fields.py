@@ -76,6 +76,34 @@ def split_listen(value: str) -> tuple[str, int]:
     return listen_host(host), int(port)
 
 
+def _bound_where(host: str) -> str:
+    """``host`` as :func:`same_port` compares it: ``*`` for a wildcard address, an IP address
+    in its one form, a host name in lower case."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower().rstrip(".")
+    return "*" if address.is_unspecified else str(address)
+
+
+def same_port(first: tuple[str, int], second: tuple[str, int]) -> bool:
+    """Whether two listeners (host, port) of one process would both bind one port: the same
+    port on the same host, or on a wildcard address (0.0.0.0, ::), which takes it on every
+    interface; ``localhost`` is any loopback address."""
+    if first[1] != second[1]:
+        return False
+    hosts = {_bound_where(first[0]), _bound_where(second[0])}
+    if len(hosts) == 1 or "*" in hosts:
+        return True
+    if "localhost" in hosts:
+        (other,) = hosts - {"localhost"}
+        try:
+            return ipaddress.ip_address(other).is_loopback
+        except ValueError:
+            return False
+    return False
+
+
 def listen_address(value: str) -> str:
     split_listen(value)
     return value

@@ -124,9 +124,31 @@ def missing_inputs(config: LedgerConfig) -> list[str]:
     return problems
 
 
+def anchor_problem(config: LedgerConfig) -> str | None:
+    """What serve's ``[anchor]`` job would fail on at every interval, or None: a folder that
+    is not there or that this user may not write in, a file it may not write, a folder given
+    as the file. ``config check`` and serve's start refuse it (``ledger anchor --output``
+    exits 2 for the same path); a folder that goes away later is logged at each interval."""
+    if config.anchor is None:
+        return None
+    path = Path(config.anchor.path)
+    folder = path.parent
+    if path.is_dir():
+        return f"anchor.path is a folder, not a file: {path}"
+    if not folder.is_dir():
+        return f"anchor.path: no folder {folder} to write {path.name} in"
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            return f"anchor.path: this user may not write {path}"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        return f"anchor.path: this user may not create {path.name} in {folder}"
+    return None
+
+
 def checked_config(path: str | os.PathLike[str]) -> LedgerConfig:
-    """:func:`load_config`, and every scheduled connector's input file there (what
-    ``ledger config check`` proves): a :class:`ConfigurationError` names each one missing."""
+    """:func:`load_config`, every scheduled connector's input file there and the anchor
+    file's folder writable (what ``ledger config check`` proves): a
+    :class:`ConfigurationError` names each problem."""
     config = load_config(path)
     missing = missing_inputs(config)
     if missing:
@@ -134,7 +156,17 @@ def checked_config(path: str | os.PathLike[str]) -> LedgerConfig:
         raise ConfigurationError(
             f"{visible(str(path))}: a scheduled connector would fail\n  {problems}"
         )
+    refuse_unwritable_anchor(path, config)
     return config
+
+
+def refuse_unwritable_anchor(path: str | os.PathLike[str], config: LedgerConfig) -> None:
+    """A :class:`ConfigurationError` naming :func:`anchor_problem`, if there is one."""
+    problem = anchor_problem(config)
+    if problem is not None:
+        raise ConfigurationError(
+            f"{visible(str(path))}: the anchor job would fail\n  {visible(problem)}"
+        )
 
 
 def _unknown_key(loc: tuple[int | str, ...]) -> str:

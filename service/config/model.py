@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from ledger.database import create_ledger_engine
 from ledger.errors import ConfigurationError
@@ -14,7 +14,7 @@ from ledger.store import Ledger
 from ledger.stuck import StuckRun, Thresholds, stuck_runs, stuck_runs_as_of
 from ledger.urls import DEFAULT_DATABASE_URL
 from service.config.connectors import ConnectorConfig, ThresholdsConfig
-from service.config.fields import Strict
+from service.config.fields import Strict, same_port, split_listen
 from service.config.http import ApiConfig, WebConfig
 from service.config.serving import (
     AnchorConfig,
@@ -44,6 +44,16 @@ class LedgerConfig(Strict):
             create_ledger_engine(value).dispose()
         except ConfigurationError as exc:
             raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("api")
+    @classmethod
+    def _own_port(cls, value: ApiConfig, info: ValidationInfo) -> ApiConfig:
+        serve = info.data.get("serve")  # absent when [serve] itself is invalid
+        if isinstance(serve, ServeConfig):
+            problem = metrics_port_problem(serve.metrics_host, serve.metrics_port, value)
+            if problem is not None:
+                raise ValueError(problem)
         return value
 
     @field_validator("connectors")
@@ -127,3 +137,18 @@ class LedgerConfig(Strict):
             for c in self.connectors
             if c.thresholds
         }
+
+
+def metrics_port_problem(host: str, port: int | None, api: ApiConfig) -> str | None:
+    """What is wrong when serve's ``/metrics`` listener (``host``, ``port``) would take the
+    port of its own API (``[api] listen``), or None. The metrics listener starts first, so the
+    API would fail on a port "already in use" by its own process. (``[web]`` has no listener
+    of its own: it is served on the API's.)"""
+    if port is None or api.listen is None:
+        return None
+    if not same_port((host, port), split_listen(api.listen)):
+        return None
+    return (
+        f"listen {api.listen} takes the port of [serve] metrics_port {port} (metrics_host "
+        f"{host}): serve's metrics and its API each need a port of their own"
+    )

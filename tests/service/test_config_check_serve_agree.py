@@ -1,0 +1,188 @@
+"""``ledger config check`` refuses what ``ledger serve`` would refuse or fail on (review 4,
+defect 2): ``[serve] metrics_port`` on the API's own port (check said "valid", serve printed
+"serving … API on http://127.0.0.1:19740" and then exited 2 "Address already in use", its own
+metrics listener holding the port), and an ``[anchor] path`` in a folder that is not there or
+not writable (check said "valid", serve logged an ERROR at every interval)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from service.cli import cli
+from tests.support import as_another_user
+
+
+@pytest.fixture(autouse=True)
+def _the_files_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEDGER_DATABASE_URL", raising=False)
+
+
+def config_file(folder: Path, body: str) -> Path:
+    path = folder / "ledger.toml"
+    path.write_text('database_url = "sqlite:///ledger.db"\n' + body, encoding="utf-8")
+    return path
+
+
+def check(path: Path) -> Result:
+    return CliRunner().invoke(cli, ["config", "check", str(path)])
+
+
+def serve(path: Path, *options: str) -> Result:
+    """``ledger serve`` that fails at its start (one that started would not return)."""
+    return CliRunner().invoke(cli, ["serve", "--config", str(path), *options])
+
+
+def ports(metrics_host: str, listen: str, port: int = 19740) -> str:
+    return (
+        f'[serve]\nmetrics_port = {port}\nmetrics_host = "{metrics_host}"\n'
+        f'[api]\nlisten = "{listen}"\n[web]\nenabled = true\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("metrics_host", "listen"),
+    [
+        ("127.0.0.1", "127.0.0.1:19740"),  # the audit's
+        ("0.0.0.0", "127.0.0.1:19740"),  # noqa: S104 (a wildcard takes the port on every interface)
+        ("127.0.0.1", "0.0.0.0:19740"),
+        ("::", "[::1]:19740"),
+        ("::1", "[0:0:0:0:0:0:0:1]:19740"),  # one address, written two ways
+        ("localhost", "127.0.0.1:19740"),
+        ("Ledger.Example.", "ledger.example:19740"),
+    ],
+)
+def test_metrics_on_the_apis_port_is_refused_by_check_and_serve(
+    tmp_path: Path, metrics_host: str, listen: str
+) -> None:
+    path = config_file(tmp_path, ports(metrics_host, listen))
+    problem = (
+        f"api: listen {listen} takes the port of [serve] metrics_port 19740 (metrics_host "
+        f"{metrics_host}): serve's metrics and its API each need a port of their own"
+    )
+    for result in (check(path), serve(path)):
+        assert result.exit_code == 2, result.output
+        assert problem in result.output
+        assert "serving" not in result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "ledger.db").exists()  # refused before a database was made
+
+
+@pytest.mark.parametrize(
+    ("metrics_host", "listen"),
+    [
+        ("127.0.0.1", "127.0.0.1:19741"),
+        ("127.0.0.1", "[::1]:19740"),  # two loopback addresses, two sockets
+        ("127.0.0.1", "192.0.2.1:19740"),
+    ],
+)
+def test_metrics_on_a_port_of_their_own_pass(
+    tmp_path: Path, metrics_host: str, listen: str
+) -> None:
+    result = check(config_file(tmp_path, ports(metrics_host, listen)))
+    assert result.exit_code == 0, result.output
+
+
+def test_serves_metrics_port_option_on_the_apis_port_is_refused(tmp_path: Path) -> None:
+    """``--metrics-port`` overrides the file's, after the file was checked."""
+    path = config_file(tmp_path, '[api]\nlisten = "127.0.0.1:19740"\n')
+    assert check(path).exit_code == 0
+    result = serve(path, "--metrics-port", "19740")
+    assert result.exit_code == 2, result.output
+    assert (
+        "--metrics-port 19740: [api] listen 127.0.0.1:19740 takes the port of [serve] "
+        "metrics_port 19740 (metrics_host 127.0.0.1)"
+    ) in result.output
+    assert not (tmp_path / "ledger.db").exists()
+
+
+def anchor(path: str) -> str:
+    return f'[anchor]\npath = "{path}"\ninterval = "1h"\n'
+
+
+@pytest.mark.parametrize(
+    ("anchor_path", "problem"),
+    [
+        ("/nonexistent_dir/anchors.txt", "anchor.path: no folder /nonexistent_dir to write "),
+        ("missing/anchors.txt", "anchor.path: no folder {tmp}/missing to write anchors.txt in"),
+        ("folder", "anchor.path is a folder, not a file: {tmp}/folder"),
+    ],
+)
+def test_an_anchor_file_serve_could_not_write_is_refused_by_check_and_serve(
+    tmp_path: Path, anchor_path: str, problem: str
+) -> None:
+    (tmp_path / "folder").mkdir()
+    path = config_file(tmp_path, anchor(anchor_path))
+    expected = problem.format(tmp=tmp_path.resolve())
+    for result in (check(path), serve(path)):
+        assert result.exit_code == 2, result.output
+        assert "the anchor job would fail" in result.output
+        assert expected in result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "ledger.db").exists()
+
+
+def test_an_anchor_file_in_a_folder_there_passes(tmp_path: Path) -> None:
+    (tmp_path / "anchors").mkdir()
+    result = check(config_file(tmp_path, anchor("anchors/anchors.txt")))
+    assert result.exit_code == 0, result.output
+    (tmp_path / "anchors" / "anchors.txt").write_text("", encoding="utf-8")
+    assert check(config_file(tmp_path, anchor("anchors/anchors.txt"))).exit_code == 0
+
+
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    """A folder under /tmp (another user must reach it, which pytest's tmp_path forbids)."""
+    folder = Path(tempfile.mkdtemp(prefix="ledger-anchor-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_an_anchor_folder_or_file_this_user_may_not_write_is_refused(
+    shared_folder: Path,
+) -> None:
+    """Run as a user who does not own the folder (nobody, when the tests run as root)."""
+    (shared_folder / "theirs").mkdir(mode=0o755)
+    kept = shared_folder / "kept"
+    kept.mkdir()
+    kept.chmod(0o777)
+    (kept / "anchors.txt").write_text("", encoding="utf-8")
+    (kept / "anchors.txt").chmod(0o444)
+    (shared_folder / "db").mkdir()
+    (shared_folder / "db").chmod(0o777)
+    configs = {name: shared_folder / f"{name}.toml" for name in ("folder", "file", "writable")}
+    for name, anchor_path in (
+        ("folder", "theirs/anchors.txt"),
+        ("file", "kept/anchors.txt"),
+        ("writable", "kept/new.txt"),
+    ):
+        configs[name].write_text(
+            f'database_url = "sqlite:///db/{name}.db"\n' + anchor(anchor_path), encoding="utf-8"
+        )
+        configs[name].chmod(0o644)
+    outcomes = as_another_user(
+        lambda: [
+            (f"{name} {command}", run(path))
+            for name, path in configs.items()
+            for command, run in (("check", check), ("serve", serve))
+            if not (name == "writable" and command == "serve")  # it would serve
+        ]
+    )
+    results = {name: (code, output) for name, code, output in outcomes}
+    folder = shared_folder / "theirs"
+    for command in ("check", "serve"):
+        code, output = results[f"folder {command}"]
+        assert code == 2, output
+        assert f"anchor.path: this user may not create anchors.txt in {folder}" in output
+        code, output = results[f"file {command}"]
+        assert code == 2, output
+        assert f"anchor.path: this user may not write {kept / 'anchors.txt'}" in output
+    code, output = results["writable check"]
+    assert code == 0, output
+    assert list((shared_folder / "db").iterdir()) == []  # serve made no database
