@@ -56,6 +56,10 @@ def parse_utc(text: str, *, naive: Literal["utc", "refuse"], keep_offset: bool =
         # Python's reason when it says more than the text ("month must be in 1..12"); its
         # "Invalid isoformat string: '…'" would only repeat the text, unclipped.
         reason = "" if str(exc).startswith("Invalid isoformat string") else f" ({exc})"
+        if str(exc).startswith("offset must be a timedelta"):
+            # "… strictly between -timedelta(hours=24) and timedelta(hours=24), not
+            # datetime.timedelta(days=1)": Python's objects, not the text's terms.
+            reason = " (the UTC offset must be between -23:59 and +23:59)"
         raise ValueError(f"is not an ISO-8601 time{reason}") from None
     if parsed.tzinfo is None:
         if naive == "refuse":

@@ -21,6 +21,7 @@ import weakref
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pymysql
 from alembic.runtime.migration import MigrationContext
@@ -46,6 +47,7 @@ from ledger.driver_errors import translate_errors
 from ledger.errors import (
     AccessDeniedError,
     ConfigurationError,
+    DatabaseFileChangedError,
     DatabaseNotFoundError,
     SchemaError,
     UnusableUrlError,
@@ -110,7 +112,9 @@ def create_ledger_engine(url: str, *, create: bool = True, **engine_options: Any
             engine = _sqlite_engine(url, parsed.database, **engine_options)
             opened_path = sqlite_file_of(parsed)
             if opened_path is not None:
-                _SQLITE_FILES[engine] = opened = SqliteFile(opened_path)
+                _SQLITE_FILES[engine] = opened = SqliteFile(opened_path, url)
+                opened.note_now()
+                event.listen(engine, "do_connect", opened.before_connect)
                 event.listen(engine, "connect", opened.note)
         elif is_mysql_backend(backend):
             if parsed.get_driver_name() not in ("pymysql",):
@@ -142,18 +146,33 @@ def create_ledger_engine(url: str, *, create: bool = True, **engine_options: Any
 
 
 class SqliteFile:
-    """The file a SQLite engine opened, known by the (``st_dev``, ``st_ino``) of its path at the
-    engine's first connection: a file moved, deleted or replaced under a running process is
-    told by one ``stat`` of the path (a microsecond), while its connections go on writing the
-    old file, which nothing else reads and which an unlink makes vanish when they close."""
+    """The file a SQLite engine opens, known by the (``st_dev``, ``st_ino``) of its path when
+    the engine is made (or, when nothing is there yet, at the first connection, which creates
+    it): a file moved, deleted or replaced under a running process is told by one ``stat`` of
+    the path (a microsecond), while its connections go on writing the old file, which nothing
+    else reads and which an unlink makes vanish when they close.
 
-    def __init__(self, path: Path) -> None:
+    Once the file is known, no connection opens another: a new one (the first of a server
+    started on the file, or one more in the pool) is refused with
+    :class:`DatabaseFileChangedError` when the file changed, and opens it ``mode=rw``, so that
+    SQLite never makes an empty file in its place (a server started on a ledger whose file was
+    moved away made one, told the operator to migrate it, and appended to it)."""
+
+    def __init__(self, path: Path, url: str) -> None:
         self.path = path
+        self.url = url
         self.opened: tuple[int, int] | None = None
         self._lock = threading.Lock()
 
+    def note_now(self) -> None:
+        """As the engine is made: the file at the path, if there is one, is the one."""
+        with suppress(OSError):  # not there: the first connection creates it (create=True)
+            found = os.stat(self.path)
+            self.opened = (found.st_dev, found.st_ino)
+
     def note(self, _dbapi_connection: Any, _record: Any) -> None:
-        """The engine's ``connect`` listener: the first connection's file is the one."""
+        """The engine's ``connect`` listener: the first connection's file is the one, when
+        there was none as the engine was made."""
         if self.opened is not None:
             return
         with suppress(OSError), self._lock:  # not there: the connection fails on its own
@@ -161,9 +180,24 @@ class SqliteFile:
                 found = os.stat(self.path)
                 self.opened = (found.st_dev, found.st_ino)
 
+    def before_connect(
+        self, _dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]
+    ) -> None:
+        """The engine's ``do_connect`` listener: once the file is known, a new connection
+        opens that file or none (see the class)."""
+        if self.opened is None:
+            return
+        problem = self.problem()
+        if problem is not None:
+            raise file_changed_error(self.path, problem, self.url)
+        if not cparams.get("uri"):  # a file: URI's mode is the caller's: not overridden
+            # Not created if it vanishes between the stat and the open: "unable to open".
+            cargs[0] = f"file:{quote(str(self.path))}?mode=rw"
+            cparams["uri"] = True
+
     def problem(self) -> str | None:
         """What became of the file opened, or None while it is still the file at the path (or
-        no connection has opened one yet)."""
+        none was there yet to open)."""
         if self.opened is None:
             return None
         try:
@@ -175,6 +209,16 @@ class SqliteFile:
         if (found.st_dev, found.st_ino) != self.opened:
             return "is another file now (replaced, or moved and another put in its place)"
         return None
+
+
+def file_changed_error(path: Path, problem: str, url: str) -> DatabaseFileChangedError:
+    """The error for a ledger's SQLite file that ``problem`` (:meth:`SqliteFile.problem`)."""
+    return DatabaseFileChangedError(
+        f"the SQLite database {path} ({mask_url(url)}) {problem} since this process opened "
+        "it: its connections would write a file no other process reads, so nothing is "
+        "written; restart the process to open the file now at that path (or put the file "
+        "back)"
+    )
 
 
 # The file each SQLite engine opened (an engine is not given attributes of ours).
@@ -231,6 +275,19 @@ def _refuse_missingsqlite_file_of(url: str, parsed: URL) -> None:
     if state == "folder":
         raise DatabaseNotFoundError(
             f"no SQLite database at {path} ({mask_url(url)}): it is a folder. Check the path"
+        )
+    folder = path.parent
+    folder_state = path_state(folder)
+    if folder_state in ("missing", "file"):
+        # `ledger migrate` creates the file, not its folder: advising it would only lead to
+        # its own refusal.
+        why = (
+            f"the folder {folder} does not exist"
+            if folder_state == "missing"
+            else f"{folder} is a file, not a folder"
+        )
+        raise DatabaseNotFoundError(
+            f"no SQLite database at {path} ({mask_url(url)}): {why}. Check the path"
         )
     # The command that creates it names this database: a bare `ledger migrate` made ./ledger.db
     # instead when the URL came from --db or a config file (`ledger api --config`).

@@ -500,14 +500,16 @@ def pydantic_problems(exc: pydantic.ValidationError) -> list[InputProblem]:
         if event_type is not None:
             location = location[1:]
         field = clip(".".join(location)) or "event"  # an unknown key may be megabytes long
-        message = error["msg"]
+        # A validator's ValueError comes back as "Value error, <its message>": pydantic's
+        # wording, not the reader's business.
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden" and event_type is not None and len(location) == 1:
             message = _not_a_field(event_type, location[0])
         elif error["type"] == "union_tag_invalid":
             field = "type"
             message = (
                 (
-                    f"unknown event type {clip(repr(error['input'].get('type')))}; "
+                    f"unknown event type {_shown_type(error['input'].get('type'))}; "
                     "expected one of " + ", ".join(EVENT_TYPES)
                 )
                 if isinstance(error.get("input"), dict)
@@ -521,6 +523,17 @@ def pydantic_problems(exc: pydantic.ValidationError) -> list[InputProblem]:
             message = "missing; expected one of " + ", ".join(EVENT_TYPES)
         problems.append(InputProblem(field, message))
     return problems
+
+
+def _shown_type(value: object) -> str:
+    """An event's ``type`` that names no event type, as the reader wrote it: a string quoted,
+    anything else as JSON (``null``, ``true``, ``{"a": 1}``), not as Python (``None``)."""
+    if isinstance(value, str):
+        return clip(repr(value))
+    try:
+        return clip(json.dumps(value, ensure_ascii=False, default=str))
+    except (TypeError, ValueError):  # not JSON at all (a library caller's object)
+        return clip(repr(value))
 
 
 def _not_a_field(event_type: str, key: str) -> str:

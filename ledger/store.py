@@ -33,6 +33,7 @@ from ledger.conflicts import (
 from ledger.database import (
     check_schema,
     create_ledger_engine,
+    file_changed_error,
     sqlite_file_changed,
     with_timeouts,
 )
@@ -55,7 +56,6 @@ from ledger.driver_errors import (
     translate_errors,
 )
 from ledger.errors import (
-    DatabaseFileChangedError,
     SchemaError,
     StorageError,
     UnknownRunError,
@@ -236,13 +236,7 @@ class Ledger:
         opened it): one ``stat``, so cheap enough for every append and readiness probe."""
         changed = sqlite_file_changed(self.engine)
         if changed is not None:
-            path, problem = changed
-            raise DatabaseFileChangedError(
-                f"the SQLite database {path} ({mask_url(self.url)}) {problem} since this "
-                "process opened it: its connections would write a file no other process "
-                "reads, so nothing is written; restart the process to open the file now at "
-                "that path (or put the file back)"
-            )
+            raise file_changed_error(*changed, self.url)
 
     # ------------------------------------------------------------------ append
 

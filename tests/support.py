@@ -418,3 +418,9 @@ def _bound_port(port: int) -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
         return int(sock.getsockname()[1])
+
+
+def not_broken(text: str) -> str:
+    """``text`` without its white space: ``ledger verify`` breaks a long line for 80 columns,
+    at a space or inside a long word (a path), so a line is looked for whatever its breaks."""
+    return "".join(text.split())

@@ -40,7 +40,7 @@ def _api_ledger(config: LedgerConfig) -> Ledger:
     frozen server (or a lock held elsewhere) is a 503 in seconds, not a worker thread held for
     the driver's 75 s (SQLite's 30 s)."""
     seconds = max(1, int(config.api.database_timeout.total_seconds()))
-    return Ledger.from_url(config.database_url, wait_bound_s=seconds)
+    return Ledger.from_url(config.database_url, create=False, wait_bound_s=seconds)
 
 
 def create_app(config: LedgerConfig) -> FastAPI:
@@ -49,7 +49,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
     state = ApiState(
         config=config,
         ledger=_api_ledger(config),
-        scrape_ledger=Ledger.from_url(scrape_url(config.database_url)),
+        scrape_ledger=Ledger.from_url(scrape_url(config.database_url), create=False),
         tokens=tokens,
         spool=Spool(config.spool.dir),
         expensive_slots=threading.BoundedSemaphore(config.api.max_expensive),

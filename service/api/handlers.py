@@ -36,7 +36,8 @@ def add_error_handlers(app: FastAPI) -> None:
             message = (
                 "not a field of this request body"  # pydantic: "Extra inputs are not permitted"
                 if error.get("type") == "extra_forbidden"
-                else str(error.get("msg"))
+                # A validator's ValueError: its message without pydantic's "Value error, ".
+                else str(error.get("msg")).removeprefix("Value error, ")
             )
             errors.append({"field": visible(field), "message": visible(message)})
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)

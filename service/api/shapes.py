@@ -5,7 +5,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ledger.rules import RUN_STATES
 from projections.schema import RUN_STATUSES
@@ -110,6 +110,15 @@ class FailRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: Annotated[str, Field(min_length=1, max_length=10_000)]
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, reason: str) -> str:
+        # As "" is (invalid-request naming the field): only spaces reached the library, whose
+        # refusal was an invalid-input naming none.
+        if not reason.strip():
+            raise ValueError("must say why the run failed, not only spaces")
+        return reason
 
 
 class FailResult(BaseModel):

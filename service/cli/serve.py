@@ -11,6 +11,7 @@ import click
 from click.core import ParameterSource
 
 from ledger.durations import format_duration
+from ledger.text import wrap_cells
 from ledger.urls import mask_url
 from service.cli.errors import EXIT_OK, BadInput, library_errors, remember_url_source
 from service.cli.ledgers import note_created
@@ -22,6 +23,9 @@ from service.config import (
     refuse_unwritable_anchor,
 )
 from service.serve import LedgerService
+
+CHECK_WIDTH = 80  # `config check` prints for a terminal of 80 columns
+CHECK_INDENT = "  "
 
 
 @click.command("serve")
@@ -102,11 +106,16 @@ def config_check(path: Path) -> None:
     with library_errors():
         config = checked_config(path)
     enabled = [c for c in config.connectors if c.enabled]
-    click.echo(
-        f"{path}: valid; database {mask_url(config.database_url)}; "
-        f"{len(enabled)} connector(s) scheduled of {len(config.connectors)}; "
+    # A line each, to fit 80 columns: the path and the URL are values not to be broken (a
+    # longer one overflows its own line); the rest is wrapped with a hanging indent.
+    click.echo(f"{path}: valid")
+    click.echo(f"{CHECK_INDENT}database {mask_url(config.database_url)}")
+    summary = (
+        f"{CHECK_INDENT}{len(enabled)} connector(s) scheduled of {len(config.connectors)}; "
         f"stale after {format_duration(config.thresholds.stale_after)}; sweep every "
         f"{format_duration(config.sweeper.interval)}"
     )
+    click.echo("\n".join(wrap_cells(summary, CHECK_WIDTH, CHECK_INDENT * 2)))
     for warning in config.serve_warnings():
-        click.echo(f"warning: {warning}", err=True)
+        lines = wrap_cells(f"warning: {warning}", CHECK_WIDTH, CHECK_INDENT)
+        click.echo("\n".join(lines), err=True)

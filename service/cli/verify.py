@@ -18,7 +18,7 @@ from forensics.verify import VerifyReport, verify_all
 from ledger.clock import isoformat_utc, labelled_utc
 from ledger.output_files import output_file_error
 from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
-from ledger.text import quoted, shown_name, visible
+from ledger.text import quoted, shown_name, visible, wrap_cells
 from service.cli.errors import EXIT_PROBLEM, library_errors, problem_for
 from service.cli.ledgers import opened_ledger
 from service.cli.options import (
@@ -80,22 +80,33 @@ def verify(
         sys.exit(EXIT_PROBLEM)
 
 
+# The text output fits an 80-column terminal: a longer line is broken with a hanging indent
+# (ledger.text.wrap_cells, as `ledger report` does), so that every line starting at the left
+# margin is verify's own, never a piece of a value a terminal wrapped.
+WIDTH = 80
+GOES_ON = "  "  # how a broken line goes on
+PROBLEM_GOES_ON = "      "  # under "  [check] ", deeper than the problem's own indent
+
+
+def echo_wrapped(text: str, indent: str = GOES_ON) -> None:
+    click.echo("\n".join(wrap_cells(text, WIDTH, indent)))
+
+
 def print_verdict(report: VerifyReport) -> None:
     if report.ok:
         if report.chain_only:  # runs are not looked at: no count of them to give
-            click.echo(f"verified hash chain: {report.events} event(s), no problem")
+            echo_wrapped(f"verified hash chain: {report.events} event(s), no problem")
             return
-        click.echo(
-            "verified chain, stream rules, projection, registry, skips and triggers: "
-            f"{report.events} event(s), {report.runs} run(s), no problem"
-        )
+        click.echo("verified chain, stream rules, projection, registry, skips and triggers:")
+        echo_wrapped(f"{GOES_ON}{report.events} event(s), {report.runs} run(s), no problem")
         return
     click.echo(f"{len(report.problems)} problem(s):")
     for problem in report.problems:
         where = ", ".join(f"{name} {value}" for name, value in problem.where())
-        click.echo(
+        echo_wrapped(
             f"  [{problem.check}] {visible(problem.message)}"
-            + (f" ({visible(where)})" if where else "")
+            + (f" ({visible(where)})" if where else ""),
+            PROBLEM_GOES_ON,
         )
 
 
@@ -105,21 +116,23 @@ def print_verify_details(report: VerifyReport) -> None:
     head = report.head
     if head is not None:
         when = f", recorded {isoformat_utc(head.last_recorded_at)}" if head.last_recorded_at else ""
-        # The head row is the DBA's to edit like any other: its hash is shown, not obeyed.
-        click.echo(f"head: position {head.last_position}, hash {visible(head.last_hash)}{when}")
+        echo_wrapped(f"head: position {head.last_position}{when}")
+        # The head row is the DBA's to edit like any other: its hash is shown, not obeyed. On
+        # a line of its own: 64 digits do not fit beside the rest.
+        echo_wrapped(f"{GOES_ON}hash {visible(head.last_hash)}", GOES_ON * 2)
     triggers = report.triggers
     if triggers is not None and not triggers.checked:
-        click.echo(f"triggers: NOT CHECKED: {visible(triggers.unchecked_reason or '')}")
+        echo_wrapped(f"triggers: NOT CHECKED: {visible(triggers.unchecked_reason or '')}")
     elif triggers is not None and triggers.ok:
-        click.echo(f"triggers: {', '.join(triggers.expected)} as defined")
+        echo_wrapped(f"triggers: {', '.join(triggers.expected)} as defined")
     held = sum(check.ok for check in report.anchors)
     if report.anchors:
-        click.echo(f"anchors: {held} of {len(report.anchors)} held")
+        echo_wrapped(f"anchors: {held} of {len(report.anchors)} held")
     for skipped in report.skips:
         skip = skipped.skip
         run = f" of run {skipped.run_id}" if skipped.run_id is not None else ""
         # To the second with its zone, as `ledger status` shows the same skip.
-        click.echo(
+        echo_wrapped(
             f"skipped by projection {visible(skipped.name)}: position {skip.position} "
             f"({visible(skip.event_type)}{run}) by {shown_name(skip.actor)} at "
             f"{labelled_utc(skip.skipped_at)}: {quoted(skip.reason)}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -58,3 +59,20 @@ def test_typescript_client(backend: str) -> None:
     done = support.run_to_end([node, "--test", *tests], timeout=TIMEOUT_S, cwd=REPO, env=env)
     assert done.returncode == 0, f"node --test failed:\n{done.stdout}\n{done.stderr}"
     assert re.search(r"^# pass [1-9]", done.stdout, re.MULTILINE), done.stdout
+
+
+def test_the_fake_servers_take_no_port_of_ledger_test_ports() -> None:
+    """The server-free tests' fakes listen in node's own process, on ports the system picks:
+    held each until the end of the file, from LEDGER_TEST_PORTS, they ran a 50-port range dry
+    ("no free port"). Here the range is one port this test holds: a fake that asks for one of
+    its ports fails."""
+    node = _node()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        env = {**os.environ, "LEDGER_BIN": _ledger_bin(), "LEDGER_TEST_PORTS": f"{port}-{port}"}
+        hostile = str(CLIENT / "test" / "hostile.test.mjs")
+        done = support.run_to_end([node, "--test", hostile], timeout=TIMEOUT_S, cwd=REPO, env=env)
+    assert done.returncode == 0, f"node --test failed:\n{done.stdout}\n{done.stderr}"
+    assert re.search(r"^# fail 0$", done.stdout, re.MULTILINE), done.stdout

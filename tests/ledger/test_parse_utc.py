@@ -55,6 +55,12 @@ def test_refusals_say_what_is_wrong_without_repeating_the_text() -> None:
         parse_utc("2026-13-01T00:00:00Z", naive="utc")
     with pytest.raises(ValueError, match=r"^is out of range in UTC$"):
         parse_utc("9999-12-31T23:59:59-14:00", naive="utc")
+    # Python said "offset must be a timedelta strictly between -timedelta(hours=24) and
+    # timedelta(hours=24), not datetime.timedelta(days=1).": its objects, not the text's terms.
+    for offset in ("+24:00", "-24:00", "+25:30"):
+        offset_refused = r"\(the UTC offset must be between -23:59 and \+23:59\)$"
+        with pytest.raises(ValueError, match=r"^is not an ISO-8601 time " + offset_refused):
+            parse_utc(f"2026-01-01T00:00:00{offset}", naive="utc")
     # Only the upper case Z: the one call site that takes a lower case z says so itself.
     with pytest.raises(ValueError, match="is not an ISO-8601 time"):
         parse_utc("2026-01-28T12:00:00z", naive="utc")

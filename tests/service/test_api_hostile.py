@@ -348,3 +348,23 @@ def test_an_unexpected_error_is_a_500_problem_that_tells_nothing_of_it(
     logged = [r for r in caplog.records if r.getMessage().startswith("unexpected error")]
     assert [r.getMessage() for r in logged] == ["unexpected error answering GET /v1/status"]
     assert logged[0].exc_info is not None  # the traceback goes to the server's log only
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "\t\n"])
+def test_a_blank_reason_is_an_invalid_request_naming_reason(
+    client: TestClient, ledger: Ledger, reason: str
+) -> None:
+    """``{"reason": ""}`` was 400 invalid-request naming ``reason``, and ``{"reason": "   "}``
+    400 invalid-input naming no field (the library's refusal): now both are the first."""
+    run_id = started(client)
+    answer = client.post(
+        f"/v1/runs/{run_id}/fail", json={"reason": reason}, headers=auth("operator")
+    )
+    assert answer.status_code == 400, answer.text
+    problem = answer.json()
+    assert problem["type"] == "urn:run-ledger:problem:invalid-request", problem
+    assert [error["field"] for error in problem["errors"]] == ["reason"], problem
+    assert "Value error" not in answer.text
+    state = ledger.run(run_id)
+    assert state is not None
+    assert state.state == "open"

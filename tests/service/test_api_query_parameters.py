@@ -42,6 +42,8 @@ def test_a_bad_duration_or_time_is_an_invalid_request_like_a_bad_limit(
     assert_invalid_request(
         client, "/v1/runs?as_of=9999-12-31T23:59:59-14:00", "as_of", "out of range"
     )
+    offset = "the UTC offset must be between -23:59 and +23:59)"
+    assert_invalid_request(client, "/v1/runs?as_of=2026-01-01T00:00:00%2B24:00", "as_of", offset)
 
 
 def test_the_openapi_document_says_a_bad_query_parameter_is_400(client: TestClient) -> None:

@@ -1,7 +1,9 @@
 """A SQLite file moved, deleted or replaced under a running API (or any process holding a
 Ledger): its connections go on writing the old file, which nothing else reads and which an
 unlink makes vanish when they close. ``/readyz`` said ready and appends were acknowledged into
-it; now both answer 503 ``database-file-changed`` and nothing is written."""
+it; now both answer 503 ``database-file-changed`` and nothing is written. Gone before the
+first request, the file was made again, empty, by the first connection: now no connection
+makes one."""
 
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from ledger import DatabaseFileChangedError, Ledger, RunProgressed, StorageError
+from ledger.database import SqliteFile
+from service.config import LedgerConfig
+from service.serve import LedgerService
 from tests.service.conftest import api_client, auth
 
 
@@ -122,3 +127,91 @@ def test_a_file_that_stays_is_checked_for_nothing_else(backend: str, db_url: str
         ledger.check_file()
     finally:
         ledger.close()
+
+
+@pytest.mark.parametrize("first", ["/readyz", "/v1/runs", "/v1/events"])
+@pytest.mark.parametrize("change", ["moved", "deleted"])
+def test_a_database_file_gone_before_the_first_request_is_not_made_again(
+    backend: str, db_url: str, change: str, first: str
+) -> None:
+    """The file an API was started on, moved or deleted before any request was answered: the
+    first request is 503 ``database-file-changed``, as any later one, and no connection made
+    an empty file at the path (which ``/readyz`` then told the operator to migrate, and which
+    took appends once migrated)."""
+    _sqlite_only(backend)
+    path = Path(make_url(db_url).database or "")
+    with api_client(db_url) as client:
+        CHANGES[change](path)
+        if first == "/v1/events":
+            report = [{"type": "RunStarted", "run_id": 1, "connector": "SOURCE_1"}]
+            answer = client.post(first, json=report, headers=auth("appender"))
+        else:
+            answer = client.get(first, headers=auth("admin"))
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["type"] == "urn:run-ledger:problem:database-file-changed"
+        assert client.get("/metrics", headers=auth("reader")).status_code == 200
+        assert not path.exists()
+    client.app.state.api.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("read_first", [False, True])
+def test_no_connection_makes_a_new_file_where_the_ledger_was(
+    backend: str, db_url: str, read_first: bool
+) -> None:
+    """The library: once a ledger's file is known (as the ledger is made, when it is there),
+    a new connection, the first or one more in the pool, is refused rather than let SQLite
+    make an empty database at the path."""
+    _sqlite_only(backend)
+    path = Path(make_url(db_url).database or "")
+    ledger = Ledger.from_url(db_url)
+    try:
+        if read_first:
+            ledger.head()
+        path.unlink()
+        with ledger.connect() as held:  # the pool's connection, or none to give
+            held.exec_driver_sql("SELECT 1")
+            with pytest.raises(DatabaseFileChangedError), ledger.connect() as another:
+                another.exec_driver_sql("SELECT 1")
+    except DatabaseFileChangedError:
+        assert not read_first  # no connection was open: the first one is refused
+    finally:
+        ledger.close()
+    assert not path.exists()
+
+
+def test_serve_started_on_a_file_makes_no_new_one_once_it_is_gone(
+    backend: str, db_url: str
+) -> None:
+    """``ledger serve`` creates a missing ledger before it starts (by design); once started
+    on a file, none of its engines (the jobs', the scrapes', the stop's) makes another."""
+    _sqlite_only(backend)
+    path = Path(make_url(db_url).database or "")
+    service = LedgerService(LedgerConfig.model_validate({"database_url": db_url}))
+    try:
+        path.unlink()
+        with pytest.raises(DatabaseFileChangedError):
+            service.wait_for_database()
+        for ledger in (service.scrape_ledger, service.shutdown_ledger):
+            with pytest.raises(DatabaseFileChangedError):
+                ledger.head()
+    finally:
+        service.close_ledgers()
+    assert not path.exists()
+
+
+def test_a_file_gone_between_the_check_and_the_open_is_not_made_either(
+    backend: str, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the stat cannot see (the file unlinked between it and SQLite's open): a known
+    file is opened ``mode=rw``, so the open fails instead of making an empty database."""
+    _sqlite_only(backend)
+    path = Path(make_url(db_url).database or "")
+    ledger = Ledger.from_url(db_url)
+    try:
+        path.unlink()
+        monkeypatch.setattr(SqliteFile, "problem", lambda _self: None)  # the stat saw it there
+        with pytest.raises(StorageError, match="unable to open database file"):
+            ledger.head()
+    finally:
+        ledger.close()
+    assert not path.exists()

@@ -79,6 +79,27 @@ def test_every_bad_line_is_reported(ledger: Ledger, db_url: str) -> None:
     assert ledger.head().last_position == 0
 
 
+def test_a_refusal_shows_the_input_as_json_not_python(ledger: Ledger, db_url: str) -> None:
+    """``{"type": null}`` was "unknown event type None", and a naive occurred_at came with
+    pydantic's "Value error, " before the reason."""
+    text = lines(
+        {"type": None},
+        {"type": True, "run_id": 1},
+        {"type": {"a": 1}},
+        {"type": "RunStarted", "source_id": 1, "connector_name": "c", "occurred_at": "2026-01-01"},
+    )
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2
+    err = result.stderr
+    assert "line 1: type: unknown event type null; expected one of RunStarted" in err
+    assert "line 2: type: unknown event type true;" in err
+    assert 'line 3: type: unknown event type {"a": 1};' in err
+    assert "line 4: occurred_at: occurred_at must carry a time zone" in err
+    for python in ("None", "True", "{'a'", "Value error"):
+        assert python not in err, err
+    assert ledger.head().last_position == 0
+
+
 def test_a_line_the_append_refuses_is_reported_with_the_other_bad_lines(
     ledger: Ledger, db_url: str
 ) -> None:

@@ -104,6 +104,29 @@ def test_a_read_refuses_an_empty_file_and_leaves_it_empty(
     assert files_in(empty_folder) == ["z.db"]
 
 
+@pytest.mark.parametrize("command", [("runs", "list"), ("verify",), ("migrate", "--check")])
+@pytest.mark.parametrize("folder", ["missing", "a file"])
+def test_a_read_in_a_folder_that_is_not_there_names_it_and_advises_no_migrate(
+    empty_folder: Path, command: tuple[str, ...], folder: str
+) -> None:
+    """``ledger runs list --db sqlite:////nonexist/dir/x.db`` advised ``ledger migrate --db``
+    the same URL "to create a new ledger", which then refused: migrate creates the file, not
+    its folder. The folder is named instead, and no migrate is advised."""
+    if folder == "a file":
+        (empty_folder / "dir").write_text("not a folder\n")
+        why = f"{empty_folder / 'dir'} is a file, not a folder. Check the path"
+    else:
+        why = f"the folder {empty_folder / 'dir'} does not exist. Check the path"
+    url = f"sqlite:///{empty_folder}/dir/x.db"
+    result = run(*command, "--db", url)
+    assert result.exit_code == 2, result.output
+    assert f"no SQLite database at {empty_folder / 'dir' / 'x.db'} ({url}): {why}" in (
+        result.stderr
+    )
+    assert "migrate" not in result.stderr.replace("migrate --check", "")
+    assert files_in(empty_folder) == ([] if folder == "missing" else ["dir"])
+
+
 def test_migrate_makes_an_empty_file_a_ledger(empty_folder: Path) -> None:
     """The advice for an empty file works: migrate, as before, makes it a ledger; append, which
     makes a ledger only where no file is, refuses it as the readers do."""

@@ -96,6 +96,10 @@ def test_runs_as_of_and_at_position(db_url: str) -> None:
     bad = run("runs", "list", "--as-of", "yesterday", "--db", db_url)
     assert bad.exit_code == 2
     assert "ISO-8601" in bad.stderr
+    far = run("runs", "list", "--as-of", "2026-01-01T00:00:00+24:00", "--db", db_url)
+    assert far.exit_code == 2
+    assert "(the UTC offset must be between -23:59 and +23:59)" in far.stderr
+    assert "timedelta" not in far.stderr
 
 
 def test_runs_list_connector_filter_is_exact_on_every_backend(ledger: Ledger, db_url: str) -> None:

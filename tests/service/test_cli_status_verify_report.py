@@ -19,6 +19,7 @@ from ledger.urls import mask_url
 from projections.schema import PROJECTION_NAME
 from service.cli import cli
 from tests.service.support import SKIPPED_AT, stop_and_skip_by_hand
+from tests.support import not_broken
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
 
@@ -69,7 +70,8 @@ def test_status_and_verify_write_a_skip_in_one_shape_and_one_time_format(
     assert verify_skip == {"name": PROJECTION_NAME, **status_skip, "run_id": run_id}
     shown = 'by operator:bob at 2026-12-04 23:40:00 UTC: "r"'
     assert f"skipped position {position} (RunStarted) {shown}" in status_text
-    assert f"position {position} (RunStarted of run {run_id}) {shown}" in verify_text
+    verify_skip_line = f"position {position} (RunStarted of run {run_id}) {shown}"
+    assert not_broken(verify_skip_line) in not_broken(verify_text)
 
 
 def test_status_shows_an_unreadable_spool_beside_the_ledger(db_url: str, tmp_path: Path) -> None:

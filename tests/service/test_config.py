@@ -178,16 +178,31 @@ def test_config_check_names_a_folder_given_as_a_csv_file_and_ignores_disabled_co
     assert CliRunner().invoke(cli, ["config", "check", str(disabled)]).exit_code == 0
 
 
+def test_config_check_says_valid_in_lines_that_fit_80_columns(tmp_path: Path) -> None:
+    """ "valid", the database and the schedule's summary were one line of 141 characters for the
+    shipped example: now a line each, the database URL and the path whole."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "stations.csv").write_text("id\n")
+    config = write(tmp_path / "ledger.toml", csv_connector("data/stations.csv"))
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        f"{config}: valid\n"
+        "  database sqlite:///ledger.db\n"
+        "  1 connector(s) scheduled of 1; stale after 1h; sweep every 15m\n"
+    )
+
+
 def test_config_check_warns_of_a_web_view_serve_would_not_serve(tmp_path: Path) -> None:
     """``[web] enabled`` without ``[api] listen`` was "valid", and serve then served no page
     without a word. Still valid (``ledger api --listen`` serves it), with a warning."""
     config = write(tmp_path / "ledger.toml", "[web]\nenabled = true\n")
     result = CliRunner().invoke(cli, ["config", "check", str(config)])
     assert result.exit_code == 0, result.output
-    assert result.stderr == (
-        "warning: [web] enabled = true, but [api] listen is not set: `ledger serve` serves no "
-        "pages (the web view is served on the API's listener; `ledger api --listen HOST:PORT` "
-        "would serve it)\n"
+    assert result.stderr == (  # 80 columns, a hanging indent
+        "warning: [web] enabled = true, but [api] listen is not set: `ledger serve`\n"
+        "  serves no pages (the web view is served on the API's listener; `ledger api\n"
+        "  --listen HOST:PORT` would serve it)\n"
     )
     served = write(
         tmp_path / "served.toml", '[api]\nlisten = "127.0.0.1:8080"\n[web]\nenabled = true\n'

@@ -6,8 +6,7 @@ import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { syncBuiltinESMExports } from 'node:module';
 import os from 'node:os';
-import { after, test } from 'node:test';
-import { freePort } from '../testing/live-ledger.mjs';
+import { afterEach, test } from 'node:test';
 
 import {
   COUNTER_MAX,
@@ -23,9 +22,11 @@ import {
   RunNotStartedError,
 } from '../index.mjs';
 
+// The fake servers of the test running: each is closed as its test ends, not held to the end of
+// the file.
 const servers = [];
-after(async () => {
-  for (const server of servers) {
+afterEach(async () => {
+  for (const server of servers.splice(0)) {
     server.closeAllConnections();
     await new Promise((done) => server.close(done));
   }
@@ -44,8 +45,9 @@ async function fake(handler) {
     });
   });
   servers.push(server);
-  const port = await freePort();
-  await new Promise((done) => server.listen(port, '127.0.0.1', done));
+  // In this process, on a port the system picks: LEDGER_TEST_PORTS is for servers started as
+  // processes (a live `ledger api`), whose port must be chosen before they bind it.
+  await new Promise((done) => server.listen(0, '127.0.0.1', done));
   return { url: `http://127.0.0.1:${server.address().port}`, requests };
 }
 

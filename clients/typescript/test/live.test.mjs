@@ -23,7 +23,6 @@ import {
   REPO,
   backends,
   eventually,
-  freePort,
   getJson,
   runState,
   startLedger,
@@ -97,8 +96,10 @@ function droppingProxy(target, drop) {
       upstream.end(body);
     });
   });
-  return freePort().then((port) => new Promise((resolve) => {
-    server.listen(port, '127.0.0.1', () => {
+  // In this process, on a port the system picks (LEDGER_TEST_PORTS is for the `ledger api`
+  // processes, whose port is chosen before they bind it).
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
       resolve({
         url: `http://127.0.0.1:${server.address().port}`,
         seen,
@@ -109,7 +110,7 @@ function droppingProxy(target, drop) {
           }),
       });
     });
-  }));
+  });
 }
 
 for (const backend of backends()) {
