@@ -4,13 +4,16 @@ Each legacy row becomes facts with ``actor = import:legacy`` and the row's own t
 RunStarted with the same id (``metadata.imported = true``), one RunProgressed with its counters,
 and for a terminal status a RunFinished with the legacy status, completedAt, errorMessage and
 errorDetails. A ``running`` row stays open, for the sweeper. Event ids are derived from the row
-id, so a second import appends nothing. Every row is validated before anything is written.
+id, so a second import appends nothing. Every row, and whatever an append of it could refuse,
+is checked before anything is written, the run id reservation included.
 Afterwards each legacy row is compared, column by column (timestamps to the second), with its
 run as of the import's own last fact for it, so that what happened to the run since (the sweeper
 timing out a run left open) is not taken for a difference: ``duration`` filled in where the
 legacy row had a completedAt but no duration is reported as repaired; legacy ``errorDetails``
 keys that the ledger reserves for its own bookkeeping (``reason``, ``late``, ...) are kept under
-``errorDetails.reported`` and reported as such; any other difference is reported as a mismatch.
+``errorDetails.reported`` and reported as such, as are details that are not an object a fact
+holds as it is (kept under ``legacy_error_details``); any other difference is reported as a
+mismatch, the JSON text ``null`` included (a fact cannot hold it apart from no details).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
-from sqlalchemy import MetaData, String, Table, select, type_coerce
+from sqlalchemy import Connection, MetaData, String, Table, select, type_coerce
 from sqlalchemy.exc import NoSuchTableError
 
 from ledger import (
@@ -34,18 +37,22 @@ from ledger import (
     RunProgressed,
     RunStarted,
     SchemaError,
+    StreamError,
     ValidationError,
 )
+from ledger.batch_checks import MAX_CLOCK_SKEW, event_problems
 from ledger.clock import isoformat_utc, parse_utc
 from ledger.events import IMPORT_PREFIX, RECORDED_NAMES
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json, describe_pydantic_errors, payload_json
-from ledger.rules import OPEN, RunState
+from ledger.reads import read_head, read_run, run_states
+from ledger.recorded import LedgerHead, RecordedEvent
+from ledger.rules import OPEN, RunState, apply_event
 from ledger.schema import LEGACY_TABLE
 from ledger.text import clip, visible
 from ledger.urls import mask_url, sqlite_file_or_none
 from projections.as_of import run_as_of
-from projections.fold import Row, callers_details, whole_seconds
+from projections.fold import RESERVED_DETAIL_KEYS, Row, callers_details, whole_seconds
 from projections.projector import Projector
 from projections.queries import all_rows
 from projections.schema import COUNTER_COLUMNS
@@ -66,7 +73,8 @@ class ImportResult:
     already_imported: int = 0
     open_runs: list[int] = field(default_factory=list)
     repaired: list[int] = field(default_factory=list)  # duration filled in
-    # errorDetails keys the ledger reserves for itself, kept under errorDetails.reported
+    # details kept apart: keys the ledger reserves for itself (under errorDetails.reported),
+    # or not an object a fact holds as it is (under errorDetails.legacy_error_details)
     details_kept_apart: list[int] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
 
@@ -88,15 +96,9 @@ def import_legacy(
     legacy_rows = read_legacy_rows(ledger, source_url, table)
     result = ImportResult(table=table, rows=len(legacy_rows))
     batches = [facts_for(row) for row in legacy_rows]  # validates every row first
-    # Refused before anything moves: a wrong source (ids that clash) must not push the run id
-    # allocator up for good.
-    _refuse_taken_run_ids(ledger, legacy_rows, batches)
+    _refuse_unstorable(legacy_rows, batches)
     if legacy_rows:
-        # Before the appends: a run started meanwhile (or after an import killed half-way) must
-        # not take a legacy id this import has not reached yet. Checked again after, for a run
-        # started between the check and the reservation.
-        ledger.reserve_run_ids(max(row["id"] for row in legacy_rows))
-        _refuse_taken_run_ids(ledger, legacy_rows, batches)
+        _reserve_legacy_run_ids(ledger, legacy_rows, batches)
     for start in range(0, len(batches), rows_per_batch):
         chunk = batches[start : start + rows_per_batch]
         appended = ledger.append([event for events in chunk for event in events])
@@ -131,32 +133,103 @@ def _as_imported(
     return run_as_of(ledger, run_id, last, history)[0]
 
 
-def _refuse_taken_run_ids(
+def _refuse_unstorable(legacy_rows: list[Row], batches: list[list[EventModel]]) -> None:
+    """Refuse, before anything is written, a fact the append would refuse whatever the ledger
+    holds (a payload over the limits of one event, say), naming its legacy row: in a later
+    batch it would stop the import half-way."""
+    problems = [
+        f"legacy row id {row['id']}: {problem}"
+        for row, events in zip(legacy_rows, batches, strict=True)
+        for event in events
+        for problem in event_problems(event, None)[1]
+    ]
+    if problems:
+        raise ValidationError("; ".join(problems) + "; nothing was appended", problems=problems)
+
+
+def _reserve_legacy_run_ids(
     ledger: Ledger, legacy_rows: list[Row], batches: list[list[EventModel]]
 ) -> None:
-    """Refuse, before anything is appended, legacy ids that runs of the ledger already use.
+    """Make the run id allocator continue above the highest legacy id, before the appends: a
+    run started meanwhile (or after an import killed half-way) must not take a legacy id this
+    import has not reached yet.
+
+    A reservation is for good (the allocator never goes back), so every check that could
+    refuse one of the import's appends runs before it: the legacy ids against the ledger's
+    runs, and, under the reservation's own head lock, the clock skew guard against the
+    ledger's time; what they raise rolls the reservation back. The run checks are done
+    without the lock, and again under it only if something was appended in between (a run
+    that took a legacy id or closed meanwhile), so the lock is not held for a scan of every
+    legacy run."""
+    with ledger.connect("check the legacy run ids") as conn:
+        checked = read_head(conn)  # first: an append after it moves the position
+        _refuse_what_the_appends_would(conn, legacy_rows, batches)
+
+    def under_the_lock(conn: Connection, head: LedgerHead, now: datetime) -> None:
+        _refuse_ahead_of(now, legacy_rows, batches)
+        if checked is None or head.last_position != checked.last_position:
+            _refuse_what_the_appends_would(conn, legacy_rows, batches)
+
+    ledger.reserve_run_ids(max(row["id"] for row in legacy_rows), check=under_the_lock)
+
+
+def _refuse_ahead_of(
+    now: datetime, legacy_rows: list[Row], batches: list[list[EventModel]]
+) -> None:
+    """The append's clock skew guard (DESIGN.md I10), for every fact of the import at once: a
+    legacy time more than :data:`MAX_CLOCK_SKEW` ahead of the ledger's time ``now``."""
+    ahead = [
+        (row["id"], event.occurred_at)
+        for row, events in zip(legacy_rows, batches, strict=True)
+        for event in events
+        if event.occurred_at > now + MAX_CLOCK_SKEW
+    ]
+    if not ahead:
+        return
+    row_id, when = ahead[0]
+    others = {other for other, _ in ahead} - {row_id}
+    more = f" (and {len(others)} other row(s))" if others else ""
+    raise ValidationError(
+        f"legacy row id {row_id}{more}: occurred_at: {isoformat_utc(when)} is more than "
+        f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the ledger clock "
+        f"({isoformat_utc(now)}); nothing was appended"
+    )
+
+
+def _refuse_what_the_appends_would(
+    conn: Connection, legacy_rows: list[Row], batches: list[list[EventModel]]
+) -> None:
+    """Refuse, before anything is appended, legacy ids that runs of the ledger already use,
+    and rows whose runs cannot take the facts they now stand for.
 
     A run of this very import (a re-run) holds the very facts the import would append now
     (their event_ids derive from the legacy id); any other run with the id, even one with the
     same source, connector and start, or a legacy row changed since it was imported, would
     make the import fail half-way ("RunStarted may appear only once per run", an event_id
-    reused for another fact).
+    reused for another fact). A run of this import may also have been closed since (by an
+    operator): a legacy row that ended, or counted, since cannot be added to it.
     """
     facts = {row["id"]: events for row, events in zip(legacy_rows, batches, strict=True)}
-    taken = [
-        state.run_id
-        for state in ledger.runs()
-        if state.run_id in facts and not _imported_as_now(ledger, facts[state.run_id])
-    ]
+    taken: list[int] = []
+    closed: list[str] = []
+    for run_id, state in sorted(run_states(conn, sorted(facts)).items()):
+        stored = {recorded.event_id: recorded for recorded in read_run(conn, run_id)}
+        if not _imported_as_now(stored, facts[run_id]):
+            taken.append(run_id)
+            continue
+        problem = _stream_problem(state, facts[run_id], stored)
+        if problem is not None:
+            closed.append(f"legacy row id {run_id} changed since it was imported: {problem}")
     if taken:
         raise ValidationError(taken_run_ids_message(taken))
+    if closed:
+        raise ValidationError("; ".join(closed) + "; nothing was appended", problems=closed)
 
 
-def _imported_as_now(ledger: Ledger, events: list[EventModel]) -> bool:
-    """Whether the run already holds these facts: the same RunStarted first, and each other
-    fact either the same or not appended yet (a row that ended since the last import)."""
-    assert events[0].run_id is not None
-    stored = {recorded.event_id: recorded for recorded in ledger.read_run(events[0].run_id)}
+def _imported_as_now(stored: dict[str, RecordedEvent], events: list[EventModel]) -> bool:
+    """Whether the run already holds these facts (``stored``, its events by event_id): the
+    same RunStarted first, and each other fact either the same or not appended yet (a row
+    that ended since the last import)."""
     first = stored.get(str(events[0].event_id))
     if first is None or first.version != 1:
         return False
@@ -169,6 +242,21 @@ def _imported_as_now(ledger: Ledger, events: list[EventModel]) -> bool:
         ):
             return False
     return True
+
+
+def _stream_problem(
+    state: RunState, events: list[EventModel], stored: dict[str, RecordedEvent]
+) -> str | None:
+    """What the stream rules (DESIGN.md I5) would say of the facts not yet ``stored`` appended
+    to the run at ``state``; None: nothing."""
+    for event in events:
+        if str(event.event_id) in stored:
+            continue
+        try:
+            state = apply_event(state, event, state.run_id, state.updated_at)
+        except StreamError as exc:
+            return f"{exc.reason} (rule: {exc.rule})"
+    return None
 
 
 def taken_run_ids_message(run_ids: list[int]) -> str:
@@ -214,7 +302,7 @@ def read_legacy_rows(ledger: Ledger, source_url: str | None, table: str) -> list
             # the row of a value that is not a time instead of failing inside the driver layer.
             columns = [
                 type_coerce(column, String).label(column.name)
-                if column.name in _TIME_COLUMNS
+                if column.name in _TEXT_READ_COLUMNS
                 else column
                 for column in legacy.c
             ]
@@ -237,6 +325,21 @@ def _no_legacy_table_message(source: Ledger, source_url: str | None, table: str)
 
 
 _TIME_COLUMNS = ("startedAt", "completedAt", "createdAt")
+# errorDetails as its text too: a JSON column's type would decode the JSON text null into
+# None, which is SQL NULL.
+_TEXT_READ_COLUMNS = (*_TIME_COLUMNS, "errorDetails")
+
+
+class _JsonNull:
+    """A legacy ``errorDetails`` holding the JSON text ``null``, which is not SQL NULL. A fact
+    cannot hold it apart from no details (``error_details`` None), so its run projects NULL
+    and the comparison reports the difference."""
+
+    def __repr__(self) -> str:
+        return "JSON_NULL"
+
+
+JSON_NULL = _JsonNull()
 
 
 def _normalise(row: dict[str, Any]) -> Row:
@@ -259,17 +362,19 @@ def _normalise(row: dict[str, Any]) -> Row:
     details = row.get("errorDetails")
     if isinstance(details, str | bytes):
         try:
-            row["errorDetails"] = json.loads(details)
+            decoded = json.loads(details)
         except ValueError:
-            row["errorDetails"] = {"legacy_error_details": details}
+            decoded = {"legacy_error_details": details}
+        row["errorDetails"] = JSON_NULL if decoded is None else decoded
     return row
 
 
 def adopted_details(details: Any) -> dict[str, Any] | None:
     """A legacy ``errorDetails`` as a fact can hold it: an object as it is; anything else (an
     array, a number) under ``legacy_error_details``, and an object nested deeper than the
-    ledger takes as its JSON text there, so that no legacy row is refused for its details."""
-    if details is None:
+    ledger takes as its JSON text there, so that no legacy row is refused for its details.
+    The JSON text ``null`` is no details: a fact cannot hold it otherwise."""
+    if details is None or details is JSON_NULL:
         return None
     if isinstance(details, dict) and json_depth(details) <= MAX_JSON_DEPTH:
         return details
@@ -350,13 +455,33 @@ def _compare(legacy: Row, row: Row | None, result: ImportResult) -> None:
         if column == "duration" and legacy_value is None and legacy["completedAt"]:
             result.repaired.append(legacy["id"])
             continue
-        if column == "errorDetails" and value == callers_details(adopted_details(legacy_value)):
+        if column == "errorDetails" and legacy_value is JSON_NULL and value is None:
+            result.mismatches.append(
+                f"row {legacy['id']}: errorDetails was the JSON text null, the ledger gives "
+                "SQL NULL (a fact cannot hold JSON null details)"
+            )
+            continue
+        if (
+            column == "errorDetails"
+            and _set_apart(legacy_value)
+            and value == callers_details(adopted_details(legacy_value))
+        ):
             result.details_kept_apart.append(legacy["id"])
             continue
         result.mismatches.append(
             f"row {legacy['id']}: {column} was {_shown(legacy_value)}, "
             f"the ledger gives {_shown(value)}"
         )
+
+
+def _set_apart(details: Any) -> bool:
+    """Whether the import keeps legacy details apart: a key the ledger reserves for its own
+    bookkeeping (kept under ``reported``), or details that are not an object a fact holds as
+    it is (kept under ``legacy_error_details``). Any other difference is a mismatch."""
+    adopted = adopted_details(details)
+    if adopted is None:
+        return False
+    return adopted is not details or not RESERVED_DETAIL_KEYS.isdisjoint(adopted)
 
 
 def _shown(value: Any) -> str:

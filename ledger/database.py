@@ -55,6 +55,8 @@ from ledger.errors import (
 from ledger.schema import SCHEMA_REVISION
 from ledger.text import clip
 from ledger.urls import (
+    IN_MEMORY_HINT,
+    is_in_memory_sqlite,
     mask_secrets,
     mask_url,
     migrate_hint,
@@ -655,6 +657,8 @@ def check_schema(engine: Engine, url: str) -> None:
         # which this one cannot migrate down to.
         newer = current is not None and current[:4].isdigit() and current[:4] > SCHEMA_REVISION[:4]
         remedy = "upgrade run-ledger to read it" if newer else migrate_hint(url)
+        if current is None and is_in_memory_sqlite(url):  # another process would not help
+            remedy = f"{IN_MEMORY_HINT} (`ledger migrate` creates it)"
         raise SchemaError(
             f"database schema is at {current or 'nothing (empty database)'}, "
             f"this run-ledger needs {SCHEMA_REVISION}: {remedy}"

@@ -430,14 +430,29 @@ class Ledger:
         with append_transaction(self.engine) as cursor:
             return Appender(cursor, self.engine, self.own_clock).append(request)
 
-    def reserve_run_ids(self, highest: int) -> None:
-        """Make the allocator continue above ``highest`` (after importing runs by id)."""
+    def reserve_run_ids(
+        self,
+        highest: int,
+        check: Callable[[Connection, LedgerHead, datetime], None] | None = None,
+    ) -> None:
+        """Make the allocator continue above ``highest`` (before importing runs by id).
+
+        ``check``, when given, runs first, under the head lock, with this transaction's
+        connection, the head and the ledger's time (its clock, or the last recorded_at where
+        the clock is behind it: what an append measures ``occurred_at`` against). What it
+        raises rolls the reservation back: an import it refuses leaves the allocator where it
+        was, since a reservation, once committed, is for good."""
         with self.transaction("reserve run ids") as conn:
             cursor = DriverCursor.on(conn)
             try:
-                Appender(cursor, conn, self.own_clock).lock_head()
+                position, last_hash, last_run_id, last_recorded_at, clock = Appender(
+                    cursor, conn, self.own_clock
+                ).lock_head()
             finally:
                 cursor.close()
+            if check is not None:
+                now = max(clock, last_recorded_at) if last_recorded_at else clock
+                check(conn, LedgerHead(position, last_hash, last_run_id, last_recorded_at), now)
             conn.execute(
                 update(ledger_head)
                 .where(ledger_head.c.id == HEAD_ROW_ID, ledger_head.c.last_run_id < highest)

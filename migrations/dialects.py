@@ -1,5 +1,6 @@
 """Where migrating SQLite and MySQL/MariaDB differs, one function per difference: how one
-migrate at a time is kept, and how Alembic alters a table.
+migrate at a time is kept, which privileges a MySQL user lacks to migrate, and how Alembic
+alters a table.
 
 What differs in reading the catalogue (a trigger made by an interrupted migrate) is the
 ledger's own (:func:`ledger.dialects.catalogued_triggers`, which ``ledger verify`` reads too).
@@ -7,10 +8,12 @@ ledger's own (:func:`ledger.dialects.catalogued_triggers`, which ``ledger verify
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from ledger import Ledger
 from ledger.dialects import is_sqlite, named_lock
@@ -48,3 +51,41 @@ def alters_by_copy(connection: Connection) -> bool:
     """Whether Alembic alters a table by copying it (its batch mode): SQLite's ALTER TABLE
     cannot change or drop most of a column; MySQL alters in place."""
     return is_sqlite(connection)
+
+
+# What `ledger migrate` needs on MySQL/MariaDB (README "Grants on MySQL/MariaDB": the schema
+# owner's DDL rights and its rights on the tables), each with a statement that needs it, on a
+# table that does not exist. The server checks the privilege first (1142 when it is missing)
+# and only then finds no table (1146; 1051 for DROP): a probe makes nothing, and learns what a
+# migrate would otherwise learn half-way, after DDL it cannot take back (MySQL commits each
+# DDL statement), such as event tables without their append-only triggers.
+MIGRATE_PRIVILEGE_PROBES = {
+    "SELECT": "SELECT 1 FROM {table}",
+    "INSERT": "INSERT INTO {table} VALUES (1)",
+    "UPDATE": "UPDATE {table} SET x = 1",
+    "CREATE": "CREATE TABLE {table}_copy LIKE {table}",
+    "ALTER": "ALTER TABLE {table} ADD COLUMN y INTEGER",
+    "INDEX": "CREATE INDEX {table}_ix ON {table} (x)",
+    "DROP": "DROP TABLE {table}",
+    "TRIGGER": "CREATE TRIGGER {table}_tr BEFORE UPDATE ON {table} FOR EACH ROW SET @x = 1",
+}
+_PRIVILEGE_DENIED = frozenset({1142, 1044})  # table access denied, database access denied
+
+
+def missing_migrate_privileges(conn: Connection) -> list[str]:
+    """The privileges of :data:`MIGRATE_PRIVILEGE_PROBES` the session's user lacks on its
+    database (MySQL/MariaDB; SQLite has none to lack)."""
+    if is_sqlite(conn):
+        return []
+    table = f"ledger_grant_probe_{uuid.uuid4().hex[:12]}"
+    missing = []
+    for privilege, probe in MIGRATE_PRIVILEGE_PROBES.items():
+        try:
+            conn.exec_driver_sql(probe.format(table=table))
+        except DBAPIError as exc:
+            code = getattr(exc.orig, "args", (None,))[0]
+            if code in _PRIVILEGE_DENIED:
+                missing.append(privilege)
+            elif code not in (1146, 1051):  # no such table: the privilege is there
+                raise
+    return missing

@@ -26,12 +26,13 @@ from sqlalchemy.engine import make_url
 
 from ledger import Ledger
 from ledger.database import current_revision
-from ledger.errors import DatabaseNotFoundError, LedgerError, SchemaError
+from ledger.errors import AccessDeniedError, DatabaseNotFoundError, LedgerError, SchemaError
 from ledger.schema import LEGACY_TABLE
 from ledger.store import as_ledger
+from ledger.text import visible
 from ledger.urls import mask_url, migrate_hint, sqlite_file_or_none
 from migrations import SCRIPT_LOCATION
-from migrations.dialects import one_migrate_at_a_time
+from migrations.dialects import missing_migrate_privileges, one_migrate_at_a_time
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResul
     ledger = as_ledger(database, url)
     with one_migrate_at_a_time(ledger), ledger.transaction("migrate") as connection:
         before = current_revision(connection)
+        if before != ScriptDirectory.from_config(alembic_config()).get_current_head():
+            _refuse_missing_privileges(ledger)
         tables_before = set(inspect(connection).get_table_names())
         try:
             command.upgrade(alembic_config(connection), "head")
@@ -103,6 +106,26 @@ def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResul
             )
     log.info("schema at %s (was %s)", after, before or "empty")
     return MigrationResult(before, after, moved)
+
+
+def _refuse_missing_privileges(ledger: Ledger) -> None:
+    """Refuse, before any DDL, a migrate the user lacks a privilege for: on MySQL/MariaDB each
+    DDL statement commits, so a migrate refused half-way would leave tables that writes could
+    use without the triggers that keep ``ledger_events`` append-only (DESIGN.md I1)."""
+    with ledger.connect("migrate privileges check") as conn:
+        missing = missing_migrate_privileges(conn)
+        if not missing:
+            return
+        user, database = conn.execute(text("SELECT CURRENT_USER(), DATABASE()")).one()
+    name, _, host = str(user).rpartition("@")
+    grantee = visible(f"'{name}'@'{host}'")
+    quoted = "`" + str(database).replace("`", "``") + "`"
+    raise AccessDeniedError(
+        f"cannot migrate {mask_url(ledger.url)}: the user {grantee} lacks the "
+        f"{', '.join(missing)} privilege(s) on {quoted}, which `ledger migrate` needs (README: "
+        '"Grants on MySQL/MariaDB"); nothing was changed. An administrator can grant them: '
+        f"GRANT {', '.join(missing)} ON {quoted}.* TO {grantee}"
+    )
 
 
 def check(database: Ledger | Engine, url: str | None = None) -> SchemaCheck:

@@ -472,8 +472,9 @@ def _with_callers_details(
 ) -> dict[str, Any] | None:
     """``errorDetails`` with a connector's details merged in. The keys the ledger writes itself
     are reserved: a connector's value under one of them is kept under ``reported`` instead, so
-    it can neither erase nor forge the ledger's own bookkeeping."""
-    if not reported:
+    it can neither erase nor forge the ledger's own bookkeeping. Empty details (``{}``) are
+    details: they stay ``{}``, as the legacy system kept them, not NULL."""
+    if reported is None:
         return dict(current) if current else None
     callers = {k: v for k, v in reported.items() if k not in RESERVED_DETAIL_KEYS}
     kept_apart = {k: v for k, v in reported.items() if k in RESERVED_DETAIL_KEYS}

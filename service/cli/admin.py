@@ -119,7 +119,7 @@ def describe_schema_check(found: SchemaCheck) -> str:
 @db_option
 def import_legacy_command(from_url: str | None, table: str | None, db_url: str | None) -> None:
     """Adopt a legacy ingestion_runs table into the ledger (idempotent)."""
-    with opened_ledger(db_url) as ledger:
+    with opened_ledger(db_url, writes=True) as ledger:
         result = import_legacy(ledger, source_url=from_url, table=table)
     click.echo(json.dumps(result.to_dict(), indent=2))
     if result.mismatches:

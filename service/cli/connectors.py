@@ -30,7 +30,7 @@ from connectors.sdk import stop_runs
 from ledger.durations import format_duration
 from ledger.events import RUN_WATCHDOG_PREFIX
 from service.cli.errors import EXIT_PROBLEM, BadInput, ProblemFound, library_errors, problem_for
-from service.cli.ledgers import open_or_start_ledger, opened_ledger
+from service.cli.ledgers import check_writable, open_or_start_ledger, opened_ledger
 from service.cli.options import (
     DURATION,
     SOURCE_ID,
@@ -260,7 +260,10 @@ def spool_status(spool_dir: str | None, output_format: str, wide: bool) -> None:
 def spool_flush(spool_dir: str | None, db_url: str | None) -> None:
     """Deliver the backlog to the ledger, in order, exactly once."""
     with opened_ledger(db_url) as ledger:
-        result = Spool(spool_dir).flush(ledger)
+        spool = Spool(spool_dir)  # a wrong --spool-dir first: the caller's mistake
+    check_writable(ledger)
+    with library_errors():
+        result = spool.flush(ledger)
     click.echo(json.dumps(result.to_dict()))
     if result.remaining or result.rejected:
         sys.exit(EXIT_PROBLEM)

@@ -36,25 +36,39 @@ def open_ledger(db_url: str | None, *, create: bool = False) -> Ledger:
 
 
 @contextmanager
-def opened_ledger(db_url: str | None) -> Iterator[Ledger]:
+def opened_ledger(db_url: str | None, *, writes: bool = False) -> Iterator[Ledger]:
     """:func:`open_ledger`, and the block that makes the command's library call under
-    :func:`library_errors`."""
+    :func:`library_errors`; for a command that ``writes``, first :func:`check_writable`."""
     ledger = open_ledger(db_url)
+    if writes:
+        check_writable(ledger)
     with library_errors():
         yield ledger
 
 
+def check_writable(ledger: Ledger) -> None:
+    """Refuse to write to a database whose schema is not at the revision this code needs
+    ("run `ledger migrate`", as the API's 503): a migrate that stopped half-way (a grant
+    missing; MySQL commits each DDL statement) can leave the event tables without the
+    triggers that make them append-only (DESIGN.md I1), and nothing must be written there."""
+    with library_errors():
+        ledger.check_schema()
+
+
 def open_or_start_ledger(db_url: str | None) -> Ledger:
-    """The ledger a writing command (append, run) works on; where its SQLite file is not there
-    yet, a new ledger made there (migrated, said on stderr with its path), so that the first
-    append works and a typo is visible rather than an empty file that asks for a migrate."""
+    """The ledger a writing command (append, run) works on, its schema checked
+    (:func:`check_writable`); where its SQLite file is not there yet, a new ledger made there
+    (migrated, said on stderr with its path), so that the first append works and a typo is
+    visible rather than an empty file that asks for a migrate."""
     from migrations.runner import create_if_missing  # Alembic loads only where it may be needed
 
     url = resolve_database_url(db_url)
     remember_url_source(url)  # before the first error about the URL: it names the variable
     with library_errors():
         note_created(create_if_missing(url))
-    return open_ledger(db_url)
+    ledger = open_ledger(db_url)
+    check_writable(ledger)
+    return ledger
 
 
 def note_created(path: Path | None) -> None:

@@ -27,7 +27,7 @@ from projections import Projector
 from projections import rebuild as rebuild_projection
 from projections.projector import DEFAULT_BATCH_SIZE, FOLLOW_STOP_WAIT_S
 from service.cli.errors import BadInput, library_errors
-from service.cli.ledgers import open_ledger
+from service.cli.ledgers import check_writable, open_ledger
 from service.cli.options import (
     F,
     Integer,
@@ -124,6 +124,7 @@ def project(
 def rebuild(batch_size: int, db_url: str | None) -> None:
     """Replay all history into shadow tables and swap them in atomically."""
     ledger = open_ledger(db_url)
+    check_writable(ledger)
     with library_errors(), rebuild_progress() as progress:
         result = rebuild_projection(ledger, batch_size=batch_size, progress=progress)
     rate = result.events / result.seconds if result.seconds else 0.0

@@ -23,7 +23,7 @@ from projections.queries import (
 )
 from projections.schema import RECORD_COUNTER_COLUMNS, RUN_STATUSES
 from service.cli.errors import EXIT_PROBLEM, BadInput, ProblemFound, library_errors
-from service.cli.ledgers import open_ledger, opened_ledger
+from service.cli.ledgers import check_writable, open_ledger, opened_ledger
 from service.cli.options import (
     DURATION,
     FILE,
@@ -213,6 +213,7 @@ TRANSITION_COLUMNS = (
 def runs_fail(run_id: int, reason: str, actor: str | None, db_url: str | None) -> None:
     """Declare an open run failed: appends RunTimedOut with detected_by=operator:NAME."""
     ledger = open_ledger(db_url)
+    check_writable(ledger)
     actor = operator_actor_of(actor)
     with library_errors():
         position = fail_run(ledger, run_id, reason, actor)
@@ -326,7 +327,7 @@ def sweep_command(
     db_url: str | None,
 ) -> None:
     """Append RunTimedOut for every stuck run (RunStarted .. no terminal event)."""
-    with opened_ledger(db_url) as ledger:
+    with opened_ledger(db_url, writes=True) as ledger:
         result = sweep(ledger, dry_run=dry_run, older_than=older_than, max_runtime=max_runtime)
     if output_format == "json":
         echo_json(result.to_dict())

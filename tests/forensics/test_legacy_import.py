@@ -294,3 +294,33 @@ def test_a_refused_import_leaves_the_run_id_allocator_where_it_was(db_url: str) 
         with store.engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE old_runs")
         store.close()
+
+
+def test_import_legacy_gives_back_empty_details_and_reports_json_null(tmp_path: Path) -> None:
+    """Legacy details `{}` projected NULL and were named "kept apart" (no reserved key was
+    there); the JSON text `null` was taken for SQL NULL. `{}` now projects as `{}` with nothing
+    to report; JSON null, which a fact cannot hold apart from no details, is a mismatch."""
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            with store.engine.begin() as conn:
+                for row_id, details in ((7, "{}"), (8, "null")):
+                    conn.execute(
+                        text("UPDATE ingestion_runs SET errorDetails = :d WHERE id = :id"),
+                        {"d": details, "id": row_id},
+                    )
+            upgrade(store.engine, url)
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 1, result.output  # type: ignore[attr-defined]
+            summary = json.loads(result.stdout)  # type: ignore[attr-defined]
+            assert summary["details_kept_apart"] == []
+            assert summary["mismatches"] == [
+                "row 8: errorDetails was the JSON text null, the ledger gives SQL NULL (a fact "
+                "cannot hold JSON null details)"
+            ]
+            rows = table_rows(store)
+            assert rows[7]["errorDetails"] == {}
+            assert rows[8]["errorDetails"] is None
+            rebuild(store)
+            assert table_rows(store)[7]["errorDetails"] == {}
+            assert verify_all(store).ok

@@ -24,6 +24,7 @@ from ledger import Ledger, RunFinished, RunProgressed
 from ledger.clock import utcnow
 from service.claims import claim, prune_claims
 from service.cli import cli
+from tests import support
 from tests.service.support import readme_grants
 from tests.support import not_broken
 
@@ -204,3 +205,55 @@ def test_a_user_who_sees_no_trigger_is_told_so_not_that_they_are_missing(
         with ledger.engine.begin() as conn:
             for who in whos:
                 conn.execute(text(f"DROP USER IF EXISTS {who}"))
+
+
+def test_migrate_without_the_trigger_grant_refuses_before_making_anything() -> None:
+    """Without TRIGGER, `ledger migrate` failed (1142) after it had made ledger_events,
+    ledger_runs and ledger_head (MariaDB commits each DDL statement), and `ledger append`
+    then wrote events an UPDATE could rewrite. Now it says which grant is missing, exit 3,
+    and makes nothing; with the grant, the same user migrates."""
+    base = support.mysql_base_url()
+    if base is None:
+        pytest.skip("database grants are a MariaDB matter")
+    db_url = support.create_mysql_database(base)
+    url = make_url(db_url)
+    name, password = f"owner_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    whos = [f"'{name}'@'%'", f"'{name}'@'localhost'"]
+    admin = create_engine(url)
+    owner = url.set(username=name, password=password).render_as_string(hide_password=False)
+    try:
+        with admin.begin() as conn:
+            for who in whos:
+                conn.execute(text(f"CREATE USER {who} IDENTIFIED BY '{password}'"))
+                conn.execute(
+                    text(
+                        "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX, DROP "
+                        f"ON `{url.database}`.* TO {who}"
+                    )
+                )
+        result = CliRunner().invoke(cli, ["migrate", "--db", owner])
+        assert result.exit_code == 3, result.output
+        assert f"lacks the TRIGGER privilege(s) on `{url.database}`" in result.stderr
+        assert "nothing was changed" in result.stderr
+        assert f"GRANT TRIGGER ON `{url.database}`.* TO '{name}'@" in result.stderr
+        assert password not in result.output
+        with admin.connect() as conn:
+            assert conn.execute(text("SHOW TABLES")).all() == []
+        sample = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
+        appended = CliRunner().invoke(cli, ["append", str(sample), "--db", owner])
+        assert appended.exit_code == 1, appended.output
+        assert "run `ledger migrate`" in appended.stderr
+        with admin.begin() as conn:
+            for who in whos:
+                conn.execute(text(f"GRANT TRIGGER ON `{url.database}`.* TO {who}"))
+        result = CliRunner().invoke(cli, ["migrate", "--db", owner])
+        assert result.exit_code == 0, result.output
+        with admin.connect() as conn:
+            triggers = {row[0] for row in conn.execute(text("SHOW TRIGGERS"))}
+        assert triggers == {"ledger_events_no_update", "ledger_events_no_delete"}
+    finally:
+        with admin.begin() as conn:
+            for who in whos:
+                conn.execute(text(f"DROP USER IF EXISTS {who}"))
+        admin.dispose()
+        support.drop_mysql_database(db_url)
