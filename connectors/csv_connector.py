@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,40 @@ SAMPLES = Path(__file__).resolve().parent / "samples"
 SAMPLE_CSV = SAMPLES / "records.csv"
 SAMPLE_JSONL = SAMPLES / "records.jsonl"
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+
+
+@dataclass
+class _Position:
+    """Where the csv parser is in the file, for an error to name its line."""
+
+    line: int = 0  # the last physical line handed to the parser
+    row_start: int = 0  # the first non-blank line of the row being read; 0: none yet
+
+
+def _csv_problem(exc: csv.Error, where: _Position) -> str:
+    # The csv module's words for a file that ends inside a quoted field (strict only).
+    if str(exc) == "unexpected end of data":
+        began = where.row_start or where.line
+        return (
+            f"line {began}: a quote opened in this row is never closed (the file ends inside "
+            f"it, at line {where.line}): close it, or double a quote inside a quoted field "
+            '("")'
+        )
+    # A field over the csv module's limit (131,072 characters), text after a closing quote:
+    # it named neither the file nor the line.
+    return f"line {where.line}: {exc}"
+
+
+def _repeated_names(header: Sequence[str]) -> str:
+    """The names ``header`` gives more than one column, with their columns (1-based), or ""."""
+    columns: dict[str, list[int]] = {}
+    for number, name in enumerate(header, start=1):
+        columns.setdefault(name, []).append(number)
+    return "; ".join(
+        f"{clip(name, 40)!r} (columns {', '.join(map(str, numbers))})"
+        for name, numbers in columns.items()
+        if len(numbers) > 1
+    )
 
 
 @dataclass
@@ -99,43 +133,62 @@ class CsvConnector(Connector):
 
     def _csv_rows(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
         with self.path.open("rb") as handle:
-            read = [0]  # physical lines handed to the parser: the line an error is on
-            reader = csv.DictReader(self._decoded(handle, read))
+            where = _Position()
+            # strict: a quote never closed swallowed the rest of the file into one field (the
+            # run ended success with one record), and text after a closing quote ("a"x) was
+            # glued to the field. Both now fail the run naming the line; a quote inside an
+            # unquoted field (Smith "J") and every RFC 4180 form read as before.
+            reader = csv.DictReader(self._decoded(handle, where), strict=True)
             try:
-                yield from self._csv_records(reader)
+                yield from self._csv_records(reader, where)
             except csv.Error as exc:
-                # A field over the csv module's limit (131,072 characters): it named neither
-                # the file nor the line.
-                raise ValueError(f"{self.path}: line {read[0]}: {exc}") from exc
+                raise ValueError(f"{self.path}: {_csv_problem(exc, where)}") from exc
 
-    def _decoded(self, handle: Iterable[bytes], read: list[int]) -> Iterator[str]:
+    def _decoded(self, handle: Iterable[bytes], where: _Position) -> Iterator[str]:
         """The file's lines as text, endings kept (the csv module's ``newline=""``). Decoded
         line by line: a byte that is not UTF-8 names its line, not a position in a buffer."""
         for number, raw in enumerate(handle, start=1):
-            read[0] = number
+            where.line = number
             if number == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8) :]
             try:
-                yield raw.decode("utf-8")
+                text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise ValueError(
                     f"{self.path}: line {number} is not UTF-8 (byte {exc.start + 1} of the "
                     "line): save the file as UTF-8"
                 ) from None
+            if not where.row_start and text.strip("\r\n"):
+                where.row_start = number
+            yield text
 
     def _csv_records(
-        self, reader: csv.DictReader[str]
+        self, reader: csv.DictReader[str], where: _Position
     ) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-        if reader.fieldnames is None:
-            return
-        if self.key not in reader.fieldnames:
+        header = reader.fieldnames
+        where.row_start = 0
+        if header is None:  # 0 bytes: it ended "success" with 0 records
+            raise ValueError(f"{self.path}: the file is empty (no header row)")
+        if not header:
             raise ValueError(
-                f"{self.path}: no {self.key!r} column in the header "
-                f"({', '.join(reader.fieldnames)})"
+                f"{self.path}: line {reader.line_num} is blank: the header row, naming the "
+                "columns, must be the first line"
             )
-        width = len(reader.fieldnames)
+        repeated = _repeated_names(header)
+        if repeated:
+            # DictReader keeps the last column of a name: the others' values were dropped.
+            raise ValueError(
+                f"{self.path}: line {reader.line_num}: the header repeats {repeated}: each "
+                "column needs a name of its own"
+            )
+        if self.key not in header:
+            raise ValueError(
+                f"{self.path}: no {self.key!r} column in the header ({', '.join(header)})"
+            )
+        width = len(header)
         for row in reader:
             line = reader.line_num
+            where.row_start = 0
             if None in row or any(value is None for value in row.values()):
                 extra = len(row.get(None) or [])
                 got = width + extra if extra else sum(v is not None for v in row.values())

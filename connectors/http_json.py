@@ -33,7 +33,7 @@ from connectors.base import Connector
 from connectors.records import RecordStore, unstorable
 from connectors.sdk import RunContext
 from ledger.errors import ConfigurationError
-from ledger.text import clip, visible
+from ledger.text import clip, describe_char, visible
 from ledger.urls import mask_secrets, tcp_port_problem
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,30 @@ class FetchError(RuntimeError):
     """A page could not be fetched (after the retries, for retryable failures)."""
 
 
+# What an HTTP request line cannot carry in its URL: http.client refuses a space, a control
+# character or DEL (InvalidURL) and cannot encode one outside ASCII (UnicodeEncodeError).
+_UNREQUESTABLE = re.compile(r"[^\x21-\x7e]")
+_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
 def shown(url: str) -> str:
     """The URL as it may appear in the ledger, logs and output: credentials and key-like
-    query parameters masked (the ledger is immutable: a leaked secret could never be removed)."""
-    return mask_secrets(url)
+    query parameters masked (the ledger is immutable: a leaked secret could never be removed).
+    A space or control character (a server's next link can hold one) is shown percent-encoded:
+    a masked value ends at a space, which left the rest of a secret such as "SEKRET8 x"."""
+    return mask_secrets(_SPACE_OR_CONTROL.sub(lambda found: f"%{ord(found[0]):02X}", url))
+
+
+def unrequestable(url: str, exc: Exception) -> str:
+    """Why http.client would not send ``url``, without its own message: that quotes the URL
+    raw, unmasked."""
+    found = _UNREQUESTABLE.search(url)
+    if found is not None:
+        return (
+            f"the URL holds {describe_char(found[0])} at character {found.start() + 1}, "
+            "which an HTTP request cannot carry"
+        )
+    return f"not a URL HTTP can request ({clip(mask_secrets(visible(str(exc))), 200)})"
 
 
 def clip_link(link: Any) -> str:
@@ -609,16 +629,20 @@ class HttpJsonConnector(Connector):
                     body = self._read_body(response, url)
                     headers: Message = response.headers
                     link_next = link_header_next(headers.get_all("Link") or [], url)
+            except (http.client.InvalidURL, UnicodeEncodeError) as exc:
+                # Not retried: the same URL is refused the same way every time. "from None": the
+                # refusal's own text, in a traceback, quotes the URL raw.
+                raise FetchError(f"{shown(url)}: {unrequestable(url, exc)}: refused") from None
             except urllib.error.HTTPError as exc:
                 if exc.code not in RETRYABLE_STATUS:
                     raise FetchError(f"{shown(url)}: HTTP {exc.code} {exc.reason}") from exc
                 last_error = f"HTTP {exc.code}"
                 continue
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                last_error = str(getattr(exc, "reason", exc))
+                last_error = mask_secrets(str(getattr(exc, "reason", exc)))
                 continue
             except http.client.HTTPException as exc:  # a body cut short, a garbled status line
-                last_error = f"{type(exc).__name__}: {clip(str(exc), 200)}"
+                last_error = mask_secrets(f"{type(exc).__name__}: {clip(str(exc), 200)}")
                 continue
             return Page(url, self._parse(body, url), link_next)
         if self.retries == 0:

@@ -10,13 +10,18 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, insert, select, update
 
 from connectors.schema import source_records
-from ledger import ConstraintError, Ledger
+from ledger import ConstraintError, Ledger, ValidationError
 from ledger.clock import utcnow
 from ledger.conflicts import retrying_conflicts
 from ledger.mapper import canonical_json
 from ledger.reads import chunks
 from ledger.store import as_ledger
 from ledger.text import clip, describe_char, visible
+
+# The longest key source_records holds, in characters (what MariaDB's utf8mb4 VARCHAR counts,
+# as len() does). SQLite keeps any length: a longer key passed there and, on MariaDB, failed
+# the whole run ("Data too long for column 'external_id'", nothing counted).
+MAX_KEY_CHARS: int = source_records.c.external_id.type.length  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -27,11 +32,18 @@ class UpsertCounts:
 
 
 def unstorable(external_id: str, payload: dict[str, Any]) -> str | None:
-    """Why ``source_records`` cannot hold this record, or None: text UTF-8 cannot carry (a lone
-    surrogate, read from a ``\\ud800`` JSON escape) in its key or its fields, or a number JSON
-    has no form for (``NaN``, which Python's JSON reader accepts). Checked per record by the
-    connectors, so that one such record is an error of that record (the run ends ``partial``):
-    in a batch, it failed the whole upsert and the run, with nothing counted."""
+    """Why ``source_records`` cannot hold this record, or None: a key longer than the column
+    (:data:`MAX_KEY_CHARS`), text UTF-8 cannot carry (a lone surrogate, read from a
+    ``\\ud800`` JSON escape) in its key or its fields, or a number JSON has no form for
+    (``NaN``, which Python's JSON reader accepts). Checked per record by the connectors, so
+    that one such record is an error of that record (the run ends ``partial``), the same on
+    every database: in a batch, it failed the whole upsert and the run, with nothing
+    counted."""
+    if len(external_id) > MAX_KEY_CHARS:
+        return (
+            f"not storable: its key is {len(external_id):,} characters long "
+            f"({clip(visible(external_id), 40)}); the longest a key can be is {MAX_KEY_CHARS}"
+        )
     try:
         external_id.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -73,7 +85,15 @@ class RecordStore:
         key's ConstraintError; on a Galera cluster, a run on another node that wrote the same
         (source_id, external_id) wins the certification and this transaction is rolled back
         with 1213 at COMMIT. The next attempt reads the winner's rows and counts against
-        them."""
+        them. A key longer than the column is refused before the database is asked, on every
+        database (SQLite stored it; MariaDB failed the batch), naming the key: a connector
+        makes such a record an error of its own with :func:`unstorable` first."""
+        for external_id, _payload in records:
+            if len(external_id) > MAX_KEY_CHARS:
+                raise ValidationError(
+                    f"record key {clip(visible(external_id), 40)!r} is {len(external_id):,} "
+                    f"characters long; the longest a key can be is {MAX_KEY_CHARS}"
+                )
         return retrying_conflicts(
             lambda: self._upsert_once(source_id, records),
             f"upsert of records of source {source_id}",

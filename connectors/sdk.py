@@ -98,6 +98,7 @@ from ledger.events import (
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json, payload_json, pydantic_problems
 from ledger.text import clip, storable, visible
+from ledger.urls import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -456,8 +457,11 @@ class RunContext:
             assert self.result is not None
             self.result.error_count += 1
             if len(self._errors) < self.max_error_details and not self._errors_full:
+                # Masked like an exception's text: a connector's message is often one.
                 entry: dict[str, Any] = {
-                    "message": clip(storable(str(message)), MAX_MESSAGE_CHARS, count_cut=True)
+                    "message": clip(
+                        storable(mask_secrets(str(message))), MAX_MESSAGE_CHARS, count_cut=True
+                    )
                 }
                 if details:
                     entry["details"] = _bounded(details)
@@ -770,10 +774,10 @@ class RunContext:
         details = {
             # A class's name is any text (type("x" * 10**6, ...)): cut like a message.
             "exception": clip(storable(type(exc).__name__), MAX_MESSAGE_CHARS, count_cut=True),
-            "message": clip(storable(str(exc)), MAX_MESSAGE_CHARS, count_cut=True),
+            "message": clip(storable(exception_text(exc)), MAX_MESSAGE_CHARS, count_cut=True),
             # The end of a traceback is where it failed: keep that part if it must be cut.
             "traceback": clip(
-                storable("".join(traceback.format_exception(exc))),
+                storable(mask_secrets("".join(traceback.format_exception(exc)))),
                 MAX_TRACEBACK_CHARS,
                 count_cut=True,
                 keep_end=True,
@@ -852,14 +856,23 @@ def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
         )
 
 
+def exception_text(exc: BaseException) -> str:
+    """What ``exc`` says, secrets masked: the one way a connector's exception becomes text for
+    the ledger (RunFinished's ``error_message`` and ``error_details``), a log or the output. A
+    library's message can quote a URL with its token (urllib's InvalidURL quotes the request
+    line's path), and the ledger is immutable: a secret stored there could never be removed."""
+    return mask_secrets(str(exc))
+
+
 def describe_failure(exc: BaseException) -> str:
     """What ended a run, as a person reads it: ``stopped by SIGTERM`` and ``interrupted by
-    Ctrl-C`` rather than ``SystemExit: 143`` and ``KeyboardInterrupt: ``."""
+    Ctrl-C`` rather than ``SystemExit: 143`` and ``KeyboardInterrupt: ``; secrets masked
+    (:func:`exception_text`)."""
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted by Ctrl-C (SIGINT)"
     if isinstance(exc, SystemExit):
-        return _describe_exit(exc.code)
-    return f"{type(exc).__name__}: {exc}"
+        return mask_secrets(_describe_exit(exc.code))
+    return f"{type(exc).__name__}: {exception_text(exc)}"
 
 
 def _describe_exit(code: object) -> str:
@@ -875,18 +888,21 @@ def _describe_exit(code: object) -> str:
     return f"stopped (exit status {code})"
 
 
-def _storable_value(value: Any) -> Any:
-    """``value`` with every text in it, keys included, made :func:`~ledger.text.storable`;
-    what is not a dict, list, tuple or text is left for the JSON encoder to judge."""
+def _storable_value(value: Any, masked: bool = False) -> Any:
+    """``value`` with every text in it, keys included, made :func:`~ledger.text.storable`
+    (and, ``masked``, its secrets masked); what is not a dict, list, tuple or text is left for
+    the JSON encoder to judge."""
     if isinstance(value, str):
-        return storable(value)
+        return storable(mask_secrets(value) if masked else value)
     if isinstance(value, dict):
         return {
-            storable(key) if isinstance(key, str) else key: _storable_value(item)
+            _storable_value(key, masked) if isinstance(key, str) else key: _storable_value(
+                item, masked
+            )
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
-        return [_storable_value(item) for item in value]
+        return [_storable_value(item, masked) for item in value]
     return value
 
 
@@ -903,7 +919,7 @@ def _bounded(details: dict[str, Any]) -> dict[str, Any]:
     """An error's details (made storable), or a clipped preview if they are too large to keep
     in the ledger."""
     try:
-        details = _storable_value(details)
+        details = _storable_value(details, masked=True)  # an exception's text, often
         text = canonical_json(details)
     except RecursionError:  # nested beyond what JSON (or repr) can walk
         return {"unserialisable": f"details nested over {sys.getrecursionlimit()} levels deep"}
@@ -968,4 +984,5 @@ __all__ = [
     "RunOutcome",
     "RunResult",
     "describe_failure",
+    "exception_text",
 ]

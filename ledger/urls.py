@@ -16,14 +16,29 @@ DEFAULT_DATABASE_URL = "sqlite:///ledger.db"
 DATABASE_URL_ENV = "LEDGER_DATABASE_URL"
 MAX_TCP_PORT = 65_535
 
-# The password part of any URL-like text, also inside driver error messages: everything between
-# "user:" and the *last* "@" of the token, so a password with an unencoded "@" is masked whole.
+# A query parameter, in a URL or in free text, whose name says its value is a credential: a name
+# (letters, digits, "_", "-", ".", any case) ending in one of these words (api_key, x-api-key,
+# X-Amz-Signature, X-Amz-Security-Token, client_secret, ssl_key_password, access-token, sig,
+# oauth, PHPSESSID). Matched by ending, not by a list of whole names: an unknown name that
+# merely ends like a secret (monkey=) is masked too, which hides a harmless value, never
+# leaks one. Two exceptions keep what is not a secret readable: a bare "key" only in a query
+# (after "?", "&" or ";"; "record key=station_7" in a message is a record's key), and a
+# driver's TLS key *file* (ssl_key=/etc/k.pem, sslkey=...), a path.
+_SENSITIVE_NAME_ENDINGS = (
+    r"secret|token|password|passwd|passphrase|pwd|pass|sig|signature|credentials?"
+    r"|auth|authorization|jwt|session|session_?id|sessid"
+)
 _SECRET_PARAMETER = re.compile(
-    # Any parameter whose name ends in one of these (ssl_key_password, client_secret, ...)
-    r"(?P<name>\b\w*(?:password|passwd|pwd|secret|token|api_key|apikey)"
-    r"|(?<=[?&])key)=[^&\s'\";]+",
+    r"(?P<name>(?<![\w.\-])(?!ssl[_\-.]?key=)"
+    rf"(?:[\w.\-]*(?:{_SENSITIVE_NAME_ENDINGS})|[\w.\-]+key)"
+    # The value ends at "&", a space or a quote, and never with a punctuation mark: one is
+    # the text's ("GET /x?token=abc: refused"), and masking a message that quotes a masked URL
+    # again ate the ":" after "token=***".
+    r"|(?<=[?&;])key)=[^&\s'\";]*[^&\s'\";:,.!?)\]}>]",
     re.IGNORECASE,
 )
+# The password part of any URL-like text, also inside driver error messages: everything between
+# "user:" and the *last* "@" of the token, so a password with an unencoded "@" is masked whole.
 # A scheme is short (mariadb+mariadbconnector is 24): unbounded, each letter of a long word
 # began a scan to its end for "://", and masking 200,000 letters took a minute.
 _PASSWORD_IN_TEXT = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]{0,63}://[^:/@\s]*:)\S*@")

@@ -43,6 +43,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from connectors import RunContext, RunResult, Spool
 from connectors.registry import build_connector
+from connectors.sdk import describe_failure
 from forensics.anchors import append_anchor
 from ledger import (
     ConfigurationError,
@@ -713,12 +714,11 @@ def _log_outcome(name: str, result: RunResult, failure: Exception | None) -> Non
         log.info("%s: run %d %s", name, result.run_id, result.status)
     else:  # one line per failed run, the reason and no traceback: it recurs every tick
         log.warning(
-            "%s: run %d %s: %s: %s",
+            "%s: run %d %s: %s",
             name,
             result.run_id,
             result.status,
-            type(failure).__name__,
-            visible(str(failure)),
+            visible(describe_failure(failure)),  # secrets masked, as in the ledger
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -211,3 +212,60 @@ def test_a_batch_size_that_is_not_a_whole_number_is_refused_by_config_check(
     result = CliRunner().invoke(cli, ["config", "check", str(config)])
     assert result.exit_code == 2, result.output
     assert "batch_size: expected a whole number >= 1, got '500'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # csv.DictReader kept the last column of a repeated name: "a" was dropped silently,
+        # and with `id,id` the second id keyed the record.
+        ("id,name,name\n1,a,b\n", "line 1: the header repeats 'name' (columns 2, 3)"),
+        ("id,id\n1,2\n", "line 1: the header repeats 'id' (columns 1, 2)"),
+        # An unterminated quote swallowed the rest of the file into one field: success, 1
+        # record whose name held "Smith, J\n2,Jones\n3,Brown\n".
+        (
+            'id,name\n1,"Smith, J\n2,Jones\n3,Brown\n',
+            "line 2: a quote opened in this row is never closed (the file ends inside it, at "
+            "line 4)",
+        ),
+        ('id,name\n1,a\n\n\n2,"b\n', "line 5: a quote opened in this row is never closed"),
+        # Text after a closing quote was glued to the field ("Smith" Jr read as Smith Jr).
+        ('id,name\n1,a\n2,"Smith" Jr\n', "line 3: ',' expected after '\"'"),
+        # 0 bytes ended success with 0 records (a file of blank lines failed, naming no line).
+        ("", "the file is empty (no header row)"),
+        ("\n\nid\n1\n", "line 1 is blank: the header row, naming the columns, must be"),
+    ],
+)
+def test_a_csv_file_the_reader_would_misread_fails_the_run_naming_file_and_line(
+    ledger: Ledger, spool: Spool, tmp_path: Path, text: str, expected: str
+) -> None:
+    path = write(tmp_path / "input.csv", text)
+    connector = CsvConnector(1, path)
+    result, failure = connector.record(connector.context(ledger, spool=spool))
+    assert (result.status, result.totals["records_created"]) == ("failed", 0)
+    assert str(failure).startswith(f"{path}: {expected}")
+    assert finished(ledger, result.run_id)["error_message"].startswith(
+        f"ValueError: {path}: {expected}"
+    )
+
+
+def test_every_rfc_4180_form_and_a_quote_inside_a_bare_field_still_read(
+    ledger: Ledger, spool: Spool, tmp_path: Path
+) -> None:
+    """Strict parsing refuses only an unclosed quote and text after a closing one."""
+    path = tmp_path / "valid.csv"
+    path.write_bytes(
+        b'id,name,note\r\n1,"Smith, J","say ""hi"""\r\n2,"two\r\nlines",\r\n'
+        b'3,Smith "J",""\r\n"4",plain,"a,b"'
+    )
+    connector = CsvConnector(1, path)
+    result = connector.run(ledger, spool=spool)
+    assert (result.status, result.totals["records_created"]) == ("success", 4)
+    with ledger.engine.connect() as conn:
+        stored = dict(
+            conn.execute(select(source_records.c.external_id, source_records.c.payload)).all()
+        )
+    assert json.loads(stored["1"]) == {"id": "1", "name": "Smith, J", "note": 'say "hi"'}
+    assert json.loads(stored["2"])["name"] == "two\r\nlines"
+    assert json.loads(stored["3"]) == {"id": "3", "name": 'Smith "J"', "note": ""}
+    assert json.loads(stored["4"])["note"] == "a,b"

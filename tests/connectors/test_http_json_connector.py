@@ -5,6 +5,7 @@ header, and body links it was not told about: test_http_json_paging.py.)"""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from connectors import FetchError, HttpJsonConnector, Spool
+from connectors import Connector, FetchError, HttpJsonConnector, RunContext, Spool
 from ledger import ConfigurationError, Ledger
 from service.cli import cli
 from tests.connectors.support import finished
@@ -172,6 +173,68 @@ def test_http_json_secrets_never_reach_the_ledger(ledger: Ledger, tmp_path: Path
     assert "TOPSECRET" not in stored
     assert "pass-word" not in stored
     assert "api_key=***" in stored
+
+
+def unsendable_next(link: str) -> Any:
+    def route(_query: dict[str, str], _call: int) -> tuple[int, Any]:
+        return 200, {"items": [{"id": "c1"}], "next": link}
+
+    return route
+
+
+@pytest.mark.parametrize(
+    ("link", "secret", "problem"),
+    [
+        ("/ok?token=SEKRET9\u0001x", "SEKRET9", "U+0001 (a control character)"),
+        ("/ok?api_key=SEKRET8 x", "SEKRET8", "U+0020 SPACE"),
+        ("/ok?x-api-key=SEKRET7\u00e9", "SEKRET7", "U+00E9 LATIN SMALL LETTER E WITH ACUTE"),
+    ],
+)
+def test_http_json_next_link_http_cannot_send_fails_at_once_its_secret_masked(
+    ledger: Ledger, db_url: str, tmp_path: Path, link: str, secret: str, problem: str
+) -> None:
+    """urllib's InvalidURL quotes the path raw: its text reached RunFinished's error_message
+    and error_details, stdout and the -v log unmasked, and the error was retried 3 times."""
+    with JsonServer({"/ctlnext": unsendable_next(link)}) as api:
+        result = CliRunner().invoke(
+            cli,
+            [
+                *("-v", "run", "http-json", "--db", db_url, "--url", f"{api.base}/ctlnext"),
+                *("--records-path", "items", "--next-path", "next", "--backoff", "0.01"),
+                *("--spool-dir", str(tmp_path / "spool")),
+            ],
+        )
+    assert result.exit_code == 1, result.output
+    stored = " ".join(event.payload for event in ledger.read_all())
+    for text in (result.stdout, result.stderr, stored):
+        assert secret not in text
+    assert "retrying" not in result.stderr  # the same URL fails the same way every time
+    payload = finished(ledger, ledger.head().last_run_id)
+    assert payload["error_message"].startswith(f"FetchError: {api.base}/ok?")
+    assert f"the URL holds {problem} at character" in payload["error_message"]
+    assert "which an HTTP request cannot carry: refused" in payload["error_message"]
+    assert "InvalidURL" not in payload["error_details"]["traceback"]
+
+
+def test_an_exception_of_any_connector_reaches_the_ledger_and_output_masked(
+    ledger: Ledger, spool: Spool
+) -> None:
+    """The one path from a connector's exception to the ledger, the log and the output."""
+
+    class Leaky(Connector):
+        name = "leaky"
+
+        def ingest(self, run: RunContext) -> None:
+            run.error("page failed: GET /x?sig=SIGVALUE1", {"url": "/x?access_key=AKVALUE2"})
+            raise ValueError("GET https://api.example.com/x?X-Amz-Signature=SIGVALUE3 failed")
+
+    outcome = Leaky(5).run_once(ledger, spool=spool)
+    stored = " ".join(event.payload for event in ledger.read_all())
+    shown = json.dumps(outcome.to_dict())
+    for secret in ("SIGVALUE1", "AKVALUE2", "SIGVALUE3"):
+        assert secret not in stored
+        assert secret not in shown
+    assert "X-Amz-Signature=***" in finished(ledger, outcome.result.run_id)["error_message"]
 
 
 @pytest.mark.parametrize(
