@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ledger import Ledger
+from ledger.text import quoted
 from projections import Projector
 from tests.service.conftest import api_client, auth
 from tests.support import free_port, stop_process
@@ -73,7 +74,9 @@ def test_odd_text_comes_back_exact_and_escaped_from_every_read(
     detail = client.get(f"/v1/runs/{failed}", headers=READ).json()
     assert detail["row"]["errorDetails"][HOSTILE] == [HOSTILE]
     timeline = client.get(f"/v1/runs/{stuck}/events", headers=READ).json()
-    assert timeline[-1]["summary"].startswith(HOSTILE[:12])  # the reason, as stored
+    # The reason, quoted as the tool quotes a writer's words beside its own (its invisible
+    # characters shown as escapes); the exact text is the event's own field.
+    assert timeline[-1]["summary"].startswith(quoted(HOSTILE) + " by operator:")
 
 
 def test_odd_text_in_problems_is_made_visible(client: TestClient) -> None:
