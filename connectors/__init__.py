@@ -5,7 +5,13 @@ from connectors.csv_connector import SAMPLE_CSV, SAMPLE_JSONL, CsvConnector
 from connectors.http_json import FetchError, HttpJsonConnector
 from connectors.records import RecordStore, UpsertCounts
 from connectors.refusal import RunClosedError
-from connectors.sdk import RunContext, RunNotStartedError, RunOutcome, RunResult
+from connectors.sdk import (
+    RunContext,
+    RunLeftOpenError,
+    RunNotStartedError,
+    RunOutcome,
+    RunResult,
+)
 from connectors.spool import (
     FlushResult,
     Spool,
@@ -26,6 +32,7 @@ __all__ = [
     "RecordStore",
     "RunClosedError",
     "RunContext",
+    "RunLeftOpenError",
     "RunNotStartedError",
     "RunOutcome",
     "RunResult",

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from connectors.refusal import RunClosedError
-from connectors.sdk import RunContext, RunOutcome, RunResult
-from ledger import Ledger
+from connectors.sdk import RunContext, RunLeftOpenError, RunOutcome, RunResult
+from ledger import Ledger, StorageError
 
 
 class Connector(ABC):
@@ -79,19 +79,29 @@ class Connector(ABC):
         or a KeyboardInterrupt or SystemExit (the run is recorded ``failed``, "interrupted"),
         is returned with the result, not raised; the caller decides what follows.
         ``on_started`` as for :meth:`record` (``ledger run --max-run-time`` starts its
-        watchdog there)."""
+        watchdog there). A run whose end neither the ledger nor the spool could record raises
+        :class:`RunLeftOpenError`, naming it."""
         context = self.context(ledger, trigger=trigger, **context_options)
         failure: BaseException | None
         try:
-            result, failure = self.record(context, on_started)
-        except (KeyboardInterrupt, SystemExit) as exc:
-            if context.result is None:  # stopped before the run started: no run to report
-                raise
-            if context.result.status is None:
-                # Stopped between start() and ingest (the signal came as the run opened): close
-                # it now with what stopped it, not later as "interpreter exit".
-                context.finish(exc)
-            result, failure = context.result, exc
+            try:
+                result, failure = self.record(context, on_started)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                if context.result is None:  # stopped before the run started: no run to report
+                    raise
+                if context.result.status is None:
+                    # Stopped between start() and ingest (the signal came as the run opened),
+                    # or while finish() recorded the run's end: close it now with what stopped
+                    # it (an outcome finish() decided already stands), not later as
+                    # "interpreter exit".
+                    context.finish(exc)
+                result, failure = context.result, exc
+        except StorageError as exc:
+            if context.result is None or context.result.status is not None:
+                raise  # not started (RunNotStartedError), or ended: nothing is left open
+            # Neither the ledger nor the spool could record the run's end: said with the run
+            # it leaves open, which the exit hook tries once more and the sweeper times out.
+            raise RunLeftOpenError(context.result.run_id, self.name, exc) from exc
         return RunOutcome(self.name, self.source_id, result, failure)
 
     def run(self, ledger: Ledger, *, trigger: str = "manual", **context_options: Any) -> RunResult:

@@ -132,6 +132,21 @@ class RunNotStartedError(StorageError):
     """The ledger could not record RunStarted, so the run did not start."""
 
 
+class RunLeftOpenError(StorageError):
+    """A started run whose end neither the ledger nor the spool could record: it stays open,
+    and the sweeper times it out once it is silent (``ledger sweep``). Raised from the
+    storage error that left it so (its ``__cause__``)."""
+
+    def __init__(self, run_id: int, connector_name: str, cause: StorageError) -> None:
+        super().__init__(
+            f"{cause}; run {run_id} of {connector_name} is left open (neither the ledger nor "
+            "the spool could record its end): `ledger sweep` times it out once it has been "
+            "silent for --older-than (60m by default)"
+        )
+        self.run_id = run_id
+        self.connector_name = connector_name
+
+
 # How a run the SDK recorded ended: its RunFinished's status, "closed" (another writer closed
 # it under the connector) or "timed_out" (``ledger run``'s watchdog timed it out, blocked).
 RunStatus = Literal[TerminalStatus, "closed", "timed_out"]
@@ -234,6 +249,12 @@ class RunContext:
         # What request_stop() asked this run to raise at its next report, or None.
         self._stop_request: Exception | None = None
         self._heartbeat: threading.Thread | None = None
+        # The kind of failure the heartbeats last logged (its exception's class), None while
+        # they succeed: a failing ledger and spool logged one traceback every heartbeat.
+        self._beat_failure: type[BaseException] | None = None
+        # The event_id of the run's RunStarted: stored with each event the run spools, so that
+        # a flush delivers it into this run only (run ids repeat across ledgers).
+        self._run_started_id: str | None = None
         self._finishing = False
         self._starting = False
         # Events built but not known to be stored (an append cut by KeyboardInterrupt may have
@@ -255,6 +276,12 @@ class RunContext:
     def closed(self) -> RunClosedError | None:
         """Why the ledger refuses this run's events for good, or None."""
         return self._closed
+
+    @property
+    def run_started_id(self) -> str | None:
+        """The ``event_id`` of the run's RunStarted (None before it started): what its spooled
+        events are delivered into, and no other run of the same id."""
+        return self._run_started_id
 
     @property
     def run_id(self) -> int:
@@ -326,6 +353,7 @@ class RunContext:
                         f"{why} ({exc})"
                     ) from exc
         self.result = RunResult(run_id=stored.run_id)
+        self._run_started_id = str(stored.event_id)
         self._last_position = stored.position
         self._last_emit = time.monotonic()
         RunContext._open.add(self)
@@ -354,8 +382,16 @@ class RunContext:
             self._finishing = True
         try:
             self._stop.set()
-            if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
-                self._heartbeat.join(timeout=HEARTBEAT_JOIN_TIMEOUT)
+            heartbeat = self._heartbeat
+            # Not one start() never started: a SIGTERM inside Thread.start() (its handler raises
+            # there) left a thread that join() refuses ("cannot join thread before it is
+            # started"), and the run stayed open. One started since sees _stop and ends.
+            if (
+                heartbeat is not None
+                and heartbeat is not threading.current_thread()
+                and heartbeat.is_alive()
+            ):
+                heartbeat.join(timeout=HEARTBEAT_JOIN_TIMEOUT)
             with self._lock:
                 self._take_pending()  # first, so its occurred_at comes first
                 finished = self._waiting_outcome()
@@ -586,10 +622,30 @@ class RunContext:
                 if heartbeat_if_empty and self._stop.is_set():
                     return
                 self._emit_pending(heartbeat_if_empty=heartbeat_if_empty)
+                if self._beat_failure is not None:
+                    self._beat_failure = None
+                    log.info("heartbeats of run %s recorded again", self.run_id)
         except RunClosedError:
             return  # logged once (its _stop is set); the connector is told at its next report
-        except Exception:  # the thread must outlive any one failure
-            log.exception("heartbeat of run %s failed", self.result and self.result.run_id)
+        except Exception as exc:  # the thread must outlive any one failure
+            self._log_beat_failure(exc)
+
+    def _log_beat_failure(self, exc: Exception) -> None:
+        """One line per kind of failure while heartbeats keep failing: the ledger and the spool
+        both unusable logged an ERROR and a traceback every heartbeat. A storage failure is the
+        environment's (its message says what), so no traceback; any other is a bug: one."""
+        if type(exc) is self._beat_failure:
+            return
+        self._beat_failure = type(exc)
+        run_id = self.result and self.result.run_id
+        if isinstance(exc, StorageError):
+            log.error(
+                "heartbeat of run %s failed: %s (not logged again while it fails so)",
+                run_id,
+                visible(str(exc)),
+            )
+        else:
+            log.exception("heartbeat of run %s failed (not logged again while it fails so)", run_id)
 
     def _send(self, events: list[EventModel]) -> None:
         """Append, or spool if the ledger is unreachable; older spooled events go first."""
@@ -613,7 +669,7 @@ class RunContext:
             # succeed. It was retried by every report, heartbeat, finish() and the exit hook,
             # a traceback each, and the connector's own exception was replaced by it.
             raise self._refused(events, exc) from exc
-        self.spool.put(events)
+        self.spool.put(events, self._run_started_id)
         assert self.result is not None
         self.result.spooled = True
 
@@ -946,8 +1002,17 @@ def _close_runs_left_open() -> None:
     for context in list(RunContext._open):
         try:
             context.finish(SystemExit("interpreter exit with the run still open"))
-        except Exception:  # an exit hook must not raise; the run stays open for the sweeper
-            log.exception("could not close run %s at exit", context.result)
+        except Exception as exc:  # an exit hook must not raise; the run stays open for the sweeper
+            run = f"run {context.result and context.result.run_id} of {context.connector_name}"
+            if isinstance(exc, StorageError):  # the environment's: its message says what
+                log.error(
+                    "could not close %s at exit: %s; it stays open until `ledger sweep` times "
+                    "it out",
+                    run,
+                    visible(str(exc)),
+                )
+            else:
+                log.exception("could not close %s at exit", run)
 
 
 @dataclass(frozen=True)
@@ -958,6 +1023,12 @@ class RunOutcome:
     source_id: int
     result: RunResult
     failure: BaseException | None
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a signal (SIGTERM, Ctrl-C: a SystemExit or KeyboardInterrupt) stopped it,
+        whatever status the run is recorded with."""
+        return isinstance(self.failure, KeyboardInterrupt | SystemExit)
 
     def to_dict(self) -> dict[str, Any]:
         """The run as JSON: its id, connector, status, totals, errors, and the failure."""
@@ -972,6 +1043,13 @@ class RunOutcome:
         }
         if self.failure is not None:
             summary["error"] = describe_failure(self.failure)
+            if self.stopped and self.result.status != "failed":
+                # Stopped while finish() recorded an outcome it had decided: that outcome is the
+                # run's, and the error says so rather than contradict the status.
+                summary["error"] += (
+                    f" while the run's end was being recorded: the run is recorded "
+                    f"{self.result.status}"
+                )
         elif self.result.error_message is not None:
             summary["error"] = self.result.error_message
         return summary
@@ -980,6 +1058,7 @@ class RunOutcome:
 __all__ = [
     "PROGRESS_FIELDS",
     "RunContext",
+    "RunLeftOpenError",
     "RunNotStartedError",
     "RunOutcome",
     "RunResult",

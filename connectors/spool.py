@@ -21,7 +21,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger import EventModel, Ledger, LedgerError, StorageError, ValidationError, parse_event
+from ledger import (
+    EventModel,
+    Ledger,
+    LedgerError,
+    RecordedEvent,
+    StorageError,
+    ValidationError,
+    parse_event,
+)
 from ledger.clock import isoformat_utc, utcnow
 from ledger.mapper import canonical_json, event_to_wire
 from ledger.private import create_private_file, make_private_folder
@@ -39,7 +47,8 @@ CREATE TABLE IF NOT EXISTS spooled (
     run_id INTEGER,
     type TEXT NOT NULL,
     body TEXT NOT NULL,
-    spooled_at TEXT NOT NULL
+    spooled_at TEXT NOT NULL,
+    run_started_id TEXT
 );
 CREATE TABLE IF NOT EXISTS rejected (
     seq INTEGER PRIMARY KEY,
@@ -52,13 +61,21 @@ CREATE TABLE IF NOT EXISTS rejected (
     reason TEXT NOT NULL
 );
 """
+# Added to ``spooled`` by this release (a spool file an earlier one made lacks it): the
+# ``event_id`` of the RunStarted of the run the row was written for, NULL if unknown. Not added
+# to ``rejected``, whose rows earlier releases insert positionally: a row set aside because its
+# run is not the ledger's names both RunStarted ids in its reason.
+_RUN_STARTED_COLUMN = "ALTER TABLE spooled ADD COLUMN run_started_id TEXT"
 
 
-# A spooled row as flush reads it: seq, event_id, run_id, type, body, spooled_at.
-SpooledRow = tuple[int, str, int | None, str, str, str]
+# A spooled row as flush reads it: seq, event_id, run_id, type, body, spooled_at,
+# run_started_id.
+SpooledRow = tuple[int, str, int | None, str, str, str, str | None]
 Delivered = tuple[int, int, int]  # (delivered, already there, rejected)
-# A row put into spooled: event_id, run_id, type, body, spooled_at.
-SpoolRowIn = tuple[str, int | None, str, str, str]
+# A row put into spooled: event_id, run_id, type, body, spooled_at, run_started_id.
+SpoolRowIn = tuple[str, int | None, str, str, str, str | None]
+# This ledger's RunStarted of each run id a flush looked up (None: no such run here).
+RunStarts = dict[int, RecordedEvent | None]
 
 
 @dataclass(frozen=True)
@@ -163,6 +180,7 @@ class Spool:
             conn.execute("PRAGMA synchronous=FULL")
             if not self._ready:
                 conn.executescript(_SCHEMA)
+                _add_run_started_column(conn)
                 self._ready = True
             conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
             try:
@@ -172,9 +190,12 @@ class Spool:
                 raise
             conn.execute("COMMIT")
 
-    def put(self, events: Sequence[EventModel]) -> None:
-        """Store events durably (committed and fsynced before returning)."""
-        rows = self._spooled_rows(events)
+    def put(self, events: Sequence[EventModel], run_started_id: str | None = None) -> None:
+        """Store events durably (committed and fsynced before returning). ``run_started_id``:
+        the ``event_id`` of their run's RunStarted (the SDK's events are of one run), so that
+        a flush delivers them into that run only, not into a run of another ledger that has
+        the same id; None: delivered unchecked."""
+        rows = self._spooled_rows(events, run_started_id)
         with self._connect(immediate=True) as conn:
             _insert_spooled(conn, rows)
         log.warning("spooled %d event(s) to %s", len(events), self.path)
@@ -203,7 +224,9 @@ class Spool:
         log.warning("set aside %d refused event(s) in %s", kept, self.path)
         return int(kept)
 
-    def _spooled_rows(self, events: Sequence[EventModel]) -> list[SpoolRowIn]:
+    def _spooled_rows(
+        self, events: Sequence[EventModel], run_started_id: str | None = None
+    ) -> list[SpoolRowIn]:
         """The events as rows of ``spooled``. An event that is not JSON, or whose text UTF-8
         cannot carry (a lone surrogate), is a :class:`SpoolError` like any spool failure:
         SQLite's driver raised UnicodeEncodeError, which escaped the SDK's handling of a spool
@@ -220,7 +243,7 @@ class Spool:
                     f"spool {self.path}: event {event.event_id} ({event.type} of run "
                     f"{event.run_id}) cannot be kept: {visible(str(exc))}"
                 ) from None
-            rows.append((str(event.event_id), event.run_id, event.type, body, now))
+            rows.append((str(event.event_id), event.run_id, event.type, body, now, run_started_id))
         return rows
 
     def has_pending(self) -> bool:
@@ -275,19 +298,20 @@ class Spool:
             # so a flush ends however fast others put.
             last = conn.execute("SELECT MAX(seq) FROM spooled").fetchone()[0] or 0
         outage = False
+        starts: RunStarts = {}  # this ledger's RunStarted of each run met, read once a flush
         while not outage:
             with self._connect(immediate=True) as conn:  # one page, one flusher; puts wait
                 # From the first row left: another flusher may have delivered the page after
                 # this one's last while this one waited for the lock.
                 chunk: list[SpooledRow] = conn.execute(
-                    "SELECT seq, event_id, run_id, type, body, spooled_at FROM spooled "
-                    "WHERE seq <= ? ORDER BY seq LIMIT ?",
+                    "SELECT seq, event_id, run_id, type, body, spooled_at, run_started_id "
+                    "FROM spooled WHERE seq <= ? ORDER BY seq LIMIT ?",
                     (last, batch_size),
                 ).fetchall()
                 if not chunk:
                     break
                 try:
-                    outcome = self._deliver(ledger, conn, chunk)
+                    outcome = self._deliver(ledger, conn, chunk, starts)
                 except _PageCutShort as cut:  # what it delivered is deleted at this COMMIT
                     outage = True
                     outcome = cut.done
@@ -313,26 +337,44 @@ class Spool:
         return FlushResult(delivered, duplicates, rejected, remaining)
 
     def _deliver(
-        self, ledger: Ledger, conn: sqlite3.Connection, rows: list[SpooledRow]
+        self, ledger: Ledger, conn: sqlite3.Connection, rows: list[SpooledRow], starts: RunStarts
     ) -> Delivered:
+        # This ledger's runs are looked up before anything is written: an outage meanwhile
+        # leaves the page as it was.
+        foreign = _foreign_rows(ledger, rows, starts)
+        for row in rows:
+            if row[0] in foreign:
+                _reject(conn, row, foreign[row[0]])
+        rows = [row for row in rows if row[0] not in foreign]
+        set_aside = len(foreign)
+        if not rows:
+            return 0, 0, set_aside
         try:
             # Parsed inside the try: an event spooled by an earlier release that today's rules
             # refuse (a name, say) is set aside as rejected, not left blocking those behind it.
-            events = [_parsed(body) for _, _, _, _, body, _ in rows]
+            events = [_parsed(row[4]) for row in rows]
             result = ledger.append(events)
-        except StorageError:
+        except StorageError as exc:
+            if set_aside:  # kept with the page's COMMIT, and counted
+                raise _PageCutShort((0, 0, set_aside)) from exc
             raise
         except LedgerError:
-            return self._deliver_one_by_one(ledger, conn, rows)
-        conn.executemany("DELETE FROM spooled WHERE seq = ?", [(seq,) for seq, *_ in rows])
-        return result.appended, result.duplicates, 0
+            try:
+                delivered, duplicates, rejected = self._deliver_one_by_one(ledger, conn, rows)
+            except _PageCutShort as cut:
+                done = cut.done
+                raise _PageCutShort((done[0], done[1], done[2] + set_aside)) from cut
+            return delivered, duplicates, rejected + set_aside
+        conn.executemany("DELETE FROM spooled WHERE seq = ?", [(row[0],) for row in rows])
+        return result.appended, result.duplicates, set_aside
 
     def _deliver_one_by_one(
         self, ledger: Ledger, conn: sqlite3.Connection, rows: list[SpooledRow]
     ) -> Delivered:
         """A batch was refused: find the events the ledger refuses for good, keep the rest."""
         delivered = duplicates = rejected = 0
-        for seq, event_id, run_id, event_type, body, spooled_at in rows:
+        for row in rows:
+            seq, event_id, run_id, event_type, body = row[:5]
             try:
                 result = ledger.append([_parsed(body)])
             except StorageError as exc:
@@ -347,24 +389,12 @@ class Spool:
                     run_id,
                     visible(str(exc)),
                 )
-                conn.execute(
-                    "INSERT OR IGNORE INTO rejected VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        seq,
-                        event_id,
-                        run_id,
-                        event_type,
-                        body,
-                        spooled_at,
-                        isoformat_utc(utcnow()),
-                        storable(str(exc)),
-                    ),
-                )
+                _reject(conn, row, str(exc))
                 rejected += 1
             else:
                 delivered += result.appended
                 duplicates += result.duplicates
-            conn.execute("DELETE FROM spooled WHERE seq = ?", (seq,))
+                conn.execute("DELETE FROM spooled WHERE seq = ?", (seq,))
         return delivered, duplicates, rejected
 
 
@@ -381,10 +411,84 @@ class _PageCutShort(Exception):
 def _insert_spooled(conn: sqlite3.Connection, rows: Sequence[SpoolRowIn]) -> None:
     """Rows into ``spooled`` in their order (``seq``); one already there is left as it is."""
     conn.executemany(
-        "INSERT OR IGNORE INTO spooled (event_id, run_id, type, body, spooled_at) "
-        "VALUES (?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO spooled (event_id, run_id, type, body, spooled_at, "
+        "run_started_id) VALUES (?, ?, ?, ?, ?, ?)",
         rows,
     )
+
+
+def _add_run_started_column(conn: sqlite3.Connection) -> None:
+    """Give a spool file an earlier release made the ``run_started_id`` column (its rows get
+    NULL: delivered unchecked, as that release would have). Two processes may both try: the
+    second's "duplicate column name" says it is there."""
+    try:
+        conn.execute(_RUN_STARTED_COLUMN)
+    except sqlite3.OperationalError as exc:
+        if "duplicate column name" not in str(exc):
+            raise
+
+
+def _reject(conn: sqlite3.Connection, row: SpooledRow, reason: str) -> None:
+    """Move a spooled row to ``rejected`` with the reason: kept, never delivered again."""
+    seq, event_id, run_id, event_type, body, spooled_at = row[:6]
+    conn.execute(
+        "INSERT OR IGNORE INTO rejected (seq, event_id, run_id, type, body, spooled_at, "
+        "rejected_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            seq,
+            event_id,
+            run_id,
+            event_type,
+            body,
+            spooled_at,
+            isoformat_utc(utcnow()),
+            storable(reason),
+        ),
+    )
+    conn.execute("DELETE FROM spooled WHERE seq = ?", (seq,))
+
+
+def _foreign_rows(ledger: Ledger, rows: list[SpooledRow], starts: RunStarts) -> dict[int, str]:
+    """The rows (by ``seq``) written for a run this ledger's run of that id is not, with why.
+
+    Run ids are the ledger's own: after a database restore, on a new ledger, or with staging
+    and production run from one folder (one ``./.ledger-spool``), run N of the ledger met is
+    another connector's, and its events were delivered onto it: foreign counts, and a
+    RunFinished of another connector closing it. A row that names the RunStarted of its run
+    goes only into the run that RunStarted opened; one that names none (an earlier release's)
+    is delivered unchecked."""
+    foreign: dict[int, str] = {}
+    for seq, event_id, run_id, event_type, _, _, written_for in rows:
+        if written_for is None or run_id is None:
+            continue
+        if run_id not in starts:
+            first = ledger.read_run(run_id, limit=1)
+            starts[run_id] = first[0] if first and first[0].type == "RunStarted" else None
+        here = starts[run_id]
+        if here is not None and str(here.event_id) == written_for:
+            continue
+        if here is None:
+            whose = "no run of that id is in this ledger"
+        else:
+            payload = here.payload_data
+            whose = (
+                f"run {run_id} here was started by RunStarted {here.event_id}, of "
+                f"{visible(str(payload.get('connector_name')))} (source "
+                f"{payload.get('source_id')})"
+            )
+        foreign[seq] = (
+            f"run {run_id} of this ledger is not the run these events were written for "
+            f"(RunStarted {written_for}; {whose}): spooled for another ledger, or one "
+            "restored from a backup"
+        )
+        log.error(
+            "spooled event %s (%s of run %s) set aside: %s",
+            event_id,
+            event_type,
+            run_id,
+            foreign[seq],
+        )
+    return foreign
 
 
 def _parsed(body: str) -> EventModel:

@@ -209,7 +209,9 @@ def execute_connector(
             if watchdog is not None:
                 watchdog.finished()  # once it began timing the run out, it ends the process
     click.echo(json.dumps(outcome.to_dict()))
-    if outcome.result.status != "success":
+    # A run stopped by SIGTERM or Ctrl-C exits 1 whatever it is recorded with: one stopped
+    # while finish() recorded its decided `success` exited 0, as if the signal never came.
+    if outcome.result.status != "success" or outcome.stopped:
         sys.exit(EXIT_PROBLEM)
 
 
