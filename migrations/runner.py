@@ -85,7 +85,7 @@ def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResul
     with one_migrate_at_a_time(ledger), ledger.transaction("migrate") as connection:
         before = current_revision(connection)
         if before != ScriptDirectory.from_config(alembic_config()).get_current_head():
-            _refuse_missing_privileges(ledger)
+            _refuse_missing_privileges(connection, ledger.url)
         tables_before = set(inspect(connection).get_table_names())
         try:
             command.upgrade(alembic_config(connection), "head")
@@ -108,20 +108,20 @@ def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResul
     return MigrationResult(before, after, moved)
 
 
-def _refuse_missing_privileges(ledger: Ledger) -> None:
+def _refuse_missing_privileges(connection: Connection, url: str) -> None:
     """Refuse, before any DDL, a migrate the user lacks a privilege for: on MySQL/MariaDB each
     DDL statement commits, so a migrate refused half-way would leave tables that writes could
-    use without the triggers that keep ``ledger_events`` append-only (DESIGN.md I1)."""
-    with ledger.connect("migrate privileges check") as conn:
-        missing = missing_migrate_privileges(conn)
-        if not missing:
-            return
-        user, database = conn.execute(text("SELECT CURRENT_USER(), DATABASE()")).one()
+    use without the triggers that keep ``ledger_events`` append-only (DESIGN.md I1). On the
+    migrate's own connection: an in-memory SQLite database has only the one."""
+    missing = missing_migrate_privileges(connection)
+    if not missing:
+        return
+    user, database = connection.execute(text("SELECT CURRENT_USER(), DATABASE()")).one()
     name, _, host = str(user).rpartition("@")
     grantee = visible(f"'{name}'@'{host}'")
     quoted = "`" + str(database).replace("`", "``") + "`"
     raise AccessDeniedError(
-        f"cannot migrate {mask_url(ledger.url)}: the user {grantee} lacks the "
+        f"cannot migrate {mask_url(url)}: the user {grantee} lacks the "
         f"{', '.join(missing)} privilege(s) on {quoted}, which `ledger migrate` needs (README: "
         '"Grants on MySQL/MariaDB"); nothing was changed. An administrator can grant them: '
         f"GRANT {', '.join(missing)} ON {quoted}.* TO {grantee}"
