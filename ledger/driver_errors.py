@@ -141,6 +141,17 @@ def row_lock_wait_timed_out(error: BaseException) -> bool:
     return cause is not None and _mysql_error_code(cause) == ER_LOCK_WAIT_TIMEOUT
 
 
+ER_TABLE_DEFINITION_CHANGING = 1684
+
+
+def table_being_altered(error: BaseException) -> bool:
+    """Whether ``error`` is MariaDB's 1684: a catalogue read (``DESCRIBE``) skipped a table
+    whose definition a concurrent DDL statement is changing (on a Galera cluster, a rebuild's
+    swap through another node): the table is there, mid-change."""
+    cause = _driver_error(error)
+    return cause is not None and _mysql_error_code(cause) == ER_TABLE_DEFINITION_CHANGING
+
+
 ER_QUERY_INTERRUPTED = 1317
 
 

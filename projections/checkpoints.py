@@ -9,10 +9,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, insert, inspect, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ledger.clock import format_utc_seconds, isoformat_utc, utcnow
 from ledger.dialects import clock_on, is_galera
+from ledger.driver_errors import table_being_altered
 from ledger.text import clip
 from projections.errors import CheckpointMovedError, PoisonEventError, ProjectionBusyError
 from projections.schema import INGESTION_RUNS, SHADOW, projection_checkpoints, projection_skips
@@ -188,7 +189,14 @@ def swapped_in(conn: Connection, rebuild_position: int | None) -> bool:
     """Whether a swap marked at ``rebuild_position`` renamed its tables in: the mark is set and
     the shadow tables are gone (a rebuild killed between its RENAME and the checkpoint's move).
     The live tables then hold ``rebuild_position``, whatever the checkpoint still says."""
-    return rebuild_position is not None and not inspect(conn).has_table(INGESTION_RUNS + SHADOW)
+    if rebuild_position is None:
+        return False
+    try:
+        return not inspect(conn).has_table(INGESTION_RUNS + SHADOW)
+    except DBAPIError as exc:
+        if not table_being_altered(exc):
+            raise
+        return False  # the shadow tables are there, a swap's RENAME under way on them
 
 
 def settled(conn: Connection, checkpoint: Checkpoint) -> Checkpoint:
