@@ -40,6 +40,7 @@ from ledger.dialects import (
     DEFAULT_IDLE_TRANSACTION_TIMEOUT_S,
     IDLE_TIMEOUT_INFO,
     SQLITE_BEGIN_OPTION,
+    causal_reads,
     is_mysql_backend,
 )
 from ledger.driver import COMMITTED_INFO, GALERA_INFO, DriverCursor
@@ -650,7 +651,11 @@ def current_revision(connection: Connection) -> str | None:
 def check_schema(engine: Engine, url: str) -> None:
     """Raise :class:`SchemaError` unless the database is at the revision this code needs
     (:data:`ledger.schema.SCHEMA_REVISION`)."""
-    with translate_errors(url, "schema check"), engine.connect() as connection:
+    with (
+        translate_errors(url, "schema check"),
+        engine.connect() as connection,
+        causal_reads(connection),
+    ):
         current = current_revision(connection)
     if current != SCHEMA_REVISION:
         # Revisions are numbered (0004_schedule_claims): a higher number is a newer run-ledger's,

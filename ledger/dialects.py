@@ -72,6 +72,24 @@ def is_galera(conn: Connection) -> bool:
     return bool(conn.connection.info.get(GALERA_INFO, False))
 
 
+@contextmanager
+def causal_reads(conn: Connection) -> Iterator[None]:
+    """Reads on ``conn`` see every transaction the database committed before them. On a
+    Galera node that means waiting until the node has applied them (``wsrep_sync_wait`` 1 for
+    SELECT and 8 for SHOW, DESCRIBE among them: Alembic asks whether a table exists so):
+    the node a migration ran through does not wait for the others to apply its DDL, so a
+    schema check through another node just after ``ledger migrate`` could read the old
+    revision. One server, or SQLite, already reads so: nothing is sent."""
+    if not is_galera(conn):
+        yield
+        return
+    conn.exec_driver_sql("SET SESSION wsrep_sync_wait = 9")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("SET SESSION wsrep_sync_wait = DEFAULT")  # the server's setting
+
+
 def is_mysql_backend(backend: str) -> bool:
     """``backend`` (a URL's backend name) is MySQL or MariaDB."""
     return backend in ("mysql", "mariadb")

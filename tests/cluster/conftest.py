@@ -70,11 +70,29 @@ def no_process_outlives_its_test() -> None:
     starts it again; the cluster fixture and ``support.writers`` stop their own processes."""
 
 
+def caught_up_with_the_migration(
+    cluster: Cluster, database: str, table: str = "rebuild_claims"
+) -> None:
+    """Each node has applied the migration made through node 1. Galera orders DDL on every
+    node (TOI) but node 1 does not wait for the others to apply it: on a busy machine a test's
+    first statement through node 2 found no ``rebuild_claims`` table (CI, 2026-12-06). A read
+    with ``wsrep_sync_wait`` waits until its node has applied everything committed before it."""
+    for node in cluster.nodes:
+        conn = node.connect(database=database)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SET SESSION wsrep_sync_wait = 1")
+                cursor.execute(f"SELECT COUNT(*) FROM {table}")
+        finally:
+            conn.close()
+
+
 @pytest.fixture
 def cluster_ledger(galera_cluster: Cluster) -> Iterator[ClusterLedger]:
     database = f"ledger_cluster_{uuid.uuid4().hex[:10]}"
     url = support.create_mysql_database(galera_cluster.url(1, "mysql"), database)
     support.migrate(url)
+    caught_up_with_the_migration(galera_cluster, database)
     try:
         yield ClusterLedger(galera_cluster, database)
     finally:

@@ -8,9 +8,11 @@ duplicated, positions are gapless, and every node verifies to the same head.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections import Counter
 
@@ -20,8 +22,8 @@ from forensics.triggers import check_triggers
 from ledger import Ledger
 from ledger.driver import GALERA_INFO, DriverCursor
 from tests import support
-from tests.cluster.conftest import ClusterLedger
-from tests.cluster.galera import Cluster
+from tests.cluster.conftest import ClusterLedger, caught_up_with_the_migration
+from tests.cluster.galera import Cluster, Node, wait_until
 from tests.cluster.support import REPO, node_state, reports, writers
 
 EVENTS = 60
@@ -106,3 +108,63 @@ def test_migrate_through_node_2_reaches_every_node(galera_cluster: Cluster) -> N
                 ledger.close()
     finally:
         support.drop_mysql_database(url)
+
+
+def test_a_schema_check_through_a_lagging_node_waits_for_the_migration(
+    galera_cluster: Cluster,
+) -> None:
+    """Node 1 does not wait for the other nodes to apply a migration's DDL: a ``serve`` or
+    ``api`` started through node 3 just after ``ledger migrate`` through node 1 read the old
+    revision and refused ("run `ledger migrate`"). Node 3 paused (desynced under a global read
+    lock, as a backup pauses it) while the migration runs: its schema check waits for it."""
+    database = f"ledger_lag_{uuid.uuid4().hex[:8]}"
+    url = support.create_mysql_database(galera_cluster.url(1, "mysql"), database)
+    lagging = galera_cluster.node(3)
+    caught_up_with_the_migration(galera_cluster, database, table="information_schema.TABLES")
+    ledger = Ledger.from_url(lagging.url(database))
+    outcome: list[BaseException | None] = []
+
+    def check() -> None:
+        try:
+            ledger.check_schema()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    checker = threading.Thread(target=check, daemon=True)
+    paused = lagging.connect(as_root=True)
+    try:
+        with paused.cursor() as cursor:
+            cursor.execute("SET SESSION wsrep_sync_wait = 0")
+            cursor.execute("SET GLOBAL wsrep_desync = ON")
+            cursor.execute("FLUSH TABLES WITH READ LOCK")
+        support.migrate(url)  # through node 1
+        checker.start()
+        wait_until(
+            lambda: bool(outcome) or reading_the_revision(lagging, database),
+            30,
+            "node 3's schema check to start reading",
+        )
+    finally:
+        with paused.cursor() as cursor:
+            cursor.execute("UNLOCK TABLES")
+            cursor.execute("SET GLOBAL wsrep_desync = OFF")
+        paused.close()
+    try:
+        checker.join(timeout=60)
+        assert outcome == [None], outcome
+    finally:
+        ledger.close()
+        support.drop_mysql_database(url)
+
+
+def reading_the_revision(node: Node, database: str) -> bool:
+    """A session of ``node`` is running the schema check's read of ``alembic_version``."""
+    conn = node.connect(as_root=True)
+    with contextlib.closing(conn), conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s AND INFO LIKE %s",
+            (database, "%alembic_version%"),
+        )
+        row = cursor.fetchone()
+    return row is not None and row[0] > 0
