@@ -169,6 +169,39 @@ def test_an_append_behind_a_held_lock_waits_once_not_three_times(
     assert not again, again
 
 
+def test_every_pooled_connection_in_use_is_busy_not_a_database_error(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every connection of the API's pool held (by other requests, here by the test) past the
+    bound: the database answered, the server was busy: 503 database-busy and a WARNING, as a
+    lock wait. It was 503 database-error, "the database failed to answer", and an ERROR line
+    per request ("QueuePool limit of size 5 overflow 10 reached, connection timed out")."""
+    caplog.set_level(logging.INFO, logger="service.api")
+    with api_client(db_url, database_timeout=f"{TIMEOUT_S}s") as client:
+        until_ok(lambda: client.get("/readyz", headers=auth("reader")))
+        engine = client.app.state.api.ledger.engine  # type: ignore[attr-defined]
+        held = []
+        try:
+            while engine.pool.checkedout() < engine.pool.size() + engine.pool._max_overflow:
+                held.append(engine.connect())
+            answer, took = timed(lambda: client.get("/readyz", headers=auth("reader")))
+        finally:
+            for conn in held:
+                conn.close()
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["type"] == "urn:run-ledger:problem:database-busy"
+        assert "connection" in answer.json()["detail"]
+        assert int(answer.headers["retry-after"]) > 0
+        assert took < ANSWERED_WITHIN_S, f"answered after {took:.1f} s"
+        until_ok(lambda: client.get("/readyz", headers=auth("reader")))
+        client.app.state.api.close()  # type: ignore[attr-defined]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors
+    assert any(
+        "QueuePool limit" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+    )
+
+
 @contextmanager
 def head_lock_held(backend: str, db_url: str) -> Iterator[None]:
     """Another session holding the ``ledger_head`` row lock (SQLite: the write lock)."""
