@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Dialect, Engine, select, update
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
+from sqlalchemy.pool import QueuePool, StaticPool
 
 from ledger import reads
 from ledger.appender import Appender, AppendRequest, LostBeforeWriting
@@ -172,6 +173,17 @@ class Ledger:
     def database_kind(self) -> str:
         """``sqlite``, ``mysql`` or ``mariadb`` (:func:`ledger.dialects.database_kind`)."""
         return database_kind(self.engine)
+
+    @property
+    def connection_limit(self) -> int | None:
+        """The most connections the engine's pool holds at once (SQLAlchemy's default: 5 kept
+        and 10 more for a while), 1 for an in-memory SQLite database's one connection; None
+        when the pool sets no limit."""
+        pool = self.engine.pool
+        if isinstance(pool, QueuePool):
+            overflow = pool._max_overflow  # no public accessor; -1: no limit
+            return None if overflow < 0 else pool.size() + overflow
+        return 1 if isinstance(pool, StaticPool) else None
 
     @property
     def is_sqlite(self) -> bool:

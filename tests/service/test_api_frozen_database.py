@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -20,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from service.config import ApiConfig
 from tests.reliability.fault_proxy import FaultProxy
+from tests.service import support
 from tests.service.conftest import api_client, auth
 
 TIMEOUT_S = 2
@@ -200,6 +203,43 @@ def test_every_pooled_connection_in_use_is_busy_not_a_database_error(
     assert any(
         "QueuePool limit" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
     )
+
+
+def test_appends_behind_a_held_lock_leave_reads_their_threads(backend: str, db_url: str) -> None:
+    """Many appends while another session holds the head lock: at most the write slots wait
+    on the database, the rest wait for a slot (holding no worker thread) and are answered
+    503 database-busy within ``database_timeout``, while /v1/status, /readyz and /metrics
+    answer at once. Every append took a worker thread, so reads queued behind them: with 150
+    appends, GET /v1/status took 28 s, and appends up to 30 s with a 5 s bound."""
+    bound_s = 6
+    with api_client(db_url, database_timeout=f"{bound_s}s") as client:
+        until_ok(lambda: started(client))
+        slots = client.app.state.api.write_slots  # type: ignore[attr-defined]
+        total = int(slots.total_tokens)
+        appends = 45 + total  # more than anyio's 40 worker threads besides the slots
+        with head_lock_held(backend, db_url), ThreadPoolExecutor(appends) as pool:
+            answers = [pool.submit(started, client) for _ in range(appends)]
+            # Every append in the server: the slots taken, the rest waiting for one.
+            support.wait_for(
+                lambda: (
+                    slots.statistics().borrowed_tokens == total
+                    and slots.statistics().tasks_waiting == appends - total
+                ),
+                timeout=30,
+            )
+            for path in ("/v1/status", "/readyz", "/metrics", "/v1/runs"):
+                answer, took = timed(lambda p=path: client.get(p, headers=auth("reader")))
+                assert answer.status_code == 200, (path, answer.text)
+                assert took < bound_s / 2, f"{path} answered after {took:.1f} s"
+            refused = [future.result(timeout=60) for future in answers]
+        kinds = Counter((r.status_code, r.json().get("type", "")[-13:]) for r in refused)
+        assert kinds == {(503, "database-busy"): appends}, kinds
+        assert all(int(r.headers["retry-after"]) > 0 for r in refused)
+        # The ones that got no slot within the bound say so; the rest met the lock itself.
+        no_slot = [r for r in refused if "writes this server runs at once" in r.json()["detail"]]
+        assert len(no_slot) >= appends - 2 * total, len(no_slot)
+        until_ok(lambda: started(client))
+        client.app.state.api.close()  # type: ignore[attr-defined]
 
 
 @contextmanager
