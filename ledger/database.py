@@ -319,6 +319,7 @@ def _sqlite_engine(
     if in_memory:
         # One shared connection, or every checkout would see its own empty database.
         options.setdefault("poolclass", _ExclusiveStaticPool)
+        options.pop("pool_timeout", None)  # a StaticPool has no checkout wait to bound
     engine = create_engine(
         url,
         connect_args={"timeout": sqlite_busy_timeout_ms / 1000, "check_same_thread": False},

@@ -97,12 +97,13 @@ def is_mysql_backend(backend: str) -> bool:
 
 def wait_bound_options(url: str, seconds: int) -> dict[str, int]:
     """The engine options that bound a wait on the database ``url`` names to ``seconds``:
-    MySQL's pool checkout (its driver's own timeouts are set in the URL,
-    :func:`ledger.database.with_timeouts`), SQLite's busy timeout. Raises what ``make_url``
-    raises for a URL that does not parse."""
+    the pool's checkout (SQLAlchemy's 30 s otherwise: every connection in use is "busy" in
+    seconds), MySQL's driver timeouts being set in the URL
+    (:func:`ledger.database.with_timeouts`), and SQLite's busy timeout. Raises what
+    ``make_url`` raises for a URL that does not parse."""
     if is_mysql_backend(make_url(url).get_backend_name()):
         return {"pool_timeout": seconds}
-    return {"sqlite_busy_timeout_ms": seconds * 1000}
+    return {"sqlite_busy_timeout_ms": seconds * 1000, "pool_timeout": seconds}
 
 
 def exact_text(column: ColumnElement[str], bind: Bound) -> ColumnElement[Any]:

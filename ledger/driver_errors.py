@@ -3,8 +3,9 @@
 :func:`translate_errors` turns SQLAlchemy's and the drivers' errors into the ledger's tree, the
 URL's password masked, with what the error number says: a database that is not there, the
 environment (unreachable, access denied), a value the database refused. The predicates here
-(:func:`database_unreachable`, :func:`is_transaction_conflict`, :func:`is_broken_trigger_load`,
-:func:`is_refused_value`) are what callers that wait, retry or isolate a row ask.
+(:func:`database_unreachable`, :func:`database_busy`, :func:`is_transaction_conflict`,
+:func:`is_broken_trigger_load`, :func:`is_refused_value`) are what callers that wait, retry or
+isolate a row ask.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.exc import (
     OperationalError,
     SQLAlchemyError,
 )
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from ledger.dialects import (
     is_missing_table,
@@ -131,6 +133,25 @@ def lock_wait_exceeded(error: BaseException) -> bool:
     return isinstance(cause, OperationalError) and any(
         text in str(cause.orig) for text in _SQLITE_LOCKED
     )
+
+
+def pool_exhausted(error: BaseException) -> bool:
+    """Whether ``error`` is (or was raised from) SQLAlchemy's pool timeout: every connection
+    of the engine's pool stayed in use for as long as a caller waits for one. The database
+    answered; this process was busy."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, PoolTimeoutError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def database_busy(error: BaseException) -> bool:
+    """Whether ``error`` says the database is up and busy: a lock held elsewhere past this
+    session's wait (:func:`lock_wait_exceeded`), or no pooled connection free within the
+    pool's wait (:func:`pool_exhausted`). Retrying later may well succeed; not an outage."""
+    return lock_wait_exceeded(error) or pool_exhausted(error)
 
 
 def row_lock_wait_timed_out(error: BaseException) -> bool:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Dialect, Engine, select, update
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
+from sqlalchemy.pool import QueuePool, StaticPool
 
 from ledger import reads
 from ledger.appender import Appender, AppendRequest, LostBeforeWriting
@@ -83,6 +84,9 @@ FLUSH_LOCK_WAIT_S = 5
 # sessions at the defaults, or one under an idle bound up to three lock waits long. Nothing of
 # the attempt is committed (the failed statement was its first write or a read before it, and
 # the transaction is rolled back), and a retry is idempotent anyway (I3).
+# A ledger with a wait bound (the API's, ``wait_bound_s``) waits for a lock once: its caller
+# promised an answer within the bound (README: a 503 within ``database_timeout``), and three
+# waits of a second less than the bound took three times that.
 MAX_LOCK_WAITS = 3
 FLUSH_ATTEMPTS = 3  # a FLUSH that Galera interrupted is run again, up to this many times
 
@@ -98,11 +102,22 @@ class Ledger:
     ledger's own tables inside such a connection goes through :mod:`ledger.reads`.
     """
 
-    def __init__(self, engine: Engine, url: str | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        url: str | None = None,
+        clock: Clock | None = None,
+        *,
+        wait_bound_s: int | None = None,
+    ) -> None:
         """``clock``: where the ledger's time comes from. None (the default, unless
         :func:`ledger.clock.use_clock` set another) is the database server's clock: one clock
-        for every writer, whatever their hosts' clocks say (SQLite runs on this machine's)."""
+        for every writer, whatever their hosts' clocks say (SQLite runs on this machine's).
+
+        ``wait_bound_s``: the bound the engine's waits were given (:meth:`from_url`); an
+        append's lock waits and retries then stay within it too."""
         self.engine = engine
+        self.wait_bound_s = wait_bound_s
         self.url = url or engine.url.render_as_string(hide_password=False)
         self.own_clock: Clock | None = clock if clock is not None else default_clock()
         # Appends run again after losing to another transaction (see MAX_CONFLICT_ATTEMPTS):
@@ -137,7 +152,8 @@ class Ledger:
                 engine_url = with_timeouts(url, wait_bound_s)  # a SQLite URL as it is
                 for option, value in wait_bound_options(url, wait_bound_s).items():
                     engine_options.setdefault(option, value)
-        return cls(create_ledger_engine(engine_url, create=create, **engine_options), url, clock)
+        engine = create_ledger_engine(engine_url, create=create, **engine_options)
+        return cls(engine, url, clock, wait_bound_s=wait_bound_s)
 
     def __repr__(self) -> str:
         return f"Ledger({mask_url(self.url)!r})"
@@ -157,6 +173,17 @@ class Ledger:
     def database_kind(self) -> str:
         """``sqlite``, ``mysql`` or ``mariadb`` (:func:`ledger.dialects.database_kind`)."""
         return database_kind(self.engine)
+
+    @property
+    def connection_limit(self) -> int | None:
+        """The most connections the engine's pool holds at once (SQLAlchemy's default: 5 kept
+        and 10 more for a while), 1 for an in-memory SQLite database's one connection; None
+        when the pool sets no limit."""
+        pool = self.engine.pool
+        if isinstance(pool, QueuePool):
+            overflow = pool._max_overflow  # no public accessor; -1: no limit
+            return None if overflow < 0 else pool.size() + overflow
+        return 1 if isinstance(pool, StaticPool) else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -291,11 +318,18 @@ class Ledger:
         and reads the stored event ids again, exactly as the retry after a lost COMMIT reply
         does: were an attempt's COMMIT to have landed after all, the next one finds its events
         stored and appends nothing (I3). Bounded by :data:`MAX_CONFLICT_ATTEMPTS` and
-        :data:`CONFLICT_RETRY_BUDGET_S`, with jittered backoff (:func:`conflict_pause`)."""
+        :data:`CONFLICT_RETRY_BUDGET_S`, with jittered backoff (:func:`conflict_pause`).
+
+        With a wait bound (:attr:`wait_bound_s`, the API's ``database_timeout``): one lock
+        wait, and no retry starts once the bound has passed, so that the caller's answer (a
+        503 ``database-busy``) comes within it, not after three lock waits."""
         started = time.monotonic()
         attempt = 1
         reloads = 0
         lock_waits = 1
+        bound = self.wait_bound_s
+        most_lock_waits = MAX_LOCK_WAITS if bound is None else 1
+        budget = CONFLICT_RETRY_BUDGET_S if bound is None else min(bound, CONFLICT_RETRY_BUDGET_S)
         while True:
             try:
                 return self._append_with_backstop(request)
@@ -308,7 +342,7 @@ class Ledger:
                     if (
                         reloads >= MAX_TRIGGER_RELOADS
                         or attempt >= MAX_CONFLICT_ATTEMPTS
-                        or time.monotonic() - started > CONFLICT_RETRY_BUDGET_S
+                        or time.monotonic() - started > budget
                     ):
                         raise
                     self._reload_table_triggers(exc)
@@ -316,22 +350,19 @@ class Ledger:
                     attempt += 1
                     time.sleep(conflict_pause(attempt))
                     continue
-                if row_lock_wait_timed_out(exc) and lock_waits < MAX_LOCK_WAITS:
+                if row_lock_wait_timed_out(exc) and lock_waits < most_lock_waits:
                     lock_waits += 1
                     log.warning(
                         "append waited innodb_lock_wait_timeout for a lock held by another "
                         "session (a session of a lost host, ended by the server after its idle "
                         "bound?); waiting again (%d of %d)",
                         lock_waits,
-                        MAX_LOCK_WAITS,
+                        most_lock_waits,
                     )
                     continue
                 if not is_transaction_conflict(exc):
                     raise
-                if (
-                    attempt >= MAX_CONFLICT_ATTEMPTS
-                    or time.monotonic() - started > CONFLICT_RETRY_BUDGET_S
-                ):
+                if attempt >= MAX_CONFLICT_ATTEMPTS or time.monotonic() - started > budget:
                     log.warning(
                         "append still lost to other transactions after %d attempt(s) in "
                         "%.1fs; giving up: %s",

@@ -10,6 +10,7 @@ Request bodies are held to ``[api] max_body_bytes`` while they are read, before 
 import threading
 from typing import Annotated, Any
 
+import anyio
 from fastapi import FastAPI, Query, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -29,7 +30,7 @@ from service.api.openapi import add_docs_routes, openapi_document, problem_respo
 from service.api.params import FlagQuery
 from service.api.runs import add_run_routes
 from service.api.shapes import LedgerJSON
-from service.api.state import ApiState
+from service.api.state import ApiState, write_slots_for
 from service.config import LedgerConfig
 from service.metrics import LedgerCollector, collect_figures, scrape_url
 from service.status import status_report
@@ -46,14 +47,16 @@ def _api_ledger(config: LedgerConfig) -> Ledger:
 def create_app(config: LedgerConfig) -> FastAPI:
     """The API over ``config.database_url`` with ``config.api``'s tokens and limits."""
     tokens = Tokens(config.api)  # first: a token refused opens no database
+    ledger = _api_ledger(config)
     state = ApiState(
         config=config,
-        ledger=_api_ledger(config),
+        ledger=ledger,
         scrape_ledger=Ledger.from_url(scrape_url(config.database_url), create=False),
         tokens=tokens,
         spool=Spool(config.spool.dir),
         expensive_slots=threading.BoundedSemaphore(config.api.max_expensive),
         auth_failures=auth_failures_of(config),
+        write_slots=anyio.CapacityLimiter(write_slots_for(ledger)),
     )
     app = FastAPI(
         title="run-ledger",

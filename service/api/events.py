@@ -5,7 +5,6 @@ from io import BytesIO
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from ledger.events import MAX_RUN_ID, operators_act
 from ledger.text import visible
@@ -73,7 +72,7 @@ def add_event_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
             _refuse_operators_acts(batch, caller)
             return append_lines(state.ledger, batch, expected_version, caller.connectors).to_dict()
 
-        return await run_in_threadpool(append)
+        return await state.write(append)
 
 
 def _refuse_operators_acts(batch: LineBatch, caller: Caller) -> None:

@@ -30,7 +30,7 @@ from ledger import (
     UnknownRunError,
     ValidationError,
 )
-from ledger.driver_errors import database_unreachable, lock_wait_exceeded
+from ledger.driver_errors import database_busy, database_unreachable, pool_exhausted
 from ledger.outage import Outage
 from ledger.text import visible, visible_lines
 from ledger.urls import mask_secrets
@@ -221,17 +221,12 @@ def _storage_problem(error: StorageError, text: str, outage: Outage | None) -> A
             f"which revision); nothing was written: retry in {RETRY_AFTER_SCHEMA} s",
             headers={"Retry-After": str(RETRY_AFTER_SCHEMA)},
         )
-    if lock_wait_exceeded(error):  # up and busy: not an outage
+    if database_busy(error):  # up and busy: not an outage
         log.warning("busy: %s", text)
-        return ApiProblem(
-            503,
-            "database-busy",
-            "Database busy",
-            "another writer held the ledger's lock longer than this request may wait "
-            f"([api] database_timeout); nothing of it was written: retry in "
-            f"{RETRY_AFTER_UNREACHABLE} s (an append retried with the same body is not "
-            "appended twice)",
-            headers={"Retry-After": str(RETRY_AFTER_UNREACHABLE)},
+        return database_busy_problem(
+            "every database connection of this server stayed in use"
+            if pool_exhausted(error)
+            else "another writer held the ledger's lock"
         )
     if database_unreachable(error):
         _note(outage, text)
@@ -253,6 +248,20 @@ def _storage_problem(error: StorageError, text: str, outage: Outage | None) -> A
         "Database error",
         "the database failed to answer this request (the server's log says why): retry in "
         f"{RETRY_AFTER_UNREACHABLE} s",
+        headers={"Retry-After": str(RETRY_AFTER_UNREACHABLE)},
+    )
+
+
+def database_busy_problem(what: str) -> ApiProblem:
+    """503 ``database-busy``: ``what`` lasted longer than this request may wait (``[api]
+    database_timeout``); nothing of it was written."""
+    return ApiProblem(
+        503,
+        "database-busy",
+        "Database busy",
+        f"{what} longer than this request may wait ([api] database_timeout); nothing of it "
+        f"was written: retry in {RETRY_AFTER_UNREACHABLE} s (an append retried with the same "
+        "body is not appended twice)",
         headers={"Retry-After": str(RETRY_AFTER_UNREACHABLE)},
     )
 
@@ -283,4 +292,11 @@ def _located(error: LedgerError) -> dict[str, Any]:
     return {"errors": located}
 
 
-__all__ = ["PROBLEM_JSON", "ApiProblem", "encoded_body_problem", "message", "problem_for"]
+__all__ = [
+    "PROBLEM_JSON",
+    "ApiProblem",
+    "database_busy_problem",
+    "encoded_body_problem",
+    "message",
+    "problem_for",
+]

@@ -160,7 +160,7 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         responses=problem_responses(400, 404, 408, 409, 413, 415),
         openapi_extra={"requestBody": FAIL_BODY},
     )
-    def fail(
+    async def fail(
         caller: Annotated[Caller, operate_scope],
         run_id: RunIdPath,
         # A dependency after the token's, not a body parameter: FastAPI parses a body
@@ -170,10 +170,14 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         """Appends RunTimedOut with ``detected_by=operator:TOKEN-NAME`` (``ledger runs
         fail``); a closed run is refused (409)."""
         actor = operator_actor(caller.name)  # as the CLI records --actor
-        require_current_schema(state.ledger)
-        position = fail_run(
-            state.ledger, run_id, request.reason, actor, connectors=caller.connectors
-        )
+
+        def fail_it() -> int:
+            require_current_schema(state.ledger)
+            return fail_run(
+                state.ledger, run_id, request.reason, actor, connectors=caller.connectors
+            )
+
+        position = await state.write(fail_it)  # a write slot, as an append takes
         return {"run_id": run_id, "position": position, "actor": actor, "reason": request.reason}
 
 

@@ -1,24 +1,42 @@
 """``ApiState``: what every endpoint of one app shares (the config, the ledgers, the tokens,
-the spool, the slots for expensive requests, the outage log)."""
+the spool, the slots for expensive requests and for writes, the outage log)."""
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+import anyio
+from starlette.concurrency import run_in_threadpool
 
 from connectors import Spool
 from ledger import Ledger
 from ledger.outage import Outage
 from service.api.auth import Tokens
 from service.api.limits import AuthFailures
-from service.api.problems import ApiProblem, expensive_slot
+from service.api.problems import ApiProblem, database_busy_problem, expensive_slot
 from service.config import LedgerConfig
+
+log = logging.getLogger("service.api")
+
+T = TypeVar("T")
 
 # How long a passed schema check stands for the writes after it: one query per 5 s rather than
 # one per write (0.5 ms on SQLite, 2 ms on MariaDB, measured) while a migration or an edit of
 # alembic_version is still noticed within seconds.
 SCHEMA_RECHECK_S = 5.0
+
+
+def write_slots_for(ledger: Ledger) -> int:
+    """How many writes (appends, runs failed by hand) run at once: a third of the ledger's pool
+    (5 of SQLAlchemy's default 5 + 10). Writes take the head lock one at a time, so more in
+    flight would only wait on it, each holding a worker thread and a connection; this way
+    reads keep two thirds of the connections, and all but these of the worker threads, while
+    a lock held elsewhere blocks every write."""
+    limit = ledger.connection_limit
+    return 5 if limit is None else max(1, limit // 3)
 
 
 def require_current_schema(ledger: Ledger) -> None:
@@ -38,6 +56,7 @@ class ApiState:
     spool: Spool
     expensive_slots: threading.BoundedSemaphore
     auth_failures: AuthFailures
+    write_slots: anyio.CapacityLimiter  # see write_slots_for
     # The database unreachable: one WARNING as it starts, one INFO as a request gets through
     # again, not a line per request answered 503 (the web view's pages share it).
     outage: Outage = field(
@@ -56,6 +75,29 @@ class ApiState:
             self.expensive_slots, what, self.config.api.max_expensive, _too_many_requests
         ):
             yield
+
+    async def write(self, work: Callable[[], T]) -> T:
+        """``work()`` (an append, a run failed by hand) in a worker thread, holding one of the
+        write slots. A write that gets none within ``[api] database_timeout`` (the writes
+        before it all waiting on a lock held elsewhere) is 503 ``database-busy``: it waited
+        on the event loop, holding no thread, and never waits longer."""
+        try:
+            with anyio.fail_after(self.config.api.database_timeout.total_seconds()):
+                await self.write_slots.acquire()
+        except TimeoutError:
+            slots = int(self.write_slots.total_tokens)
+            log.warning(
+                "busy: all %d write slots stayed taken for [api] database_timeout "
+                "(the writes in them waiting on the database)",
+                slots,
+            )
+            raise database_busy_problem(
+                f"the {slots} writes this server runs at once were all waiting on the database"
+            ) from None
+        try:
+            return await run_in_threadpool(work)
+        finally:
+            self.write_slots.release()
 
     def close(self) -> None:
         self.ledger.close()

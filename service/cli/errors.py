@@ -24,7 +24,7 @@ from ledger import (
     UnusableUrlError,
     ValidationError,
 )
-from ledger.driver_errors import is_transaction_conflict
+from ledger.driver_errors import database_busy, is_transaction_conflict
 from ledger.text import visible, visible_lines
 from ledger.urls import (
     DATABASE_URL_ENV,
@@ -89,7 +89,8 @@ def exit_code_for(error: LedgerError) -> int:
     """0 done, 1 a check found a problem (or a statement failed), 2 the caller's mistake
     (bad input, an unknown run, an unknown or unnamed database), 3 the environment (the
     database unreachable, credentials or permission refused, a transaction that kept losing
-    to others past its retries)."""
+    to others past its retries, the database busy: a lock or every pooled connection held
+    past the wait)."""
     if isinstance(error, StoredEventError):  # the ledger's history, not the caller's input
         return EXIT_PROBLEM
     if isinstance(error, _CALLERS_MISTAKES):
@@ -104,6 +105,10 @@ def exit_code_for(error: LedgerError) -> int:
         # A storage error raised from another (the SDK's "run not started: the ledger is
         # unreachable") is what its cause is.
         return exit_code_for(error.__cause__)
+    if isinstance(error, StorageError) and database_busy(error):
+        # A lock held elsewhere, or no pooled connection free, past the wait: the database is
+        # up and busy, the environment's failure, which may pass (not a problem a check found).
+        return EXIT_ENVIRONMENT
     if isinstance(error, StorageError) and is_transaction_conflict(error):
         # Still losing to other transactions once the bounded retries ran out (a Galera
         # cluster's DDL or writes through other nodes): the environment's, which may pass;

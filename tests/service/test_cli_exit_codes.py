@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from ledger import Ledger
+from ledger import Ledger, StorageError
 from service.cli import cli
-from service.cli.errors import EXIT_ENVIRONMENT, EXIT_USAGE
+from service.cli.errors import EXIT_ENVIRONMENT, EXIT_USAGE, exit_code_for
 from tests import support
 from tests.support import as_another_user
 
@@ -259,3 +260,33 @@ def test_a_read_only_copy_says_how_to_read_it() -> None:
     assert "immutable=1&uri=true" in output
     assert read_code == 0, read_output
     assert runs_code == 0
+
+
+def test_a_busy_database_is_the_environment(backend: str, db_url: str) -> None:
+    """The database up and busy (no pooled connection free within the pool's wait; on MariaDB
+    also a lock held elsewhere past the lock wait) exits 3, the environment's failure, which
+    may pass, as a transaction that kept losing to others does: it was exit 1, "a check found
+    a problem"."""
+    ledger = Ledger.from_url(db_url, create=False, pool_size=1, max_overflow=0, pool_timeout=1)
+    try:
+        with ledger.engine.connect(), pytest.raises(StorageError) as exhausted:
+            ledger.check_schema()
+    finally:
+        ledger.close()
+    assert "QueuePool limit" in str(exhausted.value)
+    assert exit_code_for(exhausted.value) == EXIT_ENVIRONMENT
+    if backend != "mysql":  # SQLite's CLI waits its 30 s busy timeout: the pool half suffices
+        return
+    bounded = make_url(db_url).update_query_dict({"lock_wait_timeout": "1"})
+    url = bounded.render_as_string(hide_password=False)
+    holder = create_engine(db_url)
+    try:
+        with holder.connect() as conn:
+            conn.execute(text("SELECT * FROM ledger_head FOR UPDATE"))
+            result = run("append", str(SAMPLE), "--db", url)
+            conn.rollback()
+    finally:
+        holder.dispose()
+    assert result.exit_code == EXIT_ENVIRONMENT, result.output
+    assert "Lock wait timeout" in result.output
+    assert "Traceback" not in result.output
