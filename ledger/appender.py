@@ -360,9 +360,10 @@ class Appender:
 
 # Writes sent in one round trip carry at most this much text (each event's payload, plus
 # _ROW_CHARS for its other columns, its share of the run and head rows and the SQL): escaped
-# and encoded (at worst 8 bytes a character) it stays within the 1 MiB the oldest supported
-# servers accept in one packet (max_allowed_packet); a bigger batch goes statement by statement
-# (PyMySQL's executemany splits its INSERT at 1 MB).
+# and encoded (at worst 8 bytes a character) it stays within 1 MiB, well inside the
+# max_allowed_packet the ledger needs (ledger.batch_checks.MIN_SERVER_PACKET_BYTES); a bigger
+# batch goes statement by statement (PyMySQL's executemany splits its INSERT at about 1 MB of
+# escaped text, or sends one large row alone).
 _TOGETHER_MAX_CHARS = 128_000
 _ROW_CHARS = 1_000
 

@@ -20,9 +20,16 @@ from ledger.text import clip
 # An occurred_at further ahead of the ledger's clock than this is refused (I10 clock skew guard):
 # a run "alive in the future" could never be detected as stuck.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
-# One event's payload at most: far above any real run report, far below MySQL's packet limit, so
-# both databases accept or refuse the same events.
+# One event's payload at most: far above any real run report.
 MAX_PAYLOAD_BYTES = 1024 * 1024
+# The smallest max_allowed_packet (a MySQL/MariaDB server setting, the largest statement it
+# takes) under which both databases accept the same events: one that is large goes to the
+# server in a statement of its own, its text escaped by the driver (a backslash or a quote
+# doubles), and the projection writes its errorDetails as ASCII-only JSON (a 2-byte character
+# becomes \uXXXX: 7 bytes once escaped), 3.5 times the payload at worst, plus the row's other
+# columns. Below it, a large event is refused by the server (1153) where SQLite stores it.
+# MariaDB's default is 16 MiB, MySQL 8's 64 MiB.
+MIN_SERVER_PACKET_BYTES = 4 * 1024 * 1024
 # How much of a driver's message a refused payload's problem quotes.
 _MAX_DETAIL_CHARS = 120
 

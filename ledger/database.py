@@ -36,15 +36,18 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import PoolResetState, StaticPool
 
+from ledger.batch_checks import MIN_SERVER_PACKET_BYTES
 from ledger.dialects import (
     DEFAULT_IDLE_TRANSACTION_TIMEOUT_S,
     IDLE_TIMEOUT_INFO,
+    SERVER_SETTINGS_QUERY,
     SQLITE_BEGIN_OPTION,
     causal_reads,
     is_mysql_backend,
+    logs_statements,
 )
 from ledger.driver import COMMITTED_INFO, GALERA_INFO, DriverCursor
-from ledger.driver_errors import translate_errors
+from ledger.driver_errors import BINLOG_FORMAT_REMEDY, note_packet_limit, translate_errors
 from ledger.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -461,7 +464,7 @@ def _mysql_engine(url: str, **options: Any) -> Engine:
     event.listen(engine, "do_connect", _allow_multi_statements)
     event.listen(engine, "do_connect", _OptionsRefused(url))
     event.listen(engine, "connect", _IdleBound(idle))
-    event.listen(engine, "connect", _note_galera)
+    event.listen(engine, "connect", _ServerSettings(url))
     event.listen(engine, "reset", _end_open_transaction)
     if not options["pool_pre_ping"]:
         pinger = _PingWhenIdle()
@@ -470,16 +473,71 @@ def _mysql_engine(url: str, **options: Any) -> Engine:
     return engine
 
 
-def _note_galera(dbapi_connection: Any, record: Any) -> None:
-    """Mark a connection to a Galera node (:data:`ledger.driver.GALERA_INFO`): the append
-    sends it one statement per round trip (``DriverCursor.together_is_safe``)."""
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("SHOW VARIABLES LIKE 'wsrep_on'")
-        row = cursor.fetchone()
-    finally:
-        cursor.close()
-    record.info[GALERA_INFO] = row is not None and str(row[1]).upper() == "ON"
+# SET SESSION binlog_format needs BINLOG ADMIN (MariaDB 10.5.2+) or SUPER: without it, 1227.
+ER_SPECIFIC_ACCESS_DENIED = 1227
+
+
+class _ServerSettings:
+    """The "connect" hook that reads, in one round trip, what the ledger must know of the
+    server (:data:`ledger.dialects.SERVER_SETTINGS_QUERY`):
+
+    * whether it is a node of a Galera cluster (:data:`ledger.driver.GALERA_INFO`): the append
+      sends it one statement per round trip (``DriverCursor.together_is_safe``);
+    * whether it logs statements (``binlog_format=STATEMENT`` with the binary log on): InnoDB
+      refuses that for READ COMMITTED transactions (1665), so the session logs rows instead,
+      when its user may set that (BINLOG ADMIN or SUPER); otherwise its writes fail, naming
+      the setting, and ``ledger migrate`` refuses before any DDL;
+    * its ``max_allowed_packet``, which a refused statement's 1153 does not say, noted for that
+      message and warned about (once per engine) when below what the ledger needs.
+
+    Run as the connection opens, before any statement that could begin a transaction (the
+    binlog format of a session cannot change inside one).
+    """
+
+    # What was logged already, and for which database: once per process, not per engine.
+    told: set[tuple[str, str]] = set()
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(self, dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(SERVER_SETTINGS_QUERY)
+            settings = {str(name).lower(): str(value) for name, value in cursor.fetchall()}
+            record.info[GALERA_INFO] = settings.get("wsrep_on", "").upper() == "ON"
+            self._check_packet(settings.get("max_allowed_packet", ""))
+            if logs_statements(settings):
+                try:
+                    cursor.execute("SET SESSION binlog_format = 'ROW'")
+                except pymysql.err.MySQLError as exc:
+                    if not exc.args or exc.args[0] != ER_SPECIFIC_ACCESS_DENIED:
+                        raise
+                    # Reads still work; a write fails naming the setting.
+                    self._once("binlog", logging.INFO, "%s", BINLOG_FORMAT_REMEDY)
+        finally:
+            cursor.close()
+
+    def _check_packet(self, value: str) -> None:
+        if not value.isdigit():
+            return
+        note_packet_limit(self.url, int(value))
+        if int(value) < MIN_SERVER_PACKET_BYTES:
+            self._once(
+                "packet",
+                logging.WARNING,
+                "the server's max_allowed_packet is %s bytes, below the %s run-ledger needs "
+                '(max_allowed_packet=%dM; README: "MariaDB server settings"): a large event '
+                "it accepts may be refused by the server",
+                f"{int(value):,}",
+                f"{MIN_SERVER_PACKET_BYTES:,}",
+                MIN_SERVER_PACKET_BYTES // (1024 * 1024),
+            )
+
+    def _once(self, what: str, level: int, message: str, *args: object) -> None:
+        if (what, self.url) not in self.told:
+            self.told.add((what, self.url))
+            log.log(level, message, *args)
 
 
 def _allow_multi_statements(

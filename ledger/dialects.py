@@ -90,6 +90,36 @@ def causal_reads(conn: Connection) -> Iterator[None]:
         conn.exec_driver_sql("SET SESSION wsrep_sync_wait = DEFAULT")  # the server's setting
 
 
+# What a MySQL/MariaDB session's binary logging is (MySQL has no wsrep_on: SHOW, not SELECT).
+SERVER_SETTINGS_QUERY = (
+    "SHOW VARIABLES WHERE Variable_name IN "
+    "('wsrep_on', 'log_bin', 'sql_log_bin', 'binlog_format', 'max_allowed_packet')"
+)
+
+
+def logs_statements(settings: dict[str, str]) -> bool:
+    """Whether a MySQL/MariaDB session with these settings (:data:`SERVER_SETTINGS_QUERY`'s
+    rows, names in lower case) writes the binary log by statement: InnoDB then refuses every
+    write of a READ COMMITTED transaction, the ledger's (1665)."""
+
+    def on(name: str) -> bool:
+        return settings.get(name, "").upper() in ("ON", "1")
+
+    return (
+        on("log_bin")
+        and on("sql_log_bin")
+        and settings.get("binlog_format", "").upper() == "STATEMENT"
+    )
+
+
+def session_logs_statements(conn: Connection) -> bool:
+    """:func:`logs_statements` of ``conn``'s session as it is now (False on SQLite)."""
+    if is_sqlite(conn):
+        return False
+    rows = conn.exec_driver_sql(SERVER_SETTINGS_QUERY).all()
+    return logs_statements({str(name).lower(): str(value) for name, value in rows})
+
+
 def is_mysql_backend(backend: str) -> bool:
     """``backend`` (a URL's backend name) is MySQL or MariaDB."""
     return backend in ("mysql", "mariadb")

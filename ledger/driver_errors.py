@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pymysql
+import pymysql.converters
+import pymysql.cursors
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -26,6 +28,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from ledger.batch_checks import MIN_SERVER_PACKET_BYTES
 from ledger.dialects import (
     is_missing_table,
 )
@@ -35,6 +38,7 @@ from ledger.errors import (
     DatabaseNotFoundError,
     DatabaseUnreachableError,
     SchemaError,
+    ServerSettingError,
     StorageError,
 )
 from ledger.output_files import wrong_file_path
@@ -69,7 +73,10 @@ def translate_errors(url: str, action: str) -> Iterator[None]:
             raise ConstraintError(message) from exc
         kind = _storage_error(url, exc)
         raise kind(
-            message + _sqlite_open_hint(url, exc, kind) + _unknown_database_hint(url, exc)
+            message
+            + _sqlite_open_hint(url, exc, kind)
+            + _unknown_database_hint(url, exc)
+            + _server_setting_hint(url, exc)
         ) from exc
     except OSError as exc:  # e.g. a TLS file named in the URL that does not exist
         # A file this user may not open (the rebuild's lock beside a SQLite database, a TLS
@@ -225,12 +232,16 @@ def _storage_error(url: str, error: SQLAlchemyError) -> type[StorageError]:
     cause = _driver_error(error)
     code = _mysql_error_code(cause)
     if code is not None:
+        if packet_refused(url, error):
+            return ServerSettingError
         if database_unreachable(error):
             return DatabaseUnreachableError
         if code in _ACCESS_DENIED:
             return AccessDeniedError
         if code in _NO_SUCH_DATABASE:
             return DatabaseNotFoundError
+        if code in _SERVER_SETTINGS:
+            return ServerSettingError
         return StorageError
     detail = str(cause.orig) if cause is not None else ""
     if _SQLITE_NOT_A_DATABASE in detail:  # a wrong path: some other file
@@ -288,6 +299,112 @@ def _unknown_database_hint(url: str, error: SQLAlchemyError) -> str:
     return f"; check its name, or create it first: CREATE DATABASE {quoted} CHARACTER SET utf8mb4"
 
 
+# The server's settings that refuse the ledger's writes whatever they hold (a retry, or other
+# input, fails the same way): statement-based binary logging, which InnoDB cannot do for the
+# READ COMMITTED transactions every session runs (1665), and a statement larger than the
+# server's max_allowed_packet (1153; the server then closes the connection).
+ER_BINLOG_STATEMENT_MODE = 1665
+ER_NET_PACKET_TOO_LARGE = 1153
+_SERVER_SETTINGS = frozenset({ER_BINLOG_STATEMENT_MODE, ER_NET_PACKET_TOO_LARGE})
+BINLOG_FORMAT_REMEDY = (
+    "the server logs statements (binlog_format=STATEMENT), which InnoDB refuses for the READ "
+    "COMMITTED transactions of run-ledger: set binlog_format=ROW (or MIXED) on the server, or "
+    "grant this user BINLOG ADMIN (SUPER before MariaDB 10.5.2) so that run-ledger sets ROW "
+    'for its own sessions (README: "MariaDB server settings")'
+)
+# The max_allowed_packet of each server (host, port) as this process's last connection to it
+# read it (ledger.database notes it at connect): the server's 1153 does not say it, and it
+# closes the connection that could ask.
+_PACKET_LIMITS: dict[tuple[str | None, int | None], int] = {}
+
+
+def note_packet_limit(url: str, value: int) -> None:
+    """Remember the server's ``max_allowed_packet`` for a later 1153 to name."""
+    parsed = make_url(url)
+    _PACKET_LIMITS[(parsed.host, parsed.port)] = value
+
+
+def packet_limit_remedy(current: int | None) -> str:
+    """What a server whose max_allowed_packet is ``current`` (None: not known) is told."""
+    now = "" if current is None else f" (it is {current:,} bytes)"
+    return (
+        f"the server's max_allowed_packet{now} is too small for this statement: run-ledger "
+        f"needs at least {MIN_SERVER_PACKET_BYTES:,} bytes "
+        f"(max_allowed_packet={MIN_SERVER_PACKET_BYTES // (1024 * 1024)}M; MariaDB's default "
+        "is 16M) to store and project any event it accepts; nothing of this statement was "
+        'written (README: "MariaDB server settings")'
+    )
+
+
+def _packet_limit(url: str) -> int | None:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    return _PACKET_LIMITS.get((parsed.host, parsed.port))
+
+
+# The server refuses a statement over its max_allowed_packet (1153) and closes the connection:
+# the driver, still writing the statement, most often finds the connection reset (2006) or lost
+# (2013) before it can read the 1153.
+_CONNECTION_LOST = frozenset({2006, 2013})
+_DRIVER_SPLIT_BYTES = pymysql.cursors.Cursor.max_stmt_length  # executemany's INSERT, at most
+
+
+def packet_refused(url: str, error: BaseException) -> bool:
+    """Whether ``error`` is the server refusing a statement larger than its max_allowed_packet:
+    its 1153, or a connection lost while sending a statement larger than the limit the server
+    said at connect (:func:`note_packet_limit`). The rollback that follows fails too, on the
+    closed connection, and its error hides the statement's: both are looked at."""
+    cause = _driver_error(error)
+    if _mysql_error_code(cause) == ER_NET_PACKET_TOO_LARGE:
+        return True
+    limit = _packet_limit(url)
+    seen = 0
+    while cause is not None and limit is not None and seen < 3:
+        if _mysql_error_code(cause) not in _CONNECTION_LOST:
+            return False
+        if _statement_bytes(cause) > limit:
+            return True
+        context = cause.__context__
+        cause = context if isinstance(context, DBAPIError) else None
+        seen += 1
+    return False
+
+
+def _statement_bytes(error: DBAPIError) -> int:
+    """About how many bytes the failed statement took on the wire: its text and each value as
+    the driver escapes it (an INSERT of many rows split as the driver's executemany splits it)."""
+
+    def literal_bytes(value: object) -> int:
+        try:
+            text = pymysql.converters.escape_item(value, "utf8mb4")
+        except Exception:  # a value the driver would have refused itself: roughly its text
+            text = str(value)
+        return len(str(text).encode("utf-8", "surrogatepass"))
+
+    def row_bytes(row: object) -> int:
+        values = list(row.values()) if isinstance(row, dict) else row
+        if not isinstance(values, list | tuple):
+            return 0
+        return sum(literal_bytes(value) for value in values)
+
+    statement = len(str(error.statement or "").encode("utf-8", "surrogatepass"))
+    if not error.ismulti:
+        return statement + row_bytes(error.params)
+    rows = [row_bytes(row) for row in error.params or ()]
+    return statement + max([*rows, min(sum(rows), _DRIVER_SPLIT_BYTES)], default=0)
+
+
+def _server_setting_hint(url: str, error: SQLAlchemyError) -> str:
+    """What the server's 1665 and 1153 do not say: which setting, and what to do."""
+    if _mysql_error_code(_driver_error(error)) == ER_BINLOG_STATEMENT_MODE:
+        return f"; {BINLOG_FORMAT_REMEDY}"
+    if packet_refused(url, error):
+        return f"; {packet_limit_remedy(_packet_limit(url))}"
+    return ""
+
+
 def _driver_error(error: BaseException) -> DBAPIError | None:
     """SQLAlchemy's wrapper of the driver error behind ``error`` (itself, or a cause of it)."""
     cause: BaseException | None = error
@@ -340,6 +457,7 @@ _ENVIRONMENT_CODES = frozenset(
         1142,  # command denied (a grant is missing)
         1143,  # column command denied
         1146,  # table does not exist (schema not migrated)
+        1153,  # a statement over the server's max_allowed_packet
         1180,  # error during commit
         1181,  # error during rollback
         1205,  # lock wait timeout
@@ -347,6 +465,7 @@ _ENVIRONMENT_CODES = frozenset(
         1226,  # user resource limit
         1290,  # server running in read-only mode
         1317,  # query interrupted
+        1665,  # binlog_format=STATEMENT, which InnoDB refuses at READ COMMITTED
         1836,  # running in read-only mode
         1927,  # connection killed
         1969,  # max_statement_time exceeded

@@ -203,6 +203,12 @@ class DatabaseUnreachableError(StorageError):
     connection, too busy): the environment's failure, which may pass by itself."""
 
 
+class ServerSettingError(StorageError):
+    """The MySQL/MariaDB server is configured in a way the ledger cannot write under (its
+    ``binlog_format``, its ``max_allowed_packet``): the environment's failure, which no retry
+    and no change of input can pass; the message names the setting and what the ledger needs."""
+
+
 class AccessDeniedError(StorageError):
     """The database refused the credentials, or the permission to open or write it (a grant
     missing, a SQLite file or folder this user may not use): the environment's failure."""

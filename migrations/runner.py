@@ -26,7 +26,15 @@ from sqlalchemy.engine import make_url
 
 from ledger import Ledger
 from ledger.database import current_revision
-from ledger.errors import AccessDeniedError, DatabaseNotFoundError, LedgerError, SchemaError
+from ledger.dialects import session_logs_statements
+from ledger.driver_errors import BINLOG_FORMAT_REMEDY
+from ledger.errors import (
+    AccessDeniedError,
+    DatabaseNotFoundError,
+    LedgerError,
+    SchemaError,
+    ServerSettingError,
+)
 from ledger.schema import LEGACY_TABLE
 from ledger.store import as_ledger
 from ledger.text import visible
@@ -85,6 +93,7 @@ def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResul
     with one_migrate_at_a_time(ledger), ledger.transaction("migrate") as connection:
         before = current_revision(connection)
         if before != ScriptDirectory.from_config(alembic_config()).get_current_head():
+            _refuse_statement_logging(connection, ledger.url)
             _refuse_missing_privileges(connection, ledger.url)
         tables_before = set(inspect(connection).get_table_names())
         try:
@@ -106,6 +115,17 @@ def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResul
             )
     log.info("schema at %s (was %s)", after, before or "empty")
     return MigrationResult(before, after, moved)
+
+
+def _refuse_statement_logging(connection: Connection, url: str) -> None:
+    """Refuse, before any DDL, a migrate whose session logs statements (a server's
+    ``binlog_format=STATEMENT`` its user may not set to ROW for itself): its first row, and
+    every write after, would be refused (1665), leaving tables without their triggers and head
+    row, as a missing privilege would."""
+    if session_logs_statements(connection):
+        raise ServerSettingError(
+            f"cannot migrate {mask_url(url)}: {BINLOG_FORMAT_REMEDY}; nothing was changed"
+        )
 
 
 def _refuse_missing_privileges(connection: Connection, url: str) -> None:

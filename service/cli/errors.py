@@ -18,6 +18,7 @@ from ledger import (
     DatabaseUnreachableError,
     LedgerError,
     OutputFileError,
+    ServerSettingError,
     StorageError,
     StoredEventError,
     StreamError,
@@ -96,7 +97,12 @@ def exit_code_for(error: LedgerError) -> int:
     if isinstance(error, _CALLERS_MISTAKES):
         return EXIT_USAGE
     if isinstance(
-        error, DatabaseUnreachableError | AccessDeniedError | SpoolAccessError | OutputFileError
+        error,
+        DatabaseUnreachableError
+        | AccessDeniedError
+        | ServerSettingError
+        | SpoolAccessError
+        | OutputFileError,
     ):
         # A spool folder or file this user may not open, like a SQLite ledger file: it was a
         # PermissionError traceback, exit 1. An output file on a full disk, as stdout is.
