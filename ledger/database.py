@@ -535,8 +535,11 @@ class _ServerSettings:
             )
 
     def _once(self, what: str, level: int, message: str, *args: object) -> None:
-        if (what, self.url) not in self.told:
-            self.told.add((what, self.url))
+        # By server and database, not by URL: one process's engines differ in their timeouts.
+        parsed = make_url(self.url)
+        key = (what, f"{parsed.host}:{parsed.port}/{parsed.database}")
+        if key not in self.told:
+            self.told.add(key)
             log.log(level, message, *args)
 
 

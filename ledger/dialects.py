@@ -86,8 +86,14 @@ def causal_reads(conn: Connection) -> Iterator[None]:
     conn.exec_driver_sql("SET SESSION wsrep_sync_wait = 9")
     try:
         yield
-    finally:
-        conn.exec_driver_sql("SET SESSION wsrep_sync_wait = DEFAULT")  # the server's setting
+    except BaseException:
+        # A connection lost mid-read (a node gone) cannot be reset: the reset's own error
+        # (SQLAlchemy's "invalid transaction") would hide the one that says what happened.
+        if not conn.invalidated:
+            with suppress(SQLAlchemyError):
+                conn.exec_driver_sql("SET SESSION wsrep_sync_wait = DEFAULT")
+        raise
+    conn.exec_driver_sql("SET SESSION wsrep_sync_wait = DEFAULT")  # the server's setting
 
 
 # What a MySQL/MariaDB session's binary logging is (MySQL has no wsrep_on: SHOW, not SELECT).

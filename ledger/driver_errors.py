@@ -97,6 +97,8 @@ def database_unreachable(error: BaseException) -> bool:
     """Whether a :class:`StorageError` means the MySQL server could not be reached or talked
     to (worth waiting for), rather than refused what was asked (credentials, a database that
     does not exist, SQL): the first kind may pass by itself, the second will not."""
+    if isinstance(error, ServerSettingError):  # a lost connection after an oversized statement
+        return False
     code = _mysql_error_code(_driver_error(error))
     return code is not None and (2000 <= code < 2100 or code in _SERVER_UNAVAILABLE)
 

@@ -25,10 +25,13 @@ from pathlib import Path
 import pymysql
 import pytest
 from click.testing import CliRunner
+from sqlalchemy.exc import OperationalError
 
-from ledger import EventModel, Ledger, RunFinished, fail_run
+from ledger import EventModel, Ledger, RunFinished, ServerSettingError, fail_run
 from ledger.batch_checks import MAX_PAYLOAD_BYTES, MIN_SERVER_PACKET_BYTES, event_problems
+from ledger.driver_errors import database_unreachable, note_packet_limit, translate_errors
 from projections import Projector
+from service.api.problems import problem_for
 from service.cli import cli
 from tests import support
 
@@ -332,3 +335,24 @@ def test_a_statement_over_max_allowed_packet_is_the_environment_naming_it(
         ledger.close()
     code, output = run_cli("append", str(source), "--db", url)
     assert code == 0, output  # at the documented minimum, the same file appends
+
+
+def test_an_oversized_statement_the_server_hung_up_on_is_not_an_outage() -> None:
+    """The server often closes the connection on a statement over its max_allowed_packet
+    (2006 "gone away", not 1153). The ledger names the setting; the API and serve must not
+    then take it for an outage to wait out (503 ``database-unreachable``, Retry-After, the
+    outage log; serve's start retrying): no retry can pass it."""
+    url = "mysql+pymysql://root@127.0.0.1:19999/x"
+    note_packet_limit(url, 1024 * 1024)
+    hung_up = OperationalError(
+        "INSERT INTO ledger_events (payload) VALUES (%(p)s)",
+        {"p": "\\" * 600_000},
+        pymysql.err.OperationalError(2006, "MySQL server has gone away"),
+    )
+    with pytest.raises(ServerSettingError) as raised, translate_errors(url, "append"):
+        raise hung_up
+    assert "max_allowed_packet" in str(raised.value)
+    assert not database_unreachable(raised.value)
+    problem = problem_for(raised.value)
+    assert problem.status == 503
+    assert problem.slug == "database-error"  # the server's log names the setting
