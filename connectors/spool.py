@@ -6,7 +6,9 @@ acknowledged fact survives a crash of the connector. :meth:`Spool.flush` deliver
 the order it was spooled; delivery is idempotent by ``event_id`` (I3), so a flush interrupted
 after the ledger committed, or two flushers at once, never duplicate anything. An event the
 ledger refuses for good (a stream rule, an invalid event) is moved to a ``rejected`` table with
-the reason, never dropped, and ``ledger spool status`` shows it.
+the reason, never dropped, and ``ledger spool status`` shows it. An event dated ahead of the
+ledger's clock (its clock stepped back since) is not refused for good: it waits, with those
+behind it, for a flush once the clock has caught up.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger import (
+    AheadOfClockError,
     EventModel,
     Ledger,
     LedgerError,
@@ -381,6 +384,18 @@ class Spool:
                 if delivered or duplicates or rejected:
                     raise _PageCutShort((delivered, duplicates, rejected)) from exc
                 raise
+            except AheadOfClockError as exc:
+                # Not refused for good: the ledger's clock stepped back since the fact was
+                # spooled (or this host's clock ran ahead), and the clock will reach it. It and
+                # those behind it wait, in order, for a later flush.
+                log.warning(
+                    "spooled event %s (%s of run %s) kept in the spool for a later flush: %s",
+                    event_id,
+                    event_type,
+                    run_id,
+                    visible(str(exc)),
+                )
+                raise _PageCutShort((delivered, duplicates, rejected)) from exc
             except LedgerError as exc:
                 log.error(
                     "spooled event %s (%s of run %s) refused by the ledger: %s",

@@ -36,6 +36,9 @@ class TimelineEntry:
     recorded_late: bool  # recorded well after it occurred (spooled, imported)
     silence_before: timedelta | None  # how long the run said nothing before this event
     summary: str
+    # It occurred before the run's RunStarted did: accepted (a spool or a writer with a skewed
+    # clock must not lose facts), but a timeline that runs backwards is for the auditor to see.
+    before_start: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as JSON: the event's place and times (UTC), what it did, the flags."""
@@ -52,6 +55,7 @@ class TimelineEntry:
             "hash_ok": self.hash_ok,
             "late": self.late,
             "recorded_late": self.recorded_late,
+            "before_start": self.before_start,
             "silence_before_seconds": None
             if self.silence_before is None
             else int(self.silence_before.total_seconds()),
@@ -71,6 +75,7 @@ class AuditState:
 
     row: Row | None = None
     last_at: datetime | None = None
+    started_at: datetime | None = None  # the RunStarted's occurred_at
 
     @property
     def status(self) -> str | None:
@@ -139,13 +144,15 @@ def state_before(
             raise ValidationError(f"position {position} is not an event of run {run_id}")
         last_at = latest_occurred_at(conn, run_id, version)
         row: Row | None = None
+        started_at: datetime | None = None
         after_version = 0
         while True:
             events = run_status_events(conn, run_id, after_version, version, batch_size)
             for event in events:
                 row, _ = _apply(row, event)
+                started_at = _started_at(started_at, event)
             if len(events) < batch_size:
-                return AuditState(row, last_at)
+                return AuditState(row, last_at, started_at)
             after_version = events[-1].version
 
 
@@ -156,8 +163,9 @@ def audit_events(
     audited from ``state``, the state before the first; and the state after the last."""
     previous_hashes = _previous_hashes(ledger, [e.position for e in events])
     timeline: list[TimelineEntry] = []
-    row, last_at = state.row, state.last_at
+    row, last_at, started_at = state.row, state.last_at, state.started_at
     for event in events:
+        started_at = _started_at(started_at, event)
         status_before = row["status"] if row else None
         row, status = _apply(row, event)
         content_ok = chain_hash(event.prev_hash, event.as_row()) == event.hash
@@ -171,10 +179,18 @@ def audit_events(
                 recorded_late=event.recorded_at - event.occurred_at > RECORDED_LATE,
                 silence_before=None if last_at is None else event.occurred_at - last_at,
                 summary=_summary(event),
+                before_start=started_at is not None and event.occurred_at < started_at,
             )
         )
         last_at = _latest(last_at, event)
-    return timeline, AuditState(row, last_at)
+    return timeline, AuditState(row, last_at, started_at)
+
+
+def _started_at(started_at: datetime | None, event: RecordedEvent) -> datetime | None:
+    """When the run started: its (first) RunStarted's occurred_at, once met."""
+    if started_at is None and event.type == "RunStarted":
+        return event.occurred_at
+    return started_at
 
 
 def _apply(row: Row | None, event: RecordedEvent) -> tuple[Row | None, str]:

@@ -28,7 +28,7 @@ from ledger.events import actor_kind
 from ledger.stuck import DEFAULT_STALE_AFTER
 from ledger.text import markdown_cell, quoted, shown_name, visible, wrap_cells
 from ledger.urls import mask_url
-from projections.as_of import replay_until_poison, resolve_position
+from projections.as_of import not_after_now, replay_until_poison, resolve_position
 from projections.checkpoints import Skip
 from projections.errors import PoisonEventError
 from projections.queries import RunFilter, list_runs, runs_by_status
@@ -66,10 +66,13 @@ def build_report(
     With ``at_position`` or ``at``, the report as the ledger stood then: runs, transitions and
     stuck runs replayed from the events up to that position (by default the last one recorded
     by ``at``), the chain verified up to it, judged at ``at`` (by default when the event at
-    that position was recorded). The schema is the live table's, and whether the projection
+    that position was recorded; a time ahead of the ledger's clock is now, as on the web's Proof
+    page). The schema is the live table's, and whether the projection
     is in sync is a question about now: that condition is left out (``as_of`` in the report
     says so)."""
     ledger.check_schema()  # "run `ledger migrate`", not a traceback
+    if at is not None:
+        at = not_after_now(ledger, at)  # as the web's Proof page: a future time is now
     if at_position is not None or at is not None:
         at_position = resolve_position(ledger, at, at_position)
     expected = expected_shape()

@@ -31,6 +31,7 @@ from forensics.anchors import Anchor, AnchorCheck, check_anchors
 from forensics.chain import events_at, verify_chain
 from forensics.triggers import TriggerCheck, check_triggers
 from ledger import Ledger, LedgerError, RecordedEvent, ValidationError
+from ledger.batch_checks import head_ahead_of_clock
 from ledger.clock import isoformat_utc
 from ledger.errors import StoredRowError
 from ledger.reads import find_runs, read_head
@@ -106,6 +107,9 @@ class VerifyReport:
     triggers: TriggerCheck | None = None  # None: not looked at (--chain-only)
     anchors: list[AnchorCheck] = field(default_factory=list)
     chain_only: bool = False  # streams, registry, projection, skips, triggers not looked at
+    # The head's recorded_at ahead of the ledger's clock beyond the skew guard: said, not a
+    # problem (the chain is sound; like triggers NOT CHECKED, it does not change the verdict).
+    clock_warning: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -144,6 +148,7 @@ class VerifyReport:
                 for check in self.anchors
             ],
             "problems": [vars(p) for p in self.problems],
+            "clock_warning": self.clock_warning,
         }
 
 
@@ -155,6 +160,8 @@ def verify_all(
     chain = verify_chain(ledger)
     report.events = chain.checked
     report.head = chain.head
+    if chain.head is not None:
+        report.clock_warning = head_ahead_of_clock(chain.head.last_recorded_at, ledger.clock())
     if not chain.ok:
         report.problems.append(
             Problem("chain", chain.problem or "chain broken", position=chain.first_bad_position)

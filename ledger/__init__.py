@@ -2,6 +2,7 @@
 
 from ledger.errors import (
     AccessDeniedError,
+    AheadOfClockError,
     ConcurrencyError,
     ConfigurationError,
     ConnectorNotAllowedError,
@@ -41,6 +42,7 @@ from ledger.sweeper import SweepResult, fail_run, failable_run, sweep
 
 __all__ = [
     "AccessDeniedError",
+    "AheadOfClockError",
     "AppendResult",
     "ConcurrencyError",
     "ConfigurationError",

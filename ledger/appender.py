@@ -26,13 +26,13 @@ from ledger.dialects import (
 )
 from ledger.driver import DriverCursor
 from ledger.errors import (
+    AheadOfClockError,
     ConcurrencyError,
     ConnectorNotAllowedError,
     EventIdReusedError,
     LedgerError,
     SchemaError,
     StreamError,
-    ValidationError,
 )
 from ledger.events import MAX_RUN_ID, EventModel, RunStarted
 from ledger.hashing import content_from_values, link
@@ -143,7 +143,7 @@ class Appender:
                 if event.run_ref is not None:
                     refs[event.run_ref] = run_id
             current = runs.get(run_id)
-            _check_not_ahead(event, self.now, clock, self.server_now is not None, index)
+            _check_not_ahead(event, clock, self.server_now is not None, index)
             if expected_version is not None and run_id not in checked_runs:
                 _check_expected_version(run_id, expected_version, current, index)
             try:
@@ -421,13 +421,13 @@ def _run_update_params(
     return (state.version, state.state, stored(state.last_event_at), recorded_at, state.run_id)
 
 
-def _check_not_ahead(
-    event: EventModel, ledger_now: datetime, clock: datetime, from_database: bool, index: int
-) -> None:
-    """The clock skew guard (I10), under the head lock, against the ledger's time: its clock,
-    or the last ``recorded_at`` if the clock was set back since. A fact that happened before
-    the step (spooled, say) is not ahead of a ledger that has recorded that moment already."""
-    if event.occurred_at <= ledger_now + MAX_CLOCK_SKEW:
+def _check_not_ahead(event: EventModel, clock: datetime, from_database: bool, index: int) -> None:
+    """The clock skew guard (I10), under the head lock, against the ledger's clock itself: not
+    against the last ``recorded_at``, which one append during a forward jump of the clock
+    fixes in the future for good (it never goes back), and which would then let every writer
+    date facts up to that future. A refusal lapses as the clock catches up (a spool keeps
+    the event: :class:`AheadOfClockError`)."""
+    if event.occurred_at <= clock + MAX_CLOCK_SKEW:
         return
     clocks = (
         f"the database server's clock reads {isoformat_utc(clock)}, this writer's "
@@ -435,9 +435,7 @@ def _check_not_ahead(
         if from_database
         else isoformat_utc(clock)
     )
-    if ledger_now > clock:
-        clocks += f"; its last recorded_at is {isoformat_utc(ledger_now)}"
-    raise ValidationError(
+    raise AheadOfClockError(
         f"occurred_at: {isoformat_utc(event.occurred_at)} is more than "
         f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the ledger clock "
         f"({clocks}); nothing was appended",

@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from ledger.clock import isoformat_utc
+from ledger.durations import format_duration
 from ledger.errors import InputProblem, ValidationError
 from ledger.events import EventModel, RunStarted
 from ledger.limits import payload_problems
@@ -20,6 +21,25 @@ from ledger.text import clip
 # An occurred_at further ahead of the ledger's clock than this is refused (I10 clock skew guard):
 # a run "alive in the future" could never be detected as stuck.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def head_ahead_of_clock(recorded_at: datetime | None, clock: datetime) -> str | None:
+    """A warning when the last append's ``recorded_at`` is ahead of the ledger's clock by more
+    than the skew guard, naming both times; None otherwise. ``recorded_at`` never goes back
+    (as of T is a prefix of positions), so one append made while the clock had jumped forward
+    keeps it in the future until the clock passes it: the chain is sound, but the times are
+    not to be trusted, and the operator should know. (The guard itself measures against the
+    clock, so no writer can date facts up to that future.)"""
+    if recorded_at is None or recorded_at <= clock + MAX_CLOCK_SKEW:
+        return None
+    return (
+        f"the last append's recorded_at {isoformat_utc(recorded_at)} is ahead of the ledger's "
+        f"clock {isoformat_utc(clock)} by {format_duration(recorded_at - clock)}: an append was "
+        "made while the clock was ahead (or the clock stepped back since); appends keep that "
+        "recorded_at until the clock passes it"
+    )
+
+
 # One event's payload at most: far above any real run report.
 MAX_PAYLOAD_BYTES = 1024 * 1024
 # The smallest max_allowed_packet (a MySQL/MariaDB server setting, the largest statement it

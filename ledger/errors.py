@@ -99,6 +99,12 @@ class EventIdReusedError(ValidationError):
     resend a fact, but an event_id cannot be reused for a different one (I3)."""
 
 
+class AheadOfClockError(ValidationError):
+    """An ``occurred_at`` further ahead of the ledger's clock than the skew guard allows (I10).
+    Unlike other refusals it lapses as the clock catches up: a spool keeps such an event to
+    deliver later (facts spooled before the clock stepped back) instead of setting it aside."""
+
+
 class UnknownRunError(ValidationError):
     """A run id names no run in the ledger: the caller's mistake, like any bad input."""
 

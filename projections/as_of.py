@@ -48,6 +48,14 @@ def parse_as_of(
         raise ValidationError(f"{names[0]}: {as_of!r} {exc}") from exc
 
 
+def not_after_now(ledger: Ledger, as_of: datetime) -> datetime:
+    """``as_of``, or the ledger's clock if it is later: a time ahead of the clock is no history
+    yet, so a read as of it stands now (judging runs stuck at the future time would fail runs
+    that are alive). The web view, the report and every as-of read share this one rule."""
+    now = ledger.clock()
+    return min(as_of, now)
+
+
 def resolve_position(ledger: Ledger, as_of: datetime | None, at_position: int | None) -> int:
     if at_position is not None:
         return min(at_position, ledger.head().last_position)

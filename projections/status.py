@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from ledger import Ledger
+from ledger.batch_checks import head_ahead_of_clock
 from ledger.reads import count_runs, recorded_at
 from ledger.rules import OPEN
 from projections.checkpoints import Checkpoint, Skip, list_skips, read_checkpoint, settled
@@ -42,6 +43,10 @@ class LedgerStatus:
     open_runs: int
     projections: list[ProjectionStatus]
     head_hash: str = ""  # what `ledger anchor` writes down with the position
+    # The head's recorded_at ahead of the ledger's clock beyond the skew guard (both named),
+    # and that clock as status read it.
+    clock_warning: str | None = None
+    clock: datetime | None = None
 
 
 def ledger_status(ledger: Ledger) -> LedgerStatus:
@@ -51,9 +56,10 @@ def ledger_status(ledger: Ledger) -> LedgerStatus:
         checkpoint = settled(conn, read_checkpoint(conn, PROJECTION_NAME))
         oldest_pending = recorded_at(conn, checkpoint.position + 1)
         skips = list_skips(conn, PROJECTION_NAME)
+    now = ledger.clock()
     lag_seconds = 0.0
     if oldest_pending is not None:
-        lag_seconds = max(0.0, (ledger.clock() - oldest_pending).total_seconds())
+        lag_seconds = max(0.0, (now - oldest_pending).total_seconds())
     projection = ProjectionStatus(
         name=PROJECTION_NAME,
         checkpoint=checkpoint,
@@ -62,5 +68,11 @@ def ledger_status(ledger: Ledger) -> LedgerStatus:
         skips=skips,
     )
     return LedgerStatus(
-        head.last_position, head.last_recorded_at, open_runs, [projection], head.last_hash
+        head.last_position,
+        head.last_recorded_at,
+        open_runs,
+        [projection],
+        head.last_hash,
+        head_ahead_of_clock(head.last_recorded_at, now),
+        now,
     )

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
+from time import monotonic
 
 from connectors import RunContext
 from ledger import ConcurrencyError, Ledger, LedgerError, RunTimedOut, StreamError
-from ledger.clock import utcnow
 from ledger.durations import format_duration
 from ledger.rules import OPEN
 
@@ -45,16 +45,24 @@ class MaxRunTimeExceeded(LedgerError):
 class RunBound:
     """One run's bound: asked to stop ``limit`` after it opened, given up ``grace`` later.
 
-    ``clock`` is injectable (freezegun drives the default) so a test moves time, not waits."""
+    Elapsed time is measured on a monotonic clock, in seconds: on the wall clock a forward
+    step (NTP, 3 h) asked a healthy run to stop at once and then timed it out. ``clock`` is
+    injectable so a test moves time, not waits; by default this module's ``monotonic``,
+    looked up at each call: freezegun's moves with the wall clock, but reads the real clock
+    in a thread just started (its ignore list holds ``threading``), so a test of a watchdog
+    thread replaces the module's ``monotonic``."""
 
     def __init__(
-        self, limit: timedelta, grace: timedelta, clock: Callable[[], datetime] = utcnow
+        self, limit: timedelta, grace: timedelta, clock: Callable[[], float] | None = None
     ) -> None:
         self.limit = limit
         self.grace = grace
-        self.clock = clock
-        self.opened_at: datetime | None = None
-        self.asked_at: datetime | None = None
+        self._clock = clock
+        self.opened_at: float | None = None
+        self.asked_at: float | None = None
+
+    def clock(self) -> float:
+        return (self._clock or monotonic)()
 
     def opened(self) -> None:
         """The run is open (RunStarted stored): its time counts from now."""
@@ -67,7 +75,7 @@ class RunBound:
             return False
         now = self.clock()
         if self.asked_at is None:
-            if now - self.opened_at < self.limit:
+            if now - self.opened_at < self.limit.total_seconds():
                 return False
             self.asked_at = now
             context.request_stop(MaxRunTimeExceeded(self.limit))
@@ -78,7 +86,7 @@ class RunBound:
                 format_duration(self.limit),
             )
             return False
-        return now - self.asked_at >= self.grace
+        return now - self.asked_at >= self.grace.total_seconds()
 
     def reason(self) -> str:
         return (

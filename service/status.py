@@ -52,6 +52,7 @@ class StatusReport:
             "head_recorded_at": isoformat_utc(status.head_recorded_at)
             if status.head_recorded_at
             else None,
+            "clock_warning": status.clock_warning,
             "open_runs": status.open_runs,
             "stuck_runs": figures.stuck_runs,
             "runs_by_status": figures.runs_by_status,

@@ -253,13 +253,22 @@ def print_stuck_table(stuck: list[StuckRun], title: str, wide: bool) -> None:
                 run.connector_name,
                 run.started_at,
                 run.last_event_at,
-                now - run.last_event_at,
+                silent_cell(now - run.last_event_at),
                 stuck_rule(run),
             )
             for run in stuck
         ),
         wide=wide,
     )
+
+
+def silent_cell(silence: timedelta) -> timedelta | TwoForms:
+    """How long a run has been silent; a last activity dated ahead of now (a writer's clock
+    ahead, within the skew guard) is no silence: ``0s``, marked, never ``-3m55s``."""
+    if silence >= timedelta(0):
+        return silence
+    ahead = format_duration(-silence)
+    return TwoForms("0s (ahead)", f"0s (last activity {ahead} ahead of now)")
 
 
 # The compact table's word for a rule: `runtime>6h` (the wide table and JSON say max_runtime).
@@ -379,6 +388,13 @@ def status(
         f"head:       position {head.head_position}"
         + (f", last append {cell(head.head_recorded_at)} UTC" if head.head_recorded_at else "")
     )
+    if head.clock_warning is not None and head.clock is not None:
+        # Short, to fit the table's line (the JSON and verify give the whole warning).
+        assert head.head_recorded_at is not None
+        echo(
+            f"  WARNING: ahead of the ledger's clock ({cell(head.clock)} UTC) by "
+            f"{format_duration(head.head_recorded_at - head.clock)}"
+        )
     echo(f"head hash:  {head.head_hash}")
     echo(
         f"open runs:  {head.open_runs} ({figures.stuck_runs} stuck: no activity for "

@@ -91,6 +91,8 @@ def audit_notes(entry: TimelineEntry) -> list[str]:
     notes = []
     if entry.silence_before is not None and entry.silence_before >= timedelta(minutes=1):
         notes.append(f"silent {format_duration(entry.silence_before)} before")
+    if entry.before_start:
+        notes.append("occurred before the run started")
     if entry.late:
         notes.append("LATE: after the timeout")
     if entry.recorded_late:

@@ -120,6 +120,8 @@ def print_verify_details(report: VerifyReport) -> None:
         # The head row is the DBA's to edit like any other: its hash is shown, not obeyed. On
         # a line of its own: 64 digits do not fit beside the rest.
         echo_wrapped(f"{GOES_ON}hash {visible(head.last_hash)}", GOES_ON * 2)
+    if report.clock_warning is not None:
+        echo_wrapped(f"clock: WARNING: {report.clock_warning}")
     triggers = report.triggers
     if triggers is not None and not triggers.checked:
         echo_wrapped(f"triggers: NOT CHECKED: {visible(triggers.unchecked_reason or '')}")

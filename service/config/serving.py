@@ -9,6 +9,8 @@ from typing import Annotated
 import pydantic
 from pydantic import Field, field_validator
 
+from connectors.sdk import MAX_INTERVAL_SECONDS
+from ledger.durations import format_duration
 from service.config.fields import Duration, DurationOrZero, Strict, listen_host
 
 
@@ -56,3 +58,12 @@ class ServeConfig(Strict):
     # Each connector's bound on one run's total time unless it sets its own; None: no bound
     # (a bound fails runs, and only the operator knows how long a source's runs may take).
     max_run_time: Duration | None = None
+
+    @field_validator("progress_interval", "heartbeat_interval")
+    @classmethod
+    def _within_the_sdks_limit(cls, value: timedelta) -> timedelta:
+        # The SDK refuses a longer interval at every run (RunContext); refused here, config
+        # check names the key instead of serve failing every tick.
+        if value.total_seconds() > MAX_INTERVAL_SECONDS:
+            raise ValueError(f"at most {format_duration(MAX_INTERVAL_SECONDS)}")
+        return value

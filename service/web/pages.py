@@ -15,7 +15,13 @@ from ledger.clock import isoformat_utc, utcnow
 from ledger.events import REASON_MAX
 from ledger.schema import MAX_POSITION
 from ledger.text import clip, visible
-from projections.as_of import QUERY_AS_OF_MAX_LENGTH, QUERY_NAMES, parse_as_of, resolve_position
+from projections.as_of import (
+    QUERY_AS_OF_MAX_LENGTH,
+    QUERY_NAMES,
+    not_after_now,
+    parse_as_of,
+    resolve_position,
+)
 from service.api.params import url_integer
 from service.web.security import same_origin
 from service.web.sessions import SESSION_COOKIE, Viewer
@@ -90,12 +96,12 @@ class Pages:
         moment = parse_as_of(as_of_text, at_position, QUERY_NAMES)
         if moment is None and at_position is None:
             return Moment()
-        now = utcnow()
-        if moment is not None and moment > now:
-            # A time ahead of the clock is no history yet: the page stands now, and its links
-            # name that moment (the Stuck page and Proof judged runs stuck at the future time,
-            # and links carrying it moved on with every append).
-            moment, as_of_text = now, isoformat_utc(now)
+        if moment is not None:
+            asked, moment = moment, not_after_now(self.state.ledger, moment)
+            if moment != asked:
+                # Its links name the moment shown (links carrying the future time moved on
+                # with every append).
+                as_of_text = isoformat_utc(moment)
         position = resolve_position(self.state.ledger, moment, at_position)
         # A position past the head is the head: links name the position shown, so that a
         # download or the next page shows the same moment after more appends.

@@ -112,6 +112,14 @@ def clipped(text: str, limit: int = 80) -> str:
     return clip(visible(text), limit)
 
 
+def silence(value: timedelta) -> str:
+    """How long a run has been silent; a last activity dated ahead of now is no silence, shown
+    ``0s`` and marked (never ``-3m55s``), as ``ledger stuck`` shows it."""
+    if value >= timedelta(0):
+        return format_duration(value)
+    return f"0s (last activity {format_duration(-value)} ahead of now)"
+
+
 FILTERS: dict[str, Callable[..., str]] = {
     "clip": clipped,
     "form_value": form_value,
@@ -119,7 +127,19 @@ FILTERS: dict[str, Callable[..., str]] = {
     "iso": iso,
     "ago": ago,
     "duration": duration,
+    "silence": silence,
     "gap": signed_gap,
 }
 
-__all__ = ["COLOURS", "FILTERS", "age", "ago", "clipped", "day_chart", "duration", "iso", "utc"]
+__all__ = [
+    "COLOURS",
+    "FILTERS",
+    "age",
+    "ago",
+    "clipped",
+    "day_chart",
+    "duration",
+    "iso",
+    "silence",
+    "utc",
+]

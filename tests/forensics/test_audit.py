@@ -5,12 +5,18 @@ timeout worded as the projection words it."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
+
+from fastapi.testclient import TestClient
+from freezegun import freeze_time
 
 from forensics.audit import audit_run
-from ledger import Ledger, RunTimedOut
+from ledger import Ledger, RunFinished, RunProgressed, RunTimedOut
 from ledger.durations import format_duration
+from service.api import create_app
 from tests.forensics.support import history, run
 from tests.service.conftest import api_client, auth
+from tests.service.web.support import web_config
 
 
 def test_audit_shows_the_timeline_silences_and_late_facts(ledger: Ledger, db_url: str) -> None:
@@ -69,3 +75,44 @@ def test_audit_words_any_threshold_append_accepts(ledger: Ledger, db_url: str) -
     client.app.state.api.close()  # type: ignore[attr-defined]
     assert answer.status_code == 200, answer.text
     assert answer.json()[1]["summary"] == summary
+
+
+def test_an_event_dated_before_its_run_started_is_flagged_everywhere(
+    ledger: Ledger, db_url: str
+) -> None:
+    """The audit's run that finished "before it started": RunStarted at 01:00, RunProgressed at
+    00:10, RunFinished at 23:00 the day before, all accepted (a spool or a skewed writer must
+    not lose facts), and the audit flagged nothing (negative silences only). The two earlier
+    events are flagged in the library, the table, the JSON, the API's pages (one after a
+    cursor too) and the web's run page."""
+    started = datetime(2026, 1, 28, 1, 0, tzinfo=UTC)
+    with freeze_time(started + timedelta(minutes=1)):
+        run_id = ledger.start_run(1, "SOURCE_1", occurred_at=started)
+        ledger.append(
+            [
+                RunProgressed(
+                    run_id=run_id, records_fetched=1, occurred_at=started - timedelta(minutes=50)
+                ),
+                RunFinished(
+                    run_id=run_id, status="success", occurred_at=started - timedelta(hours=2)
+                ),
+            ]
+        )
+        timeline = audit_run(ledger, run_id)
+        entries = json.loads(run("audit", str(run_id), "--format", "json", "--db", db_url).stdout)  # type: ignore[attr-defined]
+        table = run("audit", str(run_id), "--wide", "--db", db_url).stdout  # type: ignore[attr-defined]
+    with api_client(db_url) as client:
+        first = client.get(f"/v1/runs/{run_id}/events?limit=2", headers=auth("reader"))
+        cursor = first.json()[1]["position"]
+        after = client.get(f"/v1/runs/{run_id}/events?cursor={cursor}", headers=auth("reader"))
+    client.app.state.api.close()  # type: ignore[attr-defined]
+    config = web_config(db_url, public_read=True)
+    with TestClient(create_app(config), raise_server_exceptions=False) as web:
+        page = web.get(f"/web/runs/{run_id}").text
+    web.app.state.web.close()  # type: ignore[attr-defined]
+    web.app.state.api.close()  # type: ignore[attr-defined]
+    assert [e.before_start for e in timeline] == [False, True, True]
+    assert [e["before_start"] for e in entries] == [False, True, True]
+    assert table.count("occurred before the run started") == 2
+    assert [e["before_start"] for e in first.json() + after.json()] == [False, True, True]
+    assert page.count("before start</span>") == 2

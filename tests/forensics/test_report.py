@@ -101,6 +101,33 @@ def test_ledger_report_at_a_position_prints_the_report_replayed(
     assert "As of:     position 0 (" in later.stdout
 
 
+def test_a_report_as_of_a_future_time_is_the_report_of_now(ledger: Ledger, db_url: str) -> None:
+    """The audit's ``--as-of 2099-01-01``: the report judged a live run stuck at that future
+    time (FAIL no stuck runs, exit 1) where the web's Proof page, clamping the time to now,
+    showed PASS. A time ahead of the ledger's clock is now, as the web makes it."""
+    with freeze_time("2026-01-28 01:00:00") as clock:
+        done = ledger.start_run(1, "SOURCE_1")
+        ledger.append([RunFinished(run_id=done, status="success", records_fetched=2)])
+        alive = ledger.start_run(2, "SOURCE_2")
+        clock.tick(timedelta(minutes=10))
+        ledger.append([RunProgressed(run_id=alive, records_fetched=1)])
+        Projector(ledger).run_once()
+        clock.tick(timedelta(minutes=10))
+        future = "2099-01-01T00:00:00Z"
+        result = run("report", "--format", "json", "--as-of", future, "--db", db_url)
+        text = run("report", "--as-of", future, "--db", db_url)
+        now = isoformat_utc(utcnow())
+    data = json.loads(result.stdout)  # type: ignore[attr-defined]
+    assert (data["generated_at"], data["as_of"]["at"]) == (now, now)
+    assert data["as_of"]["position"] == ledger.head().last_position
+    assert data["stuck_runs"] == []
+    stuck = next(c for c in data["conditions"] if c["name"] == "no stuck runs")
+    assert stuck["passed"], stuck  # (the latest-run condition fails: run 2 is running)
+    assert "2099" not in text.stdout  # type: ignore[attr-defined]
+    assert "Generated: 2026-01-28T01:20:00.000000Z (UTC)" in text.stdout  # type: ignore[attr-defined]
+    assert "PASS  no stuck runs" in text.stdout  # type: ignore[attr-defined]
+
+
 def test_report_sections_and_conditions(ledger: Ledger, db_url: str, tmp_path: Path) -> None:
     history(ledger)
     with freeze_time("2026-02-02 00:00:00"):

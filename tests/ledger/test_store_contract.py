@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from forensics.chain import verify_chain
 from ledger import (
+    AheadOfClockError,
     ConcurrencyError,
     Ledger,
     RecordedEvent,
@@ -389,6 +390,25 @@ def test_occurred_at_far_in_the_future_is_refused(ledger: Ledger) -> None:
     assert count_events(ledger) == 1
 
 
+def test_one_append_while_the_clock_was_years_ahead_lets_no_writer_date_facts_up_to_it(
+    ledger: Ledger,
+) -> None:
+    """The audit's: one append while the clock had jumped 4 years forward fixes recorded_at
+    there (it never goes back, by design); the guard measured against max(clock, last
+    recorded_at), so any writer could then date facts up to that future, and its runs could
+    never be seen as stuck. The guard measures against the ledger's clock itself."""
+    with freeze_time("2030-01-28 01:00:00"):  # the ledger's clock jumped forward
+        ledger.start_run(1, "SOURCE_1")
+    with freeze_time("2026-01-28 01:00:00"):  # and was put right
+        with pytest.raises(AheadOfClockError, match="ahead of the ledger clock") as caught:
+            ledger.start_run(2, "SOURCE_2", occurred_at=datetime(2029, 6, 1, tzinfo=UTC))
+        assert "2026-01-28T01:00:00.000000Z" in str(caught.value)
+        honest = ledger.start_run(2, "SOURCE_2")  # dated by the (right) clock
+    assert count_events(ledger) == 2
+    # recorded_at stays monotonic, as it is meant to.
+    assert ledger.read_run(honest)[0].recorded_at == datetime(2030, 1, 28, 1, tzinfo=UTC)
+
+
 def database_clock(ledger: Ledger) -> datetime:
     with ledger.engine.connect() as conn:
         now = conn.execute(text("SELECT UTC_TIMESTAMP(6)")).scalar_one()
@@ -590,7 +610,7 @@ def test_recorded_at_never_goes_back_when_the_clock_does(ledger: Ledger) -> None
     with freeze_time("2026-02-01 12:00:00"):
         run_id = ledger.start_run(1, "SOURCE_1", occurred_at=T0)
     with freeze_time("2026-02-01 11:00:00"):  # another host, an hour behind
-        ledger.append([RunProgressed(run_id=run_id, occurred_at=T0)])
+        ledger.append([RunProgressed(run_id=run_id)])  # dated by its own clock
     first, second = ledger.read_run(run_id)
     assert second.recorded_at == first.recorded_at == datetime(2026, 2, 1, 12, tzinfo=UTC)
 

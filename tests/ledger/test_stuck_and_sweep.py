@@ -36,6 +36,7 @@ from ledger import sweeper as sweeper_module
 from projections import Projector
 from service import load_config
 from service.cli import cli
+from service.web import views
 from tests.projection_support import table_rows
 from tests.service.conftest import api_client, auth
 from tests.support import names_as_before_the_rule
@@ -258,6 +259,29 @@ def test_a_reason_or_operator_over_its_limit_is_refused_naming_the_field(
         assert "reason: String should have at most 2000" in answer.json()["detail"]
     client.app.state.api.close()  # type: ignore[attr-defined]
     assert ledger.head().last_position == head
+
+
+def test_a_last_activity_ahead_of_now_is_no_negative_silence(ledger: Ledger, db_url: str) -> None:
+    """The audit's ``silent -3m55s``: a run past ``--max-runtime`` whose last heartbeat a
+    writer dated 3m55s ahead (within the skew guard). The stuck table and the web's Stuck page
+    show no silence, marked ahead, never a negative duration."""
+    now = datetime(2026, 1, 28, 12, 0, tzinfo=UTC)
+    with freeze_time(now):
+        run_id = ledger.start_run(1, "SOURCE_1", occurred_at=now - timedelta(hours=7))
+        ahead = timedelta(minutes=3, seconds=55)
+        ledger.append([RunProgressed(run_id=run_id, occurred_at=now + ahead)])
+        tables = {
+            wide: CliRunner()
+            .invoke(cli, ["stuck", "--max-runtime", "6h", *wide, "--db", db_url])
+            .stdout
+            for wide in ((), ("--wide",))
+        }
+    for table in tables.values():
+        assert "-3m" not in table
+    assert "0s (ahead)" in tables[()]
+    assert "0s (last activity 3m55s ahead of now)" in tables[("--wide",)]
+    assert views.silence(-ahead) == "0s (last activity 3m55s ahead of now)"
+    assert views.silence(timedelta(minutes=2)) == "2m"
 
 
 def test_stuck_and_sweep_commands(ledger: Ledger, db_url: str) -> None:

@@ -1,7 +1,7 @@
 """The ledger's clock steps backwards (an NTP correction on the SQLite host or the database
-server) while facts wait in a connector's spool: they happened before the step, so they are
-not "ahead of the ledger clock", and delivering them later must store them, not set them aside
-as refused for good (I9, I10)."""
+server) while facts wait in a connector's spool: they are dated ahead of the stepped clock, so
+the guard (I10, against the ledger's clock itself) refuses them for now, but the spool keeps
+them and delivers them once the clock catches up, never setting them aside for good (I9)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from freezegun import freeze_time
 from connectors.spool import Spool
 from forensics.verify import verify_all
 from ledger import Ledger, RunFinished, RunProgressed, stuck_runs
+from ledger.batch_checks import MAX_CLOCK_SKEW
 from projections import Projector, rebuild
 from tests.projection_support import table_rows
 from tests.reliability.summary import Summary
@@ -35,9 +36,15 @@ def test_spooled_facts_from_before_a_clock_step_back_are_delivered(
             ]
         )
     with freeze_time(BEFORE_STEP - STEP_BACK + timedelta(seconds=30)):  # the clock stepped back
+        # Ahead of the ledger's clock by more than the guard: kept, in order, not set aside.
+        waiting = spool.flush(ledger)
+        stuck_meanwhile = stuck_runs(ledger)
+    with freeze_time(BEFORE_STEP - MAX_CLOCK_SKEW):  # the clock has caught up with the guard
         flushed = spool.flush(ledger)
         stuck = stuck_runs(ledger)
 
+    assert (waiting.delivered, waiting.rejected, waiting.remaining) == (0, 0, 2)
+    assert stuck_meanwhile == []
     assert (flushed.delivered, flushed.rejected, flushed.remaining) == (2, 0, 0)
     assert spool.status().rejected == 0
     state = ledger.run(run_id)
@@ -56,7 +63,7 @@ def test_spooled_facts_from_before_a_clock_step_back_are_delivered(
         f"a run's RunProgressed and RunFinished spooled, then the ledger's clock stepped back "
         f"{int(STEP_BACK.total_seconds() // 60)} minutes (twice the skew guard) before the "
         "spool was flushed",
-        "both delivered, none set aside as refused: the guard measures against the ledger's "
-        "time (never behind its last recorded_at), so a fact from before the step is not "
-        "'ahead'; the run is finished, not stuck; verify passes, projection = rebuild",
+        "none set aside as refused: kept in the spool while ahead of the ledger's clock (the "
+        "guard measures against the clock itself), both delivered once it caught up; the run "
+        "is finished, not stuck; verify passes, projection = rebuild",
     )

@@ -24,6 +24,7 @@ from connectors.sdk import RunStatus
 from ledger import Ledger, fail_run
 from ledger.clock import utcnow
 from ledger.events import COUNTER_FIELDS
+from service import run_bound
 from service.cli import cli
 from service.run_bound import RunBound
 from service.run_watchdog import timed_out_outcome
@@ -32,7 +33,7 @@ from tests.support import stop_process
 
 
 def test_ledger_run_past_max_run_time_is_asked_to_stop_and_ends_failed_naming_the_bound(
-    ledger: Ledger, db_url: str, tmp_path: Path
+    ledger: Ledger, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In process, on freezegun's clock: the run reads a source that never ends, the clock
     moves past its bound, and its next report stops it."""
@@ -43,7 +44,11 @@ def test_ledger_run_past_max_run_time_is_asked_to_stop_and_ends_failed_naming_th
     with (
         fifo_source(tmp_path, feed=True) as source,
         freeze_time(utcnow() - timedelta(hours=3)) as clock,
+        monkeypatch.context() as patch,  # undone before freezegun stops, as it must be
     ):
+        # The bound is measured on a monotonic clock, which freezegun leaves real in the
+        # watchdog's thread (its ignore list holds `threading`): here the frozen clock's seconds.
+        patch.setattr(run_bound, "monotonic", lambda: utcnow().timestamp())
 
         def move_past_the_bound() -> None:
             try:

@@ -150,3 +150,38 @@ def test_the_markdown_report_keeps_mismatches_out_of_the_column_list(
     html = MarkdownIt("commonmark").render(markdown)
     assert "<p>Mismatches: none</p>" in html, html  # its own paragraph, after the list
     assert not any("Mismatches" in line for line in html.splitlines() if "<li>" in line), html
+
+
+def test_status_and_verify_warn_of_a_head_recorded_ahead_of_the_clock(
+    ledger: Ledger, db_url: str
+) -> None:
+    """The audit's: after one append made while the clock was 4 years ahead, status showed
+    `last append 2030-…` and verify exited 0, neither saying a word. Both now warn, naming
+    the two times; verify's verdict stays clean (the chain is sound), as for triggers it could
+    not check."""
+    with freeze_time("2030-01-28 01:00:00"):
+        ledger.start_run(1, "SOURCE_1")
+    with freeze_time("2026-01-28 01:00:00"):
+        status_table = run("status", "--wide", "--db", db_url)
+        status_json = json.loads(run("status", "--format", "json", "--db", db_url).stdout)
+        verify_text = run("verify", "--db", db_url)
+        verify_json = run("verify", "--format", "json", "--db", db_url)
+    both = ("2030-01-28T01:00:00.000000Z", "2026-01-28T01:00:00.000000Z")
+    warning = status_json["clock_warning"]
+    assert warning == json.loads(verify_json.stdout)["clock_warning"]
+    assert all(time in warning for time in both), warning
+    assert "last append 2030-01-28 01:00:00 UTC" in status_table.stdout
+    assert (
+        "  WARNING: ahead of the ledger's clock (2026-01-28 01:00:00 UTC) by 1461d"
+        in status_table.stdout
+    )
+    assert verify_text.exit_code == 0
+    assert verify_json.exit_code == 0
+    assert "clock: WARNING: the last append's recorded_at" in verify_text.stdout
+    assert json.loads(verify_json.stdout)["ok"] is True
+    with freeze_time("2030-01-28 01:03:00"):  # the clock has caught up: nothing to say
+        assert (
+            json.loads(run("status", "--format", "json", "--db", db_url).stdout)["clock_warning"]
+            is None
+        )
+        assert "WARNING" not in run("verify", "--db", db_url).stdout

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from connectors.sdk import MAX_INTERVAL_SECONDS
+from ledger import Ledger
 from service.cli import cli
+from service.config.loading import checked_config
 from tests.support import as_another_user
 
 
@@ -186,3 +189,39 @@ def test_an_anchor_folder_or_file_this_user_may_not_write_is_refused(
     code, output = results["writable check"]
     assert code == 0, output
     assert list((shared_folder / "db").iterdir()) == []  # serve made no database
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("heartbeat_interval", "2d"), ("progress_interval", "25h"), ("heartbeat_interval", "86401s")],
+)
+def test_an_interval_the_sdk_refuses_is_refused_by_check_and_serve(
+    tmp_path: Path, db_url: str, key: str, value: str
+) -> None:
+    """The audit's: check said "valid" and serve then failed every tick ("heartbeat_interval=
+    172800.0: ... at most 86400 is required"), writing nothing, each failed tick claiming its
+    slot. The config now carries the SDK's own limit (``MAX_INTERVAL_SECONDS``)."""
+    path = tmp_path / "ledger.toml"
+    path.write_text(
+        f'database_url = "{db_url}"\n[serve]\n{key} = "{value}"\n',
+        encoding="utf-8",
+    )
+    for command in (check, serve):  # one at a time: a serve that starts does not return
+        result = command(path)
+        assert result.exit_code == 2, result.output
+        assert f"serve.{key}: at most 1d" in result.output
+        assert "Traceback" not in result.output
+    ledger = Ledger.from_url(db_url)
+    try:
+        assert ledger.head().last_position == 0  # nothing written
+    finally:
+        ledger.close()
+
+
+def test_an_interval_of_a_day_passes_check_and_the_sdk(tmp_path: Path) -> None:
+    body = '[serve]\nheartbeat_interval = "1d"\nprogress_interval = "24h"\n'
+    result = check(config_file(tmp_path, body))
+    assert result.exit_code == 0, result.output
+    config = checked_config(config_file(tmp_path, body))
+    for interval in (config.serve.heartbeat_interval, config.serve.progress_interval):
+        assert interval.total_seconds() == MAX_INTERVAL_SECONDS

@@ -17,13 +17,13 @@ import pytest
 from click.testing import CliRunner
 from freezegun import freeze_time
 
-from connectors import RunContext
+from connectors import RunContext, Spool
 from ledger import Ledger
 from ledger.clock import utcnow
-from service import load_config
+from service import load_config, run_bound
 from service.cli import cli
 from service.config import LedgerConfig
-from service.run_bound import RunBound
+from service.run_bound import MaxRunTimeExceeded, RunBound
 from service.serve import LedgerService
 from tests.service.support import fifo_source, finished_runs, serve, wait_for, write_config
 from tests.service.test_serve import hanging_connector, wait_until
@@ -282,3 +282,36 @@ def test_serve_times_out_a_run_that_never_ends_and_runs_its_connector_again(
             _out, err = stop_process(process, timeout=30)
     assert process.returncode == 0, err
     assert f"connector:hanging:3: run {first} timed out: exceeded max_run_time 2s" in err
+
+
+def test_a_wall_clock_step_forward_does_not_stop_a_healthy_run(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit's: the bound was measured on the wall clock, so a forward NTP step of 3 h
+    asked a healthy run to stop at once and then timed it out. Elapsed time is now monotonic:
+    the step is not time the run spent. (freezegun moves monotonic with the wall clock, so the
+    step is made with monotonic held still.)"""
+    elapsed = [0.0]
+    with freeze_time(utcnow()) as wall, monkeypatch.context() as patch:
+        patch.setattr(run_bound, "monotonic", lambda: 1_000.0 + elapsed[0])
+        context = RunContext(ledger, 1, NAME, spool=Spool(tmp_path / "spool"))
+        context.start()
+        try:
+            bound = RunBound(timedelta(hours=2), timedelta(seconds=30))
+            bound.opened()
+            wall.tick(timedelta(hours=3))  # NTP steps the wall clock; no time has passed
+            elapsed[0] += 60
+            assert not bound.check(context)
+            assert context._stop_request is None  # a healthy run goes on
+            context.progress(fetched=1)
+            elapsed[0] += 2 * 3600  # two hours later by the run's own time: past its bound
+            assert not bound.check(context)
+            assert isinstance(context._stop_request, MaxRunTimeExceeded)
+            with pytest.raises(MaxRunTimeExceeded):  # the connector's next report unwinds it
+                context.progress(fetched=1)
+            elapsed[0] += 29
+            assert not bound.check(context)  # within the grace period
+            elapsed[0] += 1
+            assert bound.check(context)
+        finally:
+            context.finish()
