@@ -95,6 +95,17 @@ def create_mysql_database(base_url: str, name: str | None = None) -> str:
     return make_url(base_url).set(database=name).render_as_string(hide_password=False)
 
 
+def kill_session(url: str, session: int) -> None:
+    """End the MySQL/MariaDB server session ``session`` from another session: a connection
+    lost as a node or network loses it, seen by its client at its next statement."""
+    killer = Ledger.from_url(url)
+    try:
+        with killer.connect() as conn:
+            conn.exec_driver_sql(f"KILL CONNECTION {int(session)}")
+    finally:
+        killer.close()
+
+
 def drop_mysql_database(url: str) -> None:
     _server_statements(url, f"DROP DATABASE IF EXISTS {_quoted(make_url(url).database or '')}")
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ledger import Ledger, LedgerError, RunProgressed, RunStarted, database
 from ledger.driver import DriverCursor
+from tests import support
 
 
 @pytest.fixture
@@ -54,12 +55,7 @@ def kill_pooled_session(ledger: Ledger) -> None:
     """End, from another session, the server session of the connection the pool holds."""
     with ledger.connect() as conn:
         session = conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one()
-    killer = Ledger.from_url(ledger.url)
-    try:
-        with killer.connect() as conn:
-            conn.exec_driver_sql(f"KILL CONNECTION {int(session)}")
-    finally:
-        killer.close()
+    support.kill_session(ledger.url, session)
 
 
 def test_a_live_append_is_two_round_trips(mysql_ledger: Ledger, commands: Counter[str]) -> None:

@@ -177,12 +177,7 @@ def test_a_node_lost_during_a_causal_schema_check_is_unreachable(ledger: Ledger)
     def kill_before_the_read(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if "alembic_version" in statement and not session:
             session.append(conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one())
-            killer = Ledger.from_url(ledger.url)
-            try:
-                with killer.connect() as other:
-                    other.exec_driver_sql(f"KILL CONNECTION {int(session[0])}")
-            finally:
-                killer.close()
+            support.kill_session(ledger.url, session[0])
 
     event.listen(ledger.engine, "before_cursor_execute", kill_before_the_read)
     try:
