@@ -488,7 +488,7 @@ class _ServerSettings:
       when its user may set that (BINLOG ADMIN or SUPER); otherwise its writes fail, naming
       the setting, and ``ledger migrate`` refuses before any DDL;
     * its ``max_allowed_packet``, which a refused statement's 1153 does not say, noted for that
-      message and warned about (once per engine) when below what the ledger needs.
+      message and warned about (once per server and database) when below what the ledger needs.
 
     Run as the connection opens, before any statement that could begin a transaction (the
     binlog format of a session cannot change inside one).
