@@ -46,3 +46,12 @@ def format_duration(value: timedelta | int | float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return sign + "".join(parts)
+
+
+def format_silence(value: timedelta) -> str:
+    """How long a run has been silent (now minus its last activity). A last activity dated
+    ahead of now (a writer's clock ahead, within the skew guard) is no silence: ``0s``, marked,
+    never ``-3m55s``. One wording for ``ledger stuck`` and the web's Stuck page."""
+    if value >= timedelta(0):
+        return format_duration(value)
+    return f"0s (last activity {format_duration(-value)} ahead of now)"

@@ -11,7 +11,7 @@ import click
 
 from ledger import StuckRun, fail_run, stuck_runs, sweep
 from ledger.clock import utcnow
-from ledger.durations import format_duration
+from ledger.durations import format_duration, format_silence
 from ledger.schema import MAX_POSITION
 from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
 from ledger.text import quoted, shown_name, visible
@@ -267,8 +267,7 @@ def silent_cell(silence: timedelta) -> timedelta | TwoForms:
     ahead, within the skew guard) is no silence: ``0s``, marked, never ``-3m55s``."""
     if silence >= timedelta(0):
         return silence
-    ahead = format_duration(-silence)
-    return TwoForms("0s (ahead)", f"0s (last activity {ahead} ahead of now)")
+    return TwoForms("0s (ahead)", format_silence(silence))
 
 
 # The compact table's word for a rule: `runtime>6h` (the wide table and JSON say max_runtime).

@@ -9,7 +9,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from ledger.clock import isoformat_utc, labelled_utc, utcnow
-from ledger.durations import format_duration
+from ledger.durations import format_duration, format_silence
 from ledger.text import clip, visible
 from projections.schema import RUN_STATUSES
 
@@ -112,14 +112,6 @@ def clipped(text: str, limit: int = 80) -> str:
     return clip(visible(text), limit)
 
 
-def silence(value: timedelta) -> str:
-    """How long a run has been silent; a last activity dated ahead of now is no silence, shown
-    ``0s`` and marked (never ``-3m55s``), as ``ledger stuck`` shows it."""
-    if value >= timedelta(0):
-        return format_duration(value)
-    return f"0s (last activity {format_duration(-value)} ahead of now)"
-
-
 FILTERS: dict[str, Callable[..., str]] = {
     "clip": clipped,
     "form_value": form_value,
@@ -127,7 +119,7 @@ FILTERS: dict[str, Callable[..., str]] = {
     "iso": iso,
     "ago": ago,
     "duration": duration,
-    "silence": silence,
+    "silence": format_silence,
     "gap": signed_gap,
 }
 
@@ -140,6 +132,5 @@ __all__ = [
     "day_chart",
     "duration",
     "iso",
-    "silence",
     "utc",
 ]

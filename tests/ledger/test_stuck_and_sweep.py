@@ -33,10 +33,10 @@ from ledger import (
     sweep,
 )
 from ledger import sweeper as sweeper_module
+from ledger.durations import format_silence
 from projections import Projector
 from service import load_config
 from service.cli import cli
-from service.web import views
 from tests.projection_support import table_rows
 from tests.service.conftest import api_client, auth
 from tests.support import names_as_before_the_rule
@@ -280,8 +280,8 @@ def test_a_last_activity_ahead_of_now_is_no_negative_silence(ledger: Ledger, db_
         assert "-3m" not in table
     assert "0s (ahead)" in tables[()]
     assert "0s (last activity 3m55s ahead of now)" in tables[("--wide",)]
-    assert views.silence(-ahead) == "0s (last activity 3m55s ahead of now)"
-    assert views.silence(timedelta(minutes=2)) == "2m"
+    assert format_silence(-ahead) == "0s (last activity 3m55s ahead of now)"
+    assert format_silence(timedelta(minutes=2)) == "2m"
 
 
 def test_stuck_and_sweep_commands(ledger: Ledger, db_url: str) -> None:
