@@ -146,6 +146,27 @@ def test_timestamps_round_trip_as_utc_with_microseconds(ledger: Ledger) -> None:
     assert (state.started_at, state.last_event_at) == (moment, moment)
 
 
+def test_a_nanosecond_time_is_kept_to_the_microsecond_and_its_retry_is_a_duplicate(
+    ledger: Ledger,
+) -> None:
+    from ledger import parse_event
+
+    line = {
+        "event_id": str(uuid.uuid4()),
+        "type": "RunStarted",
+        "run_ref": "a",
+        "source_id": 1,
+        "connector_name": "S",
+        "occurred_at": "2026-01-28T01:12:44.123456789Z",  # Go's RFC3339Nano, Java's Instant
+    }
+    with freeze_time("2026-01-28 02:00:00"):
+        first = ledger.append([parse_event(line)])
+        retry = ledger.append([parse_event(line)])
+    (event,) = ledger.read_run(first.run_refs["a"])
+    assert event.occurred_at == datetime(2026, 1, 28, 1, 12, 44, 123456, tzinfo=UTC)  # cut
+    assert (retry.appended, retry.duplicates) == (0, 1)
+
+
 def test_mysql_sessions_run_in_utc(ledger: Ledger, backend: str) -> None:
     if backend != "mysql":
         pytest.skip("MySQL session settings")
