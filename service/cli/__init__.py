@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from ledger import LedgerError
-from ledger.text import visible_lines
+from ledger.text import visible, visible_lines
 from ledger.urls import mask_secrets
 from service.cli import admin, api, connectors, events, projection, runs, serve, verify
 from service.cli.errors import (
@@ -32,11 +32,24 @@ ExitCode = str | int | None  # what sys.exit takes
 _VERBOSITY = "ledger.verbosity"  # the -v count so far, in the click context's meta
 
 
+class OneLineFormatter(logging.Formatter):
+    """Each log record's message on one line, its invisible characters shown as escapes
+    (:func:`ledger.text.visible`): a log call's arguments may quote a connector, a data source
+    or a driver (a server's raw status line, a stored name), and a newline in them would start
+    a forged log line, an ESC or OSC sequence would draw on the terminal. Every message of
+    run-ledger's is one line; a traceback, after it, keeps its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        shown = logging.makeLogRecord(vars(record))
+        shown.message = visible(record.message)
+        return super().formatMessage(shown)
+
+
 def configure_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])  # a no-op once the root has one
     logging.getLogger().setLevel(level)  # again: a later -v raises it after basicConfig ran
     # SQL statement logs only at -vvv: -vv is for run-ledger's own debug lines.
     logging.getLogger("sqlalchemy").setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
