@@ -387,7 +387,9 @@ def _count(row: dict[str, Any], column: str) -> int:
         return value
     if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         return int(value)
-    if isinstance(value, float | Decimal) and value == int(value):
+    if isinstance(value, float) and value.is_integer():  # not inf or NaN either
+        return int(value)
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
         return int(value)
     raise _not_a(row, column, value, "whole number")
 

@@ -222,7 +222,8 @@ def test_import_legacy_names_a_counter_or_time_that_is_not_one(tmp_path: Path) -
             cases = [("recordsFetched", "12 rows\n\x1b[2J", '"12 rows\\n\\x1b[2J"')]
             with store.engine.begin() as conn:
                 if store.engine.dialect.name == "sqlite":
-                    cases += [("claimsCreated", 1.5, '"1.5"'), ("createdAt", 12.5, '"12.5"')]
+                    cases += [("claimsCreated", 1.5, '"1.5"'), ("recordsSkipped", 1e999, '"inf"')]
+                    cases += [("createdAt", 12.5, '"12.5"')]
                 else:
                     conn.execute(text("ALTER TABLE ingestion_runs MODIFY recordsFetched TEXT"))
             upgrade(store.engine, url)
