@@ -24,6 +24,7 @@ from service.cli.errors import (
     EXIT_OK,
     EXIT_PROBLEM,
     Interrupted,
+    ProblemFound,
     exit_code_for,
 )
 from service.cli.output import OutputError, guard_stdout
@@ -39,7 +40,7 @@ class OneLineFormatter(logging.Formatter):
     a forged log line, an ESC or OSC sequence would draw on the terminal. Every message of
     run-ledger's is one line; a traceback, after it, keeps its own lines."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+    def formatMessage(self, record: logging.LogRecord) -> str:
         shown = logging.makeLogRecord(vars(record))
         shown.message = visible(record.message)
         return super().formatMessage(shown)
@@ -126,7 +127,11 @@ class LedgerGroup(click.Group):
         except click.ClickException as error:
             # click's own messages quote arguments as given (a FILE that does not exist), and
             # strip ANSI codes only when stderr is not a terminal: escape them as ours are.
-            vars(error)["message"] = visible_lines(error.message)  # Final for type checkers
+            # Each is one line: a newline in it is the argument's (a file name's), shown as
+            # \n, or it would start a line of its own ("Error: ..."). Ours (ProblemFound) may
+            # list problems a line each, made visible line by line as they were made.
+            shown = visible_lines if isinstance(error, ProblemFound) else visible
+            vars(error)["message"] = shown(error.message)  # Final for type checkers
             raise
 
 

@@ -207,7 +207,7 @@ def test_import_legacy_names_a_time_that_is_not_one(tmp_path: Path) -> None:
             upgrade(store.engine, url)
             result = run("import-legacy", "--db", url)
             assert result.exit_code == 2  # type: ignore[attr-defined]
-            assert "legacy row id 7: startedAt: \"yesterday\" is not a time" in result.stderr  # type: ignore[attr-defined]
+            assert 'legacy row id 7: startedAt: "yesterday" is not a time' in result.stderr  # type: ignore[attr-defined]
             assert "Traceback" not in result.output  # type: ignore[attr-defined]
             assert store.head().last_position == 0
 
