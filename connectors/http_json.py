@@ -616,12 +616,14 @@ class HttpJsonConnector(Connector):
                 delay = min(self.backoff * 2 ** min(attempt - 1, 30), MAX_RETRY_DELAY_S)
                 # INFO: the run's failure, when retries run out, is the one WARNING (serve
                 # logs it at each tick); a retry that recovers is not a problem to report.
+                # The error may quote the server (a garbled status line, raw): made visible,
+                # or its ESC, CR and newline would draw on the terminal and forge log lines.
                 log.info(
                     "retrying %s in %.2fs (attempt %d): %s",
                     shown(url),
                     delay,
                     attempt + 1,
-                    last_error,
+                    visible(last_error),
                 )
                 time.sleep(delay)
             try:

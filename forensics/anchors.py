@@ -32,7 +32,7 @@ from ledger.reads import read_head, stored_refs
 from ledger.recorded import StoredRef
 from ledger.schema import GENESIS_HASH, MAX_POSITION
 from ledger.store import Ledger
-from ledger.text import clip
+from ledger.text import clip, visible
 
 _POSITION = re.compile(r"[0-9]+")
 _HASH = re.compile(r"[0-9a-fA-F]{64}")
@@ -151,7 +151,7 @@ def append_anchor(ledger: Ledger, path: str | os.PathLike[str]) -> Anchor:
         raise output_file_error(
             target,
             exc,
-            f"{target}: cannot append to the anchor file ({exc.strerror or exc})",
+            f"{visible(str(target))}: cannot append to the anchor file ({exc.strerror or exc})",
             AnchorInputError,
         ) from exc
     return anchor
@@ -223,18 +223,19 @@ def read_anchor_file(path: str | os.PathLike[str]) -> list[Anchor]:
     """Every anchor of a file; raises :class:`AnchorInputError` naming the file (and line) when
     it cannot be read, holds a malformed line, or holds no anchor at all."""
     source = Path(path)
+    shown = visible(str(source))  # a newline in the file's name would start a line of its own
     try:
         raw = source.read_bytes()
     except OSError as exc:
         raise AnchorInputError(
-            f"{source}: cannot read the anchor file ({exc.strerror or exc})"
+            f"{shown}: cannot read the anchor file ({exc.strerror or exc})"
         ) from exc
     body = raw.removeprefix(codecs.BOM_UTF8)
     try:
         content = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         at = body[: exc.start].count(b"\n") + 1
-        raise AnchorInputError(f"{source}:{at}: not valid UTF-8") from None
+        raise AnchorInputError(f"{shown}:{at}: not valid UTF-8") from None
     anchors: list[Anchor] = []
     malformed: list[str] = []
     # "\n" only: a line number must be the one an editor shows (str.splitlines also splits on
@@ -243,7 +244,7 @@ def read_anchor_file(path: str | os.PathLike[str]) -> list[Anchor]:
         stripped = text.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        where = f"{source}:{number}"
+        where = f"{shown}:{number}"
         try:
             anchors.append(parse_anchor(stripped, where))
         except ValueError as exc:
@@ -253,7 +254,7 @@ def read_anchor_file(path: str | os.PathLike[str]) -> list[Anchor]:
         message = malformed[0] + (f" (and {more} more malformed line(s))" if more > 0 else "")
         raise AnchorInputError(message, problems=malformed)
     if not anchors:
-        raise AnchorInputError(f"{source}: no anchor line in the file (only blanks or comments)")
+        raise AnchorInputError(f"{shown}: no anchor line in the file (only blanks or comments)")
     return anchors
 
 

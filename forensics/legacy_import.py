@@ -22,6 +22,7 @@ import json
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pydantic
@@ -49,7 +50,7 @@ from ledger.reads import read_head, read_run, run_states
 from ledger.recorded import LedgerHead, RecordedEvent
 from ledger.rules import OPEN, RunState, apply_event
 from ledger.schema import LEGACY_TABLE
-from ledger.text import clip, visible
+from ledger.text import clip, quoted, visible
 from ledger.urls import mask_url, sqlite_file_or_none
 from projections.as_of import run_as_of
 from projections.fold import RESERVED_DETAIL_KEYS, Row, callers_details, whole_seconds
@@ -352,13 +353,17 @@ def _normalise(row: dict[str, Any]) -> Row:
                 # time goes into legacy_created_at as it was written (see facts_for).
                 value = parse_utc(written, naive="utc", keep_offset=True)
             except ValueError:
-                raise ValidationError(
-                    f"legacy row id {row.get('id')}: {column}: {clip(visible(written), 60)!r} "
-                    "is not a time; nothing was imported"
-                ) from None
+                raise _not_a(row, column, written, "time") from None
+        elif value is not None and not isinstance(value, datetime):
+            # A number or bytes a SQLite column holds whatever its declared type: it was
+            # an AttributeError's traceback (createdAt) or a confusing message later.
+            raise _not_a(row, column, value, "time")
         if isinstance(value, datetime) and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)  # sessions run in UTC
         row[column] = value
+    for column in COUNTER_COLUMNS.values():
+        if row.get(column) is not None:  # refused here, before anything is appended; NULL
+            row[column] = _count(row, column)  # stays NULL: it is compared as it was
     details = row.get("errorDetails")
     if isinstance(details, str | bytes):
         try:
@@ -367,6 +372,38 @@ def _normalise(row: dict[str, Any]) -> Row:
             decoded = {"legacy_error_details": details}
         row["errorDetails"] = JSON_NULL if decoded is None else decoded
     return row
+
+
+def _count(row: dict[str, Any], column: str) -> int:
+    """A legacy counter as a whole number (absent: 0). Text of digits is one, as a VARCHAR
+    column gives it; anything else (``'12 rows'``, bytes, ``1.5``) names the row and column:
+    ``int()`` of it was a ValueError's traceback, or cut ``1.5`` to 1 without a word."""
+    value = row.get(column)
+    if value is None:
+        return 0
+    if isinstance(value, bool):  # an int to Python, never a count
+        raise _not_a(row, column, value, "whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, float) and value.is_integer():  # not inf or NaN either
+        return int(value)
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    raise _not_a(row, column, value, "whole number")
+
+
+def _not_a(row: dict[str, Any], column: str, value: Any, kind: str) -> ValidationError:
+    """The error of a legacy value that is not what its column should hold: the row, the
+    column and the value, quoted JSON-style (it is data: a newline shows as ``\\n``, not as
+    a line of the message, nor doubled as ``repr`` of the escape did), and that nothing was
+    imported."""
+    written = value if isinstance(value, str) else repr(value)
+    return ValidationError(
+        f"legacy row id {row.get('id')}: {column}: {quoted(clip(written, 60))} "
+        f"is not a {kind}; nothing was imported"
+    )
 
 
 def adopted_details(details: Any) -> dict[str, Any] | None:
@@ -410,7 +447,7 @@ def facts_for(row: Row) -> list[EventModel]:
                 context=RECORDED_NAMES,
             )
         ]
-        counters = {field: int(row.get(column) or 0) for field, column in COUNTER_COLUMNS.items()}
+        counters = {field: _count(row, column) for field, column in COUNTER_COLUMNS.items()}
         if any(counters.values()):
             events.append(
                 RunProgressed(

@@ -57,7 +57,7 @@ from ledger.errors import (
     UnusableUrlError,
 )
 from ledger.schema import SCHEMA_REVISION
-from ledger.text import clip
+from ledger.text import clip, visible
 from ledger.urls import (
     IN_MEMORY_HINT,
     is_in_memory_sqlite,
@@ -263,24 +263,27 @@ def _refuse_missingsqlite_file_of(url: str, parsed: URL) -> None:
     state = None if path is None else path_state(path)
     if path is None:
         return
+    # The path as given, made visible: a newline in a file name would start a line of the
+    # message ("Error: ...") of its own.
+    shown, folder_shown = visible(str(path)), visible(str(path.parent))
     if state == "file":
         if _holds_nothing(path):
             # SQLite opens an empty file as a new database: a read made it a 4096-byte WAL
             # database (and then said the schema is missing), as a missing file is not.
             raise DatabaseNotFoundError(
-                f"no SQLite database at {path} ({mask_url(url)}): the file is empty (0 bytes), "
+                f"no SQLite database at {shown} ({mask_url(url)}): the file is empty (0 bytes), "
                 f"and this command does not make it a ledger. Check the path, or "
                 f"{migrate_hint(url)} to make it a new ledger"
             )
         return
     if state == "denied":
         raise AccessDeniedError(
-            f"cannot open the SQLite database at {path} ({mask_url(url)}): this user may not "
+            f"cannot open the SQLite database at {shown} ({mask_url(url)}): this user may not "
             "reach it (permission denied)"
         )
     if state == "folder":
         raise DatabaseNotFoundError(
-            f"no SQLite database at {path} ({mask_url(url)}): it is a folder. Check the path"
+            f"no SQLite database at {shown} ({mask_url(url)}): it is a folder. Check the path"
         )
     folder = path.parent
     folder_state = path_state(folder)
@@ -288,17 +291,17 @@ def _refuse_missingsqlite_file_of(url: str, parsed: URL) -> None:
         # `ledger migrate` creates the file, not its folder: advising it would only lead to
         # its own refusal.
         why = (
-            f"the folder {folder} does not exist"
+            f"the folder {folder_shown} does not exist"
             if folder_state == "missing"
-            else f"{folder} is a file, not a folder"
+            else f"{folder_shown} is a file, not a folder"
         )
         raise DatabaseNotFoundError(
-            f"no SQLite database at {path} ({mask_url(url)}): {why}. Check the path"
+            f"no SQLite database at {shown} ({mask_url(url)}): {why}. Check the path"
         )
     # The command that creates it names this database: a bare `ledger migrate` made ./ledger.db
     # instead when the URL came from --db or a config file (`ledger api --config`).
     raise DatabaseNotFoundError(
-        f"no SQLite database at {path} ({mask_url(url)}): the file does not exist, and this "
+        f"no SQLite database at {shown} ({mask_url(url)}): the file does not exist, and this "
         f"command creates none. Check the path, or {migrate_hint(url)} to create a new ledger"
     )
 

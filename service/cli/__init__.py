@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from ledger import LedgerError
-from ledger.text import visible_lines
+from ledger.text import visible, visible_lines
 from ledger.urls import mask_secrets
 from service.cli import admin, api, connectors, events, projection, runs, serve, verify
 from service.cli.errors import (
@@ -24,6 +24,7 @@ from service.cli.errors import (
     EXIT_OK,
     EXIT_PROBLEM,
     Interrupted,
+    ProblemFound,
     exit_code_for,
 )
 from service.cli.output import OutputError, guard_stdout
@@ -32,11 +33,24 @@ ExitCode = str | int | None  # what sys.exit takes
 _VERBOSITY = "ledger.verbosity"  # the -v count so far, in the click context's meta
 
 
+class OneLineFormatter(logging.Formatter):
+    """Each log record's message on one line, its invisible characters shown as escapes
+    (:func:`ledger.text.visible`): a log call's arguments may quote a connector, a data source
+    or a driver (a server's raw status line, a stored name), and a newline in them would start
+    a forged log line, an ESC or OSC sequence would draw on the terminal. Every message of
+    run-ledger's is one line; a traceback, after it, keeps its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        shown = logging.makeLogRecord(vars(record))
+        shown.message = visible(record.message)
+        return super().formatMessage(shown)
+
+
 def configure_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])  # a no-op once the root has one
     logging.getLogger().setLevel(level)  # again: a later -v raises it after basicConfig ran
     # SQL statement logs only at -vvv: -vv is for run-ledger's own debug lines.
     logging.getLogger("sqlalchemy").setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
@@ -113,7 +127,11 @@ class LedgerGroup(click.Group):
         except click.ClickException as error:
             # click's own messages quote arguments as given (a FILE that does not exist), and
             # strip ANSI codes only when stderr is not a terminal: escape them as ours are.
-            vars(error)["message"] = visible_lines(error.message)  # Final for type checkers
+            # Each is one line: a newline in it is the argument's (a file name's), shown as
+            # \n, or it would start a line of its own ("Error: ..."). Ours (ProblemFound) may
+            # list problems a line each, made visible line by line as they were made.
+            shown = visible_lines if isinstance(error, ProblemFound) else visible
+            vars(error)["message"] = shown(error.message)  # Final for type checkers
             raise
 
 

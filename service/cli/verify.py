@@ -158,7 +158,7 @@ def anchor_command(output: Path | None, db_url: str | None) -> None:
             click.echo(current_anchor(ledger).line())
             return
         anchor = append_anchor(ledger, output)
-    click.echo(f"appended to {output}: {anchor.line()}", err=True)
+    click.echo(f"appended to {visible(str(output))}: {anchor.line()}", err=True)
 
 
 @click.command()
@@ -249,9 +249,11 @@ def report(
             output.write_text(text, encoding="utf-8")
         except OSError as exc:  # a missing folder is the caller's (2), a full disk not (3)
             error = output_file_error(
-                output, exc, f"cannot write the report to {output}: {exc.strerror or exc}"
+                output,
+                exc,
+                f"cannot write the report to {visible(str(output))}: {exc.strerror or exc}",
             )
             raise problem_for(error, str(error)) from exc
-        click.echo(f"report written to {output}", err=True)
+        click.echo(f"report written to {visible(str(output))}", err=True)
     if not report_passed(data):
         sys.exit(EXIT_PROBLEM)

@@ -207,9 +207,47 @@ def test_import_legacy_names_a_time_that_is_not_one(tmp_path: Path) -> None:
             upgrade(store.engine, url)
             result = run("import-legacy", "--db", url)
             assert result.exit_code == 2  # type: ignore[attr-defined]
-            assert "legacy row id 7: startedAt: 'yesterday' is not a time" in result.stderr  # type: ignore[attr-defined]
+            assert 'legacy row id 7: startedAt: "yesterday" is not a time' in result.stderr  # type: ignore[attr-defined]
             assert "Traceback" not in result.output  # type: ignore[attr-defined]
             assert store.head().last_position == 0
+
+
+def test_import_legacy_names_a_counter_or_time_that_is_not_one(tmp_path: Path) -> None:
+    # int() of the counter was a ValueError's traceback (exit 1), and a number in createdAt an
+    # AttributeError's; 1.5 records were cut to 1. A SQLite column holds any value whatever
+    # its type, a MariaDB legacy table may keep its counters as text.
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            cases = [("recordsFetched", "12 rows\n\x1b[2J", '"12 rows\\n\\x1b[2J"')]
+            with store.engine.begin() as conn:
+                if store.engine.dialect.name == "sqlite":
+                    cases += [("claimsCreated", 1.5, '"1.5"'), ("recordsSkipped", 1e999, '"inf"')]
+                    cases += [("createdAt", 12.5, '"12.5"')]
+                else:
+                    conn.execute(text("ALTER TABLE ingestion_runs MODIFY recordsFetched TEXT"))
+            upgrade(store.engine, url)
+            for column, value, shown in cases:
+                with store.engine.begin() as conn:
+                    conn.execute(
+                        text(f"UPDATE ingestion_runs_legacy SET {column} = :v WHERE id = 7"),
+                        {"v": value},
+                    )
+                result = run("import-legacy", "--db", url)
+                assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+                kind = "time" if column == "createdAt" else "whole number"
+                assert result.stderr == (  # type: ignore[attr-defined]
+                    f"Error: legacy row id 7: {column}: {shown} is not a {kind}; nothing was "
+                    "imported\n"
+                )
+                assert store.head().last_position == 0
+                with store.engine.begin() as conn:
+                    conn.execute(
+                        text(f"UPDATE ingestion_runs_legacy SET {column} = :v WHERE id = 7"),
+                        {"v": "2026-01-28 01:12:07" if column == "createdAt" else 3},
+                    )
+            result = run("import-legacy", "--db", url)  # text of digits is a count
+            assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
 
 
 def test_import_legacy_without_the_table_says_where_it_looked_and_why(tmp_path: Path) -> None:

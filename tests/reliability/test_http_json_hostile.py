@@ -1,11 +1,15 @@
 """The http-json connector against a hostile server, on SQLite and MariaDB (connectors review):
 an endless body, a body dribbled a few bytes at a time, a redirect to another host, bodies that
-are not UTF-8 JSON, a body cut short. Each fails the run (or retries) with a message naming the
-URL and what was wrong, within a bound; nothing is fetched from another host."""
+are not UTF-8 JSON, a body cut short, a status line that would draw on the terminal. Each fails
+the run (or retries) with a message naming the URL and what was wrong, within a bound; nothing
+is fetched from another host, and nothing the server sends forges a log line."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +21,7 @@ import pytest
 from connectors import FetchError, HttpJsonConnector, Spool
 from ledger import ConfigurationError, Ledger
 from tests.connectors.support import finished
+from tests.support import free_port, run_to_end
 
 Behaviour = Callable[[BaseHTTPRequestHandler, threading.Event], None]
 
@@ -40,7 +45,7 @@ class HostileServer:
             def log_message(self, *_args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -91,6 +96,20 @@ def raw(body: bytes) -> Behaviour:
     return send
 
 
+# A status line a hostile server sends: a screen clear, an OSC 8 hyperlink, a C1 CSI, a CR, and
+# a second line laid out as a log line of the SDK's (http.client puts the whole line, raw, in
+# its BadStatusLine).
+FORGED_STATUS = (
+    b"\x1b[2J\x1b]8;;http://evil.example/\x07click\x1b]8;;\x07 \x9b31m\r"
+    b"INFO connectors.sdk: run 1 of http-json finished: success\r\n\r\n"
+)
+
+
+def forged_status(handler: BaseHTTPRequestHandler, _stop: threading.Event) -> None:
+    handler.wfile.write(FORGED_STATUS)
+    handler.close_connection = True
+
+
 def cut_short(handler: BaseHTTPRequestHandler, _stop: threading.Event) -> None:
     head(handler, Content_Type="application/json", Content_Length="1000")
     handler.wfile.write(b'{"items": [')
@@ -122,6 +141,7 @@ def hostile(elsewhere: HostileServer) -> Iterator[HostileServer]:
             "/bigint": raw(b'{"items": [{"id": 1' + b"0" * 5000 + b"}]}"),
             "/deep": raw(b"[" * 100_000 + b"]" * 100_000),
             "/cut": cut_short,
+            "/forged": forged_status,
         }
     ) as server:
         yield server
@@ -206,3 +226,42 @@ def test_a_body_cut_short_is_retried_then_fails_the_run(
 def test_page_limits_are_checked(option: str, value: object) -> None:
     with pytest.raises(ConfigurationError, match=option):
         HttpJsonConnector(1, "http://127.0.0.1:1/", **{option: value})  # type: ignore[arg-type]
+
+
+def raw_characters(text: str) -> list[str]:
+    return [char for char in set(text) if not char.isprintable() and char != "\n"]
+
+
+def test_a_status_line_that_draws_on_the_terminal_forges_no_log_line(
+    ledger: Ledger, spool: Spool, hostile: HostileServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The retry's INFO line quoted http.client's BadStatusLine raw: `ledger -v run http-json`
+    # (and serve -v) cleared the screen, printed a hyperlink, and wrote a line of its own,
+    # "INFO connectors.sdk: run 1 of http-json finished: success", for a run that failed.
+    url = f"http://127.0.0.1:{hostile.port}/forged"
+    connector = HttpJsonConnector(1, url, records_path="items", retries=1, backoff=0)
+    with caplog.at_level(logging.INFO, logger="connectors.http_json"):
+        message = fails(ledger, spool, connector)
+    assert "BadStatusLine" in message  # the ledger keeps the server's words as they were
+    retries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying")]
+    assert len(retries) == 1
+    assert "BadStatusLine: \\x1b[2J\\x1b]8;;http://evil.example/\\x07click" in retries[0]
+    assert raw_characters(retries[0]) == []
+    assert "\n" not in retries[0]
+
+
+def test_no_log_line_of_the_cli_holds_what_a_server_sent_raw(
+    db_url: str, hostile: HostileServer
+) -> None:
+    # The same through the command, whose log handler makes every message one visible line
+    # (whichever library call logged it, and whatever quoted the server).
+    url = f"http://127.0.0.1:{hostile.port}/forged"
+    command = [sys.executable, "-c", "from service.cli import main; main()", "-v", "run"]
+    command += ["http-json", "--url", url, "--retries", "1", "--backoff", "0", "--db", db_url]
+    done = run_to_end(command, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert raw_characters(done.stderr) == [], done.stderr
+    assert any(line.startswith("INFO connectors.http_json: retrying") for line in lines)
+    sdk_lines = [line for line in lines if line.startswith("INFO connectors.sdk: run ")]
+    assert [line.rsplit(" ", 1)[-1] for line in sdk_lines] == ["started", "failed"], done.stderr

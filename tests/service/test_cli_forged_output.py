@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -226,6 +227,39 @@ def test_a_usage_error_does_not_echo_control_characters(args: tuple[str, ...], d
     assert result.exit_code == 2, result.output
     assert shows_no_raw_control(result.stderr), repr(result.stderr)
     assert "\\x1b" in result.stderr
+
+
+FORGED_LINE = "\nError: nothing is wrong\x1b[2J"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("append", f"missing{FORGED_LINE}.jsonl"),
+        ("report", "--output", f"/nowhere{FORGED_LINE}/report.md"),
+        ("anchor", "--output", f"/nowhere{FORGED_LINE}/anchors"),
+        ("verify", "--anchor", f"/nowhere{FORGED_LINE}/anchors"),
+    ],
+    ids=["append FILE", "report --output", "anchor --output", "verify --anchor"],
+)
+def test_a_newline_in_a_file_name_starts_no_line_of_an_error(
+    args: tuple[str, ...], db_url: str
+) -> None:
+    # A message is made visible line by line, its own line breaks kept: a newline in the file
+    # name it quoted was one of them, and printed a line "Error: nothing is wrong" of its own.
+    result = CliRunner().invoke(cli, [*args, "--db", db_url])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if line.startswith("Error:")] == [lines[-1]], result.stderr
+    assert "\\nError: nothing is wrong\\x1b[2J" in lines[-1]
+
+
+def test_a_newline_in_a_sqlite_path_starts_no_line_of_an_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/missing{FORGED_LINE}.db"
+    result = CliRunner().invoke(cli, ["status", "--db", url])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "missing\\nError: nothing is wrong\\x1b[2J.db" in result.stderr
 
 
 def test_json_output_escapes_what_a_terminal_would_obey(ledger: Ledger, db_url: str) -> None:
