@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from ledger import ConfigurationError, DatabaseUnreachableError, Ledger
 from ledger.urls import resolve_database_url
 from service.api.app import create_app
+from service.api.connections import accept_backlog, bounded_protocol, connection_limit
 from service.config import LedgerConfig, load_config, split_listen
 from service.hangup import ignore_hangup
 
@@ -77,6 +78,10 @@ def build_server(config: LedgerConfig) -> tuple[uvicorn.Server, FastAPI]:
     app = create_app(config)
     settings = uvicorn.Config(
         app,
+        # uvicorn's h11 with a bound on request headers and on connections at once (see
+        # service.api.connections): it held a connection that sent no headers for ever.
+        http=bounded_protocol(config.api.read_timeout.total_seconds(), connection_limit()),
+        backlog=accept_backlog(),
         access_log=False,  # the API logs each request itself, without query string or headers
         log_config=None,  # the CLI's logging configuration stands
         lifespan="off",
