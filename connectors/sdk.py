@@ -77,6 +77,7 @@ from ledger import (
     EventModel,
     Ledger,
     LedgerError,
+    RecordedEvent,
     RunFinished,
     RunProgressed,
     RunStarted,
@@ -334,11 +335,23 @@ class RunContext:
 
     def _start(self) -> int:
         started = self._started_event()
+        try:
+            self._opened(self._append_started(started))
+        except (KeyboardInterrupt, SystemExit) as stop:
+            self._close_if_started(started, stop)
+            raise
+        self._heartbeat = threading.Thread(
+            target=self._beat, daemon=True, name=f"heartbeat-run-{self.run_id}"
+        )
+        self._heartbeat.start()
+        log.info("run %d of %s started", self.run_id, self.connector_name)
+        return self.run_id
+
+    def _append_started(self, started: RunStarted) -> RecordedEvent:
         for attempt in (1, 2):
             try:
                 self._deliver_spool()
-                stored = self.ledger.append([started]).events[0]
-                break
+                return self.ledger.append([started]).events[0]
             except StorageError as exc:
                 # Sent once more, same event_id: if the first try committed and only its reply
                 # was lost, this returns the stored run instead of leaving it open unseen.
@@ -352,17 +365,51 @@ class RunContext:
                         f"run of {self.connector_name} (source {self.source_id}) not started: "
                         f"{why} ({exc})"
                     ) from exc
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _opened(self, stored: RecordedEvent) -> None:
+        """The run is open: this context records it from now on (the exit hook too)."""
         self.result = RunResult(run_id=stored.run_id)
         self._run_started_id = str(stored.event_id)
         self._last_position = stored.position
         self._last_emit = time.monotonic()
         RunContext._open.add(self)
-        self._heartbeat = threading.Thread(
-            target=self._beat, daemon=True, name=f"heartbeat-run-{stored.run_id}"
-        )
-        self._heartbeat.start()
-        log.info("run %d of %s started", stored.run_id, self.connector_name)
-        return stored.run_id
+
+    def _close_if_started(self, started: RunStarted, stop: BaseException) -> None:
+        """A signal (SIGTERM's SystemExit, Ctrl-C) came while RunStarted was being appended:
+        it may have committed (the signal came as the COMMIT's reply was awaited, or just
+        after), and the run was then open with nobody to end it: `ledger run` exited 143
+        without a word, and the run stayed `running` until the sweeper timed it out. The
+        ledger is asked; a run it holds is ended ``failed`` ("interrupted") by ``stop``."""
+        if self.result is None:
+            try:
+                stored = self._stored_start(started)
+            except LedgerError as exc:
+                log.error(
+                    "interrupted as run of %s (source %s) was starting, and the ledger could "
+                    "not say whether it started (%s): if it did, `ledger sweep` times it out",
+                    self.connector_name,
+                    self.source_id,
+                    visible(str(exc)),
+                )
+                return
+            if stored is None:
+                return  # not started: nothing to end
+            self._opened(stored)
+        assert self.result is not None
+        if self.result.status is None:
+            self.finish(stop)
+
+    def _stored_start(self, started: RunStarted) -> RecordedEvent | None:
+        """``started`` as the ledger stores it, or None: among this connector's open runs of
+        this source (a few), the one whose first event it is."""
+        for run in self.ledger.runs(
+            connector_name=self.connector_name, source_id=self.source_id, state="open"
+        ):
+            first = self.ledger.read_run(run.run_id, limit=1)
+            if first and str(first[0].event_id) == str(started.event_id):
+                return first[0]
+        return None
 
     def finish(self, exc: BaseException | None = None) -> RunResult:
         """Append the terminal event (after any pending counts, in an append of their own) and
@@ -916,8 +963,16 @@ def exception_text(exc: BaseException) -> str:
     """What ``exc`` says, secrets masked: the one way a connector's exception becomes text for
     the ledger (RunFinished's ``error_message`` and ``error_details``), a log or the output. A
     library's message can quote a URL with its token (urllib's InvalidURL quotes the request
-    line's path), and the ledger is immutable: a secret stored there could never be removed."""
-    return mask_secrets(str(exc))
+    line's path), and the ledger is immutable: a secret stored there could never be removed.
+
+    An exception whose ``__str__`` raises (or returns no text) says so, as Python's traceback
+    does: its error escaped ``finish()``, in place of the connector's own, before the outcome
+    was appended, and the run was left open (recorded "interpreter exit" at best)."""
+    try:
+        text = str(exc)
+    except Exception as failure:
+        return f"<exception str() failed: {type(failure).__name__}>"
+    return mask_secrets(text)
 
 
 def describe_failure(exc: BaseException) -> str:

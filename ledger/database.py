@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    DisconnectionError,
     InvalidatePoolError,
     NoSuchModuleError,
     SAWarning,
@@ -148,7 +149,33 @@ def create_ledger_engine(url: str, *, create: bool = True, **engine_options: Any
             )
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise ConfigurationError(f"cannot use database URL {mask_url(url)}: {exc}") from exc
+    if not isinstance(engine.pool, StaticPool):  # an in-memory database is the process's own
+        # First, before any other checkout hook: the idle ping is a round trip on the socket.
+        event.listen(engine, "connect", _note_process, insert=True)
+        event.listen(engine, "checkout", _refuse_another_process, insert=True)
     return engine
+
+
+# The process that opened a pooled connection (``record.info``).
+_OPENED_BY = "ledger_opened_by_pid"
+
+
+def _note_process(_dbapi_connection: Any, record: Any) -> None:
+    record.info[_OPENED_BY] = os.getpid()
+
+
+def _refuse_another_process(_dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """A forked child (``multiprocessing``'s fork, ``os.fork``) inherits the parent's pool:
+    its checkouts handed it the parent's connections, one socket and one server session for
+    two processes. Their statements and replies interleaved: a child read another's
+    RunStarted reply and recorded its run's events into that run, others failed with
+    ValueErrors from the garbled protocol (SQLAlchemy's recipe for pools across ``fork``).
+    Such a connection is dropped, not closed (closing would end the parent's session), and
+    the pool opens one of the child's own in its place."""
+    opened_by = record.info.get(_OPENED_BY)
+    if opened_by is not None and opened_by != os.getpid():
+        record.dbapi_connection = proxy.dbapi_connection = None
+        raise DisconnectionError(f"a connection of process {opened_by}, inherited by fork")
 
 
 class SqliteFile:

@@ -194,8 +194,9 @@ def execute_connector(
         watchdog = RunWatchdog(ledger, bound, actor, partial(_end_timed_out_run, bound))
     with library_errors():
         spool = Spool(spool_dir)
-        # SIGTERM ends the run as "interrupted" instead of leaving it open.
-        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        # SIGTERM (and SIGHUP) end the run as "interrupted" instead of leaving it open.
+        signal.signal(signal.SIGTERM, _stop_on_signal)
+        _stop_on_hangup()
         try:
             outcome = connector.run_once(
                 ledger,
@@ -300,9 +301,19 @@ def _end_timed_out_run(bound: RunBound, context: RunContext, timeout: TimeOut) -
     os._exit(problem.exit_code)
 
 
-def _stop_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    """SystemExit(143), raised here and, should Python drop it (a handler that ran inside a
-    weakref callback), at the run's next report (:func:`connectors.sdk.stop_runs`)."""
-    stop = SystemExit(128 + signal.SIGTERM)
+def _stop_on_hangup() -> None:
+    """SIGHUP (the terminal closed, the ssh session lost) ends the run as SIGTERM does: its
+    default action killed the process on the spot, and the run stayed `running` until the
+    sweeper timed it out, an hour later by default. Not where it is ignored already (``nohup
+    ledger run …``): whoever started it so meant the run to outlive the terminal."""
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
+        signal.signal(signal.SIGHUP, _stop_on_signal)
+
+
+def _stop_on_signal(signum: int, _frame: FrameType | None) -> None:
+    """SystemExit(128 + signum), 143 for SIGTERM, raised here and, should Python drop it (a
+    handler that ran inside a weakref callback), at the run's next report
+    (:func:`connectors.sdk.stop_runs`)."""
+    stop = SystemExit(128 + signum)
     stop_runs(stop)
     raise stop

@@ -51,6 +51,36 @@ def test_a_body_that_raises_fails_the_run_with_its_traceback(ledger: Ledger, spo
     assert totals(ledger, run.run_id)["records_fetched"] == 3  # the remainder went out first
 
 
+class _Unprintable(Exception):
+    """A library's exception whose text cannot be made (a ``__str__`` that itself fails)."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_an_exception_whose_str_raises_still_fails_the_run_with_it(
+    ledger: Ledger, spool: Spool
+) -> None:
+    # finish() raised the RuntimeError in place of the connector's exception, before the
+    # outcome was appended: the run stayed open (closed as "interpreter exit" at best).
+    run = RunContext(ledger, 1, "SOURCE_1", spool=spool)
+
+    def body() -> None:
+        with run:
+            run.progress(fetched=3)
+            raise _Unprintable
+
+    with pytest.raises(_Unprintable):
+        body()
+    payload = finished(ledger, run.run_id)
+    assert payload["status"] == "failed"
+    assert payload["error_message"] == "_Unprintable: <exception str() failed: RuntimeError>"
+    assert payload["error_details"]["exception"] == "_Unprintable"
+    assert "raise _Unprintable" in payload["error_details"]["traceback"]
+    assert totals(ledger, run.run_id)["records_fetched"] == 3
+    assert ledger.run(run.run_id).state == "finished"  # type: ignore[union-attr]
+
+
 def test_keyboard_interrupt_is_failed_interrupted(ledger: Ledger, spool: Spool) -> None:
     with pytest.raises(KeyboardInterrupt), RunContext(ledger, 1, "SOURCE_1", spool=spool) as run:
         raise KeyboardInterrupt
@@ -270,6 +300,54 @@ def test_sigterm_during_ledger_run_closes_the_run_as_interrupted(
     assert payload["error_details"]["reason"] == "interrupted"
     assert payload["error_message"] == "stopped by SIGTERM"  # not "SystemExit: 143"
     assert json.loads(stdout)["error"] == "stopped by SIGTERM"
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["after-commit", "before-append"])
+def test_ctrl_c_as_the_run_starts_leaves_no_run_open(
+    ledger: Ledger, db_url: str, tmp_path: Path, committed: bool
+) -> None:
+    # A real SIGINT, sent by the process to itself just after RunStarted committed (the SDK
+    # not yet holding its run id) or just before it is appended. After the commit, the run
+    # stayed open, with nobody to end it: `with` never entered the block.
+    code = (
+        "import os, signal, sys\n"
+        "from connectors import RunContext, Spool\n"
+        "from ledger import Ledger, RunStarted\n"
+        "append = Ledger.append\n"
+        "def appending(self, events, *args, **kwargs):\n"
+        "    starting = isinstance(events[0], RunStarted)\n"
+        f"    if starting and not {committed}:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    result = append(self, events, *args, **kwargs)\n"
+        "    if starting:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return result\n"
+        "Ledger.append = appending\n"
+        f"run = RunContext(Ledger.from_url({db_url!r}), 1, 'SOURCE_1', "
+        f"spool=Spool({str(tmp_path)!r}))\n"
+        "try:\n"
+        "    with run:\n"
+        "        print('entered', flush=True)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', run.result, flush=True)\n"
+    )
+    done = support.run_to_end([sys.executable, "-c", code], timeout=120, cwd=REPO)
+
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.startswith("interrupted"), done.stdout
+    assert ledger.runs(state="open") == []
+    runs = ledger.runs()
+    if not committed:
+        assert runs == []  # never started
+        return
+    assert [run.state for run in runs] == ["finished"]
+    payload = finished(ledger, runs[0].run_id)
+    assert (payload["status"], payload["error_message"]) == (
+        "failed",
+        "interrupted by Ctrl-C (SIGINT)",
+    )
+    assert payload["error_details"]["reason"] == "interrupted"
 
 
 def test_a_lost_reply_to_run_started_does_not_orphan_the_run(

@@ -1,0 +1,81 @@
+"""Connector runs in forked children (``os.fork``, ``multiprocessing``'s fork), each with a
+RunContext of its own on the Ledger the parent opened, while the parent's run goes on: as
+the SDK tells a child that reports for its parent's run to do. Each run holds exactly the
+events of the process that recorded it.
+
+The audit of a connector process's life (2026-12-06): the children were handed the parent's
+pooled connections, one socket and one server session for several processes, and on
+MariaDB every try mixed runs up: a child recorded its RunFinished and its counts into
+another child's run (``run 17 of child2: connector:child4 … closed it``, 400 fetched for a
+run of 200), others died on ValueErrors of the garbled protocol."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+from ledger import Ledger
+from tests import support
+from tests.connectors.support import finished, totals
+
+REPO = Path(__file__).resolve().parents[2]
+CHILDREN = 4
+REPORTS = 150
+
+# The parent's run is open and its pool holds a connection when the children are forked;
+# then all of them report at once, one append per report.
+SCRIPT = """
+import os, sys
+from connectors import RunContext, Spool
+from ledger import Ledger
+
+ledger = Ledger.from_url(sys.argv[1])
+spool = Spool(sys.argv[2])
+children, reports = int(sys.argv[3]), int(sys.argv[4])
+with RunContext(ledger, 1, "parent", spool=spool, progress_interval=0) as run:
+    run.progress(fetched=1)
+    pids = []
+    for number in range(children):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                own = RunContext(ledger, 2, f"child{number}", spool=spool, progress_interval=0)
+                with own:
+                    for _ in range(reports):
+                        own.progress(fetched=1)
+                print("child", own.run_id, own.actor, flush=True)
+            except BaseException as exc:
+                print("child failed:", type(exc).__name__, exc, flush=True)
+                code = 1
+            os._exit(code)
+        pids.append(pid)
+    for _ in range(reports):
+        run.progress(fetched=1)
+    codes = [os.waitpid(pid, 0)[1] for pid in pids]
+print("parent", run.run_id, run.actor, run.result.status, codes, flush=True)
+"""
+
+
+def test_forked_children_record_their_own_runs_on_the_parents_ledger(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    args = [db_url, str(tmp_path / "spool"), str(CHILDREN), str(REPORTS)]
+    done = support.run_to_end([sys.executable, "-c", SCRIPT, *args], timeout=240, cwd=REPO)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "failed" not in done.stdout, done.stdout + done.stderr
+    lines = [line.split() for line in done.stdout.splitlines()]
+    children = [(int(run), actor) for kind, run, actor, *_ in lines if kind == "child"]
+    parent = next(line for line in lines if line[0] == "parent")
+    assert parent[3:] == ["success", "[0,", "0,", "0,", "0]"], done.stdout
+    assert len(children) == CHILDREN
+    runs = [*children, (int(parent[1]), parent[2])]
+    assert len({run_id for run_id, _ in runs}) == len(runs)  # one run each
+    for run_id, actor in runs:
+        by = Counter(event.actor for event in ledger.read_run(run_id))
+        assert by == Counter({actor: by[actor]}), (run_id, actor, by)  # its events only
+        assert finished(ledger, run_id)["status"] == "success"
+    expected = {actor: REPORTS + (actor == parent[2]) for _, actor in runs}
+    assert {actor: totals(ledger, run_id)["records_fetched"] for run_id, actor in runs} == expected
