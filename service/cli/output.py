@@ -61,11 +61,54 @@ def _discard_further_output(descriptor: int) -> None:
         os.close(null)
 
 
+class _ClosedStdout(io.RawIOBase):
+    """Standard output the command was started without (``ledger … >&-``): its first write
+    is :class:`OutputError` (EBADF, as a write to the closed descriptor would be), the rest
+    are discarded, so that output still buffered does not fail again as Python exits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._said = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Buffer, /) -> int:
+        if not self._said:
+            self._said = True
+            raise OutputError(errno.EBADF, os.strerror(errno.EBADF))
+        return len(memoryview(data))
+
+
+def _hold_closed_descriptors() -> None:
+    """Point each standard descriptor the process was started without at ``/dev/null``.
+
+    A closed descriptor 1 is the lowest free one: the next file this process opens (the SQLite
+    database, its journal, a socket to MariaDB) would get it, and anything that writes to
+    descriptor 1 (a C library, a subprocess inheriting it) would write into that file."""
+    for descriptor, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(descriptor)
+        except OSError:
+            null = os.open(os.devnull, mode)
+            if null != descriptor:
+                os.dup2(null, descriptor)
+                os.close(null)
+
+
 def guard_stdout() -> None:
     """Make ``sys.stdout`` write its descriptor through :class:`_StdoutFile`, with the
-    encoding, error handler and buffering it had; a stdout with no descriptor (none, or
-    replaced by a test's runner) is left alone."""
+    encoding, error handler and buffering it had; a stdout with no descriptor (replaced by a
+    test's runner) is left alone, and a closed one (``sys.stdout`` None: Python's "started
+    without it") becomes :class:`_ClosedStdout`, one ``Error:`` line and exit 3 at the first
+    write instead of a traceback."""
+    _hold_closed_descriptors()
+    if sys.stderr is None:  # started without it (2>&-): click wrote errors to stdout instead
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     stdout = sys.stdout
+    if stdout is None:
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(_ClosedStdout()), encoding="utf-8")
+        return
     if not isinstance(stdout, io.TextIOWrapper):
         return
     try:

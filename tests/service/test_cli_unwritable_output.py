@@ -111,3 +111,40 @@ def test_append_to_a_reader_that_went_away_appends_quietly(db_url: str) -> None:
     assert done.stderr == ""
     assert done.returncode == EXIT_PROBLEM
     assert run("events", "--format", "jsonl", "--db", db_url).output.count("\n") == 7
+
+
+def ledger_without(descriptor: int, db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``ledger`` command started with standard descriptor ``descriptor`` closed
+    (``>&-`` or ``2>&-``, as a daemon or a careless script starts it); the other one piped."""
+    command = [sys.executable, "-c", "from service.launch import main; main()", *args]
+    return subprocess.run(
+        ["sh", "-c", f'exec "$@" {descriptor}>&-', "sh", *command, "--db", db_url],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("args", OUTPUT_COMMANDS[:4], ids=" ".join)
+def test_a_closed_stdout_is_one_line_and_exit_3(sample_db: str, args: tuple[str]) -> None:
+    done = ledger_without(1, sample_db, *args)
+    assert done.returncode == EXIT_ENVIRONMENT, done.stderr
+    assert done.stderr == "Error: cannot write the output to stdout: Bad file descriptor\n"
+
+
+def test_append_with_stdout_closed_appends_and_says_so(db_url: str) -> None:
+    # Descriptor 1 closed is the next one the process opens (the SQLite file, a socket): it is
+    # held on /dev/null, so nothing meant for stdout reaches the database.
+    done = ledger_without(1, db_url, "append", str(SAMPLE))
+    assert done.returncode == EXIT_ENVIRONMENT, done.stderr
+    assert "the 7 event(s) WERE appended" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert run("verify", "--db", db_url).exit_code == 0
+
+
+def test_a_closed_stderr_keeps_errors_out_of_stdout(db_url: str) -> None:
+    done = ledger_without(2, db_url, "runs", "show", "999")
+    assert done.returncode == 2
+    assert done.stdout == ""  # the error was click's stdout fallback: mixed into the output
