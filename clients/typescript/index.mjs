@@ -685,19 +685,28 @@ export class LedgerClient {
   /**
    * GET a paged list of the API (`/v1/runs`, `/v1/runs/3/events`) a page at a time: yields
    * each page's array, following `Link: <…>; rel="next"` until the last page. Each page has
-   * get()'s retries; `signal` stops it. A next link to another origin is refused.
+   * get()'s retries; `signal` stops it. A next link to another origin is refused, and so is
+   * one to a page already read (the ledger's cursors only move forward: a loop would be
+   * endless).
    */
   async *pages(path, { signal } = {}) {
     if (typeof path !== 'string' || !path.startsWith('/')) {
       throw new LedgerValidationError('path', 'must start with /');
     }
+    const read = new Set();
     for (let next = path; next !== null; ) {
+      read.add(next);
       const { value, link } = await this._exchange('GET', next, undefined, signal);
       if (!Array.isArray(value)) {
         throw new LedgerProtocolError(`GET ${next} answered ${printable(JSON.stringify(value), 200)}, not a list`);
       }
       yield value;
       next = nextLink(link, next);
+      if (next !== null && read.has(next)) {
+        throw new LedgerProtocolError(
+          `GET ${printable(next, 200)} named a page already read as the next one: not followed again`,
+        );
+      }
     }
   }
 

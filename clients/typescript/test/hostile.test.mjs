@@ -811,6 +811,23 @@ test('pages() follows rel="next" on the same API and refuses a link to elsewhere
   );
 });
 
+test('pages() refuses a next link back to a page already read (a loop, not more pages)', async () => {
+  const server = await fake((req, res) => {
+    const back = req.url === '/v1/runs' ? '/v1/runs?cursor=a' : '/v1/runs';
+    res.writeHead(200, { 'content-type': 'application/json', link: `<${back}>; rel="next"` });
+    res.end('[]');
+  });
+  const seen = [];
+  await assert.rejects(
+    (async () => {
+      for await (const page of client(server.url).pages('/v1/runs')) seen.push(page);
+    })(),
+    (error) => error instanceof LedgerProtocolError && /already read/.test(error.message),
+  );
+  assert.equal(seen.length, 2);
+  assert.deepEqual(server.requests.map((r) => r.url), ['/v1/runs', '/v1/runs?cursor=a']);
+});
+
 test('a 500 stored-event-unreadable is not retried: no retry changes the ledger\'s history', async () => {
   const server = await fake((req, res) => {
     res.writeHead(500, { 'content-type': 'application/problem+json' });
