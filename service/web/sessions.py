@@ -26,6 +26,8 @@ from service.config import LedgerConfig
 SESSION_COOKIE = "ledger_web_session"
 LOGIN_COOKIE = "ledger_web_login"
 LOGIN_NONCE_SECONDS = 30 * 60
+# The scopes the web view serves: a token with neither (``append`` alone) cannot log in.
+WEB_SCOPES = frozenset({"read", "operate"})
 
 
 @dataclass(frozen=True)
@@ -187,4 +189,4 @@ def safe_next(target: str | None, root: str) -> str:
     return target
 
 
-__all__ = ["LOGIN_COOKIE", "SESSION_COOKIE", "Sessions", "Viewer", "safe_next"]
+__all__ = ["LOGIN_COOKIE", "SESSION_COOKIE", "WEB_SCOPES", "Sessions", "Viewer", "safe_next"]

@@ -244,10 +244,28 @@ def test_a_tampered_or_foreign_cookie_is_no_login(client: TestClient) -> None:
 
 
 def test_a_token_without_read_cannot_read(client: TestClient) -> None:
-    log_in(client, "appender")
+    log_in(client, "operator")
     response = client.get("/web/runs")
     assert response.status_code == 403
     assert "lacks the &#39;read&#39; scope" in response.text
+
+
+def test_a_token_with_only_append_cannot_log_in(client: TestClient) -> None:
+    """A connector's append token has nothing to read or do in the web view: its login is
+    refused (403, no session), and as a right token it counts no failure against the address.
+    It logged in, every page then 403, and each login and logout it made was kept."""
+    page = client.get("/web/login")
+    response = client.post(
+        "/web/login",
+        data={"token": TOKENS["appender"][0], "csrf": csrf_of(page.text), "next": "/web/runs"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 403, response.text
+    assert "neither the &#39;read&#39; nor the &#39;operate&#39; scope" in response.text
+    assert "ledger_web_session" not in response.headers.get("set-cookie", "")
+    assert "ledger_web_session" not in client.cookies
+    assert len(client.app.state.web.auth_failures) == 0  # type: ignore[attr-defined]
+    log_in(client, "reader")  # the same form still logs a reader in
 
 
 def test_a_read_only_token_cannot_fail_a_run(client: TestClient, demo: dict[str, int]) -> None:
@@ -1043,7 +1061,7 @@ def test_the_red_banner_is_for_readers_only(client: TestClient, db_url: str) -> 
     client.cookies.clear()
     for path in ["/web/login", "/web/nowhere"]:
         assert 'id="verify-banner"' not in client.get(path).text, path
-    log_in(client, "appender")  # logged in, but without the read scope
+    log_in(client, "operator")  # logged in, but without the read scope
     assert 'id="verify-banner"' not in client.get("/web/runs").text
 
 
