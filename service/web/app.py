@@ -26,7 +26,7 @@ from service.web.proof import add_proof_routes
 from service.web.runs import add_run_routes
 from service.web.security import SecurityHeaders
 from service.web.sessions import Sessions
-from service.web.state import ROOT, WebState, log
+from service.web.state import ROOT, WebState, log, public_share
 
 
 def create_web_app(
@@ -45,6 +45,7 @@ def create_web_app(
         sessions=Sessions(config),
         verify=VerifyCache(ledger, config.web.verify_interval),
         expensive_slots=expensive_slots or threading.BoundedSemaphore(config.api.max_expensive),
+        public_slots=threading.BoundedSemaphore(public_share(config.api.max_expensive)),
         outage=outage or Outage("web pages", log),
         # "is None": an AuthFailures with no failures yet is empty, and so false.
         auth_failures=auth_failures_of(config) if auth_failures is None else auth_failures,

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from service.api.limits import note_auth_failure
 from service.web.pages import Pages
 from service.web.security import same_origin
-from service.web.sessions import LOGIN_COOKIE, SESSION_COOKIE, Viewer, safe_next
+from service.web.sessions import LOGIN_COOKIE, SESSION_COOKIE, WEB_SCOPES, Viewer, safe_next
 from service.web.state import ROOT, STATIC, Forbidden, LedgerErrorPage, WebState, log
 
 
@@ -96,6 +96,14 @@ def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             note_auth_failure(state.auth_failures, attempt, "web logins", state.config)
             return login_form(request, None, target, failed=True)
         viewer, cookie = found
+        if not viewer.scopes & WEB_SCOPES:
+            # A connector's append token (on every connector host) has nothing to read or do
+            # here: no session for it, so that it cannot mint sessions (nor logouts to keep).
+            log.warning("web login refused: token %r has neither read nor operate", viewer.name)
+            raise Forbidden(
+                f"token {viewer.name!r} has neither the 'read' nor the 'operate' scope: "
+                "the web view has nothing for it"
+            )
         log.info("web login: %s", viewer.name)
         redirect = RedirectResponse(target, status_code=303)
         redirect.set_cookie(

@@ -74,6 +74,13 @@ class Pages:
             raise LoginRequired
         raise Forbidden(f"token {viewer.name!r} lacks the 'read' scope")
 
+    @staticmethod
+    def public(viewer: Viewer | None) -> bool:
+        """Does the visitor :meth:`reader` let in read only because of public_read (no login,
+        or a login without the read scope)? Such visitors share a part of the slots of the
+        pages that read the whole history (:meth:`WebState.expensive`)."""
+        return viewer is None or "read" not in viewer.scopes
+
     def may_read(self, viewer: Viewer | None) -> bool:
         return self.public_read or (viewer is not None and "read" in viewer.scopes)
 

@@ -23,7 +23,7 @@ def add_proof_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
     def proof_page(request: Request) -> Response:
         viewer = reader(request)
         moment = moment_of(request)
-        report = proof_report(moment)
+        report = proof_report(moment, pages.public(viewer))
         return render(
             request,
             "proof.html",
@@ -36,16 +36,16 @@ def add_proof_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
 
     @app.get("/proof.md")
     def proof_markdown(request: Request) -> Response:
-        reader(request)
-        report = proof_report(moment_of(request))
+        viewer = reader(request)
+        report = proof_report(moment_of(request), pages.public(viewer))
         return Response(
             render_text(report, markdown=True),
             media_type="text/markdown; charset=utf-8",
             headers={"content-disposition": 'attachment; filename="ledger-proof.md"'},
         )
 
-    def proof_report(moment: Moment) -> dict[str, Any]:
-        with state.expensive("the proof report"):
+    def proof_report(moment: Moment, public: bool) -> dict[str, Any]:
+        with state.expensive("the proof report", public=public):
             report = build_report(
                 state.ledger,
                 stuck_after=state.config.thresholds.stale_after,
@@ -63,7 +63,7 @@ def add_proof_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         outcome: VerifyOutcome | None = None
         chain: ChainReport | None = None
         if moment.live:
-            with state.expensive("verify"):
+            with state.expensive("verify", public=pages.public(viewer)):
                 outcome = state.verify.refresh()
             # As for a past moment: no anchor of a head whose chain verify just found broken.
             anchor: Anchor | None = None if _chain_broken(outcome) else current_anchor(state.ledger)
@@ -72,7 +72,7 @@ def add_proof_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             # stood (the other checks compare the tables as they are now); the anchor only for
             # a chain that holds up to it: an altered row's hash is nothing to anchor to.
             assert moment.position is not None
-            with state.expensive("verify as of a past moment"):
+            with state.expensive("verify as of a past moment", public=pages.public(viewer)):
                 chain = verify_chain(state.ledger, 1, moment.position)
             anchor = anchor_at(state.ledger, moment.position) if chain.ok else None
         return render(

@@ -55,7 +55,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
     # ``pages`` is not a name.
     may_operate = Depends(pages.may_operate)
 
-    def day_counts() -> dict[str, dict[str, int]]:
+    def day_counts(public: bool) -> dict[str, dict[str, int]]:
         cached = state.counts.get("days")
         now = utcnow()
         if cached is not None and now - cached[0] < COUNTS_TTL:
@@ -65,7 +65,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         )
         # Every run of a fortnight, counted: a slot, so that a burst of page loads on a cold
         # (or expired) cache is not a burst of such counts at once.
-        with state.expensive("the runs-per-day chart"):
+        with state.expensive("the runs-per-day chart", public=public):
             counts = status_counts_by_day(state.ledger, since)
         days = [(since + timedelta(days=d)).date().isoformat() for d in range(DAYS_SHOWN)]
         filled = {day: counts.get(day, dict.fromkeys(RUN_STATUSES, 0)) for day in days}
@@ -96,7 +96,9 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
                     400, "Invalid request", f"source: {echoed(source)} is not an id"
                 )
         run_filter = RunFilter(status, connector, source_id, PAGE_SIZE, before=before)
-        with state.expensive("the runs as of a past moment", needed=not moment.live):
+        with state.expensive(
+            "the runs as of a past moment", needed=not moment.live, public=pages.public(viewer)
+        ):
             view = find_runs(state.ledger, run_filter, None, moment.position)
         following = None
         if view.next_before is not None:
@@ -131,9 +133,9 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
     def days_chart(request: Request) -> Response:
         """The per-day status bars, a separate image so the runs page never waits for them
         (the count scans a fortnight of rows; cached for a minute)."""
-        reader(request)
+        viewer = reader(request)
         svg = pages.templates.get_template("days.svg").render(
-            chart=views.day_chart(day_counts()), colours=views.COLOURS
+            chart=views.day_chart(day_counts(pages.public(viewer))), colours=views.COLOURS
         )
         return Response(svg, media_type="image/svg+xml")
 
@@ -173,6 +175,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         with state.expensive(
             "a later part of a run's timeline or a run as of a past moment",
             needed=after is not None or not moment.live,
+            public=pages.public(viewer),
         ):
             part, row, transitions = run_page_reads(run_id, after, limit, moment.position)
         timeline = part.entries
@@ -217,7 +220,11 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         moment = moment_of(request)
         thresholds = state.config.thresholds.to_thresholds()
         judged_at = moment_time(moment)
-        with state.expensive("the stuck runs as of a past moment", needed=not moment.live):
+        with state.expensive(
+            "the stuck runs as of a past moment",
+            needed=not moment.live,
+            public=pages.public(viewer),
+        ):
             found = state.config.stuck_runs(state.ledger, moment.position, judged_at)
         return render(
             request,

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import threading
@@ -26,6 +27,14 @@ from service.config import LedgerConfig
 SESSION_COOKIE = "ledger_web_session"
 LOGIN_COOKIE = "ledger_web_login"
 LOGIN_NONCE_SECONDS = 30 * 60
+# Logouts kept per token (each until its session would have expired). One more ends every
+# session of the token instead (see Sessions.revoke): one logout per request grew the
+# process's memory, and each logout's scan of them, without bound for a whole lifetime.
+REVOKED_PER_TOKEN = 1000
+
+log = logging.getLogger("ledger.web")
+# The scopes the web view serves: a token with neither (``append`` alone) cannot log in.
+WEB_SCOPES = frozenset({"read", "operate"})
 
 
 @dataclass(frozen=True)
@@ -64,9 +73,12 @@ class Sessions:
         else:
             self._key = secrets.token_bytes(32)
         self.lifetime = int(web.session_lifetime.total_seconds())
-        # Sessions logged out before their expiry: nonce -> expiry. A cookie is signed, so a
-        # copy of it would outlive the logout without this (for this process's sessions).
-        self._revoked: dict[str, int] = {}
+        # Sessions logged out before their expiry, per token name: nonce -> expiry. A cookie
+        # is signed, so a copy of it would outlive the logout without this (for this process's
+        # sessions). At most REVOKED_PER_TOKEN a token (see revoke).
+        self._revoked: dict[str, dict[str, int]] = {}
+        # Per token name: how many times its sessions were all ended (in its fingerprint).
+        self._generation: dict[str, int] = {}
         self._revoked_lock = threading.Lock()  # pages are answered in a thread pool
         self._tokens = {
             token.name: _Token(
@@ -80,8 +92,12 @@ class Sessions:
     def _mac(self, purpose: str, data: bytes) -> bytes:
         return hmac.new(self._key, purpose.encode() + b"\0" + data, hashlib.sha256).digest()
 
-    def _fingerprint(self, digest: bytes) -> str:
-        return _b64(self._mac("token", digest)[:16])
+    def _fingerprint(self, name: str, digest: bytes) -> str:
+        """The token's fingerprint in its sessions: a token replaced in the config, or whose
+        sessions were all ended (its generation moved on), no longer matches it."""
+        generation = self._generation.get(name, 0)
+        data = digest if generation == 0 else digest + b"\0" + str(generation).encode()
+        return _b64(self._mac("token", data)[:16])
 
     # ------------------------------------------------------------------ login
 
@@ -100,7 +116,7 @@ class Sessions:
         body = json.dumps(
             {
                 "n": name,
-                "k": self._fingerprint(known.digest),
+                "k": self._fingerprint(name, known.digest),
                 "e": int(time.time()) + self.lifetime,
                 "c": nonce,
             },
@@ -132,22 +148,38 @@ class Sessions:
             return None
         if not isinstance(expires, int) or expires < time.time():
             return None
-        if str(nonce) in self._revoked:
-            return None
         known = self._tokens.get(name) if isinstance(name, str) else None
-        if known is None or not hmac.compare_digest(
-            str(fingerprint), self._fingerprint(known.digest)
-        ):
+        if known is None or str(nonce) in self._revoked.get(name, {}):
+            return None
+        if not hmac.compare_digest(str(fingerprint), self._fingerprint(name, known.digest)):
             return None
         return Viewer(name, known.scopes, str(nonce), expires, known.connectors)
 
     def revoke(self, viewer: Viewer) -> None:
-        """Log ``viewer``'s session out: its cookie is refused from now on, even a copy."""
+        """Log ``viewer``'s session out: its cookie is refused from now on, even a copy. A
+        token that already has REVOKED_PER_TOKEN logouts kept has every session ended instead
+        (its holders log in again): the memory kept stays bounded and no copy reads again."""
         now = time.time()
         with self._revoked_lock:
-            for nonce in [n for n, until in self._revoked.items() if until < now]:
-                del self._revoked[nonce]  # expired anyway: no need to remember them
-            self._revoked[viewer.nonce] = viewer.expires
+            kept = self._revoked.setdefault(viewer.name, {})
+            for nonce in [n for n, until in kept.items() if until < now]:
+                del kept[nonce]  # expired anyway: no need to remember them
+            if len(kept) < REVOKED_PER_TOKEN:
+                kept[viewer.nonce] = viewer.expires
+                return
+            self._generation[viewer.name] = self._generation.get(viewer.name, 0) + 1
+            kept.clear()  # each of them is refused by its fingerprint now
+        log.warning(
+            "token %r logged out more than %d sessions within a session's lifetime: every "
+            "session of it is ended (its holders log in again)",
+            viewer.name,
+            REVOKED_PER_TOKEN,
+        )
+
+    def remembered(self) -> int:
+        """How many logouts this process keeps (at most REVOKED_PER_TOKEN a token)."""
+        with self._revoked_lock:
+            return sum(len(kept) for kept in self._revoked.values())
 
     # ------------------------------------------------------------------ CSRF
 
@@ -187,4 +219,4 @@ def safe_next(target: str | None, root: str) -> str:
     return target
 
 
-__all__ = ["LOGIN_COOKIE", "SESSION_COOKIE", "Sessions", "Viewer", "safe_next"]
+__all__ = ["LOGIN_COOKIE", "SESSION_COOKIE", "WEB_SCOPES", "Sessions", "Viewer", "safe_next"]

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from ledger import Ledger
 from ledger.outage import Outage
 from service.api.limits import AuthFailures
-from service.api.problems import expensive_slot
+from service.api.problems import RETRY_AFTER_BUSY, expensive_slot
 from service.config import LedgerConfig
 from service.web.integrity import VerifyCache
 from service.web.sessions import Sessions
@@ -42,26 +42,65 @@ class WebState:
     expensive_slots: threading.BoundedSemaphore
     outage: Outage  # the API's, when mounted in it
     auth_failures: AuthFailures  # the API's, when mounted in it: one count of refused tokens
+    # The part of those slots that visitors reading without a login (public_read) may hold
+    # together (:func:`public_share`): a few anonymous tabs kept every slot busy, and the
+    # API's verify and as-of reads, and logged-in readers, got 429 for as long as they stayed.
+    public_slots: threading.BoundedSemaphore
     counts: dict[str, tuple[datetime, dict[str, dict[str, int]]]] = field(default_factory=dict)
 
     @contextmanager
-    def expensive(self, what: str, needed: bool = True) -> Iterator[None]:
+    def expensive(self, what: str, needed: bool = True, public: bool = False) -> Iterator[None]:
         """A slot for a page whose read grows with history (Proof, Integrity, any page as of a
         past moment, a later part of a run's timeline, the day chart's count): a 429 page with
         Retry-After when all ``[api] max_expensive`` are taken, rather than a queue of full scans
-        that would hold every worker thread."""
+        that would hold every worker thread. ``public``: the visitor reads without a login, and
+        takes one of the public share first (a 429 page when the share is taken)."""
         if not needed:
             yield
             return
-        with expensive_slot(self.expensive_slots, what, self.config.api.max_expensive, _busy_page):
-            yield
+        if not public:
+            with expensive_slot(
+                self.expensive_slots, what, self.config.api.max_expensive, _busy_page
+            ):
+                yield
+            return
+        if not self.public_slots.acquire(blocking=False):
+            raise LedgerErrorPage(
+                429,
+                "Busy",
+                public_busy_detail(what, public_share(self.config.api.max_expensive)),
+                headers={"Retry-After": str(RETRY_AFTER_BUSY)},
+            )
+        try:
+            with expensive_slot(
+                self.expensive_slots, what, self.config.api.max_expensive, _busy_page
+            ):
+                yield
+        finally:
+            self.public_slots.release()
 
     def close(self) -> None:
         self.verify.stop()
 
 
+def public_share(max_expensive: int) -> int:
+    """How many of the ``[api] max_expensive`` slots visitors without a login may hold at once:
+    half, rounded down, so that the API's clients and logged-in readers always keep the rest
+    (with one slot in all, a visitor must log in for such a page)."""
+    return max_expensive // 2
+
+
 def _busy_page(detail: str, headers: dict[str, str]) -> LedgerErrorPage:
     return LedgerErrorPage(429, "Busy", detail, headers=headers)
+
+
+def public_busy_detail(what: str, share: int) -> str:
+    """What a visitor without a login is told when the public share is taken."""
+    return (
+        f"{what} reads the whole history; visitors without a login may run {share} such "
+        "request(s) at once (half of [api] max_expensive) and are running them: retry later, "
+        "or log in"
+    )
 
 
 class LoginRequired(Exception):

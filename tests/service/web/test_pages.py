@@ -46,6 +46,7 @@ from tests.service.web.support import (
 from tests.support import drop_triggers
 
 PAGES = ["/web/runs", "/web/stuck", "/web/proof", "/web/integrity"]
+BEARER = {"Authorization": f"Bearer {TOKENS['reader'][0]}"}
 
 
 @pytest.fixture
@@ -243,10 +244,28 @@ def test_a_tampered_or_foreign_cookie_is_no_login(client: TestClient) -> None:
 
 
 def test_a_token_without_read_cannot_read(client: TestClient) -> None:
-    log_in(client, "appender")
+    log_in(client, "operator")
     response = client.get("/web/runs")
     assert response.status_code == 403
     assert "lacks the &#39;read&#39; scope" in response.text
+
+
+def test_a_token_with_only_append_cannot_log_in(client: TestClient) -> None:
+    """A connector's append token has nothing to read or do in the web view: its login is
+    refused (403, no session), and as a right token it counts no failure against the address.
+    It logged in, every page then 403, and each login and logout it made was kept."""
+    page = client.get("/web/login")
+    response = client.post(
+        "/web/login",
+        data={"token": TOKENS["appender"][0], "csrf": csrf_of(page.text), "next": "/web/runs"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 403, response.text
+    assert "neither the &#39;read&#39; nor the &#39;operate&#39; scope" in response.text
+    assert "ledger_web_session" not in response.headers.get("set-cookie", "")
+    assert "ledger_web_session" not in client.cookies
+    assert len(client.app.state.web.auth_failures) == 0  # type: ignore[attr-defined]
+    log_in(client, "reader")  # the same form still logs a reader in
 
 
 def test_a_read_only_token_cannot_fail_a_run(client: TestClient, demo: dict[str, int]) -> None:
@@ -741,6 +760,67 @@ def test_visitors_arriving_during_a_verify_take_its_result(
     ledger.close()
 
 
+def waiting_for_the_verify() -> bool:
+    """Whether some thread (a page's, in the test client's pool) is at VerifyCache.refresh's
+    ``with self._lock``, waiting for a verify that is running."""
+    return any(blocked_on_the_lock(thread) for thread in threading.enumerate())
+
+
+def test_visitors_without_a_login_never_hold_every_slot(
+    db_url: str, demo: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With public_read, visitors without a login run at most half of the ``[api]
+    max_expensive`` pages that read the whole history at once, so the API's clients and
+    logged-in readers keep the rest. Before, two anonymous Integrity visits (one verifying,
+    one waiting for it) held both slots, and the API's verify and a reader's Proof page were
+    429 for as long as anonymous visitors kept coming."""
+    started, release = threading.Event(), threading.Event()
+    real_verify = integrity.verify_all
+
+    def slow_verify(store: Ledger) -> object:
+        started.set()
+        assert release.wait(30)
+        return real_verify(store)
+
+    monkeypatch.setattr(integrity, "verify_all", slow_verify)
+    with make_client(db_url, public_read=True) as anonymous:
+        reader = TestClient(anonymous.app, raise_server_exceptions=False)
+        log_in(reader, "reader")
+        answers: dict[str, Any] = {}
+
+        def visit(name: str) -> None:
+            answers[name] = anonymous.get("/web/integrity")
+
+        first = threading.Thread(target=visit, args=("first",))
+        first.start()
+        try:
+            assert started.wait(30)
+            second = threading.Thread(target=visit, args=("second",))
+            second.start()
+            # Refused at once, or (as before) waiting for the first verify, holding a slot:
+            deadline = time.monotonic() + 30
+            while second.is_alive() and not waiting_for_the_verify():
+                assert time.monotonic() < deadline, "the second visit neither ended nor waited"
+                time.sleep(0.01)
+            assert reader.get("/web/proof").status_code == 200
+            verify = anonymous.get("/v1/verify", params={"chain_only": "true"}, headers=BEARER)
+            assert verify.status_code == 200, verify.text
+            assert anonymous.get("/web/proof").status_code == 429
+        finally:
+            release.set()
+            first.join(30)
+        second.join(30)
+        assert answers["first"].status_code == 200
+        refused = answers["second"]
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["retry-after"] == "5"
+        assert "visitors without a login may run 1 such request(s)" in refused.text
+        assert "or log in" in refused.text
+        assert anonymous.get("/web/proof").status_code == 200  # the share is free again
+    anonymous.app.state.web.close()  # type: ignore[attr-defined]
+    anonymous.app.state.api.close()  # type: ignore[attr-defined]
+
+
 def test_an_unreachable_database_is_a_503_page_with_retry_after() -> None:
     """The web view's pages answer an outage as the API does: 503, Retry-After, no secret."""
     url = "mysql+pymysql://ledger:secret@127.0.0.1:1/ledger"
@@ -981,7 +1061,7 @@ def test_the_red_banner_is_for_readers_only(client: TestClient, db_url: str) -> 
     client.cookies.clear()
     for path in ["/web/login", "/web/nowhere"]:
         assert 'id="verify-banner"' not in client.get(path).text, path
-    log_in(client, "appender")  # logged in, but without the read scope
+    log_in(client, "operator")  # logged in, but without the read scope
     assert 'id="verify-banner"' not in client.get("/web/runs").text
 
 
