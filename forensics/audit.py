@@ -18,7 +18,13 @@ from ledger import (
 from ledger.clock import isoformat_utc, labelled_utc, parse_utc
 from ledger.durations import format_duration
 from ledger.hashing import chain_hash
-from ledger.reads import latest_occurred_at, run_status_events, run_version_at, stored_refs
+from ledger.reads import (
+    latest_occurred_at,
+    read_head,
+    run_status_events,
+    run_version_at,
+    stored_refs,
+)
 from ledger.schema import GENESIS_HASH
 from ledger.text import clip, shown_name, shown_value
 from projections.fold import Row, fold
@@ -31,7 +37,10 @@ RECORDED_LATE = timedelta(minutes=5)
 class TimelineEntry:
     event: RecordedEvent
     status_after: str
-    hash_ok: bool  # its own hash matches its content, and its prev_hash the previous row's
+    # Its own hash matches its content, its prev_hash is the previous row's hash, and the next
+    # row's prev_hash (the head's hash, for the last event) is its hash: a row rewritten with
+    # its hash recomputed passes the first two, and only what was chained to it tells.
+    hash_ok: bool
     late: bool  # it came after the run was already closed by a timeout
     recorded_late: bool  # recorded well after it occurred (spooled, imported)
     silence_before: timedelta | None  # how long the run said nothing before this event
@@ -161,7 +170,7 @@ def audit_events(
 ) -> tuple[list[TimelineEntry], AuditState]:
     """The timeline entries of ``events`` (consecutive events of one run, in version order)
     audited from ``state``, the state before the first; and the state after the last."""
-    previous_hashes = _previous_hashes(ledger, [e.position for e in events])
+    previous_hashes, chained_to = _neighbour_hashes(ledger, [e.position for e in events])
     timeline: list[TimelineEntry] = []
     row, last_at, started_at = state.row, state.last_at, state.started_at
     for event in events:
@@ -170,11 +179,13 @@ def audit_events(
         row, status = _apply(row, event)
         content_ok = chain_hash(event.prev_hash, event.as_row()) == event.hash
         link_ok = previous_hashes.get(event.position - 1) == event.prev_hash
+        # Nothing stored after it (a row deleted there): verify names that position.
+        next_ok = chained_to.get(event.position, event.hash) == event.hash
         timeline.append(
             TimelineEntry(
                 event=event,
                 status_after=status,
-                hash_ok=content_ok and link_ok,
+                hash_ok=content_ok and link_ok and next_ok,
                 late=status_before is not None and status_before != "running",
                 recorded_late=event.recorded_at - event.occurred_at > RECORDED_LATE,
                 silence_before=None if last_at is None else event.occurred_at - last_at,
@@ -207,10 +218,21 @@ def _latest(last_at: datetime | None, event: RecordedEvent) -> datetime:
     return event.occurred_at if last_at is None else max(last_at, event.occurred_at)
 
 
-def _previous_hashes(ledger: Ledger, positions: list[int]) -> dict[int, str]:
+def _neighbour_hashes(
+    ledger: Ledger, positions: list[int]
+) -> tuple[dict[int, str], dict[int, str]]:
+    """The hash stored at each position before one of ``positions``, and what each of
+    ``positions`` is chained to: the next row's ``prev_hash``, or the head's hash for the
+    event at the head (read first: an append landing meanwhile chains to the same hash; a row
+    forged past the head is verify's finding, not the head event's)."""
     with ledger.connect("audit") as conn:
-        refs = stored_refs(conn, [p - 1 for p in positions])
-    return {0: GENESIS_HASH, **{position: ref.hash for position, ref in refs.items()}}
+        head = read_head(conn)
+        refs = stored_refs(conn, [p + step for p in positions for step in (-1, 1)])
+    previous = {0: GENESIS_HASH, **{position: ref.hash for position, ref in refs.items()}}
+    chained_to = {position - 1: ref.prev_hash for position, ref in refs.items()}
+    if head is not None and head.last_position in positions:
+        chained_to[head.last_position] = str(head.last_hash)
+    return previous, chained_to
 
 
 def _summary(event: RecordedEvent) -> str:

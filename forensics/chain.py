@@ -94,6 +94,18 @@ def _verify_chain(
                 )
             break  # what the head vouched for when read is checked; the rest is looked at below
         if row[PREV_HASH] != prev_hash:
+            if position > 1 and _own_hash_holds(row):
+                # This row is as it was written, chained to the hash its predecessor had
+                # then: the predecessor was rewritten with its hash recomputed (it passed its
+                # own check above). Naming this row sent the auditor to another event, often
+                # another run.
+                return ChainReport(
+                    max(checked - 1, 0),
+                    position - 1,
+                    f"the hash at position {position - 1} is not the prev_hash of position "
+                    f"{position}, whose own hash holds: the row at {position - 1} was altered "
+                    f"and its hash recomputed (or {position} rewritten to chain elsewhere)",
+                )
             return ChainReport(
                 checked,
                 position,
@@ -137,6 +149,14 @@ def _verify_chain(
                 "ledger_head last_recorded_at does not match the recorded_at of the last event",
             )
     return ChainReport(checked)
+
+
+def _own_hash_holds(row: tuple[Any, ...]) -> bool:
+    """Whether a stored row's hash is that of its content chained to its own ``prev_hash``."""
+    try:
+        return bool(stored_row_hash(row[PREV_HASH], row) == row[HASH])
+    except (ValueError, TypeError):  # a number column holding text: no append wrote it
+        return False
 
 
 def _row_past_head(ledger: Ledger) -> tuple[int, int] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import reduce
@@ -16,10 +17,11 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, select
 
+from forensics.anchors import Anchor, AnchorCheck, check_anchors
 from forensics.chain import verify_chain
 from forensics.dialects import live_shape, types_comparable
 from forensics.legacy_shape import compare, expected_shape
-from forensics.verify import VerifyReport, verify_all
+from forensics.verify import Problem, VerifyReport, verify_all
 from ledger import Ledger, StuckRun, stuck_runs, stuck_runs_as_of
 from ledger.clock import format_utc_seconds, isoformat_utc, labelled_utc, parse_utc
 from ledger.dialects import exact_text
@@ -57,6 +59,7 @@ def build_report(
     latest: int = 5,
     at_position: int | None = None,
     at: datetime | None = None,
+    anchors: Sequence[Anchor] = (),
 ) -> dict[str, Any]:
     """Every section as plain data (what ``--format json`` prints), every time in it ISO-8601
     UTC as in every JSON result: ``isoformat_utc``'s, but for the latest runs' ``started`` and
@@ -68,8 +71,12 @@ def build_report(
     by ``at``), the chain verified up to it, judged at ``at`` (by default when the event at
     that position was recorded; a time ahead of the ledger's clock is now, as on the web's Proof
     page). The schema is the live table's, and whether the projection
-    is in sync is a question about now: that condition is left out (``as_of`` in the report
-    says so)."""
+    is in sync, like what else ``ledger verify`` checks, is a question about now: those
+    conditions are left out (``as_of`` in the report
+    says so).
+
+    ``anchors`` (``ledger anchor`` lines kept outside the database) are checked as ``ledger
+    verify --anchor`` checks them, in the chain's condition."""
     ledger.check_schema()  # "run `ledger migrate`", not a traceback
     if at is not None:
         at = not_after_now(ledger, at)  # as the web's Proof page: a future time is now
@@ -81,18 +88,12 @@ def build_report(
     live = ledger.read_in_snapshot("report", live_shape)
     mismatches = compare(expected, live, exact_types=types_comparable(ledger))
     facts = (
-        _live_facts(ledger, stuck_after, latest)
+        _live_facts(ledger, stuck_after, latest, anchors)
         if at_position is None
-        else _facts_as_of(ledger, stuck_after, latest, at_position, at)
+        else _facts_as_of(ledger, stuck_after, latest, at_position, at, anchors)
     )
     conditions = [
-        Condition(
-            "no stuck runs",
-            not facts.stuck,
-            f"{len(facts.stuck)} open run(s) silent for more than {format_duration(stuck_after)}"
-            if facts.stuck
-            else f"no open run silent for more than {format_duration(stuck_after)}",
-        ),
+        facts.stuck_condition or _stuck_condition(facts.stuck, stuck_after),
         _latest_condition(facts.latest_rows[0] if facts.latest_rows else None),
         *facts.conditions,
         Condition(
@@ -150,9 +151,12 @@ class _Facts:
     stuck: list[StuckRun]
     completed_with_counts: int
     conditions: list[Condition]  # the chain's and the projection's (between latest and counts)
+    stuck_condition: Condition | None = None  # None: judged from ``stuck`` alone
 
 
-def _live_facts(ledger: Ledger, stuck_after: timedelta, latest: int) -> _Facts:
+def _live_facts(
+    ledger: Ledger, stuck_after: timedelta, latest: int, anchors: Sequence[Anchor]
+) -> _Facts:
     generated_at = ledger.clock()  # the clock the ledger records by
     status_distribution, sources, completed_with_counts = ledger.read_in_snapshot(
         "report", _projection_counts
@@ -160,7 +164,12 @@ def _live_facts(ledger: Ledger, stuck_after: timedelta, latest: int) -> _Facts:
     latest_rows = list_runs(ledger, RunFilter(limit=latest))
     stuck = stuck_runs(ledger, older_than=stuck_after, now=generated_at)
     status = ledger_status(ledger)
-    verification = verify_all(ledger)
+    verification = verify_all(ledger, anchors)
+    # Section E is read from the run registry, a table the DBA can edit like any other: a
+    # registry that disagrees with the events makes "no stuck runs" unproven.
+    stuck_condition = _registry_caveat(
+        _stuck_condition(stuck, stuck_after), verification.by_check("registry")
+    )
     return _Facts(
         generated_at,
         None,
@@ -174,8 +183,11 @@ def _live_facts(ledger: Ledger, stuck_after: timedelta, latest: int) -> _Facts:
             _chain_condition(
                 verification.events,
                 next(((p.message, p.position) for p in verification.by_check("chain")), None),
+                verification.anchors,
             ),
+            _verify_condition(verification),
         ],
+        stuck_condition,
     )
 
 
@@ -202,7 +214,12 @@ def _projection_counts(
 
 
 def _facts_as_of(
-    ledger: Ledger, stuck_after: timedelta, latest: int, position: int, at: datetime | None
+    ledger: Ledger,
+    stuck_after: timedelta,
+    latest: int,
+    position: int,
+    at: datetime | None,
+    anchors: Sequence[Anchor],
 ) -> _Facts:
     position = max(0, min(position, ledger.head().last_position))
     generated_at = at or ledger.recorded_at(position) or ledger.clock()
@@ -226,7 +243,9 @@ def _facts_as_of(
         [
             *_replay_condition(position, poison),
             _chain_condition(
-                chain.checked, None if chain.ok else (chain.problem, chain.first_bad_position)
+                chain.checked,
+                None if chain.ok else (chain.problem, chain.first_bad_position),
+                check_anchors(ledger, anchors) if anchors else (),
             ),
         ],
     )
@@ -249,6 +268,60 @@ def _completed_with_counts(row: dict[str, Any]) -> bool:
     )
 
 
+def _stuck_condition(stuck: list[StuckRun], stuck_after: timedelta) -> Condition:
+    silence = format_duration(stuck_after)
+    return Condition(
+        "no stuck runs",
+        not stuck,
+        f"{len(stuck)} open run(s) silent for more than {silence}"
+        if stuck
+        else f"no open run silent for more than {silence}",
+    )
+
+
+def _registry_caveat(condition: Condition, registry: list[Problem]) -> Condition:
+    """``condition`` (stuck runs, read from ``ledger_runs``) failed when that registry
+    disagrees with the events: a run set to ``finished`` by hand is stuck all the same."""
+    if not registry:
+        return condition
+    return Condition(
+        condition.name,
+        False,
+        f"{condition.detail}; but the run registry they are read from "
+        f"disagrees with the events: {_first_problems(registry)}",
+    )
+
+
+def _verify_condition(verification: VerifyReport) -> Condition:
+    """Everything ``ledger verify`` checks, so that the report never passes what verify
+    fails: the registry, the transitions, the stream rules and the immutability triggers have
+    no section of their own (a dropped trigger, an edited transition, passed 5/5)."""
+    name = "ledger verify finds no problem"
+    if not verification.ok:
+        return Condition(name, False, _first_problems(verification.problems))
+    detail = (
+        f"{verification.events} event(s), {verification.runs} run(s): chain, stream rules, "
+        "projection, registry, skips and triggers checked"
+    )
+    triggers = verification.triggers
+    if triggers is not None and not triggers.checked:
+        detail += f"; triggers NOT CHECKED: {triggers.unchecked_reason}"
+    return Condition(name, True, detail)
+
+
+_PROBLEMS_SHOWN = 3  # in a condition's detail; `ledger verify` lists every one
+
+
+def _first_problems(problems: list[Problem]) -> str:
+    shown = "; ".join(f"[{p.check}] {p.message}" for p in problems[:_PROBLEMS_SHOWN])
+    more = len(problems) - _PROBLEMS_SHOWN
+    return (
+        f"{len(problems)} problem(s): {shown}"
+        + (f"; and {more} more" if more > 0 else "")
+        + ": run `ledger verify`"
+    )
+
+
 def _replay_condition(position: int, poison: PoisonEventError | None) -> list[Condition]:
     """As of a position, the projection's own sync is not judged, but an event before it that
     the projection cannot apply (not skipped) stopped it then as it would now: a failing
@@ -264,12 +337,38 @@ def _replay_condition(position: int, poison: PoisonEventError | None) -> list[Co
     ]
 
 
-def _chain_condition(checked: int, failure: tuple[str | None, int | None] | None) -> Condition:
-    """The hash chain's condition; ``failure``: the first problem found and its position."""
-    if failure is None:
-        return Condition("hash chain verifies", True, f"{checked} event(s) checked")
-    message, position = failure
-    return Condition("hash chain verifies", False, f"{message} at position {position}")
+def _chain_condition(
+    checked: int,
+    failure: tuple[str | None, int | None] | None,
+    anchors: Sequence[AnchorCheck] = (),
+) -> Condition:
+    """The hash chain's condition; ``failure``: the first problem found and its position;
+    ``anchors``: the anchors checked. The chain alone cannot tell a history rewritten with
+    every hash recomputed, or cut at its tail with the head set back, from the real one: the
+    detail says so unless anchors kept outside the database were given and held."""
+    name = "hash chain verifies"
+    if failure is not None:
+        message, position = failure
+        return Condition(name, False, f"{message} at position {position}")
+    lost = [check for check in anchors if not check.ok]
+    if lost:
+        more = f" (and {len(lost) - 1} more anchor(s) not held)" if len(lost) > 1 else ""
+        return Condition(name, False, f"{checked} event(s) checked, but {lost[0].problem}{more}")
+    if not anchors:
+        return Condition(
+            name,
+            True,
+            f"{checked} event(s) checked; no anchor given: a history rewritten with its "
+            "hashes recomputed, or cut at its tail, would pass too (keep `ledger anchor` "
+            "lines outside the database and give them with --anchor FILE)",
+        )
+    latest = max(check.anchor.position for check in anchors)
+    return Condition(
+        name,
+        True,
+        f"{checked} event(s) checked; {len(anchors)} anchor(s) held, the latest at position "
+        f"{latest}",
+    )
 
 
 def report_passed(report: dict[str, Any]) -> bool:
@@ -401,7 +500,8 @@ def render_text(report: dict[str, Any], markdown: bool = False) -> str:
         line(
             f"{about}As of:     position {as_of['position']} ({show(as_of['at'])} UTC): runs, "
             "transitions, stuck runs and the chain as the ledger stood then; the schema is the "
-            "live table's, and the projection's sync (a question about now) is not judged"
+            "live table's, and the projection's sync and verify's other checks (questions about "
+            "now) are not judged"
         )
     schema = report["schema"]
     heading("A. Schema: live ingestion_runs against the legacy shape")
@@ -481,10 +581,17 @@ def _in_sync_condition(
 ) -> Condition:
     checkpoint = projection.checkpoint
     differences = len(verification.by_check("projection"))
+    # Section D counts ingestion_run_transitions: an edited transition is out of sync too.
+    transitions = verification.by_check("transitions")
     detail = (
         f"checkpoint {checkpoint.position} of {head_position}; "
         f"{differences} row difference(s) from a replay"
     )
+    if transitions:
+        detail += (
+            f"; {len(transitions)} ingestion_run_transitions difference(s), the first: "
+            f"{transitions[0].message}"
+        )
     if checkpoint.error_position is not None:
         detail += (
             f"; stopped at position {checkpoint.error_position} ({checkpoint.error_type}): "
@@ -494,6 +601,7 @@ def _in_sync_condition(
     in_sync = (
         projection.lag_events == 0
         and not differences
+        and not transitions
         and checkpoint.error_position is None
         and not projection.skips
     )

@@ -328,6 +328,7 @@ def stored_refs(conn: Connection, positions: Iterable[int]) -> dict[int, StoredR
         ledger_events.c.type,
         ledger_events.c.hash,
         _as_text(ledger_events.c.recorded_at),
+        ledger_events.c.prev_hash,
     )
     found: dict[int, StoredRef] = {}
     for part in chunks(wanted):
@@ -338,6 +339,7 @@ def stored_refs(conn: Connection, positions: Iterable[int]) -> dict[int, StoredR
                 str(row.type),
                 str(row.hash),
                 _stored_time(row.recorded_at, row.position),
+                str(row.prev_hash),
             )
     return found
 

@@ -121,6 +121,7 @@ class StoredRef:
     type: str
     hash: str
     recorded_at: datetime
+    prev_hash: str  # what the event was chained to: the next event's check of this one
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -37,24 +37,29 @@ from service.cli.tables import echo_json
 from service.cli.timelines import print_audit
 
 
+def anchor_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--anchor FILE`` and ``--expect-head POS:HASH``, of ``verify`` and ``report``."""
+    command = click.option(
+        "--expect-head",
+        "expected_heads",
+        multiple=True,
+        metavar="POS:HASH",
+        help="One anchor given inline: the ledger must hold this hash at this position.",
+    )(command)
+    return click.option(
+        "--anchor",
+        "anchor_files",
+        multiple=True,
+        metavar="FILE",
+        type=click.Path(path_type=Path),
+        help="Anchor lines kept outside the database (`ledger anchor`): the ledger must "
+        "still hold every one. Repeatable.",
+    )(command)
+
+
 @click.command()
 @click.option("--chain-only", is_flag=True, help="Only recompute the hash chain (fastest).")
-@click.option(
-    "--anchor",
-    "anchor_files",
-    multiple=True,
-    metavar="FILE",
-    type=click.Path(path_type=Path),
-    help="Anchor lines kept outside the database (`ledger anchor`): the ledger must still "
-    "hold every one. Repeatable.",
-)
-@click.option(
-    "--expect-head",
-    "expected_heads",
-    multiple=True,
-    metavar="POS:HASH",
-    help="One anchor given inline: the ledger must hold this hash at this position.",
-)
+@anchor_options
 @output_format_option
 @db_option
 def verify(
@@ -219,6 +224,7 @@ def echo_json_entries(entries: Iterator[TimelineEntry]) -> bool:
     help="How many of the latest runs section C lists.",
 )
 @as_of_options
+@anchor_options
 @db_option
 def report(
     output_format: str,
@@ -227,15 +233,25 @@ def report(
     latest: int,
     as_of: str | None,
     at_position: int | None,
+    anchor_files: tuple[Path, ...],
+    expected_heads: tuple[str, ...],
     db_url: str | None,
 ) -> None:
     """The proof report: schema, statuses, latest runs, transitions, stuck runs, conditions;
     exit 1 if a condition fails. With --as-of/--at-position, the report as it would have been
-    made then (replayed; the projection's sync, a question about now, is left out)."""
+    made then (replayed; the projection's sync, a question about now, is left out). With
+    --anchor/--expect-head, the chain's condition also requires every anchor."""
     moment = parse_moment(as_of, at_position)
+    with library_errors():  # a bad anchor is the caller's mistake: exit 2 before any check
+        anchors = anchors_from(anchor_files, expected_heads)
     with opened_ledger(db_url) as ledger:
         data = build_report(
-            ledger, stuck_after=stuck_after, latest=latest, at_position=at_position, at=moment
+            ledger,
+            stuck_after=stuck_after,
+            latest=latest,
+            at_position=at_position,
+            at=moment,
+            anchors=anchors,
         )
     text = (
         render_json(data)

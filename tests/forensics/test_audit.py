@@ -9,14 +9,20 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 from freezegun import freeze_time
+from sqlalchemy import update
 
 from forensics.audit import audit_run
+from forensics.verify import verify_all
 from ledger import Ledger, RunFinished, RunProgressed, RunTimedOut
 from ledger.durations import format_duration
+from ledger.hashing import PREV_HASH, stored_row_hash
+from ledger.reads import stored_rows
+from ledger.schema import ledger_events
 from service.api import create_app
 from tests.forensics.support import history, run
 from tests.service.conftest import api_client, auth
 from tests.service.web.support import web_config
+from tests.support import drop_triggers, restore_triggers
 
 
 def test_audit_shows_the_timeline_silences_and_late_facts(ledger: Ledger, db_url: str) -> None:
@@ -116,3 +122,49 @@ def test_an_event_dated_before_its_run_started_is_flagged_everywhere(
     assert table.count("occurred before the run started") == 2
     assert [e["before_start"] for e in first.json() + after.json()] == [False, True, True]
     assert page.count("before start</span>") == 2
+
+
+def rehash_in_place(ledger: Ledger, position: int, old: str, new: str) -> None:
+    """A DBA's edit of the payload at ``position`` with that row's own hash recomputed (its
+    prev_hash kept): the row checks alone; only what was chained to it tells."""
+    drop_triggers(ledger.engine)
+    try:
+        with ledger.engine.begin() as conn:
+            row = list(stored_rows(conn, position - 1, 1)[0])
+            assert old in row[6]
+            row[6] = row[6].replace(old, new)
+            conn.execute(
+                update(ledger_events)
+                .where(ledger_events.c.position == position)
+                .values(payload=row[6], hash=stored_row_hash(row[PREV_HASH], row))
+            )
+    finally:
+        restore_triggers(ledger.engine)
+
+
+def test_a_run_s_last_event_rewritten_with_its_hash_recomputed_is_broken_in_its_audit(
+    ledger: Ledger, db_url: str
+) -> None:
+    """The audit checked an event's hash and its link to the row before, not the row after:
+    a RunFinished turned from success to failed with its hash recomputed read 'ok' (exit 0),
+    the next row being another run's; and verify named that other run's row."""
+    first = ledger.start_run(1, "SOURCE_1")
+    finished = ledger.append([RunFinished(run_id=first, status="success")]).last_position
+    second = ledger.start_run(2, "SOURCE_2")
+    last = ledger.append([RunFinished(run_id=second, status="success")]).last_position
+    assert all(entry.hash_ok for entry in audit_run(ledger, first))
+    assert all(entry.hash_ok for entry in audit_run(ledger, second))  # its last is the head's
+    rehash_in_place(ledger, finished, '"status":"success"', '"status":"failed"')
+    rehash_in_place(ledger, last, '"status":"success"', '"status":"partial"')  # the head's
+    # The second run's start is chained to the rewritten row: broken at its link, as before.
+    for run_id, broken in ((first, [finished]), (second, [finished + 1, last])):
+        result = run("audit", str(run_id), "--format", "json", "--db", db_url)
+        assert result.exit_code == 1, result.output  # type: ignore[attr-defined]
+        entries = json.loads(result.stdout)  # type: ignore[attr-defined]
+        assert [e["position"] for e in entries if not e["hash_ok"]] == broken
+    assert "BROKEN" in run("audit", str(first), "--db", db_url).stdout  # type: ignore[attr-defined]
+    report = verify_all(ledger)
+    assert [(p.check, p.position) for p in report.by_check("chain")] == [("chain", finished)]
+    assert f"the row at {finished} was altered and its hash recomputed" in (
+        report.by_check("chain")[0].message
+    )

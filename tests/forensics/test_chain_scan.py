@@ -107,4 +107,7 @@ def test_a_range_before_the_head_is_vouched_for_by_the_next_row(ledger: Ledger) 
     assert not up_to_forged.ok
     assert up_to_forged.first_bad_position == forged
     assert "not the prev_hash of position 4" in (up_to_forged.problem or "")
-    assert verify_chain(ledger).first_bad_position == forged + 1  # the whole chain, as before
+    # The whole chain names the rewritten row too (it named the next one, forged + 1).
+    whole = verify_chain(ledger)
+    assert whole.first_bad_position == forged
+    assert "the row at 3 was altered and its hash recomputed" in (whole.problem or "")

@@ -48,7 +48,7 @@ def test_a_forged_error_message_cannot_draw_a_report_section(ledger: Ledger, db_
     lines_ = text.splitlines()
     assert lines_.count("F. Stop conditions") == 1
     assert [line for line in lines_ if line.startswith("Result:")] == [
-        "Result: 4/5 conditions pass — FAIL"
+        "Result: 5/6 conditions pass — FAIL"
     ]
     assert "boom\\n\\nF. Stop conditions\\n  PASS" in text
     markdown = run("report", "--format", "markdown", "--db", db_url).stdout
@@ -79,7 +79,7 @@ def test_padding_cannot_draw_a_report_section_where_a_terminal_wraps(
     lines_ = text.splitlines()
     assert all(sum(cells(char) for char in line) <= 80 for line in lines_)
     assert [line for line in lines_ if line.startswith("Result:")] == [
-        "Result: 4/5 conditions pass — FAIL"
+        "Result: 5/6 conditions pass — FAIL"
     ]
     assert lines_.count("F. Stop conditions") == 1
     assert "boom" in text

@@ -215,7 +215,7 @@ def test_full_text_tables_keep_dates_and_headers_whole_on_a_narrow_terminal(
 def test_the_demo_audit_table_fits(db_url: str) -> None:
     result = cli_run(db_url, "demo")
     assert result.exit_code == 0, result.output
-    table = result.stdout.split("Result: 5/5 conditions pass")[1].split("Explore further")[0]
+    table = result.stdout.split("Result: 6/6 conditions pass")[1].split("Explore further")[0]
     assert_fits(table, 80)
     assert "event(s), times in UTC" in table
 

@@ -31,7 +31,7 @@ def test_the_demo_from_an_empty_folder(
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     out = result.stdout  # type: ignore[attr-defined]
     assert "the sweeper timed run 4 out" in out
-    assert "Result: 5/5 conditions pass" in out
+    assert "Result: 6/6 conditions pass" in out
     assert "ledger audit 4" in out
     if backend == "sqlite":
         assert (tmp_path / "ledger-demo.db").exists()
