@@ -48,6 +48,11 @@ class HeadMismatchError(LedgerError):
     """``ledger_head`` does not match the event at its position: nothing worth anchoring."""
 
 
+class AnchorNotHeldError(LedgerError):
+    """The ledger no longer holds the last anchor of the file it would append to: its history
+    was rolled back (an older backup restored) or rewritten since. Nothing is appended."""
+
+
 @dataclass(frozen=True)
 class Anchor:
     position: int
@@ -129,9 +134,11 @@ def _stored_hash(position: int, digest: str) -> str:
 
 def append_anchor(ledger: Ledger, path: str | os.PathLike[str]) -> Anchor:
     """Append the current head to ``path`` (created if missing, 0600 whatever the umask: it is
-    evidence; a file already there keeps its mode) and fsync it."""
+    evidence; a file already there keeps its mode) and fsync it. Refused, the file left as it
+    is, when the ledger no longer holds the file's last anchor (:class:`AnchorNotHeldError`)."""
     anchor = current_anchor(ledger)
     target = Path(path)
+    _refuse_a_rolled_back_history(ledger, target)
     try:
         created = create_private_file(target)
         with open(target, "ab") as file:
@@ -155,6 +162,52 @@ def append_anchor(ledger: Ledger, path: str | os.PathLike[str]) -> Anchor:
             AnchorInputError,
         ) from exc
     return anchor
+
+
+# How much of the end of an anchor file is read for its last line (a line is about 100 bytes).
+_TAIL_BYTES = 4096
+
+
+def _refuse_a_rolled_back_history(ledger: Ledger, target: Path) -> None:
+    """An older backup restored behind the file's last anchor (or a history rewritten since)
+    would otherwise be anchored in its turn, every interval, without a word: the file then
+    holds both histories, and only a later ``verify --anchor`` tells. Checked against the
+    file's last anchor only; ``verify --anchor`` checks them all."""
+    last = _last_anchor(target)
+    if last is None:
+        return
+    [check] = check_anchors(ledger, [last])
+    if check.problem is None:
+        return
+    raise AnchorNotHeldError(
+        f"{check.problem}. The ledger's history was rolled back (an older backup restored?) "
+        f"or rewritten since that anchor: nothing was appended to {target}. Run `ledger "
+        f"verify --anchor {target}` to see every anchor lost; to anchor this ledger from now "
+        "on, keep this file as evidence and anchor into a new one"
+    )
+
+
+def _last_anchor(target: Path) -> Anchor | None:
+    """The last anchor line of ``target``, None when there is none to compare with (no file,
+    no anchor in its last lines, a line that does not parse: ``verify --anchor`` names it)."""
+    try:
+        if not target.is_file():  # not a regular file (/dev/full reads zeros without end)
+            return None
+        with open(target, "rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - _TAIL_BYTES))
+            tail = file.read(_TAIL_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return None  # the append that follows says why the file cannot be used
+    for text in reversed(tail.split("\n")[1:] if size > _TAIL_BYTES else tail.split("\n")):
+        stripped = text.strip().removeprefix("\ufeff")
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            return parse_anchor(stripped, f"{target} (its last anchor)")
+        except ValueError:
+            return None
+    return None
 
 
 def _fsync_directory(folder: Path) -> None:

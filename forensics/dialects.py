@@ -2,10 +2,12 @@
 the immutability triggers each database is given (I1) and how its catalogue shows them, the
 user it is asked as, and how its catalogue describes a table.
 
-Migration ``0001_event_store`` creates the triggers with its own frozen copy of the statements
-below (a migration is history and never imports code that may change); a freshly migrated
-database of each dialect passing :func:`forensics.triggers.check_triggers` is what keeps the two
-equal, and a later change of the triggers comes with a new migration and a change here.
+The triggers' expected definitions are the ledger's (:func:`ledger.dialects.expected_triggers`:
+``ledger migrate`` puts back one that is missing). Migration ``0001_event_store`` creates them
+with its own frozen copy of the statements (a migration is history and never imports code that
+may change); a freshly migrated database of each dialect passing
+:func:`forensics.triggers.check_triggers` is what keeps the two equal, and a later change of the
+triggers comes with a new migration and a change there.
 """
 
 from __future__ import annotations
@@ -19,51 +21,9 @@ from sqlalchemy import Connection, inspect, text
 
 from forensics.legacy_shape import Column, Shape
 from ledger import Ledger
-from ledger.dialects import catalogued_triggers, is_mysql_backend, is_sqlite
+from ledger.dialects import catalogued_triggers, is_sqlite
 
 TABLE = "ledger_events"
-IMMUTABLE_MESSAGE = "ledger_events is append-only: {verb} is not allowed (run-ledger I1)"
-
-
-@dataclass(frozen=True)
-class TriggerDefinition:
-    name: str
-    timing: str  # BEFORE
-    event: str  # UPDATE, DELETE, INSERT
-    # What the catalogue holds: on SQLite the whole CREATE TRIGGER statement, on MariaDB/MySQL
-    # the body (ACTION_STATEMENT).
-    definition: str
-
-
-def expected_triggers(dialect: str) -> tuple[TriggerDefinition, ...]:
-    """The triggers ``ledger migrate`` creates on ``ledger_events`` for ``dialect``."""
-    triggers = []
-    if dialect == "sqlite":
-        for verb in ("UPDATE", "DELETE"):
-            name = f"ledger_events_no_{verb.lower()}"
-            statement = (
-                f"CREATE TRIGGER {name} BEFORE {verb} ON ledger_events "
-                f"BEGIN SELECT RAISE(ABORT, '{IMMUTABLE_MESSAGE.format(verb=verb)}'); END"
-            )
-            triggers.append(TriggerDefinition(name, "BEFORE", verb, statement))
-        # INSERT OR REPLACE deletes the conflicting row without firing DELETE triggers.
-        replace = (
-            "CREATE TRIGGER ledger_events_no_replace BEFORE INSERT ON ledger_events "
-            "WHEN EXISTS (SELECT 1 FROM ledger_events WHERE position = NEW.position) "
-            "OR EXISTS (SELECT 1 FROM ledger_events WHERE event_id = NEW.event_id) "
-            "OR EXISTS (SELECT 1 FROM ledger_events "
-            "WHERE run_id = NEW.run_id AND version = NEW.version) "
-            f"BEGIN SELECT RAISE(ABORT, '{IMMUTABLE_MESSAGE.format(verb='REPLACE')}'); END"
-        )
-        triggers.append(TriggerDefinition("ledger_events_no_replace", "BEFORE", "INSERT", replace))
-    elif is_mysql_backend(dialect):
-        for verb in ("UPDATE", "DELETE"):
-            message = IMMUTABLE_MESSAGE.format(verb=verb)
-            body = f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'"
-            triggers.append(
-                TriggerDefinition(f"ledger_events_no_{verb.lower()}", "BEFORE", verb, body)
-            )
-    return tuple(triggers)
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,12 @@ from dataclasses import dataclass, field
 from forensics.dialects import (
     TABLE,
     FoundTrigger,
-    TriggerDefinition,
     database_user,
     definition_kind,
-    expected_triggers,
     found_triggers,
     may_see_triggers,
 )
-from ledger.dialects import database_kind
+from ledger.dialects import TriggerDefinition, database_kind, expected_triggers
 from ledger.store import Ledger
 from ledger.text import clip
 

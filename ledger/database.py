@@ -271,6 +271,7 @@ def _refuse_ignored_sqlite_options(url: str, parsed: URL) -> None:
     the URL is a URI, with a Python warning on stderr: the user asked for something (read-only)
     that would silently not happen. Refused instead, with the URI form that does it."""
     if not parsed.query:
+        _refuse_a_dropped_query(url, parsed)
         # Nothing to ignore; and catch_warnings swaps process-wide state, which another
         # thread's warnings would cross meanwhile: only done when there are options.
         return
@@ -283,6 +284,20 @@ def _refuse_ignored_sqlite_options(url: str, parsed: URL) -> None:
             f"invalid database URL {mask_url(url)}: SQLite takes options ({names}) only in a "
             "URI, e.g. sqlite:///file:ledger.db?mode=ro&uri=true"
         )
+
+
+def _refuse_a_dropped_query(url: str, parsed: URL) -> None:
+    """A '?' in a SQLite URL with no NAME=VALUE after it (``sqlite:///runs?v2.db``): the
+    parser drops what follows as an empty query, and SQLite would open (``migrate``, ``append``
+    and ``serve``: create) ``runs``, another file than the one named, without a word."""
+    if "?" not in url:
+        return
+    opened = sqlite_file_of(parsed)
+    raise ConfigurationError(
+        f"invalid database URL {mask_url(url)}: a '?' starts a URL's options, and what follows "
+        f"it here is none (NAME=VALUE), so it would be dropped and {opened} opened instead; "
+        "write a '?' in a file name as %3F"
+    )
 
 
 def _refuse_missingsqlite_file_of(url: str, parsed: URL) -> None:

@@ -14,6 +14,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -385,6 +386,74 @@ def catalogued_triggers(
     if name is not None:
         sql, params["name"] = f"{sql} AND {called}", name
     return conn.execute(text(sql), params).all()
+
+
+# ---------------------------------------------------------------------- the triggers (I1)
+
+EVENTS_TABLE = "ledger_events"  # the table the triggers keep append-only, named in messages
+IMMUTABLE_MESSAGE = "ledger_events is append-only: {verb} is not allowed (run-ledger I1)"
+
+
+@dataclass(frozen=True)
+class TriggerDefinition:
+    name: str
+    timing: str  # BEFORE
+    event: str  # UPDATE, DELETE, INSERT
+    # What the catalogue holds: on SQLite the whole CREATE TRIGGER statement, on MariaDB/MySQL
+    # the body (ACTION_STATEMENT).
+    definition: str
+
+
+def expected_triggers(dialect: str) -> tuple[TriggerDefinition, ...]:
+    """The triggers ``ledger migrate`` creates on ``ledger_events`` for ``dialect``: what
+    ``ledger verify`` compares the catalogue with, and what migrate puts back when one is
+    missing (a dump restored without its triggers)."""
+    triggers = []
+    if dialect == "sqlite":
+        for verb in ("UPDATE", "DELETE"):
+            name = f"ledger_events_no_{verb.lower()}"
+            statement = (
+                f"CREATE TRIGGER {name} BEFORE {verb} ON ledger_events "
+                f"BEGIN SELECT RAISE(ABORT, '{IMMUTABLE_MESSAGE.format(verb=verb)}'); END"
+            )
+            triggers.append(TriggerDefinition(name, "BEFORE", verb, statement))
+        # INSERT OR REPLACE deletes the conflicting row without firing DELETE triggers.
+        replace = (
+            "CREATE TRIGGER ledger_events_no_replace BEFORE INSERT ON ledger_events "
+            "WHEN EXISTS (SELECT 1 FROM ledger_events WHERE position = NEW.position) "
+            "OR EXISTS (SELECT 1 FROM ledger_events WHERE event_id = NEW.event_id) "
+            "OR EXISTS (SELECT 1 FROM ledger_events "
+            "WHERE run_id = NEW.run_id AND version = NEW.version) "
+            f"BEGIN SELECT RAISE(ABORT, '{IMMUTABLE_MESSAGE.format(verb='REPLACE')}'); END"
+        )
+        triggers.append(TriggerDefinition("ledger_events_no_replace", "BEFORE", "INSERT", replace))
+    elif is_mysql_backend(dialect):
+        for verb in ("UPDATE", "DELETE"):
+            message = IMMUTABLE_MESSAGE.format(verb=verb)
+            body = f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'"
+            triggers.append(
+                TriggerDefinition(f"ledger_events_no_{verb.lower()}", "BEFORE", verb, body)
+            )
+    return tuple(triggers)
+
+
+def create_trigger_statement(trigger: TriggerDefinition, dialect: str) -> str:
+    """The ``CREATE TRIGGER`` statement of an expected trigger (SQLite's catalogue holds it
+    whole; MySQL's holds the body)."""
+    if dialect == "sqlite":
+        return trigger.definition
+    return (
+        f"CREATE TRIGGER {trigger.name} {trigger.timing} {trigger.event} ON ledger_events "
+        f"FOR EACH ROW {trigger.definition}"
+    )
+
+
+def missing_triggers(conn: Connection) -> list[TriggerDefinition]:
+    """The expected triggers of ``ledger_events`` that the catalogue does not list by name
+    (seen as this user sees the catalogue: on MySQL/MariaDB only a user with a write privilege
+    on the table sees the names)."""
+    present = {str(row[0]) for row in catalogued_triggers(conn, table=EVENTS_TABLE)}
+    return [t for t in expected_triggers(database_kind(conn)) if t.name not in present]
 
 
 LOCK_NAME_MAX = 64  # MySQL refuses longer GET_LOCK names

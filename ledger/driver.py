@@ -126,10 +126,19 @@ class DriverCursor:
         return not self._connection.info.get(GALERA_INFO, False)
 
     def fetchone(self) -> Any:
-        return self._cursor.fetchone()
+        # SQLite reads the rows as they are fetched: a page that cannot be read (a torn copy
+        # of the file, "database disk image is malformed"; an I/O error) fails here, not in
+        # execute, and must come out as SQLAlchemy's error too, never as the driver's.
+        try:
+            return self._cursor.fetchone()
+        except self._error as exc:
+            raise self._wrapped(exc, "FETCH", (), many=False) from exc
 
     def fetchall(self) -> list[Any]:
-        return list(self._cursor.fetchall())
+        try:
+            return list(self._cursor.fetchall())
+        except self._error as exc:
+            raise self._wrapped(exc, "FETCH", (), many=False) from exc
 
     def commit(self) -> None:
         if self.committed:

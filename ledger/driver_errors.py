@@ -37,6 +37,7 @@ from ledger.errors import (
     ConstraintError,
     DatabaseNotFoundError,
     DatabaseUnreachableError,
+    DiskError,
     SchemaError,
     ServerSettingError,
     StorageError,
@@ -226,6 +227,8 @@ _NO_SUCH_DATABASE = frozenset({1044, 1046, 1049})  # denied, none selected, unkn
 _SQLITE_CANNOT_OPEN = "unable to open database file"
 _SQLITE_READ_ONLY = "attempt to write a readonly database"
 _SQLITE_NOT_A_DATABASE = "file is not a database"
+# SQLITE_FULL (a full disk, a quota) and SQLITE_IOERR (EFBIG past a file-size limit, EIO).
+_SQLITE_DISK_FAILED = ("database or disk is full", "disk I/O error")
 
 
 def _storage_error(url: str, error: SQLAlchemyError) -> type[StorageError]:
@@ -253,6 +256,8 @@ def _storage_error(url: str, error: SQLAlchemyError) -> type[StorageError]:
             return AccessDeniedError
         if _SQLITE_CANNOT_OPEN in detail:
             return _sqlite_open_failure(url)
+        if any(failure in detail for failure in _SQLITE_DISK_FAILED):
+            return DiskError
     return StorageError
 
 
@@ -279,6 +284,11 @@ def _sqlite_open_hint(url: str, error: SQLAlchemyError, kind: type[StorageError]
             f" ({path} or its folder is read-only to this user, and SQLite writes beside the "
             "file even to read it; to read a copy that nothing writes any more, open it "
             f"immutable: sqlite:///file:{path}?immutable=1&uri=true)"
+        )
+    if path is not None and kind is DiskError:
+        return (
+            f" (the disk holding {path} is full, or a file-size limit or quota was reached, or "
+            "it failed: the transaction was rolled back; free space and run it again)"
         )
     if path is None or _SQLITE_CANNOT_OPEN not in detail:
         return ""

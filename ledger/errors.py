@@ -218,3 +218,9 @@ class ServerSettingError(StorageError):
 class AccessDeniedError(StorageError):
     """The database refused the credentials, or the permission to open or write it (a grant
     missing, a SQLite file or folder this user may not use): the environment's failure."""
+
+
+class DiskError(StorageError):
+    """The SQLite file's disk failed a write or a read: full, over a file-size limit or a
+    quota ("database or disk is full"), or an I/O error: the environment's failure, as a full
+    disk under an output file is. The transaction it failed was rolled back."""

@@ -26,7 +26,14 @@ from sqlalchemy.engine import make_url
 
 from ledger import Ledger
 from ledger.database import current_revision
-from ledger.dialects import session_logs_statements
+from ledger.dialects import (
+    EVENTS_TABLE,
+    TriggerDefinition,
+    create_trigger_statement,
+    database_kind,
+    missing_triggers,
+    session_logs_statements,
+)
 from ledger.driver_errors import BINLOG_FORMAT_REMEDY
 from ledger.errors import (
     AccessDeniedError,
@@ -55,6 +62,8 @@ class MigrationResult:
     after: str | None
     # The rows of a legacy ingestion_runs this upgrade renamed to LEGACY_TABLE (None: none).
     legacy_rows_moved: int | None = None
+    # The append-only triggers of ledger_events it put back (a dump restored without them).
+    triggers_restored: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -71,10 +80,13 @@ class SchemaCheck:
     unknown_revision: bool = False  # the database is at a revision these migrations lack
     drift: str | None = None  # at head, but the tables differ from the code's (alembic check)
     legacy_table_to_move: bool = False  # the upgrade would rename a legacy ingestion_runs
+    # At head, the append-only triggers of ledger_events that are missing (I1): a dump
+    # restored without them (`mariadb-dump --skip-triggers`, or by a user without TRIGGER).
+    missing_triggers: tuple[str, ...] = ()
 
     @property
     def current_ok(self) -> bool:
-        return not (self.pending or self.unknown_revision or self.drift)
+        return not (self.pending or self.unknown_revision or self.drift or self.missing_triggers)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -106,6 +118,7 @@ def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResul
         except SchemaError as exc:  # a table in the way (migrations.resumable)
             raise SchemaError(f"cannot migrate {mask_url(ledger.url)}: {exc}") from exc
         after = current_revision(connection)
+        restored = _restore_missing_triggers(connection)
         moved = None
         tables_after = set(inspect(connection).get_table_names())
         if LEGACY_TABLE in tables_after - tables_before and "ingestion_runs" in tables_before:
@@ -114,7 +127,33 @@ def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResul
                 "renamed the legacy table ingestion_runs (%d row(s)) to %s", moved, LEGACY_TABLE
             )
     log.info("schema at %s (was %s)", after, before or "empty")
-    return MigrationResult(before, after, moved)
+    return MigrationResult(before, after, moved, restored)
+
+
+def _missing_triggers(connection: Connection) -> list[TriggerDefinition]:
+    """The immutability triggers (I1) a migrated database lacks, as far as this user can
+    tell: on MySQL/MariaDB a user without the TRIGGER privilege may not see them, and could
+    not make them either, so for such a user none is taken for missing (``ledger verify``
+    says what it can and cannot check)."""
+    if not inspect(connection).has_table("ledger_events"):
+        return []
+    missing = missing_triggers(connection)
+    if missing and "TRIGGER" in missing_migrate_privileges(connection):
+        return []
+    return missing
+
+
+def _restore_missing_triggers(connection: Connection) -> tuple[str, ...]:
+    """Put back the immutability triggers a migrated database lacks. The revisions made them
+    once; a dump restored without them (``mariadb-dump --skip-triggers``, or run by a user
+    without the TRIGGER privilege, which leaves them out without a word) is at the newest
+    revision with ``ledger_events`` open to UPDATE and DELETE, and migrate said "already at"."""
+    missing = _missing_triggers(connection)
+    dialect = database_kind(connection)
+    for trigger in missing:
+        connection.execute(text(create_trigger_statement(trigger, dialect)))
+        log.info("put back the missing trigger %s on %s (I1)", trigger.name, EVENTS_TABLE)
+    return tuple(trigger.name for trigger in missing)
 
 
 def _refuse_statement_logging(connection: Connection, url: str) -> None:
@@ -158,7 +197,9 @@ def check(database: Ledger | Engine, url: str | None = None) -> SchemaCheck:
         current = current_revision(connection)
         tables = set(inspect(connection).get_table_names())
         if current == head:
-            return SchemaCheck(current, head, (), drift=_drift(connection))
+            missing = tuple(trigger.name for trigger in _missing_triggers(connection))
+            drift = _drift(connection)
+            return SchemaCheck(current, head, (), drift=drift, missing_triggers=missing)
         try:
             # Newest first, down to (not including) the current revision.
             revisions = script.iterate_revisions(head, current or "base")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors import Spool, SpoolError
-from ledger import Ledger, Thresholds
+from ledger import Ledger, SchemaError, Thresholds
 from ledger.clock import isoformat_utc
 from ledger.urls import mask_url
 from projections import LedgerStatus, ledger_status
@@ -34,6 +34,9 @@ class StatusReport:
     database_kind: str  # sqlite, mysql or mariadb: what /v1/status names
     spool_exists: bool = True  # False: no spool file there (nothing was ever spooled, a typo)
     spool_error: str | None = None  # the spool file could not be read (the backlog shows 0)
+    # The schema is not at this run-ledger's revision: every writer refuses it (the message
+    # says what to do: run `ledger migrate`, or upgrade run-ledger). None when current.
+    schema_warning: str | None = None
 
     def to_dict(self, public: bool = False) -> dict[str, Any]:
         """The report as JSON, every time as :func:`~ledger.clock.isoformat_utc`.
@@ -60,10 +63,12 @@ class StatusReport:
             "spool_path": str(self.spool_path),
             "spool_exists": self.spool_exists,
             "spool_error": self.spool_error,
+            "schema_warning": self.schema_warning,
             "projections": [projection.to_dict() for projection in status.projections],
         }
         if public:
             del report["spool_path"]
+            del report["schema_warning"]  # /readyz answers it; the message names the database
             if self.spool_error is not None:
                 report["spool_error"] = SPOOL_UNREADABLE
         return report
@@ -76,6 +81,7 @@ def status_report(
     ``config`` when given (``spool_dir`` first, if given)."""
     thresholds = config.thresholds.to_thresholds() if config else Thresholds()
     spool = Spool(spool_dir or (config.spool.dir if config else None))
+    schema_warning = _schema_warning(ledger)
     status = ledger_status(ledger)
     # An unreadable or corrupted spool failed the whole command: the operator saw nothing of
     # the ledger on the day the spool needed looking at. It is shown beside the rest.
@@ -97,7 +103,19 @@ def status_report(
         ledger.database_kind,
         spool_exists=spool_exists,
         spool_error=spool_error,
+        schema_warning=schema_warning,
     )
+
+
+def _schema_warning(ledger: Ledger) -> str | None:
+    """Why the schema is not the one this run-ledger writes, or None. After an upgrade of
+    run-ledger without `ledger migrate` (or a database left by a newer one) every writer
+    refuses the database, while the status of the ledger it reads looks healthy."""
+    try:
+        ledger.check_schema()
+    except SchemaError as exc:
+        return str(exc)
+    return None
 
 
 __all__ = ["SPOOL_UNREADABLE", "StatusReport", "status_report"]

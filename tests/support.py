@@ -25,11 +25,11 @@ from click.testing import Result
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from forensics.dialects import TriggerDefinition, expected_triggers
 from forensics.triggers import check_triggers
 from ledger import EventModel, Ledger, RecordedEvent, RunProgressed
 from ledger import events as events_module
 from ledger.database import create_ledger_engine
+from ledger.dialects import create_trigger_statement, expected_triggers
 from ledger.events import COUNTER_FIELDS
 from ledger.schema import GENESIS_HASH, metadata
 from ledger.urls import sqlite_file_of
@@ -174,16 +174,6 @@ def drop_triggers(engine: Engine) -> None:
     with engine.begin() as conn:
         for name in TRIGGERS:
             conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
-
-
-def create_trigger_statement(trigger: TriggerDefinition, dialect: str) -> str:
-    """The CREATE TRIGGER statement of an expected trigger (SQLite stores it whole)."""
-    if dialect == "sqlite":
-        return trigger.definition
-    return (
-        f"CREATE TRIGGER {trigger.name} {trigger.timing} {trigger.event} ON ledger_events "
-        f"FOR EACH ROW {trigger.definition}"
-    )
 
 
 def restore_triggers(engine: Engine) -> None:

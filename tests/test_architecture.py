@@ -208,10 +208,6 @@ DIALECT_EXCEPTIONS = {
 }
 # SQL naming the ledger's tables outside ledger/.
 SQL_EXCEPTIONS = {
-    "forensics/dialects.py::expected_triggers": (
-        "the immutability triggers' definitions, compared as text with what the catalogue "
-        "holds (I1); nothing runs them (migration 0001 creates them with its own copy)"
-    ),
     "benchmarks/raw.py::raw_scan": (
         "measures the raw scan of ledger_events below the Ledger API, the bound every replay "
         "is compared with"

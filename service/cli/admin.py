@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from forensics.legacy_import import import_legacy
 from forensics.report import REPORT_WIDTH, render_text, report_passed
 from ledger.clock import utcnow
+from ledger.dialects import EVENTS_TABLE
 from ledger.durations import format_duration
 from ledger.schema import LEGACY_TABLE
 from ledger.text import visible, wrap_cells
@@ -55,6 +56,12 @@ def migrate(check_only: bool, db_url: str | None) -> None:
         click.echo(f"{where}: migrated from {result.before or 'empty'} to {result.after}")
     else:
         click.echo(f"{where}: already at {result.after}")
+    if result.triggers_restored:
+        click.echo(
+            f"put back the missing append-only trigger(s) of {EVENTS_TABLE}: "
+            f"{', '.join(result.triggers_restored)} (a database restored without its "
+            "triggers?); `ledger verify` checks what was written while they were gone"
+        )
     if is_in_memory_sqlite(ledger.url):
         click.echo(f"Note: nothing was kept, {IN_MEMORY_HINT}", err=True)
     if result.legacy_rows_moved is not None:
@@ -89,6 +96,12 @@ def describe_schema_check(found: SchemaCheck) -> str:
         )
     if found.drift:
         return f"at {found.current}, but its tables differ from this run-ledger's: {found.drift}"
+    if found.missing_triggers:
+        return (
+            f"at {found.current}, the newest revision, but {EVENTS_TABLE} lacks its append-only "
+            f"trigger(s) {', '.join(found.missing_triggers)} (a database restored without its "
+            "triggers?); run `ledger migrate` to put them back"
+        )
     if not found.pending:
         return f"at {found.current}, the newest revision: nothing to migrate"
     legacy = (

@@ -16,6 +16,7 @@ from ledger import (
     ConfigurationError,
     DatabaseNotFoundError,
     DatabaseUnreachableError,
+    DiskError,
     LedgerError,
     OutputFileError,
     ServerSettingError,
@@ -100,12 +101,14 @@ def exit_code_for(error: LedgerError) -> int:
         error,
         DatabaseUnreachableError
         | AccessDeniedError
+        | DiskError
         | ServerSettingError
         | SpoolAccessError
         | OutputFileError,
     ):
         # A spool folder or file this user may not open, like a SQLite ledger file: it was a
-        # PermissionError traceback, exit 1. An output file on a full disk, as stdout is.
+        # PermissionError traceback, exit 1. An output file on a full disk, as stdout is, and
+        # so the SQLite file's own disk.
         return EXIT_ENVIRONMENT
     if isinstance(error, StorageError) and isinstance(error.__cause__, StorageError):
         # A storage error raised from another (the SDK's "run not started: the ledger is

@@ -14,7 +14,7 @@ from ledger.clock import utcnow
 from ledger.durations import format_duration, format_silence
 from ledger.schema import MAX_POSITION
 from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
-from ledger.text import quoted, shown_name, visible
+from ledger.text import quoted, shown_name, visible, wrap_cells
 from projections.queries import (
     RunFilter,
     find_run,
@@ -383,6 +383,9 @@ def status(
         echo_fitted(line, wide)
 
     echo(f"database:   {cell(report.database)}")
+    if report.schema_warning is not None:  # whole, wrapped: its remedy is at the end
+        warning = f"schema:     WARNING: {cell(report.schema_warning)}"
+        click.echo(warning if wide else "\n".join(wrap_cells(warning, 80, " " * 12)))
     echo(
         f"head:       position {head.head_position}"
         + (f", last append {cell(head.head_recorded_at)} UTC" if head.head_recorded_at else "")

@@ -17,7 +17,7 @@ from forensics.anchors import read_anchor_file
 from forensics.triggers import sql_tokens
 from ledger import Ledger, RunFinished, RunProgressed
 from ledger.errors import ConfigurationError
-from ledger.schema import GENESIS_HASH, ledger_events, ledger_head
+from ledger.schema import GENESIS_HASH, ledger_events, ledger_head, ledger_runs
 from projections import Projector
 from service.cli import cli
 from service.config import load_config
@@ -452,6 +452,66 @@ def test_a_failing_anchor_job_is_logged_not_raised(
         service.scrape_ledger.close()
     assert "anchor: " in caplog.text
     assert "cannot append to the anchor file" in caplog.text
+
+
+def restore_an_older_backup(ledger: Ledger, kept: int) -> None:
+    """What restoring a backup taken at position ``kept`` leaves: the events after it gone,
+    the head and the registry as they were then, the triggers in place."""
+    kept_row = ledger.engine.connect()
+    try:
+        event = kept_row.execute(
+            ledger_events.select().where(ledger_events.c.position == kept)
+        ).one()
+    finally:
+        kept_row.close()
+    drop_triggers(ledger.engine)
+    with ledger.engine.begin() as conn:
+        conn.execute(ledger_events.delete().where(ledger_events.c.position > kept))
+        conn.execute(
+            update(ledger_head).values(
+                last_position=kept, last_hash=event.hash, last_recorded_at=event.recorded_at
+            )
+        )
+        conn.execute(ledger_runs.delete().where(ledger_runs.c.run_id > event.run_id))
+    restore_triggers(ledger.engine)
+
+
+def test_anchoring_a_history_rolled_back_behind_the_file_is_refused(
+    ledger: Ledger, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An older backup restored behind the anchor file. Before: `ledger anchor --output` and
+    serve's anchor job appended the older head below the newer one, exit 0, every interval;
+    only a later `verify --anchor` told."""
+    anchors = tmp_path / "anchors.txt"
+    ledger.start_run(1, "SOURCE_1")
+    kept = ledger.head().last_position
+    assert run("anchor", "-o", str(anchors), "--db", db_url).exit_code == 0
+    ledger.start_run(2, "SOURCE_2")
+    assert run("anchor", "-o", str(anchors), "--db", db_url).exit_code == 0
+    anchored = anchors.read_text(encoding="utf-8")
+    restore_an_older_backup(ledger, kept)
+    refused = run("anchor", "-o", str(anchors), "--db", db_url)
+    assert refused.exit_code == 1, refused.output
+    assert f"anchor {anchors} (its last anchor): position 2 hash" in refused.stderr
+    assert "the ledger head is at position 1, below the anchored position" in refused.stderr
+    assert "rolled back (an older backup restored?)" in refused.stderr
+    assert f"nothing was appended to {anchors}" in refused.stderr
+    assert anchors.read_text(encoding="utf-8") == anchored
+    config = load_config(anchor_config(tmp_path, db_url, f'[anchor]\npath = "{anchors}"\n'))
+    service = LedgerService(config)
+    try:
+        with caplog.at_level(logging.ERROR, logger="service.serve"):
+            service.anchor_job()
+    finally:
+        service.ledger.close()
+        service.scrape_ledger.close()
+    assert "anchor: anchor" in caplog.text
+    assert "rolled back" in caplog.text
+    assert anchors.read_text(encoding="utf-8") == anchored
+    # A new file anchors the ledger as it now is; the old one stays the evidence.
+    fresh = tmp_path / "after-the-restore.txt"
+    assert run("anchor", "-o", str(fresh), "--db", db_url).exit_code == 0
+    assert run("verify", "--anchor", str(fresh), "--db", db_url).exit_code == 0
 
 
 def test_no_anchor_section_no_anchor_job(db_url: str, tmp_path: Path) -> None:

@@ -55,10 +55,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from forensics.dialects import IMMUTABLE_MESSAGE, TriggerDefinition, expected_triggers
 from forensics.verify import verify_all
 from ledger import Ledger, RunFinished, RunProgressed, RunState, sweep
 from ledger.clock import utcnow
+from ledger.dialects import IMMUTABLE_MESSAGE, TriggerDefinition, expected_triggers
 from ledger.events import EVENT_TYPES
 from ledger.rules import RUN_STATES, apply_event
 from ledger.schema import LegacyTimestamp, ledger_events, ledger_head, ledger_runs

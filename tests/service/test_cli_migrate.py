@@ -13,8 +13,10 @@ import pytest
 from alembic import command
 from click.testing import CliRunner, Result
 from sqlalchemy import Column, Integer, Table, text
+from sqlalchemy.exc import DBAPIError
 
-from ledger import Ledger
+from ledger import Ledger, RunStarted
+from ledger.dialects import database_kind, expected_triggers
 from ledger.schema import metadata
 from migrations.runner import alembic_config
 from service.cli import cli
@@ -131,6 +133,36 @@ def test_check_finds_a_revision_it_does_not_know_and_drift(ledger: Ledger, db_ur
             )
     assert newer.exit_code == 1
     assert "at revision 9999_from_the_future, which this run-ledger does not know" in newer.stdout
+
+
+def test_migrate_puts_back_the_triggers_a_restored_dump_lacks(ledger: Ledger, db_url: str) -> None:
+    """A dump restored without its triggers (`mariadb-dump --skip-triggers`, or by a user
+    without TRIGGER, which leaves them out without a word) is at the newest revision with
+    ledger_events open to UPDATE. Before: `migrate --check` exit 0, `migrate` "already at",
+    and appends went on into a mutable ledger; only `verify` said so."""
+    ledger.append([RunStarted(source_id=1, connector_name="restored")])
+    with ledger.engine.begin() as conn:  # every one, as the dump left them out
+        names = [trigger.name for trigger in expected_triggers(database_kind(conn))]
+        for name in names:
+            conn.execute(text(f"DROP TRIGGER {name}"))
+    triggers = ", ".join(names)
+    pending = run("migrate", "--check", "--db", db_url)
+    assert pending.exit_code == 1, pending.output
+    assert f"but ledger_events lacks its append-only trigger(s) {triggers}" in pending.stdout
+    assert "run `ledger migrate` to put them back" in pending.stdout
+    migrated = run("migrate", "--db", db_url)
+    assert migrated.exit_code == 0, migrated.output
+    assert f"put back the missing append-only trigger(s) of ledger_events: {triggers}" in (
+        migrated.stdout
+    )
+    assert run("migrate", "--check", "--db", db_url).exit_code == 0
+    verified = run("verify", "--db", db_url)
+    assert verified.exit_code == 0, verified.output
+    with pytest.raises(DBAPIError, match="append-only"), ledger.engine.begin() as conn:
+        conn.execute(text("UPDATE ledger_events SET actor = 'edited'"))
+    again = run("migrate", "--db", db_url)
+    assert again.exit_code == 0
+    assert "put back" not in again.stdout
 
 
 def test_check_creates_no_database(tmp_path: Path) -> None:

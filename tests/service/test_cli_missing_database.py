@@ -328,6 +328,23 @@ def test_a_sqlite_option_that_would_be_ignored_is_refused(
     assert run("migrate", "--db", "sqlite:///here.db?timeout=5").exit_code == 0  # a driver option
 
 
+@pytest.mark.parametrize("command", [("runs", "list"), ("migrate",), ("append", str(SAMPLE))])
+def test_a_question_mark_that_would_cut_the_file_name_is_refused(
+    command: tuple[str, ...], empty_folder: Path
+) -> None:
+    """``sqlite:///runs?v2.db``: the parser read ``?v2.db`` as an empty query and dropped it.
+    Before: `migrate` and `append` made a ledger in the file ``runs``, exit 0."""
+    result = run(*command, "--db", "sqlite:///runs?v2.db")
+    assert result.exit_code == 2, result.output
+    assert "what follows it here is none (NAME=VALUE)" in result.stderr
+    assert f"{empty_folder / 'runs'} opened instead; write a '?' in a file name as %3F" in (
+        result.stderr
+    )
+    assert files_in(empty_folder) == []
+    assert run("migrate", "--db", "sqlite:///runs%3Fv2.db").exit_code == 0
+    assert files_in(empty_folder) == ["runs?v2.db"]
+
+
 def test_a_schema_missing_names_the_database_to_migrate(empty_folder: Path) -> None:
     """Pasting the advice migrates the database the command read, not ./ledger.db."""
     sqlite_without_schema(empty_folder / "other.db")

@@ -12,20 +12,22 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 from freezegun import freeze_time
 from markdown_it import MarkdownIt
+from sqlalchemy import text
 
 from ledger import Ledger
 from ledger.clock import isoformat_utc
 from ledger.urls import mask_url
 from projections.schema import PROJECTION_NAME
 from service.cli import cli
+from tests import support
 from tests.service.support import SKIPPED_AT, stop_and_skip_by_hand
 from tests.support import not_broken
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
 
 
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+def run(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
 
 
 def test_status_json_names_the_database_the_table_shows(db_url: str) -> None:
@@ -185,3 +187,29 @@ def test_status_and_verify_warn_of_a_head_recorded_ahead_of_the_clock(
             is None
         )
         assert "WARNING" not in run("verify", "--db", db_url).stdout
+
+
+def test_status_warns_of_a_schema_every_writer_refuses(ledger: Ledger, db_url: str) -> None:
+    """run-ledger upgraded, `ledger migrate` not run (or a newer one's database). Before: the
+    status looked healthy, exit 0, while append, run, serve and the projector refused it."""
+    current = run("status", "--format", "json", "--db", db_url)
+    assert json.loads(current.stdout)["schema_warning"] is None
+    assert "schema:" not in run("status", "--db", db_url).stdout
+    with ledger.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0004_schedule_claims'"))
+    try:
+        table = run("status", "--db", db_url)
+        data = run("status", "--format", "json", "--db", db_url)
+        refused = run("append", "--db", db_url, input="")
+    finally:
+        with ledger.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE alembic_version SET version_num = :head"),
+                {"head": support.head_revision()},
+            )
+    assert table.exit_code == 0, table.output
+    assert "schema:     WARNING: database schema is at 0004_schedule_claims" in table.stdout
+    assert "`ledger migrate`" in table.stdout  # the remedy, wrapped into view
+    warning = json.loads(data.stdout)["schema_warning"]
+    assert warning.startswith("database schema is at 0004_schedule_claims, this run-ledger ")
+    assert warning in " ".join(refused.stderr.split())  # what the writers say
