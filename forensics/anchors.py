@@ -179,10 +179,11 @@ def _refuse_a_rolled_back_history(ledger: Ledger, target: Path) -> None:
     [check] = check_anchors(ledger, [last])
     if check.problem is None:
         return
+    shown = visible(str(target))  # a newline in the file's name would start a line of its own
     raise AnchorNotHeldError(
         f"{check.problem}. The ledger's history was rolled back (an older backup restored?) "
-        f"or rewritten since that anchor: nothing was appended to {target}. Run `ledger "
-        f"verify --anchor {target}` to see every anchor lost; to anchor this ledger from now "
+        f"or rewritten since that anchor: nothing was appended to {shown}. Run `ledger "
+        f"verify --anchor {shown}` to see every anchor lost; to anchor this ledger from now "
         "on, keep this file as evidence and anchor into a new one"
     )
 
@@ -204,7 +205,7 @@ def _last_anchor(target: Path) -> Anchor | None:
         if not stripped or stripped.startswith("#"):
             continue
         try:
-            return parse_anchor(stripped, f"{target} (its last anchor)")
+            return parse_anchor(stripped, f"{visible(str(target))} (its last anchor)")
         except ValueError:
             return None
     return None

@@ -514,6 +514,26 @@ def test_anchoring_a_history_rolled_back_behind_the_file_is_refused(
     assert run("verify", "--anchor", str(fresh), "--db", db_url).exit_code == 0
 
 
+def test_a_refused_anchor_names_its_file_on_one_line(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    """The refusal of a rolled-back history named the anchor file raw, three times: a newline
+    in its name started lines of their own ("Error: ..."), as --output's others no longer do."""
+    anchors = tmp_path / "a\nError: forged"
+    ledger.start_run(1, "SOURCE_1")
+    kept = ledger.head().last_position
+    assert run("anchor", "-o", str(anchors), "--db", db_url).exit_code == 0
+    ledger.start_run(2, "SOURCE_2")
+    assert run("anchor", "-o", str(anchors), "--db", db_url).exit_code == 0
+    restore_an_older_backup(ledger, kept)
+    refused = run("anchor", "-o", str(anchors), "--db", db_url)
+    assert refused.exit_code == 1, refused.output
+    assert "nothing was appended to" in refused.stderr
+    assert refused.stderr.count("\n") == 1  # one line
+    assert not any(line.startswith("Error: forged") for line in refused.stderr.splitlines())
+    assert "a\\nError: forged (its last anchor)" in refused.stderr
+
+
 def test_no_anchor_section_no_anchor_job(db_url: str, tmp_path: Path) -> None:
     service = LedgerService(load_config(anchor_config(tmp_path, db_url, "")))
     try:
