@@ -270,8 +270,8 @@ def _refuse_ignored_sqlite_options(url: str, parsed: URL) -> None:
     """SQLAlchemy ignores a SQLite URL's query options it does not know (``?mode=ro``) unless
     the URL is a URI, with a Python warning on stderr: the user asked for something (read-only)
     that would silently not happen. Refused instead, with the URI form that does it."""
+    _refuse_a_dropped_query(url, parsed)
     if not parsed.query:
-        _refuse_a_dropped_query(url, parsed)
         # Nothing to ignore; and catch_warnings swaps process-wide state, which another
         # thread's warnings would cross meanwhile: only done when there are options.
         return
@@ -289,14 +289,23 @@ def _refuse_ignored_sqlite_options(url: str, parsed: URL) -> None:
 def _refuse_a_dropped_query(url: str, parsed: URL) -> None:
     """A '?' in a SQLite URL with no NAME=VALUE after it (``sqlite:///runs?v2.db``): the
     parser drops what follows as an empty query, and SQLite would open (``migrate``, ``append``
-    and ``serve``: create) ``runs``, another file than the one named, without a word."""
+    and ``serve``: create) ``runs``, another file than the one named, without a word. So is a
+    part with no '=' among options (``sqlite:///runs?v2.db&timeout=5``): it alone is dropped."""
     if "?" not in url:
         return
+    parts = url.split("?", 1)[1].split("&")
+    bare = [part for part in parts if part and "=" not in part]
+    if not bare and parsed.query:
+        return
     opened = sqlite_file_of(parsed)
+    what = (
+        f"{visible(bare[0])} among them is no NAME=VALUE"
+        if parsed.query
+        else "what follows it here is none (NAME=VALUE)"
+    )
     raise ConfigurationError(
-        f"invalid database URL {mask_url(url)}: a '?' starts a URL's options, and what follows "
-        f"it here is none (NAME=VALUE), so it would be dropped and {opened} opened instead; "
-        "write a '?' in a file name as %3F"
+        f"invalid database URL {mask_url(url)}: a '?' starts a URL's options, and {what}, so "
+        f"it would be dropped and {opened} opened instead; write a '?' in a file name as %3F"
     )
 
 

@@ -345,6 +345,20 @@ def test_a_question_mark_that_would_cut_the_file_name_is_refused(
     assert files_in(empty_folder) == ["runs?v2.db"]
 
 
+def test_a_part_without_a_value_among_options_is_refused_too(empty_folder: Path) -> None:
+    """``sqlite:///runs?v2.db&timeout=5``: the parser dropped ``v2.db`` alone, and `migrate`
+    made a ledger in the file ``runs``, exit 0 (only a query of nothing else was refused)."""
+    result = run("migrate", "--db", "sqlite:///runs?v2.db&timeout=5")
+    assert result.exit_code == 2, result.output
+    assert "v2.db among them is no NAME=VALUE" in result.stderr
+    assert f"{empty_folder / 'runs'} opened instead; write a '?' in a file name as %3F" in (
+        result.stderr
+    )
+    assert files_in(empty_folder) == []
+    assert run("migrate", "--db", "sqlite:///runs%3Fv2.db?timeout=5").exit_code == 0
+    assert files_in(empty_folder) == ["runs?v2.db"]
+
+
 def test_a_schema_missing_names_the_database_to_migrate(empty_folder: Path) -> None:
     """Pasting the advice migrates the database the command read, not ./ledger.db."""
     sqlite_without_schema(empty_folder / "other.db")
