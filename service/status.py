@@ -75,13 +75,18 @@ class StatusReport:
 
 
 def status_report(
-    ledger: Ledger, config: LedgerConfig | None = None, spool_dir: str | None = None
+    ledger: Ledger,
+    config: LedgerConfig | None = None,
+    spool_dir: str | None = None,
+    *,
+    schema: bool = True,
 ) -> StatusReport:
     """What ``ledger status`` shows, with the thresholds, overrides and spool folder of
-    ``config`` when given (``spool_dir`` first, if given)."""
+    ``config`` when given (``spool_dir`` first, if given). ``schema=False``: no
+    ``schema_warning`` (its queries are not made): the API's public status leaves it out."""
     thresholds = config.thresholds.to_thresholds() if config else Thresholds()
     spool = Spool(spool_dir or (config.spool.dir if config else None))
-    schema_warning = _schema_warning(ledger)
+    schema_warning = _schema_warning(ledger) if schema else None
     status = ledger_status(ledger)
     # An unreadable or corrupted spool failed the whole command: the operator saw nothing of
     # the ledger on the day the spool needed looking at. It is shown beside the rest.

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from freezegun import freeze_time
-from sqlalchemy import make_url
+from sqlalchemy import event, make_url
 
 from forensics.anchors import anchor_at
 from forensics.verify import verify_all
@@ -513,6 +513,26 @@ def test_status_names_the_kind_of_database_never_its_url(
     for secret in (url.database, url.host, url.username, db_url):
         assert not secret or secret not in answer.text
     assert "spool_path" not in answer.json()  # a file of the server's
+
+
+def test_status_does_not_check_the_schema_it_leaves_out(client: TestClient) -> None:
+    """/v1/status drops ``schema_warning``; it still made the schema check's catalogue read and
+    query on every request (a status poll's cost up by two statements, for nothing)."""
+    api_ledger = client.app.state.api.ledger  # type: ignore[attr-defined]
+    statements: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(api_ledger.engine, "before_cursor_execute", note)
+    try:
+        answer = client.get("/v1/status", headers=READ)
+    finally:
+        event.remove(api_ledger.engine, "before_cursor_execute", note)
+    assert answer.status_code == 200
+    assert "schema_warning" not in answer.json()
+    assert statements
+    assert not [s for s in statements if "alembic_version" in s]
 
 
 def test_status_says_the_spool_is_unreadable_without_naming_its_file(
