@@ -438,18 +438,24 @@ def test_serve_writes_anchor_lines_to_the_configured_file(
     assert run("verify", "--anchor", str(tmp_path / "anchors.txt"), "--db", db_url).exit_code == 0
 
 
-def test_a_failing_anchor_job_is_logged_not_raised(
-    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def run_anchor_job(
+    tmp_path: Path, db_url: str, section: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / "a-folder").mkdir()
-    config = load_config(anchor_config(tmp_path, db_url, '[anchor]\npath = "a-folder"\n'))
-    service = LedgerService(config)
+    """serve's anchor job, once, with the config's ``section``; its errors in ``caplog``."""
+    service = LedgerService(load_config(anchor_config(tmp_path, db_url, section)))
     try:
         with caplog.at_level(logging.ERROR, logger="service.serve"):
             service.anchor_job()
     finally:
         service.ledger.close()
         service.scrape_ledger.close()
+
+
+def test_a_failing_anchor_job_is_logged_not_raised(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a-folder").mkdir()
+    run_anchor_job(tmp_path, db_url, '[anchor]\npath = "a-folder"\n', caplog)
     assert "anchor: " in caplog.text
     assert "cannot append to the anchor file" in caplog.text
 
@@ -497,14 +503,7 @@ def test_anchoring_a_history_rolled_back_behind_the_file_is_refused(
     assert "rolled back (an older backup restored?)" in refused.stderr
     assert f"nothing was appended to {anchors}" in refused.stderr
     assert anchors.read_text(encoding="utf-8") == anchored
-    config = load_config(anchor_config(tmp_path, db_url, f'[anchor]\npath = "{anchors}"\n'))
-    service = LedgerService(config)
-    try:
-        with caplog.at_level(logging.ERROR, logger="service.serve"):
-            service.anchor_job()
-    finally:
-        service.ledger.close()
-        service.scrape_ledger.close()
+    run_anchor_job(tmp_path, db_url, f'[anchor]\npath = "{anchors}"\n', caplog)
     assert "anchor: anchor" in caplog.text
     assert "rolled back" in caplog.text
     assert anchors.read_text(encoding="utf-8") == anchored

@@ -13,8 +13,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from service.api import create_app
-from tests.service.web.support import TOKENS, demo_with_open_run, log_in, web_config
+from tests.service.web.support import TOKENS, demo_web_client, log_in
 
 READ = {"Authorization": f"Bearer {TOKENS['reader'][0]}"}
 # Headers whose value may differ between two answers to the same URL: a page's length (it
@@ -24,11 +23,8 @@ PER_ANSWER = {"content-length", "set-cookie"}
 
 @pytest.fixture
 def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    demo_with_open_run(db_url, tmp_path / "spool")
-    with TestClient(create_app(web_config(db_url)), raise_server_exceptions=False) as test_client:
+    with demo_web_client(db_url, tmp_path / "spool") as test_client:
         yield test_client
-    test_client.app.state.web.close()  # type: ignore[attr-defined]
-    test_client.app.state.api.close()  # type: ignore[attr-defined]
 
 
 def get_paths(client: TestClient) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from sqlalchemy import text
 
 from ledger import Ledger, RunFinished, RunStarted
 from ledger.clock import utcnow
+from service.api import create_app
 from service.config import LedgerConfig
 from service.demo import run_demo
 from tests.support import drop_triggers
@@ -42,6 +45,20 @@ def web_config(db_url: str, bound: dict[str, list[str]] | None = None, **web: An
             "web": {"enabled": True, "verify_interval": "0s", **web},
         }
     )
+
+
+@contextmanager
+def demo_web_client(db_url: str, spool: Path) -> Iterator[TestClient]:
+    """A client of the API and its web view (the tests' tokens) over :func:`demo_with_open_run`'s
+    database; the app's ledgers closed after it."""
+    demo_with_open_run(db_url, spool)
+    app = create_app(web_config(db_url))
+    try:
+        with TestClient(app, raise_server_exceptions=False) as test_client:
+            yield test_client
+    finally:
+        app.state.web.close()
+        app.state.api.close()
 
 
 def demo_with_open_run(db_url: str, spool: Path) -> dict[str, int]:

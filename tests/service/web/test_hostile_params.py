@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api import create_app
 from service.api.guard import _content_length
 from tests.service.support import LOOSE_INTEGERS, integer_parameters, with_integer
-from tests.service.web.support import demo_with_open_run, log_in, web_config
+from tests.service.web.support import demo_web_client, log_in
 
 # "²" and "①" are str.isdigit() but not int(); "١" (Arabic-Indic one) is int() but not ASCII.
 ODD_DIGITS = ["%C2%B2", "%E2%91%A0", "%D9%A1", "1%C2%B2"]
@@ -20,12 +19,8 @@ ODD_DIGITS = ["%C2%B2", "%E2%91%A0", "%D9%A1", "1%C2%B2"]
 
 @pytest.fixture
 def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    demo_with_open_run(db_url, tmp_path / "spool")
-    config = web_config(db_url)
-    with TestClient(create_app(config), raise_server_exceptions=False) as test_client:
+    with demo_web_client(db_url, tmp_path / "spool") as test_client:
         yield test_client
-    test_client.app.state.web.close()  # type: ignore[attr-defined]
-    test_client.app.state.api.close()  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("digits", ODD_DIGITS)

@@ -9,20 +9,16 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api import create_app
 from service.web import sessions
-from tests.service.web.support import csrf_of, demo_with_open_run, log_in, web_config
+from tests.service.web.support import csrf_of, demo_web_client, log_in
 
 SESSION = "ledger_web_session"
 
 
 @pytest.fixture
 def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    demo_with_open_run(db_url, tmp_path / "spool")
-    with TestClient(create_app(web_config(db_url)), raise_server_exceptions=False) as test_client:
+    with demo_web_client(db_url, tmp_path / "spool") as test_client:
         yield test_client
-    test_client.app.state.web.close()  # type: ignore[attr-defined]
-    test_client.app.state.api.close()  # type: ignore[attr-defined]
 
 
 def log_in_and_out(client: TestClient, name: str) -> str:
