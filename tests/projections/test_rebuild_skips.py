@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from forensics.verify import verify_all
-from ledger import Ledger, RunProgressed
-from projections import Projector, rebuild
+from ledger import Ledger, RunProgressed, ValidationError
+from projections import Projector, ledger_status, rebuild
 from projections import rebuilder as rebuilder_module
 from projections.errors import PoisonEventError, SkipsChangedError
 from tests.projection_support import records_fetched_capped, replayed_rows, table_rows
@@ -41,4 +41,40 @@ def test_a_skip_recorded_while_a_rebuild_replayed_past_it_stops_the_swap(
     rebuild(ledger)  # run again, it honours the skip
     assert table_rows(ledger)[capped]["recordsFetched"] == 0
     assert table_rows(ledger) == replayed_rows(ledger)
+    assert verify_all(ledger).problems == []
+
+
+def test_a_swap_interrupted_after_rename_clears_the_error_its_tables_resolved(
+    ledger: Ledger, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live table refused a row (the projection stopped there); a rebuild, whose tables
+    hold it, is killed between its RENAME and the checkpoint's move. The error is not left
+    standing past the position, and the applied event can no longer be skipped."""
+    if backend != "mysql":
+        pytest.skip("SQLite swaps in one transaction; only MySQL's RENAME commits on its own")
+    import projections.dialects as swap_module
+
+    run_id = ledger.start_run(1, "capped")
+    projector = Projector(ledger)
+    with records_fetched_capped(ledger):
+        refused = ledger.append([RunProgressed(run_id=run_id, records_fetched=1000)])
+        position = refused.events[0].position
+        with pytest.raises(PoisonEventError):
+            projector.run_once()
+
+    def die(*_args: object) -> None:
+        raise KeyboardInterrupt("killed between RENAME and the checkpoint update")
+
+    monkeypatch.setattr(swap_module, "finish_swap", die)
+    with pytest.raises(KeyboardInterrupt):
+        rebuild(ledger)
+    monkeypatch.undo()
+    status = ledger_status(ledger).projections[0]  # a reader, before any projector settles it
+    assert (status.checkpoint.position, status.checkpoint.error_position) == (position, None)
+    with pytest.raises(ValidationError, match=rf"position {position} is already applied"):
+        projector.skip(position, "refused by our constraint", "operator:ops")
+    assert projector.run_once() == 0
+    checkpoint = projector.checkpoint()
+    assert (checkpoint.position, checkpoint.error_position) == (position, None)
+    assert table_rows(ledger)[run_id]["recordsFetched"] == 1000
     assert verify_all(ledger).problems == []
