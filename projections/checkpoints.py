@@ -206,7 +206,13 @@ def settled(conn: Connection, checkpoint: Checkpoint) -> Checkpoint:
     if not swapped_in(conn, checkpoint.rebuild_position):
         return checkpoint
     assert checkpoint.rebuild_position is not None  # swapped_in says so
-    return replace(checkpoint, position=checkpoint.rebuild_position, rebuild_position=None)
+    position = checkpoint.rebuild_position
+    if checkpoint.error_position is not None and checkpoint.error_position <= position:
+        # The swapped-in tables hold the event the projection had stopped at: no error now.
+        checkpoint = replace(
+            checkpoint, error_position=None, error_type=None, error_message=None, error_at=None
+        )
+    return replace(checkpoint, position=position, rebuild_position=None)
 
 
 def recover_interrupted_swap(conn: Connection, checkpoint: Checkpoint) -> Checkpoint:
@@ -233,10 +239,12 @@ def recover_interrupted_swap(conn: Connection, checkpoint: Checkpoint) -> Checkp
             "moving it to %d",
             checkpoint.rebuild_position,
         )
+        # As finish_swap moves it: an error recorded at or before the swapped-in position
+        # (the live table had refused a row the rebuild's tables hold) is cleared with it.
         conn.execute(
             update(projection_checkpoints)
             .where(projection_checkpoints.c.name == checkpoint.name)
-            .values(rebuild_position=None, position=checkpoint.rebuild_position)
+            .values(rebuild_position=None, **_moved_to(checkpoint.rebuild_position))
         )
     return read_checkpoint(conn, checkpoint.name, lock=True)
 

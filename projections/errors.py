@@ -35,6 +35,12 @@ class SwapBlockedError(ProjectionBusyError):
     metadata locks, held by another session's open transaction; nothing was swapped."""
 
 
+class SkipsChangedError(ProjectionBusyError):
+    """An operator recorded a skip at a position a rebuild had already replayed into its shadow
+    tables (the bulk of a replay runs without the projection lock): the rebuild stops before
+    its swap and is run again."""
+
+
 class CheckpointMovedError(ProjectionError):
     """The checkpoint was not where this transaction read it when it came to advance it: another
     projector (on another node of a Galera cluster, where the named lock does not reach) got

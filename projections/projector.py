@@ -360,7 +360,9 @@ class Projector:
         if problem is not None:
             raise ValidationError(f"actor {clip(visible(actor), 60)!r}: {problem}")
         with projection_transaction(self.ledger, self.name, "skip") as conn:
-            checkpoint = read_checkpoint(conn, self.name, lock=True)
+            # A swap a killed rebuild left half done is settled first: its tables may already
+            # hold the position (applied), which the old checkpoint would call pending.
+            checkpoint = recover_interrupted_swap(conn, read_checkpoint(conn, self.name, lock=True))
             if position <= checkpoint.position:
                 raise ValidationError(
                     f"position {position} is already applied (checkpoint {checkpoint.position})"

@@ -40,7 +40,7 @@ from projections.dialects import (
     shadow_indexes,
     swap_in,
 )
-from projections.errors import SwapBlockedError
+from projections.errors import SkipsChangedError, SwapBlockedError
 from projections.schema import (
     INGESTION_RUNS,
     OLD,
@@ -92,6 +92,9 @@ def rebuild(
         writer = ReadModelWriter(shadow_runs, shadow_transitions)
         target = ledger.head().last_position
         position = 0
+        # Every skip the replay honoured: an operator's skip recorded after the replay passed
+        # its position is checked for before the swap (_check_skips_unchanged).
+        honoured: set[int] = set()
 
         def replay_to(start: int, up_to: int) -> int:
             with ledger.transaction("rebuild") as conn:
@@ -102,7 +105,7 @@ def rebuild(
                 claim.check(conn)
                 at = start
                 while at < up_to:
-                    after = _replay(conn, writer, at, batch_size, up_to=up_to)
+                    after = _replay(conn, writer, at, batch_size, honoured, up_to=up_to)
                     if after == at:
                         # No row up to up_to: positions deleted around the append path. The
                         # replay goes on past them (as the projector does) rather than wait
@@ -128,13 +131,14 @@ def rebuild(
             )
 
         def catch_up(conn: Connection, after: int) -> int:
-            caught_up = _catch_up(conn, writer, after, batch_size, progress)
+            _check_skips_unchanged(conn, honoured, after)  # under the projection lock
+            caught_up = _catch_up(conn, writer, after, batch_size, honoured, progress)
             claim.check(conn)  # renewed in the swap's transaction: the last moment before it
             return caught_up
 
         try:
             position = swap_in(ledger, writer, position, catch_up)
-        except SwapBlockedError:
+        except (SwapBlockedError, SkipsChangedError):
             _drop_leftovers(ledger)  # the shadow tables: the next rebuild replays afresh anyway
             raise
         _drop_leftovers(ledger, only_old=True)  # the live tables a MySQL swap renamed away
@@ -146,7 +150,12 @@ def rebuild(
 
 
 def _replay(
-    conn: Connection, writer: ReadModelWriter, after: int, batch_size: int, up_to: int | None = None
+    conn: Connection,
+    writer: ReadModelWriter,
+    after: int,
+    batch_size: int,
+    honoured: set[int],
+    up_to: int | None = None,
 ) -> int:
     """Apply one batch after ``after`` to the shadow tables; return the new position."""
     # Driver rows, folded without events for the common ones (fold_rows).
@@ -158,6 +167,7 @@ def _replay(
         events_from_driver(page, stored_time_reader)  # raises what reading them as events does
         first, last = int(first), int(last)
     skipped = skipped_positions(conn, PROJECTION_NAME, first, last)
+    honoured.update(skipped)
     outcome = writer.apply_rows(conn, page, skipped)
     if outcome.poison is not None:
         raise outcome.poison
@@ -169,15 +179,32 @@ def _catch_up(
     writer: ReadModelWriter,
     position: int,
     batch_size: int,
+    honoured: set[int],
     progress: Progress | None,
 ) -> int:
     while True:
-        after = _replay(conn, writer, position, batch_size)
+        after = _replay(conn, writer, position, batch_size, honoured)
         if after == position:
             return position
         position = after
         if progress:
             progress(position, position)
+
+
+def _check_skips_unchanged(conn: Connection, honoured: set[int], replayed: int) -> None:
+    """Raise :class:`SkipsChangedError` if the skips up to ``replayed`` are not those the
+    replay honoured. The bulk of the replay runs without the projection lock: an operator may
+    skip a position (one the database refused in the live table) after the replay applied it
+    to the shadow tables, which a swap would then put live against the skip."""
+    now = skipped_positions(conn, PROJECTION_NAME, 1, replayed)
+    seen = {position for position in honoured if position <= replayed}
+    changed = sorted(now ^ seen)
+    if changed:
+        raise SkipsChangedError(
+            f"rebuild: the skips changed while it replayed (position(s) "
+            f"{', '.join(map(str, changed[:10]))}); it stopped before its swap, the live "
+            "tables are untouched: run `ledger rebuild` again"
+        )
 
 
 def _drop_leftovers(ledger: Ledger, only_old: bool = False) -> None:
