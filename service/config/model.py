@@ -12,6 +12,7 @@ from ledger.database import create_ledger_engine
 from ledger.errors import ConfigurationError
 from ledger.store import Ledger
 from ledger.stuck import StuckRun, Thresholds, stuck_runs, stuck_runs_as_of
+from ledger.sweeper import SweepResult, sweep
 from ledger.urls import DEFAULT_DATABASE_URL
 from service.config.connectors import ConnectorConfig, ThresholdsConfig
 from service.config.fields import Strict, same_port, split_listen
@@ -107,13 +108,7 @@ class LedgerConfig(Strict):
         position was recorded). A ``stale_after`` or ``max_runtime`` given replaces that
         threshold for every run, each connector's own included; the other stays as
         configured."""
-        given: dict[str, timedelta] = {}
-        if stale_after is not None:
-            given["stale_after"] = stale_after
-        if max_runtime is not None:
-            given["max_runtime"] = max_runtime
-        thresholds = replace(self.thresholds.to_thresholds(), **given)
-        overrides = {key: replace(value, **given) for key, value in self.overrides().items()}
+        thresholds, overrides = self.stuck_thresholds(stale_after, max_runtime)
         if position is not None:
             return stuck_runs_as_of(
                 ledger,
@@ -129,6 +124,39 @@ class LedgerConfig(Strict):
             max_runtime=thresholds.max_runtime,
             overrides=overrides,
         )
+
+    def sweep(
+        self,
+        ledger: Ledger,
+        *,
+        dry_run: bool = False,
+        stale_after: timedelta | None = None,
+        max_runtime: timedelta | None = None,
+    ) -> SweepResult:
+        """Time out the runs :meth:`stuck_runs` finds (the same thresholds, and the same
+        replacing of a ``stale_after`` or ``max_runtime`` given), as serve's sweeper does."""
+        thresholds, overrides = self.stuck_thresholds(stale_after, max_runtime)
+        return sweep(
+            ledger,
+            dry_run=dry_run,
+            older_than=thresholds.stale_after,
+            max_runtime=thresholds.max_runtime,
+            overrides=overrides,
+        )
+
+    def stuck_thresholds(
+        self, stale_after: timedelta | None = None, max_runtime: timedelta | None = None
+    ) -> tuple[Thresholds, dict[str | tuple[str, int], Thresholds]]:
+        """The global thresholds and each connector's own, with a ``stale_after`` or
+        ``max_runtime`` given replacing that threshold in every one of them."""
+        given: dict[str, timedelta] = {}
+        if stale_after is not None:
+            given["stale_after"] = stale_after
+        if max_runtime is not None:
+            given["max_runtime"] = max_runtime
+        thresholds = replace(self.thresholds.to_thresholds(), **given)
+        overrides = {key: replace(value, **given) for key, value in self.overrides().items()}
+        return thresholds, overrides
 
     def overrides(self) -> dict[str | tuple[str, int], Thresholds]:
         """Per-connector thresholds by (connector name, source id), merged over the globals."""
