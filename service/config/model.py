@@ -9,12 +9,13 @@ from datetime import datetime, timedelta
 from pydantic import Field, ValidationInfo, field_validator
 
 from ledger.database import create_ledger_engine
+from ledger.durations import format_duration
 from ledger.errors import ConfigurationError
 from ledger.store import Ledger
 from ledger.stuck import StuckRun, Thresholds, stuck_runs, stuck_runs_as_of
 from ledger.sweeper import SweepResult, sweep
 from ledger.urls import DEFAULT_DATABASE_URL
-from service.config.connectors import ConnectorConfig, ThresholdsConfig
+from service.config.connectors import ConnectorConfig, ConnectorThresholds, ThresholdsConfig
 from service.config.fields import Strict, same_port, split_listen
 from service.config.http import ApiConfig, WebConfig
 from service.config.serving import (
@@ -24,6 +25,10 @@ from service.config.serving import (
     SpoolConfig,
     SweeperConfig,
 )
+
+# A run idle between heartbeats is silent for up to one heartbeat_interval: stale_after must
+# be at least this many of them, so that one heartbeat late or lost does not time it out.
+HEARTBEATS_PER_STALE_AFTER = 2
 
 
 class LedgerConfig(Strict):
@@ -69,6 +74,33 @@ class LedgerConfig(Strict):
                     f"{connector.source_id} is configured twice"
                 )
             seen.add(key)
+        return value
+
+    @field_validator("connectors")
+    @classmethod
+    def _heartbeats_within_stale_after(
+        cls, value: list[ConnectorConfig], info: ValidationInfo
+    ) -> list[ConnectorConfig]:
+        """Refuse a connector whose runs serve's own sweeper would time out while they are
+        healthy: idle between two heartbeats (a slow page, a long batch) a run is silent for up
+        to ``heartbeat_interval``, so its ``stale_after`` must leave room for one heartbeat
+        late or lost. (Below it, serve timed out its own live runs, and their later success
+        showed ``failed``.)"""
+        serve, thresholds = info.data.get("serve"), info.data.get("thresholds")
+        if not isinstance(serve, ServeConfig) or not isinstance(thresholds, ThresholdsConfig):
+            return value  # [serve] or [thresholds] is invalid itself, and said so
+        least = HEARTBEATS_PER_STALE_AFTER * serve.heartbeat_interval
+        for connector in value:
+            own = connector.thresholds or ConnectorThresholds()
+            stale_after = own.over(thresholds).stale_after
+            if connector.enabled and stale_after < least:
+                raise ValueError(
+                    f"connector {connector.name!r}: stale_after "
+                    f"{format_duration(stale_after)} is shorter than twice [serve] "
+                    f"heartbeat_interval {format_duration(serve.heartbeat_interval)}: serve's "
+                    "sweeper would time out its runs while they wait between heartbeats; set "
+                    f"stale_after to at least {format_duration(least)}"
+                )
         return value
 
     def serve_warnings(self) -> list[str]:
