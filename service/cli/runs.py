@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ledger import StuckRun, fail_run, stuck_runs, sweep
+from ledger import StuckRun, fail_run
 from ledger.clock import utcnow
 from ledger.durations import format_duration, format_silence
 from ledger.schema import MAX_POSITION
@@ -50,7 +50,7 @@ from service.cli.tables import (
     echo_json,
     print_table,
 )
-from service.config import load_config
+from service.config import LedgerConfig, load_config
 from service.status import status_report
 
 
@@ -226,6 +226,18 @@ def runs_fail(run_id: int, reason: str, actor: str | None, db_url: str | None) -
 
 
 def threshold_options(command: F) -> F:
+    """``--older-than``, ``--max-runtime`` and ``--config`` of ``stuck`` and ``sweep``: the
+    thresholds serve's sweeper uses come from its config, each connector's own included, so
+    that the command and serve agree on which runs are stuck (without ``--config``, a
+    connector allowed a longer silence was timed out by a hand-run sweep at 60m)."""
+    command = click.option(
+        "--config",
+        "config_path",
+        type=FILE,
+        default=None,
+        help="Take the thresholds (each connector's own too) and the database from this "
+        "config; --older-than and --max-runtime, when given, replace them for every run.",
+    )(command)
     command = click.option(
         "--max-runtime",
         type=DURATION,
@@ -235,10 +247,19 @@ def threshold_options(command: F) -> F:
     return click.option(
         "--older-than",
         type=DURATION,
-        default=DEFAULT_STALE_AFTER_TEXT,
-        show_default=True,
-        help="Stuck: no activity for longer than this.",
+        default=None,
+        help=f"Stuck: no activity for longer than this.  [default: {DEFAULT_STALE_AFTER_TEXT}, "
+        "or the config's]",
     )(command)
+
+
+def stuck_config(config_path: Path | None) -> LedgerConfig:
+    """The config whose thresholds ``stuck`` and ``sweep`` apply: the file's, else the
+    defaults (60m, no max_runtime, no connector of its own)."""
+    if config_path is None:
+        return LedgerConfig()
+    with library_errors():
+        return load_config(config_path)
 
 
 def print_stuck_table(stuck: list[StuckRun], title: str, wide: bool) -> None:
@@ -301,17 +322,19 @@ STUCK_COLUMNS = (
 @threshold_options
 @output_format_option
 @wide_option
-@db_option
+@db_or_config_option
 def stuck(
-    older_than: timedelta,
+    older_than: timedelta | None,
     max_runtime: timedelta | None,
+    config_path: Path | None,
     output_format: str,
     wide: bool,
     db_url: str | None,
 ) -> None:
     """List runs with no terminal event and no recent activity; exit 1 if there are any."""
-    with opened_ledger(db_url) as ledger:
-        found = stuck_runs(ledger, older_than=older_than, max_runtime=max_runtime)
+    config = stuck_config(config_path)
+    with opened_ledger(db_url or (config.database_url if config_path else None)) as ledger:
+        found = config.stuck_runs(ledger, stale_after=older_than, max_runtime=max_runtime)
     if output_format == "json":
         echo_json([run.to_dict() for run in found])
     else:
@@ -325,18 +348,23 @@ def stuck(
 @click.option("--dry-run", is_flag=True, help="Only show what would be timed out.")
 @output_format_option
 @wide_option
-@db_option
+@db_or_config_option
 def sweep_command(
-    older_than: timedelta,
+    older_than: timedelta | None,
     max_runtime: timedelta | None,
+    config_path: Path | None,
     dry_run: bool,
     output_format: str,
     wide: bool,
     db_url: str | None,
 ) -> None:
     """Append RunTimedOut for every stuck run (RunStarted .. no terminal event)."""
-    with opened_ledger(db_url, writes=True) as ledger:
-        result = sweep(ledger, dry_run=dry_run, older_than=older_than, max_runtime=max_runtime)
+    config = stuck_config(config_path)
+    db = db_url or (config.database_url if config_path else None)
+    with opened_ledger(db, writes=True) as ledger:
+        result = config.sweep(
+            ledger, dry_run=dry_run, stale_after=older_than, max_runtime=max_runtime
+        )
     if output_format == "json":
         echo_json(result.to_dict())
     else:

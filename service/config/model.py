@@ -9,11 +9,13 @@ from datetime import datetime, timedelta
 from pydantic import Field, ValidationInfo, field_validator
 
 from ledger.database import create_ledger_engine
+from ledger.durations import format_duration
 from ledger.errors import ConfigurationError
 from ledger.store import Ledger
 from ledger.stuck import StuckRun, Thresholds, stuck_runs, stuck_runs_as_of
+from ledger.sweeper import SweepResult, sweep
 from ledger.urls import DEFAULT_DATABASE_URL
-from service.config.connectors import ConnectorConfig, ThresholdsConfig
+from service.config.connectors import ConnectorConfig, ConnectorThresholds, ThresholdsConfig
 from service.config.fields import Strict, same_port, split_listen
 from service.config.http import ApiConfig, WebConfig
 from service.config.serving import (
@@ -23,6 +25,10 @@ from service.config.serving import (
     SpoolConfig,
     SweeperConfig,
 )
+
+# A run idle between heartbeats is silent for up to one heartbeat_interval: stale_after must
+# be at least this many of them, so that one heartbeat late or lost does not time it out.
+HEARTBEATS_PER_STALE_AFTER = 2
 
 
 class LedgerConfig(Strict):
@@ -70,6 +76,33 @@ class LedgerConfig(Strict):
             seen.add(key)
         return value
 
+    @field_validator("connectors")
+    @classmethod
+    def _heartbeats_within_stale_after(
+        cls, value: list[ConnectorConfig], info: ValidationInfo
+    ) -> list[ConnectorConfig]:
+        """Refuse a connector whose runs serve's own sweeper would time out while they are
+        healthy: idle between two heartbeats (a slow page, a long batch) a run is silent for up
+        to ``heartbeat_interval``, so its ``stale_after`` must leave room for one heartbeat
+        late or lost. (Below it, serve timed out its own live runs, and their later success
+        showed ``failed``.)"""
+        serve, thresholds = info.data.get("serve"), info.data.get("thresholds")
+        if not isinstance(serve, ServeConfig) or not isinstance(thresholds, ThresholdsConfig):
+            return value  # [serve] or [thresholds] is invalid itself, and said so
+        least = HEARTBEATS_PER_STALE_AFTER * serve.heartbeat_interval
+        for connector in value:
+            own = connector.thresholds or ConnectorThresholds()
+            stale_after = own.over(thresholds).stale_after
+            if connector.enabled and stale_after < least:
+                raise ValueError(
+                    f"connector {connector.name!r}: stale_after "
+                    f"{format_duration(stale_after)} is shorter than twice [serve] "
+                    f"heartbeat_interval {format_duration(serve.heartbeat_interval)}: serve's "
+                    "sweeper would time out its runs while they wait between heartbeats; set "
+                    f"stale_after to at least {format_duration(least)}"
+                )
+        return value
+
     def serve_warnings(self) -> list[str]:
         """What ``ledger serve`` would quietly not do with this file, though each section is
         valid on its own (``ledger api --listen`` may be the one meant to use it)."""
@@ -107,13 +140,7 @@ class LedgerConfig(Strict):
         position was recorded). A ``stale_after`` or ``max_runtime`` given replaces that
         threshold for every run, each connector's own included; the other stays as
         configured."""
-        given: dict[str, timedelta] = {}
-        if stale_after is not None:
-            given["stale_after"] = stale_after
-        if max_runtime is not None:
-            given["max_runtime"] = max_runtime
-        thresholds = replace(self.thresholds.to_thresholds(), **given)
-        overrides = {key: replace(value, **given) for key, value in self.overrides().items()}
+        thresholds, overrides = self.stuck_thresholds(stale_after, max_runtime)
         if position is not None:
             return stuck_runs_as_of(
                 ledger,
@@ -129,6 +156,39 @@ class LedgerConfig(Strict):
             max_runtime=thresholds.max_runtime,
             overrides=overrides,
         )
+
+    def sweep(
+        self,
+        ledger: Ledger,
+        *,
+        dry_run: bool = False,
+        stale_after: timedelta | None = None,
+        max_runtime: timedelta | None = None,
+    ) -> SweepResult:
+        """Time out the runs :meth:`stuck_runs` finds (the same thresholds, and the same
+        replacing of a ``stale_after`` or ``max_runtime`` given), as serve's sweeper does."""
+        thresholds, overrides = self.stuck_thresholds(stale_after, max_runtime)
+        return sweep(
+            ledger,
+            dry_run=dry_run,
+            older_than=thresholds.stale_after,
+            max_runtime=thresholds.max_runtime,
+            overrides=overrides,
+        )
+
+    def stuck_thresholds(
+        self, stale_after: timedelta | None = None, max_runtime: timedelta | None = None
+    ) -> tuple[Thresholds, dict[str | tuple[str, int], Thresholds]]:
+        """The global thresholds and each connector's own, with a ``stale_after`` or
+        ``max_runtime`` given replacing that threshold in every one of them."""
+        given: dict[str, timedelta] = {}
+        if stale_after is not None:
+            given["stale_after"] = stale_after
+        if max_runtime is not None:
+            given["max_runtime"] = max_runtime
+        thresholds = replace(self.thresholds.to_thresholds(), **given)
+        overrides = {key: replace(value, **given) for key, value in self.overrides().items()}
+        return thresholds, overrides
 
     def overrides(self) -> dict[str | tuple[str, int], Thresholds]:
         """Per-connector thresholds by (connector name, source id), merged over the globals."""

@@ -336,6 +336,47 @@ def test_stuck_and_sweep_commands(ledger: Ledger, db_url: str) -> None:
     assert "closed" in again.output
 
 
+def test_stuck_and_sweep_take_each_connectors_thresholds_from_the_config(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    """A connector allowed 6h of silence in the config is not stuck at 90m for `ledger stuck`
+    and `ledger sweep --config` (they took no --config: the 60m default timed it out, where
+    serve, status and the API leave it alone); --older-than still replaces every threshold."""
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        '[thresholds]\nstale_after = "60m"\n'
+        '[[connectors]]\nname = "backfill"\ntype = "csv"\nsource_id = 1\n'
+        'schedule = { interval = "1d" }\noptions = { path = "x.csv" }\n'
+        'thresholds = { stale_after = "6h" }\n'
+    )
+    patient = start_at(ledger, DAY5 - timedelta(minutes=90), "backfill", 1)
+    other = start_at(ledger, DAY5 - timedelta(minutes=90), "backfill", 2)  # not configured
+    with_config = ["--config", str(config), "--format", "json", "--db", db_url]
+    runner = CliRunner()
+    with freeze_time(DAY5):
+        found = runner.invoke(cli, ["stuck", *with_config])
+        assert found.exit_code == 1, found.output
+        assert [r["run_id"] for r in json.loads(found.stdout)] == [other]
+        forced = runner.invoke(cli, ["stuck", "--older-than", "1h", *with_config])
+        assert [r["run_id"] for r in json.loads(forced.stdout)] == [patient, other]
+        dry = runner.invoke(cli, ["sweep", "--dry-run", *with_config])
+        assert [r["run_id"] for r in json.loads(dry.stdout)["timed_out"]] == [other]
+        swept = runner.invoke(cli, ["sweep", *with_config])
+        assert swept.exit_code == 0, swept.output
+        assert [r["run_id"] for r in json.loads(swept.stdout)["timed_out"]] == [other]
+    assert timeouts(ledger, patient) == []
+    (event,) = timeouts(ledger, other)
+    assert (event.reason, event.threshold_seconds) == ("stale", 3600)
+    with freeze_time(DAY5 + timedelta(hours=5)):  # past its own 6h: swept by its own rule
+        swept = runner.invoke(cli, ["sweep", *with_config])
+    assert [r["run_id"] for r in json.loads(swept.stdout)["timed_out"]] == [patient]
+    (event,) = timeouts(ledger, patient)
+    assert (event.reason, event.threshold_seconds) == ("stale", 6 * 3600)
+    missing = runner.invoke(cli, ["sweep", "--config", str(tmp_path / "no.toml"), "--db", db_url])
+    assert missing.exit_code == 2
+    assert "cannot read the config file" in missing.output
+
+
 def test_config_check_on_the_shipped_example() -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "ledger.toml"
     result = CliRunner().invoke(cli, ["config", "check", str(example)])

@@ -225,3 +225,49 @@ def test_an_interval_of_a_day_passes_check_and_the_sdk(tmp_path: Path) -> None:
     config = checked_config(config_file(tmp_path, body))
     for interval in (config.serve.heartbeat_interval, config.serve.progress_interval):
         assert interval.total_seconds() == MAX_INTERVAL_SECONDS
+
+
+CONNECTOR = (
+    '[[connectors]]\nname = "api"\ntype = "http-json"\nsource_id = 1\n'
+    'schedule = { interval = "1h" }\n'
+    'options = { url = "http://127.0.0.1:18801/", single_page = true }\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "stale_after", "heartbeat"),
+    [
+        ('[thresholds]\nstale_after = "30s"\n' + CONNECTOR, "30s", "1m"),  # the audit's
+        ('[serve]\nheartbeat_interval = "1d"\n' + CONNECTOR, "1h", "1d"),
+        (CONNECTOR + 'thresholds = { stale_after = "90s" }\n', "1m30s", "1m"),
+    ],
+)
+def test_a_stale_after_within_two_heartbeats_is_refused_by_check_and_serve(
+    tmp_path: Path, db_url: str, body: str, stale_after: str, heartbeat: str
+) -> None:
+    """The audit's: a connector's page took 50 s, its heartbeat every 60 s, stale_after 30s;
+    check said "valid", and serve's own sweeper timed the healthy run out (its success then
+    recorded late, the legacy row `failed`). A connector's stale_after must now be at least
+    twice the heartbeat interval, its own override or the global one."""
+    path = tmp_path / "ledger.toml"
+    path.write_text(f'database_url = "{db_url}"\n{body}', encoding="utf-8")
+    for command in (check, serve):
+        result = command(path)
+        assert result.exit_code == 2, result.output
+        assert (
+            f"connector 'api': stale_after {stale_after} is shorter than twice [serve] "
+            f"heartbeat_interval {heartbeat}" in " ".join(result.output.split())
+        )
+        assert "Traceback" not in result.output
+    ledger = Ledger.from_url(db_url)
+    try:
+        assert ledger.head().last_position == 0  # nothing written
+    finally:
+        ledger.close()
+
+
+def test_a_stale_after_of_two_heartbeats_or_a_disabled_connector_passes(tmp_path: Path) -> None:
+    fits = '[thresholds]\nstale_after = "2m"\n' + CONNECTOR
+    assert check(config_file(tmp_path, fits)).exit_code == 0
+    disabled = '[thresholds]\nstale_after = "30s"\n' + CONNECTOR + "enabled = false\n"
+    assert check(config_file(tmp_path, disabled)).exit_code == 0
