@@ -60,7 +60,12 @@ def test_db_help_names_the_config_where_a_command_reads_one() -> None:
         for path, command in every_command(cli)
         if {"db_url", "config_path"} <= {param.name for param in command.params}
     ]
-    assert {" ".join(path) for path, _ in with_config} == {"ledger status", "ledger api"}
+    assert {" ".join(path) for path, _ in with_config} == {
+        "ledger status",
+        "ledger api",
+        "ledger stuck",
+        "ledger sweep",
+    }
     for path, command in with_config:
         db = next(param for param in command.params if param.name == "db_url")
         assert isinstance(db, click.Option)
