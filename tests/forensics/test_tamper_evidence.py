@@ -482,6 +482,17 @@ def restore_an_older_backup(ledger: Ledger, kept: int) -> None:
     restore_triggers(ledger.engine)
 
 
+def anchor_then_roll_back(ledger: Ledger, db_url: str, anchors: Path) -> None:
+    """Two runs, each anchored in ``anchors``; then an older backup (of the first) restored:
+    the file's last anchor is past the ledger's head."""
+    ledger.start_run(1, "SOURCE_1")
+    kept = ledger.head().last_position
+    assert run("anchor", "-o", str(anchors), "--db", db_url).exit_code == 0
+    ledger.start_run(2, "SOURCE_2")
+    assert run("anchor", "-o", str(anchors), "--db", db_url).exit_code == 0
+    restore_an_older_backup(ledger, kept)
+
+
 def test_anchoring_a_history_rolled_back_behind_the_file_is_refused(
     ledger: Ledger, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -489,13 +500,8 @@ def test_anchoring_a_history_rolled_back_behind_the_file_is_refused(
     serve's anchor job appended the older head below the newer one, exit 0, every interval;
     only a later `verify --anchor` told."""
     anchors = tmp_path / "anchors.txt"
-    ledger.start_run(1, "SOURCE_1")
-    kept = ledger.head().last_position
-    assert run("anchor", "-o", str(anchors), "--db", db_url).exit_code == 0
-    ledger.start_run(2, "SOURCE_2")
-    assert run("anchor", "-o", str(anchors), "--db", db_url).exit_code == 0
+    anchor_then_roll_back(ledger, db_url, anchors)
     anchored = anchors.read_text(encoding="utf-8")
-    restore_an_older_backup(ledger, kept)
     refused = run("anchor", "-o", str(anchors), "--db", db_url)
     assert refused.exit_code == 1, refused.output
     assert f"anchor {anchors} (its last anchor): position 2 hash" in refused.stderr
@@ -519,12 +525,7 @@ def test_a_refused_anchor_names_its_file_on_one_line(
     """The refusal of a rolled-back history named the anchor file raw, three times: a newline
     in its name started lines of their own ("Error: ..."), as --output's others no longer do."""
     anchors = tmp_path / "a\nError: forged"
-    ledger.start_run(1, "SOURCE_1")
-    kept = ledger.head().last_position
-    assert run("anchor", "-o", str(anchors), "--db", db_url).exit_code == 0
-    ledger.start_run(2, "SOURCE_2")
-    assert run("anchor", "-o", str(anchors), "--db", db_url).exit_code == 0
-    restore_an_older_backup(ledger, kept)
+    anchor_then_roll_back(ledger, db_url, anchors)
     refused = run("anchor", "-o", str(anchors), "--db", db_url)
     assert refused.exit_code == 1, refused.output
     assert "nothing was appended to" in refused.stderr

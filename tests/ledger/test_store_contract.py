@@ -48,6 +48,17 @@ def started(**fields: object) -> RunStarted:
     return RunStarted(**{"source_id": 1, "connector_name": "SOURCE_1", **fields})  # type: ignore[arg-type]
 
 
+def started_line() -> dict[str, object]:
+    """A RunStarted line as `ledger append` reads it (run_ref ``a``), with a fresh event_id."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "type": "RunStarted",
+        "run_ref": "a",
+        "source_id": 1,
+        "connector_name": "S",
+    }
+
+
 # ---------------------------------------------------------------- append and read
 
 
@@ -151,14 +162,8 @@ def test_a_nanosecond_time_is_kept_to_the_microsecond_and_its_retry_is_a_duplica
 ) -> None:
     from ledger import parse_event
 
-    line = {
-        "event_id": str(uuid.uuid4()),
-        "type": "RunStarted",
-        "run_ref": "a",
-        "source_id": 1,
-        "connector_name": "S",
-        "occurred_at": "2026-01-28T01:12:44.123456789Z",  # Go's RFC3339Nano, Java's Instant
-    }
+    # Go's RFC3339Nano, Java's Instant
+    line = {**started_line(), "occurred_at": "2026-01-28T01:12:44.123456789Z"}
     with freeze_time("2026-01-28 02:00:00"):
         first = ledger.append([parse_event(line)])
         retry = ledger.append([parse_event(line)])
@@ -681,13 +686,7 @@ def test_i3_backstop_when_a_writer_bypassed_the_lock(
 def test_i3_retry_of_a_line_whose_occurred_at_defaulted(ledger: Ledger) -> None:
     from ledger import parse_event
 
-    line = {
-        "event_id": str(uuid.uuid4()),
-        "type": "RunStarted",
-        "run_ref": "a",
-        "source_id": 1,
-        "connector_name": "S",
-    }
+    line = started_line()
     with freeze_time("2026-03-01 12:00:00"):
         first = ledger.append([parse_event(line)])
     with freeze_time("2026-03-01 12:00:09"):  # the retry gets another default occurred_at
