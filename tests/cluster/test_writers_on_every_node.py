@@ -140,11 +140,14 @@ def test_a_schema_check_through_a_lagging_node_waits_for_the_migration(
             cursor.execute("FLUSH TABLES WITH READ LOCK")
         support.migrate(url)  # through node 1
         checker.start()
-        wait_until(
-            lambda: bool(outcome) or reading_the_revision(lagging, database),
-            30,
-            "node 3's schema check to start reading",
-        )
+        try:
+            wait_until(
+                lambda: bool(outcome) or reading_the_revision(lagging, database),
+                30,
+                "node 3's schema check to start reading",
+            )
+        except TimeoutError as exc:  # once flaky in CI (2026-12-06): say what node 3 was doing
+            raise TimeoutError(f"{exc}; {diagnosis(lagging, database)}") from exc
     finally:
         with paused.cursor() as cursor:
             cursor.execute("UNLOCK TABLES")
@@ -152,10 +155,28 @@ def test_a_schema_check_through_a_lagging_node_waits_for_the_migration(
         paused.close()
     try:
         checker.join(timeout=60)
-        assert outcome == [None], outcome
+        assert outcome == [None], (outcome, diagnosis(lagging, database))
     finally:
         ledger.close()
         support.drop_mysql_database(url)
+
+
+def diagnosis(node: Node, database: str) -> str:
+    """What ``node`` is doing for ``database``: its Galera state, what it has yet to apply and
+    its sessions on the database (a failure message that says which step stalled)."""
+    try:
+        state = {v: node.status(v) for v in ("wsrep_local_state_comment", "wsrep_local_recv_queue")}
+        conn = node.connect(as_root=True)
+        with contextlib.closing(conn), conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT COMMAND, STATE, TIME, INFO FROM information_schema.PROCESSLIST "
+                "WHERE DB = %s",
+                (database,),
+            )
+            sessions = cursor.fetchall()
+    except Exception as exc:  # a diagnosis never hides the failure it explains
+        return f"{node.name}: no diagnosis ({exc!r})"
+    return f"{node.name}: {state}, sessions on {database}: {sessions}"
 
 
 def reading_the_revision(node: Node, database: str) -> bool:
