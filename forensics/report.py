@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import reduce
 from typing import Any
 
@@ -27,7 +27,7 @@ from ledger.clock import format_utc_seconds, isoformat_utc, labelled_utc, parse_
 from ledger.dialects import exact_text
 from ledger.durations import format_duration
 from ledger.events import actor_kind
-from ledger.stuck import DEFAULT_STALE_AFTER
+from ledger.stuck import Thresholds
 from ledger.text import markdown_cell, quoted, shown_name, visible, wrap_cells
 from ledger.urls import mask_url
 from projections.as_of import not_after_now, replay_until_poison, resolve_position
@@ -44,6 +44,8 @@ from projections.schema import (
 from projections.status import ProjectionStatus, ledger_status
 
 ABSENT = "—"
+# Stuck after 60 minutes of silence, whatever the run time (``ledger stuck``'s defaults).
+DEFAULT_THRESHOLDS = Thresholds()
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,12 @@ class Condition:
 
 def build_report(
     ledger: Ledger,
-    stuck_after: timedelta = DEFAULT_STALE_AFTER,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
     latest: int = 5,
     at_position: int | None = None,
     at: datetime | None = None,
     anchors: Sequence[Anchor] = (),
+    overrides: Mapping[str | tuple[str, int], Thresholds] | None = None,
 ) -> dict[str, Any]:
     """Every section as plain data (what ``--format json`` prints), every time in it ISO-8601
     UTC as in every JSON result: ``isoformat_utc``'s, but for the latest runs' ``started`` and
@@ -76,7 +79,9 @@ def build_report(
     says so).
 
     ``anchors`` (``ledger anchor`` lines kept outside the database) are checked as ``ledger
-    verify --anchor`` checks them, in the chain's condition."""
+    verify --anchor`` checks them, in the chain's condition. Stuck runs are judged by
+    ``thresholds`` and each connector's own ``overrides`` (a serve config's, as ``ledger
+    stuck --config`` and the web's Stuck page judge them)."""
     ledger.check_schema()  # "run `ledger migrate`", not a traceback
     if at is not None:
         at = not_after_now(ledger, at)  # as the web's Proof page: a future time is now
@@ -87,13 +92,14 @@ def build_report(
     # node of a Galera cluster may abort (1213): each is read again (Ledger.read_in_snapshot).
     live = ledger.read_in_snapshot("report", live_shape)
     mismatches = compare(expected, live, exact_types=types_comparable(ledger))
+    rule = _StuckRule(thresholds, dict(overrides or {}))
     facts = (
-        _live_facts(ledger, stuck_after, latest, anchors)
+        _live_facts(ledger, rule, latest, anchors)
         if at_position is None
-        else _facts_as_of(ledger, stuck_after, latest, at_position, at, anchors)
+        else _facts_as_of(ledger, rule, latest, at_position, at, anchors)
     )
     conditions = [
-        facts.stuck_condition or _stuck_condition(facts.stuck, stuck_after),
+        facts.stuck_condition or _stuck_condition(facts.stuck, rule),
         _latest_condition(facts.latest_rows[0] if facts.latest_rows else None),
         *facts.conditions,
         Condition(
@@ -140,6 +146,14 @@ def build_report(
 
 
 @dataclass(frozen=True)
+class _StuckRule:
+    """When a run counts as stuck in the report: the thresholds, and each connector's own."""
+
+    thresholds: Thresholds
+    overrides: dict[str | tuple[str, int], Thresholds]
+
+
+@dataclass(frozen=True)
 class _Facts:
     """What the report's sections are made of, read live or replayed as of a position."""
 
@@ -154,21 +168,25 @@ class _Facts:
     stuck_condition: Condition | None = None  # None: judged from ``stuck`` alone
 
 
-def _live_facts(
-    ledger: Ledger, stuck_after: timedelta, latest: int, anchors: Sequence[Anchor]
-) -> _Facts:
+def _live_facts(ledger: Ledger, rule: _StuckRule, latest: int, anchors: Sequence[Anchor]) -> _Facts:
     generated_at = ledger.clock()  # the clock the ledger records by
     status_distribution, sources, completed_with_counts = ledger.read_in_snapshot(
         "report", _projection_counts
     )
     latest_rows = list_runs(ledger, RunFilter(limit=latest))
-    stuck = stuck_runs(ledger, older_than=stuck_after, now=generated_at)
+    stuck = stuck_runs(
+        ledger,
+        older_than=rule.thresholds.stale_after,
+        max_runtime=rule.thresholds.max_runtime,
+        now=generated_at,
+        overrides=rule.overrides,
+    )
     status = ledger_status(ledger)
     verification = verify_all(ledger, anchors)
     # Section E is read from the run registry, a table the DBA can edit like any other: a
     # registry that disagrees with the events makes "no stuck runs" unproven.
     stuck_condition = _registry_caveat(
-        _stuck_condition(stuck, stuck_after), verification.by_check("registry")
+        _stuck_condition(stuck, rule), verification.by_check("registry")
     )
     return _Facts(
         generated_at,
@@ -215,7 +233,7 @@ def _projection_counts(
 
 def _facts_as_of(
     ledger: Ledger,
-    stuck_after: timedelta,
+    rule: _StuckRule,
     latest: int,
     position: int,
     at: datetime | None,
@@ -238,7 +256,14 @@ def _facts_as_of(
         status_distribution,
         sorted(rows.values(), key=lambda row: row["id"], reverse=True)[:latest],
         [(actor, to_status, count) for (actor, to_status), count in counted.items()],
-        stuck_runs_as_of(ledger, position, at=generated_at, older_than=stuck_after),
+        stuck_runs_as_of(
+            ledger,
+            position,
+            at=generated_at,
+            older_than=rule.thresholds.stale_after,
+            max_runtime=rule.thresholds.max_runtime,
+            overrides=rule.overrides,
+        ),
         sum(1 for row in rows.values() if _completed_with_counts(row)),
         [
             *_replay_condition(position, poison),
@@ -268,14 +293,16 @@ def _completed_with_counts(row: dict[str, Any]) -> bool:
     )
 
 
-def _stuck_condition(stuck: list[StuckRun], stuck_after: timedelta) -> Condition:
-    silence = format_duration(stuck_after)
+def _stuck_condition(stuck: list[StuckRun], rule: _StuckRule) -> Condition:
+    judged = f"silent for more than {format_duration(rule.thresholds.stale_after)}"
+    if rule.thresholds.max_runtime is not None:
+        judged += f" or running for more than {format_duration(rule.thresholds.max_runtime)}"
+    if rule.overrides:  # the count of connectors, never their names: a name is anyone's text
+        judged += f" (or by its connector's own thresholds: {len(rule.overrides)} set)"
     return Condition(
         "no stuck runs",
         not stuck,
-        f"{len(stuck)} open run(s) silent for more than {silence}"
-        if stuck
-        else f"no open run silent for more than {silence}",
+        f"{len(stuck)} open run(s) {judged}" if stuck else f"no open run {judged}",
     )
 
 

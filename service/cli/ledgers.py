@@ -19,6 +19,7 @@ from ledger.urls import (
     resolve_database_url,
 )
 from service.cli.errors import library_errors, remember_url_source
+from service.config import LedgerConfig, load_config
 
 log = logging.getLogger("ledger.cli")
 
@@ -75,3 +76,12 @@ def note_created(path: Path | None) -> None:
     """Say on stderr where a new ledger was made (None: none was)."""
     if path is not None:
         click.echo(f"created a new ledger at {visible(str(path))}", err=True)
+
+
+def stuck_config(config_path: Path | None) -> LedgerConfig:
+    """The config whose thresholds ``stuck``, ``sweep`` and ``report`` apply: the file's, else the
+    defaults (60m, no max_runtime, no connector of its own)."""
+    if config_path is None:
+        return LedgerConfig()
+    with library_errors():
+        return load_config(config_path)

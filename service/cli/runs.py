@@ -23,7 +23,7 @@ from projections.queries import (
 )
 from projections.schema import RECORD_COUNTER_COLUMNS, RUN_STATUSES
 from service.cli.errors import EXIT_PROBLEM, BadInput, ProblemFound, library_errors
-from service.cli.ledgers import check_writable, open_ledger, opened_ledger
+from service.cli.ledgers import check_writable, open_ledger, opened_ledger, stuck_config
 from service.cli.options import (
     DURATION,
     FILE,
@@ -50,7 +50,7 @@ from service.cli.tables import (
     echo_json,
     print_table,
 )
-from service.config import LedgerConfig, load_config
+from service.config import load_config
 from service.status import status_report
 
 
@@ -251,15 +251,6 @@ def threshold_options(command: F) -> F:
         help=f"Stuck: no activity for longer than this.  [default: {DEFAULT_STALE_AFTER_TEXT}, "
         "or the config's]",
     )(command)
-
-
-def stuck_config(config_path: Path | None) -> LedgerConfig:
-    """The config whose thresholds ``stuck`` and ``sweep`` apply: the file's, else the
-    defaults (60m, no max_runtime, no connector of its own)."""
-    if config_path is None:
-        return LedgerConfig()
-    with library_errors():
-        return load_config(config_path)
 
 
 def print_stuck_table(stuck: list[StuckRun], title: str, wide: bool) -> None:

@@ -20,7 +20,7 @@ from ledger.output_files import output_file_error
 from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
 from ledger.text import quoted, shown_name, visible, wrap_cells
 from service.cli.errors import EXIT_PROBLEM, library_errors, problem_for
-from service.cli.ledgers import opened_ledger
+from service.cli.ledgers import opened_ledger, stuck_config
 from service.cli.options import (
     DURATION,
     FILE,
@@ -28,6 +28,7 @@ from service.cli.options import (
     Integer,
     as_of_options,
     db_option,
+    db_or_config_option,
     format_option,
     output_format_option,
     parse_moment,
@@ -212,9 +213,17 @@ def echo_json_entries(entries: Iterator[TimelineEntry]) -> bool:
 @click.option(
     "--stuck-after",
     type=DURATION,
-    default=DEFAULT_STALE_AFTER_TEXT,
-    show_default=True,
-    help="Silence after which an open run counts as stuck.",
+    default=None,
+    help="Silence after which an open run counts as stuck (replaces the config's for every "
+    f"run).  [default: {DEFAULT_STALE_AFTER_TEXT}, or the config's]",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=FILE,
+    default=None,
+    help="Judge stuck runs by this serve config's thresholds (each connector's own too, as "
+    "`ledger stuck --config` and serve's sweeper do), and take its database.",
 )
 @click.option(
     "--latest",
@@ -225,11 +234,12 @@ def echo_json_entries(entries: Iterator[TimelineEntry]) -> bool:
 )
 @as_of_options
 @anchor_options
-@db_option
+@db_or_config_option
 def report(
     output_format: str,
     output: Path | None,
-    stuck_after: timedelta,
+    stuck_after: timedelta | None,
+    config_path: Path | None,
     latest: int,
     as_of: str | None,
     at_position: int | None,
@@ -244,14 +254,17 @@ def report(
     moment = parse_moment(as_of, at_position)
     with library_errors():  # a bad anchor is the caller's mistake: exit 2 before any check
         anchors = anchors_from(anchor_files, expected_heads)
-    with opened_ledger(db_url) as ledger:
+    config = stuck_config(config_path)
+    thresholds, overrides = config.stuck_thresholds(stale_after=stuck_after)
+    with opened_ledger(db_url or (config.database_url if config_path else None)) as ledger:
         data = build_report(
             ledger,
-            stuck_after=stuck_after,
+            thresholds=thresholds,
             latest=latest,
             at_position=at_position,
             at=moment,
             anchors=anchors,
+            overrides=overrides,
         )
     text = (
         render_json(data)

@@ -48,7 +48,8 @@ def add_proof_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         with state.expensive("the proof report", public=public):
             report = build_report(
                 state.ledger,
-                stuck_after=state.config.thresholds.stale_after,
+                thresholds=state.config.thresholds.to_thresholds(),
+                overrides=state.config.overrides(),  # as the Stuck page judges them
                 at_position=moment.position,
                 at=moment.as_of,  # None for a position alone: when its event was recorded
             )

@@ -329,7 +329,7 @@ def test_a_refused_row_stops_the_projection_at_its_event_after_the_events_before
     table = CliRunner().invoke(cli, ["status", "--db", db_url], catch_exceptions=False).stdout
     assert "STOPPED at position 4 (RunProgressed)" in table
     assert "ledger_projection_error 1.0" in metrics(ledger)
-    report = build_report(ledger, stuck_after=timedelta(hours=1))
+    report = build_report(ledger, thresholds=Thresholds(timedelta(hours=1)))
     (in_sync,) = (c for c in report["conditions"] if c["name"].startswith("projection in sync"))
     assert not in_sync["passed"]
     assert "stopped at position 4 (RunProgressed)" in in_sync["detail"]

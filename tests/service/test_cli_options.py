@@ -64,6 +64,7 @@ def test_db_help_names_the_config_where_a_command_reads_one() -> None:
         "ledger status",
         "ledger api",
         "ledger stuck",
+        "ledger report",
         "ledger sweep",
     }
     for path, command in with_config:
