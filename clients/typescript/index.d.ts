@@ -213,6 +213,13 @@ export declare class RunHandle {
    * ended the run in its place. A refusal of the counts and the terminal event together is
    * not the terminal event's: the counts go alone, then it, as it was. Undefined otherwise. */
   readonly refusedOutcome: LedgerApiError | LedgerBodyTooLargeError | undefined;
+  /** The 401 that refused the client's token in a progress or heartbeat send (a token rotated
+   * away, revoked): from then on nothing is sent in the background (each refused token counts
+   * against the host's address, and past the API's `[api] max_auth_failures` every request
+   * from it is answered 429, other connectors' valid tokens too). progress() keeps counting,
+   * heartbeat() rejects with it, and the counts wait for finish() or fail(), which try once.
+   * Undefined otherwise. */
+  readonly tokenRefused: LedgerApiError | undefined;
   readonly totals: Totals;
   readonly errorCount: number;
   progressIntervalMs: number;
@@ -220,12 +227,15 @@ export declare class RunHandle {
   /** True from start until finish()/fail() begins. */
   readonly isOpen: boolean;
   /**
-   * Add counter deltas (coalesced). Throws LedgerValidationError synchronously (naming the
-   * field) for a count that is not an integer from 0 to COUNTER_MAX, LedgerStateError once
-   * the run is finishing or finished. Resolves when what it sent (if anything) is recorded.
+   * Add counter deltas (coalesced: at most one send per progressIntervalMs, one waiting
+   * behind a send in flight, which calls meanwhile join). Throws LedgerValidationError
+   * synchronously (naming the field) for a count that is not an integer from 0 to
+   * COUNTER_MAX, LedgerStateError once the run is finishing or finished. Resolves when what
+   * it sent (if anything) is recorded.
    */
   progress(counts: Counts): Promise<void>;
-  /** The pending deltas, or an all-zero RunProgressed. */
+  /** The pending deltas, or an all-zero RunProgressed. Rejects with tokenRefused, sending
+   * nothing, once the ledger refused the token. */
   heartbeat(): Promise<void>;
   /** A non-fatal error: the run finishes `partial` unless finish() says otherwise. The message
    * is cut to MAX_MESSAGE_CHARS, the details (as JSON) to MAX_DETAILS_CHARS; every string of

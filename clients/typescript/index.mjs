@@ -181,8 +181,30 @@ export class LedgerBodyTooLargeError extends LedgerError {
 
 /** The JSON body of `events` as POST /v1/events takes it, and its size in bytes. */
 function bodyOf(events) {
-  const body = JSON.stringify(events);
+  let body;
+  try {
+    body = JSON.stringify(events);
+  } catch (error) {
+    // A BigInt or a circular value (a toJSON that throws): a bare TypeError, no LedgerError,
+    // that named neither the event nor the problem's place.
+    throw unsendable(events, error);
+  }
   return { body, bytes: Buffer.byteLength(body, 'utf8') };
+}
+
+/** The LedgerValidationError for events JSON.stringify threw on: the first that fails alone. */
+function unsendable(events, error) {
+  const index = events.findIndex((event) => attempt(() => (JSON.stringify(event), false), true));
+  return new LedgerValidationError(
+    index < 0 ? 'events' : `events[${index}]`,
+    `cannot be sent as JSON (${jsonFailure(error)}): nothing was sent`,
+  );
+}
+
+/** The first line of what JSON.stringify threw, printable. */
+function jsonFailure(error) {
+  const what = textOf(attempt(() => error.message, undefined)) || 'a value JSON cannot hold';
+  return printable(what.split('\n')[0], 200);
 }
 
 /** The error for event `index` of a batch, alone `bytes` long, over `limit`. */
@@ -251,7 +273,8 @@ function readCounters(counts, where) {
   }
   const deltas = {};
   for (const key of Object.keys(counts)) {
-    if (!(key in PROGRESS_FIELDS)) {
+    // Own keys only: `in` took toString, constructor and the like for counters (ignored).
+    if (!Object.hasOwn(PROGRESS_FIELDS, key)) {
       throw new LedgerValidationError(
         key,
         `not a counter (expected one of ${COUNTER_NAMES.join(', ')})`,
@@ -1000,6 +1023,13 @@ export class RunHandle {
     if (metadata !== undefined && (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata))) {
       throw new LedgerValidationError('metadata', 'must be an object');
     }
+    if (metadata !== undefined) {
+      try {
+        JSON.stringify(metadata);
+      } catch (error) {
+        throw new LedgerValidationError('metadata', `cannot be sent as JSON (${jsonFailure(error)})`);
+      }
+    }
     checkDelay('progressIntervalMs', progressIntervalMs);
     checkDelay('heartbeatIntervalMs', heartbeatIntervalMs);
     checkOption('maxErrorDetails', maxErrorDetails);
@@ -1032,12 +1062,16 @@ export class RunHandle {
     this._pending = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0]));
     this._ready = []; // built events (ids fixed) not yet in the ledger, in order
     this._queue = Promise.resolve();
+    this._waitingFlush = undefined; // the send queued behind the one in flight, not started
+    this._sending = false; // a progress or heartbeat send is in flight
     this._lastEmit = 0;
     this._flushTimer = undefined;
     this._heartbeatTimer = undefined;
     this._closing = undefined; // the terminal batch once built (resent as it is on a retry)
     // The refusal (4xx) of the run's own terminal event, once a short `failed` one replaced it.
     this.refusedOutcome = undefined;
+    // The 401 that refused the token in a progress or heartbeat send: no more are sent.
+    this.tokenRefused = undefined;
   }
 
   /** True from start until the terminal event is in the ledger (or being sent). */
@@ -1089,7 +1123,7 @@ export class RunHandle {
     this._lastEmit = Date.now();
     if (this.heartbeatIntervalMs > 0) {
       this._heartbeatTimer = setInterval(() => {
-        this.heartbeat().catch((error) => this.onError(error));
+        this.heartbeat().catch((error) => refused(error) || this.onError(error));
       }, this.heartbeatIntervalMs);
       this._heartbeatTimer.unref();
     }
@@ -1112,14 +1146,22 @@ export class RunHandle {
   progress(counts) {
     this._requireOpen('progress');
     this._addDeltas(readCounters(counts, 'progress'));
-    if (this._ready.length || Date.now() - this._lastEmit >= this.progressIntervalMs) {
+    // The token was refused: the counts wait for finish() or fail() (see _deliver).
+    if (this.tokenRefused) return Promise.resolve();
+    // Events a failed send left go with the next call, not after the interval. While a send is
+    // in flight its events are in _ready too: that is no reason to send again at once (each
+    // call then queued the next send, and a connector calling progress() per record wrote a
+    // RunProgressed per round trip, hundreds a second, whatever progressIntervalMs).
+    const left = this._ready.length > 0 && !this._sending;
+    if (left || Date.now() - this._lastEmit >= this.progressIntervalMs) {
       return this._flush(false);
     }
     if (!this._flushTimer) {
       const wait = Math.max(0, this.progressIntervalMs - (Date.now() - this._lastEmit));
       this._flushTimer = setTimeout(() => {
         this._flushTimer = undefined;
-        if (this.isOpen) this._flush(false).catch((error) => this.onError(error));
+        // A refusal is reported by _flush itself (it was reported twice).
+        if (this.isOpen) this._flush(false).catch((error) => refused(error) || this.onError(error));
       }, wait);
       this._flushTimer.unref();
     }
@@ -1129,6 +1171,13 @@ export class RunHandle {
   /** Say the run is alive: the pending deltas, or an all-zero RunProgressed. */
   heartbeat() {
     this._requireOpen('heartbeat');
+    if (this.tokenRefused) {
+      // Not sent again with a token the ledger refused (see _deliver); handled here, so a
+      // heartbeat not awaited does not crash the process.
+      const refusal = Promise.reject(this.tokenRefused);
+      refusal.catch(() => {});
+      return refusal;
+    }
     return this._flush(true);
   }
 
@@ -1264,10 +1313,23 @@ export class RunHandle {
     return COUNTER_NAMES.some((n) => this._pending[n] > 0);
   }
 
-  /** Queue a send of the ready events and the pending deltas (or a heartbeat). */
+  /** Queue a send of the ready events and the pending deltas (or a heartbeat). At most one
+   * send waits behind the one in flight: a call while one waits joins it (it takes the counts
+   * pending when it starts, this call's included). During an outage a send lasts its retries,
+   * and progress() not awaited, called for each record, queued one more per call: memory grew
+   * for as long as the outage (600 MB in 15 s), and once the ledger was back each of them sent
+   * its own request, whatever progressIntervalMs. */
   _flush(heartbeatIfEmpty) {
-    const send = async () => {
-      if (this._closing || this.status) return;
+    if (this._waitingFlush) {
+      this._waitingFlush.heartbeat ||= heartbeatIfEmpty;
+      return this._waitingFlush.done;
+    }
+    const waiting = { heartbeat: heartbeatIfEmpty, done: undefined };
+    this._waitingFlush = waiting;
+    const sendNow = async () => {
+      this._waitingFlush = undefined; // started: a later call queues the next send
+      const heartbeatIfEmpty = waiting.heartbeat;
+      if (this._closing || this.status || this.tokenRefused) return;
       // Events a failed send left (their ids fixed: the ledger may hold them) go again first,
       // alone; the counts since stay pending until they are through. However long an outage,
       // the backlog stays one event (and the counts), never thousands that no request could
@@ -1283,7 +1345,16 @@ export class RunHandle {
       if (!this._ready.length) return;
       await this._deliver(this._ready.slice());
     };
+    const send = async () => {
+      this._sending = true;
+      try {
+        await sendNow();
+      } finally {
+        this._sending = false;
+      }
+    };
     const done = this._queue.then(send);
+    waiting.done = done;
     this._queue = done.catch(() => {});
     // progress() and heartbeat() are often not awaited: their failure must not crash the
     // process as an unhandled rejection. An awaited promise still rejects. A retriable failure
@@ -1306,6 +1377,17 @@ export class RunHandle {
         delivered += part.length;
       }
     } catch (error) {
+      if (error instanceof LedgerApiError && error.status === 401) {
+        // The token is refused (rotated away, revoked): the events are not at fault, and stay
+        // for finish() or fail(), which try once more. Nothing more goes in the background:
+        // each refused token counts against this host's address, and after the API's
+        // [api] max_auth_failures (10 a minute) every request from it is answered 429, the
+        // valid tokens of the other connectors on the host too. A progress send per interval
+        // and the heartbeats kept the host locked out for as long as the run went on.
+        this.tokenRefused = error;
+        this._stopTimers();
+        throw error;
+      }
       // A refusal (an event too large for any request included) is dropped: sent again it
       // would be refused again, before every later report, for ever.
       if (refused(error)) this._ready.splice(0, batch.length - delivered);

@@ -662,6 +662,45 @@ test('bad options are refused naming the option', async () => {
   await run.finish();
 });
 
+test('a value JSON cannot hold (a BigInt, a circle) is a LedgerValidationError naming the event; nothing is sent', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const ledger = client(server.url);
+  const circle = {};
+  circle.self = circle;
+  const started = { type: 'RunStarted', source_id: 1, connector_name: 'x' };
+  for (const [events, field, said] of [
+    [[started, { ...started, metadata: { rows: 2n ** 64n } }], 'events[1]', /BigInt/],
+    [[{ ...started, metadata: circle }], 'events[0]', /circular/],
+  ]) {
+    // A bare TypeError before: no LedgerError, naming neither the event nor the problem.
+    await assert.rejects(
+      ledger.append(events),
+      (error) => error instanceof LedgerValidationError && error.field === field && said.test(error.message),
+    );
+  }
+  for (const metadata of [{ rows: 5n }, circle]) {
+    await assert.rejects(
+      ledger.startRun({ ...RUN, metadata }),
+      (error) => error instanceof LedgerValidationError && error.field === 'metadata',
+    );
+  }
+  assert.equal(server.requests.length, 0);
+});
+
+test('a name that is not a counter is refused even when every object has it (toString, constructor)', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const run = await client(server.url).startRun(RUN);
+  for (const name of ['toString', 'constructor', 'hasOwnProperty', 'valueOf']) {
+    // `name in PROGRESS_FIELDS` took them for counters: the count was ignored without a word.
+    assert.throws(
+      () => run.progress({ [name]: 5 }),
+      (error) => error instanceof LedgerValidationError && error.field === name,
+    );
+    await assert.rejects(run.finish({ [name]: 5 }), LedgerValidationError);
+  }
+  await run.finish();
+});
+
 test('a time option past what Node\'s timers keep is refused naming it and the limit', async () => {
   // setTimeout, setInterval and AbortSignal.timeout turn a delay over 2^31 - 1 ms into 1 ms:
   // a heartbeatIntervalMs of 2^31 wrote hundreds of heartbeats a second.
@@ -760,6 +799,90 @@ test('a long outage builds no backlog: one event waits, the counts stay pending'
   const fetched = events.reduce((sum, event) => sum + (event.records_fetched ?? 0), 0);
   assert.equal(fetched, 100); // every count reported during the outage arrives
   assert.equal(events.at(-1).type, 'RunFinished');
+});
+
+/** Each count of the RunProgressed and RunFinished events the server got, once per event id
+ * (a resend is a duplicate the ledger keeps once). */
+function countsReceived(requests, field = 'records_fetched') {
+  const events = new Map();
+  for (const request of requests) {
+    for (const event of JSON.parse(request.body)) events.set(event.event_id, event);
+  }
+  return [...events.values()].reduce((sum, event) => sum + (event[field] ?? 0), 0);
+}
+
+test('progress() per record, not awaited: a send in flight does not start the next one before the interval', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const run = await client(server.url).startRun({ ...RUN, progressIntervalMs: 60_000 });
+  run.heartbeat(); // a send in flight: its event stays in the run's queue until it is through
+  for (let record = 0; record < 500; record += 1) {
+    run.progress({ recordsFetched: 1 });
+    await new Promise((next) => setImmediate(next)); // the round trips go on meanwhile
+  }
+  await run.finish();
+  // Each call during a round trip queued the next send: a RunProgressed per round trip (a
+  // hundred here), whatever progressIntervalMs. Now the 60 s interval holds: the counts wait
+  // for the terminal event.
+  const types = server.requests.map((request) => JSON.parse(request.body).map((e) => e.type));
+  assert.deepEqual(types, [['RunStarted'], ['RunProgressed'], ['RunProgressed', 'RunFinished']]);
+  assert.equal(countsReceived(server.requests), 500);
+});
+
+test('progress() not awaited during an outage queues one send, not one per call; nothing is lost', async () => {
+  const server = await outage();
+  const errors = [];
+  const run = await client(server.url, { retries: 0 }).startRun({
+    ...RUN,
+    progressIntervalMs: 0,
+    onError: (error) => errors.push(error),
+  });
+  server.down = true;
+  const calls = [];
+  for (let record = 0; record < 1_000; record += 1) calls.push(run.progress({ recordsFetched: 1 }));
+  await Promise.allSettled(calls);
+  // Each call queued a send of its own, held in memory for the outage (600 MB in 15 s for a
+  // connector calling it per record) and each an attempt: a thousand requests here.
+  assert.ok(server.requests.length <= 3, `${server.requests.length} requests for 1,000 calls`);
+  server.down = false;
+  const back = server.requests.length;
+  await run.finish();
+  assert.equal(countsReceived(server.requests.slice(back)), 1_000);
+  assert.deepEqual(errors, []); // a retriable failure is not a refusal: nothing was dropped
+});
+
+test('a token the ledger refuses mid-run (401) is not sent again in the background; the counts wait for finish', async () => {
+  const state = { refuse: false };
+  const server = await fake((req, res, body) => {
+    if (state.refuse) {
+      res.writeHead(401, { 'content-type': 'application/problem+json' });
+      res.end(JSON.stringify({ type: 'urn:run-ledger:problem:unauthorized', title: 'Unauthorized', status: 401, detail: 'the bearer token is not valid' }));
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  const errors = [];
+  const run = await client(server.url).startRun({
+    ...RUN,
+    progressIntervalMs: 0,
+    onError: (error) => errors.push(error),
+  });
+  await run.progress({ recordsFetched: 1 });
+  state.refuse = true; // the token was rotated away
+  await assert.rejects(run.progress({ recordsFetched: 2 }), { status: 401 });
+  for (let record = 0; record < 100; record += 1) run.progress({ recordsFetched: 1 });
+  await assert.rejects(run.heartbeat(), { status: 401 });
+  await run.progress({ recordsFetched: 3 }); // counted, not sent
+  // Each send was another refused token from this host: past the API's max_auth_failures (10
+  // a minute) it answered 429 to every request from the host, the other connectors' too.
+  assert.equal(server.requests.length, 3, 'RunStarted, the first progress, the refused one');
+  assert.equal(errors.length, 1); // reported once
+  assert.equal(errors[0].status, 401);
+  assert.equal(run.tokenRefused, errors[0]);
+  state.refuse = false; // the token is valid again (the rotation was undone)
+  const result = await run.finish();
+  assert.equal(result.status, 'success');
+  assert.equal(server.requests.length, 4); // the terminal batch, once
+  assert.equal(countsReceived(server.requests), 106); // the refused counts were kept
 });
 
 test('withRun: a function that never settles still ends the run failed before Node exits', async () => {
