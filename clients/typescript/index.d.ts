@@ -182,7 +182,9 @@ export declare class LedgerClient {
   /**
    * Start a run, call fn, record the outcome whatever happens: finish() when fn returns,
    * fail(error) when it throws or rejects (and rethrow), fail with "stopped by SIGTERM" /
-   * "interrupted by Ctrl-C (SIGINT)" on those signals (then re-raise the signal), and fail
+   * "interrupted by Ctrl-C (SIGINT)" on those signals (then re-raise the signal; one while
+   * RunStarted is on its way waits for it and ends the run that started, fn not called: when
+   * another listener owns the shutdown, withRun rejects with a LedgerStateError), and fail
    * when fn never settles and Node's event loop empties (before the process exits). A terminal
    * event the ledger refuses on its own for what it holds is replaced by a short `failed` one
    * (see RunHandle.refusedOutcome); when fn returned, withRun then rejects with the refusal.

@@ -750,7 +750,12 @@ export class LedgerClient {
       throw new LedgerValidationError('fn', 'withRun(options, fn) needs a function');
     }
     const signalGraceMs = checkDelay('signalGraceMs', options?.signalGraceMs ?? 15_000);
-    const run = await this.startRun(options);
+    // The listeners go in before RunStarted is sent: a signal while it is on its way (the
+    // ledger may have stored it, its answer not yet here) killed the process with the run
+    // left open; it now waits for the start and, if the run started, ends it failed.
+    const run = new RunHandle(this, options ?? {});
+    let starting = null;
+    let stoppedBy = null;
     const listeners = new Map();
     let stopping = null;
     // The terminal event in flight once fn has settled (finish, or fail with its error): a
@@ -767,9 +772,17 @@ export class LedgerClient {
         // A second signal while the failure is being recorded: stop now.
         process.exit(128 + SIGNALS[name].number);
       }
+      stoppedBy = name;
       stopping = (async () => {
         try {
           const recordSignal = async () => {
+            if (run.runId === undefined) {
+              try {
+                await starting;
+              } catch {
+                return; // the run did not start: nothing to end
+              }
+            }
             if (ending) {
               try {
                 await ending;
@@ -866,6 +879,23 @@ export class LedgerClient {
         }
       }
     };
+    try {
+      starting = run._start();
+      await starting;
+    } catch (error) {
+      if (stopping) await stopping; // the signal's own ending: the process is going
+      removeListeners();
+      throw error;
+    }
+    if (stopping) {
+      // A signal as the run started: it ended the run failed, and the function is not called
+      // (the process ends with the signal, unless another listener owns the shutdown).
+      await stopping;
+      throw new LedgerStateError(
+        `run ${run.runId}: ${stoppedBy} arrived as it started: recorded ` +
+          `${run.status ?? 'open (the failure could not be recorded)'}, the function not called`,
+      );
+    }
     let value;
     try {
       value = await fn(run);
@@ -1019,6 +1049,13 @@ export class RunHandle {
     }
     if (typeof trigger !== 'string' || typeof connectorVersion !== 'string') {
       throw new LedgerValidationError('trigger', 'trigger and connectorVersion are strings');
+    }
+    // A lone surrogate cannot be UTF-8: the ledger refused the RunStarted (a 400 quoting a
+    // codec), as RunNotStartedError, for a name the client can say is wrong before sending.
+    for (const [field, value] of Object.entries({ connectorName, trigger, connectorVersion })) {
+      if (wellFormed(value) !== value) {
+        throw new LedgerValidationError(field, 'holds a lone surrogate (half of a UTF-16 pair)');
+      }
     }
     if (metadata !== undefined && (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata))) {
       throw new LedgerValidationError('metadata', 'must be an object');

@@ -647,6 +647,9 @@ test('bad options are refused naming the option', async () => {
     [{ sourceId: 1, connectorName: 'x'.repeat(101) }, 'connectorName'],
     [{ sourceId: 1, connectorName: 'a\nb' }, 'connectorName'],
     [{ sourceId: 1, connectorName: 'x', metadata: [] }, 'metadata'],
+    [{ sourceId: 1, connectorName: 'x\uD800' }, 'connectorName'],
+    [{ sourceId: 1, connectorName: 'x', trigger: '\uDC00cron' }, 'trigger'],
+    [{ sourceId: 1, connectorName: 'x', connectorVersion: '1.\uD83D' }, 'connectorVersion'],
     [{ sourceId: 1, connectorName: 'x', progressIntervalMs: -5 }, 'progressIntervalMs'],
   ]) {
     await assert.rejects(
@@ -883,6 +886,36 @@ test('a token the ledger refuses mid-run (401) is not sent again in the backgrou
   assert.equal(result.status, 'success');
   assert.equal(server.requests.length, 4); // the terminal batch, once
   assert.equal(countsReceived(server.requests), 106); // the refused counts were kept
+});
+
+test('withRun: SIGTERM while RunStarted is on its way ends the run that started, failed, without calling the function', async () => {
+  // The ledger stores RunStarted; the signal comes before its answer. The listeners were put in
+  // once the run had started: the process died with the run open, for the sweeper to find.
+  let child;
+  const server = await fake((req, res, body) => {
+    if (JSON.parse(body)[0].type === 'RunStarted') {
+      child.kill('SIGTERM');
+      setTimeout(() => ledgerLike(res, body), 200); // the answer after the signal
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  const index = new URL('../index.mjs', import.meta.url).href;
+  const script =
+    `import { LedgerClient } from ${JSON.stringify(index)};\n` +
+    `const ledger = new LedgerClient({ url: ${JSON.stringify(server.url)}, token: 'token-0123456789abcdef' });\n` +
+    `await ledger.withRun({ sourceId: 1, connectorName: 'early' }, () => { console.log('called'); });\n`;
+  child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let output = '';
+  child.stdout.on('data', (chunk) => (output += chunk));
+  const [code, signal] = await new Promise((done) => child.on('exit', (c, s) => done([c, s])));
+  assert.ok(signal === 'SIGTERM' || code === 143, `exit ${code} ${signal}`); // as the signal would
+  const events = server.requests.flatMap((r) => JSON.parse(r.body));
+  assert.deepEqual(events.map((e) => e.type), ['RunStarted', 'RunFinished']);
+  assert.equal(events[1].status, 'failed');
+  assert.equal(events[1].error_message, 'stopped by SIGTERM');
+  assert.equal(events[1].error_details.reason, 'interrupted');
+  assert.equal(output, ''); // the function was not called
 });
 
 test('withRun: a function that never settles still ends the run failed before Node exits', async () => {
