@@ -215,12 +215,13 @@ export declare class RunHandle {
    * ended the run in its place. A refusal of the counts and the terminal event together is
    * not the terminal event's: the counts go alone, then it, as it was. Undefined otherwise. */
   readonly refusedOutcome: LedgerApiError | LedgerBodyTooLargeError | undefined;
-  /** The 401 that refused the client's token in a progress or heartbeat send (a token rotated
-   * away, revoked): from then on nothing is sent in the background (each refused token counts
-   * against the host's address, and past the API's `[api] max_auth_failures` every request
-   * from it is answered 429, other connectors' valid tokens too). progress() keeps counting,
-   * heartbeat() rejects with it, and the counts wait for finish() or fail(), which try once.
-   * Undefined otherwise. */
+  /** The 401 that refused the client's token in its latest answer (a token rotated away,
+   * revoked); undefined once an answer succeeds. For a minute after it nothing is sent in the
+   * background, for any run of the client (each refused token counts against the host's
+   * address, and past the API's `[api] max_auth_failures`, 10 a minute, every request from
+   * it is answered 429, other connectors' valid tokens too): progress() keeps counting,
+   * heartbeat() rejects with it; then the next one tries the token again. The refused
+   * events are kept (same ids); finish() and fail() send at once. */
   readonly tokenRefused: LedgerApiError | undefined;
   readonly totals: Totals;
   readonly errorCount: number;

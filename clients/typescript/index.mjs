@@ -60,6 +60,10 @@ const MAX_RETRY_AFTER_MS = 60_000;
 export const MAX_DELAY_MS = 2_147_483_647;
 // How much of a refusal the short RunFinished that replaces a refused one quotes.
 const REFUSAL_CHARS = 200;
+// After a 401 a run's background sends (progress, heartbeats) wait this long before trying
+// the token again: the API's default [api] auth_failure_window is a minute and its
+// max_auth_failures 10, so one a minute stays below the limit that locks the host out.
+const TOKEN_RETRY_MS = 60_000;
 
 /** progress() option -> RunProgressed field */
 export const PROGRESS_FIELDS = Object.freeze({
@@ -595,6 +599,8 @@ export class LedgerClient {
     // Not enumerable: a client printed or logged does not show its token.
     Object.defineProperty(this, '_token', { value: token, enumerable: false });
     Object.defineProperty(this, '_fetch', { value: fetchImpl, enumerable: false });
+    // The latest 401 and when it came ({ error, at }): see RunHandle._tokenHeld.
+    Object.defineProperty(this, '_tokenRefusal', { value: undefined, writable: true, enumerable: false });
   }
 
   toJSON() {
@@ -935,6 +941,7 @@ export class LedgerClient {
         });
         const text = await readBody(response, this.maxResponseBytes);
         if (response.ok) {
+          this._tokenRefusal = undefined; // the token is valid (see RunHandle._tokenHeld)
           const parsed = parseJson(text);
           if (!parsed.ok) {
             throw new LedgerProtocolError(
@@ -947,6 +954,8 @@ export class LedgerClient {
           return { value: parsed.value, link: response.headers.get('link') };
         }
         const error = apiError(response, text, attempt);
+        // The token refused, for the runs' background sends (RunHandle._tokenHeld).
+        if (response.status === 401) this._tokenRefusal = { error, at: Date.now() };
         if (!error.retriable) throw error;
         lastError = error;
         waitMs = response.status === 503 || response.status === 429 ? error.retryAfterMs : undefined;
@@ -1107,8 +1116,7 @@ export class RunHandle {
     this._closing = undefined; // the terminal batch once built (resent as it is on a retry)
     // The refusal (4xx) of the run's own terminal event, once a short `failed` one replaced it.
     this.refusedOutcome = undefined;
-    // The 401 that refused the token in a progress or heartbeat send: no more are sent.
-    this.tokenRefused = undefined;
+
   }
 
   /** True from start until the terminal event is in the ledger (or being sent). */
@@ -1183,8 +1191,8 @@ export class RunHandle {
   progress(counts) {
     this._requireOpen('progress');
     this._addDeltas(readCounters(counts, 'progress'));
-    // The token was refused: the counts wait for finish() or fail() (see _deliver).
-    if (this.tokenRefused) return Promise.resolve();
+    // The token was refused a moment ago: the counts wait (see _tokenHeld).
+    if (this._tokenHeld()) return Promise.resolve();
     // Events a failed send left go with the next call, not after the interval. While a send is
     // in flight its events are in _ready too: that is no reason to send again at once (each
     // call then queued the next send, and a connector calling progress() per record wrote a
@@ -1208,9 +1216,9 @@ export class RunHandle {
   /** Say the run is alive: the pending deltas, or an all-zero RunProgressed. */
   heartbeat() {
     this._requireOpen('heartbeat');
-    if (this.tokenRefused) {
-      // Not sent again with a token the ledger refused (see _deliver); handled here, so a
-      // heartbeat not awaited does not crash the process.
+    if (this._tokenHeld()) {
+      // Not sent with a token the ledger refused a moment ago (see _tokenHeld); handled
+      // here, so a heartbeat not awaited does not crash the process.
       const refusal = Promise.reject(this.tokenRefused);
       refusal.catch(() => {});
       return refusal;
@@ -1366,7 +1374,7 @@ export class RunHandle {
     const sendNow = async () => {
       this._waitingFlush = undefined; // started: a later call queues the next send
       const heartbeatIfEmpty = waiting.heartbeat;
-      if (this._closing || this.status || this.tokenRefused) return;
+      if (this._closing || this.status || this._tokenHeld()) return;
       // Events a failed send left (their ids fixed: the ledger may hold them) go again first,
       // alone; the counts since stay pending until they are through. However long an outage,
       // the backlog stays one event (and the counts), never thousands that no request could
@@ -1414,17 +1422,9 @@ export class RunHandle {
         delivered += part.length;
       }
     } catch (error) {
-      if (error instanceof LedgerApiError && error.status === 401) {
-        // The token is refused (rotated away, revoked): the events are not at fault, and stay
-        // for finish() or fail(), which try once more. Nothing more goes in the background:
-        // each refused token counts against this host's address, and after the API's
-        // [api] max_auth_failures (10 a minute) every request from it is answered 429, the
-        // valid tokens of the other connectors on the host too. A progress send per interval
-        // and the heartbeats kept the host locked out for as long as the run went on.
-        this.tokenRefused = error;
-        this._stopTimers();
-        throw error;
-      }
+      // A 401 refused the token (rotated away, revoked), not the events: they stay, for the
+      // next send (see _tokenHeld), or finish() and fail().
+      if (error instanceof LedgerApiError && error.status === 401) throw error;
       // A refusal (an event too large for any request included) is dropped: sent again it
       // would be refused again, before every later report, for ever.
       if (refused(error)) this._ready.splice(0, batch.length - delivered);
@@ -1530,6 +1530,23 @@ export class RunHandle {
         },
       }),
     ];
+  }
+
+  /** The 401 that refused the client's token in its latest answer (cleared by a later
+   * answer that is not one). */
+  get tokenRefused() {
+    return this.client._tokenRefusal?.error;
+  }
+
+  /** True while the client's token was refused (401) less than TOKEN_RETRY_MS ago: no
+   * progress or heartbeat is sent meanwhile. Each refused token counts against the host's
+   * address, and past the API's [api] max_auth_failures (10 a minute) every request from it
+   * is answered 429, the other connectors' valid tokens too: a send per progress interval and
+   * the heartbeats kept the host locked out for as long as the run went on. One try a minute
+   * (for all the client's runs) stays under the limit, and a token valid again is found. */
+  _tokenHeld() {
+    const refusal = this.client._tokenRefusal;
+    return refusal !== undefined && Date.now() - refusal.at < TOKEN_RETRY_MS;
   }
 
   _stopTimers() {

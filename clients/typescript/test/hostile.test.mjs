@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { syncBuiltinESMExports } from 'node:module';
 import os from 'node:os';
-import { afterEach, test } from 'node:test';
+import { afterEach, mock, test } from 'node:test';
 
 import {
   COUNTER_MAX,
@@ -853,7 +853,7 @@ test('progress() not awaited during an outage queues one send, not one per call;
   assert.deepEqual(errors, []); // a retriable failure is not a refusal: nothing was dropped
 });
 
-test('a token the ledger refuses mid-run (401) is not sent again in the background; the counts wait for finish', async () => {
+test('a token the ledger refuses mid-run (401) is tried again in the background once a minute; the counts are kept', async () => {
   const state = { refuse: false };
   const server = await fake((req, res, body) => {
     if (state.refuse) {
@@ -881,11 +881,44 @@ test('a token the ledger refuses mid-run (401) is not sent again in the backgrou
   assert.equal(errors.length, 1); // reported once
   assert.equal(errors[0].status, 401);
   assert.equal(run.tokenRefused, errors[0]);
-  state.refuse = false; // the token is valid again (the rotation was undone)
-  const result = await run.finish();
-  assert.equal(result.status, 'success');
-  assert.equal(server.requests.length, 4); // the terminal batch, once
-  assert.equal(countsReceived(server.requests), 106); // the refused counts were kept
+
+  // A minute on, the next report tries the token again: refused, it waits another minute.
+  mock.timers.enable({ apis: ['Date'], now: Date.now() + 60_000 });
+  try {
+    await assert.rejects(run.progress({ recordsFetched: 4 }), { status: 401 });
+    await run.progress({ recordsFetched: 5 });
+    assert.equal(server.requests.length, 4);
+    state.refuse = false; // the token is valid again (the rotation was undone)
+    mock.timers.tick(60_000);
+    await run.progress({ recordsFetched: 6 }); // the refused events again, then the counts
+    assert.equal(server.requests.length, 6);
+    assert.equal(run.tokenRefused, undefined);
+    assert.equal(countsReceived(server.requests), 1 + 2 + 100 + 3 + 4 + 5 + 6);
+    await run.heartbeat(); // sent again
+    assert.equal(server.requests.length, 7);
+  } finally {
+    mock.timers.reset();
+  }
+  assert.equal((await run.finish()).status, 'success');
+});
+
+test('a token refused (401) keeps the counts for finish(), which tries it at once', async () => {
+  const state = { refuse: false };
+  const server = await fake((req, res, body) => {
+    if (state.refuse) {
+      res.writeHead(401);
+      res.end();
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  const run = await client(server.url).startRun({ ...RUN, progressIntervalMs: 0, onError: () => {} });
+  state.refuse = true;
+  await assert.rejects(run.progress({ recordsFetched: 2 }), { status: 401 });
+  run.progress({ recordsFetched: 3 });
+  state.refuse = false; // within the minute: finish() is the caller's own act, sent at once
+  assert.equal((await run.finish()).status, 'success');
+  assert.equal(countsReceived(server.requests.slice(-1)), 5); // the refused send's counts too
 });
 
 test('withRun: SIGTERM while RunStarted is on its way ends the run that started, failed, without calling the function', async () => {
