@@ -426,6 +426,15 @@ function describeThrown(error) {
   return { name: `thrown ${kind}`, message, stack: undefined };
 }
 
+/** Make room on `process` for `delta` more (or fewer) listeners of each event: eleven
+ * withRun at once added eleven SIGTERM, SIGINT and beforeExit listeners, and Node warned of
+ * "a possible EventEmitter memory leak" for each, where each is removed as its run ends. A
+ * limit of 0 (none) is left as it is. */
+function allowListeners(delta) {
+  const most = process.getMaxListeners();
+  if (most !== 0) process.setMaxListeners(Math.max(1, most + delta));
+}
+
 /** `connector:NAME@HOST:PID`, as the Python SDK names a run's writer, within the ledger's
  * ACTOR_NAME_MAX: a host name too long for it (a 100-character connector name on a host with
  * a long FQDN) is cut in the middle of the actor, so the connector and the process stay named
@@ -770,7 +779,10 @@ export class LedgerClient {
     // pending terminal event, with the same ids, rather than a second one).
     let ending = null;
     const removeListeners = () => {
-      for (const [name, listener] of listeners) process.removeListener(name, listener);
+      for (const [name, listener] of listeners) {
+        process.removeListener(name, listener);
+        allowListeners(-1);
+      }
       listeners.clear();
     };
     const onSignal = (name) => {
@@ -833,6 +845,7 @@ export class LedgerClient {
     for (const name of Object.keys(SIGNALS)) {
       const listener = () => onSignal(name);
       listeners.set(name, listener);
+      allowListeners(1);
       process.on(name, listener);
     }
     // A function whose promise never settles while nothing else keeps Node alive (a forgotten
@@ -855,6 +868,7 @@ export class LedgerClient {
       })();
     };
     listeners.set('beforeExit', onBeforeExit);
+    allowListeners(1);
     process.on('beforeExit', onBeforeExit);
     // The signal listeners stay until the terminal event is in the ledger: a SIGTERM during
     // the final send must not end the process with the run still open.
@@ -1116,7 +1130,6 @@ export class RunHandle {
     this._closing = undefined; // the terminal batch once built (resent as it is on a retry)
     // The refusal (4xx) of the run's own terminal event, once a short `failed` one replaced it.
     this.refusedOutcome = undefined;
-
   }
 
   /** True from start until the terminal event is in the ledger (or being sent). */
@@ -1532,8 +1545,8 @@ export class RunHandle {
     ];
   }
 
-  /** The 401 that refused the client's token in its latest answer (cleared by a later
-   * answer that is not one). */
+  /** The 401 that refused the client's token in its latest answer (cleared by an answer that
+   * succeeds). */
   get tokenRefused() {
     return this.client._tokenRefusal?.error;
   }

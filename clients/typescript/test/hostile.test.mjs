@@ -951,6 +951,44 @@ test('withRun: SIGTERM while RunStarted is on its way ends the run that started,
   assert.equal(output, ''); // the function was not called
 });
 
+test('twelve withRun at once: no warning of a listener leak, and the process left as it was', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const warnings = [];
+  const onWarning = (warning) => warnings.push(warning);
+  process.on('warning', onWarning);
+  const before = {
+    most: process.getMaxListeners(),
+    counts: ['SIGTERM', 'SIGINT', 'beforeExit'].map((name) => process.listenerCount(name)),
+  };
+  try {
+    const ledger = client(server.url);
+    let release;
+    const gate = new Promise((resolve) => (release = resolve));
+    const runs = Array.from({ length: 12 }, (_, n) =>
+      ledger.withRun({ ...RUN, sourceId: n + 1 }, () => gate),
+    );
+    while (server.requests.length < 12) await new Promise((next) => setImmediate(next));
+    release();
+    await Promise.all(runs);
+    await new Promise((next) => setImmediate(next)); // a warning is emitted on the next tick
+  } finally {
+    process.removeListener('warning', onWarning);
+  }
+  // Each withRun adds a SIGTERM, a SIGINT and a beforeExit listener until its run ends:
+  // Node's limit of 10 made the eleventh "a possible EventEmitter memory leak" (three warnings).
+  assert.deepEqual(
+    warnings.filter((warning) => warning.name === 'MaxListenersExceededWarning').map(String),
+    [],
+  );
+  assert.equal(process.getMaxListeners(), before.most);
+  assert.deepEqual(
+    ['SIGTERM', 'SIGINT', 'beforeExit'].map((name) => process.listenerCount(name)),
+    before.counts,
+  );
+  const finished = server.requests.flatMap((r) => JSON.parse(r.body)).filter((e) => e.type === 'RunFinished');
+  assert.equal(finished.length, 12);
+});
+
 test('withRun: a function that never settles still ends the run failed before Node exits', async () => {
   // Nothing keeps the child alive but the pending promise: the event loop empties, and Node
   // would exit (status 13) with the run left open, heartbeat or not (its timer is unref'ed).
