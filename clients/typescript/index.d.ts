@@ -263,6 +263,8 @@ export declare class LedgerError extends Error {}
 
 /** Refused before anything was sent. */
 export declare class LedgerValidationError extends LedgerError {
+  /** The option that is wrong (`sourceId`, `metadata`, a counter's name), or `events[N]` for
+   * an event of append() that JSON cannot carry (a BigInt, a circular reference). */
   readonly field: string;
 }
 

@@ -662,7 +662,7 @@ for (const backend of backends()) {
       assert.ok(!error.message.includes('not-a-token-of-this-ledger'));
     });
 
-    test('a token refused mid-run (rotated away) is not sent again: the host is not locked out', async () => {
+    test('a token refused mid-run (rotated away) waits a minute before it is sent again: the host is not locked out', async () => {
       // The same process, its token rotated away after the run started: its fetch sends a
       // token the ledger no longer has.
       let rotated = false;
