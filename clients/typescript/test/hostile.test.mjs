@@ -989,6 +989,32 @@ test('twelve withRun at once: no warning of a listener leak, and the process lef
   assert.equal(finished.length, 12);
 });
 
+test('withRun: a second SIGTERM while the first is being recorded ends the process at once (143)', async () => {
+  let child;
+  const server = await fake((req, res, body) => {
+    const [event] = JSON.parse(body);
+    if (event.type === 'RunStarted') {
+      ledgerLike(res, body);
+      setTimeout(() => child.kill('SIGTERM'), 50); // the function is running
+      return;
+    }
+    child.kill('SIGTERM'); // the failure is on its way, the ledger slow to answer: again
+  });
+  const index = new URL('../index.mjs', import.meta.url).href;
+  const script =
+    `import { LedgerClient } from ${JSON.stringify(index)};\n` +
+    `const ledger = new LedgerClient({ url: ${JSON.stringify(server.url)}, token: 'token-0123456789abcdef' });\n` +
+    `await ledger.withRun({ sourceId: 1, connectorName: 'twice', signalGraceMs: 600000 }, () => new Promise((r) => setTimeout(r, 600000)));\n`;
+  const started = Date.now();
+  child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: 'ignore' });
+  const [code, signal] = await new Promise((done) => child.on('exit', (c, s) => done([c, s])));
+  assert.deepEqual([code, signal], [143, null]); // process.exit(128 + 15), not the grace's end
+  assert.ok(Date.now() - started < 60_000, 'it waited for signalGraceMs');
+  const events = server.requests.flatMap((r) => JSON.parse(r.body));
+  assert.deepEqual(events.map((e) => e.type), ['RunStarted', 'RunFinished']);
+  assert.equal(events[1].error_message, 'stopped by SIGTERM'); // on its way when it ended
+});
+
 test('withRun: a function that never settles still ends the run failed before Node exits', async () => {
   // Nothing keeps the child alive but the pending promise: the event loop empties, and Node
   // would exit (status 13) with the run left open, heartbeat or not (its timer is unref'ed).
