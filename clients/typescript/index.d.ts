@@ -182,7 +182,9 @@ export declare class LedgerClient {
   /**
    * Start a run, call fn, record the outcome whatever happens: finish() when fn returns,
    * fail(error) when it throws or rejects (and rethrow), fail with "stopped by SIGTERM" /
-   * "interrupted by Ctrl-C (SIGINT)" on those signals (then re-raise the signal), and fail
+   * "interrupted by Ctrl-C (SIGINT)" on those signals (then re-raise the signal; one while
+   * RunStarted is on its way waits for it and ends the run that started, fn not called: when
+   * another listener owns the shutdown, withRun rejects with a LedgerStateError), and fail
    * when fn never settles and Node's event loop empties (before the process exits). A terminal
    * event the ledger refuses on its own for what it holds is replaced by a short `failed` one
    * (see RunHandle.refusedOutcome); when fn returned, withRun then rejects with the refusal.
@@ -213,6 +215,14 @@ export declare class RunHandle {
    * ended the run in its place. A refusal of the counts and the terminal event together is
    * not the terminal event's: the counts go alone, then it, as it was. Undefined otherwise. */
   readonly refusedOutcome: LedgerApiError | LedgerBodyTooLargeError | undefined;
+  /** The 401 that refused the client's token in its latest answer (a token rotated away,
+   * revoked); undefined once an answer succeeds. For a minute after it nothing is sent in the
+   * background, for any run of the client (each refused token counts against the host's
+   * address, and past the API's `[api] max_auth_failures`, 10 a minute, every request from
+   * it is answered 429, other connectors' valid tokens too): progress() keeps counting,
+   * heartbeat() rejects with it; then the next one tries the token again. The refused
+   * events are kept (same ids); finish() and fail() send at once. */
+  readonly tokenRefused: LedgerApiError | undefined;
   readonly totals: Totals;
   readonly errorCount: number;
   progressIntervalMs: number;
@@ -220,12 +230,15 @@ export declare class RunHandle {
   /** True from start until finish()/fail() begins. */
   readonly isOpen: boolean;
   /**
-   * Add counter deltas (coalesced). Throws LedgerValidationError synchronously (naming the
-   * field) for a count that is not an integer from 0 to COUNTER_MAX, LedgerStateError once
-   * the run is finishing or finished. Resolves when what it sent (if anything) is recorded.
+   * Add counter deltas (coalesced: at most one send per progressIntervalMs, one waiting
+   * behind a send in flight, which calls meanwhile join). Throws LedgerValidationError
+   * synchronously (naming the field) for a count that is not an integer from 0 to
+   * COUNTER_MAX, LedgerStateError once the run is finishing or finished. Resolves when what
+   * it sent (if anything) is recorded.
    */
   progress(counts: Counts): Promise<void>;
-  /** The pending deltas, or an all-zero RunProgressed. */
+  /** The pending deltas, or an all-zero RunProgressed. Rejects with tokenRefused, sending
+   * nothing, once the ledger refused the token. */
   heartbeat(): Promise<void>;
   /** A non-fatal error: the run finishes `partial` unless finish() says otherwise. The message
    * is cut to MAX_MESSAGE_CHARS, the details (as JSON) to MAX_DETAILS_CHARS; every string of
@@ -250,6 +263,8 @@ export declare class LedgerError extends Error {}
 
 /** Refused before anything was sent. */
 export declare class LedgerValidationError extends LedgerError {
+  /** The option that is wrong (`sourceId`, `metadata`, a counter's name), or `events[N]` for
+   * an event of append() that JSON cannot carry (a BigInt, a circular reference). */
   readonly field: string;
 }
 

@@ -60,6 +60,10 @@ const MAX_RETRY_AFTER_MS = 60_000;
 export const MAX_DELAY_MS = 2_147_483_647;
 // How much of a refusal the short RunFinished that replaces a refused one quotes.
 const REFUSAL_CHARS = 200;
+// After a 401 a run's background sends (progress, heartbeats) wait this long before trying
+// the token again: the API's default [api] auth_failure_window is a minute and its
+// max_auth_failures 10, so one a minute stays below the limit that locks the host out.
+const TOKEN_RETRY_MS = 60_000;
 
 /** progress() option -> RunProgressed field */
 export const PROGRESS_FIELDS = Object.freeze({
@@ -181,8 +185,30 @@ export class LedgerBodyTooLargeError extends LedgerError {
 
 /** The JSON body of `events` as POST /v1/events takes it, and its size in bytes. */
 function bodyOf(events) {
-  const body = JSON.stringify(events);
+  let body;
+  try {
+    body = JSON.stringify(events);
+  } catch (error) {
+    // A BigInt or a circular value (a toJSON that throws): a bare TypeError, no LedgerError,
+    // that named neither the event nor the problem's place.
+    throw unsendable(events, error);
+  }
   return { body, bytes: Buffer.byteLength(body, 'utf8') };
+}
+
+/** The LedgerValidationError for events JSON.stringify threw on: the first that fails alone. */
+function unsendable(events, error) {
+  const index = events.findIndex((event) => attempt(() => (JSON.stringify(event), false), true));
+  return new LedgerValidationError(
+    index < 0 ? 'events' : `events[${index}]`,
+    `cannot be sent as JSON (${jsonFailure(error)}): nothing was sent`,
+  );
+}
+
+/** The first line of what JSON.stringify threw, printable. */
+function jsonFailure(error) {
+  const what = textOf(attempt(() => error.message, undefined)) || 'a value JSON cannot hold';
+  return printable(what.split('\n')[0], 200);
 }
 
 /** The error for event `index` of a batch, alone `bytes` long, over `limit`. */
@@ -251,7 +277,8 @@ function readCounters(counts, where) {
   }
   const deltas = {};
   for (const key of Object.keys(counts)) {
-    if (!(key in PROGRESS_FIELDS)) {
+    // Own keys only: `in` took toString, constructor and the like for counters (ignored).
+    if (!Object.hasOwn(PROGRESS_FIELDS, key)) {
       throw new LedgerValidationError(
         key,
         `not a counter (expected one of ${COUNTER_NAMES.join(', ')})`,
@@ -397,6 +424,15 @@ function describeThrown(error) {
       UNDESCRIBED_ERROR;
   }
   return { name: `thrown ${kind}`, message, stack: undefined };
+}
+
+/** Make room on `process` for `delta` more (or fewer) listeners of each event: eleven
+ * withRun at once added eleven SIGTERM, SIGINT and beforeExit listeners, and Node warned of
+ * "a possible EventEmitter memory leak" for each, where each is removed as its run ends. A
+ * limit of 0 (none) is left as it is. */
+function allowListeners(delta) {
+  const most = process.getMaxListeners();
+  if (most !== 0) process.setMaxListeners(Math.max(1, most + delta));
 }
 
 /** `connector:NAME@HOST:PID`, as the Python SDK names a run's writer, within the ledger's
@@ -572,6 +608,8 @@ export class LedgerClient {
     // Not enumerable: a client printed or logged does not show its token.
     Object.defineProperty(this, '_token', { value: token, enumerable: false });
     Object.defineProperty(this, '_fetch', { value: fetchImpl, enumerable: false });
+    // The latest 401 and when it came ({ error, at }): see RunHandle._tokenHeld.
+    Object.defineProperty(this, '_tokenRefusal', { value: undefined, writable: true, enumerable: false });
   }
 
   toJSON() {
@@ -727,7 +765,12 @@ export class LedgerClient {
       throw new LedgerValidationError('fn', 'withRun(options, fn) needs a function');
     }
     const signalGraceMs = checkDelay('signalGraceMs', options?.signalGraceMs ?? 15_000);
-    const run = await this.startRun(options);
+    // The listeners go in before RunStarted is sent: a signal while it is on its way (the
+    // ledger may have stored it, its answer not yet here) killed the process with the run
+    // left open; it now waits for the start and, if the run started, ends it failed.
+    const run = new RunHandle(this, options ?? {});
+    let starting = null;
+    let stoppedBy = null;
     const listeners = new Map();
     let stopping = null;
     // The terminal event in flight once fn has settled (finish, or fail with its error): a
@@ -736,7 +779,10 @@ export class LedgerClient {
     // pending terminal event, with the same ids, rather than a second one).
     let ending = null;
     const removeListeners = () => {
-      for (const [name, listener] of listeners) process.removeListener(name, listener);
+      for (const [name, listener] of listeners) {
+        process.removeListener(name, listener);
+        allowListeners(-1);
+      }
       listeners.clear();
     };
     const onSignal = (name) => {
@@ -744,9 +790,17 @@ export class LedgerClient {
         // A second signal while the failure is being recorded: stop now.
         process.exit(128 + SIGNALS[name].number);
       }
+      stoppedBy = name;
       stopping = (async () => {
         try {
           const recordSignal = async () => {
+            if (run.runId === undefined) {
+              try {
+                await starting;
+              } catch {
+                return; // the run did not start: nothing to end
+              }
+            }
             if (ending) {
               try {
                 await ending;
@@ -791,6 +845,7 @@ export class LedgerClient {
     for (const name of Object.keys(SIGNALS)) {
       const listener = () => onSignal(name);
       listeners.set(name, listener);
+      allowListeners(1);
       process.on(name, listener);
     }
     // A function whose promise never settles while nothing else keeps Node alive (a forgotten
@@ -813,6 +868,7 @@ export class LedgerClient {
       })();
     };
     listeners.set('beforeExit', onBeforeExit);
+    allowListeners(1);
     process.on('beforeExit', onBeforeExit);
     // The signal listeners stay until the terminal event is in the ledger: a SIGTERM during
     // the final send must not end the process with the run still open.
@@ -843,6 +899,23 @@ export class LedgerClient {
         }
       }
     };
+    try {
+      starting = run._start();
+      await starting;
+    } catch (error) {
+      if (stopping) await stopping; // the signal's own ending: the process is going
+      removeListeners();
+      throw error;
+    }
+    if (stopping) {
+      // A signal as the run started: it ended the run failed, and the function is not called
+      // (the process ends with the signal, unless another listener owns the shutdown).
+      await stopping;
+      throw new LedgerStateError(
+        `run ${run.runId}: ${stoppedBy} arrived as it started: recorded ` +
+          `${run.status ?? 'open (the failure could not be recorded)'}, the function not called`,
+      );
+    }
     let value;
     try {
       value = await fn(run);
@@ -882,6 +955,7 @@ export class LedgerClient {
         });
         const text = await readBody(response, this.maxResponseBytes);
         if (response.ok) {
+          this._tokenRefusal = undefined; // the token is valid (see RunHandle._tokenHeld)
           const parsed = parseJson(text);
           if (!parsed.ok) {
             throw new LedgerProtocolError(
@@ -894,6 +968,8 @@ export class LedgerClient {
           return { value: parsed.value, link: response.headers.get('link') };
         }
         const error = apiError(response, text, attempt);
+        // The token refused, for the runs' background sends (RunHandle._tokenHeld).
+        if (response.status === 401) this._tokenRefusal = { error, at: Date.now() };
         if (!error.retriable) throw error;
         lastError = error;
         waitMs = response.status === 503 || response.status === 429 ? error.retryAfterMs : undefined;
@@ -997,8 +1073,22 @@ export class RunHandle {
     if (typeof trigger !== 'string' || typeof connectorVersion !== 'string') {
       throw new LedgerValidationError('trigger', 'trigger and connectorVersion are strings');
     }
+    // A lone surrogate cannot be UTF-8: the ledger refused the RunStarted (a 400 quoting a
+    // codec), as RunNotStartedError, for a name the client can say is wrong before sending.
+    for (const [field, value] of Object.entries({ connectorName, trigger, connectorVersion })) {
+      if (wellFormed(value) !== value) {
+        throw new LedgerValidationError(field, 'holds a lone surrogate (half of a UTF-16 pair)');
+      }
+    }
     if (metadata !== undefined && (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata))) {
       throw new LedgerValidationError('metadata', 'must be an object');
+    }
+    if (metadata !== undefined) {
+      try {
+        JSON.stringify(metadata);
+      } catch (error) {
+        throw new LedgerValidationError('metadata', `cannot be sent as JSON (${jsonFailure(error)})`);
+      }
     }
     checkDelay('progressIntervalMs', progressIntervalMs);
     checkDelay('heartbeatIntervalMs', heartbeatIntervalMs);
@@ -1032,6 +1122,8 @@ export class RunHandle {
     this._pending = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0]));
     this._ready = []; // built events (ids fixed) not yet in the ledger, in order
     this._queue = Promise.resolve();
+    this._waitingFlush = undefined; // the send queued behind the one in flight, not started
+    this._sending = false; // a progress or heartbeat send is in flight
     this._lastEmit = 0;
     this._flushTimer = undefined;
     this._heartbeatTimer = undefined;
@@ -1089,7 +1181,7 @@ export class RunHandle {
     this._lastEmit = Date.now();
     if (this.heartbeatIntervalMs > 0) {
       this._heartbeatTimer = setInterval(() => {
-        this.heartbeat().catch((error) => this.onError(error));
+        this.heartbeat().catch((error) => refused(error) || this.onError(error));
       }, this.heartbeatIntervalMs);
       this._heartbeatTimer.unref();
     }
@@ -1112,14 +1204,22 @@ export class RunHandle {
   progress(counts) {
     this._requireOpen('progress');
     this._addDeltas(readCounters(counts, 'progress'));
-    if (this._ready.length || Date.now() - this._lastEmit >= this.progressIntervalMs) {
+    // The token was refused a moment ago: the counts wait (see _tokenHeld).
+    if (this._tokenHeld()) return Promise.resolve();
+    // Events a failed send left go with the next call, not after the interval. While a send is
+    // in flight its events are in _ready too: that is no reason to send again at once (each
+    // call then queued the next send, and a connector calling progress() per record wrote a
+    // RunProgressed per round trip, hundreds a second, whatever progressIntervalMs).
+    const left = this._ready.length > 0 && !this._sending;
+    if (left || Date.now() - this._lastEmit >= this.progressIntervalMs) {
       return this._flush(false);
     }
     if (!this._flushTimer) {
       const wait = Math.max(0, this.progressIntervalMs - (Date.now() - this._lastEmit));
       this._flushTimer = setTimeout(() => {
         this._flushTimer = undefined;
-        if (this.isOpen) this._flush(false).catch((error) => this.onError(error));
+        // A refusal is reported by _flush itself (it was reported twice).
+        if (this.isOpen) this._flush(false).catch((error) => refused(error) || this.onError(error));
       }, wait);
       this._flushTimer.unref();
     }
@@ -1129,6 +1229,13 @@ export class RunHandle {
   /** Say the run is alive: the pending deltas, or an all-zero RunProgressed. */
   heartbeat() {
     this._requireOpen('heartbeat');
+    if (this._tokenHeld()) {
+      // Not sent with a token the ledger refused a moment ago (see _tokenHeld); handled
+      // here, so a heartbeat not awaited does not crash the process.
+      const refusal = Promise.reject(this.tokenRefused);
+      refusal.catch(() => {});
+      return refusal;
+    }
     return this._flush(true);
   }
 
@@ -1264,10 +1371,23 @@ export class RunHandle {
     return COUNTER_NAMES.some((n) => this._pending[n] > 0);
   }
 
-  /** Queue a send of the ready events and the pending deltas (or a heartbeat). */
+  /** Queue a send of the ready events and the pending deltas (or a heartbeat). At most one
+   * send waits behind the one in flight: a call while one waits joins it (it takes the counts
+   * pending when it starts, this call's included). During an outage a send lasts its retries,
+   * and progress() not awaited, called for each record, queued one more per call: memory grew
+   * for as long as the outage (600 MB in 15 s), and once the ledger was back each of them sent
+   * its own request, whatever progressIntervalMs. */
   _flush(heartbeatIfEmpty) {
-    const send = async () => {
-      if (this._closing || this.status) return;
+    if (this._waitingFlush) {
+      this._waitingFlush.heartbeat ||= heartbeatIfEmpty;
+      return this._waitingFlush.done;
+    }
+    const waiting = { heartbeat: heartbeatIfEmpty, done: undefined };
+    this._waitingFlush = waiting;
+    const sendNow = async () => {
+      this._waitingFlush = undefined; // started: a later call queues the next send
+      const heartbeatIfEmpty = waiting.heartbeat;
+      if (this._closing || this.status || this._tokenHeld()) return;
       // Events a failed send left (their ids fixed: the ledger may hold them) go again first,
       // alone; the counts since stay pending until they are through. However long an outage,
       // the backlog stays one event (and the counts), never thousands that no request could
@@ -1283,7 +1403,16 @@ export class RunHandle {
       if (!this._ready.length) return;
       await this._deliver(this._ready.slice());
     };
+    const send = async () => {
+      this._sending = true;
+      try {
+        await sendNow();
+      } finally {
+        this._sending = false;
+      }
+    };
     const done = this._queue.then(send);
+    waiting.done = done;
     this._queue = done.catch(() => {});
     // progress() and heartbeat() are often not awaited: their failure must not crash the
     // process as an unhandled rejection. An awaited promise still rejects. A retriable failure
@@ -1306,6 +1435,9 @@ export class RunHandle {
         delivered += part.length;
       }
     } catch (error) {
+      // A 401 refused the token (rotated away, revoked), not the events: they stay, for the
+      // next send (see _tokenHeld), or finish() and fail().
+      if (error instanceof LedgerApiError && error.status === 401) throw error;
       // A refusal (an event too large for any request included) is dropped: sent again it
       // would be refused again, before every later report, for ever.
       if (refused(error)) this._ready.splice(0, batch.length - delivered);
@@ -1411,6 +1543,23 @@ export class RunHandle {
         },
       }),
     ];
+  }
+
+  /** The 401 that refused the client's token in its latest answer (cleared by an answer that
+   * succeeds). */
+  get tokenRefused() {
+    return this.client._tokenRefusal?.error;
+  }
+
+  /** True while the client's token was refused (401) less than TOKEN_RETRY_MS ago: no
+   * progress or heartbeat is sent meanwhile. Each refused token counts against the host's
+   * address, and past the API's [api] max_auth_failures (10 a minute) every request from it
+   * is answered 429, the other connectors' valid tokens too: a send per progress interval and
+   * the heartbeats kept the host locked out for as long as the run went on. One try a minute
+   * (for all the client's runs) stays under the limit, and a token valid again is found. */
+  _tokenHeld() {
+    const refusal = this.client._tokenRefusal;
+    return refusal !== undefined && Date.now() - refusal.at < TOKEN_RETRY_MS;
   }
 
   _stopTimers() {

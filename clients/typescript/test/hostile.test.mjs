@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { syncBuiltinESMExports } from 'node:module';
 import os from 'node:os';
-import { afterEach, test } from 'node:test';
+import { afterEach, mock, test } from 'node:test';
 
 import {
   COUNTER_MAX,
@@ -647,6 +647,9 @@ test('bad options are refused naming the option', async () => {
     [{ sourceId: 1, connectorName: 'x'.repeat(101) }, 'connectorName'],
     [{ sourceId: 1, connectorName: 'a\nb' }, 'connectorName'],
     [{ sourceId: 1, connectorName: 'x', metadata: [] }, 'metadata'],
+    [{ sourceId: 1, connectorName: 'x\uD800' }, 'connectorName'],
+    [{ sourceId: 1, connectorName: 'x', trigger: '\uDC00cron' }, 'trigger'],
+    [{ sourceId: 1, connectorName: 'x', connectorVersion: '1.\uD83D' }, 'connectorVersion'],
     [{ sourceId: 1, connectorName: 'x', progressIntervalMs: -5 }, 'progressIntervalMs'],
   ]) {
     await assert.rejects(
@@ -659,6 +662,45 @@ test('bad options are refused naming the option', async () => {
   const run = await ledger.startRun(RUN);
   await assert.rejects(run.finish({ status: 'failed' }), LedgerValidationError);
   await assert.rejects(run.finish({ recordsFetched: -1 }), LedgerValidationError);
+  await run.finish();
+});
+
+test('a value JSON cannot hold (a BigInt, a circle) is a LedgerValidationError naming the event; nothing is sent', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const ledger = client(server.url);
+  const circle = {};
+  circle.self = circle;
+  const started = { type: 'RunStarted', source_id: 1, connector_name: 'x' };
+  for (const [events, field, said] of [
+    [[started, { ...started, metadata: { rows: 2n ** 64n } }], 'events[1]', /BigInt/],
+    [[{ ...started, metadata: circle }], 'events[0]', /circular/],
+  ]) {
+    // A bare TypeError before: no LedgerError, naming neither the event nor the problem.
+    await assert.rejects(
+      ledger.append(events),
+      (error) => error instanceof LedgerValidationError && error.field === field && said.test(error.message),
+    );
+  }
+  for (const metadata of [{ rows: 5n }, circle]) {
+    await assert.rejects(
+      ledger.startRun({ ...RUN, metadata }),
+      (error) => error instanceof LedgerValidationError && error.field === 'metadata',
+    );
+  }
+  assert.equal(server.requests.length, 0);
+});
+
+test('a name that is not a counter is refused even when every object has it (toString, constructor)', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const run = await client(server.url).startRun(RUN);
+  for (const name of ['toString', 'constructor', 'hasOwnProperty', 'valueOf']) {
+    // `name in PROGRESS_FIELDS` took them for counters: the count was ignored without a word.
+    assert.throws(
+      () => run.progress({ [name]: 5 }),
+      (error) => error instanceof LedgerValidationError && error.field === name,
+    );
+    await assert.rejects(run.finish({ [name]: 5 }), LedgerValidationError);
+  }
   await run.finish();
 });
 
@@ -760,6 +802,217 @@ test('a long outage builds no backlog: one event waits, the counts stay pending'
   const fetched = events.reduce((sum, event) => sum + (event.records_fetched ?? 0), 0);
   assert.equal(fetched, 100); // every count reported during the outage arrives
   assert.equal(events.at(-1).type, 'RunFinished');
+});
+
+/** Each count of the RunProgressed and RunFinished events the server got, once per event id
+ * (a resend is a duplicate the ledger keeps once). */
+function countsReceived(requests, field = 'records_fetched') {
+  const events = new Map();
+  for (const request of requests) {
+    for (const event of JSON.parse(request.body)) events.set(event.event_id, event);
+  }
+  return [...events.values()].reduce((sum, event) => sum + (event[field] ?? 0), 0);
+}
+
+test('progress() per record, not awaited: a send in flight does not start the next one before the interval', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const run = await client(server.url).startRun({ ...RUN, progressIntervalMs: 60_000 });
+  run.heartbeat(); // a send in flight: its event stays in the run's queue until it is through
+  for (let record = 0; record < 500; record += 1) {
+    run.progress({ recordsFetched: 1 });
+    await new Promise((next) => setImmediate(next)); // the round trips go on meanwhile
+  }
+  await run.finish();
+  // Each call during a round trip queued the next send: a RunProgressed per round trip (a
+  // hundred here), whatever progressIntervalMs. Now the 60 s interval holds: the counts wait
+  // for the terminal event.
+  const types = server.requests.map((request) => JSON.parse(request.body).map((e) => e.type));
+  assert.deepEqual(types, [['RunStarted'], ['RunProgressed'], ['RunProgressed', 'RunFinished']]);
+  assert.equal(countsReceived(server.requests), 500);
+});
+
+test('progress() not awaited during an outage queues one send, not one per call; nothing is lost', async () => {
+  const server = await outage();
+  const errors = [];
+  const run = await client(server.url, { retries: 0 }).startRun({
+    ...RUN,
+    progressIntervalMs: 0,
+    onError: (error) => errors.push(error),
+  });
+  server.down = true;
+  const calls = [];
+  for (let record = 0; record < 1_000; record += 1) calls.push(run.progress({ recordsFetched: 1 }));
+  await Promise.allSettled(calls);
+  // Each call queued a send of its own, held in memory for the outage (600 MB in 15 s for a
+  // connector calling it per record) and each an attempt: a thousand requests here.
+  assert.ok(server.requests.length <= 3, `${server.requests.length} requests for 1,000 calls`);
+  server.down = false;
+  const back = server.requests.length;
+  await run.finish();
+  assert.equal(countsReceived(server.requests.slice(back)), 1_000);
+  assert.deepEqual(errors, []); // a retriable failure is not a refusal: nothing was dropped
+});
+
+test('a token the ledger refuses mid-run (401) is tried again in the background once a minute; the counts are kept', async () => {
+  const state = { refuse: false };
+  const server = await fake((req, res, body) => {
+    if (state.refuse) {
+      res.writeHead(401, { 'content-type': 'application/problem+json' });
+      res.end(JSON.stringify({ type: 'urn:run-ledger:problem:unauthorized', title: 'Unauthorized', status: 401, detail: 'the bearer token is not valid' }));
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  const errors = [];
+  const run = await client(server.url).startRun({
+    ...RUN,
+    progressIntervalMs: 0,
+    onError: (error) => errors.push(error),
+  });
+  await run.progress({ recordsFetched: 1 });
+  state.refuse = true; // the token was rotated away
+  await assert.rejects(run.progress({ recordsFetched: 2 }), { status: 401 });
+  for (let record = 0; record < 100; record += 1) run.progress({ recordsFetched: 1 });
+  await assert.rejects(run.heartbeat(), { status: 401 });
+  await run.progress({ recordsFetched: 3 }); // counted, not sent
+  // Each send was another refused token from this host: past the API's max_auth_failures (10
+  // a minute) it answered 429 to every request from the host, the other connectors' too.
+  assert.equal(server.requests.length, 3, 'RunStarted, the first progress, the refused one');
+  assert.equal(errors.length, 1); // reported once
+  assert.equal(errors[0].status, 401);
+  assert.equal(run.tokenRefused, errors[0]);
+
+  // A minute on, the next report tries the token again: refused, it waits another minute.
+  mock.timers.enable({ apis: ['Date'], now: Date.now() + 60_000 });
+  try {
+    await assert.rejects(run.progress({ recordsFetched: 4 }), { status: 401 });
+    await run.progress({ recordsFetched: 5 });
+    assert.equal(server.requests.length, 4);
+    state.refuse = false; // the token is valid again (the rotation was undone)
+    mock.timers.tick(60_000);
+    await run.progress({ recordsFetched: 6 }); // the refused events again, then the counts
+    assert.equal(server.requests.length, 6);
+    assert.equal(run.tokenRefused, undefined);
+    assert.equal(countsReceived(server.requests), 1 + 2 + 100 + 3 + 4 + 5 + 6);
+    await run.heartbeat(); // sent again
+    assert.equal(server.requests.length, 7);
+  } finally {
+    mock.timers.reset();
+  }
+  assert.equal((await run.finish()).status, 'success');
+});
+
+test('a token refused (401) keeps the counts for finish(), which tries it at once', async () => {
+  const state = { refuse: false };
+  const server = await fake((req, res, body) => {
+    if (state.refuse) {
+      res.writeHead(401);
+      res.end();
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  const run = await client(server.url).startRun({ ...RUN, progressIntervalMs: 0, onError: () => {} });
+  state.refuse = true;
+  await assert.rejects(run.progress({ recordsFetched: 2 }), { status: 401 });
+  run.progress({ recordsFetched: 3 });
+  state.refuse = false; // within the minute: finish() is the caller's own act, sent at once
+  assert.equal((await run.finish()).status, 'success');
+  assert.equal(countsReceived(server.requests.slice(-1)), 5); // the refused send's counts too
+});
+
+test('withRun: SIGTERM while RunStarted is on its way ends the run that started, failed, without calling the function', async () => {
+  // The ledger stores RunStarted; the signal comes before its answer. The listeners were put in
+  // once the run had started: the process died with the run open, for the sweeper to find.
+  let child;
+  const server = await fake((req, res, body) => {
+    if (JSON.parse(body)[0].type === 'RunStarted') {
+      child.kill('SIGTERM');
+      setTimeout(() => ledgerLike(res, body), 200); // the answer after the signal
+      return;
+    }
+    ledgerLike(res, body);
+  });
+  const index = new URL('../index.mjs', import.meta.url).href;
+  const script =
+    `import { LedgerClient } from ${JSON.stringify(index)};\n` +
+    `const ledger = new LedgerClient({ url: ${JSON.stringify(server.url)}, token: 'token-0123456789abcdef' });\n` +
+    `await ledger.withRun({ sourceId: 1, connectorName: 'early' }, () => { console.log('called'); });\n`;
+  child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let output = '';
+  child.stdout.on('data', (chunk) => (output += chunk));
+  const [code, signal] = await new Promise((done) => child.on('exit', (c, s) => done([c, s])));
+  assert.ok(signal === 'SIGTERM' || code === 143, `exit ${code} ${signal}`); // as the signal would
+  const events = server.requests.flatMap((r) => JSON.parse(r.body));
+  assert.deepEqual(events.map((e) => e.type), ['RunStarted', 'RunFinished']);
+  assert.equal(events[1].status, 'failed');
+  assert.equal(events[1].error_message, 'stopped by SIGTERM');
+  assert.equal(events[1].error_details.reason, 'interrupted');
+  assert.equal(output, ''); // the function was not called
+});
+
+test('twelve withRun at once: no warning of a listener leak, and the process left as it was', async () => {
+  const server = await fake((req, res, body) => ledgerLike(res, body));
+  const warnings = [];
+  const onWarning = (warning) => warnings.push(warning);
+  process.on('warning', onWarning);
+  const before = {
+    most: process.getMaxListeners(),
+    counts: ['SIGTERM', 'SIGINT', 'beforeExit'].map((name) => process.listenerCount(name)),
+  };
+  try {
+    const ledger = client(server.url);
+    let release;
+    const gate = new Promise((resolve) => (release = resolve));
+    const runs = Array.from({ length: 12 }, (_, n) =>
+      ledger.withRun({ ...RUN, sourceId: n + 1 }, () => gate),
+    );
+    while (server.requests.length < 12) await new Promise((next) => setImmediate(next));
+    release();
+    await Promise.all(runs);
+    await new Promise((next) => setImmediate(next)); // a warning is emitted on the next tick
+  } finally {
+    process.removeListener('warning', onWarning);
+  }
+  // Each withRun adds a SIGTERM, a SIGINT and a beforeExit listener until its run ends:
+  // Node's limit of 10 made the eleventh "a possible EventEmitter memory leak" (three warnings).
+  assert.deepEqual(
+    warnings.filter((warning) => warning.name === 'MaxListenersExceededWarning').map(String),
+    [],
+  );
+  assert.equal(process.getMaxListeners(), before.most);
+  assert.deepEqual(
+    ['SIGTERM', 'SIGINT', 'beforeExit'].map((name) => process.listenerCount(name)),
+    before.counts,
+  );
+  const finished = server.requests.flatMap((r) => JSON.parse(r.body)).filter((e) => e.type === 'RunFinished');
+  assert.equal(finished.length, 12);
+});
+
+test('withRun: a second SIGTERM while the first is being recorded ends the process at once (143)', async () => {
+  let child;
+  const server = await fake((req, res, body) => {
+    const [event] = JSON.parse(body);
+    if (event.type === 'RunStarted') {
+      ledgerLike(res, body);
+      setTimeout(() => child.kill('SIGTERM'), 50); // the function is running
+      return;
+    }
+    child.kill('SIGTERM'); // the failure is on its way, the ledger slow to answer: again
+  });
+  const index = new URL('../index.mjs', import.meta.url).href;
+  const script =
+    `import { LedgerClient } from ${JSON.stringify(index)};\n` +
+    `const ledger = new LedgerClient({ url: ${JSON.stringify(server.url)}, token: 'token-0123456789abcdef' });\n` +
+    `await ledger.withRun({ sourceId: 1, connectorName: 'twice', signalGraceMs: 600000 }, () => new Promise((r) => setTimeout(r, 600000)));\n`;
+  const started = Date.now();
+  child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: 'ignore' });
+  const [code, signal] = await new Promise((done) => child.on('exit', (c, s) => done([c, s])));
+  assert.deepEqual([code, signal], [143, null]); // process.exit(128 + 15), not the grace's end
+  assert.ok(Date.now() - started < 60_000, 'it waited for signalGraceMs');
+  const events = server.requests.flatMap((r) => JSON.parse(r.body));
+  assert.deepEqual(events.map((e) => e.type), ['RunStarted', 'RunFinished']);
+  assert.equal(events[1].error_message, 'stopped by SIGTERM'); // on its way when it ended
 });
 
 test('withRun: a function that never settles still ends the run failed before Node exits', async () => {

@@ -662,6 +662,40 @@ for (const backend of backends()) {
       assert.ok(!error.message.includes('not-a-token-of-this-ledger'));
     });
 
+    test('a token refused mid-run (rotated away) waits a minute before it is sent again: the host is not locked out', async () => {
+      // The same process, its token rotated away after the run started: its fetch sends a
+      // token the ledger no longer has.
+      let rotated = false;
+      const stale = 'Bearer ts-rotated-away-0123456789abcdef';
+      const fetchAs = (url, init) =>
+        fetch(url, rotated ? { ...init, headers: { ...init.headers, Authorization: stale } } : init);
+      const errors = [];
+      const connector = new LedgerClient({ url: ledger.url, token: ledger.token, retries: 0, fetch: fetchAs });
+      const run = await connector.startRun({
+        sourceId: 1,
+        connectorName: 'ts-rotated',
+        heartbeatIntervalMs: 0,
+        progressIntervalMs: 0,
+        onError: (error) => errors.push(error),
+      });
+      rotated = true;
+      for (let page = 0; page < 30; page += 1) {
+        await run.progress({ recordsFetched: 10 }).catch(() => {});
+      }
+      // Another connector on this host, its token valid: each refused token counted against
+      // the host's address, and past [api] max_auth_failures (10 a minute) the API answered
+      // 429 to every request from it (RunNotStartedError here).
+      const neighbour = new LedgerClient({ url: ledger.url, token: ledger.token, retries: 0 });
+      const other = await neighbour.startRun({ sourceId: 2, connectorName: 'ts-same-host', heartbeatIntervalMs: 0 });
+      await other.finish();
+      assert.deepEqual(errors.map((error) => error.status), [401]);
+      rotated = false; // the rotation undone: the counts kept go with the terminal event
+      assert.equal((await run.finish()).status, 'success');
+      const { row } = await runState(ledger, run.runId);
+      assert.equal(row.recordsFetched, 300);
+      assert.equal(row.status, 'success');
+    });
+
     for (const [signal, message, code] of [
       ['SIGTERM', 'stopped by SIGTERM', 143],
       ['SIGINT', 'interrupted by Ctrl-C (SIGINT)', 130],
