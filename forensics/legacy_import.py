@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -97,6 +98,7 @@ def import_legacy(
     legacy_rows = read_legacy_rows(ledger, source_url, table)
     result = ImportResult(table=table, rows=len(legacy_rows))
     batches = [facts_for(row) for row in legacy_rows]  # validates every row first
+    _refuse_repeated_ids(table, batches)
     _refuse_unstorable(legacy_rows, batches)
     if legacy_rows:
         _reserve_legacy_run_ids(ledger, legacy_rows, batches)
@@ -132,6 +134,24 @@ def _as_imported(
     imported = {str(event.event_id) for event in facts}
     last = max(event.position for event in history if event.event_id in imported)
     return run_as_of(ledger, run_id, last, history)[0]
+
+
+def _refuse_repeated_ids(table: str, batches: list[list[EventModel]]) -> None:
+    """Refuse, before anything is written, a legacy id that more than one row holds (a table
+    without its primary key): one run cannot be two rows. They were appended as far as the
+    second row's facts, which reuse the first's event ids: a half-made import (the batches
+    before it appended, the allocator raised for good) stopped by an error naming an event id
+    instead of the legacy rows, and every re-run stopped there again."""
+    counts = Counter(events[0].run_id for events in batches)  # each a legacy id: facts_for
+    repeated = sorted(run_id for run_id, count in counts.items() if count > 1 and run_id)
+    if not repeated:
+        return
+    shown = ", ".join(f"{run_id} ({counts[run_id]} rows)" for run_id in repeated[:10])
+    more = f" and {len(repeated) - 10} more" if len(repeated) > 10 else ""
+    raise ValidationError(
+        f"table {table!r}: more than one legacy row has the id {shown}{more}; a legacy id "
+        "becomes the id of one run: remove or renumber the repeated rows; nothing was imported"
+    )
 
 
 def _refuse_unstorable(legacy_rows: list[Row], batches: list[list[EventModel]]) -> None:
@@ -329,6 +349,7 @@ _TIME_COLUMNS = ("startedAt", "completedAt", "createdAt")
 # errorDetails as its text too: a JSON column's type would decode the JSON text null into
 # None, which is SQL NULL.
 _TEXT_READ_COLUMNS = (*_TIME_COLUMNS, "errorDetails")
+_TEXT_COLUMNS = ("connectorName", "status", "errorMessage")
 
 
 class _JsonNull:
@@ -344,8 +365,14 @@ JSON_NULL = _JsonNull()
 
 
 def _normalise(row: dict[str, Any]) -> Row:
+    # A table without completedAt still has its runs' ends compared (NULL: the ledger dates a
+    # RunFinished at the start), one without createdAt has nothing to compare: that column
+    # stays absent (it was reported as "createdAt was null", exit 1, for every row).
+    row.setdefault("completedAt", None)
     for column in _TIME_COLUMNS:
-        value = row.get(column)
+        if column not in row:
+            continue
+        value = row[column]
         if isinstance(value, str):
             written = value
             try:
@@ -361,6 +388,9 @@ def _normalise(row: dict[str, Any]) -> Row:
         if isinstance(value, datetime) and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)  # sessions run in UTC
         row[column] = value
+    for column in _TEXT_COLUMNS:
+        if isinstance(row.get(column), bytes):
+            row[column] = _text(row, column)
     for column in COUNTER_COLUMNS.values():
         if row.get(column) is not None:  # refused here, before anything is appended; NULL
             row[column] = _count(row, column)  # stays NULL: it is compared as it was
@@ -372,6 +402,21 @@ def _normalise(row: dict[str, Any]) -> Row:
             decoded = {"legacy_error_details": details}
         row["errorDetails"] = JSON_NULL if decoded is None else decoded
     return row
+
+
+def _text(row: dict[str, Any], column: str) -> str:
+    """A legacy text column's bytes (a BLOB, a binary column) as the text they encode: the
+    fact holds that text, and the comparison compares it (bytes were a TypeError traceback
+    after the import, when the comparison quoted them); bytes that are not UTF-8 name the row
+    and column."""
+    value: bytes = row[column]
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(
+            f"legacy row id {row.get('id')}: {column}: {quoted(clip(repr(value), 60))} is not "
+            f"UTF-8 text (byte {exc.start + 1}); nothing was imported"
+        ) from None
 
 
 def _count(row: dict[str, Any], column: str) -> int:
@@ -427,6 +472,11 @@ def _event_id(row_id: int, kind: str) -> uuid.UUID:
 def facts_for(row: Row) -> list[EventModel]:
     """The facts a legacy row stands for; ValidationError names the row and the field."""
     started_at = row["startedAt"]
+    if started_at is None:  # was an AttributeError's traceback (exit 1)
+        raise ValidationError(
+            f"legacy row id {row.get('id')}: startedAt is NULL: a run's facts are dated from "
+            "its start; nothing was imported"
+        )
     created_at = row.get("createdAt") or started_at
     try:
         events: list[EventModel] = [
