@@ -5,10 +5,10 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from connectors import options
 from connectors.base import Connector
@@ -20,6 +20,30 @@ SAMPLES = Path(__file__).resolve().parent / "samples"
 SAMPLE_CSV = SAMPLES / "records.csv"
 SAMPLE_JSONL = SAMPLES / "records.jsonl"
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+# The longest line read, in bytes (as http-json's max_page_bytes): a longer one is an error of
+# its line, read past in pieces, never held. A 2 GB line was read whole, then decoded: some
+# 5 GB of memory, or a bare "MemoryError" failing the run (a 400 MB line under a 1 GB limit),
+# or the kernel's OOM killer leaving the run open until the sweeper.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+
+
+def _too_long() -> str:
+    return f"longer than {MAX_LINE_BYTES / 2**20:g} MiB, the longest line read"
+
+
+def _lines(handle: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    """The file's lines (1-based, endings kept); None for one over :data:`MAX_LINE_BYTES`.
+    What a line takes is bounded by the limit (twice it, for the moment its piece and its
+    read buffer are both held), whatever the line's length."""
+    number = 0
+    while raw := handle.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(raw) <= MAX_LINE_BYTES:
+            yield number, raw
+            continue
+        while raw and not raw.endswith(b"\n"):  # the rest of the line, a MiB at a time
+            raw = handle.readline(2**20)
+        yield number, None
 
 
 @dataclass
@@ -144,11 +168,13 @@ class CsvConnector(Connector):
             except csv.Error as exc:
                 raise ValueError(f"{self.path}: {_csv_problem(exc, where)}") from exc
 
-    def _decoded(self, handle: Iterable[bytes], where: _Position) -> Iterator[str]:
+    def _decoded(self, handle: BinaryIO, where: _Position) -> Iterator[str]:
         """The file's lines as text, endings kept (the csv module's ``newline=""``). Decoded
         line by line: a byte that is not UTF-8 names its line, not a position in a buffer."""
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in _lines(handle):
             where.line = number
+            if raw is None:
+                raise ValueError(f"{self.path}: line {number} is {_too_long()}")
             if number == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8) :]
             try:
@@ -200,7 +226,10 @@ class CsvConnector(Connector):
 
     def _json_lines(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
         with self.path.open("rb") as handle:
-            for line, raw in enumerate(handle, start=1):
+            for line, raw in _lines(handle):
+                if raw is None:
+                    yield line, None, _too_long()
+                    continue
                 if line == 1 and raw.startswith(codecs.BOM_UTF8):
                     raw = raw[len(codecs.BOM_UTF8) :]
                 # Each line on its own, like an invalid one: a Latin-1 byte, a 5,000-digit
