@@ -27,7 +27,16 @@ from decimal import Decimal
 from typing import Any
 
 import pydantic
-from sqlalchemy import Connection, MetaData, String, Table, select, type_coerce
+from sqlalchemy import (
+    Connection,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    cast,
+    select,
+    type_coerce,
+)
 from sqlalchemy.exc import NoSuchTableError
 
 from ledger import (
@@ -44,7 +53,7 @@ from ledger import (
 )
 from ledger.batch_checks import MAX_CLOCK_SKEW, event_problems
 from ledger.clock import isoformat_utc, parse_utc
-from ledger.events import IMPORT_PREFIX, RECORDED_NAMES
+from ledger.events import IMPORT_PREFIX, RECORDED_NAMES, TERMINAL_STATUSES
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json, describe_pydantic_errors, payload_json
 from ledger.reads import read_head, read_run, run_states
@@ -321,8 +330,13 @@ def read_legacy_rows(ledger: Ledger, source_url: str | None, table: str) -> list
                 )
             # Times as the driver gives them (SQLite: text), parsed by _normalise, which names
             # the row of a value that is not a time instead of failing inside the driver layer.
+            # SQLite: text as its bytes, decoded by _normalise, which names the row of text
+            # that is not UTF-8 (the driver failed the whole read, exit 1, naming no row).
+            as_bytes = conn.dialect.name == "sqlite"
             columns = [
-                type_coerce(column, String).label(column.name)
+                cast(column, LargeBinary).label(column.name)
+                if as_bytes and column.name in (*_TEXT_COLUMNS, *_TEXT_READ_COLUMNS)
+                else type_coerce(column, String).label(column.name)
                 if column.name in _TEXT_READ_COLUMNS
                 else column
                 for column in legacy.c
@@ -350,6 +364,7 @@ _TIME_COLUMNS = ("startedAt", "completedAt", "createdAt")
 # None, which is SQL NULL.
 _TEXT_READ_COLUMNS = (*_TIME_COLUMNS, "errorDetails")
 _TEXT_COLUMNS = ("connectorName", "status", "errorMessage")
+_LEGACY_STATUSES = ("running", *TERMINAL_STATUSES)  # the legacy ENUM's values
 
 
 class _JsonNull:
@@ -369,6 +384,9 @@ def _normalise(row: dict[str, Any]) -> Row:
     # RunFinished at the start), one without createdAt has nothing to compare: that column
     # stays absent (it was reported as "createdAt was null", exit 1, for every row).
     row.setdefault("completedAt", None)
+    for column in (*_TEXT_COLUMNS, *_TEXT_READ_COLUMNS):
+        if isinstance(row.get(column), bytes):
+            row[column] = _text(row, column)
     for column in _TIME_COLUMNS:
         if column not in row:
             continue
@@ -388,9 +406,6 @@ def _normalise(row: dict[str, Any]) -> Row:
         if isinstance(value, datetime) and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)  # sessions run in UTC
         row[column] = value
-    for column in _TEXT_COLUMNS:
-        if isinstance(row.get(column), bytes):
-            row[column] = _text(row, column)
     for column in COUNTER_COLUMNS.values():
         if row.get(column) is not None:  # refused here, before anything is appended; NULL
             row[column] = _count(row, column)  # stays NULL: it is compared as it was
@@ -476,6 +491,12 @@ def facts_for(row: Row) -> list[EventModel]:
         raise ValidationError(
             f"legacy row id {row.get('id')}: startedAt is NULL: a run's facts are dated from "
             "its start; nothing was imported"
+        )
+    if row["status"] not in _LEGACY_STATUSES:  # was pydantic's list, without the value
+        shown = "NULL" if row["status"] is None else quoted(clip(str(row["status"]), 60))
+        raise ValidationError(
+            f"legacy row id {row.get('id')}: status: {shown} is not a legacy status "
+            f"({', '.join(_LEGACY_STATUSES)}); nothing was imported"
         )
     created_at = row.get("createdAt") or started_at
     try:

@@ -447,10 +447,22 @@ def test_import_legacy_names_a_null_start_and_takes_text_held_as_bytes(tmp_path:
                 )
             result = run("import-legacy", "--db", url)
             assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
-            assert result.stderr == (  # type: ignore[attr-defined]
+            refused = (
                 "Error: legacy row id 7: errorMessage: \"b'caf\\\\xe9'\" is not UTF-8 text "
                 "(byte 4); nothing was imported\n"
             )
+            assert result.stderr == refused  # type: ignore[attr-defined]
+            if store.engine.dialect.name == "sqlite":  # the same bytes as TEXT: the driver's
+                # "Could not decode to UTF-8 column 'errorMessage'", exit 1, naming no row
+                with store.engine.begin() as conn:
+                    conn.execute(
+                        text(
+                            "UPDATE ingestion_runs_legacy SET errorMessage = "
+                            "CAST(X'636166E9' AS TEXT) WHERE id = 7"
+                        )
+                    )
+                result = run("import-legacy", "--db", url)
+                assert (result.exit_code, result.stderr) == (2, refused)  # type: ignore[attr-defined]
             assert store.head().last_position == 0
             with store.engine.begin() as conn:
                 conn.execute(
@@ -483,3 +495,27 @@ def test_import_legacy_of_a_table_without_created_at_reports_no_mismatch(tmp_pat
             summary = json.loads(result.stdout)  # type: ignore[attr-defined]
             assert (summary["imported"], summary["mismatches"]) == (39, [])
             assert table_rows(store)[30002]["createdAt"] == table_rows(store)[30002]["startedAt"]
+
+
+def test_import_legacy_names_a_status_outside_the_legacy_enum(tmp_path: Path) -> None:
+    # It said "status: Input should be 'success', 'partial' or 'failed'", without the value.
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            if store.engine.dialect.name != "sqlite":
+                with store.engine.begin() as conn:
+                    conn.execute(text("ALTER TABLE ingestion_runs MODIFY status VARCHAR(20)"))
+            upgrade(store.engine, url)
+            for status, shown in [("timed_out", '"timed_out"'), ("SUCCESS", '"SUCCESS"')]:
+                with store.engine.begin() as conn:
+                    conn.execute(
+                        text("UPDATE ingestion_runs_legacy SET status = :s WHERE id = 7"),
+                        {"s": status},
+                    )
+                result = run("import-legacy", "--db", url)
+                assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+                assert result.stderr == (  # type: ignore[attr-defined]
+                    f"Error: legacy row id 7: status: {shown} is not a legacy status (running, "
+                    "success, partial, failed); nothing was imported\n"
+                )
+                assert store.head().last_position == 0
