@@ -27,18 +27,10 @@ from decimal import Decimal
 from typing import Any
 
 import pydantic
-from sqlalchemy import (
-    Connection,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    cast,
-    select,
-    type_coerce,
-)
+from sqlalchemy import Connection, MetaData, Table, select
 from sqlalchemy.exc import NoSuchTableError
 
+from forensics.dialects import legacy_text_read
 from ledger import (
     ConfigurationError,
     DatabaseNotFoundError,
@@ -328,16 +320,12 @@ def read_legacy_rows(ledger: Ledger, source_url: str | None, table: str) -> list
                     f"table {table!r} in {mask_url(source.url)} is not a legacy ingestion_runs "
                     f"table: it has no {', '.join(missing)} column"
                 )
-            # Times as the driver gives them (SQLite: text), parsed by _normalise, which names
-            # the row of a value that is not a time instead of failing inside the driver layer.
-            # SQLite: text as its bytes, decoded by _normalise, which names the row of text
-            # that is not UTF-8 (the driver failed the whole read, exit 1, naming no row).
-            as_bytes = conn.dialect.name == "sqlite"
+            # Times and text as text (SQLite: its bytes), decoded and parsed by _normalise,
+            # which names the row of a value that is not UTF-8 or not a time instead of failing
+            # inside the driver layer (exit 1, naming no row).
             columns = [
-                cast(column, LargeBinary).label(column.name)
-                if as_bytes and column.name in (*_TEXT_COLUMNS, *_TEXT_READ_COLUMNS)
-                else type_coerce(column, String).label(column.name)
-                if column.name in _TEXT_READ_COLUMNS
+                legacy_text_read(conn, column)
+                if column.name in (*_TEXT_COLUMNS, *_TEXT_READ_COLUMNS)
                 else column
                 for column in legacy.c
             ]
