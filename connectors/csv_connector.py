@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,32 @@ def _repeated_names(header: Sequence[str]) -> str:
     )
 
 
+class _Unchanged:
+    """Whether the file being read is still the one opened: its size and times as at the
+    open. A file rewritten in place (an exporter's ``open(path, "w")``) or appended to while
+    read was read on at the old offset: the run upserted the first rows of one version and
+    the rest of another, a torn line among them, and ended ``success``."""
+
+    def __init__(self, path: Path, handle: BinaryIO) -> None:
+        self.path = path
+        self.handle = handle
+        self.opened = self._stat()
+
+    def _stat(self) -> tuple[int, int, int]:
+        status = os.fstat(self.handle.fileno())
+        return status.st_size, status.st_mtime_ns, status.st_ctime_ns
+
+    def check(self) -> None:
+        """Raise, naming the file, if it changed since it was opened."""
+        now = self._stat()
+        if now != self.opened:
+            raise ValueError(
+                f"{self.path}: the file changed while it was read ({self.opened[0]:,} bytes "
+                f"when opened, {now[0]:,} now): what was read since cannot be trusted; write "
+                "the file elsewhere and rename it into place, then run again"
+            )
+
+
 @dataclass
 class Batch:
     """Up to ``batch_size`` good records, and the malformed lines met while reading them."""
@@ -127,46 +154,51 @@ class CsvConnector(Connector):
             )
 
     def batches(self) -> Iterator[Batch]:
-        rows = (
-            self._json_lines()
-            if self.path.suffix.lower() in JSON_LINES_SUFFIXES
-            else self._csv_rows()
-        )
-        batch = Batch()
-        for line, record, problem in rows:
-            batch.rows_read += 1
-            external_id = ""
-            if problem is None:
-                assert record is not None
-                external_id = str(record[self.key]).strip()
-                # A JSON Lines record with a lone surrogate (a "\ud800" escape) or a NaN: an
-                # error of its line, not of the batch's upsert and the whole run.
-                problem = unstorable(external_id, record)
-            if problem is not None:
-                batch.problems.append(
-                    (f"line {line}: {problem}", {"line": line, "path": str(self.path)})
-                )
-            else:
-                assert record is not None
-                batch.records.append((external_id, record))
-            if batch.rows_read >= self.batch_size:
-                yield batch
-                batch = Batch()
-        if batch.rows_read:
-            yield batch
-
-    def _csv_rows(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
         with self.path.open("rb") as handle:
-            where = _Position()
-            # strict: a quote never closed swallowed the rest of the file into one field (the
-            # run ended success with one record), and text after a closing quote ("a"x) was
-            # glued to the field. Both now fail the run naming the line; a quote inside an
-            # unquoted field (Smith "J") and every RFC 4180 form read as before.
-            reader = csv.DictReader(self._decoded(handle, where), strict=True)
-            try:
-                yield from self._csv_records(reader, where)
-            except csv.Error as exc:
-                raise ValueError(f"{self.path}: {_csv_problem(exc, where)}") from exc
+            unchanged = _Unchanged(self.path, handle)
+            rows = (
+                self._json_lines(handle)
+                if self.path.suffix.lower() in JSON_LINES_SUFFIXES
+                else self._csv_rows(handle)
+            )
+            batch = Batch()
+            for line, record, problem in rows:
+                batch.rows_read += 1
+                external_id = ""
+                if problem is None:
+                    assert record is not None
+                    external_id = str(record[self.key]).strip()
+                    # A JSON Lines record with a lone surrogate (a "\ud800" escape) or a NaN:
+                    # an error of its line, not of the batch's upsert and the whole run.
+                    problem = unstorable(external_id, record)
+                if problem is not None:
+                    batch.problems.append(
+                        (f"line {line}: {problem}", {"line": line, "path": str(self.path)})
+                    )
+                else:
+                    assert record is not None
+                    batch.records.append((external_id, record))
+                if batch.rows_read >= self.batch_size:
+                    unchanged.check()
+                    yield batch
+                    batch = Batch()
+            unchanged.check()
+            if batch.rows_read:
+                yield batch
+
+    def _csv_rows(
+        self, handle: BinaryIO
+    ) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+        where = _Position()
+        # strict: a quote never closed swallowed the rest of the file into one field (the
+        # run ended success with one record), and text after a closing quote ("a"x) was
+        # glued to the field. Both now fail the run naming the line; a quote inside an
+        # unquoted field (Smith "J") and every RFC 4180 form read as before.
+        reader = csv.DictReader(self._decoded(handle, where), strict=True)
+        try:
+            yield from self._csv_records(reader, where)
+        except csv.Error as exc:
+            raise ValueError(f"{self.path}: {_csv_problem(exc, where)}") from exc
 
     def _decoded(self, handle: BinaryIO, where: _Position) -> Iterator[str]:
         """The file's lines as text, endings kept (the csv module's ``newline=""``). Decoded
@@ -224,44 +256,45 @@ class CsvConnector(Connector):
             else:
                 yield line, dict(row), None
 
-    def _json_lines(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-        with self.path.open("rb") as handle:
-            for line, raw in _lines(handle):
-                if raw is None:
-                    yield line, None, _too_long()
-                    continue
-                if line == 1 and raw.startswith(codecs.BOM_UTF8):
-                    raw = raw[len(codecs.BOM_UTF8) :]
-                # Each line on its own, like an invalid one: a Latin-1 byte, a 5,000-digit
-                # number or 100,000 nested lists failed the whole run (a UnicodeDecodeError,
-                # ValueError or RecursionError naming no line).
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    yield line, None, f"not UTF-8 (byte {exc.start + 1} of the line)"
-                    continue
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    yield line, None, f"not valid JSON ({exc.msg})"
-                    continue
-                except (ValueError, RecursionError) as exc:
-                    yield line, None, f"not valid JSON ({clip(str(exc), 120)})"
-                    continue
-                if not isinstance(record, dict):
-                    yield line, None, f"expected a JSON object, got {type(record).__name__}"
-                elif self.key not in record:
-                    # visible: a field name is data (a "\ud800" escape, a newline, an ESC)
-                    fields = ", ".join(clip(visible(str(n)), 40) for n in list(record)[:8])
-                    yield (
-                        line,
-                        None,
-                        f"missing key {self.key!r} (the record has {fields or 'no field'}; "
-                        "--key names the field that identifies a record)",
-                    )
-                elif record[self.key] in (None, ""):
-                    yield line, None, f"empty key {self.key!r}"
-                else:
-                    yield line, record, None
+    def _json_lines(
+        self, handle: BinaryIO
+    ) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+        for line, raw in _lines(handle):
+            if raw is None:
+                yield line, None, _too_long()
+                continue
+            if line == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            # Each line on its own, like an invalid one: a Latin-1 byte, a 5,000-digit
+            # number or 100,000 nested lists failed the whole run (a UnicodeDecodeError,
+            # ValueError or RecursionError naming no line).
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield line, None, f"not UTF-8 (byte {exc.start + 1} of the line)"
+                continue
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield line, None, f"not valid JSON ({exc.msg})"
+                continue
+            except (ValueError, RecursionError) as exc:
+                yield line, None, f"not valid JSON ({clip(str(exc), 120)})"
+                continue
+            if not isinstance(record, dict):
+                yield line, None, f"expected a JSON object, got {type(record).__name__}"
+            elif self.key not in record:
+                # visible: a field name is data (a "\ud800" escape, a newline, an ESC)
+                fields = ", ".join(clip(visible(str(n)), 40) for n in list(record)[:8])
+                yield (
+                    line,
+                    None,
+                    f"missing key {self.key!r} (the record has {fields or 'no field'}; "
+                    "--key names the field that identifies a record)",
+                )
+            elif record[self.key] in (None, ""):
+                yield line, None, f"empty key {self.key!r}"
+            else:
+                yield line, record, None
