@@ -6,6 +6,7 @@ import codecs
 import csv
 import json
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,9 @@ class _Unchanged:
     def __init__(self, path: Path, handle: BinaryIO) -> None:
         self.path = path
         self.handle = handle
+        # A pipe (a FIFO, /dev/stdin) is a stream, its times move with each write: only a
+        # regular file has a version to keep to.
+        self.regular = stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
         self.opened = self._stat()
 
     def _stat(self) -> tuple[int, int, int]:
@@ -99,7 +103,7 @@ class _Unchanged:
     def check(self) -> None:
         """Raise, naming the file, if it changed since it was opened."""
         now = self._stat()
-        if now != self.opened:
+        if self.regular and now != self.opened:
             raise ValueError(
                 f"{self.path}: the file changed while it was read ({self.opened[0]:,} bytes "
                 f"when opened, {now[0]:,} now): what was read since cannot be trusted; write "
