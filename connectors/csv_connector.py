@@ -86,7 +86,7 @@ class _Unchanged:
     """Whether the file being read is still the one opened: its size and times as at the
     open. A file rewritten in place (an exporter's ``open(path, "w")``) or appended to while
     read was read on at the old offset: the run upserted the first rows of one version and
-    the rest of another, a torn line among them, and ended ``success``."""
+    the rest of another, a torn line among them, and ended ``success`` or ``partial``."""
 
     def __init__(self, path: Path, handle: BinaryIO) -> None:
         self.path = path
