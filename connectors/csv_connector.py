@@ -5,10 +5,12 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import os
+import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from connectors import options
 from connectors.base import Connector
@@ -20,6 +22,30 @@ SAMPLES = Path(__file__).resolve().parent / "samples"
 SAMPLE_CSV = SAMPLES / "records.csv"
 SAMPLE_JSONL = SAMPLES / "records.jsonl"
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+# The longest line read, in bytes (as http-json's max_page_bytes): a longer one is an error of
+# its line, read past in pieces, never held. A 2 GB line was read whole, then decoded: some
+# 5 GB of memory, or a bare "MemoryError" failing the run (a 400 MB line under a 1 GB limit),
+# or the kernel's OOM killer leaving the run open until the sweeper.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+
+
+def _too_long() -> str:
+    return f"longer than {MAX_LINE_BYTES / 2**20:g} MiB, the longest line read"
+
+
+def _lines(handle: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    """The file's lines (1-based, endings kept); None for one over :data:`MAX_LINE_BYTES`.
+    What a line takes is bounded by the limit (twice it, for the moment its piece and its
+    read buffer are both held), whatever the line's length."""
+    number = 0
+    while raw := handle.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(raw) <= MAX_LINE_BYTES:
+            yield number, raw
+            continue
+        while raw and not raw.endswith(b"\n"):  # the rest of the line, a MiB at a time
+            raw = handle.readline(2**20)
+        yield number, None
 
 
 @dataclass
@@ -54,6 +80,35 @@ def _repeated_names(header: Sequence[str]) -> str:
         for name, numbers in columns.items()
         if len(numbers) > 1
     )
+
+
+class _Unchanged:
+    """Whether the file being read is still the one opened: its size and times as at the
+    open. A file rewritten in place (an exporter's ``open(path, "w")``) or appended to while
+    read was read on at the old offset: the run upserted the first rows of one version and
+    the rest of another, a torn line among them, and ended ``success`` or ``partial``."""
+
+    def __init__(self, path: Path, handle: BinaryIO) -> None:
+        self.path = path
+        self.handle = handle
+        # A pipe (a FIFO, /dev/stdin) is a stream, its times move with each write: only a
+        # regular file has a version to keep to.
+        self.regular = stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
+        self.opened = self._stat()
+
+    def _stat(self) -> tuple[int, int, int]:
+        status = os.fstat(self.handle.fileno())
+        return status.st_size, status.st_mtime_ns, status.st_ctime_ns
+
+    def check(self) -> None:
+        """Raise, naming the file, if it changed since it was opened."""
+        now = self._stat()
+        if self.regular and now != self.opened:
+            raise ValueError(
+                f"{self.path}: the file changed while it was read ({self.opened[0]:,} bytes "
+                f"when opened, {now[0]:,} now): what was read since cannot be trusted; write "
+                "the file elsewhere and rename it into place, then run again"
+            )
 
 
 @dataclass
@@ -103,52 +158,59 @@ class CsvConnector(Connector):
             )
 
     def batches(self) -> Iterator[Batch]:
-        rows = (
-            self._json_lines()
-            if self.path.suffix.lower() in JSON_LINES_SUFFIXES
-            else self._csv_rows()
-        )
-        batch = Batch()
-        for line, record, problem in rows:
-            batch.rows_read += 1
-            external_id = ""
-            if problem is None:
-                assert record is not None
-                external_id = str(record[self.key]).strip()
-                # A JSON Lines record with a lone surrogate (a "\ud800" escape) or a NaN: an
-                # error of its line, not of the batch's upsert and the whole run.
-                problem = unstorable(external_id, record)
-            if problem is not None:
-                batch.problems.append(
-                    (f"line {line}: {problem}", {"line": line, "path": str(self.path)})
-                )
-            else:
-                assert record is not None
-                batch.records.append((external_id, record))
-            if batch.rows_read >= self.batch_size:
-                yield batch
-                batch = Batch()
-        if batch.rows_read:
-            yield batch
-
-    def _csv_rows(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
         with self.path.open("rb") as handle:
-            where = _Position()
-            # strict: a quote never closed swallowed the rest of the file into one field (the
-            # run ended success with one record), and text after a closing quote ("a"x) was
-            # glued to the field. Both now fail the run naming the line; a quote inside an
-            # unquoted field (Smith "J") and every RFC 4180 form read as before.
-            reader = csv.DictReader(self._decoded(handle, where), strict=True)
-            try:
-                yield from self._csv_records(reader, where)
-            except csv.Error as exc:
-                raise ValueError(f"{self.path}: {_csv_problem(exc, where)}") from exc
+            unchanged = _Unchanged(self.path, handle)
+            rows = (
+                self._json_lines(handle)
+                if self.path.suffix.lower() in JSON_LINES_SUFFIXES
+                else self._csv_rows(handle)
+            )
+            batch = Batch()
+            for line, record, problem in rows:
+                batch.rows_read += 1
+                external_id = ""
+                if problem is None:
+                    assert record is not None
+                    external_id = str(record[self.key]).strip()
+                    # A JSON Lines record with a lone surrogate (a "\ud800" escape) or a NaN:
+                    # an error of its line, not of the batch's upsert and the whole run.
+                    problem = unstorable(external_id, record)
+                if problem is not None:
+                    batch.problems.append(
+                        (f"line {line}: {problem}", {"line": line, "path": str(self.path)})
+                    )
+                else:
+                    assert record is not None
+                    batch.records.append((external_id, record))
+                if batch.rows_read >= self.batch_size:
+                    unchanged.check()
+                    yield batch
+                    batch = Batch()
+            unchanged.check()
+            if batch.rows_read:
+                yield batch
 
-    def _decoded(self, handle: Iterable[bytes], where: _Position) -> Iterator[str]:
+    def _csv_rows(
+        self, handle: BinaryIO
+    ) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+        where = _Position()
+        # strict: a quote never closed swallowed the rest of the file into one field (the
+        # run ended success with one record), and text after a closing quote ("a"x) was
+        # glued to the field. Both now fail the run naming the line; a quote inside an
+        # unquoted field (Smith "J") and every RFC 4180 form read as before.
+        reader = csv.DictReader(self._decoded(handle, where), strict=True)
+        try:
+            yield from self._csv_records(reader, where)
+        except csv.Error as exc:
+            raise ValueError(f"{self.path}: {_csv_problem(exc, where)}") from exc
+
+    def _decoded(self, handle: BinaryIO, where: _Position) -> Iterator[str]:
         """The file's lines as text, endings kept (the csv module's ``newline=""``). Decoded
         line by line: a byte that is not UTF-8 names its line, not a position in a buffer."""
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in _lines(handle):
             where.line = number
+            if raw is None:
+                raise ValueError(f"{self.path}: line {number} is {_too_long()}")
             if number == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8) :]
             try:
@@ -198,41 +260,45 @@ class CsvConnector(Connector):
             else:
                 yield line, dict(row), None
 
-    def _json_lines(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-        with self.path.open("rb") as handle:
-            for line, raw in enumerate(handle, start=1):
-                if line == 1 and raw.startswith(codecs.BOM_UTF8):
-                    raw = raw[len(codecs.BOM_UTF8) :]
-                # Each line on its own, like an invalid one: a Latin-1 byte, a 5,000-digit
-                # number or 100,000 nested lists failed the whole run (a UnicodeDecodeError,
-                # ValueError or RecursionError naming no line).
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    yield line, None, f"not UTF-8 (byte {exc.start + 1} of the line)"
-                    continue
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    yield line, None, f"not valid JSON ({exc.msg})"
-                    continue
-                except (ValueError, RecursionError) as exc:
-                    yield line, None, f"not valid JSON ({clip(str(exc), 120)})"
-                    continue
-                if not isinstance(record, dict):
-                    yield line, None, f"expected a JSON object, got {type(record).__name__}"
-                elif self.key not in record:
-                    # visible: a field name is data (a "\ud800" escape, a newline, an ESC)
-                    fields = ", ".join(clip(visible(str(n)), 40) for n in list(record)[:8])
-                    yield (
-                        line,
-                        None,
-                        f"missing key {self.key!r} (the record has {fields or 'no field'}; "
-                        "--key names the field that identifies a record)",
-                    )
-                elif record[self.key] in (None, ""):
-                    yield line, None, f"empty key {self.key!r}"
-                else:
-                    yield line, record, None
+    def _json_lines(
+        self, handle: BinaryIO
+    ) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+        for line, raw in _lines(handle):
+            if raw is None:
+                yield line, None, _too_long()
+                continue
+            if line == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            # Each line on its own, like an invalid one: a Latin-1 byte, a 5,000-digit
+            # number or 100,000 nested lists failed the whole run (a UnicodeDecodeError,
+            # ValueError or RecursionError naming no line).
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield line, None, f"not UTF-8 (byte {exc.start + 1} of the line)"
+                continue
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield line, None, f"not valid JSON ({exc.msg})"
+                continue
+            except (ValueError, RecursionError) as exc:
+                yield line, None, f"not valid JSON ({clip(str(exc), 120)})"
+                continue
+            if not isinstance(record, dict):
+                yield line, None, f"expected a JSON object, got {type(record).__name__}"
+            elif self.key not in record:
+                # visible: a field name is data (a "\ud800" escape, a newline, an ESC)
+                fields = ", ".join(clip(visible(str(n)), 40) for n in list(record)[:8])
+                yield (
+                    line,
+                    None,
+                    f"missing key {self.key!r} (the record has {fields or 'no field'}; "
+                    "--key names the field that identifies a record)",
+                )
+            elif record[self.key] in (None, ""):
+                yield line, None, f"empty key {self.key!r}"
+            else:
+                yield line, record, None

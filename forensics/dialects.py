@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Column as SqlColumn
+from sqlalchemy import Connection, LargeBinary, String, cast, inspect, text, type_coerce
+from sqlalchemy.sql.elements import ColumnElement
 
 from forensics.legacy_shape import Column, Shape
 from ledger import Ledger
@@ -41,6 +43,16 @@ def found_triggers(conn: Connection) -> list[FoundTrigger]:
     (:func:`ledger.dialects.catalogued_triggers`)."""
     rows = catalogued_triggers(conn, table=TABLE)
     return _sqlite_triggers(rows) if is_sqlite(conn) else _mysql_triggers(rows)
+
+
+def legacy_text_read(conn: Connection, column: SqlColumn[Any]) -> ColumnElement[Any]:
+    """A legacy table's text ``column`` as ``ledger import-legacy`` reads it, to decode and
+    parse it itself, naming the row of a value it cannot take: on SQLite its bytes (a TEXT
+    column keeps any bytes, and the driver's decoding failed the whole read naming no row),
+    on MariaDB/MySQL its text (the server converts it to the connection's utf8mb4)."""
+    if is_sqlite(conn):
+        return cast(column, LargeBinary).label(column.name)
+    return type_coerce(column, String).label(column.name)
 
 
 def definition_kind(dialect: str) -> str:

@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pydantic
-from sqlalchemy import Connection, MetaData, String, Table, select, type_coerce
+from sqlalchemy import Connection, MetaData, Table, select
 from sqlalchemy.exc import NoSuchTableError
 
+from forensics.dialects import legacy_text_read
 from ledger import (
     ConfigurationError,
     DatabaseNotFoundError,
@@ -43,7 +45,7 @@ from ledger import (
 )
 from ledger.batch_checks import MAX_CLOCK_SKEW, event_problems
 from ledger.clock import isoformat_utc, parse_utc
-from ledger.events import IMPORT_PREFIX, RECORDED_NAMES
+from ledger.events import IMPORT_PREFIX, RECORDED_NAMES, TERMINAL_STATUSES
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json, describe_pydantic_errors, payload_json
 from ledger.reads import read_head, read_run, run_states
@@ -97,6 +99,7 @@ def import_legacy(
     legacy_rows = read_legacy_rows(ledger, source_url, table)
     result = ImportResult(table=table, rows=len(legacy_rows))
     batches = [facts_for(row) for row in legacy_rows]  # validates every row first
+    _refuse_repeated_ids(table, batches)
     _refuse_unstorable(legacy_rows, batches)
     if legacy_rows:
         _reserve_legacy_run_ids(ledger, legacy_rows, batches)
@@ -132,6 +135,24 @@ def _as_imported(
     imported = {str(event.event_id) for event in facts}
     last = max(event.position for event in history if event.event_id in imported)
     return run_as_of(ledger, run_id, last, history)[0]
+
+
+def _refuse_repeated_ids(table: str, batches: list[list[EventModel]]) -> None:
+    """Refuse, before anything is written, a legacy id that more than one row holds (a table
+    without its primary key): one run cannot be two rows. They were appended as far as the
+    second row's facts, which reuse the first's event ids: a half-made import (the batches
+    before it appended, the allocator raised for good) stopped by an error naming an event id
+    instead of the legacy rows, and every re-run stopped there again."""
+    counts = Counter(events[0].run_id for events in batches)  # each a legacy id: facts_for
+    repeated = sorted(run_id for run_id, count in counts.items() if count > 1 and run_id)
+    if not repeated:
+        return
+    shown = ", ".join(f"{run_id} ({counts[run_id]} rows)" for run_id in repeated[:10])
+    more = f" and {len(repeated) - 10} more" if len(repeated) > 10 else ""
+    raise ValidationError(
+        f"table {table!r}: more than one legacy row has the id {shown}{more}; a legacy id "
+        "becomes the id of one run: remove or renumber the repeated rows; nothing was imported"
+    )
 
 
 def _refuse_unstorable(legacy_rows: list[Row], batches: list[list[EventModel]]) -> None:
@@ -299,11 +320,12 @@ def read_legacy_rows(ledger: Ledger, source_url: str | None, table: str) -> list
                     f"table {table!r} in {mask_url(source.url)} is not a legacy ingestion_runs "
                     f"table: it has no {', '.join(missing)} column"
                 )
-            # Times as the driver gives them (SQLite: text), parsed by _normalise, which names
-            # the row of a value that is not a time instead of failing inside the driver layer.
+            # Times and text as text (SQLite: its bytes), decoded and parsed by _normalise,
+            # which names the row of a value that is not UTF-8 or not a time instead of failing
+            # inside the driver layer (exit 1, naming no row).
             columns = [
-                type_coerce(column, String).label(column.name)
-                if column.name in _TEXT_READ_COLUMNS
+                legacy_text_read(conn, column)
+                if column.name in (*_TEXT_COLUMNS, *_TEXT_READ_COLUMNS)
                 else column
                 for column in legacy.c
             ]
@@ -329,6 +351,8 @@ _TIME_COLUMNS = ("startedAt", "completedAt", "createdAt")
 # errorDetails as its text too: a JSON column's type would decode the JSON text null into
 # None, which is SQL NULL.
 _TEXT_READ_COLUMNS = (*_TIME_COLUMNS, "errorDetails")
+_TEXT_COLUMNS = ("connectorName", "status", "errorMessage")
+_LEGACY_STATUSES = ("running", *TERMINAL_STATUSES)  # the legacy ENUM's values
 
 
 class _JsonNull:
@@ -344,8 +368,17 @@ JSON_NULL = _JsonNull()
 
 
 def _normalise(row: dict[str, Any]) -> Row:
+    # A table without completedAt still has its runs' ends compared (NULL: the ledger dates a
+    # RunFinished at the start), one without createdAt has nothing to compare: that column
+    # stays absent (it was reported as "createdAt was null", exit 1, for every row).
+    row.setdefault("completedAt", None)
+    for column in (*_TEXT_COLUMNS, *_TEXT_READ_COLUMNS):
+        if isinstance(row.get(column), bytes):
+            row[column] = _text(row, column)
     for column in _TIME_COLUMNS:
-        value = row.get(column)
+        if column not in row:
+            continue
+        value = row[column]
         if isinstance(value, str):
             written = value
             try:
@@ -372,6 +405,21 @@ def _normalise(row: dict[str, Any]) -> Row:
             decoded = {"legacy_error_details": details}
         row["errorDetails"] = JSON_NULL if decoded is None else decoded
     return row
+
+
+def _text(row: dict[str, Any], column: str) -> str:
+    """A legacy text column's bytes (a BLOB, a binary column) as the text they encode: the
+    fact holds that text, and the comparison compares it (bytes were a TypeError traceback
+    after the import, when the comparison quoted them); bytes that are not UTF-8 name the row
+    and column."""
+    value: bytes = row[column]
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(
+            f"legacy row id {row.get('id')}: {column}: {quoted(clip(repr(value), 60))} is not "
+            f"UTF-8 text (byte {exc.start + 1}); nothing was imported"
+        ) from None
 
 
 def _count(row: dict[str, Any], column: str) -> int:
@@ -427,6 +475,17 @@ def _event_id(row_id: int, kind: str) -> uuid.UUID:
 def facts_for(row: Row) -> list[EventModel]:
     """The facts a legacy row stands for; ValidationError names the row and the field."""
     started_at = row["startedAt"]
+    if started_at is None:  # was an AttributeError's traceback (exit 1)
+        raise ValidationError(
+            f"legacy row id {row.get('id')}: startedAt is NULL: a run's facts are dated from "
+            "its start; nothing was imported"
+        )
+    if row["status"] not in _LEGACY_STATUSES:  # was pydantic's list, without the value
+        shown = "NULL" if row["status"] is None else quoted(clip(str(row["status"]), 60))
+        raise ValidationError(
+            f"legacy row id {row.get('id')}: status: {shown} is not a legacy status "
+            f"({', '.join(_LEGACY_STATUSES)}); nothing was imported"
+        )
     created_at = row.get("createdAt") or started_at
     try:
         events: list[EventModel] = [

@@ -6,13 +6,16 @@ compared exactly on both databases."""
 from __future__ import annotations
 
 import json
+import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from connectors import SAMPLE_CSV, CsvConnector, Spool
+from connectors import SAMPLE_CSV, CsvConnector, Spool, csv_connector
+from connectors.csv_connector import Batch
 from connectors.schema import source_records
 from ledger import Ledger
 from projections import Projector
@@ -192,6 +195,84 @@ def test_a_csv_file_python_cannot_read_fails_the_run_naming_the_line(
         result, failure = connector.record(connector.context(ledger, spool=spool))
         assert result.status == "failed"
         assert str(failure) == f"{path}: {expected}"
+
+
+def test_a_line_over_the_limit_is_an_error_of_its_line_never_held_whole(
+    ledger: Ledger, spool: Spool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A line was read whole, then decoded: a 2 GB line took some 5 GB of memory (a 400 MB
+    # line under a 1 GB limit failed the run as a bare "MemoryError: ", naming nothing). The
+    # limit (64 MiB) set to 1 MiB here, so that a 16 MiB line stands for the 2 GB one.
+    monkeypatch.setattr(csv_connector, "MAX_LINE_BYTES", 2**20)
+    long_line = b"x" * 16 * 2**20
+    too_long = "longer than 1 MiB, the longest line read"
+    csv_path, jsonl_path = tmp_path / "long.csv", tmp_path / "long.jsonl"
+    csv_path.write_bytes(b"id,v\n1,a\n2," + long_line + b"\n3,c\n")
+    jsonl_path.write_bytes(b'{"id": "1"}\n{"id": "2", "v": "' + long_line + b'"}\n{"id": "3"}\n')
+    outcomes = []
+    for path in (csv_path, jsonl_path):
+        connector = CsvConnector(1, path)
+        tracemalloc.start()
+        try:
+            result, failure = connector.record(connector.context(ledger, spool=spool))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < len(long_line) // 2, path.name
+        outcomes.append((result.status, result.totals["records_created"], str(failure)))
+    assert outcomes[0] == ("failed", 0, f"{csv_path}: line 3 is {too_long}")
+    assert outcomes[1] == ("partial", 2, "None")
+    errors = finished(ledger, result.run_id)["error_details"]["errors"]
+    assert [e["message"] for e in errors] == [f"line 2: {too_long}"]
+
+
+class _RewrittenAfterItsFirstBatch(CsvConnector):
+    """A csv connector whose file an exporter rewrites in place (``open(path, "w")``) once
+    the first batch was read."""
+
+    def __init__(self, path: Path, content: bytes) -> None:
+        super().__init__(1, path, batch_size=100)
+        self.content = content
+
+    def batches(self) -> Iterator[Batch]:
+        for number, batch in enumerate(super().batches()):
+            yield batch
+            if number == 0:
+                with self.path.open("r+b") as handle:  # the same file, as "w" rewrites it
+                    handle.truncate(0)
+                    handle.write(self.content)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_file_rewritten_while_read_fails_the_run_naming_it(
+    ledger: Ledger, spool: Spool, tmp_path: Path, suffix: str
+) -> None:
+    # It was read on at the old offset: 331 rows of the old file, then the new one from its
+    # 187th row, and the run ended success with records of two versions.
+    def rows(first: int, name: str) -> bytes:
+        if suffix == ".csv":
+            return b"id,name\n" + b"".join(
+                b"%d,%s-%d\n" % (i, name.encode(), i) for i in range(first, first + 5000)
+            )
+        return b"".join(
+            b'{"id": "%d", "name": "%s-%d"}\n' % (i, name.encode(), i)
+            for i in range(first, first + 5000)
+        )
+
+    path = tmp_path / f"export{suffix}"
+    old = rows(1, "name")
+    path.write_bytes(old)
+    connector = _RewrittenAfterItsFirstBatch(path, rows(100001, "renamed"))
+    result, failure = connector.record(connector.context(ledger, spool=spool))
+    assert (result.status, result.totals["records_created"]) == ("failed", 100)
+    assert str(failure) == (
+        f"{path}: the file changed while it was read ({len(old):,} bytes when opened, "
+        f"{path.stat().st_size:,} now): what was read since cannot be trusted; write the file "
+        "elsewhere and rename it into place, then run again"
+    )
+    with ledger.engine.connect() as conn:
+        names = conn.execute(select(source_records.c.external_id)).scalars().all()
+    assert sorted(names, key=int) == [str(i) for i in range(1, 101)]
 
 
 def test_a_batch_size_that_is_not_a_whole_number_is_refused_by_config_check(

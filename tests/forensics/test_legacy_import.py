@@ -10,12 +10,14 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from freezegun import freeze_time
 from sqlalchemy import text
 
 from forensics.audit import audit_run
+from forensics.legacy_import import import_legacy
 from forensics.verify import verify_all
-from ledger import Ledger, sweep
+from ledger import Ledger, ValidationError, sweep
 from ledger.urls import mask_url
 from migrations.runner import upgrade
 from projections import Projector, rebuild
@@ -362,3 +364,158 @@ def test_import_legacy_gives_back_empty_details_and_reports_json_null(tmp_path: 
             rebuild(store)
             assert table_rows(store)[7]["errorDetails"] == {}
             assert verify_all(store).ok
+
+
+def _without_its_primary_key(store: Ledger) -> None:
+    """The seeded legacy table copied without its primary key, as a table kept by hand (or
+    dumped and restored without its keys) may be: nothing stops two rows of one id."""
+    with store.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE legacy_copy AS SELECT * FROM ingestion_runs"))
+        conn.execute(text("DROP TABLE ingestion_runs"))
+        conn.execute(text("ALTER TABLE legacy_copy RENAME TO ingestion_runs"))
+
+
+def test_import_legacy_refuses_two_rows_of_one_id_before_appending(tmp_path: Path) -> None:
+    # Before: the batches before the second row were appended, the allocator raised to the
+    # highest legacy id for good, and the import stopped on "event_id … is already stored …
+    # for a different fact" naming no legacy row; every re-run stopped there again.
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            _without_its_primary_key(store)
+            with store.engine.begin() as conn:
+                conn.execute(  # a second row 30002, the 39th row: in the second batch of 38
+                    text(
+                        "INSERT INTO ingestion_runs SELECT id, sourceId, connectorName, "
+                        "startedAt, completedAt, duration, 'failed', recordsFetched, "
+                        "recordsCreated, recordsUpdated, recordsSkipped, claimsCreated, "
+                        "'again', errorDetails, coverageCellsUpdated, createdAt "
+                        "FROM ingestion_runs WHERE id IN (30002, 5)"
+                    )
+                )
+            upgrade(store.engine, url)  # continues the allocator above the legacy ids
+            before = store.head()
+            expected = (
+                "table 'ingestion_runs_legacy': more than one legacy row has the id 5 (2 rows), "
+                "30002 (2 rows); a legacy id becomes the id of one run: remove or renumber the "
+                "repeated rows; nothing was imported"
+            )
+            with pytest.raises(ValidationError) as refused:
+                import_legacy(store, rows_per_batch=38)
+            assert str(refused.value) == expected
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+            assert result.stderr == f"Error: {expected}\n"  # type: ignore[attr-defined]
+            assert store.head() == before
+            assert before.last_position == 0
+
+
+def test_import_legacy_names_a_null_start_and_takes_text_held_as_bytes(tmp_path: Path) -> None:
+    # A NULL startedAt was an AttributeError's traceback (exit 1); a connectorName or
+    # errorMessage held as bytes (a SQLite BLOB, a MariaDB VARBINARY) was imported, then the
+    # comparison's TypeError traceback (exit 1) hid the summary; bytes that are not UTF-8 were
+    # refused as "Input should be a valid string" without the value.
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            if store.engine.dialect.name == "sqlite":
+                _without_its_primary_key(store)  # and its NOT NULL
+            with store.engine.begin() as conn:
+                if store.engine.dialect.name != "sqlite":
+                    conn.execute(
+                        text(
+                            "ALTER TABLE ingestion_runs MODIFY startedAt DATETIME NULL, "
+                            "MODIFY connectorName VARBINARY(100) NOT NULL, "
+                            "MODIFY errorMessage BLOB NULL"
+                        )
+                    )
+                conn.execute(text("UPDATE ingestion_runs SET startedAt = NULL WHERE id = 7"))
+            upgrade(store.engine, url)
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+            assert result.stderr == (  # type: ignore[attr-defined]
+                "Error: legacy row id 7: startedAt is NULL: a run's facts are dated from its "
+                "start; nothing was imported\n"
+            )
+            with store.engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "UPDATE ingestion_runs_legacy SET startedAt = '2026-01-28 01:12:07', "
+                        "errorMessage = :bad WHERE id = 7"
+                    ),
+                    {"bad": b"caf\xe9"},
+                )
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+            refused = (
+                "Error: legacy row id 7: errorMessage: \"b'caf\\\\xe9'\" is not UTF-8 text "
+                "(byte 4); nothing was imported\n"
+            )
+            assert result.stderr == refused  # type: ignore[attr-defined]
+            if store.engine.dialect.name == "sqlite":  # the same bytes as TEXT: the driver's
+                # "Could not decode to UTF-8 column 'errorMessage'", exit 1, naming no row
+                with store.engine.begin() as conn:
+                    conn.execute(
+                        text(
+                            "UPDATE ingestion_runs_legacy SET errorMessage = "
+                            "CAST(X'636166E9' AS TEXT) WHERE id = 7"
+                        )
+                    )
+                result = run("import-legacy", "--db", url)
+                assert (result.exit_code, result.stderr) == (2, refused)  # type: ignore[attr-defined]
+            assert store.head().last_position == 0
+            with store.engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "UPDATE ingestion_runs_legacy SET errorMessage = :message, "
+                        "connectorName = :name WHERE id = 7"
+                    ),
+                    {"message": "café 😀".encode(), "name": b"SOURCE_2"},
+                )
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+            assert json.loads(result.stdout)["mismatches"] == []  # type: ignore[attr-defined]
+            row = table_rows(store)[7]
+            assert (row["connectorName"], row["errorMessage"]) == ("SOURCE_2", "café 😀")
+
+
+def test_import_legacy_of_a_table_without_created_at_reports_no_mismatch(tmp_path: Path) -> None:
+    # A legacy table without createdAt (the import dates it from startedAt) was reported
+    # "createdAt was null, the ledger gives …" for every row, exit 1.
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            with store.engine.begin() as conn:
+                if store.engine.dialect.name == "sqlite":
+                    conn.execute(text("DROP INDEX IF EXISTS idx_ingestion_runs_createdAt"))
+                conn.execute(text("ALTER TABLE ingestion_runs DROP COLUMN createdAt"))
+            upgrade(store.engine, url)
+            result = run("import-legacy", "--db", url)
+            assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+            summary = json.loads(result.stdout)  # type: ignore[attr-defined]
+            assert (summary["imported"], summary["mismatches"]) == (39, [])
+            assert table_rows(store)[30002]["createdAt"] == table_rows(store)[30002]["startedAt"]
+
+
+def test_import_legacy_names_a_status_outside_the_legacy_enum(tmp_path: Path) -> None:
+    # It said "status: Input should be 'success', 'partial' or 'failed'", without the value.
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            seed_legacy_table(store)
+            if store.engine.dialect.name != "sqlite":
+                with store.engine.begin() as conn:
+                    conn.execute(text("ALTER TABLE ingestion_runs MODIFY status VARCHAR(20)"))
+            upgrade(store.engine, url)
+            for status, shown in [("timed_out", '"timed_out"'), ("SUCCESS", '"SUCCESS"')]:
+                with store.engine.begin() as conn:
+                    conn.execute(
+                        text("UPDATE ingestion_runs_legacy SET status = :s WHERE id = 7"),
+                        {"s": status},
+                    )
+                result = run("import-legacy", "--db", url)
+                assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+                assert result.stderr == (  # type: ignore[attr-defined]
+                    f"Error: legacy row id 7: status: {shown} is not a legacy status (running, "
+                    "success, partial, failed); nothing was imported\n"
+                )
+                assert store.head().last_position == 0
