@@ -53,7 +53,9 @@ def read_events_page(
 ) -> list[RecordedEvent]:
     """Up to ``limit`` events after position ``after`` (and at most ``up_to``), on ``conn``."""
     # The replay's hot path: one SQL string per dialect, rows as the driver's plain tuples
-    # (without a SQLAlchemy Row made of each), read in one call.
+    # (without a SQLAlchemy Row made of each), read in one call. In the transaction ``conn``
+    # has begun (the projector's); on a connection that has begun none (Ledger.read_page),
+    # the one statement is its own snapshot, and the pool's reset ends what it opened.
     return events_from_driver(read_rows_page(conn, after, limit, up_to), stored_time_reader)
 
 
