@@ -36,7 +36,7 @@ from ledger.errors import (
 )
 from ledger.events import MAX_RUN_ID, EventModel, RunStarted
 from ledger.hashing import content_from_values, link
-from ledger.recorded import AppendResult, RecordedEvent
+from ledger.recorded import AppendResult, RecordedEvent, recorded_event
 from ledger.rules import RunState, apply_event
 from ledger.schema import HEAD_ROW_ID
 
@@ -166,7 +166,7 @@ class Appender:
                 *values, isoformat_utc(event.occurred_at), recorded_text, event.actor
             )
             hash_ = link(prev_hash, content)
-            recorded = RecordedEvent(
+            recorded = recorded_event(
                 *values, event.occurred_at, self.now, event.actor, prev_hash, hash_
             )
             prev_hash = hash_

@@ -72,7 +72,8 @@ def prepare_batch(
     for index, event in enumerate(batch):
         payload, found = event_problems(event, now)
         payloads.append(payload)
-        problems.extend(replace(p, index=index) for p in found)
+        if found:
+            problems.extend(replace(p, index=index) for p in found)
         if event.run_ref is not None:
             if isinstance(event, RunStarted):
                 if event.run_ref in defined_refs:

@@ -285,10 +285,11 @@ def _refuse(value: str, info: ValidationInfo, *checks: NameCheck) -> str:
     from storage (``RECORDED_NAMES``) are taken as they were written."""
     if info.context and info.context.get("recorded_names"):
         return value
-    found = first_problem(*((check, value) for check in checks))
-    if found is not None:
-        error_type, problem = found
-        raise PydanticCustomError(error_type, "{problem}", {"problem": problem})
+    # first_problem's loop, written out: every name of every event built comes through here.
+    for error_type, check in checks:
+        problem = check(value)
+        if problem is not None:
+            raise PydanticCustomError(error_type, "{problem}", {"problem": problem})
     return value
 
 

@@ -7,6 +7,7 @@ hash chain is computed over, and the upcasters that bring payloads written under
 
 from __future__ import annotations
 
+import _json
 import copy
 import difflib
 import json
@@ -86,9 +87,30 @@ _CANONICAL_ENCODER = json.JSONEncoder(
 )
 
 
+# The C encoder that _CANONICAL_ENCODER.encode builds afresh on every call, built once: without
+# the circular-reference check, whose dict of the containers being encoded is the one state
+# it keeps between calls. A value that fails here (a cycle, a number JSON cannot hold, a type
+# it does not know) is encoded again the long way, which raises its own error.
+_ENCODE_ONCE = _json.make_encoder(
+    None,  # no markers: no circular-reference check
+    _json_default,
+    json.encoder.encode_basestring,
+    None,  # no indent
+    ":",
+    ",",
+    True,  # sort_keys
+    False,  # skipkeys
+    False,  # allow_nan
+)
+
+
 def canonical_json(value: object) -> str:
     """Deterministic JSON: sorted keys, no spaces, UTF-8 kept, UTC timestamps with microseconds."""
-    return _CANONICAL_ENCODER.encode(value)
+    try:
+        return "".join(_ENCODE_ONCE(value, 0))
+    except (ValueError, TypeError, RecursionError):
+        # The long way says what is wrong (a cycle: "Circular reference detected").
+        return _CANONICAL_ENCODER.encode(value)
 
 
 def payload_of(event: EventModel) -> dict[str, Any]:
@@ -374,16 +396,16 @@ def written_fields(
     )
     if written is None:
         return None
-    values = {
-        **payload,
-        "type": event_type,
-        "event_id": _uuid_from_text(event_id),
-        "run_id": run_id,
-        "run_ref": None,
-        "occurred_at": occurred_at,
-        "actor": actor,
-        "schema_version": schema_version,
-    }
+    # In the model's field order (its __dict__'s, which model_from_fields takes as it is):
+    # every field None (run_ref stays so), then the payload's values and the envelope's.
+    values = dict.fromkeys(written.fields)
+    values.update(payload)  # its keys are the type's payload fields (written_envelope)
+    values["type"] = event_type
+    values["event_id"] = _uuid_from_text(event_id)
+    values["run_id"] = run_id
+    values["occurred_at"] = occurred_at
+    values["actor"] = actor
+    values["schema_version"] = schema_version
     for name, check in written.others:
         value = values[name] = check(payload[name])
         if value is _REFUSED:
@@ -458,6 +480,7 @@ class _Written:
     keys: frozenset[str]
     counters: tuple[str, ...]
     others: tuple[tuple[str, Callable[[Any], Any]], ...]
+    fields: tuple[str, ...]  # every field of the model, in its order
 
 
 _WRITTEN = {
@@ -465,17 +488,20 @@ _WRITTEN = {
         _PAYLOAD_KEYS[name],
         COUNTER_FIELDS if name in _WITH_COUNTERS else (),
         tuple(_OTHER_FIELDS[name].items()),
+        _FIELD_ORDER[name],
     )
     for name in _OTHER_FIELDS
 }
 
 
 def model_from_fields(event_type: str, fields: dict[str, Any]) -> EventModel:
-    """The model holding ``fields`` (from :func:`written_fields`), as validation builds it:
-    what ``model_construct`` does, without its per-field defaults and aliases (every field is
-    given). The state set is pydantic's own (``__getstate__``), which the tests compare."""
+    """The model holding ``fields`` (a new dict from :func:`written_fields`, every field in the
+    model's order), as validation builds it: what ``model_construct`` does, without its
+    per-field defaults and aliases (every field is given). ``fields`` becomes the model's own
+    ``__dict__``, not copied: the caller gives it up. The state set is pydantic's own
+    (``__getstate__``), which the tests compare."""
     event = object.__new__(EVENT_TYPES[event_type])
-    object.__setattr__(event, "__dict__", {name: fields[name] for name in _FIELD_ORDER[event_type]})
+    object.__setattr__(event, "__dict__", fields)
     object.__setattr__(event, "__pydantic_fields_set__", set(_FIELDS_SET[event_type]))
     object.__setattr__(event, "__pydantic_extra__", None)
     object.__setattr__(event, "__pydantic_private__", None)

@@ -52,11 +52,11 @@ def read_events_page(
     conn: Connection, after: int, limit: int, up_to: int | None = None
 ) -> list[RecordedEvent]:
     """Up to ``limit`` events after position ``after`` (and at most ``up_to``), on ``conn``."""
-    # The replay's hot path: one SQL string per dialect, rows as plain tuples.
-    sql = _page_sql(driver_placeholder(conn), time_as_text(conn), up_to is not None)
-    params = (after, limit) if up_to is None else (after, up_to, limit)
-    rows = conn.exec_driver_sql(sql, params).fetchall()  # in one call, not row by row
-    return events_from_driver(rows, stored_time_reader)
+    # The replay's hot path: one SQL string per dialect, rows as the driver's plain tuples
+    # (without a SQLAlchemy Row made of each), read in one call. In the transaction ``conn``
+    # has begun (the projector's); on a connection that has begun none (Ledger.read_page),
+    # the one statement is its own snapshot, and the pool's reset ends what it opened.
+    return events_from_driver(read_rows_page(conn, after, limit, up_to), stored_time_reader)
 
 
 def read_rows_page(

@@ -532,12 +532,19 @@ class Ledger:
         while remaining is None or remaining > 0:
             page = batch_size if remaining is None else min(batch_size, remaining)
             rows = self.read_page(position, page, up_to)
-            yield from rows
-            if len(rows) < page:
+            count = len(rows)
+            if count:
+                position = rows[-1].position
+            # Each event handed over is let go by the page: one the caller drops is freed at
+            # once (with the model its .event built), rather than kept for the garbage
+            # collector to go over again and again until the page ends.
+            rows.reverse()
+            while rows:
+                yield rows.pop()
+            if count < page:
                 return
-            position = rows[-1].position
             if remaining is not None:
-                remaining -= len(rows)
+                remaining -= count
 
     def read_page(self, after: int, limit: int, up_to: int | None = None) -> list[RecordedEvent]:
         """One page of events after ``after`` (and at most ``up_to``): the unit a tailing

@@ -7,8 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ledger.clock import isoformat_utc, parse_utc
+from ledger.clock import ensure_utc, isoformat_utc, parse_utc
 
 NOON = datetime(2026, 1, 28, 12, 0, tzinfo=UTC)
 
@@ -69,3 +71,28 @@ def test_refusals_say_what_is_wrong_without_repeating_the_text() -> None:
 def test_an_offset_past_the_last_utc_time_is_kept_with_keep_offset() -> None:
     late = parse_utc("9999-12-31T23:59:59-14:00", naive="utc", keep_offset=True)
     assert late.tzinfo == timezone(timedelta(hours=-14))
+
+
+LONGEST_OFFSET = timedelta(hours=23, minutes=59)
+
+
+def isoformat_the_long_way(value: datetime) -> str:
+    """isoformat_utc as it was written before it used datetime.isoformat."""
+    value = ensure_utc(value)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+        f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z"
+    )
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.builds(timezone, st.timedeltas(-LONGEST_OFFSET, LONGEST_OFFSET)),
+    )
+    | st.datetimes(timezones=st.just(UTC))
+)
+def test_isoformat_utc_is_the_long_way_for_every_time(moment: datetime) -> None:
+    assert isoformat_utc(moment) == isoformat_the_long_way(moment)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -810,3 +811,18 @@ def test_in_memory_sqlite_shared_by_threads() -> None:
     append_from_threads(memory, threads=6, runs_each=20, events_each=4)
     assert memory.head().last_position == 6 * 20 * 5
     assert verify_chain(memory).ok
+
+
+def test_read_all_lets_go_of_each_event_it_handed_over(ledger: Ledger) -> None:
+    # A replay that drops each event as it goes frees it (and the model its .event built) at
+    # once, instead of the page keeping them all for the garbage collector to go over.
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=i) for i in range(1, 6)])
+    events = ledger.read_all(batch_size=4)
+    first = next(events)
+    assert first.event.type == "RunStarted"
+    gone = weakref.ref(first)
+    del first
+    second = next(events)  # the page of four is still being read
+    assert gone() is None
+    assert [second.position, *(event.position for event in events)] == [2, 3, 4, 5, 6]

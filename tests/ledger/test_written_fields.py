@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import RunFinished, RunProgressed, RunStarted, RunTimedOut, ValidationError
+from ledger import mapper as mapper_module
 from ledger import recorded as recorded_module
 from ledger.clock import isoformat_utc
 from ledger.dialects import stored_time_reader
@@ -436,3 +437,96 @@ def test_a_model_made_without_validation_is_stored_as_model_dump_stores_it() -> 
         assert payload_json(event) == canonical_json(dumped)
     missing = RunTimedOut.model_construct(run_id=1, detected_by="sweeper")  # no reason
     assert payload_of(missing) == missing.model_dump(mode="python", exclude=set(ENVELOPE_FIELDS))
+
+
+# ------------------------------------------------- the append's shortcuts (2026-12-06 afternoon)
+
+json_like = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # NaN and infinities too: refused alike
+    | st.text(st.characters(codec=None, exclude_categories=()), max_size=8)
+    | st.datetimes(timezones=st.just(UTC))
+    | st.uuids(),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+        | st.dictionaries(st.integers(-3, 3) | st.booleans() | st.none(), inner, max_size=3)
+        | st.dictionaries(st.text(max_size=2) | st.integers(0, 2), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def encoded_the_long_way(value: object) -> str | tuple[type[BaseException], str]:
+    """What canonical_json gave before its encoder was built once: the text, or the error."""
+    try:
+        return mapper_module._CANONICAL_ENCODER.encode(value)
+    except (ValueError, TypeError, RecursionError) as exc:
+        return type(exc), str(exc)
+
+
+def encoded(value: object) -> str | tuple[type[BaseException], str]:
+    try:
+        return canonical_json(value)
+    except (ValueError, TypeError, RecursionError) as exc:
+        return type(exc), str(exc)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=json_like)
+def test_canonical_json_with_its_encoder_built_once_is_the_long_way(value: object) -> None:
+    assert encoded(value) == encoded_the_long_way(value)
+
+
+def test_canonical_json_refuses_what_the_long_way_refuses_with_its_words() -> None:
+    cycle: dict[str, Any] = {}
+    cycle["self"] = cycle
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    for value in (cycle, [cycle], deep, float("nan"), {"a": object()}, {1: 1, "b": 2}):
+        assert encoded(value) == encoded_the_long_way(value)
+        assert isinstance(encoded(value), tuple)
+    assert encoded(cycle) == (ValueError, "Circular reference detected")
+    # And the encoder kept no state from the failures: the next value encodes as before.
+    assert canonical_json({"b": [1, 2.5], "a": "é"}) == '{"a":"é","b":[1,2.5]}'
+
+
+recorded_columns = st.tuples(
+    st.integers(),
+    st.text(max_size=36),
+    st.integers(),
+    st.integers(),
+    st.text(max_size=12),
+    st.integers(),
+    st.text(max_size=20),
+    st.datetimes(timezones=st.just(UTC)),
+    st.datetimes(timezones=st.just(UTC)),
+    st.none() | st.text(max_size=8),
+    st.text(max_size=64),
+    st.text(max_size=64),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(columns=recorded_columns)
+def test_recorded_event_is_what_the_constructor_makes(columns: tuple[Any, ...]) -> None:
+    quick, constructed = recorded_module.recorded_event(*columns), RecordedEvent(*columns)
+    assert type(quick) is RecordedEvent
+    assert quick == constructed
+    assert list(vars(quick).items()) == list(vars(constructed).items())  # the same order
+    assert repr(quick) == repr(constructed)
+    assert hash(quick) == hash(constructed)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.position = 0  # type: ignore[misc]
+
+
+def test_recorded_event_refuses_a_column_too_many_or_too_few() -> None:
+    columns = (1, "e", 1, 1, "RunStarted", 1, "{}", datetime.now(UTC), datetime.now(UTC))
+    with pytest.raises(ValueError, match="zip"):
+        recorded_module.recorded_event(*columns, None, "0" * 64)
+    with pytest.raises(ValueError, match="zip"):
+        recorded_module.recorded_event(*columns, None, "0" * 64, "1" * 64, "extra")
