@@ -263,13 +263,16 @@ class CommandGroup(click.Group):
     def option_order_hint(self, ctx: click.Context, option: str, args: list[str]) -> str | None:
         """Where ``option`` goes: after the name of the command that takes it (the one named
         later on the line, else each of this group's that does), or None when none does."""
-        named = [word for word in args if word in self.commands]
-        candidates = [self.commands[named[0]]] if named else list(self.commands.values())
-        paths = [
-            path
-            for command in candidates
-            for path in _paths_taking(command, option, f"{ctx.command_path} {command.name}")
-        ]
+        named = [self.commands[word] for word in args if word in self.commands][:1]
+        paths: list[str] = []
+        for candidates in (named, list(self.commands.values())):
+            paths = [
+                path
+                for command in candidates
+                for path in _paths_taking(command, option, f"{ctx.command_path} {command.name}")
+            ]
+            if paths:
+                break
         if not paths:
             return None
         shown = ", ".join(f"{path} {option} …" for path in paths[:3])

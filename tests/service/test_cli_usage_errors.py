@@ -109,6 +109,10 @@ def test_db_before_the_command_says_where_it_goes() -> None:
             "--config goes after the command's name: ledger serve --config …",
         ),
         (["--format=json", "status"], "--format goes after the command's name: ledger status"),
+        (  # a value that is a command's name: the command that takes the option is named
+            ["runs", "--status", "show", "list"],
+            "--status goes after the command's name: ledger runs list --status …",
+        ),
     ],
 )
 def test_an_option_before_its_command_says_where_it_goes(args: list[str], said: str) -> None:
