@@ -244,8 +244,15 @@ class CsvConnector(Connector):
                 "column needs a name of its own"
             )
         if self.key not in header:
+            if header[0].lstrip().startswith(("{", "[")):  # JSON in a file named otherwise
+                raise ValueError(
+                    f"{self.path}: the file holds JSON, read as CSV here: only a file named "
+                    f"{' or '.join(JSON_LINES_SUFFIXES)} is read as JSON Lines (one object per "
+                    "line; `jq -c '.[]' FILE` turns a JSON array into them)"
+                )
             raise ValueError(
-                f"{self.path}: no {self.key!r} column in the header ({', '.join(header)})"
+                f"{self.path}: no {self.key!r} column in the header ({', '.join(header)}); "
+                "--key names the column that identifies a record"
             )
         width = len(header)
         for row in reader:

@@ -7,12 +7,18 @@
 // In your own project: `npm install /path/to/run-ledger/clients/typescript` and import from
 // '@run-ledger/client'; this example imports the file so it runs from a clone as it is.
 
-import { LedgerClient } from '../clients/typescript/index.mjs';
+import {
+  LedgerApiError,
+  LedgerClient,
+  LedgerNetworkError,
+  LedgerValidationError,
+  RunNotStartedError,
+} from '../clients/typescript/index.mjs';
 
 const url = process.env.LEDGER_API_URL;
 const token = process.env.LEDGER_API_TOKEN;
 if (!url || !token) {
-  console.error('set LEDGER_API_URL and LEDGER_API_TOKEN (a token with the append scope)');
+  console.error('Error: set LEDGER_API_URL and LEDGER_API_TOKEN (a token with the append scope)');
   process.exit(2);
 }
 
@@ -35,7 +41,35 @@ async function* fetchPages() {
   for (const page of PAGES) yield page;
 }
 
-const client = new LedgerClient({ url, token });
+// One `Error:` line and the `ledger` command's exit codes, never a stack trace: 2 the caller's
+// mistake (a URL that is not one, a token the API refuses), 3 the environment (no API
+// answering at the URL, or one failing), 1 anything else.
+function fail(error) {
+  const cause = error instanceof RunNotStartedError && error.cause ? error.cause : error;
+  let code = 1;
+  let hint = '';
+  if (cause instanceof LedgerValidationError) {
+    code = 2;
+    hint = ' (check LEDGER_API_URL and LEDGER_API_TOKEN)';
+  } else if (cause instanceof LedgerNetworkError) {
+    code = 3;
+    hint = ` (is \`ledger api\` running at LEDGER_API_URL=${url}?)`;
+  } else if (cause instanceof LedgerApiError) {
+    code = cause.status >= 500 || cause.status === 429 || cause.status === 408 ? 3 : 2;
+    if (cause.status === 401) hint = ' (LEDGER_API_TOKEN is not a token of that API)';
+    if (cause.status === 403) hint = ' (LEDGER_API_TOKEN needs the append scope)';
+  }
+  const message = String(error?.message ?? error).replace(/[\r\n]+/g, ' ');
+  console.error(`Error: ${message}${hint}`);
+  process.exit(code);
+}
+
+let client;
+try {
+  client = new LedgerClient({ url, token });
+} catch (error) {
+  fail(error);
+}
 
 // connectorSDK.ts: startRun(sourceId, connectorName) → ingestion_runs row `running`.
 const result = await client.withRun(
@@ -62,6 +96,6 @@ const result = await client.withRun(
     // connectorSDK.ts: completeRun(runId, 'success'): the pending counts go out first.
     return run.finish();
   },
-);
+).catch(fail);
 
 console.log(JSON.stringify(result));

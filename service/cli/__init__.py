@@ -27,6 +27,7 @@ from service.cli.errors import (
     ProblemFound,
     exit_code_for,
 )
+from service.cli.options import CommandGroup
 from service.cli.output import OutputError, guard_stdout
 
 ExitCode = str | int | None  # what sys.exit takes
@@ -86,10 +87,11 @@ def add_verbose_everywhere(command: click.Command) -> None:
             add_verbose_everywhere(subcommand)
 
 
-class LedgerGroup(click.Group):
+class LedgerGroup(CommandGroup):
     """The ``ledger`` group: Ctrl-C in any command is one line and exit 130 (commands that
-    handle SIGINT themselves, like ``project --follow`` and ``serve``, still exit 0), and no
-    usage error echoes a control or format character."""
+    handle SIGINT themselves, like ``project --follow`` and ``serve``, still exit 0), no usage
+    error echoes a control or format character, and an option before the command's name says
+    where it goes."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:

@@ -34,6 +34,7 @@ from service.cli.ledgers import check_writable, open_or_start_ledger, opened_led
 from service.cli.options import (
     DURATION,
     SOURCE_ID,
+    CommandGroup,
     F,
     Integer,
     db_option,
@@ -93,7 +94,7 @@ def run_options(command: F) -> F:
     return command
 
 
-@click.group("run")
+@click.group("run", cls=CommandGroup)
 def run_group() -> None:
     """Run one shipped connector once, recorded in the ledger (exit 1 unless success)."""
 
@@ -216,7 +217,7 @@ def execute_connector(
         sys.exit(EXIT_PROBLEM)
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def spool() -> None:
     """The local spool of events that could not reach the ledger."""
 

@@ -241,3 +241,53 @@ def check_actor(ctx: click.Context, param: click.Parameter, value: str | None) -
     else:
         message = visible(problem)
     raise click.BadParameter(message, ctx=ctx, param=param)
+
+
+class CommandGroup(click.Group):
+    """A group of commands whose options go after a command's name: one given before it
+    (``ledger runs --db URL list``, ``ledger run --source-id 3 csv``) is refused naming the
+    command that takes it and where it goes, not only "No such option"."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as error:
+            hint = self.option_order_hint(ctx, error.option_name.split("=")[0], args)
+            if hint is None:
+                raise
+            option = error.option_name.split("=")[0]
+            vars(error)["message"] = f"No such option: {option} before the command; {hint}"
+            vars(error)["possibilities"] = []
+            raise
+
+    def option_order_hint(self, ctx: click.Context, option: str, args: list[str]) -> str | None:
+        """Where ``option`` goes: after the name of the command that takes it (the one named
+        later on the line, else each of this group's that does), or None when none does."""
+        named = [self.commands[word] for word in args if word in self.commands][:1]
+        paths: list[str] = []
+        for candidates in (named, list(self.commands.values())):
+            paths = [
+                path
+                for command in candidates
+                for path in _paths_taking(command, option, f"{ctx.command_path} {command.name}")
+            ]
+            if paths:
+                break
+        if not paths:
+            return None
+        shown = ", ".join(f"{path} {option} …" for path in paths[:3])
+        more = f" (and {len(paths) - 3} more)" if len(paths) > 3 else ""
+        return f"{option} goes after the command's name: {shown}{more}"
+
+
+def _paths_taking(command: click.Command, option: str, path: str) -> list[str]:
+    """The command lines (``ledger runs list``) of ``command`` and the commands under it that
+    take ``option``."""
+    if isinstance(command, click.Group):
+        return [
+            found
+            for name, sub in command.commands.items()
+            for found in _paths_taking(sub, option, f"{path} {name}")
+        ]
+    takes = any(option in param.opts for param in command.params if isinstance(param, click.Option))
+    return [path] if takes else []

@@ -29,6 +29,7 @@ from service.cli.options import (
     FILE,
     RUN_ID,
     SOURCE_ID,
+    CommandGroup,
     F,
     Integer,
     actor_option,
@@ -54,7 +55,7 @@ from service.config import load_config
 from service.status import status_report
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def runs() -> None:
     """Read runs from ingestion_runs, now or as they were at a past moment."""
 

@@ -15,7 +15,7 @@ from ledger.text import wrap_cells
 from ledger.urls import mask_url
 from service.cli.errors import EXIT_OK, BadInput, library_errors, remember_url_source
 from service.cli.ledgers import note_created
-from service.cli.options import FILE, Integer
+from service.cli.options import FILE, CommandGroup, Integer
 from service.config import (
     checked_config,
     load_config,
@@ -94,7 +94,7 @@ def announce_unless_logged(line: str) -> None:
         click.echo(line, err=True)
 
 
-@click.group("config")
+@click.group("config", cls=CommandGroup)
 def config_group() -> None:
     """The ledger serve configuration file."""
 

@@ -330,6 +330,37 @@ def test_a_csv_file_the_reader_would_misread_fails_the_run_naming_file_and_line(
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        # The JSON Lines message said which option names the key; the CSV one did not.
+        (
+            "stations.csv",
+            "station_id,name\nS1,a\n",
+            "no 'id' column in the header (station_id, name); --key names the column that "
+            "identifies a record",
+        ),
+        # JSON in a file not named .jsonl was read as CSV: "no 'id' column in the header
+        # ({"station_id": 1})", the JSON shown as a header.
+        (
+            "stations.json",
+            '{"station_id": 1, "name": "a"}\n',
+            "the file holds JSON, read as CSV here: only a file named .jsonl or .ndjson is "
+            "read as JSON Lines",
+        ),
+        ("export.csv", '[{"id": 1}]\n', "the file holds JSON, read as CSV here"),
+    ],
+)
+def test_a_file_without_the_key_column_says_how_to_read_it(
+    ledger: Ledger, spool: Spool, tmp_path: Path, name: str, text: str, expected: str
+) -> None:
+    path = write(tmp_path / name, text)
+    connector = CsvConnector(1, path)
+    result, failure = connector.record(connector.context(ledger, spool=spool))
+    assert result.status == "failed"
+    assert str(failure).startswith(f"{path}: {expected}"), str(failure)
+
+
 def test_every_rfc_4180_form_and_a_quote_inside_a_bare_field_still_read(
     ledger: Ledger, spool: Spool, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from ledger import Ledger
@@ -86,6 +87,50 @@ def test_db_before_the_command_says_where_it_goes() -> None:
     other = CliRunner().invoke(cli, ["--dbx", "status"])
     assert other.exit_code == 2
     assert "No such option '--dbx'" in other.output
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["runs", "--db", "sqlite:///x.db", "list"],
+            "--db goes after the command's name: ledger runs list --db …",
+        ),
+        (
+            ["run", "--source-id", "3", "csv"],
+            "--source-id goes after the command's name: ledger run csv --source-id …",
+        ),
+        (
+            ["spool", "--spool-dir", "x", "status"],
+            "--spool-dir goes after the command's name: ledger spool status --spool-dir …",
+        ),
+        (
+            ["--config", "ledger.toml", "serve"],
+            "--config goes after the command's name: ledger serve --config …",
+        ),
+        (["--format=json", "status"], "--format goes after the command's name: ledger status"),
+        (  # a value that is a command's name: the command that takes the option is named
+            ["runs", "--status", "show", "list"],
+            "--status goes after the command's name: ledger runs list --status …",
+        ),
+    ],
+)
+def test_an_option_before_its_command_says_where_it_goes(args: list[str], said: str) -> None:
+    """`ledger runs --db URL list`, `ledger run --source-id 3 csv`, `ledger --config FILE
+    serve` said only "No such option", as if the command took no such option; `--db` before
+    the command alone was explained. Each option a command under the group takes is named
+    with that command, nothing run."""
+    result = CliRunner().invoke(cli, args, prog_name="ledger")
+    assert result.exit_code == 2, result.output
+    assert said in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_option_no_command_takes_is_still_no_such_option() -> None:
+    result = CliRunner().invoke(cli, ["runs", "--nope", "list"], prog_name="ledger")
+    assert result.exit_code == 2
+    assert "No such option '--nope'" in result.output
+    assert "goes after" not in result.output
 
 
 def test_a_word_where_a_number_goes_is_called_a_number_not_a_range() -> None:
