@@ -321,6 +321,7 @@ def test_verify_names_a_row_planted_below_position_1(
     assert f"position {position} is below position 1" in (chain.problem or "")
     report = verify_all(ledger)
     assert [(p.check, p.position) for p in report.by_check("chain")] == [("chain", position)]
+    assert report.by_check("chain")[0].where() == [("position", position)]  # 0 is a position
     result = run("verify", "--db", db_url)
     assert result.exit_code == 1  # type: ignore[attr-defined]
     assert f"position {position} is below position 1" in result.stdout  # type: ignore[attr-defined]
