@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -538,6 +539,50 @@ def test_a_writer_behind_the_database_keeps_the_databases_time(
         run_id = ledger.start_run(1, "SOURCE_1", occurred_at=real_now + timedelta(minutes=4))
         assert ledger.clock() >= real_now
     assert ledger.read_run(run_id)[0].recorded_at >= real_now
+
+
+def test_recorded_at_is_the_ledgers_clock_once_the_head_lock_is_granted(
+    backend: str, db_url: str
+) -> None:
+    """The ledger's clock is read with the head lock, not before waiting for it: an append
+    that waited behind another transaction holding the head records a time no earlier than
+    the moment that transaction let go. On MariaDB the clock came from ``UTC_TIMESTAMP(6)`` in
+    the locking statement, which the server evaluates once as the statement starts: an
+    append that waited 50 s for the lock was stamped 50 s before it could write, before
+    events that committed while it waited were visible to anyone. (SQLite reads this
+    machine's clock in Python once ``BEGIN IMMEDIATE`` returned.)"""
+    previous = use_clock(None)  # the ledger's clock as in production: the server's on MariaDB
+    writer, holder = Ledger.from_url(db_url), Ledger.from_url(db_url)
+    try:
+        run_id = writer.start_run(1, "SOURCE_1")
+        appended: list[RecordedEvent] = []
+        waiting = threading.Thread(
+            target=lambda: appended.extend(
+                writer.append([RunProgressed(run_id=run_id, records_fetched=1)]).events
+            )
+        )
+        lock = "" if backend == "sqlite" else " FOR UPDATE"
+        with holder.transaction("hold the head") as conn:
+            conn.execute(text(f"SELECT last_position FROM ledger_head WHERE id = 1{lock}"))
+            waiting.start()
+            if backend == "mysql":  # until the append is seen waiting for the head
+                deadline = time.monotonic() + 30
+                with holder.engine.connect() as watcher:
+                    while not watcher.execute(
+                        text(
+                            "SELECT COUNT(*) FROM information_schema.INNODB_TRX "
+                            "WHERE trx_state = 'LOCK WAIT'"
+                        )
+                    ).scalar_one():
+                        assert time.monotonic() < deadline, "the append never waited"
+                        time.sleep(0.01)
+            released_at = holder.clock()
+        waiting.join(60)
+    finally:
+        writer.close()
+        holder.close()
+        use_clock(previous)
+    assert appended[0].recorded_at >= released_at, (appended[0].recorded_at, released_at)
 
 
 # ---------------------------------------------------------------- I6 tamper-evident
