@@ -10,7 +10,13 @@ from typing import Any
 from ledger.clock import isoformat_utc
 from ledger.dialects import stored_time_text
 from ledger.hashing import HASH, POSITION, PREV_HASH, RECORDED_AT, stored_row_hash
-from ledger.reads import last_stored_position, lowest_position_between, stored_refs, stored_rows
+from ledger.reads import (
+    first_stored_position,
+    last_stored_position,
+    lowest_position_between,
+    stored_refs,
+    stored_rows,
+)
 from ledger.recorded import LedgerHead, StoredRef
 from ledger.schema import GENESIS_HASH
 from ledger.store import Ledger
@@ -43,8 +49,9 @@ def verify_chain(
     range that ends before the head is also checked against the next row's ``prev_hash``).
 
     Catches an edited row (its hash no longer matches), a deleted or inserted row (a gap in
-    positions, or a ``prev_hash`` that is not the previous row's hash) and a head that does not
-    match the last row.
+    positions, or a ``prev_hash`` that is not the previous row's hash; a row past the head or,
+    for a range from the start, below position 1) and a head that does not match the last
+    row.
     """
     head = ledger.head()
     return replace(_verify_chain(ledger, head, from_position, to_position, batch_size), head=head)
@@ -58,6 +65,16 @@ def _verify_chain(
     batch_size: int,
 ) -> ChainReport:
     end = head.last_position if to_position is None else min(to_position, head.last_position)
+    if from_position <= 1:
+        below = _row_below_start(ledger)
+        if below is not None:
+            return ChainReport(
+                0,
+                below,
+                f"position {below} is below position 1, where the chain begins: a row no "
+                "append wrote (every read after a position, the chain's included, passes it "
+                "by, yet a run's timeline shows it)",
+            )
     if from_position > head.last_position:
         # Nothing the head vouches for lies in the range; only a row written past it could.
         stray = _row_past_head(ledger)
@@ -157,6 +174,16 @@ def _own_hash_holds(row: tuple[Any, ...]) -> bool:
         return bool(stored_row_hash(row[PREV_HASH], row) == row[HASH])
     except (ValueError, TypeError):  # a number column holding text: no append wrote it
         return False
+
+
+def _row_below_start(ledger: Ledger) -> int | None:
+    """The lowest stored position when it is below 1, where appends start numbering: such a
+    row (an INSERT, which no trigger refuses) is never read by a scan after a position, so
+    without this look the chain would hold while ``ledger events --run`` and ``ledger audit``
+    show the row as the run's."""
+    with ledger.connect("verify") as conn:
+        lowest = first_stored_position(conn)
+    return lowest if lowest is not None and lowest < 1 else None
 
 
 def _row_past_head(ledger: Ledger) -> tuple[int, int] | None:

@@ -80,7 +80,7 @@ class Problem:
         if self.check == "triggers":
             return []
         found = (("position", self.position), ("run", self.run_id), ("column", self.column))
-        return [(name, value) for name, value in found if value]
+        return [(name, value) for name, value in found if value is not None]
 
 
 @dataclass(frozen=True)

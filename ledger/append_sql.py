@@ -18,7 +18,7 @@ from ledger.dialects import (
     driver_placeholder,
     driver_timestamp,
     is_sqlite,
-    server_clock,
+    server_clock_as_read,
     stored_time_reader,
 )
 from ledger.hashing import EVENT_COLUMNS
@@ -156,7 +156,7 @@ def _build_statements(conn: Engine | Connection) -> AppendStatements:
     mark = driver_placeholder(conn)
     sqlite = is_sqlite(conn)
     columns = plain_columns if sqlite else packed_columns
-    clock = server_clock(conn)
+    clock = server_clock_as_read(conn)  # the time the head lock was granted
     head_with_clock = _HEAD_ROW if clock is None else (*_HEAD_ROW, (str(clock), "time"))
     where_head = f"FROM ledger_head WHERE id = {mark}"
     lock = "" if sqlite else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE holds the lock

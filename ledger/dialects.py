@@ -45,6 +45,13 @@ IDLE_TIMEOUT_INFO = "ledger_idle_timeout_s"
 DEFAULT_IDLE_TRANSACTION_TIMEOUT_S = 30
 # The MySQL/MariaDB server's clock, in UTC with microseconds.
 _SERVER_NOW: ColumnClause[Any] = literal_column("UTC_TIMESTAMP(6)")
+# The same clock as a row is read, not as its statement started: UTC_TIMESTAMP (as NOW) is
+# fixed when a statement starts, so in the head lock's SELECT … FOR UPDATE it gave the time
+# before the wait for the lock (up to innodb_lock_wait_timeout). SYSDATE is read when it is
+# evaluated, after the lock is granted; every session of the ledger runs with time_zone
+# '+00:00' (ledger.database), so it is UTC. (A server started with --sysdate-is-now makes it
+# NOW again: the time before the wait, as before.)
+_SERVER_NOW_AS_READ: ColumnClause[Any] = literal_column("SYSDATE(6)")
 _SQLITE_STORED_TIME = "%Y-%m-%d %H:%M:%S.%f"  # the text SQLAlchemy's DateTime stores on SQLite
 
 
@@ -258,6 +265,13 @@ def server_clock(bind: Bound) -> ColumnClause[Any] | None:
     """The database server's clock as a column to select, or None: SQLite runs on this
     machine's clock."""
     return None if is_sqlite(bind) else _SERVER_NOW
+
+
+def server_clock_as_read(bind: Bound) -> ColumnClause[Any] | None:
+    """:func:`server_clock`, read as the row is read rather than as the statement starts: for
+    the head lock's ``SELECT … FOR UPDATE``, whose clock must be the time the lock was
+    granted (DESIGN.md I10: "read with the head lock")."""
+    return None if is_sqlite(bind) else _SERVER_NOW_AS_READ
 
 
 def clock_on(conn: Connection) -> datetime:

@@ -372,6 +372,13 @@ def last_stored_position(conn: Connection) -> int | None:
     return None if value is None else int(value)
 
 
+def first_stored_position(conn: Connection) -> int | None:
+    """The lowest position of any stored row (None when there is none): 1 wherever only
+    appends wrote, since they number from 1; a row below it was written around them."""
+    value = conn.execute(select(func.min(ledger_events.c.position))).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
 def lowest_position_between(conn: Connection, after: int, up_to: int) -> int | None:
     """The lowest stored position in ``(after, up_to]``, if any."""
     within = (ledger_events.c.position > after) & (ledger_events.c.position <= up_to)

@@ -1,5 +1,7 @@
 """docs/ARCHITECTURE.md names real code: every backticked path (``ledger/store.py``,
-``service/web/``, ``views.py``) exists, every backticked dotted name of code
+``service/web/``, ``views.py``) exists, every test it cites as proof
+(``tests/ledger/test_store_contract.py::test_i1_…``) is defined in that file, every backticked
+dotted name of code
 (``ledger.reads``, ``database.with_timeouts``, ``Projector.run_once``, and one followed by
 its arguments, ``Ledger.from_url(url, clock=…)``) resolves to a module,
 function, class, attribute or field, and its module table names every module of the packages.
@@ -29,6 +31,8 @@ BACKTICKED = re.compile(r"`([^`\n]+)`")
 # (a name followed by its arguments is checked by the name).
 DOTTED = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)(?:\(.*\))?")
 PATH = re.compile(r"[\w.-]+(?:/[\w.-]+)*/?")
+# A test cited by its file and name, as pytest names it: ``tests/x/test_y.py::test_z``.
+TEST_REFERENCE = re.compile(r"(tests/[\w/]+\.py)::(\w+)")
 
 
 def code_files() -> list[Path]:
@@ -122,6 +126,20 @@ def path_problem(path: str) -> str | None:
     return None if inside else "in none of the packages"
 
 
+def cited_test_problem(path: str, name: str) -> str | None:
+    """Why ``path::name`` names no test: the file is missing, or defines no such function."""
+    source = REPO / path
+    if not source.is_file():
+        return "no such file"
+    tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
+    defined = {
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    return None if name in defined else f"no test {name} in {path}"
+
+
 def references(text: str) -> list[tuple[int, str]]:
     return [
         (number, span)
@@ -134,7 +152,9 @@ def broken_references(text: str) -> list[str]:
     broken = []
     for number, span in references(text):
         # A path, or a module's file name; another file name (``DESIGN.md``) is not code.
-        if PATH.fullmatch(span) and ("/" in span or span.endswith(".py")):
+        if cited := TEST_REFERENCE.fullmatch(span):
+            problem = cited_test_problem(cited.group(1), cited.group(2))
+        elif PATH.fullmatch(span) and ("/" in span or span.endswith(".py")):
             problem = path_problem(span)
         elif dotted := DOTTED.fullmatch(span):
             problem = code_name_problem(dotted.group(1))
@@ -187,7 +207,10 @@ def test_the_check_sees_a_name_that_does_not_exist() -> None:
         "`store.ledger_clock` `ledger.reads.no_such_read` `Projector.no_such_method` "
         "`ledger/no_such.py` `no_such_view.py` `service/web/no_such/`\n"
         "`ledger_runs.version` `os._exit` `DESIGN.md` `/v1/runs` `store.Ledger` `Ledger.append`\n"
-        "`Ledger.no_such_open(..., clock=…)` `Ledger.from_url(url, clock=…)`"
+        "`Ledger.no_such_open(..., clock=…)` `Ledger.from_url(url, clock=…)`\n"
+        "`tests/ledger/test_store_contract.py::test_i1_no_such_proof` "
+        "`tests/ledger/test_no_such_file.py::test_i1_replace_cannot_overwrite_an_event` "
+        "`tests/ledger/test_store_contract.py::test_i1_replace_cannot_overwrite_an_event`"
     )
     assert [line.split(": ")[1] for line in broken_references(made_up)] == [
         "`store.ledger_clock`",
@@ -197,6 +220,8 @@ def test_the_check_sees_a_name_that_does_not_exist() -> None:
         "`no_such_view.py`",
         "`service/web/no_such/`",
         "`Ledger.no_such_open(..., clock=…)`",
+        "`tests/ledger/test_store_contract.py::test_i1_no_such_proof`",
+        "`tests/ledger/test_no_such_file.py::test_i1_replace_cannot_overwrite_an_event`",
     ]
     assert table_modules("| `service/cli/` | `errors.py` (exit codes), `runs` |") == {
         "service/cli/errors.py",

@@ -16,6 +16,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from forensics.chain import verify_chain
 from forensics.verify import CHECKS, Problem, verify_all
 from ledger import (
     Ledger,
@@ -287,3 +288,43 @@ def test_history_with_names_from_before_the_rule_reads_projects_and_verifies(
     shown = run("runs", "list", "--db", db_url).stdout  # type: ignore[attr-defined]
     assert "S\\x1b[2J\\u202e" in shown
     assert "\x1b" not in shown
+
+
+@pytest.mark.parametrize("position", [0, -7])
+def test_verify_names_a_row_planted_below_position_1(
+    ledger: Ledger, db_url: str, position: int
+) -> None:
+    """An INSERT needs no trigger dropped: a row below position 1 (a forged operator's
+    RunTimedOut, chained like a real row) was read by no scan after a position, so the chain,
+    the streams and the registry held and ``ledger verify`` said "no problem" while
+    ``ledger events --run`` and ``ledger audit`` showed the row as part of the run."""
+    history(ledger)
+    forged = (
+        '{"detected_by":"operator:mallory","last_event_at":null,"reason":"forged",'
+        '"threshold_seconds":null}'
+    )
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO ledger_events (position, event_id, run_id, version, type, "
+                "schema_version, payload, occurred_at, recorded_at, actor, prev_hash, hash) "
+                "SELECT :position, 'aaaaaaaa-0000-4000-8000-000000000000', run_id, 99, "
+                "'RunTimedOut', 1, :payload, occurred_at, recorded_at, 'operator:mallory', "
+                "prev_hash, hash FROM ledger_events WHERE position = 1"
+            ),
+            {"position": position, "payload": forged},
+        )
+    shown = run("events", "--run", "1", "--format", "jsonl", "--db", db_url).stdout  # type: ignore[attr-defined]
+    assert "operator:mallory" in shown  # what a reader of run 1's history is shown
+    chain = verify_chain(ledger)
+    assert (chain.ok, chain.first_bad_position) == (False, position)
+    assert f"position {position} is below position 1" in (chain.problem or "")
+    report = verify_all(ledger)
+    assert [(p.check, p.position) for p in report.by_check("chain")] == [("chain", position)]
+    assert report.by_check("chain")[0].where() == [("position", position)]  # 0 is a position
+    result = run("verify", "--db", db_url)
+    assert result.exit_code == 1  # type: ignore[attr-defined]
+    assert f"position {position} is below position 1" in result.stdout  # type: ignore[attr-defined]
+    # A range from the start is checked too; a range after it does not reach the row.
+    assert not verify_chain(ledger, 1, 3).ok
+    assert verify_chain(ledger, 2).ok

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
+import time
 import uuid
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -342,6 +344,42 @@ def test_i4_a_new_run_can_only_be_expected_at_version_0(ledger: Ledger) -> None:
     assert ledger.append([started()], expected_version=0).appended == 1
 
 
+def test_i4_of_writers_racing_at_one_version_exactly_one_appends(
+    ledger: Ledger, db_url: str
+) -> None:
+    """Eight writers, each on a connection of its own, append a different fact at the version
+    they all read, released at once: the version is compared under the head lock, so one
+    appends and seven get the conflict (a check made before the lock would pass them all;
+    nor can I3 hide a break, the facts being different)."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    writers = [Ledger.from_url(db_url) for _ in range(8)]
+    barrier = threading.Barrier(len(writers))
+    outcomes: list[str] = []
+
+    def write(number: int) -> None:
+        barrier.wait(30)
+        try:
+            writers[number].append(
+                [RunProgressed(run_id=run_id, records_fetched=number + 1)], expected_version=1
+            )
+            outcomes.append("appended")
+        except ConcurrencyError as conflict:
+            outcomes.append(f"conflict at {conflict.actual_version}")
+
+    threads = [threading.Thread(target=write, args=(number,)) for number in range(len(writers))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for writer in writers:
+            writer.close()
+    assert sorted(outcomes) == ["appended"] + ["conflict at 2"] * 7
+    assert [event.version for event in ledger.read_run(run_id)] == [1, 2]
+    assert ledger.head().last_position == 2
+
+
 # ---------------------------------------------------------------- I5 stream rules
 
 
@@ -504,6 +542,50 @@ def test_a_writer_behind_the_database_keeps_the_databases_time(
     assert ledger.read_run(run_id)[0].recorded_at >= real_now
 
 
+def test_recorded_at_is_the_ledgers_clock_once_the_head_lock_is_granted(
+    backend: str, db_url: str
+) -> None:
+    """The ledger's clock is read with the head lock, not before waiting for it: an append
+    that waited behind another transaction holding the head records a time no earlier than
+    the moment that transaction let go. On MariaDB the clock came from ``UTC_TIMESTAMP(6)`` in
+    the locking statement, which the server evaluates once as the statement starts: an
+    append that waited 50 s for the lock was stamped 50 s before it could write, before
+    events that committed while it waited were visible to anyone. (SQLite reads this
+    machine's clock in Python once ``BEGIN IMMEDIATE`` returned.)"""
+    previous = use_clock(None)  # the ledger's clock as in production: the server's on MariaDB
+    writer, holder = Ledger.from_url(db_url), Ledger.from_url(db_url)
+    try:
+        run_id = writer.start_run(1, "SOURCE_1")
+        appended: list[RecordedEvent] = []
+        waiting = threading.Thread(
+            target=lambda: appended.extend(
+                writer.append([RunProgressed(run_id=run_id, records_fetched=1)]).events
+            )
+        )
+        lock = "" if backend == "sqlite" else " FOR UPDATE"
+        with holder.transaction("hold the head") as conn:
+            conn.execute(text(f"SELECT last_position FROM ledger_head WHERE id = 1{lock}"))
+            waiting.start()
+            if backend == "mysql":  # until the append is seen waiting for the head
+                deadline = time.monotonic() + 30
+                with holder.engine.connect() as watcher:
+                    while not watcher.execute(
+                        text(
+                            "SELECT COUNT(*) FROM information_schema.INNODB_TRX "
+                            "WHERE trx_state = 'LOCK WAIT'"
+                        )
+                    ).scalar_one():
+                        assert time.monotonic() < deadline, "the append never waited"
+                        time.sleep(0.01)
+            released_at = holder.clock()
+        waiting.join(60)
+    finally:
+        writer.close()
+        holder.close()
+        use_clock(previous)
+    assert appended[0].recorded_at >= released_at, (appended[0].recorded_at, released_at)
+
+
 # ---------------------------------------------------------------- I6 tamper-evident
 
 
@@ -620,6 +702,55 @@ def test_i1_replace_cannot_overwrite_an_event(ledger: Ledger, backend: str) -> N
             )
         )
     assert list(ledger.read_all()) == [row]
+
+
+# A copy of the second event, colliding with a stored row on one unique key alone (the
+# other two moved out of the way), or on all of them for an upsert.
+_ONE_KEY_COLLIDES = {
+    "position": "position, 'aaaaaaaa-0000-4000-8000-000000000001', run_id + 1000, version",
+    "event_id": "position + 1000, event_id, run_id + 1000, version",
+    "run_id and version": "position + 1000, 'aaaaaaaa-0000-4000-8000-000000000002', run_id, "
+    "version",
+}
+
+
+@pytest.mark.parametrize("key", [*_ONE_KEY_COLLIDES, "upsert"])
+def test_i1_no_insert_replaces_or_updates_an_event_through_any_unique_key(
+    ledger: Ledger, backend: str, key: str
+) -> None:
+    """Each unique key of ``ledger_events`` on its own: SQLite's ``INSERT OR REPLACE``
+    deletes the row it collides with without firing DELETE triggers, so its insert trigger
+    must look at every key (a collision on all three at once proves only the first it
+    checks); MariaDB's ``REPLACE`` fires the DELETE trigger, and an upsert either database's
+    UPDATE trigger or the insert trigger first."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=1)])
+    before = list(ledger.read_all())
+    rest = "type, schema_version, '{}', occurred_at, recorded_at, 'mallory', prev_hash, hash"
+    columns = (
+        "(position, event_id, run_id, version, type, schema_version, payload, occurred_at, "
+        "recorded_at, actor, prev_hash, hash)"
+    )
+    if key == "upsert":
+        conflict = (
+            "ON CONFLICT (position) DO UPDATE SET actor = 'mallory'"
+            if backend == "sqlite"
+            else "ON DUPLICATE KEY UPDATE actor = 'mallory'"
+        )
+        statement = (
+            f"INSERT INTO ledger_events {columns} SELECT position, event_id, run_id, version, "
+            f"{rest} FROM ledger_events WHERE position = 2 {conflict}"
+        )
+    else:
+        verb = "INSERT OR REPLACE" if backend == "sqlite" else "REPLACE"
+        statement = (
+            f"{verb} INTO ledger_events {columns} SELECT {_ONE_KEY_COLLIDES[key]}, {rest} "
+            "FROM ledger_events WHERE position = 2"
+        )
+    with pytest.raises(DBAPIError, match="append-only"), ledger.engine.begin() as conn:
+        conn.execute(text(statement))
+    assert list(ledger.read_all()) == before
+    assert verify_chain(ledger).ok
 
 
 def test_i6_a_row_written_past_the_head_is_named(ledger: Ledger) -> None:

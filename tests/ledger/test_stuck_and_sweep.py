@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from freezegun import freeze_time
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from ledger import (
     AppendResult,
@@ -34,6 +34,7 @@ from ledger import (
 )
 from ledger import sweeper as sweeper_module
 from ledger.durations import format_silence
+from ledger.schema import ledger_runs
 from projections import Projector
 from service import load_config
 from service.cli import cli
@@ -129,6 +130,68 @@ def test_stuck_query_agrees_with_the_plain_anti_join(ledger: Ledger) -> None:
     assert stuck_runs_as_of(ledger, head, now, timedelta(minutes=300)) == stuck_runs(
         ledger, timedelta(minutes=300), now=now
     )
+
+
+def test_i10_the_stuck_query_reads_open_runs_only_whatever_the_length_of_history(
+    ledger: Ledger, backend: str
+) -> None:
+    """I10's cost: the stuck query's own statement, as the database plans it over a registry
+    of 20,000 closed runs and 3 open ones, seeks the open runs through a ``(state, …)``
+    index; it scans neither the registry nor the events (a missing index, or a condition
+    the index cannot serve, makes it a scan of every run ever recorded)."""
+    with freeze_time(DAY1):
+        ledger.start_run(1, "SOURCE_1")  # a real run beside the registry rows made below
+    base = DAY1 - timedelta(days=30)
+    rows = [
+        {
+            "run_id": run_id,
+            "source_id": 1,
+            "connector_name": "SOURCE_1",
+            "version": 2,
+            "state": "open" if run_id % 10_000 == 0 else ("finished", "timed_out")[run_id % 2],
+            "started_at": base + timedelta(seconds=run_id),
+            "last_event_at": base + timedelta(seconds=run_id),
+            "opened_at": base + timedelta(seconds=run_id),
+            "updated_at": base + timedelta(seconds=run_id),
+        }
+        for run_id in range(2, 20_003)
+    ]
+    with ledger.engine.begin() as conn:
+        conn.execute(ledger_runs.insert(), rows)
+    if backend == "mysql":
+        with ledger.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE TABLE ledger_runs").fetchall()
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "ledger_runs" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(ledger.engine, "before_cursor_execute", record)
+    try:
+        stale = stuck_runs(ledger, timedelta(hours=1), now=DAY5)
+        both = stuck_runs(ledger, timedelta(hours=1), timedelta(hours=6), now=DAY5)
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", record)
+    assert [run.run_id for run in stale] == [run.run_id for run in both] == [10_000, 20_000, 1]
+    assert len(statements) == 2
+    for statement, parameters in statements:
+        with ledger.engine.connect() as conn:
+            if backend == "sqlite":
+                plan = [
+                    row[3]
+                    for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+                ]
+                assert any(
+                    step.startswith("SEARCH ledger_runs USING INDEX ix_ledger_runs_state_")
+                    for step in plan
+                ), plan
+                assert not [step for step in plan if step.startswith("SCAN")], plan
+            else:
+                (plan,) = conn.exec_driver_sql(f"EXPLAIN {statement}", parameters).mappings()
+                assert str(plan["key"]).startswith("ix_ledger_runs_state_"), dict(plan)
+                assert plan["type"] in ("ref", "range", "index_merge"), dict(plan)
+                assert int(plan["rows"]) < 100, dict(plan)  # of 20,002 runs
 
 
 def test_stuck_as_of_a_position_sees_runs_open_then(ledger: Ledger) -> None:
