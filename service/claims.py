@@ -20,8 +20,19 @@ def interval_tick(now: datetime, interval: timedelta, origin: datetime) -> datet
     return origin + elapsed * interval
 
 
-def claim(ledger: Ledger, job_id: str, tick_at: datetime, claimed_by: str) -> bool:
+def claim(
+    ledger: Ledger,
+    job_id: str,
+    tick_at: datetime,
+    claimed_by: str,
+    tried: list[datetime] | None = None,
+) -> bool:
     """True for the one process whose INSERT of (job, tick) wins.
+
+    ``tried`` keeps the ``claimed_at`` of each INSERT a caller sent for this tick: an attempt
+    that failed with the database unreachable may have committed (its COMMIT's reply lost), and
+    the row found by a later attempt is then the caller's own (the same ``claimed_by`` and one
+    of its ``claimed_at``), not another process's; without it the tick ran nowhere.
 
     On a Galera cluster two processes on two nodes inserting the same (job, tick) at once do
     not meet at the unique key on either node: the second to commit gets a certification
@@ -29,22 +40,39 @@ def claim(ledger: Ledger, job_id: str, tick_at: datetime, claimed_by: str) -> bo
     winner's row has arrived, and the key refuses it, or (the winner's transaction lost in its
     turn) this one wins."""
 
+    attempts = [] if tried is None else tried
+
     def insert_claim() -> None:
+        claimed_at = utcnow()
+        attempts.append(claimed_at)
         with ledger.transaction("claim") as conn:
             conn.execute(
                 insert(schedule_claims).values(
                     job_id=claim_key(job_id),
                     tick_at=tick_at,
                     claimed_by=claimed_by,
-                    claimed_at=utcnow(),
+                    claimed_at=claimed_at,
                 )
             )
 
+    earlier = list(attempts)
     try:
         retrying_conflicts(insert_claim, f"claim of {job_id} at {isoformat_utc(tick_at)}")
-    except ConstraintError:  # another process's INSERT of this (job, tick) won
-        return False
+    except ConstraintError:  # another process's INSERT of this (job, tick) won, or ours did
+        return bool(earlier) and _claimed_by(ledger, job_id, tick_at) in {
+            (claimed_by, at) for at in earlier
+        }
     return True
+
+
+def _claimed_by(ledger: Ledger, job_id: str, tick_at: datetime) -> tuple[str, datetime] | None:
+    with ledger.transaction("read claim") as conn:
+        row = conn.execute(
+            select(schedule_claims.c.claimed_by, schedule_claims.c.claimed_at).where(
+                schedule_claims.c.job_id == claim_key(job_id), schedule_claims.c.tick_at == tick_at
+            )
+        ).one_or_none()
+    return None if row is None else (row.claimed_by, row.claimed_at)
 
 
 def claim_key(job_id: str) -> str:

@@ -2,10 +2,11 @@
 projector, sweeps stuck runs and flushes the spool.
 
 One APScheduler 3 ``BackgroundScheduler`` (UTC, coalesce, max_instances=1, deterministic job
-ids) runs thin jobs that call library functions and log their own errors, so a job that raises
-never stops the process. Several serve processes may share one database: each scheduled tick of
-a connector or of the sweeper is claimed through ``schedule_claims`` (one INSERT wins), and the
-projector's lock lets one projector work at a time.
+ids; following a wall clock stepped back, see service.clock_steps) runs thin jobs that call
+library functions and log their own errors, so a job that raises never stops the process.
+Several serve processes may share one database: each scheduled tick of a connector or of the
+sweeper is claimed through ``schedule_claims`` (one INSERT wins), and the projector's lock lets
+one projector work at a time.
 
 A connector with a ``max_run_time`` (its own or ``[serve]``'s) runs in a thread of its own that
 the job watches (service.run_bound): past the bound the run is asked to stop, and one still
@@ -35,7 +36,7 @@ from apscheduler.events import (
     JobExecutionEvent,
     JobSubmissionEvent,
 )
-from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import start_http_server
@@ -64,6 +65,7 @@ from ledger.text import visible
 from projections import PoisonEventError, Projector
 from projections.projector import PoisonBackoff
 from service.claims import claim, interval_tick, prune_claims
+from service.clock_steps import ClockWatchedScheduler
 from service.config import ConnectorConfig, LedgerConfig, crontab_trigger
 from service.hangup import ignore_hangup
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
@@ -93,8 +95,20 @@ START_RETRY_FIRST_S = 1.0
 START_RETRY_MAX_S = 30.0
 # The id suffix of the one-off job that runs a job once as serve starts.
 AT_START = ":start"
+# The id suffix of the one-off job that tries a connector's tick again after an outage.
+RETRY = ":retry"
 # The id prefix of a connector's job (``connector:NAME:SOURCE``; a job id, not an actor).
 CONNECTOR_JOB_PREFIX = "connector:"
+# The scheduler's executor of serve's own jobs (projector, sweeper, spool, anchor), apart from
+# the connectors' ("default"): with one pool of APScheduler's default 10 threads, ten runs still
+# going (a backfill, a source that hangs until max_run_time) took every thread, and the
+# projector, the sweeper and the spool flush stopped, with nothing logged. Each of these jobs
+# has a thread here, its run at start one more: 4 interval jobs, 3 at start.
+SERVICE_EXECUTOR = "service"
+SERVICE_THREADS = 8
+# The connectors' pool: a thread for every enabled connector's job and its run at start
+# (threads are made only as jobs run at once), never fewer than APScheduler's default.
+CONNECTOR_THREADS_MIN = 10
 # APScheduler's own lines for what the listener below reports in run-ledger's words.
 APSCHEDULER_TRANSLATED = (
     'Execution of job "%s" skipped: maximum number of running instances reached',
@@ -112,6 +126,28 @@ class TranslatedSchedulerLines(logging.Filter):
 TRANSLATED_LINES = TranslatedSchedulerLines()
 for _name in ("apscheduler.scheduler", "apscheduler.executors.default"):
     logging.getLogger(_name).addFilter(TRANSLATED_LINES)  # adding it twice keeps one
+
+
+class TickRetry:
+    """A connector's tick whose claim or open-run check met the database unreachable: tried
+    again after ``delay`` (doubling, as serve's start waits), while before the next tick is due
+    (``until``). ``tried`` keeps the claim's attempts (see :func:`service.claims.claim`)."""
+
+    def __init__(self, tick: datetime, until: datetime) -> None:
+        self.tick = tick
+        self.until = until
+        self.tried: list[datetime] = []
+        self.delay = START_RETRY_FIRST_S
+
+    def later(self) -> TickRetry | None:
+        """This tick to try again after :attr:`delay`, the next delay doubled; None once the
+        retry would come as late as the next tick."""
+        if utcnow() + timedelta(seconds=self.delay) >= self.until:
+            return None
+        again = TickRetry(self.tick, self.until)
+        again.tried = self.tried
+        again.delay = min(self.delay * 2, START_RETRY_MAX_S)
+        return again
 
 
 class ServiceShutdown(Exception):
@@ -147,12 +183,19 @@ class LedgerService:
         # and the interval's ticks are separate jobs (max_instances keeps each apart only from
         # itself), and the open-run check cannot see a run whose RunStarted is not committed.
         self.connector_running: dict[str, threading.Lock] = {}
+        # Set by a connector job's run as it starts: a tick whose run began is not tried again.
+        self.run_began: dict[str, threading.Event] = {}
         self.projecting = threading.Lock()
         self.last_sweep_at: datetime | None = None
         self.last_sweep_timed_out: int | None = None
         self.api: ApiThread | None = None
-        self.scheduler = BackgroundScheduler(
+        enabled = sum(c.enabled for c in config.connectors)
+        self.scheduler = ClockWatchedScheduler(
             timezone=UTC,
+            executors={
+                "default": ThreadPoolExecutor(max(CONNECTOR_THREADS_MIN, 2 * enabled)),
+                SERVICE_EXECUTOR: ThreadPoolExecutor(SERVICE_THREADS),
+            },
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         )
         self.scheduler.add_listener(
@@ -198,10 +241,11 @@ class LedgerService:
         trigger = self._interval(every)
         text = f"every {format_duration(every)}"
         if now is None:
-            self.scheduler.add_job(job, trigger, id=name, name=name)
+            self.scheduler.add_job(job, trigger, id=name, name=name, executor=SERVICE_EXECUTOR)
             self.schedule.append(f"{name} {text}")
         else:
-            self._add(name, job, trigger, text, now if run_at_start else None, first_after=now)
+            first = now if run_at_start else None
+            self._add(name, job, trigger, text, first, first_after=now, executor=SERVICE_EXECUTOR)
 
     def _add(
         self,
@@ -212,16 +256,23 @@ class LedgerService:
         at_start: datetime | None,
         args: list[Any] | None = None,
         first_after: datetime | None = None,
+        executor: str = "default",
     ) -> None:
-        """Schedule ``job`` on ``trigger``, and once ``at_start`` if given; note for the
-        startup line when it first fires.
+        """Schedule ``job`` on ``trigger``, and once ``at_start`` if given, on ``executor``
+        (the connectors' pool unless said); note for the startup line when it first fires.
 
         The run at start is a one-off job of its own: giving the interval job a first run time
         off its grid would move every later tick off the grid all serve processes share."""
-        self.scheduler.add_job(job, trigger, args=args, id=name, name=name)
+        self.scheduler.add_job(job, trigger, args=args, id=name, name=name, executor=executor)
         if at_start is not None:
             self.scheduler.add_job(
-                job, "date", run_date=at_start, args=args, id=name + AT_START, name=name + AT_START
+                job,
+                "date",
+                run_date=at_start,
+                args=args,
+                id=name + AT_START,
+                name=name + AT_START,
+                executor=executor,
             )
             first = "now"
         else:
@@ -235,7 +286,7 @@ class LedgerService:
     def scheduler_event(self, event: JobSubmissionEvent | JobExecutionEvent) -> None:
         """APScheduler's skipped and missed runs, said in run-ledger's words: a connector's at
         WARNING (its tick did not run), the other jobs' at DEBUG (their next tick does it)."""
-        name = event.job_id.removesuffix(AT_START)
+        name = event.job_id.removesuffix(AT_START).removesuffix(RETRY)
         level = logging.WARNING if name.startswith(CONNECTOR_JOB_PREFIX) else logging.DEBUG
         if event.code == EVENT_JOB_MAX_INSTANCES:
             log.log(level, "%s: tick skipped, its previous run is still going", name)
@@ -261,8 +312,9 @@ class LedgerService:
             return interval_tick(now, connector.schedule.interval, TICK_ORIGIN)
         return now.replace(second=0, microsecond=0)  # crontab ticks are whole minutes
 
-    def connector_job(self, connector: ConnectorConfig) -> None:
-        """One scheduled run: claimed once across processes, skipped while one is open."""
+    def connector_job(self, connector: ConnectorConfig, retry: TickRetry | None = None) -> None:
+        """One scheduled run: claimed once across processes, skipped while one is open;
+        ``retry``: a tick that met the database unreachable, tried again."""
         name = job_id(connector)
         with self.active_lock:  # counted before it can start a run, so shutdown waits for it
             if self.stop.is_set():
@@ -277,26 +329,7 @@ class LedgerService:
                 self.in_flight -= 1
             return
         try:
-            tick = self._tick(connector)
-            claimed = claim(self.ledger, name, tick, self.identity)
-            self.ticks_outage.ended()
-            if not claimed:
-                log.info(
-                    "%s tick %s: claimed already (another serve process, or an earlier start)",
-                    name,
-                    isoformat_utc(tick),
-                )
-                return
-            if self._has_open_run(connector):
-                log.warning(
-                    "%s tick %s skipped: a run of %s for source %d is still open",
-                    name,
-                    isoformat_utc(tick),
-                    connector.name,
-                    connector.source_id,
-                )
-                return
-            self._run_connector(connector, name)
+            self._run_tick(connector, name, retry)
         except StorageError as exc:
             self._tick_failed(f"job {name}", exc)
         except LedgerError as exc:  # the database or the config: say what, no traceback
@@ -307,6 +340,71 @@ class LedgerService:
             running.release()
             with self.active_lock:
                 self.in_flight -= 1
+
+    def _run_tick(
+        self, connector: ConnectorConfig, name: str, retry: TickRetry | None = None
+    ) -> None:
+        """Claim the tick now running (or the one ``retry`` tries again), check that no run is
+        open, and run the connector. The database unreachable before the run started (a
+        failover, a restart) is tried again in a one-off job after a growing pause, up to the
+        next tick: giving up at once lost the tick everywhere (a daily connector's 02:00 tick
+        met by a 20 s outage did not run that day). A claim this process committed without
+        hearing so is recognised as its own (see :func:`service.claims.claim`)."""
+        if retry is None:
+            tick = self._tick(connector)
+            retry = TickRetry(tick, self._next_tick(connector, tick))
+        began = threading.Event()
+        try:
+            self._claim_and_run(connector, name, retry.tick, retry.tried, began)
+        except StorageError as exc:
+            again = retry.later()
+            if not database_unreachable(exc) or began.is_set() or again is None:
+                raise
+            self.ticks_outage.failed(exc)
+            self.scheduler.add_job(
+                self.connector_job,
+                "date",
+                run_date=utcnow() + timedelta(seconds=retry.delay),
+                args=[connector],
+                kwargs={"retry": again},
+                id=name + RETRY,
+                name=name + RETRY,
+                replace_existing=True,
+            )
+
+    def _claim_and_run(
+        self,
+        connector: ConnectorConfig,
+        name: str,
+        tick: datetime,
+        tried: list[datetime],
+        began: threading.Event,
+    ) -> None:
+        claimed = claim(self.ledger, name, tick, self.identity, tried)
+        self.ticks_outage.ended()
+        if not claimed:
+            log.info(
+                "%s tick %s: claimed already (another serve process, or an earlier start)",
+                name,
+                isoformat_utc(tick),
+            )
+            return
+        if self._has_open_run(connector):
+            log.warning(
+                "%s tick %s skipped: a run of %s for source %d is still open",
+                name,
+                isoformat_utc(tick),
+                connector.name,
+                connector.source_id,
+            )
+            return
+        self.run_began[name] = began  # one job of a connector at a time (connector_running)
+        self._run_connector(connector, name)
+
+    def _next_tick(self, connector: ConnectorConfig, tick: datetime) -> datetime:
+        """When the tick after ``tick`` is due (a day on, for a schedule that says never)."""
+        after = self._trigger(connector).get_next_fire_time(None, tick + timedelta(seconds=1))
+        return tick + timedelta(days=1) if after is None else after
 
     def _tick_failed(self, what: str, exc: StorageError) -> None:
         if database_unreachable(exc):  # one line as the outage starts, one as it ends
@@ -336,6 +434,9 @@ class LedgerService:
 
         def started(run: RunContext) -> None:
             with self.active_lock:
+                began = self.run_began.get(name)
+                if began is not None:  # a failure from here on is the run's, not the tick's
+                    began.set()
                 self.active[name] = run
             if bound is not None:
                 bound.opened()

@@ -4,7 +4,7 @@ however long the connector's interval; pruning old claims never drops a tick sti
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from freezegun import freeze_time
@@ -15,7 +15,7 @@ from ledger.clock import utcnow
 from service.claims import claim, claim_key, interval_tick, prune_claims
 from service.config import LedgerConfig
 from service.schema import schedule_claims
-from service.serve import TICK_ORIGIN, LedgerService
+from service.serve import TICK_ORIGIN, LedgerService, TickRetry
 
 LONG = timedelta(days=4)
 
@@ -99,3 +99,30 @@ def test_pruning_keeps_each_jobs_latest_claim_and_drops_the_older_ones(ledger: L
         # The kept claims still refuse their tick to a second process.
         assert not claim(ledger, "connector:slow:1", start + timedelta(days=8), "serve:b")
         assert not claim(ledger, "sweeper", start + timedelta(hours=1), "serve:b")
+
+
+def test_a_claim_is_its_claimants_own_only_for_the_attempts_it_made(ledger: Ledger) -> None:
+    """A claim retried after its reply was lost finds its own row (the same name and one of
+    its attempts' times); another process, or a restart under the same name (a container's
+    PID 1 on the same host), finds the tick claimed."""
+    tick = interval_tick(utcnow(), timedelta(days=1), TICK_ORIGIN)
+    tried: list[datetime] = []
+    assert claim(ledger, "connector:daily:1", tick, "serve:h:1", tried)
+    assert len(tried) == 1
+    assert claim(ledger, "connector:daily:1", tick, "serve:h:1", tried)  # its own
+    assert not claim(ledger, "connector:daily:1", tick, "serve:h:1", [])  # a restart
+    assert not claim(ledger, "connector:daily:1", tick, "serve:h:1")
+    assert not claim(ledger, "connector:daily:1", tick, "serve:h:2", list(tried))  # another
+
+
+def test_a_tick_is_retried_only_while_the_next_one_is_not_due() -> None:
+    tick = interval_tick(utcnow(), timedelta(minutes=1), TICK_ORIGIN)
+    with freeze_time(tick + timedelta(seconds=5)) as clock:  # the tick met an outage at 5 s
+        retry = TickRetry(tick, tick + timedelta(minutes=1))
+        waits = []
+        while (again := retry.later()) is not None:  # as serve schedules its retries
+            waits.append(retry.delay)
+            clock.tick(timedelta(seconds=retry.delay))
+            retry = again
+    # Tried at 6, 8, 12, 20 and 36 s; the next, 30 s later, would come after the next tick.
+    assert waits == [1, 2, 4, 8, 16]
