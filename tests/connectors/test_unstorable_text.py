@@ -150,7 +150,7 @@ def test_a_run_that_fails_naming_a_file_that_is_not_utf8_ends_failed(
     outcome = finished(ledger, result.run_id)
     assert outcome["status"] == "failed"
     assert outcome["error_message"] == f"ValueError: {storable(str(data))}: no 'id' column in " + (
-        "the header (x, v)"
+        "the header (x, v); --key names the column that identifies a record"
     )
     assert "\\udcfd.csv" in outcome["error_details"]["traceback"]
 
