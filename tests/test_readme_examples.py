@@ -41,7 +41,8 @@ COMMAND_TIMEOUT = 180.0
 MARKER = re.compile(r"^<!--\s*runnable(?:\s+exit=(?P<codes>\d+(?:,\d+)*))?\s*-->\s*$")
 FENCE = re.compile(r"^```(?P<info>[\w-]*)\s*$")
 
-pytestmark = pytest.mark.slow  # one process per command, on both databases
+# One process per command, on both databases.
+pytestmark = [pytest.mark.slow, pytest.mark.processes]
 
 
 @dataclass(frozen=True)

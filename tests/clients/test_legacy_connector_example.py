@@ -24,7 +24,7 @@ EXAMPLE = REPO / "examples" / "legacy-connector.mjs"
 TOKEN = "legacy-example-token-0123456789"
 TIMEOUT_S = 120.0
 
-pytestmark = pytest.mark.slow  # a ledger api process and node
+pytestmark = [pytest.mark.slow, pytest.mark.processes]  # a ledger api process and node
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ CLIENT = REPO / "clients" / "typescript"
 NODE_MIN_MAJOR = 18
 TIMEOUT_S = 600
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.processes]  # ledger api processes and node
 
 
 def _node() -> str:

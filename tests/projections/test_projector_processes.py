@@ -26,7 +26,7 @@ from projections.schema import rebuild_claims
 from tests.projection_support import replayed_rows, table_rows, transition_rows
 from tests.support import stop_process, wait_for_exit
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.processes]
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -24,7 +24,7 @@ from ledger.events import ACTOR_NAME_MAX, CONNECTOR_NAME_MAX
 from tests.service.web.support import SCRIPT, TOKENS, demo_with_open_run, tamper
 from tests.support import free_port, stop_process
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
