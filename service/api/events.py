@@ -13,7 +13,7 @@ from service.api.access import Scopes
 from service.api.auth import Caller
 from service.api.openapi import events_body, problem_responses
 from service.api.params import ASCII_DIGITS
-from service.api.problems import ApiProblem
+from service.api.problems import ApiProblem, declared_charset_problem, media_type
 from service.api.shapes import AppendSummary
 from service.api.state import ApiState, require_current_schema
 
@@ -42,7 +42,8 @@ def add_event_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
     ) -> Any:
         """A JSON array of events, or JSON Lines (``application/x-ndjson``): validated first,
         appended in one transaction; an ``event_id`` already stored is not appended again."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        content_type = request.headers.get("content-type", "")
+        kind = media_type(content_type)
         if kind != "application/json" and kind not in NDJSON_TYPES:
             raise ApiProblem(
                 415,
@@ -51,6 +52,9 @@ def add_event_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
                 "send a JSON array of events (application/json) or JSON Lines "
                 "(application/x-ndjson)",
             )
+        refused_charset = declared_charset_problem(content_type)
+        if refused_charset is not None:
+            raise refused_charset
         body = await request.body()
         most = state.config.api.max_events
 

@@ -122,6 +122,37 @@ def encoded_body_problem(content_encoding: str) -> ApiProblem | None:
     )
 
 
+# The charsets a JSON or JSON Lines body may be declared in: JSON is UTF-8 (RFC 8259 8.1), and
+# ASCII is UTF-8 too.
+UTF8_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+
+
+def media_type(content_type: str) -> str:
+    """The media type of a ``Content-Type`` header, lower case, without its parameters."""
+    return content_type.split(";")[0].strip().lower()
+
+
+def declared_charset_problem(content_type: str) -> ApiProblem | None:
+    """415 for a JSON body declared in a charset other than UTF-8, or None. The body is read as
+    UTF-8 whatever it declares: a Latin-1 one was refused as "not valid UTF-8 (byte N)", and
+    one whose bytes happened to be valid UTF-8 (``charset=iso-8859-1`` on ``caf\xc3\xa9``, or a
+    UTF-16 declaration on ASCII bytes) was stored as another text than the client meant."""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() != "charset":
+            continue
+        charset = value.strip().strip('"').strip().lower()
+        if charset not in UTF8_CHARSETS:
+            return ApiProblem(
+                415,
+                "unsupported-media-type",
+                "Unsupported media type",
+                f"charset '{visible(charset)}' is not supported: JSON is UTF-8 (RFC 8259); "
+                "send the body as UTF-8 (charset=utf-8, or no charset), nothing was appended",
+            )
+    return None
+
+
 def message(error: BaseException) -> str:
     """The one-line message the CLI prints for ``error``."""
     return visible_lines(mask_secrets(str(error)))
@@ -296,7 +327,9 @@ __all__ = [
     "PROBLEM_JSON",
     "ApiProblem",
     "database_busy_problem",
+    "declared_charset_problem",
     "encoded_body_problem",
+    "media_type",
     "message",
     "problem_for",
 ]

@@ -18,7 +18,7 @@ from service.api.access import Scopes, invalid_parameter, query_moment
 from service.api.auth import Caller
 from service.api.openapi import problem_responses
 from service.api.params import ASCII_DIGITS, AtPositionQuery, RunIdPath
-from service.api.problems import ApiProblem
+from service.api.problems import ApiProblem, declared_charset_problem, media_type
 from service.api.shapes import FailRequest, FailResult, IngestionRun, RunDetail, RunStatus
 from service.api.state import ApiState, require_current_schema
 
@@ -193,11 +193,14 @@ async def fail_request(request: Request) -> FailRequest:
     another media type) held to the rules of ``POST /v1/events`` (:func:`ledger.wire.read_json`:
     ``not valid JSON (…)``, a key given twice, ``NaN``), then the shape of :class:`FailRequest`
     (``invalid-request`` naming the field, as FastAPI words a body it checks)."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/json":
+    content_type = request.headers.get("content-type", "")
+    if media_type(content_type) != "application/json":
         raise ApiProblem(
             415, "unsupported-media-type", "Unsupported media type", "send JSON (application/json)"
         )
+    refused_charset = declared_charset_problem(content_type)
+    if refused_charset is not None:
+        raise refused_charset
     data = await run_in_threadpool(read_json, await request.body())
     try:
         return FailRequest.model_validate(data, from_attributes=True)

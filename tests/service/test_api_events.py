@@ -211,6 +211,39 @@ def test_a_compressed_body_is_refused_naming_the_encoding(client: TestClient) ->
     assert refused.json()["detail"].startswith("Content-Encoding 'identity, gzip' is not")
 
 
+def test_a_body_declared_in_another_charset_than_utf8_is_refused(
+    client: TestClient, db_url: str
+) -> None:
+    """The body was read as UTF-8 whatever its Content-Type declared: ``charset=iso-8859-1``
+    on the bytes of "café" in UTF-8 stored "café" where the client meant "cafÃ©", and a
+    UTF-16 declaration on ASCII bytes was appended. A charset other than UTF-8 (or ASCII) is
+    415 naming it, nothing appended, on both endpoints that take a body."""
+    body = json.dumps([started(connector_name="café")], ensure_ascii=False).encode("utf-8")
+    for charset in ("iso-8859-1", "utf-16", '"windows-1252"', "Latin1"):
+        for kind in ("application/json", "application/x-ndjson"):
+            content = body if kind == "application/json" else body[1:-1]
+            headers = {**auth("appender"), "content-type": f"{kind}; charset={charset}"}
+            refused = client.post("/v1/events", content=content, headers=headers)
+            assert refused.status_code == 415, (charset, kind, refused.text)
+            assert refused.headers["content-type"] == "application/problem+json"
+            named = charset.strip('"').lower()
+            assert f"charset '{named}' is not supported" in refused.json()["detail"], charset
+        fail = client.post(
+            "/v1/runs/1/fail",
+            content=b'{"reason": "host lost"}',
+            headers={**auth("operator"), "content-type": f"application/json; charset={charset}"},
+        )
+        assert fail.status_code == 415, (charset, fail.text)
+    assert stored_rows(db_url) == []
+    for charset in ("utf-8", '"UTF-8"', "utf8", "us-ascii"):
+        headers = {**auth("appender"), "content-type": f"application/json;charset={charset}"}
+        body = json.dumps([started(connector_name="café")], ensure_ascii=False).encode()
+        taken = client.post("/v1/events", content=body, headers=headers)
+        assert taken.status_code == 200, (charset, taken.text)
+    names = {json.loads(row[6])["connector_name"] for row in stored_rows(db_url)}
+    assert names == {"café"}
+
+
 def test_control_characters_come_back_escaped(client: TestClient) -> None:
     name = "evil\x1b[2J\u202e\nname"
     response = post(client, [started(connector_name=name)])
