@@ -4,7 +4,9 @@ FastAPI routes a ``GET`` endpoint for ``GET`` alone, so ``curl -I`` and a monito
 were answered 405. :class:`HeadAsGet`, around the whole app, answers a ``HEAD`` as the ``GET``
 of the same URL (same route, same token or session check, same status and headers, the
 ``Content-Length`` the ``GET`` would send) and sends no body. A path without a ``GET`` answers
-``HEAD`` as it answers ``GET``: 405 naming its methods.
+``HEAD`` as it answers ``GET``: 405 naming its methods. A 405's ``Allow`` names ``HEAD``
+beside every ``GET`` (RFC 9110 10.2.1: the methods the resource supports), which the routes'
+own 405s, knowing nothing of this class, left out.
 """
 
 from __future__ import annotations
@@ -28,8 +30,15 @@ class HeadAsGet:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+
+        async def allowing_head(message: Message) -> None:
+            await send(with_head_allowed(message))
+
+        if scope["method"] != "HEAD":
+            await self.app(scope, receive, allowing_head)
             return
         # A copy: the server reads its own scope's method to frame the response (no body
         # after the headers of a HEAD answer).
@@ -38,9 +47,23 @@ class HeadAsGet:
         async def without_body(message: Message) -> None:
             if message["type"] == "http.response.body":
                 message = {**message, "body": b""}
-            await send(message)
+            await send(with_head_allowed(message))
 
         await self.app(as_get, receive, without_body)
+
+
+def with_head_allowed(message: Message) -> Message:
+    """``message`` with ``HEAD`` added to the ``Allow`` of a 405 that names ``GET``."""
+    if message["type"] != "http.response.start" or message.get("status") != 405:
+        return message
+    headers = []
+    for name, value in message.get("headers", ()):
+        if name.lower() == b"allow":
+            methods = [method.strip().upper() for method in value.split(b",")]
+            if b"GET" in methods and b"HEAD" not in methods:
+                value = value + b", HEAD"
+        headers.append((name, value))
+    return {**message, "headers": headers}
 
 
 def head_operations(paths: dict[str, dict[str, Any]]) -> None:
@@ -62,4 +85,4 @@ def head_operations(paths: dict[str, dict[str, Any]]) -> None:
         operations["head"] = head
 
 
-__all__ = ["REQUEST_METHOD", "HeadAsGet", "head_operations"]
+__all__ = ["REQUEST_METHOD", "HeadAsGet", "head_operations", "with_head_allowed"]

@@ -106,3 +106,17 @@ def test_the_document_lists_head_for_every_get(client: TestClient) -> None:
         assert set(head["responses"]) == set(get["responses"]), path
         assert all("content" not in r for r in head["responses"].values()), path
         assert head["operationId"] != get["operationId"], path
+
+
+def test_a_405_names_head_beside_get_in_allow(client: TestClient) -> None:
+    """A 405 said ``Allow: GET`` on paths that answer ``HEAD`` too (RFC 9110: ``Allow`` lists
+    the methods the resource supports); a path that takes only POST still says ``POST``."""
+    for method, path in (("DELETE", "/v1/runs"), ("PUT", "/v1/runs/1"), ("POST", "/healthz")):
+        refused = client.request(method, path, headers=READ)
+        assert refused.status_code == 405, (method, path, refused.text)
+        assert refused.headers["allow"] == "GET, HEAD", (method, path)
+        assert client.head(path, headers=READ).status_code != 405, path
+    for method in ("GET", "HEAD", "PUT"):
+        refused = client.request(method, "/v1/events", headers=READ)
+        assert refused.status_code == 405, method
+        assert refused.headers["allow"] == "POST", method
