@@ -203,6 +203,9 @@ export declare class RunHandle {
   readonly runId: number;
   readonly sourceId: number;
   readonly connectorName: string;
+  /** The `event_id` of the run's RunStarted (a UUID, fixed before its first attempt), as
+   * `ledger events --run RUN_ID` shows it. */
+  readonly startedEventId: string;
   /** `connector:NAME@HOST:PID`, at most the ledger's 200 characters: a host name too long for
    * them is cut (`…[N characters cut]`) inside it; `metadata.host` keeps it whole. */
   readonly actor: string;
@@ -227,6 +230,10 @@ export declare class RunHandle {
   readonly errorCount: number;
   progressIntervalMs: number;
   heartbeatIntervalMs: number;
+  /** RunOptions.maxErrorDetails: how many run.error() entries the details keep. */
+  readonly maxErrorDetails: number;
+  /** RunOptions.onError, else a process warning: where failures of background sends go. */
+  readonly onError: (error: Error) => void;
   /** True from start until finish()/fail() begins. */
   readonly isOpen: boolean;
   /**

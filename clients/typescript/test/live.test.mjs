@@ -1,8 +1,9 @@
 // The client against a live `ledger api` (SQLite, and MariaDB when LEDGER_TEST_MYSQL_URL is set).
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createServer, request as httpRequest } from 'node:http';
+import { readFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import os from 'node:os';
 import { after, before, describe, test } from 'node:test';
@@ -24,6 +25,7 @@ import {
   backends,
   eventually,
   getJson,
+  ledgerBin,
   runState,
   startLedger,
 } from '../testing/live-ledger.mjs';
@@ -113,6 +115,30 @@ function droppingProxy(target, drop) {
   });
 }
 
+
+/** The members index.d.ts declares for `export declare class NAME { … }`: each line of its
+ * body indented two spaces that names a property, getter or method. */
+function declaredMembers(name) {
+  const text = readFileSync(new URL('../index.d.ts', import.meta.url), 'utf8');
+  const start = text.indexOf(`export declare class ${name} `);
+  assert.ok(start >= 0, `index.d.ts declares no class ${name}`);
+  const body = text.slice(text.indexOf('{', start) + 1, text.indexOf('\n}', start));
+  const member = /^ {2}(?:readonly |private |static )*(?:get )?([A-Za-z$][\w$]*)\??\s*[:(<]/gm;
+  return new Set([...body.matchAll(member)].map((found) => found[1]));
+}
+
+/** The public members of `value` at run time: its own properties, and its class's getters
+ * and methods, but those named with a leading underscore (private by the client's rule). */
+function publicMembers(value) {
+  const names = new Set(Object.keys(value));
+  for (let proto = Object.getPrototypeOf(value); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    if (proto === Error.prototype) break;
+    for (const key of Object.getOwnPropertyNames(proto)) names.add(key);
+  }
+  names.delete('constructor');
+  return [...names].filter((key) => !key.startsWith('_') && !['name', 'message', 'stack', 'cause'].includes(key)).sort();
+}
+
 for (const backend of backends()) {
   describe(`against a live ledger api on ${backend}`, () => {
     let ledger;
@@ -124,6 +150,32 @@ for (const backend of backends()) {
     });
     after(async () => {
       await ledger?.stop();
+    });
+
+    test('index.d.ts declares every public member of a live run handle, client and API error', async () => {
+      // RunHandle.startedEventId (RunStarted's event id), maxErrorDetails and onError were
+      // set on every handle but not declared: a TypeScript caller could not read them.
+      const run = await client.startRun({ sourceId: 7, connectorName: 'ts-declared', heartbeatIntervalMs: 0 });
+      const members = publicMembers(run);
+      assert.ok(members.includes('startedEventId') && members.includes('runId'), members.join());
+      assert.match(run.startedEventId, /^[0-9a-f-]{36}$/);
+      const refused = await client
+        .append([{ type: 'RunProgressed', run_id: run.runId, records_fetched: -1 }])
+        .then(() => assert.fail('a negative count was appended'), (error) => error);
+      assert.ok(refused instanceof LedgerApiError, String(refused));
+      await run.finish();
+      for (const [name, value] of [['RunHandle', run], ['LedgerClient', client], ['LedgerApiError', refused]]) {
+        const declared = declaredMembers(name);
+        const missing = publicMembers(value).filter((key) => !declared.has(key));
+        assert.deepEqual(missing, [], `${name}: not in index.d.ts`);
+      }
+      const stored = execFileSync(
+        ledgerBin(),
+        ['events', '--run', String(run.runId), '--format', 'jsonl', '--db', ledger.dbUrl],
+        { encoding: 'utf8' },
+      );
+      const first = JSON.parse(stored.split('\n')[0]);
+      assert.deepEqual([first.type, first.event_id], ['RunStarted', run.startedEventId]);
     });
 
     test('a whole run: progress is coalesced, the ledger has the right counters', async () => {
