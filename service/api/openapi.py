@@ -23,7 +23,7 @@ _TITLES = {
     409: "Conflict with the ledger's state",
     408: "The body stalled over [api] read_timeout",
     413: "Body over [api] max_body_bytes",
-    415: "Not JSON nor JSON Lines",
+    415: "Not JSON nor JSON Lines, declared in a charset other than UTF-8, or compressed",
     429: "[api] max_expensive such requests already running, or [api] max_auth_failures "
     "refused tokens from this address (Retry-After)",
     500: "Unexpected error (no details)",
