@@ -11,8 +11,10 @@ own 405s, knowing nothing of this class, left out.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+
+from starlette.routing import Match
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -66,6 +68,18 @@ def with_head_allowed(message: Message) -> Message:
     return {**message, "headers": headers}
 
 
+def allowed_methods(routes: Iterable[Any], scope: Scope) -> str | None:
+    """The ``Allow`` of a 405 for ``scope``'s path: the methods of every route whose path
+    matches it (Starlette's own 405 names those of the first such route alone, so a path with
+    a GET route and a POST route said only ``GET``), or None when no route matches."""
+    methods: set[str] = set()
+    for route in routes:
+        match, _child = route.matches({**scope, "method": ""})
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods.update(route.methods)
+    return ", ".join(sorted(methods)) if methods else None
+
+
 def head_operations(paths: dict[str, dict[str, Any]]) -> None:
     """Add to an OpenAPI document's ``paths`` the ``head`` operation :class:`HeadAsGet` answers
     for each ``get``: listed rather than left out, so that a client generated from the
@@ -85,4 +99,10 @@ def head_operations(paths: dict[str, dict[str, Any]]) -> None:
         operations["head"] = head
 
 
-__all__ = ["REQUEST_METHOD", "HeadAsGet", "head_operations", "with_head_allowed"]
+__all__ = [
+    "REQUEST_METHOD",
+    "HeadAsGet",
+    "allowed_methods",
+    "head_operations",
+    "with_head_allowed",
+]

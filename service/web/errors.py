@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException
 
 from ledger import LedgerError
 from ledger.text import visible
+from service.api.head import allowed_methods
 from service.api.problems import problem_for
 from service.web.pages import Pages
 from service.web.state import ROOT, Forbidden, LedgerErrorPage, LoginRequired, WebState
@@ -68,9 +69,14 @@ def add_error_handlers(app: FastAPI, state: WebState, pages: Pages) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else "error"
-        return error_page(
-            request,
-            exc.status_code,
-            "Not found" if exc.status_code == 404 else "HTTP error",
-            visible(detail),
+        titles = {404: "Not found", 405: "Method not allowed"}
+        response = error_page(
+            request, exc.status_code, titles.get(exc.status_code, "HTTP error"), visible(detail)
         )
+        # Starlette's headers (a 405's Allow, a 408's Connection: close) were dropped.
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            allow = allowed_methods(request.app.routes, request.scope)
+            if allow is not None:
+                response.headers["Allow"] = allow
+        return response

@@ -155,6 +155,25 @@ def test_security_headers_on_answers_made_outside_the_pages(
         assert answer.headers.get("x-content-type-options") == "nosniff", what
 
 
+def test_a_method_a_page_does_not_take_is_405_naming_those_it_does(client: TestClient) -> None:
+    """The web view's 405 carried no ``Allow`` (RFC 9110 15.5.6: a 405 must name the methods
+    the resource takes): its error page dropped the header Starlette gave it. A page answers
+    GET and HEAD; the fail form's URL only POST, the login's GET, HEAD and POST."""
+    for method, path in (("DELETE", "/web/runs"), ("PUT", "/web/runs/1"), ("POST", "/web/")):
+        refused = client.request(method, path)
+        assert refused.status_code == 405, (method, path, refused.status_code)
+        assert refused.headers.get("allow") == "GET, HEAD", (method, path, refused.headers)
+        assert "text/html" in refused.headers["content-type"]
+    refused = client.get("/web/runs/1/fail")
+    assert refused.status_code == 405
+    assert refused.headers.get("allow") == "POST"
+    # /web/login has a GET route and a POST route: Allow names both (each route's own 405
+    # knew only its own methods).
+    refused = client.delete("/web/login")
+    assert refused.status_code == 405
+    assert sorted(refused.headers.get("allow", "").split(", ")) == ["GET", "HEAD", "POST"]
+
+
 def test_no_redirect_names_a_host_or_a_scheme(client: TestClient) -> None:
     """Behind a TLS proxy the app sees http and the client's Host: a redirect built from them
     sends a browser to http:// (the session cookie in clear) or to any host a request names."""
