@@ -7,6 +7,7 @@ ids already in the ledger, are refused saying why."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -703,5 +704,44 @@ def test_an_import_in_pages_stops_when_the_table_changes_between_its_passes(
         assert again["mismatches"] == []
         assert table_rows(ledger)[5]["status"] == "failed"
         assert verify_all(ledger).ok
+    finally:
+        _drop_old_runs(ledger)
+
+
+def test_an_import_in_pages_checks_the_pages_again_under_the_lock_when_the_head_moved(
+    ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that takes a legacy id between the first pass and the reservation is found by
+    the pages read again under the head lock (each verified against its digest), and the
+    reservation is rolled back; so is one made while the table changed."""
+    reserve = Ledger.reserve_run_ids
+    meanwhile: list[Callable[[Ledger], object]] = []
+
+    def reserve_after(self: Ledger, *args: object, **kwargs: object) -> None:
+        for step in meanwhile:
+            step(self)
+        meanwhile.clear()
+        reserve(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Ledger, "reserve_run_ids", reserve_after)
+    try:
+        _old_runs(ledger, list(range(1, 11)))
+        meanwhile.append(lambda store: store.start_run(7, "SOURCE_7", run_id=8))
+        with pytest.raises(ValidationError, match=r"legacy run id\(s\) 8 already exist"):
+            _paged_import(ledger, db_url)
+        before = ledger.head()
+        assert before.last_run_id == 0  # not 10: the reservation was rolled back
+
+        def change_the_table(store: Ledger) -> None:
+            store.start_run(7, "SOURCE_7", run_id=40)  # not a legacy id: the head moves
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("UPDATE old_runs SET status = 'failed' WHERE id = 22")
+
+        _old_runs(ledger, list(range(21, 31)))
+        meanwhile.append(change_the_table)
+        with pytest.raises(LegacyTableChangedError):
+            _paged_import(ledger, db_url)
+        assert ledger.head().last_run_id == 0
+        assert [state.run_id for state in ledger.runs()] == [8, 40]
     finally:
         _drop_old_runs(ledger)
