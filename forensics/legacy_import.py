@@ -121,7 +121,7 @@ def import_legacy(
                 result.imported += len(new_runs)
                 result.already_imported += len(chunk) - len(new_runs)
         Projector(ledger).run_once()
-        for legacy_rows, batches in legacy.pages_as_checked(checked.digests):  # pass 3
+        for legacy_rows in legacy.rows_as_checked(checked.digests):  # pass 3
             run_ids = [row["id"] for row in legacy_rows]
             with ledger.connect("compare the imported runs") as conn:
                 states = run_states(conn, run_ids)
@@ -131,25 +131,26 @@ def import_legacy(
             result.open_runs.extend(
                 row["id"] for row in legacy_rows if states[row["id"]].state == OPEN
             )
-            for row, facts in zip(legacy_rows, batches, strict=True):
-                as_imported = _as_imported(ledger, facts, states[row["id"]], projected)
-                _compare(row, as_imported, result)
+            for row in legacy_rows:
+                _compare(row, _as_imported(ledger, row, states[row["id"]], projected), result)
     return result
 
 
 def _as_imported(
-    ledger: Ledger, facts: list[EventModel], state: RunState, projected: dict[int, Row]
+    ledger: Ledger, legacy: Row, state: RunState, projected: dict[int, Row]
 ) -> Row | None:
     """The run's row as of the import's own last fact for it: what the legacy row is compared
     with. A fact appended after (the sweeper timing out a run left open, a late report) is a
     later part of the run's history, not a difference from the legacy table; such a run is
     replayed up to the import's last fact. Other runs hold only the import's facts (their
-    version is the number of facts), and their projected row is that row already."""
+    version is the number of facts), and their projected row is that row already. The facts
+    are the legacy row's (:func:`facts_for`), known by their kinds: not built again."""
     run_id = state.run_id
-    if state.version <= len(facts):
+    kinds = _fact_kinds(legacy)
+    if state.version <= len(kinds):
         return projected.get(run_id)
     history = ledger.read_run(run_id)
-    imported = {str(event.event_id) for event in facts}
+    imported = {str(_event_id(legacy["id"], kind)) for kind in kinds}
     last = max(event.position for event in history if event.event_id in imported)
     return run_as_of(ledger, run_id, last, history)[0]
 
@@ -531,20 +532,24 @@ class _LegacyTable:
     def _read(conn: Connection, query: Select[Any]) -> list[dict[str, Any]]:
         return [dict(row) for row in conn.execute(query).mappings()]
 
-    def pages_as_checked(
-        self, digests: list[bytes]
-    ) -> Iterator[tuple[list[Row], list[list[EventModel]]]]:
-        """The rows again, page by page, normalised, with their facts; each page verified
-        first against the digest pass 1 kept of it (``digests``): a table that is no longer
-        what was checked raises :class:`LegacyTableChangedError`."""
+    def rows_as_checked(self, digests: list[bytes]) -> Iterator[list[Row]]:
+        """The rows again, page by page, normalised; each page verified first against the
+        digest pass 1 kept of it (``digests``): a table that is no longer what was checked
+        raises :class:`LegacyTableChangedError`."""
         index = -1
         for index, page in enumerate(self.pages()):
             if index >= len(digests) or _digest(page) != digests[index]:
                 self._changed()
-            legacy_rows = [_normalise(row) for row in page]
-            yield legacy_rows, [facts_for(row) for row in legacy_rows]
+            yield [_normalise(row) for row in page]
         if index + 1 != len(digests):
             self._changed()
+
+    def pages_as_checked(
+        self, digests: list[bytes]
+    ) -> Iterator[tuple[list[Row], list[list[EventModel]]]]:
+        """:meth:`rows_as_checked`, each page with its rows' facts."""
+        for legacy_rows in self.rows_as_checked(digests):
+            yield legacy_rows, [facts_for(row) for row in legacy_rows]
 
     def _changed(self) -> None:
         raise LegacyTableChangedError(
@@ -699,6 +704,18 @@ def _event_id(row_id: int, kind: str) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, f"legacy-run-{row_id}-{kind}")
 
 
+def _fact_kinds(row: Row) -> list[str]:
+    """Which facts a legacy row stands for (:func:`facts_for`), by the kind its event id is
+    derived from (:func:`_event_id`): its start, its counters unless all are 0, its end unless
+    it is ``running``."""
+    kinds = ["started"]
+    if any(_count(row, column) for column in COUNTER_COLUMNS.values()):
+        kinds.append("counters")
+    if row["status"] != "running":
+        kinds.append("finished")
+    return kinds
+
+
 def facts_for(row: Row) -> list[EventModel]:
     """The facts a legacy row stands for; ValidationError names the row and the field."""
     started_at = row["startedAt"]
@@ -733,8 +750,9 @@ def facts_for(row: Row) -> list[EventModel]:
                 context=RECORDED_NAMES,
             )
         ]
-        counters = {field: _count(row, column) for field, column in COUNTER_COLUMNS.items()}
-        if any(counters.values()):
+        kinds = _fact_kinds(row)
+        if "counters" in kinds:
+            counters = {f: _count(row, column) for f, column in COUNTER_COLUMNS.items()}
             events.append(
                 RunProgressed(
                     event_id=_event_id(row["id"], "counters"),
@@ -744,7 +762,7 @@ def facts_for(row: Row) -> list[EventModel]:
                     **counters,
                 )
             )
-        if row["status"] != "running":
+        if "finished" in kinds:
             details = adopted_details(row.get("errorDetails"))
             events.append(
                 RunFinished(
