@@ -5,7 +5,10 @@ RunStarted with the same id (``metadata.imported = true``), one RunProgressed wi
 and for a terminal status a RunFinished with the legacy status, completedAt, errorMessage and
 errorDetails. A ``running`` row stays open, for the sweeper. Event ids are derived from the row
 id, so a second import appends nothing. Every row, and whatever an append of it could refuse,
-is checked before anything is written, the run id reservation included.
+is checked before anything is written, the run id reservation included. The table is never
+held whole: it is read in pages by id, checked in a first pass that keeps a digest a page, then
+appended and compared page by page, each page verified against its digest first (a table that
+changed meanwhile stops the import: :class:`LegacyTableChangedError`).
 Afterwards each legacy row is compared, column by column (timestamps to the second), with its
 run as of the import's own last fact for it, so that what happened to the run since (the sweeper
 timing out a run left open) is not taken for a difference: ``duration`` filled in where the
