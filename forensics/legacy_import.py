@@ -318,7 +318,7 @@ def _reserve_legacy_run_ids(ledger: Ledger, legacy: _LegacyTable, checked: _Chec
         ledger.reserve_run_ids(checked.highest, check=under_the_lock)
     except _AheadOfTheClock as ahead:
         _refuse_ahead_of(ahead.now, legacy, checked.digests)
-        raise AssertionError("a fact ahead of the clock was not found again") from None
+        raise legacy.changed() from None  # the pages as checked hold that fact: not reached
 
 
 def _refuse_ahead_of(now: datetime, legacy: _LegacyTable, digests: list[bytes]) -> None:
@@ -542,10 +542,10 @@ class _LegacyTable:
         index = -1
         for index, page in enumerate(self.pages()):
             if index >= len(digests) or _digest(page) != digests[index]:
-                self._changed()
+                raise self.changed()
             yield [_normalise(row) for row in page]
         if index + 1 != len(digests):
-            self._changed()
+            raise self.changed()
 
     def pages_as_checked(
         self, digests: list[bytes]
@@ -554,8 +554,9 @@ class _LegacyTable:
         for legacy_rows in self.rows_as_checked(digests):
             yield legacy_rows, [facts_for(row) for row in legacy_rows]
 
-    def _changed(self) -> None:
-        raise LegacyTableChangedError(
+    def changed(self) -> LegacyTableChangedError:
+        """The error of a table that is no longer what pass 1 checked."""
+        return LegacyTableChangedError(
             f"table {self.name!r} in {mask_url(self.source.url)} changed during the import "
             "(rows added, removed or changed since it was checked); nothing was appended from "
             "the rows that changed. Running `ledger import-legacy` again is safe: what was "
