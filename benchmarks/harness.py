@@ -123,6 +123,8 @@ class Sizes:
     stuck_runs_small: int = 10_000
     stuck_runs_large: int = 1_000_000
     web_runs: int = 1_000_000  # ingestion_runs rows behind the web view's runs page
+    legacy_small: int = 10_000  # legacy rows of the two `ledger import-legacy` runs
+    legacy_large: int = 100_000
     writers: tuple[int, ...] = (1, 2, 4, 8)
     appenders_each: int = 500
     lag_seconds: float = 20.0
@@ -141,6 +143,8 @@ class Sizes:
             stuck_runs_small=1_000,
             stuck_runs_large=20_000,
             web_runs=50_000,
+            legacy_small=5_000,
+            legacy_large=50_000,
             appenders_each=30,
             lag_seconds=4.0,
         )
@@ -158,6 +162,8 @@ class Sizes:
             stuck_runs_small=200,
             stuck_runs_large=1_000,
             web_runs=2_000,
+            legacy_small=500,
+            legacy_large=1_000,
             writers=(1, 2),
             appenders_each=10,
             lag_seconds=1.0,
@@ -661,6 +667,51 @@ class Bench:
 
     # -------------------------------------------------------------- 7: the web view
 
+    def legacy_import_memory(self) -> None:
+        """`ledger import-legacy` of ``legacy_small`` and then ``legacy_large`` legacy rows, each
+        in a process of its own to read its peak RSS: the import reads the table in pages, so
+        its memory is flat in the table's size (it held the whole table before: 409 MB at
+        50,000 rows). SQLite files in a scratch folder, whatever the bench's database: what is
+        measured is the importing process."""
+        measured = []
+        with tempfile.TemporaryDirectory() as scratch:
+            for rows in (self.sizes.legacy_small, self.sizes.legacy_large):
+                self.log(f"import-legacy of {rows:,} rows (separate process)")
+                child = subprocess.run(
+                    [sys.executable, "-m", "benchmarks.child", "import-legacy", scratch, str(rows)],
+                    cwd=REPO,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                measured.append(json.loads(child.stdout))
+        small, large = measured
+        self.add(
+            f"10. import-legacy of {large['rows']:,} rows",
+            large["rows"] / large["seconds"],
+            "rows/s",
+            None,
+            None,
+            [],
+        )
+        self.add(
+            "10. import-legacy peak RSS",
+            large["peak_rss_mb"],
+            "MB",
+            None,
+            None,
+            [Check("<= 250", large["peak_rss_mb"] <= 250)],
+        )
+        growth = large["peak_rss_mb"] / small["peak_rss_mb"]
+        self.add(
+            f"10. import-legacy RSS at {large['rows']:,} / at {small['rows']:,}",
+            growth,
+            "x",
+            None,
+            None,
+            [Check("<= 1.5", growth <= 1.5)],
+        )
+
     def web_runs_page(self) -> None:
         """The runs page's first page (filters off, then a status filter), rendered by the web
         view over ``ingestion_runs`` holding ``web_runs`` rows spread over 30 days (the per-day
@@ -885,6 +936,8 @@ def run_database(
             bench.follow_lag()
         bench.stuck_query()
         bench.web_runs_page()
+        if not bench.mysql:
+            bench.legacy_import_memory()
     finally:
         bench.close()
         if server_url is not None:

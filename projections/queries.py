@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,7 @@ from sqlalchemy import Connection, func, select
 from ledger import Ledger, UnknownRunError
 from ledger.clock import format_utc_seconds
 from ledger.dialects import same_text
+from ledger.reads import chunks
 from ledger.rules import RunState, state_as_of
 from ledger.schema import MAX_POSITION
 from ledger.stored_rows import named_rows
@@ -105,6 +107,17 @@ def all_rows(ledger: Ledger) -> dict[int, Row]:
         return {
             row["id"]: normalise(row) for row in conn.execute(select(ingestion_runs)).mappings()
         }
+
+
+def rows_by_id(conn: Connection, run_ids: Sequence[int]) -> dict[int, Row]:
+    """The ``ingestion_runs`` rows of ``run_ids`` (those projected), by id: :func:`all_rows`
+    for a page of runs, read in IN lists of :data:`ledger.reads.IN_CHUNK`."""
+    found: dict[int, Row] = {}
+    with named_rows(conn, ingestion_runs):
+        for part in chunks(run_ids):
+            query = select(ingestion_runs).where(ingestion_runs.c.id.in_(part))
+            found.update((row["id"], normalise(row)) for row in conn.execute(query).mappings())
+    return found
 
 
 def runs_by_status(conn: Connection) -> dict[str, int]:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import click
 
 from connectors.spool import SpoolAccessError
+from forensics.legacy_import import LegacyTableChangedError
 from ledger import (
     AccessDeniedError,
     ConcurrencyError,
@@ -104,7 +105,8 @@ def exit_code_for(error: LedgerError) -> int:
         | DiskError
         | ServerSettingError
         | SpoolAccessError
-        | OutputFileError,
+        | OutputFileError
+        | LegacyTableChangedError,
     ):
         # A spool folder or file this user may not open, like a SQLite ledger file: it was a
         # PermissionError traceback, exit 1. An output file on a full disk, as stdout is, and

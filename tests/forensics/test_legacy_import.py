@@ -7,6 +7,7 @@ ids already in the ledger, are refused saying why."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from freezegun import freeze_time
 from sqlalchemy import text
 
 from forensics.audit import audit_run
-from forensics.legacy_import import import_legacy
+from forensics.legacy_import import LegacyTableChangedError, import_legacy
 from forensics.verify import verify_all
 from ledger import Ledger, ValidationError, sweep
 from ledger.urls import mask_url
@@ -519,3 +520,228 @@ def test_import_legacy_names_a_status_outside_the_legacy_enum(tmp_path: Path) ->
                     "success, partial, failed); nothing was imported\n"
                 )
                 assert store.head().last_position == 0
+
+
+# ---------------------------------------------------------------- an import in pages
+# The import reads the legacy table in pages (`page_rows`) and keeps only what later steps
+# need; these tests page a small table by 3 or 4 rows to try each edge on both databases.
+
+PAGED_DDL = (
+    "CREATE TABLE old_runs (id INTEGER NULL, sourceId INTEGER NOT NULL, "
+    "connectorName VARCHAR(100) NOT NULL, startedAt TIMESTAMP NULL, completedAt TIMESTAMP NULL, "
+    "status VARCHAR(9) NOT NULL, recordsFetched INTEGER NOT NULL DEFAULT 0, "
+    "createdAt TIMESTAMP NULL)"
+)  # no primary key: nothing stops two rows of one id, or a NULL id
+
+
+def _old_runs(store: Ledger, ids: list[int | None], **changes: dict[str, object]) -> None:
+    """A legacy table ``old_runs`` (no primary key) of a success for each of ``ids``;
+    ``changes`` sets columns of the row of the id its key names (``{"r10": {...}}``)."""
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS old_runs")
+        conn.exec_driver_sql(PAGED_DDL)
+        rows = [
+            {
+                "id": row_id,
+                "started": "2026-01-28 01:00:00",
+                "completed": "2026-01-28 01:00:30",
+                "status": "success",
+                "fetched": row_id or 0,
+                **changes.get(f"r{row_id}", {}),
+            }
+            for row_id in ids
+        ]
+        conn.execute(
+            text(
+                "INSERT INTO old_runs (id, sourceId, connectorName, startedAt, completedAt, "
+                "status, recordsFetched, createdAt) VALUES (:id, 1, 'SOURCE_1', :started, "
+                ":completed, :status, :fetched, :started)"
+            ),
+            rows,
+        )
+
+
+def _paged_import(
+    store: Ledger, db_url: str, page_rows: int = 3, rows_per_batch: int = 2
+) -> dict[str, object]:
+    result = import_legacy(
+        store, db_url, "old_runs", rows_per_batch=rows_per_batch, page_rows=page_rows
+    )
+    return result.to_dict()
+
+
+def _drop_old_runs(store: Ledger) -> None:
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS old_runs")
+
+
+def test_an_import_in_pages_imports_every_row_and_a_rerun_appends_nothing(
+    ledger: Ledger, db_url: str
+) -> None:
+    try:
+        _old_runs(ledger, list(range(1, 11)), r7={"status": "running", "completed": None})
+        first = _paged_import(ledger, db_url)
+        assert (first["rows"], first["imported"], first["already_imported"]) == (10, 10, 0)
+        assert (first["left_open"], first["mismatches"]) == ([7], [])
+        head = ledger.head()
+        assert head.last_run_id == 10
+        for page_rows in (1, 4, 10, 11):  # a page of one row, pages cut anywhere, one page
+            again = _paged_import(ledger, db_url, page_rows=page_rows, rows_per_batch=3)
+            assert (again["imported"], again["already_imported"]) == (0, 10), page_rows
+            assert (again["left_open"], again["mismatches"]) == ([7], []), page_rows
+        assert ledger.head() == head
+        assert sorted(state.run_id for state in ledger.runs()) == list(range(1, 11))
+        assert verify_all(ledger).ok
+    finally:
+        _drop_old_runs(ledger)
+
+
+def test_an_import_in_pages_finds_ids_repeated_across_a_page_boundary(
+    ledger: Ledger, db_url: str
+) -> None:
+    """Rows of one id are adjacent in id order: a page takes every row of its last id, so a
+    repeated id is found on a page boundary (a `WHERE id > last` page would skip the second
+    row of id 3, the first page's last), and the message names 10 of them with their counts
+    as the whole-table check did."""
+    try:
+        before = ledger.head()
+        _old_runs(ledger, [1, 2, 3, 3, 4, 5, 6, 6, 6, 7])
+        with pytest.raises(ValidationError) as refused:
+            _paged_import(ledger, db_url, page_rows=3)
+        assert str(refused.value) == (
+            "table 'old_runs': more than one legacy row has the id 3 (2 rows), 6 (3 rows); a "
+            "legacy id becomes the id of one run: remove or renumber the repeated rows; "
+            "nothing was imported"
+        )
+        _old_runs(ledger, [row_id for row_id in range(1, 14) for _ in range(2)] + [14])
+        for page_rows in (2, 3, 5):
+            with pytest.raises(ValidationError) as refused:
+                _paged_import(ledger, db_url, page_rows=page_rows)
+            assert "has the id 1 (2 rows), 2 (2 rows)" in str(refused.value)
+            assert "10 (2 rows) and 3 more; a legacy id" in str(refused.value), page_rows
+        assert ledger.head() == before
+    finally:
+        _drop_old_runs(ledger)
+
+
+def test_an_import_in_pages_refuses_a_bad_row_on_its_last_page_before_writing(
+    ledger: Ledger, db_url: str
+) -> None:
+    """Each refusal of a row on the last page (a page of 3 rows, the bad rows 9 and 10) comes
+    before anything is written, the run id allocator included; NULL ids (more than a page of
+    them) are refused too, without paging for ever."""
+    before = ledger.head()
+    ahead = {"started": "2037-06-01 00:00:00", "completed": None, "status": "running"}
+    try:
+        for changes, refusal in (
+            ({"r10": {"status": "timed_out"}}, 'legacy row id 10: status: "timed_out" is not'),
+            ({"r10": {"started": None}}, "legacy row id 10: startedAt is NULL"),
+            ({"r10": {"fetched": -1}}, "legacy row id 10: records_fetched"),
+            (
+                {"r9": ahead, "r10": ahead},
+                "legacy row id 9 (and 1 other row(s)): occurred_at: 2037-06-01T00:00:00.000000Z "
+                "is more than 5 minutes ahead of the ledger clock",
+            ),
+        ):
+            _old_runs(ledger, list(range(1, 11)), **changes)
+            with pytest.raises(ValidationError) as refused:
+                _paged_import(ledger, db_url)
+            assert str(refused.value).startswith(refusal), str(refused.value)
+            assert ledger.head() == before  # last_run_id too
+        _old_runs(ledger, [None] * 7 + [1, 2])
+        with pytest.raises(ValidationError, match="legacy row id None: event: run_id"):
+            _paged_import(ledger, db_url, page_rows=2)
+        assert ledger.head() == before
+        store = ledger.start_run(1, "SOURCE_1")
+        assert store == 1
+    finally:
+        _drop_old_runs(ledger)
+
+
+def test_an_import_in_pages_stops_when_the_table_changes_between_its_passes(
+    ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows are checked in a first pass, appended in a second: a row that changed (or came)
+    in between was never checked. The page holding it is not appended: the import stops
+    saying the table changed and that running it again is safe, which then completes it."""
+    reserve = Ledger.reserve_run_ids
+    change: list[str] = []
+
+    def reserve_then_change(self: Ledger, *args: object, **kwargs: object) -> None:
+        reserve(self, *args, **kwargs)  # type: ignore[arg-type]
+        with self.engine.begin() as conn:
+            for statement in change:
+                conn.exec_driver_sql(statement)
+        change.clear()
+
+    monkeypatch.setattr(Ledger, "reserve_run_ids", reserve_then_change)
+    try:
+        _old_runs(ledger, list(range(1, 11)))
+        change.append("UPDATE old_runs SET status = 'failed' WHERE id = 5")  # the 2nd page
+        result = run("import-legacy", "--from-url", db_url, "--table", "old_runs", "--db", db_url)
+        assert result.exit_code == 3, result.output  # type: ignore[attr-defined]
+        assert result.stderr.startswith(  # type: ignore[attr-defined]
+            "Error: table 'old_runs' in "
+        )
+        assert "changed during the import" in result.stderr  # type: ignore[attr-defined]
+        assert "Running `ledger import-legacy` again is safe" in result.stderr  # type: ignore[attr-defined]
+        assert "Traceback" not in result.output  # type: ignore[attr-defined]
+        # the first page of 1,000 held all 10 rows: with pages of 3, the first is appended
+        _old_runs(ledger, list(range(1, 11)))
+        change.append("UPDATE old_runs SET status = 'failed' WHERE id = 5")
+        with pytest.raises(LegacyTableChangedError):
+            _paged_import(ledger, db_url)
+        assert sorted(state.run_id for state in ledger.runs()) == [1, 2, 3]
+        change.append(
+            "INSERT INTO old_runs SELECT 11, sourceId, connectorName, startedAt, "
+            "completedAt, status, recordsFetched, createdAt FROM old_runs WHERE id = 1"
+        )
+        with pytest.raises(LegacyTableChangedError):  # a row added on the last page
+            _paged_import(ledger, db_url)
+        assert len(ledger.runs()) == 9  # the last page, 10 and 11, not appended
+        again = _paged_import(ledger, db_url)
+        assert (again["rows"], again["imported"], again["already_imported"]) == (11, 2, 9)
+        assert again["mismatches"] == []
+        assert table_rows(ledger)[5]["status"] == "failed"
+        assert verify_all(ledger).ok
+    finally:
+        _drop_old_runs(ledger)
+
+
+def test_an_import_in_pages_checks_the_pages_again_under_the_lock_when_the_head_moved(
+    ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that takes a legacy id between the first pass and the reservation is found by
+    the pages read again under the head lock (each verified against its digest), and the
+    reservation is rolled back; so is one made while the table changed."""
+    reserve = Ledger.reserve_run_ids
+    meanwhile: list[Callable[[Ledger], object]] = []
+
+    def reserve_after(self: Ledger, *args: object, **kwargs: object) -> None:
+        for step in meanwhile:
+            step(self)
+        meanwhile.clear()
+        reserve(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Ledger, "reserve_run_ids", reserve_after)
+    try:
+        _old_runs(ledger, list(range(1, 11)))
+        meanwhile.append(lambda store: store.start_run(7, "SOURCE_7", run_id=8))
+        with pytest.raises(ValidationError, match=r"legacy run id\(s\) 8 already exist"):
+            _paged_import(ledger, db_url)
+        before = ledger.head()
+        assert before.last_run_id == 0  # not 10: the reservation was rolled back
+
+        def change_the_table(store: Ledger) -> None:
+            store.start_run(7, "SOURCE_7", run_id=40)  # not a legacy id: the head moves
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("UPDATE old_runs SET status = 'failed' WHERE id = 22")
+
+        _old_runs(ledger, list(range(21, 31)))
+        meanwhile.append(change_the_table)
+        with pytest.raises(LegacyTableChangedError):
+            _paged_import(ledger, db_url)
+        assert ledger.head().last_run_id == 0
+        assert [state.run_id for state in ledger.runs()] == [8, 40]
+    finally:
+        _drop_old_runs(ledger)
