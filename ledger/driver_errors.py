@@ -43,6 +43,7 @@ from ledger.errors import (
     StorageError,
 )
 from ledger.output_files import wrong_file_path
+from ledger.text import visible
 from ledger.urls import (
     IN_MEMORY_HINT,
     is_in_memory_sqlite,
@@ -447,7 +448,11 @@ def _describe(url: str, action: str, exc: SQLAlchemyError) -> str:
     # are left alone, replacing them would garble the message without hiding anything.
     if password and len(str(password)) >= 4:
         message = message.replace(str(password), "***")
-    return message
+    # The driver's message may quote what the database was given or an operator's trigger
+    # (SQLite's RAISE text as written): its line breaks and ESC sequences are shown as escapes
+    # (after the password is hidden, which they could split), so the message stays the one
+    # line the CLI prints after "Error:".
+    return visible(message)
 
 
 # MySQL/MariaDB server errors that say the environment failed, not the statement's data: the

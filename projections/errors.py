@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ledger.errors import LedgerError
+from ledger.text import visible
 
 
 class ProjectionError(LedgerError):
@@ -13,8 +14,13 @@ class PoisonEventError(ProjectionError):
     """An event the projector cannot apply; nothing after it is applied until it is resolved."""
 
     def __init__(self, position: int, event_type: str, reason: str) -> None:
+        # The reason may quote the database's refusal or an upcaster's error, which quote data
+        # (a trigger's message, a duplicate key): its line breaks and ESC sequences are shown as
+        # escapes, so the message stays the one line the CLI prints after "Error:". ``reason``
+        # keeps it exact (the checkpoint, ``status --format json``).
         super().__init__(
-            f"cannot project position {position} ({event_type}): {reason}; add an upcaster, or "
+            f"cannot project position {position} ({event_type}): {visible(reason)}; add an "
+            "upcaster, or "
             f"skip it with `ledger project --skip-position {position} --reason TEXT`"
         )
         self.position = position

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -22,6 +23,7 @@ from ledger import (
 )
 from ledger.driver_errors import database_unreachable, lock_wait_exceeded
 from ledger.store import MAX_LOCK_WAITS
+from service.cli import cli
 from tests import support
 
 
@@ -115,3 +117,40 @@ def test_the_lock_wait_is_whole_seconds(value: str) -> None:
     url = f"mysql+pymysql://root@127.0.0.1:3306/ledger?lock_wait_timeout={value}"
     with pytest.raises(ConfigurationError, match="lock_wait_timeout must be a whole number"):
         Ledger.from_url(url)
+
+
+def test_a_refusal_quoting_text_is_one_line_after_error(backend: str, db_url: str) -> None:
+    """A database's refusal quotes what it likes (an operator's trigger, SQLite's RAISE text as
+    written): its line breaks and ESC sequences are shown as escapes in the storage error, or
+    ``ledger append`` printed a line of the refusal's own after "Error:"."""
+    refusal = "policy\nappended 1 event(s): OK\x1b[2J"
+    store = Ledger.from_url(db_url)
+    with store.engine.begin() as conn:
+        if backend == "sqlite":
+            conn.execute(
+                text(
+                    "CREATE TRIGGER test_policy BEFORE INSERT ON ledger_events "
+                    f"BEGIN SELECT RAISE(ABORT, '{refusal}'); END"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE TRIGGER test_policy BEFORE INSERT ON ledger_events FOR EACH ROW "
+                    f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{refusal}'"
+                )
+            )
+    line = '{"type": "RunStarted", "source_id": 1, "connector_name": "S"}'
+    try:
+        result = CliRunner().invoke(cli, ["append", "-", "--db", db_url], input=line)
+        assert store.head().last_position == 0
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER IF EXISTS test_policy"))
+        store.close()
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    (error,) = [shown for shown in lines if shown.startswith("Error:")]
+    assert "policy\\nappended 1 event(s): OK" in error
+    assert "\x1b" not in result.stderr
+    assert not any(shown.startswith("appended 1 event(s)") for shown in lines)

@@ -633,3 +633,49 @@ def test_a_batch_of_large_events_is_cut_short_by_size_and_the_rest_follows(
     assert projector.run_once() == 1
     assert row(ledger, run_id)["recordsFetched"] == 3
     assert projector.checkpoint().position == 5
+
+
+def test_a_refusal_quoting_data_is_one_line_in_the_error_and_exact_in_the_json(
+    ledger: Ledger, db_url: str, backend: str
+) -> None:
+    """The database's refusal quotes what it likes (an operator's trigger message, a duplicate
+    key's value): its line breaks and ESC sequences are shown as escapes in the error that
+    ``ledger project`` prints, or the refusal would print lines of its own after "Error:";
+    the checkpoint keeps it exact (``status --format json``)."""
+    refusal = "rule\nProjection in sync: OK\x1b[2J"
+    with ledger.engine.begin() as conn:
+        if backend == "sqlite":
+            for when in ("INSERT", "UPDATE"):
+                conn.execute(
+                    text(
+                        f"CREATE TRIGGER test_forged_{when.lower()} BEFORE {when} ON "
+                        "ingestion_runs WHEN NEW.errorMessage = 'forged' BEGIN "
+                        f"SELECT RAISE(ABORT, '{refusal}'); END"
+                    )
+                )
+        else:
+            for when in ("INSERT", "UPDATE"):
+                conn.execute(
+                    text(
+                        f"CREATE TRIGGER test_forged_{when.lower()} BEFORE {when} ON "
+                        "ingestion_runs FOR EACH ROW BEGIN IF NEW.errorMessage = 'forged' THEN "
+                        f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{refusal}'; END IF; END"
+                    )
+                )
+    try:
+        run_id = ledger.start_run(1, "SOURCE_1")
+        ledger.append([RunFinished(run_id=run_id, status="failed", error_message="forged")])
+        result = CliRunner().invoke(cli, ["project", "--db", db_url])
+        assert result.exit_code == 1, result.output
+        (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+        assert "the database refused its row: " in error
+        assert "rule\\nProjection in sync: OK" in error  # PyMySQL's message is a tuple's repr
+        assert "\x1b" not in result.stderr
+        assert not any(line.startswith("Projection in sync") for line in result.stderr.splitlines())
+        stored = cli_json("status", "--db", db_url)["projections"][0]["error"]["message"]
+        if backend == "sqlite":  # MariaDB's own message shows ESC as \001B
+            assert stored == f"the database refused its row: {refusal}"
+    finally:
+        with ledger.engine.begin() as conn:
+            for name in ("test_forged_insert", "test_forged_update"):
+                conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
