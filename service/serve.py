@@ -414,7 +414,10 @@ class LedgerService:
         return tick + timedelta(days=1) if after is None else after
 
     def _tick_failed(self, what: str, exc: StorageError) -> None:
-        if database_unreachable(exc):  # one line as the outage starts, one as it ends
+        # One line as the outage starts, one as it ends: the database unreachable, or its
+        # schema gone under a running serve (the start refuses a missing one; an ERROR per
+        # connector per tick said "run `ledger migrate`" for ever, where one line says it).
+        if database_unreachable(exc) or isinstance(exc, SchemaError):
             self.ticks_outage.failed(exc)
         else:
             log.error("%s: %s", what, visible(str(exc)))
