@@ -342,9 +342,7 @@ def test_ticks_meeting_a_missing_schema_say_so_once_and_again_when_it_is_back(
         assert "the schema is missing: run `ledger migrate`" in said
     finally:
         with ledger.engine.begin() as connection:
-            connection.exec_driver_sql(
-                "ALTER TABLE schedule_claims_away RENAME TO schedule_claims"
-            )
+            connection.exec_driver_sql("ALTER TABLE schedule_claims_away RENAME TO schedule_claims")
     try:
         with freeze_time(datetime(2026, 1, 1, 12, 3, 1, tzinfo=UTC)):
             service.sweeper_job()
