@@ -581,6 +581,13 @@ class LedgerService:
                 len(result.timed_out),
                 len(result.skipped),
             )
+            if result.failed:  # each logged as it failed; the next sweep tries them again
+                log.error(
+                    "sweeper: %d stuck run(s) could not be timed out (run %s), left for the "
+                    "next sweep",
+                    len(result.failed),
+                    ", ".join(str(run.run_id) for run, _exc in result.failed),
+                )
             prune_claims(self.ledger)
         except StorageError as exc:
             self._tick_failed("sweeper", exc)
