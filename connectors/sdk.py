@@ -873,7 +873,8 @@ class RunContext:
                 error_message=f"{summary}; first: {errors[0]['message']}" if errors else summary,
                 error_details=error_details,
             )
-        interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            return self._interrupted(exc, error_details)
         details = {
             # A class's name is any text (type("x" * 10**6, ...)): cut like a message.
             "exception": clip(storable(type(exc).__name__), MAX_MESSAGE_CHARS, count_cut=True),
@@ -887,8 +888,6 @@ class RunContext:
             ),
             **error_details,
         }
-        if interrupted:
-            details["reason"] = "interrupted"
         message = storable(describe_failure(exc))
         return RunFinished(
             run_id=self.run_id,
@@ -896,6 +895,41 @@ class RunContext:
             actor=self.actor,
             error_message=clip(message, MAX_MESSAGE_CHARS, count_cut=True),
             error_details=details,
+        )
+
+    def _interrupted(
+        self, exc: KeyboardInterrupt | SystemExit, error_details: dict[str, Any]
+    ) -> RunFinished:
+        """The outcome of a run a signal (or an exit) stopped, its details saying what its
+        message says: a SIGTERM's were ``"exception": "SystemExit", "message": "143"`` and a
+        traceback ending ``SystemExit: 143`` under the message "stopped by SIGTERM". The
+        signal is named as the TypeScript client names it (``exception`` and ``signal``), the
+        exit status kept, and the stack says where the run was, without the exception line."""
+        message = clip(storable(describe_failure(exc)), MAX_MESSAGE_CHARS, count_cut=True)
+        name = _signal_name(exc)
+        details: dict[str, Any] = {
+            "exception": name or clip(storable(type(exc).__name__), MAX_MESSAGE_CHARS),
+            "message": message,
+            "reason": "interrupted",
+        }
+        if name is not None:
+            details["signal"] = name
+        if isinstance(exc, SystemExit) and _is_int(exc.code):
+            details["exit_status"] = exc.code
+        frames = traceback.format_tb(exc.__traceback__)
+        if frames:
+            details["traceback"] = clip(
+                storable(mask_secrets("Traceback (most recent call last):\n" + "".join(frames))),
+                MAX_TRACEBACK_CHARS,
+                count_cut=True,
+                keep_end=True,
+            )
+        return RunFinished(
+            run_id=self.run_id,
+            status="failed",
+            actor=self.actor,
+            error_message=message,
+            error_details={**details, **error_details},
         )
 
 
@@ -986,14 +1020,28 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exception_text(exc)}"
 
 
-def _describe_exit(code: object) -> str:
-    # A signal handler exits with 128 + the signal's number, the shell's convention
-    # (`ledger run` does so for SIGTERM).
-    if isinstance(code, int) and not isinstance(code, bool) and code > 128:
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _signal_name(exc: BaseException) -> str | None:
+    """The signal that stopped a run: SIGINT for Ctrl-C, the one a SystemExit's 128 + N says
+    (a signal handler exits so, the shell's convention: `ledger run` does for SIGTERM)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "SIGINT"
+    code = exc.code if isinstance(exc, SystemExit) else None
+    if isinstance(code, int) and _is_int(code) and code > 128:
         try:
-            return f"stopped by {signal.Signals(code - 128).name}"
+            return signal.Signals(code - 128).name
         except ValueError:
-            pass
+            return None
+    return None
+
+
+def _describe_exit(code: object) -> str:
+    name = _signal_name(SystemExit(code))
+    if name is not None:
+        return f"stopped by {name}"
     if isinstance(code, str) and code:
         return f"stopped: {code}"
     return f"stopped (exit status {code})"

@@ -14,6 +14,13 @@ its state and the append (a connector still reporting) is read again and the fai
 (:data:`MAX_FAIL_ATTEMPTS`); only a closed run is refused, always as ``open-runs-only``, so of
 two operators failing one run at once the second is told the run is closed, on every backend.
 A database error is not retried; run again, the command finds the run closed if it committed.
+
+A run whose timeout still fails after its retry (a row lock another session holds past the
+wait, a statement the database refuses for that run) is recorded in :attr:`SweepResult.failed`
+and the sweep goes on to the next run: stopping there left every later stuck run running until
+the next sweep, which stopped at the same run again. What is not one run's stops the sweep at
+once: the database unreachable or its schema missing, or a second run in a row failing (a lock
+on the whole ledger), so an outage costs the tries of a run or two, not of every run.
 """
 
 from __future__ import annotations
@@ -26,11 +33,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ledger.clock import isoformat_utc
+from ledger.driver_errors import database_unreachable
 from ledger.durations import format_duration
 from ledger.errors import (
+    AccessDeniedError,
     ConcurrencyError,
     ConnectorNotAllowedError,
+    DatabaseFileChangedError,
+    DiskError,
     SchemaError,
+    ServerSettingError,
     StorageError,
     StreamError,
     UnknownRunError,
@@ -71,13 +83,17 @@ class SweepResult:
     timed_out: list[StuckRun] = field(default_factory=list)
     skipped: list[tuple[StuckRun, str]] = field(default_factory=list)  # (run, why)
     dry_run: bool = False
+    # Runs whose timeout failed for a reason of their own, left running for the next sweep.
+    failed: list[tuple[StuckRun, StorageError]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """The sweep as JSON: the runs timed out (or that would be), and those left alone."""
+        """The sweep as JSON: the runs timed out (or that would be), those left alone, and
+        those whose timeout failed (with the error)."""
         return {
             "dry_run": self.dry_run,
             "timed_out": [run.to_dict() for run in self.timed_out],
             "skipped": [{**run.to_dict(), "why": why} for run, why in self.skipped],
+            "failed": [{**run.to_dict(), "error": str(exc)} for run, exc in self.failed],
         }
 
 
@@ -94,6 +110,7 @@ def sweep(
     report them)."""
     now = now or ledger.clock()
     result = SweepResult(dry_run=dry_run)
+    failed_last = False  # the run before this one failed (see the module's docstring)
     for run in stuck_runs(ledger, older_than, max_runtime, now, overrides):
         if run_ids is not None and run.run_id not in run_ids:
             continue
@@ -112,7 +129,19 @@ def sweep(
         )
         try:
             appended, retried = _append_retrying_once(ledger, event, run.version)
+        except SchemaError:
+            raise
+        except StorageError as exc:
+            if failed_last or _not_one_runs(exc):
+                raise  # the next run would fail the same way
+            failed_last = True
+            log.warning(
+                "run %d not timed out, left for the next sweep: %s", run.run_id, visible(str(exc))
+            )
+            result.failed.append((run, exc))
+            continue
         except (ConcurrencyError, StreamError) as exc:
+            failed_last = False  # the database answered
             log.info(
                 "run %d not timed out: it changed since it was found stuck (%s)",
                 run.run_id,
@@ -126,6 +155,7 @@ def sweep(
             if not any(e.event_id == str(event.event_id) for e in ledger.read_run(run.run_id)):
                 raise
             appended, retried = None, False
+        failed_last = False
         if appended is None or not (appended.new_events or retried):
             why = "already timed out by a concurrent sweep"
             log.info("run %d not timed out: %s", run.run_id, why)
@@ -143,6 +173,12 @@ def sweep(
         )
         result.timed_out.append(run)
     return result
+
+
+def _not_one_runs(exc: StorageError) -> bool:
+    """Whether a failed timeout is the whole database's, every later run's too."""
+    whole = AccessDeniedError | DiskError | ServerSettingError | DatabaseFileChangedError
+    return database_unreachable(exc) or isinstance(exc, whole)
 
 
 def _append_retrying_once(

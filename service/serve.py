@@ -155,7 +155,13 @@ class ServiceShutdown(Exception):
 
 
 class LedgerService:
-    def __init__(self, config: LedgerConfig, metrics_port: int | None = None) -> None:
+    def __init__(
+        self,
+        config: LedgerConfig,
+        metrics_port: int | None = None,
+        api_socket: socket.socket | None = None,
+    ) -> None:
+        """``api_socket``: ``[api] listen`` bound already (see :func:`claim_ports`)."""
         self.config = config
         self.metrics_port = metrics_port if metrics_port is not None else config.serve.metrics_port
         self.ledger = Ledger.from_url(config.database_url)
@@ -189,6 +195,7 @@ class LedgerService:
         self.last_sweep_at: datetime | None = None
         self.last_sweep_timed_out: int | None = None
         self.api: ApiThread | None = None
+        self.api_socket = api_socket
         enabled = sum(c.enabled for c in config.connectors)
         self.scheduler = ClockWatchedScheduler(
             timezone=UTC,
@@ -407,7 +414,10 @@ class LedgerService:
         return tick + timedelta(days=1) if after is None else after
 
     def _tick_failed(self, what: str, exc: StorageError) -> None:
-        if database_unreachable(exc):  # one line as the outage starts, one as it ends
+        # One line as the outage starts, one as it ends: the database unreachable, or its
+        # schema gone under a running serve (the start refuses a missing one; an ERROR per
+        # connector per tick said "run `ledger migrate`" for ever, where one line says it).
+        if database_unreachable(exc) or isinstance(exc, SchemaError):
             self.ticks_outage.failed(exc)
         else:
             log.error("%s: %s", what, visible(str(exc)))
@@ -571,6 +581,13 @@ class LedgerService:
                 len(result.timed_out),
                 len(result.skipped),
             )
+            if result.failed:  # each logged as it failed; the next sweep tries them again
+                log.error(
+                    "sweeper: %d stuck run(s) could not be timed out (run %s), left for the "
+                    "next sweep",
+                    len(result.failed),
+                    ", ".join(str(run.run_id) for run, _exc in result.failed),
+                )
             prune_claims(self.ledger)
         except StorageError as exc:
             self._tick_failed("sweeper", exc)
@@ -618,7 +635,7 @@ class LedgerService:
         registry = CollectorRegistry()
         registry.register(LedgerCollector(self.figures, self.spool))
         host = self.config.serve.metrics_host
-        where = f"[{host}]:{self.metrics_port}" if ":" in host else f"{host}:{self.metrics_port}"
+        where = metrics_address(host, self.metrics_port)
         try:
             start_http_server(self.metrics_port, addr=host, registry=registry)
         except OSError as exc:  # taken port, an address not on this host, a name unknown
@@ -633,7 +650,7 @@ class LedgerService:
             return
         from service.api.server import ApiThread  # FastAPI loads only when configured
 
-        self.api = ApiThread(self.config, self.config.api.listen)
+        self.api = ApiThread(self.config, self.config.api.listen, self.api_socket)
         self.api.start()
 
     def stop_api(self) -> None:
@@ -803,6 +820,39 @@ class LedgerService:
     def _jobs_starting(self) -> bool:
         with self.active_lock:
             return self.in_flight > len(self.active)
+
+
+def metrics_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def claim_ports(config: LedgerConfig, metrics_port: int | None) -> socket.socket | None:
+    """Check serve's ports before anything is made or said to serve: the API's ``listen`` is
+    bound here and kept (given to :class:`LedgerService`, None without ``[api] listen``); the
+    metrics port is bound and let go (prometheus_client binds its own, as serve starts, with
+    the same SO_REUSEADDR). A taken port or an address not on this host is a
+    :class:`ConfigurationError` naming it: serve made the SQLite file and printed "serving"
+    first, and only then exited 2 "Address already in use"."""
+    port = metrics_port if metrics_port is not None else config.serve.metrics_port
+    if port is not None:
+        host = config.serve.metrics_host
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+        except OSError as exc:
+            where = metrics_address(host, port)
+            raise ConfigurationError(
+                f"cannot serve metrics on {where}: {exc.strerror or exc}"
+            ) from exc
+    if config.api.listen is None:
+        return None
+    from service.api.server import bind  # FastAPI loads only when configured
+
+    return bind(config.api.listen)
 
 
 def _wait_while(busy: Callable[[], bool], deadline: float) -> None:

@@ -122,9 +122,12 @@ class ApiThread:
     """The API in a thread of another process (``ledger serve``): started, then stopped with
     the requests in flight drained."""
 
-    def __init__(self, config: LedgerConfig, listen: str) -> None:
+    def __init__(
+        self, config: LedgerConfig, listen: str, sock: socket.socket | None = None
+    ) -> None:
+        """``sock``: ``listen`` bound already (serve binds it before it makes a database)."""
         self.listen = listen
-        self.sock = bind(listen)
+        self.sock = bind(listen) if sock is None else sock
         self.server, self.app = build_server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, name="api", daemon=True

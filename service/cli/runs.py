@@ -22,7 +22,14 @@ from projections.queries import (
     jsonable_row,
 )
 from projections.schema import RECORD_COUNTER_COLUMNS, RUN_STATUSES
-from service.cli.errors import EXIT_PROBLEM, BadInput, ProblemFound, library_errors
+from service.cli.errors import (
+    EXIT_PROBLEM,
+    BadInput,
+    ProblemFound,
+    library_errors,
+    naming_the_environment,
+    problem_for,
+)
 from service.cli.ledgers import check_writable, open_ledger, opened_ledger, stuck_config
 from service.cli.options import (
     DURATION,
@@ -363,6 +370,14 @@ def sweep_command(
         print_stuck_table(result.timed_out, "would time out" if dry_run else "timed out", wide)
         for run, why in result.skipped:
             echo_fitted(f"left run {run.run_id} alone: {visible(why)}", wide)
+    if result.failed:  # each timed out or left alone is said; the exit says some failed
+        first = result.failed[0][1]
+        runs = ", ".join(str(run.run_id) for run, _exc in result.failed)
+        raise problem_for(
+            first,
+            f"{len(result.failed)} stuck run(s) not timed out, left for the next sweep "
+            f"(run {runs}); the first: {naming_the_environment(str(first))}",
+        )
 
 
 # ---------------------------------------------------------------------- status

@@ -22,7 +22,7 @@ from service.config import (
     metrics_port_problem,
     refuse_unwritable_anchor,
 )
-from service.serve import LedgerService
+from service.serve import LedgerService, claim_ports
 
 CHECK_WIDTH = 80  # `config check` prints for a terminal of 80 columns
 CHECK_INDENT = "  "
@@ -65,8 +65,11 @@ def serve_command(config_path: Path, metrics_port: int | None) -> None:
             raise BadInput(f"--metrics-port {metrics_port}: [api] {clash}")
     remember_url_source(config.database_url)  # an error about it names $LEDGER_DATABASE_URL
     with library_errors():
+        # Before a database is made or "serving" is said: a port taken is exit 2 and nothing
+        # else (the API's socket is kept for the API).
+        api_socket = claim_ports(config, metrics_port)
         note_created(create_if_missing(config.database_url))
-        service = LedgerService(config, metrics_port)
+        service = LedgerService(config, metrics_port, api_socket)
     api = f", API on http://{config.api.listen}" if config.api.listen else ""
     click.echo(
         f"serving {mask_url(config.database_url)} with "

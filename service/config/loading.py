@@ -22,25 +22,51 @@ from ledger.urls import DATABASE_URL_ENV
 from service.config.model import LedgerConfig
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
+def _location(loc: tuple[int | str, ...], data: dict[str, Any] | None = None) -> str:
+    """``connectors[1].schedule.interval``; a key inside a connector also names the connector
+    by what its table gives of its name and source (``connectors[1] ('api', source
+    2).schedule.interval``): with many ``[[connectors]]`` tables an index alone made the
+    reader count them (see :func:`_connector_label`)."""
     text = ""
-    for part in loc:
+    for number, part in enumerate(loc):
         # A key at most 100 characters, as an event's unknown field is shown.
         key = clip(str(part), 100, count_cut=True)
         text += f"[{part}]" if isinstance(part, int) else (f".{key}" if text else key)
+        if number == 1 and loc[0] == "connectors" and len(loc) > 2 and data is not None:
+            text += _connector_label(data, part, loc[2])
     return text or "(file)"
+
+
+def _connector_label(data: dict[str, Any], index: int | str, key: int | str) -> str:
+    """`` ('NAME', source N)`` for the connector table at ``index``: its name when it is text
+    and its source when it is an integer, each left out when missing, of another type or the
+    very key the problem is about; empty when neither is left."""
+    connectors = data.get("connectors")
+    if not isinstance(connectors, list) or not isinstance(index, int):
+        return ""
+    table = connectors[index] if 0 <= index < len(connectors) else None
+    if not isinstance(table, dict):
+        return ""
+    parts = []
+    name = table.get("name")
+    if isinstance(name, str) and key != "name":
+        parts.append(repr(clip(name, 100, count_cut=True)))
+    source = table.get("source_id")
+    if isinstance(source, int) and not isinstance(source, bool) and key != "source_id":
+        parts.append(f"source {source}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 _TOML_OPENERS = ("[", "{", '"', "'")
 _TOML_SEARCH_BUDGET = 2_000_000  # characters re-parsed at most while looking for the opener
 
 
-def _where(loc: tuple[int | str, ...], url_from_environment: bool) -> str:
-    """The key a problem is at; a URL from the environment is named as such, not as the
-    file's ``database_url`` (which it replaced)."""
+def _where(loc: tuple[int | str, ...], url_from_environment: bool, data: dict[str, Any]) -> str:
+    """The key a problem is at (in ``data``, the file's tables); a URL from the environment is
+    named as such, not as the file's ``database_url`` (which it replaced)."""
     if url_from_environment and loc[:1] == ("database_url",):
         return f"${DATABASE_URL_ENV} (in place of database_url)"
-    return _location(loc)
+    return _location(loc, data)
 
 
 def _toml_problem(text: str, error: tomllib.TOMLDecodeError) -> str:
@@ -236,9 +262,9 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
         options = connector.get("options") if isinstance(connector, dict) else None
         if isinstance(options, dict) and isinstance(options.get("path"), str):
             if "\0" in options["path"]:
+                where = _location(("connectors", index, "options", "path"), data)
                 raise ConfigurationError(
-                    f"{source}: invalid config\n  connectors[{index}].options.path: "
-                    "a path cannot contain a NUL character"
+                    f"{source}: invalid config\n  {where}: a path cannot contain a NUL character"
                 )
             path = Path(options["path"])
             if not path.is_absolute():
@@ -253,7 +279,7 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
         return LedgerConfig.model_validate(data)
     except pydantic.ValidationError as exc:
         problems = [
-            f"{_where(error['loc'], from_environment)}: "
+            f"{_where(error['loc'], from_environment, data)}: "
             + (
                 _unknown_key(error["loc"])
                 if error["type"] == "extra_forbidden"

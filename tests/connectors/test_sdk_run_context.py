@@ -439,3 +439,59 @@ def test_a_report_after_a_finish_that_could_not_send_is_refused_until_finish_aga
     assert [e.type for e in events] == ["RunStarted", "RunProgressed", "RunFinished"]
     assert events[1].payload_data["records_fetched"] == 1
     impatient.close()
+
+
+def _stopped_in_the_connector(stop: BaseException) -> None:
+    raise stop
+
+
+@pytest.mark.parametrize(
+    ("stop", "recorded"),
+    [
+        (
+            SystemExit(143),
+            {"exception": "SIGTERM", "message": "stopped by SIGTERM", "signal": "SIGTERM"},
+        ),
+        (
+            SystemExit(129),
+            {"exception": "SIGHUP", "message": "stopped by SIGHUP", "signal": "SIGHUP"},
+        ),
+        (
+            KeyboardInterrupt(),
+            {
+                "exception": "SIGINT",
+                "message": "interrupted by Ctrl-C (SIGINT)",
+                "signal": "SIGINT",
+            },
+        ),
+        (
+            SystemExit("interpreter exit with the run still open"),
+            {
+                "exception": "SystemExit",
+                "message": "stopped: interpreter exit with the run still open",
+            },
+        ),
+    ],
+    ids=["sigterm", "sighup", "ctrl-c", "interpreter-exit"],
+)
+def test_a_stopped_runs_details_say_what_its_message_says(
+    ledger: Ledger, spool: Spool, stop: BaseException, recorded: dict[str, Any]
+) -> None:
+    """A run stopped by SIGTERM was recorded with the message "stopped by SIGTERM" but details
+    saying ``"exception": "SystemExit", "message": "143"`` and a traceback ending
+    ``SystemExit: 143``. The details now say what the message says, as the TypeScript client
+    records a signal, and keep the facts: the signal, the exit status, where the run was."""
+    context = RunContext(ledger, 1, "stopped", spool=spool)
+    with pytest.raises(type(stop)), context:
+        _stopped_in_the_connector(stop)
+    payload = finished(ledger, context.run_id)
+    assert payload["error_message"] == recorded["message"]
+    details = dict(payload["error_details"])
+    where = details.pop("traceback")
+    assert "_stopped_in_the_connector" in where  # where the run was when it was stopped
+    expected = {**recorded, "reason": "interrupted"}
+    if isinstance(stop, SystemExit) and isinstance(stop.code, int):
+        expected["exit_status"] = stop.code
+    assert details == expected
+    assert "SystemExit" not in where
+    assert "KeyboardInterrupt" not in where

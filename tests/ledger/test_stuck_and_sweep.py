@@ -272,7 +272,9 @@ def test_invalid_thresholds_are_refused(tmp_path: Path) -> None:
         '[[connectors]]\nname = "a"\ntype = "csv"\nsource_id = 1\n'
         'schedule = { interval = "5m" }\nthresholds = { stale_after = "-3m" }\n'
     )
-    with pytest.raises(ConfigurationError, match=r"connectors\[0\]\.thresholds\.stale_after"):
+    with pytest.raises(
+        ConfigurationError, match=r"connectors\[0\] \('a', source 1\)\.thresholds\.stale_after"
+    ):
         load_config(config)
 
 

@@ -38,11 +38,23 @@ from tests.reliability.summary import Summary
 CONFIG_EXAMPLES = 400
 
 
-def key_name(path: tuple[str | int, ...]) -> str:
-    """How a config problem names a key: ``connectors[0].schedule.interval``."""
+def key_name(path: tuple[str | int, ...], config: Config) -> str:
+    """How a config problem names a key: ``connectors[0].schedule.interval``; a key inside a
+    connector names the connector too, by the name and source its table (in ``config``, as
+    written) gives, each left out when it is not text or an integer or is the key itself:
+    ``connectors[0] ('stations-csv', source 1).schedule.interval``."""
     text = ""
-    for part in path:
+    for number, part in enumerate(path):
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+        if number == 1 and path[0] == "connectors" and len(path) > 2:
+            table = config["connectors"][part]
+            named = []
+            if isinstance(table.get("name"), str) and path[2] != "name":
+                named.append(repr(table["name"]))
+            source = table.get("source_id")
+            if type(source) is int and path[2] != "source_id":
+                named.append(f"source {source}")
+            text += f" ({', '.join(named)})" if named else ""
     return text
 
 
@@ -229,15 +241,15 @@ BROKEN_TOML_LINES = [
 ValueDefect = Callable[[st.DrawFn, Config], tuple[str, ...]]
 
 
-def key_problem(path: KeyPath) -> str:
+def key_problem(path: KeyPath, config: Config) -> str:
     """The start of a problem about one key, as ``ledger config check`` lists it."""
-    return key_name(path) + ":"
+    return key_name(path, config) + ":"
 
 
 def wrong_type_in_config(draw: st.DrawFn, config: Config) -> tuple[str, ...]:
     path = draw(st.sampled_from(sorted(TYPED_KEYS, key=str)))
     set_at(config, path, draw(CONFIG_WRONG_VALUES[TYPED_KEYS[path]]))
-    return (key_problem(path),)
+    return (key_problem(path, config),)
 
 
 def unknown_key_in_config(draw: st.DrawFn, config: Config) -> tuple[str, ...]:
@@ -245,14 +257,14 @@ def unknown_key_in_config(draw: st.DrawFn, config: Config) -> tuple[str, ...]:
     key = draw(CONFIG_KEYS.filter(lambda k: k not in KNOWN_KEYS[table_path]))
     set_at(config, (*table_path, key), draw(INT64 | st.text(max_size=5)))
     if table_path[-1:] == ("options",):  # a connector's options: its constructor's arguments
-        return (key_problem(table_path), key)
-    return (key_problem((*table_path, key)),)
+        return (key_problem(table_path, config), key)
+    return (key_problem((*table_path, key), config),)
 
 
 def missing_key_in_config(draw: st.DrawFn, config: Config) -> tuple[str, ...]:
     field = draw(st.sampled_from(["name", "type", "source_id", "schedule"]))
     del config["connectors"][0][field]
-    return (key_problem(("connectors", 0, field)),)
+    return (key_problem(("connectors", 0, field), config),)
 
 
 def bad_duration_in_config(draw: st.DrawFn, config: Config) -> tuple[str, ...]:
@@ -261,12 +273,12 @@ def bad_duration_in_config(draw: st.DrawFn, config: Config) -> tuple[str, ...]:
     if path == ("serve", "progress_interval"):  # zero is allowed there: every call reports
         durations = BAD_DURATIONS.filter(lambda v: v.strip().rstrip("smhdw") != "0")
     set_at(config, path, draw(durations))
-    return (key_problem(path),)
+    return (key_problem(path, config),)
 
 
 def bad_url_in_config(draw: st.DrawFn, config: Config) -> tuple[str, ...]:
     config["database_url"] = draw(BAD_URLS)
-    return (key_problem(("database_url",)),)
+    return (key_problem(("database_url",), config),)
 
 
 RANGES: dict[KeyPath, st.SearchStrategy[int]] = {
@@ -279,39 +291,39 @@ RANGES: dict[KeyPath, st.SearchStrategy[int]] = {
 def out_of_range_in_config(draw: st.DrawFn, config: Config) -> tuple[str, ...]:
     path = draw(st.sampled_from(sorted(RANGES, key=str)))
     set_at(config, path, draw(RANGES[path]))
-    return (key_problem(path),)
+    return (key_problem(path, config),)
 
 
 def bad_cron_in_config(draw: st.DrawFn, config: Config) -> tuple[str, ...]:
     config["connectors"][1]["schedule"]["cron"] = draw(BAD_CRONTABS)
-    return (key_problem(("connectors", 1, "schedule", "cron")),)
+    return (key_problem(("connectors", 1, "schedule", "cron"), config),)
 
 
 def bad_schedule_shape(draw: st.DrawFn, config: Config) -> tuple[str, ...]:
     both = {"interval": "5m", "cron": "*/5 * * * *"}
     config["connectors"][0]["schedule"] = draw(st.sampled_from([{}, both]))
-    return (key_problem(("connectors", 0, "schedule")), "exactly one")
+    return (key_problem(("connectors", 0, "schedule"), config), "exactly one")
 
 
 def bad_connector_type(draw: st.DrawFn, config: Config) -> tuple[str, ...]:
     known = ("csv", "http-json")
     config["connectors"][0]["type"] = draw(st.text(max_size=10).filter(lambda t: t not in known))
-    return (key_problem(("connectors", 0, "type")),)
+    return (key_problem(("connectors", 0, "type"), config),)
 
 
 def bad_connector_name(draw: st.DrawFn, config: Config) -> tuple[str, ...]:
     config["connectors"][0]["name"] = draw(st.just("") | st.text(min_size=101, max_size=120))
-    return (key_problem(("connectors", 0, "name")),)
+    return (key_problem(("connectors", 0, "name"), config),)
 
 
 def duplicate_connector(draw: st.DrawFn, config: Config) -> tuple[str, ...]:
     config["connectors"][1] = copy.deepcopy(config["connectors"][0])
-    return (key_problem(("connectors",)), "configured twice")
+    return (key_problem(("connectors",), config), "configured twice")
 
 
 def nul_in_csv_path(draw: st.DrawFn, config: Config) -> tuple[str, ...]:
     config["connectors"][0]["options"]["path"] = draw(st.sampled_from(["\0", "a\0.csv"]))
-    return (key_problem(("connectors", 0, "options", "path")),)
+    return (key_problem(("connectors", 0, "options", "path"), config),)
 
 
 VALUE_DEFECTS: dict[str, ValueDefect] = {

@@ -33,14 +33,18 @@ SERVE_CASES: dict[str, tuple[KeyPath, Any, tuple[str, ...]]] = {
     "negative interval": (
         ("connectors", 0, "schedule", "interval"),
         "-5m",
-        ("connectors[0].schedule.interval:",),
+        ("connectors[0] ('stations-csv', source 1).schedule.interval:",),
     ),
-    "unknown option": (("connectors", 0, "options", "pth"), "x.csv", ("connectors[0].options:",)),
+    "unknown option": (
+        ("connectors", 0, "options", "pth"),
+        "x.csv",
+        ("connectors[0] ('stations-csv', source 1).options:",),
+    ),
     "bad URL": (("database_url",), "postgresql://app:secret@db/ledger", ("database_url:",)),
     "bad crontab": (
         ("connectors", 1, "schedule", "cron"),
         "61 * * * *",
-        ("connectors[1].schedule.cron:",),
+        ("connectors[1] ('stations-api', source 2).schedule.cron:",),
     ),
 }
 

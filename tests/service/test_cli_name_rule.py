@@ -143,8 +143,11 @@ def test_a_config_connector_name_follows_the_name_rule(tmp_path: Path) -> None:
     )
     result = run("config", "check", str(path))
     assert result.exit_code == 2
-    assert "connectors[0].name: trailing whitespace (U+0020 SPACE at index 8)" in result.stderr
-    assert "connectors[1].name: U+200B ZERO WIDTH SPACE at index 3" in result.stderr
+    # The connector named by its source: its name is what is wrong.
+    assert (
+        "connectors[0] (source 1).name: trailing whitespace (U+0020 SPACE at index 8)"
+    ) in result.stderr
+    assert "connectors[1] (source 2).name: U+200B ZERO WIDTH SPACE at index 3" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,12 @@ def test_sighup_mid_run_ends_the_run_failed(ledger: Ledger, db_url: str, tmp_pat
     run_id = int(outcome["run_id"])  # type: ignore[call-overload]
     payload = finished(ledger, run_id)
     assert (payload["status"], payload["error_message"]) == ("failed", "stopped by SIGHUP")
-    assert payload["error_details"]["reason"] == "interrupted"
+    details = payload["error_details"]
+    assert details["reason"] == "interrupted"
+    # The details say what the message says (they said SystemExit, "129"), keeping the facts.
+    assert (details["exception"], details["message"]) == ("SIGHUP", "stopped by SIGHUP")
+    assert (details["signal"], details["exit_status"]) == ("SIGHUP", 129)
+    assert "SystemExit" not in json.dumps(details)
 
 
 def test_a_run_started_under_nohup_is_not_stopped_by_sighup(

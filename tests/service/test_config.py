@@ -303,10 +303,12 @@ def test_a_misspelt_key_is_named_with_the_keys_it_could_be(tmp_path: Path) -> No
         "  thresholds.stale_afer: unknown key (did you mean stale_after?); "
         "known: stale_after, max_runtime"
     ) in said
-    assert "  connectors[0].schedule.run_at_strat: unknown key (did you mean run_at_start?)" in (
-        said
-    )
-    assert "  connectors[0].enable: unknown key (did you mean enabled?)" in said
+    # A key inside a connector names the connector too: its name and source.
+    assert (
+        "  connectors[0] ('a', source 1).schedule.run_at_strat: unknown key (did you mean "
+        "run_at_start?)"
+    ) in said
+    assert "  connectors[0] ('a', source 1).enable: unknown key (did you mean enabled?)" in said
 
 
 def test_a_huge_or_hostile_key_is_clipped_and_escaped(tmp_path: Path) -> None:
@@ -327,3 +329,35 @@ def test_a_huge_or_hostile_key_is_clipped_and_escaped(tmp_path: Path) -> None:
     assert "\x1b" not in said
     assert "\u202e" not in said
     assert "thresholds.stale_afte\\x1b[2J\\u202e: unknown key" in said
+
+
+def test_a_problem_inside_a_connector_names_the_connector(tmp_path: Path) -> None:
+    """A required key missing from a connector said ``connectors[1].source_id: Field
+    required``: the reader of a file with many ``[[connectors]]`` tables had to count them.
+    Each problem inside a connector now names it by what its table gives (its name, its
+    source), leaving out the key the problem is about."""
+    config = tmp_path / "ledger.toml"
+    table = '[[connectors]]\ntype = "csv"\nschedule = {{ interval = "15m" }}\n{keys}'
+    config.write_text(
+        table.format(keys='name = "ok"\nsource_id = 1\noptions = { path = "x.csv" }\n')
+        + table.format(keys='name = "no-source"\noptions = { path = "x.csv" }\n')
+        + table.format(keys='source_id = 3\noptions = { path = "x.csv" }\n')
+        + table.format(keys='name = "bad-option"\nsource_id = 4\noptions = { pth = "x" }\n')
+        + table.format(keys='name = "nul"\nsource_id = 5\noptions = { path = "a\\u0000" }\n'),
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"Error: {config}: invalid config",
+        "  connectors[4] ('nul', source 5).options.path: a path cannot contain a NUL character",
+    ]
+    config.write_text(config.read_text(encoding="utf-8").replace("\\u0000", ""))
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[1:] == [
+        "  connectors[1] ('no-source').source_id: Field required",
+        "  connectors[2] (source 3).name: Field required",
+        "  connectors[3] ('bad-option', source 4).options: unknown option(s) pth; known: "
+        "batch_size, key, path",
+    ]

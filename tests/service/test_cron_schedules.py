@@ -269,9 +269,10 @@ def test_config_check_refuses_what_crontab_refuses_naming_the_field(
 ) -> None:
     result = CliRunner().invoke(cli, ["config", "check", str(cron_config(tmp_path, cron))])
     assert result.exit_code == 2, result.output
-    assert "connectors[0].schedule.cron: not a crontab expression serve can run: " in (
-        result.output
-    )
+    assert (
+        "connectors[0] ('nightly', source 1).schedule.cron: not a crontab expression serve can "
+        "run: "
+    ) in result.output
     assert problem in result.output
     assert "Traceback" not in result.output
     with pytest.raises(ConfigurationError):  # serve reads the file the same way

@@ -412,3 +412,35 @@ def test_a_busy_metrics_port_is_a_clear_error(tmp_path: Path, db_url: str) -> No
         with pytest.raises(ConfigurationError, match=f"127.0.0.1:{port}"):
             service.start_metrics()
     _ = json
+
+
+@pytest.mark.parametrize("where", ["api", "metrics", "--metrics-port"])
+def test_a_taken_port_is_refused_before_a_database_is_made_or_serving_said(
+    tmp_path: Path, backend: str, db_url: str, where: str
+) -> None:
+    """With its API's or its metrics' port taken, serve made the SQLite file and printed
+    "serving sqlite:///… with 1 scheduled connector(s), API on http://…" before it exited 2
+    "Address already in use": the ports are bound before anything is made or said."""
+    url = f"sqlite:///{tmp_path / 'new.db'}" if backend == "sqlite" else db_url
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        body = {
+            "api": f'[api]\nlisten = "127.0.0.1:{port}"\n',
+            "metrics": f"[serve]\nmetrics_port = {port}\n",
+            "--metrics-port": "",
+        }[where]
+        config = tmp_path / "ledger.toml"
+        config.write_text(f'database_url = "{url}"\n{body}', encoding="utf-8")
+        options = ["--metrics-port", str(port)] if where == "--metrics-port" else []
+        result = CliRunner().invoke(cli, ["serve", "--config", str(config), *options])
+    assert result.exit_code == 2, result.output
+    what = "the API" if where == "api" else "metrics"
+    assert f"Error: cannot serve {what} on 127.0.0.1:{port}: Address already in use" in (
+        result.output
+    )
+    assert "serving" not in result.output
+    assert "created" not in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "new.db").exists()

@@ -299,3 +299,56 @@ def test_connector_and_sweeper_ticks_log_an_unreachable_database_once(
     assert [line for line in lines(caplog, logging.INFO) if "proceeding again" in line] == [
         "scheduled ticks proceeding again after 3m"
     ]
+
+
+def test_ticks_meeting_a_missing_schema_say_so_once_and_again_when_it_is_back(
+    ledger: Ledger, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The schema gone under a running serve (a database restored without it, tables dropped):
+    each connector's tick and each sweep logged an ERROR "…the schema is missing: run `ledger
+    migrate`…", every tick, for ever. Now one line as it starts and one once it is back, as
+    for an unreachable database (and as the projector said it already)."""
+    connectors = [
+        {
+            "name": f"c{number}",
+            "type": "csv",
+            "source_id": number,
+            "schedule": {"interval": "1m"},
+            "options": {"path": str(tmp_path / "nowhere.csv")},
+        }
+        for number in range(1, 4)
+    ]
+    config = LedgerConfig.model_validate(
+        {
+            "database_url": db_url,
+            "spool": {"dir": str(tmp_path / "spool")},
+            "connectors": connectors,
+        }
+    )
+    service = LedgerService(config)
+    caplog.set_level(logging.INFO)
+    with ledger.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE schedule_claims RENAME TO schedule_claims_away")
+    try:
+        for minute in range(3):
+            with freeze_time(datetime(2026, 1, 1, 12, minute, 1, tzinfo=UTC)):
+                for connector in service.config.connectors:
+                    service.connector_job(connector)
+                service.sweeper_job()
+        failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(failures) == 1, [r.getMessage() for r in failures]
+        said = failures[0].getMessage()
+        assert said.startswith("scheduled ticks cannot proceed, retrying until it can"), said
+        assert "the schema is missing: run `ledger migrate`" in said
+    finally:
+        with ledger.engine.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE schedule_claims_away RENAME TO schedule_claims")
+    try:
+        with freeze_time(datetime(2026, 1, 1, 12, 3, 1, tzinfo=UTC)):
+            service.sweeper_job()
+    finally:
+        service.ledger.close()
+        service.scrape_ledger.close()
+    assert [line for line in lines(caplog, logging.INFO) if "proceeding again" in line] == [
+        "scheduled ticks proceeding again after 3m"
+    ]

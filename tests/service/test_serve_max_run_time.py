@@ -247,7 +247,7 @@ def test_max_run_time_is_validated_and_a_connectors_own_wins(tmp_path: Path) -> 
         config.write_text(connector.format(name="x", extra=f"max_run_time = {value}\n"))
         result = CliRunner().invoke(cli, ["config", "check", str(config)])
         assert result.exit_code == 2, result.output
-        assert "connectors[0].max_run_time" in result.output, result.output
+        assert "connectors[0] ('x', source 1).max_run_time" in result.output, result.output
         assert why in result.output, result.output
         config.write_text(f"[serve]\nmax_run_time = {value}\n")
         result = CliRunner().invoke(cli, ["config", "check", str(config)])
