@@ -68,9 +68,16 @@ def add_error_handlers(app: FastAPI, state: WebState, pages: Pages) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else "error"
-        return error_page(
+        response = error_page(
             request,
             exc.status_code,
-            "Not found" if exc.status_code == 404 else "HTTP error",
+            HTTP_TITLES.get(exc.status_code, "HTTP error"),
             visible(detail),
         )
+        # Starlette's own headers of the answer: a 405's Allow (RFC 9110 requires it; the
+        # page dropped it while the API's 405 kept it).
+        response.headers.update(exc.headers or {})
+        return response
+
+
+HTTP_TITLES = {404: "Not found", 405: "Method not allowed"}

@@ -155,6 +155,29 @@ def test_security_headers_on_answers_made_outside_the_pages(
         assert answer.headers.get("x-content-type-options") == "nosniff", what
 
 
+def test_a_method_a_page_does_not_answer_is_a_405_naming_the_allowed_ones(
+    client: TestClient,
+) -> None:
+    """A 405 carries Allow (RFC 9110 requires it), as the API's does: the page's error
+    handler dropped Starlette's headers, so a DELETE of /web/runs or a GET of the logout form's
+    URL said "HTTP error" and nothing of what the URL answers."""
+    log_in(client, "reader")
+    api = client.delete("/v1/runs")
+    assert api.status_code == 405
+    assert api.headers.get("allow") == "GET"
+    for method, path, allowed in (
+        ("DELETE", "/web/runs", "GET"),
+        ("PUT", "/web/runs/1", "GET"),
+        ("GET", "/web/logout", "POST"),
+        ("GET", "/web/runs/1/fail", "POST"),
+    ):
+        answer = client.request(method, path)
+        assert answer.status_code == 405, (method, path)
+        assert answer.headers.get("allow") == allowed, (method, path, answer.headers)
+        assert "405 · Method not allowed" in answer.text, (method, path)
+        assert answer.headers.get("cache-control") == "no-store"  # still a web answer
+
+
 def test_no_redirect_names_a_host_or_a_scheme(client: TestClient) -> None:
     """Behind a TLS proxy the app sees http and the client's Host: a redirect built from them
     sends a browser to http:// (the session cookie in clear) or to any host a request names."""
