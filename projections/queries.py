@@ -51,16 +51,23 @@ class RunFilter:
 
 def list_runs(ledger: Ledger, run_filter: RunFilter) -> list[Row]:
     table = ingestion_runs
-    query = select(table).order_by(table.c.id.desc()).limit(run_filter.limit)
+    # The page's ids first, from the filter's index alone, then their rows (a deferred join):
+    # asked for whole rows, MariaDB read every run of a status below ``before`` through the
+    # status index and sorted them (the second page of a status filter over 1,000,000 runs:
+    # 0.3-2.5 s, reading up to 330,000 rows for 51); asked for ids, it reads the index's
+    # (status, id) range backwards and stops after the page.
+    ids = select(table.c.id).order_by(table.c.id.desc()).limit(run_filter.limit)
     if run_filter.status is not None:
-        query = query.where(table.c.status == run_filter.status)
+        ids = ids.where(table.c.status == run_filter.status)
     if run_filter.connector is not None:
         # Exact on every backend, as it is for --as-of (RunFilter.matches).
-        query = query.where(same_text(table.c.connectorName, run_filter.connector, ledger))
+        ids = ids.where(same_text(table.c.connectorName, run_filter.connector, ledger))
     if run_filter.source_id is not None:
-        query = query.where(table.c.sourceId == run_filter.source_id)
+        ids = ids.where(table.c.sourceId == run_filter.source_id)
     if run_filter.before is not None:
-        query = query.where(table.c.id < run_filter.before)
+        ids = ids.where(table.c.id < run_filter.before)
+    page = ids.subquery("page")
+    query = select(table).join(page, table.c.id == page.c.id).order_by(table.c.id.desc())
 
     # Read again if a rebuild's swap through another Galera node aborts it (read_in_snapshot).
     def read(conn: Connection) -> list[Row]:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ledger.urls import mask_url, resolve_database_url
 from service.cli.errors import library_errors, remember_url_source
 from service.cli.options import FILE, db_or_config_option
+
+if TYPE_CHECKING:
+    from service.config import LedgerConfig
 
 
 @click.command("api")
@@ -39,10 +43,7 @@ def api_command(listen: str | None, config_path: Path | None, db_url: str | None
     def announce() -> None:
         """Once the address is bound: a bad or taken one is the only thing said."""
         if not config.api.tokens:
-            click.echo(
-                "warning: no [api] tokens configured: every request but /healthz is refused",
-                err=True,
-            )
+            click.echo(f"warning: {no_tokens_warning(config)}", err=True)
         click.echo(
             f"API for {mask_url(config.database_url)} on http://{where}; SIGTERM or Ctrl-C to stop",
             err=True,
@@ -50,3 +51,16 @@ def api_command(listen: str | None, config_path: Path | None, db_url: str | None
 
     with library_errors():
         serve_api(config, where, announce)
+
+
+def no_tokens_warning(config: LedgerConfig) -> str:
+    """What an API without tokens refuses: every request but /healthz, except the web view's
+    pages when ``[web] public_read`` lets anyone read them (the warning said those were refused
+    too while they answered 200 to anyone who reached the port)."""
+    if config.web.enabled and config.web.public_read:
+        return (
+            "no [api] tokens configured: every API request but /healthz is refused; the web "
+            "view's pages are readable by anyone who reaches this port ([web] public_read), "
+            "and no one can log in to fail a run"
+        )
+    return "no [api] tokens configured: every request but /healthz is refused"

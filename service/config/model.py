@@ -3,6 +3,7 @@ connector and source, a connector's thresholds over the globals)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -134,15 +135,16 @@ class LedgerConfig(Strict):
         *,
         stale_after: timedelta | None = None,
         max_runtime: timedelta | None = None,
+        run_ids: Collection[int] | None = None,
     ) -> list[StuckRun]:
         """The runs stuck by this config's thresholds (a connector's own over the globals):
         now, or as the ledger stood at ``position`` (judged at ``at``, by default when that
         position was recorded). A ``stale_after`` or ``max_runtime`` given replaces that
         threshold for every run, each connector's own included; the other stays as
-        configured."""
+        configured. ``run_ids``: only which of these runs are stuck."""
         thresholds, overrides = self.stuck_thresholds(stale_after, max_runtime)
         if position is not None:
-            return stuck_runs_as_of(
+            found = stuck_runs_as_of(
                 ledger,
                 position,
                 at,
@@ -150,11 +152,13 @@ class LedgerConfig(Strict):
                 max_runtime=thresholds.max_runtime,
                 overrides=overrides,
             )
+            return found if run_ids is None else [r for r in found if r.run_id in run_ids]
         return stuck_runs(
             ledger,
             older_than=thresholds.stale_after,
             max_runtime=thresholds.max_runtime,
             overrides=overrides,
+            run_ids=run_ids,
         )
 
     def sweep(

@@ -114,7 +114,13 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             )
         stuck: dict[int, str] = {}
         if moment.live:
-            stuck = {run.run_id: run.rule for run in state.config.stuck_runs(state.ledger)}
+            # Only this page's runs: every stuck run read for a page of 50 made the page's
+            # time grow with them (20,000 stuck runs: 0.8 s instead of 30 ms).
+            on_page = [row["id"] for row in view.rows]
+            stuck = {
+                run.run_id: run.rule
+                for run in state.config.stuck_runs(state.ledger, run_ids=on_page)
+            }
         return render(
             request,
             "runs.html",
@@ -190,10 +196,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             )
         stuck = None
         if moment.live and row is not None and row["status"] == "running":
-            stuck = next(
-                (r for r in state.config.stuck_runs(state.ledger) if r.run_id == run_id),
-                None,
-            )
+            stuck = next(iter(state.config.stuck_runs(state.ledger, run_ids=[run_id])), None)
         # The status the run stands at: after the last event shown, when it is the last part.
         current = shown[-1].status_after if shown and following is None else None
         return render(

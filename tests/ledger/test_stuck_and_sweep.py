@@ -262,6 +262,34 @@ def test_per_connector_overrides_and_max_runtime(ledger: Ledger) -> None:
     assert {r.run_id for r in result.timed_out} == {quick, marathon}
 
 
+def test_the_stuck_query_about_some_runs_judges_only_those(ledger: Ledger) -> None:
+    """``run_ids``: which of these runs are stuck (a page of runs asks about its own rows),
+    each by its connector's thresholds; none asked, no statement at all."""
+    now = DAY5
+    quick = start_at(ledger, now - timedelta(minutes=25), "quick")
+    slow = start_at(ledger, now - timedelta(minutes=25), "slow")
+    old = [start_at(ledger, now - timedelta(hours=3), "slow") for _ in range(3)]
+    overrides = {"quick": Thresholds(stale_after=timedelta(minutes=20))}
+    every = stuck_runs(ledger, now=now, overrides=overrides)
+    assert [r.run_id for r in every] == [*old, quick]
+    asked = stuck_runs(ledger, now=now, overrides=overrides, run_ids=[quick, slow, old[1], 999])
+    assert [(r.run_id, r.threshold) for r in asked] == [
+        (old[1], timedelta(hours=1)),
+        (quick, timedelta(minutes=20)),
+    ]
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(ledger.engine, "before_cursor_execute", record)
+    try:
+        assert stuck_runs(ledger, now=now, run_ids=[]) == []
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", record)
+    assert statements == []
+
+
 def test_invalid_thresholds_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="stale_after"):
         Thresholds(stale_after=timedelta(0))

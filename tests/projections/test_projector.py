@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from freezegun import freeze_time
@@ -23,6 +24,7 @@ from projections import (
 )
 from projections import writer as writer_module
 from projections.errors import CheckpointMovedError
+from projections.queries import get_run
 from tests.projection_support import append_raw, replayed_rows, table_rows, transition_rows
 from tests.support import drop_triggers
 
@@ -265,6 +267,43 @@ def test_two_projectors_in_threads_never_double_count(ledger: Ledger) -> None:
         thread.join()
     assert sum(counts) == 205
     assert {row["recordsFetched"] for row in table_rows(ledger).values()} == {40}
+
+
+def test_a_batch_another_projector_committed_first_is_not_counted_twice(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint's compare-and-set (issue 18): on a Galera cluster the named lock holds on
+    one node only, and another node's projector may commit the same batch while this one
+    applies it; once replicated, its rows and its checkpoint are what this transaction's
+    writes see. Played here on one connection: the other projector's batch applied and its
+    checkpoint written inside this one's transaction. The write of the checkpoint then finds
+    it moved, the transaction is rolled back and the batch read again: counted once. Without
+    the compare-and-set (the cluster tests pass without it: certification caught their
+    races) this commits every count twice."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    project(ledger)
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=5) for _ in range(3)])
+    projector = Projector(ledger)
+    real_apply = projector.writer.apply
+    raced: list[int] = []
+
+    def another_projector_first(conn: Any, events: Any, skipped: Any) -> Any:
+        if not raced:
+            theirs = real_apply(conn, events, skipped)
+            conn.execute(
+                text("UPDATE projection_checkpoints SET position = :p WHERE name = :n"),
+                {"p": theirs.last_position, "n": projector.name},
+            )
+            raced.append(theirs.last_position)
+        return real_apply(conn, events, skipped)
+
+    monkeypatch.setattr(projector.writer, "apply", another_projector_first)
+    assert projector.run_once() == 3
+    assert raced == [ledger.head().last_position]
+    assert table_rows(ledger) == replayed_rows(ledger)
+    row, _ = get_run(ledger, run_id)
+    assert row is not None
+    assert row["recordsFetched"] == 15  # not 30
 
 
 def test_a_follower_losing_every_batch_to_another_projector_stops_at_once(

@@ -233,3 +233,50 @@ def send_whole_request(port: int, head: bytes, body: bytes) -> bytes:
         while chunk := request.recv(65536):
             answer += chunk
         return answer
+
+
+def test_the_no_tokens_warning_does_not_claim_public_pages_are_refused(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Without tokens but with ``[web] public_read``, ``ledger api`` warned "every request but
+    /healthz is refused" while its pages answered anyone who reached the port: an operator
+    reading the warning took the port for closed. The warning says what is open."""
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        '[web]\nenabled = true\npublic_read = true\nverify_interval = "0s"\n', encoding="utf-8"
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "api",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--config",
+            str(config),
+            "--db",
+            db_url,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stderr is not None
+    stderr = process.stderr
+    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_healthz(process, base)
+        said = []
+        while not said or not said[-1].startswith("API for"):
+            said.append(lines.get(timeout=DEADLINE_S))
+        warning = " ".join(line.strip() for line in said[:-1])
+        assert httpx.get(f"{base}/web/runs", timeout=10).status_code == 200  # open to anyone
+        assert httpx.get(f"{base}/v1/runs", timeout=10).status_code == 401
+        assert "every request but /healthz is refused" not in warning, warning
+        assert "every API request but /healthz is refused" in warning, warning
+        assert "readable by anyone who reaches this port ([web] public_read)" in warning
+    finally:
+        stop_process(process, read_output=False)  # a thread reads stderr

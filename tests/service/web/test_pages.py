@@ -31,6 +31,7 @@ from projections.as_of import parse_as_of
 from projections.queries import get_run
 from projections.schema import RUN_STATUSES
 from service.api import create_app
+from service.config import model as config_model
 from service.web import integrity, views
 from service.web.state import TIMELINE_PART
 from tests.service.support import stop_and_skip_by_hand
@@ -102,6 +103,53 @@ def test_filters_and_keyset_paging(client: TestClient, demo: dict[str, int]) -> 
     assert client.get("/web/runs", params={"status": "bogus"}).status_code == 400
 
 
+def test_a_page_of_runs_judges_only_its_own_runs_stuck(
+    client: TestClient, db_url: str, demo: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runs page and a run's page read which of *their* runs are stuck: both read every
+    stuck run of the ledger on each view (20,000 stuck runs, no sweeper: the runs page took
+    0.8 s instead of 30 ms, a run's page 1.2 s), so a page's time grew with the stuck runs,
+    not with its 50 rows. The highlight itself is as before, on every page."""
+    ledger = Ledger.from_url(db_url)
+    try:
+        long_ago = utcnow() - timedelta(hours=3)
+        ledger.append(
+            [
+                RunStarted(source_id=5, connector_name="silent", occurred_at=long_ago)
+                for _ in range(60)
+            ]
+        )
+        Projector(ledger).run_once()
+    finally:
+        ledger.close()
+    judged: list[set[int]] = []
+    real = config_model.stuck_runs
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        judged.append({run.run_id for run in found})
+        return found
+
+    monkeypatch.setattr(config_model, "stuck_runs", recorded)
+    log_in(client, "reader")
+    first = client.get("/web/runs")
+    shown = {int(i) for i in re.findall(r'<td><a href="/web/runs/(\d+)">', first.text)}
+    assert len(shown) == 50
+    assert first.text.count('<tr class="stuck"') == 50  # the 50 newest: all silent
+    assert judged[-1] == shown  # not the ledger's 61 stuck runs
+    older = client.get("/web/runs", params={"before": min(shown)})
+    rows = {int(i) for i in re.findall(r'<td><a href="/web/runs/(\d+)">', older.text)}
+    assert len(judged[-1]) == 11  # the 10 other silent runs and the demo's open one
+    assert judged[-1] <= rows
+    assert older.text.count('<tr class="stuck"') == 11
+    assert f'title="stuck (stale)"><td><a href="/web/runs/{demo["open"]}">' in re.sub(
+        r">\s+<", "><", older.text
+    )
+    run_page = client.get(f"/web/runs/{demo['open']}")
+    assert "stuck (stale)" in run_page.text
+    assert judged[-1] == {demo["open"]}
+
+
 def test_data_is_escaped_everywhere(client: TestClient, demo: dict[str, int]) -> None:
     log_in(client, "reader")
     for path in ["/web/runs", f"/web/runs/{demo['hostile']}"]:
@@ -164,9 +212,12 @@ def test_a_method_a_page_does_not_take_is_405_naming_those_it_does(client: TestC
         assert refused.status_code == 405, (method, path, refused.status_code)
         assert refused.headers.get("allow") == "GET, HEAD", (method, path, refused.headers)
         assert "text/html" in refused.headers["content-type"]
-    refused = client.get("/web/runs/1/fail")
-    assert refused.status_code == 405
-    assert refused.headers.get("allow") == "POST"
+        assert "405 · Method not allowed" in refused.text, (method, path)
+        assert refused.headers.get("cache-control") == "no-store"  # still a web answer
+    for path in ("/web/runs/1/fail", "/web/logout"):
+        refused = client.get(path)
+        assert refused.status_code == 405, path
+        assert refused.headers.get("allow") == "POST", path
     # /web/login has a GET route and a POST route: Allow names both (each route's own 405
     # knew only its own methods).
     refused = client.delete("/web/login")
