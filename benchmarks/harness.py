@@ -173,6 +173,20 @@ class Sizes:
         )
 
 
+def _child_figures(task: str, *args: str) -> dict[str, Any]:
+    """Run ``task`` of :mod:`benchmarks.child` in a process of its own (its peak RSS is then
+    the task's alone) and return the figures it prints as JSON."""
+    child = subprocess.run(
+        [sys.executable, "-m", "benchmarks.child", task, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    figures: dict[str, Any] = json.loads(child.stdout)
+    return figures
+
+
 def history_batch(first_run: int, runs: int, per_run: int = 10) -> list[Any]:
     """``runs`` complete runs of ``per_run`` events each (start, progress, finish)."""
     events: list[Any] = []
@@ -506,14 +520,7 @@ class Bench:
             if size == self.sizes.history_small:
                 self.read_decode()
             self.log(f"rebuild of {size:,} events (separate process)")
-            child = subprocess.run(
-                [sys.executable, "-m", "benchmarks.child", "rebuild", self.url],
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            result = json.loads(child.stdout)
+            result = _child_figures("rebuild", self.url)
             measured.append(result)
             self.curves["rebuild"].append((result["events"], result["seconds"]))
         small, large = measured
@@ -528,23 +535,7 @@ class Bench:
             None,
             [Check(f">= {target:,}", rate >= target)],
         )
-        self.add(
-            "4. rebuild peak RSS",
-            large["peak_rss_mb"],
-            "MB",
-            None,
-            None,
-            [Check("<= 250", large["peak_rss_mb"] <= 250)],
-        )
-        growth = large["peak_rss_mb"] / small["peak_rss_mb"]
-        self.add(
-            f"4. RSS at {large['events']:,} / at {small['events']:,}",
-            growth,
-            "x",
-            None,
-            None,
-            [Check("<= 1.5", growth <= 1.5)],
-        )
+        self.add_flat_memory("4. rebuild peak RSS", "4. RSS", small, large, "events")
         rounds = self.sizes.read_rounds
         self.log(f"verify of the chain over {large['events']:,} events: {rounds} rounds")
         reports: list[Any] = []
@@ -678,14 +669,7 @@ class Bench:
         with tempfile.TemporaryDirectory() as scratch:
             for rows in (self.sizes.legacy_small, self.sizes.legacy_large):
                 self.log(f"import-legacy of {rows:,} rows (separate process)")
-                child = subprocess.run(
-                    [sys.executable, "-m", "benchmarks.child", "import-legacy", scratch, str(rows)],
-                    cwd=REPO,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                measured.append(json.loads(child.stdout))
+                measured.append(_child_figures("import-legacy", scratch, str(rows)))
         small, large = measured
         self.add(
             f"10. import-legacy of {large['rows']:,} rows",
@@ -695,17 +679,26 @@ class Bench:
             None,
             [],
         )
-        self.add(
-            "10. import-legacy peak RSS",
-            large["peak_rss_mb"],
-            "MB",
-            None,
-            None,
-            [Check("<= 250", large["peak_rss_mb"] <= 250)],
+        self.add_flat_memory(
+            "10. import-legacy peak RSS", "10. import-legacy RSS", small, large, "rows"
         )
-        growth = large["peak_rss_mb"] / small["peak_rss_mb"]
+
+    def add_flat_memory(
+        self,
+        peak_label: str,
+        growth_label: str,
+        small: dict[str, Any],
+        large: dict[str, Any],
+        size_key: str,
+    ) -> None:
+        """The memory figures of a task measured at two sizes (``size_key``: what the size
+        counts), each run in a process of its own: the larger's peak RSS (at most 250 MB) and
+        its growth over the smaller's (at most 1.5x: memory flat in the size)."""
+        peak = large["peak_rss_mb"]
+        self.add(peak_label, peak, "MB", None, None, [Check("<= 250", peak <= 250)])
+        growth = peak / small["peak_rss_mb"]
         self.add(
-            f"10. import-legacy RSS at {large['rows']:,} / at {small['rows']:,}",
+            f"{growth_label} at {large[size_key]:,} / at {small[size_key]:,}",
             growth,
             "x",
             None,

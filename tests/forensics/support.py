@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from freezegun import freeze_time
 from sqlalchemy import text
 
+from benchmarks.child import LEGACY_DDL
 from ledger import Ledger, RunFinished, RunProgressed, sweep
 from projections import Projector
 from service.cli import cli
@@ -36,17 +37,8 @@ def run(*args: str) -> object:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
-LEGACY_DDL_SQLITE = """
-CREATE TABLE ingestion_runs (
-  id INTEGER PRIMARY KEY, sourceId INTEGER NOT NULL, connectorName VARCHAR(100) NOT NULL,
-  startedAt TIMESTAMP NOT NULL, completedAt TIMESTAMP NULL, duration INTEGER NULL,
-  status VARCHAR(7) NOT NULL DEFAULT 'running', recordsFetched INTEGER NOT NULL DEFAULT 0,
-  recordsCreated INTEGER NOT NULL DEFAULT 0, recordsUpdated INTEGER NOT NULL DEFAULT 0,
-  recordsSkipped INTEGER NOT NULL DEFAULT 0, claimsCreated INTEGER NOT NULL DEFAULT 0,
-  errorMessage TEXT NULL, errorDetails JSON NULL,
-  coverageCellsUpdated INTEGER NOT NULL DEFAULT 0, createdAt TIMESTAMP NOT NULL
-)
-"""
+# The legacy table as a SQLite database of the legacy system held it (the benchmark's too).
+LEGACY_DDL_SQLITE = LEGACY_DDL
 
 
 def seed_legacy_table(store: Ledger) -> None:

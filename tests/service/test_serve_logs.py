@@ -256,11 +256,8 @@ def scrape(collector: LedgerCollector) -> str:
     return generate_latest(registry).decode()
 
 
-def test_connector_and_sweeper_ticks_log_an_unreachable_database_once(
-    ledger: Ledger, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Each connector's tick and each sweep logged an ERROR while the database was down: with
-    20 connectors every minute, 1,200 lines an hour. Now two lines for the whole outage."""
+def _every_minute(tmp_path: Path, database_url: str) -> LedgerConfig:
+    """Three csv connectors due every minute (their file missing) on ``database_url``."""
     connectors = [
         {
             "name": f"c{number}",
@@ -271,22 +268,37 @@ def test_connector_and_sweeper_ticks_log_an_unreachable_database_once(
         }
         for number in range(1, 4)
     ]
-    config = LedgerConfig.model_validate(
+    return LedgerConfig.model_validate(
         {
-            "database_url": "mysql+pymysql://ledger:pw@127.0.0.1:1/ledger?connect_timeout=2",
+            "database_url": database_url,
             "spool": {"dir": str(tmp_path / "spool")},
             "connectors": connectors,
         }
+    )
+
+
+def _tick_three_minutes(service: LedgerService) -> None:
+    """Each connector's tick and a sweep, at 12:00, 12:01 and 12:02."""
+    for minute in range(3):
+        with freeze_time(datetime(2026, 1, 1, 12, minute, 1, tzinfo=UTC)):
+            for connector in service.config.connectors:
+                service.connector_job(connector)
+            service.sweeper_job()
+
+
+def test_connector_and_sweeper_ticks_log_an_unreachable_database_once(
+    ledger: Ledger, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each connector's tick and each sweep logged an ERROR while the database was down: with
+    20 connectors every minute, 1,200 lines an hour. Now two lines for the whole outage."""
+    config = _every_minute(
+        tmp_path, "mysql+pymysql://ledger:pw@127.0.0.1:1/ledger?connect_timeout=2"
     )
     service = LedgerService(config)
     down = service.ledger
     caplog.set_level(logging.INFO)
     try:
-        for minute in range(3):
-            with freeze_time(datetime(2026, 1, 1, 12, minute, 1, tzinfo=UTC)):
-                for connector in service.config.connectors:
-                    service.connector_job(connector)
-                service.sweeper_job()
+        _tick_three_minutes(service)
         failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(failures) == 1, failures
         assert failures[0].startswith("scheduled ticks cannot proceed, retrying until it can")
@@ -308,33 +320,13 @@ def test_ticks_meeting_a_missing_schema_say_so_once_and_again_when_it_is_back(
     each connector's tick and each sweep logged an ERROR "…the schema is missing: run `ledger
     migrate`…", every tick, for ever. Now one line as it starts and one once it is back, as
     for an unreachable database (and as the projector said it already)."""
-    connectors = [
-        {
-            "name": f"c{number}",
-            "type": "csv",
-            "source_id": number,
-            "schedule": {"interval": "1m"},
-            "options": {"path": str(tmp_path / "nowhere.csv")},
-        }
-        for number in range(1, 4)
-    ]
-    config = LedgerConfig.model_validate(
-        {
-            "database_url": db_url,
-            "spool": {"dir": str(tmp_path / "spool")},
-            "connectors": connectors,
-        }
-    )
+    config = _every_minute(tmp_path, db_url)
     service = LedgerService(config)
     caplog.set_level(logging.INFO)
     with ledger.engine.begin() as connection:
         connection.exec_driver_sql("ALTER TABLE schedule_claims RENAME TO schedule_claims_away")
     try:
-        for minute in range(3):
-            with freeze_time(datetime(2026, 1, 1, 12, minute, 1, tzinfo=UTC)):
-                for connector in service.config.connectors:
-                    service.connector_job(connector)
-                service.sweeper_job()
+        _tick_three_minutes(service)
         failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(failures) == 1, [r.getMessage() for r in failures]
         said = failures[0].getMessage()
