@@ -693,6 +693,19 @@ class LedgerService:
             log.info("received %s: shutting down", self.stop_request.signal_name)
         self.shutdown()
 
+    def refuse_what_waiting_would_not_fix(self) -> None:
+        """Before serve says it serves: one check of the schema, raising what
+        :meth:`wait_for_database` would raise at once (a schema missing or behind, refused
+        credentials), so "serving …" is never printed just before the exit. A database that
+        cannot be reached passes: serve says it serves and waits for it."""
+        try:
+            self.ledger.check_schema()
+        except SchemaError:
+            raise
+        except StorageError as exc:
+            if not database_unreachable(exc):
+                raise
+
     def wait_for_database(self) -> bool:
         """Check the schema (at start, not every tick), waiting with backoff while the database
         cannot be reached, as the jobs do mid-run; False if stopped first. Anything else (a

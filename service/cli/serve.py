@@ -70,6 +70,7 @@ def serve_command(config_path: Path, metrics_port: int | None) -> None:
         api_socket = claim_ports(config, metrics_port)
         note_created(create_if_missing(config.database_url))
         service = LedgerService(config, metrics_port, api_socket)
+        service.refuse_what_waiting_would_not_fix()
     api = f", API on http://{config.api.listen}" if config.api.listen else ""
     click.echo(
         f"serving {mask_url(config.database_url)} with "

@@ -78,5 +78,6 @@ def test_what_waiting_would_not_fix_still_fails_at_once(
             assert expected in err
             assert "retrying" not in err
             assert "wrong-pw" not in err
+            assert "serving" not in err  # it said so, then exited
     finally:
         support.drop_mysql_database(unmigrated)
