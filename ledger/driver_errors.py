@@ -29,9 +29,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from ledger.batch_checks import MIN_SERVER_PACKET_BYTES
-from ledger.dialects import (
-    is_missing_table,
-)
+from ledger.dialects import IMMUTABLE_MESSAGE, is_missing_table
 from ledger.errors import (
     AccessDeniedError,
     ConstraintError,
@@ -490,6 +488,31 @@ _ENVIRONMENT_CODES = frozenset(
         4031,  # idle transaction timeout: the session was ended
     }
 )
+
+
+ER_DUP_ENTRY = 1062
+# sqlite3's extended result codes of a UNIQUE index and a PRIMARY KEY refusing a row.
+_SQLITE_DUPLICATE_CODES = {2067, 1555}
+_SQLITE_COLLIDING_EVENT = IMMUTABLE_MESSAGE.format(verb="REPLACE")
+
+
+def is_duplicate_key(error: BaseException) -> bool:
+    """Whether ``error`` is a unique index or primary key refusing a row (MySQL/MariaDB 1062,
+    SQLite's ``SQLITE_CONSTRAINT_UNIQUE``/``_PRIMARYKEY``, or on SQLite the ledger's own
+    ``ledger_events_no_replace`` trigger, which refuses an event row that collides with a
+    stored one before the unique indexes see it): another writer stored the row first. Not
+    a CHECK, a NOT NULL or an operator's trigger, which SQLite reports as an IntegrityError
+    too, and which refuse the same row on every retry."""
+    cause = _driver_error(error)
+    if not isinstance(cause, IntegrityError):
+        return False
+    code = _mysql_error_code(cause)
+    if code is not None:
+        return code == ER_DUP_ENTRY
+    return (
+        getattr(cause.orig, "sqlite_errorcode", None) in _SQLITE_DUPLICATE_CODES
+        or str(cause.orig) == _SQLITE_COLLIDING_EVENT
+    )
 
 
 def is_refused_value(error: BaseException) -> bool:

@@ -52,6 +52,7 @@ from ledger.driver import DriverCursor
 from ledger.driver_errors import (
     interrupted_or_conflicting,
     is_broken_trigger_load,
+    is_duplicate_key,
     is_transaction_conflict,
     row_lock_wait_timed_out,
     translate_errors,
@@ -66,6 +67,7 @@ from ledger.events import EventModel, RunStarted
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState
 from ledger.schema import HEAD_ROW_ID, ledger_head
+from ledger.text import visible
 from ledger.urls import mask_secrets, mask_url
 
 log = logging.getLogger(__name__)
@@ -437,8 +439,11 @@ class Ledger:
             return self._append_on_a_live_connection(request)
         except IntegrityError as exc:
             # The unique constraints are the backstop of I3/I4: a writer that bypassed the
-            # head lock got there first. Retry once; the dedupe step now sees its rows.
-            log.warning("append hit a unique constraint, retrying once: %s", exc.orig)
+            # head lock got there first. Retry once; the dedupe step now sees its rows. Any
+            # other refusal (a CHECK, an operator's trigger) would refuse the retry too.
+            if not is_duplicate_key(exc):
+                raise
+            log.warning("append hit a unique constraint, retrying once: %s", visible(str(exc.orig)))
             return self._append_on_a_live_connection(request)
 
     def _append_on_a_live_connection(self, request: AppendRequest) -> AppendResult:

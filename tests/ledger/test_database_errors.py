@@ -4,6 +4,7 @@ and serve still waits on them as before."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from ledger import (
     AccessDeniedError,
@@ -21,7 +23,7 @@ from ledger import (
     Ledger,
     StorageError,
 )
-from ledger.driver_errors import database_unreachable, lock_wait_exceeded
+from ledger.driver_errors import database_unreachable, is_duplicate_key, lock_wait_exceeded
 from ledger.store import MAX_LOCK_WAITS
 from service.cli import cli
 from tests import support
@@ -154,3 +156,66 @@ def test_a_refusal_quoting_text_is_one_line_after_error(backend: str, db_url: st
     assert "policy\\nappended 1 event(s): OK" in error
     assert "\x1b" not in result.stderr
     assert not any(shown.startswith("appended 1 event(s)") for shown in lines)
+
+
+def test_a_refusal_that_is_not_a_duplicate_key_is_not_retried(
+    backend: str, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The append retries once when a unique constraint refuses its row (a writer past the head
+    lock stored it first: the retry finds it). SQLite reports a CHECK's or an operator's
+    trigger's refusal as the same IntegrityError: it was retried as "append hit a unique
+    constraint" (the refusal's text logged raw, line breaks and all) and refused again."""
+    store = Ledger.from_url(db_url)
+    with store.engine.begin() as conn:
+        if backend == "sqlite":
+            conn.execute(
+                text(
+                    "CREATE TRIGGER test_policy BEFORE INSERT ON ledger_events "
+                    "BEGIN SELECT RAISE(ABORT, 'policy\nforged line'); END"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE TRIGGER test_policy BEFORE INSERT ON ledger_events FOR EACH ROW "
+                    "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'policy\nforged line'"
+                )
+            )
+    caplog.set_level(logging.WARNING)
+    try:
+        with pytest.raises(StorageError, match="policy"):
+            store.start_run(1, "S")
+        assert store.head().last_position == 0
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER IF EXISTS test_policy"))
+        store.close()
+    said = [record.getMessage() for record in caplog.records]
+    assert not [line for line in said if "unique constraint" in line], said
+
+
+def test_a_duplicate_key_is_told_from_other_refusals(backend: str, db_url: str) -> None:
+    """:func:`is_duplicate_key` on the real errors of both databases: a primary key's and a
+    unique index's refusal are duplicates; a NOT NULL's is not."""
+    store = Ledger.from_url(db_url)
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(
+                text("CREATE TABLE test_keys (id INTEGER PRIMARY KEY, k INTEGER NOT NULL)")
+            )
+            conn.execute(text("CREATE UNIQUE INDEX test_keys_k ON test_keys (k)"))
+            conn.execute(text("INSERT INTO test_keys (id, k) VALUES (1, 1)"))
+        refusals = {}
+        for name, statement in (
+            ("primary key", "INSERT INTO test_keys (id, k) VALUES (1, 2)"),
+            ("unique index", "INSERT INTO test_keys (id, k) VALUES (2, 1)"),
+            ("not null", "INSERT INTO test_keys (id, k) VALUES (3, NULL)"),
+        ):
+            with pytest.raises(IntegrityError) as refused, store.engine.begin() as conn:
+                conn.execute(text(statement))
+            refusals[name] = is_duplicate_key(refused.value)
+        assert refusals == {"primary key": True, "unique index": True, "not null": False}
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS test_keys"))
+        store.close()
