@@ -163,9 +163,8 @@ def append_lines(
             batch.events, expected_version, clock_read=clock_read, connectors=connectors
         )
     except LedgerError as error:
-        if isinstance(error, ValidationError) and any(
-            problem.index is not None for problem in error.details
-        ):
+        if isinstance(error, ValidationError) and error.details:
+            # Each problem at its line, or about the whole batch (expected_version over runs).
             raise invalid_input([batch.locate(problem) for problem in error.details]) from error
         if error.index is None:
             raise

@@ -140,6 +140,19 @@ def test_ndjson_problems_name_the_line_like_the_cli(client: TestClient, db_url: 
     assert response.json()["errors"][0]["line"] == 1
 
 
+def test_expected_version_over_several_runs_is_400_saying_nothing_was_appended(
+    client: TestClient, ledger: Ledger
+) -> None:
+    """expected_version is for a batch about one run: over two runs it is refused, and the
+    problem says, as every refused input does, that nothing was appended (it did not)."""
+    response = post(client, [started(), started()], expected_version=0)
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert detail.startswith("invalid input, nothing was appended:"), detail
+    assert "expected_version applies to a batch about one run" in detail
+    assert ledger.head().last_position == 0
+
+
 def test_expected_version_conflict_is_409(client: TestClient, ledger: Ledger) -> None:
     assert post(client, [started(run_id=5)]).status_code == 200
     late = {"type": "RunProgressed", "run_id": 5, "event_id": str(uuid.uuid4())}
