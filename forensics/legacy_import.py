@@ -55,7 +55,7 @@ from ledger.clock import isoformat_utc, parse_utc
 from ledger.events import IMPORT_PREFIX, RECORDED_NAMES, TERMINAL_STATUSES
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json, describe_pydantic_errors, payload_json
-from ledger.reads import read_head, read_run, run_states
+from ledger.reads import read_head, read_runs, run_states
 from ledger.recorded import LedgerHead, RecordedEvent
 from ledger.rules import OPEN, RunState, apply_event
 from ledger.schema import LEGACY_TABLE
@@ -369,8 +369,10 @@ class _AppendChecks:
         self, conn: Connection, legacy_rows: list[Row], batches: list[list[EventModel]]
     ) -> None:
         facts = {row["id"]: events for row, events in zip(legacy_rows, batches, strict=True)}
-        for run_id, state in sorted(run_states(conn, sorted(facts)).items()):
-            stored = {recorded.event_id: recorded for recorded in read_run(conn, run_id)}
+        states = run_states(conn, sorted(facts))
+        histories = read_runs(conn, states)
+        for run_id, state in sorted(states.items()):
+            stored = {recorded.event_id: recorded for recorded in histories.get(run_id, [])}
             if not _imported_as_now(stored, facts[run_id]):
                 self.taken_count += 1
                 if len(self.taken) < 10:

@@ -201,6 +201,20 @@ def read_run(
     return _stored_events(conn, query)
 
 
+def read_runs(conn: Connection, run_ids: Collection[int]) -> dict[int, list[RecordedEvent]]:
+    """The events of each run of ``run_ids`` in version order, in one statement an IN-list
+    chunk rather than one a run (a run that never started has no key): what a check of a page
+    of runs reads."""
+    found: dict[int, list[RecordedEvent]] = {}
+    for chunk in chunks(sorted(run_ids)):
+        query = _EVENTS.where(ledger_events.c.run_id.in_(chunk)).order_by(
+            ledger_events.c.run_id, ledger_events.c.version
+        )
+        for event in _stored_events(conn, query):
+            found.setdefault(event.run_id, []).append(event)
+    return found
+
+
 def run_version_at(conn: Connection, run_id: int, position: int) -> int | None:
     """The version of run ``run_id``'s event at ``position`` (None if the event stored there,
     if any, is another run's)."""
