@@ -33,6 +33,7 @@ from projections.schema import RUN_STATUSES
 from service.api import create_app
 from service.config import model as config_model
 from service.web import integrity, views
+from service.web import runs as web_runs
 from service.web.state import TIMELINE_PART
 from tests.service.support import stop_and_skip_by_hand
 from tests.service.web.support import (
@@ -101,6 +102,38 @@ def test_filters_and_keyset_paging(client: TestClient, demo: dict[str, int]) -> 
     assert "night-batch" not in older
     assert "demo-nightly" in older
     assert client.get("/web/runs", params={"status": "bogus"}).status_code == 400
+
+
+def test_the_stuck_page_shows_the_longest_silent_and_says_how_many_more(
+    client: TestClient, db_url: str, demo: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Stuck page listed every stuck run: 20,000 (a ledger left without its sweeper) made a
+    7 MB page that took 2.5 s. It shows the first STUCK_PAGE_ROWS of the stuck query's order,
+    the longest silent first, and says how many it left out and where every one is listed."""
+    monkeypatch.setattr(web_runs, "STUCK_PAGE_ROWS", 3)
+    ledger = Ledger.from_url(db_url)
+    try:
+        now = utcnow()
+        started = ledger.append(
+            [
+                RunStarted(
+                    source_id=5, connector_name="silent", occurred_at=now - timedelta(hours=h)
+                )
+                for h in (9, 3, 8, 4, 7)
+            ]
+        ).allocated_run_ids
+        Projector(ledger).run_once()
+    finally:
+        ledger.close()
+    log_in(client, "reader")
+    page = client.get("/web/stuck")
+    assert page.status_code == 200
+    shown = [int(i) for i in re.findall(r'<td><a href="/web/runs/(\d+)">', page.text)]
+    assert shown == [started[0], started[2], started[4]]  # silent 9, 8 and 7 hours
+    # The demo's open run is stuck too: 3 of the silent runs and it are left out.
+    assert "… and 3 more stuck run(s) not shown here" in page.text
+    monkeypatch.setattr(web_runs, "STUCK_PAGE_ROWS", 500)
+    assert 'id="not-shown"' not in client.get("/web/stuck").text
 
 
 def test_a_page_of_runs_judges_only_its_own_runs_stuck(
