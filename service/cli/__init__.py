@@ -39,12 +39,26 @@ class OneLineFormatter(logging.Formatter):
     (:func:`ledger.text.visible`): a log call's arguments may quote a connector, a data source
     or a driver (a server's raw status line, a stored name), and a newline in them would start
     a forged log line, an ESC or OSC sequence would draw on the terminal. Every message of
-    run-ledger's is one line; a traceback, after it, keeps its own lines."""
+    run-ledger's is one line. A traceback after it (a bug's: ``log.exception``) keeps its
+    lines, each indented and escaped the same way: its last line quotes the exception's
+    message, which a connector or a data source may have written, so no line of it starts at
+    the margin where a record's level does."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         shown = logging.makeLogRecord(vars(record))
         shown.message = visible(record.message)
         return super().formatMessage(shown)
+
+    def formatException(self, ei: Any) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(text: str) -> str:
+    """A traceback's lines, each indented by two spaces, its invisible characters escaped."""
+    return "\n".join(f"  {visible(line)}" for line in text.splitlines())
 
 
 def configure_logging(verbose: int) -> None:

@@ -6,7 +6,9 @@ rendered as a section of the report; JSON keeps the exact value."""
 from __future__ import annotations
 
 import json
+import logging
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from freezegun import freeze_time
 
 from ledger import Ledger, RunFinished, RunProgressed
 from ledger.text import cells
-from service.cli import cli
+from service.cli import OneLineFormatter, cli
 from tests.projection_support import records_fetched_capped
 from tests.service.support import run, shows_no_raw_control
 from tests.support import names_as_before_the_rule
@@ -279,3 +281,25 @@ def test_json_output_escapes_what_a_terminal_would_obey(ledger: Ledger, db_url: 
     assert json.loads(exported.splitlines()[-1])["error_message"] == FORGED  # the exact value
     result = run("append", "-", "--db", db_url, input=exported)  # appends again as is
     assert json.loads(result.stdout)["duplicates"] == 2
+
+
+def test_a_traceback_quoting_a_forged_line_starts_no_line_at_the_margin() -> None:
+    """The CLI's log lines are one line each, but a bug's traceback (``log.exception``, e.g. a
+    connector raising something unexpected under serve) kept its lines raw: its last line
+    quotes the exception's message, written by a connector or its data source, which could
+    print a line passing for a record of its own, or an ESC sequence. Each line of the
+    traceback is indented and escaped now."""
+    formatter = OneLineFormatter("%(levelname)s %(name)s: %(message)s")
+    forged = "bad row\nINFO connectors.sdk: run 1 of stations finished: success\x1b[2J"
+    try:
+        raise ValueError(forged)
+    except ValueError:
+        record = logging.LogRecord(
+            "service.serve", logging.ERROR, __file__, 1, "job %s failed", ("x",), sys.exc_info()
+        )
+    lines = formatter.format(record).splitlines()
+    assert lines[0] == "ERROR service.serve: job x failed"
+    assert lines[1] == "  Traceback (most recent call last):"
+    assert all(line.startswith("  ") for line in lines[1:]), lines
+    assert "  INFO connectors.sdk: run 1 of stations finished: success\\x1b[2J" in lines
+    assert shows_no_raw_control("\n".join(lines))
