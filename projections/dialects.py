@@ -45,6 +45,7 @@ from ledger.text import visible
 from ledger.urls import sqlite_file_or_none
 from projections.checkpoints import advance, finish_swap, mark_swap, read_checkpoint
 from projections.errors import ProjectionBusyError, SwapBlockedError
+from projections.extras import Extras, create_after_swap
 from projections.rebuild_claims import RebuildClaim
 from projections.schema import (
     INGESTION_RUNS,
@@ -247,18 +248,28 @@ def shadow_indexes(ledger: Ledger) -> bool:
     return not ledger.is_sqlite
 
 
-def swap_in(ledger: Ledger, writer: ReadModelWriter, position: int, catch_up: CatchUp) -> int:
+def swap_in(
+    ledger: Ledger,
+    writer: ReadModelWriter,
+    position: int,
+    catch_up: CatchUp,
+    extras: Extras | None = None,
+) -> int:
     """Replace the live tables with the shadow ones ``writer`` filled up to ``position``, after
     ``catch_up`` brought them to the head with the projection locked; returns the position the
-    swapped-in tables and the checkpoint are at."""
+    swapped-in tables and the checkpoint are at. On SQLite the operator's indexes ``extras``
+    carries are made in the swap (MySQL's shadow tables already have them)."""
     if ledger.is_sqlite:
-        return _swap_sqlite(ledger, writer, position, catch_up)
+        return _swap_sqlite(ledger, writer, position, catch_up, extras or Extras())
     return _swap_mysql(ledger, position, catch_up)
 
 
-def _swap_sqlite(ledger: Ledger, writer: ReadModelWriter, position: int, catch_up: CatchUp) -> int:
-    """One transaction drops the live tables, renames the shadows and sets the checkpoint:
-    atomic, as SQLite DDL is transactional."""
+def _swap_sqlite(
+    ledger: Ledger, writer: ReadModelWriter, position: int, catch_up: CatchUp, extras: Extras
+) -> int:
+    """One transaction drops the live tables, renames the shadows, makes the indexes (the
+    schema's and the operator's ``extras`` carries) and sets the checkpoint: atomic, as SQLite
+    DDL is transactional."""
     with ledger.transaction("rebuild") as conn:  # appenders and projectors wait until it commits
         read_checkpoint(conn, PROJECTION_NAME, lock=True)
         position = catch_up(conn, position)
@@ -270,6 +281,7 @@ def _swap_sqlite(ledger: Ledger, writer: ReadModelWriter, position: int, catch_u
             conn.exec_driver_sql(f'ALTER TABLE "{shadow.name}" RENAME TO "{live.name}"')
             for index in live.indexes:  # index names are per database on SQLite: made last
                 index.create(conn)
+        create_after_swap(conn, extras)
         advance(conn, PROJECTION_NAME, position)
     return position
 
