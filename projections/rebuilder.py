@@ -240,7 +240,9 @@ def _drop_leftovers(ledger: Ledger, only_old: bool = False) -> None:
     suffixes = (OLD,) if only_old else (OLD, SHADOW)
     with ledger.connect("rebuild") as conn, conn.begin():
         existing = set(inspect(conn).get_table_names())
-        for name in (INGESTION_RUNS, TRANSITIONS):
+        # The transitions first: an operator's foreign key from them to the runs (dropped by
+        # --drop-extras) followed both tables to their leftover names.
+        for name in (TRANSITIONS, INGESTION_RUNS):
             for suffix in suffixes:
                 if name + suffix in existing:
                     conn.exec_driver_sql(f"DROP TABLE {_quote(conn, name + suffix)}")
