@@ -35,13 +35,14 @@ from ledger.hashing import POSITION
 from ledger.reads import events_from_driver, read_rows_page
 from projections.checkpoints import read_checkpoint, recover_interrupted_swap, skipped_positions
 from projections.dialects import (
+    carry_indexes,
     exclusive_rebuild,
     projection_transaction,
     shadow_indexes,
     swap_in,
 )
 from projections.errors import ReadModelExtrasError, SkipsChangedError, SwapBlockedError
-from projections.extras import Extra, create_on_shadows, find_extras, judge
+from projections.extras import Extra, find_extras, judge
 from projections.schema import (
     INGESTION_RUNS,
     OLD,
@@ -107,7 +108,11 @@ def rebuild(
                 # Before the replay: what the live tables have that the shadows lack.
                 extras = find_extras(conn, (shadow_runs, shadow_transitions))
                 judge(extras, drop_extras)
-                create_on_shadows(conn, extras, (shadow_runs, shadow_transitions))
+                carry_indexes(
+                    conn,
+                    extras,
+                    {INGESTION_RUNS: shadow_runs.name, TRANSITIONS: shadow_transitions.name},
+                )
         except ReadModelExtrasError:
             _drop_leftovers(ledger)  # MySQL's shadow tables (SQLite's rolled back with it)
             raise
