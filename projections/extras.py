@@ -27,7 +27,7 @@ from sqlalchemy.exc import SAWarning
 from ledger.text import visible
 from projections.dialects import index_definitions, replays_index_sql, table_triggers
 from projections.errors import ReadModelExtrasError
-from projections.schema import ingestion_run_transitions, ingestion_runs
+from projections.schema import OLD, SHADOW, ingestion_run_transitions, ingestion_runs
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ class Extras:
 
     carried: tuple[Extra, ...] = ()
     uncarried: tuple[Extra, ...] = ()
+    # A foreign key of another table that references a live one: a rebuild cannot drop it
+    # (MariaDB's would follow the live table to its ``__old`` name and block its drop).
+    referencing: tuple[Extra, ...] = ()
 
 
 def find_extras(conn: Connection, shadows: Iterable[Table]) -> Extras:
@@ -107,12 +110,28 @@ def find_extras(conn: Connection, shadows: Iterable[Table]) -> Extras:
             for fk in inspector.get_foreign_keys(live.name)
             if _linked(fk) not in schema_keys
         )
-    return Extras(tuple(carried), tuple(uncarried))
+    live_names = {table.name for table in _LIVE}
+    referencing = [
+        Extra("foreign key", fk["name"] or "(unnamed)", other, why=f"references {target}")
+        for other in inspector.get_table_names()
+        if other not in live_names and not other.endswith((SHADOW, OLD))
+        for fk in inspector.get_foreign_keys(other)
+        if (target := fk["referred_table"]) in live_names
+    ]
+    return Extras(tuple(carried), tuple(uncarried), tuple(referencing))
 
 
 def judge(extras: Extras, drop_extras: bool) -> None:
     """Refuse (:class:`ReadModelExtrasError`) what cannot be carried, unless ``drop_extras``:
-    then say, as a WARNING, what the rebuild drops."""
+    then say, as a WARNING, what the rebuild drops. A foreign key of another table that
+    references the live ones refuses it either way."""
+    if extras.referencing:
+        raise ReadModelExtrasError(
+            "rebuild: another table references the read-model tables, which a rebuild "
+            f"replaces: {'; '.join(map(str, extras.referencing))}; nothing was changed. Drop "
+            "that foreign key (a rebuild cannot, even with --drop-extras), rebuild, and add it "
+            "again"
+        )
     if not extras.uncarried:
         return
     named = "; ".join(map(str, extras.uncarried))

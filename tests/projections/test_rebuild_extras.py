@@ -209,6 +209,32 @@ def test_an_operators_index_survives_a_rebuild_and_is_used_by_name(
         assert used == [(2,)]
 
 
+def test_a_foreign_key_of_another_table_refuses_the_rebuild_even_with_drop_extras(
+    ledger: Ledger, db_url: str
+) -> None:
+    """MariaDB's would follow ingestion_runs to ingestion_runs__old at the swap: the rebuild
+    swapped, then failed to drop the old table (1451), the operator's key left on it."""
+    _some_history(ledger)
+    Projector(ledger).run_once()
+    with ledger.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE ops_notes (id INTEGER PRIMARY KEY, run_id INTEGER, "
+            f"CONSTRAINT ops_notes_run FOREIGN KEY (run_id) REFERENCES {RUNS} (id))"
+        )
+        conn.exec_driver_sql("INSERT INTO ops_notes VALUES (1, 1)")
+    before = _state(ledger)
+    try:
+        for flags in ((), ("--drop-extras",)):
+            refused = run("rebuild", *flags, "--db", db_url)
+            assert refused.exit_code == 2, refused.output
+            assert f"foreign key ops_notes_run on ops_notes (references {RUNS})" in refused.stderr
+            assert "nothing was changed" in refused.stderr
+            assert _state(ledger) == before
+    finally:
+        with ledger.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE ops_notes")
+
+
 @pytest.mark.parametrize("kind", EXTRAS)
 def test_what_a_rebuild_cannot_carry_refuses_it_with_exit_2_and_nothing_changes(
     ledger: Ledger, db_url: str, kind: str
