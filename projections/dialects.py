@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -57,6 +58,7 @@ from projections.schema import (
 )
 
 if TYPE_CHECKING:  # the writer asks this module how its values go to the driver
+    from projections.extras import Extras
     from projections.writer import ReadModelWriter
 
 log = logging.getLogger(__name__)
@@ -247,18 +249,91 @@ def shadow_indexes(ledger: Ledger) -> bool:
     return not ledger.is_sqlite
 
 
-def swap_in(ledger: Ledger, writer: ReadModelWriter, position: int, catch_up: CatchUp) -> int:
+# An index line of MySQL's SHOW CREATE TABLE: `  [UNIQUE |FULLTEXT |SPATIAL ]KEY `name` (…)`.
+_MYSQL_INDEX_LINE = re.compile(r"^\s*((?:[A-Z]+ )?KEY) `((?:[^`]|``)+)` (.*?),?$")
+
+
+def index_definitions(conn: Connection, table: str) -> list[tuple[str, str]]:
+    """(name, definition) of every index of ``table`` but its primary key and SQLite's own:
+    how a rebuild makes an operator's index again (:mod:`projections.extras`). SQLite: its
+    ``CREATE INDEX`` as stored (expressions and ``WHERE`` included), replayed as it is once
+    the shadow has the live name, index names being per database. MySQL/MariaDB: its line of
+    ``SHOW CREATE TABLE`` (prefix lengths, ``DESC``, ``FULLTEXT``, a comment), for ``ALTER
+    TABLE shadow ADD …`` before the swap, index names being per table."""
+    if is_sqlite(conn):
+        rows = conn.execute(
+            text(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :t "
+                "AND sql IS NOT NULL ORDER BY name"
+            ),
+            {"t": table},
+        ).all()
+        return [(str(name), str(sql)) for name, sql in rows]
+    quote = conn.dialect.identifier_preparer.quote
+    create = str(conn.exec_driver_sql(f"SHOW CREATE TABLE {quote(table)}").one()[1])
+    found = []
+    for line in create.splitlines():
+        match = _MYSQL_INDEX_LINE.match(line)
+        if match:
+            name = match[2].replace("``", "`")
+            found.append((name, f"{match[1]} {quote(name)} {match[3]}"))
+    return found
+
+
+def replays_index_sql(conn: Connection) -> bool:
+    """Whether an index the inspector cannot describe (an expression) is carried anyway: on
+    SQLite, whose own ``CREATE INDEX`` is replayed."""
+    return is_sqlite(conn)
+
+
+def carry_indexes(conn: Connection, extras: Extras, shadow_of: dict[str, str]) -> None:
+    """MySQL/MariaDB: add the operator's indexes to the shadow tables (``shadow_of``: live
+    name to shadow name) now, names being per table. SQLite: nothing now, the swap makes them."""
+    if is_sqlite(conn):
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    for extra in extras.carried:
+        conn.exec_driver_sql(f"ALTER TABLE {quote(shadow_of[extra.table])} ADD {extra.definition}")
+
+
+def table_triggers(conn: Connection, table: str) -> list[str]:
+    """The names of the triggers on ``table``."""
+    if is_sqlite(conn):
+        query = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t"
+    else:
+        query = (
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS "
+            "WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = :t"
+        )
+    return sorted(str(name) for (name,) in conn.execute(text(query), {"t": table}))
+
+
+def swap_in(
+    ledger: Ledger,
+    writer: ReadModelWriter,
+    position: int,
+    catch_up: CatchUp,
+    extras: Extras | None = None,
+) -> int:
     """Replace the live tables with the shadow ones ``writer`` filled up to ``position``, after
     ``catch_up`` brought them to the head with the projection locked; returns the position the
-    swapped-in tables and the checkpoint are at."""
+    swapped-in tables and the checkpoint are at. On SQLite the operator's indexes ``extras``
+    carries are made in the swap (MySQL's shadow tables already have them)."""
     if ledger.is_sqlite:
-        return _swap_sqlite(ledger, writer, position, catch_up)
+        return _swap_sqlite(ledger, writer, position, catch_up, extras)
     return _swap_mysql(ledger, position, catch_up)
 
 
-def _swap_sqlite(ledger: Ledger, writer: ReadModelWriter, position: int, catch_up: CatchUp) -> int:
-    """One transaction drops the live tables, renames the shadows and sets the checkpoint:
-    atomic, as SQLite DDL is transactional."""
+def _swap_sqlite(
+    ledger: Ledger,
+    writer: ReadModelWriter,
+    position: int,
+    catch_up: CatchUp,
+    extras: Extras | None,
+) -> int:
+    """One transaction drops the live tables, renames the shadows, makes the indexes (the
+    schema's and the operator's ``extras`` carries) and sets the checkpoint: atomic, as SQLite
+    DDL is transactional."""
     with ledger.transaction("rebuild") as conn:  # appenders and projectors wait until it commits
         read_checkpoint(conn, PROJECTION_NAME, lock=True)
         position = catch_up(conn, position)
@@ -270,6 +345,8 @@ def _swap_sqlite(ledger: Ledger, writer: ReadModelWriter, position: int, catch_u
             conn.exec_driver_sql(f'ALTER TABLE "{shadow.name}" RENAME TO "{live.name}"')
             for index in live.indexes:  # index names are per database on SQLite: made last
                 index.create(conn)
+        for extra in extras.carried if extras else ():  # the operator's: its CREATE INDEX,
+            conn.exec_driver_sql(str(extra.definition))  # which names the live table
         advance(conn, PROJECTION_NAME, position)
     return position
 

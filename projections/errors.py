@@ -47,6 +47,13 @@ class SkipsChangedError(ProjectionBusyError):
     its swap and is run again."""
 
 
+class ReadModelExtrasError(ProjectionError):
+    """The live read-model tables have what a rebuild cannot carry over to the tables it swaps
+    in (an operator's trigger, CHECK constraint, foreign key, or an index on a column the schema
+    lacks): the rebuild refuses before it starts, unless told to drop them. The caller's to
+    decide (the CLI's exit 2)."""
+
+
 class CheckpointMovedError(ProjectionError):
     """The checkpoint was not where this transaction read it when it came to advance it: another
     projector (on another node of a Galera cluster, where the named lock does not reach) got

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from sqlalchemy import Connection, func, inspect, select
@@ -35,12 +35,14 @@ from ledger.hashing import POSITION
 from ledger.reads import events_from_driver, read_rows_page
 from projections.checkpoints import read_checkpoint, recover_interrupted_swap, skipped_positions
 from projections.dialects import (
+    carry_indexes,
     exclusive_rebuild,
     projection_transaction,
     shadow_indexes,
     swap_in,
 )
-from projections.errors import SkipsChangedError, SwapBlockedError
+from projections.errors import ReadModelExtrasError, SkipsChangedError, SwapBlockedError
+from projections.extras import Extra, find_extras, judge
 from projections.schema import (
     INGESTION_RUNS,
     OLD,
@@ -67,12 +69,25 @@ class RebuildResult:
     runs: int
     position: int
     seconds: float
+    # What an operator had added to the live tables: the indexes made again on the rebuilt
+    # ones (same names), and what they no longer have (only with drop_extras).
+    carried: tuple[Extra, ...] = field(default=())
+    dropped: tuple[Extra, ...] = field(default=())
 
 
 def rebuild(
-    ledger: Ledger, batch_size: int = 1000, progress: Progress | None = None
+    ledger: Ledger,
+    batch_size: int = 1000,
+    progress: Progress | None = None,
+    drop_extras: bool = False,
 ) -> RebuildResult:
-    """Replay the whole ledger into fresh tables and swap them in atomically."""
+    """Replay the whole ledger into fresh tables and swap them in atomically.
+
+    An operator's indexes on the live tables are made again on the rebuilt ones, with their
+    names; what cannot be carried (a trigger, a CHECK constraint, a foreign key, an index on a
+    column the schema lacks) refuses the rebuild before it starts
+    (:class:`ReadModelExtrasError`), unless ``drop_extras``: then it is logged and left out
+    (:mod:`projections.extras`)."""
     started = time.monotonic()
     with exclusive_rebuild(ledger, PROJECTION_NAME) as claim:
         # Settle a swap an earlier rebuild left half done *before* touching leftovers: its
@@ -86,9 +101,21 @@ def rebuild(
         retrying_conflicts(settle_swap, "rebuild")
         _drop_leftovers(ledger)
         shadow_runs, shadow_transitions = shadow_tables(SHADOW, shadow_indexes(ledger))
-        with ledger.connect("rebuild") as conn, conn.begin():
-            for table in (shadow_runs, shadow_transitions):
-                table.create(conn)
+        try:
+            with ledger.connect("rebuild") as conn, conn.begin():
+                for table in (shadow_runs, shadow_transitions):
+                    table.create(conn)
+                # Before the replay: what the live tables have that the shadows lack.
+                extras = find_extras(conn, (shadow_runs, shadow_transitions))
+                judge(extras, drop_extras)
+                carry_indexes(
+                    conn,
+                    extras,
+                    {INGESTION_RUNS: shadow_runs.name, TRANSITIONS: shadow_transitions.name},
+                )
+        except ReadModelExtrasError:
+            _drop_leftovers(ledger)  # MySQL's shadow tables (SQLite's rolled back with it)
+            raise
         writer = ReadModelWriter(shadow_runs, shadow_transitions)
         target = ledger.head().last_position
         position = 0
@@ -137,7 +164,7 @@ def rebuild(
             return caught_up
 
         try:
-            position = swap_in(ledger, writer, position, catch_up)
+            position = swap_in(ledger, writer, position, catch_up, extras)
         except (SwapBlockedError, SkipsChangedError):
             _drop_leftovers(ledger)  # the shadow tables: the next rebuild replays afresh anyway
             raise
@@ -146,7 +173,14 @@ def rebuild(
             runs = int(conn.execute(select(func.count()).select_from(ingestion_runs)).scalar_one())
     seconds = time.monotonic() - started
     log.info("rebuilt %s: %d events, %d runs in %.1fs", PROJECTION_NAME, position, runs, seconds)
-    return RebuildResult(events=position, runs=runs, position=position, seconds=seconds)
+    return RebuildResult(
+        events=position,
+        runs=runs,
+        position=position,
+        seconds=seconds,
+        carried=extras.carried,
+        dropped=extras.uncarried,
+    )
 
 
 def _replay(
@@ -211,7 +245,9 @@ def _drop_leftovers(ledger: Ledger, only_old: bool = False) -> None:
     suffixes = (OLD,) if only_old else (OLD, SHADOW)
     with ledger.connect("rebuild") as conn, conn.begin():
         existing = set(inspect(conn).get_table_names())
-        for name in (INGESTION_RUNS, TRANSITIONS):
+        # The transitions first: an operator's foreign key from them to the runs (dropped by
+        # --drop-extras) followed both tables to their leftover names.
+        for name in (TRANSITIONS, INGESTION_RUNS):
             for suffix in suffixes:
                 if name + suffix in existing:
                     conn.exec_driver_sql(f"DROP TABLE {_quote(conn, name + suffix)}")

@@ -35,6 +35,7 @@ from ledger.urls import (
     mask_url,
     unparseable_url_message,
 )
+from projections.errors import ReadModelExtrasError
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -85,6 +86,7 @@ _CALLERS_MISTAKES = (
     ConfigurationError,
     DatabaseNotFoundError,
     UnusableUrlError,
+    ReadModelExtrasError,  # an operator's trigger, CHECK, foreign key: theirs to decide
 )
 
 

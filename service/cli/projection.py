@@ -120,18 +120,31 @@ def project(
 
 @click.command()
 @batch_size_option("Events replayed per transaction into the shadow tables.")
+@click.option(
+    "--drop-extras",
+    is_flag=True,
+    help="Rebuild without what an operator added to the live tables and a rebuild cannot "
+    "carry (a trigger, CHECK constraint, foreign key, an index on a column the schema lacks); "
+    "without it they refuse the rebuild. Indexes are carried either way.",
+)
 @db_option
-def rebuild(batch_size: int, db_url: str | None) -> None:
+def rebuild(batch_size: int, drop_extras: bool, db_url: str | None) -> None:
     """Replay all history into shadow tables and swap them in atomically."""
     ledger = open_ledger(db_url)
     check_writable(ledger)
     with library_errors(), rebuild_progress() as progress:
-        result = rebuild_projection(ledger, batch_size=batch_size, progress=progress)
+        result = rebuild_projection(
+            ledger, batch_size=batch_size, progress=progress, drop_extras=drop_extras
+        )
     rate = result.events / result.seconds if result.seconds else 0.0
     click.echo(
         f"rebuilt ingestion_runs: {result.events} event(s), {result.runs} run(s) in "
         f"{result.seconds:.1f}s ({rate:,.0f} events/s); checkpoint at {result.position}"
     )
+    if result.carried:
+        click.echo(f"carried over: {'; '.join(map(str, result.carried))}")
+    if result.dropped:
+        click.echo(f"dropped (--drop-extras): {'; '.join(map(str, result.dropped))}")
 
 
 class EventRateColumn(ProgressColumn):
