@@ -337,14 +337,22 @@ def _swap_sqlite(
     with ledger.transaction("rebuild") as conn:  # appenders and projectors wait until it commits
         read_checkpoint(conn, PROJECTION_NAME, lock=True)
         position = catch_up(conn, position)
-        for live, shadow in (
-            (ingestion_runs, writer.runs),
-            (ingestion_run_transitions, writer.transitions),
-        ):
-            conn.exec_driver_sql(f'DROP TABLE "{live.name}"')
-            conn.exec_driver_sql(f'ALTER TABLE "{shadow.name}" RENAME TO "{live.name}"')
-            for index in live.indexes:  # index names are per database on SQLite: made last
-                index.create(conn)
+        # An operator's view (or another table's trigger) naming the live table: with the table
+        # dropped, SQLite's RENAME checks the whole schema and failed ("error in view …: no
+        # such table: main.ingestion_runs"). In legacy mode it renames without rewriting or
+        # checking what names the table, so the view names the rebuilt table, as on MariaDB.
+        conn.exec_driver_sql("PRAGMA legacy_alter_table = ON")
+        try:
+            for live, shadow in (
+                (ingestion_runs, writer.runs),
+                (ingestion_run_transitions, writer.transitions),
+            ):
+                conn.exec_driver_sql(f'DROP TABLE "{live.name}"')
+                conn.exec_driver_sql(f'ALTER TABLE "{shadow.name}" RENAME TO "{live.name}"')
+                for index in live.indexes:  # index names are per database on SQLite: made last
+                    index.create(conn)
+        finally:
+            conn.exec_driver_sql("PRAGMA legacy_alter_table = OFF")
         for extra in extras.carried if extras else ():  # the operator's: its CREATE INDEX,
             conn.exec_driver_sql(str(extra.definition))  # which names the live table
         advance(conn, PROJECTION_NAME, position)

@@ -9,8 +9,9 @@ from the schema's MetaData) would not have: indexes, triggers, CHECK constraints
   the swap's transaction, once the shadow has the live name. The differences are in
   :mod:`projections.dialects` (``index_definitions``, ``carry_indexes``, ``swap_in``).
   An index on a column the schema's table lacks cannot be carried.
-* Triggers (one would fire for every replayed row), CHECK constraints and foreign keys are
-  not carried: the rebuild refuses before it starts, naming each, unless told to drop them.
+* Columns (their values are the operator's, which no event holds), triggers (one would fire
+  for every replayed row), CHECK constraints and foreign keys are not carried: the rebuild
+  refuses before it starts, naming each, unless told to drop them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _LIVE: tuple[Table, ...] = (ingestion_runs, ingestion_run_transitions)
 class Extra:
     """One thing an operator added to a live read-model table."""
 
-    kind: str  # "index", "trigger", "CHECK constraint", "foreign key"
+    kind: str  # "index", "column", "trigger", "CHECK constraint", "foreign key"
     name: str
     table: str
     # How to make it again (an index that can be carried): MySQL, the part of
@@ -93,6 +94,11 @@ def find_extras(conn: Connection, shadows: Iterable[Table]) -> Extras:
                 )
             else:
                 carried.append(Extra("index", name, live.name, definition))
+        uncarried.extend(  # its values would be lost: the replay knows nothing of it
+            Extra("column", str(column["name"]), live.name)
+            for column in inspector.get_columns(live.name)
+            if column["name"] not in columns
+        )
         uncarried.extend(
             Extra("trigger", name, live.name) for name in table_triggers(conn, live.name)
         )

@@ -39,7 +39,6 @@ from service.web.state import (
     log,
 )
 
-
 # The Stuck page shows at most this many runs, in the stuck query's order (the longest silent
 # first) and says how many more there are: a ledger left without its sweeper after an outage
 # can hold tens of thousands (20,000 made a 7 MB page that took 2.5 s), and `ledger stuck` or

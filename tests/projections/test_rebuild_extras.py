@@ -1,6 +1,6 @@
 """What an operator added to the live read-model tables and ``ledger rebuild``: an index is
-carried over under its name; a trigger, a CHECK constraint, a foreign key or an index on a
-column the schema lacks refuses the rebuild (exit 2, nothing changed) unless ``--drop-extras``,
+carried over under its name; a column, a trigger, a CHECK constraint, a foreign key or an index
+on a column the schema lacks refuses the rebuild (exit 2, nothing changed) unless ``--drop-extras``,
 which rebuilds without them and says so."""
 
 from __future__ import annotations
@@ -131,6 +131,12 @@ def _add_index_on_an_operators_column(conn: Connection) -> None:
     conn.exec_driver_sql(f"CREATE INDEX ops_by_team ON {RUNS} (ops_team)")
 
 
+def _add_column(conn: Connection) -> None:
+    # Values no event holds: the operator's own, which a replay cannot give back.
+    conn.exec_driver_sql(f"ALTER TABLE {RUNS} ADD COLUMN ops_note VARCHAR(100)")
+    conn.exec_driver_sql(f"UPDATE {RUNS} SET ops_note = 'checked by the on-call'")
+
+
 # The trigger last: SQLite's CHECK and foreign key make the table anew, without it.
 EXTRAS: dict[str, tuple[Callable[[Connection], None], str]] = {
     "check": (_add_check, f"CHECK constraint ops_positive on {RUNS}"),
@@ -139,6 +145,7 @@ EXTRAS: dict[str, tuple[Callable[[Connection], None], str]] = {
         _add_index_on_an_operators_column,
         f"index ops_by_team on {RUNS} (on column(s) ops_team)",
     ),
+    "column": (_add_column, f"column ops_note on {RUNS}"),
     "trigger": (_add_trigger, f"trigger ops_audit on {RUNS}"),
 }
 
@@ -288,7 +295,7 @@ def test_drop_extras_rebuilds_without_them_and_warns(
         inspector = inspect(conn)
         assert "ops_positive" not in {c["name"] for c in inspector.get_check_constraints(RUNS)}
         assert inspector.get_foreign_keys(TRANSITIONS) == []
-        assert "ops_team" not in {c["name"] for c in inspector.get_columns(RUNS)}
+        assert {"ops_team", "ops_note"}.isdisjoint(c["name"] for c in inspector.get_columns(RUNS))
         names = {index["name"] for index in inspector.get_indexes(RUNS)}
         assert "ops_by_source" in names
         assert "ops_by_team" not in names
@@ -330,3 +337,32 @@ def test_a_swap_interrupted_with_an_operators_index_still_recovers_with_it(
     with ledger.engine.connect() as conn:
         assert _indexes_of(conn) == before
         assert [t for t in inspect(conn).get_table_names() if "__" in t] == []
+
+
+def test_an_operators_views_read_the_rebuilt_tables(ledger: Ledger) -> None:
+    """A view naming a read-model table (a dashboard's) is the operator's too, and needs
+    nothing carried: it names the table, which the swap gives back under its name. On SQLite
+    the swap's RENAME checked every view of the schema with the live table dropped and failed
+    ("error in view ops_failed: no such table: main.ingestion_runs", with `ledger migrate`
+    advised): no rebuild was possible beside a view."""
+    _some_history(ledger)
+    Projector(ledger).run_once()
+    with ledger.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE VIEW ops_failed AS SELECT id FROM {RUNS} WHERE status = 'failed'"
+        )
+        conn.exec_driver_sql(f"CREATE VIEW ops_moves AS SELECT run_id FROM {TRANSITIONS}")
+    try:
+        ledger.append([RunFinished(run_id=2, status="failed")])  # the rebuild has work to do
+        result = rebuild(ledger)
+        assert result.dropped == ()
+        with ledger.engine.connect() as conn:
+            failed = sorted(row[0] for row in conn.exec_driver_sql("SELECT id FROM ops_failed"))
+            moves = conn.exec_driver_sql("SELECT COUNT(*) FROM ops_moves").scalar_one()
+        assert failed == [1, 2]
+        assert moves == len(transition_rows(ledger))
+        assert table_rows(ledger) == replayed_rows(ledger)
+    finally:
+        with ledger.engine.begin() as conn:
+            conn.exec_driver_sql("DROP VIEW IF EXISTS ops_failed")
+            conn.exec_driver_sql("DROP VIEW IF EXISTS ops_moves")
