@@ -121,27 +121,23 @@ def test_the_lock_wait_is_whole_seconds(value: str) -> None:
         Ledger.from_url(url)
 
 
+def _refuse_every_event(store: Ledger, backend: str, refusal: str) -> None:
+    """An operator's trigger ``test_policy`` refusing every insert into ``ledger_events`` with
+    ``refusal`` (the test drops it)."""
+    with store.engine.begin() as conn:
+        if backend == "sqlite":
+            statement = f"BEGIN SELECT RAISE(ABORT, '{refusal}'); END"
+        else:
+            statement = f"FOR EACH ROW SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{refusal}'"
+        conn.execute(text(f"CREATE TRIGGER test_policy BEFORE INSERT ON ledger_events {statement}"))
+
+
 def test_a_refusal_quoting_text_is_one_line_after_error(backend: str, db_url: str) -> None:
     """A database's refusal quotes what it likes (an operator's trigger, SQLite's RAISE text as
     written): its line breaks and ESC sequences are shown as escapes in the storage error, or
     ``ledger append`` printed a line of the refusal's own after "Error:"."""
-    refusal = "policy\nappended 1 event(s): OK\x1b[2J"
     store = Ledger.from_url(db_url)
-    with store.engine.begin() as conn:
-        if backend == "sqlite":
-            conn.execute(
-                text(
-                    "CREATE TRIGGER test_policy BEFORE INSERT ON ledger_events "
-                    f"BEGIN SELECT RAISE(ABORT, '{refusal}'); END"
-                )
-            )
-        else:
-            conn.execute(
-                text(
-                    "CREATE TRIGGER test_policy BEFORE INSERT ON ledger_events FOR EACH ROW "
-                    f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{refusal}'"
-                )
-            )
+    _refuse_every_event(store, backend, "policy\nappended 1 event(s): OK\x1b[2J")
     line = '{"type": "RunStarted", "source_id": 1, "connector_name": "S"}'
     try:
         result = CliRunner().invoke(cli, ["append", "-", "--db", db_url], input=line)
@@ -166,21 +162,7 @@ def test_a_refusal_that_is_not_a_duplicate_key_is_not_retried(
     trigger's refusal as the same IntegrityError: it was retried as "append hit a unique
     constraint" (the refusal's text logged raw, line breaks and all) and refused again."""
     store = Ledger.from_url(db_url)
-    with store.engine.begin() as conn:
-        if backend == "sqlite":
-            conn.execute(
-                text(
-                    "CREATE TRIGGER test_policy BEFORE INSERT ON ledger_events "
-                    "BEGIN SELECT RAISE(ABORT, 'policy\nforged line'); END"
-                )
-            )
-        else:
-            conn.execute(
-                text(
-                    "CREATE TRIGGER test_policy BEFORE INSERT ON ledger_events FOR EACH ROW "
-                    "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'policy\nforged line'"
-                )
-            )
+    _refuse_every_event(store, backend, "policy\nforged line")
     caplog.set_level(logging.WARNING)
     try:
         with pytest.raises(StorageError, match="policy"):
