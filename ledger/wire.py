@@ -163,12 +163,16 @@ def append_lines(
             batch.events, expected_version, clock_read=clock_read, connectors=connectors
         )
     except LedgerError as error:
-        if isinstance(error, ValidationError) and error.details:
-            # Each problem at its line, or about the whole batch (expected_version over runs).
+        if isinstance(error, ValidationError) and any(
+            problem.index is not None for problem in error.details
+        ):
             raise invalid_input([batch.locate(problem) for problem in error.details]) from error
-        if error.index is None:
-            raise
-        raise batch.refused(error, error.index) from error
+        if error.index is not None:
+            raise batch.refused(error, error.index) from error
+        if isinstance(error, ValidationError) and error.details:
+            # About the whole batch (expected_version over several runs): refused input too.
+            raise invalid_input(list(error.details)) from error
+        raise
 
 
 def _with_event_problems(
