@@ -16,11 +16,15 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support import free_port, stop_process
 
 TOKEN = "process-test-token-0123456789"
 DEADLINE_S = 30.0
+# Real `ledger api` processes, waited on: CI runs them in the session beside the reliability
+# suite, which has the time to spare.
+pytestmark = pytest.mark.processes
 
 
 def test_ledger_api_serves_appends_and_drains_on_sigterm(db_url: str, tmp_path: Path) -> None:
