@@ -35,28 +35,9 @@ def test_ledger_api_serves_appends_and_drains_on_sigterm(db_url: str, tmp_path: 
         encoding="utf-8",
     )
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "-vv",
-            "api",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--config",
-            str(config),
-            "--db",
-            db_url,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "API_PROCESS_TOKEN": TOKEN},
+    process, lines = api_with_its_log(
+        ["-vv"], port, config, db_url, {**os.environ, "API_PROCESS_TOKEN": TOKEN}
     )
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stderr is not None
-    stderr = process.stderr
-    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {TOKEN}"}
     try:
@@ -100,6 +81,21 @@ def test_ledger_api_serves_appends_and_drains_on_sigterm(db_url: str, tmp_path: 
         assert process.wait(timeout=DEADLINE_S) == 0
     finally:
         stop_process(process, read_output=False)  # a thread reads stderr
+
+
+def api_with_its_log(
+    options: list[str], port: int, config: Path, db_url: str, env: dict[str, str] | None
+) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
+    """``ledger OPTIONS api`` on ``port``, and its standard error's lines as a thread reads
+    them (the test stops the process; the thread ends with its output)."""
+    command = [sys.executable, "-m", "service.cli", *options, "api"]
+    command += ["--listen", f"127.0.0.1:{port}", "--config", str(config), "--db", db_url]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stderr is not None
+    stderr = process.stderr
+    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
+    return process, lines
 
 
 def wait_for_healthz(process: subprocess.Popen[str], base: str) -> None:
@@ -250,26 +246,7 @@ def test_the_no_tokens_warning_does_not_claim_public_pages_are_refused(
         '[web]\nenabled = true\npublic_read = true\nverify_interval = "0s"\n', encoding="utf-8"
     )
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "api",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--config",
-            str(config),
-            "--db",
-            db_url,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stderr is not None
-    stderr = process.stderr
-    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
+    process, lines = api_with_its_log([], port, config, db_url, None)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_healthz(process, base)
