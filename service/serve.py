@@ -196,6 +196,7 @@ class LedgerService:
         self.last_sweep_timed_out: int | None = None
         self.api: ApiThread | None = None
         self.api_socket = api_socket
+        self.database_checked = False  # the schema, just before run (see wait_for_database)
         enabled = sum(c.enabled for c in config.connectors)
         self.scheduler = ClockWatchedScheduler(
             timezone=UTC,
@@ -698,6 +699,12 @@ class LedgerService:
         :meth:`wait_for_database` would raise at once (a schema missing or behind, refused
         credentials), so "serving …" is never printed just before the exit. A database that
         cannot be reached passes: serve says it serves and waits for it."""
+        self.database_checked = self._schema_check() is None
+
+    def _schema_check(self) -> StorageError | None:
+        """One check of the schema: None if it passed, the error if the database cannot be
+        reached; anything else (a schema missing or behind, refused credentials) is raised:
+        waiting would not fix it."""
         try:
             self.ledger.check_schema()
         except SchemaError:
@@ -705,27 +712,26 @@ class LedgerService:
         except StorageError as exc:
             if not database_unreachable(exc):
                 raise
+            return exc
+        return None
 
     def wait_for_database(self) -> bool:
-        """Check the schema (at start, not every tick), waiting with backoff while the database
-        cannot be reached, as the jobs do mid-run; False if stopped first. Anything else (a
-        wrong schema, refused credentials) fails at once: waiting would not fix it."""
+        """Check the schema (at start, not every tick; not again if
+        :meth:`refuse_what_waiting_would_not_fix` just did), waiting with backoff while the
+        database cannot be reached, as the jobs do mid-run; False if stopped first."""
+        if self.database_checked:
+            return True
         delay = START_RETRY_FIRST_S
-        while True:
-            try:
-                self.ledger.check_schema()
-                return True
-            except SchemaError:
-                raise
-            except StorageError as exc:
-                if not database_unreachable(exc):
-                    raise
-                log.warning(
-                    "database unreachable at start, retrying in %gs: %s", delay, visible(str(exc))
-                )
+        while (unreachable := self._schema_check()) is not None:
+            log.warning(
+                "database unreachable at start, retrying in %gs: %s",
+                delay,
+                visible(str(unreachable)),
+            )
             if self.stop_request.wait(delay):
                 return False
             delay = min(delay * 2, START_RETRY_MAX_S)
+        return True
 
     def shutdown(self) -> None:
         """Stop within a deadline, the database answering or not: the API's requests and the
