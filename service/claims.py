@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, insert, select
 
@@ -11,6 +11,9 @@ from ledger import ConstraintError, Ledger
 from ledger.clock import isoformat_utc, utcnow
 from ledger.conflicts import retrying_conflicts
 from service.schema import schedule_claims
+
+# Interval ticks are aligned to this instant, so every serve process computes the same ticks.
+TICK_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def interval_tick(now: datetime, interval: timedelta, origin: datetime) -> datetime:

@@ -1,12 +1,13 @@
 """``ledger run --max-run-time``: the watchdog of one run, in the process that runs it.
 
 ``ledger serve`` runs a bounded connector in a thread of its own and watches it from its job
-(:meth:`service.serve.LedgerService._record_bounded`). ``ledger run`` runs its connector in the
-main thread, where SIGTERM's handler can stop it, so the watching is done from a daemon thread
-started as the run opens. Past the bound the run is asked to stop, as serve does
-(:class:`service.run_bound.RunBound`). A connector still going ``grace`` later is blocked in a
-call that may never return (a FIFO that never sends, a hung mount): the watchdog times its run
-out (:func:`service.run_bound.time_out_run`) and hands the command's end to ``on_timed_out``.
+(:meth:`service.connector_jobs.ConnectorJobs._record_bounded`). ``ledger run`` runs its
+connector in the main thread, where SIGTERM's handler can stop it, so the watching is done
+from a daemon thread started as the run opens. Past the bound the run is asked to stop, as
+serve does (:class:`service.run_bound.RunBound`). A connector still going ``grace`` later is
+blocked in a call that may never return (a FIFO that never sends, a hung mount): the watchdog
+times its run out (:func:`service.run_bound.time_out_run`) and hands the command's end to
+``on_timed_out``.
 Nothing can wake the main thread from such a call, so only ending the process ends the command.
 """
 

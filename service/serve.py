@@ -8,10 +8,8 @@ Several serve processes may share one database: each scheduled tick of a connect
 sweeper is claimed through ``schedule_claims`` (one INSERT wins), and the projector's lock lets
 one projector work at a time.
 
-A connector with a ``max_run_time`` (its own or ``[serve]``'s) runs in a thread of its own that
-the job watches (service.run_bound): past the bound the run is asked to stop, and one still
-going ``grace_period`` later is timed out by serve and left behind, so no run stays open and no
-connector stays held by a run that never ends.
+A connector's tick, its run within ``max_run_time`` and the runs still going are
+service.connector_jobs'; this module schedules the jobs and runs the process's life.
 
 On SIGTERM/SIGINT: scheduling stops, running connector runs get ``grace_period`` to finish and
 are then ended ``failed`` ("shutdown"), the projector applies one more batch, and the process
@@ -38,13 +36,10 @@ from apscheduler.events import (
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import start_http_server
 from prometheus_client.registry import CollectorRegistry
 
-from connectors import RunContext, RunResult, Spool
-from connectors.registry import build_connector
-from connectors.sdk import describe_failure
+from connectors import Spool
 from forensics.anchors import append_anchor
 from ledger import (
     ConfigurationError,
@@ -52,24 +47,32 @@ from ledger import (
     LedgerError,
     SchemaError,
     StorageError,
-    ValidationError,
     sweep,
 )
-from ledger.clock import format_utc_seconds, isoformat_utc, utcnow
+from ledger.clock import format_utc_seconds, utcnow
 from ledger.driver_errors import database_unreachable
 from ledger.durations import format_duration
 from ledger.events import SERVE_PREFIX
 from ledger.outage import Outage
-from ledger.rules import OPEN
 from ledger.text import visible
 from projections import PoisonEventError, Projector
 from projections.projector import PoisonBackoff
-from service.claims import claim, interval_tick, prune_claims
+from service.claims import TICK_ORIGIN, claim, interval_tick, prune_claims
 from service.clock_steps import ClockWatchedScheduler
-from service.config import ConnectorConfig, LedgerConfig, crontab_trigger
+from service.config import ConnectorConfig, LedgerConfig
+from service.connector_jobs import (
+    CONNECTOR_JOB_PREFIX,
+    RETRY,
+    RETRY_FIRST_S,
+    RETRY_MAX_S,
+    ConnectorJobs,
+    connector_trigger,
+    interval_trigger,
+    job_id,
+    log_tick_failure,
+)
 from service.hangup import ignore_hangup
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
-from service.run_bound import POLL_SECONDS, RunBound, time_out_run
 from service.stop_request import StopRequest
 
 if TYPE_CHECKING:
@@ -77,8 +80,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Interval ticks are aligned to this instant, so every serve process computes the same ticks.
-TICK_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
 # What a stop still does after the grace periods (end the runs still going, wait for jobs that
 # were starting one, the last projector batch) fits in this many seconds, whether or not the
 # database answers: the README tells operators to size their stop timeout by it.
@@ -90,15 +91,8 @@ WRAP_UP_SECONDS = 10.0
 SHUTDOWN_WAIT_S = 3
 # How much longer than its grace period the API's drain may take (closing its connections).
 API_STOP_EXTRA_S = 5.0
-# Waiting for an unreachable database at start: the first retry, doubled up to the last.
-START_RETRY_FIRST_S = 1.0
-START_RETRY_MAX_S = 30.0
 # The id suffix of the one-off job that runs a job once as serve starts.
 AT_START = ":start"
-# The id suffix of the one-off job that tries a connector's tick again after an outage.
-RETRY = ":retry"
-# The id prefix of a connector's job (``connector:NAME:SOURCE``; a job id, not an actor).
-CONNECTOR_JOB_PREFIX = "connector:"
 # The scheduler's executor of serve's own jobs (projector, sweeper, spool, anchor), apart from
 # the connectors' ("default"): with one pool of APScheduler's default 10 threads, ten runs still
 # going (a backfill, a source that hangs until max_run_time) took every thread, and the
@@ -126,32 +120,6 @@ class TranslatedSchedulerLines(logging.Filter):
 TRANSLATED_LINES = TranslatedSchedulerLines()
 for _name in ("apscheduler.scheduler", "apscheduler.executors.default"):
     logging.getLogger(_name).addFilter(TRANSLATED_LINES)  # adding it twice keeps one
-
-
-class TickRetry:
-    """A connector's tick whose claim or open-run check met the database unreachable: tried
-    again after ``delay`` (doubling, as serve's start waits), while before the next tick is due
-    (``until``). ``tried`` keeps the claim's attempts (see :func:`service.claims.claim`)."""
-
-    def __init__(self, tick: datetime, until: datetime) -> None:
-        self.tick = tick
-        self.until = until
-        self.tried: list[datetime] = []
-        self.delay = START_RETRY_FIRST_S
-
-    def later(self) -> TickRetry | None:
-        """This tick to try again after :attr:`delay`, the next delay doubled; None once the
-        retry would come as late as the next tick."""
-        if utcnow() + timedelta(seconds=self.delay) >= self.until:
-            return None
-        again = TickRetry(self.tick, self.until)
-        again.tried = self.tried
-        again.delay = min(self.delay * 2, START_RETRY_MAX_S)
-        return again
-
-
-class ServiceShutdown(Exception):
-    """Recorded as the failure of a run still going when ``ledger serve`` stopped."""
 
 
 class LedgerService:
@@ -182,15 +150,6 @@ class LedgerService:
         self.identity = f"{SERVE_PREFIX}{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
         self.stop_request = StopRequest(self.stop)  # SIGTERM/SIGINT, once run() installs it
-        self.active: dict[str, RunContext] = {}
-        self.in_flight = 0  # connector jobs past their stop check
-        self.active_lock = threading.Lock()
-        # One per connector job, held from its tick's claim to the run's end: the run at start
-        # and the interval's ticks are separate jobs (max_instances keeps each apart only from
-        # itself), and the open-run check cannot see a run whose RunStarted is not committed.
-        self.connector_running: dict[str, threading.Lock] = {}
-        # Set by a connector job's run as it starts: a tick whose run began is not tried again.
-        self.run_began: dict[str, threading.Event] = {}
         self.projecting = threading.Lock()
         self.last_sweep_at: datetime | None = None
         self.last_sweep_timed_out: int | None = None
@@ -210,6 +169,16 @@ class LedgerService:
             self.scheduler_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED
         )
         self.schedule: list[str] = []  # what add_jobs scheduled, for the startup line
+        self.connector_jobs = ConnectorJobs(
+            config,
+            self.ledger,
+            self.shutdown_ledger,
+            self.spool,
+            self.identity,
+            self.stop,
+            self.scheduler,
+            self.ticks_outage,
+        )
 
     # ------------------------------------------------------------------ jobs
 
@@ -221,8 +190,8 @@ class LedgerService:
             if connector.enabled:
                 self._add(
                     job_id(connector),
-                    self.connector_job,
-                    self._trigger(connector),
+                    self.connector_jobs.tick,
+                    connector_trigger(connector),
                     _every(connector),
                     now if config.runs_at_start(connector) else None,
                     args=[connector],
@@ -246,7 +215,7 @@ class LedgerService:
         run_at_start: bool = False,
     ) -> None:
         """An interval job; ``now`` None: a frequent one, whose first time is not worth saying."""
-        trigger = self._interval(every)
+        trigger = interval_trigger(every)
         text = f"every {format_duration(every)}"
         if now is None:
             self.scheduler.add_job(job, trigger, id=name, name=name, executor=SERVICE_EXECUTOR)
@@ -302,246 +271,6 @@ class LedgerService:
             when = _utc(event.scheduled_run_time)
             log.log(level, "%s: tick at %s missed (the process was busy or suspended)", name, when)
 
-    @staticmethod
-    def _interval(every: timedelta) -> IntervalTrigger:
-        return IntervalTrigger(seconds=every.total_seconds(), start_date=TICK_ORIGIN, timezone=UTC)
-
-    def _trigger(self, connector: ConnectorConfig) -> BaseTrigger:
-        if connector.schedule.interval is not None:
-            return self._interval(connector.schedule.interval)
-        assert connector.schedule.cron is not None
-        return crontab_trigger(connector.schedule.cron)  # as config check read it
-
-    def _tick(self, connector: ConnectorConfig | None = None) -> datetime:
-        now = utcnow()
-        if connector is None:
-            return interval_tick(now, self.config.sweeper.interval, TICK_ORIGIN)
-        if connector.schedule.interval is not None:
-            return interval_tick(now, connector.schedule.interval, TICK_ORIGIN)
-        return now.replace(second=0, microsecond=0)  # crontab ticks are whole minutes
-
-    def connector_job(self, connector: ConnectorConfig, retry: TickRetry | None = None) -> None:
-        """One scheduled run: claimed once across processes, skipped while one is open;
-        ``retry``: a tick that met the database unreachable, tried again."""
-        name = job_id(connector)
-        with self.active_lock:  # counted before it can start a run, so shutdown waits for it
-            if self.stop.is_set():
-                return
-            self.in_flight += 1
-            running = self.connector_running.setdefault(name, threading.Lock())
-        if not running.acquire(blocking=False):
-            # The run at start still going when the first tick fires (or the reverse): the
-            # tick is skipped, as APScheduler skips a job's own overlapping tick.
-            log.warning("%s: tick skipped, its previous run is still going", name)
-            with self.active_lock:
-                self.in_flight -= 1
-            return
-        try:
-            self._run_tick(connector, name, retry)
-        except StorageError as exc:
-            self._tick_failed(f"job {name}", exc)
-        except LedgerError as exc:  # the database or the config: say what, no traceback
-            log.error("job %s: %s", name, visible(str(exc)))
-        except Exception:
-            log.exception("job %s failed", name)
-        finally:
-            running.release()
-            with self.active_lock:
-                self.in_flight -= 1
-
-    def _run_tick(
-        self, connector: ConnectorConfig, name: str, retry: TickRetry | None = None
-    ) -> None:
-        """Claim the tick now running (or the one ``retry`` tries again), check that no run is
-        open, and run the connector. The database unreachable before the run started (a
-        failover, a restart) is tried again in a one-off job after a growing pause, up to the
-        next tick: giving up at once lost the tick everywhere (a daily connector's 02:00 tick
-        met by a 20 s outage did not run that day). A claim this process committed without
-        hearing so is recognised as its own (see :func:`service.claims.claim`)."""
-        if retry is None:
-            tick = self._tick(connector)
-            retry = TickRetry(tick, self._next_tick(connector, tick))
-        began = threading.Event()
-        try:
-            self._claim_and_run(connector, name, retry.tick, retry.tried, began)
-        except StorageError as exc:
-            again = retry.later()
-            if not database_unreachable(exc) or began.is_set() or again is None:
-                raise
-            self.ticks_outage.failed(exc)
-            self.scheduler.add_job(
-                self.connector_job,
-                "date",
-                run_date=utcnow() + timedelta(seconds=retry.delay),
-                args=[connector],
-                kwargs={"retry": again},
-                id=name + RETRY,
-                name=name + RETRY,
-                replace_existing=True,
-            )
-
-    def _claim_and_run(
-        self,
-        connector: ConnectorConfig,
-        name: str,
-        tick: datetime,
-        tried: list[datetime],
-        began: threading.Event,
-    ) -> None:
-        claimed = claim(self.ledger, name, tick, self.identity, tried)
-        self.ticks_outage.ended()
-        if not claimed:
-            log.info(
-                "%s tick %s: claimed already (another serve process, or an earlier start)",
-                name,
-                isoformat_utc(tick),
-            )
-            return
-        if self._has_open_run(connector):
-            log.warning(
-                "%s tick %s skipped: a run of %s for source %d is still open",
-                name,
-                isoformat_utc(tick),
-                connector.name,
-                connector.source_id,
-            )
-            return
-        self.run_began[name] = began  # one job of a connector at a time (connector_running)
-        self._run_connector(connector, name)
-
-    def _next_tick(self, connector: ConnectorConfig, tick: datetime) -> datetime:
-        """When the tick after ``tick`` is due (a day on, for a schedule that says never)."""
-        after = self._trigger(connector).get_next_fire_time(None, tick + timedelta(seconds=1))
-        return tick + timedelta(days=1) if after is None else after
-
-    def _tick_failed(self, what: str, exc: StorageError) -> None:
-        # One line as the outage starts, one as it ends: the database unreachable, or its
-        # schema gone under a running serve (the start refuses a missing one; an ERROR per
-        # connector per tick said "run `ledger migrate`" for ever, where one line says it).
-        if database_unreachable(exc) or isinstance(exc, SchemaError):
-            self.ticks_outage.failed(exc)
-        else:
-            log.error("%s: %s", what, visible(str(exc)))
-
-    def _has_open_run(self, connector: ConnectorConfig) -> bool:
-        open_runs = self.ledger.runs(
-            connector_name=connector.name, source_id=connector.source_id, state=OPEN, limit=1
-        )
-        return bool(open_runs)
-
-    def _run_connector(self, connector: ConnectorConfig, name: str) -> None:
-        instance = build_connector(
-            connector.type, connector.source_id, connector.name, connector.options
-        )
-        context = instance.context(
-            self.ledger,
-            trigger="schedule",
-            spool=self.spool,
-            progress_interval=self.config.serve.progress_interval.total_seconds(),
-            heartbeat_interval=self.config.serve.heartbeat_interval.total_seconds(),
-        )
-        limit = self.config.max_run_time(connector)
-        bound = None if limit is None else RunBound(limit, self.config.serve.grace_period)
-
-        def started(run: RunContext) -> None:
-            with self.active_lock:
-                began = self.run_began.get(name)
-                if began is not None:  # a failure from here on is the run's, not the tick's
-                    began.set()
-                self.active[name] = run
-            if bound is not None:
-                bound.opened()
-            if self.stop.is_set():  # shutdown began while this run was starting
-                run.ledger = self.shutdown_ledger  # ended within the stop's deadline
-                raise ServiceShutdown("shutdown: ledger serve stopped as the run started")
-
-        def record() -> None:
-            try:
-                result, failure = instance.record(context, on_started=started)
-            except ValidationError:  # the shutdown ended this run already
-                return
-            finally:
-                self._forget_run(name, context)
-            _log_outcome(name, result, failure)
-
-        if bound is None:
-            record()
-        else:
-            self._record_bounded(name, context, bound, record)
-
-    def _record_bounded(
-        self, name: str, context: RunContext, bound: RunBound, record: Callable[[], None]
-    ) -> None:
-        """``record`` in a thread of its own, watched against ``bound``: a connector blocked
-        in a call past its bound plus the grace period is left behind (its run timed out, its
-        thread a daemon) so this job ends and the connector's next tick can run."""
-        raised: list[Exception] = []
-        abandoned = threading.Event()
-
-        def work() -> None:
-            try:
-                record()
-            except Exception as exc:
-                if not abandoned.is_set():
-                    raised.append(exc)  # the job raises it, as if it had run the connector
-                elif isinstance(exc, LedgerError):  # woke up after it was left behind
-                    log.error("job %s (left behind): %s", name, visible(str(exc)))
-                else:
-                    log.exception("job %s (left behind) failed", name)
-
-        worker = threading.Thread(target=work, name=f"run-{name}", daemon=True)
-        worker.start()
-        while worker.is_alive():
-            worker.join(POLL_SECONDS)
-            if worker.is_alive() and self._past_bound(name, context, bound):
-                abandoned.set()
-                self._time_out_past_bound(name, context, bound)
-                return
-        if raised:
-            raise raised[0]
-
-    def _past_bound(self, name: str, context: RunContext, bound: RunBound) -> bool:
-        """Whether serve gives up on the run now (asking it to stop first, see
-        :meth:`RunBound.check`). Never once serve is stopping: the shutdown's own grace period
-        ends the run ("shutdown"). Decided under ``active_lock``, which the shutdown takes to
-        list the runs it ends: a run given up on here is no longer in that list, so it is ended
-        once, by one of the two."""
-        with self.active_lock:
-            if self.stop.is_set() or not bound.check(context):
-                return False
-            if self.active.get(name) is context:  # the shutdown must not end it again
-                del self.active[name]
-            return True
-
-    def _time_out_past_bound(self, name: str, context: RunContext, bound: RunBound) -> None:
-        # Forgotten already (_past_bound); the connector's own late finish may still come.
-        try:
-            position = time_out_run(self.ledger, context.run_id, bound, self.identity)
-        except LedgerError as exc:  # its heartbeats have stopped: the sweeper times it out
-            log.error(
-                "%s: run %d past max_run_time %s could not be timed out (the sweeper will, "
-                "once it is silent for stale_after): %s",
-                name,
-                context.run_id,
-                format_duration(bound.limit),
-                visible(str(exc)),
-            )
-            return
-        if position is None:
-            return  # it closed first: its own RunFinished (logged) or the sweeper's timeout
-        log.warning(
-            "%s: run %d timed out: %s; its connector is left behind, what it reports "
-            "later is recorded after the timeout",
-            name,
-            context.run_id,
-            bound.reason(),
-        )
-
-    def _forget_run(self, name: str, context: RunContext) -> None:
-        with self.active_lock:
-            if self.active.get(name) is context:  # not a later run of the same connector
-                del self.active[name]
-
     def projector_job(self) -> None:
         # An event the projection cannot apply is retried with a growing pause, not at every
         # tick: the error is recorded for `ledger status` and the metrics meanwhile.
@@ -564,7 +293,8 @@ class LedgerService:
 
     def sweeper_job(self) -> None:
         try:
-            claimed = claim(self.ledger, "sweeper", self._tick(), self.identity)
+            tick = interval_tick(utcnow(), self.config.sweeper.interval, TICK_ORIGIN)
+            claimed = claim(self.ledger, "sweeper", tick, self.identity)
             self.ticks_outage.ended()
             if not claimed:
                 return
@@ -591,7 +321,7 @@ class LedgerService:
                 )
             prune_claims(self.ledger)
         except StorageError as exc:
-            self._tick_failed("sweeper", exc)
+            log_tick_failure(self.ticks_outage, "sweeper", exc)
         except LedgerError as exc:
             log.error("sweeper: %s", visible(str(exc)))
         except Exception:
@@ -721,7 +451,7 @@ class LedgerService:
         database cannot be reached, as the jobs do mid-run; False if stopped first."""
         if self.database_checked:
             return True
-        delay = START_RETRY_FIRST_S
+        delay = RETRY_FIRST_S
         while (unreachable := self._schema_check()) is not None:
             log.warning(
                 "database unreachable at start, retrying in %gs: %s",
@@ -730,7 +460,7 @@ class LedgerService:
             )
             if self.stop_request.wait(delay):
                 return False
-            delay = min(delay * 2, START_RETRY_MAX_S)
+            delay = min(delay * 2, RETRY_MAX_S)
         return True
 
     def shutdown(self) -> None:
@@ -749,12 +479,12 @@ class LedgerService:
         api_stopping.start()
         grace_s = self.config.serve.grace_period.total_seconds()
         stop_by = started + max(grace_s, api_stop_s) + WRAP_UP_SECONDS
-        _wait_while(self._jobs_in_flight, started + grace_s)
+        _wait_while(self.connector_jobs.in_flight_now, started + grace_s)
         wrap_up_by = min(time.monotonic() + WRAP_UP_SECONDS, stop_by)
-        self._end_runs(wrap_up_by)
+        self.connector_jobs.end_runs(wrap_up_by)
         # A job between its stop check and its first event ends its own run (see above); one
         # still claiming its tick from a silent database is not waited for past the deadline.
-        _wait_while(self._jobs_starting, wrap_up_by)
+        _wait_while(self.connector_jobs.starting, wrap_up_by)
         api_stopping.join()  # bounded by the API's own grace period
         self._final_projector_batch(stop_by)
         self.close_ledgers()
@@ -764,41 +494,6 @@ class LedgerService:
         self.ledger.close()
         self.scrape_ledger.close()
         self.shutdown_ledger.close()
-
-    def _end_runs(self, deadline: float) -> None:
-        """End every run still going ``failed`` ("shutdown"), each in a thread of its own,
-        waited for until ``deadline``: a run whose heartbeat or connector is in a call to a
-        silent database (the SDK holds the run's lock through it) cannot hold up the others,
-        nor the stop."""
-        ending = [
-            (name, context, threading.Thread(target=self._end_run, args=[name, context]))
-            for name, context in self._active_runs()
-        ]
-        for _name, _context, thread in ending:
-            thread.daemon = True
-            thread.start()
-        for name, context, thread in ending:
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                log.error(
-                    "%s: run %d not ended by the stop's deadline (its heartbeat or connector is "
-                    "waiting on the database); left open for the sweeper",
-                    name,
-                    context.run_id,
-                )
-
-    def _end_run(self, name: str, context: RunContext) -> None:
-        # Through the stop's engine: the SDK spools the terminal event on the StorageError it
-        # raises within SHUTDOWN_WAIT_S, where the run's own engine waited 75 s.
-        context.ledger = self.shutdown_ledger
-        try:
-            ended = context.finish(
-                ServiceShutdown("shutdown: ledger serve stopped before the run finished")
-            )
-            # "closed": another writer closed the run under it (connectors.refusal)
-            log.warning("%s: run %d ended %s (shutdown)", name, ended.run_id, ended.status)
-        except LedgerError as exc:
-            log.error("%s: could not end run: %s", name, visible(str(exc)))
 
     def _final_projector_batch(self, deadline: float) -> None:
         """One more batch, so the runs just ended show in ingestion_runs; skipped if the
@@ -827,18 +522,6 @@ class LedgerService:
                 "final projector batch left unfinished at the stop's deadline (the database "
                 "is slow to answer); the next projector applies it"
             )
-
-    def _active_runs(self) -> list[tuple[str, RunContext]]:
-        with self.active_lock:
-            return list(self.active.items())
-
-    def _jobs_in_flight(self) -> bool:
-        with self.active_lock:
-            return self.in_flight > 0
-
-    def _jobs_starting(self) -> bool:
-        with self.active_lock:
-            return self.in_flight > len(self.active)
 
 
 def metrics_address(host: str, port: int) -> str:
@@ -879,19 +562,6 @@ def _wait_while(busy: Callable[[], bool], deadline: float) -> None:
         time.sleep(0.05)
 
 
-def _log_outcome(name: str, result: RunResult, failure: Exception | None) -> None:
-    if failure is None:
-        log.info("%s: run %d %s", name, result.run_id, result.status)
-    else:  # one line per failed run, the reason and no traceback: it recurs every tick
-        log.warning(
-            "%s: run %d %s: %s",
-            name,
-            result.run_id,
-            result.status,
-            visible(describe_failure(failure)),  # secrets masked, as in the ledger
-        )
-
-
 def _every(connector: ConnectorConfig) -> str:
     if connector.schedule.interval is not None:
         return f"every {format_duration(connector.schedule.interval)}"
@@ -900,7 +570,3 @@ def _every(connector: ConnectorConfig) -> str:
 
 def _utc(moment: datetime | None) -> str:
     return "never" if moment is None else format_utc_seconds(moment)
-
-
-def job_id(connector: ConnectorConfig) -> str:
-    return f"{CONNECTOR_JOB_PREFIX}{connector.name}:{connector.source_id}"

@@ -65,7 +65,7 @@ def test_a_tick_that_meets_an_outage_runs_once_the_database_is_back(
     proxy.outage()
     service.scheduler.start()  # where the tick's retries are scheduled
     try:
-        service.connector_job(connector)
+        service.connector_jobs.tick(connector)
         wait_for(lambda: proxy.refused >= 3, "the tick's claim to be refused three times")
         assert outcomes(ledger) == []
         proxy.restore()
@@ -96,7 +96,7 @@ def test_a_claim_whose_commit_reply_was_lost_is_run_by_its_claimant(
     proxy.arm("lose-commit-reply")
     service.scheduler.start()  # where the tick's retry is scheduled
     try:
-        service.connector_job(connector)
+        service.connector_jobs.tick(connector)
         assert proxy.armed is None, "the fault did not fire"
         wait_for(lambda: outcomes(ledger), "the tick to run")
         service.stop.set()
@@ -117,7 +117,7 @@ def test_a_claim_whose_commit_reply_was_lost_is_run_by_its_claimant(
     # A second process (or a restart) in the same tick still finds it claimed.
     other = daily_service(db_url)
     try:
-        other.connector_job(connector)
+        other.connector_jobs.tick(connector)
     finally:
         other.close_ledgers()
     assert outcomes(ledger) == ["success"]

@@ -97,7 +97,7 @@ def test_serve_logs_a_run_closed_under_its_job_in_one_line(
     service = LedgerService(config)
     try:
         with caplog.at_level(logging.INFO):
-            service._run_connector(config.connectors[0], "stations")
+            service.connector_jobs._run_connector(config.connectors[0], "stations")
     finally:
         service.ledger.close()
         service.scrape_ledger.close()

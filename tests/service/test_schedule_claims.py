@@ -12,10 +12,11 @@ from freezegun import freeze_time
 from connectors import SAMPLE_CSV
 from ledger import Ledger
 from ledger.clock import utcnow
-from service.claims import claim, claim_key, interval_tick, prune_claims
+from service.claims import TICK_ORIGIN, claim, claim_key, interval_tick, prune_claims
 from service.config import LedgerConfig
+from service.connector_jobs import TickRetry
 from service.schema import schedule_claims
-from service.serve import TICK_ORIGIN, LedgerService, TickRetry
+from service.serve import LedgerService
 
 LONG = timedelta(days=4)
 
@@ -54,7 +55,7 @@ def test_a_restart_within_a_tick_longer_than_the_prune_horizon_finds_it_claimed(
     with freeze_time(tick + timedelta(hours=1)) as clock:
         first = LedgerService(config)
         try:
-            first.connector_job(connector)
+            first.connector_jobs.tick(connector)
             first.sweeper_job()
         finally:
             first.ledger.close()
@@ -66,7 +67,7 @@ def test_a_restart_within_a_tick_longer_than_the_prune_horizon_finds_it_claimed(
         caplog.set_level(logging.INFO, logger="service.serve")
         try:
             restarted.sweeper_job()  # the at-start sweep, which prunes the claims
-            restarted.connector_job(connector)  # the at-start run
+            restarted.connector_jobs.tick(connector)  # the at-start run
         finally:
             restarted.ledger.close()
             restarted.scrape_ledger.close()

@@ -27,9 +27,10 @@ from service import load_config
 from service.claims import claim, claim_key
 from service.cli import cli
 from service.config import LedgerConfig
+from service.connector_jobs import job_id
 from service.metrics import LedgerCollector, collect_figures
 from service.schema import schedule_claims
-from service.serve import LedgerService, job_id
+from service.serve import LedgerService
 from tests.reliability.support import LineLog
 from tests.service.support import (
     STATIONS,
@@ -384,12 +385,12 @@ def test_the_open_run_check_and_the_schedule_claims_compare_names_exactly(
     service = LedgerService(config)
     try:
         run_id = ledger.start_run(1, "stations")
-        assert service._has_open_run(lower)
-        assert not service._has_open_run(upper)
+        assert service.connector_jobs._has_open_run(lower)
+        assert not service.connector_jobs._has_open_run(upper)
         ledger.append([RunFinished(run_id=run_id, status="success")])
         names_as_before_the_rule(monkeypatch)
         ledger.start_run(1, "stations ")
-        assert not service._has_open_run(lower)
+        assert not service.connector_jobs._has_open_run(lower)
         tick = datetime(2026, 1, 28, 1, 15, tzinfo=UTC)
         assert claim(ledger, job_id(upper), tick, "serve:a")
         assert claim(ledger, job_id(lower), tick, "serve:a")

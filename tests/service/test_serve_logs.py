@@ -56,7 +56,7 @@ def test_a_failed_run_is_one_warning_with_its_reason_and_no_traceback(
     service: LedgerService, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    service.connector_job(service.config.connectors[0])
+    service.connector_jobs.tick(service.config.connectors[0])
     failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(failures) == 1, [r.getMessage() for r in failures]
     message = failures[0].getMessage()
@@ -90,7 +90,7 @@ def test_a_failed_http_json_run_is_one_warning_its_retries_are_info(
         service = LedgerService(config)
         try:
             caplog.set_level(logging.INFO)
-            service.connector_job(service.config.connectors[0])
+            service.connector_jobs.tick(service.config.connectors[0])
         finally:
             service.ledger.close()
             service.scrape_ledger.close()
@@ -282,7 +282,7 @@ def _tick_three_minutes(service: LedgerService) -> None:
     for minute in range(3):
         with freeze_time(datetime(2026, 1, 1, 12, minute, 1, tzinfo=UTC)):
             for connector in service.config.connectors:
-                service.connector_job(connector)
+                service.connector_jobs.tick(connector)
             service.sweeper_job()
 
 

@@ -54,8 +54,8 @@ def bounded_service(db_url: str, path: Path, **serve: Any) -> LedgerService:
 
 @contextlib.contextmanager
 def running_job(service: LedgerService) -> Iterator[threading.Thread]:
-    """``connector_job`` in a thread, as APScheduler runs it; the service closed after."""
-    job = threading.Thread(target=service.connector_job, args=[service.config.connectors[0]])
+    """``ConnectorJobs.tick`` in a thread, as APScheduler runs it; the service closed after."""
+    job = threading.Thread(target=service.connector_jobs.tick, args=[service.config.connectors[0]])
     job.start()
     try:
         yield job
@@ -80,8 +80,8 @@ def test_a_run_past_max_run_time_is_asked_to_stop_and_ends_failed_naming_the_bou
     ):
         service = bounded_service(db_url, source.path)
         with running_job(service) as job:
-            wait_for(lambda: name in service.active)
-            context = service.active[name]
+            wait_for(lambda: name in service.connector_jobs.active)
+            context = service.connector_jobs.active[name]
             clock.tick(timedelta(hours=1, minutes=59))
             wait_for(
                 lambda: (
@@ -102,7 +102,7 @@ def test_a_run_past_max_run_time_is_asked_to_stop_and_ends_failed_naming_the_bou
     assert warnings(caplog) == [
         f"{name}: run {run['run_id']} failed: MaxRunTimeExceeded: exceeded max_run_time 2h"
     ]
-    assert not service._has_open_run(service.config.connectors[0])
+    assert not service.connector_jobs._has_open_run(service.config.connectors[0])
 
 
 def test_a_blocked_run_past_max_run_time_is_timed_out_by_serve_and_frees_its_connector(
@@ -119,8 +119,8 @@ def test_a_blocked_run_past_max_run_time_is_timed_out_by_serve_and_frees_its_con
     ):
         service = bounded_service(db_url, source.path)
         with running_job(service) as job:
-            wait_for(lambda: name in service.active)
-            context = service.active[name]
+            wait_for(lambda: name in service.connector_jobs.active)
+            context = service.connector_jobs.active[name]
             run_id = context.run_id
             clock.tick(timedelta(hours=2))
             wait_for(lambda: context._stop_request is not None)
@@ -141,8 +141,9 @@ def test_a_blocked_run_past_max_run_time_is_timed_out_by_serve_and_frees_its_con
             assert timed_out.payload_data["threshold_seconds"] == 7200
             assert timed_out.payload_data["detected_by"] == service.identity
             assert service.identity.startswith("serve:")
-            assert not service._has_open_run(service.config.connectors[0])
-            assert name not in service.active  # serve's shutdown will not end it again
+            assert not service.connector_jobs._has_open_run(service.config.connectors[0])
+            # serve's shutdown will not end it again:
+            assert name not in service.connector_jobs.active
             (said,) = warnings(caplog)
             assert said.startswith(f"{name}: run {run_id} timed out: exceeded max_run_time 2h")
             # The read returns: the connector counts the rows, stops at that report, and its
@@ -176,7 +177,7 @@ def test_once_serve_is_stopping_the_bound_no_longer_acts_and_the_shutdown_ends_t
         frozen = True
         try:
             service = bounded_service(db_url, source.path, grace_period="1s")
-            past_bound = service._past_bound
+            past_bound = service.connector_jobs._past_bound
 
             def watched(name: str, context: RunContext, bound: RunBound) -> bool:
                 stopping = service.stop.is_set()
@@ -184,10 +185,10 @@ def test_once_serve_is_stopping_the_bound_no_longer_acts_and_the_shutdown_ends_t
                 looks.append((stopping, gave_up))
                 return gave_up
 
-            service._past_bound = watched  # type: ignore[method-assign]
+            service.connector_jobs._past_bound = watched  # type: ignore[method-assign]
             with running_job(service) as job:
-                wait_for(lambda: name in service.active)
-                context = service.active[name]
+                wait_for(lambda: name in service.connector_jobs.active)
+                context = service.connector_jobs.active[name]
                 run_id = context.run_id
                 clock.tick(timedelta(hours=2))
                 wait_for(lambda: context._stop_request is not None)  # past it, within grace
@@ -200,7 +201,7 @@ def test_once_serve_is_stopping_the_bound_no_longer_acts_and_the_shutdown_ends_t
                 assert all(stopping for stopping, _ in looks[seen:])
                 assert not any(gave_up for _, gave_up in looks)
                 assert ledger.run(run_id).state == "open"  # type: ignore[union-attr]
-                assert name in service.active  # the shutdown's to end
+                assert name in service.connector_jobs.active  # the shutdown's to end
                 assert job.is_alive()
                 freezer.stop()  # the shutdown's grace period is real time (1 s)
                 frozen = False

@@ -16,9 +16,9 @@ from connectors import SAMPLE_CSV
 from ledger import Ledger
 from ledger.clock import utcnow
 from ledger.rules import OPEN
-from service.claims import interval_tick
+from service.claims import TICK_ORIGIN, interval_tick
 from service.config import ConnectorConfig, LedgerConfig
-from service.serve import TICK_ORIGIN, LedgerService
+from service.serve import LedgerService
 
 MINUTE = timedelta(minutes=1)
 WAIT_S = 60.0
@@ -52,7 +52,7 @@ def test_the_run_at_start_and_the_first_tick_never_run_at_once(
     with freeze_time(tick + MINUTE - timedelta(milliseconds=10)) as clock:
         service = LedgerService(config)
         starting, go = threading.Event(), threading.Event()
-        run_connector = service._run_connector
+        run_connector = service.connector_jobs._run_connector
         calls = 0
 
         def slow_first_start(connector: ConnectorConfig, name: str) -> None:
@@ -64,13 +64,13 @@ def test_the_run_at_start_and_the_first_tick_never_run_at_once(
                 assert go.wait(WAIT_S)
             run_connector(connector, name)
 
-        service._run_connector = slow_first_start  # type: ignore[method-assign]
-        at_start = threading.Thread(target=service.connector_job, args=(connector,))
+        service.connector_jobs._run_connector = slow_first_start  # type: ignore[method-assign]
+        at_start = threading.Thread(target=service.connector_jobs.tick, args=(connector,))
         try:
             at_start.start()
             assert starting.wait(WAIT_S)
             clock.tick(timedelta(milliseconds=20))  # the first tick of the interval's grid
-            service.connector_job(connector)
+            service.connector_jobs.tick(connector)
         finally:
             go.set()
             at_start.join(WAIT_S)
