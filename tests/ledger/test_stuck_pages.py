@@ -10,7 +10,7 @@ import pytest
 from freezegun import freeze_time
 
 from ledger import Ledger, RunFinished, RunProgressed, Thresholds, ValidationError, stuck_runs
-from ledger.stuck import MAX_STUCK_PAGE, StuckCursor, StuckPage, stuck_page
+from ledger.stuck import StuckCursor, StuckPage, stuck_page
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -59,7 +59,7 @@ def test_pages_together_are_the_stuck_runs_with_overrides_filtering_rows_in_the_
     everything = stuck_runs(ledger, now=NOW, overrides=OVERRIDES)
     assert not {run.run_id for run in everything} & set(runs["patient"])
     assert len(everything) == 10 + 6  # every SOURCE_1 run, quick's silent for 2h or more
-    for limit in (1, 3, 4, 16, 17, MAX_STUCK_PAGE):
+    for limit in (1, 3, 4, 16, 17, 2**63):
         pages = all_pages(ledger, limit, now=NOW, overrides=OVERRIDES)
         assert [run for page in pages for run in page.runs] == everything, limit
         # Full pages though "patient" runs lie between: its threshold was applied in SQL,
@@ -147,7 +147,7 @@ def test_a_cursor_goes_through_its_text_unchanged() -> None:
     assert cursor.encode() == "1772442062345678-42"
 
 
-@pytest.mark.parametrize("limit", [0, -1, MAX_STUCK_PAGE + 1])
+@pytest.mark.parametrize("limit", [0, -1])
 def test_a_limit_out_of_bounds_is_refused(ledger: Ledger, limit: int) -> None:
     with pytest.raises(ValidationError, match=r"^limit: "):
         stuck_page(ledger, limit, now=NOW)
