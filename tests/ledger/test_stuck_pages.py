@@ -22,8 +22,10 @@ def start_at(ledger: Ledger, when: datetime, connector: str, source: int = 1) ->
         return ledger.start_run(source, connector, occurred_at=when)
 
 
-def all_pages(ledger: Ledger, limit: int, **options: object) -> list[StuckPage]:
-    pages = [stuck_page(ledger, limit, **options)]  # type: ignore[arg-type]
+def all_pages(
+    ledger: Ledger, limit: int, after: StuckCursor | None = None, **options: object
+) -> list[StuckPage]:
+    pages = [stuck_page(ledger, limit, after, **options)]  # type: ignore[arg-type]
     while pages[-1].next is not None:
         pages.append(stuck_page(ledger, limit, pages[-1].next, **options))  # type: ignore[arg-type]
     return pages
@@ -156,3 +158,28 @@ def test_a_limit_out_of_bounds_is_refused(ledger: Ledger, limit: int) -> None:
 def test_no_stuck_run_is_one_empty_last_page(ledger: Ledger) -> None:
     start_at(ledger, NOW - MINUTE, "SOURCE_1")
     assert stuck_page(ledger, 5, now=NOW, count=True) == StuckPage([], None, 0)
+
+
+def test_runs_silent_since_the_same_instant_are_split_across_pages_by_run_id(
+    ledger: Ledger,
+) -> None:
+    """The order's tie-break is the run id: a page may end between two runs of one instant."""
+    same = [start_at(ledger, NOW - 2 * HOUR, "SOURCE_1") for _ in range(5)]
+    pages = all_pages(ledger, 2, now=NOW)
+    assert [ids(page) for page in pages] == [same[0:2], same[2:4], same[4:]]
+
+
+def test_a_run_stuck_by_max_runtime_active_between_pages_comes_again_at_its_new_place(
+    ledger: Ledger,
+) -> None:
+    """The documented limit of a cursor on the last activity (README, GET /v1/stuck): a run
+    still stuck after it reported in has moved past the cursor."""
+    moving = start_at(ledger, NOW - 8 * HOUR, "SOURCE_1")
+    staying = start_at(ledger, NOW - 7 * HOUR, "SOURCE_1")
+    first = stuck_page(ledger, 1, now=NOW, max_runtime=6 * HOUR)
+    assert ids(first) == [moving]
+    with freeze_time(NOW + MINUTE):
+        ledger.append([RunProgressed(run_id=moving, occurred_at=NOW + MINUTE)])
+    rest = all_pages(ledger, 1, after=first.next, now=NOW + 2 * MINUTE, max_runtime=6 * HOUR)
+    assert [ids(page) for page in rest] == [[staying], [moving]]
+    assert rest[-1].runs[0].rule == "max_runtime"
