@@ -113,10 +113,6 @@ class StuckCursor:
     last_event_at: datetime
     run_id: int
 
-    @classmethod
-    def after(cls, run: StuckRun) -> StuckCursor:
-        return cls(run.last_event_at, run.run_id)
-
     def encode(self) -> str:
         """``MICROSECONDS-RUNID``: the last activity in microseconds since the Unix epoch (UTC),
         then the run id; ASCII digits only, so it goes in a URL as it is."""
@@ -174,7 +170,7 @@ def stuck_page(
     that ended or was active again drops out, and one that became stuck since shows if its
     place is after the cursor; no run is listed twice unless its last activity moved past the
     cursor (a run stuck by ``max_runtime`` that was active again). ``count``: also count every
-    stuck run (a count in the database, no rows read)."""
+    stuck run (one COUNT in the database: no rows sent back)."""
     if limit < 1:
         raise ValidationError(f"limit: must be 1 or more, got {limit}")
     now = now or ledger.clock()
