@@ -4,6 +4,7 @@ between two pages neither repeats a run nor breaks the paging."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -183,3 +184,30 @@ def test_a_run_stuck_by_max_runtime_active_between_pages_comes_again_at_its_new_
     rest = all_pages(ledger, 1, after=first.next, now=NOW + 2 * MINUTE, max_runtime=6 * HOUR)
     assert [ids(page) for page in rest] == [[staying], [moving]]
     assert rest[-1].runs[0].rule == "max_runtime"
+
+
+def test_pages_agree_with_stuck_runs_over_mixed_pairs_names_and_runtimes(ledger: Ledger) -> None:
+    """Runs of names differing by case, sources with and without a pair of their own, a name
+    with and without its own thresholds, silences and ages drawn at random (seeded)."""
+    draw = random.Random(22)
+    for _ in range(40):
+        name = draw.choice(["a", "A", "b", "c"])
+        started = NOW - draw.randint(10, 600) * MINUTE
+        run_id = start_at(ledger, started, name, draw.choice([1, 2]))
+        if draw.random() < 0.5:
+            active = started + draw.randint(1, int((NOW - started) / MINUTE)) * MINUTE
+            with freeze_time(active):
+                ledger.append([RunProgressed(run_id=run_id, occurred_at=active)])
+    overrides: dict[str | tuple[str, int], Thresholds] = {
+        "a": Thresholds(stale_after=3 * HOUR),
+        ("a", 2): Thresholds(stale_after=30 * MINUTE, max_runtime=4 * HOUR),
+        ("b", 1): Thresholds(stale_after=6 * HOUR),
+        "C": Thresholds(stale_after=8 * HOUR),  # not "c": MySQL's collation would match it
+    }
+    options = {"now": NOW, "overrides": overrides, "max_runtime": 7 * HOUR}
+    everything = stuck_runs(ledger, **options)  # type: ignore[arg-type]
+    assert 5 < len(everything) < 35  # some of each
+    for limit in range(1, 8):
+        pages = all_pages(ledger, limit, **options)
+        assert [run for page in pages for run in page.runs] == everything, limit
+    assert stuck_page(ledger, 1, count=True, **options).total == len(everything)  # type: ignore[arg-type]
