@@ -38,7 +38,15 @@ from ledger.mapper import canonical_json, parse_event, register_upcaster
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState
 from ledger.store import Ledger
-from ledger.stuck import StuckRun, Thresholds, stuck_runs, stuck_runs_as_of
+from ledger.stuck import (
+    StuckCursor,
+    StuckPage,
+    StuckRun,
+    Thresholds,
+    stuck_page,
+    stuck_runs,
+    stuck_runs_as_of,
+)
 from ledger.sweeper import SweepResult, fail_run, failable_run, sweep
 
 __all__ = [
@@ -73,6 +81,8 @@ __all__ = [
     "StoredEventError",
     "StoredRowError",
     "StreamError",
+    "StuckCursor",
+    "StuckPage",
     "StuckRun",
     "SweepResult",
     "Thresholds",
@@ -85,6 +95,7 @@ __all__ = [
     "failable_run",
     "parse_event",
     "register_upcaster",
+    "stuck_page",
     "stuck_runs",
     "stuck_runs_as_of",
     "sweep",

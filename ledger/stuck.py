@@ -6,22 +6,27 @@ older than ``older_than``, or it started more than ``max_runtime`` ago. The writ
 is kept by every append in the same transaction as the events, so this works with the projector
 stopped, and the ``(state, last_event_at)`` / ``(state, started_at)`` indexes make its cost
 follow the number of open runs, not the length of history.
+
+:func:`stuck_page` lists the same runs a page at a time, after a :class:`StuckCursor`: each
+connector's thresholds are part of its SQL, so a page reads its own rows, not every stuck run
+before it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select
 
 from ledger.clock import isoformat_utc
+from ledger.dialects import Bound, same_text
 from ledger.durations import parse_duration
 from ledger.errors import ValidationError
 from ledger.rules import OPEN, RunState, replay_event
-from ledger.schema import ledger_runs
+from ledger.schema import MAX_POSITION, ledger_runs
 from ledger.store import Ledger
 from ledger.stored_rows import named_rows
 
@@ -85,17 +90,11 @@ def stuck_runs(
         return []
     now = now or ledger.clock()
     default = Thresholds(older_than, max_runtime)
-    every = [default, *(overrides or {}).values()]
     # One indexed scan of open runs with the loosest cut-offs; each run's own connector
     # thresholds are then applied to that short list.
-    widest_stale = min(t.stale_after for t in every)
-    runtimes = [t.max_runtime for t in every if t.max_runtime is not None]
-    conditions = [ledger_runs.c.last_event_at < now - widest_stale]
-    if runtimes:
-        conditions.append(ledger_runs.c.started_at < now - min(runtimes))
     query = (
         select(ledger_runs)
-        .where(ledger_runs.c.state == OPEN, or_(*conditions))
+        .where(ledger_runs.c.state == OPEN, _loosest_cutoffs(now, default, overrides or {}))
         .order_by(ledger_runs.c.last_event_at, ledger_runs.c.run_id)
     )
     if run_ids is not None:
@@ -103,6 +102,156 @@ def stuck_runs(
     with ledger.connect("stuck query") as conn, named_rows(conn, ledger_runs):
         rows = conn.execute(query).mappings().all()
     return _stuck_among([RunState(**row) for row in rows], now, default, overrides or {})
+
+
+@dataclass(frozen=True)
+class StuckCursor:
+    """Where a page of stuck runs ends: the last run's place in the stuck query's order
+    (``last_event_at``, ``run_id``). The time is carried, not looked up from the run: a run
+    active again between two pages moves, and the next page would start from its new place."""
+
+    last_event_at: datetime
+    run_id: int
+
+    def encode(self) -> str:
+        """``MICROSECONDS-RUNID``: the last activity in microseconds since the Unix epoch (UTC),
+        then the run id; ASCII digits only, so it goes in a URL as it is."""
+        return f"{_epoch_microseconds(self.last_event_at)}-{self.run_id}"
+
+    @classmethod
+    def decode(cls, text: str) -> StuckCursor:
+        """The cursor :meth:`encode` wrote; anything else is a :class:`ValidationError`."""
+        micros, _, run_id = text.partition("-")
+        if _digits(micros, 18) and _digits(run_id, 10):
+            try:
+                return cls(_EPOCH + timedelta(microseconds=int(micros)), int(run_id))
+            except OverflowError:  # past the year 9999
+                pass
+        raise ValidationError(
+            f"cursor: not a cursor of the stuck runs' pages: {text[:40]!r} (give the one the "
+            "previous page named)"
+        )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_microseconds(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _digits(text: str, most: int) -> bool:
+    """ASCII digits, one to ``most`` of them (``str.isdigit`` takes "²" and "٣")."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
+@dataclass(frozen=True)
+class StuckPage:
+    """A page of stuck runs, in the stuck query's order. ``next``: where the following page
+    starts (None on the last). ``total``: every stuck run's count, when it was asked for."""
+
+    runs: list[StuckRun]
+    next: StuckCursor | None
+    total: int | None = None
+
+
+def stuck_page(
+    ledger: Ledger,
+    limit: int,
+    after: StuckCursor | None = None,
+    older_than: timedelta = DEFAULT_STALE_AFTER,
+    max_runtime: timedelta | None = None,
+    now: datetime | None = None,
+    overrides: Mapping[str | tuple[str, int], Thresholds] | None = None,
+    count: bool = False,
+) -> StuckPage:
+    """At most ``limit`` of the runs :func:`stuck_runs` finds (same arguments), those after
+    ``after`` in its order. Each page is judged at its own ``now``: between two pages a run
+    that ended or was active again drops out, and one that became stuck since shows if its
+    place is after the cursor; no run is listed twice unless its last activity moved past the
+    cursor (a run stuck by ``max_runtime`` that was active again). ``count``: also count every
+    stuck run (one COUNT in the database: no rows sent back)."""
+    if limit < 1:
+        raise ValidationError(f"limit: must be 1 or more, got {limit}")
+    now = now or ledger.clock()
+    default = Thresholds(older_than, max_runtime)
+    overrides = overrides or {}
+    with ledger.connect("stuck query") as conn, named_rows(conn, ledger_runs):
+        stuck = and_(ledger_runs.c.state == OPEN, _stuck_condition(conn, now, default, overrides))
+        query = select(ledger_runs).where(stuck)
+        if after is not None:
+            query = query.where(
+                or_(
+                    ledger_runs.c.last_event_at > after.last_event_at,
+                    and_(
+                        ledger_runs.c.last_event_at == after.last_event_at,
+                        ledger_runs.c.run_id > after.run_id,
+                    ),
+                )
+            )
+        # One row more than the page: whether another page follows (MAX_POSITION is more
+        # than any number of runs, and one more would overflow SQLite's 64-bit LIMIT).
+        query = query.order_by(ledger_runs.c.last_event_at, ledger_runs.c.run_id)
+        rows = conn.execute(query.limit(min(limit + 1, MAX_POSITION))).mappings().all()
+        total = None
+        if count:
+            total = conn.execute(select(func.count()).where(stuck)).scalar_one()
+    runs = _stuck_among([RunState(**row) for row in rows[:limit]], now, default, overrides)
+    following = None
+    if len(rows) > limit:
+        last = rows[limit - 1]  # the last read, even if its own thresholds left it out
+        following = StuckCursor(last["last_event_at"], last["run_id"])
+    return StuckPage(runs, following, total)
+
+
+def _stuck_condition(
+    bind: Bound,
+    now: datetime,
+    default: Thresholds,
+    overrides: Mapping[str | tuple[str, int], Thresholds],
+) -> ColumnElement[bool]:
+    """:func:`_stuck_among`'s rule in SQL: each run held to its (connector, source) pair's
+    thresholds, else its connector name's, else ``default``; names compared exactly (MySQL's
+    collation takes "CSV" for "csv", the mapping does not). The loosest cut-offs come first,
+    for the ``(state, last_event_at)`` index."""
+    connector, source = ledger_runs.c.connector_name, ledger_runs.c.source_id
+    pairs = {key: limits for key, limits in overrides.items() if isinstance(key, tuple)}
+    names = {key: limits for key, limits in overrides.items() if isinstance(key, str)}
+
+    def pair_of(key: tuple[str, int]) -> ColumnElement[bool]:
+        return and_(same_text(connector, key[0], bind), source == key[1])
+
+    def name_of(name: str) -> ColumnElement[bool]:
+        return same_text(connector, name, bind)
+
+    branches = [and_(pair_of(key), _past(now, limits)) for key, limits in pairs.items()]
+    for name, limits in names.items():
+        own_pairs = [pair_of(key) for key in pairs if key[0] == name]
+        branches.append(and_(name_of(name), *map(not_, own_pairs), _past(now, limits)))
+    overridden = [*map(pair_of, pairs), *map(name_of, names)]
+    branches.append(and_(*map(not_, overridden), _past(now, default)))
+    return and_(_loosest_cutoffs(now, default, overrides), or_(*branches))
+
+
+def _loosest_cutoffs(
+    now: datetime, default: Thresholds, overrides: Mapping[str | tuple[str, int], Thresholds]
+) -> ColumnElement[bool]:
+    """What every stuck run passes, whatever its connector: silent longer than the shortest
+    ``stale_after``, or started before the shortest ``max_runtime`` (an indexed scan)."""
+    every = [default, *overrides.values()]
+    conditions = [ledger_runs.c.last_event_at < now - min(t.stale_after for t in every)]
+    runtimes = [t.max_runtime for t in every if t.max_runtime is not None]
+    if runtimes:
+        conditions.append(ledger_runs.c.started_at < now - min(runtimes))
+    return or_(*conditions)
+
+
+def _past(now: datetime, limits: Thresholds) -> ColumnElement[bool]:
+    """A run past ``limits`` at ``now``: silent too long, or running too long."""
+    stale = ledger_runs.c.last_event_at < now - limits.stale_after
+    if limits.max_runtime is None:
+        return stale
+    return or_(stale, ledger_runs.c.started_at < now - limits.max_runtime)
 
 
 def stuck_runs_as_of(

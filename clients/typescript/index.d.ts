@@ -112,6 +112,19 @@ export interface AppendSummary {
   run_refs: Record<string, number>;
 }
 
+/** A run of GET /v1/stuck (`ledger stuck --format json`), in its order: the longest silent
+ * first. Times are UTC ISO-8601. */
+export interface StuckRun {
+  run_id: number;
+  source_id: number;
+  connector_name: string;
+  started_at: string;
+  last_event_at: string;
+  version: number;
+  /** silent too long (`stale`) or running too long (`max_runtime`) */
+  rule: 'stale' | 'max_runtime';
+}
+
 interface EventBase {
   event_id?: string;
   run_id?: number;
@@ -174,8 +187,9 @@ export declare class LedgerClient {
   ): Promise<AppendSummary>;
   /** GET a path of the API (e.g. `/v1/runs/3`) as JSON; `signal` stops it as for append(). */
   get<T = unknown>(path: string, options?: { signal?: AbortSignal }): Promise<T>;
-  /** GET a paged list (`/v1/runs`, `/v1/runs/{id}/events`) a page at a time, following
-   * `Link: <…>; rel="next"` (a link off this API is refused); each page as for get(). */
+  /** GET a paged list (`/v1/runs`, `/v1/runs/{id}/events`, `/v1/stuck`) a page at a time,
+   * following `Link: <…>; rel="next"` (a link off this API is refused); each page as for
+   * get(), whose answer is the first page alone. */
   pages<T = unknown>(path: string, options?: { signal?: AbortSignal }): AsyncGenerator<T[], void, undefined>;
   /** Append RunStarted; throws RunNotStartedError when the ledger does not record it. */
   startRun(options: RunOptions): Promise<RunHandle>;

@@ -721,7 +721,7 @@ export class LedgerClient {
   }
 
   /**
-   * GET a paged list of the API (`/v1/runs`, `/v1/runs/3/events`) a page at a time: yields
+   * GET a paged list of the API (`/v1/runs`, `/v1/runs/3/events`, `/v1/stuck`) a page at a time: yields
    * each page's array, following `Link: <…>; rel="next"` until the last page. Each page has
    * get()'s retries; `signal` stops it. A next link to another origin is refused, and so is
    * one to a page already read (the ledger's cursors only move forward: a loop would be

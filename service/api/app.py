@@ -11,15 +11,15 @@ import threading
 from typing import Annotated, Any
 
 import anyio
-from fastapi import FastAPI, Query, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from connectors import Spool
 from forensics.verify import verify_all
-from ledger import Ledger
-from service.api.access import Scopes, query_duration
+from ledger import Ledger, StuckCursor, ValidationError
+from service.api.access import Scopes, invalid_parameter, query_duration
 from service.api.auth import Caller, Tokens
 from service.api.events import add_event_routes
 from service.api.guard import Guard
@@ -27,8 +27,8 @@ from service.api.handlers import add_error_handlers
 from service.api.head import HeadAsGet
 from service.api.limits import auth_failures_of
 from service.api.openapi import add_docs_routes, openapi_document, problem_responses
-from service.api.params import FlagQuery
-from service.api.runs import add_run_routes
+from service.api.params import ASCII_DIGITS, FlagQuery
+from service.api.runs import DEFAULT_PAGE, MAX_PAGE, NEXT_LINK, TOTAL_COUNT, add_run_routes
 from service.api.shapes import LedgerJSON
 from service.api.state import ApiState, write_slots_for
 from service.config import LedgerConfig
@@ -86,22 +86,54 @@ def create_app(config: LedgerConfig) -> FastAPI:
 
     # ------------------------------------------------------------------ health
 
-    @app.get("/v1/stuck", summary="Stuck runs", responses=problem_responses(400))
+    @app.get(
+        "/v1/stuck",
+        summary="Stuck runs, the longest silent first, a page at a time",
+        responses={200: {"headers": {**NEXT_LINK, **TOTAL_COUNT}}, **problem_responses(400)},
+    )
     def stuck(
+        request: Request,
+        response: Response,
         _caller: Annotated[Caller, read_scope],
         older_than: Annotated[str | None, Query(max_length=100)] = None,
         max_runtime: Annotated[str | None, Query(max_length=100)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE), ASCII_DIGITS] = DEFAULT_PAGE,
+        cursor: Annotated[
+            str | None,
+            Query(
+                max_length=40,
+                description="Where the page starts: the previous page's, from its Link header",
+            ),
+        ] = None,
     ) -> list[dict[str, Any]]:
         """Open runs with no activity for ``older_than`` (or running longer than
-        ``max_runtime``), as ``ledger stuck --format json``. Without either, the config's
-        thresholds, each connector's own over the globals (what ``/v1/status``, the metrics
-        and the web's Stuck page count); a value given replaces its threshold for every run."""
-        found = config.stuck_runs(
+        ``max_runtime``), as ``ledger stuck --format json``, at most ``limit`` of them; a
+        ``Link: <…>; rel="next"`` header names the next page. Without either threshold, the
+        config's, each connector's own over the globals (what ``/v1/status``, the metrics and
+        the web's Stuck page count); a value given replaces its threshold for every run. The
+        first page (no ``cursor``) says in ``X-Total-Count`` how many runs are stuck."""
+        stale_after = query_duration(older_than, "older_than")
+        runtime = query_duration(max_runtime, "max_runtime")
+        after = None
+        if cursor is not None:
+            try:
+                after = StuckCursor.decode(cursor)
+            except ValidationError as exc:
+                raise invalid_parameter("cursor", exc) from None
+        page = config.stuck_page(
             state.ledger,
-            stale_after=query_duration(older_than, "older_than"),
-            max_runtime=query_duration(max_runtime, "max_runtime"),
+            limit,
+            after,
+            stale_after=stale_after,
+            max_runtime=runtime,
+            count=after is None,
         )
-        return [run.to_dict() for run in found]
+        if page.next is not None:
+            following = request.url.include_query_params(cursor=page.next.encode())
+            response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+        if page.total is not None:
+            response.headers["X-Total-Count"] = str(page.total)
+        return [run.to_dict() for run in page.runs]
 
     @app.get("/v1/status", summary="Head, runs, projection lag, spool")
     def status_endpoint(_caller: Annotated[Caller, read_scope]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from service.api.shapes import FailRequest, FailResult, IngestionRun, RunDetail,
 from service.api.state import ApiState, require_current_schema
 
 MAX_PAGE = 1000
+DEFAULT_PAGE = 50  # of GET /v1/runs and GET /v1/stuck
 # Timeline entries per page of GET /v1/runs/{id}/events, and the default: a run that fits one
 # page is answered as before paging (no Link header).
 MAX_EVENTS_PAGE = 1000
@@ -30,6 +31,12 @@ NEXT_LINK = {
     "Link": {
         "description": 'The next page, `<URL>; rel="next"`: absent on the last page',
         "schema": {"type": "string"},
+    }
+}
+TOTAL_COUNT = {
+    "X-Total-Count": {
+        "description": "How many items every page together holds: on the first page only",
+        "schema": {"type": "integer"},
     }
 }
 
@@ -51,7 +58,7 @@ def add_run_routes(app: FastAPI, state: ApiState, scopes: Scopes) -> None:
         status: RunStatus | None = None,
         connector: Annotated[str | None, Query(max_length=1000)] = None,
         source: Annotated[int | None, Query(ge=0, le=MAX_RUN_ID), ASCII_DIGITS] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE), ASCII_DIGITS] = 50,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE), ASCII_DIGITS] = DEFAULT_PAGE,
         cursor: Annotated[
             int | None,
             Query(ge=1, le=MAX_RUN_ID, description="Runs below this id (the next page's)"),

@@ -261,10 +261,13 @@ def threshold_options(command: F) -> F:
     )(command)
 
 
-def print_stuck_table(stuck: list[StuckRun], title: str, wide: bool) -> None:
+def print_stuck_table(
+    stuck: list[StuckRun], title: str, wide: bool, total: int | None = None
+) -> None:
+    """The runs as a table; ``total``: how many there are when ``stuck`` is the first of them."""
     now = utcnow()
     print_table(
-        f"{title}: {len(stuck)} run(s), times in UTC",
+        f"{title}: {len(stuck) if total is None else total} run(s), times in UTC",
         STUCK_COLUMNS,
         (
             (
@@ -317,8 +320,22 @@ STUCK_COLUMNS = (
 )
 
 
+# The runs a stuck table shows unless --limit says otherwise: a ledger left without its
+# sweeper can hold tens of thousands, a table no one reads (the web's Stuck page shows 500).
+# JSON lists every one by default: a script reads them all, as it did before --limit.
+STUCK_TABLE_ROWS = 100
+
+
 @click.command()
 @threshold_options
+@click.option(
+    "--limit",
+    type=Integer(0, MAX_POSITION),
+    default=None,
+    metavar="N",
+    help="At most N runs, the longest silent; 0: every one.  [default: "
+    f"{STUCK_TABLE_ROWS} in a table, every one in JSON]",
+)
 @output_format_option
 @wide_option
 @db_or_config_option
@@ -326,19 +343,32 @@ def stuck(
     older_than: timedelta | None,
     max_runtime: timedelta | None,
     config_path: Path | None,
+    limit: int | None,
     output_format: str,
     wide: bool,
     db_url: str | None,
 ) -> None:
     """List runs with no terminal event and no recent activity; exit 1 if there are any."""
     config = stuck_config(config_path)
+    if limit is None:
+        limit = 0 if output_format == "json" else STUCK_TABLE_ROWS
     with opened_ledger(db_url or (config.database_url if config_path else None)) as ledger:
-        found = config.stuck_runs(ledger, stale_after=older_than, max_runtime=max_runtime)
+        if limit == 0:
+            found = config.stuck_runs(ledger, stale_after=older_than, max_runtime=max_runtime)
+            total = len(found)
+        else:
+            page = config.stuck_page(
+                ledger, limit, stale_after=older_than, max_runtime=max_runtime, count=True
+            )
+            found, total = page.runs, page.total or 0
     if output_format == "json":
         echo_json([run.to_dict() for run in found])
     else:
-        print_stuck_table(found, "stuck runs", wide)
-    if found:
+        print_stuck_table(found, "stuck runs", wide, max(total, len(found)))
+        # The title counts every stuck run; said when the table holds fewer of them.
+        if total > len(found):
+            click.echo(f"… and {total - len(found)} more: --limit 0 shows every one")
+    if found or total:
         sys.exit(EXIT_PROBLEM)
 
 

@@ -13,7 +13,15 @@ from ledger.database import create_ledger_engine
 from ledger.durations import format_duration
 from ledger.errors import ConfigurationError
 from ledger.store import Ledger
-from ledger.stuck import StuckRun, Thresholds, stuck_runs, stuck_runs_as_of
+from ledger.stuck import (
+    StuckCursor,
+    StuckPage,
+    StuckRun,
+    Thresholds,
+    stuck_page,
+    stuck_runs,
+    stuck_runs_as_of,
+)
 from ledger.sweeper import SweepResult, sweep
 from ledger.urls import DEFAULT_DATABASE_URL
 from service.config.connectors import ConnectorConfig, ConnectorThresholds, ThresholdsConfig
@@ -159,6 +167,30 @@ class LedgerConfig(Strict):
             max_runtime=thresholds.max_runtime,
             overrides=overrides,
             run_ids=run_ids,
+        )
+
+    def stuck_page(
+        self,
+        ledger: Ledger,
+        limit: int,
+        after: StuckCursor | None = None,
+        *,
+        stale_after: timedelta | None = None,
+        max_runtime: timedelta | None = None,
+        count: bool = False,
+    ) -> StuckPage:
+        """A page of :meth:`stuck_runs` (now), after ``after`` (:func:`ledger.stuck.stuck_page`),
+        with the same thresholds and the same replacing of a ``stale_after`` or
+        ``max_runtime`` given."""
+        thresholds, overrides = self.stuck_thresholds(stale_after, max_runtime)
+        return stuck_page(
+            ledger,
+            limit,
+            after,
+            older_than=thresholds.stale_after,
+            max_runtime=thresholds.max_runtime,
+            overrides=overrides,
+            count=count,
         )
 
     def sweep(

@@ -41,8 +41,8 @@ from service.web.state import (
 
 # The Stuck page shows at most this many runs, in the stuck query's order (the longest silent
 # first) and says how many more there are: a ledger left without its sweeper after an outage
-# can hold tens of thousands (20,000 made a 7 MB page that took 2.5 s), and `ledger stuck` or
-# /v1/stuck list every one.
+# can hold tens of thousands (20,000 made a 7 MB page that took 2.5 s), and `ledger stuck
+# --limit 0` or /v1/stuck (a page at a time) list every one.
 STUCK_PAGE_ROWS = 500
 
 

@@ -219,6 +219,36 @@ for (const backend of backends()) {
       assert.deepEqual(await client.get(`/v1/runs/${run.runId}/events`), events);
     });
 
+    test('the stuck runs: get() answers a page, pages() every page in order, once each', async () => {
+      // Five runs silent for three hours (a connector's late report keeps its occurred_at).
+      const silentSince = Date.now() - 3 * 3_600_000;
+      const started = [0, 1, 2, 3, 4].map((i) => ({
+        type: 'RunStarted',
+        source_id: 22,
+        connector_name: 'ts-stuck',
+        occurred_at: new Date(silentSince + i * 1000).toISOString(),
+      }));
+      const runIds = (await client.append(started)).allocated_run_ids;
+      assert.equal(runIds.length, 5);
+      const path = '/v1/stuck?older_than=2h&limit=2';
+      const first = await client.get(path);
+      assert.deepEqual(first.map((run) => run.run_id), runIds.slice(0, 2));
+      assert.deepEqual(Object.keys(first[0]).sort(), [
+        'connector_name', 'last_event_at', 'rule', 'run_id', 'source_id', 'started_at', 'version',
+      ]);
+      assert.equal(first[0].rule, 'stale');
+      const pages = [];
+      for await (const page of client.pages(path)) pages.push(page.map((run) => run.run_id));
+      assert.deepEqual(pages, [runIds.slice(0, 2), runIds.slice(2, 4), runIds.slice(4)]);
+      const refused = await client.get('/v1/stuck?cursor=not-a-cursor').catch((caught) => caught);
+      assert.ok(refused instanceof LedgerApiError, String(refused));
+      assert.equal(refused.status, 400);
+      assert.equal(refused.field, 'cursor');
+      // Ended, they are stuck no more (the runs of the other tests are not silent for 2h).
+      await client.append(runIds.map((runId) => ({ type: 'RunFinished', run_id: runId, status: 'failed' })));
+      assert.deepEqual(await client.get('/v1/stuck?older_than=2h'), []);
+    });
+
     test('progress goes out at most once per interval, and the rest before finish', async () => {
       const run = await client.startRun({
         sourceId: 1,

@@ -1,0 +1,16 @@
+// The README's reading of the stuck runs (one page with get(), every page with pages()),
+// compiled by `npm run typecheck` (strict) against the package's index.d.ts.
+import { LedgerClient, type StuckRun } from '@run-ledger/client';
+
+const client = new LedgerClient({ url: 'http://127.0.0.1:8080', token: 'token-0123456789abcdef' });
+
+export async function stuckRuns(): Promise<string[]> {
+  const first = await client.get<StuckRun[]>('/v1/stuck?limit=100');
+  const lines = first.map((run) => `${run.run_id} ${run.connector_name} ${run.rule}`);
+  for await (const page of client.pages<StuckRun>('/v1/stuck?older_than=2h')) {
+    for (const run of page) {
+      if (run.rule === 'max_runtime') lines.push(`${run.run_id} since ${run.started_at}`);
+    }
+  }
+  return lines;
+}
