@@ -607,9 +607,6 @@ class HttpJsonConnector(Connector):
     def fetch_page(self, url: str) -> Page:
         """GET ``url`` as JSON with its Link header's next URL, retrying transient failures
         with exponential backoff."""
-        request = urllib.request.Request(  # noqa: S310 (the URL is the operator's own setting)
-            url, headers={"Accept": "application/json", "User-Agent": "run-ledger"}
-        )
         last_error = ""
         for attempt in range(self.retries + 1):
             if attempt:
@@ -626,6 +623,12 @@ class HttpJsonConnector(Connector):
                     visible(last_error),
                 )
                 time.sleep(delay)
+            # A request of its own each attempt: urllib counts the redirects a request
+            # followed on the request, so a redirect in front of a page that answered 503 was
+            # counted once per attempt, and the fifth failed as "an infinite loop".
+            request = urllib.request.Request(  # noqa: S310 (the URL is the operator's setting)
+                url, headers={"Accept": "application/json", "User-Agent": "run-ledger"}
+            )
             try:
                 with self._opener.open(request, timeout=self.timeout) as response:
                     body = self._read_body(response, url)
