@@ -15,8 +15,8 @@ from connectors.sdk import RunContext
 from connectors.spool import Spool
 from forensics.verify import verify_all
 from ledger import Ledger, RunFinished, RunProgressed, stuck_runs
-from ledger.clock import utcnow
 from ledger.batch_checks import MAX_CLOCK_SKEW
+from ledger.clock import utcnow
 from projections import Projector, rebuild
 from tests.projection_support import table_rows
 from tests.reliability.summary import Summary
