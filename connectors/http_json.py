@@ -16,10 +16,13 @@ URL's scheme, host and port; a page over ``max_page_bytes`` (64 MiB) or still ar
 
 from __future__ import annotations
 
+import functools
 import http.client
+import io
 import json
 import logging
 import re
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -473,7 +476,14 @@ class HttpJsonConnector(Connector):
         options.seconds("page_deadline", page_deadline, MIN_TIMEOUT_S)
         self.max_page_bytes = max_page_bytes
         self.page_deadline = page_deadline
-        self._opener = urllib.request.build_opener(_SameOriginRedirects(url))
+        # The deadline of the page being fetched, which every read of its exchange (status
+        # line, headers, body, and those of its redirects) is held to.
+        self._deadlines = _Deadlines()
+        self._opener = urllib.request.build_opener(
+            _SameOriginRedirects(url),
+            _DeadlineHTTPHandler(self._deadlines),
+            _DeadlineHTTPSHandler(self._deadlines),
+        )
 
     def _key_problem(self, record: object) -> str:
         """Why a record has no key: none at all names the fields it has, so that a --key the
@@ -607,9 +617,6 @@ class HttpJsonConnector(Connector):
     def fetch_page(self, url: str) -> Page:
         """GET ``url`` as JSON with its Link header's next URL, retrying transient failures
         with exponential backoff."""
-        request = urllib.request.Request(  # noqa: S310 (the URL is the operator's own setting)
-            url, headers={"Accept": "application/json", "User-Agent": "run-ledger"}
-        )
         last_error = ""
         for attempt in range(self.retries + 1):
             if attempt:
@@ -626,6 +633,13 @@ class HttpJsonConnector(Connector):
                     visible(last_error),
                 )
                 time.sleep(delay)
+            # A request of its own each attempt: urllib counts the redirects a request
+            # followed on the request, so a redirect in front of a page that answered 503 was
+            # counted once per attempt, and the fifth failed as "an infinite loop".
+            request = urllib.request.Request(  # noqa: S310 (the URL is the operator's setting)
+                url, headers={"Accept": "application/json", "User-Agent": "run-ledger"}
+            )
+            self._deadlines.current = _Deadline(url, self.page_deadline, self.timeout)
             try:
                 with self._opener.open(request, timeout=self.timeout) as response:
                     body = self._read_body(response, url)
@@ -653,9 +667,9 @@ class HttpJsonConnector(Connector):
         raise FetchError(f"{shown(url)}: still failing after {retries} ({last_error})")
 
     def _read_body(self, response: http.client.HTTPResponse, url: str) -> bytes:
-        """The body, refused past ``max_page_bytes`` or ``page_deadline`` seconds: the socket
-        timeout bounds each read, not a body sent a byte at a time, nor one without end."""
-        deadline = time.monotonic() + self.page_deadline
+        """The body, refused past ``max_page_bytes``: the socket timeout bounds each read, not
+        a body without end (one sent a byte at a time is held to the page's deadline by each
+        read of the response: :class:`_Deadline`)."""
         chunks: list[bytes] = []
         size = 0
         while chunk := response.read1(_READ_CHUNK):
@@ -664,11 +678,6 @@ class HttpJsonConnector(Connector):
                 raise FetchError(
                     f"{shown(url)}: the response is larger than {self.max_page_bytes:,} bytes: "
                     "refused (max_page_bytes)"
-                )
-            if time.monotonic() > deadline:
-                raise FetchError(
-                    f"{shown(url)}: the response was still arriving after "
-                    f"{self.page_deadline:g}s ({size:,} bytes): refused (page_deadline)"
                 )
             chunks.append(chunk)
         if response.length:  # read1 ends quietly where the connection did, not the body
@@ -692,6 +701,110 @@ class HttpJsonConnector(Connector):
                 f"{shown(url)}: the response is not JSON this connector can read "
                 f"({clip(str(exc), 120)})"
             ) from exc
+
+
+class _Deadline:
+    """When one attempt at a page must have arrived whole (``page_deadline``), and how long one
+    read may wait for a byte (``timeout``). Counted from the request, not from the body: a
+    server that sent its status line or headers a byte at a time, each within the socket
+    timeout, held the run for as long as it liked (a header line may be 64 KiB)."""
+
+    def __init__(self, url: str, seconds: float, read_timeout: float) -> None:
+        self.url = url
+        self.seconds = seconds
+        self.read_timeout = read_timeout
+        self.at = time.monotonic() + seconds
+
+    def wait(self) -> float:
+        """How long the next read may wait; raises once the deadline has passed."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise self.exceeded()
+        return min(self.read_timeout, left)
+
+    def exceeded(self) -> FetchError:
+        return FetchError(
+            f"{shown(self.url)}: the response was still arriving after {self.seconds:g}s: "
+            "refused (page_deadline)"
+        )
+
+
+@dataclass
+class _Deadlines:
+    """The deadline of the page a connector is fetching, shared with its handlers."""
+
+    current: _Deadline | None = None
+
+
+class _DeadlineReads(io.RawIOBase):
+    """A response's reads of its socket, each waiting no later than the page's deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
+        super().__init__()
+        self._socket = sock
+        # Through makefile, as http.client reads: the file keeps the socket open after the
+        # connection closes its own handle (it does once the headers are read).
+        self._reads = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._socket.settimeout(self._deadline.wait())
+        try:
+            return self._reads.readinto(buffer)
+        except TimeoutError:
+            self._deadline.wait()  # past the deadline: that is the failure to name
+            raise
+
+    def close(self) -> None:
+        self._reads.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, deadline: _Deadline, **kwargs: Any):
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()  # nothing read from it yet; its hold on the socket is let go
+        self.fp = io.BufferedReader(_DeadlineReads(sock, deadline))
+
+
+def _held_to(connection_class: type[http.client.HTTPConnection], deadlines: _Deadlines) -> Any:
+    """A maker of ``connection_class`` connections whose responses keep the current page's
+    deadline (what ``AbstractHTTPHandler.do_open`` calls with the host)."""
+
+    def connect(host: str, **kwargs: Any) -> http.client.HTTPConnection:
+        connection = connection_class(host, **kwargs)
+        if deadlines.current is not None:
+            connection.response_class = functools.partial(  # type: ignore[assignment]
+                _DeadlineResponse, deadline=deadlines.current
+            )
+        return connection
+
+    return connect
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadlines: _Deadlines) -> None:
+        super().__init__()
+        self.deadlines = deadlines
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_held_to(http.client.HTTPConnection, self.deadlines), req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadlines: _Deadlines) -> None:
+        super().__init__()
+        self.deadlines = deadlines
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(
+            _held_to(http.client.HTTPSConnection, self.deadlines),
+            req,
+            context=self._context,  # type: ignore[attr-defined]
+        )
 
 
 class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):

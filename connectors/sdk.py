@@ -20,7 +20,9 @@
   "stopped by SIGTERM" or "interrupted by Ctrl-C (SIGINT)" as its message), and
   the exception propagates. An interpreter exit closes any run still open.
 * After RunStarted, an unreachable ledger never loses a fact: events go to the local spool and
-  are delivered, in order and exactly once, on the next append that gets through (I9). A spool
+  are delivered, in order and exactly once, on the next append that gets through (I9). Events
+  the ledger refuses as dated ahead of its clock (it stepped back) wait there too, as the
+  spool's own flush keeps them, until the clock catches up: they are not refused for good. A spool
   that cannot be used (corrupted, unreadable) does not stop a run whose own events are not in
   it: those go straight to the ledger.
 * An append the ledger refuses for good (another writer closed the run: nothing may follow a
@@ -72,6 +74,7 @@ import pydantic
 from connectors.refusal import RunClosedError, log_lost, refusal_reason
 from connectors.spool import Spool, SpoolError
 from ledger import (
+    AheadOfClockError,
     DatabaseUnreachableError,
     EventIdReusedError,
     EventModel,
@@ -708,6 +711,16 @@ class RunContext:
                 len(events),
                 self.run_id,
                 exc,
+            )
+        except AheadOfClockError as exc:
+            # Not refused for good: the ledger's clock stepped back (or this host's ran ahead),
+            # and it will reach them. Set aside as refused, they closed the run for good and
+            # left it open for the sweeper; the spool keeps them, in order, as its flush does.
+            log.warning(
+                "spooling %d event(s) of run %s until the ledger's clock reaches them: %s",
+                len(events),
+                self.run_id,
+                visible(str(exc)),
             )
         except LedgerError as exc:
             if self._replaceable(events, exc):

@@ -172,6 +172,12 @@ class Spool:
 
     @contextmanager
     def _open(self, immediate: bool) -> Iterator[sqlite3.Connection]:
+        if self._ready and not self._exists():
+            # Removed since this Spool made it (an operator tidying up, a cleaner of temporary
+            # files): made again. ``ledger serve`` keeps one Spool for its lifetime, and every
+            # later outage failed to spool ("unable to open database file", or "no such table"
+            # once SQLite made an empty file), the runs' reports with it.
+            self._ready = False
         if not self._ready:
             # The connectors' facts (error messages, details): 0700 and 0600 whatever the
             # umask (it was 0777 and 0644 under umask 0), for what the spool creates only.

@@ -325,3 +325,29 @@ def test_http_json_retry_delays_stop_growing(
             connector.run(ledger, spool=spool)
     assert delays[:3] == [1, 2, 4]
     assert max(delays) == 300
+
+
+def test_a_redirect_before_a_page_that_recovers_is_followed_at_every_retry(
+    ledger: Ledger, spool: Spool
+) -> None:
+    """An API whose first URL redirects (``/v1/items`` to ``/v1/items/``) in front of a page
+    that answers 503 a few times: every retry follows the redirect afresh. The redirects of
+    all the attempts were counted as one request's, and the fifth attempt failed the run with
+    urllib's "redirect error that would lead to an infinite loop", whatever ``retries`` said."""
+
+    def moved(_query: dict[str, str], _call: int) -> tuple[int, Any, dict[str, str]]:
+        return 301, {}, {"Location": "/recovering"}
+
+    def recovering(_query: dict[str, str], call: int) -> tuple[int, Any]:
+        if call <= 5:
+            return 503, {"error": "warming up"}
+        return 200, [{"id": "a"}, {"id": "b"}]
+
+    with JsonServer({"/moved": moved, "/recovering": recovering}) as server:
+        connector = HttpJsonConnector(
+            3, f"{server.base}/moved", single_page=True, retries=6, backoff=0
+        )
+        result = connector.run(ledger, spool=spool)
+        calls = dict(server.calls)
+    assert (result.status, result.totals["records_created"]) == ("success", 2)
+    assert calls == {"/moved": 6, "/recovering": 6}

@@ -8,6 +8,7 @@ such."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -230,3 +231,49 @@ def test_spool_status_fits_the_terminal_and_wide_lists_every_run(tmp_path: Path)
     )
     assert wide.exit_code == 1
     assert ", ".join(map(str, range(1, 40))) in wide.stdout
+
+
+@pytest.mark.parametrize("removed", ["folder", "file"])
+def test_a_spool_removed_under_a_long_lived_process_is_made_again(
+    ledger: Ledger, backend: str, spool: Spool, removed: str
+) -> None:
+    """``ledger serve`` keeps one Spool for its lifetime. Once its folder (or its file) had
+    been removed, by an operator tidying up or a cleaner of temporary files, the next outage
+    could not spool ("unable to open database file", "no such table: spooled") and the run
+    was left open with its reports lost: the spool is made again where it was."""
+    if backend != "sqlite":
+        pytest.skip("the outage is made with SQLite's write lock")
+    path = make_url(ledger.url).database
+    impatient = Ledger.from_url(ledger.url, sqlite_busy_timeout_ms=50)
+
+    def run_through_an_outage() -> int:
+        with RunContext(impatient, 1, "SOURCE_1", spool=spool, progress_interval=0) as run:
+            blocker = sqlite3.connect(str(path), isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+            try:
+                run.progress(fetched=3)
+                assert spool.status().pending == 1
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            run.progress(fetched=4)  # delivers the spooled one first
+        return run.run_id
+
+    first = run_through_an_outage()
+    if removed == "folder":
+        shutil.rmtree(spool.folder)
+    else:
+        for file in spool.folder.glob(f"{spool.path.name}*"):  # with any -wal and -shm
+            file.unlink()
+    second = run_through_an_outage()
+
+    for run_id in (first, second):
+        events = run_events(ledger, run_id)
+        assert [e.type for e in events] == [
+            "RunStarted",
+            "RunProgressed",
+            "RunProgressed",
+            "RunFinished",
+        ]
+        assert totals(ledger, run_id)["records_fetched"] == 7
+    assert spool.status().pending == 0

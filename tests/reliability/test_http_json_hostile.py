@@ -88,6 +88,17 @@ def dribble(handler: BaseHTTPRequestHandler, stop: threading.Event) -> None:
         handler.wfile.flush()
 
 
+def dribbled_headers(handler: BaseHTTPRequestHandler, stop: threading.Event) -> None:
+    """The status line, then a header line a byte every 20 ms: http.client reads the headers
+    before any body, each byte well within the socket timeout."""
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Padding: ")
+    for _ in range(60_000):  # one header line may be 64 KiB: 20 minutes of it
+        if stop.wait(0.02):
+            return
+        handler.wfile.write(b"a")
+        handler.wfile.flush()
+
+
 def raw(body: bytes) -> Behaviour:
     def send(handler: BaseHTTPRequestHandler, _stop: threading.Event) -> None:
         head(handler, Content_Type="application/json", Content_Length=str(len(body)))
@@ -136,6 +147,7 @@ def hostile(elsewhere: HostileServer) -> Iterator[HostileServer]:
         {
             "/endless": endless,
             "/dribble": dribble,
+            "/dribbled-headers": dribbled_headers,
             "/away": away,
             "/latin1": raw(b'{"items": [{"id": "caf\xe9"}]}'),
             "/bigint": raw(b'{"items": [{"id": 1' + b"0" * 5000 + b"}]}"),
@@ -173,6 +185,19 @@ def test_a_dribbled_body_fails_the_run_at_the_page_deadline(
     started = time.monotonic()
     assert "still arriving after 0.5s" in fails(ledger, spool, connector)
     assert time.monotonic() - started < 10  # the whole body would take over 200 s
+
+
+def test_dribbled_headers_fail_the_run_at_the_page_deadline(
+    ledger: Ledger, spool: Spool, hostile: HostileServer
+) -> None:
+    # The deadline was counted from the first byte of the body: a server that sent its headers
+    # a byte at a time (a header line may be 64 KiB, a response 100 of them) held the run for
+    # as long as it liked, alive by its heartbeats.
+    url = f"http://127.0.0.1:{hostile.port}/dribbled-headers"
+    connector = HttpJsonConnector(1, url, records_path="items", timeout=2, page_deadline=0.5)
+    started = time.monotonic()
+    assert "still arriving after 0.5s" in fails(ledger, spool, connector)
+    assert time.monotonic() - started < 10  # the header line alone would take 20 minutes
 
 
 def test_a_redirect_to_another_host_is_refused(
