@@ -49,7 +49,7 @@ _SERVER_NOW: ColumnClause[Any] = literal_column("UTC_TIMESTAMP(6)")
 # fixed when a statement starts, so in the head lock's SELECT … FOR UPDATE it gave the time
 # before the wait for the lock (up to innodb_lock_wait_timeout). SYSDATE is read when it is
 # evaluated, after the lock is granted; every session of the ledger runs with time_zone
-# '+00:00' (ledger.database), so it is UTC. (A server started with --sysdate-is-now makes it
+# '+00:00' (ledger.mysql_engine), so it is UTC. (A server started with --sysdate-is-now makes it
 # NOW again: the time before the wait, as before.)
 _SERVER_NOW_AS_READ: ColumnClause[Any] = literal_column("SYSDATE(6)")
 _SQLITE_STORED_TIME = "%Y-%m-%d %H:%M:%S.%f"  # the text SQLAlchemy's DateTime stores on SQLite
@@ -76,7 +76,7 @@ def database_kind(bind: Bound) -> str:
 
 def is_galera(conn: Connection) -> bool:
     """Whether ``conn`` talks to a node of a Galera cluster, as noted when the connection was
-    opened (``ledger.database``: ``wsrep_on``); no round trip."""
+    opened (``ledger.mysql_engine``: ``wsrep_on``); no round trip."""
     return bool(conn.connection.info.get(GALERA_INFO, False))
 
 
@@ -178,7 +178,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         with conn.begin():
             yield conn
         # Committed, and nothing runs before the connection goes back to the pool: its reset
-        # has nothing to roll back (see ledger.database._end_open_transaction).
+        # has nothing to roll back (see ledger.mysql_engine._end_open_transaction).
         conn.connection.info[COMMITTED_INFO] = True
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 Params = Sequence[Any]
 
 # Set on a pooled connection's info when its write transaction committed: the pool's reset
-# on return has nothing to roll back (ledger.database._end_open_transaction).
+# on return has nothing to roll back (ledger.mysql_engine._end_open_transaction).
 COMMITTED_INFO = "ledger_committed"
 # Set on a pooled connection's info at connect: the server is a node of a Galera cluster
 # (``wsrep_on``), where statements are never sent several to a round trip (see
@@ -91,7 +91,7 @@ class DriverCursor:
         first error. Values are escaped by the driver exactly as :meth:`execute` escapes them
         (its ``mogrify``): the statements are the ledger's own, never text from input. Needs a
         connection opened with ``CLIENT.MULTI_STATEMENTS``
-        (:func:`ledger.database.create_ledger_engine` opens every MySQL connection so).
+        (:func:`ledger.mysql_engine.mysql_engine` opens every MySQL connection so).
         """
         results: list[list[Any]] = []
         text = ""

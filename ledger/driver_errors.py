@@ -324,7 +324,7 @@ BINLOG_FORMAT_REMEDY = (
     'for its own sessions (README: "MariaDB server settings")'
 )
 # The max_allowed_packet of each server (host, port) as this process's last connection to it
-# read it (ledger.database notes it at connect): the server's 1153 does not say it, and it
+# read it (ledger.mysql_engine notes it at connect): the server's 1153 does not say it, and it
 # closes the connection that could ask.
 _PACKET_LIMITS: dict[tuple[str | None, int | None], int] = {}
 

@@ -31,13 +31,7 @@ from ledger.conflicts import (
     conflict_pause,
     retrying_conflicts,
 )
-from ledger.database import (
-    check_schema,
-    create_ledger_engine,
-    file_changed_error,
-    sqlite_file_changed,
-    with_timeouts,
-)
+from ledger.database import check_schema, create_ledger_engine, with_timeouts
 from ledger.dialects import (
     append_transaction,
     bounded_lock_wait,
@@ -67,6 +61,7 @@ from ledger.events import EventModel, RunStarted
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState
 from ledger.schema import HEAD_ROW_ID, ledger_head
+from ledger.sqlite_engine import file_changed_error, sqlite_file_changed
 from ledger.text import visible
 from ledger.urls import mask_secrets, mask_url
 

@@ -184,7 +184,7 @@ def exclusive_rebuild(database: Ledger | Engine, projection: str) -> Iterator[Re
         name = lock_name(conn, f"{projection}.rebuild")
         node = database_node(conn)  # the node this lock holds on
         # Where the server has no idle-transaction timeout, every session is bounded by
-        # wait_timeout instead (ledger.database): this one, idle by design, is exempt until
+        # wait_timeout instead (ledger.mysql_engine): this one, idle by design, is exempt until
         # it goes back to the pool.
         conn.exec_driver_sql(
             "SET @ledger_wait_timeout = @@SESSION.wait_timeout, "

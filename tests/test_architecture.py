@@ -194,7 +194,8 @@ DIALECT_EXCEPTIONS = {
     ),
     "ledger/database.py": (
         "the engine factory: each database's engine is built from its URL its own way "
-        "(driver, pragmas, timeouts), before there is a connection to ask"
+        "(ledger/sqlite_engine.py, ledger/mysql_engine.py: driver, pragmas, timeouts), before "
+        "there is a connection to ask"
     ),
     "ledger/schema.py": (
         "column types: SQLAlchemy asks each type for its form on the dialect at hand "

@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 
 from forensics.chain import verify_chain
 from ledger import ConfigurationError, Ledger, RunFinished, RunProgressed
-from ledger.database import IDLE_TRANSACTION_TIMEOUT
+from ledger.mysql_engine import IDLE_TRANSACTION_TIMEOUT
 from projections import Projector, rebuild
 from projections.dialects import projection_session
 from projections.rebuild_claims import LOCAL_TTL
@@ -472,7 +472,7 @@ def test_a_server_without_idle_timeouts_bounds_sessions_with_wait_timeout(
     if backend != "mysql":
         pytest.skip("idle-transaction timeouts are the server's")
     monkeypatch.setattr(
-        "ledger.database.MARIADB_IDLE_VARIABLES", ("no_such_idle_timeout", "nor_this_one")
+        "ledger.mysql_engine.MARIADB_IDLE_VARIABLES", ("no_such_idle_timeout", "nor_this_one")
     )
     store = Ledger.from_url(with_idle_bound(db_url, 9))
     try:

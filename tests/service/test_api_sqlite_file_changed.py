@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from ledger import DatabaseFileChangedError, Ledger, RunProgressed, StorageError
-from ledger.database import SqliteFile
+from ledger.sqlite_engine import SqliteFile
 from service.config import LedgerConfig
 from service.serve import LedgerService
 from tests.service.conftest import api_client, auth
