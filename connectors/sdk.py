@@ -57,12 +57,9 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import signal
 import socket
-import sys
 import threading
 import time
-import traceback
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,6 +68,14 @@ from typing import Any, ClassVar, Literal
 
 import pydantic
 
+from connectors.outcome import (
+    RunRecord,
+    describe_failure,
+    error_entry,
+    exception_text,
+    storable_metadata,
+    terminal_event,
+)
 from connectors.refusal import RunClosedError, log_lost, refusal_reason
 from connectors.spool import Spool, SpoolError
 from ledger import (
@@ -99,21 +104,11 @@ from ledger.events import (
     TerminalStatus,
     name_problem,
 )
-from ledger.limits import MAX_JSON_DEPTH, json_depth
-from ledger.mapper import canonical_json, payload_json, pydantic_problems
-from ledger.text import clip, storable, visible
-from ledger.urls import mask_secrets
+from ledger.mapper import pydantic_problems
+from ledger.text import clip, visible
 
 log = logging.getLogger(__name__)
 
-# What one recorded error keeps of its message and details, in characters.
-MAX_MESSAGE_CHARS = 2_000
-MAX_DETAILS_CHARS = 4_000
-# An error's details sit three levels down in RunFinished.error_details (the object, its
-# "errors" list, the entry): deeper ones are kept as clipped JSON text, or the ledger would
-# refuse the whole RunFinished (ledger.limits.MAX_JSON_DEPTH).
-MAX_DETAILS_DEPTH = MAX_JSON_DEPTH - 3
-MAX_TRACEBACK_CHARS = 64_000
 # How much of the ledger's refusal the short RunFinished that replaces a refused one quotes.
 REFUSAL_CHARS = 200
 # How long finish() waits for a heartbeat in flight (bounded by the driver's timeouts).
@@ -223,7 +218,7 @@ class RunContext:
         host, pid = socket.gethostname(), os.getpid()
         self._pid = pid  # the process that records the run: a forked child may not
         self.actor = connector_actor(connector_name, host, pid)
-        self.metadata = _storable_metadata(
+        self.metadata = storable_metadata(
             {
                 "host": host,
                 "pid": pid,
@@ -543,15 +538,7 @@ class RunContext:
             assert self.result is not None
             self.result.error_count += 1
             if len(self._errors) < self.max_error_details and not self._errors_full:
-                # Masked like an exception's text: a connector's message is often one.
-                entry: dict[str, Any] = {
-                    "message": clip(
-                        storable(mask_secrets(str(message))), MAX_MESSAGE_CHARS, count_cut=True
-                    )
-                }
-                if details:
-                    entry["details"] = _bounded(details)
-                size = _json_bytes(entry) + 1  # and its comma in the list
+                entry, size = error_entry(message, details)
                 if self._errors_bytes_total + size <= MAX_PAYLOAD_BYTES:
                     self._errors.append(entry)
                     self._error_bytes.append(size)
@@ -837,113 +824,17 @@ class RunContext:
             return True
 
     def _terminal_event(self, exc: BaseException | None) -> RunFinished:
-        """The run's outcome, within the ledger's per-event payload limit: measured as the
-        ledger measures it; over it, the fewest errors whose bytes cover the excess are dropped
-        from the end (the first ones are kept) and it is measured again. Without its errors it
-        always fits: a failed run's message, exception name and message, and traceback are at
-        most 2,000 + 2,000 + 2,000 + 64,000 characters, 6 bytes each at worst (a control
-        character escaped), about 420 KB."""
-        kept = len(self._errors)
-        while True:
-            event = self._outcome(exc, kept)
-            excess = _payload_bytes(event) - MAX_PAYLOAD_BYTES
-            if excess <= 0 or not kept:
-                return event
-            while kept and excess > 0:
-                kept -= 1
-                excess -= self._error_bytes[kept]
-
-    def _outcome(self, exc: BaseException | None, kept: int) -> RunFinished:
-        """The terminal event with the first ``kept`` recorded errors."""
+        """The run's RunFinished as it stands (:func:`connectors.outcome.terminal_event`)."""
         assert self.result is not None
-        count = self.result.error_count
-        errors = self._errors[:kept]
-        # Errors max_error_details would have kept, not kept to fit the ledger's limit.
-        dropped = min(count, self.max_error_details) - kept
-        error_details = (
-            {
-                "error_count": count,
-                "errors": errors,
-                "errors_truncated": count > kept,
-                **({"errors_dropped_for_size": dropped} if dropped else {}),
-            }
-            if count
-            else {}
+        run = RunRecord(
+            self.run_id,
+            self.actor,
+            self._errors,
+            self._error_bytes,
+            self.result.error_count,
+            self.max_error_details,
         )
-        if exc is None:
-            if not count:
-                return RunFinished(run_id=self.run_id, status="success", actor=self.actor)
-            summary = f"{count} error(s)"
-            if dropped:
-                summary += (
-                    f" (the details of {dropped} dropped: over the ledger's "
-                    f"{MAX_PAYLOAD_BYTES:,}-byte event limit)"
-                )
-            return RunFinished(
-                run_id=self.run_id,
-                status="partial",
-                actor=self.actor,
-                error_message=f"{summary}; first: {errors[0]['message']}" if errors else summary,
-                error_details=error_details,
-            )
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            return self._interrupted(exc, error_details)
-        details = {
-            # A class's name is any text (type("x" * 10**6, ...)): cut like a message.
-            "exception": clip(storable(type(exc).__name__), MAX_MESSAGE_CHARS, count_cut=True),
-            "message": clip(storable(exception_text(exc)), MAX_MESSAGE_CHARS, count_cut=True),
-            # The end of a traceback is where it failed: keep that part if it must be cut.
-            "traceback": clip(
-                storable(mask_secrets("".join(traceback.format_exception(exc)))),
-                MAX_TRACEBACK_CHARS,
-                count_cut=True,
-                keep_end=True,
-            ),
-            **error_details,
-        }
-        message = storable(describe_failure(exc))
-        return RunFinished(
-            run_id=self.run_id,
-            status="failed",
-            actor=self.actor,
-            error_message=clip(message, MAX_MESSAGE_CHARS, count_cut=True),
-            error_details=details,
-        )
-
-    def _interrupted(
-        self, exc: KeyboardInterrupt | SystemExit, error_details: dict[str, Any]
-    ) -> RunFinished:
-        """The outcome of a run a signal (or an exit) stopped, its details saying what its
-        message says: a SIGTERM's were ``"exception": "SystemExit", "message": "143"`` and a
-        traceback ending ``SystemExit: 143`` under the message "stopped by SIGTERM". The
-        signal is named as the TypeScript client names it (``exception`` and ``signal``), the
-        exit status kept, and the stack says where the run was, without the exception line."""
-        message = clip(storable(describe_failure(exc)), MAX_MESSAGE_CHARS, count_cut=True)
-        name = _signal_name(exc)
-        details: dict[str, Any] = {
-            "exception": name or clip(storable(type(exc).__name__), MAX_MESSAGE_CHARS),
-            "message": message,
-            "reason": "interrupted",
-        }
-        if name is not None:
-            details["signal"] = name
-        if isinstance(exc, SystemExit) and _is_int(exc.code):
-            details["exit_status"] = exc.code
-        frames = traceback.format_tb(exc.__traceback__)
-        if frames:
-            details["traceback"] = clip(
-                storable(mask_secrets("Traceback (most recent call last):\n" + "".join(frames))),
-                MAX_TRACEBACK_CHARS,
-                count_cut=True,
-                keep_end=True,
-            )
-        return RunFinished(
-            run_id=self.run_id,
-            status="failed",
-            actor=self.actor,
-            error_message=message,
-            error_details={**details, **error_details},
-        )
+        return terminal_event(run, exc)
 
 
 class _OutcomeRefused(Exception):
@@ -955,20 +846,6 @@ class _OutcomeRefused(Exception):
         assert isinstance(event, RunFinished)
         self.event = event
         self.refusal = refusal
-
-
-def _json_bytes(value: Any) -> int:
-    """``value``'s size as the ledger measures a payload: bytes of its canonical JSON."""
-    return len(canonical_json(value).encode("utf-8"))
-
-
-def _payload_bytes(event: EventModel) -> int:
-    """The event's payload size as the ledger measures it (0 if it cannot be serialised:
-    the ledger then names why)."""
-    try:
-        return len(payload_json(event).encode("utf-8"))
-    except (ValueError, TypeError, RecursionError):
-        return 0
 
 
 # What a signal handler stopping the process raises (:func:`stop_runs`), or None.
@@ -1004,102 +881,6 @@ def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
             f"{name}={value!r}: a finite number of seconds {low} and at most "
             f"{MAX_INTERVAL_SECONDS:g} is required"
         )
-
-
-def exception_text(exc: BaseException) -> str:
-    """What ``exc`` says, secrets masked: the one way a connector's exception becomes text for
-    the ledger (RunFinished's ``error_message`` and ``error_details``), a log or the output. A
-    library's message can quote a URL with its token (urllib's InvalidURL quotes the request
-    line's path), and the ledger is immutable: a secret stored there could never be removed.
-
-    An exception whose ``__str__`` raises (or returns no text) says so, as Python's traceback
-    does: its error escaped ``finish()``, in place of the connector's own, before the outcome
-    was appended, and the run was left open (recorded "interpreter exit" at best)."""
-    try:
-        text = str(exc)
-    except Exception as failure:
-        return f"<exception str() failed: {type(failure).__name__}>"
-    return mask_secrets(text)
-
-
-def describe_failure(exc: BaseException) -> str:
-    """What ended a run, as a person reads it: ``stopped by SIGTERM`` and ``interrupted by
-    Ctrl-C`` rather than ``SystemExit: 143`` and ``KeyboardInterrupt: ``; secrets masked
-    (:func:`exception_text`)."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted by Ctrl-C (SIGINT)"
-    if isinstance(exc, SystemExit):
-        return mask_secrets(_describe_exit(exc.code))
-    return f"{type(exc).__name__}: {exception_text(exc)}"
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _signal_name(exc: BaseException) -> str | None:
-    """The signal that stopped a run: SIGINT for Ctrl-C, the one a SystemExit's 128 + N says
-    (a signal handler exits so, the shell's convention: `ledger run` does for SIGTERM)."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "SIGINT"
-    code = exc.code if isinstance(exc, SystemExit) else None
-    if isinstance(code, int) and _is_int(code) and code > 128:
-        try:
-            return signal.Signals(code - 128).name
-        except ValueError:
-            return None
-    return None
-
-
-def _describe_exit(code: object) -> str:
-    name = _signal_name(SystemExit(code))
-    if name is not None:
-        return f"stopped by {name}"
-    if isinstance(code, str) and code:
-        return f"stopped: {code}"
-    return f"stopped (exit status {code})"
-
-
-def _storable_value(value: Any, masked: bool = False) -> Any:
-    """``value`` with every text in it, keys included, made :func:`~ledger.text.storable`
-    (and, ``masked``, its secrets masked); what is not a dict, list, tuple or text is left for
-    the JSON encoder to judge."""
-    if isinstance(value, str):
-        return storable(mask_secrets(value) if masked else value)
-    if isinstance(value, dict):
-        return {
-            _storable_value(key, masked) if isinstance(key, str) else key: _storable_value(
-                item, masked
-            )
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_storable_value(item, masked) for item in value]
-    return value
-
-
-def _storable_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The run's metadata made storable: a ``--trigger`` is text from the command line, where a
-    byte that is not UTF-8 arrives as a surrogate, and the ledger refused such a RunStarted."""
-    try:
-        return dict(_storable_value(metadata))
-    except RecursionError:  # nested too deep for JSON: RunStarted's own check names it
-        return metadata
-
-
-def _bounded(details: dict[str, Any]) -> dict[str, Any]:
-    """An error's details (made storable), or a clipped preview if they are too large to keep
-    in the ledger."""
-    try:
-        details = _storable_value(details, masked=True)  # an exception's text, often
-        text = canonical_json(details)
-    except RecursionError:  # nested beyond what JSON (or repr) can walk
-        return {"unserialisable": f"details nested over {sys.getrecursionlimit()} levels deep"}
-    except (TypeError, ValueError):
-        return {"unserialisable": clip(storable(repr(details)), MAX_DETAILS_CHARS, count_cut=True)}
-    if len(text) > MAX_DETAILS_CHARS or json_depth(details) > MAX_DETAILS_DEPTH:
-        return {"clipped": clip(text, MAX_DETAILS_CHARS, count_cut=True)}
-    return details
 
 
 def _forget_runs_in_child() -> None:

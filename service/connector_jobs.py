@@ -22,8 +22,8 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from connectors import RunContext, RunResult, Spool
+from connectors.outcome import describe_failure
 from connectors.registry import build_connector
-from connectors.sdk import describe_failure
 from ledger import Ledger, LedgerError, SchemaError, StorageError, ValidationError
 from ledger.clock import isoformat_utc, utcnow
 from ledger.driver_errors import database_unreachable

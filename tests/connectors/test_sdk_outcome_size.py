@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+import connectors.outcome
 import connectors.sdk
 from connectors import RunClosedError, RunContext, Spool
 from ledger import Ledger
@@ -119,7 +120,8 @@ def test_max_error_details_beyond_what_fits_keeps_what_fits(ledger: Ledger, spoo
 def sdk_misjudges_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """The SDK believes the ledger takes 10 MiB: the ledger itself refuses its RunFinished
     (what any refusal of the terminal event's content the SDK did not foresee does)."""
-    monkeypatch.setattr(connectors.sdk, "MAX_PAYLOAD_BYTES", 10 * MAX_PAYLOAD_BYTES)
+    for module in (connectors.sdk, connectors.outcome):  # the errors kept, the outcome's size
+        monkeypatch.setattr(module, "MAX_PAYLOAD_BYTES", 10 * MAX_PAYLOAD_BYTES)
 
 
 def big_errors(run: RunContext) -> None:

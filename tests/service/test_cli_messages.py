@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from connectors import SAMPLE_CSV
-from connectors.sdk import describe_failure
+from connectors.outcome import describe_failure
 from ledger import Ledger, RunFinished
 from ledger.urls import DATABASE_URL_ENV, mask_url
 from service.cli import cli
