@@ -2,7 +2,8 @@
 
 from connectors.base import Connector
 from connectors.csv_connector import SAMPLE_CSV, SAMPLE_JSONL, CsvConnector
-from connectors.http_json import FetchError, HttpJsonConnector
+from connectors.http_fetch import FetchError
+from connectors.http_json import HttpJsonConnector
 from connectors.records import RecordStore, UpsertCounts
 from connectors.refusal import RunClosedError
 from connectors.sdk import (

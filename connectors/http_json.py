@@ -16,76 +16,47 @@ URL's scheme, host and port; a page over ``max_page_bytes`` (64 MiB) or still ar
 
 from __future__ import annotations
 
-import functools
 import http.client
-import io
 import json
 import logging
-import re
-import socket
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from email.message import Message
 from typing import Any
 
 from connectors import options
 from connectors.base import Connector
+from connectors.http_fetch import (
+    Deadlines,
+    FetchError,
+    Page,
+    PageDeadline,
+    clip_link,
+    origin,
+    page_opener,
+    shown,
+    unrequestable,
+    url_port_problem,
+)
+from connectors.http_paging import (
+    MARKER_KINDS,
+    dig,
+    link_header_next,
+    marker_kind,
+    next_markers,
+    no_records_message,
+    unconfigured_paging_hint,
+)
 from connectors.records import RecordStore, unstorable
 from connectors.sdk import RunContext
 from ledger.errors import ConfigurationError
-from ledger.text import clip, describe_char, visible
-from ledger.urls import mask_secrets, tcp_port_problem
+from ledger.text import clip, visible
+from ledger.urls import mask_secrets
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-# Objects of a page body where APIs keep their paging (``meta.next``, ``pagination.next``,
-# ``paging.next``, ``links.next.href``, ``pageInfo.hasNextPage``,
-# ``response_metadata.next_cursor``): searched, with the top level, for a next-page marker
-# when no paging is set. Lower case: matched without regard to case.
-PAGING_OBJECTS = frozenset(
-    {
-        "meta",
-        "pagination",
-        "paging",
-        "links",
-        "_links",
-        "page_info",
-        "pageinfo",
-        "response_metadata",
-    }
-)
-# The names public APIs give a next-page marker, compared without case or punctuation
-# (:func:`marker_name`): next, next_url, nextLink, @odata.nextLink, nextPageToken,
-# response_metadata.next_cursor, has_more, pageInfo.hasNextPage. A list, not a word search: a
-# key that merely has "next" or "more" in it (next_run_at, meta.more_info, learn_more) is data.
-NEXT_MARKERS = frozenset(
-    {
-        "next",
-        "nextpage",
-        "nexturl",
-        "nextpageurl",
-        "nextlink",
-        "nextpagelink",
-        "nexthref",
-        "odatanextlink",
-        "nextcursor",
-        "nextpagecursor",
-        "nexttoken",
-        "nextpagetoken",
-        "nextkey",
-        "nextoffset",
-        "hasmore",
-        "hasnext",
-        "hasnextpage",
-        "morepages",
-        "moreresults",
-    }
-)
-# How a marker's value can be followed, best first: the one reported when a page has several.
-MARKER_KINDS = ("link", "page", "token", "more")
 # A page larger than this, or still arriving after this long, fails the run: a server that
 # sends an endless or a dribbling body would otherwise fill the memory, or hold the run (and
 # serve's job for this connector, one instance at a time) forever, alive by its heartbeats.
@@ -95,310 +66,6 @@ _READ_CHUNK = 64 * 1024
 MIN_TIMEOUT_S = 0.1
 MAX_RETRIES = 100
 MAX_RETRY_DELAY_S = 300.0  # the doubling backoff stops growing here
-
-
-class FetchError(RuntimeError):
-    """A page could not be fetched (after the retries, for retryable failures)."""
-
-
-# What an HTTP request line cannot carry in its URL: http.client refuses a space, a control
-# character or DEL (InvalidURL) and cannot encode one outside ASCII (UnicodeEncodeError).
-_UNREQUESTABLE = re.compile(r"[^\x21-\x7e]")
-_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
-
-
-def shown(url: str) -> str:
-    """The URL as it may appear in the ledger, logs and output: credentials and key-like
-    query parameters masked (the ledger is immutable: a leaked secret could never be removed).
-    A space or control character (a server's next link can hold one) is shown percent-encoded:
-    a masked value ends at a space, which left the rest of a secret such as "SEKRET8 x"."""
-    return mask_secrets(_SPACE_OR_CONTROL.sub(lambda found: f"%{ord(found[0]):02X}", url))
-
-
-def unrequestable(url: str, exc: Exception) -> str:
-    """Why http.client would not send ``url``, without its own message: that quotes the URL
-    raw, unmasked."""
-    found = _UNREQUESTABLE.search(url)
-    if found is not None:
-        return (
-            f"the URL holds {describe_char(found[0])} at character {found.start() + 1}, "
-            "which an HTTP request cannot carry"
-        )
-    return f"not a URL HTTP can request ({clip(mask_secrets(visible(str(exc))), 200)})"
-
-
-def clip_link(link: Any) -> str:
-    """A link found in a page, as a message may quote it: masked and at most 200 characters."""
-    return clip(shown(str(link)), 200)
-
-
-def dig(document: Any, path: str) -> Any:
-    """``a.b.c`` inside nested objects; the empty path is the document itself. A key with a
-    dot in its name matches too (OData's ``@odata.nextLink``), when the nested path does not."""
-    return _dig(document, [part for part in path.split(".") if part])
-
-
-def _dig(value: Any, parts: list[str]) -> Any:
-    if not parts:
-        return value
-    if not isinstance(value, dict):
-        return None
-    for size in range(1, len(parts) + 1):
-        key = ".".join(parts[:size])
-        if key in value:
-            found = _dig(value[key], parts[size:])
-            if found is not None:
-                return found
-    return None
-
-
-def name_words(name: str) -> list[str]:
-    """The lower-case words of a key: ``nextPageToken``, ``next_page_token`` and
-    ``@odata.nextLink`` are next/page/token and odata/next/link."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
-    return [word.lower() for word in re.split(r"[^A-Za-z0-9]+", spaced) if word]
-
-
-def marker_name(name: str) -> str:
-    """A key as :data:`NEXT_MARKERS` lists it: lower case, letters and digits only."""
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def next_markers(document: dict[str, Any], depth: int = 4) -> list[tuple[str, Any]]:
-    """(path, value) of the keys named as a next-page marker (:data:`NEXT_MARKERS`), at the
-    top level of a page or inside its paging objects (:data:`PAGING_OBJECTS`)."""
-    found: list[tuple[str, Any]] = []
-    for key, value in document.items():
-        name = str(key)
-        if marker_name(name) in NEXT_MARKERS:
-            found.append((name, value))
-        elif isinstance(value, dict) and name.lower() in PAGING_OBJECTS and depth > 1:
-            found.extend((f"{name}.{inner}", v) for inner, v in next_markers(value, depth - 1))
-    return found
-
-
-def marker_kind(path: str, value: Any) -> str | None:
-    """What a next-page marker holds (one of :data:`MARKER_KINDS`), or None when it says
-    there is no next page (null, false, 0, empty)."""
-    words = name_words(path.rsplit(".", 1)[-1])
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        if "token" in words or "cursor" in words:
-            return "token"
-        if text.isdigit():
-            return "page"
-        # A URL, absolute or relative: what --next-path follows. A bare word is a cursor.
-        return "link" if "/" in text or "?" in text else "token"
-    if not value:  # null, false, 0, [] or {}
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return "page" if "page" in words or words == ["next"] else "more"
-    return "more"  # true, a list, an object: more follows, and this connector cannot tell where
-
-
-def unconfigured_paging_hint(path: str, kind: str) -> str:
-    """The options that read every page (or one, knowingly) for a marker of ``kind``."""
-    only_this = "--single-page (single_page) to read this one only"
-    every_page = "to read every page, or " + only_this
-    if kind == "link":
-        return f"pass --next-path {path} (next_path in a serve config) {every_page}"
-    if kind == "page":
-        return f"pass --page-param NAME (page_param in a serve config) {every_page}"
-    if kind == "token":
-        return (
-            "this connector cannot send a page token back (it follows next links, page "
-            f"numbers and Link headers): pass {only_this}"
-        )
-    return (
-        "it does not say where: pass --page-param NAME (page_param in a serve config) if the "
-        "API numbers its pages, --next-path PATH (next_path) to a next link in the body, or "
-        f"{only_this}"
-    )
-
-
-def keys_of(value: dict[str, Any], most: int = 8) -> str:
-    """The first keys of an object, as a message lists them."""
-    keys = [str(key)[:40] for key in value]  # page data: keys bounded, count too
-    return ", ".join(keys[:most]) + (", …" if len(keys) > most else "")
-
-
-def list_paths(document: Any, depth: int = 3) -> list[str]:
-    """Dotted paths to the lists of objects inside ``document`` (objects only, ``depth`` deep):
-    where the records probably are."""
-    found: list[str] = []
-    if not isinstance(document, dict) or depth == 0:
-        return found
-    for key, value in document.items():
-        if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
-            found.append(str(key))
-        found.extend(f"{key}.{inner}" for inner in list_paths(value, depth - 1))
-    return found
-
-
-def no_records_message(document: Any, path: str) -> str:
-    """Why the page has no list of records at ``path``, what is there instead, and the
-    ``--records-path`` that would find one: "no list at records path ''" named neither."""
-    parts = [part for part in path.split(".") if part]
-    found = dig(document, path)
-    if not parts:
-        what = f"the page is {kind_of(document)}, not a list of records"
-    elif found is None:
-        parent, reached = document, []
-        for part in parts:
-            if not isinstance(parent, dict) or part not in parent:
-                break
-            parent = parent[part]
-            reached.append(part)
-        where = ".".join(reached) or "the page"
-        where = f"'{where}'" if reached else where
-        has = (
-            f"{where} has the keys: {keys_of(parent)}"
-            if isinstance(parent, dict)
-            else f"{where} is {kind_of(parent)}"
-        )
-        what = f"nothing at records path {path!r} ({has})"
-    else:
-        what = f"at records path {path!r} is {kind_of(found)}, not a list of records"
-    candidates = list_paths(document)
-    hint = (
-        f"; a list is at {candidates[0]!r}: give --records-path {candidates[0]} "
-        "(records_path in a serve config)"
-        if candidates
-        else "; give --records-path to the list of records (records_path in a serve config)"
-    )
-    return what + hint
-
-
-def kind_of(value: Any) -> str:
-    if isinstance(value, dict):
-        return f"an object (keys: {keys_of(value)})" if value else "an empty object"
-    if isinstance(value, list):
-        return "a list"
-    return f"a {type(value).__name__} ({json.dumps(value)[:40]})"
-
-
-@dataclass(frozen=True)
-class Page:
-    """One fetched page: its URL, its JSON document and the next URL its Link header names."""
-
-    url: str
-    document: Any
-    link_next: str | None
-
-
-def link_header_next(values: list[str], base_url: str) -> str | None:
-    """The target of the first ``rel="next"`` link in ``Link`` header values (RFC 8288),
-    resolved against ``base_url``; None when there is none."""
-    for value in values:
-        for target, params in parse_link_header(value):
-            relations = params.get("rel", "").lower().split()
-            if "next" in relations:
-                return urllib.parse.urljoin(base_url, target)
-    return None
-
-
-def parse_link_header(value: str) -> list[tuple[str, dict[str, str]]]:
-    """``<uri>; name=value; name="quoted, value"`` links, comma separated, as (uri, params).
-
-    Written out rather than split on commas: a comma may sit inside ``<…>`` or a quoted
-    string. The first occurrence of a parameter wins (RFC 8288 §3); a malformed link is
-    skipped up to the next comma, never guessed at."""
-    links: list[tuple[str, dict[str, str]]] = []
-    index, end = 0, len(value)
-    while index < end:
-        index = _skip(value, index, " \t,")
-        if index >= end:
-            break
-        if value[index] != "<":  # malformed: drop it, resume at the next link
-            index = _next_link_start(value, index)
-            continue
-        close = value.find(">", index)
-        if close < 0:
-            break
-        target, index = value[index + 1 : close].strip(), close + 1
-        params: dict[str, str] = {}
-        while True:
-            index = _skip(value, index, " \t")
-            if index >= end or value[index] != ";":
-                break
-            index = _skip(value, index + 1, " \t")
-            start = index
-            while index < end and value[index] not in "=;, \t":
-                index += 1
-            name = value[start:index].lower()
-            index = _skip(value, index, " \t")
-            param_value = ""
-            if index < end and value[index] == "=":
-                param_value, index = _param_value(value, _skip(value, index + 1, " \t"))
-            if name:
-                params.setdefault(name, param_value)
-        links.append((target, params))
-        index = _next_link_start(value, index)
-    return links
-
-
-def _skip(text: str, index: int, characters: str) -> int:
-    while index < len(text) and text[index] in characters:
-        index += 1
-    return index
-
-
-def _param_value(text: str, index: int) -> tuple[str, int]:
-    """A token or a quoted string (with backslash escapes) starting at ``index``."""
-    if index < len(text) and text[index] == '"':
-        characters: list[str] = []
-        index += 1
-        while index < len(text) and text[index] != '"':
-            if text[index] == "\\" and index + 1 < len(text):
-                index += 1
-            characters.append(text[index])
-            index += 1
-        return "".join(characters), index + 1
-    start = index
-    while index < len(text) and text[index] not in ";, \t":
-        index += 1
-    return text[start:index], index
-
-
-def _next_link_start(text: str, index: int) -> int:
-    """The index after the comma that ends the current link (commas in quotes do not)."""
-    quoted = False
-    while index < len(text):
-        character = text[index]
-        if character == '"':
-            quoted = not quoted
-        elif character == "\\" and quoted:
-            index += 1
-        elif character == "," and not quoted:
-            return index + 1
-        index += 1
-    return index
-
-
-def origin(url: str) -> tuple[str, str, int | None]:
-    """Scheme, lower-case host and effective port: what a next URL must share with the first."""
-    parts = urllib.parse.urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:  # a port that is not a number: no origin matches it
-        return (parts.scheme.lower(), "", -1)
-    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
-    return (parts.scheme.lower(), (parts.hostname or "").lower(), port or default)
-
-
-def _url_port_problem(parts: urllib.parse.SplitResult) -> str | None:
-    """Why the URL's port is not one to connect to, or None (no port: the scheme's)."""
-    try:
-        port = parts.port
-    except ValueError:  # out of 0..65535, or not a number: urllib names neither the port
-        # Read as urllib does, after the credentials: a password is never quoted.
-        text = parts.netloc.rpartition("@")[2].rpartition("]")[2].rpartition(":")[2]
-        if text.isascii() and text.isdigit():
-            return tcp_port_problem(int(text))
-        return f"port {clip(text, 20)!r} is not a number"
-    return None if port is None else tcp_port_problem(port)
 
 
 class HttpJsonConnector(Connector):
@@ -439,7 +106,7 @@ class HttpJsonConnector(Connector):
         if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
             # urllib would open file:// and ftp:// URLs too: a config must not read local files
             raise ConfigurationError(f"url: {shown(url)!r} is not an http(s) URL")
-        port_problem = _url_port_problem(parts)
+        port_problem = url_port_problem(parts)
         if port_problem:
             # urllib would connect anyway, to the port modulo 65536 (84746 reads 19210), and a
             # next link on the wrapped port would be refused as another origin.
@@ -478,12 +145,8 @@ class HttpJsonConnector(Connector):
         self.page_deadline = page_deadline
         # The deadline of the page being fetched, which every read of its exchange (status
         # line, headers, body, and those of its redirects) is held to.
-        self._deadlines = _Deadlines()
-        self._opener = urllib.request.build_opener(
-            _SameOriginRedirects(url),
-            _DeadlineHTTPHandler(self._deadlines),
-            _DeadlineHTTPSHandler(self._deadlines),
-        )
+        self._deadlines = Deadlines()
+        self._opener = page_opener(url, self._deadlines)
 
     def _key_problem(self, record: object) -> str:
         """Why a record has no key: none at all names the fields it has, so that a --key the
@@ -639,7 +302,7 @@ class HttpJsonConnector(Connector):
             request = urllib.request.Request(  # noqa: S310 (the URL is the operator's setting)
                 url, headers={"Accept": "application/json", "User-Agent": "run-ledger"}
             )
-            self._deadlines.current = _Deadline(url, self.page_deadline, self.timeout)
+            self._deadlines.current = PageDeadline(url, self.page_deadline, self.timeout)
             try:
                 with self._opener.open(request, timeout=self.timeout) as response:
                     body = self._read_body(response, url)
@@ -669,7 +332,7 @@ class HttpJsonConnector(Connector):
     def _read_body(self, response: http.client.HTTPResponse, url: str) -> bytes:
         """The body, refused past ``max_page_bytes``: the socket timeout bounds each read, not
         a body without end (one sent a byte at a time is held to the page's deadline by each
-        read of the response: :class:`_Deadline`)."""
+        read of the response: :class:`connectors.http_fetch.PageDeadline`)."""
         chunks: list[bytes] = []
         size = 0
         while chunk := response.read1(_READ_CHUNK):
@@ -701,132 +364,3 @@ class HttpJsonConnector(Connector):
                 f"{shown(url)}: the response is not JSON this connector can read "
                 f"({clip(str(exc), 120)})"
             ) from exc
-
-
-class _Deadline:
-    """When one attempt at a page must have arrived whole (``page_deadline``), and how long one
-    read may wait for a byte (``timeout``). Counted from the request, not from the body: a
-    server that sent its status line or headers a byte at a time, each within the socket
-    timeout, held the run for as long as it liked (a header line may be 64 KiB)."""
-
-    def __init__(self, url: str, seconds: float, read_timeout: float) -> None:
-        self.url = url
-        self.seconds = seconds
-        self.read_timeout = read_timeout
-        self.at = time.monotonic() + seconds
-
-    def wait(self) -> float:
-        """How long the next read may wait; raises once the deadline has passed."""
-        left = self.at - time.monotonic()
-        if left <= 0:
-            raise self.exceeded()
-        return min(self.read_timeout, left)
-
-    def exceeded(self) -> FetchError:
-        return FetchError(
-            f"{shown(self.url)}: the response was still arriving after {self.seconds:g}s: "
-            "refused (page_deadline)"
-        )
-
-
-@dataclass
-class _Deadlines:
-    """The deadline of the page a connector is fetching, shared with its handlers."""
-
-    current: _Deadline | None = None
-
-
-class _DeadlineReads(io.RawIOBase):
-    """A response's reads of its socket, each waiting no later than the page's deadline."""
-
-    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
-        super().__init__()
-        self._socket = sock
-        # Through makefile, as http.client reads: the file keeps the socket open after the
-        # connection closes its own handle (it does once the headers are read).
-        self._reads = sock.makefile("rb", buffering=0)
-        self._deadline = deadline
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int | None:
-        self._socket.settimeout(self._deadline.wait())
-        try:
-            return self._reads.readinto(buffer)
-        except TimeoutError:
-            self._deadline.wait()  # past the deadline: that is the failure to name
-            raise
-
-    def close(self) -> None:
-        self._reads.close()
-        super().close()
-
-
-class _DeadlineResponse(http.client.HTTPResponse):
-    def __init__(self, sock: socket.socket, *args: Any, deadline: _Deadline, **kwargs: Any):
-        super().__init__(sock, *args, **kwargs)
-        self.fp.close()  # nothing read from it yet; its hold on the socket is let go
-        self.fp = io.BufferedReader(_DeadlineReads(sock, deadline))
-
-
-def _held_to(connection_class: type[http.client.HTTPConnection], deadlines: _Deadlines) -> Any:
-    """A maker of ``connection_class`` connections whose responses keep the current page's
-    deadline (what ``AbstractHTTPHandler.do_open`` calls with the host)."""
-
-    def connect(host: str, **kwargs: Any) -> http.client.HTTPConnection:
-        connection = connection_class(host, **kwargs)
-        if deadlines.current is not None:
-            connection.response_class = functools.partial(  # type: ignore[assignment]
-                _DeadlineResponse, deadline=deadlines.current
-            )
-        return connection
-
-    return connect
-
-
-class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadlines: _Deadlines) -> None:
-        super().__init__()
-        self.deadlines = deadlines
-
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_held_to(http.client.HTTPConnection, self.deadlines), req)
-
-
-class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadlines: _Deadlines) -> None:
-        super().__init__()
-        self.deadlines = deadlines
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(
-            _held_to(http.client.HTTPSConnection, self.deadlines),
-            req,
-            context=self._context,  # type: ignore[attr-defined]
-        )
-
-
-class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
-    """Redirects only within the first URL's scheme, host and port: the rule for next links.
-    urllib followed any redirect (another host, an internal address, even ftp://), a way
-    around the origin check and a way to send the URL's query, a token in it, elsewhere."""
-
-    def __init__(self, first_url: str) -> None:
-        self.first_url = first_url
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: Any,
-        code: int,
-        msg: str,
-        headers: http.client.HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        if origin(newurl) != origin(self.first_url):
-            raise FetchError(
-                f"{shown(req.full_url)}: HTTP {code} redirects to {clip_link(newurl)}, not on "
-                f"{shown(self.first_url)}'s scheme, host and port: refused"
-            )
-        return super().redirect_request(req, fp, code, msg, headers, newurl)

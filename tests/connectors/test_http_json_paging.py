@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from connectors import HttpJsonConnector, Spool
-from connectors.http_json import FetchError, link_header_next, parse_link_header
+from connectors.http_fetch import FetchError
+from connectors.http_paging import link_header_next, parse_link_header
 from connectors.schema import source_records
 from ledger import ConfigurationError, Ledger
 from service.cli import cli
