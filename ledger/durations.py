@@ -10,7 +10,8 @@ from ledger.errors import ConfigurationError
 
 MAX_SECONDS = 3650 * 86400  # ten years: anything longer is a typo, and overflows datetimes
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PART = re.compile(r"(\d+)([smhdw])")
+# [0-9], not \d: \d and int() take every script's digits, and "\u0661\u0662m" was 12 minutes.
+_PART = re.compile(r"([0-9]+)([smhdw])")
 
 
 def parse_duration(text: str, what: str | None = "duration") -> timedelta:

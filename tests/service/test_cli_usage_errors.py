@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from ledger import Ledger
 from service.cli import cli
-from tests.service.support import REPO, run
+from tests.service.support import LOOSE_INTEGERS, REPO, run
 
 
 def test_out_of_range_ids_are_usage_errors(db_url: str) -> None:
@@ -151,6 +151,43 @@ def test_a_word_where_a_number_goes_is_called_a_number_not_a_range() -> None:
     for args in (["events"], ["run", "csv"], ["project"], ["serve"], ["report"]):
         shown = run(*args, "--help").output
         assert "RANGE" not in shown, (args, shown)
+
+
+def test_a_number_on_the_command_line_is_read_one_way_only(db_url: str, ledger: Ledger) -> None:
+    """``ledger runs fail 1_0`` failed run 10, and ``+1``, `` 1`` and the Arabic-Indic ``١``
+    were run 1 (Python's ``int()`` reads them so), where the API refuses each as not ASCII
+    digits; a duration ``١٢m`` was 12 minutes. A number is written one way on the
+    command line too: each is a usage error naming the option, and nothing is written."""
+    for _ in range(10):
+        ledger.start_run(1, "SOURCE_1")
+    head = ledger.head()
+    integers = (
+        ["runs", "show"],
+        ["runs", "fail", "--reason", "typo", "--actor", "alice"],
+        ["audit"],
+        ["events", "--run"],
+        ["events", "--limit"],
+        ["runs", "list", "--limit"],
+        ["project", "--batch-size"],
+        ["report", "--latest"],
+    )
+    for command in integers:
+        for loose in LOOSE_INTEGERS:
+            result = run(*command, loose, "--db", db_url)
+            assert result.exit_code == 2, (command, loose, result.output)
+            assert "Invalid value" in result.stderr, (command, loose, result.stderr)
+    numbers = (["run", "csv", "--progress-interval"], ["run", "csv", "--heartbeat-interval"])
+    for command in numbers:
+        for loose in ("1_0", "\u0661", " 1", "1 "):
+            result = run(*command, loose, "--db", db_url)
+            assert result.exit_code == 2, (command, loose, result.output)
+            assert "not a number of ASCII digits" in result.stderr, (command, loose, result.stderr)
+    for duration in ("\u0661\u0662m", "\u0661h", "1\u0660m"):
+        result = run("stuck", "--older-than", duration, "--db", db_url)
+        assert result.exit_code == 2, (duration, result.output)
+        assert "is not a duration" in result.stderr, (duration, result.stderr)
+    assert ledger.head() == head  # no run failed, no run started, nothing appended
+    assert run("runs", "show", "10", "--db", db_url).exit_code == 1  # open, not projected yet
 
 
 def test_ledger_api_refusing_its_address_says_only_that(db_url: str) -> None:
