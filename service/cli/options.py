@@ -98,12 +98,26 @@ def operator_actor_of(name: str | None) -> str:
 # ---------------------------------------------------------------------- options
 
 
+def refuse_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An option given as ``""`` (``--db "$URL"`` with URL unset) is a mistake, not the option
+    left out: read as left out, ``--db ""`` wrote to ``$LEDGER_DATABASE_URL`` or made a new
+    ledger.db here, another ledger than the caller meant."""
+    if value == "":
+        raise click.BadParameter(
+            "is empty (an unset variable?): give a value, or leave the option out for its default",
+            ctx=ctx,
+            param=param,
+        )
+    return value
+
+
 def db_option(command: F) -> F:
     return click.option(
         "--db",
         "db_url",
         metavar="URL",
         default=None,
+        callback=refuse_empty,
         help=f"Database URL (else ${DATABASE_URL_ENV}, else sqlite:///ledger.db).",
     )(command)
 
@@ -116,6 +130,7 @@ def db_or_config_option(command: F) -> F:
         "db_url",
         metavar="URL",
         default=None,
+        callback=refuse_empty,
         help=(
             f"Database URL (else ${DATABASE_URL_ENV}, else the --config file's database_url, "
             "else sqlite:///ledger.db)."
@@ -149,6 +164,7 @@ def spool_option(command: F) -> F:
         "--spool-dir",
         default=None,
         metavar="DIR",
+        callback=refuse_empty,
         help=f"Where events wait while the ledger is unreachable (else ${SPOOL_DIR_ENV}, "
         f"else ./{DEFAULT_SPOOL_DIR}).",
     )(command)
