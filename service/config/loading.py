@@ -234,10 +234,13 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
     """Read and validate a config file; every problem names its key. ``$LEDGER_DATABASE_URL``
     overrides ``database_url``."""
     source = Path(path)
+    # Every error below quotes the path on its first line: a newline in it would start a line
+    # of its own (as if the tool said it), so it is shown as its escape, like other files'.
+    shown = visible(str(source))
     try:
         raw = source.read_bytes()
     except OSError as exc:
-        raise ConfigurationError(f"{source}: cannot read the config file ({exc.strerror})") from exc
+        raise ConfigurationError(f"{shown}: cannot read the config file ({exc.strerror})") from exc
     body = raw.removeprefix(codecs.BOM_UTF8)  # as some editors write: harmless
     try:
         text = body.decode("utf-8")
@@ -245,12 +248,12 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
         offset = len(raw) - len(body) + exc.start
         line = raw[:offset].count(b"\n") + 1
         raise ConfigurationError(
-            f"{source}: not valid UTF-8 (at line {line}, byte {offset})"
+            f"{shown}: not valid UTF-8 (at line {line}, byte {offset})"
         ) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"{source}: not valid TOML ({_toml_problem(text, exc)})") from exc
+        raise ConfigurationError(f"{shown}: not valid TOML ({_toml_problem(text, exc)})") from exc
     from_environment = bool(os.environ.get(DATABASE_URL_ENV))
     if from_environment:  # a URL from the environment is relative to the current folder
         data["database_url"] = os.environ[DATABASE_URL_ENV]
@@ -264,7 +267,7 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
             if "\0" in options["path"]:
                 where = _location(("connectors", index, "options", "path"), data)
                 raise ConfigurationError(
-                    f"{source}: invalid config\n  {where}: a path cannot contain a NUL character"
+                    f"{shown}: invalid config\n  {where}: a path cannot contain a NUL character"
                 )
             path = Path(options["path"])
             if not path.is_absolute():
@@ -287,4 +290,4 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
             )
             for error in exc.errors(include_url=False)
         ]
-        raise ConfigurationError(f"{source}: invalid config\n  " + "\n  ".join(problems)) from exc
+        raise ConfigurationError(f"{shown}: invalid config\n  " + "\n  ".join(problems)) from exc
