@@ -1,6 +1,7 @@
-"""Standard output that cannot be written (issue 15), and stdin that cannot be read: a full disk (``> /dev/full``) is one
+"""Standard output that cannot be written (issue 15): a full disk (``> /dev/full``) is one
 ``Error:`` line naming the OS's reason and exit 3, never a traceback, and ``append`` says the
-events it committed; a reader that went away (``| head -1``) is no message at all."""
+events it committed; a reader that went away (``| head -1``) is no message at all. A stdin
+``append`` cannot read (started without it) is one line and exit 3 too."""
 
 from __future__ import annotations
 
