@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -243,3 +244,32 @@ def test_seconds_options_take_finite_numbers_up_to_a_day(db_url: str, ledger: Le
     )
     assert follow.returncode == 2, follow.stderr
     assert "'nan' is not a finite number" in follow.stderr
+
+
+def test_a_duration_of_thousands_of_digits_is_too_long_not_a_traceback(
+    db_url: str, tmp_path: Path
+) -> None:
+    """``ledger stuck --older-than 999…9s`` (5,000 digits) was a ValueError traceback, exit 1:
+    ``int()`` refuses more than 4,300 digits; a config's ``stale_after`` said to call
+    ``sys.set_int_max_str_digits()``. Such a duration is longer than the longest one taken, in
+    one line that quotes the value cut short; leading zeros are no length."""
+    huge = "9" * 5000 + "s"
+    for command in (
+        ["stuck", "--older-than"],
+        ["sweep", "--max-runtime"],
+        ["report", "--stuck-after"],
+        ["run", "csv", "--max-run-time"],
+    ):
+        result = run(*command, huge, "--db", db_url)
+        assert result.exit_code == 2, (command, result.output[-300:])
+        assert "is longer than 3650 days" in result.stderr, (command, result.stderr[-300:])
+        assert len(result.stderr) < 1000, command
+    config = tmp_path / "ledger.toml"
+    config.write_text(f'database_url = "{db_url}"\n[thresholds]\nstale_after = "{huge}"\n')
+    checked = run("config", "check", str(config))
+    assert checked.exit_code == 2, checked.output[-300:]
+    assert "thresholds.stale_after:" in checked.stderr
+    assert "is longer than 3650 days" in checked.stderr
+    assert "set_int_max_str_digits" not in checked.stderr
+    zeros = run("stuck", "--older-than", "0" * 5000 + "90s", "--db", db_url)
+    assert zeros.exit_code == 0, zeros.output[-300:]
