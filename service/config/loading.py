@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import difflib
 import os
+import re
 import tomllib
 import typing
 from pathlib import Path
@@ -67,6 +68,13 @@ def _where(loc: tuple[int | str, ...], url_from_environment: bool, data: dict[st
     if url_from_environment and loc[:1] == ("database_url",):
         return f"${DATABASE_URL_ENV} (in place of database_url)"
     return _location(loc, data)
+
+
+def _too_many_digits(text: str) -> str:
+    """Where the number tomllib could not read is: the first run of over 4,300 digits."""
+    found = re.search(r"[0-9_]{4301,}", text)
+    line = text[: found.start()].count("\n") + 1 if found else None
+    return "a number of more than 4,300 digits" + (f" at line {line}" if line else "")
 
 
 def _toml_problem(text: str, error: tomllib.TOMLDecodeError) -> str:
@@ -254,6 +262,8 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{shown}: not valid TOML ({_toml_problem(text, exc)})") from exc
+    except ValueError as exc:  # tomllib's int() of a number over 4,300 digits, no position
+        raise ConfigurationError(f"{shown}: not valid TOML ({_too_many_digits(text)})") from exc
     from_environment = bool(os.environ.get(DATABASE_URL_ENV))
     if from_environment:  # a URL from the environment is relative to the current folder
         data["database_url"] = os.environ[DATABASE_URL_ENV]

@@ -273,3 +273,26 @@ def test_a_duration_of_thousands_of_digits_is_too_long_not_a_traceback(
     assert "set_int_max_str_digits" not in checked.stderr
     zeros = run("stuck", "--older-than", "0" * 5000 + "90s", "--db", db_url)
     assert zeros.exit_code == 0, zeros.output[-300:]
+
+
+def test_a_port_or_toml_number_of_thousands_of_digits_is_refused_not_a_traceback(
+    db_url: str, ledger: Ledger, tmp_path: Path
+) -> None:
+    """A config holding a number of 5,000 digits (tomllib's int() raises a plain ValueError,
+    not a TOMLDecodeError) and ``run http-json --url http://host:99…9/`` were ValueError
+    tracebacks, exit 1. Each is one line naming where, exit 2, nothing appended."""
+    huge = "9" * 5000
+    config = tmp_path / "ledger.toml"
+    config.write_text(f'database_url = "{db_url}"\n\n[serve]\nmetrics_port = {huge}\n')
+    for command in (["config", "check"], ["stuck", "--config"], ["serve", "--config"]):
+        result = run(*command, str(config))
+        assert result.exit_code == 2, (command, result.output[-300:])
+        assert "not valid TOML (a number of more than 4,300 digits at line 4)" in result.stderr
+        assert len(result.stderr) < 1000, command
+    head = ledger.head()
+    url = f"http://127.0.0.1:{huge}/"
+    result = run("run", "http-json", "--url", url, "--single-page", "--db", db_url)
+    assert result.exit_code == 2, result.output[-300:]
+    assert "is not a TCP port (1 to 65535)" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert ledger.head() == head
