@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.text import clip, describe_char, visible
-from ledger.urls import mask_secrets, tcp_port_problem
+from ledger.urls import MAX_TCP_PORT, mask_secrets, tcp_port_problem
 
 
 class FetchError(RuntimeError):
@@ -84,6 +84,8 @@ def url_port_problem(parts: urllib.parse.SplitResult) -> str | None:
         # Read as urllib does, after the credentials: a password is never quoted.
         text = parts.netloc.rpartition("@")[2].rpartition("]")[2].rpartition(":")[2]
         if text.isascii() and text.isdigit():
+            if len(text.lstrip("0")) > len(str(MAX_TCP_PORT)):  # int() refuses 4,300 digits
+                return f"port {clip(text, 20)!r} is not a TCP port (1 to {MAX_TCP_PORT})"
             return tcp_port_problem(int(text))
         return f"port {clip(text, 20)!r} is not a number"
     return None if port is None else tcp_port_problem(port)

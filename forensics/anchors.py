@@ -313,7 +313,9 @@ def read_anchor_file(path: str | os.PathLike[str]) -> list[Anchor]:
 
 
 def _parse_position(text: str) -> int:
-    if not _POSITION.fullmatch(text) or int(text) > MAX_POSITION:
+    # The length first: int() refuses more than 4,300 digits with its own ValueError.
+    too_long = len(text.lstrip("0")) > len(str(MAX_POSITION))
+    if not _POSITION.fullmatch(text) or too_long or int(text) > MAX_POSITION:
         raise ValueError(f"position {_show(text)} is not a whole number from 0 to {MAX_POSITION}")
     return int(text)
 

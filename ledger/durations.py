@@ -7,10 +7,12 @@ import re
 from datetime import timedelta
 
 from ledger.errors import ConfigurationError
+from ledger.text import clip
 
 MAX_SECONDS = 3650 * 86400  # ten years: anything longer is a typo, and overflows datetimes
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PART = re.compile(r"(\d+)([smhdw])")
+# [0-9], not \d: \d and int() take every script's digits, and "\u0661\u0662m" was 12 minutes.
+_PART = re.compile(r"([0-9]+)([smhdw])")
 
 
 def parse_duration(text: str, what: str | None = "duration") -> timedelta:
@@ -25,11 +27,16 @@ def parse_duration(text: str, what: str | None = "duration") -> timedelta:
         raise ConfigurationError(
             f"{where}{text!r} is not a duration; write it like 90s, 15m, 6h or 2d"
         )
-    seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
+    parts = [(n.lstrip("0") or "0", unit) for n, unit in _PART.findall(compact)]
+    # int() refuses more than 4,300 digits (a ValueError, a traceback): a number with more
+    # digits than the longest duration's seconds is too long whatever its unit.
+    too_many_digits = any(len(n) > len(str(MAX_SECONDS)) for n, _ in parts)
+    seconds = 0 if too_many_digits else sum(int(n) * _UNITS[unit] for n, unit in parts)
+    if too_many_digits or seconds > MAX_SECONDS:
+        shown = repr(clip(text, 40))
+        raise ConfigurationError(f"{where}{shown} is longer than {MAX_SECONDS // 86400} days")
     if seconds <= 0:
         raise ConfigurationError(f"{where}{text!r} must be longer than zero")
-    if seconds > MAX_SECONDS:
-        raise ConfigurationError(f"{where}{text!r} is longer than {MAX_SECONDS // 86400} days")
     return timedelta(seconds=seconds)
 
 

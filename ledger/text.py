@@ -198,6 +198,13 @@ def clip(
     return note + ellipsis + text[-limit:] if keep_end else text[:limit] + ellipsis + note
 
 
+def is_ascii_integer(text: str) -> bool:
+    """``[0-9]+``: ``str.isdigit`` alone takes ``²`` and ``\u0661`` (an Arabic-Indic one),
+    ``int()`` takes ``_``, ``+``, spaces and every script's decimal digits. A run id or a count
+    typed or sent is written one way only (the API's URLs, the CLI's options)."""
+    return text.isascii() and text.isdigit()
+
+
 __all__ = [
     "BLANK_LETTERS",
     "IGNORABLE_MARKS",
@@ -206,6 +213,7 @@ __all__ = [
     "clip",
     "describe_char",
     "escape_char",
+    "is_ascii_integer",
     "is_invisible",
     "markdown_cell",
     "quoted",

@@ -17,14 +17,9 @@ from pydantic_core import PydanticCustomError
 
 from ledger.events import MAX_RUN_ID
 from ledger.schema import MAX_POSITION
+from ledger.text import is_ascii_integer
 
 NOT_DIGITS = "not an integer of ASCII digits 0-9 (no sign, space, _ or .)"
-
-
-def is_ascii_integer(text: str) -> bool:
-    """``[0-9]+``: ``str.isdigit`` alone takes ``²`` and ``١``, ``int()`` takes ``_``, ``+``
-    and spaces."""
-    return text.isascii() and text.isdigit()
 
 
 def _ascii_digits(value: object) -> object:

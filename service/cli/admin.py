@@ -28,7 +28,7 @@ from ledger.urls import (
 from migrations.runner import MigrationResult, SchemaCheck, check, upgrade
 from service.cli.errors import EXIT_PROBLEM, library_errors
 from service.cli.ledgers import open_ledger, opened_ledger
-from service.cli.options import db_option, wide_option
+from service.cli.options import db_option, refuse_empty, wide_option
 from service.cli.timelines import print_audit
 from service.demo import tell_demo
 
@@ -120,6 +120,7 @@ def describe_schema_check(found: SchemaCheck) -> str:
     "--from-url",
     default=None,
     metavar="URL",
+    callback=refuse_empty,
     help="Database holding the legacy table (default: the ledger's own).",
 )
 @click.option(
@@ -145,6 +146,7 @@ def import_legacy_command(from_url: str | None, table: str | None, db_url: str |
     "db_url",
     default=None,
     metavar="URL",
+    callback=refuse_empty,
     help=f"Database for the demo (else ${DATABASE_URL_ENV}, else {DEMO_DATABASE_URL}).",
 )
 @wide_option

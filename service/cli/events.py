@@ -10,9 +10,9 @@ import click
 from ledger import AppendResult, RecordedEvent
 from ledger.schema import MAX_POSITION
 from ledger.store import read_events
-from ledger.text import shown_value
+from ledger.text import shown_value, visible
 from ledger.wire import append_lines, read_lines, wire_line
-from service.cli.errors import Interrupted, library_errors
+from service.cli.errors import EnvironmentFailure, Interrupted, library_errors
 from service.cli.ledgers import open_or_start_ledger, opened_ledger
 from service.cli.options import RUN_ID, Integer, db_option, format_option, wide_option
 from service.cli.output import output_after
@@ -44,6 +44,11 @@ def append(source: IO[bytes], db_url: str | None) -> None:
         raise Interrupted(
             "interrupted by Ctrl-C while reading events: nothing was appended"
         ) from None
+    except OSError as error:  # stdin the command was started without (<&-)
+        raise EnvironmentFailure(
+            f"cannot read the events from {visible(where or 'stdin')}: {error.strerror}; "
+            "give a FILE"
+        ) from error
     ledger = open_or_start_ledger(db_url)
     with library_errors(where):
         result = append_lines(ledger, batch)

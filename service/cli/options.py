@@ -25,7 +25,7 @@ from ledger.events import (
     operator_problem,
 )
 from ledger.schema import MAX_POSITION
-from ledger.text import visible
+from ledger.text import is_ascii_integer, visible
 from ledger.urls import (
     DATABASE_URL_ENV,
 )
@@ -40,6 +40,17 @@ class Integer(click.IntRange):
 
     name = "integer"
 
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        # int() reads "1_0" as 10 and "+1", " 1" and an Arabic-Indic one as 1: `runs fail 1_0`
+        # failed run 10. A minus passes, for the range's own message.
+        if isinstance(value, str) and not is_ascii_integer(value.removeprefix("-")):
+            self.fail(
+                f"{value!r} is not a valid integer (ASCII digits 0-9 only: no +, space, _ or .)",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
 
 class Number(click.FloatRange):
     """A number (seconds, mostly) within bounds: "not a valid number", NUMBER in help.
@@ -53,6 +64,12 @@ class Number(click.FloatRange):
     name = "number"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        # float() reads "1_0" as 10 and " 1" or an Arabic-Indic one as 1, as int() does.
+        loose = isinstance(value, str) and (
+            not value.isascii() or "_" in value or value != value.strip()
+        )
+        if loose:
+            self.fail(f"{value!r} is not a number of ASCII digits (no space or _)", param, ctx)
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
@@ -81,12 +98,26 @@ def operator_actor_of(name: str | None) -> str:
 # ---------------------------------------------------------------------- options
 
 
+def refuse_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An option given as ``""`` (``--db "$URL"`` with URL unset) is a mistake, not the option
+    left out: read as left out, ``--db ""`` wrote to ``$LEDGER_DATABASE_URL`` or made a new
+    ledger.db here, another ledger than the caller meant."""
+    if value == "":
+        raise click.BadParameter(
+            "is empty (an unset variable?): give a value, or leave the option out for its default",
+            ctx=ctx,
+            param=param,
+        )
+    return value
+
+
 def db_option(command: F) -> F:
     return click.option(
         "--db",
         "db_url",
         metavar="URL",
         default=None,
+        callback=refuse_empty,
         help=f"Database URL (else ${DATABASE_URL_ENV}, else sqlite:///ledger.db).",
     )(command)
 
@@ -99,6 +130,7 @@ def db_or_config_option(command: F) -> F:
         "db_url",
         metavar="URL",
         default=None,
+        callback=refuse_empty,
         help=(
             f"Database URL (else ${DATABASE_URL_ENV}, else the --config file's database_url, "
             "else sqlite:///ledger.db)."
@@ -132,6 +164,7 @@ def spool_option(command: F) -> F:
         "--spool-dir",
         default=None,
         metavar="DIR",
+        callback=refuse_empty,
         help=f"Where events wait while the ledger is unreachable (else ${SPOOL_DIR_ENV}, "
         f"else ./{DEFAULT_SPOOL_DIR}).",
     )(command)

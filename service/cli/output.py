@@ -80,6 +80,19 @@ class _ClosedStdout(io.RawIOBase):
         return len(memoryview(data))
 
 
+class _ClosedStdin(io.RawIOBase):
+    """Standard input the command was started without (``ledger append <&-``): Python leaves
+    ``sys.stdin`` None and click raised RuntimeError (a traceback) where it looked for it.
+    Reading it is OSError EBADF, as a read of the closed descriptor would be, which the command
+    that reads stdin turns into one line."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Buffer, /) -> int:
+        raise OSError(errno.EBADF, f"{os.strerror(errno.EBADF)} (started without it)")
+
+
 def _hold_closed_descriptors() -> None:
     """Point each standard descriptor the process was started without at ``/dev/null``.
 
@@ -101,8 +114,10 @@ def guard_stdout() -> None:
     encoding, error handler and buffering it had; a stdout with no descriptor (replaced by a
     test's runner) is left alone, and a closed one (``sys.stdout`` None: Python's "started
     without it") becomes :class:`_ClosedStdout`, one ``Error:`` line and exit 3 at the first
-    write instead of a traceback."""
+    write instead of a traceback; a closed stdin becomes :class:`_ClosedStdin`."""
     _hold_closed_descriptors()
+    if sys.stdin is None:  # started without it (<&-)
+        sys.stdin = io.TextIOWrapper(io.BufferedReader(_ClosedStdin()), encoding="utf-8")
     if sys.stderr is None:  # started without it (2>&-): click wrote errors to stdout instead
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     stdout = sys.stdout

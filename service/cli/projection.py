@@ -80,6 +80,9 @@ def project(
     """Apply pending events to the ingestion_runs read model (exactly once)."""
     if skip_position is not None and reason is None:  # usage; the projector judges the reason
         raise BadInput("--skip-position needs --reason TEXT")
+    if skip_position is None and (reason is not None or actor is not None):
+        # Else dropped without a word while the projector applied what was pending.
+        raise BadInput("--reason and --actor go with --skip-position POSITION (the event to skip)")
     ledger = open_ledger(db_url)
     projector = Projector(ledger, batch_size=batch_size)
     with library_errors():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import difflib
 import os
+import re
 import tomllib
 import typing
 from pathlib import Path
@@ -67,6 +68,13 @@ def _where(loc: tuple[int | str, ...], url_from_environment: bool, data: dict[st
     if url_from_environment and loc[:1] == ("database_url",):
         return f"${DATABASE_URL_ENV} (in place of database_url)"
     return _location(loc, data)
+
+
+def _too_many_digits(text: str) -> str:
+    """Where the number tomllib could not read is: the first run of over 4,300 digits."""
+    found = re.search(r"[0-9_]{4301,}", text)
+    line = text[: found.start()].count("\n") + 1 if found else None
+    return "a number of more than 4,300 digits" + (f" at line {line}" if line else "")
 
 
 def _toml_problem(text: str, error: tomllib.TOMLDecodeError) -> str:
@@ -234,10 +242,13 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
     """Read and validate a config file; every problem names its key. ``$LEDGER_DATABASE_URL``
     overrides ``database_url``."""
     source = Path(path)
+    # Every error below quotes the path on its first line: a newline in it would start a line
+    # of its own (as if the tool said it), so it is shown as its escape, like other files'.
+    shown = visible(str(source))
     try:
         raw = source.read_bytes()
     except OSError as exc:
-        raise ConfigurationError(f"{source}: cannot read the config file ({exc.strerror})") from exc
+        raise ConfigurationError(f"{shown}: cannot read the config file ({exc.strerror})") from exc
     body = raw.removeprefix(codecs.BOM_UTF8)  # as some editors write: harmless
     try:
         text = body.decode("utf-8")
@@ -245,12 +256,14 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
         offset = len(raw) - len(body) + exc.start
         line = raw[:offset].count(b"\n") + 1
         raise ConfigurationError(
-            f"{source}: not valid UTF-8 (at line {line}, byte {offset})"
+            f"{shown}: not valid UTF-8 (at line {line}, byte {offset})"
         ) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"{source}: not valid TOML ({_toml_problem(text, exc)})") from exc
+        raise ConfigurationError(f"{shown}: not valid TOML ({_toml_problem(text, exc)})") from exc
+    except ValueError as exc:  # tomllib's int() of a number over 4,300 digits, no position
+        raise ConfigurationError(f"{shown}: not valid TOML ({_too_many_digits(text)})") from exc
     from_environment = bool(os.environ.get(DATABASE_URL_ENV))
     if from_environment:  # a URL from the environment is relative to the current folder
         data["database_url"] = os.environ[DATABASE_URL_ENV]
@@ -264,7 +277,7 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
             if "\0" in options["path"]:
                 where = _location(("connectors", index, "options", "path"), data)
                 raise ConfigurationError(
-                    f"{source}: invalid config\n  {where}: a path cannot contain a NUL character"
+                    f"{shown}: invalid config\n  {where}: a path cannot contain a NUL character"
                 )
             path = Path(options["path"])
             if not path.is_absolute():
@@ -287,4 +300,4 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
             )
             for error in exc.errors(include_url=False)
         ]
-        raise ConfigurationError(f"{source}: invalid config\n  " + "\n  ".join(problems)) from exc
+        raise ConfigurationError(f"{shown}: invalid config\n  " + "\n  ".join(problems)) from exc

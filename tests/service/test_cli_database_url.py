@@ -5,11 +5,13 @@ environment named as such); an unmigrated database says to migrate."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
+from ledger import Ledger
 from tests import support
 from tests.service.support import run
 
@@ -115,3 +117,40 @@ def test_a_sqlite_url_with_two_slashes_says_how_many_it_takes(
     assert result.stderr.count("\n") == 1, result.stderr
     assert f"a SQLite URL has no host: write {meant}" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_db_is_refused_not_taken_for_no_db(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--db "$URL"`` with URL unset passed ``--db ""``, which read as no ``--db``: the events
+    went to ``$LEDGER_DATABASE_URL`` (another ledger than the one named) or to a new ledger.db
+    made in the current folder, exit 0. An empty URL (``--db``, ``--from-url``) or spool folder
+    is a usage error naming the option, and nothing is written anywhere."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    events = here / "events.jsonl"
+    started = {"type": "RunStarted", "connector_name": "SOURCE_1", "source_id": 1}
+    events.write_text(json.dumps(started) + "\n")
+    ledger = Ledger.from_url(db_url)
+    head = ledger.head()
+    for environment in (db_url, None):
+        if environment is None:
+            monkeypatch.delenv("LEDGER_DATABASE_URL", raising=False)
+        else:
+            monkeypatch.setenv("LEDGER_DATABASE_URL", environment)
+        for args in (
+            ["append", str(events), "--db", ""],
+            ["migrate", "--db", ""],
+            ["runs", "list", "--db", ""],
+            ["status", "--db", ""],
+            ["demo", "--db", ""],
+            ["import-legacy", "--from-url", "", "--db", db_url],
+            ["run", "csv", "--spool-dir", "", "--db", db_url],
+        ):
+            result = run(*args)
+            assert result.exit_code == 2, (args, result.output)
+            assert "is empty" in result.stderr, (args, result.stderr)
+    assert ledger.head() == head
+    ledger.close()
+    assert list(here.iterdir()) == [events]  # no ledger.db, no ledger-demo.db, no spool

@@ -264,6 +264,35 @@ def test_a_newline_in_a_sqlite_path_starts_no_line_of_an_error(tmp_path: Path) -
     assert "missing\\nError: nothing is wrong\\x1b[2J.db" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("command", "body"),
+    [
+        (["config", "check"], None),
+        (["stuck", "--config"], None),
+        (["serve", "--config"], None),
+        (["config", "check"], b"not = [toml\n"),
+        (["config", "check"], b"\xff\n"),
+        (["config", "check"], b"no_such_key = 1\n"),
+    ],
+    ids=["missing, check", "missing, stuck", "missing, serve", "not TOML", "not UTF-8", "invalid"],
+)
+def test_a_newline_in_a_config_path_starts_no_line_of_an_error(
+    command: list[str], body: bytes | None, tmp_path: Path
+) -> None:
+    # The config's own errors quoted its path raw, ESC escaped but the newline kept (a line
+    # "Error: nothing is wrong" of its own), where every other file's error shows it as \n.
+    folder = tmp_path / f"configs{FORGED_LINE}"
+    folder.mkdir()
+    config = folder / "ledger.toml"
+    if body is not None:
+        config.write_bytes(body)
+    result = CliRunner().invoke(cli, [*command, str(config)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if line.startswith("Error:")] == lines[:1], result.stderr
+    assert "configs\\nError: nothing is wrong\\x1b[2J/ledger.toml: " in lines[0], lines
+
+
 def test_json_output_escapes_what_a_terminal_would_obey(ledger: Ledger, db_url: str) -> None:
     # JSON escapes C0 controls by itself; `events --format jsonl` printed C1 (\x9b CSI), the
     # bidi overrides and zero-width characters raw, unlike every other JSON output.

@@ -61,3 +61,17 @@ def test_poison_event_skip_through_the_cli(ledger: Ledger, db_url: str) -> None:
     status = run("status", "--db", db_url).stdout
     assert "STOPPED" not in status
     assert f"skipped position {poison} (RunPaused) by operator:al" in status
+
+
+def test_a_skips_reason_or_actor_without_its_position_is_refused(db_url: str) -> None:
+    """``ledger project --reason poison`` (``--skip-position`` forgotten) dropped the reason
+    without a word and applied every pending event, the poison one included; ``--skip-position``
+    without ``--reason`` was refused. Each half of a skip needs the other: exit 2, nothing
+    applied."""
+    run("append", str(SAMPLE), "--db", db_url)
+    for args in (["--reason", "poison"], ["--actor", "alice"], ["--reason", "x", "--actor", "a"]):
+        result = run("project", *args, "--db", db_url)
+        assert result.exit_code == 2, (args, result.output)
+        assert "go with --skip-position" in result.stderr, (args, result.stderr)
+    status = json.loads(run("status", "--format", "json", "--db", db_url).stdout)
+    assert status["projections"][0]["lag_events"] == 7  # nothing applied

@@ -1,9 +1,11 @@
 """Standard output that cannot be written (issue 15): a full disk (``> /dev/full``) is one
 ``Error:`` line naming the OS's reason and exit 3, never a traceback, and ``append`` says the
-events it committed; a reader that went away (``| head -1``) is no message at all."""
+events it committed; a reader that went away (``| head -1``) is no message at all. A stdin
+``append`` cannot read (started without it) is one line and exit 3 too."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -148,3 +150,22 @@ def test_a_closed_stderr_keeps_errors_out_of_stdout(db_url: str) -> None:
     done = ledger_without(2, db_url, "runs", "show", "999")
     assert done.returncode == 2
     assert done.stdout == ""  # the error was click's stdout fallback: mixed into the output
+
+
+def test_append_started_without_stdin_is_one_line_and_exit_3(db_url: str) -> None:
+    """``ledger append`` (stdin by default) under ``<&-``, as a daemon or a careless script
+    starts it: click found no ``sys.stdin`` and raised RuntimeError, a traceback and exit 1.
+    One line naming stdin and the reason, as a closed stdout, exit 3; nothing appended; a
+    FILE given is read as ever."""
+    for args in (["append"], ["append", "-"]):
+        done = ledger_without(0, db_url, *args)
+        assert done.returncode == EXIT_ENVIRONMENT, done.stderr
+        assert done.stderr == (
+            "Error: cannot read the events from stdin: Bad file descriptor (started without "
+            "it); give a FILE\n"
+        ), done.stderr
+    assert (
+        json.loads(run("status", "--format", "json", "--db", db_url).stdout)["head_position"] == 0
+    )
+    given = ledger_without(0, db_url, "append", str(SAMPLE))
+    assert given.returncode == 0, given.stderr

@@ -6,13 +6,14 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from ledger import Ledger
 from service.cli import cli
-from tests.service.support import REPO, run
+from tests.service.support import LOOSE_INTEGERS, REPO, run
 
 
 def test_out_of_range_ids_are_usage_errors(db_url: str) -> None:
@@ -153,6 +154,43 @@ def test_a_word_where_a_number_goes_is_called_a_number_not_a_range() -> None:
         assert "RANGE" not in shown, (args, shown)
 
 
+def test_a_number_on_the_command_line_is_read_one_way_only(db_url: str, ledger: Ledger) -> None:
+    """``ledger runs fail 1_0`` failed run 10, and ``+1``, `` 1`` and the Arabic-Indic ``١``
+    were run 1 (Python's ``int()`` reads them so), where the API refuses each as not ASCII
+    digits; a duration ``١٢m`` was 12 minutes. A number is written one way on the
+    command line too: each is a usage error naming the option, and nothing is written."""
+    for _ in range(10):
+        ledger.start_run(1, "SOURCE_1")
+    head = ledger.head()
+    integers = (
+        ["runs", "show"],
+        ["runs", "fail", "--reason", "typo", "--actor", "alice"],
+        ["audit"],
+        ["events", "--run"],
+        ["events", "--limit"],
+        ["runs", "list", "--limit"],
+        ["project", "--batch-size"],
+        ["report", "--latest"],
+    )
+    for command in integers:
+        for loose in LOOSE_INTEGERS:
+            result = run(*command, loose, "--db", db_url)
+            assert result.exit_code == 2, (command, loose, result.output)
+            assert "Invalid value" in result.stderr, (command, loose, result.stderr)
+    numbers = (["run", "csv", "--progress-interval"], ["run", "csv", "--heartbeat-interval"])
+    for command in numbers:
+        for loose in ("1_0", "\u0661", " 1", "1 "):
+            result = run(*command, loose, "--db", db_url)
+            assert result.exit_code == 2, (command, loose, result.output)
+            assert "not a number of ASCII digits" in result.stderr, (command, loose, result.stderr)
+    for duration in ("\u0661\u0662m", "\u0661h", "1\u0660m"):
+        result = run("stuck", "--older-than", duration, "--db", db_url)
+        assert result.exit_code == 2, (duration, result.output)
+        assert "is not a duration" in result.stderr, (duration, result.stderr)
+    assert ledger.head() == head  # no run failed, no run started, nothing appended
+    assert run("runs", "show", "10", "--db", db_url).exit_code == 1  # open, not projected yet
+
+
 def test_ledger_api_refusing_its_address_says_only_that(db_url: str) -> None:
     """A bad or taken --listen printed "warning: no [api] tokens configured: every request but
     /healthz is refused" first, about an API that never started; the warning is for an API
@@ -206,3 +244,55 @@ def test_seconds_options_take_finite_numbers_up_to_a_day(db_url: str, ledger: Le
     )
     assert follow.returncode == 2, follow.stderr
     assert "'nan' is not a finite number" in follow.stderr
+
+
+def test_a_duration_of_thousands_of_digits_is_too_long_not_a_traceback(
+    db_url: str, tmp_path: Path
+) -> None:
+    """``ledger stuck --older-than 999…9s`` (5,000 digits) was a ValueError traceback, exit 1:
+    ``int()`` refuses more than 4,300 digits; a config's ``stale_after`` said to call
+    ``sys.set_int_max_str_digits()``. Such a duration is longer than the longest one taken, in
+    one line that quotes the value cut short; leading zeros are no length."""
+    huge = "9" * 5000 + "s"
+    for command in (
+        ["stuck", "--older-than"],
+        ["sweep", "--max-runtime"],
+        ["report", "--stuck-after"],
+        ["run", "csv", "--max-run-time"],
+    ):
+        result = run(*command, huge, "--db", db_url)
+        assert result.exit_code == 2, (command, result.output[-300:])
+        assert "is longer than 3650 days" in result.stderr, (command, result.stderr[-300:])
+        assert len(result.stderr) < 1000, command
+    config = tmp_path / "ledger.toml"
+    config.write_text(f'database_url = "{db_url}"\n[thresholds]\nstale_after = "{huge}"\n')
+    checked = run("config", "check", str(config))
+    assert checked.exit_code == 2, checked.output[-300:]
+    assert "thresholds.stale_after:" in checked.stderr
+    assert "is longer than 3650 days" in checked.stderr
+    assert "set_int_max_str_digits" not in checked.stderr
+    zeros = run("stuck", "--older-than", "0" * 5000 + "90s", "--db", db_url)
+    assert zeros.exit_code == 0, zeros.output[-300:]
+
+
+def test_a_port_or_toml_number_of_thousands_of_digits_is_refused_not_a_traceback(
+    db_url: str, ledger: Ledger, tmp_path: Path
+) -> None:
+    """A config holding a number of 5,000 digits (tomllib's int() raises a plain ValueError,
+    not a TOMLDecodeError) and ``run http-json --url http://host:99…9/`` were ValueError
+    tracebacks, exit 1. Each is one line naming where, exit 2, nothing appended."""
+    huge = "9" * 5000
+    config = tmp_path / "ledger.toml"
+    config.write_text(f'database_url = "{db_url}"\n\n[serve]\nmetrics_port = {huge}\n')
+    for command in (["config", "check"], ["stuck", "--config"], ["serve", "--config"]):
+        result = run(*command, str(config))
+        assert result.exit_code == 2, (command, result.output[-300:])
+        assert "not valid TOML (a number of more than 4,300 digits at line 4)" in result.stderr
+        assert len(result.stderr) < 1000, command
+    head = ledger.head()
+    url = f"http://127.0.0.1:{huge}/"
+    result = run("run", "http-json", "--url", url, "--single-page", "--db", db_url)
+    assert result.exit_code == 2, result.output[-300:]
+    assert "is not a TCP port (1 to 65535)" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert ledger.head() == head
