@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from ledger import Ledger, LedgerError, RunProgressed, RunStarted, database
+from ledger import Ledger, LedgerError, RunProgressed, RunStarted, mysql_engine
 from ledger.driver import DriverCursor
 from tests import support
 
@@ -87,7 +87,7 @@ def test_a_connection_idle_past_the_threshold_is_pinged_and_replaced(
 ) -> None:
     mysql_ledger.start_run(1, "SOURCE_1")
     kill_pooled_session(mysql_ledger)
-    monkeypatch.setattr(database, "PING_AFTER_IDLE_S", 0.0)  # every connection has sat "long"
+    monkeypatch.setattr(mysql_engine, "PING_AFTER_IDLE_S", 0.0)  # every connection has sat "long"
     commands.clear()
     assert mysql_ledger.head().last_position == 1  # a read: no retry of its own
     assert commands["PING"] >= 1
