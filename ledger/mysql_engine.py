@@ -33,7 +33,7 @@ from ledger.errors import ConfigurationError, UnusableUrlError
 from ledger.text import clip
 from ledger.urls import mask_secrets, mask_url, tcp_port_problem
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ledger.database")  # the engines' log: operators filter on the one name
 
 
 def mysql_engine(url: str, parsed: URL, **engine_options: Any) -> Engine:
