@@ -37,6 +37,7 @@ from service.cli.options import (
     CommandGroup,
     F,
     Integer,
+    NamedPath,
     db_option,
     output_format_option,
     seconds_option,
@@ -102,7 +103,7 @@ def run_group() -> None:
 @run_group.command("csv")
 @click.option(
     "--path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=NamedPath(exists=True, dir_okay=False, path_type=Path),
     default=SAMPLE_CSV,
     show_default=False,  # an absolute path inside the installed package: said in words
     help="A CSV file with a header row, or JSON Lines (.jsonl); by default the sample the "

@@ -76,9 +76,25 @@ class Number(click.FloatRange):
         return number
 
 
+# What an option given as "" is told (an unset variable, not the option left out).
+EMPTY_VALUE = "is empty (an unset variable?): give a value, or leave the option out for its default"
+
+
+class NamedPath(click.Path):
+    """A path on the command line; ``""`` (``--config "$FILE"`` with FILE unset) is refused,
+    not read as ``.``, the current folder: as ``--db ""`` is (:func:`refuse_empty`)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "":
+            # An argument has no default to fall back on: the message stops at "give a value".
+            told = EMPTY_VALUE if isinstance(param, click.Option) else EMPTY_VALUE.split(", or")[0]
+            self.fail(told, param, ctx)
+        return super().convert(value, param, ctx)
+
+
 RUN_ID = Integer(1, MAX_RUN_ID)
 SOURCE_ID = Integer(0, MAX_RUN_ID)
-FILE = click.Path(dir_okay=False, path_type=Path)
+FILE = NamedPath(dir_okay=False, path_type=Path)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,11 +119,7 @@ def refuse_empty(ctx: click.Context, param: click.Parameter, value: str | None) 
     left out: read as left out, ``--db ""`` wrote to ``$LEDGER_DATABASE_URL`` or made a new
     ledger.db here, another ledger than the caller meant."""
     if value == "":
-        raise click.BadParameter(
-            "is empty (an unset variable?): give a value, or leave the option out for its default",
-            ctx=ctx,
-            param=param,
-        )
+        raise click.BadParameter(EMPTY_VALUE, ctx=ctx, param=param)
     return value
 
 

@@ -26,6 +26,7 @@ from service.cli.options import (
     FILE,
     RUN_ID,
     Integer,
+    NamedPath,
     as_of_options,
     db_option,
     db_or_config_option,
@@ -52,7 +53,7 @@ def anchor_options(command: Callable[..., None]) -> Callable[..., None]:
         "anchor_files",
         multiple=True,
         metavar="FILE",
-        type=click.Path(path_type=Path),
+        type=NamedPath(path_type=Path),
         help="Anchor lines kept outside the database (`ledger anchor`): the ledger must "
         "still hold every one. Repeatable.",
     )(command)

@@ -296,3 +296,37 @@ def test_a_port_or_toml_number_of_thousands_of_digits_is_refused_not_a_traceback
     assert "is not a TCP port (1 to 65535)" in result.stderr
     assert result.stderr.count("\n") == 1
     assert ledger.head() == head
+
+
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(
+    ledger: Ledger, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--config "$FILE"`` with FILE unset passed ``--config ""``, which click read as ``.``:
+    "cannot read the config file (Is a directory)", or for ``report --output ""`` a report
+    written nowhere the caller meant. Every path option and argument refuses ``""`` as ``--db``
+    does, naming it, and nothing is written."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    head = ledger.head()
+    for args in (
+        ["stuck", "--config", "", "--db", db_url],
+        ["sweep", "--config", "", "--db", db_url],
+        ["report", "--config", "", "--db", db_url],
+        ["report", "--output", "", "--db", db_url],
+        ["anchor", "--output", "", "--db", db_url],
+        ["verify", "--anchor", "", "--db", db_url],
+        ["run", "csv", "--path", "", "--db", db_url],
+        ["serve", "--config", ""],
+        ["api", "--config", "", "--db", db_url],
+    ):
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "is empty (an unset variable?): give a value, or leave the option out" in (
+            result.stderr
+        ), (args, result.stderr)
+    result = run("config", "check", "")
+    assert result.exit_code == 2, result.output
+    assert "'PATH': is empty (an unset variable?): give a value\n" in result.stderr
+    assert ledger.head() == head
+    assert list(here.iterdir()) == []  # no report, anchor file, spool or ledger made
