@@ -229,20 +229,26 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         moment = moment_of(request)
         thresholds = state.config.thresholds.to_thresholds()
         judged_at = moment_time(moment)
-        with state.expensive(
-            "the stuck runs as of a past moment",
-            needed=not moment.live,
-            public=pages.public(viewer),
-        ):
-            found = state.config.stuck_runs(state.ledger, moment.position, judged_at)
+        if moment.live:
+            # One page read with each connector's thresholds in the database, and a COUNT: a
+            # ledger left without its sweeper (20,000 stuck runs) had every one read for 500.
+            page = state.config.stuck_page(state.ledger, STUCK_PAGE_ROWS, count=True)
+            found, total = page.runs, page.total or 0
+        else:
+            with state.expensive(
+                "the stuck runs as of a past moment", needed=True, public=pages.public(viewer)
+            ):
+                every = state.config.stuck_runs(state.ledger, moment.position, judged_at)
+            found, total = every[:STUCK_PAGE_ROWS], len(every)
         return render(
             request,
             "stuck.html",
             viewer=viewer,
             moment=moment,
             page="stuck",
-            runs=found[:STUCK_PAGE_ROWS],
-            not_shown=len(found) - min(len(found), STUCK_PAGE_ROWS),
+            runs=found,
+            # The COUNT is a statement of its own: a run ended between the two is not "more".
+            not_shown=max(0, total - len(found)),
             judged_at=judged_at,  # "silent for" counts to it (None: now)
             thresholds=thresholds,
             overrides=state.config.overrides(),
