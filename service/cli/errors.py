@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import click
 
 from connectors.spool import SpoolAccessError
-from forensics.legacy_import import LegacyTableChangedError
+from forensics.legacy_table import LegacyTableChangedError
 from ledger import (
     AccessDeniedError,
     ConcurrencyError,

@@ -16,7 +16,8 @@ from freezegun import freeze_time
 from sqlalchemy import text
 
 from forensics.audit import audit_run
-from forensics.legacy_import import LegacyTableChangedError, import_legacy
+from forensics.legacy_import import import_legacy
+from forensics.legacy_table import LegacyTableChangedError
 from forensics.verify import verify_all
 from ledger import Ledger, ValidationError, sweep
 from ledger.urls import mask_url
