@@ -11,6 +11,7 @@ run of 200), others died on ValueErrors of the garbled protocol."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -24,11 +25,18 @@ CHILDREN = 4
 REPORTS = 150
 
 # The parent's run is open and its pool holds a connection when the children are forked;
-# then all of them report at once, one append per report.
+# then all of them report at once, one append per report. Each process says how it ended in
+# one write of one line (say): the children end at about the same moment, and print() under
+# PYTHONUNBUFFERED writes each word and the newline apart, so their lines interleaved
+# ("child 5child 6 …", an empty line) and the test failed on its own parse of them.
 SCRIPT = """
 import os, sys
 from connectors import RunContext, Spool
 from ledger import Ledger
+
+def say(*words):
+    # One write of a short line to a pipe is atomic (POSIX: up to PIPE_BUF bytes).
+    os.write(1, (" ".join(map(str, words)) + "\\n").encode())
 
 ledger = Ledger.from_url(sys.argv[1])
 spool = Spool(sys.argv[2])
@@ -45,16 +53,16 @@ with RunContext(ledger, 1, "parent", spool=spool, progress_interval=0) as run:
                 with own:
                     for _ in range(reports):
                         own.progress(fetched=1)
-                print("child", own.run_id, own.actor, flush=True)
+                say("child", own.run_id, own.actor)
             except BaseException as exc:
-                print("child failed:", type(exc).__name__, exc, flush=True)
+                say("child failed:", type(exc).__name__, exc)
                 code = 1
             os._exit(code)
         pids.append(pid)
     for _ in range(reports):
         run.progress(fetched=1)
     codes = [os.waitpid(pid, 0)[1] for pid in pids]
-print("parent", run.run_id, run.actor, run.result.status, codes, flush=True)
+say("parent", run.run_id, run.actor, run.result.status, codes)
 """
 
 
@@ -62,11 +70,14 @@ def test_forked_children_record_their_own_runs_on_the_parents_ledger(
     ledger: Ledger, db_url: str, tmp_path: Path
 ) -> None:
     args = [db_url, str(tmp_path / "spool"), str(CHILDREN), str(REPORTS)]
-    done = support.run_to_end([sys.executable, "-c", SCRIPT, *args], timeout=240, cwd=REPO)
+    # Unbuffered, as where the lines interleaved: whatever the environment of the suite.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = support.run_to_end([sys.executable, "-c", SCRIPT, *args], timeout=240, cwd=REPO, env=env)
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "failed" not in done.stdout, done.stdout + done.stderr
     lines = [line.split() for line in done.stdout.splitlines()]
+    assert all(len(line) >= 3 for line in lines), done.stdout  # "KIND RUN_ID ACTOR …" each
     children = [(int(run), actor) for kind, run, actor, *_ in lines if kind == "child"]
     parent = next(line for line in lines if line[0] == "parent")
     assert parent[3:] == ["success", "[0,", "0,", "0,", "0]"], done.stdout
