@@ -52,7 +52,9 @@ def collect_figures(
     with ledger.connect("metrics") as conn:
         by_status = runs_by_status(conn)
     # Counted in the database (each connector's thresholds in its SQL): a scrape read every
-    # stuck run, 20,000 rows every 15 s for a ledger left without its sweeper.
+    # stuck run, 20,000 rows every 15 s for a ledger left without its sweeper. A page of one
+    # rather than the COUNT alone: the oldest stuck run's row is still read, so an unreadable
+    # time there (edited by hand) is named here as by every other reader.
     stuck = stuck_page(
         ledger,
         1,

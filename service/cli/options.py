@@ -76,8 +76,10 @@ class Number(click.FloatRange):
         return number
 
 
-# What an option given as "" is told (an unset variable, not the option left out).
-EMPTY_VALUE = "is empty (an unset variable?): give a value, or leave the option out for its default"
+# What an option or argument given as "" is told (an unset variable, not the option left
+# out); an argument has no default to fall back on.
+EMPTY_ARGUMENT = "is empty (an unset variable?): give a value"
+EMPTY_VALUE = f"{EMPTY_ARGUMENT}, or leave the option out for its default"
 
 
 class NamedPath(click.Path):
@@ -86,9 +88,9 @@ class NamedPath(click.Path):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if value == "":
-            # An argument has no default to fall back on: the message stops at "give a value".
-            told = EMPTY_VALUE if isinstance(param, click.Option) else EMPTY_VALUE.split(", or")[0]
-            self.fail(told, param, ctx)
+            self.fail(
+                EMPTY_VALUE if isinstance(param, click.Option) else EMPTY_ARGUMENT, param, ctx
+            )
         return super().convert(value, param, ctx)
 
 
