@@ -14,13 +14,14 @@ source_records = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("source_id", Integer, nullable=False),
-    # Compared byte for byte: "abc" and "ABC" are different records. Not "a" and "a " on
-    # MariaDB/MySQL: utf8mb4_bin is a PAD SPACE collation, which ignores trailing spaces, so
-    # the second is refused by the unique key (the shipped connectors strip keys; a NO PAD
-    # collation is a migration, left for later: docs/RELIABILITY.md, "Limits").
+    # Compared exactly, as SQLite compares bytes: "abc", "ABC" and "abc " are three records.
+    # On MySQL/MariaDB a binary NO PAD collation (revision 0006; MySQL 8 gets its own,
+    # utf8mb4_0900_bin): utf8mb4_bin ignores trailing spaces (PAD SPACE).
     Column(
         "external_id",
-        String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb"),
+        String(255).with_variant(
+            mysql.VARCHAR(255, collation="utf8mb4_nopad_bin"), "mysql", "mariadb"
+        ),
         nullable=False,
     ),
     Column("content_hash", String(64), nullable=False),

@@ -48,7 +48,7 @@ HEAD_ROW_ID = 1
 # The Alembic revision the tables of this code (every package's, on the one MetaData) are at:
 # what :meth:`ledger.Ledger.check_schema` requires of a database. A new migration moves it; a
 # test holds it to the newest revision under ``migrations/versions``.
-SCHEMA_REVISION = "0005_rebuild_claims"
+SCHEMA_REVISION = "0006_record_keys_no_pad"
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -89,3 +89,24 @@ def missing_migrate_privileges(conn: Connection) -> list[str]:
             elif code not in (1146, 1051):  # no such table: the privilege is there
                 raise
     return missing
+
+
+# The binary NO PAD collation of utf8mb4 (compares code points, trailing spaces included, as
+# SQLite compares bytes), in order of preference: MariaDB 10.2 and later, MySQL 8.0 and later.
+# MySQL 5.7 has neither. Source record keys use it (revision 0006).
+NO_PAD_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin")
+# The PAD SPACE binary collation record keys had before revision 0006, and keep on a server
+# without a NO PAD one.
+PAD_SPACE_COLLATION = "utf8mb4_bin"
+
+
+def no_pad_collation(conn: Connection) -> str | None:
+    """The first of :data:`NO_PAD_COLLATIONS` this MySQL/MariaDB server has; None if none."""
+    names = ", ".join(f"'{name}'" for name in NO_PAD_COLLATIONS)
+    available = set(
+        conn.exec_driver_sql(
+            "SELECT COLLATION_NAME FROM information_schema.COLLATIONS "
+            f"WHERE COLLATION_NAME IN ({names})"
+        ).scalars()
+    )
+    return next((name for name in NO_PAD_COLLATIONS if name in available), None)

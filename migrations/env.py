@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from alembic import context
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import JSON, Column, Connection
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
@@ -22,7 +23,12 @@ import service.schema  # noqa: F401
 from ledger.database import create_ledger_engine
 from ledger.schema import metadata
 from ledger.urls import resolve_database_url
-from migrations.dialects import alters_by_copy
+from migrations.dialects import (
+    NO_PAD_COLLATIONS,
+    PAD_SPACE_COLLATION,
+    alters_by_copy,
+    no_pad_collation,
+)
 
 config = context.config
 
@@ -36,7 +42,7 @@ def _include_object(
 
 
 def _compare_type(
-    context: object,
+    context: MigrationContext,
     inspected: Column[Any],
     metadata_column: Column[Any],
     inspected_type: TypeEngine[Any],
@@ -45,6 +51,15 @@ def _compare_type(
     # MariaDB stores JSON as LONGTEXT with a json_valid() CHECK and reflects it as LONGTEXT.
     if isinstance(metadata_type, JSON) and isinstance(inspected_type, mysql.LONGTEXT):
         return False
+    # The MetaData names MariaDB's NO PAD collation; revision 0006 gives MySQL 8 its own, and a
+    # server with neither keeps the PAD SPACE one: each is the column as migrated.
+    wanted = getattr(metadata_type.dialect_impl(context.dialect), "collation", None)
+    found = getattr(inspected_type, "collation", None)
+    if wanted == NO_PAD_COLLATIONS[0] and found != wanted and context.connection is not None:
+        migrated_to = no_pad_collation(context.connection) or PAD_SPACE_COLLATION
+        same_length = getattr(inspected_type, "length", None) == getattr(metadata_type, "length", 0)
+        if found == migrated_to and same_length:
+            return False
     return None  # default comparison
 
 

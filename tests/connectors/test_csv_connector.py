@@ -140,8 +140,8 @@ def test_record_keys_are_case_sensitive_on_both_databases(ledger: Ledger, tmp_pa
     data = tmp_path / "keys.csv"
     data.write_text("id,v\nabc,1\nABC,2\nabc ,3\n")
     result = CsvConnector(1, data).run(ledger, spool=Spool(tmp_path))
-    # "abc" and "ABC" are two records everywhere; "abc " is "abc" (keys are trimmed, as
-    # MariaDB's PAD SPACE collations would compare them anyway), here with a new value.
+    # "abc" and "ABC" are two records everywhere; "abc " is "abc" (the CSV connector trims its
+    # keys: a cell's padding is layout, not identity), here with a new value.
     assert (result.status, result.totals["records_created"], result.totals["records_updated"]) == (
         "success",
         2,

@@ -31,6 +31,7 @@ REVISIONS = (
     "0003_source_records",
     "0004_schedule_claims",
     "0005_rebuild_claims",
+    "0006_record_keys_no_pad",
 )
 
 
@@ -104,7 +105,7 @@ def test_check_names_the_pending_migrations_and_changes_nothing(tmp_path: Path) 
             behind = run("migrate", "--check", "--db", url)
             assert behind.exit_code == 1
             assert (
-                f"3 migration(s) pending, from {REVISIONS[1]} to {REVISIONS[-1]}: "
+                f"4 migration(s) pending, from {REVISIONS[1]} to {REVISIONS[-1]}: "
                 f"{', '.join(REVISIONS[2:])}; run `ledger migrate`"
             ) in behind.stdout
             assert run("migrate", "--check", "--db", url).stdout == behind.stdout  # unchanged
