@@ -80,6 +80,7 @@ from connectors.refusal import RunClosedError, log_lost, refusal_reason
 from connectors.spool import Spool, SpoolError
 from ledger import (
     AheadOfClockError,
+    ClockAheadError,
     DatabaseUnreachableError,
     EventIdReusedError,
     EventModel,
@@ -350,6 +351,14 @@ class RunContext:
             try:
                 self._deliver_spool()
                 return self.ledger.append([started]).events[0]
+            except AheadOfClockError as exc:
+                # This host dated RunStarted: its clock, not the caller, is wrong (exit 3).
+                # Nothing is open yet, so nothing waits in the spool: the run does not start.
+                raise RunNotStartedError(
+                    f"run of {self.connector_name} (source {self.source_id}) not started: this "
+                    f"host's clock is ahead of the ledger's; set it right (NTP) and run again "
+                    f"({exc})"
+                ) from ClockAheadError(str(exc))
             except StorageError as exc:
                 # Sent once more, same event_id: if the first try committed and only its reply
                 # was lost, this returns the stored run instead of leaving it open unseen.

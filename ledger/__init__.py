@@ -3,6 +3,7 @@
 from ledger.errors import (
     AccessDeniedError,
     AheadOfClockError,
+    ClockAheadError,
     ConcurrencyError,
     ConfigurationError,
     ConnectorNotAllowedError,
@@ -53,6 +54,7 @@ __all__ = [
     "AccessDeniedError",
     "AheadOfClockError",
     "AppendResult",
+    "ClockAheadError",
     "ConcurrencyError",
     "ConfigurationError",
     "ConnectorNotAllowedError",

@@ -215,6 +215,14 @@ class ServerSettingError(StorageError):
     and no change of input can pass; the message names the setting and what the ledger needs."""
 
 
+class ClockAheadError(StorageError):
+    """This writer's clock is ahead of the ledger's clock (the database server's) by more than
+    the skew guard, so the events it dates itself are refused until the clocks agree: the
+    environment's failure (this host's time), which no change of input can pass. Raised where
+    the writer dated the events (a connector's run); a time the caller gave is
+    :class:`AheadOfClockError`, the caller's."""
+
+
 class AccessDeniedError(StorageError):
     """The database refused the credentials, or the permission to open or write it (a grant
     missing, a SQLite file or folder this user may not use): the environment's failure."""

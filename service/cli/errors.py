@@ -13,6 +13,7 @@ from connectors.spool import SpoolAccessError
 from forensics.legacy_table import LegacyTableChangedError
 from ledger import (
     AccessDeniedError,
+    ClockAheadError,
     ConcurrencyError,
     ConfigurationError,
     DatabaseNotFoundError,
@@ -106,6 +107,7 @@ def exit_code_for(error: LedgerError) -> int:
         | AccessDeniedError
         | DiskError
         | ServerSettingError
+        | ClockAheadError
         | SpoolAccessError
         | OutputFileError
         | LegacyTableChangedError,

@@ -16,15 +16,19 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from freezegun import freeze_time
 from sqlalchemy.engine import make_url
 
 from connectors import SAMPLE_CSV, CsvConnector, RunContext, RunNotStartedError, Spool
-from ledger import Ledger, LedgerError, RunProgressed, ValidationError
+from ledger import ClockAheadError, Ledger, LedgerError, RunProgressed, ValidationError
+from ledger.clock import use_clock, utcnow
+from service.cli import cli
 from tests import support
 from tests.connectors.support import finished, run_events, totals
 
@@ -209,6 +213,34 @@ def test_a_ledger_without_its_schema_is_not_called_unreachable(
         for _url, ledger in databases:
             with pytest.raises(RunNotStartedError, match="not started: the ledger could not rec"):
                 RunContext(ledger, 1, "SOURCE_1", spool=spool).start()
+
+
+def test_a_host_whose_clock_is_ahead_starts_no_run_and_says_it_is_the_environment(
+    db_url: str, spool: Spool, tmp_path: Path
+) -> None:
+    """This host's clock 20 minutes ahead of the ledger's (the database server's, here a clock
+    given to the ledger): RunStarted, dated by this host, is refused by the skew guard (I10).
+    That is this host's time to set right, not bad input: `ledger run` said exit 2."""
+    previous = use_clock(lambda: utcnow() - timedelta(minutes=20))
+    try:
+        ledger = Ledger.from_url(db_url)
+        with pytest.raises(RunNotStartedError, match="this host's clock is ahead") as caught:
+            RunContext(ledger, 1, "SOURCE_1", spool=spool).start()
+        assert isinstance(caught.value.__cause__, ClockAheadError)
+        assert not spool.has_pending()
+        result = CliRunner().invoke(
+            cli,
+            [
+                *("run", "csv", "--path", str(SAMPLE_CSV), "--db", db_url),
+                *("--spool-dir", str(tmp_path / "cli-spool")),
+            ],
+        )
+    finally:
+        use_clock(previous)
+    assert result.exit_code == 3, result.output
+    assert "this host's clock is ahead of the ledger's; set it right (NTP)" in result.stderr
+    assert ledger.head().last_position == 0
+    ledger.close()
 
 
 def test_sigkill_leaves_the_run_open_for_the_stuck_query(
