@@ -201,15 +201,19 @@ def read_run(
     return _stored_events(conn, query)
 
 
-def read_runs(conn: Connection, run_ids: Collection[int]) -> dict[int, list[RecordedEvent]]:
-    """The events of each run of ``run_ids`` in version order, in one statement an IN-list
-    chunk rather than one a run (a run that never started has no key): what a check of a page
-    of runs reads."""
+def read_runs(
+    conn: Connection, run_ids: Collection[int], up_to: int | None = None
+) -> dict[int, list[RecordedEvent]]:
+    """The events of each run of ``run_ids`` in version order (those at positions up to
+    ``up_to``, when given), in one statement an IN-list chunk rather than one a run (a run
+    that never started has no key): what a check of a page of runs reads."""
     found: dict[int, list[RecordedEvent]] = {}
     for chunk in chunks(sorted(run_ids)):
         query = _EVENTS.where(ledger_events.c.run_id.in_(chunk)).order_by(
             ledger_events.c.run_id, ledger_events.c.version
         )
+        if up_to is not None:
+            query = query.where(ledger_events.c.position <= up_to)
         for event in _stored_events(conn, query):
             found.setdefault(event.run_id, []).append(event)
     return found
@@ -444,6 +448,36 @@ def find_runs(
     if state is not None:
         query = query.where(ledger_runs.c.state == state)
     return _states(conn, query)
+
+
+def run_ids_started_by(
+    conn: Connection,
+    position: int,
+    *,
+    connector_name: str | None = None,
+    source_id: int | None = None,
+    before: int | None = None,
+    limit: int,
+) -> list[int]:
+    """The ids of the runs that existed at ``position`` (their RunStarted, version 1 by I5,
+    at or before it), newest first, at most ``limit``: of a connector (its exact name), a
+    source, below ``before``, when given. Read down the registry's key, each run's start
+    found on its (run_id, version) key: a page of them costs about the page."""
+    started = ledger_events.alias("started")
+    query = (
+        select(ledger_runs.c.run_id)
+        .join(started, (started.c.run_id == ledger_runs.c.run_id) & (started.c.version == 1))
+        .where(started.c.position <= position)
+        .order_by(ledger_runs.c.run_id.desc())
+        .limit(limit)
+    )
+    if connector_name is not None:
+        query = query.where(same_text(ledger_runs.c.connector_name, connector_name, conn))
+    if source_id is not None:
+        query = query.where(ledger_runs.c.source_id == source_id)
+    if before is not None:
+        query = query.where(ledger_runs.c.run_id < before)
+    return [int(run_id) for run_id in conn.execute(query).scalars()]
 
 
 def count_runs(conn: Connection, state: str | None = None) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -586,6 +586,36 @@ class Ledger:
         ``limit``. Empty for a run that never started."""
         with self.connect() as conn:
             return reads.read_run(conn, run_id, after, limit)
+
+    def read_runs(
+        self, run_ids: Collection[int], up_to: int | None = None
+    ) -> dict[int, list[RecordedEvent]]:
+        """The events of each of ``run_ids`` that started, in version order; with ``up_to``,
+        those at positions up to it (the runs as they stood then)."""
+        with self.connect() as conn:
+            return reads.read_runs(conn, run_ids, up_to)
+
+    def run_ids_started_by(
+        self,
+        position: int,
+        *,
+        connector_name: str | None = None,
+        source_id: int | None = None,
+        before: int | None = None,
+        limit: int,
+    ) -> list[int]:
+        """The ids of the runs that existed at ``position`` (started at or before it), newest
+        first, at most ``limit``: of a connector (its exact name), a source, below ``before``,
+        when given (:func:`ledger.reads.run_ids_started_by`)."""
+        with self.connect() as conn:
+            return reads.run_ids_started_by(
+                conn,
+                position,
+                connector_name=connector_name,
+                source_id=source_id,
+                before=before,
+                limit=limit,
+            )
 
     def run(self, run_id: int) -> RunState | None:
         """The write-side state of one run, or None if it never started."""

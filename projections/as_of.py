@@ -64,7 +64,8 @@ def resolve_position(ledger: Ledger, as_of: datetime | None, at_position: int | 
     return ledger.head().last_position
 
 
-def _skips(ledger: Ledger, up_to: int) -> set[int]:
+def skips_up_to(ledger: Ledger, up_to: int) -> set[int]:
+    """The positions up to ``up_to`` that the projection skips (an operator's decision)."""
     with ledger.connect() as conn:
         return skipped_positions(conn, PROJECTION_NAME, 1, up_to)
 
@@ -92,7 +93,7 @@ def replay_until_poison(
     """:func:`replay_as_of`, stopping at an event that cannot be applied, as the projector
     stops there: the rows and transitions before it, and its error (None if none)."""
     rows: dict[int, Row] = {}
-    skipped = _skips(ledger, position)
+    skipped = skips_up_to(ledger, position)
     if position <= 0:
         return rows, [], None
     events = ledger.read_all(batch_size=batch_size, up_to=position)
@@ -112,7 +113,7 @@ def run_as_of(
     if not history:
         raise UnknownRunError(run_id)
     events = [e for e in history if e.position <= position]
-    outcome = fold_events(rows, events, _skips(ledger, position))
+    outcome = fold_events(rows, events, skips_up_to(ledger, position))
     if outcome.poison is not None:
         raise outcome.poison
     return rows.get(run_id), outcome.transitions

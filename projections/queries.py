@@ -9,16 +9,16 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ledger import Ledger, UnknownRunError
+from ledger import Ledger, RecordedEvent, UnknownRunError
 from ledger.clock import format_utc_seconds
 from ledger.dialects import same_text
 from ledger.reads import chunks
 from ledger.rules import RunState, state_as_of
 from ledger.schema import MAX_POSITION
 from ledger.stored_rows import named_rows
-from projections.as_of import resolve_position, run_as_of, runs_as_of
+from projections.as_of import resolve_position, run_as_of, skips_up_to
 from projections.checkpoints import skipped_positions
-from projections.fold import Row, Transition, normalise
+from projections.fold import Row, Transition, fold_events, normalise
 from projections.schema import (
     PROJECTION_NAME,
     RUN_STATUSES,
@@ -252,9 +252,53 @@ def find_runs(
         rows = list_runs(ledger, probe)
     else:
         position = resolve_position(ledger, as_of, at_position)
-        rows = probe.apply(list(runs_as_of(ledger, position).values()))
+        rows = page_as_of(ledger, position, probe)
     more = len(rows) > run_filter.limit
     return RunsView(rows[: run_filter.limit], position, more)
+
+
+# How many runs a page as of a position folds at first; each further read doubles it, up to
+# the IN-list chunk, when a filter on the runs' status there passes few of them.
+_FIRST_RUNS = 64
+_MOST_RUNS = 4096
+
+
+def page_as_of(ledger: Ledger, position: int, run_filter: RunFilter) -> list[Row]:
+    """``run_filter.apply`` of every run's row as of ``position`` (what
+    :func:`projections.as_of.runs_as_of` replays from the whole history), from the events up
+    to it of the newest runs that existed then, some runs at a time, until the page is full: a
+    page as of any moment reads about its own runs' events (a run's row depends on its own
+    events only), not the millions before it. Raises the :class:`PoisonEventError` of the first
+    event of those runs that cannot be applied (one of another run stops no page of these)."""
+    if position <= 0:
+        return []
+    skipped = skips_up_to(ledger, position)
+    rows: list[Row] = []
+    before, size = run_filter.before, _FIRST_RUNS
+    while len(rows) < run_filter.limit:
+        ids = ledger.run_ids_started_by(
+            position,
+            connector_name=run_filter.connector,
+            source_id=run_filter.source_id,
+            before=before,
+            limit=size,
+        )
+        if not ids:
+            break
+        histories = ledger.read_runs(ids, up_to=position)
+        # In position order, as the projector folds them: the first poison is the earliest.
+        events = sorted((e for run in histories.values() for e in run), key=_position)
+        folded: dict[int, Row] = {}
+        outcome = fold_events(folded, events, skipped)
+        if outcome.poison is not None:
+            raise outcome.poison
+        rows += run_filter.apply(list(folded.values()))  # below the ids of the rows before
+        before, size = ids[-1], min(2 * size, _MOST_RUNS)
+    return rows[: run_filter.limit]
+
+
+def _position(event: RecordedEvent) -> int:
+    return event.position
 
 
 def find_run(

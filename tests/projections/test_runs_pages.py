@@ -4,18 +4,21 @@ it (none of them reads one run more to find out)."""
 
 from __future__ import annotations
 
+import random
 import re
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from freezegun import freeze_time
 from sqlalchemy import event
 
-from ledger import Ledger, RunFinished
+from ledger import Ledger, RunFinished, RunProgressed, RunTimedOut
 from ledger.schema import MAX_POSITION
 from projections import Projector
-from projections.queries import RunFilter, find_runs
-from projections.schema import ingestion_runs
+from projections.as_of import runs_as_of
+from projections.queries import RunFilter, find_runs, page_as_of
+from projections.schema import RUN_STATUSES, ingestion_runs
 
 T0 = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)
 
@@ -124,3 +127,78 @@ def test_a_later_page_of_a_status_reads_about_a_page_of_rows(ledger: Ledger, bac
             (analyzed,) = conn.exec_driver_sql(f"ANALYZE FORMAT=JSON {statement}", parameters).one()
             read = sum(float(rows) for rows in re.findall(r'"r_rows": ([0-9.]+)', analyzed))
             assert read <= 200, analyzed  # the page's 51 ids, then their 51 rows
+
+
+def interleaved_history(ledger: Ledger, runs: int, seed: int) -> None:
+    """``runs`` runs of three connectors and four sources, started, reported and ended in a
+    shuffled order (their events interleave), about a fifth left open and a tenth timed out."""
+    chooser = random.Random(seed)
+    open_runs: list[int] = []
+    started = 0
+    with freeze_time(T0, tick=True):
+        while started < runs or open_runs:
+            if started < runs and (not open_runs or chooser.random() < 0.4):
+                connector = f"SOURCE_{chooser.randint(1, 3)}"
+                open_runs.append(ledger.start_run(chooser.randint(1, 4), connector))
+                started += 1
+                continue
+            run_id = chooser.choice(open_runs)
+            roll = chooser.random()
+            if roll < 0.5:
+                ledger.append([RunProgressed(run_id=run_id, records_fetched=chooser.randint(1, 9))])
+                continue
+            open_runs.remove(run_id)
+            if roll < 0.6:
+                continue  # left open
+            if roll < 0.65:
+                ledger.append([RunTimedOut(run_id=run_id, reason="stale", detected_by="sweeper")])
+            else:
+                status = chooser.choice(["success", "partial", "failed"])
+                ledger.append([RunFinished(run_id=run_id, status=status)])
+
+
+def test_a_page_as_of_a_position_is_the_full_replays_page(ledger: Ledger) -> None:
+    """A page as of a position folds only its own runs' events up to it
+    (``page_as_of``), newest runs first, a few at a time: for every filter, limit, cursor and
+    position it equals the same page of the whole history replayed (``runs_as_of``)."""
+    interleaved_history(ledger, runs=300, seed=14)
+    head = ledger.head().last_position
+    filters = [RunFilter(limit=limit) for limit in (1, 7, 50, 301, MAX_POSITION)]
+    filters += [RunFilter(status=status, limit=20) for status in RUN_STATUSES]
+    filters += [RunFilter(connector="SOURCE_2", limit=30), RunFilter(source_id=3, limit=5)]
+    filters += [RunFilter(connector="source_2"), RunFilter(connector="SOURCE_2 ")]
+    filters += [RunFilter(status="running", connector="SOURCE_1", source_id=2, limit=3)]
+    filters += [RunFilter(limit=40, before=before) for before in (1, 2, 150, 299, 10_000)]
+    filters += [RunFilter(status="success", limit=10, before=200)]
+    for position in sorted({0, 1, 2, head // 7, head // 3, head // 2, head - 1, head}):
+        replayed = list(runs_as_of(ledger, position).values())
+        for run_filter in filters:
+            assert page_as_of(ledger, position, run_filter) == run_filter.apply(replayed), (
+                position,
+                run_filter,
+            )
+
+
+def test_a_page_as_of_a_position_reads_about_its_own_runs(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's runs' events, not the history before the position: the replay of every
+    event up to it took seconds a page on a million events."""
+    interleaved_history(ledger, runs=400, seed=3)
+    head = ledger.head().last_position
+    read: list[int] = []
+    read_runs = ledger.read_runs
+
+    def counted(run_ids: Any, up_to: int | None = None) -> Any:
+        read.extend(run_ids)
+        return read_runs(run_ids, up_to)
+
+    def no_replay(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a page as of a position replayed the whole history")
+
+    monkeypatch.setattr(ledger, "read_runs", counted)
+    monkeypatch.setattr(ledger, "read_all", no_replay)
+    view = find_runs(ledger, RunFilter(limit=50), None, head - 3)
+    assert len(view.rows) == 50
+    assert view.more
+    assert len(read) == 64  # the first few runs read: the page and one more
