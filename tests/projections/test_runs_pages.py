@@ -17,8 +17,10 @@ from ledger import Ledger, RunFinished, RunProgressed, RunTimedOut
 from ledger.schema import MAX_POSITION
 from projections import Projector
 from projections.as_of import runs_as_of
+from projections.errors import PoisonEventError
 from projections.queries import RunFilter, find_runs, page_as_of
 from projections.schema import RUN_STATUSES, ingestion_runs
+from tests.projection_support import append_raw
 
 T0 = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)
 
@@ -202,3 +204,29 @@ def test_a_page_as_of_a_position_reads_about_its_own_runs(
     assert len(view.rows) == 50
     assert view.more
     assert len(read) == 64  # the first few runs read: the page and one more
+
+
+def test_an_event_that_cannot_be_applied_fails_its_runs_pages_until_it_is_skipped(
+    ledger: Ledger,
+) -> None:
+    """An event the fold cannot apply (a type a newer run-ledger wrote) fails every page as of
+    a later moment that holds its run, as the whole replay does; a page of other runs stands.
+    Once the operator skips it, every page equals the whole replay's again."""
+    interleaved_history(ledger, runs=120, seed=5)
+    (victim, *_) = ledger.runs(connector_name="SOURCE_2", limit=1)
+    position = append_raw(ledger, victim.run_id, "RunPaused", "{}")
+    everything = RunFilter(limit=MAX_POSITION)
+    with pytest.raises(PoisonEventError, match=f"position {position}"):
+        page_as_of(ledger, position, everything)
+    with pytest.raises(PoisonEventError, match=f"position {position}"):
+        runs_as_of(ledger, position)
+    others = RunFilter(connector="SOURCE_1", limit=MAX_POSITION)
+    before = list(runs_as_of(ledger, position - 1).values())  # the same rows but the victim's
+    assert page_as_of(ledger, position, others) == others.apply(before) != []
+    projector = Projector(ledger)
+    with pytest.raises(PoisonEventError):
+        projector.run_once()  # stops on it
+    projector.skip(position, "a newer writer's event", "ops:alice")
+    replayed = list(runs_as_of(ledger, position).values())
+    for run_filter in (everything, RunFilter(status="running", limit=10), others):
+        assert page_as_of(ledger, position, run_filter) == run_filter.apply(replayed)
