@@ -14,9 +14,10 @@ before it.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, not_, or_, select
@@ -25,6 +26,7 @@ from ledger.clock import isoformat_utc
 from ledger.dialects import Bound, same_text
 from ledger.durations import parse_duration
 from ledger.errors import ValidationError
+from ledger.recorded import RecordedEvent
 from ledger.rules import OPEN, RunState, replay_event
 from ledger.schema import MAX_POSITION, ledger_runs
 from ledger.store import Ledger
@@ -261,16 +263,27 @@ def stuck_runs_as_of(
     older_than: timedelta = DEFAULT_STALE_AFTER,
     max_runtime: timedelta | None = None,
     overrides: Mapping[str | tuple[str, int], Thresholds] | None = None,
+    run_ids: Collection[int] | None = None,
 ) -> list[StuckRun]:
     """:func:`stuck_runs` as the ledger stood at ``position``: the runs' states replayed from
     the events up to it (the append's own rules, :func:`ledger.rules.replay_event`), judged
     at ``at`` (by default when the event at ``position`` was recorded). Reads history up to
     ``position``: seconds on millions of events, where :func:`stuck_runs` reads only the open
-    runs."""
+    runs. With ``run_ids``, only which of those runs were stuck, from their own events (a
+    run's state depends on its own events only): what a page of runs costs."""
     states: dict[int, RunState] = {}
     recorded_at: datetime | None = None
-    for event in ledger.read_all(up_to=position):
-        recorded_at = event.recorded_at
+    events: Iterable[RecordedEvent] = ()
+    if run_ids is None:
+        events = ledger.read_all(up_to=position)
+    elif position > 0:
+        # When the last event up to position was recorded, as the whole replay finds it.
+        recorded_at = ledger.recorded_at(min(position, ledger.head().last_position))
+        # Each run's events in version order: its state depends on them alone.
+        events = chain.from_iterable(ledger.read_runs(run_ids, up_to=position).values())
+    for event in events:
+        if run_ids is None:
+            recorded_at = event.recorded_at  # in position order: the last is position's
         # An event this code cannot apply counts as the run's activity, its state unchanged
         # (the ledger's one rule of a replay, rules.replay_event).
         state, _ = replay_event(states.get(event.run_id), event)

@@ -152,15 +152,15 @@ class LedgerConfig(Strict):
         configured. ``run_ids``: only which of these runs are stuck."""
         thresholds, overrides = self.stuck_thresholds(stale_after, max_runtime)
         if position is not None:
-            found = stuck_runs_as_of(
+            return stuck_runs_as_of(
                 ledger,
                 position,
                 at,
                 older_than=thresholds.stale_after,
                 max_runtime=thresholds.max_runtime,
                 overrides=overrides,
+                run_ids=run_ids,
             )
-            return found if run_ids is None else [r for r in found if r.run_id in run_ids]
         return stuck_runs(
             ledger,
             older_than=thresholds.stale_after,

@@ -130,6 +130,16 @@ def test_stuck_query_agrees_with_the_plain_anti_join(ledger: Ledger) -> None:
     assert stuck_runs_as_of(ledger, head, now, timedelta(minutes=300)) == stuck_runs(
         ledger, timedelta(minutes=300), now=now
     )
+    # Asked of some runs only (a page's), from their own events: the same runs, in order, at
+    # every position, judged then or at a given time.
+    every_run = list(range(1, 41))
+    for position in (0, 1, head // 3, head // 2, head - 1, head, head + 5):
+        for at in (None, now):
+            whole = stuck_runs_as_of(ledger, position, at, timedelta(minutes=300))
+            for some in (every_run, every_run[::3], [], [999]):
+                assert stuck_runs_as_of(
+                    ledger, position, at, timedelta(minutes=300), run_ids=some
+                ) == [run for run in whole if run.run_id in some], (position, at, some)
 
 
 def test_i10_the_stuck_query_reads_open_runs_only_whatever_the_length_of_history(

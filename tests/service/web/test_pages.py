@@ -136,6 +136,35 @@ def test_the_stuck_page_shows_the_longest_silent_and_says_how_many_more(
     assert 'id="not-shown"' not in client.get("/web/stuck").text
 
 
+def test_a_page_as_of_a_past_moment_highlights_the_runs_stuck_then(
+    client: TestClient, db_url: str, demo: dict[str, int]
+) -> None:
+    """As of the moment before the demo's sweep, the run it timed out was open and silent
+    past its threshold: the runs page and its own page say it was stuck then, judged from its
+    own events up to that moment (a page as of a past moment highlighted nothing)."""
+    ledger = Ledger.from_url(db_url)
+    try:
+        swept = demo["open"] - 1
+        (timeout,) = [e for e in ledger.read_run(swept) if e.type == "RunTimedOut"]
+    finally:
+        ledger.close()
+    before = timeout.position - 1
+    log_in(client, "reader")
+    page = re.sub(r">\s+<", "><", client.get("/web/runs", params={"at_position": before}).text)
+    assert f'<tr class="stuck" title="stuck (stale)"><td><a href="/web/runs/{swept}' in page
+    run_page = client.get(f"/web/runs/{swept}", params={"at_position": before}).text
+    assert "stuck (stale)" in run_page
+    # At the sweep, the run is no longer open: neither says stuck.
+    after = client.get("/web/runs", params={"at_position": timeout.position}).text
+    assert f'title="stuck (stale)"><td><a href="/web/runs/{swept}' not in re.sub(
+        r">\s+<", "><", after
+    )
+    assert (
+        "stuck ("
+        not in client.get(f"/web/runs/{swept}", params={"at_position": timeout.position}).text
+    )
+
+
 def test_a_page_of_runs_judges_only_its_own_runs_stuck(
     client: TestClient, db_url: str, demo: dict[str, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
