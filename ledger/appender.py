@@ -25,6 +25,7 @@ from ledger.dialects import (
     server_clock,
 )
 from ledger.driver import DriverCursor
+from ledger.driver_errors import driver_gave_up_waiting
 from ledger.errors import (
     AheadOfClockError,
     ConcurrencyError,
@@ -92,7 +93,10 @@ class Appender:
                 {event.run_id for event in batch if event.run_id is not None},
             )
         except DBAPIError as exc:
-            if exc.connection_invalidated:
+            # Not when the driver gave up waiting for the answer: the server is there, queued
+            # behind a lock the row-lock wait does not bound (a table lock, a global read
+            # lock), and a new connection would wait the whole read timeout again.
+            if exc.connection_invalidated and not driver_gave_up_waiting(exc):
                 raise LostBeforeWriting(exc) from exc
             raise
         position, prev_hash, last_run_id, last_recorded_at, clock = head

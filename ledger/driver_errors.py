@@ -171,6 +171,17 @@ def row_lock_wait_timed_out(error: BaseException) -> bool:
     return cause is not None and _mysql_error_code(cause) == ER_LOCK_WAIT_TIMEOUT
 
 
+def driver_gave_up_waiting(error: BaseException) -> bool:
+    """Whether the driver gave up waiting on the server (PyMySQL's 2013 "Lost connection …
+    (timed out)" after its ``read_timeout``, or 2006 after its ``write_timeout``): the server
+    took longer than this caller waits (a metadata lock it queues behind, a frozen host), not
+    a connection found dead, which a new one replaces at once. Waiting on a new connection
+    would take the whole timeout again."""
+    cause = _driver_error(error)
+    original = None if cause is None else cause.orig
+    return original is not None and isinstance(original.__context__, TimeoutError)
+
+
 ER_TABLE_DEFINITION_CHANGING = 1684
 
 

@@ -78,7 +78,8 @@ MAX_TIMEOUT_S = 31_536_000
 # failing. A legit transaction is never idle that long: its statements run back to back.
 IDLE_TRANSACTION_TIMEOUT = "idle_transaction_timeout"  # the URL query parameter
 # How long a statement waits for a row lock (InnoDB's innodb_lock_wait_timeout, 50 s by
-# default) before the server answers 1205: the URL query parameter, ours like the one above.
+# default) or a metadata lock (lock_wait_timeout, a day by default) before the server answers
+# 1205: the URL query parameter, ours like the one above.
 LOCK_WAIT_TIMEOUT = "lock_wait_timeout"
 # MariaDB 10.3+: one timeout for transactions that wrote, one for those that did not. Both are
 # needed: the head lock (SELECT … FOR UPDATE) leaves a transaction "read-only" until it inserts.
@@ -122,8 +123,13 @@ def _mysql_engine(url: str, **options: Any) -> Engine:
         parsed = parsed.difference_update_query([IDLE_TRANSACTION_TIMEOUT])
     if LOCK_WAIT_TIMEOUT in query:
         lock_wait = _timeout_seconds(url, LOCK_WAIT_TIMEOUT, query[LOCK_WAIT_TIMEOUT])
-        # Set while connecting, with the time zone: no round trip of its own.
-        connect_args["init_command"] += f", innodb_lock_wait_timeout = {lock_wait}"
+        # Set while connecting, with the time zone: no round trip of its own. Both waits: a
+        # row lock's (InnoDB's) and a metadata lock's (LOCK TABLES, FLUSH TABLES WITH READ
+        # LOCK, DDL queued on a table), which is otherwise the server's lock_wait_timeout, a
+        # day by default, cut only by the driver's read timeout as a lost connection.
+        connect_args["init_command"] += (
+            f", innodb_lock_wait_timeout = {lock_wait}, lock_wait_timeout = {lock_wait}"
+        )
         parsed = parsed.difference_update_query([LOCK_WAIT_TIMEOUT])
     # Instead of SQLAlchemy's pre-ping of every checkout (a round trip before every append),
     # _PingWhenIdle pings a connection only when it has sat in the pool for a while.
