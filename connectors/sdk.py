@@ -702,8 +702,9 @@ class RunContext:
                 self._last_position = max(e.position for e in stored.events)
                 return
         except StorageError as exc:
+            # Unreachable, busy (a lock held past the wait), a query killed: each may pass.
             log.warning(
-                "ledger unreachable, spooling %d event(s) of run %s: %s",
+                "spooling %d event(s) of run %s, which the ledger could not take now: %s",
                 len(events),
                 self.run_id,
                 exc,
