@@ -67,7 +67,9 @@ def prepare_batch(
     """
     payloads: list[str] = []
     problems: list[InputProblem] = []
-    defined_refs: set[str] = set()
+    # Each run_ref and the event_id of the RunStarted that defines it: that same event again
+    # later in the batch is a duplicate (I3, stored once), not a second start.
+    defined_refs: dict[str, object] = {}
     run_keys: set[object] = set()
     for index, event in enumerate(batch):
         payload, found = event_problems(event, now)
@@ -76,11 +78,11 @@ def prepare_batch(
             problems.extend(replace(p, index=index) for p in found)
         if event.run_ref is not None:
             if isinstance(event, RunStarted):
-                if event.run_ref in defined_refs:
+                defined_by = defined_refs.setdefault(event.run_ref, event.event_id)
+                if defined_by != event.event_id:
                     problems.append(
                         InputProblem("run_ref", f"{event.run_ref!r} is started twice", index)
                     )
-                defined_refs.add(event.run_ref)
             elif event.run_ref not in defined_refs:
                 problems.append(
                     InputProblem(

@@ -274,6 +274,29 @@ def test_i3_a_retried_run_start_with_refs_resolves_to_the_stored_run(ledger: Led
     assert retry.allocated_run_ids == []
 
 
+def test_i3_a_run_start_with_a_ref_repeated_inside_its_batch_is_stored_once(
+    ledger: Ledger,
+) -> None:
+    """The same RunStarted (one event_id) twice in one batch, as a file concatenated with its
+    own retry holds it, is a duplicate like any repeated event: it was refused as "run_ref 'r'
+    is started twice" only when it named a run_ref (review 27)."""
+    start = RunStarted(run_ref="r", source_id=1, connector_name="SOURCE_1")
+    progress = RunProgressed(run_ref="r", records_fetched=3)
+    result = ledger.append([start, progress, start, progress])
+    assert (result.appended, result.duplicates) == (2, 2)
+    assert result.run_refs == {"r": 1}
+    assert [e.position for e in result.events] == [1, 2, 1, 2]
+    # Another RunStarted naming the same ref is still a second start, and the same event_id
+    # for another fact is still named as such; neither writes anything.
+    other = RunStarted(run_ref="s", source_id=1, connector_name="SOURCE_1")
+    with pytest.raises(ValidationError, match="run_ref: 's' is started twice"):
+        ledger.append([other, RunStarted(run_ref="s", source_id=1, connector_name="SOURCE_1")])
+    clash = other.model_copy(update={"source_id": 2})
+    with pytest.raises(ValidationError, match="used earlier in this batch"):
+        ledger.append([other, clash])
+    assert count_events(ledger) == 2
+
+
 def test_i3_an_event_id_cannot_be_reused_for_another_fact(ledger: Ledger) -> None:
     run_id = ledger.start_run(1, "SOURCE_1")
     event = RunProgressed(run_id=run_id)

@@ -346,9 +346,7 @@ def _machine(store: Any, cli_url: Any) -> type[RuleBasedStateMachine]:
                     else st.just("start")
                 )
                 if kind == "repeat" and batch:
-                    again = batch[data.draw(st.integers(0, len(batch) - 1))]
-                    if not (isinstance(again, RunStarted) and again.run_ref is not None):
-                        batch.append(again)  # stored once
+                    batch.append(batch[data.draw(st.integers(0, len(batch) - 1))])  # stored once
                     continue
                 if kind in ("start", "repeat"):
                     how = data.draw(st.sampled_from(["ref", "allocated", "explicit"]))
