@@ -96,7 +96,7 @@ def prepare_batch(
         elif event.run_ref is not None:
             run_keys.add(("ref", event.run_ref))
         else:
-            run_keys.add(("new run", index))
+            run_keys.add(("new run", event.event_id))  # a repeat of it starts no other run
     if expected_version is not None and len(run_keys) > 1:
         problems.append(
             InputProblem(

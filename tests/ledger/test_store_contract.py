@@ -356,6 +356,18 @@ def test_i4_expected_version_needs_a_single_run_batch(ledger: Ledger) -> None:
         ledger.append([started(), started()], expected_version=0)
 
 
+def test_i4_a_new_run_repeated_inside_its_batch_is_still_one_run(ledger: Ledger) -> None:
+    """The same RunStarted twice (one event_id) at expected_version 0 starts one run: it was
+    refused as "a batch about one run; this batch has several" (review 27). Two RunStarted
+    still are two runs."""
+    start = started()
+    result = ledger.append([start, start], expected_version=0)
+    assert (result.appended, result.duplicates) == (1, 1)
+    with pytest.raises(ValidationError, match="one run"):
+        ledger.append([started(), started()], expected_version=0)
+    assert ledger.head().last_position == 1
+
+
 def test_i4_a_new_run_can_only_be_expected_at_version_0(ledger: Ledger) -> None:
     """Refused as input, naming the event, before a run id is allocated for it: the conflict
     it was named a run id that the refused batch alone had taken."""
