@@ -2,13 +2,15 @@
 MariaDB.
 
 Batches drawn over the edges of the accepted domain are appended, through ``Ledger.append`` or
-as ``ledger append``'s JSON Lines: several runs and ``run_ref``s in one batch, explicit run ids
-up to 2^31-1, names of every plane at their length limit, counters at the INT bounds, messages
-at the legacy TEXT edge and payloads near 1 MiB, ``error_details`` and ``metadata`` at the
-nesting limit and under the keys the ledger reserves, ``occurred_at`` from 1970-01-01T00:00:01Z
-to the skew guard's last microsecond in ±14 h zones, 1 µs apart, out of order. Interleaved:
-retries of whole accepted batches (the same event ids: nothing new), refused batches (a good
-event before a bad one: nothing written), the clock moved by 1 µs to hours, the real sweeper,
+as ``ledger append``'s JSON Lines, at the run's ``expected_version`` when about one run:
+several runs and ``run_ref``s in one batch, an event repeated inside its batch, explicit run
+ids up to 2^31-1, names of every plane at their length limit, counters at the INT bounds,
+messages at the legacy TEXT edge and payloads at 1 MiB, ``error_details`` and ``metadata`` at
+the nesting limit and under the keys the ledger reserves, ``occurred_at`` from
+1970-01-01T00:00:01Z to the skew guard's last microsecond in ±14 h zones, 1 µs apart, out of
+order. Interleaved: retries of whole accepted batches (the same event ids: nothing new),
+refused batches (a good event before a bad one: nothing written), the clock moved by 1 µs to
+hours and stepped back, the real sweeper with each connector's own thresholds,
 an operator failing a run, projector batches of random sizes.
 
 Checked as it goes: the live table equals the pure fold of the events ``append`` returned (in
@@ -382,7 +384,7 @@ def _machine(store: Any, cli_url: Any) -> type[RuleBasedStateMachine]:
                 if key not in batch_runs:
                     batch_runs[key] = run
             note(f"append {len(batch)} events ({'jsonl' if jsonl else 'api'})")
-            result = self._append(batch, jsonl)
+            result = self._append(batch, jsonl, self._expected_version(batch, data))
             # The model learns the run ids the ledger gave.
             new_positions = {e.position for e in result.new_events}
             for fact, stored in zip(batch, result.events, strict=True):
@@ -418,14 +420,27 @@ def _machine(store: Any, cli_url: Any) -> type[RuleBasedStateMachine]:
                 copy.started, copy.name, copy.source_id = run.started, run.name, run.source_id
             return copies
 
-        def _append(self, batch: list[EventModel], jsonl: bool) -> Any:
+        def _expected_version(self, batch: list[EventModel], data: st.DataObject) -> int | None:
+            """The run's version when the batch is about one run (I4), half the time."""
+            runs = {
+                e.run_id if e.run_id is not None else ("ref", e.run_ref or e.event_id)
+                for e in batch
+            }
+            if len(runs) != 1 or not data.draw(st.booleans()):
+                return None
+            (run,) = runs
+            return sum(1 for e in self.appended if e.run_id == run)  # a new run: 0
+
+        def _append(
+            self, batch: list[EventModel], jsonl: bool, expected_version: int | None = None
+        ) -> Any:
             assert self.ledger is not None
             if not jsonl:
-                return self.ledger.append(batch)
+                return self.ledger.append(batch, expected_version)
             lines = [json.dumps(event_to_wire(event)).encode() + b"\n" for event in batch]
             read = read_lines(lines)
             assert [event_to_wire(e) for e in read.events] == [event_to_wire(e) for e in batch]
-            return append_lines(self.ledger, read)
+            return append_lines(self.ledger, read, expected_version)
 
         @precondition(lambda self: bool(self.accepted))
         @rule(data=st.data(), jsonl=st.booleans())
