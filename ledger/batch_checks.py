@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from ledger.clock import isoformat_utc
 from ledger.durations import format_duration
@@ -69,7 +70,7 @@ def prepare_batch(
     problems: list[InputProblem] = []
     # Each run_ref and the event_id of the RunStarted that defines it: that same event again
     # later in the batch is a duplicate (I3, stored once), not a second start.
-    defined_refs: dict[str, object] = {}
+    defined_refs: dict[str, UUID] = {}
     run_keys: set[object] = set()
     for index, event in enumerate(batch):
         payload, found = event_problems(event, now)
