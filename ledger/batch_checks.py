@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from ledger.clock import isoformat_utc
 from ledger.durations import format_duration
@@ -67,7 +68,9 @@ def prepare_batch(
     """
     payloads: list[str] = []
     problems: list[InputProblem] = []
-    defined_refs: set[str] = set()
+    # Each run_ref and the event_id of the RunStarted that defines it: that same event again
+    # later in the batch is a duplicate (I3, stored once), not a second start.
+    defined_refs: dict[str, UUID] = {}
     run_keys: set[object] = set()
     for index, event in enumerate(batch):
         payload, found = event_problems(event, now)
@@ -76,11 +79,11 @@ def prepare_batch(
             problems.extend(replace(p, index=index) for p in found)
         if event.run_ref is not None:
             if isinstance(event, RunStarted):
-                if event.run_ref in defined_refs:
+                defined_by = defined_refs.setdefault(event.run_ref, event.event_id)
+                if defined_by != event.event_id:
                     problems.append(
                         InputProblem("run_ref", f"{event.run_ref!r} is started twice", index)
                     )
-                defined_refs.add(event.run_ref)
             elif event.run_ref not in defined_refs:
                 problems.append(
                     InputProblem(
@@ -94,7 +97,7 @@ def prepare_batch(
         elif event.run_ref is not None:
             run_keys.add(("ref", event.run_ref))
         else:
-            run_keys.add(("new run", index))
+            run_keys.add(("new run", event.event_id))  # a repeat of it starts no other run
     if expected_version is not None and len(run_keys) > 1:
         problems.append(
             InputProblem(

@@ -274,6 +274,29 @@ def test_i3_a_retried_run_start_with_refs_resolves_to_the_stored_run(ledger: Led
     assert retry.allocated_run_ids == []
 
 
+def test_i3_a_run_start_with_a_ref_repeated_inside_its_batch_is_stored_once(
+    ledger: Ledger,
+) -> None:
+    """The same RunStarted (one event_id) twice in one batch, as a file concatenated with its
+    own retry holds it, is a duplicate like any repeated event: it was refused as "run_ref 'r'
+    is started twice" only when it named a run_ref (review 27)."""
+    start = RunStarted(run_ref="r", source_id=1, connector_name="SOURCE_1")
+    progress = RunProgressed(run_ref="r", records_fetched=3)
+    result = ledger.append([start, progress, start, progress])
+    assert (result.appended, result.duplicates) == (2, 2)
+    assert result.run_refs == {"r": 1}
+    assert [e.position for e in result.events] == [1, 2, 1, 2]
+    # Another RunStarted naming the same ref is still a second start, and the same event_id
+    # for another fact is still named as such; neither writes anything.
+    other = RunStarted(run_ref="s", source_id=1, connector_name="SOURCE_1")
+    with pytest.raises(ValidationError, match="run_ref: 's' is started twice"):
+        ledger.append([other, RunStarted(run_ref="s", source_id=1, connector_name="SOURCE_1")])
+    clash = other.model_copy(update={"source_id": 2})
+    with pytest.raises(ValidationError, match="used earlier in this batch"):
+        ledger.append([other, clash])
+    assert count_events(ledger) == 2
+
+
 def test_i3_an_event_id_cannot_be_reused_for_another_fact(ledger: Ledger) -> None:
     run_id = ledger.start_run(1, "SOURCE_1")
     event = RunProgressed(run_id=run_id)
@@ -331,6 +354,18 @@ def test_i4_a_retried_conditional_append_is_still_idempotent(ledger: Ledger) -> 
 def test_i4_expected_version_needs_a_single_run_batch(ledger: Ledger) -> None:
     with pytest.raises(ValidationError, match="one run"):
         ledger.append([started(), started()], expected_version=0)
+
+
+def test_i4_a_new_run_repeated_inside_its_batch_is_still_one_run(ledger: Ledger) -> None:
+    """The same RunStarted twice (one event_id) at expected_version 0 starts one run: it was
+    refused as "a batch about one run; this batch has several" (review 27). Two RunStarted
+    still are two runs."""
+    start = started()
+    result = ledger.append([start, start], expected_version=0)
+    assert (result.appended, result.duplicates) == (1, 1)
+    with pytest.raises(ValidationError, match="one run"):
+        ledger.append([started(), started()], expected_version=0)
+    assert ledger.head().last_position == 1
 
 
 def test_i4_a_new_run_can_only_be_expected_at_version_0(ledger: Ledger) -> None:

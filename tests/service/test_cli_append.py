@@ -156,6 +156,34 @@ def test_stream_rule_violation_names_the_line(ledger: Ledger, db_url: str) -> No
     assert ledger.head().last_position == 1
 
 
+def test_a_file_holding_its_own_retry_appends_each_event_once(ledger: Ledger, db_url: str) -> None:
+    """A file of events with their event_ids, a run started by run_ref among them, followed by
+    the same lines again (``cat batch.jsonl batch.jsonl``): each event is stored once. It was
+    exit 2, "line 3: run_ref: 'nightly' is started twice", with nothing appended (review 27)."""
+    batch = lines(
+        {
+            "type": "RunStarted",
+            "event_id": "6f1c8a52-1f0e-4c55-9b7e-0d6b1f3f2a01",
+            "run_ref": "nightly",
+            "source_id": 1,
+            "connector_name": "SOURCE_1",
+        },
+        {
+            "type": "RunProgressed",
+            "event_id": "6f1c8a52-1f0e-4c55-9b7e-0d6b1f3f2a02",
+            "run_ref": "nightly",
+            "records_fetched": 3,
+        },
+    )
+    result = run("append", "-", "--db", db_url, input=batch + batch)
+    assert result.exit_code == 0, result.output
+    assert ledger.head().last_position == 2
+    assert [(e.type, e.run_id) for e in ledger.read_all()] == [
+        ("RunStarted", 1),
+        ("RunProgressed", 1),
+    ]
+
+
 def test_unresolved_run_ref_and_clock_skew_name_the_line(ledger: Ledger, db_url: str) -> None:
     text = lines(
         {"type": "RunProgressed", "run_ref": "nope"},
