@@ -277,18 +277,19 @@ def stuck_runs_as_of(
     if run_ids is None:
         events = ledger.read_all(up_to=position)
     elif position > 0:
-        # When the last event up to position was recorded, as the whole replay finds it.
-        recorded_at = ledger.recorded_at(min(position, ledger.head().last_position))
         # Each run's events in version order: its state depends on them alone.
         events = chain.from_iterable(ledger.read_runs(run_ids, up_to=position).values())
     for event in events:
-        if run_ids is None:
-            recorded_at = event.recorded_at  # in position order: the last is position's
+        recorded_at = event.recorded_at  # the whole replay's last: when position was recorded
         # An event this code cannot apply counts as the run's activity, its state unchanged
         # (the ledger's one rule of a replay, rules.replay_event).
         state, _ = replay_event(states.get(event.run_id), event)
         if state is not None:
             states[event.run_id] = state
+    if at is None and run_ids is not None and position > 0:
+        # Some runs' events end before position: it was recorded when the whole replay's last
+        # event was.
+        recorded_at = ledger.recorded_at(min(position, ledger.head().last_position))
     moment = at or recorded_at or ledger.clock()
     open_runs = sorted(
         (state for state in states.values() if state.state == OPEN),

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ledger import Ledger, RecordedEvent, UnknownRunError
+from ledger import Ledger, UnknownRunError
 from ledger.clock import format_utc_seconds
 from ledger.dialects import same_text
 from ledger.reads import chunks
@@ -287,7 +288,7 @@ def page_as_of(ledger: Ledger, position: int, run_filter: RunFilter) -> list[Row
             break
         histories = ledger.read_runs(ids, up_to=position)
         # In position order, as the projector folds them: the first poison is the earliest.
-        events = sorted((e for run in histories.values() for e in run), key=_position)
+        events = sorted((e for run in histories.values() for e in run), key=attrgetter("position"))
         folded: dict[int, Row] = {}
         outcome = fold_events(folded, events, skipped)
         if outcome.poison is not None:
@@ -295,10 +296,6 @@ def page_as_of(ledger: Ledger, position: int, run_filter: RunFilter) -> list[Row
         rows += run_filter.apply(list(folded.values()))  # below the ids of the rows before
         before, size = ids[-1], min(2 * size, _MOST_RUNS)
     return rows[: run_filter.limit]
-
-
-def _position(event: RecordedEvent) -> int:
-    return event.position
 
 
 def find_run(
