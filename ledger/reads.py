@@ -29,7 +29,7 @@ from ledger.driver import DriverCursor
 from ledger.errors import StoredEventError
 from ledger.hashing import EVENT_COLUMNS, HASH, PREV_HASH, hashed_values, rows_reader
 from ledger.recorded import LedgerHead, RecordedEvent, StoredRef
-from ledger.rules import RunState
+from ledger.rules import FINISHED, TIMED_OUT, RunState
 from ledger.schema import HEAD_ROW_ID, ledger_events, ledger_head, ledger_runs
 from ledger.stored_rows import named_rows
 from ledger.text import clip, visible
@@ -477,6 +477,35 @@ def run_ids_started_by(
         query = query.where(ledger_runs.c.source_id == source_id)
     if before is not None:
         query = query.where(ledger_runs.c.run_id < before)
+    return [int(run_id) for run_id in conn.execute(query).scalars()]
+
+
+def run_ids_open_at(conn: Connection, position: int) -> list[int]:
+    """The ids of the runs that can have been open at ``position``, by run id: started at or
+    before it, and either not closed now (``ledger_runs.state``) or with an event past it (the
+    one at the registry's version, the run's last) or whose last event is not found. A closed
+    run never opens again (the stream rules, I5), so a run closed now whose last event is at
+    or before ``position`` was closed then: the others hold every run open then, and a few
+    closed then (a timed-out run that reported later), which their own events tell apart.
+    One pass down the registry with two seeks on the ``(run_id, version)`` key a run: what a
+    past moment's stuck runs cost instead of replaying every event before it."""
+    started = ledger_events.alias("started")
+    last = ledger_events.alias("last")
+    query = (
+        select(ledger_runs.c.run_id)
+        .join(started, (started.c.run_id == ledger_runs.c.run_id) & (started.c.version == 1))
+        .outerjoin(
+            last,
+            (last.c.run_id == ledger_runs.c.run_id) & (last.c.version == ledger_runs.c.version),
+        )
+        .where(started.c.position <= position)
+        .where(
+            ledger_runs.c.state.not_in((TIMED_OUT, FINISHED))
+            | last.c.position.is_(None)
+            | (last.c.position > position)
+        )
+        .order_by(ledger_runs.c.run_id)
+    )
     return [int(run_id) for run_id in conn.execute(query).scalars()]
 
 

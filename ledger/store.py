@@ -617,6 +617,13 @@ class Ledger:
                 limit=limit,
             )
 
+    def run_ids_open_at(self, position: int) -> list[int]:
+        """The ids of the runs that can have been open at ``position``, by run id: every run
+        open then and a few closed then (:func:`ledger.reads.run_ids_open_at`); their own
+        events up to ``position`` tell which (:meth:`read_runs`)."""
+        with self.connect() as conn:
+            return reads.run_ids_open_at(conn, position)
+
     def run(self, run_id: int) -> RunState | None:
         """The write-side state of one run, or None if it never started."""
         with self.connect() as conn:

@@ -14,7 +14,7 @@ before it.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
@@ -26,7 +26,6 @@ from ledger.clock import isoformat_utc
 from ledger.dialects import Bound, same_text
 from ledger.durations import parse_duration
 from ledger.errors import ValidationError
-from ledger.recorded import RecordedEvent
 from ledger.rules import OPEN, RunState, replay_event
 from ledger.schema import MAX_POSITION, ledger_runs
 from ledger.store import Ledger
@@ -266,31 +265,25 @@ def stuck_runs_as_of(
     run_ids: Collection[int] | None = None,
 ) -> list[StuckRun]:
     """:func:`stuck_runs` as the ledger stood at ``position``: the runs' states replayed from
-    the events up to it (the append's own rules, :func:`ledger.rules.replay_event`), judged
-    at ``at`` (by default when the event at ``position`` was recorded). Reads history up to
-    ``position``: seconds on millions of events, where :func:`stuck_runs` reads only the open
-    runs. With ``run_ids``, only which of those runs were stuck, from their own events (a
-    run's state depends on its own events only): what a page of runs costs."""
+    their events up to it (the append's own rules, :func:`ledger.rules.replay_event`), judged
+    at ``at`` (by default when the event at ``position`` was recorded). Only the runs that can
+    have been open then are replayed (:meth:`Ledger.run_ids_open_at`, a pass down the
+    registry), each from its own events (a run's state depends on them alone): not every
+    event before ``position``. With ``run_ids``, only which of those runs were stuck: what a
+    page of runs costs."""
     states: dict[int, RunState] = {}
-    recorded_at: datetime | None = None
-    events: Iterable[RecordedEvent] = ()
-    if run_ids is None:
-        events = ledger.read_all(up_to=position)
-    elif position > 0:
-        # Each run's events in version order: its state depends on them alone.
-        events = chain.from_iterable(ledger.read_runs(run_ids, up_to=position).values())
-    for event in events:
-        recorded_at = event.recorded_at  # the whole replay's last: when position was recorded
-        # An event this code cannot apply counts as the run's activity, its state unchanged
-        # (the ledger's one rule of a replay, rules.replay_event).
-        state, _ = replay_event(states.get(event.run_id), event)
-        if state is not None:
-            states[event.run_id] = state
-    if at is None and run_ids is not None and position > 0:
-        # Some runs' events end before position: it was recorded when the whole replay's last
-        # event was.
-        recorded_at = ledger.recorded_at(min(position, ledger.head().last_position))
-    moment = at or recorded_at or ledger.clock()
+    if position > 0:
+        if run_ids is None:
+            run_ids = ledger.run_ids_open_at(position)
+        for event in chain.from_iterable(ledger.read_runs(run_ids, up_to=position).values()):
+            # An event this code cannot apply counts as the run's activity, its state
+            # unchanged (the ledger's one rule of a replay, rules.replay_event).
+            state, _ = replay_event(states.get(event.run_id), event)
+            if state is not None:
+                states[event.run_id] = state
+    if at is None and position > 0:
+        at = ledger.recorded_at(min(position, ledger.head().last_position))
+    moment = at or ledger.clock()
     open_runs = sorted(
         (state for state in states.values() if state.state == OPEN),
         key=lambda state: (state.last_event_at, state.run_id),

@@ -34,6 +34,7 @@ from ledger import (
 )
 from ledger import sweeper as sweeper_module
 from ledger.durations import format_silence
+from ledger.rules import replay_event
 from ledger.schema import ledger_runs
 from projections import Projector
 from service import load_config
@@ -216,6 +217,67 @@ def test_stuck_as_of_a_position_sees_runs_open_then(ledger: Ledger) -> None:
     assert [(r.run_id, r.rule) for r in then] == [(quick, "stale")]  # open then, later unborn
     overrides = {"quick": Thresholds(stale_after=timedelta(hours=2))}
     assert stuck_runs_as_of(ledger, before_finish, now, overrides=overrides) == []
+
+
+def test_stuck_as_of_each_position_is_the_whole_replays_and_reads_only_runs_open_then(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A past moment's stuck runs are replayed from the runs that can have been open then
+    (a pass down the registry), not from every event before it: the same runs, in the same
+    order, as a replay of the whole history by the append's rules, at every position, with
+    runs closed at, before and after it, timed out and then reporting, finished late."""
+    rng = random.Random(11)
+    open_ids: list[int] = []
+    timed_out: set[int] = set()
+    for step in range(160):
+        when = DAY1 + timedelta(minutes=7 * step)
+        if not open_ids or rng.random() < 0.3:
+            open_ids.append(start_at(ledger, when, f"c{step % 3}"))
+            continue
+        run_id = rng.choice(open_ids)
+        roll = rng.random()
+        with freeze_time(when):
+            if roll < 0.5:
+                ledger.append([RunProgressed(run_id=run_id, occurred_at=when, records_fetched=1)])
+            elif roll < 0.7 and run_id not in timed_out:
+                ledger.append([RunTimedOut(run_id=run_id, reason="x", detected_by="sweeper")])
+                timed_out.add(run_id)  # closed, and may still report and finish
+            else:
+                ledger.append([RunFinished(run_id=run_id, status="success")])
+                open_ids.remove(run_id)
+    head = ledger.head().last_position
+    threshold = timedelta(minutes=45)
+    states: dict[int, Any] = {}
+    expected_at: dict[int, list[tuple[int, datetime]]] = {}
+    for recorded in ledger.read_all():
+        states[recorded.run_id], _ = replay_event(states.get(recorded.run_id), recorded)
+        judged = recorded.recorded_at
+        expected_at[recorded.position] = sorted(
+            (state.last_event_at, state.run_id)
+            for state in states.values()
+            if state.state == "open" and state.last_event_at < judged - threshold
+        )
+    assert any(expected_at.values())  # the history does hold stuck runs
+    assert timed_out
+    read: list[int] = []
+    read_runs = ledger.read_runs
+
+    def counted(run_ids: Any, up_to: int | None = None) -> Any:
+        read.extend(run_ids)
+        return read_runs(run_ids, up_to)
+
+    def no_replay(*_: Any, **__: Any) -> Any:
+        raise AssertionError("stuck as of a position replayed the whole history")
+
+    monkeypatch.setattr(ledger, "read_runs", counted)
+    monkeypatch.setattr(ledger, "read_all", no_replay)
+    most_read = 0
+    for position in range(1, head + 1):
+        read.clear()
+        found = stuck_runs_as_of(ledger, position, older_than=threshold)
+        assert [(run.last_event_at, run.run_id) for run in found] == expected_at[position], position
+        most_read = max(most_read, len(read))
+    assert most_read < len(states) // 2  # the runs open then, not every run
 
 
 def test_a_run_that_reports_in_after_the_read_is_not_timed_out(
