@@ -90,7 +90,29 @@ class _ClosedStdin(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Buffer, /) -> int:
-        raise OSError(errno.EBADF, f"{os.strerror(errno.EBADF)} (started without it)")
+        raise stdin_missing_error()
+
+
+# The standard descriptors this process was started without, held on /dev/null since.
+_STARTED_WITHOUT: set[int] = set()
+
+# The names of descriptor 0 as a path: given as a FILE, they read whatever descriptor 0 is.
+_STDIN_PATHS = ("/dev/stdin", "/dev/fd/0", "/proc/self/fd/0")
+
+
+def names_missing_stdin(path: str) -> bool:
+    """Whether ``path`` names standard input and the process was started without it: what
+    it reads is the ``/dev/null`` held in its place (``ledger append /dev/stdin <&-`` appended
+    nothing and said so with exit 0), so the command refuses it as it refuses ``-``."""
+    if 0 not in _STARTED_WITHOUT:
+        return False
+    absolute = os.path.abspath(path)
+    return absolute in _STDIN_PATHS or absolute == f"/proc/{os.getpid()}/fd/0"
+
+
+def stdin_missing_error() -> OSError:
+    """The error of a read of the standard input the process was started without."""
+    return OSError(errno.EBADF, f"{os.strerror(errno.EBADF)} (started without it)")
 
 
 def _hold_closed_descriptors() -> None:
@@ -103,6 +125,7 @@ def _hold_closed_descriptors() -> None:
         try:
             os.fstat(descriptor)
         except OSError:
+            _STARTED_WITHOUT.add(descriptor)
             null = os.open(os.devnull, mode)
             if null != descriptor:
                 os.dup2(null, descriptor)

@@ -115,10 +115,13 @@ def test_append_to_a_reader_that_went_away_appends_quietly(db_url: str) -> None:
     assert run("events", "--format", "jsonl", "--db", db_url).output.count("\n") == 7
 
 
+LEDGER = (sys.executable, "-c", "from service.launch import main; main()")
+
+
 def ledger_without(descriptor: int, db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     """The ``ledger`` command started with standard descriptor ``descriptor`` closed
     (``>&-`` or ``2>&-``, as a daemon or a careless script starts it); the other one piped."""
-    command = [sys.executable, "-c", "from service.launch import main; main()", *args]
+    command = [*LEDGER, *args]
     return subprocess.run(
         ["sh", "-c", f'exec "$@" {descriptor}>&-', "sh", *command, "--db", db_url],
         capture_output=True,
@@ -167,5 +170,28 @@ def test_append_started_without_stdin_is_one_line_and_exit_3(db_url: str) -> Non
     assert (
         json.loads(run("status", "--format", "json", "--db", db_url).stdout)["head_position"] == 0
     )
+    # Named as a path, stdin is the /dev/null held in its place: it appended nothing, exit 0.
+    for path in ("/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"):
+        done = ledger_without(0, db_url, "append", path)
+        assert done.returncode == EXIT_ENVIRONMENT, (path, done.stdout, done.stderr)
+        assert done.stderr == (
+            f"Error: cannot read the events from {path}: Bad file descriptor (started without "
+            "it); give a FILE\n"
+        ), done.stderr
+    assert (
+        json.loads(run("status", "--format", "json", "--db", db_url).stdout)["head_position"] == 0
+    )
     given = ledger_without(0, db_url, "append", str(SAMPLE))
     assert given.returncode == 0, given.stderr
+    # With a stdin, /dev/stdin is read as ever.
+    piped = subprocess.run(
+        [*LEDGER, "append", "/dev/stdin", "--db", db_url],
+        input=SAMPLE.read_text(encoding="utf-8"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["duplicates"] == 7  # the FILE's events, read again
