@@ -175,6 +175,8 @@ def print_table(
         show_edge=False,
         pad_edge=False,
         collapse_padding=True,
+        # Centred over a --wide table, a title sat after half its longest value in spaces.
+        title_justify="left" if wide else "center",
     )
     least = COLUMN_GAP * (len(shown) - 1)  # the narrowest the table can be, dates whole
     for position, index in enumerate(shown):
@@ -206,7 +208,20 @@ def print_table(
                 for text, kind in zip(row, kinds, strict=True)
             )
         )
-    table_console(table, wide, least).print(table)
+    console = table_console(table, wide, least)
+    if not wide:
+        console.print(table)
+        return
+    # As wide as its longest value, rich pads every line to it: a 60,000-character error
+    # message made each of the table's lines 60,000 cells, 1 MB of spaces for 60 kB of text.
+    with console.capture() as captured:
+        console.print(table)
+    for line in captured.get().splitlines():
+        click.echo(_TRAILING_PADDING.sub(r"\1", line))
+
+
+# The spaces at a line's end, before the style codes that close it on a terminal.
+_TRAILING_PADDING = re.compile(r" +((?:\x1b\[[0-9;]*m)*)$")
 
 
 def table_console(table: Table, wide: bool, least: int) -> Console:

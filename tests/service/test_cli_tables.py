@@ -167,6 +167,24 @@ def test_every_table_command_has_wide_and_shows_the_whole_value(story: Story, db
         assert f"{LONG_TYPE[:12]}…" in output_of(db_url, "events")  # a writer's long type
 
 
+def test_a_wide_table_is_not_padded_to_its_longest_value(ledger: Ledger, db_url: str) -> None:
+    """``--wide`` makes a table as wide as its longest value, and rich padded every line to it
+    (and centred the title in it): ``runs show --wide`` of a 60,000-character error printed
+    1 MB, 17 lines of 60,000 cells. Each line now ends at its last character."""
+    message = "disk full on /var/spool " * 2500  # 60,000 characters
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunFinished(run_id=run_id, status="failed", error_message=message)])
+    assert cli_run(db_url, "project").exit_code == 0
+    wide = output_of(db_url, "runs", "show", str(run_id), "--wide")
+    assert message.rstrip() in wide
+    assert len(wide) < len(message) + 5_000, len(wide)
+    assert wide.splitlines()[0].startswith(f"run {run_id} in ingestion_runs")  # not centred
+    assert all(line == line.rstrip() for line in wide.splitlines())
+    listed = output_of(db_url, "runs", "list", "--wide")
+    assert message.rstrip() in listed
+    assert all(line == line.rstrip() for line in listed.splitlines())
+
+
 def test_status_lines_fit_and_wide_shows_them_whole(story: Story, db_url: str) -> None:
     with freeze_time(NOW):
         compact = output_of(db_url, "status")
