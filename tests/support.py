@@ -45,6 +45,24 @@ TERMINAL_EVENT_TYPES = frozenset({"RunFinished", "RunTimedOut"})
 # --- what only the tests ask of the library (kept here, not in the production code)
 
 
+def runs_read_without_replay(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ids of the runs whose events ``ledger.read_runs`` reads from now on, in a list that
+    grows as it does; ``ledger.read_all`` (a replay of the whole history) fails the test."""
+    read: list[int] = []
+    read_runs = ledger.read_runs
+
+    def counted(run_ids: Any, up_to: int | None = None) -> Any:
+        read.extend(run_ids)
+        return read_runs(run_ids, up_to)
+
+    def no_replay(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the whole history was replayed")
+
+    monkeypatch.setattr(ledger, "read_runs", counted)
+    monkeypatch.setattr(ledger, "read_all", no_replay)
+    return read
+
+
 def counter_deltas(event: EventModel) -> dict[str, int]:
     """The counter deltas ``event`` carries (all zero for an event without counters)."""
     return {name: int(getattr(event, name, 0)) for name in COUNTER_FIELDS}

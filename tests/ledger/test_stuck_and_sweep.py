@@ -41,7 +41,7 @@ from service import load_config
 from service.cli import cli
 from tests.projection_support import table_rows
 from tests.service.conftest import api_client, auth
-from tests.support import names_as_before_the_rule
+from tests.support import names_as_before_the_rule, runs_read_without_replay
 
 DAY1 = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)
 DAY5 = datetime(2026, 2, 1, 23, 33, 44, tzinfo=UTC)
@@ -259,18 +259,7 @@ def test_stuck_as_of_each_position_is_the_whole_replays_and_reads_only_runs_open
         )
     assert any(expected_at.values())  # the history does hold stuck runs
     assert timed_out
-    read: list[int] = []
-    read_runs = ledger.read_runs
-
-    def counted(run_ids: Any, up_to: int | None = None) -> Any:
-        read.extend(run_ids)
-        return read_runs(run_ids, up_to)
-
-    def no_replay(*_: Any, **__: Any) -> Any:
-        raise AssertionError("stuck as of a position replayed the whole history")
-
-    monkeypatch.setattr(ledger, "read_runs", counted)
-    monkeypatch.setattr(ledger, "read_all", no_replay)
+    read = runs_read_without_replay(ledger, monkeypatch)
     most_read = 0
     for position in range(1, head + 1):
         read.clear()

@@ -21,6 +21,7 @@ from projections.errors import PoisonEventError
 from projections.queries import RunFilter, find_runs, page_as_of
 from projections.schema import RUN_STATUSES, ingestion_runs
 from tests.projection_support import append_raw
+from tests.support import runs_read_without_replay
 
 T0 = datetime(2026, 1, 28, 1, 12, 44, tzinfo=UTC)
 
@@ -188,18 +189,7 @@ def test_a_page_as_of_a_position_reads_about_its_own_runs(
     event up to it took seconds a page on a million events."""
     interleaved_history(ledger, runs=400, seed=3)
     head = ledger.head().last_position
-    read: list[int] = []
-    read_runs = ledger.read_runs
-
-    def counted(run_ids: Any, up_to: int | None = None) -> Any:
-        read.extend(run_ids)
-        return read_runs(run_ids, up_to)
-
-    def no_replay(*_: Any, **__: Any) -> Any:
-        raise AssertionError("a page as of a position replayed the whole history")
-
-    monkeypatch.setattr(ledger, "read_runs", counted)
-    monkeypatch.setattr(ledger, "read_all", no_replay)
+    read = runs_read_without_replay(ledger, monkeypatch)
     view = find_runs(ledger, RunFilter(limit=50), None, head - 3)
     assert len(view.rows) == 50
     assert view.more
