@@ -255,6 +255,10 @@ def _past(now: datetime, limits: Thresholds) -> ColumnElement[bool]:
     return or_(stale, ledger_runs.c.started_at < now - limits.max_runtime)
 
 
+# How many runs' events stuck_runs_as_of holds at once.
+RUNS_A_READ = 200
+
+
 def stuck_runs_as_of(
     ledger: Ledger,
     position: int,
@@ -273,14 +277,17 @@ def stuck_runs_as_of(
     page of runs costs."""
     states: dict[int, RunState] = {}
     if position > 0:
-        if run_ids is None:
-            run_ids = ledger.run_ids_open_at(position)
-        for event in chain.from_iterable(ledger.read_runs(run_ids, up_to=position).values()):
-            # An event this code cannot apply counts as the run's activity, its state
-            # unchanged (the ledger's one rule of a replay, rules.replay_event).
-            state, _ = replay_event(states.get(event.run_id), event)
-            if state is not None:
-                states[event.run_id] = state
+        every = sorted(ledger.run_ids_open_at(position) if run_ids is None else run_ids)
+        # Some runs at a time, each folded before the next are read: the events of thousands
+        # of open runs with months of heartbeats would not fit in memory at once.
+        for first in range(0, len(every), RUNS_A_READ):
+            histories = ledger.read_runs(every[first : first + RUNS_A_READ], up_to=position)
+            for event in chain.from_iterable(histories.values()):
+                # An event this code cannot apply counts as the run's activity, its state
+                # unchanged (the ledger's one rule of a replay, rules.replay_event).
+                state, _ = replay_event(states.get(event.run_id), event)
+                if state is not None:
+                    states[event.run_id] = state
     if at is None and position > 0:
         at = ledger.recorded_at(min(position, ledger.head().last_position))
     moment = at or ledger.clock()
