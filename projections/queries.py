@@ -19,6 +19,7 @@ from ledger.schema import MAX_POSITION
 from ledger.stored_rows import named_rows
 from projections.as_of import resolve_position, run_as_of, skips_up_to
 from projections.checkpoints import skipped_positions
+from projections.errors import PoisonEventError
 from projections.fold import Row, Transition, fold_events, normalise
 from projections.schema import (
     PROJECTION_NAME,
@@ -262,6 +263,8 @@ def find_runs(
 # the IN-list chunk, when a filter on the runs' status there passes few of them.
 _FIRST_RUNS = 64
 _MOST_RUNS = 4096
+# How many runs' events a page as of a position holds at once.
+RUNS_A_READ = 200
 
 
 def page_as_of(ledger: Ledger, position: int, run_filter: RunFilter) -> list[Row]:
@@ -286,13 +289,22 @@ def page_as_of(ledger: Ledger, position: int, run_filter: RunFilter) -> list[Row
         )
         if not ids:
             break
-        histories = ledger.read_runs(ids, up_to=position)
-        # In position order, as the projector folds them: the first poison is the earliest.
-        events = sorted((e for run in histories.values() for e in run), key=attrgetter("position"))
         folded: dict[int, Row] = {}
-        outcome = fold_events(folded, events, skipped)
-        if outcome.poison is not None:
-            raise outcome.poison
+        poisons: list[PoisonEventError] = []
+        # Some runs' events at a time, each read folded before the next: thousands of runs
+        # with long histories (a heartbeat a minute) would not fit in memory at once.
+        for first in range(0, len(ids), RUNS_A_READ):
+            histories = ledger.read_runs(ids[first : first + RUNS_A_READ], up_to=position)
+            # In position order, as the projector folds them: a read's first poison is its
+            # earliest, and the earliest of them all is the one the projector stopped at.
+            events = sorted(
+                (e for run in histories.values() for e in run), key=attrgetter("position")
+            )
+            outcome = fold_events(folded, events, skipped)
+            if outcome.poison is not None:
+                poisons.append(outcome.poison)
+        if poisons:
+            raise min(poisons, key=attrgetter("position"))
         rows += run_filter.apply(list(folded.values()))  # below the ids of the rows before
         before, size = ids[-1], min(2 * size, _MOST_RUNS)
     return rows[: run_filter.limit]
