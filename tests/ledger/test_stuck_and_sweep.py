@@ -351,6 +351,36 @@ def test_stuck_as_of_a_past_moment_is_read_from_the_events_whatever_the_registry
     assert f"run {rewound}:" in registry, problems
 
 
+def test_stuck_as_of_a_position_past_the_head_is_the_head_as_the_read_starts(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked of a position past the head while appends commit, the stuck runs are those of
+    the head when the read started: an append landing between the registry's pass and the
+    events' read (a run finished, another started) made the answer one of no moment, the
+    finished run's end read but not the new run (the CLI, the API and the web make such a
+    position the head before reading; the library did not)."""
+    stale = start_at(ledger, DAY1)
+    head = ledger.head().last_position
+    read_runs = ledger.read_runs
+    newcomers: list[int] = []
+
+    def appends_land_first(run_ids: Any, up_to: int | None = None) -> Any:
+        if not newcomers:
+            with freeze_time(DAY1 + HOUR):
+                ledger.append([RunFinished(run_id=stale, status="success")])
+            newcomers.append(start_at(ledger, DAY1 + HOUR))
+        return read_runs(run_ids, up_to)
+
+    monkeypatch.setattr(ledger, "read_runs", appends_land_first)
+    judged = DAY1 + timedelta(days=1)
+    found = stuck_runs_as_of(ledger, head + 10, judged)
+    assert [run.run_id for run in found] == replayed_stuck_ids(ledger, head, judged, HOUR)
+    assert [run.run_id for run in found] == [stale]
+    # Asked again, the head has moved: the new run is stuck then, the finished one is not.
+    again = stuck_runs_as_of(ledger, head + 10, judged)
+    assert [run.run_id for run in again] == newcomers
+
+
 def test_a_run_that_reports_in_after_the_read_is_not_timed_out(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
