@@ -68,6 +68,18 @@ def register_upcaster(event_type: str, from_version: int) -> Callable[[Upcaster]
     return decorator
 
 
+def readable_schema_versions(event_type: str) -> list[int]:
+    """The schema_versions of ``event_type`` this code reads: its current one and each older
+    one the registered upcasters bring up to it (a newer writer's is not among them)."""
+    current = CURRENT_SCHEMA_VERSIONS.get(event_type)
+    if current is None:
+        return []
+    readable = [current]
+    while (event_type, readable[-1] - 1) in _UPCASTERS:
+        readable.append(readable[-1] - 1)
+    return sorted(readable)
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, datetime):
         return isoformat_utc(value)

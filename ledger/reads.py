@@ -16,7 +16,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, String, cast, func, select
+from sqlalchemy import ColumnElement, Connection, String, cast, func, not_, or_, select
 from sqlalchemy.sql import Select
 
 from ledger.dialects import (
@@ -28,6 +28,7 @@ from ledger.dialects import (
 from ledger.driver import DriverCursor
 from ledger.errors import StoredEventError
 from ledger.hashing import EVENT_COLUMNS, HASH, PREV_HASH, hashed_values, rows_reader
+from ledger.mapper import readable_schema_versions
 from ledger.recorded import LedgerHead, RecordedEvent, StoredRef
 from ledger.rules import FINISHED, TIMED_OUT, RunState
 from ledger.schema import HEAD_ROW_ID, ledger_events, ledger_head, ledger_runs
@@ -482,15 +483,23 @@ def run_ids_started_by(
 
 def run_ids_open_at(conn: Connection, position: int) -> list[int]:
     """The ids of the runs that can have been open at ``position``, by run id: started at or
-    before it, and either not closed now (``ledger_runs.state``) or with an event past it (the
-    one at the registry's version, the run's last) or whose last event is not found. A closed
-    run never opens again (the stream rules, I5), so a run closed now whose last event is at
-    or before ``position`` was closed then: the others hold every run open then, and a few
-    closed then (a timed-out run that reported later), which their own events tell apart.
-    One pass down the registry with two seeks on the ``(run_id, version)`` key a run: what a
-    past moment's stuck runs cost instead of replaying every event before it."""
+    before it, and not shown closed by then by their own events. A closed run never opens
+    again (the stream rules, I5), so a run is left out only when an event of its own at or
+    before ``position`` closed it: a RunFinished or RunTimedOut of a schema_version this code
+    reads (:func:`ledger.mapper.readable_schema_versions`; a newer writer's closes nothing in
+    a replay, :func:`ledger.rules.replay_event`). That event is sought where the registry
+    says it is, the registry only pointing: its version's event (the run's last), or, for a
+    run it calls closed whose last event is not a closing one (a timed-out run that reported
+    later), the run's own events up to ``position``. So a registry row that disagrees with
+    the events (a hand edit of ``state`` or ``version``, which ``ledger verify`` reports)
+    adds runs to replay, never takes one out: the past is read from the events alone. The
+    runs returned hold every run open then, and a few closed then, which their own events
+    tell apart. One pass down the registry with two seeks on the ``(run_id, version)`` key a
+    run (a third, down that run's key, for a timed-out run that reported later): what a past
+    moment's stuck runs cost instead of replaying every event before it."""
     started = ledger_events.alias("started")
     last = ledger_events.alias("last")
+    closing = ledger_events.alias("closing")
     query = (
         select(ledger_runs.c.run_id)
         .join(started, (started.c.run_id == ledger_runs.c.run_id) & (started.c.version == 1))
@@ -500,13 +509,41 @@ def run_ids_open_at(conn: Connection, position: int) -> list[int]:
         )
         .where(started.c.position <= position)
         .where(
-            ledger_runs.c.state.not_in((TIMED_OUT, FINISHED))
-            | last.c.position.is_(None)
+            last.c.position.is_(None)
             | (last.c.position > position)
+            | (
+                not_(_closes_the_run(last))
+                & not_(
+                    ledger_runs.c.state.in_((TIMED_OUT, FINISHED))
+                    # A scalar subquery, not EXISTS: MariaDB turns a correlated EXISTS into
+                    # an IN that it materialises, reading every event up to position.
+                    & select(closing.c.version)
+                    .where(
+                        closing.c.run_id == ledger_runs.c.run_id,
+                        closing.c.position <= position,
+                        _closes_the_run(closing),
+                    )
+                    .limit(1)
+                    .scalar_subquery()
+                    .is_not(None)
+                )
+            )
         )
         .order_by(ledger_runs.c.run_id)
     )
     return [int(run_id) for run_id in conn.execute(query).scalars()]
+
+
+def _closes_the_run(event: Any) -> ColumnElement[bool]:
+    """An event (a row of an alias of ``ledger_events``) that closes its run when replayed:
+    a RunTimedOut or RunFinished of a schema_version this code reads."""
+    return or_(
+        *(
+            (event.c.type == event_type)
+            & event.c.schema_version.in_(readable_schema_versions(event_type))
+            for event_type in ("RunTimedOut", "RunFinished")
+        )
+    )
 
 
 def count_runs(conn: Connection, state: str | None = None) -> int:

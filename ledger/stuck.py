@@ -274,8 +274,14 @@ def stuck_runs_as_of(
     have been open then are replayed (:meth:`Ledger.run_ids_open_at`, a pass down the
     registry), each from its own events (a run's state depends on them alone): not every
     event before ``position``. With ``run_ids``, only which of those runs were stuck: what a
-    page of runs costs."""
+    page of runs costs. A ``position`` past the head is the head when the read starts."""
     states: dict[int, RunState] = {}
+    if position > 0:
+        # A position past the head is the head as the read starts, as ``resolve_position``
+        # makes it for the CLI, the API and the web: read past it, the runs would be those
+        # open when the registry was read and their events those stored when they were read,
+        # appends committing in between (a moment the ledger never stood at).
+        position = min(position, ledger.head().last_position)
     if position > 0:
         every = sorted(ledger.run_ids_open_at(position) if run_ids is None else run_ids)
         # Some runs at a time, each folded before the next are read: the events of thousands
@@ -289,7 +295,7 @@ def stuck_runs_as_of(
                 if state is not None:
                     states[event.run_id] = state
     if at is None and position > 0:
-        at = ledger.recorded_at(min(position, ledger.head().last_position))
+        at = ledger.recorded_at(position)
     moment = at or ledger.clock()
     open_runs = sorted(
         (state for state in states.values() if state.state == OPEN),

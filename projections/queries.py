@@ -321,7 +321,13 @@ def find_run(
         skipped = row is None and state is not None and _start_skipped(ledger, run_id)
         return RunView(row, transitions, None, state, skipped)
     position = resolve_position(ledger, as_of, at_position)
-    history = ledger.read_run(run_id)
+    # Its events up to the position only: a run's heartbeats after it (tens of thousands in a
+    # long run) were read and decoded to be dropped.
+    history = ledger.read_runs([run_id], up_to=position).get(run_id, [])
+    if not history:
+        if not ledger.read_run(run_id, limit=1):
+            raise UnknownRunError(run_id)
+        return RunView(None, [], position, None)  # it started after the position
     row, transitions = run_as_of(ledger, run_id, position, history)
     return RunView(row, transitions, position, state_as_of(history, position))
 

@@ -35,10 +35,16 @@ def replayed_rows(ledger: Ledger) -> dict[int, Row]:
 
 
 def append_raw(
-    ledger: Ledger, run_id: int, event_type: str, payload: str, schema_version: int = 1
+    ledger: Ledger,
+    run_id: int,
+    event_type: str,
+    payload: str,
+    schema_version: int = 1,
+    state: str | None = None,
 ) -> int:
     """Append a row the way a newer run-ledger would (a type this one does not know), keeping
-    the chain and head consistent. Returns its position."""
+    the chain and head consistent; ``state``: the registry's state that writer's append sets
+    (a terminal event of its own closes the run there). Returns its position."""
     with ledger.engine.begin() as conn:
         head = conn.execute(select(ledger_head).with_for_update()).mappings().one()
         version = conn.execute(
@@ -75,7 +81,12 @@ def append_raw(
         conn.execute(
             update(ledger_runs)
             .where(ledger_runs.c.run_id == run_id)
-            .values(version=row["version"], updated_at=now, last_event_at=max(last_event_at, now))
+            .values(
+                version=row["version"],
+                updated_at=now,
+                last_event_at=max(last_event_at, now),
+                **({} if state is None else {"state": state}),
+            )
         )
     return int(row["position"])
 

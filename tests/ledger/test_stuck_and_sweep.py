@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from freezegun import freeze_time
-from sqlalchemy import event, text
+from sqlalchemy import event, text, update
 
+from forensics.verify import verify_all
 from ledger import (
     AppendResult,
     ConfigurationError,
@@ -40,7 +41,7 @@ from ledger.schema import ledger_runs
 from projections import Projector
 from service import load_config
 from service.cli import cli
-from tests.projection_support import table_rows
+from tests.projection_support import append_raw, table_rows
 from tests.service.conftest import api_client, auth
 from tests.support import names_as_before_the_rule, runs_read_without_replay
 
@@ -269,6 +270,106 @@ def test_stuck_as_of_each_position_is_the_whole_replays_and_reads_only_runs_open
         assert [(run.last_event_at, run.run_id) for run in found] == expected_at[position], position
         most_read = max(most_read, len(read))
     assert most_read < len(states) // 2  # the runs open then, not every run
+
+
+def replayed_stuck_ids(
+    ledger: Ledger, position: int, at: datetime, older_than: timedelta
+) -> list[int]:
+    """The runs stuck at ``at`` as the whole history up to ``position`` replays them by the
+    append's rules (``replay_event``), in the stuck query's order."""
+    states: dict[int, Any] = {}
+    for recorded in ledger.read_all(up_to=position):
+        state, _ = replay_event(states.get(recorded.run_id), recorded)
+        if state is not None:
+            states[recorded.run_id] = state
+    return [
+        state.run_id
+        for state in sorted(states.values(), key=lambda s: (s.last_event_at, s.run_id))
+        if state.state == "open" and state.last_event_at < at - older_than
+    ]
+
+
+def test_stuck_as_of_a_past_moment_is_read_from_the_events_whatever_the_registry_says(
+    ledger: Ledger,
+) -> None:
+    """Only a run's own events say it had closed by a past moment: the registry row of an
+    open run edited by hand (the legacy "fix" of stuck runs, ``state`` set to finished; a
+    ``version`` set back with ``state`` timed_out) and a newer writer's RunFinished (a
+    schema_version this code cannot read, so a replay leaves the run open, the registry
+    closed by that writer's append) leave the stuck runs as of every position the whole
+    replay's, and ``ledger verify`` names each disagreement. The registry pointed the read
+    at the runs to replay and was believed when it said closed: an UPDATE made today took
+    the runs out of what was stuck last week, at every past position."""
+    threshold = timedelta(minutes=60)
+    hidden = start_at(ledger, DAY1)
+    rewound = start_at(ledger, DAY1)
+    progress_at(ledger, rewound, DAY1 + timedelta(minutes=5), records_fetched=1)
+    newer = start_at(ledger, DAY1)
+    late = start_at(ledger, DAY1)
+    done = start_at(ledger, DAY1)
+    with freeze_time(DAY1 + timedelta(minutes=10)):
+        newer_finish = append_raw(
+            ledger,
+            newer,
+            "RunFinished",
+            '{"status":"success"}',
+            schema_version=99,
+            state="finished",
+        )
+        ledger.append([RunTimedOut(run_id=late, reason="x", detected_by="sweeper")])
+        ledger.append([RunFinished(run_id=done, status="success")])
+    progress_at(ledger, late, DAY1 + timedelta(minutes=20), records_fetched=1)
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            update(ledger_runs).where(ledger_runs.c.run_id == hidden).values(state="finished")
+        )
+        conn.execute(
+            update(ledger_runs)
+            .where(ledger_runs.c.run_id == rewound)
+            .values(state="timed_out", version=1)
+        )
+    head = ledger.head().last_position
+    judged = DAY1 + timedelta(days=1)
+    assert replayed_stuck_ids(ledger, head, judged, threshold) == [hidden, rewound, newer]
+    for position in range(head + 2):
+        expected = replayed_stuck_ids(ledger, position, judged, threshold)
+        found = stuck_runs_as_of(ledger, position, judged, older_than=threshold)
+        assert [run.run_id for run in found] == expected, position
+    problems = verify_all(ledger).problems
+    assert ("streams", newer_finish) in [(p.check, p.position) for p in problems]
+    registry = " ".join(p.message for p in problems if p.check == "registry")
+    assert f"run {hidden}:" in registry, problems
+    assert f"run {rewound}:" in registry, problems
+
+
+def test_stuck_as_of_a_position_past_the_head_is_the_head_as_the_read_starts(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked of a position past the head while appends commit, the stuck runs are those of
+    the head when the read started: an append landing between the registry's pass and the
+    events' read (a run finished, another started) made the answer one of no moment, the
+    finished run's end read but not the new run (the CLI, the API and the web make such a
+    position the head before reading; the library did not)."""
+    stale = start_at(ledger, DAY1)
+    head = ledger.head().last_position
+    read_runs = ledger.read_runs
+    newcomers: list[int] = []
+
+    def appends_land_first(run_ids: Any, up_to: int | None = None) -> Any:
+        if not newcomers:
+            with freeze_time(DAY1 + HOUR):
+                ledger.append([RunFinished(run_id=stale, status="success")])
+            newcomers.append(start_at(ledger, DAY1 + HOUR))
+        return read_runs(run_ids, up_to)
+
+    monkeypatch.setattr(ledger, "read_runs", appends_land_first)
+    judged = DAY1 + timedelta(days=1)
+    found = stuck_runs_as_of(ledger, head + 10, judged)
+    assert [run.run_id for run in found] == replayed_stuck_ids(ledger, head, judged, HOUR)
+    assert [run.run_id for run in found] == [stale]
+    # Asked again, the head has moved: the new run is stuck then, the finished one is not.
+    again = stuck_runs_as_of(ledger, head + 10, judged)
+    assert [run.run_id for run in again] == newcomers
 
 
 def test_a_run_that_reports_in_after_the_read_is_not_timed_out(

@@ -13,12 +13,13 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import event
 
-from ledger import Ledger, RunFinished, RunProgressed, RunTimedOut
+from ledger import Ledger, RunFinished, RunProgressed, RunTimedOut, UnknownRunError
+from ledger.rules import state_as_of
 from ledger.schema import MAX_POSITION
 from projections import Projector, queries
 from projections.as_of import runs_as_of
 from projections.errors import PoisonEventError
-from projections.queries import RunFilter, find_runs, page_as_of
+from projections.queries import RunFilter, find_run, find_runs, page_as_of
 from projections.schema import RUN_STATUSES, ingestion_runs
 from tests.projection_support import append_raw
 from tests.support import runs_read_without_replay
@@ -242,3 +243,48 @@ def test_an_event_that_cannot_be_applied_fails_its_runs_pages_until_it_is_skippe
     replayed = list(runs_as_of(ledger, position).values())
     for run_filter in (everything, RunFilter(status="running", limit=10), others):
         assert page_as_of(ledger, position, run_filter) == run_filter.apply(replayed)
+
+
+def test_a_run_as_of_a_position_reads_its_events_up_to_it(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One run as of a position (``runs show --as-of``, ``GET /v1/runs/{id}?at_position=``, the
+    web's run page as of a moment) is the whole replay's row and the write-side state then,
+    read from the run's events up to the position: its 40 heartbeats after it are not read
+    (each was read and decoded to be dropped, a long run's tens of thousands on every such
+    read); a run started after the position is not started yet, one never started unknown."""
+    with freeze_time(T0):
+        run_id = ledger.start_run(7, "SOURCE_1")
+        ledger.append([RunProgressed(run_id=run_id, records_fetched=2)])
+        ledger.append([RunTimedOut(run_id=run_id, reason="x", detected_by="sweeper")])
+        for _ in range(40):
+            ledger.append([RunProgressed(run_id=run_id)])
+        ledger.append([RunFinished(run_id=run_id, status="success")])
+        later = ledger.start_run(7, "SOURCE_1")
+    head = ledger.head().last_position
+    whole = {position: runs_as_of(ledger, position) for position in range(head + 1)}
+    states = {position: state_as_of(ledger.read_run(run_id), position) for position in whole}
+    read: list[int] = []
+    read_runs, read_run = ledger.read_runs, ledger.read_run
+
+    def counted_runs(run_ids: Any, up_to: int | None = None) -> Any:
+        found = read_runs(run_ids, up_to)
+        read.extend(e.position for events in found.values() for e in events)
+        return found
+
+    def counted_run(run: int, after: int = 0, limit: int | None = None) -> Any:
+        found = read_run(run, after, limit)
+        read.extend(e.position for e in found)
+        return found
+
+    monkeypatch.setattr(ledger, "read_runs", counted_runs)
+    monkeypatch.setattr(ledger, "read_run", counted_run)
+    for position in range(head + 1):
+        read.clear()
+        view = find_run(ledger, run_id, at_position=position)
+        assert view.row == whole[position].get(run_id), position
+        assert view.state == states[position], position
+        assert all(at <= max(position, 1) for at in read), (position, read)
+        assert find_run(ledger, later, at_position=position).not_started == (position < head)
+    with pytest.raises(UnknownRunError):
+        find_run(ledger, later + 1, at_position=head)
