@@ -12,7 +12,7 @@ on the other.
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from ledger.errors import InputProblem, ValidationError
 from ledger.rules import RUN_STATES
@@ -21,6 +21,7 @@ from ledger.text import clip
 # The largest value a BIGINT column (a position) holds, and so SQLite's driver binds: a larger
 # number compares as this one does with every stored key (after it: nothing; up to it: all).
 LARGEST_KEY = 2**63 - 1
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def whole_number(value: object, name: str, *, least: int | None = 0) -> int:
@@ -70,3 +71,35 @@ def refused(name: str, message: str) -> ValidationError:
 
 def _shown(value: object) -> str:
     return f"{type(value).__name__} {clip(repr(value), 80)}"
+
+
+# The longest threshold a stuck query takes: far beyond any run, and "now" minus it stays a
+# date (a larger one was an OverflowError out of the query).
+LONGEST_THRESHOLD = timedelta(days=36_525)
+
+
+def threshold(value: object, name: str) -> timedelta:
+    """A stuck threshold: a timedelta longer than zero, at most :data:`LONGEST_THRESHOLD`."""
+    if not isinstance(value, timedelta):
+        raise refused(name, f"a timedelta, got {_shown(value)}")
+    if value <= timedelta(0):
+        raise refused(name, f"must be longer than zero, got {value}")
+    if value > LONGEST_THRESHOLD:
+        raise refused(name, f"at most {LONGEST_THRESHOLD.days:,} days, got {value}")
+    return value
+
+
+def clock_time(value: object, name: str) -> datetime:
+    """A moment to judge runs at: a datetime with a zone, from the Unix epoch on (no event is
+    older; an earlier one, year 1, made the query's arithmetic overflow)."""
+    moment(value, name)
+    assert isinstance(value, datetime)
+    if value < EPOCH:
+        raise refused(name, f"not before 1970, got {value.isoformat()}")
+    return value
+
+
+def text(value: object, name: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise refused(name, f"text, got {_shown(value)}")
