@@ -11,12 +11,20 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
+import pydantic
+
 from ledger.clock import isoformat_utc
 from ledger.durations import format_duration
 from ledger.errors import InputProblem, ValidationError
-from ledger.events import EventModel, RunStarted
+from ledger.events import EventModel, RunStarted, event_adapter, is_validated
 from ledger.limits import payload_problems
-from ledger.mapper import CURRENT_SCHEMA_VERSIONS, canonical_json, payload_json, payload_of
+from ledger.mapper import (
+    CURRENT_SCHEMA_VERSIONS,
+    canonical_json,
+    payload_json,
+    payload_of,
+    pydantic_problems,
+)
 from ledger.text import clip
 
 # An occurred_at further ahead of the ledger's clock than this is refused (I10 clock skew guard):
@@ -53,6 +61,74 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 MIN_SERVER_PACKET_BYTES = 4 * 1024 * 1024
 # How much of a driver's message a refused payload's problem quotes.
 _MAX_DETAIL_CHARS = 120
+
+
+def validated_batch(
+    batch: Sequence[object],
+) -> tuple[list[EventModel], list[InputProblem]]:
+    """The batch as events validation built, and what makes one of them no event at all.
+
+    An event its model's validation built is taken as it is. Any other (made with
+    ``model_construct`` or ``model_copy(update=...)``, which skip validation; an instance of a
+    subclass, whose extra or redefined fields a read of the ledger could not decode) is
+    validated again, from its values, as the model of its ``type``: what it holds that no
+    validated event could (a negative counter, a run id as text, a missing field) is refused
+    naming the field, and what validation makes of it is appended instead. Without this, such
+    an event was stored as it stood and every later read of it failed (a poison event).
+
+    Raises :class:`TypeError` for an item that is no event model at all (a dict: see
+    :func:`ledger.parse_event`)."""
+    events: list[EventModel] = []
+    problems: list[InputProblem] = []
+    for index, event in enumerate(batch):
+        if not isinstance(event, EventModel):
+            raise TypeError(
+                f"event {index + 1} of the batch is a {type(event).__name__}, not an event "
+                "model (RunStarted, RunProgressed, RunFinished, RunTimedOut; "
+                "ledger.parse_event makes one of a dict)"
+            )
+        if is_validated(event):
+            events.append(event)
+            continue
+        checked, found = _validated_again(event)
+        events.append(event if checked is None else checked)
+        problems.extend(replace(problem, index=index) for problem in found)
+    return events, problems
+
+
+def _validated_again(event: EventModel) -> tuple[EventModel | None, list[InputProblem]]:
+    try:
+        return event_adapter.validate_python(dict(vars(event))), []
+    except pydantic.ValidationError as exc:
+        return None, pydantic_problems(exc)
+
+
+def append_option_problems(expected_version: object, clock_read: object) -> list[InputProblem]:
+    """What is wrong with an append's ``expected_version`` (None, or a whole number from 0)
+    and ``clock_read`` (None, or a datetime with a zone): a version given as text, a bool or
+    a negative number is the caller's mistake, not a version conflict."""
+    problems: list[InputProblem] = []
+    if expected_version is not None and (
+        not isinstance(expected_version, int)
+        or isinstance(expected_version, bool)
+        or expected_version < 0
+    ):
+        problems.append(
+            InputProblem(
+                "expected_version",
+                f"a whole number from 0 (or None), got {clip(repr(expected_version))}",
+            )
+        )
+    if clock_read is not None and (
+        not isinstance(clock_read, datetime) or clock_read.utcoffset() is None
+    ):
+        problems.append(
+            InputProblem(
+                "clock_read",
+                f"a datetime with a time zone (or None), got {clip(repr(clock_read))}",
+            )
+        )
+    return problems
 
 
 def prepare_batch(
@@ -189,9 +265,13 @@ def _unstorable_field(event: EventModel) -> str:
 
 def batch_error(batch: Sequence[EventModel], problems: list[InputProblem]) -> ValidationError:
     lines = [
-        str(p) if p.index is None else f"event {p.index + 1} ({batch[p.index].event_id}): {p}"
+        str(p) if p.index is None else f"event {p.index + 1} ({_event_id(batch[p.index])}): {p}"
         for p in problems
     ]
     return ValidationError(
         "; ".join(lines), problems=lines, details=problems, index=problems[0].index
     )
+
+
+def _event_id(event: EventModel) -> object:
+    return getattr(event, "event_id", None)  # a model made without validation may lack it

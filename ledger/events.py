@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
@@ -366,7 +367,35 @@ class EventModel(BaseModel):
             raise ValueError(
                 "run_id is required (or run_ref naming a run started in the same batch)"
             )
+        mark_validated(self)  # the last check: a model that gets here passed them all
         return self
+
+
+# The events validation built (by id, each with a weak reference to it, which drops the entry
+# when the event goes): what an append takes as it is. Any other event (made with
+# model_construct or model_copy(update=...), which skip validation, or a subclass's) is
+# validated again by the append, as its type's model (:func:`is_validated`).
+_VALIDATED: dict[int, weakref.ReferenceType[EventModel]] = {}
+
+
+def mark_validated(event: EventModel) -> None:
+    """Note ``event`` as one validation built (or, :func:`ledger.mapper.model_from_fields`,
+    one whose values were checked as validation checks them)."""
+    key = id(event)
+
+    def forget(ref: weakref.ReferenceType[EventModel]) -> None:
+        if _VALIDATED.get(key) is ref:  # not the mark of a newer event at the same address
+            _VALIDATED.pop(key, None)
+
+    _VALIDATED[key] = weakref.ref(event, forget)
+
+
+def is_validated(event: EventModel) -> bool:
+    """Whether ``event`` is one validation built as it stands: a registered event type's own
+    model (not a subclass, whose payload a read could not decode), noted by
+    :func:`mark_validated`."""
+    mark = _VALIDATED.get(id(event))
+    return mark is not None and mark() is event and type(event) in _EVENT_CLASSES
 
 
 class RunStarted(EventModel):
@@ -427,6 +456,8 @@ EVENT_TYPES: dict[str, type[EventModel]] = {
     "RunFinished": RunFinished,
     "RunTimedOut": RunTimedOut,
 }
+
+_EVENT_CLASSES = frozenset(EVENT_TYPES.values())
 
 event_adapter: TypeAdapter[RunStarted | RunProgressed | RunFinished | RunTimedOut] = TypeAdapter(
     LedgerEvent

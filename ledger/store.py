@@ -17,13 +17,19 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import pydantic
 from sqlalchemy import Connection, Dialect, Engine, select, update
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.pool import QueuePool, StaticPool
 
-from ledger import reads
+from ledger import arguments, reads
 from ledger.appender import Appender, AppendRequest, LostBeforeWriting
-from ledger.batch_checks import batch_error, prepare_batch
+from ledger.batch_checks import (
+    append_option_problems,
+    batch_error,
+    prepare_batch,
+    validated_batch,
+)
 from ledger.clock import Clock, default_clock, utcnow
 from ledger.conflicts import (
     CONFLICT_RETRY_BUDGET_S,
@@ -58,6 +64,7 @@ from ledger.errors import (
     ValidationError,
 )
 from ledger.events import EventModel, RunStarted
+from ledger.mapper import pydantic_problems
 from ledger.recorded import AppendResult, LedgerHead, RecordedEvent
 from ledger.rules import RunState
 from ledger.schema import HEAD_ROW_ID, ledger_head
@@ -287,22 +294,30 @@ class Ledger:
         for (exact names): an event for a run of another one raises
         :class:`ConnectorNotAllowedError`, checked under the lock before any other rule.
         """
-        batch = list(events)
+        if isinstance(events, EventModel | str | bytes | dict):
+            raise TypeError(f"events: a batch (a list) of events, not a {type(events).__name__}")
+        batch, problems = validated_batch(list(events))
         if not batch:
             return AppendResult(events=[], new_events=[])
         # An append acknowledged into a SQLite file moved or deleted under the process would
         # be lost with it (I9): refused, a StorageError (a connector spools it meanwhile).
         self.check_file()
+        if isinstance(connectors, str):
+            raise TypeError("connectors: a collection of connector names, not one name")
+        allowed = None if connectors is None else frozenset(connectors)
+        if allowed is not None and not all(isinstance(name, str) for name in allowed):
+            raise TypeError("connectors: connector names (str)")
+        problems.extend(append_option_problems(expected_version, clock_read))
+        if problems:
+            raise batch_error(batch, problems)
         payloads, problems = prepare_batch(batch, expected_version, now=clock_read)
         if problems:
             raise batch_error(batch, problems)
-        if isinstance(connectors, str):
-            raise TypeError("connectors: a collection of connector names, not one name")
         request = AppendRequest(
             batch,
             payloads,
             expected_version,
-            None if connectors is None else frozenset(connectors),
+            allowed,
         )
         with translate_errors(self.url, "append"):
             return self._append_retrying_conflicts(request)
@@ -500,7 +515,10 @@ class Ledger:
         actor: str | None = None,
         occurred_at: datetime | None = None,
     ) -> int:
-        """Append a RunStarted and return the run id (allocated unless ``run_id`` is given)."""
+        """Append a RunStarted and return the run id (allocated unless ``run_id`` is given).
+
+        Raises what :meth:`append` raises; a value the RunStarted model refuses (a source id
+        as text, a naive ``occurred_at``) is a :class:`ValidationError` naming the field."""
         fields: dict[str, Any] = {
             "source_id": source_id,
             "connector_name": connector_name,
@@ -510,7 +528,12 @@ class Ledger:
         }
         if occurred_at is not None:
             fields["occurred_at"] = occurred_at
-        result = self.append([RunStarted(**fields)])
+        try:
+            started = RunStarted(**fields)
+        except pydantic.ValidationError as exc:
+            problems = pydantic_problems(exc)
+            raise ValidationError("; ".join(map(str, problems)), details=problems) from exc
+        result = self.append([started])
         return result.events[0].run_id
 
     # ------------------------------------------------------------------ read
@@ -524,9 +547,20 @@ class Ledger:
     ) -> Iterator[RecordedEvent]:
         """Events with position > ``after`` (and at most ``up_to``: bounded by position, not
         by count, so a missing row cannot make a replay "as of N" read past N), in position
-        order, read in pages of ``batch_size``."""
-        if batch_size < 1:
-            raise ValidationError(f"batch_size must be at least 1, got {batch_size}")
+        order, read in pages of ``batch_size``.
+
+        Raises :class:`ValidationError` at the call (not at the first event) for an argument
+        that is not a whole number (``after``, ``up_to`` and ``limit`` from 0, ``batch_size``
+        from 1); :class:`StorageError` as each page is read."""
+        after = arguments.whole_number(after, "after")
+        limit = arguments.optional_whole_number(limit, "limit")
+        up_to = arguments.optional_whole_number(up_to, "up_to")
+        batch_size = arguments.whole_number(batch_size, "batch_size", least=1)
+        return self._pages(after, limit, batch_size, up_to)
+
+    def _pages(
+        self, after: int, limit: int | None, batch_size: int, up_to: int | None
+    ) -> Iterator[RecordedEvent]:
         remaining = limit
         position = after
         while remaining is None or remaining > 0:
@@ -548,7 +582,10 @@ class Ledger:
 
     def read_page(self, after: int, limit: int, up_to: int | None = None) -> list[RecordedEvent]:
         """One page of events after ``after`` (and at most ``up_to``): the unit a tailing
-        reader polls."""
+        reader polls. Arguments as for :meth:`read_all`."""
+        after = arguments.whole_number(after, "after")
+        limit = arguments.whole_number(limit, "limit")
+        up_to = arguments.optional_whole_number(up_to, "up_to")
         with self.connect() as conn:
             return reads.read_events_page(conn, after, limit, up_to)
 
@@ -557,7 +594,9 @@ class Ledger:
 
         ``recorded_at`` never decreases along positions (the append takes it under the head
         lock), so a binary search over the primary key finds it in about log2(N) lookups.
+        Raises :class:`ValidationError` unless ``when`` is a datetime with a zone.
         """
+        when = arguments.moment(when, "when")
         low, high = 0, self.head().last_position
         with self.connect() as conn:
             while low < high:
@@ -574,6 +613,7 @@ class Ledger:
     def recorded_at(self, position: int) -> datetime | None:
         """When the event at ``position`` was recorded: the moment a page or report pinned to
         that position stands at (None for position 0, or none stored there)."""
+        position = arguments.whole_number(position, "position", least=None)
         if position < 1:
             return None
         with self.connect() as conn:
@@ -583,7 +623,11 @@ class Ledger:
         self, run_id: int, after: int = 0, limit: int | None = None
     ) -> list[RecordedEvent]:
         """The events of one run, in version order: those after position ``after``, at most
-        ``limit``. Empty for a run that never started."""
+        ``limit``. Empty for a run that never started. Raises :class:`ValidationError` for an
+        argument that is not a whole number (``after`` and ``limit`` from 0)."""
+        run_id = arguments.whole_number(run_id, "run_id", least=None)
+        after = arguments.whole_number(after, "after")
+        limit = arguments.optional_whole_number(limit, "limit")
         with self.connect() as conn:
             return reads.read_run(conn, run_id, after, limit)
 
@@ -591,9 +635,13 @@ class Ledger:
         self, run_ids: Collection[int], up_to: int | None = None
     ) -> dict[int, list[RecordedEvent]]:
         """The events of each of ``run_ids`` that started, in version order; with ``up_to``,
-        those at positions up to it (the runs as they stood then)."""
+        those at positions up to it (the runs as they stood then). Raises
+        :class:`ValidationError` unless ``run_ids`` is a collection of whole numbers and
+        ``up_to`` one from 0."""
+        ids = arguments.run_ids(run_ids)
+        up_to = arguments.optional_whole_number(up_to, "up_to")
         with self.connect() as conn:
-            return reads.read_runs(conn, run_ids, up_to)
+            return reads.read_runs(conn, ids, up_to)
 
     def run_ids_started_by(
         self,
@@ -606,7 +654,13 @@ class Ledger:
     ) -> list[int]:
         """The ids of the runs that existed at ``position`` (started at or before it), newest
         first, at most ``limit``: of a connector (its exact name), a source, below ``before``,
-        when given (:func:`ledger.reads.run_ids_started_by`)."""
+        when given (:func:`ledger.reads.run_ids_started_by`). Raises :class:`ValidationError`
+        for an argument of the wrong type (numbers whole, ``limit`` from 0)."""
+        position = arguments.whole_number(position, "position")
+        connector_name = arguments.optional_name(connector_name, "connector_name")
+        source_id = arguments.optional_whole_number(source_id, "source_id", least=None)
+        before = arguments.optional_whole_number(before, "before", least=None)
+        limit = arguments.whole_number(limit, "limit")
         with self.connect() as conn:
             return reads.run_ids_started_by(
                 conn,
@@ -620,12 +674,16 @@ class Ledger:
     def run_ids_open_at(self, position: int) -> list[int]:
         """The ids of the runs that can have been open at ``position``, by run id: every run
         open then and a few closed then (:func:`ledger.reads.run_ids_open_at`); their own
-        events up to ``position`` tell which (:meth:`read_runs`)."""
+        events up to ``position`` tell which (:meth:`read_runs`). Raises
+        :class:`ValidationError` unless ``position`` is a whole number from 0."""
+        position = arguments.whole_number(position, "position")
         with self.connect() as conn:
             return reads.run_ids_open_at(conn, position)
 
     def run(self, run_id: int) -> RunState | None:
-        """The write-side state of one run, or None if it never started."""
+        """The write-side state of one run, or None if it never started. Raises
+        :class:`ValidationError` unless ``run_id`` is a whole number."""
+        run_id = arguments.whole_number(run_id, "run_id", least=None)
         with self.connect() as conn:
             return reads.run_states(conn, [run_id]).get(run_id)
 
@@ -638,7 +696,13 @@ class Ledger:
         limit: int | None = None,
     ) -> list[RunState]:
         """The write-side state of the runs of a connector (its exact name), a source, in a
-        state (``open``: no terminal event yet), by run id; at most ``limit``."""
+        state (``open``: no terminal event yet, ``timed_out``, ``finished``), by run id; at
+        most ``limit``. Raises :class:`ValidationError` for an argument of the wrong type or
+        an unknown state."""
+        connector_name = arguments.optional_name(connector_name, "connector_name")
+        source_id = arguments.optional_whole_number(source_id, "source_id", least=None)
+        state = arguments.run_state(state)
+        limit = arguments.optional_whole_number(limit, "limit")
         with self.connect() as conn:
             return reads.find_runs(
                 conn, connector_name=connector_name, source_id=source_id, state=state, limit=limit

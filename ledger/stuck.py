@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, not_, or_, select
 
+from ledger import arguments
 from ledger.clock import isoformat_utc
 from ledger.dialects import Bound, same_text
 from ledger.durations import parse_duration
@@ -44,10 +45,11 @@ class Thresholds:
     max_runtime: timedelta | None = None
 
     def __post_init__(self) -> None:
-        if self.stale_after <= timedelta(0):
-            raise ValidationError(f"stale_after must be longer than zero, got {self.stale_after}")
-        if self.max_runtime is not None and self.max_runtime <= timedelta(0):
-            raise ValidationError(f"max_runtime must be longer than zero, got {self.max_runtime}")
+        # ValidationErrors naming the field: a number of seconds or None was a TypeError,
+        # a century and more an OverflowError out of the query.
+        arguments.threshold(self.stale_after, "stale_after")
+        if self.max_runtime is not None:
+            arguments.threshold(self.max_runtime, "max_runtime")
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,13 @@ def stuck_runs(
     and the defaults apply to every other run. ``run_ids``: only which of those runs are stuck
     (a page of runs asks about its own rows: every stuck run read for each page of 50 made
     its time grow with the number of stuck runs)."""
-    if run_ids is not None and not run_ids:
-        return []
-    now = now or ledger.clock()
     default = Thresholds(older_than, max_runtime)
+    overrides = _checked_overrides(overrides)
+    if run_ids is not None:
+        run_ids = arguments.run_ids(run_ids)
+        if not run_ids:
+            return []
+    now = ledger.clock() if now is None else arguments.clock_time(now, "now")
     # One indexed scan of open runs with the loosest cut-offs; each run's own connector
     # thresholds are then applied to that short list.
     query = (
@@ -122,6 +127,7 @@ class StuckCursor:
     @classmethod
     def decode(cls, text: str) -> StuckCursor:
         """The cursor :meth:`encode` wrote; anything else is a :class:`ValidationError`."""
+        text = arguments.text(text, "cursor")
         micros, _, run_id = text.partition("-")
         if _digits(micros, 18) and _digits(run_id, 10):
             try:
@@ -172,11 +178,14 @@ def stuck_page(
     place is after the cursor; no run is listed twice unless its last activity moved past the
     cursor (a run stuck by ``max_runtime`` that was active again). ``count``: also count every
     stuck run (one COUNT in the database: no rows sent back)."""
+    limit = arguments.whole_number(limit, "limit", least=None)
     if limit < 1:
         raise ValidationError(f"limit: must be 1 or more, got {limit}")
-    now = now or ledger.clock()
+    if after is not None and not isinstance(after, StuckCursor):
+        raise arguments.refused("after", "a StuckCursor (StuckCursor.decode reads its text)")
     default = Thresholds(older_than, max_runtime)
-    overrides = overrides or {}
+    overrides = _checked_overrides(overrides)
+    now = ledger.clock() if now is None else arguments.clock_time(now, "now")
     with ledger.connect("stuck query") as conn, named_rows(conn, ledger_runs):
         stuck = and_(ledger_runs.c.state == OPEN, _stuck_condition(conn, now, default, overrides))
         query = select(ledger_runs).where(stuck)
@@ -275,6 +284,12 @@ def stuck_runs_as_of(
     registry), each from its own events (a run's state depends on them alone): not every
     event before ``position``. With ``run_ids``, only which of those runs were stuck: what a
     page of runs costs. A ``position`` past the head is the head when the read starts."""
+    position = arguments.whole_number(position, "position")
+    at = None if at is None else arguments.clock_time(at, "at")
+    default = Thresholds(older_than, max_runtime)
+    overrides = _checked_overrides(overrides)
+    if run_ids is not None:
+        run_ids = arguments.run_ids(run_ids)
     states: dict[int, RunState] = {}
     if position > 0:
         # A position past the head is the head as the read starts, as ``resolve_position``
@@ -301,8 +316,27 @@ def stuck_runs_as_of(
         (state for state in states.values() if state.state == OPEN),
         key=lambda state: (state.last_event_at, state.run_id),
     )
-    default = Thresholds(older_than, max_runtime)
-    return _stuck_among(open_runs, moment, default, overrides or {})
+    return _stuck_among(open_runs, moment, default, overrides)
+
+
+def _checked_overrides(
+    overrides: object,
+) -> Mapping[str | tuple[str, int], Thresholds]:
+    """``overrides`` as :func:`stuck_runs` takes them, or a :class:`ValidationError` naming
+    ``overrides`` (a threshold given as a number was an AttributeError out of the query)."""
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, Mapping):
+        raise arguments.refused("overrides", "a mapping of connector names to Thresholds")
+    for key, value in overrides.items():
+        pair = isinstance(key, tuple) and len(key) == 2
+        if not (isinstance(key, str) or pair) or not isinstance(value, Thresholds):
+            raise arguments.refused(
+                "overrides",
+                f"connector names (or (name, source id) pairs) to Thresholds, got {key!r}: "
+                f"{type(value).__name__}",
+            )
+    return overrides
 
 
 def _stuck_among(

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ledger import arguments
 from ledger.clock import isoformat_utc
 from ledger.driver_errors import database_unreachable
 from ledger.durations import format_duration
@@ -229,6 +230,9 @@ def fail_run(
     hand-run UPDATE). Returns the position of the RunTimedOut. A closed run is refused, and
     so is a run of a connector outside ``connectors`` when given (an operator's token bound to
     its connectors), whatever its state."""
+    reason = arguments.text(reason, "reason")
+    operator = arguments.text(operator, "operator")
+    now = None if now is None else arguments.clock_time(now, "now")
     if not reason.strip():
         raise ValidationError("a reason is required to fail a run by hand")
     detected_by = operator_actor(operator)

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from sqlalchemy import Connection, insert
 from sqlalchemy.exc import DBAPIError
 
-from ledger import Ledger, LedgerError, RecordedEvent, StorageError, ValidationError
+from ledger import Ledger, LedgerError, RecordedEvent, StorageError, ValidationError, arguments
 from ledger.conflicts import retrying_conflicts
 from ledger.driver_errors import is_refused_value
 from ledger.events import ACTOR_NAME_MAX, REASON_MAX, operator_name_problem
@@ -101,6 +101,7 @@ class Projector:
     name = PROJECTION_NAME
 
     def __init__(self, ledger: Ledger, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        batch_size = arguments.whole_number(batch_size, "batch_size", least=None)
         if batch_size < 1:
             raise ValidationError(f"batch_size must be at least 1, got {batch_size}")
         self.ledger = ledger
@@ -328,6 +329,7 @@ class Projector:
     def wait_for(self, position: int, timeout: float = 10.0, poll: float = 0.05) -> None:
         """Return once ``position`` is applied (read-your-writes); raise on timeout, or at once
         if a poison event at or before it stops the projection."""
+        position = arguments.whole_number(position, "position")
         deadline = time.monotonic() + timeout
         while True:
             checkpoint = self.checkpoint()
@@ -348,6 +350,9 @@ class Projector:
 
     def skip(self, position: int, reason: str, actor: str) -> Skip:
         """Record that ``position`` is not to be applied (an operator's decision, audited)."""
+        position = arguments.whole_number(position, "position")
+        reason = arguments.text(reason, "reason")
+        actor = arguments.text(actor, "actor")
         if not reason.strip():
             raise ValidationError("a skip needs a reason")
         if len(reason) > REASON_MAX:
