@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError as PydanticValidationError
 
 from forensics.verify import verify_all
 from ledger import (
@@ -28,6 +30,7 @@ from ledger import (
     stuck_runs_as_of,
     sweep,
 )
+from ledger.events import event_adapter
 from projections import Projector
 
 NAIVE = datetime(2026, 1, 1)
@@ -139,6 +142,42 @@ def test_an_event_made_without_validation_is_refused_naming_its_field(
     assert caught.value.details[0].index == 0
     assert ledger.head() == head  # nothing written
     every_stored_event_reads(ledger)
+
+
+PASSED_TO_VALIDATION: dict[str, Callable[[Any], Any]] = {
+    "model_validate": RunProgressed.model_validate,
+    "event_adapter": event_adapter.validate_python,
+}
+
+
+@pytest.mark.parametrize("given_to", list(PASSED_TO_VALIDATION))
+def test_an_event_made_without_validation_stays_unvalidated_when_given_to_validation(
+    ledger: Ledger, given_to: str
+) -> None:
+    """pydantic passes an instance given to validation through as it is, and the model's
+    last validator marked it validated: ``model_validate`` of a ``model_construct``-ed event
+    with a negative counter, appended, was stored as it stood and every read of it failed
+    (review 31). It is validated again instead, and refused."""
+    run_id = ledger.start_run(source_id=1, connector_name="c")
+    made = RunProgressed.model_construct(run_id=run_id, records_fetched=-5)
+    with suppress(PydanticValidationError):  # it was passed through, and marked validated
+        PASSED_TO_VALIDATION[given_to](made)
+    head = ledger.head()
+    with pytest.raises(ValidationError) as caught:
+        ledger.append([made])
+    assert [problem.field for problem in caught.value.details] == ["records_fetched"]
+    assert ledger.head() == head
+    with pytest.raises(PydanticValidationError, match="records_fetched"):
+        PASSED_TO_VALIDATION[given_to](made)
+    valid = RunProgressed.model_construct(run_id=run_id, records_fetched=2)
+    checked = PASSED_TO_VALIDATION[given_to](valid)
+    assert checked == RunProgressed(run_id=run_id, records_fetched=2, **_same_ids(valid))
+    assert ledger.append([valid, checked]).appended == 1  # one event, one event_id
+    every_stored_event_reads(ledger)
+
+
+def _same_ids(event: Any) -> dict[str, Any]:
+    return {"event_id": event.event_id, "occurred_at": event.occurred_at}
 
 
 def test_an_event_made_without_validation_that_is_valid_is_stored_as_validation_makes_it(
