@@ -216,8 +216,11 @@ def print_table(
     # message made each of the table's lines 60,000 cells, 1 MB of spaces for 60 kB of text.
     with console.capture() as captured:
         console.print(table)
+    # Style codes as rich wrote them (rich decides: a terminal, FORCE_COLOR, NO_COLOR; no
+    # value holds one, cell makes them visible): click.echo would strip them from a pipe,
+    # and FORCE_COLOR=1 ... --wide | less -R lost the colours the compact table keeps.
     for line in captured.get().splitlines():
-        click.echo(_TRAILING_PADDING.sub(r"\1", line))
+        click.echo(_TRAILING_PADDING.sub(r"\1", line), color=True)
 
 
 # The spaces at a line's end, before the style codes that close it on a terminal.
