@@ -344,3 +344,21 @@ def test_reads_past_the_largest_key_answer_as_the_largest_key_does(ledger: Ledge
     assert ledger.run_ids_open_at(huge) == [run_id]
     assert stuck_runs(ledger, run_ids=[huge]) == []
     assert stuck_runs_as_of(ledger, huge) == []
+
+
+def test_a_run_id_given_many_times_is_read_once(ledger: Ledger) -> None:
+    """``read_runs`` read its ids 500 to a statement, and a run id given again in another
+    chunk listed the run's events twice (review 31): ``read_runs([run] * 1000)`` gave four
+    events of a run of two; so did a stuck query as of a position given such ``run_ids``."""
+    run_id = ledger.start_run(source_id=1, connector_name="c")
+    ledger.append([RunProgressed(run_id=run_id)])
+    once = ledger.read_runs([run_id])
+    assert len(once[run_id]) == 2
+    for times in (2, 501, 1200):
+        assert ledger.read_runs([run_id] * times) == once
+        assert ledger.read_runs([run_id] * times, up_to=1) == {run_id: once[run_id][:1]}
+    at = datetime.now(UTC) + timedelta(hours=3)
+    position = ledger.head().last_position
+    stuck = stuck_runs_as_of(ledger, position, at=at, run_ids=[run_id])
+    assert [run.run_id for run in stuck] == [run_id]
+    assert stuck_runs_as_of(ledger, position, at=at, run_ids=[run_id] * 401) == stuck
