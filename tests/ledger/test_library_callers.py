@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from contextlib import suppress
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -34,6 +34,7 @@ from ledger.events import event_adapter
 from projections import Projector
 
 NAIVE = datetime(2026, 1, 1)
+PAST_9999 = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-14)))
 
 
 def every_stored_event_reads(ledger: Ledger) -> None:
@@ -305,6 +306,11 @@ BAD_READS: dict[str, tuple[Callable[[Ledger], Any], str]] = {
     "stuck_runs_as_of position text": (lambda led: stuck_runs_as_of(led, "1"), "position"),
     "stuck_runs_as_of at naive": (lambda led: stuck_runs_as_of(led, 1, at=NAIVE), "at"),
     "sweep now naive": (lambda led: sweep(led, now=NAIVE), "now"),
+    # Past 9999 in UTC: a StorageError, "the database's fault", out of the query (review 31).
+    "stuck_runs now past 9999": (lambda led: stuck_runs(led, now=PAST_9999), "now"),
+    "stuck_page now past 9999": (lambda led: stuck_page(led, 5, now=PAST_9999), "now"),
+    "sweep now past 9999": (lambda led: sweep(led, now=PAST_9999), "now"),
+    "fail_run now past 9999": (lambda led: fail_run(led, 1, "why", "bob", now=PAST_9999), "now"),
     "thresholds a number": (lambda led: Thresholds(5), "stale_after"),  # type: ignore[arg-type]
     "fail_run reason None": (lambda led: fail_run(led, 1, None, "bob"), "reason"),
     "fail_run operator None": (lambda led: fail_run(led, 1, "why", None), "operator"),
