@@ -190,7 +190,7 @@ def test_a_wide_table_is_not_padded_to_its_longest_value(ledger: Ledger, db_url:
     assert all(line == line.rstrip() for line in listed.splitlines())
 
 
-def piped_output(db_url: str, *args: str, **env: str) -> str:
+def piped_output(db_url: str, *args: str, timeout: float = 120, **env: str) -> str:
     """The command's standard output as a pipe (``| less -R``) reads it, in ``env``."""
     environment = {
         name: value
@@ -203,7 +203,7 @@ def piped_output(db_url: str, *args: str, **env: str) -> str:
         text=True,
         env={**environment, "TERM": "xterm-256color", **env},
         cwd=REPO,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -236,6 +236,25 @@ def test_a_wide_table_keeps_the_style_codes_rich_writes_into_a_pipe(
             plain = piped_output(db_url, *args, *extra, NO_COLOR="1")
             assert "\x1b" not in plain, plain
             assert "boom" in plain
+
+
+def test_a_wide_table_with_a_long_value_inside_it_prints_in_seconds(
+    ledger: Ledger, db_url: str
+) -> None:
+    """``audit --wide`` puts a RunFinished's error in its ``what`` column, columns after it:
+    every other row is padded inside to its 60,000 characters, and the expression that took
+    each line's end padding off tried every space of that inner padding (review 31): minutes
+    a line, 22 s for a 15,000-character error. Here it must finish in the time a pipe waits."""
+    message = "disk full on /var/spool " * 2500  # 60,000 characters
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=1) for _ in range(3)])
+    ledger.append([RunFinished(run_id=run_id, status="failed", error_message=message)])
+    assert cli_run(db_url, "project").exit_code == 0
+    wide = piped_output(db_url, "audit", str(run_id), "--wide", timeout=60)
+    assert message.rstrip() in wide
+    assert all(line == line.rstrip() for line in wide.splitlines())
+    heartbeat = next(line for line in wide.splitlines() if "RunProgressed" in line)
+    assert len(heartbeat) > len(message)  # padded inside, to the error's width
 
 
 def test_status_lines_fit_and_wide_shows_them_whole(story: Story, db_url: str) -> None:
