@@ -385,8 +385,9 @@ _VALIDATED: dict[int, weakref.ReferenceType[Any]] = {}
 
 
 def mark_validated(event: EventModel) -> None:
-    """Note ``event`` as one validation built (or, :func:`ledger.mapper.model_from_fields`,
-    one whose values were checked as validation checks them)."""
+    """Note ``event`` as one validation built. An event read back from the ledger without
+    validation (:func:`ledger.mapper.model_from_fields`) is not noted: appended again, it is
+    validated again, the name rule included (names read back are taken as recorded)."""
     mark = _Mark(event, _forget)
     mark.key = key = id(event)
     _VALIDATED[key] = mark
