@@ -116,7 +116,12 @@ def _names_descriptor(path: str, descriptor: int) -> bool:
     for _ in range(_MOST_LINKS):
         # The folder's links resolved before its "..", as the kernel does (abspath would
         # take "link/.." for the folder the link is in).
-        folder, name = os.path.split(os.path.join(os.getcwd(), path))
+        if not os.path.isabs(path):
+            try:
+                path = os.path.join(os.getcwd(), path)
+            except OSError:  # the working folder was removed: the FILE's open says so
+                return False
+        folder, name = os.path.split(path)
         if name in ("", ".", ".."):
             return False  # a folder
         folder = os.path.realpath(folder)
