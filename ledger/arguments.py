@@ -91,11 +91,17 @@ def threshold(value: object, name: str) -> timedelta:
 
 def clock_time(value: object, name: str) -> datetime:
     """A moment to judge runs at: a datetime with a zone, from the Unix epoch on (no event is
-    older; an earlier one, year 1, made the query's arithmetic overflow)."""
+    older; an earlier one, year 1, made the query's arithmetic overflow) to the end of 9999
+    in UTC (a later one, given in a zone west of UTC, was a StorageError out of the query as
+    it was converted to UTC)."""
     moment(value, name)
     assert isinstance(value, datetime)
     if value < EPOCH:
         raise refused(name, f"not before 1970, got {value.isoformat()}")
+    try:
+        value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-14:00 is in the year 10000 in UTC
+        raise refused(name, f"not after 9999 in UTC, got {value.isoformat()}") from None
     return value
 
 

@@ -336,7 +336,13 @@ ActorName = Annotated[RunLabel, AfterValidator(_refuse_disguised_actor)]
 class EventModel(BaseModel):
     """Fields every event carries."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+    # revalidate_instances: an event given to validation (``model_validate``,
+    # ``event_adapter.validate_python``) is validated again, not passed through as it is: the
+    # after-validator below would mark a ``model_construct``-ed one validated, and an append
+    # stored it as it stood, a poison event. A frozen event's copy is as good as the event.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", str_strip_whitespace=False, revalidate_instances="always"
+    )
 
     type: str
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
@@ -375,19 +381,30 @@ class EventModel(BaseModel):
 # when the event goes): what an append takes as it is. Any other event (made with
 # model_construct or model_copy(update=...), which skip validation, or a subclass's) is
 # validated again by the append, as its type's model (:func:`is_validated`).
-_VALIDATED: dict[int, weakref.ReferenceType[EventModel]] = {}
+_VALIDATED: dict[int, weakref.ReferenceType[Any]] = {}
 
 
 def mark_validated(event: EventModel) -> None:
-    """Note ``event`` as one validation built (or, :func:`ledger.mapper.model_from_fields`,
-    one whose values were checked as validation checks them)."""
-    key = id(event)
+    """Note ``event`` as one validation built. An event read back from the ledger without
+    validation (:func:`ledger.mapper.model_from_fields`) is not noted: appended again, it is
+    validated again, the name rule included (names read back are taken as recorded)."""
+    mark = _Mark(event, _forget)
+    mark.key = key = id(event)
+    _VALIDATED[key] = mark
 
-    def forget(ref: weakref.ReferenceType[EventModel]) -> None:
-        if _VALIDATED.get(key) is ref:  # not the mark of a newer event at the same address
-            _VALIDATED.pop(key, None)
 
-    _VALIDATED[key] = weakref.ref(event, forget)
+class _Mark(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to a validated event that knows its key in :data:`_VALIDATED` (a
+    closure per event, as it was, cost a tenth of building one)."""
+
+    __slots__ = ("key",)
+    key: int
+
+
+def _forget(mark: weakref.ReferenceType[Any]) -> None:
+    key = mark.key  # type: ignore[attr-defined]
+    if _VALIDATED.get(key) is mark:  # not the mark of a newer event at the same address
+        _VALIDATED.pop(key, None)
 
 
 def is_validated(event: EventModel) -> bool:

@@ -209,7 +209,8 @@ def read_runs(
     ``up_to``, when given), in one statement an IN-list chunk rather than one a run (a run
     that never started has no key): what a check of a page of runs reads."""
     found: dict[int, list[RecordedEvent]] = {}
-    for chunk in chunks(sorted(run_ids)):
+    # Each run once: a run id given twice in two chunks had its events listed twice.
+    for chunk in chunks(sorted(set(run_ids))):
         query = _EVENTS.where(ledger_events.c.run_id.in_(chunk)).order_by(
             ledger_events.c.run_id, ledger_events.c.version
         )

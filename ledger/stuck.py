@@ -298,7 +298,7 @@ def stuck_runs_as_of(
         # appends committing in between (a moment the ledger never stood at).
         position = min(position, ledger.head().last_position)
     if position > 0:
-        every = sorted(ledger.run_ids_open_at(position) if run_ids is None else run_ids)
+        every = sorted(set(ledger.run_ids_open_at(position) if run_ids is None else run_ids))
         # Some runs at a time, each folded before the next are read: the events of thousands
         # of open runs with months of heartbeats would not fit in memory at once.
         for first in range(0, len(every), RUNS_A_READ):

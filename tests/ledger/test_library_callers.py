@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from pydantic import ValidationError as PydanticValidationError
 
 from forensics.verify import verify_all
 from ledger import (
@@ -28,9 +30,11 @@ from ledger import (
     stuck_runs_as_of,
     sweep,
 )
+from ledger.events import event_adapter
 from projections import Projector
 
 NAIVE = datetime(2026, 1, 1)
+PAST_9999 = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-14)))
 
 
 def every_stored_event_reads(ledger: Ledger) -> None:
@@ -139,6 +143,42 @@ def test_an_event_made_without_validation_is_refused_naming_its_field(
     assert caught.value.details[0].index == 0
     assert ledger.head() == head  # nothing written
     every_stored_event_reads(ledger)
+
+
+PASSED_TO_VALIDATION: dict[str, Callable[[Any], Any]] = {
+    "model_validate": RunProgressed.model_validate,
+    "event_adapter": event_adapter.validate_python,
+}
+
+
+@pytest.mark.parametrize("given_to", list(PASSED_TO_VALIDATION))
+def test_an_event_made_without_validation_stays_unvalidated_when_given_to_validation(
+    ledger: Ledger, given_to: str
+) -> None:
+    """pydantic passes an instance given to validation through as it is, and the model's
+    last validator marked it validated: ``model_validate`` of a ``model_construct``-ed event
+    with a negative counter, appended, was stored as it stood and every read of it failed
+    (review 31). It is validated again instead, and refused."""
+    run_id = ledger.start_run(source_id=1, connector_name="c")
+    made = RunProgressed.model_construct(run_id=run_id, records_fetched=-5)
+    with suppress(PydanticValidationError):  # it was passed through, and marked validated
+        PASSED_TO_VALIDATION[given_to](made)
+    head = ledger.head()
+    with pytest.raises(ValidationError) as caught:
+        ledger.append([made])
+    assert [problem.field for problem in caught.value.details] == ["records_fetched"]
+    assert ledger.head() == head
+    with pytest.raises(PydanticValidationError, match="records_fetched"):
+        PASSED_TO_VALIDATION[given_to](made)
+    valid = RunProgressed.model_construct(run_id=run_id, records_fetched=2)
+    checked = PASSED_TO_VALIDATION[given_to](valid)
+    assert checked == RunProgressed(run_id=run_id, records_fetched=2, **_same_ids(valid))
+    assert ledger.append([valid, checked]).appended == 1  # one event, one event_id
+    every_stored_event_reads(ledger)
+
+
+def _same_ids(event: Any) -> dict[str, Any]:
+    return {"event_id": event.event_id, "occurred_at": event.occurred_at}
 
 
 def test_an_event_made_without_validation_that_is_valid_is_stored_as_validation_makes_it(
@@ -266,6 +306,11 @@ BAD_READS: dict[str, tuple[Callable[[Ledger], Any], str]] = {
     "stuck_runs_as_of position text": (lambda led: stuck_runs_as_of(led, "1"), "position"),
     "stuck_runs_as_of at naive": (lambda led: stuck_runs_as_of(led, 1, at=NAIVE), "at"),
     "sweep now naive": (lambda led: sweep(led, now=NAIVE), "now"),
+    # Past 9999 in UTC: a StorageError, "the database's fault", out of the query (review 31).
+    "stuck_runs now past 9999": (lambda led: stuck_runs(led, now=PAST_9999), "now"),
+    "stuck_page now past 9999": (lambda led: stuck_page(led, 5, now=PAST_9999), "now"),
+    "sweep now past 9999": (lambda led: sweep(led, now=PAST_9999), "now"),
+    "fail_run now past 9999": (lambda led: fail_run(led, 1, "why", "bob", now=PAST_9999), "now"),
     "thresholds a number": (lambda led: Thresholds(5), "stale_after"),  # type: ignore[arg-type]
     "fail_run reason None": (lambda led: fail_run(led, 1, None, "bob"), "reason"),
     "fail_run operator None": (lambda led: fail_run(led, 1, "why", None), "operator"),
@@ -305,3 +350,21 @@ def test_reads_past_the_largest_key_answer_as_the_largest_key_does(ledger: Ledge
     assert ledger.run_ids_open_at(huge) == [run_id]
     assert stuck_runs(ledger, run_ids=[huge]) == []
     assert stuck_runs_as_of(ledger, huge) == []
+
+
+def test_a_run_id_given_many_times_is_read_once(ledger: Ledger) -> None:
+    """``read_runs`` read its ids 500 to a statement, and a run id given again in another
+    chunk listed the run's events twice (review 31): ``read_runs([run] * 1000)`` gave four
+    events of a run of two; so did a stuck query as of a position given such ``run_ids``."""
+    run_id = ledger.start_run(source_id=1, connector_name="c")
+    ledger.append([RunProgressed(run_id=run_id)])
+    once = ledger.read_runs([run_id])
+    assert len(once[run_id]) == 2
+    for times in (2, 501, 1200):
+        assert ledger.read_runs([run_id] * times) == once
+        assert ledger.read_runs([run_id] * times, up_to=1) == {run_id: once[run_id][:1]}
+    at = datetime.now(UTC) + timedelta(hours=3)
+    position = ledger.head().last_position
+    stuck = stuck_runs_as_of(ledger, position, at=at, run_ids=[run_id])
+    assert [run.run_id for run in stuck] == [run_id]
+    assert stuck_runs_as_of(ledger, position, at=at, run_ids=[run_id] * 401) == stuck

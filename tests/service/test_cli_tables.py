@@ -5,6 +5,10 @@ dates of another year, escapes."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +23,7 @@ from ledger.text import is_invisible, quoted, visible
 from service.cli import cli
 from service.cli.tables import compact_count, compact_duration, compact_time, cut_cells
 from tests.projection_support import append_raw
+from tests.service.support import REPO
 
 NOW = datetime(2026, 11, 28, 21, 37, 5, tzinfo=UTC)
 LAST_YEAR = datetime(2025, 6, 1, 10, 4, 9, tzinfo=UTC)
@@ -183,6 +188,73 @@ def test_a_wide_table_is_not_padded_to_its_longest_value(ledger: Ledger, db_url:
     listed = output_of(db_url, "runs", "list", "--wide")
     assert message.rstrip() in listed
     assert all(line == line.rstrip() for line in listed.splitlines())
+
+
+def piped_output(db_url: str, *args: str, timeout: float = 120, **env: str) -> str:
+    """The command's standard output as a pipe (``| less -R``) reads it, in ``env``."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("FORCE_COLOR", "NO_COLOR", "COLUMNS")
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "from service.launch import main; main()", *args, "--db", db_url],
+        capture_output=True,
+        text=True,
+        env={**environment, "TERM": "xterm-256color", **env},
+        cwd=REPO,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+STYLE_CODE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def test_a_wide_table_keeps_the_style_codes_rich_writes_into_a_pipe(
+    ledger: Ledger, db_url: str
+) -> None:
+    """``FORCE_COLOR=1 ledger runs list --wide | less -R``: the wide table went through
+    click.echo, which strips style codes from a pipe, so it lost the colours the compact
+    table keeps (review 31). Both keep them; neither has one under ``NO_COLOR``; a wide
+    line's padding goes, before its closing codes too."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunFinished(run_id=run_id, status="failed", error_message="boom")])
+    assert cli_run(db_url, "project").exit_code == 0
+    for args in (("runs", "list"), ("runs", "show", str(run_id))):
+        compact = piped_output(db_url, *args, FORCE_COLOR="1")
+        wide = piped_output(db_url, *args, "--wide", FORCE_COLOR="1")
+        assert STYLE_CODE.search(compact), compact
+        assert STYLE_CODE.search(wide), wide
+        assert STYLE_CODE.sub("", wide).count("boom") == 1
+        for line in wide.splitlines():
+            plain = STYLE_CODE.sub("", line)
+            assert plain == plain.rstrip(), repr(line)
+        for extra in ((), ("--wide",)):
+            plain = piped_output(db_url, *args, *extra, NO_COLOR="1")
+            assert "\x1b" not in plain, plain
+            assert "boom" in plain
+
+
+def test_a_wide_table_with_a_long_value_inside_it_prints_in_seconds(
+    ledger: Ledger, db_url: str
+) -> None:
+    """``audit --wide`` puts a RunFinished's error in its ``what`` column, columns after it:
+    every other row is padded inside to its 60,000 characters, and the expression that took
+    each line's end padding off tried every space of that inner padding (review 31): minutes
+    a line, 22 s for a 15,000-character error. Here it must finish in the time a pipe waits."""
+    message = "disk full on /var/spool " * 2500  # 60,000 characters
+    run_id = ledger.start_run(1, "SOURCE_1")
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=1) for _ in range(3)])
+    ledger.append([RunFinished(run_id=run_id, status="failed", error_message=message)])
+    assert cli_run(db_url, "project").exit_code == 0
+    wide = piped_output(db_url, "audit", str(run_id), "--wide", timeout=60)
+    assert message.rstrip() in wide
+    assert all(line == line.rstrip() for line in wide.splitlines())
+    heartbeat = next(line for line in wide.splitlines() if "RunProgressed" in line)
+    assert len(heartbeat) > len(message)  # padded inside, to the error's width
 
 
 def test_status_lines_fit_and_wide_shows_them_whole(story: Story, db_url: str) -> None:

@@ -195,3 +195,38 @@ def test_append_started_without_stdin_is_one_line_and_exit_3(db_url: str) -> Non
     )
     assert piped.returncode == 0, piped.stderr
     assert json.loads(piped.stdout)["duplicates"] == 7  # the FILE's events, read again
+
+
+def test_append_started_without_stdin_refuses_stdin_however_its_path_is_spelled(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Only three spellings of stdin's path were refused under ``<&-`` (review 31): a symbolic
+    link to ``/dev/stdin`` (a script's ``in`` link), ``//dev/stdin`` or
+    ``/proc/thread-self/fd/0`` read the ``/dev/null`` held in its place and appended nothing,
+    exit 0. A FILE that is a link to a real file is read as ever."""
+    link = tmp_path / "events-in"
+    link.symlink_to("/dev/stdin")
+    hop = tmp_path / "hop"
+    hop.symlink_to(link)
+    dev = tmp_path / "dev"
+    dev.symlink_to("/dev")
+    for path in (
+        str(link),
+        str(hop),
+        "//dev/stdin",
+        "/dev/./stdin",
+        f"{dev}/stdin",
+        "/proc/thread-self/fd/0",
+        "/dev/fd/../fd/0",
+    ):
+        done = ledger_without(0, db_url, "append", path)
+        assert done.returncode == EXIT_ENVIRONMENT, (path, done.stdout, done.stderr)
+        assert "Bad file descriptor (started without it)" in done.stderr, (path, done.stderr)
+    assert (
+        json.loads(run("status", "--format", "json", "--db", db_url).stdout)["head_position"] == 0
+    )
+    sample = tmp_path / "sample-link"
+    sample.symlink_to(SAMPLE)
+    given = ledger_without(0, db_url, "append", str(sample))
+    assert given.returncode == 0, given.stderr
+    assert json.loads(given.stdout)["appended"] == 7
