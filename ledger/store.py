@@ -149,7 +149,12 @@ class Ledger:
         write timeouts and the pool's wait, a second less for a row lock; SQLite's busy
         timeout), so a frozen server or a lock held elsewhere is an error in seconds, not a
         caller held for the driver's 75 s: what a server answering requests wants. The
-        ledger is still named by ``url`` in messages, not by the URL with those timeouts."""
+        ledger is still named by ``url`` in messages, not by the URL with those timeouts.
+        A ``url`` that is not text, or a ``wait_bound_s`` that is not a whole number of
+        seconds from 1, is a :class:`ValidationError` naming it (0 and -1 were taken as a
+        SQLite busy timeout of none, and None as the URL a bare TypeError)."""
+        url = arguments.text(url, "url")
+        wait_bound_s = arguments.optional_whole_number(wait_bound_s, "wait_bound_s", least=1)
         engine_url = url
         if wait_bound_s is not None:
             with suppress(ArgumentError, ValueError):  # create_ledger_engine says what is wrong

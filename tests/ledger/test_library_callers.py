@@ -368,3 +368,34 @@ def test_a_run_id_given_many_times_is_read_once(ledger: Ledger) -> None:
     stuck = stuck_runs_as_of(ledger, position, at=at, run_ids=[run_id])
     assert [run.run_id for run in stuck] == [run_id]
     assert stuck_runs_as_of(ledger, position, at=at, run_ids=[run_id] * 401) == stuck
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"url": None}, "url"),
+        ({"url": b"sqlite:///x.db"}, "url"),
+        ({"wait_bound_s": 0}, "wait_bound_s"),
+        ({"wait_bound_s": -1}, "wait_bound_s"),
+        ({"wait_bound_s": 2.5}, "wait_bound_s"),
+        ({"wait_bound_s": True}, "wait_bound_s"),
+        ({"wait_bound_s": "5"}, "wait_bound_s"),
+    ],
+)
+def test_from_url_refuses_a_wrong_value_naming_it(
+    db_url: str, arguments: dict[str, Any], named: str
+) -> None:
+    """``Ledger.from_url(url, wait_bound_s=0)`` (or -1) was taken as a SQLite busy timeout of
+    none, every lock an instant "busy"; ``from_url(None)`` a bare TypeError."""
+    given = {"url": db_url, **arguments}
+    with pytest.raises(ValidationError, match=f"^{named}: ") as refused:
+        Ledger.from_url(**given)
+    assert [problem.field for problem in refused.value.details] == [named]
+
+
+def test_from_url_takes_a_wait_bound_of_whole_seconds(db_url: str) -> None:
+    ledger = Ledger.from_url(db_url, wait_bound_s=1)
+    try:
+        assert ledger.wait_bound_s == 1
+    finally:
+        ledger.close()
