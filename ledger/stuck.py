@@ -264,10 +264,6 @@ def _past(now: datetime, limits: Thresholds) -> ColumnElement[bool]:
     return or_(stale, ledger_runs.c.started_at < now - limits.max_runtime)
 
 
-# How many runs' events stuck_runs_as_of holds at once.
-RUNS_A_READ = 200
-
-
 def stuck_runs_as_of(
     ledger: Ledger,
     position: int,
@@ -298,11 +294,9 @@ def stuck_runs_as_of(
         # appends committing in between (a moment the ledger never stood at).
         position = min(position, ledger.head().last_position)
     if position > 0:
-        every = sorted(set(ledger.run_ids_open_at(position) if run_ids is None else run_ids))
-        # Some runs at a time, each folded before the next are read: the events of thousands
-        # of open runs with months of heartbeats would not fit in memory at once.
-        for first in range(0, len(every), RUNS_A_READ):
-            histories = ledger.read_runs(every[first : first + RUNS_A_READ], up_to=position)
+        if run_ids is None:
+            run_ids = ledger.run_ids_open_at(position)
+        for histories in ledger.read_runs_in_turn(run_ids, up_to=position):
             for event in chain.from_iterable(histories.values()):
                 # An event this code cannot apply counts as the run's activity, its state
                 # unchanged (the ledger's one rule of a replay, rules.replay_event).

@@ -263,8 +263,6 @@ def find_runs(
 # the IN-list chunk, when a filter on the runs' status there passes few of them.
 _FIRST_RUNS = 64
 _MOST_RUNS = 4096
-# How many runs' events a page as of a position holds at once.
-RUNS_A_READ = 200
 
 
 def page_as_of(ledger: Ledger, position: int, run_filter: RunFilter) -> list[Row]:
@@ -293,8 +291,7 @@ def page_as_of(ledger: Ledger, position: int, run_filter: RunFilter) -> list[Row
         poisons: list[PoisonEventError] = []
         # Some runs' events at a time, each read folded before the next: thousands of runs
         # with long histories (a heartbeat a minute) would not fit in memory at once.
-        for first in range(0, len(ids), RUNS_A_READ):
-            histories = ledger.read_runs(ids[first : first + RUNS_A_READ], up_to=position)
+        for histories in ledger.read_runs_in_turn(ids, up_to=position):
             # In position order, as the projector folds them: a read's first poison is its
             # earliest, and the earliest of them all is the one the projector stopped at.
             events = sorted(

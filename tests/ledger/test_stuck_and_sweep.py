@@ -33,7 +33,7 @@ from ledger import (
     stuck_runs_as_of,
     sweep,
 )
-from ledger import stuck as stuck_module
+from ledger import store as store_module
 from ledger import sweeper as sweeper_module
 from ledger.durations import format_silence
 from ledger.rules import replay_event
@@ -262,7 +262,7 @@ def test_stuck_as_of_each_position_is_the_whole_replays_and_reads_only_runs_open
     assert any(expected_at.values())  # the history does hold stuck runs
     assert timed_out
     read = runs_read_without_replay(ledger, monkeypatch)
-    monkeypatch.setattr(stuck_module, "RUNS_A_READ", 3)  # several reads, each folded in turn
+    monkeypatch.setattr(store_module, "RUNS_A_READ", 3)  # several reads, each folded in turn
     most_read = 0
     for position in range(1, head + 1):
         read.clear()

@@ -14,9 +14,10 @@ from freezegun import freeze_time
 from sqlalchemy import event
 
 from ledger import Ledger, RunFinished, RunProgressed, RunTimedOut, UnknownRunError
+from ledger import store as store_module
 from ledger.rules import state_as_of
 from ledger.schema import MAX_POSITION
-from projections import Projector, queries
+from projections import Projector
 from projections.as_of import runs_as_of
 from projections.errors import PoisonEventError
 from projections.queries import RunFilter, find_run, find_runs, page_as_of
@@ -161,14 +162,14 @@ def interleaved_history(ledger: Ledger, runs: int, seed: int) -> None:
                 ledger.append([RunFinished(run_id=run_id, status=status)])
 
 
-@pytest.mark.parametrize("runs_a_read", [7, queries.RUNS_A_READ])
+@pytest.mark.parametrize("runs_a_read", [7, store_module.RUNS_A_READ])
 def test_a_page_as_of_a_position_is_the_full_replays_page(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch, runs_a_read: int
 ) -> None:
     """A page as of a position folds only its own runs' events up to it
     (``page_as_of``), newest runs first, a few at a time: for every filter, limit, cursor and
     position it equals the same page of the whole history replayed (``runs_as_of``)."""
-    monkeypatch.setattr(queries, "RUNS_A_READ", runs_a_read)
+    monkeypatch.setattr(store_module, "RUNS_A_READ", runs_a_read)
     interleaved_history(ledger, runs=300, seed=14)
     head = ledger.head().last_position
     filters = [RunFilter(limit=limit) for limit in (1, 7, 50, 301, MAX_POSITION)]
@@ -207,7 +208,7 @@ def test_of_two_events_that_cannot_be_applied_a_page_fails_on_the_earliest(
     """The runs a page folds are read some at a time: a newer writer's event in an old run
     (read last) and a later one in a new run (read first) fail the page on the earlier, as
     the whole replay and the projector stop there."""
-    monkeypatch.setattr(queries, "RUNS_A_READ", 5)
+    monkeypatch.setattr(store_module, "RUNS_A_READ", 5)
     interleaved_history(ledger, runs=40, seed=8)
     oldest, newest = 1, max(run.run_id for run in ledger.runs())
     first = append_raw(ledger, oldest, "RunPaused", "{}")
