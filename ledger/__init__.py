@@ -45,6 +45,7 @@ from ledger.stuck import (
     StuckRun,
     Thresholds,
     stuck_page,
+    stuck_page_as_of,
     stuck_runs,
     stuck_runs_as_of,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "parse_event",
     "register_upcaster",
     "stuck_page",
+    "stuck_page_as_of",
     "stuck_runs",
     "stuck_runs_as_of",
     "sweep",

@@ -313,6 +313,46 @@ def stuck_runs_as_of(
     return _stuck_among(open_runs, moment, default, overrides)
 
 
+def stuck_page_as_of(
+    ledger: Ledger,
+    position: int,
+    limit: int,
+    after: StuckCursor | None = None,
+    at: datetime | None = None,
+    older_than: timedelta = DEFAULT_STALE_AFTER,
+    max_runtime: timedelta | None = None,
+    overrides: Mapping[str | tuple[str, int], Thresholds] | None = None,
+    count: bool = False,
+) -> StuckPage:
+    """:func:`stuck_page` as the ledger stood at ``position``, judged at ``at`` (what
+    :func:`stuck_runs_as_of` finds, same arguments): at most ``limit`` of those runs after
+    ``after`` in the same order, and a cursor of the same kind. The past does not change, so
+    pages of one moment (the same ``position`` and ``at``) never miss or repeat a run; each
+    page replays the runs open then (:func:`stuck_runs_as_of`'s bounded read, not every event
+    before ``position``), so a page costs what the whole list as of that moment costs."""
+    limit = arguments.whole_number(limit, "limit", least=None)
+    if limit < 1:
+        raise ValidationError(f"limit: must be 1 or more, got {limit}")
+    if after is not None and not isinstance(after, StuckCursor):
+        raise arguments.refused("after", "a StuckCursor (StuckCursor.decode reads its text)")
+    every = stuck_runs_as_of(
+        ledger, position, at, older_than=older_than, max_runtime=max_runtime, overrides=overrides
+    )
+    total = len(every)
+    # In the stuck query's order already (last activity, then run id): the cursor's.
+    if after is not None:
+        every = [
+            run
+            for run in every
+            if (run.last_event_at, run.run_id) > (after.last_event_at, after.run_id)
+        ]
+    runs = every[:limit]
+    following = None
+    if len(every) > limit:
+        following = StuckCursor(runs[-1].last_event_at, runs[-1].run_id)
+    return StuckPage(runs, following, total if count else None)
+
+
 def _checked_overrides(
     overrides: object,
 ) -> Mapping[str | tuple[str, int], Thresholds]:

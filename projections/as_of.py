@@ -64,6 +64,24 @@ def resolve_position(ledger: Ledger, as_of: datetime | None, at_position: int | 
     return ledger.head().last_position
 
 
+def judged_moment(
+    ledger: Ledger, as_of: datetime | None, at_position: int | None
+) -> tuple[int, datetime]:
+    """Where a read as of ``as_of`` or ``at_position`` stands, and when it is judged (what
+    "silent for" and the thresholds of stuck runs count to), as the web's Stuck page pins it: a
+    time is judged at itself (a time ahead of the clock is now, :func:`not_after_now`) and
+    stands at the last position recorded by then; a position (one past the head is the head)
+    is judged when its event was recorded, position 0 (or an empty ledger) now. One of the two
+    must be given."""
+    if as_of is None and at_position is None:
+        raise ValidationError("give as_of or at_position")
+    if as_of is not None:
+        as_of = not_after_now(ledger, as_of)
+    position = resolve_position(ledger, as_of, at_position)
+    judged = as_of or ledger.recorded_at(position) or ledger.clock()
+    return position, judged
+
+
 def skips_up_to(ledger: Ledger, up_to: int) -> set[int]:
     """The positions up to ``up_to`` that the projection skips (an operator's decision)."""
     with ledger.connect() as conn:

@@ -19,7 +19,9 @@ from prometheus_client.registry import CollectorRegistry
 from connectors import Spool
 from forensics.verify import verify_all
 from ledger import Ledger, StuckCursor, ValidationError
-from service.api.access import Scopes, invalid_parameter, query_duration
+from ledger.clock import isoformat_utc
+from projections.as_of import QUERY_AS_OF_MAX_LENGTH, judged_moment
+from service.api.access import Scopes, invalid_parameter, query_duration, query_moment
 from service.api.auth import Caller, Tokens
 from service.api.events import add_event_routes
 from service.api.guard import Guard
@@ -27,7 +29,7 @@ from service.api.handlers import add_error_handlers
 from service.api.head import HeadAsGet
 from service.api.limits import auth_failures_of
 from service.api.openapi import add_docs_routes, openapi_document, problem_responses
-from service.api.params import ASCII_DIGITS, FlagQuery
+from service.api.params import ASCII_DIGITS, AtPositionQuery, FlagQuery
 from service.api.runs import DEFAULT_PAGE, MAX_PAGE, NEXT_LINK, TOTAL_COUNT, add_run_routes
 from service.api.shapes import LedgerJSON
 from service.api.state import ApiState, write_slots_for
@@ -89,7 +91,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
     @app.get(
         "/v1/stuck",
         summary="Stuck runs, the longest silent first, a page at a time",
-        responses={200: {"headers": {**NEXT_LINK, **TOTAL_COUNT}}, **problem_responses(400)},
+        responses={200: {"headers": {**NEXT_LINK, **TOTAL_COUNT}}, **problem_responses(400, 429)},
     )
     def stuck(
         request: Request,
@@ -105,13 +107,22 @@ def create_app(config: LedgerConfig) -> FastAPI:
                 description="Where the page starts: the previous page's, from its Link header",
             ),
         ] = None,
+        as_of: Annotated[str | None, Query(max_length=QUERY_AS_OF_MAX_LENGTH)] = None,
+        at_position: AtPositionQuery = None,
     ) -> list[dict[str, Any]]:
         """Open runs with no activity for ``older_than`` (or running longer than
         ``max_runtime``), as ``ledger stuck --format json``, at most ``limit`` of them; a
         ``Link: <…>; rel="next"`` header names the next page. Without either threshold, the
         config's, each connector's own over the globals (what ``/v1/status``, the metrics and
         the web's Stuck page count); a value given replaces its threshold for every run. The
-        first page (no ``cursor``) says in ``X-Total-Count`` how many runs are stuck."""
+        first page (no ``cursor``) says in ``X-Total-Count`` how many runs are stuck.
+
+        With ``as_of`` (a time; ahead of the clock it is now) or ``at_position``, the runs
+        stuck then (``ledger stuck --as-of``): replayed from the runs open then and judged at
+        that moment. The ``Link`` names the same moment (a time ahead of the clock as the time
+        it was taken for, a position past the head as the head), so every page is of one
+        moment: no run missed or listed twice."""
+        moment = query_moment(as_of, at_position)
         stale_after = query_duration(older_than, "older_than")
         runtime = query_duration(max_runtime, "max_runtime")
         after = None
@@ -120,16 +131,38 @@ def create_app(config: LedgerConfig) -> FastAPI:
                 after = StuckCursor.decode(cursor)
             except ValidationError as exc:
                 raise invalid_parameter("cursor", exc) from None
-        page = config.stuck_page(
-            state.ledger,
-            limit,
-            after,
-            stale_after=stale_after,
-            max_runtime=runtime,
-            count=after is None,
-        )
+        pinned: dict[str, str] = {}
+        if moment is None and at_position is None:
+            page = config.stuck_page(
+                state.ledger,
+                limit,
+                after,
+                stale_after=stale_after,
+                max_runtime=runtime,
+                count=after is None,
+            )
+        else:
+            # Every page replays the runs open then (a bounded read, but one that grows with
+            # them): a slot, as a list of runs as of a moment takes.
+            with state.expensive("stuck runs as_of or at_position"):
+                position, judged = judged_moment(state.ledger, moment, at_position)
+                page = config.stuck_page(
+                    state.ledger,
+                    limit,
+                    after,
+                    position=position,
+                    at=judged,
+                    stale_after=stale_after,
+                    max_runtime=runtime,
+                    count=after is None,
+                )
+            pinned = (
+                {"as_of": isoformat_utc(judged)}
+                if moment is not None
+                else {"at_position": str(position)}
+            )
         if page.next is not None:
-            following = request.url.include_query_params(cursor=page.next.encode())
+            following = request.url.include_query_params(cursor=page.next.encode(), **pinned)
             response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
         if page.total is not None:
             response.headers["X-Total-Count"] = str(page.total)

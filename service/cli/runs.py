@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
@@ -15,6 +15,7 @@ from ledger.durations import format_duration, format_silence
 from ledger.schema import MAX_POSITION
 from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
 from ledger.text import quoted, shown_name, visible, wrap_cells
+from projections.as_of import judged_moment
 from projections.queries import (
     RunFilter,
     find_run,
@@ -262,10 +263,15 @@ def threshold_options(command: F) -> F:
 
 
 def print_stuck_table(
-    stuck: list[StuckRun], title: str, wide: bool, total: int | None = None
+    stuck: list[StuckRun],
+    title: str,
+    wide: bool,
+    total: int | None = None,
+    now: datetime | None = None,
 ) -> None:
-    """The runs as a table; ``total``: how many there are when ``stuck`` is the first of them."""
-    now = utcnow()
+    """The runs as a table; ``total``: how many there are when ``stuck`` is the first of them;
+    ``now``: what "silent for" counts to (a past moment's stuck runs: that moment)."""
+    now = utcnow() if now is None else now
     print_table(
         f"{title}: {len(stuck) if total is None else total} run(s), times in UTC",
         STUCK_COLUMNS,
@@ -336,6 +342,7 @@ STUCK_TABLE_ROWS = 100
     help="At most N runs, the longest silent; 0: every one.  [default: "
     f"{STUCK_TABLE_ROWS} in a table, every one in JSON]",
 )
+@as_of_options
 @output_format_option
 @wide_option
 @db_or_config_option
@@ -344,27 +351,48 @@ def stuck(
     max_runtime: timedelta | None,
     config_path: Path | None,
     limit: int | None,
+    as_of: str | None,
+    at_position: int | None,
     output_format: str,
     wide: bool,
     db_url: str | None,
 ) -> None:
-    """List runs with no terminal event and no recent activity; exit 1 if there are any."""
+    """List runs with no terminal event and no recent activity; exit 1 if there are any. With
+    --as-of/--at-position, the runs stuck then (replayed from the runs open then, judged at
+    that moment)."""
+    moment = parse_moment(as_of, at_position)
     config = stuck_config(config_path)
     if limit is None:
         limit = 0 if output_format == "json" else STUCK_TABLE_ROWS
+    position = judged = None
     with opened_ledger(db_url or (config.database_url if config_path else None)) as ledger:
+        if moment is not None or at_position is not None:
+            position, judged = judged_moment(ledger, moment, at_position)
         if limit == 0:
-            found = config.stuck_runs(ledger, stale_after=older_than, max_runtime=max_runtime)
+            found = config.stuck_runs(
+                ledger, position, judged, stale_after=older_than, max_runtime=max_runtime
+            )
             total = len(found)
         else:
             page = config.stuck_page(
-                ledger, limit, stale_after=older_than, max_runtime=max_runtime, count=True
+                ledger,
+                limit,
+                position=position,
+                at=judged,
+                stale_after=older_than,
+                max_runtime=max_runtime,
+                count=True,
             )
             found, total = page.runs, page.total or 0
     if output_format == "json":
         echo_json([run.to_dict() for run in found])
     else:
-        print_stuck_table(found, "stuck runs", wide, max(total, len(found)))
+        title = "stuck runs"
+        if judged is not None:
+            # A line of its own: in the table's title, the moment was cut across two lines.
+            title += " then"
+            echo_fitted(f"as of {cell(judged)} UTC (position {position}): silent until then", wide)
+        print_stuck_table(found, title, wide, max(total, len(found)), now=judged)
         # The title counts every stuck run; said when the table holds fewer of them.
         if total > len(found):
             click.echo(f"… and {total - len(found)} more: --limit 0 shows every one")

@@ -19,6 +19,7 @@ from ledger.stuck import (
     StuckRun,
     Thresholds,
     stuck_page,
+    stuck_page_as_of,
     stuck_runs,
     stuck_runs_as_of,
 )
@@ -175,14 +176,29 @@ class LedgerConfig(Strict):
         limit: int,
         after: StuckCursor | None = None,
         *,
+        position: int | None = None,
+        at: datetime | None = None,
         stale_after: timedelta | None = None,
         max_runtime: timedelta | None = None,
         count: bool = False,
     ) -> StuckPage:
-        """A page of :meth:`stuck_runs` (now), after ``after`` (:func:`ledger.stuck.stuck_page`),
-        with the same thresholds and the same replacing of a ``stale_after`` or
-        ``max_runtime`` given."""
+        """A page of :meth:`stuck_runs`, after ``after``: now (:func:`ledger.stuck.stuck_page`),
+        or as the ledger stood at ``position``, judged at ``at``
+        (:func:`ledger.stuck.stuck_page_as_of`), with the same thresholds and the same
+        replacing of a ``stale_after`` or ``max_runtime`` given."""
         thresholds, overrides = self.stuck_thresholds(stale_after, max_runtime)
+        if position is not None:
+            return stuck_page_as_of(
+                ledger,
+                position,
+                limit,
+                after,
+                at,
+                older_than=thresholds.stale_after,
+                max_runtime=thresholds.max_runtime,
+                overrides=overrides,
+                count=count,
+            )
         return stuck_page(
             ledger,
             limit,
