@@ -125,6 +125,25 @@ export interface StuckRun {
   rule: 'stale' | 'max_runtime';
 }
 
+/** stuck()'s options: the thresholds of GET /v1/stuck, its page size, and the moment. */
+export interface StuckOptions {
+  /** Stuck: silent longer than this (`'2h'`), for every run; default: the config's. */
+  olderThan?: string;
+  /** Also stuck: running longer than this (`'6h'`), for every run; default: the config's. */
+  maxRuntime?: string;
+  /** The runs stuck at this past moment (a Date, or ISO-8601 text; no zone is UTC), judged
+   * then; a time ahead of the ledger's clock is now. Not with atPosition. A Date holds
+   * milliseconds and the ledger's times microseconds: a `recorded_at` the API gave, passed as
+   * its text, is that moment exactly; as a Date, the event recorded then may fall after it. */
+  asOf?: Date | string;
+  /** The runs stuck as the ledger stood at this position (0 or more; past the head is the
+   * head), judged when it was recorded. Not with asOf. */
+  atPosition?: number;
+  /** Runs per request, 1 to 1000 (default: the API's 50). */
+  pageSize?: number;
+  signal?: AbortSignal;
+}
+
 interface EventBase {
   event_id?: string;
   run_id?: number;
@@ -191,6 +210,10 @@ export declare class LedgerClient {
    * following `Link: <…>; rel="next"` (a link off this API is refused); each page as for
    * get(), whose answer is the first page alone. */
   pages<T = unknown>(path: string, options?: { signal?: AbortSignal }): AsyncGenerator<T[], void, undefined>;
+  /** Every stuck run (GET /v1/stuck, each page followed), the longest silent first: now, or
+   * at a past moment (`asOf` or `atPosition`). An option that cannot be right rejects with
+   * LedgerValidationError naming it (asOf and atPosition together: `asOf`), nothing sent. */
+  stuck(options?: StuckOptions): Promise<StuckRun[]>;
   /** Append RunStarted; throws RunNotStartedError when the ledger does not record it. */
   startRun(options: RunOptions): Promise<RunHandle>;
   /**

@@ -748,6 +748,21 @@ export class LedgerClient {
     }
   }
 
+  /**
+   * Every stuck run (GET /v1/stuck, each page followed), the longest silent first: now, or as
+   * the ledger stood at a past moment, `asOf` (a Date, or ISO-8601 text; no zone is UTC) or
+   * `atPosition` (a ledger position), replayed and judged then (`ledger stuck --as-of`).
+   * `olderThan` / `maxRuntime` (`'2h'`) replace the config's thresholds; `pageSize` (1 to
+   * 1000, default the API's 50) is how many runs a request asks for. An option that cannot be
+   * right throws LedgerValidationError naming it, before anything is sent.
+   */
+  async stuck(options = {}) {
+    const path = stuckPath(options ?? {});
+    const runs = [];
+    for await (const page of this.pages(path, { signal: options?.signal })) runs.push(...page);
+    return runs;
+  }
+
   /** Append RunStarted and return the open run. */
   async startRun(options) {
     const run = new RunHandle(this, options ?? {});
@@ -999,6 +1014,55 @@ export class LedgerClient {
 
 /** The path of a `Link: <…>; rel="next"` header (null: the last page). Only a path on the
  * same API is followed: an absolute URL could carry the token elsewhere. */
+/** The most runs a page of GET /v1/stuck holds (the API's MAX_PAGE). */
+const STUCK_PAGE_MAX = 1000;
+
+/** GET /v1/stuck's path for stuck()'s options, each checked: the moment is one of `asOf` and
+ * `atPosition`, as the API and `ledger stuck` take one of as_of and at_position. */
+function stuckPath({ olderThan, maxRuntime, asOf, atPosition, pageSize }) {
+  const query = new URLSearchParams();
+  for (const [name, parameter, value] of [
+    ['olderThan', 'older_than', olderThan],
+    ['maxRuntime', 'max_runtime', maxRuntime],
+  ]) {
+    if (value === undefined) continue;
+    if (typeof value !== 'string' || value === '') {
+      throw new LedgerValidationError(name, `must be a duration such as '2h', got ${describe(value)}`);
+    }
+    query.set(parameter, value);
+  }
+  if (asOf !== undefined && atPosition !== undefined) {
+    throw new LedgerValidationError('asOf', 'give asOf or atPosition, not both');
+  }
+  if (asOf !== undefined) {
+    query.set('as_of', momentText(asOf));
+  }
+  if (atPosition !== undefined) {
+    checkOption('atPosition', atPosition, { max: Number.MAX_SAFE_INTEGER });
+    query.set('at_position', String(atPosition));
+  }
+  if (pageSize !== undefined) {
+    query.set('limit', String(checkOption('pageSize', pageSize, { min: 1, max: STUCK_PAGE_MAX })));
+  }
+  const text = query.toString();
+  return text ? `/v1/stuck?${text}` : '/v1/stuck';
+}
+
+/** `asOf` as the API reads it: a Date as UTC ISO-8601 (an Invalid Date refused), text as it
+ * is (the ledger says what is wrong with it, naming as_of). */
+function momentText(asOf) {
+  if (asOf instanceof Date) {
+    if (Number.isNaN(asOf.getTime())) {
+      throw new LedgerValidationError('asOf', 'is an Invalid Date');
+    }
+    return asOf.toISOString();
+  }
+  if (typeof asOf !== 'string' || asOf === '') {
+    throw new LedgerValidationError('asOf', `must be a Date or ISO-8601 text, got ${describe(asOf)}`);
+  }
+  return asOf;
+}
+
 function nextLink(link, from) {
   if (!link) return null;
   const found = /<([^>]*)>\s*;\s*rel="?next"?/.exec(link);

@@ -1064,6 +1064,61 @@ test('pages() follows rel="next" on the same API and refuses a link to elsewhere
   );
 });
 
+test('stuck() sends the moment and thresholds as the API names them, and follows every page', async () => {
+  const server = await fake((req, res) => {
+    const headers = { 'content-type': 'application/json' };
+    const url = new URL(req.url, 'http://x');
+    const first = !url.searchParams.has('cursor'); // then a second page, run 2
+    if (first) {
+      url.searchParams.set('cursor', '1-1');
+      headers.link = `<${url.pathname}${url.search}>; rel="next"`;
+    }
+    res.writeHead(200, headers);
+    res.end(JSON.stringify([{ run_id: first ? 1 : 2 }]));
+  });
+  const asked = client(server.url);
+  assert.deepEqual((await asked.stuck()).map((run) => run.run_id), [1, 2]);
+  await asked.stuck({ asOf: new Date(Date.UTC(2026, 2, 2, 2, 30)), olderThan: '2h', pageSize: 2 });
+  await asked.stuck({ asOf: '2026-03-02T04:30:00+02:00' }); // the + sent as %2B, not a space
+  await asked.stuck({ atPosition: 0, maxRuntime: '6h' });
+  assert.deepEqual(
+    server.requests.map((r) => r.url).filter((url) => !url.includes('cursor')),
+    [
+      '/v1/stuck',
+      '/v1/stuck?older_than=2h&as_of=2026-03-02T02%3A30%3A00.000Z&limit=2',
+      '/v1/stuck?as_of=2026-03-02T04%3A30%3A00%2B02%3A00',
+      '/v1/stuck?max_runtime=6h&at_position=0',
+    ],
+  );
+});
+
+test('stuck() refuses an option that cannot be right, naming it, before sending anything', async () => {
+  const server = await fake((req, res) => res.end('[]'));
+  const asked = client(server.url);
+  const refusals = [
+    [{ asOf: '2026-03-02T00:00:00Z', atPosition: 3 }, 'asOf', /not both/],
+    [{ asOf: new Date(Number.NaN) }, 'asOf', /Invalid Date/],
+    [{ asOf: '' }, 'asOf', /Date or ISO-8601 text/],
+    [{ asOf: 1772409600000 }, 'asOf', /Date or ISO-8601 text/],
+    [{ atPosition: -1 }, 'atPosition', />= 0/],
+    [{ atPosition: 1.5 }, 'atPosition', /integer/],
+    [{ atPosition: '3' }, 'atPosition', /number/],
+    [{ atPosition: 2 ** 53 }, 'atPosition', /integer|at most/],
+    [{ pageSize: 0 }, 'pageSize', />= 1/],
+    [{ pageSize: 1001 }, 'pageSize', /at most 1000/],
+    [{ olderThan: 7200 }, 'olderThan', /duration/],
+    [{ maxRuntime: '' }, 'maxRuntime', /duration/],
+  ];
+  for (const [options, field, words] of refusals) {
+    await assert.rejects(
+      asked.stuck(options),
+      (error) => error instanceof LedgerValidationError && error.field === field && words.test(error.message),
+      JSON.stringify(options),
+    );
+  }
+  assert.equal(server.requests.length, 0);
+});
+
 test('pages() refuses a next link back to a page already read (a loop, not more pages)', async () => {
   const server = await fake((req, res) => {
     const back = req.url === '/v1/runs' ? '/v1/runs?cursor=a' : '/v1/runs';

@@ -249,6 +249,37 @@ for (const backend of backends()) {
       assert.deepEqual(await client.get('/v1/stuck?older_than=2h'), []);
     });
 
+    test('stuck() as of a past moment lists the runs stuck then, ended since', async () => {
+      // Three runs silent for three hours, then ended: stuck at the moment they were recorded,
+      // not now. Only this test's connector is looked at (other tests' runs share the ledger).
+      const silentSince = Date.now() - 3 * 3_600_000;
+      const started = [0, 1, 2].map((i) => ({
+        type: 'RunStarted',
+        source_id: 23,
+        connector_name: 'ts-stuck-as-of',
+        occurred_at: new Date(silentSince + i * 1000).toISOString(),
+      }));
+      const summary = await client.append(started);
+      const runIds = summary.allocated_run_ids;
+      const [entry] = await client.get(`/v1/runs/${runIds[2]}/events`);
+      const ours = (runs) => runs.filter((run) => run.connector_name === 'ts-stuck-as-of').map((run) => run.run_id);
+      await client.append(runIds.map((runId) => ({ type: 'RunFinished', run_id: runId, status: 'success' })));
+      assert.deepEqual(ours(await client.stuck({ olderThan: '2h' })), []);
+      const atPosition = summary.last_position;
+      assert.deepEqual(ours(await client.stuck({ olderThan: '2h', atPosition, pageSize: 1 })), runIds);
+      assert.deepEqual(ours(await client.stuck({ olderThan: '2h', asOf: entry.recorded_at })), runIds);
+      // A Date holds milliseconds, the ledger microseconds: the next millisecond holds the event.
+      const nextMs = new Date(Date.parse(entry.recorded_at) + 1);
+      assert.deepEqual(ours(await client.stuck({ olderThan: '2h', asOf: nextMs })), runIds);
+      // Before they were recorded, they were not in the ledger: nothing.
+      assert.deepEqual(ours(await client.stuck({ olderThan: '2h', asOf: new Date(silentSince) })), []);
+      assert.deepEqual(await client.stuck({ atPosition: 0 }), []);
+      const refused = await client.get('/v1/stuck?as_of=yesterday').catch((caught) => caught);
+      assert.ok(refused instanceof LedgerApiError, String(refused));
+      assert.equal(refused.status, 400);
+      assert.equal(refused.field, 'as_of');
+    });
+
     test('progress goes out at most once per interval, and the rest before finish', async () => {
       const run = await client.startRun({
         sourceId: 1,

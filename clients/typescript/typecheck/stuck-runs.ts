@@ -1,4 +1,5 @@
-// The README's reading of the stuck runs (one page with get(), every page with pages()),
+// The README's reading of the stuck runs (one page with get(), every page with pages() or
+// stuck(), now or as of a past moment),
 // compiled by `npm run typecheck` (strict) against the package's index.d.ts.
 import { LedgerClient, type StuckRun } from '@run-ledger/client';
 
@@ -12,5 +13,8 @@ export async function stuckRuns(): Promise<string[]> {
       if (run.rule === 'max_runtime') lines.push(`${run.run_id} since ${run.started_at}`);
     }
   }
+  const then = await client.stuck({ asOf: new Date(Date.now() - 3_600_000), olderThan: '2h' });
+  const atHead = await client.stuck({ atPosition: 1_000, pageSize: 1000 });
+  for (const run of [...then, ...atHead]) lines.push(`${run.run_id} stuck then (${run.rule})`);
   return lines;
 }
