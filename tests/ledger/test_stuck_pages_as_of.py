@@ -1,0 +1,70 @@
+"""Stuck runs of a past moment a page at a time (``stuck_page_as_of``), on SQLite and on
+MariaDB: the pages together are what ``stuck_runs_as_of`` finds at that moment (each
+connector's thresholds applied), whatever is appended between two pages, and the count is
+every one of them on any page that asks."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from freezegun import freeze_time
+
+from ledger import Ledger, RunFinished, ValidationError, stuck_runs_as_of
+from ledger.stuck import StuckCursor, StuckPage, stuck_page_as_of
+from tests.ledger.test_stuck_pages import HOUR, NOW, OVERRIDES, interleaved_runs
+
+
+def all_pages(ledger: Ledger, position: int, limit: int, **options: object) -> list[StuckPage]:
+    pages = [stuck_page_as_of(ledger, position, limit, **options)]  # type: ignore[arg-type]
+    while pages[-1].next is not None:
+        following = stuck_page_as_of(ledger, position, limit, pages[-1].next, **options)  # type: ignore[arg-type]
+        pages.append(following)
+    return pages
+
+
+def ids(pages: list[StuckPage]) -> list[int]:
+    return [run.run_id for page in pages for run in page.runs]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 7, 30, 1000])
+def test_pages_of_a_moment_together_are_its_stuck_runs(ledger: Ledger, limit: int) -> None:
+    interleaved_runs(ledger)
+    position = ledger.head().last_position
+    with freeze_time(NOW):
+        for run_id in range(1, position + 1, 2):  # half of them end later
+            ledger.append([RunFinished(run_id=run_id, status="success")])
+    options = {"at": NOW, "overrides": OVERRIDES}
+    whole = stuck_runs_as_of(ledger, position, **options)  # type: ignore[arg-type]
+    assert whole  # stuck at the moment, ended since
+    pages = all_pages(ledger, position, limit, **options)
+    assert ids(pages) == [run.run_id for run in whole]
+    assert all(len(page.runs) == limit for page in pages[:-1])
+    counted = all_pages(ledger, position, limit, count=True, **options)
+    assert [page.total for page in counted] == [len(whole)] * len(counted)
+
+
+def test_a_run_appended_between_pages_is_not_of_that_moment(ledger: Ledger) -> None:
+    runs = [
+        ledger.start_run(1, "SOURCE_1", occurred_at=NOW - 3 * HOUR + timedelta(seconds=i))
+        for i in range(3)
+    ]
+    position = ledger.head().last_position
+    first = stuck_page_as_of(ledger, position, 2, at=NOW)
+    ledger.start_run(1, "SOURCE_1", occurred_at=NOW - 4 * HOUR)  # would come first now
+    ledger.append([RunFinished(run_id=runs[2], status="success")])
+    rest = stuck_page_as_of(ledger, position, 2, first.next, at=NOW)
+    assert [run.run_id for run in first.runs + rest.runs] == runs
+    assert rest.next is None
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_limit_out_of_bounds_is_refused(ledger: Ledger, limit: int) -> None:
+    with pytest.raises(ValidationError, match="limit"):
+        stuck_page_as_of(ledger, 1, limit)
+
+
+def test_a_cursor_that_is_not_one_is_refused(ledger: Ledger) -> None:
+    with pytest.raises(ValidationError, match="after"):
+        stuck_page_as_of(ledger, 1, 5, "1-1")  # type: ignore[arg-type]
+    assert stuck_page_as_of(ledger, 0, 5, StuckCursor(NOW, 1)).runs == []
