@@ -1055,6 +1055,12 @@ function momentText(asOf) {
     if (Number.isNaN(asOf.getTime())) {
       throw new LedgerValidationError('asOf', 'is an Invalid Date');
     }
+    // Past 9999 (or before year 1) toISOString writes `+275760-…`, which no ISO-8601 reader
+    // of the ledger takes: the API's 400 would name as_of, not this option.
+    const year = asOf.getUTCFullYear();
+    if (year < 1 || year > 9999) {
+      throw new LedgerValidationError('asOf', `must be within the years 1 to 9999, got ${year}`);
+    }
     return asOf.toISOString();
   }
   if (typeof asOf !== 'string' || asOf === '') {

@@ -1098,6 +1098,8 @@ test('stuck() refuses an option that cannot be right, naming it, before sending 
   const refusals = [
     [{ asOf: '2026-03-02T00:00:00Z', atPosition: 3 }, 'asOf', /not both/],
     [{ asOf: new Date(Number.NaN) }, 'asOf', /Invalid Date/],
+    [{ asOf: new Date(8.64e15) }, 'asOf', /years 1 to 9999, got 275760/],
+    [{ asOf: new Date(Date.UTC(-1, 0, 1)) }, 'asOf', /years 1 to 9999/],
     [{ asOf: '' }, 'asOf', /Date or ISO-8601 text/],
     [{ asOf: 1772409600000 }, 'asOf', /Date or ISO-8601 text/],
     [{ atPosition: -1 }, 'atPosition', />= 0/],
