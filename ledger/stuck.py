@@ -114,24 +114,35 @@ def stuck_runs(
 class StuckCursor:
     """Where a page of stuck runs ends: the last run's place in the stuck query's order
     (``last_event_at``, ``run_id``). The time is carried, not looked up from the run: a run
-    active again between two pages moves, and the next page would start from its new place."""
+    active again between two pages moves, and the next page would start from its new place.
+    ``position``: for the pages as of a moment, the position they stand at (a time names the
+    last position recorded by it, and an append in flight as it was read, recorded by then
+    and committed after, would move the next page to another moment)."""
 
     last_event_at: datetime
     run_id: int
+    position: int | None = None
 
     def encode(self) -> str:
         """``MICROSECONDS-RUNID``: the last activity in microseconds since the Unix epoch (UTC),
-        then the run id; ASCII digits only, so it goes in a URL as it is."""
-        return f"{_epoch_microseconds(self.last_event_at)}-{self.run_id}"
+        then the run id, then ``~POSITION`` for a page as of a moment; ASCII digits (and ``~``,
+        unreserved in a URL) only, so it goes in a URL as it is."""
+        text = f"{_epoch_microseconds(self.last_event_at)}-{self.run_id}"
+        return text if self.position is None else f"{text}~{self.position}"
 
     @classmethod
     def decode(cls, text: str) -> StuckCursor:
         """The cursor :meth:`encode` wrote; anything else is a :class:`ValidationError`."""
         text = arguments.text(text, "cursor")
-        micros, _, run_id = text.partition("-")
-        if _digits(micros, 18) and _digits(run_id, 10):
+        place, pinned, position = text.partition("~")
+        micros, _, run_id = place.partition("-")
+        stands_at = int(position) if pinned and _digits(position, 19) else None
+        placed = _digits(micros, 18) and _digits(run_id, 10)
+        if placed and (
+            stands_at <= MAX_POSITION if pinned and stands_at is not None else not pinned
+        ):
             try:
-                return cls(_EPOCH + timedelta(microseconds=int(micros)), int(run_id))
+                return cls(_EPOCH + timedelta(microseconds=int(micros)), int(run_id), stands_at)
             except OverflowError:  # past the year 9999
                 pass
         raise ValidationError(
@@ -183,6 +194,11 @@ def stuck_page(
         raise ValidationError(f"limit: must be 1 or more, got {limit}")
     if after is not None and not isinstance(after, StuckCursor):
         raise arguments.refused("after", "a StuckCursor (StuckCursor.decode reads its text)")
+    if after is not None and after.position is not None:
+        raise ValidationError(
+            f"cursor: a cursor of the stuck runs as of position {after.position}: give the "
+            "as_of or at_position of the page that named it"
+        )
     default = Thresholds(older_than, max_runtime)
     overrides = _checked_overrides(overrides)
     now = ledger.clock() if now is None else arguments.clock_time(now, "now")
@@ -326,15 +342,23 @@ def stuck_page_as_of(
 ) -> StuckPage:
     """:func:`stuck_page` as the ledger stood at ``position``, judged at ``at`` (what
     :func:`stuck_runs_as_of` finds, same arguments): at most ``limit`` of those runs after
-    ``after`` in the same order, and a cursor of the same kind. The past does not change, so
-    pages of one moment (the same ``position`` and ``at``) never miss or repeat a run; each
-    page replays the runs open then (:func:`stuck_runs_as_of`'s bounded read, not every event
-    before ``position``), so a page costs what the whole list as of that moment costs."""
+    ``after`` in the same order, and a cursor that carries the position (a cursor carrying one
+    stands there, ``position`` only bounding it: the pages of one moment are read at one). The
+    past does not change, so pages of one moment (the same position and ``at``) never miss or
+    repeat a run; each page replays the runs open then (:func:`stuck_runs_as_of`'s bounded
+    read, not every event before the position), so a page costs what the whole list as of that
+    moment costs."""
     limit = arguments.whole_number(limit, "limit", least=None)
     if limit < 1:
         raise ValidationError(f"limit: must be 1 or more, got {limit}")
     if after is not None and not isinstance(after, StuckCursor):
         raise arguments.refused("after", "a StuckCursor (StuckCursor.decode reads its text)")
+    position = arguments.whole_number(position, "position")
+    if after is not None and after.position is not None:
+        # The earlier of the two: the cursor's, unless edited past what ``position`` names.
+        position = min(position, after.position)
+    if position > 0:
+        position = min(position, ledger.head().last_position)  # as stuck_runs_as_of reads it
     every = stuck_runs_as_of(
         ledger, position, at, older_than=older_than, max_runtime=max_runtime, overrides=overrides
     )
@@ -349,7 +373,7 @@ def stuck_page_as_of(
     runs = every[:limit]
     following = None
     if len(every) > limit:
-        following = StuckCursor(runs[-1].last_event_at, runs[-1].run_id)
+        following = StuckCursor(runs[-1].last_event_at, runs[-1].run_id, position)
     return StuckPage(runs, following, total if count else None)
 
 

@@ -37,6 +37,10 @@ from service.config import LedgerConfig
 from service.metrics import LedgerCollector, collect_figures, scrape_url
 from service.status import status_report
 
+# A cursor of GET /v1/stuck: ``MICROSECONDS-RUNID`` (18 and 10 digits at most), then
+# ``~POSITION`` (19) for a page as of a moment.
+STUCK_CURSOR_MAX_LENGTH = 50
+
 
 def _api_ledger(config: LedgerConfig) -> Ledger:
     """The API's ledger, its waits on the database bounded by ``[api] database_timeout``: a
@@ -44,6 +48,22 @@ def _api_ledger(config: LedgerConfig) -> Ledger:
     the driver's 75 s (SQLite's 30 s)."""
     seconds = max(1, int(config.api.database_timeout.total_seconds()))
     return Ledger.from_url(config.database_url, create=False, wait_bound_s=seconds)
+
+
+def _check_cursor_position(ledger: Ledger, after: StuckCursor, at_position: int | None) -> None:
+    """A cursor of the stuck runs as of a position goes on at that position: given live, or
+    with another ``at_position``, its place would be one of another list (a 400 naming
+    ``cursor``). With ``as_of``, the cursor's position is where the page stands."""
+    if after.position is None:
+        return
+    if at_position is None or min(at_position, ledger.head().last_position) != after.position:
+        raise invalid_parameter(
+            "cursor",
+            ValidationError(
+                f"a cursor of the stuck runs as of position {after.position}: give the as_of "
+                "or at_position of the page that named it"
+            ),
+        )
 
 
 def create_app(config: LedgerConfig) -> FastAPI:
@@ -103,7 +123,7 @@ def create_app(config: LedgerConfig) -> FastAPI:
         cursor: Annotated[
             str | None,
             Query(
-                max_length=40,
+                max_length=STUCK_CURSOR_MAX_LENGTH,
                 description="Where the page starts: the previous page's, from its Link header",
             ),
         ] = None,
@@ -120,8 +140,9 @@ def create_app(config: LedgerConfig) -> FastAPI:
         With ``as_of`` (a time; ahead of the clock it is now) or ``at_position``, the runs
         stuck then (``ledger stuck --as-of``): replayed from the runs open then and judged at
         that moment. The ``Link`` names the same moment (a time ahead of the clock as the time
-        it was taken for, a position past the head as the head), so every page is of one
-        moment: no run missed or listed twice."""
+        it was taken for, a position past the head as the head) and its ``cursor`` the
+        position the first page stood at, so every page is of one moment: no run missed or
+        listed twice, even for an append recorded by that time and committed after it."""
         moment = query_moment(as_of, at_position)
         stale_after = query_duration(older_than, "older_than")
         runtime = query_duration(max_runtime, "max_runtime")
@@ -131,6 +152,8 @@ def create_app(config: LedgerConfig) -> FastAPI:
                 after = StuckCursor.decode(cursor)
             except ValidationError as exc:
                 raise invalid_parameter("cursor", exc) from None
+        if after is not None and moment is None:
+            _check_cursor_position(state.ledger, after, at_position)
         pinned: dict[str, str] = {}
         if moment is None and at_position is None:
             page = config.stuck_page(

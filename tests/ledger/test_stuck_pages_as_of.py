@@ -11,7 +11,7 @@ import pytest
 from freezegun import freeze_time
 
 from ledger import Ledger, RunFinished, ValidationError, stuck_runs_as_of
-from ledger.stuck import StuckCursor, StuckPage, stuck_page_as_of
+from ledger.stuck import StuckCursor, StuckPage, stuck_page, stuck_page_as_of
 from tests.ledger.test_stuck_pages import HOUR, NOW, OVERRIDES, interleaved_runs
 
 
@@ -68,3 +68,46 @@ def test_a_cursor_that_is_not_one_is_refused(ledger: Ledger) -> None:
     with pytest.raises(ValidationError, match="after"):
         stuck_page_as_of(ledger, 1, 5, "1-1")  # type: ignore[arg-type]
     assert stuck_page_as_of(ledger, 0, 5, StuckCursor(NOW, 1)).runs == []
+
+
+def test_a_cursor_of_a_moment_carries_its_position_through_its_text() -> None:
+    cursor = StuckCursor(NOW, 42, 9223372036854775807)
+    assert cursor.encode() == "1772452800000000-42~9223372036854775807"
+    assert StuckCursor.decode(cursor.encode()) == cursor
+    assert len(cursor.encode()) <= 50  # the API's bound on a cursor
+    assert StuckCursor.decode("0-2~0").position == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1-2~", "1-2~x", "1-2~-1", "1-2~1~2", "1~2", "1-2~9223372036854775808", "1-2~" + "9" * 20],
+)
+def test_a_cursor_with_a_position_no_page_wrote_is_refused(text: str) -> None:
+    with pytest.raises(ValidationError, match=r"^cursor: "):
+        StuckCursor.decode(text)
+
+
+def test_the_next_page_stands_at_the_cursors_position_whatever_is_appended(
+    ledger: Ledger,
+) -> None:
+    """The cursor's position wins over the one asked for: a time names the last position
+    recorded by it, which an append in flight as the first page was read (recorded by then,
+    committed after) moves; the cursor keeps the first page's."""
+    runs = [
+        ledger.start_run(1, "SOURCE_1", occurred_at=NOW - 3 * HOUR + timedelta(seconds=i))
+        for i in range(3)
+    ]
+    position = ledger.head().last_position
+    first = stuck_page_as_of(ledger, position, 2, at=NOW, count=True)
+    assert first.next is not None
+    assert first.next.position == position
+    late = ledger.start_run(1, "SOURCE_1", occurred_at=NOW - 2 * HOUR)  # after the cursor's place
+    rest = stuck_page_as_of(ledger, position + 1, 2, first.next, at=NOW)
+    assert [run.run_id for run in first.runs + rest.runs] == runs
+    assert first.total == 3
+    assert late not in [run.run_id for run in rest.runs]
+
+
+def test_a_live_page_refuses_a_cursor_of_a_moment(ledger: Ledger) -> None:
+    with pytest.raises(ValidationError, match=r"^cursor: .*as of position 7"):
+        stuck_page(ledger, 5, StuckCursor(NOW, 1, 7))

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from freezegun import freeze_time
 
-from ledger import Ledger, RunFinished
+from ledger import Ledger, RunFinished, StuckCursor
 from service.api import create_app
 from tests.service.conftest import auth
 from tests.service.test_api_query_parameters import assert_invalid_request
@@ -183,3 +183,57 @@ def test_the_openapi_document_names_the_moment_of_stuck(client: TestClient) -> N
     parameters = {p["name"] for p in operation["parameters"]}
     assert {"as_of", "at_position", "cursor", "limit"} <= parameters
     assert "429" in operation["responses"]
+
+
+def test_an_append_recorded_by_the_moment_and_committed_after_the_first_page_is_not_on_the_next(
+    client: TestClient, ledger: Ledger
+) -> None:
+    """A time names the last position recorded by it: an append in flight as the first page
+    was read (recorded at that instant, committed after) moved the next page to a later
+    position, a run listed there that the first page's count left out. The cursor carries the
+    first page's position."""
+    runs = [start_at(ledger, NOW - 3 * HOUR + timedelta(seconds=i)) for i in range(3)]
+    first = get(client, "/v1/stuck", as_of="2999-01-01T00:00:00Z", limit="2")
+    assert ids(first) == runs[:2]
+    assert first.headers["x-total-count"] == "3"
+    with freeze_time(NOW):  # recorded at the first page's own instant
+        late = ledger.start_run(1, "SOURCE_1", occurred_at=NOW - 2 * HOUR)
+    following = next_of(first)
+    assert following is not None
+    assert parse_qs(urlsplit(following).query)["cursor"][0].endswith(f"~{late - 1}")
+    second = get(client, following)
+    assert ids(second) == runs[2:]
+    assert ids(get(client, "/v1/stuck", as_of="2999-01-01T00:00:00Z")) == [*runs, late]
+
+
+def test_a_cursor_of_a_moment_is_refused_live_or_at_another_position(
+    client: TestClient, ledger: Ledger
+) -> None:
+    runs = [start_at(ledger, T0 + i * timedelta(minutes=1)) for i in range(3)]
+    start_at(ledger, T0 + 3 * HOUR)
+    first = get(client, "/v1/stuck", at_position="4", limit="2")
+    following = next_of(first)
+    assert following is not None
+    cursor = parse_qs(urlsplit(following).query)["cursor"][0]
+    assert cursor.endswith("~4")
+    assert ids(get(client, following)) == runs[2:]
+    for query in (f"cursor={cursor}", f"cursor={cursor}&at_position=3"):
+        assert_invalid_request(client, f"/v1/stuck?{query}", "cursor", "as of position 4")
+    # As of a time, the cursor's position is where the page stands (the time judges it).
+    assert ids(get(client, "/v1/stuck", cursor=cursor, as_of="2026-03-02T03:00:00Z")) == runs[2:]
+
+
+def test_a_cursor_edited_past_the_time_asked_for_stands_at_that_time(
+    client: TestClient, ledger: Ledger
+) -> None:
+    """A cursor's position is where a page as of a time stands, but never past the last
+    position recorded by that time: a cursor edited to a later one showed a run the ledger
+    did not hold then."""
+    first = start_at(ledger, T0)
+    second = start_at(ledger, T0 + timedelta(minutes=1))
+    with freeze_time(T0 + 3 * HOUR):  # recorded hours later, its activity dated before
+        late = ledger.start_run(1, "SOURCE_1", occurred_at=T0 + timedelta(seconds=30))
+    edited = StuckCursor(T0, first, position=3).encode()
+    then = {"as_of": "2026-03-02T00:02:00Z", "older_than": "10s"}
+    assert ids(get(client, "/v1/stuck", cursor=edited, **then)) == [second]
+    assert ids(get(client, "/v1/stuck", at_position="3", older_than="10s")) == [first, late, second]
