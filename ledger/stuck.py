@@ -138,9 +138,8 @@ class StuckCursor:
         micros, _, run_id = place.partition("-")
         stands_at = int(position) if pinned and _digits(position, 19) else None
         placed = _digits(micros, 18) and _digits(run_id, 10)
-        if placed and (
-            stands_at <= MAX_POSITION if pinned and stands_at is not None else not pinned
-        ):
+        well_pinned = not pinned or (stands_at is not None and stands_at <= MAX_POSITION)
+        if placed and well_pinned:
             try:
                 return cls(_EPOCH + timedelta(microseconds=int(micros)), int(run_id), stands_at)
             except OverflowError:  # past the year 9999
