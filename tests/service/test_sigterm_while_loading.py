@@ -76,6 +76,7 @@ def test_serve_sent_sigterm_while_loading_shuts_down(db_url: str, tmp_path: Path
     assert code == 0, stderr
     assert "SIGTERM or Ctrl-C to stop" in stderr, stderr
     assert "received SIGTERM: shutting down" in stderr, stderr
+    assert "scheduled (times UTC)" not in stderr, stderr  # no job started only to be stopped
     assert "Traceback" not in stderr, stderr
 
 
