@@ -34,6 +34,7 @@ from ledger import (
     parse_event,
 )
 from ledger.clock import isoformat_utc, utcnow
+from ledger.fork_gate import FORK_GATE
 from ledger.mapper import canonical_json, event_to_wire
 from ledger.private import create_private_file, make_private_folder
 from ledger.text import clip, storable, visible
@@ -191,13 +192,21 @@ class Spool:
                 conn.executescript(_SCHEMA)
                 _add_run_started_column(conn)
                 self._ready = True
-            conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            # A write: a fork waits for it, or the child could never write the spool
+            # (ledger.fork_gate).
+            if immediate:
+                FORK_GATE.enter()
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                if immediate:
+                    FORK_GATE.leave()
 
     def put(self, events: Sequence[EventModel], run_started_id: str | None = None) -> None:
         """Store events durably (committed and fsynced before returning). ``run_started_id``:

@@ -36,6 +36,7 @@ from sqlalchemy.sql.elements import ColumnClause
 
 from ledger.clock import default_clock, isoformat_utc, utcnow
 from ledger.driver import COMMITTED_INFO, GALERA_INFO, DriverCursor, driver_transaction
+from ledger.fork_gate import FORK_GATE
 
 # Execution option read by the SQLite engine's "begin" hook: which BEGIN to emit.
 SQLITE_BEGIN_OPTION = "ledger_sqlite_begin"
@@ -170,24 +171,42 @@ def same_text(column: ColumnElement[str], value: str, bind: Bound) -> ColumnElem
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that holds the write lock from its first statement on SQLite.
 
-    On MySQL the caller locks ``ledger_head`` with ``SELECT … FOR UPDATE`` instead.
+    On MySQL the caller locks ``ledger_head`` with ``SELECT … FOR UPDATE`` instead. On SQLite
+    a fork waits for it to end (:mod:`ledger.fork_gate`).
     """
-    with engine.connect() as conn:
-        if is_sqlite(engine):
+    if not is_sqlite(engine):
+        with engine.connect() as conn:
+            with conn.begin():
+                yield conn
+            # Committed, and nothing runs before the connection goes back to the pool: its
+            # reset has nothing to roll back (see ledger.mysql_engine._end_open_transaction).
+            conn.connection.info[COMMITTED_INFO] = True
+        return
+    FORK_GATE.enter()
+    try:
+        with engine.connect() as conn:
             conn.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-        with conn.begin():
-            yield conn
-        # Committed, and nothing runs before the connection goes back to the pool: its reset
-        # has nothing to roll back (see ledger.mysql_engine._end_open_transaction).
-        conn.connection.info[COMMITTED_INFO] = True
+            with conn.begin():
+                yield conn
+            conn.connection.info[COMMITTED_INFO] = True
+    finally:
+        FORK_GATE.leave()
 
 
 @contextmanager
 def append_transaction(engine: Engine) -> Iterator[DriverCursor]:
     """:func:`write_transaction` for the append's hot path: the same lock, on a pooled
     connection's DBAPI cursor without a SQLAlchemy ``Connection`` (see :mod:`ledger.driver`)."""
-    with driver_transaction(engine, "BEGIN IMMEDIATE" if is_sqlite(engine) else None) as cursor:
-        yield cursor
+    if not is_sqlite(engine):
+        with driver_transaction(engine, None) as cursor:
+            yield cursor
+        return
+    FORK_GATE.enter()  # see write_transaction
+    try:
+        with driver_transaction(engine, "BEGIN IMMEDIATE") as cursor:
+            yield cursor
+    finally:
+        FORK_GATE.leave()
 
 
 SNAPSHOT_ISOLATION = "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"

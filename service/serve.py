@@ -403,6 +403,15 @@ class LedgerService:
 
         self.stop_request.install()
         ignore_hangup()
+        if self.stop_request.received:
+            # A SIGTERM while the command loaded (service.stop_request.defer_termination):
+            # nothing is started, no connector run begun only to be ended "shutdown".
+            log.info("received %s: shutting down", self.stop_request.signal_name)
+            if self.api_socket is not None:
+                self.api_socket.close()
+            self.close_ledgers()
+            log.info("stopped")
+            return
         for warning in self.config.serve_warnings():
             log.warning("%s", warning)
         # Metrics first: while the database is awaited they answer ledger_database_up 0.

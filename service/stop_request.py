@@ -19,6 +19,47 @@ from types import FrameType
 
 POLL_S = 0.5  # how soon the main thread notices a signal while it waits
 
+# SIGTERMs received before the command took them (see defer_termination).
+_EARLY: list[int] = []
+
+
+def defer_termination() -> None:
+    """From the start of the ``ledger`` console script (:mod:`service.launch`): a SIGTERM is
+    recorded instead of ending the process, until the command either takes it as a stop request
+    (:meth:`StopRequest.install`, :func:`take_early_signals`) or declines it
+    (:func:`release_termination`).
+
+    Loading the command and opening its database take one to several seconds; a SIGTERM then
+    (an orchestrator stopping what it just started) ended ``project --follow``, ``serve`` and
+    ``api`` with 143 and not a word, where a SIGTERM a moment later stops them cleanly (exit 0).
+    Only the moments before this runs (the interpreter's own start, a few tens of ms) are left.
+    A SIGTERM the process was started ignoring (``SIG_IGN``) is left as it is.
+    """
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _record_early)
+
+
+def _record_early(signum: int, _frame: FrameType | None) -> None:
+    _EARLY.append(signum)  # no lock: see the module's docstring
+
+
+def take_early_signals() -> list[int]:
+    """The SIGTERMs recorded since :func:`defer_termination`, handed over once (the caller has
+    installed its own handler first, so none falls between the two)."""
+    taken = _EARLY[:]
+    del _EARLY[: len(taken)]
+    return taken
+
+
+def release_termination() -> None:
+    """For a command that does not stop on request: SIGTERM ends the process at once again, as
+    it always has (143), and one recorded meanwhile ends it now."""
+    if signal.getsignal(signal.SIGTERM) is not _record_early:
+        return  # not deferred (not the console script), or taken by the command already
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if take_early_signals():
+        signal.raise_signal(signal.SIGTERM)
+
 
 class StopRequest:
     """Stop requested by a signal (SIGTERM, SIGINT) or by any thread setting ``stop``."""
@@ -31,6 +72,7 @@ class StopRequest:
         """Handle SIGTERM and SIGINT from now on (call from the main thread)."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._record)
+        self.received.extend(take_early_signals())  # a SIGTERM while the command loaded
 
     def _record(self, signum: int, _frame: FrameType | None) -> None:
         self.received.append(signum)  # no lock: see the module's docstring

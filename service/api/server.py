@@ -20,6 +20,7 @@ from service.api.app import create_app
 from service.api.connections import accept_backlog, bounded_protocol, connection_limit
 from service.config import LedgerConfig, load_config, split_listen
 from service.hangup import ignore_hangup
+from service.stop_request import take_early_signals
 
 log = logging.getLogger("ledger.api")
 
@@ -103,19 +104,29 @@ def serve_api(
     server, app = build_server(config)
     log.info("API on http://%s (%d token(s))", listen, len(config.api.tokens))
     # uvicorn handles SIGTERM/SIGINT while it runs (drains, then stops), and then raises the
-    # signal again for the handler it found: a no-op one, so a clean stop exits 0.
+    # signal again for the handler it found: this one, which records it, so a clean stop exits
+    # 0. Before uvicorn installs its own, this one asks it to stop as soon as it has started (it
+    # looks at should_exit then): a SIGTERM while the command loaded (take_early_signals), or
+    # one until uvicorn's handler is in place, was not lost.
+    received: list[int] = []
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)  # no lock and no log in a handler (see service.stop_request)
+        server.should_exit = True
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _stopped)
+        signal.signal(signum, stop)
+    received.extend(take_early_signals())
+    if received:
+        server.should_exit = True
     ignore_hangup()
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
         close_app(app)
-
-
-def _stopped(signum: int, _frame: FrameType | None) -> None:
-    log.info("stopped (%s)", signal.Signals(signum).name)
+    if received:
+        log.info("stopped (%s)", signal.Signals(received[0]).name)
 
 
 class ApiThread:

@@ -29,6 +29,7 @@ from service.cli.errors import (
 )
 from service.cli.options import CommandGroup
 from service.cli.output import OutputError, guard_stdout
+from service.stop_request import release_termination
 
 ExitCode = str | int | None  # what sys.exit takes
 _VERBOSITY = "ledger.verbosity"  # the -v count so far, in the click context's meta
@@ -157,6 +158,13 @@ class LedgerGroup(CommandGroup):
 def cli(ctx: click.Context) -> None:
     """run-ledger: an append-only, hash-chained ledger of ingestion runs."""
     configure_logging(ctx.meta.get(_VERBOSITY, 0))
+    if ctx.invoked_subcommand not in STOPPED_ON_REQUEST:
+        release_termination()  # SIGTERM ends the others at once, as ever
+
+
+# The commands that stop cleanly on SIGTERM, and take one received while they loaded
+# (service.stop_request.defer_termination); project only with --follow, else it releases it.
+STOPPED_ON_REQUEST = frozenset({"project", "serve", "api"})
 
 
 COMMANDS = (

@@ -37,7 +37,7 @@ from service.cli.options import (
     seconds_option,
 )
 from service.cli.tables import cell
-from service.stop_request import StopRequest
+from service.stop_request import StopRequest, release_termination
 
 
 def batch_size_option(help: str) -> Callable[[F], F]:
@@ -78,6 +78,8 @@ def project(
     db_url: str | None,
 ) -> None:
     """Apply pending events to the ingestion_runs read model (exactly once)."""
+    if not follow:
+        release_termination()  # only --follow stops on request: a SIGTERM ends this, as ever
     if skip_position is not None and reason is None:  # usage; the projector judges the reason
         raise BadInput("--skip-position needs --reason TEXT")
     if skip_position is None and (reason is not None or actor is not None):

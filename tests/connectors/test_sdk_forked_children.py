@@ -90,3 +90,72 @@ def test_forked_children_record_their_own_runs_on_the_parents_ledger(
         assert finished(ledger, run_id)["status"] == "success"
     expected = {actor: REPORTS + (actor == parent[2]) for _, actor in runs}
     assert {actor: totals(ledger, run_id)["records_fetched"] for run_id, actor in runs} == expected
+
+
+# One thread of the parent inside a write transaction of the spool (as a put or a flush's page
+# is) while the main thread forks; it commits once the fork waits for it (the fork gate says
+# so), or once the fork has returned where nothing waits. The child then spools an event.
+SPOOL_SCRIPT = """
+import logging, os, sys, threading, time
+from connectors import Spool
+from ledger.events import RunProgressed
+
+DEADLINE_S = 30
+spool = Spool(sys.argv[1])
+spool.put([RunProgressed(run_id=1, records_fetched=1)])
+holding, may_commit = threading.Event(), threading.Event()
+
+class ForkWaits(logging.Handler):
+    def emit(self, record):
+        may_commit.set()
+
+logging.getLogger("ledger.fork_gate").setLevel(logging.DEBUG)
+logging.getLogger("ledger.fork_gate").addHandler(ForkWaits())
+
+def hold():
+    with spool._connect(immediate=True):  # the spool's write transaction
+        holding.set()
+        may_commit.wait(DEADLINE_S)
+
+holder = threading.Thread(target=hold)
+holder.start()
+try:
+    holding.wait(DEADLINE_S)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            spool.put([RunProgressed(run_id=2, records_fetched=1)])
+            os.write(1, b"child spooled\\n")
+            code = 0
+        except BaseException as exc:
+            os.write(1, f"child failed: {type(exc).__name__} {exc}\\n".encode())
+        finally:
+            os._exit(code)
+    may_commit.set()
+    deadline, code = time.monotonic() + DEADLINE_S, None
+    while code is None and time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+        else:
+            threading.Event().wait(0.05)
+    if code is None:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+finally:
+    may_commit.set()
+    holder.join(DEADLINE_S)
+os.write(1, f"child exit {code}, spooled {spool.status().pending}\\n".encode())
+"""
+
+
+def test_a_child_forked_during_a_spool_write_of_another_thread_spools(tmp_path: Path) -> None:
+    """It waited the spool's 60 s busy timeout and failed ``database is locked``: the child
+    inherited the parent's record of the spool's write lock (review 33)."""
+    done = support.run_to_end(
+        [sys.executable, "-c", SPOOL_SCRIPT, str(tmp_path / "spool")], timeout=50, cwd=REPO
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[:1] == ["child spooled"], done.stdout + done.stderr
+    assert "child exit 0, spooled 2" in done.stdout, done.stdout + done.stderr

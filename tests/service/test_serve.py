@@ -335,7 +335,10 @@ def test_serve_waits_for_an_unreachable_database_and_stops_cleanly(tmp_path: Pat
     logs its retries with growing delays, and exits 0 on SIGTERM while still waiting.
     (tests/reliability/test_serve_start.py lets the database come back.)"""
     closed = free_port()
-    port = free_port()
+    # free_port reserves nothing: from a range of 10 ($LEDGER_TEST_PORTS) it gave the same port
+    # twice one time in ten, and serve's "database" was its own metrics server, which took the
+    # MySQL handshake and answered nothing (a read timeout each try, no retry logged in 60 s).
+    port = next(port for port in iter(free_port, None) if port != closed)
     config = write_config(
         tmp_path / "ledger.toml",
         f"mysql+pymysql://ledger:secret-pw@127.0.0.1:{closed}/ledger",

@@ -11,7 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.stop_request import StopRequest
+from service.stop_request import (
+    StopRequest,
+    defer_termination,
+    release_termination,
+    take_early_signals,
+)
 
 
 @pytest.fixture
@@ -57,3 +62,34 @@ def test_the_wait_ends_when_another_thread_sets_stop_or_at_its_deadline() -> Non
     assert request.wait()  # no deadline: returns once another thread sets it
     setter.join()
     assert request.signal_name is None
+
+
+@pytest.mark.usefixtures("own_handlers")
+def test_a_sigterm_kept_while_the_command_loaded_is_taken_by_its_stop_request() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as the console script starts
+    defer_termination()
+    signal.raise_signal(signal.SIGTERM)  # recorded, not the end of the process
+    request = StopRequest(threading.Event())
+    request.install()
+    assert request.wait(seconds=5)
+    assert request.signal_name == "SIGTERM"
+    assert take_early_signals() == []  # handed over once
+    release_termination()  # the command's own handler stays
+    assert signal.getsignal(signal.SIGTERM) == request._record
+
+
+@pytest.mark.usefixtures("own_handlers")
+def test_a_command_that_releases_sigterm_gets_the_default_back() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    defer_termination()
+    release_termination()  # none came: nothing raised
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.usefixtures("own_handlers")
+def test_a_sigterm_the_process_was_started_ignoring_stays_ignored() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # nohup-like supervisors
+    defer_termination()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    release_termination()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
