@@ -116,14 +116,12 @@ REFUSAL_CHARS = 200
 HEARTBEAT_JOIN_TIMEOUT = 90.0
 MAX_INTERVAL_SECONDS = 86_400.0  # progress and heartbeat intervals: a day at most
 
-# progress() keyword -> RunProgressed field
+# progress() keyword -> RunProgressed field, derived from the counters' one list: a field's
+# name without its "records_" prefix, else without its last word (records_fetched: fetched,
+# claims_created: claims, coverage_cells_updated: coverage_cells).
 PROGRESS_FIELDS: dict[str, str] = {
-    "fetched": "records_fetched",
-    "created": "records_created",
-    "updated": "records_updated",
-    "skipped": "records_skipped",
-    "claims": "claims_created",
-    "coverage_cells": "coverage_cells_updated",
+    (name.removeprefix("records_") if name.startswith("records_") else name.rsplit("_", 1)[0]): name
+    for name in COUNTER_FIELDS
 }
 _COUNT = pydantic.TypeAdapter(Counter)  # what a RunProgressed field accepts
 

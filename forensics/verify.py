@@ -37,15 +37,14 @@ from ledger.errors import StoredRowError
 from ledger.reads import find_runs, read_head
 from ledger.recorded import LedgerHead
 from ledger.rules import RunState, replay_event
-from ledger.stored_rows import named_rows
 from ledger.text import clip
 from projections.as_of import replay_as_of
 from projections.checkpoints import Skip, swapped_in
-from projections.fold import Row, Transition, normalise
+from projections.fold import Row, Transition
+from projections.queries import all_rows
 from projections.schema import (
     PROJECTION_NAME,
     ingestion_run_transitions,
-    ingestion_runs,
     projection_checkpoints,
     projection_skips,
 )
@@ -385,10 +384,7 @@ def _projection_state(
         # A rebuild killed between its RENAME and the checkpoint's move: the live tables hold
         # the marked position, which the next projector settles on.
         checkpoint = marks.rebuild_position
-    with named_rows(conn, ingestion_runs):
-        rows = {
-            row["id"]: normalise(row) for row in conn.execute(select(ingestion_runs)).mappings()
-        }
+    rows = all_rows(conn)
     transitions = {
         row["position"]: dict(row)
         for row in conn.execute(select(ingestion_run_transitions)).mappings()

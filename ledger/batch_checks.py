@@ -16,10 +16,15 @@ import pydantic
 from ledger.clock import isoformat_utc
 from ledger.durations import format_duration
 from ledger.errors import InputProblem, ValidationError
-from ledger.events import EventModel, RunStarted, event_adapter, is_validated
+from ledger.events import (
+    CURRENT_SCHEMA_VERSIONS,
+    EventModel,
+    RunStarted,
+    event_adapter,
+    is_validated,
+)
 from ledger.limits import payload_problems
 from ledger.mapper import (
-    CURRENT_SCHEMA_VERSIONS,
     canonical_json,
     payload_json,
     payload_of,

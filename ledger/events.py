@@ -386,7 +386,7 @@ _VALIDATED: dict[int, weakref.ReferenceType[Any]] = {}
 
 def mark_validated(event: EventModel) -> None:
     """Note ``event`` as one validation built. An event read back from the ledger without
-    validation (:func:`ledger.mapper.model_from_fields`) is not noted: appended again, it is
+    validation (:func:`ledger.written.model_from_fields`) is not noted: appended again, it is
     validated again, the name rule included (names read back are taken as recorded)."""
     mark = _Mark(event, _forget)
     mark.key = key = id(event)
@@ -473,6 +473,9 @@ EVENT_TYPES: dict[str, type[EventModel]] = {
     "RunFinished": RunFinished,
     "RunTimedOut": RunTimedOut,
 }
+# The schema_version each type is written with today (an upcaster registered in
+# ledger.mapper reads older ones; the append refuses newer ones).
+CURRENT_SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES}
 
 _EVENT_CLASSES = frozenset(EVENT_TYPES.values())
 

@@ -10,7 +10,8 @@ from typing import Any
 from ledger.clock import isoformat_utc
 from ledger.errors import StoredEventError
 from ledger.events import EventModel
-from ledger.mapper import decode_payload, event_from_stored, written_fields
+from ledger.mapper import decode_payload, event_from_stored
+from ledger.written import written_fields
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,10 @@ import json
 import re
 import unicodedata
 
+# What a value that is not there (None, a run not completed) reads as in every output for
+# people: the CLI's tables, the report's text and Markdown, the web view.
+ABSENT = "—"
+
 # Control (C0, DEL, C1), format (bidi overrides and isolates, zero-width characters, soft
 # hyphen, BOM, tags), line and paragraph separators, lone surrogates, and code points Unicode
 # has not assigned (what they will be is unknown: a terminal may take them for anything).

@@ -18,8 +18,9 @@ from ledger.clock import format_utc_seconds, isoformat_utc
 from ledger.durations import format_duration
 from ledger.events import COUNTER_FIELDS, COUNTER_LIMIT
 from ledger.limits import IMPORTED_KEY, LEGACY_CREATED_AT_KEY, json_depth, parse_legacy_time
-from ledger.mapper import canonical_json, decode_payload, written_envelope, written_fields
+from ledger.mapper import canonical_json, decode_payload
 from ledger.reads import as_event_fields, events_from_driver
+from ledger.written import written_envelope, written_fields
 from projections.errors import PoisonEventError
 from projections.schema import COUNTER_COLUMNS, ingestion_runs
 
@@ -119,10 +120,10 @@ def fold_rows(
 
     A rebuild's hot path. The common event, a ``RunProgressed`` of a running run with no
     bookkeeping of its own in ``errorDetails``, whose row passes every check of an event as
-    written (:func:`ledger.mapper.written_check`: it has no field those checks convert) and
+    written (:func:`ledger.written.written_check`: it has no field those checks convert) and
     whose counters stay within the legacy columns, has its counters added straight from the
     row, without a :class:`RecordedEvent` or its fields dict. Any other row that is as written
-    (:func:`ledger.mapper.written_fields` of the row's values, what
+    (:func:`ledger.written.written_fields` of the row's values, what
     :meth:`RecordedEvent.read_fields` returns) is folded by :func:`fold_fields` from those
     fields, without the event. The rest, and any row in doubt, is made an event and folded by
     :func:`fold`: a payload that no longer validates is the same poison event, and a row that

@@ -110,9 +110,10 @@ def get_run(ledger: Ledger, run_id: int) -> tuple[Row | None, list[Transition]]:
     return normalise(row), transitions
 
 
-def all_rows(ledger: Ledger) -> dict[int, Row]:
-    """Every row of ``ingestion_runs``, by id (for verification against a replay)."""
-    with ledger.connect() as conn, named_rows(conn, ingestion_runs):
+def all_rows(conn: Connection) -> dict[int, Row]:
+    """Every row of ``ingestion_runs``, by id, on the caller's connection (``ledger verify``
+    compares them with a replay in the snapshot it reads the checkpoint in)."""
+    with named_rows(conn, ingestion_runs):
         return {
             row["id"]: normalise(row) for row in conn.execute(select(ingestion_runs)).mappings()
         }
@@ -199,16 +200,6 @@ class RunView:
         """Asked as of a position before its RunStarted: the ledger had no such run then (the
         CLI's usage error, the API's 404)."""
         return self.position is not None and self.state is None
-
-    @property
-    def not_projected(self) -> bool:
-        """In the ledger, not yet in the live table: the projection is behind."""
-        return (
-            self.row is None
-            and self.position is None
-            and self.state is not None
-            and not self.start_skipped
-        )
 
     def note(self, run_id: int) -> str | None:
         """Why the run has no row, None when it has one: the projection is behind (live), the

@@ -224,10 +224,6 @@ COUNTER_EXCEPTIONS = {
         "the API's documented legacy row, typed field by field for its clients; "
         "tests/service/test_api_reads.py holds it equal to the table's columns"
     ),
-    "connectors/sdk.py": (
-        "PROGRESS_FIELDS: the SDK's short keyword names (fetched=…) mapped to the fields by "
-        "hand; to be derived from COUNTER_FIELDS"
-    ),
 }
 
 

@@ -12,7 +12,8 @@ import click
 from sqlalchemy.engine import make_url
 
 from forensics.legacy_import import import_legacy
-from forensics.report import REPORT_WIDTH, render_text, report_passed
+from forensics.report import report_passed
+from forensics.report_render import REPORT_WIDTH, render_text
 from ledger.clock import utcnow
 from ledger.dialects import EVENTS_TABLE
 from ledger.durations import format_duration

@@ -20,7 +20,6 @@ from ledger.durations import parse_duration
 from ledger.events import (
     MAX_RUN_ID,
     UNNAMED_OPERATOR,
-    name_problem,
     operator_actor,
     operator_problem,
 )
@@ -259,15 +258,6 @@ class DurationParam(click.ParamType[timedelta]):
 
 
 DURATION = DurationParam()
-
-
-def check_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """The name rule of the ledger (no invisible character, no whitespace at either end) for a
-    name given on the command line, as a usage error before anything is done."""
-    problem = None if value is None else name_problem(value)
-    if problem is not None:
-        raise click.BadParameter(visible(problem), ctx=ctx, param=param)
-    return value
 
 
 def check_actor(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

@@ -21,7 +21,7 @@ from rich.text import Text
 
 from ledger.errors import DatabaseUnreachableError
 from ledger.schema import MAX_POSITION
-from ledger.text import quoted, shown_name
+from ledger.text import ABSENT, quoted, shown_name
 from ledger.urls import mask_url
 from projections import Projector
 from projections import rebuild as rebuild_projection
@@ -157,7 +157,7 @@ class EventRateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("—" if speed is None else f"{speed:,.0f} events/s")
+        return Text(ABSENT if speed is None else f"{speed:,.0f} events/s")
 
 
 @contextmanager

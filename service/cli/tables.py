@@ -20,7 +20,7 @@ from rich.text import Text
 
 from ledger.clock import format_utc_seconds, utcnow
 from ledger.durations import format_duration
-from ledger.text import visible
+from ledger.text import ABSENT, visible
 
 # ---------------------------------------------------------------------- rendering
 
@@ -32,7 +32,7 @@ def echo_json(data: object) -> None:
 def cell(value: object) -> str:
     """A value as people read it; data is made visible (no control or format character)."""
     if value is None:
-        return "—"
+        return ABSENT
     if isinstance(value, datetime):
         return format_utc_seconds(value)
     return visible(str(value))

@@ -13,7 +13,8 @@ import click
 
 from forensics.anchors import anchors_from, append_anchor, current_anchor
 from forensics.audit import TimelineEntry, iter_audit
-from forensics.report import build_report, render_json, render_text, report_passed
+from forensics.report import build_report, report_passed
+from forensics.report_render import render_json, render_text
 from forensics.verify import VerifyReport, verify_all
 from ledger.clock import isoformat_utc, labelled_utc
 from ledger.output_files import output_file_error

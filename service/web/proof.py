@@ -8,7 +8,8 @@ from fastapi import FastAPI, Request, Response
 
 from forensics.anchors import Anchor, anchor_at, current_anchor
 from forensics.chain import ChainReport, verify_chain
-from forensics.report import build_report, for_people, render_text
+from forensics.report import build_report
+from forensics.report_render import for_people, render_text
 from ledger.clock import utcnow
 from service.web.integrity import VerifyOutcome
 from service.web.pages import Pages

@@ -10,10 +10,9 @@ from markupsafe import Markup, escape
 
 from ledger.clock import isoformat_utc, labelled_utc, utcnow
 from ledger.durations import format_duration, format_silence
-from ledger.text import clip, visible
+from ledger.text import ABSENT, clip, visible
 from projections.schema import RUN_STATUSES
 
-ABSENT = "—"
 BAR_WIDTH = 18
 BAR_GAP = 4
 CHART_HEIGHT = 48

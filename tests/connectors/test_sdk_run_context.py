@@ -8,6 +8,7 @@ connector name that could pass for another is refused before the run."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import signal
@@ -26,8 +27,10 @@ from freezegun import freeze_time
 from sqlalchemy.engine import make_url
 
 from connectors import SAMPLE_CSV, CsvConnector, RunContext, RunNotStartedError, Spool
+from connectors.sdk import PROGRESS_FIELDS
 from ledger import ClockAheadError, Ledger, LedgerError, RunProgressed, ValidationError
 from ledger.clock import use_clock, utcnow
+from ledger.events import COUNTER_FIELDS
 from service.cli import cli
 from tests import support
 from tests.connectors.support import finished, run_events, totals
@@ -527,3 +530,22 @@ def test_a_stopped_runs_details_say_what_its_message_says(
     assert details == expected
     assert "SystemExit" not in where
     assert "KeyboardInterrupt" not in where
+
+
+def test_progress_keywords_are_the_counters_each_under_its_short_name() -> None:
+    """``PROGRESS_FIELDS`` is derived from the counters' one list (``COUNTER_FIELDS``): every
+    keyword of ``RunContext.progress`` names one counter, in the model's order, and no counter
+    is left without its keyword."""
+    keywords = [
+        name for name in inspect.signature(RunContext.progress).parameters if name != "self"
+    ]
+    assert list(PROGRESS_FIELDS) == keywords
+    assert tuple(PROGRESS_FIELDS.values()) == COUNTER_FIELDS
+    assert PROGRESS_FIELDS == {
+        "fetched": "records_fetched",
+        "created": "records_created",
+        "updated": "records_updated",
+        "skipped": "records_skipped",
+        "claims": "claims_created",
+        "coverage_cells": "coverage_cells_updated",
+    }

@@ -19,7 +19,8 @@ from freezegun import freeze_time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from forensics.report import build_report, render_text, report_passed
+from forensics.report import build_report, report_passed
+from forensics.report_render import render_text
 from ledger import Ledger, RunFinished, RunProgressed, RunTimedOut, sweep
 from ledger.clock import isoformat_utc, labelled_utc, parse_utc, utcnow
 from ledger.events import (

@@ -1,4 +1,4 @@
-"""Reading stored events without validating them again (ledger.mapper.written_fields).
+"""Reading stored events without validating them again (ledger.written.written_fields).
 
 An event as the ledger writes it is taken from its stored values after checks that mirror the
 models' constraints; anything else is validated. These properties prove that whatever the
@@ -45,10 +45,10 @@ from ledger.mapper import (
     payload_json,
     payload_of,
     validated_event,
-    written_fields,
 )
 from ledger.reads import events_from_driver
 from ledger.recorded import RecordedEvent
+from ledger.written import written_fields
 
 # Text of every kind (lone surrogates, other planes, control characters), and around limits.
 any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)
