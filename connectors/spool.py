@@ -194,8 +194,7 @@ class Spool:
                 self._ready = True
             # A write: a fork waits for it, or the child could never write the spool
             # (ledger.fork_gate).
-            if immediate:
-                FORK_GATE.enter()
+            entry = FORK_GATE.enter() if immediate else None
             try:
                 conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
                 try:
@@ -205,8 +204,8 @@ class Spool:
                     raise
                 conn.execute("COMMIT")
             finally:
-                if immediate:
-                    FORK_GATE.leave()
+                if entry is not None:
+                    FORK_GATE.leave(entry)
 
     def put(self, events: Sequence[EventModel], run_started_id: str | None = None) -> None:
         """Store events durably (committed and fsynced before returning). ``run_started_id``:

@@ -182,7 +182,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             # reset has nothing to roll back (see ledger.mysql_engine._end_open_transaction).
             conn.connection.info[COMMITTED_INFO] = True
         return
-    FORK_GATE.enter()
+    entry = FORK_GATE.enter()
     try:
         with engine.connect() as conn:
             conn.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
@@ -190,7 +190,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
                 yield conn
             conn.connection.info[COMMITTED_INFO] = True
     finally:
-        FORK_GATE.leave()
+        FORK_GATE.leave(entry)
 
 
 @contextmanager
@@ -201,12 +201,12 @@ def append_transaction(engine: Engine) -> Iterator[DriverCursor]:
         with driver_transaction(engine, None) as cursor:
             yield cursor
         return
-    FORK_GATE.enter()  # see write_transaction
+    entry = FORK_GATE.enter()  # see write_transaction
     try:
         with driver_transaction(engine, "BEGIN IMMEDIATE") as cursor:
             yield cursor
     finally:
-        FORK_GATE.leave()
+        FORK_GATE.leave(entry)
 
 
 SNAPSHOT_ISOLATION = "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"

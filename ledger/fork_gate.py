@@ -58,20 +58,24 @@ class ForkGate:
     # entry before it reads ``_forking``: either the fork sees the entry and waits for it, or
     # the thread sees the fork and backs out until it is done (:meth:`_wait_for_fork`).
 
-    def enter(self) -> None:
+    def enter(self) -> int:
         """A write transaction begins (before its BEGIN): waits while a fork is under way,
-        unless this thread is inside one already (the fork would wait for it)."""
+        unless this thread is inside one already (the fork would wait for it). Returns the
+        entry to give :meth:`leave`: the thread that entered."""
         ident = get_ident()
         held = self._held_by
         count = held.get(ident, 0) + 1
         held[ident] = count
         if self._forking and count == 1:
             self._wait_for_fork(ident)
+        return ident
 
-    def leave(self) -> None:
-        """The write transaction entered by this thread ended (committed, rolled back, or its
-        connection closed): a fork waiting for it may go on."""
-        ident = get_ident()
+    def leave(self, ident: int) -> None:
+        """The write transaction :meth:`enter` returned ``ident`` for ended (committed, rolled
+        back, or its connection closed): a fork waiting for it may go on. Named by the entry,
+        not by the thread that ends it: a transaction inside a generator may end in another
+        thread (the generator closed or collected there, a streaming response's next item
+        read by another worker), and that thread's entry is not this one."""
         held = self._held_by
         count = held.get(ident, 0) - 1
         if count > 0:
