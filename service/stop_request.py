@@ -69,9 +69,13 @@ class StopRequest:
         self.received: list[int] = []
 
     def install(self) -> None:
-        """Handle SIGTERM and SIGINT from now on (call from the main thread)."""
+        """Handle SIGTERM and SIGINT from now on (call from the main thread), except one the
+        process was started ignoring (``SIG_IGN``): whoever started it asked that this signal
+        not stop it (a supervisor ignoring SIGTERM, a script's background job ignoring SIGINT
+        as the shell sets it), and Python itself leaves an ignored SIGINT ignored."""
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._record)
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, self._record)
         self.received.extend(take_early_signals())  # a SIGTERM while the command loaded
 
     def _record(self, signum: int, _frame: FrameType | None) -> None:

@@ -93,3 +93,23 @@ def test_a_sigterm_the_process_was_started_ignoring_stays_ignored() -> None:
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     release_termination()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+
+
+@pytest.mark.usefixtures("own_handlers")
+@pytest.mark.parametrize("ignored", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_the_process_was_started_ignoring_is_no_stop_request(
+    ignored: signal.Signals,
+) -> None:
+    # Review 35: `project --follow` and `serve` started with SIGTERM ignored stopped on one
+    # (their handler replaced SIG_IGN), and a script's background `ledger serve &` (SIGINT
+    # ignored, as the shell starts it) stopped on the Ctrl-C meant for the script.
+    other = signal.SIGINT if ignored == signal.SIGTERM else signal.SIGTERM
+    signal.signal(ignored, signal.SIG_IGN)
+    defer_termination()
+    request = StopRequest(threading.Event())
+    request.install()
+    assert signal.getsignal(ignored) is signal.SIG_IGN
+    signal.raise_signal(ignored)
+    assert request.received == []
+    signal.raise_signal(other)
+    assert request.received == [other]
