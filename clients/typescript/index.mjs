@@ -1012,8 +1012,6 @@ export class LedgerClient {
   }
 }
 
-/** The path of a `Link: <…>; rel="next"` header (null: the last page). Only a path on the
- * same API is followed: an absolute URL could carry the token elsewhere. */
 /** The most runs a page of GET /v1/stuck holds (the API's MAX_PAGE). */
 const STUCK_PAGE_MAX = 1000;
 
@@ -1069,6 +1067,8 @@ function momentText(asOf) {
   return asOf;
 }
 
+/** The path of a `Link: <…>; rel="next"` header (null: the last page). Only a path on the
+ * same API is followed: an absolute URL could carry the token elsewhere. */
 function nextLink(link, from) {
   if (!link) return null;
   const found = /<([^>]*)>\s*;\s*rel="?next"?/.exec(link);
