@@ -15,6 +15,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ledger import Ledger
 from ledger.outage import Outage
+from ledger.text import ABSENT
 from service.api.limits import AuthFailures, auth_failures_of
 from service.config import LedgerConfig
 from service.web import views
@@ -58,6 +59,7 @@ def create_web_app(
         finalize=views.shown,
     )
     templates.filters.update(views.FILTERS)
+    templates.globals["absent"] = ABSENT  # a missing value, spelled as everywhere else
     # No slash redirects: Starlette's are absolute, from the request's scheme and Host (see
     # the API's app).
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
