@@ -6,11 +6,13 @@ inside a write transaction inherited the record of the write lock, but not the l
 and no thread of its own would ever release it: every write of the child failed ``database is
 locked`` after the busy timeout, even once the parent had committed (review 30). So each SQLite
 write transaction (:func:`ledger.dialects.write_transaction`, the append's
-:func:`ledger.dialects.append_transaction`, the SDK spool's writes in
-:mod:`connectors.spool`) is entered here, and ``os.register_at_fork``'s ``before`` waits until
-none is in flight and lets none begin until the fork has returned, in the parent and in the
-child. A transaction begun DEFERRED that writes (a rebuild's shadow tables, a migration) is
-not entered: the processes that run those do not fork.
+:func:`ledger.dialects.append_transaction`, the SDK spool's connections in
+:mod:`connectors.spool`, each from its open to its close: closing a WAL file's last
+connection checkpoints it under an exclusive lock) is entered here, and
+``os.register_at_fork``'s ``before`` waits until none is in flight and lets none begin until
+the fork has returned, in the parent and in the child. A transaction begun DEFERRED that
+writes (a rebuild's shadow tables, a migration) is not entered: the processes that run those
+do not fork.
 
 Two waits could be forever, and are not: a fork from a thread that is itself inside a write
 transaction does not wait for that one (it never ends while its thread forks), and the wait
