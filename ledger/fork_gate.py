@@ -28,6 +28,7 @@ server's locks belong to its sessions, and a child opens its own (:mod:`ledger.d
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -45,56 +46,57 @@ class ForkGate:
     """The write transactions in flight in this process, which a fork waits for."""
 
     def __init__(self) -> None:
-        self._reset()
+        # Each transaction's entry is a number of its own (``next`` of a count is atomic under
+        # the GIL), so that entering and leaving are each one dict operation of that entry,
+        # whichever thread ends it: a count per thread was a read and a write another thread
+        # ending a transaction of the same thread could interleave with.
+        self._numbers = itertools.count(1)
+        self._reset({})
 
-    def _reset(self, held_by: dict[int, int] | None = None) -> None:
+    def _reset(self, entries: dict[int, int]) -> None:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        # Thread ident -> its write transactions in flight (one, unless one nests another).
-        self._held_by: dict[int, int] = held_by or {}
+        # Entry -> the thread that entered it (a thread nesting transactions has several).
+        self._entries = entries
         self._forking = False
 
-    # enter and leave, on every SQLite write transaction, take no lock: each thread writes
-    # only its own entry of ``_held_by`` (one dict operation, atomic under the GIL), and the
-    # fork's ``before`` sets ``_forking`` before it reads the entries, as ``enter`` writes its
-    # entry before it reads ``_forking``: either the fork sees the entry and waits for it, or
-    # the thread sees the fork and backs out until it is done (:meth:`_wait_for_fork`).
+    # enter and leave, on every SQLite write transaction, take no lock: each is one dict
+    # operation of its own entry, and the fork's ``before`` sets ``_forking`` before it reads
+    # the entries, as ``enter`` writes its entry before it reads ``_forking``: either the fork
+    # sees the entry and waits for it, or the thread sees the fork and backs out until it is
+    # done (:meth:`_wait_for_fork`).
 
     def enter(self) -> int:
         """A write transaction begins (before its BEGIN): waits while a fork is under way,
         unless this thread is inside one already (the fork would wait for it). Returns the
-        entry to give :meth:`leave`: the thread that entered."""
+        entry to give :meth:`leave`."""
         ident = get_ident()
-        held = self._held_by
-        count = held.get(ident, 0) + 1
-        held[ident] = count
-        if self._forking and count == 1:
-            self._wait_for_fork(ident)
-        return ident
+        entry = next(self._numbers)
+        self._entries[entry] = ident
+        if self._forking:
+            self._wait_for_fork(entry, ident)
+        return entry
 
-    def leave(self, ident: int) -> None:
-        """The write transaction :meth:`enter` returned ``ident`` for ended (committed, rolled
+    def leave(self, entry: int) -> None:
+        """The write transaction :meth:`enter` returned ``entry`` for ended (committed, rolled
         back, or its connection closed): a fork waiting for it may go on. Named by the entry,
         not by the thread that ends it: a transaction inside a generator may end in another
         thread (the generator closed or collected there, a streaming response's next item
-        read by another worker), and that thread's entry is not this one."""
-        held = self._held_by
-        count = held.get(ident, 0) - 1
-        if count > 0:
-            held[ident] = count
-        else:
-            held.pop(ident, None)
+        read by another worker)."""
+        self._entries.pop(entry, None)
         if self._forking:
             with self._lock:
                 self._changed.notify_all()
 
-    def _wait_for_fork(self, ident: int) -> None:
+    def _wait_for_fork(self, entry: int, ident: int) -> None:
         with self._lock:
-            self._held_by.pop(ident, None)  # not begun: the fork need not wait for it
+            if self._owned_by(ident) > 1:
+                return  # inside a transaction already: the fork waits for that one
+            del self._entries[entry]  # not begun: the fork need not wait for it
             self._changed.notify_all()
             while self._forking:
                 self._changed.wait()
-            self._held_by[ident] = 1
+            self._entries[entry] = ident
 
     def before_fork(self) -> None:
         """Wait for the other threads' write transactions to end, and hold the gate shut
@@ -118,7 +120,7 @@ class ForkGate:
                     break
                 self._changed.wait(left)
                 others = self._others(ident)
-        if self._held_by.get(ident):
+        if self._owned_by(ident):
             log.warning(
                 "fork from a thread inside a SQLite write transaction: the child may find the "
                 "database locked (fork before or after the transaction)"
@@ -134,11 +136,17 @@ class ForkGate:
         # waits and the lock they shared stayed behind. Its own transaction, if it forked
         # inside one, still ends in the child and leaves the gate then.
         ident = get_ident()
-        own = self._held_by.get(ident, 0)
-        self._reset({ident: own} if own else None)
+        self._reset({e: owner for e, owner in self._snapshot() if owner == ident})
+
+    def _snapshot(self) -> list[tuple[int, int]]:
+        # Copied in one C call, which other threads' enter and leave cannot interleave with.
+        return list(self._entries.items())
+
+    def _owned_by(self, ident: int) -> int:
+        return sum(1 for _, owner in self._snapshot() if owner == ident)
 
     def _others(self, ident: int) -> int:
-        return sum(self._held_by.values()) - self._held_by.get(ident, 0)
+        return sum(1 for _, owner in self._snapshot() if owner != ident)
 
 
 FORK_GATE = ForkGate()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -64,4 +65,30 @@ def test_the_ending_thread_keeps_its_own_transaction_in_the_gate() -> None:
     # A fork from another thread still waits for this one, and only for it.
     assert gate._others(threading.get_ident() + 1) == 1
     gate.leave(own)
+    assert gate._others(threading.get_ident() + 1) == 0
+
+
+def test_a_thread_inside_a_transaction_nests_another_while_a_fork_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The nested transaction must begin at once (the fork waits for the outer one, which
+    # cannot end before it): had it waited for the fork, both would wait until the bound.
+    monkeypatch.setattr(fork_gate, "FORK_WAIT_S", 10.0)
+    gate = ForkGate()
+    outer = gate.enter()
+    forking = threading.Thread(target=lambda: (gate.before_fork(), gate.after_fork_in_parent()))
+    with caplog.at_level(logging.DEBUG, logger="ledger.fork_gate"):
+        forking.start()
+        deadline = time.monotonic() + 10
+        while not gate._forking:
+            assert time.monotonic() < deadline, "the fork did not begin"
+            time.sleep(0.001)
+        started = time.monotonic()
+        nested = gate.enter()
+        assert time.monotonic() - started < 5, "the nested transaction waited for the fork"
+        gate.leave(nested)
+        gate.leave(outer)
+        forking.join(10)
+    assert not forking.is_alive()
+    assert [r.levelname for r in caplog.records] == ["DEBUG"]  # it waited, and did not give up
     assert gate._others(threading.get_ident() + 1) == 0
