@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import configparser
 import logging
+import ssl
 import time
 from contextlib import suppress
 from typing import Any
 
 import pymysql
+import pymysql.connections
 from pymysql.constants import CLIENT
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -242,6 +244,30 @@ def _allow_multi_statements(
 _REFUSED_SETTINGS = frozenset({1064, 1115, 1193, 1231})
 
 
+class _Connection(pymysql.connections.Connection):
+    """PyMySQL's connection, with the TLS context of its PREFERRED mode (a URL that names no
+    TLS option: TLS if the server offers it, no certificate checked) made once a process
+    instead of once a connection. PyMySQL 2.2 builds that context for every connection, and
+    building it loads the system's CA certificates: 24 ms of CPU a connection, for a context
+    that verifies nothing and is the same every time (an ``SSLContext`` is made to be shared
+    by many sockets and threads). A URL naming a TLS option (``?ssl_ca=``, ...) gets the
+    driver's own context as before."""
+
+    def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
+        create = super()._create_ssl_ctx  # type: ignore[misc]  # private: not in the stubs
+        if not (isinstance(sslp, dict) and not sslp):
+            return create(sslp)  # type: ignore[no-any-return]
+        global _preferred_tls
+        if _preferred_tls is None:
+            # Two threads may both make one here: each is the driver's same context, and the
+            # one kept is as good as the other (no lock a fork could leave held).
+            _preferred_tls = create({})
+        return _preferred_tls
+
+
+_preferred_tls: ssl.SSLContext | None = None
+
+
 class _OptionsRefused:
     """The driver's connect, with what it raises for an option of the URL's query it cannot use
     (``?port=abc``, ``?ssl=1``, an unreadable ``read_default_file``: a ValueError, an
@@ -259,7 +285,7 @@ class _OptionsRefused:
         try:
             if cparams.get("defer_connect"):
                 raise ValueError("defer_connect leaves the connection unopened")
-            connection = dialect.loaded_dbapi.connect(*cargs, **cparams)
+            connection = _Connection(*cargs, **cparams)
             connection.cursor().close()  # ?cursorclass=x fails only here
             return connection
         except pymysql.err.Error as exc:
