@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy.engine import make_url
@@ -26,12 +27,16 @@ from ledger.urls import (
     mask_url,
     resolve_database_url,
 )
-from migrations.runner import MigrationResult, SchemaCheck, check, upgrade
 from service.cli.errors import EXIT_PROBLEM, library_errors
 from service.cli.ledgers import open_ledger, opened_ledger
 from service.cli.options import db_option, refuse_empty, wide_option
 from service.cli.timelines import print_audit
-from service.demo import tell_demo
+
+if TYPE_CHECKING:
+    from migrations.runner import MigrationResult, SchemaCheck
+
+# Alembic (migrations.runner) loads only in the commands that migrate or check a schema, as in
+# service.cli.ledgers: it took a sixth of every other command's start.
 
 DEMO_DATABASE_URL = "sqlite:///ledger-demo.db"
 
@@ -49,6 +54,8 @@ def migrate(check_only: bool, db_url: str | None) -> None:
     if check_only:
         check_schema_command(db_url)
         return
+    from migrations.runner import upgrade
+
     ledger = open_ledger(db_url, create=True)
     with library_errors():
         result = upgrade(ledger)
@@ -82,6 +89,8 @@ def echo_legacy_move(result: MigrationResult, db_url: str | None) -> None:
 def check_schema_command(db_url: str | None) -> None:
     """``migrate --check``: where the schema stands, changing nothing (not even creating a
     SQLite file)."""
+    from migrations.runner import check
+
     with opened_ledger(db_url) as ledger:
         found = check(ledger)
     click.echo(f"{mask_url(ledger.url)}: {describe_schema_check(found)}")
@@ -154,6 +163,8 @@ def import_legacy_command(from_url: str | None, table: str | None, db_url: str |
 def demo(db_url: str | None, wide: bool) -> None:
     """The whole story in seconds: real runs, a killed run swept, the proof report."""
     # Like every command, then its own file: the default ledger.db may be a real ledger.
+    from service.demo import tell_demo  # migrates its ledger: Alembic
+
     url = db_url or os.environ.get(DATABASE_URL_ENV) or DEMO_DATABASE_URL
     ledger = open_ledger(url, create=True)
     with library_errors():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,56 @@ def test_a_node_lost_during_a_causal_schema_check_is_unreachable(ledger: Ledger)
 
 def _as_a_galera_node(_dbapi_connection: Any, record: Any) -> None:
     record.info[GALERA_INFO] = True
+
+
+def test_the_revision_is_read_as_alembic_reads_it(ledger: Ledger, db_url: str) -> None:
+    """``current_revision`` reads alembic_version itself (Alembic is not loaded by the library):
+    what Alembic's MigrationContext answers, and a table of several rows refused by name."""
+    from alembic.runtime.migration import MigrationContext
+
+    from ledger.database import current_revision
+
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            assert current_revision(conn) == SCHEMA_REVISION
+            assert current_revision(conn) == MigrationContext.configure(conn).get_current_revision()
+            conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('0001_x')"))
+            with pytest.raises(SchemaError, match=r"holds 2 revisions \(0001_x, "):
+                current_revision(conn)
+            conn.execute(text("DELETE FROM alembic_version"))
+            assert current_revision(conn) is None
+            conn.execute(text("DROP TABLE alembic_version"))
+            assert current_revision(conn) is None
+            assert MigrationContext.configure(conn).get_current_revision() is None
+            conn.rollback()  # SQLite's DDL is transactional; MariaDB's is not: put it back
+        with engine.begin() as conn:
+            if not inspect(conn).has_table("alembic_version"):  # as Alembic creates it
+                conn.execute(
+                    text(
+                        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                        "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+                    )
+                )
+            conn.execute(text("DELETE FROM alembic_version"))
+            conn.execute(
+                text("INSERT INTO alembic_version (version_num) VALUES (:v)"),
+                {"v": SCHEMA_REVISION},
+            )
+        check_schema(ledger.engine, ledger.url)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("module", ["ledger", "connectors", "service.cli"])
+def test_the_library_and_the_cli_load_without_alembic(module: str) -> None:
+    """Alembic (with Mako, Pygments and the dialects it loads) is for migrating: loading it
+    took a fifth of ``import ledger``, paid by every command and connector process."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"import sys, {module}; print('alembic' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == "False", done.stderr
