@@ -70,8 +70,8 @@ def configure_logging(verbose: int) -> None:
     logging.getLogger().setLevel(level)  # again: a later -v raises it after basicConfig ran
     # SQL statement logs only at -vvv: -vv is for run-ledger's own debug lines.
     logging.getLogger("sqlalchemy").setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
-    # Alembic's "Context impl SQLiteImpl." / "Will assume non-transactional DDL." at every
-    # schema check say nothing to a user at -v: run-ledger logs what migrate did itself.
+    # Alembic's "Context impl SQLiteImpl." / "Will assume non-transactional DDL." as migrate
+    # starts say nothing to a user at -v: run-ledger logs what migrate did itself.
     logging.getLogger("alembic").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
 
 
