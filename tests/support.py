@@ -417,18 +417,35 @@ def running_children() -> dict[int, str]:
 def _child_pids() -> set[int]:
     """The pids that may be this process's children: those its threads' ``children`` files
     name (a few reads, where scanning every process of the machine took 4 ms twice a test),
-    or every process, on a kernel without those files (CONFIG_PROC_CHILDREN)."""
-    tasks = list(Path(f"/proc/{os.getpid()}/task").iterdir())
-    pids: set[int] = set()
-    for task in tasks:
-        try:
-            pids.update(int(pid) for pid in (task / "children").read_text().split())
-        except FileNotFoundError:
-            if task.exists():  # the thread runs: this kernel has no such files
-                return {int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()}
-        except OSError:  # the thread ended meanwhile
-            continue
-    return pids
+    or every process, on a kernel without those files (CONFIG_PROC_CHILDREN). A thread that
+    ends hands its children to one still running: if one ended while the files were read, its
+    children may be in no file as read, and they are read again."""
+    for _ in range(5):
+        tasks = list(Path(f"/proc/{os.getpid()}/task").iterdir())
+        pids: set[int] = set()
+        for task in tasks:
+            try:
+                pids.update(int(pid) for pid in (task / "children").read_text().split())
+            except FileNotFoundError:
+                if task.exists():  # the thread runs: this kernel has no such files
+                    return _every_pid()
+            except OSError:  # the thread ended meanwhile
+                continue
+        if all(_thread_runs(task) for task in tasks):  # none ended: no child moved
+            return pids
+    return _every_pid()  # threads keep ending: every process, as running_children checks
+
+
+def _thread_runs(task: Path) -> bool:
+    """Whether a thread has not reached its exit yet (an ended one hands its children on)."""
+    try:
+        return (task / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X", "x")
+    except (OSError, IndexError):  # ended, and gone
+        return False
+
+
+def _every_pid() -> set[int]:
+    return {int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()}
 
 
 def free_port() -> int:

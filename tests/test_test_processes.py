@@ -7,6 +7,7 @@ it left running and for nothing else; ``free_port`` keeps to ``$LEDGER_TEST_PORT
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -231,3 +233,41 @@ def test_free_port_keeps_to_the_range_it_is_given(monkeypatch: pytest.MonkeyPatc
     assert free_port() == port
     monkeypatch.setenv(PORTS_ENV, "")
     assert free_port() > 0  # unset: the system's choice
+
+
+def test_a_child_whose_thread_ends_while_the_children_are_read_is_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread that ends hands its children to a thread of the process still running (the
+    main one): when that happens after the main thread's ``children`` file was read and before
+    the ended thread's, the child is in neither as read, and the safety net missed it."""
+    started_child: list[subprocess.Popen[bytes]] = []
+    release = threading.Event()
+
+    def start_and_wait() -> None:
+        started_child.append(subprocess.Popen(["sleep", "600"]))
+        release.wait(30)
+
+    helper = threading.Thread(target=start_and_wait)
+    helper.start()
+    while not started_child:
+        threading.Event().wait(0.01)
+    main_children = Path(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children")
+    read_text = Path.read_text
+
+    def read_then_end_the_helper(self: Path, *args: Any, **kwargs: Any) -> str:
+        text = read_text(self, *args, **kwargs)
+        if self == main_children and helper.is_alive():
+            release.set()  # the helper ends now: its child moves to the main thread, read
+            helper.join()
+        return text
+
+    try:
+        monkeypatch.setattr(Path, "read_text", read_then_end_the_helper)
+        children = running_children()
+        monkeypatch.undo()
+        assert started_child[0].pid in children
+    finally:
+        release.set()
+        helper.join()
+        stop_process(started_child[0], signal.SIGKILL)
