@@ -242,16 +242,16 @@ def test_a_child_whose_thread_ends_while_the_children_are_read_is_counted(
     main one): when that happens after the main thread's ``children`` file was read and before
     the ended thread's, the child is in neither as read, and the safety net missed it."""
     started_child: list[subprocess.Popen[bytes]] = []
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     def start_and_wait() -> None:
         started_child.append(subprocess.Popen(["sleep", "600"]))
+        started.set()
         release.wait(30)
 
     helper = threading.Thread(target=start_and_wait)
     helper.start()
-    while not started_child:
-        threading.Event().wait(0.01)
+    assert started.wait(30), "the helper thread started no child"
     main_children = Path(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children")
     read_text = Path.read_text
 
