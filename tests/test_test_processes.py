@@ -270,4 +270,5 @@ def test_a_child_whose_thread_ends_while_the_children_are_read_is_counted(
     finally:
         release.set()
         helper.join()
-        stop_process(started_child[0], signal.SIGKILL)
+        for child in started_child:
+            stop_process(child, signal.SIGKILL)
