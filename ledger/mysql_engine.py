@@ -255,7 +255,7 @@ class _Connection(pymysql.connections.Connection):
 
     def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
         create = super()._create_ssl_ctx  # type: ignore[misc]  # private: not in the stubs
-        if not (isinstance(sslp, dict) and not sslp):
+        if sslp != {}:  # the URL names a TLS option: the driver's context, made for it
             return create(sslp)  # type: ignore[no-any-return]
         global _preferred_tls
         if _preferred_tls is None:
