@@ -18,6 +18,7 @@ from ledger.text import visible
 from projections.as_of import QUERY_NAMES, parse_as_of
 from service.api.auth import TOKEN_PARAMETERS, Caller, bearer_token
 from service.api.limits import note_auth_failure
+from service.api.params import repeated_parameters
 from service.api.problems import ApiProblem
 from service.api.state import ApiState
 from service.config import ApiScope
@@ -37,10 +38,7 @@ def require(state: ApiState, scope: ApiScope) -> Callable[..., Caller]:
                 "Token in the URL",
                 "a token is accepted only in the Authorization header (URLs are logged)",
             )
-        repeated = sorted(
-            {key for key, _ in request.query_params.multi_items()}
-            - {key for key in request.query_params if _once(request, key)}
-        )
+        repeated = repeated_parameters(request.query_params)
         if repeated:
             raise ApiProblem(
                 400,
@@ -188,7 +186,3 @@ def query_moment(as_of: str | None, at_position: int | None) -> datetime | None:
     """The moment ``as_of``/``at_position`` name (None: live, or a position to resolve)."""
     with _query_parameter(QUERY_NAMES[0]):
         return parse_as_of(as_of, at_position, QUERY_NAMES)
-
-
-def _once(request: Request, key: str) -> bool:
-    return len(request.query_params.getlist(key)) == 1

@@ -9,11 +9,13 @@ naming the parameter, before any number is made of it.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated
 
 from fastapi import Path, Query
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
+from starlette.datastructures import QueryParams
 
 from ledger.events import MAX_RUN_ID
 from ledger.schema import MAX_POSITION
@@ -63,6 +65,15 @@ def url_integer(text: str, high: int) -> int | None:
     return number if number <= high else None
 
 
+def repeated_parameters(params: QueryParams) -> list[str]:
+    """The names given more than once in a query, counted in one pass: the API and the web
+    view check this before the token or the session, for anyone, and asking the query for
+    each name's values in turn (``getlist``) was quadratic: half a second of CPU, holding the
+    GIL, for a 14 KB query of 3,500 names."""
+    counts = Counter(name for name, _ in params.multi_items())
+    return sorted(name for name, count in counts.items() if count > 1)
+
+
 __all__ = [
     "ASCII_DIGITS",
     "NOT_DIGITS",
@@ -71,5 +82,6 @@ __all__ = [
     "FlagQuery",
     "RunIdPath",
     "is_ascii_integer",
+    "repeated_parameters",
     "url_integer",
 ]

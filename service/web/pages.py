@@ -22,7 +22,7 @@ from projections.as_of import (
     parse_as_of,
     resolve_position,
 )
-from service.api.params import url_integer
+from service.api.params import repeated_parameters, url_integer
 from service.web.security import same_origin
 from service.web.sessions import SESSION_COOKIE, Viewer
 from service.web.state import ROOT, Forbidden, LedgerErrorPage, LoginRequired, Moment, WebState
@@ -47,8 +47,7 @@ class Pages:
         """The logged-in viewer (None: nobody), named in the request's log line. A query
         parameter given twice is refused, as the API refuses it: which one a page used would
         be a guess."""
-        params = request.query_params
-        repeated = sorted({key for key in params if len(params.getlist(key)) > 1})
+        repeated = repeated_parameters(request.query_params)
         if repeated:
             raise LedgerErrorPage(
                 400,
