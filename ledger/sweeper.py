@@ -60,7 +60,7 @@ from ledger.recorded import AppendResult
 from ledger.rules import FINISHED, OPEN, TIMED_OUT, RunState
 from ledger.store import Ledger
 from ledger.stuck import DEFAULT_STALE_AFTER, StuckRun, Thresholds, stuck_runs
-from ledger.text import visible
+from ledger.text import says_something, visible
 
 log = logging.getLogger(__name__)
 # Fixed forever: changing it would give a retried sweep a new id for the same fact.
@@ -233,8 +233,11 @@ def fail_run(
     reason = arguments.text(reason, "reason")
     operator = arguments.text(operator, "operator")
     now = None if now is None else arguments.clock_time(now, "now")
-    if not reason.strip():
-        raise ValidationError("a reason is required to fail a run by hand")
+    if not says_something(reason):
+        raise ValidationError(
+            "a reason is required to fail a run by hand (one that shows: not only spaces or "
+            "invisible characters)"
+        )
     detected_by = operator_actor(operator)
     for attempt in range(1, MAX_FAIL_ATTEMPTS + 1):
         state = failable_run(ledger, run_id, connectors)

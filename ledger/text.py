@@ -54,6 +54,12 @@ def is_invisible(char: str) -> bool:
     return char in SHOWN_AS_ESCAPES or unicodedata.category(char) in INVISIBLE_CATEGORIES
 
 
+def says_something(text: str) -> bool:
+    """True when ``text`` holds a character that shows: a reason of spaces, NULs or zero-width
+    characters reads as nothing at all, in every output."""
+    return any(not char.isspace() and not is_invisible(char) for char in text)
+
+
 def escape_char(char: str) -> str:
     """``\\n``, ``\\x1b``, ``\\u202e``, ``\\U000e0041``: how :func:`visible` shows a character."""
     if char in _SHORT_ESCAPES:

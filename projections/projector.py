@@ -23,7 +23,7 @@ from ledger.driver_errors import is_refused_value
 from ledger.events import ACTOR_NAME_MAX, REASON_MAX, operator_name_problem
 from ledger.outage import Outage
 from ledger.reads import event_type_at, read_events_page, read_head
-from ledger.text import clip, visible
+from ledger.text import clip, says_something, visible
 from projections.checkpoints import (
     Checkpoint,
     Skip,
@@ -353,8 +353,10 @@ class Projector:
         position = arguments.whole_number(position, "position")
         reason = arguments.text(reason, "reason")
         actor = arguments.text(actor, "actor")
-        if not reason.strip():
-            raise ValidationError("a skip needs a reason")
+        if not says_something(reason):
+            raise ValidationError(
+                "a skip needs a reason (one that shows: not only spaces or invisible characters)"
+            )
         if len(reason) > REASON_MAX:
             raise ValidationError(f"reason: at most {REASON_MAX} characters, got {len(reason)}")
         if not actor.strip():

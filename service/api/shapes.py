@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ledger.rules import RUN_STATES
+from ledger.text import says_something
 from projections.schema import RUN_STATUSES
 
 RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
@@ -116,8 +117,8 @@ class FailRequest(BaseModel):
     def _not_blank(cls, reason: str) -> str:
         # As "" is (invalid-request naming the field): only spaces reached the library, whose
         # refusal was an invalid-input naming none.
-        if not reason.strip():
-            raise ValueError("must say why the run failed, not only spaces")
+        if not says_something(reason):
+            raise ValueError("must say why the run failed, not only spaces or invisible characters")
         return reason
 
 

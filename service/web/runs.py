@@ -20,6 +20,7 @@ from ledger import (
 from ledger.clock import utcnow
 from ledger.events import MAX_RUN_ID, REASON_MAX, operator_actor
 from ledger.schema import MAX_POSITION
+from ledger.text import says_something
 from projections.fold import Row, Transition
 from projections.queries import RunFilter, find_run, find_runs, status_counts_by_day
 from projections.schema import RUN_STATUSES
@@ -274,7 +275,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
     ) -> Response:
         viewer = operator(request, csrf)
         reason = reason.strip()
-        if not reason:
+        if not says_something(reason):
             raise LedgerErrorPage(400, "Invalid request", "give a reason for failing the run")
         if confirm != "yes":
             # Refused here as the append would refuse it (a closed run, another connector's),

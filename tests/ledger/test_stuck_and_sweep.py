@@ -491,6 +491,31 @@ def test_an_operator_fails_a_run_and_a_closed_run_is_refused(ledger: Ledger) -> 
         fail_run(ledger, 999, "no", "bob")
 
 
+@pytest.mark.parametrize("reason", ["   ", "\x00", "\u200b", " \u202e\ufeff "])
+def test_a_reason_that_shows_nothing_is_refused(ledger: Ledger, db_url: str, reason: str) -> None:
+    """A reason of NULs or zero-width characters said as little as one of spaces, but only
+    spaces were refused: the run was failed "because" of nothing a reader can see. The
+    library, the CLI (exit 2) and the API (400 naming ``reason``) refuse it; nothing is
+    appended."""
+    run_id = start_at(ledger, DAY1)
+    head = ledger.head().last_position
+    with pytest.raises(ValidationError, match=r"a reason is required .*invisible"):
+        fail_run(ledger, run_id, reason, "alice")
+    result = CliRunner().invoke(
+        cli, ["runs", "fail", str(run_id), "--reason", reason, "--db", db_url]
+    )
+    assert result.exit_code == 2, result.output
+    assert "reason is required" in result.output
+    with api_client(db_url) as client:
+        answer = client.post(
+            f"/v1/runs/{run_id}/fail", json={"reason": reason}, headers=auth("operator")
+        )
+        assert answer.status_code == 400, answer.text
+        assert [error["field"] for error in answer.json()["errors"]] == ["reason"]
+    client.app.state.api.close()  # type: ignore[attr-defined]
+    assert ledger.head().last_position == head
+
+
 def test_a_reason_or_operator_over_its_limit_is_refused_naming_the_field(
     ledger: Ledger, db_url: str
 ) -> None:

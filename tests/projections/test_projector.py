@@ -396,6 +396,18 @@ def test_a_poison_event_stops_the_projector_until_skipped(ledger: Ledger) -> Non
     assert table_rows(ledger)[run_id]["recordsFetched"] == 4
 
 
+@pytest.mark.parametrize("reason", ["  ", "\x00", "\u200b\u2060"])
+def test_a_skip_reason_that_shows_nothing_is_refused(ledger: Ledger, reason: str) -> None:
+    """A skip hides an event from the projection for good: its reason is what an auditor reads
+    in its place, so one that prints as nothing is refused as an empty one is."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    poison = append_raw(ledger, run_id, "RunPaused", '{"why":"newer writer"}')
+    projector = Projector(ledger)
+    with pytest.raises(ValidationError, match="a skip needs a reason"):
+        projector.skip(poison, reason=reason, actor="operator:al")
+    assert ledger_status(ledger).projections[0].skips == []
+
+
 def test_skips_are_checked(ledger: Ledger) -> None:
     ledger.start_run(1, "SOURCE_1")
     projector = Projector(ledger)

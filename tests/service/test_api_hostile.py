@@ -353,7 +353,7 @@ def test_an_unexpected_error_is_a_500_problem_that_tells_nothing_of_it(
     assert logged[0].exc_info is not None  # the traceback goes to the server's log only
 
 
-@pytest.mark.parametrize("reason", ["", "   ", "\t\n"])
+@pytest.mark.parametrize("reason", ["", "   ", "\t\n", "\x00", "\u200b"])
 def test_a_blank_reason_is_an_invalid_request_naming_reason(
     client: TestClient, ledger: Ledger, reason: str
 ) -> None:

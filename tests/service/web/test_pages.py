@@ -472,6 +472,22 @@ def test_the_confirm_step_refuses_what_the_append_would_and_shows_rows_to_reader
     assert "s-running" not in confirm.text
 
 
+def test_the_fail_form_refuses_a_reason_that_shows_nothing(
+    client: TestClient, demo: dict[str, int]
+) -> None:
+    """A reason of zero-width characters went on to the confirm step, which then asked to
+    fail the run "because" of nothing a reader sees (the append refused it only at the end)."""
+    csrf = log_in(client, "oncall")
+    for reason in ["  ", "\u200b", "\x00"]:
+        answer = client.post(
+            f"/web/runs/{demo['open']}/fail", data={"csrf": csrf, "reason": reason}
+        )
+        assert answer.status_code == 400, answer.text
+        assert "give a reason for failing the run" in answer.text
+        assert 'id="confirm-fail"' not in answer.text
+    assert "running" in client.get(f"/web/runs/{demo['open']}").text
+
+
 def test_the_style_sheet_may_be_cached_and_pages_may_not(client: TestClient) -> None:
     assert client.get("/web/static/style.css").headers["cache-control"] == "public, max-age=3600"
     assert client.get("/web/login").headers["cache-control"] == "no-store"
