@@ -121,15 +121,16 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             }
         following = None
         if view.next_before is not None:
-            pinned = {} if moment.live else {"at_position": moment.position}
+            # The page's own moment, as every other link names it: pinned to its position
+            # instead, the next page of a page as of a time stood when that position's event
+            # was recorded, and judged its runs stuck then, not at the time asked for.
             following = link(
                 "/runs",
-                None,
+                moment,
                 status=status,
                 connector=connector,
                 source=source,
                 before=view.next_before,
-                **pinned,
             )
         return render(
             request,
