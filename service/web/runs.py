@@ -122,15 +122,16 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             }
         following = None
         if view.next_before is not None:
-            pinned = {} if moment.live else {"at_position": moment.position}
+            # The page's own moment, as every other link names it: pinned to its position
+            # instead, the next page of a page as of a time stood when that position's event
+            # was recorded, and judged its runs stuck then, not at the time asked for.
             following = link(
                 "/runs",
-                None,
+                moment,
                 status=status,
                 connector=connector,
                 source=source,
                 before=view.next_before,
-                **pinned,
             )
         return render(
             request,
@@ -205,16 +206,18 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
                 after=timeline[-1].event.position,
                 limit=None if limit == TIMELINE_PART else limit,
             )
+        # The status the run stands at: after the last event shown, when it is the last part.
+        current = shown[-1].status_after if shown and following is None else None
         stuck = None
-        if row is not None and row["status"] == "running":
+        # The ledger's status first (the stuck query reads the ledger): with the projector
+        # down the run has no row, and its page said nothing of the run the Stuck page lists.
+        if (current or (row["status"] if row is not None else "running")) == "running":
             # As of a past moment: from this run's events up to it, judged then.
             judged_at = None if moment.live else moment_time(moment)
             found = state.config.stuck_runs(
                 state.ledger, moment.position, judged_at, run_ids=[run_id]
             )
             stuck = next(iter(found), None)
-        # The status the run stands at: after the last event shown, when it is the last part.
-        current = shown[-1].status_after if shown and following is None else None
         return render(
             request,
             "run.html",
