@@ -24,6 +24,7 @@ sha256 = "…64 hex digits…"  # or env = "LEDGER_API_TOKEN" (the variable hold
 [web]                   # optional: the web view, at /web/ on the API's listener
 enabled = true
 public_read = false     # true: pages readable without a login (an internal network only)
+allowed_hosts = ["ledger.internal"]  # names read without a login under (IPs, localhost: always)
 secret_env = "LEDGER_WEB_SECRET"  # signs session cookies; else a random key per process
 
 [anchor]                # optional: the ledger head, appended to a file kept off the database

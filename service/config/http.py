@@ -171,6 +171,13 @@ def _source(token: ApiToken) -> str:
     return "its sha256" if token.env is None else f"${token.env}"
 
 
+# A DNS name as a browser sends it in ``Host`` (the port apart), a trailing dot allowed.
+_HOST_NAME = re.compile(
+    r"(?=.{1,254}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?"
+)
+
+
 class WebConfig(Strict):
     """``[web]``: the read-only web view, served with the API (``/web/``)."""
 
@@ -178,6 +185,10 @@ class WebConfig(Strict):
     # Pages readable without a login: for an internal network only (failing a run still needs
     # a login with an ``operate`` token).
     public_read: bool = False
+    # The host names under which visitors read without a login (public_read), besides IP
+    # addresses and ``localhost``: a page of any site whose name the attacker points at this
+    # server (DNS rebinding) would otherwise read the runs through a visitor's browser.
+    allowed_hosts: list[str] = []
     # How long a login lasts; the signed cookie carries its expiry.
     session_lifetime: Duration = timedelta(hours=8)
     # The environment variable holding the key that signs session cookies (32+ characters):
@@ -195,3 +206,14 @@ class WebConfig(Strict):
     @classmethod
     def _secret(cls, value: str | None) -> str | None:
         return secret_variable(value, "LEDGER_WEB_SECRET", "secret", 32)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _HOST_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{visible(name)!r} is not a host name (letters, digits, '-' and '.', "
+                    "without a port or a scheme: ledger.internal)"
+                )
+        return [name.lower().rstrip(".") for name in names]

@@ -23,7 +23,7 @@ from projections.as_of import (
     resolve_position,
 )
 from service.api.params import repeated_parameters, url_integer
-from service.web.security import same_origin
+from service.web.security import public_host, request_host, same_origin
 from service.web.sessions import SESSION_COOKIE, Viewer
 from service.web.state import ROOT, Forbidden, LedgerErrorPage, LoginRequired, Moment, WebState
 
@@ -42,6 +42,7 @@ class Pages:
         self.state = state
         self.templates = templates
         self.public_read = state.config.web.public_read
+        self.allowed_hosts = frozenset(state.config.web.allowed_hosts)
 
     def viewer_of(self, request: Request) -> Viewer | None:
         """The logged-in viewer (None: nobody), named in the request's log line. A query
@@ -67,8 +68,14 @@ class Pages:
         viewer = self.viewer_of(request)
         if viewer is not None and "read" in viewer.scopes:
             return viewer
-        if self.public_read:
+        if self.public_read and public_host(request, self.allowed_hosts):
             return viewer
+        if self.public_read and viewer is None:
+            raise Forbidden(
+                f"pages are readable without a login only at an IP address, localhost or a "
+                f"name in [web] allowed_hosts, and {visible(request_host(request))!r} is none "
+                "of them: log in, or add the name to allowed_hosts"
+            )
         if viewer is None:
             raise LoginRequired
         raise Forbidden(f"token {viewer.name!r} lacks the 'read' scope")
@@ -80,8 +87,10 @@ class Pages:
         pages that read the whole history (:meth:`WebState.expensive`)."""
         return viewer is None or "read" not in viewer.scopes
 
-    def may_read(self, viewer: Viewer | None) -> bool:
-        return self.public_read or (viewer is not None and "read" in viewer.scopes)
+    def may_read(self, viewer: Viewer | None, request: Request) -> bool:
+        if viewer is not None and "read" in viewer.scopes:
+            return True
+        return self.public_read and public_host(request, self.allowed_hosts)
 
     def moment_of(self, request: Request) -> Moment:
         as_of_text = request.query_params.get("as_of") or None
@@ -151,7 +160,7 @@ class Pages:
             plain_link=self.link,
             # The red banner, to those who may read (an anonymous visitor of the login or an
             # error page learns nothing of the ledger): the last verify that ran to the end.
-            verify=self.state.verify.completed if self.may_read(viewer) else None,
+            verify=self.state.verify.completed if self.may_read(viewer, request) else None,
             reason_max=REASON_MAX,
             now=utcnow(),
             **context,

@@ -285,7 +285,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             # and the run's row shown only to a token that may read it: the confirm step must
             # not tell a token with only `operate` what the runs are.
             failable_run(state.ledger, run_id, viewer.connectors)
-            row = find_run(state.ledger, run_id).row if pages.may_read(viewer) else None
+            row = find_run(state.ledger, run_id).row if pages.may_read(viewer, request) else None
             return render(
                 request,
                 "confirm.html",

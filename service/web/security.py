@@ -1,7 +1,10 @@
-"""The headers every response under the web root carries (no scripts, no framing), and the
-same-origin check of a form post."""
+"""The headers every response under the web root carries (no scripts, no framing), the
+same-origin check of a form post, and the host names a visitor without a login may read under."""
 
 from __future__ import annotations
+
+import ipaddress
+from collections.abc import Collection
 
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -74,3 +77,33 @@ def same_origin(request: Request) -> bool:
     if referer is not None:
         return referer.split("://", 1)[-1].split("/", 1)[0] == host
     return True  # neither (not a browser, or stripped): the CSRF token and SameSite decide
+
+
+# Names no DNS answer can rebind: the browser's own machine.
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def request_host(request: Request) -> str:
+    """The host name of the ``Host`` header, its port apart, lower case, without a trailing dot
+    ("" when it has none). Read from the header itself: Starlette's ``request.url.hostname``
+    would take ``evil.example@127.0.0.1`` for ``127.0.0.1``."""
+    host = request.headers.get("host", "").strip().lower()
+    if host.startswith("["):  # an IPv6 literal, "[::1]:8080"
+        return host[1 : host.find("]")] if "]" in host else host
+    name, colon, port = host.rpartition(":")
+    if colon and port.isdigit():
+        host = name
+    return host.rstrip(".")
+
+
+def public_host(request: Request, allowed: Collection[str]) -> bool:
+    """May a visitor without a login read under this request's host name? An IP address or
+    ``localhost`` (what the visitor typed: no other site's page runs under it), or a name in
+    ``[web] allowed_hosts``. Any other name is a site's whose DNS may point at this server
+    (DNS rebinding): its page, run in an internal visitor's browser, would read the runs."""
+    host = request_host(request)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host in LOOPBACK_NAMES or host in allowed
+    return True

@@ -23,7 +23,14 @@ PAGES = ["/web/runs", "/web/stuck", "/web/proof", "/web/integrity"]
 
 def public_client(db_url: str) -> TestClient:
     config = api_config(db_url)
-    web = WebConfig.model_validate({"enabled": True, "public_read": True, "verify_interval": "0s"})
+    web = WebConfig.model_validate(
+        {
+            "enabled": True,
+            "public_read": True,
+            "verify_interval": "0s",
+            "allowed_hosts": ["testserver"],  # the test client's host name
+        }
+    )
     config = config.model_copy(update={"web": web})
     return TestClient(create_app(config), raise_server_exceptions=False)
 

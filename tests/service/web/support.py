@@ -42,7 +42,14 @@ def web_config(db_url: str, bound: dict[str, list[str]] | None = None, **web: An
         {
             "database_url": db_url,
             "api": {"tokens": tokens},
-            "web": {"enabled": True, "verify_interval": "0s", **web},
+            # "testserver": the test client's host name, under which visitors read without a
+            # login only when it is allowed (an IP address needs no entry).
+            "web": {
+                "enabled": True,
+                "verify_interval": "0s",
+                "allowed_hosts": ["testserver"],
+                **web,
+            },
         }
     )
 
