@@ -11,6 +11,7 @@ from freezegun import freeze_time
 from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 
+from forensics.verify import verify_all
 from ledger import Ledger, RunFinished, RunProgressed, RunStarted, RunTimedOut, ValidationError
 from projections import (
     PoisonEventError,
@@ -255,6 +256,30 @@ def test_error_details_written_by_hand_do_not_crash_the_projector(
     assert [entry["type"] for entry in late] == ["RunProgressed", "RunFinished"]
     assert rows[timed_out]["recordsFetched"] == 3
     assert Projector(ledger).checkpoint().error_position is None
+
+
+def test_error_details_that_are_not_json_read_as_their_text(ledger: Ledger, backend: str) -> None:
+    """review43: the same hand-run UPDATE with a typo, text that is not JSON. MariaDB's JSON
+    column refuses it (json_valid); SQLite stored it, and every read of the row raised
+    JSONDecodeError: a traceback from `ledger project`, `runs list`, `runs show`, `verify` and
+    `report`. It reads as its text now, which the fold replaces and verify names."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    project(ledger)
+    hand_edit = text("UPDATE ingestion_runs SET errorDetails = '{closed by hand'")
+    if backend == "mysql":
+        with pytest.raises(DBAPIError, match="errorDetails"), ledger.engine.begin() as conn:
+            conn.execute(hand_edit)
+        return
+    with ledger.engine.begin() as conn:
+        conn.execute(hand_edit)
+    row, _ = get_run(ledger, run_id)
+    assert row is not None
+    assert row["errorDetails"] == "{closed by hand"
+    assert any("errorDetails" in p.message for p in verify_all(ledger).problems)
+    ledger.append([RunFinished(run_id=run_id, status="failed", error_details={"code": 7})])
+    assert project(ledger) == 1
+    assert table_rows(ledger)[run_id]["errorDetails"] == {"code": 7}
+    assert verify_all(ledger).ok
 
 
 def test_status_enum_is_enforced_by_the_database(ledger: Ledger) -> None:
