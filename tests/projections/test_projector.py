@@ -12,7 +12,15 @@ from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 
 from forensics.verify import verify_all
-from ledger import Ledger, RunFinished, RunProgressed, RunStarted, RunTimedOut, ValidationError
+from ledger import (
+    Ledger,
+    RunFinished,
+    RunProgressed,
+    RunStarted,
+    RunTimedOut,
+    StoredRowError,
+    ValidationError,
+)
 from projections import (
     PoisonEventError,
     ProjectionTimeoutError,
@@ -280,6 +288,24 @@ def test_error_details_that_are_not_json_read_as_their_text(ledger: Ledger, back
     assert project(ledger) == 1
     assert table_rows(ledger)[run_id]["errorDetails"] == {"code": 7}
     assert verify_all(ledger).ok
+
+
+def test_a_row_time_edited_by_hand_stops_the_projector_naming_the_row(ledger: Ledger) -> None:
+    """review43: review 31 named such a row for every reader of ``ingestion_runs``; the
+    projector's own read of the row (its run's next event) was still SQLAlchemy's bare
+    ValueError: a traceback from `ledger project` and `project --follow`."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    project(ledger)
+    sqlite = ledger.engine.dialect.name == "sqlite"
+    with ledger.engine.begin() as conn:
+        if not sqlite:
+            conn.execute(text("SET SESSION sql_mode = ''"))  # lets the zero date in
+        bad = "'yesterday'" if sqlite else "'0000-00-00 00:00:00'"
+        conn.execute(text(f"UPDATE ingestion_runs SET startedAt = {bad}"))
+    ledger.append([RunFinished(run_id=run_id, status="success")])
+    with pytest.raises(StoredRowError, match=f"ingestion_runs row of run {run_id} .*startedAt"):
+        project(ledger)
+    assert Projector(ledger).checkpoint().position == 1  # nothing applied on top of it
 
 
 def test_status_enum_is_enforced_by_the_database(ledger: Ledger) -> None:
