@@ -8,6 +8,7 @@ never creates one (``create=False``).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import warnings
@@ -252,6 +253,18 @@ def _holds_nothing(path: Path) -> bool:
         return False
 
 
+def stored_json(text: str) -> Any:
+    """A JSON column's value (the read model's ``errorDetails``) as SQLite stores it. SQLite
+    checks no JSON (MariaDB's columns do, ``json_valid``): text a hand-run UPDATE wrote that is
+    not JSON is read as that text, a value no projector writes, which the fold replaces and
+    ``ledger verify`` names. Parsed, it raised JSONDecodeError out of every read of the row:
+    a traceback from `ledger project`, `runs list`, `runs show`, `verify` and `report`."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def _sqlite_engine(
     url: str,
     database: str | None,
@@ -266,6 +279,7 @@ def _sqlite_engine(
     engine = create_engine(
         url,
         connect_args={"timeout": sqlite_busy_timeout_ms / 1000, "check_same_thread": False},
+        json_deserializer=stored_json,
         **options,
     )
 

@@ -313,6 +313,7 @@ def fold_fields(
             f"run {recorded.run_id} has no row (was its RunStarted skipped?)",
         )
     row = dict(row)
+    row["errorDetails"] = _own_details(row["errorDetails"])
     if event_type in COUNTED_TYPES:
         _add_counters(row, event)
     if event_type == "RunProgressed":
@@ -458,6 +459,15 @@ def _record_late(row: Row, recorded: Stored, event: Mapping[str, Any]) -> None:
         else:
             details["late"] = [*late, entry]
     row["errorDetails"] = details
+
+
+def _own_details(details: object) -> dict[str, Any] | None:
+    """``errorDetails`` as the fold reads it: an object, or None. Another JSON value (a
+    string, an array, a number) was written outside the projector (a hand-run UPDATE of the
+    legacy days, a legacy writer still pointed at the table): it holds none of the ledger's own
+    entries, and the ledger's details replace it, as a replay of the run has them. Read as an
+    object, it stopped the projection with a TypeError at every retry."""
+    return details if isinstance(details, dict) else None
 
 
 def _own_entry(row: Row, key: str, kind: type[Any]) -> Any:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import datetime
 
 from sqlalchemy import Connection, insert
 from sqlalchemy.exc import DBAPIError
@@ -394,8 +395,7 @@ class Projector:
                     "this run-ledger can read; only an event the projector cannot apply can "
                     "be skipped"
                 )
-            # skipped_at from the clock recorded_at comes from
-            skip = Skip(position, event_type, reason, actor, self.ledger.clock())
+            skip = Skip(position, event_type, reason, actor, self._ledger_time(conn))
             conn.execute(insert(projection_skips).values(name=self.name, **asdict(skip)))
         log.warning(
             "position %d (%s) will be skipped by %s: %s (by %s)",
@@ -406,6 +406,15 @@ class Projector:
             visible(actor),
         )
         return skip
+
+    def _ledger_time(self, conn: Connection) -> datetime:
+        """The time a skip is recorded at: the ledger's clock, as an append reads it, never
+        behind the last ``recorded_at`` (a clock set back after an append). Behind it, a skip
+        would read as made before the event it skips, which `ledger verify` calls forged."""
+        now = self.ledger.clock()
+        head = read_head(conn)
+        last = None if head is None else head.last_recorded_at
+        return now if last is None else max(now, last)
 
 
 def _readable(conn: Connection, position: int) -> bool:

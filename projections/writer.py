@@ -19,6 +19,7 @@ from ledger import RecordedEvent
 from ledger.dialects import stored_time_reader
 from ledger.hashing import RUN_ID
 from ledger.reads import chunks
+from ledger.stored_rows import named_rows
 from projections.dialects import bind_processor
 from projections.fold import BatchOutcome, Row, fold_events, fold_rows, normalise
 
@@ -133,10 +134,13 @@ class ReadModelWriter:
 
     def load(self, conn: Connection, run_ids: set[int]) -> dict[int, Row]:
         rows: dict[int, Row] = {}
-        for chunk in chunks(sorted(run_ids)):
-            query = select(self.runs).where(self.runs.c.id.in_(chunk))
-            for row in conn.execute(query).mappings():
-                rows[row["id"]] = normalise(row)
+        # A time edited by hand into a row is the StoredRowError naming it, as every reader of
+        # the table says, not a bare ValueError out of the projector (a traceback).
+        with named_rows(conn, self.runs):
+            for chunk in chunks(sorted(run_ids)):
+                query = select(self.runs).where(self.runs.c.id.in_(chunk))
+                for row in conn.execute(query).mappings():
+                    rows[row["id"]] = normalise(row)
         return rows
 
 

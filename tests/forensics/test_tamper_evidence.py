@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from freezegun import freeze_time
 from sqlalchemy import update
 
 from forensics.anchors import read_anchor_file
 from forensics.triggers import sql_tokens
+from forensics.verify import verify_all
 from ledger import Ledger, RunFinished, RunProgressed
 from ledger.errors import ConfigurationError
 from ledger.schema import GENESIS_HASH, ledger_events, ledger_head, ledger_runs
-from projections import Projector
+from projections import PoisonEventError, Projector
 from service.cli import cli
 from service.config import load_config
 from service.serve import LedgerService
@@ -394,6 +397,25 @@ def test_an_operator_skip_passes_verify_and_the_report_names_it(
         f"1 skipped event(s) not in the table: position {position} (RunProgressed, run "
         f'{run_id}) skipped by operator:al: "test event from a dev build"'
     ) in in_sync["detail"]
+
+
+def test_a_skip_made_after_the_clock_stepped_back_passes_verify(ledger: Ledger) -> None:
+    """review43: the clock set back an hour after the append of a poison event (recorded_at
+    never goes back, so the event stays recorded an hour ahead of the clock), then the
+    operator's skip of it. The skip was dated by the clock alone, and verify called the honest
+    skip forged: "skipped ... before the event was recorded" (and once dated right, "in the
+    future" against the clock alone)."""
+    ahead = datetime(2026, 3, 1, 13, 0, tzinfo=UTC)
+    with freeze_time(ahead):
+        run_id = ledger.start_run(1, "SOURCE_1")
+        event = ledger.append([RunProgressed(run_id=run_id, records_fetched=5000)]).events[0]
+    with records_fetched_capped(ledger), freeze_time(ahead - timedelta(hours=1)):
+        with pytest.raises(PoisonEventError):
+            Projector(ledger).run_once()
+        skip = Projector(ledger).skip(event.position, "over the cap", "operator:al")
+        report = verify_all(ledger)
+    assert skip.skipped_at >= event.recorded_at
+    assert [p.message for p in report.by_check("skips")] == []
 
 
 # ---------------------------------------------------------------- trigger definitions

@@ -8,10 +8,19 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 
-from ledger import Ledger, RunFinished, RunProgressed, RunStarted, RunTimedOut, ValidationError
+from forensics.verify import verify_all
+from ledger import (
+    Ledger,
+    RunFinished,
+    RunProgressed,
+    RunStarted,
+    RunTimedOut,
+    StoredRowError,
+    ValidationError,
+)
 from projections import (
     PoisonEventError,
     ProjectionTimeoutError,
@@ -25,6 +34,7 @@ from projections import (
 from projections import writer as writer_module
 from projections.errors import CheckpointMovedError
 from projections.queries import get_run
+from projections.schema import ingestion_runs
 from tests.projection_support import append_raw, replayed_rows, table_rows, transition_rows
 from tests.support import drop_triggers
 
@@ -209,6 +219,93 @@ def test_counters_beyond_int11_are_kept_in_error_details(ledger: Ledger) -> None
     assert table_rows(ledger)[run_id]["errorDetails"]["counter_overflow"] == {
         "recordsFetched": big + 15
     }
+
+
+# errorDetails values no projector writes (a JSON string, an array, a number), as a hand-run
+# UPDATE of the legacy days or a legacy writer still pointed at the table leaves them.
+NOT_OBJECT_DETAILS = ["closed by hand, see ticket 42", [1, 2], 42]
+
+
+@pytest.mark.parametrize("details", NOT_OBJECT_DETAILS)
+def test_error_details_written_by_hand_do_not_crash_the_projector(
+    ledger: Ledger, details: Any
+) -> None:
+    """review43: the legacy way of closing a stuck run, an UPDATE of its row, done on the
+    projection (status failed, a note as errorDetails); then the connector's own outcome, and
+    another run timed out and reported on late. The fold read errorDetails as an object: a
+    TypeError or AttributeError out of the projector (a traceback from `ledger project`, the
+    follower dead), at every retry. errorDetails that is no object holds none of the ledger's
+    own entries: the ledger's details replace it, as a replay has them."""
+    by_hand, timed_out = ledger.start_run(1, "SOURCE_1"), ledger.start_run(2, "SOURCE_2")
+    ledger.append([RunTimedOut(run_id=timed_out, reason="stale", detected_by="sweeper")])
+    project(ledger)
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            update(ingestion_runs)
+            .where(ingestion_runs.c.id == by_hand)
+            .values(status="failed", errorDetails=details)
+        )
+        conn.execute(
+            update(ingestion_runs)
+            .where(ingestion_runs.c.id == timed_out)
+            .values(errorDetails=details)
+        )
+    ledger.append(
+        [
+            RunFinished(run_id=by_hand, status="success", error_details={"note": "ok"}),
+            RunProgressed(run_id=timed_out, records_fetched=3),
+            RunFinished(run_id=timed_out, status="partial"),
+        ]
+    )
+    assert project(ledger) == 3
+    rows = table_rows(ledger)
+    assert [entry["status"] for entry in rows[by_hand]["errorDetails"]["late"]] == ["success"]
+    late = rows[timed_out]["errorDetails"]["late"]
+    assert [entry["type"] for entry in late] == ["RunProgressed", "RunFinished"]
+    assert rows[timed_out]["recordsFetched"] == 3
+    assert Projector(ledger).checkpoint().error_position is None
+
+
+def test_error_details_that_are_not_json_read_as_their_text(ledger: Ledger, backend: str) -> None:
+    """review43: the same hand-run UPDATE with a typo, text that is not JSON. MariaDB's JSON
+    column refuses it (json_valid); SQLite stored it, and every read of the row raised
+    JSONDecodeError: a traceback from `ledger project`, `runs list`, `runs show`, `verify` and
+    `report`. It reads as its text now, which the fold replaces and verify names."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    project(ledger)
+    hand_edit = text("UPDATE ingestion_runs SET errorDetails = '{closed by hand'")
+    if backend == "mysql":
+        with pytest.raises(DBAPIError, match="errorDetails"), ledger.engine.begin() as conn:
+            conn.execute(hand_edit)
+        return
+    with ledger.engine.begin() as conn:
+        conn.execute(hand_edit)
+    row, _ = get_run(ledger, run_id)
+    assert row is not None
+    assert row["errorDetails"] == "{closed by hand"
+    assert any("errorDetails" in p.message for p in verify_all(ledger).problems)
+    ledger.append([RunFinished(run_id=run_id, status="failed", error_details={"code": 7})])
+    assert project(ledger) == 1
+    assert table_rows(ledger)[run_id]["errorDetails"] == {"code": 7}
+    assert verify_all(ledger).ok
+
+
+def test_a_row_time_edited_by_hand_stops_the_projector_naming_the_row(ledger: Ledger) -> None:
+    """review43: review 31 named such a row for every reader of ``ingestion_runs``; the
+    projector's own read of the row (its run's next event) was still SQLAlchemy's bare
+    ValueError: a traceback from `ledger project` and `project --follow`."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    project(ledger)
+    sqlite = ledger.engine.dialect.name == "sqlite"
+    with ledger.engine.begin() as conn:
+        if not sqlite:
+            conn.execute(text("SET SESSION sql_mode = ''"))  # lets the zero date in
+        bad = "'yesterday'" if sqlite else "'0000-00-00 00:00:00'"
+        conn.execute(text(f"UPDATE ingestion_runs SET startedAt = {bad}"))
+    ledger.append([RunFinished(run_id=run_id, status="success")])
+    with pytest.raises(StoredRowError, match=f"ingestion_runs row of run {run_id} .*startedAt"):
+        project(ledger)
+    assert Projector(ledger).checkpoint().position == 1  # nothing applied on top of it
 
 
 def test_status_enum_is_enforced_by_the_database(ledger: Ledger) -> None:
