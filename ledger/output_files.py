@@ -28,7 +28,11 @@ def wrong_file_path(path: Path) -> bool:
     folder does not exist (or is a file). Otherwise a file that cannot be opened or created
     is this user's permission, or the disk: the environment's. For a failure that gives no
     errno (SQLite's "unable to open database file")."""
-    return path_state(path) == "folder" or path_state(path.parent) in ("missing", "file")
+    return path_state(path) in ("folder", "impossible") or path_state(path.parent) in (
+        "missing",
+        "file",
+        "impossible",
+    )
 
 
 def output_file_error(
