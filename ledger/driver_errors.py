@@ -44,6 +44,7 @@ from ledger.output_files import wrong_file_path
 from ledger.text import visible
 from ledger.urls import (
     IN_MEMORY_HINT,
+    impossible_path,
     is_in_memory_sqlite,
     mask_secrets,
     mask_url,
@@ -302,6 +303,9 @@ def _sqlite_open_hint(url: str, error: SQLAlchemyError, kind: type[StorageError]
         )
     if path is None or _SQLITE_CANNOT_OPEN not in detail:
         return ""
+    impossible = impossible_path(path)
+    if impossible is not None:
+        return f" ({path}: no file can be there: {impossible})"
     if path_state(path) == "folder":
         return f" ({path} is a folder, not a database file)"
     if kind is DatabaseNotFoundError and path_state(path.parent) == "file":

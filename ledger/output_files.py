@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
+import tempfile
+from contextlib import suppress
 from pathlib import Path
 
 from ledger.errors import LedgerError, OutputFileError, ValidationError
@@ -28,7 +31,11 @@ def wrong_file_path(path: Path) -> bool:
     folder does not exist (or is a file). Otherwise a file that cannot be opened or created
     is this user's permission, or the disk: the environment's. For a failure that gives no
     errno (SQLite's "unable to open database file")."""
-    return path_state(path) == "folder" or path_state(path.parent) in ("missing", "file")
+    return path_state(path) in ("folder", "impossible") or path_state(path.parent) in (
+        "missing",
+        "file",
+        "impossible",
+    )
 
 
 def output_file_error(
@@ -45,4 +52,58 @@ def output_file_error(
     return OutputFileError(message)
 
 
-__all__ = ["CALLERS_PATH_ERRNOS", "output_file_error", "wrong_file_path"]
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` whole or not at all: a regular file (or none yet) is
+    written beside it and renamed over it, so a full disk, a quota or Ctrl-C half-way leaves
+    the file that was there as it was, not a report cut mid-line that reads as a whole one.
+    Anything else (``/dev/stdout``, a FIFO, ``/dev/full``) is written as it is: no file can
+    stand in for it. Raises the OSError of the write."""
+    target = Path(os.path.realpath(path))  # a symbolic link keeps pointing at the report
+    mode = _regular_file_mode(path)
+    if mode == -1 or target.parts[1:2] in (("dev",), ("proc",)):
+        # /dev/stdout, /proc/self/fd/1: the caller's descriptor, whatever it is open on.
+        path.write_text(text, encoding="utf-8")
+        return
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".ledger-output-")
+    except PermissionError:
+        if mode is None:
+            raise
+        # A file this user may write in a folder it may not: it can only be written in place.
+        path.write_text(text, encoding="utf-8")
+        return
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        # mkstemp makes 0600: keep the mode a file written in place would have had.
+        os.chmod(temporary, _new_file_mode() if mode is None else mode)
+        os.replace(temporary, target)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _regular_file_mode(path: Path) -> int | None:
+    """The permission bits of the regular file at ``path``, None when nothing is there, -1
+    when something else is (a device, a FIFO) or it cannot be told (the write says why)."""
+    try:
+        found = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return -1
+    return stat.S_IMODE(found) if stat.S_ISREG(found) else -1
+
+
+def _new_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: 0666 less the umask (read by setting it,
+    the only way there is, and putting it back at once)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+__all__ = ["CALLERS_PATH_ERRNOS", "output_file_error", "write_whole", "wrong_file_path"]

@@ -32,7 +32,7 @@ from ledger.errors import (
     DatabaseNotFoundError,
 )
 from ledger.text import visible
-from ledger.urls import mask_url, migrate_hint, path_state, sqlite_file_of
+from ledger.urls import impossible_path, mask_url, migrate_hint, path_state, sqlite_file_of
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _SQLITE_BEGIN = {mode: f"BEGIN {mode}" for mode in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")}
@@ -53,6 +53,7 @@ def sqlite_engine(url: str, parsed: URL, create: bool, **engine_options: Any) ->
             f"{meant} (three slashes before a relative path, four before an absolute one)"
         )
     _refuse_ignored_sqlite_options(url, parsed)
+    _refuse_a_name_too_long(url, parsed)
     if not create:
         _refuse_missing_file(url, parsed)
     engine = _sqlite_engine(url, parsed.database, **engine_options)
@@ -196,6 +197,50 @@ def _refuse_a_dropped_query(url: str, parsed: URL) -> None:
     )
 
 
+# What SQLite adds to a ledger's file name for the files it keeps beside it in WAL mode
+# (``-wal``, ``-shm``); a journal's ``-journal`` is longer, but a ledger never uses one.
+_COMPANION_SUFFIX_BYTES = len("-wal")
+_DEFAULT_NAME_MAX = 255
+
+
+def _refuse_a_name_too_long(url: str, parsed: URL) -> None:
+    """A file name the file system takes, but not with ``-wal`` after it: SQLite made the file
+    and then failed to open its write-ahead log, so ``migrate`` left an empty file behind and
+    said this user may not create it (exit 3), a mistake in the URL taken for the machine's.
+    An ``immutable=1`` URI opens no such file."""
+    path = sqlite_file_of(parsed)
+    if path is None or parsed.query.get("immutable") == "1":
+        return
+    problem = name_too_long(path)
+    if problem is not None:
+        raise DatabaseNotFoundError(
+            f"no SQLite database can be at {visible(str(path))} ({mask_url(url)}): {problem}. "
+            "Check the path, or give a shorter name"
+        )
+
+
+def name_too_long(path: Path) -> str | None:
+    """Why ``path``'s name is too long for a SQLite ledger (its ``-wal`` and ``-shm`` files
+    included), or None when it is not."""
+    limit = _name_max(path.parent)
+    length = len(os.fsencode(path.name))
+    if length + _COMPANION_SUFFIX_BYTES <= limit:
+        return None
+    return (
+        f"its name is {length} bytes long, and SQLite keeps files named NAME-wal and NAME-shm "
+        f"beside it, over this file system's {limit}"
+    )
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name ``folder``'s file system takes (255 when it cannot say, as for a
+    folder that does not exist: the refusal that follows names that)."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return _DEFAULT_NAME_MAX
+
+
 def _refuse_missing_file(url: str, parsed: URL) -> None:
     path = sqlite_file_of(parsed)
     state = None if path is None else path_state(path)
@@ -222,6 +267,11 @@ def _refuse_missing_file(url: str, parsed: URL) -> None:
     if state == "folder":
         raise DatabaseNotFoundError(
             f"no SQLite database at {shown} ({mask_url(url)}): it is a folder. Check the path"
+        )
+    if state == "impossible":
+        raise DatabaseNotFoundError(
+            f"no SQLite database at {shown} ({mask_url(url)}): no file can be there "
+            f"({impossible_path(path)}). Check the path"
         )
     folder = path.parent
     folder_state = path_state(folder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shlex
@@ -154,13 +155,35 @@ def sqlite_file_or_none(url: str) -> Path | None:
         return None
 
 
+# The errors of a path no file can ever be at: a name longer than the file system takes, or
+# symbolic links that loop. The caller's to fix, as a missing folder is; they were left to a
+# traceback.
+IMPOSSIBLE_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP})
+
+
 def path_state(path: Path) -> str:
-    """``file``, ``folder``, ``missing`` or ``denied`` (a folder on the way may not be
-    searched): pathlib's ``exists()`` says False for the last, which is not a wrong path."""
+    """``file``, ``folder``, ``missing``, ``denied`` (a folder on the way may not be
+    searched: pathlib's ``exists()`` says False, which is not a wrong path) or ``impossible``
+    (:func:`impossible_path`)."""
     try:
         mode = path.stat().st_mode
     except PermissionError:
         return "denied"
     except (FileNotFoundError, NotADirectoryError):
         return "missing"
+    except OSError as exc:
+        if exc.errno in IMPOSSIBLE_PATH_ERRNOS:
+            return "impossible"
+        raise
     return "folder" if stat.S_ISDIR(mode) else "file"
+
+
+def impossible_path(path: Path) -> str | None:
+    """Why no file can be at ``path`` (``File name too long``, ``Too many levels of symbolic
+    links``), or None when one can."""
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno in IMPOSSIBLE_PATH_ERRNOS:
+            return exc.strerror or str(exc)
+    return None

@@ -43,9 +43,10 @@ from ledger.errors import (
     ServerSettingError,
 )
 from ledger.schema import LEGACY_TABLE
+from ledger.sqlite_engine import name_too_long
 from ledger.store import as_ledger
 from ledger.text import visible
-from ledger.urls import mask_url, migrate_hint, sqlite_file_or_none
+from ledger.urls import mask_url, migrate_hint, path_state, sqlite_file_or_none
 from migrations import SCRIPT_LOCATION
 from migrations.dialects import missing_migrate_privileges, one_migrate_at_a_time
 
@@ -243,12 +244,13 @@ def create_if_missing(url: str) -> Path | None:
         path = sqlite_file_or_none(url)
         if path is None:
             raise
-        if path.is_dir():
+        state = path_state(path)
+        if state == "folder":
             raise DatabaseNotFoundError(
                 f"{path} is a folder, not a SQLite ledger file ({mask_url(url)})"
             ) from None
-        if path.exists():
-            raise
+        if state in ("file", "impossible") or name_too_long(path) is not None:
+            raise  # the refusal says why (an empty file, too long a name, a link loop)
         if "uri=true" in url.lower():  # its mode (ro, rw) is the caller's choice: not overridden
             raise DatabaseNotFoundError(
                 f"no SQLite database at {path} ({mask_url(url)}): a file: URI opens an existing "
@@ -258,7 +260,7 @@ def create_if_missing(url: str) -> Path | None:
         raise DatabaseNotFoundError(
             f"no folder {path.parent} for a new SQLite ledger at {path} ({mask_url(url)})"
         )
-    building = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.creating")
+    building = _building_path(path)
     building_url = make_url(url).set(database=str(building)).render_as_string(hide_password=False)
     try:
         try:
@@ -278,6 +280,17 @@ def create_if_missing(url: str) -> Path | None:
             with suppress(OSError):  # never hides why the ledger could not be made
                 leftover.unlink(missing_ok=True)
     return path
+
+
+def _building_path(path: Path) -> Path:
+    """The hidden file a new ledger at ``path`` is built in: named after it, unless that
+    would make a name the file system refuses (a long name and the 26 characters added
+    here), which failed the creation of a ledger the name itself could hold."""
+    unique = f"{os.getpid()}.{uuid.uuid4().hex[:8]}.creating"
+    building = path.with_name(f".{path.name}.{unique}")
+    if name_too_long(building) is None:
+        return building
+    return path.with_name(f".ledger.{unique}")
 
 
 def _about_the_target(

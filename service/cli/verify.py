@@ -17,7 +17,7 @@ from forensics.report import build_report, report_passed
 from forensics.report_render import render_json, render_text
 from forensics.verify import VerifyReport, verify_all
 from ledger.clock import isoformat_utc, labelled_utc
-from ledger.output_files import output_file_error
+from ledger.output_files import output_file_error, write_whole
 from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
 from ledger.text import quoted, shown_name, visible, wrap_cells
 from service.cli.errors import EXIT_PROBLEM, library_errors, problem_for
@@ -277,7 +277,7 @@ def report(
         click.echo(text, nl=False)
     else:
         try:
-            output.write_text(text, encoding="utf-8")
+            write_whole(output, text)
         except OSError as exc:  # a missing folder is the caller's (2), a full disk not (3)
             error = output_file_error(
                 output,

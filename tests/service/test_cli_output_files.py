@@ -6,7 +6,11 @@ cannot be a file (its folder missing, a file where its folder should be) the cal
 
 from __future__ import annotations
 
+import resource
 import shutil
+import stat
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -89,3 +93,73 @@ def test_a_new_sqlite_file_under_a_file_is_the_callers_mistake(tmp_path: Path) -
     result = run("migrate", "--db", f"sqlite:///{tmp_path / 'a-file' / 'new.db'}")
     assert result.exit_code == EXIT_USAGE, result.output
     assert f"{tmp_path / 'a-file'} is a file, not a folder" in result.stderr
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
+
+
+@pytest.fixture
+def sample_db(db_url: str) -> str:
+    """The shipped sample, projected: a report whose conditions pass (exit 0)."""
+    assert run("append", str(SAMPLE), "--db", db_url).exit_code == 0
+    assert run("project", "--db", db_url).exit_code == 0
+    return db_url
+
+
+# A report larger than this cannot be written under RLIMIT_FSIZE: the write fails half-way
+# (EFBIG; Python ignores SIGXFSZ), as on a disk that fills up while the report is written.
+FILE_SIZE_LIMIT = 1024
+
+
+def _report_under_a_file_size_limit(url: str, output: Path) -> subprocess.CompletedProcess[str]:
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", "report", "--db", url, "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_file_size,
+        check=False,
+    )
+
+
+def test_a_report_that_cannot_be_written_whole_leaves_the_old_one(
+    sample_db: str, tmp_path: Path
+) -> None:
+    """`ledger report --output report.txt` on a disk that filled up half-way left the first
+    2048 bytes of the new report in place of the old one, cut mid-line, and exited 3: a proof
+    report that reads as a whole one. The old report now stays as it was, and no partial file
+    is left beside it."""
+    db_url = sample_db
+    output = tmp_path / "reports" / "report.txt"
+    output.parent.mkdir()
+    assert run("report", "--db", db_url, "--output", str(output)).exit_code == 0
+    before = output.read_text(encoding="utf-8")
+    assert len(before.encode()) > FILE_SIZE_LIMIT
+    url = db_url
+    if db_url.startswith("sqlite:///"):  # SQLite would write its -shm beside the ledger
+        url = f"sqlite:///file:{db_url.removeprefix('sqlite:///')}?immutable=1&uri=true"
+    done = _report_under_a_file_size_limit(url, output)
+    assert done.returncode == EXIT_ENVIRONMENT, done.stderr
+    assert done.stderr == f"Error: cannot write the report to {output}: File too large\n"
+    assert output.read_text(encoding="utf-8") == before
+    assert [path.name for path in output.parent.iterdir()] == ["report.txt"]
+
+
+def test_a_report_replaces_the_file_keeping_its_mode_and_link(
+    sample_db: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    output = folder / "report.txt"
+    output.write_text("an old report\n")
+    output.chmod(0o640)
+    link = folder / "latest.txt"
+    link.symlink_to(output.name)
+    assert run("report", "--db", sample_db, "--output", str(link)).exit_code == 0
+    assert link.is_symlink()
+    assert output.read_text(encoding="utf-8").startswith("INGESTION_RUNS PROOF REPORT")
+    assert stat.S_IMODE(output.stat().st_mode) == 0o640
+    assert sorted(path.name for path in folder.iterdir()) == ["latest.txt", "report.txt"]
