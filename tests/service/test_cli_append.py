@@ -201,6 +201,25 @@ def test_unresolved_run_ref_and_clock_skew_name_the_line(ledger: Ledger, db_url:
     assert ledger.head().last_position == 0
 
 
+def test_every_line_ahead_of_the_clock_is_named_in_a_batch_otherwise_good(
+    ledger: Ledger, db_url: str
+) -> None:
+    """The append reads the clock under its lock, where it meets the first line ahead; the
+    refusal still names every one (the clock is read again only for a refused batch)."""
+    start = {"type": "RunStarted", "source_id": 1, "connector_name": "S"}
+    text = lines(
+        start,
+        {**start, "occurred_at": "2999-01-01T00:00:00Z"},
+        {**start, "occurred_at": "2998-01-01T00:00:00Z"},
+    )
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2, result.output
+    assert "line 2: occurred_at: 2999-01-01" in result.stderr
+    assert "line 3: occurred_at: 2998-01-01" in result.stderr
+    assert "line 1" not in result.stderr
+    assert ledger.head().last_position == 0
+
+
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
