@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from service.api import create_app
 from service.config import LedgerConfig
 from service.config.http import WebConfig
-from tests.service.web.support import demo_with_open_run, log_in, web_config
+from tests.service.web.support import demo_with_open_run, log_in, tamper, web_config
 
 PAGES = ["/web/runs", "/web/stuck", "/web/proof", "/web/proof.md", "/web/integrity"]
 
@@ -51,7 +51,6 @@ def test_a_name_not_allowed_reads_nothing_without_a_login(
             assert answer.status_code == 403, (host, path, answer.text)
             assert "allowed_hosts" in answer.text
             assert "demo-stations" not in answer.text
-            assert "verify found" not in answer.text  # nor the red banner's news
 
 
 def test_an_address_localhost_or_an_allowed_name_reads(client: TestClient) -> None:
@@ -73,6 +72,17 @@ def test_a_name_that_only_ends_in_an_address_is_a_name(client: TestClient) -> No
     """Starlette's ``request.url.hostname`` reads ``evil@127.0.0.1`` as ``127.0.0.1``."""
     for host in ["evil.example@127.0.0.1", "127.0.0.1.evil.example", "ledger.internal.evil"]:
         assert client.get("/web/runs", headers={"Host": host}).status_code == 403, host
+
+
+def test_the_red_banner_only_under_a_name_that_may_read(client: TestClient, db_url: str) -> None:
+    """An error page shows the red banner to those who may read: the visitor under a foreign
+    name learns from the 403 page neither the runs nor that the ledger failed its verify."""
+    tamper(db_url)
+    assert "PROBLEMS" in client.get("/web/integrity", headers={"Host": "127.0.0.1"}).text
+    assert 'id="verify-banner"' in client.get("/web/runs", headers={"Host": "127.0.0.1"}).text
+    refused = client.get("/web/runs", headers={"Host": "rebound.attacker.example"})
+    assert refused.status_code == 403
+    assert 'id="verify-banner"' not in refused.text
 
 
 def test_a_login_reads_under_any_name(client: TestClient) -> None:
