@@ -724,7 +724,12 @@ class Bench:
         config = LedgerConfig.model_validate(
             {
                 "database_url": self.ledger.url,
-                "web": {"enabled": True, "public_read": True, "verify_interval": "0s"},
+                "web": {
+                    "enabled": True,
+                    "public_read": True,
+                    "verify_interval": "0s",
+                    "allowed_hosts": ["testserver"],  # the test client's host name
+                },
             }
         )
         app = create_app(config)
