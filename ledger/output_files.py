@@ -64,6 +64,12 @@ def write_whole(path: Path, text: str) -> None:
         # /dev/stdout, /proc/self/fd/1: the caller's descriptor, whatever it is open on.
         path.write_text(text, encoding="utf-8")
         return
+    if mode is not None and not os.access(target, os.W_OK):
+        # A file this user may not write (made read-only, another's) is not replaced either:
+        # the rename needs only the folder's permission. Opened in place, it is refused as it
+        # always was, untouched.
+        path.write_text(text, encoding="utf-8")
+        return
     try:
         descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".ledger-output-")
     except PermissionError:

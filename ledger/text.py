@@ -54,10 +54,23 @@ def is_invisible(char: str) -> bool:
     return char in SHOWN_AS_ESCAPES or unicodedata.category(char) in INVISIBLE_CATEGORIES
 
 
+# Marks that take no room of their own (an accent, an enclosing circle): alone they draw over
+# whatever is printed before them, so they cannot carry a reason by themselves.
+_MARKS_WITHOUT_ROOM = frozenset({"Mn", "Me"})
+
+
 def says_something(text: str) -> bool:
-    """True when ``text`` holds a character that shows: a reason of spaces, NULs or zero-width
-    characters reads as nothing at all, in every output."""
-    return any(not char.isspace() and not is_invisible(char) for char in text)
+    """True when ``text`` holds a character that shows by itself: a reason of spaces, NULs,
+    zero-width characters or combining marks alone reads as nothing at all, in every output."""
+    return any(_shows_by_itself(char) for char in text)
+
+
+def _shows_by_itself(char: str) -> bool:
+    return (
+        not char.isspace()
+        and not is_invisible(char)
+        and unicodedata.category(char) not in _MARKS_WITHOUT_ROOM
+    )
 
 
 def escape_char(char: str) -> str:

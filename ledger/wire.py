@@ -31,6 +31,8 @@ from ledger.batch_checks import (
 )
 from ledger.clock import isoformat_utc
 from ledger.errors import (
+    ConcurrencyError,
+    ConnectorNotAllowedError,
     InputProblem,
     LedgerError,
     StreamError,
@@ -161,10 +163,18 @@ def append_lines(
         # goes behind) cost every append two more statements, on MariaDB two round trips, for
         # what only a refused batch needs. The append checks the guard under its lock.
         return ledger.append(batch.events, expected_version, connectors=connectors)
-    except ValidationError as error:
+    except REFUSALS as error:
+        # Any refusal, not only a ValidationError: the lock may meet an earlier line's stream
+        # rule, version conflict or foreign run before a line ahead of the clock, which the
+        # checks before the lock, given the clock, named first (400 / exit 2 naming each).
         _refused(batch, _naming_the_clock(ledger, batch, expected_version) or error)
     except LedgerError as error:
         _refused(batch, error)
+
+
+# The append's refusals of the batch itself (not of the database: a StorageError is not
+# retold as the batch's clock problems).
+REFUSALS = (ValidationError, StreamError, ConcurrencyError, ConnectorNotAllowedError)
 
 
 def _naming_the_clock(

@@ -303,3 +303,18 @@ def test_writes_are_refused_once_the_schema_is_not_current(
                 text("UPDATE alembic_version SET version_num = :v"), {"v": SCHEMA_REVISION}
             )
         engine.dispose()
+
+
+def test_a_line_ahead_of_the_clock_is_named_before_a_version_conflict(
+    client: TestClient, ledger: Ledger
+) -> None:
+    """The lock meets the version conflict of item 1 before item 2's time: the refusal names
+    item 2 ahead of the clock (400), as when the clock was read before the append."""
+    assert post(client, [started(run_id=5)]).status_code == 200
+    late = {"type": "RunProgressed", "run_id": 5, "event_id": str(uuid.uuid4())}
+    ahead = {**late, "event_id": str(uuid.uuid4()), "occurred_at": "2999-01-01T00:00:00Z"}
+    for body in ([late, ahead], (json.dumps(late) + "\n" + json.dumps(ahead) + "\n").encode()):
+        response = post(client, body, expected_version=3)
+        assert response.status_code == 400, response.text
+        assert "2: occurred_at: 2999-01-01" in response.json()["detail"]
+    assert ledger.head().last_position == 1

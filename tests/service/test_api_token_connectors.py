@@ -115,3 +115,19 @@ def test_connectors_of_a_token_are_names_and_bind_writes(
     token = {"name": "t", "scopes": ["append"], "sha256": "0" * 64, **extra}
     with pytest.raises(pydantic.ValidationError, match=why):
         LedgerConfig.model_validate({"database_url": db_url, "api": {"tokens": [token]}})
+
+
+def test_a_line_ahead_of_the_clock_is_named_before_a_foreign_run(client: TestClient) -> None:
+    """The lock refuses item 1 (another connector's run) before it meets item 2's time: the
+    refusal names item 2 ahead of the clock, as when the clock was read before the append
+    (it says nothing of the run)."""
+    other = client.post("/v1/events", json=[started("paypal", "p")], headers=headers(ADMIN))
+    assert other.status_code == 200, other.text
+    run_id = other.json()["run_refs"]["p"]
+    ahead = {**started("stripe", "s"), "occurred_at": "2999-01-01T00:00:00Z"}
+    before = head(client)
+    body = [{"type": "RunProgressed", "run_id": run_id}, ahead]
+    response = client.post("/v1/events", json=body, headers=headers(TOKEN))
+    assert response.status_code == 400, response.text
+    assert "item 2: occurred_at: 2999-01-01" in response.json()["detail"]
+    assert head(client) == before

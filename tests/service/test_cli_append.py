@@ -343,3 +343,24 @@ def test_a_misspelt_field_is_named_with_the_field_meant(ledger: Ledger, db_url: 
     assert "line 3: zzz: not a field of RunFinished; its fields: " in said
     assert "error_message" in said.splitlines()[-1]
     assert ledger.head().last_position == 0
+
+
+def test_lines_ahead_of_the_clock_are_named_before_a_stream_rule_of_an_earlier_line(
+    ledger: Ledger, db_url: str
+) -> None:
+    """The lock meets line 1's stream rule before line 2's time: the refusal still names the
+    line ahead of the clock, as when the clock was read before the append (exit 2, not the
+    stream rule alone)."""
+    text = lines(
+        {"type": "RunFinished", "run_id": 99, "status": "success"},
+        {
+            "type": "RunStarted",
+            "source_id": 1,
+            "connector_name": "S",
+            "occurred_at": "2999-01-01T00:00:00Z",
+        },
+    )
+    result = run("append", "-", "--db", db_url, input=text)
+    assert result.exit_code == 2, result.output
+    assert "line 2: occurred_at: 2999-01-01" in result.stderr
+    assert ledger.head().last_position == 0

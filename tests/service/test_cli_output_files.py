@@ -163,3 +163,31 @@ def test_a_report_replaces_the_file_keeping_its_mode_and_link(
     assert output.read_text(encoding="utf-8").startswith("INGESTION_RUNS PROOF REPORT")
     assert stat.S_IMODE(output.stat().st_mode) == 0o640
     assert sorted(path.name for path in folder.iterdir()) == ["latest.txt", "report.txt"]
+
+
+def test_a_report_file_this_user_may_not_write_is_not_replaced(db_url: str) -> None:
+    """A report file made read-only (an archived proof) in a folder the user may write: the
+    rename beside it needs only the folder's permission, and replaced the file that writing
+    it in place refused (Permission denied, exit 3). It is refused as before, left as it is."""
+    folder = Path(tempfile.mkdtemp(prefix="ledger-output-"))
+    try:
+        folder.chmod(0o777)
+        url = db_url
+        if db_url.startswith("sqlite:///"):
+            database = folder / "ledger.db"
+            shutil.copyfile(db_url.removeprefix("sqlite:///"), database)
+            database.chmod(0o666)
+            url = f"sqlite:///{database}"
+        archived = folder / "archived.txt"
+        archived.write_text("the archived report\n")
+        archived.chmod(0o444)
+        outcomes = as_another_user(
+            lambda: [("report", run("report", "--db", url, "--output", str(archived)))]
+        )
+        kept = archived.read_text()
+    finally:
+        shutil.rmtree(folder)
+    [(_, code, output)] = outcomes
+    assert code == EXIT_ENVIRONMENT, output
+    assert "Permission denied" in output
+    assert kept == "the archived report\n"
