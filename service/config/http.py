@@ -171,10 +171,12 @@ def _source(token: ApiToken) -> str:
     return "its sha256" if token.env is None else f"${token.env}"
 
 
-# A DNS name as a browser sends it in ``Host`` (the port apart), a trailing dot allowed.
+# A DNS name as a browser sends it in ``Host`` (the port apart), a trailing dot allowed; an
+# underscore too, which hostnames may not hold but internal DNS names often do (and browsers
+# send them as they are).
 _HOST_NAME = re.compile(
-    r"(?=.{1,254}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?"
+    r"(?=.{1,254}\Z)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+    r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?"
 )
 
 
@@ -213,7 +215,7 @@ class WebConfig(Strict):
         for name in names:
             if not _HOST_NAME.fullmatch(name):
                 raise ValueError(
-                    f"{visible(name)!r} is not a host name (letters, digits, '-' and '.', "
+                    f"{visible(name)!r} is not a host name (letters, digits, '-', '_' and '.', "
                     "without a port or a scheme: ledger.internal)"
                 )
         return [name.lower().rstrip(".") for name in names]

@@ -93,6 +93,11 @@ def test_a_login_reads_under_any_name(client: TestClient) -> None:
     assert "demo-stations" in answer.text
 
 
+def test_an_internal_name_with_an_underscore_may_be_allowed() -> None:
+    web = WebConfig.model_validate({"enabled": True, "allowed_hosts": ["Ledger_Host.internal"]})
+    assert web.allowed_hosts == ["ledger_host.internal"]
+
+
 @pytest.mark.parametrize("name", ["http://ledger.internal", "ledger.internal:8080", "", "a b"])
 def test_an_allowed_host_must_be_a_host_name(name: str) -> None:
     with pytest.raises(ValidationError, match=r"(?s)allowed_hosts.*is not a host name"):
