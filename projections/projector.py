@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from ledger import Ledger, LedgerError, RecordedEvent, StorageError, ValidationError, arguments
 from ledger.conflicts import retrying_conflicts
 from ledger.driver_errors import is_refused_value
+from ledger.errors import StoredRowError
 from ledger.events import ACTOR_NAME_MAX, REASON_MAX, operator_name_problem
 from ledger.outage import Outage
 from ledger.reads import event_type_at, read_events_page, read_head
@@ -260,7 +261,8 @@ class Projector:
         ends. An event the projection cannot apply is recorded in the checkpoint (``ledger
         status``, the metrics and the report show it) and retried with a pause that doubles up
         to :data:`MAX_POISON_BACKOFF_S`: nothing after it is applied, and once an operator skips
-        it (or an upcaster is deployed) the projector goes on by itself.
+        it (or an upcaster is deployed) the projector goes on by itself. A row it cannot read
+        (edited by hand) is retried as an outage is, until ``ledger rebuild`` writes it again.
         """
         # One chained comparison: nan fails it (as a wait it returns at once: a busy loop on
         # the database), and inf as a wait is an OverflowError.
@@ -276,7 +278,10 @@ class Projector:
         while not stop.is_set():
             try:
                 processed = self.run_once(stop)
-            except (StorageError, ProjectionBusyError, CheckpointMovedError) as exc:
+            # A row of the table edited by hand past reading (a time of 'yesterday') is waited
+            # out as an outage is, logged once, as `serve`'s projector does: the follower stays
+            # up and goes on by itself once `ledger rebuild` has written the table again.
+            except (StorageError, ProjectionBusyError, CheckpointMovedError, StoredRowError) as exc:
                 if stop.is_set():  # a retry given up for the shutdown: nothing to report
                     break
                 outage.failed(exc)

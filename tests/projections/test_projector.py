@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -306,6 +308,56 @@ def test_a_row_time_edited_by_hand_stops_the_projector_naming_the_row(ledger: Le
     with pytest.raises(StoredRowError, match=f"ingestion_runs row of run {run_id} .*startedAt"):
         project(ledger)
     assert Projector(ledger).checkpoint().position == 1  # nothing applied on top of it
+
+
+def test_a_follower_waits_out_a_row_edited_by_hand_until_a_rebuild(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`project --follow` died at such a row (exit 1), where `serve`'s projector waits it out:
+    it now retries it as an outage (one WARNING), and goes on by itself after a rebuild."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    project(ledger)
+    sqlite = ledger.engine.dialect.name == "sqlite"
+    with ledger.engine.begin() as conn:
+        if not sqlite:
+            conn.execute(text("SET SESSION sql_mode = ''"))  # lets the zero date in
+        bad = "'yesterday'" if sqlite else "'0000-00-00 00:00:00'"
+        conn.execute(text(f"UPDATE ingestion_runs SET startedAt = {bad}"))
+    ledger.append([RunFinished(run_id=run_id, status="success")])
+    projector = Projector(ledger)
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            projector.follow(stop, 0.01)
+        except BaseException as exc:
+            failed.append(exc)
+
+    follower = threading.Thread(target=follow)
+    with caplog.at_level(logging.WARNING, logger="projections.projector"):
+        follower.start()
+        try:
+            wait_until(lambda: "cannot proceed" in caplog.text or bool(failed))
+            assert not failed, failed
+            assert f"ingestion_runs row of run {run_id}" in caplog.text
+            rebuild(ledger)
+            later = ledger.start_run(2, "SOURCE_2")
+            wait_until(lambda: later in table_rows(ledger) or bool(failed))
+        finally:
+            stop.set()
+            follower.join(timeout=60)
+    assert not follower.is_alive()
+    assert not failed, failed
+    assert table_rows(ledger)[run_id]["status"] == "success"
+    assert caplog.text.count("cannot proceed") == 1
+
+
+def wait_until(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.01)
 
 
 def test_status_enum_is_enforced_by_the_database(ledger: Ledger) -> None:
