@@ -136,6 +136,21 @@ def append_option_problems(expected_version: object, clock_read: object) -> list
     return problems
 
 
+def checks_before_lock(
+    batch: Sequence[EventModel],
+    found: list[InputProblem],
+    expected_version: int | None,
+    clock_read: datetime | None,
+) -> tuple[list[str], list[InputProblem]]:
+    """What :meth:`Ledger.append` checks before its lock, after :func:`validated_batch` (whose
+    problems are ``found``): the options, then each payload (:func:`prepare_batch`). The
+    payloads, or the problems that refuse the batch."""
+    problems = [*found, *append_option_problems(expected_version, clock_read)]
+    if problems:
+        return [], problems
+    return prepare_batch(batch, expected_version, now=clock_read)
+
+
 def prepare_batch(
     batch: Sequence[EventModel], expected_version: int | None, now: datetime | None
 ) -> tuple[list[str], list[InputProblem]]:

@@ -25,9 +25,8 @@ from sqlalchemy.pool import QueuePool, StaticPool
 from ledger import arguments, reads
 from ledger.appender import Appender, AppendRequest, LostBeforeWriting
 from ledger.batch_checks import (
-    append_option_problems,
     batch_error,
-    prepare_batch,
+    checks_before_lock,
     validated_batch,
 )
 from ledger.clock import Clock, default_clock, utcnow
@@ -316,10 +315,7 @@ class Ledger:
         allowed = None if connectors is None else frozenset(connectors)
         if allowed is not None and not all(isinstance(name, str) for name in allowed):
             raise TypeError("connectors: connector names (str)")
-        problems.extend(append_option_problems(expected_version, clock_read))
-        if problems:
-            raise batch_error(batch, problems)
-        payloads, problems = prepare_batch(batch, expected_version, now=clock_read)
+        payloads, problems = checks_before_lock(batch, problems, expected_version, clock_read)
         if problems:
             raise batch_error(batch, problems)
         request = AppendRequest(

@@ -23,10 +23,9 @@ from typing import Any, NoReturn
 import pydantic
 
 from ledger.batch_checks import (
-    append_option_problems,
     batch_error,
+    checks_before_lock,
     event_problems,
-    prepare_batch,
     validated_batch,
 )
 from ledger.clock import isoformat_utc
@@ -191,10 +190,8 @@ def _naming_the_clock(
     except LedgerError:
         return None
     clock_read = now if recorded is None else max(now, recorded)
-    events, problems = validated_batch(batch.events)
-    problems.extend(append_option_problems(expected_version, clock_read))
-    if not problems:
-        problems = prepare_batch(events, expected_version, now=clock_read)[1]
+    events, found = validated_batch(batch.events)
+    problems = checks_before_lock(events, found, expected_version, clock_read)[1]
     return batch_error(events, problems) if problems else None
 
 

@@ -292,18 +292,24 @@ def test_error_details_that_are_not_json_read_as_their_text(ledger: Ledger, back
     assert verify_all(ledger).ok
 
 
+def edit_started_at_by_hand(ledger: Ledger) -> None:
+    """Every ``ingestion_runs.startedAt`` set to what no write stores: 'yesterday' (SQLite),
+    a zero date (MariaDB, let in by an empty sql_mode)."""
+    sqlite = ledger.engine.dialect.name == "sqlite"
+    with ledger.engine.begin() as conn:
+        if not sqlite:
+            conn.execute(text("SET SESSION sql_mode = ''"))
+        bad = "'yesterday'" if sqlite else "'0000-00-00 00:00:00'"
+        conn.execute(text(f"UPDATE ingestion_runs SET startedAt = {bad}"))
+
+
 def test_a_row_time_edited_by_hand_stops_the_projector_naming_the_row(ledger: Ledger) -> None:
     """review43: review 31 named such a row for every reader of ``ingestion_runs``; the
     projector's own read of the row (its run's next event) was still SQLAlchemy's bare
     ValueError: a traceback from `ledger project` and `project --follow`."""
     run_id = ledger.start_run(1, "SOURCE_1")
     project(ledger)
-    sqlite = ledger.engine.dialect.name == "sqlite"
-    with ledger.engine.begin() as conn:
-        if not sqlite:
-            conn.execute(text("SET SESSION sql_mode = ''"))  # lets the zero date in
-        bad = "'yesterday'" if sqlite else "'0000-00-00 00:00:00'"
-        conn.execute(text(f"UPDATE ingestion_runs SET startedAt = {bad}"))
+    edit_started_at_by_hand(ledger)
     ledger.append([RunFinished(run_id=run_id, status="success")])
     with pytest.raises(StoredRowError, match=f"ingestion_runs row of run {run_id} .*startedAt"):
         project(ledger)
@@ -317,12 +323,7 @@ def test_a_follower_waits_out_a_row_edited_by_hand_until_a_rebuild(
     it now retries it as an outage (one WARNING), and goes on by itself after a rebuild."""
     run_id = ledger.start_run(1, "SOURCE_1")
     project(ledger)
-    sqlite = ledger.engine.dialect.name == "sqlite"
-    with ledger.engine.begin() as conn:
-        if not sqlite:
-            conn.execute(text("SET SESSION sql_mode = ''"))  # lets the zero date in
-        bad = "'yesterday'" if sqlite else "'0000-00-00 00:00:00'"
-        conn.execute(text(f"UPDATE ingestion_runs SET startedAt = {bad}"))
+    edit_started_at_by_hand(ledger)
     ledger.append([RunFinished(run_id=run_id, status="success")])
     projector = Projector(ledger)
     stop = threading.Event()
