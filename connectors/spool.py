@@ -38,6 +38,7 @@ from ledger.fork_gate import FORK_GATE
 from ledger.mapper import canonical_json, event_to_wire
 from ledger.private import create_private_file, make_private_folder
 from ledger.text import clip, storable, visible
+from ledger.urls import IMPOSSIBLE_PATH_ERRNOS
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,16 @@ class SpoolAccessError(SpoolError):
 _ACCESS_WORDS = ("unable to open database file", "readonly database")
 
 
+def _unusable(what: str, exc: OSError) -> LedgerError:
+    """The error for a spool path the system refused: a name longer than the file system takes
+    or links that loop is the caller's to fix (``--spool-dir``; exit 2, as for a SQLite ledger
+    file at such a path), anything else this user's permissions or the machine's (exit 3)."""
+    text = f"{what}: {exc.strerror or exc}"
+    if exc.errno in IMPOSSIBLE_PATH_ERRNOS:
+        return ValidationError(f"{text}: no file can be at this path: choose another spool folder")
+    return SpoolAccessError(text)
+
+
 def spool_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(explicit or os.environ.get(SPOOL_DIR_ENV) or DEFAULT_SPOOL_DIR)
 
@@ -142,7 +153,7 @@ class Spool:
         try:
             not_a_folder = self.folder.exists() and not self.folder.is_dir()
         except OSError as exc:  # a parent this user may not enter
-            raise SpoolAccessError(f"spool folder {self.folder}: {exc.strerror or exc}") from exc
+            raise _unusable(f"spool folder {self.folder}", exc) from exc
         if not_a_folder:
             raise ValidationError(f"spool folder {self.folder} exists and is not a folder")
         self.path = self.folder / SPOOL_FILE
@@ -158,7 +169,7 @@ class Spool:
         try:
             return self.path.exists()
         except OSError as exc:
-            raise SpoolAccessError(f"spool {self.path}: {exc.strerror or exc}") from exc
+            raise _unusable(f"spool {self.path}", exc) from exc
 
     @contextmanager
     def _connect(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
@@ -166,7 +177,7 @@ class Spool:
             with self._open(immediate) as conn:
                 yield conn
         except OSError as exc:
-            raise SpoolAccessError(f"spool {self.path}: {exc.strerror or exc}") from exc
+            raise _unusable(f"spool {self.path}", exc) from exc
         except sqlite3.Error as exc:
             kind = SpoolAccessError if any(w in str(exc) for w in _ACCESS_WORDS) else SpoolError
             raise kind(f"spool {self.path}: {exc}") from exc

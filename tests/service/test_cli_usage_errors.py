@@ -330,3 +330,21 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(
     assert "'PATH': is empty (an unset variable?): give a value\n" in result.stderr
     assert ledger.head() == head
     assert list(here.iterdir()) == []  # no report, anchor file, spool or ledger made
+
+
+def test_a_spool_folder_no_file_can_be_at_is_a_usage_error(
+    db_url: str, ledger: Ledger, tmp_path: Path
+) -> None:
+    """A spool folder whose name is longer than the file system takes was exit 3, as if the
+    machine had refused it: it is the caller's path to fix, as for a SQLite ledger file."""
+    too_long = tmp_path / ("s" * 300)
+    for args in (
+        ["run", "csv", "--source-id", "1", "--db", db_url],
+        ["spool", "status"],
+        ["spool", "flush", "--db", db_url],
+    ):
+        result = run(*args, "--spool-dir", str(too_long))
+        assert result.exit_code == 2, (args, result.output)
+        assert "no file can be at this path: choose another spool folder" in result.stderr
+        assert "Traceback" not in result.output
+    assert ledger.head().last_position == 0
