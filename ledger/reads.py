@@ -402,6 +402,15 @@ def first_stored_position(conn: Connection) -> int | None:
     return None if value is None else int(value)
 
 
+def stored_event_ids(conn: Connection, event_ids: Sequence[str]) -> set[str]:
+    """Which of ``event_ids`` are stored."""
+    found: set[str] = set()
+    for part in chunks(sorted(set(event_ids))):
+        query = select(ledger_events.c.event_id).where(ledger_events.c.event_id.in_(part))
+        found.update(str(event_id) for event_id in conn.execute(query).scalars())
+    return found
+
+
 def lowest_position_between(conn: Connection, after: int, up_to: int) -> int | None:
     """The lowest stored position in ``(after, up_to]``, if any."""
     within = (ledger_events.c.position > after) & (ledger_events.c.position <= up_to)

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import pydantic
 
+from ledger import reads
 from ledger.batch_checks import (
     batch_error,
     checks_before_lock,
@@ -183,16 +184,33 @@ def _naming_the_clock(
     of the ledger's clock (the append's lock names the first it meets), as
     :meth:`Ledger.append` makes it given ``clock_read``; None when the clock cannot be read or
     the checks before the lock find nothing (the refusal was the lock's own: a stream rule)."""
+    events, found = validated_batch(batch.events)
     try:
-        now = ledger.clock()
-        # The guard's time never goes behind the ledger's last recorded_at (a clock set back).
-        recorded = ledger.head().last_recorded_at
+        # The clock itself, as the lock's guard reads it: not the last recorded_at when that is
+        # later (a clock stepped back), which named only the lines ahead of that, and it as
+        # "the ledger clock", while the lock had refused an earlier line.
+        clock_read = ledger.clock()
+        with ledger.connect() as conn:
+            stored = reads.stored_event_ids(conn, [str(event.event_id) for event in events])
     except LedgerError:
         return None
-    clock_read = now if recorded is None else max(now, recorded)
-    events, found = validated_batch(batch.events)
-    problems = checks_before_lock(events, found, expected_version, clock_read)[1]
+    problems = [
+        problem
+        for problem in checks_before_lock(events, found, expected_version, clock_read)[1]
+        if not _stored_line_guarded(problem, events, stored)
+    ]
     return batch_error(events, problems) if problems else None
+
+
+def _stored_line_guarded(problem: InputProblem, events: list[EventModel], stored: set[str]) -> bool:
+    """Whether ``problem`` is the clock guard's on an event already stored: the append takes
+    that one back as the stored fact (I3) without measuring its time, which a clock stepped
+    back since may now find ahead; it was never why the batch was refused."""
+    return (
+        problem.field == "occurred_at"
+        and problem.index is not None
+        and str(events[problem.index].event_id) in stored
+    )
 
 
 def _refused(batch: LineBatch, error: LedgerError) -> NoReturn:

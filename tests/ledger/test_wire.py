@@ -4,8 +4,11 @@ the line of each event the ledger refuses, and written back in the wire form."""
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from freezegun import freeze_time
 
 from ledger import (
     InputProblem,
@@ -131,6 +134,62 @@ def test_every_line_ahead_of_the_ledger_clock_is_named(ledger: Ledger) -> None:
         (3, "occurred_at"),
     ]
     assert ledger.head().last_position == 0
+
+
+# The ledger's clock before and after it stepped back an hour (an NTP correction): the last
+# append's recorded_at stays at the later time.
+CLOCK_AHEAD = datetime(2026, 3, 1, 13, 0, tzinfo=UTC)
+CLOCK_STEPPED_BACK = CLOCK_AHEAD - timedelta(hours=1)
+
+
+def _progress_at(run_id: int, when: datetime) -> dict[str, object]:
+    return {
+        "type": "RunProgressed",
+        "run_id": run_id,
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": when.isoformat(),
+    }
+
+
+def test_lines_ahead_of_a_clock_stepped_back_are_named_against_the_clock(
+    ledger: Ledger,
+) -> None:
+    """The lock's guard measures against the clock itself, and met line 1 (half an hour
+    ahead of it, behind the last recorded_at): the refusal named only line 2, against the last
+    recorded_at called "the ledger clock"."""
+    with freeze_time(CLOCK_AHEAD):
+        run_id = ledger.start_run(1, "S")
+    with freeze_time(CLOCK_STEPPED_BACK):
+        batch = read_lines(
+            jsonl(
+                _progress_at(run_id, CLOCK_STEPPED_BACK + timedelta(minutes=30)),
+                _progress_at(run_id, CLOCK_AHEAD + timedelta(hours=1)),
+            )
+        )
+        with pytest.raises(ValidationError) as caught:
+            append_lines(ledger, batch)
+    assert [(p.line, p.field) for p in caught.value.details] == [
+        (1, "occurred_at"),
+        (2, "occurred_at"),
+    ]
+    assert "ahead of the ledger clock (2026-03-01T12:00:00" in str(caught.value)
+    assert ledger.head().last_position == 1
+
+
+def test_a_stored_line_ahead_of_a_clock_stepped_back_is_not_named(ledger: Ledger) -> None:
+    """A line stored before the clock stepped back is taken back as it is (I3), its time not
+    measured: the refusal of its batch names the line that is refused, not that one."""
+    with freeze_time(CLOCK_AHEAD):
+        run_id = ledger.start_run(1, "S")
+        stored = _progress_at(run_id, CLOCK_AHEAD)
+        append_lines(ledger, read_lines(jsonl(stored)))
+    with freeze_time(CLOCK_STEPPED_BACK):
+        batch = read_lines(jsonl(stored, {**STARTED, "run_id": run_id}))
+        with pytest.raises(ValidationError) as caught:
+            append_lines(ledger, batch)
+    assert [(p.line, p.field) for p in caught.value.details] == [(2, "run_id")]
+    assert isinstance(caught.value.__cause__, StreamError)
+    assert ledger.head().last_position == 2
 
 
 def test_the_wire_form_appends_again_as_a_duplicate(ledger: Ledger) -> None:
