@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy import Integer
+
 from ledger import LedgerError, RecordedEvent
 from ledger.clock import format_utc_seconds, isoformat_utc
 from ledger.durations import format_duration
@@ -228,9 +230,27 @@ def fold_rows(
 _COUNTER_PAIRS = tuple(COUNTER_COLUMNS.items())
 
 
+# The whole-number columns of a row. SQLite stores any value in any column: a hand-run UPDATE
+# that wrote text into one ('many' records fetched) was read as that text, and the fold's sum
+# raised a TypeError (a traceback from `ledger project`, the follower dead), as did every table
+# of runs. MariaDB's INT columns refuse it.
+_WHOLE_NUMBER_COLUMNS = tuple(
+    column.name
+    for column in ingestion_runs.columns
+    if isinstance(column.type, Integer) and not column.primary_key
+)
+
+
 def normalise(row: Any) -> Row:
-    """A row read back from the database, in the form the fold produces."""
-    return {name: row[name] for name in row.keys()}  # noqa: SIM118 (RowMapping)
+    """A row read back from the database, in the form the fold produces. Raises TypeError for
+    a whole-number column holding anything else (inside :func:`ledger.stored_rows.named_rows`,
+    the :class:`ledger.StoredRowError` naming the row)."""
+    found = {name: row[name] for name in row.keys()}  # noqa: SIM118 (RowMapping)
+    for column in _WHOLE_NUMBER_COLUMNS:
+        value = found.get(column)
+        if value is not None and type(value) is not int:
+            raise TypeError(f"{column} holds {value!r}, not a whole number")
+    return found
 
 
 def whole_seconds(value: datetime) -> datetime:

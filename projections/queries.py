@@ -83,13 +83,14 @@ def get_run(ledger: Ledger, run_id: int) -> tuple[Row | None, list[Transition]]:
     """One row of ``ingestion_runs`` and its status transitions, in order; no row when the run
     is not projected yet. Raises :class:`UnknownRunError` if the ledger has no such run."""
 
-    def read(conn: Connection) -> tuple[Any, list[Transition]]:
+    def read(conn: Connection) -> tuple[Row | None, list[Transition]]:
         with named_rows(conn, ingestion_runs):
-            row = (
+            found = (
                 conn.execute(select(ingestion_runs).where(ingestion_runs.c.id == run_id))
                 .mappings()
                 .one_or_none()
             )
+            row = None if found is None else normalise(found)
         transitions = [
             Transition(**{k: t[k] for k in Transition.__dataclass_fields__})
             for t in conn.execute(
@@ -107,7 +108,7 @@ def get_run(ledger: Ledger, run_id: int) -> tuple[Row | None, list[Transition]]:
         if ledger.run(run_id) is None:
             raise UnknownRunError(run_id)
         return None, transitions
-    return normalise(row), transitions
+    return row, transitions
 
 
 def all_rows(conn: Connection) -> dict[int, Row]:

@@ -35,7 +35,7 @@ from projections import (
 )
 from projections import writer as writer_module
 from projections.errors import CheckpointMovedError
-from projections.queries import get_run
+from projections.queries import RunFilter, find_runs, get_run
 from projections.schema import ingestion_runs
 from tests.projection_support import append_raw, replayed_rows, table_rows, transition_rows
 from tests.support import drop_triggers
@@ -314,6 +314,36 @@ def test_a_row_time_edited_by_hand_stops_the_projector_naming_the_row(ledger: Le
     with pytest.raises(StoredRowError, match=f"ingestion_runs row of run {run_id} .*startedAt"):
         project(ledger)
     assert Projector(ledger).checkpoint().position == 1  # nothing applied on top of it
+
+
+def test_a_counter_edited_by_hand_into_text_is_named_by_the_projector_and_readers(
+    ledger: Ledger, backend: str
+) -> None:
+    """review47: SQLite stores any value in any column; a hand-run UPDATE writing text into a
+    counter was read as that text, and the fold's sum raised a TypeError (a traceback from
+    `ledger project`, the follower dead), as did `runs list`. MariaDB's INT column refuses it.
+    The row is now the StoredRowError naming it, for the projector and every reader, until a
+    rebuild writes it again."""
+    run_id = ledger.start_run(1, "SOURCE_1")
+    project(ledger)
+    hand_edit = text("UPDATE ingestion_runs SET recordsFetched = 'many'")
+    if backend == "mysql":
+        with pytest.raises(DBAPIError, match="recordsFetched"), ledger.engine.begin() as conn:
+            conn.execute(hand_edit)
+        return
+    with ledger.engine.begin() as conn:
+        conn.execute(hand_edit)
+    ledger.append([RunProgressed(run_id=run_id, records_fetched=3)])
+    named = f"ingestion_runs row of run {run_id} cannot be read: recordsFetched is 'many'"
+    with pytest.raises(StoredRowError, match=named):
+        project(ledger)
+    assert Projector(ledger).checkpoint().position == 1  # nothing applied on top of it
+    with pytest.raises(StoredRowError, match=named):
+        get_run(ledger, run_id)
+    with pytest.raises(StoredRowError, match=named):
+        find_runs(ledger, RunFilter())
+    rebuild(ledger)
+    assert table_rows(ledger)[run_id]["recordsFetched"] == 3
 
 
 def test_a_follower_waits_out_a_row_edited_by_hand_until_a_rebuild(
