@@ -13,10 +13,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 import tempfile
 from contextlib import suppress
 from pathlib import Path
 
+from ledger.descriptors import own_descriptor
 from ledger.errors import LedgerError, OutputFileError, ValidationError
 from ledger.urls import path_state
 
@@ -56,12 +58,17 @@ def write_whole(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` whole or not at all: a regular file (or none yet) is
     written beside it and renamed over it, so a full disk, a quota or Ctrl-C half-way leaves
     the file that was there as it was, not a report cut mid-line that reads as a whole one.
-    Anything else (``/dev/stdout``, a FIFO, ``/dev/full``) is written as it is: no file can
-    stand in for it. Raises the OSError of the write."""
+    This process's own descriptor (``/dev/stdout``, ``/dev/fd/3``, a link to one) is written
+    through that descriptor; anything else that is not a regular file (a FIFO, ``/dev/full``)
+    is written as it is: no file can stand in for it. Raises the OSError of the write."""
+    descriptor = own_descriptor(path)
+    if descriptor is not None:
+        _write_to_descriptor(descriptor, text)
+        return
     target = Path(os.path.realpath(path))  # a symbolic link keeps pointing at the report
     mode = _regular_file_mode(path)
     if mode == -1 or target.parts[1:2] in (("dev",), ("proc",)):
-        # /dev/stdout, /proc/self/fd/1: the caller's descriptor, whatever it is open on.
+        # A device, a FIFO, another process's descriptor: no file can stand in for it.
         path.write_text(text, encoding="utf-8")
         return
     if mode is not None and not os.access(target, os.W_OK):
@@ -92,6 +99,18 @@ def write_whole(path: Path, text: str) -> None:
         raise
 
 
+def _write_to_descriptor(descriptor: int, text: str) -> None:
+    """Write ``text`` through ``descriptor`` itself, at its offset, as the process's own
+    output is written: ``{ echo a; ledger report --output /dev/stdout; echo b; } > out``
+    keeps all three. What Python holds buffered for it is written first."""
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(AttributeError, OSError, ValueError):
+            if stream.fileno() == descriptor:
+                stream.flush()
+    with os.fdopen(os.dup(descriptor), "w", encoding="utf-8") as file:
+        file.write(text)
+
+
 def _regular_file_mode(path: Path) -> int | None:
     """The permission bits of the regular file at ``path``, None when nothing is there, -1
     when something else is (a device, a FIFO) or it cannot be told (the write says why)."""
@@ -112,4 +131,9 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-__all__ = ["CALLERS_PATH_ERRNOS", "output_file_error", "write_whole", "wrong_file_path"]
+__all__ = [
+    "CALLERS_PATH_ERRNOS",
+    "output_file_error",
+    "write_whole",
+    "wrong_file_path",
+]

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from ledger.descriptors import own_descriptor
 from ledger.text import visible
 
 if TYPE_CHECKING:
@@ -96,53 +97,12 @@ class _ClosedStdin(io.RawIOBase):
 # The standard descriptors this process was started without, held on /dev/null since.
 _STARTED_WITHOUT: set[int] = set()
 
-# The kernel's limit on the symbolic links one path's lookup follows.
-_MOST_LINKS = 40
-
 
 def names_missing_stdin(path: str) -> bool:
     """Whether ``path`` names standard input and the process was started without it: what
     it reads is the ``/dev/null`` held in its place (``ledger append /dev/stdin <&-`` appended
     nothing and said so with exit 0), so the command refuses it as it refuses ``-``."""
-    return 0 in _STARTED_WITHOUT and _names_descriptor(path, 0)
-
-
-def _names_descriptor(path: str, descriptor: int) -> bool:
-    """Whether ``path`` opens this process's descriptor ``descriptor`` however it is spelled
-    (``/dev/stdin``, ``//dev/stdin``, ``/dev/./stdin``, a symbolic link to one of them,
-    ``/proc/self/fd/0``, ``/proc/thread-self/fd/0``, ``/proc/PID/fd/0``): its symbolic links
-    are followed up to ``/proc/PID[/task/TID]/fd/N``, whose own link, to the file the
-    descriptor holds (``/dev/null`` in its place), is not."""
-    for _ in range(_MOST_LINKS):
-        # The folder's links resolved before its "..", as the kernel does (abspath would
-        # take "link/.." for the folder the link is in).
-        if not os.path.isabs(path):
-            try:
-                path = os.path.join(os.getcwd(), path)
-            except OSError:  # the working folder was removed: the FILE's open says so
-                return False
-        folder, name = os.path.split(path)
-        if name in ("", ".", ".."):
-            return False  # a folder
-        folder = os.path.realpath(folder)
-        if name == str(descriptor) and _descriptors_folder(folder):
-            return True
-        try:
-            target = os.readlink(os.path.join(folder, name))
-        except OSError:  # not a symbolic link (or none there): a file of its own
-            return False
-        path = os.path.join(folder, target)
-    return False
-
-
-def _descriptors_folder(folder: str) -> bool:
-    """Whether ``folder`` (its links resolved) is this process's, or one of its threads',
-    ``fd`` folder in ``/proc``."""
-    own = f"/proc/{os.getpid()}"
-    if folder == f"{own}/fd":
-        return True
-    task, _, rest = folder.removeprefix(f"{own}/task/").partition("/")
-    return folder.startswith(f"{own}/task/") and task.isdigit() and rest == "fd"
+    return 0 in _STARTED_WITHOUT and own_descriptor(path) == 0
 
 
 def stdin_missing_error() -> OSError:

@@ -7,6 +7,7 @@ cannot be a file (its folder missing, a file where its folder should be) the cal
 from __future__ import annotations
 
 import resource
+import shlex
 import shutil
 import stat
 import subprocess
@@ -191,3 +192,31 @@ def test_a_report_file_this_user_may_not_write_is_not_replaced(db_url: str) -> N
     assert code == EXIT_ENVIRONMENT, output
     assert "Permission denied" in output
     assert kept == "the archived report\n"
+
+
+def test_a_report_to_standard_output_by_name_keeps_what_the_shell_wrote_around_it(
+    sample_db: str, tmp_path: Path
+) -> None:
+    """`{ echo before; ledger report --output /dev/stdout; echo after; } > out`: the report
+    renamed a new file over `out` (the name resolves to the file the descriptor is on), and
+    `after` went to the replaced file, lost. Written through the descriptor itself, `out`
+    holds all three in order; with `>>` too, and through a link to /dev/stdout."""
+    link = tmp_path / "to-stdout"
+    link.symlink_to("/dev/stdout")
+    out = tmp_path / "out.txt"
+    ledger = f"{shlex.quote(sys.executable)} -m service.cli report --db {shlex.quote(sample_db)}"
+    for output, redirect in (("/dev/stdout", ">"), ("/dev/stdout", ">>"), (str(link), ">")):
+        out.write_text("kept\n")
+        script = (
+            f"{{ echo before; {ledger} --output {shlex.quote(output)}; echo after; }} "
+            f"{redirect} {shlex.quote(str(out))}"
+        )
+        done = subprocess.run(
+            ["bash", "-c", script], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == f"report written to {output}\n"
+        lines = out.read_text(encoding="utf-8").splitlines()
+        first = ["kept", "before"] if redirect == ">>" else ["before"]
+        assert lines[: len(first) + 1] == [*first, "INGESTION_RUNS PROOF REPORT"], lines[:3]
+        assert lines[-2:] == ["Result: 6/6 conditions pass", "after"], lines[-3:]

@@ -1,0 +1,61 @@
+"""Which of this process's open descriptors a path names, however it is spelled.
+
+``/dev/stdout``, ``//dev/stdout``, ``/dev/./stdout``, ``/dev/fd/1``, ``/proc/self/fd/1``,
+``/proc/thread-self/fd/1``, ``/proc/PID/fd/1`` or a symbolic link to any of them: opened by
+name, each is a new open of the file the descriptor is on, not the descriptor. A command that
+must act on the descriptor itself (read the stdin it was started without, write a report at
+the offset the shell's redirection left) asks here first.
+"""
+
+from __future__ import annotations
+
+import os
+
+# The kernel's limit on the symbolic links one path's lookup follows.
+_MOST_LINKS = 40
+
+
+def own_descriptor(path: str | os.PathLike[str]) -> int | None:
+    """The descriptor of this process that ``path`` opens, else None: its symbolic links are
+    followed up to ``/proc/PID[/task/TID]/fd/N``, whose own link, to the file the descriptor
+    holds, is not."""
+    path = os.fspath(path)
+    for _ in range(_MOST_LINKS):
+        # The folder's links resolved before its "..", as the kernel does (abspath would
+        # take "link/.." for the folder the link is in).
+        if not os.path.isabs(path):
+            try:
+                path = os.path.join(os.getcwd(), path)
+            except OSError:  # the working folder was removed: the file's open says so
+                return None
+        folder, name = os.path.split(path)
+        if name in ("", ".", ".."):
+            return None  # a folder
+        folder = os.path.realpath(folder)
+        if _descriptor_number(name) and _descriptors_folder(folder):
+            return int(name)
+        try:
+            target = os.readlink(os.path.join(folder, name))
+        except OSError:  # not a symbolic link (or none there): a file of its own
+            return None
+        path = os.path.join(folder, target)
+    return None
+
+
+def _descriptor_number(name: str) -> bool:
+    """Whether ``name`` is a descriptor's name in ``/proc/PID/fd``: digits without a leading
+    zero (the kernel finds no ``01`` there)."""
+    return name.isascii() and name.isdigit() and str(int(name)) == name
+
+
+def _descriptors_folder(folder: str) -> bool:
+    """Whether ``folder`` (its links resolved) is this process's, or one of its threads',
+    ``fd`` folder in ``/proc``."""
+    own = f"/proc/{os.getpid()}"
+    if folder == f"{own}/fd":
+        return True
+    task, _, rest = folder.removeprefix(f"{own}/task/").partition("/")
+    return folder.startswith(f"{own}/task/") and task.isdigit() and rest == "fd"
+
+
+__all__ = ["own_descriptor"]
