@@ -15,7 +15,7 @@ from ledger.wire import append_lines, read_lines, wire_line
 from service.cli.errors import EnvironmentFailure, Interrupted, library_errors
 from service.cli.ledgers import open_or_start_ledger, opened_ledger
 from service.cli.options import RUN_ID, Integer, db_option, format_option, wide_option
-from service.cli.output import names_missing_stdin, output_after, stdin_missing_error
+from service.cli.output import names_missing_stdin, output_after, started_without_error
 from service.cli.tables import TableColumn, print_table
 
 
@@ -39,7 +39,7 @@ def append(source: IO[bytes], db_url: str | None) -> None:
     where = name if isinstance(name, str) and not name.startswith("<") else None
     try:
         if where is not None and names_missing_stdin(where):
-            raise stdin_missing_error()  # else it reads the /dev/null held in its place
+            raise started_without_error()  # else it reads the /dev/null held in its place
         with library_errors(where):  # every line is read before the ledger is opened
             batch = read_lines(source)
     except KeyboardInterrupt:

@@ -91,7 +91,7 @@ class _ClosedStdin(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Buffer, /) -> int:
-        raise stdin_missing_error()
+        raise started_without_error()
 
 
 # The standard descriptors this process was started without, held on /dev/null since.
@@ -105,8 +105,17 @@ def names_missing_stdin(path: str) -> bool:
     return 0 in _STARTED_WITHOUT and own_descriptor(path) == 0
 
 
-def stdin_missing_error() -> OSError:
-    """The error of a read of the standard input the process was started without."""
+def names_missing_output(path: str) -> bool:
+    """Whether ``path`` names standard output or error and the process was started without
+    it: a report written there went to the ``/dev/null`` held in its place, "report written
+    to /dev/stdout" and exit 0, as ``>&-`` is refused for a report on stdout."""
+    descriptor = own_descriptor(path)
+    return descriptor in (1, 2) and descriptor in _STARTED_WITHOUT
+
+
+def started_without_error() -> OSError:
+    """The error of a standard descriptor the process was started without (its stdin read,
+    a report written to its stdout by name)."""
     return OSError(errno.EBADF, f"{os.strerror(errno.EBADF)} (started without it)")
 
 

@@ -36,6 +36,7 @@ from service.cli.options import (
     parse_moment,
     wide_option,
 )
+from service.cli.output import names_missing_output, started_without_error
 from service.cli.tables import echo_json
 from service.cli.timelines import print_audit
 
@@ -277,6 +278,8 @@ def report(
         click.echo(text, nl=False)
     else:
         try:
+            if names_missing_output(str(output)):
+                raise started_without_error()
             write_whole(output, text)
         except OSError as exc:  # a missing folder is the caller's (2), a full disk not (3)
             error = output_file_error(

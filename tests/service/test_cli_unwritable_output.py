@@ -139,6 +139,19 @@ def test_a_closed_stdout_is_one_line_and_exit_3(sample_db: str, args: tuple[str]
     assert done.stderr == "Error: cannot write the output to stdout: Bad file descriptor\n"
 
 
+def test_a_report_to_a_stdout_started_without_is_refused_by_name_too(sample_db: str) -> None:
+    """`ledger report --output /dev/stdout >&-` wrote the report into the /dev/null held in
+    stdout's place and said "report written to /dev/stdout", exit 0, where `ledger report
+    >&-` is refused: it is refused the same way, however the path is spelled."""
+    for path in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+        done = ledger_without(1, sample_db, "report", "--output", path)
+        assert done.returncode == EXIT_ENVIRONMENT, (path, done.stderr)
+        assert done.stderr == (
+            f"Error: cannot write the report to {path}: Bad file descriptor (started without "
+            "it)\n"
+        )
+
+
 def test_append_with_stdout_closed_appends_and_says_so(db_url: str) -> None:
     # Descriptor 1 closed is the next one the process opens (the SQLite file, a socket): it is
     # held on /dev/null, so nothing meant for stdout reaches the database.
