@@ -22,7 +22,6 @@ import logging
 import socket
 import sys
 import threading
-import time
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -30,12 +29,12 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 from prometheus_client.registry import CollectorRegistry
 
+from ledger.outage import Tally
+
 log = logging.getLogger("service.metrics")
 
 READ_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 32
-# The most often a refusal's WARNING is written.
-NOTE_EVERY_S = 60.0
 
 
 class _Handler(WSGIRequestHandler):
@@ -55,14 +54,16 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slots = threading.BoundedSemaphore(self.max_connections)
-        self._refused = 0
-        self._noted_at: float | None = None
-        self._note_lock = threading.Lock()
+        self.refused = Tally(
+            f"connection(s) to /metrics refused: {self.max_connections} already open (the most "
+            "served at once)",
+            log,
+        )
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
             self.shutdown_request(request)
-            self._note_refused()
+            self.refused.add()
             return
         try:
             super().process_request(request, client_address)  # starts its thread
@@ -83,19 +84,6 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
             log.debug("metrics: a connection ended early", exc_info=True)
         else:
             log.exception("metrics: answering a scrape failed")
-
-    def _note_refused(self) -> None:
-        now = time.monotonic()
-        with self._note_lock:
-            self._refused += 1
-            if self._noted_at is not None and now - self._noted_at < NOTE_EVERY_S:
-                return
-            count, self._refused, self._noted_at = self._refused, 0, now
-        log.warning(
-            "metrics: %d connection(s) refused: %d already open (the most served at once)",
-            count,
-            self.max_connections,
-        )
 
 
 def start_metrics_server(port: int, host: str, registry: CollectorRegistry) -> MetricsServer:
