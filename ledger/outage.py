@@ -1,6 +1,7 @@
 """A spell of failures logged as two lines, not one per retry or per request: a WARNING as it
 starts (with the first error) and an INFO as it ends (with how long it lasted). Shared by the
-threads that meet it (the API answers requests on many)."""
+threads that meet it (the API answers requests on many). And :class:`Tally`: what a bound
+refused, counted, a WARNING a minute at most."""
 
 from __future__ import annotations
 
@@ -35,3 +36,49 @@ class Outage:
         if since is not None:
             lasted = format_duration(round(time.monotonic() - since))
             self.log.info("%s proceeding again after %s", self.what, lasted)
+
+
+# The most often a Tally's WARNING is written.
+NOTE_EVERY_S = 60.0
+
+
+class Tally:
+    """Counts what a bound refused (a connection over a limit, headers not complete in time):
+    a WARNING with the count at most every ``every`` seconds, so that a flood is a line a
+    minute, not a line a refusal. What is counted after a line is said once the ``every``
+    seconds are over (a timer), not at the next refusal: that one may come days later, or never,
+    and a flood of 268 refused connections that then stopped was logged as "1"."""
+
+    def __init__(self, what: str, log: logging.Logger, every: float = NOTE_EVERY_S) -> None:
+        self.what = what
+        self.log = log
+        self.every = every
+        self._count = 0
+        self._last: float | None = None
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._count += 1
+            if self._last is not None and now - self._last < self.every:
+                if self._timer is None:
+                    self._timer = threading.Timer(self._last + self.every - now, self._flush)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+            if self._timer is not None:  # said now, with the rest of the count
+                self._timer.cancel()
+                self._timer = None
+            count, self._count, self._last = self._count, 0, now
+        self.log.warning("%d %s", count, self.what)
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._timer = None
+            count, self._count = self._count, 0
+            if count:
+                self._last = time.monotonic()
+        if count:
+            self.log.warning("%d %s", count, self.what)

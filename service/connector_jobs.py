@@ -45,6 +45,13 @@ RETRY_MAX_S = 30.0
 RETRY = ":retry"
 # The id prefix of a connector's job (``connector:NAME:SOURCE``; a job id, not an actor).
 CONNECTOR_JOB_PREFIX = "connector:"
+# A connector's runs timed out past max_run_time whose threads are still blocked (a csv path on
+# a FIFO nobody writes, a hung NFS mount): at most this many are left behind. A source that
+# blocks every read left one more thread for ever at each tick (12 in a minute at a 2 s
+# interval; 1,440 a day at 1 m), until the process could start no thread at all; past this
+# many a tick is skipped, before its claim (another serve process may take it), until one of
+# them returns. A few, not one: a read that hangs once in a while must not hold the connector.
+MAX_LEFT_BEHIND = 3
 
 
 def job_id(connector: ConnectorConfig) -> str:
@@ -140,6 +147,8 @@ class ConnectorJobs:
         self.connector_running: dict[str, threading.Lock] = {}
         # Set by a connector job's run as it starts: a tick whose run began is not tried again.
         self.run_began: dict[str, threading.Event] = {}
+        # Per connector job: the threads of its runs left behind past max_run_time.
+        self.left_behind: dict[str, list[threading.Thread]] = {}
 
     def tick(self, connector: ConnectorConfig, retry: TickRetry | None = None) -> None:
         """One scheduled run: claimed once across processes, skipped while one is open;
@@ -179,6 +188,16 @@ class ConnectorJobs:
         next tick: giving up at once lost the tick everywhere (a daily connector's 02:00 tick
         met by a 20 s outage did not run that day). A claim this process committed without
         hearing so is recognised as its own (see :func:`service.claims.claim`)."""
+        blocked = self.still_blocked(name)
+        if blocked >= MAX_LEFT_BEHIND:
+            log.warning(
+                "%s: tick skipped: the connectors of %d earlier runs timed out past "
+                "max_run_time are still blocked (at most %d are left behind)",
+                name,
+                blocked,
+                MAX_LEFT_BEHIND,
+            )
+            return
         if retry is None:
             tick = connector_tick(connector, utcnow())
             retry = TickRetry(tick, self._next_tick(connector, tick))
@@ -307,10 +326,19 @@ class ConnectorJobs:
             worker.join(POLL_SECONDS)
             if worker.is_alive() and self._past_bound(name, context, bound):
                 abandoned.set()
+                with self.active_lock:
+                    self.left_behind.setdefault(name, []).append(worker)
                 self._time_out_past_bound(name, context, bound)
                 return
         if raised:
             raise raised[0]
+
+    def still_blocked(self, name: str) -> int:
+        """How many of the connector job's runs left behind still have their thread."""
+        with self.active_lock:
+            alive = [t for t in self.left_behind.get(name, []) if t.is_alive()]
+            self.left_behind[name] = alive
+            return len(alive)
 
     def _past_bound(self, name: str, context: RunContext, bound: RunBound) -> bool:
         """Whether serve gives up on the run now (asking it to stop first, see

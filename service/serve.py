@@ -36,7 +36,6 @@ from apscheduler.events import (
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.triggers.base import BaseTrigger
-from prometheus_client import start_http_server
 from prometheus_client.registry import CollectorRegistry
 
 from connectors import Spool
@@ -73,6 +72,7 @@ from service.connector_jobs import (
 )
 from service.hangup import ignore_hangup
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
+from service.metrics_server import start_metrics_server
 from service.stop_request import StopRequest
 
 if TYPE_CHECKING:
@@ -368,7 +368,9 @@ class LedgerService:
         host = self.config.serve.metrics_host
         where = metrics_address(host, self.metrics_port)
         try:
-            start_http_server(self.metrics_port, addr=host, registry=registry)
+            # Bounded (service.metrics_server): prometheus_client's start_http_server kept a
+            # thread and a descriptor for every connection that never sent a request.
+            start_metrics_server(self.metrics_port, host, registry)
         except OSError as exc:  # taken port, an address not on this host, a name unknown
             raise ConfigurationError(
                 f"cannot serve metrics on {where}: {exc.strerror or exc}"

@@ -22,12 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import threading
-import time
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ledger.outage import Tally
 from service.api.problems import PROBLEM_JSON, ApiProblem
 
 log = logging.getLogger("ledger.api")
@@ -39,8 +38,6 @@ RESERVED_FILES = 256
 RESERVED_SHARE = 4
 MIN_BACKLOG = 8
 MAX_BACKLOG = 2048  # uvicorn's default
-# The most often a bound's WARNING is written.
-NOTE_EVERY_S = 60.0
 
 
 def _open_files() -> int | None:
@@ -73,27 +70,6 @@ def accept_backlog(open_files: int | None = None) -> int:
     return max(MIN_BACKLOG, min(MAX_BACKLOG, _reserved(open_files) // 8))
 
 
-class Tally:
-    """Counts what a bound refused; a WARNING with the count at most every ``every`` seconds
-    (a flood of connections is a line a minute, not a line a connection)."""
-
-    def __init__(self, what: str, every: float = NOTE_EVERY_S) -> None:
-        self.what = what
-        self.every = every
-        self._count = 0
-        self._last: float | None = None
-        self._lock = threading.Lock()
-
-    def add(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._count += 1
-            if self._last is not None and now - self._last < self.every:
-                return
-            count, self._count, self._last = self._count, 0, now
-        log.warning("%d %s", count, self.what)
-
-
 def headers_timeout_answer(seconds: float) -> bytes:
     """The whole HTTP answer to headers that did not arrive in time: a 408 problem."""
     problem = ApiProblem(
@@ -118,8 +94,8 @@ class BoundedH11(H11Protocol):
 
     header_timeout_s: float = 30.0
     max_connections: int | None = None
-    slow_headers: Tally = Tally("connection(s) closed: request headers not complete in time")
-    over_limit: Tally = Tally("connection(s) refused: too many open at once")
+    slow_headers: Tally = Tally("connection(s) closed: request headers not complete in time", log)
+    over_limit: Tally = Tally("connection(s) refused: too many open at once", log)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -189,8 +165,8 @@ def bounded_protocol(header_timeout_s: float, max_connections: int | None) -> ty
         {
             "header_timeout_s": header_timeout_s,
             "max_connections": max_connections,
-            "slow_headers": Tally(BoundedH11.slow_headers.what),
-            "over_limit": Tally(BoundedH11.over_limit.what),
+            "slow_headers": Tally(BoundedH11.slow_headers.what, log),
+            "over_limit": Tally(BoundedH11.over_limit.what, log),
         },
     )
 

@@ -53,7 +53,7 @@ class Guard:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
-        self.outage = outage  # ended by the first answer that needed the database after it
+        self.outage = outage  # ended by the first answer the database took part in after it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,7 +143,7 @@ class Guard:
                     ),
                 )
         finally:
-            if self.outage is not None and 0 < status < 500 and _reads_the_database(scope):
+            if self.outage is not None and _database_answered(scope, status):
                 self.outage.ended()
             log.info(
                 "%s %s %d %.1fms caller=%s",
@@ -195,9 +195,16 @@ SHUTTING_DOWN = ApiProblem(
 _DATABASE_PATHS = ("/v1/", "/readyz", "/web/runs", "/web/stuck", "/web/proof", "/web/integrity")
 
 
-def _reads_the_database(scope: Scope) -> bool:
+def _database_answered(scope: Scope, status: int) -> bool:
+    """Whether this answer shows the database answering again: a success of a path that reads
+    it. Not any answer under 500: a wrong token (401), a malformed parameter (400) or an unknown
+    path (404) is answered before the database is asked, and ended the outage while the
+    database was still away, so that each such request between two 503s wrote one more WARNING
+    and a false "proceeding again after 0s" (a client with a stale token polling through an
+    outage flooded the log). A 404 or 409 the ledger answered would show it too, but nothing
+    tells them apart from those: the outage ends at the next success instead."""
     path: str = scope.get("path", "")
-    return path.startswith(_DATABASE_PATHS)
+    return 200 <= status < 300 and path.startswith(_DATABASE_PATHS)
 
 
 # On every answer unless it says otherwise: a browser never sniffs a connector's "<script>" in

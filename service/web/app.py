@@ -40,14 +40,15 @@ def create_web_app(
     """The web view's app (to mount at :data:`ROOT`) and its state (close it with the app).
     ``expensive_slots``, ``outage`` and ``auth_failures``: the API's, so that pages and API
     requests share one budget, one log of a database outage and one count of refused tokens."""
+    outage = outage or Outage("web pages", log)
     state = WebState(
         config=config,
         ledger=ledger,
         sessions=Sessions(config),
-        verify=VerifyCache(ledger, config.web.verify_interval),
+        verify=VerifyCache(ledger, config.web.verify_interval, outage),
         expensive_slots=expensive_slots or threading.BoundedSemaphore(config.api.max_expensive),
         public_slots=threading.BoundedSemaphore(public_share(config.api.max_expensive)),
-        outage=outage or Outage("web pages", log),
+        outage=outage,
         # "is None": an AuthFailures with no failures yet is empty, and so false.
         auth_failures=auth_failures_of(config) if auth_failures is None else auth_failures,
     )

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from forensics.verify import VerifyReport, verify_all
 from ledger import Ledger, LedgerError
 from ledger.clock import utcnow
+from ledger.outage import Outage
 from service.api.problems import problem_for
 
 log = logging.getLogger("ledger.web")
@@ -38,8 +39,11 @@ class VerifyOutcome:
 
 
 class VerifyCache:
-    def __init__(self, ledger: Ledger, interval: timedelta) -> None:
+    def __init__(self, ledger: Ledger, interval: timedelta, outage: Outage | None = None) -> None:
+        """``outage``: the pages' (the API's), through which a verify that cannot reach the
+        database is logged: once as the outage starts, not once per visit to Integrity."""
         self._ledger = ledger
+        self._outage = outage
         self._interval = interval.total_seconds()
         self._lock = threading.Lock()
         self._last: VerifyOutcome | None = None
@@ -71,7 +75,7 @@ class VerifyCache:
             except LedgerError as exc:
                 # What a 503 says, never the database's URL, user, file or the driver's words
                 # (any reader, anyone with public_read, sees the page): problem_for logs them.
-                outcome = VerifyOutcome(utcnow(), None, problem_for(exc).detail)
+                outcome = VerifyOutcome(utcnow(), None, problem_for(exc, self._outage).detail)
             self._last = outcome
             if outcome.report is not None:
                 self._completed = outcome

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 from freezegun import freeze_time
 
 from ledger import StorageError
-from ledger.outage import Outage
+from ledger.outage import Outage, Tally
 
 
 def lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
@@ -54,3 +55,21 @@ def test_threads_meeting_one_outage_log_it_once(caplog: pytest.LogCaptureFixture
     outage.ended()
     assert len(lines(caplog, logging.WARNING)) == 1
     assert len(lines(caplog, logging.INFO)) == 1
+
+
+def test_a_tally_says_the_rest_of_a_flood_once_its_minute_is_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The count after a line was said only at the next refusal past the minute: a flood that
+    stopped was logged as its first refusal alone ("1 … refused" for 268)."""
+    caplog.set_level(logging.WARNING)
+    tally = Tally("connection(s) refused", logging.getLogger("tests.tally"), every=0.2)
+    for _ in range(268):
+        tally.add()
+    deadline = time.monotonic() + 20
+    while len(lines(caplog, logging.WARNING)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lines(caplog, logging.WARNING) == [
+        "1 connection(s) refused",
+        "267 connection(s) refused",
+    ]

@@ -316,3 +316,50 @@ def test_a_wall_clock_step_forward_does_not_stop_a_healthy_run(
             assert bound.check(context)
         finally:
             context.finish()
+
+
+LEFT_BEHIND_AT_MOST = 3  # service.connector_jobs.MAX_LEFT_BEHIND
+
+
+def test_runs_left_behind_are_bounded_and_the_tick_after_them_is_skipped(
+    ledger: Ledger, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A source whose every read blocks (a FIFO nobody writes, a hung NFS mount) left one more
+    thread blocked for ever at each tick, the run timed out and the connector's next tick
+    started another: a long-lived serve gathered threads until it could start none. Past
+    three of them the tick is skipped, before its claim, until one returns."""
+    caplog.set_level(logging.INFO)
+    name = f"connector:{NAME}:1"
+
+    def blocked() -> int:
+        return sum(t.name == f"run-{name}" and t.is_alive() for t in threading.enumerate())
+
+    with (
+        fifo_source(tmp_path, feed=False) as source,
+        freeze_time(utcnow() - timedelta(days=1)) as clock,
+    ):
+        service = bounded_service(db_url, source.path)
+        jobs = service.connector_jobs
+        for _ in range(LEFT_BEHIND_AT_MOST):
+            with running_job(service) as job:
+                wait_for(lambda: name in jobs.active)
+                context = jobs.active[name]
+                clock.tick(timedelta(hours=2))
+                wait_for(lambda: context._stop_request is not None)  # noqa: B023 (this round's)
+                clock.tick(timedelta(seconds=30))
+                job.join(timeout=60)
+                assert not job.is_alive()
+        assert blocked() == LEFT_BEHIND_AT_MOST
+        runs_before = len(ledger.runs(connector_name=NAME))
+        clock.tick(timedelta(minutes=15))  # the next tick
+        caplog.clear()
+        with running_job(service) as job:
+            job.join(timeout=60)
+            assert not job.is_alive()
+        assert len(ledger.runs(connector_name=NAME)) == runs_before  # no run started
+        assert warnings(caplog) == [
+            f"{name}: tick skipped: the connectors of 3 earlier runs timed out past "
+            "max_run_time are still blocked (at most 3 are left behind)"
+        ]
+        source.end()  # the reads return: the threads end, and the connector's ticks run again
+        wait_for(lambda: blocked() == 0)

@@ -982,6 +982,21 @@ def test_an_unreachable_database_is_a_503_page_with_retry_after() -> None:
     client.app.state.api.close()  # type: ignore[attr-defined]
 
 
+def test_integrity_visits_in_an_outage_log_it_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The Integrity page's verify logged its database failure apart from the shared outage:
+    a WARNING for every visit while the database was away, beside the outage's one."""
+    caplog.set_level(logging.WARNING)
+    url = "mysql+pymysql://ledger:secret@127.0.0.1:1/ledger"
+    with make_client(url, public_read=True) as client:
+        for _ in range(5):
+            assert client.get("/web/integrity").status_code == 503
+    client.app.state.web.close()  # type: ignore[attr-defined]
+    client.app.state.api.close()  # type: ignore[attr-defined]
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1, said
+    assert said[0].startswith("API requests cannot proceed, retrying until it can: ")
+
+
 def test_a_form_posted_without_a_login_returns_to_its_run_after_login(
     client: TestClient, demo: dict[str, int]
 ) -> None:

@@ -1,0 +1,106 @@
+"""The listener of ``ledger serve``'s ``/metrics``: prometheus_client's threaded WSGI server,
+with the two bounds the API's listener has (:mod:`service.api.connections`).
+
+prometheus_client's ``start_http_server`` gives every connection a thread of its own and no
+timeout, so a client that connects and sends nothing (a port scanner, a TCP health check that
+never closes, a peer gone without a FIN after a network fault) held a thread and a file
+descriptor for the rest of the process's life: 300 such connections to a running serve were
+310 threads and 319 file descriptors, still, a minute later. Over weeks on a metrics port open
+to a network (``metrics_host = "0.0.0.0"`` for a remote Prometheus) they add up until the
+process runs out of descriptors, and with them the database connections, the SQLite file and
+the spool of the jobs beside it. Here:
+
+* a connection must send its request within :data:`READ_TIMEOUT_S` (and take the answer as
+  fast), else it is closed;
+* at most :data:`MAX_CONNECTIONS` are served at once (Prometheus scrapes one at a time); one
+  more is closed at once, logged as one WARNING a minute at most with the count.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+from prometheus_client.registry import CollectorRegistry
+
+from ledger.outage import Tally
+
+log = logging.getLogger("service.metrics")
+
+READ_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 32
+
+
+class _Handler(WSGIRequestHandler):
+    # StreamRequestHandler puts it on the socket: every read and write of the connection.
+    timeout = READ_TIMEOUT_S
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Nothing: a line per scrape (every 15 s) says nothing an operator needs."""
+
+
+class MetricsServer(ThreadingMixIn, WSGIServer):
+    """A thread a connection, at most :attr:`max_connections` of them at once."""
+
+    daemon_threads = True  # a scrape in flight does not hold up the process's exit
+    max_connections = MAX_CONNECTIONS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self.refused = Tally(
+            f"connection(s) to /metrics refused: {self.max_connections} already open (the most "
+            "served at once)",
+            log,
+        )
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            self.refused.add()
+            return
+        try:
+            super().process_request(request, client_address)  # starts its thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that timed out or went away is not serve's error (socketserver printed
+        its traceback to stderr); anything else is logged with its traceback."""
+        if isinstance(sys.exc_info()[1], OSError):
+            log.debug("metrics: a connection ended early", exc_info=True)
+        else:
+            log.exception("metrics: answering a scrape failed")
+
+
+def start_metrics_server(port: int, host: str, registry: CollectorRegistry) -> MetricsServer:
+    """Serve ``registry`` on ``host:port`` in a daemon thread; an address that cannot be bound
+    raises the ``OSError`` as ``start_http_server`` did."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    server_class = type(
+        "MetricsServer",
+        (MetricsServer,),
+        {"address_family": family, "max_connections": MAX_CONNECTIONS},
+    )
+    handler_class = type("MetricsHandler", (_Handler,), {"timeout": READ_TIMEOUT_S})
+    server: MetricsServer = make_server(
+        host, port, make_wsgi_app(registry), server_class, handler_class
+    )
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
+__all__ = ["MAX_CONNECTIONS", "READ_TIMEOUT_S", "MetricsServer", "start_metrics_server"]

@@ -1,0 +1,111 @@
+"""Connections to serve's ``/metrics`` that never send a request: prometheus_client's server
+kept a thread and a file descriptor for each of them for the rest of the process's life (300
+of them were 310 threads a minute later), where the API's listener closes them. Now each must
+send its request within a read timeout, and at most so many are served at once."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from service import load_config, metrics_server
+from service.serve import LedgerService
+from tests.support import free_port
+
+DEADLINE_S = 20.0
+
+
+@contextmanager
+def metrics_of_serve(tmp_path: Path, db_url: str) -> Iterator[int]:
+    """A serve process's metrics listener (started as ``ledger serve`` starts it); its port."""
+    config = tmp_path / "ledger.toml"
+    config.write_text(f'database_url = "{db_url}"\n', encoding="utf-8")
+    port = free_port()
+    service = LedgerService(load_config(config), metrics_port=port)
+    try:
+        service.start_metrics()
+        yield port
+    finally:
+        service.close_ledgers()
+
+
+def idle_connections(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections that begin a request and never finish it."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(b"GET /metrics HTTP/1.1\r\n")  # no blank line: the headers never end
+        sockets.append(sock)
+    return sockets
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {DEADLINE_S}s: {what}")
+        time.sleep(0.05)
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        return str(answer.read().decode())
+
+
+def test_a_connection_that_sends_no_request_is_closed(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics_server, "READ_TIMEOUT_S", 0.5)
+    with metrics_of_serve(tmp_path, db_url) as port:
+        idle = idle_connections(port, 5)
+        try:
+            wait_for(lambda: all(closed_by_server(sock) for sock in idle), "idle ones closed")
+        finally:
+            for sock in idle:
+                sock.close()
+        assert "ledger_database_up 1.0" in scrape(port)
+
+
+def test_connections_past_the_most_served_at_once_are_closed_at_once(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(metrics_server, "MAX_CONNECTIONS", 3)
+    caplog.set_level(logging.WARNING, logger="service.metrics")
+    with metrics_of_serve(tmp_path, db_url) as port:
+        idle = idle_connections(port, 10)
+        try:
+            wait_for(lambda: sum(closed_by_server(sock) for sock in idle) == 7, "7 of 10 closed")
+            assert [closed_by_server(sock) for sock in idle[:3]] == [False] * 3
+        finally:
+            for sock in idle:
+                sock.close()
+        wait_for(lambda: _answers(port), "a scrape answered once the idle ones are gone")
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    # The first at once; the other 6 once the minute is over (ledger.outage.Tally).
+    assert refusals[0] == (
+        "1 connection(s) to /metrics refused: 3 already open (the most served at once)"
+    )
+
+
+def _answers(port: int) -> bool:
+    try:
+        return "ledger_database_up 1.0" in scrape(port)
+    except OSError:
+        return False
