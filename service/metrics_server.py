@@ -90,6 +90,9 @@ def start_metrics_server(port: int, host: str, registry: CollectorRegistry) -> M
     """Serve ``registry`` on ``host:port`` in a daemon thread; an address that cannot be bound
     raises the ``OSError`` as ``start_http_server`` did."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    # Classes of this call's own: the socket's family is a class attribute the server's
+    # constructor reads (AF_INET6 for an IPv6 host, as in prometheus_client's own
+    # start_http_server), and the bounds are read now, not when the module was imported.
     server_class = type(
         "MetricsServer",
         (MetricsServer,),
