@@ -10,6 +10,7 @@ the offset the shell's redirection left) asks here first.
 from __future__ import annotations
 
 import os
+import select
 
 # The kernel's limit on the symbolic links one path's lookup follows.
 _MOST_LINKS = 40
@@ -33,13 +34,43 @@ def own_descriptor(path: str | os.PathLike[str]) -> int | None:
             return None  # a folder
         folder = os.path.realpath(folder)
         if _descriptor_number(name) and _descriptors_folder(folder):
-            return int(name)
+            # A number no descriptor is open on names no file (its open is ENOENT, the
+            # caller's mistake, exit 2), not a descriptor to write (EBADF, exit 3).
+            return int(name) if _is_open(int(name)) else None
         try:
             target = os.readlink(os.path.join(folder, name))
         except OSError:  # not a symbolic link (or none there): a file of its own
             return None
         path = os.path.join(folder, target)
     return None
+
+
+def _is_open(descriptor: int) -> bool:
+    try:
+        os.fstat(descriptor)
+    except OSError:
+        return False
+    return True
+
+
+def write_all(descriptor: int, data: bytes) -> None:
+    """Write ``data`` whole through ``descriptor``, which may be non-blocking (a pipe its
+    parent set O_NONBLOCK on, as Node.js and some supervisors do, shared by every process the
+    pipe was handed to): a write that would block waits until it can go on, as on a blocking
+    descriptor, instead of failing with EAGAIN part-way (a report cut after 64 KB, exit 3)."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(descriptor, view) :]
+        except BlockingIOError:
+            wait_writable(descriptor)
+
+
+def wait_writable(descriptor: int) -> None:
+    """Until ``descriptor`` takes more (or its reader went away: the next write says so)."""
+    poller = select.poll()
+    poller.register(descriptor, select.POLLOUT)
+    poller.poll()
 
 
 def _descriptor_number(name: str) -> bool:
@@ -58,4 +89,4 @@ def _descriptors_folder(folder: str) -> bool:
     return folder.startswith(f"{own}/task/") and task.isdigit() and rest == "fd"
 
 
-__all__ = ["own_descriptor"]
+__all__ = ["own_descriptor", "wait_writable", "write_all"]

@@ -18,7 +18,7 @@ import tempfile
 from contextlib import suppress
 from pathlib import Path
 
-from ledger.descriptors import own_descriptor
+from ledger.descriptors import own_descriptor, write_all
 from ledger.errors import LedgerError, OutputFileError, ValidationError
 from ledger.urls import path_state
 
@@ -107,8 +107,9 @@ def _write_to_descriptor(descriptor: int, text: str) -> None:
         with suppress(AttributeError, OSError, ValueError):
             if stream.fileno() == descriptor:
                 stream.flush()
-    with os.fdopen(os.dup(descriptor), "w", encoding="utf-8") as file:
-        file.write(text)
+    # The descriptor as it is, O_NONBLOCK too (opened by name, the report had a blocking file
+    # of its own): written whole however often the reader makes it wait.
+    write_all(descriptor, text.encode("utf-8"))
 
 
 def _regular_file_mode(path: Path) -> int | None:

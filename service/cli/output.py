@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from ledger.descriptors import own_descriptor
+from ledger.descriptors import own_descriptor, wait_writable
 from ledger.text import visible
 
 if TYPE_CHECKING:
@@ -44,11 +44,16 @@ class OutputError(OSError):
 
 
 class _StdoutFile(io.FileIO):
-    """Descriptor 1, its write errors as :class:`OutputError`."""
+    """Descriptor 1, its write errors as :class:`OutputError`; written as if blocking."""
 
     def write(self, data: Buffer, /) -> int:
         try:
-            return super().write(data)
+            while (written := super().write(data)) is None:
+                # A non-blocking stdout (a pipe its parent set O_NONBLOCK on) whose reader is
+                # behind: FileIO says None, and the BufferedWriter above raised
+                # BlockingIOError, a traceback and exit 120 with the output cut. Wait for it.
+                wait_writable(self.fileno())
+            return written
         except OSError as error:
             _discard_further_output(self.fileno())
             raise OutputError(error.errno, error.strerror) from error

@@ -5,17 +5,20 @@ events it committed; a reader that went away (``| head -1``) is no message at al
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 
-from service.cli.errors import EXIT_ENVIRONMENT, EXIT_PROBLEM
+from service.cli.errors import EXIT_ENVIRONMENT, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
 from tests.service.support import REPO, SAMPLE, run
 
 # Commands that write their output to stdout, each as its arguments (with no --db).
@@ -147,8 +150,7 @@ def test_a_report_to_a_stdout_started_without_is_refused_by_name_too(sample_db: 
         done = ledger_without(1, sample_db, "report", "--output", path)
         assert done.returncode == EXIT_ENVIRONMENT, (path, done.stderr)
         assert done.stderr == (
-            f"Error: cannot write the report to {path}: Bad file descriptor (started without "
-            "it)\n"
+            f"Error: cannot write the report to {path}: Bad file descriptor (started without it)\n"
         )
 
 
@@ -243,3 +245,81 @@ def test_append_started_without_stdin_refuses_stdin_however_its_path_is_spelled(
     given = ledger_without(0, db_url, "append", str(sample))
     assert given.returncode == 0, given.stderr
     assert json.loads(given.stdout)["appended"] == 7
+
+
+# Linux's fcntl commands for a pipe's capacity (Python's fcntl names them from 3.10 only on
+# some builds).
+F_SETPIPE_SZ = 1031
+F_GETPIPE_SZ = 1032
+DEADLINE_S = 60.0
+
+
+@contextmanager
+def non_blocking_pipe() -> Iterator[tuple[int, int]]:
+    """A pipe (reader, writer) whose writing end is O_NONBLOCK, as Node.js's child_process and
+    some supervisors hand a child its stdout, holding as little as the kernel allows."""
+    reader, writer = os.pipe()
+    try:
+        fcntl.fcntl(writer, fcntl.F_SETFL, fcntl.fcntl(writer, fcntl.F_GETFL) | os.O_NONBLOCK)
+        fcntl.fcntl(writer, F_SETPIPE_SZ, 4096)
+        yield reader, writer
+    finally:
+        os.close(reader)
+        with suppress(OSError):
+            os.close(writer)
+
+
+def _pending(reader: int) -> int:
+    return int.from_bytes(fcntl.ioctl(reader, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--output", "/dev/stdout"), ()],
+    ids=["--output /dev/stdout", "stdout"],
+)
+def test_a_report_to_a_non_blocking_pipe_waits_for_its_reader(
+    sample_db: str, args: tuple[str, ...]
+) -> None:
+    """A non-blocking stdout whose reader is behind: the report by name (written through the
+    descriptor since it keeps the shell's offset) stopped at the pipe's capacity, "Resource
+    temporarily unavailable", exit 3; on stdout, a BlockingIOError traceback and exit 120.
+    Both wait for the reader, as on a blocking pipe (the report by name had a blocking file of
+    its own before it wrote through the descriptor)."""
+    command = [sys.executable, "-c", "from service.launch import main; main()", "report"]
+    with non_blocking_pipe() as (reader, writer):
+        capacity = fcntl.fcntl(writer, F_GETPIPE_SZ)
+        process = subprocess.Popen(
+            [*command, "--format", "json", *args, "--db", sample_db],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+        )
+        os.close(writer)
+        try:
+            # Read nothing until the report filled the pipe (or the process ended): its next
+            # write would block.
+            deadline = time.monotonic() + DEADLINE_S
+            while _pending(reader) < capacity and process.poll() is None:
+                assert time.monotonic() < deadline, "the report neither filled the pipe nor ended"
+                time.sleep(0.01)
+            output = b"".join(iter(lambda: os.read(reader, 65536), b""))
+            _, errors = process.communicate(timeout=DEADLINE_S)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert len(output) > capacity  # else no write would have waited
+    assert process.returncode == EXIT_OK, errors.decode()
+    assert all(condition["passed"] for condition in json.loads(output)["conditions"])
+
+
+def test_a_report_to_a_descriptor_not_open_is_the_callers_mistake(sample_db: str) -> None:
+    """`report --output /dev/fd/9` without a `9>` redirection names no file: exit 2, "No such
+    file or directory", as before it was written through the descriptor (then EBADF, exit 3:
+    the environment's)."""
+    done = ledger_writing_to(subprocess.DEVNULL, sample_db, "report", "--output", "/dev/fd/9")
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert done.stderr == (
+        "Error: cannot write the report to /dev/fd/9: No such file or directory\n"
+    )
