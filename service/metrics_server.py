@@ -22,6 +22,7 @@ import logging
 import socket
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -86,6 +87,28 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
             log.exception("metrics: answering a scrape failed")
 
 
+def _logged(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """``app``, its failure logged with its traceback and answered 500. wsgiref catches what
+    the app raises before the server's :meth:`MetricsServer.handle_error` sees it, and prints
+    the traceback to stderr itself, past the log's handlers and format: a collector that
+    raised something not a :class:`ledger.StorageError` (a row edited by hand, the
+    ``StoredRowError`` naming it) was a bare traceback on stderr at every scrape."""
+
+    def answer(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            return app(environ, start_response)
+        except Exception:
+            log.exception("metrics: answering a scrape failed")
+            start_response(
+                "500 Internal Server Error",
+                [("Content-Type", "text/plain; charset=utf-8")],
+                sys.exc_info(),
+            )
+            return [b"the metrics could not be collected: see the log of ledger serve\n"]
+
+    return answer
+
+
 def start_metrics_server(port: int, host: str, registry: CollectorRegistry) -> MetricsServer:
     """Serve ``registry`` on ``host:port`` in a daemon thread; an address that cannot be bound
     raises the ``OSError`` as ``start_http_server`` did."""
@@ -100,7 +123,7 @@ def start_metrics_server(port: int, host: str, registry: CollectorRegistry) -> M
     )
     handler_class = type("MetricsHandler", (_Handler,), {"timeout": READ_TIMEOUT_S})
     server: MetricsServer = make_server(
-        host, port, make_wsgi_app(registry), server_class, handler_class
+        host, port, _logged(make_wsgi_app(registry)), server_class, handler_class
     )
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

@@ -12,9 +12,11 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.error import HTTPError
 
 import pytest
 
+from ledger.errors import ValidationError
 from service import load_config, metrics_server
 from service.serve import LedgerService
 from tests.support import free_port
@@ -109,3 +111,30 @@ def _answers(port: int) -> bool:
         return "ledger_database_up 1.0" in scrape(port)
     except OSError:
         return False
+
+
+def test_a_scrape_that_fails_is_logged_not_printed(
+    tmp_path: Path,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The collector raising what is not a StorageError (a row edited by hand: the
+    StoredRowError naming it): wsgiref printed its traceback to stderr at every scrape, past
+    the log, before the listener's handle_error could see it. It is one ERROR of the log, with
+    the traceback, and the scrape a 500."""
+
+    def unreadable_row(self: LedgerService) -> None:
+        raise ValidationError("the ingestion_runs row of run 7 cannot be read")
+
+    monkeypatch.setattr(LedgerService, "figures", unreadable_row)
+    caplog.set_level(logging.ERROR, logger="service.metrics")
+    with metrics_of_serve(tmp_path, db_url) as port, pytest.raises(HTTPError) as answer:
+        scrape(port)
+    assert answer.value.code == 500
+    assert "Traceback" not in capfd.readouterr().err
+    failed = [r for r in caplog.records if r.getMessage() == "metrics: answering a scrape failed"]
+    assert len(failed) == 1
+    assert failed[0].exc_info is not None
+    assert "run 7 cannot be read" in str(failed[0].exc_info[1])
