@@ -30,7 +30,7 @@ from ledger.events import actor_kind
 from ledger.stuck import Thresholds
 from ledger.text import ABSENT, quoted, shown_name
 from ledger.urls import mask_url
-from projections.as_of import not_after_now, replay_until_poison, resolve_position
+from projections.as_of import judged_moment, replay_until_poison
 from projections.checkpoints import Skip
 from projections.errors import PoisonEventError
 from projections.queries import RunFilter, list_runs, runs_by_status
@@ -82,10 +82,10 @@ def build_report(
     ``thresholds`` and each connector's own ``overrides`` (a serve config's, as ``ledger
     stuck --config`` and the web's Stuck page judge them)."""
     ledger.check_schema()  # "run `ledger migrate`", not a traceback
-    if at is not None:
-        at = not_after_now(ledger, at)  # as the web's Proof page: a future time is now
     if at_position is not None or at is not None:
-        at_position = resolve_position(ledger, at, at_position)
+        # Where `ledger stuck --as-of` and the web's pages stand, judged as they judge (a future
+        # time is now): the one rule, judged_moment.
+        at_position, at = judged_moment(ledger, at, at_position)
     expected = expected_shape()
     # Every read of the projection's tables here is one that a rebuild's swap through another
     # node of a Galera cluster may abort (1213): each is read again (Ledger.read_in_snapshot).

@@ -3,7 +3,9 @@
 The events recorded up to that point are replayed in memory through the projector's own fold
 (:mod:`projections.fold`), with the same skips, and nothing is written. Because ``recorded_at``
 never decreases along positions, "as of time T" is the prefix of positions up to
-:meth:`ledger.Ledger.position_at`.
+:meth:`ledger.Ledger.position_at`. It never goes back, but it can be ahead of the clock (the
+clock stepped back: appends since are stamped with the last ``recorded_at``), so the position
+of a time is found from the time asked for, never from the clock it is judged by.
 """
 
 from __future__ import annotations
@@ -68,18 +70,20 @@ def judged_moment(
     ledger: Ledger, as_of: datetime | None, at_position: int | None
 ) -> tuple[int, datetime]:
     """Where a read as of ``as_of`` or ``at_position`` stands, and when it is judged (what
-    "silent for" and the thresholds of stuck runs count to), as the web's Stuck page pins it: a
-    time is judged at itself (a time ahead of the clock is now, :func:`not_after_now`) and
-    stands at the last position recorded by then; a position (one past the head is the head)
-    is judged when its event was recorded, position 0 (or an empty ledger) now. One of the two
-    must be given."""
+    "silent for" and the thresholds of stuck runs count to): the one rule of every surface that
+    judges runs (``ledger stuck``, ``ledger report``, the API, the web's pages). A time stands
+    at the last position recorded by it, as ``runs list`` reads it, and is judged at itself; a
+    position (one past the head is the head) is judged when its event was recorded, position 0
+    (or an empty ledger) now. Neither is judged after now (:func:`not_after_now`). One of the
+    two must be given."""
     if as_of is None and at_position is None:
         raise ValidationError("give as_of or at_position")
-    if as_of is not None:
-        as_of = not_after_now(ledger, as_of)
+    # The asked time, not the clock, finds the position: after the clock stepped back, events
+    # recorded (and shown by `runs list`) are stamped ahead of it, and "as of a time ahead of
+    # the clock" stood before them, showing a past the ledger had left (no runs at all).
     position = resolve_position(ledger, as_of, at_position)
     judged = as_of or ledger.recorded_at(position) or ledger.clock()
-    return position, judged
+    return position, not_after_now(ledger, judged)
 
 
 def skips_up_to(ledger: Ledger, up_to: int) -> set[int]:

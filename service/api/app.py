@@ -179,13 +179,17 @@ def create_app(config: LedgerConfig) -> FastAPI:
                     max_runtime=runtime,
                     count=after is None,
                 )
-            pinned = (
-                {"as_of": isoformat_utc(judged)}
-                if moment is not None
-                else {"at_position": str(position)}
-            )
+            pinned = {"at_position": str(position)}
+            if moment is not None and (
+                judged == moment or state.ledger.position_at(judged) == position
+            ):
+                # The time judged (now, for a time ahead of the clock): unless the clock stepped
+                # back behind events recorded, which its time stands before (the position then).
+                pinned = {"as_of": isoformat_utc(judged)}
         if page.next is not None:
-            following = request.url.include_query_params(cursor=page.next.encode(), **pinned)
+            following = request.url.remove_query_params("as_of").include_query_params(
+                cursor=page.next.encode(), **pinned
+            )
             response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
         if page.total is not None:
             response.headers["X-Total-Count"] = str(page.total)

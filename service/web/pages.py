@@ -18,9 +18,8 @@ from ledger.text import clip, visible
 from projections.as_of import (
     QUERY_AS_OF_MAX_LENGTH,
     QUERY_NAMES,
-    not_after_now,
+    judged_moment,
     parse_as_of,
-    resolve_position,
 )
 from service.api.params import repeated_parameters, url_integer
 from service.web.security import public_host, request_host, same_origin
@@ -111,25 +110,25 @@ class Pages:
         moment = parse_as_of(as_of_text, at_position, QUERY_NAMES)
         if moment is None and at_position is None:
             return Moment()
-        if moment is not None:
-            asked, moment = moment, not_after_now(self.state.ledger, moment)
-            if moment != asked:
-                # Its links name the moment shown (links carrying the future time moved on
-                # with every append).
-                as_of_text = isoformat_utc(moment)
-        position = resolve_position(self.state.ledger, moment, at_position)
+        position, judged = judged_moment(self.state.ledger, moment, at_position)
+        if moment is not None and judged != moment:
+            # A time ahead of the clock, judged now: its links name the moment shown (links
+            # carrying the future time moved on with every append), or its position when the
+            # clock stepped back behind events already recorded: the clock's time stands
+            # before them, and no time names this moment.
+            as_of_text = isoformat_utc(judged)
+            if self.state.ledger.position_at(judged) != position:
+                as_of_text = None
+            moment = judged
         # A position past the head is the head: links name the position shown, so that a
         # download or the next page shows the same moment after more appends.
         params = {"as_of": as_of_text} if as_of_text else {"at_position": str(position)}
-        return Moment(position, moment, params)
+        return Moment(position, moment, params, judged)
 
     def moment_time(self, moment: Moment) -> datetime | None:
         """When a pinned page stands: its as-of time, or (a position alone) when the event at
-        that position was recorded; None for a live page."""
-        if moment.live or moment.as_of is not None:
-            return moment.as_of
-        assert moment.position is not None
-        return self.state.ledger.recorded_at(moment.position)
+        that position was recorded, never after now (judged_moment); None for a live page."""
+        return moment.judged
 
     def link(self, path: str, moment: Moment | None = None, **params: Any) -> str:
         query = {k: str(v) for k, v in params.items() if v is not None and v != ""}

@@ -120,6 +120,9 @@ class Moment:
     position: int | None = None
     as_of: datetime | None = None
     params: Mapping[str, str] = field(default_factory=dict)  # to carry along in links
+    # When it is judged (judged_moment: the time, or when the position's event was recorded;
+    # never after now). None when live.
+    judged: datetime | None = None
 
     @property
     def live(self) -> bool:
