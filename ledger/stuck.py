@@ -117,31 +117,47 @@ class StuckCursor:
     active again between two pages moves, and the next page would start from its new place.
     ``position``: for the pages as of a moment, the position they stand at (a time names the
     last position recorded by it, and an append in flight as it was read, recorded by then
-    and committed after, would move the next page to another moment)."""
+    and committed after, would move the next page to another moment). ``judged``: when those
+    pages are judged, the first page's time (a moment asked as a time ahead of a clock that
+    stepped back is judged now, at a position no time names: pinned by its position alone, the
+    later pages were judged at their own now, and a run the first page's count left out, stuck
+    since, came on a later page)."""
 
     last_event_at: datetime
     run_id: int
     position: int | None = None
+    judged: datetime | None = None
 
     def encode(self) -> str:
         """``MICROSECONDS-RUNID``: the last activity in microseconds since the Unix epoch (UTC),
-        then the run id, then ``~POSITION`` for a page as of a moment; ASCII digits (and ``~``,
-        unreserved in a URL) only, so it goes in a URL as it is."""
+        then the run id, then ``~POSITION`` for a page as of a moment, and ``-MICROSECONDS``
+        when it is judged at a time of its own; ASCII digits (and ``-`` and ``~``, unreserved
+        in a URL) only, so it goes in a URL as it is."""
         text = f"{_epoch_microseconds(self.last_event_at)}-{self.run_id}"
-        return text if self.position is None else f"{text}~{self.position}"
+        if self.position is None:
+            return text
+        text = f"{text}~{self.position}"
+        return text if self.judged is None else f"{text}-{_epoch_microseconds(self.judged)}"
 
     @classmethod
     def decode(cls, text: str) -> StuckCursor:
         """The cursor :meth:`encode` wrote; anything else is a :class:`ValidationError`."""
         text = arguments.text(text, "cursor")
-        place, pinned, position = text.partition("~")
+        place, pinned, moment = text.partition("~")
         micros, _, run_id = place.partition("-")
+        position, judged, judged_micros = moment.partition("-")
         stands_at = int(position) if pinned and _digits(position, 19) else None
         placed = _digits(micros, 18) and _digits(run_id, 10)
         well_pinned = not pinned or (stands_at is not None and stands_at <= MAX_POSITION)
-        if placed and well_pinned:
+        well_judged = not judged or _digits(judged_micros, 18)
+        if placed and well_pinned and well_judged:
             try:
-                return cls(_EPOCH + timedelta(microseconds=int(micros)), int(run_id), stands_at)
+                return cls(
+                    _EPOCH + timedelta(microseconds=int(micros)),
+                    int(run_id),
+                    stands_at,
+                    _EPOCH + timedelta(microseconds=int(judged_micros)) if judged else None,
+                )
             except OverflowError:  # past the year 9999
                 pass
         raise ValidationError(
@@ -341,8 +357,9 @@ def stuck_page_as_of(
 ) -> StuckPage:
     """:func:`stuck_page` as the ledger stood at ``position``, judged at ``at`` (what
     :func:`stuck_runs_as_of` finds, same arguments): at most ``limit`` of those runs after
-    ``after`` in the same order, and a cursor that carries the position (a cursor carrying one
-    stands there, ``position`` only bounding it: the pages of one moment are read at one). The
+    ``after`` in the same order, and a cursor that carries the position and ``at`` (a cursor
+    carrying them stands and is judged there, ``position`` and ``at`` only bounding them: the
+    pages of one moment are read at one, whatever the clock reads by the next page). The
     past does not change, so pages of one moment (the same position and ``at``) never miss or
     repeat a run; each page replays the runs open then (:func:`stuck_runs_as_of`'s bounded
     read, not every event before the position), so a page costs what the whole list as of that
@@ -356,6 +373,10 @@ def stuck_page_as_of(
     if after is not None and after.position is not None:
         # The earlier of the two: the cursor's, unless edited past what ``position`` names.
         position = min(position, after.position)
+    if after is not None and after.judged is not None:
+        # Likewise the time judged: the first page's, which a later page's own now (that of a
+        # time ahead of a clock stepped back, pinned by its position) has moved past.
+        at = after.judged if at is None else min(arguments.clock_time(at, "at"), after.judged)
     if position > 0:
         position = min(position, ledger.head().last_position)  # as stuck_runs_as_of reads it
     every = stuck_runs_as_of(
@@ -372,7 +393,7 @@ def stuck_page_as_of(
     runs = every[:limit]
     following = None
     if len(every) > limit:
-        following = StuckCursor(runs[-1].last_event_at, runs[-1].run_id, position)
+        following = StuckCursor(runs[-1].last_event_at, runs[-1].run_id, position, at)
     return StuckPage(runs, following, total if count else None)
 
 

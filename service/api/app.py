@@ -38,8 +38,8 @@ from service.metrics import LedgerCollector, collect_figures, scrape_url
 from service.status import status_report
 
 # A cursor of GET /v1/stuck: ``MICROSECONDS-RUNID`` (18 and 10 digits at most), then
-# ``~POSITION`` (19) for a page as of a moment.
-STUCK_CURSOR_MAX_LENGTH = 50
+# ``~POSITION`` (19) for a page as of a moment and ``-MICROSECONDS`` (18), when it is judged.
+STUCK_CURSOR_MAX_LENGTH = 70
 
 
 def _api_ledger(config: LedgerConfig) -> Ledger:

@@ -111,3 +111,22 @@ def test_the_next_page_stands_at_the_cursors_position_whatever_is_appended(
 def test_a_live_page_refuses_a_cursor_of_a_moment(ledger: Ledger) -> None:
     with pytest.raises(ValidationError, match=r"^cursor: .*as of position 7"):
         stuck_page(ledger, 5, StuckCursor(NOW, 1, 7))
+
+
+def test_a_cursor_of_a_moment_carries_the_time_it_is_judged_at(ledger: Ledger) -> None:
+    """The next page is judged when the first was, whatever ``at`` it is given (the API's, for
+    a time ahead of a clock stepped back, is its own now): run 3, stuck only by the later
+    time, is on no page, as the first page's count said."""
+    runs = [
+        ledger.start_run(1, "SOURCE_1", occurred_at=NOW - timedelta(minutes=minutes))
+        for minutes in (120, 100, 55)
+    ]
+    position = ledger.head().last_position
+    first = stuck_page_as_of(ledger, position, 1, at=NOW, count=True)
+    assert first.next is not None
+    assert first.next.judged == NOW
+    assert StuckCursor.decode(first.next.encode()) == first.next
+    assert len(first.next.encode()) <= 70  # the API's bound on a cursor
+    rest = stuck_page_as_of(ledger, position, 5, first.next, at=NOW + timedelta(minutes=15))
+    assert [run.run_id for run in first.runs + rest.runs] == runs[:2]
+    assert first.total == 2

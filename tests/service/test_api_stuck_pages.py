@@ -124,7 +124,7 @@ def test_a_cursor_no_page_wrote_is_a_400_naming_it(client: TestClient, cursor: s
 
 
 def test_a_cursor_too_long_or_given_twice_is_a_400(client: TestClient) -> None:
-    assert_invalid_request(client, "/v1/stuck?cursor=" + "1" * 51, "cursor", "at most 50")
+    assert_invalid_request(client, "/v1/stuck?cursor=" + "1" * 71, "cursor", "at most 70")
     twice = client.get("/v1/stuck?cursor=1-1&cursor=2-2", headers=READ)
     assert twice.status_code == 400, twice.text
 

@@ -153,3 +153,38 @@ def test_the_web_pins_a_time_ahead_of_a_stepped_back_clock_to_its_position(
     pinned = {link for link in links if "at_position=" in link or "as_of=" in link}
     assert pinned, links
     assert all("at_position=5" in link and "as_of" not in link for link in pinned), pinned
+
+
+def test_the_later_stuck_pages_are_judged_when_the_first_was(
+    ledger: Ledger, client: TestClient
+) -> None:
+    """A time ahead of a clock stepped back is judged now, at a position no time names: the
+    ``Link`` pins the position, and its cursor the time the first page was judged at. Pinned
+    by the position alone, the next page, asked a quarter of an hour later, was judged at its
+    own now: run 4 (silent 65 minutes by then, 50 when the first page was read) came on it,
+    where the first page's ``X-Total-Count`` said 2."""
+    with freeze_time(T0 + 3 * HOUR):
+        ledger.start_run(1, "SOURCE_1")  # recorded T0 + 3h; the clock then steps back to T0
+    for minutes, source in ((0, "SOURCE_2"), (20, "SOURCE_3"), (40, "SOURCE_4")):
+        with freeze_time(T0 + timedelta(minutes=minutes)):
+            ledger.start_run(1, source)  # recorded T0 + 3h, silent since T0 + minutes
+    first_read = T0 + timedelta(minutes=90)  # still behind every recorded_at
+    truth = [run.run_id for run in stuck_runs_as_of(ledger, 4, first_read)]
+    assert truth == [2, 3]
+
+    found: list[int] = []
+    totals: list[str] = []
+    url: str | None = "/v1/stuck"
+    params: dict[str, str] | None = {"as_of": "2030-01-01T00:00:00Z", "limit": "1"}
+    asked_at = first_read
+    while url is not None:
+        with freeze_time(asked_at):
+            answer = client.get(url, params=params, headers=auth("reader"))
+        assert answer.status_code == 200, answer.text
+        found += [run["run_id"] for run in answer.json()]
+        totals += [answer.headers["x-total-count"]] if "x-total-count" in answer.headers else []
+        link = answer.headers.get("link")
+        url, params = (link[1 : link.index(">")] if link else None), None
+        asked_at += timedelta(minutes=15)
+    assert totals == ["2"]
+    assert found == truth
