@@ -20,6 +20,15 @@ def own_descriptor(path: str | os.PathLike[str]) -> int | None:
     """The descriptor of this process that ``path`` opens, else None: its symbolic links are
     followed up to ``/proc/PID[/task/TID]/fd/N``, whose own link, to the file the descriptor
     holds, is not."""
+    descriptor = descriptor_named(path)
+    # A number no descriptor is open on names no file (its open is ENOENT, the caller's
+    # mistake, exit 2), not a descriptor to write (EBADF, exit 3).
+    return descriptor if descriptor is not None and _is_open(descriptor) else None
+
+
+def descriptor_named(path: str | os.PathLike[str]) -> int | None:
+    """The number of the descriptor of this process that ``path`` names, open or not (a file
+    opened later may take it), else None."""
     path = os.fspath(path)
     for _ in range(_MOST_LINKS):
         # The folder's links resolved before its "..", as the kernel does (abspath would
@@ -34,9 +43,7 @@ def own_descriptor(path: str | os.PathLike[str]) -> int | None:
             return None  # a folder
         folder = os.path.realpath(folder)
         if _descriptor_number(name) and _descriptors_folder(folder):
-            # A number no descriptor is open on names no file (its open is ENOENT, the
-            # caller's mistake, exit 2), not a descriptor to write (EBADF, exit 3).
-            return int(name) if _is_open(int(name)) else None
+            return int(name)
         try:
             target = os.readlink(os.path.join(folder, name))
         except OSError:  # not a symbolic link (or none there): a file of its own
@@ -89,4 +96,4 @@ def _descriptors_folder(folder: str) -> bool:
     return folder.startswith(f"{own}/task/") and task.isdigit() and rest == "fd"
 
 
-__all__ = ["own_descriptor", "wait_writable", "write_all"]
+__all__ = ["descriptor_named", "own_descriptor", "wait_writable", "write_all"]

@@ -21,6 +21,7 @@ from ledger.urls import mask_secrets
 from service.cli import admin, api, connectors, events, projection, runs, serve, verify
 from service.cli.errors import (
     EXIT_ENVIRONMENT,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PROBLEM,
     Interrupted,
@@ -28,7 +29,7 @@ from service.cli.errors import (
     exit_code_for,
 )
 from service.cli.options import CommandGroup
-from service.cli.output import OutputError, guard_stdout
+from service.cli.output import OutputError, abandon_output, guard_stdout
 from service.stop_request import release_termination
 
 ExitCode = str | int | None  # what sys.exit takes
@@ -209,6 +210,8 @@ def _run_command() -> ExitCode:
         code: ExitCode = EXIT_OK
     except SystemExit as done:  # how click ends every command
         code = done.code
+        if code == EXIT_INTERRUPTED:
+            abandon_output()  # what is left would wait for the reader, Ctrl-C or not
     except LedgerError as error:  # a library error that escaped a command: still no traceback
         click.echo(f"Error: {visible_lines(mask_secrets(str(error)))}", err=True)
         code = exit_code_for(error)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from ledger.descriptors import own_descriptor, wait_writable
+from ledger.descriptors import descriptor_named, own_descriptor, wait_writable
 from ledger.text import visible
 
 if TYPE_CHECKING:
@@ -101,6 +101,9 @@ class _ClosedStdin(io.RawIOBase):
 
 # The standard descriptors this process was started without, held on /dev/null since.
 _STARTED_WITHOUT: set[int] = set()
+# The descriptors this process was started with (0, 1, 2, a `3>` redirection): those its
+# caller gave it. None before guard_stdout (a test's runner): then none is told apart.
+_STARTED_WITH: set[int] | None = None
 
 
 def names_missing_stdin(path: str) -> bool:
@@ -118,10 +121,47 @@ def names_missing_output(path: str) -> bool:
     return descriptor in (1, 2) and descriptor in _STARTED_WITHOUT
 
 
+def names_descriptor_not_given(path: str) -> bool:
+    """Whether ``path`` names a descriptor this process was not given (one it opened itself):
+    ``report --output /dev/fd/3`` without a ``3>`` redirection found descriptor 3 open (the
+    SQLite database the report was just read from, a socket to MariaDB) and wrote the report
+    into it, "report written to /dev/fd/3", the database file overwritten ("file is not a
+    database" from then on); ``anchor --output /dev/fd/3`` appended the anchor to it. Such a
+    descriptor names no file of the caller's, as one not open at all does (ENOENT, exit 2)."""
+    descriptor = descriptor_named(path)  # open or not yet: the command may open it later
+    return descriptor is not None and _STARTED_WITH is not None and descriptor not in _STARTED_WITH
+
+
+def not_given_error() -> OSError:
+    """The error of a descriptor the command was not given (:func:`names_descriptor_not_given`)."""
+    return OSError(
+        errno.ENOENT, f"{os.strerror(errno.ENOENT)}: not a descriptor ledger was started with"
+    )
+
+
 def started_without_error() -> OSError:
     """The error of a standard descriptor the process was started without (its stdin read,
     a report written to its stdout by name)."""
     return OSError(errno.EBADF, f"{os.strerror(errno.EBADF)} (started without it)")
+
+
+def _note_descriptors_given() -> None:
+    """Record the descriptors open now, before the command opens any of its own. The listing's
+    own descriptor is in the listing, closed by the time each is checked."""
+    global _STARTED_WITH
+    try:
+        listed = os.listdir("/proc/self/fd")
+    except OSError:  # no /proc: every open descriptor counts as given, as before
+        return
+    _STARTED_WITH = {int(name) for name in listed if _is_open(int(name))}
+
+
+def _is_open(descriptor: int) -> bool:
+    try:
+        os.fstat(descriptor)
+    except OSError:
+        return False
+    return True
 
 
 def _hold_closed_descriptors() -> None:
@@ -147,6 +187,7 @@ def guard_stdout() -> None:
     test's runner) is left alone, and a closed one (``sys.stdout`` None: Python's "started
     without it") becomes :class:`_ClosedStdout`, one ``Error:`` line and exit 3 at the first
     write instead of a traceback; a closed stdin becomes :class:`_ClosedStdin`."""
+    _note_descriptors_given()  # before the /dev/null held for one closed, which no caller gave
     _hold_closed_descriptors()
     if sys.stdin is None:  # started without it (<&-)
         sys.stdin = io.TextIOWrapper(io.BufferedReader(_ClosedStdin()), encoding="utf-8")
@@ -170,6 +211,16 @@ def guard_stdout() -> None:
         line_buffering=stdout.line_buffering,
         write_through=stdout.write_through,  # python -u
     )
+
+
+def abandon_output() -> None:
+    """Drop what stdout still holds unwritten, for a command ending on Ctrl-C: its output is cut
+    anyway, and writing the rest to a reader that reads nothing (a pipe whose reader was not
+    interrupted with it, a supervisor's) waited for ever after "interrupted by Ctrl-C", where
+    a Ctrl-C must end the command (exit 130) as it ends cat."""
+    raw = getattr(getattr(sys.stdout, "buffer", None), "raw", None)
+    if isinstance(raw, _StdoutFile):
+        _discard_further_output(raw.fileno())
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from ledger.clock import isoformat_utc, labelled_utc
 from ledger.output_files import output_file_error, write_whole
 from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
 from ledger.text import quoted, shown_name, visible, wrap_cells
-from service.cli.errors import EXIT_PROBLEM, library_errors, problem_for
+from service.cli.errors import EXIT_PROBLEM, BadInput, library_errors, problem_for
 from service.cli.ledgers import opened_ledger, stuck_config
 from service.cli.options import (
     DURATION,
@@ -36,7 +36,12 @@ from service.cli.options import (
     parse_moment,
     wide_option,
 )
-from service.cli.output import names_missing_output, started_without_error
+from service.cli.output import (
+    names_descriptor_not_given,
+    names_missing_output,
+    not_given_error,
+    started_without_error,
+)
 from service.cli.tables import echo_json
 from service.cli.timelines import print_audit
 
@@ -162,6 +167,13 @@ def print_verify_details(report: VerifyReport) -> None:
 def anchor_command(output: Path | None, db_url: str | None) -> None:
     """Print the ledger head as one line, `position hash recorded_at`, to keep outside the
     database; `ledger verify --anchor FILE` then fails if the ledger no longer holds it."""
+    if output is not None and names_descriptor_not_given(str(output)):
+        # Opened by name, /dev/fd/3 without a 3> redirection is the database's own file: the
+        # anchor was appended to it, "appended to /dev/fd/3", and kept nowhere.
+        raise BadInput(
+            f"{visible(str(output))}: cannot append to the anchor file "
+            f"({not_given_error().strerror})"
+        )
     with opened_ledger(db_url) as ledger:
         if output is None:
             click.echo(current_anchor(ledger).line())
@@ -280,6 +292,8 @@ def report(
         try:
             if names_missing_output(str(output)):
                 raise started_without_error()
+            if names_descriptor_not_given(str(output)):
+                raise not_given_error()  # else the report overwrote the database's own file
             write_whole(output, text)
         except OSError as exc:  # a missing folder is the caller's (2), a full disk not (3)
             error = output_file_error(

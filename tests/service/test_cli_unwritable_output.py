@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import termios
@@ -18,7 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from service.cli.errors import EXIT_ENVIRONMENT, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
+from service.cli.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    EXIT_USAGE,
+)
 from tests.service.support import REPO, SAMPLE, run
 
 # Commands that write their output to stdout, each as its arguments (with no --db).
@@ -321,5 +328,95 @@ def test_a_report_to_a_descriptor_not_open_is_the_callers_mistake(sample_db: str
     done = ledger_writing_to(subprocess.DEVNULL, sample_db, "report", "--output", "/dev/fd/9")
     assert done.returncode == EXIT_USAGE, done.stderr
     assert done.stderr == (
-        "Error: cannot write the report to /dev/fd/9: No such file or directory\n"
+        "Error: cannot write the report to /dev/fd/9: No such file or directory: not a "
+        "descriptor ledger was started with\n"
     )
+
+
+# Descriptors a command may open for itself (its database, a socket to MariaDB, a journal).
+ITS_OWN_DESCRIPTORS = range(3, 10)
+
+
+@pytest.mark.parametrize("command", ["report", "anchor"])
+def test_a_descriptor_the_command_was_not_given_is_refused_not_written(
+    sample_db: str, command: str
+) -> None:
+    """`report --output /dev/fd/3` without a `3>` redirection: descriptor 3 was the SQLite
+    database the report had just read (or the socket to MariaDB), and the report was written
+    into it, "report written to /dev/fd/3", the ledger "not a database" from then on; `anchor`
+    appended the anchor to it. Each such descriptor is refused, exit 2, the ledger as it was."""
+    for descriptor in ITS_OWN_DESCRIPTORS:
+        path = f"/dev/fd/{descriptor}"
+        done = ledger_writing_to(subprocess.DEVNULL, sample_db, command, "--output", path)
+        assert done.returncode == EXIT_USAGE, (path, done.stderr)
+        assert "not a descriptor ledger was started with" in done.stderr, (path, done.stderr)
+    checked = ledger_writing_to(subprocess.PIPE, sample_db, "verify")
+    assert checked.returncode == EXIT_OK, checked.stderr
+
+
+def _events_to_fill(db_url: str, runs: int) -> None:
+    """``runs`` runs of two events each: more output than a pipe holds."""
+    lines = []
+    for number in range(runs):
+        ref = f"filler-{number}"
+        lines.append(
+            {
+                "type": "RunStarted",
+                "run_ref": ref,
+                "source_id": 1,
+                "connector_name": "FILLER",
+                "occurred_at": "2026-01-28T01:00:00Z",
+                "actor": "test",
+                "event_id": f"00000000-0000-4000-8000-{number:012d}",
+            }
+        )
+        lines.append(
+            {
+                "type": "RunProgressed",
+                "run_ref": ref,
+                "records_fetched": 1,
+                "occurred_at": "2026-01-28T01:00:01Z",
+                "actor": "test",
+                "event_id": f"00000000-0000-4000-9000-{number:012d}",
+            }
+        )
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    assert run("append", "-", "--db", db_url, input=text).exit_code == 0
+
+
+@pytest.mark.parametrize("non_blocking", [True, False], ids=["non-blocking", "blocking"])
+def test_ctrl_c_while_the_reader_reads_nothing_ends_the_command(
+    db_url: str, non_blocking: bool
+) -> None:
+    """Ctrl-C (SIGINT to ledger alone) while its stdout waits for a reader that reads nothing:
+    "interrupted by Ctrl-C" was said, and then the command wrote the rest of its output as it
+    exited, waiting for that reader for ever. It ends, exit 130, as cat would."""
+    _events_to_fill(db_url, 40)
+    with non_blocking_pipe() as (reader, writer):
+        if not non_blocking:
+            fcntl.fcntl(writer, fcntl.F_SETFL, fcntl.fcntl(writer, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        process = subprocess.Popen(
+            [*LEDGER, "events", "--format", "jsonl", "--db", db_url],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+        )
+        os.close(writer)
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            # Its output begun: more than the pipe holds, so it waits for the reader now or soon.
+            while _pending(reader) == 0:
+                assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the events were never written"
+                time.sleep(0.01)
+            process.send_signal(signal.SIGINT)
+            try:
+                _, errors = process.communicate(timeout=DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the command did not end on Ctrl-C: it waits for the reader")
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == EXIT_INTERRUPTED, errors.decode()
+    assert errors.decode() == "\nError: interrupted by Ctrl-C (SIGINT)\n"
