@@ -22,6 +22,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -30,7 +31,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 from prometheus_client.registry import CollectorRegistry
 
+from ledger.durations import format_duration
 from ledger.outage import Tally
+from ledger.text import visible
 
 log = logging.getLogger("service.metrics")
 
@@ -87,26 +90,53 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
             log.exception("metrics: answering a scrape failed")
 
 
-def _logged(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
-    """``app``, its failure logged with its traceback and answered 500. wsgiref catches what
-    the app raises before the server's :meth:`MetricsServer.handle_error` sees it, and prints
-    the traceback to stderr itself, past the log's handlers and format: a collector that
-    raised something not a :class:`ledger.StorageError` (a row edited by hand, the
-    ``StoredRowError`` naming it) was a bare traceback on stderr at every scrape."""
+class _LoggedApp:
+    """The metrics app, its failure logged and answered 500. wsgiref catches what the app
+    raises before the server's :meth:`MetricsServer.handle_error` sees it, and prints the
+    traceback to stderr itself, past the log's handlers and format: a collector that raised
+    something not a :class:`ledger.StorageError` (a row edited by hand, the ``StoredRowError``
+    naming it) was a bare traceback on stderr at every scrape.
 
-    def answer(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    A failure that lasts is a spell, as :class:`ledger.outage.Outage` logs one: one ERROR with
+    the traceback as it starts, the scrapes that fail after it at DEBUG, and an INFO with how
+    long it lasted at the first scrape answered again (a scrape every 15 s was an ERROR and a
+    traceback every 15 s, 5,760 a day, for a row nobody had rebuilt yet)."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self._since: float | None = None  # time.monotonic() of the spell's first failure
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         try:
-            return app(environ, start_response)
-        except Exception:
-            log.exception("metrics: answering a scrape failed")
+            answer = self.app(environ, start_response)
+        except Exception as exc:
+            self._failed(exc)
             start_response(
                 "500 Internal Server Error",
                 [("Content-Type", "text/plain; charset=utf-8")],
                 sys.exc_info(),
             )
             return [b"the metrics could not be collected: see the log of ledger serve\n"]
+        self._answered()
+        return answer
 
-    return answer
+    def _failed(self, exc: Exception) -> None:
+        with self._lock:
+            starting, self._since = self._since is None, self._since or time.monotonic()
+        if starting:
+            log.exception("metrics: answering a scrape failed")
+        else:
+            log.debug("metrics: a scrape still failed: %s", visible(str(exc)))
+
+    def _answered(self) -> None:
+        with self._lock:
+            since, self._since = self._since, None
+        if since is not None:
+            lasted = format_duration(round(time.monotonic() - since))
+            log.info("metrics: scrapes answered again after %s", lasted)
 
 
 def start_metrics_server(port: int, host: str, registry: CollectorRegistry) -> MetricsServer:
@@ -123,7 +153,7 @@ def start_metrics_server(port: int, host: str, registry: CollectorRegistry) -> M
     )
     handler_class = type("MetricsHandler", (_Handler,), {"timeout": READ_TIMEOUT_S})
     server: MetricsServer = make_server(
-        host, port, _logged(make_wsgi_app(registry)), server_class, handler_class
+        host, port, _LoggedApp(make_wsgi_app(registry)), server_class, handler_class
     )
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

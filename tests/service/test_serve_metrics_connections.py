@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.error import HTTPError
 
 import pytest
@@ -123,18 +124,33 @@ def test_a_scrape_that_fails_is_logged_not_printed(
     """The collector raising what is not a StorageError (a row edited by hand: the
     StoredRowError naming it): wsgiref printed its traceback to stderr at every scrape, past
     the log, before the listener's handle_error could see it. It is one ERROR of the log, with
-    the traceback, and the scrape a 500."""
+    the traceback, for the whole spell of failed scrapes (each a 500), and an INFO as it
+    ends."""
 
-    def unreadable_row(self: LedgerService) -> None:
-        raise ValidationError("the ingestion_runs row of run 7 cannot be read")
+    row_edited = True
+    figures = LedgerService.figures
+
+    def unreadable_row(self: LedgerService) -> Any:
+        if row_edited:
+            raise ValidationError("the ingestion_runs row of run 7 cannot be read")
+        return figures(self)
 
     monkeypatch.setattr(LedgerService, "figures", unreadable_row)
-    caplog.set_level(logging.ERROR, logger="service.metrics")
-    with metrics_of_serve(tmp_path, db_url) as port, pytest.raises(HTTPError) as answer:
-        scrape(port)
-    assert answer.value.code == 500
+    caplog.set_level(logging.INFO, logger="service.metrics")
+    with metrics_of_serve(tmp_path, db_url) as port:
+        for _ in range(3):  # a scrape every 15 s until the row is rebuilt
+            with pytest.raises(HTTPError) as answer:
+                scrape(port)
+            assert answer.value.code == 500
+        row_edited = False  # `ledger rebuild`
+        assert "ledger_database_up 1.0" in scrape(port)
     assert "Traceback" not in capfd.readouterr().err
-    failed = [r for r in caplog.records if r.getMessage() == "metrics: answering a scrape failed"]
-    assert len(failed) == 1
-    assert failed[0].exc_info is not None
-    assert "run 7 cannot be read" in str(failed[0].exc_info[1])
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+    # One ERROR for the spell, not one a scrape (5,760 a day); an INFO as it ends.
+    assert logged == [
+        ("ERROR", "metrics: answering a scrape failed"),
+        ("INFO", "metrics: scrapes answered again after 0s"),
+    ]
+    exc_info = caplog.records[0].exc_info
+    assert exc_info is not None
+    assert "run 7 cannot be read" in str(exc_info[1])
