@@ -137,12 +137,14 @@ def create_app(config: LedgerConfig) -> FastAPI:
         the web's Stuck page count); a value given replaces its threshold for every run. The
         first page (no ``cursor``) says in ``X-Total-Count`` how many runs are stuck.
 
-        With ``as_of`` (a time; ahead of the clock it is now) or ``at_position``, the runs
-        stuck then (``ledger stuck --as-of``): replayed from the runs open then and judged at
-        that moment. The ``Link`` names the same moment (a time ahead of the clock as the time
-        it was taken for, a position past the head as the head) and its ``cursor`` the
-        position the first page stood at, so every page is of one moment: no run missed or
-        listed twice, even for an append recorded by that time and committed after it."""
+        With ``as_of`` (a time) or ``at_position``, the runs stuck then (``ledger stuck
+        --as-of``): replayed from the runs open at the last event recorded by that time (or at
+        that position; past the head, the head) and judged at that time, never after now. The
+        ``Link`` names the same moment (the time it was judged at, or the position when the
+        clock stepped back behind events already recorded) and its ``cursor`` the position and
+        time the first page stood at and was judged at, so every page is of one moment: no run
+        missed or listed twice, even for an append recorded by that time and committed after
+        it."""
         moment = query_moment(as_of, at_position)
         stale_after = query_duration(older_than, "older_than")
         runtime = query_duration(max_runtime, "max_runtime")
