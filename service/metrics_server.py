@@ -123,20 +123,24 @@ class _LoggedApp:
         self._answered()
         return answer
 
+    # Each line is logged under the lock: logged after it, a scrape answered meanwhile (a
+    # failure that comes and goes, scrapes from two Prometheus servers) logged its "answered
+    # again" first, and the log ended on the ERROR while every scrape was answered.
+
     def _failed(self, exc: Exception) -> None:
         with self._lock:
             starting, self._since = self._since is None, self._since or time.monotonic()
-        if starting:
-            log.exception("metrics: answering a scrape failed")
-        else:
-            log.debug("metrics: a scrape still failed: %s", visible(str(exc)))
+            if starting:
+                log.exception("metrics: answering a scrape failed")
+            else:
+                log.debug("metrics: a scrape still failed: %s", visible(str(exc)))
 
     def _answered(self) -> None:
         with self._lock:
             since, self._since = self._since, None
-        if since is not None:
-            lasted = format_duration(round(time.monotonic() - since))
-            log.info("metrics: scrapes answered again after %s", lasted)
+            if since is not None:
+                lasted = format_duration(round(time.monotonic() - since))
+                log.info("metrics: scrapes answered again after %s", lasted)
 
 
 def start_metrics_server(port: int, host: str, registry: CollectorRegistry) -> MetricsServer:

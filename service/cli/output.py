@@ -226,8 +226,16 @@ def abandon_output() -> None:
 @contextmanager
 def output_after(done: str) -> Iterator[None]:
     """Output written once ``done`` happened (a commit): should it fail, its message says so,
-    that the user does not do it twice."""
+    that the user does not do it twice. A Ctrl-C while it is written (a reader that reads
+    nothing, the output more than the pipe holds) says so too: "interrupted by Ctrl-C" alone,
+    the output dropped, read as nothing done, and an append run again added every run again."""
     try:
         yield
     except OutputError as error:
         raise OutputError(error.errno, error.strerror, visible(done)) from error
+    except KeyboardInterrupt:
+        from service.cli.errors import Interrupted  # errors imports the library, output not
+
+        raise Interrupted(
+            f"interrupted by Ctrl-C (SIGINT) while writing the output; {visible(done)}"
+        ) from None

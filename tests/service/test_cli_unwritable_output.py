@@ -420,3 +420,59 @@ def test_ctrl_c_while_the_reader_reads_nothing_ends_the_command(
                 process.wait()
     assert process.returncode == EXIT_INTERRUPTED, errors.decode()
     assert errors.decode() == "\nError: interrupted by Ctrl-C (SIGINT)\n"
+
+
+def test_ctrl_c_while_an_append_writes_its_summary_says_what_was_appended(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Ctrl-C while the summary of a committed append waits for a reader that reads nothing
+    (its run_refs more than the pipe holds): "interrupted by Ctrl-C (SIGINT)" alone, the summary
+    dropped, read as nothing appended, and the same lines appended again added every run
+    again. The message says the events WERE appended, and the runs each label became."""
+    lines = [
+        {
+            "type": "RunStarted",
+            "run_ref": f"label-{number}",
+            "source_id": 1,
+            "connector_name": "FILLER",
+            "occurred_at": "2026-01-28T01:00:00Z",
+            "actor": "test",
+            "event_id": f"00000000-0000-4000-8000-{number:012d}",
+        }
+        for number in range(400)
+    ]
+    source = tmp_path / "events.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    with non_blocking_pipe() as (reader, writer):
+        fcntl.fcntl(writer, fcntl.F_SETFL, fcntl.fcntl(writer, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        capacity = fcntl.fcntl(writer, F_GETPIPE_SZ)
+        process = subprocess.Popen(
+            [*LEDGER, "append", str(source), "--db", db_url],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+        )
+        os.close(writer)
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            # The summary filled the pipe: its write waits for the reader, after the commit.
+            while _pending(reader) < capacity:
+                assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the summary never filled the pipe"
+                time.sleep(0.01)
+            process.send_signal(signal.SIGINT)
+            try:
+                _, errors = process.communicate(timeout=DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the command did not end on Ctrl-C: it waits for the reader")
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == EXIT_INTERRUPTED, errors.decode()
+    message = errors.decode().splitlines()[-1]
+    assert message.startswith(
+        "Error: interrupted by Ctrl-C (SIGINT) while writing the output; the 400 event(s) WERE "
+        "appended, at positions 1 to 400 (runs label-0=1, label-1=2, "
+    ), message
+    assert message.endswith("label-399=400): do not append them again"), message

@@ -154,3 +154,45 @@ def test_a_scrape_that_fails_is_logged_not_printed(
     exc_info = caplog.records[0].exc_info
     assert exc_info is not None
     assert "run 7 cannot be read" in str(exc_info[1])
+
+
+def test_a_scrape_answered_while_the_failure_is_logged_is_logged_after_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two scrapes at once, the first failing, the second answered while the first's ERROR is
+    being written (a failure that comes and goes, two Prometheus servers): the spell's state
+    was changed under the lock and logged after it, so the second's "answered again" could come
+    first and the log end on the ERROR while every scrape was answered. The spell cannot end
+    while its lines are written: the answered scrape waits, its INFO after the ERROR."""
+    answers = iter([ValueError("a row edited by hand"), None])
+
+    def collector(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        failure = next(answers)
+        if failure is not None:
+            raise failure
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ledger_database_up 1.0\n"]
+
+    app = metrics_server._LoggedApp(collector)
+    written = metrics_server.log.exception
+    ended_meanwhile = []
+
+    def exception(*args: Any, **kwargs: Any) -> None:
+        # The other scrape, answered now: it may end the spell only once this line is written.
+        free = app._lock.acquire(blocking=False)
+        if free:
+            app._lock.release()
+            app({}, lambda *_: None)
+        ended_meanwhile.append(free)
+        written(*args, **kwargs)
+
+    monkeypatch.setattr(metrics_server.log, "exception", exception)
+    caplog.set_level(logging.INFO, logger="service.metrics")
+    app({}, lambda *_: None)
+    if ended_meanwhile == [False]:  # held: the answered scrape comes after, as it would
+        app({}, lambda *_: None)
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert logged == [
+        ("ERROR", "metrics: answering a scrape failed"),
+        ("INFO", "metrics: scrapes answered again after 0s"),
+    ]
