@@ -20,22 +20,26 @@ class Outage:
         self.since: float | None = None  # time.monotonic() of the first failure
         self._lock = threading.Lock()
 
+    # Each line is written under the lock: written after it, a success meanwhile on another
+    # thread (an API request, a web page) wrote its "proceeding again" first, and the log ended
+    # on the WARNING of an outage already over.
+
     def failed(self, exc: BaseException | str) -> None:
         with self._lock:
             starting, self.since = self.since is None, self.since or time.monotonic()
-        if starting:
-            self.log.warning(
-                "%s cannot proceed, retrying until it can: %s", self.what, visible(str(exc))
-            )
-        else:
-            self.log.debug("%s still cannot proceed: %s", self.what, visible(str(exc)))
+            if starting:
+                self.log.warning(
+                    "%s cannot proceed, retrying until it can: %s", self.what, visible(str(exc))
+                )
+            else:
+                self.log.debug("%s still cannot proceed: %s", self.what, visible(str(exc)))
 
     def ended(self) -> None:
         with self._lock:
             since, self.since = self.since, None
-        if since is not None:
-            lasted = format_duration(round(time.monotonic() - since))
-            self.log.info("%s proceeding again after %s", self.what, lasted)
+            if since is not None:
+                lasted = format_duration(round(time.monotonic() - since))
+                self.log.info("%s proceeding again after %s", self.what, lasted)
 
 
 # The most often a Tally's WARNING is written.

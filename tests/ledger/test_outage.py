@@ -57,6 +57,35 @@ def test_threads_meeting_one_outage_log_it_once(caplog: pytest.LogCaptureFixture
     assert len(lines(caplog, logging.INFO)) == 1
 
 
+def test_a_success_while_the_outage_is_logged_is_logged_after_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request failing and another succeeding at once: the outage's state was changed under
+    the lock and logged after it, so the success's "proceeding again" could come first and the
+    log end on the WARNING of an outage already over. The outage cannot end while its WARNING
+    is written: the success waits, its INFO after it."""
+    log = logging.getLogger("tests.outage")
+    outage = Outage("the API's database", log)
+    written = log.warning
+    ended_meanwhile = []
+
+    def warning(*args: object, **kwargs: object) -> None:
+        # The other request, answered now: it may end the outage only once this line is written.
+        free = outage._lock.acquire(blocking=False)
+        if free:
+            outage._lock.release()
+            outage.ended()
+        ended_meanwhile.append(free)
+        written(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(log, "warning", warning)
+    caplog.set_level(logging.INFO)
+    outage.failed("database unreachable")
+    if ended_meanwhile == [False]:  # held: the success comes after, as it would
+        outage.ended()
+    assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
+
+
 def test_a_tally_says_the_rest_of_a_flood_once_its_minute_is_over(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
