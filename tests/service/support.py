@@ -258,12 +258,18 @@ class FifoSource:
                 row += 100
 
     def end(self) -> None:
-        """No more rows: the reader sees the end of the file once it has read what is there."""
+        """No more rows: the reader sees the end of the file once it has read what is there.
+        Once: a test ends it, then :func:`fifo_source` does. Closed twice, the descriptor's
+        number was closed again after the process had given it to another file (a MariaDB
+        connection's socket of a thread still reporting): that socket's own close later closed
+        the number again, by then the next test's FIFO writer, and its blocked readers saw the
+        end of their file ("run 1 finished: success", in CI only)."""
         self._done.set()
         if self._feeder is not None:
             self._feeder.join()
-        with contextlib.suppress(OSError):  # ended already
-            os.close(self.writer)
+        writer, self.writer = self.writer, -1
+        if writer >= 0:
+            os.close(writer)
 
 
 @contextlib.contextmanager

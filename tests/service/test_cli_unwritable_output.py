@@ -13,8 +13,8 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -262,18 +262,25 @@ DEADLINE_S = 60.0
 
 
 @contextmanager
-def non_blocking_pipe() -> Iterator[tuple[int, int]]:
+def non_blocking_pipe() -> Iterator[tuple[int, int, Callable[[], None]]]:
     """A pipe (reader, writer) whose writing end is O_NONBLOCK, as Node.js's child_process and
-    some supervisors hand a child its stdout, holding as little as the kernel allows."""
+    some supervisors hand a child its stdout, holding as little as the kernel allows; and the
+    call that closes this process's writer once the child holds it. Each end is closed once:
+    closed again, its number may by then be another file's (a thread's MariaDB socket)."""
     reader, writer = os.pipe()
+    open_ends = [reader, writer]
+
+    def hand_over() -> None:
+        open_ends.remove(writer)
+        os.close(writer)
+
     try:
         fcntl.fcntl(writer, fcntl.F_SETFL, fcntl.fcntl(writer, fcntl.F_GETFL) | os.O_NONBLOCK)
         fcntl.fcntl(writer, F_SETPIPE_SZ, 4096)
-        yield reader, writer
+        yield reader, writer, hand_over
     finally:
-        os.close(reader)
-        with suppress(OSError):
-            os.close(writer)
+        for end in open_ends:
+            os.close(end)
 
 
 def _pending(reader: int) -> int:
@@ -294,7 +301,7 @@ def test_a_report_to_a_non_blocking_pipe_waits_for_its_reader(
     Both wait for the reader, as on a blocking pipe (the report by name had a blocking file of
     its own before it wrote through the descriptor)."""
     command = [sys.executable, "-c", "from service.launch import main; main()", "report"]
-    with non_blocking_pipe() as (reader, writer):
+    with non_blocking_pipe() as (reader, writer, hand_over):
         capacity = fcntl.fcntl(writer, F_GETPIPE_SZ)
         process = subprocess.Popen(
             [*command, "--format", "json", *args, "--db", sample_db],
@@ -302,7 +309,7 @@ def test_a_report_to_a_non_blocking_pipe_waits_for_its_reader(
             stderr=subprocess.PIPE,
             cwd=REPO,
         )
-        os.close(writer)
+        hand_over()
         try:
             # Read nothing until the report filled the pipe (or the process ended): its next
             # write would block.
@@ -392,7 +399,7 @@ def test_ctrl_c_while_the_reader_reads_nothing_ends_the_command(
     "interrupted by Ctrl-C" was said, and then the command wrote the rest of its output as it
     exited, waiting for that reader for ever. It ends, exit 130, as cat would."""
     _events_to_fill(db_url, 40)
-    with non_blocking_pipe() as (reader, writer):
+    with non_blocking_pipe() as (reader, writer, hand_over):
         if not non_blocking:
             fcntl.fcntl(writer, fcntl.F_SETFL, fcntl.fcntl(writer, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         process = subprocess.Popen(
@@ -401,7 +408,7 @@ def test_ctrl_c_while_the_reader_reads_nothing_ends_the_command(
             stderr=subprocess.PIPE,
             cwd=REPO,
         )
-        os.close(writer)
+        hand_over()
         try:
             deadline = time.monotonic() + DEADLINE_S
             # Its output begun: more than the pipe holds, so it waits for the reader now or soon.
@@ -443,7 +450,7 @@ def test_ctrl_c_while_an_append_writes_its_summary_says_what_was_appended(
     ]
     source = tmp_path / "events.jsonl"
     source.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-    with non_blocking_pipe() as (reader, writer):
+    with non_blocking_pipe() as (reader, writer, hand_over):
         fcntl.fcntl(writer, fcntl.F_SETFL, fcntl.fcntl(writer, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         capacity = fcntl.fcntl(writer, F_GETPIPE_SZ)
         process = subprocess.Popen(
@@ -452,7 +459,7 @@ def test_ctrl_c_while_an_append_writes_its_summary_says_what_was_appended(
             stderr=subprocess.PIPE,
             cwd=REPO,
         )
-        os.close(writer)
+        hand_over()
         try:
             deadline = time.monotonic() + DEADLINE_S
             # The summary filled the pipe: its write waits for the reader, after the commit.
