@@ -23,7 +23,7 @@ def own_descriptor(path: str | os.PathLike[str]) -> int | None:
     descriptor = descriptor_named(path)
     # A number no descriptor is open on names no file (its open is ENOENT, the caller's
     # mistake, exit 2), not a descriptor to write (EBADF, exit 3).
-    return descriptor if descriptor is not None and _is_open(descriptor) else None
+    return descriptor if descriptor is not None and is_open(descriptor) else None
 
 
 def descriptor_named(path: str | os.PathLike[str]) -> int | None:
@@ -52,7 +52,8 @@ def descriptor_named(path: str | os.PathLike[str]) -> int | None:
     return None
 
 
-def _is_open(descriptor: int) -> bool:
+def is_open(descriptor: int) -> bool:
+    """Whether ``descriptor`` is open in this process."""
     try:
         os.fstat(descriptor)
     except OSError:
@@ -96,4 +97,4 @@ def _descriptors_folder(folder: str) -> bool:
     return folder.startswith(f"{own}/task/") and task.isdigit() and rest == "fd"
 
 
-__all__ = ["descriptor_named", "own_descriptor", "wait_writable", "write_all"]
+__all__ = ["descriptor_named", "is_open", "own_descriptor", "wait_writable", "write_all"]

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from ledger.descriptors import descriptor_named, own_descriptor, wait_writable
+from ledger.descriptors import descriptor_named, is_open, own_descriptor, wait_writable
 from ledger.text import visible
 
 if TYPE_CHECKING:
@@ -153,15 +153,7 @@ def _note_descriptors_given() -> None:
         listed = os.listdir("/proc/self/fd")
     except OSError:  # no /proc: every open descriptor counts as given, as before
         return
-    _STARTED_WITH = {int(name) for name in listed if _is_open(int(name))}
-
-
-def _is_open(descriptor: int) -> bool:
-    try:
-        os.fstat(descriptor)
-    except OSError:
-        return False
-    return True
+    _STARTED_WITH = {int(name) for name in listed if is_open(int(name))}
 
 
 def _hold_closed_descriptors() -> None:

@@ -399,22 +399,34 @@ def test_ctrl_c_while_the_reader_reads_nothing_ends_the_command(
     "interrupted by Ctrl-C" was said, and then the command wrote the rest of its output as it
     exited, waiting for that reader for ever. It ends, exit 130, as cat would."""
     _events_to_fill(db_url, 40)
+    # Its output begun: more than the pipe holds, so it waits for the reader now or soon.
+    errors = _interrupted_while_writing(
+        ["events", "--format", "jsonl", "--db", db_url],
+        non_blocking,
+        lambda pending, _: pending > 0,
+    )
+    assert errors == "\nError: interrupted by Ctrl-C (SIGINT)\n"
+
+
+def _interrupted_while_writing(
+    args: list[str], non_blocking: bool, waiting: Callable[[int, int], bool]
+) -> str:
+    """``ledger ARGS`` writing to a pipe nobody reads, sent SIGINT once ``waiting(bytes in the
+    pipe, its capacity)``: its stderr, once it ended with exit 130 (within the deadline: a
+    command that waits for the reader for ever fails the test)."""
     with non_blocking_pipe() as (reader, writer, hand_over):
         if not non_blocking:
             fcntl.fcntl(writer, fcntl.F_SETFL, fcntl.fcntl(writer, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        capacity = fcntl.fcntl(writer, F_GETPIPE_SZ)
         process = subprocess.Popen(
-            [*LEDGER, "events", "--format", "jsonl", "--db", db_url],
-            stdout=writer,
-            stderr=subprocess.PIPE,
-            cwd=REPO,
+            [*LEDGER, *args], stdout=writer, stderr=subprocess.PIPE, cwd=REPO
         )
         hand_over()
         try:
             deadline = time.monotonic() + DEADLINE_S
-            # Its output begun: more than the pipe holds, so it waits for the reader now or soon.
-            while _pending(reader) == 0:
+            while not waiting(_pending(reader), capacity):
                 assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "the events were never written"
+                assert time.monotonic() < deadline, "the output never filled the pipe"
                 time.sleep(0.01)
             process.send_signal(signal.SIGINT)
             try:
@@ -426,7 +438,7 @@ def test_ctrl_c_while_the_reader_reads_nothing_ends_the_command(
                 process.kill()
                 process.wait()
     assert process.returncode == EXIT_INTERRUPTED, errors.decode()
-    assert errors.decode() == "\nError: interrupted by Ctrl-C (SIGINT)\n"
+    return str(errors.decode())
 
 
 def test_ctrl_c_while_an_append_writes_its_summary_says_what_was_appended(
@@ -450,34 +462,11 @@ def test_ctrl_c_while_an_append_writes_its_summary_says_what_was_appended(
     ]
     source = tmp_path / "events.jsonl"
     source.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-    with non_blocking_pipe() as (reader, writer, hand_over):
-        fcntl.fcntl(writer, fcntl.F_SETFL, fcntl.fcntl(writer, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-        capacity = fcntl.fcntl(writer, F_GETPIPE_SZ)
-        process = subprocess.Popen(
-            [*LEDGER, "append", str(source), "--db", db_url],
-            stdout=writer,
-            stderr=subprocess.PIPE,
-            cwd=REPO,
-        )
-        hand_over()
-        try:
-            deadline = time.monotonic() + DEADLINE_S
-            # The summary filled the pipe: its write waits for the reader, after the commit.
-            while _pending(reader) < capacity:
-                assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "the summary never filled the pipe"
-                time.sleep(0.01)
-            process.send_signal(signal.SIGINT)
-            try:
-                _, errors = process.communicate(timeout=DEADLINE_S)
-            except subprocess.TimeoutExpired:
-                pytest.fail("the command did not end on Ctrl-C: it waits for the reader")
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    assert process.returncode == EXIT_INTERRUPTED, errors.decode()
-    message = errors.decode().splitlines()[-1]
+    # The summary filled the pipe: its write waits for the reader, after the commit.
+    errors = _interrupted_while_writing(
+        ["append", str(source), "--db", db_url], False, lambda pending, full: pending >= full
+    )
+    message = errors.splitlines()[-1]
     assert message.startswith(
         "Error: interrupted by Ctrl-C (SIGINT) while writing the output; the 400 event(s) WERE "
         "appended, at positions 1 to 400 (runs label-0=1, label-1=2, "
