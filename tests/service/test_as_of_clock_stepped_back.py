@@ -23,10 +23,9 @@ from freezegun import freeze_time
 
 from ledger import Ledger, RunFinished, stuck_runs_as_of
 from projections import runs_as_of
-from service.api import create_app
 from service.cli import cli
 from tests.service.conftest import auth
-from tests.service.web.support import web_config
+from tests.service.web.support import web_client
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -60,12 +59,8 @@ def history(ledger: Ledger) -> None:
 
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
-    app = create_app(web_config(db_url, public_read=True))
-    try:
-        with TestClient(app, raise_server_exceptions=False) as test_client:
-            yield test_client
-    finally:
-        app.state.web.close()
+    with web_client(db_url, public_read=True) as test_client:
+        yield test_client
 
 
 def recorded_by(ledger: Ledger, when: datetime) -> int:

@@ -19,10 +19,9 @@ from fastapi.testclient import TestClient
 from freezegun import freeze_time
 
 from ledger import Ledger, RunFinished
-from service.api import create_app
 from service.cli import cli
 from tests.service.conftest import auth
-from tests.service.web.support import web_config
+from tests.service.web.support import web_client
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 NOW = T0 + timedelta(hours=6)
@@ -59,12 +58,8 @@ def history(ledger: Ledger) -> None:
 
 @pytest.fixture
 def web(db_url: str) -> Iterator[TestClient]:
-    app = create_app(web_config(db_url, public_read=True))
-    try:
-        with TestClient(app, raise_server_exceptions=False) as test_client:
-            yield test_client
-    finally:
-        app.state.web.close()
+    with web_client(db_url, public_read=True) as test_client:
+        yield test_client
 
 
 def web_page(web: TestClient, moment: dict[str, str]) -> list[int]:

@@ -55,17 +55,24 @@ def web_config(db_url: str, bound: dict[str, list[str]] | None = None, **web: An
 
 
 @contextmanager
-def demo_web_client(db_url: str, spool: Path) -> Iterator[TestClient]:
-    """A client of the API and its web view (the tests' tokens) over :func:`demo_with_open_run`'s
-    database; the app's ledgers closed after it."""
-    demo_with_open_run(db_url, spool)
-    app = create_app(web_config(db_url))
+def web_client(db_url: str, **web: Any) -> Iterator[TestClient]:
+    """A client of the API and its web view (the tests' tokens, ``web`` the ``[web]`` settings)
+    over ``db_url``; the app's ledgers closed after it."""
+    app = create_app(web_config(db_url, **web))
     try:
         with TestClient(app, raise_server_exceptions=False) as test_client:
             yield test_client
     finally:
         app.state.web.close()
         app.state.api.close()
+
+
+@contextmanager
+def demo_web_client(db_url: str, spool: Path) -> Iterator[TestClient]:
+    """:func:`web_client` over :func:`demo_with_open_run`'s database."""
+    demo_with_open_run(db_url, spool)
+    with web_client(db_url) as test_client:
+        yield test_client
 
 
 def demo_with_open_run(db_url: str, spool: Path) -> dict[str, int]:
