@@ -1,13 +1,15 @@
 """A spell of failures logged as two lines, not one per retry or per request: a WARNING as it
 starts (with the first error) and an INFO as it ends (with how long it lasted). Shared by the
 threads that meet it (the API answers requests on many). And :class:`Tally`: what a bound
-refused, counted, a WARNING a minute at most."""
+refused, counted, a WARNING a minute at most, the rest said as the process stops
+(:func:`flush_tallies`)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+import weakref
 
 from ledger.durations import format_duration
 from ledger.text import visible
@@ -45,6 +47,9 @@ class Outage:
 # The most often a Tally's WARNING is written.
 NOTE_EVERY_S = 60.0
 
+# Every Tally alive, for flush_tallies: a server's protocol class holds its own two.
+_TALLIES: weakref.WeakSet[Tally] = weakref.WeakSet()
+
 
 class Tally:
     """Counts what a bound refused (a connection over a limit, headers not complete in time):
@@ -61,6 +66,7 @@ class Tally:
         self._last: float | None = None
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
+        _TALLIES.add(self)
 
     def add(self) -> None:
         now = time.monotonic()
@@ -68,7 +74,7 @@ class Tally:
             self._count += 1
             if self._last is not None and now - self._last < self.every:
                 if self._timer is None:
-                    self._timer = threading.Timer(self._last + self.every - now, self._flush)
+                    self._timer = threading.Timer(self._last + self.every - now, self.flush)
                     self._timer.daemon = True
                     self._timer.start()
                 return
@@ -78,11 +84,22 @@ class Tally:
             count, self._count, self._last = self._count, 0, now
         self.log.warning("%d %s", count, self.what)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Say what was counted since the last line, now (the timer's work, or the stop's)."""
         with self._lock:
-            self._timer = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             count, self._count = self._count, 0
             if count:
                 self._last = time.monotonic()
         if count:
             self.log.warning("%d %s", count, self.what)
+
+
+def flush_tallies() -> None:
+    """Say every count not yet said, as the process stops: the timer is a daemon thread, and
+    a flood in the last minute before a stop (refused while the server was overloaded, the
+    very minute an operator then restarted it) was never logged."""
+    for tally in list(_TALLIES):
+        tally.flush()

@@ -52,7 +52,7 @@ from ledger.clock import format_utc_seconds, utcnow
 from ledger.driver_errors import database_unreachable
 from ledger.durations import format_duration
 from ledger.events import SERVE_PREFIX
-from ledger.outage import Outage
+from ledger.outage import Outage, flush_tallies
 from ledger.text import visible
 from projections import PoisonEventError, Projector
 from projections.projector import PoisonBackoff
@@ -499,6 +499,7 @@ class LedgerService:
         api_stopping.join()  # bounded by the API's own grace period
         self._final_projector_batch(stop_by)
         self.close_ledgers()
+        flush_tallies()  # the API's and /metrics' refusals of the last minute (os._exit next)
         log.info("stopped")
 
     def close_ledgers(self) -> None:

@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from ledger import ConfigurationError, DatabaseUnreachableError, Ledger
+from ledger.outage import flush_tallies
 from ledger.urls import resolve_database_url
 from service.api.app import create_app
 from service.api.connections import accept_backlog, bounded_protocol, connection_limit
@@ -125,6 +126,7 @@ def serve_api(
     finally:
         sock.close()
         close_app(app)
+        flush_tallies()  # what the bounds refused in the last minute, said before the exit
     if received:
         log.info("stopped (%s)", signal.Signals(received[0]).name)
 

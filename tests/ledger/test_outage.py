@@ -11,7 +11,7 @@ import pytest
 from freezegun import freeze_time
 
 from ledger import StorageError
-from ledger.outage import Outage, Tally
+from ledger.outage import Outage, Tally, flush_tallies
 
 
 def lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
@@ -102,3 +102,21 @@ def test_a_tally_says_the_rest_of_a_flood_once_its_minute_is_over(
         "1 connection(s) refused",
         "267 connection(s) refused",
     ]
+
+
+def test_flush_tallies_says_every_count_not_yet_said(caplog: pytest.LogCaptureFixture) -> None:
+    """What a stop calls: the counts waiting on their timer (a daemon thread, gone at exit)
+    are said at once, each tally's own; a tally with nothing counted says nothing."""
+    caplog.set_level(logging.WARNING)
+    log = logging.getLogger("tests.tally")
+    refused, slow, quiet = (
+        Tally(what, log, every=3600) for what in ("refused", "closed", "never counted")
+    )
+    for _ in range(5):
+        refused.add()
+    slow.add()
+    flush_tallies()
+    flush_tallies()  # said once
+    said = [r.getMessage() for r in caplog.records if r.name == "tests.tally"]
+    assert sorted(said) == ["1 closed", "1 refused", "4 refused"]
+    assert quiet.what == "never counted"  # alive through the flushes, and said nothing

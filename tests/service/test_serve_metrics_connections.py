@@ -107,6 +107,37 @@ def test_connections_past_the_most_served_at_once_are_closed_at_once(
     )
 
 
+def test_refusals_not_yet_logged_are_logged_as_serve_stops(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The count after the first line waited for a daemon timer a minute away: refusals in
+    the minute before a stop (an overloaded serve its operator then restarted) were never
+    logged. The stop says them."""
+    monkeypatch.setattr(metrics_server, "MAX_CONNECTIONS", 1)
+    caplog.set_level(logging.WARNING, logger="service.metrics")
+    config = tmp_path / "ledger.toml"
+    config.write_text(f'database_url = "{db_url}"\n', encoding="utf-8")
+    port = free_port()
+    service = LedgerService(load_config(config), metrics_port=port)
+    service.start_metrics()
+    service.scheduler.start()
+    held = idle_connections(port, 1)
+    wait_for(lambda: not closed_by_server(held[0]), "the first connection to be served")
+    refused = idle_connections(port, 4)
+    try:
+        wait_for(lambda: all(closed_by_server(sock) for sock in refused), "4 refused")
+        service.shutdown()
+    finally:
+        for sock in held + refused:
+            sock.close()
+    # This server's own lines (an earlier test's server, still alive, has its own tally).
+    refusals = [r.getMessage() for r in caplog.records if "1 already open" in r.getMessage()]
+    assert refusals == [
+        "1 connection(s) to /metrics refused: 1 already open (the most served at once)",
+        "3 connection(s) to /metrics refused: 1 already open (the most served at once)",
+    ]
+
+
 def _answers(port: int) -> bool:
     try:
         return "ledger_database_up 1.0" in scrape(port)
