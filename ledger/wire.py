@@ -14,8 +14,10 @@ index of the event they concern, and :func:`append_lines` names the line it was 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
@@ -103,7 +105,7 @@ def read_array(body: bytes, max_events: int | None = None) -> LineBatch:
 
     Raises :class:`ValidationError` listing each bad item if any is invalid.
     """
-    data = read_json(body)
+    data = read_json(body, items=True)
     if not isinstance(data, list):
         raise invalid_input(
             [InputProblem(None, f"expected a JSON array of events, got {_json_kind(data)}")]
@@ -126,14 +128,15 @@ def read_array(body: bytes, max_events: int | None = None) -> LineBatch:
     return LineBatch(events, numbers, unit="item")
 
 
-def read_json(body: bytes) -> Any:
+def read_json(body: bytes, items: bool = False) -> Any:
     """The JSON value of ``body`` read by the wire's rules: UTF-8 (a BOM may open it), no
-    ``NaN``, no key given twice, not nested past what Python can parse.
+    ``NaN``, no key given twice, not nested past what Python can parse. With ``items`` (an
+    array of events), a key given twice names the item whose object gives it.
 
     Raises :class:`ValidationError` naming the problem.
     """
     text, found = _decode(body, first=True)
-    data, problems = (None, found) if text is None else _parse_json(text)
+    data, problems = (None, found) if text is None else _parse_json(text, items)
     if problems:
         raise invalid_input(problems)
     return data
@@ -309,9 +312,9 @@ def _decode(raw: bytes, first: bool) -> tuple[str | None, list[InputProblem]]:
         return None, [InputProblem(None, f"not valid UTF-8 (byte {exc.start})")]
 
 
-def _parse_json(text: str) -> tuple[Any, list[InputProblem]]:
+def _parse_json(text: str, items: bool = False) -> tuple[Any, list[InputProblem]]:
     """The JSON value in ``text`` (numbers and keys held to the wire's rules), or what is
-    wrong with it."""
+    wrong with it; with ``items``, a key given twice in an array's object names its item."""
     try:
         data = json.loads(
             text,
@@ -320,14 +323,60 @@ def _parse_json(text: str) -> tuple[Any, list[InputProblem]]:
             object_pairs_hook=_object_without_repeated_keys,
         )
     except json.JSONDecodeError as exc:
-        return None, [InputProblem(None, f"not valid JSON ({exc.msg} at column {exc.colno})")]
+        return None, [InputProblem(None, f"not valid JSON ({exc.msg} at {_place(exc)})")]
     except RepeatedKeyError as exc:
-        return None, [InputProblem(exc.key, "given more than once in one object")]
+        problem = InputProblem(exc.key, "given more than once in one object")
+        item = _item_with_repeated_key(text) if items else None
+        return None, [problem if item is None else replace(problem, line=item, unit="item")]
     except ValueError as exc:
         return None, [InputProblem(None, f"not valid JSON ({exc})")]
     except RecursionError:
         return None, [_TOO_DEEP]
     return data, []
+
+
+def _place(exc: json.JSONDecodeError) -> str:
+    """Where a JSON text stops being JSON: its column, and its line in a text of several (a
+    request's array of events written one per line): a column alone named no place there."""
+    if exc.doc.count("\n", 0, exc.pos) == 0:
+        return f"column {exc.colno}"
+    return f"line {exc.lineno}, column {exc.colno}"
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's own: always matches, maybe nothing
+
+
+def _after_whitespace(text: str, index: int) -> int:
+    found = _WHITESPACE.match(text, index)
+    return index if found is None else found.end()
+
+
+def _item_with_repeated_key(text: str) -> int | None:
+    """The 1-based item of a JSON array (``text``) whose object names a key twice, read one
+    item at a time by the wire's rules; None when ``text`` is not such an array (one event's
+    line, a fail body)."""
+    decoder = json.JSONDecoder(
+        parse_constant=_refuse_constant,
+        parse_int=_read_int,
+        object_pairs_hook=_object_without_repeated_keys,
+    )
+    index = _after_whitespace(text, 0)
+    if text[index : index + 1] != "[":
+        return None
+    index += 1
+    for item in itertools.count(1):
+        index = _after_whitespace(text, index)
+        try:
+            _, index = decoder.raw_decode(text, index)
+        except RepeatedKeyError:
+            return item
+        except (ValueError, RecursionError):
+            return None
+        index = _after_whitespace(text, index)
+        if text[index : index + 1] != ",":
+            return None
+        index += 1
+    return None  # unreachable: the loop returns
 
 
 def _json_kind(data: Any) -> str:

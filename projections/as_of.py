@@ -14,6 +14,7 @@ import re
 from datetime import datetime
 
 from ledger import Ledger, RecordedEvent, UnknownRunError, ValidationError
+from ledger.arguments import EPOCH
 from ledger.clock import parse_utc
 from projections.checkpoints import skipped_positions
 from projections.errors import PoisonEventError
@@ -83,7 +84,10 @@ def judged_moment(
     # the clock" stood before them, showing a past the ledger had left (no runs at all).
     position = resolve_position(ledger, as_of, at_position)
     judged = as_of or ledger.recorded_at(position) or ledger.clock()
-    return position, not_after_now(ledger, judged)
+    # No event is older than the epoch, so a time before it stands where the epoch does (no
+    # run yet), as a list of runs as of it reads: judged at itself it was refused by the
+    # stuck query's own check, naming its ``at`` rather than the caller's as_of.
+    return position, not_after_now(ledger, max(judged, EPOCH))
 
 
 def skips_up_to(ledger: Ledger, up_to: int) -> set[int]:

@@ -37,7 +37,7 @@ export interface Counts {
 export type Totals = Required<Counts>;
 
 export interface ClientOptions {
-  /** The API's base URL, e.g. `http://127.0.0.1:8080` (http or https, no credentials). */
+  /** The API's base URL, e.g. `http://127.0.0.1:8080` (http or https, no credentials, no query or fragment; a path prefix is kept). */
   url: string | URL;
   /** A bearer token with the `append` scope (and `read` for get()). */
   token: string;
@@ -197,9 +197,11 @@ export declare class LedgerClient {
   readonly maxResponseBytes: number;
   readonly maxBodyBytes: number;
   /** Append events all or nothing, retried with the same body (an event without an event_id
-   * gets one before the first attempt, so a retry is a duplicate). `signal` stops it (attempts
-   * and pauses), rejecting with the signal's reason; an append in flight may still be stored:
-   * sending the same events again tells (duplicates). */
+   * gets one before the first attempt, so a retry is a duplicate; a LedgerError it rejects with
+   * carries them as sent, `error.events`, for a resend of your own). `signal` stops it
+   * (attempts and pauses), rejecting with the signal's reason; an append in flight may still
+   * be stored: sending the same events again, with the same ids, tells (duplicates): give
+   * each an event_id yourself to resend them after an abort. */
   append(
     events: LedgerEvent[],
     options?: { expectedVersion?: number; signal?: AbortSignal },
@@ -303,7 +305,14 @@ export declare class RunHandle {
   result(): RunResult;
 }
 
-export declare class LedgerError extends Error {}
+export declare class LedgerError extends Error {
+  /** On an error of append() after its request was sent (no answer after the retries, a
+   * refusal, an answer not the API's): the events as they were sent, each with its event_id,
+   * those the client gave included. `append(error.events)` again is a duplicate of whatever
+   * the ledger stored, never the same facts under new ids (the objects given to append() are
+   * left as they were, without the ids). Not enumerable. */
+  readonly events?: LedgerEvent[];
+}
 
 /** Refused before anything was sent. */
 export declare class LedgerValidationError extends LedgerError {

@@ -211,6 +211,18 @@ function jsonFailure(error) {
   return printable(what.split('\n')[0], 200);
 }
 
+/** `error` of append(), carrying `events` as they were sent, each with the event_id it went
+ * with (one the client gave it included): the caller's own resend of them after a network
+ * error is then a duplicate of what the ledger may have stored, not the same facts stored
+ * again under new ids. Not enumerable: an error logged does not print every event. A reason of
+ * the caller's AbortSignal is left as it is. */
+function withSentEvents(error, events) {
+  if (error instanceof LedgerError && !Object.hasOwn(error, 'events')) {
+    Object.defineProperty(error, 'events', { value: events, enumerable: false });
+  }
+  return error;
+}
+
 /** The error for event `index` of a batch, alone `bytes` long, over `limit`. */
 function eventTooLarge(events, index, bytes, limit, extra = {}) {
   const event = events[index];
@@ -583,6 +595,14 @@ export class LedgerClient {
     if (base.username || base.password) {
       throw new LedgerValidationError('url', 'must not hold credentials: pass token instead');
     }
+    // Each request's path is appended to the URL: after a query or a fragment it went into
+    // them, every request reaching the base path itself (a 404 or 405 that named no mistake).
+    if (/[?#]/.test(base.href)) {
+      throw new LedgerValidationError(
+        'url',
+        `must be the API's base URL without a query or fragment, got ${describe(base.href)}`,
+      );
+    }
     if (typeof token !== 'string' || !token || /[\s\u0000-\u001f]/.test(token)) {
       throw new LedgerValidationError('token', 'must be a non-empty bearer token (no whitespace)');
     }
@@ -656,7 +676,7 @@ export class LedgerClient {
           cause: error,
         });
       }
-      throw error;
+      throw withSentEvents(error, events);
     }
     if (
       !summary ||

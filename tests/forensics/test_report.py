@@ -103,6 +103,10 @@ def test_ledger_report_at_a_position_prints_the_report_replayed(
     assert json.loads(now.stdout)["latest_runs"][0]["status"] == "success"
     later = CliRunner().invoke(cli, ["report", "--as-of", "2000-01-01T00:00:00Z", "--db", db_url])
     assert "As of:     position 0 (" in later.stdout
+    # Before the epoch, as before the first event (it was "Error: at: not before 1970", exit
+    # 2, naming the stuck query's own argument; review 56).
+    earlier = CliRunner().invoke(cli, ["report", "--as-of", "1969-07-20T20:17:00Z", "--db", db_url])
+    assert "As of:     position 0 (" in earlier.stdout, earlier.output
 
 
 def test_a_report_as_of_a_future_time_is_the_report_of_now(ledger: Ledger, db_url: str) -> None:

@@ -82,6 +82,27 @@ def test_a_valid_event_the_append_would_refuse_is_named_with_the_bad_lines() -> 
     ]
 
 
+def test_an_array_that_is_not_json_says_where_on_which_line_and_in_which_item() -> None:
+    """A request's array of events is often written one event per line: "at column 37" named
+    no place in it, and a key given twice named no item (review 56). JSON Lines and a one-line
+    body read as before."""
+    pretty = b'[\n  {"type": "RunStarted"},\n  {"type": "RunProgressed" "run_id": 1}\n]'
+    with pytest.raises(ValidationError) as caught:
+        read_array(pretty)
+    assert "not valid JSON (Expecting ',' delimiter at line 3, column 28)" in str(caught.value)
+    repeated = b'[{"type": "RunProgressed"}, {"run_id": 1, "metadata": {"a": 1, "a": 2}}]'
+    with pytest.raises(ValidationError) as caught:
+        read_array(repeated)
+    assert caught.value.problems == ["item 2: a: given more than once in one object"]
+    assert [(p.unit, p.line, p.field) for p in caught.value.details] == [("item", 2, "a")]
+    with pytest.raises(ValidationError) as caught:
+        read_array(b'[{"run_id": 1} {"run_id": 1}]')
+    assert "not valid JSON (Expecting ',' delimiter at column 16)" in str(caught.value)
+    with pytest.raises(ValidationError) as caught:
+        read_lines([*jsonl(STARTED), b'[{"a": 1, "a": 2}]\n'])
+    assert caught.value.problems == ["line 2: a: given more than once in one object"]
+
+
 def test_the_message_lists_the_first_problems_each_on_one_line() -> None:
     source = [b"nope\n"] * (MAX_LISTED_PROBLEMS + 3) + jsonl({"type": "X", "a\nline 1: ok": 1})
     with pytest.raises(ValidationError) as caught:

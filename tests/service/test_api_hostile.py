@@ -118,6 +118,13 @@ def test_lone_surrogates_numbers_and_duplicate_keys_are_refused(
         answer = post(client, body)
         assert answer.status_code == 400, (name, answer.text)
         assert answer.json()["type"].endswith("invalid-input"), name
+    # Which event gives the key twice, and where an array written one event a line breaks.
+    repeated = post(client, "[{}, " + cases["duplicate key"][1:])
+    assert repeated.json()["errors"] == [
+        {"message": "given more than once in one object", "field": "source_id", "item": 2}
+    ]
+    broken = post(client, '[\n{"type": "RunStarted"},\n{"type": "RunStarted" "source_id": 1}\n]')
+    assert "(Expecting ',' delimiter at line 3, column 23)" in broken.json()["detail"]
     failed = client.post(
         "/v1/runs/1/fail",
         content=b'{"reason": "\\ud800"}',

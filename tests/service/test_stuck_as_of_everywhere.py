@@ -35,6 +35,10 @@ MOMENTS: list[dict[str, str]] = [
     {"as_of": "2026-03-02T05:59:59.999999Z"},
     {"as_of": "2027-01-01T00:00:00Z"},  # ahead of the clock: now
     {"as_of": "2020-01-01T00:00:00Z"},  # before the first event
+    # Before the Unix epoch (no event is older): no run, as on /v1/runs, not an error naming
+    # the library's own `at` (review 56).
+    {"as_of": "1969-12-31T23:59:59.999999Z"},
+    {"as_of": "0001-01-01T00:00:00Z"},
     {"at_position": "0"},
     {"at_position": "1"},
     {"at_position": "3"},

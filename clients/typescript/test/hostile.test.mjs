@@ -1392,3 +1392,34 @@ test('a refusal that is not about the event (409: the run already ended) is not 
   // Not split either: the counts alone would not change who may write to the run.
   assert.deepEqual(server.requests.slice(1).map(typesOf), [['RunProgressed', 'RunFinished']]);
 });
+
+test('append() that gives up says the events as sent: sent again, they are duplicates (review 56)', async () => {
+  // No answer on any attempt: each may have been stored. The ids the client gave are on the
+  // error, so the caller's own resend names the same events, not new ones stored twice.
+  const down = await fake((req) => req.socket.destroy());
+  const events = [{ type: 'RunStarted', run_ref: 'r', source_id: 1, connector_name: 'mine' }];
+  const error = await client(down.url, { retries: 1 }).append(events).catch((caught) => caught);
+  assert.ok(error instanceof LedgerNetworkError, error);
+  assert.equal(events[0].event_id, undefined); // the caller's objects are left as they were
+  const sent = JSON.parse(down.requests[0].body);
+  assert.deepEqual(error.events, sent);
+  assert.ok(!Object.keys(error).includes('events')); // not printed with the error
+  const up = await fake((req, res, body) => ledgerLike(res, body));
+  await client(up.url).append(error.events);
+  assert.deepEqual(JSON.parse(up.requests[0].body), sent);
+  // A refusal carries them too (a 4xx the caller may correct and resend).
+  const refusing = await fake((req, res) => {
+    res.writeHead(409, { 'content-type': 'application/problem+json' });
+    res.end('{"type": "urn:run-ledger:problem:version-conflict", "title": "Version conflict", "status": 409, "detail": "no"}');
+  });
+  const conflict = await client(refusing.url).append(events).catch((caught) => caught);
+  assert.ok(conflict instanceof LedgerApiError, conflict);
+  assert.deepEqual(conflict.events, JSON.parse(refusing.requests[0].body));
+});
+
+test('a base URL with a query or a fragment is refused: the paths would go after it (review 56)', () => {
+  for (const url of ['http://127.0.0.1:8080/?x=1', 'http://127.0.0.1:8080#top', 'http://h/ledger?']) {
+    assert.throws(() => client(url), (error) => error instanceof LedgerValidationError && error.field === 'url', url);
+  }
+  assert.equal(client('http://127.0.0.1:8080/ledger/').url, 'http://127.0.0.1:8080/ledger');
+});
