@@ -84,9 +84,11 @@ def test_logout_ends_the_session_even_for_a_copy_of_its_cookie(client: TestClien
     out = client.post("/web/logout", data={"csrf": csrf}, follow_redirects=False)
     assert out.status_code == 303
     client.cookies.clear()
-    replay = client.get("/web/runs", cookies={"ledger_web_session": stolen}, follow_redirects=False)
+    client.cookies.set("ledger_web_session", stolen)  # the copy, replayed
+    replay = client.get("/web/runs", follow_redirects=False)
     assert replay.status_code == 303, replay.text[:300]
     assert replay.headers["location"].startswith("/web/login")
+    client.cookies.clear()
     log_in(client, "reader")  # a fresh login works
     assert client.get("/web/runs", follow_redirects=False).status_code == 200
 
