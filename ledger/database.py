@@ -13,12 +13,13 @@ from sqlalchemy import Connection, Engine, column, event, inspect, select, table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.expression import TableClause
 
 from ledger.dialects import causal_reads, is_mysql_backend
 from ledger.driver_errors import translate_errors
 from ledger.errors import ConfigurationError, SchemaError
 from ledger.mysql_engine import LOCK_WAIT_TIMEOUT, MYSQL_TIMEOUTS, mysql_engine
-from ledger.schema import SCHEMA_REVISION
+from ledger.schema import REVISIONS, SCHEMA_REVISION, SHARED_VERSION_TABLE, VERSION_TABLE
 from ledger.sqlite_engine import sqlite_engine
 from ledger.urls import (
     IN_MEMORY_HINT,
@@ -96,20 +97,39 @@ def _refuse_another_process(_dbapi_connection: Any, record: Any, proxy: Any) -> 
 # Alembic's version table, read here as Alembic's MigrationContext reads it: importing Alembic
 # (and the Mako, Pygments and dialects it loads) took a fifth of `import ledger`, paid by every
 # command and every connector process for this one query.
-_ALEMBIC_VERSION = table("alembic_version", column("version_num"))
+def _version_table(name: str) -> TableClause:
+    return table(name, column("version_num"))
 
 
 def current_revision(connection: Connection) -> str | None:
-    """The Alembic revision the database is at (None: nothing migrated yet)."""
-    if not inspect(connection).has_table(_ALEMBIC_VERSION.name):
+    """The Alembic revision the database is at (None: nothing migrated yet). Read from
+    :data:`ledger.schema.VERSION_TABLE`; a database last migrated by a release that kept it in
+    the shared ``alembic_version`` (until ``ledger migrate`` moves it) is read there, where
+    only run-ledger's own revisions count: another application's is not the ledger's."""
+    inspector = inspect(connection)
+    if inspector.has_table(VERSION_TABLE):
+        read, heads = VERSION_TABLE, version_rows(connection, VERSION_TABLE)
+    elif inspector.has_table(SHARED_VERSION_TABLE):
+        read, heads = SHARED_VERSION_TABLE, own_revisions(connection, SHARED_VERSION_TABLE)
+    else:
         return None
-    heads = connection.execute(select(_ALEMBIC_VERSION.c.version_num)).scalars().all()
     if len(heads) > 1:
         raise SchemaError(
-            f"the database's alembic_version table holds {len(heads)} revisions "
-            f"({', '.join(sorted(map(str, heads)))}); run-ledger's migrations have one head"
+            f"the database's {read} table holds {len(heads)} revisions "
+            f"({', '.join(sorted(heads))}); run-ledger's migrations have one head"
         )
-    return str(heads[0]) if heads else None
+    return heads[0] if heads else None
+
+
+def own_revisions(connection: Connection, name: str) -> list[str]:
+    """The revisions of run-ledger's in the version table ``name`` (which may be shared)."""
+    return [head for head in version_rows(connection, name) if head in REVISIONS]
+
+
+def version_rows(connection: Connection, name: str) -> list[str]:
+    """Every revision in the version table ``name``."""
+    version = _version_table(name)
+    return [str(head) for head in connection.execute(select(version.c.version_num)).scalars()]
 
 
 def check_schema(engine: Engine, url: str) -> None:

@@ -45,10 +45,27 @@ GENESIS_HASH = "0" * 64
 # package that names it, migrations included.
 LEGACY_TABLE = "ingestion_runs_legacy"
 HEAD_ROW_ID = 1
-# The Alembic revision the tables of this code (every package's, on the one MetaData) are at:
-# what :meth:`ledger.Ledger.check_schema` requires of a database. A new migration moves it; a
-# test holds it to the newest revision under ``migrations/versions``.
-SCHEMA_REVISION = "0006_record_keys_no_pad"
+# Every Alembic revision of run-ledger, oldest first: how a revision in a shared
+# ``alembic_version`` table (where releases before 2026-12-07 kept it) is told from another
+# application's. The last is the revision the tables of this code (every package's, on the one
+# MetaData) are at: what :meth:`ledger.Ledger.check_schema` requires of a database. A new
+# migration is added here; a test holds the list to the revisions under ``migrations/versions``.
+REVISIONS = (
+    "0001_event_store",
+    "0002_projections",
+    "0003_source_records",
+    "0004_schedule_claims",
+    "0005_rebuild_claims",
+    "0006_record_keys_no_pad",
+)
+SCHEMA_REVISION = REVISIONS[-1]
+# Alembic's version table of run-ledger's migrations: a name of its own, so that the ledger can
+# share a database with an application migrated by Alembic too (the one whose legacy
+# ingestion_runs the projection replaces), whose version is kept in ``alembic_version``.
+VERSION_TABLE = "ledger_alembic_version"
+# Where releases before 2026-12-07 kept the revision (Alembic's default name): read when
+# VERSION_TABLE is not there yet, and moved to it by ``ledger migrate``.
+SHARED_VERSION_TABLE = "alembic_version"
 
 
 class UTCDateTime(TypeDecorator[datetime]):

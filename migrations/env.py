@@ -21,7 +21,7 @@ import connectors.schema  # noqa: F401  (registers tables on the shared MetaData
 import projections.schema  # noqa: F401
 import service.schema  # noqa: F401
 from ledger.database import create_ledger_engine
-from ledger.schema import metadata
+from ledger.schema import VERSION_TABLE, metadata
 from ledger.urls import resolve_database_url
 from migrations.dialects import (
     NO_PAD_COLLATIONS,
@@ -70,6 +70,7 @@ def _run_with(connection: Connection) -> None:
         compare_type=_compare_type,
         include_object=_include_object,
         render_as_batch=alters_by_copy(connection),
+        version_table=VERSION_TABLE,  # not alembic_version: see migrations.version_table
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,11 +1,11 @@
 """Schema operations that an interrupted migration can run again.
 
 MySQL and MariaDB commit each DDL statement on its own, and Alembic writes the new revision to
-``alembic_version`` only after a revision's last statement. A ``ledger migrate`` killed between
-two statements (a deploy cancelled, an OOM kill, a lost connection) therefore leaves some of a
-revision's tables made and the revision unrecorded; running it again met "table … already
-exists" on every try, and only hand surgery got the database going again. The same state
-follows an ``alembic_version`` set back by hand.
+``ledger_alembic_version`` only after a revision's last statement. A ``ledger migrate`` killed
+between two statements (a deploy cancelled, an OOM kill, a lost connection) therefore leaves
+some of a revision's tables made and the revision unrecorded; running it again met "table …
+already exists" on every try, and only hand surgery got the database going again. The same state
+follows a ``ledger_alembic_version`` set back by hand.
 
 Each operation here first looks at what is there: an object this revision would create and that
 exists already, with the shape the revision gives it, is kept as it is; one that exists with

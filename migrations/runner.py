@@ -49,6 +49,7 @@ from ledger.text import visible
 from ledger.urls import mask_url, migrate_hint, path_state, sqlite_file_or_none
 from migrations import SCRIPT_LOCATION
 from migrations.dialects import missing_migrate_privileges, one_migrate_at_a_time
+from migrations.version_table import move_from_shared_table, revision_in_shared_table
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class MigrationResult:
     legacy_rows_moved: int | None = None
     # The append-only triggers of ledger_events it put back (a dump restored without them).
     triggers_restored: tuple[str, ...] = ()
+    # The revision it moved from the shared alembic_version to VERSION_TABLE (None: none).
+    version_moved: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -84,10 +87,18 @@ class SchemaCheck:
     # At head, the append-only triggers of ledger_events that are missing (I1): a dump
     # restored without them (`mariadb-dump --skip-triggers`, or by a user without TRIGGER).
     missing_triggers: tuple[str, ...] = ()
+    # The revision is in the shared alembic_version, where releases before 2026-12-07 kept it.
+    version_to_move: bool = False
 
     @property
     def current_ok(self) -> bool:
-        return not (self.pending or self.unknown_revision or self.drift or self.missing_triggers)
+        return not (
+            self.pending
+            or self.unknown_revision
+            or self.drift
+            or self.missing_triggers
+            or self.version_to_move
+        )
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -105,6 +116,7 @@ def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResul
     ledger = as_ledger(database, url)
     with one_migrate_at_a_time(ledger), ledger.transaction("migrate") as connection:
         before = current_revision(connection)
+        moved_version = move_from_shared_table(connection)  # where Alembic will look for it
         if before != ScriptDirectory.from_config(alembic_config()).get_current_head():
             _refuse_statement_logging(connection, ledger.url)
             _refuse_missing_privileges(connection, ledger.url)
@@ -128,7 +140,7 @@ def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResul
                 "renamed the legacy table ingestion_runs (%d row(s)) to %s", moved, LEGACY_TABLE
             )
     log.info("schema at %s (was %s)", after, before or "empty")
-    return MigrationResult(before, after, moved, restored)
+    return MigrationResult(before, after, moved, restored, moved_version)
 
 
 def _missing_triggers(connection: Connection) -> list[TriggerDefinition]:
@@ -197,18 +209,26 @@ def check(database: Ledger | Engine, url: str | None = None) -> SchemaCheck:
     with ledger.connect("schema check") as connection:
         current = current_revision(connection)
         tables = set(inspect(connection).get_table_names())
+        if revision_in_shared_table(connection):
+            # Alembic reads its own table only: migrate moves the revision there first.
+            pending = () if current == head else _pending(script, head, current)
+            return SchemaCheck(current, head, pending, version_to_move=True)
         if current == head:
             missing = tuple(trigger.name for trigger in _missing_triggers(connection))
             drift = _drift(connection)
             return SchemaCheck(current, head, (), drift=drift, missing_triggers=missing)
         try:
-            # Newest first, down to (not including) the current revision.
-            revisions = script.iterate_revisions(head, current or "base")
-            pending = tuple(reversed([r.revision for r in revisions if r.revision != current]))
+            pending = _pending(script, head, current)
         except (CommandError, RevisionError):
             return SchemaCheck(current, head, (), unknown_revision=True)
     legacy = "ingestion_runs" in tables and LEGACY_MOVED_BY in pending
     return SchemaCheck(current, head, pending, legacy_table_to_move=legacy)
+
+
+def _pending(script: ScriptDirectory, head: str | None, current: str | None) -> tuple[str, ...]:
+    """The revisions after ``current`` up to ``head``, oldest first."""
+    revisions = script.iterate_revisions(head, current or "base")  # newest first
+    return tuple(reversed([r.revision for r in revisions if r.revision != current]))
 
 
 def _drift(connection: Connection) -> str | None:

@@ -30,8 +30,15 @@ from forensics.audit import TimelineEntry, audit_run
 from forensics.report import build_report
 from ledger import ConfigurationError, Ledger, RunStarted, StuckRun, sweep
 from ledger.clock import utcnow
+from ledger.database import version_rows
 from ledger.reads import count_events, first_events
-from ledger.schema import LEGACY_TABLE, metadata
+from ledger.schema import (
+    LEGACY_TABLE,
+    REVISIONS,
+    SHARED_VERSION_TABLE,
+    VERSION_TABLE,
+    metadata,
+)
 from ledger.urls import mask_url
 from migrations.runner import upgrade
 from projections import Projector
@@ -125,6 +132,8 @@ def check_demo_database(ledger: Ledger) -> None:
         if "ledger_events" not in tables:
             _refuse(ledger, f"holds tables but no ledger ({_some(tables)})")
         foreign = {t for t in tables if t.removesuffix(SHADOW).removesuffix(OLD) not in _OWN_TABLES}
+        if SHARED_VERSION_TABLE in tables and _others_revisions(conn):
+            foreign.add(SHARED_VERSION_TABLE)  # another application's Alembic revision
         if foreign:
             _refuse(ledger, f"holds tables that are not run-ledger's ({_some(foreign)})")
         if LEGACY_TABLE in tables and _rows(conn, LEGACY_TABLE):
@@ -135,8 +144,14 @@ def check_demo_database(ledger: Ledger) -> None:
             _refuse(ledger, f"holds {others} event(s) of runs the demo did not make")
 
 
-# Tables of the schema `ledger migrate` creates (every module's tables are on one MetaData).
-_OWN_TABLES = frozenset(metadata.tables) | {"alembic_version", LEGACY_TABLE}
+# Tables of the schema `ledger migrate` creates (every module's tables are on one MetaData),
+# and alembic_version, where releases before 2026-12-07 kept the revision (if it holds no
+# other application's).
+_OWN_TABLES = frozenset(metadata.tables) | {VERSION_TABLE, SHARED_VERSION_TABLE, LEGACY_TABLE}
+
+
+def _others_revisions(conn: Connection) -> bool:
+    return any(revision not in REVISIONS for revision in version_rows(conn, SHARED_VERSION_TABLE))
 
 
 def _demo_runs(ledger: Ledger, conn: Connection) -> list[int]:

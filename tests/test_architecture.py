@@ -174,6 +174,19 @@ def test_the_schema_revision_the_code_needs_is_the_newest_migration() -> None:
     assert head_revision() == SCHEMA_REVISION
 
 
+def test_the_ledger_knows_every_revision_of_its_migrations() -> None:
+    """``ledger.schema.REVISIONS`` tells run-ledger's revisions in a shared ``alembic_version``
+    from another application's: it lists every migration, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    from ledger.schema import REVISIONS
+    from migrations.runner import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    newest_first = [revision.revision for revision in script.walk_revisions()]
+    assert tuple(reversed(newest_first)) == REVISIONS
+
+
 # ---------------------------------------------------------------------- the layout's other rules
 #
 # Each rule reads every module's syntax tree for what it forbids, as (line, function, what);

@@ -18,7 +18,7 @@ from forensics.report_render import REPORT_WIDTH, render_text
 from ledger.clock import utcnow
 from ledger.dialects import EVENTS_TABLE
 from ledger.durations import format_duration
-from ledger.schema import LEGACY_TABLE
+from ledger.schema import LEGACY_TABLE, SHARED_VERSION_TABLE, VERSION_TABLE
 from ledger.text import visible, wrap_cells
 from ledger.urls import (
     DATABASE_URL_ENV,
@@ -64,6 +64,12 @@ def migrate(check_only: bool, db_url: str | None) -> None:
         click.echo(f"{where}: migrated from {result.before or 'empty'} to {result.after}")
     else:
         click.echo(f"{where}: already at {result.after}")
+    if result.version_moved is not None:
+        click.echo(
+            f"moved the schema's revision from the shared table {SHARED_VERSION_TABLE} to "
+            f"{VERSION_TABLE}; on MySQL/MariaDB, roles granted SELECT on {SHARED_VERSION_TABLE} "
+            f'need it on {VERSION_TABLE} now (README: "Grants on MySQL/MariaDB")'
+        )
     if result.triggers_restored:
         click.echo(
             f"put back the missing append-only trigger(s) of {EVENTS_TABLE}: "
@@ -111,6 +117,12 @@ def describe_schema_check(found: SchemaCheck) -> str:
             f"at {found.current}, the newest revision, but {EVENTS_TABLE} lacks its append-only "
             f"trigger(s) {', '.join(found.missing_triggers)} (a database restored without its "
             "triggers?); run `ledger migrate` to put them back"
+        )
+    if found.version_to_move and not found.pending:
+        return (
+            f"at {found.current}, the newest revision, kept in the shared table "
+            f"{SHARED_VERSION_TABLE} (by a run-ledger before 2026-12-07); run `ledger migrate` "
+            f"to move it to {VERSION_TABLE}"
         )
     if not found.pending:
         return f"at {found.current}, the newest revision: nothing to migrate"

@@ -18,7 +18,7 @@ from ledger import DatabaseUnreachableError, Ledger, SchemaError, StorageError
 from ledger.database import check_schema
 from ledger.driver import GALERA_INFO
 from ledger.events import ACTOR_NAME_MAX, CONNECTOR_NAME_MAX
-from ledger.schema import SCHEMA_REVISION, metadata
+from ledger.schema import SCHEMA_REVISION, VERSION_TABLE, metadata
 from migrations.runner import alembic_config, upgrade
 from tests import support
 
@@ -145,7 +145,9 @@ def test_a_passed_schema_check_stands_for_max_age_and_a_failed_one_is_not_kept(
         with freeze_time("2026-01-01 00:00:00") as frozen:
             ledger.check_schema(max_age_s=5)
             with engine.begin() as conn:
-                conn.execute(text("UPDATE alembic_version SET version_num = '0001_event_store'"))
+                conn.execute(
+                    text("UPDATE ledger_alembic_version SET version_num = '0001_event_store'")
+                )
             frozen.tick(4)
             ledger.check_schema(max_age_s=5)  # the pass of 4 s ago stands
             with pytest.raises(SchemaError, match="0001_event_store"):
@@ -155,13 +157,14 @@ def test_a_passed_schema_check_stands_for_max_age_and_a_failed_one_is_not_kept(
                 ledger.check_schema(max_age_s=5)
             with engine.begin() as conn:
                 conn.execute(
-                    text("UPDATE alembic_version SET version_num = :v"), {"v": SCHEMA_REVISION}
+                    text("UPDATE ledger_alembic_version SET version_num = :v"),
+                    {"v": SCHEMA_REVISION},
                 )
             ledger.check_schema(max_age_s=5)  # the failure was not kept
     finally:
         with engine.begin() as conn:  # the MariaDB database is the session's
             conn.execute(
-                text("UPDATE alembic_version SET version_num = :v"), {"v": SCHEMA_REVISION}
+                text("UPDATE ledger_alembic_version SET version_num = :v"), {"v": SCHEMA_REVISION}
             )
         engine.dispose()
 
@@ -195,9 +198,14 @@ def _as_a_galera_node(_dbapi_connection: Any, record: Any) -> None:
     record.info[GALERA_INFO] = True
 
 
+# Alembic's own reading of run-ledger's version table.
+ALEMBIC_OPTS = {"version_table": VERSION_TABLE}
+
+
 def test_the_revision_is_read_as_alembic_reads_it(ledger: Ledger, db_url: str) -> None:
-    """``current_revision`` reads alembic_version itself (Alembic is not loaded by the library):
-    what Alembic's MigrationContext answers, and a table of several rows refused by name."""
+    """``current_revision`` reads ledger_alembic_version itself (Alembic is not loaded by the
+    library): what Alembic's MigrationContext answers, and a table of several rows refused by
+    name."""
     from alembic.runtime.migration import MigrationContext
 
     from ledger.database import current_revision
@@ -206,27 +214,32 @@ def test_the_revision_is_read_as_alembic_reads_it(ledger: Ledger, db_url: str) -
     try:
         with engine.begin() as conn:
             assert current_revision(conn) == SCHEMA_REVISION
-            assert current_revision(conn) == MigrationContext.configure(conn).get_current_revision()
-            conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('0001_x')"))
+            assert (
+                current_revision(conn)
+                == MigrationContext.configure(conn, opts=ALEMBIC_OPTS).get_current_revision()
+            )
+            conn.execute(text("INSERT INTO ledger_alembic_version (version_num) VALUES ('0001_x')"))
             with pytest.raises(SchemaError, match=r"holds 2 revisions \(0001_x, "):
                 current_revision(conn)
-            conn.execute(text("DELETE FROM alembic_version"))
+            conn.execute(text("DELETE FROM ledger_alembic_version"))
             assert current_revision(conn) is None
-            conn.execute(text("DROP TABLE alembic_version"))
+            conn.execute(text("DROP TABLE ledger_alembic_version"))
             assert current_revision(conn) is None
-            assert MigrationContext.configure(conn).get_current_revision() is None
+            assert (
+                MigrationContext.configure(conn, opts=ALEMBIC_OPTS).get_current_revision() is None
+            )
             conn.rollback()  # SQLite's DDL is transactional; MariaDB's is not: put it back
         with engine.begin() as conn:
-            if not inspect(conn).has_table("alembic_version"):  # as Alembic creates it
+            if not inspect(conn).has_table("ledger_alembic_version"):  # as Alembic creates it
                 conn.execute(
                     text(
-                        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
-                        "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+                        "CREATE TABLE ledger_alembic_version (version_num VARCHAR(32) NOT NULL, "
+                        "CONSTRAINT ledger_alembic_version_pkc PRIMARY KEY (version_num))"
                     )
                 )
-            conn.execute(text("DELETE FROM alembic_version"))
+            conn.execute(text("DELETE FROM ledger_alembic_version"))
             conn.execute(
-                text("INSERT INTO alembic_version (version_num) VALUES (:v)"),
+                text("INSERT INTO ledger_alembic_version (version_num) VALUES (:v)"),
                 {"v": SCHEMA_REVISION},
             )
         check_schema(ledger.engine, ledger.url)

@@ -1,5 +1,6 @@
-"""A ``ledger migrate`` that died between two statements, or an ``alembic_version`` set back by
-hand, is finished by the next ``ledger migrate`` (migrations.resumable); on both databases.
+"""A ``ledger migrate`` that died between two statements, or a ``ledger_alembic_version`` set
+back by hand, is finished by the next ``ledger migrate`` (migrations.resumable); on both
+databases.
 
 MySQL and MariaDB commit each DDL statement on its own, so a migrate killed half-way through a
 revision leaves that revision's first tables made and the revision unrecorded: the next migrate
@@ -24,6 +25,7 @@ from ledger import Ledger, SchemaError
 from migrations.runner import check, upgrade
 from tests import support
 from tests.forensics.support import seed_legacy_table
+from tests.migrations.support import empty_database
 
 CHANGES = ("CREATE", "ALTER", "RENAME", "INSERT", "DROP")
 
@@ -95,28 +97,6 @@ def assert_migrated_whole(ledger: Ledger, legacy_rows: int | None) -> None:
 
 
 @contextmanager
-def empty_database(tmp_path: Path, backend: str) -> Iterator[str]:
-    """The URL of an empty database, removed afterwards."""
-    if backend == "sqlite":
-        path = tmp_path / "fresh.db"
-        Ledger.from_url(f"sqlite:///{path}", create=True).close()
-        try:
-            yield f"sqlite:///{path}"
-        finally:
-            for leftover in (path, *(Path(f"{path}{end}") for end in ("-wal", "-shm"))):
-                leftover.unlink(missing_ok=True)
-        return
-    base = support.mysql_base_url()
-    if base is None:
-        pytest.skip(f"MariaDB half skipped: set {support.MYSQL_URL_ENV} to run it")
-    url = support.create_mysql_database(base)
-    try:
-        yield url
-    finally:
-        support.drop_mysql_database(url)
-
-
-@contextmanager
 def opened(url: str) -> Iterator[Ledger]:
     ledger = Ledger.from_url(url)
     try:
@@ -177,9 +157,11 @@ def test_a_migrate_killed_after_any_statement_is_finished_by_the_next(
 def test_a_version_set_back_by_hand_is_migrated_forward(ledger: Ledger) -> None:
     for revision in (None, "0001_event_store", "0003_source_records"):
         with ledger.engine.begin() as conn:
-            conn.execute(text("DELETE FROM alembic_version"))
+            conn.execute(text("DELETE FROM ledger_alembic_version"))
             if revision is not None:
-                conn.execute(text("INSERT INTO alembic_version VALUES (:r)"), {"r": revision})
+                conn.execute(
+                    text("INSERT INTO ledger_alembic_version VALUES (:r)"), {"r": revision}
+                )
         result = upgrade(ledger)
         assert (result.before, result.after) == (revision, support.head_revision())
         assert result.legacy_rows_moved is None  # the projection's own table stays where it is

@@ -279,7 +279,7 @@ def test_writes_are_refused_once_the_schema_is_not_current(
     try:
         run_id = ledger.start_run(1, "api-test")
         with engine.begin() as conn:
-            conn.execute(text("UPDATE alembic_version SET version_num = '0001_event_store'"))
+            conn.execute(text("UPDATE ledger_alembic_version SET version_num = '0001_event_store'"))
         refused = post(client, [started()])
         assert refused.status_code == 503, refused.text
         assert refused.headers["content-type"] == "application/problem+json"
@@ -294,13 +294,13 @@ def test_writes_are_refused_once_the_schema_is_not_current(
         assert ledger.head().last_position == 1, "nothing was written"
         with engine.begin() as conn:
             conn.execute(
-                text("UPDATE alembic_version SET version_num = :v"), {"v": SCHEMA_REVISION}
+                text("UPDATE ledger_alembic_version SET version_num = :v"), {"v": SCHEMA_REVISION}
             )
         assert post(client, [started()]).status_code == 200
     finally:
         with engine.begin() as conn:  # the MariaDB database is the session's
             conn.execute(
-                text("UPDATE alembic_version SET version_num = :v"), {"v": SCHEMA_REVISION}
+                text("UPDATE ledger_alembic_version SET version_num = :v"), {"v": SCHEMA_REVISION}
             )
         engine.dispose()
 

@@ -90,7 +90,7 @@ def test_a_schema_not_current_is_not_named_to_clients(
     caplog.set_level(logging.INFO)
     try:
         with engine.begin() as conn:
-            conn.execute(text("UPDATE alembic_version SET version_num = '0001_event_store'"))
+            conn.execute(text("UPDATE ledger_alembic_version SET version_num = '0001_event_store'"))
         with public_client(db_url) as client:
             # Only /readyz checks the revision (requests read and write the tables they know).
             assert_nothing_internal(client, db_url, "schema-not-current", ("/readyz",), [])
@@ -100,7 +100,7 @@ def test_a_schema_not_current_is_not_named_to_clients(
         # The MariaDB database is the session's: the next test finds it at the revision.
         with engine.begin() as conn:
             conn.execute(
-                text("UPDATE alembic_version SET version_num = :v"), {"v": SCHEMA_REVISION}
+                text("UPDATE ledger_alembic_version SET version_num = :v"), {"v": SCHEMA_REVISION}
             )
         engine.dispose()
     logged = "\n".join(record.getMessage() for record in caplog.records)

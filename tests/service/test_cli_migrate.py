@@ -123,13 +123,13 @@ def test_check_finds_a_revision_it_does_not_know_and_drift(ledger: Ledger, db_ur
     assert "but its tables differ from this run-ledger's" in drift.stdout
     assert "drift_probe" in drift.stdout
     with ledger.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+        conn.execute(text("UPDATE ledger_alembic_version SET version_num = '9999_from_the_future'"))
     try:
         newer = run("migrate", "--check", "--db", db_url)
     finally:
         with ledger.engine.begin() as conn:
             conn.execute(
-                text("UPDATE alembic_version SET version_num = :head"),
+                text("UPDATE ledger_alembic_version SET version_num = :head"),
                 {"head": support.head_revision()},
             )
     assert newer.exit_code == 1

@@ -196,7 +196,7 @@ def test_status_warns_of_a_schema_every_writer_refuses(ledger: Ledger, db_url: s
     assert json.loads(current.stdout)["schema_warning"] is None
     assert "schema:" not in run("status", "--db", db_url).stdout
     with ledger.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0004_schedule_claims'"))
+        conn.execute(text("UPDATE ledger_alembic_version SET version_num = '0004_schedule_claims'"))
     try:
         table = run("status", "--db", db_url)
         data = run("status", "--format", "json", "--db", db_url)
@@ -204,7 +204,7 @@ def test_status_warns_of_a_schema_every_writer_refuses(ledger: Ledger, db_url: s
     finally:
         with ledger.engine.begin() as conn:
             conn.execute(
-                text("UPDATE alembic_version SET version_num = :head"),
+                text("UPDATE ledger_alembic_version SET version_num = :head"),
                 {"head": support.head_revision()},
             )
     assert table.exit_code == 0, table.output

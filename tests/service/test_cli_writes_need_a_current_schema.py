@@ -44,13 +44,13 @@ def test_a_write_refuses_a_schema_that_is_not_current(
     if command[0] in ("run", "spool"):
         args += ["--spool-dir", str(spool)]
     with ledger.engine.begin() as conn:  # as a migrate refused half-way leaves it
-        conn.execute(text("DELETE FROM alembic_version"))
+        conn.execute(text("DELETE FROM ledger_alembic_version"))
     try:
         result = CliRunner().invoke(cli, args)
     finally:  # the MariaDB database is shared by the tests that follow
         with ledger.engine.begin() as conn:
             conn.execute(
-                text("INSERT INTO alembic_version (version_num) VALUES (:revision)"),
+                text("INSERT INTO ledger_alembic_version (version_num) VALUES (:revision)"),
                 {"revision": SCHEMA_REVISION},
             )
     assert result.exit_code == 1, result.output

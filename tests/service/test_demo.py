@@ -14,6 +14,7 @@ from rich.cells import cell_len
 from sqlalchemy import func, inspect, select, table
 
 from ledger import Ledger
+from ledger.schema import SCHEMA_REVISION
 from ledger.urls import mask_url
 from migrations.runner import upgrade
 from service.demo import DemoRefusedError, run_demo
@@ -109,6 +110,37 @@ def test_the_demo_refuses_a_demo_database_someone_else_wrote_to(
     assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
     assert "(run 5, 'demo-stations')" in result.stderr  # type: ignore[attr-defined]
     assert store_snapshot(ledger) == before
+
+
+def test_the_demo_tells_its_own_alembic_version_from_an_applications(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, db_url: str
+) -> None:
+    """A demo database an earlier release made kept its revision in ``alembic_version``: the
+    demo runs on it again. An ``alembic_version`` holding another application's revision says
+    the database is that application's: refused, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    assert run("demo", "--db", db_url).exit_code == 0  # type: ignore[attr-defined]
+    store = Ledger.from_url(db_url)
+    try:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE ledger_alembic_version")
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
+            )
+            conn.exec_driver_sql(f"INSERT INTO alembic_version VALUES ('{SCHEMA_REVISION}')")
+        again = run("demo", "--db", db_url)
+        assert again.exit_code == 0, again.output  # type: ignore[attr-defined]
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+            conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('ae1027a6acf2')")
+        head = store.head()
+        refused = run("demo", "--db", db_url)
+        assert refused.exit_code == 2  # type: ignore[attr-defined]
+        assert "not run-ledger's (alembic_version)" in refused.stderr  # type: ignore[attr-defined]
+        assert store.head() == head
+    finally:
+        store.close()
 
 
 def test_the_demo_refusal_masks_the_password(ledger: Ledger) -> None:

@@ -186,7 +186,7 @@ def test_a_user_who_sees_no_trigger_is_told_so_not_that_they_are_missing(
     url = make_url(db_url)
     name, password = f"reader_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     whos = [f"'{name}'@'%'", f"'{name}'@'localhost'"]
-    tables = ("ledger_events", "ledger_runs", "ledger_head", "alembic_version")
+    tables = ("ledger_events", "ledger_runs", "ledger_head", "ledger_alembic_version")
     tables += ("ingestion_runs", "ingestion_run_transitions", "projection_checkpoints")
     tables += ("projection_skips",)
     with ledger.engine.begin() as conn:

@@ -1,0 +1,162 @@
+"""run-ledger's schema revision in a table of its own (``ledger_alembic_version``), so that the
+ledger shares a database with an application migrated by Alembic too: the application whose
+legacy ``ingestion_runs`` the projection replaces lives there. Both kept their revision in
+``alembic_version``: ``ledger migrate`` refused such a database ("Can't locate revision
+identified by 'ae1027a6acf' (was it migrated by a newer run-ledger?)", exit 1), and an
+application migrated after run-ledger would have refused run-ledger's revision the same way.
+A ledger migrated by a release that kept its revision in ``alembic_version`` is read as it is,
+and ``ledger migrate`` moves the revision, a move that a cut can interrupt at any step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
+from sqlalchemy import Connection, inspect, text
+
+from ledger import Ledger
+from ledger.schema import REVISIONS, SCHEMA_REVISION
+from migrations.runner import alembic_config, check, upgrade
+from service.cli import cli
+from tests.migrations.support import empty_database
+
+# A revision of another application's Alembic migrations (Alembic makes 12 hex digits).
+ITS_REVISION = "ae1027a6acf2"
+
+
+def make_shared_table(conn: Connection, *revisions: str) -> None:
+    """``alembic_version`` as Alembic makes it, holding ``revisions``."""
+    conn.execute(
+        text(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    for revision in revisions:
+        conn.execute(text("INSERT INTO alembic_version VALUES (:r)"), {"r": revision})
+
+
+def versions(conn: Connection, table: str) -> list[str] | None:
+    """The rows of a version table (None: no such table)."""
+    if not inspect(conn).has_table(table):
+        return None
+    return sorted(conn.execute(text(f"SELECT version_num FROM {table}")).scalars())
+
+
+def as_an_earlier_release_left_it(ledger: Ledger, revision: str) -> None:
+    """The database at ``revision``, kept in ``alembic_version`` as releases before
+    2026-12-07 kept it."""
+    with ledger.engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+    with ledger.engine.begin() as conn:
+        conn.execute(text("DROP TABLE ledger_alembic_version"))
+    with ledger.engine.begin() as conn:
+        make_shared_table(conn, revision)
+
+
+def migrate(url: str, *options: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["migrate", *options, "--db", url])
+    return result.exit_code, result.output
+
+
+def test_migrate_leaves_another_applications_alembic_version_as_it_is(
+    tmp_path: Path, backend: str
+) -> None:
+    with empty_database(tmp_path, backend) as url:
+        ledger = Ledger.from_url(url)
+        try:
+            with ledger.engine.begin() as conn:
+                make_shared_table(conn, ITS_REVISION)
+            assert migrate(url) == (0, f"{url}: migrated from empty to {SCHEMA_REVISION}\n")
+            assert migrate(url, "--check")[0] == 0
+            ledger.check_schema()
+            with ledger.engine.connect() as conn:
+                assert versions(conn, "alembic_version") == [ITS_REVISION]
+                assert versions(conn, "ledger_alembic_version") == [SCHEMA_REVISION]
+                # What the application's own Alembic reads: its revision, as before.
+                assert MigrationContext.configure(conn).get_current_revision() == ITS_REVISION
+            assert migrate(url) == (0, f"{url}: already at {SCHEMA_REVISION}\n")
+        finally:
+            ledger.close()
+
+
+@pytest.mark.parametrize("revision", [REVISIONS[3], SCHEMA_REVISION])
+def test_a_ledger_an_earlier_release_migrated_is_read_and_its_revision_moved(
+    tmp_path: Path, backend: str, revision: str
+) -> None:
+    with empty_database(tmp_path, backend) as url:
+        ledger = Ledger.from_url(url)
+        try:
+            as_an_earlier_release_left_it(ledger, revision)
+            if revision == SCHEMA_REVISION:
+                ledger.check_schema()  # the library reads it where it is: no migrate needed
+            code, said = migrate(url, "--check")
+            assert code == 1
+            if revision == SCHEMA_REVISION:
+                assert "kept in the shared table alembic_version" in said
+            code, said = migrate(url)
+            assert code == 0, said
+            if revision == SCHEMA_REVISION:
+                assert f"already at {SCHEMA_REVISION}" in said
+            else:
+                assert f"migrated from {revision} to {SCHEMA_REVISION}" in said
+            assert "moved the schema's revision from the shared table alembic_version" in said
+            with ledger.engine.connect() as conn:
+                assert versions(conn, "alembic_version") is None  # it was the ledger's alone
+                assert versions(conn, "ledger_alembic_version") == [SCHEMA_REVISION]
+            found = check(ledger)
+            assert found.current_ok, found
+            ledger.check_schema()
+        finally:
+            ledger.close()
+
+
+@pytest.mark.parametrize(
+    ("own", "shared", "shared_after"),
+    [
+        # Cut after its own table was made, before the revision was written into it.
+        ([], [SCHEMA_REVISION], None),
+        # Cut after the revision was written, before it was taken out of alembic_version.
+        ([SCHEMA_REVISION], [SCHEMA_REVISION], None),
+        # Cut after it was taken out, before the empty alembic_version was dropped.
+        ([SCHEMA_REVISION], [], []),
+        # Another application's revision beside run-ledger's: only run-ledger's is moved.
+        (None, [SCHEMA_REVISION, ITS_REVISION], [ITS_REVISION]),
+    ],
+)
+def test_a_move_cut_short_is_finished_by_the_next_migrate(
+    tmp_path: Path,
+    backend: str,
+    own: list[str] | None,
+    shared: list[str],
+    shared_after: list[str] | None,
+) -> None:
+    """Each state a cut between two of the move's statements leaves (on MySQL/MariaDB each
+    CREATE and DROP commits on its own): the next migrate ends with the revision in the
+    ledger's own table, once."""
+    with empty_database(tmp_path, backend) as url:
+        ledger = Ledger.from_url(url)
+        try:
+            upgrade(ledger)
+            with ledger.engine.begin() as conn:
+                conn.execute(text("DELETE FROM ledger_alembic_version"))
+                for revision in own or []:
+                    conn.execute(
+                        text("INSERT INTO ledger_alembic_version VALUES (:r)"), {"r": revision}
+                    )
+            if own is None:
+                with ledger.engine.begin() as conn:
+                    conn.execute(text("DROP TABLE ledger_alembic_version"))
+            with ledger.engine.begin() as conn:
+                make_shared_table(conn, *shared)
+            assert migrate(url)[0] == 0
+            with ledger.engine.connect() as conn:
+                assert versions(conn, "ledger_alembic_version") == [SCHEMA_REVISION]
+                # An empty alembic_version is dropped only by the move that emptied it.
+                assert versions(conn, "alembic_version") == shared_after
+            assert check(ledger).current_ok
+        finally:
+            ledger.close()
