@@ -97,14 +97,64 @@ EXPECTED_URL_SHAPES = (
 )
 
 
+# A database scheme followed by ":" but not "//" (``sqlite:/x.db``, ``sqlite:x.db``,
+# ``mysql+pymysql:/u:p@h/db``): the parser finds no URL in it at all.
+_SCHEME_WITHOUT_SLASHES = re.compile(
+    r"(?P<scheme>(?P<backend>sqlite|mysql|mariadb)(?:\+[a-z0-9_]+)?):(?!//)(?P<rest>.*)",
+    re.IGNORECASE | re.DOTALL,
+)
+# Text that reads as a file's path (``ledger.db``, ``./data/ledger.db``, ``/srv/ledger.db``).
+_SQLITE_FILE_NAME = re.compile(r"\S*/\S*|\S*\.(?:db|sqlite3?)", re.IGNORECASE)
+
+
 def unparseable_url_message(url: str) -> str:
     """Why ``url`` is refused, with what a database URL looks like.
 
     Text with no ``:`` and no ``@`` (``notaurl``, ``ledger.db``) cannot hold a password, so it
-    is quoted to show the typo; anything else shows only its scheme (:func:`mask_url`).
+    is quoted to show the typo; anything else shows only its scheme (:func:`mask_url`). A
+    file's path, or a scheme missing its ``//``, is told the URL it was meant to be.
     """
-    shown = repr(url) if not any(mark in url for mark in ":@") else mask_url(url)
-    return f"not a database URL: {shown} (expected {EXPECTED_URL_SHAPES})"
+    missing_slashes = _SCHEME_WITHOUT_SLASHES.fullmatch(url)
+    if missing_slashes is not None:
+        return _scheme_without_slashes_message(missing_slashes)
+    if any(mark in url for mark in ":@"):
+        return f"not a database URL: {mask_url(url)} (expected {EXPECTED_URL_SHAPES})"
+    message = f"not a database URL: {url!r} (expected {EXPECTED_URL_SHAPES})"
+    if _SQLITE_FILE_NAME.fullmatch(url):
+        message += f"; for the SQLite file {url}, write sqlite:///{url}"
+    return message
+
+
+_SQLITE_URL_RULE = (
+    "a SQLite URL starts with sqlite:/// (three slashes before a relative path, four before an "
+    "absolute one)"
+)
+
+
+def _scheme_without_slashes_message(found: re.Match[str]) -> str:
+    scheme, rest = found["scheme"], found["rest"]
+    if found["backend"].lower() != "sqlite" or "@" in rest:
+        # The rest may be USER:PASSWORD@...: only the scheme is shown.
+        meant = (
+            _SQLITE_URL_RULE
+            if found["backend"].lower() == "sqlite"
+            else "write mysql+pymysql://USER:PASSWORD@HOST:PORT/DATABASE"
+        )
+        return (
+            f"not a database URL: {scheme}: is not followed by // ({meant}; the rest is not "
+            "shown: it may hold a password)"
+        )
+    if not rest.strip("/"):
+        meant = "sqlite:///path/to/ledger.db"
+    elif rest.startswith("/"):
+        relative = rest.lstrip("/")
+        meant = (
+            f"sqlite:///{relative} for {relative} in the current folder, or sqlite:///{rest} "
+            f"for {rest}"
+        )
+    else:
+        meant = f"sqlite:///{rest}"
+    return f"not a database URL: {scheme + ':' + rest!r}: {_SQLITE_URL_RULE}: write {meant}"
 
 
 def is_in_memory_sqlite(url: str) -> bool:

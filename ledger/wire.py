@@ -14,6 +14,7 @@ index of the event they concern, and :func:`append_lines` names the line it was 
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import json
 import math
@@ -79,6 +80,13 @@ class LineBatch:
         return ValidationError(message, problems=[message], details=[problem])
 
 
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_UTF16_FILE = (
+    "the input is UTF-16 (it starts with a UTF-16 byte order mark); JSON Lines are UTF-8: "
+    "convert it first (`iconv -f UTF-16 -t UTF-8`)"
+)
+
+
 def read_lines(source: Iterable[bytes]) -> LineBatch:
     """Parse and validate every line (blank lines are skipped; a BOM may open the first).
 
@@ -88,6 +96,10 @@ def read_lines(source: Iterable[bytes]) -> LineBatch:
     line_numbers: list[int] = []
     problems: list[InputProblem] = []
     for number, raw in enumerate(source, start=1):
+        if number == 1 and raw.startswith(_UTF16_BOMS):
+            # Every line would be "not valid UTF-8" or "not valid JSON" (PowerShell's `>`
+            # writes UTF-16): one problem, the file's, with the way to convert it.
+            raise invalid_input([InputProblem(None, _UTF16_FILE, line=1)])
         event, found = _read_line(raw, first=number == 1)
         problems.extend(replace(problem, line=number) for problem in found)
         if event is not None:

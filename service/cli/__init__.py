@@ -103,6 +103,11 @@ def add_verbose_everywhere(command: click.Command) -> None:
             add_verbose_everywhere(subcommand)
 
 
+# What click (8.2 and later) raises for a group given no command, `ledger run`: its message
+# is the group's help. Escaped as one line, it printed as one line of "\n"s.
+_GROUP_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class LedgerGroup(CommandGroup):
     """The ``ledger`` group: Ctrl-C in any command is one line and exit 130 (commands that
     handle SIGINT themselves, like ``project --follow`` and ``serve``, still exit 0), no usage
@@ -143,6 +148,8 @@ class LedgerGroup(CommandGroup):
         except KeyboardInterrupt:
             raise Interrupted() from None
         except click.ClickException as error:
+            if isinstance(error, _GROUP_HELP):
+                raise  # click's help text, laid out in lines, with nothing of the caller's
             # click's own messages quote arguments as given (a FILE that does not exist), and
             # strip ANSI codes only when stderr is not a terminal: escape them as ours are.
             # Each is one line: a newline in it is the argument's (a file name's), shown as

@@ -20,7 +20,7 @@ from service.cli.tables import TableColumn, print_table
 
 
 @click.command()
-@click.argument("source", type=click.File("rb"), default="-")
+@click.argument("source", type=click.File("rb"), default="-", metavar="[FILE|-]")
 @db_option
 def append(source: IO[bytes], db_url: str | None) -> None:
     """Append events from a JSON Lines FILE (or - for stdin), all or nothing.

@@ -1,6 +1,6 @@
 """The ``ledger serve`` configuration: a TOML file validated with pydantic, errors naming the key.
 
-database_url = "sqlite:///ledger.db"     # relative to this file; $LEDGER_DATABASE_URL overrides it
+database_url = "sqlite:///ledger.db"  # the default: beside this file; $LEDGER_DATABASE_URL wins
 
 [thresholds]            # when an open run is stuck (defaults: stale_after 60m, no max)
 stale_after = "60m"

@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError
 from connectors.spool import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV
 from ledger.errors import ConfigurationError
 from ledger.text import clip, visible
-from ledger.urls import DATABASE_URL_ENV
+from ledger.urls import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 from service.config.model import LedgerConfig
 
 
@@ -269,6 +269,11 @@ def load_config(path: str | os.PathLike[str]) -> LedgerConfig:
         data["database_url"] = os.environ[DATABASE_URL_ENV]
     elif isinstance(data.get("database_url"), str):
         data["database_url"] = _sqlite_beside(source, data["database_url"])
+    elif "database_url" not in data:
+        # Left out, it is its default beside the file, as the spool's default is: it was
+        # ledger.db in whatever folder serve (or `status --config`) was started from, so a
+        # config that spelt the default out and one that left it out named two ledgers.
+        data["database_url"] = _sqlite_beside(source, DEFAULT_DATABASE_URL)
     # A relative csv path means relative to the config file, wherever serve is started from.
     connectors = data.get("connectors")
     for index, connector in enumerate(connectors if isinstance(connectors, list) else []):

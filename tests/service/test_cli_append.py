@@ -266,6 +266,27 @@ def test_a_byte_order_mark_opens_a_file_fine(ledger: Ledger, db_url: str) -> Non
     assert ledger.head().last_position == 1
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_utf16_file_is_one_problem_saying_how_to_convert_it(
+    ledger: Ledger, db_url: str, tmp_path: Path, encoding: str
+) -> None:
+    """PowerShell's `>` writes UTF-16: its every line was a problem of its own ("line 1: not
+    valid UTF-8 (byte 0)", then "not valid JSON" for each line after), none naming the
+    encoding."""
+    text = SAMPLE.read_text(encoding="utf-8")
+    bom = "\ufeff" if encoding == "utf-16-be" else ""  # Python's utf-16 writes its own
+    source = tmp_path / "events.jsonl"
+    source.write_bytes((bom + text).encode(encoding))
+    result = run("append", str(source), "--db", db_url)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"Error: {source}: invalid input, nothing was appended:\n"
+        "  line 1: the input is UTF-16 (it starts with a UTF-16 byte order mark); JSON Lines "
+        "are UTF-8: convert it first (`iconv -f UTF-16 -t UTF-8`)\n"
+    )
+    assert ledger.head().last_position == 0
+
+
 def test_deep_nesting_and_huge_lines_are_input_errors(ledger: Ledger, db_url: str) -> None:
     deep = (
         '{"type": "RunStarted", "source_id": 1, "connector_name": "S", "metadata": '

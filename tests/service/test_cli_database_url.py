@@ -119,6 +119,44 @@ def test_a_sqlite_url_with_two_slashes_says_how_many_it_takes(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (
+            "sqlite:x.db",
+            "not a database URL: 'sqlite:x.db': a SQLite URL starts with sqlite:/// (three "
+            "slashes before a relative path, four before an absolute one): write sqlite:///x.db",
+        ),
+        (
+            "sqlite:/srv/x.db",
+            "write sqlite:///srv/x.db for srv/x.db in the current folder, or sqlite:////srv/x.db "
+            "for /srv/x.db",
+        ),
+        (
+            "mysql+pymysql:/app:hunter2-pw@db:3306/ledger",
+            "not a database URL: mysql+pymysql: is not followed by // (write "
+            "mysql+pymysql://USER:***@HOST:PORT/DATABASE; the rest is not shown",
+        ),
+        ("ledger.db", "for the SQLite file ledger.db, write sqlite:///ledger.db"),
+        ("/srv/ledger.db", "for the SQLite file /srv/ledger.db, write sqlite:////srv/ledger.db"),
+    ],
+)
+def test_a_url_missing_its_slashes_or_scheme_says_the_url_meant(
+    url: str, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "sqlite:/x.db" said "not a database URL: <unparseable ? URL>", which named neither the
+    # text nor what it lacked; "ledger.db" did not say that a file takes sqlite:///.
+    monkeypatch.chdir(tmp_path)
+    for command in (("runs", "list"), ("migrate",), ("append", "-")):
+        result = run(*command, "--db", url, input="")
+        assert result.exit_code == 2, result.output
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert said in result.stderr, result.stderr
+        assert "unparseable" not in result.stderr
+        assert "hunter2-pw" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_empty_db_is_refused_not_taken_for_no_db(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

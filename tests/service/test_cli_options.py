@@ -125,6 +125,17 @@ def test_the_readme_names_every_option_and_no_option_a_command_lacks() -> None:
     assert wrong == []
 
 
+def test_append_names_its_argument_as_the_readme_and_its_help_do() -> None:
+    """Its usage line said `[SOURCE]`, where the README's heading and its own help text say
+    FILE (or - for stdin)."""
+    usage = run("append", "--help").stdout.splitlines()[0]
+    assert usage.endswith(" append [OPTIONS] [FILE|-]"), usage  # click names the group "cli"
+    assert "### `ledger append [FILE|-] [--db URL]`" in README.read_text(encoding="utf-8")
+    missing = run("append", "no-such-file.jsonl")
+    assert missing.exit_code == 2
+    assert "Invalid value for '[FILE|-]': 'no-such-file.jsonl'" in missing.stderr
+
+
 def test_every_command_takes_verbose() -> None:
     lacking = [
         " ".join(path)

@@ -127,6 +127,19 @@ def test_an_option_before_its_command_says_where_it_goes(args: list[str], said: 
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("group", [[], ["run"], ["runs"], ["config"], ["spool"]])
+def test_a_group_given_no_command_shows_its_help_in_lines(group: list[str]) -> None:
+    """`ledger run` (and `runs`, `config`, `spool`) printed its help as one line, each line
+    break shown as the two characters \\n: the escaping meant for a quoted argument applied to
+    click's own help text."""
+    result = CliRunner().invoke(cli, group, prog_name="ledger")
+    assert result.exit_code == 2, result.output
+    assert "\\n" not in result.output, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"Usage: {' '.join(['ledger', *group])} [OPTIONS] COMMAND"), lines
+    assert "Commands:" in lines
+
+
 def test_an_option_no_command_takes_is_still_no_such_option() -> None:
     result = CliRunner().invoke(cli, ["runs", "--nope", "list"], prog_name="ledger")
     assert result.exit_code == 2

@@ -77,12 +77,15 @@ def write(path: Path, text: str) -> Path:
         ("sqlite://", "sqlite://"),  # in memory
         ("sqlite:///:memory:", "sqlite:///:memory:"),
         ("mysql+pymysql://u:p@db:3306/ledger", "mysql+pymysql://u:p@db:3306/ledger"),
+        # Left out, its default is beside the file too (it was ledger.db in the current folder).
+        (None, "sqlite:///{folder}/ledger.db"),
     ],
 )
 def test_a_sqlite_database_url_is_relative_to_the_config_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: str, expected: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: str | None, expected: str
 ) -> None:
-    config = write(tmp_path / "conf" / "ledger.toml", f'database_url = "{written}"\n')
+    text = "" if written is None else f'database_url = "{written}"\n'
+    config = write(tmp_path / "conf" / "ledger.toml", text + '[sweeper]\ninterval = "15m"\n')
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LEDGER_DATABASE_URL", raising=False)
     folder = config.parent.resolve()
@@ -145,6 +148,31 @@ def test_status_with_a_config_shows_one_spool_from_any_folder(
     assert shown == [str(config.parent.resolve() / ".ledger-spool" / "spool.db")] * 2
 
 
+def test_a_config_without_database_url_names_one_ledger_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default database of a config file is ledger.db beside it, as a config that spells
+    the default out says (`database_url = "sqlite:///ledger.db"`, relative to the file): it was
+    ledger.db in the current folder, so `status --config` from the config's folder found the
+    ledger and from any other folder refused a missing file (and serve made a new one there)."""
+    config = write(tmp_path / "conf" / "ledger.toml", '[sweeper]\ninterval = "15m"\n')
+    monkeypatch.delenv("LEDGER_DATABASE_URL", raising=False)
+    monkeypatch.delenv("LEDGER_SPOOL_DIR", raising=False)
+    beside = config.parent.resolve() / "ledger.db"
+    migrated = CliRunner().invoke(cli, ["migrate", "--db", f"sqlite:///{beside}"])
+    assert migrated.exit_code == 0, migrated.output
+    shown = []
+    for folder, path in ((tmp_path, str(config)), (config.parent, "ledger.toml")):
+        monkeypatch.chdir(folder)
+        result = CliRunner().invoke(cli, ["status", "--config", path, "--format", "json"])
+        assert result.exit_code == 0, result.output
+        shown.append(json.loads(result.output)["database"])
+        checked = CliRunner().invoke(cli, ["config", "check", path])
+        assert f"database sqlite:///{beside}" in checked.output, checked.output
+    assert shown == [f"sqlite:///{beside}"] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf"]  # no ledger.db made here
+
+
 def csv_connector(path: str, enabled: bool = True) -> str:
     return (
         '[[connectors]]\nname = "stations"\ntype = "csv"\nsource_id = 1\n'
@@ -188,7 +216,7 @@ def test_config_check_says_valid_in_lines_that_fit_80_columns(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert result.stdout == (
         f"{config}: valid\n"
-        "  database sqlite:///ledger.db\n"
+        f"  database sqlite:///{tmp_path.resolve() / 'ledger.db'}\n"  # beside the file
         "  1 connector(s) scheduled of 1; stale after 1h; sweep every 15m\n"
     )
 
