@@ -76,7 +76,14 @@ def what_was_appended(result: AppendResult) -> str:
 
 
 @click.command()
-@click.option("--run", "run_id", type=RUN_ID, default=None, help="Only this run, in version order.")
+@click.option(
+    "--run",
+    "run_id",
+    type=RUN_ID,
+    default=None,
+    metavar="ID",
+    help="Only this run, in version order.",
+)
 @click.option(
     "--after",
     type=Integer(0, MAX_POSITION),

@@ -136,6 +136,12 @@ def test_append_names_its_argument_as_the_readme_and_its_help_do() -> None:
     assert "Invalid value for '[FILE|-]': 'no-such-file.jsonl'" in missing.stderr
 
 
+def test_events_names_its_run_option_as_the_readme_does() -> None:
+    """``--run INTEGER`` in its help, where the README's heading says ``--run ID``."""
+    assert "  --run ID " in run("events", "--help").stdout
+    assert "### `ledger events [--run ID] " in README.read_text(encoding="utf-8")
+
+
 def test_every_command_takes_verbose() -> None:
     lacking = [
         " ".join(path)
