@@ -17,7 +17,7 @@ from sqlalchemy.sql.expression import TableClause
 
 from ledger.dialects import causal_reads, is_mysql_backend
 from ledger.driver_errors import translate_errors
-from ledger.errors import ConfigurationError, SchemaError
+from ledger.errors import AccessDeniedError, ConfigurationError, SchemaError
 from ledger.mysql_engine import LOCK_WAIT_TIMEOUT, MYSQL_TIMEOUTS, mysql_engine
 from ledger.schema import REVISIONS, SCHEMA_REVISION, SHARED_VERSION_TABLE, VERSION_TABLE
 from ledger.sqlite_engine import sqlite_engine
@@ -135,12 +135,22 @@ def version_rows(connection: Connection, name: str) -> list[str]:
 def check_schema(engine: Engine, url: str) -> None:
     """Raise :class:`SchemaError` unless the database is at the revision this code needs
     (:data:`ledger.schema.SCHEMA_REVISION`)."""
-    with (
-        translate_errors(url, "schema check"),
-        engine.connect() as connection,
-        causal_reads(connection),
-    ):
-        current = current_revision(connection)
+    try:
+        with (
+            translate_errors(url, "schema check"),
+            engine.connect() as connection,
+            causal_reads(connection),
+        ):
+            current = current_revision(connection)
+    except AccessDeniedError as exc:
+        if VERSION_TABLE not in str(exc):
+            raise
+        # A role granted what the README said before 2026-12-07 (SELECT on alembic_version).
+        raise AccessDeniedError(
+            f'{exc}; grant SELECT on {VERSION_TABLE} to this user (README: "Grants on '
+            f"MySQL/MariaDB\"): run-ledger keeps its schema's revision there, not in "
+            f"{SHARED_VERSION_TABLE}, since 2026-12-07"
+        ) from exc
     if current != SCHEMA_REVISION:
         # Revisions are numbered (0004_schedule_claims): a higher number is a newer run-ledger's,
         # which this one cannot migrate down to.

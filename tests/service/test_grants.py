@@ -89,6 +89,35 @@ def test_the_documented_application_role(ledger: Ledger, backend: str, db_url: s
             app.close()
 
 
+def test_a_role_without_select_on_the_version_table_is_told_which_grant_it_lacks(
+    ledger: Ledger, backend: str, db_url: str
+) -> None:
+    """A role granted what the README said before 2026-12-07 (SELECT on ``alembic_version``,
+    where the revision was kept then): once ``ledger migrate`` moved the revision, its every
+    command is refused naming the grant it lacks, exit 3."""
+    if backend != "mysql":
+        pytest.skip("database roles are a MariaDB matter")
+    with role_url(db_url, "ledger_app") as app_url:
+        admin = create_engine(make_url(db_url))
+        name = make_url(app_url).username
+        try:
+            with admin.begin() as conn:
+                for host in ("%", "localhost"):
+                    database = make_url(db_url).database
+                    conn.execute(
+                        text(
+                            f"REVOKE SELECT ON `{database}`.ledger_alembic_version "
+                            f"FROM '{name}'@'{host}'"
+                        )
+                    )
+        finally:
+            admin.dispose()
+        result = CliRunner().invoke(cli, ["status", "--db", app_url])
+        assert result.exit_code == 3, result.output
+        assert "grant SELECT on ledger_alembic_version to this user" in result.stderr
+        assert make_url(app_url).password not in result.output
+
+
 def test_the_documented_service_role_runs_what_serve_runs(
     ledger: Ledger, backend: str, db_url: str, tmp_path: Path
 ) -> None:
