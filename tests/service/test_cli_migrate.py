@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ledger import Ledger, RunStarted
 from ledger.dialects import database_kind, expected_triggers
-from ledger.schema import metadata
+from ledger.schema import REVISIONS, metadata
 from migrations.runner import alembic_config
 from service.cli import cli
 from tests import support
@@ -25,14 +25,6 @@ from tests.forensics.support import seed_legacy_table
 from tests.support import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
-REVISIONS = (
-    "0001_event_store",
-    "0002_projections",
-    "0003_source_records",
-    "0004_schedule_claims",
-    "0005_rebuild_claims",
-    "0006_record_keys_no_pad",
-)
 
 
 def run(*args: str) -> Result:
