@@ -11,8 +11,16 @@ from starlette.exceptions import HTTPException
 
 from service.api.limits import note_auth_failure
 from service.web.pages import Pages
-from service.web.security import same_origin
-from service.web.sessions import LOGIN_COOKIE, SESSION_COOKIE, WEB_SCOPES, Viewer, safe_next
+from service.web.security import origin_problem
+from service.web.sessions import (
+    CSRF_REFUSED,
+    LOGIN_COOKIE,
+    LOGIN_NONCE_SECONDS,
+    SESSION_COOKIE,
+    WEB_SCOPES,
+    Viewer,
+    safe_next,
+)
 from service.web.state import ROOT, STATIC, Forbidden, LedgerErrorPage, WebState, log
 
 
@@ -63,6 +71,35 @@ def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         )
         return response
 
+    def login_form_problem(request: Request, csrf: str) -> str | None:
+        """Why a posted login form is refused before its token is read, or None: each cause
+        named, with what helps (the page said "expired or did not come from this site:
+        reload it" to all of them, and a reload helps none but an expired form)."""
+        refused = origin_problem(request)
+        if refused is not None:
+            return refused
+        nonce = request.cookies.get(LOGIN_COOKIE)
+        if not nonce:
+            secure = (
+                ", or open it over https: with [web] secure_cookies = true its cookie is Secure, "
+                "and a browser keeps that only from an https page"
+                if state.config.web.secure_cookies
+                else ""
+            )
+            return (
+                "the browser sent the login form without its cookie: allow cookies for this "
+                f"site{secure}"
+            )
+        if not state.sessions.login_nonce_ok(nonce):
+            minutes = LOGIN_NONCE_SECONDS // 60
+            return f"the login form expired (it is valid for {minutes} minutes): reload it"
+        if not state.sessions.csrf_ok(nonce, csrf):
+            return (
+                "the login form does not match the browser's login cookie (a login form "
+                "opened since, in another tab?): reload it"
+            )
+        return None
+
     @app.get("/login")
     def login_page(request: Request, next: str | None = None) -> Response:
         return login_form(request, viewer_of(request), safe_next(next, ROOT), failed=False)
@@ -74,13 +111,9 @@ def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         csrf: Annotated[str, Form(max_length=200)] = "",
         next: Annotated[str, Form(max_length=2000)] = "",
     ) -> Response:
-        nonce = request.cookies.get(LOGIN_COOKIE)
-        if (
-            not same_origin(request)
-            or not state.sessions.login_nonce_ok(nonce)
-            or not state.sessions.csrf_ok(nonce, csrf)
-        ):
-            raise Forbidden("the login form expired or did not come from this site: reload it")
+        refused = login_form_problem(request, csrf)
+        if refused is not None:
+            raise Forbidden(refused)
         found = state.sessions.login(token.strip())  # compared in constant time
         attempt = state.auth_failures.attempt_of(request.scope, right=found is not None)
         if attempt.wait is not None:  # whatever the token: a guess tells nothing meanwhile
@@ -121,10 +154,12 @@ def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
     @app.post("/logout")
     def logout(request: Request, csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
         viewer = viewer_of(request)
-        if viewer is not None and not (
-            same_origin(request) and state.sessions.csrf_ok(viewer.nonce, csrf)
-        ):
-            raise Forbidden("the form's CSRF token is missing or wrong: reload the page")
+        if viewer is not None:
+            refused = origin_problem(request)
+            if refused is None and not state.sessions.csrf_ok(viewer.nonce, csrf):
+                refused = CSRF_REFUSED
+            if refused is not None:
+                raise Forbidden(refused)
         if viewer is not None:
             state.sessions.revoke(viewer)
         response = RedirectResponse(ROOT + "/login", status_code=303)

@@ -22,8 +22,8 @@ from projections.as_of import (
     parse_as_of,
 )
 from service.api.params import repeated_parameters, url_integer
-from service.web.security import public_host, request_host, same_origin
-from service.web.sessions import SESSION_COOKIE, Viewer
+from service.web.security import origin_problem, public_host, request_host
+from service.web.sessions import CSRF_REFUSED, SESSION_COOKIE, Viewer
 from service.web.state import ROOT, Forbidden, LedgerErrorPage, LoginRequired, Moment, WebState
 
 
@@ -184,8 +184,11 @@ class Pages:
         viewer = self.viewer_of(request)
         if viewer is None:
             raise LoginRequired
-        if not same_origin(request) or not self.state.sessions.csrf_ok(viewer.nonce, csrf):
-            raise Forbidden("the form's CSRF token is missing or wrong: reload the page")
+        refused = origin_problem(request)
+        if refused is not None:
+            raise Forbidden(refused)
+        if not self.state.sessions.csrf_ok(viewer.nonce, csrf):
+            raise Forbidden(CSRF_REFUSED)
         if "operate" not in viewer.scopes:
             raise Forbidden(f"token {viewer.name!r} lacks the 'operate' scope")
         return viewer

@@ -27,6 +27,9 @@ from service.config import LedgerConfig
 SESSION_COOKIE = "ledger_web_session"
 LOGIN_COOKIE = "ledger_web_login"
 LOGIN_NONCE_SECONDS = 30 * 60
+# A form's CSRF token that is not its session's (missing, forged, or a page of a session
+# logged out or replaced since).
+CSRF_REFUSED = "the form's CSRF token is missing or wrong: reload the page"
 # Logouts kept per token (each until its session would have expired). One more ends every
 # session of the token instead (see Sessions.revoke): one logout per request grew the
 # process's memory, and each logout's scan of them, without bound for a whole lifetime.
@@ -219,4 +222,13 @@ def safe_next(target: str | None, root: str) -> str:
     return target
 
 
-__all__ = ["LOGIN_COOKIE", "SESSION_COOKIE", "WEB_SCOPES", "Sessions", "Viewer", "safe_next"]
+__all__ = [
+    "CSRF_REFUSED",
+    "LOGIN_COOKIE",
+    "LOGIN_NONCE_SECONDS",
+    "SESSION_COOKIE",
+    "WEB_SCOPES",
+    "Sessions",
+    "Viewer",
+    "safe_next",
+]
