@@ -45,10 +45,15 @@ def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         return state.config.web.secure_cookies or request.url.scheme == "https"
 
     def login_form(
-        request: Request, viewer: Viewer | None, target: str, failed: bool
+        request: Request,
+        viewer: Viewer | None,
+        target: str,
+        failed: bool,
+        from_another_site: bool = False,
     ) -> HTMLResponse:
         """The login page with a fresh nonce in its own cookie (the form's CSRF token is bound
-        to it); 401 after a refused token."""
+        to it); 401 after a refused token. ``from_another_site``: offer a link to ``target``
+        for a visitor whose browser withheld its session (see :func:`login_page`)."""
         nonce = state.sessions.login_nonce()
         response = render(
             request,
@@ -58,6 +63,7 @@ def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             next=target,
             login_csrf=state.sessions.csrf_token(nonce),
             failed=failed,
+            from_another_site=from_another_site,
             status_code=401 if failed else 200,
         )
         response.set_cookie(
@@ -102,7 +108,24 @@ def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
 
     @app.get("/login")
     def login_page(request: Request, next: str | None = None) -> Response:
-        return login_form(request, viewer_of(request), safe_next(next, ROOT), failed=False)
+        viewer = viewer_of(request)
+        # The session cookie is SameSite=Strict: a browser does not send it with a navigation
+        # from another site (a link to a run in a ticket, a chat, a mail), so a reader who is
+        # logged in lands here and was asked for a token again. A link on this page is this
+        # site's own: a click on it opens the page with the cookie (what Strict guards stays
+        # guarded: another site's navigation alone never carries it).
+        from_another_site = (
+            viewer is None
+            and next is not None
+            and request.headers.get("sec-fetch-site") == "cross-site"
+        )
+        return login_form(
+            request,
+            viewer,
+            safe_next(next, ROOT),
+            failed=False,
+            from_another_site=from_another_site,
+        )
 
     @app.post("/login")
     def login(
