@@ -26,6 +26,9 @@ from service.web.security import origin_problem, public_host, request_host
 from service.web.sessions import CSRF_REFUSED, SESSION_COOKIE, Viewer
 from service.web.state import ROOT, Forbidden, LedgerErrorPage, LoginRequired, Moment, WebState
 
+# The query parameters of a page's moment, and of its paging, which stood at that moment.
+MOMENT_AND_PAGING = frozenset({*QUERY_NAMES, "before", "after"})
+
 
 def echoed(value: str) -> str:
     """A refused query value as a page repeats it: quoted, visible and at most 40 characters
@@ -136,6 +139,21 @@ class Pages:
             query = {**moment.params, **query}
         return ROOT + path + ("?" + urlencode(query) if query else "")
 
+    @staticmethod
+    def now_link(request: Request) -> str:
+        """The page the as-of banner's "Back to now" opens: this one, live (its path and
+        filters, without the moment and the paging that stood at it). It opened the runs list
+        from any page but the four of the menu: from a run as of a moment, the run was lost
+        (and a filter of the runs list with it)."""
+        kept = [
+            (name, value)
+            for name, value in request.query_params.multi_items()
+            if name not in MOMENT_AND_PAGING
+        ]
+        # As the login's redirect reads it: the path with or without the mount's root.
+        path = ROOT + request.url.path.removeprefix(request.scope.get("root_path", ""))
+        return path + ("?" + urlencode(kept) if kept else "")
+
     def render(
         self,
         request: Request,
@@ -157,6 +175,7 @@ class Pages:
             moment=moment,
             link=lambda path, **p: self.link(path, moment, **p),
             plain_link=self.link,
+            now_link=self.now_link(request),
             # The red banner, to those who may read (an anonymous visitor of the login or an
             # error page learns nothing of the ledger): the last verify that ran to the end.
             verify=self.state.verify.completed if self.may_read(viewer, request) else None,
