@@ -3,6 +3,7 @@ database, escaping, the security headers, logins, CSRF, the fail form, as-of, th
 
 from __future__ import annotations
 
+import hashlib
 import html
 import inspect
 import logging
@@ -491,6 +492,18 @@ def test_the_fail_form_refuses_a_reason_that_shows_nothing(
 def test_the_style_sheet_may_be_cached_and_pages_may_not(client: TestClient) -> None:
     assert client.get("/web/static/style.css").headers["cache-control"] == "public, max-age=3600"
     assert client.get("/web/login").headers["cache-control"] == "no-store"
+
+
+def test_a_changed_style_sheet_has_a_new_address(client: TestClient) -> None:
+    """Browsers keep the style sheet an hour: after an upgrade that changed it, pages were laid
+    out by the old one for that long. Its address carries a digest of its content."""
+    stylesheet = (Path(views.__file__).parent / "static" / "style.css").read_bytes()
+    digest = hashlib.sha256(stylesheet).hexdigest()[:12]
+    for page in (client.get("/web/login"), client.get("/web/nothing")):
+        assert f'href="/web/static/style.css?v={digest}"' in page.text
+    answer = client.get(f"/web/static/style.css?v={digest}")
+    assert answer.status_code == 200
+    assert answer.content == stylesheet
 
 
 def test_the_fail_notice_shows_on_a_run_longer_than_a_timeline_part(
