@@ -23,7 +23,7 @@ from projections.as_of import (
 )
 from service.api.params import repeated_parameters, url_integer
 from service.web.security import origin_problem, public_host, request_host
-from service.web.sessions import CSRF_REFUSED, SESSION_COOKIE, Viewer
+from service.web.sessions import CSRF_REFUSED, NEXT_MAX, SESSION_COOKIE, Viewer
 from service.web.state import ROOT, Forbidden, LedgerErrorPage, LoginRequired, Moment, WebState
 
 # The query parameters of a page's moment, and of its paging, which stood at that moment.
@@ -140,6 +140,15 @@ class Pages:
         return ROOT + path + ("?" + urlencode(query) if query else "")
 
     @staticmethod
+    def here(request: Request) -> str | None:
+        """This page's address (path and query), for the header's "Log in" to come back to:
+        it led to the runs list, and a visitor reading with public_read lost the run or the
+        moment they were on. None when too long for the login's ``next``."""
+        path = ROOT + request.url.path.removeprefix(request.scope.get("root_path", ""))
+        address = path + ("?" + request.url.query if request.url.query else "")
+        return address if len(address) <= NEXT_MAX else None
+
+    @staticmethod
     def now_link(request: Request) -> str:
         """The page the as-of banner's "Back to now" opens: this one, live (its path and
         filters, without the moment and the paging that stood at it). It opened the runs list
@@ -176,6 +185,7 @@ class Pages:
             link=lambda path, **p: self.link(path, moment, **p),
             plain_link=self.link,
             now_link=self.now_link(request),
+            here=self.here(request),
             # The red banner, to those who may read (an anonymous visitor of the login or an
             # error page learns nothing of the ledger): the last verify that ran to the end.
             verify=self.state.verify.completed if self.may_read(viewer, request) else None,

@@ -588,6 +588,31 @@ def test_public_read_needs_no_login_but_failing_still_does(
     client.app.state.api.close()  # type: ignore[attr-defined]
 
 
+def test_the_headers_log_in_comes_back_to_the_page_it_was_on(
+    db_url: str, demo: dict[str, int]
+) -> None:
+    """With public_read, the header's "Log in" led to the runs list after the login: a
+    visitor on a run, or as of a moment, lost it."""
+    page_url = f"/web/runs/{demo['open']}?at_position=2"
+    with make_client(db_url, public_read=True) as client:
+        page = client.get(page_url)
+        found = re.search(r'<a href="([^"]+)" id="log-in">Log in</a>', page.text)
+        assert found, page.text
+        # An address too long for the login's next: the plain login.
+        long_url = "/web/runs?connector=" + "x" * 2100
+        assert 'href="/web/login" id="log-in"' in client.get(long_url).text
+        login = client.get(html.unescape(found.group(1)))
+        assert f'name="next" value="{html.escape(page_url)}"' in login.text
+        back = client.post(
+            "/web/login",
+            data={"token": TOKENS["reader"][0], "csrf": csrf_of(login.text), "next": page_url},
+            follow_redirects=False,
+        )
+        assert back.headers["location"] == page_url
+    client.app.state.web.close()  # type: ignore[attr-defined]
+    client.app.state.api.close()  # type: ignore[attr-defined]
+
+
 def test_as_of_shows_a_banner_and_history_as_it_was(
     client: TestClient, demo: dict[str, int]
 ) -> None:
