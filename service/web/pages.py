@@ -143,7 +143,10 @@ class Pages:
     def here(request: Request) -> str | None:
         """This page's address (path and query), for the header's "Log in" to come back to:
         it led to the runs list, and a visitor reading with public_read lost the run or the
-        moment they were on. None when too long for the login's ``next``."""
+        moment they were on. None when too long for the login's ``next``, and for a form's
+        post (a refused login's page: its address answers no GET)."""
+        if request.method not in ("GET", "HEAD"):
+            return None
         path = ROOT + request.url.path.removeprefix(request.scope.get("root_path", ""))
         address = path + ("?" + request.url.query if request.url.query else "")
         return address if len(address) <= NEXT_MAX else None

@@ -598,9 +598,12 @@ def test_the_headers_log_in_comes_back_to_the_page_it_was_on(
         page = client.get(page_url)
         found = re.search(r'<a href="([^"]+)" id="log-in">Log in</a>', page.text)
         assert found, page.text
-        # An address too long for the login's next: the plain login.
+        # An address too long for the login's next, or a form's: the plain login.
         long_url = "/web/runs?connector=" + "x" * 2100
         assert 'href="/web/login" id="log-in"' in client.get(long_url).text
+        refused = client.post("/web/login", data={"token": "x", "csrf": "forged"})
+        assert refused.status_code == 403
+        assert 'href="/web/login" id="log-in"' in refused.text
         login = client.get(html.unescape(found.group(1)))
         assert f'name="next" value="{html.escape(page_url)}"' in login.text
         back = client.post(
