@@ -183,7 +183,6 @@ def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
                 refused = CSRF_REFUSED
             if refused is not None:
                 raise Forbidden(refused)
-        if viewer is not None:
             state.sessions.revoke(viewer)
         response = RedirectResponse(ROOT + "/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=ROOT)
