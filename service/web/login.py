@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from importlib.resources import files
 from typing import Annotated
 
@@ -169,10 +170,30 @@ def add_login_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
             path=ROOT,
             httponly=True,
             samesite="strict",
-            secure=cookie_secure(request),
+            secure=session_cookie_secure(request),
         )
         redirect.delete_cookie(LOGIN_COOKIE, path=ROOT)
         return redirect
+
+    https_unconfigured_said = threading.Event()
+
+    def session_cookie_secure(request: Request) -> bool:
+        """Secure as every cookie is (:func:`cookie_secure`), and also when the login form was
+        posted from an https page (its Origin, which the browser writes): behind a TLS proxy
+        without ``[web] secure_cookies = true`` the session cookie went without Secure, and a
+        browser would send it over plain http to that host. A WARNING (once) says to set it."""
+        if cookie_secure(request):
+            return True
+        if not request.headers.get("origin", "").startswith("https://"):
+            return False
+        if not https_unconfigured_said.is_set():
+            https_unconfigured_said.set()
+            log.warning(
+                "web login from an https page, and [web] secure_cookies is false: the session "
+                "cookie is made Secure from the form's Origin, but the login form's is not; "
+                "behind a TLS proxy set [web] secure_cookies = true"
+            )
+        return True
 
     @app.post("/logout")
     def logout(request: Request, csrf: Annotated[str, Form(max_length=200)] = "") -> Response:

@@ -333,6 +333,37 @@ def test_login_sets_a_strict_httponly_cookie_and_refuses_a_wrong_token(
     assert TOKENS["reader"][0] not in cookie
 
 
+def test_a_login_from_an_https_page_gets_a_secure_cookie_and_a_warning(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind a TLS proxy without ``[web] secure_cookies = true`` (the server sees only http),
+    the session cookie went without Secure: a browser sends it over plain http to that host.
+    The form's Origin says the page was https: the cookie is Secure, and a WARNING (once) says
+    what to set."""
+    caplog.set_level(logging.WARNING, logger="ledger.web")
+    for _ in range(2):
+        page = client.get("/web/login")
+        ok = client.post(
+            "/web/login",
+            data={"token": TOKENS["reader"][0], "csrf": csrf_of(page.text)},
+            headers={"Origin": "https://testserver"},
+            follow_redirects=False,
+        )
+        assert ok.status_code == 303
+        assert "Secure" in ok.headers["set-cookie"]
+        client.cookies.clear()
+    said = [r.getMessage() for r in caplog.records if "secure_cookies" in r.getMessage()]
+    assert len(said) == 1, said
+    page = client.get("/web/login")
+    plain = client.post(
+        "/web/login",
+        data={"token": TOKENS["reader"][0], "csrf": csrf_of(page.text)},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert "Secure" not in plain.headers["set-cookie"]  # an http page keeps its cookie
+
+
 def test_login_without_its_csrf_token_is_refused(client: TestClient) -> None:
     client.get("/web/login")
     response = client.post("/web/login", data={"token": TOKENS["reader"][0], "csrf": "forged"})
