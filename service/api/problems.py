@@ -43,6 +43,11 @@ RETRY_AFTER_SCHEMA = 30
 RETRY_AFTER_BUSY = 5  # seconds a client waits when the expensive requests are all taken
 
 
+# What a 503 tells an API client about resending (the web view's pages, whose visitors send no
+# body of events, leave it out: :func:`service.web.errors.for_a_page`).
+RESENT_APPEND = "an append retried with the same body is not appended twice"
+
+
 @contextmanager
 def expensive_slot(
     slots: threading.BoundedSemaphore,
@@ -266,8 +271,7 @@ def _storage_problem(error: StorageError, text: str, outage: Outage | None) -> A
             "database-unreachable",
             "Database unreachable",
             "the database cannot be reached or stopped answering (the server's log says "
-            f"why): retry in {RETRY_AFTER_UNREACHABLE} s; an append retried with the same body "
-            "is not appended twice",
+            f"why): retry in {RETRY_AFTER_UNREACHABLE} s; {RESENT_APPEND}",
             headers={"Retry-After": str(RETRY_AFTER_UNREACHABLE)},
         )
     # Another failure of the database (its database dropped, a disk full, a SQLite lock held
@@ -291,8 +295,7 @@ def database_busy_problem(what: str) -> ApiProblem:
         "database-busy",
         "Database busy",
         f"{what} longer than this request may wait ([api] database_timeout); nothing of it "
-        f"was written: retry in {RETRY_AFTER_UNREACHABLE} s (an append retried with the same "
-        "body is not appended twice)",
+        f"was written: retry in {RETRY_AFTER_UNREACHABLE} s ({RESENT_APPEND})",
         headers={"Retry-After": str(RETRY_AFTER_UNREACHABLE)},
     )
 

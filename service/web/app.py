@@ -8,7 +8,9 @@ Every response carries a Content-Security-Policy without scripts and without fra
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from importlib.resources import files
 
 from fastapi import FastAPI
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -61,6 +63,7 @@ def create_web_app(
     )
     templates.filters.update(views.FILTERS)
     templates.globals["absent"] = ABSENT  # a missing value, spelled as everywhere else
+    templates.globals["style_version"] = style_version()
     # No slash redirects: Starlette's are absolute, from the request's scheme and Host (see
     # the API's app).
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
@@ -71,6 +74,14 @@ def create_web_app(
     add_proof_routes(app, state, pages)
     app.state.web = state
     return app, state
+
+
+def style_version() -> str:
+    """A digest of the style sheet, in its address on every page: browsers keep it an hour
+    (its Cache-Control), and after an upgrade that changed it, pages were laid out by the old
+    one for as long; a new style sheet has a new address."""
+    body = files("service.web").joinpath("static", "style.css").read_bytes()
+    return hashlib.sha256(body).hexdigest()[:12]
 
 
 __all__ = ["ROOT", "SecurityHeaders", "WebState", "create_web_app"]

@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from ledger import LedgerError
 from ledger.text import visible
 from service.api.head import allowed_methods
-from service.api.problems import problem_for
+from service.api.problems import RESENT_APPEND, problem_for
 from service.web.pages import Pages
 from service.web.state import ROOT, Forbidden, LedgerErrorPage, LoginRequired, WebState
 
@@ -43,7 +43,7 @@ def add_error_handlers(app: FastAPI, state: WebState, pages: Pages) -> None:
     @app.exception_handler(LedgerError)
     async def ledger_error(request: Request, exc: LedgerError) -> Response:
         problem = problem_for(exc, state.outage)
-        response = error_page(request, problem.status, problem.title, problem.detail)
+        response = error_page(request, problem.status, problem.title, for_a_page(problem.detail))
         response.headers.update(problem.headers)  # Retry-After on a 503, as the API sends it
         return response
 
@@ -80,3 +80,10 @@ def add_error_handlers(app: FastAPI, state: WebState, pages: Pages) -> None:
             if allow is not None:
                 response.headers["Allow"] = allow
         return response
+
+
+def for_a_page(detail: str) -> str:
+    """A problem's detail as a page says it: without the API's advice on resending a body of
+    events, which a visitor never sent (the runs page of an auditor in an outage said "an
+    append retried with the same body is not appended twice")."""
+    return detail.replace(f"; {RESENT_APPEND}", "").replace(f" ({RESENT_APPEND})", "")

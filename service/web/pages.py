@@ -22,9 +22,12 @@ from projections.as_of import (
     parse_as_of,
 )
 from service.api.params import repeated_parameters, url_integer
-from service.web.security import public_host, request_host, same_origin
-from service.web.sessions import SESSION_COOKIE, Viewer
+from service.web.security import origin_problem, public_host, request_host
+from service.web.sessions import CSRF_REFUSED, NEXT_MAX, SESSION_COOKIE, Viewer
 from service.web.state import ROOT, Forbidden, LedgerErrorPage, LoginRequired, Moment, WebState
+
+# The query parameters of a page's moment, and of its paging, which stood at that moment.
+MOMENT_AND_PAGING = frozenset({*QUERY_NAMES, "before", "after"})
 
 
 def echoed(value: str) -> str:
@@ -136,6 +139,33 @@ class Pages:
             query = {**moment.params, **query}
         return ROOT + path + ("?" + urlencode(query) if query else "")
 
+    @staticmethod
+    def here(request: Request) -> str | None:
+        """This page's address (path and query), for the header's "Log in" to come back to:
+        it led to the runs list, and a visitor reading with public_read lost the run or the
+        moment they were on. None when too long for the login's ``next``, and for a form's
+        post (a refused login's page: its address answers no GET)."""
+        if request.method not in ("GET", "HEAD"):
+            return None
+        path = ROOT + request.url.path.removeprefix(request.scope.get("root_path", ""))
+        address = path + ("?" + request.url.query if request.url.query else "")
+        return address if len(address) <= NEXT_MAX else None
+
+    @staticmethod
+    def now_link(request: Request) -> str:
+        """The page the as-of banner's "Back to now" opens: this one, live (its path and
+        filters, without the moment and the paging that stood at it). It opened the runs list
+        from any page but the four of the menu: from a run as of a moment, the run was lost
+        (and a filter of the runs list with it)."""
+        kept = [
+            (name, value)
+            for name, value in request.query_params.multi_items()
+            if name not in MOMENT_AND_PAGING
+        ]
+        # As the login's redirect reads it: the path with or without the mount's root.
+        path = ROOT + request.url.path.removeprefix(request.scope.get("root_path", ""))
+        return path + ("?" + urlencode(kept) if kept else "")
+
     def render(
         self,
         request: Request,
@@ -157,6 +187,8 @@ class Pages:
             moment=moment,
             link=lambda path, **p: self.link(path, moment, **p),
             plain_link=self.link,
+            now_link=self.now_link(request),
+            here=self.here(request),
             # The red banner, to those who may read (an anonymous visitor of the login or an
             # error page learns nothing of the ledger): the last verify that ran to the end.
             verify=self.state.verify.completed if self.may_read(viewer, request) else None,
@@ -184,8 +216,11 @@ class Pages:
         viewer = self.viewer_of(request)
         if viewer is None:
             raise LoginRequired
-        if not same_origin(request) or not self.state.sessions.csrf_ok(viewer.nonce, csrf):
-            raise Forbidden("the form's CSRF token is missing or wrong: reload the page")
+        refused = origin_problem(request)
+        if refused is not None:
+            raise Forbidden(refused)
+        if not self.state.sessions.csrf_ok(viewer.nonce, csrf):
+            raise Forbidden(CSRF_REFUSED)
         if "operate" not in viewer.scopes:
             raise Forbidden(f"token {viewer.name!r} lacks the 'operate' scope")
         return viewer

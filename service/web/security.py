@@ -9,7 +9,8 @@ from collections.abc import Collection
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.web.state import ROOT
+from ledger.text import clip, visible
+from service.web.state import ROOT, log
 
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -66,17 +67,41 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def same_origin(request: Request) -> bool:
-    """A form post from this site: its Origin (or, without one, its Referer) names this host.
-    A browser always sends one of them with a cross-site POST."""
+def origin_problem(request: Request) -> str | None:
+    """Why a form post is refused as another site's, or None when it is this site's: its
+    Origin (or, without one, its Referer) names this request's host (a browser always sends one
+    of them with a cross-site POST). Said in full, the origin it came from and the host this
+    server answers as. A reverse proxy that does not pass the browser's ``Host`` on makes
+    every form of the site "another site's": the page said only "reload", which never helps,
+    and the log said nothing."""
     host = request.headers.get("host", "")
     origin = request.headers.get("origin")
     if origin is not None:
-        return origin != "null" and origin.split("://", 1)[-1] == host
-    referer = request.headers.get("referer")
-    if referer is not None:
-        return referer.split("://", 1)[-1].split("/", 1)[0] == host
-    return True  # neither (not a browser, or stripped): the CSRF token and SameSite decide
+        if origin != "null" and origin.split("://", 1)[-1] == host:
+            return None
+        sent = origin
+    else:
+        referer = request.headers.get("referer")
+        if referer is None:
+            return None  # neither (not a browser, or stripped): the CSRF token and SameSite decide
+        # Only its origin is named: the rest of the address is another site's business.
+        parts = referer.split("://", 1)
+        where = parts[-1].split("/", 1)[0]
+        if where == host:
+            return None
+        sent = f"{parts[0]}://{where}" if len(parts) == 2 else where
+    if sent == "null":
+        came_from = "a page without an origin (Origin: null: a sandboxed page, a local file)"
+    else:
+        came_from = repr(clip(visible(sent), 100))
+    problem = (
+        f"the form was posted from {came_from}, and this server answers as "
+        f"{clip(visible(host), 100)!r} (the request's Host): a form from another site is "
+        "refused. Behind a reverse proxy, pass the browser's Host on (nginx: "
+        "proxy_set_header Host $host)"
+    )
+    log.warning("web form refused: %s", problem)
+    return problem
 
 
 # Names no DNS answer can rebind: the browser's own machine.

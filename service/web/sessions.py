@@ -27,6 +27,11 @@ from service.config import LedgerConfig
 SESSION_COOKIE = "ledger_web_session"
 LOGIN_COOKIE = "ledger_web_login"
 LOGIN_NONCE_SECONDS = 30 * 60
+# The longest page address a login goes on to (its ``next``).
+NEXT_MAX = 2000
+# A form's CSRF token that is not its session's (missing, forged, or a page of a session
+# logged out or replaced since).
+CSRF_REFUSED = "the form's CSRF token is missing or wrong: reload the page"
 # Logouts kept per token (each until its session would have expired). One more ends every
 # session of the token instead (see Sessions.revoke): one logout per request grew the
 # process's memory, and each logout's scan of them, without bound for a whole lifetime.
@@ -207,7 +212,7 @@ def safe_next(target: str | None, root: str) -> str:
     """Where to go after the login: a path inside the web view only (no other host, no
     ``//evil``, no ``/\\evil``, no scheme, no ``..``), else the runs page."""
     default = f"{root}/runs"
-    if not target or len(target) > 2000:
+    if not target or len(target) > NEXT_MAX:
         return default
     if not target.startswith(root + "/") or target.startswith("//"):
         return default
@@ -219,4 +224,14 @@ def safe_next(target: str | None, root: str) -> str:
     return target
 
 
-__all__ = ["LOGIN_COOKIE", "SESSION_COOKIE", "WEB_SCOPES", "Sessions", "Viewer", "safe_next"]
+__all__ = [
+    "CSRF_REFUSED",
+    "LOGIN_COOKIE",
+    "LOGIN_NONCE_SECONDS",
+    "NEXT_MAX",
+    "SESSION_COOKIE",
+    "WEB_SCOPES",
+    "Sessions",
+    "Viewer",
+    "safe_next",
+]

@@ -111,8 +111,33 @@ def clipped(text: str, limit: int = 80) -> str:
     return clip(visible(text), limit)
 
 
-FILTERS: dict[str, Callable[..., str]] = {
+# A value longer than this (in characters as shown) is folded where it stands: a connector's
+# error message holds a stack trace of thousands of characters (up to the 1 MB of an event),
+# shown whole it made a run's timeline row (and its legacy row beside it) thousands of lines
+# tall at 40 characters a line, the events after it far below.
+FOLD_AT = 200
+
+
+def folds(text: Any) -> bool:
+    """Is ``text`` long enough to be folded (see the ``folded`` macro)?"""
+    return len(visible(str(text))) > FOLD_AT
+
+
+def fold_head(text: Any) -> str:
+    """What a folded value shows before it is opened: its first characters, as shown."""
+    return clipped(str(text), FOLD_AT)
+
+
+def shown_length(text: Any) -> str:
+    """How many characters ``text`` shows (escapes counted as shown), with thousands marked."""
+    return f"{len(visible(str(text))):,}"
+
+
+FILTERS: dict[str, Callable[..., Any]] = {
     "clip": clipped,
+    "folds": folds,
+    "fold_head": fold_head,
+    "shown_length": shown_length,
     "form_value": form_value,
     "utc": utc,
     "iso": iso,

@@ -224,6 +224,28 @@ def test_a_script_in_an_error_message_does_not_run(
     shot(browser, "error")
 
 
+def test_a_link_from_another_site_opens_the_page_of_a_logged_in_reader_in_one_click(
+    served: dict[str, object], browser: WebDriver
+) -> None:
+    """The session cookie is SameSite=Strict: the browser withholds it from a navigation
+    another site starts (a link to a run in a ticket), and a reader logged in was sent to the
+    login page for a token. That page now offers the page asked for as a link of its own site,
+    which the browser opens with the cookie."""
+    base = str(served["base"])
+    run_page = f"{base}/web/runs/{served['hostile']}"
+    log_in(browser, base, "reader")
+    # A page of no site of ours (an opaque origin) linking to a run, as a ticket does.
+    browser.get(f'data:text/html,<a id="ticket" href="{run_page}">the failed run</a>')
+    browser.find_element(By.ID, "ticket").click()
+    wait_for(browser, "/web/login")
+    notice = browser.find_element(By.ID, "from-another-site")
+    assert "Logged in already?" in notice.text
+    shot(browser, "login-from-another-site")
+    browser.find_element(By.ID, "open-page").click()
+    WebDriverWait(browser, 15).until(lambda d: d.current_url == run_page)
+    assert "RunFinished" in browser.find_element(By.CSS_SELECTOR, ".timeline").text
+
+
 def test_a_tampered_ledger_shows_the_red_banner(
     served: dict[str, object], browser: WebDriver
 ) -> None:

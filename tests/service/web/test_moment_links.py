@@ -76,3 +76,24 @@ def test_the_older_runs_link_keeps_an_as_of_time(client: TestClient) -> None:
     banner = re.search(r'<div class="banner asof".*?</div>', second.text, re.S)
     assert banner
     assert "2026-03-01 13:05:00" in banner.group(0)
+
+
+def test_back_to_now_opens_the_same_page_live(client: TestClient) -> None:
+    """The as-of banner's "Back to now" opened the runs list from every page but the menu's
+    four, without its filters: from a run as of a moment, the run was lost."""
+    log_in(client, "reader")
+    as_of = isoformat_utc(AS_OF)
+    pages = {
+        f"/web/runs/1?as_of={as_of}&after=1": "/web/runs/1",
+        "/web/runs?at_position=3&status=running&connector=silent&before=40": (
+            "/web/runs?status=running&amp;connector=silent"
+        ),
+        "/web/stuck?at_position=3": "/web/stuck",
+        "/web/proof?at_position=3": "/web/proof",
+        "/web/integrity?at_position=3": "/web/integrity",
+    }
+    for url, live in pages.items():
+        page = client.get(url)
+        assert page.status_code == 200, (url, page.text[:300])
+        assert f'<a href="{live}" id="back-to-now">Back to now</a>' in page.text, url
+        assert client.get(unescape(live)).status_code == 200

@@ -3,6 +3,7 @@ database, escaping, the security headers, logins, CSRF, the fail form, as-of, th
 
 from __future__ import annotations
 
+import hashlib
 import html
 import inspect
 import logging
@@ -332,6 +333,37 @@ def test_login_sets_a_strict_httponly_cookie_and_refuses_a_wrong_token(
     assert TOKENS["reader"][0] not in cookie
 
 
+def test_a_login_from_an_https_page_gets_a_secure_cookie_and_a_warning(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind a TLS proxy without ``[web] secure_cookies = true`` (the server sees only http),
+    the session cookie went without Secure: a browser sends it over plain http to that host.
+    The form's Origin says the page was https: the cookie is Secure, and a WARNING (once) says
+    what to set."""
+    caplog.set_level(logging.WARNING, logger="ledger.web")
+    for _ in range(2):
+        page = client.get("/web/login")
+        ok = client.post(
+            "/web/login",
+            data={"token": TOKENS["reader"][0], "csrf": csrf_of(page.text)},
+            headers={"Origin": "https://testserver"},
+            follow_redirects=False,
+        )
+        assert ok.status_code == 303
+        assert "Secure" in ok.headers["set-cookie"]
+        client.cookies.clear()
+    said = [r.getMessage() for r in caplog.records if "secure_cookies" in r.getMessage()]
+    assert len(said) == 1, said
+    page = client.get("/web/login")
+    plain = client.post(
+        "/web/login",
+        data={"token": TOKENS["reader"][0], "csrf": csrf_of(page.text)},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert "Secure" not in plain.headers["set-cookie"]  # an http page keeps its cookie
+
+
 def test_login_without_its_csrf_token_is_refused(client: TestClient) -> None:
     client.get("/web/login")
     response = client.post("/web/login", data={"token": TOKENS["reader"][0], "csrf": "forged"})
@@ -493,6 +525,18 @@ def test_the_style_sheet_may_be_cached_and_pages_may_not(client: TestClient) -> 
     assert client.get("/web/login").headers["cache-control"] == "no-store"
 
 
+def test_a_changed_style_sheet_has_a_new_address(client: TestClient) -> None:
+    """Browsers keep the style sheet an hour: after an upgrade that changed it, pages were laid
+    out by the old one for that long. Its address carries a digest of its content."""
+    stylesheet = (Path(views.__file__).parent / "static" / "style.css").read_bytes()
+    digest = hashlib.sha256(stylesheet).hexdigest()[:12]
+    for page in (client.get("/web/login"), client.get("/web/nothing")):
+        assert f'href="/web/static/style.css?v={digest}"' in page.text
+    answer = client.get(f"/web/static/style.css?v={digest}")
+    assert answer.status_code == 200
+    assert answer.content == stylesheet
+
+
 def test_the_fail_notice_shows_on_a_run_longer_than_a_timeline_part(
     client: TestClient, db_url: str
 ) -> None:
@@ -571,6 +615,34 @@ def test_public_read_needs_no_login_but_failing_still_does(
         )
         assert response.status_code == 303
         assert "/web/login" in response.headers["location"]
+    client.app.state.web.close()  # type: ignore[attr-defined]
+    client.app.state.api.close()  # type: ignore[attr-defined]
+
+
+def test_the_headers_log_in_comes_back_to_the_page_it_was_on(
+    db_url: str, demo: dict[str, int]
+) -> None:
+    """With public_read, the header's "Log in" led to the runs list after the login: a
+    visitor on a run, or as of a moment, lost it."""
+    page_url = f"/web/runs/{demo['open']}?at_position=2"
+    with make_client(db_url, public_read=True) as client:
+        page = client.get(page_url)
+        found = re.search(r'<a href="([^"]+)" id="log-in">Log in</a>', page.text)
+        assert found, page.text
+        # An address too long for the login's next, or a form's: the plain login.
+        long_url = "/web/runs?connector=" + "x" * 2100
+        assert 'href="/web/login" id="log-in"' in client.get(long_url).text
+        refused = client.post("/web/login", data={"token": "x", "csrf": "forged"})
+        assert refused.status_code == 403
+        assert 'href="/web/login" id="log-in"' in refused.text
+        login = client.get(html.unescape(found.group(1)))
+        assert f'name="next" value="{html.escape(page_url)}"' in login.text
+        back = client.post(
+            "/web/login",
+            data={"token": TOKENS["reader"][0], "csrf": csrf_of(login.text), "next": page_url},
+            follow_redirects=False,
+        )
+        assert back.headers["location"] == page_url
     client.app.state.web.close()  # type: ignore[attr-defined]
     client.app.state.api.close()  # type: ignore[attr-defined]
 
@@ -978,6 +1050,25 @@ def test_an_unreachable_database_is_a_503_page_with_retry_after() -> None:
             assert response.status_code == 503, (path, response.text)
             assert int(response.headers["retry-after"]) > 0
             assert "secret" not in response.text
+    client.app.state.web.close()  # type: ignore[attr-defined]
+    client.app.state.api.close()  # type: ignore[attr-defined]
+
+
+def test_an_outage_page_says_nothing_of_resending_a_body() -> None:
+    """The 503 page of every page read "retry in 5 s; an append retried with the same body is
+    not appended twice": the API's advice to a client resending events, to an auditor who sent
+    none (and the fail form sends no body of events). The API's problem keeps it."""
+    url = "mysql+pymysql://ledger:secret@127.0.0.1:1/ledger"
+    with make_client(url, public_read=True) as client:
+        for path in [*PAGES, "/web/runs/1"]:
+            page = client.get(path)
+            assert page.status_code == 503, path
+            detail = re.search(r'id="error-detail">(.*?)</p>', page.text, re.S)
+            assert detail, page.text
+            assert "retry in 5 s" in detail.group(1)
+            assert "body" not in detail.group(1), (path, detail.group(1))
+        problem = client.get("/v1/runs", headers=BEARER).json()
+        assert "an append retried with the same body is not appended twice" in problem["detail"]
     client.app.state.web.close()  # type: ignore[attr-defined]
     client.app.state.api.close()  # type: ignore[attr-defined]
 
