@@ -20,6 +20,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -167,21 +168,35 @@ def append_anchor(ledger: Ledger, path: str | os.PathLike[str]) -> Anchor:
 
 def _append_line(target: Path, line: bytes) -> None:
     """Append ``line`` to the file at ``target``, fsynced when it is a regular file (a pipe
-    had "Illegal seek" where the file's last byte was looked at, exit 3)."""
+    had "Illegal seek" where the file's last byte was looked at, exit 3). A write that fails
+    part-way (a full disk) leaves the file as it was: a line cut short read as a malformed
+    anchor, and a file this call created is removed (it was left empty, "no anchor line")."""
     created = create_private_file(target)
-    with open(target, "ab", buffering=0) as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            write_all(file.fileno(), line)
-            return
-        # A file whose last line lost its newline (edited by hand) must not glue the new
-        # line to it.
-        separator = b""
-        if file.tell() > 0:
-            with open(target, "rb") as existing:
-                existing.seek(-1, os.SEEK_END)
-                separator = b"" if existing.read(1) == b"\n" else b"\n"
-        write_all(file.fileno(), separator + line)
-        os.fsync(file.fileno())
+    try:
+        with open(target, "ab", buffering=0) as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                write_all(file.fileno(), line)
+                return
+            size = file.tell()
+            # A file whose last line lost its newline (edited by hand) must not glue the new
+            # line to it.
+            separator = b""
+            if size > 0:
+                with open(target, "rb") as existing:
+                    existing.seek(-1, os.SEEK_END)
+                    separator = b"" if existing.read(1) == b"\n" else b"\n"
+            try:
+                write_all(file.fileno(), separator + line)
+                os.fsync(file.fileno())
+            except OSError:
+                with suppress(OSError):
+                    os.ftruncate(file.fileno(), size)
+                raise
+    except OSError:
+        with suppress(OSError):
+            if created and target.stat().st_size == 0:
+                target.unlink()
+        raise
     if created:
         _fsync_directory(target.resolve().parent)
 

@@ -10,10 +10,12 @@ import os
 import resource
 import shlex
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -330,3 +332,47 @@ def test_standard_input_or_a_descriptor_open_for_reading_is_refused_as_output(
         assert done.returncode == EXIT_USAGE, (command, done.stderr)
         assert "was given open for reading only" in done.stderr
     assert given.read_text() == "the input\n"
+
+
+def _anchor_under_a_file_size_limit(
+    url: str, output: Path, limit: int
+) -> subprocess.CompletedProcess[str]:
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", "anchor", "--db", url, "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_file_size,
+        check=False,
+    )
+
+
+def test_an_anchor_that_cannot_be_written_whole_leaves_the_file_as_it_was(
+    sample_db: str, tmp_path: Path
+) -> None:
+    """An anchor appended to a disk that filled up half-way (here a file-size limit the line
+    crosses) left the start of its line at the file's end, which `verify --anchor` then
+    refused as malformed (exit 2); a file it had just created was left empty, "no anchor line
+    in the file". The file is now as it was, and one it created is removed."""
+    url = sample_db
+    if sample_db.startswith("sqlite:///"):  # SQLite would write its -shm beside the ledger
+        database = sample_db.removeprefix("sqlite:///")
+        with closing(sqlite3.connect(database)) as connection:  # immutable reads no WAL
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        url = f"sqlite:///file:{database}?immutable=1&uri=true"
+    line = run("anchor", "--db", sample_db).stdout
+    kept = tmp_path / "anchors.txt"
+    kept.write_text(line * (FILE_SIZE_LIMIT // len(line)))  # the next line crosses the limit
+    before = kept.read_text()
+    done = _anchor_under_a_file_size_limit(url, kept, FILE_SIZE_LIMIT)
+    assert done.returncode == EXIT_ENVIRONMENT, done.stderr
+    assert done.stderr == f"Error: {kept}: cannot append to the anchor file (File too large)\n"
+    assert kept.read_text() == before
+    assert run("verify", "--db", sample_db, "--anchor", str(kept)).exit_code == 0
+    new = tmp_path / "new.txt"
+    done = _anchor_under_a_file_size_limit(url, new, len(line) // 2)
+    assert done.returncode == EXIT_ENVIRONMENT, done.stderr
+    assert not new.exists()
