@@ -18,15 +18,18 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from forensics.chain import events_at
 from ledger.clock import isoformat_utc, parse_utc
+from ledger.descriptors import own_descriptor, write_all
 from ledger.errors import LedgerError, ValidationError
-from ledger.output_files import output_file_error
+from ledger.output_files import output_file_error, write_to_descriptor
 from ledger.private import create_private_file
 from ledger.reads import read_head, stored_refs
 from ledger.recorded import StoredRef
@@ -135,25 +138,24 @@ def _stored_hash(position: int, digest: str) -> str:
 def append_anchor(ledger: Ledger, path: str | os.PathLike[str]) -> Anchor:
     """Append the current head to ``path`` (created if missing, 0600 whatever the umask: it is
     evidence; a file already there keeps its mode) and fsync it. Refused, the file left as it
-    is, when the ledger no longer holds the file's last anchor (:class:`AnchorNotHeldError`)."""
+    is, when the ledger no longer holds the file's last anchor (:class:`AnchorNotHeldError`).
+
+    A path that is not a regular file is a stream the line is written to as it is: this
+    process's own descriptor (``/dev/stdout``, a ``3>`` redirection) through that descriptor,
+    at the offset the shell left, as ``report --output`` writes it; a FIFO or a device
+    opened by name. None can be read back for its last anchor, or fsynced."""
     anchor = current_anchor(ledger)
     target = Path(path)
     _refuse_a_rolled_back_history(ledger, target)
+    line = anchor.line().encode("ascii") + b"\n"
     try:
-        created = create_private_file(target)
-        with open(target, "ab") as file:
-            # A file whose last line lost its newline (edited by hand) must not glue the new
-            # line to it.
-            separator = b""
-            if file.tell() > 0:
-                with open(target, "rb") as existing:
-                    existing.seek(-1, os.SEEK_END)
-                    separator = b"" if existing.read(1) == b"\n" else b"\n"
-            file.write(separator + anchor.line().encode("ascii") + b"\n")
-            file.flush()
-            os.fsync(file.fileno())
-        if created:
-            _fsync_directory(target.resolve().parent)
+        descriptor = own_descriptor(target)
+        if descriptor is not None:
+            write_to_descriptor(descriptor, line)
+            if stat.S_ISREG(os.fstat(descriptor).st_mode):  # `3>>anchors.txt`: kept, as a file
+                os.fsync(descriptor)
+        else:
+            _append_line(target, line)
     except OSError as exc:  # a missing folder is the caller's (2), a full disk not (3)
         raise output_file_error(
             target,
@@ -162,6 +164,41 @@ def append_anchor(ledger: Ledger, path: str | os.PathLike[str]) -> Anchor:
             AnchorInputError,
         ) from exc
     return anchor
+
+
+def _append_line(target: Path, line: bytes) -> None:
+    """Append ``line`` to the file at ``target``, fsynced when it is a regular file (a pipe
+    had "Illegal seek" where the file's last byte was looked at, exit 3). A write that fails
+    part-way (a full disk) leaves the file as it was: a line cut short read as a malformed
+    anchor, and a file this call created is removed (it was left empty, "no anchor line")."""
+    created = create_private_file(target)
+    try:
+        with open(target, "ab", buffering=0) as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                write_all(file.fileno(), line)
+                return
+            size = file.tell()
+            # A file whose last line lost its newline (edited by hand) must not glue the new
+            # line to it.
+            separator = b""
+            if size > 0:
+                with open(target, "rb") as existing:
+                    existing.seek(-1, os.SEEK_END)
+                    separator = b"" if existing.read(1) == b"\n" else b"\n"
+            try:
+                write_all(file.fileno(), separator + line)
+                os.fsync(file.fileno())
+            except OSError:
+                with suppress(OSError):
+                    os.ftruncate(file.fileno(), size)
+                raise
+    except OSError:
+        with suppress(OSError):
+            if created and target.stat().st_size == 0:
+                target.unlink()
+        raise
+    if created:
+        _fsync_directory(target.resolve().parent)
 
 
 # How much of the end of an anchor file is read for its last line (a line is about 100 bytes).

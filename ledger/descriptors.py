@@ -10,6 +10,7 @@ the offset the shell's redirection left) asks here first.
 from __future__ import annotations
 
 import os
+import re
 import select
 
 # The kernel's limit on the symbolic links one path's lookup follows.
@@ -50,6 +51,20 @@ def descriptor_named(path: str | os.PathLike[str]) -> int | None:
             return None
         path = os.path.join(folder, target)
     return None
+
+
+# A process's descriptors folder in /proc, its own or a thread's, however the folder is reached.
+_DESCRIPTORS_FOLDER = re.compile(r"/proc/[^/]+(/task/[^/]+)?/fd")
+
+
+def names_a_descriptor(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a descriptor, of this process (:func:`descriptor_named`) or any
+    (``/proc/PID/fd/N``): a path that opens whatever that process holds under the number when
+    it is opened, not a file of its own."""
+    if descriptor_named(path) is not None:
+        return True
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    return _DESCRIPTORS_FOLDER.fullmatch(folder) is not None
 
 
 def is_open(descriptor: int) -> bool:
@@ -97,4 +112,11 @@ def _descriptors_folder(folder: str) -> bool:
     return folder.startswith(f"{own}/task/") and task.isdigit() and rest == "fd"
 
 
-__all__ = ["descriptor_named", "is_open", "own_descriptor", "wait_writable", "write_all"]
+__all__ = [
+    "descriptor_named",
+    "is_open",
+    "names_a_descriptor",
+    "own_descriptor",
+    "wait_writable",
+    "write_all",
+]

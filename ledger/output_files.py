@@ -20,12 +20,45 @@ from pathlib import Path
 
 from ledger.descriptors import own_descriptor, write_all
 from ledger.errors import LedgerError, OutputFileError, ValidationError
-from ledger.urls import path_state
+from ledger.urls import path_state, sqlite_file_or_none
 
 # The errors of a path the caller got wrong: nothing about the machine would make it work.
 CALLERS_PATH_ERRNOS = frozenset(
     {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP}
 )
+
+
+# The files SQLite keeps a database in: the file itself, its rollback journal, its WAL and the
+# WAL's shared-memory index. Any of them written over is the ledger lost or corrupted.
+SQLITE_FILE_SUFFIXES = ("", "-journal", "-wal", "-shm")
+
+
+class RefusedOutputPath(OSError):
+    """A path refused before anything is written to it, for a reason that is the caller's
+    mistake whatever its errno (standard input, the ledger's own database file)."""
+
+
+def database_file_named(path: str | os.PathLike[str], database_url: str) -> Path | None:
+    """The file of the SQLite ledger at ``database_url`` (or its journal, WAL, shared-memory
+    index) that ``path`` names, however it is spelled (a relative path, a symbolic or hard
+    link, ``/dev/stdout`` redirected to it), else None: a report written there replaced the
+    ledger with text ("file is not a database" from then on); an anchor was appended to it."""
+    database = sqlite_file_or_none(database_url)
+    if database is None:
+        return None
+    wanted = os.path.realpath(path)
+    try:
+        found = os.stat(path)
+    except OSError:
+        found = None  # not there yet: only its name can be the database's (its -wal to come)
+    for suffix in SQLITE_FILE_SUFFIXES:
+        companion = Path(f"{database}{suffix}")
+        if wanted == os.path.realpath(companion):
+            return companion
+        with suppress(OSError):
+            if found is not None and os.path.samestat(found, os.stat(companion)):
+                return companion
+    return None
 
 
 def wrong_file_path(path: Path) -> bool:
@@ -49,7 +82,11 @@ def output_file_error(
     """``message`` (about writing ``path``, which failed with ``error``) as the caller's
     mistake (``mistake``, exit 2) or the environment's failure (:class:`OutputFileError`,
     exit 3). The caller raises it ``from error``."""
-    if error.errno in CALLERS_PATH_ERRNOS or (error.errno is None and wrong_file_path(Path(path))):
+    if (
+        isinstance(error, RefusedOutputPath)
+        or error.errno in CALLERS_PATH_ERRNOS
+        or (error.errno is None and wrong_file_path(Path(path)))
+    ):
         return mistake(message)
     return OutputFileError(message)
 
@@ -63,7 +100,7 @@ def write_whole(path: Path, text: str) -> None:
     is written as it is: no file can stand in for it. Raises the OSError of the write."""
     descriptor = own_descriptor(path)
     if descriptor is not None:
-        _write_to_descriptor(descriptor, text)
+        write_to_descriptor(descriptor, text.encode("utf-8"))
         return
     target = Path(os.path.realpath(path))  # a symbolic link keeps pointing at the report
     mode = _regular_file_mode(path)
@@ -99,8 +136,8 @@ def write_whole(path: Path, text: str) -> None:
         raise
 
 
-def _write_to_descriptor(descriptor: int, text: str) -> None:
-    """Write ``text`` through ``descriptor`` itself, at its offset, as the process's own
+def write_to_descriptor(descriptor: int, data: bytes) -> None:
+    """Write ``data`` through ``descriptor`` itself, at its offset, as the process's own
     output is written: ``{ echo a; ledger report --output /dev/stdout; echo b; } > out``
     keeps all three. What Python holds buffered for it is written first."""
     for stream in (sys.stdout, sys.stderr):
@@ -109,7 +146,7 @@ def _write_to_descriptor(descriptor: int, text: str) -> None:
                 stream.flush()
     # The descriptor as it is, O_NONBLOCK too (opened by name, the report had a blocking file
     # of its own): written whole however often the reader makes it wait.
-    write_all(descriptor, text.encode("utf-8"))
+    write_all(descriptor, data)
 
 
 def _regular_file_mode(path: Path) -> int | None:
@@ -134,7 +171,11 @@ def _new_file_mode() -> int:
 
 __all__ = [
     "CALLERS_PATH_ERRNOS",
+    "SQLITE_FILE_SUFFIXES",
+    "RefusedOutputPath",
+    "database_file_named",
     "output_file_error",
+    "write_to_descriptor",
     "write_whole",
     "wrong_file_path",
 ]

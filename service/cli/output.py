@@ -11,6 +11,7 @@ is still buffered must not fail again (a second traceback) as the interpreter ex
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import os
 import sys
@@ -19,7 +20,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ledger.descriptors import descriptor_named, is_open, own_descriptor, wait_writable
+from ledger.output_files import RefusedOutputPath, database_file_named
 from ledger.text import visible
+from ledger.urls import mask_url
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -130,6 +133,44 @@ def names_descriptor_not_given(path: str) -> bool:
     descriptor names no file of the caller's, as one not open at all does (ENOENT, exit 2)."""
     descriptor = descriptor_named(path)  # open or not yet: the command may open it later
     return descriptor is not None and _STARTED_WITH is not None and descriptor not in _STARTED_WITH
+
+
+def output_path_refusal(path: str, database_url: str) -> OSError | None:
+    """Why ``--output PATH`` must not be written, checked before anything is (the error the
+    write would have raised, for the command to word), else None: a standard descriptor the
+    process was started without (exit 3, as ``>&-`` is), a descriptor it was not given, its
+    standard input or a descriptor open only for reading (``/dev/stdin``: exit 3, "Bad file
+    descriptor", or, stdin a file, the anchor appended to the command's own input), the
+    ledger's own SQLite file (the report replaced the database with text)."""
+    if descriptor_named(path) == 0:
+        return RefusedOutputPath(
+            errno.EBADF, "it is standard input, which is read, not written: give a file"
+        )
+    if names_missing_output(path):
+        return started_without_error()
+    if names_descriptor_not_given(path):
+        return not_given_error()
+    descriptor = own_descriptor(path)
+    if descriptor is not None and _open_for_reading_only(descriptor):
+        return RefusedOutputPath(
+            errno.EBADF, f"descriptor {descriptor} was given open for reading only"
+        )
+    database = database_file_named(path, database_url)
+    if database is not None:
+        return RefusedOutputPath(
+            errno.EEXIST,
+            f"it is the ledger's own database file {visible(str(database))} "
+            f"({mask_url(database_url)}): nothing was written",
+        )
+    return None
+
+
+def _open_for_reading_only(descriptor: int) -> bool:
+    try:
+        flags = fcntl.fcntl(descriptor, fcntl.F_GETFL)
+    except OSError:
+        return False  # the write says why
+    return flags & os.O_ACCMODE == os.O_RDONLY
 
 
 def not_given_error() -> OSError:

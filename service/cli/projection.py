@@ -36,6 +36,7 @@ from service.cli.options import (
     operator_actor_of,
     seconds_option,
 )
+from service.cli.output import output_after
 from service.cli.tables import cell
 from service.stop_request import StopRequest, release_termination
 
@@ -97,10 +98,11 @@ def project(
                 raise
         if skip_position is not None:
             skip = projector.skip(skip_position, reason or "", operator_actor_of(actor))
-            click.echo(
-                f"position {skip.position} ({cell(skip.event_type)}) will be skipped: "
-                f"{quoted(skip.reason)} (by {shown_name(skip.actor)})"
-            )
+            with output_after(f"the skip of position {skip.position} WAS recorded"):
+                click.echo(
+                    f"position {skip.position} ({cell(skip.event_type)}) will be skipped: "
+                    f"{quoted(skip.reason)} (by {shown_name(skip.actor)})"
+                )
         if follow:
             stop_request = StopRequest(threading.Event())
             stop_request.install()
@@ -118,9 +120,9 @@ def project(
                 )
         else:
             applied = projector.run_once()
-            click.echo(
-                f"applied {applied} event(s); checkpoint at {projector.checkpoint().position}"
-            )
+            checkpoint = projector.checkpoint().position
+            with output_after(f"{applied} event(s) WERE applied, the checkpoint at {checkpoint}"):
+                click.echo(f"applied {applied} event(s); checkpoint at {checkpoint}")
 
 
 @click.command()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ledger import StuckRun, fail_run
+from ledger import StuckRun, SweepResult, fail_run
 from ledger.clock import utcnow
 from ledger.durations import format_duration, format_silence
 from ledger.schema import MAX_POSITION
@@ -50,6 +50,7 @@ from service.cli.options import (
     spool_option,
     wide_option,
 )
+from service.cli.output import output_after
 from service.cli.tables import (
     TableColumn,
     TwoForms,
@@ -226,9 +227,10 @@ def runs_fail(run_id: int, reason: str, actor: str | None, db_url: str | None) -
     actor = operator_actor_of(actor)
     with library_errors():
         position = fail_run(ledger, run_id, reason, actor)
-    click.echo(
-        f"run {run_id} failed by {shown_name(actor)} at position {position}: {quoted(reason)}"
-    )
+    with output_after(f"run {run_id} WAS failed, at position {position}: do not fail it again"):
+        click.echo(
+            f"run {run_id} failed by {shown_name(actor)} at position {position}: {quoted(reason)}"
+        )
 
 
 # ---------------------------------------------------------------------- stuck runs
@@ -422,12 +424,14 @@ def sweep_command(
         result = config.sweep(
             ledger, dry_run=dry_run, stale_after=older_than, max_runtime=max_runtime
         )
-    if output_format == "json":
-        echo_json(result.to_dict())
-    else:
-        print_stuck_table(result.timed_out, "would time out" if dry_run else "timed out", wide)
-        for run, why in result.skipped:
-            echo_fitted(f"left run {run.run_id} alone: {visible(why)}", wide)
+    with output_after(what_was_swept(result)):
+        if output_format == "json":
+            echo_json(result.to_dict())
+        else:
+            title = "would time out" if dry_run else "timed out"
+            print_stuck_table(result.timed_out, title, wide)
+            for run, why in result.skipped:
+                echo_fitted(f"left run {run.run_id} alone: {visible(why)}", wide)
     if result.failed:  # each timed out or left alone is said; the exit says some failed
         first = result.failed[0][1]
         runs = ", ".join(str(run.run_id) for run, _exc in result.failed)
@@ -436,6 +440,25 @@ def sweep_command(
             f"{len(result.failed)} stuck run(s) not timed out, left for the next sweep "
             f"(run {runs}); the first: {naming_the_environment(str(first))}",
         )
+
+
+def what_was_swept(result: SweepResult) -> str:
+    """What a sweep changed, for an error while its table is written (a Ctrl-C, a full disk):
+    the table cut or dropped read as nothing done, or a sweep half done."""
+    if result.dry_run:
+        return "nothing was changed (--dry-run)"
+    done = (
+        f"{len(result.timed_out)} stuck run(s) WERE timed out (run "
+        f"{', '.join(str(run.run_id) for run in result.timed_out)})"
+        if result.timed_out
+        else "no run was timed out"
+    )
+    if result.failed:
+        done += (
+            f"; {len(result.failed)} not, left for the next sweep (run "
+            f"{', '.join(str(run.run_id) for run, _exc in result.failed)})"
+        )
+    return done
 
 
 # ---------------------------------------------------------------------- status

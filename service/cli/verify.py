@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import textwrap
@@ -11,16 +12,19 @@ from pathlib import Path
 
 import click
 
-from forensics.anchors import anchors_from, append_anchor, current_anchor
+from forensics.anchors import AnchorInputError, anchors_from, append_anchor, current_anchor
 from forensics.audit import TimelineEntry, iter_audit
 from forensics.report import build_report, report_passed
 from forensics.report_render import render_json, render_text
 from forensics.verify import VerifyReport, verify_all
 from ledger.clock import isoformat_utc, labelled_utc
+from ledger.descriptors import own_descriptor
+from ledger.errors import OutputFileError
 from ledger.output_files import output_file_error, write_whole
 from ledger.stuck import DEFAULT_STALE_AFTER_TEXT
 from ledger.text import quoted, shown_name, visible, wrap_cells
-from service.cli.errors import EXIT_PROBLEM, BadInput, library_errors, problem_for
+from ledger.urls import resolve_database_url
+from service.cli.errors import EXIT_PROBLEM, ProblemFound, library_errors, problem_for
 from service.cli.ledgers import opened_ledger, stuck_config
 from service.cli.options import (
     DURATION,
@@ -36,12 +40,7 @@ from service.cli.options import (
     parse_moment,
     wide_option,
 )
-from service.cli.output import (
-    names_descriptor_not_given,
-    names_missing_output,
-    not_given_error,
-    started_without_error,
-)
+from service.cli.output import output_path_refusal
 from service.cli.tables import echo_json
 from service.cli.timelines import print_audit
 
@@ -167,18 +166,29 @@ def print_verify_details(report: VerifyReport) -> None:
 def anchor_command(output: Path | None, db_url: str | None) -> None:
     """Print the ledger head as one line, `position hash recorded_at`, to keep outside the
     database; `ledger verify --anchor FILE` then fails if the ledger no longer holds it."""
-    if output is not None and names_descriptor_not_given(str(output)):
-        # Opened by name, /dev/fd/3 without a 3> redirection is the database's own file: the
-        # anchor was appended to it, "appended to /dev/fd/3", and kept nowhere.
-        raise BadInput(
-            f"{visible(str(output))}: cannot append to the anchor file "
-            f"({not_given_error().strerror})"
-        )
+    if output is not None:
+        # Before the ledger is opened: /dev/fd/3 without a 3> redirection is the database's
+        # own file once it is, /dev/stdin the command's input.
+        refusal = output_path_refusal(str(output), resolve_database_url(db_url))
+        if refusal is not None:
+            error = output_file_error(
+                output,
+                refusal,
+                f"{visible(str(output))}: cannot append to the anchor file ({refusal.strerror})",
+                AnchorInputError,
+            )
+            raise problem_for(error, str(error))
     with opened_ledger(db_url) as ledger:
         if output is None:
             click.echo(current_anchor(ledger).line())
             return
-        anchor = append_anchor(ledger, output)
+        try:
+            anchor = append_anchor(ledger, output)
+        except OutputFileError as error:
+            cause = error.__cause__
+            if isinstance(cause, OSError) and _reader_of_stdout_went_away(output, cause):
+                raise cause from None  # quiet and exit 1, as `ledger anchor | head`
+            raise
     click.echo(f"appended to {visible(str(output))}: {anchor.line()}", err=True)
 
 
@@ -271,7 +281,12 @@ def report(
         anchors = anchors_from(anchor_files, expected_heads)
     config = stuck_config(config_path)
     thresholds, overrides = config.stuck_thresholds(stale_after=stuck_after)
-    with opened_ledger(db_url or (config.database_url if config_path else None)) as ledger:
+    database_url = db_url or (config.database_url if config_path else None)
+    if output is not None:
+        refusal = output_path_refusal(str(output), resolve_database_url(database_url))
+        if refusal is not None:  # before the database is read: nothing will be written
+            raise _report_file_error(output, refusal)
+    with opened_ledger(database_url) as ledger:
         data = build_report(
             ledger,
             thresholds=thresholds,
@@ -290,18 +305,29 @@ def report(
         click.echo(text, nl=False)
     else:
         try:
-            if names_missing_output(str(output)):
-                raise started_without_error()
-            if names_descriptor_not_given(str(output)):
-                raise not_given_error()  # else the report overwrote the database's own file
             write_whole(output, text)
-        except OSError as exc:  # a missing folder is the caller's (2), a full disk not (3)
-            error = output_file_error(
-                output,
-                exc,
-                f"cannot write the report to {visible(str(output))}: {exc.strerror or exc}",
-            )
-            raise problem_for(error, str(error)) from exc
+        except OSError as exc:
+            raise _report_file_error(output, exc) from exc
         click.echo(f"report written to {visible(str(output))}", err=True)
     if not report_passed(data):
         sys.exit(EXIT_PROBLEM)
+
+
+def _report_file_error(output: Path, error: OSError) -> OSError | ProblemFound:
+    """The error of a report ``output`` could not take: a missing folder is the caller's (2),
+    a full disk not (3); a reader of this process's stdout that went away (``--output
+    /dev/stdout | head -c1``) is the OSError itself, quiet and exit 1, as on stdout."""
+    if _reader_of_stdout_went_away(output, error):
+        return error
+    found = output_file_error(
+        output,
+        error,
+        f"cannot write the report to {visible(str(output))}: {error.strerror or error}",
+    )
+    return problem_for(found, str(found))
+
+
+def _reader_of_stdout_went_away(output: Path, error: BaseException | None) -> bool:
+    """Whether writing ``output`` failed because it is this process's stdout (by name) and
+    its reader went away: no message and exit 1, as when the same output goes to stdout."""
+    return isinstance(error, OSError) and error.errno == errno.EPIPE and own_descriptor(output) == 1

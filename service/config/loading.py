@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError
 
 from connectors.spool import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV
 from ledger.errors import ConfigurationError
+from ledger.output_files import database_file_named
 from ledger.text import clip, visible
 from ledger.urls import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 from service.config.model import LedgerConfig
@@ -161,14 +162,18 @@ def missing_inputs(config: LedgerConfig) -> list[str]:
 def anchor_problem(config: LedgerConfig) -> str | None:
     """What serve's ``[anchor]`` job would fail on at every interval, or None: a folder that
     is not there or that this user may not write in, a file it may not write, a folder given
-    as the file. ``config check`` and serve's start refuse it (``ledger anchor --output``
-    exits 2 for the same path); a folder that goes away later is logged at each interval."""
+    as the file, the ledger's own SQLite file. ``config check`` and serve's start refuse it
+    (``ledger anchor --output`` exits 2 for the same path); a folder that goes away later is
+    logged at each interval."""
     if config.anchor is None:
         return None
     path = Path(config.anchor.path)
     folder = path.parent
     if path.is_dir():
         return f"anchor.path is a folder, not a file: {path}"
+    database = database_file_named(path, config.database_url)
+    if database is not None:  # each anchor appended into the SQLite file itself
+        return f"anchor.path is the ledger's own database file: {database}"
     if not folder.is_dir():
         return f"anchor.path: no folder {folder} to write {path.name} in"
     if path.exists():

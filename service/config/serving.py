@@ -10,6 +10,7 @@ import pydantic
 from pydantic import Field, field_validator
 
 from connectors.sdk import MAX_INTERVAL_SECONDS
+from ledger.descriptors import names_a_descriptor
 from ledger.durations import format_duration
 from service.config.fields import Duration, DurationOrZero, Strict, listen_host
 
@@ -42,6 +43,14 @@ class AnchorConfig(Strict):
             raise ValueError("a path cannot contain a NUL character")
         if not value.strip():
             raise ValueError("give a file path")
+        if names_a_descriptor(value):
+            # Opened by serve, /dev/fd/3 is whatever serve holds as 3 then (its SQLite
+            # ledger, a socket): the anchor was appended into the database.
+            raise ValueError(
+                f"{value} names a file descriptor, not a file: which file it is depends on "
+                "how serve is started, and serve's own (its database) are among them; give "
+                "the path of a file"
+            )
         return value
 
 

@@ -6,13 +6,16 @@ cannot be a file (its folder missing, a file where its folder should be) the cal
 
 from __future__ import annotations
 
+import os
 import resource
 import shlex
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -220,3 +223,156 @@ def test_a_report_to_standard_output_by_name_keeps_what_the_shell_wrote_around_i
         first = ["kept", "before"] if redirect == ">>" else ["before"]
         assert lines[: len(first) + 1] == [*first, "INGESTION_RUNS PROOF REPORT"], lines[:3]
         assert lines[-2:] == ["Result: 6/6 conditions pass", "after"], lines[-3:]
+
+
+def _ledger(
+    *args: str, stdin: int | None = None, stdout: int = subprocess.PIPE, **options: object
+) -> subprocess.CompletedProcess[str]:
+    """``ledger ARGS`` as a process (its descriptors as a shell would give them)."""
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        [sys.executable, "-m", "service.cli", *args],
+        stdin=stdin,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        check=False,
+        **options,
+    )
+
+
+def test_the_ledgers_own_sqlite_file_is_refused_as_output(tmp_path: Path) -> None:
+    """`ledger report --output ledger.db` renamed the report over the SQLite ledger ("report
+    written", exit 0; "file is not a database" from then on, the history gone); `anchor
+    --output ledger.db` appended its line to it. Refused, exit 2, however the file is named
+    (relative, a symbolic or hard link, its WAL or journal, /dev/stdout redirected to it),
+    the ledger as it was. (SQLite only: a MariaDB ledger's files are the server's.)"""
+    database = tmp_path / "ledger.db"
+    url = f"sqlite:///{database}"
+    assert run("append", str(SAMPLE), "--db", url).exit_code == 0
+    (tmp_path / "link.db").symlink_to(database)
+    os.link(database, tmp_path / "hard.db")
+    before = database.read_bytes()
+    for name in (
+        "ledger.db",
+        "./ledger.db",
+        "link.db",
+        "hard.db",
+        "ledger.db-wal",
+        "ledger.db-journal",
+    ):
+        for command in ("report", "anchor"):
+            done = _ledger(command, "--db", url, "--output", name, cwd=tmp_path)
+            assert done.returncode == EXIT_USAGE, (command, name, done.stderr)
+            assert f"it is the ledger's own database file {tmp_path}/" in done.stderr, done.stderr
+            assert "Traceback" not in done.stderr
+    with database.open("ab") as redirected:  # `ledger anchor --output /dev/stdout >> ledger.db`
+        done = _ledger("anchor", "--db", url, "--output", "/dev/stdout", stdout=redirected.fileno())
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert database.read_bytes() == before
+    assert not (tmp_path / "ledger.db-journal").exists()
+    assert run("verify", "--db", url).exit_code == 0
+
+
+def test_anchor_to_a_pipe_is_written_as_a_report_is(db_url: str, tmp_path: Path) -> None:
+    """`ledger anchor --output /dev/stdout | cat` and a FIFO failed, "Illegal seek", exit 3,
+    where `report --output` writes to a pipe: the line is written to the stream as it is (no
+    file to read back or fsync). /dev/null took the line too (it was "Invalid argument")."""
+    script = (
+        f"{shlex.quote(sys.executable)} -m service.cli anchor --db {shlex.quote(db_url)} "
+        "--output /dev/stdout | cat"
+    )
+    piped = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert piped.returncode == 0, piped.stderr
+    line = run("anchor", "--db", db_url).stdout
+    assert piped.stdout == line
+    assert piped.stderr == f"appended to /dev/stdout: {line}"
+    fifo = tmp_path / "anchors.fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    try:
+        done = _ledger("anchor", "--db", db_url, "--output", str(fifo))
+        read, _ = reader.communicate(timeout=120)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    assert done.returncode == 0, done.stderr
+    assert read == line
+    null = _ledger("anchor", "--db", db_url, "--output", "/dev/null")
+    assert null.returncode == 0, null.stderr
+
+
+def test_standard_input_or_a_descriptor_open_for_reading_is_refused_as_output(
+    db_url: str, tmp_path: Path
+) -> None:
+    """`--output /dev/stdin` was exit 3, "Bad file descriptor" (the environment's), and
+    `anchor`, its stdin a file, appended the anchor to that input file. A descriptor given
+    only for reading (`3< file`) is the same mistake. Exit 2 naming the path; nothing written."""
+    given = tmp_path / "input.txt"
+    given.write_text("the input\n")
+    for command in ("report", "anchor"):
+        for path in ("/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"):
+            with given.open("rb") as stdin:
+                done = _ledger(command, "--db", db_url, "--output", path, stdin=stdin.fileno())
+            assert done.returncode == EXIT_USAGE, (command, path, done.stderr)
+            assert path in done.stderr
+            assert "it is standard input, which is read, not written" in done.stderr
+        with given.open("rb") as readable:
+            done = _ledger(
+                command,
+                "--db",
+                db_url,
+                "--output",
+                f"/dev/fd/{readable.fileno()}",
+                pass_fds=(readable.fileno(),),
+            )
+        assert done.returncode == EXIT_USAGE, (command, done.stderr)
+        assert "was given open for reading only" in done.stderr
+    assert given.read_text() == "the input\n"
+
+
+def _anchor_under_a_file_size_limit(
+    url: str, output: Path, limit: int
+) -> subprocess.CompletedProcess[str]:
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", "anchor", "--db", url, "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_file_size,
+        check=False,
+    )
+
+
+def test_an_anchor_that_cannot_be_written_whole_leaves_the_file_as_it_was(
+    sample_db: str, tmp_path: Path
+) -> None:
+    """An anchor appended to a disk that filled up half-way (here a file-size limit the line
+    crosses) left the start of its line at the file's end, which `verify --anchor` then
+    refused as malformed (exit 2); a file it had just created was left empty, "no anchor line
+    in the file". The file is now as it was, and one it created is removed."""
+    url = sample_db
+    if sample_db.startswith("sqlite:///"):  # SQLite would write its -shm beside the ledger
+        database = sample_db.removeprefix("sqlite:///")
+        with closing(sqlite3.connect(database)) as connection:  # immutable reads no WAL
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        url = f"sqlite:///file:{database}?immutable=1&uri=true"
+    line = run("anchor", "--db", sample_db).stdout
+    kept = tmp_path / "anchors.txt"
+    kept.write_text(line * (FILE_SIZE_LIMIT // len(line)))  # the next line crosses the limit
+    before = kept.read_text()
+    done = _anchor_under_a_file_size_limit(url, kept, FILE_SIZE_LIMIT)
+    assert done.returncode == EXIT_ENVIRONMENT, done.stderr
+    assert done.stderr == f"Error: {kept}: cannot append to the anchor file (File too large)\n"
+    assert kept.read_text() == before
+    assert run("verify", "--db", sample_db, "--anchor", str(kept)).exit_code == 0
+    new = tmp_path / "new.txt"
+    done = _anchor_under_a_file_size_limit(url, new, len(line) // 2)
+    assert done.returncode == EXIT_ENVIRONMENT, done.stderr
+    assert not new.exists()

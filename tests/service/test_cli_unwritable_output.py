@@ -409,22 +409,32 @@ def test_ctrl_c_while_the_reader_reads_nothing_ends_the_command(
 
 
 def _interrupted_while_writing(
-    args: list[str], non_blocking: bool, waiting: Callable[[int, int], bool]
+    args: list[str],
+    non_blocking: bool,
+    waiting: Callable[[int, int], bool],
+    *,
+    full: bool = False,
 ) -> str:
     """``ledger ARGS`` writing to a pipe nobody reads, sent SIGINT once ``waiting(bytes in the
-    pipe, its capacity)``: its stderr, once it ended with exit 130 (within the deadline: a
-    command that waits for the reader for ever fails the test)."""
+    pipe, its capacity)`` (``full``: the pipe filled before it starts, SIGINT once it waits to
+    write, for a command whose output is shorter than a pipe holds): its stderr, once it ended
+    with exit 130 (within the deadline: a command that waits for the reader for ever fails
+    the test)."""
     with non_blocking_pipe() as (reader, writer, hand_over):
         if not non_blocking:
             fcntl.fcntl(writer, fcntl.F_SETFL, fcntl.fcntl(writer, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         capacity = fcntl.fcntl(writer, F_GETPIPE_SZ)
+        if full:
+            assert os.write(writer, b"\0" * capacity) == capacity
         process = subprocess.Popen(
             [*LEDGER, *args], stdout=writer, stderr=subprocess.PIPE, cwd=REPO
         )
         hand_over()
         try:
             deadline = time.monotonic() + DEADLINE_S
-            while not waiting(_pending(reader), capacity):
+            while not (
+                _waits_to_write_a_pipe(process.pid) if full else waiting(_pending(reader), capacity)
+            ):
                 assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
                 assert time.monotonic() < deadline, "the output never filled the pipe"
                 time.sleep(0.01)
@@ -439,6 +449,15 @@ def _interrupted_while_writing(
                 process.wait()
     assert process.returncode == EXIT_INTERRUPTED, errors.decode()
     return str(errors.decode())
+
+
+def _waits_to_write_a_pipe(pid: int) -> bool:
+    """Whether process ``pid``'s main thread sleeps in a pipe's write (its stdout, full): the
+    kernel's function it waits in (``pipe_write``, ``anon_pipe_write``, by version)."""
+    try:
+        return "pipe_write" in Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
 
 
 def test_ctrl_c_while_an_append_writes_its_summary_says_what_was_appended(
@@ -472,3 +491,68 @@ def test_ctrl_c_while_an_append_writes_its_summary_says_what_was_appended(
         "appended, at positions 1 to 400 (runs label-0=1, label-1=2, "
     ), message
     assert message.endswith("label-399=400): do not append them again"), message
+
+
+def _command_that_commits(db_url: str, command: str) -> tuple[list[str], str]:
+    """``command``'s arguments (with no --db), with what it is ready to commit (a stuck run
+    to time out, an open run to fail, two events to apply), and what it says it did."""
+    line = {
+        "type": "RunStarted",
+        "run_ref": "silent",
+        "source_id": 1,
+        "connector_name": "SILENT",
+        "occurred_at": "2026-01-28T01:00:00Z",  # silent since: stuck, as sweep judges it
+        "actor": "test",
+    }
+    appended = run("append", "-", "--db", db_url, input=json.dumps(line) + "\n")
+    assert appended.exit_code == 0, appended.output
+    run_id = int(json.loads(appended.stdout)["run_refs"]["silent"])
+    if command == "sweep":
+        return ["sweep"], f"1 stuck run(s) WERE timed out (run {run_id})"
+    if command == "runs fail":
+        return (
+            ["runs", "fail", str(run_id), "--reason", "gone"],
+            f"run {run_id} WAS failed, at position 2: do not fail it again",
+        )
+    assert run("sweep", "--db", db_url).exit_code == 0  # a second event to apply
+    return ["project"], "2 event(s) WERE applied, the checkpoint at 2"
+
+
+COMMANDS_THAT_COMMIT = ["sweep", "runs fail", "project"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/wchan").exists(), reason="no /proc/PID/wchan here")
+@pytest.mark.parametrize("command", COMMANDS_THAT_COMMIT)
+def test_ctrl_c_while_a_command_writes_after_its_commit_says_what_was_done(
+    db_url: str, command: str
+) -> None:
+    """Ctrl-C while `sweep`, `runs fail` or `project` waits to write its output (a reader that
+    reads nothing) said only "interrupted by Ctrl-C (SIGINT)": read as nothing done, though
+    the run was timed out or failed, the events applied. The message says what was done, as
+    `append`'s does."""
+    args, done = _command_that_commits(db_url, command)
+    errors = _interrupted_while_writing([*args, "--db", db_url], False, bool, full=True)
+    assert errors.splitlines()[-1] == (
+        f"Error: interrupted by Ctrl-C (SIGINT) while writing the output; {done}"
+    ), errors
+
+
+@pytest.mark.parametrize("command", COMMANDS_THAT_COMMIT)
+def test_a_full_disk_after_a_commit_says_what_was_done(db_url: str, command: str) -> None:
+    args, done = _command_that_commits(db_url, command)
+    with full_disk() as stdout:
+        written = ledger_writing_to(stdout, db_url, *args)
+    assert written.returncode == EXIT_ENVIRONMENT, written.stderr
+    assert written.stderr == f"{FULL_DISK}; {done}\n"
+
+
+@pytest.mark.parametrize("command", ["report", "anchor"])
+def test_output_to_stdout_by_name_whose_reader_went_away_is_no_message(
+    sample_db: str, command: str
+) -> None:
+    """`report --output /dev/stdout` to a reader that went away said "Broken pipe", exit 3,
+    where `report | head -c1` is quiet, exit 1: the same pipe, the same answer."""
+    with closed_pipe() as stdout:
+        done = ledger_writing_to(stdout, sample_db, command, "--output", "/dev/stdout")
+    assert done.stderr == ""
+    assert done.returncode == EXIT_PROBLEM

@@ -270,3 +270,35 @@ def test_a_stale_after_of_two_heartbeats_or_a_disabled_connector_passes(tmp_path
     assert check(config_file(tmp_path, fits)).exit_code == 0
     disabled = '[thresholds]\nstale_after = "30s"\n' + CONNECTOR + "enabled = false\n"
     assert check(config_file(tmp_path, disabled)).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "anchor_path", ["/dev/fd/3", "/dev/fd/1", "/dev/stdout", "/proc/self/fd/4", "/proc/1/fd/1"]
+)
+def test_an_anchor_path_that_names_a_descriptor_is_refused_as_the_config_is_loaded(
+    tmp_path: Path, anchor_path: str
+) -> None:
+    """`[anchor] path = "/dev/fd/3"` passed `config check` and serve started: opened by serve,
+    descriptor 3 is whatever serve holds then (its SQLite ledger, a socket), and the anchor
+    was appended into it. Refused where the file is read, naming the file and the key."""
+    path = config_file(tmp_path, anchor(anchor_path))
+    for command in (check, serve):  # one at a time: a serve that starts does not return
+        result = command(path)
+        assert result.exit_code == 2, result.output
+        assert f"{path}: invalid config" in result.output
+        assert f"anchor.path: {anchor_path} names a file descriptor, not a file" in result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "ledger.db").exists()
+
+
+def test_an_anchor_path_that_is_the_ledgers_own_file_is_refused(tmp_path: Path) -> None:
+    """`[anchor] path = "ledger.db"` (the config's SQLite ledger): each anchor was appended
+    into the database file."""
+    for anchor_path in ("ledger.db", "ledger.db-wal", str(tmp_path / "ledger.db")):
+        path = config_file(tmp_path, anchor(anchor_path))
+        for command in (check, serve):
+            result = command(path)
+            assert result.exit_code == 2, result.output
+            assert "the anchor job would fail" in result.output
+            assert "anchor.path is the ledger's own database file: " in result.output
+        assert not (tmp_path / "ledger.db").exists()
