@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.events import (
@@ -58,7 +59,7 @@ from projections import PoisonEventError, Projector
 from projections.projector import PoisonBackoff
 from service.claims import TICK_ORIGIN, claim, interval_tick, prune_claims
 from service.clock_steps import ClockWatchedScheduler
-from service.config import ConnectorConfig, LedgerConfig
+from service.config import ConnectorConfig, LedgerConfig, anchor_stream_problem
 from service.connector_jobs import (
     CONNECTOR_JOB_PREFIX,
     RETRY,
@@ -340,6 +341,11 @@ class LedgerService:
         """Append the ledger head to the anchor file. Not claimed: each process keeps its own
         file, and a line written twice is harmless."""
         assert self.config.anchor is not None
+        # Checked at start (anchor_problem); a file replaced by a FIFO since is checked again.
+        stream = anchor_stream_problem(Path(self.config.anchor.path))
+        if stream is not None:
+            log.error("anchor: %s", stream)
+            return
         try:
             anchor = append_anchor(self.ledger, self.config.anchor.path)
             log.info("anchored position %d in %s", anchor.position, self.config.anchor.path)

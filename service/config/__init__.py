@@ -51,6 +51,7 @@ from service.config.fields import Duration, DurationOrZero, Strict, split_listen
 from service.config.http import DEFAULT_MAX_BODY_BYTES, ApiConfig, ApiScope, ApiToken, WebConfig
 from service.config.loading import (
     anchor_problem,
+    anchor_stream_problem,
     checked_config,
     load_config,
     missing_inputs,
@@ -85,6 +86,7 @@ __all__ = [
     "ThresholdsConfig",
     "WebConfig",
     "anchor_problem",
+    "anchor_stream_problem",
     "checked_config",
     "crontab_trigger",
     "load_config",

@@ -7,6 +7,7 @@ import codecs
 import difflib
 import os
 import re
+import stat
 import tomllib
 import typing
 from pathlib import Path
@@ -176,12 +177,35 @@ def anchor_problem(config: LedgerConfig) -> str | None:
         return f"anchor.path is the ledger's own database file: {database}"
     if not folder.is_dir():
         return f"anchor.path: no folder {folder} to write {path.name} in"
+    stream = anchor_stream_problem(path)
+    if stream is not None:
+        return stream
     if path.exists():
         if not os.access(path, os.W_OK):
             return f"anchor.path: this user may not write {path}"
     elif not os.access(folder, os.W_OK | os.X_OK):
         return f"anchor.path: this user may not create {path.name} in {folder}"
     return None
+
+
+def anchor_stream_problem(path: Path) -> str | None:
+    """Why serve's anchor job cannot use ``path``, when it names something other than a
+    regular file or a folder (a FIFO, a device, a socket): serve reads a file's last anchor
+    back to refuse a rolled-back history, which a stream cannot give, and a FIFO nobody reads
+    held the job in its ``open`` for ever (each later interval skipped: "maximum running
+    instances"). None for a regular file, a folder (what the write says) or nothing there yet.
+    ``ledger anchor --output`` takes a stream: that is a one-off the caller watches."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # nothing there (yet), or what the write will say
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # a folder: what the write says
+        return None
+    return (
+        f"anchor.path is not a regular file (a FIFO, a device or a socket): {path}; serve's "
+        "anchor job reads the file's last anchor back, and waits on a FIFO nobody reads: "
+        "give the path of a file"
+    )
 
 
 def checked_config(path: str | os.PathLike[str]) -> LedgerConfig:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -492,6 +494,28 @@ def test_a_failing_anchor_job_is_logged_not_raised(
     run_anchor_job(tmp_path, db_url, '[anchor]\npath = "a-folder"\n', caplog)
     assert "anchor: " in caplog.text
     assert "cannot append to the anchor file" in caplog.text
+
+
+def test_an_anchor_file_replaced_by_a_fifo_nobody_reads_does_not_hold_the_job(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """serve's anchor job opened a FIFO nobody reads and waited in its ``open`` for ever: every
+    later interval skipped ("maximum running instances"). A path that is not a regular file
+    (checked at start, and again at each interval: a file replaced since) is an error logged;
+    the job returns."""
+    os.mkfifo(tmp_path / "anchors.fifo")
+    finished = threading.Event()
+
+    def job() -> None:
+        run_anchor_job(tmp_path, db_url, '[anchor]\npath = "anchors.fifo"\n', caplog)
+        finished.set()
+
+    threading.Thread(target=job, daemon=True).start()
+    if not finished.wait(60):
+        # Free the thread held in open(): a reader opened and closed.
+        os.close(os.open(tmp_path / "anchors.fifo", os.O_RDONLY | os.O_NONBLOCK))
+        pytest.fail("the anchor job was still waiting on the FIFO after 60 s")
+    assert "anchor: anchor.path is not a regular file" in caplog.text
 
 
 def restore_an_older_backup(ledger: Ledger, kept: int) -> None:

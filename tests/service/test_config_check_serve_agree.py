@@ -6,6 +6,7 @@ not writable (check said "valid", serve logged an ERROR at every interval)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -302,3 +303,15 @@ def test_an_anchor_path_that_is_the_ledgers_own_file_is_refused(tmp_path: Path) 
             assert "the anchor job would fail" in result.output
             assert "anchor.path is the ledger's own database file: " in result.output
         assert not (tmp_path / "ledger.db").exists()
+
+
+def test_an_anchor_path_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
+    """A FIFO (a log shipper's) as serve's anchor file: the job cannot read its last anchor
+    back, and waits for ever on one nobody reads. ``ledger anchor --output`` still takes one."""
+    fifo = tmp_path / "anchors.fifo"
+    os.mkfifo(fifo)
+    path = config_file(tmp_path, anchor(str(fifo)))
+    for command in (check, serve):
+        result = command(path)
+        assert result.exit_code == 2, result.output
+        assert "anchor.path is not a regular file" in result.output
