@@ -11,12 +11,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, column, event, inspect, select, table
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.expression import TableClause
 
 from ledger.dialects import causal_reads, is_mysql_backend
-from ledger.driver_errors import translate_errors
+from ledger.driver_errors import is_access_denied, translate_errors
 from ledger.errors import AccessDeniedError, ConfigurationError, SchemaError
 from ledger.mysql_engine import LOCK_WAIT_TIMEOUT, MYSQL_TIMEOUTS, mysql_engine
 from ledger.schema import REVISIONS, SCHEMA_REVISION, SHARED_VERSION_TABLE, VERSION_TABLE
@@ -105,31 +105,64 @@ def current_revision(connection: Connection) -> str | None:
     """The Alembic revision the database is at (None: nothing migrated yet). Read from
     :data:`ledger.schema.VERSION_TABLE`; a database last migrated by a release that kept it in
     the shared ``alembic_version`` (until ``ledger migrate`` moves it) is read there, where
-    only run-ledger's own revisions count: another application's is not the ledger's."""
-    inspector = inspect(connection)
-    if inspector.has_table(VERSION_TABLE):
+    only run-ledger's own revisions count: another application's is not the ledger's.
+
+    The shared table is read too when VERSION_TABLE is empty or this user may not read it:
+    on MySQL/MariaDB the move's CREATE TABLE commits on its own, so a move cut short (or still
+    under way in another session) leaves it empty beside the revision not yet moved; and a role
+    granted SELECT on ``alembic_version`` only (the README before 2026-12-07) is refused even a
+    look at VERSION_TABLE (1142, whether it exists or not) while its revision is still there."""
+    try:
         read, heads = VERSION_TABLE, version_rows(connection, VERSION_TABLE)
-    elif inspector.has_table(SHARED_VERSION_TABLE):
-        read, heads = SHARED_VERSION_TABLE, own_revisions(connection, SHARED_VERSION_TABLE)
-    else:
+        denied: DBAPIError | None = None
+    except DBAPIError as exc:
+        if not is_access_denied(exc):
+            raise
+        read, heads, denied = VERSION_TABLE, None, exc
+    if not heads:
+        shared = shared_revisions(connection)
+        if shared:
+            read, heads = SHARED_VERSION_TABLE, shared
+        elif denied is not None:
+            raise denied
+    if not heads:
         return None
     if len(heads) > 1:
         raise SchemaError(
             f"the database's {read} table holds {len(heads)} revisions "
             f"({', '.join(sorted(heads))}); run-ledger's migrations have one head"
         )
-    return heads[0] if heads else None
+    return heads[0]
 
 
-def own_revisions(connection: Connection, name: str) -> list[str]:
-    """The revisions of run-ledger's in the version table ``name`` (which may be shared)."""
-    return [head for head in version_rows(connection, name) if head in REVISIONS]
+def shared_revisions(connection: Connection) -> list[str]:
+    """The revisions of run-ledger's in the shared ``alembic_version``: none when there is no
+    such table, when it is not of Alembic's shape (another application's table of that name),
+    or when this user may not read it."""
+    try:
+        rows = version_rows(connection, SHARED_VERSION_TABLE)
+    except DBAPIError as exc:
+        if not is_access_denied(exc):
+            raise
+        return []
+    return [head for head in rows or () if head in REVISIONS]
 
 
-def version_rows(connection: Connection, name: str) -> list[str]:
-    """Every revision in the version table ``name``."""
+def version_rows(connection: Connection, name: str) -> list[str] | None:
+    """Every revision in the version table ``name``; None when there is no such table, or
+    when it has no ``version_num`` column (not a version table of Alembic's)."""
+    inspector = inspect(connection)
+    if not inspector.has_table(name):
+        return None
     version = _version_table(name)
-    return [str(head) for head in connection.execute(select(version.c.version_num)).scalars()]
+    try:
+        return [str(head) for head in connection.execute(select(version.c.version_num)).scalars()]
+    except DBAPIError:
+        # Looked at only once the read failed: the columns are one more query per check.
+        columns = {column["name"].lower() for column in inspector.get_columns(name)}
+        if "version_num" not in columns:
+            return None
+        raise
 
 
 def check_schema(engine: Engine, url: str) -> None:

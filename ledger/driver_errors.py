@@ -242,6 +242,11 @@ _SQLITE_NOT_A_DATABASE = "file is not a database"
 _SQLITE_DISK_FAILED = ("database or disk is full", "disk I/O error")
 
 
+def is_access_denied(error: BaseException) -> bool:
+    """Whether ``error`` is MySQL/MariaDB refusing this user something (a grant missing)."""
+    return _mysql_error_code(_driver_error(error)) in _ACCESS_DENIED
+
+
 def _storage_error(url: str, error: SQLAlchemyError) -> type[StorageError]:
     """Which :class:`StorageError` a driver error is: a database that is not there, one that
     cannot be reached, one that refused access, or any other failure."""

@@ -82,7 +82,11 @@ class Tally:
                 self._timer.cancel()
                 self._timer = None
             count, self._count, self._last = self._count, 0, now
-        self.log.warning("%d %s", count, self.what)
+            self.log.warning("%d %s", count, self.what)
+
+    # Each line is written under the lock, as Outage's are: written after it, the timer's line
+    # could follow a stop's flush_tallies (which found the count taken) and the "stopped" after
+    # it, the last line of the log a count of a process already stopped.
 
     def flush(self) -> None:
         """Say what was counted since the last line, now (the timer's work, or the stop's)."""
@@ -93,8 +97,7 @@ class Tally:
             count, self._count = self._count, 0
             if count:
                 self._last = time.monotonic()
-        if count:
-            self.log.warning("%d %s", count, self.what)
+                self.log.warning("%d %s", count, self.what)
 
 
 def flush_tallies() -> None:

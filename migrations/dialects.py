@@ -63,6 +63,7 @@ MIGRATE_PRIVILEGE_PROBES = {
     "SELECT": "SELECT 1 FROM {table}",
     "INSERT": "INSERT INTO {table} VALUES (1)",
     "UPDATE": "UPDATE {table} SET x = 1",
+    "DELETE": "DELETE FROM {table}",  # the revision taken out of alembic_version (its move)
     "CREATE": "CREATE TABLE {table}_copy LIKE {table}",
     "ALTER": "ALTER TABLE {table} ADD COLUMN y INTEGER",
     "INDEX": "CREATE INDEX {table}_ix ON {table} (x)",

@@ -13,6 +13,7 @@ from typing import Any
 
 from alembic import context
 from alembic.runtime.migration import MigrationContext
+from alembic.util.exc import CommandError
 from sqlalchemy import JSON, Column, Connection
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
@@ -21,7 +22,7 @@ import connectors.schema  # noqa: F401  (registers tables on the shared MetaData
 import projections.schema  # noqa: F401
 import service.schema  # noqa: F401
 from ledger.database import create_ledger_engine
-from ledger.schema import VERSION_TABLE, metadata
+from ledger.schema import SHARED_VERSION_TABLE, VERSION_TABLE, metadata
 from ledger.urls import resolve_database_url
 from migrations.dialects import (
     NO_PAD_COLLATIONS,
@@ -29,6 +30,7 @@ from migrations.dialects import (
     alters_by_copy,
     no_pad_collation,
 )
+from migrations.version_table import revision_in_shared_table
 
 config = context.config
 
@@ -76,6 +78,20 @@ def _run_with(connection: Connection) -> None:
         context.run_migrations()
 
 
+def _refuse_a_revision_not_moved(connection: Connection) -> None:
+    """The ``alembic`` command on a ledger of a release before 2026-12-07: Alembic reads
+    VERSION_TABLE only, so it took the ledger for an empty database (``current`` said nothing,
+    ``upgrade`` ran every revision again over the tables there). ``ledger migrate`` moves the
+    revision (``ledger migrate`` itself injects its connection, the revision moved already)."""
+    if revision_in_shared_table(connection):
+        connection.rollback()
+        raise CommandError(
+            f"run-ledger's revision is still in {SHARED_VERSION_TABLE}, where releases before "
+            f"2026-12-07 kept it; Alembic reads {VERSION_TABLE}: run `ledger migrate` first, "
+            "which moves it"
+        )
+
+
 def run_migrations_online() -> None:
     injected = config.attributes.get("connection")
     if injected is not None:
@@ -87,6 +103,7 @@ def run_migrations_online() -> None:
     engine = create_ledger_engine(url)
     try:
         with engine.connect() as connection:
+            _refuse_a_revision_not_moved(connection)
             _run_with(connection)
             connection.commit()
     finally:

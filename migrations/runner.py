@@ -116,10 +116,13 @@ def upgrade(database: Ledger | Engine, url: str | None = None) -> MigrationResul
     ledger = as_ledger(database, url)
     with one_migrate_at_a_time(ledger), ledger.transaction("migrate") as connection:
         before = current_revision(connection)
-        moved_version = move_from_shared_table(connection)  # where Alembic will look for it
-        if before != ScriptDirectory.from_config(alembic_config()).get_current_head():
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        # Before the move too, which writes (on MySQL/MariaDB its CREATE TABLE commits at once):
+        # a migrate refused half-way through it left run-ledger's version table empty.
+        if before != head or revision_in_shared_table(connection):
             _refuse_statement_logging(connection, ledger.url)
             _refuse_missing_privileges(connection, ledger.url)
+        moved_version = move_from_shared_table(connection)  # where Alembic will look for it
         tables_before = set(inspect(connection).get_table_names())
         try:
             command.upgrade(alembic_config(connection), "head")

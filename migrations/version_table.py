@@ -24,7 +24,7 @@ from sqlalchemy import (
     select,
 )
 
-from ledger.database import own_revisions
+from ledger.database import shared_revisions
 from ledger.errors import SchemaError
 from ledger.schema import SHARED_VERSION_TABLE, VERSION_TABLE
 
@@ -45,10 +45,7 @@ def _alembic_version_table(name: str) -> Table:
 def revision_in_shared_table(connection: Connection) -> bool:
     """Whether run-ledger's revision is still in the shared ``alembic_version`` (a database
     last migrated by a release before 2026-12-07): ``ledger migrate`` moves it."""
-    return bool(
-        inspect(connection).has_table(SHARED_VERSION_TABLE)
-        and own_revisions(connection, SHARED_VERSION_TABLE)
-    )
+    return bool(shared_revisions(connection))
 
 
 def move_from_shared_table(connection: Connection) -> str | None:
@@ -60,9 +57,9 @@ def move_from_shared_table(connection: Connection) -> str | None:
     on its own. Its own table made if missing, the revision written into it if it holds none,
     then taken out of ``alembic_version``, which is dropped once empty: it was run-ledger's
     alone (another application's revision beside it would have been refused by both)."""
-    if not revision_in_shared_table(connection):
+    ours = shared_revisions(connection)
+    if not ours:
         return None
-    ours = own_revisions(connection, SHARED_VERSION_TABLE)
     if len(ours) > 1:
         raise SchemaError(
             f"the database's {SHARED_VERSION_TABLE} table holds {len(ours)} revisions of "

@@ -151,7 +151,10 @@ _OWN_TABLES = frozenset(metadata.tables) | {VERSION_TABLE, SHARED_VERSION_TABLE,
 
 
 def _others_revisions(conn: Connection) -> bool:
-    return any(revision not in REVISIONS for revision in version_rows(conn, SHARED_VERSION_TABLE))
+    rows = version_rows(conn, SHARED_VERSION_TABLE)
+    if rows is None:  # not a version table of Alembic's: another application's table
+        return True
+    return any(revision not in REVISIONS for revision in rows)
 
 
 def _demo_runs(ledger: Ledger, conn: Connection) -> list[int]:

@@ -73,7 +73,7 @@ from service.connector_jobs import (
 )
 from service.hangup import ignore_hangup
 from service.metrics import Figures, LedgerCollector, collect_figures, scrape_url
-from service.metrics_server import start_metrics_server
+from service.metrics_server import MetricsServer, start_metrics_server
 from service.stop_request import StopRequest
 
 if TYPE_CHECKING:
@@ -155,6 +155,7 @@ class LedgerService:
         self.last_sweep_at: datetime | None = None
         self.last_sweep_timed_out: int | None = None
         self.api: ApiThread | None = None
+        self.metrics: MetricsServer | None = None
         self.api_socket = api_socket
         self.database_checked = False  # the schema, just before run (see wait_for_database)
         enabled = sum(c.enabled for c in config.connectors)
@@ -376,12 +377,19 @@ class LedgerService:
         try:
             # Bounded (service.metrics_server): prometheus_client's start_http_server kept a
             # thread and a descriptor for every connection that never sent a request.
-            start_metrics_server(self.metrics_port, host, registry)
+            self.metrics = start_metrics_server(self.metrics_port, host, registry)
         except OSError as exc:  # taken port, an address not on this host, a name unknown
             raise ConfigurationError(
                 f"cannot serve metrics on {where}: {exc.strerror or exc}"
             ) from exc
         log.info("metrics on http://%s/metrics", where)
+
+    def stop_metrics(self) -> None:
+        """Stop taking connections to /metrics (a scrape in flight is a daemon thread)."""
+        if self.metrics is not None:
+            self.metrics.shutdown()  # its serve_forever loop ends within half a second
+            self.metrics.server_close()
+            self.metrics = None
 
     def start_api(self) -> None:
         """The HTTP API in this process, when ``[api] listen`` is configured."""
@@ -505,6 +513,9 @@ class LedgerService:
         api_stopping.join()  # bounded by the API's own grace period
         self._final_projector_batch(stop_by)
         self.close_ledgers()
+        # Closed first: a connection refused after the flush was counted for a timer the exit
+        # ends, or logged after "stopped".
+        self.stop_metrics()
         flush_tallies()  # the API's and /metrics' refusals of the last minute (os._exit next)
         log.info("stopped")
 

@@ -120,3 +120,38 @@ def test_flush_tallies_says_every_count_not_yet_said(caplog: pytest.LogCaptureFi
     said = [r.getMessage() for r in caplog.records if r.name == "tests.tally"]
     assert sorted(said) == ["1 closed", "1 refused", "4 refused"]
     assert quiet.what == "never counted"  # alive through the flushes, and said nothing
+
+
+def test_a_stop_while_the_timer_writes_its_line_says_stopped_after_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The timer took the count under the lock and wrote its line after it: a stop's
+    flush_tallies in that moment found nothing to say, the stop logged "stopped", and the
+    timer's count came after it, the log's last line. The flush now waits for the line."""
+    caplog.set_level(logging.INFO)
+    log = logging.getLogger("tests.tally.stop")
+    tally = Tally("connection(s) refused", log, every=0.5)
+    tally.add()  # said at once
+    written = log.warning
+    stopped_meanwhile: list[bool] = []
+
+    def warning(*args: object, **kwargs: object) -> None:
+        # The stop, on the main thread, at this moment: it may flush only once this is written.
+        free = tally._lock.acquire(blocking=False)
+        if free:
+            tally._lock.release()
+            flush_tallies()
+            log.info("stopped")
+        stopped_meanwhile.append(free)
+        written(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(log, "warning", warning)
+    tally.add()  # waits for the timer
+    deadline = time.monotonic() + 20
+    while not stopped_meanwhile and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if stopped_meanwhile == [False]:  # held: the stop comes after, as it would
+        flush_tallies()
+        log.info("stopped")
+    said = [r.getMessage() for r in caplog.records if r.name == "tests.tally.stop"]
+    assert said == ["1 connection(s) refused", "1 connection(s) refused", "stopped"]

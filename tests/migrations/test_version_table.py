@@ -9,6 +9,8 @@ and ``ledger migrate`` moves the revision, a move that a cut can interrupt at an
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from tests.migrations.support import empty_database
 
 # A revision of another application's Alembic migrations (Alembic makes 12 hex digits).
 ITS_REVISION = "ae1027a6acf2"
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def make_shared_table(conn: Connection, *revisions: str) -> None:
@@ -158,5 +161,108 @@ def test_a_move_cut_short_is_finished_by_the_next_migrate(
                 # An empty alembic_version is dropped only by the move that emptied it.
                 assert versions(conn, "alembic_version") == shared_after
             assert check(ledger).current_ok
+        finally:
+            ledger.close()
+
+
+def test_a_move_cut_after_its_table_was_made_is_read_at_its_revision_meanwhile(
+    tmp_path: Path, backend: str
+) -> None:
+    """On MariaDB the move's CREATE TABLE commits on its own: a migrate killed (or a role
+    without INSERT refused) right after it left ``ledger_alembic_version`` empty and the
+    revision in ``alembic_version``. Every process then read "schema at nothing (empty
+    database)" of a ledger holding events and refused to write; ``migrate --check`` listed six
+    revisions pending "from empty"; the next migrate said "migrated from empty". The same state
+    is what every other process sees while a migrate moves the revision (until its DROP
+    commits the rest). Now the revision is read where it still is."""
+    with empty_database(tmp_path, backend) as url:
+        ledger = Ledger.from_url(url)
+        try:
+            as_an_earlier_release_left_it(ledger, SCHEMA_REVISION)
+            with ledger.engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "CREATE TABLE ledger_alembic_version (version_num VARCHAR(32) NOT NULL, "
+                        "CONSTRAINT ledger_alembic_version_pkc PRIMARY KEY (version_num))"
+                    )
+                )
+            ledger.check_schema()
+            code, said = migrate(url, "--check")
+            assert code == 1
+            assert "kept in the shared table alembic_version" in said, said
+            code, said = migrate(url)
+            assert code == 0, said
+            assert said.startswith(f"{url}: already at {SCHEMA_REVISION}\n"), said
+            with ledger.engine.connect() as conn:
+                assert versions(conn, "ledger_alembic_version") == [SCHEMA_REVISION]
+                assert versions(conn, "alembic_version") is None
+        finally:
+            ledger.close()
+
+
+@pytest.mark.parametrize(
+    "create",
+    [
+        "CREATE TABLE alembic_version (id INTEGER PRIMARY KEY, version VARCHAR(40))",
+        "CREATE TABLE alembic_version (version_number VARCHAR(32) NOT NULL)",
+    ],
+)
+def test_an_alembic_version_of_another_shape_is_another_applications(
+    tmp_path: Path, backend: str, create: str
+) -> None:
+    """A table named ``alembic_version`` without Alembic's ``version_num`` column cannot hold
+    run-ledger's revision: migrate failed ("Unknown column 'alembic_version.version_num'",
+    exit 1), and ``migrate --check`` after it. Now it is left alone, as another application's."""
+    with empty_database(tmp_path, backend) as url:
+        ledger = Ledger.from_url(url)
+        try:
+            with ledger.engine.begin() as conn:
+                conn.execute(text(create))
+            assert migrate(url) == (0, f"{url}: migrated from empty to {SCHEMA_REVISION}\n")
+            assert migrate(url, "--check")[0] == 0
+            ledger.check_schema()
+            with ledger.engine.connect() as conn:
+                assert inspect(conn).has_table("alembic_version")
+                assert versions(conn, "ledger_alembic_version") == [SCHEMA_REVISION]
+        finally:
+            ledger.close()
+
+
+def alembic_command_line(url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """The ``alembic`` command as a developer runs it from the repository."""
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", "-x", f"db={url}", *arguments],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_alembic_command_line_refuses_a_revision_not_yet_moved(
+    tmp_path: Path, backend: str
+) -> None:
+    """Alembic reads ``ledger_alembic_version`` only: run from the repository on a ledger of an
+    earlier release, ``alembic current`` said nothing, and ``alembic upgrade head`` ran every
+    revision from the first again over the existing tables (kept only because each step is
+    resumable) and wrote a second revision beside the first. Now it is refused, naming
+    ``ledger migrate``, and changes nothing."""
+    with empty_database(tmp_path, backend) as url:
+        ledger = Ledger.from_url(url)
+        try:
+            as_an_earlier_release_left_it(ledger, REVISIONS[3])
+            for arguments in (("current",), ("upgrade", "head")):
+                done = alembic_command_line(url, *arguments)
+                assert done.returncode != 0, done
+                assert "run `ledger migrate`" in done.stderr + done.stdout, done
+                assert "Traceback" not in done.stderr, done.stderr
+            with ledger.engine.connect() as conn:
+                assert versions(conn, "ledger_alembic_version") is None
+                assert versions(conn, "alembic_version") == [REVISIONS[3]]
+            assert migrate(url)[0] == 0
+            done = alembic_command_line(url, "current")
+            assert done.returncode == 0, done
+            assert SCHEMA_REVISION in done.stdout, done
         finally:
             ledger.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -286,3 +286,94 @@ def test_migrate_without_the_trigger_grant_refuses_before_making_anything() -> N
                 conn.execute(text(f"DROP USER IF EXISTS {who}"))
         admin.dispose()
         support.drop_mysql_database(db_url)
+
+
+@contextmanager
+def ledger_of_an_earlier_release() -> Iterator[tuple[str, Engine]]:
+    """A database of its own, migrated, its revision in ``alembic_version`` as releases before
+    2026-12-07 kept it (MariaDB); its URL and an admin engine on it."""
+    base = support.mysql_base_url()
+    if base is None:
+        pytest.skip("database grants are a MariaDB matter")
+    db_url = support.create_mysql_database(base)
+    admin = create_engine(make_url(db_url))
+    try:
+        support.migrate(db_url)
+        with admin.begin() as conn:
+            revision = conn.execute(text("SELECT version_num FROM ledger_alembic_version")).one()
+            conn.execute(text("DROP TABLE ledger_alembic_version"))
+            conn.execute(
+                text(
+                    "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                    "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+                )
+            )
+            conn.execute(text("INSERT INTO alembic_version VALUES (:r)"), {"r": revision[0]})
+        yield db_url, admin
+    finally:
+        admin.dispose()
+        support.drop_mysql_database(db_url)
+
+
+@contextmanager
+def user_with(admin: Engine, db_url: str, grants: list[str]) -> Iterator[str]:
+    """A fresh user granted ``grants`` (statements naming ``'WHO'``); its URL."""
+    url = make_url(db_url)
+    name, password = f"r_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    whos = [f"'{name}'@'%'", f"'{name}'@'localhost'"]
+    try:
+        with admin.begin() as conn:
+            for who in whos:
+                conn.execute(text(f"CREATE USER {who} IDENTIFIED BY '{password}'"))
+                for grant in grants:
+                    statement = grant.replace("ledger.", f"`{url.database}`.")
+                    conn.execute(text(statement.replace("'WHO'", who)))
+        yield url.set(username=name, password=password).render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            for who in whos:
+                conn.execute(text(f"DROP USER IF EXISTS {who}"))
+
+
+def test_the_roles_granted_as_before_read_a_ledger_of_an_earlier_release() -> None:
+    """The application role as the README granted it before 2026-12-07 (SELECT on
+    ``alembic_version``) on a ledger that release migrated: the revision is still in
+    ``alembic_version``, but every command was refused, exit 3, "grant SELECT on
+    ledger_alembic_version", a grant MariaDB refuses on a table not there yet (1146): the
+    server hides from such a role whether ``ledger_alembic_version`` exists (1142 for both).
+    Now the role reads the revision where it is, until the migrate that moves it."""
+    with ledger_of_an_earlier_release() as (db_url, admin):
+        grants = [
+            grant.replace("ledger_alembic_version", "alembic_version").replace(
+                "'ledger_app'@'%'", "'WHO'"
+            )
+            for grant in readme_grants("ledger_app")
+        ]
+        with user_with(admin, db_url, grants) as app_url:
+            sample = Path(__file__).resolve().parents[2] / "examples" / "sample_events.jsonl"
+            result = CliRunner().invoke(cli, ["append", str(sample), "--db", app_url])
+            assert result.exit_code == 0, result.output
+
+
+def test_migrate_by_a_role_that_cannot_move_the_revision_refuses_before_changing_anything() -> None:
+    """A role that may read and create tables but not write rows, running migrate on a ledger
+    of an earlier release (at the newest revision, so migrate's privilege check was skipped):
+    it made ``ledger_alembic_version`` (MariaDB commits a CREATE at once), then failed on its
+    INSERT with the driver's "(1142, INSERT command denied …)", and every process read the
+    empty table as "schema at nothing (empty database)". Now it is refused before the move,
+    naming the privileges, exit 3, nothing made."""
+    with ledger_of_an_earlier_release() as (db_url, admin):
+        database = make_url(db_url).database
+        with user_with(admin, db_url, ["GRANT SELECT, CREATE ON ledger.* TO 'WHO'"]) as url:
+            result = CliRunner().invoke(cli, ["migrate", "--db", url])
+            assert result.exit_code == 3, result.output
+            assert "lacks the INSERT, UPDATE, DELETE, ALTER, INDEX, DROP, TRIGGER" in (
+                result.stderr
+            ), result.stderr
+            assert "nothing was changed" in result.stderr
+            assert make_url(url).password not in result.output
+        with admin.connect() as conn:
+            tables = set(conn.execute(text("SHOW TABLES")).scalars())
+        assert "ledger_alembic_version" not in tables
+        assert "alembic_version" in tables
+        assert f"`{database}`" in result.stderr

@@ -227,3 +227,23 @@ def test_a_scrape_answered_while_the_failure_is_logged_is_logged_after_it(
         ("ERROR", "metrics: answering a scrape failed"),
         ("INFO", "metrics: scrapes answered again after 0s"),
     ]
+
+
+def test_metrics_stop_taking_connections_before_serve_says_stopped(
+    tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stop said the refusals not yet logged, then "stopped", while /metrics kept taking
+    connections: one refused after that was counted on a timer the exit ended, or logged
+    after "stopped". The listener is closed before the counts are said."""
+    caplog.set_level(logging.INFO, logger="service.serve")
+    config = tmp_path / "ledger.toml"
+    config.write_text(f'database_url = "{db_url}"\n', encoding="utf-8")
+    port = free_port()
+    service = LedgerService(load_config(config), metrics_port=port)
+    service.start_metrics()
+    service.scheduler.start()
+    assert _answers(port)
+    service.shutdown()
+    assert caplog.records[-1].getMessage() == "stopped"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S).close()
