@@ -113,34 +113,33 @@ def test_the_demo_refuses_a_demo_database_someone_else_wrote_to(
 
 
 def test_the_demo_tells_its_own_alembic_version_from_an_applications(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, db_url: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A demo database an earlier release made kept its revision in ``alembic_version``: the
     demo runs on it again. An ``alembic_version`` holding another application's revision says
-    the database is that application's: refused, nothing written."""
+    the database is that application's: refused, nothing written. (Databases of its own: the
+    tables it leaves are no other test's.)"""
     monkeypatch.chdir(tmp_path)
-    assert run("demo", "--db", db_url).exit_code == 0  # type: ignore[attr-defined]
-    store = Ledger.from_url(db_url)
-    try:
-        with store.engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE ledger_alembic_version")
-        with store.engine.begin() as conn:
-            conn.exec_driver_sql(
-                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
-            )
-            conn.exec_driver_sql(f"INSERT INTO alembic_version VALUES ('{SCHEMA_REVISION}')")
-        again = run("demo", "--db", db_url)
-        assert again.exit_code == 0, again.output  # type: ignore[attr-defined]
-        with store.engine.begin() as conn:
-            conn.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32))")
-            conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('ae1027a6acf2')")
-        head = store.head()
-        refused = run("demo", "--db", db_url)
-        assert refused.exit_code == 2  # type: ignore[attr-defined]
-        assert "not run-ledger's (alembic_version)" in refused.stderr  # type: ignore[attr-defined]
-        assert store.head() == head
-    finally:
-        store.close()
+    with support.unmigrated_databases(tmp_path) as databases:
+        for url, store in databases:
+            assert run("demo", "--db", url).exit_code == 0  # type: ignore[attr-defined]
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("DROP TABLE ledger_alembic_version")
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql(
+                    "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
+                )
+                conn.exec_driver_sql(f"INSERT INTO alembic_version VALUES ('{SCHEMA_REVISION}')")
+            again = run("demo", "--db", url)
+            assert again.exit_code == 0, again.output  # type: ignore[attr-defined]
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+                conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('ae1027a6acf2')")
+            head = store.head()
+            refused = run("demo", "--db", url)
+            assert refused.exit_code == 2  # type: ignore[attr-defined]
+            assert "not run-ledger's (alembic_version)" in refused.stderr  # type: ignore[attr-defined]
+            assert store.head() == head
 
 
 def test_the_demo_refusal_masks_the_password(ledger: Ledger) -> None:
