@@ -39,6 +39,18 @@ def metrics_of_serve(tmp_path: Path, db_url: str) -> Iterator[int]:
         service.close_ledgers()
 
 
+def serving_metrics(tmp_path: Path, db_url: str) -> tuple[LedgerService, int]:
+    """A serve whose metrics listener and scheduler run, for a test to stop with
+    ``shutdown()`` as serve stops; its metrics port."""
+    config = tmp_path / "ledger.toml"
+    config.write_text(f'database_url = "{db_url}"\n', encoding="utf-8")
+    port = free_port()
+    service = LedgerService(load_config(config), metrics_port=port)
+    service.start_metrics()
+    service.scheduler.start()
+    return service, port
+
+
 def idle_connections(port: int, count: int) -> list[socket.socket]:
     """``count`` connections that begin a request and never finish it."""
     sockets = []
@@ -115,12 +127,7 @@ def test_refusals_not_yet_logged_are_logged_as_serve_stops(
     logged. The stop says them."""
     monkeypatch.setattr(metrics_server, "MAX_CONNECTIONS", 1)
     caplog.set_level(logging.WARNING, logger="service.metrics")
-    config = tmp_path / "ledger.toml"
-    config.write_text(f'database_url = "{db_url}"\n', encoding="utf-8")
-    port = free_port()
-    service = LedgerService(load_config(config), metrics_port=port)
-    service.start_metrics()
-    service.scheduler.start()
+    service, port = serving_metrics(tmp_path, db_url)
     held = idle_connections(port, 1)
     wait_for(lambda: not closed_by_server(held[0]), "the first connection to be served")
     refused = idle_connections(port, 4)
@@ -236,12 +243,7 @@ def test_metrics_stop_taking_connections_before_serve_says_stopped(
     connections: one refused after that was counted on a timer the exit ended, or logged
     after "stopped". The listener is closed before the counts are said."""
     caplog.set_level(logging.INFO, logger="service.serve")
-    config = tmp_path / "ledger.toml"
-    config.write_text(f'database_url = "{db_url}"\n', encoding="utf-8")
-    port = free_port()
-    service = LedgerService(load_config(config), metrics_port=port)
-    service.start_metrics()
-    service.scheduler.start()
+    service, port = serving_metrics(tmp_path, db_url)
     assert _answers(port)
     service.shutdown()
     assert caplog.records[-1].getMessage() == "stopped"
