@@ -115,12 +115,17 @@ def sample_db(db_url: str) -> str:
 FILE_SIZE_LIMIT = 1024
 
 
-def _report_under_a_file_size_limit(url: str, output: Path) -> subprocess.CompletedProcess[str]:
+def _under_a_file_size_limit(
+    command: str, url: str, output: Path, limit: int = FILE_SIZE_LIMIT
+) -> subprocess.CompletedProcess[str]:
+    """``ledger COMMAND --output OUTPUT`` in a process that may write no file past ``limit``
+    bytes: a disk that fills up part-way through the write."""
+
     def limit_file_size() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", "report", "--db", url, "--output", str(output)],
+        [sys.executable, "-m", "service.cli", command, "--db", url, "--output", str(output)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -145,7 +150,7 @@ def test_a_report_that_cannot_be_written_whole_leaves_the_old_one(
     url = db_url
     if db_url.startswith("sqlite:///"):  # SQLite would write its -shm beside the ledger
         url = f"sqlite:///file:{db_url.removeprefix('sqlite:///')}?immutable=1&uri=true"
-    done = _report_under_a_file_size_limit(url, output)
+    done = _under_a_file_size_limit("report", url, output)
     assert done.returncode == EXIT_ENVIRONMENT, done.stderr
     assert done.stderr == f"Error: cannot write the report to {output}: File too large\n"
     assert output.read_text(encoding="utf-8") == before
@@ -334,22 +339,6 @@ def test_standard_input_or_a_descriptor_open_for_reading_is_refused_as_output(
     assert given.read_text() == "the input\n"
 
 
-def _anchor_under_a_file_size_limit(
-    url: str, output: Path, limit: int
-) -> subprocess.CompletedProcess[str]:
-    def limit_file_size() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", "anchor", "--db", url, "--output", str(output)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=limit_file_size,
-        check=False,
-    )
-
-
 def test_an_anchor_that_cannot_be_written_whole_leaves_the_file_as_it_was(
     sample_db: str, tmp_path: Path
 ) -> None:
@@ -367,12 +356,12 @@ def test_an_anchor_that_cannot_be_written_whole_leaves_the_file_as_it_was(
     kept = tmp_path / "anchors.txt"
     kept.write_text(line * (FILE_SIZE_LIMIT // len(line)))  # the next line crosses the limit
     before = kept.read_text()
-    done = _anchor_under_a_file_size_limit(url, kept, FILE_SIZE_LIMIT)
+    done = _under_a_file_size_limit("anchor", url, kept)
     assert done.returncode == EXIT_ENVIRONMENT, done.stderr
     assert done.stderr == f"Error: {kept}: cannot append to the anchor file (File too large)\n"
     assert kept.read_text() == before
     assert run("verify", "--db", sample_db, "--anchor", str(kept)).exit_code == 0
     new = tmp_path / "new.txt"
-    done = _anchor_under_a_file_size_limit(url, new, len(line) // 2)
+    done = _under_a_file_size_limit("anchor", url, new, len(line) // 2)
     assert done.returncode == EXIT_ENVIRONMENT, done.stderr
     assert not new.exists()

@@ -341,26 +341,24 @@ def test_a_login_from_an_https_page_gets_a_secure_cookie_and_a_warning(
     The form's Origin says the page was https: the cookie is Secure, and a WARNING (once) says
     what to set."""
     caplog.set_level(logging.WARNING, logger="ledger.web")
-    for _ in range(2):
+
+    def log_in_from(origin: str) -> Any:  # the test client's response
         page = client.get("/web/login")
-        ok = client.post(
+        return client.post(
             "/web/login",
             data={"token": TOKENS["reader"][0], "csrf": csrf_of(page.text)},
-            headers={"Origin": "https://testserver"},
+            headers={"Origin": origin},
             follow_redirects=False,
         )
+
+    for _ in range(2):
+        ok = log_in_from("https://testserver")
         assert ok.status_code == 303
         assert "Secure" in ok.headers["set-cookie"]
         client.cookies.clear()
     said = [r.getMessage() for r in caplog.records if "secure_cookies" in r.getMessage()]
     assert len(said) == 1, said
-    page = client.get("/web/login")
-    plain = client.post(
-        "/web/login",
-        data={"token": TOKENS["reader"][0], "csrf": csrf_of(page.text)},
-        headers={"Origin": "http://testserver"},
-        follow_redirects=False,
-    )
+    plain = log_in_from("http://testserver")
     assert "Secure" not in plain.headers["set-cookie"]  # an http page keeps its cookie
 
 
