@@ -9,8 +9,10 @@ access refused, stdout that cannot be written).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import click
@@ -18,7 +20,6 @@ import click
 from ledger import LedgerError
 from ledger.text import visible, visible_lines
 from ledger.urls import mask_secrets
-from service.cli import admin, api, connectors, events, projection, runs, serve, verify
 from service.cli.errors import (
     EXIT_ENVIRONMENT,
     EXIT_INTERRUPTED,
@@ -108,11 +109,68 @@ def add_verbose_everywhere(command: click.Command) -> None:
 _GROUP_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
+# Each command by name, and the module and name it is defined as. A command's module, with
+# what it alone imports (rich, the scheduler, the HTTP and metrics servers, the forensics), is
+# imported when that command runs; help and the unknown-name and misplaced-option messages,
+# which look at every command, import them all. Every ``ledger`` process imported all of them
+# before, a good part of its start.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "migrate": ("service.cli.admin", "migrate"),
+    "demo": ("service.cli.admin", "demo"),
+    "import-legacy": ("service.cli.admin", "import_legacy_command"),
+    "append": ("service.cli.events", "append"),
+    "events": ("service.cli.events", "events"),
+    "verify": ("service.cli.verify", "verify"),
+    "anchor": ("service.cli.verify", "anchor_command"),
+    "audit": ("service.cli.verify", "audit"),
+    "report": ("service.cli.verify", "report"),
+    "project": ("service.cli.projection", "project"),
+    "rebuild": ("service.cli.projection", "rebuild"),
+    "runs": ("service.cli.runs", "runs"),
+    "status": ("service.cli.runs", "status"),
+    "stuck": ("service.cli.runs", "stuck"),
+    "sweep": ("service.cli.runs", "sweep_command"),
+    "run": ("service.cli.connectors", "run_group"),
+    "spool": ("service.cli.connectors", "spool"),
+    "serve": ("service.cli.serve", "serve_command"),
+    "config": ("service.cli.serve", "config_group"),
+    "api": ("service.cli.api", "api_command"),
+}
+
+
 class LedgerGroup(CommandGroup):
     """The ``ledger`` group: Ctrl-C in any command is one line and exit 130 (commands that
     handle SIGINT themselves, like ``project --follow`` and ``serve``, still exit 0), no usage
     error echoes a control or format character, and an option before the command's name says
-    where it goes."""
+    where it goes. Its commands are imported as they are named (:data:`COMMANDS`)."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            self._import_command(cmd_name)
+        command = self.commands.get(cmd_name)
+        if command is None:
+            self.all_commands()  # click's "Did you mean ...?" looks through self.commands
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def all_commands(self) -> Mapping[str, click.Command]:
+        """Every command by name, each one's module imported."""
+        for name in COMMANDS:
+            if name not in self.commands:
+                self._import_command(name)
+        return self.commands
+
+    def _import_command(self, name: str) -> None:
+        module, attribute = COMMANDS[name]
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        add_verbose_everywhere(command)
+        self.add_command(command, name)
+
+    def option_order_hint(self, ctx: click.Context, option: str, args: list[str]) -> str | None:
+        self.all_commands()
+        return super().option_order_hint(ctx, option, args)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -174,32 +232,7 @@ def cli(ctx: click.Context) -> None:
 # (service.stop_request.defer_termination); project only with --follow, else it releases it.
 STOPPED_ON_REQUEST = frozenset({"project", "serve", "api"})
 
-
-COMMANDS = (
-    admin.migrate,
-    admin.demo,
-    admin.import_legacy_command,
-    events.append,
-    events.events,
-    verify.verify,
-    verify.anchor_command,
-    verify.audit,
-    verify.report,
-    projection.project,
-    projection.rebuild,
-    runs.runs,
-    runs.status,
-    runs.stuck,
-    runs.sweep_command,
-    connectors.run_group,
-    connectors.spool,
-    serve.serve_command,
-    serve.config_group,
-    api.api_command,
-)
-for _command in COMMANDS:
-    cli.add_command(_command)
-add_verbose_everywhere(cli)
+add_verbose_everywhere(cli)  # the group's own -v; each command gets its own as it is imported
 
 
 def main() -> NoReturn:

@@ -393,7 +393,9 @@ SPECS: dict[str, Spec] = {
 
 
 def leaf_commands(group: click.Group, prefix: str = "") -> Iterator[str]:
-    for name, command in sorted(group.commands.items()):
+    context = click.Context(group)  # list_commands and get_command: cli imports on request
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
         if isinstance(command, click.Group):
             yield from leaf_commands(command, f"{prefix}{name} ")
         else:
