@@ -17,7 +17,7 @@ from ledger import EventModel, RunFinished
 from ledger.batch_checks import MAX_PAYLOAD_BYTES
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json, payload_json
-from ledger.text import clip, storable
+from ledger.text import clip, safe_repr, storable
 from ledger.urls import mask_secrets
 
 # What one recorded error keeps of its message and details, in characters.
@@ -270,7 +270,9 @@ def bounded_details(details: dict[str, Any]) -> dict[str, Any]:
     except RecursionError:  # nested beyond what JSON (or repr) can walk
         return {"unserialisable": f"details nested over {sys.getrecursionlimit()} levels deep"}
     except (TypeError, ValueError):
-        return {"unserialisable": clip(storable(repr(details)), MAX_DETAILS_CHARS, count_cut=True)}
+        return {
+            "unserialisable": clip(storable(safe_repr(details)), MAX_DETAILS_CHARS, count_cut=True)
+        }
     if len(text) > MAX_DETAILS_CHARS or json_depth(details) > MAX_DETAILS_DEPTH:
         return {"clipped": clip(text, MAX_DETAILS_CHARS, count_cut=True)}
     return details

@@ -106,7 +106,7 @@ from ledger.events import (
     name_problem,
 )
 from ledger.mapper import pydantic_problems
-from ledger.text import clip, visible
+from ledger.text import clip, safe_repr, visible
 
 log = logging.getLogger(__name__)
 
@@ -514,7 +514,7 @@ class RunContext:
                 _COUNT.validate_python(value)
             except pydantic.ValidationError:
                 raise ValidationError(
-                    f"progress {name}={value!r}: a count must be an int "
+                    f"progress {name}={clip(safe_repr(value), 80)}: a count must be an int "
                     f"from 0 to {COUNTER_LIMIT - 1}"
                 ) from None
         with self._lock:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from ledger.errors import InputProblem, ValidationError
 from ledger.rules import RUN_STATES
-from ledger.text import clip
+from ledger.text import clip, safe_repr
 
 # The largest value a BIGINT column (a position) holds, and so SQLite's driver binds: a larger
 # number compares as this one does with every stored key (after it: nothing; up to it: all).
@@ -30,7 +30,7 @@ def whole_number(value: object, name: str, *, least: int | None = 0) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise refused(name, f"a whole number, got {_shown(value)}")
     if least is not None and value < least:
-        raise refused(name, f"a whole number from {least}, got {value}")
+        raise refused(name, f"a whole number from {least}, got {clip(safe_repr(int(value)), 80)}")
     return max(-LARGEST_KEY, min(int(value), LARGEST_KEY))
 
 
@@ -70,7 +70,7 @@ def refused(name: str, message: str) -> ValidationError:
 
 
 def _shown(value: object) -> str:
-    return f"{type(value).__name__} {clip(repr(value), 80)}"
+    return f"{type(value).__name__} {clip(safe_repr(value), 80)}"
 
 
 # The longest threshold a stuck query takes: far beyond any run, and "now" minus it stays a

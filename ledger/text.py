@@ -221,6 +221,17 @@ def clip(
     return note + ellipsis + text[-limit:] if keep_end else text[:limit] + ellipsis + note
 
 
+def safe_repr(value: object) -> str:
+    """``repr(value)``, or what stopped it: a message that quotes a caller's value must not
+    fail itself. ``repr`` raises for an int of more than 4,300 digits (Python's limit on an
+    int as text), for an object whose ``__repr__`` fails, and for one nested past the
+    recursion limit."""
+    try:
+        return repr(value)
+    except Exception as exc:
+        return f"<{type(value).__name__}: repr() failed with {type(exc).__name__}>"
+
+
 def is_ascii_integer(text: str) -> bool:
     """``[0-9]+``: ``str.isdigit`` alone takes ``²`` and ``\u0661`` (an Arabic-Indic one),
     ``int()`` takes ``_``, ``+``, spaces and every script's decimal digits. A run id or a count
@@ -240,6 +251,7 @@ __all__ = [
     "is_invisible",
     "markdown_cell",
     "quoted",
+    "safe_repr",
     "shown_name",
     "shown_value",
     "storable",

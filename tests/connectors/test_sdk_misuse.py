@@ -205,3 +205,47 @@ def test_a_stop_a_signal_handler_asked_for_ends_the_run_at_its_next_report(
     last = ledger.read_run(context.run_id)[-1].payload_data
     assert last["error_details"]["reason"] == "interrupted"
     assert last["error_message"] == "stopped by SIGTERM"
+
+
+class _ReprRaises:
+    """A connector's object (a response, a row) whose ``repr`` fails: not JSON either."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.parametrize(
+    "details",
+    [{"n": 10**5000}, {"row": _ReprRaises()}, {"rows": [1, _ReprRaises()]}],
+    ids=["int-past-4300-digits", "repr-raises", "repr-raises-inside"],
+)
+def test_details_that_neither_json_nor_repr_can_write_are_an_error_of_the_run(
+    ledger: Ledger, spool: Spool, details: dict[str, Any]
+) -> None:
+    # bounded_details fell back on repr() for details JSON cannot write, and repr() raised in
+    # turn (Python refuses an int of more than 4,300 digits as text; an object's __repr__ may
+    # fail): a ValueError or RuntimeError escaped error(), the error was not counted, and the
+    # connector's own code failed on a report meant to record a problem.
+    run = RunContext(ledger, 1, "SOURCE_1", spool=spool)
+    run.start()
+    run.error("bad row", details)
+    assert run.finish().status == "partial"
+    payload = finished(ledger, run.run_id)
+    assert payload["error_details"]["error_count"] == 1
+    kept = payload["error_details"]["errors"][0]
+    assert kept["message"] == "bad row"
+    assert "unserialisable" in kept["details"]
+    Projector(ledger).run_once()
+    assert ledger.head().last_position == 2
+
+
+def test_a_count_past_4300_digits_is_refused_as_any_count_out_of_range(
+    ledger: Ledger, spool: Spool
+) -> None:
+    # The refusal quoted the count with repr(), which Python refuses for an int that long: a
+    # ValueError escaped progress() in place of the ValidationError.
+    run = RunContext(ledger, 1, "SOURCE_1", spool=spool)
+    run.start()
+    with pytest.raises(ValidationError, match=r"^progress fetched=<int: repr\(\) failed"):
+        run.progress(fetched=10**5000)
+    assert run.finish().status == "success"

@@ -260,10 +260,26 @@ def test_start_run_refuses_a_wrong_value_as_a_validation_error_naming_the_field(
 
 # --------------------------------------------------------------------------- reads
 
+
+class _ReprFails:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
 BAD_READS: dict[str, tuple[Callable[[Ledger], Any], str]] = {
     "read_all after None": (lambda led: led.read_all(after=None), "after"),
     "read_all after text": (lambda led: led.read_all(after="0"), "after"),
     "read_all after negative": (lambda led: led.read_all(after=-1), "after"),
+    # The refusal quoted the value: Python cannot write an int past 4,300 digits as text, and
+    # the message's own ValueError escaped in place of the ValidationError (review 60).
+    "read_all after negative past 4300 digits": (
+        lambda led: led.read_all(after=-(10**5000)),
+        "after",
+    ),
+    "runs connector name whose repr fails": (
+        lambda led: led.runs(connector_name=_ReprFails()),
+        "connector_name",
+    ),
     "read_all limit text": (lambda led: led.read_all(limit="3"), "limit"),
     "read_all limit negative": (lambda led: led.read_all(limit=-1), "limit"),
     "read_all batch_size bool": (lambda led: led.read_all(batch_size=True), "batch_size"),
