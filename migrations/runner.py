@@ -215,7 +215,10 @@ def check(database: Ledger | Engine, url: str | None = None) -> SchemaCheck:
         if revision_in_shared_table(connection):
             # Alembic reads its own table only: migrate moves the revision there first.
             pending = () if current == head else _pending(script, head, current)
-            return SchemaCheck(current, head, pending, version_to_move=True)
+            legacy = "ingestion_runs" in tables and LEGACY_MOVED_BY in pending
+            return SchemaCheck(
+                current, head, pending, legacy_table_to_move=legacy, version_to_move=True
+            )
         if current == head:
             missing = tuple(trigger.name for trigger in _missing_triggers(connection))
             drift = _drift(connection)

@@ -23,6 +23,7 @@ from ledger import Ledger
 from ledger.schema import REVISIONS, SCHEMA_REVISION
 from migrations.runner import alembic_config, check, upgrade
 from service.cli import cli
+from tests.forensics.support import seed_legacy_table
 from tests.migrations.support import empty_database
 
 # A revision of another application's Alembic migrations (Alembic makes 12 hex digits).
@@ -113,6 +114,29 @@ def test_a_ledger_an_earlier_release_migrated_is_read_and_its_revision_moved(
             found = check(ledger)
             assert found.current_ok, found
             ledger.check_schema()
+        finally:
+            ledger.close()
+
+
+def test_a_check_of_a_revision_not_yet_moved_names_the_legacy_table_the_upgrade_renames(
+    tmp_path: Path, backend: str
+) -> None:
+    # A run-ledger before 2026-12-07 created its event store in the database of the legacy
+    # ingestion_runs and stopped there: the upgrade both moves the revision and renames it.
+    with empty_database(tmp_path, backend) as url:
+        ledger = Ledger.from_url(url)
+        try:
+            as_an_earlier_release_left_it(ledger, REVISIONS[0])
+            seed_legacy_table(ledger)
+            found = check(ledger)
+            assert found.version_to_move
+            assert found.legacy_table_to_move, found
+            code, said = migrate(url, "--check")
+            assert code == 1
+            assert "it will rename the legacy ingestion_runs table to ingestion_runs_legacy" in said
+            code, said = migrate(url)
+            assert code == 0, said
+            assert "renamed the legacy table ingestion_runs (39 row(s))" in said
         finally:
             ledger.close()
 
