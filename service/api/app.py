@@ -257,7 +257,12 @@ def create_app(config: LedgerConfig) -> FastAPI:
         from service.web import ROOT, SecurityHeaders, create_web_app
 
         web_app, app.state.web = create_web_app(
-            config, state.ledger, state.expensive_slots, state.outage, state.auth_failures
+            config,
+            state.ledger,
+            state.expensive_slots,
+            state.outage,
+            state.auth_failures,
+            state.write_slots,
         )
 
         @app.get(ROOT, include_in_schema=False)

@@ -47,6 +47,42 @@ def require_current_schema(ledger: Ledger) -> None:
     ledger.check_schema(max_age_s=SCHEMA_RECHECK_S)
 
 
+async def in_write_slot(
+    slots: anyio.CapacityLimiter, config: LedgerConfig, work: Callable[[], T]
+) -> T:
+    """``work()`` (an append, a run failed by hand, from the API or the web view's form) in a
+    worker thread, holding one of ``slots``. A write that gets none within ``[api]
+    database_timeout`` (the writes before it all waiting on a lock held elsewhere) is 503
+    ``database-busy``: it waited on the event loop, holding no thread, and never waits
+    longer."""
+    try:
+        # A free slot is taken at once; only a wait for one needs the deadline's cancel scope
+        # (a third of the time this added to an append when always made).
+        slots.acquire_nowait()
+    except anyio.WouldBlock:
+        await _wait_for_write_slot(slots, config)
+    try:
+        return await run_in_threadpool(work)
+    finally:
+        slots.release()
+
+
+async def _wait_for_write_slot(slots: anyio.CapacityLimiter, config: LedgerConfig) -> None:
+    try:
+        with anyio.fail_after(config.api.database_timeout.total_seconds()):
+            await slots.acquire()
+    except TimeoutError:
+        total = int(slots.total_tokens)
+        log.warning(
+            "busy: all %d write slots stayed taken for [api] database_timeout "
+            "(the writes in them waiting on the database)",
+            total,
+        )
+        raise database_busy_problem(
+            f"the {total} writes this server runs at once were all waiting on the database"
+        ) from None
+
+
 @dataclass
 class ApiState:
     config: LedgerConfig
@@ -78,34 +114,8 @@ class ApiState:
 
     async def write(self, work: Callable[[], T]) -> T:
         """``work()`` (an append, a run failed by hand) in a worker thread, holding one of the
-        write slots. A write that gets none within ``[api] database_timeout`` (the writes
-        before it all waiting on a lock held elsewhere) is 503 ``database-busy``: it waited
-        on the event loop, holding no thread, and never waits longer."""
-        try:
-            # A free slot is taken at once; only a wait for one needs the deadline's cancel
-            # scope (a third of the time this method added to an append when always made).
-            self.write_slots.acquire_nowait()
-        except anyio.WouldBlock:
-            await self._wait_for_write_slot()
-        try:
-            return await run_in_threadpool(work)
-        finally:
-            self.write_slots.release()
-
-    async def _wait_for_write_slot(self) -> None:
-        try:
-            with anyio.fail_after(self.config.api.database_timeout.total_seconds()):
-                await self.write_slots.acquire()
-        except TimeoutError:
-            slots = int(self.write_slots.total_tokens)
-            log.warning(
-                "busy: all %d write slots stayed taken for [api] database_timeout "
-                "(the writes in them waiting on the database)",
-                slots,
-            )
-            raise database_busy_problem(
-                f"the {slots} writes this server runs at once were all waiting on the database"
-            ) from None
+        write slots (:func:`in_write_slot`)."""
+        return await in_write_slot(self.write_slots, self.config, work)
 
     def close(self) -> None:
         self.ledger.close()

@@ -12,6 +12,7 @@ import hashlib
 import threading
 from importlib.resources import files
 
+import anyio
 from fastapi import FastAPI
 from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -19,6 +20,7 @@ from ledger import Ledger
 from ledger.outage import Outage
 from ledger.text import ABSENT
 from service.api.limits import AuthFailures, auth_failures_of
+from service.api.state import write_slots_for
 from service.config import LedgerConfig
 from service.web import views
 from service.web.errors import add_error_handlers
@@ -38,10 +40,12 @@ def create_web_app(
     expensive_slots: threading.BoundedSemaphore | None = None,
     outage: Outage | None = None,
     auth_failures: AuthFailures | None = None,
+    write_slots: anyio.CapacityLimiter | None = None,
 ) -> tuple[FastAPI, WebState]:
     """The web view's app (to mount at :data:`ROOT`) and its state (close it with the app).
-    ``expensive_slots``, ``outage`` and ``auth_failures``: the API's, so that pages and API
-    requests share one budget, one log of a database outage and one count of refused tokens."""
+    ``expensive_slots``, ``outage``, ``auth_failures`` and ``write_slots``: the API's, so that
+    pages and API requests share one budget, one log of a database outage, one count of
+    refused tokens and one bound on the writes waiting on the database."""
     outage = outage or Outage("web pages", log)
     state = WebState(
         config=config,
@@ -53,6 +57,7 @@ def create_web_app(
         outage=outage,
         # "is None": an AuthFailures with no failures yet is empty, and so false.
         auth_failures=auth_failures_of(config) if auth_failures is None else auth_failures,
+        write_slots=write_slots or anyio.CapacityLimiter(write_slots_for(ledger)),
     )
     templates = Environment(
         loader=PackageLoader("service.web", "templates"),

@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from ledger import LedgerError
 from ledger.text import visible
 from service.api.head import allowed_methods
-from service.api.problems import RESENT_APPEND, problem_for
+from service.api.problems import RESENT_APPEND, ApiProblem, problem_for
 from service.web.pages import Pages
 from service.web.state import ROOT, Forbidden, LedgerErrorPage, LoginRequired, WebState
 
@@ -45,6 +45,13 @@ def add_error_handlers(app: FastAPI, state: WebState, pages: Pages) -> None:
         problem = problem_for(exc, state.outage)
         response = error_page(request, problem.status, problem.title, for_a_page(problem.detail))
         response.headers.update(problem.headers)  # Retry-After on a 503, as the API sends it
+        return response
+
+    @app.exception_handler(ApiProblem)
+    async def api_problem(request: Request, problem: ApiProblem) -> Response:
+        # What the API's shared steps refuse with (a write that got no write slot in time).
+        response = error_page(request, problem.status, problem.title, for_a_page(problem.detail))
+        response.headers.update(problem.headers)
         return response
 
     @app.exception_handler(RequestValidationError)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
 from forensics.audit import AuditPage, audit_page
 from ledger import (
@@ -268,7 +269,7 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         )
 
     @app.post("/runs/{run_id}/fail")
-    def fail(
+    async def fail(
         request: Request,
         run_id: RunIdPath,
         _operator: Viewer = may_operate,
@@ -276,32 +277,49 @@ def add_run_routes(app: FastAPI, state: WebState, pages: Pages) -> None:
         csrf: Annotated[str, Form(max_length=200)] = "",
         confirm: Annotated[str, Form(max_length=10)] = "",
     ) -> Response:
+        # Async for the write slot alone: the checks and the confirm page read the ledger in a
+        # worker thread, as every other page does, and the append waits for one of the write
+        # slots the API's appends and fails take (holding no thread while it waits).
+        confirmed = await run_in_threadpool(fail_form, request, run_id, reason, csrf, confirm)
+        if isinstance(confirmed, Response):
+            return confirmed
+        viewer, reason = confirmed
+        actor = operator_actor(viewer.name)  # as the CLI records --actor
+
+        def fail_it() -> int:
+            require_current_schema(state.ledger)
+            return fail_run(state.ledger, run_id, reason, actor, connectors=viewer.connectors)
+
+        position = await state.write(fail_it)
+        log.warning("web: run %d failed by %s at position %d", run_id, actor, position)
+        return RedirectResponse(
+            link(f"/runs/{run_id}", notice="failed", failed_at=position), status_code=303
+        )
+
+    def fail_form(
+        request: Request, run_id: int, reason: str, csrf: str, confirm: str
+    ) -> Response | tuple[Viewer, str]:
+        """The fail form's checks: its confirm page, or the viewer and reason to fail it with."""
         viewer = operator(request, csrf)
         reason = reason.strip()
         if not says_something(reason):
             raise LedgerErrorPage(400, "Invalid request", "give a reason for failing the run")
-        if confirm != "yes":
-            # Refused here as the append would refuse it (a closed run, another connector's),
-            # and the run's row shown only to a token that may read it: the confirm step must
-            # not tell a token with only `operate` what the runs are.
-            failable_run(state.ledger, run_id, viewer.connectors)
-            row = find_run(state.ledger, run_id).row if pages.may_read(viewer, request) else None
-            return render(
-                request,
-                "confirm.html",
-                viewer=viewer,
-                page="stuck",
-                run_id=run_id,
-                reason=reason,
-                row=row,
-                actor=operator_actor(viewer.name),
-            )
-        actor = operator_actor(viewer.name)  # as the CLI records --actor
-        require_current_schema(state.ledger)
-        position = fail_run(state.ledger, run_id, reason, actor, connectors=viewer.connectors)
-        log.warning("web: run %d failed by %s at position %d", run_id, actor, position)
-        return RedirectResponse(
-            link(f"/runs/{run_id}", notice="failed", failed_at=position), status_code=303
+        if confirm == "yes":
+            return viewer, reason
+        # Refused here as the append would refuse it (a closed run, another connector's), and
+        # the run's row shown only to a token that may read it: the confirm step must not tell
+        # a token with only `operate` what the runs are.
+        failable_run(state.ledger, run_id, viewer.connectors)
+        row = find_run(state.ledger, run_id).row if pages.may_read(viewer, request) else None
+        return render(
+            request,
+            "confirm.html",
+            viewer=viewer,
+            page="stuck",
+            run_id=run_id,
+            reason=reason,
+            row=row,
+            actor=operator_actor(viewer.name),
         )
 
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
+
+import anyio
 
 from ledger import Ledger
 from ledger.outage import Outage
 from service.api.limits import AuthFailures
 from service.api.problems import RETRY_AFTER_BUSY, expensive_slot
+from service.api.state import in_write_slot
 from service.config import LedgerConfig
 from service.web.integrity import VerifyCache
 from service.web.sessions import Sessions
@@ -31,6 +35,9 @@ STATIC = {"style.css": "text/css; charset=utf-8"}
 NOTICES = {"failed": "The run was failed: its timeline shows the RunTimedOut you appended."}
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class WebState:
     config: LedgerConfig
@@ -46,7 +53,15 @@ class WebState:
     # together (:func:`public_share`): a few anonymous tabs kept every slot busy, and the
     # API's verify and as-of reads, and logged-in readers, got 429 for as long as they stayed.
     public_slots: threading.BoundedSemaphore
+    # The process's write slots (the API's, when mounted in it): the fail form's append takes
+    # one, as the API's appends and fails do, or waits for one holding no worker thread.
+    write_slots: anyio.CapacityLimiter
     counts: dict[str, tuple[datetime, dict[str, dict[str, int]]]] = field(default_factory=dict)
+
+    async def write(self, work: Callable[[], T]) -> T:
+        """``work()`` in a worker thread, holding one of the write slots: a 503 page when none
+        came within ``[api] database_timeout`` (:func:`service.api.state.in_write_slot`)."""
+        return await in_write_slot(self.write_slots, self.config, work)
 
     @contextmanager
     def expensive(self, what: str, needed: bool = True, public: bool = False) -> Iterator[None]:

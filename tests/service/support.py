@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner, Result
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import create_engine, func, insert, select, text, update
+from sqlalchemy.engine import make_url
 
 from connectors import SAMPLE_CSV
 from ledger import Ledger
@@ -310,3 +312,27 @@ def stop_and_skip_by_hand(ledger: Ledger, position: int, event_type: str) -> Non
                 skipped_at=SKIPPED_AT,
             )
         )
+
+
+@contextmanager
+def head_lock_held(backend: str, db_url: str) -> Iterator[None]:
+    """Another session holding the ``ledger_head`` row lock (SQLite: the write lock)."""
+    if backend == "sqlite":
+        path = make_url(db_url).database
+        assert path is not None
+        holder = sqlite3.connect(path, isolation_level=None, timeout=0)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT * FROM ledger_head FOR UPDATE"))
+            yield
+            conn.rollback()
+    finally:
+        engine.dispose()

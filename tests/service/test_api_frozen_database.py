@@ -9,21 +9,20 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import timedelta
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from service.config import ApiConfig
 from tests.reliability.fault_proxy import FaultProxy
 from tests.service import support
 from tests.service.conftest import api_client, auth
+from tests.service.support import head_lock_held
 
 TIMEOUT_S = 2
 # The bound is the product's promise (README: "a 503 within database_timeout"), so it is timed:
@@ -240,30 +239,6 @@ def test_appends_behind_a_held_lock_leave_reads_their_threads(backend: str, db_u
         assert len(no_slot) >= appends - 2 * total, len(no_slot)
         until_ok(lambda: started(client))
         client.app.state.api.close()  # type: ignore[attr-defined]
-
-
-@contextmanager
-def head_lock_held(backend: str, db_url: str) -> Iterator[None]:
-    """Another session holding the ``ledger_head`` row lock (SQLite: the write lock)."""
-    if backend == "sqlite":
-        path = make_url(db_url).database
-        assert path is not None
-        holder = sqlite3.connect(path, isolation_level=None, timeout=0)
-        try:
-            holder.execute("BEGIN IMMEDIATE")
-            yield
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
-        return
-    engine = create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT * FROM ledger_head FOR UPDATE"))
-            yield
-            conn.rollback()
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("text", ["0s", "-1s", "2h"])

@@ -29,8 +29,14 @@ TOKENS = {
 SCRIPT = "<script>document.title='pwned'</script>"
 
 
-def web_config(db_url: str, bound: dict[str, list[str]] | None = None, **web: Any) -> LedgerConfig:
-    """The config of the tests' tokens (those named in ``bound`` bound to its connectors)."""
+def web_config(
+    db_url: str,
+    bound: dict[str, list[str]] | None = None,
+    api: dict[str, Any] | None = None,
+    **web: Any,
+) -> LedgerConfig:
+    """The config of the tests' tokens (those named in ``bound`` bound to its connectors),
+    ``api`` more ``[api]`` settings."""
     tokens: list[dict[str, Any]] = [
         {"name": name, "scopes": scopes, "sha256": hashlib.sha256(token.encode()).hexdigest()}
         for name, (token, scopes) in TOKENS.items()
@@ -41,7 +47,7 @@ def web_config(db_url: str, bound: dict[str, list[str]] | None = None, **web: An
     return LedgerConfig.model_validate(
         {
             "database_url": db_url,
-            "api": {"tokens": tokens},
+            "api": {"tokens": tokens, **(api or {})},
             # "testserver": the test client's host name, under which visitors read without a
             # login only when it is allowed (an IP address needs no entry).
             "web": {
@@ -55,10 +61,10 @@ def web_config(db_url: str, bound: dict[str, list[str]] | None = None, **web: An
 
 
 @contextmanager
-def web_client(db_url: str, **web: Any) -> Iterator[TestClient]:
-    """A client of the API and its web view (the tests' tokens, ``web`` the ``[web]`` settings)
-    over ``db_url``; the app's ledgers closed after it."""
-    app = create_app(web_config(db_url, **web))
+def web_client(db_url: str, api: dict[str, Any] | None = None, **web: Any) -> Iterator[TestClient]:
+    """A client of the API and its web view (the tests' tokens, ``api`` and ``web`` more
+    ``[api]`` and the ``[web]`` settings) over ``db_url``; the app's ledgers closed after it."""
+    app = create_app(web_config(db_url, api=api, **web))
     try:
         with TestClient(app, raise_server_exceptions=False) as test_client:
             yield test_client
