@@ -18,6 +18,7 @@ from connectors.spool import (
     Spool,
     SpoolAccessError,
     SpoolBacklog,
+    SpoolDiskError,
     SpoolError,
     SpoolStatus,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "Spool",
     "SpoolAccessError",
     "SpoolBacklog",
+    "SpoolDiskError",
     "SpoolError",
     "SpoolStatus",
     "UpsertCounts",

@@ -25,6 +25,7 @@ from typing import Any
 
 from ledger import (
     AheadOfClockError,
+    DiskError,
     EventModel,
     Ledger,
     LedgerError,
@@ -37,7 +38,7 @@ from ledger.clock import isoformat_utc, utcnow
 from ledger.fork_gate import FORK_GATE
 from ledger.mapper import canonical_json, event_to_wire
 from ledger.private import create_private_file, make_private_folder
-from ledger.text import clip, storable, visible
+from ledger.text import clip, safe_repr, storable, visible
 from ledger.urls import IMPOSSIBLE_PATH_ERRNOS
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,9 @@ SpooledRow = tuple[int, str, int | None, str, str, str, str | None]
 Delivered = tuple[int, int, int]  # (delivered, already there, rejected)
 # A row put into spooled: event_id, run_id, type, body, spooled_at, run_started_id.
 SpoolRowIn = tuple[str, int | None, str, str, str, str | None]
-# This ledger's RunStarted of each run id a flush looked up (None: no such run here).
-RunStarts = dict[int, RecordedEvent | None]
+# This ledger's RunStarted of each run id a flush looked up (None: no such run here; a
+# LedgerError: why the ledger could not look it up).
+RunStarts = dict[int, RecordedEvent | LedgerError | None]
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,18 @@ class SpoolAccessError(SpoolError):
     exit 3 in the CLI, like a SQLite ledger file it may not open)."""
 
 
+class SpoolDiskError(SpoolError, DiskError):
+    """The spool file's disk failed a write or a read: full, past a file-size limit or a
+    quota, or failing (the environment's failure, exit 3 in the CLI, as for a SQLite ledger
+    file's disk; it was exit 1, the code of a check that found a problem, and for `ledger
+    spool status` of events waiting)."""
+
+
 # SQLite's words for a file the process may not open or write (EACCES, EROFS).
 _ACCESS_WORDS = ("unable to open database file", "readonly database")
+# SQLite's words for a disk that failed a write (SQLITE_FULL: a full disk, a quota;
+# SQLITE_IOERR: EFBIG past a file-size limit, EIO).
+_DISK_WORDS = ("database or disk is full", "disk I/O error")
 
 
 def _unusable(what: str, exc: OSError) -> LedgerError:
@@ -179,6 +191,11 @@ class Spool:
         except OSError as exc:
             raise _unusable(f"spool {self.path}", exc) from exc
         except sqlite3.Error as exc:
+            if any(w in str(exc) for w in _DISK_WORDS):
+                raise SpoolDiskError(
+                    f"spool {self.path}: {exc} (the disk holding it is full, or a file-size "
+                    "limit or quota was reached, or it failed: free space and run it again)"
+                ) from exc
             kind = SpoolAccessError if any(w in str(exc) for w in _ACCESS_WORDS) else SpoolError
             raise kind(f"spool {self.path}: {exc}") from exc
 
@@ -504,25 +521,31 @@ def _foreign_rows(ledger: Ledger, rows: list[SpooledRow], starts: RunStarts) -> 
         if written_for is None or run_id is None:
             continue
         if run_id not in starts:
-            first = ledger.read_run(run_id, limit=1)
-            starts[run_id] = first[0] if first and first[0].type == "RunStarted" else None
+            starts[run_id] = _run_start(ledger, run_id)
         here = starts[run_id]
-        if here is not None and str(here.event_id) == written_for:
+        if isinstance(here, RecordedEvent) and str(here.event_id) == written_for:
             continue
-        if here is None:
-            whose = "no run of that id is in this ledger"
-        else:
-            payload = here.payload_data
-            whose = (
-                f"run {run_id} here was started by RunStarted {here.event_id}, of "
-                f"{visible(str(payload.get('connector_name')))} (source "
-                f"{payload.get('source_id')})"
+        if isinstance(here, LedgerError):
+            foreign[seq] = (
+                f"the run these events were written for (run {clip(safe_repr(run_id), 80)}, "
+                f"RunStarted {visible(str(written_for))}) cannot be looked up in this ledger: "
+                f"{visible(str(here))}"
             )
-        foreign[seq] = (
-            f"run {run_id} of this ledger is not the run these events were written for "
-            f"(RunStarted {written_for}; {whose}): spooled for another ledger, or one "
-            "restored from a backup"
-        )
+        else:
+            if here is None:
+                whose = "no run of that id is in this ledger"
+            else:
+                payload = here.payload_data
+                whose = (
+                    f"run {run_id} here was started by RunStarted {here.event_id}, of "
+                    f"{visible(str(payload.get('connector_name')))} (source "
+                    f"{payload.get('source_id')})"
+                )
+            foreign[seq] = (
+                f"run {run_id} of this ledger is not the run these events were written for "
+                f"(RunStarted {written_for}; {whose}): spooled for another ledger, or one "
+                "restored from a backup"
+            )
         log.error(
             "spooled event %s (%s of run %s) set aside: %s",
             event_id,
@@ -531,6 +554,24 @@ def _foreign_rows(ledger: Ledger, rows: list[SpooledRow], starts: RunStarts) -> 
             foreign[seq],
         )
     return foreign
+
+
+def _run_start(ledger: Ledger, run_id: int) -> RecordedEvent | LedgerError | None:
+    """This ledger's RunStarted of run ``run_id``, None if it has no such run, or the refusal
+    of the look-up: a run id that is not a whole number (a row edited by hand), the run's
+    first stored event unreadable. That refusal raised out of every flush (`ledger spool
+    flush` exit 2 for ever, nothing behind the row delivered) and out of every RunContext on
+    the host, which flushes before it appends: no run started, and the SDK took it for the
+    ledger refusing a live run's own events, closed that run and set its facts aside. Now the
+    row is set aside with the reason, as a row whose body is damaged is. An outage
+    (:class:`StorageError`) is raised: the page waits for a later flush."""
+    try:
+        first = ledger.read_run(run_id, limit=1)
+    except StorageError:
+        raise
+    except LedgerError as exc:
+        return exc
+    return first[0] if first and first[0].type == "RunStarted" else None
 
 
 def _parsed(body: str) -> EventModel:

@@ -6,13 +6,14 @@ names the run left open and what will close it (``ledger sweep``), as does the e
 from __future__ import annotations
 
 import logging
+import resource
 import sqlite3
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
-from connectors import Connector, RunContext, Spool
+from connectors import Connector, RunContext, Spool, SpoolDiskError
 from connectors.sdk import RunLeftOpenError, _close_runs_left_open
 from ledger import Ledger
 from service.cli.errors import EXIT_ENVIRONMENT, exit_code_for
@@ -82,4 +83,54 @@ def test_a_run_neither_the_ledger_nor_the_spool_can_record_is_named_left_open(
     result = context.finish()
     assert result.status == "failed"
     assert ledger.run(run_id).state == "finished"  # type: ignore[union-attr]
+    impatient.close()
+
+
+class _LosesBothOnAFullDisk(_LosesBoth):
+    """As :class:`_LosesBoth`, on a host whose disk is full from then on: no file of this
+    process may grow (RLIMIT_FSIZE 0; Python ignores SIGXFSZ, so SQLite's writes fail as on a
+    full disk) until the caller gives the disk back (:meth:`disk_back`)."""
+
+    limits: tuple[int, int] | None = None
+
+    def ingest(self, run: RunContext) -> None:
+        self.limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, self.limits[1]))
+        super().ingest(run)
+
+    def disk_back(self) -> None:
+        if self.limits is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, self.limits)
+
+
+def test_a_spool_on_a_full_disk_is_the_environment_as_the_ledgers_own_disk(
+    ledger: Ledger, backend: str, tmp_path: Path
+) -> None:
+    # The spool's "database or disk is full" (or "disk I/O error") was a plain SpoolError: the
+    # run left open exited 1, a check's code, where the README says 3, and `ledger spool
+    # status` on that disk said 1, the code of events waiting.
+    if backend != "sqlite":
+        pytest.skip("the ledger is made unreachable with SQLite's write lock")
+    spool = Spool(tmp_path / "spool")
+    impatient = Ledger.from_url(ledger.url, sqlite_busy_timeout_ms=50)
+    connector = _LosesBothOnAFullDisk(Path(str(make_url(ledger.url).database)))
+
+    try:
+        with pytest.raises(RunLeftOpenError) as raised:
+            connector.run_once(impatient, spool=spool, progress_interval=0, heartbeat_interval=3600)
+    finally:
+        connector.disk_back()
+
+    assert exit_code_for(raised.value) == EXIT_ENVIRONMENT
+    cause = raised.value.__cause__
+    assert isinstance(cause, SpoolDiskError), repr(cause)
+    assert f"spool {spool.path}: " in str(raised.value)
+    assert "the disk holding it is full, or a file-size limit" in str(raised.value)
+    assert connector.blocker is not None
+    context = connector.recording
+    assert context is not None
+    connector.blocker.execute("ROLLBACK")  # the database and the disk back: the end goes out
+    connector.blocker.close()
+    assert context.finish().status == "failed"
+    assert ledger.run(context.run_id).state == "finished"  # type: ignore[union-attr]
     impatient.close()

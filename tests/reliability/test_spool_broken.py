@@ -5,6 +5,7 @@ whose own events wait there must not have its later events pass them (I9)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -119,3 +120,56 @@ def finished_status(ledger: Ledger, run_id: int) -> str:
     last = ledger.read_run(run_id)[-1]
     assert last.type == "RunFinished"
     return str(last.payload_data["status"])
+
+
+def test_a_row_whose_run_cannot_be_looked_up_is_set_aside_and_closes_no_live_run(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    # One spooled row whose run id was edited by hand (text where a run id goes): the flush's
+    # look-up of the run it was written for was refused (ValidationError), and that refusal
+    # was raised out of every flush. `ledger spool flush` exited 2 for ever ("run_id: a whole
+    # number, got str 'one'"), no `ledger run` on the host could start, and a live run's next
+    # report took it for the ledger refusing the run's own events: the run was "closed", its
+    # counts and outcome set aside as refused for good, and it stayed running in the ledger.
+    spool = Spool(tmp_path / "spool")
+    earlier = ledger.start_run(1, "SOURCE_1")
+    written_for = str(ledger.read_run(earlier)[0].event_id)
+    run = RunContext(ledger, 2, "SOURCE_2", spool=spool, progress_interval=0)
+    run.start()
+    spool.put([RunProgressed(run_id=earlier, records_fetched=n) for n in (1, 2, 3)], written_for)
+    with closing(sqlite3.connect(spool.path)) as conn, conn:
+        conn.execute("UPDATE spooled SET run_id = 'one' WHERE seq = (SELECT MIN(seq) FROM spooled)")
+
+    run.progress(fetched=5, created=5)
+    assert run.finish().status == "success"
+
+    assert [e.type for e in ledger.read_run(run.run_id)] == [
+        "RunStarted",
+        "RunProgressed",
+        "RunFinished",
+    ]
+    assert [e.payload_data["records_fetched"] for e in ledger.read_run(earlier)[1:]] == [2, 3]
+    [rejected] = spool.rejected()
+    assert rejected["run_id"] == "one"
+    assert str(rejected["reason"]).startswith(
+        f"the run these events were written for (run 'one', RunStarted {written_for}) cannot "
+        "be looked up in this ledger: run_id: a whole number"
+    )
+    assert spool.status().pending == 0
+
+    # The same row met by `ledger spool flush`: set aside, the rest delivered, exit 1.
+    other = Spool(tmp_path / "other-spool")
+    other.put([RunProgressed(run_id=earlier, records_fetched=n) for n in (4, 5)], written_for)
+    with closing(sqlite3.connect(other.path)) as conn, conn:
+        conn.execute("UPDATE spooled SET run_id = 1.5 WHERE seq = (SELECT MIN(seq) FROM spooled)")
+    result = CliRunner().invoke(
+        cli, ["spool", "flush", "--spool-dir", str(other.folder), "--db", ledger.url]
+    )
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout) == {
+        "delivered": 1,
+        "duplicates": 0,
+        "rejected": 1,
+        "remaining": 0,
+    }
+    assert ledger.read_run(earlier)[-1].payload_data["records_fetched"] == 5
