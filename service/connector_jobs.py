@@ -25,6 +25,7 @@ from connectors import RunContext, RunResult, Spool
 from connectors.outcome import describe_failure
 from connectors.registry import build_connector
 from ledger import Ledger, LedgerError, SchemaError, StorageError, ValidationError
+from ledger.batch_checks import MAX_CLOCK_SKEW
 from ledger.clock import isoformat_utc, utcnow
 from ledger.driver_errors import database_unreachable
 from ledger.durations import format_duration
@@ -228,6 +229,21 @@ class ConnectorJobs:
         tried: list[datetime],
         began: threading.Event,
     ) -> None:
+        ahead = self._clock_ahead()
+        if ahead is not None:
+            # The run would not start (the skew guard refuses the RunStarted this host dates),
+            # and a claim made here would keep the tick from every other serve process: this
+            # host's scheduler, ahead, fires first, so the connector ran nowhere.
+            log.warning(
+                "%s tick %s skipped and left to another serve process: this host's clock is "
+                "%s ahead of the ledger's (the database server's), more than the %s skew "
+                "guard allows, so its run would not start; set it right (NTP)",
+                name,
+                isoformat_utc(tick),
+                format_duration(ahead),
+                format_duration(MAX_CLOCK_SKEW),
+            )
+            return
         claimed = claim(self.ledger, name, tick, self.identity, tried)
         self.ticks_outage.ended()
         if not claimed:
@@ -248,6 +264,12 @@ class ConnectorJobs:
             return
         self.run_began[name] = began  # one job of a connector at a time (connector_running)
         self._run_connector(connector, name)
+
+    def _clock_ahead(self) -> timedelta | None:
+        """How far this host's clock is ahead of the ledger's, when the skew guard would
+        refuse the RunStarted it dates (None when it would not)."""
+        ahead = utcnow() - self.ledger.clock()
+        return ahead if ahead > MAX_CLOCK_SKEW else None
 
     def _next_tick(self, connector: ConnectorConfig, tick: datetime) -> datetime:
         """When the tick after ``tick`` is due (a day on, for a schedule that says never)."""

@@ -11,7 +11,7 @@ from freezegun import freeze_time
 
 from connectors import SAMPLE_CSV
 from ledger import Ledger
-from ledger.clock import utcnow
+from ledger.clock import use_clock, utcnow
 from service.claims import TICK_ORIGIN, claim, claim_key, interval_tick, prune_claims
 from service.config import LedgerConfig
 from service.connector_jobs import TickRetry
@@ -127,3 +127,46 @@ def test_a_tick_is_retried_only_while_the_next_one_is_not_due() -> None:
             retry = again
     # Tried at 6, 8, 12, 20 and 36 s; the next, 30 s later, would come after the next tick.
     assert waits == [1, 2, 4, 8, 16]
+
+
+def test_a_serve_whose_clock_is_ahead_leaves_each_tick_to_the_others(
+    ledger: Ledger, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two serve processes on one ledger, one on a host whose clock is 20 minutes ahead of the
+    ledger's (the database server's): its scheduler fires each tick 20 minutes early and its
+    claim won, then the connector's RunStarted, dated by that host, was refused by the skew
+    guard. The other process, firing on time, found every tick claimed: the connector ran
+    nowhere for as long as that host's clock stayed ahead (and, stepped back, the ticks it had
+    claimed ahead were skipped again). The host ahead now leaves the tick unclaimed."""
+    config = long_interval_config(db_url)
+    (connector,) = config.connectors
+    # A minute into a tick on the grid, in the past of the database's clock (the skew guard).
+    tick = interval_tick(utcnow() - timedelta(days=6), LONG, TICK_ORIGIN)
+    caplog.set_level(logging.INFO, logger="service.serve")
+    previous = use_clock(lambda: tick + timedelta(minutes=1) - timedelta(minutes=20))
+    try:
+        early = LedgerService(config)  # its ledger's clock is the database's, 20 minutes behind
+    finally:
+        use_clock(previous)
+    try:
+        with freeze_time(tick + timedelta(minutes=1)):  # this host's clock, 20 minutes early
+            early.connector_jobs.tick(connector)
+    finally:
+        early.close_ledgers()
+    assert started_runs(ledger) == 0
+    with ledger.connect() as conn:
+        assert conn.execute(schedule_claims.select()).all() == []  # the tick left unclaimed
+    assert any(
+        "left to another serve process: this host's clock is 20m ahead of the ledger's"
+        in record.getMessage()
+        for record in caplog.records
+    )
+
+    with freeze_time(tick + timedelta(minutes=1)):  # 20 minutes on: the other host, on time
+        on_time = LedgerService(config)
+        try:
+            on_time.connector_jobs.tick(connector)
+        finally:
+            on_time.close_ledgers()
+    assert started_runs(ledger) == 1
+    assert not any("claimed already" in record.getMessage() for record in caplog.records)
