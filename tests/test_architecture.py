@@ -12,7 +12,9 @@ benchmarks) imports ``migrations``, and only the service and the tests import ``
 from __future__ import annotations
 
 import ast
+import fnmatch
 import re
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -112,6 +114,26 @@ def cli_command_modules() -> frozenset[str]:
     from service.cli import COMMANDS
 
     return frozenset(module for module, _ in COMMANDS.values())
+
+
+def test_every_file_the_packages_read_is_packaged() -> None:
+    """A wheel (``pip install .``, not ``-e``) holds every file of the packages' folders: the
+    code, and each data file by a package-data pattern of the folder's own package (a template
+    or a style sheet added without one would be missing only from installed copies)."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages, data = set(setuptools["packages"]), setuptools["package-data"]
+    unpackaged = []
+    for package in sorted(packages):
+        folder = REPO / package.replace(".", "/")
+        for path in sorted(folder.iterdir()):
+            if path.is_dir():
+                if path.name != "__pycache__" and f"{package}.{path.name}" not in packages:
+                    unpackaged.append(f"{package}.{path.name} (a folder not in packages)")
+            elif path.suffix not in (".py", ".pyc") and not any(
+                fnmatch.fnmatch(path.name, pattern) for pattern in data.get(package, [])
+            ):
+                unpackaged.append(str(path.relative_to(REPO)))
+    assert unpackaged == []
 
 
 def test_no_cli_command_module_imports_another() -> None:
