@@ -20,6 +20,7 @@ from ledger.reads import (
 from ledger.recorded import LedgerHead, StoredRef
 from ledger.schema import GENESIS_HASH
 from ledger.store import Ledger
+from ledger.text import clip, visible
 
 
 @dataclass(frozen=True)
@@ -129,14 +130,14 @@ def _verify_chain(
                 "prev_hash does not match the hash of the previous position",
             )
         try:
-            rehashed = stored_row_hash(prev_hash, row)
-        except (ValueError, TypeError):  # a number column holding text: no append wrote it
-            rehashed = None
+            rehashed, why = stored_row_hash(prev_hash, row), ""
+        except (ValueError, TypeError) as exc:  # a number column holding something else
+            rehashed, why = None, f": {clip(visible(str(exc)), 120)}"
         if rehashed != row[HASH]:
             return ChainReport(
                 checked,
                 position,
-                "hash does not match the row's content (the row was altered)",
+                f"hash does not match the row's content (the row was altered){why}",
             )
         prev_hash = row[HASH]
         last_recorded_at = row[RECORDED_AT]
