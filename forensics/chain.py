@@ -139,6 +139,18 @@ def _verify_chain(
                 position,
                 f"hash does not match the row's content (the row was altered){why}",
             )
+        recorded = stored_time_text(row[RECORDED_AT])
+        if last_recorded_at is not None and recorded < stored_time_text(last_recorded_at):
+            # Every append takes recorded_at under the head lock, never below the last one
+            # (the as-of reads' binary search relies on it): an event dated before the one it
+            # follows was written by hand, a forged fact made to look older than it is.
+            return ChainReport(
+                checked,
+                position,
+                f"recorded_at {recorded} is before the recorded_at of position {position - 1} "
+                f"({stored_time_text(last_recorded_at)}): no append records an event before "
+                "the one it follows (a row written by hand?)",
+            )
         prev_hash = row[HASH]
         last_recorded_at = row[RECORDED_AT]
         expected_position += 1

@@ -60,6 +60,7 @@ from ledger import Ledger, RunFinished, RunProgressed, RunState, sweep
 from ledger.clock import utcnow
 from ledger.dialects import IMMUTABLE_MESSAGE, TriggerDefinition, expected_triggers
 from ledger.events import EVENT_TYPES
+from ledger.hashing import chain_hash
 from ledger.rules import RUN_STATES, apply_event
 from ledger.schema import LegacyTimestamp, ledger_events, ledger_head, ledger_runs
 from projections import Projector, RebuildResult, rebuild
@@ -527,6 +528,52 @@ def test_a_whole_number_column_holding_a_lookalike_is_named(
         f"{cases}/{cases} stored and named by verify (check chain, the column)"
         if backend == "sqlite"
         else f"the INT columns refused or rounded the rest; {cases}/{cases} stored named",
+    )
+
+
+def test_an_event_forged_at_the_head_dated_before_the_last_is_named(
+    ledger: Ledger, db_url: str, backend: str, reliability: Summary
+) -> None:
+    """A DBA appends by hand a fact dated back, hash and head computed as an append would:
+    a late RunProgressed of the timed-out run made to look recorded before everything else.
+    Appends take recorded_at under the head lock and never go below the last one, which the
+    as-of reads' binary search relies on: verify passed such a row."""
+    prices = ledger.run(record_history(ledger).run_ids[1])  # timed out: late facts go on
+    assert prices is not None
+    head = ledger.head()
+    backdated = datetime(2026, 1, 28, 0, 59, tzinfo=UTC)  # before position 1's recorded_at
+    row = {
+        "position": head.last_position + 1,
+        "event_id": "00000000-0000-4000-8000-00000000000b",
+        "run_id": prices.run_id,
+        "version": prices.version + 1,
+        "type": "RunProgressed",
+        "schema_version": 1,
+        "payload": '{"records_fetched":1}',
+        "occurred_at": backdated,
+        "recorded_at": backdated,
+        "actor": "connector:prices",
+        "prev_hash": head.last_hash,
+    }
+    row["hash"] = chain_hash(head.last_hash, row)
+    with ledger.engine.begin() as conn:
+        conn.execute(insert(ledger_events).values(row))
+        conn.execute(
+            update(ledger_head).values(
+                last_position=row["position"], last_hash=row["hash"], last_recorded_at=backdated
+            )
+        )
+    rebuild_registry(ledger.engine)
+    verdict = ledger_verify(db_url)
+    assert verdict.exit_code == 1, verdict.stdout
+    assert verdict.chain_position() == row["position"], verdict.problems
+    assert "is before the recorded_at of position" in verdict.problems[0]["message"]
+    reliability.record(
+        "tampering: backdated append",
+        backend,
+        "an event written by hand past the head (hash, head and registry as an append makes "
+        "them) with recorded_at before every other event",
+        "named by verify (check chain, its position): recorded_at goes back",
     )
 
 
