@@ -20,6 +20,7 @@ from ledger.reads import (
 from ledger.recorded import LedgerHead, StoredRef
 from ledger.schema import GENESIS_HASH
 from ledger.store import Ledger
+from ledger.text import clip, visible
 
 
 @dataclass(frozen=True)
@@ -129,14 +130,26 @@ def _verify_chain(
                 "prev_hash does not match the hash of the previous position",
             )
         try:
-            rehashed = stored_row_hash(prev_hash, row)
-        except (ValueError, TypeError):  # a number column holding text: no append wrote it
-            rehashed = None
+            rehashed, why = stored_row_hash(prev_hash, row), ""
+        except (ValueError, TypeError) as exc:  # a number column holding something else
+            rehashed, why = None, f": {clip(visible(str(exc)), 120)}"
         if rehashed != row[HASH]:
             return ChainReport(
                 checked,
                 position,
-                "hash does not match the row's content (the row was altered)",
+                f"hash does not match the row's content (the row was altered){why}",
+            )
+        recorded = stored_time_text(row[RECORDED_AT])
+        if last_recorded_at is not None and recorded < stored_time_text(last_recorded_at):
+            # Every append takes recorded_at under the head lock, never below the last one
+            # (the as-of reads' binary search relies on it): an event dated before the one it
+            # follows was written by hand, a forged fact made to look older than it is.
+            return ChainReport(
+                checked,
+                position,
+                f"recorded_at {recorded} is before the recorded_at of position {position - 1} "
+                f"({stored_time_text(last_recorded_at)}): no append records an event before "
+                "the one it follows (a row written by hand?)",
             )
         prev_hash = row[HASH]
         last_recorded_at = row[RECORDED_AT]

@@ -64,17 +64,24 @@ class TriggerCheck:
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`(?:[^`]|``)*`|\[[^\]]*\]|\w+|\S")
 
 
+# The case the databases ignore in keywords and identifiers: ASCII letters only. Unicode case
+# folding made "poſition" (a long s) the column position, while SQLite reads an unknown
+# double-quoted name as the text 'poſition': a WHEN clause that never holds passed as ours.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def sql_tokens(sql: str) -> list[str]:
-    """``sql`` as tokens compared for equality: whitespace and the case of keywords and
-    identifiers do not matter; the text of string literals does."""
+    """``sql`` as tokens compared for equality: whitespace and the case of ASCII letters in
+    keywords and identifiers do not matter; the text of string literals does, and so does any
+    other character."""
     tokens = []
     for token in _TOKEN.findall(sql):
         if token.startswith("'"):
             tokens.append(token)
         elif token[0] in '"`[':
-            tokens.append(token[1:-1].casefold())
+            tokens.append(token[1:-1].translate(_ASCII_LOWER))
         else:
-            tokens.append(token.casefold())
+            tokens.append(token.translate(_ASCII_LOWER))
     return tokens
 
 
@@ -139,7 +146,11 @@ def _take(found: list[FoundTrigger], name: str) -> FoundTrigger | None:
     MariaDB names are case-sensitive, so both may exist, and the second one is an extra)."""
     for exact in (True, False):
         for index, trigger in enumerate(found):
-            same = trigger.name == name if exact else trigger.name.casefold() == name.casefold()
+            same = (
+                trigger.name == name
+                if exact
+                else trigger.name.translate(_ASCII_LOWER) == name.translate(_ASCII_LOWER)
+            )
             if same:
                 return found.pop(index)
     return None

@@ -150,6 +150,11 @@ def stored_row_hash(prev_hash: str, row: Sequence[Any]) -> str:
     position, event_id, run_id, version, type_, schema, payload, occurred, recorded, actor = (
         hashed_values(row)
     )
+    if not type(position) is type(run_id) is type(version) is type(schema) is int:
+        # The content takes each as str(int(value)), which SQLite's dynamic typing would let
+        # a hand edit pass: run_id 3.5 (or the text '٣', '0_3') hashes as run 3, while every
+        # read by run (``run_id = 3``: the run's timeline, an as-of replay) passes it by.
+        raise TypeError(_not_whole(position, run_id, version, schema))
     content = content_from_values(
         position,
         event_id,
@@ -163,6 +168,16 @@ def stored_row_hash(prev_hash: str, row: Sequence[Any]) -> str:
         actor,
     )
     return link(prev_hash, content)
+
+
+def _not_whole(*values: Any) -> str:
+    """Which whole-number column of a stored row holds something else, and what."""
+    for name, value in zip(
+        ("position", "run_id", "version", "schema_version"), values, strict=True
+    ):
+        if type(value) is not int:
+            return f"{name} holds {value!r} ({type(value).__name__}), not a whole number"
+    return "every whole-number column holds a whole number"
 
 
 def link(prev_hash: str, content: str) -> str:

@@ -53,13 +53,14 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from forensics.verify import verify_all
 from ledger import Ledger, RunFinished, RunProgressed, RunState, sweep
 from ledger.clock import utcnow
 from ledger.dialects import IMMUTABLE_MESSAGE, TriggerDefinition, expected_triggers
 from ledger.events import EVENT_TYPES
+from ledger.hashing import chain_hash
 from ledger.rules import RUN_STATES, apply_event
 from ledger.schema import LegacyTimestamp, ledger_events, ledger_head, ledger_runs
 from projections import Projector, RebuildResult, rebuild
@@ -289,6 +290,78 @@ def ledger_verify(db_url: str, *options: str) -> Verdict:
     return Verdict(result.exit_code, problems, result.stdout, result.stderr)
 
 
+def test_triggers_respelled_with_unicode_lookalikes_are_named(
+    ledger: Ledger, db_url: str, backend: str, reliability: Summary
+) -> None:
+    """Names compared after Unicode case folding, where the databases fold ASCII letters
+    only: SQLite's ``ledger_events_no_replace`` with ``"poſition"`` and ``"verſion"`` (a long
+    s) in its WHEN, which SQLite reads as text that never equals a column, let INSERT OR
+    REPLACE overwrite an event while verify said "as defined"; on MariaDB a trigger named
+    ``ledger_eventſ_no_update`` in place of ours passed as ours."""
+    record_history(ledger)
+    dialect = ledger.engine.dialect.name
+    cases = 0
+    if dialect == "sqlite":
+        (replace_guard,) = [t for t in expected_triggers(dialect) if t.event == "INSERT"]
+        blind = (
+            create_trigger_statement(replace_guard, dialect)
+            .replace("WHERE position = NEW.position", 'WHERE "poſition" = NEW.position')
+            .replace("AND version = NEW.version", 'AND "verſion" = NEW.version')
+        )
+        with ledger.engine.begin() as conn:
+            conn.execute(text(f"DROP TRIGGER {replace_guard.name}"))
+            conn.execute(text(blind))
+        # What the edit achieves: an event overwritten in place (rolled back here).
+        with ledger.engine.connect() as conn:
+            row = dict(
+                conn.execute(select(ledger_events).where(ledger_events.c.position == 7))
+                .mappings()
+                .one()
+            )
+            conn.execute(
+                ledger_events.insert().prefix_with("OR REPLACE"),
+                {**row, "event_id": "00000000-0000-4000-8000-000000000000"},
+            )
+            conn.rollback()
+        verdict = ledger_verify(db_url)
+        assert verdict.exit_code == 1, verdict.stdout
+        (message,) = trigger_problems(verdict, replace_guard.name)
+        assert "is not run-ledger's definition" in message
+        cases += 1
+        restore_triggers(ledger.engine)
+        assert_clean(ledger)
+    for trigger in expected_triggers(dialect):
+        lookalike = trigger.name.replace("events", "eventſ")
+        statement = create_trigger_statement(trigger, dialect).replace(
+            trigger.name, f'"{lookalike}"' if dialect == "sqlite" else f"`{lookalike}`", 1
+        )
+        with ledger.engine.begin() as conn:
+            conn.execute(text(f"DROP TRIGGER {trigger.name}"))
+            conn.execute(text(statement))
+        verdict = ledger_verify(db_url)
+        assert verdict.exit_code == 1, verdict.stdout
+        assert any("is missing" in m for m in trigger_problems(verdict, trigger.name)), verdict
+        assert any("unexpected trigger" in m for m in trigger_problems(verdict, lookalike))
+        quoted = f'"{lookalike}"' if dialect == "sqlite" else f"`{lookalike}`"
+        with ledger.engine.begin() as conn:
+            conn.execute(text(f"DROP TRIGGER {quoted}"))
+        restore_triggers(ledger.engine)
+        assert_clean(ledger)
+        cases += 1
+    reliability.record(
+        "tampering: lookalike triggers",
+        backend,
+        "each immutability trigger replaced by one named with a long s (ledger_eventſ_…)"
+        + (
+            '; the REPLACE guard\'s WHEN naming "poſition" and "verſion" (text to SQLite, '
+            "so INSERT OR REPLACE overwrote an event)"
+            if dialect == "sqlite"
+            else ""
+        ),
+        f"{cases}/{cases} named by verify (check triggers, trigger name)",
+    )
+
+
 def ledger_verify_text(db_url: str, *options: str) -> str:
     result = CliRunner().invoke(cli, ["verify", *options, "--db", db_url])
     assert result.exit_code == 1, result.output
@@ -393,6 +466,115 @@ def test_two_swapped_events_are_named(
 
 
 # ---------------------------------------------------------------- the projection and registry
+
+
+# What SQLite stores in an INTEGER column that is no integer, yet int() reads as the number the
+# hash was computed over: a real with a fraction, Arabic-Indic digits, digits with an underscore.
+def whole_number_lookalikes(value: int) -> list[Any]:
+    arabic_indic = str(value).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    return [value + 0.5, arabic_indic, f"0_{value}"]
+
+
+def test_a_whole_number_column_holding_a_lookalike_is_named(
+    ledger: Ledger, db_url: str, backend: str, reliability: Summary
+) -> None:
+    """run_id 3.5 hashed as run 3 (the chain took str(int(value))): the weather run's
+    RunFinished left its timeline (every read by run asks ``run_id = 3``), so its audit and
+    its state as of the head said "running" while verify and the report passed. MariaDB's
+    INT columns refuse such a value or round it (another number: the chain names it too)."""
+    history = record_history(ledger)
+    weather = history.run_ids[2]
+    finished = next(e for e in ledger.read_run(weather) if e.type == "RunFinished")
+    drop_triggers(ledger.engine)  # as a hostile DBA would
+    cases = 0
+    for column in ("run_id", "version", "schema_version"):
+        original = getattr(finished, column)
+        for lookalike in whole_number_lookalikes(original):
+            statement = text(f"UPDATE ledger_events SET {column} = :v WHERE position = :p")
+            try:
+                with ledger.engine.begin() as conn:
+                    conn.execute(statement, {"v": lookalike, "p": finished.position})
+            except DBAPIError:
+                assert backend != "sqlite"  # MariaDB refuses text that is no number
+                continue
+            with ledger.engine.connect() as conn:
+                stored = conn.execute(
+                    text(f"SELECT {column} FROM ledger_events WHERE position = :p"),
+                    {"p": finished.position},
+                ).scalar_one()
+            if stored == original and type(stored) is int:
+                assert backend != "sqlite", (column, lookalike)
+                continue  # MariaDB rounded it back to the same number: nothing was changed
+            if backend == "sqlite" and column == "run_id":
+                # What the edit achieves: the run's timeline no longer holds its last event.
+                assert finished.position not in [e.position for e in ledger.read_run(weather)]
+            verdict = ledger_verify(db_url)
+            assert verdict.exit_code == 1, (column, lookalike, verdict.stdout)
+            assert verdict.chain_position() == finished.position, verdict.problems
+            if type(stored) is not int:
+                assert f"{column} holds {stored!r}" in verdict.problems[0]["message"]
+            with ledger.engine.begin() as conn:
+                conn.execute(statement, {"v": original, "p": finished.position})
+            assert_clean(ledger, triggers_dropped=True)
+            cases += 1
+    restore_triggers(ledger.engine)
+    assert_clean(ledger)
+    reliability.record(
+        "tampering: whole numbers",
+        backend,
+        "run_id, version, schema_version of a run's RunFinished set to a lookalike of the "
+        "same number (a real with a fraction, Arabic-Indic digits, '0_N'), which int() reads "
+        "as the hashed value",
+        f"{cases}/{cases} stored and named by verify (check chain, the column)"
+        if backend == "sqlite"
+        else f"the INT columns refused or rounded the rest; {cases}/{cases} stored named",
+    )
+
+
+def test_an_event_forged_at_the_head_dated_before_the_last_is_named(
+    ledger: Ledger, db_url: str, backend: str, reliability: Summary
+) -> None:
+    """A DBA appends by hand a fact dated back, hash and head computed as an append would:
+    a late RunProgressed of the timed-out run made to look recorded before everything else.
+    Appends take recorded_at under the head lock and never go below the last one, which the
+    as-of reads' binary search relies on: verify passed such a row."""
+    prices = ledger.run(record_history(ledger).run_ids[1])  # timed out: late facts go on
+    assert prices is not None
+    head = ledger.head()
+    backdated = datetime(2026, 1, 28, 0, 59, tzinfo=UTC)  # before position 1's recorded_at
+    row = {
+        "position": head.last_position + 1,
+        "event_id": "00000000-0000-4000-8000-00000000000b",
+        "run_id": prices.run_id,
+        "version": prices.version + 1,
+        "type": "RunProgressed",
+        "schema_version": 1,
+        "payload": '{"records_fetched":1}',
+        "occurred_at": backdated,
+        "recorded_at": backdated,
+        "actor": "connector:prices",
+        "prev_hash": head.last_hash,
+    }
+    row["hash"] = chain_hash(head.last_hash, row)
+    with ledger.engine.begin() as conn:
+        conn.execute(insert(ledger_events).values(row))
+        conn.execute(
+            update(ledger_head).values(
+                last_position=row["position"], last_hash=row["hash"], last_recorded_at=backdated
+            )
+        )
+    rebuild_registry(ledger.engine)
+    verdict = ledger_verify(db_url)
+    assert verdict.exit_code == 1, verdict.stdout
+    assert verdict.chain_position() == row["position"], verdict.problems
+    assert "is before the recorded_at of position" in verdict.problems[0]["message"]
+    reliability.record(
+        "tampering: backdated append",
+        backend,
+        "an event written by hand past the head (hash, head and registry as an append makes "
+        "them) with recorded_at before every other event",
+        "named by verify (check chain, its position): recorded_at goes back",
+    )
 
 
 def edit_every_column_of_rows(
