@@ -90,6 +90,7 @@ def _verify_chain(
     expected_position = max(from_position, 1)
     checked = 0
     last_recorded_at: Any = None
+    last_recorded = ""  # its canonical text (every stored time's text sorts after "")
     for row in _stored_rows(ledger, expected_position - 1, batch_size):
         position = row[POSITION]
         if position != expected_position and expected_position <= end:
@@ -140,7 +141,7 @@ def _verify_chain(
                 f"hash does not match the row's content (the row was altered){why}",
             )
         recorded = stored_time_text(row[RECORDED_AT])
-        if last_recorded_at is not None and recorded < stored_time_text(last_recorded_at):
+        if recorded < last_recorded:
             # Every append takes recorded_at under the head lock, never below the last one
             # (the as-of reads' binary search relies on it): an event dated before the one it
             # follows was written by hand, a forged fact made to look older than it is.
@@ -148,11 +149,11 @@ def _verify_chain(
                 checked,
                 position,
                 f"recorded_at {recorded} is before the recorded_at of position {position - 1} "
-                f"({stored_time_text(last_recorded_at)}): no append records an event before "
+                f"({last_recorded}): no append records an event before "
                 "the one it follows (a row written by hand?)",
             )
         prev_hash = row[HASH]
-        last_recorded_at = row[RECORDED_AT]
+        last_recorded_at, last_recorded = row[RECORDED_AT], recorded
         expected_position += 1
         checked += 1
     if expected_position <= end:
