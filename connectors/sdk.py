@@ -886,7 +886,7 @@ def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
     ):
         low = ">= 0" if allow_zero else "> 0"
         raise ValidationError(
-            f"{name}={value!r}: a finite number of seconds {low} and at most "
+            f"{name}={clip(safe_repr(value), 80)}: a finite number of seconds {low} and at most "
             f"{MAX_INTERVAL_SECONDS:g} is required"
         )
 

@@ -36,6 +36,10 @@ REPO = Path(__file__).resolve().parents[2]
         ("progress_interval", float("nan")),
         ("progress_interval", float("-inf")),
         ("progress_interval", -1),
+        # Refused, its refusal quoted the value with repr(), which Python refuses for an int
+        # of more than 4,300 digits: a ValueError escaped RunContext() in its place.
+        pytest.param("heartbeat_interval", 10**5000, id="heartbeat_interval-5001-digits"),
+        pytest.param("progress_interval", -(10**5000), id="progress_interval-5001-digits"),
         ("max_error_details", 1.5),
         ("max_error_details", -1),
     ],
