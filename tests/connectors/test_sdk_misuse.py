@@ -266,3 +266,17 @@ def test_a_connector_name_past_4300_digits_is_refused_as_any_name_that_is_not_te
         with pytest.raises(ValidationError, match=r"^connector_name: Input should be a valid str"):
             RunContext(ledger, 1, name, spool=spool)  # type: ignore[arg-type]
     assert ledger.head().last_position == 0  # nothing started
+
+
+def test_an_error_message_past_4300_digits_is_an_error_of_the_run(
+    ledger: Ledger, spool: Spool
+) -> None:
+    # error() made its message text with str(), which Python refuses for an int of more than
+    # 4,300 digits: a ValueError escaped error(), the error not kept, as review 60 fixed for
+    # the details.
+    run = RunContext(ledger, 1, "SOURCE_1", spool=spool)
+    run.start()
+    run.error(10**5000)  # type: ignore[arg-type]
+    assert run.finish().status == "partial"
+    kept = finished(ledger, run.run_id)["error_details"]["errors"][0]
+    assert kept["message"] == "<int: str() failed with ValueError>"

@@ -23,14 +23,17 @@ from ledger import (
     RunTimedOut,
     StuckCursor,
     Thresholds,
+    UnknownRunError,
     ValidationError,
     fail_run,
+    failable_run,
     stuck_page,
     stuck_runs,
     stuck_runs_as_of,
     sweep,
 )
 from ledger.events import event_adapter
+from ledger.store import read_events
 from projections import Projector
 
 NAIVE = datetime(2026, 1, 1)
@@ -346,6 +349,25 @@ def test_a_read_argument_of_the_wrong_type_is_a_validation_error_naming_it(
     with pytest.raises(ValidationError) as caught:
         call(ledger)  # read_all raises at the call, not at the first event
     assert [problem.field for problem in caught.value.details] == [field], caught.value
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda led: fail_run(led, 10**5000, "why", "bob"),
+        lambda led: failable_run(led, -(10**5000)),
+        lambda led: list(read_events(led, run_id=10**5000)),
+    ],
+    ids=["fail_run", "failable_run", "read_events"],
+)
+def test_a_run_id_past_4300_digits_is_an_unknown_run(
+    ledger: Ledger, call: Callable[[Ledger], Any]
+) -> None:
+    # No such run: UnknownRunError's message quoted the id, which Python cannot write as text
+    # past 4,300 digits, and that ValueError escaped in place of the UnknownRunError.
+    ledger.start_run(source_id=1, connector_name="c")
+    with pytest.raises(UnknownRunError, match=r"^run <int: str\(\) failed with ValueError> does"):
+        call(ledger)
 
 
 def test_reads_past_the_largest_key_answer_as_the_largest_key_does(ledger: Ledger) -> None:
