@@ -221,6 +221,11 @@ def test_append_refuses_what_is_not_a_batch_of_events_with_a_type_error(
     assert ledger.head().last_position == 0
 
 
+class _ReprFails:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
 @pytest.mark.parametrize(
     ("options", "field"),
     [
@@ -230,6 +235,12 @@ def test_append_refuses_what_is_not_a_batch_of_events_with_a_type_error(
         ({"expected_version": 1.0}, "expected_version"),
         ({"clock_read": NAIVE}, "clock_read"),
         ({"clock_read": "2026-01-01T00:00:00Z"}, "clock_read"),
+        # The refusal quoted the value with repr(), which raised in its place (review 60's
+        # safe_repr, not used here): an int past 4,300 digits, an object whose repr fails.
+        pytest.param(
+            {"expected_version": -(10**5000)}, "expected_version", id="version-5001-digits"
+        ),
+        pytest.param({"clock_read": _ReprFails()}, "clock_read", id="clock_read-repr-fails"),
     ],
 )
 def test_append_options_of_the_wrong_type_are_refused_naming_the_option(
@@ -262,11 +273,6 @@ def test_start_run_refuses_a_wrong_value_as_a_validation_error_naming_the_field(
 
 
 # --------------------------------------------------------------------------- reads
-
-
-class _ReprFails:
-    def __repr__(self) -> str:
-        raise RuntimeError("no repr")
 
 
 BAD_READS: dict[str, tuple[Callable[[Ledger], Any], str]] = {
