@@ -17,7 +17,7 @@ from ledger import EventModel, RunFinished
 from ledger.batch_checks import MAX_PAYLOAD_BYTES
 from ledger.limits import MAX_JSON_DEPTH, json_depth
 from ledger.mapper import canonical_json, payload_json
-from ledger.text import clip, safe_repr, storable
+from ledger.text import clip, safe_repr, safe_str, storable
 from ledger.urls import mask_secrets
 
 # What one recorded error keeps of its message and details, in characters.
@@ -48,7 +48,12 @@ def error_entry(message: str, details: dict[str, Any] | None) -> tuple[dict[str,
     the ledger measures, and the comma after it)."""
     # Masked like an exception's text: a connector's message is often one.
     entry: dict[str, Any] = {
-        "message": clip(storable(mask_secrets(str(message))), MAX_MESSAGE_CHARS, count_cut=True)
+        "message": clip(
+            # safe_str: error(10**5000) raised ValueError out of error(), uncounted as an error.
+            storable(mask_secrets(safe_str(message))),
+            MAX_MESSAGE_CHARS,
+            count_cut=True,
+        )
     }
     if details:
         entry["details"] = bounded_details(details)

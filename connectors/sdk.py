@@ -201,7 +201,8 @@ class RunContext:
             or max_error_details < 0
         ):
             raise ValidationError(
-                f"max_error_details={max_error_details!r}: a whole number >= 0 is required"
+                f"max_error_details={clip(safe_repr(max_error_details), 80)}: a whole number "
+                ">= 0 is required"
             )
         # Refused here, as a LedgerError naming the field, not later as pydantic's error.
         problem = name_problem(connector_name) if isinstance(connector_name, str) else None
@@ -216,7 +217,11 @@ class RunContext:
         self.max_error_details = max_error_details
         host, pid = socket.gethostname(), os.getpid()
         self._pid = pid  # the process that records the run: a forked child may not
-        self.actor = connector_actor(connector_name, host, pid)
+        # A name that is not text is refused below (_started_event), naming the field; made
+        # text here with safe_repr, which does not raise (str() of an int of more than 4,300
+        # digits does: a ValueError escaped RunContext() in place of that refusal).
+        shown = connector_name if isinstance(connector_name, str) else safe_repr(connector_name)
+        self.actor = connector_actor(shown, host, pid)
         self.metadata = storable_metadata(
             {
                 "host": host,
@@ -886,7 +891,7 @@ def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
     ):
         low = ">= 0" if allow_zero else "> 0"
         raise ValidationError(
-            f"{name}={value!r}: a finite number of seconds {low} and at most "
+            f"{name}={clip(safe_repr(value), 80)}: a finite number of seconds {low} and at most "
             f"{MAX_INTERVAL_SECONDS:g} is required"
         )
 

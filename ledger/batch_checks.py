@@ -30,7 +30,7 @@ from ledger.mapper import (
     payload_of,
     pydantic_problems,
 )
-from ledger.text import clip
+from ledger.text import clip, safe_repr
 
 # An occurred_at further ahead of the ledger's clock than this is refused (I10 clock skew guard):
 # a run "alive in the future" could never be detected as stuck.
@@ -121,7 +121,7 @@ def append_option_problems(expected_version: object, clock_read: object) -> list
         problems.append(
             InputProblem(
                 "expected_version",
-                f"a whole number from 0 (or None), got {clip(repr(expected_version))}",
+                f"a whole number from 0 (or None), got {clip(safe_repr(expected_version))}",
             )
         )
     if clock_read is not None and (
@@ -130,7 +130,7 @@ def append_option_problems(expected_version: object, clock_read: object) -> list
         problems.append(
             InputProblem(
                 "clock_read",
-                f"a datetime with a time zone (or None), got {clip(repr(clock_read))}",
+                f"a datetime with a time zone (or None), got {clip(safe_repr(clock_read))}",
             )
         )
     return problems

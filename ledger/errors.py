@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ledger.text import clip, safe_str
+
 
 class LedgerError(Exception):
     """Root of every error run-ledger raises.
@@ -109,7 +111,9 @@ class UnknownRunError(ValidationError):
     """A run id names no run in the ledger: the caller's mistake, like any bad input."""
 
     def __init__(self, run_id: int) -> None:
-        super().__init__(f"run {run_id} does not exist")
+        # safe_str: a caller's run id of more than 4,300 digits (no such run) is not text to
+        # Python, and a ValueError escaped fail_run() in place of this error.
+        super().__init__(f"run {clip(safe_str(run_id), 80)} does not exist")
         self.run_id = run_id
 
 

@@ -232,6 +232,15 @@ def safe_repr(value: object) -> str:
         return f"<{type(value).__name__}: repr() failed with {type(exc).__name__}>"
 
 
+def safe_str(value: object) -> str:
+    """``str(value)``, or what stopped it, as :func:`safe_repr`: ``str`` raises for an int of
+    more than 4,300 digits and for an object whose ``__str__`` fails."""
+    try:
+        return str(value)
+    except Exception as exc:
+        return f"<{type(value).__name__}: str() failed with {type(exc).__name__}>"
+
+
 def is_ascii_integer(text: str) -> bool:
     """``[0-9]+``: ``str.isdigit`` alone takes ``²`` and ``\u0661`` (an Arabic-Indic one),
     ``int()`` takes ``_``, ``+``, spaces and every script's decimal digits. A run id or a count
@@ -252,6 +261,7 @@ __all__ = [
     "markdown_cell",
     "quoted",
     "safe_repr",
+    "safe_str",
     "shown_name",
     "shown_value",
     "storable",

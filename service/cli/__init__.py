@@ -156,10 +156,14 @@ class LedgerGroup(CommandGroup):
         return sorted(set(COMMANDS) | set(self.commands))
 
     def all_commands(self) -> Mapping[str, click.Command]:
-        """Every command by name, each one's module imported."""
+        """Every command by name, each one's module imported, in the table's order."""
         for name in COMMANDS:
             if name not in self.commands:
                 self._import_command(name)
+        # In the table's order whatever was imported first: the misplaced option's hint lists
+        # the commands that take it in this order, and named the ones a process had run first
+        # (`ledger --limit 5` said "stuck, events, runs list" after a `stuck`, in one process).
+        self.commands = {**{name: self.commands[name] for name in COMMANDS}, **self.commands}
         return self.commands
 
     def _import_command(self, name: str) -> None:
@@ -252,6 +256,13 @@ def _run_command() -> ExitCode:
         code = done.code
         if code == EXIT_INTERRUPTED:
             abandon_output()  # what is left would wait for the reader, Ctrl-C or not
+    except KeyboardInterrupt:
+        # Shell completion (_LEDGER_COMPLETE), which click runs before its own handlers: it
+        # imports the command's module (the console script's own handler no longer covers
+        # that import), and a Ctrl-C meanwhile was Python's traceback on the terminal.
+        Interrupted().show()
+        abandon_output()
+        code = EXIT_INTERRUPTED
     except LedgerError as error:  # a library error that escaped a command: still no traceback
         click.echo(f"Error: {visible_lines(mask_secrets(str(error)))}", err=True)
         code = exit_code_for(error)

@@ -36,8 +36,13 @@ REPO = Path(__file__).resolve().parents[2]
         ("progress_interval", float("nan")),
         ("progress_interval", float("-inf")),
         ("progress_interval", -1),
+        # Refused, its refusal quoted the value with repr(), which Python refuses for an int
+        # of more than 4,300 digits: a ValueError escaped RunContext() in its place.
+        pytest.param("heartbeat_interval", 10**5000, id="heartbeat_interval-5001-digits"),
+        pytest.param("progress_interval", -(10**5000), id="progress_interval-5001-digits"),
         ("max_error_details", 1.5),
         ("max_error_details", -1),
+        pytest.param("max_error_details", -(10**5000), id="max_error_details-5001-digits"),
     ],
 )
 def test_an_interval_that_is_not_a_finite_number_of_seconds_is_refused(
@@ -249,3 +254,29 @@ def test_a_count_past_4300_digits_is_refused_as_any_count_out_of_range(
     with pytest.raises(ValidationError, match=r"^progress fetched=<int: repr\(\) failed"):
         run.progress(fetched=10**5000)
     assert run.finish().status == "success"
+
+
+def test_a_connector_name_past_4300_digits_is_refused_as_any_name_that_is_not_text(
+    ledger: Ledger, spool: Spool
+) -> None:
+    # The run's actor was made from the name as text before the name was checked (a name that
+    # is not text is refused as RunContext() checks its RunStarted), and Python refuses an int
+    # of more than 4,300 digits as text: a ValueError escaped RunContext() in its place.
+    for name in (5, 10**5000):
+        with pytest.raises(ValidationError, match=r"^connector_name: Input should be a valid str"):
+            RunContext(ledger, 1, name, spool=spool)  # type: ignore[arg-type]
+    assert ledger.head().last_position == 0  # nothing started
+
+
+def test_an_error_message_past_4300_digits_is_an_error_of_the_run(
+    ledger: Ledger, spool: Spool
+) -> None:
+    # error() made its message text with str(), which Python refuses for an int of more than
+    # 4,300 digits: a ValueError escaped error(), the error not kept, as review 60 fixed for
+    # the details.
+    run = RunContext(ledger, 1, "SOURCE_1", spool=spool)
+    run.start()
+    run.error(10**5000)  # type: ignore[arg-type]
+    assert run.finish().status == "partial"
+    kept = finished(ledger, run.run_id)["error_details"]["errors"][0]
+    assert kept["message"] == "<int: str() failed with ValueError>"

@@ -23,14 +23,17 @@ from ledger import (
     RunTimedOut,
     StuckCursor,
     Thresholds,
+    UnknownRunError,
     ValidationError,
     fail_run,
+    failable_run,
     stuck_page,
     stuck_runs,
     stuck_runs_as_of,
     sweep,
 )
 from ledger.events import event_adapter
+from ledger.store import read_events
 from projections import Projector
 
 NAIVE = datetime(2026, 1, 1)
@@ -218,6 +221,11 @@ def test_append_refuses_what_is_not_a_batch_of_events_with_a_type_error(
     assert ledger.head().last_position == 0
 
 
+class _ReprFails:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
 @pytest.mark.parametrize(
     ("options", "field"),
     [
@@ -227,6 +235,12 @@ def test_append_refuses_what_is_not_a_batch_of_events_with_a_type_error(
         ({"expected_version": 1.0}, "expected_version"),
         ({"clock_read": NAIVE}, "clock_read"),
         ({"clock_read": "2026-01-01T00:00:00Z"}, "clock_read"),
+        # The refusal quoted the value with repr(), which raised in its place (review 60's
+        # safe_repr, not used here): an int past 4,300 digits, an object whose repr fails.
+        pytest.param(
+            {"expected_version": -(10**5000)}, "expected_version", id="version-5001-digits"
+        ),
+        pytest.param({"clock_read": _ReprFails()}, "clock_read", id="clock_read-repr-fails"),
     ],
 )
 def test_append_options_of_the_wrong_type_are_refused_naming_the_option(
@@ -259,11 +273,6 @@ def test_start_run_refuses_a_wrong_value_as_a_validation_error_naming_the_field(
 
 
 # --------------------------------------------------------------------------- reads
-
-
-class _ReprFails:
-    def __repr__(self) -> str:
-        raise RuntimeError("no repr")
 
 
 BAD_READS: dict[str, tuple[Callable[[Ledger], Any], str]] = {
@@ -346,6 +355,25 @@ def test_a_read_argument_of_the_wrong_type_is_a_validation_error_naming_it(
     with pytest.raises(ValidationError) as caught:
         call(ledger)  # read_all raises at the call, not at the first event
     assert [problem.field for problem in caught.value.details] == [field], caught.value
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda led: fail_run(led, 10**5000, "why", "bob"),
+        lambda led: failable_run(led, -(10**5000)),
+        lambda led: list(read_events(led, run_id=10**5000)),
+    ],
+    ids=["fail_run", "failable_run", "read_events"],
+)
+def test_a_run_id_past_4300_digits_is_an_unknown_run(
+    ledger: Ledger, call: Callable[[Ledger], Any]
+) -> None:
+    # No such run: UnknownRunError's message quoted the id, which Python cannot write as text
+    # past 4,300 digits, and that ValueError escaped in place of the UnknownRunError.
+    ledger.start_run(source_id=1, connector_name="c")
+    with pytest.raises(UnknownRunError, match=r"^run <int: str\(\) failed with ValueError> does"):
+        call(ledger)
 
 
 def test_reads_past_the_largest_key_answer_as_the_largest_key_does(ledger: Ledger) -> None:

@@ -87,3 +87,22 @@ def test_help_and_a_mistyped_name_look_at_every_command() -> None:
     assert "--source-id goes after the command's name: python -m service.cli run csv" in (
         done.stderr
     )
+
+
+def test_a_misplaced_options_hint_lists_the_commands_in_one_order_whatever_ran_before() -> None:
+    # In one process (click's runner, a program that calls cli.main more than once), the
+    # hint listed first the commands whose modules the earlier calls had imported.
+    script = (
+        "from click.testing import CliRunner\n"
+        "from service.cli import cli\n"
+        "runner = CliRunner()\n"
+        "assert runner.invoke(cli, ['stuck', '--help']).exit_code == 0\n"
+        "print(runner.invoke(cli, ['--limit', '5']).output)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert (
+        "--limit goes after the command's name: cli events --limit …, cli runs list --limit …, "
+        "cli stuck --limit …"
+    ) in done.stdout, done.stdout

@@ -291,6 +291,55 @@ sys.exit({function}())
     assert done.stdout == b""
 
 
+def test_ctrl_c_while_shell_completion_loads_the_command_exits_130_without_a_traceback() -> None:
+    # Tab completion (`ledger runs <TAB>`) imports the named command's module, which the
+    # console script no longer imports under its own handler, and click runs the completion
+    # before its handlers: a Ctrl-C then printed Python's traceback on the terminal.
+    target = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]["ledger"]
+    module, function = target.split(":")
+    script = f"""
+import os, signal, sys
+class Interrupting:
+    def find_spec(self, name, path=None, target=None):
+        if name == "service.cli.runs":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C on the terminal sends
+        return None
+sys.meta_path.insert(0, Interrupting())
+sys.argv = ["ledger"]
+from {module} import {function}
+sys.exit({function}())
+"""
+    completing = {
+        "_LEDGER_COMPLETE": "bash_complete",
+        "COMP_WORDS": "ledger runs ",
+        "COMP_CWORD": "2",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+        env={**os.environ, **completing},
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 130, stderr
+    assert stderr.strip() == "Error: interrupted by Ctrl-C (SIGINT)", stderr
+    assert done.stdout == b""
+    # Not interrupted, the same completion lists the subcommands.
+    done = subprocess.run(
+        [sys.executable, "-c", script.replace("sys.meta_path.insert", "# sys.meta_path.insert")],
+        capture_output=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+        env={**os.environ, **completing},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().split() == ["plain,fail", "plain,list", "plain,show"]
+
+
 def test_ctrl_c_while_the_command_line_is_parsed_exits_130_without_aborted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

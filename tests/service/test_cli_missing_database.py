@@ -168,7 +168,10 @@ def test_every_command_that_takes_a_database_is_a_reader_or_a_creator() -> None:
 
     def with_db(group: click.Group, prefix: tuple[str, ...]) -> set[tuple[str, ...]]:
         found: set[tuple[str, ...]] = set()
-        for name, command in group.commands.items():
+        context = click.Context(group)  # cli imports a command's module as it is named
+        for name in group.list_commands(context):
+            command = group.get_command(context, name)
+            assert command is not None, name
             if isinstance(command, click.Group):
                 found |= with_db(command, (*prefix, name))
             elif any(param.name in ("db_url", "config_path") for param in command.params):
