@@ -9,7 +9,7 @@ from typing import Any
 
 from ledger.clock import isoformat_utc
 from ledger.dialects import stored_time_text
-from ledger.hashing import HASH, POSITION, PREV_HASH, RECORDED_AT, stored_row_hash
+from ledger.hashing import HASH, POSITION, PREV_HASH, RECORDED_AT, stored_row_hash, stored_row_link
 from ledger.reads import (
     first_stored_position,
     last_stored_position,
@@ -131,7 +131,7 @@ def _verify_chain(
                 "prev_hash does not match the hash of the previous position",
             )
         try:
-            rehashed, why = stored_row_hash(prev_hash, row), ""
+            (rehashed, recorded), why = stored_row_link(prev_hash, row), ""
         except (ValueError, TypeError) as exc:  # a number column holding something else
             rehashed, why = None, f": {clip(visible(str(exc)), 120)}"
         if rehashed != row[HASH]:
@@ -140,7 +140,6 @@ def _verify_chain(
                 position,
                 f"hash does not match the row's content (the row was altered){why}",
             )
-        recorded = stored_time_text(row[RECORDED_AT])
         if recorded < last_recorded:
             # Every append takes recorded_at under the head lock, never below the last one
             # (the as-of reads' binary search relies on it): an event dated before the one it

@@ -147,6 +147,12 @@ def stored_row_hash(prev_hash: str, row: Sequence[Any]) -> str:
     """:func:`chain_hash` of a row as stored (:data:`EVENT_COLUMNS` order, timestamps as the
     database stores them, see :func:`ledger.dialects.stored_time_text`): what ``ledger verify``
     recomputes, with no model and no type conversion in between (its fast path)."""
+    return stored_row_link(prev_hash, row)[0]
+
+
+def stored_row_link(prev_hash: str, row: Sequence[Any]) -> tuple[str, str]:
+    """:func:`stored_row_hash`, and the row's ``recorded_at`` as the canonical text it hashed:
+    verify's scan compares that text with the previous row's, converted once a row."""
     position, event_id, run_id, version, type_, schema, payload, occurred, recorded, actor = (
         hashed_values(row)
     )
@@ -155,6 +161,7 @@ def stored_row_hash(prev_hash: str, row: Sequence[Any]) -> str:
         # a hand edit pass: run_id 3.5 (or the text '٣', '0_3') hashes as run 3, while every
         # read by run (``run_id = 3``: the run's timeline, an as-of replay) passes it by.
         raise TypeError(_not_whole(position, run_id, version, schema))
+    recorded_text = stored_time_text(recorded)
     content = content_from_values(
         position,
         event_id,
@@ -164,10 +171,10 @@ def stored_row_hash(prev_hash: str, row: Sequence[Any]) -> str:
         schema,
         payload,
         stored_time_text(occurred),
-        stored_time_text(recorded),
+        recorded_text,
         actor,
     )
-    return link(prev_hash, content)
+    return link(prev_hash, content), recorded_text
 
 
 def _not_whole(*values: Any) -> str:
