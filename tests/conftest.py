@@ -14,6 +14,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import freezegun
 import pytest
 
 from ledger import Ledger
@@ -29,6 +30,11 @@ pytest_plugins = ["pytester"]  # tests/test_test_processes.py runs the safety ne
 # the default action, as from a terminal.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# pytest times each test with the clock functions of _pytest.timing; a fixture that yields
+# inside freeze_time would otherwise have them frozen too, and --durations (CI's guide to its
+# slowest tests) printed the years since the epoch for that test's set-up.
+freezegun.configure(extend_ignore_list=["_pytest.timing"])
 
 
 @pytest.fixture(autouse=True)
