@@ -387,7 +387,7 @@ class LedgerService:
     def stop_metrics(self) -> None:
         """Stop taking connections to /metrics (a scrape in flight is a daemon thread)."""
         if self.metrics is not None:
-            self.metrics.shutdown()  # its serve_forever loop ends within half a second
+            self.metrics.shutdown()  # its serve_forever loop ends within SHUTDOWN_POLL_S
             self.metrics.server_close()
             self.metrics = None
 

@@ -22,8 +22,7 @@ from tests.support import free_port, stop_process
 
 TOKEN = "process-test-token-0123456789"
 DEADLINE_S = 30.0
-# Real `ledger api` processes, waited on: CI runs them in the session beside the reliability
-# suite, which has the time to spare.
+# Real `ledger api` processes, waited on (`-m "not processes"` leaves them out).
 pytestmark = pytest.mark.processes
 
 

@@ -26,7 +26,7 @@ from tests.support import free_port, stop_process
 
 DEADLINE_S = 60.0
 LEDGER = [sys.executable, "-c", "from service.launch import main; main()"]
-# Real ledger processes, waited on: CI runs them in the session beside the reliability suite.
+# Real ledger processes, waited on (`-m "not processes"` leaves them out).
 pytestmark = pytest.mark.processes
 
 
