@@ -195,10 +195,11 @@ def test_once_serve_is_stopping_the_bound_no_longer_acts_and_the_shutdown_ends_t
                 service.stop.set()  # the shutdown begins, as SIGTERM's handler starts it
                 clock.tick(timedelta(seconds=5))  # the grace period has run out
                 seen = len(looks)
-                # The look under way as the clock moved may have read it before; the next
-                # one started after (a look that gave up is the watcher's last).
+                # The look under way as the clock moved may have read both before (and be
+                # recorded after `seen` was counted); the next one started after them (a look
+                # that gave up is the watcher's last).
                 wait_for(lambda: len(looks) >= seen + 2 or any(g for _, g in looks))
-                assert all(stopping for stopping, _ in looks[seen:])
+                assert all(stopping for stopping, _ in looks[seen + 1 :])
                 assert not any(gave_up for _, gave_up in looks)
                 assert ledger.run(run_id).state == "open"  # type: ignore[union-attr]
                 assert name in service.connector_jobs.active  # the shutdown's to end
