@@ -70,6 +70,10 @@ _TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`(?:[^`]|``)*`|\[[^\]]*
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
+def _ascii_lower(text: str) -> str:
+    return text.translate(_ASCII_LOWER)
+
+
 def sql_tokens(sql: str) -> list[str]:
     """``sql`` as tokens compared for equality: whitespace and the case of ASCII letters in
     keywords and identifiers do not matter; the text of string literals does, and so does any
@@ -79,9 +83,9 @@ def sql_tokens(sql: str) -> list[str]:
         if token.startswith("'"):
             tokens.append(token)
         elif token[0] in '"`[':
-            tokens.append(token[1:-1].translate(_ASCII_LOWER))
+            tokens.append(_ascii_lower(token[1:-1]))
         else:
-            tokens.append(token.translate(_ASCII_LOWER))
+            tokens.append(_ascii_lower(token))
     return tokens
 
 
@@ -147,9 +151,7 @@ def _take(found: list[FoundTrigger], name: str) -> FoundTrigger | None:
     for exact in (True, False):
         for index, trigger in enumerate(found):
             same = (
-                trigger.name == name
-                if exact
-                else trigger.name.translate(_ASCII_LOWER) == name.translate(_ASCII_LOWER)
+                trigger.name == name if exact else _ascii_lower(trigger.name) == _ascii_lower(name)
             )
             if same:
                 return found.pop(index)

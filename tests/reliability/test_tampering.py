@@ -332,9 +332,8 @@ def test_triggers_respelled_with_unicode_lookalikes_are_named(
         assert_clean(ledger)
     for trigger in expected_triggers(dialect):
         lookalike = trigger.name.replace("events", "eventſ")
-        statement = create_trigger_statement(trigger, dialect).replace(
-            trigger.name, f'"{lookalike}"' if dialect == "sqlite" else f"`{lookalike}`", 1
-        )
+        quoted = f'"{lookalike}"' if dialect == "sqlite" else f"`{lookalike}`"
+        statement = create_trigger_statement(trigger, dialect).replace(trigger.name, quoted, 1)
         with ledger.engine.begin() as conn:
             conn.execute(text(f"DROP TRIGGER {trigger.name}"))
             conn.execute(text(statement))
@@ -342,7 +341,6 @@ def test_triggers_respelled_with_unicode_lookalikes_are_named(
         assert verdict.exit_code == 1, verdict.stdout
         assert any("is missing" in m for m in trigger_problems(verdict, trigger.name)), verdict
         assert any("unexpected trigger" in m for m in trigger_problems(verdict, lookalike))
-        quoted = f'"{lookalike}"' if dialect == "sqlite" else f"`{lookalike}`"
         with ledger.engine.begin() as conn:
             conn.execute(text(f"DROP TRIGGER {quoted}"))
         restore_triggers(ledger.engine)
