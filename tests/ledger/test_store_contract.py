@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from freezegun import freeze_time
-from sqlalchemy import func, select, text
+from sqlalchemy import func, make_url, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from forensics.chain import verify_chain
@@ -577,6 +577,16 @@ def test_a_writer_behind_the_database_keeps_the_databases_time(
     assert ledger.read_run(run_id)[0].recorded_at >= real_now
 
 
+def patient_url(db_url: str) -> str:
+    """``db_url`` whose sessions may sit in a transaction for ten minutes (MariaDB)."""
+    parsed = make_url(db_url)
+    if parsed.get_backend_name() == "sqlite":
+        return db_url
+    return parsed.update_query_dict({"idle_transaction_timeout": "600"}).render_as_string(
+        hide_password=False
+    )
+
+
 def test_recorded_at_is_the_ledgers_clock_once_the_head_lock_is_granted(
     backend: str, db_url: str
 ) -> None:
@@ -588,28 +598,40 @@ def test_recorded_at_is_the_ledgers_clock_once_the_head_lock_is_granted(
     events that committed while it waited were visible to anyone. (SQLite reads this
     machine's clock in Python once ``BEGIN IMMEDIATE`` returned.)"""
     previous = use_clock(None)  # the ledger's clock as in production: the server's on MariaDB
-    writer, holder = Ledger.from_url(db_url), Ledger.from_url(db_url)
+    # The holder's transaction sits idle while the append queues behind it: past the ledger's
+    # idle bound (30 s) the server would end it, on a machine busy enough to start the append
+    # late, and the append would then never wait.
+    holder_url = patient_url(db_url)
+    writer, holder = Ledger.from_url(db_url), Ledger.from_url(holder_url)
     try:
         run_id = writer.start_run(1, "SOURCE_1")
         appended: list[RecordedEvent] = []
-        waiting = threading.Thread(
-            target=lambda: appended.extend(
-                writer.append([RunProgressed(run_id=run_id, records_fetched=1)]).events
-            )
-        )
+        failed: list[BaseException] = []
+
+        def append_behind_the_holder() -> None:
+            try:
+                appended.extend(
+                    writer.append([RunProgressed(run_id=run_id, records_fetched=1)]).events
+                )
+            except BaseException as exc:  # reported by the main thread, not lost in this one
+                failed.append(exc)
+
+        waiting = threading.Thread(target=append_behind_the_holder)
         lock = "" if backend == "sqlite" else " FOR UPDATE"
         with holder.transaction("hold the head") as conn:
             conn.execute(text(f"SELECT last_position FROM ledger_head WHERE id = 1{lock}"))
             waiting.start()
-            if backend == "mysql":  # until the append is seen waiting for the head
-                deadline = time.monotonic() + 30
+            if backend == "mysql":  # until the append is seen waiting for a lock in this database
+                deadline = time.monotonic() + 120
                 with holder.engine.connect() as watcher:
                     while not watcher.execute(
                         text(
-                            "SELECT COUNT(*) FROM information_schema.INNODB_TRX "
-                            "WHERE trx_state = 'LOCK WAIT'"
+                            "SELECT COUNT(*) FROM information_schema.INNODB_TRX t "
+                            "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+                            "WHERE t.trx_state = 'LOCK WAIT' AND p.DB = DATABASE()"
                         )
                     ).scalar_one():
+                        assert waiting.is_alive(), ("the append ended without waiting", failed)
                         assert time.monotonic() < deadline, "the append never waited"
                         time.sleep(0.01)
             released_at = holder.clock()
@@ -618,6 +640,7 @@ def test_recorded_at_is_the_ledgers_clock_once_the_head_lock_is_granted(
         writer.close()
         holder.close()
         use_clock(previous)
+    assert not failed, failed
     assert appended[0].recorded_at >= released_at, (appended[0].recorded_at, released_at)
 
 
