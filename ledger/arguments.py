@@ -11,6 +11,7 @@ on the other.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
@@ -87,6 +88,22 @@ def threshold(value: object, name: str) -> timedelta:
     if value > LONGEST_THRESHOLD:
         raise refused(name, f"at most {LONGEST_THRESHOLD.days:,} days, got {value}")
     return value
+
+
+def seconds(value: object, name: str, *, zero: bool = True) -> float:
+    """A duration in seconds: a finite int or float from 0 (above it unless ``zero``). NaN
+    as a deadline is a wait that never ends (every comparison with it is false), a negative
+    poll a ``ValueError`` out of ``time.sleep``, a zero one a busy loop."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise refused(name, f"a number of seconds, got {_shown(value)}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int past float's range (10**400)
+        finite = False
+    if not finite or value < 0 or (value == 0 and not zero):
+        bound = "from 0" if zero else "above 0"
+        raise refused(name, f"a finite number of seconds {bound}, got {clip(safe_repr(value), 80)}")
+    return float(value)
 
 
 def clock_time(value: object, name: str) -> datetime:

@@ -336,6 +336,8 @@ class Projector:
         """Return once ``position`` is applied (read-your-writes); raise on timeout, or at once
         if a poison event at or before it stops the projection."""
         position = arguments.whole_number(position, "position")
+        timeout = arguments.seconds(timeout, "timeout")
+        poll = arguments.seconds(poll, "poll", zero=False)
         deadline = time.monotonic() + timeout
         while True:
             checkpoint = self.checkpoint()

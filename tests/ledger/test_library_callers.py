@@ -342,6 +342,21 @@ BAD_READS: dict[str, tuple[Callable[[Ledger], Any], str]] = {
     "fail_run run id text": (lambda led: fail_run(led, "1", "why", "bob"), "run_id"),
     "projector batch_size text": (lambda led: Projector(led, batch_size="5"), "batch_size"),
     "projector wait_for text": (lambda led: Projector(led).wait_for("1", timeout=0), "position"),
+    # NaN waited for ever (no comparison with it is true); a negative poll was a ValueError.
+    "projector wait_for timeout NaN": (
+        lambda led: Projector(led).wait_for(99, timeout=float("nan")),
+        "timeout",
+    ),
+    "projector wait_for timeout text": (
+        lambda led: Projector(led).wait_for(99, timeout="5"),
+        "timeout",
+    ),
+    "projector wait_for poll negative": (lambda led: Projector(led).wait_for(99, poll=-1), "poll"),
+    "projector wait_for timeout past a float": (
+        lambda led: Projector(led).wait_for(99, timeout=10**400),
+        "timeout",
+    ),
+    "projector wait_for poll zero": (lambda led: Projector(led).wait_for(99, poll=0), "poll"),
     "projector skip reason None": (lambda led: Projector(led).skip(1, None, "bob"), "reason"),
 }
 
