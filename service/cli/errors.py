@@ -9,8 +9,6 @@ from contextlib import contextmanager
 
 import click
 
-from connectors.spool import SpoolAccessError
-from forensics.legacy_table import LegacyTableChangedError
 from ledger import (
     AccessDeniedError,
     ClockAheadError,
@@ -36,7 +34,6 @@ from ledger.urls import (
     mask_url,
     unparseable_url_message,
 )
-from projections.errors import ReadModelExtrasError
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -87,8 +84,24 @@ _CALLERS_MISTAKES = (
     ConfigurationError,
     DatabaseNotFoundError,
     UnusableUrlError,
-    ReadModelExtrasError,  # an operator's trigger, CHECK, foreign key: theirs to decide
 )
+
+
+def _other_packages_kind(error: LedgerError) -> int | None:
+    """The exit code of an error of the packages above ``ledger`` whose code is not the
+    default, or None. Their modules are imported on an error's path only: each package loads
+    whole, and importing them was a tenth of every command's start."""
+    from connectors.spool import SpoolAccessError
+    from forensics.legacy_table import LegacyTableChangedError
+    from projections.errors import ReadModelExtrasError
+
+    if isinstance(error, ReadModelExtrasError):
+        return EXIT_USAGE  # an operator's trigger, CHECK, foreign key: theirs to decide
+    if isinstance(error, SpoolAccessError | LegacyTableChangedError):
+        # A spool folder or file this user may not open, like a SQLite ledger file: it was a
+        # PermissionError traceback, exit 1.
+        return EXIT_ENVIRONMENT
+    return None
 
 
 def exit_code_for(error: LedgerError) -> int:
@@ -101,6 +114,9 @@ def exit_code_for(error: LedgerError) -> int:
         return EXIT_PROBLEM
     if isinstance(error, _CALLERS_MISTAKES):
         return EXIT_USAGE
+    kind = _other_packages_kind(error)
+    if kind is not None:
+        return kind
     if isinstance(
         error,
         DatabaseUnreachableError
@@ -108,13 +124,9 @@ def exit_code_for(error: LedgerError) -> int:
         | DiskError
         | ServerSettingError
         | ClockAheadError
-        | SpoolAccessError
-        | OutputFileError
-        | LegacyTableChangedError,
+        | OutputFileError,
     ):
-        # A spool folder or file this user may not open, like a SQLite ledger file: it was a
-        # PermissionError traceback, exit 1. An output file on a full disk, as stdout is, and
-        # so the SQLite file's own disk.
+        # An output file on a full disk, as stdout is, and so the SQLite file's own disk.
         return EXIT_ENVIRONMENT
     if isinstance(error, StorageError) and isinstance(error.__cause__, StorageError):
         # A storage error raised from another (the SDK's "run not started: the ledger is

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import click
 
-from ledger import (
-    Ledger,
-)
+from ledger import DatabaseNotFoundError, Ledger
 from ledger.text import visible
 from ledger.urls import (
     mask_url,
@@ -61,13 +59,19 @@ def open_or_start_ledger(db_url: str | None) -> Ledger:
     (:func:`check_writable`); where its SQLite file is not there yet, a new ledger made there
     (migrated, said on stderr with its path), so that the first append works and a typo is
     visible rather than an empty file that asks for a migrate."""
-    from migrations.runner import create_if_missing  # Alembic loads only where it may be needed
-
     url = resolve_database_url(db_url)
     remember_url_source(url)  # before the first error about the URL: it names the variable
     with library_errors():
-        note_created(create_if_missing(url))
-    ledger = open_ledger(db_url)
+        try:
+            ledger = Ledger.from_url(url, create=False)
+        except DatabaseNotFoundError:
+            # Alembic is loaded only to make a ledger: a quarter of a second of every append's
+            # start otherwise, where the ledger is there.
+            from migrations.runner import create_if_missing
+
+            note_created(create_if_missing(url))
+            ledger = Ledger.from_url(url, create=False)
+    log.info("using %s", mask_url(url))
     check_writable(ledger)
     return ledger
 

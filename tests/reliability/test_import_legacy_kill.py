@@ -61,36 +61,40 @@ def test_an_import_killed_half_way_completes_when_run_again(
     ledger: Ledger, db_url: str, backend: str, reliability: Summary
 ) -> None:
     _seed_legacy_table(ledger)
-    process = subprocess.Popen(
-        _import_command(db_url),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    kill_when(ledger.runs, process, "the import's first batch of rows committed")
-    imported_at_kill = len(ledger.runs())
-    assert 0 < imported_at_kill < LEGACY_ROWS, "the kill did not land mid-import"
+    try:
+        process = subprocess.Popen(
+            _import_command(db_url),
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        kill_when(ledger.runs, process, "the import's first batch of rows committed")
+        imported_at_kill = len(ledger.runs())
+        assert 0 < imported_at_kill < LEGACY_ROWS, "the kill did not land mid-import"
 
-    connector_run = ledger.start_run(7, "SOURCE_7")  # a connector, before the import is re-run
-    again = subprocess.run(_import_command(db_url), cwd=REPO, capture_output=True, text=True)
+        connector_run = ledger.start_run(7, "SOURCE_7")  # a connector, before the import is re-run
+        again = subprocess.run(_import_command(db_url), cwd=REPO, capture_output=True, text=True)
 
-    assert again.returncode == 0, again.stderr
-    summary = json.loads(again.stdout)
-    assert (summary["imported"], summary["already_imported"]) == (
-        LEGACY_ROWS - imported_at_kill,
-        imported_at_kill,
-    )
-    assert summary["mismatches"] == []
-    assert connector_run > LEGACY_ROWS
-    runs = {state.run_id: state for state in ledger.runs()}
-    assert len(runs) == LEGACY_ROWS + 1
-    assert runs[connector_run].connector_name == "SOURCE_7"
-    assert all(runs[i].connector_name == "SOURCE_1" for i in range(1, LEGACY_ROWS + 1))
-    assert verify_all(ledger).ok
-    Projector(ledger).run_once()
-    projected = table_rows(ledger)
-    rebuild(ledger)
-    assert table_rows(ledger) == projected
+        assert again.returncode == 0, again.stderr
+        summary = json.loads(again.stdout)
+        assert (summary["imported"], summary["already_imported"]) == (
+            LEGACY_ROWS - imported_at_kill,
+            imported_at_kill,
+        )
+        assert summary["mismatches"] == []
+        assert connector_run > LEGACY_ROWS
+        runs = {state.run_id: state for state in ledger.runs()}
+        assert len(runs) == LEGACY_ROWS + 1
+        assert runs[connector_run].connector_name == "SOURCE_7"
+        assert all(runs[i].connector_name == "SOURCE_1" for i in range(1, LEGACY_ROWS + 1))
+        assert verify_all(ledger).ok
+        Projector(ledger).run_once()
+        projected = table_rows(ledger)
+        rebuild(ledger)
+        assert table_rows(ledger) == projected
+    finally:  # the session's database is shared: a later test may make its own old_runs
+        with ledger.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE old_runs")
     reliability.record(
         "import-legacy killed",
         backend,
