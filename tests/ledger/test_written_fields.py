@@ -382,7 +382,7 @@ def test_sqlite_times_read_as_before(text: str) -> None:
 # unless a JSON object field is set (model_dump may convert what such an object holds).
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(event=accepted_events)
 def test_the_payload_is_what_model_dump_gives(event: EventModel) -> None:
     dumped = event.model_dump(mode="python", exclude=set(ENVELOPE_FIELDS))

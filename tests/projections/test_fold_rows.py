@@ -190,7 +190,7 @@ def fold_both_ways(
     return results[0], results[1]
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(case=pages())
 def test_rows_fold_as_events_do(
     case: tuple[dict[int, Row], list[tuple[Any, ...]], set[int]],
