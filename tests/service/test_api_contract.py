@@ -75,4 +75,4 @@ def test_every_operation_small(db_url: str) -> None:
 
 @pytest.mark.slow
 def test_every_operation_big(db_url: str) -> None:
-    assert run_contract(db_url, 150) >= 1000
+    assert run_contract(db_url, 100) >= 700
