@@ -602,6 +602,7 @@ def test_recorded_at_is_the_ledgers_clock_once_the_head_lock_is_granted(
     # idle bound (30 s) the server would end it and the append would never wait.
     holder_url = patient_url(db_url)
     writer, holder = Ledger.from_url(db_url), Ledger.from_url(holder_url)
+    waiting: threading.Thread | None = None
     try:
         run_id = writer.start_run(1, "SOURCE_1")
         appended: list[RecordedEvent] = []
@@ -637,8 +638,9 @@ def test_recorded_at_is_the_ledgers_clock_once_the_head_lock_is_granted(
                         # is what every later look sees (CI failed on it once).
                         time.sleep(0.2)
             released_at = holder.clock()
-        waiting.join(60)
     finally:
+        if waiting is not None and waiting.ident is not None:
+            waiting.join(60)  # the append ends once the holder let go, on a failure too
         writer.close()
         holder.close()
         use_clock(previous)
